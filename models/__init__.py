@@ -1,0 +1,1 @@
+"""partnerscore.models: model heads, baselines, explainer and scoring policy."""

@@ -1,0 +1,1 @@
+"""partnerscore.serving: batch scoring, score history, HTML reports and the CLI."""

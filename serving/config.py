@@ -1,0 +1,105 @@
+"""The application configuration: shipped defaults, one optional file override, one hash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from partnerscore.features.config import BuildConfig, SimulateConfig
+from partnerscore.features.core import FrozenConfig, PartnerscoreError, stable_hash
+from partnerscore.models.config import PolicyConfig
+from partnerscore.training.config import TrainConfig
+
+
+class PathsConfig(FrozenConfig):
+    """Working folders (relative paths resolve against the current directory).
+
+    Attributes:
+        data_dir: Root of the working data folders.
+        mlflow_dir: Folder of the local SQLite MLflow store and its artifacts.
+        history_url: Score-history database URL; default is a SQLite file under data_dir/scores.
+    """
+
+    data_dir: str = "data"
+    mlflow_dir: str = "data/mlflow"
+    history_url: str | None = None
+
+    def tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI if set, else the local SQLite store under ``mlflow_dir``."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        db = (Path(self.mlflow_dir) / "mlflow.db").resolve()
+        return f"sqlite:///{db}"
+
+    def artifact_root(self) -> str:
+        """Artifact folder used for experiments created by partnerscore on a local store."""
+        return (Path(self.mlflow_dir) / "artifacts").resolve().as_uri()
+
+    def history_database(self) -> str:
+        """The score-history database URL."""
+        if self.history_url:
+            return self.history_url
+        return f"sqlite:///{(Path(self.data_dir) / 'scores' / 'history.sqlite').resolve()}"
+
+
+class AppConfig(FrozenConfig):
+    """Everything configurable, with shipped defaults."""
+
+    paths: PathsConfig = PathsConfig()
+    simulate: SimulateConfig = SimulateConfig()
+    build: BuildConfig = BuildConfig()
+    train: TrainConfig = TrainConfig()
+    policy: PolicyConfig = PolicyConfig()
+
+    def hash(self) -> str:
+        """Stable hash logged with every run and stamped on every score row."""
+        return stable_hash(self)
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Load the shipped defaults, overridden by one JSON, TOML or YAML file.
+
+    Args:
+        path: Optional override file; keys not given keep their defaults.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        PartnerscoreError: The file is missing, unreadable or has unknown or invalid keys.
+    """
+    if path is None:
+        return AppConfig()
+    path = Path(path)
+    if not path.exists():
+        raise PartnerscoreError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise PartnerscoreError(f"{path}: config must be .json, .toml or .yaml")
+    except PartnerscoreError:
+        raise
+    except Exception as exc:  # parse errors of three libraries
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PartnerscoreError(f"{path}: cannot parse config: {first}") from exc
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise PartnerscoreError(f"{path}: config key '{where}': {err['msg']}") from exc

@@ -1,0 +1,1 @@
+"""partnerscore.training: splits, training, tuning, evaluation, MLflow tracking and registry."""

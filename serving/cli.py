@@ -51,7 +51,8 @@ def _parse_ages(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError as exc:
-        raise PartnerscoreError(f"--ages: expected comma-separated day counts, got '{text}'") from exc
+        message = f"--ages: expected comma-separated day counts, got '{text}'"
+        raise PartnerscoreError(message) from exc
 
 
 def _parse_date(text: str | None, option: str) -> date | None:
@@ -73,12 +74,12 @@ def simulate(
     config: ConfigOption = None,
 ) -> None:
     """Write a seeded synthetic partner program (every contract table plus `truth`)."""
-    from partnerscore.features.simulate import run_simulate
-
     cfg = _config(config).simulate
     overrides = {"partners": partners, "seed": seed, "event_scale": event_scale}
     cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     cfg = type(cfg).model_validate(cfg.model_dump())
+    from partnerscore.features.simulate import run_simulate
+
     typer.echo(run_simulate(cfg, out, fmt=fmt).summary())
 
 
@@ -101,19 +102,19 @@ def build(
     config: ConfigOption = None,
 ) -> None:
     """Build the stacked point-in-time training set (features before as_of, labels after)."""
-    from partnerscore.features.pipeline import run_build
-
     cfg = _config(config).build
     update = {"ages": _parse_ages(ages), "horizon_days": horizon}
     cfg = type(cfg).model_validate(
         {**cfg.model_dump(), **{k: v for k, v in update.items() if v is not None}}
     )
+    from partnerscore.features.pipeline import run_build
+
     typer.echo(run_build(raw, out, cfg).summary())
 
 
 @app.command()
 def metrics(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print as a Markdown table.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print as Markdown.")] = False,
 ) -> None:
     """Print the data dictionary of every feature in the metric registry."""
     from partnerscore.features.registry import data_dictionary
@@ -130,30 +131,29 @@ def train(
     config: ConfigOption = None,
 ) -> None:
     """Train both heads and the baselines, log to MLflow, register a `challenger` version."""
-    from partnerscore.training.train import run_train
-
     app_cfg = _config(config)
     tcfg = app_cfg.train
     if trials is not None:
         tcfg = type(tcfg).model_validate({**tcfg.model_dump(), "trials": trials})
-    typer.echo(
-        run_train(
-            features,
-            tcfg,
-            policy=app_cfg.policy,
-            tracking_uri=app_cfg.paths.tracking_uri(),
-            artifact_root=app_cfg.paths.artifact_root(),
-            config_hash=app_cfg.hash(),
-        ).summary()
+    from partnerscore.training.train import run_train
+
+    result = run_train(
+        features,
+        tcfg,
+        policy=app_cfg.policy,
+        tracking_uri=app_cfg.paths.tracking_uri(),
+        artifact_root=app_cfg.paths.artifact_root(),
+        config_hash=app_cfg.hash(),
     )
+    typer.echo(result.summary())
 
 
 @app.command()
 def models(config: ConfigOption = None) -> None:
     """Compare registered model versions (aliases, holdout metrics) in a table."""
+    app_cfg = _config(config)
     from partnerscore.training.registry import run_models
 
-    app_cfg = _config(config)
     typer.echo(run_models(app_cfg.train, tracking_uri=app_cfg.paths.tracking_uri()).summary())
 
 
@@ -167,9 +167,9 @@ def promote(
     config: ConfigOption = None,
 ) -> None:
     """Move the `champion` alias if the challenger beats it on the holdout by the margin."""
+    app_cfg = _config(config)
     from partnerscore.training.registry import run_promote
 
-    app_cfg = _config(config)
     result = run_promote(
         app_cfg.train,
         tracking_uri=app_cfg.paths.tracking_uri(),
@@ -195,9 +195,9 @@ def score(
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF, with drivers, tiers and interventions."""
+    as_of_date = _parse_date(as_of, "--as-of")
     from partnerscore.serving.score import run_score
 
-    as_of_date = _parse_date(as_of, "--as-of")
     typer.echo(run_score(raw, as_of_date, model, out, _config(config)).summary())
 
 
@@ -219,9 +219,7 @@ def report(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Root folder for everything the demo writes.")] = Path(
-        "data"
-    ),
+    workdir: Annotated[Path, typer.Option(help="Root folder for all demo output.")] = Path("data"),
     partners: Annotated[int | None, typer.Option(help="Number of simulated partners.")] = None,
     trials: Annotated[int | None, typer.Option(help="Optuna trials per head.")] = None,
     config: ConfigOption = None,
@@ -262,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {first} (set PARTNERSCORE_DEBUG=1 for details)",
+            f"error: unexpected {type(exc).__name__}: {first} "
+            "(set PARTNERSCORE_DEBUG=1 for details)",
             err=True,
         )
         return 1

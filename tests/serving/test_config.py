@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.config import AppConfig, load_config
+
+
+def test_defaults_and_hash_stable():
+    assert load_config() == AppConfig()
+    assert load_config().hash() == AppConfig().hash()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("c.json", json.dumps({"train": {"trials": 3}, "build": {"ages": [90, 30]}})),
+        ("c.toml", "[train]\ntrials = 3\n[build]\nages = [90, 30]\n"),
+        ("c.yaml", "train:\n  trials: 3\nbuild:\n  ages: [90, 30]\n"),
+    ],
+)
+def test_override_file_formats(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg.train.trials == 3
+    assert cfg.build.ages == (30, 90)
+    assert cfg.simulate == AppConfig().simulate
+    assert cfg.hash() != AppConfig().hash()
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"trails": 3}}))
+    with pytest.raises(PartnerscoreError, match=r"c.json: config key 'train.trails'"):
+        load_config(path)
+
+
+def test_bad_value_and_bad_syntax(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("build:\n  horizon_days: -4\n")
+    with pytest.raises(PartnerscoreError, match="build.horizon_days"):
+        load_config(path)
+    path.write_text("build: [unclosed\n")
+    with pytest.raises(PartnerscoreError, match="cannot parse config"):
+        load_config(path)
+    with pytest.raises(PartnerscoreError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_tracking_uri_env_override(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = AppConfig.model_validate({"paths": {"mlflow_dir": str(tmp_path / "ml")}})
+    assert cfg.paths.tracking_uri() == f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert cfg.paths.tracking_uri() == "http://127.0.0.1:5000"

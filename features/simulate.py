@@ -181,7 +181,7 @@ class _Program:
         last = self.end - pd.Timedelta(days=30)
         offsets = np.sort(rng.uniform(0, (last - first).days, n))
         # signing at business hours, second resolution
-        self.signed_days = offsets  # days after `first`
+        self.signed_days = np.floor(offsets) + 0.375  # days after `first`, 09:00 local
         self.first = first
         self.tier = rng.choice(np.array(TIERS, dtype=object), n, p=TIER_P)
         self.region = rng.choice(np.array(REGIONS, dtype=object), n, p=REGION_P)
@@ -279,7 +279,7 @@ def _partners(p: _Program) -> pd.DataFrame:
         np.round(3 + 0.5 * p.quality + 0.3 * p.engagement + rng.normal(0, 0.9, n)), 1, 5
     )
     adoption[rng.random(n) < 0.1] = np.nan
-    signed = p.to_time(np.floor(p.signed_days) + 0.375)  # 09:00 on the signing day
+    signed = p.to_time(p.signed_days)
     return pd.DataFrame(
         {
             "partner_id": [f"P{i + 1:05d}" for i in range(n)],
@@ -494,7 +494,7 @@ def _truth(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     rows = []
     sub = (np.arange(10) + 0.5) / 10  # integration points inside a month
     for age in cfg.truth_ages:
-        as_of_day = np.floor(p.signed_days) + 0.375 + age
+        as_of_day = p.signed_days + age
         valid = as_of_day <= p.end_day - 1 + 0.999
         idx = np.flatnonzero(valid)
         if idx.size == 0:

@@ -1,0 +1,342 @@
+"""Point-in-time training sets and scoring frames.
+
+A snapshot is (partner_id, as_of). Features use only rows dated strictly before as_of; labels use
+(as_of, as_of + horizon]. Training sets stack snapshots at several onboarding ages and keep only
+those whose horizon is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
+from partnerscore.features.config import BuildConfig
+from partnerscore.features.core import (
+    PartnerscoreError,
+    write_frame_atomic,
+    write_text_atomic,
+)
+from partnerscore.features.registry import feature_specs, registry_version
+
+if TYPE_CHECKING:
+    from partnerscore.features.validate import RawData
+
+TRUTH_FILES = ("truth.csv", "truth.parquet")
+
+
+def make_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFrame:
+    """One snapshot per partner and onboarding age: as_of = signed_at + age days.
+
+    Args:
+        partners: The partners table (partner_id, signed_at).
+        ages: Onboarding ages in days.
+
+    Returns:
+        Frame of partner_id, as_of, age_days, signed_at sorted by partner_id, as_of.
+    """
+    signed = pd.to_datetime(partners["signed_at"])
+    frames = [
+        pd.DataFrame(
+            {
+                "partner_id": partners["partner_id"].astype(str).to_numpy(),
+                "as_of": (signed + pd.Timedelta(days=int(age))).to_numpy(),
+                "age_days": int(age),
+                "signed_at": signed.to_numpy(),
+            }
+        )
+        for age in ages
+    ]
+    snaps = pd.concat(frames, ignore_index=True)
+    return snaps.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+
+
+def build_features(tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame) -> pd.DataFrame:
+    """Features of every snapshot from rows dated strictly before its as_of.
+
+    Args:
+        tables: Clean typed raw tables (``partners`` required).
+        snapshots: Frame with partner_id and as_of.
+
+    Returns:
+        partner_id, as_of, then every feature available from ``tables`` in registry order.
+    """
+    snaps = Snapshots.from_frame(snapshots, tables["partners"])
+    columns: dict[str, np.ndarray] = {}
+    for source, builder in BUILDERS.items():
+        if source in tables:
+            columns.update(builder(tables, snaps))
+    specs = feature_specs(tables)
+    out = pd.DataFrame(
+        {
+            "partner_id": snapshots["partner_id"].astype(str).to_numpy(),
+            "as_of": pd.to_datetime(snapshots["as_of"]).to_numpy(),
+        }
+    )
+    for spec in specs:
+        values = columns[spec.name]
+        if spec.kind == "categorical":
+            out[spec.name] = (
+                pd.Series(values, dtype=object)
+                .astype("str")
+                .where(pd.notna(pd.Series(values, dtype=object)), None)
+            )
+        else:
+            out[spec.name] = np.asarray(values, dtype=float)
+    return out
+
+
+def build_labels(
+    tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame, config: BuildConfig
+) -> pd.DataFrame:
+    """Labels from the horizon (as_of, as_of + horizon].
+
+    - ``label_revenue``: sum of won deal amounts closed in the horizon.
+    - ``label_engaged``: 1 if at least ``engagement_min_share`` of the horizon's periods hold a
+      qualifying touchpoint (activity types, ``lead`` created, ``deal`` created), else 0.
+
+    Args:
+        tables: Clean typed raw tables.
+        snapshots: Frame with partner_id and as_of.
+        config: Horizon and engagement rule.
+
+    Returns:
+        partner_id, as_of, label_revenue, label_engaged.
+    """
+    snaps = Snapshots.from_frame(snapshots, tables["partners"])
+    horizon = config.horizon_days * DAY
+    deals = tables["deals"]
+    won = (deals["status"].astype(str) == "won").to_numpy() & deals["closed_at"].notna().to_numpy()
+    amount = pd.to_numeric(deals["amount"], errors="coerce").to_numpy(dtype=float)
+    won_tl = Timeline(
+        snaps, deals["partner_id"][won], deals["closed_at"][won], {"amount": amount[won]}
+    )
+    revenue = won_tl.sum_between("amount", snaps.as_of, snaps.as_of + horizon)
+
+    ids, times = [], []
+    kinds = set(config.engagement_touchpoints)
+    if "activities" in tables:
+        act = tables["activities"]
+        sel = act["activity_type"].isin(kinds)
+        ids.append(act["partner_id"][sel])
+        times.append(act["occurred_at"][sel])
+    if "lead" in kinds and "leads" in tables:
+        ids.append(tables["leads"]["partner_id"])
+        times.append(tables["leads"]["created_at"])
+    if "deal" in kinds:
+        ids.append(deals["partner_id"])
+        times.append(deals["created_at"])
+    touch = Timeline(
+        snaps,
+        pd.concat(ids, ignore_index=True),
+        pd.concat([pd.to_datetime(t) for t in times], ignore_index=True),
+    )
+    period = config.engagement_period_days * DAY
+    n_periods = int(np.ceil(config.horizon_days / config.engagement_period_days))
+    active = np.zeros(len(snaps))
+    for j in range(n_periods):
+        lo = snaps.as_of + j * period
+        hi = np.minimum(snaps.as_of + (j + 1) * period, snaps.as_of + horizon)
+        active += touch.sum_between(None, lo, hi) > 0
+    need = int(np.ceil(config.engagement_min_share * n_periods - 1e-9))
+    return pd.DataFrame(
+        {
+            "partner_id": snaps.partner_ids,
+            "as_of": pd.to_datetime(snapshots["as_of"]).to_numpy(),
+            "label_revenue": revenue,
+            "label_engaged": (active >= need).astype(np.int64),
+        }
+    )
+
+
+def _data_end(raw: RawData, config: BuildConfig) -> pd.Timestamp:
+    if config.data_end is not None:
+        return pd.Timestamp(config.data_end) + pd.Timedelta(days=1)
+    return pd.Timestamp(raw.data_end)
+
+
+def _cohort(signed: pd.Series) -> pd.Series:
+    signed = pd.to_datetime(signed)
+    return signed.dt.year.astype(str) + "Q" + signed.dt.quarter.astype(str)
+
+
+def build_training_set(raw: RawData, config: BuildConfig) -> pd.DataFrame:
+    """Stacked, labelled snapshots whose horizon is complete.
+
+    Args:
+        raw: Validated raw data.
+        config: Ages, horizon and label rules.
+
+    Returns:
+        Features + signed_at + cohort + label_revenue + label_engaged, sorted by partner, as_of.
+    """
+    tables = raw.tables
+    snaps = make_snapshots(tables["partners"], config.ages)
+    end = _data_end(raw, config)
+    complete = snaps["as_of"] + pd.Timedelta(days=config.horizon_days) <= end
+    snaps = snaps[complete].reset_index(drop=True)
+    if snaps.empty:
+        raise PartnerscoreError(
+            f"no snapshot has a complete {config.horizon_days}-day horizon before the data end "
+            f"{end:%Y-%m-%d}: nothing to train on (use shorter --ages/--horizon or more history)"
+        )
+    feats = build_features(tables, snaps)
+    labels = build_labels(tables, snaps, config)
+    feats["signed_at"] = snaps["signed_at"].to_numpy()
+    feats["cohort"] = _cohort(snaps["signed_at"]).to_numpy()
+    feats["label_revenue"] = labels["label_revenue"].to_numpy()
+    feats["label_engaged"] = labels["label_engaged"].to_numpy()
+    return feats
+
+
+def build_scoring_frame(raw: RawData, as_of: date | pd.Timestamp) -> pd.DataFrame:
+    """Features at ``as_of`` for every partner signed before it.
+
+    Args:
+        raw: Validated raw data.
+        as_of: Scoring cut-off (features use rows strictly before it).
+
+    Returns:
+        partner_id, as_of, features, partner_name, signed_at; sorted by partner_id.
+    """
+    partners = raw.tables["partners"]
+    cut = pd.Timestamp(as_of)
+    signed = pd.to_datetime(partners["signed_at"])
+    scope = partners[signed < cut].sort_values("partner_id", kind="stable")
+    snaps = pd.DataFrame({"partner_id": scope["partner_id"].astype(str).to_numpy(), "as_of": cut})
+    snaps["as_of"] = pd.to_datetime(snaps["as_of"])
+    feats = build_features(raw.tables, snaps)
+    feats["partner_name"] = scope["partner_name"].astype(str).to_numpy()
+    feats["signed_at"] = pd.to_datetime(scope["signed_at"]).to_numpy()
+    return feats
+
+
+def _read_truth(raw_dir: Path) -> pd.DataFrame | None:
+    for name in TRUTH_FILES:
+        path = raw_dir / name
+        if path.exists():
+            truth = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+            needed = {"partner_id", "age_days", "true_expected_revenue", "true_engagement_prob"}
+            missing = needed - set(truth.columns)
+            if missing:
+                raise PartnerscoreError(f"{path}: missing column '{sorted(missing)[0]}'")
+            truth["partner_id"] = truth["partner_id"].astype(str)
+            return truth
+    return None
+
+
+@dataclass
+class BuildResult:
+    """What ``run_build`` wrote."""
+
+    out_dir: Path
+    rows: int
+    partners: int
+    features: int
+    files: dict[str, Path] = field(default_factory=dict)
+    quarantined: int = 0
+    seconds: float = 0.0
+    manifest: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """Human-readable summary."""
+        m = self.manifest
+        lines = [
+            f"training set: {self.rows:,} snapshots of {self.partners:,} partners, "
+            f"{self.features} features ({self.seconds:.1f} s)",
+            f"  as_of range {m['as_of_min']} .. {m['as_of_max']}, data end {m['data_end']}",
+            f"  label_revenue > 0: {m['labels']['revenue_positive_share']:.1%}, "
+            f"label_engaged: {m['labels']['engaged_share']:.1%}",
+            f"  quarantined input rows: {self.quarantined:,}",
+        ]
+        lines += [f"  wrote {path}" for path in self.files.values()]
+        return "\n".join(lines)
+
+
+def run_build(raw_dir: str | Path, out_dir: str | Path, config: BuildConfig) -> BuildResult:
+    """The ``partnerscore build`` job: validate, build the training set, write it with a manifest.
+
+    Args:
+        raw_dir: Folder of raw contract tables.
+        out_dir: Output folder.
+        config: Build settings.
+
+    Returns:
+        Paths and counts.
+    """
+    from partnerscore.features.validate import load_raw
+
+    started = time.perf_counter()
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    raw = load_raw(raw_dir, out_dir / "quarantine")
+    training = build_training_set(raw, config)
+    files = {"training_set": write_frame_atomic(training, out_dir / "training_set.parquet")}
+    truth = _read_truth(raw_dir)
+    if truth is not None:
+        aligned = training[["partner_id", "as_of"]].copy()
+        aligned["age_days"] = training["age_days"].astype(int).to_numpy()
+        truth = truth.drop(columns=["as_of"], errors="ignore")
+        aligned = aligned.merge(truth, on=["partner_id", "age_days"], how="left")
+        files["truth"] = write_frame_atomic(aligned, out_dir / "truth.parquet")
+    specs = feature_specs(raw.tables)
+    feature_names = [s.name for s in specs]
+    quarantined = sum(t.quarantined for t in raw.report.tables.values())
+    manifest = {
+        "rows": len(training),
+        "partners": int(training["partner_id"].nunique()),
+        "as_of_min": f"{training['as_of'].min():%Y-%m-%d}",
+        "as_of_max": f"{training['as_of'].max():%Y-%m-%d}",
+        "data_end": f"{_data_end(raw, config):%Y-%m-%d %H:%M:%S}",
+        "rows_by_age": {
+            str(k): int(v) for k, v in training["age_days"].value_counts().sort_index().items()
+        },
+        "cohorts": sorted(training["cohort"].unique().tolist()),
+        "labels": {
+            "revenue_mean": float(training["label_revenue"].mean()),
+            "revenue_positive_share": float((training["label_revenue"] > 0).mean()),
+            "engaged_share": float(training["label_engaged"].mean()),
+        },
+        "tables": sorted(raw.tables),
+        "input_fingerprints": {name: fp for name, fp in sorted(raw.fingerprints.items())},
+        "input_rows": {
+            name: {"input": t.input_rows, "valid": t.valid_rows, "quarantined": t.quarantined}
+            for name, t in raw.report.tables.items()
+        },
+        "registry_version": registry_version(),
+        "build_config": config.model_dump(mode="json"),
+        "features": [{"name": s.name, "layer": s.layer, "kind": s.kind} for s in specs],
+        "feature_names": feature_names,
+        "truth": truth is not None,
+    }
+    files["manifest"] = write_text_atomic(
+        json.dumps(manifest, indent=2, sort_keys=False), out_dir / "manifest.json"
+    )
+    return BuildResult(
+        out_dir=out_dir,
+        rows=len(training),
+        partners=manifest["partners"],
+        features=len(feature_names),
+        files=files,
+        quarantined=quarantined,
+        seconds=time.perf_counter() - started,
+        manifest=manifest,
+    )
+
+
+__all__ = [
+    "BuildResult",
+    "build_features",
+    "build_labels",
+    "build_scoring_frame",
+    "build_training_set",
+    "make_snapshots",
+    "run_build",
+    "to_seconds",
+]

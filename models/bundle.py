@@ -1,0 +1,107 @@
+"""PartnerModel: both heads plus everything needed to score and explain a plain feature frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.registry import FeatureSpec
+from partnerscore.models.config import PolicyConfig
+from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+
+QUANTILES = np.linspace(0.0, 1.0, 101)
+
+
+@dataclass
+class PartnerModel:
+    """The registered model: revenue and engagement heads with their feature contract.
+
+    Attributes:
+        revenue: Fitted revenue head.
+        engagement: Fitted engagement head.
+        feature_specs: Declarations of the features, in model column order.
+        categories: Categorical feature -> categories seen in training.
+        policy: Scoring policy bundled with the model.
+        reference: Quantiles of both heads' predictions on the training set
+            (``revenue_quantiles``, ``engagement_quantiles``; 101 points each).
+        metadata: config_hash, registry_version, trained_at, training summary, version.
+    """
+
+    revenue: RevenueRegressor
+    engagement: EngagementClassifier
+    feature_specs: list[FeatureSpec]
+    categories: dict[str, list[str]]
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reference: dict[str, list[float]] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Model input columns, in order."""
+        return [spec.name for spec in self.feature_specs]
+
+    @staticmethod
+    def categories_from(frame: pd.DataFrame, specs: list[FeatureSpec]) -> dict[str, list[str]]:
+        """Sorted categories of every categorical feature in a (training) frame."""
+        out = {}
+        for spec in specs:
+            if spec.kind == "categorical":
+                values = frame[spec.name].dropna().astype(str).unique().tolist()
+                out[spec.name] = sorted(values)
+        return out
+
+    def prepare(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Model-ready frame: ordered columns, float numerics, training categories.
+
+        Missing columns (e.g. an optional table absent at scoring time) become all-missing;
+        unseen categories become missing. Plain ``str``/object input is accepted, which is what
+        the MLflow pyfunc receives.
+        """
+        data = {}
+        n = len(X)
+        for spec in self.feature_specs:
+            col = X[spec.name] if spec.name in X.columns else pd.Series(np.nan, index=X.index)
+            if spec.kind == "categorical":
+                text = col.astype(object).where(col.notna(), None)
+                data[spec.name] = pd.Categorical(
+                    text.to_numpy(dtype=object), categories=self.categories.get(spec.name, [])
+                )
+            else:
+                data[spec.name] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+        return pd.DataFrame(data, index=pd.RangeIndex(n))
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        """pred_revenue and pred_engagement per row."""
+        prepared = self.prepare(X)
+        return pd.DataFrame(
+            {
+                "pred_revenue": self.revenue.predict(prepared),
+                "pred_engagement": self.engagement.predict_proba(prepared)[:, 1],
+            }
+        )
+
+    def raw_contributions(
+        self, X: pd.DataFrame, num_threads: int | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-head SHAP contributions in raw-margin space.
+
+        Returns:
+            ``{"revenue": (contrib (n, k), base (n,)), "engagement": (...)}``; for each head
+            ``base + contrib.sum(1)`` is the raw margin (log revenue, engagement logit).
+        """
+        prepared = self.prepare(X)
+        out = {}
+        for name, head in (("revenue", self.revenue), ("engagement", self.engagement)):
+            contrib = head.raw_contributions(prepared, num_threads=num_threads)
+            out[name] = (contrib[:, :-1], contrib[:, -1])
+        return out
+
+    def set_reference(self, X: pd.DataFrame) -> None:
+        """Store prediction quantiles of a (training) frame for stable composite scores."""
+        preds = self.predict(X)
+        self.reference = {
+            "revenue_quantiles": np.quantile(preds["pred_revenue"], QUANTILES).tolist(),
+            "engagement_quantiles": np.quantile(preds["pred_engagement"], QUANTILES).tolist(),
+        }

@@ -1,0 +1,200 @@
+"""The two LightGBM heads: revenue (tweedie) and engagement (binary, calibrated).
+
+Both follow scikit-learn conventions: ``__init__`` stores parameters, ``fit`` validates them and
+returns self. Inputs are frames prepared by ``PartnerModel.prepare`` (numeric columns float,
+categoricals as pandas ``category`` with the training categories).
+Tree size is bounded on purpose: every scored row carries SHAP contributions, whose cost grows
+with leaves and depth.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+MAX_DEPTH = 8
+MAX_LEAVES = 63
+MAX_TREES = 2000
+
+
+class _LightGBMHead(BaseEstimator):
+    """Parameters shared by both heads."""
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        max_depth: int = 5,
+        min_child_samples: int = 40,
+        subsample: float = 0.8,
+        subsample_freq: int = 1,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        n_jobs: int = 1,
+        random_state: int = 7,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.max_depth = max_depth
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.subsample_freq = subsample_freq
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _validate(self) -> None:
+        if not 1 <= self.n_estimators <= MAX_TREES:
+            raise ValueError(f"n_estimators must be in [1, {MAX_TREES}], got {self.n_estimators}")
+        if not 1 <= self.max_depth <= MAX_DEPTH:
+            raise ValueError(f"max_depth must be in [1, {MAX_DEPTH}], got {self.max_depth}")
+        if not 2 <= self.num_leaves <= MAX_LEAVES:
+            raise ValueError(f"num_leaves must be in [2, {MAX_LEAVES}], got {self.num_leaves}")
+        if not self.learning_rate > 0:
+            raise ValueError("learning_rate must be positive")
+
+    def _lgb_params(self) -> dict:
+        return {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "max_depth": self.max_depth,
+            "min_child_samples": self.min_child_samples,
+            "subsample": self.subsample,
+            "subsample_freq": self.subsample_freq,
+            "colsample_bytree": self.colsample_bytree,
+            "reg_lambda": self.reg_lambda,
+            "n_jobs": self.n_jobs,
+            "random_state": self.random_state,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbose": -1,
+        }
+
+    @property
+    def booster_(self) -> lgb.Booster:
+        """The fitted LightGBM booster."""
+        return self.model_.booster_
+
+    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
+        """Raw margin (log for revenue, logit for engagement) per row."""
+        return self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs)
+
+    def raw_contributions(self, X: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+        """SHAP contributions in raw-margin space: shape (n, k + 1), last column the base value.
+
+        Row sums equal :meth:`raw_score` exactly (TreeSHAP, as ``shap.TreeExplainer``).
+        """
+        return self.booster_.predict(X, pred_contrib=True, num_threads=num_threads or self.n_jobs)
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature, descending."""
+        gain = self.booster_.feature_importance(importance_type="gain")
+        return pd.Series(gain, index=self.booster_.feature_name()).sort_values(ascending=False)
+
+
+class RevenueRegressor(_LightGBMHead):
+    """Expected revenue over the horizon: LightGBM with a tweedie objective (log link).
+
+    Tweedie (1 < power < 2) fits a point mass at zero plus a heavy right tail, the shape of
+    partner revenue; predictions are expectations, so they add up to a portfolio forecast.
+    """
+
+    def __init__(self, tweedie_variance_power: float = 1.3, **params) -> None:
+        super().__init__(**params)
+        self.tweedie_variance_power = tweedie_variance_power
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RevenueRegressor:
+        """Fit on prepared features and non-negative revenue."""
+        self._validate()
+        if not 1.0 < self.tweedie_variance_power < 2.0:
+            raise ValueError("tweedie_variance_power must be in (1, 2)")
+        y = np.asarray(y, dtype=float)
+        if (y < 0).any() or not np.isfinite(y).all():
+            raise ValueError("revenue labels must be finite and non-negative")
+        self.model_ = lgb.LGBMRegressor(
+            objective="tweedie",
+            tweedie_variance_power=self.tweedie_variance_power,
+            **self._lgb_params(),
+        )
+        self.model_.fit(X, y)
+        self.feature_names_in_ = list(X.columns)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Expected revenue per row (exp of the raw margin)."""
+        return np.exp(self.raw_score(X))
+
+
+class EngagementClassifier(_LightGBMHead):
+    """Probability of sustained engagement: LightGBM binary, then a calibration map.
+
+    The booster is fitted on older cohorts; the calibration map (isotonic when the calibration
+    slice is large enough, otherwise Platt scaling) is fitted on the newest training cohorts'
+    raw margins, so probabilities are honest for partners the booster has not seen.
+    """
+
+    def __init__(self, calibration: str = "auto", min_isotonic_rows: int = 1000, **params) -> None:
+        super().__init__(**params)
+        self.calibration = calibration
+        self.min_isotonic_rows = min_isotonic_rows
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        X_calib: pd.DataFrame | None = None,
+        y_calib: np.ndarray | None = None,
+    ) -> EngagementClassifier:
+        """Fit the booster on (X, y) and the calibration map on (X_calib, y_calib).
+
+        Without a calibration slice the map is fitted on the training margins (less honest;
+        the training job always passes one).
+        """
+        self._validate()
+        if self.calibration not in ("auto", "isotonic", "sigmoid"):
+            raise ValueError("calibration must be auto, isotonic or sigmoid")
+        y = np.asarray(y).astype(int)
+        if set(np.unique(y)) - {0, 1}:
+            raise ValueError("engagement labels must be 0/1")
+        self.model_ = lgb.LGBMClassifier(objective="binary", **self._lgb_params())
+        self.model_.fit(X, y)
+        self.feature_names_in_ = list(X.columns)
+        if X_calib is None or y_calib is None or len(np.unique(y_calib)) < 2:
+            X_calib, y_calib = X, y
+        margin = self.raw_score(X_calib)
+        y_calib = np.asarray(y_calib).astype(int)
+        method = self.calibration
+        if method == "auto":
+            method = "isotonic" if len(y_calib) >= self.min_isotonic_rows else "sigmoid"
+        self.calibration_method_ = method
+        if method == "isotonic":
+            self.calibrator_ = IsotonicRegression(
+                y_min=1e-4, y_max=1 - 1e-4, out_of_bounds="clip", increasing=True
+            ).fit(margin, y_calib)
+        else:
+            self.calibrator_ = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y_calib)
+        return self
+
+    def calibrate(self, margin: np.ndarray) -> np.ndarray:
+        """Map raw margins to calibrated probabilities."""
+        margin = np.asarray(margin, dtype=float)
+        if self.calibration_method_ == "isotonic":
+            return self.calibrator_.predict(margin)
+        return self.calibrator_.predict_proba(margin.reshape(-1, 1))[:, 1]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2)."""
+        p = self.calibrate(self.raw_score(X))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """0/1 at probability 0.5."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

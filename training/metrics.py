@@ -1,0 +1,182 @@
+"""Evaluation metrics for both heads, oracle ratios and per-segment breakdowns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    mean_tweedie_deviance,
+    roc_auc_score,
+)
+
+TWEEDIE_POWER = 1.3
+
+
+def gini(actual: np.ndarray, pred: np.ndarray) -> float:
+    """Gini of ``actual`` ordered by ``pred`` (ties broken by order of appearance)."""
+    actual = np.asarray(actual, dtype=float)
+    pred = np.asarray(pred, dtype=float)
+    order = np.lexsort((np.arange(len(pred)), -pred))
+    sorted_actual = actual[order]
+    total = sorted_actual.sum()
+    if total == 0:
+        return 0.0
+    cum = np.cumsum(sorted_actual) / total
+    n = len(actual)
+    return float(cum.sum() / n - (n + 1) / (2 * n))
+
+
+def normalized_gini(actual: np.ndarray, pred: np.ndarray) -> float:
+    """Gini of the predictions divided by the Gini of a perfect ordering (1 = perfect)."""
+    best = gini(actual, actual)
+    return float(gini(actual, pred) / best) if best else 0.0
+
+
+def top_decile_capture(actual: np.ndarray, pred: np.ndarray) -> float:
+    """Share of total actual revenue held by the top 10% of rows by prediction."""
+    actual = np.asarray(actual, dtype=float)
+    k = max(1, int(np.ceil(0.1 * len(actual))))
+    top = np.argsort(-np.asarray(pred, dtype=float), kind="stable")[:k]
+    total = actual.sum()
+    return float(actual[top].sum() / total) if total else 0.0
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Weighted mean |observed rate - mean prediction| over equal-width probability bins."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            err += sel.mean() * abs(y[sel].mean() - p[sel].mean())
+    return float(err)
+
+
+def revenue_metrics(actual: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Ranking, error and portfolio metrics of revenue predictions."""
+    actual = np.asarray(actual, dtype=float)
+    pred = np.asarray(pred, dtype=float)
+    rho = spearmanr(actual, pred).statistic if np.ptp(pred) > 0 and np.ptp(actual) > 0 else 0.0
+    total = actual.sum()
+    return {
+        "normalized_gini": normalized_gini(actual, pred),
+        "spearman": float(rho),
+        "mae": float(np.mean(np.abs(actual - pred))),
+        "rmse": float(np.sqrt(np.mean((actual - pred) ** 2))),
+        "tweedie_deviance": float(
+            mean_tweedie_deviance(actual, np.maximum(pred, 1e-9), power=TWEEDIE_POWER)
+        ),
+        "top_decile_capture": top_decile_capture(actual, pred),
+        "portfolio_bias": float(pred.sum() / total - 1) if total else float("nan"),
+    }
+
+
+def engagement_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Discrimination and calibration metrics of engagement probabilities."""
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+    }
+
+
+def primary_score(metrics: dict[str, float]) -> float:
+    """The single number the promotion gate compares: mean of revenue Gini and engagement AUC."""
+    return 0.5 * metrics["revenue_normalized_gini"] + 0.5 * metrics["engagement_roc_auc"]
+
+
+def evaluate(
+    frame: pd.DataFrame, pred_revenue: np.ndarray, pred_engagement: np.ndarray
+) -> dict[str, float]:
+    """All metrics of both heads on a labelled frame, prefixed ``revenue_``/``engagement_``."""
+    out = {
+        f"revenue_{k}": v for k, v in revenue_metrics(frame["label_revenue"], pred_revenue).items()
+    }
+    out.update(
+        {
+            f"engagement_{k}": v
+            for k, v in engagement_metrics(frame["label_engaged"], pred_engagement).items()
+        }
+    )
+    out["primary_score"] = primary_score(out)
+    return out
+
+
+def oracle_ratios(
+    metrics: dict[str, float], frame: pd.DataFrame, truth: pd.DataFrame
+) -> dict[str, float]:
+    """Model metrics relative to an oracle predicting the simulator's true expectations.
+
+    Args:
+        metrics: Output of :func:`evaluate` for the model.
+        frame: The labelled evaluation frame (partner_id, as_of).
+        truth: partner_id, as_of, true_expected_revenue, true_engagement_prob.
+
+    Returns:
+        oracle metrics and model/oracle ratios for Gini, Spearman and AUC.
+    """
+    merged = frame[["partner_id", "as_of", "label_revenue", "label_engaged"]].merge(
+        truth[["partner_id", "as_of", "true_expected_revenue", "true_engagement_prob"]],
+        on=["partner_id", "as_of"],
+        how="left",
+    )
+    ok = merged["true_expected_revenue"].notna() & merged["true_engagement_prob"].notna()
+    if not ok.any():
+        return {}
+    m = merged[ok]
+    oracle = evaluate(m, m["true_expected_revenue"], m["true_engagement_prob"])
+    out = {f"oracle_{k}": v for k, v in oracle.items() if k in _ORACLE_KEYS}
+    for key in _ORACLE_KEYS:
+        if oracle[key]:
+            out[f"oracle_ratio_{key}"] = metrics[key] / oracle[key]
+    return out
+
+
+_ORACLE_KEYS = (
+    "revenue_normalized_gini",
+    "revenue_spearman",
+    "engagement_roc_auc",
+    "primary_score",
+)
+
+
+def segment_metrics(
+    frame: pd.DataFrame,
+    pred_revenue: np.ndarray,
+    pred_engagement: np.ndarray,
+    segments: tuple[str, ...] = ("tier", "region"),
+    min_rows: int = 30,
+) -> pd.DataFrame:
+    """Key metrics per segment value (segments with fewer than ``min_rows`` rows skipped)."""
+    rows = []
+    data = frame.assign(_pr=np.asarray(pred_revenue), _pe=np.asarray(pred_engagement))
+    for seg in segments:
+        if seg not in data:
+            continue
+        for value, part in data.groupby(seg, dropna=False, observed=True):
+            if len(part) < min_rows:
+                continue
+            m = evaluate(part, part["_pr"], part["_pe"])
+            rows.append(
+                {
+                    "segment": seg,
+                    "value": str(value),
+                    "rows": len(part),
+                    "revenue_normalized_gini": m["revenue_normalized_gini"],
+                    "revenue_portfolio_bias": m["revenue_portfolio_bias"],
+                    "engagement_roc_auc": m["engagement_roc_auc"],
+                    "engagement_ece": m["engagement_ece"],
+                }
+            )
+    return pd.DataFrame(rows)

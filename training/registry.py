@@ -1,0 +1,211 @@
+"""Model registry jobs: compare versions (``partnerscore models``) and the promotion gate."""
+
+from __future__ import annotations
+
+import getpass
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.pyfunc import load_partner_model
+from partnerscore.training.config import TrainConfig
+from partnerscore.training.metrics import evaluate
+from partnerscore.training.train import CHALLENGER, CHAMPION, HOLDOUT_ARTIFACT
+
+_SHOWN = (
+    ("holdout_primary_score", "primary"),
+    ("holdout_revenue_normalized_gini", "rev_gini"),
+    ("holdout_revenue_top_decile_capture", "rev_top10"),
+    ("holdout_revenue_portfolio_bias", "rev_bias"),
+    ("holdout_engagement_roc_auc", "eng_auc"),
+    ("holdout_engagement_brier", "eng_brier"),
+    ("holdout_engagement_ece", "eng_ece"),
+)
+
+
+def _client(tracking_uri: str) -> mlflow.MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _versions(client: mlflow.MlflowClient, name: str) -> list:
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except mlflow.exceptions.MlflowException:
+        return []
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+@dataclass
+class ModelsResult:
+    """Registered versions with aliases and holdout metrics."""
+
+    table: pd.DataFrame
+    name: str
+
+    def summary(self) -> str:
+        """The comparison table as text."""
+        if self.table.empty:
+            return f"no registered versions of '{self.name}' yet (run `partnerscore train`)"
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            return f"registered model '{self.name}'\n" + self.table.to_string(
+                index=False, float_format=lambda v: f"{v:.3f}"
+            )
+
+
+def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
+    """Table of every version: aliases, run, creation time, config hash, holdout metrics."""
+    client = _client(tracking_uri)
+    rows = []
+    for mv in _versions(client, config.registered_model):
+        run = client.get_run(mv.run_id) if mv.run_id else None
+        metrics = run.data.metrics if run else {}
+        row = {
+            "version": int(mv.version),
+            "aliases": ",".join(sorted(mv.aliases)) or "-",
+            "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
+                "%Y-%m-%d %H:%M"
+            ),
+            "run_id": (mv.run_id or "")[:8],
+            "config_hash": (run.data.tags.get("config_hash", "") if run else ""),
+        }
+        for key, label in _SHOWN:
+            row[label] = metrics.get(key, float("nan"))
+        rows.append(row)
+    return ModelsResult(table=pd.DataFrame(rows), name=config.registered_model)
+
+
+@dataclass
+class PromoteResult:
+    """Outcome of the promotion gate."""
+
+    promoted: bool
+    challenger: str
+    champion: str | None
+    challenger_score: float
+    champion_score: float | None
+    margin: float
+    forced: bool = False
+    reason: str = ""
+    details: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """What the gate decided and why."""
+        if self.champion is None:
+            basis = "no champion yet"
+        else:
+            basis = (
+                f"challenger v{self.challenger} primary score {self.challenger_score:.4f} vs "
+                f"champion v{self.champion} {self.champion_score:.4f} on the challenger's "
+                f"holdout (needs +{self.margin:.1%})"
+            )
+        if self.promoted and self.forced:
+            return f"FORCED: v{self.challenger} is now champion ({basis}); reason: {self.reason}"
+        if self.promoted:
+            return f"promoted v{self.challenger} to champion: {basis}"
+        return f"not promoted: {basis}. Use --force --reason '...' to override."
+
+
+def _holdout_of(client: mlflow.MlflowClient, run_id: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)
+        return pd.read_parquet(Path(path))
+
+
+def run_promote(
+    config: TrainConfig,
+    *,
+    tracking_uri: str,
+    version: str | None = None,
+    force: bool = False,
+    reason: str | None = None,
+) -> PromoteResult:
+    """Move ``champion`` to the challenger when it beats the champion by the margin.
+
+    Both models are scored on the challenger's holdout (the newest cohorts it was evaluated
+    on, stored with its run), so the comparison is on identical rows. The primary score is the
+    mean of revenue normalized Gini and engagement ROC AUC; the challenger must exceed the
+    champion's by ``promotion_margin`` (relative). With no champion the first version is
+    promoted. ``force`` promotes regardless and records who, when and why on the version.
+    """
+    client = _client(tracking_uri)
+    name = config.registered_model
+    if not _versions(client, name):
+        raise PartnerscoreError(f"no registered versions of '{name}' (run `partnerscore train`)")
+    try:
+        challenger = (
+            client.get_model_version(name, version)
+            if version
+            else client.get_model_version_by_alias(name, CHALLENGER)
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        what = f"version {version}" if version else f"alias '{CHALLENGER}'"
+        raise PartnerscoreError(f"model '{name}' has no {what}") from exc
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    if champion is not None and champion.version == challenger.version:
+        return PromoteResult(
+            promoted=False,
+            challenger=challenger.version,
+            champion=champion.version,
+            challenger_score=float("nan"),
+            champion_score=float("nan"),
+            margin=config.promotion_margin,
+            reason="already champion",
+        )
+
+    holdout = _holdout_of(client, challenger.run_id)
+    ch_model = load_partner_model(f"models:/{name}/{challenger.version}")
+    ch_pred = ch_model.predict(holdout)
+    ch_metrics = evaluate(holdout, ch_pred["pred_revenue"], ch_pred["pred_engagement"])
+    ch_score = ch_metrics["primary_score"]
+    champ_score = None
+    details = {"challenger": ch_metrics}
+    if champion is not None:
+        cp_model = load_partner_model(f"models:/{name}/{champion.version}")
+        cp_pred = cp_model.predict(holdout)
+        cp_metrics = evaluate(holdout, cp_pred["pred_revenue"], cp_pred["pred_engagement"])
+        champ_score = cp_metrics["primary_score"]
+        details["champion"] = cp_metrics
+        passes = ch_score >= champ_score * (1 + config.promotion_margin)
+    else:
+        passes = True
+    promoted = passes or force
+    result = PromoteResult(
+        promoted=promoted,
+        challenger=challenger.version,
+        champion=champion.version if champion else None,
+        challenger_score=ch_score,
+        champion_score=champ_score,
+        margin=config.promotion_margin,
+        forced=force and not passes,
+        reason=reason or ("gate passed" if passes else "forced without a reason"),
+        details=details,
+    )
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tags = {
+        "promotion_decision": "promoted" if promoted else "rejected",
+        "promotion_checked_at": now,
+        "promotion_challenger_score": f"{ch_score:.4f}",
+        "promotion_champion_score": "" if champ_score is None else f"{champ_score:.4f}",
+    }
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+        tags["promoted_at"] = now
+        tags["promoted_by"] = getpass.getuser()
+        if result.forced:
+            tags["promotion_forced"] = "true"
+            tags["promotion_reason"] = result.reason
+        if champion is not None:
+            client.set_model_version_tag(name, champion.version, "replaced_at", now)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, challenger.version, key, value)
+    return result

@@ -1,0 +1,186 @@
+"""The scoring policy: composite score, tiers, quadrants, playbook, provisional flag, smoothing.
+
+Everything here is a pure function of predictions, the model's reference quantiles and the
+:class:`~partnerscore.models.config.PolicyConfig`, so a score does not depend on which other
+partners are in the batch.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.config import PolicyConfig
+
+QUADRANTS = (
+    "high_revenue_high_engagement",
+    "high_revenue_low_engagement",
+    "low_revenue_high_engagement",
+    "low_revenue_low_engagement",
+)
+GRID = np.linspace(0.0, 1.0, 101)
+SHIPPED_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
+
+
+def percentile_of(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """Position (0-1) of each value within a reference distribution given by 101 quantiles.
+
+    Values equal to a run of tied quantiles get the middle of the run; values between
+    quantiles are interpolated linearly; outside the range they clip to 0 or 1.
+    """
+    q = np.asarray(quantiles, dtype=float)
+    v = np.asarray(values, dtype=float)
+    left = np.searchsorted(q, v, side="left")
+    right = np.searchsorted(q, v, side="right")
+    steps = len(q) - 1
+    tied = right > left
+    mid = (left + right - 1) / 2 / steps
+    lo = np.clip(left - 1, 0, steps)
+    hi = np.clip(left, 0, steps)
+    span = q[hi] - q[lo]
+    frac = np.where(span > 0, (v - q[lo]) / np.where(span > 0, span, 1), 0.0)
+    interp = (lo + frac) / steps
+    out = np.where(tied, mid, interp)
+    return np.clip(np.where(left == 0, np.where(tied, mid, 0.0), out), 0.0, 1.0)
+
+
+def composite_score(
+    pred_revenue: np.ndarray,
+    pred_engagement: np.ndarray,
+    reference: dict[str, list[float]],
+    policy: PolicyConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Composite 0-100 from the heads' percentiles among the training predictions.
+
+    Returns:
+        (score, revenue part, engagement part); the parts add up to the score.
+    """
+    w = policy.revenue_weight
+    rev = 100 * w * percentile_of(pred_revenue, reference["revenue_quantiles"])
+    eng = 100 * (1 - w) * percentile_of(pred_engagement, reference["engagement_quantiles"])
+    return rev + eng, rev, eng
+
+
+def score_tier(score: np.ndarray, policy: PolicyConfig) -> np.ndarray:
+    """Tier name of each score: the best tier whose lower bound it reaches."""
+    cutoffs = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
+    names = np.array([name for name, _ in cutoffs] + [cutoffs[-1][0]], dtype=object)
+    bounds = np.array([bound for _, bound in cutoffs])
+    idx = (np.asarray(score)[:, None] < bounds[None, :]).sum(axis=1)
+    return names[np.minimum(idx, len(cutoffs) - 1)]
+
+
+def quadrant(
+    pred_revenue: np.ndarray,
+    pred_engagement: np.ndarray,
+    reference: dict[str, list[float]],
+    policy: PolicyConfig,
+) -> np.ndarray:
+    """Revenue (high: at or above the reference quantile) x engagement (high: >= threshold)."""
+    threshold = float(np.interp(policy.revenue_high_quantile, GRID, reference["revenue_quantiles"]))
+    high_rev = np.asarray(pred_revenue) >= threshold
+    high_eng = np.asarray(pred_engagement) >= policy.engagement_high
+    names = np.array(QUADRANTS, dtype=object)
+    idx = np.where(high_rev, np.where(high_eng, 0, 1), np.where(high_eng, 2, 3))
+    return names[idx]
+
+
+def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict[str, str]:
+    if not isinstance(entry, dict):
+        raise PartnerscoreError(f"{where}: expected a mapping with {', '.join(keys)}")
+    for key in keys:
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise PartnerscoreError(f"{where}: missing or empty key '{key}'")
+    return {key: " ".join(entry[key].split()) for key in keys}
+
+
+@lru_cache(maxsize=8)
+def _load_playbook(path: str | None) -> dict:
+    if path is None:
+        text = SHIPPED_PLAYBOOK.read_text(encoding="utf-8")
+        source = "playbook.yaml (shipped)"
+    else:
+        file = Path(path)
+        if not file.exists():
+            raise PartnerscoreError(f"{file}: playbook file not found")
+        text = file.read_text(encoding="utf-8")
+        source = str(file)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise PartnerscoreError(f"{source}:{where} not valid YAML") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("quadrants"), dict):
+        raise PartnerscoreError(f"{source}: missing key 'quadrants'")
+    quads = {}
+    for name in QUADRANTS:
+        if name not in data["quadrants"]:
+            raise PartnerscoreError(f"{source}: missing key 'quadrants.{name}'")
+        quads[name] = _check_entry(
+            data["quadrants"][name], f"{source}: quadrants.{name}", ("label", "title", "detail")
+        )
+    unknown = set(data["quadrants"]) - set(QUADRANTS)
+    if unknown:
+        raise PartnerscoreError(f"{source}: unknown quadrant 'quadrants.{sorted(unknown)[0]}'")
+    provisional = None
+    if data.get("provisional") is not None:
+        provisional = _check_entry(
+            data["provisional"], f"{source}: provisional", ("title", "detail")
+        )
+    return {"quadrants": quads, "provisional": provisional}
+
+
+def load_playbook(policy: PolicyConfig) -> dict:
+    """The validated playbook (shipped, or ``policy.playbook_path``)."""
+    return _load_playbook(policy.playbook_path)
+
+
+def interventions(
+    quadrants: np.ndarray, provisional: np.ndarray, policy: PolicyConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(quadrant label, intervention title, intervention detail) per row."""
+    book = load_playbook(policy)
+    label = np.array([book["quadrants"][q]["label"] for q in QUADRANTS], dtype=object)
+    title = np.array([book["quadrants"][q]["title"] for q in QUADRANTS], dtype=object)
+    detail = np.array([book["quadrants"][q]["detail"] for q in QUADRANTS], dtype=object)
+    position = {name: i for i, name in enumerate(QUADRANTS)}
+    idx = np.fromiter((position[q] for q in quadrants), dtype=np.int64, count=len(quadrants))
+    t, d = title[idx].copy(), detail[idx].copy()
+    if book["provisional"] is not None:
+        prov = np.asarray(provisional, dtype=bool)
+        t[prov] = book["provisional"]["title"]
+        d[prov] = book["provisional"]["detail"]
+    return label[idx], t, d
+
+
+def is_provisional(age_days: np.ndarray, policy: PolicyConfig) -> np.ndarray:
+    """Scores of partners younger than the minimum observation period are provisional."""
+    return np.asarray(age_days, dtype=float) < policy.min_observation_days
+
+
+def smooth_and_guard(
+    score: float, previous: list[float], policy: PolicyConfig
+) -> tuple[float, float | None, bool]:
+    """Moving average and swing guardrail for one partner.
+
+    Args:
+        score: The new score.
+        previous: Earlier scores of the partner, oldest first (any length).
+        policy: smoothing_window and guardrail_threshold.
+
+    Returns:
+        (smoothed score, previous score or None, guardrail flag).
+    """
+    window = (
+        [*previous[-(policy.smoothing_window - 1) :], score]
+        if policy.smoothing_window > 1
+        else [score]
+    )
+    prev = previous[-1] if previous else None
+    flag = prev is not None and abs(score - prev) > policy.guardrail_threshold
+    return float(np.mean(window)), prev, bool(flag)

@@ -10,14 +10,16 @@ from partnerscore.features.core import FrozenConfig
 class HeadParams(FrozenConfig):
     """LightGBM parameters shared by both heads (tuned values override these).
 
-    Depth and leaves are bounded on purpose: SHAP contributions cost grows with tree size, and
-    every scored row carries its drivers.
+    Trees are small on purpose: every scored row carries exact SHAP drivers, whose cost grows
+    with trees x leaves x depth^2 (measured on 2 cores: 300 trees of 15 leaves at depth 5
+    explain ~2k rows/s for both heads; 120 trees of 8 leaves at depth 3 ~18k rows/s, with equal
+    holdout accuracy on the simulated program). See ``bench/bench_score.py``.
     """
 
-    n_estimators: int = Field(default=300, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0)
-    num_leaves: int = Field(default=15, ge=2)
-    max_depth: int = Field(default=5, ge=1)
+    n_estimators: int = Field(default=120, ge=1)
+    learning_rate: float = Field(default=0.08, gt=0)
+    num_leaves: int = Field(default=8, ge=2)
+    max_depth: int = Field(default=3, ge=1)
     min_child_samples: int = Field(default=40, ge=1)
     subsample: float = Field(default=0.8, gt=0, le=1)
     subsample_freq: int = 1

@@ -82,22 +82,26 @@ def format_value(value, spec: FeatureSpec) -> str:
     return _fmt_number(v)
 
 
-def driver_sentence(
-    spec: FeatureSpec,
-    value,
-    score_points: float,
-    revenue_effect: float,
-    engagement_effect: float,
-) -> str:
-    """One readable sentence for a driver, e.g.
-
-    ``Certifications earned: 2 — raises the score by 6.1 pts (expected revenue +$3,200,
-    engagement +4 pts)``.
+def driver_sentence(spec: FeatureSpec, value, score_points: float) -> str:
+    """One readable sentence for a driver, e.g. ``Certifications earned: 2 (raises the score by
+    6.1 pts)``. Per-head effects in dollars and probability points are in the ``shap_*`` columns.
     """
     verb = "raises" if score_points >= 0 else "lowers"
-    rev = f"{'+' if revenue_effect >= 0 else '-'}${abs(revenue_effect):,.0f}"
-    eng = f"{engagement_effect * 100:+.0f} pts"
-    return (
-        f"{spec.label}: {format_value(value, spec)} — {verb} the score by "
-        f"{abs(score_points):.1f} pts (expected revenue {rev}, engagement {eng})"
-    )
+    text = format_value(value, spec)
+    return f"{spec.label}: {text} ({verb} the score by {abs(score_points):.1f} pts)"
+
+
+def driver_sentences(spec: FeatureSpec, values: np.ndarray, score_points: np.ndarray) -> list[str]:
+    """:func:`driver_sentence` for many rows of one feature (value labels cached)."""
+    cache: dict = {}
+    labels = []
+    for value in values:
+        key = "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = format_value(value, spec)
+        labels.append(text)
+    head = f"{spec.label}: "
+    points = np.abs(score_points).round(1).tolist()
+    verb = np.where(score_points >= 0, " (raises the score by ", " (lowers the score by ").tolist()
+    return [f"{head}{label}{v}{p} pts)" for label, v, p in zip(labels, verb, points, strict=True)]

@@ -26,10 +26,10 @@ class _LightGBMHead(BaseEstimator):
 
     def __init__(
         self,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
-        num_leaves: int = 15,
-        max_depth: int = 5,
+        n_estimators: int = 120,
+        learning_rate: float = 0.08,
+        num_leaves: int = 8,
+        max_depth: int = 3,
         min_child_samples: int = 40,
         subsample: float = 0.8,
         subsample_freq: int = 1,
@@ -107,8 +107,34 @@ class RevenueRegressor(_LightGBMHead):
     partner revenue; predictions are expectations, so they add up to a portfolio forecast.
     """
 
-    def __init__(self, tweedie_variance_power: float = 1.3, **params) -> None:
-        super().__init__(**params)
+    def __init__(
+        self,
+        tweedie_variance_power: float = 1.3,
+        n_estimators: int = 120,
+        learning_rate: float = 0.08,
+        num_leaves: int = 8,
+        max_depth: int = 3,
+        min_child_samples: int = 40,
+        subsample: float = 0.8,
+        subsample_freq: int = 1,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        n_jobs: int = 1,
+        random_state: int = 7,
+    ) -> None:
+        super().__init__(
+            n_estimators=n_estimators,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            max_depth=max_depth,
+            min_child_samples=min_child_samples,
+            subsample=subsample,
+            subsample_freq=subsample_freq,
+            colsample_bytree=colsample_bytree,
+            reg_lambda=reg_lambda,
+            n_jobs=n_jobs,
+            random_state=random_state,
+        )
         self.tweedie_variance_power = tweedie_variance_power
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> RevenueRegressor:
@@ -141,8 +167,35 @@ class EngagementClassifier(_LightGBMHead):
     raw margins, so probabilities are honest for partners the booster has not seen.
     """
 
-    def __init__(self, calibration: str = "auto", min_isotonic_rows: int = 1000, **params) -> None:
-        super().__init__(**params)
+    def __init__(
+        self,
+        calibration: str = "auto",
+        min_isotonic_rows: int = 1000,
+        n_estimators: int = 120,
+        learning_rate: float = 0.08,
+        num_leaves: int = 8,
+        max_depth: int = 3,
+        min_child_samples: int = 40,
+        subsample: float = 0.8,
+        subsample_freq: int = 1,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        n_jobs: int = 1,
+        random_state: int = 7,
+    ) -> None:
+        super().__init__(
+            n_estimators=n_estimators,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            max_depth=max_depth,
+            min_child_samples=min_child_samples,
+            subsample=subsample,
+            subsample_freq=subsample_freq,
+            colsample_bytree=colsample_bytree,
+            reg_lambda=reg_lambda,
+            n_jobs=n_jobs,
+            random_state=random_state,
+        )
         self.calibration = calibration
         self.min_isotonic_rows = min_isotonic_rows
 

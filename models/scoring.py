@@ -23,40 +23,40 @@ def _drivers(
     model: PartnerModel,
     features: pd.DataFrame,
     score_contrib: np.ndarray,
-    rev_out: np.ndarray,
-    eng_out: np.ndarray,
     top: int,
-) -> dict[str, list[str]]:
-    """Top positive and negative driver sentences per row, ranked by effect on the score."""
+) -> dict[str, np.ndarray]:
+    """Top positive and negative driver sentences per row, ranked by effect on the score.
+
+    Drivers moving the score by less than 0.05 points are left empty. Sentences are built per
+    (slot, feature) group with value labels cached, so the cost is a few string joins per row.
+    """
     n, k = score_contrib.shape
     specs = model.feature_specs
-    columns = {s.name: features[s.name].to_numpy() if s.name in features else None for s in specs}
-    out: dict[str, list[str]] = {}
     m = min(top, k)
-    order_pos = np.argsort(-score_contrib, axis=1, kind="stable")[:, :m]
-    order_neg = np.argsort(score_contrib, axis=1, kind="stable")[:, :m]
-    for sign, order in (("pos", order_pos), ("neg", order_neg)):
+    rows = np.arange(n)
+    out: dict[str, np.ndarray] = {}
+    ranked = {
+        "pos": np.argsort(-score_contrib, axis=1, kind="stable")[:, :m],
+        "neg": np.argsort(score_contrib, axis=1, kind="stable")[:, :m],
+    }
+    for sign, order in ranked.items():
         for j in range(top):
-            col = []
-            if j < m:
-                idx = order[:, j]
-                vals = score_contrib[np.arange(n), idx]
-                for row in range(n):
-                    v = vals[row]
-                    if (sign == "pos" and v <= 0.05) or (sign == "neg" and v >= -0.05):
-                        col.append("")
-                        continue
-                    f = idx[row]
-                    spec = specs[f]
-                    value = columns[spec.name][row] if columns[spec.name] is not None else None
-                    col.append(
-                        explain.driver_sentence(
-                            spec, value, float(v), float(rev_out[row, f]), float(eng_out[row, f])
-                        )
-                    )
-            else:
-                col = [""] * n
+            col = np.full(n, "", dtype=object)
             out[f"driver_{sign}_{j + 1}"] = col
+            if j >= m:
+                continue
+            idx = order[:, j]
+            pts = score_contrib[rows, idx]
+            keep = pts > 0.05 if sign == "pos" else pts < -0.05
+            for f in np.unique(idx[keep]):
+                sel = np.flatnonzero(keep & (idx == f))
+                spec = specs[f]
+                values = (
+                    features[spec.name].to_numpy()[sel]
+                    if spec.name in features
+                    else np.full(len(sel), np.nan)
+                )
+                col[sel] = explain.driver_sentences(spec, values, pts[sel])
     return out
 
 
@@ -138,7 +138,7 @@ def score_features(
             cols[f"{head}_{layer}"] = values
     for layer in LAYERS:
         cols[f"score_{layer}"] = score_contrib[:, [s.layer == layer for s in specs]].sum(axis=1)
-    cols.update(_drivers(model, features, score_contrib, rev_out, eng_out, policy.top_drivers))
+    cols.update(_drivers(model, features, score_contrib, policy.top_drivers))
     cols["provisional"] = provisional
     cols["model_version"] = str(model.metadata.get("version", ""))
     cols["model_config_hash"] = str(model.metadata.get("config_hash", ""))

@@ -12,12 +12,13 @@ from sklearn.metrics import log_loss
 from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
 from partnerscore.training.metrics import normalized_gini
 
-# Bounded on purpose: SHAP contributions on every scored row must stay cheap.
+# Bounded on purpose: exact SHAP contributions on every scored row must stay cheap (their cost
+# grows with trees x leaves x depth^2): see HeadParams and bench/bench_score.py.
 SEARCH_SPACE = {
-    "n_estimators": (100, 400),
-    "learning_rate": (0.02, 0.15),
-    "num_leaves": (7, 31),
-    "max_depth": (3, 6),
+    "n_estimators": (50, 200),
+    "learning_rate": (0.03, 0.2),
+    "num_leaves": (4, 8),
+    "max_depth": (2, 3),
     "min_child_samples": (20, 200),
     "subsample": (0.6, 1.0),
     "colsample_bytree": (0.5, 1.0),
@@ -29,7 +30,7 @@ def suggest(trial: optuna.Trial) -> dict:
     """Parameters for one trial from the bounded search space."""
     s = SEARCH_SPACE
     return {
-        "n_estimators": trial.suggest_int("n_estimators", *s["n_estimators"], step=50),
+        "n_estimators": trial.suggest_int("n_estimators", *s["n_estimators"], step=10),
         "learning_rate": trial.suggest_float("learning_rate", *s["learning_rate"], log=True),
         "num_leaves": trial.suggest_int("num_leaves", *s["num_leaves"]),
         "max_depth": trial.suggest_int("max_depth", *s["max_depth"]),

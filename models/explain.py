@@ -83,8 +83,10 @@ def format_value(value, spec: FeatureSpec) -> str:
 
 
 def driver_sentence(spec: FeatureSpec, value, score_points: float) -> str:
-    """One readable sentence for a driver, e.g. ``Certifications earned: 2 (raises the score by
-    6.1 pts)``. Per-head effects in dollars and probability points are in the ``shap_*`` columns.
+    """One readable sentence for a driver.
+
+    Example: ``Certifications earned: 2 (raises the score by 6.1 pts)``. Per-head effects in
+    dollars and probability points are in the ``shap_*`` columns.
     """
     verb = "raises" if score_points >= 0 else "lowers"
     text = format_value(value, spec)

@@ -1,1 +1,1 @@
-"""partnerscore.features: raw-data contract, simulator, metric registry and point-in-time builders."""
+"""partnerscore.features: raw-data contract, simulator, metric registry, point-in-time builders."""

@@ -90,7 +90,10 @@ def log_partner_model(
     """
     from mlflow.models import infer_signature
 
-    example = _plain(input_example[model.feature_names].head(5))
+    cols = ["partner_id", "as_of", *model.feature_names]
+    example = input_example[[c for c in cols if c in input_example.columns]].head(5).copy()
+    example["as_of"] = pd.to_datetime(example["as_of"]).dt.strftime("%Y-%m-%d")
+    example = _plain(example)
     signature = infer_signature(example)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partner_model.joblib"

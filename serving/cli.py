@@ -37,6 +37,13 @@ def _quiet_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow warns that a PythonModel object is pickled: ours is a thin, versioned wrapper
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _config(path: Path | None):

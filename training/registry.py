@@ -63,7 +63,9 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     """Table of every version: aliases, run, creation time, config hash, holdout metrics."""
     client = _client(tracking_uri)
     rows = []
-    for mv in _versions(client, config.registered_model):
+    for listed in _versions(client, config.registered_model):
+        # search results do not carry aliases on every store: fetch each version
+        mv = client.get_model_version(config.registered_model, listed.version)
         run = client.get_run(mv.run_id) if mv.run_id else None
         metrics = run.data.metrics if run else {}
         row = {

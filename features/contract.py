@@ -1,0 +1,328 @@
+"""Raw-data contract v1: the tables, their columns and rules, and pandera schemas of clean frames.
+
+The contract is declared once here (:data:`TABLES`); validation (``features.validate``) enforces
+it row by row and the pandera schemas (:func:`schema`) check the typed frames it produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandera.pandas as pa
+
+Kind = Literal["id", "text", "category", "datetime", "float", "bool"]
+
+ACTIVITY_TYPES = ("meeting", "call", "email", "qbr", "co_sell", "joint_event")
+DEAL_STATUSES = ("open", "won", "lost")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One contract column.
+
+    Attributes:
+        name: Column name.
+        kind: How values are parsed.
+        nullable: Whether empty values are allowed.
+        required: Whether the column must be present in the file.
+        choices: Allowed values (case-sensitive).
+        min: Inclusive lower bound (numbers).
+        max: Inclusive upper bound (numbers).
+        description: Meaning, for the published contract.
+        observed: Whether the column records something that happened (counts toward the data
+            end); planned dates such as ``due_at`` do not.
+    """
+
+    name: str
+    kind: Kind
+    nullable: bool = False
+    required: bool = True
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+    observed: bool = True
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One contract table.
+
+    Attributes:
+        name: Table (and file stem) name.
+        required: Whether the table must be present.
+        columns: Columns in contract order.
+        key: Column whose values must be unique, if any.
+        after_signing: Date columns that cannot precede the partner's signed_at.
+        order: (later, earlier) date-column pairs: later may not precede earlier.
+        description: What a row is.
+    """
+
+    name: str
+    required: bool
+    columns: tuple[Column, ...]
+    key: str | None = None
+    after_signing: tuple[str, ...] = ()
+    order: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    references_partner: bool = field(default=True)
+
+    def column(self, name: str) -> Column:
+        """The column called ``name``."""
+        return next(c for c in self.columns if c.name == name)
+
+
+def _pid(description: str = "Partner the row belongs to (must exist in partners).") -> Column:
+    return Column("partner_id", "id", description=description)
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "partners",
+            required=True,
+            references_partner=False,
+            key="partner_id",
+            description="One row per partner: master data and assessed fit.",
+            columns=(
+                Column("partner_id", "id", description="Unique partner identifier."),
+                Column("partner_name", "text", description="Display name (untrusted text)."),
+                Column("signed_at", "datetime", description="When the partnership was signed."),
+                Column("tier", "category", description="Program tier."),
+                Column("region", "category", description="Sales region."),
+                Column("industry", "category", description="Main industry served."),
+                Column("partner_type", "category", description="reseller, referral, msp, si."),
+                Column(
+                    "market_alignment",
+                    "float",
+                    True,
+                    False,
+                    min=1,
+                    max=5,
+                    description="Assessed market alignment, 1-5.",
+                ),
+                Column(
+                    "channel_reach",
+                    "float",
+                    True,
+                    False,
+                    min=0,
+                    description="Assessed reachable customer accounts, >= 0.",
+                ),
+                Column(
+                    "product_adoption_potential",
+                    "float",
+                    True,
+                    False,
+                    min=1,
+                    max=5,
+                    description="Assessed product adoption potential, 1-5.",
+                ),
+            ),
+        ),
+        TableSpec(
+            "deals",
+            required=True,
+            key="deal_id",
+            after_signing=("created_at",),
+            order=(("closed_at", "created_at"),),
+            description="Deals registered by partners.",
+            columns=(
+                Column("deal_id", "id", description="Unique deal identifier."),
+                _pid(),
+                Column("created_at", "datetime", description="When the deal was registered."),
+                Column(
+                    "closed_at",
+                    "datetime",
+                    nullable=True,
+                    description="When it was won or lost; empty while open.",
+                ),
+                Column("amount", "float", min=0, description="Deal value, >= 0."),
+                Column(
+                    "status",
+                    "category",
+                    choices=DEAL_STATUSES,
+                    description="open, won or lost; won/lost need closed_at.",
+                ),
+            ),
+        ),
+        TableSpec(
+            "activities",
+            required=False,
+            key="activity_id",
+            after_signing=("occurred_at",),
+            description="CRM activity log.",
+            columns=(
+                Column("activity_id", "id", description="Unique activity identifier."),
+                _pid(),
+                Column("occurred_at", "datetime", description="When it happened."),
+                Column(
+                    "activity_type",
+                    "category",
+                    choices=ACTIVITY_TYPES,
+                    description=", ".join(ACTIVITY_TYPES) + ".",
+                ),
+                Column(
+                    "response_hours",
+                    "float",
+                    True,
+                    False,
+                    min=0,
+                    description="Partner response time in hours, >= 0.",
+                ),
+            ),
+        ),
+        TableSpec(
+            "trainings",
+            required=False,
+            after_signing=("enrolled_at",),
+            order=(("completed_at", "enrolled_at"),),
+            description="Training enrolments and completions.",
+            columns=(
+                _pid(),
+                Column("course_id", "text", description="Course identifier."),
+                Column("enrolled_at", "datetime", description="Enrolment time."),
+                Column(
+                    "completed_at",
+                    "datetime",
+                    nullable=True,
+                    description="Completion time; empty if not completed.",
+                ),
+                Column("is_certification", "bool", description="true/false, 1/0, yes/no."),
+            ),
+        ),
+        TableSpec(
+            "portal_events",
+            required=False,
+            after_signing=("occurred_at",),
+            description="Partner-portal events.",
+            columns=(
+                _pid(),
+                Column("occurred_at", "datetime", description="Event time."),
+                Column("event_type", "category", description="Event type (free vocabulary)."),
+            ),
+        ),
+        TableSpec(
+            "marketing_commitments",
+            required=False,
+            key="commitment_id",
+            after_signing=("committed_at",),
+            order=(("due_at", "committed_at"), ("delivered_at", "committed_at")),
+            description="Joint-marketing commitments and their delivery.",
+            columns=(
+                Column("commitment_id", "id", description="Unique commitment identifier."),
+                _pid(),
+                Column("committed_at", "datetime", description="When it was committed."),
+                Column("due_at", "datetime", description="When it is due.", observed=False),
+                Column(
+                    "delivered_at",
+                    "datetime",
+                    nullable=True,
+                    description="When delivered; empty if not (yet).",
+                ),
+            ),
+        ),
+        TableSpec(
+            "leads",
+            required=False,
+            key="lead_id",
+            after_signing=("created_at",),
+            order=(
+                ("qualified_at", "created_at"),
+                ("converted_at", "created_at"),
+                ("converted_at", "qualified_at"),
+            ),
+            description="Leads registered by partners.",
+            columns=(
+                Column("lead_id", "id", description="Unique lead identifier."),
+                _pid(),
+                Column("created_at", "datetime", description="Registration time."),
+                Column("qualified_at", "datetime", nullable=True, description="Qualification."),
+                Column("converted_at", "datetime", nullable=True, description="Conversion."),
+            ),
+        ),
+        TableSpec(
+            "feedback",
+            required=False,
+            after_signing=("submitted_at",),
+            description="Partner feedback surveys.",
+            columns=(
+                _pid(),
+                Column("submitted_at", "datetime", description="Submission time."),
+                Column("score", "float", min=1, max=5, description="Score 1-5."),
+            ),
+        ),
+    )
+}
+
+REQUIRED_TABLES = tuple(name for name, spec in TABLES.items() if spec.required)
+
+
+def _pa_column(col: Column) -> pa.Column:
+    checks = []
+    if col.choices:
+        checks.append(pa.Check.isin(list(col.choices)))
+    if col.min is not None:
+        checks.append(pa.Check.ge(col.min))
+    if col.max is not None:
+        checks.append(pa.Check.le(col.max))
+    dtype = {
+        "id": str,
+        "text": str,
+        "category": str,
+        "datetime": "datetime64[ns]",
+        "float": float,
+        "bool": bool,
+    }[col.kind]
+    return pa.Column(
+        dtype,
+        checks=checks or None,
+        nullable=col.nullable,
+        required=col.required,
+        unique=False,
+        coerce=col.kind == "datetime",
+    )
+
+
+def schema(table: str) -> pa.DataFrameSchema:
+    """The pandera schema every clean (validated, typed) frame of ``table`` satisfies."""
+    spec = TABLES[table]
+    return pa.DataFrameSchema(
+        {col.name: _pa_column(col) for col in spec.columns},
+        unique=[spec.key] if spec.key else None,
+        strict=True,
+        name=table,
+    )
+
+
+def contract_markdown() -> str:
+    """The published contract as Markdown: one section per table."""
+    lines = ["# Raw-data contract v1", ""]
+    for spec in TABLES.values():
+        need = "required" if spec.required else "optional"
+        lines += [f"## `{spec.name}` ({need})", "", spec.description, ""]
+        lines += ["| column | type | nullable | rule | meaning |", "|---|---|---|---|---|"]
+        for col in spec.columns:
+            rule = []
+            if col.choices:
+                rule.append("one of " + ", ".join(col.choices))
+            if col.min is not None:
+                rule.append(f">= {col.min:g}")
+            if col.max is not None:
+                rule.append(f"<= {col.max:g}")
+            if col.name == spec.key:
+                rule.append("unique")
+            if col.name in spec.after_signing:
+                rule.append("not before signed_at")
+            for later, earlier in spec.order:
+                if col.name == later:
+                    rule.append(f"not before {earlier}")
+            if not col.required:
+                rule.append("column optional")
+            nullable = "yes" if col.nullable else "no"
+            cells = [f"`{col.name}`", col.kind, nullable, "; ".join(rule), col.description]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

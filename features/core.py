@@ -122,5 +122,6 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise PartnerscoreError(f"{path}: file not found")
     if frame_format(path) == "csv":
-        return pd.read_csv(path)
+        # only empty cells are missing: "NA" is a region, "null" a name
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
     return pd.read_parquet(path)

@@ -235,7 +235,8 @@ def scatter_svg(frame: pd.DataFrame, width: int = 520, height: int = 260, limit:
     parts = [
         f'<svg class="scatter" role="img" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
-        f'<line class="axis" x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}"/>',
+        f'<line class="axis" x1="{pad}" y1="{height - pad}" '
+        f'x2="{width - 10}" y2="{height - pad}"/>',
         f'<line class="axis" x1="{pad}" y1="10" x2="{pad}" y2="{height - pad}"/>',
     ]
     colors = dict(zip(QUADRANTS, ("#2f855a", "#b7791f", "#3b6ea5", "#8a9bb0"), strict=True))

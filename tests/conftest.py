@@ -49,3 +49,57 @@ def tracking_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def built_dir(raw_dir, tmp_path_factory):
+    """The shared program built into a training set (training_set.parquet, manifest, truth)."""
+    from partnerscore.features.config import BuildConfig
+    from partnerscore.features.pipeline import run_build
+
+    out = tmp_path_factory.mktemp("features")
+    run_build(raw_dir, out, BuildConfig())
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_store(built_dir, tmp_path_factory):
+    """A session MLflow store holding one trained, promoted version (trials=0 for speed).
+
+    Returns:
+        An AppConfig whose paths point at the store and a history folder of its own.
+    """
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.training.registry import run_promote
+    from partnerscore.training.train import run_train
+
+    root = tmp_path_factory.mktemp("store")
+    cfg = AppConfig.model_validate(
+        {
+            "paths": {"data_dir": str(root / "data"), "mlflow_dir": str(root / "mlflow")},
+            "train": {"trials": 0},
+        }
+    )
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        run_train(
+            built_dir,
+            cfg.train,
+            policy=cfg.policy,
+            tracking_uri=cfg.paths.tracking_uri(),
+            artifact_root=cfg.paths.artifact_root(),
+            config_hash=cfg.hash(),
+        )
+        run_promote(cfg.train, tracking_uri=cfg.paths.tracking_uri())
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return cfg
+
+
+@pytest.fixture()
+def store_config(model_store, tmp_path, monkeypatch):
+    """The session model store with a fresh score-history database for one test."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = model_store.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
+    return model_store.model_copy(update={"paths": paths})

@@ -1,0 +1,56 @@
+import pandas as pd
+
+from partnerscore.features.builders import BUILDERS, Snapshots
+from partnerscore.features.registry import (
+    LAYERS,
+    REGISTRY,
+    data_dictionary,
+    feature_specs,
+    get_spec,
+    registry_version,
+)
+from partnerscore.serving.cli import main
+
+
+def test_names_unique_and_declarations_complete():
+    names = [s.name for s in REGISTRY]
+    assert len(names) == len(set(names))
+    for spec in REGISTRY:
+        assert spec.layer in LAYERS
+        assert spec.description and spec.label and spec.owner and spec.unit
+        assert spec.source in BUILDERS
+    assert get_spec("nope") is None
+
+
+def test_every_builder_output_is_declared_and_every_declaration_built(sim_tables):
+    tables = {k: v for k, v in sim_tables.items() if k != "truth"}
+    snaps = pd.DataFrame({"partner_id": tables["partners"]["partner_id"].head(20)})
+    snaps["as_of"] = pd.Timestamp("2026-01-01")
+    ctx = Snapshots.from_frame(snaps, tables["partners"])
+    for source, builder in BUILDERS.items():
+        built = set(builder(tables, ctx))
+        declared = {s.name for s in REGISTRY if s.source == source}
+        assert built == declared, source
+        for name, values in builder(tables, ctx).items():
+            assert len(values) == len(snaps), name
+
+
+def test_optional_tables_drop_their_features():
+    only_required = feature_specs(["partners", "deals"])
+    assert {s.source for s in only_required} == {"partners", "deals"}
+    assert len(feature_specs()) == len(REGISTRY)
+
+
+def test_every_layer_is_populated_and_version_is_stable():
+    assert {s.layer for s in REGISTRY} == set(LAYERS)
+    assert registry_version() == registry_version()
+    assert len(registry_version()) == 12
+
+
+def test_data_dictionary_text_and_markdown(capsys):
+    text = data_dictionary()
+    assert all(s.name in text for s in REGISTRY)
+    md = data_dictionary("markdown")
+    assert md.count("\n| `") == len(REGISTRY)
+    assert main(["metrics", "--markdown"]) == 0
+    assert "| `deals_won_amount_todate` |" in capsys.readouterr().out

@@ -7,7 +7,6 @@ partners are in the batch.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +97,6 @@ def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict[str, str]:
     return {key: " ".join(entry[key].split()) for key in keys}
 
 
-@lru_cache(maxsize=8)
 def _load_playbook(path: str | None) -> dict:
     if path is None:
         text = SHIPPED_PLAYBOOK.read_text(encoding="utf-8")

@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     _quiet_environment()
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of typer.Exit instead of raising it
+        code = app(args=argv, standalone_mode=False)
     except PartnerscoreError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         return exc.exit_code
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -183,8 +183,8 @@ def run_promote(
     promoted = passes or force
     result = PromoteResult(
         promoted=promoted,
-        challenger=challenger.version,
-        champion=champion.version if champion else None,
+        challenger=str(challenger.version),
+        champion=str(champion.version) if champion else None,
         challenger_score=ch_score,
         champion_score=champ_score,
         margin=config.promotion_margin,

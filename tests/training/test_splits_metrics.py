@@ -1,0 +1,87 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.training import metrics
+from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
+
+
+def frame():
+    partners = [f"P{i:02d}" for i in range(20)]
+    signed = pd.date_range("2024-01-01", periods=20, freq="7D")
+    rows = []
+    for p, s in zip(partners, signed, strict=True):
+        for age in (30, 90):
+            rows.append({"partner_id": p, "signed_at": s, "as_of": s + pd.Timedelta(days=age)})
+    return pd.DataFrame(rows)
+
+
+def test_holdout_is_newest_partners_never_split():
+    f = frame()
+    train, hold = holdout_split(f, 0.25)
+    assert not (train & hold).any() and (train | hold).all()
+    assert set(f.loc[hold, "partner_id"]) == {f"P{i:02d}" for i in range(15, 20)}
+    assert f.loc[train, "signed_at"].max() < f.loc[hold, "signed_at"].min()
+    with pytest.raises(ValueError):
+        newest_partners_mask(f, 1.5)
+
+
+def test_time_folds_expand_forward():
+    f = frame()
+    folds = time_folds(f, 3)
+    assert len(folds) == 3
+    sizes = [tr.sum() for tr, _ in folds]
+    assert sizes == sorted(sizes)
+    for tr, va in folds:
+        assert f.loc[tr, "signed_at"].max() < f.loc[va, "signed_at"].min()
+        assert not set(f.loc[tr, "partner_id"]) & set(f.loc[va, "partner_id"])
+
+
+def test_gini_hand_computed():
+    actual = np.array([0.0, 0.0, 10.0, 30.0])
+    assert metrics.normalized_gini(actual, actual) == pytest.approx(1.0)
+    assert metrics.normalized_gini(actual, -actual) == pytest.approx(-1.0)
+    # ordering by pred [3,2,1,0]: cum shares 0.75,1,1,1 -> gini = 3.75/4 - 5/8 = 0.3125
+    assert metrics.gini(actual, np.array([0.0, 1.0, 2.0, 3.0])) == pytest.approx(0.3125)
+    assert metrics.top_decile_capture(actual, np.array([0.0, 1.0, 2.0, 3.0])) == pytest.approx(0.75)
+
+
+def test_revenue_and_engagement_metrics():
+    y = np.array([0.0, 100.0, 0.0, 300.0])
+    p = np.array([10.0, 90.0, 10.0, 310.0])
+    m = metrics.revenue_metrics(y, p)
+    assert m["mae"] == pytest.approx(10.0)
+    assert m["rmse"] == pytest.approx(10.0)
+    assert m["portfolio_bias"] == pytest.approx(20 / 400)
+    assert m["spearman"] == pytest.approx(1.0, abs=0.2)
+    e = metrics.engagement_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert e["roc_auc"] == pytest.approx(0.75)
+    assert e["brier"] == pytest.approx(np.mean([0.01, 0.16, 0.4225, 0.04]))
+    assert metrics.expected_calibration_error(
+        np.array([1, 0]), np.array([0.5, 0.5])
+    ) == pytest.approx(0.0)
+    assert metrics.expected_calibration_error(
+        np.array([1, 1]), np.array([0.2, 0.2])
+    ) == pytest.approx(0.8)
+
+
+def test_oracle_ratio_and_segments():
+    f = pd.DataFrame(
+        {
+            "partner_id": list("abcdefgh"),
+            "as_of": pd.Timestamp("2025-01-01"),
+            "label_revenue": [0, 0, 5, 10, 0, 20, 0, 40.0],
+            "label_engaged": [0, 0, 1, 1, 0, 1, 0, 1],
+            "tier": ["gold"] * 4 + ["silver"] * 4,
+        }
+    )
+    truth = f[["partner_id", "as_of"]].assign(
+        true_expected_revenue=[1, 1, 4, 9, 1, 18, 1, 35.0],
+        true_engagement_prob=[0.1, 0.2, 0.8, 0.9, 0.1, 0.8, 0.2, 0.9],
+    )
+    m = metrics.evaluate(f, f["label_revenue"] * 0 + 1, np.full(8, 0.5))
+    ratios = metrics.oracle_ratios(m, f, truth)
+    assert ratios["oracle_revenue_normalized_gini"] == pytest.approx(1.0)
+    assert ratios["oracle_ratio_engagement_roc_auc"] == pytest.approx(0.5)
+    seg = metrics.segment_metrics(f, f["label_revenue"], f["label_engaged"], min_rows=2)
+    assert set(seg["value"]) == {"gold", "silver"}

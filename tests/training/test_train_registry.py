@@ -1,0 +1,119 @@
+import mlflow
+import pytest
+
+from partnerscore.features.config import BuildConfig, SimulateConfig
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.pipeline import run_build
+from partnerscore.features.simulate import run_simulate
+from partnerscore.serving.cli import main
+from partnerscore.training.config import TrainConfig
+from partnerscore.training.registry import run_models, run_promote
+from partnerscore.training.train import run_train
+
+
+def train(features, uri, tmp_path, **overrides):
+    cfg = TrainConfig(**{"trials": 0, **overrides})
+    return run_train(
+        features,
+        cfg,
+        tracking_uri=uri,
+        artifact_root=(tmp_path / "art").as_uri(),
+        config_hash="cafe",
+    )
+
+
+def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri, tmp_path):
+    result = train(built_dir, tracking_uri, tmp_path, trials=2)
+    assert result.version == "1"
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(result.run_id)
+    for key in (
+        "holdout_revenue_normalized_gini",
+        "holdout_revenue_spearman",
+        "holdout_revenue_mae",
+        "holdout_revenue_rmse",
+        "holdout_revenue_tweedie_deviance",
+        "holdout_revenue_top_decile_capture",
+        "holdout_revenue_portfolio_bias",
+        "holdout_engagement_roc_auc",
+        "holdout_engagement_pr_auc",
+        "holdout_engagement_brier",
+        "holdout_engagement_log_loss",
+        "holdout_engagement_ece",
+        "holdout_oracle_ratio_revenue_normalized_gini",
+        "baseline_linear_primary_score",
+        "baseline_scorecard_primary_score",
+        "baseline_naive_primary_score",
+        "tuning_revenue_best_loss",
+    ):
+        assert key in run.data.metrics, key
+    assert run.data.tags["config_hash"] == "cafe"
+    assert run.data.params["trials"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {
+        "plots/importance_revenue.png",
+        "plots/shap_summary_revenue.png",
+        "plots/calibration.png",
+        "plots/lift.png",
+    } <= artifacts
+    assert {a.path for a in client.list_artifacts(result.run_id, "training")} >= {
+        "training/manifest.json",
+        "training/feature_specs.json",
+    }
+    mv = client.get_model_version_by_alias("partnerscore", "challenger")
+    assert str(mv.version) == "1"
+    assert "holdout_primary_score" in mv.tags
+    assert "gbm" in result.summary() and "linear" in result.summary()
+
+
+def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):
+    raw, features = tmp_path / "raw", tmp_path / "features"
+    run_simulate(SimulateConfig(partners=1500, seed=21), raw)
+    run_build(raw, features, BuildConfig())
+    result = train(features, tracking_uri, tmp_path)
+    for name, baseline in result.baselines.items():
+        assert result.metrics["primary_score"] > baseline["primary_score"], name
+        assert (
+            result.metrics["revenue_normalized_gini"] > baseline["revenue_normalized_gini"] - 0.01
+        ), name
+    assert 0.8 < result.metrics["oracle_ratio_primary_score"] <= 1.05
+
+
+def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
+    cfg = TrainConfig(trials=0, promotion_margin=0.01)
+    train(built_dir, tracking_uri, tmp_path)
+    first = run_promote(cfg, tracking_uri=tracking_uri)
+    assert first.promoted and first.champion is None
+    train(built_dir, tracking_uri, tmp_path)  # same data and seed: no improvement
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    assert not gate.promoted
+    assert gate.challenger_score == pytest.approx(gate.champion_score)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    assert str(client.get_model_version_by_alias("partnerscore", "champion").version) == "1"
+    assert client.get_model_version("partnerscore", "2").tags["promotion_decision"] == "rejected"
+    # CLI: gate refuses (exit 1), --force overrides and is recorded
+    code = main(["promote"])
+    assert "not promoted" in capsys.readouterr().out
+    assert code == 1
+    assert main(["promote", "--force", "--reason", "hotfix for region mapping"]) == 0
+    assert "FORCED" in capsys.readouterr().out
+    mv = client.get_model_version("partnerscore", "2")
+    assert mv.tags["promotion_forced"] == "true"
+    assert mv.tags["promotion_reason"] == "hotfix for region mapping"
+    assert str(client.get_model_version_by_alias("partnerscore", "champion").version) == "2"
+    table = run_models(cfg, tracking_uri=tracking_uri).table
+    assert table["version"].tolist() == [1, 2]
+    assert "champion" in table.loc[table["version"] == 2, "aliases"].iloc[0]
+    assert main(["models"]) == 0
+    assert "champion" in capsys.readouterr().out
+
+
+def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):
+    assert main(["train", "--features", str(built_dir), "--trials", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "registered version 1" in out
+    assert main(["train", "--features", str(tmp_path / "missing")]) == 2
+    assert "training_set.parquet: not found" in capsys.readouterr().err
+    with pytest.raises(PartnerscoreError, match="no registered versions"):
+        run_promote(TrainConfig(registered_model="other"), tracking_uri=tracking_uri)
+    assert main(["promote", "--version", "99"]) == 2

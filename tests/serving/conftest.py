@@ -1,0 +1,56 @@
+"""Fixtures for report tests: a scored program with hostile partner names and a history."""
+
+import pandas as pd
+import pytest
+
+HOSTILE = {
+    0: ("<script>alert(1)</script>", "../../etc/passwd"),
+    1: ('"><img src=x onerror=alert(2)>', "P/1"),
+    2: ("Ünïcödé & Søns — 株式会社 " + "x" * 300, "ID with spaces & <b>"),
+}
+
+
+@pytest.fixture(scope="session")
+def scored_dir(raw_dir, model_store, tmp_path_factory):
+    """Two scoring runs (history) of a copy of the program whose first partners are hostile."""
+    import os
+
+    from partnerscore.features.simulate import write_tables
+    from partnerscore.features.validate import load_raw
+    from partnerscore.serving.score import run_score
+
+    root = tmp_path_factory.mktemp("scored")
+    raw = load_raw(raw_dir, write_quarantine=False)
+    tables = {name: frame.copy() for name, frame in raw.tables.items()}
+    partners = tables["partners"]
+    mapping = {}
+    for row, (name, new_id) in HOSTILE.items():
+        mapping[partners.loc[row, "partner_id"]] = new_id
+        partners.loc[row, "partner_name"] = name
+    for frame in tables.values():
+        frame["partner_id"] = frame["partner_id"].replace(mapping)
+    write_tables(tables, root / "raw", fmt="parquet")
+    paths = model_store.paths.model_copy(update={"data_dir": str(root / "data")})
+    cfg = model_store.model_copy(update={"paths": paths})
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        run_score(
+            root / "raw", pd.Timestamp("2026-01-01").date(), "champion", root / "a.parquet", cfg
+        )
+        run_score(
+            root / "raw", pd.Timestamp("2026-03-01").date(), "champion", root / "scores.csv", cfg
+        )
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return root, cfg
+
+
+@pytest.fixture(scope="session")
+def report_dir(scored_dir):
+    from partnerscore.serving.report import run_report
+
+    root, cfg = scored_dir
+    out = root / "reports"
+    run_report(root / "scores.csv", out, cfg)
+    return out

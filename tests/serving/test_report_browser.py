@@ -57,7 +57,7 @@ def no_alert(driver):
     from selenium.common.exceptions import NoAlertPresentException
 
     try:
-        driver.switch_to.alert
+        _ = driver.switch_to.alert  # raises when no alert is open
     except NoAlertPresentException:
         return True
     return False

@@ -10,10 +10,12 @@ t" is one ``searchsorted`` and window sums are differences of cumulative sums. N
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 DAY = 86_400
 WINDOW_DAYS = 30
@@ -26,6 +28,13 @@ def to_seconds(values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
     out = arr.astype("int64")
     out[np.isnat(arr)] = -1
     return out
+
+
+def lookup_codes(ids: pd.Series, value_set: pa.Array) -> np.ndarray:
+    """Position of each id in ``value_set`` (-1 when absent), hashed in Arrow, no Python str."""
+    arr = pa.array(ids.astype("str"), type=pa.string()) if len(ids) else pa.array([], pa.string())
+    found = pc.index_in(arr, value_set=value_set)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 @dataclass
@@ -45,16 +54,34 @@ class Snapshots:
     as_of: np.ndarray
     signed: np.ndarray
     partner_index: pd.Index
+    _codes: dict = field(default_factory=dict, repr=False)
+
+    def codes_of(self, table: str, frame: pd.DataFrame) -> np.ndarray:
+        """Partner codes of a table's rows (-1 for unknown partners), computed once per table."""
+        if table not in self._codes:
+            self._codes[table] = lookup_codes(frame["partner_id"], self._index_arrow)
+        return self._codes[table]
+
+    @property
+    def _index_arrow(self) -> pa.Array:
+        if "__index__" not in self._codes:
+            ids = self.partner_index.to_numpy(dtype=object)
+            self._codes["__index__"] = pa.array(ids, type=pa.string())
+        return self._codes["__index__"]
 
     @classmethod
     def from_frame(cls, snapshots: pd.DataFrame, partners: pd.DataFrame) -> Snapshots:
         """Encode ``snapshots`` (partner_id, as_of) against the partners table."""
-        index = pd.Index(partners["partner_id"].astype(str))
-        codes = index.get_indexer(snapshots["partner_id"].astype(str))
+        # sorted ids: snapshots sorted by partner give increasing keys (fast searchsorted)
+        index = pd.Index(np.sort(partners["partner_id"].astype(object).to_numpy()))
+        codes = lookup_codes(
+            snapshots["partner_id"], pa.array(index.to_numpy(dtype=object), type=pa.string())
+        )
         if (codes < 0).any():
             missing = snapshots["partner_id"].to_numpy()[codes < 0][0]
             raise ValueError(f"snapshot partner_id {missing!r} is not in the partners table")
         signed_all = to_seconds(partners["signed_at"])
+        signed_all = signed_all[np.argsort(partners["partner_id"].astype(object).to_numpy())]
         return cls(
             partner_ids=snapshots["partner_id"].astype(str).to_numpy(),
             codes=codes.astype(np.int64),
@@ -82,16 +109,23 @@ class Timeline:
     def __init__(
         self,
         snaps: Snapshots,
-        partner_ids: pd.Series,
-        times: pd.Series,
+        codes: np.ndarray,
+        times: pd.Series | np.ndarray,
         values: dict[str, np.ndarray] | None = None,
     ) -> None:
-        codes = snaps.partner_index.get_indexer(partner_ids.astype(str))
-        secs = to_seconds(times)
+        codes = np.asarray(codes, dtype=np.int64)
+        secs = (
+            times
+            if isinstance(times, np.ndarray) and times.dtype == np.int64
+            else to_seconds(times)
+        )
         keep = (codes >= 0) & (secs >= 0)
         codes, secs = codes[keep].astype(np.int64), secs[keep]
         keys = codes * _SHIFT + secs
-        order = np.argsort(keys, kind="stable")
+        # ties share a key: their order does not matter for counts and sums
+        order = (
+            np.argsort(keys) if len(keys) and (np.diff(keys) < 0).any() else np.arange(len(keys))
+        )
         self.keys = keys[order]
         self.times = secs[order]
         self.cums: dict[str, np.ndarray] = {}
@@ -100,10 +134,15 @@ class Timeline:
             self.cums[name] = np.concatenate([[0.0], np.cumsum(np.nan_to_num(v))])
             self.cums[name + "__n"] = np.concatenate([[0.0], np.cumsum(~np.isnan(v))])
         self.snaps = snaps
+        self._at: np.ndarray | None = None
         self._start = np.searchsorted(self.keys, snaps.codes * _SHIFT, side="left")
 
     def position(self, seconds: np.ndarray, side: str = "left") -> np.ndarray:
         """Index of the first event of each snapshot's partner at/after ``seconds`` (side=left)."""
+        if seconds is self.snaps.as_of and side == "left":
+            if self._at is None:
+                self._at = np.searchsorted(self.keys, self.snaps.codes * _SHIFT + seconds)
+            return self._at
         return np.searchsorted(self.keys, self.snaps.codes * _SHIFT + seconds, side=side)
 
     def count_before(self, seconds: np.ndarray | None = None) -> np.ndarray:
@@ -199,11 +238,12 @@ def build_partners(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[st
 def build_marketing(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """Joint-marketing commitments made and kept."""
     mc = tables["marketing_commitments"]
-    made = Timeline(snaps, mc["partner_id"], mc["committed_at"])
+    codes = snaps.codes_of("marketing_commitments", mc)
+    made = Timeline(snaps, codes, mc["committed_at"])
     delivered = to_seconds(mc["delivered_at"])
     due = to_seconds(mc["due_at"])
     on_time = ((delivered >= 0) & (delivered <= due)).astype(float)
-    by_due = Timeline(snaps, mc["partner_id"], mc["due_at"], {"on_time": on_time})
+    by_due = Timeline(snaps, codes, due, {"on_time": on_time})
     return {
         "marketing_commitments_count_todate": made.count_before(),
         "marketing_adherence_rate_todate": _ratio(
@@ -215,10 +255,12 @@ def build_marketing(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[s
 def build_trainings(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """Enrolment, completion and certification."""
     tr = tables["trainings"]
-    enrolled = Timeline(snaps, tr["partner_id"], tr["enrolled_at"])
-    completed = Timeline(snaps, tr["partner_id"], tr["completed_at"])
-    cert = tr[tr["is_certification"].astype(bool)]
-    certified = Timeline(snaps, cert["partner_id"], cert["completed_at"])
+    codes = snaps.codes_of("trainings", tr)
+    done = to_seconds(tr["completed_at"])
+    cert = tr["is_certification"].astype(bool).to_numpy()
+    enrolled = Timeline(snaps, codes, tr["enrolled_at"])
+    completed = Timeline(snaps, codes, done)
+    certified = Timeline(snaps, codes[cert], done[cert])
     return {
         "trainings_enrolled_todate": enrolled.count_before(),
         "trainings_completion_rate_todate": _ratio(
@@ -234,9 +276,11 @@ def build_activities(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[
     """CRM touchpoints: frequency, recency, trend, responsiveness and collaboration."""
     act = tables["activities"]
     hours = pd.to_numeric(act["response_hours"], errors="coerce").to_numpy(dtype=float)
-    tl = Timeline(snaps, act["partner_id"], act["occurred_at"], {"hours": hours})
-    collab = act[act["activity_type"].isin(["co_sell", "joint_event"])]
-    collab_tl = Timeline(snaps, collab["partner_id"], collab["occurred_at"])
+    codes = snaps.codes_of("activities", act)
+    when = to_seconds(act["occurred_at"])
+    tl = Timeline(snaps, codes, when, {"hours": hours})
+    collab = act["activity_type"].isin(["co_sell", "joint_event"]).to_numpy()
+    collab_tl = Timeline(snaps, codes[collab], when[collab])
     total = tl.count_before()
     last30 = tl.count_window(WINDOW_DAYS)
     rate_todate = _per30(total, snaps)
@@ -259,7 +303,7 @@ def build_activities(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[
 def build_portal(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """Partner-portal use."""
     pe = tables["portal_events"]
-    tl = Timeline(snaps, pe["partner_id"], pe["occurred_at"])
+    tl = Timeline(snaps, snaps.codes_of("portal_events", pe), pe["occurred_at"])
     return {
         "portal_events_per30d_todate": _per30(tl.count_before(), snaps),
         "portal_events_30d": tl.count_window(WINDOW_DAYS),
@@ -270,7 +314,7 @@ def build_feedback(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[st
     """Qualitative feedback scores."""
     fb = tables["feedback"]
     score = pd.to_numeric(fb["score"], errors="coerce").to_numpy(dtype=float)
-    tl = Timeline(snaps, fb["partner_id"], fb["submitted_at"], {"score": score})
+    tl = Timeline(snaps, snaps.codes_of("feedback", fb), fb["submitted_at"], {"score": score})
     return {
         "feedback_score_mean_todate": _ratio(tl.sum_before("score"), tl.nonnull_before("score")),
         "feedback_count_todate": tl.count_before(),
@@ -280,9 +324,10 @@ def build_feedback(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[st
 def build_leads(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """Lead generation, qualification and conversion."""
     leads = tables["leads"]
-    created = Timeline(snaps, leads["partner_id"], leads["created_at"])
-    qualified = Timeline(snaps, leads["partner_id"], leads["qualified_at"])
-    converted = Timeline(snaps, leads["partner_id"], leads["converted_at"])
+    codes = snaps.codes_of("leads", leads)
+    created = Timeline(snaps, codes, leads["created_at"])
+    qualified = Timeline(snaps, codes, leads["qualified_at"])
+    converted = Timeline(snaps, codes, leads["converted_at"])
     n_created = created.count_before()
     return {
         "leads_created_todate": n_created,
@@ -303,20 +348,19 @@ def build_deals(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, 
     is_closed = closed_s >= 0
     won = (status == "won") & is_closed
     cycle = np.where(is_closed, (closed_s - created_s) / DAY, np.nan)
-    created = Timeline(snaps, deals["partner_id"], deals["created_at"], {"amount": amount})
+    codes = snaps.codes_of("deals", deals)
+    created = Timeline(snaps, codes, created_s, {"amount": amount})
     closed = Timeline(
         snaps,
-        deals["partner_id"][is_closed],
-        deals["closed_at"][is_closed],
+        codes[is_closed],
+        closed_s[is_closed],
         {
             "amount": amount[is_closed],
             "won": won[is_closed].astype(float),
             "cycle": cycle[is_closed],
         },
     )
-    won_tl = Timeline(
-        snaps, deals["partner_id"][won], deals["closed_at"][won], {"amount": amount[won]}
-    )
+    won_tl = Timeline(snaps, codes[won], closed_s[won], {"amount": amount[won]})
     n_closed = closed.count_before()
     n_won = won_tl.count_before()
     won_amount = won_tl.sum_before("amount")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -58,21 +59,32 @@ def make_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFram
     return snaps.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
 
 
-def build_features(tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame) -> pd.DataFrame:
+def build_features(
+    tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame, n_jobs: int = 2
+) -> pd.DataFrame:
     """Features of every snapshot from rows dated strictly before its as_of.
 
     Args:
         tables: Clean typed raw tables (``partners`` required).
         snapshots: Frame with partner_id and as_of.
+        n_jobs: Threads running the per-table builders (their numpy/Arrow kernels release the
+            GIL, so two cores build two tables at once).
 
     Returns:
         partner_id, as_of, then every feature available from ``tables`` in registry order.
     """
     snaps = Snapshots.from_frame(snapshots, tables["partners"])
+    sources = [s for s in BUILDERS if s in tables]
+    # biggest tables first so the threads finish together
+    sources.sort(key=lambda s: -len(tables[s]))
     columns: dict[str, np.ndarray] = {}
-    for source, builder in BUILDERS.items():
-        if source in tables:
-            columns.update(builder(tables, snaps))
+    if n_jobs > 1 and len(sources) > 1:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for part in pool.map(lambda s: BUILDERS[s](tables, snaps), sources):
+                columns.update(part)
+    else:
+        for source in sources:
+            columns.update(BUILDERS[source](tables, snaps))
     specs = feature_specs(tables)
     out = pd.DataFrame(
         {
@@ -115,29 +127,25 @@ def build_labels(
     deals = tables["deals"]
     won = (deals["status"].astype(str) == "won").to_numpy() & deals["closed_at"].notna().to_numpy()
     amount = pd.to_numeric(deals["amount"], errors="coerce").to_numpy(dtype=float)
-    won_tl = Timeline(
-        snaps, deals["partner_id"][won], deals["closed_at"][won], {"amount": amount[won]}
-    )
+    deal_codes = snaps.codes_of("deals", deals)
+    closed_s = to_seconds(deals["closed_at"])
+    won_tl = Timeline(snaps, deal_codes[won], closed_s[won], {"amount": amount[won]})
     revenue = won_tl.sum_between("amount", snaps.as_of, snaps.as_of + horizon)
 
-    ids, times = [], []
+    codes, times = [], []
     kinds = set(config.engagement_touchpoints)
     if "activities" in tables:
         act = tables["activities"]
-        sel = act["activity_type"].isin(kinds)
-        ids.append(act["partner_id"][sel])
-        times.append(act["occurred_at"][sel])
+        sel = act["activity_type"].isin(kinds).to_numpy()
+        codes.append(snaps.codes_of("activities", act)[sel])
+        times.append(to_seconds(act["occurred_at"])[sel])
     if "lead" in kinds and "leads" in tables:
-        ids.append(tables["leads"]["partner_id"])
-        times.append(tables["leads"]["created_at"])
+        codes.append(snaps.codes_of("leads", tables["leads"]))
+        times.append(to_seconds(tables["leads"]["created_at"]))
     if "deal" in kinds:
-        ids.append(deals["partner_id"])
-        times.append(deals["created_at"])
-    touch = Timeline(
-        snaps,
-        pd.concat(ids, ignore_index=True),
-        pd.concat([pd.to_datetime(t) for t in times], ignore_index=True),
-    )
+        codes.append(deal_codes)
+        times.append(to_seconds(deals["created_at"]))
+    touch = Timeline(snaps, np.concatenate(codes), np.concatenate(times))
     period = config.engagement_period_days * DAY
     n_periods = int(np.ceil(config.horizon_days / config.engagement_period_days))
     active = np.zeros(len(snaps))
@@ -187,8 +195,10 @@ def build_training_set(raw: RawData, config: BuildConfig) -> pd.DataFrame:
             f"no snapshot has a complete {config.horizon_days}-day horizon before the data end "
             f"{end:%Y-%m-%d}: nothing to train on (use shorter --ages/--horizon or more history)"
         )
-    feats = build_features(tables, snaps)
-    labels = build_labels(tables, snaps, config)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        labels_job = pool.submit(build_labels, tables, snaps, config)
+        feats = build_features(tables, snaps)
+        labels = labels_job.result()
     feats["signed_at"] = snaps["signed_at"].to_numpy()
     feats["cohort"] = _cohort(snaps["signed_at"]).to_numpy()
     feats["label_revenue"] = labels["label_revenue"].to_numpy()

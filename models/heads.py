@@ -16,6 +16,8 @@ from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from partnerscore.models.treeshap import TreeShapTables
+
 MAX_DEPTH = 8
 MAX_LEAVES = 63
 MAX_TREES = 2000
@@ -90,9 +92,21 @@ class _LightGBMHead(BaseEstimator):
     def raw_contributions(self, X: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
         """SHAP contributions in raw-margin space: shape (n, k + 1), last column the base value.
 
-        Row sums equal :meth:`raw_score` exactly (TreeSHAP, as ``shap.TreeExplainer``).
+        Exact path-dependent TreeSHAP (as ``shap.TreeExplainer`` and LightGBM ``pred_contrib``);
+        row sums equal :meth:`raw_score`. Small trees go through precompiled lookup tables
+        (:mod:`partnerscore.models.treeshap`), several times faster than ``pred_contrib``.
         """
+        tables = self._shap_tables()
+        if tables is not None:
+            return tables.contributions(X)
         return self.booster_.predict(X, pred_contrib=True, num_threads=num_threads or self.n_jobs)
+
+    def _shap_tables(self) -> TreeShapTables | None:
+        """Compiled SHAP tables when every tree is small enough, else None (cached)."""
+        if getattr(self, "shap_tables_", None) is None:
+            tables = TreeShapTables(self.booster_)
+            self.shap_tables_ = tables if all(t.table is not None for t in tables.trees) else False
+        return self.shap_tables_ or None
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, descending."""
@@ -152,6 +166,7 @@ class RevenueRegressor(_LightGBMHead):
         )
         self.model_.fit(X, y)
         self.feature_names_in_ = list(X.columns)
+        self.shap_tables_ = None
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -220,6 +235,7 @@ class EngagementClassifier(_LightGBMHead):
         self.model_ = lgb.LGBMClassifier(objective="binary", **self._lgb_params())
         self.model_.fit(X, y)
         self.feature_names_in_ = list(X.columns)
+        self.shap_tables_ = None
         if X_calib is None or y_calib is None or len(np.unique(y_calib)) < 2:
             X_calib, y_calib = X, y
         margin = self.raw_score(X_calib)

@@ -1,0 +1,73 @@
+"""The table-compiled TreeSHAP equals LightGBM's pred_contrib exactly."""
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.models.treeshap import TreeShapTables
+
+
+def data(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x2 = rng.exponential(size=n)
+    x2[rng.random(n) < 0.2] = np.nan  # missing values
+    x3 = np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n))  # many exact zeros
+    cat = pd.Categorical(rng.choice(["a", "b", "c", "d", "e"], n), categories=list("abcde"))
+    cat[rng.random(n) < 0.1] = np.nan
+    X = pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "cat": cat})
+    signal = x1 + np.nan_to_num(x2) * (cat == "b") - 0.5 * (x3 == 0) + (cat == "d")
+    return X, signal, rng
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"num_leaves": 8, "max_depth": 3},
+        {"num_leaves": 15, "max_depth": 5, "zero_as_missing": True},
+        {"num_leaves": 4, "max_depth": 2, "use_missing": False},
+        {"num_leaves": 31, "max_depth": 6, "min_child_samples": 5},  # too big for tables
+    ],
+)
+@pytest.mark.parametrize("objective", ["tweedie", "binary"])
+def test_matches_pred_contrib(params, objective):
+    X, signal, rng = data()
+    if objective == "binary":
+        y = (signal + rng.normal(size=len(X)) > 0.5).astype(int)
+        model = lgb.LGBMClassifier(n_estimators=40, verbose=-1, **params).fit(X, y)
+    else:
+        y = np.exp(signal) * (rng.random(len(X)) < 0.5)
+        model = lgb.LGBMRegressor(objective="tweedie", n_estimators=40, verbose=-1, **params).fit(
+            X, y
+        )
+    booster = model.booster_
+    tables = TreeShapTables(booster)
+    X_new, _, _ = data(500, seed=1)
+    ours = tables.contributions(X_new)
+    ref = booster.predict(X_new, pred_contrib=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
+    np.testing.assert_allclose(ours.sum(axis=1), booster.predict(X_new, raw_score=True), atol=1e-10)
+
+
+def test_row_path_for_large_trees_is_exact_too():
+    X, signal, _ = data()
+    booster = lgb.LGBMRegressor(n_estimators=10, num_leaves=16, verbose=-1).fit(X, signal).booster_
+    tables = TreeShapTables(booster, max_internal=2)
+    assert all(t.table is None for t in tables.trees)
+    np.testing.assert_allclose(
+        tables.contributions(X), booster.predict(X, pred_contrib=True), atol=1e-10
+    )
+
+
+def test_unseen_category_and_single_leaf_trees():
+    X, _, _ = data()
+    y = np.zeros(len(X))
+    y[:10] = 1.0  # nearly constant: several trees are single leaves
+    booster = (
+        lgb.LGBMRegressor(n_estimators=5, min_child_samples=500, verbose=-1).fit(X, y).booster_
+    )
+    tables = TreeShapTables(booster)
+    np.testing.assert_allclose(
+        tables.contributions(X), booster.predict(X, pred_contrib=True), atol=1e-12
+    )

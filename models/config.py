@@ -10,10 +10,11 @@ from partnerscore.features.core import FrozenConfig
 class HeadParams(FrozenConfig):
     """LightGBM parameters shared by both heads (tuned values override these).
 
-    Trees are small on purpose: every scored row carries exact SHAP drivers, whose cost grows
-    with trees x leaves x depth^2 (measured on 2 cores: 300 trees of 15 leaves at depth 5
-    explain ~2k rows/s for both heads; 120 trees of 8 leaves at depth 3 ~18k rows/s, with equal
-    holdout accuracy on the simulated program). See ``bench/bench_score.py``.
+    Trees are small on purpose: every scored row carries exact SHAP drivers. Trees with at most
+    10 splits are compiled to lookup tables (``models/treeshap.py``); larger ones fall back to
+    LightGBM's ``pred_contrib``, whose cost grows with trees x leaves x depth^2 (2 cores: ~17k
+    rows/s for both heads at these defaults, ~2k at 300 trees of 15 leaves, depth 5). On the
+    simulated program, depth 3 is as accurate as deeper trees. See ``bench/bench_score.py``.
     """
 
     n_estimators: int = Field(default=120, ge=1)

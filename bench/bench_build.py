@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from partnerscore.features.config import BuildConfig, SimulateConfig  # noqa: E402
 from partnerscore.features.pipeline import build_training_set, make_snapshots  # noqa: E402
 from partnerscore.features.simulate import simulate_program  # noqa: E402
+from partnerscore.features.validate import RawData  # noqa: E402
 
 QUERY = """
 with s as (
@@ -115,12 +116,6 @@ left join eng using (partner_id, as_of)
 """
 
 
-class _Raw:
-    def __init__(self, tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> None:
-        self.tables = tables
-        self.data_end = end
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--partners", type=int, default=60000)
@@ -138,7 +133,7 @@ def main() -> None:
     print(f"simulated {args.partners:,} partners, {events:,} raw event rows in {sim_s:.1f} s")
 
     t0 = time.perf_counter()
-    ts = build_training_set(_Raw(tables, end), build)
+    ts = build_training_set(RawData.from_frames(tables, end), build)
     ours = time.perf_counter() - t0
     print(
         f"partnerscore build_training_set: {ours:6.2f} s  ({len(ts):,} snapshots x "

@@ -21,16 +21,11 @@ from partnerscore.features.config import BuildConfig, SimulateConfig  # noqa: E4
 from partnerscore.features.pipeline import build_training_set  # noqa: E402
 from partnerscore.features.registry import feature_specs  # noqa: E402
 from partnerscore.features.simulate import simulate_program  # noqa: E402
+from partnerscore.features.validate import RawData  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
 from partnerscore.models.scoring import score_features  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.train import fit_partner_model  # noqa: E402
-
-
-class _Raw:
-    def __init__(self, tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> None:
-        self.tables = tables
-        self.data_end = end
 
 
 def main() -> None:
@@ -43,7 +38,7 @@ def main() -> None:
     cfg = SimulateConfig(partners=args.partners, seed=5)
     tables = {k: v for k, v in simulate_program(cfg).items() if k != "truth"}
     end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
-    train = build_training_set(_Raw(tables, end), BuildConfig())
+    train = build_training_set(RawData.from_frames(tables, end), BuildConfig())
     specs = feature_specs(tables)
     tcfg = TrainConfig()
     t0 = time.perf_counter()

@@ -92,6 +92,25 @@ class RawData:
     data_end: pd.Timestamp
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
 
+    @classmethod
+    def from_frames(
+        cls, tables: dict[str, pd.DataFrame], data_end: pd.Timestamp | None = None
+    ) -> RawData:
+        """Wrap frames that are already clean and typed (e.g. from the simulator) unvalidated.
+
+        Args:
+            tables: Contract tables (other keys, such as ``truth``, are dropped).
+            data_end: Data end; default the latest observed date in the frames.
+        """
+        kept = {name: frame for name, frame in tables.items() if name in TABLES}
+        return cls(
+            tables=kept,
+            report=ValidationReport(raw_dir=Path(".")),
+            files={},
+            fingerprints={},
+            data_end=pd.Timestamp(data_end) if data_end is not None else _data_end(kept),
+        )
+
 
 def _find_files(raw_dir: Path) -> tuple[dict[str, Path], list[str]]:
     if not raw_dir.is_dir():
@@ -337,6 +356,21 @@ def _validate_table(
     return clean, quarantine.reset_index(drop=True), codes
 
 
+def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
+    """Latest timestamp in an observed (not planned) date column of the tables."""
+    ends = [
+        tables[name][col.name].max()
+        for name, spec in TABLES.items()
+        if name in tables
+        for col in spec.columns
+        if col.kind == "datetime"
+        and col.observed
+        and col.name in tables[name]
+        and tables[name][col.name].notna().any()
+    ]
+    return max(ends)
+
+
 def load_raw(
     raw_dir: str | Path, quarantine_dir: str | Path | None = None, *, write_quarantine: bool = True
 ) -> RawData:
@@ -383,22 +417,12 @@ def load_raw(
                 write_frame_atomic(quarantine[name], target)
             else:
                 target.unlink(missing_ok=True)
-    ends = [
-        tables[name][col.name].max()
-        for name, spec in TABLES.items()
-        if name in tables
-        for col in spec.columns
-        if col.kind == "datetime"
-        and col.observed
-        and col.name in tables[name]
-        and tables[name][col.name].notna().any()
-    ]
     return RawData(
         tables=tables,
         report=report,
         files=files,
         fingerprints={name: file_fingerprint(path) for name, path in files.items()},
-        data_end=max(ends),
+        data_end=_data_end(tables),
         quarantine=quarantine,
     )
 

@@ -236,3 +236,13 @@ def test_build_without_complete_horizon_is_user_error(raw_dir, tmp_path, capsys)
         build_training_set(
             load_raw(raw_dir, write_quarantine=False), BuildConfig(horizon_days=5000)
         )
+
+
+def test_validated_csv_and_in_memory_frames_build_the_same_training_set(raw_dir, sim_tables):
+    from partnerscore.features.validate import RawData
+
+    from_disk = build_training_set(load_raw(raw_dir, write_quarantine=False), BuildConfig())
+    in_memory = RawData.from_frames(sim_tables)
+    assert in_memory.data_end == load_raw(raw_dir, write_quarantine=False).data_end
+    from_memory = build_training_set(in_memory, BuildConfig())
+    pd.testing.assert_frame_equal(from_disk, from_memory, check_dtype=False)

@@ -1,17 +1,16 @@
 """Per-partner HTML explanation reports and the portfolio page.
 
-Reports are static, self-contained pages: charts are inline SVG built here, one small shared
-stylesheet and script sit in ``assets/``; nothing is fetched from a network. Partner names and
-ids are untrusted: every text goes through Jinja2 autoescaping or :func:`markupsafe.escape`
-(SVG included), and file names are derived from a slug plus a hash of the id, so no id can
-collide with another or escape the output folder.
+Reports are static, self-contained pages: charts are inline SVG built here, the small stylesheet
+(and the portfolio page's sort/filter script) are inlined; nothing is fetched from a network.
+Partner names and ids are untrusted: every text goes through Jinja2 autoescaping or
+:func:`markupsafe.escape` (SVG included), and file names are derived from a slug plus a hash
+of the id, so no id can collide with another or escape the output folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,7 +337,7 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
 
     Args:
         scores: A scores file written by ``partnerscore score``.
-        out_dir: Output folder (``index.html``, ``partners/``, ``assets/``).
+        out_dir: Output folder (``index.html`` and ``partners/``).
         config: Application configuration (history store location, horizon).
 
     Returns:
@@ -361,9 +360,9 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
     frame["partner_name"] = frame["partner_name"].fillna("").astype(str)
     out_dir = Path(out_dir)
     (out_dir / "partners").mkdir(parents=True, exist_ok=True)
-    (out_dir / "assets").mkdir(parents=True, exist_ok=True)
-    for name in ("report.css", "app.js"):
-        shutil.copyfile(HERE / "static" / name, out_dir / "assets" / name)
+    # styles and script are inlined: each page is one self-contained file
+    css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
+    js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
 
     history_store = ScoreHistory(config.paths.history_database())
     history = history_store.read(frame["partner_id"].tolist()) if history_store.exists() else None
@@ -422,6 +421,7 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         )
         traj_svg, traj_head, traj_rows = _trajectory(by_partner.get(pid, pd.DataFrame()))
         html = partner_tpl.render(
+            css=css,
             p=row.to_dict(),
             as_of=pd.Timestamp(row["as_of"]).strftime("%Y-%m-%d"),
             age=_num(row.get("age_days", np.nan), 0),
@@ -511,6 +511,8 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
             )
     model = ", ".join(sorted({str(v) for v in frame.get("model_uri", pd.Series(["?"]))}))
     index_html = env.get_template("index.html").render(
+        css=css,
+        js=js,
         n=len(frame),
         as_of=as_of,
         model=model,

@@ -26,9 +26,11 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     assert index.count("<tr data-search=") == len(scores)
     for name in files:
         assert f'href="partners/{name}"' in index
-    assert (report_dir / "assets" / "app.js").exists() and (
-        report_dir / "assets" / "report.css"
-    ).exists()
+    # self-contained: no external stylesheet, script or image
+    assert "<style>" in index and "addEventListener" in index
+    pages = [(report_dir / "partners" / n).read_text(encoding="utf-8") for n in files[:5]]
+    for page in [index, *pages]:
+        assert not re.search(r"<(link|script|img)[^>]+(href|src)=", page)
 
 
 def test_untrusted_text_is_escaped(report_dir):

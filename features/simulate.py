@@ -511,14 +511,12 @@ def _truth(p: _Program, ids: np.ndarray) -> pd.DataFrame:
         lo = np.clip(a - t, 0, None) / scale
         hi = np.clip(a + horizon - t, 0, None) / scale
         p_close = special.gammainc(shape, hi) - special.gammainc(shape, lo)
-        rate = p.rate_deals[idx] * p.exposure[idx]  # deals per month (exposure caps at end)
         # a deal created after the data end is never observed, but the truth is a model
         # expectation: use the full-month rate for months past the end
         full_rate = p.rate_deals[idx]
         expected_deals = (full_rate[:, :, None] * p_close / sub.size).sum(axis=(1, 2))
         mean_amount = np.exp(p.size_mu[idx] + p.size_sigma**2 / 2)
         true_rev = expected_deals * p.win_p[idx] * mean_amount
-        del rate
         # engagement: qualifying touchpoints per 30-day period of the horizon
         periods = horizon // 30
         first_month = age // MONTH_DAYS

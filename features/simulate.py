@@ -249,6 +249,11 @@ class _Program:
         seconds = np.round(np.asarray(days, dtype=float) * 86400.0).astype("int64")
         return np.datetime64(self.first.to_datetime64(), "s") + seconds.astype("timedelta64[s]")
 
+    def to_time_or_null(self, days: np.ndarray) -> pd.Series:
+        """Like :meth:`to_time`, with NaN days -> NaT."""
+        days = np.asarray(days, dtype=float)
+        return pd.Series(self.to_time(np.nan_to_num(days))).where(~np.isnan(days))
+
     def monthly_events(self, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw Poisson counts per partner-month and uniform times inside each month.
 
@@ -361,9 +366,7 @@ def _trainings(p: _Program, ids: np.ndarray) -> pd.DataFrame:
             "partner_id": ids[pidx],
             "course_id": courses,
             "enrolled_at": p.to_time(enrolled),
-            "completed_at": pd.Series(p.to_time(np.nan_to_num(completed))).where(
-                ~np.isnan(completed)
-            ),
+            "completed_at": p.to_time_or_null(completed),
             "is_certification": pd.Series(courses).str.startswith("CERT").to_numpy(),
         }
     )
@@ -398,9 +401,7 @@ def _commitments(p: _Program, ids: np.ndarray) -> pd.DataFrame:
             "partner_id": ids[pidx],
             "committed_at": p.to_time(np.floor(committed)),
             "due_at": p.to_time(np.floor(due)),
-            "delivered_at": pd.Series(p.to_time(np.nan_to_num(delivered))).where(
-                ~np.isnan(delivered)
-            ),
+            "delivered_at": p.to_time_or_null(delivered),
         }
     )
 
@@ -420,12 +421,8 @@ def _leads(p: _Program, ids: np.ndarray) -> pd.DataFrame:
             "lead_id": [f"L{i + 1:07d}" for i in range(pidx.size)],
             "partner_id": ids[pidx[order]],
             "created_at": p.to_time(day[order]),
-            "qualified_at": pd.Series(p.to_time(np.nan_to_num(qualified[order]))).where(
-                ~np.isnan(qualified[order])
-            ),
-            "converted_at": pd.Series(p.to_time(np.nan_to_num(converted[order]))).where(
-                ~np.isnan(converted[order])
-            ),
+            "qualified_at": p.to_time_or_null(qualified[order]),
+            "converted_at": p.to_time_or_null(converted[order]),
         }
     )
 
@@ -446,9 +443,7 @@ def _deals(p: _Program, ids: np.ndarray) -> pd.DataFrame:
             "deal_id": [f"D{i + 1:07d}" for i in range(pidx.size)],
             "partner_id": ids[pidx[order]],
             "created_at": p.to_time(day[order]),
-            "closed_at": pd.Series(p.to_time(np.nan_to_num(closed[order]))).where(
-                ~np.isnan(closed[order])
-            ),
+            "closed_at": p.to_time_or_null(closed[order]),
             "amount": amount[order],
             "status": status[order],
         }

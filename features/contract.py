@@ -9,12 +9,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pandas as pd
 import pandera.pandas as pa
 
-Kind = Literal["id", "text", "category", "datetime", "float", "bool"]
+Kind = Literal["id", "str", "category", "date", "float", "bool"]
 
 ACTIVITY_TYPES = ("meeting", "call", "email", "qbr", "co_sell", "joint_event")
 DEAL_STATUSES = ("open", "won", "lost")
+BOOLEAN_TRUE = ("true", "1", "yes")
+BOOLEAN_FALSE = ("false", "0", "no")
+# plausible event times: a sentinel such as 9999-12-31 is a row problem (and would not fit
+# datetime64[ns]); FIRST_DATE inclusive, END_DATE exclusive
+FIRST_DATE = pd.Timestamp("1900-01-01")
+END_DATE = pd.Timestamp("2200-01-01")
+
+FILE_RULES = (
+    "One file per table in one folder: `<table>.csv` (UTF-8, header row; a byte-order mark and "
+    "CRLF line ends are fine) or `<table>.parquet`, never both. Other files are ignored.",
+    "A missing required table or column, an empty or unreadable file, a column named twice, or a "
+    "required table without data rows stops validation with a one-line error.",
+    "Values are stripped; only an empty cell is missing (`NA`, `null` are text). Unknown columns "
+    "are allowed: kept out of the typed tables, preserved in quarantine files.",
+    "Dates are ISO 8601 (`2024-03-01`, `2024-03-01 14:30`, `2024-03-01T14:30:00+02:00`); values "
+    "with an offset are converted to UTC, values without one are taken as UTC; years "
+    f"{FIRST_DATE.year}-{END_DATE.year - 1}. Booleans: "
+    + "/".join(BOOLEAN_TRUE)
+    + " or "
+    + "/".join(BOOLEAN_FALSE)
+    + " (any case). Enumerations are case-sensitive.",
+    "A row that breaks a rule goes to `quarantine/<table>.csv` with its data-row number (`_row`, "
+    "1 = first row after the header) and every reason; other rows are used. Duplicate keys keep "
+    "the first otherwise valid row. Rows of a partner missing from (or quarantined in) `partners` "
+    "are quarantined. A deal that is won or lost needs `closed_at`; an open one must not have it.",
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +115,8 @@ TABLES: dict[str, TableSpec] = {
             description="One row per partner: master data and assessed fit.",
             columns=(
                 Column("partner_id", "id", description="Unique partner identifier."),
-                Column("partner_name", "text", description="Display name (untrusted text)."),
-                Column("signed_at", "datetime", description="When the partnership was signed."),
+                Column("partner_name", "str", description="Display name (untrusted text)."),
+                Column("signed_at", "date", description="When the partnership was signed."),
                 Column("tier", "category", description="Program tier."),
                 Column("region", "category", description="Sales region."),
                 Column("industry", "category", description="Main industry served."),
@@ -132,10 +159,10 @@ TABLES: dict[str, TableSpec] = {
             columns=(
                 Column("deal_id", "id", description="Unique deal identifier."),
                 _pid(),
-                Column("created_at", "datetime", description="When the deal was registered."),
+                Column("created_at", "date", description="When the deal was registered."),
                 Column(
                     "closed_at",
-                    "datetime",
+                    "date",
                     nullable=True,
                     description="When it was won or lost; empty while open.",
                 ),
@@ -157,7 +184,7 @@ TABLES: dict[str, TableSpec] = {
             columns=(
                 Column("activity_id", "id", description="Unique activity identifier."),
                 _pid(),
-                Column("occurred_at", "datetime", description="When it happened."),
+                Column("occurred_at", "date", description="When it happened."),
                 Column(
                     "activity_type",
                     "category",
@@ -182,11 +209,11 @@ TABLES: dict[str, TableSpec] = {
             description="Training enrolments and completions.",
             columns=(
                 _pid(),
-                Column("course_id", "text", description="Course identifier."),
-                Column("enrolled_at", "datetime", description="Enrolment time."),
+                Column("course_id", "str", description="Course identifier."),
+                Column("enrolled_at", "date", description="Enrolment time."),
                 Column(
                     "completed_at",
-                    "datetime",
+                    "date",
                     nullable=True,
                     description="Completion time; empty if not completed.",
                 ),
@@ -200,7 +227,7 @@ TABLES: dict[str, TableSpec] = {
             description="Partner-portal events.",
             columns=(
                 _pid(),
-                Column("occurred_at", "datetime", description="Event time."),
+                Column("occurred_at", "date", description="Event time."),
                 Column("event_type", "category", description="Event type (free vocabulary)."),
             ),
         ),
@@ -214,11 +241,11 @@ TABLES: dict[str, TableSpec] = {
             columns=(
                 Column("commitment_id", "id", description="Unique commitment identifier."),
                 _pid(),
-                Column("committed_at", "datetime", description="When it was committed."),
-                Column("due_at", "datetime", description="When it is due.", observed=False),
+                Column("committed_at", "date", description="When it was committed."),
+                Column("due_at", "date", description="When it is due.", observed=False),
                 Column(
                     "delivered_at",
-                    "datetime",
+                    "date",
                     nullable=True,
                     description="When delivered; empty if not (yet).",
                 ),
@@ -238,9 +265,9 @@ TABLES: dict[str, TableSpec] = {
             columns=(
                 Column("lead_id", "id", description="Unique lead identifier."),
                 _pid(),
-                Column("created_at", "datetime", description="Registration time."),
-                Column("qualified_at", "datetime", nullable=True, description="Qualification."),
-                Column("converted_at", "datetime", nullable=True, description="Conversion."),
+                Column("created_at", "date", description="Registration time."),
+                Column("qualified_at", "date", nullable=True, description="Qualification."),
+                Column("converted_at", "date", nullable=True, description="Conversion."),
             ),
         ),
         TableSpec(
@@ -250,7 +277,7 @@ TABLES: dict[str, TableSpec] = {
             description="Partner feedback surveys.",
             columns=(
                 _pid(),
-                Column("submitted_at", "datetime", description="Submission time."),
+                Column("submitted_at", "date", description="Submission time."),
                 Column("score", "float", min=1, max=5, description="Score 1-5."),
             ),
         ),
@@ -258,6 +285,11 @@ TABLES: dict[str, TableSpec] = {
 }
 
 REQUIRED_TABLES = tuple(name for name, spec in TABLES.items() if spec.required)
+
+
+def _naive_datetime(series) -> bool:
+    """Timezone-naive datetime64 of any resolution (s, ms, us, ns)."""
+    return pd.api.types.is_datetime64_dtype(series.dtype)  # False for timezone-aware
 
 
 def _pa_column(col: Column) -> pa.Column:
@@ -268,21 +300,20 @@ def _pa_column(col: Column) -> pa.Column:
         checks.append(pa.Check.ge(col.min))
     if col.max is not None:
         checks.append(pa.Check.le(col.max))
-    dtype = {
-        "id": str,
-        "text": str,
-        "category": str,
-        "datetime": "datetime64[ns]",
-        "float": float,
-        "bool": bool,
-    }[col.kind]
+    if col.kind == "date":
+        # no fixed resolution (pandas 3 parses to us, the simulator writes s): check, never coerce
+        checks += [
+            pa.Check(_naive_datetime, name="naive_datetime64", error="timezone-naive datetime64"),
+            pa.Check.ge(FIRST_DATE),
+            pa.Check.lt(END_DATE),
+        ]
+    dtype = {"id": str, "str": str, "category": str, "date": None, "float": float, "bool": bool}
     return pa.Column(
-        dtype,
+        dtype[col.kind],
         checks=checks or None,
         nullable=col.nullable,
         required=col.required,
         unique=False,
-        coerce=col.kind == "datetime",
     )
 
 
@@ -298,8 +329,8 @@ def schema(table: str) -> pa.DataFrameSchema:
 
 
 def contract_markdown() -> str:
-    """The published contract as Markdown: one section per table."""
-    lines = ["# Raw-data contract v1", ""]
+    """The published contract as Markdown: file rules, then one table per contract table."""
+    lines = ["# Raw-data contract v1", "", *(f"- {rule}" for rule in FILE_RULES), ""]
     for spec in TABLES.values():
         need = "required" if spec.required else "optional"
         lines += [f"## `{spec.name}` ({need})", "", spec.description, ""]
@@ -308,6 +339,8 @@ def contract_markdown() -> str:
             rule = []
             if col.choices:
                 rule.append("one of " + ", ".join(col.choices))
+            if col.kind == "date":
+                rule.append(f"ISO 8601, years {FIRST_DATE.year}-{END_DATE.year - 1}")
             if col.min is not None:
                 rule.append(f">= {col.min:g}")
             if col.max is not None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
+from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, money, to_seconds
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import (
     PartnerscoreError,
@@ -130,7 +130,7 @@ def build_labels(
     deal_codes = snaps.codes_of("deals", deals)
     closed_s = to_seconds(deals["closed_at"])
     won_tl = Timeline(snaps, deal_codes[won], closed_s[won], {"amount": amount[won]})
-    revenue = won_tl.sum_between("amount", snaps.as_of, snaps.as_of + horizon)
+    revenue = money(won_tl.sum_between("amount", snaps.as_of, snaps.as_of + horizon))
 
     codes, times = [], []
     kinds = set(config.engagement_touchpoints)
@@ -232,7 +232,13 @@ def _read_truth(raw_dir: Path) -> pd.DataFrame | None:
     for name in TRUTH_FILES:
         path = raw_dir / name
         if path.exists():
-            truth = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+            if path.suffix == ".csv":
+                # ids stay text ("007" is not 7); only empty cells are missing
+                truth = pd.read_csv(
+                    path, dtype={"partner_id": str}, keep_default_na=False, na_values=[""]
+                )
+            else:
+                truth = pd.read_parquet(path)
             needed = {"partner_id", "age_days", "true_expected_revenue", "true_engagement_prob"}
             missing = needed - set(truth.columns)
             if missing:
@@ -240,6 +246,29 @@ def _read_truth(raw_dir: Path) -> pd.DataFrame | None:
             truth["partner_id"] = truth["partner_id"].astype(str)
             return truth
     return None
+
+
+def _align_truth(
+    truth: pd.DataFrame | None, training: pd.DataFrame, config: BuildConfig
+) -> tuple[pd.DataFrame | None, str]:
+    """The simulator's true expectations for the training snapshots, or None with a reason.
+
+    Truth rows hold expectations for one horizon (``horizon_days``); rows for another horizon
+    than this build's would be compared with labels they do not describe, so they are dropped.
+    """
+    if truth is None:
+        return None, "no truth table in the raw folder"
+    if "horizon_days" in truth.columns:
+        truth = truth[truth["horizon_days"] == config.horizon_days]
+        if truth.empty:
+            return None, f"truth has no rows for the {config.horizon_days}-day horizon"
+    aligned = training[["partner_id", "as_of"]].copy()
+    aligned["age_days"] = training["age_days"].astype(int).to_numpy()
+    truth = truth.drop(columns=["as_of"], errors="ignore")
+    truth = truth.drop_duplicates(["partner_id", "age_days"], keep="last")
+    aligned = aligned.merge(truth, on=["partner_id", "age_days"], how="left")
+    matched = int(aligned["true_expected_revenue"].notna().sum())
+    return aligned, f"{matched:,} of {len(aligned):,} snapshots have a true expectation"
 
 
 @dataclass
@@ -288,13 +317,12 @@ def run_build(raw_dir: str | Path, out_dir: str | Path, config: BuildConfig) -> 
     raw = load_raw(raw_dir, out_dir / "quarantine")
     training = build_training_set(raw, config)
     files = {"training_set": write_frame_atomic(training, out_dir / "training_set.parquet")}
-    truth = _read_truth(raw_dir)
+    truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)
+    truth_path = out_dir / "truth.parquet"
     if truth is not None:
-        aligned = training[["partner_id", "as_of"]].copy()
-        aligned["age_days"] = training["age_days"].astype(int).to_numpy()
-        truth = truth.drop(columns=["as_of"], errors="ignore")
-        aligned = aligned.merge(truth, on=["partner_id", "age_days"], how="left")
-        files["truth"] = write_frame_atomic(aligned, out_dir / "truth.parquet")
+        files["truth"] = write_frame_atomic(truth, truth_path)
+    else:
+        truth_path.unlink(missing_ok=True)  # a stale one would be read as this build's truth
     specs = feature_specs(raw.tables)
     feature_names = [s.name for s in specs]
     quarantined = sum(t.quarantined for t in raw.report.tables.values())
@@ -305,7 +333,7 @@ def run_build(raw_dir: str | Path, out_dir: str | Path, config: BuildConfig) -> 
         "as_of_max": f"{training['as_of'].max():%Y-%m-%d}",
         "data_end": f"{_data_end(raw, config):%Y-%m-%d %H:%M:%S}",
         "rows_by_age": {
-            str(k): int(v) for k, v in training["age_days"].value_counts().sort_index().items()
+            str(int(k)): int(v) for k, v in training["age_days"].value_counts().sort_index().items()
         },
         "cohorts": sorted(training["cohort"].unique().tolist()),
         "labels": {
@@ -324,6 +352,7 @@ def run_build(raw_dir: str | Path, out_dir: str | Path, config: BuildConfig) -> 
         "features": [{"name": s.name, "layer": s.layer, "kind": s.kind} for s in specs],
         "feature_names": feature_names,
         "truth": truth is not None,
+        "truth_note": truth_note,
     }
     files["manifest"] = write_text_atomic(
         json.dumps(manifest, indent=2, sort_keys=False), out_dir / "manifest.json"

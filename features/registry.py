@@ -270,9 +270,10 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         LB,
     ),
     _f(
-        "activities_response_hours_mean_todate",
+        "activities_response_hours_median_todate",
         "Response time",
-        "Mean response time in hours of activities before as_of.",
+        "Median response time in hours of activities whose response came before as_of "
+        "(occurred_at + response_hours < as_of; missing if none).",
         "execution",
         "activities",
         "hours",
@@ -420,7 +421,8 @@ REGISTRY: tuple[FeatureSpec, ...] = (
     _f(
         "deals_velocity_days_todate",
         "Deal cycle time",
-        "Mean days from creation to close of deals closed before as_of.",
+        "Median days from creation to close of deals closed (won or lost) before as_of "
+        "(missing if none closed).",
         "results",
         "deals",
         "days",
@@ -436,6 +438,15 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         HB,
     ),
     _f(
+        "deals_days_to_first",
+        "Days to first deal",
+        "Days from signing to the first deal registered (missing if none yet).",
+        "results",
+        "deals",
+        "days",
+        LB,
+    ),
+    _f(
         "deals_days_to_first_won",
         "Days to first won deal",
         "Days from signing to the close of the first won deal (missing if none yet).",
@@ -443,6 +454,15 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "deals",
         "days",
         LB,
+    ),
+    _f(
+        "deals_has_won_todate",
+        "First deal won (1 = yes)",
+        "1 if at least one deal was won and closed before as_of, else 0.",
+        "results",
+        "deals",
+        "flag",
+        HB,
     ),
 )
 
@@ -482,8 +502,13 @@ def data_dictionary(fmt: str = "text") -> str:
 
     Returns:
         The rendered dictionary.
+
+    Raises:
+        ValueError: For another ``fmt``.
     """
-    cols = ("name", "layer", "source", "unit", "direction", "owner", "description")
+    if fmt not in ("text", "markdown"):
+        raise ValueError(f"unknown data dictionary format {fmt!r} (use 'text' or 'markdown')")
+    cols = ("name", "label", "layer", "source", "unit", "direction", "owner", "description")
     rows = [[str(getattr(spec, c)) for c in cols] for spec in REGISTRY]
     if fmt == "markdown":
         lines = [

@@ -1,20 +1,23 @@
 """A seeded synthetic partner program that writes every contract table plus a ``truth`` table.
 
 The generative model, in short: every partner has a latent *quality* (drives fit assessments,
-training speed, leads, win rate and deal size) and a latent *engagement propensity* (drives CRM
-touchpoints, responsiveness, portal use and commitments kept), correlated and shifted by segment
-(tier, region, industry, partner type). Activity is generated month by month since signing
-(30-day months) from Poisson rates that ramp up with onboarding age; some partners go quiet at a
-latent time, after which their rates collapse. Revenue comes from won deals: many partners win
-nothing in a horizon (zero inflation) and deal sizes are lognormal (heavy tail).
+training speed and certification, lead qualification, win rate and deal size) and a latent
+*engagement propensity* (drives CRM touchpoints, responsiveness, portal use and commitments kept),
+correlated and shifted by segment (tier, region, industry, partner type). Activity is generated
+month by month since signing (30-day months) from Poisson rates that ramp up with onboarding age;
+some partners go quiet at a latent time, after which their rates collapse. Revenue comes from won
+deals: many partners win nothing in a horizon (zero inflation) and deal sizes are lognormal
+(heavy tail).
 
-The ``truth`` table holds, per partner and onboarding age, the expectation of the two labels given
-the latent state (the same rate model the events were drawn from), so a perfect model's metrics
-are an oracle ceiling. It is for evaluation only, never a feature.
+The ``truth`` table holds, per partner and onboarding age, the exact expectation of the two labels
+given the latent state, computed in closed form from the same rate model the events are drawn
+from (not from the drawn sample), so a perfect model's metrics are an oracle ceiling. It is for
+evaluation only, never a feature.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from partnerscore.features.config import SimulateConfig
+from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.core import PartnerscoreError, frame_format, write_frame_atomic
 
 MONTH_DAYS = 30
@@ -53,7 +56,6 @@ TYPE_EFFECT = {
 }
 ACTIVITY_TYPES = ("meeting", "call", "email", "qbr", "co_sell", "joint_event")
 ACTIVITY_P = np.array([0.28, 0.22, 0.32, 0.06, 0.07, 0.05])
-QUALIFYING_ACTIVITY_SHARE = float(ACTIVITY_P[[0, 3, 4, 5]].sum())
 PORTAL_EVENTS = ("login", "content_view", "asset_download", "deal_registration", "training_view")
 PORTAL_P = (0.40, 0.25, 0.15, 0.08, 0.12)
 COURSES = (
@@ -66,6 +68,9 @@ COURSES = (
     "CERT-SALES",
     "CERT-TECH",
 )
+QUIET_FACTOR = 0.06  # share of a partner's activity left after it goes quiet
+DEAL_SIZE_SIGMA = 1.1  # lognormal sigma of deal amounts
+CYCLE_SHAPE = 2.0  # gamma shape of the sales cycle (days from created to closed)
 NAME_HEADS = (
     "Acme",
     "Blue Harbor",
@@ -87,12 +92,48 @@ NAME_HEADS = (
     "Vertex",
     "Willow",
     "Zenith",
+    "Granite",
+    "Harbinger",
+    "Kestrel",
+    "Larkspur",
+    "Mosaic",
+    "Silverline",
+    "Cobalt",
+    "Evergreen",
+    "Falcon",
+    "Juniper",
     "Müller",
     "Søren",
     "Café Réseau",
     "O'Brien",
     "Núcleo",
     "Åkesson",
+    "Smith, Lowe",
+    "D'Angelo",
+    "Ibáñez",
+    "Łukasz",
+)
+NAME_MIDDLES = (
+    "",
+    "",
+    "",
+    "",
+    "",
+    "Pacific",
+    "Atlantic",
+    "Data",
+    "Bay",
+    "Peak",
+    "River",
+    "North",
+    "Prime",
+    "Metro",
+    "Coastal",
+    "Alpine",
+    "United",
+    "Hill & Vale",
+    "Signal",
+    "Bridge",
 )
 NAME_TAILS = (
     "Systems",
@@ -120,6 +161,14 @@ CONTRACT_TABLES = (
     "leads",
     "feedback",
 )
+TRUTH_COLUMNS = (
+    "partner_id",
+    "age_days",
+    "as_of",
+    "horizon_days",
+    "true_expected_revenue",
+    "true_engagement_prob",
+)
 
 
 @dataclass
@@ -139,11 +188,11 @@ class SimulateResult:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        """One line per table, then the folder."""
+        """One line per table (rows and file), after a line naming the folder and the time."""
         lines = [f"simulated program written to {self.out_dir} in {self.seconds:.1f} s"]
-        width = max(len(name) for name in self.rows)
+        width = max((len(name) for name in self.rows), default=0)
         for name, count in self.rows.items():
-            lines.append(f"  {name:<{width}}  {count:>10,} rows  {self.paths[name].name}")
+            lines.append(f"  {name:<{width}}  {count:>10,} rows  {self.paths[name]}")
         return "\n".join(lines)
 
 
@@ -156,18 +205,95 @@ def _ramp(month_index: np.ndarray) -> np.ndarray:
     return 0.25 + 0.75 * (1.0 - np.exp(-(month_index + 0.5) / 3.0))
 
 
-def _company_names(rng: np.random.Generator, n: int) -> np.ndarray:
+def _company_names(rng: np.random.Generator, n: int) -> list[str]:
     heads = rng.choice(np.array(NAME_HEADS, dtype=object), n)
+    middles = rng.choice(np.array(NAME_MIDDLES, dtype=object), n)
     tails = rng.choice(np.array(NAME_TAILS, dtype=object), n)
     suffix = rng.choice(np.array(NAME_SUFFIX, dtype=object), n)
-    names = np.array(
-        [f"{h} {t} {s}".strip() for h, t, s in zip(heads, tails, suffix, strict=True)], dtype=object
-    )
-    return names
+    return [
+        " ".join(part for part in parts if part)
+        for parts in zip(heads, middles, tails, suffix, strict=True)
+    ]
+
+
+def _ids(prefix: str, n: int, digits: int) -> list[str]:
+    return [f"{prefix}{i:0{digits}d}" for i in range(1, n + 1)]
+
+
+def _gamma_cdf_integral(x: np.ndarray, shape: float, scale: np.ndarray) -> np.ndarray:
+    """Integral from 0 to ``x`` of the gamma(shape, scale) CDF (0 where ``x <= 0``).
+
+    Uses ``d/dx [x P(k, x/s) - k s P(k+1, x/s)] = P(k, x/s)`` with ``P`` the regularised lower
+    incomplete gamma function.
+    """
+    x = np.maximum(x, 0.0)
+    z = x / scale
+    return x * special.gammainc(shape, z) - shape * scale * special.gammainc(shape + 1.0, z)
+
+
+def close_share(
+    created_from: np.ndarray,
+    window_lo: float,
+    window_hi: float,
+    shape: float,
+    scale: np.ndarray,
+    created_days: float = MONTH_DAYS,
+) -> np.ndarray:
+    """Probability that a deal created uniformly in a period closes inside a window.
+
+    The deal is created at ``t ~ U[created_from, created_from + created_days)`` and closes at
+    ``t + C`` with a gamma(shape, scale) sales cycle ``C``; the result is
+    ``P(window_lo < t + C <= window_hi)``, exact (closed form), broadcast over the arguments.
+
+    Args:
+        created_from: Start of the creation period (days; any common origin).
+        window_lo: Exclusive start of the closing window (same origin).
+        window_hi: Inclusive end of the closing window.
+        shape: Gamma shape of the cycle.
+        scale: Gamma scale of the cycle (days).
+        created_days: Length of the creation period.
+
+    Returns:
+        Probabilities, broadcast shape of ``created_from`` and ``scale``.
+    """
+
+    def mean_cdf(edge: float) -> np.ndarray:
+        # (1/L) * integral over t of F(edge - t) = (G(edge - s) - G(edge - s - L)) / L
+        lag = edge - created_from
+        return (
+            _gamma_cdf_integral(lag, shape, scale)
+            - _gamma_cdf_integral(lag - created_days, shape, scale)
+        ) / created_days
+
+    return np.clip(mean_cdf(window_hi) - mean_cdf(window_lo), 0.0, 1.0)
+
+
+def poisson_binomial_tail(probs: np.ndarray, at_least: int) -> np.ndarray:
+    """P(at least ``at_least`` successes) of independent Bernoulli trials, one row per case.
+
+    Args:
+        probs: (cases, trials) success probabilities.
+        at_least: Number of successes needed.
+
+    Returns:
+        One probability per row.
+    """
+    dist = np.zeros((probs.shape[0], probs.shape[1] + 1))
+    dist[:, 0] = 1.0
+    for j in range(probs.shape[1]):
+        pj = probs[:, j : j + 1]
+        shifted = np.zeros_like(dist)
+        shifted[:, 1:] = dist[:, :-1]
+        dist = dist * (1 - pj) + shifted * pj
+    return dist[:, at_least:].sum(axis=1)
 
 
 class _Program:
-    """The latent state of every partner and the monthly rate grid derived from it."""
+    """The latent state of every partner and the monthly rate grid derived from it.
+
+    Times are float days after ``first`` (the start of the signing span); the exclusive end of
+    the data is ``end_day`` (midnight after ``config.end_date``).
+    """
 
     def __init__(self, config: SimulateConfig) -> None:
         self.config = config
@@ -177,12 +303,11 @@ class _Program:
         self.n = n
         self.end = pd.Timestamp(config.end_date) + pd.Timedelta(days=1)  # exclusive end
         span_days = int(config.years * 365)
-        first = self.end - pd.Timedelta(days=span_days)
-        last = self.end - pd.Timedelta(days=30)
-        offsets = np.sort(rng.uniform(0, (last - first).days, n))
-        # signing at business hours, second resolution
-        self.signed_days = np.floor(offsets) + 0.375  # days after `first`, 09:00 local
-        self.first = first
+        self.first = self.end - pd.Timedelta(days=span_days)
+        self.end_day = float(span_days)
+        # no signings in the last 30 days; signing at 09:00
+        offsets = np.sort(rng.uniform(0, max(span_days - 30, 1), n))
+        self.signed_days = np.floor(offsets) + 0.375
         self.tier = rng.choice(np.array(TIERS, dtype=object), n, p=TIER_P)
         self.region = rng.choice(np.array(REGIONS, dtype=object), n, p=REGION_P)
         industry_idx = rng.integers(0, len(INDUSTRIES), n)
@@ -190,63 +315,50 @@ class _Program:
         self.ptype = rng.choice(np.array(PARTNER_TYPES, dtype=object), n, p=TYPE_P)
         tier_eff = np.array([TIER_EFFECT[t] for t in self.tier])
         region_eff = np.array([REGION_EFFECT[r] for r in self.region])
-        type_eff = np.array([TYPE_EFFECT[t] for t in self.ptype])
+        type_eff = np.array([TYPE_EFFECT[t] for t in self.ptype]).reshape(n, 3)
         ind_eff = np.array(INDUSTRY_EFFECT)[industry_idx]
         self.tier_eff = tier_eff
         self.type_rate, self.type_size, self.type_eng = type_eff.T
         z1, z2 = rng.standard_normal((2, n))
         self.quality = 0.5 * tier_eff + 0.6 * region_eff + 0.6 * ind_eff + z1
         self.engagement = 0.55 * self.quality + 0.3 * tier_eff + self.type_eng + 0.85 * z2
-        # some partners go quiet: after this month their activity collapses
+        # some partners go quiet: from this onboarding month on their activity collapses
         quiet_p = _sigmoid(-1.3 - 0.9 * self.engagement)
         goes_quiet = rng.random(n) < quiet_p
         quiet_month = np.floor(rng.exponential(7.0, n)).astype(int)
         self.quiet_month = np.where(goes_quiet, quiet_month, 10_000)
+        self.quiet_day = self.signed_days + self.quiet_month * MONTH_DAYS
 
-        # monthly grid since signing
-        self.months = int(np.ceil(span_days / MONTH_DAYS)) + 1
+        # monthly grid since signing, long enough for the truth's horizon after any as_of
+        self.months = int(np.ceil((span_days + config.horizon_days) / MONTH_DAYS)) + 1
         k = np.arange(self.months)
-        self.k = k
         start = self.signed_days[:, None] + k[None, :] * MONTH_DAYS
-        horizon_end = (self.end - first).days
-        self.exposure = np.clip(horizon_end - start, 0, MONTH_DAYS) / MONTH_DAYS  # (n, M)
-        ramp = _ramp(k)[None, :]
-        quiet = np.where(k[None, :] >= self.quiet_month[:, None], 0.06, 1.0)
-        self.activity_mult = ramp * quiet
-        # monthly rates (per full month) before exposure
+        self.exposure = np.clip(self.end_day - start, 0, MONTH_DAYS) / MONTH_DAYS  # (n, M)
+        quiet = np.where(k[None, :] >= self.quiet_month[:, None], QUIET_FACTOR, 1.0)
+        activity_mult = _ramp(k)[None, :] * quiet
+        # expected events per full month (before exposure)
         scale = config.event_scale
         self.rate_activity = (
-            np.exp(-0.3 + 0.75 * self.engagement + 0.3 * tier_eff)[:, None]
-            * self.activity_mult
-            * scale
+            np.exp(-0.3 + 0.75 * self.engagement + 0.3 * tier_eff)[:, None] * activity_mult * scale
         )
         self.rate_portal = (
             np.exp(1.2 + 0.5 * self.engagement + 0.2 * self.quality)[:, None]
-            * self.activity_mult
+            * activity_mult
             * scale
         )
-        self.rate_leads = (
-            np.exp(-1.6 + 0.55 * self.quality + 0.3 * self.engagement + 0.5 * self.type_rate)[
-                :, None
-            ]
-            * self.activity_mult
-        )
-        self.rate_deals = (
-            np.exp(-2.1 + 0.65 * self.quality + 0.25 * self.engagement + self.type_rate)[:, None]
-            * self.activity_mult
-        )
+        lead_log = -1.6 + 0.55 * self.quality + 0.3 * self.engagement + 0.5 * self.type_rate
+        self.rate_leads = np.exp(lead_log)[:, None] * activity_mult
+        deal_log = -2.1 + 0.65 * self.quality + 0.25 * self.engagement + self.type_rate
+        self.rate_deals = np.exp(deal_log)[:, None] * activity_mult
         self.win_p = _sigmoid(-0.4 + 0.8 * self.quality)
         self.size_mu = 9.4 + 0.45 * self.quality + 0.5 * tier_eff + self.type_size
-        self.size_sigma = 1.1
-        self.cycle_shape = 2.0
         self.cycle_scale = (
             25.0 * np.exp(-0.15 * self.quality) * np.where(self.ptype == "si", 1.6, 1.0)
         )
 
-    # -- helpers -------------------------------------------------------------------------------
     def to_time(self, days: np.ndarray) -> np.ndarray:
-        """Days after ``first`` -> datetime64[s]."""
-        seconds = np.round(np.asarray(days, dtype=float) * 86400.0).astype("int64")
+        """Days after ``first`` -> datetime64[s], truncated so nothing reaches the end."""
+        seconds = np.floor(np.asarray(days, dtype=float) * 86400.0).astype("int64")
         return np.datetime64(self.first.to_datetime64(), "s") + seconds.astype("timedelta64[s]")
 
     def to_time_or_null(self, days: np.ndarray) -> pd.Series:
@@ -254,11 +366,11 @@ class _Program:
         days = np.asarray(days, dtype=float)
         return pd.Series(self.to_time(np.nan_to_num(days))).where(~np.isnan(days))
 
-    def monthly_events(self, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def monthly_events(self, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Draw Poisson counts per partner-month and uniform times inside each month.
 
         Returns:
-            (partner index, month index, day offset after ``first``) per event, sorted by partner.
+            (partner index, day after ``first``) per event, in partner then month order.
         """
         counts = self.rng.poisson(rate * self.exposure)
         flat = counts.ravel()
@@ -266,11 +378,7 @@ class _Program:
         pidx, midx = np.divmod(cell, self.months)
         u = self.rng.random(cell.size)
         day = self.signed_days[pidx] + (midx + u * self.exposure[pidx, midx]) * MONTH_DAYS
-        return pidx, midx, day
-
-    @property
-    def end_day(self) -> float:
-        return float((self.end - self.first).days)
+        return pidx, day
 
 
 def _partners(p: _Program) -> pd.DataFrame:
@@ -284,12 +392,11 @@ def _partners(p: _Program) -> pd.DataFrame:
         np.round(3 + 0.5 * p.quality + 0.3 * p.engagement + rng.normal(0, 0.9, n)), 1, 5
     )
     adoption[rng.random(n) < 0.1] = np.nan
-    signed = p.to_time(p.signed_days)
     return pd.DataFrame(
         {
-            "partner_id": [f"P{i + 1:05d}" for i in range(n)],
+            "partner_id": _ids("P", n, 5),
             "partner_name": _company_names(rng, n),
-            "signed_at": signed,
+            "signed_at": p.to_time(p.signed_days),
             "tier": p.tier,
             "region": p.region,
             "industry": p.industry,
@@ -302,16 +409,17 @@ def _partners(p: _Program) -> pd.DataFrame:
 
 
 def _activities(p: _Program, ids: np.ndarray) -> pd.DataFrame:
-    pidx, _, day = p.monthly_events(p.rate_activity)
+    pidx, day = p.monthly_events(p.rate_activity)
     rng = p.rng
     kind = rng.choice(len(ACTIVITY_TYPES), pidx.size, p=ACTIVITY_P)
     hours = np.exp(2.6 - 0.45 * p.engagement[pidx] + rng.normal(0, 0.7, pidx.size))
     hours = np.round(hours, 1)
-    hours[(rng.random(pidx.size) < 0.15) | (kind == 5)] = np.nan
+    # no response time for events, and some not recorded
+    hours[(rng.random(pidx.size) < 0.15) | (kind == ACTIVITY_TYPES.index("joint_event"))] = np.nan
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
-            "activity_id": [f"A{i + 1:08d}" for i in range(pidx.size)],
+            "activity_id": _ids("A", pidx.size, 8),
             "partner_id": ids[pidx[order]],
             "occurred_at": p.to_time(day[order]),
             "activity_type": np.array(ACTIVITY_TYPES, dtype=object)[kind[order]],
@@ -321,7 +429,7 @@ def _activities(p: _Program, ids: np.ndarray) -> pd.DataFrame:
 
 
 def _portal(p: _Program, ids: np.ndarray) -> pd.DataFrame:
-    pidx, _, day = p.monthly_events(p.rate_portal)
+    pidx, day = p.monthly_events(p.rate_portal)
     kind = p.rng.choice(len(PORTAL_EVENTS), pidx.size, p=PORTAL_P)
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
@@ -334,54 +442,54 @@ def _portal(p: _Program, ids: np.ndarray) -> pd.DataFrame:
 
 
 def _trainings(p: _Program, ids: np.ndarray) -> pd.DataFrame:
+    """Course enrolments: onboarding first, then a partner-specific order of courses.
+
+    Better partners take the certifications earlier, enrol and complete faster and pass more often.
+    """
     rng = p.rng
     n = p.n
     n_courses = np.clip(2 + rng.poisson(np.exp(0.6 + 0.3 * p.engagement)), 1, len(COURSES))
-    pidx = np.repeat(np.arange(n), n_courses)
-    # course j of a partner: the first n_courses of a partner-specific shuffle (ONB first)
-    within = np.concatenate([np.arange(c) for c in n_courses]) if n else np.array([], int)
-    course_idx = np.where(within == 0, 0, rng.integers(1, len(COURSES), pidx.size))
+    is_cert_course = np.array([c.startswith("CERT") for c in COURSES])
+    keys = rng.random((n, len(COURSES) - 1))
+    keys[:, is_cert_course[1:]] += 0.7 - 0.35 * p.quality[:, None]
+    course_order = np.concatenate([np.zeros((n, 1), int), 1 + np.argsort(keys, axis=1)], axis=1)
+    pidx, within = np.nonzero(np.arange(len(COURSES))[None, :] < n_courses[:, None])
+    course_idx = course_order[pidx, within]
+    cert = is_cert_course[course_idx]
     speed = np.exp(0.35 * p.quality[pidx] + 0.25 * p.engagement[pidx])
-    enrolled = (
-        p.signed_days[pidx]
-        + within * rng.exponential(18.0, pidx.size) / speed
-        + rng.exponential(6.0, pidx.size)
-    )
-    complete_p = _sigmoid(0.6 + 0.9 * p.quality[pidx] + 0.3 * p.engagement[pidx])
-    completes = rng.random(pidx.size) < complete_p
-    completed = enrolled + rng.gamma(2.0, 9.0, pidx.size) / speed
-    quiet_day = p.signed_days[pidx] + p.quiet_month[pidx] * MONTH_DAYS
-    completes &= completed < quiet_day
-    keep = (enrolled < p.end_day) & (enrolled < quiet_day + 15)
+    gaps = rng.exponential(1.0, pidx.size) * np.where(within == 0, 6.0, 18.0) / speed
+    elapsed = np.cumsum(gaps)
+    starts = np.cumsum(n_courses) - n_courses
+    elapsed -= np.repeat(elapsed[starts] - gaps[starts], n_courses)
+    enrolled = p.signed_days[pidx] + elapsed
+    complete_p = _sigmoid(0.6 + 0.9 * p.quality[pidx] + 0.3 * p.engagement[pidx] - 0.8 * cert)
+    duration = rng.gamma(2.0, 9.0, pidx.size) * np.where(cert, 1.6, 1.0) / speed
+    completed = enrolled + duration
+    quiet_day = p.quiet_day[pidx]
+    completes = (rng.random(pidx.size) < complete_p) & (completed < quiet_day)
     completed = np.where(completes & (completed < p.end_day), completed, np.nan)
-    pidx, course_idx, enrolled, completed = (
-        pidx[keep],
-        course_idx[keep],
-        enrolled[keep],
-        completed[keep],
-    )
-    courses = np.array(COURSES, dtype=object)[course_idx]
-    frame = pd.DataFrame(
+    keep = (enrolled < p.end_day) & (enrolled < quiet_day + 15)
+    courses = np.array(COURSES, dtype=object)[course_idx[keep]]
+    return pd.DataFrame(
         {
-            "partner_id": ids[pidx],
+            "partner_id": ids[pidx[keep]],
             "course_id": courses,
-            "enrolled_at": p.to_time(enrolled),
-            "completed_at": p.to_time_or_null(completed),
-            "is_certification": pd.Series(courses).str.startswith("CERT").to_numpy(),
+            "enrolled_at": p.to_time(enrolled[keep]),
+            "completed_at": p.to_time_or_null(completed[keep]),
+            "is_certification": cert[keep],
         }
     )
-    return frame.drop_duplicates(["partner_id", "course_id"]).reset_index(drop=True)
 
 
 def _commitments(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     rng = p.rng
     n = p.n
-    counts = rng.poisson(1.5 + 1.2 * (p.tier_eff + 0.35))
+    counts = rng.poisson(1.5 + 1.2 * (p.tier_eff + 0.35), n)
     pidx = np.repeat(np.arange(n), counts)
-    committed = p.signed_days[pidx] + rng.uniform(5, 300, pidx.size)
+    committed = np.floor(p.signed_days[pidx] + rng.uniform(5, 300, pidx.size))
     due = committed + rng.choice([30, 45, 60, 90], pidx.size)
     keep_p = _sigmoid(0.4 + 1.1 * p.engagement[pidx])
-    quiet_day = p.signed_days[pidx] + p.quiet_month[pidx] * MONTH_DAYS
+    quiet_day = p.quiet_day[pidx]
     on_time = rng.random(pidx.size) < keep_p
     late = ~on_time & (rng.random(pidx.size) < 0.5)
     delivered = np.where(
@@ -389,18 +497,18 @@ def _commitments(p: _Program, ids: np.ndarray) -> pd.DataFrame:
         committed + (due - committed) * rng.uniform(0.4, 1.0, pidx.size),
         np.where(late, due + rng.exponential(20, pidx.size), np.nan),
     )
-    delivered = np.where(delivered > quiet_day, np.nan, delivered)
-    keep = committed < p.end_day
-    delivered = np.where(delivered < p.end_day, delivered, np.nan)
+    delivered = np.where((delivered < quiet_day) & (delivered < p.end_day), delivered, np.nan)
+    keep = (committed < p.end_day) & (committed < quiet_day)
     pidx, committed, due, delivered = pidx[keep], committed[keep], due[keep], delivered[keep]
     order = np.lexsort((committed, pidx))
     pidx, committed, due, delivered = pidx[order], committed[order], due[order], delivered[order]
     return pd.DataFrame(
         {
-            "commitment_id": [f"M{i + 1:07d}" for i in range(pidx.size)],
+            "commitment_id": _ids("M", pidx.size, 7),
             "partner_id": ids[pidx],
-            "committed_at": p.to_time(np.floor(committed)),
-            "due_at": p.to_time(np.floor(due)),
+            "committed_at": p.to_time(committed),
+            # a planned date: may lie after the data end
+            "due_at": p.to_time(due),
             "delivered_at": p.to_time_or_null(delivered),
         }
     )
@@ -408,7 +516,7 @@ def _commitments(p: _Program, ids: np.ndarray) -> pd.DataFrame:
 
 def _leads(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     rng = p.rng
-    pidx, _, day = p.monthly_events(p.rate_leads)
+    pidx, day = p.monthly_events(p.rate_leads)
     qual = rng.random(pidx.size) < _sigmoid(-0.2 + 0.9 * p.quality[pidx])
     qualified = np.where(qual, day + rng.exponential(6, pidx.size), np.nan)
     conv = qual & (rng.random(pidx.size) < _sigmoid(-0.8 + 0.8 * p.quality[pidx]))
@@ -418,7 +526,7 @@ def _leads(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
-            "lead_id": [f"L{i + 1:07d}" for i in range(pidx.size)],
+            "lead_id": _ids("L", pidx.size, 7),
             "partner_id": ids[pidx[order]],
             "created_at": p.to_time(day[order]),
             "qualified_at": p.to_time_or_null(qualified[order]),
@@ -429,18 +537,17 @@ def _leads(p: _Program, ids: np.ndarray) -> pd.DataFrame:
 
 def _deals(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     rng = p.rng
-    pidx, _, day = p.monthly_events(p.rate_deals)
-    cycle = rng.gamma(p.cycle_shape, p.cycle_scale[pidx])
-    closed = day + cycle
+    pidx, day = p.monthly_events(p.rate_deals)
+    closed = day + rng.gamma(CYCLE_SHAPE, p.cycle_scale[pidx])
     won = rng.random(pidx.size) < p.win_p[pidx]
-    amount = np.round(np.exp(rng.normal(p.size_mu[pidx], p.size_sigma)), 2)
-    is_open = closed >= p.end_day
+    amount = np.round(np.exp(rng.normal(p.size_mu[pidx], DEAL_SIZE_SIGMA)), 2)
+    is_open = closed >= p.end_day  # would close after the data end: still open today
     status = np.where(is_open, "open", np.where(won, "won", "lost")).astype(object)
     closed = np.where(is_open, np.nan, closed)
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
-            "deal_id": [f"D{i + 1:07d}" for i in range(pidx.size)],
+            "deal_id": _ids("D", pidx.size, 7),
             "partner_id": ids[pidx[order]],
             "created_at": p.to_time(day[order]),
             "closed_at": p.to_time_or_null(closed[order]),
@@ -451,13 +558,14 @@ def _deals(p: _Program, ids: np.ndarray) -> pd.DataFrame:
 
 
 def _feedback(p: _Program, ids: np.ndarray) -> pd.DataFrame:
+    """A quarterly survey; quiet partners rarely answer."""
     rng = p.rng
     quarters = p.months // 3 + 1
     n = p.n
     pidx = np.repeat(np.arange(n), quarters)
     q = np.tile(np.arange(quarters), n)
     day = p.signed_days[pidx] + (q * 3 + rng.uniform(1, 3, pidx.size)) * MONTH_DAYS
-    answered = rng.random(pidx.size) < 0.45 * np.where(q >= p.quiet_month[pidx] / 3, 0.2, 1.0)
+    answered = rng.random(pidx.size) < 0.45 * np.where(day >= p.quiet_day[pidx], 0.2, 1.0)
     keep = answered & (day < p.end_day)
     pidx, day = pidx[keep], day[keep]
     score = np.clip(
@@ -470,86 +578,77 @@ def _feedback(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"partner_id": ids[pidx], "submitted_at": p.to_time(day), "score": score})
 
 
-def _poisson_binomial_tail(probs: np.ndarray, at_least: int) -> np.ndarray:
-    """P(at least ``at_least`` successes) for independent Bernoulli columns of ``probs`` (rows)."""
-    dist = np.zeros((probs.shape[0], probs.shape[1] + 1))
-    dist[:, 0] = 1.0
-    for j in range(probs.shape[1]):
-        pj = probs[:, j : j + 1]
-        shifted = np.zeros_like(dist)
-        shifted[:, 1:] = dist[:, :-1]
-        dist = dist * (1 - pj) + shifted * pj
-    return dist[:, at_least:].sum(axis=1)
-
-
 def _truth(p: _Program, ids: np.ndarray) -> pd.DataFrame:
-    """Expected labels given the latent state, from the same monthly rate model."""
+    """Expected labels given the latent state, in closed form from the monthly rate model.
+
+    Revenue: deals are created in onboarding month ``m`` at Poisson rate ``rate_deals[m]``,
+    uniformly inside the month, win with ``win_p`` independently of a lognormal amount, and close
+    after a gamma cycle, so E[won amount closed in (a, a + h]] = sum over months of rate x
+    P(close in window) x win_p x E[amount], with P(close in window) exact (:func:`close_share`).
+
+    Engagement: qualifying touchpoints (the label rule's activity types, leads and deals created)
+    form a Poisson process with piecewise-constant monthly intensity, so a period holds at least
+    one with probability ``1 - exp(-integrated rate)``, independently across periods; the label
+    needs at least a share of the periods (Poisson-binomial tail). The rule is BuildConfig's
+    default (30-day periods, half of them, DESIGN.md's touchpoints) with this config's horizon.
+    """
     cfg = p.config
     horizon = cfg.horizon_days
-    rows = []
-    sub = (np.arange(10) + 0.5) / 10  # integration points inside a month
+    rule = BuildConfig(horizon_days=horizon)
+    touch = set(rule.engagement_touchpoints)
+    qualifying_share = float(ACTIVITY_P[[t in touch for t in ACTIVITY_TYPES]].sum())
+    touch_rate = p.rate_activity * qualifying_share
+    if "lead" in touch:
+        touch_rate = touch_rate + p.rate_leads
+    if "deal" in touch:
+        touch_rate = touch_rate + p.rate_deals
+    cum_touch = np.concatenate([np.zeros((p.n, 1)), np.cumsum(touch_rate, axis=1)], axis=1)
+
+    def touches_before(idx: np.ndarray, day: float) -> np.ndarray:
+        # expected touchpoints in [0, day) after signing (days), piecewise-constant rates
+        month = min(int(day // MONTH_DAYS), p.months - 1)
+        frac = day / MONTH_DAYS - month
+        return cum_touch[idx, month] + touch_rate[idx, month] * frac
+
+    period = rule.engagement_period_days
+    n_periods = int(np.ceil(horizon / period))
+    need = int(np.ceil(rule.engagement_min_share * n_periods - 1e-9))
+    month_start = np.arange(p.months, dtype=float) * MONTH_DAYS
+    mean_amount = np.exp(p.size_mu + DEAL_SIZE_SIGMA**2 / 2)
+
+    frames = []
     for age in cfg.truth_ages:
         as_of_day = p.signed_days + age
-        valid = as_of_day <= p.end_day - 1 + 0.999
-        idx = np.flatnonzero(valid)
+        idx = np.flatnonzero(as_of_day < p.end_day)  # as_of on or before end_date
         if idx.size == 0:
             continue
-        # expected revenue: deals created in month k at time t close in (a, a + h]
-        months = np.arange(p.months)
-        t = (
-            p.signed_days[idx, None, None]
-            + (months[None, :, None] + sub[None, None, :]) * MONTH_DAYS
+        share = close_share(
+            month_start[None, :], age, age + horizon, CYCLE_SHAPE, p.cycle_scale[idx, None]
         )
-        a = as_of_day[idx, None, None]
-        shape = p.cycle_shape
-        scale = p.cycle_scale[idx, None, None]
-        lo = np.clip(a - t, 0, None) / scale
-        hi = np.clip(a + horizon - t, 0, None) / scale
-        p_close = special.gammainc(shape, hi) - special.gammainc(shape, lo)
-        # a deal created after the data end is never observed, but the truth is a model
-        # expectation: use the full-month rate for months past the end
-        full_rate = p.rate_deals[idx]
-        expected_deals = (full_rate[:, :, None] * p_close / sub.size).sum(axis=(1, 2))
-        mean_amount = np.exp(p.size_mu[idx] + p.size_sigma**2 / 2)
-        true_rev = expected_deals * p.win_p[idx] * mean_amount
-        # engagement: qualifying touchpoints per 30-day period of the horizon
-        periods = horizon // 30
-        first_month = age // MONTH_DAYS
-        month_idx = np.clip(first_month + np.arange(periods), 0, p.months - 1)
-        mu = (
-            p.rate_activity[idx][:, month_idx] * QUALIFYING_ACTIVITY_SHARE
-            + p.rate_leads[idx][:, month_idx]
-            + p.rate_deals[idx][:, month_idx]
-        )
-        p_period = 1 - np.exp(-mu)
-        need = int(np.ceil(0.5 * periods))
-        true_eng = _poisson_binomial_tail(p_period, need)
-        rows.append(
+        expected_won = (p.rate_deals[idx] * share).sum(axis=1) * p.win_p[idx]
+        true_rev = expected_won * mean_amount[idx]
+        p_period = np.empty((idx.size, n_periods))
+        for j in range(n_periods):
+            lo, hi = age + j * period, age + min((j + 1) * period, horizon)
+            p_period[:, j] = 1.0 - np.exp(-(touches_before(idx, hi) - touches_before(idx, lo)))
+        true_eng = poisson_binomial_tail(p_period, need)
+        frames.append(
             pd.DataFrame(
                 {
                     "partner_id": ids[idx],
-                    "age_days": age,
+                    "age_days": np.full(idx.size, age, dtype=np.int64),
                     "as_of": p.to_time(as_of_day[idx]),
-                    "horizon_days": horizon,
+                    "horizon_days": np.full(idx.size, horizon, dtype=np.int64),
                     "true_expected_revenue": np.round(true_rev, 2),
                     "true_engagement_prob": np.round(true_eng, 6),
                 }
             )
         )
-    if not rows:
-        return pd.DataFrame(
-            columns=[
-                "partner_id",
-                "age_days",
-                "as_of",
-                "horizon_days",
-                "true_expected_revenue",
-                "true_engagement_prob",
-            ]
-        )
+    if not frames:
+        return pd.DataFrame({col: [] for col in TRUTH_COLUMNS})
     return (
-        pd.concat(rows, ignore_index=True)
-        .sort_values(["partner_id", "age_days"])
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["partner_id", "age_days"], kind="stable")
         .reset_index(drop=True)
     )
 
@@ -562,12 +661,12 @@ def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
 
     Returns:
         Table name -> DataFrame for every contract table plus ``truth``; the same config gives
-        identical tables.
+        identical tables. Dates are naive ``datetime64[s]``, ids and text ``str``.
     """
     program = _Program(config)
     partners = _partners(program)
     ids = partners["partner_id"].to_numpy(dtype=object)
-    tables = {
+    return {
         "partners": partners,
         "deals": _deals(program, ids),
         "activities": _activities(program, ids),
@@ -578,13 +677,15 @@ def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
         "feedback": _feedback(program, ids),
         "truth": _truth(program, ids),
     }
-    return tables
 
 
 def write_tables(
     tables: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str = "csv"
 ) -> dict[str, Path]:
     """Write one file per table, ``<name>.<fmt>``, atomically.
+
+    CSV dates are written as ``YYYY-MM-DD HH:MM:SS`` (missing: empty cell). A file of the same
+    table in the other format is removed so the folder is never ambiguous.
 
     Args:
         tables: Table name -> frame.
@@ -603,11 +704,8 @@ def write_tables(
         path = out / f"{name}.{fmt}"
         frame_format(path)
         if fmt == "csv":
-            frame = frame.copy()
-            for col in frame.columns:
-                if pd.api.types.is_datetime64_any_dtype(frame[col]):
-                    frame[col] = frame[col].dt.strftime("%Y-%m-%d %H:%M:%S")
-        # a table in the other format from an earlier run would make the folder ambiguous
+            dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+            frame = frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c in dates})
         (out / f"{name}.{'parquet' if fmt == 'csv' else 'csv'}").unlink(missing_ok=True)
         paths[name] = write_frame_atomic(frame, path)
     return paths
@@ -624,8 +722,8 @@ def run_simulate(config: SimulateConfig, out_dir: str | Path, fmt: str = "csv") 
     Returns:
         Paths, row counts and timing.
     """
-    import time
-
+    if fmt not in ("csv", "parquet"):
+        raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
     started = time.perf_counter()
     tables = simulate_program(config)
     paths = write_tables(tables, out_dir, fmt=fmt)
@@ -637,4 +735,12 @@ def run_simulate(config: SimulateConfig, out_dir: str | Path, fmt: str = "csv") 
     )
 
 
-__all__ = ["CONTRACT_TABLES", "SimulateResult", "run_simulate", "simulate_program", "write_tables"]
+__all__ = [
+    "CONTRACT_TABLES",
+    "SimulateResult",
+    "close_share",
+    "poisson_binomial_tail",
+    "run_simulate",
+    "simulate_program",
+    "write_tables",
+]

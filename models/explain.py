@@ -1,109 +1,351 @@
-"""The explainer: SHAP contributions -> output-scale drivers -> layer subscores -> sentences.
+"""The explainer: SHAP contributions -> output-scale effects -> layer subscores -> sentences.
 
 LightGBM's TreeSHAP contributions (identical to ``shap.TreeExplainer``) live in each head's raw
-margin space: log revenue for the tweedie head, the logit for the engagement head. Account owners
-read dollars and probability points, so contributions are mapped to the output scale: the gap
-between the prediction and the base prediction (the link applied to the base margin) is shared
-among features in proportion to their margin contributions. The result adds up exactly:
-``base + sum(contributions) == prediction`` for every row, and so do the layer subscores.
+margin space: log revenue for the tweedie head (``pred = exp(base + sum(phi))``), the logit for
+the engagement head (``p = calibrate(base + sum(phi))``). Account owners read dollars and
+probability points, so :func:`explain_head` maps them to the output scale, and the effects add up
+exactly: ``link(base) + sum(effects) == prediction`` for every row, and so do the layer subscores.
+
+How the gap ``prediction - link(base)`` is shared: in proportion to ``phi`` at the average slope of
+the link over the span the contributions cover (from ``base + sum of negative phi`` to ``base + sum
+of positive phi``); whatever that leaves over is shared in proportion to ``|phi|``. When a row's
+contributions all have one sign this is exactly "proportional to phi" (the slope is then the
+secant ``gap / sum(phi)``). When positive and negative contributions cancel (``sum(phi) ~ 0``),
+plain proportional sharing would divide by almost nothing, and for a flat-or-steep link such as
+an isotonic calibration map blow effects up far beyond the output range. The span slope never
+divides by a small sum, keeps effects on the scale of the link's range over the span (their
+absolute sum is at most twice that range plus the gap), and for two opposing features comes close
+to their Shapley values on the output scale.
+
+The same mapping turns output-scale effects into composite-score points (the link being the
+percentile of the reference distribution), which is how drivers are ranked.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from partnerscore.features.registry import LAYERS, FeatureSpec
 
+REVENUE_EPS = 0.5  # an effect that rounds to $0 is not worth a clause
+ENGAGEMENT_EPS = 0.0005  # ... nor one that rounds to 0.0 probability points
+MISSING = object()
 
-def to_output_scale(raw_contrib: np.ndarray, pred: np.ndarray, base_out: np.ndarray) -> np.ndarray:
-    """Share ``pred - base_out`` among features in proportion to their raw contributions.
 
-    Args:
-        raw_contrib: (n, k) margin-space contributions.
+class HeadEffects(NamedTuple):
+    """One head's prediction, split into an output-scale base and per-feature effects.
+
+    Attributes:
+        base: (n,) output at the base margin (the link applied to the expected margin).
+        effects: (n, k) output-scale contributions; ``base + effects.sum(1) == pred``.
         pred: (n,) predictions on the output scale.
-        base_out: (n,) output-scale prediction at the base margin.
-
-    Returns:
-        (n, k) output-scale contributions; each row sums to ``pred - base_out``.
     """
-    raw_contrib = np.asarray(raw_contrib, dtype=float)
-    gap = np.asarray(pred, dtype=float) - np.asarray(base_out, dtype=float)
-    total = raw_contrib.sum(axis=1)
-    k = raw_contrib.shape[1]
-    tiny = np.abs(total) < 1e-12
-    ratio = np.where(tiny, 0.0, gap / np.where(tiny, 1.0, total))
-    out = raw_contrib * ratio[:, None]
-    if tiny.any() and k:
-        # margins cancel out exactly: nothing to attribute proportionally; spread evenly
-        out[tiny] = (gap[tiny] / k)[:, None]
+
+    base: np.ndarray
+    effects: np.ndarray
+    pred: np.ndarray
+
+
+def _share(
+    contrib: np.ndarray,
+    magnitude: np.ndarray,
+    total: np.ndarray,
+    total_abs: np.ndarray,
+    gap: np.ndarray,
+    span: np.ndarray,
+) -> np.ndarray:
+    """:func:`share_gap` with ``|contrib|`` and the row sums precomputed (consumes magnitude)."""
+    n, k = contrib.shape
+    if k == 0:
+        return np.zeros((n, 0))
+    live = total_abs > 0
+    safe = np.where(live, total_abs, 1.0)
+    slope = np.where(live, span / safe, 0.0)
+    rest = np.where(live, (gap - slope * total) / safe, 0.0)
+    out = np.multiply(contrib, slope[:, None])
+    out += np.multiply(magnitude, rest[:, None], out=magnitude)
+    if not live.all():
+        # no contribution at all: the prediction is the base (gap 0 up to rounding); spread it
+        out[~live] = (gap[~live] / k)[:, None]
     return out
 
 
-def layer_subscores(contrib: np.ndarray, specs: list[FeatureSpec]) -> dict[str, np.ndarray]:
-    """Sum of output-scale contributions per scorecard layer."""
-    layers = np.array([s.layer for s in specs])
-    return {layer: contrib[:, layers == layer].sum(axis=1) for layer in LAYERS}
+def share_gap(contrib: np.ndarray, gap: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Share each row's ``gap`` among features: by ``contrib`` at slope ``span / sum|contrib|``.
 
+    Whatever ``slope * sum(contrib)`` leaves of the gap is shared in proportion to ``|contrib|``.
 
-def _fmt_number(value: float, digits: int = 1) -> str:
-    if abs(value - round(value)) < 1e-9:
-        return f"{int(round(value)):,}"
-    return f"{value:,.{digits}f}"
+    Args:
+        contrib: (n, k) contributions on the input scale (margins, or output-scale effects).
+        gap: (n,) total to share on the output scale (prediction minus base output).
+        span: (n,) ``link(base + sum of positive contrib) - link(base + sum of negative contrib)``.
 
-
-def format_value(value, spec: FeatureSpec) -> str:
-    """A feature value as a reader would say it, with its unit."""
-    if spec.kind == "categorical":
-        return (
-            "unknown"
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else str(value)
-        )
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none yet" if spec.unit == "days" else "unknown"
-    v = float(value)
-    unit = spec.unit
-    if unit == "USD":
-        return f"${v:,.0f}"
-    if unit == "share":
-        return f"{v:.0%}"
-    if unit == "days":
-        return f"{v:,.0f} days"
-    if unit == "hours":
-        return f"{v:,.1f} h"
-    if unit == "rate/30d":
-        return f"{v:,.1f} per month"
-    if unit.startswith("score"):
-        return f"{v:.1f} of 5"
-    if unit == "ratio":
-        return f"{v:.2f}x"
-    return _fmt_number(v)
-
-
-def driver_sentence(spec: FeatureSpec, value, score_points: float) -> str:
-    """One readable sentence for a driver.
-
-    Example: ``Certifications earned: 2 (raises the score by 6.1 pts)``. Per-head effects in
-    dollars and probability points are in the ``shap_*`` columns.
+    Returns:
+        (n, k) shares; each row sums to ``gap`` (to floating-point rounding).
     """
-    verb = "raises" if score_points >= 0 else "lowers"
-    text = format_value(value, spec)
-    return f"{spec.label}: {text} ({verb} the score by {abs(score_points):.1f} pts)"
+    contrib = np.asarray(contrib, dtype=float)
+    magnitude = np.abs(contrib)
+    return _share(
+        contrib,
+        magnitude,
+        contrib.sum(axis=1),
+        magnitude.sum(axis=1),
+        np.asarray(gap, dtype=float),
+        np.asarray(span, dtype=float),
+    )
 
 
-def driver_sentences(spec: FeatureSpec, values: np.ndarray, score_points: np.ndarray) -> list[str]:
-    """:func:`driver_sentence` for many rows of one feature (value labels cached)."""
-    cache: dict = {}
-    labels = []
-    for value in values:
-        key = "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else value
-        text = cache.get(key)
-        if text is None:
-            text = cache[key] = format_value(value, spec)
-        labels.append(text)
+def explain_head(
+    contrib: np.ndarray,
+    base_margin: np.ndarray,
+    link: Callable[[np.ndarray], np.ndarray],
+    pred: np.ndarray | None = None,
+) -> HeadEffects:
+    """Map one head's margin-space contributions to output-scale effects.
+
+    Args:
+        contrib: (n, k) SHAP contributions in margin space.
+        base_margin: (n,) base margin (the expected margin; SHAP's last column).
+        link: Vectorised map margin -> output (``np.exp``, a calibration map, a percentile).
+        pred: Predictions to explain exactly; default ``link(base_margin + contrib.sum(1))``.
+
+    Returns:
+        Base output, effects and predictions with ``base + effects.sum(1) == pred``.
+    """
+    contrib = np.asarray(contrib, dtype=float)
+    n = contrib.shape[0]
+    base_margin = np.broadcast_to(np.asarray(base_margin, dtype=float), (n,))
+    magnitude = np.abs(contrib)
+    total = contrib.sum(axis=1)
+    total_abs = magnitude.sum(axis=1)
+    up = (total + total_abs) / 2  # sum of the positive contributions
+    down = (total - total_abs) / 2  # sum of the negative ones
+    points = [base_margin, base_margin + up, base_margin + down]
+    if pred is None:
+        points.append(base_margin + total)
+    out = np.asarray(link(np.concatenate(points)), dtype=float)
+    base, high, low = out[:n], out[n : 2 * n], out[2 * n : 3 * n]
+    pred = out[3 * n :] if pred is None else np.asarray(pred, dtype=float)
+    effects = _share(contrib, magnitude, total, total_abs, pred - base, high - low)
+    return HeadEffects(base=base, effects=effects, pred=pred)
+
+
+def layer_subscores(effects: np.ndarray, specs: list[FeatureSpec]) -> dict[str, np.ndarray]:
+    """Sum of effects per scorecard layer (strategic, execution, results)."""
+    onehot = np.array([[s.layer == layer for layer in LAYERS] for s in specs], dtype=float)
+    sums = effects @ onehot.reshape(len(specs), len(LAYERS))
+    return {layer: sums[:, i] for i, layer in enumerate(LAYERS)}
+
+
+# Vectorised number formatting: digit groups are looked up in tables and joined by numpy's
+# element-wise object addition, so no Python-level loop runs per row.
+_DIGITS = np.array([str(i) for i in range(1000)], dtype=object)
+_PADDED = np.array([f"{i:03d}" for i in range(1000)], dtype=object)
+_FRACTIONS = {d: np.array([f"{i:0{d}d}" for i in range(10**d)], dtype=object) for d in (1, 2)}
+_BIG = 10**15
+
+
+def _obj(n: int, text: str = "") -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = text
+    return out
+
+
+def int_text(x) -> np.ndarray:
+    """Non-negative integers as text with thousands separators (``1,281``), vectorised."""
+    x = np.asarray(x, dtype=np.int64)
+    out = _DIGITS[x % 1000]
+    for level in (1, 2, 3, 4):
+        rows = np.flatnonzero(x >= 1000**level)
+        if not len(rows):
+            break
+        v = x[rows]
+        text = _DIGITS[(v // 1000**level) % 1000]
+        for lower in range(level - 1, -1, -1):
+            text = text + "," + _PADDED[(v // 1000**lower) % 1000]
+        out[rows] = text
+    return out
+
+
+def _decimal_text(v: np.ndarray, decimals: int) -> np.ndarray:
+    """Signed numbers rounded to ``decimals`` places (half to even), vectorised."""
+    sign = np.where(np.rint(v * 10**decimals) < 0, "-", "")
+    return sign.astype(object) + _rounded(v, decimals)
+
+
+def _rounded(v: np.ndarray, decimals: int) -> np.ndarray:
+    """|v| rounded to ``decimals`` (0-2) places, half to even, as text (``1,234.5``)."""
+    scale = 10**decimals
+    units = np.rint(np.abs(v) * scale).astype(np.int64)
+    if decimals == 0:
+        return int_text(units)
+    return int_text(units // scale) + "." + _FRACTIONS[decimals][units % scale]
+
+
+def _plain_number(v: np.ndarray) -> np.ndarray:
+    """Whole numbers without decimals, others with one (``2``, ``2.5``)."""
+    whole = np.abs(v - np.rint(v)) < 1e-9
+    out = _decimal_text(v, 1)
+    if whole.any():
+        out[whole] = _decimal_text(v[whole], 0)
+    return out
+
+
+def _numeric_text(v: np.ndarray, unit: str) -> np.ndarray:
+    """Finite numbers with their unit, vectorised."""
+    one = np.abs(np.rint(v)) == 1
+    if unit == "USD":
+        return np.where(v <= -0.5, "-$", "$").astype(object) + _rounded(v, 0)
+    if unit == "share":
+        return _decimal_text(v * 100, 0) + "%"
+    if unit == "days":
+        return _decimal_text(v, 0) + np.where(one, " day", " days").astype(object)
+    if unit == "hours":
+        return _decimal_text(v, 1) + " hours"
+    if unit == "rate/30d":
+        return _decimal_text(v, 1) + " per month"
+    if unit.startswith("score"):
+        top = unit.rsplit("-", 1)[-1] if "-" in unit else "5"
+        return _decimal_text(v, 1) + f" of {top}"
+    if unit == "ratio":
+        return _decimal_text(v, 2) + "x"
+    if unit == "accounts":
+        return _plain_number(v) + np.where(one & (np.abs(v - 1) < 1e-9), " account", " accounts")
+    return _plain_number(v)
+
+
+def format_values(values, spec: FeatureSpec, known: bool = True) -> np.ndarray:
+    """Feature values as a reader would say them, with their unit (vectorised).
+
+    Missing values read ``unknown`` for categories, assessed profile fields and features whose
+    source table was not supplied (``known=False``), and ``not yet`` for activity measures (the
+    event has not happened: no certification, no closed deal, no touchpoint).
+
+    Args:
+        values: (m,) raw feature values (numbers, text or missing).
+        spec: The feature's declaration (kind and unit).
+        known: False when the feature could not be computed at all (source table absent).
+
+    Returns:
+        (m,) object array of text such as ``$12,346``, ``50%``, ``45 days``, ``2.2 per month``,
+        ``3.5 of 5``, ``0.80x``, ``gold``, ``not yet``.
+    """
+    missing_text = (
+        "unknown"
+        if not known or spec.kind == "categorical" or spec.source == "partners"
+        else "not yet"
+    )
+    if spec.kind == "categorical":
+        codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object)), sort=False)
+        names = [" ".join(str(u).replace("_", " ").split()) for u in uniques]
+        table = np.array([*names, missing_text], dtype=object)
+        return table[np.where(codes < 0, len(names), codes)]
+    v = pd.to_numeric(pd.Series(np.asarray(values, dtype=object)), errors="coerce")
+    v = v.to_numpy(dtype=float, na_value=np.nan)
+    out = _obj(len(v), missing_text)
+    finite = np.isfinite(v)
+    sane = finite & (np.abs(v) < _BIG / 1000)
+    if sane.any():
+        out[sane] = _numeric_text(v[sane], spec.unit)
+    odd = finite & ~sane
+    if odd.any():
+        out[odd] = [f"{x:,.0f}" for x in v[odd]]
+    return out
+
+
+def format_value(value, spec: FeatureSpec, known: bool = True) -> str:
+    """One feature value as text (see :func:`format_values`)."""
+    return format_values([value], spec, known)[0]
+
+
+def _amounts(r: np.ndarray) -> np.ndarray:
+    """Dollar amounts ``$3,214`` of |r| (very large values formatted one by one)."""
+    a = np.abs(r)
+    out = _obj(len(a))
+    sane = a < _BIG
+    out[sane] = "$" + _rounded(a[sane], 0)
+    if not sane.all():
+        out[~sane] = [f"${x:,.0f}" for x in a[~sane]]
+    return out
+
+
+def effect_clauses(revenue, engagement, positive: bool) -> np.ndarray:
+    """What each driver does to both heads, as a clause (vectorised).
+
+    For example ``raises expected revenue by $3,200 and engagement likelihood by 4.1 pts``.
+    Effects too small to show (under $0.50, under 0.05 pts) are left out. When the heads move in
+    opposite directions, the clause matching the driver's sign comes first (``raises engagement
+    likelihood by 8.0 pts but lowers expected revenue by $50`` for a positive driver).
+
+    Args:
+        revenue: (m,) effects on expected revenue in dollars.
+        engagement: (m,) effects on the engagement probability (0-1; shown in points).
+        positive: Whether these are positive drivers of the score.
+
+    Returns:
+        (m,) object array, one clause per row.
+    """
+    r = np.nan_to_num(np.asarray(revenue, dtype=float))
+    e = np.nan_to_num(np.asarray(engagement, dtype=float))
+    r_txt = "expected revenue by " + _amounts(r)
+    e_txt = "engagement likelihood by " + _rounded(np.minimum(np.abs(e), 1.0) * 100, 1) + " pts"
+    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
+    r_up, e_up = r > 0, e > 0
+    both = r_show & e_show
+    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
+    first = np.where(engagement_first, e_txt, r_txt)
+    first_up = np.where(engagement_first, e_up, r_up)
+    second_up = np.where(engagement_first, r_up, e_up)
+    out = np.where(first_up, "raises ", "lowers ").astype(object) + first
+    if both.any():
+        second = np.where(engagement_first, r_txt, e_txt)[both]
+        same = (second_up == first_up)[both]
+        join = np.where(same, " and ", np.where(second_up[both], " but raises ", " but lowers "))
+        out[both] = out[both] + join.astype(object) + second
+    none = ~r_show & ~e_show
+    out[none] = "barely moves expected revenue or engagement likelihood"
+    return out
+
+
+def driver_sentences(
+    spec: FeatureSpec,
+    values,
+    revenue,
+    engagement,
+    positive: bool,
+    known: bool = True,
+) -> np.ndarray:
+    """Readable driver sentences for many rows of one feature (vectorised).
+
+    Example: ``Certifications earned: 2 — raises expected revenue by $3,200 and engagement
+    likelihood by 4.1 pts``.
+
+    Args:
+        spec: The feature's declaration.
+        values: (m,) the feature's values.
+        revenue: (m,) effects on expected revenue (dollars).
+        engagement: (m,) effects on the engagement probability (0-1).
+        positive: Whether these are positive drivers of the score (orders the clauses).
+        known: False when the feature's source table was not supplied.
+
+    Returns:
+        (m,) object array of ``<label>: <value> — <effects>``.
+    """
     head = f"{spec.label}: "
-    points = np.abs(score_points).round(1).tolist()
-    verb = np.where(score_points >= 0, " (raises the score by ", " (lowers the score by ").tolist()
-    return [f"{head}{label}{v}{p} pts)" for label, v, p in zip(labels, verb, points, strict=True)]
+    return (
+        head
+        + format_values(values, spec, known)
+        + " — "
+        + effect_clauses(revenue, engagement, positive)
+    )
+
+
+def driver_sentence(
+    spec: FeatureSpec, value, revenue: float, engagement: float, positive: bool, known: bool = True
+) -> str:
+    """:func:`driver_sentences` for one value."""
+    return driver_sentences(spec, [value], [revenue], [engagement], positive, known)[0]

@@ -24,7 +24,13 @@ MAX_TREES = 2000
 
 
 class _LightGBMHead(BaseEstimator):
-    """Parameters shared by both heads."""
+    """Parameters shared by both heads.
+
+    ``monotone_constraints`` (one of -1, 0, 1 per input column, or None) makes the margin
+    non-decreasing (1) or non-increasing (-1) in a feature; the training job derives it from
+    each feature's declared direction, so a "higher is better" feature can never push a
+    prediction down as it grows, which also keeps the drivers shown to account owners coherent.
+    """
 
     def __init__(
         self,
@@ -39,6 +45,7 @@ class _LightGBMHead(BaseEstimator):
         reg_lambda: float = 1.0,
         n_jobs: int = 1,
         random_state: int = 7,
+        monotone_constraints: tuple[int, ...] | None = None,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -51,6 +58,7 @@ class _LightGBMHead(BaseEstimator):
         self.reg_lambda = reg_lambda
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.monotone_constraints = monotone_constraints
 
     def _validate(self) -> None:
         if not 1 <= self.n_estimators <= MAX_TREES:
@@ -61,6 +69,8 @@ class _LightGBMHead(BaseEstimator):
             raise ValueError(f"num_leaves must be in [2, {MAX_LEAVES}], got {self.num_leaves}")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
+        if self.monotone_constraints is not None and set(self.monotone_constraints) - {-1, 0, 1}:
+            raise ValueError("monotone_constraints must be -1, 0 or 1 per feature")
 
     def _lgb_params(self) -> dict:
         return {
@@ -78,6 +88,14 @@ class _LightGBMHead(BaseEstimator):
             "deterministic": True,
             "force_row_wise": True,
             "verbose": -1,
+            **(
+                {
+                    "monotone_constraints": list(self.monotone_constraints),
+                    "monotone_constraints_method": "advanced",
+                }
+                if self.monotone_constraints is not None and any(self.monotone_constraints)
+                else {}
+            ),
         }
 
     @property
@@ -135,6 +153,7 @@ class RevenueRegressor(_LightGBMHead):
         reg_lambda: float = 1.0,
         n_jobs: int = 1,
         random_state: int = 7,
+        monotone_constraints: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__(
             n_estimators=n_estimators,
@@ -148,6 +167,7 @@ class RevenueRegressor(_LightGBMHead):
             reg_lambda=reg_lambda,
             n_jobs=n_jobs,
             random_state=random_state,
+            monotone_constraints=monotone_constraints,
         )
         self.tweedie_variance_power = tweedie_variance_power
 
@@ -177,15 +197,23 @@ class RevenueRegressor(_LightGBMHead):
 class EngagementClassifier(_LightGBMHead):
     """Probability of sustained engagement: LightGBM binary, then a calibration map.
 
-    The booster is fitted on older cohorts; the calibration map (isotonic when the calibration
-    slice is large enough, otherwise Platt scaling) is fitted on the newest training cohorts'
-    raw margins, so probabilities are honest for partners the booster has not seen.
+    The booster is first fitted on older cohorts; the calibration map is fitted on the raw
+    margins it gives the newest training cohorts (``X_calib``), partners it has not seen, so the
+    map corrects the optimism of in-sample margins. Platt scaling (``sigmoid``, the default)
+    is strictly monotone and keeps the booster's ranking (ROC AUC) intact; ``isotonic`` is more
+    flexible but ties scores in steps and needs thousands of calibration rows (``auto`` picks
+    isotonic from ``min_isotonic_rows``). With ``refit`` the booster is then refitted with the
+    same parameters on all rows (training + calibration slice) and keeps the map: the newest
+    cohorts are the most informative ones, and a refit with the same parameters produces
+    margins on the same scale. Either way the training job judges the result on a holdout of
+    newer cohorts still.
     """
 
     def __init__(
         self,
-        calibration: str = "auto",
+        calibration: str = "sigmoid",
         min_isotonic_rows: int = 1000,
+        refit: bool = False,
         n_estimators: int = 120,
         learning_rate: float = 0.08,
         num_leaves: int = 8,
@@ -197,6 +225,7 @@ class EngagementClassifier(_LightGBMHead):
         reg_lambda: float = 1.0,
         n_jobs: int = 1,
         random_state: int = 7,
+        monotone_constraints: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__(
             n_estimators=n_estimators,
@@ -210,9 +239,11 @@ class EngagementClassifier(_LightGBMHead):
             reg_lambda=reg_lambda,
             n_jobs=n_jobs,
             random_state=random_state,
+            monotone_constraints=monotone_constraints,
         )
         self.calibration = calibration
         self.min_isotonic_rows = min_isotonic_rows
+        self.refit = refit
 
     def fit(
         self,
@@ -224,22 +255,20 @@ class EngagementClassifier(_LightGBMHead):
         """Fit the booster on (X, y) and the calibration map on (X_calib, y_calib).
 
         Without a calibration slice the map is fitted on the training margins (less honest;
-        the training job always passes one).
+        the training job always passes one) and ``refit`` has nothing to add.
         """
         self._validate()
         if self.calibration not in ("auto", "isotonic", "sigmoid"):
             raise ValueError("calibration must be auto, isotonic or sigmoid")
-        y = np.asarray(y).astype(int)
-        if set(np.unique(y)) - {0, 1}:
-            raise ValueError("engagement labels must be 0/1")
-        self.model_ = lgb.LGBMClassifier(objective="binary", **self._lgb_params())
-        self.model_.fit(X, y)
-        self.feature_names_in_ = list(X.columns)
-        self.shap_tables_ = None
-        if X_calib is None or y_calib is None or len(np.unique(y_calib)) < 2:
+        y = self._labels(y)
+        has_slice = X_calib is not None and y_calib is not None and len(X_calib) > 0
+        if has_slice:
+            y_calib = self._labels(y_calib)
+        if not has_slice or len(np.unique(y_calib)) < 2:
+            has_slice = False
             X_calib, y_calib = X, y
+        self._fit_booster(X, y)
         margin = self.raw_score(X_calib)
-        y_calib = np.asarray(y_calib).astype(int)
         method = self.calibration
         if method == "auto":
             method = "isotonic" if len(y_calib) >= self.min_isotonic_rows else "sigmoid"
@@ -250,7 +279,25 @@ class EngagementClassifier(_LightGBMHead):
             ).fit(margin, y_calib)
         else:
             self.calibrator_ = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y_calib)
+        self.refitted_ = bool(self.refit and has_slice)
+        if self.refitted_:
+            self._fit_booster(
+                pd.concat([X, X_calib], ignore_index=True), np.concatenate([y, y_calib])
+            )
         return self
+
+    @staticmethod
+    def _labels(y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        if len(y) and set(np.unique(y).tolist()) - {0, 1}:
+            raise ValueError("engagement labels must be 0/1")
+        return y.astype(int)
+
+    def _fit_booster(self, X: pd.DataFrame, y: np.ndarray) -> None:
+        self.model_ = lgb.LGBMClassifier(objective="binary", **self._lgb_params())
+        self.model_.fit(X, y)
+        self.feature_names_in_ = list(X.columns)
+        self.shap_tables_ = None
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Map raw margins to calibrated probabilities."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from partnerscore.features.core import PartnerscoreError
@@ -94,6 +95,9 @@ def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict[str, str]:
     for key in keys:
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise PartnerscoreError(f"{where}: missing or empty key '{key}'")
+    unknown = sorted(set(entry) - set(keys), key=str)
+    if unknown:
+        raise PartnerscoreError(f"{where}: unknown key '{unknown[0]}' (expected {', '.join(keys)})")
     return {key: " ".join(entry[key].split()) for key in keys}
 
 
@@ -115,6 +119,14 @@ def _load_playbook(path: str | None) -> dict:
         raise PartnerscoreError(f"{source}:{where} not valid YAML") from exc
     if not isinstance(data, dict) or not isinstance(data.get("quadrants"), dict):
         raise PartnerscoreError(f"{source}: missing key 'quadrants'")
+    extra = sorted(set(data) - {"quadrants", "provisional"}, key=str)
+    if extra:
+        raise PartnerscoreError(
+            f"{source}: unknown key '{extra[0]}' (expected quadrants, provisional)"
+        )
+    unknown = sorted(set(data["quadrants"]) - set(QUADRANTS), key=str)
+    if unknown:
+        raise PartnerscoreError(f"{source}: unknown quadrant 'quadrants.{unknown[0]}'")
     quads = {}
     for name in QUADRANTS:
         if name not in data["quadrants"]:
@@ -122,9 +134,6 @@ def _load_playbook(path: str | None) -> dict:
         quads[name] = _check_entry(
             data["quadrants"][name], f"{source}: quadrants.{name}", ("label", "title", "detail")
         )
-    unknown = set(data["quadrants"]) - set(QUADRANTS)
-    if unknown:
-        raise PartnerscoreError(f"{source}: unknown quadrant 'quadrants.{sorted(unknown)[0]}'")
     provisional = None
     if data.get("provisional") is not None:
         provisional = _check_entry(
@@ -146,8 +155,9 @@ def interventions(
     label = np.array([book["quadrants"][q]["label"] for q in QUADRANTS], dtype=object)
     title = np.array([book["quadrants"][q]["title"] for q in QUADRANTS], dtype=object)
     detail = np.array([book["quadrants"][q]["detail"] for q in QUADRANTS], dtype=object)
-    position = {name: i for i, name in enumerate(QUADRANTS)}
-    idx = np.fromiter((position[q] for q in quadrants), dtype=np.int64, count=len(quadrants))
+    idx = pd.Index(QUADRANTS).get_indexer(np.asarray(quadrants, dtype=object))
+    if (idx < 0).any():
+        raise ValueError(f"unknown quadrant {np.asarray(quadrants)[idx < 0][0]!r}")
     t, d = title[idx].copy(), detail[idx].copy()
     if book["provisional"] is not None:
         prov = np.asarray(provisional, dtype=bool)
@@ -182,3 +192,27 @@ def smooth_and_guard(
     prev = previous[-1] if previous else None
     flag = prev is not None and abs(score - prev) > policy.guardrail_threshold
     return float(np.mean(window)), prev, bool(flag)
+
+
+def smooth_and_guard_batch(
+    partner_ids, scores: np.ndarray, previous: dict[str, list[float]], policy: PolicyConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`smooth_and_guard` for a batch.
+
+    Args:
+        partner_ids: (n,) partner ids.
+        scores: (n,) new scores.
+        previous: Earlier scores per partner id, oldest first (missing: no history).
+        policy: smoothing_window and guardrail_threshold.
+
+    Returns:
+        (smoothed scores, previous score or NaN, guardrail flags), each (n,).
+    """
+    n = len(scores)
+    smoothed, prev, flags = np.empty(n), np.full(n, np.nan), np.zeros(n, dtype=bool)
+    for i, (pid, value) in enumerate(zip(partner_ids, np.asarray(scores).tolist(), strict=True)):
+        s, p, f = smooth_and_guard(float(value), previous.get(pid, []), policy)
+        smoothed[i], flags[i] = s, f
+        if p is not None:
+            prev[i] = p
+    return smoothed, prev, flags

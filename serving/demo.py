@@ -1,11 +1,14 @@
 """The end-to-end demo (``make demo``) on a fresh synthetic partner program.
 
 simulate -> validate -> build -> train -> promote -> score (at four monthly dates, so reports
-have trajectories) -> report, everything under one folder.
+have trajectories) -> report, everything under one folder (raw/, features/, mlflow/, scores/,
+reports/). The MLflow store is ``<workdir>/mlflow/mlflow.db`` unless MLFLOW_TRACKING_URI is set.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,6 +35,7 @@ class DemoResult:
     index: Path | None = None
     tracking_uri: str = ""
     mlflow_dir: Path | None = None
+    from_env: bool = False
 
     def summary(self) -> str:
         """Step timings, then where to look."""
@@ -42,11 +46,13 @@ class DemoResult:
         lines.append(f"  {'total':<9} {total:6.1f} s")
         lines.append("")
         lines.append(f"Reports:      {self.index}  (open in a browser)")
-        lines.append(f"MLflow store: {self.tracking_uri}")
+        source = "  (from MLFLOW_TRACKING_URI)" if self.from_env else ""
+        lines.append(f"MLflow store: {self.tracking_uri}{source}")
         if self.tracking_uri.startswith("sqlite:///"):
             lines.append(
-                "MLflow UI:    .venv/bin/mlflow ui --backend-store-uri "
-                f"{self.tracking_uri} --port 5000   (then http://127.0.0.1:5000)"
+                "MLflow UI:    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow ui "
+                f"--backend-store-uri {self.tracking_uri} --port 5000   "
+                "(then open http://127.0.0.1:5000)"
             )
         lines.append(
             "For a team:   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server "
@@ -54,6 +60,31 @@ class DemoResult:
             "then set MLFLOW_TRACKING_URI for partnerscore"
         )
         return "\n".join(lines)
+
+
+def demo_config(
+    workdir: Path, config: AppConfig, *, partners: int | None = None, trials: int | None = None
+) -> AppConfig:
+    """The configuration the demo runs with: every path under ``workdir``, overrides applied.
+
+    Args:
+        workdir: Demo root folder.
+        config: Base configuration.
+        partners: Override of the simulated program size.
+        trials: Override of Optuna trials per head.
+
+    Returns:
+        A validated configuration whose data and MLflow folders are under ``workdir``.
+    """
+    data = config.model_dump()
+    data["paths"].update(
+        {"data_dir": str(workdir), "mlflow_dir": str(workdir / "mlflow"), "history_url": None}
+    )
+    if partners is not None:
+        data["simulate"]["partners"] = partners
+    if trials is not None:
+        data["train"]["trials"] = trials
+    return AppConfig.model_validate(data)
 
 
 def run_demo(
@@ -75,22 +106,14 @@ def run_demo(
         Step timings and locations.
     """
     workdir = Path(workdir)
-    update: dict = {
-        "paths": config.paths.model_copy(
-            update={"data_dir": str(workdir), "mlflow_dir": str(workdir / "mlflow")}
-        )
-    }
-    if partners is not None:
-        update["simulate"] = config.simulate.model_copy(update={"partners": partners})
-    if trials is not None:
-        update["train"] = config.train.model_copy(update={"trials": trials})
-    cfg = AppConfig.model_validate(
-        {**config.model_dump(), **{k: v.model_dump() for k, v in update.items()}}
-    )
+    cfg = demo_config(workdir, config, partners=partners, trials=trials)
+    # a fresh program: trajectories of an earlier demo program would mix with the new one
+    Path(cfg.paths.history_database().removeprefix("sqlite:///")).unlink(missing_ok=True)
     result = DemoResult(
         workdir=workdir,
         tracking_uri=cfg.paths.tracking_uri(),
         mlflow_dir=Path(cfg.paths.mlflow_dir),
+        from_env=bool(os.environ.get("MLFLOW_TRACKING_URI")),
     )
     raw, features = workdir / "raw", workdir / "features"
 
@@ -135,7 +158,7 @@ def run_demo(
         lambda: run_promote(
             cfg.train, tracking_uri=cfg.paths.tracking_uri(), version=trained.version
         ),
-        lambda r: r.summary(),
+        lambda r: r.summary().splitlines()[0],
     )
     end = cfg.simulate.end_date + timedelta(days=1)
     latest = None
@@ -148,10 +171,12 @@ def run_demo(
             lambda r: f"{r.scored:,} partners as of {r.as_of}, {r.guardrail_flags} guardrail flags",
         )
         latest = out
+    # the latest scores also under the CLI's default name: `partnerscore report` works as is
+    shutil.copyfile(latest, workdir / "scores" / "scores.parquet")
     report = step(
         "report",
         lambda: run_report(latest, workdir / "reports", cfg),
-        lambda r: f"{r.reports:,} partner reports",
+        lambda r: f"{r.reports:,} partner reports, {r.with_history:,} with a trajectory",
     )
     result.index = report.index.resolve()
     return result

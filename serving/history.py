@@ -90,36 +90,42 @@ class ScoreHistory:
     def upsert(self, scores: pd.DataFrame) -> int:
         """Insert score rows, replacing rows with the same (partner_id, as_of, model_version).
 
+        Core columns are stored as columns; every other column except drivers and ``shap_*``
+        (feature values, subscores, percentiles, ...) goes into the JSON payload. One
+        transaction: a failed upsert leaves the store as it was.
+
         Returns:
             Number of rows written.
         """
         if scores.empty:
             return 0
-        as_of = _as_of_text(scores["as_of"])
+        scores = scores.reset_index(drop=True)
+        core = pd.DataFrame(index=scores.index)
+        for name in CORE:
+            if name in scores.columns:
+                core[name] = scores[name].astype(object).where(scores[name].notna(), None)
+            else:
+                core[name] = None
+        core["as_of"] = _as_of_text(scores["as_of"])
+        core["model_version"] = scores.get("model_version", pd.Series("", index=scores.index))
+        core["model_version"] = core["model_version"].fillna("").astype(str)
+        core["partner_id"] = scores["partner_id"].astype(str)
         payload_cols = [
             c
             for c in scores.columns
             if c not in CORE and not c.startswith("shap_") and not c.startswith("driver_")
         ]
-        records = []
-        for i, row in enumerate(scores.itertuples(index=False)):
-            data = row._asdict()
-            rec = {name: _clean(data.get(name)) for name in CORE}
-            rec["as_of"] = as_of[i]
-            rec["model_version"] = str(data.get("model_version") or "")
-            rec["payload"] = json.dumps(
-                {c: _clean(data[c]) for c in payload_cols if c in data}, default=str
-            )
-            records.append(rec)
+        payload = scores[payload_cols].to_json(
+            orient="records", lines=True, date_format="iso", double_precision=15
+        )
+        core["payload"] = payload.splitlines() if payload_cols else ["{}"] * len(scores)
+        records = [
+            {name: _clean(value) for name, value in rec.items()} for rec in core.to_dict("records")
+        ]
         t = self.table
         with self.engine.begin() as conn:
-            keys = {(r["as_of"], r["model_version"]) for r in records}
-            for as_of_value, version in keys:
-                ids = [
-                    r["partner_id"]
-                    for r in records
-                    if r["as_of"] == as_of_value and r["model_version"] == version
-                ]
+            for (as_of_value, version), group in core.groupby(["as_of", "model_version"]):
+                ids = group["partner_id"].tolist()
                 for start in range(0, len(ids), 500):
                     conn.execute(
                         t.delete().where(
@@ -166,10 +172,15 @@ class ScoreHistory:
         out["as_of"] = pd.to_datetime(out["as_of"])
         return out
 
-    def previous_scores(self, partner_ids: list[str], before) -> dict[str, list[float]]:
-        """Earlier scores per partner (oldest first), from runs with as_of before ``before``."""
+    def previous(self, partner_ids: list[str], before) -> dict[str, list[float]]:
+        """Earlier scores per partner, oldest first, from runs with as_of before ``before``.
+
+        Used for smoothing and guardrails; one score per (partner, as_of) (the latest write when
+        several model versions scored the same date). Partners without history are absent.
+        """
         data = self._select(partner_ids, before=before)
         out: dict[str, list[float]] = {}
         for pid, score in zip(data["partner_id"], data["score"], strict=True):
-            out.setdefault(pid, []).append(float(score))
+            if score is not None and score == score:
+                out.setdefault(pid, []).append(float(score))
         return out

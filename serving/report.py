@@ -3,13 +3,14 @@
 Reports are static, self-contained pages: charts are inline SVG built here, the small stylesheet
 (and the portfolio page's sort/filter script) are inlined; nothing is fetched from a network.
 Partner names and ids are untrusted: every text goes through Jinja2 autoescaping or
-:func:`markupsafe.escape` (SVG included), and file names are derived from a slug plus a hash
-of the id, so no id can collide with another or escape the output folder.
+:func:`markupsafe.escape` (SVG text and attributes included), and file names are a slug plus a
+hash of the exact id, so no id can collide with another or escape the output folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -20,9 +21,14 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from partnerscore.features.core import PartnerscoreError, read_frame, write_text_atomic
+from partnerscore.features.core import (
+    PartnerscoreError,
+    frame_format,
+    read_frame,
+    write_text_atomic,
+)
 from partnerscore.features.registry import LAYERS, get_spec
-from partnerscore.models.explain import format_value
+from partnerscore.models.explain import format_values
 from partnerscore.models.policy import QUADRANTS
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
@@ -36,10 +42,27 @@ REQUIRED = (
     "pred_revenue",
     "pred_engagement",
     "quadrant",
-    "quadrant_label",
     "intervention",
     "intervention_detail",
 )
+TEXT_COLUMNS = (
+    "partner_id",
+    "partner_name",
+    "tier",
+    "region",
+    "industry",
+    "partner_type",
+    "score_tier",
+    "quadrant",
+    "quadrant_label",
+    "intervention",
+    "intervention_detail",
+    "model_version",
+    "model_config_hash",
+    "config_hash",
+    "model_uri",
+)
+SEGMENT_COLUMNS = ("tier", "region", "industry", "partner_type")
 KEY_METRICS = (
     "activities_touchpoints_30d",
     "trainings_certifications_todate",
@@ -48,31 +71,73 @@ KEY_METRICS = (
     "deals_open_pipeline_amount",
 )
 WATERFALL_TOP = 8
+MIN_PEERS = 5  # as in serving.score.peer_percentile: segment, else tier, else everyone
+SCATTER_LIMIT = 4000
+QUADRANT_COLORS = dict(zip(QUADRANTS, ("#2f855a", "#b7791f", "#3b6ea5", "#8a9bb0"), strict=True))
+REPORT_NAME = re.compile(r"[A-Za-z0-9_-]+-[0-9a-f]{10}\.html")
 
 
 def report_filename(partner_id: str) -> str:
-    """A safe, unique file name for any partner id (slug + hash of the exact id)."""
+    """A safe, unique file name for any partner id (slug of safe characters + hash of the id).
+
+    Args:
+        partner_id: Any string, including path separators, markup or unicode.
+
+    Returns:
+        ``<slug>-<10 hex>.html`` using only ``[A-Za-z0-9_-]`` before the extension.
+    """
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", str(partner_id)).strip("_")[:40] or "partner"
     digest = hashlib.sha256(str(partner_id).encode("utf-8")).hexdigest()[:10]
     return f"{slug}-{digest}.html"
 
 
-def _money(v: float) -> str:
-    if v is None or not np.isfinite(v):
+def _finite(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def _money(v) -> str:
+    v = _finite(v)
+    if math.isnan(v):
         return "–"
     return f"-${-v:,.0f}" if v < 0 else f"${v:,.0f}"
 
 
-def _pct(v: float) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:.0%}"
+def _compact_money(v: float) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"${v / scale:,.0f}{suffix}"
+    return f"${v:,.0f}"
 
 
-def _num(v, digits: int = 1) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
+def _pct(v) -> str:
+    v = _finite(v)
+    return "–" if math.isnan(v) else f"{v:.0%}"
+
+
+def _num(v, digits: int = 1, sign: bool = False) -> str:
+    v = _finite(v)
+    if math.isnan(v):
         return "–"
-    return "–" if not np.isfinite(v) else f"{v:,.{digits}f}"
+    return f"{v:+,.{digits}f}" if sign else f"{v:,.{digits}f}"
+
+
+def _flag(v) -> bool:
+    """A boolean from a scores file cell (bool, 0/1, "True"/"False" or missing)."""
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return bool(v)
+
+
+def _text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
 
 
 def _label(feature: str) -> str:
@@ -80,125 +145,148 @@ def _label(feature: str) -> str:
     return spec.label if spec else feature
 
 
-def _feature_value(feature: str, value) -> str:
-    spec = get_spec(feature)
+def metric_texts(key: str, values) -> list[str]:
+    """Values of a prediction or feature column as readable text (vectorised for features)."""
+    values = list(values)
+    if key == "pred_engagement":
+        return [_pct(v) for v in values]
+    if key == "pred_revenue":
+        return [_money(v) for v in values]
+    spec = get_spec(key)
     if spec is None:
-        return str(value)
+        return [_num(v) for v in values]
     if spec.kind == "numeric":
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            value = float("nan")
-    return format_value(value, spec)
+        values = [_finite(v) for v in values]
+    return [str(t) for t in format_values(values, spec)]
 
 
 def waterfall_svg(
     contributions: dict[str, float], base: float, pred: float, money: bool, width: int = 520
 ) -> Markup:
-    """Horizontal waterfall: base -> top contributions (+ other features) -> prediction."""
+    """Horizontal waterfall: base -> top contributions (+ other features) -> prediction.
+
+    Args:
+        contributions: Output-scale contribution per feature column name.
+        base: Prediction of the average partner.
+        pred: This partner's prediction (base + sum of contributions).
+        money: Dollars (revenue head) or probability points (engagement head).
+        width: Width in pixels.
+
+    Returns:
+        An escaped ``<svg>`` fragment.
+    """
     items = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))
     top = items[:WATERFALL_TOP]
     rest = sum(v for _, v in items[WATERFALL_TOP:])
     steps = [(_label(name), value) for name, value in top]
-    if abs(rest) > 1e-12:
-        steps.append((f"{len(items) - len(top)} other features", rest))
+    n_rest = len(items) - len(top)
+    if n_rest:
+        steps.append((f"{n_rest} other feature{'s' if n_rest > 1 else ''}", rest))
     fmt = _money if money else (lambda v: f"{v * 100:+.1f} pts")
     fmt_level = _money if money else _pct
-    rows = [("base (average partner)", base, "base")]
-    level = base
     spans = []
+    level = base
     for label, value in steps:
         spans.append((label, level, level + value, value))
         level += value
     lo = min([0.0, base, pred] + [min(a, b) for _, a, b, _ in spans])
-    hi = max([base, pred] + [max(a, b) for _, a, b, _ in spans]) or 1.0
-    label_w, bar_w = 190, width - 190 - 90
-    row_h = 22
-    n = len(spans) + 2
-    height = n * row_h + 10
+    hi = max([base, pred] + [max(a, b) for _, a, b, _ in spans])
+    hi = hi if hi > lo else lo + 1.0
+    label_w, bar_w, row_h = 190, width - 190 - 90, 22
+    height = (len(spans) + 2) * row_h + 10
 
     def x(v: float) -> float:
-        return label_w + (v - lo) / (hi - lo if hi > lo else 1.0) * bar_w
+        return label_w + (v - lo) / (hi - lo) * bar_w
+
+    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, bold=False) -> str:
+        weight = ' font-weight="bold"' if bold else ""
+        return (
+            f'<rect class="{cls}" x="{min(x(a), x(b)):.1f}" y="{y}" '
+            f'width="{max(abs(x(b) - x(a)), 1):.1f}" height="{row_h - 6}">'
+            f"<title>{escape(label)}: {escape(value)}</title></rect>"
+            f'<text x="4" y="{y + 12}"{weight}>{escape(label[:32])}</text>'
+            f'<text x="{width - 4}" y="{y + 12}" text-anchor="end">{escape(value)}</text>'
+        )
 
     parts = [
         f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
     ]
-    y = 4
-    for label, value, _ in rows:
-        parts.append(
-            f'<rect class="base" x="{x(min(0, value)):.1f}" y="{y}" '
-            f'width="{max(abs(x(value) - x(0)), 1):.1f}" height="{row_h - 6}"></rect>'
-            f'<text x="4" y="{y + 12}">{escape(label)}</text>'
-            f'<text x="{width - 4}" y="{y + 12}" text-anchor="end">'
-            f"{escape(fmt_level(value))}</text>"
-        )
-        y += row_h
+    y = 4 + row_h
     for label, start, end, value in spans:
-        cls = "pos" if value >= 0 else "neg"
-        parts.append(
-            f'<rect class="{cls}" x="{min(x(start), x(end)):.1f}" y="{y}" '
-            f'width="{max(abs(x(end) - x(start)), 1):.1f}" height="{row_h - 6}"></rect>'
-            f'<text x="4" y="{y + 12}">{escape(label[:32])}</text>'
-            f'<text x="{width - 4}" y="{y + 12}" text-anchor="end">{escape(fmt(value))}</text>'
-        )
+        parts.append(bar("pos" if value >= 0 else "neg", start, end, y, label, fmt(value)))
         y += row_h
-    parts.append(
-        f'<rect class="base" x="{x(min(0, pred)):.1f}" y="{y}" '
-        f'width="{max(abs(x(pred) - x(0)), 1):.1f}" height="{row_h - 6}"></rect>'
-        f'<text x="4" y="{y + 12}" font-weight="bold">prediction</text>'
-        f'<text x="{width - 4}" y="{y + 12}" text-anchor="end">{escape(fmt_level(pred))}</text>'
-    )
+    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), bold=True))
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
+SERIES_CLASSES = ("line", "line2", "line3")
+
+
 def line_svg(
-    xs: list[float], series: dict[str, list[float]], width: int = 560, height: int = 180
+    xs: list[float], series: dict[str, list[float]], width: int = 560, height: int = 190
 ) -> Markup:
-    """Line chart of one or two series over onboarding age (days), 0-100 scale."""
-    pad_l, pad_b, pad_t = 36, 24, 10
+    """Line chart of up to three series (0-100 scale) over onboarding age in days.
+
+    Args:
+        xs: Onboarding age (days since signing) of each point.
+        series: Name -> values on a 0-100 scale (NaN points are skipped).
+        width: Width in pixels.
+        height: Height in pixels.
+
+    Returns:
+        An escaped ``<svg>`` fragment with a legend.
+    """
+    pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
     x_lo, x_hi = min(xs), max(xs)
     span = x_hi - x_lo or 1.0
 
     def px(v: float) -> float:
-        return pad_l + (v - x_lo) / span * (width - pad_l - 10)
+        return pad_l + (v - x_lo) / span * (width - pad_l - pad_r)
 
     def py(v: float) -> float:
-        return pad_t + (100 - v) / 100 * (height - pad_t - pad_b)
+        return pad_t + (100 - min(max(v, 0.0), 100.0)) / 100 * (height - pad_t - pad_b)
 
     parts = [
         f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
-        f'<line class="axis" x1="{pad_l}" y1="{py(0):.1f}" x2="{width - 10}" y2="{py(0):.1f}"/>',
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for tick in (0, 50, 100):
-        parts.append(f'<text x="4" y="{py(tick) + 4:.1f}">{tick}</text>')
-    for cls, (name, values) in zip(("line", "line2"), series.items(), strict=False):
-        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(xs, values, strict=True))
         parts.append(
-            f'<polyline class="{cls}" points="{pts}"><title>{escape(name)}</title></polyline>'
+            f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
+            f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick}</text>'
         )
-        for a, b in zip(xs, values, strict=True):
+    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
+    for t in ticks:
+        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
+        parts.append(
+            f'<text x="{px(t):.1f}" y="{height - 6}" text-anchor="{anchor}">day {t:.0f}</text>'
+        )
+    legend_x = pad_l
+    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
+        points = [(a, b) for a, b in zip(xs, values, strict=True) if math.isfinite(b)]
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in points)
+        parts.append(f'<polyline class="{cls}" points="{pts}"/>')
+        for a, b in points:
             parts.append(
                 f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="{cls}">'
                 f"<title>{escape(name)}: {b:.1f} at day {a:.0f}</title></circle>"
             )
-    parts.append(
-        f'<text x="{pad_l}" y="{height - 6}">day {x_lo:.0f}</text>'
-        f'<text x="{width - 10}" y="{height - 6}" text-anchor="end">day {x_hi:.0f}</text>'
-    )
-    legend = " · ".join(series)
-    parts.append(
-        f'<text x="{width - 10}" y="{pad_t + 4}" text-anchor="end">{escape(legend)}</text>'
-    )
+        parts.append(
+            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
+            f'<text x="{legend_x + 22}" y="14">{escape(name)}</text>'
+        )
+        legend_x += 30 + 7 * len(name)
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def histogram_svg(scores: np.ndarray, width: int = 520, height: int = 200) -> Markup:
     """Histogram of composite scores in 10-point bins."""
-    counts, _ = np.histogram(np.clip(scores, 0, 100), bins=10, range=(0, 100))
+    scores = np.asarray(scores, dtype=float)
+    counts, _ = np.histogram(np.clip(scores[np.isfinite(scores)], 0, 100), bins=10, range=(0, 100))
     top = max(int(counts.max()), 1)
     bw = (width - 40) / 10
     parts = [
@@ -210,19 +298,29 @@ def histogram_svg(scores: np.ndarray, width: int = 520, height: int = 200) -> Ma
         x = 30 + i * bw
         parts.append(
             f'<rect class="bar" x="{x + 2:.1f}" y="{height - 20 - h:.1f}" width="{bw - 4:.1f}" '
-            f'height="{h:.1f}"><title>{i * 10}-{i * 10 + 10}: {c} partners</title></rect>'
+            f'height="{h:.1f}"><title>score {i * 10}-{i * 10 + 10}: {c} partners</title></rect>'
             f'<text x="{x + bw / 2:.1f}" y="{height - 6}" text-anchor="middle">{i * 10}</text>'
         )
     parts.append(f'<text x="4" y="14">{top}</text></svg>')
     return Markup("".join(parts))
 
 
-def scatter_svg(frame: pd.DataFrame, width: int = 520, height: int = 260, limit: int = 4000):
-    """Expected revenue (log scale) vs engagement likelihood, one point per partner."""
-    data = frame.head(limit)
-    rev = np.log10(np.maximum(data["pred_revenue"].to_numpy(float), 1.0))
-    eng = data["pred_engagement"].to_numpy(float)
-    lo, hi = float(rev.min()), float(max(rev.max(), rev.min() + 1))
+def scatter_svg(
+    frame: pd.DataFrame, width: int = 520, height: int = 260, limit: int = SCATTER_LIMIT
+) -> Markup:
+    """Expected revenue (log scale) vs engagement likelihood, one point per partner.
+
+    Portfolios larger than ``limit`` are thinned to an even sample (sorted by score) to keep
+    the page small.
+    """
+    data = frame
+    if len(data) > limit:
+        order = data.sort_values("score", kind="stable")
+        data = order.iloc[np.linspace(0, len(order) - 1, limit).round().astype(int)]
+    rev = np.log10(np.maximum(np.nan_to_num(data["pred_revenue"].to_numpy(float)), 1.0))
+    eng = np.clip(np.nan_to_num(data["pred_engagement"].to_numpy(float)), 0.0, 1.0)
+    lo = float(rev.min())
+    hi = float(max(rev.max(), lo + 1))
     pad = 34
 
     def px(v):
@@ -238,14 +336,22 @@ def scatter_svg(frame: pd.DataFrame, width: int = 520, height: int = 260, limit:
         f'x2="{width - 10}" y2="{height - pad}"/>',
         f'<line class="axis" x1="{pad}" y1="10" x2="{pad}" y2="{height - pad}"/>',
     ]
-    colors = dict(zip(QUADRANTS, ("#2f855a", "#b7791f", "#3b6ea5", "#8a9bb0"), strict=True))
-    for r, e, q, name in zip(rev, eng, data["quadrant"], data["partner_name"], strict=True):
+    for r, e, q, name, pid in zip(
+        rev, eng, data["quadrant"], data["partner_name"], data["partner_id"], strict=True
+    ):
         parts.append(
-            f'<circle cx="{px(r):.1f}" cy="{py(e):.1f}" r="2.5" fill="{colors.get(q, "#555")}" '
-            f'fill-opacity="0.6"><title>{escape(name)}</title></circle>'
+            f'<circle cx="{px(r):.1f}" cy="{py(e):.1f}" r="2.5" '
+            f'fill="{QUADRANT_COLORS.get(q, "#555555")}" fill-opacity="0.6">'
+            f"<title>{escape(name)} ({escape(pid)})</title></circle>"
+        )
+    for decade in range(math.ceil(lo), math.floor(hi) + 1):
+        anchor = "end" if px(decade) > width - 30 else "middle"
+        parts.append(
+            f'<text x="{px(decade):.1f}" y="{height - pad + 14}" text-anchor="{anchor}">'
+            f"{_compact_money(10.0**decade)}</text>"
         )
     parts.append(
-        f'<text x="{width - 10}" y="{height - 8}" text-anchor="end">expected revenue (log scale)'
+        f'<text x="{width - 10}" y="{height - 4}" text-anchor="end">expected revenue (log scale)'
         f'</text><text x="4" y="20">100%</text><text x="4" y="{height - pad}">0%</text>'
         "</svg>"
     )
@@ -256,28 +362,74 @@ def _environment() -> Environment:
     return Environment(
         loader=FileSystemLoader(str(HERE / "templates")),
         autoescape=select_autoescape(["html"], default_for_string=True, default=True),
-        trim_blocks=False,
     )
 
 
-def _contribs(row: pd.Series, head: str) -> dict[str, float]:
-    prefix = f"shap_{head}_"
-    return {c[len(prefix) :]: float(row[c]) for c in row.index if c.startswith(prefix)}
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """Read a scores file, keeping ids, names and other text columns as strings.
+
+    Args:
+        path: CSV or Parquet scores file written by ``partnerscore score``.
+
+    Returns:
+        The scores, one row per partner (the latest as_of when a file holds several).
+
+    Raises:
+        PartnerscoreError: Missing or unreadable file, missing columns, or no rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PartnerscoreError(f"{path}: file not found")
+    try:
+        if frame_format(path) == "csv":
+            header = pd.read_csv(path, nrows=0).columns
+            text = {c: "str" for c in header if c in TEXT_COLUMNS or c.startswith("driver_")}
+            frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
+        else:
+            frame = read_frame(path)
+    except PartnerscoreError:
+        raise
+    except Exception as exc:  # parser errors of pandas / pyarrow
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise PartnerscoreError(f"{path}: cannot read scores: {first}") from exc
+    for col in REQUIRED:
+        if col not in frame.columns:
+            raise PartnerscoreError(
+                f"{path}: missing column '{col}' (not a partnerscore scores file)"
+            )
+    if frame.empty:
+        raise PartnerscoreError(f"{path}: no scored partners")
+    frame["partner_id"] = frame["partner_id"].map(_text).astype(str)
+    frame["as_of"] = pd.to_datetime(frame["as_of"])
+    for col in ("partner_name", *SEGMENT_COLUMNS):
+        frame[col] = frame[col].map(_text).astype(str) if col in frame else ""
+    if "quadrant_label" not in frame:
+        frame["quadrant_label"] = frame["quadrant"].astype(str).str.replace("_", " ")
+    if frame["partner_id"].duplicated().any():
+        frame = frame.sort_values("as_of", kind="stable").drop_duplicates("partner_id", keep="last")
+    return frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
 
 
-def _drivers(row: pd.Series, sign: str) -> list[str]:
-    out = []
-    for i in range(1, 10):
-        value = row.get(f"driver_{sign}_{i}")
-        if value is None:
-            break
-        if isinstance(value, str) and value:
-            out.append(value)
-    return out
+def peer_groups(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each partner's peer group: tier x partner type, else tier, else everyone.
 
+    Mirrors ``serving.score.peer_percentile``: a group needs at least 5 scored partners.
 
-def _segment(frame: pd.DataFrame) -> pd.Series:
-    return frame["tier"].astype(str) + " " + frame["partner_type"].astype(str)
+    Returns:
+        (group key per row, readable group name per row)
+    """
+    tier = frame["tier"].astype(str)
+    ptype = frame["partner_type"].astype(str)
+    seg = tier + " " + ptype
+    seg_n = seg.map(seg.value_counts()).to_numpy()
+    tier_n = tier.map(tier.value_counts()).to_numpy()
+    has_tier = (tier != "").to_numpy()
+    has_seg = has_tier & (ptype != "").to_numpy()
+    use_seg = has_seg & (seg_n >= MIN_PEERS)
+    use_tier = ~use_seg & has_tier & (tier_n >= MIN_PEERS)
+    key = np.where(use_seg, "s:" + seg, np.where(use_tier, "t:" + tier, "all"))
+    name = np.where(use_seg, seg, np.where(use_tier, "tier " + tier, "all partners"))
+    return key, name
 
 
 @dataclass
@@ -289,51 +441,84 @@ class ReportResult:
     reports: int
     seconds: float
     bytes_per_report: float
+    with_history: int = 0
+    removed_stale: int = 0
 
     def summary(self) -> str:
-        """Where the reports are."""
-        return (
+        """Counts, sizes and where to open the portfolio page."""
+        lines = [
             f"wrote {self.reports:,} partner reports and the portfolio page "
-            f"in {self.seconds:.1f} s "
-            f"(~{self.bytes_per_report / 1024:.0f} KiB each)\n  open {self.index}"
-        )
+            f"in {self.seconds:.1f} s (~{self.bytes_per_report / 1024:.0f} KiB each; "
+            f"{self.with_history:,} with a score trajectory)"
+        ]
+        if self.removed_stale:
+            lines.append(f"  removed {self.removed_stale:,} reports of partners no longer scored")
+        lines.append(f"  open {self.index}")
+        return "\n".join(lines)
 
 
-def _trajectory(history: pd.DataFrame) -> tuple[Markup | None, list[str], list[list[str]]]:
-    if history.empty or len(history) < 2:
+def _history_by_partner(config: AppConfig, frame: pd.DataFrame) -> dict[str, list[dict]]:
+    """History rows per partner, oldest first, up to the as_of of the partner's report."""
+    store = ScoreHistory(config.paths.history_database())
+    if not store.exists():
+        return {}
+    history = store.read(frame["partner_id"].tolist())
+    if history.empty:
+        return {}
+    history["partner_id"] = history["partner_id"].astype(str)
+    cutoff = history["partner_id"].map(dict(zip(frame["partner_id"], frame["as_of"], strict=True)))
+    history = history[pd.to_datetime(history["as_of"]) <= cutoff]
+    history = history.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+    for metric in KEY_METRICS:
+        if metric in history:
+            history[f"text:{metric}"] = metric_texts(metric, history[metric])
+    out: dict[str, list[dict]] = {}
+    for rec in history.to_dict("records"):
+        out.setdefault(rec["partner_id"], []).append(rec)
+    return out
+
+
+def _trajectory(history: list[dict]) -> tuple[Markup | None, list[str], list[list[str]]]:
+    if len(history) < 2:
         return None, [], []
-    h = history.sort_values("as_of")
-    ages = h["age_days"].astype(float).tolist()
-    series = {"score": h["score"].astype(float).tolist()}
-    if "score_smoothed" in h and h["score_smoothed"].notna().all():
-        series["smoothed"] = h["score_smoothed"].astype(float).tolist()
-    svg = line_svg(ages, series)
-    metrics = [m for m in KEY_METRICS if m in h.columns]
-    head = [
-        "as of",
-        "day",
-        "score",
-        "expected revenue",
-        "engagement",
-        *(_label(m) for m in metrics),
+    ages = [_finite(r.get("age_days")) for r in history]
+    if any(math.isnan(a) for a in ages):
+        return None, [], []
+    series = {"score": [_finite(r.get("score")) for r in history]}
+    smoothed = [_finite(r.get("score_smoothed")) for r in history]
+    if any(math.isfinite(v) for v in smoothed):
+        series["smoothed score"] = smoothed
+    series["engagement %"] = [_finite(r.get("pred_engagement")) * 100 for r in history]
+    metrics = [m for m in KEY_METRICS if any(m in r for r in history)]
+    head = ["as of", "day", "score", "expected revenue", "engagement", *map(_label, metrics)]
+    rows = [
+        [
+            pd.Timestamp(r["as_of"]).strftime("%Y-%m-%d"),
+            _num(r.get("age_days"), 0),
+            _num(r.get("score")),
+            _money(r.get("pred_revenue")),
+            _pct(r.get("pred_engagement")),
+            *(r.get(f"text:{m}", "–") for m in metrics),
+        ]
+        for r in history
     ]
-    rows = []
-    for _, r in h.iterrows():
-        rows.append(
-            [
-                pd.Timestamp(r["as_of"]).strftime("%Y-%m-%d"),
-                _num(r["age_days"], 0),
-                _num(r["score"]),
-                _money(float(r["pred_revenue"])),
-                _pct(float(r["pred_engagement"])),
-                *(_feature_value(m, r[m]) for m in metrics),
-            ]
-        )
-    return svg, head, rows
+    return line_svg(ages, series), head, rows
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> int:
+    removed = 0
+    for path in folder.iterdir():
+        if path.name not in keep and REPORT_NAME.fullmatch(path.name) and path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> ReportResult:
     """The ``partnerscore report`` job: one HTML report per partner plus ``index.html``.
+
+    Reports go to ``out_dir/partners/<safe name>.html``; earlier reports in that folder of
+    partners absent from this scores file are removed so the folder matches the index.
 
     Args:
         scores: A scores file written by ``partnerscore score``.
@@ -341,188 +526,192 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         config: Application configuration (history store location, horizon).
 
     Returns:
-        Paths and counts.
+        Paths, counts and sizes.
     """
     started = time.perf_counter()
-    scores = Path(scores)
-    frame = read_frame(scores)
-    for col in REQUIRED:
-        if col not in frame.columns:
-            raise PartnerscoreError(
-                f"{scores}: missing column '{col}' (not a partnerscore scores file)"
-            )
-    if frame.empty:
-        raise PartnerscoreError(f"{scores}: no scored partners")
-    for col in ("partner_name", "tier", "region", "industry", "partner_type"):
-        if col not in frame:
-            frame[col] = ""
-    frame["partner_id"] = frame["partner_id"].astype(str)
-    frame["partner_name"] = frame["partner_name"].fillna("").astype(str)
+    frame = read_scores(scores)
     out_dir = Path(out_dir)
-    (out_dir / "partners").mkdir(parents=True, exist_ok=True)
+    partners_dir = out_dir / "partners"
+    partners_dir.mkdir(parents=True, exist_ok=True)
+    names = [report_filename(pid) for pid in frame["partner_id"]]
+    if len(set(names)) != len(names):  # 40-bit hashes: never seen, but never silently overwrite
+        raise PartnerscoreError(f"{scores}: two partner ids map to the same report file name")
     # styles and script are inlined: each page is one self-contained file
     css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
     js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
-
-    history_store = ScoreHistory(config.paths.history_database())
-    history = history_store.read(frame["partner_id"].tolist()) if history_store.exists() else None
-    by_partner = (
-        dict(tuple(history.groupby("partner_id"))) if history is not None and len(history) else {}
-    )
-    segment = _segment(frame)
-    seg_size = segment.map(segment.value_counts())
     env = _environment()
     partner_tpl = env.get_template("partner.html")
-    horizon = config.build.horizon_days
-    as_of = pd.to_datetime(frame["as_of"]).max().strftime("%Y-%m-%d")
+
+    history = _history_by_partner(config, frame)
+    group_key, group_name = peer_groups(frame)
+    group_n = pd.Series(group_key).map(pd.Series(group_key).value_counts()).to_numpy()
     peer_metrics = [
         ("score", "Composite score"),
         ("pred_revenue", "Expected revenue"),
         ("pred_engagement", "Engagement likelihood"),
+        *((m, _label(m)) for m in KEY_METRICS if m in frame.columns),
     ]
-    peer_metrics += [(m, _label(m)) for m in KEY_METRICS if m in frame.columns]
-    medians = {key: frame.groupby(segment)[key].median() for key, _ in peer_metrics}
-    all_medians = {key: frame[key].median() for key, _ in peer_metrics}
+    medians = {
+        key: pd.to_numeric(frame[key], errors="coerce").groupby(group_key).transform("median")
+        for key, _ in peer_metrics
+    }
+    values_text = {key: metric_texts(key, frame[key]) for key, _ in peer_metrics}
+    medians_text = {key: metric_texts(key, medians[key]) for key, _ in peer_metrics}
+    heads = {}
+    for head in ("revenue", "engagement"):
+        cols = [c for c in frame.columns if c.startswith(f"shap_{head}_")]
+        values = np.nan_to_num(frame[cols].to_numpy(float)) if cols else np.zeros((len(frame), 0))
+        heads[head] = ([c[len(f"shap_{head}_") :] for c in cols], values)
+    drivers = {
+        sign: sorted(
+            (c for c in frame.columns if re.fullmatch(f"driver_{sign}_[0-9]+", c)),
+            key=lambda c: int(c.rsplit("_", 1)[1]),
+        )
+        for sign in ("pos", "neg")
+    }
+    horizon = config.build.horizon_days
 
     total_bytes = 0
     rows = []
-    for i, (_, row) in enumerate(frame.iterrows()):
-        pid = row["partner_id"]
-        href = f"partners/{report_filename(pid)}"
-        seg = segment.iloc[i]
-        use_segment = seg_size.iloc[i] >= 5
-        peers = []
-        for key, label in peer_metrics:
-            med = medians[key].get(seg) if use_segment else all_medians[key]
-            if key == "pred_revenue" or key.endswith("amount_todate") or key.endswith("_amount"):
-                value, median = _money(float(row[key])), _money(float(med))
-            elif key == "pred_engagement":
-                value, median = _pct(float(row[key])), _pct(float(med))
-            else:
-                value, median = _num(row[key]), _num(med)
-            peers.append({"label": label, "value": value, "median": median})
+    for i, rec in enumerate(frame.to_dict("records")):
+        pid = rec["partner_id"]
+        href = f"partners/{names[i]}"
+        flags = {
+            "provisional": _flag(rec.get("provisional")),
+            "guardrail": _flag(rec.get("guardrail_flag")),
+        }
+        waterfalls = {}
+        for head, (features, values) in heads.items():
+            contrib = dict(zip(features, values[i].tolist(), strict=True))
+            pred = _finite(rec[f"pred_{head}"])
+            base = _finite(rec.get(f"{head}_base"))
+            if math.isnan(base):
+                base = pred - sum(contrib.values())
+            waterfalls[head] = waterfall_svg(contrib, base, pred, money=head == "revenue")
         layers = [
             {
-                "name": layer,
-                "revenue": _money(float(row.get(f"revenue_{layer}", np.nan))),
-                "engagement": f"{float(row.get(f'engagement_{layer}', np.nan)) * 100:+.1f}",
-                "score": f"{float(row.get(f'score_{layer}', np.nan)):+.1f}",
-            }
-            for layer in LAYERS
-        ]
-        layers.insert(
-            0,
-            {
                 "name": "base (average partner)",
-                "revenue": _money(float(row.get("revenue_base", np.nan))),
-                "engagement": f"{float(row.get('engagement_base', np.nan)) * 100:.1f}",
-                "score": _num(row.get("score_base", np.nan)),
+                "revenue": _money(rec.get("revenue_base")),
+                "engagement": _num(_finite(rec.get("engagement_base")) * 100),
+                "score": _num(rec.get("score_base")),
             },
-        )
-        traj_svg, traj_head, traj_rows = _trajectory(by_partner.get(pid, pd.DataFrame()))
-        html = partner_tpl.render(
+            *(
+                {
+                    "name": layer,
+                    "revenue": _money(rec.get(f"revenue_{layer}")),
+                    "engagement": _num(_finite(rec.get(f"engagement_{layer}")) * 100, sign=True),
+                    "score": _num(rec.get(f"score_{layer}"), sign=True),
+                }
+                for layer in LAYERS
+            ),
+        ]
+        peers = [
+            {
+                "label": label,
+                "value": values_text[key][i],
+                "median": medians_text[key][i],
+            }
+            for key, label in peer_metrics
+        ]
+        traj_svg, traj_head, traj_rows = _trajectory(history.get(pid, []))
+        page = partner_tpl.render(
             css=css,
-            p=row.to_dict(),
-            as_of=pd.Timestamp(row["as_of"]).strftime("%Y-%m-%d"),
-            age=_num(row.get("age_days", np.nan), 0),
+            p={k: _text(rec.get(k)) for k in TEXT_COLUMNS},
+            segment=[rec[c] for c in SEGMENT_COLUMNS if rec[c]],
+            as_of=pd.Timestamp(rec["as_of"]).strftime("%Y-%m-%d"),
+            age=_num(rec.get("age_days"), 0),
             horizon=horizon,
+            flags=flags,
             fmt={
-                "score": _num(row["score"]),
-                "smoothed": _num(row["score_smoothed"]) if "score_smoothed" in row else "",
-                "revenue": _money(float(row["pred_revenue"])),
-                "engagement": _pct(float(row["pred_engagement"])),
-                "peer": _num(row.get("peer_percentile", np.nan), 0),
+                "score": _num(rec["score"]),
+                "smoothed": _num(rec["score_smoothed"]) if "score_smoothed" in rec else "",
+                "previous": _num(rec.get("score_previous")),
+                "revenue": _money(rec["pred_revenue"]),
+                "engagement": _pct(rec["pred_engagement"]),
+                "peer": _num(rec.get("peer_percentile"), 0),
             },
-            drivers_pos=_drivers(row, "pos"),
-            drivers_neg=_drivers(row, "neg"),
-            waterfall_revenue=waterfall_svg(
-                _contribs(row, "revenue"),
-                float(row.get("revenue_base", 0.0)),
-                float(row["pred_revenue"]),
-                money=True,
-            ),
-            waterfall_engagement=waterfall_svg(
-                _contribs(row, "engagement"),
-                float(row.get("engagement_base", 0.0)),
-                float(row["pred_engagement"]),
-                money=False,
-            ),
+            quadrant_color=QUADRANT_COLORS.get(rec["quadrant"], "#555555"),
+            drivers_pos=[d for c in drivers["pos"] if (d := _text(rec.get(c)))],
+            drivers_neg=[d for c in drivers["neg"] if (d := _text(rec.get(c)))],
+            waterfall_revenue=waterfalls["revenue"],
+            waterfall_engagement=waterfalls["engagement"],
             layers=layers,
             trajectory_svg=traj_svg,
             trajectory_head=traj_head,
             trajectory_rows=traj_rows,
             peers=peers,
-            peer_label=seg if use_segment else "all partners (segment under 5)",
-            peer_n=int(seg_size.iloc[i]) if use_segment else len(frame),
+            peer_label=group_name[i],
+            peer_n=int(group_n[i]),
         )
-        path = write_text_atomic(html, out_dir / href)
-        total_bytes += path.stat().st_size
+        total_bytes += write_text_atomic(page, out_dir / href).stat().st_size
         rows.append(
             {
                 "href": href,
-                "name": row["partner_name"],
+                "name": rec["partner_name"],
                 "id": pid,
                 "search": " ".join(
-                    str(row[c]).lower()
-                    for c in (
-                        "partner_name",
-                        "partner_id",
-                        "tier",
-                        "region",
-                        "industry",
-                        "partner_type",
-                    )
+                    rec[c].lower() for c in ("partner_name", "partner_id", *SEGMENT_COLUMNS)
                 ),
-                "segment": f"{row['tier']} · {row['region']} · {row['partner_type']}",
-                "score": _num(row["score"]),
-                "score_value": f"{float(row['score']):.4f}",
-                "score_tier": row["score_tier"],
-                "revenue": _money(float(row["pred_revenue"])),
-                "revenue_value": f"{float(row['pred_revenue']):.2f}",
-                "engagement": _pct(float(row["pred_engagement"])),
-                "engagement_value": f"{float(row['pred_engagement']):.4f}",
-                "quadrant": row["quadrant"],
-                "quadrant_label": row["quadrant_label"],
-                "peer": _num(row.get("peer_percentile", np.nan), 0),
-                "peer_value": f"{float(row.get('peer_percentile', np.nan)):.1f}",
-                "action": row["intervention"],
-                "provisional": bool(row.get("provisional", False)),
+                "segment": " · ".join(rec[c] for c in ("tier", "region", "partner_type")),
+                "score": _num(rec["score"]),
+                "score_value": _finite(rec["score"]),
+                "score_tier": _text(rec["score_tier"]),
+                "revenue": _money(rec["pred_revenue"]),
+                "revenue_value": _finite(rec["pred_revenue"]),
+                "engagement": _pct(rec["pred_engagement"]),
+                "engagement_value": _finite(rec["pred_engagement"]),
+                "quadrant": _text(rec["quadrant"]),
+                "quadrant_label": _text(rec["quadrant_label"]),
+                "peer": _num(rec.get("peer_percentile"), 0),
+                "peer_value": _finite(rec.get("peer_percentile")),
+                "action": _text(rec["intervention"]),
+                "provisional": flags["provisional"],
+                "guardrail": flags["guardrail"],
             }
         )
-    tiers = [
-        {"name": t, "n": int((frame["score_tier"] == t).sum())}
-        for t in sorted(frame["score_tier"].astype(str).unique())
-    ]
-    settled = ~frame["provisional"].astype(bool) if "provisional" in frame else True
+    removed = _remove_stale(partners_dir, set(names))
+
+    score_tier = frame["score_tier"].map(_text)
+    tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
+    provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
     quads = []
-    for q in QUADRANTS:
+    for q in [*QUADRANTS, *sorted(set(frame["quadrant"].map(_text)) - set(QUADRANTS))]:
         sel = frame["quadrant"] == q
-        if sel.any():
-            # the action of the quadrant's settled partners (provisional ones get onboarding)
-            pool = frame.loc[sel & settled, "intervention"]
-            pool = pool if len(pool) else frame.loc[sel, "intervention"]
-            quads.append(
-                {
-                    "key": q,
-                    "label": frame.loc[sel, "quadrant_label"].iloc[0],
-                    "n": int(sel.sum()),
-                    "action": pool.mode().iloc[0],
-                }
-            )
-    model = ", ".join(sorted({str(v) for v in frame.get("model_uri", pd.Series(["?"]))}))
+        if not sel.any():
+            continue
+        # the quadrant's playbook action (provisional partners get onboarding instead)
+        pool = frame.loc[sel & ~provisional, "intervention"] if provisional is not None else []
+        pool = pool if len(pool) else frame.loc[sel, "intervention"]
+        quads.append(
+            {
+                "key": q,
+                "label": frame.loc[sel, "quadrant_label"].iloc[0],
+                "n": int(sel.sum()),
+                "action": pool.mode().iloc[0],
+                "color": QUADRANT_COLORS.get(q, "#555555"),
+            }
+        )
+
+    def distinct(col: str) -> str:
+        return ", ".join(sorted(frame[col].map(_text).unique())) if col in frame else "?"
+
     index_html = env.get_template("index.html").render(
         css=css,
         js=js,
         n=len(frame),
-        as_of=as_of,
-        model=model,
-        config_hash=", ".join(sorted({str(v) for v in frame.get("config_hash", pd.Series(["?"]))})),
+        as_of=frame["as_of"].max().strftime("%Y-%m-%d"),
+        model=distinct("model_uri"),
+        model_version=distinct("model_version"),
+        config_hash=distinct("config_hash"),
         tiers=tiers,
-        total_revenue=_money(float(frame["pred_revenue"].sum())),
-        provisional=int(frame.get("provisional", pd.Series([False])).astype(bool).sum()),
-        flags=int(frame.get("guardrail_flag", pd.Series([False])).astype(bool).sum()),
+        total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
+        provisional=int(provisional.sum()) if provisional is not None else 0,
+        flags=sum(r["guardrail"] for r in rows),
         histogram=histogram_svg(frame["score"].to_numpy(float)),
         scatter=scatter_svg(frame),
+        scatter_note=(
+            f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
+        ),
         quadrants=quads,
         rows=rows,
     )
@@ -532,5 +721,7 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         index=index,
         reports=len(frame),
         seconds=time.perf_counter() - started,
-        bytes_per_report=total_bytes / max(len(frame), 1),
+        bytes_per_report=total_bytes / len(frame),
+        with_history=sum(len(h) >= 2 for h in history.values()),
+        removed_stale=removed,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from partnerscore.features.core import FrozenConfig
@@ -17,6 +19,12 @@ class TrainConfig(FrozenConfig):
         timeout_seconds: Optional wall-clock cap on tuning per head.
         holdout_share: Share of the newest signing cohorts held out for evaluation.
         calibration_share: Share of the training cohorts (newest) used to calibrate engagement.
+        calibration: Engagement calibration map: ``sigmoid`` (Platt; keeps the ranking),
+            ``isotonic``, or ``auto`` (isotonic from 1000 calibration rows).
+        engagement_refit: Refit the engagement booster on all training cohorts after the
+            calibration map is fitted on the newest slice (the map is kept).
+        monotone: Constrain both heads to be monotone in every numeric feature with a declared
+            direction (``higher_is_better`` increasing, ``lower_is_better`` decreasing).
         folds: Number of expanding time-based folds used for tuning.
         revenue: Default revenue-head parameters.
         engagement: Default engagement-head parameters.
@@ -30,6 +38,9 @@ class TrainConfig(FrozenConfig):
     timeout_seconds: float | None = None
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     calibration_share: float = Field(default=0.15, gt=0, lt=1)
+    calibration: Literal["sigmoid", "isotonic", "auto"] = "sigmoid"
+    engagement_refit: bool = True
+    monotone: bool = True
     folds: int = Field(default=3, ge=1)
     revenue: HeadParams = HeadParams()
     engagement: HeadParams = HeadParams()

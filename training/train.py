@@ -129,6 +129,20 @@ def _head_kwargs(params, seed: int) -> dict:
     return values
 
 
+def monotone_constraints(specs: list) -> tuple[int, ...]:
+    """Per-feature monotone constraint from the declared direction (categoricals free)."""
+    sign = {"higher_is_better": 1, "lower_is_better": -1}
+    return tuple(sign.get(s.direction, 0) if s.kind == "numeric" else 0 for s in specs)
+
+
+def _loggable(params: dict) -> dict:
+    """Head parameters as MLflow params (the per-feature constraint vector summarised)."""
+    out = {k: v for k, v in params.items() if k != "monotone_constraints"}
+    mono = params.get("monotone_constraints")
+    out["monotone_features"] = sum(1 for m in mono if m) if mono else 0
+    return out
+
+
 def fit_partner_model(
     train: pd.DataFrame,
     specs: list,
@@ -137,7 +151,15 @@ def fit_partner_model(
     revenue_params: dict,
     engagement_params: dict,
 ) -> PartnerModel:
-    """Fit both heads on a training frame (engagement calibrated on its newest cohorts)."""
+    """Fit both heads on a training frame (engagement calibrated on its newest cohorts).
+
+    Monotone constraints from the feature directions are added when ``config.monotone`` and
+    the parameters do not set them already.
+    """
+    if config.monotone:
+        mono = monotone_constraints(specs)
+        revenue_params = {"monotone_constraints": mono, **revenue_params}
+        engagement_params = {"monotone_constraints": mono, **engagement_params}
     categories = PartnerModel.categories_from(train, specs)
     empty = PartnerModel(
         revenue=RevenueRegressor(),
@@ -150,9 +172,9 @@ def fit_partner_model(
     revenue = RevenueRegressor(**revenue_params).fit(X, train["label_revenue"].to_numpy())
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
-    engagement = EngagementClassifier(**engagement_params).fit(
-        X[~calib], y_eng[~calib], X[calib], y_eng[calib]
-    )
+    engagement = EngagementClassifier(
+        calibration=config.calibration, refit=config.engagement_refit, **engagement_params
+    ).fit(X[~calib], y_eng[~calib], X[calib], y_eng[calib])
     model = PartnerModel(
         revenue=revenue,
         engagement=engagement,
@@ -255,6 +277,10 @@ def run_train(
     # tuning on expanding time folds inside the training cohorts
     base_rev = _head_kwargs(config.revenue, config.seed)
     base_eng = _head_kwargs(config.engagement, config.seed)
+    if config.monotone:
+        base_rev["monotone_constraints"] = base_eng["monotone_constraints"] = monotone_constraints(
+            specs
+        )
     probe = PartnerModel(
         revenue=RevenueRegressor(),
         engagement=EngagementClassifier(),
@@ -334,8 +360,12 @@ def run_train(
                 "train_rows": len(train),
                 "holdout_rows": len(holdout),
                 "calibration": model.engagement.calibration_method_,
-                **{f"revenue_{k}": v for k, v in rev_params.items()},
-                **{f"engagement_{k}": v for k, v in eng_params.items()},
+                "engagement_refit": model.engagement.refitted_,
+                "monotone": config.monotone,
+                "seed": config.seed,
+                "promotion_margin": config.promotion_margin,
+                **{f"revenue_{k}": v for k, v in _loggable(rev_params).items()},
+                **{f"engagement_{k}": v for k, v in _loggable(eng_params).items()},
             }
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})

@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from partnerscore.features.builders import BUILDERS, Snapshots
 from partnerscore.features.registry import (
@@ -49,7 +50,10 @@ def test_every_layer_is_populated_and_version_is_stable():
 
 def test_data_dictionary_text_and_markdown(capsys):
     text = data_dictionary()
-    assert all(s.name in text for s in REGISTRY)
+    assert all(s.name in text and s.label in text for s in REGISTRY)
+    assert len(text.splitlines()) == len(REGISTRY) + 2
+    with pytest.raises(ValueError):
+        data_dictionary("html")
     md = data_dictionary("markdown")
     assert md.count("\n| `") == len(REGISTRY)
     assert main(["metrics", "--markdown"]) == 0

@@ -1,3 +1,6 @@
+import re
+from itertools import product
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,55 +8,141 @@ import pytest
 from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.contract import TABLES
 from partnerscore.features.pipeline import build_labels, make_snapshots
-from partnerscore.features.simulate import run_simulate, simulate_program, write_tables
+from partnerscore.features.simulate import (
+    close_share,
+    poisson_binomial_tail,
+    run_simulate,
+    simulate_program,
+    write_tables,
+)
+
+DATED = {
+    "deals": ("created_at", "closed_at"),
+    "activities": ("occurred_at",),
+    "trainings": ("enrolled_at", "completed_at"),
+    "portal_events": ("occurred_at",),
+    "marketing_commitments": ("committed_at", "delivered_at"),
+    "leads": ("created_at", "qualified_at", "converted_at"),
+    "feedback": ("submitted_at",),
+}
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$")
 
 
-def test_deterministic_and_seed_sensitive(sim_tables):
-    again = simulate_program(SimulateConfig(partners=400, seed=11))
+def _contract_tables(tables):
+    return {k: v for k, v in tables.items() if k != "truth"}
+
+
+def _won_revenue(tables):
+    won = tables["deals"].query("status == 'won'").groupby("partner_id")["amount"].sum()
+    return won.reindex(tables["partners"]["partner_id"], fill_value=0.0)
+
+
+def test_deterministic_and_seed_sensitive(sim_tables, sim_config):
+    again = simulate_program(sim_config)
     for name, frame in sim_tables.items():
         pd.testing.assert_frame_equal(frame, again[name])
-    other = simulate_program(SimulateConfig(partners=400, seed=12))
-    assert not other["deals"].equals(sim_tables["deals"])
+    other = simulate_program(sim_config.model_copy(update={"seed": sim_config.seed + 1}))
+    for name in ("partners", "deals", "activities", "truth"):
+        assert not other[name].equals(sim_tables[name]), name
 
 
-def test_every_contract_table_and_column(sim_tables):
+def test_every_contract_table_column_and_kind(sim_tables):
+    assert set(sim_tables) == set(TABLES) | {"truth"}
     for name, spec in TABLES.items():
-        assert name in sim_tables, name
-        assert list(sim_tables[name].columns) == [c.name for c in spec.columns], name
+        frame = sim_tables[name]
+        assert list(frame.columns) == [c.name for c in spec.columns], name
+        assert len(frame) > 0, name
+        for col in spec.columns:
+            values = frame[col.name]
+            if col.kind in ("date", "datetime"):
+                assert pd.api.types.is_datetime64_dtype(values), (name, col.name)
+                assert values.dt.tz is None
+            elif col.kind == "float":
+                assert values.dtype == np.float64, (name, col.name)
+            elif col.kind == "bool":
+                assert values.dtype == bool, (name, col.name)
+            else:
+                assert pd.api.types.is_string_dtype(values), (name, col.name)
+            if not col.nullable:
+                assert values.notna().all(), (name, col.name)
+            if col.choices:
+                assert set(values.dropna()) <= set(col.choices), (name, col.name)
+            if col.min is not None:
+                assert (values.dropna() >= col.min).all(), (name, col.name)
+            if col.max is not None:
+                assert (values.dropna() <= col.max).all(), (name, col.name)
         if spec.key:
-            assert sim_tables[name][spec.key].is_unique
-    assert {"truth"} | set(TABLES) == set(sim_tables)
+            assert frame[spec.key].is_unique, name
+        if spec.references_partner:
+            assert frame["partner_id"].isin(sim_tables["partners"]["partner_id"]).all(), name
+
+
+def test_id_formats_and_untrusted_names(sim_tables):
+    formats = {
+        "partners": ("partner_id", r"P\d{5}"),
+        "deals": ("deal_id", r"D\d{7}"),
+        "activities": ("activity_id", r"A\d{8}"),
+        "marketing_commitments": ("commitment_id", r"M\d{7}"),
+        "leads": ("lead_id", r"L\d{7}"),
+    }
+    for table, (col, pattern) in formats.items():
+        assert sim_tables[table][col].str.fullmatch(pattern).all(), table
+    names = sim_tables["partners"]["partner_name"]
+    assert names.str.len().gt(2).all()
+    assert names.str.contains("&", regex=False).any()
+    assert names.str.contains("'", regex=False).any()
+    assert names.str.contains(",", regex=False).any()
+    assert names.map(lambda s: not s.isascii()).any()
+    assert names.nunique() > 0.8 * len(names)
 
 
 def test_heterogeneous_program(sim_tables, sim_config):
     partners = sim_tables["partners"]
-    for col in ("tier", "region", "industry", "partner_type"):
-        assert partners[col].nunique() >= 3
+    assert set(partners["tier"]) == {"registered", "silver", "gold", "platinum"}
+    assert set(partners["region"]) == {"NA", "EMEA", "APAC", "LATAM"}
+    assert set(partners["partner_type"]) == {"reseller", "referral", "msp", "si"}
+    assert partners["industry"].nunique() >= 5
     span = partners["signed_at"].max() - partners["signed_at"].min()
     assert span > pd.Timedelta(days=900)
     assert partners["signed_at"].max() < pd.Timestamp(sim_config.end_date) - pd.Timedelta(days=25)
-    assert partners[["market_alignment", "channel_reach"]].isna().any().all()
+    # segments differ in outcome: platinum partners win more than registered ones on average
+    revenue = _won_revenue(sim_tables).to_numpy()
+    tier = partners["tier"].to_numpy()
+    assert revenue[tier == "platinum"].mean() > revenue[tier == "registered"].mean()
 
 
 def test_no_event_before_signing_or_after_end(sim_tables, sim_config):
     signed = sim_tables["partners"].set_index("partner_id")["signed_at"]
     end = pd.Timestamp(sim_config.end_date) + pd.Timedelta(days=1)
-    dated = {
-        "deals": ("created_at", "closed_at"),
-        "activities": ("occurred_at",),
-        "trainings": ("enrolled_at", "completed_at"),
-        "portal_events": ("occurred_at",),
-        "marketing_commitments": ("committed_at", "delivered_at"),
-        "leads": ("created_at", "qualified_at", "converted_at"),
-        "feedback": ("submitted_at",),
-    }
-    for table, cols in dated.items():
+    for table, cols in DATED.items():
         frame = sim_tables[table]
         start = frame["partner_id"].map(signed)
         for col in cols:
             values = frame[col].dropna()
             assert (values >= start[values.index]).all(), (table, col)
             assert (values < end).all(), (table, col)
+    commitments = sim_tables["marketing_commitments"]
+    assert (commitments["due_at"] > commitments["committed_at"]).all()
+    truth = sim_tables["truth"]
+    assert (truth["as_of"] < end).all()
+    assert (
+        truth["as_of"]
+        == truth["partner_id"].map(signed) + pd.to_timedelta(truth["age_days"], unit="D")
+    ).all()
+
+
+def test_ordered_dates_within_a_row(sim_tables):
+    pairs = {
+        "deals": ("created_at", "closed_at"),
+        "trainings": ("enrolled_at", "completed_at"),
+        "marketing_commitments": ("committed_at", "delivered_at"),
+        "leads": ("qualified_at", "converted_at"),
+    }
+    for table, (early, late) in pairs.items():
+        frame = sim_tables[table].dropna(subset=[late])
+        assert (frame[late] >= frame[early]).all(), table
+    leads = sim_tables["leads"]
+    assert (leads["converted_at"].isna() | leads["qualified_at"].notna()).all()
 
 
 def test_deals_consistent(sim_tables):
@@ -61,17 +150,30 @@ def test_deals_consistent(sim_tables):
     assert (deals["amount"] >= 0).all()
     assert set(deals["status"]) == {"open", "won", "lost"}
     assert (deals["closed_at"].isna() == (deals["status"] == "open")).all()
-    assert (
-        deals["closed_at"].dropna() >= deals.loc[deals["closed_at"].notna(), "created_at"]
-    ).all()
 
 
 def test_zero_inflated_heavy_tailed_revenue(sim_tables):
-    won = sim_tables["deals"].query("status == 'won'").groupby("partner_id")["amount"].sum()
-    per_partner = won.reindex(sim_tables["partners"]["partner_id"], fill_value=0.0)
-    assert (per_partner == 0).mean() > 0.3
+    per_partner = _won_revenue(sim_tables)
+    assert 0.3 < (per_partner == 0).mean() < 0.9
     top = per_partner.sort_values(ascending=False)
     assert top.head(len(top) // 10).sum() / top.sum() > 0.5
+    amounts = sim_tables["deals"].query("status == 'won'")["amount"]
+    assert amounts.quantile(0.99) > 10 * amounts.median()
+
+
+def test_some_values_missing(sim_tables):
+    partners = sim_tables["partners"]
+    for col in ("market_alignment", "channel_reach", "product_adoption_potential"):
+        assert 0.01 < partners[col].isna().mean() < 0.3, col
+    nullable = {
+        "activities": "response_hours",
+        "trainings": "completed_at",
+        "marketing_commitments": "delivered_at",
+        "leads": "qualified_at",
+        "deals": "closed_at",
+    }
+    for table, col in nullable.items():
+        assert 0.01 < sim_tables[table][col].isna().mean() < 0.9, (table, col)
 
 
 def test_some_partners_go_quiet(sim_tables, sim_config):
@@ -86,41 +188,149 @@ def test_some_partners_go_quiet(sim_tables, sim_config):
 def test_early_signals_predict_later_revenue(sim_tables):
     partners = sim_tables["partners"]
     snaps = make_snapshots(partners, (90,))
-    first90 = sim_tables["activities"].merge(snaps, on="partner_id")
-    first90 = first90[first90["occurred_at"] < first90["as_of"]].groupby("partner_id").size()
-    labels = build_labels(
-        {k: v for k, v in sim_tables.items() if k != "truth"}, snaps, BuildConfig(horizon_days=360)
-    )
-    early = first90.reindex(labels["partner_id"], fill_value=0).to_numpy()
-    assert np.corrcoef(early, np.log1p(labels["label_revenue"]))[0, 1] > 0.1
+    as_of = snaps.set_index("partner_id")["as_of"]
+    labels = build_labels(_contract_tables(sim_tables), snaps, BuildConfig(horizon_days=360))
+    later = np.log1p(labels.set_index("partner_id")["label_revenue"])
+
+    def early_count(table, col, frame=None):
+        frame = sim_tables[table] if frame is None else frame
+        before = frame[col] < frame["partner_id"].map(as_of)
+        counts = frame[before].groupby("partner_id").size()
+        return counts.reindex(later.index, fill_value=0).to_numpy()
+
+    trainings = sim_tables["trainings"].dropna(subset=["completed_at"])
+    for name, early in {
+        "activities": early_count("activities", "occurred_at"),
+        "trainings": early_count("trainings", "completed_at", trainings),
+        "portal": early_count("portal_events", "occurred_at"),
+    }.items():
+        assert np.corrcoef(early, later)[0, 1] > 0.1, name
 
 
-def test_truth_matches_realised_labels_on_average():
-    cfg = SimulateConfig(partners=1500, seed=3)
+def test_quality_shows_in_behaviour(sim_tables):
+    """Partners with more true revenue respond faster, keep commitments and qualify more leads."""
+    truth = sim_tables["truth"].query("age_days == 180").set_index("partner_id")
+    good = truth["true_expected_revenue"] > truth["true_expected_revenue"].median()
+
+    def by_quality(frame, values):
+        per_partner = values.groupby(frame["partner_id"]).mean()
+        group = per_partner.index.map(good)
+        known = group.notna()
+        better = per_partner[known].groupby(group[known].astype(bool)).mean()
+        return better[True], better[False]
+
+    acts = sim_tables["activities"]
+    fast_good, fast_bad = by_quality(acts, acts["response_hours"])
+    assert fast_good < fast_bad
+    com = sim_tables["marketing_commitments"]
+    kept_good, kept_bad = by_quality(com, com["delivered_at"].notna().astype(float))
+    assert kept_good > kept_bad
+    leads = sim_tables["leads"]
+    qual_good, qual_bad = by_quality(leads, leads["qualified_at"].notna().astype(float))
+    assert qual_good > qual_bad
+
+
+def test_truth_covers_every_partner_and_age(sim_tables, sim_config):
+    truth = sim_tables["truth"]
+    signed = sim_tables["partners"].set_index("partner_id")["signed_at"]
+    end = pd.Timestamp(sim_config.end_date) + pd.Timedelta(days=1)
+    expected = {
+        (pid, age)
+        for pid, age in product(signed.index, sim_config.truth_ages)
+        if signed[pid] + pd.Timedelta(days=age) < end
+    }
+    assert set(zip(truth["partner_id"], truth["age_days"], strict=True)) == expected
+    assert len(truth) == len(expected)
+    assert (truth["horizon_days"] == sim_config.horizon_days).all()
+    assert (truth["true_expected_revenue"] >= 0).all()
+    assert truth["true_engagement_prob"].between(0, 1).all()
+
+
+@pytest.mark.parametrize(
+    ("ages", "horizon"), [((30, 60, 90, 180), 180), ((45, 100), 100)], ids=["default", "odd"]
+)
+def test_truth_matches_realised_labels(ages, horizon):
+    cfg = SimulateConfig(partners=1500, seed=3, truth_ages=ages, horizon_days=horizon)
     tables = simulate_program(cfg)
-    truth = tables["truth"]
     end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
-    truth = truth[pd.to_datetime(truth["as_of"]) + pd.Timedelta(days=180) <= end]
-    snaps = truth[["partner_id", "as_of"]].copy()
-    labels = build_labels({k: v for k, v in tables.items() if k != "truth"}, snaps, BuildConfig())
+    truth = tables["truth"]
+    truth = truth[truth["as_of"] + pd.Timedelta(days=horizon) < end].reset_index(drop=True)
+    labels = build_labels(
+        _contract_tables(tables), truth[["partner_id", "as_of"]], BuildConfig(horizon_days=horizon)
+    )
+    assert (labels["partner_id"].to_numpy() == truth["partner_id"].to_numpy()).all()
     realised, expected = labels["label_revenue"].mean(), truth["true_expected_revenue"].mean()
-    assert realised == pytest.approx(expected, rel=0.25)
+    assert realised == pytest.approx(expected, rel=0.2)
     assert labels["label_engaged"].mean() == pytest.approx(
-        truth["true_engagement_prob"].mean(), abs=0.05
+        truth["true_engagement_prob"].mean(), abs=0.03
     )
-    rho = pd.Series(labels["label_revenue"].to_numpy()).corr(
-        pd.Series(truth["true_expected_revenue"].to_numpy()), method="spearman"
-    )
+    rho = labels["label_revenue"].corr(truth["true_expected_revenue"], method="spearman")
     assert rho > 0.3
+    # calibrated across the range, not only on average
+    high = truth["true_engagement_prob"] > 0.8
+    low = truth["true_engagement_prob"] < 0.2
+    assert labels["label_engaged"][high].mean() > 0.75
+    assert labels["label_engaged"][low].mean() < 0.25
+
+
+def test_close_share_is_exact():
+    rng = np.random.default_rng(0)
+    start, lo, hi, shape, scale = 10.0, 25.0, 70.0, 2.0, np.array([7.0, 25.0, 60.0])
+    created = start + 30 * rng.random(400_000)
+    closes = created[:, None] + rng.gamma(shape, scale[None, :], (created.size, scale.size))
+    sampled = ((closes > lo) & (closes <= hi)).mean(axis=0)
+    exact = close_share(np.array(start), lo, hi, shape, scale)
+    np.testing.assert_allclose(exact, sampled, atol=0.004)
+    # a window before creation holds nothing; an endless window after creation holds all
+    assert close_share(np.array(50.0), 0.0, 50.0, shape, scale).max() == 0.0
+    np.testing.assert_allclose(close_share(np.array(0.0), 0.0, 1e6, shape, scale), 1.0)
+
+
+def test_poisson_binomial_tail_matches_enumeration():
+    probs = np.array([[0.1, 0.5, 0.9, 0.3], [0.0, 1.0, 0.2, 0.7]])
+    for need in range(5):
+        brute = []
+        for row in probs:
+            total = 0.0
+            for outcome in product((0, 1), repeat=row.size):
+                if sum(outcome) >= need:
+                    total += np.prod([p if o else 1 - p for p, o in zip(row, outcome, strict=True)])
+            brute.append(total)
+        np.testing.assert_allclose(poisson_binomial_tail(probs, need), brute)
+
+
+def test_event_scale_multiplies_activity_volume():
+    base = simulate_program(SimulateConfig(partners=300, seed=5))
+    scaled = simulate_program(SimulateConfig(partners=300, seed=5, event_scale=3.0))
+    for table in ("activities", "portal_events"):
+        assert len(scaled[table]) == pytest.approx(3 * len(base[table]), rel=0.1), table
+    for table in ("partners", "deals"):
+        pd.testing.assert_frame_equal(scaled[table], base[table])
+    revenue = ["partner_id", "age_days", "true_expected_revenue"]
+    pd.testing.assert_frame_equal(scaled["truth"][revenue], base["truth"][revenue])
+    assert (
+        scaled["truth"]["true_engagement_prob"].mean()
+        > base["truth"]["true_engagement_prob"].mean()
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_write_round_trip(sim_tables, tmp_path, fmt):
     paths = write_tables(sim_tables, tmp_path, fmt=fmt)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{fmt}" for n in sim_tables)
-    back = pd.read_csv(paths["deals"]) if fmt == "csv" else pd.read_parquet(paths["deals"])
-    assert len(back) == len(sim_tables["deals"])
-    assert back["deal_id"].tolist() == sim_tables["deals"]["deal_id"].tolist()
+    for name, frame in sim_tables.items():
+        dates = [c for c in frame.columns if pd.api.types.is_datetime64_dtype(frame[c])]
+        if fmt == "csv":
+            text = pd.read_csv(paths[name], dtype=str, keep_default_na=False)
+            for col in dates:
+                cells = text[col][text[col] != ""]
+                assert cells.str.fullmatch(ISO).all(), (name, col)
+            back = pd.read_csv(paths[name], keep_default_na=False, na_values=[""])
+        else:
+            back = pd.read_parquet(paths[name])
+        for col in dates:
+            back[col] = pd.to_datetime(back[col]).astype("datetime64[s]")
+        pd.testing.assert_frame_equal(back, frame, check_dtype=False, obj=name)
 
 
 def test_run_simulate_summary_and_format_switch(tmp_path):
@@ -128,4 +338,8 @@ def test_run_simulate_summary_and_format_switch(tmp_path):
     run_simulate(cfg, tmp_path, fmt="csv")
     result = run_simulate(cfg, tmp_path, fmt="parquet")
     assert not list(tmp_path.glob("*.csv"))
-    assert "partners" in result.summary() and "50 rows" in result.summary()
+    summary = result.summary()
+    for name in ("partners", "deals", "truth"):
+        assert name in summary and f"{name}.parquet" in summary
+    assert " 50 rows" in summary
+    assert result.rows["partners"] == 50 and result.paths["deals"].exists()

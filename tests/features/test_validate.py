@@ -269,3 +269,176 @@ def test_contract_is_published():
         assert f"`{name}`" in text
     assert "one of open, won, lost" in text
     assert set(schema("deals").columns) == {c.name for c in TABLES["deals"].columns}
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {
+                "activities": "activity_id,partner_id,occurred_at,response_hours\nA1,P1,2024-02-01,1\n"
+            },
+            "activities.csv: missing required column 'activity_type'",
+        ),
+        ({"deals": "\n\n"}, "deals.csv: empty file"),
+        (
+            {"deals": "deal_id,deal_id,partner_id,created_at,closed_at,amount,status\n"},
+            "deals.csv: column 'deal_id' appears twice",
+        ),
+        (
+            {"deals": "deal_id,partner_id,created_at,closed_at,amount,status\nD1,P1,2024-02-01\n"},
+            "deals.csv: cannot read file: CSV parse error: Expected 6 columns, got 3",
+        ),
+        ({"partners": b"partner_id,partner_name\nP1,\xff\xfe\n"}, "partners.csv: not UTF-8"),
+        (
+            {
+                "partners": "partner_id,partner_name,signed_at,tier,region,industry,partner_type\n"
+                "P1,A,never,gold,NA,x,si\n"
+            },
+            "partners.csv: no valid partner rows",
+        ),
+    ],
+)
+def test_more_file_level_errors(tmp_path, capsys, files, message):
+    raw = make_raw(tmp_path, **files)
+    code, _, err = run_cli(raw, capsys)
+    assert code == 2
+    assert "\n" not in err and "Traceback" not in err
+    assert message in err
+
+
+def test_optional_tables_rules_and_unknown_files(tmp_path):
+    portal = "partner_id,occurred_at,event_type\nP1,2024-02-01,login\nP1,2023-01-01,login\n"
+    commitments = (
+        "commitment_id,partner_id,committed_at,due_at,delivered_at\n"
+        "M1,P1,2024-02-01,2024-03-01,\n"
+        "M2,P1,2024-02-01,2024-01-15,2024-01-20\n"
+    )
+    leads = (
+        "lead_id,partner_id,created_at,qualified_at,converted_at\n"
+        "L1,P1,2024-02-01,2024-02-03,2024-02-05\n"
+        "L2,P1,2024-02-01,2024-01-30,\n"
+        "L3,P2,2024-02-05,2024-02-06,2024-02-05T12:00\n"
+        "L4,,2024-02-05,,\n"
+    )
+    feedback = (
+        "partner_id,submitted_at,score\nP1,2024-02-01,4.5\nP7,2024-02-01,3\nP1,2024-02-01,x\n"
+    )
+    trainings = "partner_id,course_id,enrolled_at,completed_at,is_certification\n"  # 0 rows: ok
+    raw = make_raw(
+        tmp_path,
+        portal_events=portal,
+        marketing_commitments=commitments,
+        leads=leads,
+        feedback=feedback,
+        trainings=trainings,
+        truth="partner_id\nP1\n",
+    )
+    (raw / "notes.txt").write_text("hello")
+    data = load_raw(raw)
+    rs = {t: q["reason"].tolist() for t, q in data.quarantine.items()}
+    assert rs["portal_events"] == [
+        "occurred_at '2023-01-01' before the partner's signed_at 2024-01-10 00:00:00"
+    ]
+    assert rs["marketing_commitments"] == [
+        "due_at '2024-01-15' before committed_at '2024-02-01'; "
+        "delivered_at '2024-01-20' before committed_at '2024-02-01'"
+    ]
+    assert rs["leads"] == [
+        "qualified_at '2024-01-30' before created_at '2024-02-01'",
+        "converted_at '2024-02-05T12:00' before qualified_at '2024-02-06'",
+        "partner_id is missing",
+    ]
+    assert data.quarantine["leads"]["_row"].tolist() == [2, 3, 4]
+    assert rs["feedback"] == ["unknown partner_id 'P7'", "score 'x' is not a number"]
+    assert data.tables["feedback"]["score"].tolist() == [4.5]
+    assert data.report.tables["trainings"].input_rows == 0
+    assert data.tables["trainings"].empty
+    assert sorted(data.report.ignored) == ["notes.txt", "truth.csv"]
+    assert set(data.files) == {
+        "partners",
+        "deals",
+        "portal_events",
+        "marketing_commitments",
+        "leads",
+        "feedback",
+        "trainings",
+    }
+    assert all(len(f) == 64 for f in data.fingerprints.values())
+    assert_accounted(data.report)
+    summary = data.report.summary()
+    assert "leads" in summary and "activities" in summary and "quarantine" in summary
+    for name, t in data.report.tables.items():
+        path = raw / "quarantine" / f"{name}.csv"
+        assert path.exists() == (t.quarantined > 0)
+        if t.quarantined:
+            q = quarantine(raw, name)
+            assert list(q.columns[-2:]) == ["_row", "reason"] and len(q) == t.quarantined
+
+
+def test_typed_frames_match_contract(tmp_path):
+    trainings = (
+        "partner_id,course_id,enrolled_at,completed_at,is_certification\n"
+        "P1,C1,2024-02-01,,TRUE\nP1,007,2024-02-01,2024-02-02,0\n"
+    )
+    data = load_raw(make_raw(tmp_path, trainings=trainings), write_quarantine=False)
+    t = data.tables["trainings"]
+    assert t["course_id"].tolist() == ["C1", "007"]  # ids stay text
+    assert t["is_certification"].tolist() == [True, False]
+    assert t["is_certification"].dtype == bool
+    assert pd.api.types.is_datetime64_any_dtype(t["completed_at"])
+    assert t["completed_at"].dt.tz is None
+    assert pd.api.types.is_string_dtype(data.tables["partners"]["partner_id"])
+    check_schemas(data)
+    assert not (tmp_path / "raw" / "quarantine").exists()
+
+
+def test_timezone_aware_parquet_is_utc(tmp_path):
+    raw = make_raw(tmp_path)
+    (raw / "deals.csv").unlink()
+    deals = pd.DataFrame(
+        {
+            "deal_id": ["D1"],
+            "partner_id": ["P1"],
+            "created_at": pd.to_datetime(["2024-02-01 10:00"]).tz_localize("Europe/Berlin"),
+            "closed_at": pd.to_datetime(["2024-03-01 00:00"], utc=True),
+            "amount": [12.5],
+            "status": pd.Categorical(["won"]),
+        }
+    )
+    deals.to_parquet(raw / "deals.parquet")
+    data = load_raw(raw)
+    row = data.tables["deals"].iloc[0]
+    assert row["created_at"] == pd.Timestamp("2024-02-01 09:00")
+    assert row["closed_at"] == pd.Timestamp("2024-03-01")
+    assert row["amount"] == 12.5 and row["status"] == "won"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_simulated_program_200_seed_3_is_clean(tmp_path, fmt):
+    from partnerscore.features.config import SimulateConfig
+    from partnerscore.features.simulate import simulate_program, write_tables
+
+    tables = simulate_program(SimulateConfig(partners=200, seed=3))
+    write_tables(tables, tmp_path, fmt=fmt)
+    data = load_raw(tmp_path)
+    assert data.report.quarantined_total == 0, data.report.summary()
+    for name in TABLES:
+        assert len(data.tables[name]) == len(tables[name]), name
+    check_schemas(data)
+    assert data.data_end <= max(
+        tables[n][c.name].max()
+        for n, spec in TABLES.items()
+        for c in spec.columns
+        if c.kind == "date"
+    )
+
+
+def test_no_valid_partners_still_writes_their_quarantine(tmp_path, capsys):
+    partners = (
+        "partner_id,partner_name,signed_at,tier,region,industry,partner_type\nP1,A,x,g,NA,s,si\n"
+    )
+    raw = make_raw(tmp_path, partners=partners)
+    code, _, err = run_cli(raw, capsys)
+    assert code == 2 and "partners.csv: no valid partner rows" in err
+    assert quarantine(raw, "partners")["reason"].tolist() == ["signed_at 'x' is not a date"]

@@ -1,9 +1,19 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.pyfunc import load_partner_model, resolve_model_uri
-from partnerscore.models.scoring import score_features
+from partnerscore.models.scoring import score_features, top_features
+
+SENTENCE = re.compile(
+    r"^(?P<label>[^:]+): (?P<value>.+?) — (?:raises|lowers) "
+    r"(?:expected revenue by \$[\d,]+|engagement likelihood by \d+\.\d pts)"
+    r"(?:(?: and | but raises | but lowers )"
+    r"(?:expected revenue by \$[\d,]+|engagement likelihood by \d+\.\d pts))?$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +29,7 @@ def scored(model_store, built_dir):
 def test_one_row_per_input_in_order(scored):
     _, frame, out = scored
     assert out["partner_id"].tolist() == frame["partner_id"].tolist()
-    assert len(out) == len(frame)
+    assert (out["as_of"].to_numpy() == frame["as_of"].to_numpy()).all()
 
 
 def test_predictions_match_model_and_subscores_add_up(scored):
@@ -43,32 +53,72 @@ def test_predictions_match_model_and_subscores_add_up(scored):
 
 
 def test_policy_columns(scored):
-    _, frame, out = scored
+    model, frame, out = scored
     assert out["score"].between(0, 100).all()
-    assert set(out["score_tier"]) <= {"A", "B", "C", "D"}
+    assert set(out["score_tier"]) <= set(model.policy.tier_cutoffs)
     assert out["quadrant"].str.contains("_revenue_").all()
     assert (out["provisional"] == (frame["age_days"] < 60).to_numpy()).all()
     assert out["intervention"].str.len().gt(0).all()
+    assert out["intervention_detail"].str.len().gt(out["intervention"].str.len()).all()
     assert out["model_config_hash"].str.len().eq(12).all()
+    for spec in model.feature_specs:  # every feature value under its own name
+        pd.testing.assert_series_equal(
+            out[spec.name], frame[spec.name].reset_index(drop=True), check_dtype=False
+        )
 
 
-def test_drivers_are_sentences_with_values_and_signs(scored):
-    _, _, out = scored
-    pos = out["driver_pos_1"][out["driver_pos_1"] != ""]
-    neg = out["driver_neg_1"][out["driver_neg_1"] != ""]
-    assert len(pos) > len(out) / 2 and len(neg) > len(out) / 2
-    assert pos.str.contains(r": .+ \(raises the score by \d+\.\d pts\)$").all()
-    assert neg.str.contains(r"\(lowers the score by \d+\.\d pts\)$").all()
-    row = out.iloc[0]
-    firsts = [row[f"driver_pos_{i}"] for i in (1, 2, 3) if row[f"driver_pos_{i}"]]
-    points = [float(s.rsplit("by ", 1)[1].split(" ")[0]) for s in firsts]
-    assert points == sorted(points, reverse=True)
+def test_drivers_are_sentences_with_values_and_effects(scored):
+    model, _, out = scored
+    by_label = {s.label: s for s in model.feature_specs}
+    for col in [f"driver_{s}_{i}" for s in ("pos", "neg") for i in (1, 2, 3)]:
+        texts = out[col][out[col] != ""]
+        assert len(texts) > len(out) / 3, col
+        assert texts.str.match(SENTENCE.pattern).all(), texts[~texts.str.match(SENTENCE.pattern)]
+    # the dollars in a sentence are the feature's revenue effect in the shap_revenue_ column
+    checked = 0
+    for i, text in out["driver_pos_1"].items():
+        m = SENTENCE.match(text)
+        dollars = re.search(r"expected revenue by \$([\d,]+)", text)
+        if not m or not dollars:
+            continue
+        spec = by_label[m["label"]]
+        effect = out.loc[i, f"shap_revenue_{spec.name}"]
+        assert int(dollars[1].replace(",", "")) == round(abs(effect)), text
+        checked += 1
+    assert checked > 50
+
+
+def test_top_features_ranks_with_deterministic_ties():
+    points = np.array([[0.5, 3.0, -2.0, 3.0, 1.0], [-1.0, -1.0, -5.0, 0.0, 2.0]])
+    assert top_features(points, 3, positive=True).tolist() == [[1, 3, 4], [4, 3, 0]]
+    assert top_features(points, 2, positive=False).tolist() == [[2, 0], [2, 0]]
+    assert top_features(points, 9, positive=True).shape == (2, 5)
 
 
 def test_deterministic(scored):
     model, frame, out = scored
     again = score_features(model, frame)
     pd.testing.assert_frame_equal(out, again)
+    assert out.to_csv(index=False) == again.to_csv(index=False)
+
+
+def test_absent_table_and_unseen_category_are_scored_not_rejected(scored):
+    model, frame, out = scored
+    trainings = [s.name for s in model.feature_specs if s.source == "trainings"]
+    changed = frame.drop(columns=trainings).head(40).copy()
+    changed["region"] = "atlantis"
+    result = score_features(model, changed)
+    assert len(result) == 40 and np.isfinite(result["score"]).all()
+    assert result[trainings].isna().all().all()
+    texts = pd.concat([result[f"driver_{s}_{i}"] for s in ("pos", "neg") for i in (1, 2, 3)])
+    assert not texts.str.contains("Courses enrolled: not yet").any()
+    assert not texts.str.contains("Region: atlantis").any()  # unseen: treated as missing
+
+
+def test_requires_keys(scored):
+    model, frame, _ = scored
+    with pytest.raises(PartnerscoreError, match="missing column 'partner_id'"):
+        score_features(model, frame.drop(columns=["partner_id"]))
 
 
 def test_pyfunc_round_trip_returns_scored_frame(model_store, built_dir):
@@ -91,7 +141,5 @@ def test_resolve_model_uri():
     assert resolve_model_uri("champion", "ps") == "models:/ps@champion"
     assert resolve_model_uri("7", "ps") == "models:/ps/7"
     assert resolve_model_uri("runs:/abc/model", "ps") == "runs:/abc/model"
-    from partnerscore.features.core import PartnerscoreError
-
     with pytest.raises(PartnerscoreError, match="--model"):
         resolve_model_uri("two words", "ps")

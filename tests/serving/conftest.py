@@ -7,6 +7,7 @@ HOSTILE = {
     0: ("<script>alert(1)</script>", "../../etc/passwd"),
     1: ('"><img src=x onerror=alert(2)>', "P/1"),
     2: ("Ünïcödé & Søns — 株式会社 " + "x" * 300, "ID with spaces & <b>"),
+    3: ('<svg onload="window.__pwned=1"></svg>', '"><script>window.__pwned=2</script>'),
 }
 
 

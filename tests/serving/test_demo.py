@@ -3,25 +3,53 @@
 import mlflow
 
 from partnerscore.serving.cli import main
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.demo import demo_config
+from partnerscore.serving.history import ScoreHistory
 
 
-def test_demo_end_to_end_and_rerun(tmp_path, monkeypatch, capsys):
+def test_demo_config_keeps_everything_under_workdir(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    base = AppConfig.model_validate(
+        {"paths": {"history_url": "postgresql://team/db"}, "train": {"trials": 9}}
+    )
+    cfg = demo_config(tmp_path / "w", base, partners=300, trials=1)
+    work = (tmp_path / "w").resolve()
+    assert cfg.simulate.partners == 300 and cfg.train.trials == 1
+    assert cfg.paths.tracking_uri() == f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
+    assert cfg.paths.artifact_root().startswith((work / "mlflow").as_uri())
+    assert cfg.paths.history_database() == f"sqlite:///{work / 'scores' / 'history.sqlite'}"
+    assert demo_config(tmp_path, base).train.trials == 9  # no override: the config's value
+
+
+def test_demo_end_to_end_and_rerun(tmp_path, tracking_uri, capsys):
     work = tmp_path / "demo"
     args = ["demo", "--workdir", str(work), "--partners", "300", "--trials", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
     for step in ("simulate", "validate", "build", "train", "promote", "score", "report"):
         assert f"  {step}" in out
-    assert "Reports:" in out and "mlflow ui --backend-store-uri sqlite:///" in out
-    assert (work / "reports" / "index.html").exists()
+    assert f"Reports:      {(work / 'reports' / 'index.html').resolve()}" in out
+    assert f"MLflow store: {tracking_uri}  (from MLFLOW_TRACKING_URI)" in out
+    assert f"mlflow ui --backend-store-uri {tracking_uri} --port 5000" in out
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in out
+    assert {p.name for p in work.iterdir()} >= {"raw", "features", "scores", "reports"}
     reports = list((work / "reports" / "partners").iterdir())
     assert len(reports) == 300
     assert len(list((work / "scores").glob("scores_*.parquet"))) == 4
-    uri = f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    history = ScoreHistory(f"sqlite:///{work / 'scores' / 'history.sqlite'}").read()
+    assert history["as_of"].nunique() == 4  # trajectories for the reports
+    index = (work / "reports" / "index.html").read_text(encoding="utf-8")
+    assert index.count("<tr data-search=") == 300
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     assert str(client.get_model_version_by_alias("partnerscore", "champion").version) == "1"
-    # a second run trains version 2 and lets the gate decide, without failing
+    # a second run (smaller program) trains version 2 and lets the gate decide, without failing
+    args[args.index("300")] = "250"
     assert main(args) == 0
     assert str(client.get_model_version_by_alias("partnerscore", "challenger").version) == "2"
-    assert "promote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "  promote" in out and "v2:" in out
+    # a fresh program: its history restarts and reports of vanished partners are removed
+    again = ScoreHistory(f"sqlite:///{work / 'scores' / 'history.sqlite'}").read()
+    assert again["partner_id"].nunique() == 250
+    assert len(list((work / "reports" / "partners").iterdir())) == 250

@@ -35,7 +35,7 @@ def store(tmp_path):
 def test_empty_store_reads_nothing_and_creates_nothing(store, tmp_path):
     assert not store.exists()
     assert store.read().empty
-    assert store.previous_scores(["P1"], pd.Timestamp("2025-01-01")) == {}
+    assert store.previous(["P1"], pd.Timestamp("2025-01-01")) == {}
     assert not (tmp_path / "sub").exists()
 
 
@@ -49,7 +49,7 @@ def test_upsert_is_idempotent(store):
     assert "driver_pos_1" not in data.columns and "shap_revenue_age_days" not in data.columns
 
 
-def test_trajectory_and_previous_scores(store):
+def test_trajectory_and_previous(store):
     store.upsert(rows("2025-01-01", scores=(10.0, 20.0)))
     store.upsert(rows("2025-02-01", scores=(30.0, 40.0)))
     store.upsert(rows("2025-03-01", scores=(50.0,)))
@@ -57,7 +57,7 @@ def test_trajectory_and_previous_scores(store):
     assert data["as_of"].tolist() == [
         pd.Timestamp(d) for d in ("2025-01-01", "2025-02-01", "2025-03-01")
     ]
-    assert store.previous_scores(["P1", "P2"], pd.Timestamp("2025-03-01")) == {
+    assert store.previous(["P1", "P2"], pd.Timestamp("2025-03-01")) == {
         "P1": [10.0, 30.0],
         "P2": [20.0, 40.0],
     }
@@ -80,3 +80,33 @@ def test_many_partners_in_chunks(store):
     store.upsert(frame)
     store.upsert(frame)
     assert len(store.read([f"P{i}" for i in range(n)])) == n
+
+
+def test_payload_round_trip(store):
+    frame = rows("2025-01-01")
+    frame["peer_percentile"] = [12.5, 80.0]
+    frame["partner_name"] = ["Ünïcödé & Co", "x"]
+    store.upsert(frame)
+    data = store.read()
+    assert data["peer_percentile"].tolist() == [12.5, 80.0]
+    assert data["partner_name"].tolist() == ["Ünïcödé & Co", "x"]
+    assert data["provisional"].tolist() == [True, False]
+    assert data["age_days"].tolist() == [30.0, 60.0]
+    assert pd.isna(data["activities_touchpoints_30d"].iloc[1])
+
+
+def test_failed_upsert_changes_nothing(store):
+    store.upsert(rows("2025-01-01", scores=(10.0, 20.0)))
+    bad = rows("2025-01-01", scores=(11.0, 21.0))
+    bad["score"] = bad["score"].astype(object)
+    bad.loc[1, "score"] = object()  # not storable: the whole transaction rolls back
+    with pytest.raises(Exception):  # noqa: B017 - the driver's error type
+        store.upsert(bad)
+    assert store.read()["score"].tolist() == [10.0, 20.0]
+
+
+def test_server_style_url_without_file(tmp_path):
+    store = ScoreHistory("sqlite://")  # in-memory: any SQLAlchemy URL works
+    store.upsert(rows("2025-01-01"))
+    assert len(store.read()) == 2
+    assert store.previous(["P1"], pd.Timestamp("2025-02-01")) == {"P1": [10.0]}

@@ -1,91 +1,288 @@
+"""Reports: safe file names, escaping, content from real and hand-built scores, history."""
+
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, write_frame_atomic
 from partnerscore.serving.cli import main
-from partnerscore.serving.report import report_filename, run_report
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.report import peer_groups, read_scores, report_filename, run_report
+
+# ten features: more than the waterfall's top 8, one not in the registry, one hostile name
+FEATURES = (
+    "leads_qualified_todate",
+    "activities_touchpoints_30d",
+    "trainings_certifications_todate",
+    "deals_won_amount_todate",
+    "deals_open_pipeline_amount",
+    "portal_events_30d",
+    "feedback_score_mean_todate",
+    "age_days",
+    "custom_metric_x",
+    "<b>evil</b>",
+)
+
+
+def hand_scores(ids, names, as_of="2026-03-01", seed=0):
+    """A scores frame with the columns of the scoring contract, built by hand."""
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    contrib_rev = rng.normal(0, 800, size=(n, len(FEATURES)))
+    contrib_eng = rng.normal(0, 0.03, size=(n, len(FEATURES)))
+    contrib_rev[:, 8:] = 5000.0  # the unregistered and the hostile feature are top drivers
+    rev_base, eng_base = 5000.0, 0.5
+    frame = pd.DataFrame(
+        {
+            "partner_id": list(ids),
+            "as_of": pd.Timestamp(as_of),
+            "age_days": rng.uniform(20, 400, n).round(),
+            "partner_name": list(names),
+            "signed_at": pd.Timestamp("2025-01-01"),
+            "tier": (["gold", "silver"] * n)[:n],
+            "region": "EMEA",
+            "industry": "software",
+            "partner_type": "msp",
+            "pred_revenue": rev_base + contrib_rev.sum(axis=1),
+            "pred_engagement": eng_base + contrib_eng.sum(axis=1),
+            "score": np.linspace(10, 90, n),
+            "score_tier": (["A", "B", "C", "D"] * n)[:n],
+            "quadrant": "low_revenue_high_engagement",
+            "intervention": "Enable pipeline generation",
+            "intervention_detail": "Run joint pipeline planning.",
+            "revenue_base": rev_base,
+            "engagement_base": eng_base,
+        }
+    )
+    for layer, cols in (("strategic", [7, 8]), ("execution", [1, 2, 5, 6]), ("results", [0, 3, 4])):
+        frame[f"revenue_{layer}"] = contrib_rev[:, cols].sum(axis=1)
+        frame[f"engagement_{layer}"] = contrib_eng[:, cols].sum(axis=1)
+    frame["revenue_strategic"] += contrib_rev[:, 9]
+    frame["engagement_strategic"] += contrib_eng[:, 9]
+    for i in range(1, 4):
+        frame[f"driver_pos_{i}"] = f"Qualified leads: {i} (raises the score by {i}.5 pts)"
+        frame[f"driver_neg_{i}"] = "" if i == 3 else f"Response time: {i} h (lowers by 1 pts)"
+    for j, name in enumerate(FEATURES):
+        frame[f"shap_revenue_{name}"] = contrib_rev[:, j]
+        frame[f"shap_engagement_{name}"] = contrib_eng[:, j]
+    for name in FEATURES[:7]:
+        frame[name] = rng.integers(0, 20, n).astype(float)
+    frame["provisional"] = [True] + [False] * (n - 1)
+    frame["model_version"] = "7"
+    frame["model_config_hash"] = "cafe00model"
+    frame["peer_percentile"] = np.linspace(0, 100, n).round(1)
+    frame["score_previous"] = np.nan
+    frame["score_smoothed"] = frame["score"] - 1
+    frame["guardrail_flag"] = [False, True] + [False] * (n - 2)
+    frame["config_hash"] = "beef00score"
+    frame["model_uri"] = "models:/partnerscore@champion"
+    return frame
+
+
+def config_for(tmp_path):
+    return AppConfig.model_validate({"paths": {"data_dir": str(tmp_path / "data")}})
+
+
+def page_of(out, partner_id):
+    return (out / "partners" / report_filename(partner_id)).read_text(encoding="utf-8")
 
 
 def test_filenames_are_safe_and_unique():
-    ids = ["../../etc/passwd", "P/1", "P_1", "P 1", "..", "", "株式会社", "a" * 500]
+    ids = ["../../etc/passwd", "P/1", "P_1", "P 1", "..", "", "株式会社", "a" * 500, "P1", "p1"]
     names = [report_filename(i) for i in ids]
     assert len(set(names)) == len(ids)
+    assert len({n.lower() for n in names}) == len(ids)  # case-insensitive file systems too
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9_-]+-[0-9a-f]{10}\.html", name)
         assert len(name) < 80
+    assert report_filename("P/1") == report_filename("P/1")
 
 
 def test_one_report_per_partner_and_index(report_dir, scored_dir):
     root, _ = scored_dir
-    scores = pd.read_csv(root / "scores.csv", keep_default_na=False, na_values=[""])
+    scores = read_scores(root / "scores.csv")
     files = sorted(p.name for p in (report_dir / "partners").iterdir())
-    assert files == sorted(report_filename(i) for i in scores["partner_id"].astype(str))
+    assert files == sorted(report_filename(i) for i in scores["partner_id"])
     index = (report_dir / "index.html").read_text(encoding="utf-8")
     assert index.count("<tr data-search=") == len(scores)
     for name in files:
         assert f'href="partners/{name}"' in index
-    # self-contained: no external stylesheet, script or image
+    # self-contained: no external stylesheet, script, image or font
     assert "<style>" in index and "addEventListener" in index
     pages = [(report_dir / "partners" / n).read_text(encoding="utf-8") for n in files[:5]]
     for page in [index, *pages]:
-        assert not re.search(r"<(link|script|img)[^>]+(href|src)=", page)
+        assert not re.search(r"<(link|script|img|iframe)[^>]+(href|src)=", page)
+        assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert "https://" not in page
+    # summary counts per tier and quadrant add up to the portfolio
+    tiers = re.findall(r'<div class="k">Tier [^<]+</div><div class="v">(\d+)</div>', index)
+    assert sum(map(int, tiers)) == len(scores)
+    quadrants = re.search(r'<table id="quadrants">(.*?)</table>', index, re.S).group(1)
+    counts = re.findall(r'<td class="num">(\d+)</td>', quadrants)
+    assert sum(map(int, counts)) == len(scores)
 
 
 def test_untrusted_text_is_escaped(report_dir):
     index = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert "<script>alert(1)</script>" not in index
+    for raw in ("<script>alert(1)</script>", "<img src=x", "<svg onload", "<b>"):
+        assert raw not in index
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index
-    assert "<img src=x" not in index
-    page = (report_dir / "partners" / report_filename("../../etc/passwd")).read_text(
-        encoding="utf-8"
-    )
+    assert "&lt;svg onload=&#34;window.__pwned=1&#34;&gt;" in index
+    # inside the scatter's SVG <title> too
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; (../../etc/passwd)</title>" in index
+    # in attributes (data-search) quotes cannot break out
+    assert '"><img' not in index and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in index
+    page = page_of(report_dir, "../../etc/passwd")
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    page = (report_dir / "partners" / report_filename("ID with spaces & <b>")).read_text(
-        encoding="utf-8"
-    )
-    assert (
-        "ID with spaces &amp; &lt;b&gt;" in page and "<b>" not in page.replace("<b>", "", 0) or True
-    )
-    assert "株式会社" in page
+    page = page_of(report_dir, "ID with spaces & <b>")
+    assert "ID with spaces &amp; &lt;b&gt;" in page
+    assert "<b>" not in page
+    assert "Ünïcödé &amp; Søns — 株式会社" in page
+    page = page_of(report_dir, '"><script>window.__pwned=2</script>')
+    assert "<script>" not in page and "&lt;script&gt;window.__pwned=2" in page
     assert not list(report_dir.parent.glob("etc*"))
+    assert sorted(p.name for p in report_dir.iterdir()) == ["index.html", "partners"]
 
 
-def test_report_content(report_dir, scored_dir):
+def test_report_content_from_real_scores(report_dir, scored_dir):
     root, _ = scored_dir
-    scores = pd.read_csv(root / "scores.csv", keep_default_na=False, na_values=[""])
+    scores = read_scores(root / "scores.csv")
     row = scores.iloc[5]
-    page = (report_dir / "partners" / report_filename(str(row["partner_id"]))).read_text(
-        encoding="utf-8"
-    )
+    page = page_of(report_dir, row["partner_id"])
     assert f"{row['score']:,.1f}" in page
-    assert row["intervention"] in page
+    assert row["intervention"] in page and row["intervention_detail"] in page
     assert page.count('class="waterfall"') == 2
     assert 'id="trajectory"' in page  # two scoring runs in history
     assert "2026-01-01" in page and "2026-03-01" in page
     assert 'id="peers"' in page and 'id="layers"' in page
-    assert row["driver_pos_1"].split(" (")[0] in page
+    assert row["driver_pos_1"] in page
+    assert f"model version {row['model_version']}" in page
     assert len(page.encode()) < 60_000  # inline SVG, not megabytes
 
 
-def test_report_without_history(scored_dir, tmp_path):
-    root, cfg = scored_dir
-    paths = cfg.paths.model_copy(update={"data_dir": str(tmp_path / "empty")})
-    result = run_report(
-        root / "scores.csv", tmp_path / "out", cfg.model_copy(update={"paths": paths})
-    )
-    page = next((tmp_path / "out" / "partners").iterdir()).read_text(encoding="utf-8")
+def test_report_content_from_hand_built_scores(tmp_path):
+    ids = [f"P{i:03d}" for i in range(12)]
+    frame = hand_scores(ids, [f"Partner {i}" for i in range(12)])
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    result = run_report(tmp_path / "scores.parquet", tmp_path / "out", config_for(tmp_path))
+    assert result.reports == 12 and result.with_history == 0
+    page = page_of(tmp_path / "out", "P000")
+    # waterfall: readable labels from the registry, raw column name as fall-back, escaped
+    waterfall = re.search(r'<svg class="waterfall".*?</svg>', page, re.S).group(0)
+    assert "Qualified leads" in page and "leads_qualified_todate" not in waterfall
+    assert "custom_metric_x" in waterfall and "&lt;b&gt;evil&lt;/b&gt;" in waterfall
+    assert "<b>evil" not in page
+    assert "2 other features" in waterfall  # 10 features: top 8 + the rest
+    assert f"${frame.loc[0, 'pred_revenue']:,.0f}" in waterfall
+    # scores, flags, layers, drivers, actions, versions
+    assert 'id="provisional"' in page and 'id="guardrail"' not in page
+    assert 'id="guardrail"' in page_of(tmp_path / "out", "P001")
+    assert "low revenue high engagement" in page  # no quadrant_label column: derived
+    assert page.count("raises the score") == 3 and page.count("lowers by") == 2
+    assert "Enable pipeline generation" in page and "Run joint pipeline planning." in page
+    assert "model version 7" in page and "cafe00model" in page and "beef00score" in page
     assert 'id="no-history"' in page
-    assert "partner reports" in result.summary()
+    # peers: 6 gold msp and 6 silver msp partners, each group compared with its own median
+    assert "(gold msp, 6 partners)" in page
+    gold = frame[frame["tier"] == "gold"]
+    assert f"{gold['score'].median():,.1f}" in page
 
 
-def test_report_errors(tmp_path, capsys):
+def test_trajectory_from_history_stops_at_report_date(tmp_path):
+    cfg = config_for(tmp_path)
+    ids = ["../x", "P/2", "Q3", "Q4", "Q5", "Q6"]
+    history = ScoreHistory(cfg.paths.history_database())
+    for k, as_of in enumerate(("2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01")):
+        past = hand_scores(ids, ids, as_of=as_of, seed=k)
+        past["age_days"] = 100.0 + 31 * k
+        past["leads_qualified_todate"] = float(k * 3)
+        history.upsert(past)
+    current = hand_scores(ids, ids, as_of="2026-03-01", seed=2)
+    write_frame_atomic(current, tmp_path / "scores.csv")
+    result = run_report(tmp_path / "scores.csv", tmp_path / "out", cfg)
+    assert result.with_history == len(ids)
+    page = page_of(tmp_path / "out", "P/2")
+    table = re.search(r'<table id="trajectory">.*?</table>', page, re.S).group(0)
+    assert [d for d in ("2026-01-01", "2026-02-01", "2026-03-01") if d in table] == [
+        "2026-01-01",
+        "2026-02-01",
+        "2026-03-01",
+    ]
+    assert "2026-04-01" not in page  # never a point after the report's own date
+    head = re.findall(r"<th[^>]*>([^<]*)</th>", table)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in table.split("<tr>")[2:]]
+    column = head.index("Qualified leads")
+    assert [row[column] for row in cells] == ["0", "3", "6"]
+    svg = re.search(r'<svg class="trajectory".*?</svg>', page, re.S).group(0)
+    assert svg.count("<polyline") == 3  # score, smoothed score, engagement
+    assert "day 100" in svg and "day 162" in svg
+
+
+def test_csv_ids_stay_text_and_duplicates_keep_latest(tmp_path):
+    frame = hand_scores(["007", "1e5", "NA", "null", "007", "x"], ["a", "b", "NA", "d", "e", "f"])
+    frame["as_of"] = pd.to_datetime(["2026-01-01"] * 4 + ["2026-02-01", "2026-01-01"])
+    write_frame_atomic(frame, tmp_path / "scores.csv")
+    scores = read_scores(tmp_path / "scores.csv")
+    assert scores["partner_id"].tolist() == ["007", "1e5", "NA", "null", "x"]
+    assert scores.set_index("partner_id").loc["007", "partner_name"] == "e"
+    out = tmp_path / "out"
+    run_report(tmp_path / "scores.csv", out, config_for(tmp_path))
+    assert "2026-02-01" in page_of(out, "007")
+    assert '<h1>NA <span class="badge">NA</span>' in page_of(out, "NA")
+
+
+def test_stale_reports_are_removed_and_other_files_kept(tmp_path):
+    cfg = config_for(tmp_path)
+    out = tmp_path / "out"
+    write_frame_atomic(hand_scores(list("ABCDEF"), list("ABCDEF")), tmp_path / "s1.parquet")
+    run_report(tmp_path / "s1.parquet", out, cfg)
+    (out / "partners" / "notes.txt").write_text("mine")
+    write_frame_atomic(hand_scores(list("ABCXYZ"), list("ABCXYZ")), tmp_path / "s2.parquet")
+    result = run_report(tmp_path / "s2.parquet", out, cfg)
+    assert result.removed_stale == 3 and "removed 3 reports" in result.summary()
+    names = {p.name for p in (out / "partners").iterdir()}
+    assert names == {report_filename(i) for i in "ABCXYZ"} | {"notes.txt"}
+
+
+def test_peer_groups_fall_back_like_peer_percentile():
+    frame = pd.DataFrame(
+        {
+            "tier": ["gold"] * 5 + ["silver"] * 6 + ["bronze"],
+            "partner_type": ["msp"] * 5 + ["msp", "msp", "si", "si", "si", "si"] + ["msp"],
+        }
+    )
+    key, name = peer_groups(frame)
+    assert list(name[:5]) == ["gold msp"] * 5  # 5 peers: own segment
+    assert list(name[5:11]) == ["tier silver"] * 6  # both silver segments under 5: the tier
+    assert name[11] == "all partners"
+    assert len(set(key)) == 3
+
+
+def test_report_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("partner_id,score\nP1,3\n")
     with pytest.raises(PartnerscoreError, match="missing column 'as_of'"):
-        from partnerscore.serving.config import AppConfig
-
         run_report(bad, tmp_path / "out", AppConfig())
+    empty = hand_scores(list("AB"), list("ab")).iloc[:0]
+    write_frame_atomic(empty, tmp_path / "empty.parquet")
+    with pytest.raises(PartnerscoreError, match="no scored partners"):
+        run_report(tmp_path / "empty.parquet", tmp_path / "out", AppConfig())
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(PartnerscoreError, match="cannot read scores"):
+        run_report(broken, tmp_path / "out", AppConfig())
     assert main(["report", "--scores", str(tmp_path / "none.csv"), "--out", str(tmp_path)]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_report_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default config's history lives under ./data
+    write_frame_atomic(hand_scores(list("ABCDEF"), list("ABCDEF")), tmp_path / "s.parquet")
+    args = ["report", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    assert "wrote 6 partner reports" in capsys.readouterr().out
+    assert (tmp_path / "r" / "index.html").exists()

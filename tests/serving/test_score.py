@@ -3,7 +3,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, read_frame
+from partnerscore.models.config import PolicyConfig
+from partnerscore.models.policy import QUADRANTS
 from partnerscore.serving.cli import main
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.score import peer_percentile, rejects_path, run_score
@@ -29,14 +31,17 @@ def test_score_job_end_to_end(raw_dir, store_config, tmp_path):
     assert "scored" in result.summary()
 
 
-def test_rerun_is_deterministic_and_history_idempotent(raw_dir, store_config, tmp_path):
-    out = tmp_path / "scores.csv"
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_rerun_is_byte_identical_and_history_idempotent(raw_dir, store_config, tmp_path, suffix):
+    out = tmp_path / f"scores{suffix}"
     run_score(raw_dir, AS_OF, "champion", out, store_config)
-    first = out.read_bytes()
+    first, first_rejects = out.read_bytes(), rejects_path(out).read_bytes()
     run_score(raw_dir, AS_OF, "champion", out, store_config)
     assert out.read_bytes() == first
+    assert rejects_path(out).read_bytes() == first_rejects
     history = ScoreHistory(store_config.paths.history_database()).read()
-    assert len(history) == len(pd.read_csv(out))
+    assert len(history) == len(read_frame(out))
+    assert not history.duplicated(["partner_id", "as_of"]).any()
 
 
 def test_smoothing_and_guardrails_use_history(raw_dir, store_config, tmp_path):
@@ -59,19 +64,39 @@ def test_smoothing_and_guardrails_use_history(raw_dir, store_config, tmp_path):
     assert b.loc[new, "score_previous"].isna().all()
 
 
-def test_quarantined_partners_are_rejects_not_dropped(raw_dir, store_config, tmp_path):
+def test_rejects_accounting_none_silently_dropped(raw_dir, store_config, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(raw_dir, raw)
     partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
     partners.loc[3, "signed_at"] = "someday"
+    partners.loc[5, "partner_name"] = ""  # a required value missing
+    partners.loc[7, "tier"] = "unobtainium"  # an unknown category is scored, not rejected
     partners.to_csv(raw / "partners.csv", index=False)
+    deals = pd.read_csv(raw / "deals.csv", dtype=str, keep_default_na=False)
+    deals.loc[0, "amount"] = "-5"  # a bad deal row: quarantined, its partner still scored
+    deals.to_csv(raw / "deals.csv", index=False)
     out = tmp_path / "scores.csv"
     result = run_score(raw, AS_OF, "champion", out, store_config)
-    rejects = pd.read_csv(rejects_path(out))
-    assert rejects["partner_id"].tolist() == [partners.loc[3, "partner_id"]]
-    assert "signed_at 'someday' is not a date" in rejects["reason"].iloc[0]
+    scores = read_frame(out)
+    rejects = read_frame(rejects_path(out))
+    assert list(rejects.columns) == ["partner_id", "as_of", "reason"]
+    bad = {partners.loc[3, "partner_id"], partners.loc[5, "partner_id"]}
+    assert set(rejects["partner_id"]) == bad
+    reasons = dict(zip(rejects["partner_id"], rejects["reason"], strict=True))
+    assert "signed_at 'someday' is not a date" in reasons[partners.loc[3, "partner_id"]]
+    assert "partner_name" in reasons[partners.loc[5, "partner_id"]]
+    assert partners.loc[7, "partner_id"] in set(scores["partner_id"])
+    # every input partner is scored, rejected or out of scope, exactly once
+    signed = pd.to_datetime(partners["signed_at"], errors="coerce")
+    later = set(partners.loc[signed >= pd.Timestamp(AS_OF), "partner_id"])
+    assert set(scores["partner_id"]).isdisjoint(later | bad)
+    assert set(scores["partner_id"]) | bad | later == set(partners["partner_id"])
     assert result.partners_input == len(partners)
     assert result.partners_input == result.scored + result.rejected + result.out_of_scope
+    assert result.out_of_scope == len(later)
+    assert deals.loc[0, "partner_id"] in set(scores["partner_id"]) | later
+    assert result.quarantined_rows["deals"] >= 1
+    assert "quarantined rows (scored without them): " in result.summary()
 
 
 def test_killed_write_leaves_no_partial_file(raw_dir, store_config, tmp_path, monkeypatch):
@@ -84,6 +109,75 @@ def test_killed_write_leaves_no_partial_file(raw_dir, store_config, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         run_score(raw_dir, AS_OF, "champion", out, store_config)
     assert list(tmp_path.glob("scores*")) == []
+    assert list(tmp_path.glob(".scores*")) == []
+    assert not ScoreHistory(store_config.paths.history_database()).exists()
+
+
+def test_failure_mid_write_keeps_the_previous_file(raw_dir, store_config, tmp_path, monkeypatch):
+    out = tmp_path / "scores.csv"
+    out.write_text("previous scores\n")
+    real = pd.DataFrame.to_csv
+
+    def half_then_die(frame, path, *args, **kwargs):
+        text = real(frame, None, *args, **kwargs)
+        with open(path, "w") as handle:  # the temporary file gets half of the rows
+            handle.write(text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_die)
+    with pytest.raises(OSError, match="disk full"):
+        run_score(raw_dir, AS_OF, "champion", out, store_config)
+    assert out.read_text() == "previous scores\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "data") == ["scores.csv"]
+
+
+def test_smoothing_window_and_guardrail_hand_computed(raw_dir, store_config, tmp_path):
+    cfg = store_config.model_copy(
+        update={"policy": PolicyConfig(smoothing_window=2, guardrail_threshold=3.0)}
+    )
+    dates = [pd.Timestamp(d).date() for d in ("2025-09-01", "2025-12-01", "2026-03-01")]
+    runs = []
+    for i, day in enumerate(dates):
+        run_score(raw_dir, day, "champion", tmp_path / f"s{i}.csv", cfg)
+        runs.append(read_frame(tmp_path / f"s{i}.csv").set_index("partner_id"))
+    s0, s1, s2 = runs
+    both = s0.index.intersection(s2.index)
+    assert len(both) > 50
+    # window 2: the newest score and the one before it, never the oldest
+    pd.testing.assert_series_equal(
+        s2.loc[both, "score_smoothed"],
+        (s1.loc[both, "score"] + s2.loc[both, "score"]) / 2,
+        check_names=False,
+    )
+    pd.testing.assert_series_equal(
+        s2.loc[both, "score_previous"], s1.loc[both, "score"], check_names=False
+    )
+    swing = (s2.loc[both, "score"] - s1.loc[both, "score"]).abs() > 3.0
+    assert swing.any() and (~swing).any()
+    assert (s2.loc[both, "guardrail_flag"] == swing).all()
+    # re-scoring an earlier date uses only what came before it
+    again = tmp_path / "again.csv"
+    run_score(raw_dir, dates[1], "champion", again, cfg)
+    assert again.read_bytes() == (tmp_path / "s1.csv").read_bytes()
+
+
+def test_playbook_override_and_bad_playbook(raw_dir, store_config, tmp_path):
+    book = tmp_path / "book.yaml"
+    quads = "\n".join(
+        f"  {q}:\n    label: Group {i}\n    title: Action {i}\n    detail: Do thing {i}."
+        for i, q in enumerate(QUADRANTS)
+    )
+    book.write_text(f"quadrants:\n{quads}\n")
+    policy = store_config.policy.model_copy(update={"playbook_path": str(book)})
+    cfg = store_config.model_copy(update={"policy": policy})
+    run_score(raw_dir, AS_OF, "champion", tmp_path / "s.csv", cfg)
+    scores = read_frame(tmp_path / "s.csv")
+    expected = scores["quadrant"].map({q: f"Action {i}" for i, q in enumerate(QUADRANTS)})
+    assert (scores["intervention"] == expected).all()
+    book.write_text(f"quadrants:\n{quads.replace('title: Action 1', 'titel: Action 1')}\n")
+    with pytest.raises(PartnerscoreError, match=r"book.yaml: quadrants.high_revenue_low_eng"):
+        run_score(raw_dir, AS_OF, "champion", tmp_path / "t.csv", cfg)
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_user_errors(raw_dir, store_config, tmp_path):

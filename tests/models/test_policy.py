@@ -1,0 +1,155 @@
+import numpy as np
+import pytest
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.models import policy
+from partnerscore.models.config import PolicyConfig
+
+REF = {
+    "revenue_quantiles": list(np.linspace(0, 1000, 101)),
+    "engagement_quantiles": list(np.linspace(0, 1, 101)),
+}
+
+
+def test_percentile_of_reference():
+    q = REF["revenue_quantiles"]
+    np.testing.assert_allclose(
+        policy.percentile_of([0, 500, 1000, 5000, -3, 255], q), [0, 0.5, 1, 1, 0, 0.255]
+    )
+    tied = [0.0] * 50 + list(np.linspace(0, 1, 51))
+    assert policy.percentile_of([0.0], tied)[0] == pytest.approx(
+        0.25
+    )  # middle of the tied run 0..50
+
+
+def test_composite_score_is_stable_across_batches():
+    cfg = PolicyConfig(revenue_weight=0.75)
+    rev, eng = np.array([1000.0, 0.0, 500.0, 250.0]), np.array([1.0, 0.0, 0.5, 0.9])
+    score, r, e = policy.composite_score(rev, eng, REF, cfg)
+    np.testing.assert_allclose(score, [100, 0, 50, 0.75 * 25 + 0.25 * 90])
+    np.testing.assert_allclose(r + e, score)
+    alone, _, _ = policy.composite_score(rev[3:], eng[3:], REF, cfg)
+    assert alone[0] == score[3]  # a partner's score does not depend on the batch
+
+
+def test_tiers_and_quadrants():
+    cfg = PolicyConfig()
+    tiers = policy.score_tier(np.array([100, 75, 74.9, 50, 10, 0]), cfg)
+    assert tiers.tolist() == ["A", "A", "B", "B", "D", "D"]
+    custom = PolicyConfig(tier_cutoffs={"top": 90.0, "rest": 10.0})
+    assert policy.score_tier(np.array([95.0, 50.0, 5.0]), custom).tolist() == [
+        "top",
+        "rest",
+        "rest",
+    ]
+    # high revenue: at or above the reference 75th percentile (750); engagement >= 0.5
+    quads = policy.quadrant(
+        np.array([750.0, 800.0, 749.0, 100.0]), np.array([0.5, 0.1, 0.9, 0.49]), REF, cfg
+    )
+    assert quads.tolist() == list(policy.QUADRANTS)
+
+
+def test_shipped_playbook_interventions_and_provisional():
+    cfg = PolicyConfig(min_observation_days=60)
+    prov = policy.is_provisional(np.array([30, 60, 400]), cfg)
+    assert prov.tolist() == [True, False, False]
+    label, title, detail = policy.interventions(
+        np.array(["high_revenue_low_engagement"] * 3, dtype=object), prov, cfg
+    )
+    assert label.tolist() == ["At-risk earners"] * 3
+    assert title.tolist()[1:] == ["Targeted coaching and accelerated training"] * 2
+    assert title[0] == "Complete onboarding first"
+    assert "coaching" in detail[1]
+
+
+def _playbook(path, quads=None, extra=""):
+    quads = quads or {q: (f"L{i}", f"T{i}", f"D{i}") for i, q in enumerate(policy.QUADRANTS)}
+    body = "\n".join(
+        f"  {q}:\n    label: {lab}\n    title: {t}\n    detail: {d}"
+        for q, (lab, t, d) in quads.items()
+    )
+    path.write_text(f"quadrants:\n{body}\n{extra}")
+    return PolicyConfig(playbook_path=str(path))
+
+
+def test_playbook_override(tmp_path):
+    cfg = _playbook(tmp_path / "book.yaml")
+    _, title, detail = policy.interventions(
+        np.array(["low_revenue_low_engagement", "high_revenue_high_engagement"], dtype=object),
+        np.array([True, False]),
+        cfg,
+    )
+    assert title.tolist() == ["T3", "T0"]  # no provisional entry: the quadrant action applies
+    assert detail.tolist() == ["D3", "D0"]
+    cfg = _playbook(
+        tmp_path / "book.yaml", extra="provisional:\n  title: Wait\n  detail: Too early.\n"
+    )
+    _, title, _ = policy.interventions(np.array(["low_revenue_low_engagement"]), [True], cfg)
+    assert title.tolist() == ["Wait"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda q: q.update({"low_revenue_high_engagement": ("L", "", "D")}),
+            r"book.yaml: quadrants.low_revenue_high_engagement: missing or empty key 'title'",
+        ),
+        (
+            lambda q: q.pop("high_revenue_low_engagement"),
+            r"book.yaml: missing key 'quadrants.high_revenue_low_engagement'",
+        ),
+        (
+            lambda q: q.update({"high_revenue_medium_engagement": ("L", "T", "D")}),
+            r"book.yaml: unknown quadrant 'quadrants.high_revenue_medium_engagement'",
+        ),
+    ],
+)
+def test_bad_playbook_names_file_and_key(tmp_path, mutate, message):
+    quads = {q: ("L", "T", "D") for q in policy.QUADRANTS}
+    mutate(quads)
+    cfg = _playbook(tmp_path / "book.yaml", quads)
+    with pytest.raises(PartnerscoreError, match=message):
+        policy.load_playbook(cfg)
+
+
+def test_playbook_errors_are_one_line(tmp_path):
+    cfg = _playbook(tmp_path / "book.yaml", extra="provisonal:\n  title: x\n  detail: y\n")
+    with pytest.raises(PartnerscoreError, match="book.yaml: unknown key 'provisonal'") as err:
+        policy.load_playbook(cfg)
+    assert "\n" not in str(err.value)
+    cfg = _playbook(tmp_path / "book.yaml", extra="provisional:\n  title: x\n  detial: y\n")
+    with pytest.raises(PartnerscoreError, match="provisional: missing or empty key 'detail'"):
+        policy.load_playbook(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("quadrants:\n  a: [unclosed\n")
+    with pytest.raises(PartnerscoreError, match=r"bad.yaml: line \d+ not valid YAML"):
+        policy.load_playbook(PolicyConfig(playbook_path=str(bad)))
+    with pytest.raises(PartnerscoreError, match="none.yaml: playbook file not found"):
+        policy.load_playbook(PolicyConfig(playbook_path=str(tmp_path / "none.yaml")))
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(PartnerscoreError, match="list.yaml: missing key 'quadrants'"):
+        policy.load_playbook(PolicyConfig(playbook_path=str(tmp_path / "list.yaml")))
+
+
+def test_smoothing_and_guardrail_hand_computed():
+    cfg = PolicyConfig(smoothing_window=3, guardrail_threshold=20)
+    assert policy.smooth_and_guard(50.0, [], cfg) == (50.0, None, False)
+    smoothed, prev, flag = policy.smooth_and_guard(90.0, [10.0, 40.0, 60.0], cfg)
+    assert smoothed == pytest.approx((40 + 60 + 90) / 3)
+    assert prev == 60.0 and flag is True  # |90 - 60| = 30 > 20
+    assert policy.smooth_and_guard(80.0, [60.0], cfg) == (70.0, 60.0, False)  # exactly 20: no
+    one = PolicyConfig(smoothing_window=1)
+    assert policy.smooth_and_guard(75.0, [10.0], one) == (75.0, 10.0, True)
+
+
+def test_smoothing_batch():
+    cfg = PolicyConfig(smoothing_window=2, guardrail_threshold=10)
+    smoothed, prev, flags = policy.smooth_and_guard_batch(
+        ["a", "b", "c"], np.array([50.0, 30.0, 10.0]), {"a": [20.0, 40.0], "c": [5.0]}, cfg
+    )
+    np.testing.assert_allclose(smoothed, [45.0, 30.0, 7.5])
+    np.testing.assert_allclose(prev, [40.0, np.nan, 5.0])
+    assert flags.tolist() == [False, False, False]
+    _, _, flags = policy.smooth_and_guard_batch(["a"], np.array([51.0]), {"a": [40.0]}, cfg)
+    assert flags.tolist() == [True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 from pydantic import Field, field_validator
 
 from partnerscore.features.core import FrozenConfig
@@ -58,3 +59,26 @@ class BuildConfig(FrozenConfig):
         if not value or any(a < 0 for a in value):
             raise ValueError("ages must be a non-empty list of non-negative day counts")
         return tuple(sorted(set(value)))
+
+
+class ValidateConfig(FrozenConfig):
+    """Plausibility rules applied while validating raw tables.
+
+    Attributes:
+        reference_date: The data's "today": observed events dated after it (plus the tolerance)
+            are implausible and quarantined. Default: the current UTC date when validating.
+        future_tolerance_days: Days after ``reference_date`` still accepted (clock skew, time
+            zones, late loads).
+    """
+
+    reference_date: date | None = None
+    future_tolerance_days: int = Field(default=1, ge=0)
+
+    def latest_plausible(self) -> pd.Timestamp:
+        """The latest accepted timestamp of an observed event (exclusive bound)."""
+        ref = (
+            pd.Timestamp(self.reference_date)
+            if self.reference_date is not None
+            else pd.Timestamp.now(tz="UTC").tz_convert(None).normalize()
+        )
+        return ref + pd.Timedelta(days=1 + self.future_tolerance_days)

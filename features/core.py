@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 FRAME_SUFFIXES = (".csv", ".parquet")
+TEXT_ID_COLUMNS = ("partner_id", "deal_id", "lead_id", "activity_id", "commitment_id", "course_id")
+"""Id columns read as text from CSV outputs, whatever they look like."""
 
 
 class PartnerscoreError(Exception):
@@ -71,57 +76,219 @@ def frame_format(path: str | Path) -> str:
     return suffix.lstrip(".")
 
 
-def write_frame_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection)."""
+STALE_TMP_SECONDS = 15 * 60
+"""A ``.<name>.*.tmp`` file older than this is a leftover of a killed job and is removed."""
+
+
+def _neutralise(text: pd.Series) -> pd.Series:
+    """Prefix ``'`` to cells a spreadsheet would run as formulas (and to already-quoted ones).
+
+    A cell starting with ``= + - @``, tab or CR gets a leading apostrophe; so does a cell that
+    already starts with apostrophes followed by such a character, so :func:`_restore` can undo
+    exactly one level and every value round-trips.
+    """
+    s = text.astype("str")
+    bare = s.str.lstrip("'")
+    risky = bare.str[:1].isin(FORMULA_TRIGGERS) & bare.str.len().gt(0)
+    return s.where(~risky.fillna(False) | text.isna(), "'" + s)
+
+
+def _restore(text: pd.Series) -> pd.Series:
+    """Undo :func:`_neutralise` on a column read back from a CSV written by partnerscore."""
+    s = text.astype("str")
+    escaped = s.str.startswith("'") & s.str.lstrip("'").str[:1].isin(FORMULA_TRIGGERS)
+    return s.where(~escaped.fillna(False), s.str[1:])
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells cannot run as spreadsheet formulas (see README)."""
+    out = frame.copy()
+    for name in out.columns:
+        col = out[name]
+        if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+            out[name] = _neutralise(col).where(col.notna(), None)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove this target's temporary files left by a killed job (older than a grace period)."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                tmp.unlink()
+        except OSError:
+            continue
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
+
+
+def _stage(path: Path, write: Callable[[str], None]) -> Path:
+    """Write to a new temporary file beside ``path`` (mode 0666 less the umask); return it.
+
+    Stale temporaries of the same target are cleaned first, and OS errors (read-only folder,
+    disk full, target is a folder) become one-line :class:`PartnerscoreError` naming the path.
+    """
+    try:
+        if path.is_dir():
+            raise PartnerscoreError(f"{path}: is a folder, expected a file path")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    os.close(fd)
+    try:
+        os.chmod(tmp_name, 0o666 & ~_umask())
+        write(tmp_name)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return Path(tmp_name)
+
+
+def _publish(tmp: Path, path: Path) -> Path:
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    return path
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """Write via a temporary file in the target folder, then rename over the target."""
+    return _publish(_stage(path, write), path)
+
+
+def _frame_writer(frame: pd.DataFrame, path: Path, safe_csv: bool) -> Callable[[str], None]:
+    if frame_format(path) == "csv":
+        data = spreadsheet_safe(frame) if safe_csv else frame
+        return lambda name: data.to_csv(name, index=False)
+    return lambda name: frame.to_parquet(name, index=False)
+
+
+@contextmanager
+def staged_frames(frames: list[tuple[pd.DataFrame, str | Path]]) -> Iterator[list[Path]]:
+    """Write frames to temporaries, run the block, then publish them all (or none).
+
+    For outputs that must stay consistent with a database write: the block records the batch
+    elsewhere (e.g. the score history); if it raises, no file is published and the previous
+    files stay as they were.
+
+    Yields:
+        The destination paths.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for frame, path in frames:
+            path = Path(path)
+            staged.append((_stage(path, _frame_writer(frame, path, True)), path))
+        yield [path for _, path in staged]
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        _publish(tmp, path)
+
+
+def write_frame_atomic(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> Path:
     """Write a frame as CSV or Parquet (by suffix) so that readers never see a partial file.
 
     The frame is written to a temporary file in the target folder and renamed over the target,
-    so a killed job leaves either the old file or the new one, never half of one.
+    so a killed job leaves either the old file or the new one, never half of one. CSV text
+    cells that a spreadsheet would run as formulas are neutralised with a leading ``'``
+    (``safe_csv``; :func:`read_frame` undoes it); Parquet is written verbatim.
 
     Args:
         frame: Data to write.
         path: Destination ending in ``.csv`` or ``.parquet``.
+        safe_csv: Neutralise formula cells in CSV output (off only for raw input tables).
 
     Returns:
         The destination path.
     """
     path = Path(path)
-    fmt = frame_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if fmt == "csv":
-            frame.to_csv(tmp_name, index=False)
-        else:
-            frame.to_parquet(tmp_name, index=False)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic(path, _frame_writer(frame, path, safe_csv))
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:
     """Write text (UTF-8) atomically: temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+
+    def write(name: str) -> None:
+        with open(name, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+
+    return _atomic(Path(path), write)
 
 
-def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file written by partnerscore (not for raw contract tables)."""
+def read_text_file(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's contents, or a one-line error naming it (missing, folder, encoding).
+
+    Args:
+        path: The file.
+        what: What the file is, for messages ("config file", "playbook file").
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PartnerscoreError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise PartnerscoreError(f"{path}: is a folder, expected a {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise PartnerscoreError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+
+
+def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file written by partnerscore (not for raw contract tables).
+
+    Ids stay text (``000123`` is not ``123``) and neutralised CSV cells are restored.
+
+    Args:
+        path: The file.
+        text: Which other CSV columns to keep as text whatever they look like.
+
+    Raises:
+        PartnerscoreError: The file is missing, empty, a folder or not readable as its type.
+    """
     path = Path(path)
     if not path.exists():
         raise PartnerscoreError(f"{path}: file not found")
-    if frame_format(path) == "csv":
-        # only empty cells are missing: "NA" is a region, "null" a name
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    return pd.read_parquet(path)
+    if path.is_dir():
+        raise PartnerscoreError(f"{path}: is a folder, expected a file")
+    try:
+        if path.stat().st_size == 0:
+            raise PartnerscoreError(f"{path}: empty file")
+        if frame_format(path) == "csv":
+            # only empty cells are missing: "NA" is a region, "null" a name; ids are text
+            header = pd.read_csv(path, nrows=0).columns
+            as_text = {c: "str" for c in header if c in TEXT_ID_COLUMNS or (text and text(c))}
+            frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=as_text)
+            for name in frame.columns:
+                if pd.api.types.is_string_dtype(frame[name].dtype) or frame[name].dtype == object:
+                    frame[name] = _restore(frame[name]).where(frame[name].notna(), None)
+            return frame
+        return pd.read_parquet(path)
+    except PartnerscoreError:
+        raise
+    except Exception as exc:  # parser/arrow/OS errors: one line for the user
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise PartnerscoreError(f"{path}: cannot read file: {first}") from exc

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, money, to_seconds
-from partnerscore.features.config import BuildConfig
+from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
     PartnerscoreError,
     write_frame_atomic,
@@ -299,13 +299,20 @@ class BuildResult:
         return "\n".join(lines)
 
 
-def run_build(raw_dir: str | Path, out_dir: str | Path, config: BuildConfig) -> BuildResult:
+def run_build(
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    config: BuildConfig,
+    *,
+    validation: ValidateConfig | None = None,
+) -> BuildResult:
     """The ``partnerscore build`` job: validate, build the training set, write it with a manifest.
 
     Args:
         raw_dir: Folder of raw contract tables.
         out_dir: Output folder.
         config: Build settings.
+        validation: Plausibility rules for the raw tables.
 
     Returns:
         Paths and counts.
@@ -314,7 +321,7 @@ def run_build(raw_dir: str | Path, out_dir: str | Path, config: BuildConfig) -> 
 
     started = time.perf_counter()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    raw = load_raw(raw_dir, out_dir / "quarantine")
+    raw = load_raw(raw_dir, out_dir / "quarantine", config=validation)
     training = build_training_set(raw, config)
     files = {"training_set": write_frame_atomic(training, out_dir / "training_set.parquet")}
     truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)

@@ -707,7 +707,7 @@ def write_tables(
             dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
             frame = frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c in dates})
         (out / f"{name}.{'parquet' if fmt == 'csv' else 'csv'}").unlink(missing_ok=True)
-        paths[name] = write_frame_atomic(frame, path)
+        paths[name] = write_frame_atomic(frame, path, safe_csv=False)
     return paths
 
 

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from partnerscore.features.config import ValidateConfig
 from partnerscore.features.contract import (
     BOOLEAN_FALSE,
     BOOLEAN_TRUE,
@@ -50,6 +51,25 @@ class TableReport:
     valid_rows: int
     quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
+    physical_lines: int | None = None
+    multiline_records: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def lines_note(self) -> str | None:
+        """A line saying which records span several physical lines (CSV only), or None."""
+        if self.physical_lines is None or self.physical_lines <= self.input_rows + 1:
+            return None
+        where = ", ".join(f"row {r} (lines {a}-{b})" for r, a, b in self.multiline_records[:5])
+        more = len(self.multiline_records) - 5
+        where += f" and {more} more" if more > 0 else ""
+        return (
+            f"{self.file.name}: {self.physical_lines:,} physical lines hold "
+            f"{self.input_rows:,} records + header"
+            + (
+                f"; spanning several lines: {where} (quoted line breaks, or a stray quote)"
+                if where
+                else "; blank lines skipped"
+            )
+        )
 
 
 @dataclass
@@ -81,6 +101,7 @@ class ValidationReport:
             lines.append(
                 f"optional tables absent (their features are skipped): {', '.join(absent)}"
             )
+        lines += [note for t in self.tables.values() if (note := t.lines_note())]
         if self.ignored:
             lines.append(f"ignored files: {', '.join(self.ignored)}")
         if self.quarantined_total and self.quarantine_dir is not None:
@@ -179,7 +200,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_arrow(path: Path) -> pa.Table:
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:  # dangling symlink, symlink loop, permissions
+        raise PartnerscoreError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
         raise PartnerscoreError(f"{path}: empty file")
     if path.suffix.lower() == ".parquet":
         try:
@@ -262,6 +287,48 @@ class _Source:
 def _pretty(text: pa.ChunkedArray) -> pa.ChunkedArray:
     """Arrow writes timestamps with '.000000': drop an all-zero fraction."""
     return pc.replace_substring_regex(text, pattern=r"(\d\d:\d\d:\d\d)\.0+$", replacement=r"\1")
+
+
+def _physical_lines(path: Path) -> int:
+    """Number of physical lines of a text file (a last line without newline counts)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def record_lines(path: Path, records: int) -> tuple[int, np.ndarray | None]:
+    """Physical line count of a CSV file and, when records span lines, each record's lines.
+
+    Every data record normally sits on one physical line. When the file has more lines than
+    records + header, some records hold quoted line breaks (fine) or a stray quote merged
+    lines (a data problem); the (first, last) 1-based line numbers of every data record tell
+    which. Blank lines are skipped like the reader does. Returns ``(lines, None)`` when every
+    record is one line, or when Python's csv reader and Arrow disagree on the record count.
+    """
+    lines = _physical_lines(path)
+    if lines <= records + 1:
+        return lines, None
+    spans = np.zeros((records, 2), dtype=np.int64)
+    i = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            before = reader.line_num
+            for row in reader:
+                after = reader.line_num
+                if row and any(row):
+                    if i >= records:
+                        return lines, None
+                    spans[i] = (before + 1, after)
+                    i += 1
+                before = after
+    except (csv.Error, UnicodeDecodeError):  # Arrow read it: its records stand
+        return lines, None
+    return lines, (spans if i == records else None)
 
 
 def _read(path: Path) -> tuple[dict[str, _Source], int]:
@@ -360,8 +427,15 @@ def _mask(values: pa.ChunkedArray) -> np.ndarray:
     return values.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
-def _parse(col: Column, src: _Source, check: _Checker) -> np.ndarray | pa.ChunkedArray:
-    """Typed values of one column (numpy, or arrow strings); problems go to ``check``."""
+def _parse(
+    col: Column, src: _Source, check: _Checker, latest: np.datetime64 | None = None
+) -> np.ndarray | pa.ChunkedArray:
+    """Typed values of one column (numpy, or arrow strings); problems go to ``check``.
+
+    ``latest`` (exclusive) bounds observed event dates: an event dated after the data's
+    reference date plus the tolerance has not happened yet, and would otherwise be counted as
+    history by any later as_of.
+    """
     present = src.present
     name = col.name
     if col.kind == "date":
@@ -376,6 +450,14 @@ def _parse(col: Column, src: _Source, check: _Checker) -> np.ndarray | pa.Chunke
             _said(name, src, f" outside years {FIRST_DATE.year}-{END_DATE.year - 1}"),
             f"{name} out of range",
         )
+        if latest is not None and col.observed:
+            future = ~missing & ~outside & (naive >= latest)
+            shown = pd.Timestamp(latest - np.timedelta64(1, "s")).strftime("%Y-%m-%d")
+            check.add(
+                future,
+                _said(name, src, f" after the latest plausible date {shown}"),
+                f"{name} in the future",
+            )
         value = np.where(outside, np.datetime64("NaT"), naive).astype("datetime64[ns]")
     elif col.kind == "float":
         vals = _to_numbers(src)
@@ -430,6 +512,8 @@ def _validate_table(
     n: int,
     path: Path,
     partners: pd.DataFrame | None,
+    latest: np.datetime64 | None = None,
+    spans: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
     for col in spec.columns:
         if col.required and col.name not in sources:
@@ -437,7 +521,9 @@ def _validate_table(
     if spec.required and n == 0:
         raise PartnerscoreError(f"{path}: no data rows")
     check = _Checker(n)
-    typed = {c.name: _parse(c, sources[c.name], check) for c in spec.columns if c.name in sources}
+    typed = {
+        c.name: _parse(c, sources[c.name], check, latest) for c in spec.columns if c.name in sources
+    }
 
     if spec.name == "deals":
         status = sources["status"]
@@ -519,8 +605,23 @@ def _validate_table(
     bad = check.bad
     bad_pos = np.flatnonzero(bad)
     reasons, codes = check.reasons(bad_pos)
+    if spans is not None and bad_pos.size:
+        first, last = spans[bad_pos, 0], spans[bad_pos, 1]
+        multi = last > first
+        if multi.any():
+            note = (
+                "; record spans lines "
+                + first[multi].astype(str).astype(object)
+                + "-"
+                + last[multi].astype(str).astype(object)
+                + " (a stray quote?)"
+            )
+            reasons[multi] = reasons[multi] + note
     quarantine = pd.DataFrame(
-        {name: pd.Series(src.text(bad_pos), dtype="str") for name, src in sources.items()},
+        {
+            quarantine_column(name, sources): pd.Series(src.text(bad_pos), dtype="str")
+            for name, src in sources.items()
+        },
         index=pd.RangeIndex(bad_pos.size),
     )
     quarantine["_row"] = bad_pos + 1
@@ -539,6 +640,18 @@ def _validate_table(
             columns[col.name] = pd.Series(value[keep])
     clean = pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())))
     return clean, quarantine, codes
+
+
+QUARANTINE_COLUMNS = ("_row", "reason")
+"""Columns every quarantine file adds; an input column of the same name is renamed."""
+
+
+def quarantine_column(name: str, sources: dict) -> str:
+    """Name of an input column in the quarantine file: reserved names get ``_input`` appended."""
+    out = name
+    while out in QUARANTINE_COLUMNS or (out != name and out in sources):
+        out += "_input"
+    return out
 
 
 def _empty(col: Column, n: int) -> pd.Series:
@@ -565,7 +678,11 @@ def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
 
 
 def load_raw(
-    raw_dir: str | Path, quarantine_dir: str | Path | None = None, *, write_quarantine: bool = True
+    raw_dir: str | Path,
+    quarantine_dir: str | Path | None = None,
+    *,
+    write_quarantine: bool = True,
+    config: ValidateConfig | None = None,
 ) -> RawData:
     """Validate every contract table in ``raw_dir`` and return the clean typed frames.
 
@@ -573,6 +690,7 @@ def load_raw(
         raw_dir: Folder with one ``<table>.csv`` or ``<table>.parquet`` per table.
         quarantine_dir: Where ``<table>.csv`` quarantine files go (default ``raw_dir/quarantine``).
         write_quarantine: Write (and clear stale) quarantine files.
+        config: Plausibility rules (default: events after today + 1 day are quarantined).
 
     Returns:
         Clean tables, counts, fingerprints, data end and the quarantined rows.
@@ -586,6 +704,7 @@ def load_raw(
     report = ValidationReport(
         raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir if write_quarantine else None
     )
+    latest = (config or ValidateConfig()).latest_plausible().to_datetime64()
     tables: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, pd.DataFrame] = {}
     for name, spec in TABLES.items():  # partners first: the others reference it
@@ -593,7 +712,12 @@ def load_raw(
             continue
         path = files[name]
         sources, n_rows = _read(path)
-        clean, bad, codes = _validate_table(spec, sources, n_rows, path, tables.get("partners"))
+        lines, spans = (None, None)
+        if path.suffix.lower() == ".csv":
+            lines, spans = record_lines(path, n_rows)
+        clean, bad, codes = _validate_table(
+            spec, sources, n_rows, path, tables.get("partners"), latest, spans
+        )
         tables[name] = clean
         quarantine[name] = bad
         report.tables[name] = TableReport(
@@ -602,6 +726,10 @@ def load_raw(
             valid_rows=len(clean),
             quarantined=len(bad),
             reasons=dict(codes),
+            physical_lines=lines,
+            multiline_records=[]
+            if spans is None
+            else [(i + 1, int(a), int(b)) for i, (a, b) in enumerate(spans.tolist()) if b > a],
         )
         if name == "partners" and clean.empty:
             if write_quarantine:
@@ -630,6 +758,6 @@ def check_schemas(raw: RawData) -> None:
         schema(name).validate(frame, lazy=True)
 
 
-def run_validate(raw_dir: str | Path) -> ValidationReport:
+def run_validate(raw_dir: str | Path, config: ValidateConfig | None = None) -> ValidationReport:
     """The ``partnerscore validate`` job: quarantine to ``raw_dir/quarantine``, return counts."""
-    return load_raw(raw_dir).report
+    return load_raw(raw_dir, config=config).report

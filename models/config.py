@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from partnerscore.features.core import FrozenConfig
 
@@ -53,3 +53,15 @@ class PolicyConfig(FrozenConfig):
     guardrail_threshold: float = Field(default=20.0, gt=0)
     playbook_path: str | None = None
     top_drivers: int = Field(default=3, ge=1)
+
+    @field_validator("tier_cutoffs")
+    @classmethod
+    def _tiers(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("needs at least one tier, e.g. {'A': 75, 'B': 50, 'C': 25, 'D': 0}")
+        for name, bound in value.items():
+            if not str(name).strip():
+                raise ValueError("tier names must not be empty")
+            if not 0 <= bound <= 100:
+                raise ValueError(f"tier '{name}': lower bound {bound} is outside 0-100")
+        return value

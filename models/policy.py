@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, read_text_file
 from partnerscore.models.config import PolicyConfig
 
 QUADRANTS = (
@@ -106,11 +106,8 @@ def _load_playbook(path: str | None) -> dict:
         text = SHIPPED_PLAYBOOK.read_text(encoding="utf-8")
         source = "playbook.yaml (shipped)"
     else:
-        file = Path(path)
-        if not file.exists():
-            raise PartnerscoreError(f"{file}: playbook file not found")
-        text = file.read_text(encoding="utf-8")
-        source = str(file)
+        text = read_text_file(path, "playbook file")
+        source = str(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

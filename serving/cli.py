@@ -53,6 +53,29 @@ def _config(path: Path | None):
     return load_config(path)
 
 
+def _updated(cfg, options: dict[str, tuple[str, object]]):
+    """``cfg`` with command-line values applied; invalid ones name their option in one line.
+
+    Args:
+        cfg: A frozen config model.
+        options: Field name -> (option name, value); ``None`` values are left out.
+    """
+    from pydantic import ValidationError
+
+    update = {field: value for field, (_, value) in options.items() if value is not None}
+    try:
+        return type(cfg).model_validate({**cfg.model_dump(), **update})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        option = options.get(field, (field,))[0]
+        shown = update.get(field, "")
+        if isinstance(shown, tuple):
+            shown = ",".join(str(v) for v in shown)
+        message = err["msg"].removeprefix("Value error, ")
+        raise PartnerscoreError(f"{option} {shown}: {message}") from exc
+
+
 def _parse_ages(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -82,10 +105,14 @@ def simulate(
     config: ConfigOption = None,
 ) -> None:
     """Write a seeded synthetic partner program (every contract table plus `truth`)."""
-    cfg = _config(config).simulate
-    overrides = {"partners": partners, "seed": seed, "event_scale": event_scale}
-    cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    cfg = type(cfg).model_validate(cfg.model_dump())
+    cfg = _updated(
+        _config(config).simulate,
+        {
+            "partners": ("--partners", partners),
+            "seed": ("--seed", seed),
+            "event_scale": ("--event-scale", event_scale),
+        },
+    )
     from partnerscore.features.simulate import run_simulate
 
     typer.echo(run_simulate(cfg, out, fmt=fmt).summary())
@@ -94,11 +121,12 @@ def simulate(
 @app.command()
 def validate(
     raw: Annotated[Path, typer.Argument(help="Folder with one CSV/Parquet file per table.")],
+    config: ConfigOption = None,
 ) -> None:
     """Check every raw table against the contract; bad rows go to RAW/quarantine/<table>.csv."""
     from partnerscore.features.validate import run_validate
 
-    typer.echo(run_validate(raw).summary())
+    typer.echo(run_validate(raw, _config(config).validation).summary())
 
 
 @app.command()
@@ -107,17 +135,28 @@ def build(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/features"),
     ages: Annotated[str | None, typer.Option(help="Onboarding ages, e.g. 30,60,90,180.")] = None,
     horizon: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
+    data_end: Annotated[
+        str | None, typer.Option(help="Last day with complete data (default: newest event).")
+    ] = None,
+    engagement_period: Annotated[
+        int | None, typer.Option(help="Days per engagement period of the horizon.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Build the stacked point-in-time training set (features before as_of, labels after)."""
-    cfg = _config(config).build
-    update = {"ages": _parse_ages(ages), "horizon_days": horizon}
-    cfg = type(cfg).model_validate(
-        {**cfg.model_dump(), **{k: v for k, v in update.items() if v is not None}}
+    app_cfg = _config(config)
+    cfg = _updated(
+        app_cfg.build,
+        {
+            "ages": ("--ages", _parse_ages(ages)),
+            "horizon_days": ("--horizon", horizon),
+            "data_end": ("--data-end", _parse_date(data_end, "--data-end")),
+            "engagement_period_days": ("--engagement-period", engagement_period),
+        },
     )
     from partnerscore.features.pipeline import run_build
 
-    typer.echo(run_build(raw, out, cfg).summary())
+    typer.echo(run_build(raw, out, cfg, validation=app_cfg.validation).summary())
 
 
 @app.command()
@@ -140,9 +179,7 @@ def train(
 ) -> None:
     """Train both heads and the baselines, log to MLflow, register a `challenger` version."""
     app_cfg = _config(config)
-    tcfg = app_cfg.train
-    if trials is not None:
-        tcfg = type(tcfg).model_validate({**tcfg.model_dump(), "trials": trials})
+    tcfg = _updated(app_cfg.train, {"trials": ("--trials", trials)})
     from partnerscore.training.train import run_train
 
     result = run_train(
@@ -200,13 +237,22 @@ def score(
     out: Annotated[Path, typer.Option(help="Scores file (.csv or .parquet).")] = Path(
         "data/scores/scores.parquet"
     ),
+    allow_local_model: Annotated[
+        bool,
+        typer.Option(
+            help="Accept a model folder outside the registry (it is unpickled: trusted only)."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF, with drivers, tiers and interventions."""
     as_of_date = _parse_date(as_of, "--as-of")
     from partnerscore.serving.score import run_score
 
-    typer.echo(run_score(raw, as_of_date, model, out, _config(config)).summary())
+    result = run_score(
+        raw, as_of_date, model, out, _config(config), allow_local_model=allow_local_model
+    )
+    typer.echo(result.summary())
 
 
 @app.command()
@@ -238,6 +284,27 @@ def demo(
     typer.echo(run_demo(workdir, _config(config), partners=partners, trials=trials).summary())
 
 
+def _is_click_error(exc: BaseException) -> bool:
+    """Click's exceptions, whichever click raised them (typer bundles its own copy)."""
+    import click
+
+    bundled = getattr(typer, "_click", None)
+    kinds = [click.ClickException]
+    if bundled is not None:
+        kinds.append(bundled.exceptions.ClickException)
+    return isinstance(exc, tuple(kinds))
+
+
+def _usage_error(exc) -> int:
+    """The usage line, then one ``error:`` line; exit 2 for usage errors."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        typer.echo(ctx.get_usage(), err=True)
+    message = " ".join(exc.format_message().split())
+    typer.echo(f"error: {message}", err=True)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point.
 
@@ -260,11 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        if _is_click_error(exc):
+            return _usage_error(exc)
         if os.environ.get("PARTNERSCORE_DEBUG"):
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""

@@ -6,10 +6,15 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator
 
-from partnerscore.features.config import BuildConfig, SimulateConfig
-from partnerscore.features.core import FrozenConfig, PartnerscoreError, stable_hash
+from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
+from partnerscore.features.core import (
+    FrozenConfig,
+    PartnerscoreError,
+    read_text_file,
+    stable_hash,
+)
 from partnerscore.models.config import PolicyConfig
 from partnerscore.training.config import TrainConfig
 
@@ -26,6 +31,22 @@ class PathsConfig(FrozenConfig):
     data_dir: str = "data"
     mlflow_dir: str = "data/mlflow"
     history_url: str | None = None
+
+    @field_validator("history_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import sqlalchemy as sa
+
+        try:
+            sa.engine.make_url(value).get_dialect()
+        except Exception as exc:  # ArgumentError, NoSuchModuleError
+            scheme = value.split(":", 1)[0]
+            raise ValueError(
+                f"unknown database URL scheme '{scheme}' (use sqlite:///FILE or postgresql://...)"
+            ) from exc
+        return value
 
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI if set, else the local SQLite store under ``mlflow_dir``."""
@@ -46,12 +67,25 @@ class PathsConfig(FrozenConfig):
         return f"sqlite:///{(Path(self.data_dir) / 'scores' / 'history.sqlite').resolve()}"
 
 
+class ScoreConfig(FrozenConfig):
+    """Batch-scoring guards.
+
+    Attributes:
+        as_of_tolerance_days: Refuse an as_of more than this many days after the newest event
+            in the raw data (scores would describe a present the data does not cover).
+    """
+
+    as_of_tolerance_days: int = Field(default=45, ge=0)
+
+
 class AppConfig(FrozenConfig):
     """Everything configurable, with shipped defaults."""
 
     paths: PathsConfig = PathsConfig()
     simulate: SimulateConfig = SimulateConfig()
+    validation: ValidateConfig = ValidateConfig()
     build: BuildConfig = BuildConfig()
+    score: ScoreConfig = ScoreConfig()
     train: TrainConfig = TrainConfig()
     policy: PolicyConfig = PolicyConfig()
 
@@ -75,9 +109,7 @@ def load_config(path: str | Path | None = None) -> AppConfig:
     if path is None:
         return AppConfig()
     path = Path(path)
-    if not path.exists():
-        raise PartnerscoreError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "config file")
     try:
         suffix = path.suffix.lower()
         if suffix == ".json":

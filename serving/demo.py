@@ -130,12 +130,12 @@ def run_demo(
     )
     step(
         "validate",
-        lambda: run_validate(raw),
+        lambda: run_validate(raw, cfg.validation),
         lambda r: f"{r.quarantined_total:,} rows quarantined",
     )
     step(
         "build",
-        lambda: run_build(raw, features, cfg.build),
+        lambda: run_build(raw, features, cfg.build, validation=cfg.validation),
         lambda r: f"{r.rows:,} snapshots x {r.features} features",
     )
     trained = step(

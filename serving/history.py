@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+
+from partnerscore.features.core import PartnerscoreError
 
 CORE = {
     "partner_id": sa.String(200),
@@ -71,6 +75,18 @@ class ScoreHistory:
             sa.UniqueConstraint(*KEY, name="uq_score_history_key"),
         )
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database problems (locked, unreachable, read-only) as one line naming the store."""
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
+            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+            raise PartnerscoreError(f"score history {shown}: {detail}") from exc
+        except OSError as exc:
+            raise PartnerscoreError(f"score history {self.url}: {exc.strerror or exc}") from exc
+
     @property
     def engine(self) -> sa.Engine:
         """The engine, created lazily (nothing touches the database before first use)."""
@@ -123,7 +139,7 @@ class ScoreHistory:
             {name: _clean(value) for name, value in rec.items()} for rec in core.to_dict("records")
         ]
         t = self.table
-        with self.engine.begin() as conn:
+        with self._errors(), self.engine.begin() as conn:
             for (as_of_value, version), group in core.groupby(["as_of", "model_version"]):
                 ids = group["partner_id"].tolist()
                 for start in range(0, len(ids), 500):
@@ -145,7 +161,7 @@ class ScoreHistory:
         if before is not None:
             query = query.where(t.c.as_of < _as_of_text([before])[0])
         frames = []
-        with self.engine.connect() as conn:
+        with self._errors(), self.engine.connect() as conn:
             if partner_ids is None:
                 frames.append(pd.DataFrame(conn.execute(query).mappings().all()))
             else:

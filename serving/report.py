@@ -23,7 +23,6 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
     PartnerscoreError,
-    frame_format,
     read_frame,
     write_text_atomic,
 )
@@ -378,20 +377,7 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         PartnerscoreError: Missing or unreadable file, missing columns, or no rows.
     """
     path = Path(path)
-    if not path.exists():
-        raise PartnerscoreError(f"{path}: file not found")
-    try:
-        if frame_format(path) == "csv":
-            header = pd.read_csv(path, nrows=0).columns
-            text = {c: "str" for c in header if c in TEXT_COLUMNS or c.startswith("driver_")}
-            frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
-        else:
-            frame = read_frame(path)
-    except PartnerscoreError:
-        raise
-    except Exception as exc:  # parser errors of pandas / pyarrow
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise PartnerscoreError(f"{path}: cannot read scores: {first}") from exc
+    frame = read_frame(path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_"))
     for col in REQUIRED:
         if col not in frame.columns:
             raise PartnerscoreError(

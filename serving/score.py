@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, frame_format, write_frame_atomic
+from partnerscore.features.core import PartnerscoreError, frame_format, staged_frames
 from partnerscore.features.pipeline import build_scoring_frame
 from partnerscore.features.validate import load_raw
 from partnerscore.models.policy import smooth_and_guard_batch
@@ -69,6 +69,7 @@ class ScoreResult:
     partners_input: int
     guardrail_flags: int = 0
     provisional: int = 0
+    duplicates: int = 0
     seconds: float = 0.0
     tiers: dict[str, int] = field(default_factory=dict)
     quarantined_rows: dict[str, int] = field(default_factory=dict)
@@ -80,8 +81,11 @@ class ScoreResult:
         lines = [
             f"scored {self.scored:,} partners as of {self.as_of} with {self.model_uri} "
             f"(version {self.model_version or '-'}) in {self.seconds:.1f} s",
-            f"  partners in input {self.partners_input:,} = scored {self.scored:,} + "
-            f"rejected {self.rejected:,} + signed on/after as_of {self.out_of_scope:,}",
+            f"  partner rows in input {self.partners_input:,} = scored {self.scored:,} + "
+            f"rejected {self.rejected:,} + signed on/after as_of {self.out_of_scope:,}"
+            + (
+                f" + duplicate rows of kept partners {self.duplicates:,}" if self.duplicates else ""
+            ),
             f"  score tiers: {tiers}; provisional: {self.provisional:,}; "
             f"guardrail flags: {self.guardrail_flags:,}",
         ]
@@ -95,7 +99,13 @@ class ScoreResult:
 
 
 def run_score(
-    raw_dir: str | Path, as_of: date, model: str, out: str | Path, config: AppConfig
+    raw_dir: str | Path,
+    as_of: date,
+    model: str,
+    out: str | Path,
+    config: AppConfig,
+    *,
+    allow_local_model: bool = False,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -111,15 +121,26 @@ def run_score(
         model: Alias, version number or model URI.
         out: Scores file path.
         config: Application configuration (policy, paths; its hash is stamped on every row).
+        allow_local_model: Accept a model folder or file: URI outside the registry. Loading a
+            model unpickles it, which runs code: only do this for folders you trust.
 
     Returns:
         Counts and paths.
+
+    Raises:
+        PartnerscoreError: Bad input, a stale as_of, an unusable model or history store; in
+            every case nothing is published (scores, rejects and history stay as they were).
     """
     started = time.perf_counter()
     out = Path(out)
     frame_format(out)
     cut = pd.Timestamp(as_of)
     uri = resolve_model_uri(model, config.train.registered_model)
+    if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
+        raise PartnerscoreError(
+            f"--model {model}: not a registered model; loading a model folder runs its pickled "
+            "code, so a local path needs --allow-local-model"
+        )
     mlflow.set_tracking_uri(config.paths.tracking_uri())
     mlflow.set_registry_uri(config.paths.tracking_uri())
     partner_model = load_partner_model(uri)
@@ -129,9 +150,21 @@ def run_score(
         version = ""
     partner_model.metadata["version"] = version
 
-    raw = load_raw(Path(raw_dir), out.parent / "quarantine")
+    raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
+    newest = pd.Timestamp(raw.data_end)
+    limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
+    if cut > limit:
+        raise PartnerscoreError(
+            f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
+            f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
+            "does not cover (score.as_of_tolerance_days)"
+        )
     partners_all = raw.tables["partners"]
     quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
+    # a duplicate row of a valid partner is in the quarantine file, but the partner is scored
+    duplicate = quarantined["partner_id"].astype(str).isin(partners_all["partner_id"].astype(str))
+    duplicates = int(duplicate.sum())
+    quarantined = quarantined[~duplicate.to_numpy()]
     rejects = [
         _rejects(
             quarantined["partner_id"],
@@ -170,9 +203,10 @@ def run_score(
 
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
-    write_frame_atomic(scored, out)
-    write_frame_atomic(reject_frame.reset_index(drop=True), rejects_path(out))
-    history.upsert(scored)
+    # files are staged first and published only once the history holds the batch: either both
+    # describe this run, or (history locked, disk full) neither changes
+    with staged_frames([(scored, out), (reject_frame.reset_index(drop=True), rejects_path(out))]):
+        history.upsert(scored)
     quarantined_rows = {
         name: len(frame)
         for name, frame in raw.quarantine.items()
@@ -188,7 +222,8 @@ def run_score(
         scored=len(scored),
         rejected=len(reject_frame),
         out_of_scope=out_of_scope,
-        partners_input=len(partners_all) + len(quarantined),
+        partners_input=len(partners_all) + len(quarantined) + duplicates,
+        duplicates=duplicates,
         guardrail_flags=int(np.sum(flags)),
         provisional=int(scored["provisional"].sum()),
         seconds=time.perf_counter() - started,

@@ -14,7 +14,7 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError, frame_format, staged_frames
 from partnerscore.features.pipeline import build_scoring_frame
 from partnerscore.features.validate import load_raw
-from partnerscore.models.policy import smooth_and_guard_batch
+from partnerscore.models.policy import load_playbook, smooth_and_guard_batch
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
@@ -134,6 +134,8 @@ def run_score(
     started = time.perf_counter()
     out = Path(out)
     frame_format(out)
+    if out.is_dir():
+        raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
     cut = pd.Timestamp(as_of)
     uri = resolve_model_uri(model, config.train.registered_model)
     if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
@@ -141,14 +143,7 @@ def run_score(
             f"--model {model}: not a registered model; loading a model folder runs its pickled "
             "code, so a local path needs --allow-local-model"
         )
-    mlflow.set_tracking_uri(config.paths.tracking_uri())
-    mlflow.set_registry_uri(config.paths.tracking_uri())
-    partner_model = load_partner_model(uri)
-    try:
-        version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        version = ""
-    partner_model.metadata["version"] = version
+    load_playbook(config.policy)  # a broken playbook stops the run before any work
 
     raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
     newest = pd.Timestamp(raw.data_end)
@@ -178,6 +173,15 @@ def run_score(
     if in_scope_ids.empty:
         raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
 
+    mlflow.set_tracking_uri(config.paths.tracking_uri())
+    mlflow.set_registry_uri(config.paths.tracking_uri())
+    partner_model = load_partner_model(uri)
+    try:
+        version = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        version = ""
+    partner_model.metadata["version"] = version
+
     features = build_scoring_frame(raw, cut)
     scored = score_features(partner_model, features, policy=config.policy)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
@@ -189,17 +193,23 @@ def run_score(
     rejects.append(_rejects(in_scope_ids[lost], cut, "features could not be computed"))
 
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
-    scored["peer_percentile"] = peer_percentile(scored)
     history = ScoreHistory(config.paths.history_database())
     previous = history.previous(scored["partner_id"].tolist(), before=cut)
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
     )
-    scored["score_previous"] = prev
-    scored["score_smoothed"] = smoothed
-    scored["guardrail_flag"] = flags
-    scored["config_hash"] = config.hash()
-    scored["model_uri"] = uri
+    extra = pd.DataFrame(
+        {
+            "peer_percentile": peer_percentile(scored),
+            "score_previous": prev,
+            "score_smoothed": smoothed,
+            "guardrail_flag": flags,
+            "config_hash": config.hash(),
+            "model_uri": uri,
+        },
+        index=scored.index,
+    )
+    scored = pd.concat([scored, extra], axis=1)
 
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")

@@ -1,0 +1,448 @@
+"""The command-line error corpus: every bad input or environment gives exit 2 and one line.
+
+Each case sets up a hostile situation (a broken config, an impossible option, a file that is a
+folder, a symlink loop, a locked history database, a full disk...), runs the real console entry
+point and asserts: the exit code, exactly one ``error:`` line on stderr naming the file, option or
+config key, no traceback, no "unexpected", and nothing published where a run was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from partnerscore.features.core import read_frame
+from partnerscore.serving.cli import main
+from partnerscore.serving.score import rejects_path
+
+BASE = Path(__file__).parents[1] / "features" / "malformed" / "_base"
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error(err: str, *parts: str) -> str:
+    assert "Traceback" not in err and "unexpected" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert all(line.startswith(("error: ", "Usage: ")) for line in lines), err
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]
+
+
+def raw_copy(tmp_path: Path) -> Path:
+    raw = tmp_path / "raw"
+    shutil.copytree(BASE, raw)
+    return raw
+
+
+def config_file(tmp_path: Path, data: dict, name: str = "cfg.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ no model needed
+
+
+def _config_not_utf8(tmp):
+    path = tmp / "cfg.yaml"
+    path.write_bytes(b"policy:\n  revenue_weight: 0.5 \xff\xfe\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--config", path], [
+        "cfg.yaml",
+        "not UTF-8",
+    ]
+
+
+def _config_is_folder(tmp):
+    (tmp / "cfg.json").mkdir()
+    return ["build", "--raw", raw_copy(tmp), "--config", tmp / "cfg.json"], [
+        "cfg.json",
+        "is a folder",
+    ]
+
+
+def _config_unknown_key(tmp):
+    cfg = config_file(tmp, {"policy": {"revenue_weigth": 0.3}})
+    return ["build", "--raw", raw_copy(tmp), "--config", cfg], ["policy.revenue_weigth"]
+
+
+def _config_empty_tiers(tmp):
+    cfg = config_file(tmp, {"policy": {"tier_cutoffs": {}}})
+    return ["build", "--raw", raw_copy(tmp), "--config", cfg], ["policy.tier_cutoffs"]
+
+
+def _config_tier_out_of_range(tmp):
+    cfg = config_file(tmp, {"policy": {"tier_cutoffs": {"A": 150, "B": 0}}})
+    return ["build", "--raw", raw_copy(tmp), "--config", cfg], [
+        "policy.tier_cutoffs",
+        "outside 0-100",
+    ]
+
+
+def _config_unknown_history_scheme(tmp):
+    cfg = config_file(tmp, {"paths": {"history_url": "mongodb://localhost/x"}})
+    return ["build", "--raw", raw_copy(tmp), "--config", cfg], [
+        "paths.history_url",
+        "'mongodb'",
+    ]
+
+
+def _config_bad_toml(tmp):
+    path = tmp / "cfg.toml"
+    path.write_text("[policy\nrevenue_weight = 0.5\n", encoding="utf-8")
+    return ["build", "--raw", raw_copy(tmp), "--config", path], ["cfg.toml", "cannot parse"]
+
+
+def _config_bad_suffix(tmp):
+    path = tmp / "cfg.ini"
+    path.write_text("x=1\n", encoding="utf-8")
+    return ["build", "--raw", raw_copy(tmp), "--config", path], ["cfg.ini", ".json, .toml"]
+
+
+def _negative_ages(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--ages", "-5"], ["--ages"]
+
+
+def _ages_not_numbers(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--ages", "30,sixty"], ["--ages", "sixty"]
+
+
+def _zero_horizon(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--horizon", "0"], [
+        "--horizon",
+    ]
+
+
+def _zero_engagement_period(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--engagement-period", "0"], ["--engagement-period"]
+
+
+def _bad_data_end(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--data-end", "2024-02-30"], ["--data-end"]
+
+
+def _zero_partners(tmp):
+    return ["simulate", "--partners", "0", "--out", tmp / "r"], ["--partners"]
+
+
+def _simulate_bad_format(tmp):
+    return ["simulate", "--partners", "5", "--out", tmp / "r", "--format", "xlsx"], ["xlsx"]
+
+
+def _raw_folder_missing(tmp):
+    return ["validate", tmp / "nope"], ["nope", "not found"]
+
+
+def _dangling_symlink(tmp):
+    raw = raw_copy(tmp)
+    (raw / "leads.csv").symlink_to(tmp / "gone.csv")
+    return ["validate", raw], ["leads.csv", "cannot read file"]
+
+
+def _symlink_loop(tmp):
+    raw = raw_copy(tmp)
+    (raw / "leads.csv").symlink_to(raw / "leads.csv")
+    return ["validate", raw], ["leads.csv", "cannot read file"]
+
+
+def _table_is_folder(tmp):
+    raw = raw_copy(tmp)
+    (raw / "deals.csv").unlink()
+    (raw / "deals.csv").mkdir()
+    return ["validate", raw], ["missing required table 'deals'"]
+
+
+def _report_empty_scores(tmp):
+    (tmp / "scores.csv").write_bytes(b"")
+    return ["report", "--scores", tmp / "scores.csv", "--out", tmp / "rep"], [
+        "scores.csv",
+        "empty file",
+    ]
+
+
+def _report_corrupt_scores(tmp):
+    (tmp / "scores.parquet").write_bytes(b"PAR1 this is not parquet")
+    return ["report", "--scores", tmp / "scores.parquet", "--out", tmp / "rep"], [
+        "scores.parquet",
+        "cannot read file",
+    ]
+
+
+def _report_not_scores(tmp):
+    pd.DataFrame({"a": [1]}).to_csv(tmp / "scores.csv", index=False)
+    return ["report", "--scores", tmp / "scores.csv", "--out", tmp / "rep"], [
+        "scores.csv",
+        "missing column",
+    ]
+
+
+def _report_scores_folder(tmp):
+    (tmp / "scores.csv").mkdir()
+    return ["report", "--scores", tmp / "scores.csv", "--out", tmp / "rep"], [
+        "scores.csv",
+        "is a folder",
+    ]
+
+
+def _score_without_as_of(tmp):
+    return ["score", "--raw", raw_copy(tmp)], ["--as-of"]
+
+
+def _unknown_command(tmp):
+    return ["scroe"], ["scroe"]
+
+
+def _unknown_option(tmp):
+    return ["build", "--agez", "30"], ["--agez"]
+
+
+def _score_bad_date(tmp):
+    return ["score", "--raw", raw_copy(tmp), "--as-of", "2024-13-01"], ["--as-of", "2024-13-01"]
+
+
+def _score_bad_suffix(tmp):
+    return ["score", "--raw", raw_copy(tmp), "--as-of", "2024-06-01", "--out", tmp / "s.xlsx"], [
+        "s.xlsx",
+        "unsupported file type",
+    ]
+
+
+def _score_out_is_folder(tmp):
+    (tmp / "s.csv").mkdir()
+    return ["score", "--raw", raw_copy(tmp), "--as-of", "2024-06-01", "--out", tmp / "s.csv"], [
+        "s.csv",
+        "is a folder",
+    ]
+
+
+def _score_local_model(tmp):
+    (tmp / "model").mkdir()
+    argv = ["score", "--raw", raw_copy(tmp), "--as-of", "2024-06-01", "--model", tmp / "model"]
+    return argv + ["--out", tmp / "s.csv"], ["--model", "--allow-local-model"]
+
+
+def _score_playbook_not_utf8(tmp):
+    (tmp / "book.yaml").write_bytes(b"quadrants: \xff\n")
+    cfg = config_file(tmp, {"policy": {"playbook_path": str(tmp / "book.yaml")}})
+    argv = ["score", "--raw", raw_copy(tmp), "--as-of", "2024-06-01", "--out", tmp / "s.csv"]
+    return argv + ["--config", cfg], ["book.yaml", "not UTF-8"]
+
+
+def _score_playbook_folder(tmp):
+    (tmp / "book.yaml").mkdir()
+    cfg = config_file(tmp, {"policy": {"playbook_path": str(tmp / "book.yaml")}})
+    argv = ["score", "--raw", raw_copy(tmp), "--as-of", "2024-06-01", "--out", tmp / "s.csv"]
+    return argv + ["--config", cfg], ["book.yaml", "is a folder"]
+
+
+def _score_stale_as_of(tmp):
+    argv = ["score", "--raw", raw_copy(tmp), "--as-of", "9999-12-31", "--out", tmp / "s.csv"]
+    return argv, ["--as-of 9999-12-31", "newest event", "score.as_of_tolerance_days"]
+
+
+def _score_before_everyone(tmp):
+    argv = ["score", "--raw", raw_copy(tmp), "--as-of", "2000-01-01", "--out", tmp / "s.csv"]
+    return argv, ["--as-of 2000-01-01", "no partner signed before"]
+
+
+CASES = {
+    name.removeprefix("_"): fn
+    for name, fn in dict(globals()).items()
+    if name.startswith("_") and callable(fn) and not name.startswith("__")
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_error_case(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository's data/ folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    argv, parts = CASES[case](tmp_path)
+    code, out, err = run(argv, capsys)
+    assert code == 2, (code, out, err)
+    assert_one_error(err, *parts)
+    assert not (tmp_path / "s.csv").is_file()
+
+
+def test_corpus_size():
+    # with the folder corpus of tests/features/malformed this covers the issue's >= 45 cases
+    malformed = [p for p in (BASE.parent).iterdir() if p.is_dir() and not p.name.startswith("_")]
+    assert len(CASES) + len(malformed) >= 45 + 30
+
+
+# ------------------------------------------------------------------ with a trained model
+
+
+@pytest.fixture()
+def store_file(store_config, tmp_path):
+    """The session model store as a --config file (history in this test's folder)."""
+    return config_file(tmp_path, store_config.model_dump(mode="json"), "store.json")
+
+
+def test_missing_optional_column_builds(tmp_path, raw_dir, capsys):
+    """activities without the optional response_hours column: valid, and build works."""
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    acts = pd.read_csv(raw / "activities.csv", dtype=str, keep_default_na=False)
+    acts.drop(columns=["response_hours"]).to_csv(raw / "activities.csv", index=False)
+    code, out, err = run(["build", "--raw", raw, "--out", tmp_path / "f"], capsys)
+    assert code == 0, err
+    built = pd.read_parquet(tmp_path / "f" / "training_set.parquet")
+    assert built["activities_response_hours_median_todate"].isna().all()
+
+
+def test_duplicate_partner_is_scored_once_and_not_rejected(tmp_path, raw_dir, store_file, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    pd.concat([partners, partners.iloc[[3]]]).to_csv(raw / "partners.csv", index=False)
+    out = tmp_path / "s.csv"
+    code, text, err = run(
+        ["score", "--raw", raw, "--as-of", "2026-04-01", "--out", out, "--config", store_file],
+        capsys,
+    )
+    assert code == 0, err
+    scores, rejects = read_frame(out), read_frame(rejects_path(out))
+    dup = partners.iloc[3]["partner_id"]
+    assert (scores["partner_id"] == dup).sum() == 1
+    assert dup not in set(rejects["partner_id"])
+    assert "duplicate rows of kept partners 1" in text
+    signed = pd.to_datetime(partners["signed_at"])
+    late = int((signed >= pd.Timestamp("2026-04-01")).sum())
+    assert len(scores) + len(rejects) + late + 1 == len(partners) + 1
+
+
+def test_ids_stay_text_through_csv_scores(tmp_path, raw_dir, store_file, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    for path in raw.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "partner_id" in frame:
+            frame["partner_id"] = "000" + frame["partner_id"].str.lstrip("P")
+            frame.to_csv(path, index=False)
+    out = tmp_path / "s.csv"
+    argv = ["score", "--raw", raw, "--as-of", "2026-04-01", "--out", out, "--config", store_file]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    ids = read_frame(out)["partner_id"]
+    assert ids.str.startswith("000").all()
+
+
+def test_formula_cells_neutralised_in_csv_but_verbatim_in_parquet(
+    tmp_path, raw_dir, store_file, capsys
+):
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    partners.loc[0, "partner_name"] = '=HYPERLINK("http://evil","x")'
+    partners.loc[1, "partner_name"] = "@SUM(1+1)"
+    partners.to_csv(raw / "partners.csv", index=False)
+    for out in (tmp_path / "s.csv", tmp_path / "s.parquet"):
+        argv = ["score", "--raw", raw, "--as-of", "2026-04-01", "--out", out]
+        code, _, err = run([*argv, "--config", store_file], capsys)
+        assert code == 0, err
+    text = (tmp_path / "s.csv").read_text(encoding="utf-8")
+    assert "'=HYPERLINK" in text and "'@SUM(1+1)" in text
+    assert "\n=HYPERLINK" not in text and ",=HYPERLINK" not in text
+    names_csv = read_frame(tmp_path / "s.csv").set_index("partner_id")["partner_name"]
+    names_pq = pd.read_parquet(tmp_path / "s.parquet").set_index("partner_id")["partner_name"]
+    assert names_csv.to_dict() == names_pq.to_dict()  # round trip restores the cells
+    assert (names_pq == "@SUM(1+1)").sum() == 1
+
+
+def test_outputs_respect_the_umask(tmp_path, raw_dir, store_file, capsys):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "s.csv"
+        argv = ["score", "--raw", raw_dir, "--as-of", "2026-04-01", "--out", out]
+        code, _, err = run([*argv, "--config", store_file], capsys)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert rejects_path(out).stat().st_mode & 0o777 == 0o644
+
+
+def test_stale_temporaries_are_cleaned(tmp_path, raw_dir, store_file, capsys):
+    out = tmp_path / "s.csv"
+    stale = tmp_path / ".s.csv.abc123.tmp"
+    fresh = tmp_path / ".s.csv.def456.tmp"
+    stale.write_text("half a file")
+    fresh.write_text("another job, still writing")
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    argv = ["score", "--raw", raw_dir, "--as-of", "2026-04-01", "--out", out]
+    code, _, err = run([*argv, "--config", store_file], capsys)
+    assert code == 0, err
+    assert not stale.exists() and fresh.exists()
+
+
+def test_locked_history_publishes_nothing(tmp_path, raw_dir, store_config, capsys):
+    cfg = store_config
+    url = cfg.paths.history_database()
+    db = Path(url.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    store = config_file(tmp_path, cfg.model_dump(mode="json"), "store.json")
+    out = tmp_path / "s.csv"
+    argv = ["score", "--raw", raw_dir, "--as-of", "2026-04-01", "--out", out, "--config", store]
+    assert run(argv, capsys)[0] == 0  # creates the store and a first scores file
+    before = out.read_bytes()
+    lock = sqlite3.connect(db, timeout=0.1)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        code, _, err = run([*argv[:4], "2026-05-01", *argv[5:]], capsys)
+    finally:
+        lock.rollback()
+        lock.close()
+    assert code == 2
+    assert_one_error(err, "score history", "locked")
+    assert out.read_bytes() == before  # the old file stays: no batch missing from history
+    assert not list(tmp_path.glob(".s.csv.*.tmp"))
+
+
+def test_unwritable_output_names_the_path(tmp_path, raw_dir, store_file, capsys):
+    target = Path("/sys/partnerscore-test/s.csv")  # read-only even for root
+    argv = ["score", "--raw", raw_dir, "--as-of", "2026-04-01", "--out", target]
+    code, _, err = run([*argv, "--config", store_file], capsys)
+    assert code == 2
+    assert_one_error(err, str(target), "cannot write")
+
+
+def test_disk_full_names_the_path(tmp_path, raw_dir, store_file):
+    """A real write failure (file size limit: EFBIG, like ENOSPC) in a child process."""
+    out = tmp_path / "s.csv"
+    code = (
+        "import sys; from partnerscore.serving.cli import main; "
+        f"sys.exit(main({['score', '--raw', str(raw_dir), '--as-of', '2026-04-01', '--out', str(out), '--config', str(store_file)]!r}))"
+    )
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert_one_error(done.stderr, "cannot write", "too large")
+    assert not out.exists()

@@ -22,6 +22,7 @@ from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, m
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
     PartnerscoreError,
+    read_frame,
     write_frame_atomic,
     write_text_atomic,
 )
@@ -175,26 +176,97 @@ def _cohort(signed: pd.Series) -> pd.Series:
     return signed.dt.year.astype(str) + "Q" + signed.dt.quarter.astype(str)
 
 
-def build_training_set(raw: RawData, config: BuildConfig) -> pd.DataFrame:
+def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
+    """An explicit snapshot table (partner_id, as_of) from a CSV or Parquet file.
+
+    Every row must name a known partner and a date on or after its signing; anything else
+    stops with one line naming the file, column and row (a cut-off table is a plan, not data
+    to quarantine).
+
+    Returns:
+        partner_id, as_of, signed_at sorted by partner_id, as_of (duplicates removed).
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    for col in ("partner_id", "as_of"):
+        if col not in frame.columns:
+            raise PartnerscoreError(f"{path}: missing column '{col}'")
+    if frame.empty:
+        raise PartnerscoreError(f"{path}: no cut-off rows")
+    ids = frame["partner_id"].astype("str")
+    as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed", utc=True)
+    as_of = as_of.dt.tz_convert(None)
+    bad = as_of.isna() | frame["as_of"].isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise PartnerscoreError(
+            f"{path}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' is not a date"
+        )
+    signed = pd.Series(
+        pd.to_datetime(partners["signed_at"]).to_numpy(),
+        index=partners["partner_id"].astype(str).to_numpy(),
+    )
+    known = ids.isin(signed.index)
+    if not known.all():
+        row = int(np.flatnonzero(~known.to_numpy())[0])
+        raise PartnerscoreError(
+            f"{path}: column 'partner_id' row {row + 1}: unknown partner '{ids.iloc[row]}'"
+        )
+    signed_at = signed.reindex(ids.to_numpy()).to_numpy()
+    early = as_of.to_numpy() < signed_at
+    if early.any():
+        row = int(np.flatnonzero(early)[0])
+        raise PartnerscoreError(
+            f"{path}: column 'as_of' row {row + 1}: {as_of.iloc[row]:%Y-%m-%d} is before "
+            f"partner '{ids.iloc[row]}' signed"
+        )
+    out = pd.DataFrame({"partner_id": ids.to_numpy(), "as_of": as_of.to_numpy()})
+    out["signed_at"] = signed_at
+    out = out.drop_duplicates(["partner_id", "as_of"])
+    return out.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+
+
+def training_snapshots(
+    raw: RawData, config: BuildConfig, cutoffs: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, int]:
+    """The snapshots to label: onboarding ages (or explicit cut-offs) with a complete horizon.
+
+    Args:
+        raw: Validated raw data.
+        config: Ages, horizon and data end.
+        cutoffs: Explicit (partner_id, as_of, signed_at) rows replacing the ages.
+
+    Returns:
+        (snapshots with a complete horizon, number dropped because the horizon passes the data
+        end).
+    """
+    snaps = make_snapshots(raw.tables["partners"], config.ages) if cutoffs is None else cutoffs
+    end = _data_end(raw, config)
+    complete = snaps["as_of"] + pd.Timedelta(days=config.horizon_days) <= end
+    kept = snaps[complete.to_numpy()].reset_index(drop=True)
+    if kept.empty:
+        raise PartnerscoreError(
+            f"no snapshot has a complete {config.horizon_days}-day horizon before the data end "
+            f"{end:%Y-%m-%d}: nothing to train on (use shorter --ages/--horizon or more history)"
+        )
+    return kept, int((~complete).sum())
+
+
+def build_training_set(
+    raw: RawData, config: BuildConfig, snapshots: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Stacked, labelled snapshots whose horizon is complete.
 
     Args:
         raw: Validated raw data.
         config: Ages, horizon and label rules.
+        snapshots: Snapshots to build (default: :func:`training_snapshots` of the ages).
 
     Returns:
         Features + signed_at + cohort + label_revenue + label_engaged, sorted by partner, as_of.
     """
     tables = raw.tables
-    snaps = make_snapshots(tables["partners"], config.ages)
-    end = _data_end(raw, config)
-    complete = snaps["as_of"] + pd.Timedelta(days=config.horizon_days) <= end
-    snaps = snaps[complete].reset_index(drop=True)
-    if snaps.empty:
-        raise PartnerscoreError(
-            f"no snapshot has a complete {config.horizon_days}-day horizon before the data end "
-            f"{end:%Y-%m-%d}: nothing to train on (use shorter --ages/--horizon or more history)"
-        )
+    snaps = training_snapshots(raw, config)[0] if snapshots is None else snapshots
     with ThreadPoolExecutor(max_workers=1) as pool:
         labels_job = pool.submit(build_labels, tables, snaps, config)
         feats = build_features(tables, snaps)
@@ -226,6 +298,32 @@ def build_scoring_frame(raw: RawData, as_of: date | pd.Timestamp) -> pd.DataFram
     feats["partner_name"] = scope["partner_name"].astype(str).to_numpy()
     feats["signed_at"] = pd.to_datetime(scope["signed_at"]).to_numpy()
     return feats
+
+
+def build_scoring_frame_at_age(raw: RawData, days: int) -> tuple[pd.DataFrame, int]:
+    """Features of every partner at its own onboarding milestone signed_at + ``days``.
+
+    Partners whose milestone lies after the raw data's newest event are not that old yet (their
+    features would miss days the data does not cover): they are skipped and counted.
+
+    Returns:
+        (features as in :func:`build_scoring_frame` with a per-row as_of, partners skipped).
+    """
+    partners = raw.tables["partners"].sort_values("partner_id", kind="stable")
+    signed = pd.to_datetime(partners["signed_at"])
+    as_of = signed + pd.Timedelta(days=int(days))
+    ready = (as_of <= pd.Timestamp(raw.data_end)).to_numpy()
+    scope = partners[ready]
+    snaps = pd.DataFrame(
+        {
+            "partner_id": scope["partner_id"].astype(str).to_numpy(),
+            "as_of": as_of[ready].to_numpy(),
+        }
+    )
+    feats = build_features(raw.tables, snaps)
+    feats["partner_name"] = scope["partner_name"].astype(str).to_numpy()
+    feats["signed_at"] = signed[ready].to_numpy()
+    return feats, int((~ready).sum())
 
 
 def _read_truth(raw_dir: Path) -> pd.DataFrame | None:
@@ -293,6 +391,8 @@ class BuildResult:
             f"  as_of range {m['as_of_min']} .. {m['as_of_max']}, data end {m['data_end']}",
             f"  label_revenue > 0: {m['labels']['revenue_positive_share']:.1%}, "
             f"label_engaged: {m['labels']['engaged_share']:.1%}",
+            f"  snapshots dropped (horizon passes the data end): "
+            f"{m.get('snapshots_dropped_incomplete_horizon', 0):,}",
             f"  quarantined input rows: {self.quarantined:,}",
         ]
         lines += [f"  wrote {path}" for path in self.files.values()]
@@ -305,6 +405,7 @@ def run_build(
     config: BuildConfig,
     *,
     validation: ValidateConfig | None = None,
+    cutoffs: str | Path | None = None,
 ) -> BuildResult:
     """The ``partnerscore build`` job: validate, build the training set, write it with a manifest.
 
@@ -313,6 +414,8 @@ def run_build(
         out_dir: Output folder.
         config: Build settings.
         validation: Plausibility rules for the raw tables.
+        cutoffs: Optional CSV/Parquet of explicit (partner_id, as_of) snapshots replacing the
+            onboarding ages.
 
     Returns:
         Paths and counts.
@@ -322,7 +425,9 @@ def run_build(
     started = time.perf_counter()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     raw = load_raw(raw_dir, out_dir / "quarantine", config=validation)
-    training = build_training_set(raw, config)
+    planned = read_cutoffs(cutoffs, raw.tables["partners"]) if cutoffs is not None else None
+    snapshots, dropped = training_snapshots(raw, config, planned)
+    training = build_training_set(raw, config, snapshots)
     files = {"training_set": write_frame_atomic(training, out_dir / "training_set.parquet")}
     truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)
     truth_path = out_dir / "truth.parquet"
@@ -339,6 +444,8 @@ def run_build(
         "as_of_min": f"{training['as_of'].min():%Y-%m-%d}",
         "as_of_max": f"{training['as_of'].max():%Y-%m-%d}",
         "data_end": f"{_data_end(raw, config):%Y-%m-%d %H:%M:%S}",
+        "snapshots": "cutoffs file" if cutoffs is not None else "onboarding ages",
+        "snapshots_dropped_incomplete_horizon": dropped,
         "rows_by_age": {
             str(int(k)): int(v) for k, v in training["age_days"].value_counts().sort_index().items()
         },
@@ -381,6 +488,9 @@ __all__ = [
     "build_features",
     "build_labels",
     "build_scoring_frame",
+    "build_scoring_frame_at_age",
+    "read_cutoffs",
+    "training_snapshots",
     "build_training_set",
     "make_snapshots",
     "run_build",

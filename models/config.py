@@ -42,6 +42,8 @@ class PolicyConfig(FrozenConfig):
         guardrail_threshold: Score change (points) beyond which a swing is flagged.
         playbook_path: Optional YAML file replacing the shipped intervention playbook.
         top_drivers: Number of positive and of negative drivers per head in the output.
+        scope_tolerance_days: Partners older than the oldest trained onboarding age plus this
+            are ``out_of_scope``: tier ``graduated`` and the playbook's graduated action.
     """
 
     revenue_weight: float = Field(default=0.5, ge=0, le=1)
@@ -53,6 +55,7 @@ class PolicyConfig(FrozenConfig):
     guardrail_threshold: float = Field(default=20.0, gt=0)
     playbook_path: str | None = None
     top_drivers: int = Field(default=3, ge=1)
+    scope_tolerance_days: int = Field(default=90, ge=0)
 
     @field_validator("tier_cutoffs")
     @classmethod

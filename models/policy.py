@@ -116,10 +116,10 @@ def _load_playbook(path: str | None) -> dict:
         raise PartnerscoreError(f"{source}:{where} not valid YAML") from exc
     if not isinstance(data, dict) or not isinstance(data.get("quadrants"), dict):
         raise PartnerscoreError(f"{source}: missing key 'quadrants'")
-    extra = sorted(set(data) - {"quadrants", "provisional"}, key=str)
+    extra = sorted(set(data) - {"quadrants", "provisional", "graduated"}, key=str)
     if extra:
         raise PartnerscoreError(
-            f"{source}: unknown key '{extra[0]}' (expected quadrants, provisional)"
+            f"{source}: unknown key '{extra[0]}' (expected quadrants, provisional, graduated)"
         )
     unknown = sorted(set(data["quadrants"]) - set(QUADRANTS), key=str)
     if unknown:
@@ -131,12 +131,16 @@ def _load_playbook(path: str | None) -> dict:
         quads[name] = _check_entry(
             data["quadrants"][name], f"{source}: quadrants.{name}", ("label", "title", "detail")
         )
-    provisional = None
-    if data.get("provisional") is not None:
-        provisional = _check_entry(
-            data["provisional"], f"{source}: provisional", ("title", "detail")
+    special = {}
+    for key in ("provisional", "graduated"):
+        special[key] = (
+            _check_entry(data[key], f"{source}: {key}", ("title", "detail"))
+            if data.get(key) is not None
+            else None
         )
-    return {"quadrants": quads, "provisional": provisional}
+    if special["graduated"] is None:
+        special["graduated"] = GRADUATED
+    return {"quadrants": quads, **special}
 
 
 def load_playbook(policy: PolicyConfig) -> dict:
@@ -145,9 +149,16 @@ def load_playbook(policy: PolicyConfig) -> dict:
 
 
 def interventions(
-    quadrants: np.ndarray, provisional: np.ndarray, policy: PolicyConfig
+    quadrants: np.ndarray,
+    provisional: np.ndarray,
+    policy: PolicyConfig,
+    out_of_scope: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(quadrant label, intervention title, intervention detail) per row."""
+    """(quadrant label, intervention title, intervention detail) per row.
+
+    Provisional partners get the playbook's ``provisional`` action; partners past the
+    onboarding ages the model learned from get its ``graduated`` action.
+    """
     book = load_playbook(policy)
     label = np.array([book["quadrants"][q]["label"] for q in QUADRANTS], dtype=object)
     title = np.array([book["quadrants"][q]["title"] for q in QUADRANTS], dtype=object)
@@ -160,7 +171,38 @@ def interventions(
         prov = np.asarray(provisional, dtype=bool)
         t[prov] = book["provisional"]["title"]
         d[prov] = book["provisional"]["detail"]
+    if out_of_scope is not None:
+        done = np.asarray(out_of_scope, dtype=bool)
+        t[done] = book["graduated"]["title"]
+        d[done] = book["graduated"]["detail"]
     return label[idx], t, d
+
+
+GRADUATED = {
+    "title": "Graduated: hand over to standard account management",
+    "detail": (
+        "Past the onboarding ages this model learned from: its onboarding scores no longer "
+        "apply. Manage the partner with the standard account process."
+    ),
+}
+OUT_OF_SCOPE_TIER = "graduated"
+
+
+def out_of_scope(
+    age_days: np.ndarray, trained_ages: list[int] | None, policy: PolicyConfig
+) -> np.ndarray:
+    """Partners older than the oldest trained onboarding age plus the policy's tolerance.
+
+    Args:
+        age_days: Onboarding age of each row at as_of.
+        trained_ages: The onboarding ages of the model's training snapshots (None: unknown,
+            nobody is out of scope).
+        policy: ``scope_tolerance_days``.
+    """
+    age = np.asarray(age_days, dtype=float)
+    if not trained_ages:
+        return np.zeros(len(age), dtype=bool)
+    return age > max(trained_ages) + policy.scope_tolerance_days
 
 
 def is_provisional(age_days: np.ndarray, policy: PolicyConfig) -> np.ndarray:

@@ -194,7 +194,10 @@ def score_features(
     )
     quads = pol.quadrant(rev.pred, eng.pred, ref, policy)
     provisional = pol.is_provisional(age, policy)
-    q_label, title, detail = pol.interventions(quads, provisional, policy)
+    scope = pol.out_of_scope(age, model.metadata.get("trained_ages"), policy)
+    q_label, title, detail = pol.interventions(quads, provisional, policy, scope)
+    tiers = pol.score_tier(score, policy)
+    tiers[scope] = pol.OUT_OF_SCOPE_TIER
 
     cols: dict[str, object] = {
         "partner_id": features["partner_id"].astype(str).to_numpy(dtype=object),
@@ -209,7 +212,7 @@ def score_features(
             "pred_revenue": rev.pred,
             "pred_engagement": eng.pred,
             "score": score,
-            "score_tier": repeated_text(pol.score_tier(score, policy)),
+            "score_tier": repeated_text(tiers),
             "quadrant": repeated_text(quads),
             "quadrant_label": repeated_text(q_label),
             "intervention": repeated_text(title),
@@ -226,6 +229,7 @@ def score_features(
             cols[f"{head}_{layer}"] = subscore
     cols.update(_drivers(model, features, points, rev.effects, eng.effects, policy.top_drivers))
     cols["provisional"] = provisional
+    cols["out_of_scope"] = scope
     for col, key in (("model_version", "version"), ("model_config_hash", "config_hash")):
         cols[col] = repeated_text(np.full(n, str(model.metadata.get(key, "")), dtype=object))
     for name in names:

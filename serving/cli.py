@@ -141,6 +141,10 @@ def build(
     engagement_period: Annotated[
         int | None, typer.Option(help="Days per engagement period of the horizon.")
     ] = None,
+    cutoffs: Annotated[
+        Path | None,
+        typer.Option(help="CSV/Parquet of explicit (partner_id, as_of) snapshots (not --ages)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Build the stacked point-in-time training set (features before as_of, labels after)."""
@@ -156,7 +160,10 @@ def build(
     )
     from partnerscore.features.pipeline import run_build
 
-    typer.echo(run_build(raw, out, cfg, validation=app_cfg.validation).summary())
+    if cutoffs is not None and ages is not None:
+        raise PartnerscoreError("build: give either --ages or --cutoffs, not both")
+    result = run_build(raw, out, cfg, validation=app_cfg.validation, cutoffs=cutoffs)
+    typer.echo(result.summary())
 
 
 @app.command()
@@ -229,7 +236,13 @@ def promote(
 
 @app.command()
 def score(
-    as_of: Annotated[str, typer.Option(help="Scoring date YYYY-MM-DD.")],
+    as_of: Annotated[
+        str | None, typer.Option(help="Scoring date YYYY-MM-DD for every partner.")
+    ] = None,
+    at_age: Annotated[
+        int | None,
+        typer.Option(help="Score each partner at signed_at + DAYS instead of one date."),
+    ] = None,
     raw: Annotated[Path, typer.Option(help="Raw tables folder.")] = Path("data/raw"),
     model: Annotated[
         str, typer.Option(help="Alias (champion/challenger), version number or models:/ URI.")
@@ -245,12 +258,20 @@ def score(
     ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Score every partner signed before AS_OF, with drivers, tiers and interventions."""
+    """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
+    if (as_of is None) == (at_age is None):
+        raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     as_of_date = _parse_date(as_of, "--as-of")
     from partnerscore.serving.score import run_score
 
     result = run_score(
-        raw, as_of_date, model, out, _config(config), allow_local_model=allow_local_model
+        raw,
+        as_of_date,
+        model,
+        out,
+        _config(config),
+        allow_local_model=allow_local_model,
+        at_age=at_age,
     )
     typer.echo(result.summary())
 

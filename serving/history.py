@@ -193,8 +193,18 @@ class ScoreHistory:
 
         Used for smoothing and guardrails; one score per (partner, as_of) (the latest write when
         several model versions scored the same date). Partners without history are absent.
+
+        Args:
+            partner_ids: Partners to look up.
+            before: One cut-off for everyone, or a partner_id -> cut-off Series (milestone
+                scoring: each partner's own as_of).
         """
-        data = self._select(partner_ids, before=before)
+        per_partner = isinstance(before, pd.Series)
+        latest = pd.to_datetime(before).max() if per_partner else before
+        data = self._select(partner_ids, before=latest)
+        if per_partner and not data.empty:
+            own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
+            data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]
         out: dict[str, list[float]] = {}
         for pid, score in zip(data["partner_id"], data["score"], strict=True):
             if score is not None and score == score:

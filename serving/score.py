@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError, frame_format, staged_frames
-from partnerscore.features.pipeline import build_scoring_frame
+from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import load_raw
 from partnerscore.models.policy import load_playbook, smooth_and_guard_batch
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
@@ -59,17 +59,19 @@ class ScoreResult:
 
     out: Path
     rejects: Path
-    as_of: date
+    as_of: date | None
     model_uri: str
     model_version: str
     in_scope: int
     scored: int
     rejected: int
-    out_of_scope: int
+    not_yet: int
     partners_input: int
     guardrail_flags: int = 0
     provisional: int = 0
     duplicates: int = 0
+    graduated: int = 0
+    at_age: int | None = None
     seconds: float = 0.0
     tiers: dict[str, int] = field(default_factory=dict)
     quarantined_rows: dict[str, int] = field(default_factory=dict)
@@ -78,15 +80,26 @@ class ScoreResult:
     def summary(self) -> str:
         """Counts that add up, where things went, and the model used."""
         tiers = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.tiers.items()))
+        when = (
+            f"at onboarding age {self.at_age} days"
+            if self.at_age is not None
+            else (f"as of {self.as_of}")
+        )
+        not_yet = (
+            f"not {self.at_age} days old by the data end"
+            if self.at_age is not None
+            else "signed on/after as_of"
+        )
         lines = [
-            f"scored {self.scored:,} partners as of {self.as_of} with {self.model_uri} "
+            f"scored {self.scored:,} partners {when} with {self.model_uri} "
             f"(version {self.model_version or '-'}) in {self.seconds:.1f} s",
             f"  partner rows in input {self.partners_input:,} = scored {self.scored:,} + "
-            f"rejected {self.rejected:,} + signed on/after as_of {self.out_of_scope:,}"
+            f"rejected {self.rejected:,} + {not_yet} {self.not_yet:,}"
             + (
                 f" + duplicate rows of kept partners {self.duplicates:,}" if self.duplicates else ""
             ),
             f"  score tiers: {tiers}; provisional: {self.provisional:,}; "
+            f"graduated (past the trained onboarding ages): {self.graduated:,}; "
             f"guardrail flags: {self.guardrail_flags:,}",
         ]
         if self.quarantined_rows:
@@ -100,12 +113,13 @@ class ScoreResult:
 
 def run_score(
     raw_dir: str | Path,
-    as_of: date,
+    as_of: date | None,
     model: str,
     out: str | Path,
     config: AppConfig,
     *,
     allow_local_model: bool = False,
+    at_age: int | None = None,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -117,12 +131,14 @@ def run_score(
 
     Args:
         raw_dir: Raw tables folder.
-        as_of: Scoring date.
+        as_of: Scoring date for everyone (or None with ``at_age``).
         model: Alias, version number or model URI.
         out: Scores file path.
         config: Application configuration (policy, paths; its hash is stamped on every row).
         allow_local_model: Accept a model folder or file: URI outside the registry. Loading a
             model unpickles it, which runs code: only do this for folders you trust.
+        at_age: Score every partner at its own milestone signed_at + ``at_age`` days instead
+            of one date; partners not that old by the data end are skipped and counted.
 
     Returns:
         Counts and paths.
@@ -136,7 +152,11 @@ def run_score(
     frame_format(out)
     if out.is_dir():
         raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
-    cut = pd.Timestamp(as_of)
+    if (as_of is None) == (at_age is None):
+        raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
+    if at_age is not None and at_age < 0:
+        raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
+    cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = resolve_model_uri(model, config.train.registered_model)
     if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
         raise PartnerscoreError(
@@ -148,7 +168,7 @@ def run_score(
     raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
     newest = pd.Timestamp(raw.data_end)
     limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
-    if cut > limit:
+    if cut is not None and cut > limit:
         raise PartnerscoreError(
             f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
             f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
@@ -167,11 +187,21 @@ def run_score(
             "partner row quarantined: " + quarantined["reason"].astype(str),
         )
     ]
-    signed = pd.to_datetime(partners_all["signed_at"])
-    in_scope_ids = partners_all.loc[signed < cut, "partner_id"].astype(str)
-    out_of_scope = int((signed >= cut).sum())
-    if in_scope_ids.empty:
-        raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
+    if at_age is None:
+        signed = pd.to_datetime(partners_all["signed_at"])
+        ready = (signed < cut).to_numpy()
+        if not ready.any():
+            raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
+    else:
+        milestone = pd.to_datetime(partners_all["signed_at"]) + pd.Timedelta(days=at_age)
+        ready = (milestone <= newest).to_numpy()
+        if not ready.any():
+            raise PartnerscoreError(
+                f"--at-age {at_age}: no partner is {at_age} days old by the data end "
+                f"{newest:%Y-%m-%d}"
+            )
+    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+    not_yet = int((~ready).sum())
 
     mlflow.set_tracking_uri(config.paths.tracking_uri())
     mlflow.set_registry_uri(config.paths.tracking_uri())
@@ -182,19 +212,26 @@ def run_score(
         version = ""
     partner_model.metadata["version"] = version
 
-    features = build_scoring_frame(raw, cut)
+    if at_age is None:
+        features = build_scoring_frame(raw, cut)
+    else:
+        features = build_scoring_frame_at_age(raw, at_age)[0]
+    cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
     scored = score_features(partner_model, features, policy=config.policy)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
-    rejects.append(_rejects(scored.loc[~finite, "partner_id"], cut, "non-finite prediction"))
+    when = cut if cut is not None else cuts
+    rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
     scored = scored[finite.to_numpy()].reset_index(drop=True)
     lost = ~in_scope_ids.isin(scored["partner_id"]) & ~in_scope_ids.isin(
         pd.concat([r["partner_id"] for r in rejects])
     )
-    rejects.append(_rejects(in_scope_ids[lost], cut, "features could not be computed"))
+    rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
 
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     history = ScoreHistory(config.paths.history_database())
-    previous = history.previous(scored["partner_id"].tolist(), before=cut)
+    previous = history.previous(
+        scored["partner_id"].tolist(), before=cut if cut is not None else cuts
+    )
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
     )
@@ -231,7 +268,9 @@ def run_score(
         in_scope=len(in_scope_ids),
         scored=len(scored),
         rejected=len(reject_frame),
-        out_of_scope=out_of_scope,
+        not_yet=not_yet,
+        graduated=int(scored["out_of_scope"].sum()),
+        at_age=at_age,
         partners_input=len(partners_all) + len(quarantined) + duplicates,
         duplicates=duplicates,
         guardrail_flags=int(np.sum(flags)),
@@ -243,9 +282,17 @@ def run_score(
     )
 
 
-def _rejects(partner_ids, as_of: pd.Timestamp, reason) -> pd.DataFrame:
-    """Reject rows: partner_id (text; empty when the row had none), as_of and reason."""
+def _rejects(partner_ids, as_of: pd.Timestamp | pd.Series | None, reason) -> pd.DataFrame:
+    """Reject rows: partner_id (text; empty when the row had none), as_of and reason.
+
+    ``as_of`` is one cut-off, a partner_id -> cut-off series (milestone scoring), or None
+    (unknown: the partner row itself was unusable).
+    """
     ids = pd.Series(partner_ids, dtype=object).reset_index(drop=True)
+    if isinstance(as_of, pd.Series):
+        as_of = as_of.reindex(ids.astype(str).to_numpy()).to_numpy()
+    elif as_of is None:
+        as_of = pd.NaT
     if isinstance(reason, str):
         reasons = pd.Series(reason, index=ids.index, dtype=object)
     else:

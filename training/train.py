@@ -336,6 +336,7 @@ def run_train(
         "holdout_rows": len(holdout),
         "training_set_sha256": manifest.get("training_set_sha256", ""),
         "horizon_days": manifest.get("build_config", {}).get("horizon_days"),
+        "trained_ages": manifest.get("build_config", {}).get("ages"),
         "holdout_metrics": metrics,
     }
 

@@ -201,3 +201,45 @@ def test_validated_csv_and_in_memory_frames_build_the_same_training_set(raw_dir,
     assert in_memory.data_end == load_raw(raw_dir, write_quarantine=False).data_end
     from_memory = build_training_set(in_memory, BuildConfig())
     pd.testing.assert_frame_equal(from_disk, from_memory, check_dtype=False)
+
+
+def test_build_from_explicit_cutoffs_counts_incomplete_horizons(raw_dir, tmp_path):
+    from partnerscore.features.config import BuildConfig
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.features.pipeline import run_build
+
+    partners = pd.read_csv(raw_dir / "partners.csv", dtype=str).head(3)
+    signed = pd.to_datetime(partners["signed_at"])
+    cutoffs = pd.DataFrame(
+        {
+            "partner_id": [*partners["partner_id"], partners["partner_id"].iloc[0]],
+            "as_of": [
+                *(signed + pd.Timedelta(days=45)).dt.strftime("%Y-%m-%d %H:%M:%S"),
+                "2026-06-01",  # horizon passes the data end: dropped and counted
+            ],
+        }
+    )
+    cutoffs.to_csv(tmp_path / "cutoffs.csv", index=False)
+    result = run_build(raw_dir, tmp_path / "out", BuildConfig(), cutoffs=tmp_path / "cutoffs.csv")
+    built = pd.read_parquet(tmp_path / "out" / "training_set.parquet")
+    assert sorted(built["partner_id"]) == sorted(partners["partner_id"])
+    assert (built["age_days"] == 45).all()
+    assert result.manifest["snapshots_dropped_incomplete_horizon"] == 1
+    assert "snapshots dropped (horizon passes the data end): 1" in result.summary()
+
+    cutoffs.loc[1, "partner_id"] = "NOPE"
+    cutoffs.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PartnerscoreError, match=r"bad.csv: column 'partner_id' row 2: unknown"):
+        run_build(raw_dir, tmp_path / "out2", BuildConfig(), cutoffs=tmp_path / "bad.csv")
+    cutoffs.loc[1, "partner_id"] = partners["partner_id"].iloc[1]
+    cutoffs.loc[2, "as_of"] = "soon"
+    cutoffs.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PartnerscoreError, match=r"bad.csv: column 'as_of' row 3: 'soon'"):
+        run_build(raw_dir, tmp_path / "out2", BuildConfig(), cutoffs=tmp_path / "bad.csv")
+
+
+def test_default_build_counts_dropped_snapshots(built_dir):
+    import json
+
+    manifest = json.loads((built_dir / "manifest.json").read_text())
+    assert manifest["snapshots_dropped_incomplete_horizon"] > 0

@@ -200,7 +200,7 @@ def _report_scores_folder(tmp):
 
 
 def _score_without_as_of(tmp):
-    return ["score", "--raw", raw_copy(tmp)], ["--as-of"]
+    return ["score", "--raw", raw_copy(tmp)], ["--as-of", "--at-age"]
 
 
 def _unknown_command(tmp):

@@ -5,7 +5,7 @@ import pytest
 
 from partnerscore.features.core import PartnerscoreError, read_frame
 from partnerscore.models.config import PolicyConfig
-from partnerscore.models.policy import QUADRANTS
+from partnerscore.models.policy import GRADUATED, QUADRANTS
 from partnerscore.serving.cli import main
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.score import peer_percentile, rejects_path, run_score
@@ -20,7 +20,7 @@ def test_score_job_end_to_end(raw_dir, store_config, tmp_path):
     partners = pd.read_csv(raw_dir / "partners.csv")
     in_scope = (pd.to_datetime(partners["signed_at"]) < pd.Timestamp(AS_OF)).sum()
     assert result.scored == len(scores) == in_scope
-    assert result.partners_input == result.scored + result.rejected + result.out_of_scope
+    assert result.partners_input == result.scored + result.rejected + result.not_yet
     assert scores["partner_id"].is_monotonic_increasing
     assert (scores["as_of"] == pd.Timestamp(AS_OF)).all()
     assert scores["config_hash"].eq(store_config.hash()).all()
@@ -92,8 +92,8 @@ def test_rejects_accounting_none_silently_dropped(raw_dir, store_config, tmp_pat
     assert set(scores["partner_id"]).isdisjoint(later | bad)
     assert set(scores["partner_id"]) | bad | later == set(partners["partner_id"])
     assert result.partners_input == len(partners)
-    assert result.partners_input == result.scored + result.rejected + result.out_of_scope
-    assert result.out_of_scope == len(later)
+    assert result.partners_input == result.scored + result.rejected + result.not_yet
+    assert result.not_yet == len(later)
     assert deals.loc[0, "partner_id"] in set(scores["partner_id"]) | later
     assert result.quarantined_rows["deals"] >= 1
     assert "quarantined rows (scored without them): " in result.summary()
@@ -125,9 +125,11 @@ def test_failure_mid_write_keeps_the_previous_file(raw_dir, store_config, tmp_pa
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_die)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PartnerscoreError, match="scores.csv: cannot write: disk full"):
         run_score(raw_dir, AS_OF, "champion", out, store_config)
     assert out.read_text() == "previous scores\n"
+    # nothing was published, so the history holds no batch of this run either
+    assert ScoreHistory(store_config.paths.history_database()).read().empty
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "data") == ["scores.csv"]
 
 
@@ -173,7 +175,12 @@ def test_playbook_override_and_bad_playbook(raw_dir, store_config, tmp_path):
     run_score(raw_dir, AS_OF, "champion", tmp_path / "s.csv", cfg)
     scores = read_frame(tmp_path / "s.csv")
     expected = scores["quadrant"].map({q: f"Action {i}" for i, q in enumerate(QUADRANTS)})
+    # partners past the trained onboarding ages get the (default) graduated action instead
+    graduated = scores["out_of_scope"].astype(bool)
+    expected = expected.where(~graduated, GRADUATED["title"])
+    assert graduated.any() and (~graduated).any()
     assert (scores["intervention"] == expected).all()
+    assert (scores.loc[graduated, "score_tier"] == "graduated").all()
     book.write_text(f"quadrants:\n{quads.replace('title: Action 1', 'titel: Action 1')}\n")
     with pytest.raises(PartnerscoreError, match=r"book.yaml: quadrants.high_revenue_low_eng"):
         run_score(raw_dir, AS_OF, "champion", tmp_path / "t.csv", cfg)
@@ -225,3 +232,36 @@ def test_peer_percentile_segments_and_fallback():
     assert pct[:5].tolist() == [20.0, 40.0, 60.0, 80.0, 100.0]
     # silver/si has 2 partners (< 5) and silver 2 too: falls back to everyone
     assert pct[5:].tolist() == [round(6 / 7 * 100, 1), 100.0]
+
+
+def test_score_at_onboarding_age(raw_dir, store_config, tmp_path):
+    out = tmp_path / "age90.csv"
+    result = run_score(raw_dir, None, "champion", out, store_config, at_age=90)
+    scores = read_frame(out)
+    as_of = pd.to_datetime(scores["as_of"])
+    signed = pd.to_datetime(scores["signed_at"])
+    assert ((as_of - signed) == pd.Timedelta(days=90)).all()
+    assert (scores["age_days"] == 90).all()
+    assert not scores["out_of_scope"].astype(bool).any()  # 90 days is a trained age
+    partners = pd.read_csv(raw_dir / "partners.csv", dtype=str)
+    deals = pd.read_csv(raw_dir / "deals.csv", dtype=str)
+    newest = max(
+        pd.to_datetime(deals["created_at"]).max(), pd.to_datetime(deals["closed_at"]).max()
+    )
+    milestone = pd.to_datetime(partners["signed_at"]) + pd.Timedelta(days=90)
+    assert result.not_yet >= int((milestone > newest).sum())  # data end may be later than deals
+    assert result.scored + result.rejected + result.not_yet == len(partners)
+    assert "at onboarding age 90 days" in result.summary()
+    with pytest.raises(PartnerscoreError, match="either --as-of DATE or --at-age DAYS"):
+        run_score(raw_dir, AS_OF, "champion", out, store_config, at_age=90)
+
+
+def test_old_partners_are_graduated_not_scored_as_new(raw_dir, store_config, tmp_path):
+    result = run_score(raw_dir, AS_OF, "champion", tmp_path / "s.parquet", store_config)
+    scores = pd.read_parquet(tmp_path / "s.parquet")
+    limit = 180 + store_config.policy.scope_tolerance_days  # oldest trained age + tolerance
+    old = scores["age_days"] > limit
+    assert (scores["out_of_scope"] == old).all() and old.any()
+    assert (scores.loc[old, "score_tier"] == "graduated").all()
+    assert (scores.loc[~old, "score_tier"] != "graduated").all()
+    assert result.graduated == int(old.sum())

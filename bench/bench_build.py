@@ -99,7 +99,7 @@ mc as (
 lab as (
     select s.partner_id, s.as_of, sum(d.amount) as revenue
     from s join deals d on d.partner_id = s.partner_id and d.status = 'won'
-         and d.closed_at > s.as_of and d.closed_at <= s.h_end
+         and d.closed_at >= s.as_of and d.closed_at < s.h_end
     group by all
 ),
 touch as (
@@ -111,7 +111,7 @@ touch as (
 eng as (
     select s.partner_id, s.as_of,
            count(distinct floor(date_diff('second', s.as_of, t.t) / (30 * 86400))) as periods
-    from s join touch t on t.partner_id = s.partner_id and t.t > s.as_of and t.t <= s.h_end
+    from s join touch t on t.partner_id = s.partner_id and t.t >= s.as_of and t.t < s.h_end
     group by all
 )
 select s.partner_id, s.as_of, act.n, act.n30, act.collab, act.resp, act.first_t, act.last_t,

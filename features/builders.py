@@ -2,9 +2,17 @@
 
 Every builder takes the raw tables and a :class:`Snapshots` context and returns a dict of feature
 columns aligned to the snapshots. The machinery is a sorted *timeline* per event kind: events are
-sorted by (partner, time) and encoded as one int64 key, so "events of partner p strictly before
-t" is one ``searchsorted`` and window sums are differences of cumulative sums. No event at or after
-``as_of`` can reach a feature: the lookup key is (partner, as_of) with ``side="left"``.
+sorted by (partner, time) and encoded as one exact int64 key, so "events of partner p strictly
+before t" is one ``searchsorted``. No event at or after ``as_of`` can reach a feature: the lookup
+key is (partner, as_of) with ``side="left"``.
+
+Aggregates are computed per partner, never across partners: counts are differences of positions,
+and sums add each snapshot's own run of events [lo, hi) one after the other in time order (ties in
+input order), starting from 0.0. A partner's value therefore depends only on its own rows before
+as_of, and is byte-identical whatever other partners' rows, or rows dated at/after as_of, exist.
+
+Times are compared at one-second resolution (both sides floored to the second): an event in the
+same second as as_of counts as at as_of, never before it.
 """
 
 from __future__ import annotations
@@ -21,26 +29,15 @@ DAY = 86_400
 WINDOW_DAYS = 30
 NAT = np.iinfo(np.int64).min
 """Seconds value standing for a missing timestamp."""
-# timeline key = partner code * 2**41 + (seconds clipped to +-2**40, about +-34,800 years, + 2**40)
-_TIME_BITS = 41
-_SHIFT = np.int64(1) << np.int64(_TIME_BITS)
-_HALF = np.int64(1) << np.int64(_TIME_BITS - 1)
-MAX_PARTNERS = 1 << (62 - _TIME_BITS)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def to_seconds(values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
-    """Datetimes (any unit) -> int64 seconds since the epoch; NaT -> :data:`NAT`."""
+    """Datetimes (any unit) -> int64 seconds since the epoch (floored); NaT -> :data:`NAT`."""
     arr = pd.to_datetime(pd.Series(values)).to_numpy(dtype="datetime64[s]")
     out = arr.astype("int64")
     out[np.isnat(arr)] = NAT
     return out
-
-
-def _keys(codes: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    """Sortable (partner, time) keys; times beyond +-34,800 years are clipped (order kept)."""
-    if len(seconds) and (seconds.min() < -_HALF or seconds.max() >= _HALF):
-        seconds = np.clip(seconds, -_HALF, _HALF - 1)
-    return codes * _SHIFT + (seconds + _HALF)
 
 
 def lookup_codes(ids: pd.Series, value_set: pa.Array) -> np.ndarray:
@@ -48,6 +45,37 @@ def lookup_codes(ids: pd.Series, value_set: pa.Array) -> np.ndarray:
     arr = pa.array(ids.astype("str"), type=pa.string()) if len(ids) else pa.array([], pa.string())
     found = pc.index_in(arr, value_set=value_set)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def runs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten the index runs [lo[i], hi[i]) of every snapshot i.
+
+    Returns:
+        (snapshot number, timeline index) of every element of every run, runs in snapshot order
+        and each run in timeline (time) order.
+    """
+    n = np.maximum(hi - lo, 0)
+    total = int(n.sum())
+    seg = np.repeat(np.arange(len(n)), n)
+    offsets = np.cumsum(n) - n
+    return seg, np.arange(total) - offsets[seg] + lo[seg]
+
+
+def run_sums(seg: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sum of ``values`` per snapshot number ``seg``, added one after the other from 0.0.
+
+    ``np.bincount`` accumulates sequentially in array order, so a run's sum is exactly the
+    left-to-right float sum of its values (the same as a plain Python loop), no matter what
+    other runs hold.
+    """
+    return np.bincount(seg, weights=values, minlength=n).astype(float)
+
+
+def midpoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a + b) / 2 for a <= b without overflow (finite inputs give a finite result)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        same_sign = (a >= 0) == (b >= 0)
+        return np.where(same_sign, a + (b - a) / 2, (a + b) / 2)
 
 
 @dataclass
@@ -86,8 +114,6 @@ class Snapshots:
     def from_frame(cls, snapshots: pd.DataFrame, partners: pd.DataFrame) -> Snapshots:
         """Encode ``snapshots`` (partner_id, as_of) against the partners table."""
         # sorted ids: snapshots sorted by partner give increasing keys (fast searchsorted)
-        if len(partners) >= MAX_PARTNERS:
-            raise ValueError(f"at most {MAX_PARTNERS - 1:,} partners per build")
         index = pd.Index(np.sort(partners["partner_id"].astype(object).to_numpy()))
         codes = lookup_codes(
             snapshots["partner_id"], pa.array(index.to_numpy(dtype=object), type=pa.string())
@@ -95,12 +121,15 @@ class Snapshots:
         if (codes < 0).any():
             missing = snapshots["partner_id"].to_numpy()[codes < 0][0]
             raise ValueError(f"snapshot partner_id {missing!r} is not in the partners table")
+        as_of = to_seconds(snapshots["as_of"])
+        if (as_of == NAT).any():
+            raise ValueError("snapshot as_of is missing")
         signed_all = to_seconds(partners["signed_at"])
         signed_all = signed_all[np.argsort(partners["partner_id"].astype(object).to_numpy())]
         return cls(
             partner_ids=snapshots["partner_id"].astype(str).to_numpy(),
             codes=codes.astype(np.int64),
-            as_of=to_seconds(snapshots["as_of"]),
+            as_of=as_of,
             signed=signed_all[codes],
             partner_index=index,
         )
@@ -118,8 +147,58 @@ class Snapshots:
         return self.days_since_signing(self.as_of)
 
 
+class _TimeAxis:
+    """Exact int64 offsets of times within one timeline, so (partner, time) packs into one key.
+
+    Event times map to offsets that keep their order and ties; a query time maps to an offset
+    that compares with every event offset exactly as the query time compares with the event
+    time. Offsets lie in [0, width), so ``code * width + offset`` never crosses into another
+    partner's keys. When ``partners * width`` fits in int64 the offset is the time itself
+    (shifted); otherwise (absurd time spans) times are replaced by their ranks.
+    """
+
+    def __init__(self, seconds: np.ndarray, n_codes: int) -> None:
+        self.uniq: np.ndarray | None = None
+        if len(seconds) == 0:
+            self.lo, self.hi, self.width = 0, 0, 1
+            return
+        lo, hi = int(seconds.min()), int(seconds.max())
+        width = hi - lo + 3  # events in [1, width - 2], queries clipped to [0, width - 1]
+        if (
+            lo - 1 >= -_INT64_MAX - 1
+            and hi + 1 <= _INT64_MAX
+            and max(n_codes, 1) * width <= (_INT64_MAX)
+        ):
+            self.lo, self.hi, self.width = lo, hi, width
+        else:
+            self.uniq = np.unique(seconds)
+            self.lo, self.hi, self.width = 0, 0, 2 * len(self.uniq) + 3
+
+    def events(self, seconds: np.ndarray) -> np.ndarray:
+        """Offsets of event times."""
+        if self.uniq is None:
+            return seconds - np.int64(self.lo - 1)
+        return 2 * np.searchsorted(self.uniq, seconds).astype(np.int64) + 2
+
+    def queries(self, seconds: np.ndarray) -> np.ndarray:
+        """Offsets of query times (any int64 seconds)."""
+        if self.uniq is None:
+            clipped = np.clip(seconds, self.lo - 1, self.hi + 1)
+            return clipped - np.int64(self.lo - 1)
+        at = np.searchsorted(self.uniq, seconds).astype(np.int64)
+        exact = self.uniq[np.minimum(at, len(self.uniq) - 1)] == seconds
+        return 2 * at + np.where(exact, 2, 1)
+
+
 class Timeline:
-    """Events of one kind sorted by (partner, time), with cumulative sums of value columns."""
+    """Events of one kind sorted by (partner, time), ties in input order.
+
+    Attributes:
+        keys: Sorted int64 keys ``code * width + time offset``.
+        times: Event times (seconds) in timeline order.
+        rows: Index of each timeline event in the arrays given to the constructor.
+        values: Value columns in timeline order.
+    """
 
     def __init__(
         self,
@@ -135,59 +214,84 @@ class Timeline:
             else to_seconds(times)
         )
         keep = (codes >= 0) & (secs != NAT)
-        everything = bool(keep.all())
-        if not everything:
-            codes, secs = codes[keep], secs[keep]
-        keys = _keys(codes, secs)
-        # ties share a key: their order does not matter for counts and sums; rows usually come
-        # sorted or nearly sorted by time, which the stable sort (timsort) handles fastest
+        kept = None if keep.all() else np.flatnonzero(keep)
+        if kept is not None:
+            codes, secs = codes[kept], secs[kept]
+        self.axis = _TimeAxis(secs, len(snaps.partner_index))
+        width = np.int64(self.axis.width)
+        keys = codes * width + self.axis.events(secs)
+        # rows usually come sorted or nearly sorted by time, which the stable sort (timsort)
+        # handles fastest; stable keeps ties in input order, so sums add them in a fixed order
         order = None
         if len(keys) and (np.diff(keys) < 0).any():
             order = np.argsort(keys, kind="stable")
-        self.keys = keys if order is None else keys[order]
-        self.times = secs if order is None else secs[order]
-        self.cums: dict[str, np.ndarray] = {}
-        self.values: dict[str, np.ndarray] = {}
-        for name, vals in (values or {}).items():
-            v = np.asarray(vals, dtype=float)
-            v = v if everything else v[keep]
-            v = v if order is None else v[order]
-            self.values[name] = v
-            self.cums[name] = np.concatenate([[0.0], np.cumsum(np.nan_to_num(v))])
-            self.cums[name + "__n"] = np.concatenate([[0.0], np.cumsum(~np.isnan(v))])
+            keys, secs = keys[order], secs[order]
+        self.keys = keys
+        self.times = secs
+        self._kept, self._order, self._rows = kept, order, None
+        self.values: dict[str, np.ndarray] = {
+            name: self._take(np.asarray(vals, dtype=float)) for name, vals in (values or {}).items()
+        }
         self.snaps = snaps
+        self._width = width
         self._at: np.ndarray | None = None
-        self._start = np.searchsorted(self.keys, snaps.codes * _SHIFT, side="left")
+        self._start = np.searchsorted(self.keys, snaps.codes * width, side="left")
+
+    def _take(self, column: np.ndarray) -> np.ndarray:
+        """A column given to the constructor, in timeline order (events dropped left out)."""
+        column = column if self._kept is None else column[self._kept]
+        return column if self._order is None else column[self._order]
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Index of each timeline event in the arrays given to the constructor."""
+        if self._rows is None:
+            kept = np.arange(len(self.keys)) if self._kept is None else self._kept
+            self._rows = kept if self._order is None else kept[self._order]
+        return self._rows
+
+    def _query(self, seconds: np.ndarray) -> np.ndarray:
+        return self.snaps.codes * self._width + self.axis.queries(seconds)
 
     def position(self, seconds: np.ndarray, side: str = "left") -> np.ndarray:
-        """Index of the first event of each snapshot's partner at/after ``seconds`` (side=left)."""
+        """Index of the partner's first event at/after (side=left) or after (right) ``seconds``."""
         if seconds is self.snaps.as_of and side == "left":
             if self._at is None:
-                self._at = np.searchsorted(self.keys, _keys(self.snaps.codes, seconds))
+                self._at = np.searchsorted(self.keys, self._query(seconds))
             return self._at
-        return np.searchsorted(self.keys, _keys(self.snaps.codes, seconds), side=side)
+        return np.searchsorted(self.keys, self._query(seconds), side=side)
+
+    @property
+    def start(self) -> np.ndarray:
+        """Index of each snapshot's partner's first event."""
+        return self._start
 
     def count_before(self, seconds: np.ndarray | None = None) -> np.ndarray:
         """Events of the partner strictly before ``seconds`` (default: as_of)."""
         t = self.snaps.as_of if seconds is None else seconds
         return (self.position(t) - self._start).astype(float)
 
+    def count_between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Events of the partner with lo <= t < hi."""
+        return np.maximum(self.position(hi) - self.position(lo), 0).astype(float)
+
     def count_window(self, days: float) -> np.ndarray:
         """Events in [as_of - days, as_of)."""
-        hi = self.position(self.snaps.as_of)
-        lo = self.position(self.snaps.as_of - int(days * DAY))
-        return (hi - np.maximum(lo, self._start)).astype(float)
+        return self.count_between(self.snaps.as_of - int(days * DAY), self.snaps.as_of)
+
+    def sum_range(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Sum of a value column over each snapshot's timeline run [lo, hi), in time order."""
+        seg, idx = runs(lo, hi)
+        return run_sums(seg, self.values[name][idx], len(self.snaps))
 
     def sum_before(self, name: str, seconds: np.ndarray | None = None) -> np.ndarray:
         """Sum of a value column over events strictly before ``seconds`` (default as_of)."""
         t = self.snaps.as_of if seconds is None else seconds
-        cum = self.cums[name]
-        return cum[self.position(t)] - cum[self._start]
+        return self.sum_range(name, self._start, self.position(t))
 
-    def nonnull_before(self, name: str) -> np.ndarray:
-        """Number of non-missing values of a column before as_of."""
-        cum = self.cums[name + "__n"]
-        return cum[self.position(self.snaps.as_of)] - cum[self._start]
+    def sum_between(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Sum of a value column over events with lo <= t < hi."""
+        return self.sum_range(name, self.position(lo), self.position(hi))
 
     def median_before(self, name: str) -> np.ndarray:
         """Median of a value column over the partner's events before as_of (NaN if none).
@@ -199,27 +303,16 @@ class Timeline:
         lo = self._start
         n = self.position(self.snaps.as_of) - lo
         out = np.full(len(self.snaps), np.nan)
-        total = int(n.sum())
-        if total == 0:
+        seg, idx = runs(lo, lo + n)
+        if len(idx) == 0:
             return out
         offsets = np.cumsum(n) - n
-        seg = np.repeat(np.arange(len(n)), n)
-        idx = np.arange(total) - offsets[seg] + lo[seg]
         vals = self.values[name][idx]
         vals = vals[np.lexsort((vals, seg))]
         has = n > 0
         o, m = offsets[has], n[has]
-        out[has] = (vals[o + (m - 1) // 2] + vals[o + m // 2]) / 2
+        out[has] = midpoint(vals[o + (m - 1) // 2], vals[o + m // 2])
         return out
-
-    def sum_between(self, name: str | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Sum (or count when ``name`` is None) over events with lo < t <= hi."""
-        a = self.position(lo, side="right")
-        b = self.position(hi, side="right")
-        if name is None:
-            return (b - a).astype(float)
-        cum = self.cums[name]
-        return cum[b] - cum[a]
 
     def first_time(self) -> np.ndarray:
         """Time of the partner's first event if it is before as_of, else NaN."""
@@ -244,13 +337,26 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def money(values: np.ndarray) -> np.ndarray:
-    """Amounts rounded to cents.
+def _numeric(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """A numeric column as float (NaN where missing; all NaN when the optional column is absent)."""
+    if col not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
 
-    Sums read off cumulative sums over a whole table carry float noise of the order of the
-    table's total (an open pipeline of 3.7e-09 instead of 0); cents are exact enough.
+
+def _open_pipeline(
+    snaps: Snapshots, created: Timeline, closed_s: np.ndarray, amount: np.ndarray
+) -> np.ndarray:
+    """Sum of amounts of deals created before as_of and not closed before as_of.
+
+    Summed directly over each snapshot's deals in creation order (never created-sum minus
+    closed-sum, a difference that cancels).
     """
-    return np.round(values, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+    seg, idx = runs(created.start, created.position(snaps.as_of))
+    rows = created.rows[idx]
+    closed = closed_s[rows]
+    still_open = (closed == NAT) | (closed >= snaps.as_of[seg])
+    return run_sums(seg[still_open], amount[rows[still_open]], len(snaps))
 
 
 def _days_after_signing(snaps: Snapshots, seconds: np.ndarray) -> np.ndarray:
@@ -296,13 +402,12 @@ def build_marketing(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[s
     made = Timeline(snaps, codes, mc["committed_at"])
     delivered = to_seconds(mc["delivered_at"])
     due = to_seconds(mc["due_at"])
-    on_time = ((delivered != NAT) & (delivered <= due)).astype(float)
-    by_due = Timeline(snaps, codes, due, {"on_time": on_time})
+    on_time = (delivered != NAT) & (delivered <= due)
+    by_due = Timeline(snaps, codes, due)
+    kept = Timeline(snaps, codes[on_time], due[on_time])
     return {
         "marketing_commitments_count_todate": made.count_before(),
-        "marketing_adherence_rate_todate": _ratio(
-            by_due.sum_before("on_time"), by_due.count_before()
-        ),
+        "marketing_adherence_rate_todate": _ratio(kept.count_before(), by_due.count_before()),
     }
 
 
@@ -329,13 +434,20 @@ def build_trainings(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[s
 def build_activities(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """CRM touchpoints: frequency, recency, trend, responsiveness and collaboration."""
     act = tables["activities"]
-    hours = pd.to_numeric(act["response_hours"], errors="coerce").to_numpy(dtype=float)
+    hours = _numeric(act, "response_hours")
     codes = snaps.codes_of("activities", act)
     when = to_seconds(act["occurred_at"])
     tl = Timeline(snaps, codes, when)
-    # a response time is known once the partner has responded: occurred_at + response_hours
-    answered = ~np.isnan(hours) & (when != NAT)
-    replied = when[answered] + np.round(hours[answered] * 3600).astype(np.int64)
+    # a response time is known once the partner has responded: occurred_at + response_hours <
+    # as_of, i.e. hours * 3600 < (as_of - occurred_at) in seconds; floor(hours * 3600) gives the
+    # same comparison in whole seconds. Responses arriving after the latest as_of never count
+    # (and would overflow int64 for huge values): they are left out.
+    latest = snaps.as_of.max() if len(snaps) else NAT
+    with np.errstate(over="ignore"):
+        delay = hours * 3600
+    with np.errstate(invalid="ignore"):
+        answered = ~np.isnan(delay) & (when != NAT) & (delay < (latest - when).astype(float))
+    replied = when[answered] + np.floor(delay[answered]).astype(np.int64)
     responses = Timeline(snaps, codes[answered], replied, {"hours": hours[answered]})
     collab = act["activity_type"].isin(["co_sell", "joint_event"]).to_numpy()
     collab_tl = Timeline(snaps, codes[collab], when[collab])
@@ -369,10 +481,14 @@ def build_portal(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str,
 def build_feedback(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """Qualitative feedback scores."""
     fb = tables["feedback"]
-    score = pd.to_numeric(fb["score"], errors="coerce").to_numpy(dtype=float)
-    tl = Timeline(snaps, snaps.codes_of("feedback", fb), fb["submitted_at"], {"score": score})
+    score = _numeric(fb, "score")
+    codes = snaps.codes_of("feedback", fb)
+    when = to_seconds(fb["submitted_at"])
+    tl = Timeline(snaps, codes, when)
+    given = ~np.isnan(score)
+    scored = Timeline(snaps, codes[given], when[given], {"score": score[given]})
     return {
-        "feedback_score_mean_todate": _ratio(tl.sum_before("score"), tl.nonnull_before("score")),
+        "feedback_score_mean_todate": _ratio(scored.sum_before("score"), scored.count_before()),
         "feedback_count_todate": tl.count_before(),
     }
 
@@ -397,7 +513,7 @@ def build_leads(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, 
 def build_deals(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, np.ndarray]:
     """Deals: volume, wins, size, velocity and open pipeline — closed facts only once closed."""
     deals = tables["deals"]
-    amount = pd.to_numeric(deals["amount"], errors="coerce").to_numpy(dtype=float)
+    amount = _numeric(deals, "amount")
     status = deals["status"].astype(str).to_numpy()
     created_s = to_seconds(deals["created_at"])
     closed_s = to_seconds(deals["closed_at"])
@@ -405,31 +521,20 @@ def build_deals(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, 
     won = (status == "won") & is_closed
     cycle = np.where(is_closed, (closed_s - created_s) / DAY, np.nan)
     codes = snaps.codes_of("deals", deals)
-    created = Timeline(snaps, codes, created_s, {"amount": amount})
-    closed = Timeline(
-        snaps,
-        codes[is_closed],
-        closed_s[is_closed],
-        {
-            "amount": amount[is_closed],
-            "won": won[is_closed].astype(float),
-            "cycle": cycle[is_closed],
-        },
-    )
+    created = Timeline(snaps, codes, created_s)
+    closed = Timeline(snaps, codes[is_closed], closed_s[is_closed], {"cycle": cycle[is_closed]})
     won_tl = Timeline(snaps, codes[won], closed_s[won], {"amount": amount[won]})
     n_closed = closed.count_before()
     n_won = won_tl.count_before()
-    won_amount = money(won_tl.sum_before("amount"))
+    won_amount = won_tl.sum_before("amount")
     return {
         "deals_created_todate": created.count_before(),
         "deals_won_todate": n_won,
         "deals_won_amount_todate": won_amount,
-        "deals_win_rate_todate": _ratio(closed.sum_before("won"), n_closed),
+        "deals_win_rate_todate": _ratio(n_won, n_closed),
         "deals_avg_won_size_todate": _ratio(won_amount, n_won),
         "deals_velocity_days_todate": closed.median_before("cycle"),
-        "deals_open_pipeline_amount": money(
-            created.sum_before("amount") - closed.sum_before("amount")
-        ),
+        "deals_open_pipeline_amount": _open_pipeline(snaps, created, closed_s, amount),
         "deals_days_to_first": _days_after_signing(snaps, created.first_time()),
         "deals_days_to_first_won": _days_after_signing(snaps, won_tl.first_time()),
         "deals_has_won_todate": (n_won > 0).astype(float),

@@ -39,7 +39,7 @@ class BuildConfig(FrozenConfig):
 
     Attributes:
         ages: Onboarding ages (days after signed_at) at which snapshots are taken.
-        horizon_days: Label window length after each as_of: (as_of, as_of + horizon].
+        horizon_days: Label window length after each as_of: [as_of, as_of + horizon).
         engagement_period_days: Length of the periods the horizon is cut into.
         engagement_min_share: Share of periods that need a qualifying touchpoint.
         engagement_touchpoints: Activity types (plus ``lead``/``deal`` creation) that qualify.

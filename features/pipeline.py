@@ -1,8 +1,8 @@
 """Point-in-time training sets and scoring frames.
 
 A snapshot is (partner_id, as_of). Features use only rows dated strictly before as_of; labels use
-(as_of, as_of + horizon]. Training sets stack snapshots at several onboarding ages and keep only
-those whose horizon is complete.
+[as_of, as_of + horizon), so every event lands in exactly one side. Training sets stack snapshots
+at several onboarding ages and keep only those whose horizon is complete.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, money, to_seconds
+from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
     PartnerscoreError,
@@ -109,11 +109,16 @@ def build_features(
 def build_labels(
     tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame, config: BuildConfig
 ) -> pd.DataFrame:
-    """Labels from the horizon (as_of, as_of + horizon].
+    """Labels from the horizon [as_of, as_of + horizon).
 
-    - ``label_revenue``: sum of won deal amounts closed in the horizon.
-    - ``label_engaged``: 1 if at least ``engagement_min_share`` of the horizon's periods hold a
-      qualifying touchpoint (activity types, ``lead`` created, ``deal`` created), else 0.
+    An event exactly at as_of is a label event (features see only events strictly before
+    as_of); one exactly at as_of + horizon is not.
+
+    - ``label_revenue``: sum of won deal amounts closed in the horizon, added in closing order
+      (per partner: other partners' deals never enter the sum).
+    - ``label_engaged``: 1 if at least ``engagement_min_share`` of the horizon's periods
+      [as_of + j * period, as_of + (j + 1) * period) (the last one cut at the horizon's end) hold
+      a qualifying touchpoint (activity types, ``lead`` created, ``deal`` created), else 0.
 
     Args:
         tables: Clean typed raw tables.
@@ -128,10 +133,11 @@ def build_labels(
     deals = tables["deals"]
     won = (deals["status"].astype(str) == "won").to_numpy() & deals["closed_at"].notna().to_numpy()
     amount = pd.to_numeric(deals["amount"], errors="coerce").to_numpy(dtype=float)
+    end = snaps.as_of + horizon
     deal_codes = snaps.codes_of("deals", deals)
     closed_s = to_seconds(deals["closed_at"])
     won_tl = Timeline(snaps, deal_codes[won], closed_s[won], {"amount": amount[won]})
-    revenue = money(won_tl.sum_between("amount", snaps.as_of, snaps.as_of + horizon))
+    revenue = won_tl.sum_between("amount", snaps.as_of, end)
 
     codes, times = [], []
     kinds = set(config.engagement_touchpoints)
@@ -146,14 +152,18 @@ def build_labels(
     if "deal" in kinds:
         codes.append(deal_codes)
         times.append(to_seconds(deals["created_at"]))
-    touch = Timeline(snaps, np.concatenate(codes), np.concatenate(times))
+    touch = Timeline(
+        snaps,
+        np.concatenate(codes) if codes else np.empty(0, np.int64),
+        np.concatenate(times) if times else np.empty(0, np.int64),
+    )
     period = config.engagement_period_days * DAY
     n_periods = int(np.ceil(config.horizon_days / config.engagement_period_days))
     active = np.zeros(len(snaps))
     for j in range(n_periods):
         lo = snaps.as_of + j * period
-        hi = np.minimum(snaps.as_of + (j + 1) * period, snaps.as_of + horizon)
-        active += touch.sum_between(None, lo, hi) > 0
+        hi = np.minimum(snaps.as_of + (j + 1) * period, end)
+        active += touch.count_between(lo, hi) > 0
     need = int(np.ceil(config.engagement_min_share * n_periods - 1e-9))
     return pd.DataFrame(
         {

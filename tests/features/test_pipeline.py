@@ -98,23 +98,65 @@ def test_features_on_hand_built_data():
 
 
 def test_labels_boundaries():
+    # the horizon is [as_of, as_of + horizon): an event exactly at as_of is a label event (and
+    # no feature: features stop strictly before as_of), one exactly at the end is not
     tables = tiny_tables()
     labels = build_labels(tables, snapshot(), BuildConfig(horizon_days=30)).set_index("partner_id")
-    # D1 closes exactly at as_of (excluded), D2 on 03-01 = as_of + 29 days (included)
-    assert labels.loc["P1", "label_revenue"] == 250
+    # D1 closes exactly at as_of 02-01 (included), D2 on 03-01 = as_of + 29 days (included)
+    assert labels.loc["P1", "label_revenue"] == 100 + 250
+    features = build_features(tables, snapshot()).set_index("partner_id")
+    assert features.loc["P1", "deals_won_amount_todate"] == 0
     labels = build_labels(tables, snapshot("2024-07-30"), BuildConfig(horizon_days=30))
-    # P2's D4 closes at 2024-08-29 = as_of + 30 days: the last instant of the horizon counts
+    # P2's D4 closes at 2024-08-29 = as_of + 30 days: the end of the horizon is excluded ...
+    assert labels.set_index("partner_id").loc["P2", "label_revenue"] == 0
+    # ... and one day later it is the last day inside it
+    labels = build_labels(tables, snapshot("2024-07-31"), BuildConfig(horizon_days=30))
     assert labels.set_index("partner_id").loc["P2", "label_revenue"] == 1000
+    # one second before as_of: a feature, not a label
+    early = snapshot("2024-02-01 00:00:01")
+    labels = build_labels(tables, early, BuildConfig(horizon_days=30)).set_index("partner_id")
+    assert labels.loc["P1", "label_revenue"] == 250
+    features = build_features(tables, early).set_index("partner_id")
+    assert features.loc["P1", "deals_won_amount_todate"] == 100
 
 
 def test_engagement_label_counts_periods():
     tables = tiny_tables()
     cfg = BuildConfig(horizon_days=90, engagement_period_days=30, engagement_min_share=0.5)
     labels = build_labels(tables, snapshot("2024-01-01"), cfg).set_index("partner_id")
-    # P1 periods: (01-01,01-31]: meeting 01-05, deals created; (01-31,03-01]: qbr 02-01, deal 02-15
+    # P1 periods [01-01, 01-31): meeting 01-05, deals created 01-10 and 01-20;
+    # [01-31, 03-01): co_sell 01-31 23:59, qbr 02-01, deal 02-15; [03-01, 03-31): nothing -> 2 of 3
     assert labels.loc["P1", "label_engaged"] == 1
     # P2: only a call (not qualifying) and a deal created 01-05 -> 1 of 3 periods
     assert labels.loc["P2", "label_engaged"] == 0
+
+
+def test_engagement_periods_are_half_open():
+    tables = tiny_tables()
+    as_of = T("2024-06-01")
+    act = pd.DataFrame(
+        {
+            "activity_id": ["B1", "B2", "B3"],
+            "partner_id": ["P2"] * 3,
+            # exactly at as_of, exactly at the second period's start, exactly at the horizon end
+            "occurred_at": [as_of, as_of + pd.Timedelta(days=30), as_of + pd.Timedelta(days=60)],
+            "activity_type": ["meeting", "qbr", "co_sell"],
+            "response_hours": [np.nan] * 3,
+        }
+    )
+    tables = dict(tables, activities=act)
+    cfg = BuildConfig(horizon_days=60, engagement_period_days=30, engagement_min_share=1.0)
+    labels = build_labels(tables, snapshot("2024-06-01"), cfg).set_index("partner_id")
+    # [06-01, 07-01) holds B1, [07-01, 07-31) holds B2; B3 at 07-31 is after the horizon
+    assert labels.loc["P2", "label_engaged"] == 1
+    later = build_labels(tables, snapshot("2024-06-01 00:00:01"), cfg).set_index("partner_id")
+    # one second later B1 is before as_of, B2 in the first period and B3 in the second
+    assert later.loc["P2", "label_engaged"] == 1
+    cut = build_labels(
+        tables.copy() | {"activities": act.iloc[[0, 2]]}, snapshot("2024-06-01"), cfg
+    )
+    # without B2 the second period [07-01, 07-31) is empty: B3 sits exactly on the end
+    assert cut.set_index("partner_id").loc["P2", "label_engaged"] == 0
 
 
 def test_training_set_only_complete_horizons(raw_dir):

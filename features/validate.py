@@ -738,10 +738,16 @@ def load_frames(
             continue
         if not isinstance(frame, pd.DataFrame):
             raise PartnerscoreError(f"frames: table '{name}' is not a DataFrame")
-        try:
-            table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise PartnerscoreError(f"frames/{name}: cannot convert: {_first_line(exc)}") from exc
+        frame = frame.reset_index(drop=True)
+        columns = {}
+        for col in frame.columns:
+            try:
+                columns[str(col)] = pa.array(frame[col], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                # mixed Python objects (numbers and text): validate their text, as from a CSV
+                text = [None if pd.isna(v) else str(v) for v in frame[col].tolist()]
+                columns[str(col)] = pa.array(text, type=pa.string())
+        table = pa.table(columns) if columns else pa.table({})
         inputs[name] = (Path("<frames>") / name, table)
     qdir = Path(quarantine_dir) if quarantine_dir is not None else None
     report = ValidationReport(

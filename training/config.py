@@ -62,7 +62,7 @@ class TrainConfig(FrozenConfig):
     engagement_refit: bool = True
     monotone: bool = True
     folds: int = Field(default=3, ge=1)
-    tweedie_variance_power: float = Field(default=1.2, gt=1, lt=2)
+    tweedie_variance_power: float = Field(default=1.1, gt=1, lt=2)
     revenue_recalibration: bool = True
     refit: bool = True
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)

@@ -4,12 +4,12 @@ The generative model, in short: every partner has a latent *quality* (drives fit
 training speed and certification, lead qualification, win rate and deal size) and a latent
 *engagement propensity* (drives CRM touchpoints, responsiveness, portal use and commitments kept),
 correlated and shifted by segment (tier, region, industry, partner type), with interactions that
-segment main effects cannot express (partner type x region in engagement, tier x engagement in
-deal flow, partner type x quality in deal size). Activity is generated month by month since
-signing (30-day months) from Poisson rates that ramp up with onboarding age (faster for engaged
-partners) and saturate (touchpoints and deal flow cannot grow without bound); some partners go
-quiet at a latent time, after which their rates collapse. Revenue comes from won
-deals: many partners win nothing in a horizon (zero inflation) and deal sizes are lognormal
+segment main effects cannot express (partner type x region in engagement and in going quiet,
+tier x engagement in deal flow, partner type x quality in deal size). Activity is generated
+month by month since signing (30-day months) from Poisson rates that ramp up with onboarding
+age (faster for engaged partners) and saturate (touchpoints and deal flow cannot grow without
+bound); some partners go quiet at a latent time, after which their rates collapse. Revenue
+comes from won deals: many partners win nothing in a horizon (zero inflation) and deal sizes are lognormal
 (heavy tail).
 
 The ``truth`` table holds, per partner and onboarding age, the exact expectation of the two labels
@@ -78,6 +78,15 @@ TYPE_REGION_ENGAGEMENT = {
     ("si", "EMEA"): 0.5,
     ("referral", "NA"): -0.7,
     ("reseller", "LATAM"): -0.5,
+}
+# partners going quiet, by partner type x region (odds multiplier, mean quiet month): churn
+# hot spots that no main effect explains and that early activity does not yet show
+TYPE_REGION_QUIET = {
+    ("referral", "NA"): (4.0, 4.0),
+    ("reseller", "LATAM"): (3.0, 4.0),
+    ("si", "APAC"): (3.0, 5.0),
+    ("msp", "EMEA"): (0.25, 7.0),
+    ("msp", "APAC"): (0.3, 7.0),
 }
 ACTIVITY_CAP = 5.0  # CRM touchpoints per month saturate towards this (before event_scale)
 DEAL_CAP = 0.9  # deals created per month saturate towards this
@@ -352,9 +361,14 @@ class _Program:
             0.55 * self.quality + 0.3 * tier_eff + self.type_eng + type_region + 0.85 * z2
         )
         # some partners go quiet: from this onboarding month on their activity collapses
-        quiet_p = _sigmoid(-1.3 - 0.9 * self.engagement)
+        churn = [
+            TYPE_REGION_QUIET.get(key, (1.0, 7.0))
+            for key in zip(self.ptype, self.region, strict=True)
+        ]
+        odds, mean_month = np.array(churn).reshape(n, 2).T
+        quiet_p = _sigmoid(-1.3 - 0.9 * self.engagement + np.log(odds))
         goes_quiet = rng.random(n) < quiet_p
-        quiet_month = np.floor(rng.exponential(7.0, n)).astype(int)
+        quiet_month = np.floor(rng.exponential(1.0, n) * mean_month).astype(int)
         self.quiet_month = np.where(goes_quiet, quiet_month, 10_000)
         self.quiet_day = self.signed_days + self.quiet_month * MONTH_DAYS
 

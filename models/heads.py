@@ -106,7 +106,8 @@ class _LightGBMHead(BaseEstimator):
         if X_valid is None or y_valid is None or not early_stopping_rounds:
             return {}
         return {
-            "eval_set": [(X_valid, np.asarray(y_valid))],
+            "eval_X": (X_valid,),
+            "eval_y": (np.asarray(y_valid),),
             "callbacks": [lgb.early_stopping(early_stopping_rounds, verbose=False)],
         }
 

@@ -98,6 +98,7 @@ class PromoteResult:
     details: dict = field(default_factory=dict)
     bias: float | None = None
     max_bias: float | None = None
+    bias_noise: float = 0.0
 
     def summary(self) -> str:
         """What the gate decided and why."""
@@ -112,10 +113,11 @@ class PromoteResult:
                 f"holdout (needs +{self.margin:.1%})"
             )
         if self.bias is not None and self.max_bias is not None:
-            ok = abs(self.bias) <= self.max_bias
+            ok = abs(self.bias) - self.bias_noise <= self.max_bias
+            noise = f" + {self.bias_noise:.0%} sampling noise" if self.bias_noise else ""
             basis += (
                 f"; holdout revenue portfolio bias {self.bias:+.1%} "
-                f"({'within' if ok else 'BEYOND'} the ±{self.max_bias:.0%} limit)"
+                f"({'within' if ok else 'BEYOND'} the ±{self.max_bias:.0%}{noise} limit)"
             )
         if self.promoted and self.forced:
             return f"FORCED: v{self.challenger} is now champion ({basis}); reason: {self.reason}"
@@ -147,7 +149,8 @@ def run_promote(
     promoted. Either way the challenger's revenue portfolio bias on its holdout — the
     pre-refit value logged by its training run (``holdout_revenue_portfolio_bias``), honest
     even when the registered model was refitted on those cohorts — must be within
-    ``max_portfolio_bias``: a forecast built on a biased model inherits the bias. ``force``
+    ``max_portfolio_bias`` plus ``portfolio_bias_z`` times its logged bootstrap s.e.: a
+    forecast built on a biased model inherits the bias. ``force``
     promotes regardless and records who, when and why on the version.
     """
     if force and not (reason or "").strip():
@@ -182,6 +185,7 @@ def run_promote(
 
     run_metrics = client.get_run(challenger.run_id).data.metrics
     bias = run_metrics.get("holdout_revenue_portfolio_bias")
+    bias_se = run_metrics.get("holdout_revenue_portfolio_bias_se", 0.0)
     holdout = _holdout_of(client, challenger.run_id)
     ch_model = load_partner_model(f"models:/{name}/{challenger.version}")
     ch_pred = ch_model.predict(holdout)
@@ -200,7 +204,8 @@ def run_promote(
         passes = True
     if bias is None:  # a run from before the bias was logged: measure it on the holdout
         bias = ch_metrics["revenue_portfolio_bias"]
-    bias_ok = bool(abs(bias) <= config.max_portfolio_bias)
+    noise = config.portfolio_bias_z * (bias_se if bias_se == bias_se else 0.0)
+    bias_ok = bool(abs(bias) - noise <= config.max_portfolio_bias)
     details["bias_ok"] = bias_ok
     passes = passes and bias_ok
     promoted = passes or force
@@ -216,6 +221,7 @@ def run_promote(
         details=details,
         bias=float(bias),
         max_bias=config.max_portfolio_bias,
+        bias_noise=float(noise),
     )
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     tags = {

@@ -80,7 +80,8 @@ def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):
 
 
 def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
-    cfg = TrainConfig(trials=0, promotion_margin=0.01)
+    # the primary-score gate alone (the bias gate has its own test below)
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
     train(built_dir, tracking_uri, tmp_path)
     first = run_promote(cfg, tracking_uri=tracking_uri)
     assert first.promoted and first.champion is None
@@ -135,7 +136,7 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
     ):
         assert key in run.data.metrics, key
     bias = run.data.metrics["holdout_revenue_portfolio_bias"]
-    strict = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2)
+    strict = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=0)
     gate = run_promote(strict, tracking_uri=tracking_uri)  # no champion yet, still refused
     assert not gate.promoted and gate.champion is None
     assert "BEYOND" in gate.summary()
@@ -144,6 +145,11 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
         run_promote(strict, tracking_uri=tracking_uri, force=True)
     forced = run_promote(strict, tracking_uri=tracking_uri, force=True, reason="known bias")
     assert forced.promoted and forced.forced
-    loose = TrainConfig(trials=0, max_portfolio_bias=abs(bias) * 2 + 1e-6)
+    # v2 (same data: same bias and s.e.): the limit allows z bootstrap s.e. of noise
     train(built_dir, tracking_uri, tmp_path)
-    assert "within" in run_promote(loose, tracking_uri=tracking_uri).summary()
+    se = run.data.metrics["holdout_revenue_portfolio_bias_se"]
+    assert se > 0
+    z_edge = (abs(bias) / 2) / se
+    for z, word in ((z_edge + 0.05, "within"), (max(z_edge - 0.05, 0), "BEYOND")):
+        cfg = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=z)
+        assert word in run_promote(cfg, tracking_uri=tracking_uri).summary()

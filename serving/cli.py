@@ -397,6 +397,25 @@ def report(
 
 
 @app.command()
+def forecast(
+    scores: Annotated[Path, typer.Option(help="Scores file written by `score`.")] = Path(
+        "data/scores/scores.parquet"
+    ),
+    by: Annotated[str, typer.Option(help="Segment columns, comma-separated.")] = "tier,region",
+    out: Annotated[Path, typer.Option(help="Forecast file (.csv or .parquet).")] = Path(
+        "data/scores/forecast.csv"
+    ),
+    coverage: Annotated[float | None, typer.Option(help="Interval coverage (0-1).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Expected revenue with intervals per segment and period, for downstream forecasting."""
+    from partnerscore.serving.forecast import parse_by, run_forecast
+
+    result = run_forecast(_config(config), scores, out, parse_by(by), coverage=coverage)
+    typer.echo(result.summary())
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Root folder for all demo output.")] = Path("data"),
     partners: Annotated[int | None, typer.Option(help="Number of simulated partners.")] = None,

@@ -273,7 +273,7 @@ def test_report_errors(tmp_path, capsys, monkeypatch):
         run_report(tmp_path / "empty.parquet", tmp_path / "out", AppConfig())
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet")
-    with pytest.raises(PartnerscoreError, match="cannot read scores"):
+    with pytest.raises(PartnerscoreError, match="broken.parquet: cannot read file"):
         run_report(broken, tmp_path / "out", AppConfig())
     assert main(["report", "--scores", str(tmp_path / "none.csv"), "--out", str(tmp_path)]) == 2
     assert "file not found" in capsys.readouterr().err

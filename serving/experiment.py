@@ -84,7 +84,7 @@ EFFECT_COLUMNS = {
     "outcome": "revenue (won in the window), engaged (label rule, 0/1) or score (history).",
     "stratum": "Stratum key, or 'all' for the whole experiment.",
     "day": "Window length in days after assigned_at (the horizon, or a milestone).",
-    "method": "welch, adjusted (regression on pre-period covariates, HC2) or bootstrap.",
+    "method": "welch, adjusted (regression on pre-period covariates, HC3) or bootstrap.",
     "effect": "Treatment mean minus control mean (adjusted: regression estimate).",
     "ci_low": "Lower bound of the 95% interval (1 - alpha).",
     "ci_high": "Upper bound.",

@@ -282,6 +282,8 @@ def run_assign(
     shares = arm_shares(arms, fraction)
     out = Path(out)
     frame_format(out)
+    reg_path = registry_path(config, registry)
+    frame_format(reg_path)
     scores = Path(scores)
     frame = read_scores(scores)
     as_of = pd.to_datetime(frame["as_of"]).max()
@@ -314,7 +316,6 @@ def run_assign(
             table[f"pre_{col}"] = frame[col].to_numpy()
     table = table.sort_values("partner_id", kind="stable").reset_index(drop=True)
 
-    reg_path = registry_path(config, registry)
     reg = _read_registry(reg_path)
     running = reg[(reg["experiment"] == name) & (reg["status"] == "running")]
     new_rows = pd.DataFrame(

@@ -1234,9 +1234,11 @@ def run_plan(
             plan.required[f"a revenue difference of ${effect_revenue:,.0f}"] = required_partners(
                 effect_revenue, revenue_sd, fraction, alpha, power
             )
-            plan.required[f"it with covariate adjustment (R² {r_squared:.2f})"] = required_partners(
-                effect_revenue, revenue_sd, fraction, alpha, power, r_squared
-            )
+            if r_squared > 0:
+                key = f"it with covariate adjustment (R² {r_squared:.2f})"
+                plan.required[key] = required_partners(
+                    effect_revenue, revenue_sd, fraction, alpha, power, r_squared
+                )
     if base_rate is not None:
         if not 0 < base_rate < 1:
             raise PartnerscoreError(f"--base-rate: expected a share in (0, 1), got {base_rate}")

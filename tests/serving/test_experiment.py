@@ -35,7 +35,13 @@ def test_assignment_is_reproducible_stratified_and_carries_the_pre_period(
     root, _ = scored_dir
     a = run_assign(root / "scores.csv", "onb", ARMS, tmp_path / "a.csv", cfg, seed=3)
     b = run_assign(
-        root / "scores.csv", "onb", ARMS, tmp_path / "b.csv", cfg, seed=3, registry=tmp_path / "r.csv"
+        root / "scores.csv",
+        "onb",
+        ARMS,
+        tmp_path / "b.csv",
+        cfg,
+        seed=3,
+        registry=tmp_path / "r.csv",
     )
     assert (tmp_path / "a.csv").read_bytes().replace(b"a.csv", b"") == (
         tmp_path / "b.csv"

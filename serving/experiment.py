@@ -833,7 +833,7 @@ def arms_line_svg(
     series: dict[str, list[float]],
     fmt,
     x_label: str = "day",
-    width: int = 560,
+    width: int = 500,
     height: int = 200,
 ) -> Markup:
     """Line chart of one outcome's mean per arm over days since assignment (any scale).
@@ -917,9 +917,10 @@ def interval_svg(rows: list[dict], fmt, width: int = 560) -> Markup:
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<line class="axis" x1="{x(0):.1f}" y1="4" x2="{x(0):.1f}" y2="{height - 18}"/>',
         f'<text x="{x(0):.1f}" y="{height - 4}" text-anchor="middle">0</text>',
-        f'<text x="{label_w}" y="{height - 4}">{escape(fmt(lo))}</text>',
         f'<text x="{width - 4}" y="{height - 4}" text-anchor="end">{escape(fmt(hi))}</text>',
     ]
+    if lo < 0 and x(0) - label_w > 40:
+        parts.append(f'<text x="{label_w}" y="{height - 4}">{escape(fmt(lo))}</text>')
     for i, r in enumerate(rows):
         y = 12 + i * row_h
         label = f"{r['arm']} · {r['method']}"

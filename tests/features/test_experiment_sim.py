@@ -9,10 +9,12 @@ import pytest
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.experiment_sim import (
     EXTRA_ACTIVITY,
+    TRUTH_COLUMNS,
     inject_effect,
     run_inject_effect,
     simulated_assignment,
 )
+from partnerscore.features.experiments import ASSIGNMENT_COLUMNS
 
 ASSIGNED = pd.Timestamp("2025-10-01")
 END = pd.Timestamp("2026-07-01")
@@ -128,6 +130,10 @@ def test_run_inject_effect_writes_tables_and_truth(sim_tables, tmp_path):
         "experiment_truth.csv",
         "experiment_truth.json",
     }
+    truth = pd.read_csv(tmp_path / "experiment_truth.csv")
+    assert tuple(truth.columns) == TRUTH_COLUMNS
+    assignment = pd.read_csv(tmp_path / "experiment_assignment.csv")
+    assert tuple(assignment.columns) == tuple(ASSIGNMENT_COLUMNS)
     summary = json.loads((tmp_path / "experiment_truth.json").read_text())
     assert summary["horizon_days"] == 90 and summary["true_effect"]["revenue"] > 0
     raw = load_raw(tmp_path, write_quarantine=False)  # still a valid program

@@ -153,6 +153,27 @@ def welch_difference(y_treatment, y_control, alpha: float = DEFAULT_ALPHA) -> Es
     )
 
 
+def _identifiable(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Covariate columns to keep: each must add rank within both arms (with an intercept).
+
+    The interacted model is one regression per arm, so a covariate constant (or collinear with
+    the kept ones) inside either arm cannot be fitted; it is dropped, in column order.
+    """
+    keep = np.zeros(x.shape[1], dtype=bool)
+    arms = [x[d == 1], x[d == 0]]
+    for j in range(x.shape[1]):
+        trial = keep.copy()
+        trial[j] = True
+        if all(
+            len(a) > trial.sum()
+            and np.linalg.matrix_rank(np.column_stack([np.ones(len(a)), a[:, trial]]))
+            == trial.sum() + 1
+            for a in arms
+        ):
+            keep = trial
+    return keep
+
+
 def adjusted_difference(
     y, treated, covariates, alpha: float = DEFAULT_ALPHA, cov_type: str = "HC3"
 ) -> Estimate:
@@ -165,7 +186,8 @@ def adjusted_difference(
     Args:
         y: Outcome per partner.
         treated: 1/True for the treatment arm, 0/False for the control.
-        covariates: Pre-period covariates, shape (n,) or (n, k); constant columns are dropped.
+        covariates: Pre-period covariates, shape (n,) or (n, k); columns constant or collinear
+            within an arm are dropped.
         alpha: 1 - confidence level.
         cov_type: statsmodels robust covariance (HC0-HC3).
 
@@ -181,15 +203,17 @@ def adjusted_difference(
     if not (np.isfinite(y).all() and np.isfinite(x).all()):
         raise ValueError("outcomes and covariates must be finite")
     t, c = y[d == 1], y[d == 0]
-    keep = x.std(axis=0) > 0 if x.shape[1] else np.zeros(0, dtype=bool)
-    x = x[:, keep] - x[:, keep].mean(axis=0)
+    x = x[:, _identifiable(x, d)]
+    x = x - x.mean(axis=0)
     k = x.shape[1]
     design = np.column_stack([np.ones(len(y)), d, x, d[:, None] * x])
-    # two parameters per arm at least beyond the fitted ones, else nothing is estimable
-    if len(t) < k + 2 or len(c) < k + 2 or (t.var() == 0 and c.var() == 0):
+    # two residual degrees of freedom per arm at least, else nothing is estimable
+    if len(t) < k + 3 or len(c) < k + 3 or (t.var() == 0 and c.var() == 0):
         return _undefined("adjusted", t, c, alpha)
     fit = sm.OLS(y, design).fit(cov_type=cov_type, use_t=True)
     low, high = fit.conf_int(alpha=alpha)[1]
+    if not (np.isfinite(low) and np.isfinite(high)):  # a leverage-1 point (tiny arms)
+        return _undefined("adjusted", t, c, alpha)
     return Estimate(
         "adjusted",
         float(fit.params[1]),

@@ -77,6 +77,19 @@ def test_adjusted_without_useful_covariates_is_the_difference_in_means():
     assert est.effect == pytest.approx(y[d == 1].mean() - y[d == 0].mean())
 
 
+def test_covariates_not_identifiable_within_an_arm_are_dropped():
+    import warnings
+
+    rng = np.random.default_rng(5)
+    y, d, pre, _ = _program(rng, n=60)
+    flag = np.where(d == 1, 1.0, rng.integers(0, 2, len(d)))  # constant among the treated
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no rank-deficiency warning from statsmodels
+        both = adjusted_difference(y, d, np.column_stack([pre, flag, 2 * pre]))
+    assert both.effect == pytest.approx(adjusted_difference(y, d, pre).effect)
+    assert both.se == pytest.approx(adjusted_difference(y, d, pre).se)
+
+
 def test_too_small_arms_give_undefined_intervals_not_errors():
     est = welch_difference([1.0], [2.0, 3.0])
     assert math.isnan(est.ci_low) and not est.significant

@@ -210,17 +210,20 @@ def adjusted_difference(
     # two residual degrees of freedom per arm at least, else nothing is estimable
     if len(t) < k + 3 or len(c) < k + 3 or (t.var() == 0 and c.var() == 0):
         return _undefined("adjusted", t, c, alpha)
-    fit = sm.OLS(y, design).fit(cov_type=cov_type, use_t=True)
-    low, high = fit.conf_int(alpha=alpha)[1]
-    if not (np.isfinite(low) and np.isfinite(high)):  # a leverage-1 point (tiny arms)
+    # a point with leverage 1 (a tiny stratum) makes HC2/HC3 divide by zero: undefined
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fit = sm.OLS(y, design).fit(cov_type=cov_type, use_t=True)
+        low, high = fit.conf_int(alpha=alpha)[1]
+        se, p_value = float(fit.bse[1]), float(fit.pvalues[1])
+    if not (np.isfinite(low) and np.isfinite(high)):
         return _undefined("adjusted", t, c, alpha)
     return Estimate(
         "adjusted",
         float(fit.params[1]),
         float(low),
         float(high),
-        float(fit.bse[1]),
-        float(fit.pvalues[1]),
+        se,
+        p_value,
         len(t),
         len(c),
         float(t.mean()),

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.experiment_cli import experiment_app
 
 app = typer.Typer(
     name="partnerscore",
@@ -178,6 +179,19 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Output folder for the raw tables.")] = Path("data/raw"),
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     event_scale: Annotated[float | None, typer.Option(help="Multiplier on event volume.")] = None,
+    treatment: Annotated[
+        str | None, typer.Option(help="Inject a known experiment effect under this name.")
+    ] = None,
+    effect_revenue: Annotated[
+        float, typer.Option(help="Relative uplift of won deal amounts after assignment.")
+    ] = 0.0,
+    effect_engagement: Annotated[
+        float, typer.Option(help="Extra meetings per 30 days after assignment.")
+    ] = 0.0,
+    treated_fraction: Annotated[float, typer.Option(help="Share of partners treated.")] = 0.5,
+    assigned_at: Annotated[
+        str | None, typer.Option(help="Assignment date (default: end date - horizon).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write a seeded synthetic partner program (every contract table plus `truth`)."""
@@ -192,6 +206,25 @@ def simulate(
     from partnerscore.features.simulate import run_simulate
 
     _emit(run_simulate(cfg, out, fmt=fmt))
+    if treatment is not None:
+        from partnerscore.features.experiment_sim import run_inject_effect, simulated_start
+
+        start = _parse_date(assigned_at, "--assigned-at") or simulated_start(cfg)
+        typer.echo(
+            run_inject_effect(
+                out,
+                treatment,
+                effect_revenue,
+                effect_engagement,
+                treated_fraction,
+                start,
+                seed=cfg.seed,
+                horizon_days=cfg.horizon_days,
+            ).text()
+        )
+
+
+app.add_typer(experiment_app, name="experiment")
 
 
 @app.command()

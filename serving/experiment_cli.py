@@ -1,0 +1,205 @@
+"""``partnerscore experiment assign | analyze | plan | stop``: the experiment command group.
+
+Thin Typer commands over :mod:`partnerscore.serving.experiment`; errors surface through the main
+CLI (one line, exit code 2). Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from partnerscore.features.core import PartnerscoreError
+
+experiment_app = typer.Typer(
+    name="experiment",
+    help="Controlled experiments: assign partners to arms, analyse effects, plan sample sizes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Override file (.json, .toml or .yaml) for the defaults."),
+]
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Registry of running experiments (default DATA_DIR/experiments/registry.csv)."
+    ),
+]
+
+
+def _config(path: Path | None):
+    from partnerscore.serving.config import load_config
+
+    return load_config(path)
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _days(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise PartnerscoreError(f"{option}: expected comma-separated days, got '{text}'") from exc
+
+
+def _timestamp(text: str | None, option: str):
+    if text is None:
+        return None
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(text)
+    except ValueError as exc:
+        raise PartnerscoreError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
+
+
+@experiment_app.command()
+def assign(
+    scores: Annotated[Path, typer.Option(help="Scores file written by `score` (pre-period).")],
+    name: Annotated[str, typer.Option(help="Experiment name.")],
+    out: Annotated[Path, typer.Option(help="Assignment table to write (.csv or .parquet).")],
+    arms: Annotated[str, typer.Option(help="Arm names, control first.")] = "control,treatment",
+    fraction: Annotated[float, typer.Option(help="Share of partners in the treatment arms.")] = 0.5,
+    stratify: Annotated[
+        str, typer.Option(help="Scores columns defining the strata ('' for none).")
+    ] = "tier,quadrant",
+    seed: Annotated[int, typer.Option(help="Randomisation seed.")] = 0,
+    assigned_at: Annotated[
+        str | None, typer.Option(help="Assignment date (default: the scores' as_of).")
+    ] = None,
+    registry: RegistryOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Randomise the scored partners into arms (stratified, seeded, recorded in the registry)."""
+    from partnerscore.features.experiments import parse_arms
+    from partnerscore.serving.experiment import run_assign
+
+    result = run_assign(
+        scores,
+        name,
+        parse_arms(arms),
+        out,
+        _config(config),
+        fraction=fraction,
+        stratify=_columns(stratify),
+        seed=seed,
+        assigned_at=_timestamp(assigned_at, "--assigned-at"),
+        registry=registry,
+    )
+    typer.echo(result.summary())
+
+
+@experiment_app.command()
+def analyze(
+    assignments: Annotated[Path, typer.Option(help="Assignment table.")],
+    raw: Annotated[Path, typer.Option(help="Raw tables folder with the outcomes.")],
+    horizon: Annotated[int, typer.Option(help="Outcome window after assignment, in days.")],
+    out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html, ...).")],
+    name: Annotated[
+        str | None, typer.Option(help="Experiment, if the table holds several.")
+    ] = None,
+    control: Annotated[str, typer.Option(help="Name of the control arm.")] = "control",
+    history: Annotated[
+        str | None, typer.Option(help="Score history (URL or SQLite file) for score trajectories.")
+    ] = None,
+    milestones: Annotated[
+        str | None, typer.Option(help="Trajectory days, e.g. 30,60,90 (default every 30).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="Log the analysis to MLflow.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Effects per arm with 95% intervals, per stratum, over time; sample-ratio check."""
+    from partnerscore.serving.experiment import run_analyze
+
+    result = run_analyze(
+        assignments,
+        raw,
+        horizon,
+        out,
+        _config(config),
+        name=name,
+        control=control,
+        history=history,
+        milestones=_days(milestones, "--milestones"),
+        alpha=alpha,
+        n_boot=bootstrap,
+        seed=seed,
+        log_mlflow=mlflow,
+    )
+    typer.echo(result.summary())
+    if result.results["sample_ratio"]["mismatch"]:
+        raise typer.Exit(1)
+
+
+@experiment_app.command()
+def plan(
+    partners: Annotated[int, typer.Option(help="Partners in the experiment (both arms).")],
+    fraction: Annotated[float, typer.Option(help="Share in the treatment arm.")] = 0.5,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="Target power.")] = 0.8,
+    raw: Annotated[
+        Path | None, typer.Option(help="Raw tables to estimate the outcome spread from.")
+    ] = None,
+    horizon: Annotated[int, typer.Option(help="Outcome window (days) for the estimate.")] = 180,
+    age: Annotated[int, typer.Option(help="Onboarding age at assignment, for the estimate.")] = 90,
+    revenue_sd: Annotated[float | None, typer.Option(help="Revenue sd per partner.")] = None,
+    revenue_mean: Annotated[float | None, typer.Option(help="Revenue mean per partner.")] = None,
+    base_rate: Annotated[
+        float | None, typer.Option(help="Engaged share without treatment.")
+    ] = None,
+    r_squared: Annotated[
+        float | None, typer.Option(help="Revenue variance explained by pre-period covariates.")
+    ] = None,
+    effect_revenue: Annotated[
+        float | None, typer.Option(help="Revenue difference to size the experiment for.")
+    ] = None,
+    effect_engagement: Annotated[
+        float | None, typer.Option(help="Engagement lift (0-1 points) to size it for.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Minimum detectable effects for a sample size, or the size needed for an effect."""
+    from partnerscore.serving.experiment import run_plan
+
+    result = run_plan(
+        _config(config),
+        partners,
+        fraction=fraction,
+        alpha=alpha,
+        power=power,
+        revenue_sd=revenue_sd,
+        revenue_mean=revenue_mean,
+        base_rate=base_rate,
+        r_squared=r_squared,
+        raw_dir=raw,
+        horizon=horizon,
+        age=age,
+        effect_revenue=effect_revenue,
+        effect_engagement=effect_engagement,
+    )
+    typer.echo(result.summary())
+
+
+@experiment_app.command()
+def stop(
+    name: Annotated[str, typer.Option(help="Experiment to stop.")],
+    registry: RegistryOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Mark a running experiment stopped: its partners may be assigned again under its name."""
+    from partnerscore.serving.experiment import run_stop
+
+    typer.echo(run_stop(name, _config(config), registry=registry).summary())

@@ -1,0 +1,219 @@
+"""Experiment jobs on real scores: assignment, registry, analysis against a known effect."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.experiments import ASSIGNMENT_COLUMNS
+from partnerscore.serving.experiment import (
+    EFFECT_COLUMNS,
+    OUTCOME_COLUMNS,
+    RESULT_KEYS,
+    read_assignments,
+    run_analyze,
+    run_assign,
+    run_stop,
+)
+from partnerscore.serving.history import ScoreHistory
+
+ARMS = ("control", "treatment")
+HORIZON = 90
+
+
+@pytest.fixture()
+def cfg(scored_dir, tmp_path):
+    _, config = scored_dir
+    paths = config.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
+    return config.model_copy(update={"paths": paths})
+
+
+def test_assignment_is_reproducible_stratified_and_carries_the_pre_period(
+    scored_dir, cfg, tmp_path
+):
+    root, _ = scored_dir
+    a = run_assign(root / "scores.csv", "onb", ARMS, tmp_path / "a.csv", cfg, seed=3)
+    b = run_assign(
+        root / "scores.csv",
+        "onb",
+        ARMS,
+        tmp_path / "b.csv",
+        cfg,
+        seed=3,
+        registry=tmp_path / "r.csv",
+    )
+    assert (tmp_path / "a.csv").read_bytes().replace(b"a.csv", b"") == (
+        tmp_path / "b.csv"
+    ).read_bytes().replace(b"b.csv", b"")
+    table = read_assignments(tmp_path / "a.csv")
+    assert list(table.columns[: len(ASSIGNMENT_COLUMNS)]) == list(ASSIGNMENT_COLUMNS)
+    scores = pd.read_csv(root / "scores.csv", dtype={"partner_id": str})
+    assert set(table["partner_id"]) == set(scores["partner_id"])  # hostile ids included
+    assert {"pre_score", "pre_quadrant", "pre_activities_touchpoints_30d"} <= set(table.columns)
+    assert (table["assigned_at"] == pd.Timestamp("2026-03-01")).all()
+    for _, group in table.groupby("stratum"):
+        assert abs((group["arm"] == "treatment").sum() - len(group) / 2) < 1
+    merged = table.merge(scores, on="partner_id")
+    assert (merged["stratum"] == merged["tier"] + "|" + merged["quadrant"]).all()
+    assert (merged["pre_score"] == merged["score"]).all()
+    assert a.arms == b.arms and sum(a.arms.values()) == len(scores)
+    other = run_assign(root / "scores.csv", "x", ARMS, tmp_path / "c.csv", cfg, seed=4)
+    assert other.arms != a.arms or not read_assignments(tmp_path / "c.csv")["arm"].equals(
+        table["arm"]
+    )
+
+
+def test_registry_refuses_to_reassign_a_running_partner(scored_dir, cfg, tmp_path):
+    root, _ = scored_dir
+    scores = root / "scores.csv"
+    run_assign(scores, "onb", ARMS, tmp_path / "a.csv", cfg, seed=1)
+    before = (tmp_path / "a.csv").read_bytes()
+    again = run_assign(scores, "onb", ARMS, tmp_path / "a.csv", cfg, seed=1)
+    assert again.unchanged and (tmp_path / "a.csv").read_bytes() == before
+    with pytest.raises(PartnerscoreError, match="is already in running experiment 'onb'"):
+        run_assign(scores, "onb", ARMS, tmp_path / "b.csv", cfg, seed=2)
+    assert not (tmp_path / "b.csv").exists()
+    run_assign(scores, "other", ARMS, tmp_path / "c.csv", cfg, seed=2)  # another name is fine
+    assert run_stop("onb", cfg).stopped == sum(again.arms.values())
+    run_assign(scores, "onb", ARMS, tmp_path / "b.csv", cfg, seed=2)  # stopped: may reassign
+    with pytest.raises(PartnerscoreError, match="no running experiment 'nope'"):
+        run_stop("nope", cfg)
+    registry = pd.read_csv(tmp_path / "data" / "experiments" / "registry.csv")
+    assert set(registry["status"]) == {"running", "stopped"}
+
+
+def test_assign_rejects_bad_input(scored_dir, cfg, tmp_path):
+    root, _ = scored_dir
+    with pytest.raises(PartnerscoreError, match="missing column 'segment' \\(given in --stratify"):
+        run_assign(root / "scores.csv", "e", ARMS, tmp_path / "a.csv", cfg, stratify=("segment",))
+    with pytest.raises(PartnerscoreError, match="before the scores' as_of"):
+        run_assign(
+            root / "scores.csv",
+            "e",
+            ARMS,
+            tmp_path / "a.csv",
+            cfg,
+            assigned_at=pd.Timestamp("2026-01-01"),
+        )
+
+
+@pytest.fixture()
+def experiment(scored_dir, cfg, tmp_path):
+    """Real scores assigned, a known effect injected into the scored program's raw data."""
+    from partnerscore.features.experiment_sim import inject_effect
+    from partnerscore.features.simulate import write_tables
+    from partnerscore.features.validate import load_raw
+
+    root, _ = scored_dir
+    run_assign(root / "scores.csv", "onb", ARMS, tmp_path / "assign.csv", cfg, seed=5)
+    assignment = read_assignments(tmp_path / "assign.csv")
+    raw = load_raw(root / "raw", write_quarantine=False)
+    injected = inject_effect(
+        raw.tables, assignment, 0.5, 2.0, HORIZON, seed=5, data_end=raw.data_end
+    )
+    write_tables(injected.tables, tmp_path / "raw", fmt="parquet")
+    return tmp_path / "assign.csv", tmp_path / "raw", injected
+
+
+def test_analysis_finds_the_injected_effect(experiment, scored_dir, cfg, tmp_path):
+    assign, raw, injected = experiment
+    history = scored_dir[1].paths.history_database()
+    result = run_analyze(assign, raw, HORIZON, tmp_path / "out", cfg, history=history, n_boot=500)
+    r = result.results
+    assert set(r) == set(RESULT_KEYS)
+    assert not r["sample_ratio"]["mismatch"]
+    assert r["covariates"] == ["pre_revenue", "pre_engaged", "pre_score"]
+    truth = injected.summary["true_effect"]
+    overall = {
+        (e["outcome"], e["method"]): e
+        for e in r["effects"]
+        if e["stratum"] == "all" and e["day"] == HORIZON
+    }
+    assert set(overall) == {
+        ("revenue", "welch"),
+        ("revenue", "adjusted"),
+        ("revenue", "bootstrap"),
+        ("engaged", "welch"),
+        ("engaged", "adjusted"),
+    }
+    for (outcome, _), est in overall.items():
+        assert est["ci_low"] <= truth[outcome] <= est["ci_high"], (outcome, est, truth)
+    assert overall[("engaged", "adjusted")]["significant"]
+    # outcomes file agrees with the potential outcomes of the injector
+    outcomes = pd.read_csv(result.files["outcomes"], dtype={"partner_id": str})
+    fixed = {c for c in OUTCOME_COLUMNS if "<" not in c}
+    assert fixed <= set(outcomes.columns)
+    assert {"revenue_d30", "engaged_d60", "revenue_d90"} <= set(outcomes.columns)
+    t = injected.truth.set_index("partner_id").loc[outcomes["partner_id"]]
+    observed = t["revenue_y1"].where(t["treated"], t["revenue_y0"]).to_numpy()
+    assert outcomes["revenue"].to_numpy() == pytest.approx(observed, abs=0.01)
+    effects = pd.read_csv(result.files["effects"])
+    assert list(effects.columns) == list(EFFECT_COLUMNS)
+    assert set(effects["day"]) >= {30, 60, 90}
+    assert effects["stratum"].nunique() > 2  # per-stratum effects
+    # score trajectory from the history: runs at 2026-01-01 (day -59) and 2026-03-01 (day 0)
+    score_days = {t["day"] for t in r["trajectory"] if t["outcome"] == "score"}
+    assert score_days == {-59, 0}
+    assert any(e["outcome"] == "score" and e["day"] == 0 for e in r["effects"])
+    page = result.files["report"].read_text()
+    assert page.count("<svg") >= 5 and 'id="chart-score"' in page
+    assert "<script" not in page and "sample ratio mismatch" not in page
+    assert json.loads(result.files["results"].read_text())["schema_version"] == 1
+    assert "treatment vs control" in result.summary()
+
+
+def test_sample_ratio_mismatch_is_flagged(experiment, cfg, tmp_path):
+    assign, raw, _ = experiment
+    table = pd.read_csv(assign, dtype={"partner_id": str}, keep_default_na=False, na_values=[""])
+    treated = table.index[table["arm"] == "treatment"]
+    lossy = table.drop(treated[: len(treated) * 2 // 3])
+    lossy.to_csv(tmp_path / "lossy.csv", index=False)
+    result = run_analyze(tmp_path / "lossy.csv", raw, HORIZON, tmp_path / "out", cfg, n_boot=200)
+    assert result.results["sample_ratio"]["mismatch"]
+    assert "MISMATCH" in result.summary()
+    assert 'id="srm-mismatch"' in result.files["report"].read_text()
+
+
+def test_analysis_rejects_bad_input(experiment, cfg, tmp_path):
+    assign, raw, _ = experiment
+    with pytest.raises(PartnerscoreError, match="--control: unknown arm 'placebo'"):
+        run_analyze(assign, raw, HORIZON, tmp_path / "o", cfg, control="placebo")
+    with pytest.raises(PartnerscoreError, match="--horizon 200: the data ends 2026-06-30"):
+        run_analyze(assign, raw, 200, tmp_path / "o", cfg)
+    table = pd.read_csv(assign, dtype={"partner_id": str}, keep_default_na=False, na_values=[""])
+    table.loc[3, "partner_id"] = "NOT-A-PARTNER"
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PartnerscoreError, match="row 5: partner_id 'NOT-A-PARTNER' is not in"):
+        run_analyze(tmp_path / "bad.csv", raw, HORIZON, tmp_path / "o", cfg)
+    table = table.drop(index=3)
+    table.loc[5, "target_share"] = 3.0
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PartnerscoreError, match="column 'target_share'"):
+        run_analyze(tmp_path / "bad.csv", raw, HORIZON, tmp_path / "o", cfg)
+
+
+def test_analysis_is_logged_to_mlflow(experiment, cfg, tmp_path, tracking_uri):
+    import mlflow
+
+    assign, raw, _ = experiment
+    result = run_analyze(assign, raw, HORIZON, tmp_path / "o", cfg, n_boot=200, log_mlflow=True)
+    run = mlflow.MlflowClient(tracking_uri).get_run(result.mlflow_run_id)
+    assert run.data.params["experiment"] == "onb"
+    assert "treatment.engaged.adjusted.effect" in run.data.metrics
+    assert "srm_p_value" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
+    assert {"results.json", "report.html", "effects.csv", "outcomes.csv"} <= artifacts
+
+
+def test_history_is_only_read_and_must_exist(experiment, scored_dir, cfg, tmp_path):
+    url = scored_dir[1].paths.history_database()
+    store = ScoreHistory(url)
+    before = store.read()
+    assign, raw, _ = experiment
+    run_analyze(assign, raw, HORIZON, tmp_path / "o", cfg, history=url, n_boot=50)
+    pd.testing.assert_frame_equal(store.read(), before)
+    with pytest.raises(PartnerscoreError, match="--history: no score history at"):
+        run_analyze(
+            assign, raw, HORIZON, tmp_path / "o", cfg, history=str(tmp_path / "none.sqlite")
+        )

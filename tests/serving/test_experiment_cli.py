@@ -1,0 +1,245 @@
+"""`partnerscore experiment ...` and `simulate --treatment`: exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from partnerscore.serving.cli import app, main
+
+SUBCOMMANDS = ["assign", "analyze", "plan", "stop"]
+
+
+def test_experiment_group_is_registered_as_a_sub_app():
+    groups = {g.name for g in app.registered_groups}
+    assert "experiment" in groups
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_on_every_subcommand(command, capsys):
+    assert main(["experiment", command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage" in out and command in out
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """A small simulated program with a known effect injected by `simulate --treatment`."""
+    out = tmp_path_factory.mktemp("exp_raw")
+    code = main(
+        [
+            "simulate",
+            "--partners",
+            "300",
+            "--seed",
+            "21",
+            "--out",
+            str(out),
+            "--treatment",
+            "onb",
+            "--effect-revenue",
+            "0.4",
+            "--effect-engagement",
+            "2",
+            "--treated-fraction",
+            "0.4",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_simulate_treatment_then_analyze_end_to_end(simulated, tmp_path, capsys):
+    capsys.readouterr()
+    truth = json.loads((simulated / "experiment_truth.json").read_text())
+    assert truth["arms"]["treatment"] < truth["arms"]["control"]  # 40% treated
+    args = [
+        "experiment",
+        "analyze",
+        "--assignments",
+        str(simulated / "experiment_assignment.csv"),
+        "--raw",
+        str(simulated),
+        "--horizon",
+        "180",
+        "--out",
+        str(tmp_path / "out"),
+        "--bootstrap",
+        "300",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sample ratio: chi2" in out and "ok" in out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    engaged = next(
+        e
+        for e in results["effects"]
+        if e["outcome"] == "engaged"
+        and e["method"] == "adjusted"
+        and e["stratum"] == "all"
+        and e["day"] == 180
+    )
+    assert engaged["ci_low"] <= truth["true_effect"]["engaged"] <= engaged["ci_high"]
+    assert results["sample_ratio"]["expected"]["treatment"] == pytest.approx(
+        0.4 * sum(truth["arms"].values())
+    )
+
+
+def test_sample_ratio_mismatch_exits_1(simulated, tmp_path, capsys):
+    table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
+    table = table[~((table["arm"] == "control") & (table.index % 2 == 0))]
+    table.to_csv(tmp_path / "lossy.csv", index=False)
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(tmp_path / "lossy.csv"),
+            "--raw", str(simulated), "--horizon", "180", "--out", str(tmp_path / "o"),
+            "--bootstrap", "100",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_missing_column_in_assignments_is_one_line(simulated, tmp_path, capsys):
+    table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
+    table.drop(columns=["arm"]).to_csv(tmp_path / "a.csv", index=False)
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
+            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert (
+        _err(capsys)
+        == f"error: {tmp_path / 'a.csv'}: missing column 'arm' (not an assignment table)"
+    )
+
+
+def test_unknown_control_arm_is_one_line(simulated, tmp_path, capsys):
+    path = simulated / "experiment_assignment.csv"
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(path), "--raw", str(simulated),
+            "--horizon", "90", "--out", str(tmp_path / "o"), "--control", "placebo",
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert _err(capsys) == (
+        f"error: --control: unknown arm 'placebo' (arms in {path}: control, treatment)"
+    )
+
+
+def test_incomplete_horizon_is_one_line(simulated, tmp_path, capsys):
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(simulated / "experiment_assignment.csv"),
+            "--raw", str(simulated), "--horizon", "400", "--out", str(tmp_path / "o"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert "--horizon 400: the data ends" in _err(capsys)
+
+
+def _scores(tmp_path, drop=None):
+    """A scores-contract file for assignment (hand-built input: partner, tier, quadrant, score)."""
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "partner_id": [f"P{i:03d}" for i in range(n)],
+            "as_of": "2026-03-01",
+            "score": [float(i) for i in range(n)],
+            "score_tier": "B",
+            "pred_revenue": 1000.0,
+            "pred_engagement": 0.5,
+            "tier": ["gold", "silver"] * (n // 2),
+            "quadrant": "star",
+            "intervention": "x",
+            "intervention_detail": "y",
+        }
+    )
+    if drop:
+        frame = frame.drop(columns=[drop])
+    frame.to_csv(tmp_path / "scores.csv", index=False)
+    return tmp_path / "scores.csv"
+
+
+def _assign(tmp_path, *extra):
+    return [
+        "experiment", "assign", "--scores", str(tmp_path / "scores.csv"), "--name", "e",
+        "--out", str(tmp_path / "a.csv"), "--registry", str(tmp_path / "reg.csv"), *extra,
+    ]  # fmt: skip
+
+
+def test_assign_cli_is_reproducible_and_refuses_reassignment(tmp_path, capsys):
+    _scores(tmp_path)
+    assert main(_assign(tmp_path, "--seed", "7")) == 0
+    first = (tmp_path / "a.csv").read_bytes()
+    assert main(_assign(tmp_path, "--seed", "7")) == 0  # identical re-run: a no-op
+    assert (tmp_path / "a.csv").read_bytes() == first
+    assert "nothing changed" in capsys.readouterr().out
+    assert main(_assign(tmp_path, "--seed", "8")) == 2
+    assert "is already in running experiment 'e'" in _err(capsys)
+    assert main(["experiment", "stop", "--name", "e", "--registry", str(tmp_path / "reg.csv")]) == 0
+    assert main(_assign(tmp_path, "--seed", "8")) == 0
+    assert (tmp_path / "a.csv").read_bytes() != first
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--fraction", "1.5"], "error: --fraction: expected a share between 0 and 1, got 1.5"),
+        (["--fraction", "0"], "error: --fraction: expected a share between 0 and 1, got 0.0"),
+        (
+            ["--arms", "control"],
+            "error: --arms: expected at least two distinct comma-separated names, got 'control'",
+        ),
+        (["--stratify", "tier,channel"], "missing column 'channel' (given in --stratify)"),
+        (["--assigned-at", "2026-02-30"], "error: --assigned-at: expected a date YYYY-MM-DD"),
+    ],
+)
+def test_assign_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    _scores(tmp_path)
+    assert main(_assign(tmp_path, *extra)) == 2
+    assert message in _err(capsys)
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_assign_scores_missing_a_column_is_one_line(tmp_path, capsys):
+    _scores(tmp_path, drop="score")
+    assert main(_assign(tmp_path)) == 2
+    assert _err(capsys).endswith("missing column 'score' (not a partnerscore scores file)")
+
+
+def test_plan_given_and_estimated(raw_dir, capsys):
+    args = ["experiment", "plan", "--partners", "1000", "--revenue-sd", "50000"]
+    assert main([*args, "--base-rate", "0.4", "--effect-revenue", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert "detectable difference $8,868 per partner" in out
+    assert "partners needed to detect a revenue difference of $10,000: 787" in out
+    assert main(["experiment", "plan", "--partners", "400", "--raw", str(raw_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "estimated from" in out and "engagement: detectable lift" in out
+    assert main(["experiment", "plan", "--partners", "400"]) == 2
+    assert "give --revenue-sd and/or --base-rate" in _err(capsys)
+    assert main(["experiment", "plan", "--partners", "400", "--base-rate", "1.2"]) == 2
+    assert "--base-rate: expected a share in (0, 1)" in _err(capsys)
+
+
+def test_console_script_experiment_error_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", *_assign(tmp_path, "--fraction", "2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --fraction: expected a share between 0 and 1, got 2.0"

@@ -79,6 +79,9 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Output folder for the raw tables.")] = Path("data/raw"),
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     event_scale: Annotated[float | None, typer.Option(help="Multiplier on event volume.")] = None,
+    drift: Annotated[
+        str | None, typer.Option(help="Inject known drift: leads_dry_up, inflated_deals, ...")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write a seeded synthetic partner program (every contract table plus `truth`)."""
@@ -88,6 +91,11 @@ def simulate(
     cfg = type(cfg).model_validate(cfg.model_dump())
     from partnerscore.features.simulate import run_simulate
 
+    if drift is not None:
+        from partnerscore.features.drift_sim import run_simulate_drift
+
+        typer.echo(run_simulate_drift(cfg, out, drift, fmt=fmt).summary())
+        return
     typer.echo(run_simulate(cfg, out, fmt=fmt).summary())
 
 
@@ -223,6 +231,27 @@ def report(
     from partnerscore.serving.report import run_report
 
     typer.echo(run_report(scores, out, _config(config)).summary())
+
+
+@app.command()
+def monitor(
+    as_of: Annotated[str, typer.Option(help="Monitoring date YYYY-MM-DD.")],
+    raw: Annotated[Path, typer.Option(help="Raw tables folder of the batch.")] = Path("data/raw"),
+    model: Annotated[str, typer.Option(help="Alias, version number or models:/ URI.")] = (
+        "champion"
+    ),
+    scores: Annotated[Path | None, typer.Option(help="Scores file of this batch.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/monitor"),
+    config: ConfigOption = None,
+) -> None:
+    """Drift, anomalies, staleness and backtests of a batch (exit 1 on any alarm)."""
+    as_of_date = _parse_date(as_of, "--as-of")
+    from partnerscore.serving.monitor import run_monitor
+
+    result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
+    typer.echo(result.summary())
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from partnerscore.features.config import BuildConfig, SimulateConfig
+from partnerscore.features.config import BuildConfig, MonitorConfig, SimulateConfig
 from partnerscore.features.core import FrozenConfig, PartnerscoreError, stable_hash
 from partnerscore.models.config import PolicyConfig
 from partnerscore.training.config import TrainConfig
@@ -54,6 +54,7 @@ class AppConfig(FrozenConfig):
     build: BuildConfig = BuildConfig()
     train: TrainConfig = TrainConfig()
     policy: PolicyConfig = PolicyConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def hash(self) -> str:
         """Stable hash logged with every run and stamped on every score row."""

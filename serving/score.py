@@ -19,6 +19,7 @@ from partnerscore.models.pyfunc import load_partner_model, model_version_of, res
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.monitor import flag_anomalies
 
 MIN_SEGMENT = 5
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
@@ -167,6 +168,7 @@ def run_score(
     scored["guardrail_flag"] = flags
     scored["config_hash"] = config.hash()
     scored["model_uri"] = uri
+    scored = flag_anomalies(scored, raw, cut, uri, config)
 
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")

@@ -17,6 +17,7 @@ listed with a reason (:data:`ANOMALY_COLUMNS`) and the partners they belong to c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -84,6 +85,18 @@ MEASURES: tuple[tuple[str, str, str, Callable[[pd.DataFrame], np.ndarray]], ...]
     ),
 )
 VOLUME_TABLES = ("activities", "portal_events", "leads", "deals")
+# when a measure is known: a duration only once it ended (a recent window of start times holds
+# only the short ones)
+MEASURE_TIME = {
+    "amount": "created_at",
+    "cycle_days": "closed_at",
+    "response_hours": "occurred_at",
+    "qualify_days": "qualified_at",
+    "convert_days": "converted_at",
+    "completion_days": "completed_at",
+    "delivery_days": "delivered_at",
+    "channel_reach": "signed_at",
+}
 
 
 def log1p_nonneg(values) -> np.ndarray:
@@ -304,7 +317,8 @@ def _volume_spikes(
         valid = ks[None, :] <= (age_periods[:, None] - 1)
         logs = np.where(valid, np.log1p(past), np.nan)
         n_valid = valid.sum(axis=1)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # partners without a full period: all-NaN rows
+            warnings.simplefilter("ignore", RuntimeWarning)
             center = np.nanmedian(logs, axis=1)
             mad = np.nanmedian(np.abs(logs - center[:, None]), axis=1)
         scale = np.maximum(MAD_TO_SD * mad, config.partner_scale_floor)
@@ -332,6 +346,85 @@ def _volume_spikes(
     out = pd.DataFrame(rows, columns=list(ANOMALY_COLUMNS))
     out["occurred_at"] = pd.to_datetime(out["occurred_at"])
     return out
+
+
+def raw_measure_drift(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> list[Check]:
+    """Amounts and durations known in the window versus those known before it, per measure.
+
+    The batch's own history is the reference here (the training profile holds features, not
+    raw rows): PSI on the deciles of the earlier log1p values and the exact two-sample KS test
+    (rows are events, independent enough), Bonferroni-adjusted over the measures. Catches
+    shifts like inflated deal sizes that onboarding features see through few partners.
+    """
+    from scipy import stats
+
+    from partnerscore.features.drift import psi
+
+    start = as_of - pd.Timedelta(days=config.window_days)
+    found = []
+    for table, measure, _, values_of in MEASURES:
+        if table not in tables:
+            continue
+        frame = tables[table]
+        when = pd.to_datetime(frame[MEASURE_TIME[measure]]).to_numpy()
+        x = log1p_nonneg(values_of(frame))
+        ok = np.isfinite(x) & ~pd.isna(when)
+        before, now = x[ok & (when < start)], x[ok & (when >= start) & (when < as_of)]
+        found.append((table, measure, before, now))
+    checks = []
+    m = max(sum(1 for *_, b, n in found if min(b.size, n.size) >= config.min_rows), 1)
+    for table, measure, before, now in found:
+        name = f"drift.raw.{table}.{measure}"
+        sizes = f"{before.size:,} earlier vs {now.size:,} in the window"
+        if min(before.size, now.size) < config.min_rows:
+            checks.append(
+                Check(
+                    name,
+                    "drift",
+                    f"{table}.{measure}",
+                    "all",
+                    "psi",
+                    None,
+                    config.psi_warn,
+                    config.psi_alarm,
+                    None,
+                    "skip",
+                    f"too few rows to compare ({sizes})",
+                )
+            )
+            continue
+        edges = np.unique(np.quantile(before, np.linspace(0, 1, 11)[1:-1]))
+        r = np.bincount(np.searchsorted(edges, before), minlength=edges.size + 1)
+        c = np.bincount(np.searchsorted(edges, now), minlength=edges.size + 1)
+        value = psi(r, c)
+        test = stats.ks_2samp(before, now)
+        p = min(1.0, float(test.pvalue) * m)
+        status = "ok"
+        if p < config.alpha and value >= config.psi_alarm:
+            status = "alarm"
+        elif p < config.alpha and value >= config.psi_warn:
+            status = "warn"
+        shift = float(np.expm1(np.median(now)) - np.expm1(np.median(before)))
+        checks.append(
+            Check(
+                name,
+                "drift",
+                f"{table}.{measure}",
+                "all",
+                "psi",
+                value,
+                config.psi_warn,
+                config.psi_alarm,
+                p,
+                status,
+                f"{table}.{measure}: PSI {value:.3f}, KS D {test.statistic:.3f} (adjusted p "
+                f"{p:.2g}, {sizes}); median {np.expm1(np.median(before)):,.1f} -> "
+                f"{np.expm1(np.median(now)):,.1f} ({shift:+,.1f})",
+            )
+        )
+    return checks
 
 
 def table_volumes(
@@ -389,7 +482,9 @@ def volume_checks(
         ratio = rate_now / rate_before
         change = max(ratio, 1 / ratio)
         status = "ok"
-        if change >= config.volume_alarm_ratio:
+        if table == "partners":
+            status = "info"  # signings come in bursts; reported, not judged
+        elif change >= config.volume_alarm_ratio:
             status = "alarm"
         elif change >= config.volume_warn_ratio:
             status = "warn"
@@ -416,7 +511,10 @@ def volume_checks(
 def staleness_checks(
     tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
 ) -> list[Check]:
-    """Days between each table's newest event before as_of and as_of."""
+    """Days between each table's newest event before as_of and as_of.
+
+    The partners table (newest signing) is reported as ``info``: signings come in bursts.
+    """
     checks = []
     for table, (_, col) in EVENT_TIME.items():
         if table not in tables:
@@ -429,7 +527,10 @@ def staleness_checks(
             days = float((as_of - when.max()) / DAY)
             newest = f"newest event {when.max():%Y-%m-%d %H:%M}"
         status = "alarm" if days is None else "ok"
-        if days is not None and days >= config.stale_alarm_days:
+        if table == "partners":
+            # signings are not an event stream: a quiet month of signings is news, not staleness
+            status = "info"
+        elif days is not None and days >= config.stale_alarm_days:
             status = "alarm"
         elif days is not None and days >= config.stale_warn_days:
             status = "warn"

@@ -1,8 +1,9 @@
 """Drift statistics between a reference profile and a current batch profiled on its bins.
 
-- PSI (population stability index) on the reference's quantile bins (numeric) or categories
-  (categorical), with a missing-value bin and 0.5 additive smoothing of every cell so empty
-  cells stay finite.
+- PSI (population stability index) of the non-missing values on the reference's quantile bins
+  (numeric) or categories (categorical), with 0.5 additive smoothing of every cell so empty
+  cells stay finite. Missing values are checked separately (missing-rate change): inside the
+  PSI a mostly-missing column would hide a complete shift of its present values.
 - Numeric columns: the two-sample Kolmogorov-Smirnov statistic evaluated at the reference's bin
   edges (grouped KS; never larger than the exact statistic, so its p-value is conservative),
   with the asymptotic Kolmogorov distribution.
@@ -21,7 +22,7 @@ from scipy import stats
 
 from partnerscore.features.checks import Check
 from partnerscore.features.config import MonitorConfig
-from partnerscore.features.profile import ALL
+from partnerscore.features.profile import ALL, design_effect
 
 
 def psi(ref_counts, cur_counts, smoothing: float = 0.5) -> float:
@@ -68,15 +69,33 @@ def chi_square(ref_counts, cur_counts) -> tuple[float, float]:
     return float(stat), float(p)
 
 
-def _cells(ref: dict, cur: dict, spec: dict) -> tuple[list, list, list, list]:
-    """(PSI ref cells, PSI cur cells, test ref cells, test cur cells) of one column."""
+def _cells(ref: dict, cur: dict, spec: dict) -> tuple[list, list]:
+    """(reference cells, current cells) of one column's non-missing values."""
     if spec["kind"] == "numeric":
-        r, c = list(ref["counts"]), list(cur["counts"])
-        return [*r, ref["missing"]], [*c, cur["missing"]], r, c
+        return list(ref["counts"]), list(cur["counts"])
     others = sorted(set(ref.get("other", {})) | set(cur.get("other", {})))
     r = [*ref["counts"], *(ref.get("other", {}).get(k, 0) for k in others)]
     c = [*cur["counts"], *(cur.get("other", {}).get(k, 0) for k in others)]
-    return [*r, ref["missing"]], [*c, cur["missing"]], r, c
+    return r, c
+
+
+def benjamini_hochberg(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the input order.
+
+    When nothing drifted every rejection is false, and then controlling the false discovery
+    rate at alpha is controlling the chance of any false alarm at alpha; when some columns did
+    drift it is far less strict than Bonferroni.
+    """
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(q, 1.0)
+    return out
 
 
 def drift_checks(reference: dict, current: dict, config: MonitorConfig) -> list[Check]:
@@ -94,27 +113,34 @@ def drift_checks(reference: dict, current: dict, config: MonitorConfig) -> list[
         column on the whole batch.
     """
     rows = []
+    deff_ref, deff_cur = design_effect(reference), design_effect(current)
     for group, cur_cols in current["groups"].items():
         ref_cols = reference["groups"].get(group)
         for column, cur in cur_cols.items():
             spec = reference["columns"][column]
             ref = ref_cols.get(column) if ref_cols else None
-            if ref is None or ref["n"] < config.min_rows or cur["n"] < config.min_rows:
-                n_ref = ref["n"] if ref else 0
-                rows.append((group, column, None, None, None, f"{n_ref} vs {cur['n']} rows"))
+            n_ref = ref["n"] - ref["missing"] if ref else 0
+            n_cur = cur["n"] - cur["missing"]
+            sizes = f"{n_ref} vs {n_cur} values"
+            if n_ref < config.min_rows or n_cur < config.min_rows:
+                rows.append((group, column, None, None, None, sizes))
                 continue
-            pr, pc, tr, tc = _cells(ref, cur, spec)
-            value = psi(pr, pc)
+            tr, tc = _cells(ref, cur, spec)
+            value = psi(tr, tc)
+            # effective counts: a partner's snapshots at several ages are one draw, not several
+            er, ec = np.asarray(tr, float) / deff_ref, np.asarray(tc, float) / deff_cur
+            chi, p_chi = chi_square(er, ec)
             if spec["kind"] == "numeric":
-                stat, p = grouped_ks(tr, tc)
-                test = "KS"
+                d, p_ks = grouped_ks(er, ec)
+                p = min(1.0, 2 * min(p_chi, p_ks if np.isfinite(p_ks) else 1.0))
+                test = f"KS D {d:.3f}, chi-square {chi:.1f}"
             else:
-                stat, p = chi_square(tr, tc)
-                test = "chi-square"
-            rows.append((group, column, value, p, (test, stat), f"{ref['n']} vs {cur['n']} rows"))
-    tested = sum(1 for r in rows if r[3] is not None and np.isfinite(r[3]))
+                p, test = p_chi, f"chi-square {chi:.1f}"
+            rows.append((group, column, value, p, test, sizes))
+    tested = [i for i, r in enumerate(rows) if r[3] is not None]
+    q_values = dict(zip(tested, benjamini_hochberg([rows[i][3] for i in tested]), strict=True))
     checks = []
-    for group, column, value, p, test, sizes in rows:
+    for i, (group, column, value, _, test, sizes) in enumerate(rows):
         kind = reference["columns"][column]["kind"]
         name = f"drift.psi.{column}.{group}"
         if value is None:
@@ -134,17 +160,15 @@ def drift_checks(reference: dict, current: dict, config: MonitorConfig) -> list[
                 )
             )
             continue
-        p_adj = min(1.0, p * max(tested, 1)) if np.isfinite(p) else 1.0
-        significant = p_adj < config.alpha
+        q = float(q_values[i])
+        significant = q < config.alpha
         status = "ok"
         if significant and value >= config.psi_alarm:
             status = "alarm"
         elif significant and value >= config.psi_warn:
             status = "warn"
-        test_name, stat = test
         detail = (
-            f"{kind} {column} in {group}: PSI {value:.3f}, {test_name} {stat:.3f} "
-            f"(adjusted p {p_adj:.2g}, {sizes})"
+            f"{kind} {column} in {group}: PSI {value:.3f}, {test} (adjusted p {q:.2g}, {sizes})"
         )
         checks.append(
             Check(
@@ -156,7 +180,7 @@ def drift_checks(reference: dict, current: dict, config: MonitorConfig) -> list[
                 value,
                 config.psi_warn,
                 config.psi_alarm,
-                p_adj,
+                q,
                 status,
                 detail,
             )

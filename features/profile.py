@@ -74,7 +74,15 @@ def numeric_column_spec(values: pd.Series, bins: int = N_BINS) -> dict:
     x = x[np.isfinite(x)]
     if x.size == 0:
         return {"kind": "numeric", "edges": [], "min": None, "max": None, "quantiles": []}
-    inner = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1])
+    probs = np.linspace(0, 1, bins + 1)[1:-1]
+    inner = np.quantile(x, probs)
+    # a point mass (zeros of a count, a default score) swallows most deciles: bin the values
+    # off the mass by their own deciles too, so shifts among them stay visible
+    values, counts = np.unique(x, return_counts=True)
+    mode = values[np.argmax(counts)]
+    rest = x[x != mode]
+    if counts.max() >= x.size / bins and rest.size >= bins:
+        inner = np.concatenate([inner, [mode], np.quantile(rest, probs)])
     edges = np.unique(inner)
     return {
         "kind": "numeric",
@@ -139,6 +147,20 @@ def profile_groups(
     return groups
 
 
+def _partners(frame: pd.DataFrame) -> int:
+    """Distinct partners of a frame (rows when it has no partner_id)."""
+    return int(frame["partner_id"].nunique()) if "partner_id" in frame else int(len(frame))
+
+
+def design_effect(profile: dict) -> float:
+    """Rows per partner of a profile (at least 1).
+
+    Snapshots of one partner at several ages are not independent draws, so the tests count
+    ``rows / design_effect`` effective observations.
+    """
+    return max(1.0, profile["rows"] / max(profile.get("partners") or profile["rows"], 1))
+
+
 def build_profile(
     frame: pd.DataFrame,
     numeric: Sequence[str],
@@ -169,6 +191,7 @@ def build_profile(
         "version": PROFILE_VERSION,
         "ages": [int(a) for a in sorted(ages)],
         "rows": int(len(frame)),
+        "partners": _partners(frame),
         "segments": list(SEGMENTS),
         "columns": columns,
         "groups": profile_groups(frame, columns, ages),
@@ -181,6 +204,7 @@ def current_profile(frame: pd.DataFrame, reference: dict) -> dict:
         "version": PROFILE_VERSION,
         "ages": reference["ages"],
         "rows": int(len(frame)),
+        "partners": _partners(frame),
         "segments": reference["segments"],
         "columns": reference["columns"],
         "groups": profile_groups(frame, reference["columns"], reference["ages"]),

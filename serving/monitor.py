@@ -37,6 +37,7 @@ from partnerscore.features.anomaly import (
     out_of_range,
     partner_flags,
     partner_outliers,
+    raw_measure_drift,
     staleness_checks,
     table_outliers,
     table_volumes,
@@ -506,6 +507,7 @@ def run_monitor(
     features = build_scoring_frame(raw, cut) if (signed < cut).any() else pd.DataFrame()
     if not features.empty:
         features["age_days"] = (cut - pd.to_datetime(features["signed_at"])) / pd.Timedelta(days=1)
+    checks += raw_measure_drift(tables, cut, mcfg)
     anomalies, outlier_checks = batch_anomalies(tables, cut, mcfg, features, reference)
     checks += outlier_checks
     flags = partner_flags(features["partner_id"] if not features.empty else [], anomalies)

@@ -211,7 +211,7 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
     drift = [c for c in checks if c.section == "drift" and c.value is not None]
     top_cols = []
     for c in sorted(drift, key=lambda c: -(c.value or 0)):
-        if c.segment == ALL and c.subject not in top_cols:
+        if c.segment == ALL and c.subject in reference["columns"] and c.subject not in top_cols:
             top_cols.append(c.subject)
         if len(top_cols) >= DIST_CHARTS:
             break

@@ -151,3 +151,26 @@ def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
     assert main([*base, "--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["monitor", "--as-of", "2026-13-01", "--raw", str(raw_dir)]) == 2
     assert main([*base, "--raw", str(raw_dir), "--model", "99", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_simulate_drift_cli(tmp_path):
+    out = tmp_path / "raw"
+    args = ["simulate", "--partners", "60", "--seed", "5", "--out", str(out)]
+    assert main([*args, "--drift", "new_partner_type"]) == 0
+    partners = pd.read_csv(out / "partners.csv", keep_default_na=False, na_values=[""])
+    assert main([*args, "--drift", "no_such_kind"]) == 2
+    assert set(partners["partner_type"]) <= {"reseller", "referral", "msp", "si", "distributor"}
+
+
+def test_reference_profile_is_logged_with_the_model(store_config):
+    from partnerscore.training.reference import load_reference_profile
+
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
+    profile = load_reference_profile("models:/partnerscore@champion")
+    assert profile["ages"] == [30, 60, 90, 180] and profile["horizon_days"] == 180
+    assert {"pred_revenue", "pred_engagement", "tier"} <= set(profile["columns"])
+    assert set(profile["feature_names"]) <= set(profile["columns"])
+    assert {"all", "tier=gold", "region=NA", "partner_type=msp", "age_band=0-30"} <= set(
+        profile["groups"]
+    )
+    assert sum(profile["groups"]["all"]["tier"]["counts"]) == profile["rows"]

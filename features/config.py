@@ -70,10 +70,10 @@ class MonitorConfig(FrozenConfig):
             and in the batch, to be compared; smaller groups are skipped.
         psi_warn: Population stability index that warns.
         psi_alarm: Population stability index that alarms.
-        alpha: Significance level of the distribution tests (KS for numeric columns,
-            chi-square for categorical ones), Bonferroni-adjusted over all drift tests of a
-            run: a drift check warns or alarms only when its PSI passes the threshold *and*
-            the shift is significant, so small segments do not raise noise.
+        alpha: Significance level of the distribution tests (KS and chi-square for numeric
+            columns, chi-square for categorical ones), Benjamini-Hochberg adjusted over all
+            drift tests of a run: a drift check warns or alarms only when its PSI passes the
+            threshold *and* the shift is significant, so small segments do not raise noise.
         missing_warn: Absolute change of a column's missing rate that warns.
         missing_alarm: Absolute change of a column's missing rate that alarms.
         unseen_warn: Share of batch rows with a category never seen in training that warns.

@@ -5,14 +5,20 @@
   cells stay finite. Missing values are checked separately (missing-rate change): inside the
   PSI a mostly-missing column would hide a complete shift of its present values.
 - Numeric columns: the two-sample Kolmogorov-Smirnov statistic evaluated at the reference's bin
-  edges (grouped KS; never larger than the exact statistic, so its p-value is conservative),
-  with the asymptotic Kolmogorov distribution.
+  edges (grouped KS; never larger than the exact statistic, so its p-value is conservative)
+  with the asymptotic Kolmogorov distribution, and the chi-square test on the same bins (KS is
+  weak in the tails, where a shift of the few non-zero values of a count shows); the smaller
+  p-value, doubled, is the column's p-value.
 - Categorical columns: the chi-square test of homogeneity of the reference and batch counts
   (categories unseen in training form their own cells).
+- Effective sample sizes: a partner's snapshots at several onboarding ages are one draw, not
+  several, so the tests divide counts by the rows-per-partner of each side (design effect).
+- Multiple testing: p-values are Benjamini-Hochberg adjusted over every drift test of the run
+  (features and predictions x segments, several hundred tests).
 
-A drift check warns or alarms only when the PSI passes its threshold and the test's
-Bonferroni-adjusted p-value is below ``alpha``: PSI says the shift matters, the test says it is
-not sampling noise (small segments have large PSI by chance).
+A drift check warns or alarms only when the PSI passes its threshold and the adjusted p-value
+is below ``alpha``: PSI says the shift matters, the test says it is not sampling noise (small
+segments have large PSI by chance).
 """
 
 from __future__ import annotations

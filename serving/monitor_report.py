@@ -40,7 +40,7 @@ def heatmap_svg(checks) -> Markup:
         worst[c.subject] = max(worst.get(c.subject, -1.0), score)
     subjects = sorted(worst, key=lambda s: -worst[s])[:HEAT_ROWS]
     cell = {(c.subject, c.segment): c for c in drift}
-    cw, ch, left, top = 26, 16, 250, 110
+    cw, ch, left, top = 26, 16, 250, 130
     width, height = left + cw * len(groups) + 10, top + ch * len(subjects) + 10
     parts = [
         f'<svg class="heatmap" role="img" width="{width}" height="{height}" '
@@ -49,7 +49,7 @@ def heatmap_svg(checks) -> Markup:
     for j, g in enumerate(groups):
         x = left + j * cw + cw / 2
         parts.append(
-            f'<text transform="translate({x:.1f},{top - 6}) rotate(-60)">{escape(g)}</text>'
+            f'<text transform="translate({x:.1f},{top - 6}) rotate(-60)">{escape(g[:24])}</text>'
         )
     for i, s in enumerate(subjects):
         y = top + i * ch
@@ -89,9 +89,8 @@ def distribution_svg(
         labels = [*spec["categories"], *others]
         r = [*ref["counts"], *([0] * len(others))]
         c = [*cur["counts"], *(cur["other"][k] for k in others)]
-    labels.append("missing")
-    r.append(ref["missing"])
-    c.append(cur["missing"])
+    miss_r = ref["missing"] / max(ref["n"], 1)
+    miss_c = cur["missing"] / max(cur["n"], 1)
     rp = np.asarray(r, float) / max(sum(r), 1)
     cp = np.asarray(c, float) / max(sum(c), 1)
     top = max(float(rp.max()), float(cp.max()), 1e-9)
@@ -101,6 +100,8 @@ def distribution_svg(
         f'<svg class="dist" role="img" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<text x="4" y="12">{escape(name)}</text>',
+        f'<text x="4" y="26" class="muted">missing {miss_r:.0%} -> {miss_c:.0%}; shares of '
+        "present values</text>",
         '<rect x="200" y="3" width="10" height="10" fill="#8a9bb0"/>'
         '<text x="214" y="12">training</text>'
         '<rect x="270" y="3" width="10" height="10" class="bar"/><text x="284" y="12">batch</text>',
@@ -109,17 +110,19 @@ def distribution_svg(
     for i in range(n):
         x = 10 + i * bw
         for k, (p, fill) in enumerate(((rp[i], 'fill="#8a9bb0"'), (cp[i], 'class="bar"'))):
-            h = p / top * (base - 22)
+            h = p / top * (base - 34)
             parts.append(
                 f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{base - h:.1f}" '
                 f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
                 f"<title>{escape(labels[i])}: {'training' if k == 0 else 'batch'} "
                 f"{p:.1%}</title></rect>"
             )
-        if n <= 14:
+        if n <= 7 or i in (0, n - 1):
+            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
+            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
             parts.append(
-                f'<text x="{x + bw / 2:.1f}" y="{height - 8}" text-anchor="middle" '
-                f'font-size="8">{escape(labels[i][:9])}</text>'
+                f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="{anchor}" '
+                f'font-size="9">{escape(labels[i][:12])}</text>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))
@@ -210,7 +213,8 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
     flagged.sort(key=lambda c: (c.status != "alarm", c.section, c.name))
     drift = [c for c in checks if c.section == "drift" and c.value is not None]
     top_cols = []
-    for c in sorted(drift, key=lambda c: -(c.value or 0)):
+    rank = {"alarm": 0, "warn": 1}
+    for c in sorted(drift, key=lambda c: (rank.get(c.status, 2), -(c.value or 0))):
         if c.segment == ALL and c.subject in reference["columns"] and c.subject not in top_cols:
             top_cols.append(c.subject)
         if len(top_cols) >= DIST_CHARTS:

@@ -135,10 +135,10 @@ def _config_file(cfg, path):
 
 def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
     cfg = _config_file(store_config, tmp_path / "cfg.json")
-    base = ["monitor", "--as-of", "2026-07-01", "--config", str(cfg)]
-    assert main([*base, "--raw", str(raw_dir), "--out", str(tmp_path / "ok")]) == 0
-    state = json.loads((tmp_path / "ok" / "monitor_state.json").read_text())
-    assert state["as_of"] == "2026-07-01" and state["volumes"]["deals"] > 0
+    base = ["--config", str(cfg), "--out", str(tmp_path / "out")]
+    assert main(["monitor", "--as-of", "2026-06-01", "--raw", str(raw_dir), *base]) == 0
+    state = json.loads((tmp_path / "out" / "monitor_state.json").read_text())
+    assert state["as_of"] == "2026-06-01" and state["volumes"]["deals"] > 0
 
     mlflow.set_tracking_uri(store_config.paths.tracking_uri())
     runs = mlflow.search_runs(experiment_names=[MONITOR_EXPERIMENT])
@@ -146,11 +146,16 @@ def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
 
     raw = load_raw(raw_dir, write_quarantine=False)
     write_tables(apply_drift(raw.tables, "absurd_deal", AS_OF), tmp_path / "bad", fmt="csv")
-    assert main([*base, "--raw", str(tmp_path / "bad"), "--out", str(tmp_path / "a")]) == 1
+    assert main(["monitor", "--as-of", "2026-07-01", "--raw", str(tmp_path / "bad"), *base]) == 1
+    payload = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    volume = next(c for c in payload["checks"] if c["name"] == "quality.volume.deals")
+    assert "previous run (as of 2026-06-01)" in volume["detail"]
+    assert payload["checks"][0]["status"] == "alarm"  # most severe first
 
-    assert main([*base, "--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    today = ["monitor", "--as-of", "2026-07-01", "--config", str(cfg)]
+    assert main([*today, "--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["monitor", "--as-of", "2026-13-01", "--raw", str(raw_dir)]) == 2
-    assert main([*base, "--raw", str(raw_dir), "--model", "99", "--out", str(tmp_path / "y")]) == 2
+    assert main([*today, "--raw", str(raw_dir), "--model", "99", "--out", str(tmp_path / "y")]) == 2
 
 
 def test_simulate_drift_cli(tmp_path):

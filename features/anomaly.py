@@ -22,9 +22,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from partnerscore.features.checks import Check
 from partnerscore.features.config import MonitorConfig
+from partnerscore.features.drift import psi
 
 ANOMALY_COLUMNS = (
     "table",
@@ -358,10 +360,6 @@ def raw_measure_drift(
     (rows are events, independent enough), Bonferroni-adjusted over the measures. Catches
     shifts like inflated deal sizes that onboarding features see through few partners.
     """
-    from scipy import stats
-
-    from partnerscore.features.drift import psi
-
     start = as_of - pd.Timedelta(days=config.window_days)
     found = []
     for table, measure, _, values_of in MEASURES:

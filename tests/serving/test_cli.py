@@ -16,6 +16,7 @@ COMMANDS = [
     "score",
     "report",
     "demo",
+    "monitor",
 ]
 
 

@@ -254,31 +254,29 @@ def partner_outliers(
             continue
         when = pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()
         x = log1p_nonneg(values_of(frame))
-        pid = frame["partner_id"].astype(str).to_numpy()
+        codes, uniques = pd.factorize(frame["partner_id"].astype(str))
+        pid = np.asarray(uniques, dtype=object)[codes]
         old = (when < start) & np.isfinite(x)
-        hist = pd.DataFrame({"pid": pid[old], "x": x[old]}).groupby("pid")["x"]
+        new = np.flatnonzero((when >= start) & np.isfinite(x))
+        if new.size == 0 or not old.any():
+            continue
+        hist = pd.Series(x[old]).groupby(codes[old])
         n_hist = hist.size()
         center = hist.median()
-        mad = (
-            pd.DataFrame({"pid": pid[old], "d": np.abs(x[old] - center.reindex(pid[old]).values)})
-            .groupby("pid")["d"]
-            .median()
-        )
-        new = np.flatnonzero((when >= start) & np.isfinite(x))
-        if new.size == 0 or n_hist.empty:
-            continue
-        c = center.reindex(pid[new]).to_numpy()
-        s = np.maximum(MAD_TO_SD * mad.reindex(pid[new]).to_numpy(), config.partner_scale_floor)
-        enough = n_hist.reindex(pid[new]).fillna(0).to_numpy() >= config.partner_min_history
+        dev = np.abs(x[old] - center.reindex(codes[old]).to_numpy())
+        mad = pd.Series(dev).groupby(codes[old]).median()
+        c = center.reindex(codes[new]).to_numpy()
+        s = np.maximum(MAD_TO_SD * mad.reindex(codes[new]).to_numpy(), config.partner_scale_floor)
+        enough = n_hist.reindex(codes[new]).fillna(0).to_numpy() >= config.partner_min_history
         z = (x[new] - c) / s
-        hit = new[enough & (z >= config.partner_z)]
-        zh = z[enough & (z >= config.partner_z)]
+        keep = enough & (z >= config.partner_z)
+        hit, zh, ch = new[keep], z[keep], c[keep]
         if hit.size:
             raw = values_of(frame)
             reasons = [
                 f"{table}.{measure} {raw[i]:,.2f} {unit} is {zi:.1f} robust SDs above this "
-                f"partner's own typical {np.expm1(center[pid[i]]):,.2f}"
-                for i, zi in zip(hit, zh, strict=True)
+                f"partner's own typical {np.expm1(ci):,.2f}"
+                for i, zi, ci in zip(hit, zh, ch, strict=True)
             ]
             frames.append(
                 _frame(table, frame, hit, pid[hit], when[hit], measure, raw[hit], zh, reasons)
@@ -303,18 +301,22 @@ def _volume_spikes(
         frame = _before(tables[table], table, as_of)
         if frame.empty:
             continue
-        pid = frame["partner_id"].astype(str).to_numpy()
+        codes, uniques = pd.factorize(frame["partner_id"].astype(str))
+        uniques = np.asarray(uniques, dtype=object)
         when = pd.to_datetime(frame[EVENT_TIME[table][1]])
         # 30-day periods counted back from as_of: period 0 is the last 30 days
         period = ((as_of - when) / DAY // 30).astype(int).to_numpy()
-        counts = pd.DataFrame({"pid": pid, "k": period}).value_counts().unstack(fill_value=0)
-        # full periods since signing, excluding period 0
-        age_periods = ((as_of - signed.reindex(counts.index)) / DAY // 30).astype(int).to_numpy()
-        recent = counts[0].to_numpy() if 0 in counts.columns else np.zeros(len(counts))
-        ks = np.array([k for k in counts.columns if k > 0])
-        if ks.size == 0:
+        n_k = int(period.max()) + 1
+        if n_k < 2:
             continue
-        past = counts[list(ks)].to_numpy(dtype=float)
+        counts = np.bincount(codes * n_k + period, minlength=len(uniques) * n_k)
+        counts = counts.reshape(len(uniques), n_k)
+        # full periods since signing, excluding period 0
+        age_periods = ((as_of - signed.reindex(uniques)) / DAY // 30).to_numpy()
+        age_periods = np.nan_to_num(age_periods, nan=0).astype(int)
+        recent = counts[:, 0]
+        ks = np.arange(1, n_k)
+        past = counts[:, 1:].astype(float)
         # periods before signing are not history; periods after it with no events count as 0
         valid = ks[None, :] <= (age_periods[:, None] - 1)
         logs = np.where(valid, np.log1p(past), np.nan)
@@ -331,7 +333,7 @@ def _volume_spikes(
                 {
                     "table": table,
                     "record_id": "",
-                    "partner_id": counts.index[i],
+                    "partner_id": uniques[i],
                     "occurred_at": as_of - pd.Timedelta(days=30),
                     "column": "events_last_30_days",
                     "value": float(recent[i]),

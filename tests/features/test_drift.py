@@ -267,3 +267,72 @@ def test_drift_simulator_changes_only_the_drifted_period(kind, sim_tables):
     else:
         assert (out["deals"]["amount"] == ABSURD_AMOUNT).sum() == 1
     assert sim_tables["deals"]["amount"].max() < ABSURD_AMOUNT  # input untouched
+
+
+def _slow_partner_outliers(tables, as_of, cfg):
+    """Row-by-row twin of partner_outliers: (table, partner_id, column, rounded z) hits."""
+    from partnerscore.features.anomaly import EVENT_TIME, MEASURES, VOLUME_TABLES
+
+    def robust(values):
+        med = float(np.median(values))
+        mad = float(np.median([abs(v - med) for v in values]))
+        return med, max(1.4826 * mad, cfg.partner_scale_floor)
+
+    hits = set()
+    start = as_of - pd.Timedelta(days=cfg.window_days)
+    for table, measure, _, values_of in MEASURES:
+        if table == "partners" or table not in tables:
+            continue
+        frame = tables[table]
+        when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+        x = np.log1p(values_of(frame))
+        for pid in frame["partner_id"].unique():
+            mine = (frame["partner_id"] == pid).to_numpy()
+            past = x[mine & (when < start).to_numpy() & np.isfinite(x)]
+            if len(past) < cfg.partner_min_history:
+                continue
+            med, scale = robust(past)
+            for v in x[mine & (when >= start).to_numpy() & (when < as_of).to_numpy()]:
+                if np.isfinite(v) and (v - med) / scale >= cfg.partner_z:
+                    hits.add((table, pid, measure, round((v - med) / scale, 2)))
+    signed = dict(
+        zip(tables["partners"]["partner_id"], tables["partners"]["signed_at"], strict=True)
+    )
+    for table in VOLUME_TABLES:
+        frame = tables[table]
+        when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+        for pid, group_when in when.groupby(frame["partner_id"]):
+            group_when = group_when[group_when < as_of]
+            if group_when.empty:
+                continue
+            full = int((as_of - signed[pid]) / pd.Timedelta(days=30))
+            periods = [
+                sum(1 for t in group_when if as_of - pd.Timedelta(days=30 * (k + 1)) <= t
+                    < as_of - pd.Timedelta(days=30 * k))
+                for k in range(full)
+            ]  # fmt: skip
+            if full - 1 < cfg.partner_min_history:
+                continue
+            med, scale = robust(np.log1p(periods[1:]))
+            z = (np.log1p(periods[0]) - med) / scale
+            if z >= cfg.partner_z:
+                hits.add((table, pid, "events_last_30_days", round(z, 2)))
+    return hits
+
+
+def test_partner_outliers_match_a_row_by_row_twin(sim_tables):
+    cfg = MonitorConfig(partner_z=2.0)  # low, so that the comparison has hits on both paths
+    keep = set(sim_tables["partners"]["partner_id"].iloc[::5])  # 80 partners keep it quick
+    tables = {
+        k: v[v["partner_id"].isin(keep)].reset_index(drop=True)
+        for k, v in sim_tables.items()
+        if k in ("partners", "deals", "activities", "leads", "portal_events")
+    }
+    as_of = pd.Timestamp("2026-03-01")
+    fast = partner_outliers(tables, as_of, cfg)
+    got = {
+        (r.table, r.partner_id, r.column, round(r.score, 2)) for r in fast.itertuples(index=False)
+    }
+    expected = _slow_partner_outliers(tables, as_of, cfg)
+    assert len(expected) >= 8
+    assert got == expected

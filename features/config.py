@@ -82,3 +82,81 @@ class ValidateConfig(FrozenConfig):
             else pd.Timestamp.now(tz="UTC").tz_convert(None).normalize()
         )
         return ref + pd.Timedelta(days=1 + self.future_tolerance_days)
+
+
+class MonitorConfig(FrozenConfig):
+    """Thresholds of ``partnerscore monitor`` (statuses: ok < warn < alarm).
+
+    Attributes:
+        window_days: The current batch for drift: snapshots at the trained onboarding ages
+            whose as_of falls in [as_of - window_days, as_of).
+        min_rows: Fewest rows a group (overall or one segment value) needs, in the reference
+            and in the batch, to be compared; smaller groups are skipped.
+        psi_warn: Population stability index that warns.
+        psi_alarm: Population stability index that alarms.
+        alpha: Significance level of the distribution tests (KS and chi-square for numeric
+            columns, chi-square for categorical ones), Benjamini-Hochberg adjusted over all
+            drift tests of a run: a drift check warns or alarms only when its PSI passes the
+            threshold *and* the shift is significant, so small segments do not raise noise.
+        missing_warn: Absolute change of a column's missing rate that warns.
+        missing_alarm: Absolute change of a column's missing rate that alarms.
+        unseen_warn: Share of batch rows with a category never seen in training that warns.
+        unseen_alarm: Share of batch rows with an unseen category that alarms.
+        outlier_z: Robust z (median/MAD of log1p values) from which a raw row is listed as
+            an outlier (upper tail: amounts, durations, volumes).
+        outlier_z_alarm: Robust z of the most extreme row that alarms.
+        partner_z: Robust z against the partner's own earlier rows from which a new row is
+            listed (scale floored at ``partner_scale_floor`` log units).
+        partner_scale_floor: Smallest robust scale (log1p units) used for a partner's history.
+        partner_min_history: Earlier rows (or months) a partner needs for its own baseline.
+        volume_warn_ratio: Rows-per-day ratio (either way) versus the previous batch that warns.
+        volume_alarm_ratio: Rows-per-day ratio (either way) that alarms.
+        range_margin: A feature is outside the training range when it lies beyond
+            [min, max] by more than this share of the range (log1p scale for non-negative
+            features).
+        out_of_range_warn: Share of in-scope partners with a feature outside the range that
+            warns.
+        out_of_range_alarm: Share that alarms.
+        stale_warn_days: Days since a table's newest event that warn.
+        stale_alarm_days: Days since a table's newest event that alarm.
+        backtest_min_rows: Fewest rows a backtest group needs.
+        gini_warn: Realised normalized Gini at or below which the revenue head warns.
+        gini_alarm: Realised normalized Gini at or below which it alarms.
+        auc_warn: Realised ROC AUC at or below which the engagement head warns.
+        auc_alarm: Realised ROC AUC at or below which it alarms.
+        bias_warn: |sum predicted / sum realised - 1| (revenue) that warns.
+        bias_alarm: The same that alarms.
+        ece_warn: Engagement calibration error that warns.
+        ece_alarm: Engagement calibration error that alarms.
+    """
+
+    window_days: int = Field(default=90, ge=7)
+    min_rows: int = Field(default=30, ge=5)
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alarm: float = Field(default=0.25, gt=0)
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    missing_warn: float = Field(default=0.1, gt=0, le=1)
+    missing_alarm: float = Field(default=0.25, gt=0, le=1)
+    unseen_warn: float = Field(default=0.0, ge=0, le=1)
+    unseen_alarm: float = Field(default=0.05, gt=0, le=1)
+    outlier_z: float = Field(default=6.0, gt=0)
+    outlier_z_alarm: float = Field(default=12.0, gt=0)
+    partner_z: float = Field(default=6.0, gt=0)
+    partner_scale_floor: float = Field(default=0.5, gt=0)
+    partner_min_history: int = Field(default=5, ge=2)
+    volume_warn_ratio: float = Field(default=1.5, gt=1)
+    volume_alarm_ratio: float = Field(default=3.0, gt=1)
+    range_margin: float = Field(default=0.25, ge=0)
+    out_of_range_warn: float = Field(default=0.02, gt=0, le=1)
+    out_of_range_alarm: float = Field(default=0.2, gt=0, le=1)
+    stale_warn_days: float = Field(default=14, gt=0)
+    stale_alarm_days: float = Field(default=45, gt=0)
+    backtest_min_rows: int = Field(default=30, ge=5)
+    gini_warn: float = 0.2
+    gini_alarm: float = 0.0
+    auc_warn: float = 0.6
+    auc_alarm: float = 0.5
+    bias_warn: float = Field(default=0.25, gt=0)
+    bias_alarm: float = Field(default=0.5, gt=0)
+    ece_warn: float = Field(default=0.1, gt=0)
+    ece_alarm: float = Field(default=0.2, gt=0)

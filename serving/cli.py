@@ -192,6 +192,9 @@ def simulate(
     assigned_at: Annotated[
         str | None, typer.Option(help="Assignment date (default: end date - horizon).")
     ] = None,
+    drift: Annotated[
+        str | None, typer.Option(help="Inject known drift: leads_dry_up, inflated_deals, ...")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write a seeded synthetic partner program (every contract table plus `truth`)."""
@@ -205,6 +208,13 @@ def simulate(
     )
     from partnerscore.features.simulate import run_simulate
 
+    if drift is not None and treatment is not None:
+        raise PartnerscoreError("simulate: --drift and --treatment cannot be combined")
+    if drift is not None:
+        from partnerscore.features.drift_sim import run_simulate_drift
+
+        _emit(run_simulate_drift(cfg, out, drift, fmt=fmt))
+        return
     _emit(run_simulate(cfg, out, fmt=fmt))
     if treatment is not None:
         from partnerscore.features.experiment_sim import run_inject_effect, simulated_start
@@ -446,6 +456,27 @@ def forecast(
 
     result = run_forecast(_config(config), scores, out, parse_by(by), coverage=coverage)
     typer.echo(result.summary())
+
+
+@app.command()
+def monitor(
+    as_of: Annotated[str, typer.Option(help="Monitoring date YYYY-MM-DD.")],
+    raw: Annotated[Path, typer.Option(help="Raw tables folder of the batch.")] = Path("data/raw"),
+    model: Annotated[str, typer.Option(help="Alias, version number or models:/ URI.")] = (
+        "champion"
+    ),
+    scores: Annotated[Path | None, typer.Option(help="Scores file of this batch.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/monitor"),
+    config: ConfigOption = None,
+) -> None:
+    """Drift, anomalies, staleness and backtests of a batch (exit 1 on any alarm)."""
+    as_of_date = _parse_date(as_of, "--as-of")
+    from partnerscore.serving.monitor import run_monitor
+
+    result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
+    typer.echo(result.summary())
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command()

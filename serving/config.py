@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
-from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
+from partnerscore.features.config import BuildConfig, MonitorConfig, SimulateConfig, ValidateConfig
 from partnerscore.features.core import (
     FrozenConfig,
     PartnerscoreError,
@@ -88,6 +88,7 @@ class AppConfig(FrozenConfig):
     score: ScoreConfig = ScoreConfig()
     train: TrainConfig = TrainConfig()
     policy: PolicyConfig = PolicyConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def hash(self) -> str:
         """Stable hash logged with every run and stamped on every score row."""

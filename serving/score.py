@@ -20,6 +20,7 @@ from partnerscore.models.pyfunc import load_partner_model, model_version_of, res
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.monitor import flag_anomalies
 
 MIN_SEGMENT = 5
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
@@ -216,6 +217,7 @@ def run_score(
     )
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
 
+    scored = flag_anomalies(scored, raw, cut if cut is not None else cuts.max(), uri, config)
     scored, reject_frame = _publish(
         scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
     )

@@ -39,6 +39,7 @@ from partnerscore.training.metrics import (
     revenue_mae_metric,
     segment_metrics,
 )
+from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
 from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
 from partnerscore.training.tune import tune_head
 
@@ -619,6 +620,7 @@ def run_train(
                 mlflow.log_metric(f"tuning_{head}_best_loss", study.best_value)
                 _log_frame(study.trials_dataframe(), f"tuning/{head}_trials.csv")
         mlflow.log_dict(manifest, "training/manifest.json")
+        mlflow.log_dict(reference_profile(model, frame, manifest), REFERENCE_ARTIFACT)
         mlflow.log_dict(
             {"features": [s.model_dump() for s in specs]}, "training/feature_specs.json"
         )

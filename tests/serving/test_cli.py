@@ -17,6 +17,7 @@ COMMANDS = [
     "report",
     "forecast",
     "demo",
+    "monitor",
 ]
 
 

@@ -1,0 +1,637 @@
+"""Data-quality and anomaly checks on a raw batch: outliers, volumes, staleness, ranges.
+
+Anomalous rows are not contract violations: they stay in the data and are scored, but they are
+listed with a reason (:data:`ANOMALY_COLUMNS`) and the partners they belong to carry an
+``anomaly`` flag on their score rows.
+
+- **Table outliers**: amounts, durations and volumes on a log1p scale, robust z against the
+  table's median and MAD (rows dated before as_of); the upper tail only (spikes: a $0 deal or a
+  same-day close is plausible, a thousand-fold amount is not; drops in volume are checked per
+  table instead).
+- **Partner outliers**: rows of the recent window against the same partner's earlier rows,
+  and the partner's events of the last 30 days against its earlier 30-day periods.
+- **Volumes**: rows per day per table in a window, compared with the previous batch.
+- **Staleness**: days between each table's newest event before as_of and as_of.
+- **Training range**: feature values beyond the training [min, max] by more than a margin.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from partnerscore.features.checks import Check
+from partnerscore.features.config import MonitorConfig
+from partnerscore.features.drift import psi
+
+ANOMALY_COLUMNS = (
+    "table",
+    "record_id",
+    "partner_id",
+    "occurred_at",
+    "column",
+    "value",
+    "score",
+    "reason",
+)
+PARTNER_FLAG_COLUMNS = ("partner_id", "anomaly", "anomaly_reason")
+MAD_TO_SD = 1.4826
+DAY = pd.Timedelta(days=1)
+
+# table -> (record id column or None, event time column)
+EVENT_TIME = {
+    "partners": (None, "signed_at"),
+    "deals": ("deal_id", "created_at"),
+    "activities": ("activity_id", "occurred_at"),
+    "trainings": (None, "enrolled_at"),
+    "portal_events": (None, "occurred_at"),
+    "marketing_commitments": ("commitment_id", "committed_at"),
+    "leads": ("lead_id", "created_at"),
+    "feedback": (None, "submitted_at"),
+}
+
+
+def _days(frame: pd.DataFrame, end: str, start: str) -> np.ndarray:
+    delta = pd.to_datetime(frame[end]) - pd.to_datetime(frame[start])
+    return (delta / DAY).to_numpy(dtype=float)
+
+
+# (table, measure name, unit, values from the table)
+MEASURES: tuple[tuple[str, str, str, Callable[[pd.DataFrame], np.ndarray]], ...] = (
+    ("deals", "amount", "$", lambda f: pd.to_numeric(f["amount"]).to_numpy(dtype=float)),
+    ("deals", "cycle_days", "days", lambda f: _days(f, "closed_at", "created_at")),
+    (
+        "activities",
+        "response_hours",
+        "hours",
+        lambda f: pd.to_numeric(f["response_hours"]).to_numpy(dtype=float),
+    ),
+    ("leads", "qualify_days", "days", lambda f: _days(f, "qualified_at", "created_at")),
+    ("leads", "convert_days", "days", lambda f: _days(f, "converted_at", "created_at")),
+    ("trainings", "completion_days", "days", lambda f: _days(f, "completed_at", "enrolled_at")),
+    (
+        "marketing_commitments",
+        "delivery_days",
+        "days",
+        lambda f: _days(f, "delivered_at", "committed_at"),
+    ),
+    (
+        "partners",
+        "channel_reach",
+        "accounts",
+        lambda f: pd.to_numeric(f["channel_reach"]).to_numpy(dtype=float),
+    ),
+)
+VOLUME_TABLES = ("activities", "portal_events", "leads", "deals")
+# when a measure is known: a duration only once it ended (a recent window of start times holds
+# only the short ones)
+MEASURE_TIME = {
+    "amount": "created_at",
+    "cycle_days": "closed_at",
+    "response_hours": "occurred_at",
+    "qualify_days": "qualified_at",
+    "convert_days": "converted_at",
+    "completion_days": "completed_at",
+    "delivery_days": "delivered_at",
+    "channel_reach": "signed_at",
+}
+
+
+def log1p_nonneg(values) -> np.ndarray:
+    """log1p of non-negative values (negatives, impossible after validation, become NaN)."""
+    x = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(x >= 0, np.log1p(np.where(x >= 0, x, 0.0)), np.nan)
+
+
+def robust_center_scale(values: np.ndarray, floor: float = 1e-9) -> tuple[float, float]:
+    """Median and MAD-based standard deviation (1.4826 * MAD, at least ``floor``)."""
+    x = values[np.isfinite(values)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    center = float(np.median(x))
+    scale = MAD_TO_SD * float(np.median(np.abs(x - center)))
+    return center, max(scale, floor)
+
+
+def _frame(table, frame, idx, partner, when, column, value, score, reason) -> pd.DataFrame:
+    id_col = EVENT_TIME[table][0]
+    if id_col and id_col in frame:
+        record = frame[id_col].astype(str).to_numpy()[idx]
+    else:
+        record = np.array([f"row {i + 2}" for i in idx], dtype=object)  # file line (header = 1)
+    return pd.DataFrame(
+        {
+            "table": table,
+            "record_id": record,
+            "partner_id": np.asarray(partner, dtype=object),
+            "occurred_at": pd.to_datetime(pd.Series(when)).to_numpy(),
+            "column": column,
+            "value": np.asarray(value, dtype=float),
+            "score": np.round(np.asarray(score, dtype=float), 2),
+            "reason": reason,
+        },
+        columns=list(ANOMALY_COLUMNS),
+    )
+
+
+def empty_anomalies() -> pd.DataFrame:
+    """An anomaly list with no rows and the declared columns."""
+    return pd.DataFrame(
+        {
+            "table": pd.Series(dtype=object),
+            "record_id": pd.Series(dtype=object),
+            "partner_id": pd.Series(dtype=object),
+            "occurred_at": pd.Series(dtype="datetime64[us]"),
+            "column": pd.Series(dtype=object),
+            "value": pd.Series(dtype=float),
+            "score": pd.Series(dtype=float),
+            "reason": pd.Series(dtype=object),
+        }
+    )
+
+
+def _before(frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+    return frame[(when < as_of).to_numpy()]
+
+
+def table_outliers(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> tuple[pd.DataFrame, list[Check]]:
+    """Rows whose amount, duration or volume is far above the table's robust centre.
+
+    Args:
+        tables: Clean raw tables.
+        as_of: Only rows dated before it are considered.
+        config: ``outlier_z`` lists a row; ``outlier_z_alarm`` on the largest z alarms.
+
+    Returns:
+        (anomaly rows, one ``quality.outliers.<table>.<measure>`` check per measure).
+    """
+    frames, checks = [], []
+    for table, measure, unit, values_of in MEASURES:
+        if table not in tables:
+            continue
+        frame = _before(tables[table], table, as_of)
+        if frame.empty:
+            continue
+        raw = values_of(frame)
+        x = log1p_nonneg(raw)
+        center, scale = robust_center_scale(x)
+        z = (x - center) / scale
+        finite = np.isfinite(z)
+        hit = np.flatnonzero(finite & (z >= config.outlier_z))
+        top = float(np.max(z[finite])) if finite.any() else None
+        if hit.size:
+            typical = float(np.expm1(center))
+            reasons = [
+                f"{table}.{measure} {raw[i]:,.2f} {unit} is {z[i]:.1f} robust SDs above the "
+                f"table's typical {typical:,.2f} (log scale)"
+                for i in hit
+            ]
+            frames.append(
+                _frame(
+                    table,
+                    frame,
+                    hit,
+                    frame["partner_id"].astype(str).to_numpy()[hit],
+                    pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()[hit],
+                    measure,
+                    raw[hit],
+                    z[hit],
+                    reasons,
+                )
+            )
+        status = "skip" if top is None else "ok"
+        if top is not None and top >= config.outlier_z_alarm:
+            status = "alarm"
+        elif hit.size:
+            status = "warn"
+        checks.append(
+            Check(
+                f"quality.outliers.{table}.{measure}",
+                "quality",
+                f"{table}.{measure}",
+                "all",
+                "max_robust_z",
+                top,
+                config.outlier_z,
+                config.outlier_z_alarm,
+                None,
+                status,
+                f"{hit.size} of {int(finite.sum())} rows at or above z {config.outlier_z:g}",
+            )
+        )
+    out = pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+    return out, checks
+
+
+def partner_outliers(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> pd.DataFrame:
+    """New rows and recent volumes far above the same partner's own history.
+
+    - Measures (amounts, durations) of rows dated in [as_of - window_days, as_of) against the
+      partner's rows before the window (at least ``partner_min_history`` of them).
+    - Events per table in [as_of - 30 days, as_of) against the partner's earlier full 30-day
+      periods since signing (at least ``partner_min_history`` periods).
+
+    Robust z on log1p values with the scale floored at ``partner_scale_floor``; rows at or
+    above ``partner_z`` are listed.
+    """
+    frames = []
+    start = as_of - pd.Timedelta(days=config.window_days)
+    for table, measure, unit, values_of in MEASURES:
+        if table not in tables or table == "partners":
+            continue
+        frame = _before(tables[table], table, as_of)
+        if frame.empty:
+            continue
+        when = pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()
+        x = log1p_nonneg(values_of(frame))
+        codes, uniques = pd.factorize(frame["partner_id"].astype(str))
+        pid = np.asarray(uniques, dtype=object)[codes]
+        old = (when < start) & np.isfinite(x)
+        new = np.flatnonzero((when >= start) & np.isfinite(x))
+        if new.size == 0 or not old.any():
+            continue
+        hist = pd.Series(x[old]).groupby(codes[old])
+        n_hist = hist.size()
+        center = hist.median()
+        dev = np.abs(x[old] - center.reindex(codes[old]).to_numpy())
+        mad = pd.Series(dev).groupby(codes[old]).median()
+        c = center.reindex(codes[new]).to_numpy()
+        s = np.maximum(MAD_TO_SD * mad.reindex(codes[new]).to_numpy(), config.partner_scale_floor)
+        enough = n_hist.reindex(codes[new]).fillna(0).to_numpy() >= config.partner_min_history
+        z = (x[new] - c) / s
+        keep = enough & (z >= config.partner_z)
+        hit, zh, ch = new[keep], z[keep], c[keep]
+        if hit.size:
+            raw = values_of(frame)
+            reasons = [
+                f"{table}.{measure} {raw[i]:,.2f} {unit} is {zi:.1f} robust SDs above this "
+                f"partner's own typical {np.expm1(ci):,.2f}"
+                for i, zi, ci in zip(hit, zh, ch, strict=True)
+            ]
+            frames.append(
+                _frame(table, frame, hit, pid[hit], when[hit], measure, raw[hit], zh, reasons)
+            )
+    frames.append(_volume_spikes(tables, as_of, config))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+
+
+def _volume_spikes(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> pd.DataFrame:
+    partners = tables["partners"]
+    signed = pd.Series(
+        pd.to_datetime(partners["signed_at"]).to_numpy(),
+        index=partners["partner_id"].astype(str).to_numpy(),
+    )
+    rows = []
+    for table in VOLUME_TABLES:
+        if table not in tables:
+            continue
+        frame = _before(tables[table], table, as_of)
+        if frame.empty:
+            continue
+        codes, uniques = pd.factorize(frame["partner_id"].astype(str))
+        uniques = np.asarray(uniques, dtype=object)
+        when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+        # 30-day periods counted back from as_of: period 0 is the last 30 days
+        period = ((as_of - when) / DAY // 30).astype(int).to_numpy()
+        n_k = int(period.max()) + 1
+        if n_k < 2:
+            continue
+        counts = np.bincount(codes * n_k + period, minlength=len(uniques) * n_k)
+        counts = counts.reshape(len(uniques), n_k)
+        # full periods since signing, excluding period 0
+        age_periods = ((as_of - signed.reindex(uniques)) / DAY // 30).to_numpy()
+        age_periods = np.nan_to_num(age_periods, nan=0).astype(int)
+        recent = counts[:, 0]
+        ks = np.arange(1, n_k)
+        past = counts[:, 1:].astype(float)
+        # periods before signing are not history; periods after it with no events count as 0
+        valid = ks[None, :] <= (age_periods[:, None] - 1)
+        logs = np.where(valid, np.log1p(past), np.nan)
+        n_valid = valid.sum(axis=1)
+        with warnings.catch_warnings():  # partners without a full period: all-NaN rows
+            warnings.simplefilter("ignore", RuntimeWarning)
+            center = np.nanmedian(logs, axis=1)
+            mad = np.nanmedian(np.abs(logs - center[:, None]), axis=1)
+        scale = np.maximum(MAD_TO_SD * mad, config.partner_scale_floor)
+        z = (np.log1p(recent) - center) / scale
+        hit = np.flatnonzero((n_valid >= config.partner_min_history) & (z >= config.partner_z))
+        for i in hit:
+            rows.append(
+                {
+                    "table": table,
+                    "record_id": "",
+                    "partner_id": uniques[i],
+                    "occurred_at": as_of - pd.Timedelta(days=30),
+                    "column": "events_last_30_days",
+                    "value": float(recent[i]),
+                    "score": round(float(z[i]), 2),
+                    "reason": (
+                        f"{table}: {int(recent[i])} events in the last 30 days, {z[i]:.1f} "
+                        f"robust SDs above this partner's typical {np.expm1(center[i]):.1f} "
+                        "per 30 days"
+                    ),
+                }
+            )
+    if not rows:
+        return empty_anomalies()
+    out = pd.DataFrame(rows, columns=list(ANOMALY_COLUMNS))
+    out["occurred_at"] = pd.to_datetime(out["occurred_at"])
+    return out
+
+
+def raw_measure_drift(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> list[Check]:
+    """Amounts and durations known in the window versus those known before it, per measure.
+
+    The batch's own history is the reference here (the training profile holds features, not
+    raw rows): PSI on the deciles of the earlier log1p values and the exact two-sample KS test
+    (rows are events, independent enough), Bonferroni-adjusted over the measures. Catches
+    shifts like inflated deal sizes that onboarding features see through few partners.
+    """
+    start = as_of - pd.Timedelta(days=config.window_days)
+    found = []
+    for table, measure, _, values_of in MEASURES:
+        if table not in tables:
+            continue
+        frame = tables[table]
+        when = pd.to_datetime(frame[MEASURE_TIME[measure]]).to_numpy()
+        x = log1p_nonneg(values_of(frame))
+        ok = np.isfinite(x) & ~pd.isna(when)
+        before, now = x[ok & (when < start)], x[ok & (when >= start) & (when < as_of)]
+        found.append((table, measure, before, now))
+    checks = []
+    m = max(sum(1 for *_, b, n in found if min(b.size, n.size) >= config.min_rows), 1)
+    for table, measure, before, now in found:
+        name = f"drift.raw.{table}.{measure}"
+        sizes = f"{before.size:,} earlier vs {now.size:,} in the window"
+        if min(before.size, now.size) < config.min_rows:
+            checks.append(
+                Check(
+                    name,
+                    "drift",
+                    f"{table}.{measure}",
+                    "all",
+                    "psi",
+                    None,
+                    config.psi_warn,
+                    config.psi_alarm,
+                    None,
+                    "skip",
+                    f"too few rows to compare ({sizes})",
+                )
+            )
+            continue
+        edges = np.unique(np.quantile(before, np.linspace(0, 1, 11)[1:-1]))
+        r = np.bincount(np.searchsorted(edges, before), minlength=edges.size + 1)
+        c = np.bincount(np.searchsorted(edges, now), minlength=edges.size + 1)
+        value = psi(r, c)
+        test = stats.ks_2samp(before, now)
+        p = min(1.0, float(test.pvalue) * m)
+        status = "ok"
+        if p < config.alpha and value >= config.psi_alarm:
+            status = "alarm"
+        elif p < config.alpha and value >= config.psi_warn:
+            status = "warn"
+        shift = float(np.expm1(np.median(now)) - np.expm1(np.median(before)))
+        checks.append(
+            Check(
+                name,
+                "drift",
+                f"{table}.{measure}",
+                "all",
+                "psi",
+                value,
+                config.psi_warn,
+                config.psi_alarm,
+                p,
+                status,
+                f"{table}.{measure}: PSI {value:.3f}, KS D {test.statistic:.3f} (adjusted p "
+                f"{p:.2g}, {sizes}); median {np.expm1(np.median(before)):,.1f} -> "
+                f"{np.expm1(np.median(now)):,.1f} ({shift:+,.1f})",
+            )
+        )
+    return checks
+
+
+def table_volumes(
+    tables: dict[str, pd.DataFrame], start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, int]:
+    """Rows per table whose event time falls in [start, end)."""
+    out = {}
+    for table, (_, col) in EVENT_TIME.items():
+        if table in tables:
+            when = pd.to_datetime(tables[table][col])
+            out[table] = int(((when >= start) & (when < end)).sum())
+    return out
+
+
+def volume_checks(
+    current: dict[str, int],
+    previous: dict[str, int],
+    current_days: float,
+    previous_days: float,
+    config: MonitorConfig,
+    source: str,
+) -> list[Check]:
+    """Rows per day of each table versus the previous batch (ratio either way).
+
+    Args:
+        current: Rows per table in this batch's window.
+        previous: Rows per table in the previous batch's window.
+        current_days: Length of this batch's window in days.
+        previous_days: Length of the previous window in days.
+        config: Ratio thresholds.
+        source: Where the previous counts come from (for the detail text).
+    """
+    checks = []
+    for table, now in current.items():
+        before = previous.get(table)
+        if before is None:
+            checks.append(
+                Check(
+                    f"quality.volume.{table}",
+                    "quality",
+                    table,
+                    "all",
+                    "volume_ratio",
+                    None,
+                    config.volume_warn_ratio,
+                    config.volume_alarm_ratio,
+                    None,
+                    "skip",
+                    f"{table}: no previous batch to compare with",
+                )
+            )
+            continue
+        rate_now = (now + 0.5) / current_days
+        rate_before = (before + 0.5) / previous_days
+        ratio = rate_now / rate_before
+        change = max(ratio, 1 / ratio)
+        status = "ok"
+        if table == "partners":
+            status = "info"  # signings come in bursts; reported, not judged
+        elif change >= config.volume_alarm_ratio:
+            status = "alarm"
+        elif change >= config.volume_warn_ratio:
+            status = "warn"
+        direction = "spike" if ratio > 1 else "drop"
+        checks.append(
+            Check(
+                f"quality.volume.{table}",
+                "quality",
+                table,
+                "all",
+                "volume_ratio",
+                change,
+                config.volume_warn_ratio,
+                config.volume_alarm_ratio,
+                None,
+                status,
+                f"{table}: {now:,} rows ({rate_now:.1f}/day) vs {before:,} ({rate_before:.1f}"
+                f"/day) in {source}: {direction} x{ratio:.2f}",
+            )
+        )
+    return checks
+
+
+def staleness_checks(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> list[Check]:
+    """Days between each table's newest event before as_of and as_of.
+
+    The partners table (newest signing) is reported as ``info``: signings come in bursts.
+    """
+    checks = []
+    for table, (_, col) in EVENT_TIME.items():
+        if table not in tables:
+            continue
+        when = pd.to_datetime(tables[table][col])
+        when = when[when < as_of]
+        if when.empty:
+            days, newest = None, "no event before as_of"
+        else:
+            days = float((as_of - when.max()) / DAY)
+            newest = f"newest event {when.max():%Y-%m-%d %H:%M}"
+        status = "alarm" if days is None else "ok"
+        if table == "partners":
+            # signings are not an event stream: a quiet month of signings is news, not staleness
+            status = "info"
+        elif days is not None and days >= config.stale_alarm_days:
+            status = "alarm"
+        elif days is not None and days >= config.stale_warn_days:
+            status = "warn"
+        shown = "-" if days is None else f"{days:.1f}"
+        checks.append(
+            Check(
+                f"staleness.days.{table}",
+                "staleness",
+                table,
+                "all",
+                "days_stale",
+                days,
+                config.stale_warn_days,
+                config.stale_alarm_days,
+                None,
+                status,
+                f"{table}: {newest}, {shown} days before as_of",
+            )
+        )
+    return checks
+
+
+def training_range(spec: dict, margin: float) -> tuple[float, float, bool] | None:
+    """(low, high, log scale) bounds of a numeric profile column, or None without a range."""
+    if spec.get("kind") != "numeric" or spec.get("min") is None:
+        return None
+    lo, hi = float(spec["min"]), float(spec["max"])
+    log = bool(spec.get("nonnegative"))
+    if log:
+        lo, hi = float(np.log1p(lo)), float(np.log1p(hi))
+    width = max(hi - lo, 1e-9)
+    return lo - margin * width, hi + margin * width, log
+
+
+def out_of_range(features: pd.DataFrame, columns: dict[str, dict], margin: float) -> pd.DataFrame:
+    """Feature values outside the widened training range, one anomaly row per value.
+
+    Args:
+        features: Rows with partner_id, as_of and feature columns.
+        columns: The reference profile's ``columns``.
+        margin: Share of the range added on both sides.
+    """
+    frames = []
+    for name, spec in columns.items():
+        bounds = training_range(spec, margin)
+        if bounds is None or name not in features or name.startswith("pred_"):
+            continue
+        lo, hi, log = bounds
+        x = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float)
+        t = log1p_nonneg(x) if log else x
+        bad = np.flatnonzero(np.isfinite(t) & ((t < lo) | (t > hi)))
+        if bad.size == 0:
+            continue
+        lo_v, hi_v = float(spec["min"]), float(spec["max"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "table": "features",
+                    "record_id": "",
+                    "partner_id": features["partner_id"].astype(str).to_numpy()[bad],
+                    "occurred_at": pd.to_datetime(features["as_of"]).to_numpy()[bad],
+                    "column": name,
+                    "value": x[bad],
+                    "score": np.nan,
+                    "reason": [
+                        f"feature {name} = {x[i]:,.4g} is outside the training range "
+                        f"[{lo_v:,.4g}, {hi_v:,.4g}]"
+                        for i in bad
+                    ],
+                },
+                columns=list(ANOMALY_COLUMNS),
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+
+
+def partner_flags(partner_ids, anomalies: pd.DataFrame, max_reasons: int = 3) -> pd.DataFrame:
+    """``anomaly`` and ``anomaly_reason`` per partner from an anomaly list.
+
+    Args:
+        partner_ids: Partners to flag (one output row each, in this order).
+        anomalies: Anomaly rows (:data:`ANOMALY_COLUMNS`).
+        max_reasons: Reasons joined into ``anomaly_reason`` (the most extreme first), the
+            rest counted.
+
+    Returns:
+        partner_id, anomaly (bool), anomaly_reason (empty text when not anomalous).
+    """
+    ids = pd.Series(partner_ids, dtype=object).astype(str).reset_index(drop=True)
+    reasons: dict[str, str] = {}
+    if not anomalies.empty:
+        ordered = anomalies.assign(_s=anomalies["score"].fillna(np.inf)).sort_values(
+            ["partner_id", "_s"], ascending=[True, False], kind="stable"
+        )
+        for pid, group in ordered.groupby("partner_id", sort=False):
+            texts = list(dict.fromkeys(group["reason"].astype(str)))
+            text = "; ".join(texts[:max_reasons])
+            if len(texts) > max_reasons:
+                text += f"; and {len(texts) - max_reasons} more"
+            reasons[str(pid)] = text
+    reason = ids.map(reasons).fillna("")
+    return pd.DataFrame(
+        {"partner_id": ids, "anomaly": (reason != "").to_numpy(), "anomaly_reason": reason}
+    )

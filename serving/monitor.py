@@ -1,0 +1,626 @@
+"""The monitoring job: drift, data quality, staleness, scope and backtests of one raw batch.
+
+``run_monitor`` compares a raw batch with the reference profile logged with the model version
+(so the training data is never needed), lists anomalous rows, checks table volumes against the
+previous run and freshness against as_of, and backtests every past scoring batch in the score
+history whose label horizon has completed. Every check has a value, thresholds and a status;
+the job's exit code is 0 when all are green or warn, 1 when at least one alarms (bad input
+raises :class:`PartnerscoreError`, exit code 2).
+
+Files written to the output folder (all documented in the README):
+
+- ``monitor.json``: run metadata, counts and every check (:data:`CHECK_COLUMNS`), plus the
+  backtest table;
+- ``monitor.html``: the same as a self-contained page with inline SVG charts;
+- ``anomalies.csv``: anomalous rows (:data:`ANOMALY_COLUMNS`) with their reason;
+- ``backtest.csv``: realised metrics per batch and segment (:data:`BACKTEST_COLUMNS`);
+- ``monitor_state.json``: table volumes of this run, the baseline of the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.anomaly import (
+    ANOMALY_COLUMNS,
+    empty_anomalies,
+    out_of_range,
+    partner_flags,
+    partner_outliers,
+    raw_measure_drift,
+    staleness_checks,
+    table_outliers,
+    table_volumes,
+    volume_checks,
+)
+from partnerscore.features.checks import CHECK_COLUMNS, Check, level
+from partnerscore.features.config import BuildConfig, MonitorConfig
+from partnerscore.features.core import (
+    PartnerscoreError,
+    read_frame,
+    write_frame_atomic,
+    write_text_atomic,
+)
+from partnerscore.features.drift import drift_checks, unseen_category_checks
+from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
+from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
+from partnerscore.features.validate import load_raw
+from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.training.backtest import BACKTEST_COLUMNS, backtest_table, trend
+from partnerscore.training.reference import load_reference_profile
+
+MONITOR_EXPERIMENT = "partnerscore-monitoring"
+STATE_FILE = "monitor_state.json"
+SEVERITY = {"alarm": 3, "warn": 2, "ok": 1, "info": 0, "skip": 0}
+BACKTEST_HEADLINE = (
+    ("revenue_normalized_gini", "gini_warn", "gini_alarm", False),
+    ("engagement_roc_auc", "auc_warn", "auc_alarm", False),
+    ("revenue_bias", "bias_warn", "bias_alarm", True),
+    ("engagement_ece", "ece_warn", "ece_alarm", True),
+)
+
+
+@dataclass
+class MonitorResult:
+    """Outcome of ``run_monitor``."""
+
+    out_dir: Path
+    as_of: date
+    model_uri: str
+    model_version: str
+    checks: list[Check]
+    anomalies: pd.DataFrame
+    backtest: pd.DataFrame
+    batch_rows: int = 0
+    seconds: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)
+    run_id: str = ""
+
+    def count(self, status: str) -> int:
+        """Number of checks with a status."""
+        return sum(1 for c in self.checks if c.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all green (warnings allowed), 1 at least one alarm."""
+        return 1 if self.count("alarm") else 0
+
+    def alarms(self) -> list[Check]:
+        """The alarming checks."""
+        return [c for c in self.checks if c.status == "alarm"]
+
+    def summary(self) -> str:
+        """Counts, the alarms and where everything went."""
+        lines = [
+            f"monitored as of {self.as_of} with {self.model_uri} (version "
+            f"{self.model_version or '-'}) in {self.seconds:.1f} s: {len(self.checks):,} checks, "
+            f"{self.count('alarm')} alarm, {self.count('warn')} warn, {self.count('ok')} ok, "
+            f"{self.count('skip')} skipped",
+            f"  drift batch: {self.batch_rows:,} snapshots; anomalous rows listed: "
+            f"{len(self.anomalies):,}; backtest rows: {len(self.backtest):,}",
+        ]
+        for check in self.alarms()[:15]:
+            lines.append(f"  ALARM {check.name}: {check.detail}")
+        if len(self.alarms()) > 15:
+            lines.append(f"  ... and {len(self.alarms()) - 15} more alarms (see monitor.json)")
+        for name, path in self.files.items():
+            lines.append(f"  {name}: {path}")
+        return "\n".join(lines)
+
+
+def _state(out_dir: Path) -> dict:
+    path = out_dir / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PartnerscoreError(f"{path}: unreadable monitor state ({exc})") from exc
+
+
+def batch_anomalies(
+    tables: dict[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    config: MonitorConfig,
+    features: pd.DataFrame | None = None,
+    reference: dict | None = None,
+) -> tuple[pd.DataFrame, list[Check]]:
+    """Every anomalous row of a batch: table and partner outliers, features out of range.
+
+    Args:
+        tables: Clean raw tables.
+        as_of: Rows dated before it are considered.
+        config: Thresholds.
+        features: Scoring-frame features at as_of (with age_days) for the range check.
+        reference: Reference profile (its ``columns`` and ``ages``); without it the range
+            check is skipped.
+
+    Returns:
+        (anomaly rows sorted by partner, table, column, the table-outlier checks).
+    """
+    rows, checks = table_outliers(tables, as_of, config)
+    frames = [rows, partner_outliers(tables, as_of, config)]
+    if features is not None and reference is not None and not features.empty:
+        # partners older than the trained ages are out of scope: their to-date counts exceed
+        # the training range by construction
+        in_scope = features["age_days"].to_numpy(dtype=float) <= max(reference["ages"])
+        frames.append(out_of_range(features[in_scope], reference["columns"], config.range_margin))
+    frames = [f for f in frames if not f.empty]
+    out = pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+    out = out.sort_values(
+        ["partner_id", "table", "column", "record_id"], kind="stable"
+    ).reset_index(drop=True)
+    return out, checks
+
+
+def flag_anomalies(
+    scored: pd.DataFrame, raw, as_of: pd.Timestamp, model_uri: str, config: AppConfig
+) -> pd.DataFrame:
+    """Score rows with ``anomaly`` and ``anomaly_reason`` columns (the scoring job's one call).
+
+    A partner is anomalous when one of its rows before as_of is an outlier (of its table or of
+    its own history) or one of its features lies outside the training range (partners within
+    the trained onboarding ages; needs the model's reference profile, skipped without one).
+    """
+    reference = load_reference_profile(model_uri, required=False)
+    anomalies, _ = batch_anomalies(raw.tables, as_of, config.monitor, scored, reference)
+    flags = partner_flags(scored["partner_id"], anomalies)
+    out = scored.copy()
+    out["anomaly"] = flags["anomaly"].to_numpy(dtype=bool)
+    out["anomaly_reason"] = flags["anomaly_reason"].to_numpy(dtype=object)
+    return out
+
+
+def window_batch(
+    raw, as_of: pd.Timestamp, reference: dict, model, window_days: int
+) -> pd.DataFrame:
+    """The current batch: snapshots at the trained ages whose as_of falls in the window.
+
+    Features and both predictions, comparable row for row with the reference profile.
+    """
+    partners = raw.tables["partners"]
+    snaps = make_snapshots(partners, tuple(reference["ages"]))
+    start = as_of - pd.Timedelta(days=window_days)
+    snaps = snaps[(snaps["as_of"] >= start) & (snaps["as_of"] < as_of)].reset_index(drop=True)
+    if snaps.empty:
+        return pd.DataFrame()
+    feats = build_features(raw.tables, snaps[["partner_id", "as_of"]])
+    preds = model.predict(feats)
+    for name in PREDICTIONS:
+        feats[name] = preds[name].to_numpy()
+    return feats
+
+
+def _scope_checks(partners: pd.DataFrame, as_of: pd.Timestamp, ages: list[int]) -> list[Check]:
+    signed = pd.to_datetime(partners["signed_at"])
+    age = ((as_of - signed[signed < as_of]) / pd.Timedelta(days=1)).to_numpy()
+    n = len(age)
+    out = float((age > max(ages)).mean()) if n else None
+    return [
+        Check(
+            "scope.outside_trained_ages",
+            "scope",
+            "partners",
+            "all",
+            "share",
+            out,
+            None,
+            None,
+            None,
+            "info" if n else "skip",
+            f"{int((age > max(ages)).sum()) if n else 0:,} of {n:,} partners signed before "
+            f"as_of are older than the trained onboarding ages (max {max(ages)} days): "
+            "flagged, not scored as new",
+        )
+    ]
+
+
+def run_backtest(
+    history: ScoreHistory, raw, as_of: pd.Timestamp, reference: dict, config: AppConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Labels for every past scored (partner, as_of) whose horizon completed before as_of.
+
+    Returns:
+        (joined rows: predictions, labels and segments; :data:`BACKTEST_COLUMNS` table).
+    """
+    empty = pd.DataFrame(columns=list(BACKTEST_COLUMNS))
+    if not history.exists():
+        return pd.DataFrame(), empty
+    data = history.read()
+    if data.empty:
+        return pd.DataFrame(), empty
+    horizon = pd.Timedelta(days=int(reference.get("horizon_days", 180)))
+    end = min(as_of, pd.Timestamp(raw.data_end).ceil("D"))
+    data = data[(pd.to_datetime(data["as_of"]) + horizon <= end)]
+    known = set(raw.tables["partners"]["partner_id"].astype(str))
+    data = data[data["partner_id"].astype(str).isin(known)]
+    data = data[np.isfinite(pd.to_numeric(data["pred_revenue"], errors="coerce"))]
+    if data.empty:
+        return pd.DataFrame(), empty
+    data = data.reset_index(drop=True)
+    build = BuildConfig.model_validate(
+        {**config.build.model_dump(), "horizon_days": int(horizon.days)}
+    )
+    snaps = pd.DataFrame(
+        {"partner_id": data["partner_id"].astype(str), "as_of": pd.to_datetime(data["as_of"])}
+    )
+    labels = build_labels(raw.tables, snaps, build)
+    joined = pd.DataFrame(
+        {
+            "partner_id": snaps["partner_id"],
+            "as_of": snaps["as_of"],
+            "pred_revenue": pd.to_numeric(data["pred_revenue"]).to_numpy(dtype=float),
+            "pred_engagement": pd.to_numeric(data["pred_engagement"]).to_numpy(dtype=float),
+            "label_revenue": labels["label_revenue"].to_numpy(dtype=float),
+            "label_engaged": labels["label_engaged"].to_numpy(),
+            "age_days": pd.to_numeric(data["age_days"]).to_numpy(dtype=float),
+        }
+    )
+    seg = segment_frame(data.assign(age_days=joined["age_days"]), reference["ages"])
+    for name in SEGMENTS:
+        joined[name] = seg[name].to_numpy()
+    # the model's job is partners within the trained onboarding ages
+    joined = joined[joined["age_days"] <= max(reference["ages"])].reset_index(drop=True)
+    if joined.empty:
+        return joined, empty
+    return joined, backtest_table(joined, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
+
+
+def _backtest_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
+    if table.empty:
+        return [
+            Check(
+                "backtest.batches",
+                "backtest",
+                "history",
+                "all",
+                "batches",
+                0.0,
+                None,
+                None,
+                None,
+                "skip",
+                "no scored batch in the history has a completed horizon yet",
+            )
+        ]
+    checks = []
+    overall = table[(table["as_of"] == "all") & (table["segment"] == "all")]
+    batches = table[(table["as_of"] != "all") & (table["segment"] == "all")]
+    latest = batches.sort_values("as_of").tail(1)
+    for label, rows in (("all_batches", overall), ("latest_batch", latest)):
+        if rows.empty:
+            continue
+        row = rows.iloc[0]
+        for metric, warn_key, alarm_key, absolute in BACKTEST_HEADLINE:
+            value = float(row[metric])
+            shown = abs(value) if absolute else value
+            warn, alarm = getattr(config, warn_key), getattr(config, alarm_key)
+            status = level(shown if math.isfinite(shown) else None, warn, alarm, absolute)
+            when = "all completed batches" if label == "all_batches" else f"batch {row['as_of']}"
+            checks.append(
+                Check(
+                    f"backtest.{metric}.{label}",
+                    "backtest",
+                    metric,
+                    "all",
+                    metric,
+                    value,
+                    warn,
+                    alarm,
+                    None,
+                    status,
+                    f"{metric} {value:.3f} over {int(row['rows']):,} scored partners ({when})",
+                )
+            )
+    for metric in ("revenue_normalized_gini", "engagement_roc_auc"):
+        slope = trend(table, metric)
+        checks.append(
+            Check(
+                f"backtest.trend.{metric}",
+                "backtest",
+                metric,
+                "all",
+                "slope_per_30_days",
+                slope if math.isfinite(slope) else None,
+                None,
+                None,
+                None,
+                "info" if math.isfinite(slope) else "skip",
+                f"{metric} changes by {slope:+.3f} per 30 days across {len(batches)} batches"
+                if math.isfinite(slope)
+                else "fewer than two completed batches: no trend",
+            )
+        )
+    return checks
+
+
+def _scores_checks(path: Path, flags: pd.DataFrame) -> list[Check]:
+    scores = read_frame(path)
+    if "partner_id" not in scores.columns:
+        raise PartnerscoreError(f"{path}: missing column 'partner_id'")
+    if "anomaly" not in scores.columns:
+        return [
+            Check(
+                "quality.score_flags",
+                "quality",
+                "scores",
+                "all",
+                "unflagged_partners",
+                None,
+                1.0,
+                None,
+                None,
+                "warn",
+                f"{path.name} has no anomaly column (scored before monitoring existed)",
+            )
+        ]
+    ids = scores["partner_id"].astype(str)
+    flagged = set(flags.loc[flags["anomaly"], "partner_id"].astype(str))
+    marked = set(ids[scores["anomaly"].astype(str).str.lower().isin(("true", "1"))])
+    missing = sorted((flagged & set(ids)) - marked)
+    return [
+        Check(
+            "quality.score_flags",
+            "quality",
+            "scores",
+            "all",
+            "unflagged_partners",
+            float(len(missing)),
+            1.0,
+            None,
+            None,
+            "warn" if missing else "ok",
+            f"{len(marked):,} score rows flagged anomalous in {path.name}; "
+            f"{len(missing):,} anomalous partners without the flag"
+            + (f" (e.g. {', '.join(missing[:3])})" if missing else ""),
+        )
+    ]
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_./ -]", "_", text)[:250]
+
+
+def _log_mlflow(result: MonitorResult, config: AppConfig, as_of: pd.Timestamp) -> str:
+    from partnerscore.training import tracking
+
+    tracking.setup_tracking(
+        config.paths.tracking_uri(), MONITOR_EXPERIMENT, config.paths.artifact_root()
+    )
+    with mlflow.start_run(run_name=f"monitor-{as_of:%Y-%m-%d}") as run:
+        mlflow.set_tags(
+            {
+                "partnerscore.job": "monitor",
+                "as_of": f"{as_of:%Y-%m-%d}",
+                "model_uri": result.model_uri,
+                "model_version": result.model_version,
+                "config_hash": config.hash(),
+            }
+        )
+        metrics = {
+            "checks_alarm": result.count("alarm"),
+            "checks_warn": result.count("warn"),
+            "checks_ok": result.count("ok"),
+            "anomalous_rows": len(result.anomalies),
+            "batch_rows": result.batch_rows,
+        }
+        for check in result.checks:
+            if check.segment == "all" and check.value is not None and math.isfinite(check.value):
+                metrics[_metric_name(check.name)] = float(check.value)
+        items = list(metrics.items())
+        for start in range(0, len(items), 900):
+            mlflow.log_metrics(dict(items[start : start + 900]))
+        for path in result.files.values():
+            if path.name != STATE_FILE:
+                mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+def run_monitor(
+    config: AppConfig,
+    raw_dir: str | Path,
+    as_of: date,
+    out_dir: str | Path,
+    *,
+    model: str = "champion",
+    scores: str | Path | None = None,
+    log_to_mlflow: bool = True,
+) -> MonitorResult:
+    """The ``partnerscore monitor`` job.
+
+    Args:
+        config: Application configuration (``monitor`` thresholds, paths, build rules).
+        raw_dir: Raw tables folder of the batch.
+        as_of: Monitoring date (the batch's scoring date).
+        out_dir: Output folder.
+        model: Alias, version number or model URI whose reference profile is used.
+        scores: Optional scores file of this batch, checked for the ``anomaly`` flag.
+        log_to_mlflow: Log metrics and files to the ``partnerscore-monitoring`` experiment.
+
+    Returns:
+        Every check, the anomaly list and the backtest table; ``exit_code`` 0 or 1.
+
+    Raises:
+        PartnerscoreError: Bad input (missing raw tables, unknown model, no reference
+            profile, unreadable scores file).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    cut = pd.Timestamp(as_of)
+    mcfg = config.monitor
+    uri = resolve_model_uri(model, config.train.registered_model)
+    mlflow.set_tracking_uri(config.paths.tracking_uri())
+    mlflow.set_registry_uri(config.paths.tracking_uri())
+    partner_model = load_partner_model(uri)
+    try:
+        version = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        version = ""
+    reference = load_reference_profile(uri)
+    if scores is not None and not Path(scores).exists():
+        raise PartnerscoreError(f"{scores}: scores file not found")
+
+    raw = load_raw(Path(raw_dir), out_dir / "quarantine")
+    tables = raw.tables
+    checks: list[Check] = []
+
+    # drift: snapshots at the trained ages inside the window vs the reference profile
+    batch = window_batch(raw, cut, reference, partner_model, mcfg.window_days)
+    if batch.empty:
+        checks.append(
+            Check(
+                "drift.batch_rows",
+                "drift",
+                "snapshots",
+                "all",
+                "rows",
+                0.0,
+                None,
+                None,
+                None,
+                "skip",
+                f"no partner reached a trained onboarding age in the {mcfg.window_days}"
+                " days before as_of: nothing to compare",
+            )
+        )
+    else:
+        current = current_profile(batch, reference)
+        checks += drift_checks(reference, current, mcfg)
+        checks += unseen_category_checks(reference, current, mcfg)
+
+    # data quality on the raw batch and the partners scored at as_of
+    from partnerscore.features.pipeline import build_scoring_frame
+
+    signed = pd.to_datetime(tables["partners"]["signed_at"])
+    features = build_scoring_frame(raw, cut) if (signed < cut).any() else pd.DataFrame()
+    if not features.empty:
+        features["age_days"] = (cut - pd.to_datetime(features["signed_at"])) / pd.Timedelta(days=1)
+    checks += raw_measure_drift(tables, cut, mcfg)
+    anomalies, outlier_checks = batch_anomalies(tables, cut, mcfg, features, reference)
+    checks += outlier_checks
+    flags = partner_flags(features["partner_id"] if not features.empty else [], anomalies)
+    if not features.empty:
+        in_scope = features["age_days"].to_numpy(dtype=float) <= max(reference["ages"])
+        scoped = set(features.loc[in_scope, "partner_id"].astype(str))
+        oor = anomalies[anomalies["table"] == "features"]
+        share = oor["partner_id"].nunique() / len(scoped) if scoped else None
+        cols = oor["column"].value_counts().head(5)
+        listed = ", ".join(f"{k} ({v})" for k, v in cols.items()) or "none"
+        checks.append(
+            Check(
+                "quality.out_of_training_range",
+                "quality",
+                "features",
+                "all",
+                "partner_share",
+                share,
+                mcfg.out_of_range_warn,
+                mcfg.out_of_range_alarm,
+                None,
+                level(share, mcfg.out_of_range_warn, mcfg.out_of_range_alarm),
+                f"{oor['partner_id'].nunique():,} of {len(scoped):,} in-scope partners have a "
+                f"feature outside the training range; most often {listed}",
+            )
+        )
+    checks.append(
+        Check(
+            "quality.anomalous_partners",
+            "quality",
+            "partners",
+            "all",
+            "count",
+            float(flags["anomaly"].sum()),
+            None,
+            None,
+            None,
+            "info",
+            f"{int(flags['anomaly'].sum()):,} partners scored at as_of carry an anomaly flag",
+        )
+    )
+
+    # volumes vs the previous run (state file), else vs the preceding window of this data
+    window = pd.Timedelta(days=mcfg.window_days)
+    volumes = table_volumes(tables, cut - window, cut)
+    state = _state(out_dir)
+    prev_as_of = pd.Timestamp(state["as_of"]) if state.get("as_of") else None
+    if prev_as_of is not None and prev_as_of < cut and state.get("volumes"):
+        previous, prev_days = state["volumes"], float(state.get("window_days", mcfg.window_days))
+        source = f"the previous run (as of {prev_as_of:%Y-%m-%d})"
+    else:
+        previous = table_volumes(tables, cut - 2 * window, cut - window)
+        prev_days = float(mcfg.window_days)
+        source = "the preceding window of this data"
+    checks += volume_checks(volumes, previous, float(mcfg.window_days), prev_days, mcfg, source)
+    checks += staleness_checks(tables, cut, mcfg)
+    checks += _scope_checks(tables["partners"], cut, reference["ages"])
+
+    history = ScoreHistory(config.paths.history_database())
+    _, backtest = run_backtest(history, raw, cut, reference, config)
+    checks += _backtest_checks(backtest, mcfg)
+    if scores is not None:
+        checks += _scores_checks(Path(scores), flags)
+
+    result = MonitorResult(
+        out_dir=out_dir,
+        as_of=as_of,
+        model_uri=uri,
+        model_version=version,
+        checks=checks,
+        anomalies=anomalies,
+        backtest=backtest,
+        batch_rows=len(batch),
+    )
+    _write(result, reference, batch, config, volumes, cut)
+    result.seconds = time.perf_counter() - started
+    if log_to_mlflow:
+        result.run_id = _log_mlflow(result, config, cut)
+    return result
+
+
+def _write(result, reference, batch, config, volumes, cut) -> None:
+    from partnerscore.serving.monitor_report import render_monitor_html
+
+    out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "anomalies": write_frame_atomic(
+            result.anomalies[list(ANOMALY_COLUMNS)], out / "anomalies.csv"
+        ),
+        "backtest": write_frame_atomic(
+            result.backtest[list(BACKTEST_COLUMNS)], out / "backtest.csv"
+        ),
+    }
+    ordered = sorted(result.checks, key=lambda c: (-SEVERITY[c.status], c.section, c.name))
+    payload = {
+        "as_of": f"{cut:%Y-%m-%d}",
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model_uri": result.model_uri,
+        "model_version": result.model_version,
+        "config_hash": config.hash(),
+        "exit_code": result.exit_code,
+        "counts": {s: result.count(s) for s in ("alarm", "warn", "ok", "skip", "info")},
+        "batch_rows": result.batch_rows,
+        "anomalous_rows": len(result.anomalies),
+        "check_columns": list(CHECK_COLUMNS),
+        "checks": [c.to_dict() for c in ordered],
+        "backtest": json.loads(result.backtest.to_json(orient="records")),
+    }
+    files["json"] = write_text_atomic(json.dumps(payload, indent=1), out / "monitor.json")
+    html = render_monitor_html(result, reference, batch, config, payload)
+    files["html"] = write_text_atomic(html, out / "monitor.html")
+    state = {"as_of": f"{cut:%Y-%m-%d}", "window_days": config.monitor.window_days}
+    state["volumes"] = volumes
+    files["state"] = write_text_atomic(json.dumps(state, indent=1), out / STATE_FILE)
+    result.files = files

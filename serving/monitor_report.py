@@ -1,0 +1,259 @@
+"""monitor.html: the monitoring run as one self-contained page with inline SVG charts.
+
+Same stylesheet as the partner reports (inlined); every text is escaped (feature names,
+categories and partner ids come from data).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup, escape
+
+from partnerscore.features.profile import ALL, column_counts
+from partnerscore.serving.report import HERE, _environment
+
+STATUS_FILL = {"alarm": "#e8a29a", "warn": "#f3d08f", "ok": "#cfe8d8", "skip": "#eef1f4"}
+HEAT_ROWS = 25
+DIST_CHARTS = 6
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:,.{digits}f}".rstrip("0").rstrip(".")
+
+
+def heatmap_svg(checks) -> Markup:
+    """PSI of the most drifted columns (rows) in every group (columns), coloured by status."""
+    drift = [c for c in checks if c.section == "drift" and c.statistic == "psi"]
+    if not drift:
+        return Markup('<p class="muted">No drift checks in this run.</p>')
+    groups = [ALL, *sorted({c.segment for c in drift if c.segment != ALL})]
+    worst: dict[str, float] = {}
+    for c in drift:
+        score = (c.value or 0.0) + (10 if c.status == "alarm" else 5 if c.status == "warn" else 0)
+        worst[c.subject] = max(worst.get(c.subject, -1.0), score)
+    subjects = sorted(worst, key=lambda s: -worst[s])[:HEAT_ROWS]
+    cell = {(c.subject, c.segment): c for c in drift}
+    cw, ch, left, top = 26, 16, 250, 130
+    width, height = left + cw * len(groups) + 10, top + ch * len(subjects) + 10
+    parts = [
+        f'<svg class="heatmap" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for j, g in enumerate(groups):
+        x = left + j * cw + cw / 2
+        parts.append(
+            f'<text transform="translate({x:.1f},{top - 6}) rotate(-60)">{escape(g[:24])}</text>'
+        )
+    for i, s in enumerate(subjects):
+        y = top + i * ch
+        parts.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{escape(s)}</text>')
+        for j, g in enumerate(groups):
+            c = cell.get((s, g))
+            if c is None:
+                continue
+            fill = STATUS_FILL.get(c.status, "#eef1f4")
+            label = "" if c.value is None else f"{c.value:.2f}"
+            parts.append(
+                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 1}" height="{ch - 1}" '
+                f'fill="{fill}"><title>{escape(c.detail)} [{c.status}]</title></rect>'
+            )
+            if c.status in ("alarm", "warn"):
+                parts.append(
+                    f'<text x="{left + j * cw + cw / 2:.1f}" y="{y + 11}" '
+                    f'text-anchor="middle" font-size="8">{escape(label)}</text>'
+                )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def distribution_svg(
+    name: str, ref: dict, cur: dict, spec: dict, width: int = 360, height: int = 150
+) -> Markup:
+    """Reference vs batch share per bin (numeric) or category, side by side."""
+    if spec["kind"] == "numeric":
+        edges = spec["edges"]
+        labels = [f"≤{_fmt(edges[0])}"] if edges else ["all"]
+        labels += [f"≤{_fmt(e)}" for e in edges[1:]]
+        if edges:
+            labels.append(f">{_fmt(edges[-1])}")
+        r, c = list(ref["counts"]), list(cur["counts"])
+    else:
+        others = sorted(set(cur.get("other", {})))
+        labels = [*spec["categories"], *others]
+        r = [*ref["counts"], *([0] * len(others))]
+        c = [*cur["counts"], *(cur["other"][k] for k in others)]
+    miss_r = ref["missing"] / max(ref["n"], 1)
+    miss_c = cur["missing"] / max(cur["n"], 1)
+    rp = np.asarray(r, float) / max(sum(r), 1)
+    cp = np.asarray(c, float) / max(sum(c), 1)
+    top = max(float(rp.max()), float(cp.max()), 1e-9)
+    n = len(labels)
+    bw = (width - 20) / n
+    parts = [
+        f'<svg class="dist" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="4" y="12">{escape(name)}</text>',
+        f'<text x="4" y="26" class="muted">missing {miss_r:.0%} -> {miss_c:.0%}; shares of '
+        "present values</text>",
+        '<rect x="200" y="3" width="10" height="10" fill="#8a9bb0"/>'
+        '<text x="214" y="12">training</text>'
+        '<rect x="270" y="3" width="10" height="10" class="bar"/><text x="284" y="12">batch</text>',
+    ]
+    base = height - 22
+    for i in range(n):
+        x = 10 + i * bw
+        for k, (p, fill) in enumerate(((rp[i], 'fill="#8a9bb0"'), (cp[i], 'class="bar"'))):
+            h = p / top * (base - 34)
+            parts.append(
+                f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{base - h:.1f}" '
+                f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
+                f"<title>{escape(labels[i])}: {'training' if k == 0 else 'batch'} "
+                f"{p:.1%}</title></rect>"
+            )
+        if n <= 7 or i in (0, n - 1):
+            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
+            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
+            parts.append(
+                f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="{anchor}" '
+                f'font-size="9">{escape(labels[i][:12])}</text>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def bars_svg(rows: list[tuple[str, float, str, str]], unit: str, width: int = 460) -> Markup:
+    """Horizontal bars (label, value, status, tooltip) scaled to the largest value."""
+    if not rows:
+        return Markup('<p class="muted">Nothing to show.</p>')
+    top = max([v for _, v, _, _ in rows if math.isfinite(v)] + [1e-9])
+    height = 20 * len(rows) + 8
+    parts = [
+        f'<svg class="bars" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for i, (label, value, status, tip) in enumerate(rows):
+        y = 4 + i * 20
+        w = 0 if not math.isfinite(value) else value / top * (width - 230)
+        parts.append(
+            f'<text x="140" y="{y + 12}" text-anchor="end">{escape(label)}</text>'
+            f'<rect x="146" y="{y}" width="{w:.1f}" height="14" '
+            f'fill="{STATUS_FILL.get(status, "#cfe8d8")}"><title>{escape(tip)}</title></rect>'
+            f'<text x="{150 + w:.1f}" y="{y + 12}">{escape(_fmt(value))} {escape(unit)}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def trend_svg(table: pd.DataFrame, width: int = 560, height: int = 200) -> Markup:
+    """Realised revenue Gini and engagement AUC per completed batch."""
+    per = table[(table["segment"] == ALL) & (table["as_of"] != ALL)].sort_values("as_of")
+    if per.empty:
+        return Markup('<p class="muted">No completed batch yet.</p>')
+    dates = pd.to_datetime(per["as_of"])
+    xs = ((dates - dates.min()).dt.days).to_numpy(dtype=float)
+    span = float(xs.max()) or 1.0
+    pad_l, pad_r, pad_t, pad_b = 36, 14, 24, 26
+
+    def px(v):
+        return pad_l + (v / span if xs.max() else 0.5) * (width - pad_l - pad_r)
+
+    def py(v):
+        return pad_t + (1 - min(max(v, 0.0), 1.0)) * (height - pad_t - pad_b)
+
+    parts = [
+        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for tick in (0.0, 0.5, 1.0):
+        parts.append(
+            f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
+            f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick:.1f}</text>'
+        )
+    for x, d in zip(xs, dates, strict=True):
+        parts.append(
+            f'<text x="{px(x):.1f}" y="{height - 8}" text-anchor="middle">{d:%Y-%m-%d}</text>'
+        )
+    legend_x = pad_l
+    for cls, metric, name in (
+        ("line", "revenue_normalized_gini", "revenue Gini"),
+        ("line2", "engagement_roc_auc", "engagement AUC"),
+    ):
+        vals = per[metric].to_numpy(dtype=float)
+        pts = [(a, b) for a, b in zip(xs, vals, strict=True) if math.isfinite(b)]
+        parts.append(
+            f'<polyline class="{cls}" points="'
+            + " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in pts)
+            + '"/>'
+        )
+        for a, b in pts:
+            parts.append(
+                f'<circle class="{cls}" cx="{px(a):.1f}" cy="{py(b):.1f}" r="3">'
+                f"<title>{name}: {b:.3f}</title></circle>"
+            )
+        parts.append(
+            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
+            f'<text x="{legend_x + 22}" y="14">{name}</text>'
+        )
+        legend_x += 140
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, payload) -> str:
+    """The monitor page."""
+    checks = result.checks
+    flagged = [c for c in checks if c.status in ("alarm", "warn")]
+    flagged.sort(key=lambda c: (c.status != "alarm", c.section, c.name))
+    drift = [c for c in checks if c.section == "drift" and c.value is not None]
+    top_cols = []
+    rank = {"alarm": 0, "warn": 1}
+    for c in sorted(drift, key=lambda c: (rank.get(c.status, 2), -(c.value or 0))):
+        if c.segment == ALL and c.subject in reference["columns"] and c.subject not in top_cols:
+            top_cols.append(c.subject)
+        if len(top_cols) >= DIST_CHARTS:
+            break
+    dists = []
+    if not batch.empty:
+        ref_all = reference["groups"][ALL]
+        for name in top_cols:
+            spec = reference["columns"][name]
+            cur = column_counts(batch[name], spec)
+            dists.append(distribution_svg(name, ref_all[name], cur, spec))
+    volumes = [
+        (c.subject, c.value if c.value is not None else float("nan"), c.status, c.detail)
+        for c in checks
+        if c.statistic == "volume_ratio"
+    ]
+    stale = [
+        (c.subject, c.value if c.value is not None else float("nan"), c.status, c.detail)
+        for c in checks
+        if c.section == "staleness"
+    ]
+    backtest = result.backtest
+    overall = backtest[backtest["as_of"] == ALL] if not backtest.empty else backtest
+    anomalies = result.anomalies.head(200)
+    env = _environment()
+    css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
+    return env.get_template("monitor.html").render(
+        css=css,
+        payload=payload,
+        result=result,
+        flagged=flagged,
+        heatmap=heatmap_svg(checks),
+        dists=dists,
+        volumes=bars_svg(volumes, "x"),
+        staleness=bars_svg(stale, "days"),
+        trend=trend_svg(backtest) if not backtest.empty else None,
+        overall=overall.to_dict("records"),
+        anomalies=anomalies.to_dict("records"),
+        anomalies_total=len(result.anomalies),
+        fmt=_fmt,
+        all_checks=sorted(checks, key=lambda c: c.name),
+    )

@@ -1,0 +1,86 @@
+"""End-to-end monitoring: clean batches stay green, injected drift alarms on the right things."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from partnerscore.features.config import SimulateConfig
+from partnerscore.features.drift_sim import apply_drift, drift_start
+from partnerscore.features.simulate import simulate_program, write_tables
+from partnerscore.serving.monitor import run_monitor
+
+AS_OF = pd.Timestamp("2026-07-01").date()
+BATCH_PARTNERS = 3000  # a production-sized batch; simulating it takes about a second
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory):
+    """Raw folders: two clean programs (other seeds) and one per drift kind."""
+    root = tmp_path_factory.mktemp("batches")
+    out = {}
+    for seed in (3, 4):
+        cfg = SimulateConfig(partners=BATCH_PARTNERS, seed=seed)
+        tables = simulate_program(cfg)
+        write_tables(tables, root / f"clean{seed}", fmt="parquet")
+        out[f"clean{seed}"] = root / f"clean{seed}"
+        if seed == 3:
+            start = drift_start(cfg.end_date, 180)
+            for kind in ("leads_dry_up", "inflated_deals", "new_partner_type"):
+                write_tables(apply_drift(tables, kind, start), root / kind, fmt="parquet")
+                out[kind] = root / kind
+    return out
+
+
+def _monitor(store_config, raw, tmp_path, name):
+    return run_monitor(store_config, raw, AS_OF, tmp_path / name, log_to_mlflow=False)
+
+
+def _alarms(result):
+    return [c for c in result.checks if c.status == "alarm"]
+
+
+@pytest.mark.parametrize("name", ["clean3", "clean4"])
+def test_clean_batches_raise_no_alarm(store_config, batches, tmp_path, name):
+    result = _monitor(store_config, batches[name], tmp_path, name)
+    assert _alarms(result) == [], [c.detail for c in _alarms(result)]
+    assert result.exit_code == 0
+    assert result.batch_rows > 500
+    drift = [c for c in result.checks if c.section == "drift" and c.status != "skip"]
+    assert len(drift) > 200  # every feature and prediction in every segment was really tested
+    payload = json.loads((tmp_path / name / "monitor.json").read_text())
+    assert payload["exit_code"] == 0 and payload["counts"]["alarm"] == 0
+    assert {"name", "value", "threshold", "status"} <= set(payload["checks"][0])
+
+
+def test_training_program_itself_raises_no_alarm(store_config, raw_dir, tmp_path):
+    result = _monitor(store_config, raw_dir, tmp_path, "same")
+    assert _alarms(result) == [], [c.detail for c in _alarms(result)]
+
+
+def test_leads_dry_up_alarms_on_lead_features_in_that_region(store_config, batches, tmp_path):
+    result = _monitor(store_config, batches["leads_dry_up"], tmp_path, "leads")
+    alarms = _alarms(result)
+    assert alarms and result.exit_code == 1
+    assert all(c.subject.startswith("leads_") for c in alarms if c.section == "drift")
+    regions = {c.segment for c in alarms if c.segment.startswith("region=")}
+    assert regions == {"region=NA"}
+
+
+def test_inflated_deals_alarm_on_deal_amounts(store_config, batches, tmp_path):
+    result = _monitor(store_config, batches["inflated_deals"], tmp_path, "deals")
+    names = {c.name for c in _alarms(result)}
+    assert "drift.raw.deals.amount" in names
+    assert all("deal" in n for n in names), names
+
+
+def test_new_partner_type_alarms_on_partner_type(store_config, batches, tmp_path):
+    result = _monitor(store_config, batches["new_partner_type"], tmp_path, "ptype")
+    alarms = _alarms(result)
+    assert {c.subject for c in alarms} == {"partner_type"}
+    unseen = next(c for c in alarms if c.name == "quality.unseen_categories.partner_type")
+    assert "distributor" in unseen.detail
+    assert "drift.psi.partner_type.all" in {c.name for c in alarms}
+    html = (tmp_path / "ptype" / "monitor.html").read_text()
+    assert "<svg" in html and "partner_type" in html
+    assert 'src="http' not in html and 'href="http' not in html  # self-contained

@@ -1,0 +1,181 @@
+"""Monitoring on the demo-like history: backtest vs a direct computation, anomaly flags on score
+rows, MLflow logging and exit codes."""
+
+import json
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.features.drift_sim import ABSURD_AMOUNT, apply_drift
+from partnerscore.features.simulate import write_tables
+from partnerscore.features.validate import load_raw
+from partnerscore.serving.cli import main
+from partnerscore.serving.monitor import MONITOR_EXPERIMENT, run_monitor
+from partnerscore.serving.score import run_score
+
+AS_OF = pd.Timestamp("2026-07-01")
+PAST = ("2025-06-01", "2025-10-01", "2026-03-01")  # the last one's horizon is not complete
+TOUCH = {"meeting", "qbr", "co_sell", "joint_event"}
+
+
+def _direct_labels(tables, partner_id, as_of, horizon=180, period=30):
+    """Labels of one snapshot by plain filtering: (as_of, as_of + horizon]."""
+    end = as_of + pd.Timedelta(days=horizon)
+    deals = tables["deals"][tables["deals"]["partner_id"] == partner_id]
+    won = deals[
+        (deals["status"] == "won") & (deals["closed_at"] > as_of) & (deals["closed_at"] <= end)
+    ]
+    acts = tables["activities"][tables["activities"]["partner_id"] == partner_id]
+    leads = tables["leads"][tables["leads"]["partner_id"] == partner_id]
+    times = list(acts.loc[acts["activity_type"].isin(TOUCH), "occurred_at"])
+    times += list(leads["created_at"]) + list(deals["created_at"])
+    active = 0
+    n_periods = math.ceil(horizon / period)
+    for j in range(n_periods):
+        lo = as_of + pd.Timedelta(days=period * j)
+        hi = min(as_of + pd.Timedelta(days=period * (j + 1)), end)
+        active += any(lo < t <= hi for t in times)
+    return float(won["amount"].sum()), int(active >= math.ceil(0.5 * n_periods))
+
+
+def _direct_auc(y, p):
+    pos = [pi for yi, pi in zip(y, p, strict=True) if yi == 1]
+    neg = [pi for yi, pi in zip(y, p, strict=True) if yi == 0]
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _direct_gini(actual, pred):
+    def gini(order_by):
+        rows = sorted(range(len(actual)), key=lambda i: (-order_by[i], i))
+        total, running, area = sum(actual), 0.0, 0.0
+        for i in rows:
+            running += actual[i]
+            area += running / total
+        n = len(actual)
+        return area / n - (n + 1) / (2 * n)
+
+    return gini(pred) / gini(actual)
+
+
+@pytest.fixture()
+def history(store_config, raw_dir, tmp_path):
+    """Three past scoring runs of the training program recorded in a fresh history."""
+    for as_of in PAST:
+        run_score(raw_dir, pd.Timestamp(as_of).date(), "champion", tmp_path / f"s{as_of}.csv",
+                  store_config)  # fmt: skip
+    return store_config
+
+
+def test_backtest_agrees_with_direct_computation(history, raw_dir, tmp_path):
+    result = run_monitor(history, raw_dir, AS_OF.date(), tmp_path / "m", log_to_mlflow=False)
+    table = pd.read_csv(tmp_path / "m" / "backtest.csv", keep_default_na=False, na_values=[""])
+    assert set(table["as_of"]) == {"all", "2025-06-01", "2025-10-01"}
+
+    tables = load_raw(raw_dir, write_quarantine=False).tables
+    for as_of in ("2025-06-01", "2025-10-01"):
+        scores = pd.read_csv(tmp_path / f"s{as_of}.csv", keep_default_na=False, na_values=[""])
+        scores = scores[scores["age_days"] <= 180]
+        labels = [
+            _direct_labels(tables, str(pid), pd.Timestamp(as_of)) for pid in scores["partner_id"]
+        ]
+        rev = [r for r, _ in labels]
+        eng = [e for _, e in labels]
+        row = table[(table["as_of"] == as_of) & (table["segment"] == "all")].iloc[0]
+        assert row["rows"] == len(scores)
+        pred_rev = scores["pred_revenue"].tolist()
+        pred_eng = scores["pred_engagement"].tolist()
+        assert row["revenue_realised_mean"] == pytest.approx(np.mean(rev), rel=1e-9)
+        assert row["engagement_realised_rate"] == pytest.approx(np.mean(eng), rel=1e-9)
+        assert row["revenue_normalized_gini"] == pytest.approx(_direct_gini(rev, pred_rev), 1e-6)
+        assert row["engagement_roc_auc"] == pytest.approx(_direct_auc(eng, pred_eng), 1e-9)
+        assert row["revenue_bias"] == pytest.approx(sum(pred_rev) / sum(rev) - 1, rel=1e-6)
+    segs = set(table.loc[table["as_of"] == "all", "segment"])
+    assert {"all", "tier=registered", "region=NA"} <= segs
+    assert any(s.startswith("age_band=") for s in segs)
+    names = {c.name for c in result.checks}
+    assert "backtest.revenue_normalized_gini.latest_batch" in names
+    assert "backtest.trend.engagement_roc_auc" in names
+
+
+def test_absurd_deal_is_flagged_on_its_partners_score_row(store_config, raw_dir, tmp_path):
+    raw = load_raw(raw_dir, write_quarantine=False)
+    tables = apply_drift(raw.tables, "absurd_deal", AS_OF)
+    deals = tables["deals"]
+    absurd = deals[deals["amount"] == ABSURD_AMOUNT].iloc[0]
+    write_tables(tables, tmp_path / "raw", fmt="parquet")
+
+    run_score(tmp_path / "raw", AS_OF.date(), "champion", tmp_path / "scores.csv", store_config)
+    scores = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False, na_values=[""])
+    row = scores[scores["partner_id"] == absurd["partner_id"]].iloc[0]
+    assert bool(row["anomaly"]) is True
+    assert "deals.amount 999,999,999,999.00" in row["anomaly_reason"]
+    assert scores["anomaly"].mean() < 0.2  # the flag is news, not the rule
+
+    result = run_monitor(
+        store_config, tmp_path / "raw", AS_OF.date(), tmp_path / "m", scores=tmp_path /
+        "scores.csv", log_to_mlflow=False,
+    )  # fmt: skip
+    by_name = {c.name: c for c in result.checks}
+    assert by_name["quality.outliers.deals.amount"].status == "alarm"
+    assert by_name["quality.score_flags"].status == "ok"
+    listed = pd.read_csv(tmp_path / "m" / "anomalies.csv", keep_default_na=False, na_values=[""])
+    hit = listed[(listed["table"] == "deals") & (listed["column"] == "amount")]
+    assert list(hit["record_id"]) == [absurd["deal_id"]]
+    assert list(hit["partner_id"]) == [absurd["partner_id"]]
+
+
+def _config_file(cfg, path):
+    path.write_text(json.dumps({"paths": cfg.paths.model_dump(), "train": {"trials": 0}}))
+    return path
+
+
+def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
+    cfg = _config_file(store_config, tmp_path / "cfg.json")
+    base = ["--config", str(cfg), "--out", str(tmp_path / "out")]
+    assert main(["monitor", "--as-of", "2026-06-01", "--raw", str(raw_dir), *base]) == 0
+    state = json.loads((tmp_path / "out" / "monitor_state.json").read_text())
+    assert state["as_of"] == "2026-06-01" and state["volumes"]["deals"] > 0
+
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
+    runs = mlflow.search_runs(experiment_names=[MONITOR_EXPERIMENT])
+    assert len(runs) == 1 and runs["metrics.checks_alarm"].iloc[0] == 0
+
+    raw = load_raw(raw_dir, write_quarantine=False)
+    write_tables(apply_drift(raw.tables, "absurd_deal", AS_OF), tmp_path / "bad", fmt="csv")
+    assert main(["monitor", "--as-of", "2026-07-01", "--raw", str(tmp_path / "bad"), *base]) == 1
+    payload = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    volume = next(c for c in payload["checks"] if c["name"] == "quality.volume.deals")
+    assert "previous run (as of 2026-06-01)" in volume["detail"]
+    assert payload["checks"][0]["status"] == "alarm"  # most severe first
+
+    today = ["monitor", "--as-of", "2026-07-01", "--config", str(cfg)]
+    assert main([*today, "--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["monitor", "--as-of", "2026-13-01", "--raw", str(raw_dir)]) == 2
+    assert main([*today, "--raw", str(raw_dir), "--model", "99", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_simulate_drift_cli(tmp_path):
+    out = tmp_path / "raw"
+    args = ["simulate", "--partners", "60", "--seed", "5", "--out", str(out)]
+    assert main([*args, "--drift", "new_partner_type"]) == 0
+    partners = pd.read_csv(out / "partners.csv", keep_default_na=False, na_values=[""])
+    assert main([*args, "--drift", "no_such_kind"]) == 2
+    assert set(partners["partner_type"]) <= {"reseller", "referral", "msp", "si", "distributor"}
+
+
+def test_reference_profile_is_logged_with_the_model(store_config):
+    from partnerscore.training.reference import load_reference_profile
+
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
+    profile = load_reference_profile("models:/partnerscore@champion")
+    assert profile["ages"] == [30, 60, 90, 180] and profile["horizon_days"] == 180
+    assert {"pred_revenue", "pred_engagement", "tier"} <= set(profile["columns"])
+    assert set(profile["feature_names"]) <= set(profile["columns"])
+    assert {"all", "tier=gold", "region=NA", "partner_type=msp", "age_band=0-30"} <= set(
+        profile["groups"]
+    )
+    assert sum(profile["groups"]["all"]["tier"]["counts"]) == profile["rows"]

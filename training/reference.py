@@ -1,0 +1,88 @@
+"""The reference profile logged with every trained model version, and its loader.
+
+Monitoring compares new batches with this profile (feature and prediction distributions,
+overall and by segment), so it never needs the training data again.
+"""
+
+from __future__ import annotations
+
+import re
+
+import mlflow
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.profile import PREDICTIONS, build_profile
+from partnerscore.models.bundle import PartnerModel
+
+REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
+DEFAULT_AGES = (30, 60, 90, 180)
+
+
+def reference_profile(model: PartnerModel, frame: pd.DataFrame, manifest: dict) -> dict:
+    """Profile of every model feature and both predictions on the training frame.
+
+    Args:
+        model: The fitted model (its feature specs and predictions).
+        frame: Every labelled snapshot the model was built from (training and holdout cohorts).
+        manifest: The training-set manifest (its ``build_config`` gives ages and horizon).
+
+    Returns:
+        The JSON-able profile, with ``horizon_days`` and the model's feature names.
+    """
+    build = manifest.get("build_config", {}) or {}
+    ages = tuple(build.get("ages") or DEFAULT_AGES)
+    data = frame.reset_index(drop=True).copy()
+    preds = model.predict(data)
+    for name in PREDICTIONS:
+        data[name] = preds[name].to_numpy()
+    numeric = [s.name for s in model.feature_specs if s.kind == "numeric"] + list(PREDICTIONS)
+    categorical = [s.name for s in model.feature_specs if s.kind == "categorical"]
+    profile = build_profile(data, numeric, categorical, ages)
+    profile["horizon_days"] = int(build.get("horizon_days") or 180)
+    profile["feature_names"] = model.feature_names
+    return profile
+
+
+def run_id_of(model_uri: str) -> str:
+    """The MLflow run that logged a model given by a models:/ or runs:/ URI."""
+    match = re.fullmatch(r"runs:/([^/]+)(?:/.*)?", model_uri)
+    if match:
+        return match.group(1)
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@(.+))", model_uri)
+    if not match:
+        raise PartnerscoreError(f"--model: cannot find the training run of '{model_uri}'")
+    name, version, alias = match.groups()
+    client = mlflow.MlflowClient()
+    try:
+        mv = (
+            client.get_model_version(name, version)
+            if version
+            else client.get_model_version_by_alias(name, alias)
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        first = str(exc).splitlines()[0]
+        raise PartnerscoreError(f"cannot resolve model '{model_uri}': {first}") from exc
+    return mv.run_id
+
+
+def load_reference_profile(model_uri: str, *, required: bool = True) -> dict | None:
+    """The reference profile logged with the model's training run.
+
+    Args:
+        model_uri: models:/ or runs:/ URI (tracking URI already set).
+        required: Raise when absent (else return None).
+
+    Raises:
+        PartnerscoreError: No profile (a model trained before monitoring existed) and required.
+    """
+    run_id = run_id_of(model_uri)
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_ARTIFACT}")
+    except Exception as exc:  # missing artifact: MlflowException or OSError by store
+        if not required:
+            return None
+        raise PartnerscoreError(
+            f"model '{model_uri}' (run {run_id}) has no {REFERENCE_ARTIFACT}: it was trained "
+            "before monitoring existed; retrain it to monitor"
+        ) from exc

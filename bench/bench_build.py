@@ -3,9 +3,9 @@
 Simulates a program with ~10M raw events, then times (a) partnerscore's build of the stacked
 training set (features from before each as_of, labels from the horizon) on the in-memory tables
 and (b) a single DuckDB SQL query computing comparable aggregates per snapshot (counts, sums,
-windowed counts, first/last dates, medians, labels) over the same frames. Prints both (wall and
-CPU time, fastest of ``--repeat`` interleaved runs), the ratios, and per-column agreement between
-the two. Loading (CSV parse and contract validation with ``load_raw``) is timed separately and is
+windowed counts and sums, first/last dates and values, medians, gaps, active periods, trends,
+labels) over the same frames. Prints both (wall and CPU time, fastest of ``--repeat`` interleaved
+runs), the ratios, and per-column agreement between the two. Loading (CSV parse and contract validation with ``load_raw``) is timed separately and is
 not part of either figure.
 
     .venv/bin/python bench/bench_build.py [--partners 60000] [--event-scale 2.0] [--skip-load]
@@ -36,30 +36,49 @@ from partnerscore.features.validate import RawData, load_raw  # noqa: E402
 
 QUERY = """
 with s as (
-    select partner_id, as_of, as_of - interval 30 day as w30,
-           as_of + interval 180 day as h_end from snaps
+    select partner_id, as_of, signed_at, as_of - interval 30 day as w30,
+           as_of - interval 90 day as w90, as_of + interval 180 day as h_end,
+           -- trend halves: the last min(90 days, age) before as_of, cut in two
+           least(greatest(date_diff('second', signed_at, as_of), 0), 90 * 86400) // 2 as half,
+           ceil(date_diff('second', signed_at, as_of) / (30 * 86400)) as elapsed
+    from snaps
+),
+s2 as (
+    select *, as_of - to_seconds(half) as t_mid, as_of - to_seconds(2 * half) as t_lo from s
 ),
 act as (
     select s.partner_id, s.as_of,
            count(*) as n, count(*) filter (where a.occurred_at >= s.w30) as n30,
+           count(*) filter (where a.occurred_at >= s.w90) as n90,
            count(*) filter (where a.activity_type in ('co_sell', 'joint_event')) as collab,
            median(a.response_hours) filter (
                where a.occurred_at + to_seconds(a.response_hours * 3600) < s.as_of) as resp,
-           min(a.occurred_at) as first_t, max(a.occurred_at) as last_t
-    from s join activities a on a.partner_id = s.partner_id and a.occurred_at < s.as_of
+           min(a.occurred_at) as first_t, max(a.occurred_at) as last_t,
+           count(distinct date_diff('second', s.signed_at, a.occurred_at) // (30 * 86400))
+               filter (where a.occurred_at >= s.signed_at) as periods,
+           count(*) filter (where a.occurred_at >= s.t_lo and a.occurred_at < s.t_mid) as t_a,
+           count(*) filter (where a.occurred_at >= s.t_mid) as t_b
+    from s2 s join activities a on a.partner_id = s.partner_id and a.occurred_at < s.as_of
     group by all
 ),
 portal as (
     select s.partner_id, s.as_of, count(*) as n,
-           count(*) filter (where p.occurred_at >= s.w30) as n30
-    from s join portal_events p on p.partner_id = s.partner_id and p.occurred_at < s.as_of
+           count(*) filter (where p.occurred_at >= s.w30) as n30,
+           count(*) filter (where p.occurred_at >= s.w90) as n90, max(p.occurred_at) as last_t,
+           count(distinct date_diff('second', s.signed_at, p.occurred_at) // (30 * 86400))
+               filter (where p.occurred_at >= s.signed_at) as periods,
+           count(*) filter (where p.occurred_at >= s.t_lo and p.occurred_at < s.t_mid) as t_a,
+           count(*) filter (where p.occurred_at >= s.t_mid) as t_b
+    from s2 s join portal_events p on p.partner_id = s.partner_id and p.occurred_at < s.as_of
     group by all
 ),
 tr as (
     select s.partner_id, s.as_of, count(*) as enrolled,
            count(*) filter (where t.completed_at < s.as_of) as completed,
            count(*) filter (where t.completed_at < s.as_of and t.is_certification) as certs,
-           min(t.completed_at) filter (where t.completed_at < s.as_of) as first_done
+           min(t.completed_at) filter (where t.completed_at < s.as_of) as first_done,
+           max(t.completed_at) filter (where t.completed_at < s.as_of) as last_done,
+           count(*) filter (where t.completed_at < s.as_of and t.completed_at >= s.w90) as done90
     from s join trainings t on t.partner_id = s.partner_id and t.enrolled_at < s.as_of
     group by all
 ),
@@ -67,7 +86,8 @@ ld as (
     select s.partner_id, s.as_of, count(*) as created,
            count(*) filter (where l.qualified_at < s.as_of) as qualified,
            count(*) filter (where l.qualified_at < s.as_of and l.qualified_at >= s.w30) as q30,
-           count(*) filter (where l.converted_at < s.as_of) as converted, min(l.created_at) as first_t
+           count(*) filter (where l.converted_at < s.as_of) as converted, min(l.created_at) as first_t,
+           max(l.created_at) as last_t, count(*) filter (where l.created_at >= s.w90) as n90
     from s join leads l on l.partner_id = s.partner_id and l.created_at < s.as_of
     group by all
 ),
@@ -80,19 +100,43 @@ dl as (
                filter (where d.closed_at < s.as_of) as cycle,
            sum(d.amount) filter (where d.closed_at is null or d.closed_at >= s.as_of) as pipeline,
            min(d.closed_at) filter (where d.closed_at < s.as_of and d.status = 'won') as first_won,
-           min(d.created_at) as first_deal
+           min(d.created_at) as first_deal,
+           count(*) filter (where d.created_at >= s.w90) as created90,
+           count(distinct date_diff('second', s.signed_at, d.created_at) // (30 * 86400))
+               filter (where d.created_at >= s.signed_at) as periods
     from s join deals d on d.partner_id = s.partner_id and d.created_at < s.as_of
     group by all
 ),
+wins as (
+    select partner_id, closed_at, amount,
+           date_diff('second', lag(closed_at) over (partition by partner_id order by closed_at),
+                     closed_at) / 86400 as gap
+    from deals where status = 'won' and closed_at is not null
+),
+wn as (
+    select s.partner_id, s.as_of, max(w.closed_at) as last_won,
+           count(*) filter (where w.closed_at >= s.w30) as won30,
+           count(*) filter (where w.closed_at >= s.w90) as won90,
+           sum(w.amount) filter (where w.closed_at >= s.w30) as won_amount30,
+           sum(w.amount) filter (where w.closed_at >= s.w90) as won_amount90,
+           arg_min(w.amount, w.closed_at) as first_won_amount, median(w.gap) as won_gap,
+           sum(w.amount) filter (where w.closed_at >= s.t_lo and w.closed_at < s.t_mid) as t_a,
+           sum(w.amount) filter (where w.closed_at >= s.t_mid) as t_b
+    from s2 s join wins w on w.partner_id = s.partner_id and w.closed_at < s.as_of
+    group by all
+),
 fb as (
-    select s.partner_id, s.as_of, count(*) as n, avg(f.score) as score
+    select s.partner_id, s.as_of, count(*) as n, avg(f.score) as score,
+           arg_max(f.score, f.submitted_at) as last_score, max(f.submitted_at) as last_t
     from s join feedback f on f.partner_id = s.partner_id and f.submitted_at < s.as_of
     group by all
 ),
 mc as (
     select s.partner_id, s.as_of, count(*) filter (where m.committed_at < s.as_of) as n,
            count(*) filter (where m.due_at < s.as_of) as due,
-           count(*) filter (where m.due_at < s.as_of and m.delivered_at <= m.due_at) as on_time
+           count(*) filter (where m.due_at < s.as_of and m.delivered_at <= m.due_at) as on_time,
+           count(*) filter (where m.committed_at < s.as_of and m.committed_at >= s.w90) as n90,
+           max(m.committed_at) filter (where m.committed_at < s.as_of) as last_t
     from s join marketing_commitments m on m.partner_id = s.partner_id
     group by all
 ),
@@ -114,19 +158,29 @@ eng as (
     from s join touch t on t.partner_id = s.partner_id and t.t >= s.as_of and t.t < s.h_end
     group by all
 )
-select s.partner_id, s.as_of, act.n, act.n30, act.collab, act.resp, act.first_t, act.last_t,
-       portal.n as portal_n, portal.n30 as portal_n30, tr.enrolled, tr.completed, tr.certs,
-       tr.first_done, ld.created as leads, ld.qualified, ld.q30, ld.converted,
+select s.partner_id, s.as_of, act.n, act.n30, act.n90, act.collab, act.resp, act.first_t,
+       act.last_t, act.periods / s.elapsed as act_share,
+       (act.t_b - act.t_a) / nullif(act.t_b + act.t_a, 0) as act_trend,
+       portal.n as portal_n, portal.n30 as portal_n30, portal.n90 as portal_n90,
+       portal.last_t as portal_last, portal.periods / s.elapsed as portal_share,
+       (portal.t_b - portal.t_a) / nullif(portal.t_b + portal.t_a, 0) as portal_trend,
+       tr.enrolled, tr.completed, tr.certs, tr.first_done, tr.last_done, tr.done90,
+       ld.created as leads, ld.qualified, ld.q30, ld.converted, ld.last_t as lead_last,
+       ld.n90 as leads90,
        dl.created as deals, dl.won, dl.won_amount, dl.closed, dl.cycle, dl.pipeline, dl.first_won,
-       dl.first_deal,
-       fb.n as fb_n, fb.score, mc.n as mc_n, mc.due, mc.on_time,
+       dl.first_deal, dl.created90, dl.periods / s.elapsed as deal_share,
+       wn.last_won, wn.won30, wn.won90, wn.won_amount30, wn.won_amount90, wn.first_won_amount,
+       wn.won_gap, (coalesce(wn.t_b, 0) - coalesce(wn.t_a, 0))
+           / nullif(coalesce(wn.t_b, 0) + coalesce(wn.t_a, 0), 0) as won_trend,
+       fb.n as fb_n, fb.score, fb.last_score, fb.last_t as fb_last,
+       mc.n as mc_n, mc.due, mc.on_time, mc.n90 as mc_n90, mc.last_t as mc_last,
        coalesce(lab.revenue, 0) as label_revenue, coalesce(eng.periods, 0) >= 3 as label_engaged
-from s
+from s2 s
 left join act using (partner_id, as_of) left join portal using (partner_id, as_of)
 left join tr using (partner_id, as_of) left join ld using (partner_id, as_of)
-left join dl using (partner_id, as_of) left join fb using (partner_id, as_of)
-left join mc using (partner_id, as_of) left join lab using (partner_id, as_of)
-left join eng using (partner_id, as_of)
+left join dl using (partner_id, as_of) left join wn using (partner_id, as_of)
+left join fb using (partner_id, as_of) left join mc using (partner_id, as_of)
+left join lab using (partner_id, as_of) left join eng using (partner_id, as_of)
 """
 
 
@@ -192,7 +246,7 @@ def main() -> None:
     con.execute(f"set threads to {args.threads}")
     for name, frame in tables.items():
         con.register(name, frame)
-    con.register("snaps", snaps[["partner_id", "as_of"]])
+    con.register("snaps", snaps[["partner_id", "as_of", "signed_at"]])
     con.execute("select 1").fetchall()
     # interleaved runs, so that load from other processes hits both sides alike
     ours_runs, duck_runs = [], []
@@ -229,11 +283,23 @@ def main() -> None:
         "activities_response_hours_median_todate": ("resp", 6),
         "leads_qualified_30d": ("q30", 0),
         "trainings_certifications_todate": ("certs", 0),
+        "activities_touchpoints_90d": ("n90", 0),
+        "activities_active_periods_share_todate": ("act_share", 6),
+        "activities_touchpoints_trend_90d": ("act_trend", 6),
+        "portal_events_active_periods_share_todate": ("portal_share", 6),
+        "portal_events_trend_90d": ("portal_trend", 6),
+        "deals_won_amount_90d": ("won_amount90", 2),
+        "deals_first_won_amount": ("first_won_amount", 2),
+        "deals_won_gap_median_days_todate": ("won_gap", 6),
+        "deals_won_amount_trend_90d": ("won_trend", 6),
+        "feedback_score_last_todate": ("last_score", 6),
     }
+    zero_when_missing = {"won_amount", "pipeline", "n30", "n90", "q30", "certs", "won_amount90"}
+    zero_when_missing |= {"act_share", "portal_share"}
     print("agreement with DuckDB per snapshot:")
     for ours_col, (duck_col, digits) in pairs.items():
         duck_values = check[duck_col]
-        if duck_col in ("won_amount", "pipeline", "n30", "q30", "certs"):
+        if duck_col in zero_when_missing:
             duck_values = duck_values.fillna(0)
         if duck_col == "label_engaged":
             duck_values = duck_values.astype(int)

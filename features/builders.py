@@ -379,10 +379,11 @@ class Timeline:
         age = np.maximum(self.snaps.as_of - self.snaps.signed, 0)
         half = np.minimum(age, days * DAY) // 2
         t, mid, lo = self.snaps.as_of, self.snaps.as_of - half, self.snaps.as_of - 2 * half
+        p_lo, p_mid, p_t = self.position(lo), self.position(mid), self.position(t)
         if name is None:
-            a, b = self.count_between(lo, mid), self.count_between(mid, t)
+            a, b = (p_mid - p_lo).astype(float), (p_t - p_mid).astype(float)
         else:
-            a, b = self.sum_between(name, lo, mid), self.sum_between(name, mid, t)
+            a, b = self.sum_range(name, p_lo, p_mid), self.sum_range(name, p_mid, p_t)
         return balance(a, b, half > 0)
 
     def active_period_share(self, days: int = WINDOW_DAYS) -> np.ndarray:
@@ -394,17 +395,24 @@ class Timeline:
         period = np.int64(days * DAY)
         if self.snaps.partner_signed is None:
             raise ValueError("active_period_share needs the partners' signing times")
-        codes = self.keys // self._width
-        k = np.full(len(self.times), -1, dtype=np.int64)
-        signed = self.snaps.partner_signed[codes]
-        known = signed != NAT
-        since = self.times[known] - signed[known]
-        k[np.flatnonzero(known)[since >= 0]] = since[since >= 0] // period
-        # the first event of each (partner, period): counting those before as_of counts periods
-        new = k >= 0
-        new[1:] &= (k[1:] != k[:-1]) | (codes[1:] != codes[:-1])
-        firsts = np.concatenate([[0], np.cumsum(new)])
-        active = firsts[self.position(self.snaps.as_of)] - firsts[self._start]
+        partner_signed = self.snaps.partner_signed
+        bounds = np.searchsorted(self.keys, np.arange(len(partner_signed) + 1) * self._width)
+        sizes = np.diff(bounds)
+        signed = np.repeat(partner_signed, sizes)  # each event's partner's signing time
+        since = self.times - signed
+        if (partner_signed == NAT).any():
+            since[signed == NAT] = -1  # no signing time: no period
+        k = since // period  # negative before signing
+        # the first event of each (partner, period) on or after signing: counting those before
+        # as_of counts the active periods
+        new = since >= 0
+        new[1:] &= k[1:] != k[:-1]
+        firsts = bounds[:-1][sizes > 0]
+        new[firsts] = since[firsts] >= 0
+        flagged = np.flatnonzero(new)
+        active = np.searchsorted(flagged, self.position(self.snaps.as_of)) - np.searchsorted(
+            flagged, self._start
+        )
         age = self.snaps.as_of - self.snaps.signed
         elapsed = -(-age // period)  # ceil for age > 0
         with np.errstate(invalid="ignore", divide="ignore"):

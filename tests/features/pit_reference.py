@@ -85,8 +85,8 @@ class History:
 
     def __init__(self, frame, col, as_of, signed, value=None):
         frame = frame[frame[col].notna()].sort_values(col, kind="stable")
-        self.all_times = [seconds(t) for t in frame[col]]
-        self.all_values = [] if value is None else [float(v) for v in frame[value]]
+        self.all_times = frame[col].to_numpy().astype("M8[s]").astype(np.int64).tolist()
+        self.all_values = [] if value is None else frame[value].astype(float).tolist()
         self.t, self.signed = seconds(as_of), seconds(signed)
         # events strictly before as_of, in time order (ties in input order)
         self.times = [t for t in self.all_times if t < self.t]

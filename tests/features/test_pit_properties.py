@@ -49,14 +49,14 @@ ref = load_reference()
 # the file well under 30 s; raise them locally (e.g. 2000) for a deeper search. No shrinking
 # phase: the generated programs are small already, and shrinking one costs minutes on 2 cores.
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-FEWER = settings(SETTINGS, max_examples=12)
+FEWER = settings(SETTINGS, max_examples=10)
 
 DAY = 86_400
 
@@ -70,7 +70,9 @@ REGIMES = {
     "contract": (_sec(str(FIRST_DATE)), _sec(str(END_DATE)) - 1, "ns"),
     "wide": (_sec("1678-01-01"), _sec("9999-12-30"), "us"),
 }
-EDGES = [0, -1, 1, -30 * DAY, -30 * DAY - 1, -30 * DAY + 1, -90 * DAY, 30 * DAY, 90 * DAY]
+# as_of, its neighbours, window edges (30 and 90 days), trend midpoints (15 and 45 days)
+EDGES = [0, -1, 1, -30 * DAY, -30 * DAY - 1, -30 * DAY + 1, -90 * DAY, -15 * DAY, -45 * DAY]
+EDGES += [30 * DAY, 90 * DAY]
 AMOUNTS = [
     0.0,
     5e-324,
@@ -292,11 +294,17 @@ def programs(draw):
         )
     )
     fit = st.one_of(st.none(), st.sampled_from([1.0, 2.5, 5.0]))
+    # signing often 30/60/90 days before the anchor: events then tie with signing and with the
+    # edges of the 30-day periods since signing
+    signing = st.one_of(
+        st.sampled_from([anchor - k * DAY for k in (90, 60, 30, 0)] + [anchor - 30 * DAY - 1]),
+        when,
+    )
     partners = pd.DataFrame(
         {
             "partner_id": pd.Series(ids, dtype=object).astype("str"),
             "partner_name": [f"name {i}" for i in ids],
-            "signed_at": _stamps([draw(when) for _ in ids], unit),
+            "signed_at": _stamps([min(max(draw(signing), lo), hi) for _ in ids], unit),
             "tier": [draw(st.sampled_from(["gold", "silver"])) for _ in ids],
             "region": [draw(st.sampled_from(["NA", "EMEA"])) for _ in ids],
             "industry": ["software"] * n,

@@ -512,3 +512,43 @@ def test_dates_far_from_the_epoch_keep_their_order():
     # P1's activity in 2200 neither counts nor disturbs its partner's timeline
     assert f.loc["P1", "activities_days_since_last"] == pytest.approx(4 / 24)
     assert f.loc["P1", "activities_touchpoints_per30d_todate"] == 3 / 60 * 30
+
+
+def test_a_huge_amount_moves_only_its_own_partner():
+    """Issue #9: one 1e308 deal used to cancel every later partner's running sums."""
+    tables = program()
+    base = build_features(tables, snaps_at()).set_index("partner_id")
+    huge = set_value(tables, "deals", "deal_id", "D1", "amount", 1e308)
+    f = build_features(huge, snaps_at()).set_index("partner_id")
+    assert f.loc["P1", "deals_won_amount_todate"] == 1e308
+    assert f.loc["P1", "deals_open_pipeline_amount"] == 290  # D1 is closed: not in the pipeline
+    pd.testing.assert_series_equal(f.loc["P2"], base.loc["P2"])
+    labels = build_labels(huge, snaps_at(T("2024-01-15")), BuildConfig(horizon_days=30))
+    assert labels.set_index("partner_id").loc["P1", "label_revenue"] == 1e308
+
+
+def test_far_future_dates_never_reach_another_partner():
+    """Issue #9: a deal dated after 2106 was read as the next partner's past win."""
+    tables = program()
+    deals = tables["deals"].copy()
+    deals["created_at"] = deals["created_at"].astype("datetime64[us]")
+    deals["closed_at"] = deals["closed_at"].astype("datetime64[us]")
+    far = pd.DataFrame(
+        {
+            "deal_id": ["F1", "F2"],
+            "partner_id": ["P1", "P1"],
+            "created_at": [T("2106-03-01"), T("9999-12-29")],
+            "closed_at": [T("2106-03-02"), T("9999-12-30")],
+            "amount": [7.0, 9.0],
+            "status": ["won", "won"],
+        }
+    ).astype({"created_at": "datetime64[us]", "closed_at": "datetime64[us]"})
+    grown = dict(tables, deals=pd.concat([deals, far], ignore_index=True))
+    base = build_features(tables, snaps_at()).set_index("partner_id")
+    f = build_features(grown, snaps_at()).set_index("partner_id")
+    pd.testing.assert_frame_equal(f, base)
+    # ... and they count for their own partner once as_of is past them
+    late = pd.DataFrame({"partner_id": ["P1", "P2"], "as_of": [T("9999-12-31")] * 2})
+    f = build_features(grown, late.astype({"as_of": "datetime64[us]"})).set_index("partner_id")
+    assert f.loc["P1", "deals_won_todate"] == 4 and f.loc["P2", "deals_won_todate"] == 0
+    assert f.loc["P1", "deals_days_since_last_won"] == 1

@@ -5,8 +5,12 @@ computed on out-of-fold predictions (each partner predicted by a model that neve
 Scores are grouped into bins of ``mu`` (Mondrian conformal: a small prediction and a large one
 do not share a spread), and per bin the interval is ``[mu * q_lo, mu * q_hi]`` with the
 finite-sample conformal quantiles of the scores. Revenue has a point mass at zero: where at
-least ``1 - coverage`` of a bin's partners realised nothing... the lower end is 0 and the upper
-quantile alone carries the coverage, so the interval is not wasted on zeros.
+least half of ``1 - coverage`` of a bin's partners realised nothing, the lower end is 0 and the
+upper quantile alone carries the coverage. Where the zero share exceeds ``coverage`` itself the
+interval is ``[0, 0]`` and covers the zero share, not ``coverage``: no deterministic interval
+can do better on such a discrete outcome (``attainable_coverage_`` is the coverage the bins
+can reach, the zero-share-weighted maximum of the two). The interval is for realised revenue,
+so for small predictions it may lie below the expectation ``mu``.
 
 Portfolio (segment) intervals add many partners, so they use a variance model instead of
 adding per-partner bounds: ``Var(y) = phi * mu ** power`` (tweedie form), ``phi`` estimated out of
@@ -60,12 +64,13 @@ class RevenueIntervals:
         which = np.searchsorted(self.edges_, mu, side="right")
         ratio = y / mu
         alpha = 1 - self.coverage
-        lo, hi = [], []
+        lo, hi, attainable = [], [], []
         for b in range(len(self.edges_) + 1):
             r = ratio[which == b]
             if len(r) == 0:
                 r = ratio
             zero_share = float(np.mean(r <= 0))
+            attainable.append((len(r), max(zero_share, self.coverage)))
             if zero_share >= alpha / 2:
                 # the zero mass covers the lower tail: interval [0, q(coverage)]
                 lo.append(0.0)
@@ -73,6 +78,8 @@ class RevenueIntervals:
             else:
                 lo.append(conformal_quantile(r, alpha / 2))
                 hi.append(conformal_quantile(r, 1 - alpha / 2))
+        counts, levels = np.array(attainable).T
+        self.attainable_coverage_ = float(np.sum(counts * levels) / np.sum(counts))
         self.lo_ratio_ = np.array(lo)
         self.hi_ratio_ = np.array(hi)
         self.phi_ = float(np.mean((y - mu) ** 2 / mu**self.power))
@@ -104,6 +111,7 @@ class RevenueIntervals:
             "hi_ratio": self.hi_ratio_.tolist(),
             "power": self.power,
             "phi": self.phi_,
+            "attainable_coverage": self.attainable_coverage_,
         }
 
 

@@ -460,6 +460,7 @@ def train_and_evaluate(
         metrics["revenue_interval_coverage"] = coverage(
             holdout["label_revenue"], preds["pred_revenue_lo"], preds["pred_revenue_hi"]
         )
+        metrics["revenue_interval_attainable_coverage"] = evaluated.intervals.attainable_coverage_
         metrics["revenue_interval_mean_width"] = float(
             (preds["pred_revenue_hi"] - preds["pred_revenue_lo"]).mean()
         )

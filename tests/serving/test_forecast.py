@@ -62,8 +62,10 @@ def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
     root, cfg = scored_dir
     scores = pd.read_csv(root / "scores.csv", keep_default_na=False, na_values=[""])
     assert {"pred_revenue_lo", "pred_revenue_hi", "pred_revenue_sd"} <= set(scores.columns)
-    assert (scores["pred_revenue_lo"] <= scores["pred_revenue"]).all()
-    assert (scores["pred_revenue"] <= scores["pred_revenue_hi"]).all()
+    # an interval for realised revenue: with a large zero mass it may be [0, 0] below the mean
+    assert (scores["pred_revenue_lo"] >= 0).all()
+    assert (scores["pred_revenue_lo"] <= scores["pred_revenue_hi"]).all()
+    assert (scores["pred_revenue_sd"] > 0).all()
     result = run_forecast(cfg, root / "scores.csv", tmp_path / "f.parquet", ("tier",))
     written = pd.read_parquet(tmp_path / "f.parquet")
     assert len(written) == len(result.table) > 1

@@ -13,9 +13,10 @@ can reach, the zero-share-weighted maximum of the two). The interval is for real
 so for small predictions it may lie below the expectation ``mu``.
 
 Portfolio (segment) intervals add many partners, so they use a variance model instead of
-adding per-partner bounds: ``Var(y) = phi * mu ** power`` (tweedie form), ``phi`` estimated out of
-fold, partners independent, and a normal approximation of the sum — ``sum mu +- z * sqrt(sum
-phi mu^power)``, bounded below by 0.
+adding per-partner bounds: per prediction bin, the out-of-fold coefficient of variation
+``cv_b = sqrt(mean(((y - mu) / mu) ** 2))``, so ``sd = cv_b * mu`` (deal sizes scale with the
+partner: the spread grows like ``mu``, not like a tweedie ``mu ** (p / 2)``), partners independent,
+and a normal approximation of the sum — ``sum mu +- z * sqrt(sum sd^2)``, bounded below by 0.
 """
 
 from __future__ import annotations
@@ -41,13 +42,11 @@ class RevenueIntervals:
     Args:
         coverage: Target share of partners whose realised revenue falls in their interval.
         bins: Number of prediction bins (quantiles of the out-of-fold predictions).
-        power: Variance power of the portfolio variance model.
     """
 
-    def __init__(self, coverage: float = 0.8, bins: int = 5, power: float = 1.5) -> None:
+    def __init__(self, coverage: float = 0.8, bins: int = 5) -> None:
         self.coverage = coverage
         self.bins = bins
-        self.power = power
 
     def fit(self, y: np.ndarray, mu: np.ndarray) -> RevenueIntervals:
         """Fit from realised revenue and out-of-fold predictions of the same rows."""
@@ -64,11 +63,12 @@ class RevenueIntervals:
         which = np.searchsorted(self.edges_, mu, side="right")
         ratio = y / mu
         alpha = 1 - self.coverage
-        lo, hi, attainable = [], [], []
+        lo, hi, attainable, cv = [], [], [], []
         for b in range(len(self.edges_) + 1):
             r = ratio[which == b]
             if len(r) == 0:
                 r = ratio
+            cv.append(float(np.sqrt(np.mean((r - 1.0) ** 2))))
             zero_share = float(np.mean(r <= 0))
             attainable.append((len(r), max(zero_share, self.coverage)))
             if zero_share >= alpha / 2:
@@ -82,7 +82,7 @@ class RevenueIntervals:
         self.attainable_coverage_ = float(np.sum(counts * levels) / np.sum(counts))
         self.lo_ratio_ = np.array(lo)
         self.hi_ratio_ = np.array(hi)
-        self.phi_ = float(np.mean((y - mu) ** 2 / mu**self.power))
+        self.cv_ = np.array(cv)
         return self
 
     def predict(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +92,9 @@ class RevenueIntervals:
         return mu * self.lo_ratio_[which], mu * self.hi_ratio_[which]
 
     def sd(self, mu: np.ndarray) -> np.ndarray:
-        """Standard deviation of realised revenue around ``mu`` under the variance model."""
+        """Standard deviation of realised revenue around ``mu``: ``cv_b * mu`` for mu's bin."""
         mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
-        return np.sqrt(self.phi_ * mu**self.power)
+        return mu * self.cv_[np.searchsorted(self.edges_, np.maximum(mu, 1e-9), side="right")]
 
     def portfolio(self, mu: np.ndarray, sd: np.ndarray | None = None) -> tuple[float, float, float]:
         """(expected total, lower, upper) of a sum of independent partners' revenue."""
@@ -109,8 +109,7 @@ class RevenueIntervals:
             "edges": self.edges_.tolist(),
             "lo_ratio": self.lo_ratio_.tolist(),
             "hi_ratio": self.hi_ratio_.tolist(),
-            "power": self.power,
-            "phi": self.phi_,
+            "cv": self.cv_.tolist(),
             "attainable_coverage": self.attainable_coverage_,
         }
 

@@ -130,3 +130,22 @@ def test_interval_inputs_validated():
         RevenueIntervals(coverage=1.2).fit(np.ones(30), np.ones(30))
     with pytest.raises(ValueError, match="at least 20"):
         RevenueIntervals().fit(np.ones(5), np.ones(5))
+
+
+def test_portfolio_sd_is_the_binned_coefficient_of_variation():
+    rng = np.random.default_rng(2)
+    mu, y = _tweedie_like(3000, rng)
+    iv = RevenueIntervals(coverage=0.8, bins=4).fit(y, mu)
+    # slow twin: bin by the stored edges, cv from the raw ratios of that bin
+    for m in (np.quantile(mu, 0.1), np.quantile(mu, 0.5), np.quantile(mu, 0.95)):
+        b = sum(m >= e for e in iv.edges_)
+        in_bin = np.array([sum(v >= e for e in iv.edges_) == b for v in mu])
+        cv = np.sqrt(np.mean((y[in_bin] / mu[in_bin] - 1) ** 2))
+        assert iv.sd(np.array([m]))[0] == pytest.approx(cv * m, rel=1e-9)
+    # sums of many exchangeable partners: the portfolio interval covers about 80% of totals
+    hits = []
+    for _ in range(200):
+        mu2, y2 = _tweedie_like(150, rng)
+        _, lo, hi = iv.portfolio(mu2)
+        hits.append(lo <= y2.sum() <= hi)
+    assert 0.7 <= np.mean(hits) <= 0.9

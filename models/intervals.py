@@ -16,7 +16,8 @@ Portfolio (segment) intervals add many partners, so they use a variance model in
 adding per-partner bounds: per prediction bin, the out-of-fold coefficient of variation
 ``cv_b = sqrt(mean(((y - mu) / mu) ** 2))``, so ``sd = cv_b * mu`` (deal sizes scale with the
 partner: the spread grows like ``mu``, not like a tweedie ``mu ** (p / 2)``), partners independent,
-and a normal approximation of the sum — ``sum mu +- z * sqrt(sum sd^2)``, bounded below by 0.
+and a lognormal approximation of the (right-skewed) sum with mean ``sum mu`` and variance
+``sum sd^2`` (:func:`portfolio_interval`).
 """
 
 from __future__ import annotations
@@ -117,10 +118,21 @@ class RevenueIntervals:
 def portfolio_interval(
     mu: np.ndarray, sd: np.ndarray, coverage: float = 0.8
 ) -> tuple[float, float, float]:
-    """(total, lower, upper): normal approximation of a sum of independent partners."""
+    """(total, lower, upper) of a sum of independent partners' revenue.
+
+    The sum of heavy-tailed revenues is right-skewed (usually below its mean, sometimes far
+    above), so the interval is the central ``coverage`` of a lognormal with the sum's mean
+    ``M = sum mu`` and variance ``V = sum sd^2``: ``s2 = ln(1 + V / M^2)``, bounds
+    ``M exp(-s2 / 2 -+ z sqrt(s2))``. It tends to the normal interval as the sum grows.
+    """
     total = float(np.sum(mu))
-    spread = float(norm.ppf(0.5 + coverage / 2) * np.sqrt(np.sum(np.square(sd))))
-    return total, max(total - spread, 0.0), total + spread
+    var = float(np.sum(np.square(sd)))
+    if total <= 0:
+        return total, 0.0, 0.0
+    s2 = np.log1p(var / total**2)
+    z = float(norm.ppf(0.5 + coverage / 2))
+    centre = np.log(total) - s2 / 2
+    return total, float(np.exp(centre - z * np.sqrt(s2))), float(np.exp(centre + z * np.sqrt(s2)))
 
 
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:

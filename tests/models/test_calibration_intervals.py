@@ -115,14 +115,22 @@ def test_intervals_cover_their_target_on_exchangeable_data():
     assert iv.lo_ratio_.min() == 0.0  # the zero mass (45%) carries the lower tail
 
 
-def test_portfolio_interval_is_the_normal_sum():
+def test_portfolio_interval_is_a_moment_matched_lognormal():
     mu = np.array([100.0, 200.0, 50.0])
     sd = np.array([30.0, 40.0, 0.0])
     total, lo, hi = portfolio_interval(mu, sd, 0.8)
     assert total == 350.0
-    assert hi - total == pytest.approx(1.2815515655 * 50.0)
-    assert lo == pytest.approx(350.0 - 1.2815515655 * 50.0)
-    assert portfolio_interval(mu, sd * 100, 0.8)[1] == 0.0  # bounded below by zero
+    # slow twin: the lognormal with mean 350 and variance 2500, its 10% and 90% quantiles
+    from scipy.stats import lognorm
+
+    s = np.sqrt(np.log(1 + 2500 / 350**2))
+    dist = lognorm(s=s, scale=350 * np.exp(-(s**2) / 2))
+    assert dist.mean() == pytest.approx(350) and dist.var() == pytest.approx(2500)
+    assert (lo, hi) == pytest.approx((dist.ppf(0.1), dist.ppf(0.9)))
+    # skewed: the upper end is further from the total than the lower end, lower end >= 0
+    t, lo2, hi2 = portfolio_interval(mu, sd * 20, 0.8)
+    assert 0 <= lo2 < t < hi2 and hi2 - t > t - lo2
+    assert portfolio_interval(np.zeros(3), np.zeros(3)) == (0.0, 0.0, 0.0)
 
 
 def test_interval_inputs_validated():

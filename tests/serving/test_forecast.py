@@ -37,8 +37,10 @@ def test_forecast_sums_match_a_slow_twin():
         assert rec.partners == len(part)
         assert rec.expected_revenue == pytest.approx(part["pred_revenue"].sum())
         assert rec.revenue_sd == pytest.approx(sd)
-        assert rec.revenue_hi == pytest.approx(rec.expected_revenue + 1.2815515655 * sd)
-        assert rec.revenue_lo == pytest.approx(max(rec.expected_revenue - 1.2815515655 * sd, 0))
+        s2 = np.log(1 + sd**2 / rec.expected_revenue**2)
+        centre = np.log(rec.expected_revenue) - s2 / 2
+        assert rec.revenue_hi == pytest.approx(np.exp(centre + 1.2815515655 * np.sqrt(s2)))
+        assert rec.revenue_lo == pytest.approx(np.exp(centre - 1.2815515655 * np.sqrt(s2)))
         assert rec.period_end == rec.period_start + pd.Timedelta(days=180)
         assert rec.model_version == "3"
     # segment rows add up to the period total

@@ -15,6 +15,7 @@ COMMANDS = [
     "promote",
     "score",
     "report",
+    "forecast",
     "demo",
 ]
 

@@ -9,8 +9,8 @@ tier x engagement in deal flow, partner type x quality in deal size). Activity i
 month by month since signing (30-day months) from Poisson rates that ramp up with onboarding
 age (faster for engaged partners) and saturate (touchpoints and deal flow cannot grow without
 bound); some partners go quiet at a latent time, after which their rates collapse. Revenue
-comes from won deals: many partners win nothing in a horizon (zero inflation) and deal sizes are
-lognormal (heavy tail).
+comes from won deals: many partners win nothing in a horizon (zero inflation) and deal sizes
+are lognormal (heavy tail).
 
 The ``truth`` table holds, per partner and onboarding age, the exact expectation of the two labels
 given the latent state, computed in closed form from the same rate model the events are drawn

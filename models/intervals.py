@@ -5,13 +5,19 @@ computed on out-of-fold predictions (each partner predicted by a model that neve
 Scores are grouped into bins of ``mu`` (Mondrian conformal: a small prediction and a large one
 do not share a spread), and per bin the interval is ``[mu * q_lo, mu * q_hi]`` with the
 finite-sample conformal quantiles of the scores. Revenue has a point mass at zero: where at
-least ``1 - coverage`` of a bin's partners realised nothing... the lower end is 0 and the upper
-quantile alone carries the coverage, so the interval is not wasted on zeros.
+least half of ``1 - coverage`` of a bin's partners realised nothing, the lower end is 0 and the
+upper quantile alone carries the coverage. Where the zero share exceeds ``coverage`` itself the
+interval is ``[0, 0]`` and covers the zero share, not ``coverage``: no deterministic interval
+can do better on such a discrete outcome (``attainable_coverage_`` is the coverage the bins
+can reach, the zero-share-weighted maximum of the two). The interval is for realised revenue,
+so for small predictions it may lie below the expectation ``mu``.
 
 Portfolio (segment) intervals add many partners, so they use a variance model instead of
-adding per-partner bounds: ``Var(y) = phi * mu ** power`` (tweedie form), ``phi`` estimated out of
-fold, partners independent, and a normal approximation of the sum — ``sum mu +- z * sqrt(sum
-phi mu^power)``, bounded below by 0.
+adding per-partner bounds: per prediction bin, the out-of-fold coefficient of variation
+``cv_b = sqrt(mean(((y - mu) / mu) ** 2))``, so ``sd = cv_b * mu`` (deal sizes scale with the
+partner: the spread grows like ``mu``, not like a tweedie ``mu ** (p / 2)``), partners independent,
+and a lognormal approximation of the (right-skewed) sum with mean ``sum mu`` and variance
+``sum sd^2`` (:func:`portfolio_interval`).
 """
 
 from __future__ import annotations
@@ -37,13 +43,11 @@ class RevenueIntervals:
     Args:
         coverage: Target share of partners whose realised revenue falls in their interval.
         bins: Number of prediction bins (quantiles of the out-of-fold predictions).
-        power: Variance power of the portfolio variance model.
     """
 
-    def __init__(self, coverage: float = 0.8, bins: int = 5, power: float = 1.5) -> None:
+    def __init__(self, coverage: float = 0.8, bins: int = 5) -> None:
         self.coverage = coverage
         self.bins = bins
-        self.power = power
 
     def fit(self, y: np.ndarray, mu: np.ndarray) -> RevenueIntervals:
         """Fit from realised revenue and out-of-fold predictions of the same rows."""
@@ -60,12 +64,14 @@ class RevenueIntervals:
         which = np.searchsorted(self.edges_, mu, side="right")
         ratio = y / mu
         alpha = 1 - self.coverage
-        lo, hi = [], []
+        lo, hi, attainable, cv = [], [], [], []
         for b in range(len(self.edges_) + 1):
             r = ratio[which == b]
             if len(r) == 0:
                 r = ratio
+            cv.append(float(np.sqrt(np.mean((r - 1.0) ** 2))))
             zero_share = float(np.mean(r <= 0))
+            attainable.append((len(r), max(zero_share, self.coverage)))
             if zero_share >= alpha / 2:
                 # the zero mass covers the lower tail: interval [0, q(coverage)]
                 lo.append(0.0)
@@ -73,9 +79,11 @@ class RevenueIntervals:
             else:
                 lo.append(conformal_quantile(r, alpha / 2))
                 hi.append(conformal_quantile(r, 1 - alpha / 2))
+        counts, levels = np.array(attainable).T
+        self.attainable_coverage_ = float(np.sum(counts * levels) / np.sum(counts))
         self.lo_ratio_ = np.array(lo)
         self.hi_ratio_ = np.array(hi)
-        self.phi_ = float(np.mean((y - mu) ** 2 / mu**self.power))
+        self.cv_ = np.array(cv)
         return self
 
     def predict(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +93,9 @@ class RevenueIntervals:
         return mu * self.lo_ratio_[which], mu * self.hi_ratio_[which]
 
     def sd(self, mu: np.ndarray) -> np.ndarray:
-        """Standard deviation of realised revenue around ``mu`` under the variance model."""
+        """Standard deviation of realised revenue around ``mu``: ``cv_b * mu`` for mu's bin."""
         mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
-        return np.sqrt(self.phi_ * mu**self.power)
+        return mu * self.cv_[np.searchsorted(self.edges_, np.maximum(mu, 1e-9), side="right")]
 
     def portfolio(self, mu: np.ndarray, sd: np.ndarray | None = None) -> tuple[float, float, float]:
         """(expected total, lower, upper) of a sum of independent partners' revenue."""
@@ -102,18 +110,29 @@ class RevenueIntervals:
             "edges": self.edges_.tolist(),
             "lo_ratio": self.lo_ratio_.tolist(),
             "hi_ratio": self.hi_ratio_.tolist(),
-            "power": self.power,
-            "phi": self.phi_,
+            "cv": self.cv_.tolist(),
+            "attainable_coverage": self.attainable_coverage_,
         }
 
 
 def portfolio_interval(
     mu: np.ndarray, sd: np.ndarray, coverage: float = 0.8
 ) -> tuple[float, float, float]:
-    """(total, lower, upper): normal approximation of a sum of independent partners."""
+    """(total, lower, upper) of a sum of independent partners' revenue.
+
+    The sum of heavy-tailed revenues is right-skewed (usually below its mean, sometimes far
+    above), so the interval is the central ``coverage`` of a lognormal with the sum's mean
+    ``M = sum mu`` and variance ``V = sum sd^2``: ``s2 = ln(1 + V / M^2)``, bounds
+    ``M exp(-s2 / 2 -+ z sqrt(s2))``. It tends to the normal interval as the sum grows.
+    """
     total = float(np.sum(mu))
-    spread = float(norm.ppf(0.5 + coverage / 2) * np.sqrt(np.sum(np.square(sd))))
-    return total, max(total - spread, 0.0), total + spread
+    var = float(np.sum(np.square(sd)))
+    if total <= 0:
+        return total, 0.0, 0.0
+    s2 = np.log1p(var / total**2)
+    z = float(norm.ppf(0.5 + coverage / 2))
+    centre = np.log(total) - s2 / 2
+    return total, float(np.exp(centre - z * np.sqrt(s2))), float(np.exp(centre + z * np.sqrt(s2)))
 
 
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:

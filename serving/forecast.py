@@ -2,7 +2,8 @@
 
 Reads a scores file (``partnerscore score``) and sums the partners' expected revenue per
 segment (``--by tier,region``) and period, with a portfolio interval from the model's variance
-model (``pred_revenue_sd`` on every score row; see :mod:`partnerscore.models.intervals`). The
+model (``pred_revenue_sd`` on every score row; a lognormal with the segment total's mean and
+variance, see :func:`partnerscore.models.intervals.portfolio_interval`). The
 period of a score row is its revenue horizon ``[as_of, as_of + horizon_days)``; rows scored at
 the same ``as_of`` date share a period. Each period also gets a total row (segment values
 ``ALL``). The output is :data:`FORECAST_COLUMNS`, one row per (period, segment), written
@@ -31,7 +32,7 @@ FORECAST_SCHEMA = (
     ("<by columns>", "str", "segment values (one column per --by field; ALL on total rows)"),
     ("partners", "int64", "partners scored in the segment and period"),
     ("expected_revenue", "float64", "sum of pred_revenue"),
-    ("revenue_lo", "float64", "lower end of the portfolio interval (>= 0)"),
+    ("revenue_lo", "float64", "lower end of the portfolio interval (>= 0, lognormal)"),
     ("revenue_hi", "float64", "upper end of the portfolio interval"),
     ("revenue_sd", "float64", "standard deviation of the segment total (independent partners)"),
     ("coverage", "float64", "nominal coverage of the interval"),

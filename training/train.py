@@ -92,6 +92,21 @@ class TrainResult:
                 f"{m.get('oracle_ratio_revenue_normalized_gini', float('nan')):.2f}, "
                 f"engagement AUC {m.get('oracle_ratio_engagement_roc_auc', float('nan')):.2f}"
             )
+        c = self.comparison
+        if "compare_engagement_auc_diff" in c and "compare_revenue_gini_diff" in c:
+            lines.append(
+                "gbm minus best baseline (paired bootstrap s.e.): revenue gini "
+                f"{c['compare_revenue_gini_diff']:+.4f} ({c['compare_revenue_gini_diff_se']:.4f}), "
+                f"engagement AUC {c['compare_engagement_auc_diff']:+.4f} "
+                f"({c['compare_engagement_auc_diff_se']:.4f})"
+            )
+        m = self.metrics
+        if "revenue_interval_coverage" in m:
+            lines.append(
+                f"revenue bias {m['revenue_portfolio_bias']:+.1%} (s.e. "
+                f"{m.get('revenue_portfolio_bias_se', float('nan')):.1%}), interval coverage "
+                f"{m['revenue_interval_coverage']:.1%}; metrics of the pre-refit model"
+            )
         lines.append(f"MLflow run {self.run_id} at {self.tracking_uri}")
         if self.version:
             lines.append(f"registered version {self.version} with alias '{CHALLENGER}'")
@@ -236,9 +251,9 @@ def fit_partner_model(
     revenue.recalibrate(factor)
     intervals = None
     if seen.sum() >= 20:
-        intervals = RevenueIntervals(
-            coverage=config.interval_coverage, power=revenue.tweedie_variance_power
-        ).fit(y_rev[seen], oof[seen] * factor)
+        intervals = RevenueIntervals(coverage=config.interval_coverage).fit(
+            y_rev[seen], oof[seen] * factor
+        )
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
     engagement = EngagementClassifier(
@@ -461,6 +476,7 @@ def train_and_evaluate(
         metrics["revenue_interval_coverage"] = coverage(
             holdout["label_revenue"], preds["pred_revenue_lo"], preds["pred_revenue_hi"]
         )
+        metrics["revenue_interval_attainable_coverage"] = evaluated.intervals.attainable_coverage_
         metrics["revenue_interval_mean_width"] = float(
             (preds["pred_revenue_hi"] - preds["pred_revenue_lo"]).mean()
         )

@@ -115,14 +115,22 @@ def test_intervals_cover_their_target_on_exchangeable_data():
     assert iv.lo_ratio_.min() == 0.0  # the zero mass (45%) carries the lower tail
 
 
-def test_portfolio_interval_is_the_normal_sum():
+def test_portfolio_interval_is_a_moment_matched_lognormal():
     mu = np.array([100.0, 200.0, 50.0])
     sd = np.array([30.0, 40.0, 0.0])
     total, lo, hi = portfolio_interval(mu, sd, 0.8)
     assert total == 350.0
-    assert hi - total == pytest.approx(1.2815515655 * 50.0)
-    assert lo == pytest.approx(350.0 - 1.2815515655 * 50.0)
-    assert portfolio_interval(mu, sd * 100, 0.8)[1] == 0.0  # bounded below by zero
+    # slow twin: the lognormal with mean 350 and variance 2500, its 10% and 90% quantiles
+    from scipy.stats import lognorm
+
+    s = np.sqrt(np.log(1 + 2500 / 350**2))
+    dist = lognorm(s=s, scale=350 * np.exp(-(s**2) / 2))
+    assert dist.mean() == pytest.approx(350) and dist.var() == pytest.approx(2500)
+    assert (lo, hi) == pytest.approx((dist.ppf(0.1), dist.ppf(0.9)))
+    # skewed: the upper end is further from the total than the lower end, lower end >= 0
+    t, lo2, hi2 = portfolio_interval(mu, sd * 20, 0.8)
+    assert 0 <= lo2 < t < hi2 and hi2 - t > t - lo2
+    assert portfolio_interval(np.zeros(3), np.zeros(3)) == (0.0, 0.0, 0.0)
 
 
 def test_interval_inputs_validated():
@@ -130,3 +138,22 @@ def test_interval_inputs_validated():
         RevenueIntervals(coverage=1.2).fit(np.ones(30), np.ones(30))
     with pytest.raises(ValueError, match="at least 20"):
         RevenueIntervals().fit(np.ones(5), np.ones(5))
+
+
+def test_portfolio_sd_is_the_binned_coefficient_of_variation():
+    rng = np.random.default_rng(2)
+    mu, y = _tweedie_like(3000, rng)
+    iv = RevenueIntervals(coverage=0.8, bins=4).fit(y, mu)
+    # slow twin: bin by the stored edges, cv from the raw ratios of that bin
+    for m in (np.quantile(mu, 0.1), np.quantile(mu, 0.5), np.quantile(mu, 0.95)):
+        b = sum(m >= e for e in iv.edges_)
+        in_bin = np.array([sum(v >= e for e in iv.edges_) == b for v in mu])
+        cv = np.sqrt(np.mean((y[in_bin] / mu[in_bin] - 1) ** 2))
+        assert iv.sd(np.array([m]))[0] == pytest.approx(cv * m, rel=1e-9)
+    # sums of many exchangeable partners: the portfolio interval covers about 80% of totals
+    hits = []
+    for _ in range(200):
+        mu2, y2 = _tweedie_like(150, rng)
+        _, lo, hi = iv.portfolio(mu2)
+        hits.append(lo <= y2.sum() <= hi)
+    assert 0.7 <= np.mean(hits) <= 0.9

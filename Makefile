@@ -40,7 +40,7 @@ format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python bench/bench_simulate.py && $(BIN)/python bench/bench_build.py && $(BIN)/python bench/bench_score.py
+	$(BIN)/python bench/bench_simulate.py && $(BIN)/python bench/bench_build.py && $(BIN)/python bench/bench_score.py && $(BIN)/python bench/bench_monitor.py
 
 # Re-resolve the lock file after changing pyproject.toml dependencies.
 lock: install

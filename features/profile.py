@@ -135,15 +135,55 @@ def group_counts(frame: pd.DataFrame, columns: dict[str, dict]) -> dict[str, dic
     }
 
 
+def _codes(values: pd.Series, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cell of every value: bin or category index, -1 missing, -2 outside the categories."""
+    if spec["kind"] == "numeric":
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(x)
+        idx = np.searchsorted(np.asarray(spec["edges"], dtype=float), np.where(ok, x, 0.0))
+        return np.where(ok, idx, -1), None
+    missing = values.isna().to_numpy()
+    text = values.astype(object).where(~missing, "").astype(str).to_numpy(dtype=object)
+    cat = pd.Categorical(text, categories=spec["categories"]).codes.astype(np.int64)
+    return np.where(missing, -1, np.where(cat < 0, -2, cat)), text
+
+
 def profile_groups(
     frame: pd.DataFrame, columns: dict[str, dict], ages: Sequence[int]
 ) -> dict[str, dict[str, dict]]:
-    """Counts overall (``all``) and for every segment value present in ``frame``."""
+    """Counts overall (``all``) and for every segment value present in ``frame``.
+
+    Same counts as :func:`group_counts` on each group's rows (a test holds them equal), with
+    every column coded to its cells once instead of once per group.
+    """
     segments = segment_frame(frame, ages)
-    groups = {ALL: group_counts(frame, columns)}
+    coded = {name: _codes(frame[name], spec) for name, spec in columns.items() if name in frame}
+
+    def counts(mask: np.ndarray | None) -> dict[str, dict]:
+        out = {}
+        for name, (codes, text) in coded.items():
+            spec = columns[name]
+            c = codes if mask is None else codes[mask]
+            cells = len(spec["edges"]) + 1 if spec["kind"] == "numeric" else len(spec["categories"])
+            entry = {
+                "n": int(c.size),
+                "missing": int((c == -1).sum()),
+                "counts": np.bincount(c[c >= 0], minlength=cells).astype(int).tolist(),
+            }
+            if text is not None:
+                entry["other"] = {}
+                if (c == -2).any():
+                    t = text if mask is None else text[mask]
+                    other = pd.Series(t[c == -2]).value_counts()
+                    entry["other"] = dict(sorted((str(k), int(v)) for k, v in other.items()))
+            out[name] = entry
+        return out
+
+    groups = {ALL: counts(None)}
     for seg in SEGMENTS:
-        for value, index in segments.groupby(seg, sort=True).groups.items():
-            groups[f"{seg}={value}"] = group_counts(frame.loc[index], columns)
+        values = segments[seg].to_numpy(dtype=object)
+        for value in sorted(set(values.tolist())):
+            groups[f"{seg}={value}"] = counts(values == value)
     return groups
 
 

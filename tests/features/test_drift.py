@@ -336,3 +336,25 @@ def test_partner_outliers_match_a_row_by_row_twin(sim_tables):
     expected = _slow_partner_outliers(tables, as_of, cfg)
     assert len(expected) >= 8
     assert got == expected
+
+
+def test_profile_groups_equal_per_group_column_counts():
+    """The coded-once fast path against column_counts on each group's rows."""
+    from partnerscore.features.profile import group_counts, profile_groups, segment_frame
+
+    ages = (30, 60, 90, 180)
+    ref = _frame(0, 600)
+    spec = build_profile(ref, ["x"], ["c"], ages)["columns"]
+    cur = _frame(5, 400, shift=7.0)
+    cur.loc[::7, "x"] = np.nan
+    cur.loc[::5, "c"] = None
+    cur.loc[::11, "c"] = "unseen"
+    cur.loc[::13, "x"] = np.inf
+    fast = profile_groups(cur, spec, ages)
+    segments = segment_frame(cur, ages)
+    slow = {"all": group_counts(cur, spec)}
+    for seg in segments.columns:
+        for value, index in segments.groupby(seg, sort=True).groups.items():
+            slow[f"{seg}={value}"] = group_counts(cur.loc[index], spec)
+    assert fast == slow
+    assert fast["all"]["c"]["other"] == {"unseen": int((cur["c"] == "unseen").sum())}

@@ -44,7 +44,7 @@ bench: install
 
 # Re-resolve the lock file after changing pyproject.toml dependencies.
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -290,7 +290,7 @@ def run_score_spark(
     warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
     out = Path(out)
     if out.suffix.lower() != ".parquet":
-        raise PartnerscoreError(f"--out {out}: the spark engine writes a Parquet dataset (.parquet)")
+        raise PartnerscoreError(f"--out {out}: the spark engine writes a Parquet dataset")
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     if at_age is not None and at_age < 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -256,14 +257,26 @@ def score(
             help="Accept a model folder outside the registry (it is unpickled: trusted only)."
         ),
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="pandas (one machine) or spark (writes a Parquet dataset).")
+    ] = "pandas",
+    master: Annotated[
+        str, typer.Option(help="Spark master URL with --engine spark: local[*], spark://...")
+    ] = "local[*]",
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     as_of_date = _parse_date(as_of, "--as-of")
+    if engine not in ("pandas", "spark"):
+        raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
     from partnerscore.serving.score import run_score
 
+    if engine == "spark":
+        from partnerscore.serving.spark_engine import run_score_spark
+
+        run_score = partial(run_score_spark, master=master)
     result = run_score(
         raw,
         as_of_date,

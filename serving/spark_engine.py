@@ -200,16 +200,16 @@ def _session(master: str, shuffle_partitions: int):
         )
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master)
+    if master.startswith("local"):  # executors are local processes: this interpreter
+        builder = builder.config("spark.pyspark.python", sys.executable)
     spark = (
-        SparkSession.builder.master(master)
-        .appName("partnerscore-score")
+        builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.pyspark.python", sys.executable)
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
@@ -262,7 +262,7 @@ def run_score_spark(
         raw_dir: Raw tables folder (validated on the driver).
         as_of: Scoring date for everyone (or None with ``at_age``).
         model: Alias, version number or model URI.
-        out: Output Parquet dataset (a folder of part files, sorted by partner_id); the rejects
+        out: Output Parquet dataset (a folder of part files, in bucket order); the rejects
             go to ``<stem>.rejects.csv`` beside it.
         config: Application configuration.
         master: Spark master URL (``local[*]``, ``local[2]``, ``spark://host:7077``, ``yarn``).

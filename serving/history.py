@@ -62,6 +62,7 @@ HISTORY_COLUMNS: dict[str, type[sa.types.TypeEngine]] = {
 CORE = {k: v for k, v in HISTORY_COLUMNS.items() if k not in HISTORY_METRICS}
 """Columns every read returns; the metric columns are returned when any row has a value."""
 _CHUNK = 500
+SQLITE_BUSY_SECONDS = 10
 
 
 def database_url(url: str) -> str:
@@ -152,7 +153,8 @@ class ScoreHistory:
                         parents=True, exist_ok=True
                     )
                 if self.url.startswith("sqlite"):
-                    kwargs["connect_args"] = {"timeout": 60}  # wait for a concurrent writer
+                    # wait this long for a concurrent writer before "database is locked"
+                    kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
                 engine = sa.create_engine(database_url(self.url), **kwargs)
                 self.metadata.create_all(engine)
                 self._migrate_legacy(engine)

@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test lint format lock browser clean bench
+.PHONY: install demo test lint format lock browser services clean bench bench-scale
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,18 @@ browser:
 	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null); \
 	    else echo "note: chromium not installed (needs root: apt-get install chromium chromium-driver)"; fi; }
 
+# Debian's PostgreSQL server (score-history tests start a throwaway one) and a headless Java
+# runtime (the Spark engine's tests); root on CI; skipped if already there.
+services:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v java >/dev/null 2>&1; } || \
+	  { if [ "$$(id -u)" = 0 ]; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql default-jre-headless >/dev/null); \
+	    else echo "note: postgresql/java not installed (needs root: apt-get install postgresql default-jre-headless)"; fi; }
+
 demo: install
 	$(BIN)/partnerscore demo
 
-test: install browser
+test: install browser services
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -42,9 +50,13 @@ format: install
 bench: install
 	$(BIN)/python bench/bench_simulate.py && $(BIN)/python bench/bench_build.py && $(BIN)/python bench/bench_score.py && $(BIN)/python bench/bench_monitor.py
 
+# Scale benchmark (simulate, validate, build, score, report; pandas vs Spark): see README.
+bench-scale: install services
+	$(BIN)/python bench/bench_scale.py --sizes 10000,100000
+
 # Re-resolve the lock file after changing pyproject.toml dependencies.
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info

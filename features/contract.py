@@ -6,11 +6,23 @@ it row by row and the pandera schemas (:func:`schema`) check the typed frames it
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pandas as pd
-import pandera.pandas as pa
+
+# pandera imports pandas-on-Spark (pyspark.pandas) whenever pyspark is installed: seconds of
+# imports and a pandas-version warning on every command. The contract never uses it (the Spark
+# engine uses pyspark.sql only), so that one import is refused while pandera loads.
+_refused = "pyspark.pandas" not in sys.modules
+if _refused:
+    sys.modules["pyspark.pandas"] = None  # type: ignore[assignment]
+try:
+    import pandera.pandas as pa
+finally:
+    if _refused:
+        del sys.modules["pyspark.pandas"]
 
 Kind = Literal["id", "str", "category", "date", "float", "bool"]
 

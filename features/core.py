@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pandas is imported where used: `partnerscore --help` does not need it
+    import pandas as pd
 
 FRAME_SUFFIXES = (".csv", ".parquet")
 TEXT_ID_COLUMNS = ("partner_id", "deal_id", "lead_id", "activity_id", "commitment_id", "course_id")
@@ -104,6 +106,8 @@ def _restore(text: pd.Series) -> pd.Series:
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` whose text cells cannot run as spreadsheet formulas (see README)."""
+    import pandas as pd
+
     out = frame.copy()
     for name in out.columns:
         col = out[name]
@@ -269,6 +273,8 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
     Raises:
         PartnerscoreError: The file is missing, empty, a folder or not readable as its type.
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.exists():
         raise PartnerscoreError(f"{path}: file not found")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -385,6 +386,12 @@ def score(
     history: Annotated[
         bool, typer.Option("--history/--no-history", help="Record the batch in the history.")
     ] = True,
+    engine: Annotated[
+        str, typer.Option(help="pandas (one machine) or spark (writes a Parquet dataset).")
+    ] = "pandas",
+    master: Annotated[
+        str, typer.Option(help="Spark master URL with --engine spark: local[*], spark://...")
+    ] = "local[*]",
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
@@ -408,8 +415,18 @@ def score(
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     as_of_date = _parse_date(as_of, "--as-of")
+    if engine not in ("pandas", "spark"):
+        raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
     from partnerscore.serving.score import run_score
 
+    options = {"record_history": history}
+    if engine == "spark":
+        from partnerscore.serving.spark_engine import run_score_spark
+
+        if not history:
+            raise PartnerscoreError("--no-history: not supported with --engine spark")
+        run_score = partial(run_score_spark, master=master)
+        options = {}
     result = run_score(
         raw,
         as_of_date,
@@ -418,7 +435,7 @@ def score(
         _config(config),
         allow_local_model=allow_local_model,
         at_age=at_age,
-        record_history=history,
+        **options,
     )
     _emit(result)
 

@@ -1,15 +1,24 @@
 """Score history: every scoring run's rows, keyed by (partner_id, as_of, model_version).
 
-An embedded SQLite file by default; any SQLAlchemy database URL (e.g. PostgreSQL) for a team.
-Re-running the same as_of with the same model replaces its rows (idempotent). Core columns are
-real columns; feature values, subscores and drivers ride along in a JSON payload so the table
-survives feature changes between model versions.
+An embedded SQLite file by default; a PostgreSQL server (``postgresql://`` or
+``postgresql+psycopg://`` URLs, both through psycopg 3) for a team; any other SQLAlchemy URL
+works too. The table ``score_history_v2`` is columnar and declared (:data:`HISTORY_COLUMNS`):
+typed columns for the values the reports' trajectories and the score smoothing need, nothing
+else. Feature values, subscores, drivers and contributions stay in each run's scores file (they
+used to ride along as ~4 KB of JSON per row). The unique key (partner_id, as_of, model_version)
+is the index the reads use: a partner's rows in date order.
+
+Re-running the same as_of with the same model replaces its rows (idempotent): rows are upserted
+(``INSERT ... ON CONFLICT DO UPDATE``) in key order in one transaction, so concurrent writers
+never fail on each other's keys or deadlock, and each key ends up with the last committed write.
+A store written by an older version (table ``score_history`` with a JSON payload) is migrated
+once, on first use.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,39 +29,72 @@ import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
 
-CORE = {
-    "partner_id": sa.String(200),
-    "as_of": sa.String(32),
-    "model_version": sa.String(64),
+TABLE = "score_history_v2"
+LEGACY_TABLE = "score_history"
+KEY = ("partner_id", "as_of", "model_version")
+HISTORY_METRICS = (
+    "activities_touchpoints_30d",
+    "trainings_certifications_todate",
+    "leads_qualified_todate",
+    "deals_won_amount_todate",
+    "deals_open_pipeline_amount",
+)
+"""Feature values kept per row: the report's trajectory table (``report.KEY_METRICS``)."""
+HISTORY_COLUMNS: dict[str, type[sa.types.TypeEngine]] = {
+    "partner_id": sa.String,
+    "as_of": sa.DateTime,
+    "model_version": sa.String,
     "age_days": sa.Float,
     "score": sa.Float,
     "score_smoothed": sa.Float,
     "pred_revenue": sa.Float,
     "pred_engagement": sa.Float,
-    "score_tier": sa.String(32),
-    "quadrant": sa.String(64),
+    "peer_percentile": sa.Float,
+    "score_tier": sa.String,
+    "quadrant": sa.String,
     "provisional": sa.Boolean,
     "guardrail_flag": sa.Boolean,
-    "config_hash": sa.String(32),
+    "out_of_scope": sa.Boolean,
+    "config_hash": sa.String,
+    **dict.fromkeys(HISTORY_METRICS, sa.Float),
 }
-KEY = ("partner_id", "as_of", "model_version")
-_PAYLOAD_PREFIXES = ("revenue_", "engagement_", "score_")
+"""The declared history row: name -> SQL type. Other columns of a scores frame are not stored."""
+CORE = {k: v for k, v in HISTORY_COLUMNS.items() if k not in HISTORY_METRICS}
+"""Columns every read returns; the metric columns are returned when any row has a value."""
+_CHUNK = 500
+SQLITE_BUSY_SECONDS = 10
 
 
-def _as_of_text(values) -> list[str]:
-    return [pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S") for v in values]
+def database_url(url: str) -> str:
+    """The SQLAlchemy URL to connect with: plain ``postgresql://`` goes through psycopg 3.
+
+    SQLAlchemy's default PostgreSQL driver is psycopg2, which is not installed; psycopg 3 is.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
 
 
-def _clean(value):
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value
+def _to_records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as dicts of plain Python values (None for missing), one conversion per column."""
+    values = []
+    for name in columns:
+        col = frame[name]
+        kind = HISTORY_COLUMNS.get(name)
+        if kind is sa.Float:
+            col = pd.to_numeric(col, errors="raise").astype("float64")
+        elif kind is sa.Boolean:
+            col = col.astype(object).where(col.notna(), None)
+            col = col.map(lambda v: None if v is None else bool(v))
+        elif kind is sa.DateTime:
+            col = pd.Series(pd.to_datetime(col).dt.to_pydatetime(), dtype=object)
+        elif kind is sa.String:
+            col = col.astype(object).where(col.notna(), None)
+            col = col.map(lambda v: None if v is None else str(v))
+        out = col.astype(object).where(col.notna(), None).tolist()
+        values.append(out)
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 class ScoreHistory:
@@ -67,12 +109,19 @@ class ScoreHistory:
         self._engine: sa.Engine | None = None
         self.metadata = sa.MetaData()
         self.table = sa.Table(
-            "score_history",
+            TABLE,
             self.metadata,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            *(sa.Column(name, kind, nullable=name not in KEY) for name, kind in CORE.items()),
-            sa.Column("payload", sa.Text, nullable=False),
-            sa.UniqueConstraint(*KEY, name="uq_score_history_key"),
+            sa.Column(
+                "id",
+                sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                primary_key=True,
+                autoincrement=True,
+            ),
+            *(sa.Column(name, kind(), nullable=name not in KEY) for name, kind in CORE.items()),
+            *(sa.Column(name, sa.Float(), nullable=True) for name in HISTORY_METRICS),
+            # nanoseconds of the write: orders model versions scored on one date (latest wins)
+            sa.Column("written_at", sa.BigInteger(), nullable=False),
+            sa.UniqueConstraint(*KEY, name=f"uq_{TABLE}_key"),
         )
 
     @contextmanager
@@ -82,20 +131,54 @@ class ScoreHistory:
             yield
         except sa.exc.SQLAlchemyError as exc:
             detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
-            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
-            raise PartnerscoreError(f"score history {shown}: {detail}") from exc
+            raise PartnerscoreError(f"score history {self._shown()}: {detail}") from exc
         except OSError as exc:
-            raise PartnerscoreError(f"score history {self.url}: {exc.strerror or exc}") from exc
+            detail = exc.strerror or str(exc)
+            raise PartnerscoreError(f"score history {self._shown()}: {detail}") from exc
+
+    def _shown(self) -> str:
+        try:
+            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            return "(unparsable URL)"
 
     @property
     def engine(self) -> sa.Engine:
         """The engine, created lazily (nothing touches the database before first use)."""
         if self._engine is None:
-            if self.url.startswith("sqlite:///"):
-                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self._engine = sa.create_engine(self.url)
-            self.metadata.create_all(self._engine)
+            with self._errors():
+                kwargs = {}
+                if self.url.startswith("sqlite:///"):
+                    Path(self.url.removeprefix("sqlite:///")).parent.mkdir(
+                        parents=True, exist_ok=True
+                    )
+                if self.url.startswith("sqlite"):
+                    # wait this long for a concurrent writer before "database is locked"
+                    kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
+                engine = sa.create_engine(database_url(self.url), **kwargs)
+                self.metadata.create_all(engine)
+                self._migrate_legacy(engine)
+                self._engine = engine
         return self._engine
+
+    def _migrate_legacy(self, engine: sa.Engine) -> None:
+        """Copy a pre-v2 store (core columns + JSON payload) into the columnar table, once."""
+        if not sa.inspect(engine).has_table(LEGACY_TABLE):
+            return
+        legacy = sa.Table(LEGACY_TABLE, sa.MetaData(), autoload_with=engine)
+        if "payload" not in legacy.c:
+            return
+        with engine.begin() as conn:
+            rows = conn.execute(sa.select(legacy).order_by(legacy.c.id)).mappings().all()
+            if rows:
+                data = pd.DataFrame(rows)
+                payload = pd.DataFrame([json.loads(p) for p in data["payload"]])
+                keep = [c for c in payload.columns if c in HISTORY_COLUMNS and c not in data]
+                data = pd.concat([data.drop(columns="payload"), payload[keep]], axis=1)
+                data["as_of"] = pd.to_datetime(data["as_of"])
+                # older rows keep their order among themselves and lose to any new write
+                self._write(conn, data, written_at=data["id"].to_numpy(dtype="int64"))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {LEGACY_TABLE}"))
 
     def exists(self) -> bool:
         """Whether the store has been written to (a missing SQLite file means no history)."""
@@ -106,93 +189,133 @@ class ScoreHistory:
     def upsert(self, scores: pd.DataFrame) -> int:
         """Insert score rows, replacing rows with the same (partner_id, as_of, model_version).
 
-        Core columns are stored as columns; every other column except drivers and ``shap_*``
-        (feature values, subscores, percentiles, ...) goes into the JSON payload. One
-        transaction: a failed upsert leaves the store as it was.
+        The declared columns (:data:`HISTORY_COLUMNS`) are stored; missing ones are NULL, and
+        every other column (features beyond the trajectory metrics, subscores, drivers,
+        ``shap_*``) stays in the scores file. One transaction: a failed upsert leaves the store
+        as it was. Within a batch a repeated key keeps its last row.
 
         Returns:
             Number of rows written.
         """
         if scores.empty:
             return 0
-        scores = scores.reset_index(drop=True)
-        core = pd.DataFrame(index=scores.index)
-        for name in CORE:
+        frame = pd.DataFrame(index=range(len(scores)))
+        for name in HISTORY_COLUMNS:
             if name in scores.columns:
-                core[name] = scores[name].astype(object).where(scores[name].notna(), None)
+                frame[name] = scores[name].to_numpy()
             else:
-                core[name] = None
-        core["as_of"] = _as_of_text(scores["as_of"])
-        core["model_version"] = scores.get("model_version", pd.Series("", index=scores.index))
-        core["model_version"] = core["model_version"].fillna("").astype(str)
-        core["partner_id"] = scores["partner_id"].astype(str)
-        payload_cols = [
-            c
-            for c in scores.columns
-            if c not in CORE and not c.startswith("shap_") and not c.startswith("driver_")
-        ]
-        payload = scores[payload_cols].to_json(
-            orient="records", lines=True, date_format="iso", double_precision=15
-        )
-        core["payload"] = payload.splitlines() if payload_cols else ["{}"] * len(scores)
-        records = [
-            {name: _clean(value) for name, value in rec.items()} for rec in core.to_dict("records")
-        ]
-        t = self.table
+                frame[name] = None
+        frame["as_of"] = pd.to_datetime(frame["as_of"])
+        if getattr(frame["as_of"].dt, "tz", None) is not None:
+            frame["as_of"] = frame["as_of"].dt.tz_localize(None)
+        frame["model_version"] = frame["model_version"].fillna("").astype(str)
+        frame["partner_id"] = frame["partner_id"].astype(str)
+        frame = frame.drop_duplicates(list(KEY), keep="last")
+        stamp = np.full(len(frame), time.time_ns(), dtype="int64")
         with self._errors(), self.engine.begin() as conn:
-            for (as_of_value, version), group in core.groupby(["as_of", "model_version"]):
-                ids = group["partner_id"].tolist()
-                for start in range(0, len(ids), 500):
-                    conn.execute(
-                        t.delete().where(
-                            t.c.as_of == as_of_value,
-                            t.c.model_version == version,
-                            t.c.partner_id.in_(ids[start : start + 500]),
-                        )
-                    )
-            conn.execute(t.insert(), records)
-        return len(records)
+            self._write(conn, frame, written_at=stamp)
+        return len(frame)
 
-    def _select(self, partner_ids: list[str] | None, before=None) -> pd.DataFrame:
-        if not self.exists():
-            return pd.DataFrame(columns=[*CORE, "payload", "id"])
+    def _write(self, conn: sa.Connection, frame: pd.DataFrame, written_at: np.ndarray) -> None:
+        """Upsert rows in key order (concurrent writers lock keys in the same order)."""
+        frame = frame.assign(written_at=written_at)
+        frame = frame.sort_values(list(KEY), kind="stable")
+        columns = [c for c in (*HISTORY_COLUMNS, "written_at") if c in frame.columns]
+        records = _to_records(frame, columns)
         t = self.table
-        query = sa.select(t)
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            stmt = insert(t)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(KEY),
+                set_={c: stmt.excluded[c] for c in columns if c not in KEY},
+            )
+            for start in range(0, len(records), 5000):
+                conn.execute(stmt, records[start : start + 5000])
+            return
+        for (as_of_value, version), group in frame.groupby(["as_of", "model_version"]):
+            ids = group["partner_id"].tolist()
+            for start in range(0, len(ids), _CHUNK):
+                conn.execute(
+                    t.delete().where(
+                        t.c.as_of == as_of_value.to_pydatetime(),
+                        t.c.model_version == version,
+                        t.c.partner_id.in_(ids[start : start + _CHUNK]),
+                    )
+                )
+        conn.execute(t.insert(), records)
+
+    def _select(
+        self, partner_ids: list[str] | None, columns: list[str], before=None
+    ) -> pd.DataFrame:
+        """One row per (partner, as_of), the latest write when several versions scored it."""
+        wanted = list(dict.fromkeys([*KEY, *columns, "written_at", "id"]))
+        if not self.exists():
+            return pd.DataFrame(columns=wanted)
+        t = self.table
+        query = sa.select(*(t.c[c] for c in wanted))
         if before is not None:
-            query = query.where(t.c.as_of < _as_of_text([before])[0])
+            query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
         frames = []
         with self._errors(), self.engine.connect() as conn:
             if partner_ids is None:
-                frames.append(pd.DataFrame(conn.execute(query).mappings().all()))
+                frames.append(pd.DataFrame(conn.execute(query).all(), columns=wanted))
             else:
-                ids = [str(p) for p in partner_ids]
-                for start in range(0, len(ids), 500):
-                    chunk = query.where(t.c.partner_id.in_(ids[start : start + 500]))
-                    frames.append(pd.DataFrame(conn.execute(chunk).mappings().all()))
+                ids = sorted({str(p) for p in partner_ids})
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = query.where(t.c.partner_id.in_(ids[start : start + _CHUNK]))
+                    frames.append(pd.DataFrame(conn.execute(chunk).all(), columns=wanted))
         frames = [f for f in frames if not f.empty]
         if not frames:
-            return pd.DataFrame(columns=[*CORE, "payload", "id"])
+            return pd.DataFrame(columns=wanted)
         data = pd.concat(frames, ignore_index=True)
-        # one row per (partner, as_of): the latest write wins when several model versions scored it
-        data = data.sort_values("id").drop_duplicates(["partner_id", "as_of"], keep="last")
+        data["as_of"] = pd.to_datetime(data["as_of"])
+        data = data.sort_values(["written_at", "id"], kind="stable")
+        data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
         return data.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
 
-    def read(self, partner_ids: list[str] | None = None) -> pd.DataFrame:
-        """History rows with the payload expanded into columns, ordered by partner_id, as_of."""
-        data = self._select(partner_ids)
-        if data.empty:
-            return pd.DataFrame(columns=list(CORE))
-        payload = pd.DataFrame([json.loads(p) for p in data["payload"]])
-        payload = payload[[c for c in payload.columns if c not in data.columns]]
-        out = pd.concat([data.drop(columns=["payload", "id"]), payload], axis=1)
-        out["as_of"] = pd.to_datetime(out["as_of"])
-        return out
+    def read(
+        self, partner_ids: list[str] | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """History rows ordered by partner_id, as_of; one per (partner, as_of).
+
+        Args:
+            partner_ids: Partners to read (None: everyone).
+            columns: Declared columns to read besides the key (None: all of them; metric
+                columns without any value in the result are left out, as a feature the model
+                does not have).
+        """
+        names = list(HISTORY_COLUMNS) if columns is None else list(columns)
+        unknown = [c for c in names if c not in HISTORY_COLUMNS]
+        if unknown:
+            raise PartnerscoreError(
+                f"score history: unknown column(s) {', '.join(unknown)}; "
+                f"stored are {', '.join(HISTORY_COLUMNS)}"
+            )
+        data = self._select(partner_ids, names)
+        keep = list(dict.fromkeys([*KEY, *names]))
+        if columns is None:
+            keep = [c for c in keep if c not in HISTORY_METRICS or data[c].notna().any()]
+        out = data[keep].copy()
+        for name in keep:
+            kind = HISTORY_COLUMNS[name]
+            if kind is sa.Float:
+                out[name] = pd.to_numeric(out[name]).astype("float64")
+            elif kind is sa.Boolean and out[name].notna().all():
+                out[name] = out[name].astype(bool)
+        out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[us]")
+        return out.reset_index(drop=True)
 
     def previous(self, partner_ids: list[str], before) -> dict[str, list[float]]:
         """Earlier scores per partner, oldest first, from runs with as_of before ``before``.
 
         Used for smoothing and guardrails; one score per (partner, as_of) (the latest write when
         several model versions scored the same date). Partners without history are absent.
+        Reads only the key and the score.
 
         Args:
             partner_ids: Partners to look up.
@@ -201,7 +324,7 @@ class ScoreHistory:
         """
         per_partner = isinstance(before, pd.Series)
         latest = pd.to_datetime(before).max() if per_partner else before
-        data = self._select(partner_ids, before=latest)
+        data = self._select(partner_ids, ["score"], before=latest)
         if per_partner and not data.empty:
             own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
             data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]

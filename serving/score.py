@@ -78,6 +78,7 @@ class ScoreResult:
     tiers: dict[str, int] = field(default_factory=dict)
     quarantined_rows: dict[str, int] = field(default_factory=dict)
     quarantine_dir: Path | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """Counts that add up, where things went, and the model used."""

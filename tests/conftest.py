@@ -106,3 +106,114 @@ def store_config(model_store, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     paths = model_store.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
     return model_store.model_copy(update={"paths": paths})
+
+
+# --- a real, throwaway PostgreSQL server (score-history tests) --------------------------------
+
+
+def _postgres_bindir():
+    """Folder of Debian's initdb/pg_ctl (``make services`` installs them), or None."""
+    import glob
+    import shutil
+    from pathlib import Path
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on a free loopback port for this session, removed afterwards.
+
+    Runs as the ``postgres`` user when the tests run as root (the server refuses root). Skips
+    when the server binaries are missing, except under CI=true, where that is a failure.
+    """
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not installed (make services installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="partnerscore-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = next(
+            (u for u in ("postgres", "nobody") if _has_user(u)),
+            None,
+        )
+        assert user, "no unprivileged user to run PostgreSQL as"
+        entry = pwd.getpwnam(user)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        as_user = ["runuser", "-u", user, "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = root / "data"
+
+    def run(*args):
+        done = subprocess.run([*as_user, *map(str, args)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{args[0]} failed: {done.stdout}{done.stderr}"
+
+    run(bindir / "initdb", "-D", data, "-U", "partnerscore", "--auth=trust", "-E", "UTF8")
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
+    )
+    run(
+        bindir / "pg_ctl",
+        "-D",
+        data,
+        "-l",
+        root / "server.log",
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        options,
+        "start",
+    )
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "partnerscore"}
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture()
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session server: its ``postgresql+psycopg://`` URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    server = postgres_server
+    admin = f"host={server['host']} port={server['port']} user={server['user']} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg://{server['user']}@{server['host']}:{server['port']}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

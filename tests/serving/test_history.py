@@ -1,7 +1,16 @@
+import threading
+
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.history import (
+    HISTORY_COLUMNS,
+    HISTORY_METRICS,
+    TABLE,
+    ScoreHistory,
+    database_url,
+)
 
 
 def rows(as_of, version="1", scores=(10.0, 20.0)):
@@ -27,13 +36,22 @@ def rows(as_of, version="1", scores=(10.0, 20.0)):
     )
 
 
-@pytest.fixture()
-def store(tmp_path):
-    return ScoreHistory(f"sqlite:///{tmp_path / 'sub' / 'history.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """The same tests against an embedded SQLite file and a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return ScoreHistory(f"sqlite:///{tmp_path / 'sub' / 'history.sqlite'}")
+    return ScoreHistory(request.getfixturevalue("postgres_url"))
+
+
+def count(store):
+    with store.engine.connect() as conn:
+        return conn.exec_driver_sql(f"select count(*) from {TABLE}").scalar()
 
 
 def test_empty_store_reads_nothing_and_creates_nothing(store, tmp_path):
-    assert not store.exists()
+    if store.url.startswith("sqlite"):
+        assert not store.exists()
     assert store.read().empty
     assert store.previous(["P1"], pd.Timestamp("2025-01-01")) == {}
     assert not (tmp_path / "sub").exists()
@@ -44,6 +62,7 @@ def test_upsert_is_idempotent(store):
     store.upsert(rows("2025-01-01", scores=(11.0, 21.0)))
     data = store.read()
     assert len(data) == 2
+    assert count(store) == 2
     assert data["score"].tolist() == [11.0, 21.0]
     assert data["activities_touchpoints_30d"].iloc[0] == 1.0
     assert "driver_pos_1" not in data.columns and "shap_revenue_age_days" not in data.columns
@@ -61,6 +80,9 @@ def test_trajectory_and_previous(store):
         "P1": [10.0, 30.0],
         "P2": [20.0, 40.0],
     }
+    # milestone scoring: each partner's own cut-off
+    cuts = pd.Series(pd.to_datetime(["2025-02-01", "2025-03-02"]), index=["P1", "P2"])
+    assert store.previous(["P1", "P2"], cuts) == {"P1": [10.0], "P2": [20.0, 40.0]}
 
 
 def test_latest_model_version_wins_per_date(store):
@@ -69,8 +91,11 @@ def test_latest_model_version_wins_per_date(store):
     data = store.read()
     assert data["model_version"].tolist() == ["2", "2"]
     assert data["score"].tolist() == [15.0, 25.0]
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("select count(*) from score_history").scalar() == 4
+    assert count(store) == 4
+    # re-writing version 1 makes it the latest write again
+    store.upsert(rows("2025-01-01", version="1", scores=(12.0, 22.0)))
+    assert store.read()["score"].tolist() == [12.0, 22.0]
+    assert store.previous(["P1"], pd.Timestamp("2025-02-01")) == {"P1": [12.0]}
 
 
 def test_many_partners_in_chunks(store):
@@ -80,29 +105,94 @@ def test_many_partners_in_chunks(store):
     store.upsert(frame)
     store.upsert(frame)
     assert len(store.read([f"P{i}" for i in range(n)])) == n
+    assert count(store) == n
 
 
-def test_payload_round_trip(store):
+def test_declared_columns_round_trip_and_others_stay_out(store):
     frame = rows("2025-01-01")
     frame["peer_percentile"] = [12.5, 80.0]
-    frame["partner_name"] = ["Ünïcödé & Co", "x"]
+    frame["partner_name"] = ["Ünïcödé & Co", "x"]  # in the scores file, not the history
+    frame["revenue_commitment"] = [1.0, 2.0]
+    frame["partner_id"] = ["Ünïcödé/1", "P 2"]
     store.upsert(frame)
     data = store.read()
-    assert data["peer_percentile"].tolist() == [12.5, 80.0]
-    assert data["partner_name"].tolist() == ["Ünïcödé & Co", "x"]
-    assert data["provisional"].tolist() == [True, False]
-    assert data["age_days"].tolist() == [30.0, 60.0]
-    assert pd.isna(data["activities_touchpoints_30d"].iloc[1])
+    assert set(data.columns) <= set(HISTORY_COLUMNS)
+    assert "partner_name" not in data and "revenue_commitment" not in data
+    assert data["partner_id"].tolist() == ["P 2", "Ünïcödé/1"]
+    assert data["peer_percentile"].tolist() == [80.0, 12.5]
+    assert data["provisional"].tolist() == [False, True]
+    assert data["age_days"].tolist() == [60.0, 30.0]
+    assert data["as_of"].dtype == "datetime64[us]"
+    assert pd.isna(data["activities_touchpoints_30d"].iloc[0])
+    # a metric nobody has is absent, as a feature the model lacks; only what a page needs
+    assert "leads_qualified_todate" not in data
+    page = store.read(["P 2"], columns=["score", "age_days"])
+    assert list(page.columns) == ["partner_id", "as_of", "model_version", "score", "age_days"]
+    with pytest.raises(Exception, match="unknown column"):
+        store.read(columns=["partner_name"])
 
 
 def test_failed_upsert_changes_nothing(store):
     store.upsert(rows("2025-01-01", scores=(10.0, 20.0)))
     bad = rows("2025-01-01", scores=(11.0, 21.0))
     bad["score"] = bad["score"].astype(object)
-    bad.loc[1, "score"] = object()  # not storable: the whole transaction rolls back
-    with pytest.raises(Exception):  # noqa: B017 - the driver's error type
+    bad.loc[1, "score"] = object()  # not storable: nothing is written
+    with pytest.raises(Exception):  # noqa: B017 - the conversion's error type
         store.upsert(bad)
     assert store.read()["score"].tolist() == [10.0, 20.0]
+    long_id = rows("2025-01-01", scores=(11.0, 21.0))
+    long_id.loc[1, "partner_id"] = "x" * 5000  # ids of any length are stored
+    store.upsert(long_id)
+    assert len(store.read()) == 3
+
+
+def test_index_serves_partner_date_reads(store):
+    store.upsert(rows("2025-01-01"))
+    inspector = sa.inspect(store.engine)
+    keys = [tuple(u["column_names"]) for u in inspector.get_unique_constraints(TABLE)]
+    keys += [tuple(i["column_names"]) for i in inspector.get_indexes(TABLE)]
+    assert any(k[:2] == ("partner_id", "as_of") for k in keys)
+
+
+def test_two_concurrent_writers_end_with_the_union(store):
+    """Two writers upsert different and overlapping batches at once, in several rounds.
+
+    No writer fails; the table holds exactly the union of keys; keys one writer owns hold its
+    last round; the shared keys all hold the last round of one writer (whole batches commit
+    atomically, the last committed wins).
+    """
+    store.upsert(rows("2024-12-01"))  # create the table before the race
+    rounds = 4
+    own = {"A": [f"A{i}" for i in range(80)], "B": [f"B{i}" for i in range(80)]}
+    shared = [f"S{i}" for i in range(120)]
+    errors = []
+
+    def writer(name, offset):
+        try:
+            mine = ScoreHistory(store.url)
+            for r in range(rounds):
+                ids = own[name] + shared
+                frame = pd.concat([rows("2025-01-01", scores=(1.0,))] * len(ids), ignore_index=True)
+                frame["partner_id"] = ids if r % 2 else ids[::-1]  # both lock orders offered
+                frame["score"] = offset + r
+                mine.upsert(frame)
+        except Exception as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=writer, args=(n, o)) for n, o in (("A", 100), ("B", 200))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    data = store.read()
+    data = data[data["as_of"] == pd.Timestamp("2025-01-01")].set_index("partner_id")["score"]
+    assert sorted(data.index) == sorted(own["A"] + own["B"] + shared)
+    assert (data[own["A"]] == 100 + rounds - 1).all()
+    assert (data[own["B"]] == 200 + rounds - 1).all()
+    assert data[shared].nunique() == 1
+    assert data[shared].iloc[0] in (100 + rounds - 1, 200 + rounds - 1)
+    assert count(store) == len(data) + 2
 
 
 def test_server_style_url_without_file(tmp_path):
@@ -110,3 +200,65 @@ def test_server_style_url_without_file(tmp_path):
     store.upsert(rows("2025-01-01"))
     assert len(store.read()) == 2
     assert store.previous(["P1"], pd.Timestamp("2025-02-01")) == {"P1": [10.0]}
+
+
+def test_plain_postgresql_url_goes_through_psycopg(postgres_url):
+    assert database_url("postgresql://u:p@h:5/db") == "postgresql+psycopg://u:p@h:5/db"
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    store = ScoreHistory(plain)
+    store.upsert(rows("2025-01-01"))
+    assert store.previous(["P1", "P2"], pd.Timestamp("2025-02-01")) == {
+        "P1": [10.0],
+        "P2": [20.0],
+    }
+
+
+def test_unreachable_server_is_one_line(tmp_path):
+    from partnerscore.features.core import PartnerscoreError
+
+    store = ScoreHistory("postgresql://someone:secret@127.0.0.1:1/nothing")
+    with pytest.raises(PartnerscoreError) as err:
+        store.upsert(rows("2025-01-01"))
+    assert "score history postgresql://someone:***@127.0.0.1:1/nothing" in str(err.value)
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_legacy_json_store_is_migrated_once(tmp_path):
+    path = tmp_path / "history.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "create table score_history (id integer primary key, partner_id varchar, "
+            "as_of varchar, model_version varchar, age_days float, score float, "
+            "score_smoothed float, pred_revenue float, pred_engagement float, "
+            "score_tier varchar, quadrant varchar, provisional boolean, guardrail_flag boolean, "
+            "config_hash varchar, payload text not null)"
+        )
+        conn.exec_driver_sql(
+            "insert into score_history values (1, 'P1', '2025-01-01T00:00:00', '1', 30, 10, 10, "
+            "100, 0.1, 'D', 'q', 1, 0, 'abc', "
+            '\'{"activities_touchpoints_30d": 3.0, "peer_percentile": 40.0, "x": 1}\'),'
+            " (2, 'P1', '2025-01-01T00:00:00', '2', 30, 11, 11, 100, 0.1, 'D', 'q', 1, 0, "
+            "'abc', '{}')"
+        )
+    engine.dispose()
+    store = ScoreHistory(f"sqlite:///{path}")
+    data = store.read()
+    assert data["score"].tolist() == [11.0]  # the later write of the two versions
+    assert count(store) == 2
+    assert not sa.inspect(store.engine).has_table("score_history")
+    with store.engine.connect() as conn:
+        migrated = conn.exec_driver_sql(
+            f"select activities_touchpoints_30d, peer_percentile from {TABLE} "
+            "where model_version = '1'"
+        ).one()
+    assert tuple(migrated) == (3.0, 40.0)
+    store.upsert(rows("2025-01-01", version="1", scores=(12.0,)))  # new writes win
+    assert ScoreHistory(f"sqlite:///{path}").read()["score"].tolist() == [12.0]
+
+
+def test_report_trajectory_metrics_are_stored():
+    from partnerscore.serving.report import KEY_METRICS
+
+    assert set(KEY_METRICS) <= set(HISTORY_METRICS)

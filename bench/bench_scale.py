@@ -1,0 +1,149 @@
+"""Scale benchmark: simulate, validate, build, score (pandas and Spark local), report.
+
+Every stage runs as the real CLI in its own subprocess, itself started by a small wrapper
+process, so ``getrusage(RUSAGE_CHILDREN)`` in the wrapper is exactly that stage: CPU seconds
+(user + system), wall seconds and peak RSS. A model is trained once on a small program (setup,
+not measured) and scores every size.
+
+    python bench/bench_scale.py --sizes 10000,100000 [--with-1m] [--no-spark] [--workdir DIR]
+
+Prints a Markdown table (and writes ``results.json`` in the work folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+AS_OF = "2026-03-01"
+CLI = [str(Path(sys.executable).with_name("partnerscore"))]
+
+
+def child(argv: list[str]) -> None:
+    """Wrapper mode: run one stage, print its usage as JSON (this process's children only)."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        json.dumps(
+            {
+                "rc": done.returncode,
+                "wall": wall,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "rss_mb": usage.ru_maxrss / 1024,
+                "tail": (done.stdout + done.stderr)[-600:],
+            }
+        )
+    )
+
+
+def stage(argv: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(argv)], capture_output=True, text=True
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"stage failed: {' '.join(argv)}\n{result['tail']}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--with-1m", action="store_true", help="add 1,000,000 partners")
+    parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--train-partners", type=int, default=2000)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.with_1m:
+        sizes.append(1_000_000)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="partnerscore-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = root / "config.yaml"
+    cfg.write_text(
+        f"paths:\n  data_dir: {root / 'data'}\n  mlflow_dir: {root / 'mlflow'}\n"
+        "train:\n  trials: 0\n"
+    )
+    c = ["-c", str(cfg)]
+    print(f"setup: training a model on {args.train_partners:,} partners in {root}", flush=True)
+    small = root / "train"
+    for argv in (
+        ["simulate", "--partners", str(args.train_partners), "--out", str(small / "raw")],
+        ["build", "--raw", str(small / "raw"), "--out", str(small / "features")],
+        ["train", "--features", str(small / "features")],
+        ["promote"],
+    ):
+        stage([*CLI, *argv, *c])
+    results: dict[int, dict[str, dict]] = {}
+    for n in sizes:
+        work = root / f"n{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        (root / "data" / "scores" / "history.sqlite").unlink(missing_ok=True)
+        plan = [
+            ("simulate", ["simulate", "--partners", str(n), "--out", str(work / "raw")]),
+            ("validate", ["validate", str(work / "raw")]),
+            ("build", ["build", "--raw", str(work / "raw"), "--out", str(work / "features")]),
+            (
+                "score (pandas)",
+                ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--out"]
+                + [str(work / "scores.parquet")],
+            ),
+        ]
+        if not args.no_spark:
+            plan.append(
+                (
+                    f"score (spark {args.master})",
+                    ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--engine", "spark"]
+                    + ["--master", args.master, "--out", str(work / "spark" / "scores.parquet")],
+                )
+            )
+        plan.append(
+            (
+                "report",
+                ["report", "--scores", str(work / "scores.parquet"), "--out"]
+                + [str(work / "reports")],
+            )
+        )
+        results[n] = {}
+        for name, argv in plan:
+            r = stage([*CLI, *argv, *c])
+            results[n][name] = r
+            print(
+                f"{n:>9,} {name:<22} cpu {r['cpu']:8.1f} s  wall {r['wall']:8.1f} s  "
+                f"peak RSS {r['rss_mb']:8.0f} MB",
+                flush=True,
+            )
+    (root / "results.json").write_text(json.dumps(results, indent=1))
+    names = list(next(iter(results.values())))
+    print()
+    print("| stage | " + " | ".join(f"{n:,} partners" for n in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for name in names:
+        cells = [
+            f"{r[name]['cpu']:.0f} s CPU ({r[name]['wall']:.0f} s / {r[name]['rss_mb'] / 1024:.2f} GB)"
+            for r in results.values()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()

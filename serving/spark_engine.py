@@ -1,0 +1,462 @@
+"""The ``score --engine spark`` job: the batch scoring job on Apache Spark (PySpark 4).
+
+Exactness by construction: Spark only distributes; the numbers come from the project's own
+functions. Every validated raw table is tagged with its table name and a partner bucket
+(``pmod(hash(partner_id), B)``) and unioned into one long frame; ``groupBy(bucket)
+.applyInPandas`` hands each bucket (all rows of its partners, from every table) to
+:func:`score_bucket`, which runs :func:`~partnerscore.features.pipeline.build_scoring_frame`
+(or its ``--at-age`` twin) and :func:`~partnerscore.models.scoring.score_features` exactly as
+the pandas job does, then the history smoothing. Point-in-time features and scores depend on one
+partner's rows only, so per-bucket results equal the whole-batch ones. The model is loaded once
+on the driver and broadcast (executors need no access to the MLflow store); the earlier scores
+for smoothing are read from the history on the driver and broadcast. Peer percentiles, which
+compare partners, are Spark window functions (average ranks, as ``pandas.rank(pct=True)``).
+
+Limits (stated, not hidden): the raw contract is validated on the driver with the existing
+validator (the raw folder must be readable by the driver; the clean tables are staged as
+Parquet in ``stage_dir``, which a cluster's executors must be able to read); the history rows
+(the declared history columns only) are collected to the driver and upserted from there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError, write_frame_atomic
+from partnerscore.serving.config import AppConfig
+
+EXTRA_COLUMNS = (
+    "peer_percentile",
+    "score_previous",
+    "score_smoothed",
+    "guardrail_flag",
+    "config_hash",
+    "model_uri",
+)
+"""Columns the job adds after :func:`score_features`, in the pandas job's order."""
+FINITE = "_finite"
+PANDAS_WARNING = "PySpark does not yet fully support pandas"
+PROBE_PARTNERS = 64
+
+
+@dataclass(frozen=True)
+class BucketContext:
+    """What every bucket needs: shipped to the executors inside the UDF's closure.
+
+    Attributes:
+        dtypes: Table -> column -> pandas dtype of the validated tables.
+        data_end: The whole raw data's end (milestone scoring needs it, not a bucket's).
+        cut: Scoring date for everyone, or None with ``at_age``.
+        at_age: Onboarding age in days, or None.
+        config_hash: Stamped on every row.
+        model_uri: Stamped on every row.
+    """
+
+    dtypes: dict[str, dict[str, str]]
+    data_end: pd.Timestamp
+    cut: pd.Timestamp | None
+    at_age: int | None
+    config_hash: str
+    model_uri: str
+
+
+def pack(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The long frame Spark groups: ``_table``, partner_id and ``<table>__<column>`` columns.
+
+    The pandas twin of the Spark union (used for the schema probe and by the tests).
+    """
+    parts = []
+    for name, frame in tables.items():
+        part = pd.DataFrame({f"{name}__{c}": frame[c].to_numpy() for c in frame.columns})
+        part.insert(0, "partner_id", frame["partner_id"].astype(str).to_numpy())
+        part.insert(0, "_table", name)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def unpack(packed: pd.DataFrame, dtypes: dict[str, dict[str, str]]) -> dict[str, pd.DataFrame]:
+    """The validated tables of a bucket back from the long frame, with their original dtypes."""
+    tables = {}
+    for name, columns in dtypes.items():
+        part = packed[packed["_table"].to_numpy() == name]
+        frame = pd.DataFrame(index=range(len(part)))
+        for column, dtype in columns.items():
+            values = part[f"{name}__{column}"].to_numpy()
+            if dtype.startswith("datetime64"):
+                frame[column] = pd.to_datetime(values).astype(dtype)
+            else:
+                frame[column] = pd.Series(values, dtype=object).astype(dtype)
+        tables[name] = frame
+    return tables
+
+
+def score_bucket(
+    packed: pd.DataFrame,
+    ctx: BucketContext,
+    model,
+    previous: dict[str, list[float]],
+    policy,
+) -> pd.DataFrame:
+    """Score one bucket of partners exactly as the pandas job scores the whole batch.
+
+    Returns:
+        The pandas job's score rows (peer_percentile left NaN: it compares partners across
+        buckets) plus ``_finite`` (False rows are rejects: a non-finite prediction).
+    """
+    from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
+    from partnerscore.features.validate import RawData
+    from partnerscore.models.policy import smooth_and_guard_batch
+    from partnerscore.models.scoring import score_features
+
+    tables = unpack(packed, ctx.dtypes)
+    partners = tables["partners"]
+    signed = pd.to_datetime(partners["signed_at"])
+    if ctx.at_age is None:
+        ready = signed < ctx.cut
+    else:
+        ready = signed + pd.Timedelta(days=ctx.at_age) <= ctx.data_end
+    if not ready.any():
+        return pd.DataFrame()
+    raw = RawData.from_frames(tables, data_end=ctx.data_end)
+    if ctx.at_age is None:
+        features = build_scoring_frame(raw, ctx.cut)
+    else:
+        features = build_scoring_frame_at_age(raw, ctx.at_age)[0]
+    scored = score_features(model, features, policy=policy)
+    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+    smoothed, prev, flags = smooth_and_guard_batch(
+        scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, policy
+    )
+    extra = pd.DataFrame(
+        {
+            "peer_percentile": np.nan,
+            "score_previous": prev,
+            "score_smoothed": smoothed,
+            "guardrail_flag": flags,
+            "config_hash": ctx.config_hash,
+            "model_uri": ctx.model_uri,
+            FINITE: finite.to_numpy(),
+        },
+        index=scored.index,
+    )
+    return pd.concat([scored, extra], axis=1)
+
+
+def spark_schema(frame: pd.DataFrame):
+    """The Spark schema of a score frame (from its pandas dtypes; text for all-missing)."""
+    from pyspark.sql import types as T
+
+    fields = []
+    for name, dtype in frame.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = T.BooleanType()
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = T.LongType()
+        elif pd.api.types.is_float_dtype(dtype):
+            kind = T.DoubleType()
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            kind = T.TimestampNTZType()
+        else:
+            kind = T.StringType()
+        fields.append(T.StructField(str(name), kind, True))
+    return T.StructType(fields)
+
+
+def conform(frame: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
+    """A bucket's rows in the probe's columns and types (what the declared schema expects)."""
+    if frame.empty:
+        return probe.iloc[:0].copy()
+    out = {}
+    for name, dtype in probe.dtypes.items():
+        values = frame[name] if name in frame else pd.Series(None, index=frame.index)
+        if pd.api.types.is_float_dtype(dtype):
+            out[name] = pd.to_numeric(values).astype("float64")
+        elif pd.api.types.is_bool_dtype(dtype):
+            out[name] = values.astype(bool)
+        elif pd.api.types.is_integer_dtype(dtype):
+            out[name] = values.astype("int64")
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            out[name] = pd.to_datetime(values).astype("datetime64[us]")
+        else:
+            text = values.astype(object)
+            out[name] = text.where(text.notna(), None).map(lambda v: v if v is None else str(v))
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _session(master: str, shuffle_partitions: int):
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise PartnerscoreError(
+            "--engine spark: no Java runtime found (make services installs one; or set JAVA_HOME)"
+        )
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(master)
+    if master.startswith("local"):  # executors are local processes: this interpreter
+        builder = builder.config("spark.pyspark.python", sys.executable)
+    spark = (
+        builder.appName("partnerscore-score")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _peer_percentile(df, columns: list[str]):
+    """``serving.score.peer_percentile`` as window functions: average ranks, small groups."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from partnerscore.serving.score import MIN_SEGMENT
+
+    def pct(keys):
+        order = Window.partitionBy(*keys).orderBy("score")
+        ties = Window.partitionBy(*keys, "score")
+        group = Window.partitionBy(*keys)
+        avg_rank = F.rank().over(order).cast("double") + (F.count("*").over(ties) - 1) / 2.0
+        return avg_rank / F.count("*").over(group) * 100.0, F.count("*").over(group)
+
+    out, _ = pct([])
+    if "tier" in columns:
+        by_tier, tier_n = pct(["tier"])
+        out = F.when(tier_n >= MIN_SEGMENT, by_tier).otherwise(out)
+        if "partner_type" in columns:
+            by_seg, seg_n = pct(["tier", "partner_type"])
+            out = F.when(seg_n >= MIN_SEGMENT, by_seg).otherwise(out)
+    rounded = F.pandas_udf(lambda s: s.round(1), "double")
+    return df.withColumn("peer_percentile", rounded(out))
+
+
+def run_score_spark(
+    raw_dir: str | Path,
+    as_of: date | None,
+    model: str,
+    out: str | Path,
+    config: AppConfig,
+    *,
+    master: str = "local[*]",
+    allow_local_model: bool = False,
+    at_age: int | None = None,
+    buckets: int | None = None,
+    shuffle_partitions: int = 8,
+    stage_dir: str | Path | None = None,
+):
+    """The ``partnerscore score --engine spark`` job: :func:`run_score`'s output, on Spark.
+
+    Args:
+        raw_dir: Raw tables folder (validated on the driver).
+        as_of: Scoring date for everyone (or None with ``at_age``).
+        model: Alias, version number or model URI.
+        out: Output Parquet dataset (a folder of part files, in bucket order); the rejects
+            go to ``<stem>.rejects.csv`` beside it.
+        config: Application configuration.
+        master: Spark master URL (``local[*]``, ``local[2]``, ``spark://host:7077``, ``yarn``).
+        allow_local_model: As for :func:`run_score`.
+        at_age: As for :func:`run_score`.
+        buckets: Partner buckets (pandas groups); default one per ~20k partners, at least 2
+            per shuffle partition.
+        shuffle_partitions: ``spark.sql.shuffle.partitions``.
+        stage_dir: Where the validated tables are staged as Parquet (default: a hidden folder
+            beside ``out``, removed at the end).
+
+    Returns:
+        A :class:`~partnerscore.serving.score.ScoreResult`.
+    """
+    import mlflow
+
+    from partnerscore.features.validate import load_raw
+    from partnerscore.models.policy import load_playbook
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
+    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.score import ScoreResult, _rejects, rejects_path
+
+    started = time.perf_counter()
+    # pyspark 4 warns on every pandas 3 conversion; the equality test is what vouches for them
+    warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise PartnerscoreError(f"--out {out}: the spark engine writes a Parquet dataset")
+    if (as_of is None) == (at_age is None):
+        raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
+    if at_age is not None and at_age < 0:
+        raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
+    cut = pd.Timestamp(as_of) if as_of is not None else None
+    uri = resolve_model_uri(model, config.train.registered_model)
+    if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
+        raise PartnerscoreError(
+            f"--model {model}: not a registered model; loading a model folder runs its pickled "
+            "code, so a local path needs --allow-local-model"
+        )
+    load_playbook(config.policy)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
+    newest = pd.Timestamp(raw.data_end)
+    limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
+    if cut is not None and cut > limit:
+        raise PartnerscoreError(
+            f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
+            f"event in {raw_dir} ({newest:%Y-%m-%d}) (score.as_of_tolerance_days)"
+        )
+    partners_all = raw.tables["partners"]
+    quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
+    duplicate = quarantined["partner_id"].astype(str).isin(partners_all["partner_id"].astype(str))
+    duplicates = int(duplicate.sum())
+    quarantined = quarantined[~duplicate.to_numpy()]
+    rejects = [
+        _rejects(
+            quarantined["partner_id"],
+            cut,
+            "partner row quarantined: " + quarantined["reason"].astype(str),
+        )
+    ]
+    signed = pd.to_datetime(partners_all["signed_at"])
+    if at_age is None:
+        ready = (signed < cut).to_numpy()
+        if not ready.any():
+            raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
+    else:
+        ready = (signed + pd.Timedelta(days=at_age) <= newest).to_numpy()
+        if not ready.any():
+            raise PartnerscoreError(
+                f"--at-age {at_age}: no partner is {at_age} days old by the data end "
+                f"{newest:%Y-%m-%d}"
+            )
+    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+    cuts = (
+        pd.Series(cut, index=in_scope_ids.to_numpy())
+        if cut is not None
+        else pd.Series(
+            (signed[ready] + pd.Timedelta(days=at_age)).to_numpy(), index=in_scope_ids.to_numpy()
+        )
+    )
+
+    mlflow.set_tracking_uri(config.paths.tracking_uri())
+    mlflow.set_registry_uri(config.paths.tracking_uri())
+    partner_model = load_partner_model(uri)
+    try:
+        version = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        version = ""
+    partner_model.metadata["version"] = version
+    history = ScoreHistory(config.paths.history_database())
+    previous = history.previous(in_scope_ids.tolist(), before=cut if cut is not None else cuts)
+
+    ctx = BucketContext(
+        dtypes={n: {c: str(t) for c, t in f.dtypes.items()} for n, f in raw.tables.items()},
+        data_end=newest,
+        cut=cut,
+        at_age=at_age,
+        config_hash=config.hash(),
+        model_uri=uri,
+    )
+    policy = config.policy
+    # the declared output schema: the same functions on a few partners, on the driver
+    probe_ids = set(in_scope_ids.iloc[:PROBE_PARTNERS])
+    probe_tables = {
+        n: f[f["partner_id"].astype(str).isin(probe_ids)] for n, f in raw.tables.items()
+    }
+    probe = score_bucket(pack(probe_tables), ctx, partner_model, previous, policy)
+    schema = spark_schema(conform(probe, probe))
+    n_buckets = buckets or max(2 * shuffle_partitions, len(in_scope_ids) // 20_000 + 1)
+
+    stage = Path(stage_dir) if stage_dir else out.parent / f".{out.name}.stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    marks = {"driver (validate, model, probe)": time.perf_counter() - started}
+    tick = time.perf_counter()
+    spark = _session(master, shuffle_partitions)
+    marks["spark session"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    try:
+        from pyspark.sql import functions as F
+
+        parts = []
+        for name, frame in raw.tables.items():
+            frame.to_parquet(stage / f"{name}.parquet", index=False, coerce_timestamps="us")
+            table = spark.read.parquet(str(stage / f"{name}.parquet"))
+            parts.append(
+                table.select(
+                    F.lit(name).alias("_table"),
+                    F.col("partner_id").cast("string").alias("partner_id"),
+                    *(F.col(c).alias(f"{name}__{c}") for c in frame.columns),
+                )
+            )
+        packed = parts[0]
+        for part in parts[1:]:
+            packed = packed.unionByName(part, allowMissingColumns=True)
+        packed = packed.withColumn("_bucket", F.expr(f"pmod(hash(partner_id), {n_buckets})"))
+        model_b = spark.sparkContext.broadcast(partner_model)
+        previous_b = spark.sparkContext.broadcast(previous)
+
+        def bucket(pdf: pd.DataFrame) -> pd.DataFrame:
+            warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+            return conform(score_bucket(pdf, ctx, model_b.value, previous_b.value, policy), probe)
+
+        scored = packed.groupBy("_bucket").applyInPandas(bucket, schema=schema)
+        scored = scored.persist()
+        bad = scored.filter(~F.col(FINITE)).select("partner_id").toPandas()
+        marks["features + scores (spark)"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        good = scored.filter(F.col(FINITE))
+        good = _peer_percentile(good, list(probe.columns)).drop(FINITE)
+        good.write.mode("overwrite").parquet(str(out))
+        marks["peer percentiles + write (spark)"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        from partnerscore.serving.history import HISTORY_COLUMNS
+
+        kept = [c for c in HISTORY_COLUMNS if c in good.columns]
+        rows = spark.read.parquet(str(out)).select(*kept).toPandas()
+        scored.unpersist()
+    finally:
+        spark.stop()
+        shutil.rmtree(stage, ignore_errors=True)
+
+    rejects.append(_rejects(bad["partner_id"], cuts, "non-finite prediction"))
+    lost = ~in_scope_ids.isin(rows["partner_id"]) & ~in_scope_ids.isin(
+        pd.concat([r["partner_id"] for r in rejects])
+    )
+    rejects.append(_rejects(in_scope_ids[lost], cuts, "features could not be computed"))
+    reject_frame = pd.concat(rejects, ignore_index=True)
+    reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
+    write_frame_atomic(reject_frame.reset_index(drop=True), rejects_path(out))
+    history.upsert(rows)
+    marks["history + rejects (driver)"] = time.perf_counter() - tick
+    return ScoreResult(
+        out=out,
+        rejects=rejects_path(out),
+        as_of=as_of,
+        model_uri=uri,
+        model_version=version,
+        in_scope=len(in_scope_ids),
+        scored=len(rows),
+        rejected=len(reject_frame),
+        not_yet=int((~ready).sum()),
+        graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
+        at_age=at_age,
+        partners_input=len(partners_all) + len(quarantined) + duplicates,
+        duplicates=duplicates,
+        guardrail_flags=int(rows["guardrail_flag"].sum()),
+        provisional=int(rows["provisional"].sum()),
+        seconds=time.perf_counter() - started,
+        tiers=rows["score_tier"].value_counts().to_dict(),
+        quarantined_rows={
+            n: len(f) for n, f in raw.quarantine.items() if n != "partners" and len(f)
+        },
+        quarantine_dir=out.parent / "quarantine",
+        stage_seconds=marks,
+    )

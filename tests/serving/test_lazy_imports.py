@@ -1,0 +1,34 @@
+"""Light commands never import the modelling stack (measured in a fresh interpreter)."""
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("mlflow", "lightgbm", "sklearn", "shap", "optuna", "pyspark")
+PROGRAM = """
+import json, sys
+from partnerscore.serving.cli import main
+seen = {}
+for argv in json.loads(sys.argv[1]):
+    code = main(argv)
+    seen[argv[0]] = sorted({m.split(".")[0] for m in sys.modules})
+    assert code in (0, None), (argv, code)
+print(json.dumps(seen))
+"""
+
+
+def test_help_metrics_and_validate_stay_light(raw_dir, tmp_path):
+    commands = [["--help"], ["metrics"], ["validate", str(raw_dir)]]
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "pandas" not in seen["--help"] and "pandas" not in seen["metrics"]
+    for command, modules in seen.items():
+        assert not set(HEAVY) & set(modules), (command, set(HEAVY) & set(modules))
+    assert "pandera" in seen["validate"]  # the check would notice a real import

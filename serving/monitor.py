@@ -151,7 +151,35 @@ def batch_anomalies(
         (anomaly rows sorted by partner, table, column, the table-outlier checks).
     """
     rows, checks = table_outliers(tables, as_of, config)
-    frames = [rows, partner_outliers(tables, as_of, config)]
+    raw_rows = pd.concat(
+        [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
+        or [empty_anomalies()],
+        ignore_index=True,
+    )
+    return row_anomalies(raw_rows, features, reference, config), checks
+
+
+def raw_anomalies(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> pd.DataFrame:
+    """The raw-table part of :func:`batch_anomalies` (table and per-partner outliers).
+
+    It needs whole tables (a table's median and spread); the feature-range part is per row,
+    so a distributed job computes this once and :func:`row_anomalies` per partner group.
+    """
+    rows, _ = table_outliers(tables, as_of, config)
+    frames = [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+
+
+def row_anomalies(
+    raw_rows: pd.DataFrame,
+    features: pd.DataFrame | None,
+    reference: dict | None,
+    config: MonitorConfig,
+) -> pd.DataFrame:
+    """Raw-row anomalies plus features outside the training range, sorted for flagging."""
+    frames = [raw_rows]
     if features is not None and reference is not None and not features.empty:
         # partners older than the trained ages are out of scope: their to-date counts exceed
         # the training range by construction
@@ -159,10 +187,26 @@ def batch_anomalies(
         frames.append(out_of_range(features[in_scope], reference["columns"], config.range_margin))
     frames = [f for f in frames if not f.empty]
     out = pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
-    out = out.sort_values(
+    return out.sort_values(
         ["partner_id", "table", "column", "record_id"], kind="stable"
     ).reset_index(drop=True)
-    return out, checks
+
+
+def anomaly_columns(
+    scored: pd.DataFrame, raw_rows: pd.DataFrame, reference: dict | None, config: MonitorConfig
+) -> pd.DataFrame:
+    """``anomaly`` and ``anomaly_reason`` aligned with ``scored``'s rows."""
+    ids = scored["partner_id"].astype(str)
+    mine = raw_rows[raw_rows["partner_id"].astype(str).isin(set(ids))]
+    anomalies = row_anomalies(mine, scored, reference, config)
+    flags = partner_flags(scored["partner_id"], anomalies)
+    return pd.DataFrame(
+        {
+            "anomaly": flags["anomaly"].to_numpy(dtype=bool),
+            "anomaly_reason": flags["anomaly_reason"].to_numpy(dtype=object),
+        },
+        index=scored.index,
+    )
 
 
 def flag_anomalies(
@@ -175,12 +219,8 @@ def flag_anomalies(
     the trained onboarding ages; needs the model's reference profile, skipped without one).
     """
     reference = load_reference_profile(model_uri, required=False)
-    anomalies, _ = batch_anomalies(raw.tables, as_of, config.monitor, scored, reference)
-    flags = partner_flags(scored["partner_id"], anomalies)
-    out = scored.copy()
-    out["anomaly"] = flags["anomaly"].to_numpy(dtype=bool)
-    out["anomaly_reason"] = flags["anomaly_reason"].to_numpy(dtype=object)
-    return out
+    raw_rows = raw_anomalies(raw.tables, as_of, config.monitor)
+    return pd.concat([scored, anomaly_columns(scored, raw_rows, reference, config.monitor)], axis=1)
 
 
 def window_batch(

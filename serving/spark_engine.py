@@ -60,6 +60,10 @@ class BucketContext:
         at_age: Onboarding age in days, or None.
         config_hash: Stamped on every row.
         model_uri: Stamped on every row.
+        raw_anomalies: The batch's raw-row anomalies (whole-table statistics, computed once on
+            the driver); None leaves the anomaly columns out.
+        reference: The model's reference profile (training ranges), or None.
+        monitor: Monitoring thresholds.
     """
 
     dtypes: dict[str, dict[str, str]]
@@ -68,6 +72,9 @@ class BucketContext:
     at_age: int | None
     config_hash: str
     model_uri: str
+    raw_anomalies: pd.DataFrame | None = None
+    reference: dict | None = None
+    monitor: object | None = None
 
 
 def pack(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -133,6 +140,11 @@ def score_bucket(
     else:
         features = build_scoring_frame_at_age(raw, ctx.at_age)[0]
     scored = score_features(model, features, policy=policy)
+    if ctx.raw_anomalies is not None:
+        from partnerscore.serving.monitor import anomaly_columns
+
+        flagged = anomaly_columns(scored, ctx.raw_anomalies, ctx.reference, ctx.monitor)
+        scored = pd.concat([scored, flagged], axis=1)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, policy
@@ -202,6 +214,9 @@ def _session(master: str, shuffle_partitions: int):
 
     builder = SparkSession.builder.master(master)
     if master.startswith("local"):  # executors are local processes: this interpreter
+        # PySpark's Python side reads PYSPARK_PYTHON (default "python3" on PATH, which need not
+        # be this virtual environment); the JVM side reads spark.pyspark.python
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.pyspark.python", sys.executable)
     spark = (
         builder.appName("partnerscore-score")
@@ -353,6 +368,8 @@ def run_score_spark(
     except mlflow.exceptions.MlflowException:
         version = ""
     partner_model.metadata["version"] = version
+    from partnerscore.serving.monitor import load_reference_profile, raw_anomalies
+
     history = ScoreHistory(config.paths.history_database())
     previous = history.previous(in_scope_ids.tolist(), before=cut if cut is not None else cuts)
 
@@ -363,6 +380,11 @@ def run_score_spark(
         at_age=at_age,
         config_hash=config.hash(),
         model_uri=uri,
+        raw_anomalies=raw_anomalies(
+            raw.tables, cut if cut is not None else cuts.max(), config.monitor
+        ),
+        reference=load_reference_profile(uri, required=False),
+        monitor=config.monitor,
     )
     policy = config.policy
     # the declared output schema: the same functions on a few partners, on the driver

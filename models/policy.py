@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from partnerscore.features.core import PartnerscoreError, read_text_file
+from partnerscore.features.registry import LAYERS
 from partnerscore.models.config import PolicyConfig
 
 QUADRANTS = (
@@ -255,3 +256,61 @@ def smooth_and_guard_batch(
         if p is not None:
             prev[i] = p
     return smoothed, prev, flags
+
+
+def maturity_band(age_days: np.ndarray, policy: PolicyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's maturity band and the multipliers of its layer score points.
+
+    Args:
+        age_days: (n,) onboarding age at as_of (missing: the first band).
+        policy: ``maturity_bands``.
+
+    Returns:
+        (band name per row, (n, 3) multipliers of the strategic, execution and results points).
+    """
+    age = np.nan_to_num(np.asarray(age_days, dtype=float), nan=0.0)
+    starts = np.array([band.start_day for band in policy.maturity_bands], dtype=float)
+    idx = np.clip(np.searchsorted(starts, np.floor(age), side="right") - 1, 0, len(starts) - 1)
+    names = np.array(policy.band_names(), dtype=object)
+    mult = np.array([band.weights.multipliers() for band in policy.maturity_bands], dtype=float)
+    return names[idx], mult[idx]
+
+
+def adjustment_factor(segments: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
+    """Product of the partner's region, tier and partner-type factors (unlisted: 1.0)."""
+    factor = np.ones(len(segments))
+    for key, factors in policy.segment_adjustments.items():
+        if key in segments and factors:
+            values = segments[key].astype(object).where(segments[key].notna(), None)
+            factor *= values.map(factors).astype(float).fillna(1.0).to_numpy(dtype=float)
+    return factor
+
+
+def weighted_score(
+    base: np.ndarray,
+    layer_points: dict[str, np.ndarray],
+    multipliers: np.ndarray,
+    factor: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The policy's composite: band-weighted layer points, the segment factor, clipped to 0-100.
+
+    ``score = clip(factor x (base + sum over layers of multiplier x points), 0, 100)``, written
+    as ``base + weighted layers + adjustment``, so every point is traceable to a layer (and its
+    band weight) or to the segment adjustment (which includes the clipping).
+
+    Args:
+        base: (n,) score points of the average partner.
+        layer_points: Layer -> (n,) unweighted score points (the model's own split).
+        multipliers: (n, 3) band multipliers in :data:`LAYERS` order.
+        factor: (n,) segment adjustment factors.
+
+    Returns:
+        (score, weighted points per layer, adjustment points).
+    """
+    weighted = {
+        layer: multipliers[:, i] * np.asarray(layer_points[layer], dtype=float)
+        for i, layer in enumerate(LAYERS)
+    }
+    before = np.asarray(base, dtype=float) + sum(weighted.values())
+    score = np.clip(before * factor, 0.0, 100.0)
+    return score, weighted, score - before

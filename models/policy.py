@@ -314,3 +314,112 @@ def weighted_score(
     before = np.asarray(base, dtype=float) + sum(weighted.values())
     score = np.clip(before * factor, 0.0, 100.0)
     return score, weighted, score - before
+
+
+def _tier_bounds(policy: PolicyConfig) -> dict[str, tuple[int, float]]:
+    """Tier name -> (rank, lower bound); rank 0 is the best tier."""
+    ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
+    return {name: (rank, bound) for rank, (name, bound) in enumerate(ordered)}
+
+
+def stable_tier(
+    smoothed: float,
+    score: float,
+    guardrail: bool,
+    previous: list[tuple[float, str]],
+    policy: PolicyConfig,
+) -> tuple[str, str, str]:
+    """One partner's tier decision, with hysteresis (a pure twin-friendly scalar rule).
+
+    The candidate is the tier of the smoothed score. With no earlier decision it is adopted.
+    Otherwise the previous tier is kept unless the candidate is confirmed: the smoothed score is
+    ``tier_change_margin`` points past the boundary between the two tiers, or the raw score has
+    been past that boundary in each of the last ``tier_change_batches`` batches (this one
+    included). A raised guardrail (a swing beyond ``guardrail_threshold``) always holds the
+    previous tier.
+
+    Args:
+        smoothed: This batch's smoothed score.
+        score: This batch's raw score.
+        guardrail: Whether this batch's swing raised the guardrail.
+        previous: Earlier batches' (raw score, decided tier), oldest first.
+        policy: Tier cutoffs, margin, batches, guardrail threshold.
+
+    Returns:
+        (decided tier, candidate tier, reason the previous tier was held or "").
+    """
+    bounds = _tier_bounds(policy)
+    candidate = str(score_tier(np.array([smoothed]), policy)[0])
+    prev = previous[-1][1] if previous else None
+    if prev not in bounds:  # no earlier decision, or one outside the tiers (graduated)
+        return candidate, candidate, ""
+    if guardrail:
+        return (
+            prev,
+            candidate,
+            f"guardrail: the score moved more than {policy.guardrail_threshold:g} points since "
+            f"the previous batch; tier {prev} held (smoothed score points to {candidate})",
+        )
+    if candidate == prev:
+        return prev, candidate, ""
+    up = bounds[candidate][0] < bounds[prev][0]
+    boundary = bounds[candidate][1] if up else bounds[prev][1]
+    past = smoothed - boundary if up else boundary - smoothed
+    now = score >= boundary if up else score < boundary
+    if past >= policy.tier_change_margin and now:
+        return candidate, candidate, ""
+    n = policy.tier_change_batches
+    raw = [s for s, _ in previous[-(n - 1) :]] + [score] if n > 1 else [score]
+    streak = 0
+    for value in reversed(raw):
+        if (value >= boundary) if up else (value < boundary):
+            streak += 1
+        else:
+            break
+    if streak >= n:
+        return candidate, candidate, ""
+    return (
+        prev,
+        candidate,
+        f"hysteresis: the smoothed score points to tier {candidate}, {past:.1f} points past "
+        f"the boundary ({policy.tier_change_margin:g} needed) and {streak} of "
+        f"{n} batches confirm it; tier {prev} held",
+    )
+
+
+def stable_tiers(
+    partner_ids,
+    smoothed: np.ndarray,
+    scores: np.ndarray,
+    guardrail: np.ndarray,
+    previous: dict[str, list[tuple[float, str]]],
+    policy: PolicyConfig,
+    frozen: np.ndarray | None = None,
+    frozen_tier: str = OUT_OF_SCOPE_TIER,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`stable_tier` for a batch; ``frozen`` rows (out of scope) keep ``frozen_tier``.
+
+    Returns:
+        (decided tier, candidate tier, held reason), each (n,) object arrays.
+    """
+    n = len(smoothed)
+    tiers = np.empty(n, dtype=object)
+    candidates = np.empty(n, dtype=object)
+    reasons = np.full(n, "", dtype=object)
+    frozen = np.zeros(n, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
+    rows = zip(
+        partner_ids,
+        np.asarray(smoothed, dtype=float).tolist(),
+        np.asarray(scores, dtype=float).tolist(),
+        np.asarray(guardrail, dtype=bool).tolist(),
+        frozen.tolist(),
+        strict=True,
+    )
+    for i, (pid, s, raw, flag, done) in enumerate(rows):
+        if done:
+            tiers[i] = candidates[i] = frozen_tier
+            continue
+        tiers[i], candidates[i], reasons[i] = stable_tier(
+            s, raw, flag, previous.get(pid, []), policy
+        )
+    return tiers, candidates, reasons

@@ -16,6 +16,7 @@ from partnerscore.features.core import (
     stable_hash,
 )
 from partnerscore.models.config import PolicyConfig
+from partnerscore.models.milestones import IncentivesConfig
 from partnerscore.training.config import TrainConfig
 
 
@@ -88,6 +89,7 @@ class AppConfig(FrozenConfig):
     score: ScoreConfig = ScoreConfig()
     train: TrainConfig = TrainConfig()
     policy: PolicyConfig = PolicyConfig()
+    incentives: IncentivesConfig = IncentivesConfig()
 
     def hash(self) -> str:
         """Stable hash logged with every run and stamped on every score row."""

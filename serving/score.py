@@ -14,11 +14,13 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError, frame_format, staged_frames
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import load_raw
-from partnerscore.models.policy import load_playbook, smooth_and_guard_batch
+from partnerscore.models.milestones import milestone_columns
+from partnerscore.models.policy import load_playbook, smooth_and_guard_batch, stable_tiers
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.ledger import DecisionLedger
 
 MIN_SEGMENT = 5
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
@@ -235,18 +237,32 @@ def run_score(
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
     )
+    ledger = DecisionLedger(config.paths.history_database())
+    decided, candidate, held = stable_tiers(
+        scored["partner_id"].tolist(),
+        smoothed,
+        scored["score"].to_numpy(),
+        flags,
+        ledger.previous(scored["partner_id"].tolist(), before=cut if cut is not None else cuts),
+        config.policy,
+        frozen=scored["out_of_scope"].to_numpy(bool),
+    )
     extra = pd.DataFrame(
         {
             "peer_percentile": peer_percentile(scored),
             "score_previous": prev,
             "score_smoothed": smoothed,
             "guardrail_flag": flags,
+            "score_tier_raw": scored["score_tier"].to_numpy(),
+            "score_tier_candidate": candidate,
+            "tier_held_reason": held,
             "config_hash": config.hash(),
             "model_uri": uri,
         },
         index=scored.index,
     )
     scored = pd.concat([scored, extra], axis=1)
+    scored["score_tier"] = pd.array(decided, dtype="str")
 
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
@@ -254,6 +270,7 @@ def run_score(
     # describe this run, or (history locked, disk full) neither changes
     with staged_frames([(scored, out), (reject_frame.reset_index(drop=True), rejects_path(out))]):
         history.upsert(scored)
+        ledger.record_decisions(scored, facts=milestone_columns(config.incentives))
     quarantined_rows = {
         name: len(frame)
         for name, frame in raw.quarantine.items()

@@ -90,16 +90,32 @@ def quadrant(
     return names[idx]
 
 
-def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict[str, str]:
+DEFAULT_OWNER = "channel account manager"
+DEFAULT_REVIEW_DAYS = 30
+OPTIONAL = ("owner", "review_days")
+
+
+def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict:
+    """A playbook entry: required text keys, plus an optional owner role and review_days."""
     if not isinstance(entry, dict):
         raise PartnerscoreError(f"{where}: expected a mapping with {', '.join(keys)}")
     for key in keys:
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise PartnerscoreError(f"{where}: missing or empty key '{key}'")
-    unknown = sorted(set(entry) - set(keys), key=str)
+    unknown = sorted(set(entry) - set(keys) - set(OPTIONAL), key=str)
     if unknown:
-        raise PartnerscoreError(f"{where}: unknown key '{unknown[0]}' (expected {', '.join(keys)})")
-    return {key: " ".join(entry[key].split()) for key in keys}
+        expected = ", ".join((*keys, *OPTIONAL))
+        raise PartnerscoreError(f"{where}: unknown key '{unknown[0]}' (expected {expected})")
+    out: dict = {key: " ".join(entry[key].split()) for key in keys}
+    owner = entry.get("owner", DEFAULT_OWNER)
+    if not isinstance(owner, str) or not owner.strip():
+        raise PartnerscoreError(f"{where}: key 'owner' must be a role name")
+    days = entry.get("review_days", DEFAULT_REVIEW_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
+        raise PartnerscoreError(f"{where}: key 'review_days' must be a whole number of days 0-3650")
+    out["owner"] = " ".join(owner.split())
+    out["review_days"] = days
+    return out
 
 
 def _load_playbook(path: str | None) -> dict:
@@ -117,10 +133,11 @@ def _load_playbook(path: str | None) -> dict:
         raise PartnerscoreError(f"{source}:{where} not valid YAML") from exc
     if not isinstance(data, dict) or not isinstance(data.get("quadrants"), dict):
         raise PartnerscoreError(f"{source}: missing key 'quadrants'")
-    extra = sorted(set(data) - {"quadrants", "provisional", "graduated"}, key=str)
+    extra = sorted(set(data) - {"quadrants", "tiers", "provisional", "graduated"}, key=str)
     if extra:
         raise PartnerscoreError(
-            f"{source}: unknown key '{extra[0]}' (expected quadrants, provisional, graduated)"
+            f"{source}: unknown key '{extra[0]}' "
+            "(expected quadrants, tiers, provisional, graduated)"
         )
     unknown = sorted(set(data["quadrants"]) - set(QUADRANTS), key=str)
     if unknown:
@@ -132,6 +149,13 @@ def _load_playbook(path: str | None) -> dict:
         quads[name] = _check_entry(
             data["quadrants"][name], f"{source}: quadrants.{name}", ("label", "title", "detail")
         )
+    tiers = data.get("tiers") or {}
+    if not isinstance(tiers, dict):
+        raise PartnerscoreError(f"{source}: key 'tiers' must map tier names to actions")
+    tier_actions = {
+        str(name): _check_entry(entry, f"{source}: tiers.{name}", ("title", "detail"))
+        for name, entry in tiers.items()
+    }
     special = {}
     for key in ("provisional", "graduated"):
         special[key] = (
@@ -140,13 +164,81 @@ def _load_playbook(path: str | None) -> dict:
             else None
         )
     if special["graduated"] is None:
-        special["graduated"] = GRADUATED
-    return {"quadrants": quads, **special}
+        special["graduated"] = {
+            **GRADUATED,
+            "owner": DEFAULT_OWNER,
+            "review_days": DEFAULT_REVIEW_DAYS,
+        }
+    return {"quadrants": quads, "tiers": tier_actions, **special}
 
 
 def load_playbook(policy: PolicyConfig) -> dict:
-    """The validated playbook (shipped, or ``policy.playbook_path``)."""
-    return _load_playbook(policy.playbook_path)
+    """The validated playbook (shipped, or ``policy.playbook_path``).
+
+    Raises:
+        PartnerscoreError: Invalid YAML or keys, or a ``tiers`` section missing a tier of
+            ``policy.tier_cutoffs``.
+    """
+    book = _load_playbook(policy.playbook_path)
+    if book["tiers"]:
+        source = policy.playbook_path or "playbook.yaml (shipped)"
+        for name in policy.tier_cutoffs:
+            if name not in book["tiers"]:
+                raise PartnerscoreError(f"{source}: missing key 'tiers.{name}'")
+    return book
+
+
+def action_schedule(
+    tiers: np.ndarray,
+    quadrants: np.ndarray,
+    provisional: np.ndarray,
+    out_of_scope: np.ndarray,
+    as_of,
+    policy: PolicyConfig,
+) -> dict[str, np.ndarray]:
+    """Tier actions and the owner role and review date of every action.
+
+    Tiers map to the playbook's ``tiers`` actions, quadrants to its ``quadrants`` actions.
+    Provisional partners keep the ``provisional`` action and graduated (out-of-scope) partners
+    the ``graduated`` one, for both. A review date is ``as_of + review_days``.
+
+    Args:
+        tiers: (n,) decided tiers.
+        quadrants: (n,) quadrant keys.
+        provisional: (n,) provisional flags.
+        out_of_scope: (n,) out-of-scope flags.
+        as_of: One timestamp or (n,) timestamps.
+        policy: The playbook location.
+
+    Returns:
+        Columns tier_action, tier_action_detail, tier_action_owner, tier_review_date,
+        intervention_owner and intervention_review_date ((n,) each; empty text when the
+        playbook has no ``tiers`` section).
+    """
+    book = load_playbook(policy)
+    n = len(tiers)
+    when = pd.to_datetime(pd.Series(np.broadcast_to(np.asarray(as_of), (n,))))
+    blank = {"title": "", "detail": "", "owner": "", "review_days": None}
+    tier_entries = [book["tiers"].get(str(t), blank) for t in tiers]
+    quad_entries = [book["quadrants"][q] for q in quadrants]
+    prov, done = np.asarray(provisional, dtype=bool), np.asarray(out_of_scope, dtype=bool)
+    for i in range(n):
+        special = book["graduated"] if done[i] else book["provisional"] if prov[i] else None
+        if special is not None:
+            tier_entries[i] = quad_entries[i] = special
+
+    def due(entries: list[dict]) -> np.ndarray:
+        days = pd.to_timedelta([e["review_days"] for e in entries], unit="D")
+        return (when + days).dt.strftime("%Y-%m-%d").fillna("").to_numpy(dtype=object)
+
+    return {
+        "tier_action": np.array([e["title"] for e in tier_entries], dtype=object),
+        "tier_action_detail": np.array([e["detail"] for e in tier_entries], dtype=object),
+        "tier_action_owner": np.array([e["owner"] for e in tier_entries], dtype=object),
+        "tier_review_date": due(tier_entries),
+        "intervention_owner": np.array([e["owner"] for e in quad_entries], dtype=object),
+        "intervention_review_date": due(quad_entries),
+    }
 
 
 def interventions(

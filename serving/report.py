@@ -27,8 +27,9 @@ from partnerscore.features.core import (
     write_text_atomic,
 )
 from partnerscore.features.registry import LAYERS, get_spec
+from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.policy import QUADRANTS
+from partnerscore.models.policy import QUADRANTS, load_playbook
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 
@@ -60,6 +61,16 @@ TEXT_COLUMNS = (
     "model_config_hash",
     "config_hash",
     "model_uri",
+    "score_tier_candidate",
+    "score_tier_raw",
+    "tier_held_reason",
+    "maturity_band",
+    "tier_action",
+    "tier_action_detail",
+    "tier_action_owner",
+    "tier_review_date",
+    "intervention_owner",
+    "intervention_review_date",
 )
 SEGMENT_COLUMNS = ("tier", "region", "industry", "partner_type")
 KEY_METRICS = (
@@ -491,6 +502,55 @@ def _trajectory(history: list[dict]) -> tuple[Markup | None, list[str], list[lis
     return line_svg(ages, series), head, rows
 
 
+def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> list[dict]:
+    """The tiers, best first: score range, playbook action, owner role, review days, count."""
+    book = load_playbook(policy)
+    ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
+    tiers = frame["score_tier"].map(_text) if frame is not None else None
+    out = []
+    upper = 100.0
+    for name, lower in ordered:
+        entry = book["tiers"].get(name, {})
+        out.append(
+            {
+                "name": name,
+                "lower": lower,
+                "range": f"{lower:g}-{upper:g}" if upper < 100 or lower > 0 else f"{lower:g}+",
+                "action": entry.get("title", ""),
+                "owner": entry.get("owner", ""),
+                "review_days": entry.get("review_days", ""),
+                "n": int((tiers == name).sum()) if tiers is not None else 0,
+            }
+        )
+        upper = lower
+    return out
+
+
+def policy_explanation(rec: dict, policy: PolicyConfig) -> dict:
+    """How the policy turned the model's score points into this partner's score."""
+    band = _text(rec.get("maturity_band"))
+    weights = ""
+    if band in policy.band_names():
+        bands = policy.maturity_bands[policy.band_names().index(band)]
+        weights = ", ".join(
+            f"{layer} ×{m:.2f}"
+            for layer, m in zip(LAYERS, bands.weights.multipliers(), strict=True)
+        )
+    segments = []
+    for key, factors in policy.segment_adjustments.items():
+        value = _text(rec.get(key))
+        if value in factors:
+            segments.append(f"{key.replace('_', ' ')} {value} ×{factors[value]:g}")
+    return {
+        "band": band or "–",
+        "weights": weights,
+        "factor": _num(rec.get("score_adjustment_factor"), 2),
+        "segments": ", ".join(segments) or "none (factor 1)",
+        "adjustment": _num(rec.get("score_adjustment"), sign=True),
+        "model_score": _num(rec.get("score_model")),
+    }
+
+
 def _remove_stale(folder: Path, keep: set[str]) -> int:
     removed = 0
     for path in folder.iterdir():
@@ -529,6 +589,7 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
     partner_tpl = env.get_template("partner.html")
 
     history = _history_by_partner(config, frame)
+    thresholds = tier_thresholds(config.policy, frame)
     group_key, group_name = peer_groups(frame)
     group_n = pd.Series(group_key).map(pd.Series(group_key).value_counts()).to_numpy()
     peer_metrics = [
@@ -587,9 +648,17 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
                     "revenue": _money(rec.get(f"revenue_{layer}")),
                     "engagement": _num(_finite(rec.get(f"engagement_{layer}")) * 100, sign=True),
                     "score": _num(rec.get(f"score_{layer}"), sign=True),
+                    "model": _num(rec.get(f"score_model_{layer}"), sign=True),
                 }
                 for layer in LAYERS
             ),
+            {
+                "name": "segment adjustment",
+                "revenue": "",
+                "engagement": "",
+                "score": _num(rec.get("score_adjustment"), sign=True),
+                "model": "",
+            },
         ]
         peers = [
             {
@@ -602,6 +671,8 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         traj_svg, traj_head, traj_rows = _trajectory(history.get(pid, []))
         page = partner_tpl.render(
             css=css,
+            thresholds=thresholds,
+            policy=policy_explanation(rec, config.policy),
             p={k: _text(rec.get(k)) for k in TEXT_COLUMNS},
             segment=[rec[c] for c in SEGMENT_COLUMNS if rec[c]],
             as_of=pd.Timestamp(rec["as_of"]).strftime("%Y-%m-%d"),
@@ -699,6 +770,7 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
             f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
         ),
         quadrants=quads,
+        thresholds=thresholds,
         rows=rows,
     )
     index = write_text_atomic(index_html, out_dir / "index.html")

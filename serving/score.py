@@ -15,7 +15,12 @@ from partnerscore.features.core import PartnerscoreError, frame_format, staged_f
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import load_raw
 from partnerscore.models.milestones import milestone_columns
-from partnerscore.models.policy import load_playbook, smooth_and_guard_batch, stable_tiers
+from partnerscore.models.policy import (
+    action_schedule,
+    load_playbook,
+    smooth_and_guard_batch,
+    stable_tiers,
+)
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
@@ -263,6 +268,18 @@ def run_score(
     )
     scored = pd.concat([scored, extra], axis=1)
     scored["score_tier"] = pd.array(decided, dtype="str")
+    schedule = action_schedule(
+        scored["score_tier"].to_numpy(dtype=object),
+        scored["quadrant"].to_numpy(dtype=object),
+        scored["provisional"].to_numpy(bool),
+        scored["out_of_scope"].to_numpy(bool),
+        scored["as_of"].to_numpy(),
+        config.policy,
+    )
+    scored = pd.concat(
+        [scored, pd.DataFrame({k: pd.array(v, dtype="str") for k, v in schedule.items()})],
+        axis=1,
+    )
 
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")

@@ -293,6 +293,21 @@ def report(
 
 
 @app.command()
+def incentives(
+    as_of: Annotated[str, typer.Option(help="Evaluate the score history up to DATE.")],
+    out: Annotated[Path, typer.Option(help="Awards file (.csv or .parquet).")] = Path(
+        "data/scores/incentives.csv"
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Award incentives to partners newly meeting a milestone (never twice)."""
+    from partnerscore.serving.incentives import run_incentives
+
+    when = _parse_date(as_of, "--as-of")
+    typer.echo(run_incentives(_config(config), when, out).summary())
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Root folder for all demo output.")] = Path("data"),
     partners: Annotated[int | None, typer.Option(help="Number of simulated partners.")] = None,

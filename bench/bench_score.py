@@ -10,7 +10,8 @@ depth 6: SHAP through LightGBM's ``pred_contrib``). For each, on N partner rows 
 - ``score_features``: predictions, exact SHAP effects in dollars and probability points, layer
   subscores, policy (score, tier, quadrant, intervention) and 3 + 3 driver sentences per row,
 
-and prints rows/s and the ratio to plain prediction. Asserts nothing.
+and prints rows/s and the ratio to plain prediction. ``tuned_max`` is the largest model the
+tuner can return (300 trees of depth 3, 8 leaves: still compiled tables). Asserts nothing.
 
     .venv/bin/python bench/bench_score.py [--partners 20000] [--rows 200000] [--threads 2]
         [--models default,bounded] [--repeat 2]
@@ -40,6 +41,8 @@ from partnerscore.training.train import fit_partner_model  # noqa: E402
 MODELS = {
     "default": {},
     "bounded": {"n_estimators": 400, "num_leaves": 31, "max_depth": 6},
+    # the largest model the tuner can return (training/tune.py): still compiled tables
+    "tuned_max": {"n_estimators": 300, "num_leaves": 8, "max_depth": 3},
 }
 
 

@@ -71,6 +71,35 @@ def run_sums(seg: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(seg, weights=values, minlength=n).astype(float)
 
 
+def run_medians(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Median of ``values`` over each snapshot's timeline run [lo, hi) (NaN for an empty run).
+
+    The runs are gathered into one array, sorted by (snapshot, value) and the middle element(s)
+    of every run read off. Missing values must be left out (they would sort last and count).
+    """
+    n = np.maximum(hi - lo, 0)
+    out = np.full(len(lo), np.nan)
+    seg, idx = runs(lo, hi)
+    if len(idx) == 0:
+        return out
+    offsets = np.cumsum(n) - n
+    vals = values[idx]
+    vals = vals[np.lexsort((vals, seg))]
+    has = n > 0
+    o, m = offsets[has], n[has]
+    out[has] = midpoint(vals[o + (m - 1) // 2], vals[o + m // 2])
+    return out
+
+
+def balance(a: np.ndarray, b: np.ndarray, defined: np.ndarray | bool = True) -> np.ndarray:
+    """(b - a) / (b + a) for a, b >= 0 computed on a / m, b / m (m = max): NaN if both 0."""
+    m = np.maximum(a, b)
+    ok = defined & (m > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x, y = a / np.where(ok, m, 1.0), b / np.where(ok, m, 1.0)
+        return np.where(ok, (y - x) / (y + x), np.nan)
+
+
 def midpoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a + b) / 2 for a <= b without overflow (finite inputs give a finite result)."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -88,6 +117,7 @@ class Snapshots:
         as_of: Cut-off per snapshot, seconds since the epoch.
         signed: Signing time per snapshot, seconds since the epoch.
         partner_index: Partner ids in code order.
+        partner_signed: Signing time per partner code (None: only the snapshots' are known).
     """
 
     partner_ids: np.ndarray
@@ -95,6 +125,7 @@ class Snapshots:
     as_of: np.ndarray
     signed: np.ndarray
     partner_index: pd.Index
+    partner_signed: np.ndarray | None = None
     _codes: dict = field(default_factory=dict, repr=False)
 
     def codes_of(self, table: str, frame: pd.DataFrame) -> np.ndarray:
@@ -132,6 +163,7 @@ class Snapshots:
             as_of=as_of,
             signed=signed_all[codes],
             partner_index=index,
+            partner_signed=signed_all,
         )
 
     def __len__(self) -> int:
@@ -300,19 +332,83 @@ class Timeline:
         one array, sorted by (snapshot, value) and the middle element(s) of every run read off.
         Missing values must be left out of the timeline (they would sort last and count).
         """
-        lo = self._start
-        n = self.position(self.snaps.as_of) - lo
+        return run_medians(self.values[name], self._start, self.position(self.snaps.as_of))
+
+    def gap_median_days(self) -> np.ndarray:
+        """Median days between consecutive events before as_of (NaN with fewer than two)."""
+        gaps = np.empty(len(self.times))
+        if len(gaps):
+            gaps[0] = np.nan
+            gaps[1:] = np.diff(self.times) / DAY  # the gap before event i; the first is unused
+        return run_medians(gaps, self._start + 1, self.position(self.snaps.as_of))
+
+    def gap_mean_days(self) -> np.ndarray:
+        """Mean days between consecutive events before as_of: (last - first) / (n - 1)."""
+        n = self.count_before()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n >= 2, (self.last_time() - self.first_time()) / (n - 1) / DAY, np.nan)
+
+    def first_value(self, name: str) -> np.ndarray:
+        """Value of the partner's first event if it is before as_of, else NaN."""
         out = np.full(len(self.snaps), np.nan)
-        seg, idx = runs(lo, lo + n)
-        if len(idx) == 0:
-            return out
-        offsets = np.cumsum(n) - n
-        vals = self.values[name][idx]
-        vals = vals[np.lexsort((vals, seg))]
-        has = n > 0
-        o, m = offsets[has], n[has]
-        out[has] = midpoint(vals[o + (m - 1) // 2], vals[o + m // 2])
+        has = self.count_before() > 0
+        out[has] = self.values[name][self._start[has]]
         return out
+
+    def last_value(self, name: str) -> np.ndarray:
+        """Value of the partner's latest event before as_of (last in input order on ties)."""
+        hi = self.position(self.snaps.as_of)
+        out = np.full(len(self.snaps), np.nan)
+        has = hi > self._start
+        out[has] = self.values[name][hi[has] - 1]
+        return out
+
+    def days_since_last(self) -> np.ndarray:
+        """Days from the partner's latest event before as_of to as_of (NaN if none)."""
+        return (self.snaps.as_of - self.last_time()) / DAY
+
+    def trend(self, days: int, name: str | None = None) -> np.ndarray:
+        """Second half vs first half of the last ``min(days, age)`` days before as_of.
+
+        The window [as_of - 2h, as_of) with h = min(days, age) // 2 (whole seconds) is cut into
+        [as_of - 2h, as_of - h) and [as_of - h, as_of); counts (or sums of ``name``) a, b give
+        (b - a) / (b + a), from -1 (all in the first half) to 1 (all in the second); NaN when
+        both are 0 or the partner is not yet 2 seconds old. Computed on a / m, b / m with
+        m = max(a, b), which cannot overflow.
+        """
+        age = np.maximum(self.snaps.as_of - self.snaps.signed, 0)
+        half = np.minimum(age, days * DAY) // 2
+        t, mid, lo = self.snaps.as_of, self.snaps.as_of - half, self.snaps.as_of - 2 * half
+        if name is None:
+            a, b = self.count_between(lo, mid), self.count_between(mid, t)
+        else:
+            a, b = self.sum_between(name, lo, mid), self.sum_between(name, mid, t)
+        return balance(a, b, half > 0)
+
+    def active_period_share(self, days: int = WINDOW_DAYS) -> np.ndarray:
+        """Share of the ``days``-long periods since signing that hold an event before as_of.
+
+        Periods are [signed + k * days, signed + (k + 1) * days), k >= 0; the one holding as_of
+        counts as elapsed. Events before signing count in no period. NaN if as_of <= signed.
+        """
+        period = np.int64(days * DAY)
+        if self.snaps.partner_signed is None:
+            raise ValueError("active_period_share needs the partners' signing times")
+        codes = self.keys // self._width
+        k = np.full(len(self.times), -1, dtype=np.int64)
+        signed = self.snaps.partner_signed[codes]
+        known = signed != NAT
+        since = self.times[known] - signed[known]
+        k[np.flatnonzero(known)[since >= 0]] = since[since >= 0] // period
+        # the first event of each (partner, period): counting those before as_of counts periods
+        new = k >= 0
+        new[1:] &= (k[1:] != k[:-1]) | (codes[1:] != codes[:-1])
+        firsts = np.concatenate([[0], np.cumsum(new)])
+        active = firsts[self.position(self.snaps.as_of)] - firsts[self._start]
+        age = self.snaps.as_of - self.snaps.signed
+        elapsed = -(-age // period)  # ceil for age > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(age > 0, active / np.maximum(elapsed, 1), np.nan)
 
     def first_time(self) -> np.ndarray:
         """Time of the partner's first event if it is before as_of, else NaN."""
@@ -408,6 +504,8 @@ def build_marketing(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[s
     return {
         "marketing_commitments_count_todate": made.count_before(),
         "marketing_adherence_rate_todate": _ratio(kept.count_before(), by_due.count_before()),
+        "marketing_commitments_90d": made.count_window(90),
+        "marketing_commitments_days_since_last": made.days_since_last(),
     }
 
 
@@ -428,6 +526,8 @@ def build_trainings(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[s
         "trainings_certifications_todate": certified.count_before(),
         "trainings_days_to_first_completion": _days_after_signing(snaps, completed.first_time()),
         "trainings_days_to_first_certification": _days_after_signing(snaps, certified.first_time()),
+        "trainings_completed_90d": completed.count_window(90),
+        "trainings_days_since_last_completion": completed.days_since_last(),
     }
 
 
@@ -459,12 +559,14 @@ def build_activities(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[
         "activities_touchpoints_per30d_todate": rate_todate,
         "activities_touchpoints_30d": last30,
         "activities_trend_30d_vs_todate": _ratio(recent_rate, rate_todate),
-        "activities_days_since_last": np.where(
-            np.isnan(tl.last_time()), np.nan, (snaps.as_of - tl.last_time()) / DAY
-        ),
+        "activities_days_since_last": tl.days_since_last(),
         "activities_days_to_first": _days_after_signing(snaps, tl.first_time()),
         "activities_response_hours_median_todate": responses.median_before("hours"),
         "activities_collaborations_todate": collab_tl.count_before(),
+        "activities_touchpoints_90d": tl.count_window(90),
+        "activities_gap_mean_days_todate": tl.gap_mean_days(),
+        "activities_active_periods_share_todate": tl.active_period_share(),
+        "activities_touchpoints_trend_90d": tl.trend(90),
     }
 
 
@@ -475,6 +577,10 @@ def build_portal(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str,
     return {
         "portal_events_per30d_todate": _per30(tl.count_before(), snaps),
         "portal_events_30d": tl.count_window(WINDOW_DAYS),
+        "portal_events_90d": tl.count_window(90),
+        "portal_events_days_since_last": tl.days_since_last(),
+        "portal_events_active_periods_share_todate": tl.active_period_share(),
+        "portal_events_trend_90d": tl.trend(90),
     }
 
 
@@ -490,6 +596,8 @@ def build_feedback(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[st
     return {
         "feedback_score_mean_todate": _ratio(scored.sum_before("score"), scored.count_before()),
         "feedback_count_todate": tl.count_before(),
+        "feedback_score_last_todate": scored.last_value("score"),
+        "feedback_days_since_last": tl.days_since_last(),
     }
 
 
@@ -507,6 +615,8 @@ def build_leads(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, 
         "leads_qualified_30d": qualified.count_window(WINDOW_DAYS),
         "leads_conversion_rate_todate": _ratio(converted.count_before(), n_created),
         "leads_days_to_first": _days_after_signing(snaps, created.first_time()),
+        "leads_created_90d": created.count_window(90),
+        "leads_days_since_last": created.days_since_last(),
     }
 
 
@@ -538,6 +648,16 @@ def build_deals(tables: dict[str, pd.DataFrame], snaps: Snapshots) -> dict[str, 
         "deals_days_to_first": _days_after_signing(snaps, created.first_time()),
         "deals_days_to_first_won": _days_after_signing(snaps, won_tl.first_time()),
         "deals_has_won_todate": (n_won > 0).astype(float),
+        "deals_created_90d": created.count_window(90),
+        "deals_active_periods_share_todate": created.active_period_share(),
+        "deals_days_since_last_won": won_tl.days_since_last(),
+        "deals_won_30d": won_tl.count_window(WINDOW_DAYS),
+        "deals_won_90d": won_tl.count_window(90),
+        "deals_won_amount_30d": won_tl.sum_between("amount", snaps.as_of - 30 * DAY, snaps.as_of),
+        "deals_won_amount_90d": won_tl.sum_between("amount", snaps.as_of - 90 * DAY, snaps.as_of),
+        "deals_first_won_amount": won_tl.first_value("amount"),
+        "deals_won_gap_median_days_todate": won_tl.gap_median_days(),
+        "deals_won_amount_trend_90d": won_tl.trend(90, "amount"),
     }
 
 

@@ -39,6 +39,9 @@ class FeatureSpec(FrozenConfig):
         unit: Unit of the value.
         direction: Which way is better for the partnership (``neutral`` when neither).
         kind: ``numeric`` or ``categorical``.
+        actionable: Whether a partner manager can move it directly with an intervention
+            (touchpoints, enablement, joint marketing, portal, lead programs); profile fields,
+            milestones already reached, feedback and deal results are not.
     """
 
     name: str
@@ -50,6 +53,20 @@ class FeatureSpec(FrozenConfig):
     unit: str
     direction: Direction
     kind: Literal["numeric", "categorical"] = "numeric"
+    actionable: bool = False
+
+
+ACTIONABLE_SOURCES = ("activities", "trainings", "marketing_commitments", "portal_events", "leads")
+NOT_ACTIONABLE = ("leads_conversion_rate_todate",)
+
+
+def _actionable(name: str, source: str) -> bool:
+    """Engagement-table features a manager can move (not milestones such as days_to_first)."""
+    return (
+        source in ACTIONABLE_SOURCES
+        and "days_to_first" not in name
+        and (name not in NOT_ACTIONABLE)
+    )
 
 
 def _f(name, label, description, layer, source, unit, direction, kind="numeric", owner=None):
@@ -73,6 +90,7 @@ def _f(name, label, description, layer, source, unit, direction, kind="numeric",
         unit=unit,
         direction=direction,
         kind=kind,
+        actionable=_actionable(name, source),
     )
 
 
@@ -175,6 +193,24 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "share",
         HB,
     ),
+    _f(
+        "marketing_commitments_90d",
+        "Joint-marketing commitments, last 90 days",
+        "Marketing commitments made in the 90 days before as_of.",
+        "strategic",
+        "marketing_commitments",
+        "count",
+        HB,
+    ),
+    _f(
+        "marketing_commitments_days_since_last",
+        "Days since last marketing commitment",
+        "Days from the latest marketing commitment to as_of (missing if none).",
+        "execution",
+        "marketing_commitments",
+        "days",
+        LB,
+    ),
     # --- trainings: capability (execution)
     _f(
         "trainings_enrolled_todate",
@@ -217,6 +253,24 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "trainings_days_to_first_certification",
         "Days to first certification",
         "Days from signing to the first completed certification (missing if none yet).",
+        "execution",
+        "trainings",
+        "days",
+        LB,
+    ),
+    _f(
+        "trainings_completed_90d",
+        "Courses completed, last 90 days",
+        "Courses completed in the 90 days before as_of.",
+        "execution",
+        "trainings",
+        "count",
+        HB,
+    ),
+    _f(
+        "trainings_days_since_last_completion",
+        "Days since last completed course",
+        "Days from the latest course completion to as_of (missing if none).",
         "execution",
         "trainings",
         "days",
@@ -288,6 +342,45 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "count",
         HB,
     ),
+    _f(
+        "activities_touchpoints_90d",
+        "Touchpoints, last 90 days",
+        "CRM activities in the 90 days before as_of.",
+        "execution",
+        "activities",
+        "count",
+        HB,
+    ),
+    _f(
+        "activities_gap_mean_days_todate",
+        "Days between touchpoints",
+        "Mean days between consecutive CRM activities before as_of: (last - first) / (n - 1) "
+        "(missing with fewer than two).",
+        "execution",
+        "activities",
+        "days",
+        LB,
+    ),
+    _f(
+        "activities_active_periods_share_todate",
+        "Months with a touchpoint",
+        "Share of the 30-day periods since signing (the current one included) with at least one "
+        "CRM activity before as_of.",
+        "execution",
+        "activities",
+        "share",
+        HB,
+    ),
+    _f(
+        "activities_touchpoints_trend_90d",
+        "Touchpoint trend, last 90 days",
+        "(b - a) / (b + a) of the CRM activities a in the first and b in the second half of the "
+        "last min(90, age) days before as_of: -1 = all early, 1 = all recent (missing if none).",
+        "execution",
+        "activities",
+        "balance -1..1",
+        HB,
+    ),
     # --- portal: engagement behaviour (execution)
     _f(
         "portal_events_per30d_todate",
@@ -305,6 +398,45 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "execution",
         "portal_events",
         "count",
+        HB,
+    ),
+    _f(
+        "portal_events_90d",
+        "Portal events, last 90 days",
+        "Partner-portal events in the 90 days before as_of.",
+        "execution",
+        "portal_events",
+        "count",
+        HB,
+    ),
+    _f(
+        "portal_events_days_since_last",
+        "Days since last portal visit",
+        "Days from the latest partner-portal event to as_of (missing if none).",
+        "execution",
+        "portal_events",
+        "days",
+        LB,
+    ),
+    _f(
+        "portal_events_active_periods_share_todate",
+        "Months with portal use",
+        "Share of the 30-day periods since signing (the current one included) with at least one "
+        "partner-portal event before as_of.",
+        "execution",
+        "portal_events",
+        "share",
+        HB,
+    ),
+    _f(
+        "portal_events_trend_90d",
+        "Portal use trend, last 90 days",
+        "(b - a) / (b + a) of the partner-portal events a in the first and b in the second half "
+        "of the last min(90, age) days before as_of: -1 = all early, 1 = all recent (missing if "
+        "none).",
+        "execution",
+        "portal_events",
+        "balance -1..1",
         HB,
     ),
     # --- feedback: qualitative (execution)
@@ -325,6 +457,24 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "feedback",
         "count",
         HB,
+    ),
+    _f(
+        "feedback_score_last_todate",
+        "Latest satisfaction score",
+        "Score of the latest scored feedback before as_of (missing if none).",
+        "execution",
+        "feedback",
+        "score 1-5",
+        HB,
+    ),
+    _f(
+        "feedback_days_since_last",
+        "Days since last feedback",
+        "Days from the latest feedback response to as_of (missing if none).",
+        "execution",
+        "feedback",
+        "days",
+        NE,
     ),
     # --- leads: early performance (results)
     _f(
@@ -367,6 +517,24 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "leads_days_to_first",
         "Days to first lead",
         "Days from signing to the first lead (missing if none yet).",
+        "results",
+        "leads",
+        "days",
+        LB,
+    ),
+    _f(
+        "leads_created_90d",
+        "Leads registered, last 90 days",
+        "Leads created in the 90 days before as_of.",
+        "results",
+        "leads",
+        "count",
+        HB,
+    ),
+    _f(
+        "leads_days_since_last",
+        "Days since last lead",
+        "Days from the latest lead created to as_of (missing if none).",
         "results",
         "leads",
         "days",
@@ -464,6 +632,99 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "flag",
         HB,
     ),
+    _f(
+        "deals_created_90d",
+        "Deals registered, last 90 days",
+        "Deals created in the 90 days before as_of.",
+        "results",
+        "deals",
+        "count",
+        HB,
+    ),
+    _f(
+        "deals_active_periods_share_todate",
+        "Months with a deal registered",
+        "Share of the 30-day periods since signing (the current one included) with at least one "
+        "deal created before as_of.",
+        "results",
+        "deals",
+        "share",
+        HB,
+    ),
+    _f(
+        "deals_days_since_last_won",
+        "Days since last won deal",
+        "Days from the close of the latest deal won before as_of to as_of (missing if none).",
+        "results",
+        "deals",
+        "days",
+        LB,
+    ),
+    _f(
+        "deals_won_30d",
+        "Deals won, last 30 days",
+        "Deals won and closed in the 30 days before as_of.",
+        "results",
+        "deals",
+        "count",
+        HB,
+    ),
+    _f(
+        "deals_won_90d",
+        "Deals won, last 90 days",
+        "Deals won and closed in the 90 days before as_of.",
+        "results",
+        "deals",
+        "count",
+        HB,
+    ),
+    _f(
+        "deals_won_amount_30d",
+        "Revenue won, last 30 days",
+        "Sum of amounts of deals won and closed in the 30 days before as_of.",
+        "results",
+        "deals",
+        "USD",
+        HB,
+    ),
+    _f(
+        "deals_won_amount_90d",
+        "Revenue won, last 90 days",
+        "Sum of amounts of deals won and closed in the 90 days before as_of.",
+        "results",
+        "deals",
+        "USD",
+        HB,
+    ),
+    _f(
+        "deals_first_won_amount",
+        "First won deal size",
+        "Amount of the first deal won before as_of (missing if none).",
+        "results",
+        "deals",
+        "USD",
+        HB,
+    ),
+    _f(
+        "deals_won_gap_median_days_todate",
+        "Days between won deals",
+        "Median days between the closes of consecutive deals won before as_of (missing with fewer "
+        "than two).",
+        "results",
+        "deals",
+        "days",
+        LB,
+    ),
+    _f(
+        "deals_won_amount_trend_90d",
+        "Won revenue trend, last 90 days",
+        "(b - a) / (b + a) of the won deal amounts a in the first and b in the second half of the "
+        "last min(90, age) days before as_of: -1 = all early, 1 = all recent (missing if none).",
+        "results",
+        "deals",
+        "balance -1..1",
+        HB,
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in REGISTRY}
@@ -508,8 +769,23 @@ def data_dictionary(fmt: str = "text") -> str:
     """
     if fmt not in ("text", "markdown"):
         raise ValueError(f"unknown data dictionary format {fmt!r} (use 'text' or 'markdown')")
-    cols = ("name", "label", "layer", "source", "unit", "direction", "owner", "description")
-    rows = [[str(getattr(spec, c)) for c in cols] for spec in REGISTRY]
+    cols = (
+        "name",
+        "label",
+        "layer",
+        "source",
+        "unit",
+        "direction",
+        "actionable",
+        "owner",
+        "description",
+    )
+
+    def cell(spec: FeatureSpec, col: str) -> str:
+        value = getattr(spec, col)
+        return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+    rows = [[cell(spec, c) for c in cols] for spec in REGISTRY]
     if fmt == "markdown":
         lines = [
             f"# partnerscore data dictionary (registry {registry_version()})",

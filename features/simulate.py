@@ -3,11 +3,14 @@
 The generative model, in short: every partner has a latent *quality* (drives fit assessments,
 training speed and certification, lead qualification, win rate and deal size) and a latent
 *engagement propensity* (drives CRM touchpoints, responsiveness, portal use and commitments kept),
-correlated and shifted by segment (tier, region, industry, partner type). Activity is generated
-month by month since signing (30-day months) from Poisson rates that ramp up with onboarding age;
-some partners go quiet at a latent time, after which their rates collapse. Revenue comes from won
-deals: many partners win nothing in a horizon (zero inflation) and deal sizes are lognormal
-(heavy tail).
+correlated and shifted by segment (tier, region, industry, partner type), with interactions that
+segment main effects cannot express (partner type x region in engagement and in going quiet,
+tier x engagement in deal flow, partner type x quality in deal size). Activity is generated
+month by month since signing (30-day months) from Poisson rates that ramp up with onboarding
+age (faster for engaged partners) and saturate (touchpoints and deal flow cannot grow without
+bound); some partners go quiet at a latent time, after which their rates collapse. Revenue
+comes from won deals: many partners win nothing in a horizon (zero inflation) and deal sizes are
+lognormal (heavy tail).
 
 The ``truth`` table holds, per partner and onboarding age, the exact expectation of the two labels
 given the latent state, computed in closed form from the same rate model the events are drawn
@@ -68,6 +71,25 @@ COURSES = (
     "CERT-SALES",
     "CERT-TECH",
 )
+# engagement the segment main effects do not explain: some partner types thrive in some regions
+TYPE_REGION_ENGAGEMENT = {
+    ("msp", "APAC"): 0.7,
+    ("msp", "LATAM"): 0.6,
+    ("si", "EMEA"): 0.5,
+    ("referral", "NA"): -0.7,
+    ("reseller", "LATAM"): -0.5,
+}
+# partners going quiet, by partner type x region (odds multiplier, mean quiet month): churn
+# hot spots that no main effect explains and that early activity does not yet show
+TYPE_REGION_QUIET = {
+    ("referral", "NA"): (4.0, 4.0),
+    ("reseller", "LATAM"): (3.0, 4.0),
+    ("si", "APAC"): (3.0, 5.0),
+    ("msp", "EMEA"): (0.25, 7.0),
+    ("msp", "APAC"): (0.3, 7.0),
+}
+ACTIVITY_CAP = 5.0  # CRM touchpoints per month saturate towards this (before event_scale)
+DEAL_CAP = 0.9  # deals created per month saturate towards this
 QUIET_FACTOR = 0.06  # share of a partner's activity left after it goes quiet
 DEAL_SIZE_SIGMA = 1.1  # lognormal sigma of deal amounts
 CYCLE_SHAPE = 2.0  # gamma shape of the sales cycle (days from created to closed)
@@ -200,9 +222,17 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _ramp(month_index: np.ndarray) -> np.ndarray:
-    """Activity multiplier by onboarding month: partners take a few months to ramp up."""
-    return 0.25 + 0.75 * (1.0 - np.exp(-(month_index + 0.5) / 3.0))
+def _ramp(month_index: np.ndarray, months: np.ndarray | float = 3.0) -> np.ndarray:
+    """Activity multiplier by onboarding month: partners take a few months to ramp up.
+
+    ``months`` is the ramp's time constant (per partner: engaged partners ramp up faster).
+    """
+    return 0.25 + 0.75 * (1.0 - np.exp(-(month_index + 0.5) / months))
+
+
+def _saturate(rate: np.ndarray, cap: float) -> np.ndarray:
+    """``rate`` bent towards ``cap``: about ``rate`` when small, never above ``cap``."""
+    return rate * cap / (cap + rate)
 
 
 def _company_names(rng: np.random.Generator, n: int) -> list[str]:
@@ -321,11 +351,24 @@ class _Program:
         self.type_rate, self.type_size, self.type_eng = type_eff.T
         z1, z2 = rng.standard_normal((2, n))
         self.quality = 0.5 * tier_eff + 0.6 * region_eff + 0.6 * ind_eff + z1
-        self.engagement = 0.55 * self.quality + 0.3 * tier_eff + self.type_eng + 0.85 * z2
+        type_region = np.array(
+            [
+                TYPE_REGION_ENGAGEMENT.get(key, 0.0)
+                for key in zip(self.ptype, self.region, strict=True)
+            ]
+        )
+        self.engagement = (
+            0.55 * self.quality + 0.3 * tier_eff + self.type_eng + type_region + 0.85 * z2
+        )
         # some partners go quiet: from this onboarding month on their activity collapses
-        quiet_p = _sigmoid(-1.3 - 0.9 * self.engagement)
+        churn = [
+            TYPE_REGION_QUIET.get(key, (1.0, 7.0))
+            for key in zip(self.ptype, self.region, strict=True)
+        ]
+        odds, mean_month = np.array(churn).reshape(n, 2).T
+        quiet_p = _sigmoid(-1.3 - 0.9 * self.engagement + np.log(odds))
         goes_quiet = rng.random(n) < quiet_p
-        quiet_month = np.floor(rng.exponential(7.0, n)).astype(int)
+        quiet_month = np.floor(rng.exponential(1.0, n) * mean_month).astype(int)
         self.quiet_month = np.where(goes_quiet, quiet_month, 10_000)
         self.quiet_day = self.signed_days + self.quiet_month * MONTH_DAYS
 
@@ -335,12 +378,13 @@ class _Program:
         start = self.signed_days[:, None] + k[None, :] * MONTH_DAYS
         self.exposure = np.clip(self.end_day - start, 0, MONTH_DAYS) / MONTH_DAYS  # (n, M)
         quiet = np.where(k[None, :] >= self.quiet_month[:, None], QUIET_FACTOR, 1.0)
-        activity_mult = _ramp(k)[None, :] * quiet
+        # engaged partners ramp up faster: onboarding age and engagement interact
+        ramp_months = np.clip(3.0 * np.exp(-0.45 * self.engagement), 0.8, 9.0)
+        activity_mult = _ramp(k[None, :], ramp_months[:, None]) * quiet
         # expected events per full month (before exposure)
         scale = config.event_scale
-        self.rate_activity = (
-            np.exp(-0.3 + 0.75 * self.engagement + 0.3 * tier_eff)[:, None] * activity_mult * scale
-        )
+        activity_base = np.exp(-0.3 + 0.75 * self.engagement + 0.3 * tier_eff)
+        self.rate_activity = _saturate(activity_base, ACTIVITY_CAP)[:, None] * activity_mult * scale
         self.rate_portal = (
             np.exp(1.2 + 0.5 * self.engagement + 0.2 * self.quality)[:, None]
             * activity_mult
@@ -348,10 +392,21 @@ class _Program:
         )
         lead_log = -1.6 + 0.55 * self.quality + 0.3 * self.engagement + 0.5 * self.type_rate
         self.rate_leads = np.exp(lead_log)[:, None] * activity_mult
-        deal_log = -2.1 + 0.65 * self.quality + 0.25 * self.engagement + self.type_rate
-        self.rate_deals = np.exp(deal_log)[:, None] * activity_mult
+        # a higher tier pays off only for engaged partners; deal flow saturates
+        deal_log = (
+            -2.1
+            + 0.65 * self.quality
+            + 0.25 * self.engagement
+            + self.type_rate
+            + 0.6 * tier_eff * np.tanh(self.engagement)
+        )
+        self.rate_deals = _saturate(np.exp(deal_log), DEAL_CAP)[:, None] * activity_mult
         self.win_p = _sigmoid(-0.4 + 0.8 * self.quality)
-        self.size_mu = 9.4 + 0.45 * self.quality + 0.5 * tier_eff + self.type_size
+        # quality buys bigger deals for integrators and MSPs, smaller ones for referrals
+        quality_size = np.select(
+            [np.isin(self.ptype, ("si", "msp")), self.ptype == "referral"], [0.8, 0.15], 0.45
+        )
+        self.size_mu = 9.4 + quality_size * self.quality + 0.5 * tier_eff + self.type_size
         self.cycle_scale = (
             25.0 * np.exp(-0.15 * self.quality) * np.where(self.ptype == "si", 1.6, 1.0)
         )

@@ -331,9 +331,9 @@ def record_lines(path: Path, records: int) -> tuple[int, np.ndarray | None]:
     return lines, (spans if i == records else None)
 
 
-def _read(path: Path) -> tuple[dict[str, _Source], int]:
-    """Read a table file: its columns by (stripped) name and its number of data rows."""
-    table = _read_arrow(path)
+def _read(path: Path, table: pa.Table | None = None) -> tuple[dict[str, _Source], int]:
+    """Read a table file (or take ``table``): columns by (stripped) name, number of rows."""
+    table = _read_arrow(path) if table is None else table
     names = [str(c).strip() for c in table.column_names]
     if len(set(names)) != len(names):
         dup = next(h for h in names if names.count(h) > 1)
@@ -701,19 +701,80 @@ def load_raw(
     raw_dir = Path(raw_dir)
     qdir = Path(quarantine_dir) if quarantine_dir is not None else raw_dir / "quarantine"
     files, ignored = _find_files(raw_dir)
-    report = ValidationReport(
-        raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir if write_quarantine else None
+    return _validate_all(
+        {name: (path, None) for name, path in files.items()},
+        ValidationReport(
+            raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir if write_quarantine else None
+        ),
+        qdir if write_quarantine else None,
+        config,
     )
+
+
+def load_frames(
+    frames: dict[str, pd.DataFrame],
+    quarantine_dir: str | Path | None = None,
+    *,
+    config: ValidateConfig | None = None,
+) -> RawData:
+    """Validate in-memory tables exactly like files (the Python API's entry point).
+
+    Args:
+        frames: Table name -> DataFrame with the contract's columns (text or typed values);
+            other names (e.g. ``truth``) are ignored and listed as such.
+        quarantine_dir: Where quarantine CSVs go (default: not written; the quarantined rows
+            are on the result either way).
+        config: Plausibility rules.
+
+    Returns:
+        Clean tables, counts and quarantined rows; table "files" are named ``<frames>/<name>``.
+    """
+    for name in REQUIRED_TABLES:
+        if name not in frames:
+            raise PartnerscoreError(f"frames: missing required table '{name}'")
+    inputs = {}
+    for name, frame in frames.items():
+        if name not in TABLES:
+            continue
+        if not isinstance(frame, pd.DataFrame):
+            raise PartnerscoreError(f"frames: table '{name}' is not a DataFrame")
+        frame = frame.reset_index(drop=True)
+        columns = {}
+        for col in frame.columns:
+            try:
+                columns[str(col)] = pa.array(frame[col], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                # mixed Python objects (numbers and text): validate their text, as from a CSV
+                text = [None if pd.isna(v) else str(v) for v in frame[col].tolist()]
+                columns[str(col)] = pa.array(text, type=pa.string())
+        table = pa.table(columns) if columns else pa.table({})
+        inputs[name] = (Path("<frames>") / name, table)
+    qdir = Path(quarantine_dir) if quarantine_dir is not None else None
+    report = ValidationReport(
+        raw_dir=Path("<frames>"),
+        ignored=sorted(set(frames) - set(TABLES)),
+        quarantine_dir=qdir,
+    )
+    return _validate_all(inputs, report, qdir, config)
+
+
+def _validate_all(
+    inputs: dict[str, tuple[Path, pa.Table | None]],
+    report: ValidationReport,
+    qdir: Path | None,
+    config: ValidateConfig | None,
+) -> RawData:
+    """Validate every table (partners first), write quarantine files when ``qdir`` is set."""
     latest = (config or ValidateConfig()).latest_plausible().to_datetime64()
     tables: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, pd.DataFrame] = {}
     for name, spec in TABLES.items():  # partners first: the others reference it
-        if name not in files:
+        if name not in inputs:
             continue
-        path = files[name]
-        sources, n_rows = _read(path)
+        path, given = inputs[name]
+        sources, n_rows = _read(path, given)
         lines, spans = (None, None)
-        if path.suffix.lower() == ".csv":
+        if given is None and path.suffix.lower() == ".csv":
             lines, spans = record_lines(path, n_rows)
         clean, bad, codes = _validate_table(
             spec, sources, n_rows, path, tables.get("partners"), latest, spans
@@ -732,20 +793,23 @@ def load_raw(
             else [(i + 1, int(a), int(b)) for i, (a, b) in enumerate(spans.tolist()) if b > a],
         )
         if name == "partners" and clean.empty:
-            if write_quarantine:
+            where = ""
+            if qdir is not None:
                 write_frame_atomic(bad, qdir / "partners.csv")
-            raise PartnerscoreError(f"{path}: no valid partner rows (see {qdir / 'partners.csv'})")
-    if write_quarantine:
+                where = f" (see {qdir / 'partners.csv'})"
+            raise PartnerscoreError(f"{path}: no valid partner rows{where}")
+    if qdir is not None:
         for name in TABLES:
             target = qdir / f"{name}.csv"
             if name in quarantine and not quarantine[name].empty:
                 write_frame_atomic(quarantine[name], target)
             else:
                 target.unlink(missing_ok=True)
+    files = {name: path for name, (path, given) in inputs.items() if given is None}
     return RawData(
         tables=tables,
         report=report,
-        files=files,
+        files={name: path for name, (path, _) in inputs.items()},
         fingerprints={name: file_fingerprint(path) for name, path in files.items()},
         data_end=_data_end(tables),
         quarantine=quarantine,

@@ -10,6 +10,7 @@ import pandas as pd
 from partnerscore.features.registry import FeatureSpec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.models.intervals import RevenueIntervals
 
 QUANTILES = np.linspace(0.0, 1.0, 101)
 
@@ -27,6 +28,8 @@ class PartnerModel:
         reference: Quantiles of both heads' predictions on the training set
             (``revenue_quantiles``, ``engagement_quantiles``; 101 points each).
         metadata: config_hash, registry_version, trained_at, training summary, version.
+        intervals: Conformal revenue intervals and portfolio variance model (None in
+            bundles trained before they existed).
     """
 
     revenue: RevenueRegressor
@@ -36,6 +39,7 @@ class PartnerModel:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     reference: dict[str, list[float]] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    intervals: RevenueIntervals | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -104,4 +108,19 @@ class PartnerModel:
         self.reference = {
             "revenue_quantiles": np.quantile(preds["pred_revenue"], QUANTILES).tolist(),
             "engagement_quantiles": np.quantile(preds["pred_engagement"], QUANTILES).tolist(),
+        }
+
+    def revenue_intervals(self, pred_revenue: np.ndarray) -> dict[str, np.ndarray] | None:
+        """``pred_revenue_lo``, ``pred_revenue_hi`` and ``pred_revenue_sd`` for predictions.
+
+        None when the bundle has no interval model (older versions).
+        """
+        intervals = getattr(self, "intervals", None)
+        if intervals is None:
+            return None
+        lo, hi = intervals.predict(pred_revenue)
+        return {
+            "pred_revenue_lo": lo,
+            "pred_revenue_hi": hi,
+            "pred_revenue_sd": intervals.sd(pred_revenue),
         }

@@ -28,6 +28,7 @@ class HeadParams(FrozenConfig):
     subsample_freq: int = 1
     colsample_bytree: float = Field(default=0.8, gt=0, le=1)
     reg_lambda: float = Field(default=1.0, ge=0)
+    reg_alpha: float = Field(default=0.0, ge=0)
     n_jobs: int = 1
 
 

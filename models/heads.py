@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
+from partnerscore.models.calibration import CALIBRATORS, choose_calibrator
 from partnerscore.models.treeshap import TreeShapTables
 
 MAX_DEPTH = 8
@@ -43,6 +43,7 @@ class _LightGBMHead(BaseEstimator):
         subsample_freq: int = 1,
         colsample_bytree: float = 0.8,
         reg_lambda: float = 1.0,
+        reg_alpha: float = 0.0,
         n_jobs: int = 1,
         random_state: int = 7,
         monotone_constraints: tuple[int, ...] | None = None,
@@ -56,6 +57,7 @@ class _LightGBMHead(BaseEstimator):
         self.subsample_freq = subsample_freq
         self.colsample_bytree = colsample_bytree
         self.reg_lambda = reg_lambda
+        self.reg_alpha = reg_alpha
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.monotone_constraints = monotone_constraints
@@ -83,6 +85,7 @@ class _LightGBMHead(BaseEstimator):
             "subsample_freq": self.subsample_freq,
             "colsample_bytree": self.colsample_bytree,
             "reg_lambda": self.reg_lambda,
+            "reg_alpha": self.reg_alpha,
             "n_jobs": self.n_jobs,
             "random_state": self.random_state,
             "deterministic": True,
@@ -98,14 +101,34 @@ class _LightGBMHead(BaseEstimator):
             ),
         }
 
+    def _fit_kwargs(self, X_valid, y_valid, early_stopping_rounds: int | None) -> dict:
+        """eval_set and early-stopping callback for LightGBM's fit (empty without a set)."""
+        if X_valid is None or y_valid is None or not early_stopping_rounds:
+            return {}
+        return {
+            "eval_X": (X_valid,),
+            "eval_y": (np.asarray(y_valid),),
+            "callbacks": [lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        }
+
+    @property
+    def best_iteration_(self) -> int:
+        """Trees used: the early-stopping optimum if a validation set was given, else all."""
+        best = getattr(self.model_, "best_iteration_", None)
+        return int(best) if best else int(self.n_estimators)
+
     @property
     def booster_(self) -> lgb.Booster:
         """The fitted LightGBM booster."""
         return self.model_.booster_
 
+    def _offset(self) -> float:
+        """Constant added to the booster's margin (the revenue head's recalibration)."""
+        return 0.0
+
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """Raw margin (log for revenue, logit for engagement) per row."""
-        return self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs)
+        return self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs) + self._offset()
 
     def raw_contributions(self, X: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
         """SHAP contributions in raw-margin space: shape (n, k + 1), last column the base value.
@@ -116,8 +139,15 @@ class _LightGBMHead(BaseEstimator):
         """
         tables = self._shap_tables()
         if tables is not None:
-            return tables.contributions(X)
-        return self.booster_.predict(X, pred_contrib=True, num_threads=num_threads or self.n_jobs)
+            contrib = tables.contributions(X)
+        else:
+            contrib = self.booster_.predict(
+                X, pred_contrib=True, num_threads=num_threads or self.n_jobs
+            )
+        offset = self._offset()
+        if offset:
+            contrib[:, -1] += offset  # the recalibration is part of the base value
+        return contrib
 
     def _shap_tables(self) -> TreeShapTables | None:
         """Compiled SHAP tables when every tree is small enough, else None (cached)."""
@@ -151,6 +181,7 @@ class RevenueRegressor(_LightGBMHead):
         subsample_freq: int = 1,
         colsample_bytree: float = 0.8,
         reg_lambda: float = 1.0,
+        reg_alpha: float = 0.0,
         n_jobs: int = 1,
         random_state: int = 7,
         monotone_constraints: tuple[int, ...] | None = None,
@@ -165,14 +196,27 @@ class RevenueRegressor(_LightGBMHead):
             subsample_freq=subsample_freq,
             colsample_bytree=colsample_bytree,
             reg_lambda=reg_lambda,
+            reg_alpha=reg_alpha,
             n_jobs=n_jobs,
             random_state=random_state,
             monotone_constraints=monotone_constraints,
         )
         self.tweedie_variance_power = tweedie_variance_power
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RevenueRegressor:
-        """Fit on prepared features and non-negative revenue."""
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        X_valid: pd.DataFrame | None = None,
+        y_valid: np.ndarray | None = None,
+        early_stopping_rounds: int | None = None,
+    ) -> RevenueRegressor:
+        """Fit on prepared features and non-negative revenue.
+
+        With a validation set and ``early_stopping_rounds`` LightGBM stops adding trees once
+        the validation tweedie deviance stops improving (used by the tuner, which then sets
+        ``n_estimators`` to the best iteration). The recalibration factor is reset to 1.
+        """
         self._validate()
         if not 1.0 < self.tweedie_variance_power < 2.0:
             raise ValueError("tweedie_variance_power must be in (1, 2)")
@@ -184,13 +228,29 @@ class RevenueRegressor(_LightGBMHead):
             tweedie_variance_power=self.tweedie_variance_power,
             **self._lgb_params(),
         )
-        self.model_.fit(X, y)
+        self.model_.fit(X, y, **self._fit_kwargs(X_valid, y_valid, early_stopping_rounds))
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
+        self.calibration_factor_ = 1.0
         return self
 
+    def recalibrate(self, factor: float) -> RevenueRegressor:
+        """Multiply every prediction by ``factor`` (> 0).
+
+        The factor is applied on the log scale as a constant added to the margin, so it is
+        part of the SHAP base value: contributions still add up to the prediction and the
+        ranking is unchanged. The training job fits it out of fold (:mod:`training.train`).
+        """
+        if not (np.isfinite(factor) and factor > 0):
+            raise ValueError(f"recalibration factor must be positive and finite, got {factor}")
+        self.calibration_factor_ = float(factor)
+        return self
+
+    def _offset(self) -> float:
+        return float(np.log(getattr(self, "calibration_factor_", 1.0)))
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Expected revenue per row (exp of the raw margin)."""
+        """Expected revenue per row (exp of the raw margin, recalibration included)."""
         return np.exp(self.raw_score(X))
 
 
@@ -199,10 +259,11 @@ class EngagementClassifier(_LightGBMHead):
 
     The booster is first fitted on older cohorts; the calibration map is fitted on the raw
     margins it gives the newest training cohorts (``X_calib``), partners it has not seen, so the
-    map corrects the optimism of in-sample margins. Platt scaling (``sigmoid``, the default)
-    is strictly monotone and keeps the booster's ranking (ROC AUC) intact; ``isotonic`` is more
-    flexible but ties scores in steps and needs thousands of calibration rows (``auto`` picks
-    isotonic from ``min_isotonic_rows``). With ``refit`` the booster is then refitted with the
+    map corrects the optimism of in-sample margins. ``calibration`` is one map
+    (``sigmoid`` = Platt, ``beta``, ``smooth_isotonic``, or step ``isotonic``) or ``auto``: the
+    candidates in ``calibration_candidates`` are compared by cross-validated log loss on the
+    calibration rows and the best is kept (:mod:`partnerscore.models.calibration`); the CV
+    losses are in ``calibration_losses_``. With ``refit`` the booster is then refitted with the
     same parameters on all rows (training + calibration slice) and keeps the map: the newest
     cohorts are the most informative ones, and a refit with the same parameters produces
     margins on the same scale. Either way the training job judges the result on a holdout of
@@ -212,7 +273,7 @@ class EngagementClassifier(_LightGBMHead):
     def __init__(
         self,
         calibration: str = "sigmoid",
-        min_isotonic_rows: int = 1000,
+        calibration_candidates: tuple[str, ...] = ("sigmoid", "beta", "smooth_isotonic"),
         refit: bool = False,
         n_estimators: int = 120,
         learning_rate: float = 0.08,
@@ -223,6 +284,7 @@ class EngagementClassifier(_LightGBMHead):
         subsample_freq: int = 1,
         colsample_bytree: float = 0.8,
         reg_lambda: float = 1.0,
+        reg_alpha: float = 0.0,
         n_jobs: int = 1,
         random_state: int = 7,
         monotone_constraints: tuple[int, ...] | None = None,
@@ -237,12 +299,13 @@ class EngagementClassifier(_LightGBMHead):
             subsample_freq=subsample_freq,
             colsample_bytree=colsample_bytree,
             reg_lambda=reg_lambda,
+            reg_alpha=reg_alpha,
             n_jobs=n_jobs,
             random_state=random_state,
             monotone_constraints=monotone_constraints,
         )
         self.calibration = calibration
-        self.min_isotonic_rows = min_isotonic_rows
+        self.calibration_candidates = calibration_candidates
         self.refit = refit
 
     def fit(
@@ -251,15 +314,22 @@ class EngagementClassifier(_LightGBMHead):
         y: np.ndarray,
         X_calib: pd.DataFrame | None = None,
         y_calib: np.ndarray | None = None,
+        X_valid: pd.DataFrame | None = None,
+        y_valid: np.ndarray | None = None,
+        early_stopping_rounds: int | None = None,
     ) -> EngagementClassifier:
         """Fit the booster on (X, y) and the calibration map on (X_calib, y_calib).
 
         Without a calibration slice the map is fitted on the training margins (less honest;
-        the training job always passes one) and ``refit`` has nothing to add.
+        the training job always passes one) and ``refit`` has nothing to add. ``X_valid`` with
+        ``early_stopping_rounds`` stops the booster at the best validation log loss (tuning).
         """
         self._validate()
-        if self.calibration not in ("auto", "isotonic", "sigmoid"):
-            raise ValueError("calibration must be auto, isotonic or sigmoid")
+        known = {"auto", "isotonic", *CALIBRATORS}
+        if self.calibration not in known:
+            raise ValueError(f"calibration must be one of {sorted(known)}")
+        if set(self.calibration_candidates) - set(CALIBRATORS) or not self.calibration_candidates:
+            raise ValueError(f"calibration_candidates must be among {sorted(CALIBRATORS)}")
         y = self._labels(y)
         has_slice = X_calib is not None and y_calib is not None and len(X_calib) > 0
         if has_slice:
@@ -267,22 +337,24 @@ class EngagementClassifier(_LightGBMHead):
         if not has_slice or len(np.unique(y_calib)) < 2:
             has_slice = False
             X_calib, y_calib = X, y
-        self._fit_booster(X, y)
+        self._fit_booster(X, y, self._fit_kwargs(X_valid, y_valid, early_stopping_rounds))
         margin = self.raw_score(X_calib)
-        method = self.calibration
-        if method == "auto":
-            method = "isotonic" if len(y_calib) >= self.min_isotonic_rows else "sigmoid"
-        self.calibration_method_ = method
-        if method == "isotonic":
+        self.calibration_losses_ = {}
+        if self.calibration == "auto":
+            self.calibrator_, self.calibration_losses_ = choose_calibrator(
+                margin, y_calib, tuple(self.calibration_candidates), seed=self.random_state
+            )
+        elif self.calibration == "isotonic":
             self.calibrator_ = IsotonicRegression(
                 y_min=1e-4, y_max=1 - 1e-4, out_of_bounds="clip", increasing=True
             ).fit(margin, y_calib)
         else:
-            self.calibrator_ = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y_calib)
+            self.calibrator_ = CALIBRATORS[self.calibration]().fit(margin, y_calib)
+        self.calibration_method_ = getattr(self.calibrator_, "name", "isotonic")
         self.refitted_ = bool(self.refit and has_slice)
         if self.refitted_:
             self._fit_booster(
-                pd.concat([X, X_calib], ignore_index=True), np.concatenate([y, y_calib])
+                pd.concat([X, X_calib], ignore_index=True), np.concatenate([y, y_calib]), {}
             )
         return self
 
@@ -293,18 +365,20 @@ class EngagementClassifier(_LightGBMHead):
             raise ValueError("engagement labels must be 0/1")
         return y.astype(int)
 
-    def _fit_booster(self, X: pd.DataFrame, y: np.ndarray) -> None:
+    def _fit_booster(self, X: pd.DataFrame, y: np.ndarray, fit_kwargs: dict) -> None:
         self.model_ = lgb.LGBMClassifier(objective="binary", **self._lgb_params())
-        self.model_.fit(X, y)
+        self.model_.fit(X, y, **fit_kwargs)
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Map raw margins to calibrated probabilities."""
         margin = np.asarray(margin, dtype=float)
-        if self.calibration_method_ == "isotonic":
+        if isinstance(self.calibrator_, IsotonicRegression):
             return self.calibrator_.predict(margin)
-        return self.calibrator_.predict_proba(margin.reshape(-1, 1))[:, 1]
+        if hasattr(self.calibrator_, "predict_proba"):  # a LogisticRegression (older bundles)
+            return self.calibrator_.predict_proba(margin.reshape(-1, 1))[:, 1]
+        return self.calibrator_.predict(margin)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2)."""

@@ -132,6 +132,19 @@ def _drivers(
     return out
 
 
+def _interval_columns(model: PartnerModel, pred_revenue: np.ndarray) -> dict[str, np.ndarray]:
+    """Interval columns for the revenue predictions (NaN when the bundle has no intervals)."""
+    out = model.revenue_intervals(pred_revenue)
+    if out is None:
+        nan = np.full(len(pred_revenue), np.nan)
+        return {
+            "pred_revenue_lo": nan,
+            "pred_revenue_hi": nan.copy(),
+            "pred_revenue_sd": nan.copy(),
+        }
+    return out
+
+
 def score_features(
     model: PartnerModel,
     features: pd.DataFrame,
@@ -150,11 +163,13 @@ def score_features(
 
     Returns:
         The score rows: partner_id, as_of, age_days, passthrough columns, pred_revenue,
-        pred_engagement, score, score_tier, quadrant, quadrant_label, intervention,
-        intervention_detail, ``<head>_base`` and ``<head>_<layer>`` subscores for revenue and
-        engagement (adding up to ``pred_<head>``), ``score_base``, band-weighted
-        ``score_<layer>`` and ``score_adjustment`` (adding up to ``score``), the model's own
-        composite ``score_model`` = ``score_base`` + unweighted ``score_model_<layer>``,
+        pred_revenue_lo / pred_revenue_hi (conformal interval at the model's coverage, NaN for
+        bundles without one), pred_revenue_sd (for portfolio intervals), pred_engagement,
+        score, score_tier, quadrant, quadrant_label, intervention, intervention_detail,
+        ``<head>_base`` and ``<head>_<layer>`` subscores for revenue and engagement (adding up
+        to ``pred_<head>``), ``score_base``, band-weighted ``score_<layer>`` and
+        ``score_adjustment`` (adding up to ``score``), the model's own composite
+        ``score_model`` = ``score_base`` + unweighted ``score_model_<layer>``,
         ``maturity_band`` and ``score_adjustment_factor``,
         driver_pos_1..n, driver_neg_1..n, provisional, model_version, model_config_hash,
         every feature value, ``shap_revenue_<feature>`` (dollars) and
@@ -223,6 +238,7 @@ def score_features(
     cols.update(
         {
             "pred_revenue": rev.pred,
+            **_interval_columns(model, rev.pred),
             "pred_engagement": eng.pred,
             "score": score,
             "score_tier": repeated_text(tiers),

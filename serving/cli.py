@@ -31,6 +31,82 @@ ConfigOption = Annotated[
 ]
 
 
+_STATE = {"json": False}
+
+
+def _jsonable(value):
+    """Result objects (dataclasses of paths, dates, numbers, frames' counts) as JSON values."""
+    import dataclasses
+    import math
+    from datetime import date as _date
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (Path, _date)):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    if hasattr(value, "shape"):  # frames and arrays ride along as their size only
+        return {"rows": int(value.shape[0])}
+    return str(value)
+
+
+def _emit(result) -> None:
+    """Print a job's result: its human summary, or with ``--json`` its fields as JSON."""
+    if _STATE["json"]:
+        import json
+
+        payload = _jsonable(result)
+        if not isinstance(payload, dict):
+            payload = {"result": payload}
+        payload["summary"] = result.summary()
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(result.summary())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from partnerscore import __version__
+
+        typer.echo(f"partnerscore {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print each command's summary as JSON.")
+    ] = False,
+    log_level: Annotated[
+        str, typer.Option(help="Logging level: debug, info, warning or error.")
+    ] = "warning",
+) -> None:
+    """Score newly onboarded channel partners: future revenue and engagement, explained."""
+    import logging
+
+    level = getattr(logging, log_level.upper(), None)
+    if log_level.lower() not in ("debug", "info", "warning", "error") or level is None:
+        raise PartnerscoreError(f"--log-level {log_level}: use debug, info, warning or error")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("partnerscore").setLevel(level)
+    _STATE["json"] = json_output
+
+
 def _quiet_environment() -> None:
     """Offline, quiet defaults: no MLflow telemetry, no idle-spinning OpenMP threads."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -115,7 +191,7 @@ def simulate(
     )
     from partnerscore.features.simulate import run_simulate
 
-    typer.echo(run_simulate(cfg, out, fmt=fmt).summary())
+    _emit(run_simulate(cfg, out, fmt=fmt))
 
 
 @app.command()
@@ -126,7 +202,7 @@ def validate(
     """Check every raw table against the contract; bad rows go to RAW/quarantine/<table>.csv."""
     from partnerscore.features.validate import run_validate
 
-    typer.echo(run_validate(raw, _config(config).validation).summary())
+    _emit(run_validate(raw, _config(config).validation))
 
 
 @app.command()
@@ -163,7 +239,7 @@ def build(
     if cutoffs is not None and ages is not None:
         raise PartnerscoreError("build: give either --ages or --cutoffs, not both")
     result = run_build(raw, out, cfg, validation=app_cfg.validation, cutoffs=cutoffs)
-    typer.echo(result.summary())
+    _emit(result)
 
 
 @app.command()
@@ -197,7 +273,7 @@ def train(
         artifact_root=app_cfg.paths.artifact_root(),
         config_hash=app_cfg.hash(),
     )
-    typer.echo(result.summary())
+    _emit(result)
 
 
 @app.command()
@@ -206,7 +282,7 @@ def models(config: ConfigOption = None) -> None:
     app_cfg = _config(config)
     from partnerscore.training.registry import run_models
 
-    typer.echo(run_models(app_cfg.train, tracking_uri=app_cfg.paths.tracking_uri()).summary())
+    _emit(run_models(app_cfg.train, tracking_uri=app_cfg.paths.tracking_uri()))
 
 
 @app.command()
@@ -229,7 +305,7 @@ def promote(
         force=force,
         reason=reason,
     )
-    typer.echo(result.summary())
+    _emit(result)
     if not result.promoted:
         raise typer.Exit(1)
 
@@ -256,9 +332,36 @@ def score(
             help="Accept a model folder outside the registry (it is unpickled: trusted only)."
         ),
     ] = False,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="Score a prebuilt feature table (CSV/Parquet) instead of --raw."),
+    ] = None,
+    allow_missing_features: Annotated[
+        bool, typer.Option(help="With --features: score absent feature columns as missing.")
+    ] = False,
+    history: Annotated[
+        bool, typer.Option("--history/--no-history", help="Record the batch in the history.")
+    ] = True,
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
+    if features is not None:
+        if as_of is not None or at_age is not None:
+            raise PartnerscoreError("score --features: the table carries as_of; drop --as-of")
+        from partnerscore.serving.score import run_score_features
+
+        _emit(
+            run_score_features(
+                features,
+                model,
+                out,
+                _config(config),
+                allow_local_model=allow_local_model,
+                allow_missing_features=allow_missing_features,
+                record_history=history,
+            )
+        )
+        return
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     as_of_date = _parse_date(as_of, "--as-of")
@@ -272,8 +375,9 @@ def score(
         _config(config),
         allow_local_model=allow_local_model,
         at_age=at_age,
+        record_history=history,
     )
-    typer.echo(result.summary())
+    _emit(result)
 
 
 @app.command()
@@ -289,7 +393,26 @@ def report(
     """Write one HTML report per partner and an index.html portfolio page."""
     from partnerscore.serving.report import run_report
 
-    typer.echo(run_report(scores, out, _config(config)).summary())
+    _emit(run_report(scores, out, _config(config)))
+
+
+@app.command()
+def forecast(
+    scores: Annotated[Path, typer.Option(help="Scores file written by `score`.")] = Path(
+        "data/scores/scores.parquet"
+    ),
+    by: Annotated[str, typer.Option(help="Segment columns, comma-separated.")] = "tier,region",
+    out: Annotated[Path, typer.Option(help="Forecast file (.csv or .parquet).")] = Path(
+        "data/scores/forecast.csv"
+    ),
+    coverage: Annotated[float | None, typer.Option(help="Interval coverage (0-1).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Expected revenue with intervals per segment and period, for downstream forecasting."""
+    from partnerscore.serving.forecast import parse_by, run_forecast
+
+    result = run_forecast(_config(config), scores, out, parse_by(by), coverage=coverage)
+    typer.echo(result.summary())
 
 
 @app.command()
@@ -317,7 +440,7 @@ def demo(
     """Simulate -> validate -> build -> train -> promote -> score -> report, end to end."""
     from partnerscore.serving.demo import run_demo
 
-    typer.echo(run_demo(workdir, _config(config), partners=partners, trials=trials).summary())
+    _emit(run_demo(workdir, _config(config), partners=partners, trials=trials))
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -351,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         The process exit code.
     """
     _quiet_environment()
+    _STATE["json"] = False
     try:
         # without standalone mode click returns the code of typer.Exit instead of raising it
         code = app(args=argv, standalone_mode=False)

@@ -11,9 +11,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, frame_format, staged_frames
+from partnerscore.features.core import PartnerscoreError, frame_format, read_frame, staged_frames
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import load_raw
+from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.policy import (
     action_schedule,
@@ -127,6 +128,7 @@ def run_score(
     *,
     allow_local_model: bool = False,
     at_age: int | None = None,
+    record_history: bool = True,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -146,6 +148,7 @@ def run_score(
             model unpickles it, which runs code: only do this for folders you trust.
         at_age: Score every partner at its own milestone signed_at + ``at_age`` days instead
             of one date; partners not that old by the data end are skipped and counted.
+        record_history: Record the batch in the score history (smoothing still reads it).
 
     Returns:
         Counts and paths.
@@ -164,13 +167,7 @@ def run_score(
     if at_age is not None and at_age < 0:
         raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
     cut = pd.Timestamp(as_of) if as_of is not None else None
-    uri = resolve_model_uri(model, config.train.registered_model)
-    if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
-        raise PartnerscoreError(
-            f"--model {model}: not a registered model; loading a model folder runs its pickled "
-            "code, so a local path needs --allow-local-model"
-        )
-    load_playbook(config.policy)  # a broken playbook stops the run before any work
+    uri = _checked_uri(model, config, allow_local_model)
 
     raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
     newest = pd.Timestamp(raw.data_end)
@@ -210,15 +207,7 @@ def run_score(
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
 
-    mlflow.set_tracking_uri(config.paths.tracking_uri())
-    mlflow.set_registry_uri(config.paths.tracking_uri())
-    partner_model = load_partner_model(uri)
-    try:
-        version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        version = ""
-    partner_model.metadata["version"] = version
-
+    partner_model, version = _load(uri, config)
     if at_age is None:
         features = build_scoring_frame(raw, cut)
     else:
@@ -234,60 +223,9 @@ def run_score(
     )
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
 
-    scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
-    history = ScoreHistory(config.paths.history_database())
-    previous = history.previous(
-        scored["partner_id"].tolist(), before=cut if cut is not None else cuts
+    scored, reject_frame = _publish(
+        scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
     )
-    smoothed, prev, flags = smooth_and_guard_batch(
-        scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
-    )
-    ledger = DecisionLedger(config.paths.history_database())
-    decided, candidate, held = stable_tiers(
-        scored["partner_id"].tolist(),
-        smoothed,
-        scored["score"].to_numpy(),
-        flags,
-        ledger.previous(scored["partner_id"].tolist(), before=cut if cut is not None else cuts),
-        config.policy,
-        frozen=scored["out_of_scope"].to_numpy(bool),
-    )
-    extra = pd.DataFrame(
-        {
-            "peer_percentile": peer_percentile(scored),
-            "score_previous": prev,
-            "score_smoothed": smoothed,
-            "guardrail_flag": flags,
-            "score_tier_raw": scored["score_tier"].to_numpy(),
-            "score_tier_candidate": candidate,
-            "tier_held_reason": held,
-            "config_hash": config.hash(),
-            "model_uri": uri,
-        },
-        index=scored.index,
-    )
-    scored = pd.concat([scored, extra], axis=1)
-    scored["score_tier"] = pd.array(decided, dtype="str")
-    schedule = action_schedule(
-        scored["score_tier"].to_numpy(dtype=object),
-        scored["quadrant"].to_numpy(dtype=object),
-        scored["provisional"].to_numpy(bool),
-        scored["out_of_scope"].to_numpy(bool),
-        scored["as_of"].to_numpy(),
-        config.policy,
-    )
-    scored = pd.concat(
-        [scored, pd.DataFrame({k: pd.array(v, dtype="str") for k, v in schedule.items()})],
-        axis=1,
-    )
-
-    reject_frame = pd.concat(rejects, ignore_index=True)
-    reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
-    # files are staged first and published only once the history holds the batch: either both
-    # describe this run, or (history locked, disk full) neither changes
-    with staged_frames([(scored, out), (reject_frame.reset_index(drop=True), rejects_path(out))]):
-        history.upsert(scored)
-        ledger.record_decisions(scored, facts=milestone_columns(config.incentives))
     quarantined_rows = {
         name: len(frame)
         for name, frame in raw.quarantine.items()
@@ -307,12 +245,197 @@ def run_score(
         at_age=at_age,
         partners_input=len(partners_all) + len(quarantined) + duplicates,
         duplicates=duplicates,
-        guardrail_flags=int(np.sum(flags)),
+        guardrail_flags=int(scored["guardrail_flag"].sum()),
         provisional=int(scored["provisional"].sum()),
         seconds=time.perf_counter() - started,
         tiers=scored["score_tier"].value_counts().to_dict(),
         quarantined_rows=quarantined_rows,
         quarantine_dir=out.parent / "quarantine",
+    )
+
+
+def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
+    """The model URI, refusing unregistered folders unless allowed; checks the playbook too."""
+    uri = resolve_model_uri(model, config.train.registered_model)
+    if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
+        raise PartnerscoreError(
+            f"--model {model}: not a registered model; loading a model folder runs its pickled "
+            "code, so a local path needs --allow-local-model"
+        )
+    load_playbook(config.policy)  # a broken playbook stops the run before any work
+    return uri
+
+
+def _load(uri: str, config: AppConfig) -> tuple[PartnerModel, str]:
+    """The PartnerModel behind ``uri`` and its registry version ('' when not registered)."""
+    mlflow.set_tracking_uri(config.paths.tracking_uri())
+    mlflow.set_registry_uri(config.paths.tracking_uri())
+    partner_model = load_partner_model(uri)
+    try:
+        version = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        version = ""
+    partner_model.metadata["version"] = version
+    return partner_model, version
+
+
+def _publish(
+    scored: pd.DataFrame,
+    rejects: list[pd.DataFrame],
+    before: pd.Timestamp | pd.Series,
+    uri: str,
+    out: Path,
+    config: AppConfig,
+    record_history: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Peers, smoothing and guardrails from the history, then scores + rejects + history.
+
+    Files are staged first and published only once the history holds the batch: either both
+    describe this run, or (history locked, disk full) neither changes.
+    """
+    scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    history = ScoreHistory(config.paths.history_database())
+    previous = history.previous(scored["partner_id"].tolist(), before=before)
+    smoothed, prev, flags = smooth_and_guard_batch(
+        scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
+    )
+    scored = _decide(scored, smoothed, prev, flags, before, uri, config)
+    reject_frame = pd.concat(rejects, ignore_index=True)
+    reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
+    reject_frame = reject_frame.reset_index(drop=True)
+    with staged_frames([(scored, out), (reject_frame, rejects_path(out))]):
+        if record_history:
+            history.upsert(scored)
+            DecisionLedger(config.paths.history_database()).record_decisions(
+                scored, facts=milestone_columns(config.incentives)
+            )
+    return scored, reject_frame
+
+
+def _decide(
+    scored: pd.DataFrame,
+    smoothed: np.ndarray,
+    prev: np.ndarray,
+    flags: np.ndarray,
+    before: pd.Timestamp | pd.Series,
+    uri: str,
+    config: AppConfig,
+) -> pd.DataFrame:
+    """Stable tier decisions (hysteresis, guardrail holds) and the actions that follow.
+
+    ``score_tier`` becomes the decided tier; the model's tier of the raw score is kept as
+    ``score_tier_raw`` and the tier of the smoothed score as ``score_tier_candidate``.
+    """
+    ledger = DecisionLedger(config.paths.history_database())
+    decided, candidate, held = stable_tiers(
+        scored["partner_id"].tolist(),
+        smoothed,
+        scored["score"].to_numpy(),
+        flags,
+        ledger.previous(scored["partner_id"].tolist(), before=before),
+        config.policy,
+        frozen=scored["out_of_scope"].to_numpy(bool),
+    )
+    extra = pd.DataFrame(
+        {
+            "peer_percentile": peer_percentile(scored),
+            "score_previous": prev,
+            "score_smoothed": smoothed,
+            "guardrail_flag": flags,
+            "score_tier_raw": scored["score_tier"].to_numpy(),
+            "score_tier_candidate": pd.array(candidate, dtype="str"),
+            "tier_held_reason": pd.array(held, dtype="str"),
+            "config_hash": config.hash(),
+            "model_uri": uri,
+        },
+        index=scored.index,
+    )
+    scored = pd.concat([scored, extra], axis=1)
+    scored["score_tier"] = pd.array(decided, dtype="str")
+    schedule = action_schedule(
+        scored["score_tier"].to_numpy(dtype=object),
+        scored["quadrant"].to_numpy(dtype=object),
+        scored["provisional"].to_numpy(bool),
+        scored["out_of_scope"].to_numpy(bool),
+        scored["as_of"].to_numpy(),
+        config.policy,
+    )
+    columns = {k: pd.array(v, dtype="str") for k, v in schedule.items()}
+    return pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
+
+
+def run_score_features(
+    features: str | Path,
+    model: str,
+    out: str | Path,
+    config: AppConfig,
+    *,
+    allow_local_model: bool = False,
+    allow_missing_features: bool = False,
+    record_history: bool = True,
+) -> ScoreResult:
+    """``partnerscore score --features FILE``: score a prebuilt feature table.
+
+    The table (CSV or Parquet: partner_id, as_of and the model's feature columns, e.g. written
+    by ``build`` or by another system) is checked strictly first: missing feature columns
+    (unless allowed), text in numeric columns and duplicate (partner_id, as_of) rows stop the
+    run with one line naming the column and row; unseen categories are scored as missing and
+    listed in the ``unseen_categories`` column.
+
+    Args:
+        features: The feature table.
+        model: Alias, version number or model URI.
+        out: Scores file path.
+        config: Application configuration.
+        allow_local_model: Accept a model folder outside the registry (trusted only).
+        allow_missing_features: Score absent feature columns as missing.
+        record_history: Record the batch in the score history.
+
+    Returns:
+        Counts and paths.
+    """
+    from partnerscore.models.frame_check import check_feature_frame
+
+    started = time.perf_counter()
+    out = Path(out)
+    frame_format(out)
+    if out.is_dir():
+        raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
+    uri = _checked_uri(model, config, allow_local_model)
+    frame = read_frame(features)
+    partner_model, version = _load(uri, config)
+    check = check_feature_frame(
+        partner_model, frame, source=str(features), allow_missing=allow_missing_features
+    )
+    frame = frame.reset_index(drop=True)
+    scored = score_features(partner_model, frame, policy=config.policy)
+    scored = pd.concat(
+        [scored, pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)], axis=1
+    )
+    cuts = pd.Series(pd.to_datetime(scored["as_of"]).to_numpy(), index=scored["partner_id"])
+    finite = (
+        np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+    ).to_numpy()
+    rejects = [_rejects(scored.loc[~finite, "partner_id"], cuts, "non-finite prediction")]
+    scored, reject_frame = _publish(
+        scored[finite].reset_index(drop=True), rejects, cuts, uri, out, config, record_history
+    )
+    return ScoreResult(
+        out=out,
+        rejects=rejects_path(out),
+        as_of=None,
+        model_uri=uri,
+        model_version=version,
+        in_scope=len(frame),
+        scored=len(scored),
+        rejected=len(reject_frame),
+        not_yet=0,
+        partners_input=len(frame),
+        guardrail_flags=int(scored["guardrail_flag"].sum()),
+        provisional=int(scored["provisional"].sum()),
+        graduated=int(scored["out_of_scope"].sum()),
+        seconds=time.perf_counter() - started,
+        tiers=scored["score_tier"].value_counts().to_dict(),
     )
 
 

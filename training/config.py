@@ -19,18 +19,35 @@ class TrainConfig(FrozenConfig):
         timeout_seconds: Optional wall-clock cap on tuning per head.
         holdout_share: Share of the newest signing cohorts held out for evaluation.
         calibration_share: Share of the training cohorts (newest) used to calibrate engagement.
-        calibration: Engagement calibration map: ``sigmoid`` (Platt; keeps the ranking),
-            ``isotonic``, or ``auto`` (isotonic from 1000 calibration rows).
+        calibration: Engagement calibration map: ``auto`` (the candidate with the lowest
+            cross-validated log loss on the calibration rows among ``calibration_candidates``),
+            or one of ``sigmoid`` (Platt), ``beta``, ``smooth_isotonic``, ``isotonic`` (steps).
+        calibration_candidates: Maps compared by ``auto``.
         engagement_refit: Refit the engagement booster on all training cohorts after the
             calibration map is fitted on the newest slice (the map is kept).
         monotone: Constrain both heads to be monotone in every numeric feature with a declared
             direction (``higher_is_better`` increasing, ``lower_is_better`` decreasing).
-        folds: Number of expanding time-based folds used for tuning.
+        folds: Number of expanding time-based folds (tuning, revenue recalibration, intervals).
+        tweedie_variance_power: Default variance power of the revenue head (tuned if trials).
+        revenue_recalibration: Multiply revenue predictions by sum(labels) / sum(predictions)
+            of out-of-fold predictions on the time folds (fixes out-of-sample under-prediction
+            of a log-link model on a heavy-tailed target).
+        refit: After evaluation on the holdout, refit the chosen configuration on all rows
+            (training + holdout cohorts) for the registered model; holdout metrics are the
+            pre-refit model's.
+        interval_coverage: Target coverage of the revenue prediction intervals.
+        bootstrap_rounds: Partner-level bootstrap resamples for standard errors.
         revenue: Default revenue-head parameters.
         engagement: Default engagement-head parameters.
         experiment: MLflow experiment name.
         registered_model: MLflow registered model name.
         promotion_margin: Relative improvement the challenger needs on the primary metric.
+        max_portfolio_bias: Largest |holdout revenue portfolio bias| (pre-refit, as logged
+            by the training run) a challenger may have to be promoted without ``--force``.
+        portfolio_bias_z: The gate refuses when ``|bias| - z * s.e. > max_portfolio_bias``,
+            i.e. when the bias is beyond the limit by more than its sampling noise (partner
+            bootstrap s.e., logged by the run). Realised revenue is heavy-tailed: the s.e. is
+            ~15% at 5,000 partners, ~20-25% at 2,000. ``0`` applies the limit literally.
     """
 
     seed: int = 7
@@ -38,12 +55,24 @@ class TrainConfig(FrozenConfig):
     timeout_seconds: float | None = None
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     calibration_share: float = Field(default=0.15, gt=0, lt=1)
-    calibration: Literal["sigmoid", "isotonic", "auto"] = "sigmoid"
+    calibration: Literal["auto", "sigmoid", "beta", "smooth_isotonic", "isotonic"] = "auto"
+    calibration_candidates: tuple[Literal["sigmoid", "beta", "smooth_isotonic"], ...] = (
+        "sigmoid",
+        "beta",
+        "smooth_isotonic",
+    )
     engagement_refit: bool = True
     monotone: bool = True
     folds: int = Field(default=3, ge=1)
+    tweedie_variance_power: float = Field(default=1.1, gt=1, lt=2)
+    revenue_recalibration: bool = True
+    refit: bool = True
+    interval_coverage: float = Field(default=0.8, gt=0, lt=1)
+    bootstrap_rounds: int = Field(default=200, ge=0)
     revenue: HeadParams = HeadParams()
     engagement: HeadParams = HeadParams()
     experiment: str = "partnerscore"
     registered_model: str = "partnerscore"
     promotion_margin: float = Field(default=0.01, ge=0)
+    max_portfolio_bias: float = Field(default=0.1, gt=0)
+    portfolio_bias_z: float = Field(default=2.0, ge=0)

@@ -180,3 +180,97 @@ def segment_metrics(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def paired_bootstrap(
+    frame: pd.DataFrame,
+    metric,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    rounds: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Difference ``metric(a) - metric(b)`` on ``frame`` and its paired bootstrap s.e.
+
+    Partners (all their snapshots together) are resampled with replacement; both predictions
+    are scored on the same resample, so the s.e. is that of the difference.
+
+    Args:
+        frame: Evaluation rows with ``partner_id`` and the labels ``metric`` reads.
+        metric: ``metric(frame, pred) -> float``.
+        pred_a: Predictions of the first model (row-aligned with ``frame``).
+        pred_b: Predictions of the second model.
+        rounds: Bootstrap resamples (0: s.e. is NaN).
+        seed: Resampling seed.
+
+    Returns:
+        (difference on the full frame, bootstrap standard error of the difference).
+    """
+    frame = frame.reset_index(drop=True)
+    pred_a, pred_b = np.asarray(pred_a, dtype=float), np.asarray(pred_b, dtype=float)
+    diff = float(metric(frame, pred_a) - metric(frame, pred_b))
+    diffs = []
+    for rows in partner_resamples(frame, rounds, seed):
+        sample = frame.iloc[rows].reset_index(drop=True)
+        d = metric(sample, pred_a[rows]) - metric(sample, pred_b[rows])
+        if np.isfinite(d):
+            diffs.append(d)
+    return diff, float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+
+
+def partner_resamples(frame: pd.DataFrame, rounds: int, seed: int = 0):
+    """Row indices of ``rounds`` partner-level bootstrap resamples of ``frame`` (positional).
+
+    Each resample draws as many partners as ``frame`` holds, with replacement, and takes all
+    snapshots of every drawn partner.
+    """
+    codes, partners = pd.factorize(frame["partner_id"])
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(partners)))
+    counts = np.bincount(codes, minlength=len(partners))
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        pick = rng.integers(0, len(partners), len(partners))
+        yield order[np.repeat(starts[pick], counts[pick]) + _ranges(counts[pick])]
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """0..c-1 for every count, concatenated."""
+    ends = np.cumsum(counts)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
+
+
+def bootstrap_se(
+    frame: pd.DataFrame, metric, pred: np.ndarray, rounds: int = 200, seed: int = 0
+) -> float:
+    """Partner-level bootstrap standard error of ``metric(frame, pred)``."""
+    frame = frame.reset_index(drop=True)
+    pred = np.asarray(pred, dtype=float)
+    values = [
+        metric(frame.iloc[rows].reset_index(drop=True), pred[rows])
+        for rows in partner_resamples(frame, rounds, seed)
+    ]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def revenue_gini_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+    """Normalized Gini of ``label_revenue`` (for :func:`paired_bootstrap`)."""
+    return normalized_gini(frame["label_revenue"].to_numpy(float), pred)
+
+
+def revenue_bias_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+    """Portfolio bias sum(pred) / sum(label) - 1 (for :func:`paired_bootstrap`)."""
+    total = frame["label_revenue"].to_numpy(float).sum()
+    return float(np.sum(pred) / total - 1) if total else float("nan")
+
+
+def revenue_mae_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+    """Mean absolute error of revenue (for :func:`paired_bootstrap`)."""
+    return float(np.mean(np.abs(frame["label_revenue"].to_numpy(float) - pred)))
+
+
+def engagement_auc_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+    """ROC AUC of ``label_engaged`` (NaN with one class; for :func:`paired_bootstrap`)."""
+    y = frame["label_engaged"].to_numpy().astype(int)
+    return float(roc_auc_score(y, pred)) if len(np.unique(y)) == 2 else float("nan")

@@ -96,16 +96,28 @@ class PromoteResult:
     forced: bool = False
     reason: str = ""
     details: dict = field(default_factory=dict)
+    bias: float | None = None
+    max_bias: float | None = None
+    bias_noise: float = 0.0
 
     def summary(self) -> str:
         """What the gate decided and why."""
         if self.champion is None:
             basis = "no champion yet"
+        elif self.champion_score is None or self.champion_score != self.champion_score:
+            basis = f"v{self.challenger} is already champion"
         else:
             basis = (
                 f"challenger v{self.challenger} primary score {self.challenger_score:.4f} vs "
                 f"champion v{self.champion} {self.champion_score:.4f} on the challenger's "
                 f"holdout (needs +{self.margin:.1%})"
+            )
+        if self.bias is not None and self.max_bias is not None:
+            ok = abs(self.bias) - self.bias_noise <= self.max_bias
+            noise = f" + {self.bias_noise:.0%} sampling noise" if self.bias_noise else ""
+            basis += (
+                f"; holdout revenue portfolio bias {self.bias:+.1%} "
+                f"({'within' if ok else 'BEYOND'} the ±{self.max_bias:.0%}{noise} limit)"
             )
         if self.promoted and self.forced:
             return f"FORCED: v{self.challenger} is now champion ({basis}); reason: {self.reason}"
@@ -134,8 +146,15 @@ def run_promote(
     on, stored with its run), so the comparison is on identical rows. The primary score is the
     mean of revenue normalized Gini and engagement ROC AUC; the challenger must exceed the
     champion's by ``promotion_margin`` (relative). With no champion the first version is
-    promoted. ``force`` promotes regardless and records who, when and why on the version.
+    promoted. Either way the challenger's revenue portfolio bias on its holdout — the
+    pre-refit value logged by its training run (``holdout_revenue_portfolio_bias``), honest
+    even when the registered model was refitted on those cohorts — must be within
+    ``max_portfolio_bias`` plus ``portfolio_bias_z`` times its logged bootstrap s.e.: a
+    forecast built on a biased model inherits the bias. ``force``
+    promotes regardless and records who, when and why on the version.
     """
+    if force and not (reason or "").strip():
+        raise PartnerscoreError("--force needs --reason '...' (recorded on the model version)")
     client = _client(tracking_uri)
     name = config.registered_model
     if not _versions(client, name):
@@ -164,6 +183,9 @@ def run_promote(
             reason="already champion",
         )
 
+    run_metrics = client.get_run(challenger.run_id).data.metrics
+    bias = run_metrics.get("holdout_revenue_portfolio_bias")
+    bias_se = run_metrics.get("holdout_revenue_portfolio_bias_se", 0.0)
     holdout = _holdout_of(client, challenger.run_id)
     ch_model = load_partner_model(f"models:/{name}/{challenger.version}")
     ch_pred = ch_model.predict(holdout)
@@ -180,6 +202,12 @@ def run_promote(
         passes = ch_score >= champ_score * (1 + config.promotion_margin)
     else:
         passes = True
+    if bias is None:  # a run from before the bias was logged: measure it on the holdout
+        bias = ch_metrics["revenue_portfolio_bias"]
+    noise = config.portfolio_bias_z * (bias_se if bias_se == bias_se else 0.0)
+    bias_ok = bool(abs(bias) - noise <= config.max_portfolio_bias)
+    details["bias_ok"] = bias_ok
+    passes = passes and bias_ok
     promoted = passes or force
     result = PromoteResult(
         promoted=promoted,
@@ -189,8 +217,11 @@ def run_promote(
         champion_score=champ_score,
         margin=config.promotion_margin,
         forced=force and not passes,
-        reason=reason or ("gate passed" if passes else "forced without a reason"),
+        reason=reason or ("gate passed" if passes else "gate failed"),
         details=details,
+        bias=float(bias),
+        max_bias=config.max_portfolio_bias,
+        bias_noise=float(noise),
     )
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     tags = {
@@ -198,6 +229,8 @@ def run_promote(
         "promotion_checked_at": now,
         "promotion_challenger_score": f"{ch_score:.4f}",
         "promotion_champion_score": "" if champ_score is None else f"{champ_score:.4f}",
+        "promotion_portfolio_bias": f"{bias:.4f}",
+        "promotion_bias_ok": str(bias_ok).lower(),
     }
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)

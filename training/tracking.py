@@ -81,8 +81,10 @@ def plot_shap_summary(contrib: np.ndarray, X: pd.DataFrame, title: str, path: Pa
     return _save(fig, path)
 
 
-def plot_calibration(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> Path:
-    """Reliability diagram of engagement probabilities."""
+def plot_calibration(
+    y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10, subtitle: str = ""
+) -> Path:
+    """Reliability diagram of engagement probabilities (``subtitle``: e.g. map and ECE)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +106,7 @@ def plot_calibration(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -
     ax.plot(xs, ys, color="#3b6ea5")
     ax.set_xlabel("predicted engagement probability")
     ax.set_ylabel("observed engagement rate")
-    ax.set_title("Engagement calibration (holdout)")
+    ax.set_title("Engagement calibration (holdout)" + (f"\n{subtitle}" if subtitle else ""))
     ax.legend()
     return _save(fig, path)
 

@@ -24,10 +24,21 @@ from partnerscore.models.baselines import (
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.models.intervals import RevenueIntervals, coverage, segment_coverage
 from partnerscore.models.pyfunc import log_partner_model
 from partnerscore.training import tracking
 from partnerscore.training.config import TrainConfig
-from partnerscore.training.metrics import evaluate, oracle_ratios, segment_metrics
+from partnerscore.training.metrics import (
+    bootstrap_se,
+    engagement_auc_metric,
+    evaluate,
+    oracle_ratios,
+    paired_bootstrap,
+    revenue_bias_metric,
+    revenue_gini_metric,
+    revenue_mae_metric,
+    segment_metrics,
+)
 from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
 from partnerscore.training.tune import tune_head
 
@@ -49,6 +60,7 @@ class TrainResult:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     tracking_uri: str = ""
+    comparison: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """Holdout comparison of the GBM heads with the baselines and where it is logged."""
@@ -143,6 +155,39 @@ def _loggable(params: dict) -> dict:
     return out
 
 
+def out_of_fold_revenue(
+    X: pd.DataFrame, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], params: dict
+) -> np.ndarray:
+    """Revenue predictions of each fold's validation rows by a model fitted on its train rows.
+
+    Rows in no validation block (the oldest block of expanding folds) are NaN.
+    """
+    oof = np.full(len(X), np.nan)
+    for tr, va in folds:
+        if tr.any() and va.any():
+            oof[va] = RevenueRegressor(**params).fit(X[tr], y[tr]).predict(X[va])
+    return oof
+
+
+def recalibration_folds(
+    frame: pd.DataFrame, n_folds: int, min_train_share: float = 0.5
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The expanding time folds whose training part holds >= ``min_train_share`` of partners.
+
+    Out-of-fold predictions of a model fitted on a small, old slice under-predict more than
+    the final model will (measured: the first of four blocks is 10-20 points more biased), so
+    the recalibration factor and the intervals use the newest folds only (at least the last).
+    """
+    folds = time_folds(frame, n_folds)
+    total = frame["partner_id"].nunique()
+    kept = [
+        (tr, va)
+        for tr, va in folds
+        if frame.loc[tr, "partner_id"].nunique() >= min_train_share * total
+    ]
+    return kept or folds[-1:]
+
+
 def fit_partner_model(
     train: pd.DataFrame,
     specs: list,
@@ -151,10 +196,20 @@ def fit_partner_model(
     revenue_params: dict,
     engagement_params: dict,
 ) -> PartnerModel:
-    """Fit both heads on a training frame (engagement calibrated on its newest cohorts).
+    """Fit both heads on a training frame, with revenue recalibration and intervals.
+
+    - Revenue: the booster is fitted on all rows; out-of-fold predictions on the newest
+      expanding time folds (:func:`recalibration_folds`: each block predicted by a model of
+      the older blocks, which hold at least half of the partners) give the recalibration
+      factor ``sum(label) / sum(prediction)`` (``config.revenue_recalibration``) and the
+      conformal intervals (:class:`~partnerscore.models.intervals.RevenueIntervals`).
+    - Engagement: booster on the older cohorts, calibration map on the newest
+      ``calibration_share`` of partners (chosen by cross-validated log loss with ``auto``),
+      then refitted on all rows (``engagement_refit``).
 
     Monotone constraints from the feature directions are added when ``config.monotone`` and
-    the parameters do not set them already.
+    the parameters do not set them already. ``model.metadata["fit"]`` records the factor, the
+    out-of-fold bias before it and the calibration losses.
     """
     if config.monotone:
         mono = monotone_constraints(specs)
@@ -169,11 +224,27 @@ def fit_partner_model(
         policy=policy,
     )
     X = empty.prepare(train)
-    revenue = RevenueRegressor(**revenue_params).fit(X, train["label_revenue"].to_numpy())
+    y_rev = train["label_revenue"].to_numpy(dtype=float)
+    revenue = RevenueRegressor(**revenue_params).fit(X, y_rev)
+    oof = out_of_fold_revenue(X, y_rev, recalibration_folds(train, config.folds), revenue_params)
+    seen = np.isfinite(oof)
+    oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
+    factor = 1.0
+    if config.revenue_recalibration and oof_total > 0 and label_total > 0:
+        factor = label_total / oof_total
+    revenue.recalibrate(factor)
+    intervals = None
+    if seen.sum() >= 20:
+        intervals = RevenueIntervals(
+            coverage=config.interval_coverage, power=revenue.tweedie_variance_power
+        ).fit(y_rev[seen], oof[seen] * factor)
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
     engagement = EngagementClassifier(
-        calibration=config.calibration, refit=config.engagement_refit, **engagement_params
+        calibration=config.calibration,
+        calibration_candidates=tuple(config.calibration_candidates),
+        refit=config.engagement_refit,
+        **engagement_params,
     ).fit(X[~calib], y_eng[~calib], X[calib], y_eng[calib])
     model = PartnerModel(
         revenue=revenue,
@@ -181,8 +252,20 @@ def fit_partner_model(
         feature_specs=specs,
         categories=categories,
         policy=policy,
+        intervals=intervals,
     )
     model.set_reference(train)
+    model.metadata["fit"] = {
+        "rows": len(train),
+        "revenue_recalibration_factor": factor,
+        "revenue_oof_bias_before_recalibration": (
+            oof_total / label_total - 1 if label_total else float("nan")
+        ),
+        "revenue_oof_rows": int(seen.sum()),
+        "calibration_method": engagement.calibration_method_,
+        "calibration_cv_log_loss": dict(engagement.calibration_losses_),
+        "intervals": intervals.to_dict() if intervals is not None else None,
+    }
     return model
 
 
@@ -196,7 +279,9 @@ def _log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_path).parent))
 
 
-def _log_plots(model: PartnerModel, holdout: pd.DataFrame, preds: pd.DataFrame) -> None:
+def _log_plots(
+    model: PartnerModel, holdout: pd.DataFrame, preds: pd.DataFrame, metrics: dict
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         X = model.prepare(holdout)
@@ -225,12 +310,208 @@ def _log_plots(model: PartnerModel, holdout: pd.DataFrame, preds: pd.DataFrame) 
                 tmp / "shap_summary_engagement.png",
             ),
             tracking.plot_calibration(
-                holdout["label_engaged"], preds["pred_engagement"], tmp / "calibration.png"
+                holdout["label_engaged"],
+                preds["pred_engagement"],
+                tmp / "calibration.png",
+                subtitle=(
+                    f"{model.engagement.calibration_method_} map, "
+                    f"ECE {metrics.get('engagement_ece', float('nan')):.3f}"
+                ),
             ),
             tracking.plot_lift(holdout["label_revenue"], preds["pred_revenue"], tmp / "lift.png"),
         ]
         for path in paths:
             mlflow.log_artifact(str(path), artifact_path="plots")
+
+
+@dataclass
+class Evaluation:
+    """Everything ``run_train`` fits and measures, before any MLflow logging.
+
+    Attributes:
+        model: The registered model (refitted on all rows when ``config.refit``).
+        evaluated: The pre-refit model, fitted on the training cohorts only; every holdout
+            metric is this model's.
+        train, holdout: The split frames.
+        preds: The evaluated model's holdout predictions (with interval columns).
+        metrics: Holdout metrics (plus oracle ratios, bias s.e., interval coverage).
+        baselines: Holdout metrics per baseline.
+        comparison: GBM minus best baseline per key metric, with paired bootstrap s.e.
+        segments: Per tier/region metrics of the evaluated model.
+        portfolio: Per tier/region realised revenue vs the portfolio interval.
+        params: Chosen parameters per head.
+        studies: Optuna studies per head (None without tuning).
+    """
+
+    model: PartnerModel
+    evaluated: PartnerModel
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    preds: pd.DataFrame
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    comparison: dict[str, float]
+    segments: pd.DataFrame
+    portfolio: pd.DataFrame
+    params: dict[str, dict]
+    studies: dict
+
+
+def _compare(
+    holdout: pd.DataFrame,
+    preds: pd.DataFrame,
+    baseline_preds: dict[str, tuple[np.ndarray, np.ndarray]],
+    baselines: dict[str, dict[str, float]],
+    rounds: int,
+    seed: int,
+) -> dict[str, float]:
+    """GBM minus the best baseline (per metric) with paired partner-bootstrap s.e.
+
+    ``*_margin_over_se`` is the difference in units of its s.e., signed so that > 1 means
+    the GBM is better by more than one standard error.
+    """
+    out: dict[str, float] = {}
+    checks = (
+        ("revenue_gini", "revenue_normalized_gini", revenue_gini_metric, "pred_revenue", 0, 1),
+        ("revenue_mae", "revenue_mae", revenue_mae_metric, "pred_revenue", 0, -1),
+        ("engagement_auc", "engagement_roc_auc", engagement_auc_metric, "pred_engagement", 1, 1),
+    )
+    for key, metric_key, metric, col, which, sign in checks:
+        scored = {n: m[metric_key] for n, m in baselines.items() if np.isfinite(m[metric_key])}
+        if not scored:
+            continue
+        best = (max if sign > 0 else min)(scored, key=scored.get)
+        diff, se = paired_bootstrap(
+            holdout, metric, preds[col].to_numpy(), baseline_preds[best][which], rounds, seed
+        )
+        out[f"compare_{key}_best_baseline_is_{best}"] = 1.0
+        out[f"compare_{key}_diff"] = diff
+        out[f"compare_{key}_diff_se"] = se
+        out[f"compare_{key}_margin_over_se"] = sign * diff / se if se and se > 0 else float("nan")
+    return out
+
+
+def train_and_evaluate(
+    frame: pd.DataFrame,
+    manifest: dict,
+    truth: pd.DataFrame | None,
+    config: TrainConfig,
+    policy: PolicyConfig | None = None,
+) -> Evaluation:
+    """Split, tune, fit, evaluate on the holdout against the baselines, then refit.
+
+    The pure part of ``partnerscore train`` (no MLflow): ``bench/bench_models.py`` uses it too.
+    """
+    policy = policy or PolicyConfig()
+    specs = _specs_for(frame, manifest)
+    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+    train_mask, hold_mask = holdout_split(frame, config.holdout_share)
+    train, holdout = (
+        frame[train_mask].reset_index(drop=True),
+        frame[hold_mask].reset_index(drop=True),
+    )
+    if train["label_engaged"].nunique() < 2 or holdout.empty:
+        raise PartnerscoreError("training set has a single engagement class or no holdout rows")
+
+    # each head tuned on its own search over expanding time folds inside the training cohorts
+    base_rev = _head_kwargs(config.revenue, config.seed)
+    base_rev["tweedie_variance_power"] = config.tweedie_variance_power
+    base_eng = _head_kwargs(config.engagement, config.seed)
+    if config.monotone:
+        base_rev["monotone_constraints"] = base_eng["monotone_constraints"] = monotone_constraints(
+            specs
+        )
+    probe = PartnerModel(
+        revenue=RevenueRegressor(),
+        engagement=EngagementClassifier(),
+        feature_specs=specs,
+        categories=PartnerModel.categories_from(train, specs),
+        policy=policy,
+    )
+    X_train = probe.prepare(train)
+    folds = time_folds(train, config.folds)
+    studies, params = {}, {}
+    for head, base, label in (
+        ("revenue", base_rev, "label_revenue"),
+        ("engagement", base_eng, "label_engaged"),
+    ):
+        params[head], studies[head] = tune_head(
+            head,
+            X_train,
+            train[label].to_numpy(),
+            folds,
+            base,
+            config.trials,
+            config.seed,
+            config.timeout_seconds,
+        )
+    evaluated = fit_partner_model(
+        train, specs, config, policy, params["revenue"], params["engagement"]
+    )
+    preds = evaluated.predict(holdout)
+    preds = preds.assign(**(evaluated.revenue_intervals(preds["pred_revenue"].to_numpy()) or {}))
+    metrics = evaluate(holdout, preds["pred_revenue"], preds["pred_engagement"])
+    rounds, seed = config.bootstrap_rounds, config.seed
+    metrics["revenue_portfolio_bias_se"] = bootstrap_se(
+        holdout, revenue_bias_metric, preds["pred_revenue"].to_numpy(), rounds, seed
+    )
+    portfolio = pd.DataFrame()
+    if "pred_revenue_lo" in preds:
+        metrics["revenue_interval_coverage"] = coverage(
+            holdout["label_revenue"], preds["pred_revenue_lo"], preds["pred_revenue_hi"]
+        )
+        metrics["revenue_interval_mean_width"] = float(
+            (preds["pred_revenue_hi"] - preds["pred_revenue_lo"]).mean()
+        )
+        data = holdout.assign(_mu=preds["pred_revenue"].to_numpy(), _sd=preds["pred_revenue_sd"])
+        parts = [
+            segment_coverage(data, "label_revenue", "_mu", "_sd", seg, config.interval_coverage)
+            for seg in ("tier", "region")
+            if seg in data
+        ]
+        portfolio = pd.concat(parts, ignore_index=True) if parts else portfolio
+        if not portfolio.empty:
+            metrics["revenue_portfolio_interval_coverage"] = float(portfolio["covered"].mean())
+    for key, value in evaluated.metadata["fit"].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics[f"fit_{key}"] = float(value)
+    for name, loss in evaluated.metadata["fit"]["calibration_cv_log_loss"].items():
+        metrics[f"calibration_cv_log_loss_{name}"] = loss
+    if truth is not None:
+        metrics.update(oracle_ratios(metrics, holdout, truth))
+
+    baselines: dict[str, dict[str, float]] = {}
+    baseline_preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, cls in BASELINES.items():
+        if cls is NaiveExtrapolation:
+            est = cls(horizon_days=int(manifest.get("build_config", {}).get("horizon_days", 180)))
+        elif cls in (LayeredScorecard, LinearBaseline):
+            est = cls(specs)
+        est.fit(train, train["label_revenue"].to_numpy(), train["label_engaged"].to_numpy())
+        baseline_preds[name] = est.predict(holdout)
+        baselines[name] = evaluate(holdout, *baseline_preds[name])
+    comparison = _compare(holdout, preds, baseline_preds, baselines, rounds, seed)
+    segments = segment_metrics(holdout, preds["pred_revenue"], preds["pred_engagement"])
+
+    model = evaluated
+    if config.refit:
+        model = fit_partner_model(
+            frame, specs, config, policy, params["revenue"], params["engagement"]
+        )
+    return Evaluation(
+        model=model,
+        evaluated=evaluated,
+        train=train,
+        holdout=holdout,
+        preds=preds,
+        metrics=metrics,
+        baselines=baselines,
+        comparison=comparison,
+        segments=segments,
+        portfolio=portfolio,
+        params=params,
+        studies=studies,
+    )
 
 
 def run_train(
@@ -246,9 +527,11 @@ def run_train(
 
     Splits by signing cohort (holdout = newest), tunes each head with Optuna on expanding time
     folds of the training cohorts, fits both heads and the baselines, evaluates everything on
-    the holdout, logs to MLflow and registers a new version with alias ``challenger``. The
-    registered model is the one evaluated (not refitted on the holdout), so its logged metrics
-    are exactly what it achieved on partners it never saw.
+    the holdout, then (``config.refit``) refits the chosen configuration on all rows including
+    the holdout cohorts — the newest partners are the most informative ones. Every
+    ``holdout_*`` metric is the pre-refit model's, on partners it never saw; the registered
+    model is the refitted one (params ``refit`` and ``refit_rows`` say so). Logs to MLflow and
+    registers a new version with alias ``challenger``.
 
     Args:
         features_dir: Folder written by ``partnerscore build``.
@@ -264,76 +547,19 @@ def run_train(
     started = time.perf_counter()
     policy = policy or PolicyConfig()
     frame, manifest, truth = load_training_set(features_dir)
-    specs = _specs_for(frame, manifest)
-    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    train_mask, hold_mask = holdout_split(frame, config.holdout_share)
-    train, holdout = (
-        frame[train_mask].reset_index(drop=True),
-        frame[hold_mask].reset_index(drop=True),
-    )
-    if train["label_engaged"].nunique() < 2 or holdout.empty:
-        raise PartnerscoreError("training set has a single engagement class or no holdout rows")
-
-    # tuning on expanding time folds inside the training cohorts
-    base_rev = _head_kwargs(config.revenue, config.seed)
-    base_eng = _head_kwargs(config.engagement, config.seed)
-    if config.monotone:
-        base_rev["monotone_constraints"] = base_eng["monotone_constraints"] = monotone_constraints(
-            specs
-        )
-    probe = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(train, specs),
-        policy=policy,
-    )
-    X_train = probe.prepare(train)
-    folds = time_folds(train, config.folds)
-    rev_params, rev_study = tune_head(
-        "revenue",
-        X_train,
-        train["label_revenue"].to_numpy(),
-        folds,
-        base_rev,
-        config.trials,
-        config.seed,
-        config.timeout_seconds,
-    )
-    eng_params, eng_study = tune_head(
-        "engagement",
-        X_train,
-        train["label_engaged"].to_numpy(),
-        folds,
-        base_eng,
-        config.trials,
-        config.seed,
-        config.timeout_seconds,
-    )
-    model = fit_partner_model(train, specs, config, policy, rev_params, eng_params)
-    preds = model.predict(holdout)
-    metrics = evaluate(holdout, preds["pred_revenue"], preds["pred_engagement"])
-    if truth is not None:
-        metrics.update(oracle_ratios(metrics, holdout, truth))
-
-    baselines: dict[str, dict[str, float]] = {}
-    for name, cls in BASELINES.items():
-        if cls is NaiveExtrapolation:
-            est = cls(horizon_days=int(manifest.get("build_config", {}).get("horizon_days", 180)))
-        elif cls in (LayeredScorecard, LinearBaseline):
-            est = cls(specs)
-        est.fit(train, train["label_revenue"].to_numpy(), train["label_engaged"].to_numpy())
-        b_rev, b_eng = est.predict(holdout)
-        baselines[name] = evaluate(holdout, b_rev, b_eng)
-
-    segments = segment_metrics(holdout, preds["pred_revenue"], preds["pred_engagement"])
+    ev = train_and_evaluate(frame, manifest, truth, config, policy)
+    model, train, holdout, preds, metrics = ev.model, ev.train, ev.holdout, ev.preds, ev.metrics
+    rev_params, eng_params = ev.params["revenue"], ev.params["engagement"]
+    specs = model.feature_specs
     trained_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     model.metadata = {
+        **model.metadata,
         "config_hash": config_hash,
         "registry_version": registry_version(),
         "trained_at": trained_at,
-        "training_rows": len(train),
+        "training_rows": int(model.metadata.get("fit", {}).get("rows", len(train))),
         "holdout_rows": len(holdout),
+        "refit": bool(config.refit),
         "training_set_sha256": manifest.get("training_set_sha256", ""),
         "horizon_days": manifest.get("build_config", {}).get("horizon_days"),
         "trained_ages": manifest.get("build_config", {}).get("ages"),
@@ -360,19 +586,35 @@ def run_train(
                 "features": len(specs),
                 "train_rows": len(train),
                 "holdout_rows": len(holdout),
-                "calibration": model.engagement.calibration_method_,
-                "engagement_refit": model.engagement.refitted_,
+                "refit": config.refit,
+                "refit_rows": int(model.metadata["training_rows"]),
+                "calibration": ev.evaluated.engagement.calibration_method_,
+                "engagement_refit": ev.evaluated.engagement.refitted_,
+                "revenue_recalibration": config.revenue_recalibration,
+                "interval_coverage_target": config.interval_coverage,
                 "monotone": config.monotone,
                 "seed": config.seed,
                 "promotion_margin": config.promotion_margin,
+                "max_portfolio_bias": config.max_portfolio_bias,
                 **{f"revenue_{k}": v for k, v in _loggable(rev_params).items()},
                 **{f"engagement_{k}": v for k, v in _loggable(eng_params).items()},
             }
         )
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})
-        for name, m in baselines.items():
+        finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in finite.items()})
+        mlflow.log_metrics({k: v for k, v in ev.comparison.items() if np.isfinite(v)})
+        if config.refit:
+            refit_fit = model.metadata.get("fit", {})
+            mlflow.log_metrics(
+                {
+                    f"refit_{k}": float(v)
+                    for k, v in refit_fit.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+            )
+        for name, m in ev.baselines.items():
             mlflow.log_metrics({f"baseline_{name}_{k}": v for k, v in m.items() if np.isfinite(v)})
-        for head, study in (("revenue", rev_study), ("engagement", eng_study)):
+        for head, study in ev.studies.items():
             if study is not None:
                 mlflow.log_metric(f"tuning_{head}_best_loss", study.best_value)
                 _log_frame(study.trials_dataframe(), f"tuning/{head}_trials.csv")
@@ -380,28 +622,41 @@ def run_train(
         mlflow.log_dict(
             {"features": [s.model_dump() for s in specs]}, "training/feature_specs.json"
         )
-        if not segments.empty:
-            _log_frame(segments, "evaluation/segment_metrics.csv")
+        mlflow.log_dict(
+            {"evaluated": ev.evaluated.metadata.get("fit"), "registered": model.metadata["fit"]},
+            "training/fit.json",
+        )
+        if not ev.segments.empty:
+            _log_frame(ev.segments, "evaluation/segment_metrics.csv")
+        if not ev.portfolio.empty:
+            _log_frame(ev.portfolio, "evaluation/portfolio_intervals.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
-        _log_plots(model, holdout, preds)
+        _log_plots(ev.evaluated, holdout, preds, metrics)
         info = log_partner_model(model, config.registered_model, input_example=holdout)
         run_id = run.info.run_id
     version = str(info.registered_model_version) if info.registered_model_version else None
     if version:
         client = mlflow.MlflowClient()
         client.set_registered_model_alias(config.registered_model, CHALLENGER, version)
-        for key in ("revenue_normalized_gini", "engagement_roc_auc", "primary_score"):
+        for key in (
+            "revenue_normalized_gini",
+            "revenue_portfolio_bias",
+            "engagement_roc_auc",
+            "primary_score",
+        ):
             client.set_model_version_tag(
                 config.registered_model, version, f"holdout_{key}", f"{metrics[key]:.4f}"
             )
         client.set_model_version_tag(config.registered_model, version, "config_hash", config_hash)
+        client.set_model_version_tag(config.registered_model, version, "refit", str(config.refit))
     return TrainResult(
         run_id=run_id,
         version=version,
         metrics=metrics,
-        baselines=baselines,
+        baselines=ev.baselines,
         params={"revenue": rev_params, "engagement": eng_params},
         rows={"train": len(train), "holdout": len(holdout)},
         seconds=time.perf_counter() - started,
         tracking_uri=tracking_uri,
+        comparison=ev.comparison,
     )

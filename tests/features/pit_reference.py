@@ -68,6 +68,75 @@ def median(values) -> float:
     return midpoint(v[(m - 1) // 2], v[m // 2])
 
 
+def balance(a: float, b: float) -> float:
+    """(b - a) / (b + a), computed on a / m and b / m with m = max(a, b); NaN if both are 0."""
+    m = max(a, b)
+    if not m > 0:
+        return np.nan
+    x, y = a / m, b / m
+    return (y - x) / (y + x)
+
+
+# ------------------------------------------------------------------------------ event histories
+
+
+class History:
+    """The times (and values) of one kind of event of one partner, as seen at as_of."""
+
+    def __init__(self, frame, col, as_of, signed, value=None):
+        frame = frame[frame[col].notna()].sort_values(col, kind="stable")
+        self.all_times = [seconds(t) for t in frame[col]]
+        self.all_values = [] if value is None else [float(v) for v in frame[value]]
+        self.t, self.signed = seconds(as_of), seconds(signed)
+        # events strictly before as_of, in time order (ties in input order)
+        self.times = [t for t in self.all_times if t < self.t]
+        self.values = self.all_values[: len(self.times)]
+
+    def window(self, lo, hi):
+        """(times, values) of the events with lo <= t < hi (seconds)."""
+        keep = [i for i, t in enumerate(self.all_times) if lo <= t < hi]
+        values = [self.all_values[i] for i in keep] if self.all_values else []
+        return [self.all_times[i] for i in keep], values
+
+    def count(self, days_back):
+        return float(len(self.window(self.t - days_back * 86_400, self.t)[0]))
+
+    def total(self, days_back):
+        return total(self.window(self.t - days_back * 86_400, self.t)[1])
+
+    def days_since_last(self):
+        return (self.t - self.times[-1]) / 86_400 if self.times else np.nan
+
+    def gap_mean_days(self):
+        n = len(self.times)
+        if n < 2:
+            return np.nan
+        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+        return sum(gaps) / (n - 1) / 86_400  # integer sum: exactly last - first
+
+    def gap_median_days(self):
+        return median([(b - a) / 86_400 for a, b in zip(self.times, self.times[1:], strict=False)])
+
+    def active_period_share(self, days_per_period=30):
+        age = self.t - self.signed
+        if age <= 0:
+            return np.nan
+        period = days_per_period * 86_400
+        active = {(t - self.signed) // period for t in self.times if t >= self.signed}
+        elapsed = -(-age // period)
+        return len(active) / elapsed
+
+    def trend(self, days_back, values=False):
+        half = min(max(self.t - self.signed, 0), days_back * 86_400) // 2
+        if half <= 0:
+            return np.nan
+        first = self.window(self.t - 2 * half, self.t - half)
+        second = self.window(self.t - half, self.t)
+        if values:
+            return balance(total(first[1]), total(second[1]))
+        return balance(float(len(first[0])), float(len(second[0])))
+
+
 # ------------------------------------------------------------------------------ features
 
 
@@ -108,6 +177,9 @@ def reference_features(tables, partner_id, as_of):
         on_time = (due["delivered_at"].notna() & (due["delivered_at"] <= due["due_at"])).sum()
         out["marketing_commitments_count_todate"] = float((mc["committed_at"] < as_of).sum())
         out["marketing_adherence_rate_todate"] = ratio(on_time, len(due))
+        made = History(mc, "committed_at", as_of, signed)
+        out["marketing_commitments_90d"] = made.count(90)
+        out["marketing_commitments_days_since_last"] = made.days_since_last()
 
     if "trainings" in tables:
         tr = rows("trainings")
@@ -119,6 +191,9 @@ def reference_features(tables, partner_id, as_of):
         out["trainings_certifications_todate"] = float(len(certs))
         out["trainings_days_to_first_completion"] = first_days(done["completed_at"], signed)
         out["trainings_days_to_first_certification"] = first_days(certs["completed_at"], signed)
+        completed = History(tr, "completed_at", as_of, signed)
+        out["trainings_completed_90d"] = completed.count(90)
+        out["trainings_days_since_last_completion"] = completed.days_since_last()
 
     if "activities" in tables:
         act = rows("activities")
@@ -144,17 +219,31 @@ def reference_features(tables, partner_id, as_of):
         out["activities_collaborations_todate"] = float(
             seen["activity_type"].isin(["co_sell", "joint_event"]).sum()
         )
+        history = History(act, "occurred_at", as_of, signed)
+        out["activities_touchpoints_90d"] = history.count(90)
+        out["activities_gap_mean_days_todate"] = history.gap_mean_days()
+        out["activities_active_periods_share_todate"] = history.active_period_share()
+        out["activities_touchpoints_trend_90d"] = history.trend(90)
 
     if "portal_events" in tables:
         seen = before(rows("portal_events"), "occurred_at")
         out["portal_events_per30d_todate"] = len(seen) / max(age, 1.0) * 30
         out["portal_events_30d"] = float((seen["occurred_at"] >= w30).sum())
+        history = History(rows("portal_events"), "occurred_at", as_of, signed)
+        out["portal_events_90d"] = history.count(90)
+        out["portal_events_days_since_last"] = history.days_since_last()
+        out["portal_events_active_periods_share_todate"] = history.active_period_share()
+        out["portal_events_trend_90d"] = history.trend(90)
 
     if "feedback" in tables:
         seen = before(rows("feedback"), "submitted_at")
         scores = seen["score"].dropna()
         out["feedback_score_mean_todate"] = ratio(total(scores), len(scores))
         out["feedback_count_todate"] = float(len(seen))
+        out["feedback_score_last_todate"] = float(scores.iloc[-1]) if len(scores) else np.nan
+        out["feedback_days_since_last"] = History(
+            rows("feedback"), "submitted_at", as_of, signed
+        ).days_since_last()
 
     if "leads" in tables:
         leads = rows("leads")
@@ -167,6 +256,9 @@ def reference_features(tables, partner_id, as_of):
             (leads["converted_at"] < as_of).sum(), len(created)
         )
         out["leads_days_to_first"] = first_days(created["created_at"], signed)
+        history = History(leads, "created_at", as_of, signed)
+        out["leads_created_90d"] = history.count(90)
+        out["leads_days_since_last"] = history.days_since_last()
 
     deals = rows("deals")
     created = before(deals, "created_at")
@@ -186,6 +278,18 @@ def reference_features(tables, partner_id, as_of):
     out["deals_days_to_first"] = first_days(created["created_at"], signed)
     out["deals_days_to_first_won"] = first_days(won["closed_at"], signed)
     out["deals_has_won_todate"] = float(len(won) > 0)
+    registered = History(deals, "created_at", as_of, signed)
+    out["deals_created_90d"] = registered.count(90)
+    out["deals_active_periods_share_todate"] = registered.active_period_share()
+    wins = History(deals[deals["status"] == "won"], "closed_at", as_of, signed, value="amount")
+    out["deals_days_since_last_won"] = wins.days_since_last()
+    out["deals_won_30d"] = wins.count(30)
+    out["deals_won_90d"] = wins.count(90)
+    out["deals_won_amount_30d"] = wins.total(30)
+    out["deals_won_amount_90d"] = wins.total(90)
+    out["deals_first_won_amount"] = wins.values[0] if wins.values else np.nan
+    out["deals_won_gap_median_days_todate"] = wins.gap_median_days()
+    out["deals_won_amount_trend_90d"] = wins.trend(90, values=True)
     return out
 
 

@@ -88,7 +88,9 @@ def test_builders_match_a_row_by_row_reference(sim_tables):
             np.testing.assert_array_equal(
                 got.to_numpy(float), want.to_numpy(float), err_msg=spec.name, strict=True
             )
-    # the sample exercises what it claims to: features that are undefined and defined
+    # the sample exercises what it claims to: every feature varies (the comparison is never
+    # vacuous), features that are undefined and defined
+    assert [s.name for s in feature_specs(tables) if fast[s.name].nunique() < 2] == []
     assert fast["deals_velocity_days_todate"].isna().any()
     assert fast["deals_velocity_days_todate"].notna().any()
     assert fast["activities_response_hours_median_todate"].notna().any()
@@ -410,6 +412,38 @@ def test_hand_built_values_at_as_of():
     assert p2["deals_win_rate_todate"] == 0 and p2["deals_has_won_todate"] == 0
     assert p2["marketing_adherence_rate_todate"] == 0.0
     assert p2["activities_response_hours_median_todate"] == 30
+
+
+def test_hand_built_event_history_values_at_as_of():
+    f = build_features(program(), snaps_at()).set_index("partner_id")
+    p1, p2 = f.loc["P1"], f.loc["P2"]
+    # P1 (signed 01-01, age 60 days) won D1 (100) on 02-01; D2 closes after as_of
+    assert p1["deals_days_since_last_won"] == 29
+    assert p1["deals_won_30d"] == 1 and p1["deals_won_amount_30d"] == 100
+    assert p1["deals_won_90d"] == 1 and p1["deals_won_amount_90d"] == 100
+    assert p1["deals_first_won_amount"] == 100
+    assert np.isnan(p1["deals_won_gap_median_days_todate"])  # one win: no gap yet
+    # window min(90, 60) = 60 days: halves [01-01, 01-31) and [01-31, 03-01): all won recently
+    assert p1["deals_won_amount_trend_90d"] == 1.0
+    # deals created 01-10, 01-20 (period 0) and 02-15 (period 1) of 2 elapsed periods
+    assert p1["deals_active_periods_share_todate"] == 1.0 and p1["deals_created_90d"] == 3
+    # activities 01-05, 02-10, 02-29 20:00: gaps average (55 days 20 h) / 2
+    assert p1["activities_gap_mean_days_todate"] == pytest.approx((55 + 20 / 24) / 2)
+    assert (
+        p1["activities_touchpoints_90d"] == 3 and p1["activities_active_periods_share_todate"] == 1
+    )
+    # halves [01-01, 01-31) and [01-31, 03-01) hold 1 and 2 activities: (2 - 1) / (2 + 1)
+    assert p1["activities_touchpoints_trend_90d"] == pytest.approx(1 / 3)
+    assert p1["portal_events_days_since_last"] == 5 and p1["portal_events_90d"] == 2
+    assert p1["trainings_completed_90d"] == 1 and p1["trainings_days_since_last_completion"] == 41
+    assert p1["marketing_commitments_days_since_last"] == 29
+    assert p1["leads_days_since_last"] == 25 and p1["leads_created_90d"] == 2
+    assert p1["feedback_score_last_todate"] == 4 and p1["feedback_days_since_last"] == 29
+    # P2 (signed 2023-11-15, age 107 days) lost its only deal: no won history at all
+    assert np.isnan(p2["deals_days_since_last_won"]) and p2["deals_won_amount_90d"] == 0
+    assert np.isnan(p2["deals_won_amount_trend_90d"]) and np.isnan(p2["deals_first_won_amount"])
+    # P2's activities 12-01 (period 0) and 02-20 (period 3) of 4 elapsed periods
+    assert p2["activities_active_periods_share_todate"] == 2 / 4
 
 
 # ------------------------------------------------------------ invariance on the simulation

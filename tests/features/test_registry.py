@@ -36,6 +36,18 @@ def test_every_builder_output_is_declared_and_every_declaration_built(sim_tables
             assert len(values) == len(snaps), name
 
 
+def test_actionable_features_are_the_ones_a_manager_can_move():
+    actionable = {s.name for s in REGISTRY if s.actionable}
+    assert {"activities_touchpoints_30d", "trainings_completed_90d", "portal_events_90d"} <= (
+        actionable
+    )
+    assert {"marketing_commitments_90d", "leads_created_90d"} <= actionable
+    for spec in REGISTRY:
+        if spec.source in ("partners", "deals", "feedback") or "days_to_first" in spec.name:
+            assert not spec.actionable, spec.name
+    assert "| actionable |" in data_dictionary("markdown").splitlines()[2]
+
+
 def test_optional_tables_drop_their_features():
     only_required = feature_specs(["partners", "deals"])
     assert {s.source for s in only_required} == {"partners", "deals"}

@@ -104,3 +104,48 @@ def test_naive_extrapolation(training):
     expected = frame["deals_won_amount_todate"] / frame["age_days"].clip(lower=1) * 180
     np.testing.assert_allclose(rev, expected.to_numpy())
     assert set(np.round(eng, 6)) <= {round(v, 6) for v in est.rates_.values()}
+
+
+def test_revenue_recalibration_scales_predictions_and_keeps_shap_additive(training):
+    frame, _, X = training
+    head = RevenueRegressor(n_estimators=40).fit(X, frame["label_revenue"])
+    before = head.predict(X)
+    order = np.argsort(before)
+    head.recalibrate(1.25)
+    after = head.predict(X)
+    np.testing.assert_allclose(after, 1.25 * before, rtol=1e-12)
+    np.testing.assert_array_equal(np.argsort(after), order)  # ranking unchanged
+    contrib = head.raw_contributions(X)
+    np.testing.assert_allclose(np.exp(contrib.sum(axis=1)), after, rtol=1e-9)
+    # the factor sits in the base value only: feature contributions are untouched
+    raw = head.booster_.predict(X, pred_contrib=True)
+    np.testing.assert_allclose(contrib[:, :-1], raw[:, :-1], atol=1e-9)
+    with pytest.raises(ValueError, match="positive"):
+        head.recalibrate(0.0)
+    head.fit(X, frame["label_revenue"])  # refitting resets the factor
+    np.testing.assert_allclose(head.predict(X), before, rtol=1e-12)
+
+
+def test_early_stopping_sets_best_iteration(training):
+    frame, _, X = training
+    y = frame["label_engaged"].to_numpy()
+    cut = int(len(X) * 0.7)
+    head = EngagementClassifier(n_estimators=400, learning_rate=0.3).fit(
+        X[:cut], y[:cut], X_valid=X[cut:], y_valid=y[cut:], early_stopping_rounds=10
+    )
+    assert 1 <= head.best_iteration_ < 400
+    assert EngagementClassifier(n_estimators=30).fit(X, y).best_iteration_ == 30
+
+
+def test_auto_calibration_records_cv_losses(training):
+    frame, _, X = training
+    y = frame["label_engaged"].to_numpy()
+    cut = int(len(X) * 0.6)
+    head = EngagementClassifier(calibration="auto", n_estimators=40).fit(
+        X[:cut], y[:cut], X[cut:], y[cut:]
+    )
+    losses = head.calibration_losses_
+    assert set(losses) == {"sigmoid", "beta", "smooth_isotonic"}
+    assert head.calibration_method_ == min(losses, key=losses.get)
+    with pytest.raises(ValueError, match="calibration"):
+        EngagementClassifier(calibration="magic").fit(X, y)

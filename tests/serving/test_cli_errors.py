@@ -446,3 +446,46 @@ def test_disk_full_names_the_path(tmp_path, raw_dir, store_file):
     assert done.returncode == 2, done.stderr
     assert_one_error(done.stderr, "cannot write", "too large")
     assert not out.exists()
+
+
+def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
+    from partnerscore.features.pipeline import build_scoring_frame
+    from partnerscore.features.validate import load_raw
+
+    feats = build_scoring_frame(
+        load_raw(raw_dir, write_quarantine=False), pd.Timestamp("2026-04-01")
+    )
+    feats.loc[0, "region"] = "atlantis"
+    feats.to_parquet(tmp_path / "feats.parquet", index=False)
+    out = tmp_path / "s.csv"
+    argv = ["--json", "score", "--features", tmp_path / "feats.parquet", "--out", out]
+    code, text, err = run([*argv, "--no-history", "--config", store_file], capsys)
+    assert code == 0, err
+    summary = json.loads(text)
+    assert summary["scored"] == len(feats) and summary["as_of"] is None
+    scores = read_frame(out)
+    assert (
+        scores.loc[scores["partner_id"] == feats.loc[0, "partner_id"], "unseen_categories"].item()
+        == "region=atlantis"
+    )
+    store = json.loads(store_file.read_text())["paths"]["data_dir"]
+    assert not (Path(store) / "scores" / "history.sqlite").exists()  # --no-history
+    feats.drop(columns=["deals_won_todate"]).to_csv(tmp_path / "feats.csv", index=False)
+    code, _, err = run(
+        ["score", "--features", tmp_path / "feats.csv", "--out", out, "--config", store_file],
+        capsys,
+    )
+    assert code == 2
+    assert_one_error(err, "feats.csv", "missing feature column 'deals_won_todate'")
+
+
+def test_version_and_json_and_log_level(capsys):
+    from partnerscore import __version__
+
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"partnerscore {__version__}"
+    code, out, err = run(["--json", "validate", str(BASE)], capsys)
+    assert code == 0 and json.loads(out)["tables"]["deals"]["input_rows"] == 3
+    code, _, err = run(["--log-level", "loud", "metrics"], capsys)
+    assert code == 2
+    assert_one_error(err, "--log-level loud")

@@ -80,7 +80,8 @@ def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):
 
 
 def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
-    cfg = TrainConfig(trials=0, promotion_margin=0.01)
+    # the primary-score gate alone (the bias gate has its own test below)
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
     train(built_dir, tracking_uri, tmp_path)
     first = run_promote(cfg, tracking_uri=tracking_uri)
     assert first.promoted and first.champion is None
@@ -117,3 +118,38 @@ def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):
     with pytest.raises(PartnerscoreError, match="no registered versions"):
         run_promote(TrainConfig(registered_model="other"), tracking_uri=tracking_uri)
     assert main(["promote", "--version", "99"]) == 2
+
+
+def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking_uri, tmp_path):
+    result = train(built_dir, tracking_uri, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(result.run_id)
+    # holdout metrics are the pre-refit model's; the registered model was refitted on all rows
+    assert run.data.params["refit"] == "True"
+    assert int(run.data.params["refit_rows"]) > int(run.data.params["train_rows"])
+    for key in (
+        "holdout_revenue_portfolio_bias_se",
+        "holdout_revenue_interval_coverage",
+        "holdout_fit_revenue_recalibration_factor",
+        "compare_engagement_auc_diff_se",
+        "compare_revenue_gini_margin_over_se",
+    ):
+        assert key in run.data.metrics, key
+    bias = run.data.metrics["holdout_revenue_portfolio_bias"]
+    strict = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=0)
+    gate = run_promote(strict, tracking_uri=tracking_uri)  # no champion yet, still refused
+    assert not gate.promoted and gate.champion is None
+    assert "BEYOND" in gate.summary()
+    assert client.get_model_version("partnerscore", "1").tags["promotion_bias_ok"] == "false"
+    with pytest.raises(PartnerscoreError, match="--reason"):
+        run_promote(strict, tracking_uri=tracking_uri, force=True)
+    forced = run_promote(strict, tracking_uri=tracking_uri, force=True, reason="known bias")
+    assert forced.promoted and forced.forced
+    # v2 (same data: same bias and s.e.): the limit allows z bootstrap s.e. of noise
+    train(built_dir, tracking_uri, tmp_path)
+    se = run.data.metrics["holdout_revenue_portfolio_bias_se"]
+    assert se > 0
+    z_edge = (abs(bias) / 2) / se
+    for z, word in ((z_edge + 0.05, "within"), (max(z_edge - 0.05, 0), "BEYOND")):
+        cfg = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=z)
+        assert word in run_promote(cfg, tracking_uri=tracking_uri).summary()

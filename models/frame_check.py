@@ -1,0 +1,112 @@
+"""Strict checks of a feature frame handed to a model from outside the pipeline.
+
+The pipeline's own frames are right by construction; a frame built by a user (the Python API,
+``partnerscore score --features FILE``, an MLflow client) may miss columns, carry text in
+numeric columns or categories the model never saw. :func:`check_feature_frame` says so in one
+line naming the column and row, instead of scoring silently wrong numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.bundle import PartnerModel
+
+ID_COLUMNS = ("partner_id", "as_of")
+
+
+@dataclass
+class FrameCheck:
+    """What :func:`check_feature_frame` found (errors have been raised already).
+
+    Attributes:
+        missing: Feature columns absent from the frame (allowed only with ``allow_missing``).
+        unseen: Per row, ``feature=value`` pairs of categories the model never saw, joined by
+            ``; `` (empty string when none). The model treats them as missing.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    unseen: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+
+    @property
+    def unseen_rows(self) -> int:
+        """Rows with at least one unseen category."""
+        return int((self.unseen != "").sum())
+
+
+def check_feature_frame(
+    model: PartnerModel, frame: pd.DataFrame, *, source: str = "features", allow_missing=False
+) -> FrameCheck:
+    """Check a feature frame against the model's feature contract.
+
+    Args:
+        model: The model whose features are expected.
+        frame: partner_id, as_of and the feature columns.
+        source: Name used in messages (a file path or "features").
+        allow_missing: Accept absent feature columns (scored as all-missing, as when an optional
+            source table is not supplied); otherwise a missing column is an error.
+
+    Returns:
+        Missing columns and unseen categories per row.
+
+    Raises:
+        PartnerscoreError: Missing id columns, missing feature columns (unless allowed), values
+            that are not numbers in numeric columns, non-dates in as_of, duplicate
+            (partner_id, as_of) rows.
+    """
+    for col in ID_COLUMNS:
+        if col not in frame.columns:
+            raise PartnerscoreError(f"{source}: missing column '{col}'")
+    n = len(frame)
+    frame = frame.reset_index(drop=True)
+    as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
+    bad = as_of.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PartnerscoreError(
+            f"{source}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' is not a date"
+        )
+    ids = frame["partner_id"]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise PartnerscoreError(f"{source}: column 'partner_id' row {row + 1}: missing")
+    dup = pd.DataFrame({"p": ids.astype(str), "t": as_of}).duplicated().to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise PartnerscoreError(
+            f"{source}: row {row + 1}: duplicate (partner_id, as_of) '{ids.iloc[row]}'"
+        )
+    missing = [s.name for s in model.feature_specs if s.name not in frame.columns]
+    if missing and not allow_missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise PartnerscoreError(
+            f"{source}: missing feature column '{missing[0]}'{more} (the model needs every "
+            "feature; build the frame with partnerscore build/score or allow missing columns)"
+        )
+    unseen = np.full(n, "", dtype=object)
+    for spec in model.feature_specs:
+        if spec.name not in frame.columns:
+            continue
+        col = frame[spec.name]
+        if spec.kind == "categorical":
+            known = set(model.categories.get(spec.name, []))
+            text = col.astype(object).where(col.notna(), None)
+            new = text.notna().to_numpy() & ~text.isin(known).to_numpy()
+            if new.any():
+                pairs = f"{spec.name}=" + text[new].astype(str).to_numpy(dtype=object)
+                unseen[new] = np.where(unseen[new] == "", pairs, unseen[new] + "; " + pairs)
+            continue
+        if pd.api.types.is_bool_dtype(col.dtype) or pd.api.types.is_numeric_dtype(col.dtype):
+            continue
+        numbers = pd.to_numeric(col, errors="coerce")
+        wrong = (numbers.isna() & col.notna()).to_numpy()
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise PartnerscoreError(
+                f"{source}: column '{spec.name}' row {row + 1}: '{col.iloc[row]}' is not a number"
+            )
+    return FrameCheck(missing=missing, unseen=unseen)

@@ -1,0 +1,36 @@
+"""partnerscore: score newly onboarded channel partners (the public Python API).
+
+Importing the package is cheap: the API functions load their machinery (pandas, LightGBM,
+MLflow) on first use. See :mod:`partnerscore.serving.api` for the functions and the README's
+"Python API" section for a runnable example.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("partnerscore")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "__version__",
+    "build",
+    "load_model",
+    "score",
+    "simulate",
+    "train",
+    "validate",
+]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(import_module("partnerscore.serving.api"), name)
+    raise AttributeError(f"module 'partnerscore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,274 @@
+"""The public Python API: the command-line jobs on DataFrames as well as paths.
+
+Re-exported by the top-level package, so ``from partnerscore import simulate, validate, build,
+train, score, load_model`` works. Every function takes in-memory tables or file paths, returns
+DataFrames or result objects, and raises :class:`~partnerscore.features.core.PartnerscoreError`
+with a one-line message for bad input. Nothing is written unless a function is given a place to
+write it (``out`` / ``workdir``), except what MLflow stores when training.
+
+Example (runs as is; about a minute on 2 cores)::
+
+    import tempfile
+    from partnerscore import build, score, simulate, train
+
+    tables = simulate(partners=600, seed=3)
+    training_set = build(tables)
+    store = tempfile.mkdtemp()
+    trained = train(training_set, tracking_uri=f"sqlite:///{store}/mlflow.db", trials=0)
+    scores = score(trained.version, raw=tables, as_of="2026-06-01",
+                   tracking_uri=f"sqlite:///{store}/mlflow.db")
+    print(scores[["partner_id", "score", "score_tier", "intervention"]].head())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
+from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
+from partnerscore.features.validate import RawData
+
+Raw = str | Path | Mapping[str, pd.DataFrame] | RawData
+
+
+def simulate(
+    partners: int = 2000, seed: int = 7, *, config: SimulateConfig | None = None, **settings
+) -> dict[str, pd.DataFrame]:
+    """A seeded synthetic partner program: every contract table plus ``truth``.
+
+    Args:
+        partners: Number of partners.
+        seed: Random seed (same seed, same tables).
+        config: Base settings (default: the shipped ones).
+        **settings: Other :class:`SimulateConfig` fields, e.g. ``end_date``, ``years``.
+
+    Returns:
+        Table name -> DataFrame.
+    """
+    from partnerscore.features.simulate import simulate_program
+
+    base = (config or SimulateConfig()).model_dump()
+    cfg = SimulateConfig.model_validate({**base, "partners": partners, "seed": seed, **settings})
+    return simulate_program(cfg)
+
+
+def validate(
+    raw: Raw,
+    *,
+    quarantine_dir: str | Path | None = None,
+    config: ValidateConfig | None = None,
+) -> RawData:
+    """Validate raw tables against the contract.
+
+    Args:
+        raw: A folder of table files, a mapping of table name -> DataFrame, or already
+            validated data (returned as is).
+        quarantine_dir: Where to write quarantine CSVs (a folder input defaults to
+            ``<folder>/quarantine``; in-memory tables default to not writing them).
+        config: Plausibility rules.
+
+    Returns:
+        Clean typed tables, counts (``.report``) and the quarantined rows (``.quarantine``).
+    """
+    from partnerscore.features.validate import load_frames, load_raw
+
+    if isinstance(raw, RawData):
+        return raw
+    if isinstance(raw, Mapping):
+        return load_frames(dict(raw), quarantine_dir, config=config)
+    return load_raw(raw, quarantine_dir, config=config)
+
+
+def build(
+    raw: Raw,
+    *,
+    config: BuildConfig | None = None,
+    cutoffs: pd.DataFrame | None = None,
+    validation: ValidateConfig | None = None,
+) -> pd.DataFrame:
+    """The stacked point-in-time training set (features before each as_of, labels after).
+
+    Args:
+        raw: Raw tables (see :func:`validate`).
+        config: Ages, horizon, label rules, data end.
+        cutoffs: Explicit snapshots (partner_id, as_of) instead of the onboarding ages.
+        validation: Plausibility rules used when ``raw`` still needs validating.
+
+    Returns:
+        One row per complete snapshot: partner_id, as_of, features, signed_at, cohort, labels.
+        ``frame.attrs["build_config"]`` and ``frame.attrs["snapshots_dropped"]`` record how it
+        was built (:func:`train` reads the first).
+    """
+    from partnerscore.features.pipeline import build_training_set, training_snapshots
+
+    data = validate(raw, config=validation)
+    cfg = config or BuildConfig()
+    planned = None
+    if cutoffs is not None:
+        planned = _cutoff_frame(cutoffs, data)
+    snaps, dropped = training_snapshots(data, cfg, planned)
+    frame = build_training_set(data, cfg, snaps)
+    frame.attrs["build_config"] = cfg.model_dump(mode="json")
+    frame.attrs["snapshots_dropped"] = dropped
+    return frame
+
+
+def _cutoff_frame(cutoffs: pd.DataFrame, data: RawData) -> pd.DataFrame:
+    from partnerscore.features.pipeline import read_cutoffs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_frame_atomic(cutoffs, Path(tmp) / "cutoffs.parquet")
+        return read_cutoffs(path, data.tables["partners"])
+
+
+def train(
+    training_set: pd.DataFrame | str | Path,
+    *,
+    tracking_uri: str,
+    trials: int | None = None,
+    config=None,
+    policy=None,
+):
+    """Train both heads and the baselines, log to MLflow and register a ``challenger``.
+
+    Args:
+        training_set: A frame from :func:`build`, or a folder written by ``partnerscore build``.
+        tracking_uri: MLflow tracking/registry URI (e.g. ``sqlite:///path/mlflow.db``).
+        trials: Optuna trials per head (default: the config's).
+        config: A :class:`~partnerscore.training.config.TrainConfig` (default: shipped).
+        policy: A :class:`~partnerscore.models.config.PolicyConfig` bundled with the model.
+
+    Returns:
+        The training result: ``run_id``, registered ``version``, holdout ``metrics``.
+    """
+    from partnerscore.features.core import stable_hash
+    from partnerscore.features.registry import feature_specs, registry_version
+    from partnerscore.training.config import TrainConfig
+    from partnerscore.training.train import run_train
+
+    _quiet()
+    cfg = config or TrainConfig()
+    if trials is not None:
+        cfg = TrainConfig.model_validate({**cfg.model_dump(), "trials": trials})
+    if not isinstance(training_set, pd.DataFrame):
+        return run_train(training_set, cfg, policy=policy, tracking_uri=tracking_uri)
+    for col in ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged"):
+        if col not in training_set.columns:
+            raise PartnerscoreError(f"training set: missing column '{col}' (use build())")
+    names = [s.name for s in feature_specs() if s.name in training_set.columns]
+    manifest = {
+        "feature_names": names,
+        "build_config": training_set.attrs.get(
+            "build_config", BuildConfig().model_dump(mode="json")
+        ),
+        "registry_version": registry_version(),
+        "source": "partnerscore.train(DataFrame)",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        write_frame_atomic(training_set, Path(tmp) / "training_set.parquet")
+        Path(tmp, "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        return run_train(
+            tmp, cfg, policy=policy, tracking_uri=tracking_uri, config_hash=stable_hash(manifest)
+        )
+
+
+def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool = False):
+    """Load a registered PartnerModel (both heads, explainer and policy).
+
+    Args:
+        model: Alias (``champion``/``challenger``), version number or ``models:/`` URI.
+        tracking_uri: MLflow tracking/registry URI.
+        allow_local: Accept a model folder outside the registry (it is unpickled, which runs
+            code: trusted folders only).
+    """
+    import mlflow
+
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
+    from partnerscore.training.config import TrainConfig
+
+    _quiet()
+    uri = resolve_model_uri(str(model), TrainConfig().registered_model)
+    if not uri.startswith(("models:/", "runs:/")) and not allow_local:
+        raise PartnerscoreError(
+            f"model {model}: not a registered model; a local folder needs allow_local=True"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    loaded = load_partner_model(uri)
+    try:
+        loaded.metadata["version"] = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        loaded.metadata["version"] = ""
+    return loaded
+
+
+def score(
+    model,
+    *,
+    raw: Raw | None = None,
+    features: pd.DataFrame | str | Path | None = None,
+    as_of: str | date | None = None,
+    at_age: int | None = None,
+    tracking_uri: str | None = None,
+    allow_missing_features: bool = False,
+    policy=None,
+) -> pd.DataFrame:
+    """Score partners: predictions, composite score, tier, action, drivers and subscores.
+
+    Nothing is written: no scores file, no history, no quarantine (use the CLI or
+    :func:`partnerscore.serving.score.run_score` for the recorded batch job).
+
+    Args:
+        model: A loaded PartnerModel, or an alias/version/URI (then ``tracking_uri`` is needed).
+        raw: Raw tables to build features from (with ``as_of`` or ``at_age``).
+        features: A prebuilt feature frame (or file) instead of ``raw``; checked strictly.
+        as_of: One scoring date for every partner signed before it.
+        at_age: Score each partner at signed_at + ``at_age`` days.
+        tracking_uri: MLflow URI, when ``model`` is not loaded yet.
+        allow_missing_features: Score a feature frame that lacks some feature columns as if
+            those were missing (as when an optional table is absent).
+        policy: Scoring policy (default: the one bundled with the model).
+
+    Returns:
+        One score row per partner, plus ``unseen_categories`` when a feature frame was given.
+    """
+    from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
+    from partnerscore.models.frame_check import check_feature_frame
+    from partnerscore.models.scoring import score_features
+
+    if isinstance(model, (str, int)):
+        if tracking_uri is None:
+            raise PartnerscoreError("score: a model name needs tracking_uri")
+        model = load_model(str(model), tracking_uri=tracking_uri)
+    if (raw is None) == (features is None):
+        raise PartnerscoreError("score: give either raw tables or a feature frame")
+    if features is not None:
+        source = str(features) if not isinstance(features, pd.DataFrame) else "features"
+        frame = features if isinstance(features, pd.DataFrame) else read_frame(features)
+        check = check_feature_frame(
+            model, frame, source=source, allow_missing=allow_missing_features
+        )
+        out = score_features(model, frame, policy=policy)
+        flags = pd.DataFrame({"unseen_categories": check.unseen}, index=out.index)
+        return pd.concat([out, flags], axis=1)
+    if (as_of is None) == (at_age is None):
+        raise PartnerscoreError("score: give either as_of or at_age")
+    data = validate(raw)
+    if at_age is not None:
+        frame = build_scoring_frame_at_age(data, at_age)[0]
+    else:
+        frame = build_scoring_frame(data, pd.Timestamp(as_of))
+    return score_features(model, frame, policy=policy)
+
+
+def _quiet() -> None:
+    """No MLflow telemetry (called before MLflow is used, never at import)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -1,0 +1,202 @@
+"""``partnerscore forecast``: expected revenue with intervals per segment and period.
+
+Reads a scores file (``partnerscore score``) and sums the partners' expected revenue per
+segment (``--by tier,region``) and period, with a portfolio interval from the model's variance
+model (``pred_revenue_sd`` on every score row; see :mod:`partnerscore.models.intervals`). The
+period of a score row is its revenue horizon ``[as_of, as_of + horizon_days)``; rows scored at
+the same ``as_of`` date share a period. Each period also gets a total row (segment values
+``ALL``). The output is :data:`FORECAST_COLUMNS`, one row per (period, segment), written
+atomically as CSV or Parquet; it is documented in the README ("Forecast file").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
+from partnerscore.models.intervals import portfolio_interval
+
+ALL = "ALL"
+REQUIRED = ("partner_id", "as_of", "pred_revenue", "pred_revenue_sd")
+# (column, dtype, description): the declared schema of the forecast file
+FORECAST_SCHEMA = (
+    ("period_start", "datetime64[s]", "start of the revenue horizon (the scores' as_of date)"),
+    ("period_end", "datetime64[s]", "exclusive end: period_start + horizon_days"),
+    ("level", "str", "'segment' for a segment row, 'total' for the period's total"),
+    ("<by columns>", "str", "segment values (one column per --by field; ALL on total rows)"),
+    ("partners", "int64", "partners scored in the segment and period"),
+    ("expected_revenue", "float64", "sum of pred_revenue"),
+    ("revenue_lo", "float64", "lower end of the portfolio interval (>= 0)"),
+    ("revenue_hi", "float64", "upper end of the portfolio interval"),
+    ("revenue_sd", "float64", "standard deviation of the segment total (independent partners)"),
+    ("coverage", "float64", "nominal coverage of the interval"),
+    ("model_version", "str", "model version(s) of the score rows, comma-separated"),
+)
+
+
+def forecast_columns(by: tuple[str, ...]) -> list[str]:
+    """Output columns in order for a given ``--by``."""
+    out = []
+    for name, _, _ in FORECAST_SCHEMA:
+        if name == "<by columns>":
+            out.extend(by)
+        else:
+            out.append(name)
+    return out
+
+
+@dataclass
+class ForecastResult:
+    """What ``run_forecast`` wrote."""
+
+    out: Path
+    table: pd.DataFrame
+    by: tuple[str, ...]
+    partners: int
+    seconds: float = 0.0
+    periods: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The period totals and where the file is."""
+        lines = [
+            f"forecast of {self.partners:,} scored partners by {', '.join(self.by) or 'total'} "
+            f"-> {self.out} ({len(self.table):,} rows) in {self.seconds:.1f} s"
+        ]
+        for rec in self.table[self.table["level"] == "total"].itertuples():
+            lines.append(
+                f"  {rec.period_start:%Y-%m-%d} .. {rec.period_end:%Y-%m-%d}: expected "
+                f"{rec.expected_revenue:,.0f} ({rec.coverage:.0%} interval "
+                f"{rec.revenue_lo:,.0f} - {rec.revenue_hi:,.0f}) from {rec.partners:,} partners"
+            )
+        return "\n".join(lines)
+
+
+def parse_by(text: str | None) -> tuple[str, ...]:
+    """``tier,region`` -> ("tier", "region"); empty -> ()."""
+    if not text:
+        return ()
+    fields = tuple(part.strip() for part in text.split(",") if part.strip())
+    if len(set(fields)) != len(fields):
+        raise PartnerscoreError(f"--by: repeated field in '{text}'")
+    return fields
+
+
+def forecast_table(
+    scores: pd.DataFrame,
+    by: tuple[str, ...],
+    horizon_days: int,
+    coverage: float,
+    source: str = "scores",
+) -> pd.DataFrame:
+    """The forecast rows (:data:`FORECAST_SCHEMA`) from score rows.
+
+    Raises:
+        PartnerscoreError: A required or ``by`` column is missing, or ``pred_revenue_sd`` is
+            empty (scores from a model without intervals).
+    """
+    for col in (*REQUIRED, *by):
+        if col not in scores.columns:
+            raise PartnerscoreError(f"{source}: missing column '{col}'")
+    if not 0 < coverage < 1:
+        raise PartnerscoreError(f"--coverage: expected a share in (0, 1), got {coverage}")
+    data = scores.copy()
+    data["_start"] = pd.to_datetime(data["as_of"], errors="coerce").dt.floor("D")
+    bad = data["_start"].isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise PartnerscoreError(f"{source}: column 'as_of', row {row + 2}: not a date")
+    for col in ("pred_revenue", "pred_revenue_sd"):
+        values = pd.to_numeric(data[col], errors="coerce")
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            hint = " (scored by a model without intervals: retrain)" if col.endswith("sd") else ""
+            raise PartnerscoreError(f"{source}: column '{col}', row {row + 2}: missing{hint}")
+        data[col] = values
+    for col in by:
+        data[col] = data[col].astype(object).where(data[col].notna(), "missing").astype(str)
+    versions = (
+        data["model_version"].astype(str) if "model_version" in data else pd.Series("", data.index)
+    )
+    data["_version"] = versions
+    rows = []
+    for start, period in data.groupby("_start", sort=True):
+        groups = [((ALL,) * len(by), period, "total")]
+        if by:
+            groups += [
+                (key if isinstance(key, tuple) else (key,), part, "segment")
+                for key, part in period.groupby(list(by), sort=True)
+            ]
+        for key, part, level in groups:
+            total, lo, hi = portfolio_interval(
+                part["pred_revenue"], part["pred_revenue_sd"], coverage
+            )
+            rows.append(
+                {
+                    "period_start": start,
+                    "period_end": start + pd.Timedelta(days=horizon_days),
+                    "level": level,
+                    **dict(zip(by, key, strict=True)),
+                    "partners": int(part["partner_id"].nunique()),
+                    "expected_revenue": total,
+                    "revenue_lo": lo,
+                    "revenue_hi": hi,
+                    "revenue_sd": float(np.sqrt(np.sum(np.square(part["pred_revenue_sd"])))),
+                    "coverage": coverage,
+                    "model_version": ",".join(sorted(set(part["_version"]) - {""})),
+                }
+            )
+    table = pd.DataFrame(rows, columns=forecast_columns(by))
+    table["period_start"] = table["period_start"].astype("datetime64[s]")
+    table["period_end"] = table["period_end"].astype("datetime64[s]")
+    table["partners"] = table["partners"].astype("int64")
+    for col in ("level", "model_version", *by):
+        table[col] = table[col].astype("str")
+    return table
+
+
+def run_forecast(
+    config,
+    scores_path: str | Path,
+    out: str | Path,
+    by: tuple[str, ...] = ("tier", "region"),
+    coverage: float | None = None,
+    horizon_days: int | None = None,
+) -> ForecastResult:
+    """The ``partnerscore forecast`` job.
+
+    Args:
+        config: Application config (``build.horizon_days`` and ``train.interval_coverage``
+            are the defaults of ``horizon_days`` and ``coverage``).
+        scores_path: Scores file written by ``partnerscore score``.
+        out: Forecast file (.csv or .parquet), written atomically.
+        by: Segment columns of the score rows.
+        coverage: Nominal coverage of the portfolio intervals.
+        horizon_days: Length of each period.
+
+    Returns:
+        The forecast table and where it was written.
+    """
+    started = time.perf_counter()
+    scores_path = Path(scores_path)
+    scores = read_frame(scores_path)
+    table = forecast_table(
+        scores,
+        tuple(by),
+        int(horizon_days or config.build.horizon_days),
+        float(coverage if coverage is not None else config.train.interval_coverage),
+        source=str(scores_path),
+    )
+    path = write_frame_atomic(table, out)
+    return ForecastResult(
+        out=path,
+        table=table,
+        by=tuple(by),
+        partners=int(scores["partner_id"].nunique()),
+        seconds=time.perf_counter() - started,
+        periods=[f"{p:%Y-%m-%d}" for p in table["period_start"].unique()],
+    )

@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.cli import main
+from partnerscore.serving.forecast import forecast_columns, forecast_table, run_forecast
+
+
+def _scores():
+    rng = np.random.default_rng(0)
+    n = 40
+    return pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "as_of": np.where(np.arange(n) < 25, "2026-01-01", "2026-04-01"),
+            "tier": rng.choice(["gold", "silver"], n),
+            "region": rng.choice(["NA", "EMEA"], n),
+            "pred_revenue": rng.exponential(1000, n),
+            "pred_revenue_sd": rng.exponential(500, n),
+            "model_version": "3",
+        }
+    )
+
+
+def test_forecast_sums_match_a_slow_twin():
+    scores = _scores()
+    table = forecast_table(scores, ("tier", "region"), 180, 0.8)
+    assert list(table.columns) == forecast_columns(("tier", "region"))
+    for rec in table.itertuples():
+        part = scores[pd.to_datetime(scores["as_of"]) == rec.period_start]
+        if rec.level == "segment":
+            part = part[(part["tier"] == rec.tier) & (part["region"] == rec.region)]
+        else:
+            assert rec.tier == rec.region == "ALL"
+        sd = float(np.sqrt(sum(v * v for v in part["pred_revenue_sd"])))
+        assert rec.partners == len(part)
+        assert rec.expected_revenue == pytest.approx(part["pred_revenue"].sum())
+        assert rec.revenue_sd == pytest.approx(sd)
+        assert rec.revenue_hi == pytest.approx(rec.expected_revenue + 1.2815515655 * sd)
+        assert rec.revenue_lo == pytest.approx(max(rec.expected_revenue - 1.2815515655 * sd, 0))
+        assert rec.period_end == rec.period_start + pd.Timedelta(days=180)
+        assert rec.model_version == "3"
+    # segment rows add up to the period total
+    for _, period in table.groupby("period_start"):
+        seg = period[period["level"] == "segment"]
+        total = period[period["level"] == "total"].iloc[0]
+        assert seg["expected_revenue"].sum() == pytest.approx(total["expected_revenue"])
+        assert seg["partners"].sum() == total["partners"]
+
+
+def test_forecast_errors_name_file_column_and_row():
+    scores = _scores()
+    with pytest.raises(PartnerscoreError, match="missing column 'segment'"):
+        forecast_table(scores, ("segment",), 180, 0.8, source="s.csv")
+    bad = scores.assign(pred_revenue_sd=np.where(np.arange(len(scores)) == 3, np.nan, 1.0))
+    with pytest.raises(PartnerscoreError, match=r"s.csv: column 'pred_revenue_sd', row 5"):
+        forecast_table(bad, (), 180, 0.8, source="s.csv")
+
+
+def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
+    root, cfg = scored_dir
+    scores = pd.read_csv(root / "scores.csv", keep_default_na=False, na_values=[""])
+    assert {"pred_revenue_lo", "pred_revenue_hi", "pred_revenue_sd"} <= set(scores.columns)
+    assert (scores["pred_revenue_lo"] <= scores["pred_revenue"]).all()
+    assert (scores["pred_revenue"] <= scores["pred_revenue_hi"]).all()
+    result = run_forecast(cfg, root / "scores.csv", tmp_path / "f.parquet", ("tier",))
+    written = pd.read_parquet(tmp_path / "f.parquet")
+    assert len(written) == len(result.table) > 1
+    total = written[written["level"] == "total"].iloc[0]
+    assert total["expected_revenue"] == pytest.approx(scores["pred_revenue"].sum())
+    assert (
+        main(["forecast", "--scores", str(root / "scores.csv"), "--out", str(tmp_path / "f.csv")])
+        == 0
+    )
+    assert "expected" in capsys.readouterr().out
+    assert main(["forecast", "--scores", str(tmp_path / "none.csv")]) == 2
+    assert main(["forecast", "--scores", str(root / "scores.csv"), "--by", "nope"]) == 2
+    assert "missing column 'nope'" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.features.registry import feature_specs
+from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.training import tune
+from partnerscore.training.metrics import (
+    engagement_auc_metric,
+    paired_bootstrap,
+    partner_resamples,
+    revenue_bias_metric,
+)
+from partnerscore.training.splits import time_folds
+
+
+def _frame(seed=0, partners=60):
+    rng = np.random.default_rng(seed)
+    ids = np.repeat([f"P{i:03d}" for i in range(partners)], rng.integers(1, 5, partners))
+    return pd.DataFrame(
+        {
+            "partner_id": ids,
+            "label_revenue": rng.exponential(100, len(ids)) * (rng.random(len(ids)) < 0.4),
+            "label_engaged": rng.integers(0, 2, len(ids)),
+        }
+    )
+
+
+def test_partner_resamples_match_a_slow_twin():
+    frame = _frame()
+    fast = list(partner_resamples(frame, 5, seed=4))
+    # slow twin: same partner draws, rows gathered partner by partner in frame order
+    codes, partners = pd.factorize(frame["partner_id"])
+    rng = np.random.default_rng(4)
+    for rows in fast:
+        pick = rng.integers(0, len(partners), len(partners))
+        slow = np.concatenate([np.flatnonzero(codes == p) for p in pick])
+        np.testing.assert_array_equal(rows, slow)
+
+
+def test_paired_bootstrap_difference_and_se():
+    frame = _frame(partners=150)
+    rng = np.random.default_rng(1)
+    good = frame["label_engaged"] + rng.normal(0, 0.8, len(frame))
+    bad = frame["label_engaged"] + rng.normal(0, 3.0, len(frame))
+    diff, se = paired_bootstrap(frame, engagement_auc_metric, good, bad, rounds=150, seed=0)
+    assert diff == pytest.approx(
+        engagement_auc_metric(frame, good) - engagement_auc_metric(frame, bad)
+    )
+    assert diff > 2 * se > 0
+    # identical predictions: the paired difference is exactly zero in every resample
+    assert paired_bootstrap(frame, revenue_bias_metric, good, good, 30) == (0.0, 0.0)
+    assert np.isnan(paired_bootstrap(frame, revenue_bias_metric, good, bad, 0)[1])
+
+
+@pytest.fixture(scope="module")
+def prepared(built_dir):
+    frame = pd.read_parquet(built_dir / "training_set.parquet")
+    frame = frame.sort_values(["partner_id", "as_of"]).reset_index(drop=True)
+    specs = [s for s in feature_specs() if s.name in frame.columns]
+    probe = PartnerModel(
+        revenue=RevenueRegressor(),
+        engagement=EngagementClassifier(),
+        feature_specs=specs,
+        categories=PartnerModel.categories_from(frame, specs),
+    )
+    return frame, probe.prepare(frame)
+
+
+def test_each_head_has_its_own_search(prepared):
+    frame, X = prepared
+    folds = time_folds(frame, 2)
+    base = {"n_jobs": 1, "random_state": 7}
+    rev, rev_study = tune.tune_head(
+        "revenue", X, frame["label_revenue"].to_numpy(), folds, base, 3, seed=7
+    )
+    eng, eng_study = tune.tune_head(
+        "engagement", X, frame["label_engaged"].to_numpy(), folds, base, 3, seed=7
+    )
+    assert "tweedie_variance_power" in rev and "tweedie_variance_power" not in eng
+    # different sampler seeds: the sampled (non-enqueued) candidates differ
+    assert (
+        rev_study.trials[1].params["learning_rate"] != eng_study.trials[1].params["learning_rate"]
+    )
+    for params, head in ((rev, "revenue"), (eng, "engagement")):
+        space = tune.SEARCH_SPACES[head]
+        for key, (lo, hi) in space.items():
+            if key in params and key in rev_study.best_params | eng_study.best_params:
+                assert lo <= params[key] <= hi, key
+        # trees learnt by early stopping, capped so SHAP tables stay cheap
+        assert 10 <= params["n_estimators"] <= tune.MAX_TREES
+        assert params["max_depth"] <= 3 and params["num_leaves"] <= 8
+    with pytest.raises(ValueError, match="unknown head"):
+        tune.tune_head("margin", X, frame["label_revenue"].to_numpy(), folds, base, 1, 7)

@@ -515,3 +515,45 @@ def stable_tiers(
             s, raw, flag, previous.get(pid, []), policy
         )
     return tiers, candidates, reasons
+
+
+OVERRIDE_COLUMNS = ("partner_id", "tier", "action", "reason", "expires")
+
+
+def apply_overrides(
+    partner_ids,
+    as_of,
+    tiers: np.ndarray,
+    overrides: pd.DataFrame,
+) -> dict[str, np.ndarray]:
+    """Account owners' manual overrides in force at each row's as_of (expires on or after it).
+
+    Args:
+        partner_ids: (n,) partner ids.
+        as_of: One timestamp or (n,) timestamps.
+        tiers: (n,) decided tiers (an override replaces them).
+        overrides: Checked overrides: partner_id, tier (or ""), action (or ""), reason,
+            expires (timestamps); at most one row per partner.
+
+    Returns:
+        score_tier (after overrides), override_tier, override_action, override_reason and
+        override_expires (YYYY-MM-DD) per row ("" where no override is in force).
+    """
+    n = len(tiers)
+    ids = pd.Series(np.asarray(partner_ids, dtype=object)).astype(str)
+    when = pd.to_datetime(pd.Series(np.broadcast_to(np.asarray(as_of), (n,))))
+    table = overrides.set_index(overrides["partner_id"].astype(str))
+    out = {k: np.full(n, "", dtype=object) for k in ("tier", "action", "reason", "expires")}
+    tiers = np.asarray(tiers, dtype=object).copy()
+    hit = ids.isin(table.index).to_numpy()
+    for i in np.flatnonzero(hit):
+        row = table.loc[ids.iat[i]]
+        if pd.Timestamp(row["expires"]) < when.iat[i].normalize():
+            continue
+        out["tier"][i] = row["tier"]
+        out["action"][i] = row["action"]
+        out["reason"][i] = row["reason"]
+        out["expires"][i] = pd.Timestamp(row["expires"]).strftime("%Y-%m-%d")
+        if row["tier"]:
+            tiers[i] = row["tier"]
+    return {"score_tier": tiers, **{f"override_{k}": v for k, v in out.items()}}

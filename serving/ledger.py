@@ -159,7 +159,7 @@ class DecisionLedger:
                 if name in rec or name == "facts":
                     continue
                 value = _plain(frame[name].iat[i]) if name in frame else None
-                if name == "override_expires" and value is not None:
+                if name == "override_expires" and value not in (None, ""):
                     value = pd.Timestamp(value).strftime("%Y-%m-%d")
                 rec[name] = value if value != "" else None
             rec["facts"] = json.dumps(

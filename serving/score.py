@@ -18,6 +18,7 @@ from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.policy import (
     action_schedule,
+    apply_overrides,
     load_playbook,
     smooth_and_guard_batch,
     stable_tiers,
@@ -214,6 +215,7 @@ def run_score(
         features = build_scoring_frame_at_age(raw, at_age)[0]
     cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
     scored = score_features(partner_model, features, policy=config.policy)
+    scored = with_upgrade_paths(partner_model, features, scored, config)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     when = cut if cut is not None else cuts
     rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
@@ -254,6 +256,95 @@ def run_score(
     )
 
 
+def with_upgrade_paths(
+    model: PartnerModel, features: pd.DataFrame, scored: pd.DataFrame, config: AppConfig
+) -> pd.DataFrame:
+    """Add ``next_tier`` and ``next_tier_changes`` (scenario planning for every partner).
+
+    ``next_tier_changes`` lists the smallest actionable changes that lift the partner's score
+    into the next tier; empty for the best tier, graduated partners, when no path within
+    ``whatif.upgrade_max_steps`` features exists, or for batches above
+    ``whatif.upgrade_max_partners``.
+    """
+    from partnerscore.models.whatif import upgrade_paths
+    from partnerscore.serving.whatif import change_text
+
+    n = len(scored)
+    tiers = scored["score_tier"].to_numpy(dtype=object)
+    ordered = [k for k, _ in sorted(config.policy.tier_cutoffs.items(), key=lambda kv: -kv[1])]
+    above = {t: ordered[i - 1] for i, t in enumerate(ordered) if i > 0}
+    text = [""] * n
+    if 0 < n <= config.whatif.upgrade_max_partners:
+        paths = upgrade_paths(
+            model,
+            features,
+            tiers,
+            config.policy,
+            grid=config.whatif.upgrade_grid,
+            max_steps=config.whatif.upgrade_max_steps,
+        )
+        text = [change_text(model.feature_specs, p) if p else "" for p in paths]
+    extra = pd.DataFrame(
+        {
+            "next_tier": pd.array([above.get(t, "") for t in tiers], dtype="str"),
+            "next_tier_changes": pd.array(text, dtype="str"),
+        },
+        index=scored.index,
+    )
+    return pd.concat([scored, extra], axis=1)
+
+
+def read_overrides(path: str | None, policy) -> pd.DataFrame:
+    """Account owners' overrides (CSV/Parquet), checked; empty when no file is configured.
+
+    Columns: partner_id, tier (a configured tier, or empty), action (text, or empty), reason
+    (required), expires (date, required). One row per partner.
+
+    Raises:
+        PartnerscoreError: Missing column, bad tier or date, no reason, or a partner listed
+            twice: one line naming the file, column and row.
+    """
+    from partnerscore.models.policy import OVERRIDE_COLUMNS
+
+    if path is None:
+        return pd.DataFrame(columns=list(OVERRIDE_COLUMNS))
+    frame = read_frame(path, text=lambda c: True)
+    for col in ("partner_id", "reason", "expires"):
+        if col not in frame:
+            raise PartnerscoreError(f"{path}: missing column '{col}'")
+    for col in ("tier", "action"):
+        if col not in frame:
+            frame[col] = ""
+    frame = frame[list(OVERRIDE_COLUMNS)].astype(object).where(frame.notna(), "")
+    frame = frame.map(lambda v: " ".join(str(v).split()))
+    for i, rec in enumerate(frame.to_dict("records"), start=2):
+        if not rec["partner_id"]:
+            raise PartnerscoreError(f"{path}: row {i}: column 'partner_id' is empty")
+        if rec["tier"] and rec["tier"] not in policy.tier_cutoffs:
+            raise PartnerscoreError(
+                f"{path}: row {i}: column 'tier': '{rec['tier']}' is not a tier "
+                f"({', '.join(policy.tier_cutoffs)})"
+            )
+        if not rec["reason"]:
+            raise PartnerscoreError(f"{path}: row {i}: column 'reason' is empty")
+        if not rec["tier"] and not rec["action"]:
+            raise PartnerscoreError(f"{path}: row {i}: give a 'tier' or an 'action' to override")
+        try:
+            pd.Timestamp(rec["expires"]).date()
+        except (ValueError, TypeError) as exc:
+            raise PartnerscoreError(
+                f"{path}: row {i}: column 'expires': '{rec['expires']}' is not a date"
+            ) from exc
+    dupes = frame["partner_id"].duplicated()
+    if dupes.any():
+        row = int(np.flatnonzero(dupes.to_numpy())[0]) + 2
+        raise PartnerscoreError(
+            f"{path}: row {row}: partner '{frame['partner_id'][dupes].iat[0]}' is listed twice"
+        )
+    frame["expires"] = pd.to_datetime(frame["expires"])
+    return frame
+
+
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     """The model URI, refusing unregistered folders unless allowed; checks the playbook too."""
     uri = resolve_model_uri(model, config.train.registered_model)
@@ -263,6 +354,7 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
             "code, so a local path needs --allow-local-model"
         )
     load_playbook(config.policy)  # a broken playbook stops the run before any work
+    read_overrides(config.score.overrides_path, config.policy)  # ... and so do bad overrides
     return uri
 
 
@@ -351,7 +443,18 @@ def _decide(
         index=scored.index,
     )
     scored = pd.concat([scored, extra], axis=1)
-    scored["score_tier"] = pd.array(decided, dtype="str")
+    overrides = read_overrides(config.score.overrides_path, config.policy)
+    applied = apply_overrides(scored["partner_id"], scored["as_of"].to_numpy(), decided, overrides)
+    scored["score_tier"] = pd.array(applied.pop("score_tier"), dtype="str")
+    columns = {name: pd.array(values, dtype="str") for name, values in applied.items()}
+    scored = pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
+    action = applied["override_action"] != ""
+    if action.any():
+        scored["intervention"] = scored["intervention"].astype(object)
+        scored.loc[action, "intervention"] = applied["override_action"][action]
+        scored.loc[action, "intervention_detail"] = (
+            "Manual override by the account owner: " + applied["override_reason"][action]
+        )
     schedule = action_schedule(
         scored["score_tier"].to_numpy(dtype=object),
         scored["quadrant"].to_numpy(dtype=object),
@@ -409,6 +512,7 @@ def run_score_features(
     )
     frame = frame.reset_index(drop=True)
     scored = score_features(partner_model, frame, policy=config.policy)
+    scored = with_upgrade_paths(partner_model, frame, scored, config)
     scored = pd.concat(
         [scored, pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)], axis=1
     )

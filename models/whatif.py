@@ -204,7 +204,8 @@ def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
 
 def migration_matrix(moves: pd.DataFrame, tiers: list[str]) -> pd.DataFrame:
     """Partners per (tier before, tier after): rows before, columns after, in tier order."""
-    order = [*tiers, *sorted(set(moves["tier_before"]) | set(moves["tier_after"]) - set(tiers))]
+    seen = set(moves["tier_before"]) | set(moves["tier_after"])
+    order = [*tiers, *sorted(seen - set(tiers))]
     table = pd.crosstab(moves["tier_before"], moves["tier_after"])
     table = table.reindex(index=order, columns=order, fill_value=0)
     table.index.name, table.columns.name = "tier_before", "tier_after"

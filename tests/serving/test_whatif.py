@@ -72,7 +72,7 @@ def test_whatif_agrees_with_a_full_rescore_of_modified_raw_data(
         if not (before[n] == after[n] or (pd.isna(before[n]) and pd.isna(after[n])))
     ]
     assert "trainings_certifications_todate" in changed
-    sets = [f"{n}={after[n]!r}" if pd.notna(after[n]) else f"{n}=nan" for n in changed]
+    sets = [f"{n}={float(after[n])!r}" if pd.notna(after[n]) else f"{n}=nan" for n in changed]
     result = run_whatif_partner(
         store_config, raw_dir, pid, AS_OF.date(), sets, out=tmp_path / "drivers.csv"
     )
@@ -85,9 +85,7 @@ def test_whatif_agrees_with_a_full_rescore_of_modified_raw_data(
     moved = set(result.drivers["feature"])
     assert set(changed) <= moved
     assert (tmp_path / "drivers.csv").exists()
-    assert "trainings_certifications_todate" in result.summary() or "Certifications" in (
-        result.summary()
-    )
+    assert "score_tier" in result.summary() and "driver changes" in result.summary()
 
 
 def test_policy_scores_is_the_score_of_score_features(program):
@@ -133,7 +131,7 @@ def test_reapplied_policy_matches_rescoring_with_it(program, tmp_path):
 def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
     model, _, features = program
     policy = PolicyConfig()
-    sample = features.iloc[:80].reset_index(drop=True)
+    sample = features[features["age_days"] < 200].head(60).reset_index(drop=True)
     scored = score_features(model, sample, policy=policy)
     tiers = scored["score_tier"].to_numpy(dtype=object)
     paths = wi.upgrade_paths(model, sample, tiers, policy, grid=4, max_steps=3)

@@ -16,6 +16,9 @@ COMMANDS = [
     "score",
     "report",
     "demo",
+    "forecast",
+    "incentives",
+    "whatif",
 ]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from partnerscore.features.core import FrozenConfig
+
+SEGMENT_KEYS = ("region", "tier", "partner_type")
 
 
 class HeadParams(FrozenConfig):
@@ -30,6 +32,49 @@ class HeadParams(FrozenConfig):
     n_jobs: int = 1
 
 
+class LayerWeights(FrozenConfig):
+    """Shares of the three scorecard layers in one maturity band (they add up to 1).
+
+    A layer's score points are multiplied by ``3 x share``: equal shares (1/3 each) reproduce
+    the model's own composite exactly; a share of 0.45 makes that layer count 1.35 times.
+    """
+
+    strategic: float = Field(ge=0, le=1)
+    execution: float = Field(ge=0, le=1)
+    results: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> LayerWeights:
+        total = self.strategic + self.execution + self.results
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"layer weights must add up to 1 (they add up to {total:g})")
+        return self
+
+    def multipliers(self) -> tuple[float, float, float]:
+        """Multipliers of the strategic, execution and results score points."""
+        return (3 * self.strategic, 3 * self.execution, 3 * self.results)
+
+
+class MaturityBand(FrozenConfig):
+    """Onboarding ages from ``start_day`` up to the next band's start (the last is open).
+
+    Attributes:
+        start_day: First onboarding day of the band (the first band starts at 0).
+        weights: Layer shares applied to partners in this band.
+    """
+
+    start_day: int = Field(ge=0)
+    weights: LayerWeights
+
+
+DEFAULT_BANDS = (
+    MaturityBand(start_day=0, weights=LayerWeights(strategic=0.40, execution=0.40, results=0.20)),
+    MaturityBand(start_day=46, weights=LayerWeights(strategic=0.35, execution=0.40, results=0.25)),
+    MaturityBand(start_day=91, weights=LayerWeights(strategic=0.30, execution=0.35, results=0.35)),
+    MaturityBand(start_day=181, weights=LayerWeights(strategic=0.25, execution=0.30, results=0.45)),
+)
+
+
 class PolicyConfig(FrozenConfig):
     """Scoring policy: composite score, tiers, quadrants, provisional flag, smoothing, guardrails.
 
@@ -45,6 +90,17 @@ class PolicyConfig(FrozenConfig):
         top_drivers: Number of positive and of negative drivers per head in the output.
         scope_tolerance_days: Partners older than the oldest trained onboarding age plus this
             are ``out_of_scope``: tier ``graduated`` and the playbook's graduated action.
+        maturity_bands: Onboarding-age bands with layer weights, ordered by ``start_day`` from
+            0 (default 0-45, 46-90, 91-180, 181+ days: strategy and execution count more early,
+            results later).
+        segment_adjustments: Factors by ``region``, ``tier`` and ``partner_type`` value
+            (unlisted values: 1.0); a partner's factor is the product of its three, applied to
+            the band-weighted score (then clipped to 0-100).
+        tier_change_batches: A new tier (from the smoothed score) is adopted once the raw score
+            has been in it for this many consecutive batches...
+        tier_change_margin: ...or as soon as the smoothed score is this many points past the
+            tier boundary. Keep it at least ``guardrail_threshold / smoothing_window``: then a
+            single noisy batch can never flip a tier.
     """
 
     revenue_weight: float = Field(default=0.5, ge=0, le=1)
@@ -57,6 +113,43 @@ class PolicyConfig(FrozenConfig):
     playbook_path: str | None = None
     top_drivers: int = Field(default=3, ge=1)
     scope_tolerance_days: int = Field(default=90, ge=0)
+    maturity_bands: tuple[MaturityBand, ...] = DEFAULT_BANDS
+    segment_adjustments: dict[str, dict[str, float]] = {}
+    tier_change_batches: int = Field(default=2, ge=1)
+    tier_change_margin: float = Field(default=10.0, ge=0)
+
+    @field_validator("maturity_bands")
+    @classmethod
+    def _bands(cls, value: tuple[MaturityBand, ...]) -> tuple[MaturityBand, ...]:
+        if not value:
+            raise ValueError("needs at least one band, starting at day 0")
+        starts = [band.start_day for band in value]
+        if starts[0] != 0:
+            raise ValueError(f"the first band must start at day 0 (it starts at {starts[0]})")
+        for a, b in zip(starts, starts[1:], strict=False):
+            if b <= a:
+                raise ValueError(f"bands must be in increasing start_day order ({a}, then {b})")
+        return value
+
+    @field_validator("segment_adjustments")
+    @classmethod
+    def _adjustments(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for key, factors in value.items():
+            if key not in SEGMENT_KEYS:
+                raise ValueError(f"unknown segment '{key}' (expected {', '.join(SEGMENT_KEYS)})")
+            for name, factor in factors.items():
+                if not 0 < factor <= 10:
+                    raise ValueError(f"{key} '{name}': factor {factor} is outside (0, 10]")
+        return value
+
+    def band_names(self) -> list[str]:
+        """Readable band names such as ``0-45``, ``46-90``, ``181+`` (days)."""
+        starts = [band.start_day for band in self.maturity_bands]
+        ends = [f"-{s - 1}" for s in starts[1:]] + ["+"]
+        return [
+            f"{a}{b}" if b == "+" or int(b[1:]) != a else str(a)
+            for a, b in zip(starts, ends, strict=True)
+        ]
 
     @field_validator("tier_cutoffs")
     @classmethod

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from partnerscore.features.core import PartnerscoreError, read_text_file
+from partnerscore.features.registry import LAYERS
 from partnerscore.models.config import PolicyConfig
 
 QUADRANTS = (
@@ -89,16 +90,32 @@ def quadrant(
     return names[idx]
 
 
-def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict[str, str]:
+DEFAULT_OWNER = "channel account manager"
+DEFAULT_REVIEW_DAYS = 30
+OPTIONAL = ("owner", "review_days")
+
+
+def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict:
+    """A playbook entry: required text keys, plus an optional owner role and review_days."""
     if not isinstance(entry, dict):
         raise PartnerscoreError(f"{where}: expected a mapping with {', '.join(keys)}")
     for key in keys:
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise PartnerscoreError(f"{where}: missing or empty key '{key}'")
-    unknown = sorted(set(entry) - set(keys), key=str)
+    unknown = sorted(set(entry) - set(keys) - set(OPTIONAL), key=str)
     if unknown:
-        raise PartnerscoreError(f"{where}: unknown key '{unknown[0]}' (expected {', '.join(keys)})")
-    return {key: " ".join(entry[key].split()) for key in keys}
+        expected = ", ".join((*keys, *OPTIONAL))
+        raise PartnerscoreError(f"{where}: unknown key '{unknown[0]}' (expected {expected})")
+    out: dict = {key: " ".join(entry[key].split()) for key in keys}
+    owner = entry.get("owner", DEFAULT_OWNER)
+    if not isinstance(owner, str) or not owner.strip():
+        raise PartnerscoreError(f"{where}: key 'owner' must be a role name")
+    days = entry.get("review_days", DEFAULT_REVIEW_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
+        raise PartnerscoreError(f"{where}: key 'review_days' must be a whole number of days 0-3650")
+    out["owner"] = " ".join(owner.split())
+    out["review_days"] = days
+    return out
 
 
 def _load_playbook(path: str | None) -> dict:
@@ -116,10 +133,11 @@ def _load_playbook(path: str | None) -> dict:
         raise PartnerscoreError(f"{source}:{where} not valid YAML") from exc
     if not isinstance(data, dict) or not isinstance(data.get("quadrants"), dict):
         raise PartnerscoreError(f"{source}: missing key 'quadrants'")
-    extra = sorted(set(data) - {"quadrants", "provisional", "graduated"}, key=str)
+    extra = sorted(set(data) - {"quadrants", "tiers", "provisional", "graduated"}, key=str)
     if extra:
         raise PartnerscoreError(
-            f"{source}: unknown key '{extra[0]}' (expected quadrants, provisional, graduated)"
+            f"{source}: unknown key '{extra[0]}' "
+            "(expected quadrants, tiers, provisional, graduated)"
         )
     unknown = sorted(set(data["quadrants"]) - set(QUADRANTS), key=str)
     if unknown:
@@ -131,6 +149,13 @@ def _load_playbook(path: str | None) -> dict:
         quads[name] = _check_entry(
             data["quadrants"][name], f"{source}: quadrants.{name}", ("label", "title", "detail")
         )
+    tiers = data.get("tiers") or {}
+    if not isinstance(tiers, dict):
+        raise PartnerscoreError(f"{source}: key 'tiers' must map tier names to actions")
+    tier_actions = {
+        str(name): _check_entry(entry, f"{source}: tiers.{name}", ("title", "detail"))
+        for name, entry in tiers.items()
+    }
     special = {}
     for key in ("provisional", "graduated"):
         special[key] = (
@@ -139,13 +164,81 @@ def _load_playbook(path: str | None) -> dict:
             else None
         )
     if special["graduated"] is None:
-        special["graduated"] = GRADUATED
-    return {"quadrants": quads, **special}
+        special["graduated"] = {
+            **GRADUATED,
+            "owner": DEFAULT_OWNER,
+            "review_days": DEFAULT_REVIEW_DAYS,
+        }
+    return {"quadrants": quads, "tiers": tier_actions, **special}
 
 
 def load_playbook(policy: PolicyConfig) -> dict:
-    """The validated playbook (shipped, or ``policy.playbook_path``)."""
-    return _load_playbook(policy.playbook_path)
+    """The validated playbook (shipped, or ``policy.playbook_path``).
+
+    Raises:
+        PartnerscoreError: Invalid YAML or keys, or a ``tiers`` section missing a tier of
+            ``policy.tier_cutoffs``.
+    """
+    book = _load_playbook(policy.playbook_path)
+    if book["tiers"]:
+        source = policy.playbook_path or "playbook.yaml (shipped)"
+        for name in policy.tier_cutoffs:
+            if name not in book["tiers"]:
+                raise PartnerscoreError(f"{source}: missing key 'tiers.{name}'")
+    return book
+
+
+def action_schedule(
+    tiers: np.ndarray,
+    quadrants: np.ndarray,
+    provisional: np.ndarray,
+    out_of_scope: np.ndarray,
+    as_of,
+    policy: PolicyConfig,
+) -> dict[str, np.ndarray]:
+    """Tier actions and the owner role and review date of every action.
+
+    Tiers map to the playbook's ``tiers`` actions, quadrants to its ``quadrants`` actions.
+    Provisional partners keep the ``provisional`` action and graduated (out-of-scope) partners
+    the ``graduated`` one, for both. A review date is ``as_of + review_days``.
+
+    Args:
+        tiers: (n,) decided tiers.
+        quadrants: (n,) quadrant keys.
+        provisional: (n,) provisional flags.
+        out_of_scope: (n,) out-of-scope flags.
+        as_of: One timestamp or (n,) timestamps.
+        policy: The playbook location.
+
+    Returns:
+        Columns tier_action, tier_action_detail, tier_action_owner, tier_review_date,
+        intervention_owner and intervention_review_date ((n,) each; empty text when the
+        playbook has no ``tiers`` section).
+    """
+    book = load_playbook(policy)
+    n = len(tiers)
+    when = pd.to_datetime(pd.Series(np.broadcast_to(np.asarray(as_of), (n,))))
+    blank = {"title": "", "detail": "", "owner": "", "review_days": None}
+    tier_entries = [book["tiers"].get(str(t), blank) for t in tiers]
+    quad_entries = [book["quadrants"][q] for q in quadrants]
+    prov, done = np.asarray(provisional, dtype=bool), np.asarray(out_of_scope, dtype=bool)
+    for i in range(n):
+        special = book["graduated"] if done[i] else book["provisional"] if prov[i] else None
+        if special is not None:
+            tier_entries[i] = quad_entries[i] = special
+
+    def due(entries: list[dict]) -> np.ndarray:
+        days = pd.to_timedelta([e["review_days"] for e in entries], unit="D")
+        return (when + days).dt.strftime("%Y-%m-%d").fillna("").to_numpy(dtype=object)
+
+    return {
+        "tier_action": np.array([e["title"] for e in tier_entries], dtype=object),
+        "tier_action_detail": np.array([e["detail"] for e in tier_entries], dtype=object),
+        "tier_action_owner": np.array([e["owner"] for e in tier_entries], dtype=object),
+        "tier_review_date": due(tier_entries),
+        "intervention_owner": np.array([e["owner"] for e in quad_entries], dtype=object),
+        "intervention_review_date": due(quad_entries),
+    }
 
 
 def interventions(
@@ -255,3 +348,212 @@ def smooth_and_guard_batch(
         if p is not None:
             prev[i] = p
     return smoothed, prev, flags
+
+
+def maturity_band(age_days: np.ndarray, policy: PolicyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's maturity band and the multipliers of its layer score points.
+
+    Args:
+        age_days: (n,) onboarding age at as_of (missing: the first band).
+        policy: ``maturity_bands``.
+
+    Returns:
+        (band name per row, (n, 3) multipliers of the strategic, execution and results points).
+    """
+    age = np.nan_to_num(np.asarray(age_days, dtype=float), nan=0.0)
+    starts = np.array([band.start_day for band in policy.maturity_bands], dtype=float)
+    idx = np.clip(np.searchsorted(starts, np.floor(age), side="right") - 1, 0, len(starts) - 1)
+    names = np.array(policy.band_names(), dtype=object)
+    mult = np.array([band.weights.multipliers() for band in policy.maturity_bands], dtype=float)
+    return names[idx], mult[idx]
+
+
+def adjustment_factor(segments: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
+    """Product of the partner's region, tier and partner-type factors (unlisted: 1.0)."""
+    factor = np.ones(len(segments))
+    for key, factors in policy.segment_adjustments.items():
+        if key in segments and factors:
+            values = segments[key].astype(object).where(segments[key].notna(), None)
+            factor *= values.map(factors).astype(float).fillna(1.0).to_numpy(dtype=float)
+    return factor
+
+
+def weighted_score(
+    base: np.ndarray,
+    layer_points: dict[str, np.ndarray],
+    multipliers: np.ndarray,
+    factor: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The policy's composite: band-weighted layer points, the segment factor, clipped to 0-100.
+
+    ``score = clip(factor x (base + sum over layers of multiplier x points), 0, 100)``, written
+    as ``base + weighted layers + adjustment``, so every point is traceable to a layer (and its
+    band weight) or to the segment adjustment (which includes the clipping).
+
+    Args:
+        base: (n,) score points of the average partner.
+        layer_points: Layer -> (n,) unweighted score points (the model's own split).
+        multipliers: (n, 3) band multipliers in :data:`LAYERS` order.
+        factor: (n,) segment adjustment factors.
+
+    Returns:
+        (score, weighted points per layer, adjustment points).
+    """
+    weighted = {
+        layer: multipliers[:, i] * np.asarray(layer_points[layer], dtype=float)
+        for i, layer in enumerate(LAYERS)
+    }
+    before = np.asarray(base, dtype=float) + sum(weighted.values())
+    score = np.clip(before * factor, 0.0, 100.0)
+    return score, weighted, score - before
+
+
+def _tier_bounds(policy: PolicyConfig) -> dict[str, tuple[int, float]]:
+    """Tier name -> (rank, lower bound); rank 0 is the best tier."""
+    ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
+    return {name: (rank, bound) for rank, (name, bound) in enumerate(ordered)}
+
+
+def stable_tier(
+    smoothed: float,
+    score: float,
+    guardrail: bool,
+    previous: list[tuple[float, str]],
+    policy: PolicyConfig,
+) -> tuple[str, str, str]:
+    """One partner's tier decision, with hysteresis (a pure twin-friendly scalar rule).
+
+    The candidate is the tier of the smoothed score. With no earlier decision it is adopted.
+    Otherwise the previous tier is kept unless the candidate is confirmed: the smoothed score is
+    ``tier_change_margin`` points past the boundary between the two tiers, or the raw score has
+    been past that boundary in each of the last ``tier_change_batches`` batches (this one
+    included). A raised guardrail (a swing beyond ``guardrail_threshold``) always holds the
+    previous tier.
+
+    Args:
+        smoothed: This batch's smoothed score.
+        score: This batch's raw score.
+        guardrail: Whether this batch's swing raised the guardrail.
+        previous: Earlier batches' (raw score, decided tier), oldest first.
+        policy: Tier cutoffs, margin, batches, guardrail threshold.
+
+    Returns:
+        (decided tier, candidate tier, reason the previous tier was held or "").
+    """
+    bounds = _tier_bounds(policy)
+    candidate = str(score_tier(np.array([smoothed]), policy)[0])
+    prev = previous[-1][1] if previous else None
+    if prev not in bounds:  # no earlier decision, or one outside the tiers (graduated)
+        return candidate, candidate, ""
+    if guardrail:
+        return (
+            prev,
+            candidate,
+            f"guardrail: the score moved more than {policy.guardrail_threshold:g} points since "
+            f"the previous batch; tier {prev} held (smoothed score points to {candidate})",
+        )
+    if candidate == prev:
+        return prev, candidate, ""
+    up = bounds[candidate][0] < bounds[prev][0]
+    boundary = bounds[candidate][1] if up else bounds[prev][1]
+    past = smoothed - boundary if up else boundary - smoothed
+    now = score >= boundary if up else score < boundary
+    if past >= policy.tier_change_margin and now:
+        return candidate, candidate, ""
+    n = policy.tier_change_batches
+    raw = [s for s, _ in previous[-(n - 1) :]] + [score] if n > 1 else [score]
+    streak = 0
+    for value in reversed(raw):
+        if (value >= boundary) if up else (value < boundary):
+            streak += 1
+        else:
+            break
+    if streak >= n:
+        return candidate, candidate, ""
+    return (
+        prev,
+        candidate,
+        f"hysteresis: the smoothed score points to tier {candidate}, {past:.1f} points past "
+        f"the boundary ({policy.tier_change_margin:g} needed) and {streak} of "
+        f"{n} batches confirm it; tier {prev} held",
+    )
+
+
+def stable_tiers(
+    partner_ids,
+    smoothed: np.ndarray,
+    scores: np.ndarray,
+    guardrail: np.ndarray,
+    previous: dict[str, list[tuple[float, str]]],
+    policy: PolicyConfig,
+    frozen: np.ndarray | None = None,
+    frozen_tier: str = OUT_OF_SCOPE_TIER,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`stable_tier` for a batch; ``frozen`` rows (out of scope) keep ``frozen_tier``.
+
+    Returns:
+        (decided tier, candidate tier, held reason), each (n,) object arrays.
+    """
+    n = len(smoothed)
+    tiers = np.empty(n, dtype=object)
+    candidates = np.empty(n, dtype=object)
+    reasons = np.full(n, "", dtype=object)
+    frozen = np.zeros(n, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
+    rows = zip(
+        partner_ids,
+        np.asarray(smoothed, dtype=float).tolist(),
+        np.asarray(scores, dtype=float).tolist(),
+        np.asarray(guardrail, dtype=bool).tolist(),
+        frozen.tolist(),
+        strict=True,
+    )
+    for i, (pid, s, raw, flag, done) in enumerate(rows):
+        if done:
+            tiers[i] = candidates[i] = frozen_tier
+            continue
+        tiers[i], candidates[i], reasons[i] = stable_tier(
+            s, raw, flag, previous.get(pid, []), policy
+        )
+    return tiers, candidates, reasons
+
+
+OVERRIDE_COLUMNS = ("partner_id", "tier", "action", "reason", "expires")
+
+
+def apply_overrides(
+    partner_ids,
+    as_of,
+    tiers: np.ndarray,
+    overrides: pd.DataFrame,
+) -> dict[str, np.ndarray]:
+    """Account owners' manual overrides in force at each row's as_of (expires on or after it).
+
+    Args:
+        partner_ids: (n,) partner ids.
+        as_of: One timestamp or (n,) timestamps.
+        tiers: (n,) decided tiers (an override replaces them).
+        overrides: Checked overrides: partner_id, tier (or ""), action (or ""), reason,
+            expires (timestamps); at most one row per partner.
+
+    Returns:
+        score_tier (after overrides), override_tier, override_action, override_reason and
+        override_expires (YYYY-MM-DD) per row ("" where no override is in force).
+    """
+    n = len(tiers)
+    ids = pd.Series(np.asarray(partner_ids, dtype=object)).astype(str)
+    when = pd.to_datetime(pd.Series(np.broadcast_to(np.asarray(as_of), (n,))))
+    table = overrides.set_index(overrides["partner_id"].astype(str))
+    out = {k: np.full(n, "", dtype=object) for k in ("tier", "action", "reason", "expires")}
+    tiers = np.asarray(tiers, dtype=object).copy()
+    hit = ids.isin(table.index).to_numpy()
+    for i in np.flatnonzero(hit):
+        row = table.loc[ids.iat[i]]
+        if pd.Timestamp(row["expires"]) < when.iat[i].normalize():
+            continue
+        out["tier"][i] = row["tier"]
+        out["action"][i] = row["action"]
+        out["reason"][i] = row["reason"]
+        out["expires"][i] = pd.Timestamp(row["expires"]).strftime("%Y-%m-%d")
+        if row["tier"]:
+            tiers[i] = row["tier"]
+    return {"score_tier": tiers, **{f"override_{k}": v for k, v in out.items()}}

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.registry import LAYERS
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel
@@ -164,9 +165,12 @@ def score_features(
         The score rows: partner_id, as_of, age_days, passthrough columns, pred_revenue,
         pred_revenue_lo / pred_revenue_hi (conformal interval at the model's coverage, NaN for
         bundles without one), pred_revenue_sd (for portfolio intervals), pred_engagement,
-        score, score_tier, quadrant, quadrant_label, intervention,
-        intervention_detail, ``<head>_base`` and ``<head>_<layer>`` subscores for revenue,
-        engagement and score (each set adds up to ``pred_<head>`` / ``score``),
+        score, score_tier, quadrant, quadrant_label, intervention, intervention_detail,
+        ``<head>_base`` and ``<head>_<layer>`` subscores for revenue and engagement (adding up
+        to ``pred_<head>``), ``score_base``, band-weighted ``score_<layer>`` and
+        ``score_adjustment`` (adding up to ``score``), the model's own composite
+        ``score_model`` = ``score_base`` + unweighted ``score_model_<layer>``,
+        ``maturity_band`` and ``score_adjustment_factor``,
         driver_pos_1..n, driver_neg_1..n, provisional, model_version, model_config_hash,
         every feature value, ``shap_revenue_<feature>`` (dollars) and
         ``shap_engagement_<feature>`` (probability).
@@ -207,6 +211,15 @@ def score_features(
         if "age_days" in features
         else np.full(n, np.nan)
     )
+    # the policy's composite: layer points weighted by maturity band, times the segment factor
+    score_model, score_base = score, pts_rev.base + pts_eng.base
+    model_layers = explain.layer_subscores(points, specs)
+    band, multipliers = pol.maturity_band(age, policy)
+    factor = pol.adjustment_factor(features, policy)
+    score, weighted_layers, adjustment = pol.weighted_score(
+        score_base, model_layers, multipliers, factor
+    )
+    points = points * multipliers[:, [LAYERS.index(s.layer) for s in specs]]
     quads = pol.quadrant(rev.pred, eng.pred, ref, policy)
     provisional = pol.is_provisional(age, policy)
     scope = pol.out_of_scope(age, model.metadata.get("trained_ages"), policy)
@@ -238,11 +251,17 @@ def score_features(
     for head, base, effects in (
         ("revenue", rev.base, rev.effects),
         ("engagement", eng.base, eng.effects),
-        ("score", pts_rev.base + pts_eng.base, points),
     ):
         cols[f"{head}_base"] = base
         for layer, subscore in explain.layer_subscores(effects, specs).items():
             cols[f"{head}_{layer}"] = subscore
+    cols["score_base"] = score_base
+    cols.update({f"score_{layer}": weighted_layers[layer] for layer in LAYERS})
+    cols["score_adjustment"] = adjustment
+    cols["score_model"] = score_model
+    cols.update({f"score_model_{layer}": model_layers[layer] for layer in LAYERS})
+    cols["maturity_band"] = repeated_text(band)
+    cols["score_adjustment_factor"] = factor
     cols.update(_drivers(model, features, points, rev.effects, eng.effects, policy.top_drivers))
     cols["provisional"] = provisional
     cols["out_of_scope"] = scope

@@ -392,9 +392,19 @@ def score(
     master: Annotated[
         str, typer.Option(help="Spark master URL with --engine spark: local[*], spark://...")
     ] = "local[*]",
+    overrides: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV/Parquet of manual overrides (partner_id,tier,action,reason,expires)."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
+    app_cfg = _config(config)
+    if overrides is not None:
+        score_cfg = _updated(app_cfg.score, {"overrides_path": ("--overrides", str(overrides))})
+        app_cfg = app_cfg.model_copy(update={"score": score_cfg})
     if features is not None:
         if as_of is not None or at_age is not None:
             raise PartnerscoreError("score --features: the table carries as_of; drop --as-of")
@@ -405,7 +415,7 @@ def score(
                 features,
                 model,
                 out,
-                _config(config),
+                app_cfg,
                 allow_local_model=allow_local_model,
                 allow_missing_features=allow_missing_features,
                 record_history=history,
@@ -432,7 +442,7 @@ def score(
         as_of_date,
         model,
         out,
-        _config(config),
+        app_cfg,
         allow_local_model=allow_local_model,
         at_age=at_age,
         **options,
@@ -448,12 +458,20 @@ def report(
     out: Annotated[Path, typer.Option(help="Output folder for the HTML reports.")] = Path(
         "data/reports"
     ),
+    partners: Annotated[
+        str | None, typer.Option(help="Only these partner ids (comma-separated).")
+    ] = None,
+    tier: Annotated[str | None, typer.Option(help="Only partners in this score tier.")] = None,
+    notes: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet of notes (partner_id, note[, noted_at]).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write one HTML report per partner and an index.html portfolio page."""
     from partnerscore.serving.report import run_report
 
-    _emit(run_report(scores, out, _config(config)))
+    ids = partners.split(",") if partners is not None else None
+    _emit(run_report(scores, out, _config(config), partners=ids, tier=tier, notes=notes))
 
 
 @app.command()
@@ -494,6 +512,54 @@ def monitor(
     typer.echo(result.summary())
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def incentives(
+    as_of: Annotated[str, typer.Option(help="Evaluate the score history up to DATE.")],
+    out: Annotated[Path, typer.Option(help="Awards file (.csv or .parquet).")] = Path(
+        "data/scores/incentives.csv"
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Award incentives to partners newly meeting a milestone (never twice)."""
+    from partnerscore.serving.incentives import run_incentives
+
+    when = _parse_date(as_of, "--as-of")
+    typer.echo(run_incentives(_config(config), when, out).summary())
+
+
+@app.command()
+def whatif(
+    partner: Annotated[str | None, typer.Option(help="Partner id to re-score.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Date YYYY-MM-DD of the features.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="feature=value (repeatable).")
+    ] = None,
+    raw: Annotated[Path, typer.Option(help="Raw tables folder.")] = Path("data/raw"),
+    model: Annotated[str, typer.Option(help="Alias, version or models:/ URI.")] = "champion",
+    policy: Annotated[
+        Path | None, typer.Option(help="Config file whose `policy` to re-apply to --scores.")
+    ] = None,
+    scores: Annotated[Path | None, typer.Option(help="Scores file (with --policy).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the detail table (.csv/.parquet).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Scenario planning: re-score a partner with changed inputs, or re-apply a policy."""
+    from partnerscore.serving import whatif as jobs
+
+    cfg = _config(config)
+    if policy is not None or scores is not None:
+        if policy is None or scores is None or partner is not None or set_:
+            raise PartnerscoreError("whatif: give --policy FILE --scores FILE together, alone")
+        typer.echo(jobs.run_whatif_policy(cfg, policy, scores, out).summary())
+        return
+    if partner is None or as_of is None:
+        raise PartnerscoreError("whatif: give --partner ID --as-of DATE --set f=v, or --policy")
+    when = _parse_date(as_of, "--as-of")
+    typer.echo(jobs.run_whatif_partner(cfg, raw, partner, when, set_ or [], model, out).summary())
 
 
 @app.command()

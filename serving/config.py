@@ -16,6 +16,7 @@ from partnerscore.features.core import (
     stable_hash,
 )
 from partnerscore.models.config import PolicyConfig
+from partnerscore.models.milestones import IncentivesConfig
 from partnerscore.training.config import TrainConfig
 
 
@@ -73,9 +74,27 @@ class ScoreConfig(FrozenConfig):
     Attributes:
         as_of_tolerance_days: Refuse an as_of more than this many days after the newest event
             in the raw data (scores would describe a present the data does not cover).
+        overrides_path: CSV/Parquet of account owners' manual overrides (partner_id, tier,
+            action, reason, expires; ``score --overrides FILE``), honoured until they expire.
     """
 
     as_of_tolerance_days: int = Field(default=45, ge=0)
+    overrides_path: str | None = None
+
+
+class WhatIfConfig(FrozenConfig):
+    """Scenario planning in the scoring job.
+
+    Attributes:
+        upgrade_max_partners: Batches up to this size get each partner's smallest actionable
+            changes to reach the next tier (``next_tier_changes``); larger batches skip it.
+        upgrade_grid: Values tried per actionable feature and search step.
+        upgrade_max_steps: Most features changed in one suggestion.
+    """
+
+    upgrade_max_partners: int = Field(default=5000, ge=0)
+    upgrade_grid: int = Field(default=5, ge=1, le=50)
+    upgrade_max_steps: int = Field(default=3, ge=1, le=10)
 
 
 class AppConfig(FrozenConfig):
@@ -89,6 +108,8 @@ class AppConfig(FrozenConfig):
     train: TrainConfig = TrainConfig()
     policy: PolicyConfig = PolicyConfig()
     monitor: MonitorConfig = MonitorConfig()
+    incentives: IncentivesConfig = IncentivesConfig()
+    whatif: WhatIfConfig = WhatIfConfig()
 
     def hash(self) -> str:
         """Stable hash logged with every run and stamped on every score row."""

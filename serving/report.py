@@ -27,8 +27,9 @@ from partnerscore.features.core import (
     write_text_atomic,
 )
 from partnerscore.features.registry import LAYERS, get_spec
+from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.policy import QUADRANTS
+from partnerscore.models.policy import QUADRANTS, load_playbook, maturity_band
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 
@@ -60,6 +61,22 @@ TEXT_COLUMNS = (
     "model_config_hash",
     "config_hash",
     "model_uri",
+    "score_tier_candidate",
+    "score_tier_raw",
+    "tier_held_reason",
+    "maturity_band",
+    "tier_action",
+    "tier_action_detail",
+    "tier_action_owner",
+    "tier_review_date",
+    "intervention_owner",
+    "intervention_review_date",
+    "override_tier",
+    "override_action",
+    "override_reason",
+    "override_expires",
+    "next_tier",
+    "next_tier_changes",
 )
 SEGMENT_COLUMNS = ("tier", "region", "industry", "partner_type")
 KEY_METRICS = (
@@ -98,18 +115,24 @@ def _finite(v) -> float:
     return v if math.isfinite(v) else math.nan
 
 
-def _money(v) -> str:
+def _money(v, sign: bool = False) -> str:
+    """Dollars, rounded to whole dollars first: never ``$-0`` or ``-$0``."""
     v = _finite(v)
     if math.isnan(v):
         return "–"
-    return f"-${-v:,.0f}" if v < 0 else f"${v:,.0f}"
+    whole = round(v)
+    if whole == 0:
+        return "+$0" if sign else "$0"
+    if whole < 0:
+        return f"-${-whole:,.0f}"
+    return f"+${whole:,.0f}" if sign else f"${whole:,.0f}"
 
 
 def _compact_money(v: float) -> str:
     for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= scale:
             return f"${v / scale:,.0f}{suffix}"
-    return f"${v:,.0f}"
+    return _money(v)
 
 
 def _pct(v) -> str:
@@ -192,7 +215,7 @@ def waterfall_svg(
     hi = max([base, pred] + [max(a, b) for _, a, b, _ in spans])
     hi = hi if hi > lo else lo + 1.0
     label_w, bar_w, row_h = 190, width - 190 - 90, 22
-    height = (len(spans) + 2) * row_h + 10
+    height = (len(spans) + 3) * row_h + 10
 
     def x(v: float) -> float:
         return label_w + (v - lo) / (hi - lo) * bar_w
@@ -217,6 +240,15 @@ def waterfall_svg(
         parts.append(bar("pos" if value >= 0 else "neg", start, end, y, label, fmt(value)))
         y += row_h
     parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), bold=True))
+    y += row_h
+    parts.append(
+        f'<rect class="pos" x="{label_w}" y="{y + 2}" width="10" height="10"/>'
+        f'<text x="{label_w + 14}" y="{y + 11}">raises</text>'
+        f'<rect class="neg" x="{label_w + 70}" y="{y + 2}" width="10" height="10"/>'
+        f'<text x="{label_w + 84}" y="{y + 11}">lowers</text>'
+        f'<rect class="base" x="{label_w + 140}" y="{y + 2}" width="10" height="10"/>'
+        f'<text x="{label_w + 154}" y="{y + 11}">level</text>'
+    )
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -225,7 +257,11 @@ SERIES_CLASSES = ("line", "line2", "line3")
 
 
 def line_svg(
-    xs: list[float], series: dict[str, list[float]], width: int = 560, height: int = 190
+    xs: list[float],
+    series: dict[str, list[float]],
+    width: int = 560,
+    height: int = 190,
+    thresholds: dict[str, float] | None = None,
 ) -> Markup:
     """Line chart of up to three series (0-100 scale) over onboarding age in days.
 
@@ -234,6 +270,7 @@ def line_svg(
         series: Name -> values on a 0-100 scale (NaN points are skipped).
         width: Width in pixels.
         height: Height in pixels.
+        thresholds: Tier name -> lower bound, drawn as dashed lines.
 
     Returns:
         An escaped ``<svg>`` fragment with a legend.
@@ -257,6 +294,15 @@ def line_svg(
             f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
             f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick}</text>'
         )
+    for name, bound in (thresholds or {}).items():
+        if 0 < bound < 100:
+            parts.append(
+                f'<line class="threshold" x1="{pad_l}" y1="{py(bound):.1f}" '
+                f'x2="{width - pad_r}" y2="{py(bound):.1f}"><title>tier {escape(name)} from '
+                f"{bound:g}</title></line>"
+                f'<text class="threshold-label" x="{width - pad_r}" y="{py(bound) - 2:.1f}" '
+                f'text-anchor="end">tier {escape(name)}</text>'
+            )
     ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
     for t in ticks:
         anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
@@ -282,30 +328,67 @@ def line_svg(
     return Markup("".join(parts))
 
 
-def histogram_svg(scores: np.ndarray, width: int = 520, height: int = 200) -> Markup:
-    """Histogram of composite scores in 10-point bins."""
+def histogram_svg(
+    scores: np.ndarray,
+    width: int = 520,
+    height: int = 220,
+    thresholds: dict[str, float] | None = None,
+) -> Markup:
+    """Histogram of composite scores in 10-point bins, with axes and tier threshold lines."""
     scores = np.asarray(scores, dtype=float)
     counts, _ = np.histogram(np.clip(scores[np.isfinite(scores)], 0, 100), bins=10, range=(0, 100))
     top = max(int(counts.max()), 1)
-    bw = (width - 40) / 10
+    left, bottom, top_pad = 34, 34, 16
+    bw = (width - left - 10) / 10
+    plot_h = height - bottom - top_pad
+
+    def px(score: float) -> float:
+        return left + score / 100 * (width - left - 10)
+
     parts = [
         f'<svg class="histogram" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
+        f'y2="{height - bottom}"/>',
+        f'<line class="axis" x1="{left}" y1="{top_pad}" x2="{left}" y2="{height - bottom}"/>',
     ]
     for i, c in enumerate(counts):
-        h = c / top * (height - 40)
-        x = 30 + i * bw
+        h = c / top * plot_h
+        x = left + i * bw
         parts.append(
-            f'<rect class="bar" x="{x + 2:.1f}" y="{height - 20 - h:.1f}" width="{bw - 4:.1f}" '
-            f'height="{h:.1f}"><title>score {i * 10}-{i * 10 + 10}: {c} partners</title></rect>'
-            f'<text x="{x + bw / 2:.1f}" y="{height - 6}" text-anchor="middle">{i * 10}</text>'
+            f'<rect class="bar" x="{x + 2:.1f}" y="{height - bottom - h:.1f}" '
+            f'width="{bw - 4:.1f}" height="{h:.1f}"><title>score {i * 10}-{i * 10 + 10}: '
+            f"{c} partners</title></rect>"
+            f'<text x="{x:.1f}" y="{height - bottom + 13}" text-anchor="middle">{i * 10}</text>'
         )
-    parts.append(f'<text x="4" y="14">{top}</text></svg>')
+    parts.append(
+        f'<text x="{width - 10}" y="{height - bottom + 13}" text-anchor="end">100</text>'
+        f'<text x="{left - 4}" y="{top_pad + 4}" text-anchor="end">{top}</text>'
+        f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>'
+        f'<text class="axis-label" x="{(left + width) / 2:.0f}" y="{height - 4}" '
+        'text-anchor="middle">composite score</text>'
+        f'<text class="axis-label" x="10" y="{top_pad + plot_h / 2:.0f}" text-anchor="middle" '
+        f'transform="rotate(-90 10 {top_pad + plot_h / 2:.0f})">partners</text>'
+    )
+    for name, bound in (thresholds or {}).items():
+        if 0 < bound < 100:
+            parts.append(
+                f'<line class="threshold" x1="{px(bound):.1f}" y1="{top_pad - 4}" '
+                f'x2="{px(bound):.1f}" y2="{height - bottom}"><title>tier {escape(name)} from '
+                f"{bound:g}</title></line>"
+                f'<text class="threshold-label" x="{px(bound) + 3:.1f}" y="{top_pad + 6}">'
+                f"{escape(name)} ≥ {bound:g}</text>"
+            )
+    parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def scatter_svg(
-    frame: pd.DataFrame, width: int = 520, height: int = 260, limit: int = SCATTER_LIMIT
+    frame: pd.DataFrame,
+    width: int = 520,
+    height: int = 260,
+    limit: int = SCATTER_LIMIT,
+    engagement_high: float | None = None,
 ) -> Markup:
     """Expected revenue (log scale) vs engagement likelihood, one point per partner.
 
@@ -320,7 +403,7 @@ def scatter_svg(
     eng = np.clip(np.nan_to_num(data["pred_engagement"].to_numpy(float)), 0.0, 1.0)
     lo = float(rev.min())
     hi = float(max(rev.max(), lo + 1))
-    pad = 34
+    pad = 40
 
     def px(v):
         return pad + (v - lo) / (hi - lo) * (width - pad - 10)
@@ -349,9 +432,20 @@ def scatter_svg(
             f'<text x="{px(decade):.1f}" y="{height - pad + 14}" text-anchor="{anchor}">'
             f"{_compact_money(10.0**decade)}</text>"
         )
+    if engagement_high is not None:
+        parts.append(
+            f'<line class="threshold" x1="{pad}" y1="{py(engagement_high):.1f}" '
+            f'x2="{width - 10}" y2="{py(engagement_high):.1f}"/>'
+            f'<text class="threshold-label" x="{width - 10}" y="{py(engagement_high) - 3:.1f}" '
+            f'text-anchor="end">high engagement ≥ {engagement_high:.0%}</text>'
+        )
     parts.append(
-        f'<text x="{width - 10}" y="{height - 4}" text-anchor="end">expected revenue (log scale)'
-        f'</text><text x="4" y="20">100%</text><text x="4" y="{height - pad}">0%</text>'
+        f'<text class="axis-label" x="{width - 10}" y="{height - 4}" text-anchor="end">'
+        "expected revenue (log scale)</text>"
+        f'<text class="axis-label" x="10" y="{height / 2:.0f}" text-anchor="middle" '
+        f'transform="rotate(-90 10 {height / 2:.0f})">engagement likelihood</text>'
+        f'<text x="{pad - 3}" y="20" text-anchor="end">100%</text>'
+        f'<text x="{pad - 3}" y="{height - pad}" text-anchor="end">0%</text>'
         "</svg>"
     )
     return Markup("".join(parts))
@@ -396,10 +490,15 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     return frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
 
 
-def peer_groups(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Each partner's peer group: tier x partner type, else tier, else everyone.
+def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each partner's peer group: band x tier x type, else tier x type, else tier, else all.
 
-    Mirrors ``serving.score.peer_percentile``: a group needs at least 5 scored partners.
+    Mirrors ``serving.score.peer_percentile`` (a group needs at least 5 scored partners), with
+    the maturity band first: partners are compared with peers at the same onboarding stage.
+
+    Args:
+        frame: Scores (tier, partner_type).
+        band: (n,) maturity band per row (None: no band level).
 
     Returns:
         (group key per row, readable group name per row)
@@ -415,6 +514,13 @@ def peer_groups(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     use_tier = ~use_seg & has_tier & (tier_n >= MIN_PEERS)
     key = np.where(use_seg, "s:" + seg, np.where(use_tier, "t:" + tier, "all"))
     name = np.where(use_seg, seg, np.where(use_tier, "tier " + tier, "all partners"))
+    if band is not None:
+        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        banded = seg + " @" + band
+        band_n = banded.map(banded.value_counts()).to_numpy()
+        use_band = has_seg & (band != "").to_numpy() & (band_n >= MIN_PEERS)
+        key = np.where(use_band, "b:" + banded, key)
+        name = np.where(use_band, seg + ", days " + band, name)
     return key, name
 
 
@@ -464,7 +570,9 @@ def _history_by_partner(config: AppConfig, frame: pd.DataFrame) -> dict[str, lis
     return out
 
 
-def _trajectory(history: list[dict]) -> tuple[Markup | None, list[str], list[list[str]]]:
+def _trajectory(
+    history: list[dict], thresholds: dict[str, float] | None = None
+) -> tuple[Markup | None, list[str], list[list[str]]]:
     if len(history) < 2:
         return None, [], []
     ages = [_finite(r.get("age_days")) for r in history]
@@ -488,7 +596,56 @@ def _trajectory(history: list[dict]) -> tuple[Markup | None, list[str], list[lis
         ]
         for r in history
     ]
-    return line_svg(ages, series), head, rows
+    return line_svg(ages, series, thresholds=thresholds), head, rows
+
+
+def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> list[dict]:
+    """The tiers, best first: score range, playbook action, owner role, review days, count."""
+    book = load_playbook(policy)
+    ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
+    tiers = frame["score_tier"].map(_text) if frame is not None else None
+    out = []
+    upper = 100.0
+    for name, lower in ordered:
+        entry = book["tiers"].get(name, {})
+        out.append(
+            {
+                "name": name,
+                "lower": lower,
+                "range": f"{lower:g}-{upper:g}" if upper < 100 or lower > 0 else f"{lower:g}+",
+                "action": entry.get("title", ""),
+                "owner": entry.get("owner", ""),
+                "review_days": entry.get("review_days", ""),
+                "n": int((tiers == name).sum()) if tiers is not None else 0,
+            }
+        )
+        upper = lower
+    return out
+
+
+def policy_explanation(rec: dict, policy: PolicyConfig) -> dict:
+    """How the policy turned the model's score points into this partner's score."""
+    band = _text(rec.get("maturity_band"))
+    weights = ""
+    if band in policy.band_names():
+        bands = policy.maturity_bands[policy.band_names().index(band)]
+        weights = ", ".join(
+            f"{layer} ×{m:.2f}"
+            for layer, m in zip(LAYERS, bands.weights.multipliers(), strict=True)
+        )
+    segments = []
+    for key, factors in policy.segment_adjustments.items():
+        value = _text(rec.get(key))
+        if value in factors:
+            segments.append(f"{key.replace('_', ' ')} {value} ×{factors[value]:g}")
+    return {
+        "band": band or "–",
+        "weights": weights,
+        "factor": _num(rec.get("score_adjustment_factor"), 2),
+        "segments": ", ".join(segments) or "none (factor 1)",
+        "adjustment": _num(rec.get("score_adjustment"), sign=True),
+        "model_score": _num(rec.get("score_model")),
+    }
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> int:
@@ -500,7 +657,131 @@ def _remove_stale(folder: Path, keep: set[str]) -> int:
     return removed
 
 
-def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> ReportResult:
+def read_notes(path: str | Path | None) -> dict[str, list[dict]]:
+    """Account owners' free-text feedback notes per partner, newest first.
+
+    The ``notes`` file (CSV or Parquet) has ``partner_id`` and ``note`` and optionally
+    ``noted_at`` (date) and ``author``. (The contract's ``feedback`` table holds scores only,
+    no text, so notes come from this separate file.)
+
+    Raises:
+        PartnerscoreError: Missing column or an unreadable date (file, column and row).
+    """
+    if path is None:
+        return {}
+    frame = read_frame(path, text=lambda c: True)
+    for col in ("partner_id", "note"):
+        if col not in frame:
+            raise PartnerscoreError(f"{path}: missing column '{col}'")
+    frame = frame.astype(object).where(frame.notna(), "")
+    if "noted_at" in frame:
+        for i, value in enumerate(frame["noted_at"], start=2):
+            if value and pd.isna(pd.to_datetime(value, errors="coerce")):
+                raise PartnerscoreError(
+                    f"{path}: row {i}: column 'noted_at': '{value}' is not a date"
+                )
+        frame["_t"] = pd.to_datetime(frame["noted_at"].replace("", None), errors="coerce")
+        frame = frame.sort_values("_t", ascending=False, kind="stable", na_position="last")
+    out: dict[str, list[dict]] = {}
+    for rec in frame.to_dict("records"):
+        if str(rec["note"]).strip():
+            out.setdefault(str(rec["partner_id"]), []).append(
+                {
+                    "text": str(rec["note"]).strip(),
+                    "when": str(rec.get("noted_at", "") or "")[:10],
+                    "author": str(rec.get("author", "") or ""),
+                }
+            )
+    return out
+
+
+def changes_since_last(rec: dict, history: list[dict]) -> dict | None:
+    """Score, prediction, layer and feature-value changes since the partner's previous batch.
+
+    Args:
+        rec: This batch's score row.
+        history: The partner's history rows, oldest first (up to this batch).
+
+    Returns:
+        None without an earlier batch; else the previous as_of, measure rows and the features
+        whose value changed (label, before, after).
+    """
+    now = pd.Timestamp(rec["as_of"])
+    earlier = [h for h in history if pd.Timestamp(h["as_of"]) < now]
+    if not earlier:
+        return None
+    prev = earlier[-1]
+    measures = [
+        ("Composite score", _num(prev.get("score")), _num(rec.get("score")),
+         _num(_finite(rec.get("score")) - _finite(prev.get("score")), sign=True)),
+        ("Tier", _text(prev.get("score_tier")), _text(rec.get("score_tier")), ""),
+        ("Expected revenue", _money(prev.get("pred_revenue")), _money(rec.get("pred_revenue")),
+         _money(_finite(rec.get("pred_revenue")) - _finite(prev.get("pred_revenue")), sign=True)),
+        ("Engagement likelihood", _pct(prev.get("pred_engagement")),
+         _pct(rec.get("pred_engagement")),
+         _num((_finite(rec.get("pred_engagement")) - _finite(prev.get("pred_engagement")))
+              * 100, sign=True) + " pts"),
+    ]  # fmt: skip
+    for layer in LAYERS:
+        key = f"score_{layer}"
+        if key in prev and key in rec:
+            delta = _finite(rec.get(key)) - _finite(prev.get(key))
+            measures.append(
+                (f"{layer} points", _num(prev.get(key), sign=True), _num(rec.get(key), sign=True),
+                 _num(delta, sign=True))
+            )  # fmt: skip
+    features = []
+    for name in rec:
+        spec = get_spec(name)
+        if spec is None or name not in prev or spec.kind != "numeric":
+            continue
+        a, b = _finite(prev.get(name)), _finite(rec.get(name))
+        if (math.isnan(a) and math.isnan(b)) or a == b:
+            continue
+        before, after = metric_texts(name, [a, b])
+        if before != after:
+            features.append({"label": spec.label, "before": before, "after": after})
+    return {
+        "since": pd.Timestamp(prev["as_of"]).strftime("%Y-%m-%d"),
+        "measures": measures,
+        "features": features[:12],
+        "more": max(len(features) - 12, 0),
+    }
+
+
+def _driver_feature(sentence: str) -> str | None:
+    """The feature name of a driver sentence ``<label>: <value> — <effects>``."""
+    label = sentence.split(": ", 1)[0]
+    from partnerscore.features.registry import REGISTRY
+
+    return {spec.label: spec.name for spec in REGISTRY}.get(label)
+
+
+def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -> np.ndarray:
+    """Rows to write pages for (``report --partners`` / ``--tier``); all by default."""
+    keep = np.ones(len(frame), dtype=bool)
+    if partners is not None:
+        wanted = {str(p).strip() for p in partners if str(p).strip()}
+        unknown = sorted(wanted - set(frame["partner_id"]))
+        if unknown:
+            raise PartnerscoreError(f"--partners: '{unknown[0]}' is not in the scores file")
+        keep &= frame["partner_id"].isin(wanted).to_numpy()
+    if tier is not None:
+        keep &= (frame["score_tier"].map(_text) == tier).to_numpy()
+        if not keep.any():
+            raise PartnerscoreError(f"--tier {tier}: no partner in this tier")
+    return keep
+
+
+def run_report(
+    scores: str | Path,
+    out_dir: str | Path,
+    config: AppConfig,
+    *,
+    partners: list[str] | None = None,
+    tier: str | None = None,
+    notes: str | Path | None = None,
+) -> ReportResult:
     """The ``partnerscore report`` job: one HTML report per partner plus ``index.html``.
 
     Reports go to ``out_dir/partners/<safe name>.html``; earlier reports in that folder of
@@ -510,6 +791,10 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         scores: A scores file written by ``partnerscore score``.
         out_dir: Output folder (``index.html`` and ``partners/``).
         config: Application configuration (history store location, horizon).
+        partners: Write pages only for these partner ids (``report --partners``).
+        tier: Write pages only for this score tier (``report --tier``). Peers and portfolio
+            statistics still come from the whole scores file; stale pages are kept.
+        notes: Optional notes file (:func:`read_notes`) shown on the partner pages.
 
     Returns:
         Paths, counts and sizes.
@@ -528,8 +813,18 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
     env = _environment()
     partner_tpl = env.get_template("partner.html")
 
+    keep = _select(frame, partners, tier)
+    subset = partners is not None or tier is not None
+    note_map = read_notes(notes)
     history = _history_by_partner(config, frame)
-    group_key, group_name = peer_groups(frame)
+    thresholds = tier_thresholds(config.policy, frame)
+    cutoffs = dict(config.policy.tier_cutoffs)
+    if "maturity_band" in frame:
+        band = frame["maturity_band"].map(_text).to_numpy(dtype=object)
+    else:
+        band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
+                             config.policy)[0]  # fmt: skip
+    group_key, group_name = peer_groups(frame, band)
     group_n = pd.Series(group_key).map(pd.Series(group_key).value_counts()).to_numpy()
     peer_metrics = [
         ("score", "Composite score"),
@@ -556,10 +851,27 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         for sign in ("pos", "neg")
     }
     horizon = config.build.horizon_days
+    typical_cache: dict[str, list[str]] = {}
+
+    def typical(sentence: str, i: int) -> str:
+        """The peer group's median of the driver's feature, as text."""
+        feature = _driver_feature(sentence)
+        if feature is None or feature not in frame:
+            return ""
+        if feature not in typical_cache:
+            spec = get_spec(feature)
+            if spec is None or spec.kind != "numeric":
+                typical_cache[feature] = [""] * len(frame)
+            else:
+                med = pd.to_numeric(frame[feature], errors="coerce").groupby(group_key)
+                typical_cache[feature] = metric_texts(feature, med.transform("median"))
+        return typical_cache[feature][i]
 
     total_bytes = 0
     rows = []
     for i, rec in enumerate(frame.to_dict("records")):
+        if not keep[i]:
+            continue
         pid = rec["partner_id"]
         href = f"partners/{names[i]}"
         flags = {
@@ -587,9 +899,17 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
                     "revenue": _money(rec.get(f"revenue_{layer}")),
                     "engagement": _num(_finite(rec.get(f"engagement_{layer}")) * 100, sign=True),
                     "score": _num(rec.get(f"score_{layer}"), sign=True),
+                    "model": _num(rec.get(f"score_model_{layer}"), sign=True),
                 }
                 for layer in LAYERS
             ),
+            {
+                "name": "segment adjustment",
+                "revenue": "",
+                "engagement": "",
+                "score": _num(rec.get("score_adjustment"), sign=True),
+                "model": "",
+            },
         ]
         peers = [
             {
@@ -599,9 +919,11 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
             }
             for key, label in peer_metrics
         ]
-        traj_svg, traj_head, traj_rows = _trajectory(history.get(pid, []))
+        traj_svg, traj_head, traj_rows = _trajectory(history.get(pid, []), cutoffs)
         page = partner_tpl.render(
             css=css,
+            thresholds=thresholds,
+            policy=policy_explanation(rec, config.policy),
             p={k: _text(rec.get(k)) for k in TEXT_COLUMNS},
             segment=[rec[c] for c in SEGMENT_COLUMNS if rec[c]],
             as_of=pd.Timestamp(rec["as_of"]).strftime("%Y-%m-%d"),
@@ -617,8 +939,18 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
                 "peer": _num(rec.get("peer_percentile"), 0),
             },
             quadrant_color=QUADRANT_COLORS.get(rec["quadrant"], "#555555"),
-            drivers_pos=[d for c in drivers["pos"] if (d := _text(rec.get(c)))],
-            drivers_neg=[d for c in drivers["neg"] if (d := _text(rec.get(c)))],
+            drivers_pos=[
+                {"text": d, "typical": typical(d, i)}
+                for c in drivers["pos"]
+                if (d := _text(rec.get(c)))
+            ],
+            drivers_neg=[
+                {"text": d, "typical": typical(d, i)}
+                for c in drivers["neg"]
+                if (d := _text(rec.get(c)))
+            ],
+            changes=changes_since_last(rec, history.get(pid, [])),
+            notes=note_map.get(pid, []),
             waterfall_revenue=waterfalls["revenue"],
             waterfall_engagement=waterfalls["engagement"],
             layers=layers,
@@ -655,7 +987,7 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
                 "guardrail": flags["guardrail"],
             }
         )
-    removed = _remove_stale(partners_dir, set(names))
+    removed = 0 if subset else _remove_stale(partners_dir, set(names))
 
     score_tier = frame["score_tier"].map(_text)
     tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
@@ -693,21 +1025,29 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
         total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
         provisional=int(provisional.sum()) if provisional is not None else 0,
         flags=sum(r["guardrail"] for r in rows),
-        histogram=histogram_svg(frame["score"].to_numpy(float)),
-        scatter=scatter_svg(frame),
+        histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
+        scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
+        subset_note=(
+            f"pages written for {int(keep.sum()):,} of {len(frame):,} partners "
+            f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
+            "cover the whole batch"
+            if subset
+            else ""
+        ),
         scatter_note=(
             f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
         ),
         quadrants=quads,
+        thresholds=thresholds,
         rows=rows,
     )
     index = write_text_atomic(index_html, out_dir / "index.html")
     return ReportResult(
         out_dir=out_dir,
         index=index,
-        reports=len(frame),
+        reports=int(keep.sum()),
         seconds=time.perf_counter() - started,
-        bytes_per_report=total_bytes / len(frame),
+        bytes_per_report=total_bytes / max(int(keep.sum()), 1),
         with_history=sum(len(h) >= 2 for h in history.values()),
         removed_stale=removed,
     )

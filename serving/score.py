@@ -15,11 +15,19 @@ from partnerscore.features.core import PartnerscoreError, frame_format, read_fra
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import load_raw
 from partnerscore.models.bundle import PartnerModel
-from partnerscore.models.policy import load_playbook, smooth_and_guard_batch
+from partnerscore.models.milestones import milestone_columns
+from partnerscore.models.policy import (
+    action_schedule,
+    apply_overrides,
+    load_playbook,
+    smooth_and_guard_batch,
+    stable_tiers,
+)
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.monitor import flag_anomalies
 
 MIN_SEGMENT = 5
@@ -209,6 +217,7 @@ def run_score(
         features = build_scoring_frame_at_age(raw, at_age)[0]
     cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
     scored = score_features(partner_model, features, policy=config.policy)
+    scored = with_upgrade_paths(partner_model, features, scored, config)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     when = cut if cut is not None else cuts
     rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
@@ -250,6 +259,95 @@ def run_score(
     )
 
 
+def with_upgrade_paths(
+    model: PartnerModel, features: pd.DataFrame, scored: pd.DataFrame, config: AppConfig
+) -> pd.DataFrame:
+    """Add ``next_tier`` and ``next_tier_changes`` (scenario planning for every partner).
+
+    ``next_tier_changes`` lists the smallest actionable changes that lift the partner's score
+    into the next tier; empty for the best tier, graduated partners, when no path within
+    ``whatif.upgrade_max_steps`` features exists, or for batches above
+    ``whatif.upgrade_max_partners``.
+    """
+    from partnerscore.models.whatif import upgrade_paths
+    from partnerscore.serving.whatif import change_text
+
+    n = len(scored)
+    tiers = scored["score_tier"].to_numpy(dtype=object)
+    ordered = [k for k, _ in sorted(config.policy.tier_cutoffs.items(), key=lambda kv: -kv[1])]
+    above = {t: ordered[i - 1] for i, t in enumerate(ordered) if i > 0}
+    text = [""] * n
+    if 0 < n <= config.whatif.upgrade_max_partners:
+        paths = upgrade_paths(
+            model,
+            features,
+            tiers,
+            config.policy,
+            grid=config.whatif.upgrade_grid,
+            max_steps=config.whatif.upgrade_max_steps,
+        )
+        text = [change_text(model.feature_specs, p) if p else "" for p in paths]
+    extra = pd.DataFrame(
+        {
+            "next_tier": pd.array([above.get(t, "") for t in tiers], dtype="str"),
+            "next_tier_changes": pd.array(text, dtype="str"),
+        },
+        index=scored.index,
+    )
+    return pd.concat([scored, extra], axis=1)
+
+
+def read_overrides(path: str | None, policy) -> pd.DataFrame:
+    """Account owners' overrides (CSV/Parquet), checked; empty when no file is configured.
+
+    Columns: partner_id, tier (a configured tier, or empty), action (text, or empty), reason
+    (required), expires (date, required). One row per partner.
+
+    Raises:
+        PartnerscoreError: Missing column, bad tier or date, no reason, or a partner listed
+            twice: one line naming the file, column and row.
+    """
+    from partnerscore.models.policy import OVERRIDE_COLUMNS
+
+    if path is None:
+        return pd.DataFrame(columns=list(OVERRIDE_COLUMNS))
+    frame = read_frame(path, text=lambda c: True)
+    for col in ("partner_id", "reason", "expires"):
+        if col not in frame:
+            raise PartnerscoreError(f"{path}: missing column '{col}'")
+    for col in ("tier", "action"):
+        if col not in frame:
+            frame[col] = ""
+    frame = frame[list(OVERRIDE_COLUMNS)].astype(object).where(frame.notna(), "")
+    frame = frame.map(lambda v: " ".join(str(v).split()))
+    for i, rec in enumerate(frame.to_dict("records"), start=2):
+        if not rec["partner_id"]:
+            raise PartnerscoreError(f"{path}: row {i}: column 'partner_id' is empty")
+        if rec["tier"] and rec["tier"] not in policy.tier_cutoffs:
+            raise PartnerscoreError(
+                f"{path}: row {i}: column 'tier': '{rec['tier']}' is not a tier "
+                f"({', '.join(policy.tier_cutoffs)})"
+            )
+        if not rec["reason"]:
+            raise PartnerscoreError(f"{path}: row {i}: column 'reason' is empty")
+        if not rec["tier"] and not rec["action"]:
+            raise PartnerscoreError(f"{path}: row {i}: give a 'tier' or an 'action' to override")
+        try:
+            pd.Timestamp(rec["expires"]).date()
+        except (ValueError, TypeError) as exc:
+            raise PartnerscoreError(
+                f"{path}: row {i}: column 'expires': '{rec['expires']}' is not a date"
+            ) from exc
+    dupes = frame["partner_id"].duplicated()
+    if dupes.any():
+        row = int(np.flatnonzero(dupes.to_numpy())[0]) + 2
+        raise PartnerscoreError(
+            f"{path}: row {row}: partner '{frame['partner_id'][dupes].iat[0]}' is listed twice"
+        )
+    frame["expires"] = pd.to_datetime(frame["expires"])
+    return frame
+
+
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     """The model URI, refusing unregistered folders unless allowed; checks the playbook too."""
     uri = resolve_model_uri(model, config.train.registered_model)
@@ -259,6 +357,7 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
             "code, so a local path needs --allow-local-model"
         )
     load_playbook(config.policy)  # a broken playbook stops the run before any work
+    read_overrides(config.score.overrides_path, config.policy)  # ... and so do bad overrides
     return uri
 
 
@@ -295,25 +394,109 @@ def _publish(
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
     )
-    extra = pd.DataFrame(
-        {
-            "peer_percentile": peer_percentile(scored),
-            "score_previous": prev,
-            "score_smoothed": smoothed,
-            "guardrail_flag": flags,
-            "config_hash": config.hash(),
-            "model_uri": uri,
-        },
-        index=scored.index,
-    )
-    scored = pd.concat([scored, extra], axis=1)
+    scored = _decide(scored, smoothed, prev, flags, before, uri, config)
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
     with staged_frames([(scored, out), (reject_frame, rejects_path(out))]):
         if record_history:
             history.upsert(scored)
+            DecisionLedger(config.paths.history_database()).record_decisions(
+                scored, facts=milestone_columns(config.incentives)
+            )
     return scored, reject_frame
+
+
+def _decide(
+    scored: pd.DataFrame,
+    smoothed: np.ndarray,
+    prev: np.ndarray,
+    flags: np.ndarray,
+    before: pd.Timestamp | pd.Series,
+    uri: str,
+    config: AppConfig,
+) -> pd.DataFrame:
+    """Stable tier decisions (hysteresis, guardrail holds) and the actions that follow.
+
+    ``score_tier`` becomes the decided tier; the model's tier of the raw score is kept as
+    ``score_tier_raw`` and the tier of the smoothed score as ``score_tier_candidate``.
+    """
+    ledger = DecisionLedger(config.paths.history_database())
+    return decide_rows(
+        scored,
+        smoothed,
+        prev,
+        flags,
+        ledger.previous(scored["partner_id"].tolist(), before=before),
+        read_overrides(config.score.overrides_path, config.policy),
+        peer_percentile(scored),
+        uri,
+        config,
+    )
+
+
+def decide_rows(
+    scored: pd.DataFrame,
+    smoothed: np.ndarray,
+    prev: np.ndarray,
+    flags: np.ndarray,
+    decisions: dict,
+    overrides: pd.DataFrame,
+    peers: np.ndarray | float,
+    uri: str,
+    config: AppConfig,
+) -> pd.DataFrame:
+    """The row-wise part of :func:`_decide`, given the earlier decisions and the overrides.
+
+    Every row depends only on its own partner's inputs (plus ``peers``, the batch-wide peer
+    percentile), so a distributed engine applies it per partner group and fills the peers in
+    afterwards.
+    """
+    decided, candidate, held = stable_tiers(
+        scored["partner_id"].tolist(),
+        smoothed,
+        scored["score"].to_numpy(),
+        flags,
+        decisions,
+        config.policy,
+        frozen=scored["out_of_scope"].to_numpy(bool),
+    )
+    extra = pd.DataFrame(
+        {
+            "peer_percentile": peers,
+            "score_previous": prev,
+            "score_smoothed": smoothed,
+            "guardrail_flag": flags,
+            "score_tier_raw": scored["score_tier"].to_numpy(),
+            "score_tier_candidate": pd.array(candidate, dtype="str"),
+            "tier_held_reason": pd.array(held, dtype="str"),
+            "config_hash": config.hash(),
+            "model_uri": uri,
+        },
+        index=scored.index,
+    )
+    scored = pd.concat([scored, extra], axis=1)
+    applied = apply_overrides(scored["partner_id"], scored["as_of"].to_numpy(), decided, overrides)
+    scored["score_tier"] = pd.array(applied.pop("score_tier"), dtype="str")
+    columns = {name: pd.array(values, dtype="str") for name, values in applied.items()}
+    scored = pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
+    action = applied["override_action"] != ""
+    if action.any():
+        scored["intervention"] = scored["intervention"].astype(object)
+        scored.loc[action, "intervention"] = applied["override_action"][action]
+        scored.loc[action, "intervention_detail"] = (
+            "Manual override by the account owner: " + applied["override_reason"][action]
+        )
+    schedule = action_schedule(
+        scored["score_tier"].to_numpy(dtype=object),
+        scored["quadrant"].to_numpy(dtype=object),
+        scored["provisional"].to_numpy(bool),
+        scored["out_of_scope"].to_numpy(bool),
+        scored["as_of"].to_numpy(),
+        config.policy,
+    )
+    columns = {k: pd.array(v, dtype="str") for k, v in schedule.items()}
+    return pd.concat([scored, pd.DataFrame(columns, index=scored.index)], axis=1)
 
 
 def run_score_features(
@@ -361,6 +544,7 @@ def run_score_features(
     )
     frame = frame.reset_index(drop=True)
     scored = score_features(partner_model, frame, policy=config.policy)
+    scored = with_upgrade_paths(partner_model, frame, scored, config)
     scored = pd.concat(
         [scored, pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)], axis=1
     )

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError, write_frame_atomic
+from partnerscore.models.milestones import milestone_columns
 from partnerscore.serving.config import AppConfig
 
 EXTRA_COLUMNS = (
@@ -64,6 +65,9 @@ class BucketContext:
             the driver); None leaves the anomaly columns out.
         reference: The model's reference profile (training ranges), or None.
         monitor: Monitoring thresholds.
+        decisions: Earlier tier decisions per partner (the decision ledger, read on the driver).
+        overrides: Account owners' overrides.
+        config: The application config (policy, hash) the tier decisions follow.
     """
 
     dtypes: dict[str, dict[str, str]]
@@ -75,6 +79,9 @@ class BucketContext:
     raw_anomalies: pd.DataFrame | None = None
     reference: dict | None = None
     monitor: object | None = None
+    decisions: dict | None = None
+    overrides: pd.DataFrame | None = None
+    config: object | None = None
 
 
 def pack(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -149,19 +156,23 @@ def score_bucket(
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, policy
     )
-    extra = pd.DataFrame(
-        {
-            "peer_percentile": np.nan,
-            "score_previous": prev,
-            "score_smoothed": smoothed,
-            "guardrail_flag": flags,
-            "config_hash": ctx.config_hash,
-            "model_uri": ctx.model_uri,
-            FINITE: finite.to_numpy(),
-        },
-        index=scored.index,
+    from partnerscore.serving.score import decide_rows
+
+    # the pandas job's decisions, row by row; the peer percentile is filled in across buckets
+    decided = decide_rows(
+        scored,
+        smoothed,
+        prev,
+        flags,
+        ctx.decisions or {},
+        ctx.overrides,
+        np.nan,
+        ctx.model_uri,
+        ctx.config,
     )
-    return pd.concat([scored, extra], axis=1)
+    return pd.concat(
+        [decided, pd.DataFrame({FINITE: finite.to_numpy()}, index=decided.index)], axis=1
+    )
 
 
 def spark_schema(frame: pd.DataFrame):
@@ -368,7 +379,9 @@ def run_score_spark(
     except mlflow.exceptions.MlflowException:
         version = ""
     partner_model.metadata["version"] = version
+    from partnerscore.serving.ledger import DecisionLedger
     from partnerscore.serving.monitor import load_reference_profile, raw_anomalies
+    from partnerscore.serving.score import read_overrides
 
     history = ScoreHistory(config.paths.history_database())
     previous = history.previous(in_scope_ids.tolist(), before=cut if cut is not None else cuts)
@@ -385,6 +398,11 @@ def run_score_spark(
         ),
         reference=load_reference_profile(uri, required=False),
         monitor=config.monitor,
+        decisions=DecisionLedger(config.paths.history_database()).previous(
+            in_scope_ids.tolist(), before=cut if cut is not None else cuts
+        ),
+        overrides=read_overrides(config.score.overrides_path, config.policy),
+        config=config,
     )
     policy = config.policy
     # the declared output schema: the same functions on a few partners, on the driver
@@ -440,8 +458,10 @@ def run_score_spark(
         marks["peer percentiles + write (spark)"] = time.perf_counter() - tick
         tick = time.perf_counter()
         from partnerscore.serving.history import HISTORY_COLUMNS
+        from partnerscore.serving.ledger import DECISION_COLUMNS
 
-        kept = [c for c in HISTORY_COLUMNS if c in good.columns]
+        wanted = {*HISTORY_COLUMNS, *DECISION_COLUMNS, *milestone_columns(config.incentives)}
+        kept = [c for c in good.columns if c in wanted]
         rows = spark.read.parquet(str(out)).select(*kept).toPandas()
         scored.unpersist()
     finally:
@@ -457,6 +477,9 @@ def run_score_spark(
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     write_frame_atomic(reject_frame.reset_index(drop=True), rejects_path(out))
     history.upsert(rows)
+    DecisionLedger(config.paths.history_database()).record_decisions(
+        rows, facts=milestone_columns(config.incentives)
+    )
     marks["history + rejects (driver)"] = time.perf_counter() - tick
     return ScoreResult(
         out=out,

@@ -48,8 +48,14 @@ def test_predictions_match_model_and_subscores_add_up(scored):
             rtol=1e-6,
             atol=1e-6,
         )
-    score_parts = out[["score_base", "score_strategic", "score_execution", "score_results"]]
+    score_parts = out[
+        ["score_base", "score_strategic", "score_execution", "score_results", "score_adjustment"]
+    ]
     np.testing.assert_allclose(score_parts.sum(axis=1), out["score"], atol=1e-6)
+    model_parts = out[
+        ["score_base", "score_model_strategic", "score_model_execution", "score_model_results"]
+    ]
+    np.testing.assert_allclose(model_parts.sum(axis=1), out["score_model"], atol=1e-6)
 
 
 def test_policy_columns(scored):

@@ -18,6 +18,8 @@ COMMANDS = [
     "forecast",
     "demo",
     "monitor",
+    "incentives",
+    "whatif",
 ]
 
 

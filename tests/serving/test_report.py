@@ -166,6 +166,7 @@ def test_report_content_from_real_scores(report_dir, scored_dir):
 def test_report_content_from_hand_built_scores(tmp_path):
     ids = [f"P{i:03d}" for i in range(12)]
     frame = hand_scores(ids, [f"Partner {i}" for i in range(12)])
+    frame["maturity_band"] = "91-180"  # one onboarding band: peers are the segment in that band
     write_frame_atomic(frame, tmp_path / "scores.parquet")
     result = run_report(tmp_path / "scores.parquet", tmp_path / "out", config_for(tmp_path))
     assert result.reports == 12 and result.with_history == 0
@@ -186,7 +187,7 @@ def test_report_content_from_hand_built_scores(tmp_path):
     assert "model version 7" in page and "cafe00model" in page and "beef00score" in page
     assert 'id="no-history"' in page
     # peers: 6 gold msp and 6 silver msp partners, each group compared with its own median
-    assert "(gold msp, 6 partners)" in page
+    assert "(gold msp, days 91-180, 6 partners)" in page
     gold = frame[frame["tier"] == "gold"]
     assert f"{gold['score'].median():,.1f}" in page
 

@@ -7,6 +7,7 @@ CHROMIUM_BIN / CHROMEDRIVER_BIN point at another Chromium build if needed.
 import os
 import shutil
 
+import pandas as pd
 import pytest
 
 from partnerscore.serving.report import report_filename
@@ -185,3 +186,55 @@ def test_hostile_id_and_name_pages_show_text_literally(driver, report_dir):
         assert header.startswith(name) and pid in header
         assert driver.find_elements(By.CSS_SELECTOR, "main script, header svg, header img") == []
         assert name in driver.title
+
+
+def test_account_owner_sections_render(driver, scored_dir, tmp_path):
+    """Changes since the last batch, typical values, thresholds, band, notes, next tier."""
+    from selenium.webdriver.common.by import By
+
+    from partnerscore.serving.report import read_scores, run_report
+
+    root, cfg = scored_dir
+    scores = read_scores(root / "scores.csv")
+    pid = scores.loc[scores["next_tier_changes"].fillna("") != "", "partner_id"].iloc[0]
+    notes = tmp_path / "notes.csv"
+    pd.DataFrame(
+        {
+            "partner_id": [pid, pid],
+            "note": ["Asked for MDF <b>twice</b>", "<script>window.__pwned=3</script>"],
+            "noted_at": ["2026-02-01", "2026-02-20"],
+        }
+    ).to_csv(notes, index=False)
+    out = tmp_path / "reports"
+    run_report(root / "scores.csv", out, cfg, notes=notes)
+    driver.get((out / "partners" / report_filename(pid)).as_uri())
+    assert severe(driver) == [] and no_injected_code_ran(driver)
+    changes = driver.find_element(By.ID, "changes")
+    assert changes.is_displayed() and "since 2026-01-01" in changes.text
+    assert "Composite score" in changes.text and "Tier" in changes.text
+    typical = driver.find_elements(By.CSS_SELECTOR, "ul.drivers .typical")
+    assert typical and all(t.text.startswith("(typical for peers:") for t in typical)
+    thresholds = driver.find_element(By.ID, "thresholds")
+    assert thresholds.find_element(By.CSS_SELECTOR, "tr.current").is_displayed()
+    assert driver.find_element(By.ID, "maturity-band").text in cfg.policy.band_names()
+    assert driver.find_element(By.ID, "tier-action").is_displayed()
+    assert "owner:" in driver.find_element(By.ID, "quadrant-action").text
+    items = driver.find_elements(By.CSS_SELECTOR, "#notes li")
+    assert [i.text.split(": ", 1)[1] for i in items] == [
+        "<script>window.__pwned=3</script>",
+        "Asked for MDF <b>twice</b>",
+    ]  # newest first, shown literally
+    assert driver.find_element(By.ID, "next-tier").is_displayed()
+    lines = driver.find_elements(By.CSS_SELECTOR, "svg.trajectory line.threshold")
+    assert len(lines) == 3
+    assert "$-0" not in driver.page_source and "-$0" not in driver.page_source
+    shot = tmp_path / "partner_sections.png"
+    driver.save_screenshot(str(shot))
+    assert_png(shot)
+    driver.get((out / "index.html").as_uri())
+    assert severe(driver) == [] and no_injected_code_ran(driver)
+    table = driver.find_element(By.ID, "tier-thresholds")
+    assert table.is_displayed() and len(table.find_elements(By.CSS_SELECTOR, "tbody tr")) == 4
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg.histogram line.threshold")) == 3
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.histogram text.axis-label")
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.scatter line.threshold")

@@ -1,0 +1,425 @@
+"""Scenario planning: changed feature inputs, a different policy, the way up one tier.
+
+Pure computation over a :class:`~partnerscore.models.bundle.PartnerModel` and a
+:class:`~partnerscore.models.config.PolicyConfig`; the jobs live in ``serving/whatif.py``.
+
+- :func:`apply_changes` / :func:`compare_scores`: re-score rows with some feature values set,
+  and report the new predictions, score and tier next to the old ones, and every feature's
+  change in effect (the driver deltas).
+- :func:`reapply_policy`, :func:`migration_matrix`, :func:`revenue_by_segment`: a scores file
+  re-scored under another policy (bands, adjustments, tier cutoffs) without the model: the
+  file's unweighted layer points (``score_model_<layer>``) are all a policy needs.
+- :func:`upgrade_paths`: for each partner, the smallest changes to actionable features that
+  move its score into the next better tier (greedy coordinate search over a grid inside each
+  feature's observed training range, scored by the model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.registry import LAYERS, FeatureSpec
+from partnerscore.models import explain
+from partnerscore.models import policy as pol
+from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.config import PolicyConfig
+from partnerscore.models.scoring import contributions, score_features
+
+SEGMENT_COLUMNS = ("region", "partner_type")
+
+
+def parse_changes(assignments: list[str], specs: list[FeatureSpec]) -> dict[str, object]:
+    """``feature=value`` strings as a mapping, checked against the model's features.
+
+    Raises:
+        PartnerscoreError: Malformed assignment, unknown feature or a non-numeric value for a
+            numeric feature (one line naming it).
+    """
+    known = {s.name: s for s in specs}
+    out: dict[str, object] = {}
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise PartnerscoreError(f"--set {text}: expected feature=value")
+        if name not in known:
+            raise PartnerscoreError(f"--set {text}: '{name}' is not a feature of the model")
+        if known[name].kind == "numeric":
+            try:
+                out[name] = float(value) if value.lower() not in ("", "nan", "none") else np.nan
+            except ValueError as exc:
+                raise PartnerscoreError(f"--set {text}: '{value}' is not a number") from exc
+        else:
+            out[name] = value or None
+    return out
+
+
+def apply_changes(features: pd.DataFrame, changes: dict[str, object]) -> pd.DataFrame:
+    """A copy of ``features`` with the given columns set to the given values."""
+    out = features.copy()
+    for name, value in changes.items():
+        out[name] = value
+    return out
+
+
+def compare_scores(
+    model: PartnerModel, before: pd.DataFrame, after: pd.DataFrame, policy: PolicyConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score rows before and after a change.
+
+    Returns:
+        (summary, drivers): ``summary`` has one row per measure (pred_revenue,
+        pred_engagement, score, score_tier, quadrant) and row of input with columns
+        partner_id, measure, before, after, delta (numbers only); ``drivers`` one row per
+        (partner, feature) whose value or effect changed: value_before, value_after,
+        revenue_effect_before/after/delta (dollars), engagement_effect_before/after/delta
+        (probability), sorted by the largest absolute change of either effect.
+    """
+    a = score_features(model, before, policy=policy)
+    b = score_features(model, after, policy=policy)
+    rows = []
+    for i in range(len(a)):
+        for measure in ("pred_revenue", "pred_engagement", "score", "score_tier", "quadrant"):
+            x, y = a[measure].iat[i], b[measure].iat[i]
+            numeric = measure not in ("score_tier", "quadrant")
+            rows.append(
+                {
+                    "partner_id": a["partner_id"].iat[i],
+                    "measure": measure,
+                    "before": x,
+                    "after": y,
+                    "delta": float(y) - float(x) if numeric else np.nan,
+                }
+            )
+    summary = pd.DataFrame(rows, columns=["partner_id", "measure", "before", "after", "delta"])
+    parts = []
+    for spec in model.feature_specs:
+        f = spec.name
+        frame = pd.DataFrame(
+            {
+                "partner_id": a["partner_id"],
+                "feature": f,
+                "label": spec.label,
+                "value_before": a[f].astype(object),
+                "value_after": b[f].astype(object),
+                "revenue_effect_before": a[f"shap_revenue_{f}"],
+                "revenue_effect_after": b[f"shap_revenue_{f}"],
+                "engagement_effect_before": a[f"shap_engagement_{f}"],
+                "engagement_effect_after": b[f"shap_engagement_{f}"],
+            }
+        )
+        parts.append(frame)
+    drivers = pd.concat(parts, ignore_index=True)
+    for head in ("revenue", "engagement"):
+        drivers[f"{head}_effect_delta"] = (
+            drivers[f"{head}_effect_after"] - drivers[f"{head}_effect_before"]
+        )
+    changed_value = ~(
+        (drivers["value_before"] == drivers["value_after"])
+        | (drivers["value_before"].isna() & drivers["value_after"].isna())
+    )
+    moved = (drivers["revenue_effect_delta"].abs() >= explain.REVENUE_EPS) | (
+        drivers["engagement_effect_delta"].abs() >= explain.ENGAGEMENT_EPS
+    )
+    drivers = drivers[changed_value | moved].copy()
+    # rank by the effect change, dollars and probability points on one scale via the score
+    drivers["_rank"] = np.maximum(
+        drivers["revenue_effect_delta"].abs() / max(float(a["pred_revenue"].abs().max()), 1.0),
+        drivers["engagement_effect_delta"].abs(),
+    )
+    drivers = drivers.sort_values(["partner_id", "_rank"], ascending=[True, False], kind="stable")
+    return summary, drivers.drop(columns="_rank").reset_index(drop=True)
+
+
+def policy_scores(model: PartnerModel, features: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
+    """The policy's composite score only (no drivers or text): equal to ``score_features``.
+
+    The fast path of :func:`upgrade_paths`; ``tests/models/test_whatif.py`` checks it against
+    :func:`~partnerscore.models.scoring.score_features`.
+    """
+    features = features.reset_index(drop=True)
+    ref = model.reference
+    raw = contributions(model, features, num_threads=1)
+    rev = explain.explain_head(*raw["revenue"], np.exp)
+    eng = explain.explain_head(*raw["engagement"], model.engagement.calibrate)
+    _, score_rev, score_eng = pol.composite_score(rev.pred, eng.pred, ref, policy)
+    w = policy.revenue_weight
+    rq, eq = ref["revenue_quantiles"], ref["engagement_quantiles"]
+    pts_rev = explain.explain_head(
+        rev.effects, rev.base, lambda x: 100 * w * pol.percentile_of(x, rq), pred=score_rev
+    )
+    pts_eng = explain.explain_head(
+        eng.effects, eng.base, lambda x: 100 * (1 - w) * pol.percentile_of(x, eq), pred=score_eng
+    )
+    layers = explain.layer_subscores(pts_rev.effects + pts_eng.effects, model.feature_specs)
+    age = (
+        pd.to_numeric(features["age_days"], errors="coerce").to_numpy(float)
+        if "age_days" in features
+        else np.full(len(features), np.nan)
+    )
+    _, mult = pol.maturity_band(age, policy)
+    factor = pol.adjustment_factor(features, policy)
+    score, _, _ = pol.weighted_score(pts_rev.base + pts_eng.base, layers, mult, factor)
+    return score
+
+
+def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
+    """Score and tier of every row of a scores file under another policy.
+
+    Needs the file's ``score_base``, ``score_model_<layer>`` and ``age_days`` (and the segment
+    columns the policy adjusts by); predictions do not change, so no model is needed.
+
+    Returns:
+        partner_id, score_before, tier_before, score_after, tier_after, maturity_band_after.
+
+    Raises:
+        PartnerscoreError: A needed column is missing (a scores file from an older version).
+    """
+    needed = ["score_base", *(f"score_model_{layer}" for layer in LAYERS), "age_days"]
+    for col in needed:
+        if col not in scores:
+            raise PartnerscoreError(
+                f"scores file: missing column '{col}' (score again with this version)"
+            )
+    band, mult = pol.maturity_band(scores["age_days"].to_numpy(float), policy)
+    factor = pol.adjustment_factor(scores, policy)
+    layers = {layer: scores[f"score_model_{layer}"].to_numpy(float) for layer in LAYERS}
+    score, _, _ = pol.weighted_score(scores["score_base"].to_numpy(float), layers, mult, factor)
+    tier = pol.score_tier(score, policy)
+    graduated = scores["score_tier"].astype(str).to_numpy() == pol.OUT_OF_SCOPE_TIER
+    tier[graduated] = pol.OUT_OF_SCOPE_TIER
+    return pd.DataFrame(
+        {
+            "partner_id": scores["partner_id"].astype(str).to_numpy(),
+            "score_before": scores["score"].to_numpy(float),
+            "tier_before": scores["score_tier"].astype(str).to_numpy(),
+            "score_after": score,
+            "tier_after": tier,
+            "maturity_band_after": band,
+        }
+    )
+
+
+def migration_matrix(moves: pd.DataFrame, tiers: list[str]) -> pd.DataFrame:
+    """Partners per (tier before, tier after): rows before, columns after, in tier order."""
+    seen = set(moves["tier_before"]) | set(moves["tier_after"])
+    order = [*tiers, *sorted(seen - set(tiers))]
+    table = pd.crosstab(moves["tier_before"], moves["tier_after"])
+    table = table.reindex(index=order, columns=order, fill_value=0)
+    table.index.name, table.columns.name = "tier_before", "tier_after"
+    return table
+
+
+def revenue_by_segment(scores: pd.DataFrame, moves: pd.DataFrame, tiers: list[str]) -> pd.DataFrame:
+    """Expected revenue per segment and tier, before and after the policy change.
+
+    Returns:
+        region, partner_type, tier, partners_before, partners_after, revenue_before,
+        revenue_after, revenue_delta (dollars of expected revenue in that tier).
+    """
+    seg = {c: scores[c].astype(str).to_numpy() if c in scores else "" for c in SEGMENT_COLUMNS}
+    rev = scores["pred_revenue"].to_numpy(float)
+    parts = []
+    for when in ("before", "after"):
+        parts.append(
+            pd.DataFrame({**seg, "tier": moves[f"tier_{when}"].to_numpy(), "revenue": rev, "n": 1})
+            .groupby([*SEGMENT_COLUMNS, "tier"])
+            .sum()
+            .add_suffix(f"_{when}")
+        )
+    table = pd.concat(parts, axis=1).fillna(0).reset_index()
+    table = table.rename(
+        columns={
+            "n_before": "partners_before",
+            "n_after": "partners_after",
+            "revenue_before": "revenue_before",
+            "revenue_after": "revenue_after",
+        }
+    )
+    table["revenue_delta"] = table["revenue_after"] - table["revenue_before"]
+    rank = {t: i for i, t in enumerate(tiers)}
+    table["_t"] = table["tier"].map(rank).fillna(len(rank))
+    table = table.sort_values([*SEGMENT_COLUMNS, "_t"], kind="stable").drop(columns="_t")
+    cols = [
+        *SEGMENT_COLUMNS,
+        "tier",
+        "partners_before",
+        "partners_after",
+        "revenue_before",
+        "revenue_after",
+        "revenue_delta",
+    ]
+    table[["partners_before", "partners_after"]] = table[
+        ["partners_before", "partners_after"]
+    ].astype(int)
+    return table[cols].reset_index(drop=True)
+
+
+def training_ranges(model: PartnerModel) -> dict[str, tuple[float, float]]:
+    """Observed (min, max) of each numeric feature in the training data, from the boosters.
+
+    LightGBM records every feature's range in the model (``feature_infos``); features neither
+    head ever split on are left out (changing them cannot move a score).
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for head in (model.revenue, model.engagement):
+        dump = head.booster_.dump_model()
+        used = head.booster_.feature_importance(importance_type="split")
+        infos = dump.get("feature_infos", {})
+        for name, count in zip(head.booster_.feature_name(), used, strict=True):
+            info = infos.get(name)
+            if count <= 0 or not isinstance(info, dict) or "min_value" not in info:
+                continue
+            lo, hi = float(info["min_value"]), float(info["max_value"])
+            if name in out:
+                lo, hi = min(lo, out[name][0]), max(hi, out[name][1])
+            out[name] = (lo, hi)
+    return out
+
+
+INTEGER_UNITS = ("count", "days")
+
+
+def upgrade_paths(
+    model: PartnerModel,
+    features: pd.DataFrame,
+    tiers: np.ndarray,
+    policy: PolicyConfig,
+    *,
+    grid: int = 5,
+    max_steps: int = 3,
+) -> list[list[tuple[str, float, float]]]:
+    """Per row, the changes to actionable features that lift the score into the next tier.
+
+    Greedy coordinate search: at each step, every actionable feature the model uses is tried at
+    ``grid`` values between the current value and the end of its observed training range in
+    its better direction (counts and days rounded to whole numbers). If some single change
+    reaches the next tier's lower bound, the cheapest one wins (cost: the change as a share of
+    the feature's training range) and the search stops; otherwise the change with the largest
+    score gain is kept and the search goes on, up to ``max_steps`` features.
+
+    Args:
+        model: The model (scores every candidate).
+        features: Feature rows (as scored).
+        tiers: Each row's current tier (rows in the best tier, or outside the tiers, are
+            skipped).
+        policy: Scoring policy (tier cutoffs, bands, adjustments).
+        grid: Values tried per feature and step.
+        max_steps: Most features changed.
+
+    Returns:
+        Per row a list of (feature, from, to); empty when the row is skipped or no path within
+        ``max_steps`` changes reaches the next tier.
+    """
+    features = features.reset_index(drop=True)
+    n = len(features)
+    bounds = pol._tier_bounds(policy)
+    by_rank = {rank: (name, lower) for name, (rank, lower) in bounds.items()}
+    target = np.full(n, np.nan)
+    for i, t in enumerate(np.asarray(tiers, dtype=object)):
+        if t in bounds and bounds[t][0] > 0:
+            target[i] = by_rank[bounds[t][0] - 1][1]
+    ranges = training_ranges(model)
+    specs = [
+        s
+        for s in model.feature_specs
+        if getattr(s, "actionable", False)
+        and s.kind == "numeric"
+        and s.direction != "neutral"
+        and s.name in ranges
+        and ranges[s.name][1] > ranges[s.name][0]
+    ]
+    paths: list[list[tuple[str, float, float]]] = [[] for _ in range(n)]
+    active = np.flatnonzero(np.isfinite(target))
+    if not specs or not len(active):
+        return paths
+    current = features.iloc[active].reset_index(drop=True).copy()
+    origin = current.copy()
+    steps: list[list[tuple[str, float, float]]] = [[] for _ in active]
+    done = np.zeros(len(active), dtype=bool)
+    base_score = policy_scores(model, current, policy)
+    for _ in range(max_steps):
+        live = np.flatnonzero(~done)
+        if not len(live):
+            break
+        rows, feats, values = [], [], []
+        for j, spec in enumerate(specs):
+            lo, hi = ranges[spec.name]
+            x = pd.to_numeric(current[spec.name].iloc[live], errors="coerce").to_numpy(float)
+            start = np.where(np.isfinite(x), x, lo if spec.direction == "higher_is_better" else hi)
+            end = hi if spec.direction == "higher_is_better" else lo
+            for g in range(1, grid + 1):
+                v = start + (end - start) * g / grid
+                if spec.unit in INTEGER_UNITS:
+                    v = np.ceil(v) if spec.direction == "higher_is_better" else np.floor(v)
+                better = v > start if spec.direction == "higher_is_better" else v < start
+                keep = better & ~(np.isfinite(x) & (v == x))
+                rows.append(live[keep])
+                feats.append(np.full(keep.sum(), j))
+                values.append(v[keep])
+        rows_a, feats_a, values_a = (np.concatenate(r) for r in (rows, feats, values))
+        if not len(rows_a):
+            break
+        cand = current.iloc[rows_a].reset_index(drop=True).copy()
+        for j, spec in enumerate(specs):
+            sel = feats_a == j
+            if sel.any():
+                col = np.array(pd.to_numeric(cand[spec.name], errors="coerce"), dtype=float)
+                col[sel] = values_a[sel]
+                cand[spec.name] = col
+        score = policy_scores(model, cand, policy)
+        span = np.array([ranges[s.name][1] - ranges[s.name][0] for s in specs])
+        now = pd.DataFrame(
+            {
+                "row": rows_a,
+                "feat": feats_a,
+                "value": values_a,
+                "score": score,
+                "reach": score >= target[active][rows_a],
+            }
+        )
+        before = np.empty(len(rows_a))
+        for j, spec in enumerate(specs):
+            sel = feats_a == j
+            col = pd.to_numeric(current[spec.name], errors="coerce").to_numpy(float)
+            before[sel] = col[rows_a[sel]]
+        origin_lo = np.array([ranges[specs[f].name][0] for f in feats_a])
+        now["cost"] = (
+            np.abs(values_a - np.where(np.isfinite(before), before, origin_lo)) / span[feats_a]
+        )
+        now["gain"] = score - base_score[rows_a]
+        for r, group in now.groupby("row", sort=True):
+            hit = group[group["reach"]]
+            if len(hit):
+                best = hit.sort_values(["cost", "feat"], kind="stable").iloc[0]
+                done[r] = True
+            else:
+                best = group.sort_values(["gain", "cost"], ascending=[False, True]).iloc[0]
+                if best["gain"] <= 0:
+                    done[r] = True  # nothing actionable helps: no path
+                    steps[r] = []
+                    continue
+            name = specs[int(best["feat"])].name
+            col = np.array(pd.to_numeric(current[name], errors="coerce"), dtype=float)
+            col[r] = best["value"]
+            current[name] = col
+            base_score[r] = best["score"]
+            steps[r].append((name, 0.0, float(best["value"])))
+    reached = base_score >= target[active]
+    for k, r in enumerate(active):
+        if not reached[k]:
+            continue
+        merged: dict[str, float] = {}
+        for name, _, value in steps[k]:
+            merged[name] = value
+        paths[r] = [
+            (
+                name,
+                float(pd.to_numeric(pd.Series([origin[name].iat[k]]), errors="coerce").iat[0]),
+                v,
+            )
+            for name, v in merged.items()
+        ]
+    return paths

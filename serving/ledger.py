@@ -1,0 +1,277 @@
+"""The decision ledger: tier decisions, overrides and incentive awards, beside the score history.
+
+Two tables in the score-history database (``paths.history_url``), kept apart from the
+``score_history`` table so that table can change its layout freely:
+
+- ``score_decisions``, one row per (partner_id, as_of, model_version) scored: the raw and
+  smoothed score, the candidate tier (of the smoothed score) and the decided tier (after
+  hysteresis, guardrail and override), why a tier was held, the maturity band and segment
+  adjustment applied, the account owner's override if one was honoured, and a small JSON of the
+  columns incentive milestones test (``facts``). Re-scoring a batch replaces its rows.
+- ``incentive_awards``, one row per (partner_id, milestone) ever awarded: a partner is never
+  awarded the same incentive twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from partnerscore.features.core import PartnerscoreError
+
+DECISION_COLUMNS = {
+    "partner_id": sa.String(200),
+    "as_of": sa.String(32),
+    "model_version": sa.String(64),
+    "age_days": sa.Float,
+    "score": sa.Float,
+    "score_smoothed": sa.Float,
+    "score_tier_candidate": sa.String(32),
+    "score_tier": sa.String(32),
+    "tier_held_reason": sa.Text,
+    "maturity_band": sa.String(32),
+    "score_adjustment": sa.Float,
+    "override_tier": sa.String(32),
+    "override_action": sa.Text,
+    "override_reason": sa.Text,
+    "override_expires": sa.String(32),
+    "facts": sa.Text,
+}
+DECISION_KEY = ("partner_id", "as_of", "model_version")
+AWARD_COLUMNS = {
+    "partner_id": sa.String(200),
+    "milestone": sa.String(100),
+    "incentive": sa.Text,
+    "amount": sa.Float,
+    "achieved_as_of": sa.String(32),
+    "awarded_as_of": sa.String(32),
+}
+AWARD_KEY = ("partner_id", "milestone")
+
+
+def as_of_text(values) -> list[str]:
+    """Timestamps as the ledger's sortable text keys (``YYYY-MM-DDTHH:MM:SS``)."""
+    return [pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S") for v in values]
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+class DecisionLedger:
+    """Tier decisions and incentive awards.
+
+    Args:
+        url: SQLAlchemy URL of the score-history database.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: sa.Engine | None = None
+        self.metadata = sa.MetaData()
+        self.decisions = sa.Table(
+            "score_decisions",
+            self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            *(
+                sa.Column(name, kind, nullable=name not in DECISION_KEY)
+                for name, kind in DECISION_COLUMNS.items()
+            ),
+            sa.UniqueConstraint(*DECISION_KEY, name="uq_score_decisions_key"),
+        )
+        self.awards = sa.Table(
+            "incentive_awards",
+            self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            *(
+                sa.Column(name, kind, nullable=name not in AWARD_KEY)
+                for name, kind in AWARD_COLUMNS.items()
+            ),
+            sa.UniqueConstraint(*AWARD_KEY, name="uq_incentive_awards_key"),
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
+            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+            raise PartnerscoreError(f"decision ledger {shown}: {detail}") from exc
+        except OSError as exc:
+            raise PartnerscoreError(f"decision ledger {self.url}: {exc.strerror or exc}") from exc
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine, created lazily with the ledger's tables."""
+        if self._engine is None:
+            with self._errors():
+                if self.url.startswith("sqlite:///"):
+                    path = Path(self.url.removeprefix("sqlite:///"))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                self._engine = sa.create_engine(self.url)
+                self.metadata.create_all(self._engine)
+        return self._engine
+
+    def exists(self) -> bool:
+        """Whether the database exists (a missing SQLite file means an empty ledger)."""
+        if self.url.startswith("sqlite:///"):
+            return Path(self.url.removeprefix("sqlite:///")).exists()
+        return True
+
+    def record_decisions(self, scores: pd.DataFrame, facts: tuple[str, ...] = ()) -> int:
+        """Insert one decision row per score row, replacing rows of the same key.
+
+        Args:
+            scores: Score rows (missing decision columns are stored empty).
+            facts: Columns stored in the ``facts`` JSON (what incentive milestones test).
+
+        Returns:
+            Rows written.
+        """
+        if scores.empty:
+            return 0
+        frame = scores.reset_index(drop=True)
+        records = []
+        versions = frame.get("model_version", pd.Series("", index=frame.index)).fillna("")
+        for i, (pid, when, version) in enumerate(
+            zip(frame["partner_id"], as_of_text(frame["as_of"]), versions, strict=True)
+        ):
+            rec = {"partner_id": str(pid), "as_of": when, "model_version": str(version)}
+            for name in DECISION_COLUMNS:
+                if name in rec or name == "facts":
+                    continue
+                value = _plain(frame[name].iat[i]) if name in frame else None
+                if name == "override_expires" and value not in (None, ""):
+                    value = pd.Timestamp(value).strftime("%Y-%m-%d")
+                rec[name] = value if value != "" else None
+            rec["facts"] = json.dumps(
+                {c: _plain(frame[c].iat[i]) for c in facts if c in frame}, sort_keys=True
+            )
+            records.append(rec)
+        t = self.decisions
+        with self._errors(), self.engine.begin() as conn:
+            keys = pd.DataFrame(records)[["as_of", "model_version", "partner_id"]]
+            for (when, version), group in keys.groupby(["as_of", "model_version"]):
+                ids = group["partner_id"].tolist()
+                for start in range(0, len(ids), 500):
+                    conn.execute(
+                        t.delete().where(
+                            t.c.as_of == when,
+                            t.c.model_version == version,
+                            t.c.partner_id.in_(ids[start : start + 500]),
+                        )
+                    )
+            conn.execute(t.insert(), records)
+        return len(records)
+
+    def read_decisions(self, partner_ids: list[str] | None = None, until=None) -> pd.DataFrame:
+        """Decision rows (facts expanded), one per (partner, as_of): the latest write wins.
+
+        Args:
+            partner_ids: Partners to read (None: everyone).
+            until: Only rows with as_of at or before this timestamp.
+        """
+        columns = [c for c in DECISION_COLUMNS if c != "facts"]
+        if not self.exists():
+            return pd.DataFrame(columns=columns)
+        t = self.decisions
+        query = sa.select(t)
+        if until is not None:
+            query = query.where(t.c.as_of <= as_of_text([until])[0])
+        frames = []
+        with self._errors(), self.engine.connect() as conn:
+            if partner_ids is None:
+                frames.append(pd.DataFrame(conn.execute(query).mappings().all()))
+            else:
+                ids = [str(p) for p in partner_ids]
+                for start in range(0, len(ids), 500):
+                    chunk = query.where(t.c.partner_id.in_(ids[start : start + 500]))
+                    frames.append(pd.DataFrame(conn.execute(chunk).mappings().all()))
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        data = pd.concat(frames, ignore_index=True).sort_values("id")
+        data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
+        data = data.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+        facts = pd.DataFrame([json.loads(f or "{}") for f in data["facts"]], index=data.index)
+        facts = facts[[c for c in facts.columns if c not in data.columns]]
+        out = pd.concat([data.drop(columns=["id", "facts"]), facts], axis=1)
+        out["as_of"] = pd.to_datetime(out["as_of"])
+        return out
+
+    def previous(self, partner_ids: list[str], before) -> dict[str, list[tuple[float, str]]]:
+        """Earlier (raw score, decided tier) per partner, oldest first, as_of before ``before``.
+
+        Args:
+            partner_ids: Partners to look up.
+            before: One cut-off, or a partner_id -> cut-off Series (milestone scoring).
+        """
+        per_partner = isinstance(before, pd.Series)
+        latest = pd.to_datetime(before).max() if per_partner else pd.Timestamp(before)
+        data = self.read_decisions(partner_ids)
+        if data.empty:
+            return {}
+        if per_partner:
+            own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
+            data = data[data["as_of"].to_numpy() < own]
+        else:
+            data = data[data["as_of"] < latest]
+        out: dict[str, list[tuple[float, str]]] = {}
+        for pid, score, tier in zip(
+            data["partner_id"], data["score"], data["score_tier"], strict=True
+        ):
+            if score is not None and score == score:
+                out.setdefault(pid, []).append((float(score), str(tier)))
+        return out
+
+    def read_awards(self) -> pd.DataFrame:
+        """Every award ever recorded."""
+        if not self.exists():
+            return pd.DataFrame(columns=list(AWARD_COLUMNS))
+        with self._errors(), self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.awards).order_by(self.awards.c.id)).mappings()
+            data = pd.DataFrame(rows.all())
+        if data.empty:
+            return pd.DataFrame(columns=list(AWARD_COLUMNS))
+        return data.drop(columns=["id"])
+
+    def record_awards(self, awards: pd.DataFrame) -> int:
+        """Insert awards whose (partner_id, milestone) is not recorded yet; one transaction.
+
+        Returns:
+            Rows inserted (already awarded pairs are skipped, never updated).
+        """
+        if awards.empty:
+            return 0
+        t = self.awards
+        with self._errors(), self.engine.begin() as conn:
+            done = {
+                (r.partner_id, r.milestone)
+                for r in conn.execute(sa.select(t.c.partner_id, t.c.milestone))
+            }
+            records = [
+                {k: _plain(v) for k, v in rec.items() if k in AWARD_COLUMNS}
+                for rec in awards.to_dict("records")
+                if (str(rec["partner_id"]), rec["milestone"]) not in done
+            ]
+            if records:
+                conn.execute(t.insert(), records)
+        return len(records)

@@ -1,0 +1,171 @@
+"""Scenario planning: what-if re-scoring agrees with a full re-score of modified raw data;
+policy re-application; upgrade paths to the next tier."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.features.pipeline import build_scoring_frame
+from partnerscore.features.simulate import write_tables
+from partnerscore.features.validate import load_raw
+from partnerscore.models import policy as pol
+from partnerscore.models import whatif as wi
+from partnerscore.models.config import PolicyConfig
+from partnerscore.models.pyfunc import load_partner_model
+from partnerscore.models.scoring import score_features
+from partnerscore.serving.cli import main
+from partnerscore.serving.score import run_score
+from partnerscore.serving.whatif import run_whatif_partner, run_whatif_policy
+
+AS_OF = pd.Timestamp("2026-03-01")
+
+
+@pytest.fixture(scope="module")
+def program(raw_dir, model_store):
+    import mlflow
+
+    mlflow.set_tracking_uri(model_store.paths.tracking_uri())
+    model = load_partner_model("models:/partnerscore@champion")
+    raw = load_raw(raw_dir, write_quarantine=False)
+    features = build_scoring_frame(raw, AS_OF)
+    return model, raw, features
+
+
+def test_whatif_agrees_with_a_full_rescore_of_modified_raw_data(
+    program, raw_dir, store_config, tmp_path
+):
+    model, raw, features = program
+    # a partner 60-150 days old at as_of: in scope, past the provisional period
+    young = features[(features["age_days"] > 60) & (features["age_days"] < 150)]
+    pid = str(young["partner_id"].iloc[0])
+    tables = {name: frame.copy() for name, frame in raw.tables.items()}
+    signed = pd.Timestamp(tables["partners"].set_index("partner_id").loc[pid, "signed_at"])
+    extra = pd.DataFrame(
+        {
+            "partner_id": [pid, pid],
+            "course_id": ["CERT-900", "CERT-901"],
+            "enrolled_at": [signed + pd.Timedelta(days=5), signed + pd.Timedelta(days=6)],
+            "completed_at": [AS_OF - pd.Timedelta(days=20), AS_OF - pd.Timedelta(days=3)],
+            "is_certification": [True, True],
+        }
+    )
+    extra = extra.astype(tables["trainings"].dtypes.to_dict())
+    tables["trainings"] = pd.concat([tables["trainings"], extra], ignore_index=True)
+    modified = tmp_path / "raw"
+    write_tables(tables, modified, fmt="csv")
+
+    # the full re-score of the modified program (fresh history: tier = tier of the score)
+    run_score(modified, AS_OF.date(), "champion", tmp_path / "mod.csv", store_config)
+    rescored = pd.read_csv(tmp_path / "mod.csv", dtype={"partner_id": str})
+    rescored = rescored[rescored["partner_id"] == pid].iloc[0]
+
+    # what if: set exactly the features the raw change moved
+    new_features = build_scoring_frame(load_raw(modified, write_quarantine=False), AS_OF)
+    before = features[features["partner_id"] == pid].iloc[0]
+    after = new_features[new_features["partner_id"] == pid].iloc[0]
+    names = [s.name for s in model.feature_specs]
+    changed = [
+        n
+        for n in names
+        if not (before[n] == after[n] or (pd.isna(before[n]) and pd.isna(after[n])))
+    ]
+    assert "trainings_certifications_todate" in changed
+    sets = [f"{n}={float(after[n])!r}" if pd.notna(after[n]) else f"{n}=nan" for n in changed]
+    result = run_whatif_partner(
+        store_config, raw_dir, pid, AS_OF.date(), sets, out=tmp_path / "drivers.csv"
+    )
+    for measure in ("pred_revenue", "pred_engagement", "score"):
+        assert result.value(measure, "after") == pytest.approx(rescored[measure], rel=1e-9)
+    assert result.value("score_tier", "after") == rescored["score_tier"]
+    assert result.value("pred_revenue", "before") == pytest.approx(
+        score_features(model, features[features["partner_id"] == pid])["pred_revenue"].iat[0]
+    )
+    moved = set(result.drivers["feature"])
+    assert set(changed) <= moved
+    assert (tmp_path / "drivers.csv").exists()
+    assert "score_tier" in result.summary() and "driver changes" in result.summary()
+
+
+def test_policy_scores_is_the_score_of_score_features(program):
+    model, _, features = program
+    policy = PolicyConfig(segment_adjustments={"region": {"EMEA": 1.3}})
+    fast = wi.policy_scores(model, features, policy)
+    slow = score_features(model, features, policy=policy)["score"].to_numpy()
+    np.testing.assert_allclose(fast, slow, atol=1e-9)
+
+
+def test_reapplied_policy_matches_rescoring_with_it(program, tmp_path):
+    model, _, features = program
+    scores = score_features(model, features, policy=PolicyConfig())
+    other = PolicyConfig(
+        tier_cutoffs={"A": 70.0, "B": 45.0, "C": 20.0, "D": 0.0},
+        maturity_bands=[
+            {"start_day": 0, "weights": {"strategic": 0.5, "execution": 0.3, "results": 0.2}}
+        ],
+    )
+    moves = wi.reapply_policy(scores, other)
+    direct = score_features(model, features, policy=other)
+    np.testing.assert_allclose(moves["score_after"], direct["score"], atol=1e-9)
+    assert (moves["tier_after"] == direct["score_tier"].astype(str).to_numpy()).all()
+    matrix = wi.migration_matrix(moves, ["A", "B", "C", "D"])
+    assert matrix.to_numpy().sum() == len(scores)
+    segments = wi.revenue_by_segment(scores, moves, ["A", "B", "C", "D"])
+    for when in ("before", "after"):
+        assert segments[f"revenue_{when}"].sum() == pytest.approx(scores["pred_revenue"].sum())
+        assert segments[f"partners_{when}"].sum() == len(scores)
+
+    # the job reads a scores file and another config's policy section
+    path = tmp_path / "scores.parquet"
+    scores.to_parquet(path)
+    cfg_path = tmp_path / "policy.json"
+    cfg_path.write_text(json.dumps({"policy": json.loads(other.model_dump_json())}))
+    from partnerscore.serving.config import AppConfig
+
+    result = run_whatif_policy(AppConfig(), cfg_path, path, tmp_path / "seg.csv")
+    assert "tier migration" in result.summary()
+    assert pd.read_csv(tmp_path / "seg.csv")["partners_after"].sum() == len(scores)
+
+
+def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
+    model, _, features = program
+    policy = PolicyConfig()
+    sample = features[features["age_days"] < 200].head(60).reset_index(drop=True)
+    scored = score_features(model, sample, policy=policy)
+    tiers = scored["score_tier"].to_numpy(dtype=object)
+    paths = wi.upgrade_paths(model, sample, tiers, policy, grid=4, max_steps=3)
+    ranges = wi.training_ranges(model)
+    specs = {s.name: s for s in model.feature_specs}
+    bounds = pol._tier_bounds(policy)
+    found = 0
+    for i, path in enumerate(paths):
+        if tiers[i] == "A" or tiers[i] == pol.OUT_OF_SCOPE_TIER:
+            assert path == []
+            continue
+        if not path:
+            continue
+        found += 1
+        changes = {}
+        for name, _old, new in path:
+            assert specs[name].actionable
+            lo, hi = ranges[name]
+            assert lo - 1 <= new <= hi + 1  # whole-number rounding may pass the edge by < 1
+            changes[name] = new
+        moved = wi.apply_changes(sample.iloc[[i]], changes)
+        score = score_features(model, moved, policy=policy)["score"].iat[0]
+        target = {r: b for _, (r, b) in bounds.items()}[bounds[tiers[i]][0] - 1]
+        assert score >= target - 1e-9
+    assert found > 0
+
+
+def test_whatif_cli_errors(tmp_path, capsys, raw_dir):
+    cases = [
+        (["whatif"], "give --partner"),
+        (["whatif", "--policy", "x.json"], "--scores FILE together"),
+        (["whatif", "--partner", "P1", "--as-of", "2026-02-30"], "--as-of"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1

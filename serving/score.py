@@ -260,14 +260,19 @@ def run_score(
 
 
 def with_upgrade_paths(
-    model: PartnerModel, features: pd.DataFrame, scored: pd.DataFrame, config: AppConfig
+    model: PartnerModel,
+    features: pd.DataFrame,
+    scored: pd.DataFrame,
+    config: AppConfig,
+    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Add ``next_tier`` and ``next_tier_changes`` (scenario planning for every partner).
 
     ``next_tier_changes`` lists the smallest actionable changes that lift the partner's score
     into the next tier; empty for the best tier, graduated partners, when no path within
     ``whatif.upgrade_max_steps`` features exists, or for batches above
-    ``whatif.upgrade_max_partners``.
+    ``whatif.upgrade_max_partners`` (``batch_size``: the whole batch's size when ``scored`` is
+    one group of it).
     """
     from partnerscore.models.whatif import upgrade_paths
     from partnerscore.serving.whatif import change_text
@@ -277,7 +282,7 @@ def with_upgrade_paths(
     ordered = [k for k, _ in sorted(config.policy.tier_cutoffs.items(), key=lambda kv: -kv[1])]
     above = {t: ordered[i - 1] for i, t in enumerate(ordered) if i > 0}
     text = [""] * n
-    if 0 < n <= config.whatif.upgrade_max_partners:
+    if n > 0 and (batch_size or n) <= config.whatif.upgrade_max_partners:
         paths = upgrade_paths(
             model,
             features,

@@ -68,6 +68,7 @@ class BucketContext:
         decisions: Earlier tier decisions per partner (the decision ledger, read on the driver).
         overrides: Account owners' overrides.
         config: The application config (policy, hash) the tier decisions follow.
+        batch_size: Partners in the whole batch (the upgrade-path search's size limit).
     """
 
     dtypes: dict[str, dict[str, str]]
@@ -82,6 +83,7 @@ class BucketContext:
     decisions: dict | None = None
     overrides: pd.DataFrame | None = None
     config: object | None = None
+    batch_size: int | None = None
 
 
 def pack(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -147,6 +149,10 @@ def score_bucket(
     else:
         features = build_scoring_frame_at_age(raw, ctx.at_age)[0]
     scored = score_features(model, features, policy=policy)
+    if ctx.config is not None:
+        from partnerscore.serving.score import with_upgrade_paths
+
+        scored = with_upgrade_paths(model, features, scored, ctx.config, ctx.batch_size)
     if ctx.raw_anomalies is not None:
         from partnerscore.serving.monitor import anomaly_columns
 
@@ -403,6 +409,7 @@ def run_score_spark(
         ),
         overrides=read_overrides(config.score.overrides_path, config.policy),
         config=config,
+        batch_size=len(in_scope_ids),
     )
     policy = config.policy
     # the declared output schema: the same functions on a few partners, on the driver

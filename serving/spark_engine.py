@@ -202,7 +202,8 @@ def _session(master: str, shuffle_partitions: int):
 
     builder = SparkSession.builder.master(master)
     if master.startswith("local"):  # executors are local processes: this interpreter
-        builder = builder.config("spark.pyspark.python", sys.executable)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")

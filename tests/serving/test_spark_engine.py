@@ -57,7 +57,9 @@ def test_spark_scores_equal_the_pandas_job(raw_dir, store_config, tmp_path):
 
     cfg = store_config
     # an earlier run in the history: both engines smooth against it
-    run_score(raw_dir, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg)
+    first = run_score(
+        raw_dir, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg
+    )
     when = pd.Timestamp("2026-03-01").date()
     expected = run_score(raw_dir, when, "champion", tmp_path / "p" / "scores.parquet", cfg)
     got = run_score_spark(
@@ -79,4 +81,5 @@ def test_spark_scores_equal_the_pandas_job(raw_dir, store_config, tmp_path):
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
     # the spark run recorded the same batch in the history (same key: replaced, not doubled)
     history = ScoreHistory(cfg.paths.history_database()).read()
-    assert len(history) == expected.scored * 2
+    assert len(history) == first.scored + expected.scored
+    assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored

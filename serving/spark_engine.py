@@ -234,7 +234,7 @@ def _session(master: str, shuffle_partitions: int):
         # PySpark's Python side reads PYSPARK_PYTHON (default "python3" on PATH, which need not
         # be this virtual environment); the JVM side reads spark.pyspark.python
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.config("spark.pyspark.python", sys.executable)
+        builder = builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")

@@ -82,3 +82,4 @@ def test_spark_scores_equal_the_pandas_job(raw_dir, store_config, tmp_path):
     # the spark run recorded the same batch in the history (same key: replaced, not doubled)
     history = ScoreHistory(cfg.paths.history_database()).read()
     assert len(history) == first.scored + expected.scored
+    assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored

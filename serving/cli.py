@@ -70,7 +70,7 @@ def _emit(result) -> None:
         payload["summary"] = result.summary()
         typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
-        _emit(result)
+        typer.echo(result.summary())
 
 
 def _version(value: bool) -> None:

@@ -559,7 +559,10 @@ def run_report(scores: str | Path, out_dir: str | Path, config: AppConfig) -> Re
 
     total_bytes = 0
     rows = []
-    for i, rec in enumerate(frame.to_dict("records")):
+    from partnerscore.training.progress import track
+
+    records = frame.to_dict("records")
+    for i, rec in enumerate(track(records, "writing partner reports")):
         pid = rec["partner_id"]
         href = f"partners/{names[i]}"
         flags = {

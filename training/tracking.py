@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -205,7 +206,9 @@ def log_datasets(
         ("training_cohorts", train, "training"),
         ("holdout_cohorts", holdout, "holdout"),
     ):
-        dataset = mlflow.data.from_pandas(_plain_text(frame), source=str(source), name=name)
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways", ints
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(_plain_text(frame), source=str(source), name=name)
         mlflow.log_input(dataset, context=context, tags={"sha256": sha256} if sha256 else None)
 
 

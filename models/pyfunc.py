@@ -20,6 +20,7 @@ import logging
 import re
 import shutil
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -192,7 +193,10 @@ def signature_for(model: PartnerModel, example: pd.DataFrame):
     scored = PartnerScorePyfunc()
     scored.model = model
     output = scored.predict(None, example)
-    return ModelSignature(inputs=input_schema(model), outputs=_infer_schema(_inferable(output)))
+    with warnings.catch_warnings():  # the hint on integer columns concerns inputs, not outputs
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        outputs = _infer_schema(_inferable(output))
+    return ModelSignature(inputs=input_schema(model), outputs=outputs)
 
 
 def log_partner_model(

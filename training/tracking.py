@@ -209,7 +209,7 @@ def log_datasets(
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways", ints
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(_plain_text(frame), source=str(source), name=name)
-        mlflow.log_input(dataset, context=context, tags={"sha256": sha256} if sha256 else None)
+            mlflow.log_input(dataset, context=context, tags={"sha256": sha256} if sha256 else None)
 
 
 def _plain_text(frame: pd.DataFrame) -> pd.DataFrame:

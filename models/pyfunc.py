@@ -165,7 +165,7 @@ def example_frame(model: PartnerModel, frame: pd.DataFrame, rows: int = 5) -> pd
     for col in schema.inputs:
         if col.name not in head.columns:
             continue
-        kind = str(col.type)
+        kind = col.type.name
         values = head[col.name]
         if kind == "datetime":
             out[col.name] = pd.to_datetime(values).astype("datetime64[ns]")

@@ -30,7 +30,7 @@ def model_dir(uri: str) -> Path:
 
 def test_pyfunc_signature_and_training_set_predict(registry, built_dir):
     model = mlflow.pyfunc.load_model("models:/partnerscore/1")
-    inputs = {c.name: (str(c.type), c.required) for c in model.metadata.signature.inputs.inputs}
+    inputs = {c.name: (c.type.name, c.required) for c in model.metadata.signature.inputs.inputs}
     assert inputs["as_of"] == ("datetime", True)
     assert inputs["partner_id"] == ("string", True)
     assert inputs["tier"] == ("string", True)
@@ -55,7 +55,12 @@ def test_pyfunc_signature_and_training_set_predict(registry, built_dir):
 
     # the logged input example predicts; an unseen category is flagged, a missing column refused
     example = model.input_example
-    assert str(example["as_of"].dtype).startswith("datetime64") or example["as_of"].notna().all()
+    assert len(example) == 5 and {"partner_id", "as_of", "tier"} <= set(example.columns)
+    assert pd.to_datetime(example["as_of"]).notna().all()
+    root = model_dir("models:/partnerscore/1")
+    saved = json.loads((root / "input_example.json").read_text())
+    numeric = saved["columns"].index("partners_market_alignment")
+    assert all(isinstance(row[numeric], float | None) for row in saved["data"])
     assert len(model.predict(example)) == len(example)
     odd = frame.head(3).assign(region="Atlantis")
     assert (model.predict(odd)["unseen_categories"] == "region=Atlantis").all()

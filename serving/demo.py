@@ -149,6 +149,7 @@ def run_demo(
             tracking_uri=cfg.paths.tracking_uri(),
             artifact_root=cfg.paths.artifact_root(),
             config_hash=cfg.hash(),
+            resolved_config=cfg.model_dump(mode="json"),
         ),
         lambda r: (
             f"v{r.version}: revenue gini {r.metrics['revenue_normalized_gini']:.3f}, "

@@ -1,15 +1,26 @@
 """The MLflow pyfunc wrapper: one registered model bundling both heads, explainer and policy.
 
-The pyfunc takes a plain feature frame (strings and numbers: pandas ``category`` columns break
-pyfunc input handling) and returns the scored frame of
-:func:`partnerscore.models.scoring.score_features`: predictions, drivers, subscores, tier,
-quadrant and intervention.
+Any MLflow user can load it (``mlflow.pyfunc.load_model("models:/partnerscore@champion")``)
+without installing partnerscore: the project's code is logged with the model (``code_paths``:
+the ``partnerscore`` package tree under ``<model>/code/``, which MLflow puts on ``sys.path`` at
+load time) and ``requirements.txt`` pins every runtime dependency of the package, so an
+environment created from the model's own requirements loads and predicts.
+
+The signature is declared, not inferred: ``partner_id`` (string), ``as_of`` (datetime), every
+model feature (double for numeric, string for categorical; all required, as the strict
+feature-frame checks want) and optional passthrough columns. Extra columns (labels, cohort) are
+ignored, so the training set written by ``partnerscore build`` predicts as it is. The output
+schema is the scored frame of :func:`partnerscore.models.scoring.score_features` plus
+``unseen_categories``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -21,54 +32,171 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.bundle import PartnerModel
 
 ARTIFACT_KEY = "partner_model"
-_PINNED = (
-    "lightgbm",
-    "scikit-learn",
-    "pandas",
-    "numpy",
-    "scipy",
-    "mlflow",
-    "pydantic",
-    "pyarrow",
-    "joblib",
-    "pyyaml",
-)
+PACKAGE = "partnerscore"
+# imported by the package but not declared by it (transitive dependencies used directly)
+_ALSO_PINNED = ("scipy", "joblib")
+# optional input columns passed through to the output when present
+PASSTHROUGH_COLUMNS = {"partner_name": "string", "signed_at": "datetime", "age_days": "double"}
+_log = logging.getLogger(__name__)
 
 
 class PartnerScorePyfunc(mlflow.pyfunc.PythonModel):
-    """Loads the pickled :class:`PartnerModel` artifact and scores plain feature frames."""
+    """Loads the pickled :class:`PartnerModel` artifact and scores feature frames."""
 
     def load_context(self, context) -> None:
-        """Load the bundled PartnerModel."""
+        """Load the bundled PartnerModel and find the registry version it was registered as."""
         self.model: PartnerModel = joblib.load(context.artifacts[ARTIFACT_KEY])
+        config = context.model_config or {}
+        version = registered_version(
+            Path(context.artifacts[ARTIFACT_KEY]), config.get("registered_model")
+        )
+        if version:
+            self.model.metadata["version"] = version
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        """Score a feature frame (one row per partner snapshot)."""
+        """Score a feature frame (one row per partner snapshot), checked strictly first.
+
+        Raises:
+            PartnerscoreError: Missing columns, text in numeric columns, duplicate keys.
+        """
+        from partnerscore.models.frame_check import check_feature_frame
         from partnerscore.models.scoring import score_features
 
-        return score_features(self.model, pd.DataFrame(model_input))
+        frame = pd.DataFrame(model_input).reset_index(drop=True)
+        check = check_feature_frame(self.model, frame, source="model input")
+        scored = score_features(self.model, frame)
+        unseen = pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)
+        return pd.concat([scored, unseen], axis=1)
+
+
+def registered_version(artifact: Path, registered_model: str | None) -> str:
+    """The registry version of the logged model holding ``artifact`` ('' when unknown).
+
+    Looked up in the registry named by the tracking URI (set explicitly, never MLflow's
+    default), matching the logged model's id in its MLmodel file; the newest version wins when
+    the same logged model was registered twice. Any failure (no registry, a model folder
+    loaded from disk) gives ''.
+    """
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if not registered_model or not is_tracking_uri_set():
+        return ""
+    try:
+        root = next(p for p in artifact.parents if (p / "MLmodel").exists())
+        model_id = mlflow.models.Model.load(str(root / "MLmodel")).model_id
+        if not model_id:
+            return ""
+        client = mlflow.MlflowClient()
+        found = [
+            int(mv.version)
+            for mv in client.search_model_versions(f"name='{registered_model}'")
+            if getattr(mv, "model_id", None) == model_id
+            or (mv.source or "").rstrip("/").endswith(model_id)
+        ]
+    except Exception as exc:  # an unreachable or absent registry: the version stays unknown
+        _log.debug("registry version lookup failed: %s", exc)
+        return ""
+    return str(max(found)) if found else ""
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements of the serving environment (avoids MLflow's slow inference)."""
+    """The package's runtime dependencies pinned at their installed versions.
+
+    Explicit (MLflow's own inference takes ~4 s and misses what the code imports lazily);
+    every import of the logged code resolves in an environment created from these.
+    """
+    from packaging.requirements import Requirement
+
+    names = []
+    for text in metadata.requires(PACKAGE) or []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            names.append(req.name)
     reqs = []
-    for name in _PINNED:
+    for name in [*names, *_ALSO_PINNED]:
         try:
             reqs.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             continue
-    return reqs
+    return sorted(set(reqs), key=str.lower)
 
 
-def _plain(frame: pd.DataFrame) -> pd.DataFrame:
-    """Object columns for text, float for numbers: what signature inference handles."""
-    out = pd.DataFrame(index=frame.index)
-    for col in frame.columns:
-        if pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
-            out[col] = frame[col].astype(float)
+def package_tree(dest: Path) -> Path:
+    """Copy the installed ``partnerscore`` package (all subpackages, data files) to ``dest``.
+
+    The source folders are where the running package was imported from (the repository's
+    features/, models/, training/, serving/ and serving/_top in an editable install), laid
+    out as the importable tree ``dest/partnerscore/...`` that ``code_paths`` logs.
+
+    Returns:
+        ``dest / "partnerscore"``.
+    """
+    import importlib
+
+    root = dest / PACKAGE
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_top")
+    top = Path(importlib.import_module(PACKAGE).__file__).parent
+    shutil.copytree(top, root, ignore=ignore)
+    for sub in ("features", "models", "training", "serving"):
+        src = Path(importlib.import_module(f"{PACKAGE}.{sub}").__file__).parent
+        shutil.copytree(src, root / sub, ignore=ignore, dirs_exist_ok=True)
+    return root
+
+
+def input_schema(model: PartnerModel):
+    """The declared input schema: ids, every feature (required), optional passthrough."""
+    from mlflow.types import ColSpec, Schema
+
+    cols = [ColSpec("string", "partner_id"), ColSpec("datetime", "as_of")]
+    names = set(model.feature_names)
+    for spec in model.feature_specs:
+        cols.append(ColSpec("string" if spec.kind == "categorical" else "double", spec.name))
+    for name, kind in PASSTHROUGH_COLUMNS.items():
+        if name not in names:
+            cols.append(ColSpec(kind, name, required=False))
+    return Schema(cols)
+
+
+def example_frame(model: PartnerModel, frame: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """A few rows of ``frame`` in the input schema's columns and types."""
+    schema = input_schema(model)
+    out = pd.DataFrame(index=range(min(rows, len(frame))))
+    head = frame.head(rows).reset_index(drop=True)
+    for col in schema.inputs:
+        if col.name not in head.columns:
+            continue
+        kind = col.type.name
+        values = head[col.name]
+        if kind == "datetime":
+            out[col.name] = pd.to_datetime(values).astype("datetime64[ns]")
+        elif kind == "double":
+            out[col.name] = pd.to_numeric(values, errors="coerce").astype(float)
         else:
-            out[col] = frame[col].astype(object).where(frame[col].notna(), None)
+            out[col.name] = values.astype(object).where(values.notna(), None)
     return out
+
+
+def _inferable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as object (signature inference predates pandas 3 ``str``)."""
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_string_dtype(out[col].dtype) and out[col].dtype != object:
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
+def signature_for(model: PartnerModel, example: pd.DataFrame):
+    """Declared input schema and the output schema of scoring ``example``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.utils import _infer_schema
+
+    scored = PartnerScorePyfunc()
+    scored.model = model
+    output = scored.predict(None, example)
+    with warnings.catch_warnings():  # the hint on integer columns concerns inputs, not outputs
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        outputs = _infer_schema(_inferable(output))
+    return ModelSignature(inputs=input_schema(model), outputs=outputs)
 
 
 def log_partner_model(
@@ -76,35 +204,36 @@ def log_partner_model(
     registered_model_name: str | None,
     input_example: pd.DataFrame,
     name: str = "model",
+    registry_name: str | None = None,
 ):
     """Log (and optionally register) the model inside the active MLflow run.
 
     Args:
         model: The fitted bundle.
-        registered_model_name: Registry name; None logs without registering.
-        input_example: A few feature rows (plain columns) for the signature and example.
+        registered_model_name: Registry name to register under now; None logs only.
+        input_example: Feature rows (e.g. the holdout) the example and output schema come from.
         name: Model name inside the run.
+        registry_name: Registry name the model looks its version up in when loaded
+            (default ``registered_model_name``; set it when registering later).
 
     Returns:
         MLflow's ModelInfo (``registered_model_version`` set when registered).
     """
-    from mlflow.models import infer_signature
-
-    cols = ["partner_id", "as_of", *model.feature_names]
-    example = input_example[[c for c in cols if c in input_example.columns]].head(5).copy()
-    example["as_of"] = pd.to_datetime(example["as_of"]).dt.strftime("%Y-%m-%d")
-    example = _plain(example)
-    signature = infer_signature(example)
+    example = example_frame(model, input_example)
+    signature = signature_for(model, example)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partner_model.joblib"
         joblib.dump(model, path)
+        code = package_tree(Path(tmp) / "code")
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=PartnerScorePyfunc(),
             artifacts={ARTIFACT_KEY: str(path)},
+            code_paths=[str(code)],
             pip_requirements=pip_requirements(),
             signature=signature,
             input_example=example,
+            model_config={"registered_model": registry_name or registered_model_name or ""},
             registered_model_name=registered_model_name,
         )
 

@@ -135,6 +135,7 @@ def train(
     trials: int | None = None,
     config=None,
     policy=None,
+    register: bool = True,
 ):
     """Train both heads and the baselines, log to MLflow and register a ``challenger``.
 
@@ -144,6 +145,7 @@ def train(
         trials: Optuna trials per head (default: the config's).
         config: A :class:`~partnerscore.training.config.TrainConfig` (default: shipped).
         policy: A :class:`~partnerscore.models.config.PolicyConfig` bundled with the model.
+        register: Register the model; False logs it in the run only (``result.model_uri``).
 
     Returns:
         The training result: ``run_id``, registered ``version``, holdout ``metrics``.
@@ -158,7 +160,9 @@ def train(
     if trials is not None:
         cfg = TrainConfig.model_validate({**cfg.model_dump(), "trials": trials})
     if not isinstance(training_set, pd.DataFrame):
-        return run_train(training_set, cfg, policy=policy, tracking_uri=tracking_uri)
+        return run_train(
+            training_set, cfg, policy=policy, tracking_uri=tracking_uri, register=register
+        )
     for col in ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged"):
         if col not in training_set.columns:
             raise PartnerscoreError(f"training set: missing column '{col}' (use build())")
@@ -175,7 +179,12 @@ def train(
         write_frame_atomic(training_set, Path(tmp) / "training_set.parquet")
         Path(tmp, "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         return run_train(
-            tmp, cfg, policy=policy, tracking_uri=tracking_uri, config_hash=stable_hash(manifest)
+            tmp,
+            cfg,
+            policy=policy,
+            tracking_uri=tracking_uri,
+            config_hash=stable_hash(manifest),
+            register=register,
         )
 
 

@@ -97,6 +97,14 @@ def _options(
     log_level: Annotated[
         str, typer.Option(help="Logging level: debug, info, warning or error.")
     ] = "warning",
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bars on stderr (default: on a terminal, off in CI).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Score newly onboarded channel partners: future revenue and engagement, explained."""
     import logging
@@ -107,6 +115,9 @@ def _options(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("partnerscore").setLevel(level)
     _STATE["json"] = json_output
+    from partnerscore.training import progress as bars
+
+    bars.set_enabled(progress)
 
 
 def _quiet_environment() -> None:
@@ -302,6 +313,9 @@ def train(
         "data/features"
     ),
     trials: Annotated[int | None, typer.Option(help="Optuna trials per head.")] = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register a `challenger` version.")
+    ] = True,
     config: ConfigOption = None,
 ) -> None:
     """Train both heads and the baselines, log to MLflow, register a `challenger` version."""
@@ -316,6 +330,8 @@ def train(
         tracking_uri=app_cfg.paths.tracking_uri(),
         artifact_root=app_cfg.paths.artifact_root(),
         config_hash=app_cfg.hash(),
+        register=register,
+        resolved_config=app_cfg.model_copy(update={"train": tcfg}).model_dump(mode="json"),
     )
     _emit(result)
 
@@ -350,7 +366,7 @@ def promote(
         reason=reason,
     )
     _emit(result)
-    if not result.promoted:
+    if not result.promoted and not result.already_champion:
         raise typer.Exit(1)
 
 
@@ -607,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     _quiet_environment()
     _STATE["json"] = False
+    from partnerscore.training import progress as bars
+
+    bars.set_enabled(None)
     try:
         # without standalone mode click returns the code of typer.Exit instead of raising it
         code = app(args=argv, standalone_mode=False)

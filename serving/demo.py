@@ -20,6 +20,7 @@ from partnerscore.features.validate import run_validate
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.report import run_report
 from partnerscore.serving.score import run_score
+from partnerscore.training import progress
 from partnerscore.training.registry import run_promote
 from partnerscore.training.train import run_train
 
@@ -119,7 +120,8 @@ def run_demo(
 
     def step(name: str, fn, note):
         started = time.perf_counter()
-        out = fn()
+        with progress.task(f"demo: {name}"):
+            out = fn()
         result.steps.append((name, time.perf_counter() - started, note(out)))
         return out
 
@@ -147,6 +149,7 @@ def run_demo(
             tracking_uri=cfg.paths.tracking_uri(),
             artifact_root=cfg.paths.artifact_root(),
             config_hash=cfg.hash(),
+            resolved_config=cfg.model_dump(mode="json"),
         ),
         lambda r: (
             f"v{r.version}: revenue gini {r.metrics['revenue_normalized_gini']:.3f}, "

@@ -869,7 +869,10 @@ def run_report(
 
     total_bytes = 0
     rows = []
-    for i, rec in enumerate(frame.to_dict("records")):
+    from partnerscore.training.progress import track
+
+    records = frame.to_dict("records")
+    for i, rec in enumerate(track(records, "writing partner reports")):
         if not keep[i]:
             continue
         pid = rec["partner_id"]

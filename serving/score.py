@@ -29,6 +29,7 @@ from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.monitor import flag_anomalies
+from partnerscore.training import progress
 
 MIN_SEGMENT = 5
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
@@ -172,7 +173,8 @@ def run_score(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
 
-    raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
+    with progress.task("score: validating raw tables"):
+        raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
     newest = pd.Timestamp(raw.data_end)
     limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
     if cut is not None and cut > limit:
@@ -210,13 +212,16 @@ def run_score(
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
 
-    partner_model, version = _load(uri, config)
-    if at_age is None:
-        features = build_scoring_frame(raw, cut)
-    else:
-        features = build_scoring_frame_at_age(raw, at_age)[0]
+    with progress.task("score: loading the model"):
+        partner_model, version = _load(uri, config)
+    with progress.task("score: building point-in-time features"):
+        if at_age is None:
+            features = build_scoring_frame(raw, cut)
+        else:
+            features = build_scoring_frame_at_age(raw, at_age)[0]
     cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
-    scored = score_features(partner_model, features, policy=config.policy)
+    with progress.task(f"score: scoring and explaining {len(features):,} partners"):
+        scored = score_features(partner_model, features, policy=config.policy)
     scored = with_upgrade_paths(partner_model, features, scored, config)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     when = cut if cut is not None else cuts
@@ -228,9 +233,10 @@ def run_score(
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
 
     scored = flag_anomalies(scored, raw, cut if cut is not None else cuts.max(), uri, config)
-    scored, reject_frame = _publish(
-        scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
-    )
+    with progress.task("score: writing scores and history"):
+        scored, reject_frame = _publish(
+            scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
+        )
     quarantined_rows = {
         name: len(frame)
         for name, frame in raw.quarantine.items()

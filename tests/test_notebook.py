@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import mlflow
 import nbformat
+import pandas as pd
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_models.ipynb"
@@ -13,7 +15,9 @@ def outputs(cell, kind):
 
 
 def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", model_store.paths.tracking_uri())
+    uri = model_store.paths.tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
@@ -26,7 +30,19 @@ def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
     assert "NaN" not in table and "None" not in table  # every holdout metric was found
     deltas = outputs(code[2], "execute_result")[0]["data"]["text/plain"]
     assert "revenue_gini" in deltas
-    images = [o for o in outputs(code[3], "display_data") if "image/png" in o["data"]]
+    # every version scored on one common holdout: the newest run's stored holdout
+    common = "".join(o.get("text", "") for o in outputs(code[3], "stream"))
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run_id = client.get_model_version("partnerscore", "1").run_id
+    holdout = pd.read_parquet(
+        client.download_artifacts(run_id, "evaluation/holdout.parquet", str(tmp_path))
+    )
+    assert f"common holdout: {len(holdout):,} snapshots" in common
+    table = outputs(code[3], "execute_result")[0]["data"]["text/plain"]
+    assert "saw_rows" in table and "True" in table  # v1 was refitted on this training set
+    assert "NaN" not in table
+    # the chart renders inline as a PNG
+    images = [o for o in outputs(code[4], "display_data") if "image/png" in o["data"]]
     assert len(images) == 1
-    printed = "".join(o.get("text", "") for o in outputs(code[3], "stream"))
+    printed = "".join(o.get("text", "") for o in outputs(code[4], "stream"))
     assert "champion: [1]" in printed

@@ -99,13 +99,16 @@ class PromoteResult:
     bias: float | None = None
     max_bias: float | None = None
     bias_noise: float = 0.0
+    already_champion: bool = False
 
     def summary(self) -> str:
         """What the gate decided and why."""
+        if self.already_champion:
+            return f"v{self.challenger} is already champion: nothing to do"
         if self.champion is None:
             basis = "no champion yet"
-        elif self.champion_score is None or self.champion_score != self.champion_score:
-            basis = f"v{self.challenger} is already champion"
+        elif self.champion_score is None:
+            basis = f"champion v{self.champion} could not be scored"
         else:
             basis = (
                 f"challenger v{self.challenger} primary score {self.challenger_score:.4f} vs "
@@ -175,12 +178,13 @@ def run_promote(
     if champion is not None and champion.version == challenger.version:
         return PromoteResult(
             promoted=False,
-            challenger=challenger.version,
-            champion=champion.version,
+            challenger=str(challenger.version),
+            champion=str(champion.version),
             challenger_score=float("nan"),
-            champion_score=float("nan"),
+            champion_score=None,
             margin=config.promotion_margin,
             reason="already champion",
+            already_champion=True,
         )
 
     run_metrics = client.get_run(challenger.run_id).data.metrics

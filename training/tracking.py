@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -129,3 +130,152 @@ def plot_lift(actual: np.ndarray, pred: np.ndarray, path: Path) -> Path:
     ax.set_title("Revenue lift by decile (holdout)")
     ax.legend()
     return _save(fig, path)
+
+
+def _window(frame: pd.DataFrame, column: str) -> str:
+    """``min .. max`` of a date column as days (empty when absent or empty)."""
+    if column not in frame or frame.empty:
+        return ""
+    values = pd.to_datetime(frame[column])
+    return f"{values.min():%Y-%m-%d} .. {values.max():%Y-%m-%d}"
+
+
+def data_window(train: pd.DataFrame, holdout: pd.DataFrame) -> dict[str, str | int]:
+    """Rows, partners, signing and snapshot windows of the training and holdout cohorts."""
+    out: dict[str, str | int] = {}
+    for name, frame in (("train", train), ("holdout", holdout)):
+        out[f"{name}_rows"] = len(frame)
+        out[f"{name}_partners"] = int(frame["partner_id"].nunique()) if len(frame) else 0
+        out[f"{name}_signed"] = _window(frame, "signed_at")
+        out[f"{name}_as_of"] = _window(frame, "as_of")
+    return out
+
+
+def describe_training(
+    window: dict[str, str | int],
+    metrics: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    refit_rows: int | None = None,
+) -> str:
+    """Markdown description of a training run / model version: data window and metrics."""
+
+    def fmt(key: str, spec: str = ".3f") -> str:
+        value = metrics.get(key, float("nan"))
+        return format(value, spec) if np.isfinite(value) else "n/a"
+
+    best = max(
+        baselines.items(),
+        key=lambda item: item[1].get("primary_score", float("-inf")),
+        default=(None, {}),
+    )
+    lines = [
+        f"Trained on {window['train_rows']:,} snapshots of {window['train_partners']:,} partners "
+        f"signed {window['train_signed']} (snapshots {window['train_as_of']}); "
+        f"holdout {window['holdout_rows']:,} snapshots of {window['holdout_partners']:,} "
+        f"partners signed {window['holdout_signed']} (newest signing cohorts).",
+        "",
+        f"Holdout: primary score {fmt('primary_score')}, revenue normalized Gini "
+        f"{fmt('revenue_normalized_gini')}, top-decile capture "
+        f"{fmt('revenue_top_decile_capture')}, portfolio bias "
+        f"{fmt('revenue_portfolio_bias', '+.1%')}; engagement ROC AUC "
+        f"{fmt('engagement_roc_auc')}, Brier {fmt('engagement_brier')}, ECE "
+        f"{fmt('engagement_ece')}.",
+    ]
+    if best[0] is not None:
+        score = best[1].get("primary_score", float("nan"))
+        lines.append(f"Best baseline ({best[0]}): primary score {score:.3f}.")
+    if refit_rows:
+        lines.append(
+            f"The registered model was refitted on all {refit_rows:,} snapshots (holdout "
+            "metrics are the pre-refit model's)."
+        )
+    return "\n".join(lines)
+
+
+def log_datasets(
+    train: pd.DataFrame, holdout: pd.DataFrame, source: str | Path, sha256: str = ""
+) -> None:
+    """Log the training and holdout cohorts as MLflow dataset inputs of the active run.
+
+    Each is a :func:`mlflow.data.from_pandas` dataset (digest, source = the training set file,
+    schema), logged with context ``training`` / ``holdout`` and a ``sha256`` tag of the file.
+    """
+    import mlflow.data
+
+    for name, frame, context in (
+        ("training_cohorts", train, "training"),
+        ("holdout_cohorts", holdout, "holdout"),
+    ):
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways", ints
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(_plain_text(frame), source=str(source), name=name)
+            mlflow.log_input(dataset, context=context, tags={"sha256": sha256} if sha256 else None)
+
+
+def _plain_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns (pandas ``str``) as object (MLflow's schema inference predates pandas 3)."""
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_string_dtype(out[col].dtype) and out[col].dtype != object:
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
+def log_trials(studies: dict, parent_run_id: str, experiment_id: str) -> int:
+    """One nested child run per Optuna trial (params, loss, fold losses, state).
+
+    Runs are named ``<head>-trial-<n>`` and tagged ``partnerscore.head``, ``optuna.state`` and
+    ``optuna.best`` (the chosen trial of each head). Logged with batched client calls.
+
+    Returns:
+        The number of child runs created.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    client = mlflow.MlflowClient()
+    created = 0
+    for head, study in studies.items():
+        if study is None:
+            continue
+        best = study.best_trial.number
+        for trial in study.trials:
+            start = trial.datetime_start or trial.datetime_complete
+            start_ms = int(start.timestamp() * 1000) if start else None
+            end = trial.datetime_complete or start
+            end_ms = int(end.timestamp() * 1000) if end else None
+            name = f"{head}-trial-{trial.number}"
+            run = client.create_run(
+                experiment_id,
+                start_time=start_ms,
+                tags={
+                    MLFLOW_PARENT_RUN_ID: parent_run_id,
+                    MLFLOW_RUN_NAME: name,
+                    "partnerscore.head": head,
+                    "optuna.state": trial.state.name,
+                    "optuna.best": str(trial.number == best).lower(),
+                },
+                run_name=name,
+            )
+            ts = end_ms or 0
+            metrics = [
+                Metric("fold_mean_loss", float(v), ts, int(step))
+                for step, v in sorted(trial.intermediate_values.items())
+            ]
+            if trial.value is not None:
+                metrics.append(Metric("loss", float(trial.value), ts, 0))
+            if "n_estimators" in trial.user_attrs:
+                metrics.append(
+                    Metric("n_estimators", float(trial.user_attrs["n_estimators"]), ts, 0)
+                )
+            params = [Param(k, str(v)) for k, v in trial.params.items()]
+            params += [Param("head", head), Param("trial", str(trial.number))]
+            client.log_batch(
+                run.info.run_id,
+                metrics=metrics,
+                params=params,
+                tags=[RunTag("optuna.study", study.study_name)],
+            )
+            client.set_terminated(run.info.run_id, status="FINISHED", end_time=end_ms)
+            created += 1
+    return created

@@ -26,7 +26,7 @@ from partnerscore.models.config import PolicyConfig
 from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
 from partnerscore.models.intervals import RevenueIntervals, coverage, segment_coverage
 from partnerscore.models.pyfunc import log_partner_model
-from partnerscore.training import tracking
+from partnerscore.training import progress, tracking
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import (
     bootstrap_se,
@@ -62,6 +62,8 @@ class TrainResult:
     seconds: float = 0.0
     tracking_uri: str = ""
     comparison: dict[str, float] = field(default_factory=dict)
+    model_uri: str = ""
+    trial_runs: int = 0
 
     def summary(self) -> str:
         """Holdout comparison of the GBM heads with the baselines and where it is logged."""
@@ -110,6 +112,8 @@ class TrainResult:
         lines.append(f"MLflow run {self.run_id} at {self.tracking_uri}")
         if self.version:
             lines.append(f"registered version {self.version} with alias '{CHALLENGER}'")
+        else:
+            lines.append(f"not registered (--no-register); the model is at {self.model_uri}")
         return "\n".join(lines)
 
 
@@ -539,6 +543,8 @@ def run_train(
     tracking_uri: str,
     artifact_root: str | None = None,
     config_hash: str = "",
+    register: bool = True,
+    resolved_config: dict | None = None,
 ) -> TrainResult:
     """The ``partnerscore train`` job.
 
@@ -548,7 +554,10 @@ def run_train(
     the holdout cohorts — the newest partners are the most informative ones. Every
     ``holdout_*`` metric is the pre-refit model's, on partners it never saw; the registered
     model is the refitted one (params ``refit`` and ``refit_rows`` say so). Logs to MLflow and
-    registers a new version with alias ``challenger``.
+    registers a new version with alias ``challenger`` (unless ``register`` is False).
+    Lineage (:func:`log_lineage`): the training and holdout cohorts as dataset inputs, the
+    resolved configuration, one nested run per Optuna trial, descriptions on the run and the
+    model version.
 
     Args:
         features_dir: Folder written by ``partnerscore build``.
@@ -557,6 +566,9 @@ def run_train(
         tracking_uri: MLflow tracking (and registry) URI.
         artifact_root: Artifact root for a new experiment on a local store.
         config_hash: Hash of the application config, logged as tag and param.
+        register: Register the model (alias ``challenger``); False only logs it in the run.
+        resolved_config: The full application configuration in effect (logged as
+            ``config/resolved.json``; default: this training config and the policy).
 
     Returns:
         Run id, registered version and holdout metrics.
@@ -564,7 +576,8 @@ def run_train(
     started = time.perf_counter()
     policy = policy or PolicyConfig()
     frame, manifest, truth = load_training_set(features_dir)
-    ev = train_and_evaluate(frame, manifest, truth, config, policy)
+    with progress.task("training: tuning, fitting and evaluating both heads"):
+        ev = train_and_evaluate(frame, manifest, truth, config, policy)
     model, train, holdout, preds, metrics = ev.model, ev.train, ev.holdout, ev.preds, ev.metrics
     rev_params, eng_params = ev.params["revenue"], ev.params["engagement"]
     specs = model.feature_specs
@@ -650,11 +663,31 @@ def run_train(
             _log_frame(ev.portfolio, "evaluation/portfolio_intervals.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
         _log_plots(ev.evaluated, holdout, preds, metrics)
-        info = log_partner_model(model, config.registered_model, input_example=holdout)
+        trial_runs = log_lineage(
+            ev,
+            Path(features_dir) / "training_set.parquet",
+            manifest,
+            run,
+            resolved_config
+            or {
+                "train": config.model_dump(mode="json"),
+                "policy": policy.model_dump(mode="json"),
+            },
+        )
+        with progress.task("logging the model"):
+            info = log_partner_model(
+                model,
+                config.registered_model if register else None,
+                input_example=holdout,
+                registry_name=config.registered_model,
+            )
         run_id = run.info.run_id
     version = str(info.registered_model_version) if info.registered_model_version else None
     if version:
         client = mlflow.MlflowClient()
+        client.update_model_version(
+            config.registered_model, version, description=model_description(ev, config)
+        )
         client.set_registered_model_alias(config.registered_model, CHALLENGER, version)
         for key in (
             "revenue_normalized_gini",
@@ -677,4 +710,37 @@ def run_train(
         seconds=time.perf_counter() - started,
         tracking_uri=tracking_uri,
         comparison=ev.comparison,
+        model_uri=f"models:/{config.registered_model}/{version}" if version else info.model_uri,
+        trial_runs=trial_runs,
     )
+
+
+def _window(ev: Evaluation) -> dict:
+    return tracking.data_window(ev.train, ev.holdout)
+
+
+def model_description(ev: Evaluation, config: TrainConfig) -> str:
+    """The model version's description: data window and holdout metrics."""
+    refit_rows = int(ev.model.metadata.get("fit", {}).get("rows", 0)) if config.refit else None
+    return tracking.describe_training(_window(ev), ev.metrics, ev.baselines, refit_rows)
+
+
+def log_lineage(ev: Evaluation, source: Path, manifest: dict, run, resolved: dict) -> int:
+    """Lineage of the active training run.
+
+    Logs the training and holdout cohorts as dataset inputs (source: the training set file),
+    the resolved configuration (``config/resolved.json``), the data window as params, the
+    run's description (``mlflow.note.content``) and one nested child run per Optuna trial.
+
+    Returns:
+        The number of trial runs.
+    """
+    sha = manifest.get("training_set_sha256", "")
+    tracking.log_datasets(ev.train, ev.holdout, source, sha)
+    mlflow.log_dict(resolved, "config/resolved.json")
+    window = _window(ev)
+    mlflow.log_params({f"data_{k}": v for k, v in window.items() if isinstance(v, str)})
+    mlflow.set_tag(
+        "mlflow.note.content", tracking.describe_training(window, ev.metrics, ev.baselines)
+    )
+    return tracking.log_trials(ev.studies, run.info.run_id, run.info.experiment_id)

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import log_loss, mean_tweedie_deviance
 
 from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.training import progress
 from partnerscore.training.metrics import TWEEDIE_POWER
 
 # Trees stay within depth 3 / 8 leaves (7 splits): every tree compiles to a SHAP lookup table
@@ -158,7 +159,14 @@ def tune_head(
         for k, v in defaults.items()
     }
     study.enqueue_trial(defaults)
-    study.optimize(objective, n_trials=trials, timeout=timeout, gc_after_trial=False)
+    with progress.task(f"tuning {head} head", total=trials) as bar:
+        study.optimize(
+            objective,
+            n_trials=trials,
+            timeout=timeout,
+            gc_after_trial=False,
+            callbacks=[lambda _study, _trial: bar.advance()],
+        )
     best = {
         **base_params,
         **study.best_params,

@@ -129,7 +129,13 @@ def _quiet_environment() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import logging
+    import warnings
 
+    # pandera imports pyspark.pandas when pyspark is installed (the spark extra), which warns
+    # about pandas 3 on every command; nothing here uses pandas-on-Spark
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # MLflow warns that a PythonModel object is pickled: ours is a thin, versioned wrapper
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)

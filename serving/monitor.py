@@ -187,9 +187,23 @@ def row_anomalies(
         frames.append(out_of_range(features[in_scope], reference["columns"], config.range_margin))
     frames = [f for f in frames if not f.empty]
     out = pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
-    return out.sort_values(
-        ["partner_id", "table", "column", "record_id"], kind="stable"
-    ).reset_index(drop=True)
+    key = ["partner_id", "table", "column", "record_id"]
+    out = out.sort_values(key, kind="stable").reset_index(drop=True)
+    # one row per record and column: a value that is an outlier of its table and of its
+    # partner's own history is listed once, with both reasons, at its most extreme score
+    dup = out.duplicated(key, keep=False).to_numpy() & out["record_id"].notna().to_numpy()
+    if dup.any():
+        both = out[dup]
+        reasons = both.groupby(key, sort=False)["reason"].agg(
+            lambda r: "; ".join(dict.fromkeys(r.astype(str)))
+        )
+        first = both.sort_values("score", ascending=False, kind="stable").drop_duplicates(key)
+        first = first.set_index(key)
+        first["reason"] = reasons.reindex(first.index).to_numpy()
+        merged = first.reset_index()[list(out.columns)]
+        out = pd.concat([out[~dup], merged], ignore_index=True)
+        out = out.sort_values(key, kind="stable").reset_index(drop=True)
+    return out
 
 
 def anomaly_columns(

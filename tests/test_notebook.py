@@ -15,6 +15,9 @@ def outputs(cell, kind):
 
 
 def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
+    # earlier tests' mlflow.set_tracking_uri calls can leave MLFLOW_TRACKING_URI set in this
+    # process, and tracking_uri() prefers it: clear it to get the session store's own URI
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = model_store.paths.tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MPLBACKEND", raising=False)

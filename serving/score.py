@@ -175,40 +175,9 @@ def run_score(
 
     with progress.task("score: validating raw tables"):
         raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
-    newest = pd.Timestamp(raw.data_end)
-    limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
-    if cut is not None and cut > limit:
-        raise PartnerscoreError(
-            f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
-            f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
-            "does not cover (score.as_of_tolerance_days)"
-        )
-    partners_all = raw.tables["partners"]
-    quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
-    # a duplicate row of a valid partner is in the quarantine file, but the partner is scored
-    duplicate = quarantined["partner_id"].astype(str).isin(partners_all["partner_id"].astype(str))
-    duplicates = int(duplicate.sum())
-    quarantined = quarantined[~duplicate.to_numpy()]
-    rejects = [
-        _rejects(
-            quarantined["partner_id"],
-            cut,
-            "partner row quarantined: " + quarantined["reason"].astype(str),
-        )
-    ]
-    if at_age is None:
-        signed = pd.to_datetime(partners_all["signed_at"])
-        ready = (signed < cut).to_numpy()
-        if not ready.any():
-            raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
-    else:
-        milestone = pd.to_datetime(partners_all["signed_at"]) + pd.Timedelta(days=at_age)
-        ready = (milestone <= newest).to_numpy()
-        if not ready.any():
-            raise PartnerscoreError(
-                f"--at-age {at_age}: no partner is {at_age} days old by the data end "
-                f"{newest:%Y-%m-%d}"
-            )
+    newest, partners_all, rejects, duplicates, ready = batch_scope(
+        raw, raw_dir, as_of, at_age, config
+    )
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
 
@@ -254,7 +223,7 @@ def run_score(
         not_yet=not_yet,
         graduated=int(scored["out_of_scope"].sum()),
         at_age=at_age,
-        partners_input=len(partners_all) + len(quarantined) + duplicates,
+        partners_input=len(partners_all) + len(raw.quarantine.get("partners", ())),
         duplicates=duplicates,
         guardrail_flags=int(scored["guardrail_flag"].sum()),
         provisional=int(scored["provisional"].sum()),
@@ -357,6 +326,54 @@ def read_overrides(path: str | None, policy) -> pd.DataFrame:
         )
     frame["expires"] = pd.to_datetime(frame["expires"])
     return frame
+
+
+def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: AppConfig):
+    """Who a scoring batch covers (shared by the pandas and Spark jobs).
+
+    Refuses a stale as_of; turns quarantined partner rows into rejects (a duplicate row of a
+    kept partner is counted instead, never rejected); marks partners signed before as_of, or
+    ``at_age`` days old by the data end.
+
+    Returns:
+        (newest event, valid partners, reject frames, duplicate rows, ready mask).
+    """
+    newest = pd.Timestamp(raw.data_end)
+    limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
+    cut = pd.Timestamp(as_of) if as_of is not None else None
+    if cut is not None and cut > limit:
+        raise PartnerscoreError(
+            f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
+            f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
+            "does not cover (score.as_of_tolerance_days)"
+        )
+    partners_all = raw.tables["partners"]
+    quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
+    # a duplicate row of a valid partner is in the quarantine file, but the partner is scored
+    duplicate = quarantined["partner_id"].astype(str).isin(partners_all["partner_id"].astype(str))
+    duplicates = int(duplicate.sum())
+    quarantined = quarantined[~duplicate.to_numpy()]
+    rejects = [
+        _rejects(
+            quarantined["partner_id"],
+            cut,
+            "partner row quarantined: " + quarantined["reason"].astype(str),
+        )
+    ]
+    if at_age is None:
+        signed = pd.to_datetime(partners_all["signed_at"])
+        ready = (signed < cut).to_numpy()
+        if not ready.any():
+            raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
+    else:
+        milestone = pd.to_datetime(partners_all["signed_at"]) + pd.Timedelta(days=at_age)
+        ready = (milestone <= newest).to_numpy()
+        if not ready.any():
+            raise PartnerscoreError(
+                f"--at-age {at_age}: no partner is {at_age} days old by the data end "
+                f"{newest:%Y-%m-%d}"
+            )
+    return newest, partners_all, rejects, duplicates, ready
 
 
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:

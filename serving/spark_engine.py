@@ -312,10 +312,15 @@ def run_score_spark(
     import mlflow
 
     from partnerscore.features.validate import load_raw
-    from partnerscore.models.policy import load_playbook
-    from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of
     from partnerscore.serving.history import ScoreHistory
-    from partnerscore.serving.score import ScoreResult, _rejects, rejects_path
+    from partnerscore.serving.score import (
+        ScoreResult,
+        _checked_uri,
+        _rejects,
+        batch_scope,
+        rejects_path,
+    )
 
     started = time.perf_counter()
     # pyspark 4 warns on every pandas 3 conversion; the equality test is what vouches for them
@@ -328,46 +333,13 @@ def run_score_spark(
     if at_age is not None and at_age < 0:
         raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
     cut = pd.Timestamp(as_of) if as_of is not None else None
-    uri = resolve_model_uri(model, config.train.registered_model)
-    if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
-        raise PartnerscoreError(
-            f"--model {model}: not a registered model; loading a model folder runs its pickled "
-            "code, so a local path needs --allow-local-model"
-        )
-    load_playbook(config.policy)
+    uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
-    newest = pd.Timestamp(raw.data_end)
-    limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
-    if cut is not None and cut > limit:
-        raise PartnerscoreError(
-            f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
-            f"event in {raw_dir} ({newest:%Y-%m-%d}) (score.as_of_tolerance_days)"
-        )
-    partners_all = raw.tables["partners"]
-    quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
-    duplicate = quarantined["partner_id"].astype(str).isin(partners_all["partner_id"].astype(str))
-    duplicates = int(duplicate.sum())
-    quarantined = quarantined[~duplicate.to_numpy()]
-    rejects = [
-        _rejects(
-            quarantined["partner_id"],
-            cut,
-            "partner row quarantined: " + quarantined["reason"].astype(str),
-        )
-    ]
+    newest, partners_all, rejects, duplicates, ready = batch_scope(
+        raw, raw_dir, as_of, at_age, config
+    )
     signed = pd.to_datetime(partners_all["signed_at"])
-    if at_age is None:
-        ready = (signed < cut).to_numpy()
-        if not ready.any():
-            raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
-    else:
-        ready = (signed + pd.Timedelta(days=at_age) <= newest).to_numpy()
-        if not ready.any():
-            raise PartnerscoreError(
-                f"--at-age {at_age}: no partner is {at_age} days old by the data end "
-                f"{newest:%Y-%m-%d}"
-            )
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     cuts = (
         pd.Series(cut, index=in_scope_ids.to_numpy())
@@ -500,7 +472,7 @@ def run_score_spark(
         not_yet=int((~ready).sum()),
         graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
         at_age=at_age,
-        partners_input=len(partners_all) + len(quarantined) + duplicates,
+        partners_input=len(partners_all) + len(raw.quarantine.get("partners", ())),
         duplicates=duplicates,
         guardrail_flags=int(rows["guardrail_flag"].sum()),
         provisional=int(rows["provisional"].sum()),

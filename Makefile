@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
-# Quiet, offline-friendly defaults for every target.
+# Quiet, offline-friendly defaults for every target. Dependencies are installed with their
+# bytecode compiled: where PYTHONDONTWRITEBYTECODE is set (CI images), nothing else writes it and
+# every command would recompile mlflow, lightgbm and sklearn (~10 s CPU per command).
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export OMP_WAIT_POLICY := PASSIVE
@@ -14,7 +16,7 @@ export OMP_WAIT_POLICY := PASSIVE
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 

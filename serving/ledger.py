@@ -149,23 +149,35 @@ class DecisionLedger:
         if scores.empty:
             return 0
         frame = scores.reset_index(drop=True)
-        records = []
+        n = len(frame)
         versions = frame.get("model_version", pd.Series("", index=frame.index)).fillna("")
-        for i, (pid, when, version) in enumerate(
-            zip(frame["partner_id"], as_of_text(frame["as_of"]), versions, strict=True)
-        ):
-            rec = {"partner_id": str(pid), "as_of": when, "model_version": str(version)}
-            for name in DECISION_COLUMNS:
-                if name in rec or name == "facts":
-                    continue
-                value = _plain(frame[name].iat[i]) if name in frame else None
-                if name == "override_expires" and value not in (None, ""):
-                    value = pd.Timestamp(value).strftime("%Y-%m-%d")
-                rec[name] = value if value != "" else None
-            rec["facts"] = json.dumps(
-                {c: _plain(frame[c].iat[i]) for c in facts if c in frame}, sort_keys=True
-            )
-            records.append(rec)
+        columns: dict[str, list] = {
+            "partner_id": [str(p) for p in frame["partner_id"]],
+            "as_of": list(as_of_text(frame["as_of"])),
+            "model_version": [str(v) for v in versions],
+        }
+        for name in DECISION_COLUMNS:
+            if name in columns or name == "facts":
+                continue
+            if name not in frame:
+                columns[name] = [None] * n
+                continue
+            values = [_plain(v) for v in frame[name].tolist()]
+            if name == "override_expires":
+                values = [
+                    pd.Timestamp(v).strftime("%Y-%m-%d") if v not in (None, "") else v
+                    for v in values
+                ]
+            columns[name] = [v if v != "" else None for v in values]
+        fact_columns = [(c, [_plain(v) for v in frame[c].tolist()]) for c in facts if c in frame]
+        columns["facts"] = [
+            json.dumps({c: values[i] for c, values in fact_columns}, sort_keys=True)
+            for i in range(n)
+        ]
+        names = list(columns)
+        records = [
+            dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)
+        ]
         t = self.decisions
         with self._errors(), self.engine.begin() as conn:
             keys = pd.DataFrame(records)[["as_of", "model_version", "partner_id"]]

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,9 @@ def test_build_from_frames_matches_the_build_job(sim_tables, built_dir):
 def test_train_and_score_on_frames(api_model, sim_tables):
     uri, result = api_model
     assert result.version
+    # artifacts live beside the store's database, never in ./mlruns of the current directory
+    store = Path(uri.removeprefix("sqlite:///")).parent
+    assert any((store / "artifacts").rglob("MLmodel"))
     model = partnerscore.load_model(result.version, tracking_uri=uri)
     tables = {k: v for k, v in sim_tables.items()}
     scores = partnerscore.score(model, raw=tables, as_of="2026-04-01")

@@ -33,7 +33,7 @@ def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None
     if artifact_root is None and tracking_uri.startswith("sqlite:///"):
         # Beside the database, never MLflow's default ./mlruns in the current directory.
         database = Path(tracking_uri.removeprefix("sqlite:///"))
-        artifact_root = (database.parent / "artifacts").as_uri()
+        artifact_root = (database.parent / "artifacts").resolve().as_uri()
     if artifact_root and not tracking_uri.startswith(("http://", "https://", "databricks")):
         location = f"{artifact_root.rstrip('/')}/{experiment}"
     exp_id = mlflow.create_experiment(experiment, artifact_location=location)

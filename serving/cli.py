@@ -17,20 +17,13 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.cli_common import ConfigOption, load, new_app
 from partnerscore.serving.experiment_cli import experiment_app
 
-app = typer.Typer(
-    name="partnerscore",
-    help="Score newly onboarded channel partners: future revenue and engagement, explained.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+app = new_app(
+    "partnerscore",
+    "Score newly onboarded channel partners: future revenue and engagement, explained.",
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Override file (.json, .toml or .yaml) for the defaults."),
-]
 
 
 _STATE = {"json": False}
@@ -142,10 +135,7 @@ def _quiet_environment() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _config(path: Path | None):
-    from partnerscore.serving.config import load_config
-
-    return load_config(path)
+_config = load
 
 
 def _updated(cfg, options: dict[str, tuple[str, object]]):

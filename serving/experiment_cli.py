@@ -12,19 +12,12 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.cli_common import ConfigOption, load, new_app
 
-experiment_app = typer.Typer(
-    name="experiment",
-    help="Controlled experiments: assign partners to arms, analyse effects, plan sample sizes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+experiment_app = new_app(
+    "experiment",
+    "Controlled experiments: assign partners to arms, analyse effects, plan sample sizes.",
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Override file (.json, .toml or .yaml) for the defaults."),
-]
 RegistryOption = Annotated[
     Path | None,
     typer.Option(
@@ -33,10 +26,7 @@ RegistryOption = Annotated[
 ]
 
 
-def _config(path: Path | None):
-    from partnerscore.serving.config import load_config
-
-    return load_config(path)
+_config = load
 
 
 def _columns(text: str) -> tuple[str, ...]:

@@ -799,12 +799,7 @@ def _validate_all(
                 where = f" (see {qdir / 'partners.csv'})"
             raise PartnerscoreError(f"{path}: no valid partner rows{where}")
     if qdir is not None:
-        for name in TABLES:
-            target = qdir / f"{name}.csv"
-            if name in quarantine and not quarantine[name].empty:
-                write_frame_atomic(quarantine[name], target)
-            else:
-                target.unlink(missing_ok=True)
+        write_quarantine(quarantine, qdir)
     files = {name: path for name, (path, given) in inputs.items() if given is None}
     return RawData(
         tables=tables,
@@ -814,6 +809,16 @@ def _validate_all(
         data_end=_data_end(tables),
         quarantine=quarantine,
     )
+
+
+def write_quarantine(quarantine: dict[str, pd.DataFrame], qdir: Path) -> None:
+    """Write ``<qdir>/<table>.csv`` for every table with quarantined rows; remove stale ones."""
+    for name in TABLES:
+        target = qdir / f"{name}.csv"
+        if name in quarantine and not quarantine[name].empty:
+            write_frame_atomic(quarantine[name], target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def check_schemas(raw: RawData) -> None:

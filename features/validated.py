@@ -1,4 +1,4 @@
-"""Validated snapshots: validate the raw tables once, reuse the typed result while they are unchanged.
+"""Validated snapshots: validate raw tables once, reuse the typed result while they are unchanged.
 
 ``partnerscore validate RAW --validated DIR`` writes, besides the quarantine files of today:
 
@@ -52,7 +52,7 @@ SNAPSHOT_FORMAT = 1
 """Version of the snapshot layout (files and manifest keys); another one is not read."""
 MANIFEST = "manifest.json"
 DEFAULT_DIRNAME = "validated"
-"""``RAW/validated`` is where ``build`` and ``score`` look for a snapshot without ``--validated``."""
+"""``RAW/validated``: where ``build`` and ``score`` look for a snapshot without ``--validated``."""
 FUTURE_CODE = " in the future"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -113,7 +113,9 @@ def _rules(config: ValidateConfig, raw: RawData) -> dict:
     }
 
 
-def write_validated(raw: RawData, out_dir: str | Path, config: ValidateConfig | None = None) -> Path:
+def write_validated(
+    raw: RawData, out_dir: str | Path, config: ValidateConfig | None = None
+) -> Path:
     """Write ``raw`` (validated from files by ``load_raw`` under ``config``) as a snapshot.
 
     The manifest is removed first and written last: a killed write leaves no usable snapshot,

@@ -629,15 +629,17 @@ def _validate_table(
 
     keep = ~bad
     keep_arrow = pa.array(keep)
+    everything = bool(keep.all())  # nothing quarantined: no filtered copies
     columns = {}
     for col in spec.columns:
-        value = typed.get(col.name)
+        value = typed.pop(col.name, None)  # released column by column
         if value is None:  # optional column left out of the file: present and empty
             columns[col.name] = _empty(col, int(keep.sum()))
         elif isinstance(value, pa.ChunkedArray):
-            columns[col.name] = value.filter(keep_arrow).to_pandas().reset_index(drop=True)
+            kept = value if everything else value.filter(keep_arrow)
+            columns[col.name] = kept.to_pandas().reset_index(drop=True)
         else:
-            columns[col.name] = pd.Series(value[keep])
+            columns[col.name] = pd.Series(value if everything else value[keep])
     clean = pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())))
     return clean, quarantine, codes
 

@@ -399,13 +399,43 @@ def _to_dates(src: _Source) -> np.ndarray:
     if pa.types.is_date(kind):
         return values.cast(pa.timestamp("s")).to_numpy(zero_copy_only=False)
     text = src.as_text()
-    # fast paths (arrow's ISO 8601 parser accepts a strict subset of what pandas accepts and
-    # agrees with it there): all naive, or all with an offset; anything else goes to pandas
+    whole = _arrow_dates(text)
+    if whole is not None:
+        return whole
+    # some values are not in Arrow's subset: chunk by chunk, so one odd value costs pandas one
+    # chunk, not the column (6.1M values: Arrow 0.3 s CPU, pandas 2.5 s)
+    parts = []
+    for start in range(0, len(text), DATE_CHUNK):
+        chunk = text.slice(start, DATE_CHUNK)
+        part = _arrow_dates(chunk)
+        if part is None:
+            part = _pandas_dates(chunk)
+            if part.dtype == np.dtype("datetime64[ns]"):  # sub-microsecond values: as before,
+                return _pandas_dates(text)  # the whole column at pandas' resolution
+        parts.append(part.astype("datetime64[us]"))
+    return np.concatenate(parts)
+
+
+DATE_CHUNK = 1 << 16
+"""Values per chunk when a text date column is not entirely in Arrow's ISO 8601 subset."""
+
+
+def _arrow_dates(text: pa.ChunkedArray) -> np.ndarray | None:
+    """Arrow's strict ISO 8601 cast as naive UTC ``datetime64[us]``, or None.
+
+    Arrow accepts a subset of what pandas accepts and agrees with it there; it takes a column
+    only when every value is in that subset and all are naive or all carry an offset.
+    """
     for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
         try:
             return text.cast(target).cast(pa.timestamp("us")).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
+    return None
+
+
+def _pandas_dates(text: pa.ChunkedArray) -> np.ndarray:
+    """Values parsed by pandas' ISO 8601 parser one by one (NaT where it fails), naive UTC."""
     parsed = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
     return parsed.dt.tz_convert(None).to_numpy()
 

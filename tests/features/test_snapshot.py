@@ -180,7 +180,7 @@ REF = date(2026, 6, 30)
 
 
 @settings(
-    max_examples=25,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

@@ -133,6 +133,10 @@ def write_validated(
     out = Path(out_dir)
     if not raw.files or any(str(p).startswith("<frames>") for p in raw.files.values()):
         raise PartnerscoreError(f"{out}: only tables validated from files can be snapshotted")
+    if out.resolve() == Path(raw.report.raw_dir).resolve():
+        raise PartnerscoreError(
+            f"--validated {out}: is the raw folder itself; use a folder such as {out}/validated"
+        )
     try:
         (out / "quarantine").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -224,6 +228,12 @@ def _manifest(snap: Path) -> dict:
         raise StaleSnapshot(f"{path}: unreadable manifest (not a JSON object)") from exc
     if missing is not None:
         raise StaleSnapshot(f"{path}: unreadable manifest (no '{missing}' key)")
+    for key in ("inputs", "tables", "validation"):
+        value = manifest[key]
+        if not isinstance(value, dict) or (
+            key != "validation" and not all(isinstance(v, dict) for v in value.values())
+        ):
+            raise StaleSnapshot(f"{path}: unreadable manifest ('{key}' is not a mapping)")
     if manifest["format"] != SNAPSHOT_FORMAT:
         raise StaleSnapshot(
             f"{path}: snapshot format {manifest['format']}, this version reads {SNAPSHOT_FORMAT}"
@@ -257,12 +267,15 @@ def _check_inputs(manifest: dict, files: dict[str, Path], snap: Path) -> dict[st
             raise StaleSnapshot(
                 f"{snap} is stale: table '{name}' was {entry.get('file')}, now {path.name}"
             )
-        size = path.stat().st_size
-        if size != entry.get("size"):
-            raise StaleSnapshot(
-                f"{snap} is stale: {path.name} changed ({entry.get('size')} -> {size} bytes)"
-            )
-        hashes[name] = file_fingerprint(path)
+        try:
+            size = path.stat().st_size
+            if size != entry.get("size"):
+                raise StaleSnapshot(
+                    f"{snap} is stale: {path.name} changed ({entry.get('size')} -> {size} bytes)"
+                )
+            hashes[name] = file_fingerprint(path)
+        except OSError as exc:  # dangling symlink, permissions: as validation would say
+            raise PartnerscoreError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
         if hashes[name] != entry.get("sha256"):
             raise StaleSnapshot(f"{snap} is stale: {path.name} changed (content differs)")
     return hashes

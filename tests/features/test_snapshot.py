@@ -167,6 +167,8 @@ def test_damaged_snapshots_are_refused_in_one_line(tmp_path):
     refused("unreadable manifest")
     (snap / MANIFEST).write_text(json.dumps({**manifest, "package_version": "0.0.1"}), "utf-8")
     refused("partnerscore 0.0.1")
+    (snap / MANIFEST).write_text(json.dumps({**manifest, "inputs": ["deals.csv"]}), "utf-8")
+    refused("'inputs' is not a mapping")
     (snap / MANIFEST).write_text(json.dumps(manifest), "utf-8")
     (snap / "deals.parquet").write_bytes(b"PAR1 truncated")
     refused("deals.parquet: unreadable snapshot file")
@@ -213,3 +215,13 @@ def test_reuse_under_other_rules_is_refused_or_exact(
         assert old.latest_plausible() != new.latest_plausible()
         return
     assert_same(fast, slow, tmp / "q_fast", tmp / "q_slow")
+
+
+def test_snapshot_into_the_raw_folder_is_refused(tmp_path):
+    """Its deals.parquet would sit beside deals.csv: the table would be given twice."""
+    from partnerscore.features.core import PartnerscoreError
+
+    raw = materialise("mixed_good_bad", tmp_path / "raw")
+    with pytest.raises(PartnerscoreError, match="is the raw folder itself"):
+        run_validate_snapshot(raw, raw)
+    assert not (raw / "deals.parquet").exists()

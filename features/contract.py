@@ -24,6 +24,9 @@ finally:
     if _refused:
         del sys.modules["pyspark.pandas"]
 
+CONTRACT_VERSION = 1
+"""Version of this contract (stamped on validated snapshots; another version is not reused)."""
+
 Kind = Literal["id", "str", "category", "date", "float", "bool"]
 
 ACTIVITY_TYPES = ("meeting", "call", "email", "qbr", "co_sell", "joint_event")

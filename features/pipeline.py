@@ -416,6 +416,7 @@ def run_build(
     *,
     validation: ValidateConfig | None = None,
     cutoffs: str | Path | None = None,
+    validated: str | Path | None = None,
 ) -> BuildResult:
     """The ``partnerscore build`` job: validate, build the training set, write it with a manifest.
 
@@ -426,15 +427,17 @@ def run_build(
         validation: Plausibility rules for the raw tables.
         cutoffs: Optional CSV/Parquet of explicit (partner_id, as_of) snapshots replacing the
             onboarding ages.
+        validated: A validated snapshot to reuse (must match the raw files); default: reuse
+            ``raw_dir/validated`` when it matches, else validate (see ``features.validated``).
 
     Returns:
         Paths and counts.
     """
-    from partnerscore.features.validate import load_raw
+    from partnerscore.features.validated import load_validated
 
     started = time.perf_counter()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    raw = load_raw(raw_dir, out_dir / "quarantine", config=validation)
+    raw = load_validated(raw_dir, validated, out_dir / "quarantine", config=validation)
     planned = read_cutoffs(cutoffs, raw.tables["partners"]) if cutoffs is not None else None
     snapshots, dropped = training_snapshots(raw, config, planned)
     training = build_training_set(raw, config, snapshots)

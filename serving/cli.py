@@ -26,6 +26,15 @@ app = new_app(
 )
 
 
+ValidatedOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Validated snapshot folder: `validate` writes it; `build`/`score` reuse it (it must "
+        "match the raw files). Without it they reuse RAW/validated when it matches."
+    ),
+]
+
+
 _STATE = {"json": False}
 
 
@@ -248,9 +257,15 @@ app.add_typer(experiment_app, name="experiment")
 @app.command()
 def validate(
     raw: Annotated[Path, typer.Argument(help="Folder with one CSV/Parquet file per table.")],
+    validated: ValidatedOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Check every raw table against the contract; bad rows go to RAW/quarantine/<table>.csv."""
+    if validated is not None:
+        from partnerscore.features.validated import run_validate_snapshot
+
+        _emit(run_validate_snapshot(raw, validated, _config(config).validation))
+        return
     from partnerscore.features.validate import run_validate
 
     _emit(run_validate(raw, _config(config).validation))
@@ -272,6 +287,7 @@ def build(
         Path | None,
         typer.Option(help="CSV/Parquet of explicit (partner_id, as_of) snapshots (not --ages)."),
     ] = None,
+    validated: ValidatedOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Build the stacked point-in-time training set (features before as_of, labels after)."""
@@ -289,7 +305,9 @@ def build(
 
     if cutoffs is not None and ages is not None:
         raise PartnerscoreError("build: give either --ages or --cutoffs, not both")
-    result = run_build(raw, out, cfg, validation=app_cfg.validation, cutoffs=cutoffs)
+    result = run_build(
+        raw, out, cfg, validation=app_cfg.validation, cutoffs=cutoffs, validated=validated
+    )
     _emit(result)
 
 
@@ -410,6 +428,7 @@ def score(
             help="CSV/Parquet of manual overrides (partner_id,tier,action,reason,expires)."
         ),
     ] = None,
+    validated: ValidatedOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
@@ -441,12 +460,14 @@ def score(
         raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
     from partnerscore.serving.score import run_score
 
-    options = {"record_history": history}
+    options = {"record_history": history, "validated": validated}
     if engine == "spark":
         from partnerscore.serving.spark_engine import run_score_spark
 
         if not history:
             raise PartnerscoreError("--no-history: not supported with --engine spark")
+        if validated is not None:
+            raise PartnerscoreError("--validated: not supported with --engine spark")
         run_score = partial(run_score_spark, master=master)
         options = {}
     result = run_score(

@@ -13,7 +13,7 @@ import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError, frame_format, read_frame, staged_frames
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
-from partnerscore.features.validate import load_raw
+from partnerscore.features.validated import load_validated
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.policy import (
@@ -133,6 +133,7 @@ def run_score(
     allow_local_model: bool = False,
     at_age: int | None = None,
     record_history: bool = True,
+    validated: str | Path | None = None,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -153,6 +154,8 @@ def run_score(
         at_age: Score every partner at its own milestone signed_at + ``at_age`` days instead
             of one date; partners not that old by the data end are skipped and counted.
         record_history: Record the batch in the score history (smoothing still reads it).
+        validated: A validated snapshot to reuse (must match); default: ``raw_dir/validated``
+            when it matches, else the raw tables are validated (see ``features.validated``).
 
     Returns:
         Counts and paths.
@@ -174,7 +177,9 @@ def run_score(
     uri = _checked_uri(model, config, allow_local_model)
 
     with progress.task("score: validating raw tables"):
-        raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
+        raw = load_validated(
+            Path(raw_dir), validated, out.parent / "quarantine", config=config.validation
+        )
     newest, partners_all, rejects, duplicates, ready = batch_scope(
         raw, raw_dir, as_of, at_age, config
     )

@@ -260,6 +260,56 @@ def _score_before_everyone(tmp):
     return argv, ["--as-of 2000-01-01", "no partner signed before"]
 
 
+def make_snapshot(tmp) -> tuple[Path, Path, dict]:
+    """A raw copy of the base tables and its validated snapshot (folder, manifest)."""
+    from partnerscore.features.validated import run_validate_snapshot
+
+    raw = raw_copy(tmp)
+    run_validate_snapshot(raw, tmp / "snap")
+    return raw, tmp / "snap", json.loads((tmp / "snap" / "manifest.json").read_text("utf-8"))
+
+
+def _build_validated_corrupt_manifest(tmp):
+    raw, snap, _ = make_snapshot(tmp)
+    (snap / "manifest.json").write_text('{"format": 1, "inputs": ', "utf-8")
+    argv = ["build", "--raw", raw, "--validated", snap, "--out", tmp / "feat"]
+    return argv, ["manifest.json", "unreadable manifest"]
+
+
+def _build_validated_missing_parquet(tmp):
+    raw, snap, _ = make_snapshot(tmp)
+    (snap / "deals.parquet").unlink()
+    argv = ["build", "--raw", raw, "--validated", snap, "--out", tmp / "feat"]
+    return argv, ["deals.parquet is missing", "validate again"]
+
+
+def _build_validated_not_a_snapshot(tmp):
+    (tmp / "empty").mkdir()
+    argv = ["build", "--raw", raw_copy(tmp), "--validated", tmp / "empty", "--out", tmp / "feat"]
+    return argv, ["empty: not a validated snapshot", "partnerscore validate RAW --validated"]
+
+
+def _build_validated_other_contract(tmp):
+    raw, snap, manifest = make_snapshot(tmp)
+    (snap / "manifest.json").write_text(json.dumps({**manifest, "contract_version": 2}), "utf-8")
+    argv = ["build", "--raw", raw, "--validated", snap, "--out", tmp / "feat"]
+    return argv, ["manifest.json", "contract v2", "validate again"]
+
+
+def _score_validated_stale(tmp):
+    raw, snap, _ = make_snapshot(tmp)
+    with open(raw / "deals.csv", "a", encoding="utf-8") as handle:
+        handle.write("d9,p1,2024-02-01,,10,open\n")
+    argv = ["score", "--raw", raw, "--validated", snap, "--as-of", "2024-06-01"]
+    return argv + ["--out", tmp / "s.csv"], ["snap is stale", "deals.csv changed", "bytes"]
+
+
+def _score_validated_with_spark(tmp):
+    raw, snap, _ = make_snapshot(tmp)
+    argv = ["score", "--raw", raw, "--validated", snap, "--as-of", "2024-06-01", "--engine"]
+    return argv + ["spark", "--out", tmp / "s.csv"], ["--validated", "--engine spark"]
+
+
 CASES = {
     name.removeprefix("_"): fn
     for name, fn in dict(globals()).items()

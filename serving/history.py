@@ -313,6 +313,32 @@ class ScoreHistory:
         out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[us]")
         return out.reset_index(drop=True)
 
+    def recorded(self, columns: list[str]) -> list[str]:
+        """The declared columns holding a value in at least one row of the store.
+
+        A measure a store has never recorded (an older store, a program without that table)
+        is left out of trajectories rather than shown as missing everywhere. One indexed probe
+        per column: it stops at the first row with a value.
+        """
+        unknown = [c for c in columns if c not in HISTORY_COLUMNS]
+        if unknown:
+            raise PartnerscoreError(f"score history: unknown column(s) {', '.join(unknown)}")
+        if not self.exists():
+            return []
+        t = self.table
+        with self._errors(), self.engine.connect() as conn:
+            return [
+                c
+                for c in columns
+                if conn.execute(sa.select(t.c.id).where(t.c[c].is_not(None)).limit(1)).first()
+                is not None
+            ]
+
+    def dispose(self) -> None:
+        """Close the store's connections (before forking workers that do not use them)."""
+        if self._engine is not None:
+            self._engine.dispose()
+
     def previous(self, partner_ids: list[str], before) -> dict[str, list[float]]:
         """Earlier scores per partner, oldest first, from runs with as_of before ``before``.
 

@@ -263,19 +263,24 @@ class ScoreHistory:
         query = sa.select(*(t.c[c] for c in wanted))
         if before is not None:
             query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
-        frames = []
+        rows: list = []
         with self._errors(), self.engine.connect() as conn:
             if partner_ids is None:
-                frames.append(pd.DataFrame(conn.execute(query).all(), columns=wanted))
+                rows.extend(conn.execute(query).all())
             else:
                 ids = sorted({str(p) for p in partner_ids})
                 for start in range(0, len(ids), _CHUNK):
                     chunk = query.where(t.c.partner_id.in_(ids[start : start + _CHUNK]))
-                    frames.append(pd.DataFrame(conn.execute(chunk).all(), columns=wanted))
-        frames = [f for f in frames if not f.empty]
-        if not frames:
+                    rows.extend(conn.execute(chunk).all())
+        if not rows:
             return pd.DataFrame(columns=wanted)
-        data = pd.concat(frames, ignore_index=True)
+        # column-wise from plain tuples (a frame built from Row objects probes each one)
+        data = pd.DataFrame(
+            {
+                name: list(values)
+                for name, values in zip(wanted, zip(*rows, strict=True), strict=True)
+            }
+        )
         data["as_of"] = pd.to_datetime(data["as_of"])
         data = data.sort_values(["written_at", "id"], kind="stable")
         data = data.drop_duplicates(["partner_id", "as_of"], keep="last")

@@ -170,7 +170,10 @@ def _label(feature: str) -> str:
 
 def metric_texts(key: str, values) -> list[str]:
     """Values of a prediction or feature column as readable text (vectorised for features)."""
-    values = list(values)
+    if isinstance(values, pd.Series):
+        values = values.to_numpy()
+    elif not isinstance(values, np.ndarray):
+        values = list(values)
     if key == "pred_engagement":
         return [_pct(v) for v in values]
     if key == "pred_revenue":
@@ -179,7 +182,12 @@ def metric_texts(key: str, values) -> list[str]:
     if spec is None:
         return [_num(v) for v in values]
     if spec.kind == "numeric":
-        values = [_finite(v) for v in values]
+        array = np.asarray(values)
+        if array.dtype.kind in "fiub":  # as _finite, without a call per value
+            array = array.astype(float)
+            values = np.where(np.isfinite(array), array, np.nan)
+        else:
+            values = [_finite(v) for v in values]
     return [str(t) for t in format_values(values, spec)]
 
 
@@ -218,6 +226,11 @@ def _bar_label(label: str) -> tuple[str, str]:
     return _esc(label), _esc(label[:32])
 
 
+def _points(v: float) -> str:
+    """A probability change in percentage points, signed (``+1.2 pts``)."""
+    return f"{v * 100:+.1f} pts"
+
+
 @functools.lru_cache(maxsize=4096)
 def _feature_label(name: str) -> str:
     return _label(name)
@@ -243,37 +256,39 @@ def _waterfall(
         money: Dollars (revenue head) or probability points (engagement head).
         width: Width in pixels.
     """
-    top = ordered[:WATERFALL_TOP]
-    rest = sum(ordered[WATERFALL_TOP:])
-    steps = [(_feature_label(names[k]), value) for k, value in zip(order, top, strict=False)]
-    n_rest = len(ordered) - len(top)
+    n_top = min(len(ordered), WATERFALL_TOP)
+    labels = [_feature_label(names[k]) for k in order[:n_top]]
+    values = ordered[:n_top]
+    n_rest = len(ordered) - n_top
     if n_rest:
-        steps.append((f"{n_rest} other feature{'s' if n_rest > 1 else ''}", rest))
-    fmt = _money if money else (lambda v: f"{v * 100:+.1f} pts")
+        labels.append(f"{n_rest} other feature{'s' if n_rest > 1 else ''}")
+        values.append(sum(ordered[n_top:]))
+    fmt = _money if money else _points
     fmt_level = _money if money else _pct
-    spans = []
+    starts = []
     level = base
-    for label, value in steps:
-        spans.append((label, level, level + value, value))
-        level += value
-    lo = min([0.0, base, pred] + [min(a, b) for _, a, b, _ in spans])
-    hi = max([base, pred] + [max(a, b) for _, a, b, _ in spans])
+    lo, hi = min(0.0, base, pred), max(base, pred)
+    for value in values:
+        end = level + value
+        starts.append(level)
+        lo, hi = min(lo, level, end), max(hi, level, end)
+        level = end
     hi = hi if hi > lo else lo + 1.0
     label_w, bar_w, row_h = 190, width - 190 - 90, 22
-    height = (len(spans) + 3) * row_h + 10
+    height = (len(values) + 3) * row_h + 10
+    span = hi - lo
+    right = width - 4
 
-    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, bold=False) -> str:
-        weight = ' font-weight="bold"' if bold else ""
-        xa = label_w + (a - lo) / (hi - lo) * bar_w
-        xb = label_w + (b - lo) / (hi - lo) * bar_w
+    # value texts are our own number formats (digits, $ , . + - % pts): nothing to escape
+    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, weight="") -> str:
+        xa = label_w + (a - lo) / span * bar_w
+        xb = label_w + (b - lo) / span * bar_w
         full, short = _bar_label(label)
-        value = _esc(value)
         return (
-            f'<rect class="{cls}" x="{min(xa, xb):.1f}" y="{y}" '
-            f'width="{max(abs(xb - xa), 1):.1f}" height="{row_h - 6}">'
-            f"<title>{full}: {value}</title></rect>"
-            f'<text x="4" y="{y + 12}"{weight}>{short}</text>'
-            f'<text x="{width - 4}" y="{y + 12}" text-anchor="end">{value}</text>'
+            f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
+            f'width="{max(abs(xb - xa), 1):.1f}" height="16"><title>{full}: {value}</title>'
+            f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
+            f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
         )
 
     parts = [
@@ -282,10 +297,12 @@ def _waterfall(
         bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
     ]
     y = 4 + row_h
-    for label, start, end, value in spans:
-        parts.append(bar("pos" if value >= 0 else "neg", start, end, y, label, fmt(value)))
+    for label, start, value in zip(labels, starts, values, strict=True):
+        parts.append(
+            bar("pos" if value >= 0 else "neg", start, start + value, y, label, fmt(value))
+        )
         y += row_h
-    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), bold=True))
+    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), ' font-weight="bold"'))
     y += row_h
     parts.append(
         f'<rect class="pos" x="{label_w}" y="{y + 2}" width="10" height="10"/>'

@@ -152,14 +152,20 @@ def _column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> list:
     return frame[name].to_numpy(dtype=object)[rows].tolist()
 
 
-def _group_texts(
-    key: str, values: pd.Series, codes: np.ndarray, n_groups: int, rows: np.ndarray
-) -> list[str]:
-    """Each selected row's peer-group median of ``values``, as text (computed per group)."""
-    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
-    medians = numbers.groupby(codes).median().reindex(range(n_groups))
-    per_group = metric_texts(key, medians.to_numpy())
-    return [per_group[c] for c in codes[rows].tolist()]
+def _texts(cells: list) -> list[str]:
+    """:func:`serving.report._text` of each cell (strings pass through untouched)."""
+    return [v if v.__class__ is str else _text(v) for v in cells]
+
+
+def _group_medians(
+    frame: pd.DataFrame, columns: list[str], codes: np.ndarray, n_groups: int
+) -> pd.DataFrame:
+    """Median of each column per peer group (rows: group codes 0..n_groups-1), in one pass."""
+    numbers = pd.DataFrame(
+        {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in columns},
+        index=frame.index,
+    )
+    return numbers.groupby(codes).median().reindex(range(n_groups))
 
 
 def _read_history(
@@ -205,7 +211,7 @@ def _read_history(
         as_of_text=data["as_of"].dt.strftime("%Y-%m-%d").tolist(),
         values=values,
         texts=texts,
-        tiers=[_text(v) for v in data["score_tier"].tolist()],
+        tiers=_texts(data["score_tier"].tolist()),
         metrics=[m for m in KEY_METRICS if m in recorded],
     )
     return history, compared
@@ -236,8 +242,7 @@ def build_batch(
     group_size = np.bincount(codes, minlength=n_groups)
     text = {}
     for c in TEXT_COLUMNS:
-        cells = _column(frame, c, rows)
-        text[c] = [_text(v) for v in cells]
+        text[c] = _texts(_column(frame, c, rows))
     values = {c: _column(frame, c, rows) for c in NUMERIC_PAGE_COLUMNS}
     present = frozenset(frame.columns)
     as_of = frame["as_of"].iloc[rows]
@@ -262,23 +267,23 @@ def build_batch(
         for sign in ("pos", "neg")
     }  # fmt: skip
     sentences = {
-        sign: [[_text(v) for v in _column(frame, c, rows)] for c in cols]
-        for sign, cols in driver_cols.items()
+        sign: [_texts(_column(frame, c, rows)) for c in cols] for sign, cols in driver_cols.items()
     }
-    typical: dict[str, list[str] | None] = {}
+    features = {}  # driver label -> feature with a peer median ("typical" value), else None
     for per_col in sentences.values():
         for cells in per_col:
             for sentence in cells:
-                if not sentence:
+                label = sentence.split(": ", 1)[0]
+                if not sentence or label in features:
                     continue
-                feature = by_label.get(sentence.split(": ", 1)[0])
-                if feature is None or feature in typical:
-                    continue
-                spec = get_spec(feature)
-                if feature not in frame.columns or spec is None or spec.kind != "numeric":
-                    typical[feature] = None
-                else:
-                    typical[feature] = _group_texts(feature, frame[feature], codes, n_groups, rows)
+                feature = by_label.get(label)
+                spec = get_spec(feature) if feature is not None else None
+                numeric = spec is not None and spec.kind == "numeric" and feature in frame.columns
+                features[label] = feature if numeric else None
+    wanted = sorted({f for f in features.values() if f is not None})
+    medians = _group_medians(frame, wanted, codes, n_groups)
+    typical = {f: metric_texts(f, medians[f].to_numpy()) for f in wanted}
+    row_codes = codes[rows].tolist()
     drivers: dict[str, list[list[tuple[str, str]]]] = {}
     for sign, per_col in sentences.items():
         pages: list[list[tuple[str, str]]] = [[] for _ in rows]
@@ -286,18 +291,17 @@ def build_batch(
             for j, sentence in enumerate(cells):
                 if not sentence:
                     continue
-                feature = by_label.get(sentence.split(": ", 1)[0])
-                texts = typical.get(feature) if feature is not None else None
-                pages[j].append((sentence, texts[j] if texts is not None else ""))
+                feature = features[sentence.split(": ", 1)[0]]
+                group_text = typical[feature][row_codes[j]] if feature is not None else ""
+                pages[j].append((sentence, group_text))
         drivers[sign] = pages
-    peers = [
-        (
-            label,
-            metric_texts(key, frame[key].iloc[rows]),
-            _group_texts(key, frame[key], codes, n_groups, rows),
+    peer_medians = _group_medians(frame, [key for key, _ in peer_metrics], codes, n_groups)
+    peers = []
+    for key, label in peer_metrics:
+        group_texts = metric_texts(key, peer_medians[key].to_numpy())
+        peers.append(
+            (label, metric_texts(key, frame[key].iloc[rows]), [group_texts[c] for c in row_codes])
         )
-        for key, label in peer_metrics
-    ]
     candidates = [
         c
         for c in frame.columns
@@ -622,7 +626,7 @@ def portfolio_data(frame: pd.DataFrame, rows: np.ndarray, files: list[str]) -> d
         return pd.to_numeric(frame[name].iloc[rows], errors="coerce").to_numpy(float)
 
     def texts(name: str) -> list[str]:
-        return [_text(v) for v in _column(frame, name, rows)]
+        return _texts(_column(frame, name, rows))
 
     provisional = [_flag(v) for v in _column(frame, "provisional", rows)]
     guardrail = [_flag(v) for v in _column(frame, "guardrail_flag", rows)]

@@ -30,9 +30,8 @@ from partnerscore.features.core import (
 from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.policy import QUADRANTS, load_playbook, maturity_band
+from partnerscore.models.policy import QUADRANTS, load_playbook
 from partnerscore.serving.config import AppConfig
-from partnerscore.serving.history import ScoreHistory
 
 HERE = Path(__file__).parent
 REQUIRED = (
@@ -739,6 +738,86 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
     return keep
 
 
+def portfolio_page(
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    files: list[str],
+    config: AppConfig,
+    *,
+    subset_note: str = "",
+) -> str:
+    """The portfolio page (``index.html``): summary, charts and the paged partner table.
+
+    Summary, thresholds and charts cover every row of ``frame``; the table (embedded JSON,
+    :func:`serving.report_pages.portfolio_data`) lists ``rows``.
+
+    Args:
+        frame: Scores, the whole batch.
+        rows: Positions of the partners with pages.
+        files: Report file name per row of ``frame``.
+        config: Application configuration (policy thresholds).
+        subset_note: Shown under the title when only some partners got pages.
+    """
+    from partnerscore.serving import report_pages as rp
+
+    css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
+    js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
+    thresholds = tier_thresholds(config.policy, frame)
+    cutoffs = dict(config.policy.tier_cutoffs)
+    score_tier = frame["score_tier"].map(_text)
+    tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
+    provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
+    guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
+    quads = []
+    for q in [*QUADRANTS, *sorted(set(frame["quadrant"].map(_text)) - set(QUADRANTS))]:
+        sel = frame["quadrant"] == q
+        if not sel.any():
+            continue
+        # the quadrant's playbook action (provisional partners get onboarding instead)
+        pool = frame.loc[sel & ~provisional, "intervention"] if provisional is not None else []
+        pool = pool if len(pool) else frame.loc[sel, "intervention"]
+        quads.append(
+            {
+                "key": q,
+                "label": frame.loc[sel, "quadrant_label"].iloc[0],
+                "n": int(sel.sum()),
+                "action": pool.mode().iloc[0],
+                "color": QUADRANT_COLORS.get(q, "#555555"),
+            }
+        )
+
+    def distinct(col: str) -> str:
+        return ", ".join(sorted(frame[col].map(_text).unique())) if col in frame else "?"
+
+    return (
+        _environment()
+        .get_template("index.html")
+        .render(
+            css=css,
+            js=js,
+            n=len(frame),
+            as_of=frame["as_of"].max().strftime("%Y-%m-%d"),
+            model=distinct("model_uri"),
+            model_version=distinct("model_version"),
+            config_hash=distinct("config_hash"),
+            tiers=tiers,
+            total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
+            provisional=int(provisional.sum()) if provisional is not None else 0,
+            flags=int(guardrail.to_numpy()[rows].sum()) if guardrail is not None else 0,
+            histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
+            scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
+            subset_note=subset_note,
+            scatter_note=(
+                f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
+            ),
+            quadrants=quads,
+            thresholds=thresholds,
+            shown=len(rows),
+            data_json=rp.script_json(rp.portfolio_data(frame, rows, files)),
+        )
+    )
+
+
 def run_report(
     scores: str | Path,
     out_dir: str | Path,
@@ -786,41 +865,13 @@ def run_report(
     names = [report_filename(pid) for pid in frame["partner_id"].tolist()]
     if len(set(names)) != len(names):  # 40-bit hashes: never seen, but never silently overwrite
         raise PartnerscoreError(f"{scores}: two partner ids map to the same report file name")
-    # styles and script are inlined: each page is one self-contained file
+    # the stylesheet is inlined: each page is one self-contained file
     css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
-    js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
-
     keep = _select(frame, partners, tier)
     rows = np.flatnonzero(keep)
     subset = partners is not None or tier is not None
-    thresholds = tier_thresholds(config.policy, frame)
-    cutoffs = dict(config.policy.tier_cutoffs)
-    if "maturity_band" in frame:
-        band = frame["maturity_band"].map(_text).to_numpy(dtype=object)
-    else:
-        band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
-                             config.policy)[0]  # fmt: skip
-    group_key, group_name = peer_groups(frame, band)
-    peer_metrics = [
-        ("score", "Composite score"),
-        ("pred_revenue", "Expected revenue"),
-        ("pred_engagement", "Engagement likelihood"),
-        *((m, _label(m)) for m in KEY_METRICS if m in frame.columns),
-    ]
-    store = ScoreHistory(config.paths.history_database())
     batch = rp.build_batch(
-        frame,
-        keep,
-        names,
-        out_dir=out_dir,
-        css=css,
-        config=config,
-        thresholds=thresholds,
-        group_key=group_key,
-        group_name=group_name,
-        peer_metrics=peer_metrics,
-        note_map=read_notes(notes),
-        history_url=store.url if store.exists() else None,
+        frame, keep, names, config, out_dir=out_dir, css=css, note_map=read_notes(notes)
     )
     rp.remove_stale_temporaries(partners_dir)
     total_bytes = 0
@@ -830,64 +881,14 @@ def run_report(
             bar.advance(pages)
     removed = 0 if subset else _remove_stale(partners_dir, set(names))
 
-    score_tier = frame["score_tier"].map(_text)
-    tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
-    provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
-    guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
-    quads = []
-    for q in [*QUADRANTS, *sorted(set(frame["quadrant"].map(_text)) - set(QUADRANTS))]:
-        sel = frame["quadrant"] == q
-        if not sel.any():
-            continue
-        # the quadrant's playbook action (provisional partners get onboarding instead)
-        pool = frame.loc[sel & ~provisional, "intervention"] if provisional is not None else []
-        pool = pool if len(pool) else frame.loc[sel, "intervention"]
-        quads.append(
-            {
-                "key": q,
-                "label": frame.loc[sel, "quadrant_label"].iloc[0],
-                "n": int(sel.sum()),
-                "action": pool.mode().iloc[0],
-                "color": QUADRANT_COLORS.get(q, "#555555"),
-            }
-        )
-
-    def distinct(col: str) -> str:
-        return ", ".join(sorted(frame[col].map(_text).unique())) if col in frame else "?"
-
-    index_html = (
-        _environment()
-        .get_template("index.html")
-        .render(
-            css=css,
-            js=js,
-            n=len(frame),
-            as_of=frame["as_of"].max().strftime("%Y-%m-%d"),
-            model=distinct("model_uri"),
-            model_version=distinct("model_version"),
-            config_hash=distinct("config_hash"),
-            tiers=tiers,
-            total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
-            provisional=int(provisional.sum()) if provisional is not None else 0,
-            flags=int(guardrail.to_numpy()[rows].sum()) if guardrail is not None else 0,
-            histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
-            scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
-            subset_note=(
-                f"pages written for {len(rows):,} of {len(frame):,} partners "
-                f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
-                "cover the whole batch"
-                if subset
-                else ""
-            ),
-            scatter_note=(
-                f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
-            ),
-            quadrants=quads,
-            thresholds=thresholds,
-            shown=len(rows),
-            data_json=rp.script_json(rp.portfolio_data(frame, rows, names)),
-        )
+    subset_note = (
+        f"pages written for {len(rows):,} of {len(frame):,} partners "
+        f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
+        "cover the whole batch"
+        if subset
+        else ""
     )
+    index_html = portfolio_page(frame, rows, names, config, subset_note=subset_note)
     index = write_text_atomic(index_html, out_dir / "index.html")
     return ReportResult(
         out_dir=out_dir,

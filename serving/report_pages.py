@@ -221,21 +221,45 @@ def build_batch(
     frame: pd.DataFrame,
     keep: np.ndarray,
     files: list[str],
-    *,
-    out_dir: Path,
-    css: str,
     config,
-    thresholds: list[dict],
-    group_key: np.ndarray,
-    group_name: np.ndarray,
-    peer_metrics: list[tuple[str, str]],
-    note_map: dict[str, list[dict]],
-    history_url: str | None,
+    *,
+    out_dir: str | Path = "",
+    css: str = "",
+    note_map: dict[str, list[dict]] | None = None,
 ) -> PageBatch:
     """Turn the scores frame into a :class:`PageBatch` for the selected rows (``keep``).
 
-    Whole-batch statistics (peer medians) use every row; per-page values only the selected.
+    Whole-batch statistics (peer groups and medians) use every row; per-page values, history
+    and texts only the selected ones.
+
+    Args:
+        frame: Scores (:func:`serving.report.read_scores`), every partner of the batch.
+        keep: (n,) bool, the partners to write pages for.
+        files: Report file name per row.
+        config: Application configuration (policy, horizon, history store).
+        out_dir: The report folder (pages go to its ``partners/``).
+        css: The stylesheet inlined in each page.
+        note_map: Account owners' notes per partner id.
     """
+    from partnerscore.models.policy import maturity_band
+    from partnerscore.serving.report import peer_groups, tier_thresholds
+
+    note_map = note_map or {}
+    if "maturity_band" in frame:
+        band = frame["maturity_band"].map(_text).to_numpy(dtype=object)
+    else:
+        band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
+                             config.policy)[0]  # fmt: skip
+    group_key, group_name = peer_groups(frame, band)
+    peer_metrics = [
+        ("score", "Composite score"),
+        ("pred_revenue", "Expected revenue"),
+        ("pred_engagement", "Engagement likelihood"),
+        *((m, _label(m)) for m in KEY_METRICS if m in frame.columns),
+    ]
+    thresholds = tier_thresholds(config.policy, frame)
+    store = ScoreHistory(config.paths.history_database())
+    history_url = store.url if store.exists() else None
     rows = np.flatnonzero(keep)
     codes, uniques = pd.factorize(pd.Series(group_key), sort=True)
     n_groups = len(uniques)

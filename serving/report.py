@@ -576,7 +576,10 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
         band: (n,) maturity band per row (None: no band level).
 
     Returns:
-        (group key per row, readable group name per row)
+        (group key per row, readable group name per row). A group's members are every
+        partner with the same value at its level (:func:`peer_level_keys`): a partner that
+        falls back to its segment is compared with the whole segment, including the partners
+        whose own band group is big enough.
     """
     tier = frame["tier"].astype(str)
     ptype = frame["partner_type"].astype(str)
@@ -597,6 +600,21 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
         key = np.where(use_band, "b:" + banded, key)
         name = np.where(use_band, seg + ", days " + band, name)
     return key, name
+
+
+def peer_level_keys(frame: pd.DataFrame, band=None) -> list[np.ndarray]:
+    """Each row's group key at every level of :func:`peer_groups` (band, segment, tier).
+
+    A group key of :func:`peer_groups` lists as members the rows holding that key at its own
+    level (``"all"`` holds everyone).
+    """
+    tier = frame["tier"].astype(str)
+    seg = tier + " " + frame["partner_type"].astype(str)
+    levels = [("s:" + seg).to_numpy(), ("t:" + tier).to_numpy()]
+    if band is not None:
+        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        levels.insert(0, ("b:" + seg + " @" + band).to_numpy())
+    return levels
 
 
 @dataclass

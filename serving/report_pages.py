@@ -158,14 +158,19 @@ def _texts(cells: list) -> list[str]:
 
 
 def _group_medians(
-    frame: pd.DataFrame, columns: list[str], codes: np.ndarray, n_groups: int
+    frame: pd.DataFrame, columns: list[str], groups: pd.Index, levels: list[np.ndarray]
 ) -> pd.DataFrame:
-    """Median of each column per peer group (rows: group codes 0..n_groups-1), in one pass."""
+    """Median of each column over every group's members (rows: ``groups``), a pass per level.
+
+    A group key's members are the rows holding that key at its level (``"all"``: everyone).
+    """
     numbers = pd.DataFrame(
         {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in columns},
         index=frame.index,
     )
-    return numbers.groupby(codes).median().reindex(range(n_groups))
+    tables = [numbers.groupby(keys).median() for keys in levels]
+    tables.append(numbers.median().to_frame("all").T)
+    return pd.concat(tables).reindex(groups)
 
 
 def _read_history(
@@ -242,7 +247,7 @@ def build_batch(
         note_map: Account owners' notes per partner id.
     """
     from partnerscore.models.policy import maturity_band
-    from partnerscore.serving.report import peer_groups, tier_thresholds
+    from partnerscore.serving.report import peer_groups, peer_level_keys, tier_thresholds
 
     note_map = note_map or {}
     if "maturity_band" in frame:
@@ -251,6 +256,7 @@ def build_batch(
         band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
                              config.policy)[0]  # fmt: skip
     group_key, group_name = peer_groups(frame, band)
+    levels = peer_level_keys(frame, band)
     peer_metrics = [
         ("score", "Composite score"),
         ("pred_revenue", "Expected revenue"),
@@ -262,8 +268,9 @@ def build_batch(
     history_url = store.url if store.exists() else None
     rows = np.flatnonzero(keep)
     codes, uniques = pd.factorize(pd.Series(group_key), sort=True)
-    n_groups = len(uniques)
-    group_size = np.bincount(codes, minlength=n_groups)
+    groups = pd.Index(uniques)
+    sizes = pd.concat([pd.Series(keys).value_counts() for keys in levels])
+    group_size = sizes.reindex(groups).fillna(len(frame)).astype(int).to_numpy()  # "all"
     text = {}
     for c in TEXT_COLUMNS:
         text[c] = _texts(_column(frame, c, rows))
@@ -305,7 +312,7 @@ def build_batch(
                 numeric = spec is not None and spec.kind == "numeric" and feature in frame.columns
                 features[label] = feature if numeric else None
     wanted = sorted({f for f in features.values() if f is not None})
-    medians = _group_medians(frame, wanted, codes, n_groups)
+    medians = _group_medians(frame, wanted, groups, levels)
     typical = {f: metric_texts(f, medians[f].to_numpy()) for f in wanted}
     row_codes = codes[rows].tolist()
     drivers: dict[str, list[list[tuple[str, str]]]] = {}
@@ -319,7 +326,7 @@ def build_batch(
                 group_text = typical[feature][row_codes[j]] if feature is not None else ""
                 pages[j].append((sentence, group_text))
         drivers[sign] = pages
-    peer_medians = _group_medians(frame, [key for key, _ in peer_metrics], codes, n_groups)
+    peer_medians = _group_medians(frame, [key for key, _ in peer_metrics], groups, levels)
     peers = []
     for key, label in peer_metrics:
         group_texts = metric_texts(key, peer_medians[key].to_numpy())

@@ -131,10 +131,16 @@
     buttons.next.disabled = buttons.last.disabled = page >= pages - 1;
   }
 
-  function applyFilter() {
+  var lastFilter = null;
+  function applyFilter(force) {
     var q = (filter.value || "").toLowerCase();
     var tier = tierSel ? tierSel.value : "";
     var quad = quadSel ? quadSel.value : "";
+    // "change" also fires when the box loses focus (e.g. on a click on a row's link):
+    // rebuilding the rows then would swallow that click
+    var key = [q, tier, quad].join("\u0000");
+    if (force !== true && key === lastFilter) { return; }
+    lastFilter = key;
     shown = order.filter(function (r) {
       return (!q || search[r].indexOf(q) !== -1) &&
              (!tier || label("score_tier", r) === tier) &&
@@ -166,7 +172,7 @@
         if (x > y) { return asc ? 1 : -1; }
         return a - b;  // ties keep the file's order
       });
-      applyFilter();
+      applyFilter(true);
     });
   });
   [filter, tierSel, quadSel].forEach(function (el) {
@@ -176,5 +182,5 @@
   buttons.prev.addEventListener("click", function () { page -= 1; render(); });
   buttons.next.addEventListener("click", function () { page += 1; render(); });
   buttons.last.addEventListener("click", function () { page = Infinity; render(); });
-  applyFilter();
+  applyFilter(true);
 }());

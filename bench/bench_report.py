@@ -62,7 +62,6 @@ def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]
     from partnerscore.serving import report as rep
     from partnerscore.serving import report_pages as rp
     from partnerscore.serving.config import load_config
-    from partnerscore.serving.history import ScoreHistory
 
     cfg = load_config(config)
     clock = time.process_time
@@ -70,26 +69,7 @@ def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]
     frame = rep.read_scores(scores)
     t1 = clock()
     names = [rep.report_filename(p) for p in frame["partner_id"].tolist()]
-    band = frame["maturity_band"].map(rep._text).to_numpy(dtype=object)
-    key, label = rep.peer_groups(frame, band)
-    metrics = [("score", "Composite score"), ("pred_revenue", "Expected revenue"),
-               ("pred_engagement", "Engagement likelihood"),
-               *((m, rep._label(m)) for m in rep.KEY_METRICS if m in frame.columns)]  # fmt: skip
-    store = ScoreHistory(cfg.paths.history_database())
-    batch = rp.build_batch(
-        frame,
-        np.ones(len(frame), dtype=bool),
-        names,
-        out_dir=out,
-        css="",
-        config=cfg,
-        thresholds=rep.tier_thresholds(cfg.policy, frame),
-        group_key=key,
-        group_name=label,
-        peer_metrics=metrics,
-        note_map={},
-        history_url=store.url if store.exists() else None,
-    )
+    batch = rp.build_batch(frame, np.ones(len(frame), dtype=bool), names, cfg, out_dir=out)
     t2 = clock()
     pages = min(pages, len(batch))
     contexts = [rp.page_context(batch, j) for j in range(pages)]

@@ -498,13 +498,17 @@ def report(
     notes: Annotated[
         Path | None, typer.Option(help="CSV/Parquet of notes (partner_id, note[, noted_at]).")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes rendering pages (default: available cores).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Write one HTML report per partner and an index.html portfolio page."""
     from partnerscore.serving.report import run_report
 
     ids = partners.split(",") if partners is not None else None
-    _emit(run_report(scores, out, _config(config), partners=ids, tier=tier, notes=notes))
+    cfg = _config(config)
+    _emit(run_report(scores, out, cfg, partners=ids, tier=tier, notes=notes, workers=workers))
 
 
 @app.command()

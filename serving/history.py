@@ -263,19 +263,24 @@ class ScoreHistory:
         query = sa.select(*(t.c[c] for c in wanted))
         if before is not None:
             query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
-        frames = []
+        rows: list = []
         with self._errors(), self.engine.connect() as conn:
             if partner_ids is None:
-                frames.append(pd.DataFrame(conn.execute(query).all(), columns=wanted))
+                rows.extend(conn.execute(query).all())
             else:
                 ids = sorted({str(p) for p in partner_ids})
                 for start in range(0, len(ids), _CHUNK):
                     chunk = query.where(t.c.partner_id.in_(ids[start : start + _CHUNK]))
-                    frames.append(pd.DataFrame(conn.execute(chunk).all(), columns=wanted))
-        frames = [f for f in frames if not f.empty]
-        if not frames:
+                    rows.extend(conn.execute(chunk).all())
+        if not rows:
             return pd.DataFrame(columns=wanted)
-        data = pd.concat(frames, ignore_index=True)
+        # column-wise from plain tuples (a frame built from Row objects probes each one)
+        data = pd.DataFrame(
+            {
+                name: list(values)
+                for name, values in zip(wanted, zip(*rows, strict=True), strict=True)
+            }
+        )
         data["as_of"] = pd.to_datetime(data["as_of"])
         data = data.sort_values(["written_at", "id"], kind="stable")
         data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
@@ -312,6 +317,32 @@ class ScoreHistory:
                 out[name] = out[name].astype(bool)
         out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[us]")
         return out.reset_index(drop=True)
+
+    def recorded(self, columns: list[str]) -> list[str]:
+        """The declared columns holding a value in at least one row of the store.
+
+        A measure a store has never recorded (an older store, a program without that table)
+        is left out of trajectories rather than shown as missing everywhere. One indexed probe
+        per column: it stops at the first row with a value.
+        """
+        unknown = [c for c in columns if c not in HISTORY_COLUMNS]
+        if unknown:
+            raise PartnerscoreError(f"score history: unknown column(s) {', '.join(unknown)}")
+        if not self.exists():
+            return []
+        t = self.table
+        with self._errors(), self.engine.connect() as conn:
+            return [
+                c
+                for c in columns
+                if conn.execute(sa.select(t.c.id).where(t.c[c].is_not(None)).limit(1)).first()
+                is not None
+            ]
+
+    def dispose(self) -> None:
+        """Close the store's connections (before forking workers that do not use them)."""
+        if self._engine is not None:
+            self._engine.dispose()
 
     def previous(self, partner_ids: list[str], before) -> dict[str, list[float]]:
         """Earlier scores per partner, oldest first, from runs with as_of before ``before``.

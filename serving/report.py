@@ -9,6 +9,7 @@ hash of the exact id, so no id can collide with another or escape the output fol
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -29,9 +30,8 @@ from partnerscore.features.core import (
 from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.policy import QUADRANTS, load_playbook, maturity_band
+from partnerscore.models.policy import QUADRANTS, load_playbook
 from partnerscore.serving.config import AppConfig
-from partnerscore.serving.history import ScoreHistory
 
 HERE = Path(__file__).parent
 REQUIRED = (
@@ -169,7 +169,10 @@ def _label(feature: str) -> str:
 
 def metric_texts(key: str, values) -> list[str]:
     """Values of a prediction or feature column as readable text (vectorised for features)."""
-    values = list(values)
+    if isinstance(values, pd.Series):
+        values = values.to_numpy()
+    elif not isinstance(values, np.ndarray):
+        values = list(values)
     if key == "pred_engagement":
         return [_pct(v) for v in values]
     if key == "pred_revenue":
@@ -178,7 +181,12 @@ def metric_texts(key: str, values) -> list[str]:
     if spec is None:
         return [_num(v) for v in values]
     if spec.kind == "numeric":
-        values = [_finite(v) for v in values]
+        array = np.asarray(values)
+        if array.dtype.kind in "fiub":  # as _finite, without a call per value
+            array = array.astype(float)
+            values = np.where(np.isfinite(array), array, np.nan)
+        else:
+            values = [_finite(v) for v in values]
     return [str(t) for t in format_values(values, spec)]
 
 
@@ -197,37 +205,89 @@ def waterfall_svg(
     Returns:
         An escaped ``<svg>`` fragment.
     """
-    items = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))
-    top = items[:WATERFALL_TOP]
-    rest = sum(v for _, v in items[WATERFALL_TOP:])
-    steps = [(_label(name), value) for name, value in top]
-    n_rest = len(items) - len(top)
+    names = list(contributions)
+    values = np.fromiter(contributions.values(), dtype=float, count=len(names))
+    order = np.argsort(-np.abs(values), kind="stable")  # as sorted(): ties keep their order
+    return _waterfall(names, values[order].tolist(), order.tolist(), base, pred, money, width)
+
+
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
+
+
+def _esc(text: str) -> str:
+    """:func:`markupsafe.escape` as plain text (same output), for SVG built from strings."""
+    return text.translate(_ESCAPES)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bar_label(label: str) -> tuple[str, str]:
+    """A waterfall row label, escaped: in full (tooltip) and cut to 32 characters (axis)."""
+    return _esc(label), _esc(label[:32])
+
+
+def _points(v: float) -> str:
+    """A probability change in percentage points, signed (``+1.2 pts``)."""
+    return f"{v * 100:+.1f} pts"
+
+
+@functools.lru_cache(maxsize=4096)
+def _feature_label(name: str) -> str:
+    return _label(name)
+
+
+def _waterfall(
+    names: list[str],
+    ordered: list[float],
+    order: list[int],
+    base: float,
+    pred: float,
+    money: bool,
+    width: int = 520,
+) -> Markup:
+    """:func:`waterfall_svg` on contributions already sorted by decreasing size.
+
+    Args:
+        names: Feature column names.
+        ordered: Contributions, largest absolute value first.
+        order: ``names`` index of each entry of ``ordered``.
+        base: Prediction of the average partner.
+        pred: This partner's prediction.
+        money: Dollars (revenue head) or probability points (engagement head).
+        width: Width in pixels.
+    """
+    n_top = min(len(ordered), WATERFALL_TOP)
+    labels = [_feature_label(names[k]) for k in order[:n_top]]
+    values = ordered[:n_top]
+    n_rest = len(ordered) - n_top
     if n_rest:
-        steps.append((f"{n_rest} other feature{'s' if n_rest > 1 else ''}", rest))
-    fmt = _money if money else (lambda v: f"{v * 100:+.1f} pts")
+        labels.append(f"{n_rest} other feature{'s' if n_rest > 1 else ''}")
+        values.append(sum(ordered[n_top:]))
+    fmt = _money if money else _points
     fmt_level = _money if money else _pct
-    spans = []
+    starts = []
     level = base
-    for label, value in steps:
-        spans.append((label, level, level + value, value))
-        level += value
-    lo = min([0.0, base, pred] + [min(a, b) for _, a, b, _ in spans])
-    hi = max([base, pred] + [max(a, b) for _, a, b, _ in spans])
+    lo, hi = min(0.0, base, pred), max(base, pred)
+    for value in values:
+        end = level + value
+        starts.append(level)
+        lo, hi = min(lo, level, end), max(hi, level, end)
+        level = end
     hi = hi if hi > lo else lo + 1.0
     label_w, bar_w, row_h = 190, width - 190 - 90, 22
-    height = (len(spans) + 3) * row_h + 10
+    height = (len(values) + 3) * row_h + 10
+    span = hi - lo
+    right = width - 4
 
-    def x(v: float) -> float:
-        return label_w + (v - lo) / (hi - lo) * bar_w
-
-    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, bold=False) -> str:
-        weight = ' font-weight="bold"' if bold else ""
+    # value texts are our own number formats (digits, $ , . + - % pts): nothing to escape
+    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, weight="") -> str:
+        xa = label_w + (a - lo) / span * bar_w
+        xb = label_w + (b - lo) / span * bar_w
+        full, short = _bar_label(label)
         return (
-            f'<rect class="{cls}" x="{min(x(a), x(b)):.1f}" y="{y}" '
-            f'width="{max(abs(x(b) - x(a)), 1):.1f}" height="{row_h - 6}">'
-            f"<title>{escape(label)}: {escape(value)}</title></rect>"
-            f'<text x="4" y="{y + 12}"{weight}>{escape(label[:32])}</text>'
-            f'<text x="{width - 4}" y="{y + 12}" text-anchor="end">{escape(value)}</text>'
+            f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
+            f'width="{max(abs(xb - xa), 1):.1f}" height="16"><title>{full}: {value}</title>'
+            f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
+            f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
         )
 
     parts = [
@@ -236,10 +296,12 @@ def waterfall_svg(
         bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
     ]
     y = 4 + row_h
-    for label, start, end, value in spans:
-        parts.append(bar("pos" if value >= 0 else "neg", start, end, y, label, fmt(value)))
+    for label, start, value in zip(labels, starts, values, strict=True):
+        parts.append(
+            bar("pos" if value >= 0 else "neg", start, start + value, y, label, fmt(value))
+        )
         y += row_h
-    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), bold=True))
+    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), ' font-weight="bold"'))
     y += row_h
     parts.append(
         f'<rect class="pos" x="{label_w}" y="{y + 2}" width="10" height="10"/>'
@@ -298,10 +360,10 @@ def line_svg(
         if 0 < bound < 100:
             parts.append(
                 f'<line class="threshold" x1="{pad_l}" y1="{py(bound):.1f}" '
-                f'x2="{width - pad_r}" y2="{py(bound):.1f}"><title>tier {escape(name)} from '
+                f'x2="{width - pad_r}" y2="{py(bound):.1f}"><title>tier {_esc(name)} from '
                 f"{bound:g}</title></line>"
                 f'<text class="threshold-label" x="{width - pad_r}" y="{py(bound) - 2:.1f}" '
-                f'text-anchor="end">tier {escape(name)}</text>'
+                f'text-anchor="end">tier {_esc(name)}</text>'
             )
     ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
     for t in ticks:
@@ -317,11 +379,11 @@ def line_svg(
         for a, b in points:
             parts.append(
                 f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="{cls}">'
-                f"<title>{escape(name)}: {b:.1f} at day {a:.0f}</title></circle>"
+                f"<title>{_esc(name)}: {b:.1f} at day {a:.0f}</title></circle>"
             )
         parts.append(
             f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
-            f'<text x="{legend_x + 22}" y="14">{escape(name)}</text>'
+            f'<text x="{legend_x + 22}" y="14">{_esc(name)}</text>'
         )
         legend_x += 30 + 7 * len(name)
     parts.append("</svg>")
@@ -451,8 +513,21 @@ def scatter_svg(
     return Markup("".join(parts))
 
 
+class _ReportEnvironment(Environment):
+    """Jinja whose ``d.key`` looks a dict's key up first; other objects as usual.
+
+    Jinja tries ``getattr`` first, and the AttributeError raised and caught for every dict
+    lookup was ~20% of a partner page's rendering.
+    """
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def _environment() -> Environment:
-    return Environment(
+    return _ReportEnvironment(
         loader=FileSystemLoader(str(HERE / "templates")),
         autoescape=select_autoescape(["html"], default_for_string=True, default=True),
     )
@@ -501,7 +576,10 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
         band: (n,) maturity band per row (None: no band level).
 
     Returns:
-        (group key per row, readable group name per row)
+        (group key per row, readable group name per row). A group's members are every
+        partner with the same value at its level (:func:`peer_level_keys`): a partner that
+        falls back to its segment is compared with the whole segment, including the partners
+        whose own band group is big enough.
     """
     tier = frame["tier"].astype(str)
     ptype = frame["partner_type"].astype(str)
@@ -524,6 +602,21 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
     return key, name
 
 
+def peer_level_keys(frame: pd.DataFrame, band=None) -> list[np.ndarray]:
+    """Each row's group key at every level of :func:`peer_groups` (band, segment, tier).
+
+    A group key of :func:`peer_groups` lists as members the rows holding that key at its own
+    level (``"all"`` holds everyone).
+    """
+    tier = frame["tier"].astype(str)
+    seg = tier + " " + frame["partner_type"].astype(str)
+    levels = [("s:" + seg).to_numpy(), ("t:" + tier).to_numpy()]
+    if band is not None:
+        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        levels.insert(0, ("b:" + seg + " @" + band).to_numpy())
+    return levels
+
+
 @dataclass
 class ReportResult:
     """What ``run_report`` wrote."""
@@ -535,68 +628,20 @@ class ReportResult:
     bytes_per_report: float
     with_history: int = 0
     removed_stale: int = 0
+    workers: int = 1
 
     def summary(self) -> str:
         """Counts, sizes and where to open the portfolio page."""
         lines = [
             f"wrote {self.reports:,} partner reports and the portfolio page "
-            f"in {self.seconds:.1f} s (~{self.bytes_per_report / 1024:.0f} KiB each; "
+            f"in {self.seconds:.1f} s with {self.workers} worker{'s' if self.workers > 1 else ''} "
+            f"(~{self.bytes_per_report / 1024:.0f} KiB each; "
             f"{self.with_history:,} with a score trajectory)"
         ]
         if self.removed_stale:
             lines.append(f"  removed {self.removed_stale:,} reports of partners no longer scored")
         lines.append(f"  open {self.index}")
         return "\n".join(lines)
-
-
-def _history_by_partner(config: AppConfig, frame: pd.DataFrame) -> dict[str, list[dict]]:
-    """History rows per partner, oldest first, up to the as_of of the partner's report."""
-    store = ScoreHistory(config.paths.history_database())
-    if not store.exists():
-        return {}
-    history = store.read(frame["partner_id"].tolist())
-    if history.empty:
-        return {}
-    history["partner_id"] = history["partner_id"].astype(str)
-    cutoff = history["partner_id"].map(dict(zip(frame["partner_id"], frame["as_of"], strict=True)))
-    history = history[pd.to_datetime(history["as_of"]) <= cutoff]
-    history = history.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    for metric in KEY_METRICS:
-        if metric in history:
-            history[f"text:{metric}"] = metric_texts(metric, history[metric])
-    out: dict[str, list[dict]] = {}
-    for rec in history.to_dict("records"):
-        out.setdefault(rec["partner_id"], []).append(rec)
-    return out
-
-
-def _trajectory(
-    history: list[dict], thresholds: dict[str, float] | None = None
-) -> tuple[Markup | None, list[str], list[list[str]]]:
-    if len(history) < 2:
-        return None, [], []
-    ages = [_finite(r.get("age_days")) for r in history]
-    if any(math.isnan(a) for a in ages):
-        return None, [], []
-    series = {"score": [_finite(r.get("score")) for r in history]}
-    smoothed = [_finite(r.get("score_smoothed")) for r in history]
-    if any(math.isfinite(v) for v in smoothed):
-        series["smoothed score"] = smoothed
-    series["engagement %"] = [_finite(r.get("pred_engagement")) * 100 for r in history]
-    metrics = [m for m in KEY_METRICS if any(m in r for r in history)]
-    head = ["as of", "day", "score", "expected revenue", "engagement", *map(_label, metrics)]
-    rows = [
-        [
-            pd.Timestamp(r["as_of"]).strftime("%Y-%m-%d"),
-            _num(r.get("age_days"), 0),
-            _num(r.get("score")),
-            _money(r.get("pred_revenue")),
-            _pct(r.get("pred_engagement")),
-            *(r.get(f"text:{m}", "–") for m in metrics),
-        ]
-        for r in history
-    ]
-    return line_svg(ages, series, thresholds=thresholds), head, rows
 
 
 def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> list[dict]:
@@ -695,68 +740,6 @@ def read_notes(path: str | Path | None) -> dict[str, list[dict]]:
     return out
 
 
-def changes_since_last(rec: dict, history: list[dict]) -> dict | None:
-    """Score, prediction, layer and feature-value changes since the partner's previous batch.
-
-    Args:
-        rec: This batch's score row.
-        history: The partner's history rows, oldest first (up to this batch).
-
-    Returns:
-        None without an earlier batch; else the previous as_of, measure rows and the features
-        whose value changed (label, before, after).
-    """
-    now = pd.Timestamp(rec["as_of"])
-    earlier = [h for h in history if pd.Timestamp(h["as_of"]) < now]
-    if not earlier:
-        return None
-    prev = earlier[-1]
-    measures = [
-        ("Composite score", _num(prev.get("score")), _num(rec.get("score")),
-         _num(_finite(rec.get("score")) - _finite(prev.get("score")), sign=True)),
-        ("Tier", _text(prev.get("score_tier")), _text(rec.get("score_tier")), ""),
-        ("Expected revenue", _money(prev.get("pred_revenue")), _money(rec.get("pred_revenue")),
-         _money(_finite(rec.get("pred_revenue")) - _finite(prev.get("pred_revenue")), sign=True)),
-        ("Engagement likelihood", _pct(prev.get("pred_engagement")),
-         _pct(rec.get("pred_engagement")),
-         _num((_finite(rec.get("pred_engagement")) - _finite(prev.get("pred_engagement")))
-              * 100, sign=True) + " pts"),
-    ]  # fmt: skip
-    for layer in LAYERS:
-        key = f"score_{layer}"
-        if key in prev and key in rec:
-            delta = _finite(rec.get(key)) - _finite(prev.get(key))
-            measures.append(
-                (f"{layer} points", _num(prev.get(key), sign=True), _num(rec.get(key), sign=True),
-                 _num(delta, sign=True))
-            )  # fmt: skip
-    features = []
-    for name in rec:
-        spec = get_spec(name)
-        if spec is None or name not in prev or spec.kind != "numeric":
-            continue
-        a, b = _finite(prev.get(name)), _finite(rec.get(name))
-        if (math.isnan(a) and math.isnan(b)) or a == b:
-            continue
-        before, after = metric_texts(name, [a, b])
-        if before != after:
-            features.append({"label": spec.label, "before": before, "after": after})
-    return {
-        "since": pd.Timestamp(prev["as_of"]).strftime("%Y-%m-%d"),
-        "measures": measures,
-        "features": features[:12],
-        "more": max(len(features) - 12, 0),
-    }
-
-
-def _driver_feature(sentence: str) -> str | None:
-    """The feature name of a driver sentence ``<label>: <value> — <effects>``."""
-    label = sentence.split(": ", 1)[0]
-    from partnerscore.features.registry import REGISTRY
-
-    return {spec.label: spec.name for spec in REGISTRY}.get(label)
-
-
 def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -> np.ndarray:
     """Rows to write pages for (``report --partners`` / ``--tier``); all by default."""
     keep = np.ones(len(frame), dtype=bool)
@@ -773,228 +756,36 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
     return keep
 
 
-def run_report(
-    scores: str | Path,
-    out_dir: str | Path,
+def portfolio_page(
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    files: list[str],
     config: AppConfig,
     *,
-    partners: list[str] | None = None,
-    tier: str | None = None,
-    notes: str | Path | None = None,
-) -> ReportResult:
-    """The ``partnerscore report`` job: one HTML report per partner plus ``index.html``.
+    subset_note: str = "",
+) -> str:
+    """The portfolio page (``index.html``): summary, charts and the paged partner table.
 
-    Reports go to ``out_dir/partners/<safe name>.html``; earlier reports in that folder of
-    partners absent from this scores file are removed so the folder matches the index.
+    Summary, thresholds and charts cover every row of ``frame``; the table (embedded JSON,
+    :func:`serving.report_pages.portfolio_data`) lists ``rows``.
 
     Args:
-        scores: A scores file written by ``partnerscore score``.
-        out_dir: Output folder (``index.html`` and ``partners/``).
-        config: Application configuration (history store location, horizon).
-        partners: Write pages only for these partner ids (``report --partners``).
-        tier: Write pages only for this score tier (``report --tier``). Peers and portfolio
-            statistics still come from the whole scores file; stale pages are kept.
-        notes: Optional notes file (:func:`read_notes`) shown on the partner pages.
-
-    Returns:
-        Paths, counts and sizes.
+        frame: Scores, the whole batch.
+        rows: Positions of the partners with pages.
+        files: Report file name per row of ``frame``.
+        config: Application configuration (policy thresholds).
+        subset_note: Shown under the title when only some partners got pages.
     """
-    started = time.perf_counter()
-    frame = read_scores(scores)
-    out_dir = Path(out_dir)
-    partners_dir = out_dir / "partners"
-    partners_dir.mkdir(parents=True, exist_ok=True)
-    names = [report_filename(pid) for pid in frame["partner_id"]]
-    if len(set(names)) != len(names):  # 40-bit hashes: never seen, but never silently overwrite
-        raise PartnerscoreError(f"{scores}: two partner ids map to the same report file name")
-    # styles and script are inlined: each page is one self-contained file
+    from partnerscore.serving import report_pages as rp
+
     css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
     js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
-    env = _environment()
-    partner_tpl = env.get_template("partner.html")
-
-    keep = _select(frame, partners, tier)
-    subset = partners is not None or tier is not None
-    note_map = read_notes(notes)
-    history = _history_by_partner(config, frame)
     thresholds = tier_thresholds(config.policy, frame)
     cutoffs = dict(config.policy.tier_cutoffs)
-    if "maturity_band" in frame:
-        band = frame["maturity_band"].map(_text).to_numpy(dtype=object)
-    else:
-        band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
-                             config.policy)[0]  # fmt: skip
-    group_key, group_name = peer_groups(frame, band)
-    group_n = pd.Series(group_key).map(pd.Series(group_key).value_counts()).to_numpy()
-    peer_metrics = [
-        ("score", "Composite score"),
-        ("pred_revenue", "Expected revenue"),
-        ("pred_engagement", "Engagement likelihood"),
-        *((m, _label(m)) for m in KEY_METRICS if m in frame.columns),
-    ]
-    medians = {
-        key: pd.to_numeric(frame[key], errors="coerce").groupby(group_key).transform("median")
-        for key, _ in peer_metrics
-    }
-    values_text = {key: metric_texts(key, frame[key]) for key, _ in peer_metrics}
-    medians_text = {key: metric_texts(key, medians[key]) for key, _ in peer_metrics}
-    heads = {}
-    for head in ("revenue", "engagement"):
-        cols = [c for c in frame.columns if c.startswith(f"shap_{head}_")]
-        values = np.nan_to_num(frame[cols].to_numpy(float)) if cols else np.zeros((len(frame), 0))
-        heads[head] = ([c[len(f"shap_{head}_") :] for c in cols], values)
-    drivers = {
-        sign: sorted(
-            (c for c in frame.columns if re.fullmatch(f"driver_{sign}_[0-9]+", c)),
-            key=lambda c: int(c.rsplit("_", 1)[1]),
-        )
-        for sign in ("pos", "neg")
-    }
-    horizon = config.build.horizon_days
-    typical_cache: dict[str, list[str]] = {}
-
-    def typical(sentence: str, i: int) -> str:
-        """The peer group's median of the driver's feature, as text."""
-        feature = _driver_feature(sentence)
-        if feature is None or feature not in frame:
-            return ""
-        if feature not in typical_cache:
-            spec = get_spec(feature)
-            if spec is None or spec.kind != "numeric":
-                typical_cache[feature] = [""] * len(frame)
-            else:
-                med = pd.to_numeric(frame[feature], errors="coerce").groupby(group_key)
-                typical_cache[feature] = metric_texts(feature, med.transform("median"))
-        return typical_cache[feature][i]
-
-    total_bytes = 0
-    rows = []
-    from partnerscore.training.progress import track
-
-    records = frame.to_dict("records")
-    for i, rec in enumerate(track(records, "writing partner reports")):
-        if not keep[i]:
-            continue
-        pid = rec["partner_id"]
-        href = f"partners/{names[i]}"
-        flags = {
-            "provisional": _flag(rec.get("provisional")),
-            "guardrail": _flag(rec.get("guardrail_flag")),
-        }
-        waterfalls = {}
-        for head, (features, values) in heads.items():
-            contrib = dict(zip(features, values[i].tolist(), strict=True))
-            pred = _finite(rec[f"pred_{head}"])
-            base = _finite(rec.get(f"{head}_base"))
-            if math.isnan(base):
-                base = pred - sum(contrib.values())
-            waterfalls[head] = waterfall_svg(contrib, base, pred, money=head == "revenue")
-        layers = [
-            {
-                "name": "base (average partner)",
-                "revenue": _money(rec.get("revenue_base")),
-                "engagement": _num(_finite(rec.get("engagement_base")) * 100),
-                "score": _num(rec.get("score_base")),
-            },
-            *(
-                {
-                    "name": layer,
-                    "revenue": _money(rec.get(f"revenue_{layer}")),
-                    "engagement": _num(_finite(rec.get(f"engagement_{layer}")) * 100, sign=True),
-                    "score": _num(rec.get(f"score_{layer}"), sign=True),
-                    "model": _num(rec.get(f"score_model_{layer}"), sign=True),
-                }
-                for layer in LAYERS
-            ),
-            {
-                "name": "segment adjustment",
-                "revenue": "",
-                "engagement": "",
-                "score": _num(rec.get("score_adjustment"), sign=True),
-                "model": "",
-            },
-        ]
-        peers = [
-            {
-                "label": label,
-                "value": values_text[key][i],
-                "median": medians_text[key][i],
-            }
-            for key, label in peer_metrics
-        ]
-        traj_svg, traj_head, traj_rows = _trajectory(history.get(pid, []), cutoffs)
-        page = partner_tpl.render(
-            css=css,
-            thresholds=thresholds,
-            policy=policy_explanation(rec, config.policy),
-            p={k: _text(rec.get(k)) for k in TEXT_COLUMNS},
-            segment=[rec[c] for c in SEGMENT_COLUMNS if rec[c]],
-            as_of=pd.Timestamp(rec["as_of"]).strftime("%Y-%m-%d"),
-            age=_num(rec.get("age_days"), 0),
-            horizon=horizon,
-            flags=flags,
-            fmt={
-                "score": _num(rec["score"]),
-                "smoothed": _num(rec["score_smoothed"]) if "score_smoothed" in rec else "",
-                "previous": _num(rec.get("score_previous")),
-                "revenue": _money(rec["pred_revenue"]),
-                "engagement": _pct(rec["pred_engagement"]),
-                "peer": _num(rec.get("peer_percentile"), 0),
-            },
-            quadrant_color=QUADRANT_COLORS.get(rec["quadrant"], "#555555"),
-            drivers_pos=[
-                {"text": d, "typical": typical(d, i)}
-                for c in drivers["pos"]
-                if (d := _text(rec.get(c)))
-            ],
-            drivers_neg=[
-                {"text": d, "typical": typical(d, i)}
-                for c in drivers["neg"]
-                if (d := _text(rec.get(c)))
-            ],
-            changes=changes_since_last(rec, history.get(pid, [])),
-            notes=note_map.get(pid, []),
-            waterfall_revenue=waterfalls["revenue"],
-            waterfall_engagement=waterfalls["engagement"],
-            layers=layers,
-            trajectory_svg=traj_svg,
-            trajectory_head=traj_head,
-            trajectory_rows=traj_rows,
-            peers=peers,
-            peer_label=group_name[i],
-            peer_n=int(group_n[i]),
-        )
-        total_bytes += write_text_atomic(page, out_dir / href).stat().st_size
-        rows.append(
-            {
-                "href": href,
-                "name": rec["partner_name"],
-                "id": pid,
-                "search": " ".join(
-                    rec[c].lower() for c in ("partner_name", "partner_id", *SEGMENT_COLUMNS)
-                ),
-                "segment": " · ".join(rec[c] for c in ("tier", "region", "partner_type")),
-                "score": _num(rec["score"]),
-                "score_value": _finite(rec["score"]),
-                "score_tier": _text(rec["score_tier"]),
-                "revenue": _money(rec["pred_revenue"]),
-                "revenue_value": _finite(rec["pred_revenue"]),
-                "engagement": _pct(rec["pred_engagement"]),
-                "engagement_value": _finite(rec["pred_engagement"]),
-                "quadrant": _text(rec["quadrant"]),
-                "quadrant_label": _text(rec["quadrant_label"]),
-                "peer": _num(rec.get("peer_percentile"), 0),
-                "peer_value": _finite(rec.get("peer_percentile")),
-                "action": _text(rec["intervention"]),
-                "provisional": flags["provisional"],
-                "guardrail": flags["guardrail"],
-            }
-        )
-    removed = 0 if subset else _remove_stale(partners_dir, set(names))
-
     score_tier = frame["score_tier"].map(_text)
     tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
     provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
+    guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
     quads = []
     for q in [*QUADRANTS, *sorted(set(frame["quadrant"].map(_text)) - set(QUADRANTS))]:
         sel = frame["quadrant"] == q
@@ -1016,41 +807,114 @@ def run_report(
     def distinct(col: str) -> str:
         return ", ".join(sorted(frame[col].map(_text).unique())) if col in frame else "?"
 
-    index_html = env.get_template("index.html").render(
-        css=css,
-        js=js,
-        n=len(frame),
-        as_of=frame["as_of"].max().strftime("%Y-%m-%d"),
-        model=distinct("model_uri"),
-        model_version=distinct("model_version"),
-        config_hash=distinct("config_hash"),
-        tiers=tiers,
-        total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
-        provisional=int(provisional.sum()) if provisional is not None else 0,
-        flags=sum(r["guardrail"] for r in rows),
-        histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
-        scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
-        subset_note=(
-            f"pages written for {int(keep.sum()):,} of {len(frame):,} partners "
-            f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
-            "cover the whole batch"
-            if subset
-            else ""
-        ),
-        scatter_note=(
-            f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
-        ),
-        quadrants=quads,
-        thresholds=thresholds,
-        rows=rows,
+    return (
+        _environment()
+        .get_template("index.html")
+        .render(
+            css=css,
+            js=js,
+            n=len(frame),
+            as_of=frame["as_of"].max().strftime("%Y-%m-%d"),
+            model=distinct("model_uri"),
+            model_version=distinct("model_version"),
+            config_hash=distinct("config_hash"),
+            tiers=tiers,
+            total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
+            provisional=int(provisional.sum()) if provisional is not None else 0,
+            flags=int(guardrail.to_numpy()[rows].sum()) if guardrail is not None else 0,
+            histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
+            scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
+            subset_note=subset_note,
+            scatter_note=(
+                f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
+            ),
+            quadrants=quads,
+            thresholds=thresholds,
+            shown=len(rows),
+            data_json=rp.script_json(rp.portfolio_data(frame, rows, files)),
+        )
     )
+
+
+def run_report(
+    scores: str | Path,
+    out_dir: str | Path,
+    config: AppConfig,
+    *,
+    partners: list[str] | None = None,
+    tier: str | None = None,
+    notes: str | Path | None = None,
+    workers: int | None = None,
+) -> ReportResult:
+    """The ``partnerscore report`` job: one HTML report per partner plus ``index.html``.
+
+    Reports go to ``out_dir/partners/<safe name>.html``; earlier reports in that folder of
+    partners absent from this scores file are removed so the folder matches the index. Pages
+    are rendered by ``workers`` processes (default: the available cores); the output does not
+    depend on the number of workers.
+
+    Args:
+        scores: A scores file written by ``partnerscore score``.
+        out_dir: Output folder (``index.html`` and ``partners/``).
+        config: Application configuration (history store location, horizon).
+        partners: Write pages only for these partner ids (``report --partners``).
+        tier: Write pages only for this score tier (``report --tier``). Peers and portfolio
+            statistics still come from the whole scores file; stale pages are kept.
+        notes: Optional notes file (:func:`read_notes`) shown on the partner pages.
+        workers: Processes rendering pages (None: the available cores; 1: no pool).
+
+    Returns:
+        Paths, counts and sizes.
+    """
+    from partnerscore.serving import report_pages as rp
+    from partnerscore.training.progress import task
+
+    started = time.perf_counter()
+    if workers is not None and workers < 1:
+        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
+    workers = rp.available_workers() if workers is None else workers
+    frame = read_scores(scores)
+    out_dir = Path(out_dir)
+    partners_dir = out_dir / "partners"
+    try:
+        partners_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PartnerscoreError(f"{partners_dir}: cannot write: {exc.strerror or exc}") from exc
+    names = [report_filename(pid) for pid in frame["partner_id"].tolist()]
+    if len(set(names)) != len(names):  # 40-bit hashes: never seen, but never silently overwrite
+        raise PartnerscoreError(f"{scores}: two partner ids map to the same report file name")
+    # the stylesheet is inlined: each page is one self-contained file
+    css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
+    keep = _select(frame, partners, tier)
+    rows = np.flatnonzero(keep)
+    subset = partners is not None or tier is not None
+    batch = rp.build_batch(
+        frame, keep, names, config, out_dir=out_dir, css=css, note_map=read_notes(notes)
+    )
+    rp.remove_stale_temporaries(partners_dir)
+    total_bytes = 0
+    with task("writing partner reports", len(rows)) as bar:
+        for pages, written in rp.render_pages(batch, workers):
+            total_bytes += written
+            bar.advance(pages)
+    removed = 0 if subset else _remove_stale(partners_dir, set(names))
+
+    subset_note = (
+        f"pages written for {len(rows):,} of {len(frame):,} partners "
+        f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
+        "cover the whole batch"
+        if subset
+        else ""
+    )
+    index_html = portfolio_page(frame, rows, names, config, subset_note=subset_note)
     index = write_text_atomic(index_html, out_dir / "index.html")
     return ReportResult(
         out_dir=out_dir,
         index=index,
-        reports=int(keep.sum()),
+        reports=len(rows),
         seconds=time.perf_counter() - started,
-        bytes_per_report=total_bytes / max(int(keep.sum()), 1),
-        with_history=sum(len(h) >= 2 for h in history.values()),
+        bytes_per_report=total_bytes / max(len(rows), 1),
+        with_history=sum(e - s >= 2 for s, e in batch.history.spans),
         removed_stale=removed,
+        workers=min(workers, max(len(rows), 1)),
     )

@@ -1,5 +1,6 @@
 """Reports: safe file names, escaping, content from real and hand-built scores, history."""
 
+import json
 import re
 
 import numpy as np
@@ -107,11 +108,18 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     files = sorted(p.name for p in (report_dir / "partners").iterdir())
     assert files == sorted(report_filename(i) for i in scores["partner_id"])
     index = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert index.count("<tr data-search=") == len(scores)
-    for name in files:
-        assert f'href="partners/{name}"' in index
+    data = json.loads(
+        re.search(r'id="portfolio-data">(.*?)</script>', index, re.S).group(1)
+    )  # the paged table's rows (the page's script builds the links from id and hash)
+    assert data["rows"] == len(scores)
+    assert sorted(report_filename(i) for i in data["columns"]["id"]) == files
+    assert all(
+        report_filename(i).endswith(f"-{h}.html")
+        for i, h in zip(data["columns"]["id"], data["columns"]["file_hash"], strict=True)
+    )
     # self-contained: no external stylesheet, script, image or font
     assert "<style>" in index and "addEventListener" in index
+    assert "fetch(" not in index  # data embedded: no request, works from file://
     pages = [(report_dir / "partners" / n).read_text(encoding="utf-8") for n in files[:5]]
     for page in [index, *pages]:
         assert not re.search(r"<(link|script|img|iframe)[^>]+(href|src)=", page)
@@ -133,8 +141,11 @@ def test_untrusted_text_is_escaped(report_dir):
     assert "&lt;svg onload=&#34;window.__pwned=1&#34;&gt;" in index
     # inside the scatter's SVG <title> too
     assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; (../../etc/passwd)</title>" in index
-    # in attributes (data-search) quotes cannot break out
+    # in the scatter's titles quotes cannot break out; in the table's JSON no markup at all
     assert '"><img' not in index and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in index
+    data = re.search(r'id="portfolio-data">(.*?)</script>', index, re.S).group(1)
+    assert "<" not in data and ">" not in data and "&" not in data
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in data
     page = page_of(report_dir, "../../etc/passwd")
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     page = page_of(report_dir, "ID with spaces & <b>")

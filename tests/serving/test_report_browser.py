@@ -12,6 +12,20 @@ import pytest
 
 from partnerscore.serving.report import report_filename
 
+
+def synthetic_scores(n, seed=0):
+    """tests/serving/test_report_pages.py's synthetic scores frame (modules without packages)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "test_report_pages", Path(__file__).with_name("test_report_pages.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.synthetic_scores(n, seed)
+
+
 CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = (
     os.environ.get("CHROMEDRIVER_BIN") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -85,23 +99,29 @@ def assert_png(path):
 
 ROWS_JS = """
 return Array.from(document.querySelectorAll('#portfolio tbody tr')).map(function (r) {
-  return {shown: r.offsetParent !== null, text: r.innerText,
-          name: r.cells[0].textContent.toLowerCase(), tier: r.cells[3].textContent,
-          score: parseFloat(r.cells[2].getAttribute('data-value'))};
+  return {text: r.innerText, name: r.cells[0].querySelector('a').textContent.toLowerCase(),
+          id: r.cells[0].querySelector('div').textContent,
+          href: r.cells[0].querySelector('a').getAttribute('href'),
+          tier: r.cells[3].textContent, score: parseFloat(r.cells[2].textContent)};
 });
 """
+
+
+def visible_rows(driver):
+    """The table's rows in the DOM (one page), in one round trip."""
+    return driver.execute_script(ROWS_JS)
+
+
+def shown_count(driver):
+    from selenium.webdriver.common.by import By
+
+    return int(driver.find_element(By.ID, "shown-count").text)
 
 
 def test_index_renders_sorts_filters(driver, report_dir, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
-
-    def rows():  # one round trip for the whole table (as rendered: hidden rows have no box)
-        return driver.execute_script(ROWS_JS)
-
-    def shown_count():
-        return int(driver.find_element(By.ID, "shown-count").text)
 
     driver.get((report_dir / "index.html").as_uri())
     assert severe(driver) == []
@@ -111,42 +131,112 @@ def test_index_renders_sorts_filters(driver, report_dir, tmp_path):
         assert svg.size["width"] > 100 and svg.size["height"] > 100
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.scatter circle")) > 50
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.histogram rect")) == 10
-    total = len(rows())
-    assert total > 100 and shown_count() == total
-    # sort by score: first click ascending, second descending
+    total = shown_count(driver)
+    assert total > 300 and len(visible_rows(driver)) == 100  # one page of the paged table
+    # every link the script builds is the page's real file name, hostile ids included
+    box = driver.find_element(By.ID, "filter")
+    for pid in ("../../etc/passwd", "P/1", "ID with spaces & <b>",
+                '"><script>window.__pwned=2</script>'):  # fmt: skip
+        box.clear()
+        box.send_keys(pid.lower())
+        rows = [r for r in visible_rows(driver) if r["id"] == pid]
+        assert len(rows) == 1 and rows[0]["href"] == f"partners/{report_filename(pid)}"
+    box.clear()
+    box.send_keys("x")
+    box.send_keys(Keys.BACK_SPACE)
+    assert shown_count(driver) == total
+    # sort by score: first click ascending, second descending (over all pages)
     header = driver.find_elements(By.CSS_SELECTOR, "#portfolio th")[2]
     header.click()
-    scores = [r["score"] for r in rows()]
+    scores = [r["score"] for r in visible_rows(driver)]
     assert scores == sorted(scores)
     header.click()
-    scores = [r["score"] for r in rows()]
-    assert scores == sorted(scores, reverse=True)
+    first_page = [r["score"] for r in visible_rows(driver)]
+    assert first_page == sorted(first_page, reverse=True)
     assert "sorted-desc" in header.get_attribute("class")
+    driver.find_element(By.ID, "page-next").click()
+    assert max(r["score"] for r in visible_rows(driver)) <= min(first_page)
     # typing in the filter box; the hostile name is shown literally, not executed
-    box = driver.find_element(By.ID, "filter")
     box.send_keys("alert(1)")
-    visible = [r for r in rows() if r["shown"]]
-    assert len(visible) == 1 and shown_count() == 1
+    visible = visible_rows(driver)
+    assert len(visible) == 1 and shown_count(driver) == 1
     assert "<script>alert(1)</script>" in visible[0]["text"]
     box.send_keys("zz")
-    assert shown_count() == 0 and not any(r["shown"] for r in rows())
+    assert shown_count(driver) == 0 and visible_rows(driver) == []
     box.send_keys(Keys.BACK_SPACE * 10)
-    assert shown_count() == total
+    assert shown_count(driver) == total
     # the tier select filters on the rows' tier
     Select(driver.find_element(By.ID, "tier-filter")).select_by_value("A")
-    shown = [r for r in rows() if r["shown"]]
-    assert 0 < len(shown) < total and shown_count() == len(shown)
+    shown = visible_rows(driver)
+    assert 0 < shown_count(driver) < total and len(shown) == min(shown_count(driver), 100)
     assert {r["tier"] for r in shown} == {"A"}
     Select(driver.find_element(By.ID, "tier-filter")).select_by_value("")
     # sorting by a text column (partner name) ascending
     driver.find_elements(By.CSS_SELECTOR, "#portfolio th")[0].click()
-    names = [r["name"] for r in rows()]
+    names = [r["name"] for r in visible_rows(driver)]
     assert names == sorted(names)
     assert no_injected_code_ran(driver)
     assert severe(driver) == []
     shot = tmp_path / "index.png"
     driver.save_screenshot(str(shot))
     assert_png(shot)
+
+
+def test_index_pages_through_thousands_of_partners(driver, tmp_path):
+    """A 2,500-partner portfolio: 25 pages of 100 rows, sorted and filtered over all of them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from partnerscore.features.core import write_frame_atomic
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.serving.report import run_report
+
+    n = 2500
+    frame = synthetic_scores(n, seed=4)
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    cfg = AppConfig.model_validate({"paths": {"data_dir": str(tmp_path / "data")}})
+    run_report(tmp_path / "scores.parquet", tmp_path / "out", cfg, workers=2)
+    driver.get((tmp_path / "out" / "index.html").as_uri())
+    assert severe(driver) == []
+    assert shown_count(driver) == n and len(visible_rows(driver)) == 100
+    info = driver.find_element(By.ID, "page-info")
+    assert info.text == "rows 1–100 of 2500 · page 1 of 25"
+    assert driver.find_element(By.ID, "page-prev").get_attribute("disabled")
+    driver.find_element(By.ID, "page-next").click()
+    assert [r["id"] for r in visible_rows(driver)] == frame["partner_id"].iloc[100:200].tolist()
+    driver.find_element(By.ID, "page-last").click()
+    assert info.text == "rows 2401–2500 of 2500 · page 25 of 25"
+    assert driver.find_element(By.ID, "page-next").get_attribute("disabled")
+    # sort by expected revenue, descending: the first page is the top 100 of the portfolio
+    header = driver.find_elements(By.CSS_SELECTOR, "#portfolio th")[4]
+    header.click()
+    header.click()
+    assert info.text.startswith("rows 1–100 of 2500")
+    top = frame.sort_values("pred_revenue", ascending=False, kind="stable")
+    assert [r["id"] for r in visible_rows(driver)] == top["partner_id"].iloc[:100].tolist()
+    # filter by tier and search by name: counts match the data
+    Select(driver.find_element(By.ID, "tier-filter")).select_by_value("B")
+    assert shown_count(driver) == int((frame["score_tier"] == "B").sum())
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("keystone harbor")
+    expected = frame[(frame["score_tier"] == "B")
+                     & frame["partner_name"].str.lower().str.contains("keystone harbor")]  # fmt: skip
+    assert shown_count(driver) == len(expected) > 0
+    assert {r["id"] for r in visible_rows(driver)} <= set(expected["partner_id"])
+    Select(driver.find_element(By.ID, "tier-filter")).select_by_value("")
+    box.clear()
+    box.send_keys("P0001234")  # search by id
+    rows = visible_rows(driver)
+    assert shown_count(driver) == 1 and rows[0]["id"] == "P0001234"
+    # click through to the partner page and back
+    driver.find_element(By.CSS_SELECTOR, "#portfolio tbody a").click()  # focus leaves the box
+    WebDriverWait(driver, 20).until(lambda d: "P0001234" in d.title)
+    assert driver.find_element(By.TAG_NAME, "h1").text.startswith(
+        frame.set_index("partner_id").loc["P0001234", "partner_name"]
+    )
+    assert severe(driver) == []
+    driver.find_element(By.LINK_TEXT, "portfolio").click()
+    WebDriverWait(driver, 20).until(lambda d: d.title.startswith("Partner portfolio"))
 
 
 def test_partner_report_renders(driver, report_dir, tmp_path):

@@ -1,0 +1,137 @@
+"""Report benchmark: pages per second of ``partnerscore report`` on a scores file.
+
+Runs the real CLI in a subprocess under a wrapper reading ``getrusage(RUSAGE_CHILDREN)``, so the
+CPU seconds (user + system) include the page workers, once per worker count; then splits one
+in-process run into its parts (reading and preparing the batch, per-page context, template
+rendering, writing) with CPU timers.
+
+    python bench/bench_report.py --scores FILE --config CFG [--workers 1,2] [--workdir DIR]
+
+A scores file comes from ``partnerscore score`` (see the README, "Report benchmark"); its
+history store (the config's ``paths``) gives the pages their trajectories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLI = [str(Path(sys.executable).with_name("partnerscore"))]
+
+
+def child(argv: list[str]) -> None:
+    """Wrapper mode: run one command, print its usage as JSON (this process's children)."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        json.dumps(
+            {
+                "rc": done.returncode,
+                "wall": wall,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "rss_mb": usage.ru_maxrss / 1024,
+                "tail": (done.stdout + done.stderr)[-600:],
+            }
+        )
+    )
+
+
+def measure(argv: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(argv)], capture_output=True, text=True
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{result['tail']}")
+    return result
+
+
+def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]:
+    """CPU seconds of the parts of one in-process, one-worker run (first ``pages`` pages)."""
+    import numpy as np
+
+    from partnerscore.serving import report as rep
+    from partnerscore.serving import report_pages as rp
+    from partnerscore.serving.config import load_config
+
+    cfg = load_config(config)
+    clock = time.process_time
+    t0 = clock()
+    frame = rep.read_scores(scores)
+    t1 = clock()
+    names = [rep.report_filename(p) for p in frame["partner_id"].tolist()]
+    batch = rp.build_batch(frame, np.ones(len(frame), dtype=bool), names, cfg, out_dir=out)
+    t2 = clock()
+    pages = min(pages, len(batch))
+    contexts = [rp.page_context(batch, j) for j in range(pages)]
+    t3 = clock()
+    template = rep._environment().get_template("partner.html")
+    html = [template.render(c).encode("utf-8") for c in contexts]
+    t4 = clock()
+    folder = out / "partners"
+    folder.mkdir(parents=True, exist_ok=True)
+    for j, data in enumerate(html):
+        rp._write_page(str(folder), batch.files[j], data)
+    t5 = clock()
+    return {
+        "partners": len(frame),
+        "read scores (s)": t1 - t0,
+        "prepare batch, incl. history (s)": t2 - t1,
+        "page context (ms/page)": (t3 - t2) / pages * 1000,
+        "render (ms/page)": (t4 - t3) / pages * 1000,
+        "write (ms/page)": (t5 - t4) / pages * 1000,
+        "page size (KB)": sum(map(len, html)) / pages / 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scores", required=False)
+    parser.add_argument("--config", required=False)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--parts-pages", type=int, default=3000)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    if not args.scores or not args.config:
+        parser.error("--scores and --config are required")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="partnerscore-report-"))
+    print(f"load average {os.getloadavg()[0]:.1f} at the start ({os.cpu_count()} cores)")
+    split = parts(Path(args.scores), Path(args.config), root / "parts", args.parts_pages)
+    for name, value in split.items():
+        print(f"  {name:<34} {value:10.3f}")
+    rows = []
+    for workers in [int(w) for w in args.workers.split(",") if w]:
+        out = root / f"w{workers}"
+        r = measure([*CLI, "report", "--scores", args.scores, "--out", str(out), "-c",
+                     args.config, "--workers", str(workers)])  # fmt: skip
+        n = len(list((out / "partners").iterdir()))
+        rows.append((workers, n, r))
+        print(
+            f"workers {workers}: {n:,} pages, CPU {r['cpu']:.1f} s ({n / r['cpu']:,.0f} pages "
+            f"per CPU second), wall {r['wall']:.1f} s ({n / r['wall']:,.0f} pages/s), "
+            f"peak RSS {r['rss_mb']:.0f} MB, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    index = root / f"w{rows[-1][0]}" / "index.html"
+    print(f"index.html: {index.stat().st_size / 1e6:.2f} MB")
+    (root / "results.json").write_text(
+        json.dumps({"parts": split, "runs": [dict(workers=w, pages=n, **r) for w, n, r in rows]})
+    )
+
+
+if __name__ == "__main__":
+    main()

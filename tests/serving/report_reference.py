@@ -1,0 +1,201 @@
+"""The slow, obviously-correct twin of the report's per-page numbers (serving/report_pages.py).
+
+One partner at a time, in plain Python and pandas: the peer group is found by counting the
+partners that share the partner's tier, type and onboarding band (falling back as the docs say),
+peer medians are medians of those partners' values, and the history is every stored row of the
+partner (all declared columns) up to the page's date, as dicts. The fast path must give the same
+texts for every page.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.report import (
+    KEY_METRICS,
+    MIN_PEERS,
+    _finite,
+    _label,
+    _money,
+    _num,
+    _pct,
+    _text,
+    line_svg,
+    metric_texts,
+)
+
+
+def peer_members(frame: pd.DataFrame, band: list[str], i: int) -> tuple[list[int], str]:
+    """Rows of partner i's peer group and its name: band x tier x type, tier x type, tier, all."""
+    tier = [_text(v) for v in frame["tier"]]
+    ptype = [_text(v) for v in frame["partner_type"]]
+    everyone = list(range(len(frame)))
+    if tier[i] and ptype[i] and band[i]:
+        same = [k for k in everyone if (tier[k], ptype[k], band[k]) == (tier[i], ptype[i], band[i])]
+        if len(same) >= MIN_PEERS:
+            return same, f"{tier[i]} {ptype[i]}, days {band[i]}"
+    if tier[i] and ptype[i]:
+        same = [k for k in everyone if (tier[k], ptype[k]) == (tier[i], ptype[i])]
+        if len(same) >= MIN_PEERS:
+            return same, f"{tier[i]} {ptype[i]}"
+    if tier[i]:
+        same = [k for k in everyone if tier[k] == tier[i]]
+        if len(same) >= MIN_PEERS:
+            return same, f"tier {tier[i]}"
+    return everyone, "all partners"
+
+
+def group_median_text(frame: pd.DataFrame, members: list[int], column: str) -> str:
+    values = pd.to_numeric(frame[column].iloc[members], errors="coerce").astype(float)
+    return metric_texts(column, [values.median()])[0]
+
+
+def history_rows(store_url: str, frame: pd.DataFrame) -> dict[str, list[dict]]:
+    """Every partner's stored rows up to its page's as_of, oldest first, as dicts."""
+    store = ScoreHistory(store_url)
+    if not store.exists():
+        return {}
+    data = store.read(frame["partner_id"].tolist())
+    out: dict[str, list[dict]] = {}
+    as_of = dict(zip(frame["partner_id"], frame["as_of"], strict=True))
+    for rec in data.to_dict("records"):
+        if pd.Timestamp(rec["as_of"]) <= as_of[rec["partner_id"]]:
+            for m in KEY_METRICS:
+                if m in rec:
+                    rec[f"text:{m}"] = metric_texts(m, [rec[m]])[0]
+            out.setdefault(rec["partner_id"], []).append(rec)
+    for rows in out.values():
+        rows.sort(key=lambda r: pd.Timestamp(r["as_of"]))
+    return out
+
+
+def changes_since_last(rec: dict, history: list[dict]) -> dict | None:
+    """Score, prediction, layer and feature-value changes since the partner's previous batch.
+
+    Args:
+        rec: This batch's score row.
+        history: The partner's history rows, oldest first (up to this batch).
+
+    Returns:
+        None without an earlier batch; else the previous as_of, measure rows and the features
+        whose value changed (label, before, after).
+    """
+    now = pd.Timestamp(rec["as_of"])
+    earlier = [h for h in history if pd.Timestamp(h["as_of"]) < now]
+    if not earlier:
+        return None
+    prev = earlier[-1]
+    measures = [
+        ("Composite score", _num(prev.get("score")), _num(rec.get("score")),
+         _num(_finite(rec.get("score")) - _finite(prev.get("score")), sign=True)),
+        ("Tier", _text(prev.get("score_tier")), _text(rec.get("score_tier")), ""),
+        ("Expected revenue", _money(prev.get("pred_revenue")), _money(rec.get("pred_revenue")),
+         _money(_finite(rec.get("pred_revenue")) - _finite(prev.get("pred_revenue")), sign=True)),
+        ("Engagement likelihood", _pct(prev.get("pred_engagement")),
+         _pct(rec.get("pred_engagement")),
+         _num((_finite(rec.get("pred_engagement")) - _finite(prev.get("pred_engagement")))
+              * 100, sign=True) + " pts"),
+    ]  # fmt: skip
+    for layer in LAYERS:
+        key = f"score_{layer}"
+        if key in prev and key in rec:
+            delta = _finite(rec.get(key)) - _finite(prev.get(key))
+            measures.append(
+                (f"{layer} points", _num(prev.get(key), sign=True), _num(rec.get(key), sign=True),
+                 _num(delta, sign=True))
+            )  # fmt: skip
+    features = []
+    for name in rec:
+        spec = get_spec(name)
+        if spec is None or name not in prev or spec.kind != "numeric":
+            continue
+        a, b = _finite(prev.get(name)), _finite(rec.get(name))
+        if (math.isnan(a) and math.isnan(b)) or a == b:
+            continue
+        before, after = metric_texts(name, [a, b])
+        if before != after:
+            features.append({"label": spec.label, "before": before, "after": after})
+    return {
+        "since": pd.Timestamp(prev["as_of"]).strftime("%Y-%m-%d"),
+        "measures": measures,
+        "features": features[:12],
+        "more": max(len(features) - 12, 0),
+    }
+
+
+def trajectory(history: list[dict], thresholds: dict[str, float]):
+    """(chart, table head, table rows) of the partner's score over onboarding age."""
+    if len(history) < 2:
+        return None, [], []
+    ages = [_finite(r.get("age_days")) for r in history]
+    if any(math.isnan(a) for a in ages):
+        return None, [], []
+    series = {"score": [_finite(r.get("score")) for r in history]}
+    smoothed = [_finite(r.get("score_smoothed")) for r in history]
+    if any(math.isfinite(v) for v in smoothed):
+        series["smoothed score"] = smoothed
+    series["engagement %"] = [_finite(r.get("pred_engagement")) * 100 for r in history]
+    metrics = [m for m in KEY_METRICS if any(m in r for r in history)]
+    head = ["as of", "day", "score", "expected revenue", "engagement", *map(_label, metrics)]
+    rows = [
+        [
+            pd.Timestamp(r["as_of"]).strftime("%Y-%m-%d"),
+            _num(r.get("age_days"), 0),
+            _num(r.get("score")),
+            _money(r.get("pred_revenue")),
+            _pct(r.get("pred_engagement")),
+            *(r.get(f"text:{m}", "–") for m in metrics),
+        ]
+        for r in history
+    ]
+    return line_svg(ages, series, thresholds=thresholds), head, rows
+
+
+def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, config) -> dict:
+    """The per-page numbers of row i, computed for that partner alone."""
+    rec = frame.iloc[i].to_dict()
+    members, group = peer_members(frame, band, i)
+    peers = [
+        {"label": label, "value": metric_texts(key, [rec[key]])[0],
+         "median": group_median_text(frame, members, key)}
+        for key, label in (("score", "Composite score"), ("pred_revenue", "Expected revenue"),
+                           ("pred_engagement", "Engagement likelihood"),
+                           *((m, _label(m)) for m in KEY_METRICS if m in frame.columns))
+    ]  # fmt: skip
+    by_label = {spec.label: spec.name for spec in REGISTRY}
+
+    def typical(sentence: str) -> str:
+        feature = by_label.get(sentence.split(": ", 1)[0])
+        spec = get_spec(feature) if feature else None
+        if spec is None or spec.kind != "numeric" or feature not in frame.columns:
+            return ""
+        return group_median_text(frame, members, feature)
+
+    drivers = {
+        sign: [
+            {"text": _text(rec[c]), "typical": typical(_text(rec[c]))}
+            for c in sorted(
+                (c for c in frame.columns if c.startswith(f"driver_{sign}_")),
+                key=lambda c: int(c.rsplit("_", 1)[1]),
+            )
+            if _text(rec[c])
+        ]
+        for sign in ("pos", "neg")
+    }
+    rows = history.get(rec["partner_id"], [])
+    svg, head, table = trajectory(rows, dict(config.policy.tier_cutoffs))
+    return {
+        "peers": peers,
+        "peer_label": group,
+        "peer_n": len(members),
+        "drivers_pos": drivers["pos"],
+        "drivers_neg": drivers["neg"],
+        "changes": changes_since_last(rec, rows),
+        "trajectory_svg": svg,
+        "trajectory_head": head,
+        "trajectory_rows": table,
+    }

@@ -1,0 +1,258 @@
+"""The fast report path against its per-partner twin; workers; the portfolio page's data."""
+
+import importlib.util
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from partnerscore.features.core import write_frame_atomic
+from partnerscore.serving import report_pages as rp
+from partnerscore.serving.cli import main
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.report import (
+    _text,
+    portfolio_page,
+    read_scores,
+    report_filename,
+    run_report,
+)
+
+
+def load_reference():
+    """tests/serving/report_reference.py (test modules are imported without packages)."""
+    spec = importlib.util.spec_from_file_location(
+        "report_reference", Path(__file__).with_name("report_reference.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ref = load_reference()
+COMPARED = (
+    "peers",
+    "peer_label",
+    "peer_n",
+    "drivers_pos",
+    "drivers_neg",
+    "changes",
+    "trajectory_svg",
+    "trajectory_head",
+    "trajectory_rows",
+)
+
+
+def assert_pages_match_reference(frame, config, keep=None, every=1):
+    """Every selected page's numbers (every ``every``-th page) equal the reference's."""
+    keep = np.ones(len(frame), dtype=bool) if keep is None else keep
+    files = [report_filename(p) for p in frame["partner_id"]]
+    batch = rp.build_batch(frame, keep, files, config)
+    if "maturity_band" in frame:
+        band = [_text(v) for v in frame["maturity_band"]]
+    else:
+        from partnerscore.models.policy import maturity_band
+
+        band = [_text(v) for v in maturity_band(frame["age_days"], config.policy)[0]]
+    history = ref.history_rows(config.paths.history_database(), frame)
+    for j, i in enumerate(np.flatnonzero(keep).tolist()):
+        if j % every:
+            continue
+        fast = rp.page_context(batch, j)
+        slow = ref.reference_page(frame, band, history, i, config)
+        for key in COMPARED:
+            assert fast[key] == slow[key], (frame["partner_id"].iloc[i], key)
+    return batch
+
+
+def test_fast_pages_match_the_reference_on_a_scored_program(scored_dir):
+    root, cfg = scored_dir
+    frame = read_scores(root / "scores.csv")
+    batch = assert_pages_match_reference(frame, cfg, every=12)  # the reference is slow
+    assert sum(e - s >= 2 for s, e in batch.history.spans) > 300  # scored twice
+    # and on a subset: peers still from the whole batch, history only for the selected
+    keep = np.zeros(len(frame), dtype=bool)
+    keep[[3, 17, 250]] = True
+    assert_pages_match_reference(frame, cfg, keep)
+
+
+TIERS = ("gold", "silver", "")
+TYPES = ("msp", "si", "")
+BANDS = ("0-45", "46-90", "")
+METRICS = ("leads_qualified_todate", "trainings_certifications_todate", "age_days")
+number = st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False), st.integers(0, 30))
+
+
+@st.composite
+def programs(draw):
+    """A batch of 2-14 partners (tiers, types, bands, missing values) and 0-3 earlier batches."""
+    n = draw(st.integers(2, 14))
+    pick = lambda options: draw(st.lists(st.sampled_from(options), min_size=n, max_size=n))  # noqa: E731
+    cells = lambda: draw(st.lists(number, min_size=n, max_size=n))  # noqa: E731
+    frame = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "partner_name": [f"name {i}" for i in range(n)],
+            "as_of": pd.Timestamp("2026-03-01"),
+            "tier": pick(TIERS),
+            "region": "EMEA",
+            "industry": "software",
+            "partner_type": pick(TYPES),
+            "maturity_band": pick(BANDS),
+            "score": [float(x) for x in draw(st.lists(st.floats(0, 100), min_size=n, max_size=n))],
+            "score_tier": pick(("A", "B", "C")),
+            "pred_revenue": [v if v is not None else np.nan for v in cells()],
+            "pred_engagement": draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)),
+            "quadrant": "low_revenue_high_engagement",
+            "quadrant_label": "low revenue high engagement",
+            "intervention": "Enable",
+            "intervention_detail": "Do it.",
+        }
+    )
+    for m in METRICS:
+        frame[m] = [np.nan if v is None else float(v) for v in cells()]
+    frame["driver_pos_1"] = [
+        "Qualified leads: 3 (raises)" if draw(st.booleans()) else "" for _ in range(n)
+    ]
+    frame["driver_neg_1"] = ["Days since signing: 9 (lowers)"] * n
+    earlier = []
+    for k in range(draw(st.integers(0, 3))):
+        past = frame.copy()
+        past["as_of"] = pd.Timestamp("2025-12-01") + pd.Timedelta(days=30 * k)
+        past["score"] = draw(st.lists(st.floats(0, 100), min_size=n, max_size=n))
+        for m in METRICS:
+            past[m] = [np.nan if v is None else float(v) for v in cells()]
+        if draw(st.booleans()):
+            past = past.iloc[: draw(st.integers(0, n))]
+        earlier.append(past)
+    if earlier and draw(st.booleans()):  # a later batch: never shown on this batch's pages
+        later = frame.copy()
+        later["as_of"] = pd.Timestamp("2026-04-01")
+        earlier.append(later)
+    return frame, earlier
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_fast_pages_match_the_reference_on_generated_batches(program):
+    frame, earlier = program
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = AppConfig.model_validate({"paths": {"data_dir": tmp}})
+        store = ScoreHistory(cfg.paths.history_database())
+        for past in earlier:
+            store.upsert(past)
+        path = Path(tmp) / "scores.parquet"
+        write_frame_atomic(frame, path)
+        assert_pages_match_reference(read_scores(path), cfg)
+
+
+def test_pages_are_identical_with_one_and_two_workers(scored_dir, tmp_path):
+    root, cfg = scored_dir
+    one = run_report(root / "scores.csv", tmp_path / "one", cfg, workers=1)
+    two = run_report(root / "scores.csv", tmp_path / "two", cfg, workers=2)
+    assert one.workers == 1 and two.workers == 2 and one.reports == two.reports > 300
+    names = sorted(p.name for p in (tmp_path / "one" / "partners").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two" / "partners").iterdir())
+    for name in names:
+        a = (tmp_path / "one" / "partners" / name).read_bytes()
+        assert a == (tmp_path / "two" / "partners" / name).read_bytes(), name
+    assert (tmp_path / "one" / "index.html").read_bytes() == (
+        tmp_path / "two" / "index.html"
+    ).read_bytes()
+    assert not list((tmp_path / "two" / "partners").glob(".*.tmp"))
+
+
+def portfolio_json(index_html: str) -> dict:
+    block = re.search(
+        r'<script type="application/json" id="portfolio-data">(.*?)</script>', index_html, re.S
+    )
+    return json.loads(block.group(1))
+
+
+def test_portfolio_data_describes_every_listed_partner(report_dir, scored_dir):
+    root, _ = scored_dir
+    scores = read_scores(root / "scores.csv")
+    data = portfolio_json((report_dir / "index.html").read_text(encoding="utf-8"))
+    assert data["format"] == "partnerscore-portfolio/1" and data["rows"] == len(scores)
+    cols, cats = data["columns"], data["categories"]
+    assert set(cols) == {"id", "name", "file_hash", "score", "revenue", "engagement", "peer",
+                         "flags", *rp.PORTFOLIO_CATEGORIES}  # fmt: skip
+    assert all(len(v) == len(scores) for v in cols.values())
+    assert cols["id"] == scores["partner_id"].tolist()  # hostile ids round-trip exactly
+    assert cols["name"] == scores["partner_name"].tolist()
+    for pid, digest in zip(cols["id"], cols["file_hash"], strict=True):
+        assert report_filename(pid).endswith(f"-{digest}.html")
+    assert cols["score"] == [round(v, 1) for v in scores["score"]]
+    assert cols["revenue"] == [round(v) for v in scores["pred_revenue"]]
+    assert [cats["score_tier"][c] for c in cols["score_tier"]] == scores["score_tier"].tolist()
+    assert [cats["action"][c] for c in cols["action"]] == scores["intervention"].tolist()
+    assert [cats["quadrant"][c] for c in cols["quadrant"]] == scores["quadrant"].tolist()
+
+
+def synthetic_scores(n: int, seed: int = 0) -> pd.DataFrame:
+    """A scores frame with the portfolio page's columns (ids and names as long as real ones)."""
+    rng = np.random.default_rng(seed)
+    quadrants = np.array(["high_revenue_high_engagement", "high_revenue_low_engagement",
+                          "low_revenue_high_engagement", "low_revenue_low_engagement"])  # fmt: skip
+    q = quadrants[rng.integers(0, 4, n)]
+    words = np.array(["Silverline", "Keystone", "Mosaic", "Harbor", "Summit", "Northwind"])
+    return pd.DataFrame(
+        {
+            "partner_id": [f"P{i:07d}" for i in range(n)],
+            "partner_name": [
+                f"{a} {b} Networks Ltd"
+                for a, b in zip(
+                    words[rng.integers(0, 6, n)], words[rng.integers(0, 6, n)], strict=True
+                )  # fmt: skip
+            ],
+            "as_of": pd.Timestamp("2026-03-01"),
+            "tier": rng.choice(["gold", "silver", "bronze"], n),
+            "region": rng.choice(["EMEA", "NA", "APAC", "LATAM"], n),
+            "industry": rng.choice(["software", "retail", "health", "finance"], n),
+            "partner_type": rng.choice(["msp", "si", "reseller", "referral"], n),
+            "score": rng.uniform(0, 100, n),
+            "score_tier": rng.choice(["A", "B", "C", "D", "graduated"], n),
+            "pred_revenue": rng.lognormal(9, 1.5, n),
+            "pred_engagement": rng.uniform(0, 1, n),
+            "peer_percentile": rng.uniform(0, 100, n),
+            "quadrant": q,
+            "quadrant_label": [s.replace("_", " ") for s in q],
+            "intervention": rng.choice(["Enable pipeline", "Co-sell", "Onboarding", "Review"], n),
+            "intervention_detail": "detail",
+            "provisional": rng.uniform(size=n) < 0.1,
+            "guardrail_flag": rng.uniform(size=n) < 0.01,
+            "model_version": "3",
+            "model_uri": "models:/partnerscore@champion",
+            "config_hash": "abc",
+        }
+    )
+
+
+def test_portfolio_page_stays_small_at_100k_partners():
+    n = 100_000
+    frame = synthetic_scores(n)
+    files = [report_filename(p) for p in frame["partner_id"]]
+    html = portfolio_page(frame, np.arange(n), files, AppConfig())
+    size = len(html.encode("utf-8"))
+    # ~85 bytes per partner in the data script: a few MB, not one 60 MB table of 100k rows
+    assert 3e6 < size < 10e6, size
+    assert html.count("<tr") < 50  # the partner table is built by script, one page at a time
+    assert portfolio_json(html)["rows"] == n
+    assert html.count("<circle") <= 4000  # the scatter plot is thinned
+
+
+def test_workers_option(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_frame_atomic(synthetic_scores(30), tmp_path / "s.parquet")
+    args = ["report", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "r")]
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--workers 0: must be at least 1") and len(err.splitlines()) == 1
+    assert main([*args, "--workers", "2"]) == 0
+    assert "wrote 30 partner reports" in capsys.readouterr().out

@@ -310,6 +310,8 @@ def isin_text(values, universe) -> np.ndarray:
     import numpy as np
     import pandas as pd
 
+    if isinstance(universe, (set, frozenset)):
+        universe = list(universe)
     left = pd.Series(np.asarray(values, dtype=object), dtype=object)
     right = pd.Series(np.asarray(universe, dtype=object), dtype=object)
     return left.isin(right).to_numpy(dtype=bool)

@@ -54,6 +54,7 @@ AWARD_COLUMNS = {
     "awarded_as_of": sa.String(32),
 }
 AWARD_KEY = ("partner_id", "milestone")
+READ_CHUNK = 5000  # partner ids per IN (...) list (SQLite allows 32,766 parameters, psycopg 65,535)
 
 
 def as_of_text(values) -> list[str]:
@@ -84,10 +85,12 @@ def plain_values(column: pd.Series) -> list:
     kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else ""
     if kind == "f":
         return [None if v != v else v for v in column.to_numpy(dtype=float).tolist()]
-    if kind in "iub":
+    if kind in ("i", "u", "b"):
         return column.to_numpy().tolist()
     if isinstance(column.dtype, pd.StringDtype):
-        return column.astype(object).where(column.notna(), None).tolist()
+        values = column.to_numpy(dtype=object)
+        values[column.isna().to_numpy()] = None
+        return values.tolist()
     return [_plain(v) for v in column.tolist()]
 
 
@@ -261,14 +264,26 @@ class DecisionLedger:
         """
         per_partner = isinstance(before, pd.Series)
         latest = pd.to_datetime(before).max() if per_partner else pd.Timestamp(before)
-        data = self.read_decisions(partner_ids)
-        if data.empty:
+        if not self.exists():
             return {}
+        # only the columns and dates this needs (read_decisions parses every row's facts JSON)
+        t = self.decisions
+        names = ["id", "partner_id", "as_of", "score", "score_tier"]
+        query = sa.select(*(t.c[c] for c in names)).where(t.c.as_of < as_of_text([latest])[0])
+        ids = [str(p) for p in partner_ids]
+        rows: list = []
+        with self._errors(), self.engine.connect() as conn:
+            for start in range(0, len(ids), READ_CHUNK):
+                chunk = query.where(t.c.partner_id.in_(ids[start : start + READ_CHUNK]))
+                rows += conn.execute(chunk).all()
+        if not rows:
+            return {}
+        data = pd.DataFrame(rows, columns=names).sort_values("id")
+        data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
+        data = data.sort_values(["partner_id", "as_of"], kind="stable")
         if per_partner:
             own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
-            data = data[data["as_of"].to_numpy() < own]
-        else:
-            data = data[data["as_of"] < latest]
+            data = data[pd.to_datetime(data["as_of"]).to_numpy() < own]
         out: dict[str, list[tuple[float, str]]] = {}
         for pid, score, tier in zip(
             data["partner_id"], data["score"], data["score_tier"], strict=True

@@ -154,8 +154,17 @@ def empty_anomalies() -> pd.DataFrame:
     )
 
 
+# every column the outlier checks read (ids, event times, measures): the rows before as_of are
+# copied with these only, not with every text column of the table
+READ_COLUMNS = frozenset(
+    {"partner_id", *MEASURE_TIME.values(), "amount", "response_hours", "channel_reach"}
+    | {c for pair in EVENT_TIME.values() for c in pair if c}
+)
+
+
 def _before(frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> pd.DataFrame:
     when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+    frame = frame[[c for c in frame.columns if c in READ_COLUMNS]]
     return frame[(when < as_of).to_numpy()]
 
 

@@ -58,8 +58,33 @@ READ_CHUNK = 5000  # partner ids per IN (...) list (SQLite allows 32,766 paramet
 
 
 def as_of_text(values) -> list[str]:
-    """Timestamps as the ledger's sortable text keys (``YYYY-MM-DDTHH:MM:SS``)."""
-    return [pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S") for v in values]
+    """Timestamps as the ledger's sortable text keys (``YYYY-MM-DDTHH:MM:SS``).
+
+    Each distinct timestamp is formatted once (a batch has one or a few).
+    """
+    codes, uniques = pd.factorize(pd.Series(np.asarray(values)), use_na_sentinel=False)
+    text = [pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S") for v in uniques]
+    return [text[c] for c in codes.tolist()]
+
+
+def json_values(values: list) -> list[str]:
+    """``json.dumps`` of each plain value, as ``json.dumps`` writes it inside an object.
+
+    Finite floats are their ``repr`` (what the encoder writes); other values are encoded once
+    per distinct (type, value).
+    """
+    cache: dict = {}
+    out = []
+    for v in values:
+        if type(v) is float and math.isfinite(v):
+            out.append(float.__repr__(v))
+            continue
+        key = (type(v), v)
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = json.dumps(v)
+        out.append(text)
+    return out
 
 
 def _plain(value):
@@ -188,31 +213,39 @@ class DecisionLedger:
                     for v in values
                 ]
             columns[name] = [v if v != "" else None for v in values]
-        fact_columns = [(c, plain_values(frame[c])) for c in facts if c in frame]
-        columns["facts"] = [
-            json.dumps({c: values[i] for c, values in fact_columns}, sort_keys=True)
-            for i in range(n)
-        ]
+        # json.dumps({fact: value}, sort_keys=True) per row, built from per-column encodings
+        # (the per-row json.dumps is the twin in tests/serving/test_bulk_writes.py)
+        fact_names = sorted(c for c in dict.fromkeys(facts) if c in frame)
+        encoded = [json_values(plain_values(frame[c])) for c in fact_names]
+        keys = [json.dumps(c) + ": " for c in fact_names]
+        columns["facts"] = (
+            [
+                "{" + ", ".join(k + v for k, v in zip(keys, row, strict=True)) + "}"
+                for row in zip(*encoded, strict=True)
+            ]
+            if encoded
+            else ["{}"] * n
+        )
         names = list(columns)
         rows = list(zip(*columns.values(), strict=True))
         t = self.decisions
         with self._errors(), self.engine.begin() as conn:
-            keys = pd.DataFrame(
-                {k: columns[k] for k in ("as_of", "model_version", "partner_id")}, dtype=object
-            )
-            for (when, version), group in keys.groupby(["as_of", "model_version"]):
-                ids = group["partner_id"].tolist()
-                for start in range(0, len(ids), 500):
-                    conn.execute(
-                        t.delete().where(
-                            t.c.as_of == when,
-                            t.c.model_version == version,
-                            t.c.partner_id.in_(ids[start : start + 500]),
-                        )
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            # rows of the same key are replaced: one keyed delete per row (the unique index)
+            conn.exec_driver_sql(
+                f"DELETE FROM {t.name} WHERE as_of = {mark} AND model_version = {mark} "
+                f"AND partner_id = {mark}",
+                list(
+                    zip(
+                        columns["as_of"],
+                        columns["model_version"],
+                        columns["partner_id"],
+                        strict=True,
                     )
+                ),
+            )
             # the driver's executemany on plain tuples (every column is text or a float, no
             # conversion to do): SQLAlchemy's per-row parameter handling cost seconds per 10k
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             conn.exec_driver_sql(
                 f"INSERT INTO {t.name} ({', '.join(names)}) "
                 f"VALUES ({', '.join([mark] * len(names))})",

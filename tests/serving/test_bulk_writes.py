@@ -52,6 +52,8 @@ def scores(as_of="2025-01-01 10:30:00.123456", version="1", n=6, seed=0):
             "override_reason": ["", "owner's call"] * (n // 2),
             "override_expires": ["", "2025-02-01"] * (n // 2),
             "deals_won_todate": np.arange(n),
+            "odd_floats": [-0.0, np.inf, 1e-320, 0.1, np.nan, -np.inf][:n],
+            "text_fact": pd.array(['é "q"', None, "", "x", "y", "z"][:n], dtype="str"),
         }
     )
 
@@ -116,7 +118,7 @@ def ledger_slow_write(ledger, frame, facts):
             if name == "override_expires" and value not in (None, ""):
                 value = pd.Timestamp(value).strftime("%Y-%m-%d")
             row[name] = None if value == "" else value
-        row["facts"] = json.dumps({c: _plain(rec[c]) for c in facts}, sort_keys=True)
+        row["facts"] = json.dumps({c: _plain(rec[c]) for c in facts if c in rec}, sort_keys=True)
         records.append(row)
     with ledger.engine.begin() as conn:
         conn.execute(ledger.decisions.insert(), records)
@@ -124,7 +126,8 @@ def ledger_slow_write(ledger, frame, facts):
 
 def test_ledger_bulk_insert_stores_what_sqlalchemy_stores(url):
     ledger = DecisionLedger(url)
-    facts = ("deals_won_todate", "activities_touchpoints_30d", "provisional")
+    facts = ("provisional", "deals_won_todate", "activities_touchpoints_30d", "odd_floats")
+    facts = (*facts, "text_fact", "score_tier", "provisional", "not_a_column")
     frame = scores()
     ledger_slow_write(ledger, frame, facts)
     want = stored(ledger.engine, "score_decisions")

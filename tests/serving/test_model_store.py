@@ -61,3 +61,36 @@ def test_other_stores_and_uris_go_through_mlflow(store_config, tmp_path):
     assert locate_model(URI, f"sqlite:///{tmp_path / 'missing.db'}") is None
     assert local_folder("s3://bucket/x") is None and local_folder("file://host/x") is None
     assert local_folder(tmp_path.as_uri()) == tmp_path and local_folder(str(tmp_path)) == tmp_path
+
+
+def test_the_score_job_never_imports_mlflow_on_a_local_store(store_config, raw_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    program = """
+import json, sys
+from datetime import date
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.score import run_score
+cfg = AppConfig.model_validate(json.loads(sys.argv[1]))
+result = run_score(sys.argv[2], date(2026, 1, 1), "champion", sys.argv[3], cfg)
+print(json.dumps({"scored": result.scored, "mlflow": "mlflow" in sys.modules}))
+"""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            program,
+            json.dumps(store_config.model_dump(mode="json")),
+            str(raw_dir),
+            str(tmp_path / "scores.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["scored"] > 0 and seen["mlflow"] is False

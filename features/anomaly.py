@@ -17,15 +17,14 @@ listed with a reason (:data:`ANOMALY_COLUMNS`) and the partners they belong to c
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from partnerscore.features.checks import Check
 from partnerscore.features.config import MonitorConfig
+from partnerscore.features.core import isin_text
 from partnerscore.features.drift import psi
 
 ANOMALY_COLUMNS = (
@@ -155,8 +154,17 @@ def empty_anomalies() -> pd.DataFrame:
     )
 
 
+# every column the outlier checks read (ids, event times, measures): the rows before as_of are
+# copied with these only, not with every text column of the table
+READ_COLUMNS = frozenset(
+    {"partner_id", *MEASURE_TIME.values(), "amount", "response_hours", "channel_reach"}
+    | {c for pair in EVENT_TIME.values() for c in pair if c}
+)
+
+
 def _before(frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> pd.DataFrame:
     when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+    frame = frame[[c for c in frame.columns if c in READ_COLUMNS]]
     return frame[(when < as_of).to_numpy()]
 
 
@@ -286,6 +294,24 @@ def partner_outliers(
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
 
+def row_nanmedian(values: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(values, axis=1)``, exactly, without its per-row Python loop on wide arrays.
+
+    Each row is sorted (missing values last); the median of its ``k`` present values is the
+    middle one, or the mean of the two middle ones; NaN when none is present (no warning).
+    """
+    x = np.sort(np.asarray(values, dtype=float), axis=1)
+    n, width = x.shape
+    out = np.full(n, np.nan)
+    if width == 0:
+        return out
+    k = (~np.isnan(x)).sum(axis=1)
+    rows = np.arange(n)
+    lo = x[rows, np.maximum(k - 1, 0) // 2]
+    hi = x[rows, k // 2]  # k <= width, so k // 2 < width
+    return np.where(k == 0, np.nan, np.where(k % 2 == 1, lo, (lo + hi) / 2))
+
+
 def _volume_spikes(
     tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
 ) -> pd.DataFrame:
@@ -298,7 +324,8 @@ def _volume_spikes(
     for table in VOLUME_TABLES:
         if table not in tables:
             continue
-        frame = _before(tables[table], table, as_of)
+        # only the two columns this check reads are filtered (not every column of the table)
+        frame = _before(tables[table][["partner_id", EVENT_TIME[table][1]]], table, as_of)
         if frame.empty:
             continue
         codes, uniques = pd.factorize(frame["partner_id"].astype(str))
@@ -321,10 +348,8 @@ def _volume_spikes(
         valid = ks[None, :] <= (age_periods[:, None] - 1)
         logs = np.where(valid, np.log1p(past), np.nan)
         n_valid = valid.sum(axis=1)
-        with warnings.catch_warnings():  # partners without a full period: all-NaN rows
-            warnings.simplefilter("ignore", RuntimeWarning)
-            center = np.nanmedian(logs, axis=1)
-            mad = np.nanmedian(np.abs(logs - center[:, None]), axis=1)
+        center = row_nanmedian(logs)
+        mad = row_nanmedian(np.abs(logs - center[:, None]))
         scale = np.maximum(MAD_TO_SD * mad, config.partner_scale_floor)
         z = (np.log1p(recent) - center) / scale
         hit = np.flatnonzero((n_valid >= config.partner_min_history) & (z >= config.partner_z))
@@ -399,6 +424,8 @@ def raw_measure_drift(
         r = np.bincount(np.searchsorted(edges, before), minlength=edges.size + 1)
         c = np.bincount(np.searchsorted(edges, now), minlength=edges.size + 1)
         value = psi(r, c)
+        from scipy import stats  # imported only by the monitor's drift check
+
         test = stats.ks_2samp(before, now)
         p = min(1.0, float(test.pvalue) * m)
         status = "ok"
@@ -620,18 +647,91 @@ def partner_flags(partner_ids, anomalies: pd.DataFrame, max_reasons: int = 3) ->
         partner_id, anomaly (bool), anomaly_reason (empty text when not anomalous).
     """
     ids = pd.Series(partner_ids, dtype=object).astype(str).reset_index(drop=True)
-    reasons: dict[str, str] = {}
+    text = pd.Series(dtype=object)
     if not anomalies.empty:
-        ordered = anomalies.assign(_s=anomalies["score"].fillna(np.inf)).sort_values(
-            ["partner_id", "_s"], ascending=[True, False], kind="stable"
-        )
-        for pid, group in ordered.groupby("partner_id", sort=False):
-            texts = list(dict.fromkeys(group["reason"].astype(str)))
-            text = "; ".join(texts[:max_reasons])
-            if len(texts) > max_reasons:
-                text += f"; and {len(texts) - max_reasons} more"
-            reasons[str(pid)] = text
-    reason = ids.map(reasons).fillna("")
+        # most extreme first per partner, each distinct reason once (first occurrence), the
+        # first max_reasons joined and the rest counted: whole-column operations, no loop per
+        # partner (the per-partner loop is the twin in tests/features/test_anomaly_flags.py)
+        ordered = pd.DataFrame(
+            {
+                "partner_id": anomalies["partner_id"].astype(str).to_numpy(dtype=object),
+                "reason": anomalies["reason"].astype(str).to_numpy(dtype=object),
+                "_s": anomalies["score"].fillna(np.inf).to_numpy(dtype=float),
+            }
+        ).sort_values(["partner_id", "_s"], ascending=[True, False], kind="stable")
+        ordered = ordered.drop_duplicates(["partner_id", "reason"], keep="first")
+        rank = ordered.groupby("partner_id", sort=False).cumcount().to_numpy()
+        total = ordered.groupby("partner_id", sort=False)["reason"].size()
+        shown = ordered[rank < max_reasons].groupby("partner_id", sort=False)["reason"]
+        text = shown.agg("; ".join)
+        more = total.reindex(text.index) - max_reasons
+        suffix = np.where(more > 0, "; and " + more.astype(str) + " more", "")
+        text = text + suffix
+    reason = ids.map(text.to_dict()).fillna("")
     return pd.DataFrame(
         {"partner_id": ids, "anomaly": (reason != "").to_numpy(), "anomaly_reason": reason}
+    )
+
+
+def raw_anomalies(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> pd.DataFrame:
+    """The raw-table part of :func:`batch_anomalies` (table and per-partner outliers).
+
+    It needs whole tables (a table's median and spread); the feature-range part is per row,
+    so a distributed job computes this once and :func:`row_anomalies` per partner group.
+    """
+    rows, _ = table_outliers(tables, as_of, config)
+    frames = [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+
+
+def row_anomalies(
+    raw_rows: pd.DataFrame,
+    features: pd.DataFrame | None,
+    reference: dict | None,
+    config: MonitorConfig,
+) -> pd.DataFrame:
+    """Raw-row anomalies plus features outside the training range, sorted for flagging."""
+    frames = [raw_rows]
+    if features is not None and reference is not None and not features.empty:
+        # partners older than the trained ages are out of scope: their to-date counts exceed
+        # the training range by construction
+        in_scope = features["age_days"].to_numpy(dtype=float) <= max(reference["ages"])
+        frames.append(out_of_range(features[in_scope], reference["columns"], config.range_margin))
+    frames = [f for f in frames if not f.empty]
+    out = pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
+    key = ["partner_id", "table", "column", "record_id"]
+    out = out.sort_values(key, kind="stable").reset_index(drop=True)
+    # one row per record and column: a value that is an outlier of its table and of its
+    # partner's own history is listed once, with both reasons, at its most extreme score
+    dup = out.duplicated(key, keep=False).to_numpy() & out["record_id"].notna().to_numpy()
+    if dup.any():
+        both = out[dup]
+        reasons = both.groupby(key, sort=False)["reason"].agg(
+            lambda r: "; ".join(dict.fromkeys(r.astype(str)))
+        )
+        first = both.sort_values("score", ascending=False, kind="stable").drop_duplicates(key)
+        first = first.set_index(key)
+        first["reason"] = reasons.reindex(first.index).to_numpy()
+        merged = first.reset_index()[list(out.columns)]
+        out = pd.concat([out[~dup], merged], ignore_index=True)
+        out = out.sort_values(key, kind="stable").reset_index(drop=True)
+    return out
+
+
+def anomaly_columns(
+    scored: pd.DataFrame, raw_rows: pd.DataFrame, reference: dict | None, config: MonitorConfig
+) -> pd.DataFrame:
+    """``anomaly`` and ``anomaly_reason`` aligned with ``scored``'s rows."""
+    ids = scored["partner_id"].astype(str)
+    mine = raw_rows[isin_text(raw_rows["partner_id"].astype(str), ids)]
+    anomalies = row_anomalies(mine, scored, reference, config)
+    flags = partner_flags(scored["partner_id"], anomalies)
+    return pd.DataFrame(
+        {
+            "anomaly": flags["anomaly"].to_numpy(dtype=bool),
+            "anomaly_reason": flags["anomaly_reason"].to_numpy(dtype=object),
+        },
+        index=scored.index,
     )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pandas is imported where used: `partnerscore --help` does not need it
+    import numpy as np
     import pandas as pd
 
 FRAME_SUFFIXES = (".csv", ".parquet")
@@ -298,3 +299,19 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
     except Exception as exc:  # parser/arrow/OS errors: one line for the user
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise PartnerscoreError(f"{path}: cannot read file: {first}") from exc
+
+
+def isin_text(values, universe) -> np.ndarray:
+    """Whether each of ``values`` is one of ``universe``: a hash lookup on object arrays.
+
+    Same answer as ``pd.Series(values).isin(universe)``, whose ``str``-dtype version turns every
+    element of ``universe`` into an Arrow scalar first (seconds for 100k ids).
+    """
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(universe, (set, frozenset)):
+        universe = list(universe)
+    left = pd.Series(np.asarray(values, dtype=object), dtype=object)
+    right = pd.Series(np.asarray(universe, dtype=object), dtype=object)
+    return left.isin(right).to_numpy(dtype=bool)

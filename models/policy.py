@@ -340,13 +340,31 @@ def smooth_and_guard_batch(
     Returns:
         (smoothed scores, previous score or NaN, guardrail flags), each (n,).
     """
+    scores = np.asarray(scores, dtype=float)
     n = len(scores)
-    smoothed, prev, flags = np.empty(n), np.full(n, np.nan), np.zeros(n, dtype=bool)
-    for i, (pid, value) in enumerate(zip(partner_ids, np.asarray(scores).tolist(), strict=True)):
-        s, p, f = smooth_and_guard(float(value), previous.get(pid, []), policy)
-        smoothed[i], flags[i] = s, f
-        if p is not None:
-            prev[i] = p
+    smoothed, prev = scores.copy(), np.full(n, np.nan)
+    keep = policy.smoothing_window - 1
+    # rows grouped by window length: each group's means in one call, the same float sums as
+    # smooth_and_guard's np.mean of the row's list (exact twins in tests/models)
+    windows: dict[int, tuple[list[int], list[list[float]]]] = {}
+    for i, pid in enumerate(partner_ids):
+        earlier = previous.get(pid)
+        if not earlier:
+            continue  # no history: smoothed = score, no previous, no flag
+        prev[i] = earlier[-1]
+        tail = earlier[-keep:] if keep > 0 else []
+        rows, values = windows.setdefault(len(tail), ([], []))
+        rows.append(i)
+        values.append(tail)
+    for width, (rows, values) in windows.items():
+        idx = np.asarray(rows, dtype=np.intp)
+        block = np.empty((len(idx), width + 1))
+        if width:
+            block[:, :width] = np.asarray(values, dtype=float)
+        block[:, width] = scores[idx]
+        smoothed[idx] = block.mean(axis=1)
+    with np.errstate(invalid="ignore"):
+        flags = np.abs(scores - prev) > policy.guardrail_threshold
     return smoothed, prev, flags
 
 
@@ -442,6 +460,19 @@ def stable_tier(
     """
     bounds = _tier_bounds(policy)
     candidate = str(score_tier(np.array([smoothed]), policy)[0])
+    return _decide_tier(smoothed, score, guardrail, previous, policy, candidate, bounds)
+
+
+def _decide_tier(
+    smoothed: float,
+    score: float,
+    guardrail: bool,
+    previous: list[tuple[float, str]],
+    policy: PolicyConfig,
+    candidate: str,
+    bounds: dict[str, tuple[int, float]],
+) -> tuple[str, str, str]:
+    """:func:`stable_tier` given the candidate tier and the tier bounds (computed once a batch)."""
     prev = previous[-1][1] if previous else None
     if prev not in bounds:  # no earlier decision, or one outside the tiers (graduated)
         return candidate, candidate, ""
@@ -495,24 +526,30 @@ def stable_tiers(
         (decided tier, candidate tier, held reason), each (n,) object arrays.
     """
     n = len(smoothed)
-    tiers = np.empty(n, dtype=object)
-    candidates = np.empty(n, dtype=object)
-    reasons = np.full(n, "", dtype=object)
+    smoothed = np.asarray(smoothed, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    guardrail = np.asarray(guardrail, dtype=bool)
     frozen = np.zeros(n, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
-    rows = zip(
-        partner_ids,
-        np.asarray(smoothed, dtype=float).tolist(),
-        np.asarray(scores, dtype=float).tolist(),
-        np.asarray(guardrail, dtype=bool).tolist(),
-        frozen.tolist(),
-        strict=True,
-    )
-    for i, (pid, s, raw, flag, done) in enumerate(rows):
-        if done:
-            tiers[i] = candidates[i] = frozen_tier
-            continue
-        tiers[i], candidates[i], reasons[i] = stable_tier(
-            s, raw, flag, previous.get(pid, []), policy
+    partner_ids = list(partner_ids)
+    if not len(partner_ids) == len(scores) == len(guardrail) == len(frozen) == n:
+        raise ValueError("stable_tiers: inputs of different lengths")
+    candidates = np.array([str(t) for t in score_tier(smoothed, policy)], dtype=object)
+    candidates[frozen] = frozen_tier
+    tiers = candidates.copy()
+    reasons = np.full(n, "", dtype=object)
+    bounds = _tier_bounds(policy)
+    for i, pid in enumerate(partner_ids):
+        earlier = previous.get(pid)
+        if frozen[i] or not earlier or earlier[-1][1] not in bounds:
+            continue  # frozen, or no earlier decision in the tiers: the candidate is adopted
+        tiers[i], candidates[i], reasons[i] = _decide_tier(
+            float(smoothed[i]),
+            float(scores[i]),
+            bool(guardrail[i]),
+            earlier,
+            policy,
+            str(candidates[i]),
+            bounds,
         )
     return tiers, candidates, reasons
 

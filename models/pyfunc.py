@@ -30,6 +30,7 @@ import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.model_uri import resolve_model_uri  # noqa: F401 (re-exported)
 
 ARTIFACT_KEY = "partner_model"
 PACKAGE = "partnerscore"
@@ -236,18 +237,6 @@ def log_partner_model(
             model_config={"registered_model": registry_name or registered_model_name or ""},
             registered_model_name=registered_model_name,
         )
-
-
-def resolve_model_uri(model: str, registered_model: str) -> str:
-    """``champion``/``challenger``/any alias, a version number, or a full models:/ runs:/ URI."""
-    model = model.strip()
-    if model.startswith(("models:/", "runs:/", "file:", "/")):
-        return model
-    if model.isdigit():
-        return f"models:/{registered_model}/{model}"
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", model):
-        return f"models:/{registered_model}@{model}"
-    raise PartnerscoreError(f"--model: expected an alias, a version number or a URI, got '{model}'")
 
 
 def load_partner_model(model_uri: str) -> PartnerModel:

@@ -54,11 +54,37 @@ AWARD_COLUMNS = {
     "awarded_as_of": sa.String(32),
 }
 AWARD_KEY = ("partner_id", "milestone")
+READ_CHUNK = 5000  # partner ids per IN (...) list (SQLite allows 32,766 parameters, psycopg 65,535)
 
 
 def as_of_text(values) -> list[str]:
-    """Timestamps as the ledger's sortable text keys (``YYYY-MM-DDTHH:MM:SS``)."""
-    return [pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S") for v in values]
+    """Timestamps as the ledger's sortable text keys (``YYYY-MM-DDTHH:MM:SS``).
+
+    Each distinct timestamp is formatted once (a batch has one or a few).
+    """
+    codes, uniques = pd.factorize(pd.Series(np.asarray(values)), use_na_sentinel=False)
+    text = [pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S") for v in uniques]
+    return [text[c] for c in codes.tolist()]
+
+
+def json_values(values: list) -> list[str]:
+    """``json.dumps`` of each plain value, as ``json.dumps`` writes it inside an object.
+
+    Finite floats are their ``repr`` (what the encoder writes); other values are encoded once
+    per distinct (type, value).
+    """
+    cache: dict = {}
+    out = []
+    for v in values:
+        if type(v) is float and math.isfinite(v):
+            out.append(float.__repr__(v))
+            continue
+        key = (type(v), v)
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = json.dumps(v)
+        out.append(text)
+    return out
 
 
 def _plain(value):
@@ -73,6 +99,24 @@ def _plain(value):
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return value
+
+
+def plain_values(column: pd.Series) -> list:
+    """:func:`_plain` of every value of a column.
+
+    Converted once per column where the dtype allows (numpy floats, integers and booleans, and
+    text); other columns value by value.
+    """
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else ""
+    if kind == "f":
+        return [None if v != v else v for v in column.to_numpy(dtype=float).tolist()]
+    if kind in ("i", "u", "b"):
+        return column.to_numpy().tolist()
+    if isinstance(column.dtype, pd.StringDtype):
+        values = column.to_numpy(dtype=object)
+        values[column.isna().to_numpy()] = None
+        return values.tolist()
+    return [_plain(v) for v in column.tolist()]
 
 
 class DecisionLedger:
@@ -162,37 +206,52 @@ class DecisionLedger:
             if name not in frame:
                 columns[name] = [None] * n
                 continue
-            values = [_plain(v) for v in frame[name].tolist()]
+            values = plain_values(frame[name])
             if name == "override_expires":
                 values = [
                     pd.Timestamp(v).strftime("%Y-%m-%d") if v not in (None, "") else v
                     for v in values
                 ]
             columns[name] = [v if v != "" else None for v in values]
-        fact_columns = [(c, [_plain(v) for v in frame[c].tolist()]) for c in facts if c in frame]
-        columns["facts"] = [
-            json.dumps({c: values[i] for c, values in fact_columns}, sort_keys=True)
-            for i in range(n)
-        ]
+        # json.dumps({fact: value}, sort_keys=True) per row, built from per-column encodings
+        # (the per-row json.dumps is the twin in tests/serving/test_bulk_writes.py)
+        fact_names = sorted(c for c in dict.fromkeys(facts) if c in frame)
+        encoded = [json_values(plain_values(frame[c])) for c in fact_names]
+        keys = [json.dumps(c) + ": " for c in fact_names]
+        columns["facts"] = (
+            [
+                "{" + ", ".join(k + v for k, v in zip(keys, row, strict=True)) + "}"
+                for row in zip(*encoded, strict=True)
+            ]
+            if encoded
+            else ["{}"] * n
+        )
         names = list(columns)
-        records = [
-            dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)
-        ]
+        rows = list(zip(*columns.values(), strict=True))
         t = self.decisions
         with self._errors(), self.engine.begin() as conn:
-            keys = pd.DataFrame(records)[["as_of", "model_version", "partner_id"]]
-            for (when, version), group in keys.groupby(["as_of", "model_version"]):
-                ids = group["partner_id"].tolist()
-                for start in range(0, len(ids), 500):
-                    conn.execute(
-                        t.delete().where(
-                            t.c.as_of == when,
-                            t.c.model_version == version,
-                            t.c.partner_id.in_(ids[start : start + 500]),
-                        )
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            # rows of the same key are replaced: one keyed delete per row (the unique index)
+            conn.exec_driver_sql(
+                f"DELETE FROM {t.name} WHERE as_of = {mark} AND model_version = {mark} "
+                f"AND partner_id = {mark}",
+                list(
+                    zip(
+                        columns["as_of"],
+                        columns["model_version"],
+                        columns["partner_id"],
+                        strict=True,
                     )
-            conn.execute(t.insert(), records)
-        return len(records)
+                ),
+            )
+            # the driver's executemany on plain tuples (every column is text or a float, no
+            # conversion to do): SQLAlchemy's per-row parameter handling cost seconds per 10k
+            conn.exec_driver_sql(
+                f"INSERT INTO {t.name} ({', '.join(names)}) "
+                f"VALUES ({', '.join([mark] * len(names))})",
+                rows,
+            )
+        return len(rows)
 
     def read_decisions(self, partner_ids: list[str] | None = None, until=None) -> pd.DataFrame:
         """Decision rows (facts expanded), one per (partner, as_of): the latest write wins.
@@ -238,14 +297,26 @@ class DecisionLedger:
         """
         per_partner = isinstance(before, pd.Series)
         latest = pd.to_datetime(before).max() if per_partner else pd.Timestamp(before)
-        data = self.read_decisions(partner_ids)
-        if data.empty:
+        if not self.exists():
             return {}
+        # only the columns and dates this needs (read_decisions parses every row's facts JSON)
+        t = self.decisions
+        names = ["id", "partner_id", "as_of", "score", "score_tier"]
+        query = sa.select(*(t.c[c] for c in names)).where(t.c.as_of < as_of_text([latest])[0])
+        ids = [str(p) for p in partner_ids]
+        rows: list = []
+        with self._errors(), self.engine.connect() as conn:
+            for start in range(0, len(ids), READ_CHUNK):
+                chunk = query.where(t.c.partner_id.in_(ids[start : start + READ_CHUNK]))
+                rows += conn.execute(chunk).all()
+        if not rows:
+            return {}
+        data = pd.DataFrame(rows, columns=names).sort_values("id")
+        data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
+        data = data.sort_values(["partner_id", "as_of"], kind="stable")
         if per_partner:
             own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
-            data = data[data["as_of"].to_numpy() < own]
-        else:
-            data = data[data["as_of"] < latest]
+            data = data[pd.to_datetime(data["as_of"]).to_numpy() < own]
         out: dict[str, list[tuple[float, str]]] = {}
         for pid, score, tier in zip(
             data["partner_id"], data["score"], data["score_tier"], strict=True

@@ -33,11 +33,13 @@ import pandas as pd
 
 from partnerscore.features.anomaly import (
     ANOMALY_COLUMNS,
+    anomaly_columns,
     empty_anomalies,
-    out_of_range,
     partner_flags,
     partner_outliers,
+    raw_anomalies,
     raw_measure_drift,
+    row_anomalies,
     staleness_checks,
     table_outliers,
     table_volumes,
@@ -157,70 +159,6 @@ def batch_anomalies(
         ignore_index=True,
     )
     return row_anomalies(raw_rows, features, reference, config), checks
-
-
-def raw_anomalies(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
-) -> pd.DataFrame:
-    """The raw-table part of :func:`batch_anomalies` (table and per-partner outliers).
-
-    It needs whole tables (a table's median and spread); the feature-range part is per row,
-    so a distributed job computes this once and :func:`row_anomalies` per partner group.
-    """
-    rows, _ = table_outliers(tables, as_of, config)
-    frames = [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
-
-
-def row_anomalies(
-    raw_rows: pd.DataFrame,
-    features: pd.DataFrame | None,
-    reference: dict | None,
-    config: MonitorConfig,
-) -> pd.DataFrame:
-    """Raw-row anomalies plus features outside the training range, sorted for flagging."""
-    frames = [raw_rows]
-    if features is not None and reference is not None and not features.empty:
-        # partners older than the trained ages are out of scope: their to-date counts exceed
-        # the training range by construction
-        in_scope = features["age_days"].to_numpy(dtype=float) <= max(reference["ages"])
-        frames.append(out_of_range(features[in_scope], reference["columns"], config.range_margin))
-    frames = [f for f in frames if not f.empty]
-    out = pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
-    key = ["partner_id", "table", "column", "record_id"]
-    out = out.sort_values(key, kind="stable").reset_index(drop=True)
-    # one row per record and column: a value that is an outlier of its table and of its
-    # partner's own history is listed once, with both reasons, at its most extreme score
-    dup = out.duplicated(key, keep=False).to_numpy() & out["record_id"].notna().to_numpy()
-    if dup.any():
-        both = out[dup]
-        reasons = both.groupby(key, sort=False)["reason"].agg(
-            lambda r: "; ".join(dict.fromkeys(r.astype(str)))
-        )
-        first = both.sort_values("score", ascending=False, kind="stable").drop_duplicates(key)
-        first = first.set_index(key)
-        first["reason"] = reasons.reindex(first.index).to_numpy()
-        merged = first.reset_index()[list(out.columns)]
-        out = pd.concat([out[~dup], merged], ignore_index=True)
-        out = out.sort_values(key, kind="stable").reset_index(drop=True)
-    return out
-
-
-def anomaly_columns(
-    scored: pd.DataFrame, raw_rows: pd.DataFrame, reference: dict | None, config: MonitorConfig
-) -> pd.DataFrame:
-    """``anomaly`` and ``anomaly_reason`` aligned with ``scored``'s rows."""
-    ids = scored["partner_id"].astype(str)
-    mine = raw_rows[raw_rows["partner_id"].astype(str).isin(set(ids))]
-    anomalies = row_anomalies(mine, scored, reference, config)
-    flags = partner_flags(scored["partner_id"], anomalies)
-    return pd.DataFrame(
-        {
-            "anomaly": flags["anomaly"].to_numpy(dtype=bool),
-            "anomaly_reason": flags["anomaly_reason"].to_numpy(dtype=object),
-        },
-        index=scored.index,
-    )
 
 
 def flag_anomalies(

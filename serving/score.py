@@ -7,15 +7,22 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, frame_format, read_frame, staged_frames
+from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
+from partnerscore.features.core import (
+    PartnerscoreError,
+    frame_format,
+    isin_text,
+    read_frame,
+    staged_frames,
+)
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.milestones import milestone_columns
+from partnerscore.models.model_uri import resolve_model_uri
 from partnerscore.models.policy import (
     action_schedule,
     apply_overrides,
@@ -23,12 +30,11 @@ from partnerscore.models.policy import (
     smooth_and_guard_batch,
     stable_tiers,
 )
-from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.ledger import DecisionLedger
-from partnerscore.serving.monitor import flag_anomalies
+from partnerscore.serving.model_store import load_scoring_model
 from partnerscore.training import progress
 
 MIN_SEGMENT = 5
@@ -187,7 +193,8 @@ def run_score(
     not_yet = int((~ready).sum())
 
     with progress.task("score: loading the model"):
-        partner_model, version = _load(uri, config)
+        loaded = load_scoring_model(uri, config.paths.tracking_uri())
+        partner_model, version = loaded.model, loaded.version
     with progress.task("score: building point-in-time features"):
         if at_age is None:
             features = build_scoring_frame(raw, cut)
@@ -201,12 +208,14 @@ def run_score(
     when = cut if cut is not None else cuts
     rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
     scored = scored[finite.to_numpy()].reset_index(drop=True)
-    lost = ~in_scope_ids.isin(scored["partner_id"]) & ~in_scope_ids.isin(
-        pd.concat([r["partner_id"] for r in rejects])
+    lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
+        in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
     )
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
 
-    scored = flag_anomalies(scored, raw, cut if cut is not None else cuts.max(), uri, config)
+    raw_rows = raw_anomalies(raw.tables, cut if cut is not None else cuts.max(), config.monitor)
+    flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
+    scored = pd.concat([scored, flags], axis=1)
     with progress.task("score: writing scores and history"):
         scored, reject_frame = _publish(
             scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
@@ -355,9 +364,11 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
     partners_all = raw.tables["partners"]
     quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
     # a duplicate row of a valid partner is in the quarantine file, but the partner is scored
-    duplicate = quarantined["partner_id"].astype(str).isin(partners_all["partner_id"].astype(str))
+    duplicate = isin_text(
+        quarantined["partner_id"].astype(str), partners_all["partner_id"].astype(str)
+    )
     duplicates = int(duplicate.sum())
-    quarantined = quarantined[~duplicate.to_numpy()]
+    quarantined = quarantined[~duplicate]
     rejects = [
         _rejects(
             quarantined["partner_id"],
@@ -396,15 +407,8 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
 
 def _load(uri: str, config: AppConfig) -> tuple[PartnerModel, str]:
     """The PartnerModel behind ``uri`` and its registry version ('' when not registered)."""
-    mlflow.set_tracking_uri(config.paths.tracking_uri())
-    mlflow.set_registry_uri(config.paths.tracking_uri())
-    partner_model = load_partner_model(uri)
-    try:
-        version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        version = ""
-    partner_model.metadata["version"] = version
-    return partner_model, version
+    loaded = load_scoring_model(uri, config.paths.tracking_uri())
+    return loaded.model, loaded.version
 
 
 def _publish(

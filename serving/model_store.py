@@ -1,0 +1,223 @@
+"""The scoring job's model, version and reference profile, without MLflow's fixed costs.
+
+``mlflow.pyfunc.load_model("models:/partnerscore@champion")`` costs ~4 s of CPU on 2 cores before
+a row is scored: importing MLflow (~2.5 s), creating its SQLAlchemy tracking store (schema check),
+copying the artifacts to a temporary folder and checking every pinned requirement; the version
+and the reference profile cost two more client round trips. In the common case -- the SQLite
+tracking store and local artifact folders that ``train`` writes -- everything the job needs is a
+few registry rows and files already on disk:
+
+- alias or version -> (version, run id, storage location): ``registered_model_aliases`` and
+  ``model_versions``, read through a read-only SQLite connection;
+- the :class:`PartnerModel`: the pyfunc's ``partner_model`` artifact, at the path its ``MLmodel``
+  file declares (the same ``joblib`` file ``PartnerScorePyfunc.load_context`` loads);
+- the reference profile: ``monitoring/reference_profile.json`` in the run's artifact folder
+  (``runs.artifact_uri``).
+
+Anything else -- a tracking server or PostgreSQL store, remote artifacts, ``runs:/`` URIs, a
+version that is not ``READY``, a registry layout this module does not recognise -- goes through
+MLflow exactly as before (:func:`load_scoring_model` falls back by itself).
+``tests/serving/test_model_store.py`` checks that both ways give the same scores, version and
+profile.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from partnerscore.models.model_uri import MODELS_URI
+
+ARTIFACT_KEY = "partner_model"  # models/pyfunc.py: the pyfunc's artifact holding PartnerModel
+PYFUNC_LOADER = "mlflow.pyfunc.model"
+REFERENCE_ARTIFACT = "monitoring/reference_profile.json"  # training/reference.py
+DELETED_STAGE = "Deleted_Internal"  # MLflow's mark of a deleted model version
+DEFAULT_WORKSPACE = "default"
+
+
+@dataclass(frozen=True)
+class LocatedModel:
+    """A registered model version whose files are on this machine.
+
+    Attributes:
+        uri: The models:/ URI it was located from.
+        version: Registry version.
+        run_id: The training run that logged it.
+        model_file: The pickled PartnerModel (``<model>/artifacts/partner_model.joblib``).
+        run_artifacts: The run's artifact folder (None when not on a local disk).
+    """
+
+    uri: str
+    version: str
+    run_id: str
+    model_file: Path
+    run_artifacts: Path | None
+
+
+def local_folder(uri: str | None) -> Path | None:
+    """The existing local folder a ``file://`` URI or absolute path names, else None."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.netloc not in ("", "localhost") or parsed.query:
+            return None
+        path = Path(urllib.request.url2pathname(parsed.path))
+    elif uri.startswith("/"):
+        path = Path(uri)
+    else:
+        return None
+    return path if path.is_dir() else None
+
+
+def _rows(con: sqlite3.Connection, sql: str, args: tuple) -> list[dict]:
+    cur = con.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _in_default_workspace(row: dict) -> bool:
+    return row.get("workspace") in (None, DEFAULT_WORKSPACE)
+
+
+def _pyfunc_artifact(model_dir: Path) -> Path | None:
+    """The PartnerModel file of a logged partnerscore pyfunc folder, or None if it is not one."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    flavor = (spec.get("flavors") or {}).get("python_function") or {}
+    artifact = (flavor.get("artifacts") or {}).get(ARTIFACT_KEY) or {}
+    if flavor.get("loader_module") != PYFUNC_LOADER or not artifact.get("path"):
+        return None
+    path = (model_dir / artifact["path"]).resolve()
+    if not path.is_file() or not path.is_relative_to(model_dir.resolve()):
+        return None
+    return path
+
+
+def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
+    """Find a models:/ URI's version and local files in a SQLite registry.
+
+    Args:
+        uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+        tracking_uri: The tracking (and registry) URI.
+
+    Returns:
+        The located version, or None whenever MLflow itself must answer (not a SQLite file
+        store, not a models:/ URI, unknown alias or version, a version that is not READY or was
+        deleted, rows of another workspace, artifacts not on a local disk, or any registry
+        layout or read error).
+    """
+    match = MODELS_URI.fullmatch(uri)
+    if not match or not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.is_file():
+        return None
+    name, version, alias = match.groups()
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if alias is not None:
+                found = _rows(
+                    con,
+                    "SELECT * FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                    (name, alias),
+                )
+                if len(found) != 1 or not _in_default_workspace(found[0]):
+                    return None
+                version = str(found[0]["version"])
+            versions = _rows(
+                con,
+                "SELECT * FROM model_versions WHERE name = ? AND version = ?",
+                (name, int(version)),
+            )
+            if len(versions) != 1 or not _in_default_workspace(versions[0]):
+                return None
+            mv = versions[0]
+            if mv.get("status") != "READY" or mv.get("current_stage") == DELETED_STAGE:
+                return None
+            runs = _rows(con, "SELECT * FROM runs WHERE run_uuid = ?", (mv.get("run_id"),))
+        finally:
+            con.close()
+    except (sqlite3.Error, KeyError, ValueError):
+        return None
+    model_dir = local_folder(mv.get("storage_location"))
+    model_file = _pyfunc_artifact(model_dir) if model_dir is not None else None
+    if model_file is None:
+        return None
+    run_artifacts = local_folder(runs[0].get("artifact_uri")) if len(runs) == 1 else None
+    return LocatedModel(uri, str(version), str(mv.get("run_id") or ""), model_file, run_artifacts)
+
+
+def load_located(located: LocatedModel):
+    """The PartnerModel of a located version, with ``metadata["version"]`` set."""
+    import joblib
+
+    model = joblib.load(located.model_file)
+    model.metadata["version"] = located.version
+    return model
+
+
+def located_reference(located: LocatedModel) -> dict | None:
+    """The version's reference profile from its run folder (None when the run logged none)."""
+    if located.run_artifacts is None:
+        return None
+    path = located.run_artifacts / REFERENCE_ARTIFACT
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class ScoringModel:
+    """What the scoring job needs from the registry.
+
+    Attributes:
+        model: The PartnerModel (``metadata["version"]`` set).
+        version: Registry version ('' when not registered).
+        reference: The training run's reference profile (None without one).
+        fast: Whether it was read from the store's files directly (False: through MLflow).
+    """
+
+    model: object
+    version: str
+    reference: dict | None
+    fast: bool
+
+
+def load_scoring_model(uri: str, tracking_uri: str) -> ScoringModel:
+    """The model behind ``uri``, its registry version and reference profile.
+
+    Read directly from the SQLite registry and the local artifact folders when
+    :func:`locate_model` finds them; through MLflow otherwise (imported only then).
+
+    Raises:
+        PartnerscoreError: MLflow cannot load the URI (e.g. no ``champion`` yet).
+    """
+    located = locate_model(uri, tracking_uri)
+    if located is not None:
+        return ScoringModel(
+            load_located(located), located.version, located_reference(located), True
+        )
+    import mlflow
+
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of
+    from partnerscore.training.reference import load_reference_profile
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    model = load_partner_model(uri)
+    try:
+        version = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        version = ""
+    model.metadata["version"] = version
+    return ScoringModel(model, version, load_reference_profile(uri, required=False), False)

@@ -1,0 +1,171 @@
+"""History and ledger writes through the driver's executemany against SQLAlchemy's own
+per-row statements (the slow twins): the same stored values, byte for byte, on SQLite and
+PostgreSQL; and the ledger's narrow ``previous`` read against the full ``read_decisions``."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from partnerscore.serving.history import HISTORY_COLUMNS, KEY, TABLE, ScoreHistory, _to_records
+from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger, _plain, as_of_text
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'h.sqlite'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def scores(as_of="2025-01-01 10:30:00.123456", version="1", n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    score = rng.uniform(0, 100, n)
+    score[1] = np.nan
+    return pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n - 1)] + ['O\'Brien "&" Co'],
+            "as_of": pd.Timestamp(as_of),
+            "model_version": version,
+            "age_days": rng.uniform(0, 400, n),
+            "score": score,
+            "score_smoothed": score,
+            "pred_revenue": rng.uniform(0, 1e6, n),
+            "pred_engagement": rng.uniform(0, 1, n),
+            "peer_percentile": rng.uniform(0, 100, n),
+            "score_tier": pd.array(["A", "B", None, "D", "C", "A"][:n], dtype="str"),
+            "quadrant": "q",
+            "tier": "gold",
+            "provisional": [True, False] * (n // 2),
+            "guardrail_flag": pd.array([True, None, False, False, True, False][:n], dtype=object),
+            "out_of_scope": False,
+            "config_hash": "abc",
+            "activities_touchpoints_30d": [1.0, np.nan] * (n // 2),
+            "score_tier_candidate": "B",
+            "tier_held_reason": ["", "hysteresis: held"] * (n // 2),
+            "maturity_band": "early",
+            "score_adjustment": 0.0,
+            "override_tier": "",
+            "override_action": ["", "call them"] * (n // 2),
+            "override_reason": ["", "owner's call"] * (n // 2),
+            "override_expires": ["", "2025-02-01"] * (n // 2),
+            "deals_won_todate": np.arange(n),
+            "odd_floats": [-0.0, np.inf, 1e-320, 0.1, np.nan, -np.inf][:n],
+            "text_fact": pd.array(['é "q"', None, "", "x", "y", "z"][:n], dtype="str"),
+        }
+    )
+
+
+def stored(engine, table, skip=("id", "written_at")):
+    with engine.connect() as conn:
+        cols = [c for c in sa.inspect(engine).get_columns(table) if c["name"] not in skip]
+        names = ", ".join(c["name"] for c in cols)
+        return conn.exec_driver_sql(f"SELECT {names} FROM {table} ORDER BY {names}").all()
+
+
+def history_slow_write(store, frame):
+    """The per-row SQLAlchemy upsert the history used before (the twin)."""
+    frame = frame[[c for c in HISTORY_COLUMNS if c in frame]].assign(written_at=1)
+    frame["partner_id"] = frame["partner_id"].astype(str)
+    frame = frame.sort_values(list(KEY), kind="stable")
+    columns = list(frame.columns)
+    records = _to_records(frame, columns)
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(store.table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(KEY), set_={c: stmt.excluded[c] for c in columns if c not in KEY}
+        )
+        conn.execute(stmt, records)
+
+
+def test_history_bulk_upsert_stores_what_sqlalchemy_stores(url):
+    store = ScoreHistory(url)
+    first, again = scores(), scores(seed=1)  # the second batch replaces the first's rows
+    history_slow_write(store, first)
+    history_slow_write(store, again)
+    want = stored(store.engine, TABLE)
+    slow_read = store.read()
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM {TABLE}")
+    store.upsert(first)
+    store.upsert(again)
+    assert stored(store.engine, TABLE) == want
+    pd.testing.assert_frame_equal(store.read(), slow_read)
+    before = pd.Timestamp("2025-06-01")
+    assert store.previous(["P0", "P2"], before) == {
+        "P0": [again["score"][0]],
+        "P2": [again["score"][2]],
+    }
+
+
+def ledger_slow_write(ledger, frame, facts):
+    """The per-row records and SQLAlchemy insert the ledger used before (the twin)."""
+    frame = frame.reset_index(drop=True)
+    records = []
+    for rec in frame.to_dict("records"):
+        row = {"partner_id": str(rec["partner_id"]), "as_of": as_of_text([rec["as_of"]])[0]}
+        row["model_version"] = str(rec["model_version"])
+        for name in DECISION_COLUMNS:
+            if name in row or name == "facts":
+                continue
+            value = _plain(rec[name]) if name in rec else None
+            if name == "override_expires" and value not in (None, ""):
+                value = pd.Timestamp(value).strftime("%Y-%m-%d")
+            row[name] = None if value == "" else value
+        row["facts"] = json.dumps({c: _plain(rec[c]) for c in facts if c in rec}, sort_keys=True)
+        records.append(row)
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger.decisions.insert(), records)
+
+
+def test_ledger_bulk_insert_stores_what_sqlalchemy_stores(url):
+    ledger = DecisionLedger(url)
+    facts = ("provisional", "deals_won_todate", "activities_touchpoints_30d", "odd_floats")
+    facts = (*facts, "text_fact", "score_tier", "provisional", "not_a_column")
+    frame = scores()
+    ledger_slow_write(ledger, frame, facts)
+    want = stored(ledger.engine, "score_decisions")
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM score_decisions")
+    assert ledger.record_decisions(frame, facts=facts) == len(frame)
+    assert stored(ledger.engine, "score_decisions") == want
+
+
+def previous_reference(ledger, partner_ids, before):
+    """``previous`` as it was: every decision row read back, then filtered (the twin)."""
+    per_partner = isinstance(before, pd.Series)
+    latest = pd.to_datetime(before).max() if per_partner else pd.Timestamp(before)
+    data = ledger.read_decisions(partner_ids)
+    if data.empty:
+        return {}
+    if per_partner:
+        own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
+        data = data[data["as_of"].to_numpy() < own]
+    else:
+        data = data[data["as_of"] < latest]
+    out = {}
+    for pid, score, tier in zip(data["partner_id"], data["score"], data["score_tier"], strict=True):
+        if score is not None and score == score:
+            out.setdefault(pid, []).append((float(score), str(tier)))
+    return out
+
+
+def test_ledger_previous_equals_reading_every_decision(tmp_path):
+    ledger = DecisionLedger(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    assert ledger.previous(["P0"], pd.Timestamp("2025-01-01")) == {}
+    for i, when in enumerate(["2025-01-01", "2025-02-01", "2025-03-01", "2025-02-01"]):
+        for version in ("1", "2"):
+            ledger.record_decisions(scores(when, version=version, seed=i), facts=("provisional",))
+    ids = [f"P{i}" for i in range(6)] + ["nobody"]
+    for cut in ("2025-01-01", "2025-02-01", "2025-02-02", "2025-12-31"):
+        got = ledger.previous(ids, pd.Timestamp(cut))
+        assert got == previous_reference(ledger, ids, pd.Timestamp(cut))
+    cuts = pd.Series(pd.to_datetime(["2025-02-15", "2025-03-02", "2025-01-01"]), index=ids[:3])
+    assert ledger.previous(ids[:3], cuts) == previous_reference(ledger, ids[:3], cuts)
+    assert ledger.previous(ids[:3], cuts)  # not vacuous

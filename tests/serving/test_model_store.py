@@ -1,0 +1,96 @@
+"""The scoring job's direct registry read against MLflow's own loading (the slow twin)."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.scoring import score_features
+from partnerscore.serving.model_store import load_scoring_model, local_folder, locate_model
+
+URI = "models:/partnerscore@champion"
+
+
+def test_direct_read_equals_mlflow_load(store_config, built_dir):
+    import mlflow
+
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of
+    from partnerscore.training.reference import load_reference_profile
+
+    tracking = store_config.paths.tracking_uri()
+    fast = load_scoring_model(URI, tracking)
+    assert fast.fast
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    slow = load_partner_model(URI)
+    assert fast.version == model_version_of(URI) == fast.model.metadata["version"]
+    assert fast.reference is not None
+    assert fast.reference == load_reference_profile(URI, required=False)
+    frame = pd.read_parquet(built_dir / "training_set.parquet").head(300)
+    pd.testing.assert_frame_equal(score_features(fast.model, frame), score_features(slow, frame))
+    by_version = locate_model(f"models:/partnerscore/{fast.version}", tracking)
+    assert (
+        by_version is not None and by_version.model_file == locate_model(URI, tracking).model_file
+    )
+
+
+def test_aliases_follow_the_registry_and_unknown_ones_fall_back(store_config, tmp_path):
+    from mlflow import MlflowClient
+
+    # a copy of the registry database (artifact locations stay absolute): aliases move freely
+    db = tmp_path / "mlflow.db"
+    shutil.copy(store_config.paths.tracking_uri().removeprefix("sqlite:///"), db)
+    tracking = f"sqlite:///{db}"
+    assert locate_model("models:/partnerscore@fresh", tracking) is None
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    version = locate_model(URI, tracking).version
+    client.set_registered_model_alias("partnerscore", "fresh", version)
+    assert locate_model("models:/partnerscore@fresh", tracking).version == version
+    client.delete_registered_model_alias("partnerscore", "fresh")
+    assert locate_model("models:/partnerscore@fresh", tracking) is None
+    # the fallback is MLflow itself, with its one-line error
+    with pytest.raises(PartnerscoreError, match="cannot load model 'models:/partnerscore@fresh'"):
+        load_scoring_model("models:/partnerscore@fresh", tracking)
+
+
+def test_other_stores_and_uris_go_through_mlflow(store_config, tmp_path):
+    tracking = store_config.paths.tracking_uri()
+    assert locate_model("runs:/abc/model", tracking) is None
+    assert locate_model(URI, "postgresql://user@host/mlflow") is None
+    assert locate_model(URI, f"sqlite:///{tmp_path / 'missing.db'}") is None
+    assert local_folder("s3://bucket/x") is None and local_folder("file://host/x") is None
+    assert local_folder(tmp_path.as_uri()) == tmp_path and local_folder(str(tmp_path)) == tmp_path
+
+
+def test_the_score_job_never_imports_mlflow_on_a_local_store(store_config, raw_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    program = """
+import json, sys
+from datetime import date
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.score import run_score
+cfg = AppConfig.model_validate(json.loads(sys.argv[1]))
+result = run_score(sys.argv[2], date(2026, 1, 1), "champion", sys.argv[3], cfg)
+print(json.dumps({"scored": result.scored, "mlflow": "mlflow" in sys.modules}))
+"""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            program,
+            json.dumps(store_config.model_dump(mode="json")),
+            str(raw_dir),
+            str(tmp_path / "scores.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["scored"] > 0 and seen["mlflow"] is False

@@ -8,12 +8,17 @@ segment main effects cannot express (partner type x region in engagement and in 
 tier x engagement in deal flow, partner type x quality in deal size). Activity is generated
 month by month since signing (30-day months) from Poisson rates that ramp up with onboarding
 age (faster for engaged partners) and saturate (touchpoints and deal flow cannot grow without
-bound); some partners go quiet at a latent time, after which their rates collapse. Revenue
+bound); some partners go quiet at a latent time, after which their rates collapse. CRM
+touchpoints also respond to observable onboarding behaviour, with effects no additive model
+of the features expresses: a threshold on early pipeline (no lead or deal in the first 60 days
+cuts touchpoints from then on) and a certification x enablement interaction (a certification
+earned after enablement courses lifts them; either alone does nothing). Revenue
 comes from won deals: many partners win nothing in a horizon (zero inflation) and deal sizes
 are lognormal (heavy tail).
 
 The ``truth`` table holds, per partner and onboarding age, the exact expectation of the two labels
-given the latent state, computed in closed form from the same rate model the events are drawn
+given the latent state (and the two drawn onboarding events the touchpoint rates respond to),
+computed in closed form from the same rate model the events are drawn
 from (not from the drawn sample), so a perfect model's metrics are an oracle ceiling. It is for
 evaluation only, never a feature.
 """
@@ -91,6 +96,13 @@ TYPE_REGION_QUIET = {
 ACTIVITY_CAP = 5.0  # CRM touchpoints per month saturate towards this (before event_scale)
 DEAL_CAP = 0.9  # deals created per month saturate towards this
 QUIET_FACTOR = 0.06  # share of a partner's activity left after it goes quiet
+# momentum from observable onboarding behaviour (acts on CRM touchpoints, see _Program.momentum)
+EARLY_PIPELINE_DAYS = 60  # a lead or deal created in the first 60 days ...
+# ... or from day 60 on, touchpoints fall to this share in the lower tiers (partner managers
+# drop them) and rise in the higher ones (they are pushed into enablement campaigns)
+NO_PIPELINE_FACTOR = {"registered": 0.25, "silver": 0.4, "gold": 1.6, "platinum": 2.0}
+CERT_ENABLED_FACTOR = 2.5  # certified after >= 2 completed enablement courses: touchpoints x2.5
+CERT_ENABLEMENT_COURSES = 2
 DEAL_SIZE_SIGMA = 1.1  # lognormal sigma of deal amounts
 CYCLE_SHAPE = 2.0  # gamma shape of the sales cycle (days from created to closed)
 NAME_HEADS = (
@@ -348,6 +360,7 @@ class _Program:
         type_eff = np.array([TYPE_EFFECT[t] for t in self.ptype]).reshape(n, 3)
         ind_eff = np.array(INDUSTRY_EFFECT)[industry_idx]
         self.tier_eff = tier_eff
+        self.no_pipeline_factor = np.array([NO_PIPELINE_FACTOR[t] for t in self.tier])
         self.type_rate, self.type_size, self.type_eng = type_eff.T
         z1, z2 = rng.standard_normal((2, n))
         self.quality = 0.5 * tier_eff + 0.6 * region_eff + 0.6 * ind_eff + z1
@@ -384,7 +397,11 @@ class _Program:
         # expected events per full month (before exposure)
         scale = config.event_scale
         activity_base = np.exp(-0.3 + 0.75 * self.engagement + 0.3 * tier_eff)
-        self.rate_activity = _saturate(activity_base, ACTIVITY_CAP)[:, None] * activity_mult * scale
+        # CRM touchpoints before the observable momentum (:meth:`momentum` sets rate_activity)
+        self.rate_activity_latent = (
+            _saturate(activity_base, ACTIVITY_CAP)[:, None] * activity_mult * scale
+        )
+        self.rate_activity = self.rate_activity_latent
         self.rate_portal = (
             np.exp(1.2 + 0.5 * self.engagement + 0.2 * self.quality)[:, None]
             * activity_mult
@@ -409,6 +426,42 @@ class _Program:
         self.size_mu = 9.4 + quality_size * self.quality + 0.5 * tier_eff + self.type_size
         self.cycle_scale = (
             25.0 * np.exp(-0.15 * self.quality) * np.where(self.ptype == "si", 1.6, 1.0)
+        )
+
+    def momentum(self, pipeline_day: np.ndarray, cert_day: np.ndarray) -> None:
+        """Set ``rate_activity``: latent touchpoint rates times observable onboarding momentum.
+
+        Two effects that act on behaviour the features see, not on latent traits, and that no
+        additive model of the features expresses:
+
+        - a threshold on early pipeline: a partner with no lead or deal created in its first
+          ``EARLY_PIPELINE_DAYS`` days gets ``NO_PIPELINE_FACTOR`` of its touchpoints from then on
+          (partner managers move their time to partners with pipeline);
+        - certification x enablement: from the first month that starts after a partner's first
+          certification, touchpoints rise by ``CERT_ENABLED_FACTOR`` if it had completed at least
+          ``CERT_ENABLEMENT_COURSES`` enablement (non-certification) courses by then; a
+          certification alone, or enablement alone, changes nothing.
+
+        The rates stay piecewise constant per onboarding month, so the truth stays exact: it
+        conditions on the latent state and on these two drawn onboarding events.
+
+        Args:
+            pipeline_day: Per partner, days after signing of its first lead or deal created
+                (inf if none was drawn).
+            cert_day: Per partner, days after signing of its first certification completed with
+                enough enablement before it (inf if none; drawn whether or not after the data
+                end, since the truth's horizon may pass it).
+        """
+        k = np.arange(self.months)[None, :]
+        early_month = EARLY_PIPELINE_DAYS // MONTH_DAYS
+        no_pipeline = (pipeline_day >= EARLY_PIPELINE_DAYS)[:, None] & (k >= early_month)
+        with np.errstate(invalid="ignore"):
+            cert_month = np.ceil(cert_day / MONTH_DAYS)
+        certified = k >= cert_month[:, None]
+        self.rate_activity = (
+            self.rate_activity_latent
+            * np.where(no_pipeline, self.no_pipeline_factor[:, None], 1.0)
+            * np.where(certified, CERT_ENABLED_FACTOR, 1.0)
         )
 
     def to_time(self, days: np.ndarray) -> np.ndarray:
@@ -522,6 +575,7 @@ def _trainings(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     completed = enrolled + duration
     quiet_day = p.quiet_day[pidx]
     completes = (rng.random(pidx.size) < complete_p) & (completed < quiet_day)
+    _certified_with_enablement(p, pidx, within, cert, np.where(completes, completed, np.inf))
     completed = np.where(completes & (completed < p.end_day), completed, np.nan)
     keep = (enrolled < p.end_day) & (enrolled < quiet_day + 15)
     courses = np.array(COURSES, dtype=object)[course_idx[keep]]
@@ -534,6 +588,39 @@ def _trainings(p: _Program, ids: np.ndarray) -> pd.DataFrame:
             "is_certification": cert[keep],
         }
     )
+
+
+def _certified_with_enablement(
+    p: _Program, pidx: np.ndarray, within: np.ndarray, cert: np.ndarray, completed: np.ndarray
+) -> None:
+    """Store ``p.cert_day``, each partner's first certification that followed enablement.
+
+    Days after signing of the first certification completed after at least
+    ``CERT_ENABLEMENT_COURSES`` completed enablement courses (inf if none).
+
+    Args:
+        p: The program.
+        pidx: Partner index per enrolment.
+        within: Position of the enrolment in its partner's course list (< len(COURSES)).
+        cert: Whether the course is a certification.
+        completed: Completion day (days after ``first``; inf if never completed).
+    """
+    slots = len(COURSES)
+    done = np.full((p.n, slots), np.inf)
+    done[pidx, within] = completed - p.signed_days[pidx]
+    is_cert = np.zeros((p.n, slots), bool)
+    is_cert[pidx, within] = cert
+    enablement = np.where(is_cert, np.inf, done)  # (n, slots)
+    before = (enablement[:, None, :] < done[:, :, None]).sum(axis=2)  # per course slot
+    qualifies = is_cert & np.isfinite(done) & (before >= CERT_ENABLEMENT_COURSES)
+    p.cert_day = np.where(qualifies, done, np.inf).min(axis=1)
+
+
+def _first_created(p: _Program, pidx: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Per partner, days after signing of its first event in ``(pidx, day)`` (inf if none)."""
+    first = np.full(p.n, np.inf)
+    np.minimum.at(first, pidx, day - p.signed_days[pidx])
+    return first
 
 
 def _commitments(p: _Program, ids: np.ndarray) -> pd.DataFrame:
@@ -578,6 +665,7 @@ def _leads(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     converted = np.where(conv, qualified + rng.exponential(25, pidx.size), np.nan)
     qualified = np.where(qualified < p.end_day, qualified, np.nan)
     converted = np.where((converted < p.end_day) & ~np.isnan(qualified), converted, np.nan)
+    p.first_lead_day = _first_created(p, pidx, day)
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
@@ -596,6 +684,7 @@ def _deals(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     closed = day + rng.gamma(CYCLE_SHAPE, p.cycle_scale[pidx])
     won = rng.random(pidx.size) < p.win_p[pidx]
     amount = np.round(np.exp(rng.normal(p.size_mu[pidx], DEAL_SIZE_SIGMA)), 2)
+    p.first_deal_day = _first_created(p, pidx, day)
     is_open = closed >= p.end_day  # would close after the data end: still open today
     status = np.where(is_open, "open", np.where(won, "won", "lost")).astype(object)
     closed = np.where(is_open, np.nan, closed)
@@ -721,14 +810,19 @@ def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
     program = _Program(config)
     partners = _partners(program)
     ids = partners["partner_id"].to_numpy(dtype=object)
+    # pipeline and enablement first: CRM touchpoints respond to them (_Program.momentum)
+    deals = _deals(program, ids)
+    leads = _leads(program, ids)
+    trainings = _trainings(program, ids)
+    program.momentum(np.minimum(program.first_deal_day, program.first_lead_day), program.cert_day)
     return {
         "partners": partners,
-        "deals": _deals(program, ids),
+        "deals": deals,
         "activities": _activities(program, ids),
-        "trainings": _trainings(program, ids),
+        "trainings": trainings,
         "portal_events": _portal(program, ids),
         "marketing_commitments": _commitments(program, ids),
-        "leads": _leads(program, ids),
+        "leads": leads,
         "feedback": _feedback(program, ids),
         "truth": _truth(program, ids),
     }

@@ -111,7 +111,10 @@ class PartnerModel:
         }
 
     def revenue_intervals(self, pred_revenue: np.ndarray) -> dict[str, np.ndarray] | None:
-        """``pred_revenue_lo``, ``pred_revenue_hi`` and ``pred_revenue_sd`` for predictions.
+        """The interval columns: ``pred_revenue_lo`` / ``_hi`` / ``_sd`` / ``_median``.
+
+        ``pred_revenue_median`` is the p50 of the predictive distribution (NaN for interval
+        models fitted before it existed).
 
         None when the bundle has no interval model (older versions).
         """
@@ -123,4 +126,5 @@ class PartnerModel:
             "pred_revenue_lo": lo,
             "pred_revenue_hi": hi,
             "pred_revenue_sd": intervals.sd(pred_revenue),
+            "pred_revenue_median": intervals.median(pred_revenue),
         }

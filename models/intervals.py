@@ -1,16 +1,30 @@
-"""Prediction intervals for the revenue head: split conformal on out-of-fold predictions.
+"""Prediction intervals and a predictive median for the revenue head, from out-of-fold predictions.
 
-Per partner: the conformity score is the ratio ``y / mu`` of realised to predicted revenue,
-computed on out-of-fold predictions (each partner predicted by a model that never saw it).
-Scores are grouped into bins of ``mu`` (Mondrian conformal: a small prediction and a large one
-do not share a spread), and per bin the interval is ``[mu * q_lo, mu * q_hi]`` with the
-finite-sample conformal quantiles of the scores. Revenue has a point mass at zero: where at
-least half of ``1 - coverage`` of a bin's partners realised nothing, the lower end is 0 and the
-upper quantile alone carries the coverage. Where the zero share exceeds ``coverage`` itself the
-interval is ``[0, 0]`` and covers the zero share, not ``coverage``: no deterministic interval
-can do better on such a discrete outcome (``attainable_coverage_`` is the coverage the bins
-can reach, the zero-share-weighted maximum of the two). The interval is for realised revenue,
-so for small predictions it may lie below the expectation ``mu``.
+Every construction is split conformal on out-of-fold predictions (each partner predicted by a
+model that never saw it), so the guarantees hold for new partners like the calibration rows.
+
+- ``method="normalized"`` (default): plain split conformal over **all** calibration rows on the
+  normalised residual ``s = |y - mu| / mu ** g`` with ``g = power / 2`` (the tweedie variance
+  function ``Var ~ mu ** power`` of the revenue head), interval
+  ``[max(0, mu - q mu ** g), mu + q mu ** g]`` with ``q`` the conformal quantile of ``s``.
+  Realised revenue has a point mass at zero, but the score of a zero, ``mu ** (1 - g)``, varies
+  with ``mu``, so the scores have no large ties and the **marginal** coverage is the nominal one
+  (``coverage <= P(covered) < coverage + 1 / (n + 1)`` for exchangeable rows), without
+  randomisation. It is not conditional: partners with a small ``mu`` are covered by their zero
+  more often than ``coverage``, partners with a large ``mu`` less often (whose zero falls outside
+  ``[mu - q mu ** g, ...]``); :func:`conditional_coverage` reports it per prediction bin and for
+  zero / positive outcomes.
+- ``method="mondrian"`` (the earlier construction, kept for comparison and for bundles pickled
+  with it): per prediction bin, conformal quantiles of the ratio ``y / mu``; where the zero mass
+  covers the lower tail the interval is ``[0, q]``, where more than ``coverage`` of a bin
+  realised zero it is ``[0, 0]``, which covers that zero share — conditional per bin, but its
+  marginal coverage over-shoots on zero-inflated revenue (``attainable_coverage_``).
+
+The **predictive median** (``median``): per prediction bin, the median of the out-of-fold ratio
+``y / mu`` times ``mu`` — the p50 of the empirical predictive distribution ``mu * ratio``. For a
+zero-inflated target it is 0 wherever more than half of similar partners realised nothing; it
+is the point forecast for absolute error (MAE is minimised by the median), while ``mu`` (the
+mean) is the one that sums to a forecast.
 
 Portfolio (segment) intervals add many partners, so they use a variance model instead of
 adding per-partner bounds: per prediction bin, the out-of-fold coefficient of variation
@@ -38,16 +52,24 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
 
 
 class RevenueIntervals:
-    """Mondrian split-conformal intervals for expected revenue plus a portfolio variance model.
+    """Split-conformal revenue intervals, a predictive median and a portfolio variance model.
 
     Args:
         coverage: Target share of partners whose realised revenue falls in their interval.
-        bins: Number of prediction bins (quantiles of the out-of-fold predictions).
+        bins: Number of prediction bins (quantiles of the out-of-fold predictions) for the
+            median, the variance model and the ``mondrian`` intervals.
+        method: ``normalized`` (one conformal quantile of ``|y - mu| / mu ** (power / 2)``
+            over all rows; nominal marginal coverage) or ``mondrian`` (per-bin ratio quantiles).
+        power: Variance power of the ``normalized`` score (the revenue head's tweedie power).
     """
 
-    def __init__(self, coverage: float = 0.8, bins: int = 5) -> None:
+    def __init__(
+        self, coverage: float = 0.8, bins: int = 5, method: str = "normalized", power: float = 1.5
+    ) -> None:
         self.coverage = coverage
         self.bins = bins
+        self.method = method
+        self.power = power
 
     def fit(self, y: np.ndarray, mu: np.ndarray) -> RevenueIntervals:
         """Fit from realised revenue and out-of-fold predictions of the same rows."""
@@ -55,6 +77,10 @@ class RevenueIntervals:
             raise ValueError("coverage must be strictly between 0 and 1")
         if self.bins < 1:
             raise ValueError("bins must be >= 1")
+        if self.method not in ("normalized", "mondrian"):
+            raise ValueError("method must be 'normalized' or 'mondrian'")
+        if not 1.0 <= self.power <= 2.0:
+            raise ValueError("power must be in [1, 2]")
         y = np.asarray(y, dtype=float)
         mu = np.maximum(np.asarray(mu, dtype=float), 1e-9)
         if len(y) != len(mu) or len(y) < 20:
@@ -64,12 +90,13 @@ class RevenueIntervals:
         which = np.searchsorted(self.edges_, mu, side="right")
         ratio = y / mu
         alpha = 1 - self.coverage
-        lo, hi, attainable, cv = [], [], [], []
+        lo, hi, attainable, cv, median = [], [], [], [], []
         for b in range(len(self.edges_) + 1):
             r = ratio[which == b]
             if len(r) == 0:
                 r = ratio
             cv.append(float(np.sqrt(np.mean((r - 1.0) ** 2))))
+            median.append(float(np.quantile(r, 0.5, method="inverted_cdf")))
             zero_share = float(np.mean(r <= 0))
             attainable.append((len(r), max(zero_share, self.coverage)))
             if zero_share >= alpha / 2:
@@ -79,23 +106,48 @@ class RevenueIntervals:
             else:
                 lo.append(conformal_quantile(r, alpha / 2))
                 hi.append(conformal_quantile(r, 1 - alpha / 2))
-        counts, levels = np.array(attainable).T
-        self.attainable_coverage_ = float(np.sum(counts * levels) / np.sum(counts))
         self.lo_ratio_ = np.array(lo)
         self.hi_ratio_ = np.array(hi)
         self.cv_ = np.array(cv)
+        self.median_ratio_ = np.array(median)
+        if self.method == "mondrian":
+            counts, levels = np.array(attainable).T
+            self.attainable_coverage_ = float(np.sum(counts * levels) / np.sum(counts))
+            self.q_ = float("nan")
+        else:
+            self.q_ = conformal_quantile(np.abs(y - mu) / self._scale(mu), self.coverage)
+            self.attainable_coverage_ = float(self.coverage)
         return self
+
+    def _scale(self, mu: np.ndarray) -> np.ndarray:
+        return np.maximum(mu, 1e-9) ** (self.power / 2)
+
+    def _bin(self, mu: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.edges_, np.maximum(mu, 1e-9), side="right")
 
     def predict(self, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) bounds per prediction."""
         mu = np.asarray(mu, dtype=float)
-        which = np.searchsorted(self.edges_, np.maximum(mu, 1e-9), side="right")
+        if getattr(self, "method", "mondrian") == "normalized":
+            half = self.q_ * self._scale(mu)
+            return np.maximum(mu - half, 0.0), np.maximum(mu, 0.0) + half
+        which = self._bin(mu)
         return mu * self.lo_ratio_[which], mu * self.hi_ratio_[which]
+
+    def median(self, mu: np.ndarray) -> np.ndarray:
+        """Predictive median (p50 of ``mu`` times the out-of-fold ratio of mu's bin).
+
+        NaN for interval models fitted before the median existed.
+        """
+        mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
+        if not hasattr(self, "median_ratio_"):
+            return np.full(len(mu), np.nan)
+        return mu * self.median_ratio_[self._bin(mu)]
 
     def sd(self, mu: np.ndarray) -> np.ndarray:
         """Standard deviation of realised revenue around ``mu``: ``cv_b * mu`` for mu's bin."""
         mu = np.maximum(np.asarray(mu, dtype=float), 0.0)
-        return mu * self.cv_[np.searchsorted(self.edges_, np.maximum(mu, 1e-9), side="right")]
+        return mu * self.cv_[self._bin(mu)]
 
     def portfolio(self, mu: np.ndarray, sd: np.ndarray | None = None) -> tuple[float, float, float]:
         """(expected total, lower, upper) of a sum of independent partners' revenue."""
@@ -107,6 +159,10 @@ class RevenueIntervals:
         """Plain description (logged to MLflow)."""
         return {
             "coverage": self.coverage,
+            "method": getattr(self, "method", "mondrian"),
+            "power": getattr(self, "power", None),
+            "q": getattr(self, "q_", None),
+            "median_ratio": getattr(self, "median_ratio_", np.array([])).tolist(),
             "edges": self.edges_.tolist(),
             "lo_ratio": self.lo_ratio_.tolist(),
             "hi_ratio": self.hi_ratio_.tolist(),
@@ -139,6 +195,42 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     """Share of rows with ``lo <= y <= hi``."""
     y = np.asarray(y, dtype=float)
     return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
+
+
+def conditional_coverage(
+    y: np.ndarray, mu: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int = 5
+) -> pd.DataFrame:
+    """Coverage overall, per quantile bin of ``mu`` and for zero / positive outcomes.
+
+    Returns:
+        Rows ``group`` (``all``, ``mu_bin_<k>`` from the smallest predictions, ``label_zero``,
+        ``label_positive``), ``rows``, ``share`` of all rows, ``coverage``, ``mu_lo`` /
+        ``mu_hi`` (the bin's prediction range) and ``zero_share`` (share realising 0).
+    """
+    y = np.asarray(y, dtype=float)
+    mu = np.asarray(mu, dtype=float)
+    covered = (y >= np.asarray(lo, dtype=float)) & (y <= np.asarray(hi, dtype=float))
+    groups = [("all", np.ones(len(y), bool))]
+    if len(y):
+        edges = np.unique(np.quantile(mu, np.linspace(0, 1, bins + 1)[1:-1]))
+        which = np.searchsorted(edges, mu, side="right")
+        groups += [(f"mu_bin_{b}", which == b) for b in range(len(edges) + 1)]
+    groups += [("label_zero", y <= 0), ("label_positive", y > 0)]
+    rows = []
+    for name, sel in groups:
+        n = int(sel.sum())
+        rows.append(
+            {
+                "group": name,
+                "rows": n,
+                "share": n / len(y) if len(y) else float("nan"),
+                "coverage": float(covered[sel].mean()) if n else float("nan"),
+                "mu_lo": float(mu[sel].min()) if n else float("nan"),
+                "mu_hi": float(mu[sel].max()) if n else float("nan"),
+                "zero_share": float((y[sel] <= 0).mean()) if n else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def segment_coverage(

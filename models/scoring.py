@@ -141,6 +141,7 @@ def _interval_columns(model: PartnerModel, pred_revenue: np.ndarray) -> dict[str
             "pred_revenue_lo": nan,
             "pred_revenue_hi": nan.copy(),
             "pred_revenue_sd": nan.copy(),
+            "pred_revenue_median": nan.copy(),
         }
     return out
 
@@ -164,7 +165,9 @@ def score_features(
     Returns:
         The score rows: partner_id, as_of, age_days, passthrough columns, pred_revenue,
         pred_revenue_lo / pred_revenue_hi (conformal interval at the model's coverage, NaN for
-        bundles without one), pred_revenue_sd (for portfolio intervals), pred_engagement,
+        bundles without one), pred_revenue_sd (for portfolio intervals), pred_revenue_median
+        (p50 of the predictive distribution: the point forecast for absolute error; 0 where
+        most similar partners realise nothing; NaN without intervals), pred_engagement,
         score, score_tier, quadrant, quadrant_label, intervention, intervention_detail,
         ``<head>_base`` and ``<head>_<layer>`` subscores for revenue and engagement (adding up
         to ``pred_<head>``), ``score_base``, band-weighted ``score_<layer>`` and

@@ -36,6 +36,10 @@ class TrainConfig(FrozenConfig):
             (training + holdout cohorts) for the registered model; holdout metrics are the
             pre-refit model's.
         interval_coverage: Target coverage of the revenue prediction intervals.
+        interval_method: ``normalized`` (split conformal on ``|y - mu| / mu ** (power / 2)``
+            over all out-of-fold rows: nominal marginal coverage) or ``mondrian`` (per
+            prediction bin; over-covers where most partners realise zero). See
+            :mod:`partnerscore.models.intervals`.
         bootstrap_rounds: Partner-level bootstrap resamples for standard errors.
         revenue: Default revenue-head parameters.
         engagement: Default engagement-head parameters.
@@ -68,6 +72,7 @@ class TrainConfig(FrozenConfig):
     revenue_recalibration: bool = True
     refit: bool = True
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)
+    interval_method: Literal["normalized", "mondrian"] = "normalized"
     bootstrap_rounds: int = Field(default=200, ge=0)
     revenue: HeadParams = HeadParams()
     engagement: HeadParams = HeadParams()

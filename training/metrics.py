@@ -270,6 +270,12 @@ def revenue_mae_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
     return float(np.mean(np.abs(frame["label_revenue"].to_numpy(float) - pred)))
 
 
+def revenue_rmse_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+    """Root mean squared error of revenue (a ``metric`` for :func:`paired_bootstrap`)."""
+    actual = frame["label_revenue"].to_numpy(float)
+    return float(np.sqrt(np.mean((actual - pred) ** 2)))
+
+
 def engagement_auc_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
     """ROC AUC of ``label_engaged`` (NaN with one class; for :func:`paired_bootstrap`)."""
     y = frame["label_engaged"].to_numpy().astype(int)

@@ -24,7 +24,12 @@ from partnerscore.models.baselines import (
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
-from partnerscore.models.intervals import RevenueIntervals, coverage, segment_coverage
+from partnerscore.models.intervals import (
+    RevenueIntervals,
+    conditional_coverage,
+    coverage,
+    segment_coverage,
+)
 from partnerscore.models.pyfunc import log_partner_model
 from partnerscore.training import progress, tracking
 from partnerscore.training.config import TrainConfig
@@ -37,6 +42,7 @@ from partnerscore.training.metrics import (
     revenue_bias_metric,
     revenue_gini_metric,
     revenue_mae_metric,
+    revenue_rmse_metric,
     segment_metrics,
 )
 from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
@@ -255,9 +261,11 @@ def fit_partner_model(
     revenue.recalibrate(factor)
     intervals = None
     if seen.sum() >= 20:
-        intervals = RevenueIntervals(coverage=config.interval_coverage).fit(
-            y_rev[seen], oof[seen] * factor
-        )
+        intervals = RevenueIntervals(
+            coverage=config.interval_coverage,
+            method=config.interval_method,
+            power=revenue.tweedie_variance_power,
+        ).fit(y_rev[seen], oof[seen] * factor)
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
     engagement = EngagementClassifier(
@@ -361,6 +369,8 @@ class Evaluation:
         portfolio: Per tier/region realised revenue vs the portfolio interval.
         params: Chosen parameters per head.
         studies: Optuna studies per head (None without tuning).
+        interval_report: Holdout interval coverage overall, per prediction bin and for zero /
+            positive outcomes (:func:`~partnerscore.models.intervals.conditional_coverage`).
     """
 
     model: PartnerModel
@@ -375,6 +385,7 @@ class Evaluation:
     portfolio: pd.DataFrame
     params: dict[str, dict]
     studies: dict
+    interval_report: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _compare(
@@ -394,9 +405,14 @@ def _compare(
     checks = (
         ("revenue_gini", "revenue_normalized_gini", revenue_gini_metric, "pred_revenue", 0, 1),
         ("revenue_mae", "revenue_mae", revenue_mae_metric, "pred_revenue", 0, -1),
+        ("revenue_rmse", "revenue_rmse", revenue_rmse_metric, "pred_revenue", 0, -1),
+        # the predictive median is the point forecast for absolute error
+        ("revenue_median_mae", "revenue_mae", revenue_mae_metric, "pred_revenue_median", 0, -1),
         ("engagement_auc", "engagement_roc_auc", engagement_auc_metric, "pred_engagement", 1, 1),
     )
     for key, metric_key, metric, col, which, sign in checks:
+        if col not in preds:
+            continue
         scored = {n: m[metric_key] for n, m in baselines.items() if np.isfinite(m[metric_key])}
         if not scored:
             continue
@@ -476,11 +492,30 @@ def train_and_evaluate(
         holdout, revenue_bias_metric, preds["pred_revenue"].to_numpy(), rounds, seed
     )
     portfolio = pd.DataFrame()
+    conditional = pd.DataFrame()
     if "pred_revenue_lo" in preds:
         metrics["revenue_interval_coverage"] = coverage(
             holdout["label_revenue"], preds["pred_revenue_lo"], preds["pred_revenue_hi"]
         )
-        metrics["revenue_interval_attainable_coverage"] = evaluated.intervals.attainable_coverage_
+        if evaluated.intervals.method == "mondrian":
+            metrics["revenue_interval_attainable_coverage"] = (
+                evaluated.intervals.attainable_coverage_
+            )
+        conditional = conditional_coverage(
+            holdout["label_revenue"],
+            preds["pred_revenue"],
+            preds["pred_revenue_lo"],
+            preds["pred_revenue_hi"],
+            evaluated.intervals.bins,
+        )
+        for row in conditional.itertuples():
+            if row.group != "all" and np.isfinite(row.coverage):
+                metrics[f"revenue_interval_coverage_{row.group}"] = float(row.coverage)
+        median = preds["pred_revenue_median"].to_numpy(float)
+        if np.isfinite(median).all():
+            metrics["revenue_median_mae"] = float(
+                np.mean(np.abs(holdout["label_revenue"].to_numpy(float) - median))
+            )
         metrics["revenue_interval_mean_width"] = float(
             (preds["pred_revenue_hi"] - preds["pred_revenue_lo"]).mean()
         )
@@ -532,6 +567,7 @@ def train_and_evaluate(
         portfolio=portfolio,
         params=params,
         studies=studies,
+        interval_report=conditional,
     )
 
 
@@ -661,6 +697,8 @@ def run_train(
             _log_frame(ev.segments, "evaluation/segment_metrics.csv")
         if not ev.portfolio.empty:
             _log_frame(ev.portfolio, "evaluation/portfolio_intervals.csv")
+        if not ev.interval_report.empty:
+            _log_frame(ev.interval_report, "evaluation/interval_coverage.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
         _log_plots(ev.evaluated, holdout, preds, metrics)
         trial_runs = log_lineage(

@@ -343,3 +343,49 @@ def test_run_simulate_summary_and_format_switch(tmp_path):
         assert name in summary and f"{name}.parquet" in summary
     assert " 50 rows" in summary
     assert result.rows["partners"] == 50 and result.paths["deals"].exists()
+
+
+def test_truth_is_exact_where_observable_momentum_acts():
+    """The engagement truth follows the touchpoint momentum (early pipeline x tier threshold,
+    certification x enablement) group by group; a truth that ignored it would be off."""
+    from partnerscore.features import simulate as sim
+
+    cfg = SimulateConfig(partners=4000, seed=5)
+    tables = simulate_program(cfg)
+    program = sim._Program(cfg)  # the same seed replays the same draws
+    ids = sim._partners(program)["partner_id"].to_numpy(dtype=object)
+    sim._deals(program, ids)
+    sim._leads(program, ids)
+    sim._trainings(program, ids)
+    pipeline_day = np.minimum(program.first_deal_day, program.first_lead_day)
+    program.momentum(pipeline_day, program.cert_day)
+    pd.testing.assert_frame_equal(sim._activities(program, ids), tables["activities"])
+    latent = program.rate_activity_latent
+    program.rate_activity = latent
+    ignoring = sim._truth(program, ids)["true_engagement_prob"].to_numpy()
+
+    end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
+    truth = tables["truth"].assign(ignoring=ignoring)
+    truth = truth[truth["as_of"] + pd.Timedelta(days=cfg.horizon_days) < end]
+    truth = truth.reset_index(drop=True)
+    labels = build_labels(_contract_tables(tables), truth[["partner_id", "as_of"]], BuildConfig())
+    engaged = labels["label_engaged"].to_numpy(float)
+    index = pd.Index(ids).get_indexer(truth["partner_id"])
+    tier = program.tier[index]
+    no_pipeline = pipeline_day[index] >= sim.EARLY_PIPELINE_DAYS
+    certified = program.cert_day[index] < truth["age_days"].to_numpy() + cfg.horizon_days
+    groups = {
+        "no pipeline, lower tiers": no_pipeline & np.isin(tier, ("registered", "silver")),
+        "no pipeline, higher tiers": no_pipeline & np.isin(tier, ("gold", "platinum")),
+        "pipeline": ~no_pipeline,
+        "certified with enablement": certified,
+    }
+    off = 0
+    for name, sel in groups.items():
+        p = truth["true_engagement_prob"].to_numpy()[sel]
+        se = np.sqrt(np.sum(p * (1 - p))) / sel.sum()
+        assert sel.sum() > 300, name
+        assert abs(engaged[sel].mean() - p.mean()) < 4 * se, name
+        wrong = truth["ignoring"].to_numpy()[sel].mean()
+        off += abs(engaged[sel].mean() - wrong) > 4 * se
+    assert off >= 3  # the momentum is large enough to matter in most groups

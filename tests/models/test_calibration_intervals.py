@@ -14,6 +14,7 @@ from partnerscore.models.calibration import (
 )
 from partnerscore.models.intervals import (
     RevenueIntervals,
+    conditional_coverage,
     conformal_quantile,
     coverage,
     portfolio_interval,
@@ -104,15 +105,96 @@ def _tweedie_like(n, rng):
     return mu, y
 
 
-def test_intervals_cover_their_target_on_exchangeable_data():
+@pytest.mark.parametrize("method", ["normalized", "mondrian"])
+def test_intervals_cover_their_target_on_exchangeable_data(method):
     rng = np.random.default_rng(1)
     mu, y = _tweedie_like(4000, rng)
-    iv = RevenueIntervals(coverage=0.8).fit(y, mu)
+    iv = RevenueIntervals(coverage=0.8, method=method).fit(y, mu)
     mu2, y2 = _tweedie_like(4000, rng)
     lo, hi = iv.predict(mu2)
     assert (lo >= 0).all() and (hi >= lo).all()
     assert 0.77 <= coverage(y2, lo, hi) <= 0.83
     assert iv.lo_ratio_.min() == 0.0  # the zero mass (45%) carries the lower tail
+
+
+def _zero_inflated(n, rng):
+    """Like the simulator's holdout: ~83% zeros, the zero share falling as mu grows."""
+    mu = np.exp(rng.normal(8, 1.5, n))
+    rate = 0.12 * (mu / np.exp(8)) ** 0.5  # expected deals won in the horizon
+    counts = rng.poisson(rate)
+    size = mu / np.maximum(rate, 1e-12)  # mean amount so that E[y] = mu
+    y = np.array([rng.gamma(1.5, s / 1.5, c).sum() for s, c in zip(size, counts, strict=True)])
+    return mu, y
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_normalized_intervals_hit_nominal_marginal_coverage_where_zeros_dominate(seed):
+    rng = np.random.default_rng(seed)
+    mu, y = _zero_inflated(5000, rng)
+    mu2, y2 = _zero_inflated(5000, rng)
+    assert 0.78 < np.mean(y2 == 0) < 0.9
+    iv = RevenueIntervals(coverage=0.8, power=1.3).fit(y, mu)
+    lo, hi = iv.predict(mu2)
+    assert (lo >= 0).all() and (hi >= lo).all()
+    assert 0.77 <= coverage(y2, lo, hi) <= 0.83
+    # the per-bin construction covers the zero share instead: more than nominal
+    mondrian = RevenueIntervals(coverage=0.8, method="mondrian").fit(y, mu)
+    assert coverage(y2, *mondrian.predict(mu2)) > 0.84
+    # slow twin of the normalized interval: its definition, row by row
+    scores = sorted(abs(a - m) / m**0.65 for a, m in zip(y, mu, strict=True))
+    q = scores[int(np.ceil(0.8 * (len(scores) + 1))) - 1]
+    for m, a, b in list(zip(mu2, lo, hi, strict=True))[:50]:
+        assert a == pytest.approx(max(0.0, m - q * m**0.65), rel=1e-9, abs=1e-9)
+        assert b == pytest.approx(m + q * m**0.65, rel=1e-9)
+
+
+def test_conditional_coverage_report_matches_a_row_by_row_count():
+    rng = np.random.default_rng(6)
+    mu, y = _zero_inflated(3000, rng)
+    iv = RevenueIntervals(coverage=0.8, power=1.3).fit(y[:1500], mu[:1500])
+    lo, hi = iv.predict(mu[1500:])
+    y2, mu2 = y[1500:], mu[1500:]
+    report = conditional_coverage(y2, mu2, lo, hi, bins=4).set_index("group")
+    assert list(report.index) == [
+        "all",
+        "mu_bin_0",
+        "mu_bin_1",
+        "mu_bin_2",
+        "mu_bin_3",
+        "label_zero",
+        "label_positive",
+    ]
+    assert report.loc["all", "coverage"] == pytest.approx(coverage(y2, lo, hi))
+    bins = report.loc[[f"mu_bin_{b}" for b in range(4)]]
+    assert bins["rows"].sum() == len(y2)
+    assert report.loc["label_zero", "rows"] + report.loc["label_positive", "rows"] == len(y2)
+    for name, row in bins.iterrows():
+        sel = [(row.mu_lo <= m <= row.mu_hi) for m in mu2]
+        hits = [a <= v <= b for v, a, b, s in zip(y2, lo, hi, sel, strict=True) if s]
+        assert row.coverage == pytest.approx(np.mean(hits)), name
+    # not conditional: small predictions are covered by their zero more often than large ones
+    assert bins["coverage"].iloc[0] > bins["coverage"].iloc[-1]
+
+
+def test_predictive_median_is_the_binned_median_ratio_and_wins_on_absolute_error():
+    rng = np.random.default_rng(7)
+    mu, y = _zero_inflated(4000, rng)
+    iv = RevenueIntervals(coverage=0.8, bins=5).fit(y, mu)
+    mu2, y2 = _zero_inflated(4000, rng)
+    med = iv.median(mu2)
+    # slow twin: the lower sample median of the ratios of the prediction's bin
+    for m in (np.quantile(mu, 0.1), np.quantile(mu, 0.99)):
+        b = sum(m >= e for e in iv.edges_)
+        ratios = sorted(
+            a / v for a, v in zip(y, mu, strict=True) if sum(v >= e for e in iv.edges_) == b
+        )
+        assert iv.median(np.array([m]))[0] == pytest.approx(
+            m * ratios[int(np.ceil(0.5 * len(ratios))) - 1], rel=1e-9
+        )
+    assert (med >= 0).all() and (med == 0).mean() > 0.5  # most partners realise nothing
+    assert np.mean(np.abs(y2 - med)) < np.mean(np.abs(y2 - mu2))
+    # the mean, not the median, adds up to the portfolio
+    assert abs(mu2.sum() / y2.sum() - 1) < abs(med.sum() / y2.sum() - 1)
 
 
 def test_portfolio_interval_is_a_moment_matched_lognormal():
@@ -138,6 +220,10 @@ def test_interval_inputs_validated():
         RevenueIntervals(coverage=1.2).fit(np.ones(30), np.ones(30))
     with pytest.raises(ValueError, match="at least 20"):
         RevenueIntervals().fit(np.ones(5), np.ones(5))
+    with pytest.raises(ValueError, match="method"):
+        RevenueIntervals(method="random").fit(np.ones(30), np.ones(30))
+    with pytest.raises(ValueError, match="power"):
+        RevenueIntervals(power=2.5).fit(np.ones(30), np.ones(30))
 
 
 def test_portfolio_sd_is_the_binned_coefficient_of_variation():

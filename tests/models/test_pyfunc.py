@@ -36,7 +36,10 @@ def test_pyfunc_signature_and_training_set_predict(registry, built_dir):
     assert inputs["tier"] == ("string", True)
     assert inputs["signed_at"] == ("datetime", False)
     outputs = model.metadata.signature.outputs.input_names()
-    assert {"pred_revenue", "pred_engagement", "score", "model_version"} <= set(outputs)
+    assert {"pred_revenue", "pred_revenue_median", "pred_engagement", "score"} <= set(outputs)
+    assert "model_version" in outputs
+    types = {c.name: c.type.name for c in model.metadata.signature.outputs.inputs}
+    assert types["pred_revenue_median"] == "double"
 
     # the project's own training set (datetime64 as_of, labels as extra columns) predicts
     frame = pd.read_parquet(built_dir / "training_set.parquet")

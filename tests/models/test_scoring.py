@@ -149,3 +149,15 @@ def test_resolve_model_uri():
     assert resolve_model_uri("runs:/abc/model", "ps") == "runs:/abc/model"
     with pytest.raises(PartnerscoreError, match="--model"):
         resolve_model_uri("two words", "ps")
+
+
+def test_predictive_median_column(scored):
+    model, frame, out = scored
+    median = out["pred_revenue_median"].to_numpy()
+    assert out["pred_revenue_median"].dtype == np.float64
+    np.testing.assert_allclose(
+        median, model.intervals.median(out["pred_revenue"].to_numpy()), rtol=1e-12
+    )
+    assert (median >= 0).all() and (median <= out["pred_revenue_hi"] + 1e-9).all()
+    # for a zero-inflated target the p50 is 0 for most partners, the mean never is
+    assert (median == 0).mean() > 0.5 and (out["pred_revenue"] > 0).all()

@@ -1,4 +1,5 @@
 import mlflow
+import pandas as pd
 import pytest
 
 from partnerscore.features.config import BuildConfig, SimulateConfig
@@ -135,11 +136,24 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
     for key in (
         "holdout_revenue_portfolio_bias_se",
         "holdout_revenue_interval_coverage",
+        "holdout_revenue_interval_coverage_label_zero",
+        "holdout_revenue_interval_coverage_mu_bin_0",
+        "holdout_revenue_median_mae",
+        "compare_revenue_median_mae_diff_se",
+        "compare_revenue_rmse_diff_se",
         "holdout_fit_revenue_recalibration_factor",
         "compare_engagement_auc_diff_se",
         "compare_revenue_gini_margin_over_se",
     ):
         assert key in run.data.metrics, key
+    report = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=result.run_id, artifact_path="evaluation/interval_coverage.csv"
+        )
+    ).set_index("group")
+    assert report.loc["all", "coverage"] == pytest.approx(
+        run.data.metrics["holdout_revenue_interval_coverage"]
+    )
     bias = run.data.metrics["holdout_revenue_portfolio_bias"]
     strict = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=0)
     gate = run_promote(strict, tracking_uri=tracking_uri)  # no champion yet, still refused

@@ -583,18 +583,19 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
     """
     tier = frame["tier"].astype(str)
     ptype = frame["partner_type"].astype(str)
-    seg = tier + " " + ptype
-    seg_n = seg.map(seg.value_counts()).to_numpy()
+    seg = tier + " " + ptype  # readable name only: "a b" + "c" and "a" + "b c" read alike
+    seg_key = _group_key(tier, ptype)
+    seg_n = seg_key.map(seg_key.value_counts()).to_numpy()
     tier_n = tier.map(tier.value_counts()).to_numpy()
     has_tier = (tier != "").to_numpy()
     has_seg = has_tier & (ptype != "").to_numpy()
     use_seg = has_seg & (seg_n >= MIN_PEERS)
     use_tier = ~use_seg & has_tier & (tier_n >= MIN_PEERS)
-    key = np.where(use_seg, "s:" + seg, np.where(use_tier, "t:" + tier, "all"))
+    key = np.where(use_seg, "s:" + seg_key, np.where(use_tier, "t:" + tier, "all"))
     name = np.where(use_seg, seg, np.where(use_tier, "tier " + tier, "all partners"))
     if band is not None:
         band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
-        banded = seg + " @" + band
+        banded = _group_key(tier, ptype, band)
         band_n = banded.map(banded.value_counts()).to_numpy()
         use_band = has_seg & (band != "").to_numpy() & (band_n >= MIN_PEERS)
         key = np.where(use_band, "b:" + banded, key)
@@ -609,12 +610,25 @@ def peer_level_keys(frame: pd.DataFrame, band=None) -> list[np.ndarray]:
     level (``"all"`` holds everyone).
     """
     tier = frame["tier"].astype(str)
-    seg = tier + " " + frame["partner_type"].astype(str)
-    levels = [("s:" + seg).to_numpy(), ("t:" + tier).to_numpy()]
+    ptype = frame["partner_type"].astype(str)
+    levels = [("s:" + _group_key(tier, ptype)).to_numpy(), ("t:" + tier).to_numpy()]
     if band is not None:
         band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
-        levels.insert(0, ("b:" + seg + " @" + band).to_numpy())
+        levels.insert(0, ("b:" + _group_key(tier, ptype, band)).to_numpy())
     return levels
+
+
+def _group_key(*parts: pd.Series) -> pd.Series:
+    """One text key per row for a tuple of text columns, without collisions.
+
+    Each part is length-prefixed (``"3:a b|1:c"``), so no value can make two different tuples
+    read alike, whatever characters the values hold.
+    """
+    key = None
+    for part in parts:
+        piece = part.str.len().astype(str) + ":" + part
+        key = piece if key is None else key + "|" + piece
+    return key
 
 
 @dataclass

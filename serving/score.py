@@ -58,7 +58,7 @@ def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
         tier_n = score.groupby(tier).transform("size")
         out = by_tier.where(tier_n >= MIN_SEGMENT, out)
         if "partner_type" in scores:
-            seg = tier + "|" + scores["partner_type"].astype(str)
+            seg = [tier, scores["partner_type"].astype(str)]  # a tuple key: no collisions
             by_seg = score.groupby(seg).rank(pct=True, method="average") * 100
             seg_n = score.groupby(seg).transform("size")
             out = by_seg.where(seg_n >= MIN_SEGMENT, out)

@@ -9,6 +9,7 @@ from partnerscore.models.config import PolicyConfig
 from partnerscore.models.policy import GRADUATED, QUADRANTS
 from partnerscore.serving.cli import main
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.report import peer_groups
 from partnerscore.serving.score import peer_percentile, rejects_path, run_score
 
 AS_OF = pd.Timestamp("2026-03-01").date()
@@ -233,6 +234,25 @@ def test_peer_percentile_segments_and_fallback():
     assert pct[:5].tolist() == [20.0, 40.0, 60.0, 80.0, 100.0]
     # silver/si has 2 partners (< 5) and silver 2 too: falls back to everyone
     assert pct[5:].tolist() == [round(6 / 7 * 100, 1), 100.0]
+
+
+def test_peer_segments_never_merge_values_that_read_alike():
+    # tier "a|b" x type "c" and tier "a" x type "b|c" (and with spaces) are different segments
+    frame = pd.DataFrame(
+        {
+            "score": list(range(10, 110, 10)),
+            "tier": ["a|b"] * 5 + ["a"] * 5,
+            "partner_type": ["c"] * 5 + ["b|c"] * 5,
+        }
+    )
+    pct = peer_percentile(frame)
+    assert pct[:5].tolist() == pct[5:].tolist() == [20.0, 40.0, 60.0, 80.0, 100.0]
+    spaced = frame.assign(
+        tier=["a b"] * 5 + ["a"] * 5, partner_type=["c"] * 5 + ["b c"] * 5, score=0.0
+    )
+    key, name = peer_groups(spaced)
+    assert len(set(key[:5])) == len(set(key[5:])) == 1 and key[0] != key[5]
+    assert name[0] == name[5] == "a b c"  # the readable names do read alike
 
 
 def test_score_at_onboarding_age(raw_dir, store_config, tmp_path):

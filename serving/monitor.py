@@ -160,15 +160,22 @@ def batch_anomalies(
 
 
 def raw_anomalies(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+    tables: dict[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    config: MonitorConfig,
+    robust: dict | None = None,
+    periods: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """The raw-table part of :func:`batch_anomalies` (table and per-partner outliers).
 
-    It needs whole tables (a table's median and spread); the feature-range part is per row,
-    so a distributed job computes this once and :func:`row_anomalies` per partner group.
+    It needs whole tables (a table's median and spread, the oldest row's 30-day period);
+    a distributed job computes those once (``robust``, ``periods``: see
+    :func:`~partnerscore.features.anomaly.table_outliers` and ``partner_outliers``) and calls
+    this per partner group, like :func:`row_anomalies`.
     """
-    rows, _ = table_outliers(tables, as_of, config)
-    frames = [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
+    rows, _ = table_outliers(tables, as_of, config, robust)
+    outliers = partner_outliers(tables, as_of, config, periods)
+    frames = [f for f in (rows, outliers) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
 

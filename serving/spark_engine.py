@@ -588,8 +588,13 @@ def run_score_spark(
 
 def _partner_rows(spark, raw_dir) -> int:
     """Rows of the partners table (sizes the buckets), counted by Spark."""
-    from partnerscore.serving.spark_validate import find_tables, read_table, table_inputs
+    from partnerscore.serving.spark_validate import (
+        find_tables,
+        location,
+        read_table,
+        table_inputs,
+    )
 
-    files, _ = find_tables(spark, str(raw_dir))
+    files, _ = find_tables(spark, location(raw_dir))
     inputs = table_inputs(spark, {"partners": files["partners"]})
     return read_table(spark, inputs["partners"]).count()

@@ -96,6 +96,21 @@ def _is_uri(path: str) -> bool:
     return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
 
 
+def location(path) -> str:
+    """A folder as Spark names it.
+
+    ``hdfs://nn/x`` survives a trip through ``Path`` (``hdfs:/nn/x``); local paths are made
+    absolute (executors do not share the driver's working folder).
+    """
+    text = str(path)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)(.*)$", text)
+    if match and match.group(1).lower() != "file":
+        return f"{match.group(1)}://{match.group(2)}"
+    if _is_uri(text):
+        return text
+    return str(Path(text.removeprefix("file:")).absolute())
+
+
 def find_tables(spark, raw_dir: str) -> tuple[dict[str, str], list[str]]:
     """Table -> file of a raw folder (local or any Hadoop file system), with the pandas errors."""
     from partnerscore.features.contract import REQUIRED_TABLES, TABLES
@@ -491,6 +506,7 @@ def validate_in_spark(
     from partnerscore.features.config import ValidateConfig
     from partnerscore.features.contract import TABLES
 
+    raw_dir = location(raw_dir)
     config = config or ValidateConfig()
     if config.reference_date is None:
         today = pd.Timestamp.now(tz="UTC").tz_convert(None).normalize().date()

@@ -545,7 +545,7 @@ def run_score_spark(
         scored.unpersist()
     finally:
         if validated is not None:
-            validated.clean.unpersist()
+            validated.unpersist()
         if own_session:
             spark.stop()
 

@@ -72,7 +72,7 @@ class SparkValidation:
 
     Attributes:
         clean: Spark frame of clean rows (``_table``, ``_row``, ``_bucket``, partner_id,
-            ``<table>__<column>`` typed columns), persisted.
+            ``<table>__<column>`` typed columns), from the persisted validation output.
         counts: Table -> (input rows, valid rows, quarantined rows).
         reasons: Table -> problem code -> rows.
         data_end: Latest observed date of the clean rows (the pandas ``RawData.data_end``).
@@ -80,6 +80,7 @@ class SparkValidation:
         dtypes: Table -> column -> dtype of the validator's clean frames.
         inputs: The tables read.
         ignored: Files in the folder that are not contract tables.
+        persisted: The persisted validation output (see :meth:`unpersist`).
     """
 
     clean: object
@@ -90,6 +91,12 @@ class SparkValidation:
     dtypes: dict[str, dict[str, str]]
     inputs: dict[str, TableInput]
     ignored: list[str]
+    persisted: object = None
+
+    def unpersist(self) -> None:
+        """Release the validated rows Spark keeps (memory and disk of the executors)."""
+        if self.persisted is not None:
+            self.persisted.unpersist()
 
 
 def _is_uri(path: str) -> bool:
@@ -538,47 +545,55 @@ def validate_in_spark(
         raise
     except Exception as exc:  # Spark's parse errors (FAILFAST): one line naming the file
         raise PartnerscoreError(_spark_read_error(exc, inputs)) from exc
-    errors = validated.filter(F.col(KIND) == "error").select("reason").limit(1).collect()
-    if errors:
-        message = errors[0]["reason"]
-        for name, table in inputs.items():
-            message = message.replace(f"<frames>/{name}", table.path)
-        raise PartnerscoreError(message)
-    codes = (
-        validated.filter(F.col(KIND) == "code")
-        .groupBy(TABLE, "reason")
-        .agg(F.sum(ROW).alias("n"))
-        .toPandas()
-    )
-    counts, reasons = {}, {}
-    for name, table in inputs.items():
-        got = summary[summary[TABLE] == name].set_index(KIND)["count"]
-        valid, bad = int(got.get("clean", 0)), int(got.get("quarantine", 0))
-        counts[name] = (valid + bad, valid, bad)
-        mine = codes[codes[TABLE] == name]
-        reasons[name] = dict(zip(mine["reason"], mine["n"].astype(int), strict=True))
-        if TABLES[name].required and valid + bad == 0:
-            raise PartnerscoreError(f"{table.path}: no data rows")
-    qdir = quarantine_dir.rstrip("/")
-    _write_quarantine(validated, inputs, qdir)
-    if counts["partners"][1] == 0:
-        raise PartnerscoreError(
-            f"{inputs['partners'].path}: no valid partner rows (see {qdir}/partners.parquet)"
+    try:
+        errors = validated.filter(F.col(KIND) == "error").select("reason").limit(1).collect()
+        if errors:
+            message = errors[0]["reason"]
+            for name, table in inputs.items():
+                message = message.replace(f"<frames>/{name}", table.path)
+            raise PartnerscoreError(message)
+        codes = (
+            validated.filter(F.col(KIND) == "code")
+            .groupBy(TABLE, "reason")
+            .agg(F.sum(ROW).alias("n"))
+            .toPandas()
         )
-    cross_bucket_keys(validated, inputs)
-    clean = validated.filter(F.col(KIND) == "clean")
-    ends = []
-    for name in inputs:
-        for col in TABLES[name].columns:
-            if col.kind == "date" and col.observed:
-                ends.append(F.max(F.col(f"{name}__{col.name}")))
-    data_end = pd.Timestamp(clean.agg(F.greatest(*ends) if len(ends) > 1 else ends[0]).first()[0])
-    quarantined_partners = (
-        validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == "partners"))
-        .select("partner_id", "reason", ROW)
-        .toPandas()
-        .sort_values(ROW, kind="stable")
-    )
+        counts, reasons = {}, {}
+        for name, table in inputs.items():
+            got = summary[summary[TABLE] == name].set_index(KIND)["count"]
+            valid, bad = int(got.get("clean", 0)), int(got.get("quarantine", 0))
+            counts[name] = (valid + bad, valid, bad)
+            mine = codes[codes[TABLE] == name]
+            reasons[name] = dict(zip(mine["reason"], mine["n"].astype(int), strict=True))
+            if TABLES[name].required and valid + bad == 0:
+                raise PartnerscoreError(f"{table.path}: no data rows")
+        qdir = quarantine_dir.rstrip("/")
+        _write_quarantine(validated, inputs, qdir)
+        if counts["partners"][1] == 0:
+            raise PartnerscoreError(
+                f"{inputs['partners'].path}: no valid partner rows (see {qdir}/partners.parquet)"
+            )
+        cross_bucket_keys(validated, inputs)
+        typed = [f"{name}__{column}" for name, columns in dtypes.items() for column in columns]
+        clean = validated.filter(F.col(KIND) == "clean").select(
+            TABLE, ROW, BUCKET, "partner_id", *typed
+        )
+        ends = []
+        for name in inputs:
+            for col in TABLES[name].columns:
+                if col.kind == "date" and col.observed:
+                    ends.append(F.max(F.col(f"{name}__{col.name}")))
+        newest = F.greatest(*ends) if len(ends) > 1 else ends[0]
+        data_end = pd.Timestamp(clean.agg(newest).first()[0])
+        quarantined_partners = (
+            validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == "partners"))
+            .select("partner_id", "reason", ROW)
+            .toPandas()
+            .sort_values(ROW, kind="stable")
+        )
+    except BaseException:
+        validated.unpersist()
+        raise
     return SparkValidation(
         clean=clean,
         counts=counts,
@@ -588,6 +603,7 @@ def validate_in_spark(
         dtypes=dtypes,
         inputs=inputs,
         ignored=ignored,
+        persisted=validated,
     )
 
 

@@ -261,6 +261,10 @@ def _session(master: str, shuffle_partitions: int):
         # be this virtual environment); the JVM side reads spark.pyspark.python
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+        # local executors live in the driver's JVM: Spark's 1 GB default heap runs out near
+        # 100k partners (PARTNERSCORE_SPARK_DRIVER_MEMORY overrides)
+        memory = os.environ.get("PARTNERSCORE_SPARK_DRIVER_MEMORY", "4g")
+        builder = builder.config("spark.driver.memory", memory)
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")

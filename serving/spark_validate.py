@@ -539,7 +539,8 @@ def validate_in_spark(
 
     try:
         validated = packed.groupBy(BUCKET).applyInPandas(bucket, schema=schema)
-        validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
+        # on disk: a bucket's rows are wide (every table's columns) and the heap stays free
+        validated = validated.persist(StorageLevel.DISK_ONLY)
         summary = validated.filter(F.col(KIND) != "code").groupBy(KIND, TABLE).count().toPandas()
     except PartnerscoreError:
         raise

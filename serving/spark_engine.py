@@ -400,7 +400,7 @@ def run_score_spark(
         master: Spark master URL (``local[*]``, ``local[2]``, ``spark://host:7077``, ``yarn``).
         allow_local_model: As for :func:`run_score`.
         at_age: As for :func:`run_score`.
-        buckets: Partner buckets (pandas groups); default one per ~20k partners, at least 2
+        buckets: Partner buckets (pandas groups); default one per ~5k partners, at least 2
             per shuffle partition.
         shuffle_partitions: ``spark.sql.shuffle.partitions``.
         spark: An existing session to use (left running); default: one is started and stopped.
@@ -454,7 +454,7 @@ def run_score_spark(
         from pyspark.sql import functions as F
 
         n_buckets = buckets or max(
-            2 * shuffle_partitions, _partner_rows(spark, raw_dir) // 20_000 + 1
+            2 * shuffle_partitions, _partner_rows(spark, raw_dir) // 5_000 + 1
         )
         validated = validate_in_spark(
             spark, str(raw_dir), n_buckets, config.validation, str(out.parent / "quarantine")

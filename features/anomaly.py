@@ -169,7 +169,10 @@ def _before(frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> pd.DataFram
 
 
 def table_outliers(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+    tables: dict[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    config: MonitorConfig,
+    robust: dict[tuple[str, str], tuple[float, float]] | None = None,
 ) -> tuple[pd.DataFrame, list[Check]]:
     """Rows whose amount, duration or volume is far above the table's robust centre.
 
@@ -177,6 +180,8 @@ def table_outliers(
         tables: Clean raw tables.
         as_of: Only rows dated before it are considered.
         config: ``outlier_z`` lists a row; ``outlier_z_alarm`` on the largest z alarms.
+        robust: (table, measure) -> (centre, scale) of the whole table, when ``tables`` hold
+            only some partners' rows (a distributed job computes them once over every row).
 
     Returns:
         (anomaly rows, one ``quality.outliers.<table>.<measure>`` check per measure).
@@ -190,7 +195,11 @@ def table_outliers(
             continue
         raw = values_of(frame)
         x = log1p_nonneg(raw)
-        center, scale = robust_center_scale(x)
+        center, scale = (
+            robust[(table, measure)]
+            if robust is not None and (table, measure) in robust
+            else robust_center_scale(x)
+        )
         z = (x - center) / scale
         finite = np.isfinite(z)
         hit = np.flatnonzero(finite & (z >= config.outlier_z))
@@ -240,7 +249,10 @@ def table_outliers(
 
 
 def partner_outliers(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+    tables: dict[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    config: MonitorConfig,
+    periods: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """New rows and recent volumes far above the same partner's own history.
 
@@ -250,7 +262,8 @@ def partner_outliers(
       periods since signing (at least ``partner_min_history`` periods).
 
     Robust z on log1p values with the scale floored at ``partner_scale_floor``; rows at or
-    above ``partner_z`` are listed.
+    above ``partner_z`` are listed. ``periods`` (table -> number of 30-day periods back to the
+    table's oldest row before as_of) is given when ``tables`` hold only some partners' rows.
     """
     frames = []
     start = as_of - pd.Timedelta(days=config.window_days)
@@ -289,7 +302,7 @@ def partner_outliers(
             frames.append(
                 _frame(table, frame, hit, pid[hit], when[hit], measure, raw[hit], zh, reasons)
             )
-    frames.append(_volume_spikes(tables, as_of, config))
+    frames.append(_volume_spikes(tables, as_of, config, periods))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
@@ -313,7 +326,10 @@ def row_nanmedian(values: np.ndarray) -> np.ndarray:
 
 
 def _volume_spikes(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+    tables: dict[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    config: MonitorConfig,
+    periods: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     partners = tables["partners"]
     signed = pd.Series(
@@ -333,7 +349,7 @@ def _volume_spikes(
         when = pd.to_datetime(frame[EVENT_TIME[table][1]])
         # 30-day periods counted back from as_of: period 0 is the last 30 days
         period = ((as_of - when) / DAY // 30).astype(int).to_numpy()
-        n_k = int(period.max()) + 1
+        n_k = int(period.max()) + 1 if periods is None else periods[table]
         if n_k < 2:
             continue
         counts = np.bincount(codes * n_k + period, minlength=len(uniques) * n_k)
@@ -674,15 +690,22 @@ def partner_flags(partner_ids, anomalies: pd.DataFrame, max_reasons: int = 3) ->
 
 
 def raw_anomalies(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+    tables: dict[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    config: MonitorConfig,
+    robust: dict | None = None,
+    periods: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """The raw-table part of :func:`batch_anomalies` (table and per-partner outliers).
 
-    It needs whole tables (a table's median and spread); the feature-range part is per row,
-    so a distributed job computes this once and :func:`row_anomalies` per partner group.
+    It needs whole tables (a table's median and spread, the oldest row's 30-day period);
+    a distributed job computes those once (``robust``, ``periods``: see
+    :func:`table_outliers` and :func:`partner_outliers`) and calls this per partner group,
+    like :func:`row_anomalies`.
     """
-    rows, _ = table_outliers(tables, as_of, config)
-    frames = [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
+    rows, _ = table_outliers(tables, as_of, config, robust)
+    outliers = partner_outliers(tables, as_of, config, periods)
+    frames = [f for f in (rows, outliers) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
 

@@ -1,21 +1,30 @@
 """The ``score --engine spark`` job: the batch scoring job on Apache Spark (PySpark 4).
 
 Exactness by construction: Spark only distributes; the numbers come from the project's own
-functions. Every validated raw table is tagged with its table name and a partner bucket
-(``pmod(hash(partner_id), B)``) and unioned into one long frame; ``groupBy(bucket)
-.applyInPandas`` hands each bucket (all rows of its partners, from every table) to
-:func:`score_bucket`, which runs :func:`~partnerscore.features.pipeline.build_scoring_frame`
-(or its ``--at-age`` twin) and :func:`~partnerscore.models.scoring.score_features` exactly as
-the pandas job does, then the history smoothing. Point-in-time features and scores depend on one
-partner's rows only, so per-bucket results equal the whole-batch ones. The model is loaded once
-on the driver and broadcast (executors need no access to the MLflow store); the earlier scores
-for smoothing are read from the history on the driver and broadcast. Peer percentiles, which
-compare partners, are Spark window functions (average ranks, as ``pandas.rank(pct=True)``).
+functions. Two passes over partner buckets (``pmod(hash(partner_id), B)``):
 
-Limits (stated, not hidden): the raw contract is validated on the driver with the existing
-validator (the raw folder must be readable by the driver; the clean tables are staged as
-Parquet in ``stage_dir``, which a cluster's executors must be able to read); the history rows
-(the declared history columns only) are collected to the driver and upserted from there.
+1. **Validation** (:mod:`partnerscore.serving.spark_validate`): every raw table is read by Spark
+   (CSV as text, Parquet typed), numbered and bucketed; each bucket goes through the project's
+   validator. Quarantine rows are written by Spark; the driver gets counts, reason counts, the
+   data end and the quarantined partner rows (for rejects).
+2. **Scoring**: ``groupBy(bucket).applyInPandas`` hands each bucket's clean rows of every table
+   to :func:`score_bucket`, which runs
+   :func:`~partnerscore.features.pipeline.build_scoring_frame` (or its ``--at-age`` twin) and
+   :func:`~partnerscore.models.scoring.score_features` exactly as the pandas job does, then the
+   raw-row anomaly flags and the history smoothing. Point-in-time features and scores depend on
+   one partner's rows only, so per-bucket results equal the whole-batch ones. The batch-wide
+   values are computed once over all rows first: the data end, the tables' robust centres and
+   spreads and their oldest 30-day periods (anomaly flags, :func:`anomaly_statistics`).
+
+The model is loaded once on the driver and broadcast (executors need no access to the MLflow
+store); the earlier scores for smoothing are read from the history on the driver and broadcast.
+Peer percentiles, which compare partners, are Spark window functions (average ranks, as
+``pandas.rank(pct=True)``).
+
+What the driver holds: counts, the quarantined partner rows, the valid partners' ids and signing
+dates (who is in scope), the earlier scores and decisions of the in-scope partners, and the
+history rows of the batch (the declared history columns, collected and upserted from the
+driver): about 1 KB per scored partner.
 """
 
 from __future__ import annotations
@@ -61,9 +70,12 @@ class BucketContext:
         at_age: Onboarding age in days, or None.
         config_hash: Stamped on every row.
         model_uri: Stamped on every row.
-        raw_anomalies: The batch's raw-row anomalies (whole-table statistics, computed once on
-            the driver); None leaves the anomaly columns out.
+        raw_anomalies: The batch's raw-row anomalies when computed on the driver; None with
+            ``robust`` computes them per bucket, else leaves the anomaly columns out.
         reference: The model's reference profile (training ranges), or None.
+        anomaly_as_of: The date the raw anomalies are computed for (per bucket).
+        robust: (table, measure) -> whole-table (centre, scale) of the outlier checks.
+        periods: Table -> 30-day periods back to its oldest row (volume checks).
         monitor: Monitoring thresholds.
         decisions: Earlier tier decisions per partner (the decision ledger, read on the driver).
         overrides: Account owners' overrides.
@@ -79,6 +91,9 @@ class BucketContext:
     model_uri: str
     raw_anomalies: pd.DataFrame | None = None
     reference: dict | None = None
+    anomaly_as_of: pd.Timestamp | None = None
+    robust: dict | None = None
+    periods: dict | None = None
     monitor: object | None = None
     decisions: dict | None = None
     overrides: pd.DataFrame | None = None
@@ -153,10 +168,17 @@ def score_bucket(
         from partnerscore.serving.score import with_upgrade_paths
 
         scored = with_upgrade_paths(model, features, scored, ctx.config, ctx.batch_size)
-    if ctx.raw_anomalies is not None:
-        from partnerscore.serving.monitor import anomaly_columns
+    raw_rows = ctx.raw_anomalies
+    if raw_rows is None and ctx.robust is not None:
+        from partnerscore.features.anomaly import raw_anomalies
 
-        flagged = anomaly_columns(scored, ctx.raw_anomalies, ctx.reference, ctx.monitor)
+        raw_rows = raw_anomalies(
+            tables, ctx.anomaly_as_of, ctx.monitor, robust=ctx.robust, periods=ctx.periods
+        )
+    if raw_rows is not None:
+        from partnerscore.features.anomaly import anomaly_columns
+
+        flagged = anomaly_columns(scored, raw_rows, ctx.reference, ctx.monitor)
         scored = pd.concat([scored, flagged], axis=1)
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     smoothed, prev, flags = smooth_and_guard_batch(
@@ -181,24 +203,28 @@ def score_bucket(
     )
 
 
+def spark_type(dtype):
+    """The Spark type of a pandas dtype (text for anything else)."""
+    from pyspark.sql import types as T
+
+    if pd.api.types.is_bool_dtype(dtype):
+        return T.BooleanType()
+    if pd.api.types.is_integer_dtype(dtype):
+        return T.LongType()
+    if pd.api.types.is_float_dtype(dtype):
+        return T.DoubleType()
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return T.TimestampNTZType()
+    return T.StringType()
+
+
 def spark_schema(frame: pd.DataFrame):
     """The Spark schema of a score frame (from its pandas dtypes; text for all-missing)."""
     from pyspark.sql import types as T
 
-    fields = []
-    for name, dtype in frame.dtypes.items():
-        if pd.api.types.is_bool_dtype(dtype):
-            kind = T.BooleanType()
-        elif pd.api.types.is_integer_dtype(dtype):
-            kind = T.LongType()
-        elif pd.api.types.is_float_dtype(dtype):
-            kind = T.DoubleType()
-        elif pd.api.types.is_datetime64_any_dtype(dtype):
-            kind = T.TimestampNTZType()
-        else:
-            kind = T.StringType()
-        fields.append(T.StructField(str(name), kind, True))
-    return T.StructType(fields)
+    return T.StructType(
+        [T.StructField(str(name), spark_type(dtype), True) for name, dtype in frame.dtypes.items()]
+    )
 
 
 def conform(frame: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
@@ -235,6 +261,10 @@ def _session(master: str, shuffle_partitions: int):
         # be this virtual environment); the JVM side reads spark.pyspark.python
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+        # local executors live in the driver's JVM: Spark's 1 GB default heap runs out near
+        # 100k partners (PARTNERSCORE_SPARK_DRIVER_MEMORY overrides)
+        memory = os.environ.get("PARTNERSCORE_SPARK_DRIVER_MEMORY", "4g")
+        builder = builder.config("spark.driver.memory", memory)
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")
@@ -274,6 +304,75 @@ def _peer_percentile(df, columns: list[str]):
     return df.withColumn("peer_percentile", rounded(out))
 
 
+def anomaly_statistics(clean, tables, as_of: pd.Timestamp) -> tuple[dict, dict]:
+    """Whole-batch values of the raw anomaly checks, computed over every clean row in Spark.
+
+    Returns:
+        ``robust``: (table, measure) -> (median, 1.4826 * MAD, floored) of the log1p values of
+        rows dated before ``as_of``, exactly :func:`~partnerscore.features.anomaly.
+        robust_center_scale` (the log1p values are numpy's, computed in a pandas UDF; Spark's
+        exact ``percentile`` at 0.5 interpolates the two middle values as ``np.median`` does);
+        ``periods``: table -> 30-day periods from ``as_of`` back to its oldest such row.
+    """
+    from pyspark.sql import functions as F
+
+    from partnerscore.features.anomaly import (
+        EVENT_TIME,
+        MAD_TO_SD,
+        MEASURES,
+        VOLUME_TABLES,
+        log1p_nonneg,
+    )
+
+    cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
+    robust = {}
+    for index, (table, measure, _, _) in enumerate(MEASURES):
+        if table not in tables:
+            continue
+        when = f"{table}__{EVENT_TIME[table][1]}"
+        rows = clean.filter((F.col("_table") == table) & (F.col(when) < cut))
+        columns = list(tables[table])
+
+        def logs(batches, index=index, table=table, columns=columns):
+            values_of = MEASURES[index][3]
+            for pdf in batches:
+                frame = pd.DataFrame({c: pdf[f"{table}__{c}"] for c in columns})
+                x = log1p_nonneg(values_of(frame))
+                yield pd.DataFrame({"x": x[np.isfinite(x)]})
+
+        x = rows.select(*(f"{table}__{c}" for c in columns)).mapInPandas(logs, "x double")
+        x = x.persist()
+        center = x.agg(F.percentile("x", 0.5)).first()[0]
+        if center is None:
+            robust[(table, measure)] = (float("nan"), float("nan"))
+        else:
+            mad = x.agg(F.percentile(F.abs(F.col("x") - F.lit(float(center))), 0.5)).first()[0]
+            robust[(table, measure)] = (float(center), max(MAD_TO_SD * float(mad), 1e-9))
+        x.unpersist()
+    periods = {}
+    for table in VOLUME_TABLES:
+        if table not in tables:
+            continue
+        when = f"{table}__{EVENT_TIME[table][1]}"
+        oldest = (
+            clean.filter((F.col("_table") == table) & (F.col(when) < cut))
+            .agg(F.min(when))
+            .first()[0]
+        )
+        if oldest is not None:
+            periods[table] = int((as_of - pd.Timestamp(oldest)) / pd.Timedelta(days=1) // 30) + 1
+    return robust, periods
+
+
+class _Scope:
+    """What :func:`~partnerscore.serving.score.batch_scope` reads of a validated batch."""
+
+    def __init__(self, data_end, partners: pd.DataFrame, quarantined: pd.DataFrame):
+        self.data_end = data_end
+        self.tables = {"partners": partners}
+        self.quarantine = {"partners": quarantined}
+
+
 def run_score_spark(
     raw_dir: str | Path,
     as_of: date | None,
@@ -286,32 +385,31 @@ def run_score_spark(
     at_age: int | None = None,
     buckets: int | None = None,
     shuffle_partitions: int = 8,
-    stage_dir: str | Path | None = None,
+    spark=None,
 ):
     """The ``partnerscore score --engine spark`` job: :func:`run_score`'s output, on Spark.
 
     Args:
-        raw_dir: Raw tables folder (validated on the driver).
+        raw_dir: Raw tables folder: a local path or any Spark-readable URI (``hdfs://``,
+            ``s3a://``), validated in Spark.
         as_of: Scoring date for everyone (or None with ``at_age``).
         model: Alias, version number or model URI.
         out: Output Parquet dataset (a folder of part files, in bucket order); the rejects
-            go to ``<stem>.rejects.csv`` beside it.
+            go to ``<stem>.rejects.csv`` beside it, the quarantine to ``quarantine/`` beside it.
         config: Application configuration.
         master: Spark master URL (``local[*]``, ``local[2]``, ``spark://host:7077``, ``yarn``).
         allow_local_model: As for :func:`run_score`.
         at_age: As for :func:`run_score`.
-        buckets: Partner buckets (pandas groups); default one per ~20k partners, at least 2
+        buckets: Partner buckets (pandas groups); default one per ~5k partners, at least 2
             per shuffle partition.
         shuffle_partitions: ``spark.sql.shuffle.partitions``.
-        stage_dir: Where the validated tables are staged as Parquet (default: a hidden folder
-            beside ``out``, removed at the end).
+        spark: An existing session to use (left running); default: one is started and stopped.
 
     Returns:
         A :class:`~partnerscore.serving.score.ScoreResult`.
     """
     import mlflow
 
-    from partnerscore.features.validate import load_raw
     from partnerscore.models.pyfunc import load_partner_model, model_version_of
     from partnerscore.serving.history import ScoreHistory
     from partnerscore.serving.score import (
@@ -321,6 +419,7 @@ def run_score_spark(
         batch_scope,
         rejects_path,
     )
+    from partnerscore.serving.spark_validate import validate_in_spark
 
     started = time.perf_counter()
     # pyspark 4 warns on every pandas 3 conversion; the equality test is what vouches for them
@@ -335,20 +434,6 @@ def run_score_spark(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    raw = load_raw(Path(raw_dir), out.parent / "quarantine", config=config.validation)
-    newest, partners_all, rejects, duplicates, ready = batch_scope(
-        raw, raw_dir, as_of, at_age, config
-    )
-    signed = pd.to_datetime(partners_all["signed_at"])
-    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
-    cuts = (
-        pd.Series(cut, index=in_scope_ids.to_numpy())
-        if cut is not None
-        else pd.Series(
-            (signed[ready] + pd.Timedelta(days=at_age)).to_numpy(), index=in_scope_ids.to_numpy()
-        )
-    )
-
     mlflow.set_tracking_uri(config.paths.tracking_uri())
     mlflow.set_registry_uri(config.paths.tracking_uri())
     partner_model = load_partner_model(uri)
@@ -357,76 +442,95 @@ def run_score_spark(
     except mlflow.exceptions.MlflowException:
         version = ""
     partner_model.metadata["version"] = version
-    from partnerscore.serving.ledger import DecisionLedger
-    from partnerscore.serving.monitor import load_reference_profile, raw_anomalies
-    from partnerscore.serving.score import read_overrides
-
-    history = ScoreHistory(config.paths.history_database())
-    previous = history.previous(in_scope_ids.tolist(), before=cut if cut is not None else cuts)
-
-    ctx = BucketContext(
-        dtypes={n: {c: str(t) for c, t in f.dtypes.items()} for n, f in raw.tables.items()},
-        data_end=newest,
-        cut=cut,
-        at_age=at_age,
-        config_hash=config.hash(),
-        model_uri=uri,
-        raw_anomalies=raw_anomalies(
-            raw.tables, cut if cut is not None else cuts.max(), config.monitor
-        ),
-        reference=load_reference_profile(uri, required=False),
-        monitor=config.monitor,
-        decisions=DecisionLedger(config.paths.history_database()).previous(
-            in_scope_ids.tolist(), before=cut if cut is not None else cuts
-        ),
-        overrides=read_overrides(config.score.overrides_path, config.policy),
-        config=config,
-        batch_size=len(in_scope_ids),
-    )
-    policy = config.policy
-    # the declared output schema: the same functions on a few partners, on the driver
-    probe_ids = set(in_scope_ids.iloc[:PROBE_PARTNERS])
-    probe_tables = {
-        n: f[f["partner_id"].astype(str).isin(probe_ids)] for n, f in raw.tables.items()
-    }
-    probe = score_bucket(pack(probe_tables), ctx, partner_model, previous, policy)
-    schema = spark_schema(conform(probe, probe))
-    n_buckets = buckets or max(2 * shuffle_partitions, len(in_scope_ids) // 20_000 + 1)
-
-    stage = Path(stage_dir) if stage_dir else out.parent / f".{out.name}.stage"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    marks = {"driver (validate, model, probe)": time.perf_counter() - started}
+    marks = {"driver (model)": time.perf_counter() - started}
     tick = time.perf_counter()
-    spark = _session(master, shuffle_partitions)
+    own_session = spark is None
+    if own_session:
+        spark = _session(master, shuffle_partitions)
     marks["spark session"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    validated = None
     try:
         from pyspark.sql import functions as F
 
-        parts = []
-        for name, frame in raw.tables.items():
-            frame.to_parquet(stage / f"{name}.parquet", index=False, coerce_timestamps="us")
-            table = spark.read.parquet(str(stage / f"{name}.parquet"))
-            parts.append(
-                table.select(
-                    F.lit(name).alias("_table"),
-                    F.col("partner_id").cast("string").alias("partner_id"),
-                    *(F.col(c).alias(f"{name}__{c}") for c in frame.columns),
-                )
+        n_buckets = buckets or max(
+            2 * shuffle_partitions, _partner_rows(spark, raw_dir) // 5_000 + 1
+        )
+        validated = validate_in_spark(
+            spark, str(raw_dir), n_buckets, config.validation, str(out.parent / "quarantine")
+        )
+        clean = validated.clean
+        marks["validate (spark)"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        partners = (
+            clean.filter(F.col("_table") == "partners")
+            .select("_row", "partner_id", F.col("partners__signed_at").alias("signed_at"))
+            .toPandas()
+            .sort_values("_row", kind="stable")
+            .reset_index(drop=True)
+        )
+        newest, partners_all, rejects, duplicates, ready = batch_scope(
+            _Scope(validated.data_end, partners, validated.partner_quarantine),
+            raw_dir,
+            as_of,
+            at_age,
+            config,
+        )
+        signed = pd.to_datetime(partners_all["signed_at"])
+        in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+        cuts = (
+            pd.Series(cut, index=in_scope_ids.to_numpy())
+            if cut is not None
+            else pd.Series(
+                (signed[ready] + pd.Timedelta(days=at_age)).to_numpy(),
+                index=in_scope_ids.to_numpy(),
             )
-        packed = parts[0]
-        for part in parts[1:]:
-            packed = packed.unionByName(part, allowMissingColumns=True)
-        packed = packed.withColumn("_bucket", F.expr(f"pmod(hash(partner_id), {n_buckets})"))
+        )
+        from partnerscore.serving.ledger import DecisionLedger
+        from partnerscore.serving.monitor import load_reference_profile
+        from partnerscore.serving.score import read_overrides
+
+        history = ScoreHistory(config.paths.history_database())
+        previous = history.previous(in_scope_ids.tolist(), before=cut if cut is not None else cuts)
+        anomaly_as_of = cut if cut is not None else cuts.max()
+        robust, periods = anomaly_statistics(clean, validated.dtypes, anomaly_as_of)
+        ctx = BucketContext(
+            dtypes=validated.dtypes,
+            data_end=newest,
+            cut=cut,
+            at_age=at_age,
+            config_hash=config.hash(),
+            model_uri=uri,
+            reference=load_reference_profile(uri, required=False),
+            anomaly_as_of=anomaly_as_of,
+            robust=robust,
+            periods=periods,
+            monitor=config.monitor,
+            decisions=DecisionLedger(config.paths.history_database()).previous(
+                in_scope_ids.tolist(), before=cut if cut is not None else cuts
+            ),
+            overrides=read_overrides(config.score.overrides_path, config.policy),
+            config=config,
+            batch_size=len(in_scope_ids),
+        )
+        policy = config.policy
+        marks["batch statistics (spark + driver)"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        # the declared output schema: the same functions on a few partners, on the driver
+        probe_ids = in_scope_ids.iloc[:PROBE_PARTNERS].tolist()
+        probe_rows = clean.filter(F.col("partner_id").isin(probe_ids)).toPandas()
+        probe_rows = probe_rows.sort_values(["_table", "_row"], kind="stable")
+        probe = score_bucket(probe_rows, ctx, partner_model, previous, policy)
+        schema = spark_schema(conform(probe, probe))
         model_b = spark.sparkContext.broadcast(partner_model)
         previous_b = spark.sparkContext.broadcast(previous)
 
         def bucket(pdf: pd.DataFrame) -> pd.DataFrame:
             warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+            pdf = pdf.sort_values(["_table", "_row"], kind="stable")
             return conform(score_bucket(pdf, ctx, model_b.value, previous_b.value, policy), probe)
 
-        scored = packed.groupBy("_bucket").applyInPandas(bucket, schema=schema)
+        scored = clean.groupBy("_bucket").applyInPandas(bucket, schema=schema)
         scored = scored.persist()
         bad = scored.filter(~F.col(FINITE)).select("partner_id").toPandas()
         marks["features + scores (spark)"] = time.perf_counter() - tick
@@ -444,8 +548,10 @@ def run_score_spark(
         rows = spark.read.parquet(str(out)).select(*kept).toPandas()
         scored.unpersist()
     finally:
-        spark.stop()
-        shutil.rmtree(stage, ignore_errors=True)
+        if validated is not None:
+            validated.unpersist()
+        if own_session:
+            spark.stop()
 
     rejects.append(_rejects(bad["partner_id"], cuts, "non-finite prediction"))
     lost = ~in_scope_ids.isin(rows["partner_id"]) & ~in_scope_ids.isin(
@@ -472,15 +578,27 @@ def run_score_spark(
         not_yet=int((~ready).sum()),
         graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
         at_age=at_age,
-        partners_input=len(partners_all) + len(raw.quarantine.get("partners", ())),
+        partners_input=validated.counts["partners"][0],
         duplicates=duplicates,
         guardrail_flags=int(rows["guardrail_flag"].sum()),
         provisional=int(rows["provisional"].sum()),
         seconds=time.perf_counter() - started,
         tiers=rows["score_tier"].value_counts().to_dict(),
-        quarantined_rows={
-            n: len(f) for n, f in raw.quarantine.items() if n != "partners" and len(f)
-        },
+        quarantined_rows={n: c[2] for n, c in validated.counts.items() if n != "partners" and c[2]},
         quarantine_dir=out.parent / "quarantine",
         stage_seconds=marks,
     )
+
+
+def _partner_rows(spark, raw_dir) -> int:
+    """Rows of the partners table (sizes the buckets), counted by Spark."""
+    from partnerscore.serving.spark_validate import (
+        find_tables,
+        location,
+        read_table,
+        table_inputs,
+    )
+
+    files, _ = find_tables(spark, location(raw_dir))
+    inputs = table_inputs(spark, {"partners": files["partners"]})
+    return read_table(spark, inputs["partners"]).count()

@@ -1,13 +1,21 @@
-"""The Spark engine against the pandas job on the shared program (local[2])."""
+"""The Spark engine against the pandas job (local[2], one Spark session for the module).
+
+The pandas job is the slow, obviously-correct twin: validation, quarantine, scores and rejects
+of the Spark job must equal it.
+"""
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from partnerscore.serving.spark_engine import pack, unpack
+
+MALFORMED = Path(__file__).parents[1] / "features" / "malformed"
 
 
 def _needs_java():
@@ -16,6 +24,17 @@ def _needs_java():
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local[2] session for every test of the module."""
+    _needs_java()
+    from partnerscore.serving.spark_engine import _session
+
+    session = _session("local[2]", 2)
+    yield session
+    session.stop()
 
 
 def test_pack_unpack_round_trip(sim_tables):
@@ -42,44 +61,140 @@ def _same(pandas_out: pd.DataFrame, spark_out: pd.DataFrame):
         elif pd.api.types.is_datetime64_any_dtype(a.dtype):
             assert (pd.to_datetime(b) == pd.to_datetime(a)).all(), name
         else:
-            left = [None if pd.isna(v) else str(v) for v in a]
-            right = [None if pd.isna(v) else str(v) for v in b]
-            assert right == left, name
+            assert _text(b) == _text(a), name
+
+
+def _text(values) -> list:
+    return [None if pd.isna(v) else str(v) for v in values]
+
+
+def _same_quarantine(pandas_dir: Path, spark_dir: Path, tables) -> int:
+    """Every table's quarantine: same rows, columns, values and reasons. Returns the rows."""
+    from partnerscore.features.core import read_frame
+
+    total = 0
+    for name in tables:
+        csv, parquet = pandas_dir / f"{name}.csv", spark_dir / f"{name}.parquet"
+        assert csv.exists() == parquet.exists(), name
+        if not csv.exists():
+            continue
+        expected = read_frame(csv, text=lambda column: True)
+        got = pd.read_parquet(parquet)
+        assert list(got.columns) == list(expected.columns), name
+        assert got["_row"].tolist() == expected["_row"].astype(int).tolist(), name
+        for column in expected.columns:
+            if column != "_row":
+                left = [v or None for v in _text(expected[column])]
+                assert _text(got[column]) == left, (name, column)
+        total += len(got)
+    return total
+
+
+def _malformed_program(raw_dir: Path, dest: Path) -> Path:
+    """The shared program with contract violations added (one per kind, some per partner)."""
+    shutil.copytree(raw_dir, dest)
+    partners = pd.read_csv(dest / "partners.csv", dtype=str, keep_default_na=False)
+    deals = pd.read_csv(dest / "deals.csv", dtype=str, keep_default_na=False)
+    first, second = partners["partner_id"].iloc[0], partners["partner_id"].iloc[1]
+    extra_partners = partners.iloc[[0, 5]].copy()
+    extra_partners.iloc[1, extra_partners.columns.get_loc("partner_id")] = "P-NEW"
+    extra_partners.iloc[1, extra_partners.columns.get_loc("signed_at")] = "not a date"
+    bad = deals.iloc[[0, 1, 2, 3]].copy()
+    bad["deal_id"] = ["X1", "X2", "X3", deals["deal_id"].iloc[3]]  # the last: a duplicate
+    bad.iloc[0, bad.columns.get_loc("amount")] = "-5"
+    bad.iloc[1, bad.columns.get_loc("partner_id")] = "GHOST"
+    bad.iloc[2, bad.columns.get_loc("created_at")] = "1800-01-01"
+    pd.concat([partners, extra_partners]).to_csv(dest / "partners.csv", index=False)
+    pd.concat([deals.iloc[:50], bad, deals.iloc[50:]]).to_csv(dest / "deals.csv", index=False)
+    with open(dest / "activities.csv", "a", encoding="utf-8") as handle:
+        handle.write(f'A-X1,{first},2025-01-01,meeting,"two\nlines"\n')
+        handle.write(f"A-X2,{second},2025-01-02,telepathy,\n")
+    return dest
 
 
 @pytest.mark.slow
-def test_spark_scores_equal_the_pandas_job(raw_dir, store_config, tmp_path):
-    _needs_java()
+def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config, tmp_path, spark):
+    from partnerscore.features.contract import TABLES
     from partnerscore.features.core import read_frame
     from partnerscore.serving.history import ScoreHistory
     from partnerscore.serving.score import run_score
     from partnerscore.serving.spark_engine import run_score_spark
 
     cfg = store_config
+    raw = _malformed_program(raw_dir, tmp_path / "raw")
     # an earlier run in the history: both engines smooth against it
-    first = run_score(
-        raw_dir, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg
-    )
+    first = run_score(raw, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg)
     when = pd.Timestamp("2026-03-01").date()
-    expected = run_score(raw_dir, when, "champion", tmp_path / "p" / "scores.parquet", cfg)
+    expected = run_score(raw, when, "champion", tmp_path / "p" / "scores.parquet", cfg)
     got = run_score_spark(
-        raw_dir,
+        raw,
         when,
         "champion",
         tmp_path / "s" / "scores.parquet",
         cfg,
-        master="local[2]",
         shuffle_partitions=2,
         buckets=3,
+        spark=spark,
     )
     pandas_out = read_frame(expected.out)
     spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
     assert len(pandas_out) > 100 and pandas_out["score_previous"].notna().any()
+    assert pandas_out["anomaly"].any()
     _same(pandas_out, spark_out)
     assert got.scored == expected.scored and got.rejected == expected.rejected
+    assert got.duplicates == expected.duplicates == 1
+    assert got.partners_input == expected.partners_input
+    assert got.quarantined_rows == expected.quarantined_rows
     assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
+    quarantined = _same_quarantine(
+        tmp_path / "p" / "quarantine", tmp_path / "s" / "quarantine", TABLES
+    )
+    assert quarantined == 8
     # the spark run recorded the same batch in the history (same key: replaced, not doubled)
     history = ScoreHistory(cfg.paths.history_database()).read()
     assert len(history) == first.scored + expected.scored
     assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored
+
+
+@pytest.mark.parametrize("case", ["stray_quote", "mixed_good_bad"])
+def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
+    """Counts, data end, quarantine rows and the clean rows of malformed folders."""
+    from partnerscore.features.validate import load_raw
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    sys.path.insert(0, str(MALFORMED.parent))
+    from test_malformed import materialise
+
+    materialise(case, tmp_path / "raw")
+    expected = load_raw(tmp_path / "raw", tmp_path / "pq")
+    got = validate_in_spark(spark, str(tmp_path / "raw"), 3, None, str(tmp_path / "sq"))
+    assert got.data_end == expected.data_end
+    for name, report in expected.report.tables.items():
+        assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
+        assert got.reasons[name] == report.reasons
+    assert _same_quarantine(tmp_path / "pq", tmp_path / "sq", expected.tables) > 0
+    clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
+    for name, frame in unpack(clean, got.dtypes).items():
+        pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)
+    got.unpersist()
+
+
+def test_duplicate_record_ids_across_buckets_stop_the_run(tmp_path, spark):
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    sys.path.insert(0, str(MALFORMED.parent))
+    from test_malformed import materialise
+
+    materialise("duplicate_ids", tmp_path / "raw")
+    # deal D1 is under P1 and P3: a bucket count that puts them apart
+    bucket = "pmod(hash('{}'), {})"
+    n = next(
+        b
+        for b in range(2, 50)
+        if spark.sql(f"select {bucket.format('P1', b)} = {bucket.format('P3', b)}").first()[0]
+        is False
+    )
+    with pytest.raises(PartnerscoreError, match=r"deals.csv: deal_id 'D1' \(first at row 1\)"):
+        validate_in_spark(spark, str(tmp_path / "raw"), n, None, str(tmp_path / "sq"))

@@ -1,0 +1,685 @@
+"""Raw-contract validation inside Spark: the ``score --engine spark`` job's first pass.
+
+Each raw table is read by Spark (CSV as all-text columns, Parquet typed) from any
+Spark-readable folder, every row gets its input row number, rows are bucketed by partner
+(``pmod(hash(trim(partner_id)), B)``) and each bucket (its rows of every table) goes through the
+project's own validator (:func:`~partnerscore.features.validate.load_frames`), so the rules and
+the reasons are the pandas job's. The validator's cross-row checks are per partner (duplicate
+partner ids, unknown partners, dates before signing), so a bucket's verdicts equal the whole
+batch's; the one check that is not (a duplicate ``deal_id``/``activity_id``/... under partners
+of different buckets) is detected over all rows and stops the run (see :func:`cross_bucket_keys`).
+
+Row numbers are exact, as the pandas validator reports them (1-based data records, a record that
+spans lines counted once): a CSV table is parsed as one ``multiLine`` stream (Arrow's
+``newlines_in_values``) whose single partition numbers its records in order
+(``monotonically_increasing_id`` within one partition); a Parquet file's rows are numbered by
+Spark's ``_metadata.row_index``. A record's line span (for the "record spans lines" note) is
+counted from the line breaks inside its values: exact unless blank lines sit between records
+(then later spans shift; the reasons and row numbers do not).
+
+The driver holds only counts, the reason counts and the few rows it needs to decide the batch
+(quarantined partner rows, for rejects). Quarantine rows are written by Spark as Parquet
+datasets ``<out folder>/quarantine/<table>.parquet`` (the pandas job's columns: the input
+columns as text, ``_row``, ``reason``; sorted by ``_row``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partnerscore.features.core import PartnerscoreError
+
+KIND = "_kind"
+ROW = "_row"
+TABLE = "_table"
+BUCKET = "_bucket"
+FIRST_LINE = "_first_line"
+LAST_LINE = "_last_line"
+SENTINEL = "\x00partnerscore-sentinel"
+"""Id of the valid partner (and deal) added to every bucket, then removed: the validator
+refuses a table without data rows or without a valid partner, which a bucket may lack while
+the whole batch does not."""
+_DUP = re.compile(r"^(duplicate \S+ '.*' \(first at row )(\d+)(\).*)$", re.S)
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """One raw table as Spark reads it.
+
+    Attributes:
+        name: Contract table name.
+        path: The file (local path or URI).
+        columns: Input column names (stripped), in file order.
+        is_csv: CSV (text) or Parquet (typed).
+        quarantine_names: Input column -> its name in the quarantine file.
+    """
+
+    name: str
+    path: str
+    columns: tuple[str, ...]
+    is_csv: bool
+    quarantine_names: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SparkValidation:
+    """The validated batch, left in Spark: clean rows, counts and what the driver needs.
+
+    Attributes:
+        clean: Spark frame of clean rows (``_table``, ``_row``, ``_bucket``, partner_id,
+            ``<table>__<column>`` typed columns), from the persisted validation output.
+        counts: Table -> (input rows, valid rows, quarantined rows).
+        reasons: Table -> problem code -> rows.
+        data_end: Latest observed date of the clean rows (the pandas ``RawData.data_end``).
+        partner_quarantine: Quarantined partner rows (``partner_id`` text, ``reason``).
+        dtypes: Table -> column -> dtype of the validator's clean frames.
+        inputs: The tables read.
+        ignored: Files in the folder that are not contract tables.
+        persisted: The persisted validation output (see :meth:`unpersist`).
+    """
+
+    clean: object
+    counts: dict[str, tuple[int, int, int]]
+    reasons: dict[str, dict[str, int]]
+    data_end: pd.Timestamp
+    partner_quarantine: pd.DataFrame
+    dtypes: dict[str, dict[str, str]]
+    inputs: dict[str, TableInput]
+    ignored: list[str]
+    persisted: object = None
+
+    def unpersist(self) -> None:
+        """Release the validated rows Spark keeps (memory and disk of the executors)."""
+        if self.persisted is not None:
+            self.persisted.unpersist()
+
+
+def _is_uri(path: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
+def location(path) -> str:
+    """A folder as Spark names it.
+
+    ``hdfs://nn/x`` survives a trip through ``Path`` (``hdfs:/nn/x``); local paths are made
+    absolute (executors do not share the driver's working folder).
+    """
+    text = str(path)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)(.*)$", text)
+    if match and match.group(1).lower() != "file":
+        return f"{match.group(1)}://{match.group(2)}"
+    if _is_uri(text):
+        return text
+    return str(Path(text.removeprefix("file:")).absolute())
+
+
+def find_tables(spark, raw_dir: str) -> tuple[dict[str, str], list[str]]:
+    """Table -> file of a raw folder (local or any Hadoop file system), with the pandas errors."""
+    from partnerscore.features.contract import REQUIRED_TABLES, TABLES
+    from partnerscore.features.validate import _find_files
+
+    if not _is_uri(raw_dir) or raw_dir.startswith("file:"):
+        local = Path(raw_dir.removeprefix("file://").removeprefix("file:"))
+        files, ignored = _find_files(local)
+        return {n: str(p.resolve()) for n, p in files.items()}, ignored
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(raw_dir)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hpath) or not fs.getFileStatus(hpath).isDirectory():
+        raise PartnerscoreError(f"{raw_dir}: raw data folder not found")
+    found: dict[str, str] = {}
+    ignored = []
+    for status in sorted(fs.listStatus(hpath), key=lambda s: s.getPath().getName()):
+        name = status.getPath().getName()
+        if name.startswith(".") or status.isDirectory():
+            continue
+        stem, dot, suffix = name.rpartition(".")
+        if dot and stem in TABLES and suffix.lower() in ("csv", "parquet"):
+            if stem in found:
+                raise PartnerscoreError(
+                    f"{raw_dir}: table '{stem}' given twice ({Path(found[stem]).name} and "
+                    f"{name}); keep one"
+                )
+            found[stem] = status.getPath().toString()
+        else:
+            ignored.append(name)
+    for name in REQUIRED_TABLES:
+        if name not in found:
+            raise PartnerscoreError(
+                f"{raw_dir}: missing required table '{name}' ({name}.csv or {name}.parquet)"
+            )
+    return found, ignored
+
+
+def _header(spark, path: str, is_csv: bool) -> list[str]:
+    """Column names of a table file (one-line errors for empty or broken files)."""
+    from partnerscore.features.validate import _header as csv_header
+
+    local = not _is_uri(path)
+    if local and Path(path).stat().st_size == 0:
+        raise PartnerscoreError(f"{path}: empty file")
+    if not is_csv:
+        try:
+            names = spark.read.parquet(path).columns
+        except Exception as exc:  # Spark's analysis errors: one line, no traceback
+            raise PartnerscoreError(f"{path}: cannot read file: {_one_line(exc)}") from exc
+    elif local:
+        names = csv_header(Path(path))
+    else:
+        first = (
+            spark.read.option("header", False).option("multiLine", True).csv(path).limit(1)
+        ).collect()
+        if not first:
+            raise PartnerscoreError(f"{path}: empty file (no header line)")
+        names = [("" if v is None else str(v)).lstrip("\ufeff") for v in first[0]]
+    names = [str(c).strip() for c in names]
+    if len(set(names)) != len(names):
+        dup = next(h for h in names if names.count(h) > 1)
+        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+    return names
+
+
+def _one_line(exc: BaseException) -> str:
+    from partnerscore.features.validate import _first_line
+
+    return _first_line(exc)
+
+
+def table_inputs(spark, files: dict[str, str]) -> dict[str, TableInput]:
+    """Headers of every table, with the pandas job's file-level errors (required columns)."""
+    from partnerscore.features.contract import TABLES
+    from partnerscore.features.validate import quarantine_column
+
+    inputs = {}
+    for name in TABLES:  # partners first, like the pandas validator
+        if name not in files:
+            continue
+        path = files[name]
+        is_csv = path.lower().endswith(".csv")
+        columns = _header(spark, path, is_csv)
+        for col in TABLES[name].columns:
+            if col.required and col.name not in columns:
+                raise PartnerscoreError(f"{path}: missing required column '{col.name}'")
+        sources = dict.fromkeys(columns)
+        inputs[name] = TableInput(
+            name, path, tuple(columns), is_csv, {c: quarantine_column(c, sources) for c in columns}
+        )
+    return inputs
+
+
+def read_table(spark, table: TableInput):
+    """A raw table as a Spark frame.
+
+    Columns: ``_table``, ``_row`` (1-based record), the bucket key ``partner_id`` (trimmed
+    text), the record's line count (CSV) and the ``<table>__<column>`` input values.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    n = len(table.columns)
+    positional = [f"_c{i}" for i in range(n)]
+    if table.is_csv:
+        schema = T.StructType([T.StructField(c, T.StringType(), True) for c in positional])
+        frame = (
+            spark.read.schema(schema)
+            .option("header", True)
+            .option("multiLine", True)
+            .option("mode", "FAILFAST")
+            .option("quote", '"')
+            .option("escape", '"')
+            .option("encoding", "UTF-8")
+            .option("enforceSchema", True)
+            .csv(table.path)
+        )
+        if frame.rdd.getNumPartitions() != 1:
+            raise PartnerscoreError(f"{table.path}: expected one file per table")
+        # one partition: monotonically_increasing_id is the record's position in the file
+        frame = frame.withColumn(ROW, F.monotonically_increasing_id() + 1)
+        breaks = [F.coalesce(F.size(F.split(F.col(c), "\n", -1)) - 1, F.lit(0)) for c in positional]
+        lines = breaks[0] + 1 if n == 1 else sum(breaks[1:], breaks[0]) + 1
+        frame = frame.withColumn(LAST_LINE, lines.cast("long"))
+        values = [
+            F.col(c).alias(f"{table.name}__{name}")
+            for c, name in zip(positional, table.columns, strict=True)
+        ]
+    else:
+        frame = spark.read.parquet(table.path)
+        frame = frame.select(
+            *(F.col(f"`{c}`").alias(p) for c, p in zip(frame.columns, positional, strict=True)),
+            (F.col("_metadata.row_index") + 1).alias(ROW),
+        )
+        frame = frame.withColumn(LAST_LINE, F.lit(1).cast("long"))
+        values = [
+            F.col(c).alias(f"{table.name}__{name}")
+            for c, name in zip(positional, table.columns, strict=True)
+        ]
+    pairs = zip(positional, table.columns, strict=True)
+    values = [F.col(c).alias(f"{table.name}__{name}") for c, name in pairs]
+    pid = positional[table.columns.index("partner_id")]
+    return frame.select(
+        F.lit(table.name).alias(TABLE),
+        F.col(ROW).cast("long").alias(ROW),
+        F.trim(F.col(pid).cast("string")).alias("partner_id"),
+        F.col(LAST_LINE).alias(LAST_LINE),
+        *values,
+    )
+
+
+def _line_spans(frame, table: TableInput):
+    """First and last physical line of every record (only when some record spans lines)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not table.is_csv or frame.filter(F.col(LAST_LINE) > 1).limit(1).count() == 0:
+        return frame.withColumn(FIRST_LINE, F.lit(None).cast("long")).withColumn(
+            LAST_LINE, F.lit(None).cast("long")
+        )
+    # a running sum over the table's single partition (rare: malformed or quoted newlines)
+    upto = Window.orderBy(ROW).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    last = F.sum(LAST_LINE).over(upto) + 1
+    return frame.withColumn(FIRST_LINE, last - F.col(LAST_LINE) + 1).withColumn(LAST_LINE, last)
+
+
+def clean_dtypes(inputs: dict[str, TableInput], config) -> dict[str, dict[str, str]]:
+    """Table -> column -> dtype of the validator's clean frames (validated sentinel rows)."""
+    raw = _validate_frames(_sentinel_frames(inputs, {}), config)
+    return {n: {c: str(t) for c, t in f.dtypes.items()} for n, f in raw.tables.items()}
+
+
+def _sentinel_frames(inputs, frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each table's bucket rows plus, for partners and deals, one valid sentinel row."""
+    values = {
+        "partners": {
+            "partner_id": SENTINEL,
+            "partner_name": "-",
+            "signed_at": "2000-01-01",
+            "tier": "silver",
+            "region": "EMEA",
+            "industry": "-",
+            "partner_type": "reseller",
+        },
+        "deals": {
+            "deal_id": SENTINEL,
+            "partner_id": SENTINEL,
+            "created_at": "2000-01-02",
+            "amount": "0",
+            "status": "open",
+        },
+    }
+    out = {}
+    for name, table in inputs.items():
+        frame = frames.get(name)
+        if frame is None:
+            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in table.columns})
+        if name in values:
+            extra = {c: [values[name].get(c)] for c in table.columns}
+            frame = pd.concat([frame, pd.DataFrame(extra)], ignore_index=True)
+            frame = frame.astype(object).where(frame.notna(), None)
+        out[name] = frame
+    return out
+
+
+def _validate_frames(frames, config):
+    from partnerscore.features.validate import load_frames
+
+    return load_frames(frames, config=config)
+
+
+def _schema(inputs: dict[str, TableInput], dtypes, spark_types: dict[str, object]):
+    """The validation UDF's output: clean typed columns, quarantine text columns, counts."""
+    from pyspark.sql import types as T
+
+    from partnerscore.serving.spark_engine import spark_type
+
+    fields = [
+        T.StructField(KIND, T.StringType()),
+        T.StructField(TABLE, T.StringType()),
+        T.StructField(ROW, T.LongType()),
+        T.StructField(BUCKET, T.IntegerType()),
+        T.StructField("partner_id", T.StringType()),
+        T.StructField("reason", T.StringType()),
+    ]
+    for name, columns in dtypes.items():
+        fields += [T.StructField(f"{name}__{c}", spark_type(t), True) for c, t in columns.items()]
+    for name, table in inputs.items():
+        fields += [
+            T.StructField(f"q__{name}__{q}", T.StringType(), True)
+            for q in table.quarantine_names.values()
+        ]
+    return T.StructType(fields)
+
+
+def validate_bucket(
+    pdf: pd.DataFrame, inputs: dict[str, TableInput], dtypes, config
+) -> pd.DataFrame:
+    """Validate one bucket's rows of every table with the project's validator.
+
+    Returns:
+        Clean rows (``_kind`` clean), quarantined rows (``_kind`` quarantine, ``_row`` and the
+        reason as the pandas job reports them), problem-code counts (``_kind`` code: the code in
+        ``reason``, the count in ``_row``) and file-level errors (``_kind`` error).
+    """
+    bucket = int(pdf[BUCKET].iloc[0]) if len(pdf) else 0
+    pdf = pdf.sort_values([TABLE, ROW], kind="stable")
+    frames, rows, spans = {}, {}, {}
+    for name, table in inputs.items():
+        part = pdf[pdf[TABLE].to_numpy() == name]
+        frames[name] = pd.DataFrame(
+            {c: part[f"{name}__{c}"].to_numpy() for c in table.columns},
+            index=pd.RangeIndex(len(part)),
+        )
+        rows[name] = part[ROW].to_numpy(dtype=np.int64)
+        spans[name] = (part[FIRST_LINE].to_numpy(), part[LAST_LINE].to_numpy())
+    try:
+        raw = _validate_frames(_sentinel_frames(inputs, frames), config)
+    except PartnerscoreError as exc:
+        return pd.DataFrame({KIND: ["error"], TABLE: [""], BUCKET: [bucket], "reason": [str(exc)]})
+    out = []
+    for name, table in inputs.items():
+        n = len(rows[name])
+        clean = raw.tables[name]
+        if name in ("partners", "deals"):  # the sentinel is valid and the last row
+            clean = clean.iloc[:-1]
+        part = {f"{name}__{c}": clean[c].to_numpy() for c in clean.columns}
+        valid_rows = _valid_positions(raw, name, n)
+        out.append(
+            pd.DataFrame(
+                {
+                    KIND: "clean",
+                    TABLE: name,
+                    ROW: rows[name][valid_rows],
+                    BUCKET: bucket,
+                    "partner_id": clean["partner_id"].astype(str).to_numpy(),
+                    **part,
+                }
+            )
+        )
+        bad = raw.quarantine.get(name)
+        if bad is not None and len(bad):
+            local = bad["_row"].to_numpy(dtype=np.int64) - 1
+            reasons = [_global_reason(r, rows[name]) for r in bad["reason"].astype(str)]
+            first, last = spans[name]
+            if first is not None and len(local):
+                f, last_ = first[local], last[local]
+                reasons = [
+                    r + f"; record spans lines {int(a)}-{int(b)} (a stray quote?)"
+                    if a is not None and b is not None and not pd.isna(a) and b > a
+                    else r
+                    for r, a, b in zip(reasons, f, last_, strict=True)
+                ]
+            q = {
+                f"q__{name}__{qn}": bad[qn].to_numpy(dtype=object)
+                for qn in table.quarantine_names.values()
+            }
+            out.append(
+                pd.DataFrame(
+                    {
+                        KIND: "quarantine",
+                        TABLE: name,
+                        ROW: rows[name][local],
+                        BUCKET: bucket,
+                        "partner_id": bad[table.quarantine_names["partner_id"]].to_numpy(
+                            dtype=object
+                        ),
+                        "reason": reasons,
+                        **q,
+                    }
+                )
+            )
+        codes = raw.report.tables[name].reasons
+        if codes:
+            out.append(
+                pd.DataFrame(
+                    {
+                        KIND: "code",
+                        TABLE: name,
+                        ROW: list(codes.values()),
+                        BUCKET: bucket,
+                        "reason": list(codes.keys()),
+                    }
+                )
+            )
+    return pd.concat(out, ignore_index=True)
+
+
+def _valid_positions(raw, name: str, n: int) -> np.ndarray:
+    """Positions (within the bucket's rows of ``name``) of the clean rows, in order."""
+    bad = raw.quarantine.get(name)
+    keep = np.ones(n, dtype=bool)
+    if bad is not None and len(bad):
+        keep[bad["_row"].to_numpy(dtype=np.int64) - 1] = False
+    return np.flatnonzero(keep)
+
+
+def _global_reason(reason: str, rows: np.ndarray) -> str:
+    """A duplicate's "(first at row N)" with the bucket position turned into the input row."""
+    match = _DUP.match(reason)
+    if match is None:
+        return reason
+    return match.group(1) + str(int(rows[int(match.group(2)) - 1])) + match.group(3)
+
+
+def conform_validated(frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """The UDF's rows in the declared schema's columns (missing ones empty)."""
+    from pyspark.sql import types as T
+
+    out = {}
+    for f in schema.fields:
+        values = frame[f.name] if f.name in frame else pd.Series(None, index=frame.index)
+        if isinstance(f.dataType, T.TimestampNTZType):
+            out[f.name] = pd.to_datetime(values).astype("datetime64[us]")
+        elif isinstance(f.dataType, (T.LongType, T.IntegerType)):
+            out[f.name] = pd.to_numeric(values).astype("Int64")
+        elif isinstance(f.dataType, T.DoubleType):
+            out[f.name] = pd.to_numeric(values).astype("float64")
+        elif isinstance(f.dataType, T.BooleanType):
+            out[f.name] = values.astype("boolean")
+        else:
+            text = values.astype(object)
+            out[f.name] = text.where(text.notna(), None)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def validate_in_spark(
+    spark,
+    raw_dir: str,
+    n_buckets: int,
+    config,
+    quarantine_dir: str,
+) -> SparkValidation:
+    """Read, number, bucket and validate every raw table in Spark; write the quarantine.
+
+    Args:
+        spark: The session.
+        raw_dir: Raw tables folder (any Spark-readable path).
+        n_buckets: Partner buckets.
+        config: ``ValidateConfig``; a default reference date (today) is fixed here on the
+            driver so every executor applies the same bound.
+        quarantine_dir: Folder of the quarantine datasets.
+
+    Returns:
+        The clean rows (persisted Spark frame) and the batch's counts.
+    """
+    import warnings
+
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from partnerscore.features.config import ValidateConfig
+    from partnerscore.features.contract import TABLES
+
+    raw_dir = location(raw_dir)
+    config = config or ValidateConfig()
+    if config.reference_date is None:
+        today = pd.Timestamp.now(tz="UTC").tz_convert(None).normalize().date()
+        config = config.model_copy(update={"reference_date": today})
+    files, ignored = find_tables(spark, raw_dir)
+    inputs = table_inputs(spark, files)
+    dtypes = clean_dtypes(inputs, config)
+    parts = []
+    for table in inputs.values():
+        frame = _line_spans(read_table(spark, table), table)
+        parts.append(frame)
+    packed = parts[0]
+    for part in parts[1:]:
+        packed = packed.unionByName(part, allowMissingColumns=True)
+    packed = packed.withColumn(BUCKET, F.expr(f"pmod(hash(partner_id), {n_buckets})"))
+    schema = _schema(inputs, dtypes, {})
+
+    def bucket(pdf: pd.DataFrame) -> pd.DataFrame:
+        from partnerscore.serving.spark_engine import PANDAS_WARNING
+
+        warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+        return conform_validated(validate_bucket(pdf, inputs, dtypes, config), schema)
+
+    try:
+        validated = packed.groupBy(BUCKET).applyInPandas(bucket, schema=schema)
+        # on disk: a bucket's rows are wide (every table's columns) and the heap stays free
+        validated = validated.persist(StorageLevel.DISK_ONLY)
+        summary = validated.filter(F.col(KIND) != "code").groupBy(KIND, TABLE).count().toPandas()
+    except PartnerscoreError:
+        raise
+    except Exception as exc:  # Spark's parse errors (FAILFAST): one line naming the file
+        raise PartnerscoreError(_spark_read_error(exc, inputs)) from exc
+    try:
+        errors = validated.filter(F.col(KIND) == "error").select("reason").limit(1).collect()
+        if errors:
+            message = errors[0]["reason"]
+            for name, table in inputs.items():
+                message = message.replace(f"<frames>/{name}", table.path)
+            raise PartnerscoreError(message)
+        codes = (
+            validated.filter(F.col(KIND) == "code")
+            .groupBy(TABLE, "reason")
+            .agg(F.sum(ROW).alias("n"))
+            .toPandas()
+        )
+        counts, reasons = {}, {}
+        for name, table in inputs.items():
+            got = summary[summary[TABLE] == name].set_index(KIND)["count"]
+            valid, bad = int(got.get("clean", 0)), int(got.get("quarantine", 0))
+            counts[name] = (valid + bad, valid, bad)
+            mine = codes[codes[TABLE] == name]
+            reasons[name] = dict(zip(mine["reason"], mine["n"].astype(int), strict=True))
+            if TABLES[name].required and valid + bad == 0:
+                raise PartnerscoreError(f"{table.path}: no data rows")
+        qdir = quarantine_dir.rstrip("/")
+        _write_quarantine(validated, inputs, qdir)
+        if counts["partners"][1] == 0:
+            raise PartnerscoreError(
+                f"{inputs['partners'].path}: no valid partner rows (see {qdir}/partners.parquet)"
+            )
+        cross_bucket_keys(validated, inputs)
+        typed = [f"{name}__{column}" for name, columns in dtypes.items() for column in columns]
+        clean = validated.filter(F.col(KIND) == "clean").select(
+            TABLE, ROW, BUCKET, "partner_id", *typed
+        )
+        ends = []
+        for name in inputs:
+            for col in TABLES[name].columns:
+                if col.kind == "date" and col.observed:
+                    ends.append(F.max(F.col(f"{name}__{col.name}")))
+        newest = F.greatest(*ends) if len(ends) > 1 else ends[0]
+        data_end = pd.Timestamp(clean.agg(newest).first()[0])
+        quarantined_partners = (
+            validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == "partners"))
+            .select("partner_id", "reason", ROW)
+            .toPandas()
+            .sort_values(ROW, kind="stable")
+        )
+    except BaseException:
+        validated.unpersist()
+        raise
+    return SparkValidation(
+        clean=clean,
+        counts=counts,
+        reasons=reasons,
+        data_end=data_end,
+        partner_quarantine=quarantined_partners.reset_index(drop=True),
+        dtypes=dtypes,
+        inputs=inputs,
+        ignored=ignored,
+        persisted=validated,
+    )
+
+
+def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:
+    text = str(exc)
+    where = next((t.path for t in inputs.values() if Path(t.path).name in text), "raw tables")
+    first = next(
+        (line.strip() for line in text.splitlines() if "Malformed" in line or "Error" in line),
+        _one_line(exc),
+    )
+    return f"{where}: cannot read file: {first[:160]}"
+
+
+def cross_bucket_keys(validated, inputs: dict[str, TableInput]) -> None:
+    """Stop when a record key (deal_id, activity_id, ...) is kept under two buckets.
+
+    The pandas validator keeps the first valid occurrence of a key across all partners; the
+    buckets see their own partners only. Such ids are a data error the Spark job reports
+    instead of deciding it differently (``--engine pandas`` quarantines the later rows).
+    """
+    from pyspark.sql import functions as F
+
+    from partnerscore.features.contract import TABLES
+
+    for name, table in inputs.items():
+        key = TABLES[name].key
+        if not key or key == "partner_id":
+            continue
+        column = f"{name}__{key}"
+        dup = (
+            validated.filter((F.col(KIND) == "clean") & (F.col(TABLE) == name))
+            .groupBy(column)
+            .agg(F.countDistinct(BUCKET).alias("buckets"), F.min(ROW).alias("row"))
+            .filter(F.col("buckets") > 1)
+            .orderBy("row")
+            .limit(1)
+            .collect()
+        )
+        if dup:
+            raise PartnerscoreError(
+                f"{table.path}: {key} '{dup[0][column]}' (first at row {dup[0]['row']}) belongs "
+                "to several partners; --engine spark validates per partner and cannot decide "
+                "which row to keep: fix the ids, or score with --engine pandas"
+            )
+
+
+def _write_quarantine(validated, inputs: dict[str, TableInput], qdir: str) -> None:
+    """One Parquet dataset per table with quarantined rows, sorted by ``_row``; stale ones go."""
+    import shutil
+
+    from pyspark.sql import functions as F
+
+    from partnerscore.features.contract import TABLES
+
+    local = not _is_uri(qdir)
+    for name in TABLES:
+        target = f"{qdir}/{name}.parquet"
+        table = inputs.get(name)
+        rows = None
+        if table is not None:
+            rows = validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == name))
+            if rows.limit(1).count() == 0:
+                rows = None
+        if rows is None:
+            if local:
+                shutil.rmtree(target, ignore_errors=True)
+                Path(f"{qdir}/{name}.csv").unlink(missing_ok=True)
+            continue
+        cols = [F.col(f"q__{name}__{q}").alias(q) for q in table.quarantine_names.values()]
+        (
+            rows.select(*cols, F.col(ROW).alias("_row"), "reason")
+            .repartition(1)
+            .sortWithinPartitions("_row")
+            .write.mode("overwrite")
+            .parquet(target)
+        )
+        if local:
+            Path(f"{qdir}/{name}.csv").unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.report import (
     _money,
     peer_groups,
+    peer_level_keys,
     read_scores,
     report_filename,
     run_report,
@@ -50,9 +51,12 @@ def test_peers_are_matched_by_onboarding_band_when_big_enough():
     band = np.array(["0-45"] * 6 + ["46-90"] * 4 + ["91-180"] * 2, dtype=object)
     key, name = peer_groups(frame, band)
     assert len(set(key[:6])) == 1 and name[0] == "gold msp, days 0-45"
-    assert set(key[6:]) == {"s:gold msp"}  # bands under 5 partners fall back to the segment
-    key0, _ = peer_groups(frame)
-    assert set(key0) == {"s:gold msp"}
+    # bands under 5 partners fall back to the segment (the key every row holds at that level)
+    segment = peer_level_keys(frame, band)[1]
+    assert len(set(segment)) == 1 and set(key[6:]) == set(segment)
+    assert set(name[6:]) == {"gold msp"} and key[0] != key[6]
+    key0, name0 = peer_groups(frame)
+    assert set(key0) == set(segment) and set(name0) == {"gold msp"}
 
 
 def test_changes_since_last_batch():

@@ -16,43 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from measure import run
+
 CLI = [str(Path(sys.executable).with_name("partnerscore"))]
-
-
-def child(argv: list[str]) -> None:
-    """Wrapper mode: run one command, print its usage as JSON (this process's children)."""
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(
-        json.dumps(
-            {
-                "rc": done.returncode,
-                "wall": wall,
-                "cpu": usage.ru_utime + usage.ru_stime,
-                "rss_mb": usage.ru_maxrss / 1024,
-                "tail": (done.stdout + done.stderr)[-600:],
-            }
-        )
-    )
-
-
-def measure(argv: list[str]) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(argv)], capture_output=True, text=True
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{result['tail']}")
-    return result
 
 
 def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]:
@@ -100,11 +71,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--parts-pages", type=int, default=3000)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(json.loads(args.child))
-        return
     if not args.scores or not args.config:
         parser.error("--scores and --config are required")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -116,7 +83,7 @@ def main() -> None:
     rows = []
     for workers in [int(w) for w in args.workers.split(",") if w]:
         out = root / f"w{workers}"
-        r = measure([*CLI, "report", "--scores", args.scores, "--out", str(out), "-c",
+        r = run([*CLI, "report", "--scores", args.scores, "--out", str(out), "-c",
                      args.config, "--workers", str(workers)])  # fmt: skip
         n = len(list((out / "partners").iterdir()))
         rows.append((workers, n, r))

@@ -18,55 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from measure import run
 
 AS_OF = "2026-03-01"
 CLI = [str(Path(sys.executable).with_name("partnerscore"))]
-
-
-def child(argv: list[str]) -> None:
-    """Wrapper mode: run one stage, print its usage as JSON (this process's children only)."""
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(
-        json.dumps(
-            {
-                "rc": done.returncode,
-                "wall": wall,
-                "cpu": usage.ru_utime + usage.ru_stime,
-                "rss_mb": usage.ru_maxrss / 1024,
-                "tail": (done.stdout + done.stderr)[-600:],
-            }
-        )
-    )
-
-
-def stage(argv: list[str], tree: bool = False) -> dict:
-    if tree:
-        argv = [sys.executable, str(Path(__file__).with_name("cpu_tree.py")), "--", *argv]
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(argv)], capture_output=True, text=True
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"stage failed: {' '.join(argv)}\n{result['tail']}")
-    if tree:  # the whole process tree's CPU and summed peak RSS (cpu_tree's last line)
-        fields = dict(
-            item.split("=", 1)
-            for item in result["tail"].strip().splitlines()[-1].split()
-            if "=" in item
-        )
-        result["cpu"] = float(fields["cpu_s"])
-        result["rss_mb"] = float(fields["peak_rss_mb"])
-    return result
 
 
 def main() -> None:
@@ -77,11 +37,7 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--train-partners", type=int, default=2000)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(json.loads(args.child))
-        return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -104,7 +60,7 @@ def main() -> None:
         ["train", "--features", str(small / "features")],
         ["promote"],
     ):
-        stage([*CLI, *argv, *c])
+        run([*CLI, *argv, *c])
     results: dict[int, dict[str, dict]] = {}
     for n in sizes:
         work = root / f"n{n}"
@@ -140,7 +96,7 @@ def main() -> None:
         )
         results[n] = {}
         for name, argv in plan:
-            r = stage([*CLI, *argv, *c], tree=name.startswith("score (spark"))
+            r = run([*CLI, *argv, *c], tree=name.startswith("score (spark"))
             results[n][name] = r
             print(
                 f"{n:>9,} {name:<22} cpu {r['cpu']:8.1f} s  wall {r['wall']:8.1f} s  "

@@ -16,45 +16,16 @@ history (``--no-history``) so both score runs do the same work after loading.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from measure import run
+
 CLI = [str(Path(sys.executable).with_name("partnerscore"))]
-
-
-def child(argv: list[str]) -> None:
-    """Wrapper mode: run one stage, print its usage as JSON (this process's children only)."""
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(
-        json.dumps(
-            {
-                "rc": done.returncode,
-                "wall": time.perf_counter() - started,
-                "cpu": usage.ru_utime + usage.ru_stime,
-                "rss_mb": usage.ru_maxrss / 1024,
-                "tail": (done.stdout + done.stderr)[-600:],
-            }
-        )
-    )
-
-
-def stage(argv: list[str]) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(argv)], capture_output=True, text=True
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"stage failed: {' '.join(argv)}\n{result['tail']}")
-    return result
 
 
 def loading(raw: Path) -> dict[str, float]:
@@ -81,11 +52,7 @@ def main() -> None:
     parser.add_argument("--raw")
     parser.add_argument("--config")
     parser.add_argument("--as-of", default="2026-03-01")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(json.loads(args.child))
-        return
     raw, work = Path(args.raw), Path(args.raw).with_name(Path(args.raw).name + "-out")
     shutil.rmtree(raw / "validated", ignore_errors=True)
     c = ["-c", args.config]
@@ -99,7 +66,7 @@ def main() -> None:
         ("score (snapshot reused)", [*score, str(work / "scores2.parquet")]),
     ]
     for name, argv in plan:
-        r = stage([*CLI, *argv, *c])
+        r = run([*CLI, *argv, *c])
         print(
             f"{raw.name:<10} {name:<26} cpu {r['cpu']:7.1f} s  wall {r['wall']:7.1f} s  "
             f"peak RSS {r['rss_mb']:7.0f} MB",

@@ -127,7 +127,8 @@ class PageBatch:
     values: dict[str, list]
     as_of_text: list[str]
     as_of_ns: list[int]
-    flags: list[tuple[bool, bool]]
+    flags: list[tuple[bool, bool, bool, str]]
+    """(provisional, guardrail swing, input anomaly, the anomaly's reasons) per page."""
     heads: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
     """Per model head: feature names, contributions (page x feature) and each row's order."""
     drivers: dict[str, list[list[tuple[str, str]]]]
@@ -351,6 +352,8 @@ def build_batch(
         zip(
             [_flag(v) for v in _column(frame, "provisional", rows)],
             [_flag(v) for v in _column(frame, "guardrail_flag", rows)],
+            [_flag(v) for v in _column(frame, "anomaly", rows)],
+            _texts(_column(frame, "anomaly_reason", rows)),
             strict=True,
         )
     )
@@ -491,7 +494,7 @@ def page_context(b: PageBatch, j: int) -> dict:
         },
     ]
     traj_svg, traj_head, traj_rows = page_trajectory(b, j)
-    provisional, guardrail = b.flags[j]
+    provisional, guardrail, anomaly, anomaly_reason = b.flags[j]
     return {
         "css": b.css,
         "thresholds": b.thresholds,
@@ -501,7 +504,12 @@ def page_context(b: PageBatch, j: int) -> dict:
         "as_of": b.as_of_text[j],
         "age": _num(v["age_days"][j], 0),
         "horizon": b.horizon,
-        "flags": {"provisional": provisional, "guardrail": guardrail},
+        "flags": {
+            "provisional": provisional,
+            "guardrail": guardrail,
+            "anomaly": anomaly,
+            "anomaly_reason": anomaly_reason,
+        },
         "fmt": {
             "score": _num(v["score"][j]),
             "smoothed": _num(v["score_smoothed"][j]) if "score_smoothed" in b.present else "",

@@ -78,6 +78,10 @@ def hand_scores(ids, names, as_of="2026-03-01", seed=0):
     frame["score_previous"] = np.nan
     frame["score_smoothed"] = frame["score"] - 1
     frame["guardrail_flag"] = [False, True] + [False] * (n - 2)
+    frame["anomaly"] = np.arange(n) == 2
+    frame["anomaly_reason"] = np.where(
+        frame["anomaly"], "deals.amount 9e+12 <is> far above the table", ""
+    )
     frame["config_hash"] = "beef00score"
     frame["model_uri"] = "models:/partnerscore@champion"
     return frame
@@ -192,6 +196,9 @@ def test_report_content_from_hand_built_scores(tmp_path):
     # scores, flags, layers, drivers, actions, versions
     assert 'id="provisional"' in page and 'id="guardrail"' not in page
     assert 'id="guardrail"' in page_of(tmp_path / "out", "P001")
+    assert 'id="anomaly"' not in page  # the input anomaly badge carries its (escaped) reasons
+    flagged = page_of(tmp_path / "out", "P002")
+    assert 'id="anomaly"' in flagged and "9e+12 &lt;is&gt; far above the table" in flagged
     assert "low revenue high engagement" in page  # no quadrant_label column: derived
     assert page.count("raises the score") == 3 and page.count("lowers by") == 2
     assert "Enable pipeline generation" in page and "Run joint pipeline planning." in page

@@ -19,7 +19,6 @@ the outcome must be identical.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -28,37 +27,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import CASES, CORPUS, materialise, spec_of
 
 from partnerscore.features.contract import TABLES, schema
 from partnerscore.features.validate import load_raw, run_validate
 from partnerscore.serving.cli import main
 
-CORPUS = Path(__file__).parent / "malformed"
 CSV_LINES_NOTE = r"; record spans lines \d+-\d+ \(a stray quote\?\)"
-CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith("_"))
-
-
-def spec_of(case: str) -> dict:
-    return json.loads((CORPUS / case / "case.json").read_text(encoding="utf-8"))
 
 
 PASSING = [c for c in CASES if spec_of(c)["exit"] == 0]
 FAILING = [c for c in CASES if spec_of(c)["exit"] != 0]
-
-
-def materialise(case: str, dest: Path) -> dict:
-    """Copy ``_base`` then the case's files (same name overrides) into ``dest``."""
-    spec = spec_of(case)
-    dest.mkdir(parents=True)
-    for path in (CORPUS / "_base").iterdir():
-        if path.stem not in spec.get("drop", []):
-            shutil.copy(path, dest / path.name)
-    for path in (CORPUS / case).rglob("*"):
-        if path.is_file() and path.name != "case.json":
-            target = dest / path.relative_to(CORPUS / case)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    return spec
 
 
 def run_cli(raw: Path, capsys) -> tuple[int, str, str]:

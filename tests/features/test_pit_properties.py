@@ -18,13 +18,11 @@ Runs are derandomized and use no example database, so CI sees the same examples 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from support import sibling
 
 from partnerscore.features.builders import Snapshots, Timeline
 from partnerscore.features.config import BuildConfig
@@ -32,18 +30,7 @@ from partnerscore.features.contract import ACTIVITY_TYPES, END_DATE, FIRST_DATE
 from partnerscore.features.pipeline import build_features, build_labels
 from partnerscore.features.registry import feature_specs
 
-
-def load_reference():
-    """tests/features/pit_reference.py (test modules are imported without packages)."""
-    spec = importlib.util.spec_from_file_location(
-        "pit_reference", Path(__file__).with_name("pit_reference.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = load_reference()
+ref = sibling(__file__, "pit_reference")
 
 # each example builds, and computes the reference of, a whole program (~0.3 s): the counts keep
 # the file well under 30 s; raise them locally (e.g. 2000) for a deeper search. No shrinking

@@ -11,12 +11,10 @@ Three kinds of proof:
 - the classic leak (a deal open at as_of that closes as a win later) stays pipeline.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from support import sibling
 
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
@@ -34,17 +32,7 @@ def contract_tables(sim_tables):
 # ---------------------------------------------------------------- reference implementation
 
 
-def load_reference():
-    """tests/features/pit_reference.py (test modules are imported without packages)."""
-    spec = importlib.util.spec_from_file_location(
-        "pit_reference", Path(__file__).with_name("pit_reference.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = load_reference()
+ref = sibling(__file__, "pit_reference")
 reference_features, reference_labels = ref.reference_features, ref.reference_labels
 
 

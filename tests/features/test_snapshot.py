@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CASES, spec_of
+from support import materialise as copy_case
 
 from partnerscore.features.config import ValidateConfig
 from partnerscore.features.validate import load_raw
@@ -34,25 +36,12 @@ from partnerscore.features.validated import (
     run_validate_snapshot,
 )
 
-CORPUS = Path(__file__).parent / "malformed"
-CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith("_"))
-PASSING = [
-    c for c in CASES if json.loads((CORPUS / c / "case.json").read_text("utf-8"))["exit"] == 0
-]
+PASSING = [c for c in CASES if spec_of(c)["exit"] == 0]
 
 
 def materialise(case: str, dest: Path) -> Path:
-    """``_base`` plus the case's files (same name overrides; ``drop`` leaves base tables out)."""
-    spec = json.loads((CORPUS / case / "case.json").read_text("utf-8"))
-    dest.mkdir(parents=True)
-    for path in (CORPUS / "_base").iterdir():
-        if path.stem not in spec.get("drop", []):
-            shutil.copy(path, dest / path.name)
-    for path in (CORPUS / case).rglob("*"):
-        if path.is_file() and path.name != "case.json":
-            target = dest / path.relative_to(CORPUS / case)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
+    """A corpus case materialised in ``dest`` (see ``tests/support.py``); returns ``dest``."""
+    copy_case(case, dest)
     return dest
 
 

@@ -4,6 +4,7 @@ overrides honoured by scoring and recorded in the decision ledger."""
 import numpy as np
 import pandas as pd
 import pytest
+from support import sibling
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.cli import main
@@ -18,21 +19,7 @@ from partnerscore.serving.report import (
 )
 from partnerscore.serving.score import run_score
 
-
-def _reference_changes():
-    """changes_since_last of tests/serving/report_reference.py (the fast path's twin)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "report_reference", Path(__file__).with_name("report_reference.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.changes_since_last
-
-
-changes_since_last = _reference_changes()
+changes_since_last = sibling(__file__, "report_reference").changes_since_last
 
 AS_OF = pd.Timestamp("2026-03-01").date()
 

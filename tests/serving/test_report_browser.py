@@ -9,21 +9,14 @@ import shutil
 
 import pandas as pd
 import pytest
+from support import sibling
 
 from partnerscore.serving.report import report_filename
 
 
 def synthetic_scores(n, seed=0):
     """tests/serving/test_report_pages.py's synthetic scores frame (modules without packages)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "test_report_pages", Path(__file__).with_name("test_report_pages.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.synthetic_scores(n, seed)
+    return sibling(__file__, "test_report_pages").synthetic_scores(n, seed)
 
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,6 +1,5 @@
 """The fast report path against its per-partner twin; workers; the portfolio page's data."""
 
-import importlib.util
 import json
 import re
 import tempfile
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import sibling
 
 from partnerscore.features.core import write_frame_atomic
 from partnerscore.serving import report_pages as rp
@@ -24,18 +24,7 @@ from partnerscore.serving.report import (
     run_report,
 )
 
-
-def load_reference():
-    """tests/serving/report_reference.py (test modules are imported without packages)."""
-    spec = importlib.util.spec_from_file_location(
-        "report_reference", Path(__file__).with_name("report_reference.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = load_reference()
+ref = sibling(__file__, "report_reference")
 COMPARED = (
     "peers",
     "peer_label",

@@ -1,0 +1,49 @@
+"""Helpers shared by test modules (``tests/`` is on ``sys.path``: see pyproject's pytest options).
+
+Test modules are imported without packages (``--import-mode=importlib``), so a slow reference
+twin beside a test is loaded from its file, and the malformed-input corpus is materialised
+from one place.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+CORPUS = Path(__file__).parent / "features" / "malformed"
+"""The malformed-input corpus: ``_base`` tables plus one folder per case (``case.json``)."""
+CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def sibling(test_file: str, name: str) -> ModuleType:
+    """The module ``name``.py in the same folder as ``test_file`` (pass ``__file__``)."""
+    spec = importlib.util.spec_from_file_location(name, Path(test_file).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def spec_of(case: str) -> dict:
+    """A corpus case's ``case.json``: expected exit code, messages, dropped tables."""
+    return json.loads((CORPUS / case / "case.json").read_text(encoding="utf-8"))
+
+
+def materialise(case: str, dest: Path) -> dict:
+    """Copy ``_base`` then the case's files (same name overrides) into ``dest``.
+
+    Base tables named in the case's ``drop`` list are left out. Returns the case's spec.
+    """
+    spec = spec_of(case)
+    dest.mkdir(parents=True)
+    for path in (CORPUS / "_base").iterdir():
+        if path.stem not in spec.get("drop", []):
+            shutil.copy(path, dest / path.name)
+    for path in (CORPUS / case).rglob("*"):
+        if path.is_file() and path.name != "case.json":
+            target = dest / path.relative_to(CORPUS / case)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    return spec

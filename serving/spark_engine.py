@@ -408,10 +408,8 @@ def run_score_spark(
     Returns:
         A :class:`~partnerscore.serving.score.ScoreResult`.
     """
-    import mlflow
-
-    from partnerscore.models.pyfunc import load_partner_model, model_version_of
     from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.model_store import load_scoring_model
     from partnerscore.serving.score import (
         ScoreResult,
         _checked_uri,
@@ -434,14 +432,8 @@ def run_score_spark(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(config.paths.tracking_uri())
-    mlflow.set_registry_uri(config.paths.tracking_uri())
-    partner_model = load_partner_model(uri)
-    try:
-        version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        version = ""
-    partner_model.metadata["version"] = version
+    loaded = load_scoring_model(uri, config.paths.tracking_uri())
+    partner_model, version = loaded.model, loaded.version
     marks = {"driver (model)": time.perf_counter() - started}
     tick = time.perf_counter()
     own_session = spark is None
@@ -487,7 +479,6 @@ def run_score_spark(
             )
         )
         from partnerscore.serving.ledger import DecisionLedger
-        from partnerscore.serving.monitor import load_reference_profile
         from partnerscore.serving.score import read_overrides
 
         history = ScoreHistory(config.paths.history_database())
@@ -501,7 +492,7 @@ def run_score_spark(
             at_age=at_age,
             config_hash=config.hash(),
             model_uri=uri,
-            reference=load_reference_profile(uri, required=False),
+            reference=loaded.reference,
             anomaly_as_of=anomaly_as_of,
             robust=robust,
             periods=periods,

@@ -9,6 +9,11 @@ The Spark stage runs under ``bench/cpu_tree.py``: PySpark never reaps its JVM, s
 ``getrusage`` would miss the JVM's and the Python workers' CPU; the tree sampler counts them.
 
     python bench/bench_scale.py --sizes 10000,100000 [--with-1m] [--no-spark] [--workdir DIR]
+        [--reuse-raw] [--stages simulate,validate,build,score,spark,report]
+
+``--reuse-raw`` keeps a size's simulated program (and its simulate measurement) from an
+earlier run in the same ``--workdir``, so a 1M program is simulated once; ``--stages`` runs a
+subset (``--stages simulate`` only simulates).
 
 Prints a Markdown table (and writes ``results.json`` in the work folder).
 """
@@ -37,7 +42,19 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--train-partners", type=int, default=2000)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--reuse-raw",
+        action="store_true",
+        help="keep a size's simulated program from an earlier run in the same --workdir "
+        "(its simulate measurement is read back from simulate.json)",
+    )
+    parser.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated subset of: simulate,validate,build,score,spark,report",
+    )
     args = parser.parse_args()
+    stages = set(args.stages.split(",")) if args.stages else None
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -52,19 +69,27 @@ def main() -> None:
         "train:\n  trials: 0\n"
     )
     c = ["-c", str(cfg)]
-    print(f"setup: training a model on {args.train_partners:,} partners in {root}", flush=True)
     small = root / "train"
-    for argv in (
-        ["simulate", "--partners", str(args.train_partners), "--out", str(small / "raw")],
-        ["build", "--raw", str(small / "raw"), "--out", str(small / "features")],
-        ["train", "--features", str(small / "features")],
-        ["promote"],
-    ):
-        run([*CLI, *argv, *c])
+    trained = small / "promoted.txt"  # the champion of an earlier run in this --workdir
+    if trained.exists():
+        print(f"setup: reusing the champion trained in {root}", flush=True)
+    else:
+        print(f"setup: training a model on {args.train_partners:,} partners in {root}", flush=True)
+        for argv in (
+            ["simulate", "--partners", str(args.train_partners), "--out", str(small / "raw")],
+            ["build", "--raw", str(small / "raw"), "--out", str(small / "features")],
+            ["train", "--features", str(small / "features")],
+            ["promote"],
+        ):
+            run([*CLI, *argv, *c])
+        trained.write_text(f"{args.train_partners}\n")
     results: dict[int, dict[str, dict]] = {}
     for n in sizes:
         work = root / f"n{n}"
-        shutil.rmtree(work, ignore_errors=True)
+        simulated = work / "simulate.json"
+        reuse = args.reuse_raw and simulated.exists()
+        if not reuse:
+            shutil.rmtree(work, ignore_errors=True)
         (root / "data" / "scores" / "history.sqlite").unlink(missing_ok=True)
         plan = [
             ("simulate", ["simulate", "--partners", str(n), "--out", str(work / "raw")]),
@@ -96,21 +121,31 @@ def main() -> None:
         )
         results[n] = {}
         for name, argv in plan:
-            r = run([*CLI, *argv, *c], tree=name.startswith("score (spark"))
-            results[n][name] = r
+            key = "spark" if name.startswith("score (spark") else name.split()[0]
+            if stages is not None and key not in stages:
+                continue
+            if key == "simulate" and reuse:
+                results[n][name] = r = json.loads(simulated.read_text())
+            else:
+                r = run([*CLI, *argv, *c], tree=key == "spark")
+                results[n][name] = r
+                if key == "simulate":
+                    simulated.write_text(json.dumps(r))
             print(
                 f"{n:>9,} {name:<22} cpu {r['cpu']:8.1f} s  wall {r['wall']:8.1f} s  "
                 f"peak RSS {r['rss_mb']:8.0f} MB",
                 flush=True,
             )
     (root / "results.json").write_text(json.dumps(results, indent=1))
-    names = list(next(iter(results.values())))
+    names = list(dict.fromkeys(name for r in results.values() for name in r))
     print()
     print("| stage | " + " | ".join(f"{n:,} partners" for n in results) + " |")
     print("|---|" + "---|" * len(results))
     for name in names:
         cells = [
             f"{r[name]['cpu']:.0f} s CPU ({r[name]['wall']:.0f} s / {r[name]['rss_mb'] / 1024:.2f} GB)"
+            if name in r
+            else "-"
             for r in results.values()
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")

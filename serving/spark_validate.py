@@ -249,15 +249,21 @@ def read_table(spark, table: TableInput):
         ]
     else:
         frame = spark.read.parquet(table.path)
+        # integer columns travel as their decimal text: every table's columns share one UDF
+        # frame, so they are nullable there and Arrow would hand them to pandas as float64
+        # (a quarantined 5 written as "5.0"; ids above 2**53 rounded into false duplicates)
         frame = frame.select(
-            *(F.col(f"`{c}`").alias(p) for c, p in zip(frame.columns, positional, strict=True)),
+            *(
+                (
+                    F.col(f"`{f.name}`").cast("string")
+                    if isinstance(f.dataType, T.IntegralType)
+                    else F.col(f"`{f.name}`")
+                ).alias(p)
+                for f, p in zip(frame.schema.fields, positional, strict=True)
+            ),
             (F.col("_metadata.row_index") + 1).alias(ROW),
         )
         frame = frame.withColumn(LAST_LINE, F.lit(1).cast("long"))
-        values = [
-            F.col(c).alias(f"{table.name}__{name}")
-            for c, name in zip(positional, table.columns, strict=True)
-        ]
     pairs = zip(positional, table.columns, strict=True)
     values = [F.col(c).alias(f"{table.name}__{name}") for c, name in pairs]
     pid = positional[table.columns.index("partner_id")]

@@ -198,3 +198,48 @@ def test_duplicate_record_ids_across_buckets_stop_the_run(tmp_path, spark):
     )
     with pytest.raises(PartnerscoreError, match=r"deals.csv: deal_id 'D1' \(first at row 1\)"):
         validate_in_spark(spark, str(tmp_path / "raw"), n, None, str(tmp_path / "sq"))
+
+
+def test_spark_validation_keeps_parquet_integers_exact(tmp_path, spark):
+    """Typed Parquet integers: quarantined values read '5' (not '5.0'), ids above 2**53 stay
+    distinct (float64 would round 2**60 + 1 and 2**60 + 2 into one duplicate id)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from partnerscore.features.validate import load_raw
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    sys.path.insert(0, str(MALFORMED.parent))
+    from test_malformed import materialise
+
+    materialise("mixed_good_bad", tmp_path / "csv")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    partners = pd.read_csv(tmp_path / "csv" / "partners.csv", dtype=str, keep_default_na=False)
+    pq.write_table(pa.Table.from_pandas(partners, preserve_index=False), raw / "partners.parquet")
+    base = 2**60
+    deals = pa.table(
+        {
+            "deal_id": pa.array([base + 1, base + 2, base + 3, base + 3, base + 4], pa.int64()),
+            "partner_id": ["P1", "P1", "P3", "P3", "P2"],
+            "created_at": ["2024-02-01", "2024-02-05", "2024-03-01", "2023-07-01", "2024-03-05"],
+            "closed_at": ["2024-03-01", "2024-03-02", None, "2023-08-15", None],
+            "amount": pa.array([1000, -5, 500, 7, None], pa.int64()),
+            "status": ["won", "won", "open", "lost", "open"],
+        }
+    )
+    pq.write_table(deals, raw / "deals.parquet")
+    expected = load_raw(raw, tmp_path / "pq")
+    got = validate_in_spark(spark, str(raw), 3, None, str(tmp_path / "sq"))
+    for name, report in expected.report.tables.items():
+        assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
+    # the negative and the missing amount and the repeated id are quarantined, the other
+    # near-2**60 ids are not
+    assert expected.report.tables["deals"].quarantined == 3
+    assert _same_quarantine(tmp_path / "pq", tmp_path / "sq", expected.tables) == 3
+    q = pd.read_parquet(tmp_path / "sq" / "deals.parquet")
+    assert "-5" in q["amount"].tolist() and str(base + 3) in q["deal_id"].tolist()
+    clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
+    for name, frame in unpack(clean, got.dtypes).items():
+        pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)
+    got.unpersist()

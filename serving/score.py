@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -13,10 +14,12 @@ import pandas as pd
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
     PartnerscoreError,
+    discard_staged,
     frame_format,
     isin_text,
+    publish_staged,
     read_frame,
-    staged_frames,
+    stage_frames,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
@@ -435,12 +438,32 @@ def _publish(
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
-    with staged_frames([(scored, out), (reject_frame, rejects_path(out))]):
+    ledger = DecisionLedger(config.paths.history_database())
+    # the files are written by a second thread (Parquet encoding releases the GIL) while this
+    # one converts the history and ledger rows; the store is touched only once both files are
+    # staged, and the files are published only once the store holds the batch
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        staging = pool.submit(stage_frames, [(scored, out), (reject_frame, rejects_path(out))])
+        rows = decisions = None
+        try:
+            if record_history:
+                rows = history.prepare(scored)
+                decisions = ledger.prepare_decisions(
+                    scored, facts=milestone_columns(config.incentives)
+                )
+        except BaseException:
+            if staging.exception() is None:  # waits for the writer
+                discard_staged(staging.result())
+            raise
+        staged = staging.result()  # re-raises a failed write (it staged nothing then)
+    try:
         if record_history:
-            history.upsert(scored)
-            DecisionLedger(config.paths.history_database()).record_decisions(
-                scored, facts=milestone_columns(config.incentives)
-            )
+            history.upsert(rows)
+            ledger.record_decisions(decisions)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    publish_staged(staged)
     return scored, reject_frame
 
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,6 @@ from partnerscore.features.core import (
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
-from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
 from partnerscore.models.policy import (
@@ -33,12 +33,14 @@ from partnerscore.models.policy import (
     smooth_and_guard_batch,
     stable_tiers,
 )
-from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.ledger import DecisionLedger
-from partnerscore.serving.model_store import load_scoring_model
+from partnerscore.serving.model_store import ScoringModel, load_scoring_model
 from partnerscore.training import progress
+
+if TYPE_CHECKING:
+    from partnerscore.models.bundle import PartnerModel
 
 MIN_SEGMENT = 5
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
@@ -185,38 +187,47 @@ def run_score(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
 
-    with progress.task("score: validating raw tables"):
-        raw = load_validated(
-            Path(raw_dir), validated, out.parent / "quarantine", config=config.validation
+    # two helper threads: the model (unpickling it imports LightGBM and scikit-learn, ~2 s)
+    # loads while the raw tables are read and the features built, and the raw-table anomaly
+    # checks run while the batch is scored (numpy, Arrow and file reads release the GIL)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
+        with progress.task("score: validating raw tables"):
+            raw = load_validated(
+                Path(raw_dir), validated, out.parent / "quarantine", config=config.validation
+            )
+        newest, partners_all, rejects, duplicates, ready = batch_scope(
+            raw, raw_dir, as_of, at_age, config
         )
-    newest, partners_all, rejects, duplicates, ready = batch_scope(
-        raw, raw_dir, as_of, at_age, config
-    )
-    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
-    not_yet = int((~ready).sum())
+        in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+        not_yet = int((~ready).sum())
 
-    with progress.task("score: loading the model"):
-        loaded = load_scoring_model(uri, config.paths.tracking_uri())
-        partner_model, version = loaded.model, loaded.version
-    with progress.task("score: building point-in-time features"):
-        if at_age is None:
-            features = build_scoring_frame(raw, cut)
-        else:
-            features = build_scoring_frame_at_age(raw, at_age)[0]
-    cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
-    with progress.task(f"score: scoring and explaining {len(features):,} partners"):
-        scored = score_features(partner_model, features, policy=config.policy)
-    scored = with_upgrade_paths(partner_model, features, scored, config)
-    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
-    when = cut if cut is not None else cuts
-    rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
-    scored = scored[finite.to_numpy()].reset_index(drop=True)
-    lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
-        in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
-    )
-    rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
+        with progress.task("score: building point-in-time features"):
+            if at_age is None:
+                features = build_scoring_frame(raw, cut)
+            else:
+                features = build_scoring_frame_at_age(raw, at_age)[0]
+        cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
+        anomalies_job = pool.submit(
+            raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
+        )
+        with progress.task("score: loading the model"):
+            loaded = model_job.result()
+            partner_model, version = loaded.model, loaded.version
+        from partnerscore.models.scoring import score_features
 
-    raw_rows = raw_anomalies(raw.tables, cut if cut is not None else cuts.max(), config.monitor)
+        with progress.task(f"score: scoring and explaining {len(features):,} partners"):
+            scored = score_features(partner_model, features, policy=config.policy)
+        scored = with_upgrade_paths(partner_model, features, scored, config)
+        finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+        when = cut if cut is not None else cuts
+        rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
+        scored = scored[finite.to_numpy()].reset_index(drop=True)
+        lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
+            in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
+        )
+        rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
+        raw_rows = anomalies_job.result()
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
     with progress.task("score: writing scores and history"):
@@ -406,6 +417,13 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     load_playbook(config.policy)  # a broken playbook stops the run before any work
     read_overrides(config.score.overrides_path, config.policy)  # ... and so do bad overrides
     return uri
+
+
+def _load_for_scoring(uri: str, tracking_uri: str) -> ScoringModel:
+    """:func:`load_scoring_model`, with the scoring code imported too (run in a helper thread)."""
+    from partnerscore.models import scoring  # noqa: F401  (LightGBM, scikit-learn: ~2 s)
+
+    return load_scoring_model(uri, tracking_uri)
 
 
 def _load(uri: str, config: AppConfig) -> tuple[PartnerModel, str]:
@@ -603,6 +621,8 @@ def run_score_features(
         partner_model, frame, source=str(features), allow_missing=allow_missing_features
     )
     frame = frame.reset_index(drop=True)
+    from partnerscore.models.scoring import score_features
+
     scored = score_features(partner_model, frame, policy=config.policy)
     scored = with_upgrade_paths(partner_model, frame, scored, config)
     scored = pd.concat(

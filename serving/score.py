@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     from partnerscore.models.bundle import PartnerModel
 
 MIN_SEGMENT = 5
+UNREAD_COLUMNS = {"portal_events": ("event_type",), "trainings": ("course_id",)}
+"""Raw columns no feature and no anomaly check reads: the score job does not load them (105 MB
+of text at 100k partners). ``tests/serving/test_score_job_columns.py`` checks that features and
+anomaly flags are the same with and without them."""
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
 
 
@@ -194,7 +198,11 @@ def run_score(
         model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
         with progress.task("score: validating raw tables"):
             raw = load_validated(
-                Path(raw_dir), validated, out.parent / "quarantine", config=config.validation
+                Path(raw_dir),
+                validated,
+                out.parent / "quarantine",
+                config=config.validation,
+                skip_columns=UNREAD_COLUMNS,
             )
         newest, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,7 +361,42 @@ def read_validated(
     qdir = Path(quarantine_dir) if quarantine_dir is not None else raw_dir / "quarantine"
     manifest = _manifest(snap)
     files, ignored = _find_files(raw_dir)
-    hashes = _check_inputs(manifest, files, snap)
+    # the raw files are hashed (SHA-256 releases the GIL) while the snapshot is read; a changed
+    # input is still the error reported first, as when hashing ran before everything else
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(_check_inputs, manifest, files, snap)
+        try:
+            report, tables, quarantine = _read_tables(
+                manifest,
+                files,
+                ignored,
+                snap,
+                raw_dir,
+                qdir,
+                config,
+                write_quarantine_files,
+                skip_columns,
+            )
+        except BaseException:
+            hashing.result()
+            raise
+        hashes = hashing.result()
+    if write_quarantine_files:
+        write_quarantine(quarantine, qdir)
+    return RawData(
+        tables=tables,
+        report=report,
+        files=files,
+        fingerprints=hashes,
+        data_end=_data_end(tables),
+        quarantine=quarantine,
+    )
+
+
+def _read_tables(
+    manifest, files, ignored, snap, raw_dir, qdir, config, write_quarantine_files, skip_columns
+):
+    """The snapshot's tables, quarantine frames and report (after the rules are checked)."""
     _check_rules(manifest, config, snap)
     report = ValidationReport(
         raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir if write_quarantine_files else None
@@ -403,16 +439,7 @@ def read_validated(
                 f"{snap / name}.parquet: does not match {MANIFEST} (rows or columns); "
                 "validate again"
             )
-    if write_quarantine_files:
-        write_quarantine(quarantine, qdir)
-    return RawData(
-        tables=tables,
-        report=report,
-        files=files,
-        fingerprints=hashes,
-        data_end=_data_end(tables),
-        quarantine=quarantine,
-    )
+    return report, tables, quarantine
 
 
 def load_validated(

@@ -105,6 +105,10 @@ def json_column(column: pd.Series) -> list[str]:
         values = column.to_numpy(dtype=float)
         if np.isfinite(values).all():
             return list(map(float.__repr__, values.tolist()))
+    if isinstance(column.dtype, pd.StringDtype):  # each distinct text encoded once
+        codes, uniques = pd.factorize(column)
+        encoded = np.array([*(json.dumps(str(u)) for u in uniques), "null"], dtype=object)
+        return encoded[codes].tolist()  # code -1 (missing) is the last entry: null
     return json_values(plain_values(column))
 
 
@@ -235,7 +239,14 @@ class DecisionLedger:
             if name not in frame:
                 columns[name] = [None] * n
                 continue
-            values = plain_values(frame[name])
+            column = frame[name]
+            if name != "override_expires" and isinstance(column.dtype, pd.StringDtype):
+                # empty text is stored as NULL: whole-array, not value by value
+                values = column.to_numpy(dtype=object, na_value=None)
+                values[values == ""] = None
+                columns[name] = values.tolist()
+                continue
+            values = plain_values(column)
             if name == "override_expires":
                 values = [
                     pd.Timestamp(v).strftime("%Y-%m-%d") if v not in (None, "") else v

@@ -34,8 +34,6 @@ from partnerscore.models.policy import (
     stable_tiers,
 )
 from partnerscore.serving.config import AppConfig
-from partnerscore.serving.history import ScoreHistory
-from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.model_store import ScoringModel, load_scoring_model
 from partnerscore.training import progress
 
@@ -428,8 +426,12 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
 
 
 def _load_for_scoring(uri: str, tracking_uri: str) -> ScoringModel:
-    """:func:`load_scoring_model`, with the scoring code imported too (run in a helper thread)."""
+    """:func:`load_scoring_model`, importing the scoring code and SQLAlchemy on the way.
+
+    Runs in a helper thread while the main one reads the snapshot and builds features.
+    """
     from partnerscore.models import scoring  # noqa: F401  (LightGBM, scikit-learn: ~2 s)
+    from partnerscore.serving import history, ledger  # noqa: F401  (SQLAlchemy: ~0.4 s)
 
     return load_scoring_model(uri, tracking_uri)
 
@@ -455,6 +457,9 @@ def _publish(
     describe this run, or (history locked, disk full) neither changes.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
+    from partnerscore.serving.ledger import DecisionLedger
+
     history = ScoreHistory(config.paths.history_database())
     previous = history.previous(scored["partner_id"].tolist(), before=before)
     smoothed, prev, flags = smooth_and_guard_batch(
@@ -507,6 +512,8 @@ def _decide(
     ``score_tier`` becomes the decided tier; the model's tier of the raw score is kept as
     ``score_tier_raw`` and the tier of the smoothed score as ``score_tier_candidate``.
     """
+    from partnerscore.serving.ledger import DecisionLedger
+
     ledger = DecisionLedger(config.paths.history_database())
     return decide_rows(
         scored,

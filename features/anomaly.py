@@ -117,12 +117,9 @@ def robust_center_scale(values: np.ndarray, floor: float = 1e-9) -> tuple[float,
     return center, max(scale, floor)
 
 
-def _frame(table, frame, idx, partner, when, column, value, score, reason) -> pd.DataFrame:
-    id_col = EVENT_TIME[table][0]
-    if id_col and id_col in frame:
-        record = frame[id_col].astype(str).to_numpy()[idx]
-    else:
-        record = np.array([f"row {i + 2}" for i in idx], dtype=object)  # file line (header = 1)
+def _frame(table, before, idx, partner, when, column, value, score, reason) -> pd.DataFrame:
+    """Anomaly rows of ``before``'s rows at positions ``idx`` (:class:`_Before`)."""
+    record = before.record_ids(idx)
     return pd.DataFrame(
         {
             "table": table,
@@ -162,10 +159,94 @@ READ_COLUMNS = frozenset(
 )
 
 
-def _before(frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    when = pd.to_datetime(frame[EVENT_TIME[table][1]])
-    frame = frame[[c for c in frame.columns if c in READ_COLUMNS]]
-    return frame[(when < as_of).to_numpy()]
+class _Before:
+    """A raw table's rows dated before as_of, read column by column.
+
+    The rows are selected once by position; numeric and date columns are taken as numpy
+    arrays, text columns (record and partner ids) only where a result needs them, and partner
+    ids are factorized once per table. Copying every text column of a million-row table for
+    each check cost seconds; the results are the same as filtering the frame (the twin in
+    ``tests/features/test_anomaly_flags.py``).
+    """
+
+    def __init__(self, frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> None:
+        self.frame, self.table = frame, table
+        when = pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()
+        keep = when < pd.Timestamp(as_of).to_datetime64()  # NaT is never before
+        self.rows = np.flatnonzero(keep)
+        self.size = len(self.rows)
+        self._numeric: pd.DataFrame | None = None
+        self._partners: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0
+
+    def numeric(self) -> pd.DataFrame:
+        """The read columns that are not text (measures, event times), these rows only."""
+        if self._numeric is None:
+            text = {"partner_id", *(pair[0] for pair in EVENT_TIME.values() if pair[0])}
+            names = [c for c in self.frame.columns if c in READ_COLUMNS and c not in text]
+            self._numeric = pd.DataFrame(
+                {c: self.frame[c].to_numpy()[self.rows] for c in names}, columns=names
+            )
+        return self._numeric
+
+    def when(self) -> np.ndarray:
+        """Event times of these rows (datetime64)."""
+        return pd.to_datetime(self.numeric()[EVENT_TIME[self.table][1]]).to_numpy()
+
+    def partners(self) -> tuple[np.ndarray, np.ndarray]:
+        """``pd.factorize`` of these rows' partner ids as text: (codes, uniques as objects).
+
+        The whole column is factorized once; the codes of these rows are then renumbered in
+        order of first appearance, which is what factorizing the selected rows gives.
+        """
+        if self._partners is None:
+            codes, uniques = _factorized_partners(self.frame)
+            sub, order = pd.factorize(codes[self.rows])
+            if (order < 0).any():  # a missing id keeps code -1, as factorizing the rows gives
+                na = int(np.flatnonzero(order < 0)[0])
+                sub = np.where(sub == na, -1, sub - (sub > na))
+                order = np.delete(order, na)
+            self._partners = (
+                sub.astype(np.intp, copy=False),
+                np.asarray(uniques, dtype=object)[order],
+            )
+        return self._partners
+
+    def text(self, column: str, idx: np.ndarray) -> np.ndarray:
+        """A column as text at positions ``idx`` of these rows."""
+        return self.frame[column].take(self.rows[idx]).astype(str).to_numpy()
+
+    def record_ids(self, idx: np.ndarray) -> np.ndarray:
+        """Record ids of the rows at positions ``idx``.
+
+        The id column as text, or for tables without one the row number among these rows as
+        ``row <n + 2>``.
+        """
+        id_col = EVENT_TIME[self.table][0]
+        if id_col and id_col in self.frame:
+            return self.text(id_col, idx)
+        return np.array([f"row {i + 2}" for i in idx], dtype=object)  # file line (header = 1)
+
+
+def _factorized_partners(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return pd.factorize(frame["partner_id"].astype(str))
+
+
+def _before(
+    tables: dict[str, pd.DataFrame],
+    table: str,
+    as_of: pd.Timestamp,
+    cache: dict[str, _Before] | None = None,
+) -> _Before:
+    """``tables[table]``'s rows before ``as_of`` (one :class:`_Before` per table in ``cache``)."""
+    if cache is None:
+        return _Before(tables[table], table, as_of)
+    if table not in cache:
+        cache[table] = _Before(tables[table], table, as_of)
+    return cache[table]
 
 
 def table_outliers(
@@ -173,6 +254,7 @@ def table_outliers(
     as_of: pd.Timestamp,
     config: MonitorConfig,
     robust: dict[tuple[str, str], tuple[float, float]] | None = None,
+    cache: dict | None = None,
 ) -> tuple[pd.DataFrame, list[Check]]:
     """Rows whose amount, duration or volume is far above the table's robust centre.
 
@@ -182,6 +264,7 @@ def table_outliers(
         config: ``outlier_z`` lists a row; ``outlier_z_alarm`` on the largest z alarms.
         robust: (table, measure) -> (centre, scale) of the whole table, when ``tables`` hold
             only some partners' rows (a distributed job computes them once over every row).
+        cache: Rows before as_of per table, shared by the checks of one batch.
 
     Returns:
         (anomaly rows, one ``quality.outliers.<table>.<measure>`` check per measure).
@@ -190,10 +273,10 @@ def table_outliers(
     for table, measure, unit, values_of in MEASURES:
         if table not in tables:
             continue
-        frame = _before(tables[table], table, as_of)
-        if frame.empty:
+        before = _before(tables, table, as_of, cache)
+        if before.empty:
             continue
-        raw = values_of(frame)
+        raw = values_of(before.numeric())
         x = log1p_nonneg(raw)
         center, scale = (
             robust[(table, measure)]
@@ -214,10 +297,10 @@ def table_outliers(
             frames.append(
                 _frame(
                     table,
-                    frame,
+                    before,
                     hit,
-                    frame["partner_id"].astype(str).to_numpy()[hit],
-                    pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()[hit],
+                    before.text("partner_id", hit),
+                    before.when()[hit],
                     measure,
                     raw[hit],
                     z[hit],
@@ -253,6 +336,7 @@ def partner_outliers(
     as_of: pd.Timestamp,
     config: MonitorConfig,
     periods: dict[str, int] | None = None,
+    cache: dict | None = None,
 ) -> pd.DataFrame:
     """New rows and recent volumes far above the same partner's own history.
 
@@ -264,19 +348,19 @@ def partner_outliers(
     Robust z on log1p values with the scale floored at ``partner_scale_floor``; rows at or
     above ``partner_z`` are listed. ``periods`` (table -> number of 30-day periods back to the
     table's oldest row before as_of) is given when ``tables`` hold only some partners' rows.
+    ``cache``: rows before as_of per table, shared by the checks of one batch.
     """
     frames = []
     start = as_of - pd.Timedelta(days=config.window_days)
     for table, measure, unit, values_of in MEASURES:
         if table not in tables or table == "partners":
             continue
-        frame = _before(tables[table], table, as_of)
-        if frame.empty:
+        before = _before(tables, table, as_of, cache)
+        if before.empty:
             continue
-        when = pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()
-        x = log1p_nonneg(values_of(frame))
-        codes, uniques = pd.factorize(frame["partner_id"].astype(str))
-        pid = np.asarray(uniques, dtype=object)[codes]
+        when = before.when()
+        x = log1p_nonneg(values_of(before.numeric()))
+        codes, uniques = before.partners()
         old = (when < start) & np.isfinite(x)
         new = np.flatnonzero((when >= start) & np.isfinite(x))
         if new.size == 0 or not old.any():
@@ -293,16 +377,17 @@ def partner_outliers(
         keep = enough & (z >= config.partner_z)
         hit, zh, ch = new[keep], z[keep], c[keep]
         if hit.size:
-            raw = values_of(frame)
+            raw = values_of(before.numeric())
             reasons = [
                 f"{table}.{measure} {raw[i]:,.2f} {unit} is {zi:.1f} robust SDs above this "
                 f"partner's own typical {np.expm1(ci):,.2f}"
                 for i, zi, ci in zip(hit, zh, ch, strict=True)
             ]
+            pid = uniques[codes[hit]]
             frames.append(
-                _frame(table, frame, hit, pid[hit], when[hit], measure, raw[hit], zh, reasons)
+                _frame(table, before, hit, pid, when[hit], measure, raw[hit], zh, reasons)
             )
-    frames.append(_volume_spikes(tables, as_of, config, periods))
+    frames.append(_volume_spikes(tables, as_of, config, periods, cache))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
@@ -330,6 +415,7 @@ def _volume_spikes(
     as_of: pd.Timestamp,
     config: MonitorConfig,
     periods: dict[str, int] | None = None,
+    cache: dict | None = None,
 ) -> pd.DataFrame:
     partners = tables["partners"]
     signed = pd.Series(
@@ -340,13 +426,11 @@ def _volume_spikes(
     for table in VOLUME_TABLES:
         if table not in tables:
             continue
-        # only the two columns this check reads are filtered (not every column of the table)
-        frame = _before(tables[table][["partner_id", EVENT_TIME[table][1]]], table, as_of)
-        if frame.empty:
+        before = _before(tables, table, as_of, cache)
+        if before.empty:
             continue
-        codes, uniques = pd.factorize(frame["partner_id"].astype(str))
-        uniques = np.asarray(uniques, dtype=object)
-        when = pd.to_datetime(frame[EVENT_TIME[table][1]])
+        codes, uniques = before.partners()
+        when = pd.Series(before.when())
         # 30-day periods counted back from as_of: period 0 is the last 30 days
         period = ((as_of - when) / DAY // 30).astype(int).to_numpy()
         n_k = int(period.max()) + 1 if periods is None else periods[table]
@@ -703,8 +787,9 @@ def raw_anomalies(
     :func:`table_outliers` and :func:`partner_outliers`) and calls this per partner group,
     like :func:`row_anomalies`.
     """
-    rows, _ = table_outliers(tables, as_of, config, robust)
-    outliers = partner_outliers(tables, as_of, config, periods)
+    cache: dict = {}  # each table's rows before as_of, selected once for both checks
+    rows, _ = table_outliers(tables, as_of, config, robust, cache=cache)
+    outliers = partner_outliers(tables, as_of, config, periods, cache=cache)
     frames = [f for f in (rows, outliers) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 

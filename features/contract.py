@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-# pandera imports pandas-on-Spark (pyspark.pandas) whenever pyspark is installed: seconds of
-# imports and a pandas-version warning on every command. The contract never uses it (the Spark
-# engine uses pyspark.sql only), so that one import is refused while pandera loads.
-_refused = "pyspark.pandas" not in sys.modules
-if _refused:
-    sys.modules["pyspark.pandas"] = None  # type: ignore[assignment]
-try:
+if TYPE_CHECKING:
     import pandera.pandas as pa
-finally:
-    if _refused:
-        del sys.modules["pyspark.pandas"]
+
+
+def _pandera():
+    """``pandera.pandas``, imported on first use.
+
+    ~1 s of CPU that a job reusing a validated snapshot never needs (it checks no schema).
+    pandera imports pandas-on-Spark (pyspark.pandas) whenever pyspark is installed: seconds of
+    imports and a pandas-version warning on every command. The contract never uses it (the
+    Spark engine uses pyspark.sql only), so that one import is refused while pandera loads.
+    """
+    refused = "pyspark.pandas" not in sys.modules
+    if refused:
+        sys.modules["pyspark.pandas"] = None  # type: ignore[assignment]
+    try:
+        import pandera.pandas as pa
+    finally:
+        if refused:
+            del sys.modules["pyspark.pandas"]
+    return pa
+
 
 CONTRACT_VERSION = 1
 """Version of this contract (stamped on validated snapshots; another version is not reused)."""
@@ -308,6 +319,7 @@ def _naive_datetime(series) -> bool:
 
 
 def _pa_column(col: Column) -> pa.Column:
+    pa = _pandera()
     checks = []
     if col.choices:
         checks.append(pa.Check.isin(list(col.choices)))
@@ -335,6 +347,7 @@ def _pa_column(col: Column) -> pa.Column:
 def schema(table: str) -> pa.DataFrameSchema:
     """The pandera schema every clean (validated, typed) frame of ``table`` satisfies."""
     spec = TABLES[table]
+    pa = _pandera()
     return pa.DataFrameSchema(
         {col.name: _pa_column(col) for col in spec.columns},
         unique=[spec.key] if spec.key else None,

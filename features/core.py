@@ -180,11 +180,54 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     return _publish(_stage(path, write), path)
 
 
+def dictionary_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns a Parquet file dictionary-encodes: every column but floating-point ones.
+
+    Text, flags, dates and integers repeat and shrink with a dictionary; floats (scores,
+    contributions) are mostly distinct, so their dictionary is built, overflows and is thrown
+    away: at 100k rows x 225 float columns that cost ~1.2 s of CPU for a larger file. How
+    columns are encoded never changes the values read back.
+    """
+    import pandas as pd
+
+    return [str(c) for c, dtype in frame.dtypes.items() if not pd.api.types.is_float_dtype(dtype)]
+
+
 def _frame_writer(frame: pd.DataFrame, path: Path, safe_csv: bool) -> Callable[[str], None]:
     if frame_format(path) == "csv":
         data = spreadsheet_safe(frame) if safe_csv else frame
         return lambda name: data.to_csv(name, index=False)
-    return lambda name: frame.to_parquet(name, index=False)
+    return lambda name: frame.to_parquet(
+        name, index=False, use_dictionary=dictionary_columns(frame)
+    )
+
+
+def stage_frames(frames: list[tuple[pd.DataFrame, str | Path]]) -> list[tuple[Path, Path]]:
+    """Write frames to temporaries beside their targets: (temporary, target) pairs.
+
+    Nothing is left behind when one fails. Publish with :func:`publish_staged`, or remove
+    with :func:`discard_staged`.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for frame, path in frames:
+            path = Path(path)
+            staged.append((_stage(path, _frame_writer(frame, path, True)), path))
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return staged
+
+
+def discard_staged(staged: list[tuple[Path, Path]]) -> None:
+    """Remove staged temporaries (the targets stay as they were)."""
+    for tmp, _ in staged:
+        tmp.unlink(missing_ok=True)
+
+
+def publish_staged(staged: list[tuple[Path, Path]]) -> list[Path]:
+    """Rename staged temporaries over their targets."""
+    return [_publish(tmp, path) for tmp, path in staged]
 
 
 @contextmanager
@@ -198,18 +241,13 @@ def staged_frames(frames: list[tuple[pd.DataFrame, str | Path]]) -> Iterator[lis
     Yields:
         The destination paths.
     """
-    staged: list[tuple[Path, Path]] = []
+    staged = stage_frames(frames)
     try:
-        for frame, path in frames:
-            path = Path(path)
-            staged.append((_stage(path, _frame_writer(frame, path, True)), path))
         yield [path for _, path in staged]
     except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+        discard_staged(staged)
         raise
-    for tmp, path in staged:
-        _publish(tmp, path)
+    publish_staged(staged)
 
 
 def write_frame_atomic(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> Path:

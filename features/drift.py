@@ -24,7 +24,6 @@ segments have large PSI by chance).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from partnerscore.features.checks import Check
 from partnerscore.features.config import MonitorConfig
@@ -62,6 +61,8 @@ def grouped_ks(ref_counts, cur_counts) -> tuple[float, float]:
         return float("nan"), float("nan")
     d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
     en = np.sqrt(n * m / (n + m))
+    from scipy import stats  # ~1 s of imports that scoring (which needs only psi) never uses
+
     return d, float(stats.kstwobign.sf(d * en))
 
 
@@ -71,6 +72,8 @@ def chi_square(ref_counts, cur_counts) -> tuple[float, float]:
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 0.0, 1.0
+    from scipy import stats
+
     stat, p, _, _ = stats.chi2_contingency(table, correction=False)
     return float(stat), float(p)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,11 +314,24 @@ def _check_rules(manifest: dict, config: ValidateConfig, snap: Path) -> None:
         )
 
 
-def _read_parquet(path: Path, snap: Path) -> pd.DataFrame:
+def _read_parquet(
+    path: Path, snap: Path, columns: list[str] | None = None, full: list[str] | None = None
+) -> pd.DataFrame:
+    """A snapshot file as a frame.
+
+    With ``columns`` only those are decoded; the file must then hold exactly the columns
+    ``full``, as a whole read would check.
+    """
     if not path.is_file():
         raise StaleSnapshot(f"{snap}: {path.relative_to(snap)} is missing; validate again")
     try:
-        return pq.read_table(path).to_pandas()
+        if columns is not None and pq.read_schema(path).names != full:
+            raise StaleSnapshot(
+                f"{path}: does not match {MANIFEST} (rows or columns); validate again"
+            )
+        return pq.read_table(path, columns=columns).to_pandas()
+    except StaleSnapshot:
+        raise
     except Exception as exc:  # arrow errors: one line, no traceback
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise StaleSnapshot(f"{path}: unreadable snapshot file ({first}); validate again") from exc
@@ -330,8 +344,12 @@ def read_validated(
     *,
     write_quarantine_files: bool = True,
     config: ValidateConfig | None = None,
+    skip_columns: dict[str, tuple[str, ...]] | None = None,
 ) -> RawData:
     """The snapshot in ``snapshot_dir`` as the :class:`RawData` that validating would give.
+
+    ``skip_columns`` (table -> columns) leaves columns a job never reads out of the clean
+    tables (they are neither decoded nor held in memory); the quarantine is read whole.
 
     Raises:
         StaleSnapshot: The snapshot is missing, unreadable, from another contract or package
@@ -343,7 +361,42 @@ def read_validated(
     qdir = Path(quarantine_dir) if quarantine_dir is not None else raw_dir / "quarantine"
     manifest = _manifest(snap)
     files, ignored = _find_files(raw_dir)
-    hashes = _check_inputs(manifest, files, snap)
+    # the raw files are hashed (SHA-256 releases the GIL) while the snapshot is read; a changed
+    # input is still the error reported first, as when hashing ran before everything else
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(_check_inputs, manifest, files, snap)
+        try:
+            report, tables, quarantine = _read_tables(
+                manifest,
+                files,
+                ignored,
+                snap,
+                raw_dir,
+                qdir,
+                config,
+                write_quarantine_files,
+                skip_columns,
+            )
+        except BaseException:
+            hashing.result()
+            raise
+        hashes = hashing.result()
+    if write_quarantine_files:
+        write_quarantine(quarantine, qdir)
+    return RawData(
+        tables=tables,
+        report=report,
+        files=files,
+        fingerprints=hashes,
+        data_end=_data_end(tables),
+        quarantine=quarantine,
+    )
+
+
+def _read_tables(
+    manifest, files, ignored, snap, raw_dir, qdir, config, write_quarantine_files, skip_columns
+):
+    """The snapshot's tables, quarantine frames and report (after the rules are checked)."""
     _check_rules(manifest, config, snap)
     report = ValidationReport(
         raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir if write_quarantine_files else None
@@ -355,7 +408,14 @@ def read_validated(
         entry = manifest["tables"].get(name)
         if not isinstance(entry, dict):
             raise StaleSnapshot(f"{snap / MANIFEST}: unreadable manifest (no table '{name}')")
-        tables[name] = _read_parquet(snap / f"{name}.parquet", snap)
+        skipped = (skip_columns or {}).get(name, ())
+        wanted = [c.name for c in TABLES[name].columns if c.name not in skipped]
+        tables[name] = _read_parquet(
+            snap / f"{name}.parquet",
+            snap,
+            wanted if skipped else None,
+            [c.name for c in TABLES[name].columns],
+        )
         quarantine[name] = _read_parquet(snap / "quarantine" / f"{name}.parquet", snap)
         try:
             report.tables[name] = TableReport(
@@ -374,21 +434,12 @@ def read_validated(
         if (len(tables[name]), len(quarantine[name])) != (
             report.tables[name].valid_rows,
             report.tables[name].quarantined,
-        ) or list(tables[name].columns) != [c.name for c in TABLES[name].columns]:
+        ) or list(tables[name].columns) != wanted:
             raise StaleSnapshot(
                 f"{snap / name}.parquet: does not match {MANIFEST} (rows or columns); "
                 "validate again"
             )
-    if write_quarantine_files:
-        write_quarantine(quarantine, qdir)
-    return RawData(
-        tables=tables,
-        report=report,
-        files=files,
-        fingerprints=hashes,
-        data_end=_data_end(tables),
-        quarantine=quarantine,
-    )
+    return report, tables, quarantine
 
 
 def load_validated(
@@ -397,6 +448,7 @@ def load_validated(
     quarantine_dir: str | Path | None = None,
     *,
     config: ValidateConfig | None = None,
+    skip_columns: dict[str, tuple[str, ...]] | None = None,
 ) -> RawData:
     """What ``build`` and ``score`` load: a matching snapshot, else the validated raw tables.
 
@@ -408,19 +460,30 @@ def load_validated(
             the raw tables are validated again and one ``note:`` line on stderr says why.
         quarantine_dir: Where the quarantine CSVs go (as :func:`load_raw`).
         config: Validation rules.
+        skip_columns: Table -> columns left out of the clean tables (columns the job never
+            reads; see :func:`read_validated`).
 
     Returns:
-        Exactly what ``load_raw(raw_dir, quarantine_dir, config=config)`` returns.
+        Exactly what ``load_raw(raw_dir, quarantine_dir, config=config)`` returns (less the
+        skipped columns).
     """
     if snapshot_dir is not None:
-        return read_validated(raw_dir, snapshot_dir, quarantine_dir, config=config)
+        return read_validated(
+            raw_dir, snapshot_dir, quarantine_dir, config=config, skip_columns=skip_columns
+        )
     auto = default_dir(raw_dir)
     if (auto / MANIFEST).is_file():
         try:
-            return read_validated(raw_dir, auto, quarantine_dir, config=config)
+            return read_validated(
+                raw_dir, auto, quarantine_dir, config=config, skip_columns=skip_columns
+            )
         except StaleSnapshot as exc:
             print(f"note: {exc}; validating {raw_dir} again", file=sys.stderr)  # noqa: T201
-    return load_raw(raw_dir, quarantine_dir, config=config)
+    raw = load_raw(raw_dir, quarantine_dir, config=config)
+    for name, columns in (skip_columns or {}).items():
+        if name in raw.tables:
+            raw.tables[name] = raw.tables[name].drop(columns=list(columns), errors="ignore")
+    return raw
 
 
 __all__ = [

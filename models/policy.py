@@ -229,7 +229,10 @@ def action_schedule(
 
     def due(entries: list[dict]) -> np.ndarray:
         days = pd.to_timedelta([e["review_days"] for e in entries], unit="D")
-        return (when + days).dt.strftime("%Y-%m-%d").fillna("").to_numpy(dtype=object)
+        # a batch has a handful of distinct review dates: each is formatted once
+        codes, dates = pd.factorize(when + days)  # no date (NaT): code -1, empty text
+        text = [*pd.DatetimeIndex(dates).strftime("%Y-%m-%d"), ""]
+        return np.array(text, dtype=object)[codes]
 
     return {
         "tier_action": np.array([e["title"] for e in tier_entries], dtype=object),

@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,19 +107,80 @@ def _to_records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
-def _driver_rows(frame: pd.DataFrame, columns: list[str], table: sa.Table, dialect) -> list[tuple]:
+def _plain_column(col: pd.Series, kind) -> list:
+    """What :func:`_to_columns` gives for one column, without its per-value pandas ``map``.
+
+    Float, numpy bool, datetime and text columns are converted with whole-array operations;
+    any other dtype (e.g. an object column of mixed values) goes through :func:`_to_columns`.
+    """
+    if kind is sa.Float:
+        values = pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
+        return [None if v != v else v for v in values.tolist()]
+    if kind is sa.Boolean and col.dtype == np.bool_:
+        return col.to_numpy().tolist()
+    if kind is sa.DateTime and col.dtype.kind == "M":
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        stamps = list(pd.DatetimeIndex(uniques).to_pydatetime())
+        return [None if c < 0 else stamps[c] for c in codes.tolist()]
+    if kind is sa.String and isinstance(col.dtype, pd.StringDtype):
+        return col.to_numpy(dtype=object, na_value=None).tolist()
+    if kind is None and col.dtype.kind in "iu":
+        return col.to_numpy().tolist()
+    return _to_columns(col.to_frame(), [col.name])[0]
+
+
+def _driver_rows(
+    frame: pd.DataFrame,
+    columns: list[str],
+    table: sa.Table,
+    dialect,
+    plain: dict[str, list] | None = None,
+) -> list[tuple]:
     """Rows as tuples of what the driver receives, through each column type's bind processor.
 
     The values SQLAlchemy itself would bind (a SQLite datetime becomes its text form, a boolean
-    0/1), computed column by column instead of row by row.
+    0/1), computed column by column instead of row by row: whole-array conversions
+    (:func:`_plain_column`), and a processor applied once per distinct value of a datetime,
+    boolean or text column (floats: once per value). The per-value conversion is the twin in
+    ``tests/serving/test_bulk_writes.py``. ``plain``: columns already converted by
+    :func:`_plain_column` (a :class:`HistoryBatch`).
     """
     values = []
-    for name, column in zip(columns, _to_columns(frame, columns), strict=True):
+    for name in columns:
+        if plain is not None and name in plain:
+            column = plain[name]
+        else:
+            column = _plain_column(frame[name], HISTORY_COLUMNS.get(name))
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            column = [None if v is None else process(v) for v in column]
+            if HISTORY_COLUMNS.get(name) is sa.Float:
+                column = [None if v is None else process(v) for v in column]
+            else:
+                done: dict = {}
+                column = [
+                    None
+                    if v is None
+                    else (done[v] if v in done else done.setdefault(v, process(v)))
+                    for v in column
+                ]
         values.append(column)
     return list(zip(*values, strict=True))
+
+
+@dataclass
+class HistoryBatch:
+    """Score rows ready to upsert (:meth:`ScoreHistory.prepare`), converted without the store.
+
+    Attributes:
+        frame: The declared columns, one row per key (the last of a repeated key), in key order.
+        plain: Each column of ``frame`` as plain Python values (:func:`_plain_column`).
+    """
+
+    frame: pd.DataFrame
+    plain: dict[str, list]
+
+    def __len__(self) -> int:
+        return len(self.frame)
 
 
 class ScoreHistory:
@@ -210,7 +272,32 @@ class ScoreHistory:
             return Path(self.url.removeprefix("sqlite:///")).exists()
         return True
 
-    def upsert(self, scores: pd.DataFrame) -> int:
+    def prepare(self, scores: pd.DataFrame) -> HistoryBatch:
+        """The rows :meth:`upsert` writes, converted to plain values; touches no database.
+
+        A job converts its batch while it writes its files, then upserts the result.
+        """
+        # the columns as they are (text stays Arrow-backed; a round trip through numpy objects
+        # cost ~0.5 s at 100k rows); missing ones are None
+        frame = pd.DataFrame(
+            {
+                name: scores[name].reset_index(drop=True) if name in scores.columns else None
+                for name in HISTORY_COLUMNS
+            },
+            index=pd.RangeIndex(len(scores)),
+        )
+        if len(frame):
+            frame["as_of"] = pd.to_datetime(frame["as_of"])
+            if getattr(frame["as_of"].dt, "tz", None) is not None:
+                frame["as_of"] = frame["as_of"].dt.tz_localize(None)
+            frame["model_version"] = frame["model_version"].fillna("").astype(str)
+            frame["partner_id"] = frame["partner_id"].astype(str)
+            frame = frame.drop_duplicates(list(KEY), keep="last")
+            frame = frame.sort_values(list(KEY), kind="stable")
+        plain = {name: _plain_column(frame[name], kind) for name, kind in HISTORY_COLUMNS.items()}
+        return HistoryBatch(frame, plain)
+
+    def upsert(self, scores: pd.DataFrame | HistoryBatch) -> int:
         """Insert score rows, replacing rows with the same (partner_id, as_of, model_version).
 
         The declared columns (:data:`HISTORY_COLUMNS`) are stored; missing ones are NULL, and
@@ -218,39 +305,41 @@ class ScoreHistory:
         ``shap_*``) stays in the scores file. One transaction: a failed upsert leaves the store
         as it was. Within a batch a repeated key keeps its last row.
 
+        Args:
+            scores: Score rows, or the :meth:`prepare` d batch of them.
+
         Returns:
             Number of rows written.
         """
-        if scores.empty:
+        if not len(scores):
             return 0
-        frame = pd.DataFrame(index=range(len(scores)))
-        for name in HISTORY_COLUMNS:
-            if name in scores.columns:
-                frame[name] = scores[name].to_numpy()
-            else:
-                frame[name] = None
-        frame["as_of"] = pd.to_datetime(frame["as_of"])
-        if getattr(frame["as_of"].dt, "tz", None) is not None:
-            frame["as_of"] = frame["as_of"].dt.tz_localize(None)
-        frame["model_version"] = frame["model_version"].fillna("").astype(str)
-        frame["partner_id"] = frame["partner_id"].astype(str)
-        frame = frame.drop_duplicates(list(KEY), keep="last")
-        stamp = np.full(len(frame), time.time_ns(), dtype="int64")
+        batch = scores if isinstance(scores, HistoryBatch) else self.prepare(scores)
+        stamp = np.full(len(batch), time.time_ns(), dtype="int64")
         with self._errors(), self.engine.begin() as conn:
-            self._write(conn, frame, written_at=stamp)
-        return len(frame)
+            self._write(conn, batch.frame, written_at=stamp, plain=batch.plain)
+        return len(batch)
 
-    def _write(self, conn: sa.Connection, frame: pd.DataFrame, written_at: np.ndarray) -> None:
-        """Upsert rows in key order (concurrent writers lock keys in the same order)."""
+    def _write(
+        self,
+        conn: sa.Connection,
+        frame: pd.DataFrame,
+        written_at: np.ndarray,
+        plain: dict[str, list] | None = None,
+    ) -> None:
+        """Upsert rows in key order (concurrent writers lock keys in the same order).
+
+        ``plain``: ``frame``'s columns already converted, ``frame`` already in key order.
+        """
         frame = frame.assign(written_at=written_at)
-        frame = frame.sort_values(list(KEY), kind="stable")
+        if plain is None:
+            frame = frame.sort_values(list(KEY), kind="stable")
         columns = [c for c in (*HISTORY_COLUMNS, "written_at") if c in frame.columns]
         t = self.table
         dialect = conn.dialect.name
         if dialect in ("postgresql", "sqlite"):
             # one compiled statement, the driver's executemany on plain tuples: SQLAlchemy's
             # per-row parameter processing cost ~40 s per 100k rows (twin in tests/serving)
-            rows = _driver_rows(frame, columns, t, conn.dialect)
+            rows = _driver_rows(frame, columns, t, conn.dialect, plain)
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in KEY)
             sql = (

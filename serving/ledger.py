@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,30 @@ def json_values(values: list) -> list[str]:
     return out
 
 
+def text_values(column: pd.Series) -> list[str]:
+    """``[str(v) for v in column]``; a text column without missing values in one conversion."""
+    if isinstance(column.dtype, pd.StringDtype) and not column.isna().any():
+        return column.to_numpy(dtype=object).tolist()
+    return [str(v) for v in column]
+
+
+def json_column(column: pd.Series) -> list[str]:
+    """:func:`json_values` of :func:`plain_values` of a column.
+
+    A float column whose values are all finite is the ``repr`` of each value (what
+    ``json.dumps`` writes) in one pass; anything else goes through :func:`json_values`.
+    """
+    if column.dtype.kind == "f" and isinstance(column.dtype, np.dtype):
+        values = column.to_numpy(dtype=float)
+        if np.isfinite(values).all():
+            return list(map(float.__repr__, values.tolist()))
+    if isinstance(column.dtype, pd.StringDtype):  # each distinct text encoded once
+        codes, uniques = pd.factorize(column)
+        encoded = np.array([*(json.dumps(str(u)) for u in uniques), "null"], dtype=object)
+        return encoded[codes].tolist()  # code -1 (missing) is the last entry: null
+    return json_values(plain_values(column))
+
+
 def _plain(value):
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(float(value)) else float(value)
@@ -117,6 +142,19 @@ def plain_values(column: pd.Series) -> list:
         values[column.isna().to_numpy()] = None
         return values.tolist()
     return [_plain(v) for v in column.tolist()]
+
+
+@dataclass
+class DecisionBatch:
+    """Decision rows ready to insert (:meth:`DecisionLedger.prepare_decisions`).
+
+    Attributes:
+        columns: Column name -> plain values (text, floats, None), in table order.
+        rows: The same values as one tuple per row.
+    """
+
+    columns: dict[str, list]
+    rows: list[tuple]
 
 
 class DecisionLedger:
@@ -180,25 +218,20 @@ class DecisionLedger:
             return Path(self.url.removeprefix("sqlite:///")).exists()
         return True
 
-    def record_decisions(self, scores: pd.DataFrame, facts: tuple[str, ...] = ()) -> int:
-        """Insert one decision row per score row, replacing rows of the same key.
+    def prepare_decisions(self, scores: pd.DataFrame, facts: tuple[str, ...] = ()) -> DecisionBatch:
+        """The rows :meth:`record_decisions` writes, converted; touches no database.
 
-        Args:
-            scores: Score rows (missing decision columns are stored empty).
-            facts: Columns stored in the ``facts`` JSON (what incentive milestones test).
-
-        Returns:
-            Rows written.
+        A job converts its batch while it writes its files, then records the result.
         """
         if scores.empty:
-            return 0
+            return DecisionBatch({}, [])
         frame = scores.reset_index(drop=True)
         n = len(frame)
         versions = frame.get("model_version", pd.Series("", index=frame.index)).fillna("")
         columns: dict[str, list] = {
-            "partner_id": [str(p) for p in frame["partner_id"]],
+            "partner_id": text_values(frame["partner_id"]),
             "as_of": list(as_of_text(frame["as_of"])),
-            "model_version": [str(v) for v in versions],
+            "model_version": text_values(versions),
         }
         for name in DECISION_COLUMNS:
             if name in columns or name == "facts":
@@ -206,7 +239,14 @@ class DecisionLedger:
             if name not in frame:
                 columns[name] = [None] * n
                 continue
-            values = plain_values(frame[name])
+            column = frame[name]
+            if name != "override_expires" and isinstance(column.dtype, pd.StringDtype):
+                # empty text is stored as NULL: whole-array, not value by value
+                values = column.to_numpy(dtype=object, na_value=None)
+                values[values == ""] = None
+                columns[name] = values.tolist()
+                continue
+            values = plain_values(column)
             if name == "override_expires":
                 values = [
                     pd.Timestamp(v).strftime("%Y-%m-%d") if v not in (None, "") else v
@@ -216,18 +256,35 @@ class DecisionLedger:
         # json.dumps({fact: value}, sort_keys=True) per row, built from per-column encodings
         # (the per-row json.dumps is the twin in tests/serving/test_bulk_writes.py)
         fact_names = sorted(c for c in dict.fromkeys(facts) if c in frame)
-        encoded = [json_values(plain_values(frame[c])) for c in fact_names]
-        keys = [json.dumps(c) + ": " for c in fact_names]
-        columns["facts"] = (
-            [
-                "{" + ", ".join(k + v for k, v in zip(keys, row, strict=True)) + "}"
-                for row in zip(*encoded, strict=True)
-            ]
-            if encoded
-            else ["{}"] * n
+        encoded = [json_column(frame[c]) for c in fact_names]
+        # one %-format per row: "{" + '"name": ' + value + ", " ... + "}"
+        row_format = (
+            "{" + ", ".join(json.dumps(c).replace("%", "%%") + ": %s" for c in fact_names) + "}"
         )
-        names = list(columns)
-        rows = list(zip(*columns.values(), strict=True))
+        columns["facts"] = (
+            [row_format % row for row in zip(*encoded, strict=True)] if encoded else ["{}"] * n
+        )
+        return DecisionBatch(columns, list(zip(*columns.values(), strict=True)))
+
+    def record_decisions(
+        self, scores: pd.DataFrame | DecisionBatch, facts: tuple[str, ...] = ()
+    ) -> int:
+        """Insert one decision row per score row, replacing rows of the same key.
+
+        Args:
+            scores: Score rows (missing decision columns are stored empty), or their
+                :meth:`prepare_decisions` batch (``facts`` are then already in it).
+            facts: Columns stored in the ``facts`` JSON (what incentive milestones test).
+
+        Returns:
+            Rows written.
+        """
+        batch = scores
+        if not isinstance(batch, DecisionBatch):
+            batch = self.prepare_decisions(scores, facts)
+        if not batch.rows:
+            return 0
+        columns, names, rows = batch.columns, list(batch.columns), batch.rows
         t = self.decisions
         with self._errors(), self.engine.begin() as conn:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"

@@ -152,9 +152,10 @@ def batch_anomalies(
     Returns:
         (anomaly rows sorted by partner, table, column, the table-outlier checks).
     """
-    rows, checks = table_outliers(tables, as_of, config)
+    cache: dict = {}  # each table's rows before as_of, selected once for both checks
+    rows, checks = table_outliers(tables, as_of, config, cache=cache)
     raw_rows = pd.concat(
-        [f for f in (rows, partner_outliers(tables, as_of, config)) if not f.empty]
+        [f for f in (rows, partner_outliers(tables, as_of, config, cache=cache)) if not f.empty]
         or [empty_anomalies()],
         ignore_index=True,
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,14 +15,15 @@ import pandas as pd
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
     PartnerscoreError,
+    discard_staged,
     frame_format,
     isin_text,
+    publish_staged,
     read_frame,
-    staged_frames,
+    stage_frames,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
-from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
 from partnerscore.models.policy import (
@@ -30,14 +33,18 @@ from partnerscore.models.policy import (
     smooth_and_guard_batch,
     stable_tiers,
 )
-from partnerscore.models.scoring import score_features
 from partnerscore.serving.config import AppConfig
-from partnerscore.serving.history import ScoreHistory
-from partnerscore.serving.ledger import DecisionLedger
-from partnerscore.serving.model_store import load_scoring_model
+from partnerscore.serving.model_store import ScoringModel, load_scoring_model
 from partnerscore.training import progress
 
+if TYPE_CHECKING:
+    from partnerscore.models.bundle import PartnerModel
+
 MIN_SEGMENT = 5
+UNREAD_COLUMNS = {"portal_events": ("event_type",), "trainings": ("course_id",)}
+"""Raw columns no feature and no anomaly check reads: the score job does not load them (105 MB
+of text at 100k partners). ``tests/serving/test_score_job_columns.py`` checks that features and
+anomaly flags are the same with and without them."""
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
 
 
@@ -182,38 +189,51 @@ def run_score(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
 
-    with progress.task("score: validating raw tables"):
-        raw = load_validated(
-            Path(raw_dir), validated, out.parent / "quarantine", config=config.validation
+    # two helper threads: the model (unpickling it imports LightGBM and scikit-learn, ~2 s)
+    # loads while the raw tables are read and the features built, and the raw-table anomaly
+    # checks run while the batch is scored (numpy, Arrow and file reads release the GIL)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
+        with progress.task("score: validating raw tables"):
+            raw = load_validated(
+                Path(raw_dir),
+                validated,
+                out.parent / "quarantine",
+                config=config.validation,
+                skip_columns=UNREAD_COLUMNS,
+            )
+        newest, partners_all, rejects, duplicates, ready = batch_scope(
+            raw, raw_dir, as_of, at_age, config
         )
-    newest, partners_all, rejects, duplicates, ready = batch_scope(
-        raw, raw_dir, as_of, at_age, config
-    )
-    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
-    not_yet = int((~ready).sum())
+        in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+        not_yet = int((~ready).sum())
 
-    with progress.task("score: loading the model"):
-        loaded = load_scoring_model(uri, config.paths.tracking_uri())
-        partner_model, version = loaded.model, loaded.version
-    with progress.task("score: building point-in-time features"):
-        if at_age is None:
-            features = build_scoring_frame(raw, cut)
-        else:
-            features = build_scoring_frame_at_age(raw, at_age)[0]
-    cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
-    with progress.task(f"score: scoring and explaining {len(features):,} partners"):
-        scored = score_features(partner_model, features, policy=config.policy)
-    scored = with_upgrade_paths(partner_model, features, scored, config)
-    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
-    when = cut if cut is not None else cuts
-    rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
-    scored = scored[finite.to_numpy()].reset_index(drop=True)
-    lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
-        in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
-    )
-    rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
+        with progress.task("score: building point-in-time features"):
+            if at_age is None:
+                features = build_scoring_frame(raw, cut)
+            else:
+                features = build_scoring_frame_at_age(raw, at_age)[0]
+        cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
+        anomalies_job = pool.submit(
+            raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
+        )
+        with progress.task("score: loading the model"):
+            loaded = model_job.result()
+            partner_model, version = loaded.model, loaded.version
+        from partnerscore.models.scoring import score_features
 
-    raw_rows = raw_anomalies(raw.tables, cut if cut is not None else cuts.max(), config.monitor)
+        with progress.task(f"score: scoring and explaining {len(features):,} partners"):
+            scored = score_features(partner_model, features, policy=config.policy)
+        scored = with_upgrade_paths(partner_model, features, scored, config)
+        finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+        when = cut if cut is not None else cuts
+        rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
+        scored = scored[finite.to_numpy()].reset_index(drop=True)
+        lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
+            in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
+        )
+        rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
+        raw_rows = anomalies_job.result()
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
     with progress.task("score: writing scores and history"):
@@ -405,6 +425,17 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     return uri
 
 
+def _load_for_scoring(uri: str, tracking_uri: str) -> ScoringModel:
+    """:func:`load_scoring_model`, importing the scoring code and SQLAlchemy on the way.
+
+    Runs in a helper thread while the main one reads the snapshot and builds features.
+    """
+    from partnerscore.models import scoring  # noqa: F401  (LightGBM, scikit-learn: ~2 s)
+    from partnerscore.serving import history, ledger  # noqa: F401  (SQLAlchemy: ~0.4 s)
+
+    return load_scoring_model(uri, tracking_uri)
+
+
 def _load(uri: str, config: AppConfig) -> tuple[PartnerModel, str]:
     """The PartnerModel behind ``uri`` and its registry version ('' when not registered)."""
     loaded = load_scoring_model(uri, config.paths.tracking_uri())
@@ -426,6 +457,9 @@ def _publish(
     describe this run, or (history locked, disk full) neither changes.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
+    from partnerscore.serving.ledger import DecisionLedger
+
     history = ScoreHistory(config.paths.history_database())
     previous = history.previous(scored["partner_id"].tolist(), before=before)
     smoothed, prev, flags = smooth_and_guard_batch(
@@ -435,12 +469,32 @@ def _publish(
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
-    with staged_frames([(scored, out), (reject_frame, rejects_path(out))]):
+    ledger = DecisionLedger(config.paths.history_database())
+    # the files are written by a second thread (Parquet encoding releases the GIL) while this
+    # one converts the history and ledger rows; the store is touched only once both files are
+    # staged, and the files are published only once the store holds the batch
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        staging = pool.submit(stage_frames, [(scored, out), (reject_frame, rejects_path(out))])
+        rows = decisions = None
+        try:
+            if record_history:
+                rows = history.prepare(scored)
+                decisions = ledger.prepare_decisions(
+                    scored, facts=milestone_columns(config.incentives)
+                )
+        except BaseException:
+            if staging.exception() is None:  # waits for the writer
+                discard_staged(staging.result())
+            raise
+        staged = staging.result()  # re-raises a failed write (it staged nothing then)
+    try:
         if record_history:
-            history.upsert(scored)
-            DecisionLedger(config.paths.history_database()).record_decisions(
-                scored, facts=milestone_columns(config.incentives)
-            )
+            history.upsert(rows)
+            ledger.record_decisions(decisions)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    publish_staged(staged)
     return scored, reject_frame
 
 
@@ -458,6 +512,8 @@ def _decide(
     ``score_tier`` becomes the decided tier; the model's tier of the raw score is kept as
     ``score_tier_raw`` and the tier of the smoothed score as ``score_tier_candidate``.
     """
+    from partnerscore.serving.ledger import DecisionLedger
+
     ledger = DecisionLedger(config.paths.history_database())
     return decide_rows(
         scored,
@@ -580,6 +636,8 @@ def run_score_features(
         partner_model, frame, source=str(features), allow_missing=allow_missing_features
     )
     frame = frame.reset_index(drop=True)
+    from partnerscore.models.scoring import score_features
+
     scored = score_features(partner_model, frame, policy=config.policy)
     scored = with_upgrade_paths(partner_model, frame, scored, config)
     scored = pd.concat(

@@ -1,5 +1,8 @@
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from partnerscore.features.core import (
     FrozenConfig,
@@ -76,3 +79,47 @@ def test_text_atomic_and_fingerprint(tmp_path):
     other = write_text_atomic("héllo", tmp_path / "b.txt")
     assert path.read_text(encoding="utf-8") == "héllo"
     assert file_fingerprint(path) == file_fingerprint(other)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+            st.one_of(st.none(), st.text(max_size=4)),
+            st.booleans(),
+            st.integers(-5, 5),
+            st.one_of(st.none(), st.integers(0, 3)),
+        ),
+        max_size=30,
+    )
+)
+def test_parquet_writer_reads_back_what_pandas_default_writes(rows, tmp_path):
+    """Dictionary pages only for non-float columns: same frame read back as ``to_parquet``."""
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame(
+        {
+            "score": [np.nan if r[0] is None else r[0] for r in rows],
+            "tier": pd.array([r[1] for r in rows], dtype="str"),
+            "flag": [r[2] for r in rows],
+            "count": np.array([r[3] for r in rows], dtype="int64"),
+            "as_of": pd.to_datetime(
+                [
+                    pd.NaT if r[4] is None else pd.Timestamp("2025-01-01") + pd.Timedelta(days=r[4])
+                    for r in rows
+                ]
+            ),
+            "mixed": pd.array([r[1] for r in rows], dtype=object),
+        }
+    )
+    fast = write_frame_atomic(frame, tmp_path / "fast.parquet")
+    frame.to_parquet(tmp_path / "slow.parquet", index=False)  # the twin: pandas' defaults
+    pd.testing.assert_frame_equal(pd.read_parquet(fast), pd.read_parquet(tmp_path / "slow.parquet"))
+    meta = pq.ParquetFile(fast).metadata
+    if meta.num_row_groups:
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        pages = {n: meta.row_group(0).column(i).has_dictionary_page for i, n in enumerate(names)}
+        assert not pages["score"] and pages["tier"]

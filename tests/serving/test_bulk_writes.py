@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from partnerscore.serving.history import HISTORY_COLUMNS, KEY, TABLE, ScoreHistory, _to_records
 from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger, _plain, as_of_text
@@ -169,3 +171,81 @@ def test_ledger_previous_equals_reading_every_decision(tmp_path):
     cuts = pd.Series(pd.to_datetime(["2025-02-15", "2025-03-02", "2025-01-01"]), index=ids[:3])
     assert ledger.previous(ids[:3], cuts) == previous_reference(ledger, ids[:3], cuts)
     assert ledger.previous(ids[:3], cuts)  # not vacuous
+
+
+def driver_rows_reference(frame, columns, table, dialect):
+    """Per-value conversion and bind processing as the history did it before (the twin)."""
+    from partnerscore.serving.history import _to_columns
+
+    values = []
+    for name, column in zip(columns, _to_columns(frame, columns), strict=True):
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            column = [None if v is None else process(v) for v in column]
+        values.append(column)
+    return list(zip(*values, strict=True))
+
+
+history_rows = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+        st.one_of(st.none(), st.booleans()),
+        st.booleans(),
+        st.one_of(st.none(), st.integers(0, 3)),  # as_of: NaT or one of a few dates
+        st.one_of(st.none(), st.text(max_size=4)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=history_rows)
+def test_history_column_conversion_equals_the_per_value_twin(rows, tmp_path):
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    from partnerscore.serving.history import _driver_rows
+
+    day = pd.Timestamp("2025-01-01 10:30:00.123456")
+    frame = pd.DataFrame(
+        {
+            "partner_id": pd.array([r[4] for r in rows], dtype="str"),
+            "as_of": pd.to_datetime(
+                [pd.NaT if r[3] is None else day + pd.Timedelta(days=r[3]) for r in rows]
+            ),
+            "score": [np.nan if r[0] is None else r[0] for r in rows],
+            "provisional": [r[2] for r in rows],
+            "guardrail_flag": pd.array([r[1] for r in rows], dtype=object),
+            "score_tier": pd.array([r[4] for r in rows], dtype=object),
+            "written_at": np.arange(len(rows), dtype="int64"),
+        }
+    )
+    store = ScoreHistory(f"sqlite:///{tmp_path / 'never-created.sqlite'}")
+    columns = list(frame.columns)
+    for dialect in (sqlite.dialect(), psycopg.dialect()):
+        fast = _driver_rows(frame, columns, store.table, dialect)
+        slow = driver_rows_reference(frame, columns, store.table, dialect)
+        assert repr(fast) == repr(slow)  # repr: -0.0 and 0.0 differ, NaN never equals itself
+        batch = store.prepare(frame.drop(columns="written_at"))
+        prepared = _driver_rows(batch.frame, list(batch.plain), store.table, dialect, batch.plain)
+        assert repr(prepared) == repr(
+            driver_rows_reference(batch.frame, list(batch.plain), store.table, dialect)
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
+    texts=st.lists(st.one_of(st.none(), st.text(max_size=5))),
+)
+def test_ledger_column_encodings_equal_the_per_value_twins(values, texts):
+    from partnerscore.serving.ledger import json_column, text_values
+
+    floats = pd.Series([np.nan if v is None else v for v in values], dtype=float)
+    assert json_column(floats) == [json.dumps(_plain(v)) for v in floats.tolist()]
+    strings = pd.Series(pd.array(texts, dtype="str"))
+    assert text_values(strings) == [str(v) for v in strings]
+    assert json_column(strings) == [json.dumps(_plain(v)) for v in strings.tolist()]

@@ -6,7 +6,8 @@ recalibration, calibrated engagement, conformal intervals, baselines, paired boo
 its holdout (newest signing cohorts, pre-refit model):
 
 - revenue portfolio bias (vs realised labels with its partner-bootstrap s.e., and vs the
-  simulator's true expectations) overall and per tier / region with >= 200 holdout partners;
+  simulator's true expectations) overall and per tier / region with >= 200 holdout partners,
+  and the per-segment recalibration factors (``train.segment_recalibration``);
 - revenue RMSE and Gini of the mean ``pred_revenue`` and MAE of the predictive median
   ``pred_revenue_median`` against the best baseline's (paired bootstrap s.e.); Gini / oracle;
 - engagement ROC AUC, AUC / oracle AUC, ECE and the chosen calibration map;
@@ -71,12 +72,12 @@ def flag(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def part_a(partners: int, seed: int, trials: int) -> dict:
+def part_a(partners: int, seed: int, trials: int, segment_recalibration: bool = True) -> dict:
     frame, truth, build_s = program(partners, seed)
     print(f"\n== A: program of {partners:,} partners (seed {seed}), {len(frame):,} snapshots ==")
     print(f"simulate + build {build_s:.1f} s; training with {trials} trials per head ...")
     started = time.perf_counter()
-    config = TrainConfig(trials=trials, seed=seed)
+    config = TrainConfig(trials=trials, seed=seed, segment_recalibration=segment_recalibration)
     ev = train_and_evaluate(frame, {}, truth, config)
     train_s = time.perf_counter() - started
     m, hold, preds = ev.metrics, ev.holdout, ev.preds
@@ -140,6 +141,20 @@ def part_a(partners: int, seed: int, trials: int) -> dict:
         f"recalibration factor {m['fit_revenue_recalibration_factor']:.3f} "
         f"(out-of-fold bias before it {m['fit_revenue_oof_bias_before_recalibration']:+.1%})"
     )
+
+    seg = ev.evaluated.metadata["fit"].get("revenue_segment_factors")
+    if seg:
+        print(
+            f"\nper-segment recalibration (out of fold, shrunk toward 1; overall "
+            f"{seg['overall']:.3f}, prior s.d. of log factors {seg['tau']}, "
+            f"out-of-fold bias after {m['fit_revenue_oof_bias_after_recalibration']:+.1%})"
+        )
+        table = pd.DataFrame(seg["table"])[
+            ["column", "value", "partners", "raw_factor", "se_log", "weight", "factor"]
+        ]
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    else:
+        print("\nper-segment recalibration: off")
 
     print("\nholdout metrics")
     print(f"{'model':<12}{'gini':>8}{'MAE':>10}{'RMSE':>10}{'bias':>8}{'AUC':>8}{'ECE':>8}")
@@ -309,10 +324,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--skip-main", action="store_true")
+    parser.add_argument(
+        "--no-segment-recalibration",
+        action="store_true",
+        help="overall recalibration factor only (train.segment_recalibration: false)",
+    )
     args = parser.parse_args()
     params = None
     if not args.skip_main:
-        params = part_a(args.partners, args.seed, args.trials)["params"]
+        params = part_a(args.partners, args.seed, args.trials, not args.no_segment_recalibration)[
+            "params"
+        ]
     if not args.skip_curve:
         part_b(args.curve_partners, args.seed + 1, params)
 

@@ -20,8 +20,10 @@ with ``a`` free (the overall factor ``exp(a)``) and each segment's log factor sh
 - the shrunk log factor is ``w * raw`` with ``w = tau^2 / (tau^2 + se^2)``: a small or noisy
   segment keeps a factor close to 1, a large one with a clear tilt gets nearly its raw factor.
 
-The terms are fitted by backfitting (each column in turn, ``a`` re-fitted after each), the
-fixed point of the penalised log-linear model. Values with fewer than ``min_partners`` partners
+The terms are fitted by backfitting: each column in turn, jointly with ``a`` (the credibility
+weights do not depend on ``a``, so ``a`` solves one monotone equation that makes the predicted
+total equal the label total); at the fixed point every column's shrunk factors and the overall
+factor are consistent with each other. Values with fewer than ``min_partners`` partners
 or no revenue keep factor 1; so do values unseen at scoring time (overall factor only).
 """
 
@@ -121,6 +123,35 @@ def _raw_terms(
     return label, pred, partners, rows, ratio, se_log
 
 
+def _balance(
+    label: np.ndarray, pred: np.ndarray, weight: np.ndarray, rest: float, total: float
+) -> float:
+    """The overall log factor ``a`` at which one column's shrunk factors match the label total.
+
+    With ``b_v = w_v (log(Y_v / M_v) - a)`` the predicted total is
+    ``sum_v M_v^(1 - w_v) Y_v^w_v e^(a (1 - w_v)) + rest e^a`` (``rest``: prediction mass of
+    rows without a factor), increasing and log-convex in ``a``: solved by Newton's method.
+    """
+    log_terms = (1 - weight) * np.log(pred) + weight * np.log(label)
+    slopes = np.append(1 - weight, 1.0)
+    log_terms = np.append(log_terms, np.log(rest) if rest > 0 else -np.inf)
+    target = np.log(total)
+    a = target - np.log(pred.sum() + rest)
+    for _ in range(200):
+        z = log_terms + slopes * a
+        top = z.max()
+        share = np.exp(z - top)
+        h = top + np.log(share.sum()) - target
+        slope = float((share * slopes).sum() / share.sum())
+        if slope < 1e-12:
+            break  # every value carries its own raw factor: a is immaterial
+        step = h / slope
+        a -= step
+        if abs(step) < 1e-15:
+            break
+    return float(a)
+
+
 def fit_segment_factors(
     segments: pd.DataFrame,
     partner_id: np.ndarray,
@@ -130,8 +161,8 @@ def fit_segment_factors(
     *,
     min_partners: int = 30,
     prior_sd: float | None = None,
-    max_sweeps: int = 50,
-    tol: float = 1e-10,
+    max_sweeps: int = 100,
+    tol: float = 1e-12,
 ) -> SegmentFactors:
     """Fit the overall and shrunk per-segment factors (see the module docstring).
 
@@ -187,23 +218,25 @@ def fit_segment_factors(
         moved = 0.0
         for col in columns:
             codes, values = encoded[col]
-            m = oof * np.exp(log_a + row_offset(skip=col))
-            _, _, partners, _, ratio, se_log = _raw_terms(codes, len(values), partner, y, m)
+            base = oof * np.exp(row_offset(skip=col))  # every factor but the overall and col's
+            label, pred, partners, _, ratio, se_log = _raw_terms(
+                codes, len(values), partner, y, base
+            )
             ok = (partners >= min_partners) & (ratio > 0) & np.isfinite(se_log) & (se_log > 0)
-            theta = np.where(ok, np.log(np.where(ratio > 0, ratio, 1.0)), 0.0)
+            # log(Y_v / M_v) without the overall term; se_log and tau do not depend on it
+            theta0 = np.where(ok, np.log(np.where(ok, ratio, 1.0)), 0.0)
             if prior_sd is not None:
                 tau2 = prior_sd**2
             else:
-                tau2 = dersimonian_laird(theta[ok], se_log[ok] ** 2)
+                tau2 = dersimonian_laird(theta0[ok], se_log[ok] ** 2)
             tau[col] = float(np.sqrt(tau2))
             weight = np.where(ok, tau2 / (tau2 + np.where(ok, se_log, 1.0) ** 2), 0.0)
             weights[col] = weight
-            new = weight * theta
+            new_a = _balance(label[ok], pred[ok], weight[ok], base.sum() - pred[ok].sum(), y.sum())
+            new = np.where(ok, weight * (theta0 - new_a), 0.0)
             moved = max(moved, float(np.max(np.abs(new - logf[col]), initial=0.0)))
-            logf[col] = new
-            new_a = np.log(y.sum() / (oof * np.exp(row_offset())).sum())
             moved = max(moved, abs(new_a - log_a))
-            log_a = new_a
+            logf[col], log_a = new, new_a
         if not columns or moved <= tol:
             break
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.optimize import brentq
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.registry import feature_specs
@@ -30,13 +31,14 @@ def twin_factors(rows: pd.DataFrame, columns, min_partners=30, prior_sd=None, sw
         out = pd.Series(0.0, index=rows.index)
         for c in columns:
             if c != skip:
-                out += text[c].map(lambda v, c=c: logf[c].get(v, 0.0) if v else 0.0).astype(float)
+                out += text[c].map(logf[c]).astype(float).fillna(0.0)
         return out
 
     log_a = np.log(rows["y"].sum() / rows["oof"].sum())
     for _ in range(sweeps):
+        before = (log_a, {c: dict(t) for c, t in logf.items()})
         for c in columns:
-            m = rows["oof"] * np.exp(log_a + offset(skip=c))
+            m = rows["oof"] * np.exp(offset(skip=c))  # without the overall factor
             data = pd.DataFrame({"v": text[c], "p": rows["partner_id"], "y": rows["y"], "m": m})
             data = data.dropna(subset=["v"])
             stats = {}
@@ -47,10 +49,10 @@ def twin_factors(rows: pd.DataFrame, columns, min_partners=30, prior_sd=None, sw
                 var = ((per["y"] - ratio * per["m"]) ** 2).sum() / per["m"].sum() ** 2
                 var *= k / max(k - 1, 1)
                 se = np.sqrt(var) / ratio if ratio > 0 else np.nan
-                stats[value] = (k, ratio, se)
+                stats[value] = (k, ratio, se, per["y"].sum(), per["m"].sum())
             usable = {
-                v: (np.log(r), se**2)
-                for v, (k, r, se) in stats.items()
+                v: (np.log(r), se**2, yv, mv)
+                for v, (k, r, se, yv, mv) in stats.items()
                 if k >= min_partners and r > 0 and se > 0
             }
             if prior_sd is not None:
@@ -58,16 +60,25 @@ def twin_factors(rows: pd.DataFrame, columns, min_partners=30, prior_sd=None, sw
             elif len(usable) < 2:
                 tau2 = 0.0
             else:
-                theta = np.array([t for t, _ in usable.values()])
-                w = 1 / np.array([v for _, v in usable.values()])
+                theta = np.array([u[0] for u in usable.values()])
+                w = 1 / np.array([u[1] for u in usable.values()])
                 mean = (w * theta).sum() / w.sum()
                 q = (w * (theta - mean) ** 2).sum()
                 tau2 = max(0.0, (q - (len(theta) - 1)) / (w.sum() - (w**2).sum() / w.sum()))
+            weight = {v: tau2 / (tau2 + u[1]) for v, u in usable.items()}
+            rest = m.sum() - sum(u[3] for u in usable.values())
+
+            def total(a, usable=usable, weight=weight, rest=rest):
+                shrunk = sum(u[3] * np.exp(a + weight[v] * (u[0] - a)) for v, u in usable.items())
+                return np.log(shrunk + rest * np.exp(a)) - np.log(rows["y"].sum())
+
+            log_a = brentq(total, log_a - 30, log_a + 30, xtol=1e-15, rtol=1e-15)
             for v in logf[c]:
-                logf[c][v] = (
-                    tau2 / (tau2 + usable[v][1]) * usable[v][0] if v in usable and tau2 else 0.0
-                )
-            log_a = np.log(rows["y"].sum() / (rows["oof"] * np.exp(offset())).sum())
+                logf[c][v] = weight[v] * (usable[v][0] - log_a) if v in usable else 0.0
+        moved = [abs(log_a - before[0])]
+        moved += [abs(f - before[1][c][v]) for c, t in logf.items() for v, f in t.items()]
+        if max(moved) < 1e-14:
+            break
     return np.exp(log_a), {c: {v: np.exp(f) for v, f in t.items()} for c, t in logf.items()}
 
 
@@ -96,7 +107,7 @@ def tilted_rows(seed: int, partners: int = 1500, snapshots: int = 2) -> pd.DataF
 
 
 def test_fast_factors_equal_the_pandas_twin():
-    rows = tilted_rows(3, partners=600)
+    rows = tilted_rows(3, partners=400)
     tilt = rows["tier"].map({"platinum": 0.7, "gold": 0.9, "silver": 1.1, "registered": 1.4})
     rows["oof"] = rows["mu"] * tilt * rows["region"].map({"NA": 0.85, "EMEA": 1.0, "APAC": 1.2})
     rows.loc[rows.index[:7], "region"] = None  # missing segment values: no factor

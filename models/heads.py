@@ -242,6 +242,7 @@ class RevenueRegressor(_LightGBMHead):
         self.shap_tables_ = None
         self.calibration_factor_ = 1.0
         self.segment_factors_ = {}
+        self.segment_numeric_ = ()
         return self
 
     def recalibrate(self, factor: float) -> RevenueRegressor:
@@ -261,15 +262,20 @@ class RevenueRegressor(_LightGBMHead):
 
     # --- per-segment recalibration (training/recalibration.py fits the factors) ---
 
-    def recalibrate_segments(self, factors: dict[str, dict[str, float]]) -> RevenueRegressor:
+    def recalibrate_segments(
+        self, factors: dict[str, dict[str, float]], numeric: tuple[str, ...] = ()
+    ) -> RevenueRegressor:
         """Multiply predictions by a factor per value of categorical input columns.
 
-        ``factors`` maps a column (a categorical feature of this head, e.g. ``tier``) to
+        ``factors`` maps a column (a feature of this head, e.g. ``tier``) to
         ``{value: factor > 0}``. A row's prediction is multiplied by the factor of each of its
         values; values without a factor (unseen, missing) get 1, leaving the overall factor of
-        :meth:`recalibrate` only. Each log factor is added to the margin and to that
-        feature's SHAP contribution, so contributions still add up to the prediction and the
-        segment's correction shows as part of the segment's own effect.
+        :meth:`recalibrate` only. Columns in ``numeric`` (e.g. ``age_days``, fitted at the
+        trained onboarding ages) have numbers as keys that start bands: a row gets the factor
+        of the largest key <= its value (the smallest key's below it; missing: 1). Each log
+        factor is added to the margin and to that feature's SHAP contribution, so
+        contributions still add up to the prediction and the segment's correction shows as
+        part of the segment's own effect.
 
         Raises:
             ValueError: A column that is not an input feature, or a non-positive factor.
@@ -281,9 +287,15 @@ class RevenueRegressor(_LightGBMHead):
             bad = [v for v, f in table.items() if not (np.isfinite(f) and f > 0)]
             if bad:
                 raise ValueError(f"segment factor of {column}={bad[0]} must be positive")
+            if column in numeric:
+                try:
+                    [float(v) for v in table]
+                except ValueError as err:
+                    raise ValueError(f"numeric segment column '{column}' needs numbers") from err
         self.segment_factors_ = {
             col: {str(v): float(f) for v, f in table.items()} for col, table in factors.items()
         }
+        self.segment_numeric_ = tuple(c for c in numeric if c in factors)
         return self
 
     def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
@@ -295,7 +307,13 @@ class RevenueRegressor(_LightGBMHead):
         out = []
         for column, table in factors.items():
             values = X[column]
-            if isinstance(values.dtype, pd.CategoricalDtype):
+            if column in getattr(self, "segment_numeric_", ()) and table:
+                keys = np.array(sorted(float(k) for k in table))
+                logs = np.log([table[k] for k in sorted(table, key=float)])
+                x = values.to_numpy(dtype=float)
+                band = np.clip(np.searchsorted(keys, x, side="right") - 1, 0, len(keys) - 1)
+                offset = np.where(np.isnan(x), 0.0, logs[band])
+            elif isinstance(values.dtype, pd.CategoricalDtype):
                 cats = values.cat.categories
                 lut = np.log([table.get(str(c), 1.0) for c in cats] + [1.0])
                 codes = values.cat.codes.to_numpy()

@@ -37,7 +37,12 @@ class TrainConfig(FrozenConfig):
             shrunk toward 1 by an empirical-Bayes weight (:mod:`training.recalibration`):
             removes the tilt toward the mean (high-value segments under-predicted) that one
             constant cannot. Needs ``revenue_recalibration``.
-        segment_recalibration_columns: Categorical features with per-value factors.
+        segment_recalibration_columns: Features with per-value factors: categorical ones
+            (tier, region) per category; numeric ones with few distinct training values
+            (``age_days``, the trained onboarding ages) per band starting at each value. The
+            onboarding age is in by default: out of fold the model under-predicts young
+            snapshots (-7% at day 30, +3% at day 180 at 50,000 partners), and the newest
+            cohorts, which are scored most, are mostly young.
         segment_recalibration_prior_sd: Standard deviation of the log factors across a
             column's values (the shrinkage prior); None estimates it from the out-of-fold rows
             per column (DerSimonian-Laird).
@@ -81,7 +86,7 @@ class TrainConfig(FrozenConfig):
     tweedie_variance_power: float = Field(default=1.1, gt=1, lt=2)
     revenue_recalibration: bool = True
     segment_recalibration: bool = True
-    segment_recalibration_columns: tuple[str, ...] = ("tier", "region")
+    segment_recalibration_columns: tuple[str, ...] = ("tier", "region", "age_days")
     segment_recalibration_prior_sd: float | None = Field(default=None, gt=0)
     segment_recalibration_min_partners: int = Field(default=30, ge=2)
     refit: bool = True

@@ -73,8 +73,7 @@ class SegmentFactors:
         """Per-row product of the overall and segment factors (unknown values: factor 1)."""
         out = np.full(len(segments), self.overall)
         for col, table in self.factors.items():
-            values = segments[col].astype(object).where(segments[col].notna(), None)
-            out *= values.map(table).astype(float).fillna(1.0).to_numpy()
+            out *= segment_text(segments[col]).map(table).astype(float).fillna(1.0).to_numpy()
         return out
 
     def to_dict(self) -> dict:
@@ -86,6 +85,12 @@ class SegmentFactors:
             "sweeps": self.sweeps,
             "table": self.table.to_dict(orient="records"),
         }
+
+
+def segment_text(values: pd.Series) -> pd.Series:
+    """Segment values as the text keys of the factor tables (missing stays None)."""
+    out = values.astype(object).where(values.notna(), None)
+    return out.map(lambda v: None if v is None else str(v))
 
 
 def dersimonian_laird(theta: np.ndarray, var: np.ndarray) -> float:
@@ -197,8 +202,7 @@ def fit_segment_factors(
     partner = pd.factorize(np.asarray(partner_id))[0].astype(np.int64)
     encoded = {}
     for col in columns:
-        text = segments[col].astype(object).where(segments[col].notna(), None)
-        codes, uniques = pd.factorize(text.to_numpy(dtype=object), sort=True)
+        codes, uniques = pd.factorize(segments[col].to_numpy(dtype=object), sort=True)
         encoded[col] = (codes, [str(u) for u in uniques])
     logf = {col: np.zeros(len(encoded[col][1])) for col in columns}
 

@@ -217,6 +217,15 @@ def recalibration_folds(
     return kept or folds[-1:]
 
 
+MAX_BANDS = 12
+
+
+def numeric_segment_columns(specs: list, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The segment columns that are numeric features (factors per band of values)."""
+    kinds = {s.name: s.kind for s in specs}
+    return tuple(c for c in columns if kinds.get(c) == "numeric")
+
+
 def segment_recalibration(
     rows: pd.DataFrame, y: np.ndarray, oof: np.ndarray, specs: list, config: TrainConfig
 ) -> SegmentFactors:
@@ -225,13 +234,18 @@ def segment_recalibration(
     Raises:
         PartnerscoreError: A segment column that is not a categorical model feature.
     """
-    categorical = {s.name for s in specs if s.kind == "categorical"}
+    names = {s.name for s in specs}
     columns = tuple(config.segment_recalibration_columns)
     for col in columns:
-        if col not in categorical or col not in rows.columns:
+        if col not in names or col not in rows.columns:
             raise PartnerscoreError(
-                f"train.segment_recalibration_columns: '{col}' is not a categorical feature "
-                f"of the model (categorical features: {', '.join(sorted(categorical))})"
+                f"train.segment_recalibration_columns: '{col}' is not a feature of the model"
+            )
+        if col in numeric_segment_columns(specs, columns) and rows[col].nunique() > MAX_BANDS:
+            raise PartnerscoreError(
+                f"train.segment_recalibration_columns: numeric '{col}' has "
+                f"{rows[col].nunique()} distinct values in the out-of-fold rows; at most "
+                f"{MAX_BANDS} (discrete values such as the trained onboarding ages)"
             )
     rows = rows.reset_index(drop=True)
     return fit_segment_factors(
@@ -308,7 +322,10 @@ def fit_partner_model(
             segments = segment_recalibration(train[seen], y_rev[seen], oof[seen], specs, config)
             factor = segments.overall
             multiplier = segments.multiplier(train.loc[seen].reset_index(drop=True))
-            revenue.recalibrate_segments(segments.factors)
+            revenue.recalibrate_segments(
+                segments.factors,
+                numeric_segment_columns(specs, tuple(config.segment_recalibration_columns)),
+            )
     revenue.recalibrate(factor)
     intervals = None
     if seen.sum() >= 20:

@@ -235,18 +235,26 @@ factor_values = st.floats(min_value=0.2, max_value=5.0, allow_nan=False)
         st.sampled_from(["platinum", "gold", "silver", "registered", "unknown"]), factor_values
     ),
     regions=st.dictionaries(st.sampled_from(["NA", "EMEA", "APAC", "LATAM", "X"]), factor_values),
+    ages=st.dictionaries(st.sampled_from(["30", "60.0", "90", "180"]), factor_values),
     overall=factor_values,
 )
-def test_segment_factors_keep_contributions_additive(fitted_head, tiers, regions, overall):
+def test_segment_factors_keep_contributions_additive(fitted_head, tiers, regions, ages, overall):
     frame, specs, X, head = fitted_head
     head.recalibrate(1.0).recalibrate_segments({})
     plain = head.predict(X)
-    head.recalibrate(overall).recalibrate_segments({"tier": tiers, "region": regions})
+    head.recalibrate(overall).recalibrate_segments(
+        {"tier": tiers, "region": regions, "age_days": ages}, numeric=("age_days",)
+    )
     try:
         pred = head.predict(X)
         expected = plain * overall
         for col, table in (("tier", tiers), ("region", regions)):
             expected = expected * frame[col].astype(str).map(table).fillna(1.0).to_numpy()
+        if ages:  # bands start at each key; below the first, the first key's factor
+            keys = sorted(ages, key=float)
+            for i, age in enumerate(frame["age_days"].to_numpy(dtype=float)):
+                at = [k for k in keys if float(k) <= age] or keys[:1]
+                expected[i] *= ages[at[-1]]
         np.testing.assert_allclose(pred, expected, rtol=1e-9)
         contrib = head.raw_contributions(X)
         np.testing.assert_allclose(np.exp(contrib.sum(axis=1)), pred, rtol=1e-9)
@@ -254,12 +262,12 @@ def test_segment_factors_keep_contributions_additive(fitted_head, tiers, regions
         np.testing.assert_allclose(effects.base + effects.effects.sum(axis=1), pred, rtol=1e-9)
         layers = explain.layer_subscores(effects.effects, specs)
         np.testing.assert_allclose(effects.base + sum(layers.values()), pred, rtol=1e-9)
-        # only the tier and region contributions move
+        # only the tier, region and age contributions move
         head.recalibrate(overall).recalibrate_segments({})
         before = head.raw_contributions(X)
         moved = np.flatnonzero(np.abs(contrib - before).max(axis=0) > 1e-12)
         names = [*head.feature_names_in_, "base"]
-        assert {names[j] for j in moved} <= {"tier", "region"}
+        assert {names[j] for j in moved} <= {"tier", "region", "age_days"}
     finally:
         head.recalibrate(1.0).recalibrate_segments({})
 
@@ -271,6 +279,29 @@ def test_unknown_column_or_bad_factor_is_refused(fitted_head):
     with pytest.raises(ValueError, match="positive"):
         head.recalibrate_segments({"tier": {"gold": 0.0}})
     frame = pd.DataFrame({"partner_id": ["a"], "tier": ["gold"], "age_days": [30.0]})
-    config = TrainConfig(segment_recalibration_columns=("age_days",))
-    with pytest.raises(PartnerscoreError, match="segment_recalibration_columns: 'age_days'"):
+    config = TrainConfig(segment_recalibration_columns=("partner_id",))
+    with pytest.raises(PartnerscoreError, match="columns: 'partner_id' is not a feature"):
         segment_recalibration(frame, np.ones(1), np.ones(1), specs, config)
+    many = pd.DataFrame({"partner_id": list("abcdefghijklmn"), "age_days": np.arange(14.0)})
+    config = TrainConfig(segment_recalibration_columns=("age_days",))
+    with pytest.raises(PartnerscoreError, match="numeric 'age_days' has 14 distinct values"):
+        segment_recalibration(many, np.ones(14), np.ones(14), specs, config)
+    with pytest.raises(ValueError, match="needs numbers"):
+        head.recalibrate_segments({"age_days": {"young": 1.1}}, numeric=("age_days",))
+
+
+def test_numeric_segment_factors_apply_by_band(fitted_head):
+    frame, _, X, head = fitted_head
+    plain = head.recalibrate(1.0).recalibrate_segments({}).predict(X)
+    try:
+        head.recalibrate_segments({"age_days": {"30": 1.5, "90.0": 0.5}}, numeric=("age_days",))
+        ratio = head.predict(X) / plain
+        age = X["age_days"].to_numpy()
+        expected = np.where(np.isnan(age), 1.0, np.where(age >= 90, 0.5, 1.5))
+        np.testing.assert_allclose(ratio, expected, rtol=1e-9)
+        probe = X.head(4).copy()
+        probe["age_days"] = [10.0, 45.0, 400.0, np.nan]  # below, between, beyond, missing
+        ratio = head.predict(probe) / head.recalibrate_segments({}).predict(probe)
+        np.testing.assert_allclose(ratio, [1.5, 1.5, 0.5, 1.0], rtol=1e-9)
+    finally:
+        head.recalibrate(1.0).recalibrate_segments({})

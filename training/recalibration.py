@@ -12,9 +12,10 @@ with ``a`` free (the overall factor ``exp(a)``) and each segment's log factor sh
 
 - the raw log factor of value ``v`` of column ``c`` is ``log(sum y / sum m_v)`` over its rows,
   ``m_v`` the prediction with every other factor applied (a ratio estimator, the Poisson MLE);
-- its sampling variance is the partner-clustered delta-method variance of that ratio,
-  ``sum_p (Y_p - R M_p)^2 / M^2 * n / (n - 1) / R^2`` over the value's partners ``p``
-  (a partner's snapshots are correlated, so partners are the independent units);
+- its sampling variance is the partner-clustered delta-method variance of the contrast
+  ``log(R_v) - log(R)`` with the overall ratio (a partner's snapshots are correlated, so
+  partners are the independent units; for the onboarding age, where every partner is in
+  every value, the partner's own level cancels in the contrast);
 - the spread of true log factors across the column's values, ``tau^2``, is the
   DerSimonian-Laird moment estimate (or ``prior_sd^2`` when given);
 - the shrunk log factor is ``w * raw`` with ``w = tau^2 / (tau^2 + se^2)``: a small or noisy
@@ -108,23 +109,37 @@ def dersimonian_laird(theta: np.ndarray, var: np.ndarray) -> float:
 def _raw_terms(
     codes: np.ndarray, n_values: int, partner: np.ndarray, y: np.ndarray, m: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    """Per value: label total, prediction total, partners, rows, ratio and se of its log."""
+    """Per value: label and prediction totals, partners, rows, ratio and the s.e. of its log.
+
+    The s.e. is that of the **contrast** ``log(R_v) - log(R)`` (``R`` the ratio over all rows),
+    partner-clustered delta method: partner ``p``'s influence is
+    ``(Y_pv - R_v M_pv) / Y_v - (Y_p - R M_p) / Y``. For a partner attribute (tier) the values
+    hold disjoint partners; for the onboarding age every partner is in every value, and its
+    common level cancels in the contrast, which is what a per-value factor has to beat.
+    """
     keep = codes >= 0
     c, p, yy, mm = codes[keep], partner[keep], y[keep], m[keep]
     label = np.bincount(c, yy, n_values)
     pred = np.bincount(c, mm, n_values)
     rows = np.bincount(c, minlength=n_values)
-    # partner sums (a partner belongs to one value of a partner attribute; keyed by both)
-    pair = c.astype(np.int64) * (int(partner.max()) + 1) + p
+    n_part = int(partner.max()) + 1
+    total_y, total_m = y.sum(), m.sum()
+    g = np.bincount(partner, y, n_part) - total_y / total_m * np.bincount(partner, m, n_part)
+    g /= total_y
+    present = np.bincount(partner, minlength=n_part) > 0
+    n_eff = int(present.sum())
+    # partner sums per value
+    pair = c.astype(np.int64) * n_part + p
     uniq, inv = np.unique(pair, return_inverse=True)
     y_p, m_p = np.bincount(inv, yy), np.bincount(inv, mm)
-    c_p = uniq // (int(partner.max()) + 1)
+    c_p, p_p = uniq // n_part, uniq % n_part
     partners = np.bincount(c_p, minlength=n_values)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = label / pred
-        resid = np.bincount(c_p, (y_p - ratio[c_p] * m_p) ** 2, n_values)
-        var_ratio = resid / pred**2 * partners / np.maximum(partners - 1, 1)
-        se_log = np.sqrt(var_ratio) / ratio
+        d = (y_p - ratio[c_p] * m_p) / label[c_p]
+        cross = np.bincount(c_p, d**2 - 2 * d * g[p_p], n_values)
+        var = (np.sum(g[present] ** 2) + cross) * n_eff / max(n_eff - 1, 1)
+        se_log = np.sqrt(np.maximum(var, 0.0))
     return label, pred, partners, rows, ratio, se_log
 
 

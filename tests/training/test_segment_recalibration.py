@@ -25,7 +25,7 @@ def twin_factors(rows: pd.DataFrame, columns, min_partners=30, prior_sd=None, sw
     ``rows`` has partner_id, y, oof and the segment columns.
     """
     logf = {c: {v: 0.0 for v in rows[c].dropna().astype(str).unique()} for c in columns}
-    text = {c: rows[c].astype(object).where(rows[c].notna(), None) for c in columns}
+    text = {c: rows[c].astype(str).where(rows[c].notna(), None) for c in columns}
 
     def offset(skip=None):
         out = pd.Series(0.0, index=rows.index)
@@ -40,15 +40,19 @@ def twin_factors(rows: pd.DataFrame, columns, min_partners=30, prior_sd=None, sw
         for c in columns:
             m = rows["oof"] * np.exp(offset(skip=c))  # without the overall factor
             data = pd.DataFrame({"v": text[c], "p": rows["partner_id"], "y": rows["y"], "m": m})
-            data = data.dropna(subset=["v"])
+            # each partner's influence on log(sum y / sum m) over all rows
+            every = data.groupby("p")[["y", "m"]].sum()
+            big_r = every["y"].sum() / every["m"].sum()
+            g = (every["y"] - big_r * every["m"]) / every["y"].sum()
+            n_all = len(every)
             stats = {}
-            for value, group in data.groupby("v"):
+            for value, group in data.dropna(subset=["v"]).groupby("v"):
                 per = group.groupby("p")[["y", "m"]].sum()
                 ratio = per["y"].sum() / per["m"].sum()
                 k = len(per)
-                var = ((per["y"] - ratio * per["m"]) ** 2).sum() / per["m"].sum() ** 2
-                var *= k / max(k - 1, 1)
-                se = np.sqrt(var) / ratio if ratio > 0 else np.nan
+                d = ((per["y"] - ratio * per["m"]) / per["y"].sum()).reindex(g.index, fill_value=0)
+                var = ((d - g) ** 2).sum() * n_all / (n_all - 1)
+                se = np.sqrt(var) if ratio > 0 else np.nan
                 stats[value] = (k, ratio, se, per["y"].sum(), per["m"].sum())
             usable = {
                 v: (np.log(r), se**2, yv, mv)
@@ -100,6 +104,7 @@ def tilted_rows(seed: int, partners: int = 1500, snapshots: int = 2) -> pd.DataF
             "partner_id": [f"P{i:05d}" for i in pid],
             "tier": np.repeat(tier, snapshots),
             "region": np.repeat(region, snapshots),
+            "age_days": np.tile(np.linspace(30.0, 30.0 * snapshots, snapshots), partners),
             "mu": mu,
             "y": y,
         }
@@ -110,28 +115,30 @@ def test_fast_factors_equal_the_pandas_twin():
     rows = tilted_rows(3, partners=400)
     tilt = rows["tier"].map({"platinum": 0.7, "gold": 0.9, "silver": 1.1, "registered": 1.4})
     rows["oof"] = rows["mu"] * tilt * rows["region"].map({"NA": 0.85, "EMEA": 1.0, "APAC": 1.2})
+    rows["oof"] *= np.where(rows["age_days"] < 45, 0.8, 1.1)  # young snapshots low
     rows.loc[rows.index[:7], "region"] = None  # missing segment values: no factor
+    columns = ("tier", "region", "age_days")  # age: every partner is in every value
     for prior_sd in (None, 0.25):
         fitted = fit_segment_factors(
             rows,
             rows["partner_id"].to_numpy(),
             rows["y"].to_numpy(),
             rows["oof"].to_numpy(),
-            ("tier", "region"),
+            columns,
             prior_sd=prior_sd,
             max_sweeps=200,
             tol=1e-13,
         )
-        overall, factors = twin_factors(rows, ("tier", "region"), prior_sd=prior_sd)
+        overall, factors = twin_factors(rows, columns, prior_sd=prior_sd)
         assert fitted.overall == pytest.approx(overall, rel=1e-8)
-        for col in ("tier", "region"):
+        for col in columns:
             assert fitted.factors[col].keys() == factors[col].keys()
             for value, f in factors[col].items():
                 assert fitted.factors[col][value] == pytest.approx(f, rel=1e-8), (col, value)
-        assert set(fitted.table["column"]) == {"tier", "region"}
+        assert set(fitted.table["column"]) == set(columns)
         assert fitted.table["weight"].between(0, 1).all()
     # the estimate of the prior spread is not degenerate here, and factors are shrunk
-    assert fitted.tau["tier"] > 0
+    assert fitted.tau["tier"] > 0 and fitted.factors["age_days"]["30.0"] > 1.1
     raw = np.log(fitted.table["raw_factor"])
     assert (np.abs(np.log(fitted.table["factor"])) <= np.abs(raw) + 1e-9).all()
 

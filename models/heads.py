@@ -265,7 +265,7 @@ class RevenueRegressor(_LightGBMHead):
     def recalibrate_segments(
         self, factors: dict[str, dict[str, float]], numeric: tuple[str, ...] = ()
     ) -> RevenueRegressor:
-        """Multiply predictions by a factor per value of categorical input columns.
+        """Multiply predictions by a factor per value (or band) of some input columns.
 
         ``factors`` maps a column (a feature of this head, e.g. ``tier``) to
         ``{value: factor > 0}``. A row's prediction is multiplied by the factor of each of its

@@ -34,9 +34,10 @@ class TrainConfig(FrozenConfig):
             of a log-link model on a heavy-tailed target).
         segment_recalibration: On top of the overall factor, one out-of-fold factor per value
             of each ``segment_recalibration_columns`` column (e.g. per tier and per region),
-            shrunk toward 1 by an empirical-Bayes weight (:mod:`training.recalibration`):
-            removes the tilt toward the mean (high-value segments under-predicted) that one
-            constant cannot. Needs ``revenue_recalibration``.
+            shrunk toward 1 by an empirical-Bayes weight (:mod:`training.recalibration`), for
+            a tilt across segments that one constant cannot remove. With few partners the
+            factors are noisy (README, "Model benchmark": measured effects per program size).
+            Needs ``revenue_recalibration``.
         segment_recalibration_columns: Features with per-value factors: categorical ones
             (tier, region) per category; numeric ones with few distinct training values
             (``age_days``, the trained onboarding ages) per band starting at each value. The

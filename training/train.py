@@ -232,7 +232,8 @@ def segment_recalibration(
     """Overall and per-segment revenue factors from out-of-fold rows (shrunk toward 1).
 
     Raises:
-        PartnerscoreError: A segment column that is not a categorical model feature.
+        PartnerscoreError: A segment column that is not a model feature, or a numeric one
+            with more than ``MAX_BANDS`` distinct values.
     """
     names = {s.name for s in specs}
     columns = tuple(config.segment_recalibration_columns)

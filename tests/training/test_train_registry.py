@@ -154,7 +154,7 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
             run_id=result.run_id, artifact_path="training/segment_factors_evaluated.csv"
         )
     )
-    assert set(factors["column"]) == {"tier", "region"}
+    assert set(factors["column"]) == {"tier", "region", "age_days"}
     assert (factors["factor"] > 0).all()
     report = pd.read_csv(
         mlflow.artifacts.download_artifacts(

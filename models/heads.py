@@ -126,9 +126,16 @@ class _LightGBMHead(BaseEstimator):
         """Constant added to the booster's margin (the revenue head's recalibration)."""
         return 0.0
 
+    def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
+        """Per-row margin offsets, each folded into one feature's contribution (none here)."""
+        return []
+
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """Raw margin (log for revenue, logit for engagement) per row."""
-        return self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs) + self._offset()
+        margin = self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs) + self._offset()
+        for _, offset in self._row_offsets(X):
+            margin += offset
+        return margin
 
     def raw_contributions(self, X: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
         """SHAP contributions in raw-margin space: shape (n, k + 1), last column the base value.
@@ -147,6 +154,8 @@ class _LightGBMHead(BaseEstimator):
         offset = self._offset()
         if offset:
             contrib[:, -1] += offset  # the recalibration is part of the base value
+        for column, row_offset in self._row_offsets(X):
+            contrib[:, column] += row_offset  # a segment's factor is part of its feature's effect
         return contrib
 
     def _shap_tables(self) -> TreeShapTables | None:
@@ -232,6 +241,8 @@ class RevenueRegressor(_LightGBMHead):
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
         self.calibration_factor_ = 1.0
+        self.segment_factors_ = {}
+        self.segment_numeric_ = ()
         return self
 
     def recalibrate(self, factor: float) -> RevenueRegressor:
@@ -248,6 +259,70 @@ class RevenueRegressor(_LightGBMHead):
 
     def _offset(self) -> float:
         return float(np.log(getattr(self, "calibration_factor_", 1.0)))
+
+    # --- per-segment recalibration (training/recalibration.py fits the factors) ---
+
+    def recalibrate_segments(
+        self, factors: dict[str, dict[str, float]], numeric: tuple[str, ...] = ()
+    ) -> RevenueRegressor:
+        """Multiply predictions by a factor per value (or band) of some input columns.
+
+        ``factors`` maps a column (a feature of this head, e.g. ``tier``) to
+        ``{value: factor > 0}``. A row's prediction is multiplied by the factor of each of its
+        values; values without a factor (unseen, missing) get 1, leaving the overall factor of
+        :meth:`recalibrate` only. Columns in ``numeric`` (e.g. ``age_days``, fitted at the
+        trained onboarding ages) have numbers as keys that start bands: a row gets the factor
+        of the largest key <= its value (the smallest key's below it; missing: 1). Each log
+        factor is added to the margin and to that feature's SHAP contribution, so
+        contributions still add up to the prediction and the segment's correction shows as
+        part of the segment's own effect.
+
+        Raises:
+            ValueError: A column that is not an input feature, or a non-positive factor.
+        """
+        names = list(self.feature_names_in_)
+        for column, table in factors.items():
+            if column not in names:
+                raise ValueError(f"segment column '{column}' is not a feature of the head")
+            bad = [v for v, f in table.items() if not (np.isfinite(f) and f > 0)]
+            if bad:
+                raise ValueError(f"segment factor of {column}={bad[0]} must be positive")
+            if column in numeric:
+                try:
+                    [float(v) for v in table]
+                except ValueError as err:
+                    raise ValueError(f"numeric segment column '{column}' needs numbers") from err
+        self.segment_factors_ = {
+            col: {str(v): float(f) for v, f in table.items()} for col, table in factors.items()
+        }
+        self.segment_numeric_ = tuple(c for c in numeric if c in factors)
+        return self
+
+    def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
+        """(feature column, log factor per row) for every segment column with factors."""
+        factors = getattr(self, "segment_factors_", None)
+        if not factors:
+            return []
+        names = list(self.feature_names_in_)
+        out = []
+        for column, table in factors.items():
+            values = X[column]
+            if column in getattr(self, "segment_numeric_", ()) and table:
+                keys = np.array(sorted(float(k) for k in table))
+                logs = np.log([table[k] for k in sorted(table, key=float)])
+                x = values.to_numpy(dtype=float)
+                band = np.clip(np.searchsorted(keys, x, side="right") - 1, 0, len(keys) - 1)
+                offset = np.where(np.isnan(x), 0.0, logs[band])
+            elif isinstance(values.dtype, pd.CategoricalDtype):
+                cats = values.cat.categories
+                lut = np.log([table.get(str(c), 1.0) for c in cats] + [1.0])
+                codes = values.cat.codes.to_numpy()
+                offset = lut[np.where(codes < 0, len(cats), codes)]
+            else:
+                text = values.astype(object).where(values.notna(), None).astype(str)
+                offset = np.log(text.map(table).astype(float).fillna(1.0).to_numpy())
+            out.append((names.index(column), offset))
+        return out
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Expected revenue per row (exp of the raw margin, recalibration included)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from partnerscore.training.metrics import (
     revenue_rmse_metric,
     segment_metrics,
 )
+from partnerscore.training.recalibration import TABLE_COLUMNS as SEGMENT_FACTOR_COLUMNS
+from partnerscore.training.recalibration import SegmentFactors, fit_segment_factors
 from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
 from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
 from partnerscore.training.tune import tune_head
@@ -214,6 +217,59 @@ def recalibration_folds(
     return kept or folds[-1:]
 
 
+MAX_BANDS = 12
+
+
+def numeric_segment_columns(specs: list, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The segment columns that are numeric features (factors per band of values)."""
+    kinds = {s.name: s.kind for s in specs}
+    return tuple(c for c in columns if kinds.get(c) == "numeric")
+
+
+def segment_recalibration(
+    rows: pd.DataFrame, y: np.ndarray, oof: np.ndarray, specs: list, config: TrainConfig
+) -> SegmentFactors:
+    """Overall and per-segment revenue factors from out-of-fold rows (shrunk toward 1).
+
+    Raises:
+        PartnerscoreError: A segment column that is not a model feature, or a numeric one
+            with more than ``MAX_BANDS`` distinct values.
+    """
+    names = {s.name for s in specs}
+    columns = tuple(config.segment_recalibration_columns)
+    for col in columns:
+        if col not in names or col not in rows.columns:
+            raise PartnerscoreError(
+                f"train.segment_recalibration_columns: '{col}' is not a feature of the model"
+            )
+        if col in numeric_segment_columns(specs, columns) and rows[col].nunique() > MAX_BANDS:
+            raise PartnerscoreError(
+                f"train.segment_recalibration_columns: numeric '{col}' has "
+                f"{rows[col].nunique()} distinct values in the out-of-fold rows; at most "
+                f"{MAX_BANDS} (discrete values such as the trained onboarding ages)"
+            )
+    rows = rows.reset_index(drop=True)
+    return fit_segment_factors(
+        rows[list(columns)],
+        rows["partner_id"].to_numpy(),
+        y,
+        oof,
+        columns,
+        min_partners=config.segment_recalibration_min_partners,
+        prior_sd=config.segment_recalibration_prior_sd,
+    )
+
+
+def segment_factor_metrics(fit: dict) -> dict[str, float]:
+    """``fit_revenue_segment_factor_<column>_<value>`` per fitted segment value (MLflow-safe)."""
+    factors = (fit.get("revenue_segment_factors") or {}).get("factors", {})
+    return {
+        f"fit_revenue_segment_factor_{col}_{re.sub(r'[^A-Za-z0-9_.-]', '_', value)}": float(f)
+        for col, table in factors.items()
+        for value, f in table.items()
+    }
+
+
 def fit_partner_model(
     train: pd.DataFrame,
     specs: list,
@@ -228,14 +284,17 @@ def fit_partner_model(
       expanding time folds (:func:`recalibration_folds`: each block predicted by a model of
       the older blocks, which hold at least half of the partners) give the recalibration
       factor ``sum(label) / sum(prediction)`` (``config.revenue_recalibration``) and the
-      conformal intervals (:class:`~partnerscore.models.intervals.RevenueIntervals`).
+      conformal intervals (:class:`~partnerscore.models.intervals.RevenueIntervals`). With
+      ``config.segment_recalibration`` the same rows also give one shrunk factor per value of
+      each segment column (:func:`segment_recalibration`), applied on the log scale inside
+      that feature's contribution; the intervals are fitted on the recalibrated predictions.
     - Engagement: booster on the older cohorts, calibration map on the newest
       ``calibration_share`` of partners (chosen by cross-validated log loss with ``auto``),
       then refitted on all rows (``engagement_refit``).
 
     Monotone constraints from the feature directions are added when ``config.monotone`` and
-    the parameters do not set them already. ``model.metadata["fit"]`` records the factor, the
-    out-of-fold bias before it and the calibration losses.
+    the parameters do not set them already. ``model.metadata["fit"]`` records the factor(s),
+    the out-of-fold bias before and after them and the calibration losses.
     """
     if config.monotone:
         mono = monotone_constraints(specs)
@@ -255,9 +314,19 @@ def fit_partner_model(
     oof = out_of_fold_revenue(X, y_rev, recalibration_folds(train, config.folds), revenue_params)
     seen = np.isfinite(oof)
     oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
-    factor = 1.0
+    factor, segments = 1.0, None
+    multiplier = np.ones(int(seen.sum()))
     if config.revenue_recalibration and oof_total > 0 and label_total > 0:
         factor = label_total / oof_total
+        multiplier = np.full(int(seen.sum()), factor)
+        if config.segment_recalibration and config.segment_recalibration_columns:
+            segments = segment_recalibration(train[seen], y_rev[seen], oof[seen], specs, config)
+            factor = segments.overall
+            multiplier = segments.multiplier(train.loc[seen].reset_index(drop=True))
+            revenue.recalibrate_segments(
+                segments.factors,
+                numeric_segment_columns(specs, tuple(config.segment_recalibration_columns)),
+            )
     revenue.recalibrate(factor)
     intervals = None
     if seen.sum() >= 20:
@@ -265,7 +334,7 @@ def fit_partner_model(
             coverage=config.interval_coverage,
             method=config.interval_method,
             power=revenue.tweedie_variance_power,
-        ).fit(y_rev[seen], oof[seen] * factor)
+        ).fit(y_rev[seen], oof[seen] * multiplier)
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
     engagement = EngagementClassifier(
@@ -290,6 +359,10 @@ def fit_partner_model(
             oof_total / label_total - 1 if label_total else float("nan")
         ),
         "revenue_oof_rows": int(seen.sum()),
+        "revenue_oof_bias_after_recalibration": (
+            float((oof[seen] * multiplier).sum()) / label_total - 1 if label_total else float("nan")
+        ),
+        "revenue_segment_factors": segments.to_dict() if segments is not None else None,
         "calibration_method": engagement.calibration_method_,
         "calibration_cv_log_loss": dict(engagement.calibration_losses_),
         "intervals": intervals.to_dict() if intervals is not None else None,
@@ -531,6 +604,8 @@ def train_and_evaluate(
     for key, value in evaluated.metadata["fit"].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             metrics[f"fit_{key}"] = float(value)
+    for name, value in segment_factor_metrics(evaluated.metadata["fit"]).items():
+        metrics[name] = value
     for name, loss in evaluated.metadata["fit"]["calibration_cv_log_loss"].items():
         metrics[f"calibration_cv_log_loss_{name}"] = loss
     if truth is not None:
@@ -657,6 +732,8 @@ def run_train(
                 "calibration": ev.evaluated.engagement.calibration_method_,
                 "engagement_refit": ev.evaluated.engagement.refitted_,
                 "revenue_recalibration": config.revenue_recalibration,
+                "segment_recalibration": config.segment_recalibration,
+                "segment_recalibration_columns": ",".join(config.segment_recalibration_columns),
                 "interval_coverage_target": config.interval_coverage,
                 "monotone": config.monotone,
                 "seed": config.seed,
@@ -693,6 +770,13 @@ def run_train(
             {"evaluated": ev.evaluated.metadata.get("fit"), "registered": model.metadata["fit"]},
             "training/fit.json",
         )
+        for name, fitted in (("evaluated", ev.evaluated), ("registered", model)):
+            factors = fitted.metadata.get("fit", {}).get("revenue_segment_factors")
+            if factors:
+                _log_frame(
+                    pd.DataFrame(factors["table"], columns=list(SEGMENT_FACTOR_COLUMNS)),
+                    f"training/segment_factors_{name}.csv",
+                )
         if not ev.segments.empty:
             _log_frame(ev.segments, "evaluation/segment_metrics.csv")
         if not ev.portfolio.empty:

@@ -1,0 +1,293 @@
+"""Out-of-fold recalibration of the revenue head: one overall factor and one per segment value.
+
+A log-link model of heavy-tailed revenue shrinks toward the mean on partners it has not seen:
+high-value segments are under-predicted, low-value ones over-predicted. One overall factor
+fixes the portfolio total, not that tilt. :func:`fit_segment_factors` estimates, from the time
+folds' out-of-fold predictions ``m`` and labels ``y``, a multiplicative model
+
+    E[y] = m * exp(a + b[tier] + c[region] + ...)
+
+with ``a`` free (the overall factor ``exp(a)``) and each segment's log factor shrunk toward 0
+(factor 1) by an empirical-Bayes (credibility) weight:
+
+- the raw log factor of value ``v`` of column ``c`` is ``log(sum y / sum m_v)`` over its rows,
+  ``m_v`` the prediction with every other factor applied (a ratio estimator, the Poisson MLE);
+- its sampling variance is the partner-clustered delta-method variance of the contrast
+  ``log(R_v) - log(R)`` with the overall ratio (a partner's snapshots are correlated, so
+  partners are the independent units; for the onboarding age, where every partner is in
+  every value, the partner's own level cancels in the contrast);
+- the spread of true log factors across the column's values, ``tau^2``, is the
+  DerSimonian-Laird moment estimate (or ``prior_sd^2`` when given);
+- the shrunk log factor is ``w * raw`` with ``w = tau^2 / (tau^2 + se^2)``: a small or noisy
+  segment keeps a factor close to 1, a large one with a clear tilt gets nearly its raw factor.
+
+The terms are fitted by backfitting: each column in turn, jointly with ``a`` (the credibility
+weights do not depend on ``a``, so ``a`` solves one monotone equation that makes the predicted
+total equal the label total); at the fixed point every column's shrunk factors and the overall
+factor are consistent with each other. Values with fewer than ``min_partners`` partners
+or no revenue keep factor 1; so do values unseen at scoring time (overall factor only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+TABLE_COLUMNS = (
+    "column",
+    "value",
+    "partners",
+    "rows",
+    "label_total",
+    "oof_total",
+    "raw_factor",
+    "se_log",
+    "weight",
+    "factor",
+)
+
+
+@dataclass(frozen=True)
+class SegmentFactors:
+    """Fitted recalibration factors.
+
+    Attributes:
+        overall: The overall multiplicative factor (``exp(a)``).
+        factors: Segment column -> value -> shrunk multiplicative factor (values with factor 1
+            because they were too small are included; unseen values are not).
+        tau: Segment column -> the between-value standard deviation of log factors used.
+        table: One row per (column, value), columns :data:`TABLE_COLUMNS`: partners, rows,
+            label and out-of-fold totals, the raw factor given the other terms, the s.e. of its
+            log, the credibility weight and the shrunk factor.
+        sweeps: Backfitting sweeps run.
+    """
+
+    overall: float
+    factors: dict[str, dict[str, float]] = field(default_factory=dict)
+    tau: dict[str, float] = field(default_factory=dict)
+    table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TABLE_COLUMNS))
+    sweeps: int = 0
+
+    def multiplier(self, segments: pd.DataFrame) -> np.ndarray:
+        """Per-row product of the overall and segment factors (unknown values: factor 1)."""
+        out = np.full(len(segments), self.overall)
+        for col, table in self.factors.items():
+            out *= segment_text(segments[col]).map(table).astype(float).fillna(1.0).to_numpy()
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready: overall, factors, tau and the per-value table."""
+        return {
+            "overall": self.overall,
+            "factors": self.factors,
+            "tau": self.tau,
+            "sweeps": self.sweeps,
+            "table": self.table.to_dict(orient="records"),
+        }
+
+
+def segment_text(values: pd.Series) -> pd.Series:
+    """Segment values as the text keys of the factor tables (missing stays None)."""
+    out = values.astype(object).where(values.notna(), None)
+    return out.map(lambda v: None if v is None else str(v))
+
+
+def dersimonian_laird(theta: np.ndarray, var: np.ndarray) -> float:
+    """Between-group variance of effects ``theta`` with sampling variances ``var`` (>= 0)."""
+    theta, var = np.asarray(theta, float), np.asarray(var, float)
+    if len(theta) < 2:
+        return 0.0
+    w = 1.0 / var
+    mean = np.sum(w * theta) / np.sum(w)
+    q = np.sum(w * (theta - mean) ** 2)
+    denom = np.sum(w) - np.sum(w**2) / np.sum(w)
+    return float(max(0.0, (q - (len(theta) - 1)) / denom)) if denom > 0 else 0.0
+
+
+def _raw_terms(
+    codes: np.ndarray, n_values: int, partner: np.ndarray, y: np.ndarray, m: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Per value: label and prediction totals, partners, rows, ratio and the s.e. of its log.
+
+    The s.e. is that of the **contrast** ``log(R_v) - log(R)`` (``R`` the ratio over all rows),
+    partner-clustered delta method: partner ``p``'s influence is
+    ``(Y_pv - R_v M_pv) / Y_v - (Y_p - R M_p) / Y``. For a partner attribute (tier) the values
+    hold disjoint partners; for the onboarding age every partner is in every value, and its
+    common level cancels in the contrast, which is what a per-value factor has to beat.
+    """
+    keep = codes >= 0
+    c, p, yy, mm = codes[keep], partner[keep], y[keep], m[keep]
+    label = np.bincount(c, yy, n_values)
+    pred = np.bincount(c, mm, n_values)
+    rows = np.bincount(c, minlength=n_values)
+    n_part = int(partner.max()) + 1
+    total_y, total_m = y.sum(), m.sum()
+    g = np.bincount(partner, y, n_part) - total_y / total_m * np.bincount(partner, m, n_part)
+    g /= total_y
+    present = np.bincount(partner, minlength=n_part) > 0
+    n_eff = int(present.sum())
+    # partner sums per value
+    pair = c.astype(np.int64) * n_part + p
+    uniq, inv = np.unique(pair, return_inverse=True)
+    y_p, m_p = np.bincount(inv, yy), np.bincount(inv, mm)
+    c_p, p_p = uniq // n_part, uniq % n_part
+    partners = np.bincount(c_p, minlength=n_values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = label / pred
+        d = (y_p - ratio[c_p] * m_p) / label[c_p]
+        cross = np.bincount(c_p, d**2 - 2 * d * g[p_p], n_values)
+        var = (np.sum(g[present] ** 2) + cross) * n_eff / max(n_eff - 1, 1)
+        se_log = np.sqrt(np.maximum(var, 0.0))
+    return label, pred, partners, rows, ratio, se_log
+
+
+def _balance(
+    label: np.ndarray, pred: np.ndarray, weight: np.ndarray, rest: float, total: float
+) -> float:
+    """The overall log factor ``a`` at which one column's shrunk factors match the label total.
+
+    With ``b_v = w_v (log(Y_v / M_v) - a)`` the predicted total is
+    ``sum_v M_v^(1 - w_v) Y_v^w_v e^(a (1 - w_v)) + rest e^a`` (``rest``: prediction mass of
+    rows without a factor), increasing and log-convex in ``a``: solved by Newton's method.
+    """
+    log_terms = (1 - weight) * np.log(pred) + weight * np.log(label)
+    slopes = np.append(1 - weight, 1.0)
+    log_terms = np.append(log_terms, np.log(rest) if rest > 0 else -np.inf)
+    target = np.log(total)
+    a = target - np.log(pred.sum() + rest)
+    for _ in range(200):
+        z = log_terms + slopes * a
+        top = z.max()
+        share = np.exp(z - top)
+        h = top + np.log(share.sum()) - target
+        slope = float((share * slopes).sum() / share.sum())
+        if slope < 1e-12:
+            break  # every value carries its own raw factor: a is immaterial
+        step = h / slope
+        a -= step
+        if abs(step) < 1e-15:
+            break
+    return float(a)
+
+
+def fit_segment_factors(
+    segments: pd.DataFrame,
+    partner_id: np.ndarray,
+    y: np.ndarray,
+    oof: np.ndarray,
+    columns: tuple[str, ...] | list[str],
+    *,
+    min_partners: int = 30,
+    prior_sd: float | None = None,
+    max_sweeps: int = 100,
+    tol: float = 1e-12,
+) -> SegmentFactors:
+    """Fit the overall and shrunk per-segment factors (see the module docstring).
+
+    Args:
+        segments: Segment columns per row (values compared as text; missing = no segment).
+        partner_id: (n,) partner of each row (the clustering unit of the variance).
+        y: (n,) realised revenue (>= 0).
+        oof: (n,) out-of-fold predictions (> 0), the rows to use only.
+        columns: Segment columns of ``segments`` to fit, in backfitting order.
+        min_partners: Values with fewer partners keep factor 1.
+        prior_sd: Standard deviation of the log factors across a column's values; None
+            estimates it per column (DerSimonian-Laird).
+        max_sweeps: Backfitting sweeps at most.
+        tol: Stop when no log factor moves by more than this in a sweep.
+
+    Returns:
+        The factors; ``overall`` is ``sum y / sum oof`` when ``columns`` is empty.
+
+    Raises:
+        ValueError: Lengths differ, negative labels, non-positive predictions, or no revenue.
+    """
+    y, oof = np.asarray(y, float), np.asarray(oof, float)
+    n = len(y)
+    if not (len(oof) == len(partner_id) == len(segments) == n):
+        raise ValueError("segments, partner_id, y and oof must have the same length")
+    if (y < 0).any() or not np.isfinite(y).all():
+        raise ValueError("labels must be finite and non-negative")
+    if (oof <= 0).any() or not np.isfinite(oof).all():
+        raise ValueError("out-of-fold predictions must be finite and positive")
+    if y.sum() <= 0:
+        raise ValueError("no revenue among the out-of-fold rows")
+    partner = pd.factorize(np.asarray(partner_id))[0].astype(np.int64)
+    encoded = {}
+    for col in columns:
+        codes, uniques = pd.factorize(segments[col].to_numpy(dtype=object), sort=True)
+        encoded[col] = (codes, [str(u) for u in uniques])
+    logf = {col: np.zeros(len(encoded[col][1])) for col in columns}
+
+    def row_offset(skip: str | None = None) -> np.ndarray:
+        out = np.zeros(n)
+        for col in columns:
+            if col != skip:
+                codes = encoded[col][0]
+                out += np.where(codes >= 0, logf[col][np.maximum(codes, 0)], 0.0)
+        return out
+
+    log_a = np.log(y.sum() / oof.sum())
+    tau: dict[str, float] = {}
+    weights = {col: np.zeros(len(encoded[col][1])) for col in columns}
+    sweeps = 0
+    for sweeps in range(1, max_sweeps + 1):  # noqa: B007 (reported)
+        moved = 0.0
+        for col in columns:
+            codes, values = encoded[col]
+            base = oof * np.exp(row_offset(skip=col))  # every factor but the overall and col's
+            label, pred, partners, _, ratio, se_log = _raw_terms(
+                codes, len(values), partner, y, base
+            )
+            ok = (partners >= min_partners) & (ratio > 0) & np.isfinite(se_log) & (se_log > 0)
+            # log(Y_v / M_v) without the overall term; se_log and tau do not depend on it
+            theta0 = np.where(ok, np.log(np.where(ok, ratio, 1.0)), 0.0)
+            if prior_sd is not None:
+                tau2 = prior_sd**2
+            else:
+                tau2 = dersimonian_laird(theta0[ok], se_log[ok] ** 2)
+            tau[col] = float(np.sqrt(tau2))
+            weight = np.where(ok, tau2 / (tau2 + np.where(ok, se_log, 1.0) ** 2), 0.0)
+            weights[col] = weight
+            new_a = _balance(label[ok], pred[ok], weight[ok], base.sum() - pred[ok].sum(), y.sum())
+            new = np.where(ok, weight * (theta0 - new_a), 0.0)
+            moved = max(moved, float(np.max(np.abs(new - logf[col]), initial=0.0)))
+            moved = max(moved, abs(new_a - log_a))
+            logf[col], log_a = new, new_a
+        if not columns or moved <= tol:
+            break
+
+    records = []
+    for col in columns:
+        codes, values = encoded[col]
+        m = oof * np.exp(log_a + row_offset(skip=col))
+        label, _, partners, rows, ratio, se_log = _raw_terms(codes, len(values), partner, y, m)
+        oof_total = np.bincount(codes[codes >= 0], oof[codes >= 0], len(values))
+        for i, value in enumerate(values):
+            records.append(
+                {
+                    "column": col,
+                    "value": value,
+                    "partners": int(partners[i]),
+                    "rows": int(rows[i]),
+                    "label_total": float(label[i]),
+                    "oof_total": float(oof_total[i]),
+                    "raw_factor": float(ratio[i]),
+                    "se_log": float(se_log[i]),
+                    "weight": float(weights[col][i]),
+                    "factor": float(np.exp(logf[col][i])),
+                }
+            )
+    table = pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
+    return SegmentFactors(
+        overall=float(np.exp(log_a)),
+        factors={
+            col: {v: float(np.exp(f)) for v, f in zip(encoded[col][1], logf[col], strict=True)}
+            for col in columns
+        },
+        tau=tau,
+        table=table,
+        sweeps=sweeps if columns else 0,
+    )

@@ -87,7 +87,7 @@ class TrainConfig(FrozenConfig):
     tweedie_variance_power: float = Field(default=1.1, gt=1, lt=2)
     revenue_recalibration: bool = True
     segment_recalibration: bool = True
-    segment_recalibration_columns: tuple[str, ...] = ("tier", "region", "age_days")
+    segment_recalibration_columns: tuple[str, ...] = ("age_days",)
     segment_recalibration_prior_sd: float | None = Field(default=None, gt=0)
     segment_recalibration_min_partners: int = Field(default=30, ge=2)
     refit: bool = True

@@ -902,17 +902,9 @@ def run_report(
     keep = _select(frame, partners, tier)
     rows = np.flatnonzero(keep)
     subset = partners is not None or tier is not None
-    batch = rp.build_batch(
+    plan = rp.plan_pages(
         frame, keep, names, config, out_dir=out_dir, css=css, note_map=read_notes(notes)
     )
-    rp.remove_stale_temporaries(partners_dir)
-    total_bytes = 0
-    with task("writing partner reports", len(rows)) as bar:
-        for pages, written in rp.render_pages(batch, workers):
-            total_bytes += written
-            bar.advance(pages)
-    removed = 0 if subset else _remove_stale(partners_dir, set(names))
-
     subset_note = (
         f"pages written for {len(rows):,} of {len(frame):,} partners "
         f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
@@ -920,15 +912,27 @@ def run_report(
         if subset
         else ""
     )
-    index_html = portfolio_page(frame, rows, names, config, subset_note=subset_note)
-    index = write_text_atomic(index_html, out_dir / "index.html")
+    index_html: list[str] = []
+
+    def portfolio() -> None:  # built while the workers write the partner pages
+        index_html.append(portfolio_page(frame, rows, names, config, subset_note=subset_note))
+
+    rp.remove_stale_temporaries(partners_dir)
+    total_bytes = with_history = 0
+    with task("writing partner reports", len(rows)) as bar:
+        for pages, written, trajectories in rp.render_pages(plan, workers, meanwhile=portfolio):
+            total_bytes += written
+            with_history += trajectories
+            bar.advance(pages)
+    removed = 0 if subset else _remove_stale(partners_dir, set(names))
+    index = write_text_atomic(index_html[0], out_dir / "index.html")
     return ReportResult(
         out_dir=out_dir,
         index=index,
         reports=len(rows),
         seconds=time.perf_counter() - started,
         bytes_per_report=total_bytes / max(len(rows), 1),
-        with_history=sum(e - s >= 2 for s, e in batch.history.spans),
+        with_history=with_history,
         removed_stale=removed,
         workers=min(workers, max(len(rows), 1)),
     )

@@ -108,6 +108,8 @@ def report_filename(partner_id: str) -> str:
 
 
 def _finite(v) -> float:
+    if v.__class__ is float:
+        return v if math.isfinite(v) else math.nan
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -145,6 +147,36 @@ def _num(v, digits: int = 1, sign: bool = False) -> str:
     if math.isnan(v):
         return "–"
     return f"{v:+,.{digits}f}" if sign else f"{v:,.{digits}f}"
+
+
+def num_texts(values: list[float], digits: int = 1, sign: bool = False) -> list[str]:
+    """:func:`_num` of every value of a list of floats (a column of pages at a time)."""
+    spec = f"{'+' if sign else ''},.{digits}f"
+    # x - x is 0.0 for a finite number, NaN (true) for NaN and infinities
+    return ["–" if x - x else format(x, spec) for x in values]
+
+
+def money_texts(values: list[float], sign: bool = False) -> list[str]:
+    """:func:`_money` of every value of a list of floats."""
+    out = []
+    zero = "+$0" if sign else "$0"
+    for x in values:
+        if x - x:
+            out.append("–")
+            continue
+        whole = round(x)
+        if whole == 0:
+            out.append(zero)
+        elif whole < 0:
+            out.append(f"-${-whole:,.0f}")
+        else:
+            out.append(f"+${whole:,.0f}" if sign else f"${whole:,.0f}")
+    return out
+
+
+def pct_texts(values: list[float]) -> list[str]:
+    """:func:`_pct` of every value of a list of floats."""
+    return ["–" if x - x else f"{x:.0%}" for x in values]
 
 
 def _flag(v) -> bool:
@@ -270,7 +302,15 @@ def _waterfall(
     for value in values:
         end = level + value
         starts.append(level)
-        lo, hi = min(lo, level, end), max(hi, level, end)
+        # lo, hi = min(lo, level, end), max(hi, level, end), as the builtins compare
+        if level < lo:
+            lo = level
+        if end < lo:
+            lo = end
+        if level > hi:
+            hi = level
+        if end > hi:
+            hi = end
         level = end
     hi = hi if hi > lo else lo + 1.0
     label_w, bar_w, row_h = 190, width - 190 - 90, 22
@@ -283,9 +323,10 @@ def _waterfall(
         xa = label_w + (a - lo) / span * bar_w
         xb = label_w + (b - lo) / span * bar_w
         full, short = _bar_label(label)
+        w = abs(xb - xa)
         return (
             f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
-            f'width="{max(abs(xb - xa), 1):.1f}" height="16"><title>{full}: {value}</title>'
+            f'width="{1 if 1 > w else w:.1f}" height="16"><title>{full}: {value}</title>'
             f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
             f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
         )
@@ -302,17 +343,21 @@ def _waterfall(
         )
         y += row_h
     parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), ' font-weight="bold"'))
-    y += row_h
-    parts.append(
+    parts.append(_waterfall_legend(label_w, y + row_h))
+    return Markup("".join(parts))
+
+
+@functools.lru_cache(maxsize=64)
+def _waterfall_legend(label_w: int, y: int) -> str:
+    return (
         f'<rect class="pos" x="{label_w}" y="{y + 2}" width="10" height="10"/>'
         f'<text x="{label_w + 14}" y="{y + 11}">raises</text>'
         f'<rect class="neg" x="{label_w + 70}" y="{y + 2}" width="10" height="10"/>'
         f'<text x="{label_w + 84}" y="{y + 11}">lowers</text>'
         f'<rect class="base" x="{label_w + 140}" y="{y + 2}" width="10" height="10"/>'
         f'<text x="{label_w + 154}" y="{y + 11}">level</text>'
+        "</svg>"
     )
-    parts.append("</svg>")
-    return Markup("".join(parts))
 
 
 SERIES_CLASSES = ("line", "line2", "line3")
@@ -340,9 +385,50 @@ def line_svg(
     pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
     x_lo, x_hi = min(xs), max(xs)
     span = x_hi - x_lo or 1.0
+    x_w = width - pad_l - pad_r
+    y_h = height - pad_t - pad_b
+    parts = [_line_frame(width, height, tuple((thresholds or {}).items()))]
+    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
+    for t in ticks:
+        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
+        parts.append(
+            f'<text x="{pad_l + (t - x_lo) / span * x_w:.1f}" y="{height - 6}" '
+            f'text-anchor="{anchor}">day {t:.0f}</text>'
+        )
+    legend_x = pad_l
+    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
+        label = _esc(name)
+        points = []
+        circles = []
+        for a, b in zip(xs, values, strict=True):
+            if not math.isfinite(b):
+                continue
+            # min(max(b, 0.0), 100.0), as the builtins compare
+            c = 0.0 if 0.0 > b else b
+            if 100.0 < c:
+                c = 100.0
+            x = f"{pad_l + (a - x_lo) / span * x_w:.1f}"
+            y = f"{pad_t + (100 - c) / 100 * y_h:.1f}"
+            points.append(f"{x},{y}")
+            circles.append(
+                f'<circle cx="{x}" cy="{y}" r="3" class="{cls}">'
+                f"<title>{label}: {b:.1f} at day {a:.0f}</title></circle>"
+            )
+        parts.append(f'<polyline class="{cls}" points="{" ".join(points)}"/>')
+        parts.extend(circles)
+        parts.append(
+            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
+            f'<text x="{legend_x + 22}" y="14">{label}</text>'
+        )
+        legend_x += 30 + 7 * len(name)
+    parts.append("</svg>")
+    return Markup("".join(parts))
 
-    def px(v: float) -> float:
-        return pad_l + (v - x_lo) / span * (width - pad_l - pad_r)
+
+@functools.lru_cache(maxsize=16)
+def _line_frame(width: int, height: int, thresholds: tuple[tuple[str, float], ...]) -> str:
+    """The trajectory chart's opening tag, grid and tier threshold lines (same on every page)."""
+    pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
 
     def py(v: float) -> float:
         return pad_t + (100 - min(max(v, 0.0), 100.0)) / 100 * (height - pad_t - pad_b)
@@ -356,7 +442,7 @@ def line_svg(
             f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
             f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick}</text>'
         )
-    for name, bound in (thresholds or {}).items():
+    for name, bound in thresholds:
         if 0 < bound < 100:
             parts.append(
                 f'<line class="threshold" x1="{pad_l}" y1="{py(bound):.1f}" '
@@ -365,29 +451,7 @@ def line_svg(
                 f'<text class="threshold-label" x="{width - pad_r}" y="{py(bound) - 2:.1f}" '
                 f'text-anchor="end">tier {_esc(name)}</text>'
             )
-    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
-    for t in ticks:
-        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
-        parts.append(
-            f'<text x="{px(t):.1f}" y="{height - 6}" text-anchor="{anchor}">day {t:.0f}</text>'
-        )
-    legend_x = pad_l
-    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
-        points = [(a, b) for a, b in zip(xs, values, strict=True) if math.isfinite(b)]
-        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in points)
-        parts.append(f'<polyline class="{cls}" points="{pts}"/>')
-        for a, b in points:
-            parts.append(
-                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="{cls}">'
-                f"<title>{_esc(name)}: {b:.1f} at day {a:.0f}</title></circle>"
-            )
-        parts.append(
-            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
-            f'<text x="{legend_x + 22}" y="14">{_esc(name)}</text>'
-        )
-        legend_x += 30 + 7 * len(name)
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    return "".join(parts)
 
 
 def histogram_svg(

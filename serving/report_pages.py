@@ -46,6 +46,9 @@ from partnerscore.serving.report import (
     _waterfall,
     line_svg,
     metric_texts,
+    money_texts,
+    num_texts,
+    pct_texts,
     policy_explanation,
 )
 
@@ -270,7 +273,7 @@ def _group_medians(
 
 
 def _history_store(url: str) -> ScoreHistory:
-    """This process's connection to the history store (one per process: never across fork)."""
+    """The history store of this process (one per process: never shared across fork)."""
     key = ("history", url, os.getpid())
     store = _STORES.get(key)
     if store is None:
@@ -766,6 +769,44 @@ class PageRenderer:
         )  # fmt: skip
         self._thresholds: dict[str, str] = {}
         self._policy: dict[tuple, tuple[str, str, str]] = {}
+        # every number of the pages, formatted a column at a time
+        v = b.values
+        self.fmt = {
+            "score": num_texts(v["score"]),
+            "smoothed": num_texts(v["score_smoothed"]),
+            "previous": num_texts(v["score_previous"]),
+            "revenue": money_texts(v["pred_revenue"]),
+            "engagement": pct_texts(v["pred_engagement"]),
+            "peer": num_texts(v["peer_percentile"], 0),
+            "age": num_texts(v["age_days"], 0),
+            "factor": num_texts(v["score_adjustment_factor"], 2),
+            "adjustment": num_texts(v["score_adjustment"], sign=True),
+            "model_score": num_texts(v["score_model"]),
+        }
+        layers = [
+            list(
+                zip(
+                    money_texts(v["revenue_base"]),
+                    num_texts([x * 100 for x in v["engagement_base"]]),
+                    num_texts(v["score_base"]),
+                    strict=True,
+                )
+            )
+        ]
+        for layer in LAYERS:
+            layers.append(
+                list(
+                    zip(
+                        money_texts(v[f"revenue_{layer}"]),
+                        num_texts([x * 100 for x in v[f"engagement_{layer}"]], sign=True),
+                        num_texts(v[f"score_{layer}"], sign=True),
+                        num_texts(v[f"score_model_{layer}"], sign=True),
+                        strict=True,
+                    )
+                )
+            )
+        self.layers = layers
+        self.layer_names = [_e(layer) for layer in LAYERS]
 
     def thresholds(self, tier: str) -> str:
         """The tier thresholds table body, with this partner's tier marked."""
@@ -782,24 +823,34 @@ class PageRenderer:
             self._thresholds[tier] = html
         return html
 
-    def policy(self, j: int) -> dict:
-        """:func:`serving.report.policy_explanation` of page j (band and segments cached)."""
+    def policy(self, j: int) -> tuple[str, str]:
+        """Page j's band, band weights and segment factors, escaped (once per distinct key).
+
+        The texts of :func:`serving.report.policy_explanation`.
+        """
         b = self.b
         key = tuple(b.text[k][j] for k in ("maturity_band", *SEGMENT_COLUMNS))
-        rec = dict(zip(("maturity_band", *SEGMENT_COLUMNS), key, strict=True))
-        for k in ("score_adjustment_factor", "score_adjustment", "score_model"):
-            rec[k] = b.values[k][j]
-        return policy_explanation(rec, b.policy)
+        parts = self._policy.get(key)
+        if parts is None:
+            rec = dict(zip(("maturity_band", *SEGMENT_COLUMNS), key, strict=True))
+            explained = policy_explanation(rec, b.policy)
+            parts = self._policy[key] = (
+                _e(explained["band"]),
+                f" ({_e(explained['weights'])})" if explained["weights"] else "",
+                _e(explained["segments"]),
+            )
+        return parts
 
     def __call__(self, j: int) -> str:
         """Page j's HTML."""
         b = self.b
-        v, t = b.values, b.text
+        t = b.text
         name, pid = _e(t["partner_name"][j]), _e(t["partner_id"][j])
         tier = t["score_tier"][j]
         quadrant_label = _e(t["quadrant_label"][j])
         provisional, guardrail, anomaly, anomaly_reason = b.flags[j]
-        score = _num(v["score"][j])
+        fmt = self.fmt
+        score = fmt["score"][j]
         out = [
             '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>',
@@ -815,10 +866,10 @@ class PageRenderer:
         for c in SEGMENT_COLUMNS:
             if t[c][j]:
                 out += [_e(t[c][j]), " · "]
-        smoothed = _num(v["score_smoothed"][j]) if "score_smoothed" in b.present else ""
-        previous = _num(v["score_previous"][j])
+        smoothed = fmt["smoothed"][j] if "score_smoothed" in b.present else ""
+        previous = fmt["previous"][j]
         out += [
-            "scored as of ", _e(b.as_of_text[j]), " · ", _num(v["age_days"][j], 0),
+            "scored as of ", _e(b.as_of_text[j]), " · ", fmt["age"][j],
             ' days since signing · <a href="../index.html">portfolio</a></div>\n</header>\n'
             '<main>\n<section>\n  <h2>Scores</h2>\n  <div class="cards">\n    <div class="card">'
             '<div class="k">Composite score</div><div class="v" id="score">', score,
@@ -831,14 +882,14 @@ class PageRenderer:
             out += ['<div class="held" id="tier-held">', _e(t["tier_held_reason"][j]), "</div>"]
         out += [
             '</div>\n    <div class="card"><div class="k">Expected revenue (', str(b.horizon),
-            ' days)</div><div class="v">', _money(v["pred_revenue"][j]),
+            ' days)</div><div class="v">', fmt["revenue"][j],
             '</div></div>\n    <div class="card"><div class="k">Engagement likelihood</div>'
-            '<div class="v">', _pct(v["pred_engagement"][j]),
+            '<div class="v">', fmt["engagement"][j],
             '</div></div>\n    <div class="card"><div class="k">Quadrant</div>'
             '<div class="v quadrant"><span class="swatch" style="background:',
             _e(QUADRANT_COLORS.get(t["quadrant"][j], "#555555")), '"></span>', quadrant_label,
             '</div></div>\n    <div class="card"><div class="k">Peer percentile</div>'
-            '<div class="v">', _num(v["peer_percentile"][j], 0),
+            '<div class="v">', fmt["peer"][j],
             '</div>\n      <div class="muted">within ', _e(b.peer_label[j]),
             '</div></div>\n  </div>\n</section>\n<section>\n  <h2>Recommended actions</h2>\n'
             '  <div class="two">\n    <div class="action" id="quadrant-action">'
@@ -919,18 +970,17 @@ class PageRenderer:
             out.append("</ul>\n  ")
         else:
             out.append('<p class="muted" id="notes-none">No feedback notes for this partner.</p>')
-        policy = self.policy(j)
+        band, weights, segments = self.policy(j)
         candidate = t["score_tier_candidate"][j]
         out += [
             '\n</section>\n<section>\n  <h2>Tier thresholds</h2>\n  <table id="thresholds">\n'
             '    <thead><tr><th>tier</th><th class="num">score</th><th>action</th><th>owner</th>'
             '<th class="num">review after</th></tr></thead>\n    <tbody>', self.thresholds(tier),
             '</tbody>\n  </table>\n  <p class="muted" id="policy">Score ', score,
-            " = the model's ", _e(policy["model_score"]), " re-weighted for onboarding band "
-            '<strong id="maturity-band">', _e(policy["band"]), "</strong> days",
-            f" ({_e(policy['weights'])})" if policy["weights"] else "",
-            ", segment adjustment ", _e(policy["segments"]), ': <span id="score-adjustment">',
-            _e(policy["adjustment"]), "</span> points.",
+            " = the model's ", fmt["model_score"][j], " re-weighted for onboarding band "
+            '<strong id="maturity-band">', band, "</strong> days", weights,
+            ", segment adjustment ", segments, ': <span id="score-adjustment">',
+            fmt["adjustment"][j], "</span> points.",
             f" The smoothed score points to tier {_e(candidate)}."
             if candidate and candidate != tier else "",
             '</p>\n</section>\n<section class="two">\n  <div>\n    <h2>What lifts the score</h2>\n'
@@ -956,22 +1006,19 @@ class PageRenderer:
             '<th class="num">revenue</th><th class="num">engagement (pts)</th>'
             '<th class="num">score (pts, weighted)</th><th class="num">model (pts)</th></tr>'
             "</thead>\n    <tbody>\n    "
-            '<tr><td>base (average partner)</td><td class="num">', _money(v["revenue_base"][j]),
-            '</td><td class="num">', _num(_finite(v["engagement_base"][j]) * 100),
-            '</td><td class="num">', _num(v["score_base"][j]),
-            '</td><td class="num"></td></tr>\n    ',
+            '<tr><td>base (average partner)</td><td class="num">',
         ]  # fmt: skip
-        for layer in LAYERS:
-            out += [
-                "<tr><td>", _e(layer), '</td><td class="num">', _money(v[f"revenue_{layer}"][j]),
-                '</td><td class="num">', _num(_finite(v[f"engagement_{layer}"][j]) * 100, sign=True),
-                '</td><td class="num">', _num(v[f"score_{layer}"][j], sign=True),
-                '</td><td class="num">', _num(v[f"score_model_{layer}"][j], sign=True),
-                "</td></tr>\n    ",
-            ]  # fmt: skip
+        revenue, engagement, points = self.layers[0][j]
+        out += [revenue, '</td><td class="num">', engagement, '</td><td class="num">', points,
+                '</td><td class="num"></td></tr>\n    ']  # fmt: skip
+        for layer, texts in zip(self.layer_names, self.layers[1:], strict=True):
+            revenue, engagement, points, model = texts[j]
+            out += ["<tr><td>", layer, '</td><td class="num">', revenue, '</td><td class="num">',
+                    engagement, '</td><td class="num">', points, '</td><td class="num">', model,
+                    "</td></tr>\n    "]  # fmt: skip
         out += [
             '<tr><td>segment adjustment</td><td class="num"></td><td class="num"></td>'
-            '<td class="num">', _num(v["score_adjustment"][j], sign=True),
+            '<td class="num">', fmt["adjustment"][j],
             '</td><td class="num"></td></tr>\n    </tbody>\n  </table>\n</section>\n<section>\n'
             "  <h2>Trajectory over onboarding</h2>\n  ",
         ]  # fmt: skip

@@ -294,8 +294,10 @@ def _waterfall(
     if n_rest:
         labels.append(f"{n_rest} other feature{'s' if n_rest > 1 else ''}")
         values.append(sum(ordered[n_top:]))
-    fmt = _money if money else _points
-    fmt_level = _money if money else _pct
+    if money:
+        texts = money_texts([base, *values, pred])
+    else:  # _points of the bars, _pct of the levels
+        texts = [_pct(base), *(f"{v * 100:+.1f} pts" for v in values), _pct(pred)]
     starts = []
     level = base
     lo, hi = min(0.0, base, pred), max(base, pred)
@@ -317,33 +319,29 @@ def _waterfall(
     height = (len(values) + 3) * row_h + 10
     span = hi - lo
     right = width - 4
-
+    bars = [("base", 0.0, base, "base (average partner)", "")]
+    for label, start, value in zip(labels, starts, values, strict=True):
+        bars.append(("pos" if value >= 0 else "neg", start, start + value, label, ""))
+    bars.append(("base", 0.0, pred, "prediction", ' font-weight="bold"'))
+    parts = [
+        f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    y = 4
     # value texts are our own number formats (digits, $ , . + - % pts): nothing to escape
-    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, weight="") -> str:
+    for (cls, a, b, label, weight), value in zip(bars, texts, strict=True):
         xa = label_w + (a - lo) / span * bar_w
         xb = label_w + (b - lo) / span * bar_w
         full, short = _bar_label(label)
-        w = abs(xb - xa)
-        return (
+        w = abs(xb - xa)  # max(abs(xb - xa), 1), as the builtin compares
+        parts.append(
             f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
             f'width="{1 if 1 > w else w:.1f}" height="16"><title>{full}: {value}</title>'
             f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
             f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
         )
-
-    parts = [
-        f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
-        bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
-    ]
-    y = 4 + row_h
-    for label, start, value in zip(labels, starts, values, strict=True):
-        parts.append(
-            bar("pos" if value >= 0 else "neg", start, start + value, y, label, fmt(value))
-        )
         y += row_h
-    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), ' font-weight="bold"'))
-    parts.append(_waterfall_legend(label_w, y + row_h))
+    parts.append(_waterfall_legend(label_w, y))
     return Markup("".join(parts))
 
 

@@ -90,6 +90,7 @@ WATERFALL_TOP = 8
 MIN_PEERS = 5  # as in serving.score.peer_percentile: segment, else tier, else everyone
 SCATTER_LIMIT = 4000
 QUADRANT_COLORS = dict(zip(QUADRANTS, ("#2f855a", "#b7791f", "#3b6ea5", "#8a9bb0"), strict=True))
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 REPORT_NAME = re.compile(r"[A-Za-z0-9_-]+-[0-9a-f]{10}\.html")
 
 
@@ -102,7 +103,7 @@ def report_filename(partner_id: str) -> str:
     Returns:
         ``<slug>-<10 hex>.html`` using only ``[A-Za-z0-9_-]`` before the extension.
     """
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", str(partner_id)).strip("_")[:40] or "partner"
+    slug = _UNSAFE.sub("_", str(partner_id)).strip("_")[:40] or "partner"
     digest = hashlib.sha256(str(partner_id).encode("utf-8")).hexdigest()[:10]
     return f"{slug}-{digest}.html"
 
@@ -192,6 +193,16 @@ def _text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return str(v)
+
+
+def text_column(column) -> pd.Series:
+    """``column.map(_text)`` (objects): one call per distinct cell instead of one per cell."""
+    column = column if isinstance(column, pd.Series) else pd.Series(column, dtype=object)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    if any(u.__class__ is not str for u in uniques):  # 1, 1.0 and True are one key
+        return column.map(_text).astype(object)
+    texts = np.array([*uniques, ""], dtype=object)
+    return pd.Series(texts[codes], index=column.index, dtype=object)
 
 
 def _label(feature: str) -> str:
@@ -521,8 +532,11 @@ def scatter_svg(
     """
     data = frame
     if len(data) > limit:
-        order = data.sort_values("score", kind="stable")
-        data = order.iloc[np.linspace(0, len(order) - 1, limit).round().astype(int)]
+        # frame.sort_values("score", kind="stable"), sorting the one column
+        order = frame["score"].reset_index(drop=True).sort_values(kind="stable").index
+        keep = order.to_numpy()[np.linspace(0, len(order) - 1, limit).round().astype(int)]
+        columns = ["pred_revenue", "pred_engagement", "quadrant", "partner_name", "partner_id"]
+        data = frame[columns].iloc[keep]
     rev = np.log10(np.maximum(np.nan_to_num(data["pred_revenue"].to_numpy(float)), 1.0))
     eng = np.clip(np.nan_to_num(data["pred_engagement"].to_numpy(float)), 0.0, 1.0)
     lo = float(rev.min())
@@ -616,10 +630,10 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             )
     if frame.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
-    frame["partner_id"] = frame["partner_id"].map(_text).astype(str)
+    frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     for col in ("partner_name", *SEGMENT_COLUMNS):
-        frame[col] = frame[col].map(_text).astype(str) if col in frame else ""
+        frame[col] = text_column(frame[col]).astype(str) if col in frame else ""
     if "quadrant_label" not in frame:
         frame["quadrant_label"] = frame["quadrant"].astype(str).str.replace("_", " ")
     if frame["partner_id"].duplicated().any():
@@ -656,7 +670,7 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
     key = np.where(use_seg, "s:" + seg_key, np.where(use_tier, "t:" + tier, "all"))
     name = np.where(use_seg, seg, np.where(use_tier, "tier " + tier, "all partners"))
     if band is not None:
-        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        band = text_column(pd.Series(np.asarray(band, dtype=object), index=frame.index))
         banded = _group_key(tier, ptype, band)
         band_n = banded.map(banded.value_counts()).to_numpy()
         use_band = has_seg & (band != "").to_numpy() & (band_n >= MIN_PEERS)
@@ -675,7 +689,7 @@ def peer_level_keys(frame: pd.DataFrame, band=None) -> list[np.ndarray]:
     ptype = frame["partner_type"].astype(str)
     levels = [("s:" + _group_key(tier, ptype)).to_numpy(), ("t:" + tier).to_numpy()]
     if band is not None:
-        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        band = text_column(pd.Series(np.asarray(band, dtype=object), index=frame.index))
         levels.insert(0, ("b:" + _group_key(tier, ptype, band)).to_numpy())
     return levels
 
@@ -724,7 +738,7 @@ def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> 
     """The tiers, best first: score range, playbook action, owner role, review days, count."""
     book = load_playbook(policy)
     ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
-    tiers = frame["score_tier"].map(_text) if frame is not None else None
+    tiers = text_column(frame["score_tier"]) if frame is not None else None
     out = []
     upper = 100.0
     for name, lower in ordered:
@@ -826,7 +840,7 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
             raise PartnerscoreError(f"--partners: '{unknown[0]}' is not in the scores file")
         keep &= frame["partner_id"].isin(wanted).to_numpy()
     if tier is not None:
-        keep &= (frame["score_tier"].map(_text) == tier).to_numpy()
+        keep &= (text_column(frame["score_tier"]) == tier).to_numpy()
         if not keep.any():
             raise PartnerscoreError(f"--tier {tier}: no partner in this tier")
     return keep
@@ -858,12 +872,12 @@ def portfolio_page(
     js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
     thresholds = tier_thresholds(config.policy, frame)
     cutoffs = dict(config.policy.tier_cutoffs)
-    score_tier = frame["score_tier"].map(_text)
+    score_tier = text_column(frame["score_tier"])
     tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
     provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
     guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
     quads = []
-    for q in [*QUADRANTS, *sorted(set(frame["quadrant"].map(_text)) - set(QUADRANTS))]:
+    for q in [*QUADRANTS, *sorted(set(text_column(frame["quadrant"])) - set(QUADRANTS))]:
         sel = frame["quadrant"] == q
         if not sel.any():
             continue
@@ -881,7 +895,7 @@ def portfolio_page(
         )
 
     def distinct(col: str) -> str:
-        return ", ".join(sorted(frame[col].map(_text).unique())) if col in frame else "?"
+        return ", ".join(sorted(text_column(frame[col]).unique())) if col in frame else "?"
 
     return (
         _environment()

@@ -50,6 +50,7 @@ from partnerscore.serving.report import (
     num_texts,
     pct_texts,
     policy_explanation,
+    text_column,
 )
 
 PAGE_CHUNK = 250
@@ -108,21 +109,35 @@ class TextCodes:
         return [texts[c] for c in self.codes[start:end].tolist()]
 
 
-def text_codes(cells) -> TextCodes:
-    """:func:`serving.report._text` of every cell, as codes (one ``_text`` per distinct cell).
+def text_codes(cells, rows: np.ndarray | None = None) -> TextCodes:
+    """:func:`serving.report._text` of every cell (of ``rows``), as codes into distinct texts.
 
-    Missing cells (None, NaN) read ``""``. Cells that are not text (numbers in an object
-    column) are converted one by one, as equal numbers of different types print differently.
+    One ``_text`` per distinct cell; missing cells (None, NaN) read ``""``. Cells that are not
+    text (numbers in an object column) are converted one by one, as equal numbers of different
+    types print differently.
+
+    Args:
+        cells: A column (Series, array or list).
+        rows: Positions to keep (None: every cell).
     """
-    cells = np.asarray(cells, dtype=object)
     codes, uniques = pd.factorize(cells, use_na_sentinel=True)
     uniques = list(uniques)
     if any(u.__class__ is not str for u in uniques):
-        texts = _texts(cells.tolist())
+        values = np.asarray(cells, dtype=object)
+        texts = _texts((values if rows is None else values[rows]).tolist())
         codes, uniques = pd.factorize(np.asarray(texts, dtype=object))
         return TextCodes(codes.astype(np.int32), list(uniques))
+    if rows is not None:
+        codes = codes[rows]
     codes = np.where(codes < 0, len(uniques), codes).astype(np.int32)
     return TextCodes(codes, [*uniques, ""])
+
+
+def _text_codes(frame: pd.DataFrame, name: str, rows: np.ndarray) -> TextCodes:
+    """A text column's selected cells as :class:`TextCodes` (``""`` when the column is absent)."""
+    if name not in frame.columns:
+        return TextCodes(np.zeros(len(rows), dtype=np.int32), [""])
+    return text_codes(frame[name], rows)
 
 
 def float_column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
@@ -141,9 +156,9 @@ def flag_column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
     """:func:`serving.report._flag` of a column's selected cells (one call per distinct cell)."""
     if name not in frame.columns:
         return np.zeros(len(rows), dtype=bool)
-    codes, uniques = pd.factorize(frame[name].to_numpy(dtype=object)[rows])
+    codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
     table = np.array([*(_flag(u) for u in uniques), False], dtype=bool)
-    return table[np.where(codes < 0, len(uniques), codes)]
+    return table[codes[rows]]  # code -1 (missing): the last entry
 
 
 @dataclass
@@ -367,7 +382,7 @@ def plan_pages(
     from partnerscore.serving.report import peer_groups, peer_level_keys, tier_thresholds
 
     if "maturity_band" in frame:
-        band = frame["maturity_band"].map(_text).to_numpy(dtype=object)
+        band = text_column(frame["maturity_band"]).to_numpy(dtype=object)
     else:
         band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
                              config.policy)[0]  # fmt: skip
@@ -385,7 +400,7 @@ def plan_pages(
     sizes = pd.concat([pd.Series(keys).value_counts() for keys in levels])
     group_size = sizes.reindex(groups).fillna(len(frame)).astype(int).tolist()  # "all"
     names_of_group = pd.Series(np.asarray(group_name, dtype=object)).groupby(codes).first()
-    text = {c: text_codes(_cells(frame, c, rows)) for c in TEXT_COLUMNS}
+    text = {c: _text_codes(frame, c, rows) for c in TEXT_COLUMNS}
     heads = {}
     for head in ("revenue", "engagement"):
         cols = [c for c in frame.columns if c.startswith(f"shap_{head}_")]
@@ -404,7 +419,7 @@ def plan_pages(
         for sign in ("pos", "neg")
     }  # fmt: skip
     sentences = {
-        sign: [text_codes(_cells(frame, c, rows)) for c in cols]
+        sign: [_text_codes(frame, c, rows) for c in cols]
         for sign, cols in driver_cols.items()
     }
     features: dict[str, str | None] = {}  # driver label -> feature with a peer median, else None
@@ -460,7 +475,7 @@ def plan_pages(
         flags=np.column_stack(
             [flag_column(frame, c, rows) for c in ("provisional", "guardrail_flag", "anomaly")]
         ),
-        anomaly_reason=text_codes(_cells(frame, "anomaly_reason", rows)),
+        anomaly_reason=_text_codes(frame, "anomaly_reason", rows),
         heads=heads,
         driver_sentences=sentences,
         driver_feature=features,
@@ -474,13 +489,6 @@ def plan_pages(
         change_features=[(c, get_spec(c).label, float_column(frame, c, rows)) for c in compared],
         note_map=note_map or {},
     )
-
-
-def _cells(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
-    """A column's selected cells as objects (None everywhere when the column is absent)."""
-    if name not in frame.columns:
-        return np.full(len(rows), None, dtype=object)
-    return frame[name].to_numpy(dtype=object)[rows]
 
 
 def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
@@ -1205,7 +1213,7 @@ def portfolio_data(frame: pd.DataFrame, rows: np.ndarray, files: list[str]) -> d
         return pd.to_numeric(frame[name].iloc[rows], errors="coerce").to_numpy(float)
 
     def texts(name: str) -> list[str]:
-        return text_codes(_cells(frame, name, rows)).take(0, len(rows))
+        return _text_codes(frame, name, rows).take(0, len(rows))
 
     provisional = flag_column(frame, "provisional", rows).astype(int)
     guardrail = flag_column(frame, "guardrail_flag", rows).astype(int)

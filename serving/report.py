@@ -199,6 +199,7 @@ def text_column(column) -> pd.Series:
     """``column.map(_text)`` (objects): one call per distinct cell instead of one per cell."""
     column = column if isinstance(column, pd.Series) else pd.Series(column, dtype=object)
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object).tolist()  # not one Arrow scalar at a time
     if any(u.__class__ is not str for u in uniques):  # 1, 1.0 and True are one key
         return column.map(_text).astype(object)
     texts = np.array([*uniques, ""], dtype=object)

@@ -121,7 +121,7 @@ def text_codes(cells, rows: np.ndarray | None = None) -> TextCodes:
         rows: Positions to keep (None: every cell).
     """
     codes, uniques = pd.factorize(cells, use_na_sentinel=True)
-    uniques = list(uniques)
+    uniques = np.asarray(uniques, dtype=object).tolist()  # not one Arrow scalar at a time
     if any(u.__class__ is not str for u in uniques):
         values = np.asarray(cells, dtype=object)
         texts = _texts((values if rows is None else values[rows]).tolist())
@@ -157,6 +157,7 @@ def flag_column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
     if name not in frame.columns:
         return np.zeros(len(rows), dtype=bool)
     codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object).tolist()
     table = np.array([*(_flag(u) for u in uniques), False], dtype=bool)
     return table[codes[rows]]  # code -1 (missing): the last entry
 

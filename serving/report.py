@@ -348,7 +348,7 @@ def _waterfall(
         w = abs(xb - xa)  # max(abs(xb - xa), 1), as the builtin compares
         parts.append(
             f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
-            f'width="{1 if 1 > w else w:.1f}" height="16"><title>{full}: {value}</title>'
+            f'width="{1 if w < 1 else w:.1f}" height="16"><title>{full}: {value}</title>'
             f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
             f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
         )
@@ -414,8 +414,8 @@ def line_svg(
             if not math.isfinite(b):
                 continue
             # min(max(b, 0.0), 100.0), as the builtins compare
-            c = 0.0 if 0.0 > b else b
-            if 100.0 < c:
+            c = 0.0 if b < 0.0 else b
+            if c > 100.0:
                 c = 100.0
             x = f"{pad_l + (a - x_lo) / span * x_w:.1f}"
             y = f"{pad_t + (100 - c) / 100 * y_h:.1f}"

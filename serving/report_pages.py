@@ -234,7 +234,7 @@ class PagePlan:
 
 @dataclass
 class PageBatch:
-    """Pages [start, end) of a :class:`PagePlan` as plain Python values (index j: page start + j)."""
+    """Pages [start, end) of a :class:`PagePlan` as plain values (index j: page start + j)."""
 
     out_dir: str
     css: str
@@ -420,8 +420,7 @@ def plan_pages(
         for sign in ("pos", "neg")
     }  # fmt: skip
     sentences = {
-        sign: [_text_codes(frame, c, rows) for c in cols]
-        for sign, cols in driver_cols.items()
+        sign: [_text_codes(frame, c, rows) for c in cols] for sign, cols in driver_cols.items()
     }
     features: dict[str, str | None] = {}  # driver label -> feature with a peer median, else None
     for per_col in sentences.values():
@@ -439,7 +438,12 @@ def plan_pages(
     typical = {f: metric_texts(f, medians[f].to_numpy()) for f in wanted}
     peer_medians = _group_medians(frame, [key for key, _ in peer_metrics], groups, levels)
     peers = [
-        (key, label, float_column(frame, key, rows), metric_texts(key, peer_medians[key].to_numpy()))
+        (
+            key,
+            label,
+            float_column(frame, key, rows),
+            metric_texts(key, peer_medians[key].to_numpy()),
+        )
         for key, label in peer_metrics
     ]
     store = ScoreHistory(config.paths.history_database())
@@ -824,9 +828,9 @@ class PageRenderer:
             current = ' class="current"', ' <span class="badge">this partner</span>'
             html = "".join(
                 f"<tr{current[0] if t['name'] == tier else ''}><td>{_v(t['name'])}"
-                f"{current[1] if t['name'] == tier else ''}</td><td class=\"num\">"
+                f'{current[1] if t["name"] == tier else ""}</td><td class="num">'
                 f"{_v(t['range'])}</td><td>{_v(t['action'])}</td><td>{_v(t['owner'])}</td>"
-                f"<td class=\"num\">{_v(t['review_days'])} days</td></tr>"
+                f'<td class="num">{_v(t["review_days"])} days</td></tr>'
                 for t in self.b.thresholds
             )
             self._thresholds[tier] = html
@@ -870,7 +874,8 @@ class PageRenderer:
         ]  # fmt: skip
         if anomaly:
             out += ['<span class="badge warn" id="anomaly" title="unusual input rows for this '
-                    'partner (see monitor): ', _e(anomaly_reason), '">unusual input</span>']  # fmt: skip
+                    "partner (see monitor): ", _e(anomaly_reason),
+                    '">unusual input</span>']  # fmt: skip
         out.append('</h1>\n  <div class="meta" id="segment">')
         for c in SEGMENT_COLUMNS:
             if t[c][j]:
@@ -919,7 +924,9 @@ class PageRenderer:
         out.append("\n  </div>\n</section>\n")
         if t["override_reason"][j]:
             o_tier, o_action = t["override_tier"][j], t["override_action"][j]
-            out.append('<section id="override">\n  <h2>Manual override</h2>\n  <div class="action">')
+            out.append(
+                '<section id="override">\n  <h2>Manual override</h2>\n  <div class="action">'
+            )
             if o_tier:
                 out += ["Tier set to <strong>", _e(o_tier), "</strong>"]
             if o_tier and o_action:
@@ -935,7 +942,8 @@ class PageRenderer:
             if t["next_tier_changes"][j]:
                 out += ['<p id="next-tier">Smallest changes to actionable measures (within the '
                         "ranges seen in training) that lift the score into tier ", nxt,
-                        ": <strong>", _e(t["next_tier_changes"][j]), "</strong>.</p>\n  "]  # fmt: skip
+                        ": <strong>", _e(t["next_tier_changes"][j]),
+                        "</strong>.</p>\n  "]  # fmt: skip
             else:
                 out += ['<p class="muted" id="next-tier">No change to at most three actionable '
                         "measures reaches tier ", nxt,
@@ -1009,7 +1017,8 @@ class PageRenderer:
                            '    <ul class="drivers neg">')  # fmt: skip
         out += [
             '</ul>\n  </div>\n</section>\n<section>\n  <h2>What drives the predictions</h2>\n'
-            '  <div class="two">\n    <div><h3>Expected revenue</h3>', page_waterfall(b, j, "revenue"),
+            '  <div class="two">\n    <div><h3>Expected revenue</h3>',
+            page_waterfall(b, j, "revenue"),
             '</div>\n    <div><h3>Engagement likelihood</h3>', page_waterfall(b, j, "engagement"),
             '</div>\n  </div>\n  <table id="layers">\n    <thead><tr><th>layer</th>'
             '<th class="num">revenue</th><th class="num">engagement (pts)</th>'

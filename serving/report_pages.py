@@ -405,9 +405,9 @@ def plan_pages(
     heads = {}
     for head in ("revenue", "engagement"):
         cols = [c for c in frame.columns if c.startswith(f"shap_{head}_")]
-        matrix = (
-            np.nan_to_num(frame[cols].to_numpy(float)[rows]) if cols else np.zeros((len(rows), 0))
-        )
+        matrix = np.empty((len(rows), len(cols)))
+        for k, c in enumerate(cols):  # a column at a time: no copy of the whole block
+            matrix[:, k] = np.nan_to_num(frame[c].to_numpy(dtype=float, na_value=np.nan)[rows])
         heads[head] = ([c[len(f"shap_{head}_") :] for c in cols], matrix)
     # drivers, with the peer group's typical value of the driver's measure
     by_label = {spec.label: spec.name for spec in REGISTRY}

@@ -102,7 +102,7 @@ OPTIONAL_TEXTS = (
 )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pages_module.programs(), st.data())
 def test_renderer_matches_the_template_on_generated_batches(program, data):
     frame, earlier = program

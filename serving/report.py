@@ -639,7 +639,9 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         frame["quadrant_label"] = frame["quadrant"].astype(str).str.replace("_", " ")
     if frame["partner_id"].duplicated().any():
         frame = frame.sort_values("as_of", kind="stable").drop_duplicates("partner_id", keep="last")
-    return frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    if not frame["partner_id"].is_monotonic_increasing:  # scores files are written sorted
+        frame = frame.sort_values("partner_id", kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]:

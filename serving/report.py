@@ -301,11 +301,36 @@ def _waterfall(
     """
     n_top = min(len(ordered), WATERFALL_TOP)
     labels = [_feature_label(names[k]) for k in order[:n_top]]
-    values = ordered[:n_top]
     n_rest = len(ordered) - n_top
+    rest = sum(ordered[n_top:]) if n_rest else 0.0
+    return waterfall_rows(labels, ordered[:n_top], n_rest, rest, base, pred, money, width)
+
+
+def waterfall_rows(
+    labels: list[str],
+    values: list[float],
+    n_rest: int,
+    rest: float,
+    base: float,
+    pred: float,
+    money: bool,
+    width: int = 520,
+) -> Markup:
+    """:func:`waterfall_svg` from its top rows: labels and contributions, largest first.
+
+    Args:
+        labels: Readable names of the top (at most WATERFALL_TOP) features.
+        values: Their contributions.
+        n_rest: How many other features there are (0: no "other features" row).
+        rest: Their contributions summed left to right (as ``sum()``).
+        base: Prediction of the average partner.
+        pred: This partner's prediction.
+        money: Dollars (revenue head) or probability points (engagement head).
+        width: Width in pixels.
+    """
     if n_rest:
-        labels.append(f"{n_rest} other feature{'s' if n_rest > 1 else ''}")
-        values.append(sum(ordered[n_top:]))
+        labels = [*labels, f"{n_rest} other feature{'s' if n_rest > 1 else ''}"]
+        values = [*values, rest]
     if money:
         texts = money_texts([base, *values, pred])
     else:  # _points of the bars, _pct of the levels
@@ -344,17 +369,35 @@ def _waterfall(
     for (cls, a, b, label, weight), value in zip(bars, texts, strict=True):
         xa = label_w + (a - lo) / span * bar_w
         xb = label_w + (b - lo) / span * bar_w
-        full, short = _bar_label(label)
         w = abs(xb - xa)  # max(abs(xb - xa), 1), as the builtin compares
+        head, middle, tail = _bar_pieces(cls, y, label, weight, right)
         parts.append(
-            f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
-            f'width="{1 if w < 1 else w:.1f}" height="16"><title>{full}: {value}</title>'
-            f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
-            f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
+            f"{head}{xa if xa < xb else xb:.1f}{middle}{1 if w < 1 else w:.1f}"
+            f"{tail[0]}{value}{tail[1]}{value}</text>"
         )
         y += row_h
     parts.append(_waterfall_legend(label_w, y))
     return Markup("".join(parts))
+
+
+@functools.lru_cache(maxsize=8192)
+def _bar_pieces(
+    cls: str, y: int, label: str, weight: str, right: int
+) -> tuple[str, str, tuple[str, str]]:
+    """The fixed text of a waterfall row around its x, width and value (once per row shape).
+
+    A row is ``head x middle width tail[0] value tail[1] value </text>``.
+    """
+    full, short = _bar_label(label)
+    return (
+        f'<rect class="{cls}" x="',
+        f'" y="{y}" width="',
+        (
+            f'" height="16"><title>{full}: ',
+            f'</title></rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
+            f'<text x="{right}" y="{y + 12}" text-anchor="end">',
+        ),
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -36,6 +36,8 @@ from partnerscore.serving.report import (
     QUADRANT_COLORS,
     SEGMENT_COLUMNS,
     TEXT_COLUMNS,
+    WATERFALL_TOP,
+    _feature_label,
     _finite,
     _flag,
     _label,
@@ -51,6 +53,7 @@ from partnerscore.serving.report import (
     pct_texts,
     policy_explanation,
     text_column,
+    waterfall_rows,
 )
 
 PAGE_CHUNK = 250
@@ -252,6 +255,9 @@ class PageBatch:
     """(provisional, guardrail swing, input anomaly, the anomaly's reasons) per page."""
     heads: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
     """Per model head: feature names, contributions (page x feature) and each row's order."""
+    tops: dict[str, tuple[list[list[str]], list[list[float]], int, list[float]]]
+    """Per model head, the waterfall rows: top feature labels and contributions per page, the
+    number of other features and their summed contribution per page."""
     drivers: dict[str, list[list[tuple[str, str]]]]
     peers: list[tuple[str, list[str], list[str]]]
     """(label, value text per page, peer-group median text per page) per peer metric."""
@@ -502,10 +508,24 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
     ids = text["partner_id"]
     as_of_ns = plan.as_of_ns[start:end].tolist()
     heads = {}
+    tops = {}
     for head, (features, matrix) in plan.heads.items():
         part = matrix[start:end]
         # each row's contributions by decreasing size, as sorted() orders them (stable)
-        heads[head] = (features, part, np.argsort(-np.abs(part), axis=1, kind="stable"))
+        order = np.argsort(-np.abs(part), axis=1, kind="stable")
+        heads[head] = (features, part, order)
+        ordered = np.take_along_axis(part, order, axis=1)
+        n_rest = max(len(features) - WATERFALL_TOP, 0)
+        # sum() of the rest, left to right from 0.0, for every row at once
+        zero = np.zeros((len(part), 1))
+        rest = np.add.accumulate(np.hstack([zero, ordered[:, WATERFALL_TOP:]]), axis=1)[:, -1]
+        labels = [_feature_label(f) for f in features]
+        tops[head] = (
+            [[labels[k] for k in row] for row in order[:, :WATERFALL_TOP].tolist()],
+            ordered[:, :WATERFALL_TOP].tolist(),
+            n_rest,
+            rest.tolist(),
+        )
     group = plan.group[start:end].tolist()
     drivers: dict[str, list[list[tuple[str, str]]]] = {}
     for sign, per_col in plan.driver_sentences.items():
@@ -537,6 +557,7 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
             for (a, b, c), reason in zip(flags, plan.anomaly_reason.take(start, end), strict=True)
         ],
         heads=heads,
+        tops=tops,
         drivers=drivers,
         peers=[
             (label, metric_texts(key, values[start:end]), [medians[g] for g in group])
@@ -656,6 +677,19 @@ def page_waterfall(b: PageBatch, j: int, head: str) -> Markup:
         base = pred - sum(row.tolist())
     o = order[j]
     return _waterfall(features, row[o].tolist(), o.tolist(), base, pred, money=head == "revenue")
+
+
+def _page_waterfall_rows(b: PageBatch, j: int, head: str) -> Markup:
+    """:func:`page_waterfall` from the chunk's top rows (sorted and summed for all pages)."""
+    labels, values, n_rest, rest = b.tops[head]
+    v = b.values
+    pred = _finite(v[f"pred_{head}"][j])
+    base = _finite(v[f"{head}_base"][j])
+    if math.isnan(base):
+        base = pred - sum(b.heads[head][1][j].tolist())
+    return waterfall_rows(
+        labels[j], values[j], n_rest, rest[j], base, pred, money=head == "revenue"
+    )
 
 
 def page_context(b: PageBatch, j: int) -> dict:
@@ -1018,8 +1052,9 @@ class PageRenderer:
         out += [
             '</ul>\n  </div>\n</section>\n<section>\n  <h2>What drives the predictions</h2>\n'
             '  <div class="two">\n    <div><h3>Expected revenue</h3>',
-            page_waterfall(b, j, "revenue"),
-            '</div>\n    <div><h3>Engagement likelihood</h3>', page_waterfall(b, j, "engagement"),
+            _page_waterfall_rows(b, j, "revenue"),
+            "</div>\n    <div><h3>Engagement likelihood</h3>",
+            _page_waterfall_rows(b, j, "engagement"),
             '</div>\n  </div>\n  <table id="layers">\n    <thead><tr><th>layer</th>'
             '<th class="num">revenue</th><th class="num">engagement (pts)</th>'
             '<th class="num">score (pts, weighted)</th><th class="num">model (pts)</th></tr>'

@@ -2,9 +2,10 @@
 
 Reports are static, self-contained pages: charts are inline SVG built here, the small stylesheet
 (and the portfolio page's sort/filter script) are inlined; nothing is fetched from a network.
-Partner names and ids are untrusted: every text goes through Jinja2 autoescaping or
-:func:`markupsafe.escape` (SVG text and attributes included), and file names are a slug plus a
-hash of the exact id, so no id can collide with another or escape the output folder.
+Partner names and ids are untrusted: every text goes through Jinja2 autoescaping,
+:func:`markupsafe.escape` or an escape with the same output (SVG text and attributes, partner
+pages), and file names are a slug plus a hash of the exact id, so no id can collide with
+another or escape the output folder.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The fast path of ``partnerscore report``: partner pages from plain columns, in parallel.
 
-The scores frame is turned into plain Python lists once (no per-row pandas access); every
-per-group statistic (peer medians, typical driver values) is computed once per group and
-formatted once per group; the score history is read once for the selected partners (only the
-columns the pages show) and indexed by partner. :class:`PageBatch` holds all of it as picklable
-plain values, and :func:`render_pages` writes the pages with a process pool over chunks of
-partners: each worker compiles the partner template once and renders its chunks. A page depends
-only on the batch, never on the worker or the chunking, so the output is byte-identical for any
-number of workers. The straightforward per-partner twin of these numbers is
-``tests/serving/report_reference.py``.
+:func:`plan_pages` turns the whole batch into a compact :class:`PagePlan` once (number columns
+as arrays, texts as codes into their distinct values, every peer-group statistic computed and
+formatted once per group). :func:`render_pages` hands chunks of pages to a process pool that
+inherits the plan by fork; a worker turns its chunk into a :class:`PageBatch` of plain values
+(:func:`chunk_batch`, which also reads the chunk's history rows), and :class:`PageRenderer`
+writes each page as one string, the same bytes as ``templates/partner.html`` rendered by Jinja
+from :func:`page_context`. A page depends only on the plan, never on the worker or the
+chunking, so the output is byte-identical for any number of workers. The straightforward
+per-partner twin of these numbers is ``tests/serving/report_reference.py``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Runs the real CLI in a subprocess under a wrapper reading ``getrusage(RUSAGE_CHILDREN)``, so the
 CPU seconds (user + system) include the page workers, once per worker count; then splits one
-in-process run into its parts (reading and preparing the batch, per-page context, template
-rendering, writing) with CPU timers.
+in-process run into its parts (reading the scores, the plan, the portfolio page, per-page data
+with history, rendering, writing) with CPU timers.
 
     python bench/bench_report.py --scores FILE --config CFG [--workers 1,2] [--workdir DIR]
 
@@ -29,6 +29,7 @@ CLI = [str(Path(sys.executable).with_name("partnerscore"))]
 def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]:
     """CPU seconds of the parts of one in-process, one-worker run (first ``pages`` pages)."""
     import numpy as np
+    from markupsafe import Markup
 
     from partnerscore.serving import report as rep
     from partnerscore.serving import report_pages as rp
@@ -40,26 +41,33 @@ def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]
     frame = rep.read_scores(scores)
     t1 = clock()
     names = [rep.report_filename(p) for p in frame["partner_id"].tolist()]
-    batch = rp.build_batch(frame, np.ones(len(frame), dtype=bool), names, cfg, out_dir=out)
+    css = Markup((rep.HERE / "static" / "report.css").read_text(encoding="utf-8"))
+    keep = np.ones(len(frame), dtype=bool)
+    plan = rp.plan_pages(frame, keep, names, cfg, out_dir=out, css=css)
     t2 = clock()
-    pages = min(pages, len(batch))
-    contexts = [rp.page_context(batch, j) for j in range(pages)]
+    index = rep.portfolio_page(frame, np.flatnonzero(keep), names, cfg)
     t3 = clock()
-    template = rep._environment().get_template("partner.html")
-    html = [template.render(c).encode("utf-8") for c in contexts]
+    pages = min(pages, len(plan))
+    batch = rp.chunk_batch(plan, 0, pages)
     t4 = clock()
+    render = rp.PageRenderer(batch)
+    html = [render(j).encode("utf-8") for j in range(pages)]
+    t5 = clock()
     folder = out / "partners"
     folder.mkdir(parents=True, exist_ok=True)
     for j, data in enumerate(html):
         rp._write_page(str(folder), batch.files[j], data)
-    t5 = clock()
+    t6 = clock()
+    rp.close_history()
     return {
         "partners": len(frame),
         "read scores (s)": t1 - t0,
-        "prepare batch, incl. history (s)": t2 - t1,
-        "page context (ms/page)": (t3 - t2) / pages * 1000,
-        "render (ms/page)": (t4 - t3) / pages * 1000,
-        "write (ms/page)": (t5 - t4) / pages * 1000,
+        "file names and plan (s)": t2 - t1,
+        "portfolio page (s)": t3 - t2,
+        "index.html (MB)": len(index.encode("utf-8")) / 1e6,
+        "page data and history (ms/page)": (t4 - t3) / pages * 1000,
+        "render (ms/page)": (t5 - t4) / pages * 1000,
+        "write (ms/page)": (t6 - t5) / pages * 1000,
         "page size (KB)": sum(map(len, html)) / pages / 1000,
     }
 
@@ -93,8 +101,6 @@ def main() -> None:
             f"peak RSS {r['rss_mb']:.0f} MB, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-    index = root / f"w{rows[-1][0]}" / "index.html"
-    print(f"index.html: {index.stat().st_size / 1e6:.2f} MB")
     (root / "results.json").write_text(
         json.dumps({"parts": split, "runs": [dict(workers=w, pages=n, **r) for w, n, r in rows]})
     )

@@ -2,9 +2,10 @@
 
 Reports are static, self-contained pages: charts are inline SVG built here, the small stylesheet
 (and the portfolio page's sort/filter script) are inlined; nothing is fetched from a network.
-Partner names and ids are untrusted: every text goes through Jinja2 autoescaping or
-:func:`markupsafe.escape` (SVG text and attributes included), and file names are a slug plus a
-hash of the exact id, so no id can collide with another or escape the output folder.
+Partner names and ids are untrusted: every text goes through Jinja2 autoescaping,
+:func:`markupsafe.escape` or an escape with the same output (SVG text and attributes, partner
+pages), and file names are a slug plus a hash of the exact id, so no id can collide with
+another or escape the output folder.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ WATERFALL_TOP = 8
 MIN_PEERS = 5  # as in serving.score.peer_percentile: segment, else tier, else everyone
 SCATTER_LIMIT = 4000
 QUADRANT_COLORS = dict(zip(QUADRANTS, ("#2f855a", "#b7791f", "#3b6ea5", "#8a9bb0"), strict=True))
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 REPORT_NAME = re.compile(r"[A-Za-z0-9_-]+-[0-9a-f]{10}\.html")
 
 
@@ -102,12 +104,14 @@ def report_filename(partner_id: str) -> str:
     Returns:
         ``<slug>-<10 hex>.html`` using only ``[A-Za-z0-9_-]`` before the extension.
     """
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", str(partner_id)).strip("_")[:40] or "partner"
+    slug = _UNSAFE.sub("_", str(partner_id)).strip("_")[:40] or "partner"
     digest = hashlib.sha256(str(partner_id).encode("utf-8")).hexdigest()[:10]
     return f"{slug}-{digest}.html"
 
 
 def _finite(v) -> float:
+    if v.__class__ is float:
+        return v if math.isfinite(v) else math.nan
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -147,6 +151,36 @@ def _num(v, digits: int = 1, sign: bool = False) -> str:
     return f"{v:+,.{digits}f}" if sign else f"{v:,.{digits}f}"
 
 
+def num_texts(values: list[float], digits: int = 1, sign: bool = False) -> list[str]:
+    """:func:`_num` of every value of a list of floats (a column of pages at a time)."""
+    spec = f"{'+' if sign else ''},.{digits}f"
+    # x - x is 0.0 for a finite number, NaN (true) for NaN and infinities
+    return ["–" if x - x else format(x, spec) for x in values]
+
+
+def money_texts(values: list[float], sign: bool = False) -> list[str]:
+    """:func:`_money` of every value of a list of floats."""
+    out = []
+    zero = "+$0" if sign else "$0"
+    for x in values:
+        if x - x:
+            out.append("–")
+            continue
+        whole = round(x)
+        if whole == 0:
+            out.append(zero)
+        elif whole < 0:
+            out.append(f"-${-whole:,.0f}")
+        else:
+            out.append(f"+${whole:,.0f}" if sign else f"${whole:,.0f}")
+    return out
+
+
+def pct_texts(values: list[float]) -> list[str]:
+    """:func:`_pct` of every value of a list of floats."""
+    return ["–" if x - x else f"{x:.0%}" for x in values]
+
+
 def _flag(v) -> bool:
     """A boolean from a scores file cell (bool, 0/1, "True"/"False" or missing)."""
     if isinstance(v, str):
@@ -160,6 +194,17 @@ def _text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return str(v)
+
+
+def text_column(column) -> pd.Series:
+    """``column.map(_text)`` (objects): one call per distinct cell instead of one per cell."""
+    column = column if isinstance(column, pd.Series) else pd.Series(column, dtype=object)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object).tolist()  # not one Arrow scalar at a time
+    if any(u.__class__ is not str for u in uniques):  # 1, 1.0 and True are one key
+        return column.map(_text).astype(object)
+    texts = np.array([*uniques, ""], dtype=object)
+    return pd.Series(texts[codes], index=column.index, dtype=object)
 
 
 def _label(feature: str) -> str:
@@ -257,62 +302,116 @@ def _waterfall(
     """
     n_top = min(len(ordered), WATERFALL_TOP)
     labels = [_feature_label(names[k]) for k in order[:n_top]]
-    values = ordered[:n_top]
     n_rest = len(ordered) - n_top
+    rest = sum(ordered[n_top:]) if n_rest else 0.0
+    return waterfall_rows(labels, ordered[:n_top], n_rest, rest, base, pred, money, width)
+
+
+def waterfall_rows(
+    labels: list[str],
+    values: list[float],
+    n_rest: int,
+    rest: float,
+    base: float,
+    pred: float,
+    money: bool,
+    width: int = 520,
+) -> Markup:
+    """:func:`waterfall_svg` from its top rows: labels and contributions, largest first.
+
+    Args:
+        labels: Readable names of the top (at most WATERFALL_TOP) features.
+        values: Their contributions.
+        n_rest: How many other features there are (0: no "other features" row).
+        rest: Their contributions summed left to right (as ``sum()``).
+        base: Prediction of the average partner.
+        pred: This partner's prediction.
+        money: Dollars (revenue head) or probability points (engagement head).
+        width: Width in pixels.
+    """
     if n_rest:
-        labels.append(f"{n_rest} other feature{'s' if n_rest > 1 else ''}")
-        values.append(sum(ordered[n_top:]))
-    fmt = _money if money else _points
-    fmt_level = _money if money else _pct
+        labels = [*labels, f"{n_rest} other feature{'s' if n_rest > 1 else ''}"]
+        values = [*values, rest]
+    if money:
+        texts = money_texts([base, *values, pred])
+    else:  # _points of the bars, _pct of the levels
+        texts = [_pct(base), *(f"{v * 100:+.1f} pts" for v in values), _pct(pred)]
     starts = []
     level = base
     lo, hi = min(0.0, base, pred), max(base, pred)
     for value in values:
         end = level + value
         starts.append(level)
-        lo, hi = min(lo, level, end), max(hi, level, end)
+        # lo, hi = min(lo, level, end), max(hi, level, end), as the builtins compare
+        if level < lo:
+            lo = level
+        if end < lo:
+            lo = end
+        if level > hi:
+            hi = level
+        if end > hi:
+            hi = end
         level = end
     hi = hi if hi > lo else lo + 1.0
     label_w, bar_w, row_h = 190, width - 190 - 90, 22
     height = (len(values) + 3) * row_h + 10
     span = hi - lo
     right = width - 4
-
-    # value texts are our own number formats (digits, $ , . + - % pts): nothing to escape
-    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, weight="") -> str:
-        xa = label_w + (a - lo) / span * bar_w
-        xb = label_w + (b - lo) / span * bar_w
-        full, short = _bar_label(label)
-        return (
-            f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
-            f'width="{max(abs(xb - xa), 1):.1f}" height="16"><title>{full}: {value}</title>'
-            f'</rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
-            f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
-        )
-
+    bars = [("base", 0.0, base, "base (average partner)", "")]
+    for label, start, value in zip(labels, starts, values, strict=True):
+        bars.append(("pos" if value >= 0 else "neg", start, start + value, label, ""))
+    bars.append(("base", 0.0, pred, "prediction", ' font-weight="bold"'))
     parts = [
         f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
-        bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
-    y = 4 + row_h
-    for label, start, value in zip(labels, starts, values, strict=True):
+    y = 4
+    # value texts are our own number formats (digits, $ , . + - % pts): nothing to escape
+    for (cls, a, b, label, weight), value in zip(bars, texts, strict=True):
+        xa = label_w + (a - lo) / span * bar_w
+        xb = label_w + (b - lo) / span * bar_w
+        w = abs(xb - xa)  # max(abs(xb - xa), 1), as the builtin compares
+        head, middle, tail = _bar_pieces(cls, y, label, weight, right)
         parts.append(
-            bar("pos" if value >= 0 else "neg", start, start + value, y, label, fmt(value))
+            f"{head}{xa if xa < xb else xb:.1f}{middle}{1 if w < 1 else w:.1f}"
+            f"{tail[0]}{value}{tail[1]}{value}</text>"
         )
         y += row_h
-    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), ' font-weight="bold"'))
-    y += row_h
-    parts.append(
+    parts.append(_waterfall_legend(label_w, y))
+    return Markup("".join(parts))
+
+
+@functools.lru_cache(maxsize=8192)
+def _bar_pieces(
+    cls: str, y: int, label: str, weight: str, right: int
+) -> tuple[str, str, tuple[str, str]]:
+    """The fixed text of a waterfall row around its x, width and value (once per row shape).
+
+    A row is ``head x middle width tail[0] value tail[1] value </text>``.
+    """
+    full, short = _bar_label(label)
+    return (
+        f'<rect class="{cls}" x="',
+        f'" y="{y}" width="',
+        (
+            f'" height="16"><title>{full}: ',
+            f'</title></rect><text x="4" y="{y + 12}"{weight}>{short}</text>'
+            f'<text x="{right}" y="{y + 12}" text-anchor="end">',
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _waterfall_legend(label_w: int, y: int) -> str:
+    return (
         f'<rect class="pos" x="{label_w}" y="{y + 2}" width="10" height="10"/>'
         f'<text x="{label_w + 14}" y="{y + 11}">raises</text>'
         f'<rect class="neg" x="{label_w + 70}" y="{y + 2}" width="10" height="10"/>'
         f'<text x="{label_w + 84}" y="{y + 11}">lowers</text>'
         f'<rect class="base" x="{label_w + 140}" y="{y + 2}" width="10" height="10"/>'
         f'<text x="{label_w + 154}" y="{y + 11}">level</text>'
+        "</svg>"
     )
-    parts.append("</svg>")
-    return Markup("".join(parts))
 
 
 SERIES_CLASSES = ("line", "line2", "line3")
@@ -340,9 +439,50 @@ def line_svg(
     pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
     x_lo, x_hi = min(xs), max(xs)
     span = x_hi - x_lo or 1.0
+    x_w = width - pad_l - pad_r
+    y_h = height - pad_t - pad_b
+    parts = [_line_frame(width, height, tuple((thresholds or {}).items()))]
+    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
+    for t in ticks:
+        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
+        parts.append(
+            f'<text x="{pad_l + (t - x_lo) / span * x_w:.1f}" y="{height - 6}" '
+            f'text-anchor="{anchor}">day {t:.0f}</text>'
+        )
+    legend_x = pad_l
+    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
+        label = _esc(name)
+        points = []
+        circles = []
+        for a, b in zip(xs, values, strict=True):
+            if not math.isfinite(b):
+                continue
+            # min(max(b, 0.0), 100.0), as the builtins compare
+            c = 0.0 if b < 0.0 else b
+            if c > 100.0:
+                c = 100.0
+            x = f"{pad_l + (a - x_lo) / span * x_w:.1f}"
+            y = f"{pad_t + (100 - c) / 100 * y_h:.1f}"
+            points.append(f"{x},{y}")
+            circles.append(
+                f'<circle cx="{x}" cy="{y}" r="3" class="{cls}">'
+                f"<title>{label}: {b:.1f} at day {a:.0f}</title></circle>"
+            )
+        parts.append(f'<polyline class="{cls}" points="{" ".join(points)}"/>')
+        parts.extend(circles)
+        parts.append(
+            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
+            f'<text x="{legend_x + 22}" y="14">{label}</text>'
+        )
+        legend_x += 30 + 7 * len(name)
+    parts.append("</svg>")
+    return Markup("".join(parts))
 
-    def px(v: float) -> float:
-        return pad_l + (v - x_lo) / span * (width - pad_l - pad_r)
+
+@functools.lru_cache(maxsize=16)
+def _line_frame(width: int, height: int, thresholds: tuple[tuple[str, float], ...]) -> str:
+    """The trajectory chart's opening tag, grid and tier threshold lines (same on every page)."""
+    pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
 
     def py(v: float) -> float:
         return pad_t + (100 - min(max(v, 0.0), 100.0)) / 100 * (height - pad_t - pad_b)
@@ -356,7 +496,7 @@ def line_svg(
             f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
             f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick}</text>'
         )
-    for name, bound in (thresholds or {}).items():
+    for name, bound in thresholds:
         if 0 < bound < 100:
             parts.append(
                 f'<line class="threshold" x1="{pad_l}" y1="{py(bound):.1f}" '
@@ -365,29 +505,7 @@ def line_svg(
                 f'<text class="threshold-label" x="{width - pad_r}" y="{py(bound) - 2:.1f}" '
                 f'text-anchor="end">tier {_esc(name)}</text>'
             )
-    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
-    for t in ticks:
-        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
-        parts.append(
-            f'<text x="{px(t):.1f}" y="{height - 6}" text-anchor="{anchor}">day {t:.0f}</text>'
-        )
-    legend_x = pad_l
-    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
-        points = [(a, b) for a, b in zip(xs, values, strict=True) if math.isfinite(b)]
-        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in points)
-        parts.append(f'<polyline class="{cls}" points="{pts}"/>')
-        for a, b in points:
-            parts.append(
-                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="{cls}">'
-                f"<title>{_esc(name)}: {b:.1f} at day {a:.0f}</title></circle>"
-            )
-        parts.append(
-            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
-            f'<text x="{legend_x + 22}" y="14">{_esc(name)}</text>'
-        )
-        legend_x += 30 + 7 * len(name)
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    return "".join(parts)
 
 
 def histogram_svg(
@@ -459,8 +577,11 @@ def scatter_svg(
     """
     data = frame
     if len(data) > limit:
-        order = data.sort_values("score", kind="stable")
-        data = order.iloc[np.linspace(0, len(order) - 1, limit).round().astype(int)]
+        # frame.sort_values("score", kind="stable"), sorting the one column
+        order = frame["score"].reset_index(drop=True).sort_values(kind="stable").index
+        keep = order.to_numpy()[np.linspace(0, len(order) - 1, limit).round().astype(int)]
+        columns = ["pred_revenue", "pred_engagement", "quadrant", "partner_name", "partner_id"]
+        data = frame[columns].iloc[keep]
     rev = np.log10(np.maximum(np.nan_to_num(data["pred_revenue"].to_numpy(float)), 1.0))
     eng = np.clip(np.nan_to_num(data["pred_engagement"].to_numpy(float)), 0.0, 1.0)
     lo = float(rev.min())
@@ -554,15 +675,17 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             )
     if frame.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
-    frame["partner_id"] = frame["partner_id"].map(_text).astype(str)
+    frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     for col in ("partner_name", *SEGMENT_COLUMNS):
-        frame[col] = frame[col].map(_text).astype(str) if col in frame else ""
+        frame[col] = text_column(frame[col]).astype(str) if col in frame else ""
     if "quadrant_label" not in frame:
         frame["quadrant_label"] = frame["quadrant"].astype(str).str.replace("_", " ")
     if frame["partner_id"].duplicated().any():
         frame = frame.sort_values("as_of", kind="stable").drop_duplicates("partner_id", keep="last")
-    return frame.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    if not frame["partner_id"].is_monotonic_increasing:  # scores files are written sorted
+        frame = frame.sort_values("partner_id", kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]:
@@ -594,7 +717,7 @@ def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]
     key = np.where(use_seg, "s:" + seg_key, np.where(use_tier, "t:" + tier, "all"))
     name = np.where(use_seg, seg, np.where(use_tier, "tier " + tier, "all partners"))
     if band is not None:
-        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        band = text_column(pd.Series(np.asarray(band, dtype=object), index=frame.index))
         banded = _group_key(tier, ptype, band)
         band_n = banded.map(banded.value_counts()).to_numpy()
         use_band = has_seg & (band != "").to_numpy() & (band_n >= MIN_PEERS)
@@ -613,7 +736,7 @@ def peer_level_keys(frame: pd.DataFrame, band=None) -> list[np.ndarray]:
     ptype = frame["partner_type"].astype(str)
     levels = [("s:" + _group_key(tier, ptype)).to_numpy(), ("t:" + tier).to_numpy()]
     if band is not None:
-        band = pd.Series(np.asarray(band, dtype=object), index=frame.index).map(_text)
+        band = text_column(pd.Series(np.asarray(band, dtype=object), index=frame.index))
         levels.insert(0, ("b:" + _group_key(tier, ptype, band)).to_numpy())
     return levels
 
@@ -662,7 +785,7 @@ def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> 
     """The tiers, best first: score range, playbook action, owner role, review days, count."""
     book = load_playbook(policy)
     ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
-    tiers = frame["score_tier"].map(_text) if frame is not None else None
+    tiers = text_column(frame["score_tier"]) if frame is not None else None
     out = []
     upper = 100.0
     for name, lower in ordered:
@@ -764,7 +887,7 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
             raise PartnerscoreError(f"--partners: '{unknown[0]}' is not in the scores file")
         keep &= frame["partner_id"].isin(wanted).to_numpy()
     if tier is not None:
-        keep &= (frame["score_tier"].map(_text) == tier).to_numpy()
+        keep &= (text_column(frame["score_tier"]) == tier).to_numpy()
         if not keep.any():
             raise PartnerscoreError(f"--tier {tier}: no partner in this tier")
     return keep
@@ -796,12 +919,12 @@ def portfolio_page(
     js = Markup((HERE / "static" / "app.js").read_text(encoding="utf-8"))
     thresholds = tier_thresholds(config.policy, frame)
     cutoffs = dict(config.policy.tier_cutoffs)
-    score_tier = frame["score_tier"].map(_text)
+    score_tier = text_column(frame["score_tier"])
     tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
     provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
     guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
     quads = []
-    for q in [*QUADRANTS, *sorted(set(frame["quadrant"].map(_text)) - set(QUADRANTS))]:
+    for q in [*QUADRANTS, *sorted(set(text_column(frame["quadrant"])) - set(QUADRANTS))]:
         sel = frame["quadrant"] == q
         if not sel.any():
             continue
@@ -819,7 +942,7 @@ def portfolio_page(
         )
 
     def distinct(col: str) -> str:
-        return ", ".join(sorted(frame[col].map(_text).unique())) if col in frame else "?"
+        return ", ".join(sorted(text_column(frame[col]).unique())) if col in frame else "?"
 
     return (
         _environment()
@@ -902,17 +1025,9 @@ def run_report(
     keep = _select(frame, partners, tier)
     rows = np.flatnonzero(keep)
     subset = partners is not None or tier is not None
-    batch = rp.build_batch(
+    plan = rp.plan_pages(
         frame, keep, names, config, out_dir=out_dir, css=css, note_map=read_notes(notes)
     )
-    rp.remove_stale_temporaries(partners_dir)
-    total_bytes = 0
-    with task("writing partner reports", len(rows)) as bar:
-        for pages, written in rp.render_pages(batch, workers):
-            total_bytes += written
-            bar.advance(pages)
-    removed = 0 if subset else _remove_stale(partners_dir, set(names))
-
     subset_note = (
         f"pages written for {len(rows):,} of {len(frame):,} partners "
         f"({'tier ' + tier if tier else 'selected partners'}); summary, peers and charts "
@@ -920,15 +1035,27 @@ def run_report(
         if subset
         else ""
     )
-    index_html = portfolio_page(frame, rows, names, config, subset_note=subset_note)
-    index = write_text_atomic(index_html, out_dir / "index.html")
+    index_html: list[str] = []
+
+    def portfolio() -> None:  # built while the workers write the partner pages
+        index_html.append(portfolio_page(frame, rows, names, config, subset_note=subset_note))
+
+    rp.remove_stale_temporaries(partners_dir)
+    total_bytes = with_history = 0
+    with task("writing partner reports", len(rows)) as bar:
+        for pages, written, trajectories in rp.render_pages(plan, workers, meanwhile=portfolio):
+            total_bytes += written
+            with_history += trajectories
+            bar.advance(pages)
+    removed = 0 if subset else _remove_stale(partners_dir, set(names))
+    index = write_text_atomic(index_html[0], out_dir / "index.html")
     return ReportResult(
         out_dir=out_dir,
         index=index,
         reports=len(rows),
         seconds=time.perf_counter() - started,
         bytes_per_report=total_bytes / max(len(rows), 1),
-        with_history=sum(e - s >= 2 for s, e in batch.history.spans),
+        with_history=with_history,
         removed_stale=removed,
         workers=min(workers, max(len(rows), 1)),
     )

@@ -1,14 +1,14 @@
 """The fast path of ``partnerscore report``: partner pages from plain columns, in parallel.
 
-The scores frame is turned into plain Python lists once (no per-row pandas access); every
-per-group statistic (peer medians, typical driver values) is computed once per group and
-formatted once per group; the score history is read once for the selected partners (only the
-columns the pages show) and indexed by partner. :class:`PageBatch` holds all of it as picklable
-plain values, and :func:`render_pages` writes the pages with a process pool over chunks of
-partners: each worker compiles the partner template once and renders its chunks. A page depends
-only on the batch, never on the worker or the chunking, so the output is byte-identical for any
-number of workers. The straightforward per-partner twin of these numbers is
-``tests/serving/report_reference.py``.
+:func:`plan_pages` turns the whole batch into a compact :class:`PagePlan` once (number columns
+as arrays, texts as codes into their distinct values, every peer-group statistic computed and
+formatted once per group). :func:`render_pages` hands chunks of pages to a process pool that
+inherits the plan by fork; a worker turns its chunk into a :class:`PageBatch` of plain values
+(:func:`chunk_batch`, which also reads the chunk's history rows), and :class:`PageRenderer`
+writes each page as one string, the same bytes as ``templates/partner.html`` rendered by Jinja
+from :func:`page_context`. A page depends only on the plan, never on the worker or the
+chunking, so the output is byte-identical for any number of workers. The straightforward
+per-partner twin of these numbers is ``tests/serving/report_reference.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,8 @@ from partnerscore.serving.report import (
     QUADRANT_COLORS,
     SEGMENT_COLUMNS,
     TEXT_COLUMNS,
-    _environment,
+    WATERFALL_TOP,
+    _feature_label,
     _finite,
     _flag,
     _label,
@@ -47,11 +48,18 @@ from partnerscore.serving.report import (
     _waterfall,
     line_svg,
     metric_texts,
+    money_texts,
+    num_texts,
+    pct_texts,
     policy_explanation,
+    text_column,
+    waterfall_rows,
 )
 
 PAGE_CHUNK = 250
-"""Pages per task of the worker pool (small enough to balance two workers on small batches)."""
+"""Fewest pages per task of the worker pool (fewer only to give every worker a task)."""
+PAGE_CHUNK_MAX = 1000
+"""Most pages per task: per-page Python objects exist only for the tasks being rendered."""
 HISTORY_READ = (
     "age_days",
     "score",
@@ -91,8 +99,75 @@ def available_workers() -> int:
 
 
 @dataclass
+class TextCodes:
+    """A text column as codes into its distinct display texts (compact at millions of rows)."""
+
+    codes: np.ndarray
+    """(n,) int32 index into ``texts``."""
+    texts: list[str]
+
+    def take(self, start: int, end: int) -> list[str]:
+        """The texts of rows [start, end)."""
+        texts = self.texts
+        return [texts[c] for c in self.codes[start:end].tolist()]
+
+
+def text_codes(cells, rows: np.ndarray | None = None) -> TextCodes:
+    """:func:`serving.report._text` of every cell (of ``rows``), as codes into distinct texts.
+
+    One ``_text`` per distinct cell; missing cells (None, NaN) read ``""``. Cells that are not
+    text (numbers in an object column) are converted one by one, as equal numbers of different
+    types print differently.
+
+    Args:
+        cells: A column (Series, array or list).
+        rows: Positions to keep (None: every cell).
+    """
+    codes, uniques = pd.factorize(cells, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object).tolist()  # not one Arrow scalar at a time
+    if any(u.__class__ is not str for u in uniques):
+        values = np.asarray(cells, dtype=object)
+        texts = _texts((values if rows is None else values[rows]).tolist())
+        codes, uniques = pd.factorize(np.asarray(texts, dtype=object))
+        return TextCodes(codes.astype(np.int32), list(uniques))
+    if rows is not None:
+        codes = codes[rows]
+    codes = np.where(codes < 0, len(uniques), codes).astype(np.int32)
+    return TextCodes(codes, [*uniques, ""])
+
+
+def _text_codes(frame: pd.DataFrame, name: str, rows: np.ndarray) -> TextCodes:
+    """A text column's selected cells as :class:`TextCodes` (``""`` when the column is absent)."""
+    if name not in frame.columns:
+        return TextCodes(np.zeros(len(rows), dtype=np.int32), [""])
+    return text_codes(frame[name], rows)
+
+
+def float_column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
+    """:func:`serving.report._finite` of a column's selected cells (NaN when absent or bad)."""
+    if name not in frame.columns:
+        return np.full(len(rows), np.nan)
+    column = frame[name]
+    if column.dtype.kind in "fiub":
+        values = column.to_numpy(dtype=float, na_value=np.nan)[rows]
+        return np.where(np.isfinite(values), values, np.nan)
+    cells = column.to_numpy(dtype=object)[rows].tolist()
+    return np.fromiter((_finite(v) for v in cells), dtype=float, count=len(cells))
+
+
+def flag_column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
+    """:func:`serving.report._flag` of a column's selected cells (one call per distinct cell)."""
+    if name not in frame.columns:
+        return np.zeros(len(rows), dtype=bool)
+    codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object).tolist()
+    table = np.array([*(_flag(u) for u in uniques), False], dtype=bool)
+    return table[codes[rows]]  # code -1 (missing): the last entry
+
+
+@dataclass
 class PageHistory:
-    """The selected partners' history rows, sorted by (partner, as_of), as plain columns."""
+    """The pages' history rows, sorted by (partner, as_of), as plain columns."""
 
     spans: list[tuple[int, int]]
     """Per page: [start, end) of its partner's rows (up to the page's as_of)."""
@@ -105,15 +180,64 @@ class PageHistory:
     tiers: list[str]
     metrics: list[str]
     """Trajectory table measures (KEY_METRICS recorded in the store)."""
-    """History columns a previous row can be compared on."""
+
+
+@dataclass
+class PagePlan:
+    """Everything the selected partners' pages need, compact: arrays and coded texts.
+
+    Built once from the whole batch (peer groups, medians and every per-group text); page
+    ``j`` is the j-th selected row of the scores frame. :func:`chunk_batch` turns pages
+    [start, end) into a :class:`PageBatch` of plain values (and reads their history), so no
+    process ever holds per-page Python objects for every partner at once. Workers share the
+    plan by fork (numpy buffers are not copied) or receive it pickled once.
+    """
+
+    out_dir: str
+    css: str
+    horizon: int
+    policy: PolicyConfig
+    thresholds: list[dict]
+    cutoffs: dict[str, float]
+    files: list[str]
+    present: frozenset[str]
+    text: dict[str, TextCodes]
+    values: dict[str, np.ndarray]
+    """NUMERIC_PAGE_COLUMNS, float per page (NaN when missing)."""
+    as_of_ns: np.ndarray
+    as_of_text: TextCodes
+    flags: np.ndarray
+    """(pages, 3) bool: provisional, guardrail swing, input anomaly."""
+    anomaly_reason: TextCodes
+    heads: dict[str, tuple[list[str], np.ndarray]]
+    """Per model head: feature names and contributions (page x feature, missing as 0)."""
+    driver_sentences: dict[str, list[TextCodes]]
+    """Per sign (pos, neg): each driver column's sentences."""
+    driver_feature: dict[str, str | None]
+    """Driver label -> the feature with a peer median (None: no typical value)."""
+    typical: dict[str, list[str]]
+    """Feature -> its peer-group median text per group code."""
+    group: np.ndarray
+    """(pages,) peer group code."""
+    group_label: list[str]
+    group_size: list[int]
+    peers: list[tuple[str, str, np.ndarray, list[str]]]
+    """(column, label, value per page, median text per group code) per peer metric."""
+    history_url: str | None
+    history_metrics: list[str]
+    """KEY_METRICS recorded in the history store (trajectory table columns)."""
+    change_features: list[tuple[str, str, np.ndarray]]
+    """(column, label, this batch's value per page) of the measures compared with the
+    previous batch."""
+    note_map: dict[str, list[dict]]
+
+    def __len__(self) -> int:
+        return len(self.files)
 
 
 @dataclass
 class PageBatch:
-    """Everything the selected partners' pages need, as plain picklable values.
-
-    Lists are indexed by page number ``j`` (the j-th selected row of the scores frame).
-    """
+    """Pages [start, end) of a :class:`PagePlan` as plain values (index j: page start + j)."""
 
     out_dir: str
     css: str
@@ -131,6 +255,9 @@ class PageBatch:
     """(provisional, guardrail swing, input anomaly, the anomaly's reasons) per page."""
     heads: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
     """Per model head: feature names, contributions (page x feature) and each row's order."""
+    tops: dict[str, tuple[list[list[str]], list[list[float]], int, list[float]]]
+    """Per model head, the waterfall rows: top feature labels and contributions per page, the
+    number of other features and their summed contribution per page."""
     drivers: dict[str, list[list[tuple[str, str]]]]
     peers: list[tuple[str, list[str], list[str]]]
     """(label, value text per page, peer-group median text per page) per peer metric."""
@@ -144,13 +271,6 @@ class PageBatch:
 
     def __len__(self) -> int:
         return len(self.files)
-
-
-def _column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> list:
-    """A column's cells for the selected rows as plain Python values (None when absent)."""
-    if name not in frame.columns:
-        return [None] * len(rows)
-    return frame[name].to_numpy(dtype=object)[rows].tolist()
 
 
 def _texts(cells: list) -> list[str]:
@@ -174,24 +294,41 @@ def _group_medians(
     return pd.concat(tables).reindex(groups)
 
 
-def _read_history(
-    config_url: str, ids: list[str], as_of: pd.Series, change_candidates: list[str]
-) -> tuple[PageHistory, list[str]]:
-    """The selected partners' history rows up to each page's as_of, with display texts."""
-    store = ScoreHistory(config_url)
-    empty = PageHistory([(0, 0)] * len(ids), [], [], {}, {}, [], [])
-    if not store.exists():
-        return empty, []
-    try:
-        data = store.read(ids, columns=list(HISTORY_READ))
-        recorded_metrics = store.recorded(list(HISTORY_METRICS))
-    finally:
+def _history_store(url: str) -> ScoreHistory:
+    """The history store of this process (one per process: never shared across fork)."""
+    key = ("history", url, os.getpid())
+    store = _STORES.get(key)
+    if store is None:
+        _STORES.clear()
+        store = _STORES[key] = ScoreHistory(url)
+    return store
+
+
+_STORES: dict = {}
+
+
+def close_history() -> None:
+    """Dispose of this process's history store connection (if any)."""
+    for store in _STORES.values():
         store.dispose()
-    recorded = {c for c in HISTORY_READ if c not in HISTORY_METRICS} | set(recorded_metrics)
+    _STORES.clear()
+
+
+def _empty_history(n: int) -> PageHistory:
+    return PageHistory([(0, 0)] * n, [], [], {}, {}, [], [])
+
+
+def _read_history(
+    plan: PagePlan, start: int, end: int, ids: list[str], as_of_ns: list[int]
+) -> PageHistory:
+    """Pages [start, end)'s history rows up to each page's as_of, with display texts."""
+    if plan.history_url is None:
+        return _empty_history(len(ids))
+    data = _history_store(plan.history_url).read(ids, columns=list(HISTORY_READ))
     if data.empty:
-        return empty, []
-    cutoff = data["partner_id"].map(dict(zip(ids, as_of, strict=True)))
-    data = data[data["as_of"].to_numpy() <= pd.to_datetime(cutoff).to_numpy()]
+        return _empty_history(len(ids))
+    cutoff = data["partner_id"].map(dict(zip(ids, as_of_ns, strict=True))).to_numpy(np.int64)
+    data = data[data["as_of"].astype("datetime64[ns]").astype("int64").to_numpy() <= cutoff]
     data = data.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
     position = {pid: j for j, pid in enumerate(ids)}
     spans = [(0, 0)] * len(ids)
@@ -208,22 +345,23 @@ def _read_history(
         "revenue": [_money(v) for v in values["pred_revenue"]],
         "engagement": [_pct(v) for v in values["pred_engagement"]],
     }
-    compared = [c for c in change_candidates if c in recorded]
-    for name in dict.fromkeys([*(m for m in KEY_METRICS if m in recorded), *compared]):
+    compared = [name for name, _, _ in plan.change_features]
+    for name in dict.fromkeys([*plan.history_metrics, *compared]):
         texts[f"text:{name}"] = metric_texts(name, data[name]) if name in data else []
-    history = PageHistory(
+    dates, days = pd.factorize(data["as_of"])
+    day_text = days.strftime("%Y-%m-%d").tolist() if len(days) else []
+    return PageHistory(
         spans=spans,
         as_of_ns=data["as_of"].astype("datetime64[ns]").astype("int64").tolist(),
-        as_of_text=data["as_of"].dt.strftime("%Y-%m-%d").tolist(),
+        as_of_text=[day_text[c] for c in dates.tolist()],
         values=values,
         texts=texts,
-        tiers=_texts(data["score_tier"].tolist()),
-        metrics=[m for m in KEY_METRICS if m in recorded],
+        tiers=text_codes(data["score_tier"].to_numpy(dtype=object)).take(0, len(data)),
+        metrics=list(plan.history_metrics),
     )
-    return history, compared
 
 
-def build_batch(
+def plan_pages(
     frame: pd.DataFrame,
     keep: np.ndarray,
     files: list[str],
@@ -232,11 +370,11 @@ def build_batch(
     out_dir: str | Path = "",
     css: str = "",
     note_map: dict[str, list[dict]] | None = None,
-) -> PageBatch:
-    """Turn the scores frame into a :class:`PageBatch` for the selected rows (``keep``).
+) -> PagePlan:
+    """Turn the scores frame into a :class:`PagePlan` for the selected rows (``keep``).
 
-    Whole-batch statistics (peer groups and medians) use every row; per-page values, history
-    and texts only the selected ones.
+    Whole-batch statistics (peer groups and medians) use every row; per-page values only the
+    selected ones. The history store is only probed here; pages read their own rows.
 
     Args:
         frame: Scores (:func:`serving.report.read_scores`), every partner of the batch.
@@ -250,9 +388,8 @@ def build_batch(
     from partnerscore.models.policy import maturity_band
     from partnerscore.serving.report import peer_groups, peer_level_keys, tier_thresholds
 
-    note_map = note_map or {}
     if "maturity_band" in frame:
-        band = frame["maturity_band"].map(_text).to_numpy(dtype=object)
+        band = text_column(frame["maturity_band"]).to_numpy(dtype=object)
     else:
         band = maturity_band(frame.get("age_days", pd.Series(np.nan, index=frame.index)),
                              config.policy)[0]  # fmt: skip
@@ -264,30 +401,20 @@ def build_batch(
         ("pred_engagement", "Engagement likelihood"),
         *((m, _label(m)) for m in KEY_METRICS if m in frame.columns),
     ]
-    thresholds = tier_thresholds(config.policy, frame)
-    store = ScoreHistory(config.paths.history_database())
-    history_url = store.url if store.exists() else None
     rows = np.flatnonzero(keep)
     codes, uniques = pd.factorize(pd.Series(group_key), sort=True)
     groups = pd.Index(uniques)
     sizes = pd.concat([pd.Series(keys).value_counts() for keys in levels])
-    group_size = sizes.reindex(groups).fillna(len(frame)).astype(int).to_numpy()  # "all"
-    text = {}
-    for c in TEXT_COLUMNS:
-        text[c] = _texts(_column(frame, c, rows))
-    values = {c: _column(frame, c, rows) for c in NUMERIC_PAGE_COLUMNS}
-    present = frozenset(frame.columns)
-    as_of = frame["as_of"].iloc[rows]
-    ids = text["partner_id"]
+    group_size = sizes.reindex(groups).fillna(len(frame)).astype(int).tolist()  # "all"
+    names_of_group = pd.Series(np.asarray(group_name, dtype=object)).groupby(codes).first()
+    text = {c: _text_codes(frame, c, rows) for c in TEXT_COLUMNS}
     heads = {}
     for head in ("revenue", "engagement"):
         cols = [c for c in frame.columns if c.startswith(f"shap_{head}_")]
-        matrix = (
-            np.nan_to_num(frame[cols].to_numpy(float)[rows]) if cols else np.zeros((len(rows), 0))
-        )
-        # each row's contributions by decreasing size, as sorted() orders them (stable)
-        order = np.argsort(-np.abs(matrix), axis=1, kind="stable")
-        heads[head] = ([c[len(f"shap_{head}_") :] for c in cols], matrix, order)
+        matrix = np.empty((len(rows), len(cols)))
+        for k, c in enumerate(cols):  # a column at a time: no copy of the whole block
+            matrix[:, k] = np.nan_to_num(frame[c].to_numpy(dtype=float, na_value=np.nan)[rows])
+        heads[head] = ([c[len(f"shap_{head}_") :] for c in cols], matrix)
     # drivers, with the peer group's typical value of the driver's measure
     by_label = {spec.label: spec.name for spec in REGISTRY}
     driver_cols = {
@@ -299,12 +426,12 @@ def build_batch(
         for sign in ("pos", "neg")
     }  # fmt: skip
     sentences = {
-        sign: [_texts(_column(frame, c, rows)) for c in cols] for sign, cols in driver_cols.items()
+        sign: [_text_codes(frame, c, rows) for c in cols] for sign, cols in driver_cols.items()
     }
-    features = {}  # driver label -> feature with a peer median ("typical" value), else None
+    features: dict[str, str | None] = {}  # driver label -> feature with a peer median, else None
     for per_col in sentences.values():
-        for cells in per_col:
-            for sentence in cells:
+        for column in per_col:
+            for sentence in column.texts:  # each distinct sentence once
                 label = sentence.split(": ", 1)[0]
                 if not sentence or label in features:
                     continue
@@ -315,71 +442,157 @@ def build_batch(
     wanted = sorted({f for f in features.values() if f is not None})
     medians = _group_medians(frame, wanted, groups, levels)
     typical = {f: metric_texts(f, medians[f].to_numpy()) for f in wanted}
-    row_codes = codes[rows].tolist()
-    drivers: dict[str, list[list[tuple[str, str]]]] = {}
-    for sign, per_col in sentences.items():
-        pages: list[list[tuple[str, str]]] = [[] for _ in rows]
-        for cells in per_col:
-            for j, sentence in enumerate(cells):
-                if not sentence:
-                    continue
-                feature = features[sentence.split(": ", 1)[0]]
-                group_text = typical[feature][row_codes[j]] if feature is not None else ""
-                pages[j].append((sentence, group_text))
-        drivers[sign] = pages
     peer_medians = _group_medians(frame, [key for key, _ in peer_metrics], groups, levels)
-    peers = []
-    for key, label in peer_metrics:
-        group_texts = metric_texts(key, peer_medians[key].to_numpy())
-        peers.append(
-            (label, metric_texts(key, frame[key].iloc[rows]), [group_texts[c] for c in row_codes])
+    peers = [
+        (
+            key,
+            label,
+            float_column(frame, key, rows),
+            metric_texts(key, peer_medians[key].to_numpy()),
         )
-    candidates = [
+        for key, label in peer_metrics
+    ]
+    store = ScoreHistory(config.paths.history_database())
+    history_url, recorded = None, []
+    try:
+        if store.exists():
+            history_url = store.url
+            recorded = store.recorded(list(HISTORY_METRICS))
+    finally:
+        store.dispose()
+    compared = [
         c
         for c in frame.columns
-        if c in HISTORY_READ and (spec := get_spec(c)) is not None and spec.kind == "numeric"
+        if c in HISTORY_READ
+        and (spec := get_spec(c)) is not None
+        and spec.kind == "numeric"
+        and (c not in HISTORY_METRICS or c in recorded)
     ]
-    if history_url is None:
-        history = PageHistory([(0, 0)] * len(rows), [], [], {}, {}, [], [])
-        compared: list[str] = []
-    else:
-        history, compared = _read_history(history_url, ids, as_of, candidates)
-    change_features = [
-        (c, get_spec(c).label, _column(frame, c, rows), metric_texts(c, frame[c].iloc[rows]))
-        for c in compared
-    ]
-    flags = list(
-        zip(
-            [_flag(v) for v in _column(frame, "provisional", rows)],
-            [_flag(v) for v in _column(frame, "guardrail_flag", rows)],
-            [_flag(v) for v in _column(frame, "anomaly", rows)],
-            _texts(_column(frame, "anomaly_reason", rows)),
-            strict=True,
-        )
-    )
-    return PageBatch(
+    as_of = frame["as_of"].iloc[rows]
+    dates, days = pd.factorize(as_of)
+    return PagePlan(
         out_dir=str(out_dir),
         css=css,
         horizon=config.build.horizon_days,
         policy=config.policy,
-        thresholds=thresholds,
+        thresholds=tier_thresholds(config.policy, frame),
         cutoffs=dict(config.policy.tier_cutoffs),
         files=[files[i] for i in rows.tolist()],
-        present=present,
+        present=frozenset(frame.columns),
         text=text,
-        values=values,
-        as_of_text=as_of.dt.strftime("%Y-%m-%d").tolist(),
-        as_of_ns=as_of.astype("datetime64[ns]").astype("int64").tolist(),
-        flags=flags,
+        values={c: float_column(frame, c, rows) for c in NUMERIC_PAGE_COLUMNS},
+        as_of_ns=as_of.astype("datetime64[ns]").astype("int64").to_numpy(),
+        as_of_text=TextCodes(dates.astype(np.int32), days.strftime("%Y-%m-%d").tolist()),
+        flags=np.column_stack(
+            [flag_column(frame, c, rows) for c in ("provisional", "guardrail_flag", "anomaly")]
+        ),
+        anomaly_reason=_text_codes(frame, "anomaly_reason", rows),
         heads=heads,
-        drivers=drivers,
+        driver_sentences=sentences,
+        driver_feature=features,
+        typical=typical,
+        group=codes[rows].astype(np.int32),
+        group_label=[str(names_of_group[c]) for c in range(len(groups))],
+        group_size=group_size,
         peers=peers,
-        peer_label=[str(v) for v in np.asarray(group_name)[rows].tolist()],
-        peer_n=group_size[codes[rows]].tolist(),
-        history=history,
-        change_features=change_features,
-        notes=[note_map.get(pid, []) for pid in ids],
+        history_url=history_url,
+        history_metrics=[m for m in KEY_METRICS if m in recorded],
+        change_features=[(c, get_spec(c).label, float_column(frame, c, rows)) for c in compared],
+        note_map=note_map or {},
     )
+
+
+def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
+    """Pages [start, end) of the plan as plain values, with their history rows."""
+    text = {c: codes.take(start, end) for c, codes in plan.text.items()}
+    ids = text["partner_id"]
+    as_of_ns = plan.as_of_ns[start:end].tolist()
+    heads = {}
+    tops = {}
+    for head, (features, matrix) in plan.heads.items():
+        part = matrix[start:end]
+        # each row's contributions by decreasing size, as sorted() orders them (stable)
+        order = np.argsort(-np.abs(part), axis=1, kind="stable")
+        heads[head] = (features, part, order)
+        ordered = np.take_along_axis(part, order, axis=1)
+        n_rest = max(len(features) - WATERFALL_TOP, 0)
+        # sum() of the rest, left to right from 0.0, for every row at once
+        zero = np.zeros((len(part), 1))
+        rest = np.add.accumulate(np.hstack([zero, ordered[:, WATERFALL_TOP:]]), axis=1)[:, -1]
+        labels = [_feature_label(f) for f in features]
+        tops[head] = (
+            [[labels[k] for k in row] for row in order[:, :WATERFALL_TOP].tolist()],
+            ordered[:, :WATERFALL_TOP].tolist(),
+            n_rest,
+            rest.tolist(),
+        )
+    group = plan.group[start:end].tolist()
+    drivers: dict[str, list[list[tuple[str, str]]]] = {}
+    for sign, per_col in plan.driver_sentences.items():
+        pages: list[list[tuple[str, str]]] = [[] for _ in range(end - start)]
+        for column in per_col:
+            for j, sentence in enumerate(column.take(start, end)):
+                if not sentence:
+                    continue
+                feature = plan.driver_feature[sentence.split(": ", 1)[0]]
+                group_text = plan.typical[feature][group[j]] if feature is not None else ""
+                pages[j].append((sentence, group_text))
+        drivers[sign] = pages
+    flags = plan.flags[start:end].tolist()
+    return PageBatch(
+        out_dir=plan.out_dir,
+        css=plan.css,
+        horizon=plan.horizon,
+        policy=plan.policy,
+        thresholds=plan.thresholds,
+        cutoffs=plan.cutoffs,
+        files=plan.files[start:end],
+        present=plan.present,
+        text=text,
+        values={c: v[start:end].tolist() for c, v in plan.values.items()},
+        as_of_text=plan.as_of_text.take(start, end),
+        as_of_ns=as_of_ns,
+        flags=[
+            (a, b, c, reason)
+            for (a, b, c), reason in zip(flags, plan.anomaly_reason.take(start, end), strict=True)
+        ],
+        heads=heads,
+        tops=tops,
+        drivers=drivers,
+        peers=[
+            (label, metric_texts(key, values[start:end]), [medians[g] for g in group])
+            for key, label, values, medians in plan.peers
+        ],
+        peer_label=[plan.group_label[g] for g in group],
+        peer_n=[plan.group_size[g] for g in group],
+        history=_read_history(plan, start, end, ids, as_of_ns),
+        change_features=[
+            (c, label, values[start:end].tolist(), metric_texts(c, values[start:end]))
+            for c, label, values in plan.change_features
+        ],
+        notes=[plan.note_map.get(pid, []) for pid in ids],
+    )
+
+
+def build_batch(
+    frame: pd.DataFrame,
+    keep: np.ndarray,
+    files: list[str],
+    config,
+    *,
+    out_dir: str | Path = "",
+    css: str = "",
+    note_map: dict[str, list[dict]] | None = None,
+) -> PageBatch:
+    """Every selected page as one :class:`PageBatch` (:func:`plan_pages` + :func:`chunk_batch`).
+
+    For tests and small batches; ``run_report`` renders from the plan chunk by chunk.
+    """
+    plan = plan_pages(frame, keep, files, config, out_dir=out_dir, css=css, note_map=note_map)
+    try:
+        return chunk_batch(plan, 0, len(plan))
+    finally:
+        close_history()
 
 
 def _policy_text(b: PageBatch, j: int) -> dict:
@@ -453,21 +666,37 @@ def page_trajectory(b: PageBatch, j: int) -> tuple[Markup | None, list[str], lis
     return line_svg(ages, series, thresholds=b.cutoffs), head, rows
 
 
+def page_waterfall(b: PageBatch, j: int, head: str) -> Markup:
+    """Page j's waterfall of one model head (``revenue`` or ``engagement``)."""
+    features, matrix, order = b.heads[head]
+    row = matrix[j]
+    v = b.values
+    pred = _finite(v[f"pred_{head}"][j])
+    base = _finite(v[f"{head}_base"][j])
+    if math.isnan(base):
+        base = pred - sum(row.tolist())
+    o = order[j]
+    return _waterfall(features, row[o].tolist(), o.tolist(), base, pred, money=head == "revenue")
+
+
+def _page_waterfall_rows(b: PageBatch, j: int, head: str) -> Markup:
+    """:func:`page_waterfall` from the chunk's top rows (sorted and summed for all pages)."""
+    labels, values, n_rest, rest = b.tops[head]
+    v = b.values
+    pred = _finite(v[f"pred_{head}"][j])
+    base = _finite(v[f"{head}_base"][j])
+    if math.isnan(base):
+        base = pred - sum(b.heads[head][1][j].tolist())
+    return waterfall_rows(
+        labels[j], values[j], n_rest, rest[j], base, pred, money=head == "revenue"
+    )
+
+
 def page_context(b: PageBatch, j: int) -> dict:
     """The partner template's variables for page j."""
     v, text = b.values, b.text
     p = {k: text[k][j] for k in TEXT_COLUMNS}
-    waterfalls = {}
-    for head, (features, matrix, order) in b.heads.items():
-        row = matrix[j]
-        pred = _finite(v[f"pred_{head}"][j])
-        base = _finite(v[f"{head}_base"][j])
-        if math.isnan(base):
-            base = pred - sum(row.tolist())
-        o = order[j]
-        waterfalls[head] = _waterfall(
-            features, row[o].tolist(), o.tolist(), base, pred, money=head == "revenue"
-        )
+    waterfalls = {head: page_waterfall(b, j, head) for head in b.heads}
     layers = [
         {
             "name": "base (average partner)",
@@ -538,15 +767,353 @@ def page_context(b: PageBatch, j: int) -> dict:
     }
 
 
+# -- the partner page without a template engine ---------------------------------------------------
+
+_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
+
+
+def _e(text: str) -> str:
+    """:func:`markupsafe.escape` of a text, as plain text (same output)."""
+    if "&" in text or "<" in text or ">" in text or '"' in text or "'" in text:
+        return text.translate(_ESCAPE)
+    return text
+
+
+def _v(value) -> str:
+    """A template value as Jinja prints it with autoescaping (markup passes through)."""
+    if isinstance(value, Markup):
+        return str(value)
+    return _e(value if value.__class__ is str else str(value))
+
+
+_PROVISIONAL = (
+    '<span class="badge warn" id="provisional" title="younger than the minimum observation '
+    'period: little evidence yet">provisional</span>'
+)
+_GUARDRAIL = (
+    '<span class="badge warn" id="guardrail" title="the score moved more than the guardrail '
+    'allows since the previous run">large score swing</span>'
+)
+_NO_DRIVERS = '<li class="muted">nothing notable</li>'
+
+
+class PageRenderer:
+    """Writes ``templates/partner.html`` for the pages of one :class:`PageBatch` without Jinja.
+
+    The same bytes as ``_environment().get_template("partner.html").render(page_context(b, j))``
+    (the tests compare both on every page of a scored program): static text is pasted as is,
+    every value is escaped as Jinja's autoescaping does, and what is the same on every page of
+    the batch (stylesheet, tier thresholds table, trajectory table head) is built once.
+    """
+
+    def __init__(self, b: PageBatch) -> None:
+        self.b = b
+        self.css = _v(b.css)
+        self.head_html = "".join(
+            f'<th class="num">{_e(h)}</th>'
+            for h in ["as of", "day", "score", "expected revenue", "engagement",
+                      *map(_label, b.history.metrics)]
+        )  # fmt: skip
+        self._thresholds: dict[str, str] = {}
+        self._policy: dict[tuple, tuple[str, str, str]] = {}
+        # every number of the pages, formatted a column at a time
+        v = b.values
+        self.fmt = {
+            "score": num_texts(v["score"]),
+            "smoothed": num_texts(v["score_smoothed"]),
+            "previous": num_texts(v["score_previous"]),
+            "revenue": money_texts(v["pred_revenue"]),
+            "engagement": pct_texts(v["pred_engagement"]),
+            "peer": num_texts(v["peer_percentile"], 0),
+            "age": num_texts(v["age_days"], 0),
+            "factor": num_texts(v["score_adjustment_factor"], 2),
+            "adjustment": num_texts(v["score_adjustment"], sign=True),
+            "model_score": num_texts(v["score_model"]),
+        }
+        layers = [
+            list(
+                zip(
+                    money_texts(v["revenue_base"]),
+                    num_texts([x * 100 for x in v["engagement_base"]]),
+                    num_texts(v["score_base"]),
+                    strict=True,
+                )
+            )
+        ]
+        for layer in LAYERS:
+            layers.append(
+                list(
+                    zip(
+                        money_texts(v[f"revenue_{layer}"]),
+                        num_texts([x * 100 for x in v[f"engagement_{layer}"]], sign=True),
+                        num_texts(v[f"score_{layer}"], sign=True),
+                        num_texts(v[f"score_model_{layer}"], sign=True),
+                        strict=True,
+                    )
+                )
+            )
+        self.layers = layers
+        self.layer_names = [_e(layer) for layer in LAYERS]
+
+    def thresholds(self, tier: str) -> str:
+        """The tier thresholds table body, with this partner's tier marked."""
+        html = self._thresholds.get(tier)
+        if html is None:
+            current = ' class="current"', ' <span class="badge">this partner</span>'
+            html = "".join(
+                f"<tr{current[0] if t['name'] == tier else ''}><td>{_v(t['name'])}"
+                f'{current[1] if t["name"] == tier else ""}</td><td class="num">'
+                f"{_v(t['range'])}</td><td>{_v(t['action'])}</td><td>{_v(t['owner'])}</td>"
+                f'<td class="num">{_v(t["review_days"])} days</td></tr>'
+                for t in self.b.thresholds
+            )
+            self._thresholds[tier] = html
+        return html
+
+    def policy(self, j: int) -> tuple[str, str]:
+        """Page j's band, band weights and segment factors, escaped (once per distinct key).
+
+        The texts of :func:`serving.report.policy_explanation`.
+        """
+        b = self.b
+        key = tuple(b.text[k][j] for k in ("maturity_band", *SEGMENT_COLUMNS))
+        parts = self._policy.get(key)
+        if parts is None:
+            rec = dict(zip(("maturity_band", *SEGMENT_COLUMNS), key, strict=True))
+            explained = policy_explanation(rec, b.policy)
+            parts = self._policy[key] = (
+                _e(explained["band"]),
+                f" ({_e(explained['weights'])})" if explained["weights"] else "",
+                _e(explained["segments"]),
+            )
+        return parts
+
+    def __call__(self, j: int) -> str:
+        """Page j's HTML."""
+        b = self.b
+        t = b.text
+        name, pid = _e(t["partner_name"][j]), _e(t["partner_id"][j])
+        tier = t["score_tier"][j]
+        quadrant_label = _e(t["quadrant_label"][j])
+        provisional, guardrail, anomaly, anomaly_reason = b.flags[j]
+        fmt = self.fmt
+        score = fmt["score"][j]
+        out = [
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>',
+            name, " (", pid, ") · partnerscore</title>\n<style>", self.css,
+            "</style>\n</head>\n<body>\n<header>\n  <h1>", name, ' <span class="badge">', pid,
+            "</span>\n    ", _PROVISIONAL if provisional else "", "\n    ",
+            _GUARDRAIL if guardrail else "", "\n    ",
+        ]  # fmt: skip
+        if anomaly:
+            out += ['<span class="badge warn" id="anomaly" title="unusual input rows for this '
+                    "partner (see monitor): ", _e(anomaly_reason),
+                    '">unusual input</span>']  # fmt: skip
+        out.append('</h1>\n  <div class="meta" id="segment">')
+        for c in SEGMENT_COLUMNS:
+            if t[c][j]:
+                out += [_e(t[c][j]), " · "]
+        smoothed = fmt["smoothed"][j] if "score_smoothed" in b.present else ""
+        previous = fmt["previous"][j]
+        out += [
+            "scored as of ", _e(b.as_of_text[j]), " · ", fmt["age"][j],
+            ' days since signing · <a href="../index.html">portfolio</a></div>\n</header>\n'
+            '<main>\n<section>\n  <h2>Scores</h2>\n  <div class="cards">\n    <div class="card">'
+            '<div class="k">Composite score</div><div class="v" id="score">', score,
+            '</div>\n      <div class="muted">tier <strong id="tier">', _e(tier), "</strong>",
+            f" · smoothed {smoothed}" if smoothed else "",
+            f" · previous {previous}" if previous != "–" else "",
+            "</div>\n      ",
+        ]  # fmt: skip
+        if t["tier_held_reason"][j]:
+            out += ['<div class="held" id="tier-held">', _e(t["tier_held_reason"][j]), "</div>"]
+        out += [
+            '</div>\n    <div class="card"><div class="k">Expected revenue (', str(b.horizon),
+            ' days)</div><div class="v">', fmt["revenue"][j],
+            '</div></div>\n    <div class="card"><div class="k">Engagement likelihood</div>'
+            '<div class="v">', fmt["engagement"][j],
+            '</div></div>\n    <div class="card"><div class="k">Quadrant</div>'
+            '<div class="v quadrant"><span class="swatch" style="background:',
+            _e(QUADRANT_COLORS.get(t["quadrant"][j], "#555555")), '"></span>', quadrant_label,
+            '</div></div>\n    <div class="card"><div class="k">Peer percentile</div>'
+            '<div class="v">', fmt["peer"][j],
+            '</div>\n      <div class="muted">within ', _e(b.peer_label[j]),
+            '</div></div>\n  </div>\n</section>\n<section>\n  <h2>Recommended actions</h2>\n'
+            '  <div class="two">\n    <div class="action" id="quadrant-action">'
+            '<div class="muted">for the quadrant (', quadrant_label, ")</div><strong>",
+            _e(t["intervention"][j]), "</strong><br>", _e(t["intervention_detail"][j]),
+            "\n      ",
+        ]  # fmt: skip
+        if t["intervention_owner"][j]:
+            out += ['<div class="owner">owner: ', _e(t["intervention_owner"][j]),
+                    " · review by ", _e(t["intervention_review_date"][j]), "</div>"]  # fmt: skip
+        out.append("</div>\n    ")
+        if t["tier_action"][j]:
+            out += ['<div class="action" id="tier-action"><div class="muted">for tier ', _e(tier),
+                    "</div><strong>", _e(t["tier_action"][j]), "</strong><br>",
+                    _e(t["tier_action_detail"][j]), '\n      <div class="owner">owner: ',
+                    _e(t["tier_action_owner"][j]), " · review by ", _e(t["tier_review_date"][j]),
+                    "</div></div>"]  # fmt: skip
+        out.append("\n  </div>\n</section>\n")
+        if t["override_reason"][j]:
+            o_tier, o_action = t["override_tier"][j], t["override_action"][j]
+            out.append(
+                '<section id="override">\n  <h2>Manual override</h2>\n  <div class="action">'
+            )
+            if o_tier:
+                out += ["Tier set to <strong>", _e(o_tier), "</strong>"]
+            if o_tier and o_action:
+                out.append(" · ")
+            if o_action:
+                out += ["action: <strong>", _e(o_action), "</strong>"]
+            out += ["<br>reason: ", _e(t["override_reason"][j]), " · expires ",
+                    _e(t["override_expires"][j]), "</div>\n</section>"]  # fmt: skip
+        out.append("\n")
+        if t["next_tier"][j]:
+            nxt = _e(t["next_tier"][j])
+            out += ["<section>\n  <h2>What would move it to tier ", nxt, "</h2>\n  "]
+            if t["next_tier_changes"][j]:
+                out += ['<p id="next-tier">Smallest changes to actionable measures (within the '
+                        "ranges seen in training) that lift the score into tier ", nxt,
+                        ": <strong>", _e(t["next_tier_changes"][j]),
+                        "</strong>.</p>\n  "]  # fmt: skip
+            else:
+                out += ['<p class="muted" id="next-tier">No change to at most three actionable '
+                        "measures reaches tier ", nxt,
+                        " within the ranges seen in training.</p>"]  # fmt: skip
+            out.append("\n</section>")
+        out.append("\n<section>\n  <h2>What changed since the last batch</h2>\n  ")
+        changes = page_changes(b, j)
+        if changes:
+            out += ['<table id="changes">\n    <thead><tr><th>since ', _e(changes["since"]),
+                    '</th><th class="num">before</th><th class="num">now</th>'
+                    '<th class="num">change</th></tr></thead>\n    <tbody>']  # fmt: skip
+            for m in changes["measures"]:
+                out += ["<tr><td>", _e(m[0]), '</td><td class="num">', _e(m[1]),
+                        '</td><td class="num">', _e(m[2]), '</td><td class="num">', _e(m[3]),
+                        "</td></tr>"]  # fmt: skip
+            out.append("\n    ")
+            for f in changes["features"]:
+                out += ['<tr class="feature"><td>', _e(f["label"]), '</td><td class="num">',
+                        _e(f["before"]), '</td><td class="num">', _e(f["after"]),
+                        "</td><td></td></tr>"]  # fmt: skip
+            out.append("</tbody>\n  </table>")
+            if changes["more"]:
+                out += ['<p class="muted">and ', str(changes["more"]),
+                        " more measures changed</p>"]  # fmt: skip
+            out.append("\n  ")
+        else:
+            out.append('<p class="muted" id="changes-none">First scored batch: nothing to compare '
+                       "with yet.</p>")  # fmt: skip
+        out.append("\n</section>\n<section>\n  <h2>Account owner notes</h2>\n  ")
+        notes = b.notes[j]
+        if notes:
+            out.append('<ul id="notes">')
+            for n in notes:
+                out.append("<li>")
+                if n["when"]:
+                    out += ['<span class="muted">', _v(n["when"])]
+                    if n["author"]:
+                        out += [" · ", _v(n["author"])]
+                    out.append(":</span> ")
+                out += [_v(n["text"]), "</li>"]
+            out.append("</ul>\n  ")
+        else:
+            out.append('<p class="muted" id="notes-none">No feedback notes for this partner.</p>')
+        band, weights, segments = self.policy(j)
+        candidate = t["score_tier_candidate"][j]
+        out += [
+            '\n</section>\n<section>\n  <h2>Tier thresholds</h2>\n  <table id="thresholds">\n'
+            '    <thead><tr><th>tier</th><th class="num">score</th><th>action</th><th>owner</th>'
+            '<th class="num">review after</th></tr></thead>\n    <tbody>', self.thresholds(tier),
+            '</tbody>\n  </table>\n  <p class="muted" id="policy">Score ', score,
+            " = the model's ", fmt["model_score"][j], " re-weighted for onboarding band "
+            '<strong id="maturity-band">', band, "</strong> days", weights,
+            ", segment adjustment ", segments, ': <span id="score-adjustment">',
+            fmt["adjustment"][j], "</span> points.",
+            f" The smoothed score points to tier {_e(candidate)}."
+            if candidate and candidate != tier else "",
+            '</p>\n</section>\n<section class="two">\n  <div>\n    <h2>What lifts the score</h2>\n'
+            '    <ul class="drivers pos">',
+        ]  # fmt: skip
+        for sign in ("pos", "neg"):
+            drivers = b.drivers[sign][j]
+            for sentence, typical in drivers:
+                out += ["<li>", _e(sentence)]
+                if typical:
+                    out += [' <span class="typical">(typical for peers: ', _e(typical), ")</span>"]
+                out.append("</li>")
+            if not drivers:
+                out.append(_NO_DRIVERS)
+            if sign == "pos":
+                out.append('</ul>\n  </div>\n  <div>\n    <h2>What holds it back</h2>\n'
+                           '    <ul class="drivers neg">')  # fmt: skip
+        out += [
+            '</ul>\n  </div>\n</section>\n<section>\n  <h2>What drives the predictions</h2>\n'
+            '  <div class="two">\n    <div><h3>Expected revenue</h3>',
+            _page_waterfall_rows(b, j, "revenue"),
+            "</div>\n    <div><h3>Engagement likelihood</h3>",
+            _page_waterfall_rows(b, j, "engagement"),
+            '</div>\n  </div>\n  <table id="layers">\n    <thead><tr><th>layer</th>'
+            '<th class="num">revenue</th><th class="num">engagement (pts)</th>'
+            '<th class="num">score (pts, weighted)</th><th class="num">model (pts)</th></tr>'
+            "</thead>\n    <tbody>\n    "
+            '<tr><td>base (average partner)</td><td class="num">',
+        ]  # fmt: skip
+        revenue, engagement, points = self.layers[0][j]
+        out += [revenue, '</td><td class="num">', engagement, '</td><td class="num">', points,
+                '</td><td class="num"></td></tr>\n    ']  # fmt: skip
+        for layer, texts in zip(self.layer_names, self.layers[1:], strict=True):
+            revenue, engagement, points, model = texts[j]
+            out += ["<tr><td>", layer, '</td><td class="num">', revenue, '</td><td class="num">',
+                    engagement, '</td><td class="num">', points, '</td><td class="num">', model,
+                    "</td></tr>\n    "]  # fmt: skip
+        out += [
+            '<tr><td>segment adjustment</td><td class="num"></td><td class="num"></td>'
+            '<td class="num">', fmt["adjustment"][j],
+            '</td><td class="num"></td></tr>\n    </tbody>\n  </table>\n</section>\n<section>\n'
+            "  <h2>Trajectory over onboarding</h2>\n  ",
+        ]  # fmt: skip
+        svg, _, rows = page_trajectory(b, j)
+        if svg:
+            out += [str(svg), '\n  <table id="trajectory">\n    <thead><tr>', self.head_html,
+                    "</tr></thead>\n    <tbody>"]  # fmt: skip
+            for row in rows:
+                out.append("<tr>")
+                for cell in row:
+                    out += ['<td class="num">', _e(cell), "</td>"]
+                out.append("</tr>")
+            out.append("</tbody>\n  </table>\n  ")
+        else:
+            out.append('<p class="muted" id="no-history">No history yet: score this partner at '
+                       "more dates to see a trajectory.</p>")  # fmt: skip
+        out += [
+            "\n</section>\n<section>\n  <h2>Peer comparison <span class=\"muted\">(",
+            _e(b.peer_label[j]), ", ", str(b.peer_n[j]), ' partners)</span></h2>\n'
+            '  <table id="peers">\n    <thead><tr><th>metric</th><th class="num">this partner</th>'
+            '<th class="num">peer median</th></tr></thead>\n    <tbody>',
+        ]  # fmt: skip
+        for label, values, medians in b.peers:
+            out += ["<tr><td>", _e(label), '</td><td class="num">', _e(values[j]),
+                    '</td><td class="num">', _e(medians[j]), "</td></tr>"]  # fmt: skip
+        out += [
+            "</tbody>\n  </table>\n</section>\n</main>\n<footer>model version ",
+            _e(t["model_version"][j] or "–"), " · ", _e(t["model_uri"][j]), " · model config ",
+            _e(t["model_config_hash"][j]), " · scoring config ", _e(t["config_hash"][j]),
+            "</footer>\n</body>\n</html>",
+        ]  # fmt: skip
+        return "".join(out)
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 _WORKER: dict = {}
 
 
-def _init_worker(batch: PageBatch) -> None:
-    """Pool initializer: keep the batch and compile the partner template once per process."""
-    _WORKER["batch"] = batch
-    _WORKER["template"] = _environment().get_template("partner.html")
+def _init_worker(plan: PagePlan) -> None:
+    """Pool initializer: keep the plan (inherited by fork, else pickled once)."""
+    _WORKER["plan"] = plan
 
 
 def _write_page(folder: str, name: str, data: bytes) -> None:
@@ -554,8 +1121,13 @@ def _write_page(folder: str, name: str, data: bytes) -> None:
     path = os.path.join(folder, name)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -563,17 +1135,22 @@ def _write_page(folder: str, name: str, data: bytes) -> None:
         raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
-def _render_chunk(bounds: tuple[int, int]) -> tuple[int, int]:
-    """Render and write pages [start, end) of the worker's batch; (pages, bytes) written."""
-    b: PageBatch = _WORKER["batch"]
-    template = _WORKER["template"]
-    folder = os.path.join(b.out_dir, "partners")
+def _render_chunk(bounds: tuple[int, int]) -> tuple[int, int, int]:
+    """Render and write pages [start, end) of the worker's plan.
+
+    Returns:
+        (pages, bytes written, pages with a trajectory).
+    """
+    plan: PagePlan = _WORKER["plan"]
+    b = chunk_batch(plan, *bounds)
+    render = PageRenderer(b)
+    folder = os.path.join(plan.out_dir, "partners")
     written = 0
-    for j in range(*bounds):
-        data = template.render(page_context(b, j)).encode("utf-8")
+    for j in range(len(b)):
+        data = render(j).encode("utf-8")
         _write_page(folder, b.files[j], data)
         written += len(data)
-    return bounds[1] - bounds[0], written
+    return len(b), written, sum(e - s >= 2 for s, e in b.history.spans)
 
 
 def remove_stale_temporaries(folder: Path) -> None:
@@ -589,31 +1166,43 @@ def remove_stale_temporaries(folder: Path) -> None:
 
 
 def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
-    size = max(min(PAGE_CHUNK, math.ceil(n / max(workers, 1))), 1)
+    """Page ranges: ~8 per worker, 250-1,000 pages each (fewer pages: one per worker)."""
+    size = min(max(math.ceil(n / max(workers * 8, 1)), PAGE_CHUNK), PAGE_CHUNK_MAX)
+    size = max(min(size, math.ceil(n / max(workers, 1))), 1)
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def render_pages(batch: PageBatch, workers: int) -> Iterator[tuple[int, int]]:
-    """Write every page of the batch; yields (pages, bytes) per finished chunk.
+def render_pages(
+    plan: PagePlan, workers: int, meanwhile: Callable[[], None] | None = None
+) -> Iterator[tuple[int, int, int]]:
+    """Write every page of the plan; yields (pages, bytes, with a trajectory) per chunk.
 
     Args:
-        batch: The pages' data.
+        plan: The pages' data.
         workers: Processes to render with (1: in this process, no pool).
+        meanwhile: Called once in this process while the workers render (with one worker:
+            before rendering).
     """
-    chunks = _chunks(len(batch), workers)
+    chunks = _chunks(len(plan), workers)
     if workers <= 1 or len(chunks) <= 1:
-        _init_worker(batch)
+        if meanwhile is not None:
+            meanwhile()
+        _init_worker(plan)
         try:
             for bounds in chunks:
                 yield _render_chunk(bounds)
         finally:
             _WORKER.clear()
+            close_history()
         return
     methods = multiprocessing.get_all_start_methods()
-    # fork shares the batch with the workers without pickling it; elsewhere it is pickled once
+    # fork shares the plan with the workers without pickling it; elsewhere it is pickled once
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with context.Pool(min(workers, len(chunks)), _init_worker, (batch,)) as pool:
-        yield from pool.imap_unordered(_render_chunk, chunks)
+    with context.Pool(min(workers, len(chunks)), _init_worker, (plan,)) as pool:
+        results = pool.imap_unordered(_render_chunk, chunks)
+        if meanwhile is not None:
+            meanwhile()
+        yield from results
 
 
 # -- the portfolio page's data -----------------------------------------------------------------
@@ -635,6 +1224,10 @@ PORTFOLIO_CATEGORIES = (
 
 def _rounded(values: np.ndarray, digits: int) -> list:
     """Numbers rounded as the pages print them (``digits`` decimals); None for missing."""
+    finite = np.isfinite(values)
+    if digits == 0 and finite.all() and (np.abs(values) < 2.0**62).all():
+        # round() of a float is the nearest integer, ties to even: np.rint, as whole numbers
+        return np.rint(values).astype(np.int64).tolist()
     out = []
     for x in values.tolist():
         if not math.isfinite(x):
@@ -665,10 +1258,10 @@ def portfolio_data(frame: pd.DataFrame, rows: np.ndarray, files: list[str]) -> d
         return pd.to_numeric(frame[name].iloc[rows], errors="coerce").to_numpy(float)
 
     def texts(name: str) -> list[str]:
-        return _texts(_column(frame, name, rows))
+        return _text_codes(frame, name, rows).take(0, len(rows))
 
-    provisional = [_flag(v) for v in _column(frame, "provisional", rows)]
-    guardrail = [_flag(v) for v in _column(frame, "guardrail_flag", rows)]
+    provisional = flag_column(frame, "provisional", rows).astype(int)
+    guardrail = flag_column(frame, "guardrail_flag", rows).astype(int)
     columns: dict[str, list] = {
         "id": texts("partner_id"),
         "name": texts("partner_name"),
@@ -677,7 +1270,7 @@ def portfolio_data(frame: pd.DataFrame, rows: np.ndarray, files: list[str]) -> d
         "revenue": _rounded(numbers("pred_revenue"), 0),
         "engagement": _rounded(numbers("pred_engagement") * 100, 0),
         "peer": _rounded(numbers("peer_percentile"), 0),
-        "flags": [int(a) | (int(b) << 1) for a, b in zip(provisional, guardrail, strict=True)],
+        "flags": (provisional | (guardrail << 1)).tolist(),
     }
     categories = {}
     source = {"action": "intervention"}

@@ -12,19 +12,21 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from markupsafe import Markup, escape
 
 from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.report import (
     KEY_METRICS,
     MIN_PEERS,
+    SERIES_CLASSES,
+    WATERFALL_TOP,
     _finite,
     _label,
     _money,
     _num,
     _pct,
     _text,
-    line_svg,
     metric_texts,
 )
 
@@ -152,7 +154,7 @@ def trajectory(history: list[dict], thresholds: dict[str, float]):
         ]
         for r in history
     ]
-    return line_svg(ages, series, thresholds=thresholds), head, rows
+    return line_svg_reference(ages, series, thresholds=thresholds), head, rows
 
 
 def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, config) -> dict:
@@ -199,3 +201,126 @@ def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, 
         "trajectory_head": head,
         "trajectory_rows": table,
     }
+
+
+def line_svg_reference(
+    xs: list[float],
+    series: dict[str, list[float]],
+    width: int = 560,
+    height: int = 190,
+    thresholds: dict[str, float] | None = None,
+) -> Markup:
+    """serving.report.line_svg written plainly: every coordinate computed where it is drawn."""
+    pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
+    x_lo, x_hi = min(xs), max(xs)
+    span = x_hi - x_lo or 1.0
+
+    def px(v: float) -> float:
+        return pad_l + (v - x_lo) / span * (width - pad_l - pad_r)
+
+    def py(v: float) -> float:
+        return pad_t + (100 - min(max(v, 0.0), 100.0)) / 100 * (height - pad_t - pad_b)
+
+    parts = [
+        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for tick in (0, 50, 100):
+        parts.append(
+            f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
+            f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick}</text>'
+        )
+    for name, bound in (thresholds or {}).items():
+        if 0 < bound < 100:
+            parts.append(
+                f'<line class="threshold" x1="{pad_l}" y1="{py(bound):.1f}" '
+                f'x2="{width - pad_r}" y2="{py(bound):.1f}"><title>tier {escape(name)} from '
+                f"{bound:g}</title></line>"
+                f'<text class="threshold-label" x="{width - pad_r}" y="{py(bound) - 2:.1f}" '
+                f'text-anchor="end">tier {escape(name)}</text>'
+            )
+    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
+    for t in ticks:
+        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
+        parts.append(
+            f'<text x="{px(t):.1f}" y="{height - 6}" text-anchor="{anchor}">day {t:.0f}</text>'
+        )
+    legend_x = pad_l
+    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
+        points = [(a, b) for a, b in zip(xs, values, strict=True) if math.isfinite(b)]
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in points)
+        parts.append(f'<polyline class="{cls}" points="{pts}"/>')
+        for a, b in points:
+            parts.append(
+                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="{cls}">'
+                f"<title>{escape(name)}: {b:.1f} at day {a:.0f}</title></circle>"
+            )
+        parts.append(
+            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
+            f'<text x="{legend_x + 22}" y="14">{escape(name)}</text>'
+        )
+        legend_x += 30 + 7 * len(name)
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def waterfall_reference(
+    contributions: dict[str, float], base: float, pred: float, money: bool, width: int = 520
+) -> Markup:
+    """serving.report.waterfall_svg written plainly: sorted(), min/max and one bar at a time."""
+    items = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))
+    labels = [_label(name) for name, _ in items[:WATERFALL_TOP]]
+    values = [value for _, value in items[:WATERFALL_TOP]]
+    rest = items[WATERFALL_TOP:]
+    if rest:
+        labels.append(f"{len(rest)} other feature{'s' if len(rest) > 1 else ''}")
+        values.append(sum(value for _, value in rest))
+    fmt = _money if money else (lambda v: f"{v * 100:+.1f} pts")
+    fmt_level = _money if money else _pct
+    starts = []
+    level = base
+    lo, hi = min(0.0, base, pred), max(base, pred)
+    for value in values:
+        end = level + value
+        starts.append(level)
+        lo, hi = min(lo, level, end), max(hi, level, end)
+        level = end
+    hi = hi if hi > lo else lo + 1.0
+    label_w, bar_w, row_h = 190, width - 190 - 90, 22
+    height = (len(values) + 3) * row_h + 10
+    span = hi - lo
+    right = width - 4
+
+    def bar(cls: str, a: float, b: float, y: int, label: str, value: str, weight="") -> str:
+        xa = label_w + (a - lo) / span * bar_w
+        xb = label_w + (b - lo) / span * bar_w
+        return (
+            f'<rect class="{cls}" x="{xa if xa < xb else xb:.1f}" y="{y}" '
+            f'width="{max(abs(xb - xa), 1):.1f}" height="16"><title>{escape(label)}: {value}'
+            f'</title></rect><text x="4" y="{y + 12}"{weight}>{escape(label[:32])}</text>'
+            f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
+        )
+
+    parts = [
+        f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
+    ]
+    y = 4 + row_h
+    for label, start, value in zip(labels, starts, values, strict=True):
+        parts.append(
+            bar("pos" if value >= 0 else "neg", start, start + value, y, label, fmt(value))
+        )
+        y += row_h
+    parts.append(bar("base", 0.0, pred, y, "prediction", fmt_level(pred), ' font-weight="bold"'))
+    y += row_h
+    parts.append(
+        f'<rect class="pos" x="{label_w}" y="{y + 2}" width="10" height="10"/>'
+        f'<text x="{label_w + 14}" y="{y + 11}">raises</text>'
+        f'<rect class="neg" x="{label_w + 70}" y="{y + 2}" width="10" height="10"/>'
+        f'<text x="{label_w + 84}" y="{y + 11}">lowers</text>'
+        f'<rect class="base" x="{label_w + 140}" y="{y + 2}" width="10" height="10"/>'
+        f'<text x="{label_w + 154}" y="{y + 11}">level</text>'
+        "</svg>"
+    )
+    return Markup("".join(parts))

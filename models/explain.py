@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from partnerscore.features.registry import LAYERS, FeatureSpec
 
@@ -262,15 +264,85 @@ def format_value(value, spec: FeatureSpec, known: bool = True) -> str:
     return format_values([value], spec, known)[0]
 
 
-def _amounts(r: np.ndarray) -> np.ndarray:
-    """Dollar amounts ``$3,214`` of |r| (very large values formatted one by one)."""
-    a = np.abs(r)
-    out = _obj(len(a))
-    sane = a < _BIG
-    out[sane] = "$" + _rounded(a[sane], 0)
+# Arrow twins of the text builders above, for the driver sentences of a whole batch: every
+# piece is gathered from a small table or concatenated element-wise in Arrow's C++ kernels
+# (no Python object per row), and the result is the Arrow string array a ``str`` column holds.
+_GROUP_HEAD = pa.array([str(i) for i in range(1000)], pa.string())
+_GROUP_TAIL = pa.array([f",{i:03d}" for i in range(1000)] + [""], pa.string())  # 1000: none
+_ARROW_LEVELS = 6  # digit groups handled in Arrow: integers below 10**18
+_VERBS = pa.array(["lowers ", "raises "], pa.string())
+_JOINS = pa.array(["", " and ", " but raises ", " but lowers "], pa.string())
+_ENGAGEMENT_TEXT = pa.array(  # the engagement effect in tenths of a point: 0.0 to 100.0
+    [f"engagement likelihood by {u // 10}.{u % 10} pts" for u in range(1001)], pa.string()
+)
+NO_EFFECT = "barely moves expected revenue or engagement likelihood"
+
+
+def int_text_arrow(x) -> pa.Array:
+    """:func:`int_text` as an Arrow string array (non-negative integers below 10**18)."""
+    x = np.asarray(x, dtype=np.int64)
+    levels = np.zeros(len(x), dtype=np.int64)  # digit groups after the leading one
+    for level in range(1, _ARROW_LEVELS):
+        levels += x >= 1000**level
+    top = int(levels.max()) if len(x) else 0
+    powers = 1000 ** np.arange(_ARROW_LEVELS, dtype=np.int64)
+    parts = [_GROUP_HEAD.take(x // powers[levels])]
+    for level in range(top - 1, -1, -1):
+        group = np.where(levels > level, (x // powers[level]) % 1000, 1000)
+        parts.append(_GROUP_TAIL.take(group))
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "")
+
+
+def _merge(texts: pa.Array, rows: np.ndarray, others: list[str], n: int) -> pa.Array:
+    """``texts`` for all rows but ``rows``, which get ``others`` (in order), as one array."""
+    order = np.empty(n, dtype=np.int64)
+    keep = np.ones(n, dtype=bool)
+    keep[rows] = False
+    order[keep] = np.arange(n - len(rows))
+    order[rows] = np.arange(len(rows)) + (n - len(rows))
+    both = pa.concat_arrays([texts, pa.array(others, pa.string())])
+    return both.take(order)
+
+
+def _amounts_arrow(a: np.ndarray) -> pa.Array:
+    """``expected revenue by $3,214`` for each |r| (:func:`_amounts`, in Arrow)."""
+    units = np.rint(a)
+    sane = units < 1e18
+    digits = int_text_arrow(np.where(sane, units, 0).astype(np.int64))
     if not sane.all():
-        out[~sane] = [f"${x:,.0f}" for x in a[~sane]]
-    return out
+        odd = np.flatnonzero(~sane)
+        texts = [f"{x:,.0f}" for x in a[odd]]
+        digits = _merge(digits.filter(pa.array(sane)), odd, texts, len(a))
+    return pc.binary_join_element_wise("expected revenue by $", digits, "")
+
+
+def effect_clause_array(revenue, engagement, positive) -> pa.Array:
+    """:func:`effect_clauses` as an Arrow string array; ``positive`` may differ per row."""
+    r = np.nan_to_num(np.asarray(revenue, dtype=float))
+    e = np.nan_to_num(np.asarray(engagement, dtype=float))
+    positive = np.broadcast_to(np.asarray(positive, dtype=bool), r.shape)
+    if not len(r):
+        return pa.array([], pa.string())
+    r_txt = _amounts_arrow(np.abs(r))
+    tenths = np.rint(np.abs(np.minimum(np.abs(e), 1.0) * 100) * 10).astype(np.int64)
+    e_txt = _ENGAGEMENT_TEXT.take(tenths)
+    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
+    r_up, e_up = r > 0, e > 0
+    both = r_show & e_show
+    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
+    first_up = np.where(engagement_first, e_up, r_up)
+    second_up = np.where(engagement_first, r_up, e_up)
+    mask = pa.array(engagement_first)
+    join = np.where(both, np.where(second_up == first_up, 1, np.where(second_up, 2, 3)), 0)
+    second = pc.if_else(pa.array(both), pc.if_else(mask, r_txt, e_txt), "")
+    out = pc.binary_join_element_wise(
+        _VERBS.take(first_up.astype(np.int64)),
+        pc.if_else(mask, e_txt, r_txt),
+        _JOINS.take(join),
+        second,
+        "",
+    )
+    return pc.if_else(pa.array(~r_show & ~e_show), NO_EFFECT, out)
 
 
 def effect_clauses(revenue, engagement, positive: bool) -> np.ndarray:
@@ -289,26 +361,25 @@ def effect_clauses(revenue, engagement, positive: bool) -> np.ndarray:
     Returns:
         (m,) object array, one clause per row.
     """
-    r = np.nan_to_num(np.asarray(revenue, dtype=float))
-    e = np.nan_to_num(np.asarray(engagement, dtype=float))
-    r_txt = "expected revenue by " + _amounts(r)
-    e_txt = "engagement likelihood by " + _rounded(np.minimum(np.abs(e), 1.0) * 100, 1) + " pts"
-    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
-    r_up, e_up = r > 0, e > 0
-    both = r_show & e_show
-    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
-    first = np.where(engagement_first, e_txt, r_txt)
-    first_up = np.where(engagement_first, e_up, r_up)
-    second_up = np.where(engagement_first, r_up, e_up)
-    out = np.where(first_up, "raises ", "lowers ").astype(object) + first
-    if both.any():
-        second = np.where(engagement_first, r_txt, e_txt)[both]
-        same = (second_up == first_up)[both]
-        join = np.where(same, " and ", np.where(second_up[both], " but raises ", " but lowers "))
-        out[both] = out[both] + join.astype(object) + second
-    none = ~r_show & ~e_show
-    out[none] = "barely moves expected revenue or engagement likelihood"
-    return out
+    return np.array(effect_clause_array(revenue, engagement, positive).to_pylist(), dtype=object)
+
+
+def value_text_codes(values, spec: FeatureSpec, known: bool = True) -> tuple[np.ndarray, list]:
+    """:func:`format_values` of each distinct value once: (codes, texts), texts[codes] = text.
+
+    Numbers are compared as the floats :func:`format_values` reads them as; categories as
+    they are.
+    """
+    values = np.asarray(values, dtype=object if spec.kind == "categorical" else None)
+    if spec.kind != "categorical":
+        if values.dtype != np.float64:
+            values = pd.to_numeric(pd.Series(values.astype(object)), errors="coerce")
+            values = values.to_numpy(dtype=float, na_value=np.nan)
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        return codes, format_values(uniques, spec, known).tolist()
+    codes, uniques = pd.factorize(values)
+    texts = format_values(np.append(np.asarray(uniques, dtype=object), None), spec, known)
+    return np.where(codes < 0, len(uniques), codes), texts.tolist()
 
 
 def driver_sentences(

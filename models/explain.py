@@ -270,12 +270,16 @@ def format_value(value, spec: FeatureSpec, known: bool = True) -> str:
 _GROUP_HEAD = pa.array([str(i) for i in range(1000)], pa.string())
 _GROUP_TAIL = pa.array([f",{i:03d}" for i in range(1000)] + [""], pa.string())  # 1000: none
 _ARROW_LEVELS = 6  # digit groups handled in Arrow: integers below 10**18
-_VERBS = pa.array(["lowers ", "raises "], pa.string())
+_VERBS = pa.array(["lowers ", "raises ", ""], pa.string())
 _JOINS = pa.array(["", " and ", " but raises ", " but lowers "], pa.string())
-_ENGAGEMENT_TEXT = pa.array(  # the engagement effect in tenths of a point: 0.0 to 100.0
-    [f"engagement likelihood by {u // 10}.{u % 10} pts" for u in range(1001)], pa.string()
-)
 NO_EFFECT = "barely moves expected revenue or engagement likelihood"
+# clause pieces: the engagement effect in tenths of a point (0.0 to 100.0), then the others
+_PIECES = pa.array(
+    [f"engagement likelihood by {u // 10}.{u % 10} pts" for u in range(1001)]
+    + ["expected revenue by $", "", NO_EFFECT],
+    pa.string(),
+)
+_REVENUE, _EMPTY, _NO_EFFECT = 1001, 1002, 1003
 
 
 def int_text_arrow(x) -> pa.Array:
@@ -293,56 +297,64 @@ def int_text_arrow(x) -> pa.Array:
     return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "")
 
 
-def _merge(texts: pa.Array, rows: np.ndarray, others: list[str], n: int) -> pa.Array:
-    """``texts`` for all rows but ``rows``, which get ``others`` (in order), as one array."""
-    order = np.empty(n, dtype=np.int64)
-    keep = np.ones(n, dtype=bool)
-    keep[rows] = False
-    order[keep] = np.arange(n - len(rows))
-    order[rows] = np.arange(len(rows)) + (n - len(rows))
-    both = pa.concat_arrays([texts, pa.array(others, pa.string())])
-    return both.take(order)
-
-
-def _amounts_arrow(a: np.ndarray) -> pa.Array:
-    """``expected revenue by $3,214`` for each |r| (:func:`_amounts`, in Arrow)."""
+def _dollars_arrow(a: np.ndarray) -> pa.Array:
+    """Whole dollars ``3,214`` of amounts ``a >= 0`` (as :func:`_amounts` without the ``$``)."""
     units = np.rint(a)
     sane = units < 1e18
     digits = int_text_arrow(np.where(sane, units, 0).astype(np.int64))
-    if not sane.all():
-        odd = np.flatnonzero(~sane)
-        texts = [f"{x:,.0f}" for x in a[odd]]
-        digits = _merge(digits.filter(pa.array(sane)), odd, texts, len(a))
-    return pc.binary_join_element_wise("expected revenue by $", digits, "")
+    if sane.all():
+        return digits
+    # astronomically large effects: formatted one by one, merged back in row order
+    odd = np.flatnonzero(~sane)
+    order = np.empty(len(a), dtype=np.int64)
+    order[sane] = np.arange(len(a) - len(odd))
+    order[odd] = np.arange(len(odd)) + (len(a) - len(odd))
+    texts = pa.array([f"{x:,.0f}" for x in a[odd]], pa.string())
+    return pa.concat_arrays([digits.filter(pa.array(sane)), texts]).take(order)
+
+
+def clause_pieces(revenue, engagement, positive, shown=None) -> list[pa.Array]:
+    """The pieces of :func:`effect_clauses` (Arrow arrays whose element-wise join is the clause).
+
+    Args:
+        revenue: (m,) effects on expected revenue in dollars.
+        engagement: (m,) effects on the engagement probability.
+        positive: Whether each row is a positive driver (one flag or (m,)).
+        shown: (m,) rows that get a clause (default all); the others get "".
+    """
+    r = np.nan_to_num(np.asarray(revenue, dtype=float))
+    e = np.nan_to_num(np.asarray(engagement, dtype=float))
+    positive = np.broadcast_to(np.asarray(positive, dtype=bool), r.shape)
+    shown = np.ones(r.shape, dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
+    digits = _dollars_arrow(np.abs(r))
+    tenths = np.rint(np.abs(np.minimum(np.abs(e), 1.0) * 100) * 10).astype(np.int64)
+    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
+    r_up, e_up = r > 0, e > 0
+    both = r_show & e_show & shown
+    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
+    first_up = np.where(engagement_first, e_up, r_up)
+    second_up = np.where(engagement_first, r_up, e_up)
+    clause = shown & (r_show | e_show)  # the others barely move anything, or show nothing
+    verb = np.where(clause, first_up, 2)
+    first = np.where(engagement_first, tenths, _REVENUE)
+    first = np.where(clause, first, np.where(shown, _NO_EFFECT, _EMPTY))
+    join = np.where(both, np.where(second_up == first_up, 1, np.where(second_up, 2, 3)), 0)
+    second = np.where(both, np.where(engagement_first, _REVENUE, tenths), _EMPTY)
+    return [
+        _VERBS.take(verb),
+        _PIECES.take(first),
+        pc.if_else(pa.array(clause & ~engagement_first), digits, ""),
+        _JOINS.take(join),
+        _PIECES.take(second),
+        pc.if_else(pa.array(both & engagement_first), digits, ""),
+    ]
 
 
 def effect_clause_array(revenue, engagement, positive) -> pa.Array:
     """:func:`effect_clauses` as an Arrow string array; ``positive`` may differ per row."""
-    r = np.nan_to_num(np.asarray(revenue, dtype=float))
-    e = np.nan_to_num(np.asarray(engagement, dtype=float))
-    positive = np.broadcast_to(np.asarray(positive, dtype=bool), r.shape)
-    if not len(r):
+    if not len(revenue):
         return pa.array([], pa.string())
-    r_txt = _amounts_arrow(np.abs(r))
-    tenths = np.rint(np.abs(np.minimum(np.abs(e), 1.0) * 100) * 10).astype(np.int64)
-    e_txt = _ENGAGEMENT_TEXT.take(tenths)
-    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
-    r_up, e_up = r > 0, e > 0
-    both = r_show & e_show
-    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
-    first_up = np.where(engagement_first, e_up, r_up)
-    second_up = np.where(engagement_first, r_up, e_up)
-    mask = pa.array(engagement_first)
-    join = np.where(both, np.where(second_up == first_up, 1, np.where(second_up, 2, 3)), 0)
-    second = pc.if_else(pa.array(both), pc.if_else(mask, r_txt, e_txt), "")
-    out = pc.binary_join_element_wise(
-        _VERBS.take(first_up.astype(np.int64)),
-        pc.if_else(mask, e_txt, r_txt),
-        _JOINS.take(join),
-        second,
-        "",
-    )
-    return pc.if_else(pa.array(~r_show & ~e_show), NO_EFFECT, out)
+    return pc.binary_join_element_wise(*clause_pieces(revenue, engagement, positive), "")
 
 
 def effect_clauses(revenue, engagement, positive: bool) -> np.ndarray:

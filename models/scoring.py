@@ -97,7 +97,7 @@ def _driver_values(
     if not known:
         column = np.full(len(rows), np.nan)
     else:
-        column = features[spec.name].to_numpy()[rows]
+        column = features[spec.name].iloc[rows].to_numpy()
         if spec.kind == "categorical":
             # the model treats unseen categories as missing: so does the text
             seen = model.categories.get(spec.name, [])
@@ -116,54 +116,48 @@ def _drivers(
 ) -> dict[str, pd.api.extensions.ExtensionArray]:
     """``driver_pos_1..top`` and ``driver_neg_1..top`` sentences, ranked by score points.
 
-    Only the drivers shown are turned into text, all slots at once: each feature's distinct
-    values are formatted once (``<label>: <value>``), the effect clauses are assembled from
-    small tables in Arrow, and each slot's column is one gather. Slots whose driver moves the
-    score by less than :data:`MIN_DRIVER_POINTS` stay empty.
+    All slots at once, in Arrow: each feature's distinct values among the drivers shown are
+    formatted once (``<label>: <value> — ``), the effect clauses are joined from pieces
+    gathered from small tables, and each slot's column is a slice of one array. Slots whose
+    driver moves the score by less than :data:`MIN_DRIVER_POINTS` stay empty.
     """
     n, k = points.shape
     rows = np.arange(n)
-    slots: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
-    for sign, positive in (("pos", True), ("neg", False)):
-        ranked = top_features(points, top, positive) if k else np.zeros((n, 0), dtype=np.intp)
+    names, feature, shown, positive = [], [], [], []
+    for sign, is_positive in (("pos", True), ("neg", False)):
+        ranked = top_features(points, top, is_positive) if k else np.zeros((n, 0), dtype=np.intp)
         for j in range(top):
-            name = f"driver_{sign}_{j + 1}"
+            names.append(f"driver_{sign}_{j + 1}")
+            positive.append(np.full(n, is_positive))
             if j >= ranked.shape[1]:
-                slots.append((name, rows[:0], rows[:0], positive))
+                feature.append(np.zeros(n, dtype=np.intp))
+                shown.append(np.zeros(n, dtype=bool))
                 continue
             idx = ranked[:, j]
             pts = points[rows, idx]
-            sel = np.flatnonzero(pts > MIN_DRIVER_POINTS if positive else pts < -MIN_DRIVER_POINTS)
-            slots.append((name, sel, idx[sel], positive))
-    shown_rows = np.concatenate([sel for _, sel, _, _ in slots])
-    shown = np.concatenate([f_sel for _, _, f_sel, _ in slots])
-    positive = np.concatenate([np.full(len(sel), pos) for _, sel, _, pos in slots])
-    # "<label>: <value> — " of every shown (row, feature), each distinct one formatted once
-    codes = np.empty(len(shown), dtype=np.int64)
-    prefixes: list[str] = []
-    order = np.argsort(shown, kind="stable")
-    feats, starts = np.unique(shown[order], return_index=True)
+            feature.append(idx)
+            shown.append(pts > MIN_DRIVER_POINTS if is_positive else pts < -MIN_DRIVER_POINTS)
+    # one position per (slot, row), slot by slot
+    feature_at, shown_at = np.concatenate(feature), np.concatenate(shown)
+    row_at = np.tile(rows, len(names))
+    # "<label>: <value> — " of every driver shown, each distinct one formatted once
+    prefixes: list[str] = [""]
+    codes = np.zeros(len(row_at), dtype=np.int64)  # not shown: ""
+    live = np.flatnonzero(shown_at)
+    order = live[np.argsort(feature_at[live], kind="stable")]
+    feats, starts = np.unique(feature_at[order], return_index=True)
     for f, a, b in zip(feats.tolist(), starts, [*starts[1:], len(order)], strict=True):
         part = order[a:b]
-        value_codes, texts = _driver_values(model, features, f, shown_rows[part])
+        value_codes, texts = _driver_values(model, features, f, row_at[part])
         codes[part] = value_codes + len(prefixes)
         prefixes.extend(texts)
-    clauses = explain.effect_clause_array(
-        revenue[shown_rows, shown], engagement[shown_rows, shown], positive
-    )
-    sentences = pc.binary_join_element_wise(
-        pa.array(prefixes, pa.string()).take(codes), clauses, ""
-    )
-    # one gather per slot column; rows without a driver in the slot point at the trailing ""
-    texts = pa.concat_arrays([sentences, pa.array([""], pa.string())])
-    out = {}
-    offset = 0
-    for name, sel, _, _ in slots:
-        where = np.full(n, len(sentences), dtype=np.int64)
-        where[sel] = np.arange(offset, offset + len(sel))
-        offset += len(sel)
-        out[name] = pd.array(texts.take(where), dtype="str")
-    return out
+    if k:
+        effects = (revenue[row_at, feature_at], engagement[row_at, feature_at])
+    else:
+        effects = (np.zeros(len(row_at)), np.zeros(len(row_at)))
+    pieces = explain.clause_pieces(*effects, np.concatenate(positive), shown_at)
+    texts = pc.binary_join_element_wise(pa.array(prefixes, pa.string()).take(codes), *pieces, "")
+    return {name: pd.array(texts.slice(i * n, n), dtype="str") for i, name in enumerate(names)}
 
 
 def _interval_columns(model: PartnerModel, pred_revenue: np.ndarray) -> dict[str, np.ndarray]:

@@ -146,7 +146,8 @@ def _drivers(
     live = np.flatnonzero(shown_at)
     order = live[np.argsort(feature_at[live], kind="stable")]
     feats, starts = np.unique(feature_at[order], return_index=True)
-    for f, a, b in zip(feats.tolist(), starts, [*starts[1:], len(order)], strict=True):
+    ends = np.append(starts[1:], len(order))[: len(feats)]
+    for f, a, b in zip(feats.tolist(), starts, ends, strict=True):
         part = order[a:b]
         value_codes, texts = _driver_values(model, features, f, row_at[part])
         codes[part] = value_codes + len(prefixes)

@@ -298,7 +298,7 @@ def int_text_arrow(x) -> pa.Array:
 
 
 def _dollars_arrow(a: np.ndarray) -> pa.Array:
-    """Whole dollars ``3,214`` of amounts ``a >= 0`` (as :func:`_amounts` without the ``$``)."""
+    """Whole dollars ``3,214`` of amounts ``a >= 0``, half to even, with thousands separators."""
     units = np.rint(a)
     sane = units < 1e18
     digits = int_text_arrow(np.where(sane, units, 0).astype(np.int64))

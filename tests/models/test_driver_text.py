@@ -185,7 +185,7 @@ def reference_drivers(specs, columns, categories, points, revenue, engagement, t
 # ---- properties ------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     name=st.sampled_from(NAMES),
     rows=st.lists(
@@ -221,7 +221,7 @@ def test_sentences_equal_the_per_row_reference(name, rows, known):
         assert got.tolist() == [t for t, keep in zip(expected, part, strict=True) if keep]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 40),

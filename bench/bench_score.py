@@ -10,8 +10,11 @@ depth 6: SHAP through LightGBM's ``pred_contrib``). For each, on N partner rows 
 - ``score_features``: predictions, exact SHAP effects in dollars and probability points, layer
   subscores, policy (score, tier, quadrant, intervention) and 3 + 3 driver sentences per row,
 
-and prints rows/s and the ratio to plain prediction. ``tuned_max`` is the largest model the
-tuner can return (300 trees of depth 3, 8 leaves: still compiled tables). Asserts nothing.
+and prints rows/s and the ratio to plain prediction, and for ``score_features`` its CPU
+seconds (user + system of this process, all threads) and the load average: on a shared
+machine wall-clock rows/s are noise, CPU seconds much less so. ``tuned_max`` is the largest
+model the tuner can return (300 trees of depth 3, 8 leaves: still compiled tables). Asserts
+nothing.
 
     .venv/bin/python bench/bench_score.py [--partners 20000] [--rows 200000] [--threads 2]
         [--models default,bounded] [--repeat 2]
@@ -46,13 +49,15 @@ MODELS = {
 }
 
 
-def best_of(repeat: int, fn) -> float:
-    """Fastest wall-clock time of ``repeat`` runs."""
+def best_of(repeat: int, fn, cpu: list[float] | None = None) -> float:
+    """Fastest wall-clock time of ``repeat`` runs (their CPU seconds appended to ``cpu``)."""
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(time.process_time() - c0)
     return min(times)
 
 
@@ -98,8 +103,9 @@ def main() -> None:
             ],
         )
         used = best_of(args.repeat, lambda m=model: contributions(m, rows, args.threads))
+        cpu: list[float] = []
         full = best_of(
-            args.repeat, lambda m=model: score_features(m, rows, num_threads=args.threads)
+            args.repeat, lambda m=model: score_features(m, rows, num_threads=args.threads), cpu
         )
         compiled = model.revenue._shap_tables() is not None
         print(
@@ -112,8 +118,10 @@ def main() -> None:
         print(f"  SHAP as scoring computes it          {n / used:>10,.0f} rows/s")
         print(
             f"  score_features with drivers          {n / full:>10,.0f} rows/s "
-            f"({full / plain:.1f}x the time of plain prediction)"
+            f"({full / plain:.1f}x the time of plain prediction); {min(cpu):.2f} s CPU, "
+            f"{n / min(cpu):,.0f} rows per CPU-second"
         )
+        print("  load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

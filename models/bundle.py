@@ -68,13 +68,20 @@ class PartnerModel:
         for spec in self.feature_specs:
             col = X[spec.name] if spec.name in X.columns else pd.Series(np.nan, index=X.index)
             if spec.kind == "categorical":
+                categories = self.categories.get(spec.name, [])
+                if isinstance(col.dtype, pd.StringDtype):  # text already: missing stays missing
+                    dtype = pd.CategoricalDtype(categories)
+                    codes = dtype.categories.get_indexer(col)  # -1: missing or unseen
+                    data[spec.name] = pd.Categorical.from_codes(codes, dtype=dtype)
+                    continue
                 text = col.astype(object).where(col.notna(), None)
-                data[spec.name] = pd.Categorical(
-                    text.to_numpy(dtype=object), categories=self.categories.get(spec.name, [])
-                )
+                data[spec.name] = pd.Categorical(text.to_numpy(dtype=object), categories=categories)
+            elif col.dtype == np.float64:
+                data[spec.name] = col.to_numpy(dtype=float, copy=True)
             else:
                 data[spec.name] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
-        return pd.DataFrame(data, index=pd.RangeIndex(n))
+        # every column is a new array of our own: no consolidation copy
+        return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False)
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
         """pred_revenue and pred_engagement per row."""

@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from partnerscore.features.registry import LAYERS, FeatureSpec
 
@@ -262,15 +264,97 @@ def format_value(value, spec: FeatureSpec, known: bool = True) -> str:
     return format_values([value], spec, known)[0]
 
 
-def _amounts(r: np.ndarray) -> np.ndarray:
-    """Dollar amounts ``$3,214`` of |r| (very large values formatted one by one)."""
-    a = np.abs(r)
-    out = _obj(len(a))
-    sane = a < _BIG
-    out[sane] = "$" + _rounded(a[sane], 0)
-    if not sane.all():
-        out[~sane] = [f"${x:,.0f}" for x in a[~sane]]
-    return out
+# Arrow twins of the text builders above, for the driver sentences of a whole batch: every
+# piece is gathered from a small table or concatenated element-wise in Arrow's C++ kernels
+# (no Python object per row), and the result is the Arrow string array a ``str`` column holds.
+_GROUP_HEAD = pa.array([str(i) for i in range(1000)], pa.string())
+_GROUP_TAIL = pa.array([f",{i:03d}" for i in range(1000)] + [""], pa.string())  # 1000: none
+_ARROW_LEVELS = 6  # digit groups handled in Arrow: integers below 10**18
+_VERBS = pa.array(["lowers ", "raises ", ""], pa.string())
+_JOINS = pa.array(["", " and ", " but raises ", " but lowers "], pa.string())
+NO_EFFECT = "barely moves expected revenue or engagement likelihood"
+# clause pieces: the engagement effect in tenths of a point (0.0 to 100.0), then the others
+_PIECES = pa.array(
+    [f"engagement likelihood by {u // 10}.{u % 10} pts" for u in range(1001)]
+    + ["expected revenue by $", "", NO_EFFECT],
+    pa.string(),
+)
+_REVENUE, _EMPTY, _NO_EFFECT = 1001, 1002, 1003
+
+
+def int_text_arrow(x) -> pa.Array:
+    """:func:`int_text` as an Arrow string array (non-negative integers below 10**18)."""
+    x = np.asarray(x, dtype=np.int64)
+    levels = np.zeros(len(x), dtype=np.int64)  # digit groups after the leading one
+    for level in range(1, _ARROW_LEVELS):
+        levels += x >= 1000**level
+    top = int(levels.max()) if len(x) else 0
+    powers = 1000 ** np.arange(_ARROW_LEVELS, dtype=np.int64)
+    parts = [_GROUP_HEAD.take(x // powers[levels])]
+    for level in range(top - 1, -1, -1):
+        group = np.where(levels > level, (x // powers[level]) % 1000, 1000)
+        parts.append(_GROUP_TAIL.take(group))
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "")
+
+
+def _dollars_arrow(a: np.ndarray) -> pa.Array:
+    """Whole dollars ``3,214`` of amounts ``a >= 0``, half to even, with thousands separators."""
+    units = np.rint(a)
+    sane = units < 1e18
+    digits = int_text_arrow(np.where(sane, units, 0).astype(np.int64))
+    if sane.all():
+        return digits
+    # astronomically large effects: formatted one by one, merged back in row order
+    odd = np.flatnonzero(~sane)
+    order = np.empty(len(a), dtype=np.int64)
+    order[sane] = np.arange(len(a) - len(odd))
+    order[odd] = np.arange(len(odd)) + (len(a) - len(odd))
+    texts = pa.array([f"{x:,.0f}" for x in a[odd]], pa.string())
+    return pa.concat_arrays([digits.filter(pa.array(sane)), texts]).take(order)
+
+
+def clause_pieces(revenue, engagement, positive, shown=None) -> list[pa.Array]:
+    """The pieces of :func:`effect_clauses` (Arrow arrays whose element-wise join is the clause).
+
+    Args:
+        revenue: (m,) effects on expected revenue in dollars.
+        engagement: (m,) effects on the engagement probability.
+        positive: Whether each row is a positive driver (one flag or (m,)).
+        shown: (m,) rows that get a clause (default all); the others get "".
+    """
+    r = np.nan_to_num(np.asarray(revenue, dtype=float))
+    e = np.nan_to_num(np.asarray(engagement, dtype=float))
+    positive = np.broadcast_to(np.asarray(positive, dtype=bool), r.shape)
+    shown = np.ones(r.shape, dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
+    digits = _dollars_arrow(np.abs(r))
+    tenths = np.rint(np.abs(np.minimum(np.abs(e), 1.0) * 100) * 10).astype(np.int64)
+    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
+    r_up, e_up = r > 0, e > 0
+    both = r_show & e_show & shown
+    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
+    first_up = np.where(engagement_first, e_up, r_up)
+    second_up = np.where(engagement_first, r_up, e_up)
+    clause = shown & (r_show | e_show)  # the others barely move anything, or show nothing
+    verb = np.where(clause, first_up, 2)
+    first = np.where(engagement_first, tenths, _REVENUE)
+    first = np.where(clause, first, np.where(shown, _NO_EFFECT, _EMPTY))
+    join = np.where(both, np.where(second_up == first_up, 1, np.where(second_up, 2, 3)), 0)
+    second = np.where(both, np.where(engagement_first, _REVENUE, tenths), _EMPTY)
+    return [
+        _VERBS.take(verb),
+        _PIECES.take(first),
+        pc.if_else(pa.array(clause & ~engagement_first), digits, ""),
+        _JOINS.take(join),
+        _PIECES.take(second),
+        pc.if_else(pa.array(both & engagement_first), digits, ""),
+    ]
+
+
+def effect_clause_array(revenue, engagement, positive) -> pa.Array:
+    """:func:`effect_clauses` as an Arrow string array; ``positive`` may differ per row."""
+    if not len(revenue):
+        return pa.array([], pa.string())
+    return pc.binary_join_element_wise(*clause_pieces(revenue, engagement, positive), "")
 
 
 def effect_clauses(revenue, engagement, positive: bool) -> np.ndarray:
@@ -289,26 +373,25 @@ def effect_clauses(revenue, engagement, positive: bool) -> np.ndarray:
     Returns:
         (m,) object array, one clause per row.
     """
-    r = np.nan_to_num(np.asarray(revenue, dtype=float))
-    e = np.nan_to_num(np.asarray(engagement, dtype=float))
-    r_txt = "expected revenue by " + _amounts(r)
-    e_txt = "engagement likelihood by " + _rounded(np.minimum(np.abs(e), 1.0) * 100, 1) + " pts"
-    r_show, e_show = np.abs(r) >= REVENUE_EPS, np.abs(e) >= ENGAGEMENT_EPS
-    r_up, e_up = r > 0, e > 0
-    both = r_show & e_show
-    engagement_first = (e_show & ~r_show) | (both & (r_up != positive) & (e_up == positive))
-    first = np.where(engagement_first, e_txt, r_txt)
-    first_up = np.where(engagement_first, e_up, r_up)
-    second_up = np.where(engagement_first, r_up, e_up)
-    out = np.where(first_up, "raises ", "lowers ").astype(object) + first
-    if both.any():
-        second = np.where(engagement_first, r_txt, e_txt)[both]
-        same = (second_up == first_up)[both]
-        join = np.where(same, " and ", np.where(second_up[both], " but raises ", " but lowers "))
-        out[both] = out[both] + join.astype(object) + second
-    none = ~r_show & ~e_show
-    out[none] = "barely moves expected revenue or engagement likelihood"
-    return out
+    return np.array(effect_clause_array(revenue, engagement, positive).to_pylist(), dtype=object)
+
+
+def value_text_codes(values, spec: FeatureSpec, known: bool = True) -> tuple[np.ndarray, list]:
+    """:func:`format_values` of each distinct value once: (codes, texts), texts[codes] = text.
+
+    Numbers are compared as the floats :func:`format_values` reads them as; categories as
+    they are.
+    """
+    values = np.asarray(values, dtype=object if spec.kind == "categorical" else None)
+    if spec.kind != "categorical":
+        if values.dtype != np.float64:
+            values = pd.to_numeric(pd.Series(values.astype(object)), errors="coerce")
+            values = values.to_numpy(dtype=float, na_value=np.nan)
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        return codes, format_values(uniques, spec, known).tolist()
+    codes, uniques = pd.factorize(values)
+    texts = format_values(np.append(np.asarray(uniques, dtype=object), None), spec, known)
+    return np.where(codes < 0, len(uniques), codes), texts.tolist()
 
 
 def driver_sentences(

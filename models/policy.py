@@ -7,6 +7,8 @@ partners are in the batch.
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -119,12 +121,22 @@ def _check_entry(entry, where: str, keys: tuple[str, ...]) -> dict:
 
 
 def _load_playbook(path: str | None) -> dict:
+    """The validated playbook, read on every call (an edited file counts at once).
+
+    Parsing YAML costs ~0.1 s, more than scoring 2,000 partners: the parsed result of each
+    distinct text is kept (small, bounded) and every caller gets its own copy.
+    """
     if path is None:
         text = SHIPPED_PLAYBOOK.read_text(encoding="utf-8")
         source = "playbook.yaml (shipped)"
     else:
         text = read_text_file(path, "playbook file")
         source = str(path)
+    return copy.deepcopy(_parse_playbook(text, source))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_playbook(text: str, source: str) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

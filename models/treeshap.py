@@ -177,56 +177,153 @@ class TreeShapTables:
     @staticmethod
     def matrix(X: pd.DataFrame) -> np.ndarray:
         """Float matrix as LightGBM sees a prepared frame (categories as codes, missing NaN)."""
-        cols = []
-        for name in X.columns:
+        return TreeShapTables.feature_major(X).T
+
+    @staticmethod
+    def feature_major(X: pd.DataFrame) -> np.ndarray:
+        """:meth:`matrix` transposed: (k, n), one contiguous row per feature."""
+        out = np.empty((X.shape[1], len(X)))
+        for j, name in enumerate(X.columns):
             values = X[name]
             if isinstance(values.dtype, pd.CategoricalDtype):
-                codes = values.cat.codes.to_numpy().astype(float)
-                codes[codes < 0] = np.nan
-                cols.append(codes)
+                codes = values.cat.codes.to_numpy()
+                out[j] = codes
+                out[j][codes < 0] = np.nan
+            elif values.dtype == np.float64:
+                out[j] = values.to_numpy()
             else:
-                cols.append(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float))
-        return np.column_stack(cols) if cols else np.zeros((len(X), 0))
+                out[j] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        return out
 
     def contributions(self, X: pd.DataFrame | np.ndarray, batch_rows: int = 16384) -> np.ndarray:
         """SHAP values in raw-margin space: (n, k + 1), last column the base value.
 
-        Rows are processed in cache-sized batches; contributions are accumulated feature-major
-        so every table gather and add runs over contiguous memory.
+        Rows are processed in batches; contributions are accumulated feature-major so every
+        table gather and add runs over contiguous memory.
         """
-        data = X if isinstance(X, np.ndarray) else self.matrix(X)
-        n = data.shape[0]
+        data = X.T if isinstance(X, np.ndarray) else self.feature_major(X)
+        n = data.shape[1]
         out = np.empty((n, self.n_features + 1))
         for start in range(0, n, batch_rows):
-            chunk = np.ascontiguousarray(data[start : start + batch_rows].T)
+            chunk = np.ascontiguousarray(data[:, start : start + batch_rows])
             out[start : start + batch_rows] = self._batch(chunk).T
         return out
 
+    def _plan(self) -> _Plan:
+        """How to evaluate every table tree's splits from per-feature codes (built once)."""
+        plan = getattr(self, "plan_", None)
+        if plan is None:
+            plan = self.plan_ = _Plan.build(self.trees, self.n_features)
+        return plan
+
     def _batch(self, cols: np.ndarray) -> np.ndarray:
-        """Contributions (k + 1, m) of a feature-major block of m rows."""
+        """Contributions (k + 1, m) of a feature-major block of m rows.
+
+        Each feature's values are first mapped to small integer codes (the interval between
+        the tree thresholds on it, or its category; missing its own code), so a tree's pattern
+        number is a sum of one table lookup per feature it splits on: the same left/right
+        decisions as :meth:`_Split.goes_left`, bit for bit. Contributions are added tree by tree
+        in model order, as one gather and one add per (tree, feature).
+        """
         m = cols.shape[1]
         acc = np.zeros((self.n_features + 1, m))
-        has_nan = np.isnan(cols).any(axis=1)
-        pattern = np.empty(m, dtype=np.int64)
-        for tree in self.trees:
+        plan = self._plan()
+        codes = plan.codes(cols)
+        pattern = np.empty(m, dtype=np.intp)
+        for tree, steps in zip(self.trees, plan.trees, strict=True):
             if tree.table is None:
                 bits = np.empty((m, len(tree.splits)), dtype=bool)
                 for s, split in enumerate(tree.splits):
                     bits[:, s] = split.goes_left(cols[split.feature])
                 acc[tree.features] += _tree_shap(tree, bits).T
                 continue
+            lookups, direct = steps
             pattern[:] = 0
-            for s, split in enumerate(tree.splits):
-                x = cols[split.feature]
-                if (
-                    split.categories is None
-                    and split.missing != "Zero"
-                    and not has_nan[split.feature]
-                ):
-                    left = x <= split.threshold  # fast path: no missing values in this block
-                else:
-                    left = split.goes_left(x)
-                pattern |= left.astype(np.int64) << s
-            acc[tree.features] += tree.table_t[:, pattern]
+            for feature, lookup in lookups:
+                pattern += lookup[codes[feature]]
+            for s, split in direct:  # zero-as-missing splits: decided on the raw values
+                pattern += split.goes_left(cols[split.feature]).astype(np.intp) << s
+            for row, feature in zip(tree.table_t, tree.features.tolist(), strict=True):
+                acc[feature] += row[pattern]
         acc[-1] = self.base
         return acc
+
+
+@dataclass
+class _Plan:
+    """Per-feature value codes and per-tree lookup tables from codes to pattern bits.
+
+    Numerical feature with sorted distinct thresholds ``t_0 < ... < t_K-1``: code
+    ``#{t_i < x}`` (0..K), so ``x <= t_k`` exactly when ``code <= k``; missing values get code
+    K + 1, which each split maps the way it treats them (its default side for missing type
+    ``NaN``; as 0.0 for ``None``). Categorical feature: the category number when it is one some
+    split lists, else C (goes right, like missing). Splits of missing type ``Zero`` (rare: only
+    with ``zero_as_missing``) are evaluated on the raw values.
+
+    Attributes:
+        thresholds: Feature -> sorted distinct thresholds (numerical features).
+        categories: Feature -> C, one past the largest category any split lists.
+        trees: Per tree: ([(feature, lookup table code -> pattern bits)], [(bit, split)]).
+    """
+
+    thresholds: dict[int, np.ndarray]
+    categories: dict[int, int]
+    trees: list[tuple[list[tuple[int, np.ndarray]], list[tuple[int, _Split]]]]
+
+    @classmethod
+    def build(cls, trees: list[_Tree], n_features: int) -> _Plan:
+        thresholds: dict[int, set[float]] = {}
+        categories: dict[int, int] = {}
+        for tree in trees:
+            if tree.table is None:
+                continue
+            for split in tree.splits:
+                if split.categories is not None:
+                    top = max(split.categories, default=-1) + 1
+                    categories[split.feature] = max(categories.get(split.feature, 0), top)
+                elif split.missing != "Zero":
+                    thresholds.setdefault(split.feature, set()).add(split.threshold)
+        sorted_thresholds = {f: np.array(sorted(t), dtype=float) for f, t in thresholds.items()}
+        plan_trees = []
+        for tree in trees:
+            lookups: dict[int, np.ndarray] = {}
+            direct: list[tuple[int, _Split]] = []
+            if tree.table is not None:
+                for s, split in enumerate(tree.splits):
+                    f = split.feature
+                    if split.categories is not None:
+                        c = categories[f]
+                        left = np.zeros(c + 1, dtype=bool)
+                        left[[k for k in split.categories if 0 <= k < c]] = True
+                    elif split.missing == "Zero":
+                        direct.append((s, split))
+                        continue
+                    else:
+                        t = sorted_thresholds[f]
+                        k = int(np.searchsorted(t, split.threshold))
+                        left = np.arange(len(t) + 2) <= k
+                        left[-1] = (
+                            split.default_left
+                            if split.missing == "NaN"
+                            else (split.threshold >= 0.0)  # NaN read as 0.0
+                        )
+                    table = lookups.setdefault(f, np.zeros(len(left), dtype=np.intp))
+                    table += left.astype(np.intp) << s
+            plan_trees.append((list(lookups.items()), direct))
+        return cls(thresholds=sorted_thresholds, categories=categories, trees=plan_trees)
+
+    def codes(self, cols: np.ndarray) -> dict[int, np.ndarray]:
+        """Feature -> (m,) codes of a feature-major block."""
+        out = {}
+        for f, t in self.thresholds.items():
+            x = cols[f]
+            code = np.searchsorted(t, x)
+            nan = np.isnan(x)
+            if nan.any():
+                code[nan] = len(t) + 1
+            out[f] = code
+        for f, c in self.categories.items():
+            x = cols[f]
+            ints = np.where(np.isnan(x), -1, x).astype(np.int64)  # as _Split.goes_left
+            out[f] = np.where((ints >= 0) & (ints < c), ints, c).astype(np.intp)
+        return out

@@ -58,7 +58,10 @@ FINITE = "_finite"
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 PROBE_PARTNERS = 64
 ARROW_BATCH = 50_000
+JAVA_OPTIONS = ""
 PARTNERS_PER_GROUP = 20_000
+SPLIT_BATCH = 1_000_000
+SPLIT_ROW_GROUPS = 2
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,9 @@ def _session(master: str, shuffle_partitions: int):
         # 100k partners (PARTNERSCORE_SPARK_DRIVER_MEMORY overrides)
         memory = os.environ.get("PARTNERSCORE_SPARK_DRIVER_MEMORY", "4g")
         builder = builder.config("spark.driver.memory", memory)
+        java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
+        if java:
+            builder = builder.config("spark.driver.extraJavaOptions", java)
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")
@@ -444,6 +450,74 @@ def tables_from_arrow(batch, layout: Layout) -> dict[str, pd.DataFrame]:
                 values = values.cast(pa.large_string())
             arrays[column] = values
         out[name] = pa.table(arrays).to_pandas()
+    return out
+
+
+def _group_of(ids, n_groups: int) -> np.ndarray:
+    """Partner group of each id: a fixed-key SipHash of the text (the same in every process)."""
+    import pyarrow.compute as pc
+
+    codes = pc.dictionary_encode(ids).combine_chunks()
+    uniques = codes.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    group = (pd.util.hash_array(uniques, categorize=False) % np.uint64(n_groups)).astype(np.int64)
+    return group[codes.indices.to_numpy(zero_copy_only=False)]
+
+
+def _split_rows(spec, folder: str, n_groups: int):
+    """Append a table chunk's rows to each partner group's Arrow file (the split stage)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    index, name, path, columns, row_groups, start = spec
+    writers = {}
+    offset = start
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=SPLIT_BATCH, row_groups=row_groups, columns=columns, use_threads=False
+        ):
+            n = batch.num_rows
+            table = pa.Table.from_batches([batch]).append_column(
+                "_row", pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64))
+            )
+            offset += n
+            group = _group_of(table.column("partner_id"), n_groups)
+            order = np.argsort(group, kind="stable")
+            bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+            for g in np.flatnonzero(np.diff(bounds)):
+                part = table.take(pa.array(order[bounds[g] : bounds[g + 1]]))
+                if g not in writers:
+                    target = Path(folder) / f"g{g:05d}"
+                    target.mkdir(parents=True, exist_ok=True)
+                    writers[g] = ipc.new_file(
+                        str(target / f"{name}-{index:05d}.arrow"), part.schema
+                    )
+                writers[g].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return name, offset - start
+
+
+def _group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame]:
+    """A group's rows of every table, in input order, as ``pq.read_table(...).to_pandas()``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.ipc as ipc
+
+    where = Path(folder) / f"g{group:05d}"
+    out = {}
+    for name, schema_table in empty.items():
+        parts = [
+            ipc.open_file(str(path)).read_all() for path in sorted(where.glob(f"{name}-*.arrow"))
+        ]
+        if not parts:
+            out[name] = schema_table.to_pandas()
+            continue
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            table = table.take(pc.sort_indices(table["_row"]))
+        out[name] = table.drop_columns(["_row"]).to_pandas()
     return out
 
 
@@ -694,19 +768,48 @@ class _SnapshotJob:
         milestone = signed + pd.Timedelta(days=at_age)
         return milestone[milestone <= self.data_end].max()
 
-    def spark_tables(self, spark) -> dict:
-        """Each snapshot table read by Spark (typed Parquet; dates as int64 nanoseconds)."""
-        from pyspark.sql import functions as F
+    def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
+        """Split the snapshot's rows by partner group, then ``score_group`` per group.
 
-        # the snapshot's dates are Parquet TIMESTAMP(NANOS), which Spark reads only as longs
-        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-        return {
-            name: spark.read.parquet(str(path)).select(
-                *(F.col(f"`{c}`") for c in self.columns[name]),
-                (F.col("_metadata.row_index") + 1).alias("_row"),
-            )
+        Two Spark stages of Python tasks. Split: one task per table file chunk (up to
+        :data:`SPLIT_ROW_GROUPS` Parquet row groups) reads its rows with pyarrow (typed, the
+        columns the job reads), numbers them and appends each group's rows to an Arrow file
+        ``<staging>/rows/g<group>/<table>-<task>.arrow``. Score: one task per group reads its
+        files back, in input order, as the frames the pandas job reads from the snapshot. Rows
+        never pass through the JVM (which would convert and shuffle every value: ~2 us per row
+        of JVM CPU measured, more than the scoring itself), so the staging folder, like
+        ``--out``, must be on storage every executor shares.
+        """
+        import pyarrow.parquet as pq
+
+        rows_dir = str((staging / "rows").absolute())
+        specs = []
+        for name, path in self.files.items():
+            meta = pq.ParquetFile(path).metadata
+            start, groups = 0, list(range(meta.num_row_groups))
+            for first in range(0, len(groups), SPLIT_ROW_GROUPS):
+                chunk = groups[first : first + SPLIT_ROW_GROUPS]
+                specs.append((len(specs), name, str(path), self.columns[name], chunk, start))
+                start += sum(meta.row_group(g).num_rows for g in chunk)
+        empty = {
+            name: pq.read_schema(path).empty_table().select(self.columns[name])
             for name, path in self.files.items()
         }
+
+        def split(specs_part):
+            for spec in specs_part:
+                yield _split_rows(spec, rows_dir, n_groups)
+
+        spark.sparkContext.parallelize(specs, len(specs)).mapPartitions(split).collect()
+
+        def run(batches):
+            for batch in batches:
+                for index in batch.column("id").to_pylist():
+                    tables = _group_tables(rows_dir, int(index), empty)
+                    yield from score_group(tables, int(index))
+
+        ids = spark.range(0, n_groups, 1, numPartitions=n_groups)
+        return ids.mapInArrow(run, schema).toPandas()
 
     def probe_partners(self, ids) -> pd.DataFrame:
         """The full partner rows of ``ids`` (the schema probe)."""
@@ -785,6 +888,25 @@ class _RawJob:
 
         return self.partners[isin_text(self.partners["partner_id"], ids)].reset_index(drop=True)
 
+    def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
+        """One shuffle of the clean rows by partner, then ``score_group`` per partition."""
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        def run(batches):
+            batches = list(batches)
+            if not batches:
+                return
+            rows = pa.Table.from_batches(batches)
+            del batches
+            if rows.num_rows:
+                tables = tables_from_arrow(rows, layout)
+                del rows
+                yield from score_group(tables, TaskContext.get().partitionId())
+
+        frame = narrow_frame(self.spark_tables(spark), layout).repartition(n_groups, "partner_id")
+        return frame.mapInArrow(run, schema).toPandas()
+
     def release(self) -> None:
         if self.validated is not None:
             self.validated.unpersist()
@@ -816,8 +938,7 @@ def _score_job(
 ):
     """Scope, the scoring pass, peers, the output dataset, rejects and history."""
     import pyarrow as pa
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from partnerscore.features.core import isin_text
@@ -881,44 +1002,41 @@ def _score_job(
     schema = spark_schema(probe)
     arrow_schema = to_arrow_schema(schema)
     shared = spark.sparkContext.broadcast((loaded.model, previous, decisions))
+    wanted = {
+        *HISTORY_COLUMNS,
+        *DECISION_COLUMNS,
+        *milestone_columns(config.incentives),
+        "tier",
+        "partner_type",
+        FINITE,
+    }
+    kept = [c for c in probe.columns if c in wanted]
+    narrow_schema = T.StructType([schema[c] for c in kept])
+    staging = out.parent / f".{out.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    stage_dir = str(staging.absolute())
     marks["scope, history read, probe (driver)"] = time.perf_counter() - tick
     tick = time.perf_counter()
 
-    def score_group(batches):
+    def score_group(tables: dict[str, pd.DataFrame], index: int):
         warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
-        batches = list(batches)
-        if not batches:
-            return
-        rows = pa.Table.from_batches(batches)
-        del batches
-        if rows.num_rows == 0:
-            return
-        tables = tables_from_arrow(rows, layout)
-        del rows
         model, prev, decided = shared.value
         scored = score_tables(tables, replace(ctx, decisions=decided), model, prev, policy)
         if scored.empty:
             return
         scored = conform(scored, probe)
         scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
-        for start in range(0, len(scored), ARROW_BATCH):
-            chunk = scored.iloc[start : start + ARROW_BATCH]
-            yield pa.RecordBatch.from_pandas(chunk, schema=arrow_schema, preserve_index=False)
+        table = pa.Table.from_pandas(scored, schema=arrow_schema, preserve_index=False)
+        del scored
+        # the wide rows go straight to a part file (the pandas job's Parquet encodings); Spark
+        # carries only the columns the driver needs (peers, history, rejects)
+        _write_part(table, stage_dir, index)
+        yield from table.select(kept).to_batches(max_chunksize=ARROW_BATCH)
 
     n_groups = groups or _partitions(len(partners_all), spark.sparkContext.defaultParallelism)
-    rows = narrow_frame(job.spark_tables(spark), layout).repartition(n_groups, "partner_id")
-    scored = rows.mapInArrow(score_group, schema).persist(StorageLevel.DISK_ONLY)
     try:
-        wanted = {
-            *HISTORY_COLUMNS,
-            *DECISION_COLUMNS,
-            *milestone_columns(config.incentives),
-            "tier",
-            "partner_type",
-            FINITE,
-        }
-        kept = [c for c in probe.columns if c in wanted]
-        narrow = scored.select(*kept).toPandas()
+        narrow = job.score_groups(spark, layout, n_groups, score_group, narrow_schema, staging)
         marks["features + scores (spark)"] = time.perf_counter() - tick
         tick = time.perf_counter()
         finite = narrow[FINITE].to_numpy(bool)
@@ -926,30 +1044,10 @@ def _score_job(
         good = narrow[finite].sort_values("partner_id", kind="stable").reset_index(drop=True)
         # the pandas job's own peer percentiles, over the whole batch's finite rows
         good["peer_percentile"] = peer_percentile(good)
-        peers = spark.createDataFrame(
-            pd.DataFrame(
-                {
-                    "_pid": good["partner_id"].astype(object).to_numpy(),
-                    "_peer": good["peer_percentile"].to_numpy(float),
-                }
-            ),
-            schema="_pid string, _peer double",
-        )
-        columns = [c for c in probe.columns if c != FINITE]
-        written = (
-            scored.filter(F.col(FINITE))
-            .join(F.broadcast(peers), F.col("partner_id") == F.col("_pid"))
-            .select(
-                *(
-                    F.col("_peer").alias(c) if c == "peer_percentile" else F.col(f"`{c}`")
-                    for c in columns
-                )
-            )
-        )
-        written.write.mode("overwrite").parquet(str(out))
-        marks["peer percentiles + write (spark)"] = time.perf_counter() - tick
+        _publish_parts(staging, out, good)
+        marks["peer percentiles + write (driver)"] = time.perf_counter() - tick
     finally:
-        scored.unpersist()
+        shutil.rmtree(staging, ignore_errors=True)
     tick = time.perf_counter()
     rows = good.drop(columns=[FINITE])
     rejects.append(_rejects(bad, cuts, "non-finite prediction"))
@@ -985,6 +1083,59 @@ def _score_job(
         quarantine_dir=out.parent / "quarantine",
         stage_seconds=marks,
     )
+
+
+def _write_part(table, folder: str, index: int) -> None:
+    """One group's score rows as ``part-<index>.parquet`` (atomic: a retried task replaces it)."""
+    import pyarrow.parquet as pq
+
+    target = Path(folder) / f"part-{index:05d}.parquet"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, use_dictionary=_dictionary(table.schema))
+    os.replace(tmp, target)
+
+
+def _dictionary(schema) -> list[str]:
+    """:func:`~partnerscore.features.core.dictionary_columns` for an Arrow schema."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
+def _publish_parts(staging: Path, out: Path, good: pd.DataFrame) -> None:
+    """The staged parts with their peer percentiles, less non-finite rows, as ``out``.
+
+    Each part is read, filtered and written again beside ``out`` (two threads: Parquet
+    decoding and encoding release the GIL); the folder then replaces ``out`` whole.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    peers = pd.Series(good["peer_percentile"].to_numpy(float), index=good["partner_id"].to_numpy())
+    fresh = out.with_name(f".{out.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+
+    def one(path: Path) -> None:
+        table = pq.read_table(path)
+        table = table.filter(pc.equal(table[FINITE], True)).drop_columns([FINITE])
+        ids = table["partner_id"].to_numpy(zero_copy_only=False)
+        values = pa.array(peers.reindex(ids).to_numpy(float), type=pa.float64())
+        where = table.schema.get_field_index("peer_percentile")
+        table = table.set_column(where, "peer_percentile", values)
+        pq.write_table(table, fresh / path.name, use_dictionary=_dictionary(table.schema))
+
+    parts = sorted(staging.glob("part-*.parquet"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, parts))
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    os.replace(fresh, out)
 
 
 def _partner_rows(spark, raw_dir) -> int:

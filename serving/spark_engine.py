@@ -58,7 +58,7 @@ FINITE = "_finite"
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 PROBE_PARTNERS = 64
 ARROW_BATCH = 50_000
-JAVA_OPTIONS = ""
+JAVA_OPTIONS = "-XX:+UseSerialGC"
 PARTNERS_PER_GROUP = 20_000
 SPLIT_BATCH = 1_000_000
 SPLIT_ROW_GROUPS = 2
@@ -527,64 +527,43 @@ def _partitions(partners: int, cores: int) -> int:
     return max(cores, -(-groups // cores) * cores)
 
 
-def anomaly_statistics(clean, tables, as_of: pd.Timestamp) -> tuple[dict, dict]:
-    """Whole-batch values of the raw anomaly checks, computed over every clean row in Spark.
+def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict, dict]:
+    """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
 
-    Returns:
-        ``robust``: (table, measure) -> (median, 1.4826 * MAD, floored) of the log1p values of
-        rows dated before ``as_of``, exactly :func:`~partnerscore.features.anomaly.
-        robust_center_scale` (the log1p values are numpy's, computed in a pandas UDF; Spark's
-        exact ``percentile`` at 0.5 interpolates the two middle values as ``np.median`` does);
-        ``periods``: table -> 30-day periods from ``as_of`` back to its oldest such row.
+    One Spark job collects the columns the checks read (event times and measures of the rows
+    dated before ``as_of``: numbers and dates, no text) and the driver runs the pandas job's own
+    function on them (it replaced three Spark aggregates per measure and one per volume table).
     """
     from pyspark.sql import functions as F
 
-    from partnerscore.features.anomaly import (
-        EVENT_TIME,
-        MAD_TO_SD,
-        MEASURES,
-        VOLUME_TABLES,
-        log1p_nonneg,
-    )
+    from partnerscore.features.anomaly import EVENT_TIME, READ_COLUMNS, batch_statistics
 
     cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
-    robust = {}
-    for index, (table, measure, _, _) in enumerate(MEASURES):
-        if table not in tables:
-            continue
-        when = f"{table}__{EVENT_TIME[table][1]}"
-        rows = clean.filter((F.col("_table") == table) & (F.col(when) < cut))
-        columns = list(tables[table])
-
-        def logs(batches, index=index, table=table, columns=columns):
-            values_of = MEASURES[index][3]
-            for pdf in batches:
-                frame = pd.DataFrame({c: pdf[f"{table}__{c}"] for c in columns})
-                x = log1p_nonneg(values_of(frame))
-                yield pd.DataFrame({"x": x[np.isfinite(x)]})
-
-        x = rows.select(*(f"{table}__{c}" for c in columns)).mapInPandas(logs, "x double")
-        x = x.persist()
-        center = x.agg(F.percentile("x", 0.5)).first()[0]
-        if center is None:
-            robust[(table, measure)] = (float("nan"), float("nan"))
-        else:
-            mad = x.agg(F.percentile(F.abs(F.col("x") - F.lit(float(center))), 0.5)).first()[0]
-            robust[(table, measure)] = (float(center), max(MAD_TO_SD * float(mad), 1e-9))
-        x.unpersist()
-    periods = {}
-    for table in VOLUME_TABLES:
-        if table not in tables:
-            continue
-        when = f"{table}__{EVENT_TIME[table][1]}"
-        oldest = (
-            clean.filter((F.col("_table") == table) & (F.col(when) < cut))
-            .agg(F.min(when))
-            .first()[0]
+    wanted = {
+        name: [
+            c
+            for c, dtype in columns.items()
+            if c in READ_COLUMNS and not str(dtype).startswith(("str", "object"))
+        ]
+        for name, columns in dtypes.items()
+        if name != "partners"
+    }
+    before = F.lit(False)
+    for name in wanted:
+        when = F.col(f"{name}__{EVENT_TIME[name][1]}")
+        before = before | ((F.col("_table") == name) & (when < cut))
+    names = [f"{n}__{c}" for n, cols in wanted.items() for c in cols]
+    rows = clean.filter(before).select("_table", *names).toPandas()
+    tables = {"partners": partners}
+    for name, cols in wanted.items():
+        part = rows[rows["_table"].to_numpy() == name]
+        tables[name] = pd.DataFrame(
+            {c: part[f"{name}__{c}"].to_numpy() for c in cols}, index=pd.RangeIndex(len(part))
         )
-        if oldest is not None:
-            periods[table] = int((as_of - pd.Timestamp(oldest)) / pd.Timedelta(days=1) // 30) + 1
-    return robust, periods
+        for c in cols:
+            if str(dtypes[name][c]).startswith("datetime64"):
+                tables[name][c] = pd.to_datetime(tables[name][c]).astype("datetime64[ns]")
+    return batch_statistics(tables, as_of)
 
 
 class _Scope:
@@ -869,7 +848,9 @@ class _RawJob:
             signed = pd.to_datetime(self.partners["signed_at"])
             milestone = signed + pd.Timedelta(days=at_age)
             self.anomaly_as_of = milestone[milestone <= self.data_end].max()
-        self.robust, self.periods = anomaly_statistics(clean, validated.dtypes, self.anomaly_as_of)
+        self.robust, self.periods = _raw_statistics(
+            clean, validated.dtypes, self.anomaly_as_of, self.partners
+        )
 
     def spark_tables(self, spark) -> dict:
         """Each table's clean rows, from the persisted validation output."""

@@ -34,6 +34,7 @@ import shutil
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -618,8 +619,6 @@ def run_score_spark(
     Returns:
         A :class:`~partnerscore.serving.score.ScoreResult`.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from partnerscore.features.validated import find_snapshot
     from partnerscore.serving.score import _checked_uri
     from partnerscore.serving.spark_validate import _is_uri
@@ -1025,23 +1024,33 @@ def _score_job(
         good = narrow[finite].sort_values("partner_id", kind="stable").reset_index(drop=True)
         # the pandas job's own peer percentiles, over the whole batch's finite rows
         good["peer_percentile"] = peer_percentile(good)
-        _publish_parts(staging, out, good)
-        marks["peer percentiles + write (driver)"] = time.perf_counter() - tick
+        rows = good.drop(columns=[FINITE])
+        rejects.append(_rejects(bad, cuts, "non-finite prediction"))
+        lost = ~isin_text(in_scope_ids, rows["partner_id"]) & ~isin_text(
+            in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
+        )
+        rejects.append(_rejects(in_scope_ids[lost], cuts, "features could not be computed"))
+        reject_frame = pd.concat(rejects, ignore_index=True)
+        reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
+        reject_frame = reject_frame.reset_index(drop=True)
+        # as the pandas job: the parts (with their peers) and the rejects are staged by a second
+        # thread (Parquet decoding and encoding release the GIL) while this one prepares the
+        # history and ledger rows; the files are published once the store holds the batch
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            staged = pool.submit(_stage_parts, staging, out, good)
+            batch = history.prepare(rows)
+            decisions = ledger.prepare_decisions(rows, facts=milestone_columns(config.incentives))
+            fresh = staged.result()
+        marks["peer percentiles + staged parts (driver)"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        history.upsert(batch)
+        ledger.record_decisions(decisions)
+        write_frame_atomic(reject_frame, rejects_path(out))
+        _swap(fresh, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    tick = time.perf_counter()
-    rows = good.drop(columns=[FINITE])
-    rejects.append(_rejects(bad, cuts, "non-finite prediction"))
-    lost = ~isin_text(in_scope_ids, rows["partner_id"]) & ~isin_text(
-        in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
-    )
-    rejects.append(_rejects(in_scope_ids[lost], cuts, "features could not be computed"))
-    reject_frame = pd.concat(rejects, ignore_index=True)
-    reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
-    write_frame_atomic(reject_frame.reset_index(drop=True), rejects_path(out))
-    history.upsert(rows)
-    ledger.record_decisions(rows, facts=milestone_columns(config.incentives))
-    marks["history + rejects (driver)"] = time.perf_counter() - tick
+        shutil.rmtree(out.with_name(f".{out.name}.new"), ignore_errors=True)
+    marks["history, ledger, publish (driver)"] = time.perf_counter() - tick
     return ScoreResult(
         out=out,
         rejects=rejects_path(out),
@@ -1083,14 +1092,12 @@ def _dictionary(schema) -> list[str]:
     return [f.name for f in schema if not pa.types.is_floating(f.type)]
 
 
-def _publish_parts(staging: Path, out: Path, good: pd.DataFrame) -> None:
-    """The staged parts with their peer percentiles, less non-finite rows, as ``out``.
+def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
+    """The staged parts with their peer percentiles, less non-finite rows, beside ``out``.
 
-    Each part is read, filtered and written again beside ``out`` (two threads: Parquet
-    decoding and encoding release the GIL); the folder then replaces ``out`` whole.
+    Each part is read, filtered and written again into ``.<out>.new`` (two threads: Parquet
+    decoding and encoding release the GIL); :func:`_swap` then replaces ``out`` whole.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -1112,6 +1119,11 @@ def _publish_parts(staging: Path, out: Path, good: pd.DataFrame) -> None:
     parts = sorted(staging.glob("part-*.parquet"))
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, parts))
+    return fresh
+
+
+def _swap(fresh: Path, out: Path) -> None:
+    """``fresh`` becomes ``out`` (a folder of part files; an old file or folder goes)."""
     if out.is_dir():
         shutil.rmtree(out)
     elif out.exists():

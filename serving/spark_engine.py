@@ -641,28 +641,28 @@ def run_score_spark(
             f"--validated with --raw {raw_dir}: a snapshot is checked against local raw files"
         )
     marks: dict[str, float] = {}
-    # the JVM starts (seconds of wall time) while the driver checks the snapshot and loads
-    # the model
+    tick = time.perf_counter()
+    snapshot = None
+    if not remote:  # checked first: a stale snapshot stops the run before any Spark work
+        snapshot = find_snapshot(
+            raw_dir, validated, out.parent / "quarantine", config=config.validation
+        )
+    marks["snapshot check (driver)"] = time.perf_counter() - tick
+    # the JVM starts (seconds of wall time) while the driver loads the model and reads the
+    # partners and the anomaly statistics' columns
+    job = None
+    own = spark is None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        session = None
-        if spark is None:
-            session = pool.submit(_session, master, shuffle_partitions)
+        session = pool.submit(_session, master, shuffle_partitions) if own else None
         try:
-            tick = time.perf_counter()
-            snapshot = None
-            if not remote:
-                snapshot = find_snapshot(
-                    raw_dir, validated, out.parent / "quarantine", config=config.validation
-                )
-            marks["snapshot check (driver)"] = time.perf_counter() - tick
             tick = time.perf_counter()
             from partnerscore.serving.model_store import load_scoring_model
 
             loaded = load_scoring_model(uri, config.paths.tracking_uri())
             marks["model (driver)"] = time.perf_counter() - tick
             tick = time.perf_counter()
-            job = _SnapshotJob(snapshot) if snapshot is not None else None
-            if job is not None:
+            if snapshot is not None:
+                job = _SnapshotJob(snapshot)
                 job.prepare(as_of, at_age, config, out)
                 marks["partners, statistics, quarantine (driver)"] = time.perf_counter() - tick
         except BaseException:
@@ -670,7 +670,6 @@ def run_score_spark(
                 _stop_later(session)
             raise
         tick = time.perf_counter()
-        own = spark is None
         if own:
             spark = session.result()
         marks["spark session (waited)"] = time.perf_counter() - tick

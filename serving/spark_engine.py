@@ -619,7 +619,7 @@ def run_score_spark(
     Returns:
         A :class:`~partnerscore.serving.score.ScoreResult`.
     """
-    from partnerscore.features.validated import find_snapshot
+    from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
     from partnerscore.serving.score import _checked_uri
     from partnerscore.serving.spark_validate import _is_uri
 
@@ -645,14 +645,15 @@ def run_score_spark(
     snapshot = None
     if not remote:  # checked first: a stale snapshot stops the run before any Spark work
         snapshot = find_snapshot(
-            raw_dir, validated, out.parent / "quarantine", config=config.validation
+            raw_dir, validated, out.parent / "quarantine", config=config.validation, content=False
         )
     marks["snapshot check (driver)"] = time.perf_counter() - tick
-    # the JVM starts (seconds of wall time) while the driver loads the model and reads the
-    # partners and the anomaly statistics' columns
+    # the raw files are hashed (I/O, SHA-256 releases the GIL) and the JVM starts while the
+    # driver loads the model and reads the partners and the anomaly statistics' columns
     job = None
     own = spark is None
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashing = pool.submit(snapshot.verify_content) if snapshot is not None else None
         session = pool.submit(_session, master, shuffle_partitions) if own else None
         try:
             tick = time.perf_counter()
@@ -663,8 +664,19 @@ def run_score_spark(
             tick = time.perf_counter()
             if snapshot is not None:
                 job = _SnapshotJob(snapshot)
-                job.prepare(as_of, at_age, config, out)
+                try:
+                    job.prepare(as_of, at_age, config, out)
+                finally:
+                    hashing.result()  # a changed raw file is the error reported first
+                _copy_quarantine(snapshot.quarantine, out.parent / "quarantine")
                 marks["partners, statistics, quarantine (driver)"] = time.perf_counter() - tick
+        except StaleSnapshot as exc:
+            if validated is not None:
+                if session is not None:
+                    _stop_later(session)
+                raise
+            stale_note(exc, raw_dir)  # the automatic snapshot is a cache: validate again
+            job = None
         except BaseException:
             if session is not None:
                 _stop_later(session)
@@ -703,7 +715,7 @@ class _SnapshotJob:
         self.snapshot = snapshot
 
     def prepare(self, as_of, at_age, config: AppConfig, out: Path) -> None:
-        """Partners (who is in scope), anomaly statistics and the quarantine, on the driver.
+        """Partners (who is in scope) and the anomaly statistics, on the driver.
 
         The partners table (ids, signing dates) and the columns the anomaly statistics read
         are read with pyarrow: the same values, and the same functions, as the pandas job.
@@ -735,8 +747,6 @@ class _SnapshotJob:
             else:
                 tables[name] = pq.read_table(path, columns=read).to_pandas()
         self.robust, self.periods = batch_statistics(tables, self.anomaly_as_of)
-        del tables
-        _copy_quarantine(snap.quarantine, out.parent / "quarantine")
 
     def _anomaly_as_of(self, at_age):
         if self.cut is not None:

@@ -1,30 +1,35 @@
 """The ``score --engine spark`` job: the batch scoring job on Apache Spark (PySpark 4).
 
 Exactness by construction: Spark only distributes; the numbers come from the project's own
-functions. Two passes over partner buckets (``pmod(hash(partner_id), B)``):
+functions, run per group of partners (every cross-row rule is per partner), with the
+batch-wide values computed over all rows first (data end, the anomaly checks' robust centres
+and spreads and oldest 30-day periods: :func:`~partnerscore.features.anomaly.batch_statistics`;
+peer percentiles: :func:`~partnerscore.serving.score.peer_percentile` on the driver).
 
-1. **Validation** (:mod:`partnerscore.serving.spark_validate`): every raw table is read by Spark
-   (CSV as text, Parquet typed), numbered and bucketed; each bucket goes through the project's
-   validator. Quarantine rows are written by Spark; the driver gets counts, reason counts, the
-   data end and the quarantined partner rows (for rejects).
-2. **Scoring**: ``groupBy(bucket).applyInPandas`` hands each bucket's clean rows of every table
-   to :func:`score_bucket`, which runs
-   :func:`~partnerscore.features.pipeline.build_scoring_frame` (or its ``--at-age`` twin) and
-   :func:`~partnerscore.models.scoring.score_features` exactly as the pandas job does, then the
-   raw-row anomaly flags and the history smoothing. Point-in-time features and scores depend on
-   one partner's rows only, so per-bucket results equal the whole-batch ones. The batch-wide
-   values are computed once over all rows first: the data end, the tables' robust centres and
-   spreads and their oldest 30-day periods (anomaly flags, :func:`anomaly_statistics`).
+Two sources of clean rows:
 
-The model is loaded once on the driver and broadcast (executors need no access to the MLflow
-store); the earlier scores for smoothing are read from the history on the driver and broadcast.
-Peer percentiles, which compare partners, are Spark window functions (average ranks, as
-``pandas.rank(pct=True)``).
+- **A validated snapshot** (``RAW/validated`` or ``--validated``, checked exactly as the pandas
+  job checks it: :func:`~partnerscore.features.validated.find_snapshot`). The driver reads the
+  partners table and the anomaly statistics' columns; a Spark stage of Python tasks splits every
+  table's rows by partner group into Arrow files with pyarrow (:func:`_split_rows`), and a
+  second stage scores each group from its files (:func:`_group_tables`): rows never pass
+  through the JVM.
+- **Raw tables** validated in Spark (:mod:`partnerscore.serving.spark_validate`): the clean rows
+  of every table in one narrow frame (:func:`make_layout`, :func:`narrow_frame`), one
+  ``repartition`` by partner and ``mapInArrow`` (:func:`tables_from_arrow`).
 
-What the driver holds: counts, the quarantined partner rows, the valid partners' ids and signing
-dates (who is in scope), the earlier scores and decisions of the in-scope partners, and the
-history rows of the batch (the declared history columns, collected and upserted from the
-driver): about 1 KB per scored partner.
+Each group is scored by :func:`score_tables` (``build_scoring_frame`` or its ``--at-age``
+twin, ``score_features``, upgrade paths, raw-row anomaly flags, smoothing and tier decisions,
+as the pandas job); the task writes the wide rows as a Parquet part file and hands Spark only
+the columns the driver needs (history, decisions, tier and partner type for the peers). The
+driver adds the peer percentiles to the parts, records the history and ledger, then publishes
+the dataset and the rejects.
+
+The model, the earlier scores and the earlier decisions are broadcast (executors need no
+access to the MLflow store or the history). What the driver holds: counts, the partners table,
+the quarantined partner rows, the statistics' numeric columns, the earlier scores and
+decisions of the in-scope partners, and the batch's history and decision columns (~1 KB per
+scored partner).
 """
 
 from __future__ import annotations

@@ -1005,7 +1005,9 @@ def _score_job(
         FINITE,
     }
     kept = [c for c in probe.columns if c in wanted]
-    narrow_schema = T.StructType([schema[c] for c in kept])
+    done_schema = T.StructType(
+        [T.StructField("group", T.LongType()), T.StructField("rows", T.LongType())]
+    )
     staging = out.parent / f".{out.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -1023,16 +1025,20 @@ def _score_job(
         scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
         table = pa.Table.from_pandas(scored, schema=arrow_schema, preserve_index=False)
         del scored
-        # the wide rows go straight to a part file (the pandas job's Parquet encodings); Spark
-        # carries only the columns the driver needs (peers, history, rejects)
+        # the rows go straight to a part file (the pandas job's Parquet encodings); Spark carries
+        # only the group's row count, the driver reads the few columns it needs from the parts
         _write_part(table, stage_dir, index)
-        yield from table.select(kept).to_batches(max_chunksize=ARROW_BATCH)
+        yield pa.RecordBatch.from_pydict(
+            {"group": [index], "rows": [table.num_rows]}, schema=done_arrow
+        )
 
+    done_arrow = to_arrow_schema(done_schema)
     n_groups = groups or _partitions(len(partners_all), spark.sparkContext.defaultParallelism)
     try:
-        narrow = job.score_groups(spark, layout, n_groups, score_group, narrow_schema, staging)
+        done = job.score_groups(spark, layout, n_groups, score_group, done_schema, staging)
         marks["features + scores (spark)"] = time.perf_counter() - tick
         tick = time.perf_counter()
+        narrow = _read_parts(staging, kept, done)
         finite = narrow[FINITE].to_numpy(bool)
         bad = narrow.loc[~finite, "partner_id"]
         good = narrow[finite].sort_values("partner_id", kind="stable").reset_index(drop=True)
@@ -1104,6 +1110,25 @@ def _dictionary(schema) -> list[str]:
     import pyarrow as pa
 
     return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
+def _read_parts(staging: Path, columns: list[str], done: pd.DataFrame) -> pd.DataFrame:
+    """The driver's columns of every staged part (checked against the groups' row counts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = {int(p.stem.split("-")[1]): p for p in staging.glob("part-*.parquet")}
+    expected = dict(zip(done["group"].astype(int), done["rows"].astype(int), strict=True))
+    tables = [pq.read_table(parts[g], columns=columns) for g in sorted(parts)]
+    got = {g: t.num_rows for g, t in zip(sorted(parts), tables, strict=True)}
+    if got != expected:
+        raise PartnerscoreError(
+            f"--engine spark: staged score parts {sorted(got)} do not match the groups scored "
+            f"{sorted(expected)}; run again"
+        )
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return pa.concat_tables(tables).to_pandas()
 
 
 def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:

@@ -20,10 +20,10 @@ Two sources of clean rows:
 
 Each group is scored by :func:`score_tables` (``build_scoring_frame`` or its ``--at-age``
 twin, ``score_features``, upgrade paths, raw-row anomaly flags, smoothing and tier decisions,
-as the pandas job); the task writes the wide rows as a Parquet part file and hands Spark only
-the columns the driver needs (history, decisions, tier and partner type for the peers). The
-driver adds the peer percentiles to the parts, records the history and ledger, then publishes
-the dataset and the rejects.
+as the pandas job); the task writes the rows as a Parquet part file and hands Spark only its
+row count. The driver reads the columns it needs from the parts (history, decisions, tier and
+partner type for the peers), adds the peer percentiles to the parts, records the history and
+ledger, then publishes the dataset and the rejects.
 
 The model, the earlier scores and the earlier decisions are broadcast (executors need no
 access to the MLflow store or the history). What the driver holds: counts, the partners table,

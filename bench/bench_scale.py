@@ -7,6 +7,8 @@ not measured) and scores every size. ``validate`` writes the validated snapshot 
 ``RAW/validated``, which ``build`` and ``score`` (pandas) reuse, as the issue's goal assumes.
 The Spark stage runs under ``bench/cpu_tree.py``: PySpark never reaps its JVM, so
 ``getrusage`` would miss the JVM's and the Python workers' CPU; the tree sampler counts them.
+It reuses ``RAW/validated`` too (the same snapshot checks as the pandas job), so the two
+``score`` stages compare like for like.
 
     python bench/bench_scale.py --sizes 10000,100000 [--with-1m] [--no-spark] [--workdir DIR]
         [--reuse-raw] [--stages simulate,validate,build,score,spark,report]

@@ -8,7 +8,9 @@ summed resident memory. Linux only.
 
     python bench/cpu_tree.py -- partnerscore score --engine spark ...
 
-Prints one line: ``cpu_s=<user+sys> wall_s=<wall> peak_rss_mb=<tree> load=<1-min load avg>``.
+Prints one line: ``cpu_s=<user+sys> wall_s=<wall> peak_rss_mb=<tree> load=<1-min load avg>``;
+with ``CPU_TREE_DETAIL=1`` in the environment, first one line per process (CPU seconds and
+the start of its command line: the driver, the JVM, each Python worker).
 """
 
 from __future__ import annotations
@@ -32,6 +34,17 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK, int(fields[21]) * PAGE
 
 
+def _command(pid: int) -> str:
+    """The start of a process's command line (which part of a Spark run it is)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            parts = handle.read().split(b"\0")
+    except OSError:
+        return ""
+    text = " ".join(p.decode(errors="replace") for p in parts if p)
+    return text[:60] + (" ... " + text[-40:] if len(text) > 100 else text[60:100])
+
+
 def main(argv: list[str]) -> int:
     """Run ``argv`` (after ``--``) and print its tree's CPU, wall and peak memory."""
     command = argv[argv.index("--") + 1 :] if "--" in argv else argv
@@ -39,6 +52,7 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     child = subprocess.Popen(command)
     cpu: dict[int, float] = {}
+    names: dict[int, str] = {}
     peak = 0
     while child.poll() is None:
         stats = {}
@@ -57,9 +71,14 @@ def main(argv: list[str]) -> int:
             if pid in stats:
                 cpu[pid] = max(cpu.get(pid, 0.0), stats[pid][1])
                 rss += stats[pid][2]
+                if pid not in names:
+                    names[pid] = _command(pid)
         peak = max(peak, rss)
         time.sleep(0.2)
     wall = time.perf_counter() - start
+    if os.environ.get("CPU_TREE_DETAIL") == "1":
+        for pid, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            print(f"  pid {pid:>7} cpu {seconds:8.1f} s  {names.get(pid, '')}", file=sys.stderr)
     print(
         f"cpu_s={sum(cpu.values()):.1f} wall_s={wall:.1f} peak_rss_mb={peak / 2**20:.0f} "
         f"load={load:.1f}->{os.getloadavg()[0]:.1f} processes={len(cpu)} rc={child.returncode}",

@@ -117,6 +117,39 @@ def robust_center_scale(values: np.ndarray, floor: float = 1e-9) -> tuple[float,
     return center, max(scale, floor)
 
 
+def batch_statistics(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp
+) -> tuple[dict[tuple[str, str], tuple[float, float]], dict[str, int]]:
+    """The whole-batch values of :func:`raw_anomalies`, for checks run on partner groups.
+
+    Returns:
+        ``robust``: (table, measure) -> :func:`robust_center_scale` of the log1p values of the
+        rows dated before ``as_of`` (what :func:`table_outliers` computes without ``robust``);
+        ``periods``: volume table -> 30-day periods from ``as_of`` back to its oldest such row
+        (what :func:`_volume_spikes` computes without ``periods``). ``tables`` need only the
+        columns :data:`READ_COLUMNS` names.
+    """
+    cache: dict[str, _Before] = {}
+    robust = {}
+    for table, measure, _, values_of in MEASURES:
+        if table not in tables:
+            continue
+        before = _before(tables, table, as_of, cache)
+        if not before.empty:
+            robust[(table, measure)] = robust_center_scale(
+                log1p_nonneg(values_of(before.numeric()))
+            )
+    periods = {}
+    for table in VOLUME_TABLES:
+        if table not in tables:
+            continue
+        before = _before(tables, table, as_of, cache)
+        if not before.empty:
+            when = pd.Series(before.when())
+            periods[table] = int(((as_of - when) / DAY // 30).astype(int).max()) + 1
+    return robust, periods
+
+
 def _frame(table, before, idx, partner, when, column, value, score, reason) -> pd.DataFrame:
     """Anomaly rows of ``before``'s rows at positions ``idx`` (:class:`_Before`)."""
     record = before.record_ids(idx)

@@ -252,8 +252,13 @@ def _manifest(snap: Path) -> dict:
     return manifest
 
 
-def _check_inputs(manifest: dict, files: dict[str, Path], snap: Path) -> dict[str, str]:
-    """SHA-256 of every raw table file, or a StaleSnapshot naming the first changed one."""
+def _check_inputs(
+    manifest: dict, files: dict[str, Path], snap: Path, content: bool = True
+) -> dict[str, str]:
+    """SHA-256 of every raw table file, or a StaleSnapshot naming the first changed one.
+
+    With ``content=False`` only names and sizes are checked (no hashes returned).
+    """
     recorded: dict = manifest["inputs"]
     for name, path in files.items():
         if name not in recorded:
@@ -274,10 +279,12 @@ def _check_inputs(manifest: dict, files: dict[str, Path], snap: Path) -> dict[st
                 raise StaleSnapshot(
                     f"{snap} is stale: {path.name} changed ({entry.get('size')} -> {size} bytes)"
                 )
+            if not content:
+                continue
             hashes[name] = file_fingerprint(path)
         except OSError as exc:  # dangling symlink, permissions: as validation would say
             raise PartnerscoreError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
-        if hashes[name] != entry.get("sha256"):
+        if content and hashes[name] != entry.get("sha256"):
             raise StaleSnapshot(f"{snap} is stale: {path.name} changed (content differs)")
     return hashes
 
@@ -442,6 +449,149 @@ def _read_tables(
     return report, tables, quarantine
 
 
+@dataclass(frozen=True)
+class SnapshotFiles:
+    """A matching snapshot, checked but not decoded (a distributed engine reads its tables).
+
+    Attributes:
+        snapshot_dir: The snapshot folder.
+        report: The validation counts recorded for it (as :func:`read_validated` gives them).
+        tables: Table -> its clean typed Parquet file, for the tables present, contract order.
+        quarantine: Table -> its quarantine Parquet file.
+        data_end: The recorded data end.
+    """
+
+    snapshot_dir: Path
+    report: ValidationReport
+    tables: dict[str, Path]
+    quarantine: dict[str, Path]
+    data_end: pd.Timestamp
+    manifest: dict
+    files: dict[str, Path]
+
+    def verify_content(self) -> None:
+        """The SHA-256 check of the raw files (when :func:`check_snapshot` deferred it).
+
+        Raises:
+            StaleSnapshot: A raw file's content differs from the recorded one.
+        """
+        _check_inputs(self.manifest, self.files, self.snapshot_dir)
+
+
+def check_snapshot(
+    raw_dir: str | Path,
+    snapshot_dir: str | Path,
+    quarantine_dir: str | Path | None = None,
+    *,
+    config: ValidateConfig | None = None,
+    content: bool = True,
+) -> SnapshotFiles:
+    """The checks of :func:`read_validated` without reading the tables' values.
+
+    Same manifest, input fingerprint (SHA-256) and rule checks, in the same order and with the
+    same one-line errors; every table file must hold exactly the contract's columns and the
+    recorded row counts (read from the Parquet footers). With ``content=False`` the raw files'
+    names and sizes are checked but not hashed: call :meth:`SnapshotFiles.verify_content`
+    before using the result (the pandas job also hashes while it reads). A rule error is then
+    reported only after the hashes, so a changed file is still the error reported first.
+
+    Raises:
+        StaleSnapshot: As :func:`read_validated`.
+    """
+    raw_dir, snap = Path(raw_dir), Path(snapshot_dir)
+    config = config or ValidateConfig()
+    qdir = Path(quarantine_dir) if quarantine_dir is not None else raw_dir / "quarantine"
+    manifest = _manifest(snap)
+    files, ignored = _find_files(raw_dir)
+    _check_inputs(manifest, files, snap, content)
+    try:
+        _check_rules(manifest, config, snap)
+    except StaleSnapshot:
+        if not content:
+            _check_inputs(manifest, files, snap)
+        raise
+    report = ValidationReport(raw_dir=raw_dir, ignored=ignored, quarantine_dir=qdir)
+    tables, quarantine = {}, {}
+    for name in TABLES:
+        if name not in files:
+            continue
+        entry = manifest["tables"].get(name)
+        if not isinstance(entry, dict):
+            raise StaleSnapshot(f"{snap / MANIFEST}: unreadable manifest (no table '{name}')")
+        try:
+            report.tables[name] = TableReport(
+                file=files[name],
+                input_rows=int(entry["input_rows"]),
+                valid_rows=int(entry["valid_rows"]),
+                quarantined=int(entry["quarantined"]),
+                reasons={str(k): int(v) for k, v in entry["reasons"].items()},
+                physical_lines=entry["physical_lines"],
+                multiline_records=[tuple(int(x) for x in r) for r in entry["multiline_records"]],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StaleSnapshot(
+                f"{snap / MANIFEST}: unreadable manifest (table '{name}' counts)"
+            ) from exc
+        tables[name] = snap / f"{name}.parquet"
+        quarantine[name] = snap / "quarantine" / f"{name}.parquet"
+        full = [c.name for c in TABLES[name].columns]
+        for path, rows, columns in (
+            (tables[name], report.tables[name].valid_rows, full),
+            (quarantine[name], report.tables[name].quarantined, None),
+        ):
+            if not path.is_file():
+                raise StaleSnapshot(f"{snap}: {path.relative_to(snap)} is missing; validate again")
+            try:
+                meta = pq.ParquetFile(path).metadata
+                names = meta.schema.to_arrow_schema().names
+            except Exception as exc:  # arrow errors: one line, no traceback
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+                raise StaleSnapshot(
+                    f"{path}: unreadable snapshot file ({first}); validate again"
+                ) from exc
+            if meta.num_rows != rows or (columns is not None and names != columns):
+                raise StaleSnapshot(
+                    f"{snap / name}.parquet: does not match {MANIFEST} (rows or columns); "
+                    "validate again"
+                )
+    try:
+        data_end = pd.Timestamp(manifest["data_end"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StaleSnapshot(f"{snap / MANIFEST}: unreadable manifest (data_end)") from exc
+    return SnapshotFiles(snap, report, tables, quarantine, data_end, manifest, files)
+
+
+def find_snapshot(
+    raw_dir: str | Path,
+    snapshot_dir: str | Path | None = None,
+    quarantine_dir: str | Path | None = None,
+    *,
+    config: ValidateConfig | None = None,
+    content: bool = True,
+) -> SnapshotFiles | None:
+    """:func:`load_validated`'s choice, without loading: the snapshot to use, or None.
+
+    ``snapshot_dir`` must match (else :class:`StaleSnapshot`); without it ``RAW/validated`` is
+    used when it matches, and None (with the same ``note:`` line) means: validate the raw tables.
+    ``content``: as for :func:`check_snapshot` (a caller that defers the hashes handles a
+    stale automatic snapshot itself, with :func:`stale_note`).
+    """
+    if snapshot_dir is not None:
+        return check_snapshot(raw_dir, snapshot_dir, quarantine_dir, config=config, content=content)
+    auto = default_dir(raw_dir)
+    if (auto / MANIFEST).is_file():
+        try:
+            return check_snapshot(raw_dir, auto, quarantine_dir, config=config, content=content)
+        except StaleSnapshot as exc:
+            stale_note(exc, raw_dir)
+    return None
+
+
+def stale_note(exc: StaleSnapshot, raw_dir: str | Path) -> None:
+    """The ``note:`` line of a stale automatic snapshot (the raw tables are validated again)."""
+    print(f"note: {exc}; validating {raw_dir} again", file=sys.stderr)  # noqa: T201
+
+
 def load_validated(
     raw_dir: str | Path,
     snapshot_dir: str | Path | None = None,
@@ -488,9 +638,12 @@ def load_validated(
 
 __all__ = [
     "MANIFEST",
+    "SnapshotFiles",
     "SnapshotReport",
     "StaleSnapshot",
+    "check_snapshot",
     "default_dir",
+    "find_snapshot",
     "load_validated",
     "read_validated",
     "run_validate_snapshot",

@@ -466,10 +466,8 @@ def score(
 
         if not history:
             raise PartnerscoreError("--no-history: not supported with --engine spark")
-        if validated is not None:
-            raise PartnerscoreError("--validated: not supported with --engine spark")
         run_score = partial(run_score_spark, master=master)
-        options = {}
+        options = {"validated": validated}
     result = run_score(
         raw,
         as_of_date,

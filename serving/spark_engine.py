@@ -1,30 +1,35 @@
 """The ``score --engine spark`` job: the batch scoring job on Apache Spark (PySpark 4).
 
 Exactness by construction: Spark only distributes; the numbers come from the project's own
-functions. Two passes over partner buckets (``pmod(hash(partner_id), B)``):
+functions, run per group of partners (every cross-row rule is per partner), with the
+batch-wide values computed over all rows first (data end, the anomaly checks' robust centres
+and spreads and oldest 30-day periods: :func:`~partnerscore.features.anomaly.batch_statistics`;
+peer percentiles: :func:`~partnerscore.serving.score.peer_percentile` on the driver).
 
-1. **Validation** (:mod:`partnerscore.serving.spark_validate`): every raw table is read by Spark
-   (CSV as text, Parquet typed), numbered and bucketed; each bucket goes through the project's
-   validator. Quarantine rows are written by Spark; the driver gets counts, reason counts, the
-   data end and the quarantined partner rows (for rejects).
-2. **Scoring**: ``groupBy(bucket).applyInPandas`` hands each bucket's clean rows of every table
-   to :func:`score_bucket`, which runs
-   :func:`~partnerscore.features.pipeline.build_scoring_frame` (or its ``--at-age`` twin) and
-   :func:`~partnerscore.models.scoring.score_features` exactly as the pandas job does, then the
-   raw-row anomaly flags and the history smoothing. Point-in-time features and scores depend on
-   one partner's rows only, so per-bucket results equal the whole-batch ones. The batch-wide
-   values are computed once over all rows first: the data end, the tables' robust centres and
-   spreads and their oldest 30-day periods (anomaly flags, :func:`anomaly_statistics`).
+Two sources of clean rows:
 
-The model is loaded once on the driver and broadcast (executors need no access to the MLflow
-store); the earlier scores for smoothing are read from the history on the driver and broadcast.
-Peer percentiles, which compare partners, are Spark window functions (average ranks, as
-``pandas.rank(pct=True)``).
+- **A validated snapshot** (``RAW/validated`` or ``--validated``, checked exactly as the pandas
+  job checks it: :func:`~partnerscore.features.validated.find_snapshot`). The driver reads the
+  partners table and the anomaly statistics' columns; a Spark stage of Python tasks splits every
+  table's rows by partner group into Arrow files with pyarrow (:func:`_split_rows`), and a
+  second stage scores each group from its files (:func:`_group_tables`): rows never pass
+  through the JVM.
+- **Raw tables** validated in Spark (:mod:`partnerscore.serving.spark_validate`): the clean rows
+  of every table in one narrow frame (:func:`make_layout`, :func:`narrow_frame`), one
+  ``repartition`` by partner and ``mapInArrow`` (:func:`tables_from_arrow`).
 
-What the driver holds: counts, the quarantined partner rows, the valid partners' ids and signing
-dates (who is in scope), the earlier scores and decisions of the in-scope partners, and the
-history rows of the batch (the declared history columns, collected and upserted from the
-driver): about 1 KB per scored partner.
+Each group is scored by :func:`score_tables` (``build_scoring_frame`` or its ``--at-age``
+twin, ``score_features``, upgrade paths, raw-row anomaly flags, smoothing and tier decisions,
+as the pandas job); the task writes the rows as a Parquet part file and hands Spark only its
+row count. The driver reads the columns it needs from the parts (history, decisions, tier and
+partner type for the peers), adds the peer percentiles to the parts, records the history and
+ledger, then publishes the dataset and the rejects.
+
+The model, the earlier scores and the earlier decisions are broadcast (executors need no
+access to the MLflow store or the history). What the driver holds: counts, the partners table,
+the quarantined partner rows, the statistics' numeric columns, the earlier scores and
+decisions of the in-scope partners, and the batch's history and decision columns (~1 KB per
+scored partner).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -57,6 +63,11 @@ EXTRA_COLUMNS = (
 FINITE = "_finite"
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 PROBE_PARTNERS = 64
+ARROW_BATCH = 50_000
+JAVA_OPTIONS = "-XX:+UseSerialGC"
+PARTNERS_PER_GROUP = 20_000
+SPLIT_BATCH = 1_000_000
+SPLIT_ROW_GROUPS = 2
 
 
 @dataclass(frozen=True)
@@ -138,18 +149,36 @@ def score_bucket(
     previous: dict[str, list[float]],
     policy,
 ) -> pd.DataFrame:
-    """Score one bucket of partners exactly as the pandas job scores the whole batch.
+    """:func:`score_tables` on a bucket's rows in the long frame of :func:`pack`."""
+    return score_tables(unpack(packed, ctx.dtypes), ctx, model, previous, policy)
+
+
+def score_tables(
+    tables: dict[str, pd.DataFrame],
+    ctx: BucketContext,
+    model,
+    previous: dict[str, list[float]],
+    policy,
+) -> pd.DataFrame:
+    """Score one group of partners exactly as the pandas job scores the whole batch.
+
+    Args:
+        tables: The group's clean rows of every table (all rows of its partners, in input
+            order, with the validated dtypes).
+        ctx: The batch-wide values.
+        model: The scoring model.
+        previous: Earlier scores per partner (smoothing).
+        policy: The scorecard policy.
 
     Returns:
         The pandas job's score rows (peer_percentile left NaN: it compares partners across
-        buckets) plus ``_finite`` (False rows are rejects: a non-finite prediction).
+        groups) plus ``_finite`` (False rows are rejects: a non-finite prediction).
     """
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
     from partnerscore.features.validate import RawData
     from partnerscore.models.policy import smooth_and_guard_batch
     from partnerscore.models.scoring import score_features
 
-    tables = unpack(packed, ctx.dtypes)
     partners = tables["partners"]
     signed = pd.to_datetime(partners["signed_at"])
     if ctx.at_age is None:
@@ -186,7 +215,7 @@ def score_bucket(
     )
     from partnerscore.serving.score import decide_rows
 
-    # the pandas job's decisions, row by row; the peer percentile is filled in across buckets
+    # the pandas job's decisions, row by row; the peer percentile is filled in across groups
     decided = decide_rows(
         scored,
         smoothed,
@@ -227,20 +256,49 @@ def spark_schema(frame: pd.DataFrame):
     )
 
 
+def _kind(dtype) -> str:
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "date"
+    if pd.api.types.is_object_dtype(dtype):
+        return "object"
+    return "text"
+
+
 def conform(frame: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
-    """A bucket's rows in the probe's columns and types (what the declared schema expects)."""
+    """A group's rows in the probe's columns and types (what the declared schema expects).
+
+    Raises:
+        PartnerscoreError: A column holds values of another kind than the probe's (the
+            declared schema came from a probe whose column was all missing).
+    """
     if frame.empty:
         return probe.iloc[:0].copy()
     out = {}
     for name, dtype in probe.dtypes.items():
         values = frame[name] if name in frame else pd.Series(None, index=frame.index)
-        if pd.api.types.is_float_dtype(dtype):
+        want, got = _kind(dtype), _kind(values.dtype)
+        if (
+            got not in ("object", want)
+            and not (want in ("float", "int") and got in ("float", "int", "bool"))
+            and values.notna().any()
+        ):
+            raise PartnerscoreError(
+                f"--engine spark: score column '{name}' is {got} in one partner group but "
+                f"{want} in the schema probe; score with --engine pandas and report this"
+            )
+        if want == "float":
             out[name] = pd.to_numeric(values).astype("float64")
-        elif pd.api.types.is_bool_dtype(dtype):
+        elif want == "bool":
             out[name] = values.astype(bool)
-        elif pd.api.types.is_integer_dtype(dtype):
+        elif want == "int":
             out[name] = values.astype("int64")
-        elif pd.api.types.is_datetime64_any_dtype(dtype):
+        elif want == "date":
             out[name] = pd.to_datetime(values).astype("datetime64[us]")
         else:
             text = values.astype(object)
@@ -265,6 +323,9 @@ def _session(master: str, shuffle_partitions: int):
         # 100k partners (PARTNERSCORE_SPARK_DRIVER_MEMORY overrides)
         memory = os.environ.get("PARTNERSCORE_SPARK_DRIVER_MEMORY", "4g")
         builder = builder.config("spark.driver.memory", memory)
+        java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
+        if java:
+            builder = builder.config("spark.driver.extraJavaOptions", java)
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")
@@ -272,6 +333,9 @@ def _session(master: str, shuffle_partitions: int):
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # rows per Arrow batch to and from the Python workers (default 10,000): fewer, larger
+        # transfers for the scoring pass's long input
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH))
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
@@ -279,89 +343,233 @@ def _session(master: str, shuffle_partitions: int):
     return spark
 
 
-def _peer_percentile(df, columns: list[str]):
-    """``serving.score.peer_percentile`` as window functions: average ranks, small groups."""
-    from pyspark.sql import Window
+# --- the scoring pass: every table's clean rows in one narrow frame, one shuffle by partner ---
+
+SLOT_TYPES = {"s": "string", "t": "bigint", "f": "double", "b": "boolean"}
+"""Slot kinds of the narrow frame: text, date (int64 nanoseconds since the epoch), number,
+flag. A table's columns take the first free slots of their kind, so the frame is as wide as the
+widest table per kind (not the sum of every table's columns: a shuffled row pays for every
+column, null or not)."""
+_KIND_SLOT = {"date": "t", "float": "f", "bool": "b"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each table's columns travel in the narrow frame.
+
+    Attributes:
+        tables: Table -> (code, ((column, slot), ...)) in contract column order; ``partner_id``
+            travels in the ``partner_id`` column (the shuffle key).
+        slots: Slot columns with their Spark type, in frame order.
+    """
+
+    tables: dict[str, tuple[int, tuple[tuple[str, str], ...]]]
+    slots: tuple[tuple[str, str], ...]
+
+    def dtypes(self) -> dict[str, dict[str, str]]:
+        """Table -> column -> pandas dtype of the frames :func:`tables_from_arrow` builds."""
+        kinds = {"s": "str", "t": "datetime64[ns]", "f": "float64", "b": "bool"}
+        return {
+            name: {c: ("str" if c == "partner_id" else kinds[slot[0]]) for c, slot in columns}
+            for name, (_, columns) in self.tables.items()
+        }
+
+
+def make_layout(columns: dict[str, list[str]]) -> Layout:
+    """The narrow frame's layout for these tables (table -> columns read), by contract kind."""
+    from partnerscore.features.contract import TABLES
+
+    tables, width = {}, dict.fromkeys(SLOT_TYPES, 0)
+    for code, (name, names) in enumerate(columns.items()):
+        kinds = {c.name: c.kind for c in TABLES[name].columns}
+        used = dict.fromkeys(SLOT_TYPES, 0)
+        placed = []
+        for column in names:
+            if column == "partner_id":
+                placed.append((column, "partner_id"))
+                continue
+            kind = _KIND_SLOT.get(kinds.get(column, "str"), "s")
+            placed.append((column, f"{kind}{used[kind]}"))
+            used[kind] += 1
+        width = {k: max(width[k], used[k]) for k in SLOT_TYPES}
+        tables[name] = (code, tuple(placed))
+    slots = tuple((f"{k}{i}", t) for k, t in SLOT_TYPES.items() for i in range(width[k]))
+    return Layout(tables, slots)
+
+
+def narrow_frame(spark_tables: dict, layout: Layout):
+    """One Spark frame of every table's rows in the layout's slots.
+
+    Args:
+        spark_tables: Table -> Spark frame with ``_row`` (input order) and the table's columns
+            (dates as int64 nanoseconds, or as timestamps, converted here).
+        layout: Where each column goes (:func:`make_layout`).
+    """
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
-    from partnerscore.serving.score import MIN_SEGMENT
+    parts = []
+    for name, (code, columns) in layout.tables.items():
+        frame = spark_tables[name]
+        types = {f.name: f.dataType for f in frame.schema.fields}
+        placed = dict((slot, column) for column, slot in columns)
+        cols = [F.lit(code).cast("int").alias("_t"), F.col("_row").cast("bigint").alias("_row")]
+        cols.append(F.col(f"`{dict(columns)['partner_id']}`").alias("partner_id"))
+        for slot, spark_type in layout.slots:
+            column = placed.get(slot)
+            if column is None:
+                cols.append(F.lit(None).cast(spark_type).alias(slot))
+                continue
+            value = F.col(f"`{column}`")
+            if slot[0] == "t" and isinstance(types[column], (T.TimestampType, T.TimestampNTZType)):
+                value = F.unix_micros(value.cast("timestamp")) * 1000
+            cols.append(value.cast(spark_type).alias(slot))
+        parts.append(frame.select(*cols))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
 
-    def pct(keys):
-        order = Window.partitionBy(*keys).orderBy("score")
-        ties = Window.partitionBy(*keys, "score")
-        group = Window.partitionBy(*keys)
-        avg_rank = F.rank().over(order).cast("double") + (F.count("*").over(ties) - 1) / 2.0
-        return avg_rank / F.count("*").over(group) * 100.0, F.count("*").over(group)
 
-    out, _ = pct([])
-    if "tier" in columns:
-        by_tier, tier_n = pct(["tier"])
-        out = F.when(tier_n >= MIN_SEGMENT, by_tier).otherwise(out)
-        if "partner_type" in columns:
-            by_seg, seg_n = pct(["tier", "partner_type"])
-            out = F.when(seg_n >= MIN_SEGMENT, by_seg).otherwise(out)
-    rounded = F.pandas_udf(lambda s: s.round(1), "double")
-    return df.withColumn("peer_percentile", rounded(out))
+def tables_from_arrow(batch, layout: Layout) -> dict[str, pd.DataFrame]:
+    """The group's frames from its narrow Arrow rows: each table's rows in input order.
+
+    The frames are what ``pyarrow.parquet.read_table(...).to_pandas()`` gives for the
+    validated snapshot's files (the pandas job's frames): text as ``str``, dates as
+    ``datetime64[ns]``, numbers as ``float64``, flags as ``bool``.
+    """
+    import pyarrow as pa
+
+    codes = batch.column("_t").to_numpy()
+    rows = batch.column("_row").to_numpy()
+    out = {}
+    for name, (code, columns) in layout.tables.items():
+        idx = np.flatnonzero(codes == code)
+        idx = idx[np.argsort(rows[idx], kind="stable")]
+        take = pa.array(idx, type=pa.int64())
+        arrays = {}
+        for column, slot in columns:
+            values = batch.column(slot).take(take)
+            if slot[0] == "t":
+                values = values.cast(pa.int64()).cast(pa.timestamp("ns"))
+            elif slot == "partner_id" or slot[0] == "s":
+                values = values.cast(pa.large_string())
+            arrays[column] = values
+        out[name] = pa.table(arrays).to_pandas()
+    return out
 
 
-def anomaly_statistics(clean, tables, as_of: pd.Timestamp) -> tuple[dict, dict]:
-    """Whole-batch values of the raw anomaly checks, computed over every clean row in Spark.
+def _group_of(ids, n_groups: int) -> np.ndarray:
+    """Partner group of each id: a fixed-key SipHash of the text (the same in every process)."""
+    import pyarrow.compute as pc
 
-    Returns:
-        ``robust``: (table, measure) -> (median, 1.4826 * MAD, floored) of the log1p values of
-        rows dated before ``as_of``, exactly :func:`~partnerscore.features.anomaly.
-        robust_center_scale` (the log1p values are numpy's, computed in a pandas UDF; Spark's
-        exact ``percentile`` at 0.5 interpolates the two middle values as ``np.median`` does);
-        ``periods``: table -> 30-day periods from ``as_of`` back to its oldest such row.
+    codes = pc.dictionary_encode(ids).combine_chunks()
+    uniques = codes.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    group = (pd.util.hash_array(uniques, categorize=False) % np.uint64(n_groups)).astype(np.int64)
+    return group[codes.indices.to_numpy(zero_copy_only=False)]
+
+
+def _split_rows(spec, folder: str, n_groups: int):
+    """Append a table chunk's rows to each partner group's Arrow file (the split stage)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    index, name, path, columns, row_groups, start = spec
+    writers = {}
+    offset = start
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=SPLIT_BATCH, row_groups=row_groups, columns=columns, use_threads=False
+        ):
+            n = batch.num_rows
+            table = pa.Table.from_batches([batch]).append_column(
+                "_row", pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64))
+            )
+            offset += n
+            group = _group_of(table.column("partner_id"), n_groups)
+            order = np.argsort(group, kind="stable")
+            bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+            for g in np.flatnonzero(np.diff(bounds)):
+                part = table.take(pa.array(order[bounds[g] : bounds[g + 1]]))
+                if g not in writers:
+                    target = Path(folder) / f"g{g:05d}"
+                    target.mkdir(parents=True, exist_ok=True)
+                    writers[g] = ipc.new_file(
+                        str(target / f"{name}-{index:05d}.arrow"), part.schema
+                    )
+                writers[g].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return name, offset - start
+
+
+def _group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame]:
+    """A group's rows of every table, in input order, as ``pq.read_table(...).to_pandas()``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.ipc as ipc
+
+    where = Path(folder) / f"g{group:05d}"
+    out = {}
+    for name, schema_table in empty.items():
+        parts = [
+            ipc.open_file(str(path)).read_all() for path in sorted(where.glob(f"{name}-*.arrow"))
+        ]
+        if not parts:
+            out[name] = schema_table.to_pandas()
+            continue
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            table = table.take(pc.sort_indices(table["_row"]))
+        out[name] = table.drop_columns(["_row"]).to_pandas()
+    return out
+
+
+def _partitions(partners: int, cores: int) -> int:
+    """Scoring groups: ~20k partners each (a worker's memory), a multiple of the cores."""
+    groups = max(1, -(-partners // PARTNERS_PER_GROUP))
+    return max(cores, -(-groups // cores) * cores)
+
+
+def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict, dict]:
+    """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
+
+    One Spark job collects the columns the checks read (event times and measures of the rows
+    dated before ``as_of``: numbers and dates, no text) and the driver runs the pandas job's own
+    function on them (it replaced three Spark aggregates per measure and one per volume table).
     """
     from pyspark.sql import functions as F
 
-    from partnerscore.features.anomaly import (
-        EVENT_TIME,
-        MAD_TO_SD,
-        MEASURES,
-        VOLUME_TABLES,
-        log1p_nonneg,
-    )
+    from partnerscore.features.anomaly import EVENT_TIME, READ_COLUMNS, batch_statistics
 
     cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
-    robust = {}
-    for index, (table, measure, _, _) in enumerate(MEASURES):
-        if table not in tables:
-            continue
-        when = f"{table}__{EVENT_TIME[table][1]}"
-        rows = clean.filter((F.col("_table") == table) & (F.col(when) < cut))
-        columns = list(tables[table])
-
-        def logs(batches, index=index, table=table, columns=columns):
-            values_of = MEASURES[index][3]
-            for pdf in batches:
-                frame = pd.DataFrame({c: pdf[f"{table}__{c}"] for c in columns})
-                x = log1p_nonneg(values_of(frame))
-                yield pd.DataFrame({"x": x[np.isfinite(x)]})
-
-        x = rows.select(*(f"{table}__{c}" for c in columns)).mapInPandas(logs, "x double")
-        x = x.persist()
-        center = x.agg(F.percentile("x", 0.5)).first()[0]
-        if center is None:
-            robust[(table, measure)] = (float("nan"), float("nan"))
-        else:
-            mad = x.agg(F.percentile(F.abs(F.col("x") - F.lit(float(center))), 0.5)).first()[0]
-            robust[(table, measure)] = (float(center), max(MAD_TO_SD * float(mad), 1e-9))
-        x.unpersist()
-    periods = {}
-    for table in VOLUME_TABLES:
-        if table not in tables:
-            continue
-        when = f"{table}__{EVENT_TIME[table][1]}"
-        oldest = (
-            clean.filter((F.col("_table") == table) & (F.col(when) < cut))
-            .agg(F.min(when))
-            .first()[0]
+    wanted = {
+        name: [
+            c
+            for c, dtype in columns.items()
+            if c in READ_COLUMNS and not str(dtype).startswith(("str", "object"))
+        ]
+        for name, columns in dtypes.items()
+        if name != "partners"
+    }
+    before = F.lit(False)
+    for name in wanted:
+        when = F.col(f"{name}__{EVENT_TIME[name][1]}")
+        before = before | ((F.col("_table") == name) & (when < cut))
+    names = [f"{n}__{c}" for n, cols in wanted.items() for c in cols]
+    rows = clean.filter(before).select("_table", *names).toPandas()
+    tables = {"partners": partners}
+    for name, cols in wanted.items():
+        part = rows[rows["_table"].to_numpy() == name]
+        tables[name] = pd.DataFrame(
+            {c: part[f"{name}__{c}"].to_numpy() for c in cols}, index=pd.RangeIndex(len(part))
         )
-        if oldest is not None:
-            periods[table] = int((as_of - pd.Timestamp(oldest)) / pd.Timedelta(days=1) // 30) + 1
-    return robust, periods
+        for c in cols:
+            if str(dtypes[name][c]).startswith("datetime64"):
+                tables[name][c] = pd.to_datetime(tables[name][c]).astype("datetime64[ns]")
+    return batch_statistics(tables, as_of)
 
 
 class _Scope:
@@ -384,40 +592,41 @@ def run_score_spark(
     allow_local_model: bool = False,
     at_age: int | None = None,
     buckets: int | None = None,
+    groups: int | None = None,
     shuffle_partitions: int = 8,
     spark=None,
+    validated: str | Path | None = None,
 ):
     """The ``partnerscore score --engine spark`` job: :func:`run_score`'s output, on Spark.
 
     Args:
         raw_dir: Raw tables folder: a local path or any Spark-readable URI (``hdfs://``,
-            ``s3a://``), validated in Spark.
+            ``s3a://``).
         as_of: Scoring date for everyone (or None with ``at_age``).
         model: Alias, version number or model URI.
-        out: Output Parquet dataset (a folder of part files, in bucket order); the rejects
-            go to ``<stem>.rejects.csv`` beside it, the quarantine to ``quarantine/`` beside it.
+        out: Output Parquet dataset (a folder of part files, one per partner group); the
+            rejects go to ``<stem>.rejects.csv`` beside it, the quarantine to ``quarantine/``
+            beside it.
         config: Application configuration.
         master: Spark master URL (``local[*]``, ``local[2]``, ``spark://host:7077``, ``yarn``).
         allow_local_model: As for :func:`run_score`.
         at_age: As for :func:`run_score`.
-        buckets: Partner buckets (pandas groups); default one per ~5k partners, at least 2
-            per shuffle partition.
+        buckets: Validation buckets (raw tables validated in Spark); default one per ~5k
+            partners, at least 2 per shuffle partition.
+        groups: Scoring groups (one Python task each); default ~20k partners per group, a
+            multiple of the cores.
         shuffle_partitions: ``spark.sql.shuffle.partitions``.
         spark: An existing session to use (left running); default: one is started and stopped.
+        validated: A validated snapshot to reuse (``--validated``), checked as the pandas job
+            checks it; default ``RAW/validated`` when it matches (local raw folders), else the
+            raw tables are validated in Spark.
 
     Returns:
         A :class:`~partnerscore.serving.score.ScoreResult`.
     """
-    from partnerscore.serving.history import ScoreHistory
-    from partnerscore.serving.model_store import load_scoring_model
-    from partnerscore.serving.score import (
-        ScoreResult,
-        _checked_uri,
-        _rejects,
-        batch_scope,
-        rejects_path,
-    )
-    from partnerscore.serving.spark_validate import validate_in_spark
+    from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
+    from partnerscore.serving.score import _checked_uri
+    from partnerscore.serving.spark_validate import _is_uri
 
     started = time.perf_counter()
     # pyspark 4 warns on every pandas 3 conversion; the equality test is what vouches for them
@@ -429,156 +638,536 @@ def run_score_spark(
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     if at_age is not None and at_age < 0:
         raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
-    cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    loaded = load_scoring_model(uri, config.paths.tracking_uri())
-    partner_model, version = loaded.model, loaded.version
-    marks = {"driver (model)": time.perf_counter() - started}
+    remote = _is_uri(str(raw_dir))
+    if remote and validated is not None:
+        raise PartnerscoreError(
+            f"--validated with --raw {raw_dir}: a snapshot is checked against local raw files"
+        )
+    marks: dict[str, float] = {}
     tick = time.perf_counter()
-    own_session = spark is None
-    if own_session:
-        spark = _session(master, shuffle_partitions)
-    marks["spark session"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    validated = None
+    snapshot = None
+    if not remote:  # checked first: a stale snapshot stops the run before any Spark work
+        snapshot = find_snapshot(
+            raw_dir, validated, out.parent / "quarantine", config=config.validation, content=False
+        )
+    marks["snapshot check (driver)"] = time.perf_counter() - tick
+    # the raw files are hashed (I/O, SHA-256 releases the GIL) and the JVM starts while the
+    # driver loads the model and reads the partners and the anomaly statistics' columns
+    job = None
+    own = spark is None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashing = pool.submit(snapshot.verify_content) if snapshot is not None else None
+        session = pool.submit(_session, master, shuffle_partitions) if own else None
+        try:
+            tick = time.perf_counter()
+            from partnerscore.serving.model_store import load_scoring_model
+
+            loaded = load_scoring_model(uri, config.paths.tracking_uri())
+            marks["model (driver)"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            if snapshot is not None:
+                job = _SnapshotJob(snapshot)
+                try:
+                    job.prepare(as_of, at_age, config, out)
+                finally:
+                    hashing.result()  # a changed raw file is the error reported first
+                _copy_quarantine(snapshot.quarantine, out.parent / "quarantine")
+                marks["partners, statistics, quarantine (driver)"] = time.perf_counter() - tick
+        except StaleSnapshot as exc:
+            if validated is not None:
+                if session is not None:
+                    _stop_later(session)
+                raise
+            stale_note(exc, raw_dir)  # the automatic snapshot is a cache: validate again
+            job = None
+        except BaseException:
+            if session is not None:
+                _stop_later(session)
+            raise
+        tick = time.perf_counter()
+        if own:
+            spark = session.result()
+        marks["spark session (waited)"] = time.perf_counter() - tick
     try:
+        if job is None:
+            job = _RawJob(spark, raw_dir, buckets, shuffle_partitions)
+            tick = time.perf_counter()
+            job.prepare(as_of, at_age, config, out)
+            marks["validate + statistics (spark)"] = time.perf_counter() - tick
+        return _score_job(
+            spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
+        )
+    finally:
+        if job is not None:
+            job.release()
+        if own:
+            spark.stop()
+
+
+def _stop_later(session) -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):  # the first error is the one reported
+        session.result().stop()
+
+
+class _SnapshotJob:
+    """The batch from a validated snapshot: checked on the driver, tables read by Spark."""
+
+    def __init__(self, snapshot) -> None:
+        self.snapshot = snapshot
+
+    def prepare(self, as_of, at_age, config: AppConfig, out: Path) -> None:
+        """Partners (who is in scope) and the anomaly statistics, on the driver.
+
+        The partners table (ids, signing dates) and the columns the anomaly statistics read
+        are read with pyarrow: the same values, and the same functions, as the pandas job.
+        """
+        import pyarrow.parquet as pq
+
+        from partnerscore.features.anomaly import READ_COLUMNS, batch_statistics
+        from partnerscore.serving.score import UNREAD_COLUMNS
+
+        snap = self.snapshot
+        self.files = dict(snap.tables)
+        self.columns = {
+            name: [f for f in pq.read_schema(path).names if f not in UNREAD_COLUMNS.get(name, ())]
+            for name, path in self.files.items()
+        }
+        self.data_end = snap.data_end
+        self.partners = pq.read_table(self.files["partners"]).to_pandas()
+        self.partner_quarantine = pq.read_table(snap.quarantine["partners"]).to_pandas()
+        self.counts = {
+            n: (t.input_rows, t.valid_rows, t.quarantined) for n, t in snap.report.tables.items()
+        }
+        self.cut = pd.Timestamp(as_of) if as_of is not None else None
+        self.anomaly_as_of = self._anomaly_as_of(at_age)
+        tables = {}
+        for name, path in self.files.items():
+            read = [c for c in self.columns[name] if c in READ_COLUMNS and c != "partner_id"]
+            if name == "partners":
+                tables[name] = self.partners
+            else:
+                tables[name] = pq.read_table(path, columns=read).to_pandas()
+        self.robust, self.periods = batch_statistics(tables, self.anomaly_as_of)
+
+    def _anomaly_as_of(self, at_age):
+        if self.cut is not None:
+            return self.cut
+        signed = pd.to_datetime(self.partners["signed_at"])
+        milestone = signed + pd.Timedelta(days=at_age)
+        return milestone[milestone <= self.data_end].max()
+
+    def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
+        """Split the snapshot's rows by partner group, then ``score_group`` per group.
+
+        Two Spark stages of Python tasks. Split: one task per table file chunk (up to
+        :data:`SPLIT_ROW_GROUPS` Parquet row groups) reads its rows with pyarrow (typed, the
+        columns the job reads), numbers them and appends each group's rows to an Arrow file
+        ``<staging>/rows/g<group>/<table>-<task>.arrow``. Score: one task per group reads its
+        files back, in input order, as the frames the pandas job reads from the snapshot. Rows
+        never pass through the JVM (which would convert and shuffle every value: ~2 us per row
+        of JVM CPU measured, more than the scoring itself), so the staging folder, like
+        ``--out``, must be on storage every executor shares.
+        """
+        import pyarrow.parquet as pq
+
+        rows_dir = str((staging / "rows").absolute())
+        specs = []
+        for name, path in self.files.items():
+            meta = pq.ParquetFile(path).metadata
+            start, groups = 0, list(range(meta.num_row_groups))
+            for first in range(0, len(groups), SPLIT_ROW_GROUPS):
+                chunk = groups[first : first + SPLIT_ROW_GROUPS]
+                specs.append((len(specs), name, str(path), self.columns[name], chunk, start))
+                start += sum(meta.row_group(g).num_rows for g in chunk)
+        empty = {
+            name: pq.read_schema(path).empty_table().select(self.columns[name])
+            for name, path in self.files.items()
+        }
+
+        def split(specs_part):
+            for spec in specs_part:
+                yield _split_rows(spec, rows_dir, n_groups)
+
+        spark.sparkContext.parallelize(specs, len(specs)).mapPartitions(split).collect()
+
+        def run(batches):
+            for batch in batches:
+                for index in batch.column("id").to_pylist():
+                    tables = _group_tables(rows_dir, int(index), empty)
+                    yield from score_group(tables, int(index))
+
+        ids = spark.range(0, n_groups, 1, numPartitions=n_groups)
+        return ids.mapInArrow(run, schema).toPandas()
+
+    def probe_partners(self, ids) -> pd.DataFrame:
+        """The full partner rows of ``ids`` (the schema probe)."""
+        from partnerscore.features.core import isin_text
+
+        return self.partners[isin_text(self.partners["partner_id"], ids)].reset_index(drop=True)
+
+    def release(self) -> None:
+        """Nothing is kept in Spark."""
+
+
+class _RawJob:
+    """The batch from raw tables, validated in Spark (:mod:`.spark_validate`)."""
+
+    def __init__(self, spark, raw_dir, buckets, shuffle_partitions) -> None:
+        self.spark, self.raw_dir = spark, raw_dir
+        self.buckets, self.shuffle_partitions = buckets, shuffle_partitions
+        self.validated = None
+
+    def prepare(self, as_of, at_age, config: AppConfig, out: Path) -> None:
+        """Validate in Spark, write the quarantine, compute the batch-wide values."""
         from pyspark.sql import functions as F
 
-        n_buckets = buckets or max(
-            2 * shuffle_partitions, _partner_rows(spark, raw_dir) // 5_000 + 1
+        from partnerscore.serving.score import UNREAD_COLUMNS
+        from partnerscore.serving.spark_validate import validate_in_spark
+
+        spark = self.spark
+        n_buckets = self.buckets or max(
+            2 * self.shuffle_partitions, _partner_rows(spark, self.raw_dir) // 5_000 + 1
         )
-        validated = validate_in_spark(
-            spark, str(raw_dir), n_buckets, config.validation, str(out.parent / "quarantine")
+        self.validated = validate_in_spark(
+            spark, str(self.raw_dir), n_buckets, config.validation, str(out.parent / "quarantine")
         )
+        validated = self.validated
         clean = validated.clean
-        marks["validate (spark)"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        partners = (
+        self.dtypes = validated.dtypes
+        self.columns = {
+            name: [c for c in columns if c not in UNREAD_COLUMNS.get(name, ())]
+            for name, columns in validated.dtypes.items()
+        }
+        self.data_end = validated.data_end
+        self.counts = validated.counts
+        self.partner_quarantine = validated.partner_quarantine
+        partner_columns = [f"partners__{c}" for c in validated.dtypes["partners"]]
+        packed = (
             clean.filter(F.col("_table") == "partners")
-            .select("_row", "partner_id", F.col("partners__signed_at").alias("signed_at"))
+            .select("_table", "_row", "partner_id", *partner_columns)
             .toPandas()
             .sort_values("_row", kind="stable")
             .reset_index(drop=True)
         )
-        newest, partners_all, rejects, duplicates, ready = batch_scope(
-            _Scope(validated.data_end, partners, validated.partner_quarantine),
-            raw_dir,
-            as_of,
-            at_age,
-            config,
+        self.partners = unpack(packed, {"partners": validated.dtypes["partners"]})["partners"]
+        self.cut = pd.Timestamp(as_of) if as_of is not None else None
+        if self.cut is not None:
+            self.anomaly_as_of = self.cut
+        else:
+            signed = pd.to_datetime(self.partners["signed_at"])
+            milestone = signed + pd.Timedelta(days=at_age)
+            self.anomaly_as_of = milestone[milestone <= self.data_end].max()
+        self.robust, self.periods = _raw_statistics(
+            clean, validated.dtypes, self.anomaly_as_of, self.partners
         )
-        signed = pd.to_datetime(partners_all["signed_at"])
-        in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
-        cuts = (
-            pd.Series(cut, index=in_scope_ids.to_numpy())
-            if cut is not None
-            else pd.Series(
-                (signed[ready] + pd.Timedelta(days=at_age)).to_numpy(),
-                index=in_scope_ids.to_numpy(),
+
+    def spark_tables(self, spark) -> dict:
+        """Each table's clean rows, from the persisted validation output."""
+        from pyspark.sql import functions as F
+
+        clean = self.validated.clean
+        return {
+            name: clean.filter(F.col("_table") == name).select(
+                "_row", *(F.col(f"{name}__{c}").alias(c) for c in columns)
             )
+            for name, columns in self.columns.items()
+        }
+
+    def probe_partners(self, ids) -> pd.DataFrame:
+        from partnerscore.features.core import isin_text
+
+        return self.partners[isin_text(self.partners["partner_id"], ids)].reset_index(drop=True)
+
+    def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
+        """One shuffle of the clean rows by partner, then ``score_group`` per partition."""
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        def run(batches):
+            batches = list(batches)
+            if not batches:
+                return
+            rows = pa.Table.from_batches(batches)
+            del batches
+            if rows.num_rows:
+                tables = tables_from_arrow(rows, layout)
+                del rows
+                yield from score_group(tables, TaskContext.get().partitionId())
+
+        frame = narrow_frame(self.spark_tables(spark), layout).repartition(n_groups, "partner_id")
+        return frame.mapInArrow(run, schema).toPandas()
+
+    def release(self) -> None:
+        if self.validated is not None:
+            self.validated.unpersist()
+
+
+def _copy_quarantine(files: dict[str, Path], qdir: Path) -> None:
+    """The snapshot's quarantine rows as the Spark job's quarantine datasets (same columns).
+
+    ``quarantine/<table>.parquet/part-00000.parquet`` for every table with quarantined rows;
+    stale datasets and CSVs of the others are removed, as a validating run does.
+    """
+    import pyarrow.parquet as pq
+
+    from partnerscore.features.contract import TABLES
+
+    for name in TABLES:
+        target = qdir / f"{name}.parquet"
+        shutil.rmtree(target, ignore_errors=True)
+        (qdir / f"{name}.csv").unlink(missing_ok=True)
+        source = files.get(name)
+        if source is None or pq.ParquetFile(source).metadata.num_rows == 0:
+            continue
+        target.mkdir(parents=True)
+        shutil.copyfile(source, target / "part-00000.parquet")
+
+
+def _score_job(
+    spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
+):
+    """Scope, the scoring pass, peers, the output dataset, rejects and history."""
+    import pyarrow as pa
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from partnerscore.features.core import isin_text
+    from partnerscore.serving.history import HISTORY_COLUMNS, ScoreHistory
+    from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger
+    from partnerscore.serving.score import (
+        ScoreResult,
+        _rejects,
+        batch_scope,
+        peer_percentile,
+        read_overrides,
+        rejects_path,
+    )
+
+    tick = time.perf_counter()
+    cut = job.cut
+    newest, partners_all, rejects, duplicates, ready = batch_scope(
+        _Scope(job.data_end, job.partners, job.partner_quarantine), raw_dir, as_of, at_age, config
+    )
+    signed = pd.to_datetime(partners_all["signed_at"])
+    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+    cuts = (
+        pd.Series(cut, index=in_scope_ids.to_numpy())
+        if cut is not None
+        else pd.Series(
+            (signed[ready] + pd.Timedelta(days=at_age)).to_numpy(), index=in_scope_ids.to_numpy()
         )
-        from partnerscore.serving.ledger import DecisionLedger
-        from partnerscore.serving.score import read_overrides
+    )
+    history = ScoreHistory(config.paths.history_database())
+    ledger = DecisionLedger(config.paths.history_database())
+    before = cut if cut is not None else cuts
+    previous = history.previous(in_scope_ids.tolist(), before=before)
+    decisions = ledger.previous(in_scope_ids.tolist(), before=before)
+    layout = make_layout(job.columns)
+    ctx = BucketContext(
+        dtypes=layout.dtypes(),
+        data_end=newest,
+        cut=cut,
+        at_age=at_age,
+        config_hash=config.hash(),
+        model_uri=uri,
+        reference=loaded.reference,
+        anomaly_as_of=job.anomaly_as_of,
+        robust=job.robust,
+        periods=job.periods,
+        monitor=config.monitor,
+        overrides=read_overrides(config.score.overrides_path, config.policy),
+        config=config,
+        batch_size=len(in_scope_ids),
+    )
+    policy = config.policy
+    # the declared output schema: the same functions on a few partners, on the driver (their
+    # partner rows only: no scan of the event tables)
+    probe_tables = {
+        name: pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+        for name, columns in ctx.dtypes.items()
+    }
+    probe_tables["partners"] = job.probe_partners(in_scope_ids.iloc[:PROBE_PARTNERS])
+    probe = score_tables(probe_tables, ctx, loaded.model, previous, policy)
+    probe = conform(probe, probe)
+    schema = spark_schema(probe)
+    arrow_schema = to_arrow_schema(schema)
+    shared = spark.sparkContext.broadcast((loaded.model, previous, decisions))
+    wanted = {
+        *HISTORY_COLUMNS,
+        *DECISION_COLUMNS,
+        *milestone_columns(config.incentives),
+        "tier",
+        "partner_type",
+        FINITE,
+    }
+    kept = [c for c in probe.columns if c in wanted]
+    done_schema = T.StructType(
+        [T.StructField("group", T.LongType()), T.StructField("rows", T.LongType())]
+    )
+    staging = out.parent / f".{out.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    stage_dir = str(staging.absolute())
+    marks["scope, history read, probe (driver)"] = time.perf_counter() - tick
+    tick = time.perf_counter()
 
-        history = ScoreHistory(config.paths.history_database())
-        previous = history.previous(in_scope_ids.tolist(), before=cut if cut is not None else cuts)
-        anomaly_as_of = cut if cut is not None else cuts.max()
-        robust, periods = anomaly_statistics(clean, validated.dtypes, anomaly_as_of)
-        ctx = BucketContext(
-            dtypes=validated.dtypes,
-            data_end=newest,
-            cut=cut,
-            at_age=at_age,
-            config_hash=config.hash(),
-            model_uri=uri,
-            reference=loaded.reference,
-            anomaly_as_of=anomaly_as_of,
-            robust=robust,
-            periods=periods,
-            monitor=config.monitor,
-            decisions=DecisionLedger(config.paths.history_database()).previous(
-                in_scope_ids.tolist(), before=cut if cut is not None else cuts
-            ),
-            overrides=read_overrides(config.score.overrides_path, config.policy),
-            config=config,
-            batch_size=len(in_scope_ids),
+    def score_group(tables: dict[str, pd.DataFrame], index: int):
+        warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+        model, prev, decided = shared.value
+        scored = score_tables(tables, replace(ctx, decisions=decided), model, prev, policy)
+        if scored.empty:
+            return
+        scored = conform(scored, probe)
+        scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
+        table = pa.Table.from_pandas(scored, schema=arrow_schema, preserve_index=False)
+        del scored
+        # the rows go straight to a part file (the pandas job's Parquet encodings); Spark carries
+        # only the group's row count, the driver reads the few columns it needs from the parts
+        _write_part(table, stage_dir, index)
+        yield pa.RecordBatch.from_pydict(
+            {"group": [index], "rows": [table.num_rows]}, schema=done_arrow
         )
-        policy = config.policy
-        marks["batch statistics (spark + driver)"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        # the declared output schema: the same functions on a few partners, on the driver
-        probe_ids = in_scope_ids.iloc[:PROBE_PARTNERS].tolist()
-        probe_rows = clean.filter(F.col("partner_id").isin(probe_ids)).toPandas()
-        probe_rows = probe_rows.sort_values(["_table", "_row"], kind="stable")
-        probe = score_bucket(probe_rows, ctx, partner_model, previous, policy)
-        schema = spark_schema(conform(probe, probe))
-        model_b = spark.sparkContext.broadcast(partner_model)
-        previous_b = spark.sparkContext.broadcast(previous)
 
-        def bucket(pdf: pd.DataFrame) -> pd.DataFrame:
-            warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
-            pdf = pdf.sort_values(["_table", "_row"], kind="stable")
-            return conform(score_bucket(pdf, ctx, model_b.value, previous_b.value, policy), probe)
-
-        scored = clean.groupBy("_bucket").applyInPandas(bucket, schema=schema)
-        scored = scored.persist()
-        bad = scored.filter(~F.col(FINITE)).select("partner_id").toPandas()
+    done_arrow = to_arrow_schema(done_schema)
+    n_groups = groups or _partitions(len(partners_all), spark.sparkContext.defaultParallelism)
+    try:
+        done = job.score_groups(spark, layout, n_groups, score_group, done_schema, staging)
         marks["features + scores (spark)"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        good = scored.filter(F.col(FINITE))
-        good = _peer_percentile(good, list(probe.columns)).drop(FINITE)
-        good.write.mode("overwrite").parquet(str(out))
-        marks["peer percentiles + write (spark)"] = time.perf_counter() - tick
+        narrow = _read_parts(staging, kept, done)
+        finite = narrow[FINITE].to_numpy(bool)
+        bad = narrow.loc[~finite, "partner_id"]
+        good = narrow[finite].sort_values("partner_id", kind="stable").reset_index(drop=True)
+        # the pandas job's own peer percentiles, over the whole batch's finite rows
+        good["peer_percentile"] = peer_percentile(good)
+        rows = good.drop(columns=[FINITE])
+        rejects.append(_rejects(bad, cuts, "non-finite prediction"))
+        lost = ~isin_text(in_scope_ids, rows["partner_id"]) & ~isin_text(
+            in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
+        )
+        rejects.append(_rejects(in_scope_ids[lost], cuts, "features could not be computed"))
+        reject_frame = pd.concat(rejects, ignore_index=True)
+        reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
+        reject_frame = reject_frame.reset_index(drop=True)
+        # as the pandas job: the parts (with their peers) and the rejects are staged by a second
+        # thread (Parquet decoding and encoding release the GIL) while this one prepares the
+        # history and ledger rows; the files are published once the store holds the batch
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            staged = pool.submit(_stage_parts, staging, out, good)
+            batch = history.prepare(rows)
+            decisions = ledger.prepare_decisions(rows, facts=milestone_columns(config.incentives))
+            fresh = staged.result()
+        marks["peer percentiles + staged parts (driver)"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        from partnerscore.serving.history import HISTORY_COLUMNS
-        from partnerscore.serving.ledger import DECISION_COLUMNS
-
-        wanted = {*HISTORY_COLUMNS, *DECISION_COLUMNS, *milestone_columns(config.incentives)}
-        kept = [c for c in good.columns if c in wanted]
-        rows = spark.read.parquet(str(out)).select(*kept).toPandas()
-        scored.unpersist()
+        history.upsert(batch)
+        ledger.record_decisions(decisions)
+        write_frame_atomic(reject_frame, rejects_path(out))
+        _swap(fresh, out)
     finally:
-        if validated is not None:
-            validated.unpersist()
-        if own_session:
-            spark.stop()
-
-    rejects.append(_rejects(bad["partner_id"], cuts, "non-finite prediction"))
-    lost = ~in_scope_ids.isin(rows["partner_id"]) & ~in_scope_ids.isin(
-        pd.concat([r["partner_id"] for r in rejects])
-    )
-    rejects.append(_rejects(in_scope_ids[lost], cuts, "features could not be computed"))
-    reject_frame = pd.concat(rejects, ignore_index=True)
-    reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
-    write_frame_atomic(reject_frame.reset_index(drop=True), rejects_path(out))
-    history.upsert(rows)
-    DecisionLedger(config.paths.history_database()).record_decisions(
-        rows, facts=milestone_columns(config.incentives)
-    )
-    marks["history + rejects (driver)"] = time.perf_counter() - tick
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(out.with_name(f".{out.name}.new"), ignore_errors=True)
+    marks["history, ledger, publish (driver)"] = time.perf_counter() - tick
     return ScoreResult(
         out=out,
         rejects=rejects_path(out),
         as_of=as_of,
         model_uri=uri,
-        model_version=version,
+        model_version=loaded.version,
         in_scope=len(in_scope_ids),
         scored=len(rows),
         rejected=len(reject_frame),
         not_yet=int((~ready).sum()),
         graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
         at_age=at_age,
-        partners_input=validated.counts["partners"][0],
+        partners_input=job.counts["partners"][0],
         duplicates=duplicates,
         guardrail_flags=int(rows["guardrail_flag"].sum()),
         provisional=int(rows["provisional"].sum()),
         seconds=time.perf_counter() - started,
         tiers=rows["score_tier"].value_counts().to_dict(),
-        quarantined_rows={n: c[2] for n, c in validated.counts.items() if n != "partners" and c[2]},
+        quarantined_rows={n: c[2] for n, c in job.counts.items() if n != "partners" and c[2]},
         quarantine_dir=out.parent / "quarantine",
         stage_seconds=marks,
     )
+
+
+def _write_part(table, folder: str, index: int) -> None:
+    """One group's score rows as ``part-<index>.parquet`` (atomic: a retried task replaces it)."""
+    import pyarrow.parquet as pq
+
+    target = Path(folder) / f"part-{index:05d}.parquet"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, use_dictionary=_dictionary(table.schema))
+    os.replace(tmp, target)
+
+
+def _dictionary(schema) -> list[str]:
+    """:func:`~partnerscore.features.core.dictionary_columns` for an Arrow schema."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
+def _read_parts(staging: Path, columns: list[str], done: pd.DataFrame) -> pd.DataFrame:
+    """The driver's columns of every staged part (checked against the groups' row counts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = {int(p.stem.split("-")[1]): p for p in staging.glob("part-*.parquet")}
+    expected = dict(zip(done["group"].astype(int), done["rows"].astype(int), strict=True))
+    tables = [pq.read_table(parts[g], columns=columns) for g in sorted(parts)]
+    got = {g: t.num_rows for g, t in zip(sorted(parts), tables, strict=True)}
+    if got != expected:
+        raise PartnerscoreError(
+            f"--engine spark: staged score parts {sorted(got)} do not match the groups scored "
+            f"{sorted(expected)}; run again"
+        )
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
+    """The staged parts with their peer percentiles, less non-finite rows, beside ``out``.
+
+    Each part is read, filtered and written again into ``.<out>.new`` (two threads: Parquet
+    decoding and encoding release the GIL); :func:`_swap` then replaces ``out`` whole.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    peers = pd.Series(good["peer_percentile"].to_numpy(float), index=good["partner_id"].to_numpy())
+    fresh = out.with_name(f".{out.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+
+    def one(path: Path) -> None:
+        table = pq.read_table(path)
+        table = table.filter(pc.equal(table[FINITE], True)).drop_columns([FINITE])
+        ids = table["partner_id"].to_numpy(zero_copy_only=False)
+        values = pa.array(peers.reindex(ids).to_numpy(float), type=pa.float64())
+        where = table.schema.get_field_index("peer_percentile")
+        table = table.set_column(where, "peer_percentile", values)
+        pq.write_table(table, fresh / path.name, use_dictionary=_dictionary(table.schema))
+
+    parts = sorted(staging.glob("part-*.parquet"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, parts))
+    return fresh
+
+
+def _swap(fresh: Path, out: Path) -> None:
+    """``fresh`` becomes ``out`` (a folder of part files; an old file or folder goes)."""
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    os.replace(fresh, out)
 
 
 def _partner_rows(spark, raw_dir) -> int:

@@ -575,7 +575,7 @@ def validate_in_spark(
             if TABLES[name].required and valid + bad == 0:
                 raise PartnerscoreError(f"{table.path}: no data rows")
         qdir = quarantine_dir.rstrip("/")
-        _write_quarantine(validated, inputs, qdir)
+        _write_quarantine(validated, inputs, qdir, counts)
         if counts["partners"][1] == 0:
             raise PartnerscoreError(
                 f"{inputs['partners'].path}: no valid partner rows (see {qdir}/partners.parquet)"
@@ -635,30 +635,44 @@ def cross_bucket_keys(validated, inputs: dict[str, TableInput]) -> None:
 
     from partnerscore.features.contract import TABLES
 
-    for name, table in inputs.items():
-        key = TABLES[name].key
-        if not key or key == "partner_id":
-            continue
-        column = f"{name}__{key}"
-        dup = (
-            validated.filter((F.col(KIND) == "clean") & (F.col(TABLE) == name))
-            .groupBy(column)
-            .agg(F.countDistinct(BUCKET).alias("buckets"), F.min(ROW).alias("row"))
-            .filter(F.col("buckets") > 1)
-            .orderBy("row")
-            .limit(1)
-            .collect()
-        )
-        if dup:
+    keyed = {
+        name: TABLES[name].key
+        for name in inputs
+        if TABLES[name].key and TABLES[name].key != "partner_id"
+    }
+    if not keyed:
+        return
+    # one job for every keyed table: (table, key) kept under more than one bucket
+    key = F.coalesce(
+        *(F.when(F.col(TABLE) == name, F.col(f"{name}__{k}")) for name, k in keyed.items())
+    )
+    dup = (
+        validated.filter((F.col(KIND) == "clean") & F.col(TABLE).isin(list(keyed)))
+        .select(TABLE, key.cast("string").alias("_key"), BUCKET, ROW)
+        .groupBy(TABLE, "_key")
+        .agg(F.countDistinct(BUCKET).alias("buckets"), F.min(ROW).alias("row"))
+        .filter(F.col("buckets") > 1)
+        .toPandas()
+    )
+    for name, k in keyed.items():  # the first table in contract order, its first row
+        mine = dup[dup[TABLE] == name].sort_values("row", kind="stable")
+        if len(mine):
+            first = mine.iloc[0]
             raise PartnerscoreError(
-                f"{table.path}: {key} '{dup[0][column]}' (first at row {dup[0]['row']}) belongs "
-                "to several partners; --engine spark validates per partner and cannot decide "
-                "which row to keep: fix the ids, or score with --engine pandas"
+                f"{inputs[name].path}: {k} '{first['_key']}' (first at row {int(first['row'])}) "
+                "belongs to several partners; --engine spark validates per partner and cannot "
+                "decide which row to keep: fix the ids, or score with --engine pandas"
             )
 
 
-def _write_quarantine(validated, inputs: dict[str, TableInput], qdir: str) -> None:
-    """One Parquet dataset per table with quarantined rows, sorted by ``_row``; stale ones go."""
+def _write_quarantine(
+    validated, inputs: dict[str, TableInput], qdir: str, counts: dict | None = None
+) -> None:
+    """One Parquet dataset per table with quarantined rows, sorted by ``_row``; stale ones go.
+
+    ``counts`` (table -> (input, valid, quarantined), known from the validation summary) saves
+    one Spark job per table finding out whether it has quarantined rows.
+    """
     import shutil
 
     from pyspark.sql import functions as F
@@ -672,7 +686,10 @@ def _write_quarantine(validated, inputs: dict[str, TableInput], qdir: str) -> No
         rows = None
         if table is not None:
             rows = validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == name))
-            if rows.limit(1).count() == 0:
+            if counts is not None:
+                if counts[name][2] == 0:
+                    rows = None
+            elif rows.limit(1).count() == 0:
                 rows = None
         if rows is None:
             if local:

@@ -205,3 +205,37 @@ def test_raw_anomalies_equal_the_filtered_frame_twin(raw_dir, tmp_path, monkeypa
     for got, want in zip(fast, slow, strict=True):
         assert len(want) > 0 and set(want["column"]) > {"events_last_30_days"}  # not vacuous
         pd.testing.assert_frame_equal(got, want)
+
+
+def test_batch_statistics_per_partner_group_equal_the_whole_batch(raw_dir, tmp_path):
+    """Checks run on partner groups with ``batch_statistics`` of the whole batch (what the Spark
+    engine does) list exactly the whole batch's anomalies, group by group; the statistics are
+    computed from the checks' columns alone. (``record_id`` of a table without an id column is
+    the row's position among the rows checked, so it is a group's position here: distinct per
+    row either way, which is all the partner flags use it for.)"""
+    from partnerscore.features import anomaly
+    from partnerscore.features.config import MonitorConfig
+    from partnerscore.features.core import isin_text
+    from partnerscore.features.validate import load_raw
+
+    tables = load_raw(raw_dir, tmp_path / "q").tables
+    config = MonitorConfig(outlier_z=2.0, partner_z=1.0, partner_min_history=2)  # low bars
+    cut = pd.Timestamp("2026-01-15")
+    whole = anomaly.raw_anomalies(tables, cut, config)
+    slim = {n: f[[c for c in f.columns if c in anomaly.READ_COLUMNS]] for n, f in tables.items()}
+    robust, periods = anomaly.batch_statistics(slim, cut)
+    assert robust == anomaly.batch_statistics(tables, cut)[0] and len(robust) >= 5
+    ids = tables["partners"]["partner_id"].astype(str)
+    key = ["partner_id", "table", "column", "occurred_at", "value"]
+    parts = []
+    for group in range(3):
+        mine = ids[np.arange(len(ids)) % 3 == group]
+        part = {n: f[isin_text(f["partner_id"].astype(str), mine)] for n, f in tables.items()}
+        part = {n: f.reset_index(drop=True) for n, f in part.items()}
+        parts.append(anomaly.raw_anomalies(part, cut, config, robust=robust, periods=periods))
+    got = pd.concat(parts, ignore_index=True).drop(columns=["record_id"])
+    want = whole.drop(columns=["record_id"])
+    assert len(want) > 0
+    pd.testing.assert_frame_equal(
+        got.sort_values(key, ignore_index=True), want.sort_values(key, ignore_index=True)
+    )

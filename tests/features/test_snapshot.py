@@ -118,6 +118,40 @@ def test_same_size_edit_and_touch(tmp_path):
         read_validated(raw, snap, tmp_path / "q")
 
 
+def test_check_snapshot_with_deferred_hashes_reports_as_read_validated(tmp_path):
+    """``check_snapshot(content=False)`` + ``verify_content`` (the Spark engine) refuses what
+    ``read_validated`` refuses, with the same line: a same-size edit (at verify time), and a
+    changed file before a rule change."""
+    from partnerscore.features.validated import check_snapshot
+
+    raw = materialise("mixed_good_bad", tmp_path / "raw")
+    snap = tmp_path / "snap"
+    run_validate_snapshot(raw, snap)
+    files = check_snapshot(raw, snap, content=False)
+    files.verify_content()
+    assert files.report.tables == read_validated(raw, snap, tmp_path / "q").report.tables
+    path = raw / "deals.csv"
+    text = path.read_text("utf-8")
+    digit = next(i for i, ch in enumerate(text) if ch.isdigit() and i > text.index("\n"))
+    path.write_text(text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1 :], "utf-8")
+    deferred = check_snapshot(raw, snap, content=False)  # names and sizes still match
+    with pytest.raises(StaleSnapshot) as got:
+        deferred.verify_content()
+    with pytest.raises(StaleSnapshot) as want:
+        read_validated(raw, snap, tmp_path / "q")
+    assert str(got.value) == str(want.value) and "content differs" in str(got.value)
+    # another rule outcome as well: the changed file is still the error named
+    manifest = json.loads((snap / MANIFEST).read_text("utf-8"))
+    manifest["validation"]["future_quarantined"] = 3
+    (snap / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    other = ValidateConfig(reference_date=date(2030, 1, 1))
+    with pytest.raises(StaleSnapshot) as got:
+        check_snapshot(raw, snap, content=False, config=other)
+    with pytest.raises(StaleSnapshot) as want:
+        read_validated(raw, snap, tmp_path / "q", config=other)
+    assert str(got.value) == str(want.value) and "content differs" in str(got.value)
+
+
 def test_added_and_removed_tables_are_stale(tmp_path):
     raw = materialise("mixed_good_bad", tmp_path / "raw")
     snap = tmp_path / "snap"

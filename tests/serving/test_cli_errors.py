@@ -304,10 +304,13 @@ def _score_validated_stale(tmp):
     return argv + ["--out", tmp / "s.csv"], ["snap is stale", "deals.csv changed", "bytes"]
 
 
-def _score_validated_with_spark(tmp):
+def _score_validated_stale_with_spark(tmp):
+    """--engine spark checks a snapshot as the pandas job does (before starting Spark)."""
     raw, snap, _ = make_snapshot(tmp)
+    with open(raw / "deals.csv", "a", encoding="utf-8") as handle:
+        handle.write("d9,p1,2024-02-01,,10,open\n")
     argv = ["score", "--raw", raw, "--validated", snap, "--as-of", "2024-06-01", "--engine"]
-    return argv + ["spark", "--out", tmp / "s.csv"], ["--validated", "--engine spark"]
+    return argv + ["spark", "--out", tmp / "s.parquet"], ["snap is stale", "deals.csv changed"]
 
 
 CASES = {

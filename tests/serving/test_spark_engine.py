@@ -243,3 +243,109 @@ def test_spark_validation_keeps_parquet_integers_exact(tmp_path, spark):
     for name, frame in unpack(clean, got.dtypes).items():
         pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)
     got.unpersist()
+
+
+def test_split_groups_equal_the_snapshot_tables(raw_dir, tmp_path):
+    """The snapshot path's split (pyarrow tasks writing each partner group's rows to Arrow
+    files) read back per group: the pandas job's snapshot frames of that group's partners, in
+    input order, with the same dtypes. Its slow twin: ``read_validated`` and a filter."""
+    import pyarrow.parquet as pq
+
+    from partnerscore.features.validate import load_raw
+    from partnerscore.features.validated import check_snapshot, read_validated, write_validated
+    from partnerscore.serving.score import UNREAD_COLUMNS
+    from partnerscore.serving.spark_engine import _group_of, _group_tables, _split_rows
+
+    raw = _malformed_program(raw_dir, tmp_path / "raw")
+    snap = tmp_path / "snap"
+    write_validated(load_raw(raw, tmp_path / "q"), snap)
+    files = check_snapshot(raw, snap, tmp_path / "q").tables
+    columns = {
+        n: [c for c in pq.read_schema(p).names if c not in UNREAD_COLUMNS.get(n, ())]
+        for n, p in files.items()
+    }
+    expected = read_validated(
+        raw, snap, tmp_path / "q", write_quarantine_files=False, skip_columns=UNREAD_COLUMNS
+    ).tables
+    n_groups, folder = 3, str(tmp_path / "rows")
+    index = 0
+    for name, path in files.items():  # one row group per task, as many tasks as row groups
+        meta = pq.ParquetFile(path).metadata
+        start = 0
+        for group in range(meta.num_row_groups):
+            _split_rows((index, name, str(path), columns[name], [group], start), folder, n_groups)
+            index += 1
+            start += meta.row_group(group).num_rows
+    empty = {n: pq.read_schema(p).empty_table().select(columns[n]) for n, p in files.items()}
+    seen = dict.fromkeys(files, 0)
+    for g in range(n_groups):
+        got = _group_tables(folder, g, empty)
+        for name, frame in expected.items():
+            mine = _group_of(pq.read_table(files[name], columns=["partner_id"])["partner_id"], 3)
+            want = frame[mine == g].reset_index(drop=True)
+            pd.testing.assert_frame_equal(got[name], want, check_dtype=True)
+            seen[name] += len(got[name])
+    assert seen == {n: len(f) for n, f in expected.items()}
+
+
+@pytest.mark.slow
+def test_spark_on_a_validated_snapshot_equals_the_pandas_job(
+    raw_dir, store_config, tmp_path, spark
+):
+    """``--validated DIR`` with both engines: same scores, rejects, counts, quarantine rows and
+    history; a stale snapshot stops both with the same one-line error."""
+    from partnerscore.features.contract import TABLES
+    from partnerscore.features.core import read_frame
+    from partnerscore.features.validated import StaleSnapshot, run_validate_snapshot
+    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.score import run_score
+    from partnerscore.serving.spark_engine import run_score_spark
+
+    cfg = store_config
+    raw = _malformed_program(raw_dir, tmp_path / "raw")
+    snap = tmp_path / "snapshot"
+    run_validate_snapshot(raw, snap, cfg.validation)
+    run_score(raw, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg)
+    when = pd.Timestamp("2026-03-01").date()
+    expected = run_score(
+        raw, when, "champion", tmp_path / "p" / "scores.parquet", cfg, validated=snap
+    )
+    got = run_score_spark(
+        raw,
+        when,
+        "champion",
+        tmp_path / "s" / "scores.parquet",
+        cfg,
+        groups=3,
+        spark=spark,
+        validated=snap,
+    )
+    assert "snapshot check (driver)" in got.stage_seconds
+    assert "validate + statistics (spark)" not in got.stage_seconds
+    pandas_out = read_frame(expected.out)
+    spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
+    assert len(pandas_out) > 100 and pandas_out["score_previous"].notna().any()
+    assert pandas_out["anomaly"].any()
+    _same(pandas_out, spark_out)
+    assert len(list(got.out.glob("part-*.parquet"))) <= 3
+    assert got.scored == expected.scored and got.rejected == expected.rejected
+    assert got.duplicates == expected.duplicates == 1
+    assert got.partners_input == expected.partners_input
+    assert got.quarantined_rows == expected.quarantined_rows
+    assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags
+    assert read_frame(got.rejects).equals(read_frame(expected.rejects))
+    assert (
+        _same_quarantine(tmp_path / "p" / "quarantine", tmp_path / "s" / "quarantine", TABLES) == 8
+    )
+    history = ScoreHistory(cfg.paths.history_database()).read()
+    assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored
+    # the same stale-snapshot error as the pandas job, before any Spark work
+    with open(raw / "deals.csv", "a", encoding="utf-8") as handle:
+        handle.write("D-NEW,P-NEW,2025-01-01,,1,open\n")
+    errors = []
+    for run in (run_score, run_score_spark):
+        with pytest.raises(StaleSnapshot) as info:
+            kwargs = {"spark": spark} if run is run_score_spark else {}
+            run(raw, when, "champion", tmp_path / "x.parquet", cfg, validated=snap, **kwargs)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "deals.csv changed" in errors[0]

@@ -15,7 +15,9 @@ its holdout (newest signing cohorts, pre-refit model):
 - 80% interval coverage, marginal and conditional (per prediction quintile, zero / positive
   outcomes), and the share of tier / region portfolio intervals covering the realised total;
 - scoring speed with drivers of the tuned model (``score_features``: rows/s on two threads,
-  and rows per CPU-second on one thread, which a loaded machine distorts less).
+  and rows per CPU-second on one thread, which a loaded machine distorts less);
+- a revenue ranking ceiling: the tuned head's class and a depth 6 / 63-leaf booster, each
+  fitted to labels and to the simulator's truth, as Gini / oracle and Gini of the truth.
 
 Part B — a learning curve on one program of ``--curve-partners`` (default 10x a 1,000-partner
 base): the holdout is fixed (newest cohorts) and the heads are trained on random subsets of the

@@ -8,7 +8,8 @@ and prints, per tier and region, the mean bias vs truth over the programs with i
 number of programs where it is negative, for a chosen holdout and target:
 
 - ``--split newest`` (the training job's holdout: newest signing cohorts), ``oldest`` (the
-  oldest 20% of partners held out, trained on the newer ones) or ``random`` (20% of partners);
+  oldest 20% of partners held out, trained on the newer ones), ``random`` (20% of partners)
+  or ``block0`` .. ``block4`` (the k-th fifth of partners by signing date);
 - ``--target labels`` (the realised revenue, as in training) or ``truth`` (the simulator's
   expectation given latent traits: no label noise, so what remains is the features' and the
   model's doing);
@@ -75,6 +76,9 @@ def holdout(frame: pd.DataFrame, split: str, seed: int) -> np.ndarray:
     ids = ids["partner_id"].to_numpy()
     if split == "oldest":
         held = set(ids[: len(ids) // 5])
+    elif split.startswith("block"):
+        k = int(split[5:])
+        held = set(ids[k * len(ids) // 5 : (k + 1) * len(ids) // 5])
     else:
         held = set(np.random.default_rng(seed).choice(ids, len(ids) // 5, replace=False))
     return frame["partner_id"].isin(held).to_numpy()
@@ -112,7 +116,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partners", type=int, default=20_000)
     parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("10-17"))
-    parser.add_argument("--split", choices=("newest", "oldest", "random"), default="newest")
+    parser.add_argument(
+        "--split",
+        choices=("newest", "oldest", "random", *(f"block{k}" for k in range(5))),
+        default="newest",
+        help="block0..block4: the k-th fifth of partners by signing date",
+    )
     parser.add_argument("--target", choices=("labels", "truth"), default="labels")
     parser.add_argument("--params", type=json.loads, default={})
     parser.add_argument("--drop", default="")

@@ -15,7 +15,9 @@ its holdout (newest signing cohorts, pre-refit model):
 - 80% interval coverage, marginal and conditional (per prediction quintile, zero / positive
   outcomes), and the share of tier / region portfolio intervals covering the realised total;
 - scoring speed with drivers of the tuned model (``score_features``: rows/s on two threads,
-  and rows per CPU-second on one thread, which a loaded machine distorts less).
+  and rows per CPU-second on one thread, which a loaded machine distorts less);
+- a revenue ranking ceiling: the tuned head's class and a depth 6 / 63-leaf booster, each
+  fitted to labels and to the simulator's truth, as Gini / oracle and Gini of the truth.
 
 Part B — a learning curve on one program of ``--curve-partners`` (default 10x a 1,000-partner
 base): the holdout is fixed (newest cohorts) and the heads are trained on random subsets of the
@@ -48,13 +50,26 @@ from partnerscore.features.registry import feature_specs  # noqa: E402
 from partnerscore.features.simulate import simulate_program  # noqa: E402
 from partnerscore.features.validate import RawData  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
+from partnerscore.models.heads import RevenueRegressor  # noqa: E402
 from partnerscore.models.scoring import score_features  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
-from partnerscore.training.metrics import evaluate, oracle_ratios  # noqa: E402
+from partnerscore.training.metrics import evaluate, normalized_gini, oracle_ratios  # noqa: E402
 from partnerscore.training.splits import holdout_split  # noqa: E402
-from partnerscore.training.train import fit_partner_model, train_and_evaluate  # noqa: E402
+from partnerscore.training.train import (  # noqa: E402
+    fit_partner_model,
+    monotone_constraints,
+    train_and_evaluate,
+)
 
 MIN_SEGMENT_PARTNERS = 200
+# a flexible booster, for measurement only (its trees are too large for compiled SHAP)
+FLEXIBLE = {
+    "num_leaves": 63,
+    "max_depth": 6,
+    "n_estimators": 400,
+    "learning_rate": 0.05,
+    "min_child_samples": 40,
+}
 
 
 def program(partners: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, float]:
@@ -274,6 +289,7 @@ def part_a(partners: int, seed: int, trials: int, segment_recalibration: bool = 
         f"\nscoring with drivers: {speed:,.0f} rows/s (2 threads, wall), {per_cpu_s:,.0f} rows per CPU-second (1 thread)"
     )
     trees = (ev.model.revenue.booster_.num_trees(), ev.model.engagement.booster_.num_trees())
+    ceiling_rows(ev, truth)
     goals.append(
         (f"scoring with drivers >= 20k rows/s ({speed:,.0f}; trees {trees})", speed >= 20_000)
     )
@@ -281,6 +297,51 @@ def part_a(partners: int, seed: int, trials: int, segment_recalibration: bool = 
     for text, ok in goals:
         print(f"  [{flag(ok):>7}] {text}")
     return {"metrics": m, "params": ev.params}
+
+
+def ceiling_rows(ev, truth: pd.DataFrame) -> None:
+    """Revenue Gini / oracle of boosters fitted to the simulator's truth instead of labels.
+
+    The truth is E[label | latent traits]; a model fitted to it on the training rows learns
+    E[truth | features] = E[label | features] without label noise, the best ranking these
+    features allow (up to the model class and the training size). Its Gini / oracle on the
+    holdout is the ceiling from the features; the oracle knows the latent traits themselves.
+    Also: the tuned head's class on labels with deeper trees (depth 6, 63 leaves).
+    """
+    specs = ev.model.feature_specs
+    X_tr, X_ho = ev.model.prepare(ev.train), ev.model.prepare(ev.holdout)
+    t_tr = (
+        ev.train[["partner_id", "as_of"]]
+        .merge(truth, on=["partner_id", "as_of"], how="left")["true_expected_revenue"]
+        .to_numpy(float)
+    )
+    hold = ev.holdout[["partner_id", "as_of"]].merge(truth, on=["partner_id", "as_of"], how="left")
+    t_ho = hold["true_expected_revenue"].to_numpy(float)
+    y_tr = ev.train["label_revenue"].to_numpy(float)
+    y_ho = ev.holdout["label_revenue"].to_numpy(float)
+    oracle = normalized_gini(y_ho, t_ho)
+    tuned = {
+        k: v for k, v in ev.params["revenue"].items() if k not in ("monotone_constraints", "n_jobs")
+    }
+    mono = monotone_constraints(specs)
+    rows = [
+        ("tuned head, labels (the model above)", ev.preds["pred_revenue"].to_numpy(float)),
+    ]
+    for name, params, target in (
+        ("tuned head's class, truth", tuned, t_tr),
+        ("depth 6 / 63 leaves, labels", {**tuned, **FLEXIBLE}, y_tr),
+        ("depth 6 / 63 leaves, truth", {**tuned, **FLEXIBLE}, t_tr),
+    ):
+        model = RevenueRegressor(**params, monotone_constraints=mono).fit(X_tr, target)
+        rows.append((name, model.predict(X_ho)))
+    print("\nrevenue ranking ceiling (holdout): Gini / oracle on labels, and Gini of the truth")
+    print(f"{'model':<40}{'gini/or':>9}{'vs truth':>10}")
+    for name, pred in rows:
+        print(
+            f"{name:<40}{normalized_gini(y_ho, pred) / oracle:>9.3f}"
+            f"{normalized_gini(t_ho, pred):>10.3f}"
+        )
+    print(f"{'oracle (the truth itself)':<40}{1.0:>9.3f}{1.0:>10.3f}")
 
 
 def part_b(partners: int, seed: int, params: dict | None) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
@@ -22,7 +25,14 @@ from partnerscore.features.core import (
     read_frame,
     stage_frames,
 )
-from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
+from partnerscore.features.parallel import available_workers, can_fork, start_tasks
+from partnerscore.features.pipeline import (
+    ScoringScope,
+    assemble_features,
+    build_scoring_frame,
+    build_scoring_frame_at_age,
+    feature_builders,
+)
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
@@ -38,6 +48,7 @@ from partnerscore.serving.model_store import ScoringModel, load_scoring_model
 from partnerscore.training import progress
 
 if TYPE_CHECKING:
+    from partnerscore.features.validate import RawData
     from partnerscore.models.bundle import PartnerModel
 
 MIN_SEGMENT = 5
@@ -46,6 +57,8 @@ UNREAD_COLUMNS = {"portal_events": ("event_type",), "trainings": ("course_id",)}
 of text at 100k partners). ``tests/serving/test_score_job_columns.py`` checks that features and
 anomaly flags are the same with and without them."""
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
+MIN_WORKER_PARTNERS = 20_000
+"""Smaller batches are scored in one process (forking and moving results back cost more)."""
 
 
 def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
@@ -147,6 +160,7 @@ def run_score(
     at_age: int | None = None,
     record_history: bool = True,
     validated: str | Path | None = None,
+    workers: int | None = None,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -169,6 +183,12 @@ def run_score(
         record_history: Record the batch in the score history (smoothing still reads it).
         validated: A validated snapshot to reuse (must match); default: ``raw_dir/validated``
             when it matches, else the raw tables are validated (see ``features.validated``).
+        workers: Processes building the features and scoring (None: the available cores).
+            Batches under :data:`MIN_WORKER_PARTNERS` partners, and systems without
+            ``fork``, use one: the main process with helper threads. The output does not
+            depend on it: each worker scores a contiguous block of partners, every
+            batch-wide statistic (peer percentiles, anomaly checks) is computed over the
+            whole batch.
 
     Returns:
         Counts and paths.
@@ -189,11 +209,16 @@ def run_score(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
 
-    # two helper threads: the model (unpickling it imports LightGBM and scikit-learn, ~2 s)
-    # loads while the raw tables are read and the features built, and the raw-table anomaly
-    # checks run while the batch is scored (numpy, Arrow and file reads release the GIL)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
+    workers = available_workers() if workers is None else workers
+    if workers < 1:
+        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
+    # helper threads: the model (unpickling it imports LightGBM and scikit-learn, ~2 s) loads
+    # while the raw tables are read (and, in one process, while the features are built), and
+    # in one process the raw-table anomaly checks run while the batch is scored (numpy, Arrow
+    # and file reads release the GIL)
+    model_pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        model_job = model_pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
         with progress.task("score: validating raw tables"):
             raw = load_validated(
                 Path(raw_dir),
@@ -205,35 +230,48 @@ def run_score(
         newest, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config
         )
-        in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
-        not_yet = int((~ready).sum())
+        if workers > 1 and can_fork() and int(ready.sum()) >= MIN_WORKER_PARTNERS:
+            with progress.task("score: loading the model"):
+                loaded = model_job.result()
+            model_pool.shutdown(wait=True)  # no thread may run while workers are forked
+            scored, cuts, raw_rows = _score_in_workers(raw, cut, at_age, loaded, config, workers)
+        else:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                with progress.task("score: building point-in-time features"):
+                    if at_age is None:
+                        features = build_scoring_frame(raw, cut)
+                    else:
+                        features = build_scoring_frame_at_age(raw, at_age)[0]
+                cuts = pd.Series(
+                    pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"]
+                )
+                anomalies_job = pool.submit(
+                    raw_anomalies,
+                    raw.tables,
+                    cut if cut is not None else cuts.max(),
+                    config.monitor,
+                )
+                with progress.task("score: loading the model"):
+                    loaded = model_job.result()
+                from partnerscore.models.scoring import score_features
 
-        with progress.task("score: building point-in-time features"):
-            if at_age is None:
-                features = build_scoring_frame(raw, cut)
-            else:
-                features = build_scoring_frame_at_age(raw, at_age)[0]
-        cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
-        anomalies_job = pool.submit(
-            raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
-        )
-        with progress.task("score: loading the model"):
-            loaded = model_job.result()
-            partner_model, version = loaded.model, loaded.version
-        from partnerscore.models.scoring import score_features
-
-        with progress.task(f"score: scoring and explaining {len(features):,} partners"):
-            scored = score_features(partner_model, features, policy=config.policy)
-        scored = with_upgrade_paths(partner_model, features, scored, config)
-        finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
-        when = cut if cut is not None else cuts
-        rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
-        scored = scored[finite.to_numpy()].reset_index(drop=True)
-        lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
-            in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
-        )
-        rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
-        raw_rows = anomalies_job.result()
+                with progress.task(f"score: scoring and explaining {len(features):,} partners"):
+                    scored = score_features(loaded.model, features, policy=config.policy)
+                scored = with_upgrade_paths(loaded.model, features, scored, config)
+                raw_rows = anomalies_job.result()
+    finally:
+        model_pool.shutdown(wait=True)
+    version = loaded.version
+    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+    not_yet = int((~ready).sum())
+    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+    when = cut if cut is not None else cuts
+    rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
+    scored = scored[finite.to_numpy()].reset_index(drop=True)
+    lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
+        in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
+    )
+    rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
     with progress.task("score: writing scores and history"):
@@ -266,6 +304,79 @@ def run_score(
         quarantined_rows=quarantined_rows,
         quarantine_dir=out.parent / "quarantine",
     )
+
+
+def _score_in_workers(
+    raw: RawData,
+    cut: pd.Timestamp | None,
+    at_age: int | None,
+    loaded: ScoringModel,
+    config: AppConfig,
+    workers: int,
+) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """Features, scores and raw-table anomaly checks on ``workers`` forked processes.
+
+    First the per-table feature builders and the anomaly checks (whole tables) run as tasks
+    in worker processes; then each worker scores one contiguous block of the batch's rows
+    (partners are scored independently; the upgrade paths are decided for the whole batch's
+    size). The caller runs no other thread; progress displays (a refresh thread) are closed
+    while the workers are forked.
+
+    Returns:
+        (scored rows with upgrade paths, partner_id -> cut-off, raw-table anomalies).
+    """
+    scope = ScoringScope.at(raw, cut) if at_age is None else ScoringScope.at_age(raw, at_age)
+    snaps = scope.snapshots
+    cuts = pd.Series(pd.to_datetime(snaps["as_of"]).to_numpy(), index=snaps["partner_id"])
+    checks = partial(
+        raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
+    )
+    # the anomaly checks are the longest task: first
+    waiting = start_tasks([checks, *feature_builders(raw.tables, snaps)], workers)
+    with progress.task("score: building point-in-time features"):
+        raw_rows, *parts = waiting()
+    columns: dict[str, np.ndarray] = {}
+    for part in parts:
+        columns.update(part)
+    features = scope.frame(assemble_features(raw.tables, snaps, columns))
+    n = len(features)
+    model = loaded.model
+    if n:  # shared state every block reuses (compiled tables), built before forking
+        model.raw_contributions(features.iloc[:1], num_threads=1)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    blocks = [
+        partial(_score_block, model, features.iloc[a:b].reset_index(drop=True), config, n)
+        for a, b in itertools.pairwise(bounds)
+    ]
+    waiting = start_tasks(blocks, workers)
+    with progress.task(f"score: scoring and explaining {n:,} partners"):
+        scored = one_chunk(pd.concat(waiting(), ignore_index=True))
+    return scored, cuts, raw_rows
+
+
+def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each Arrow-backed column in one chunk, as one process builds it.
+
+    Concatenated blocks leave a column in several chunks: the values are the same, but the
+    Parquet writer cuts pages at chunk boundaries, so the file's bytes would differ.
+    """
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.StringDtype | pd.ArrowDtype):
+            chunked = pa.array(column.array)  # its Arrow data, chunks as they are
+            if isinstance(chunked, pa.ChunkedArray) and chunked.num_chunks > 1:
+                frame[name] = pd.array(chunked.combine_chunks(), dtype=column.dtype)
+    return frame
+
+
+def _score_block(
+    model: PartnerModel, features: pd.DataFrame, config: AppConfig, batch_size: int
+) -> pd.DataFrame:
+    """Scores and upgrade paths of one block of a batch (one thread: a worker per core)."""
+    from partnerscore.models.scoring import score_features
+
+    scored = score_features(model, features, policy=config.policy, num_threads=1)
+    return with_upgrade_paths(model, features, scored, config, batch_size=batch_size)
 
 
 def with_upgrade_paths(

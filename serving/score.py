@@ -345,7 +345,7 @@ def _score_in_workers(
         model.raw_contributions(features.iloc[:1], num_threads=1)
     bounds = np.linspace(0, n, workers + 1).astype(int)
     blocks = [
-        partial(_score_block, model, features.iloc[a:b].reset_index(drop=True), config, n)
+        partial(_score_block, model, features.iloc[a:b].reset_index(drop=True), config, (a, n))
         for a, b in itertools.pairwise(bounds)
     ]
     waiting = start_tasks(blocks, workers)
@@ -370,13 +370,17 @@ def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _score_block(
-    model: PartnerModel, features: pd.DataFrame, config: AppConfig, batch_size: int
+    model: PartnerModel, features: pd.DataFrame, config: AppConfig, block: tuple[int, int]
 ) -> pd.DataFrame:
-    """Scores and upgrade paths of one block of a batch (one thread: a worker per core)."""
+    """Scores and upgrade paths of rows ``block = (start, total)`` of a batch.
+
+    ``features`` holds just those rows; the values are exactly what scoring the whole batch
+    gives them. One thread: a worker per core.
+    """
     from partnerscore.models.scoring import score_features
 
-    scored = score_features(model, features, policy=config.policy, num_threads=1)
-    return with_upgrade_paths(model, features, scored, config, batch_size=batch_size)
+    scored = score_features(model, features, policy=config.policy, num_threads=1, block=block)
+    return with_upgrade_paths(model, features, scored, config, batch_size=block[1])
 
 
 def with_upgrade_paths(

@@ -1,0 +1,246 @@
+"""``score --workers N``: features, anomaly checks and scoring in forked worker processes.
+
+The twin is the one-process job (``workers=1``: helper threads, the code as it was): every
+worker count gives the same scores and rejects files byte for byte and the same history and
+ledger rows, over a sequence of runs that reads its own history. Scoring row blocks is checked
+against scoring the whole frame with hypothesis (split points and extreme feature values).
+"""
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from partnerscore.features import parallel
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.pipeline import build_scoring_frame
+from partnerscore.features.validate import load_raw
+from partnerscore.serving import score as score_job
+from partnerscore.serving.cli import main
+from partnerscore.serving.model_store import load_scoring_model
+from partnerscore.serving.score import _score_block, one_chunk, rejects_path, run_score
+
+RUNS = (
+    ("2026-01-15", "scores-a.parquet"),
+    ("2026-03-01", "scores-b.parquet"),  # reads the first run's history
+    ("2026-03-01", "scores-c.csv"),  # replaces the second run's rows
+)
+TIMESTAMPS = {"written_at", "recorded_at", "created_at"}
+
+
+def _stored_rows(database: Path) -> dict[str, list[tuple]]:
+    """Every table's rows (ids included, write timestamps left out), in insertion order."""
+    with sqlite3.connect(database) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        out = {}
+        for table in tables:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            keep = [c for c in cols if c not in TIMESTAMPS]
+            out[table] = conn.execute(
+                f"SELECT {', '.join(keep)} FROM {table} ORDER BY rowid"
+            ).fetchall()
+    return out
+
+
+def _run_sequence(raw_dir, config, workers: int, **kwargs) -> dict:
+    """The three runs on a fresh history (the data folder is in the config hash: one folder)."""
+    folder = Path(config.paths.data_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    outputs: dict[str, bytes] = {}
+    for as_of, name in RUNS:
+        out = folder / "out" / name
+        run_score(
+            raw_dir,
+            pd.Timestamp(as_of).date(),
+            "champion",
+            out,
+            config,
+            workers=workers,
+            **kwargs,
+        )
+        outputs[name] = out.read_bytes()
+        outputs[name + ".rejects"] = rejects_path(out).read_bytes()
+    return {"files": outputs, "rows": _stored_rows(folder / "scores" / "history.sqlite")}
+
+
+@pytest.fixture()
+def forced(monkeypatch):
+    """Worker processes even for the small test program."""
+    monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 0)
+
+
+def test_any_worker_count_writes_the_same_files_history_and_ledger(
+    raw_dir, store_config, tmp_path, forced
+):
+    one = _run_sequence(raw_dir, store_config, workers=1)
+    assert len(one["rows"]["score_history_v2"]) > 0 and len(one["rows"]["score_decisions"]) > 0
+    for workers in (2, 3):
+        many = _run_sequence(raw_dir, store_config, workers=workers)
+        assert many["files"].keys() == one["files"].keys()
+        for name, data in one["files"].items():
+            assert many["files"][name] == data, f"{name} differs with {workers} workers"
+        assert many["rows"] == one["rows"]
+
+
+def test_milestone_scoring_in_workers_matches_one_process(raw_dir, store_config, tmp_path, forced):
+    files = {}
+    for workers in (1, 2):
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        out = tmp_path / f"w{workers}" / "scores.parquet"
+        out.parent.mkdir()
+        result = run_score(raw_dir, None, "champion", out, store_config, at_age=90, workers=workers)
+        files[workers] = (out.read_bytes(), rejects_path(out).read_bytes(), result.not_yet)
+    assert files[2] == files[1]
+
+
+def test_without_fork_the_job_runs_in_one_process(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    one = _run_sequence(raw_dir, store_config, workers=1)
+    monkeypatch.setattr(score_job, "can_fork", lambda: False)
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started without fork")
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", no_pool)
+    assert _run_sequence(raw_dir, store_config, workers=2) == one
+
+
+def test_small_batches_stay_in_one_process(raw_dir, store_config, tmp_path, monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for a small batch")
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", no_pool)
+    result = run_score(
+        raw_dir, pd.Timestamp("2026-03-01").date(), "champion", tmp_path / "s.parquet",
+        store_config, workers=2,
+    )  # fmt: skip
+    assert result.scored > 0
+
+
+def test_workers_option_is_checked(raw_dir, store_config, tmp_path):
+    with pytest.raises(PartnerscoreError, match="--workers 0: must be at least 1"):
+        run_score(
+            raw_dir, pd.Timestamp("2026-03-01").date(), "champion", tmp_path / "s.parquet",
+            store_config, workers=0,
+        )  # fmt: skip
+
+
+def test_cli_workers_option(raw_dir, model_store, tmp_path, monkeypatch, forced, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    outs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"scores{workers}.parquet"
+        code = main(
+            ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(out)]
+            + ["--workers", workers, "--no-history", "-c", str(config)]
+        )
+        assert code == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    capsys.readouterr()
+    code = main(["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--workers", "0"])
+    assert code != 0
+    assert "--workers 0: must be at least 1" in capsys.readouterr().err
+
+
+# -- the pieces --------------------------------------------------------------------------------
+
+
+def test_start_tasks_returns_results_in_task_order_and_raises_a_task_error():
+    tasks = [lambda i=i: i * i for i in range(7)]
+    for workers in (1, 2, 3):
+        assert parallel.start_tasks(tasks, workers)() == [i * i for i in range(7)]
+
+    def fails():
+        raise PartnerscoreError("task failed")
+
+    for workers in (1, 2):
+        waiting = parallel.start_tasks([lambda: 1, fails], workers)
+        with pytest.raises(PartnerscoreError, match="task failed"):
+            waiting()
+
+
+def test_start_tasks_in_one_process_runs_nothing_until_asked():
+    ran = []
+    waiting = parallel.start_tasks([lambda: ran.append(1)], 4)  # one task: no pool
+    assert ran == []
+    waiting()
+    assert ran == [1]
+
+
+@pytest.fixture(scope="module")
+def scoring_inputs(raw_dir, model_store):
+    raw = load_raw(raw_dir)
+    features = build_scoring_frame(raw, pd.Timestamp("2026-03-01"))
+    loaded = load_scoring_model("models:/partnerscore@champion", model_store.paths.tracking_uri())
+    return loaded.model, features, model_store
+
+
+EXTREMES = [np.nan, 0.0, -0.0, 1e300, -1e300, 1e-300, np.inf, -np.inf, 5e15]
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_scoring_row_blocks_equals_scoring_the_whole_frame(scoring_inputs, data):
+    model, features, config = scoring_inputs
+    frame = features.copy()
+    numeric = [s.name for s in model.feature_specs if s.kind != "categorical" and s.name in frame]
+    n = len(frame)
+    for _ in range(data.draw(st.integers(0, 12))):  # extreme values in random cells
+        row = data.draw(st.integers(0, n - 1))
+        col = data.draw(st.sampled_from(numeric))
+        frame.loc[row, col] = data.draw(st.sampled_from(EXTREMES))
+    cuts = sorted(data.draw(st.lists(st.integers(1, n - 1), max_size=4, unique=True)))
+    bounds = [0, *cuts, n]
+    whole = _score_block(model, frame, config, (0, n))
+    blocks = [
+        _score_block(model, frame.iloc[a:b].reset_index(drop=True), config, (a, n))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    joined = one_chunk(pd.concat(blocks, ignore_index=True))
+    pd.testing.assert_frame_equal(joined, whole, check_exact=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=60),
+    data=st.data(),
+)
+def test_one_chunk_gives_the_bytes_of_a_column_built_in_one_piece(values, data, tmp_path_factory):
+    n = len(values)
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
+    bounds = [0, *cuts, n]
+    parts = [
+        pd.DataFrame({"t": pd.array(values[a:b], dtype="str"), "x": np.arange(a, b, dtype=float)})
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    whole = pd.DataFrame({"t": pd.array(values, dtype="str"), "x": np.arange(n, dtype=float)})
+    joined = one_chunk(pd.concat(parts, ignore_index=True))
+    pd.testing.assert_frame_equal(joined, whole, check_exact=True)
+    assert not isinstance(pa.array(joined["t"].array), pa.ChunkedArray) or (
+        pa.array(joined["t"].array).num_chunks <= 1
+    )
+    folder = tmp_path_factory.mktemp("chunks")
+    pq.write_table(pa.Table.from_pandas(joined), folder / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(whole), folder / "b.parquet")
+    assert (folder / "a.parquet").read_bytes() == (folder / "b.parquet").read_bytes()

@@ -46,9 +46,10 @@ def _run(index: int) -> Any:
 def start_tasks(tasks: Sequence[Callable[[], Any]], workers: int) -> Callable[[], list[Any]]:
     """Start ``tasks`` on ``workers`` forked processes; returns a function waiting for results.
 
-    Tasks are handed out one at a time in list order (put the longest first). With one worker,
-    one task or no ``fork``, nothing starts: the returned function runs the tasks in this
-    process. A task's exception is raised by the returned function (the pool is stopped).
+    Tasks are handed out one at a time in list order (put the longest first). With one worker
+    or no ``fork``, nothing starts: the returned function runs the tasks in this process (one
+    task with more workers runs beside this process). A task's exception is raised by the
+    returned function (the pool is stopped).
 
     Args:
         tasks: Zero-argument callables; their results must pickle.
@@ -58,7 +59,7 @@ def start_tasks(tasks: Sequence[Callable[[], Any]], workers: int) -> Callable[[]
         A function returning the tasks' results in task order (call it once).
     """
     tasks = list(tasks)
-    if workers <= 1 or len(tasks) <= 1 or not can_fork():
+    if workers <= 1 or not tasks or not can_fork():
         return lambda: [task() for task in tasks]
     _TASKS[:] = tasks
     # the workers' garbage collector must not visit (write to) every inherited object: that

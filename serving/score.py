@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -274,10 +276,16 @@ def run_score(
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
-    with progress.task("score: writing scores and history"):
-        scored, reject_frame = _publish(
-            scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
-        )
+    scored, reject_frame = _publish(
+        scored,
+        rejects,
+        cut if cut is not None else cuts,
+        uri,
+        out,
+        config,
+        record_history,
+        workers,
+    )
     quarantined_rows = {
         name: len(frame)
         for name, frame in raw.quarantine.items()
@@ -565,11 +573,14 @@ def _publish(
     out: Path,
     config: AppConfig,
     record_history: bool,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
     Files are staged first and published only once the history holds the batch: either both
-    describe this run, or (history locked, disk full) neither changes.
+    describe this run, or (history locked, disk full) neither changes. With ``workers`` > 1
+    (and a batch of :data:`MIN_WORKER_PARTNERS` or more) a worker process converts and
+    writes the ledger rows, after the history's, as this process would.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
@@ -585,32 +596,120 @@ def _publish(
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
     ledger = DecisionLedger(config.paths.history_database())
-    # the files are written by a second thread (Parquet encoding releases the GIL) while this
-    # one converts the history and ledger rows; the store is touched only once both files are
-    # staged, and the files are published only once the store holds the batch
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        staging = pool.submit(stage_frames, [(scored, out), (reject_frame, rejects_path(out))])
-        rows = decisions = None
-        try:
-            if record_history:
-                rows = history.prepare(scored)
-                decisions = ledger.prepare_decisions(
-                    scored, facts=milestone_columns(config.incentives)
-                )
-        except BaseException:
-            if staging.exception() is None:  # waits for the writer
-                discard_staged(staging.result())
-            raise
-        staged = staging.result()  # re-raises a failed write (it staged nothing then)
+    facts = milestone_columns(config.incentives)
+    writer = None
+    if record_history and workers > 1 and can_fork() and len(scored) >= MIN_WORKER_PARTNERS:
+        # a worker process converts and writes the ledger rows while this one writes the
+        # history; it writes only once the history holds the batch (forked before the file
+        # writer thread starts: no thread runs at fork)
+        writer = _LedgerWriter(ledger.url, scored, facts)
     try:
-        if record_history:
-            history.upsert(rows)
-            ledger.record_decisions(decisions)
-    except BaseException:
-        discard_staged(staged)
-        raise
+        with progress.task("score: writing scores and history"):
+            # the files are written by a second thread (Parquet encoding releases the GIL) while
+            # this one converts the history and ledger rows; the store is touched only once both
+            # files are staged, and the files are published only once the store holds the batch
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                staging = pool.submit(
+                    stage_frames, [(scored, out), (reject_frame, rejects_path(out))]
+                )
+                rows = decisions = None
+                try:
+                    if record_history:
+                        rows = history.prepare(scored)
+                        if writer is None:
+                            decisions = ledger.prepare_decisions(scored, facts=facts)
+                except BaseException:
+                    if staging.exception() is None:  # waits for the writer
+                        discard_staged(staging.result())
+                    raise
+                staged = staging.result()  # re-raises a failed write (it staged nothing then)
+            try:
+                if record_history:
+                    if writer is not None:
+                        writer.prepared()  # re-raises a failed conversion
+                    history.upsert(rows)
+                    if writer is None:
+                        ledger.record_decisions(decisions)
+                    else:
+                        writer.write()
+            except BaseException:
+                discard_staged(staged)
+                raise
+    finally:
+        if writer is not None:
+            writer.close()
     publish_staged(staged)
     return scored, reject_frame
+
+
+class _LedgerWriter:
+    """A forked worker converting a batch's decisions and writing them when told to.
+
+    ``prepared()`` waits for the conversion (re-raising its error); ``write()`` lets the
+    worker write and waits for it; ``close()`` (always) stops a worker not told to write,
+    without writing. Two pipes carry one byte each way; the batch is inherited by fork.
+    """
+
+    def __init__(self, url: str, scored: pd.DataFrame, facts: tuple[str, ...]) -> None:
+        self._ready = os.pipe()  # worker -> this process: b"1" converted, b"0" failed
+        self._go = os.pipe()  # this process -> worker: b"1" write, b"0" (or EOF) stop
+        task = partial(_convert_and_write_ledger, url, scored, facts, self._ready, self._go)
+        self._done = start_tasks([task], 2)
+        os.close(self._ready[1])
+        os.close(self._go[0])
+        self._told = False
+
+    def prepared(self) -> None:
+        if os.read(self._ready[0], 1) != b"1":
+            self._tell(b"0")
+            self._done()  # raises the worker's error
+            raise PartnerscoreError("decision ledger: the writer process stopped")
+
+    def write(self) -> None:
+        self._tell(b"1")
+        self._done()
+
+    def _tell(self, signal: bytes) -> None:
+        if not self._told:
+            self._told = True
+            with contextlib.suppress(BrokenPipeError):  # the worker has stopped already
+                os.write(self._go[1], signal)
+            os.close(self._go[1])
+
+    def close(self) -> None:
+        if not self._told:  # an error elsewhere: the worker stops without writing
+            self._tell(b"0")
+            with contextlib.suppress(Exception):  # the error being raised says why
+                self._done()
+        os.close(self._ready[0])
+
+
+def _convert_and_write_ledger(
+    url: str,
+    scored: pd.DataFrame,
+    facts: tuple[str, ...],
+    ready: tuple[int, int],
+    go: tuple[int, int],
+) -> int:
+    """In the worker: convert the decisions, report, wait for the word, then write them."""
+    from partnerscore.serving.ledger import DecisionLedger
+
+    os.close(ready[0])
+    os.close(go[1])
+    try:
+        try:
+            ledger = DecisionLedger(url)  # its own engine: never one inherited by fork
+            decisions = ledger.prepare_decisions(scored, facts=facts)
+        except BaseException:
+            os.write(ready[1], b"0")
+            raise
+        os.write(ready[1], b"1")
+        if os.read(go[0], 1) != b"1":
+            return 0
+        return ledger.record_decisions(decisions)
+    finally:
+        os.close(ready[1])
+        os.close(go[0])
 
 
 def _decide(

@@ -25,6 +25,8 @@ from partnerscore.features.pipeline import build_scoring_frame
 from partnerscore.features.validate import load_raw
 from partnerscore.serving import score as score_job
 from partnerscore.serving.cli import main
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.model_store import load_scoring_model
 from partnerscore.serving.score import _score_block, one_chunk, rejects_path, run_score
 
@@ -178,9 +180,9 @@ def test_start_tasks_returns_results_in_task_order_and_raises_a_task_error():
             waiting()
 
 
-def test_start_tasks_in_one_process_runs_nothing_until_asked():
+def test_start_tasks_with_one_worker_runs_nothing_until_asked():
     ran = []
-    waiting = parallel.start_tasks([lambda: ran.append(1)], 4)  # one task: no pool
+    waiting = parallel.start_tasks([lambda: ran.append(1)], 1)
     assert ran == []
     waiting()
     assert ran == [1]
@@ -244,3 +246,56 @@ def test_one_chunk_gives_the_bytes_of_a_column_built_in_one_piece(values, data, 
     pq.write_table(pa.Table.from_pandas(joined), folder / "a.parquet")
     pq.write_table(pa.Table.from_pandas(whole), folder / "b.parquet")
     assert (folder / "a.parquet").read_bytes() == (folder / "b.parquet").read_bytes()
+
+
+# -- failures: the ledger writer process changes nothing the one-process job would not -------
+
+
+def _fail(message):
+    def fails(*args, **kwargs):
+        raise PartnerscoreError(message)
+
+    return fails
+
+
+def _state(config, out: Path) -> dict:
+    database = Path(config.paths.data_dir) / "scores" / "history.sqlite"
+    rows = _stored_rows(database) if database.exists() else {}
+    return {
+        "published": out.exists() or rejects_path(out).exists(),
+        "history": len(rows.get("score_history_v2", [])),
+        "ledger": len(rows.get("score_decisions", [])),
+        "staged": sorted(p.name for p in out.parent.iterdir() if p.name != "quarantine"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "expected"),
+    [
+        # the ledger rows cannot be converted: nothing is written or published
+        (DecisionLedger, "prepare_decisions", {"published": False, "history": 0, "ledger": 0}),
+        # the history write fails: the ledger is not written either
+        (ScoreHistory, "upsert", {"published": False, "history": 0, "ledger": 0}),
+        # the ledger write fails after the history's: no files published (as before)
+        (DecisionLedger, "record_decisions", {"published": False, "ledger": 0}),
+    ],
+)
+def test_a_failed_store_write_leaves_the_same_state_with_workers(
+    raw_dir, store_config, tmp_path, forced, monkeypatch, target, name, expected
+):
+    monkeypatch.setattr(target, name, _fail(f"{name} failed"))
+    states = {}
+    for workers in (1, 2):
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        out = tmp_path / f"w{workers}" / "scores.parquet"
+        out.parent.mkdir()
+        with pytest.raises(PartnerscoreError, match=f"{name} failed"):
+            run_score(
+                raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config,
+                workers=workers,
+            )  # fmt: skip
+        states[workers] = _state(store_config, out)
+        assert states[workers]["staged"] == []  # no staged file left behind
+        for key, value in expected.items():
+            assert states[workers][key] == value, (workers, key)
+    assert states[1] == states[2]

@@ -134,10 +134,6 @@ class Snapshots:
             self._codes[table] = lookup_codes(frame["partner_id"], self._index_arrow)
         return self._codes[table]
 
-    def prepare(self) -> None:
-        """Build the shared partner index now, before builders run in threads or processes."""
-        self._index_arrow  # noqa: B018  (a cached property)
-
     @property
     def _index_arrow(self) -> pa.Array:
         if "__index__" not in self._codes:

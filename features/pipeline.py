@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,39 +74,18 @@ def build_features(
     Returns:
         partner_id, as_of, then every feature available from ``tables`` in registry order.
     """
-    builders = feature_builders(tables, snapshots)
-    columns: dict[str, np.ndarray] = {}
-    if n_jobs > 1 and len(builders) > 1:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            for part in pool.map(lambda build: build(), builders):
-                columns.update(part)
-    else:
-        for build in builders:
-            columns.update(build())
-    return assemble_features(tables, snapshots, columns)
-
-
-def feature_builders(
-    tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame
-) -> list[Callable[[], dict[str, np.ndarray]]]:
-    """One zero-argument builder per raw table, biggest table first.
-
-    Each returns its table's feature columns (name -> array aligned with ``snapshots``); they
-    share nothing but their inputs, so they can run anywhere (threads, forked processes) and
-    :func:`assemble_features` puts their columns together.
-    """
     snaps = Snapshots.from_frame(snapshots, tables["partners"])
-    snaps.prepare()  # the encodings every builder shares, built once (before any fork)
     sources = [s for s in BUILDERS if s in tables]
     # biggest tables first so the threads finish together
     sources.sort(key=lambda s: -len(tables[s]))
-    return [partial(BUILDERS[s], tables, snaps) for s in sources]
-
-
-def assemble_features(
-    tables: dict[str, pd.DataFrame], snapshots: pd.DataFrame, columns: dict[str, np.ndarray]
-) -> pd.DataFrame:
-    """The feature frame of :func:`build_features` from the builders' columns."""
+    columns: dict[str, np.ndarray] = {}
+    if n_jobs > 1 and len(sources) > 1:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for part in pool.map(lambda s: BUILDERS[s](tables, snaps), sources):
+                columns.update(part)
+    else:
+        for source in sources:
+            columns.update(BUILDERS[source](tables, snaps))
     specs = feature_specs(tables)
     out = pd.DataFrame(
         {
@@ -321,8 +298,16 @@ def build_scoring_frame(raw: RawData, as_of: date | pd.Timestamp) -> pd.DataFram
     Returns:
         partner_id, as_of, features, partner_name, signed_at; sorted by partner_id.
     """
-    scope = ScoringScope.at(raw, as_of)
-    return scope.frame(build_features(raw.tables, scope.snapshots))
+    partners = raw.tables["partners"]
+    cut = pd.Timestamp(as_of)
+    signed = pd.to_datetime(partners["signed_at"])
+    scope = partners[signed < cut].sort_values("partner_id", kind="stable")
+    snaps = pd.DataFrame({"partner_id": scope["partner_id"].astype(str).to_numpy(), "as_of": cut})
+    snaps["as_of"] = pd.to_datetime(snaps["as_of"])
+    feats = build_features(raw.tables, snaps)
+    feats["partner_name"] = scope["partner_name"].astype(str).to_numpy()
+    feats["signed_at"] = pd.to_datetime(scope["signed_at"]).to_numpy()
+    return feats
 
 
 def build_scoring_frame_at_age(raw: RawData, days: int) -> tuple[pd.DataFrame, int]:
@@ -334,68 +319,21 @@ def build_scoring_frame_at_age(raw: RawData, days: int) -> tuple[pd.DataFrame, i
     Returns:
         (features as in :func:`build_scoring_frame` with a per-row as_of, partners skipped).
     """
-    scope = ScoringScope.at_age(raw, days)
-    return scope.frame(build_features(raw.tables, scope.snapshots)), scope.skipped
-
-
-@dataclass
-class ScoringScope:
-    """Who a scoring frame covers: the snapshots to build and the partner columns it carries.
-
-    :func:`build_scoring_frame` is ``scope.frame(build_features(raw.tables, scope.snapshots))``;
-    a job that builds the features its own way (e.g. in worker processes) uses the same scope.
-    """
-
-    snapshots: pd.DataFrame
-    """partner_id, as_of; sorted by partner_id."""
-    partner_name: np.ndarray
-    signed_at: np.ndarray
-    skipped: int = 0
-    """Partners not old enough (``at_age`` only)."""
-
-    @classmethod
-    def at(cls, raw: RawData, as_of: date | pd.Timestamp) -> ScoringScope:
-        """Every partner signed before ``as_of``, at ``as_of``."""
-        partners = raw.tables["partners"]
-        cut = pd.Timestamp(as_of)
-        signed = pd.to_datetime(partners["signed_at"])
-        scope = partners[signed < cut].sort_values("partner_id", kind="stable")
-        snaps = pd.DataFrame(
-            {"partner_id": scope["partner_id"].astype(str).to_numpy(), "as_of": cut}
-        )
-        snaps["as_of"] = pd.to_datetime(snaps["as_of"])
-        return cls(
-            snaps,
-            scope["partner_name"].astype(str).to_numpy(),
-            pd.to_datetime(scope["signed_at"]).to_numpy(),
-        )
-
-    @classmethod
-    def at_age(cls, raw: RawData, days: int) -> ScoringScope:
-        """Every partner ``days`` old by the data end, at signed_at + ``days``."""
-        partners = raw.tables["partners"].sort_values("partner_id", kind="stable")
-        signed = pd.to_datetime(partners["signed_at"])
-        as_of = signed + pd.Timedelta(days=int(days))
-        ready = (as_of <= pd.Timestamp(raw.data_end)).to_numpy()
-        scope = partners[ready]
-        snaps = pd.DataFrame(
-            {
-                "partner_id": scope["partner_id"].astype(str).to_numpy(),
-                "as_of": as_of[ready].to_numpy(),
-            }
-        )
-        return cls(
-            snaps,
-            scope["partner_name"].astype(str).to_numpy(),
-            signed[ready].to_numpy(),
-            int((~ready).sum()),
-        )
-
-    def frame(self, features: pd.DataFrame) -> pd.DataFrame:
-        """``features`` (of :attr:`snapshots`) with partner_name and signed_at added."""
-        features["partner_name"] = self.partner_name
-        features["signed_at"] = self.signed_at
-        return features
+    partners = raw.tables["partners"].sort_values("partner_id", kind="stable")
+    signed = pd.to_datetime(partners["signed_at"])
+    as_of = signed + pd.Timedelta(days=int(days))
+    ready = (as_of <= pd.Timestamp(raw.data_end)).to_numpy()
+    scope = partners[ready]
+    snaps = pd.DataFrame(
+        {
+            "partner_id": scope["partner_id"].astype(str).to_numpy(),
+            "as_of": as_of[ready].to_numpy(),
+        }
+    )
+    feats = build_features(raw.tables, snaps)
+    feats["partner_name"] = scope["partner_name"].astype(str).to_numpy()
+    feats["signed_at"] = signed[ready].to_numpy()
+    return feats, int((~ready).sum())
 
 
 def _read_truth(raw_dir: Path) -> pd.DataFrame | None:

@@ -136,29 +136,10 @@ def explain_head(
     return HeadEffects(base=base, effects=effects, pred=pred)
 
 
-def layer_subscores(
-    effects: np.ndarray, specs: list[FeatureSpec], block: tuple[int, int] | None = None
-) -> dict[str, np.ndarray]:
-    """Sum of effects per scorecard layer (strategic, execution, results).
-
-    Args:
-        effects: (n, k) effects.
-        specs: The k features' specs.
-        block: ``(start, total)`` when ``effects`` are rows ``start .. start + n`` of a batch
-            of ``total`` rows: the sums are then exactly the whole batch's. The matrix product
-            (BLAS) picks its kernel by the matrix's shape, and a small-matrix kernel adds in
-            another order, so the block is placed at its rows of a zero matrix of the batch's
-            shape (each output row depends only on its own input row).
-    """
+def layer_subscores(effects: np.ndarray, specs: list[FeatureSpec]) -> dict[str, np.ndarray]:
+    """Sum of effects per scorecard layer (strategic, execution, results)."""
     onehot = np.array([[s.layer == layer for layer in LAYERS] for s in specs], dtype=float)
-    onehot = onehot.reshape(len(specs), len(LAYERS))
-    if block is None or (block[0] == 0 and block[1] == len(effects)):
-        sums = effects @ onehot
-    else:
-        start, total = block
-        padded = np.zeros((total, effects.shape[1]))
-        padded[start : start + len(effects)] = effects
-        sums = (padded @ onehot)[start : start + len(effects)]
+    sums = effects @ onehot.reshape(len(specs), len(LAYERS))
     return {layer: sums[:, i] for i, layer in enumerate(LAYERS)}
 
 

@@ -180,7 +180,6 @@ def score_features(
     features: pd.DataFrame,
     policy: PolicyConfig | None = None,
     num_threads: int | None = None,
-    block: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Score a feature frame: one output row per input row, in input order.
 
@@ -191,9 +190,6 @@ def score_features(
             signed_at, tier, region, industry, partner_type.
         policy: Scoring policy (default: the one bundled with the model).
         num_threads: Threads for SHAP contributions (default: the heads' n_jobs).
-        block: ``(start, total)`` when ``features`` are rows ``start .. start + n`` of a
-            batch of ``total`` rows scored in blocks: every value is then exactly the one
-            scoring the whole batch gives (see :func:`explain.layer_subscores`).
 
     Returns:
         The score rows: partner_id, as_of, age_days, passthrough columns, pred_revenue,
@@ -249,7 +245,7 @@ def score_features(
     )
     # the policy's composite: layer points weighted by maturity band, times the segment factor
     score_model, score_base = score, pts_rev.base + pts_eng.base
-    model_layers = explain.layer_subscores(points, specs, block)
+    model_layers = explain.layer_subscores(points, specs)
     band, multipliers = pol.maturity_band(age, policy)
     factor = pol.adjustment_factor(features, policy)
     score, weighted_layers, adjustment = pol.weighted_score(
@@ -289,7 +285,7 @@ def score_features(
         ("engagement", eng.base, eng.effects),
     ):
         cols[f"{head}_base"] = base
-        for layer, subscore in explain.layer_subscores(effects, specs, block).items():
+        for layer, subscore in explain.layer_subscores(effects, specs).items():
             cols[f"{head}_{layer}"] = subscore
     cols["score_base"] = score_base
     cols.update({f"score_{layer}": weighted_layers[layer] for layer in LAYERS})

@@ -432,8 +432,9 @@ def score(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Processes building features and scoring (default: the available cores; "
-            "batches under 20,000 partners use one). The output does not depend on it."
+            help="Processes (default: the available cores): with 2+, batches of 20,000 "
+            "partners or more run the anomaly checks and the ledger writes in worker "
+            "processes. The output does not depend on it."
         ),
     ] = None,
     config: ConfigOption = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
@@ -28,13 +26,7 @@ from partnerscore.features.core import (
     stage_frames,
 )
 from partnerscore.features.parallel import available_workers, can_fork, start_tasks
-from partnerscore.features.pipeline import (
-    ScoringScope,
-    assemble_features,
-    build_scoring_frame,
-    build_scoring_frame_at_age,
-    feature_builders,
-)
+from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
@@ -50,7 +42,6 @@ from partnerscore.serving.model_store import ScoringModel, load_scoring_model
 from partnerscore.training import progress
 
 if TYPE_CHECKING:
-    from partnerscore.features.validate import RawData
     from partnerscore.models.bundle import PartnerModel
 
 MIN_SEGMENT = 5
@@ -60,7 +51,7 @@ of text at 100k partners). ``tests/serving/test_score_job_columns.py`` checks th
 anomaly flags are the same with and without them."""
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
 MIN_WORKER_PARTNERS = 20_000
-"""Smaller batches are scored in one process (forking and moving results back cost more)."""
+"""Smaller batches use helper threads only (a worker process costs more than it saves)."""
 
 
 def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
@@ -185,12 +176,12 @@ def run_score(
         record_history: Record the batch in the score history (smoothing still reads it).
         validated: A validated snapshot to reuse (must match); default: ``raw_dir/validated``
             when it matches, else the raw tables are validated (see ``features.validated``).
-        workers: Processes building the features and scoring (None: the available cores).
-            Batches under :data:`MIN_WORKER_PARTNERS` partners, and systems without
-            ``fork``, use one: the main process with helper threads. The output does not
-            depend on it: each worker scores a contiguous block of partners, every
-            batch-wide statistic (peer percentiles, anomaly checks) is computed over the
-            whole batch.
+        workers: Processes (None: the available cores). With more than one, a batch of
+            :data:`MIN_WORKER_PARTNERS` partners or more runs the raw-table anomaly checks in a
+            forked worker process while this one scores, and the ledger rows are converted
+            and written by another while this one writes the history; with one, or without
+            ``fork``, helper threads do that work in this process. The output does not
+            depend on it.
 
     Returns:
         Counts and paths.
@@ -214,13 +205,13 @@ def run_score(
     workers = available_workers() if workers is None else workers
     if workers < 1:
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
-    # helper threads: the model (unpickling it imports LightGBM and scikit-learn, ~2 s) loads
-    # while the raw tables are read (and, in one process, while the features are built), and
-    # in one process the raw-table anomaly checks run while the batch is scored (numpy, Arrow
-    # and file reads release the GIL)
-    model_pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        model_job = model_pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
+    # the model (unpickling it imports LightGBM and scikit-learn, ~2 s) loads in a helper
+    # thread while the raw tables are read and the features built; the raw-table anomaly
+    # checks then run while the batch is scored: in a worker process (forked once that
+    # thread is done: no thread may run at fork) or, with one worker, in a helper thread
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
         with progress.task("score: validating raw tables"):
             raw = load_validated(
                 Path(raw_dir),
@@ -232,37 +223,29 @@ def run_score(
         newest, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config
         )
-        if workers > 1 and can_fork() and int(ready.sum()) >= MIN_WORKER_PARTNERS:
-            with progress.task("score: loading the model"):
-                loaded = model_job.result()
-            model_pool.shutdown(wait=True)  # no thread may run while workers are forked
-            scored, cuts, raw_rows = _score_in_workers(raw, cut, at_age, loaded, config, workers)
+        with progress.task("score: building point-in-time features"):
+            if at_age is None:
+                features = build_scoring_frame(raw, cut)
+            else:
+                features = build_scoring_frame_at_age(raw, at_age)[0]
+        cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
+        checks = partial(
+            raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
+        )
+        with progress.task("score: loading the model"):
+            loaded = model_job.result()
+        if workers > 1 and can_fork() and len(features) >= MIN_WORKER_PARTNERS:
+            pool.shutdown(wait=True)
+            anomalies = start_tasks([checks], workers)
         else:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                with progress.task("score: building point-in-time features"):
-                    if at_age is None:
-                        features = build_scoring_frame(raw, cut)
-                    else:
-                        features = build_scoring_frame_at_age(raw, at_age)[0]
-                cuts = pd.Series(
-                    pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"]
-                )
-                anomalies_job = pool.submit(
-                    raw_anomalies,
-                    raw.tables,
-                    cut if cut is not None else cuts.max(),
-                    config.monitor,
-                )
-                with progress.task("score: loading the model"):
-                    loaded = model_job.result()
-                from partnerscore.models.scoring import score_features
+            anomalies_job = pool.submit(checks)
+            anomalies = lambda: [anomalies_job.result()]  # noqa: E731
+        from partnerscore.models.scoring import score_features
 
-                with progress.task(f"score: scoring and explaining {len(features):,} partners"):
-                    scored = score_features(loaded.model, features, policy=config.policy)
-                scored = with_upgrade_paths(loaded.model, features, scored, config)
-                raw_rows = anomalies_job.result()
-    finally:
-        model_pool.shutdown(wait=True)
+        with progress.task(f"score: scoring and explaining {len(features):,} partners"):
+            scored = score_features(loaded.model, features, policy=config.policy)
+        scored = with_upgrade_paths(loaded.model, features, scored, config)
+        raw_rows = anomalies()[0]
     version = loaded.version
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
@@ -312,83 +295,6 @@ def run_score(
         quarantined_rows=quarantined_rows,
         quarantine_dir=out.parent / "quarantine",
     )
-
-
-def _score_in_workers(
-    raw: RawData,
-    cut: pd.Timestamp | None,
-    at_age: int | None,
-    loaded: ScoringModel,
-    config: AppConfig,
-    workers: int,
-) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
-    """Features, scores and raw-table anomaly checks on ``workers`` forked processes.
-
-    First the per-table feature builders and the anomaly checks (whole tables) run as tasks
-    in worker processes; then each worker scores one contiguous block of the batch's rows
-    (partners are scored independently; the upgrade paths are decided for the whole batch's
-    size). The caller runs no other thread; progress displays (a refresh thread) are closed
-    while the workers are forked.
-
-    Returns:
-        (scored rows with upgrade paths, partner_id -> cut-off, raw-table anomalies).
-    """
-    scope = ScoringScope.at(raw, cut) if at_age is None else ScoringScope.at_age(raw, at_age)
-    snaps = scope.snapshots
-    cuts = pd.Series(pd.to_datetime(snaps["as_of"]).to_numpy(), index=snaps["partner_id"])
-    checks = partial(
-        raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
-    )
-    # the anomaly checks are the longest task: first
-    waiting = start_tasks([checks, *feature_builders(raw.tables, snaps)], workers)
-    with progress.task("score: building point-in-time features"):
-        raw_rows, *parts = waiting()
-    columns: dict[str, np.ndarray] = {}
-    for part in parts:
-        columns.update(part)
-    features = scope.frame(assemble_features(raw.tables, snaps, columns))
-    n = len(features)
-    model = loaded.model
-    if n:  # shared state every block reuses (compiled tables), built before forking
-        model.raw_contributions(features.iloc[:1], num_threads=1)
-    bounds = np.linspace(0, n, workers + 1).astype(int)
-    blocks = [
-        partial(_score_block, model, features.iloc[a:b].reset_index(drop=True), config, (a, n))
-        for a, b in itertools.pairwise(bounds)
-    ]
-    waiting = start_tasks(blocks, workers)
-    with progress.task(f"score: scoring and explaining {n:,} partners"):
-        scored = one_chunk(pd.concat(waiting(), ignore_index=True))
-    return scored, cuts, raw_rows
-
-
-def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with each Arrow-backed column in one chunk, as one process builds it.
-
-    Concatenated blocks leave a column in several chunks: the values are the same, but the
-    Parquet writer cuts pages at chunk boundaries, so the file's bytes would differ.
-    """
-    for name in frame.columns:
-        column = frame[name]
-        if isinstance(column.dtype, pd.StringDtype | pd.ArrowDtype):
-            chunked = pa.array(column.array)  # its Arrow data, chunks as they are
-            if isinstance(chunked, pa.ChunkedArray) and chunked.num_chunks > 1:
-                frame[name] = pd.array(chunked.combine_chunks(), dtype=column.dtype)
-    return frame
-
-
-def _score_block(
-    model: PartnerModel, features: pd.DataFrame, config: AppConfig, block: tuple[int, int]
-) -> pd.DataFrame:
-    """Scores and upgrade paths of rows ``block = (start, total)`` of a batch.
-
-    ``features`` holds just those rows; the values are exactly what scoring the whole batch
-    gives them. One thread: a worker per core.
-    """
-    from partnerscore.models.scoring import score_features
-
-    scored = score_features(model, features, policy=config.policy, num_threads=1, block=block)
-    return with_upgrade_paths(model, features, scored, config, batch_size=block[1])
 
 
 def with_upgrade_paths(
@@ -577,7 +483,8 @@ def _publish(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
-    Files are staged first and published only once the history holds the batch: either both
+    The history rows are written while the files are staged, committed only once both files
+    are staged; the files are published only once the history holds the batch: either both
     describe this run, or (history locked, disk full) neither changes. With ``workers`` > 1
     (and a batch of :data:`MIN_WORKER_PARTNERS` or more) a worker process converts and
     writes the ledger rows, after the history's, as this process would.
@@ -605,29 +512,35 @@ def _publish(
         writer = _LedgerWriter(ledger.url, scored, facts)
     try:
         with progress.task("score: writing scores and history"):
-            # the files are written by a second thread (Parquet encoding releases the GIL) while
-            # this one converts the history and ledger rows; the store is touched only once both
-            # files are staged, and the files are published only once the store holds the batch
+            # the files are written by a second thread (Parquet encoding releases the GIL)
+            # while this one converts the history rows and writes them; the history commits
+            # only once both files are staged and the ledger rows converted, the ledger is
+            # written after it, and the files are published only once the store holds the
+            # batch
             with ThreadPoolExecutor(max_workers=1) as pool:
                 staging = pool.submit(
                     stage_frames, [(scored, out), (reject_frame, rejects_path(out))]
                 )
+
+                def staged_and_converted() -> None:
+                    staging.result()  # re-raises a failed write (it staged nothing then)
+                    if writer is not None:
+                        writer.prepared()  # re-raises a failed conversion
+
                 rows = decisions = None
                 try:
                     if record_history:
                         rows = history.prepare(scored)
                         if writer is None:
                             decisions = ledger.prepare_decisions(scored, facts=facts)
+                        history.upsert(rows, before_commit=staged_and_converted)
                 except BaseException:
                     if staging.exception() is None:  # waits for the writer
                         discard_staged(staging.result())
                     raise
-                staged = staging.result()  # re-raises a failed write (it staged nothing then)
+                staged = staging.result()
             try:
                 if record_history:
-                    if writer is not None:
-                        writer.prepared()  # re-raises a failed conversion
-                    history.upsert(rows)
                     if writer is None:
                         ledger.record_decisions(decisions)
                     else:

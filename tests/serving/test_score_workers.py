@@ -11,24 +11,16 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from partnerscore.features import parallel
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.features.pipeline import build_scoring_frame
-from partnerscore.features.validate import load_raw
 from partnerscore.serving import score as score_job
 from partnerscore.serving.cli import main
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.ledger import DecisionLedger
-from partnerscore.serving.model_store import load_scoring_model
-from partnerscore.serving.score import _score_block, one_chunk, rejects_path, run_score
+from partnerscore.serving.score import rejects_path, run_score
 
 RUNS = (
     ("2026-01-15", "scores-a.parquet"),
@@ -186,66 +178,6 @@ def test_start_tasks_with_one_worker_runs_nothing_until_asked():
     assert ran == []
     waiting()
     assert ran == [1]
-
-
-@pytest.fixture(scope="module")
-def scoring_inputs(raw_dir, model_store):
-    raw = load_raw(raw_dir)
-    features = build_scoring_frame(raw, pd.Timestamp("2026-03-01"))
-    loaded = load_scoring_model("models:/partnerscore@champion", model_store.paths.tracking_uri())
-    return loaded.model, features, model_store
-
-
-EXTREMES = [np.nan, 0.0, -0.0, 1e300, -1e300, 1e-300, np.inf, -np.inf, 5e15]
-
-
-@settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.data())
-def test_scoring_row_blocks_equals_scoring_the_whole_frame(scoring_inputs, data):
-    model, features, config = scoring_inputs
-    frame = features.copy()
-    numeric = [s.name for s in model.feature_specs if s.kind != "categorical" and s.name in frame]
-    n = len(frame)
-    for _ in range(data.draw(st.integers(0, 12))):  # extreme values in random cells
-        row = data.draw(st.integers(0, n - 1))
-        col = data.draw(st.sampled_from(numeric))
-        frame.loc[row, col] = data.draw(st.sampled_from(EXTREMES))
-    cuts = sorted(data.draw(st.lists(st.integers(1, n - 1), max_size=4, unique=True)))
-    bounds = [0, *cuts, n]
-    whole = _score_block(model, frame, config, (0, n))
-    blocks = [
-        _score_block(model, frame.iloc[a:b].reset_index(drop=True), config, (a, n))
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    joined = one_chunk(pd.concat(blocks, ignore_index=True))
-    pd.testing.assert_frame_equal(joined, whole, check_exact=True)
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    values=st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=60),
-    data=st.data(),
-)
-def test_one_chunk_gives_the_bytes_of_a_column_built_in_one_piece(values, data, tmp_path_factory):
-    n = len(values)
-    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
-    bounds = [0, *cuts, n]
-    parts = [
-        pd.DataFrame({"t": pd.array(values[a:b], dtype="str"), "x": np.arange(a, b, dtype=float)})
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    whole = pd.DataFrame({"t": pd.array(values, dtype="str"), "x": np.arange(n, dtype=float)})
-    joined = one_chunk(pd.concat(parts, ignore_index=True))
-    pd.testing.assert_frame_equal(joined, whole, check_exact=True)
-    assert not isinstance(pa.array(joined["t"].array), pa.ChunkedArray) or (
-        pa.array(joined["t"].array).num_chunks <= 1
-    )
-    folder = tmp_path_factory.mktemp("chunks")
-    pq.write_table(pa.Table.from_pandas(joined), folder / "a.parquet")
-    pq.write_table(pa.Table.from_pandas(whole), folder / "b.parquet")
-    assert (folder / "a.parquet").read_bytes() == (folder / "b.parquet").read_bytes()
 
 
 # -- failures: the ledger writer process changes nothing the one-process job would not -------

@@ -483,11 +483,12 @@ def _publish(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
-    The history rows are written while the files are staged, committed only once both files
-    are staged; the files are published only once the history holds the batch: either both
-    describe this run, or (history locked, disk full) neither changes. With ``workers`` > 1
-    (and a batch of :data:`MIN_WORKER_PARTNERS` or more) a worker process converts and
-    writes the ledger rows, after the history's, as this process would.
+    The history rows are written while the files are staged (into a store that exists
+    already), committed only once both files are staged; the files are published only once
+    the history holds the batch: either both describe this run, or (history locked, disk
+    full) neither changes. With ``workers`` > 1 (and a batch of :data:`MIN_WORKER_PARTNERS`
+    or more) a worker process converts and writes the ledger rows, after the history's, as
+    this process would.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
@@ -513,10 +514,10 @@ def _publish(
     try:
         with progress.task("score: writing scores and history"):
             # the files are written by a second thread (Parquet encoding releases the GIL)
-            # while this one converts the history rows and writes them; the history commits
-            # only once both files are staged and the ledger rows converted, the ledger is
-            # written after it, and the files are published only once the store holds the
-            # batch
+            # while this one converts the history rows and writes them into an existing
+            # store; the history commits only once both files are staged and the ledger rows
+            # converted, the ledger is written after it, and the files are published only
+            # once the store holds the batch
             with ThreadPoolExecutor(max_workers=1) as pool:
                 staging = pool.submit(
                     stage_frames, [(scored, out), (reject_frame, rejects_path(out))]
@@ -533,6 +534,8 @@ def _publish(
                         rows = history.prepare(scored)
                         if writer is None:
                             decisions = ledger.prepare_decisions(scored, facts=facts)
+                        if not history.exists():  # a store is created only for a staged batch
+                            staged_and_converted()
                         history.upsert(rows, before_commit=staged_and_converted)
                 except BaseException:
                     if staging.exception() is None:  # waits for the writer
@@ -558,7 +561,7 @@ def _publish(
 class _LedgerWriter:
     """A forked worker converting a batch's decisions and writing them when told to.
 
-    ``prepared()`` waits for the conversion (re-raising its error); ``write()`` lets the
+    ``prepared()`` waits for the conversion (re-raising its error; once); ``write()`` lets the
     worker write and waits for it; ``close()`` (always) stops a worker not told to write,
     without writing. Two pipes carry one byte each way; the batch is inherited by fork.
     """
@@ -570,13 +573,16 @@ class _LedgerWriter:
         self._done = start_tasks([task], 2)
         os.close(self._ready[1])
         os.close(self._go[0])
-        self._told = False
+        self._told = self._converted = False
 
     def prepared(self) -> None:
+        if self._converted:
+            return
         if os.read(self._ready[0], 1) != b"1":
             self._tell(b"0")
             self._done()  # raises the worker's error
             raise PartnerscoreError("decision ledger: the writer process stopped")
+        self._converted = True
 
     def write(self) -> None:
         self._tell(b"1")

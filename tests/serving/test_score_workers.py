@@ -231,3 +231,30 @@ def test_a_failed_store_write_leaves_the_same_state_with_workers(
         for key, value in expected.items():
             assert states[workers][key] == value, (workers, key)
     assert states[1] == states[2]
+
+
+def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    """The history rows are written while the files are staged: a failed write rolls back."""
+    database = Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
+    for workers in (1, 2):
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        out = tmp_path / f"w{workers}" / "scores.parquet"
+        out.parent.mkdir()
+        first = pd.Timestamp("2026-01-15").date()
+        run_score(raw_dir, first, "champion", out, store_config, workers=workers)
+        before, written = _stored_rows(database), out.read_bytes()
+        with monkeypatch.context() as patch:
+            patch.setattr(pd.DataFrame, "to_parquet", _fail("disk full"))
+            with pytest.raises(PartnerscoreError, match="disk full"):
+                run_score(
+                    raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config,
+                    workers=workers,
+                )  # fmt: skip
+        assert _stored_rows(database) == before
+        assert out.read_bytes() == written
+        assert sorted(p.name for p in out.parent.iterdir() if p.name != "quarantine") == [
+            "scores.parquet",
+            "scores.rejects.csv",
+        ]

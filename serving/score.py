@@ -240,6 +240,8 @@ def run_score(
         else:
             anomalies_job = pool.submit(checks)
             anomalies = lambda: [anomalies_job.result()]  # noqa: E731
+        # on an error below, wait for the checks (as the thread pool does) before raising
+        stack.callback(_quietly, anomalies)
         from partnerscore.models.scoring import score_features
 
         with progress.task(f"score: scoring and explaining {len(features):,} partners"):
@@ -439,6 +441,12 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
                 f"{newest:%Y-%m-%d}"
             )
     return newest, partners_all, rejects, duplicates, ready
+
+
+def _quietly(wait) -> None:
+    """Call ``wait``, ignoring its error (one being raised already says what went wrong)."""
+    with contextlib.suppress(Exception):
+        wait()
 
 
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:

@@ -429,6 +429,14 @@ def score(
         ),
     ] = None,
     validated: ValidatedOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes (default: the available cores): with 2+, batches of 20,000 "
+            "partners or more run the anomaly checks and the ledger writes in worker "
+            "processes. The output does not depend on it."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
@@ -436,6 +444,8 @@ def score(
     if overrides is not None:
         score_cfg = _updated(app_cfg.score, {"overrides_path": ("--overrides", str(overrides))})
         app_cfg = app_cfg.model_copy(update={"score": score_cfg})
+    if workers is not None and workers < 1:
+        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
     if features is not None:
         if as_of is not None or at_age is not None:
             raise PartnerscoreError("score --features: the table carries as_of; drop --as-of")
@@ -460,7 +470,7 @@ def score(
         raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
     from partnerscore.serving.score import run_score
 
-    options = {"record_history": history, "validated": validated}
+    options = {"record_history": history, "validated": validated, "workers": workers}
     if engine == "spark":
         from partnerscore.serving.spark_engine import run_score_spark
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,10 @@ CORE = {k: v for k, v in HISTORY_COLUMNS.items() if k not in HISTORY_METRICS}
 """Columns every read returns; the metric columns are returned when any row has a value."""
 _CHUNK = 500
 SQLITE_BUSY_SECONDS = 10
+
+
+class _NotCommitted(Exception):
+    """Carries a ``before_commit`` error past the store's error wrapping (rolled back)."""
 
 
 def database_url(url: str) -> str:
@@ -297,7 +301,11 @@ class ScoreHistory:
         plain = {name: _plain_column(frame[name], kind) for name, kind in HISTORY_COLUMNS.items()}
         return HistoryBatch(frame, plain)
 
-    def upsert(self, scores: pd.DataFrame | HistoryBatch) -> int:
+    def upsert(
+        self,
+        scores: pd.DataFrame | HistoryBatch,
+        before_commit: Callable[[], object] | None = None,
+    ) -> int:
         """Insert score rows, replacing rows with the same (partner_id, as_of, model_version).
 
         The declared columns (:data:`HISTORY_COLUMNS`) are stored; missing ones are NULL, and
@@ -307,16 +315,29 @@ class ScoreHistory:
 
         Args:
             scores: Score rows, or the :meth:`prepare` d batch of them.
+            before_commit: Called once the rows are written, before the commit; its error
+                (raised as is) rolls the transaction back. A job writes its rows while its
+                files are still being staged and commits only once they are.
 
         Returns:
             Number of rows written.
         """
         if not len(scores):
+            if before_commit is not None:
+                before_commit()
             return 0
         batch = scores if isinstance(scores, HistoryBatch) else self.prepare(scores)
         stamp = np.full(len(batch), time.time_ns(), dtype="int64")
-        with self._errors(), self.engine.begin() as conn:
-            self._write(conn, batch.frame, written_at=stamp, plain=batch.plain)
+        try:
+            with self._errors(), self.engine.begin() as conn:
+                self._write(conn, batch.frame, written_at=stamp, plain=batch.plain)
+                if before_commit is not None:
+                    try:
+                        before_commit()
+                    except BaseException as exc:
+                        raise _NotCommitted from exc
+        except _NotCommitted as stop:
+            raise stop.__cause__ from None
         return len(batch)
 
     def _write(

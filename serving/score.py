@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,7 @@ from partnerscore.features.core import (
     read_frame,
     stage_frames,
 )
+from partnerscore.features.parallel import available_workers, can_fork, start_tasks
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
@@ -46,6 +50,8 @@ UNREAD_COLUMNS = {"portal_events": ("event_type",), "trainings": ("course_id",)}
 of text at 100k partners). ``tests/serving/test_score_job_columns.py`` checks that features and
 anomaly flags are the same with and without them."""
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
+MIN_WORKER_PARTNERS = 20_000
+"""Smaller batches use helper threads only (a worker process costs more than it saves)."""
 
 
 def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
@@ -147,6 +153,7 @@ def run_score(
     at_age: int | None = None,
     record_history: bool = True,
     validated: str | Path | None = None,
+    workers: int | None = None,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -169,6 +176,12 @@ def run_score(
         record_history: Record the batch in the score history (smoothing still reads it).
         validated: A validated snapshot to reuse (must match); default: ``raw_dir/validated``
             when it matches, else the raw tables are validated (see ``features.validated``).
+        workers: Processes (None: the available cores). With more than one, a batch of
+            :data:`MIN_WORKER_PARTNERS` partners or more runs the raw-table anomaly checks in a
+            forked worker process while this one scores, and the ledger rows are converted
+            and written by another while this one writes the history; with one, or without
+            ``fork``, helper threads do that work in this process. The output does not
+            depend on it.
 
     Returns:
         Counts and paths.
@@ -189,10 +202,15 @@ def run_score(
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
 
-    # two helper threads: the model (unpickling it imports LightGBM and scikit-learn, ~2 s)
-    # loads while the raw tables are read and the features built, and the raw-table anomaly
-    # checks run while the batch is scored (numpy, Arrow and file reads release the GIL)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    workers = available_workers() if workers is None else workers
+    if workers < 1:
+        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
+    # the model (unpickling it imports LightGBM and scikit-learn, ~2 s) loads in a helper
+    # thread while the raw tables are read and the features built; the raw-table anomaly
+    # checks then run while the batch is scored: in a worker process (forked once that
+    # thread is done: no thread may run at fork) or, with one worker, in a helper thread
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
         with progress.task("score: validating raw tables"):
             raw = load_validated(
@@ -205,41 +223,54 @@ def run_score(
         newest, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config
         )
-        in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
-        not_yet = int((~ready).sum())
-
         with progress.task("score: building point-in-time features"):
             if at_age is None:
                 features = build_scoring_frame(raw, cut)
             else:
                 features = build_scoring_frame_at_age(raw, at_age)[0]
         cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
-        anomalies_job = pool.submit(
+        checks = partial(
             raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
         )
         with progress.task("score: loading the model"):
             loaded = model_job.result()
-            partner_model, version = loaded.model, loaded.version
+        if workers > 1 and can_fork() and len(features) >= MIN_WORKER_PARTNERS:
+            pool.shutdown(wait=True)
+            anomalies = start_tasks([checks], workers)
+        else:
+            anomalies_job = pool.submit(checks)
+            anomalies = lambda: [anomalies_job.result()]  # noqa: E731
+        # on an error below, wait for the checks (as the thread pool does) before raising
+        stack.callback(_quietly, anomalies)
         from partnerscore.models.scoring import score_features
 
         with progress.task(f"score: scoring and explaining {len(features):,} partners"):
-            scored = score_features(partner_model, features, policy=config.policy)
-        scored = with_upgrade_paths(partner_model, features, scored, config)
-        finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
-        when = cut if cut is not None else cuts
-        rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
-        scored = scored[finite.to_numpy()].reset_index(drop=True)
-        lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
-            in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
-        )
-        rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
-        raw_rows = anomalies_job.result()
+            scored = score_features(loaded.model, features, policy=config.policy)
+        scored = with_upgrade_paths(loaded.model, features, scored, config)
+        raw_rows = anomalies()[0]
+    version = loaded.version
+    in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
+    not_yet = int((~ready).sum())
+    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+    when = cut if cut is not None else cuts
+    rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
+    scored = scored[finite.to_numpy()].reset_index(drop=True)
+    lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
+        in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
+    )
+    rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
-    with progress.task("score: writing scores and history"):
-        scored, reject_frame = _publish(
-            scored, rejects, cut if cut is not None else cuts, uri, out, config, record_history
-        )
+    scored, reject_frame = _publish(
+        scored,
+        rejects,
+        cut if cut is not None else cuts,
+        uri,
+        out,
+        config,
+        record_history,
+        workers,
+    )
     quarantined_rows = {
         name: len(frame)
         for name, frame in raw.quarantine.items()
@@ -412,6 +443,12 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
     return newest, partners_all, rejects, duplicates, ready
 
 
+def _quietly(wait) -> None:
+    """Call ``wait``, ignoring its error (one being raised already says what went wrong)."""
+    with contextlib.suppress(Exception):
+        wait()
+
+
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     """The model URI, refusing unregistered folders unless allowed; checks the playbook too."""
     uri = resolve_model_uri(model, config.train.registered_model)
@@ -450,11 +487,16 @@ def _publish(
     out: Path,
     config: AppConfig,
     record_history: bool,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
-    Files are staged first and published only once the history holds the batch: either both
-    describe this run, or (history locked, disk full) neither changes.
+    The history rows are written while the files are staged (into a store that exists
+    already), committed only once both files are staged; the files are published only once
+    the history holds the batch: either both describe this run, or (history locked, disk
+    full) neither changes. With ``workers`` > 1 (and a batch of :data:`MIN_WORKER_PARTNERS`
+    or more) a worker process converts and writes the ledger rows, after the history's, as
+    this process would.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
@@ -470,32 +512,131 @@ def _publish(
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
     ledger = DecisionLedger(config.paths.history_database())
-    # the files are written by a second thread (Parquet encoding releases the GIL) while this
-    # one converts the history and ledger rows; the store is touched only once both files are
-    # staged, and the files are published only once the store holds the batch
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        staging = pool.submit(stage_frames, [(scored, out), (reject_frame, rejects_path(out))])
-        rows = decisions = None
-        try:
-            if record_history:
-                rows = history.prepare(scored)
-                decisions = ledger.prepare_decisions(
-                    scored, facts=milestone_columns(config.incentives)
-                )
-        except BaseException:
-            if staging.exception() is None:  # waits for the writer
-                discard_staged(staging.result())
-            raise
-        staged = staging.result()  # re-raises a failed write (it staged nothing then)
+    facts = milestone_columns(config.incentives)
+    writer = None
+    if record_history and workers > 1 and can_fork() and len(scored) >= MIN_WORKER_PARTNERS:
+        # a worker process converts and writes the ledger rows while this one writes the
+        # history; it writes only once the history holds the batch (forked before the file
+        # writer thread starts: no thread runs at fork)
+        writer = _LedgerWriter(ledger.url, scored, facts)
     try:
-        if record_history:
-            history.upsert(rows)
-            ledger.record_decisions(decisions)
-    except BaseException:
-        discard_staged(staged)
-        raise
+        with progress.task("score: writing scores and history"):
+            # the files are written by a second thread (Parquet encoding releases the GIL)
+            # while this one converts the history rows and writes them into an existing
+            # store; the history commits only once both files are staged and the ledger rows
+            # converted, the ledger is written after it, and the files are published only
+            # once the store holds the batch
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                staging = pool.submit(
+                    stage_frames, [(scored, out), (reject_frame, rejects_path(out))]
+                )
+
+                def staged_and_converted() -> None:
+                    staging.result()  # re-raises a failed write (it staged nothing then)
+                    if writer is not None:
+                        writer.prepared()  # re-raises a failed conversion
+
+                rows = decisions = None
+                try:
+                    if record_history:
+                        rows = history.prepare(scored)
+                        if writer is None:
+                            decisions = ledger.prepare_decisions(scored, facts=facts)
+                        if not history.exists():  # a store is created only for a staged batch
+                            staged_and_converted()
+                        history.upsert(rows, before_commit=staged_and_converted)
+                except BaseException:
+                    if staging.exception() is None:  # waits for the writer
+                        discard_staged(staging.result())
+                    raise
+                staged = staging.result()
+            try:
+                if record_history:
+                    if writer is None:
+                        ledger.record_decisions(decisions)
+                    else:
+                        writer.write()
+            except BaseException:
+                discard_staged(staged)
+                raise
+    finally:
+        if writer is not None:
+            writer.close()
     publish_staged(staged)
     return scored, reject_frame
+
+
+class _LedgerWriter:
+    """A forked worker converting a batch's decisions and writing them when told to.
+
+    ``prepared()`` waits for the conversion (re-raising its error; once); ``write()`` lets the
+    worker write and waits for it; ``close()`` (always) stops a worker not told to write,
+    without writing. Two pipes carry one byte each way; the batch is inherited by fork.
+    """
+
+    def __init__(self, url: str, scored: pd.DataFrame, facts: tuple[str, ...]) -> None:
+        self._ready = os.pipe()  # worker -> this process: b"1" converted, b"0" failed
+        self._go = os.pipe()  # this process -> worker: b"1" write, b"0" (or EOF) stop
+        task = partial(_convert_and_write_ledger, url, scored, facts, self._ready, self._go)
+        self._done = start_tasks([task], 2)
+        os.close(self._ready[1])
+        os.close(self._go[0])
+        self._told = self._converted = False
+
+    def prepared(self) -> None:
+        if self._converted:
+            return
+        if os.read(self._ready[0], 1) != b"1":
+            self._tell(b"0")
+            self._done()  # raises the worker's error
+            raise PartnerscoreError("decision ledger: the writer process stopped")
+        self._converted = True
+
+    def write(self) -> None:
+        self._tell(b"1")
+        self._done()
+
+    def _tell(self, signal: bytes) -> None:
+        if not self._told:
+            self._told = True
+            with contextlib.suppress(BrokenPipeError):  # the worker has stopped already
+                os.write(self._go[1], signal)
+            os.close(self._go[1])
+
+    def close(self) -> None:
+        if not self._told:  # an error elsewhere: the worker stops without writing
+            self._tell(b"0")
+            with contextlib.suppress(Exception):  # the error being raised says why
+                self._done()
+        os.close(self._ready[0])
+
+
+def _convert_and_write_ledger(
+    url: str,
+    scored: pd.DataFrame,
+    facts: tuple[str, ...],
+    ready: tuple[int, int],
+    go: tuple[int, int],
+) -> int:
+    """In the worker: convert the decisions, report, wait for the word, then write them."""
+    from partnerscore.serving.ledger import DecisionLedger
+
+    os.close(ready[0])
+    os.close(go[1])
+    try:
+        try:
+            ledger = DecisionLedger(url)  # its own engine: never one inherited by fork
+            decisions = ledger.prepare_decisions(scored, facts=facts)
+        except BaseException:
+            os.write(ready[1], b"0")
+            raise
+        os.write(ready[1], b"1")
+        if os.read(go[0], 1) != b"1":
+            return 0
+        return ledger.record_decisions(decisions)
+    finally:
+        os.close(ready[1])
+        os.close(go[0])
 
 
 def _decide(

@@ -1,0 +1,260 @@
+"""``score --workers N``: anomaly checks and ledger writes in forked worker processes.
+
+The twin is the one-process job (``workers=1``: helper threads, the code as it was): every
+worker count gives the same scores and rejects files byte for byte and the same history and
+ledger rows, over a sequence of runs that reads its own history, and failures leave the same
+state. ``MIN_WORKER_PARTNERS`` is lowered so the small test program uses the workers.
+"""
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from partnerscore.features import parallel
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving import score as score_job
+from partnerscore.serving.cli import main
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.ledger import DecisionLedger
+from partnerscore.serving.score import rejects_path, run_score
+
+RUNS = (
+    ("2026-01-15", "scores-a.parquet"),
+    ("2026-03-01", "scores-b.parquet"),  # reads the first run's history
+    ("2026-03-01", "scores-c.csv"),  # replaces the second run's rows
+)
+TIMESTAMPS = {"written_at", "recorded_at", "created_at"}
+
+
+def _stored_rows(database: Path) -> dict[str, list[tuple]]:
+    """Every table's rows (ids included, write timestamps left out), in insertion order."""
+    with sqlite3.connect(database) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        out = {}
+        for table in tables:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            keep = [c for c in cols if c not in TIMESTAMPS]
+            out[table] = conn.execute(
+                f"SELECT {', '.join(keep)} FROM {table} ORDER BY rowid"
+            ).fetchall()
+    return out
+
+
+def _run_sequence(raw_dir, config, workers: int, **kwargs) -> dict:
+    """The three runs on a fresh history (the data folder is in the config hash: one folder)."""
+    folder = Path(config.paths.data_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    outputs: dict[str, bytes] = {}
+    for as_of, name in RUNS:
+        out = folder / "out" / name
+        run_score(
+            raw_dir,
+            pd.Timestamp(as_of).date(),
+            "champion",
+            out,
+            config,
+            workers=workers,
+            **kwargs,
+        )
+        outputs[name] = out.read_bytes()
+        outputs[name + ".rejects"] = rejects_path(out).read_bytes()
+    return {"files": outputs, "rows": _stored_rows(folder / "scores" / "history.sqlite")}
+
+
+@pytest.fixture()
+def forced(monkeypatch):
+    """Worker processes even for the small test program."""
+    monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 0)
+
+
+def test_any_worker_count_writes_the_same_files_history_and_ledger(
+    raw_dir, store_config, tmp_path, forced
+):
+    one = _run_sequence(raw_dir, store_config, workers=1)
+    assert len(one["rows"]["score_history_v2"]) > 0 and len(one["rows"]["score_decisions"]) > 0
+    for workers in (2, 3):
+        many = _run_sequence(raw_dir, store_config, workers=workers)
+        assert many["files"].keys() == one["files"].keys()
+        for name, data in one["files"].items():
+            assert many["files"][name] == data, f"{name} differs with {workers} workers"
+        assert many["rows"] == one["rows"]
+
+
+def test_milestone_scoring_in_workers_matches_one_process(raw_dir, store_config, tmp_path, forced):
+    files = {}
+    for workers in (1, 2):
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        out = tmp_path / f"w{workers}" / "scores.parquet"
+        out.parent.mkdir()
+        result = run_score(raw_dir, None, "champion", out, store_config, at_age=90, workers=workers)
+        files[workers] = (out.read_bytes(), rejects_path(out).read_bytes(), result.not_yet)
+    assert files[2] == files[1]
+
+
+def test_without_fork_the_job_runs_in_one_process(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    one = _run_sequence(raw_dir, store_config, workers=1)
+    monkeypatch.setattr(score_job, "can_fork", lambda: False)
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started without fork")
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", no_pool)
+    assert _run_sequence(raw_dir, store_config, workers=2) == one
+
+
+def test_small_batches_stay_in_one_process(raw_dir, store_config, tmp_path, monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for a small batch")
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", no_pool)
+    result = run_score(
+        raw_dir, pd.Timestamp("2026-03-01").date(), "champion", tmp_path / "s.parquet",
+        store_config, workers=2,
+    )  # fmt: skip
+    assert result.scored > 0
+
+
+def test_workers_option_is_checked(raw_dir, store_config, tmp_path):
+    with pytest.raises(PartnerscoreError, match="--workers 0: must be at least 1"):
+        run_score(
+            raw_dir, pd.Timestamp("2026-03-01").date(), "champion", tmp_path / "s.parquet",
+            store_config, workers=0,
+        )  # fmt: skip
+
+
+def test_cli_workers_option(raw_dir, model_store, tmp_path, monkeypatch, forced, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    outs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"scores{workers}.parquet"
+        code = main(
+            ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(out)]
+            + ["--workers", workers, "--no-history", "-c", str(config)]
+        )
+        assert code == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    capsys.readouterr()
+    code = main(["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--workers", "0"])
+    assert code != 0
+    assert "--workers 0: must be at least 1" in capsys.readouterr().err
+
+
+# -- the pieces --------------------------------------------------------------------------------
+
+
+def test_start_tasks_returns_results_in_task_order_and_raises_a_task_error():
+    tasks = [lambda i=i: i * i for i in range(7)]
+    for workers in (1, 2, 3):
+        assert parallel.start_tasks(tasks, workers)() == [i * i for i in range(7)]
+
+    def fails():
+        raise PartnerscoreError("task failed")
+
+    for workers in (1, 2):
+        waiting = parallel.start_tasks([lambda: 1, fails], workers)
+        with pytest.raises(PartnerscoreError, match="task failed"):
+            waiting()
+
+
+def test_start_tasks_with_one_worker_runs_nothing_until_asked():
+    ran = []
+    waiting = parallel.start_tasks([lambda: ran.append(1)], 1)
+    assert ran == []
+    waiting()
+    assert ran == [1]
+
+
+# -- failures: the ledger writer process changes nothing the one-process job would not -------
+
+
+def _fail(message):
+    def fails(*args, **kwargs):
+        raise PartnerscoreError(message)
+
+    return fails
+
+
+def _state(config, out: Path) -> dict:
+    database = Path(config.paths.data_dir) / "scores" / "history.sqlite"
+    rows = _stored_rows(database) if database.exists() else {}
+    return {
+        "published": out.exists() or rejects_path(out).exists(),
+        "history": len(rows.get("score_history_v2", [])),
+        "ledger": len(rows.get("score_decisions", [])),
+        "staged": sorted(p.name for p in out.parent.iterdir() if p.name != "quarantine"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "expected"),
+    [
+        # the ledger rows cannot be converted: nothing is written or published
+        (DecisionLedger, "prepare_decisions", {"published": False, "history": 0, "ledger": 0}),
+        # the history write fails: the ledger is not written either
+        (ScoreHistory, "upsert", {"published": False, "history": 0, "ledger": 0}),
+        # the ledger write fails after the history's: no files published (as before)
+        (DecisionLedger, "record_decisions", {"published": False, "ledger": 0}),
+    ],
+)
+def test_a_failed_store_write_leaves_the_same_state_with_workers(
+    raw_dir, store_config, tmp_path, forced, monkeypatch, target, name, expected
+):
+    monkeypatch.setattr(target, name, _fail(f"{name} failed"))
+    states = {}
+    for workers in (1, 2):
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        out = tmp_path / f"w{workers}" / "scores.parquet"
+        out.parent.mkdir()
+        with pytest.raises(PartnerscoreError, match=f"{name} failed"):
+            run_score(
+                raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config,
+                workers=workers,
+            )  # fmt: skip
+        states[workers] = _state(store_config, out)
+        assert states[workers]["staged"] == []  # no staged file left behind
+        for key, value in expected.items():
+            assert states[workers][key] == value, (workers, key)
+    assert states[1] == states[2]
+
+
+def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    """The history rows are written while the files are staged: a failed write rolls back."""
+    database = Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
+    for workers in (1, 2):
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        out = tmp_path / f"w{workers}" / "scores.parquet"
+        out.parent.mkdir()
+        first = pd.Timestamp("2026-01-15").date()
+        run_score(raw_dir, first, "champion", out, store_config, workers=workers)
+        before, written = _stored_rows(database), out.read_bytes()
+        with monkeypatch.context() as patch:
+            patch.setattr(pd.DataFrame, "to_parquet", _fail("disk full"))
+            with pytest.raises(PartnerscoreError, match="disk full"):
+                run_score(
+                    raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config,
+                    workers=workers,
+                )  # fmt: skip
+        assert _stored_rows(database) == before
+        assert out.read_bytes() == written
+        assert sorted(p.name for p in out.parent.iterdir() if p.name != "quarantine") == [
+            "scores.parquet",
+            "scores.rejects.csv",
+        ]

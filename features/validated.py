@@ -400,6 +400,31 @@ def read_validated(
     )
 
 
+def _table_report(manifest: dict, name: str, file: Path, snap: Path) -> TableReport:
+    """A table's validation counts as the manifest records them.
+
+    Raises:
+        StaleSnapshot: The manifest has no readable entry for the table.
+    """
+    entry = manifest["tables"].get(name)
+    if not isinstance(entry, dict):
+        raise StaleSnapshot(f"{snap / MANIFEST}: unreadable manifest (no table '{name}')")
+    try:
+        return TableReport(
+            file=file,
+            input_rows=int(entry["input_rows"]),
+            valid_rows=int(entry["valid_rows"]),
+            quarantined=int(entry["quarantined"]),
+            reasons={str(k): int(v) for k, v in entry["reasons"].items()},
+            physical_lines=entry["physical_lines"],
+            multiline_records=[tuple(int(x) for x in r) for r in entry["multiline_records"]],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StaleSnapshot(
+            f"{snap / MANIFEST}: unreadable manifest (table '{name}' counts)"
+        ) from exc
+
+
 def _read_tables(
     manifest, files, ignored, snap, raw_dir, qdir, config, write_quarantine_files, skip_columns
 ):
@@ -412,9 +437,7 @@ def _read_tables(
     for name in TABLES:  # contract order, like validation
         if name not in files:
             continue
-        entry = manifest["tables"].get(name)
-        if not isinstance(entry, dict):
-            raise StaleSnapshot(f"{snap / MANIFEST}: unreadable manifest (no table '{name}')")
+        report.tables[name] = _table_report(manifest, name, files[name], snap)
         skipped = (skip_columns or {}).get(name, ())
         wanted = [c.name for c in TABLES[name].columns if c.name not in skipped]
         tables[name] = _read_parquet(
@@ -424,20 +447,6 @@ def _read_tables(
             [c.name for c in TABLES[name].columns],
         )
         quarantine[name] = _read_parquet(snap / "quarantine" / f"{name}.parquet", snap)
-        try:
-            report.tables[name] = TableReport(
-                file=files[name],
-                input_rows=int(entry["input_rows"]),
-                valid_rows=int(entry["valid_rows"]),
-                quarantined=int(entry["quarantined"]),
-                reasons={str(k): int(v) for k, v in entry["reasons"].items()},
-                physical_lines=entry["physical_lines"],
-                multiline_records=[tuple(int(x) for x in r) for r in entry["multiline_records"]],
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StaleSnapshot(
-                f"{snap / MANIFEST}: unreadable manifest (table '{name}' counts)"
-            ) from exc
         if (len(tables[name]), len(quarantine[name])) != (
             report.tables[name].valid_rows,
             report.tables[name].quarantined,
@@ -515,23 +524,7 @@ def check_snapshot(
     for name in TABLES:
         if name not in files:
             continue
-        entry = manifest["tables"].get(name)
-        if not isinstance(entry, dict):
-            raise StaleSnapshot(f"{snap / MANIFEST}: unreadable manifest (no table '{name}')")
-        try:
-            report.tables[name] = TableReport(
-                file=files[name],
-                input_rows=int(entry["input_rows"]),
-                valid_rows=int(entry["valid_rows"]),
-                quarantined=int(entry["quarantined"]),
-                reasons={str(k): int(v) for k, v in entry["reasons"].items()},
-                physical_lines=entry["physical_lines"],
-                multiline_records=[tuple(int(x) for x in r) for r in entry["multiline_records"]],
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StaleSnapshot(
-                f"{snap / MANIFEST}: unreadable manifest (table '{name}' counts)"
-            ) from exc
+        report.tables[name] = _table_report(manifest, name, files[name], snap)
         tables[name] = snap / f"{name}.parquet"
         quarantine[name] = snap / "quarantine" / f"{name}.parquet"
         full = [c.name for c in TABLES[name].columns]

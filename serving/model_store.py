@@ -157,6 +157,55 @@ def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
     return LocatedModel(uri, str(version), str(mv.get("run_id") or ""), model_file, run_artifacts)
 
 
+def missing_model(uri: str, tracking_uri: str) -> str | None:
+    """Why ``uri`` certainly names no model in a local SQLite registry, or None.
+
+    A cheap check for the score job to run before any work (the model itself loads in a
+    helper thread while the tables are read, so an unknown alias would otherwise stop the run
+    only after the features are built). None whenever the answer is not certain from the
+    registry tables (not a SQLite file store, not a models:/ URI, no or an unreadable database
+    file): the load then says what is wrong. An alias or version is missing only when no
+    workspace holds it.
+
+    Args:
+        uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+        tracking_uri: The tracking (and registry) URI.
+
+    Returns:
+        A one-line error (``cannot load model '<uri>': ...``), or None.
+    """
+    match = MODELS_URI.fullmatch(uri)
+    if not match or not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    name, version, alias = match.groups()
+    if not db.is_file():  # no registry at all: the input checks still run first (then the load)
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if alias is not None:
+                found = con.execute(
+                    "SELECT 1 FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                    (name, alias),
+                ).fetchone()
+                what = f"registered model '{name}' has no alias '{alias}'"
+            else:
+                found = con.execute(
+                    "SELECT 1 FROM model_versions WHERE name = ? AND version = ?",
+                    (name, int(version)),
+                ).fetchone()
+                what = f"registered model '{name}' has no version {version}"
+        finally:
+            con.close()
+    except (sqlite3.Error, ValueError):
+        return None
+    if found is not None:
+        return None
+    hint = " (promote a version first)" if alias == "champion" else ""
+    return f"cannot load model '{uri}': {what}{hint}"
+
+
 def load_located(located: LocatedModel):
     """The PartnerModel of a located version, with ``metadata["version"]`` set."""
     import joblib

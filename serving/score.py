@@ -38,7 +38,7 @@ from partnerscore.models.policy import (
     stable_tiers,
 )
 from partnerscore.serving.config import AppConfig
-from partnerscore.serving.model_store import ScoringModel, load_scoring_model
+from partnerscore.serving.model_store import ScoringModel, load_scoring_model, missing_model
 from partnerscore.training import progress
 
 if TYPE_CHECKING:
@@ -201,6 +201,9 @@ def run_score(
         raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
+    problem = missing_model(uri, config.paths.tracking_uri())
+    if problem is not None:  # before any work: the model itself loads while tables are read
+        raise PartnerscoreError(problem)
 
     workers = available_workers() if workers is None else workers
     if workers < 1:

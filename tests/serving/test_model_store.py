@@ -94,3 +94,32 @@ print(json.dumps({"scored": result.scored, "mlflow": "mlflow" in sys.modules}))
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["scored"] > 0 and seen["mlflow"] is False
+
+
+def test_a_missing_alias_or_version_stops_the_score_job_before_any_work(store_config, tmp_path):
+    from datetime import date
+
+    from partnerscore.serving.model_store import missing_model
+    from partnerscore.serving.score import run_score
+
+    tracking = store_config.paths.tracking_uri()
+    version = locate_model(URI, tracking).version
+    assert missing_model(URI, tracking) is None
+    assert missing_model(f"models:/partnerscore/{version}", tracking) is None
+    assert missing_model("runs:/abc/model", tracking) is None  # not certain: MLflow answers
+    assert missing_model(URI, "postgresql://user@host/mlflow") is None
+    assert missing_model("models:/partnerscore@nope", tracking) == (
+        "cannot load model 'models:/partnerscore@nope': registered model 'partnerscore' has "
+        "no alias 'nope'"
+    )
+    assert "has no version 999" in missing_model("models:/partnerscore/999", tracking)
+    assert missing_model(URI, f"sqlite:///{tmp_path / 'none.db'}") is None  # the load answers
+    # the same answer as MLflow's own load gives, only earlier
+    with pytest.raises(PartnerscoreError, match="cannot load model 'models:/partnerscore@nope'"):
+        load_scoring_model("models:/partnerscore@nope", tracking)
+    # the raw folder does not exist: the model error comes first, so no table was read
+    with pytest.raises(PartnerscoreError, match="has no alias 'nope'"):
+        run_score(
+            tmp_path / "no-raw-here", date(2026, 1, 1), "nope", tmp_path / "s.csv", store_config
+        )
+    assert not (tmp_path / "s.csv").exists()

@@ -142,17 +142,6 @@ def unpack(packed: pd.DataFrame, dtypes: dict[str, dict[str, str]]) -> dict[str,
     return tables
 
 
-def score_bucket(
-    packed: pd.DataFrame,
-    ctx: BucketContext,
-    model,
-    previous: dict[str, list[float]],
-    policy,
-) -> pd.DataFrame:
-    """:func:`score_tables` on a bucket's rows in the long frame of :func:`pack`."""
-    return score_tables(unpack(packed, ctx.dtypes), ctx, model, previous, policy)
-
-
 def score_tables(
     tables: dict[str, pd.DataFrame],
     ctx: BucketContext,

@@ -145,9 +145,13 @@ def batch_statistics(
             continue
         before = _before(tables, table, as_of, cache)
         if not before.empty:
-            when = pd.Series(before.when())
-            periods[table] = int(((as_of - when) / DAY // 30).astype(int).max()) + 1
+            periods[table] = int(_period_index(as_of, before.when()).max()) + 1
     return robust, periods
+
+
+def _period_index(as_of: pd.Timestamp, when) -> np.ndarray:
+    """30-day periods counted back from as_of (period 0 is the last 30 days), per row."""
+    return ((as_of - pd.Series(when)) / DAY // 30).astype(int).to_numpy()
 
 
 def _frame(table, before, idx, partner, when, column, value, score, reason) -> pd.DataFrame:
@@ -463,9 +467,7 @@ def _volume_spikes(
         if before.empty:
             continue
         codes, uniques = before.partners()
-        when = pd.Series(before.when())
-        # 30-day periods counted back from as_of: period 0 is the last 30 days
-        period = ((as_of - when) / DAY // 30).astype(int).to_numpy()
+        period = _period_index(as_of, before.when())
         n_k = int(period.max()) + 1 if periods is None else periods[table]
         if n_k < 2:
             continue

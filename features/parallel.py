@@ -7,6 +7,11 @@ inherit the caller's memory (no pickling of the inputs; only results travel back
 otherwise they run one after the other in this process when the results are asked for, so a
 task's result never depends on where it ran.
 
+The pool is :class:`WorkerPool` (``concurrent.futures``' process pool, which the report's page
+workers use too): a worker that dies mid-task (killed, e.g. by the kernel when out of memory)
+is a one-line :class:`WorkerDied` error, where ``multiprocessing.Pool`` would wait for the lost
+task forever.
+
 Fork safety is the caller's part: fork only while no other thread of this process runs (a
 thread holding a lock at fork time leaves the lock held forever in the child), so join helper
 threads first. Arrow's and OpenBLAS's own thread pools are re-created after fork.
@@ -19,11 +24,20 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from partnerscore.features.core import PartnerscoreError
 
 _TASKS: list[Callable[[], Any]] = []
 """The tasks of the pool being started (inherited by its forked workers)."""
+
+
+class WorkerDied(PartnerscoreError):
+    """A worker process ended before returning its task's result."""
 
 
 def available_workers() -> int:
@@ -39,6 +53,66 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
+class WorkerPool:
+    """Worker processes (forked where possible) whose death is an error, never a hang.
+
+    The processes start at the first :meth:`submit` (with fork: all of them, before the pool's
+    own manager thread), so whatever the caller holds then is what they inherit.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        initializer: Callable[..., None] | None = None,
+        initargs: tuple = (),
+    ) -> None:
+        context = multiprocessing.get_context("fork" if can_fork() else None)
+        self._executor = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=initializer, initargs=initargs
+        )
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Queue ``fn(*args)`` (both pickled by reference: module-level functions)."""
+        future = self._executor.submit(fn, *args)
+        # the executor's processes, kept to report how one died and to stop them on an error
+        self._processes = list((self._executor._processes or {}).values()) or self._processes
+        return future
+
+    def result(self, future: Future) -> Any:
+        """The task's result; its error re-raised; :class:`WorkerDied` if its worker died."""
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise WorkerDied(self._death(), exit_code=1) from None
+
+    def _death(self) -> str:
+        for process in self._processes:  # the pool terminates the others (SIGTERM): reap all
+            process.join(timeout=30)
+        codes = sorted({p.exitcode for p in self._processes if p.exitcode})
+        if len(codes) > 1:
+            codes = [code for code in codes if code != -signal.SIGTERM]
+        how = ", ".join(
+            f"killed by signal {-code}" if code < 0 else f"exit code {code}" for code in codes
+        )
+        hint = ", out of memory?" if -signal.SIGKILL in codes else ""
+        return (
+            f"a worker process stopped before finishing its task ({how or 'no exit code'}"
+            f"{hint}); rerun with --workers 1 or with more memory"
+        )
+
+    def stop(self) -> None:
+        """Stop at once: cancel queued tasks and terminate the workers (on an error)."""
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Wait for the submitted tasks and the processes to end."""
+        self._executor.shutdown(wait=True)
+
+
 def _run(index: int) -> Any:
     return _TASKS[index]()
 
@@ -49,7 +123,7 @@ def start_tasks(tasks: Sequence[Callable[[], Any]], workers: int) -> Callable[[]
     Tasks are handed out one at a time in list order (put the longest first). With one worker
     or no ``fork``, nothing starts: the returned function runs the tasks in this process (one
     task with more workers runs beside this process). A task's exception is raised by the
-    returned function (the pool is stopped).
+    returned function (the pool is stopped); so is :class:`WorkerDied` if a worker dies.
 
     Args:
         tasks: Zero-argument callables; their results must pickle.
@@ -62,26 +136,24 @@ def start_tasks(tasks: Sequence[Callable[[], Any]], workers: int) -> Callable[[]
     if workers <= 1 or not tasks or not can_fork():
         return lambda: [task() for task in tasks]
     _TASKS[:] = tasks
+    pool = WorkerPool(min(workers, len(tasks)))
     # the workers' garbage collector must not visit (write to) every inherited object: that
     # would copy each page holding one (copy on write)
     gc.freeze()
     try:
-        # the workers are forked here, before the pool starts its own helper threads
-        pool = multiprocessing.get_context("fork").Pool(min(workers, len(tasks)))
+        # the workers are forked by the first submit, before the pool starts its own thread
+        pending = [pool.submit(_run, i) for i in range(len(tasks))]
     finally:
         gc.unfreeze()
         _TASKS.clear()  # the parent keeps no reference; the workers have their copy
-    pending = pool.map_async(_run, range(len(tasks)), chunksize=1)
-    pool.close()
 
     def wait() -> list[Any]:
         try:
-            results = pending.get()
+            results = [pool.result(future) for future in pending]
         except BaseException:
-            pool.terminate()
+            pool.stop()
             raise
-        finally:
-            pool.join()
+        pool.close()
         return results
 
     return wait

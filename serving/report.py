@@ -28,6 +28,7 @@ from partnerscore.features.core import (
     read_frame,
     write_text_atomic,
 )
+from partnerscore.features.parallel import available_workers
 from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
@@ -1009,7 +1010,7 @@ def run_report(
     started = time.perf_counter()
     if workers is not None and workers < 1:
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
-    workers = rp.available_workers() if workers is None else workers
+    workers = available_workers() if workers is None else workers
     frame = read_scores(scores)
     out_dir = Path(out_dir)
     partners_dir = out_dir / "partners"

@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from partnerscore.features.core import STALE_TMP_SECONDS, PartnerscoreError
+from partnerscore.features.parallel import WorkerPool
 from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.serving.history import HISTORY_METRICS, ScoreHistory
@@ -88,14 +89,6 @@ NUMERIC_PAGE_COLUMNS = (
       for layer in LAYERS),
 )  # fmt: skip
 """Scores-file cells the pages format (missing columns read as missing values)."""
-
-
-def available_workers() -> int:
-    """Cores this process may run on (the default number of page workers)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 @dataclass
@@ -1195,14 +1188,18 @@ def render_pages(
             _WORKER.clear()
             close_history()
         return
-    methods = multiprocessing.get_all_start_methods()
     # fork shares the plan with the workers without pickling it; elsewhere it is pickled once
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with context.Pool(min(workers, len(chunks)), _init_worker, (plan,)) as pool:
-        results = pool.imap_unordered(_render_chunk, chunks)
+    pool = WorkerPool(min(workers, len(chunks)), _init_worker, (plan,))
+    try:
+        pending = [pool.submit(_render_chunk, bounds) for bounds in chunks]
         if meanwhile is not None:
             meanwhile()
-        yield from results
+        for future in as_completed(pending):
+            yield pool.result(future)
+    except BaseException:  # also the consumer's error or a closed generator
+        pool.stop()
+        raise
+    pool.close()
 
 
 # -- the portfolio page's data -----------------------------------------------------------------

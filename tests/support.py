@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -47,3 +48,28 @@ def materialise(case: str, dest: Path) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
     return spec
+
+
+def die_by_sigkill(*_args, **_kwargs) -> None:
+    """A task that kills its own process, as the kernel's out-of-memory killer would."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def no_hang(seconds: int):
+    """Fail (TimeoutError) instead of waiting forever: SIGALRM interrupts a blocked wait."""
+    import signal
+
+    def _expired(signum, frame):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import sibling
+from support import die_by_sigkill, no_hang, sibling
 
 from partnerscore.features.core import write_frame_atomic
 from partnerscore.serving import report_pages as rp
@@ -246,3 +246,14 @@ def test_workers_option(tmp_path, capsys, monkeypatch):
     assert err.endswith("--workers 0: must be at least 1") and len(err.splitlines()) == 1
     assert main([*args, "--workers", "2"]) == 0
     assert "wrote 30 partner reports" in capsys.readouterr().out
+
+
+def test_a_killed_page_worker_is_a_one_line_error_not_a_hang(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_frame_atomic(synthetic_scores(30), tmp_path / "s.parquet")
+    monkeypatch.setattr(rp, "_render_chunk", die_by_sigkill)
+    args = ["report", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "r")]
+    with no_hang(60):
+        assert main([*args, "--workers", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "killed by signal 9" in err and len(err.splitlines()) == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import die_by_sigkill, no_hang
 
 from partnerscore.features import parallel
 from partnerscore.features.core import PartnerscoreError
@@ -231,6 +232,27 @@ def test_a_failed_store_write_leaves_the_same_state_with_workers(
         for key, value in expected.items():
             assert states[workers][key] == value, (workers, key)
     assert states[1] == states[2]
+
+
+@pytest.mark.parametrize(
+    ("target", "name"),
+    [
+        (score_job, "raw_anomalies"),  # the anomaly checks' worker
+        (DecisionLedger, "prepare_decisions"),  # the ledger writer, converting
+        (DecisionLedger, "record_decisions"),  # the ledger writer, writing
+    ],
+)
+def test_a_killed_worker_stops_the_job_with_a_one_line_error_and_publishes_nothing(
+    raw_dir, store_config, tmp_path, forced, monkeypatch, target, name
+):
+    """A worker the kernel kills (out of memory) must not leave the job waiting forever."""
+    monkeypatch.setattr(target, name, die_by_sigkill)
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    with no_hang(120), pytest.raises(parallel.WorkerDied, match="killed by signal 9"):
+        run_score(raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config)
+    state = _state(store_config, out)
+    assert not state["published"] and state["staged"] == [] and state["ledger"] == 0
 
 
 def test_a_failed_file_write_leaves_an_existing_history_as_it_was(

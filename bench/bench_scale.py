@@ -65,6 +65,9 @@ def main() -> None:
         sizes.append(1_000_000)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="partnerscore-scale-"))
     root.mkdir(parents=True, exist_ok=True)
+    # Spark's shuffle and block scratch beside the benchmark's data, not in /tmp (often small)
+    os.environ.setdefault("SPARK_LOCAL_DIRS", str(root / "spark-local"))
+    Path(os.environ["SPARK_LOCAL_DIRS"]).mkdir(parents=True, exist_ok=True)
     cfg = root / "config.yaml"
     cfg.write_text(
         f"paths:\n  data_dir: {root / 'data'}\n  mlflow_dir: {root / 'mlflow'}\n"

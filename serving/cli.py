@@ -471,6 +471,10 @@ def score(
     from partnerscore.serving.score import run_score
 
     options = {"record_history": history, "validated": validated, "workers": workers}
+    if engine == "pandas":
+        from partnerscore.features.parallel import tune_batch_memory
+
+        tune_batch_memory()  # this process ends with the job: reuse memory, fewer page faults
     if engine == "spark":
         from partnerscore.serving.spark_engine import run_score_spark
 

@@ -7,8 +7,11 @@ state. ``MIN_WORKER_PARTNERS`` is lowered so the small test program uses the wor
 """
 
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -153,6 +156,59 @@ def test_cli_workers_option(raw_dir, model_store, tmp_path, monkeypatch, forced,
     code = main(["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--workers", "0"])
     assert code != 0
     assert "--workers 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_memory_tuning_changes_no_output(raw_dir, model_store, tmp_path, monkeypatch, forced):
+    """The CLI's batch memory settings (``tune_batch_memory``) are placement only.
+
+    Twin: the job in this process without them; the tuned CLI runs in a fresh process (the
+    settings are process-wide), on the same config, history included, with workers and without.
+    """
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(parallel, "tune_batch_memory", lambda: {})
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    database = tmp_path / "data" / "scores" / "history.sqlite"
+    script = (
+        "import sys; from partnerscore.features import parallel; "
+        "from partnerscore.serving import score as job, cli; job.MIN_WORKER_PARTNERS = 0; "
+        "real = parallel.tune_batch_memory; "
+        "parallel.tune_batch_memory = lambda: print('tuned', real()); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for workers in ("1", "2"):
+        outputs = []
+        for tuned in (False, True):
+            database.unlink(missing_ok=True)
+            out = tmp_path / f"{tuned}-{workers}" / "scores.parquet"
+            argv = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(out)]
+            argv += ["--workers", workers, "-c", str(config)]
+            if tuned:
+                done = subprocess.run(
+                    [sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env
+                )
+                assert done.returncode == 0, done.stderr
+                assert "tuned {'numpy_hugepage_off': True" in done.stdout
+            else:
+                assert main(argv) == 0
+            outputs.append(
+                (out.read_bytes(), rejects_path(out).read_bytes(), _stored_rows(database))
+            )
+        assert outputs[1] == outputs[0]
+
+
+def test_tune_batch_memory_takes_effect():
+    code = (
+        "from numpy._core.multiarray import _set_madvise_hugepage as advise; "
+        "from partnerscore.features.parallel import tune_batch_memory, _glibc; "
+        "done = tune_batch_memory(); "
+        "assert done['numpy_hugepage_off'] and advise(False) is False, done; "
+        "assert done['glibc_malloc'] == _glibc(), done; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 # -- the pieces --------------------------------------------------------------------------------

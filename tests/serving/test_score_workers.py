@@ -314,3 +314,41 @@ def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
             "scores.parquet",
             "scores.rejects.csv",
         ]
+
+
+def test_console_script_ends_after_the_score_job_with_exit_functions_run(
+    raw_dir, model_store, tmp_path
+):
+    """The console script skips the interpreter teardown after ``score`` (``_exit_now``): the
+    summary is printed, atexit functions and finalizers still run, the exit code is kept, and
+    the files are those of ``main`` run in-process; errors end as before."""
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    script = (
+        "import atexit, sys, tempfile, weakref; from partnerscore.serving import cli; "
+        "atexit.register(lambda: print('atexit ran', flush=True)); "
+        "folder = tempfile.TemporaryDirectory(); print('tmp', folder.name, flush=True); "
+        "sys.argv[0] = 'partnerscore'; sys.exit(cli.main())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out, twin = tmp_path / "cli" / "scores.parquet", tmp_path / "main" / "scores.parquet"
+    common = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "-c", str(config)]
+    argv = [*common, "--no-history", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "scored " in done.stdout and done.stdout.rstrip().endswith("atexit ran")
+    leftover = done.stdout.split("tmp ", 1)[1].split()[0]
+    assert not Path(leftover).exists()  # the TemporaryDirectory finalizer ran
+    assert main([*common, "--no-history", "--out", str(twin)]) == 0
+    assert out.read_bytes() == twin.read_bytes()
+    assert rejects_path(out).read_bytes() == rejects_path(twin).read_bytes()
+    bad = subprocess.run(
+        [sys.executable, "-c", script, *argv, "--workers", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "--workers 0: must be at least 1" in bad.stderr

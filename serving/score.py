@@ -630,13 +630,16 @@ def _convert_and_write_ledger(
         try:
             ledger = DecisionLedger(url)  # its own engine: never one inherited by fork
             decisions = ledger.prepare_decisions(scored, facts=facts)
+            # staged in memory (no database touched) while the history is written: the write
+            # after the history's commit is then one copy inside SQLite
+            staged = ledger.stage_decisions(decisions)
         except BaseException:
             os.write(ready[1], b"0")
             raise
         os.write(ready[1], b"1")
         if os.read(go[0], 1) != b"1":
             return 0
-        return ledger.record_decisions(decisions)
+        return ledger.record_staged(staged)
     finally:
         os.close(ready[1])
         os.close(go[0])

@@ -272,6 +272,8 @@ def test_a_failed_store_write_leaves_the_same_state_with_workers(
     raw_dir, store_config, tmp_path, forced, monkeypatch, target, name, expected
 ):
     monkeypatch.setattr(target, name, _fail(f"{name} failed"))
+    if name == "record_decisions":  # the worker writes the rows it staged
+        monkeypatch.setattr(DecisionLedger, "record_staged", _fail(f"{name} failed"))
     states = {}
     for workers in (1, 2):
         shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
@@ -287,6 +289,21 @@ def test_a_failed_store_write_leaves_the_same_state_with_workers(
         for key, value in expected.items():
             assert states[workers][key] == value, (workers, key)
     assert states[1] == states[2]
+
+
+def test_a_failed_ledger_staging_in_the_worker_writes_and_publishes_nothing(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    """The worker stages the ledger rows before it reports them ready: as a failed conversion."""
+    monkeypatch.setattr(DecisionLedger, "stage_decisions", _fail("staging failed"))
+    out = tmp_path / "w2" / "scores.parquet"
+    out.parent.mkdir()
+    with pytest.raises(PartnerscoreError, match="staging failed"):
+        run_score(
+            raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config, workers=2
+        )
+    state = _state(store_config, out)
+    assert state == {"published": False, "history": 0, "ledger": 0, "staged": []}
 
 
 def test_a_failed_file_write_leaves_an_existing_history_as_it_was(

@@ -369,3 +369,74 @@ def test_console_script_ends_after_the_score_job_with_exit_functions_run(
         env=env,
     )
     assert bad.returncode == 2 and "--workers 0: must be at least 1" in bad.stderr
+
+
+# -- a first batch: the history is written into a new store while the files are staged ------
+
+
+def _schema(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as conn:
+        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_first_batch_writes_the_same_store_as_the_upsert_after_staging(
+    raw_dir, store_config, tmp_path, forced, monkeypatch, workers
+):
+    """Twin: the old order (stage the files, then create the store and upsert): the same
+    files, tables and rows (ids included), and the next batch (reading that history) too."""
+    database = Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
+    results = []
+    for new_path in (False, True):
+        if not new_path:
+            monkeypatch.setattr(score_job, "_new_sqlite_store", lambda history: False)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 0)
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        files = []
+        for as_of in ("2026-01-15", "2026-03-01"):
+            out = tmp_path / f"{new_path}-{workers}" / f"{as_of}.parquet"
+            run_score(
+                raw_dir, pd.Timestamp(as_of).date(), "champion", out, store_config,
+                workers=workers,
+            )  # fmt: skip
+            files.append((out.read_bytes(), rejects_path(out).read_bytes()))
+            if as_of == "2026-01-15":
+                first = (_stored_rows(database), _schema(database))
+        leftovers = sorted(p.name for p in database.parent.iterdir() if p.name != database.name)
+        results.append((files, first, _stored_rows(database), _schema(database), leftovers))
+    assert results[1] == results[0]
+    assert results[1][-1] == []  # no scratch file left
+
+
+def test_a_store_that_appears_during_the_first_batch_gets_the_batch(tmp_path):
+    """``os.link`` never replaces a store another job created meanwhile: the batch is upserted
+    into it; a failed staging leaves neither a store nor a scratch file nor the folder."""
+    folder = tmp_path / "data" / "scores"
+    url = f"sqlite:///{folder / 'history.sqlite'}"
+    frame = pd.DataFrame(
+        {
+            "partner_id": ["P1", "P2"],
+            "as_of": pd.Timestamp("2026-03-01"),
+            "model_version": "1",
+            "score": [10.0, 20.0],
+        }
+    )
+    other = frame.assign(partner_id=["Q1", "Q2"], score=[1.0, 2.0])
+    history = ScoreHistory(url)
+    assert score_job._new_sqlite_store(history)
+
+    def another_job_writes():
+        ScoreHistory(url).upsert(other)
+
+    score_job._upsert_new_store(history, history.prepare(frame), another_job_writes)
+    stored = ScoreHistory(url).read()
+    assert sorted(stored["partner_id"]) == ["P1", "P2", "Q1", "Q2"]
+    assert sorted(p.name for p in folder.iterdir()) == ["history.sqlite"]
+
+    shutil.rmtree(tmp_path / "data")
+    history = ScoreHistory(url)
+    with pytest.raises(PartnerscoreError, match="staging failed"):
+        score_job._upsert_new_store(history, history.prepare(frame), _fail("staging failed"))
+    assert not folder.exists()

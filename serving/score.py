@@ -592,7 +592,8 @@ def _upsert_new_store(history, rows, before_commit: Callable[[], object]) -> Non
     from partnerscore.serving.history import ScoreHistory
 
     target = Path(history.url.removeprefix("sqlite:///"))
-    made_folder = not target.parent.exists()
+    # the folders the scratch store's engine creates (removed again on a failure)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     scratch_file = target.with_name(f".{target.name}.{os.getpid()}.new")
     scratch = ScoreHistory(f"sqlite:///{scratch_file}", shown=history._shown())
     linked = False
@@ -606,10 +607,10 @@ def _upsert_new_store(history, rows, before_commit: Callable[[], object]) -> Non
         except OSError:  # a store appeared meanwhile, or no hard links here
             pass
     except BaseException:
-        if made_folder:
-            with contextlib.suppress(OSError):
-                scratch_file.unlink(missing_ok=True)
-                target.parent.rmdir()  # only when empty: as if never created
+        with contextlib.suppress(OSError):
+            scratch_file.unlink(missing_ok=True)
+            for folder in made:  # innermost first; only while empty: as if never created
+                folder.rmdir()
         raise
     finally:
         if scratch._engine is not None:

@@ -439,4 +439,4 @@ def test_a_store_that_appears_during_the_first_batch_gets_the_batch(tmp_path):
     history = ScoreHistory(url)
     with pytest.raises(PartnerscoreError, match="staging failed"):
         score_job._upsert_new_store(history, history.prepare(frame), _fail("staging failed"))
-    assert not folder.exists()
+    assert not (tmp_path / "data").exists()

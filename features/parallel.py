@@ -21,16 +21,25 @@ Nothing happens at import time.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from partnerscore.features.core import PartnerscoreError
+
+BATCH_MMAP_THRESHOLD = 64 << 20
+"""glibc malloc serves blocks below 64 MB from its heap in a batch process (see
+:func:`tune_batch_memory`)."""
+BATCH_TRIM_THRESHOLD = 256 << 20
+"""... and returns heap memory to the system only once 256 MB are free at its top."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 
 _TASKS: list[Callable[[], Any]] = []
 """The tasks of the pool being started (inherited by its forked workers)."""
@@ -111,6 +120,51 @@ class WorkerPool:
     def close(self) -> None:
         """Wait for the submitted tasks and the processes to end."""
         self._executor.shutdown(wait=True)
+
+
+def tune_batch_memory() -> dict[str, bool]:
+    """Make a short-lived batch process reuse its memory instead of faulting in fresh pages.
+
+    A batch job allocates and frees arrays of a few MB to tens of MB many times; by default
+    numpy asks for transparent huge pages for every array of 4 MB or more and glibc returns
+    every freed block above its (adaptive, at most 32 MB) mmap threshold to the system, so
+    the next array of that size faults in zeroed pages again. On the benchmark VM page faults
+    were a third of the 100k-partner score job's CPU time (3.7-6.4 s of system time). This
+    turns numpy's huge-page advice off and keeps blocks below
+    :data:`BATCH_MMAP_THRESHOLD` on glibc's heap (trimmed beyond
+    :data:`BATCH_TRIM_THRESHOLD`): ~2 s less CPU at 100k partners, peak RSS ~+0.1-0.2 GB.
+    Process-wide and not undone: only for a command-line job's own process (not a server).
+    Memory placement only: no result depends on it.
+
+    Returns:
+        Which of the two settings took effect (``numpy_hugepage_off``, ``glibc_malloc``).
+    """
+    done = {"numpy_hugepage_off": False, "glibc_malloc": False}
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # pragma: no cover - another numpy layout: keep its default
+        pass
+    else:
+        _set_madvise_hugepage(False)
+        done["numpy_hugepage_off"] = True
+    if _glibc():  # musl's mallopt is a no-op stub; other systems have other allocators
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+            done["glibc_malloc"] = bool(
+                mallopt(_M_MMAP_THRESHOLD, BATCH_MMAP_THRESHOLD)
+                and mallopt(_M_TRIM_THRESHOLD, BATCH_TRIM_THRESHOLD)
+            )
+        except (OSError, AttributeError):  # pragma: no cover - no C library symbols
+            pass
+    return done
+
+
+def _glibc() -> bool:
+    """Whether this process runs on glibc (its version is a configuration string there)."""
+    try:
+        return sys.platform.startswith("linux") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not defined here
+        return False
 
 
 def _run(index: int) -> Any:

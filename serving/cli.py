@@ -35,7 +35,7 @@ ValidatedOption = Annotated[
 ]
 
 
-_STATE = {"json": False}
+_STATE = {"json": False, "exit_now": False}
 
 
 def _jsonable(value):
@@ -471,6 +471,10 @@ def score(
     from partnerscore.serving.score import run_score
 
     options = {"record_history": history, "validated": validated, "workers": workers}
+    if engine == "pandas":
+        from partnerscore.features.parallel import tune_batch_memory
+
+        tune_batch_memory()  # this process ends with the job: reuse memory, fewer page faults
     if engine == "spark":
         from partnerscore.serving.spark_engine import run_score_spark
 
@@ -489,6 +493,9 @@ def score(
         **options,
     )
     _emit(result)
+    # every file and store write is done (and published): the console script may skip the
+    # interpreter's teardown of the batch's objects and imported libraries (~0.4 s at 100k)
+    _STATE["exit_now"] = engine == "pandas"
 
 
 @app.command()
@@ -652,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     _quiet_environment()
     _STATE["json"] = False
+    _STATE["exit_now"] = False
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)
@@ -678,7 +686,33 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return code if isinstance(code, int) else 0
+    code = code if isinstance(code, int) else 0
+    if argv is None and _STATE["exit_now"]:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the console-script process now: no interpreter teardown after a finished batch job.
+
+    The teardown frees every object of the batch and of the imported libraries one by one.
+    The atexit functions still run (logging, multiprocessing, ``weakref.finalize`` cleanups
+    such as temporary folders) and stdout/stderr are flushed; only then the process exits.
+    Called only by :func:`main` run as the console script (``argv`` None), never when a caller
+    (a test, another program) runs ``main`` in its own process; without CPython's atexit
+    runner it returns and the process ends normally.
+    """
+    import atexit
+    import contextlib
+
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_functions is None:  # pragma: no cover - not CPython
+        return
+    run_exit_functions()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -194,8 +194,9 @@ class ScoreHistory:
         url: SQLAlchemy database URL; a ``sqlite:///`` file's folder is created on first write.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, shown: str | None = None) -> None:
         self.url = url
+        self._shown_as = shown  # how errors name the store (a job's scratch file: the store's)
         self._engine: sa.Engine | None = None
         self.metadata = sa.MetaData()
         self.table = sa.Table(
@@ -227,6 +228,8 @@ class ScoreHistory:
             raise PartnerscoreError(f"score history {self._shown()}: {detail}") from exc
 
     def _shown(self) -> str:
+        if self._shown_as is not None:
+            return self._shown_as
         try:
             return sa.engine.make_url(self.url).render_as_string(hide_password=True)
         except sa.exc.ArgumentError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,6 +156,24 @@ class DecisionBatch:
 
     columns: dict[str, list]
     rows: list[tuple]
+
+
+@dataclass
+class StagedDecisions:
+    """A :class:`DecisionBatch` also held as a small SQLite database image, ready to copy.
+
+    Attributes:
+        batch: The rows.
+        image: ``sqlite3.Connection.serialize()`` of a database whose one table
+            (:data:`STAGE_TABLE`) holds the rows in order, with the ledger's column types; None
+            when the rows are inserted one by one (not SQLite, no rows, no serialize support).
+    """
+
+    batch: DecisionBatch
+    image: bytes | None
+
+
+STAGE_SCHEMA, STAGE_TABLE = "partnerscore_stage", "decisions"
 
 
 class DecisionLedger:
@@ -309,6 +328,77 @@ class DecisionLedger:
                 rows,
             )
         return len(rows)
+
+    def stage_decisions(self, batch: DecisionBatch) -> StagedDecisions:
+        """The rows inserted into a private in-memory SQLite table; touches no database.
+
+        A worker process stages a batch while the job writes the history, so that
+        :meth:`record_staged` afterwards copies it inside SQLite (``INSERT ... SELECT``, ~0.1 s
+        at 100k rows) instead of binding every row then (~0.4 s). The staged table has the
+        ledger's column types, so every value is stored as :meth:`record_decisions` stores it
+        (twin in ``tests/serving/test_bulk_writes.py``).
+        """
+        if (
+            not batch.rows
+            or not self.url.startswith("sqlite:///")
+            or not hasattr(sqlite3.Connection, "serialize")
+        ):
+            return StagedDecisions(batch, None)
+        from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+        dialect = sqlite_dialect.dialect()
+        names = list(batch.columns)
+        declared = ", ".join(
+            f"{name} {self.decisions.c[name].type.compile(dialect=dialect)}" for name in names
+        )
+        con = sqlite3.connect(":memory:")
+        try:
+            con.execute(f"CREATE TABLE {STAGE_TABLE} ({declared})")
+            con.executemany(
+                f"INSERT INTO {STAGE_TABLE} ({', '.join(names)}) "
+                f"VALUES ({', '.join(['?'] * len(names))})",
+                batch.rows,
+            )
+            con.commit()
+            return StagedDecisions(batch, con.serialize())
+        finally:
+            con.close()
+
+    def record_staged(self, staged: StagedDecisions) -> int:
+        """:meth:`record_decisions` of a staged batch: the same rows, ids and replacements.
+
+        In one transaction the rows of the staged keys are deleted and the staged rows are
+        copied in their order (ids given in that order, as the row-by-row insert gives them).
+        """
+        if staged.image is None:
+            return self.record_decisions(staged.batch)
+        names = ", ".join(staged.batch.columns)
+        key = ", ".join(("as_of", "model_version", "partner_id"))
+        stage = f"{STAGE_SCHEMA}.{STAGE_TABLE}"
+        t = self.decisions
+        with self._errors(), self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            try:
+                # outside a transaction (pysqlite begins one before the first DELETE/INSERT)
+                raw.execute(f"ATTACH DATABASE ':memory:' AS {STAGE_SCHEMA}")
+                raw.deserialize(staged.image, name=STAGE_SCHEMA)
+                with conn.begin():
+                    conn.exec_driver_sql(
+                        f"DELETE FROM main.{t.name} WHERE ({key}) IN (SELECT {key} FROM {stage})"
+                    )
+                    conn.exec_driver_sql(
+                        f"INSERT INTO main.{t.name} ({names}) "
+                        f"SELECT {names} FROM {stage} ORDER BY rowid"
+                    )
+            except sqlite3.Error as exc:
+                raise PartnerscoreError(
+                    f"decision ledger {self.url}: {str(exc).splitlines()[0][:160]}"
+                ) from exc
+            finally:
+                if raw.in_transaction:
+                    raw.rollback()
+                raw.execute(f"DETACH DATABASE {STAGE_SCHEMA}")
+        return len(staged.batch.rows)
 
     def read_decisions(self, partner_ids: list[str] | None = None, until=None) -> pd.DataFrame:
         """Decision rows (facts expanded), one per (partner, as_of): the latest write wins.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -545,9 +546,12 @@ def _publish(
                         rows = history.prepare(scored)
                         if writer is None:
                             decisions = ledger.prepare_decisions(scored, facts=facts)
-                        if not history.exists():  # a store is created only for a staged batch
-                            staged_and_converted()
-                        history.upsert(rows, before_commit=staged_and_converted)
+                        if _new_sqlite_store(history):
+                            _upsert_new_store(history, rows, staged_and_converted)
+                        else:
+                            if not history.exists():  # created only for a staged batch
+                                staged_and_converted()
+                            history.upsert(rows, before_commit=staged_and_converted)
                 except BaseException:
                     if staging.exception() is None:  # waits for the writer
                         discard_staged(staging.result())
@@ -567,6 +571,53 @@ def _publish(
             writer.close()
     publish_staged(staged)
     return scored, reject_frame
+
+
+def _new_sqlite_store(history) -> bool:
+    """Whether the history is a SQLite file that does not exist yet (a first batch)."""
+    url = history.url
+    return url.startswith("sqlite:///") and "?" not in url and not history.exists()
+
+
+def _upsert_new_store(history, rows, before_commit: Callable[[], object]) -> None:
+    """Write a first batch while its files are staged, into a store that does not exist yet.
+
+    The rows go into a new SQLite file beside the store, created by the same code (so the
+    same tables), committed only once ``before_commit`` passes (files staged, ledger rows
+    converted); that file then becomes the store by ``os.link``, which never replaces a
+    store: if one appeared meanwhile (another job), the batch is upserted into it as before.
+    A failed write or staging leaves no file behind, so a store is still created only for a
+    staged batch. Without this the first batch's history insert waited for the file staging.
+    """
+    from partnerscore.serving.history import ScoreHistory
+
+    target = Path(history.url.removeprefix("sqlite:///"))
+    # the folders the scratch store's engine creates (removed again on a failure)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    scratch_file = target.with_name(f".{target.name}.{os.getpid()}.new")
+    scratch = ScoreHistory(f"sqlite:///{scratch_file}", shown=history._shown())
+    linked = False
+    try:
+        scratch_file.unlink(missing_ok=True)
+        scratch.upsert(rows, before_commit=before_commit)
+        scratch.engine.dispose()  # every connection closed: the file is the whole store
+        try:
+            os.link(scratch_file, target)
+            linked = True
+        except OSError:  # a store appeared meanwhile, or no hard links here
+            pass
+    except BaseException:
+        with contextlib.suppress(OSError):
+            scratch_file.unlink(missing_ok=True)
+            for folder in made:  # innermost first; only while empty: as if never created
+                folder.rmdir()
+        raise
+    finally:
+        if scratch._engine is not None:
+            scratch._engine.dispose()
+        scratch_file.unlink(missing_ok=True)
+    if not linked:
+        history.upsert(rows)
 
 
 class _LedgerWriter:
@@ -630,13 +681,16 @@ def _convert_and_write_ledger(
         try:
             ledger = DecisionLedger(url)  # its own engine: never one inherited by fork
             decisions = ledger.prepare_decisions(scored, facts=facts)
+            # staged in memory (no database touched) while the history is written: the write
+            # after the history's commit is then one copy inside SQLite
+            staged = ledger.stage_decisions(decisions)
         except BaseException:
             os.write(ready[1], b"0")
             raise
         os.write(ready[1], b"1")
         if os.read(go[0], 1) != b"1":
             return 0
-        return ledger.record_decisions(decisions)
+        return ledger.record_staged(staged)
     finally:
         os.close(ready[1])
         os.close(go[0])

@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from partnerscore.serving.history import HISTORY_COLUMNS, KEY, TABLE, ScoreHistory, _to_records
-from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger, _plain, as_of_text
+from partnerscore.serving.ledger import (
+    DECISION_COLUMNS,
+    DECISION_KEY,
+    DecisionBatch,
+    DecisionLedger,
+    _plain,
+    as_of_text,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -249,3 +256,71 @@ def test_ledger_column_encodings_equal_the_per_value_twins(values, texts):
     strings = pd.Series(pd.array(texts, dtype="str"))
     assert text_values(strings) == [str(v) for v in strings]
     assert json_column(strings) == [json.dumps(_plain(v)) for v in strings.tolist()]
+
+
+def _typed_rows(path, table="score_decisions"):
+    """Every row, ids included, each value with its SQLite storage type, in id order."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        typed = ", ".join(f"typeof({c}), {c}" for c in cols)
+        return conn.execute(f"SELECT {typed} FROM {table} ORDER BY id").fetchall()
+
+
+ledger_floats = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 5e-324, 1e308, -1e308, 1.0, 2.0**53, 0.1]),
+)
+ledger_texts = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["", "1.5", "12", "é"]))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keys=st.lists(st.sampled_from([f"P{i}" for i in range(8)] + ["O'B", "1"]), max_size=12),
+    floats=st.lists(ledger_floats, min_size=5, max_size=5),
+    texts=st.lists(ledger_texts, min_size=9, max_size=9),
+    earlier=st.integers(0, 3),
+)
+def test_staged_ledger_write_stores_what_the_row_by_row_insert_stores(
+    keys, floats, texts, earlier, tmp_path_factory
+):
+    """``stage_decisions`` + ``record_staged`` (the worker's fast path) against
+    ``record_decisions``: the same rows, ids, storage types and replacements, extreme floats,
+    text that looks numeric and NULLs included, on a fresh store and on one holding rows."""
+    keys = list(dict.fromkeys(keys))
+    names = list(DECISION_COLUMNS)
+    float_names = [n for n, kind in DECISION_COLUMNS.items() if kind is sa.Float]
+    text_names = [n for n in names if n not in float_names and n not in DECISION_KEY]
+
+    def batch(ids, as_of, seed):
+        rows = []
+        for i, pid in enumerate(ids):
+            values = {"partner_id": pid, "as_of": as_of, "model_version": "1"}
+            for j, name in enumerate(float_names):
+                values[name] = floats[(i + j + seed) % len(floats)]
+            for j, name in enumerate(text_names):
+                values[name] = texts[(i + j + seed) % len(texts)]
+            rows.append(tuple(values[n] for n in names))
+        return DecisionBatch({n: [r[k] for r in rows] for k, n in enumerate(names)}, rows)
+
+    results = []
+    for staged in (False, True):
+        path = tmp_path_factory.mktemp("ledger") / "h.sqlite"
+        ledger = DecisionLedger(f"sqlite:///{path}")
+        # earlier batches: another date, and (earlier > 1) this date's rows to be replaced
+        for k in range(earlier):
+            as_of = "2026-03-01" if k % 2 else "2026-01-15"
+            ledger.record_decisions(batch(list(reversed(keys)) + ["Z"], as_of, seed=k + 1))
+        new = batch(keys, "2026-03-01", seed=0)
+        if staged:
+            image = ledger.stage_decisions(new)
+            assert (image.image is not None) == bool(keys)
+            assert ledger.record_staged(image) == len(keys)
+        else:
+            assert ledger.record_decisions(new) == len(keys)
+        results.append(_typed_rows(path) if path.exists() else None)
+    assert results[1] == results[0]

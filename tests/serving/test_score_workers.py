@@ -7,8 +7,11 @@ state. ``MIN_WORKER_PARTNERS`` is lowered so the small test program uses the wor
 """
 
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -156,6 +159,59 @@ def test_cli_workers_option(raw_dir, model_store, tmp_path, monkeypatch, forced,
     assert "--workers 0: must be at least 1" in capsys.readouterr().err
 
 
+def test_cli_memory_tuning_changes_no_output(raw_dir, model_store, tmp_path, monkeypatch, forced):
+    """The CLI's batch memory settings (``tune_batch_memory``) are placement only.
+
+    Twin: the job in this process without them; the tuned CLI runs in a fresh process (the
+    settings are process-wide), on the same config, history included, with workers and without.
+    """
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(parallel, "tune_batch_memory", lambda: {})
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    database = tmp_path / "data" / "scores" / "history.sqlite"
+    script = (
+        "import sys; from partnerscore.features import parallel; "
+        "from partnerscore.serving import score as job, cli; job.MIN_WORKER_PARTNERS = 0; "
+        "real = parallel.tune_batch_memory; "
+        "parallel.tune_batch_memory = lambda: print('tuned', real()); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for workers in ("1", "2"):
+        outputs = []
+        for tuned in (False, True):
+            database.unlink(missing_ok=True)
+            out = tmp_path / f"{tuned}-{workers}" / "scores.parquet"
+            argv = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(out)]
+            argv += ["--workers", workers, "-c", str(config)]
+            if tuned:
+                done = subprocess.run(
+                    [sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env
+                )
+                assert done.returncode == 0, done.stderr
+                assert "tuned {'numpy_hugepage_off': True" in done.stdout
+            else:
+                assert main(argv) == 0
+            outputs.append(
+                (out.read_bytes(), rejects_path(out).read_bytes(), _stored_rows(database))
+            )
+        assert outputs[1] == outputs[0]
+
+
+def test_tune_batch_memory_takes_effect():
+    code = (
+        "from numpy._core.multiarray import _set_madvise_hugepage as advise; "
+        "from partnerscore.features.parallel import tune_batch_memory, _glibc; "
+        "done = tune_batch_memory(); "
+        "assert done['numpy_hugepage_off'] and advise(False) is False, done; "
+        "assert done['glibc_malloc'] == _glibc(), done; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 # -- the pieces --------------------------------------------------------------------------------
 
 
@@ -217,6 +273,8 @@ def test_a_failed_store_write_leaves_the_same_state_with_workers(
     raw_dir, store_config, tmp_path, forced, monkeypatch, target, name, expected
 ):
     monkeypatch.setattr(target, name, _fail(f"{name} failed"))
+    if name == "record_decisions":  # the worker writes the rows it staged
+        monkeypatch.setattr(DecisionLedger, "record_staged", _fail(f"{name} failed"))
     states = {}
     for workers in (1, 2):
         shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
@@ -239,7 +297,7 @@ def test_a_failed_store_write_leaves_the_same_state_with_workers(
     [
         (score_job, "raw_anomalies"),  # the anomaly checks' worker
         (DecisionLedger, "prepare_decisions"),  # the ledger writer, converting
-        (DecisionLedger, "record_decisions"),  # the ledger writer, writing
+        (DecisionLedger, "record_staged"),  # the ledger writer, writing
     ],
 )
 def test_a_killed_worker_stops_the_job_with_a_one_line_error_and_publishes_nothing(
@@ -253,6 +311,21 @@ def test_a_killed_worker_stops_the_job_with_a_one_line_error_and_publishes_nothi
         run_score(raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config)
     state = _state(store_config, out)
     assert not state["published"] and state["staged"] == [] and state["ledger"] == 0
+
+
+def test_a_failed_ledger_staging_in_the_worker_writes_and_publishes_nothing(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    """The worker stages the ledger rows before it reports them ready: as a failed conversion."""
+    monkeypatch.setattr(DecisionLedger, "stage_decisions", _fail("staging failed"))
+    out = tmp_path / "w2" / "scores.parquet"
+    out.parent.mkdir()
+    with pytest.raises(PartnerscoreError, match="staging failed"):
+        run_score(
+            raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config, workers=2
+        )
+    state = _state(store_config, out)
+    assert state == {"published": False, "history": 0, "ledger": 0, "staged": []}
 
 
 def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
@@ -280,3 +353,112 @@ def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
             "scores.parquet",
             "scores.rejects.csv",
         ]
+
+
+def test_console_script_ends_after_the_score_job_with_exit_functions_run(
+    raw_dir, model_store, tmp_path
+):
+    """The console script skips the interpreter teardown after ``score`` (``_exit_now``): the
+    summary is printed, atexit functions and finalizers still run, the exit code is kept, and
+    the files are those of ``main`` run in-process; errors end as before."""
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    script = (
+        "import atexit, sys, tempfile, weakref; from partnerscore.serving import cli; "
+        "atexit.register(lambda: print('atexit ran', flush=True)); "
+        "folder = tempfile.TemporaryDirectory(); print('tmp', folder.name, flush=True); "
+        "sys.argv[0] = 'partnerscore'; sys.exit(cli.main())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out, twin = tmp_path / "cli" / "scores.parquet", tmp_path / "main" / "scores.parquet"
+    common = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "-c", str(config)]
+    argv = [*common, "--no-history", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "scored " in done.stdout and done.stdout.rstrip().endswith("atexit ran")
+    leftover = done.stdout.split("tmp ", 1)[1].split()[0]
+    assert not Path(leftover).exists()  # the TemporaryDirectory finalizer ran
+    assert main([*common, "--no-history", "--out", str(twin)]) == 0
+    assert out.read_bytes() == twin.read_bytes()
+    assert rejects_path(out).read_bytes() == rejects_path(twin).read_bytes()
+    bad = subprocess.run(
+        [sys.executable, "-c", script, *argv, "--workers", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "--workers 0: must be at least 1" in bad.stderr
+
+
+# -- a first batch: the history is written into a new store while the files are staged ------
+
+
+def _schema(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as conn:
+        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_first_batch_writes_the_same_store_as_the_upsert_after_staging(
+    raw_dir, store_config, tmp_path, forced, monkeypatch, workers
+):
+    """Twin: the old order (stage the files, then create the store and upsert): the same
+    files, tables and rows (ids included), and the next batch (reading that history) too."""
+    database = Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
+    results = []
+    for new_path in (False, True):
+        if not new_path:
+            monkeypatch.setattr(score_job, "_new_sqlite_store", lambda history: False)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 0)
+        shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+        files = []
+        for as_of in ("2026-01-15", "2026-03-01"):
+            out = tmp_path / f"{new_path}-{workers}" / f"{as_of}.parquet"
+            run_score(
+                raw_dir, pd.Timestamp(as_of).date(), "champion", out, store_config,
+                workers=workers,
+            )  # fmt: skip
+            files.append((out.read_bytes(), rejects_path(out).read_bytes()))
+            if as_of == "2026-01-15":
+                first = (_stored_rows(database), _schema(database))
+        leftovers = sorted(p.name for p in database.parent.iterdir() if p.name != database.name)
+        results.append((files, first, _stored_rows(database), _schema(database), leftovers))
+    assert results[1] == results[0]
+    assert results[1][-1] == []  # no scratch file left
+
+
+def test_a_store_that_appears_during_the_first_batch_gets_the_batch(tmp_path):
+    """``os.link`` never replaces a store another job created meanwhile: the batch is upserted
+    into it; a failed staging leaves neither a store nor a scratch file nor the folder."""
+    folder = tmp_path / "data" / "scores"
+    url = f"sqlite:///{folder / 'history.sqlite'}"
+    frame = pd.DataFrame(
+        {
+            "partner_id": ["P1", "P2"],
+            "as_of": pd.Timestamp("2026-03-01"),
+            "model_version": "1",
+            "score": [10.0, 20.0],
+        }
+    )
+    other = frame.assign(partner_id=["Q1", "Q2"], score=[1.0, 2.0])
+    history = ScoreHistory(url)
+    assert score_job._new_sqlite_store(history)
+
+    def another_job_writes():
+        ScoreHistory(url).upsert(other)
+
+    score_job._upsert_new_store(history, history.prepare(frame), another_job_writes)
+    stored = ScoreHistory(url).read()
+    assert sorted(stored["partner_id"]) == ["P1", "P2", "Q1", "Q2"]
+    assert sorted(p.name for p in folder.iterdir()) == ["history.sqlite"]
+
+    shutil.rmtree(tmp_path / "data")
+    history = ScoreHistory(url)
+    with pytest.raises(PartnerscoreError, match="staging failed"):
+        score_job._upsert_new_store(history, history.prepare(frame), _fail("staging failed"))
+    assert not (tmp_path / "data").exists()

@@ -8,7 +8,10 @@ not measured) and scores every size. ``validate`` writes the validated snapshot 
 The Spark stage runs under ``bench/cpu_tree.py``: PySpark never reaps its JVM, so
 ``getrusage`` would miss the JVM's and the Python workers' CPU; the tree sampler counts them.
 It reuses ``RAW/validated`` too (the same snapshot checks as the pandas job), so the two
-``score`` stages compare like for like.
+``score`` stages compare like for like. The pandas ``score`` stage runs twice: the first batch
+(as of ``AS_OF``, into a new history store) and the next month's batch (``NEXT_AS_OF``: it
+reads the first batch's rows for smoothing and writes into the existing store), the steady
+state of a monthly job.
 
     python bench/bench_scale.py --sizes 10000,100000 [--with-1m] [--no-spark] [--workdir DIR]
         [--reuse-raw] [--stages simulate,validate,build,score,spark,report]
@@ -33,6 +36,7 @@ from pathlib import Path
 from measure import run
 
 AS_OF = "2026-03-01"
+NEXT_AS_OF = "2026-04-01"  # a second batch: the history store holds the first one
 CLI = [str(Path(sys.executable).with_name("partnerscore"))]
 
 
@@ -107,6 +111,11 @@ def main() -> None:
                 "score (pandas)",
                 ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--out"]
                 + [str(work / "scores.parquet")],
+            ),
+            (
+                "score (pandas, next batch)",
+                ["score", "--raw", str(work / "raw"), "--as-of", NEXT_AS_OF, "--out"]
+                + [str(work / "scores-next.parquet")],
             ),
         ]
         if not args.no_spark:

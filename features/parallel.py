@@ -96,8 +96,9 @@ class WorkerPool:
             raise WorkerDied(self._death(), exit_code=1) from None
 
     def _death(self) -> str:
-        for process in self._processes:  # the pool terminates the others (SIGTERM): reap all
-            process.join(timeout=30)
+        # the pool's manager thread terminates the other workers (SIGTERM) and reaps them all;
+        # a join from this thread would race with its waitpid (and read no exit code)
+        self._executor.shutdown(wait=True, cancel_futures=True)
         codes = sorted({p.exitcode for p in self._processes if p.exitcode})
         if len(codes) > 1:
             codes = [code for code in codes if code != -signal.SIGTERM]

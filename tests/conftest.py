@@ -15,6 +15,21 @@ import pytest  # noqa: E402
 
 SIM_PARTNERS = 400
 SIM_SEED = 11
+_MLFLOW_URIS = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_as_the_session_began():
+    """Every test starts with the MLflow URI variables the session began with.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``, so a
+    test whose code calls it would otherwise point every later test at its (deleted) store.
+    """
+    for key, value in _MLFLOW_URIS.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

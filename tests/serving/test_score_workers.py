@@ -408,13 +408,12 @@ def test_a_first_batch_writes_the_same_store_as_the_upsert_after_staging(
     """Twin: the old order (stage the files, then create the store and upsert): the same
     files, tables and rows (ids included), and the next batch (reading that history) too."""
     database = Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
+    new_store = score_job._new_sqlite_store
     results = []
     for new_path in (False, True):
-        if not new_path:
-            monkeypatch.setattr(score_job, "_new_sqlite_store", lambda history: False)
-        else:
-            monkeypatch.undo()
-            monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 0)
+        # the old order: no new-store path (monkeypatch.undo() would also undo the fixtures')
+        old_order = None if new_path else (lambda history: False)
+        monkeypatch.setattr(score_job, "_new_sqlite_store", old_order or new_store)
         shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
         files = []
         for as_of in ("2026-01-15", "2026-03-01"):

@@ -13,6 +13,7 @@ number of programs where it is negative, for a chosen holdout and target:
 - ``--target labels`` (the realised revenue, as in training) or ``truth`` (the simulator's
   expectation given latent traits: no label noise, so what remains is the features' and the
   model's doing);
+- ``--config JSON`` overrides ``TrainConfig`` fields (e.g. the segment recalibration);
 - ``--params JSON`` overrides revenue-head parameters (e.g. ``'{"monotone_constraints": null}'``)
   and ``--drop PREFIX`` removes the features whose names start with PREFIX.
 
@@ -114,7 +115,7 @@ def one_program(args, seed: int) -> dict[str, float]:
         held = old_held | newest
     else:
         held = holdout(frame, args.split, seed)
-    config = TrainConfig(trials=0, seed=seed, refit=False)
+    config = TrainConfig(trials=0, seed=seed, refit=False, **args.config)
     specs = [s for s in feature_specs() if s.name in frame.columns]
     revenue = {
         **config.revenue.model_dump(),
@@ -158,12 +159,19 @@ def main() -> None:
     parser.add_argument("--by-age", action="store_true", help="with --split unseen: per age too")
     parser.add_argument("--target", choices=("labels", "truth"), default="labels")
     parser.add_argument("--params", type=json.loads, default={})
+    parser.add_argument(
+        "--config",
+        type=json.loads,
+        default={},
+        help='TrainConfig overrides, e.g. \'{"segment_recalibration_columns": ["tier", "age_days"]}\'',
+    )
     parser.add_argument("--drop", default="")
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
     print(
         f"{args.partners:,} partners, seeds {args.seeds[0]}..{args.seeds[-1]}, holdout "
-        f"{args.split}, target {args.target}, params {args.params}, drop '{args.drop}'"
+        f"{args.split}, target {args.target}, params {args.params}, config {args.config}, "
+        f"drop '{args.drop}'"
     )
     results = []
     for seed in args.seeds:

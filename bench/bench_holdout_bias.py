@@ -13,13 +13,15 @@ number of programs where it is negative, for a chosen holdout and target:
 - ``--target labels`` (the realised revenue, as in training) or ``truth`` (the simulator's
   expectation given latent traits: no label noise, so what remains is the features' and the
   model's doing);
+- ``--config JSON`` overrides ``TrainConfig`` fields (e.g. the segment recalibration);
 - ``--params JSON`` overrides revenue-head parameters (e.g. ``'{"monotone_constraints": null}'``)
   and ``--drop PREFIX`` removes the features whose names start with PREFIX.
 
 Asserts nothing. Scratch frames are cached under ``--cache`` (default: none).
 
     .venv/bin/python bench/bench_holdout_bias.py --partners 20000 --seeds 10-17 \\
-        [--split newest|oldest|random] [--target labels|truth] [--params JSON] [--drop PREFIX]
+        [--split newest|oldest|random|unseen|block0..4] [--by-age] [--target labels|truth] \\
+        [--params JSON] [--drop PREFIX]
 """
 
 from __future__ import annotations
@@ -84,14 +86,36 @@ def holdout(frame: pd.DataFrame, split: str, seed: int) -> np.ndarray:
     return frame["partner_id"].isin(held).to_numpy()
 
 
+def segment_bias(hold: pd.DataFrame, pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Bias vs truth overall and per tier / region value: sum(pred) / sum(truth) - 1."""
+    rows = pd.DataFrame({"p": pred, "t": true})
+    out = {"all": rows["p"].sum() / rows["t"].sum() - 1}
+    for col in SEGMENTS:
+        sums = rows.groupby(hold[col].astype(str).to_numpy())[["p", "t"]].sum()
+        out.update((sums["p"] / sums["t"] - 1).to_dict())
+    return out
+
+
+def unseen_sets(frame: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(older partners held out: a random 25% of the older 80%, newest 20%) as row masks."""
+    newest = holdout_split(frame, 0.2)[1]
+    old = np.unique(frame.loc[~newest, "partner_id"].to_numpy())
+    picked = np.random.default_rng(seed).choice(old, len(old) // 4, replace=False)
+    return frame["partner_id"].isin(picked).to_numpy() & ~newest, newest
+
+
 def one_program(args, seed: int) -> dict[str, float]:
     frame, true = load(args.partners, seed, args.cache)
     if args.drop:
         frame = frame.drop(columns=[c for c in frame.columns if c.startswith(args.drop)])
     if args.target == "truth":
         frame = frame.assign(label_revenue=true)
-    held = holdout(frame, args.split, seed)
-    config = TrainConfig(trials=0, seed=seed, refit=False)
+    if args.split == "unseen":
+        old_held, newest = unseen_sets(frame, seed)
+        held = old_held | newest
+    else:
+        held = holdout(frame, args.split, seed)
+    config = TrainConfig(trials=0, seed=seed, refit=False, **args.config)
     specs = [s for s in feature_specs() if s.name in frame.columns]
     revenue = {
         **config.revenue.model_dump(),
@@ -104,11 +128,20 @@ def one_program(args, seed: int) -> dict[str, float]:
     model = fit_partner_model(train, specs, config, PolicyConfig(), revenue, engagement)
     hold = frame[held].reset_index(drop=True)
     pred = model.revenue.predict(model.prepare(hold))
-    rows = pd.DataFrame({"p": pred, "t": true[held]})
-    out = {"all": rows["p"].sum() / rows["t"].sum() - 1}
-    for col in SEGMENTS:
-        sums = rows.groupby(hold[col].astype(str).to_numpy())[["p", "t"]].sum()
-        out.update((sums["p"] / sums["t"] - 1).to_dict())
+    if args.split != "unseen":
+        return segment_bias(hold, pred, true[held])
+    is_new = newest[held]
+    ages = [None] + ([30, 60, 90] if args.by_age else [])
+    out = {}
+    for age in ages:
+        at = np.ones(len(hold), bool) if age is None else (hold["age_days"] == age).to_numpy()
+        tag = "" if age is None else f" @{age}"
+        old_b = segment_bias(hold[at & ~is_new], pred[at & ~is_new], true[held][at & ~is_new])
+        new_b = segment_bias(hold[at & is_new], pred[at & is_new], true[held][at & is_new])
+        for seg in old_b:
+            out[f"{seg}{tag} old"] = old_b[seg]
+            out[f"{seg}{tag} newest"] = new_b.get(seg, np.nan)
+            out[f"{seg}{tag} new-old"] = new_b.get(seg, np.nan) - old_b[seg]
     return out
 
 
@@ -118,18 +151,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("10-17"))
     parser.add_argument(
         "--split",
-        choices=("newest", "oldest", "random", *(f"block{k}" for k in range(5))),
+        choices=("newest", "oldest", "random", "unseen", *(f"block{k}" for k in range(5))),
         default="newest",
-        help="block0..block4: the k-th fifth of partners by signing date",
+        help="block0..block4: the k-th fifth of partners by signing date; unseen: one model, "
+        "older held-out partners vs the newest (paired)",
     )
+    parser.add_argument("--by-age", action="store_true", help="with --split unseen: per age too")
     parser.add_argument("--target", choices=("labels", "truth"), default="labels")
     parser.add_argument("--params", type=json.loads, default={})
+    parser.add_argument(
+        "--config",
+        type=json.loads,
+        default={},
+        help='TrainConfig overrides, e.g. \'{"segment_recalibration_columns": ["tier", "age_days"]}\'',
+    )
     parser.add_argument("--drop", default="")
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
     print(
         f"{args.partners:,} partners, seeds {args.seeds[0]}..{args.seeds[-1]}, holdout "
-        f"{args.split}, target {args.target}, params {args.params}, drop '{args.drop}'"
+        f"{args.split}, target {args.target}, params {args.params}, config {args.config}, "
+        f"drop '{args.drop}'"
     )
     results = []
     for seed in args.seeds:
@@ -140,11 +182,12 @@ def main() -> None:
         print(f"seed {seed} ({cpu:.0f} s CPU): {line}", flush=True)
     table = pd.DataFrame(results)
     print(f"\nbias vs truth on the holdout over {len(table)} programs")
-    print(f"{'segment':<12}{'mean':>8}{'s.e.':>7}{'negative':>10}")
+    width = max(12, *(len(str(c)) + 2 for c in table.columns))
+    print(f"{'segment':<{width}}{'mean':>8}{'s.e.':>7}{'negative':>10}")
     for seg in table.columns:
         x = table[seg].dropna()
         se = x.std() / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-        print(f"{seg:<12}{x.mean():>+8.1%}{se:>7.1%}{f'{(x < 0).sum()}/{len(x)}':>10}")
+        print(f"{seg:<{width}}{x.mean():>+8.1%}{se:>7.1%}{f'{(x < 0).sum()}/{len(x)}':>10}")
 
 
 if __name__ == "__main__":

@@ -452,6 +452,7 @@ class _Program:
                 enough enablement before it (inf if none; drawn whether or not after the data
                 end, since the truth's horizon may pass it).
         """
+        self.pipeline_day = np.asarray(pipeline_day, dtype=float)
         k = np.arange(self.months)[None, :]
         early_month = EARLY_PIPELINE_DAYS // MONTH_DAYS
         no_pipeline = (pipeline_day >= EARLY_PIPELINE_DAYS)[:, None] & (k >= early_month)
@@ -735,24 +736,69 @@ def _truth(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     one with probability ``1 - exp(-integrated rate)``, independently across periods; the label
     needs at least a share of the periods (Poisson-binomial tail). The rule is BuildConfig's
     default (30-day periods, half of them, DESIGN.md's touchpoints) with this config's horizon.
+
+    The truth conditions on the drawn first lead or deal (``p.pipeline_day``) wherever the
+    touchpoint momentum does, i.e. inside the first ``EARLY_PIPELINE_DAYS``: with the first one
+    at day ``d < EARLY_PIPELINE_DAYS`` there is no lead or deal before ``d``, one at ``d`` (a
+    touchpoint with the share of its kind in the touchpoint rule) and Poisson ones after it;
+    with none in the window there is none before ``EARLY_PIPELINE_DAYS``. (A horizon starting
+    before day 60, e.g. the day-30 snapshot, overlaps the window: treating those leads and
+    deals as unconditioned Poisson draws put the truth 12 points under the realised rate for
+    partners whose first lead or deal came on days 30-60, and 2.4 over for those without one.)
+    Partners signed less than ``EARLY_PIPELINE_DAYS`` before the data end have their window cut
+    by it (nothing after the end is drawn): their truth rows (never labelled, as the horizon
+    passes the end) condition on no lead or deal in the uncut window.
     """
     cfg = p.config
     horizon = cfg.horizon_days
     rule = BuildConfig(horizon_days=horizon)
     touch = set(rule.engagement_touchpoints)
     qualifying_share = float(ACTIVITY_P[[t in touch for t in ACTIVITY_TYPES]].sum())
-    touch_rate = p.rate_activity * qualifying_share
+    activity_rate = p.rate_activity * qualifying_share
+    pipeline_rate = np.zeros_like(activity_rate)  # leads and deals that are touchpoints
     if "lead" in touch:
-        touch_rate = touch_rate + p.rate_leads
+        pipeline_rate = pipeline_rate + p.rate_leads
     if "deal" in touch:
-        touch_rate = touch_rate + p.rate_deals
-    cum_touch = np.concatenate([np.zeros((p.n, 1)), np.cumsum(touch_rate, axis=1)], axis=1)
+        pipeline_rate = pipeline_rate + p.rate_deals
+    # first lead or deal: none before it, inside the momentum's window (inf: none drawn)
+    first = np.asarray(getattr(p, "pipeline_day", np.full(p.n, np.inf)), dtype=float)
+    quiet_until = np.minimum(first, float(EARLY_PIPELINE_DAYS))
+    has_first = first < EARLY_PIPELINE_DAYS
+    first_month = np.minimum(np.floor(np.where(has_first, first, 0) / MONTH_DAYS), p.months - 1)
+    first_month = first_month.astype(int)
+    all_pipeline = (p.rate_leads + p.rate_deals)[np.arange(p.n), first_month]
+    # chance that the first lead or deal is a touchpoint (its kind's share of the two rates)
+    first_touch = np.divide(
+        pipeline_rate[np.arange(p.n), first_month],
+        all_pipeline,
+        out=np.zeros(p.n),
+        where=all_pipeline > 0,
+    )
 
-    def touches_before(idx: np.ndarray, day: float) -> np.ndarray:
-        # expected touchpoints in [0, day) after signing (days), piecewise-constant rates
-        month = min(int(day // MONTH_DAYS), p.months - 1)
+    def cumulative(rate: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros((p.n, 1)), np.cumsum(rate, axis=1)], axis=1)
+
+    cum_activity, cum_pipeline = cumulative(activity_rate), cumulative(pipeline_rate)
+
+    def before(cum: np.ndarray, rate: np.ndarray, idx: np.ndarray, day) -> np.ndarray:
+        # expected events in [0, day) after signing (days; scalar or per row), piecewise-constant
+        day = np.broadcast_to(np.asarray(day, dtype=float), idx.shape)
+        month = np.minimum((day // MONTH_DAYS).astype(int), p.months - 1)
         frac = day / MONTH_DAYS - month
-        return cum_touch[idx, month] + touch_rate[idx, month] * frac
+        return cum[idx, month] + rate[idx, month] * frac
+
+    def period_active(idx: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        # P(at least one touchpoint in [lo, hi)) given the first lead or deal
+        acts = before(cum_activity, activity_rate, idx, hi) - before(
+            cum_activity, activity_rate, idx, lo
+        )
+        start = np.clip(quiet_until[idx], lo, hi)  # leads and deals only after the first one
+        pipes = before(cum_pipeline, pipeline_rate, idx, hi) - before(
+            cum_pipeline, pipeline_rate, idx, start
+        )
+        at_first = has_first[idx] & (first[idx] >= lo) & (first[idx] < hi)
+        miss = np.where(at_first, 1.0 - first_touch[idx], 1.0)
+        return 1.0 - miss * np.exp(-(acts + pipes))
 
     period = rule.engagement_period_days
     n_periods = int(np.ceil(horizon / period))
@@ -774,7 +820,7 @@ def _truth(p: _Program, ids: np.ndarray) -> pd.DataFrame:
         p_period = np.empty((idx.size, n_periods))
         for j in range(n_periods):
             lo, hi = age + j * period, age + min((j + 1) * period, horizon)
-            p_period[:, j] = 1.0 - np.exp(-(touches_before(idx, hi) - touches_before(idx, lo)))
+            p_period[:, j] = period_active(idx, lo, hi)
         true_eng = poisson_binomial_tail(p_period, need)
         frames.append(
             pd.DataFrame(

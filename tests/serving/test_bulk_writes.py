@@ -324,3 +324,47 @@ def test_staged_ledger_write_stores_what_the_row_by_row_insert_stores(
             assert ledger.record_decisions(new) == len(keys)
         results.append(_typed_rows(path) if path.exists() else None)
     assert results[1] == results[0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from(["1", "2"]), st.integers(0, 50)),
+        min_size=0,
+        max_size=5,
+    ),
+    wanted=st.lists(st.sampled_from([f"P{i}" for i in range(6)] + ["nobody"]), max_size=8),
+    cut=st.integers(0, 4),
+    per_partner=st.booleans(),
+)
+def test_previous_reads_the_same_rows_by_table_scan_and_by_id_lists(
+    batches, wanted, cut, per_partner
+):
+    """A large batch's earlier rows come from one pass over the table (``SCAN_ABOVE``), a
+    small one's from ``IN (...)`` lists: the same rows, history and ledger alike."""
+    import tempfile
+    from unittest import mock
+
+    from partnerscore.serving import history as history_module
+    from partnerscore.serving import ledger as ledger_module
+
+    dates = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01", "2026-01-01"])
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/h.sqlite"
+        history, ledger = ScoreHistory(url), DecisionLedger(url)
+        for day, version, seed in batches:
+            frame = scores(str(dates[day]), version=version, seed=seed)
+            history.upsert(frame)
+            ledger.record_decisions(frame, facts=("provisional",))
+        before = dates[cut]
+        if per_partner and wanted:  # milestone scoring: each partner's own cut-off
+            before = pd.Series(dates[[(cut + i) % 5 for i in range(len(set(wanted)))]])
+            before.index = sorted(set(wanted))
+        found = []
+        for scan_above in (0, 10**9):
+            with (
+                mock.patch.object(history_module, "SCAN_ABOVE", scan_above),
+                mock.patch.object(ledger_module, "SCAN_ABOVE", scan_above),
+            ):
+                found.append((history.previous(wanted, before), ledger.previous(wanted, before)))
+        assert found[0] == found[1]

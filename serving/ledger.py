@@ -471,7 +471,10 @@ class DecisionLedger:
             return {}
         # column-wise from plain tuples (a frame built from Row objects probes each one)
         data = pd.DataFrame(
-            {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+            {
+                name: list(values)
+                for name, values in zip(names, zip(*rows, strict=True), strict=True)
+            }
         )
         data = data.sort_values("id")
         data = data.drop_duplicates(["partner_id", "as_of"], keep="last")

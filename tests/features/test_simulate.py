@@ -345,17 +345,35 @@ def test_run_simulate_summary_and_format_switch(tmp_path):
     assert result.rows["partners"] == 50 and result.paths["deals"].exists()
 
 
+def _replayed(cfg: SimulateConfig):
+    """(tables, program, partner ids): the program's latent state replayed from the same seed,
+    its deals and leads drawn again (the first lead / deal days the momentum conditions on)."""
+    from partnerscore.features import simulate as sim
+
+    tables = simulate_program(cfg)
+    program = sim._Program(cfg)  # the same seed replays the same draws
+    ids = sim._partners(program)["partner_id"].to_numpy(dtype=object)
+    sim._deals(program, ids)
+    sim._leads(program, ids)
+    return tables, program, ids
+
+
+def _labelled(tables, cfg: SimulateConfig, truth: pd.DataFrame):
+    """(truth rows whose horizon ends before the data end, their realised engagement labels)."""
+    end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
+    truth = truth[truth["as_of"] + pd.Timedelta(days=cfg.horizon_days) < end]
+    truth = truth.reset_index(drop=True)
+    labels = build_labels(_contract_tables(tables), truth[["partner_id", "as_of"]], BuildConfig())
+    return truth, labels["label_engaged"].to_numpy(float)
+
+
 def test_truth_is_exact_where_observable_momentum_acts():
     """The engagement truth follows the touchpoint momentum (early pipeline x tier threshold,
     certification x enablement) group by group; a truth that ignored it would be off."""
     from partnerscore.features import simulate as sim
 
     cfg = SimulateConfig(partners=4000, seed=5)
-    tables = simulate_program(cfg)
-    program = sim._Program(cfg)  # the same seed replays the same draws
-    ids = sim._partners(program)["partner_id"].to_numpy(dtype=object)
-    sim._deals(program, ids)
-    sim._leads(program, ids)
+    tables, program, ids = _replayed(cfg)
     sim._trainings(program, ids)
     pipeline_day = np.minimum(program.first_deal_day, program.first_lead_day)
     program.momentum(pipeline_day, program.cert_day)
@@ -364,12 +382,7 @@ def test_truth_is_exact_where_observable_momentum_acts():
     program.rate_activity = latent
     ignoring = sim._truth(program, ids)["true_engagement_prob"].to_numpy()
 
-    end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
-    truth = tables["truth"].assign(ignoring=ignoring)
-    truth = truth[truth["as_of"] + pd.Timedelta(days=cfg.horizon_days) < end]
-    truth = truth.reset_index(drop=True)
-    labels = build_labels(_contract_tables(tables), truth[["partner_id", "as_of"]], BuildConfig())
-    engaged = labels["label_engaged"].to_numpy(float)
+    truth, engaged = _labelled(tables, cfg, tables["truth"].assign(ignoring=ignoring))
     index = pd.Index(ids).get_indexer(truth["partner_id"])
     tier = program.tier[index]
     no_pipeline = pipeline_day[index] >= sim.EARLY_PIPELINE_DAYS
@@ -398,21 +411,10 @@ def test_day_30_truth_conditions_on_the_first_lead_or_deal():
     lead or deal: the engagement truth must agree with realised labels per group of first
     lead/deal day (< 30, 30-60, none by 60); treating those leads and deals as unconditioned
     Poisson draws put it 12 points under for 30-60 and 2.4 over for none."""
-    from partnerscore.features import simulate as sim
-
     cfg = SimulateConfig(partners=6000, seed=11)
-    tables = simulate_program(cfg)
-    program = sim._Program(cfg)  # the same seed replays the same draws
-    ids = sim._partners(program)["partner_id"].to_numpy(dtype=object)
-    sim._deals(program, ids)
-    sim._leads(program, ids)
+    tables, program, ids = _replayed(cfg)
     first = np.minimum(program.first_deal_day, program.first_lead_day)
-    end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
-    truth = tables["truth"].query("age_days == 30")
-    truth = truth[truth["as_of"] + pd.Timedelta(days=cfg.horizon_days) < end]
-    truth = truth.reset_index(drop=True)
-    labels = build_labels(_contract_tables(tables), truth[["partner_id", "as_of"]], BuildConfig())
-    engaged = labels["label_engaged"].to_numpy(float)
+    truth, engaged = _labelled(tables, cfg, tables["truth"].query("age_days == 30"))
     day = first[pd.Index(ids).get_indexer(truth["partner_id"])]
     groups = {"before day 30": day < 30, "days 30-60": (day >= 30) & (day < 60), "none": day >= 60}
     for name, sel in groups.items():

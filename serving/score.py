@@ -600,7 +600,7 @@ def _upsert_new_store(history, rows, before_commit: Callable[[], object]) -> Non
     try:
         scratch_file.unlink(missing_ok=True)
         scratch.upsert(rows, before_commit=before_commit)
-        scratch.engine.dispose()  # every connection closed: the file is the whole store
+        scratch.dispose()  # every connection closed: the file is the whole store
         try:
             os.link(scratch_file, target)
             linked = True
@@ -613,8 +613,7 @@ def _upsert_new_store(history, rows, before_commit: Callable[[], object]) -> Non
                 folder.rmdir()
         raise
     finally:
-        if scratch._engine is not None:
-            scratch._engine.dispose()
+        scratch.dispose()
         scratch_file.unlink(missing_ok=True)
     if not linked:
         history.upsert(rows)

@@ -68,6 +68,17 @@ class PathsConfig(FrozenConfig):
         return f"sqlite:///{(Path(self.data_dir) / 'scores' / 'history.sqlite').resolve()}"
 
 
+def store_exists(url: str) -> bool:
+    """Whether a history store has been written to.
+
+    A missing ``sqlite:///`` file means an empty store (nothing to read, nothing created by
+    asking); any other database URL names a server, which is taken to exist. No SQLAlchemy.
+    """
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).exists()
+    return True
+
+
 class ScoreConfig(FrozenConfig):
     """Batch-scoring guards.
 

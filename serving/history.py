@@ -29,6 +29,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.config import store_exists
 
 TABLE = "score_history_v2"
 LEGACY_TABLE = "score_history"
@@ -297,9 +298,7 @@ class ScoreHistory:
 
     def exists(self) -> bool:
         """Whether the store has been written to (a missing SQLite file means no history)."""
-        if self.url.startswith("sqlite:///"):
-            return Path(self.url.removeprefix("sqlite:///")).exists()
-        return True
+        return store_exists(self.url)
 
     def prepare(self, scores: pd.DataFrame) -> HistoryBatch:
         """The rows :meth:`upsert` writes, converted to plain values; touches no database.

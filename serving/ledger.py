@@ -27,6 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.serving.config import store_exists
 from partnerscore.serving.history import rows_of_partners
 
 DECISION_COLUMNS = {
@@ -232,11 +233,14 @@ class DecisionLedger:
                 self.metadata.create_all(self._engine)
         return self._engine
 
+    def dispose(self) -> None:
+        """Close the ledger's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+
     def exists(self) -> bool:
         """Whether the database exists (a missing SQLite file means an empty ledger)."""
-        if self.url.startswith("sqlite:///"):
-            return Path(self.url.removeprefix("sqlite:///")).exists()
-        return True
+        return store_exists(self.url)
 
     def prepare_decisions(self, scores: pd.DataFrame, facts: tuple[str, ...] = ()) -> DecisionBatch:
         """The rows :meth:`record_decisions` writes, converted; touches no database.

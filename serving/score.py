@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import pickle
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,12 @@ from partnerscore.features.core import (
     read_frame,
     stage_frames,
 )
-from partnerscore.features.parallel import available_workers, can_fork, start_tasks
+from partnerscore.features.parallel import (
+    WorkerPool,
+    available_workers,
+    can_fork,
+    start_tasks,
+)
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
@@ -38,7 +45,7 @@ from partnerscore.models.policy import (
     smooth_and_guard_batch,
     stable_tiers,
 )
-from partnerscore.serving.config import AppConfig
+from partnerscore.serving.config import AppConfig, store_exists
 from partnerscore.serving.model_store import ScoringModel, load_scoring_model, missing_model
 from partnerscore.training import progress
 
@@ -53,6 +60,10 @@ anomaly flags are the same with and without them."""
 REJECT_COLUMNS = ("partner_id", "as_of", "reason")
 MIN_WORKER_PARTNERS = 20_000
 """Smaller batches use helper threads only (a worker process costs more than it saves)."""
+READER_MIN_BYTES = 8 << 20
+"""A SQLite history store smaller than this (less than one batch of
+:data:`MIN_WORKER_PARTNERS` partners: ~0.5 KB per partner and batch) is read by the job itself;
+a larger one, or a database server, by a worker forked at the start (:class:`_EarlierReader`)."""
 
 
 def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
@@ -212,8 +223,15 @@ def run_score(
     # the model (unpickling it imports LightGBM and scikit-learn, ~2 s) loads in a helper
     # thread while the raw tables are read and the features built; the raw-table anomaly
     # checks then run while the batch is scored: in a worker process (forked once that
-    # thread is done: no thread may run at fork) or, with one worker, in a helper thread
+    # thread is done: no thread may run at fork) or, with one worker, in a helper thread.
+    # The batch's earlier scores and decisions (smoothing, hysteresis) are read by a worker
+    # forked now, before any thread starts, and told the partners once the tables are read
     with contextlib.ExitStack() as stack:
+        reader = None
+        if workers > 1 and can_fork():
+            reader = _EarlierReader.start(config.paths.history_database())
+            if reader is not None:
+                stack.callback(reader.close)
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
         with progress.task("score: validating raw tables"):
@@ -227,6 +245,8 @@ def run_score(
         newest, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config
         )
+        if reader is not None:
+            reader.ask(*_batch_cutoffs(partners_all, ready, cut, at_age))
         with progress.task("score: building point-in-time features"):
             if at_age is None:
                 features = build_scoring_frame(raw, cut)
@@ -238,6 +258,10 @@ def run_score(
         )
         with progress.task("score: loading the model"):
             loaded = model_job.result()
+        # the earlier rows, if the reader was asked (it has finished before the fork below)
+        earlier = None
+        if reader is not None:
+            earlier = reader.result(features["partner_id"], cut if cut is not None else cuts)
         if workers > 1 and can_fork() and len(features) >= MIN_WORKER_PARTNERS:
             pool.shutdown(wait=True)
             anomalies = start_tasks([checks], workers)
@@ -274,6 +298,7 @@ def run_score(
         config,
         record_history,
         workers,
+        earlier,
     )
     quarantined_rows = {
         name: len(frame)
@@ -492,6 +517,7 @@ def _publish(
     config: AppConfig,
     record_history: bool,
     workers: int = 1,
+    earlier: tuple[dict, dict] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
@@ -500,18 +526,21 @@ def _publish(
     the history holds the batch: either both describe this run, or (history locked, disk
     full) neither changes. With ``workers`` > 1 (and a batch of :data:`MIN_WORKER_PARTNERS`
     or more) a worker process converts and writes the ledger rows, after the history's, as
-    this process would.
+    this process would. ``earlier``: :func:`earlier_rows` of (at least) the batch's partners,
+    read already (by a worker while the batch was scored); None reads them here.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
     from partnerscore.serving.ledger import DecisionLedger
 
     history = ScoreHistory(config.paths.history_database())
-    previous = history.previous(scored["partner_id"].tolist(), before=before)
+    if earlier is None:
+        earlier = earlier_rows(history.url, scored["partner_id"].tolist(), before)
+    previous, decisions = earlier
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
     )
-    scored = _decide(scored, smoothed, prev, flags, before, uri, config)
+    scored = _decide(scored, smoothed, prev, flags, decisions, uri, config)
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
@@ -695,12 +724,153 @@ def _convert_and_write_ledger(
         os.close(go[0])
 
 
+def _batch_cutoffs(
+    partners: pd.DataFrame, ready: np.ndarray, cut: pd.Timestamp | None, at_age: int | None
+) -> tuple[list[str], pd.Timestamp | pd.Series]:
+    """The partners a batch scores and their cut-offs, known once the tables are read.
+
+    What the features will say (``as_of`` per partner); :meth:`_EarlierReader.result`
+    checks that they did.
+    """
+    ids = partners.loc[ready, "partner_id"].astype(str)
+    if at_age is None:
+        return ids.tolist(), cut
+    milestone = pd.to_datetime(partners.loc[ready, "signed_at"]) + pd.Timedelta(days=at_age)
+    return ids.tolist(), pd.Series(milestone.to_numpy(), index=ids.to_numpy())
+
+
+class _EarlierReader:
+    """A worker reading a batch's earlier scores and decisions while the batch is built.
+
+    Forked before the job starts any thread (:meth:`start`), it waits until it is told the
+    batch's partners and cut-offs (:meth:`ask`, once the tables are read), then runs
+    :func:`earlier_rows` on the second core while this process builds features. A batch of
+    fewer than :data:`MIN_WORKER_PARTNERS` partners is read in this process instead (the
+    worker ends unasked). :meth:`result` returns None unless the rows read cover the batch
+    as built (the same partners and cut-offs), so the caller then reads them itself: the
+    rows never depend on where they were read. ``close()`` (always) stops the worker.
+    """
+
+    def __init__(self, url: str) -> None:
+        read_end, self._write = os.pipe()
+        self._pool = WorkerPool(1)
+        gc.freeze()  # the worker's collector must not write to every inherited page
+        try:
+            self._future = self._pool.submit(_read_when_asked, url, read_end, self._write)
+        finally:
+            gc.unfreeze()
+            os.close(read_end)
+        self._asked: tuple[set[str], pd.Timestamp | pd.Series] | None = None
+
+    @classmethod
+    def start(cls, url: str) -> _EarlierReader | None:
+        """A reader for the store at ``url``, or None (the job reads the rows itself).
+
+        None when the store is a SQLite file below :data:`READER_MIN_BYTES`, or none yet.
+        """
+        if not store_exists(url):
+            return None
+        if url.startswith("sqlite:///"):
+            try:
+                if Path(url.removeprefix("sqlite:///")).stat().st_size < READER_MIN_BYTES:
+                    return None
+            except OSError:  # gone meanwhile: the job's own read says what it finds
+                return None
+        return cls(url)
+
+    def ask(self, partner_ids: list[str], before: pd.Timestamp | pd.Series) -> None:
+        """Hand the batch's partners and cut-offs to the worker.
+
+        Fewer than :data:`MIN_WORKER_PARTNERS` partners: the worker ends unasked.
+        """
+        if len(partner_ids) >= MIN_WORKER_PARTNERS:
+            payload = pickle.dumps((partner_ids, before), protocol=pickle.HIGHEST_PROTOCOL)
+            with contextlib.suppress(BrokenPipeError):  # the worker died: result() says so
+                _write_all(self._write, payload)
+            self._asked = (set(partner_ids), before)
+        os.close(self._write)  # the end of the request (or of none)
+        self._write = None
+
+    def result(self, partner_ids, before: pd.Timestamp | pd.Series) -> tuple[dict, dict] | None:
+        """The rows read (the worker's error raised here).
+
+        None if not asked, or if they do not cover ``partner_ids`` at cut-offs ``before``
+        (the batch as built).
+        """
+        if self._asked is None:
+            return None
+        asked_ids, asked_before = self._asked
+        self._asked = None
+        rows = self._pool.result(self._future)
+        self._pool.close()
+        ids = [str(p) for p in partner_ids]
+        if not asked_ids.issuperset(ids):
+            return None
+        if isinstance(before, pd.Series) != isinstance(asked_before, pd.Series):
+            return None
+        if isinstance(before, pd.Series):
+            if not asked_before.index.is_unique:
+                return None
+            wanted = pd.to_datetime(before).to_numpy()
+            had = asked_before.reindex(before.index.astype(str))
+            return rows if bool((pd.to_datetime(had).to_numpy() == wanted).all()) else None
+        return rows if pd.Timestamp(before) == pd.Timestamp(asked_before) else None
+
+    def close(self) -> None:
+        if self._write is not None:
+            os.close(self._write)
+            self._write = None
+        if self._future.done():
+            self._pool.close()
+        else:  # an error elsewhere: the rows are not needed
+            self._pool.stop()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_when_asked(url: str, read_end: int, write_end: int):
+    """In the reader's worker: wait for (partner_ids, before), then read their earlier rows."""
+    os.close(write_end)  # this process's copy: the parent's close is the end of the request
+    with os.fdopen(read_end, "rb") as source:
+        payload = source.read()
+    if not payload:
+        return None  # not asked
+    partner_ids, before = pickle.loads(payload)
+    return earlier_rows(url, partner_ids, before)
+
+
+def earlier_rows(
+    url: str, partner_ids: list[str], before: pd.Timestamp | pd.Series
+) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, str]]]]:
+    """The partners' earlier scores (smoothing, guardrails) and decisions (hysteresis).
+
+    ``ScoreHistory.previous`` and ``DecisionLedger.previous`` of the store at ``url``, read
+    through connections of their own (a worker process never uses one inherited by fork).
+    """
+    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.ledger import DecisionLedger
+
+    history, ledger = ScoreHistory(url), DecisionLedger(url)
+    try:
+        return (
+            history.previous(partner_ids, before=before),
+            ledger.previous(partner_ids, before=before),
+        )
+    finally:
+        history.dispose()
+        ledger.dispose()
+
+
 def _decide(
     scored: pd.DataFrame,
     smoothed: np.ndarray,
     prev: np.ndarray,
     flags: np.ndarray,
-    before: pd.Timestamp | pd.Series,
+    decisions: dict[str, list[tuple[float, str]]],
     uri: str,
     config: AppConfig,
 ) -> pd.DataFrame:
@@ -708,16 +878,14 @@ def _decide(
 
     ``score_tier`` becomes the decided tier; the model's tier of the raw score is kept as
     ``score_tier_raw`` and the tier of the smoothed score as ``score_tier_candidate``.
+    ``decisions``: the partners' earlier decisions (``DecisionLedger.previous``).
     """
-    from partnerscore.serving.ledger import DecisionLedger
-
-    ledger = DecisionLedger(config.paths.history_database())
     return decide_rows(
         scored,
         smoothed,
         prev,
         flags,
-        ledger.previous(scored["partner_id"].tolist(), before=before),
+        decisions,
         read_overrides(config.score.overrides_path, config.policy),
         peer_percentile(scored),
         uri,

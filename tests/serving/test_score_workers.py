@@ -76,8 +76,24 @@ def _run_sequence(raw_dir, config, workers: int, **kwargs) -> dict:
 
 @pytest.fixture()
 def forced(monkeypatch):
-    """Worker processes even for the small test program."""
+    """Worker processes even for the small test program (and its small history store)."""
     monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 0)
+    monkeypatch.setattr(score_job, "READER_MIN_BYTES", 0)
+
+
+@pytest.fixture()
+def reader_results(monkeypatch) -> list:
+    """What each job's earlier-rows reader handed back (None: the job read the rows itself)."""
+    seen: list = []
+    real = score_job._EarlierReader.result
+
+    def result(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(score_job._EarlierReader, "result", result)
+    return seen
 
 
 def test_any_worker_count_writes_the_same_files_history_and_ledger(
@@ -93,15 +109,124 @@ def test_any_worker_count_writes_the_same_files_history_and_ledger(
         assert many["rows"] == one["rows"]
 
 
-def test_milestone_scoring_in_workers_matches_one_process(raw_dir, store_config, tmp_path, forced):
+def test_the_earlier_rows_read_by_the_reader_are_the_ones_used(
+    raw_dir, store_config, tmp_path, forced, reader_results
+):
+    """The sequence's later runs get their earlier rows from the reader forked at the start.
+
+    The twin (the same files and rows as one process) is the test above; this one makes sure
+    that the reader's rows, not a fallback read, are what the twin compared.
+    """
+    _run_sequence(raw_dir, store_config, workers=2)
+    # the first run has no store yet (no reader); the two later ones read the first's rows
+    assert len(reader_results) == 2
+    assert all(
+        rows is not None and len(rows[0]) > 0 and len(rows[1]) > 0 for rows in reader_results
+    )
+
+
+def test_milestone_scoring_in_workers_matches_one_process(
+    raw_dir, store_config, tmp_path, forced, reader_results
+):
     files = {}
     for workers in (1, 2):
         shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
-        out = tmp_path / f"w{workers}" / "scores.parquet"
-        out.parent.mkdir()
-        result = run_score(raw_dir, None, "champion", out, store_config, at_age=90, workers=workers)
-        files[workers] = (out.read_bytes(), rejects_path(out).read_bytes(), result.not_yet)
-    assert files[2] == files[1]
+        for age in (60, 90):  # the second reads the first's history: per-partner cut-offs
+            out = tmp_path / f"w{workers}-{age}" / "scores.parquet"
+            out.parent.mkdir()
+            result = run_score(
+                raw_dir, None, "champion", out, store_config, at_age=age, workers=workers
+            )
+            files[workers, age] = (out.read_bytes(), rejects_path(out).read_bytes(), result.not_yet)
+        files[workers, "rows"] = _stored_rows(
+            Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
+        )
+    for key in [(60,), (90,), ("rows",)]:
+        assert files[(2, *key)] == files[(1, *key)], key
+    assert len(reader_results) == 1 and reader_results[0] is not None
+    assert len(reader_results[0][0]) > 0
+
+
+def _one_batch(raw_dir, config, as_of="2026-01-15"):
+    shutil.rmtree(config.paths.data_dir, ignore_errors=True)
+    out = Path(config.paths.data_dir) / "first" / "scores.parquet"
+    run_score(raw_dir, pd.Timestamp(as_of).date(), "champion", out, config, workers=1)
+    return pd.read_parquet(out)
+
+
+def test_the_reader_hands_back_rows_only_for_the_batch_it_was_asked_about(
+    raw_dir, store_config, tmp_path, forced
+):
+    """Twin: ``earlier_rows`` in this process. Rows read for other partners or cut-offs than
+    the batch as built are not used (None: the job reads them itself)."""
+    first = _one_batch(raw_dir, store_config)
+    url = store_config.paths.history_database()
+    ids = sorted(first["partner_id"].astype(str))
+    cut = pd.Timestamp("2026-03-01")
+    direct = score_job.earlier_rows(url, ids, cut)
+    assert len(direct[0]) == len(ids) and len(direct[1]) == len(ids)
+    per_partner = pd.Series(pd.Timestamp("2026-02-01"), index=ids)
+    per_partner.iloc[::2] = pd.Timestamp("2026-01-10")  # before the first batch: no rows
+    cases = [
+        # (asked ids, asked cut-off, batch ids, batch cut-off, expected)
+        (ids, cut, ids, cut, direct),
+        (ids, cut, ids[: len(ids) // 2], cut, score_job.earlier_rows(url, ids, cut)),
+        (ids[1:], cut, ids, cut, None),  # a partner of the batch was not asked about
+        (ids, cut, ids, pd.Timestamp("2026-03-02"), None),  # another cut-off
+        (ids, per_partner, ids, cut, None),  # per-partner rows for one cut-off
+        (ids, per_partner, ids, per_partner, score_job.earlier_rows(url, ids, per_partner)),
+        (ids, per_partner, ids, per_partner + pd.Timedelta(days=1), None),
+    ]
+    for asked_ids, asked_cut, batch_ids, batch_cut, expected in cases:
+        reader = score_job._EarlierReader(url)
+        try:
+            reader.ask(asked_ids, asked_cut)
+            got = reader.result(batch_ids, batch_cut)
+        finally:
+            reader.close()
+        assert got == expected
+    assert len(cases[5][4][0]) == len(ids) // 2  # the per-partner cut-offs took effect
+
+
+def test_a_small_store_or_none_is_read_by_the_job_itself(raw_dir, store_config, monkeypatch):
+    url = store_config.paths.history_database()
+    shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)
+    assert score_job._EarlierReader.start(url) is None  # no store yet
+    _one_batch(raw_dir, store_config)
+    assert score_job._EarlierReader.start(url) is None  # below READER_MIN_BYTES
+    monkeypatch.setattr(score_job, "READER_MIN_BYTES", 0)
+    reader = score_job._EarlierReader.start(url)
+    assert reader is not None
+    monkeypatch.setattr(score_job, "MIN_WORKER_PARTNERS", 2)
+    reader.ask(["p"], pd.Timestamp("2026-03-01"))  # fewer than MIN_WORKER_PARTNERS: unasked
+    assert reader.result(["p"], pd.Timestamp("2026-03-01")) is None
+    reader.close()
+
+
+def test_a_killed_reader_stops_the_job_with_a_one_line_error_and_publishes_nothing(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    _one_batch(raw_dir, store_config)
+    before = _stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite")
+    monkeypatch.setattr(score_job, "earlier_rows", die_by_sigkill)  # in the forked reader
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    with no_hang(120), pytest.raises(parallel.WorkerDied, match="killed by signal 9"):
+        run_score(raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config)
+    assert not out.exists() and not rejects_path(out).exists()
+    assert _stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite") == before
+
+
+def test_a_failing_reader_raises_its_error_and_publishes_nothing(
+    raw_dir, store_config, tmp_path, forced, monkeypatch
+):
+    _one_batch(raw_dir, store_config)
+    monkeypatch.setattr(score_job, "earlier_rows", _fail("score history: locked"))
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    with pytest.raises(PartnerscoreError, match="score history: locked"):
+        run_score(raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config)
+    assert not out.exists() and not rejects_path(out).exists()
 
 
 def test_without_fork_the_job_runs_in_one_process(

@@ -803,7 +803,7 @@ class _EarlierReader:
         self._asked = None
         rows = self._pool.result(self._future)
         self._pool.close()
-        ids = [str(p) for p in partner_ids]
+        ids = pd.Series(partner_ids).astype(str).tolist()
         if not asked_ids.issuperset(ids):
             return None
         if isinstance(before, pd.Series) != isinstance(asked_before, pd.Series):

@@ -341,6 +341,17 @@ def smooth_and_guard(
     return float(np.mean(window)), prev, bool(flag)
 
 
+def earlier_batches_needed(policy: PolicyConfig) -> tuple[int, int]:
+    """How many earlier batches of a partner a decision looks at: (scores, decisions).
+
+    Smoothing and the guardrail (:func:`smooth_and_guard_batch`) use the last
+    ``smoothing_window - 1`` scores and the last one; the tier hysteresis (:func:`stable_tiers`)
+    the last decided tier and the last ``tier_change_batches - 1`` raw scores. Older rows
+    change nothing, so a job reads only these (the history grows by a batch a month).
+    """
+    return max(policy.smoothing_window - 1, 1), max(policy.tier_change_batches - 1, 1)
+
+
 def smooth_and_guard_batch(
     partner_ids, scores: np.ndarray, previous: dict[str, list[float]], policy: PolicyConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -75,14 +75,15 @@ either way (twin in ``tests/serving/test_bulk_writes.py``)."""
 SQLITE_BUSY_SECONDS = 10
 
 
-def rows_of_partners(conn, query, column, ids: list[str], chunk: int) -> list:
+def rows_of_partners(conn, query, column, ids: list[str], chunk: int, scan: bool = True) -> list:
     """The rows of ``query`` whose ``column`` (one of its selected columns) is in ``ids``.
 
     More than :data:`SCAN_ABOVE` ids (a whole batch) are read in one pass over the table and
-    filtered here; fewer by ``IN (...)`` lists of ``chunk`` ids. The same rows either way, in
-    no particular order (callers sort).
+    filtered here (unless ``scan`` is False: a few rows of many partners); fewer by
+    ``IN (...)`` lists of ``chunk`` ids. The same rows either way, in no particular order
+    (callers sort).
     """
-    if len(ids) <= SCAN_ABOVE:
+    if len(ids) <= SCAN_ABOVE or not scan:
         rows: list = []
         for start in range(0, len(ids), chunk):
             rows.extend(conn.execute(query.where(column.in_(ids[start : start + chunk]))).all())
@@ -90,6 +91,44 @@ def rows_of_partners(conn, query, column, ids: list[str], chunk: int) -> list:
     at = list(query.selected_columns.keys()).index(column.key)
     keep = set(ids)
     return [row for row in conn.execute(query).all() if row[at] in keep]
+
+
+def keep_newest(earlier: dict[str, list], newest: int | None) -> dict[str, list]:
+    """Each partner's last ``newest`` entries (None: all of them)."""
+    if newest is None:
+        return earlier
+    if newest < 1:
+        raise ValueError(f"newest: {newest}, expected at least 1")
+    return {pid: rows[-newest:] if len(rows) > newest else rows for pid, rows in earlier.items()}
+
+
+def newest_earlier(
+    ids: list[str],
+    newest: int,
+    recent_dates: list,
+    read: Callable[[list[str], object, object, bool], dict[str, list]],
+) -> dict[str, list]:
+    """Each partner's last ``newest`` earlier entries, reading the store's last batches first.
+
+    A monthly store grows by a batch a month, but smoothing and the tier hysteresis look at a
+    partner's last one or two (``earlier_batches_needed``): reading every earlier row would
+    make each month's job slower than the last. ``recent_dates``: the store's newest
+    ``newest`` distinct dates before the cut-off, newest first. ``read(ids, since, until,
+    scan)``: the partners' entries (oldest first) dated ``since`` (or any) up to before
+    ``until`` (or the cut-off). A partner with ``newest`` entries from those dates has its last
+    ``newest`` among them (older rows are older); only the others (new partners, partners
+    skipped by a batch) are looked up further back, by id. The same as keeping the last
+    ``newest`` of everything (twin in ``tests/serving/test_bulk_writes.py``).
+    """
+    if len(recent_dates) < newest:  # the store holds fewer dates: read them all
+        return keep_newest(read(ids, None, None, True), newest)
+    since = recent_dates[-1]
+    out = read(ids, since, None, True)
+    short = [pid for pid in ids if len(out.get(pid, ())) < newest]
+    if short:
+        for pid, rows in read(short, None, since, False).items():
+            out[pid] = rows + out.get(pid, [])
+    return keep_newest(out, newest)
 
 
 class _NotCommitted(Exception):
@@ -409,9 +448,18 @@ class ScoreHistory:
         conn.execute(t.insert(), records)
 
     def _select(
-        self, partner_ids: list[str] | None, columns: list[str], before=None
+        self,
+        partner_ids: list[str] | None,
+        columns: list[str],
+        before=None,
+        since=None,
+        scan: bool = True,
     ) -> pd.DataFrame:
-        """One row per (partner, as_of), the latest write when several versions scored it."""
+        """One row per (partner, as_of), the latest write when several versions scored it.
+
+        Rows dated ``since`` (if given) up to before ``before`` (if given); ``scan``: see
+        :func:`rows_of_partners`.
+        """
         wanted = list(dict.fromkeys([*KEY, *columns, "written_at", "id"]))
         if not self.exists():
             return pd.DataFrame(columns=wanted)
@@ -419,12 +467,14 @@ class ScoreHistory:
         query = sa.select(*(t.c[c] for c in wanted))
         if before is not None:
             query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
+        if since is not None:
+            query = query.where(t.c.as_of >= pd.Timestamp(since).to_pydatetime())
         with self._errors(), self.engine.connect() as conn:
             if partner_ids is None:
                 rows = conn.execute(query).all()
             else:
                 ids = sorted({str(p) for p in partner_ids})
-                rows = rows_of_partners(conn, query, t.c.partner_id, ids, _CHUNK)
+                rows = rows_of_partners(conn, query, t.c.partner_id, ids, _CHUNK, scan)
         if not rows:
             return pd.DataFrame(columns=wanted)
         # column-wise from plain tuples (a frame built from Row objects probes each one)
@@ -497,7 +547,9 @@ class ScoreHistory:
         if self._engine is not None:
             self._engine.dispose()
 
-    def previous(self, partner_ids: list[str], before) -> dict[str, list[float]]:
+    def previous(
+        self, partner_ids: list[str], before, newest: int | None = None
+    ) -> dict[str, list[float]]:
         """Earlier scores per partner, oldest first, from runs with as_of before ``before``.
 
         Used for smoothing and guardrails; one score per (partner, as_of) (the latest write when
@@ -508,15 +560,37 @@ class ScoreHistory:
             partner_ids: Partners to look up.
             before: One cut-off for everyone, or a partner_id -> cut-off Series (milestone
                 scoring: each partner's own as_of).
+            newest: Only the last this many scores per partner (None: all); with one cut-off
+                only the store's last batches are read in full (:func:`newest_earlier`).
         """
         per_partner = isinstance(before, pd.Series)
         latest = pd.to_datetime(before).max() if per_partner else before
-        data = self._select(partner_ids, ["score"], before=latest)
-        if per_partner and not data.empty:
-            own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
-            data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]
-        out: dict[str, list[float]] = {}
-        for pid, score in zip(data["partner_id"].tolist(), data["score"].tolist(), strict=True):
-            if score is not None and score == score:
-                out.setdefault(pid, []).append(float(score))
-        return out
+
+        def read(ids, since, until, scan: bool) -> dict[str, list[float]]:
+            data = self._select(
+                ids, ["score"], before=latest if until is None else until, since=since, scan=scan
+            )
+            if per_partner and not data.empty:
+                own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
+                data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]
+            out: dict[str, list[float]] = {}
+            ids_read, scores = data["partner_id"].tolist(), data["score"].tolist()
+            for pid, score in zip(ids_read, scores, strict=True):
+                if score is not None and score == score:
+                    out.setdefault(pid, []).append(float(score))
+            return out
+
+        if newest is None or per_partner or not self.exists():
+            return keep_newest(read(partner_ids, None, None, True), newest)
+        t = self.table
+        dates = (
+            sa.select(t.c.as_of)
+            .where(t.c.as_of < pd.Timestamp(latest).to_pydatetime())
+            .distinct()
+            .order_by(t.c.as_of.desc())
+            .limit(newest)
+        )
+        with self._errors(), self.engine.connect() as conn:
+            recent = conn.execute(dates).scalars().all()
+        ids = sorted({str(p) for p in partner_ids})
+        return newest_earlier(ids, newest, recent, read)

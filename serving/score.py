@@ -41,6 +41,7 @@ from partnerscore.models.model_uri import resolve_model_uri
 from partnerscore.models.policy import (
     action_schedule,
     apply_overrides,
+    earlier_batches_needed,
     load_playbook,
     smooth_and_guard_batch,
     stable_tiers,
@@ -246,7 +247,10 @@ def run_score(
             raw, raw_dir, as_of, at_age, config
         )
         if reader is not None:
-            reader.ask(*_batch_cutoffs(partners_all, ready, cut, at_age))
+            reader.ask(
+                *_batch_cutoffs(partners_all, ready, cut, at_age),
+                earlier_batches_needed(config.policy),
+            )
         with progress.task("score: building point-in-time features"):
             if at_age is None:
                 features = build_scoring_frame(raw, cut)
@@ -535,7 +539,12 @@ def _publish(
 
     history = ScoreHistory(config.paths.history_database())
     if earlier is None:
-        earlier = earlier_rows(history.url, scored["partner_id"].tolist(), before)
+        earlier = earlier_rows(
+            history.url,
+            scored["partner_id"].tolist(),
+            before,
+            earlier_batches_needed(config.policy),
+        )
     previous, decisions = earlier
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
@@ -778,13 +787,19 @@ class _EarlierReader:
                 return None
         return cls(url)
 
-    def ask(self, partner_ids: list[str], before: pd.Timestamp | pd.Series) -> None:
-        """Hand the batch's partners and cut-offs to the worker.
+    def ask(
+        self,
+        partner_ids: list[str],
+        before: pd.Timestamp | pd.Series,
+        newest: tuple[int | None, int | None] = (None, None),
+    ) -> None:
+        """Hand the batch's partners, cut-offs and depth (:func:`earlier_rows`) to the worker.
 
         Fewer than :data:`MIN_WORKER_PARTNERS` partners: the worker ends unasked.
         """
         if len(partner_ids) >= MIN_WORKER_PARTNERS:
-            payload = pickle.dumps((partner_ids, before), protocol=pickle.HIGHEST_PROTOCOL)
+            request = (partner_ids, before, newest)
+            payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
             with contextlib.suppress(BrokenPipeError):  # the worker died: result() says so
                 _write_all(self._write, payload)
             self._asked = (set(partner_ids), before)
@@ -839,17 +854,20 @@ def _read_when_asked(url: str, read_end: int, write_end: int):
         payload = source.read()
     if not payload:
         return None  # not asked
-    partner_ids, before = pickle.loads(payload)
-    return earlier_rows(url, partner_ids, before)
+    return earlier_rows(url, *pickle.loads(payload))
 
 
 def earlier_rows(
-    url: str, partner_ids: list[str], before: pd.Timestamp | pd.Series
+    url: str,
+    partner_ids: list[str],
+    before: pd.Timestamp | pd.Series,
+    newest: tuple[int | None, int | None] = (None, None),
 ) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, str]]]]:
     """The partners' earlier scores (smoothing, guardrails) and decisions (hysteresis).
 
     ``ScoreHistory.previous`` and ``DecisionLedger.previous`` of the store at ``url``, read
-    through connections of their own (a worker process never uses one inherited by fork).
+    through connections of their own (a worker process never uses one inherited by fork);
+    ``newest``: how many of each to keep per partner (``earlier_batches_needed``; None: all).
     """
     from partnerscore.serving.history import ScoreHistory
     from partnerscore.serving.ledger import DecisionLedger
@@ -857,8 +875,8 @@ def earlier_rows(
     history, ledger = ScoreHistory(url), DecisionLedger(url)
     try:
         return (
-            history.previous(partner_ids, before=before),
-            ledger.previous(partner_ids, before=before),
+            history.previous(partner_ids, before=before, newest=newest[0]),
+            ledger.previous(partner_ids, before=before, newest=newest[1]),
         )
     finally:
         history.dispose()

@@ -925,12 +925,14 @@ def _score_job(
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from partnerscore.features.core import isin_text
+    from partnerscore.models.policy import earlier_batches_needed
     from partnerscore.serving.history import HISTORY_COLUMNS, ScoreHistory
     from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger
     from partnerscore.serving.score import (
         ScoreResult,
         _rejects,
         batch_scope,
+        earlier_rows,
         peer_percentile,
         read_overrides,
         rejects_path,
@@ -953,8 +955,9 @@ def _score_job(
     history = ScoreHistory(config.paths.history_database())
     ledger = DecisionLedger(config.paths.history_database())
     before = cut if cut is not None else cuts
-    previous = history.previous(in_scope_ids.tolist(), before=before)
-    decisions = ledger.previous(in_scope_ids.tolist(), before=before)
+    previous, decisions = earlier_rows(
+        history.url, in_scope_ids.tolist(), before, earlier_batches_needed(config.policy)
+    )
     layout = make_layout(job.columns)
     ctx = BucketContext(
         dtypes=layout.dtypes(),

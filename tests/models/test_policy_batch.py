@@ -1,7 +1,7 @@
 """The batch policy functions against the per-partner rules they vectorise (exact twins)."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from partnerscore.models import policy as pol
@@ -65,3 +65,67 @@ def test_stable_tiers_equals_the_scalar_rule(rows, margin, batches):
         else:
             want = pol.stable_tier(smoothed[i], scores[i], guard[i], previous.get(pid, []), cfg)
         assert (tiers[i], cands[i], reasons[i]) == want
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            score,
+            score,
+            st.booleans(),
+            st.lists(st.tuples(score, st.sampled_from(TIERS)), max_size=8),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    window=st.integers(1, 6),
+    margin=st.floats(0, 10),
+    batches=st.integers(1, 6),
+    threshold=st.floats(1, 40),
+)
+# a tier change confirmed by the last 3 earlier raw scores (tier_change_batches 4), not by 1
+@example(
+    rows=[(76.0, 76.0, False, [(10.0, "B"), (80.0, "B"), (80.0, "B"), (80.0, "B")])],
+    window=1,
+    margin=10.0,
+    batches=4,
+    threshold=40.0,
+)
+# a smoothing window of 4 averages the last 3 earlier scores, not only the last one
+@example(
+    rows=[(50.0, 50.0, False, [(0.0, "C"), (30.0, "C"), (60.0, "C"), (90.0, "B")])],
+    window=4,
+    margin=0.0,
+    batches=1,
+    threshold=40.0,
+)
+def test_the_earlier_batches_a_job_reads_are_all_the_decisions_look_at(
+    rows, window, margin, batches, threshold
+):
+    """A job reads only ``earlier_batches_needed`` earlier rows per partner: smoothing, the
+    guardrail and the tier hysteresis decide the same with those as with the whole history."""
+    from partnerscore.serving.history import keep_newest
+
+    cfg = PolicyConfig(
+        smoothing_window=window,
+        guardrail_threshold=threshold,
+        tier_change_margin=margin,
+        tier_change_batches=batches,
+    )
+    ids = [f"P{i}" for i in range(len(rows))]
+    scores = np.array([r[0] for r in rows])
+    decisions = {pid: r[3] for pid, r in zip(ids, rows, strict=True) if r[3]}
+    earlier = {pid: [s for s, _ in past] for pid, past in decisions.items()}
+    need_scores, need_decisions = pol.earlier_batches_needed(cfg)
+    full = pol.smooth_and_guard_batch(ids, scores, earlier, cfg)
+    cut = pol.smooth_and_guard_batch(ids, scores, keep_newest(earlier, need_scores), cfg)
+    for a, b in zip(full, cut, strict=True):
+        np.testing.assert_array_equal(a, b)
+    smoothed, _, flags = full
+    frozen = np.array([r[2] for r in rows])
+    args = (ids, smoothed, np.array([r[1] for r in rows]), flags)
+    whole = pol.stable_tiers(*args, decisions, cfg, frozen=frozen)
+    newest = pol.stable_tiers(*args, keep_newest(decisions, need_decisions), cfg, frozen=frozen)
+    for a, b in zip(whole, newest, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -11,7 +11,14 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from partnerscore.serving.history import HISTORY_COLUMNS, KEY, TABLE, ScoreHistory, _to_records
+from partnerscore.serving.history import (
+    HISTORY_COLUMNS,
+    KEY,
+    TABLE,
+    ScoreHistory,
+    _to_records,
+    keep_newest,
+)
 from partnerscore.serving.ledger import (
     DECISION_COLUMNS,
     DECISION_KEY,
@@ -364,3 +371,130 @@ def test_previous_reads_the_same_rows_by_table_scan_and_by_id_lists(
             with mock.patch.object(history_module, "SCAN_ABOVE", scan_above):  # both stores
                 found.append((history.previous(wanted, before), ledger.previous(wanted, before)))
         assert found[0] == found[1]
+
+
+def _store_batches(history, ledger, batches, dates):
+    """Write (date index, model version, scores of P0..P5) batches into both stores."""
+    for day, version, values in batches:
+        frame = scores(str(dates[day]), version=version)
+        frame["score"] = np.asarray(values, dtype=float)
+        history.upsert(frame)
+        ledger.record_decisions(frame, facts=("provisional",))
+
+
+SCORE_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 50.0]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.sampled_from(["1", "2"]),
+            st.lists(SCORE_VALUES, min_size=6, max_size=6),
+        ),
+        max_size=7,
+    ),
+    wanted=st.lists(st.sampled_from([f"P{i}" for i in range(6)] + ["nobody"]), max_size=8),
+    cut=st.integers(0, 5),
+    per_partner=st.booleans(),
+    newest=st.integers(1, 4),
+    scan=st.booleans(),
+)
+def test_the_newest_earlier_rows_picked_by_the_database_are_the_last_ones_read(
+    batches, wanted, cut, per_partner, newest, scan
+):
+    """``previous(..., newest=k)`` reads the store's last k dates, then older rows only of the
+    partners short of k there: the same as reading every earlier row and keeping each
+    partner's last k (the twin), with NaN, NULL and infinite scores, a NaN latest write over
+    another version's number, partners missing from recent batches, per-partner cut-offs."""
+    import tempfile
+    from unittest import mock
+
+    from partnerscore.serving import history as history_module
+    from partnerscore.serving.history import keep_newest
+
+    dates = pd.to_datetime(
+        ["2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01", "2025-05-01", "2026-01-01"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/h.sqlite"
+        history, ledger = ScoreHistory(url), DecisionLedger(url)
+        _store_batches(history, ledger, batches, dates)
+        before = dates[cut]
+        if per_partner and wanted:
+            before = pd.Series(dates[[(cut + i) % 6 for i in range(len(set(wanted)))]])
+            before.index = sorted(set(wanted))
+        with mock.patch.object(history_module, "SCAN_ABOVE", 0 if scan else 10**9):
+            for store in (history, ledger):
+                everything = store.previous(wanted, before)
+                assert store.previous(wanted, before, newest=newest) == keep_newest(
+                    everything, newest
+                )
+
+
+def test_the_newest_earlier_rows_on_both_databases(url):
+    """The newest earlier rows on SQLite and PostgreSQL: NaN (PostgreSQL stores it), NULL and
+    infinite scores, a later version's NaN write over an earlier version's number on the same
+    date (the date then has no score), a partner short of rows in the last dates."""
+    from partnerscore.serving.history import keep_newest
+
+    history, ledger = ScoreHistory(url), DecisionLedger(url)
+    dates = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01"])
+    nan, inf = np.nan, np.inf
+    batches = [
+        (0, "1", [10.0, 11.0, inf, nan, 14.0, 15.0]),
+        (1, "1", [20.0, 21.0, 22.0, 23.0, -inf, 25.0]),
+        (2, "1", [30.0, 31.0, 32.0, 33.0, 34.0, 35.0]),
+        (2, "2", [nan, 41.0, nan, 43.0, 44.0, 45.0]),  # the later write of date 2
+        (3, "1", [nan, nan, 52.0, nan, 54.0, 55.0]),
+    ]
+    _store_batches(history, ledger, batches, dates)
+    ids = [f"P{i}" for i in range(5)] + ['O\'Brien "&" Co', "nobody"]
+    for store in (history, ledger):
+        everything = store.previous(ids, pd.Timestamp("2026-01-01"))
+        assert len(everything) == 6
+        for newest in (1, 2, 3):
+            assert store.previous(ids, pd.Timestamp("2026-01-01"), newest=newest) == (
+                keep_newest(everything, newest)
+            )
+    # P0: date 2's latest write is NaN and date 3 is NaN: its newest usable dates are 1 and 0
+    assert history.previous(["P0"], pd.Timestamp("2026-01-01"), newest=2) == {"P0": [10.0, 20.0]}
+    assert history.previous(["P2"], pd.Timestamp("2026-01-01"), newest=3) == {
+        "P2": [inf, 22.0, 52.0]
+    }
+
+
+def test_only_partners_short_of_rows_in_the_last_dates_are_read_further_back(tmp_path, monkeypatch):
+    """A store of many batches: the job reads the last batches, then older rows by id only
+    for partners without enough rows there (here P3, absent from the last two batches, and
+    P1, whose score is always NaN), so its cost does not grow with the store's age."""
+    from partnerscore.serving import history as history_module
+
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    history, ledger = ScoreHistory(url), DecisionLedger(url)
+    dates = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01"])
+    for i, when in enumerate(dates):
+        frame = scores(str(when), seed=i)
+        if i >= 2:
+            frame = frame[frame["partner_id"] != "P3"]
+        history.upsert(frame)
+        ledger.record_decisions(frame, facts=("provisional",))
+    calls = []
+    real = history_module.rows_of_partners
+
+    def spy(conn, query, column, ids, chunk, scan=True):
+        calls.append((sorted(ids), str(query.compile(compile_kwargs={"literal_binds": True}))))
+        return real(conn, query, column, ids, chunk, scan)
+
+    monkeypatch.setattr(history_module, "rows_of_partners", spy)
+    ids = [f"P{i}" for i in range(6)]
+    got = history.previous(ids, pd.Timestamp("2026-01-01"), newest=2)
+    # P5 is not in the store (the sixth row is O'Brien's): short too
+    assert [c[0] for c in calls] == [ids, ["P1", "P3", "P5"]]
+    assert ">= '2025-03-01" in calls[0][1] and "< '2025-03-01" in calls[1][1]
+    assert got == keep_newest(history.previous(ids, pd.Timestamp("2026-01-01")), 2)
+    assert len(got["P3"]) == 2 and "P1" not in got

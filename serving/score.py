@@ -850,6 +850,10 @@ def _write_all(fd: int, data: bytes) -> None:
 def _read_when_asked(url: str, read_end: int, write_end: int):
     """In the reader's worker: wait for (partner_ids, before), then read their earlier rows."""
     os.close(write_end)  # this process's copy: the parent's close is the end of the request
+    # import the stores' modules (SQLAlchemy, ~0.3 s) while the job reads its tables
+    import partnerscore.serving.history  # noqa: F401
+    import partnerscore.serving.ledger  # noqa: F401
+
     with os.fdopen(read_end, "rb") as source:
         payload = source.read()
     if not payload:

@@ -75,14 +75,18 @@ either way (twin in ``tests/serving/test_bulk_writes.py``)."""
 SQLITE_BUSY_SECONDS = 10
 
 
-def rows_of_partners(conn, query, column, ids: list[str], chunk: int, scan: bool = True) -> list:
+def rows_of_partners(
+    conn, query, column, ids: list[str] | None, chunk: int, scan: bool = True
+) -> list:
     """The rows of ``query`` whose ``column`` (one of its selected columns) is in ``ids``.
 
-    More than :data:`SCAN_ABOVE` ids (a whole batch) are read in one pass over the table and
-    filtered here (unless ``scan`` is False: a few rows of many partners); fewer by
-    ``IN (...)`` lists of ``chunk`` ids. The same rows either way, in no particular order
-    (callers sort).
+    ``ids`` None: every row. More than :data:`SCAN_ABOVE` ids (a whole batch) are read in one
+    pass over the table and filtered here (unless ``scan`` is False: a few rows of many
+    partners); fewer by ``IN (...)`` lists of ``chunk`` ids. The same rows either way, in no
+    particular order (callers sort).
     """
+    if ids is None:
+        return conn.execute(query).all()
     if len(ids) <= SCAN_ABOVE or not scan:
         rows: list = []
         for start in range(0, len(ids), chunk):
@@ -102,33 +106,51 @@ def keep_newest(earlier: dict[str, list], newest: int | None) -> dict[str, list]
     return {pid: rows[-newest:] if len(rows) > newest else rows for pid, rows in earlier.items()}
 
 
-def newest_earlier(
-    ids: list[str],
-    newest: int,
-    recent_dates: list,
-    read: Callable[[list[str], object, object, bool], dict[str, list]],
-) -> dict[str, list]:
-    """Each partner's last ``newest`` earlier entries, reading the store's last batches first.
+class EarlierRows:
+    """A store's earlier entries per partner (oldest first), in two steps.
 
     A monthly store grows by a batch a month, but smoothing and the tier hysteresis look at a
     partner's last one or two (``earlier_batches_needed``): reading every earlier row would
-    make each month's job slower than the last. ``recent_dates``: the store's newest
-    ``newest`` distinct dates before the cut-off, newest first. ``read(ids, since, until,
-    scan)``: the partners' entries (oldest first) dated ``since`` (or any) up to before
-    ``until`` (or the cut-off). A partner with ``newest`` entries from those dates has its last
-    ``newest`` among them (older rows are older); only the others (new partners, partners
-    skipped by a batch) are looked up further back, by id. The same as keeping the last
-    ``newest`` of everything (twin in ``tests/serving/test_bulk_writes.py``).
+    make each month's job slower than the last. :meth:`read` reads the store's last
+    ``newest`` dates before the cut-off in full (for given partners, or for every partner:
+    before a job knows its batch); :meth:`of` then gives a batch's partners their last
+    ``newest`` entries, looking further back, by id, only for partners short of ``newest``
+    there (new partners, partners a batch skipped): a partner with ``newest`` entries from
+    those dates has its last ones among them. The same as keeping the last ``newest`` of
+    everything (twin in ``tests/serving/test_bulk_writes.py``).
     """
-    if len(recent_dates) < newest:  # the store holds fewer dates: read them all
-        return keep_newest(read(ids, None, None, True), newest)
-    since = recent_dates[-1]
-    out = read(ids, since, None, True)
-    short = [pid for pid in ids if len(out.get(pid, ())) < newest]
-    if short:
-        for pid, rows in read(short, None, since, False).items():
-            out[pid] = rows + out.get(pid, [])
-    return keep_newest(out, newest)
+
+    def __init__(self, recent: dict[str, list], newest: int, since=None, older=None) -> None:
+        self.recent, self.newest, self.since, self._older = recent, newest, since, older
+
+    @classmethod
+    def read(
+        cls,
+        ids: list[str] | None,
+        newest: int,
+        recent_dates: list,
+        read: Callable[[list[str] | None, object, object, bool], dict[str, list]],
+    ) -> EarlierRows:
+        """Read the store's last dates for ``ids`` (None: for every partner).
+
+        ``recent_dates``: the store's newest ``newest`` distinct dates before the cut-off,
+        newest first. ``read(ids, since, until, scan)``: the partners' entries (None: every
+        partner's) dated ``since`` (or any) up to before ``until`` (or the cut-off).
+        """
+        if len(recent_dates) < newest:  # the store holds fewer dates: that is all of them
+            return cls(read(ids, None, None, True), newest)
+        since = recent_dates[-1]
+        return cls(read(ids, since, None, True), newest, since, read)
+
+    def of(self, ids: list[str]) -> dict[str, list]:
+        """The last ``newest`` entries of the partners ``ids`` (those that have any)."""
+        out = {pid: self.recent[pid] for pid in ids if pid in self.recent}
+        if self.since is not None:
+            short = [pid for pid in ids if len(out.get(pid, ())) < self.newest]
+            if short:
+                for pid, rows in self._older(short, None, self.since, False).items():
+                    out[pid] = rows + out.get(pid, [])
+        return keep_newest(out, self.newest)
 
 
 class _NotCommitted(Exception):
@@ -561,7 +583,7 @@ class ScoreHistory:
             before: One cut-off for everyone, or a partner_id -> cut-off Series (milestone
                 scoring: each partner's own as_of).
             newest: Only the last this many scores per partner (None: all); with one cut-off
-                only the store's last batches are read in full (:func:`newest_earlier`).
+                only the store's last batches are read in full (:class:`EarlierRows`).
         """
         per_partner = isinstance(before, pd.Series)
         latest = pd.to_datetime(before).max() if per_partner else before
@@ -573,24 +595,45 @@ class ScoreHistory:
             if per_partner and not data.empty:
                 own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
                 data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]
-            out: dict[str, list[float]] = {}
-            ids_read, scores = data["partner_id"].tolist(), data["score"].tolist()
-            for pid, score in zip(ids_read, scores, strict=True):
-                if score is not None and score == score:
-                    out.setdefault(pid, []).append(float(score))
-            return out
+            return _score_lists(data)
 
         if newest is None or per_partner or not self.exists():
             return keep_newest(read(partner_ids, None, None, True), newest)
+        ids = sorted({str(p) for p in partner_ids})
+        return self.earlier(latest, newest, ids).of(ids)
+
+    def earlier(self, before, newest: int, partner_ids: list[str] | None = None) -> EarlierRows:
+        """:meth:`previous` with one cut-off and ``newest``, in two steps (:class:`EarlierRows`).
+
+        The store's last dates of ``partner_ids`` (None: of every partner) are read now.
+        """
+
+        def read(ids, since, until, scan: bool) -> dict[str, list[float]]:
+            data = self._select(
+                ids, ["score"], before=before if until is None else until, since=since, scan=scan
+            )
+            return _score_lists(data)
+
+        if not self.exists():
+            return EarlierRows({}, newest)
         t = self.table
         dates = (
             sa.select(t.c.as_of)
-            .where(t.c.as_of < pd.Timestamp(latest).to_pydatetime())
+            .where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
             .distinct()
             .order_by(t.c.as_of.desc())
             .limit(newest)
         )
         with self._errors(), self.engine.connect() as conn:
             recent = conn.execute(dates).scalars().all()
-        ids = sorted({str(p) for p in partner_ids})
-        return newest_earlier(ids, newest, recent, read)
+        return EarlierRows.read(partner_ids, newest, recent, read)
+
+
+def _score_lists(data: pd.DataFrame) -> dict[str, list[float]]:
+    """Usable scores (not NULL or NaN) per partner, in the frame's (date) order."""
+    out: dict[str, list[float]] = {}
+    ids, scores = data["partner_id"].tolist(), data["score"].tolist()
+    for pid, score in zip(ids, scores, strict=True):
+        if score is not None and score == score:
+            out.setdefault(pid, []).append(float(score))
+    return out

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.config import store_exists
-from partnerscore.serving.history import keep_newest, newest_earlier, rows_of_partners
+from partnerscore.serving.history import EarlierRows, keep_newest, rows_of_partners
 
 DECISION_COLUMNS = {
     "partner_id": sa.String(200),
@@ -449,16 +449,48 @@ class DecisionLedger:
             partner_ids: Partners to look up.
             before: One cut-off, or a partner_id -> cut-off Series (milestone scoring).
             newest: Only the last this many per partner (None: all); with one cut-off only
-                the store's last batches are read in full (``history.newest_earlier``).
+                the store's last batches are read in full (``history.EarlierRows``).
         """
         per_partner = isinstance(before, pd.Series)
-        latest = pd.to_datetime(before).max() if per_partner else pd.Timestamp(before)
         if not self.exists():
             return {}
+        ids = [str(p) for p in partner_ids]
+        if newest is None or per_partner:
+            latest = pd.to_datetime(before).max() if per_partner else before
+            read = self._earlier_reader(latest, before if per_partner else None)
+            return keep_newest(read(ids, None, None, True), newest)
+        ids = sorted(set(ids))
+        return self.earlier(before, newest, ids).of(ids)
+
+    def earlier(self, before, newest: int, partner_ids: list[str] | None = None) -> EarlierRows:
+        """:meth:`previous` with one cut-off and ``newest``, in two steps (``EarlierRows``).
+
+        The store's last dates of ``partner_ids`` (None: of every partner) are read now.
+        """
+        if not self.exists():
+            return EarlierRows({}, newest)
+        t = self.decisions
+        cut = as_of_text([pd.Timestamp(before)])[0]
+        dates = (
+            sa.select(t.c.as_of)
+            .where(t.c.as_of < cut)
+            .distinct()
+            .order_by(t.c.as_of.desc())
+            .limit(newest)
+        )
+        with self._errors(), self.engine.connect() as conn:
+            recent = conn.execute(dates).scalars().all()
+        return EarlierRows.read(partner_ids, newest, recent, self._earlier_reader(before, None))
+
+    def _earlier_reader(self, latest, own: pd.Series | None):
+        """The ``read(ids, since, until, scan)`` of :class:`EarlierRows` for the decisions.
+
+        Decisions dated before ``latest`` (and before each partner's ``own`` cut-off, if given).
+        """
         # only the columns and dates this needs (read_decisions parses every row's facts JSON)
         t = self.decisions
         names = ["id", "partner_id", "as_of", "score", "score_tier"]
-        cut = as_of_text([latest])[0]
+        cut = as_of_text([pd.Timestamp(latest)])[0]
 
         def read(ids, since, until, scan: bool) -> dict[str, list[tuple[float, str]]]:
             query = sa.select(*(t.c[c] for c in names)).where(
@@ -482,9 +514,9 @@ class DecisionLedger:
             data = data.sort_values("id")
             data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
             data = data.sort_values(["partner_id", "as_of"], kind="stable")
-            if per_partner:
-                own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
-                data = data[pd.to_datetime(data["as_of"]).to_numpy() < own]
+            if own is not None:
+                cuts = pd.to_datetime(own.reindex(data["partner_id"].to_numpy()).to_numpy())
+                data = data[pd.to_datetime(data["as_of"]).to_numpy() < cuts]
             out: dict[str, list[tuple[float, str]]] = {}
             for pid, score, tier in zip(
                 data["partner_id"].tolist(),
@@ -496,19 +528,7 @@ class DecisionLedger:
                     out.setdefault(pid, []).append((float(score), str(tier)))
             return out
 
-        ids = [str(p) for p in partner_ids]
-        if newest is None or per_partner:
-            return keep_newest(read(ids, None, None, True), newest)
-        dates = (
-            sa.select(t.c.as_of)
-            .where(t.c.as_of < cut)
-            .distinct()
-            .order_by(t.c.as_of.desc())
-            .limit(newest)
-        )
-        with self._errors(), self.engine.connect() as conn:
-            recent = conn.execute(dates).scalars().all()
-        return newest_earlier(sorted(set(ids)), newest, recent, read)
+        return read
 
     def read_awards(self) -> pd.DataFrame:
         """Every award ever recorded."""

@@ -230,7 +230,9 @@ def run_score(
     with contextlib.ExitStack() as stack:
         reader = None
         if workers > 1 and can_fork():
-            reader = _EarlierReader.start(config.paths.history_database())
+            reader = _EarlierReader.start(
+                config.paths.history_database(), cut, earlier_batches_needed(config.policy)
+            )
             if reader is not None:
                 stack.callback(reader.close)
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
@@ -760,19 +762,30 @@ class _EarlierReader:
     rows never depend on where they were read. ``close()`` (always) stops the worker.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        cut: pd.Timestamp | None = None,
+        newest: tuple[int | None, int | None] = (None, None),
+    ) -> None:
         read_end, self._write = os.pipe()
         self._pool = WorkerPool(1)
         gc.freeze()  # the worker's collector must not write to every inherited page
         try:
-            self._future = self._pool.submit(_read_when_asked, url, read_end, self._write)
+            task = (_read_when_asked, url, read_end, self._write, cut, newest)
+            self._future = self._pool.submit(*task)
         finally:
             gc.unfreeze()
             os.close(read_end)
         self._asked: tuple[set[str], pd.Timestamp | pd.Series] | None = None
 
     @classmethod
-    def start(cls, url: str) -> _EarlierReader | None:
+    def start(
+        cls,
+        url: str,
+        cut: pd.Timestamp | None = None,
+        newest: tuple[int | None, int | None] = (None, None),
+    ) -> _EarlierReader | None:
         """A reader for the store at ``url``, or None (the job reads the rows itself).
 
         None when the store is a SQLite file below :data:`READER_MIN_BYTES`, or none yet.
@@ -785,7 +798,7 @@ class _EarlierReader:
                     return None
             except OSError:  # gone meanwhile: the job's own read says what it finds
                 return None
-        return cls(url)
+        return cls(url, cut, newest)
 
     def ask(
         self,
@@ -847,18 +860,45 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_when_asked(url: str, read_end: int, write_end: int):
-    """In the reader's worker: wait for (partner_ids, before), then read their earlier rows."""
-    os.close(write_end)  # this process's copy: the parent's close is the end of the request
-    # import the stores' modules (SQLAlchemy, ~0.3 s) while the job reads its tables
-    import partnerscore.serving.history  # noqa: F401
-    import partnerscore.serving.ledger  # noqa: F401
+def _read_when_asked(
+    url: str,
+    read_end: int,
+    write_end: int,
+    cut: pd.Timestamp | None,
+    newest: tuple[int | None, int | None],
+):
+    """In the reader's worker: wait for (partner_ids, before, newest), then read their rows.
 
+    With one cut-off known at the start (``score --as-of``) and a depth, the store's last
+    dates are read for every partner while the job reads its tables (``EarlierRows``); the
+    request then only picks the batch's partners and looks further back for the few short
+    of rows there.
+    """
+    os.close(write_end)  # this process's copy: the parent's close is the end of the request
+    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.ledger import DecisionLedger
+
+    early = None
+    if cut is not None and None not in newest:
+        history, ledger = ScoreHistory(url), DecisionLedger(url)
+        early = (history.earlier(cut, newest[0]), ledger.earlier(cut, newest[1]))
     with os.fdopen(read_end, "rb") as source:
         payload = source.read()
     if not payload:
         return None  # not asked
-    return earlier_rows(url, *pickle.loads(payload))
+    partner_ids, before, asked_newest = pickle.loads(payload)
+    if (
+        early is not None
+        and isinstance(before, pd.Timestamp)
+        and before == cut
+        and tuple(asked_newest) == tuple(newest)
+    ):
+        try:
+            return early[0].of(partner_ids), early[1].of(partner_ids)
+        finally:
+            history.dispose()
+            ledger.dispose()
+    return earlier_rows(url, partner_ids, before, asked_newest)
 
 
 def earlier_rows(

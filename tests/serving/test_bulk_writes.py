@@ -434,6 +434,9 @@ def test_the_newest_earlier_rows_picked_by_the_database_are_the_last_ones_read(
                 assert store.previous(wanted, before, newest=newest) == keep_newest(
                     everything, newest
                 )
+                if not isinstance(before, pd.Series):  # read before the partners are known
+                    early = store.earlier(before, newest)
+                    assert early.of(wanted) == keep_newest(everything, newest)
 
 
 def test_the_newest_earlier_rows_on_both_databases(url):

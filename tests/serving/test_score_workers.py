@@ -22,7 +22,7 @@ from partnerscore.features import parallel
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving import score as score_job
 from partnerscore.serving.cli import main
-from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.history import EarlierRows, ScoreHistory
 from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.score import rejects_path, run_score
 
@@ -186,6 +186,16 @@ def test_the_reader_hands_back_rows_only_for_the_batch_it_was_asked_about(
             reader.close()
         assert got == expected
     assert len(cases[5][4][0]) == len(ids) // 2  # the per-partner cut-offs took effect
+    # with the cut-off known at the start the store's last dates are read before the request
+    # (score --as-of); a request for another cut-off or depth is read as asked
+    for started, asked in [((cut, (2, 1)), (cut, (2, 1))), ((cut, (2, 1)), (per_partner, (1, 1)))]:
+        reader = score_job._EarlierReader(url, *started)
+        try:
+            reader.ask(ids, *asked)
+            got = reader.result(ids, asked[0])
+        finally:
+            reader.close()
+        assert got == score_job.earlier_rows(url, ids, *asked)
 
 
 def test_a_small_store_or_none_is_read_by_the_job_itself(raw_dir, store_config, monkeypatch):
@@ -203,12 +213,20 @@ def test_a_small_store_or_none_is_read_by_the_job_itself(raw_dir, store_config, 
     reader.close()
 
 
+@pytest.mark.parametrize(
+    ("target", "name"),
+    [
+        (score_job, "_read_when_asked"),  # at once, before the request
+        (EarlierRows, "of"),  # after the request, reading the batch's older rows
+        (EarlierRows, "read"),  # reading the store's last dates before the request
+    ],
+)
 def test_a_killed_reader_stops_the_job_with_a_one_line_error_and_publishes_nothing(
-    raw_dir, store_config, tmp_path, forced, monkeypatch
+    raw_dir, store_config, tmp_path, forced, monkeypatch, target, name
 ):
     _one_batch(raw_dir, store_config)
     before = _stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite")
-    monkeypatch.setattr(score_job, "earlier_rows", die_by_sigkill)  # in the forked reader
+    monkeypatch.setattr(target, name, die_by_sigkill)  # in the forked reader
     out = tmp_path / "out" / "scores.parquet"
     out.parent.mkdir()
     with no_hang(120), pytest.raises(parallel.WorkerDied, match="killed by signal 9"):
@@ -221,7 +239,7 @@ def test_a_failing_reader_raises_its_error_and_publishes_nothing(
     raw_dir, store_config, tmp_path, forced, monkeypatch
 ):
     _one_batch(raw_dir, store_config)
-    monkeypatch.setattr(score_job, "earlier_rows", _fail("score history: locked"))
+    monkeypatch.setattr(EarlierRows, "read", _fail("score history: locked"))
     out = tmp_path / "out" / "scores.parquet"
     out.parent.mkdir()
     with pytest.raises(PartnerscoreError, match="score history: locked"):

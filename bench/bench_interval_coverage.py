@@ -42,18 +42,15 @@ import pandas as pd  # noqa: E402
 from bench_holdout_bias import load, seeds_arg  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
-from partnerscore.models.bundle import PartnerModel  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor  # noqa: E402
 from partnerscore.models.intervals import conformal_quantile  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.splits import holdout_split, time_folds  # noqa: E402
 from partnerscore.training.train import (  # noqa: E402
-    _head_kwargs,
     fit_partner_model,
     monotone_constraints,
+    tune_heads,
 )
-from partnerscore.training.tune import tune_head  # noqa: E402
 
 
 def partner_coverage(partner_id: np.ndarray, covered: np.ndarray) -> tuple[float, float]:
@@ -64,41 +61,8 @@ def partner_coverage(partner_id: np.ndarray, covered: np.ndarray) -> tuple[float
 
 def params_for(train: pd.DataFrame, specs: list, config: TrainConfig) -> tuple[dict, dict]:
     """Revenue and engagement parameters as ``train_and_evaluate`` picks them."""
-    base_rev = _head_kwargs(config.revenue, config.seed)
-    base_rev["tweedie_variance_power"] = config.tweedie_variance_power
-    base_eng = _head_kwargs(config.engagement, config.seed)
-    if config.trials <= 0:
-        return base_rev, base_eng
-    if config.monotone:
-        base_rev["monotone_constraints"] = base_eng["monotone_constraints"] = monotone_constraints(
-            specs
-        )
-    probe = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(train, specs),
-        policy=PolicyConfig(),
-    )
-    X = probe.prepare(train)
-    folds = time_folds(train, config.folds)
-    out = []
-    for head, base, label in (
-        ("revenue", base_rev, "label_revenue"),
-        ("engagement", base_eng, "label_engaged"),
-    ):
-        params, _ = tune_head(
-            head,
-            X,
-            train[label].to_numpy(),
-            folds,
-            base,
-            config.trials,
-            config.seed,
-            config.timeout_seconds,
-        )
-        out.append(params)
-    return out[0], out[1]
+    params, _ = tune_heads(train, specs, config, PolicyConfig())
+    return params["revenue"], params["engagement"]
 
 
 def diagnose(model, train, hold, y_hold, mu_hold, specs, config, rev_params) -> dict:

@@ -525,7 +525,10 @@ class DecisionLedger:
                 strict=True,
             ):
                 if score is not None and score == score:
-                    out.setdefault(pid, []).append((float(score), str(tier)))
+                    # a NULL tier is "" (pandas reads it as None or NaN depending on the rows
+                    # read with it)
+                    tier = "" if tier is None or tier != tier else str(tier)
+                    out.setdefault(pid, []).append((float(score), tier))
             return out
 
         return read

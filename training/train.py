@@ -500,29 +500,14 @@ def _compare(
     return out
 
 
-def train_and_evaluate(
-    frame: pd.DataFrame,
-    manifest: dict,
-    truth: pd.DataFrame | None,
-    config: TrainConfig,
-    policy: PolicyConfig | None = None,
-) -> Evaluation:
-    """Split, tune, fit, evaluate on the holdout against the baselines, then refit.
+def tune_heads(
+    train: pd.DataFrame, specs: list, config: TrainConfig, policy: PolicyConfig
+) -> tuple[dict[str, dict], dict]:
+    """Each head tuned on its own search over expanding time folds inside the training cohorts.
 
-    The pure part of ``partnerscore train`` (no MLflow): ``bench/bench_models.py`` uses it too.
+    Returns:
+        (parameters per head, Optuna study per head or None), keyed "revenue" / "engagement".
     """
-    policy = policy or PolicyConfig()
-    specs = _specs_for(frame, manifest)
-    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    train_mask, hold_mask = holdout_split(frame, config.holdout_share)
-    train, holdout = (
-        frame[train_mask].reset_index(drop=True),
-        frame[hold_mask].reset_index(drop=True),
-    )
-    if train["label_engaged"].nunique() < 2 or holdout.empty:
-        raise PartnerscoreError("training set has a single engagement class or no holdout rows")
-
-    # each head tuned on its own search over expanding time folds inside the training cohorts
     base_rev = _head_kwargs(config.revenue, config.seed)
     base_rev["tweedie_variance_power"] = config.tweedie_variance_power
     base_eng = _head_kwargs(config.engagement, config.seed)
@@ -554,6 +539,32 @@ def train_and_evaluate(
             config.seed,
             config.timeout_seconds,
         )
+    return params, studies
+
+
+def train_and_evaluate(
+    frame: pd.DataFrame,
+    manifest: dict,
+    truth: pd.DataFrame | None,
+    config: TrainConfig,
+    policy: PolicyConfig | None = None,
+) -> Evaluation:
+    """Split, tune, fit, evaluate on the holdout against the baselines, then refit.
+
+    The pure part of ``partnerscore train`` (no MLflow): ``bench/bench_models.py`` uses it too.
+    """
+    policy = policy or PolicyConfig()
+    specs = _specs_for(frame, manifest)
+    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+    train_mask, hold_mask = holdout_split(frame, config.holdout_share)
+    train, holdout = (
+        frame[train_mask].reset_index(drop=True),
+        frame[hold_mask].reset_index(drop=True),
+    )
+    if train["label_engaged"].nunique() < 2 or holdout.empty:
+        raise PartnerscoreError("training set has a single engagement class or no holdout rows")
+
+    params, studies = tune_heads(train, specs, config, policy)
     evaluated = fit_partner_model(
         train, specs, config, policy, params["revenue"], params["engagement"]
     )

@@ -168,7 +168,8 @@ def previous_reference(ledger, partner_ids, before):
     out = {}
     for pid, score, tier in zip(data["partner_id"], data["score"], data["score_tier"], strict=True):
         if score is not None and score == score:
-            out.setdefault(pid, []).append((float(score), str(tier)))
+            tier = "" if tier is None or tier != tier else str(tier)  # NULL tier: ""
+            out.setdefault(pid, []).append((float(score), tier))
     return out
 
 

@@ -249,10 +249,7 @@ def run_score(
             raw, raw_dir, as_of, at_age, config
         )
         if reader is not None:
-            reader.ask(
-                *_batch_cutoffs(partners_all, ready, cut, at_age),
-                earlier_batches_needed(config.policy),
-            )
+            reader.ask(*_batch_cutoffs(partners_all, ready, cut, at_age))
         with progress.task("score: building point-in-time features"):
             if at_age is None:
                 features = build_scoring_frame(raw, cut)
@@ -533,7 +530,7 @@ def _publish(
     full) neither changes. With ``workers`` > 1 (and a batch of :data:`MIN_WORKER_PARTNERS`
     or more) a worker process converts and writes the ledger rows, after the history's, as
     this process would. ``earlier``: :func:`earlier_rows` of (at least) the batch's partners,
-    read already (by a worker while the batch was scored); None reads them here.
+    read already (by :class:`_EarlierReader` while the tables were read); None reads them here.
     """
     scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
@@ -753,11 +750,14 @@ def _batch_cutoffs(
 class _EarlierReader:
     """A worker reading a batch's earlier scores and decisions while the batch is built.
 
-    Forked before the job starts any thread (:meth:`start`), it waits until it is told the
-    batch's partners and cut-offs (:meth:`ask`, once the tables are read), then runs
-    :func:`earlier_rows` on the second core while this process builds features. A batch of
-    fewer than :data:`MIN_WORKER_PARTNERS` partners is read in this process instead (the
-    worker ends unasked). :meth:`result` returns None unless the rows read cover the batch
+    Forked before the job starts any thread (:meth:`start`). With one cut-off (``--as-of``)
+    it reads the store's last dates for every partner at once, while this process reads its
+    tables; once told the batch's partners (:meth:`ask`, after the tables) it picks theirs
+    and looks further back for the few short of rows (``history.EarlierRows``); with
+    per-partner cut-offs it runs :func:`earlier_rows` once told them. Either way at the depth
+    ``newest`` (``earlier_batches_needed``). A batch of fewer than
+    :data:`MIN_WORKER_PARTNERS` partners is read in this process instead (the worker ends
+    unasked). :meth:`result` returns None unless the rows read cover the batch
     as built (the same partners and cut-offs), so the caller then reads them itself: the
     rows never depend on where they were read. ``close()`` (always) stops the worker.
     """
@@ -800,19 +800,13 @@ class _EarlierReader:
                 return None
         return cls(url, cut, newest)
 
-    def ask(
-        self,
-        partner_ids: list[str],
-        before: pd.Timestamp | pd.Series,
-        newest: tuple[int | None, int | None] = (None, None),
-    ) -> None:
-        """Hand the batch's partners, cut-offs and depth (:func:`earlier_rows`) to the worker.
+    def ask(self, partner_ids: list[str], before: pd.Timestamp | pd.Series) -> None:
+        """Hand the batch's partners and cut-offs to the worker.
 
         Fewer than :data:`MIN_WORKER_PARTNERS` partners: the worker ends unasked.
         """
         if len(partner_ids) >= MIN_WORKER_PARTNERS:
-            request = (partner_ids, before, newest)
-            payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((partner_ids, before), protocol=pickle.HIGHEST_PROTOCOL)
             with contextlib.suppress(BrokenPipeError):  # the worker died: result() says so
                 _write_all(self._write, payload)
             self._asked = (set(partner_ids), before)
@@ -867,7 +861,7 @@ def _read_when_asked(
     cut: pd.Timestamp | None,
     newest: tuple[int | None, int | None],
 ):
-    """In the reader's worker: wait for (partner_ids, before, newest), then read their rows.
+    """In the reader's worker: wait for (partner_ids, before), then read their earlier rows.
 
     With one cut-off known at the start (``score --as-of``) and a depth, the store's last
     dates are read for every partner while the job reads its tables (``EarlierRows``); the
@@ -886,19 +880,14 @@ def _read_when_asked(
         payload = source.read()
     if not payload:
         return None  # not asked
-    partner_ids, before, asked_newest = pickle.loads(payload)
-    if (
-        early is not None
-        and isinstance(before, pd.Timestamp)
-        and before == cut
-        and tuple(asked_newest) == tuple(newest)
-    ):
+    partner_ids, before = pickle.loads(payload)
+    if early is not None and isinstance(before, pd.Timestamp) and before == cut:
         try:
             return early[0].of(partner_ids), early[1].of(partner_ids)
         finally:
             history.dispose()
             ledger.dispose()
-    return earlier_rows(url, partner_ids, before, asked_newest)
+    return earlier_rows(url, partner_ids, before, newest)
 
 
 def earlier_rows(

@@ -53,8 +53,9 @@ def _stored_rows(database: Path) -> dict[str, list[tuple]]:
     return out
 
 
-def _run_sequence(raw_dir, config, workers: int, **kwargs) -> dict:
-    """The three runs on a fresh history (the data folder is in the config hash: one folder)."""
+def _run_sequence(raw_dir, config, workers: int, sqlite: bool = True, **kwargs) -> dict:
+    """The three runs on a fresh history (the data folder is in the config hash: one folder);
+    ``sqlite``: the history is the data folder's SQLite file (its rows are returned)."""
     folder = Path(config.paths.data_dir)
     shutil.rmtree(folder, ignore_errors=True)
     outputs: dict[str, bytes] = {}
@@ -71,6 +72,8 @@ def _run_sequence(raw_dir, config, workers: int, **kwargs) -> dict:
         )
         outputs[name] = out.read_bytes()
         outputs[name + ".rejects"] = rejects_path(out).read_bytes()
+    if not sqlite:
+        return {"files": outputs}
     return {"files": outputs, "rows": _stored_rows(folder / "scores" / "history.sqlite")}
 
 
@@ -604,3 +607,35 @@ def test_a_store_that_appears_during_the_first_batch_gets_the_batch(tmp_path):
     with pytest.raises(PartnerscoreError, match="staging failed"):
         score_job._upsert_new_store(history, history.prepare(frame), _fail("staging failed"))
     assert not (tmp_path / "data").exists()
+
+
+def test_the_reader_on_a_postgresql_history_gives_the_files_of_one_process(
+    raw_dir, store_config, postgres_url, forced, reader_results
+):
+    """The forked reader connects to a PostgreSQL history of its own (``paths.history_url``):
+    the sequence's files and rows equal the one-process job's on the same server."""
+    import sqlalchemy as sa
+
+    paths = store_config.paths.model_copy(update={"history_url": postgres_url})
+    config = store_config.model_copy(update={"paths": paths})
+    engine = sa.create_engine(postgres_url)
+    outputs = {}
+    for workers in (1, 2):
+        with engine.begin() as conn:  # a fresh store (ids from 1) for each worker count
+            for table in sa.inspect(conn).get_table_names():
+                conn.exec_driver_sql(f"TRUNCATE {table} RESTART IDENTITY")
+        files = _run_sequence(raw_dir, config, workers=workers, sqlite=False)["files"]
+        with engine.connect() as conn:
+            rows = {
+                table: conn.exec_driver_sql(
+                    f"SELECT partner_id, as_of, score FROM {table} ORDER BY id"
+                ).all()
+                for table in ("score_history_v2", "score_decisions")
+            }
+        outputs[workers] = (files, rows)
+    engine.dispose()
+    assert outputs[2] == outputs[1]
+    assert len(outputs[1][1]["score_decisions"]) > 0
+    # one process reads in itself; with two, a server store always gets a reader: nothing
+    # earlier for the first run, the first run's rows for the later two
+    assert [bool(r[0]) if r is not None else None for r in reader_results] == [False, True, True]

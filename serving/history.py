@@ -106,6 +106,12 @@ def keep_newest(earlier: dict[str, list], newest: int | None) -> dict[str, list]
     return {pid: rows[-newest:] if len(rows) > newest else rows for pid, rows in earlier.items()}
 
 
+def last_dates(conn, column, cut, newest: int) -> list:
+    """The newest ``newest`` distinct values of the date ``column`` below ``cut``, newest first."""
+    query = sa.select(column).where(column < cut).distinct().order_by(column.desc()).limit(newest)
+    return conn.execute(query).scalars().all()
+
+
 class EarlierRows:
     """A store's earlier entries per partner (oldest first), in two steps.
 
@@ -588,16 +594,8 @@ class ScoreHistory:
         per_partner = isinstance(before, pd.Series)
         latest = pd.to_datetime(before).max() if per_partner else before
 
-        def read(ids, since, until, scan: bool) -> dict[str, list[float]]:
-            data = self._select(
-                ids, ["score"], before=latest if until is None else until, since=since, scan=scan
-            )
-            if per_partner and not data.empty:
-                own = pd.to_datetime(before.reindex(data["partner_id"].to_numpy()).to_numpy())
-                data = data[(pd.to_datetime(data["as_of"]).to_numpy() < own)]
-            return _score_lists(data)
-
         if newest is None or per_partner or not self.exists():
+            read = self._earlier_reader(latest, before if per_partner else None)
             return keep_newest(read(partner_ids, None, None, True), newest)
         ids = sorted({str(p) for p in partner_ids})
         return self.earlier(latest, newest, ids).of(ids)
@@ -607,26 +605,29 @@ class ScoreHistory:
 
         The store's last dates of ``partner_ids`` (None: of every partner) are read now.
         """
+        if not self.exists():
+            return EarlierRows({}, newest)
+        cut = pd.Timestamp(before).to_pydatetime()
+        with self._errors(), self.engine.connect() as conn:
+            recent = last_dates(conn, self.table.c.as_of, cut, newest)
+        return EarlierRows.read(partner_ids, newest, recent, self._earlier_reader(before, None))
+
+    def _earlier_reader(self, latest, own: pd.Series | None):
+        """The ``read(ids, since, until, scan)`` of :class:`EarlierRows` for the scores.
+
+        Scores dated before ``latest`` (and before each partner's ``own`` cut-off, if given).
+        """
 
         def read(ids, since, until, scan: bool) -> dict[str, list[float]]:
             data = self._select(
-                ids, ["score"], before=before if until is None else until, since=since, scan=scan
+                ids, ["score"], before=latest if until is None else until, since=since, scan=scan
             )
+            if own is not None and not data.empty:
+                cuts = pd.to_datetime(own.reindex(data["partner_id"].to_numpy()).to_numpy())
+                data = data[(pd.to_datetime(data["as_of"]).to_numpy() < cuts)]
             return _score_lists(data)
 
-        if not self.exists():
-            return EarlierRows({}, newest)
-        t = self.table
-        dates = (
-            sa.select(t.c.as_of)
-            .where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
-            .distinct()
-            .order_by(t.c.as_of.desc())
-            .limit(newest)
-        )
-        with self._errors(), self.engine.connect() as conn:
-            recent = conn.execute(dates).scalars().all()
-        return EarlierRows.read(partner_ids, newest, recent, read)
+        return read
 
 
 def _score_lists(data: pd.DataFrame) -> dict[str, list[float]]:

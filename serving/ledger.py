@@ -28,7 +28,12 @@ import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.config import store_exists
-from partnerscore.serving.history import EarlierRows, keep_newest, rows_of_partners
+from partnerscore.serving.history import (
+    EarlierRows,
+    keep_newest,
+    last_dates,
+    rows_of_partners,
+)
 
 DECISION_COLUMNS = {
     "partner_id": sa.String(200),
@@ -469,17 +474,9 @@ class DecisionLedger:
         """
         if not self.exists():
             return EarlierRows({}, newest)
-        t = self.decisions
         cut = as_of_text([pd.Timestamp(before)])[0]
-        dates = (
-            sa.select(t.c.as_of)
-            .where(t.c.as_of < cut)
-            .distinct()
-            .order_by(t.c.as_of.desc())
-            .limit(newest)
-        )
         with self._errors(), self.engine.connect() as conn:
-            recent = conn.execute(dates).scalars().all()
+            recent = last_dates(conn, self.decisions.c.as_of, cut, newest)
         return EarlierRows.read(partner_ids, newest, recent, self._earlier_reader(before, None))
 
     def _earlier_reader(self, latest, own: pd.Series | None):

@@ -32,6 +32,7 @@ from partnerscore.features.parallel import (
     WorkerPool,
     available_workers,
     can_fork,
+    collector_paused,
     start_tasks,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
@@ -155,6 +156,7 @@ class ScoreResult:
         return "\n".join(lines)
 
 
+@collector_paused()
 def run_score(
     raw_dir: str | Path,
     as_of: date | None,

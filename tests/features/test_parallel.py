@@ -42,3 +42,36 @@ def test_a_task_error_stops_the_other_workers():
     with no_hang(60), pytest.raises(ValueError, match="task failed"):
         waiting()
     assert time.monotonic() - started < 30
+
+
+def test_collector_paused_restores_the_collector_as_it_was():
+    import gc
+
+    assert gc.isenabled()
+    with parallel.collector_paused():
+        assert not gc.isenabled()
+        with parallel.collector_paused():  # nested: the outer pause still holds after
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), parallel.collector_paused():
+        raise ValueError("the error passes through")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with parallel.collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: not switched on by the pause
+    finally:
+        gc.enable()
+
+
+def test_collector_paused_as_a_decorator_pauses_every_call():
+    import gc
+
+    @parallel.collector_paused()
+    def state() -> bool:
+        return gc.isenabled()
+
+    assert state() is False and state() is False
+    assert gc.isenabled()

@@ -250,6 +250,31 @@ def test_a_failing_reader_raises_its_error_and_publishes_nothing(
     assert not out.exists() and not rejects_path(out).exists()
 
 
+def test_the_job_runs_with_the_collector_paused_and_leaves_it_on(
+    raw_dir, store_config, tmp_path, monkeypatch
+):
+    """The score job pauses Python's cyclic collector (``collector_paused``) and restores it,
+    also when it fails; its files are those of the twin above (any worker count)."""
+    import gc
+
+    from partnerscore.models import scoring
+
+    seen = []
+    real = scoring.score_features
+
+    def recording(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_features", recording)
+    out = tmp_path / "out" / "scores.parquet"
+    run_score(raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(PartnerscoreError, match="either --as-of DATE or --at-age"):
+        run_score(raw_dir, None, "champion", out, store_config)
+    assert gc.isenabled()
+
+
 def test_without_fork_the_job_runs_in_one_process(
     raw_dir, store_config, tmp_path, forced, monkeypatch
 ):

@@ -856,6 +856,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _read_to_end(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as source:
+        return source.read()
+
+
 def _read_when_asked(
     url: str,
     read_end: int,
@@ -874,12 +879,19 @@ def _read_when_asked(
     from partnerscore.serving.history import ScoreHistory
     from partnerscore.serving.ledger import DecisionLedger
 
-    early = None
-    if cut is not None and None not in newest:
-        history, ledger = ScoreHistory(url), DecisionLedger(url)
-        early = (history.earlier(cut, newest[0]), ledger.earlier(cut, newest[1]))
-    with os.fdopen(read_end, "rb") as source:
-        payload = source.read()
+    # the request is taken off the pipe as soon as it is sent, while the store is read: a
+    # batch's ids fill the pipe's buffer (64 KB) many times over, so the job's ask() would
+    # otherwise wait for the read below to end
+    request = ThreadPoolExecutor(max_workers=1)
+    try:
+        payload_job = request.submit(_read_to_end, read_end)
+        early = None
+        if cut is not None and None not in newest:
+            history, ledger = ScoreHistory(url), DecisionLedger(url)
+            early = (history.earlier(cut, newest[0]), ledger.earlier(cut, newest[1]))
+        payload = payload_job.result()
+    finally:
+        request.shutdown(wait=True)
     if not payload:
         return None  # not asked
     partner_ids, before = pickle.loads(payload)

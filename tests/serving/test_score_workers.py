@@ -201,6 +201,47 @@ def test_the_reader_hands_back_rows_only_for_the_batch_it_was_asked_about(
         assert got == score_job.earlier_rows(url, ids, asked, (2, 1))
 
 
+def test_asking_does_not_wait_for_the_readers_read_of_the_store(
+    raw_dir, store_config, tmp_path, monkeypatch
+):
+    """A batch's request is many pipe buffers long; the worker takes it while it still reads
+    the store's last dates, so ``ask`` returns at once (the job builds its features meanwhile).
+
+    The worker's read is held until a file appears; before the fix ``ask`` waited for it."""
+    import threading
+    import time
+
+    _one_batch(raw_dir, store_config)
+    url = store_config.paths.history_database()
+    release = tmp_path / "release"
+    real = EarlierRows.read
+
+    def held(self, *args, **kwargs):  # in the forked reader
+        while not release.exists():
+            time.sleep(0.01)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(EarlierRows, "read", held)
+    cut = pd.Timestamp("2026-03-01")
+    ids = [f"P{i:07d}" for i in range(200_000)]  # ~2 MB pickled: 30+ pipe buffers
+    reader = score_job._EarlierReader(url, cut, (2, 1))
+    try:
+        asking = threading.Thread(target=reader.ask, args=(ids, cut), daemon=True)
+        asking.start()
+        asking.join(timeout=30)
+        returned = not asking.is_alive()
+        release.touch()  # either way, let the worker finish
+        asking.join(timeout=60)
+        assert returned, "ask() waited for the reader's read of the store"
+        with no_hang(120):
+            rows = reader.result(ids, cut)
+    finally:
+        release.touch()
+        reader.close()
+    assert rows is not None
+    assert rows == score_job.earlier_rows(url, ids, cut, (2, 1))
+
+
 def test_a_small_store_or_none_is_read_by_the_job_itself(raw_dir, store_config, monkeypatch):
     url = store_config.paths.history_database()
     shutil.rmtree(store_config.paths.data_dir, ignore_errors=True)

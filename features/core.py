@@ -62,6 +62,17 @@ def stable_hash(payload: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def milestone_dates(signed_at, days: int) -> pd.Series:
+    """Each partner's onboarding milestone ``signed_at + days`` (``score --at-age DAYS``).
+
+    The one definition of a milestone cut-off: the features (``build_scoring_frame_at_age``),
+    the batch's scope and the Spark engine all take theirs from here.
+    """
+    import pandas as pd
+
+    return pd.to_datetime(signed_at) + pd.Timedelta(days=int(days))
+
+
 def file_fingerprint(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -22,6 +22,7 @@ from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, t
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
     PartnerscoreError,
+    milestone_dates,
     read_frame,
     write_frame_atomic,
     write_text_atomic,
@@ -321,7 +322,7 @@ def build_scoring_frame_at_age(raw: RawData, days: int) -> tuple[pd.DataFrame, i
     """
     partners = raw.tables["partners"].sort_values("partner_id", kind="stable")
     signed = pd.to_datetime(partners["signed_at"])
-    as_of = signed + pd.Timedelta(days=int(days))
+    as_of = milestone_dates(signed, days)
     ready = (as_of <= pd.Timestamp(raw.data_end)).to_numpy()
     scope = partners[ready]
     snaps = pd.DataFrame(

@@ -24,6 +24,7 @@ from partnerscore.features.core import (
     discard_staged,
     frame_format,
     isin_text,
+    milestone_dates,
     publish_staged,
     read_frame,
     stage_frames,
@@ -467,7 +468,7 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
         if not ready.any():
             raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
     else:
-        milestone = pd.to_datetime(partners_all["signed_at"]) + pd.Timedelta(days=at_age)
+        milestone = milestone_dates(partners_all["signed_at"], at_age)
         ready = (milestone <= newest).to_numpy()
         if not ready.any():
             raise PartnerscoreError(
@@ -745,7 +746,7 @@ def _batch_cutoffs(
     ids = partners.loc[ready, "partner_id"].astype(str)
     if at_age is None:
         return ids.tolist(), cut
-    milestone = pd.to_datetime(partners.loc[ready, "signed_at"]) + pd.Timedelta(days=at_age)
+    milestone = milestone_dates(partners.loc[ready, "signed_at"], at_age)
     return ids.tolist(), pd.Series(milestone.to_numpy(), index=ids.to_numpy())
 
 

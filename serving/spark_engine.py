@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, write_frame_atomic
+from partnerscore.features.core import PartnerscoreError, milestone_dates, write_frame_atomic
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.serving.config import AppConfig
 
@@ -173,7 +173,7 @@ def score_tables(
     if ctx.at_age is None:
         ready = signed < ctx.cut
     else:
-        ready = signed + pd.Timedelta(days=ctx.at_age) <= ctx.data_end
+        ready = milestone_dates(signed, ctx.at_age) <= ctx.data_end
     if not ready.any():
         return pd.DataFrame()
     raw = RawData.from_frames(tables, data_end=ctx.data_end)
@@ -522,6 +522,12 @@ def _partitions(partners: int, cores: int) -> int:
     return max(cores, -(-groups // cores) * cores)
 
 
+def _latest_milestone(partners: pd.DataFrame, at_age: int, data_end) -> pd.Timestamp:
+    """The newest milestone within the data (the anomaly checks' as_of under ``--at-age``)."""
+    milestone = milestone_dates(partners["signed_at"], at_age)
+    return milestone[milestone <= data_end].max()
+
+
 def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict, dict]:
     """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
 
@@ -745,9 +751,7 @@ class _SnapshotJob:
     def _anomaly_as_of(self, at_age):
         if self.cut is not None:
             return self.cut
-        signed = pd.to_datetime(self.partners["signed_at"])
-        milestone = signed + pd.Timedelta(days=at_age)
-        return milestone[milestone <= self.data_end].max()
+        return _latest_milestone(self.partners, at_age, self.data_end)
 
     def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
         """Split the snapshot's rows by partner group, then ``score_group`` per group.
@@ -847,9 +851,7 @@ class _RawJob:
         if self.cut is not None:
             self.anomaly_as_of = self.cut
         else:
-            signed = pd.to_datetime(self.partners["signed_at"])
-            milestone = signed + pd.Timedelta(days=at_age)
-            self.anomaly_as_of = milestone[milestone <= self.data_end].max()
+            self.anomaly_as_of = _latest_milestone(self.partners, at_age, self.data_end)
         self.robust, self.periods = _raw_statistics(
             clean, validated.dtypes, self.anomaly_as_of, self.partners
         )
@@ -949,7 +951,7 @@ def _score_job(
         pd.Series(cut, index=in_scope_ids.to_numpy())
         if cut is not None
         else pd.Series(
-            (signed[ready] + pd.Timedelta(days=at_age)).to_numpy(), index=in_scope_ids.to_numpy()
+            milestone_dates(signed[ready], at_age).to_numpy(), index=in_scope_ids.to_numpy()
         )
     )
     history = ScoreHistory(config.paths.history_database())

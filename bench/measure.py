@@ -35,7 +35,7 @@ def _wrapper(argv: list[str]) -> None:
                 "wall": wall,
                 "cpu": usage.ru_utime + usage.ru_stime,
                 "rss_mb": usage.ru_maxrss / 1024,
-                "tail": (done.stdout + done.stderr)[-600:],
+                "tail": (done.stdout + done.stderr)[-2000:],
             }
         )
     )

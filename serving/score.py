@@ -123,6 +123,21 @@ class ScoreResult:
     quarantine_dir: Path | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
+        """A result counting the scored rows (by either engine); ``fields``: the rest.
+
+        Scored, graduated, provisional, guardrail flags and tiers are counted from ``rows``.
+        """
+        return cls(
+            scored=len(rows),
+            graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
+            guardrail_flags=int(rows["guardrail_flag"].sum()),
+            provisional=int(rows["provisional"].sum()),
+            tiers=rows["score_tier"].value_counts().to_dict(),
+            **fields,
+        )
+
     def summary(self) -> str:
         """Counts that add up, where things went, and the model used."""
         tiers = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.tiers.items()))
@@ -311,24 +326,20 @@ def run_score(
         for name, frame in raw.quarantine.items()
         if name != "partners" and len(frame)
     }
-    return ScoreResult(
+    return ScoreResult.of_rows(
+        scored,
         out=out,
         rejects=rejects_path(out),
         as_of=as_of,
         model_uri=uri,
         model_version=version,
         in_scope=len(in_scope_ids),
-        scored=len(scored),
         rejected=len(reject_frame),
         not_yet=not_yet,
-        graduated=int(scored["out_of_scope"].sum()),
         at_age=at_age,
         partners_input=len(partners_all) + len(raw.quarantine.get("partners", ())),
         duplicates=duplicates,
-        guardrail_flags=int(scored["guardrail_flag"].sum()),
-        provisional=int(scored["provisional"].sum()),
         seconds=time.perf_counter() - started,
-        tiers=scored["score_tier"].value_counts().to_dict(),
         quarantined_rows=quarantined_rows,
         quarantine_dir=out.parent / "quarantine",
     )

@@ -1065,24 +1065,20 @@ def _score_job(
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(out.with_name(f".{out.name}.new"), ignore_errors=True)
     marks["history, ledger, publish (driver)"] = time.perf_counter() - tick
-    return ScoreResult(
+    return ScoreResult.of_rows(
+        rows,
         out=out,
         rejects=rejects_path(out),
         as_of=as_of,
         model_uri=uri,
         model_version=loaded.version,
         in_scope=len(in_scope_ids),
-        scored=len(rows),
         rejected=len(reject_frame),
         not_yet=int((~ready).sum()),
-        graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
         at_age=at_age,
         partners_input=job.counts["partners"][0],
         duplicates=duplicates,
-        guardrail_flags=int(rows["guardrail_flag"].sum()),
-        provisional=int(rows["provisional"].sum()),
         seconds=time.perf_counter() - started,
-        tiers=rows["score_tier"].value_counts().to_dict(),
         quarantined_rows={n: c[2] for n, c in job.counts.items() if n != "partners" and c[2]},
         quarantine_dir=out.parent / "quarantine",
         stage_seconds=marks,

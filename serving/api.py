@@ -191,15 +191,18 @@ def train(
 def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool = False):
     """Load a registered PartnerModel (both heads, explainer and policy).
 
+    A version in a local SQLite registry is read from its files directly, as the score job
+    does (:func:`~partnerscore.serving.model_store.load_scoring_model`: MLflow is not
+    imported); any other store or URI goes through MLflow.
+
     Args:
         model: Alias (``champion``/``challenger``), version number or ``models:/`` URI.
         tracking_uri: MLflow tracking/registry URI.
         allow_local: Accept a model folder outside the registry (it is unpickled, which runs
             code: trusted folders only).
     """
-    import mlflow
-
-    from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
+    from partnerscore.models.model_uri import resolve_model_uri
+    from partnerscore.serving.model_store import load_scoring_model
     from partnerscore.training.config import TrainConfig
 
     _quiet()
@@ -208,14 +211,7 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
         raise PartnerscoreError(
             f"model {model}: not a registered model; a local folder needs allow_local=True"
         )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    loaded = load_partner_model(uri)
-    try:
-        loaded.metadata["version"] = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        loaded.metadata["version"] = ""
-    return loaded
+    return load_scoring_model(uri, tracking_uri).model
 
 
 def score(

@@ -87,6 +87,33 @@ def test_train_and_score_on_frames(api_model, sim_tables):
         partnerscore.load_model("/tmp", tracking_uri=uri)
 
 
+def test_load_model_reads_a_sqlite_registry_without_mlflow(api_model, sim_tables):
+    """A local registry's version is read from its files (MLflow not imported, as in the score
+    job) and is the model MLflow loads: same version, same scores, to the last bit."""
+    uri, result = api_model
+    code = (
+        "import sys, partnerscore\n"
+        f"m = partnerscore.load_model({result.version!r}, tracking_uri={uri!r})\n"
+        "print(m.metadata['version'], 'mlflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(result.version), "False"]
+
+    import mlflow
+
+    from partnerscore.models.pyfunc import load_partner_model
+
+    fast = partnerscore.load_model("challenger", tracking_uri=uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    slow = load_partner_model(f"models:/partnerscore/{result.version}")
+    assert fast.metadata["version"] == str(result.version)
+    tables = dict(sim_tables)
+    a = partnerscore.score(fast, raw=tables, as_of="2026-04-01")
+    b = partnerscore.score(slow, raw=tables, as_of="2026-04-01")
+    pd.testing.assert_frame_equal(a, b)
+
+
 def test_feature_frames_are_checked_strictly(api_model, sim_tables):
     uri, result = api_model
     model = partnerscore.load_model(result.version, tracking_uri=uri)

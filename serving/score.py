@@ -37,6 +37,7 @@ from partnerscore.features.parallel import (
     start_tasks,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
+from partnerscore.features.validate import _find_files
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
@@ -235,6 +236,9 @@ def run_score(
     problem = missing_model(uri, config.paths.tracking_uri())
     if problem is not None:  # before any work: the model itself loads while tables are read
         raise PartnerscoreError(problem)
+    # a missing raw folder or table, too: once the model's thread has started, an error waits
+    # for its load (~2 s) before it is reported
+    _find_files(Path(raw_dir))
 
     workers = available_workers() if workers is None else workers
     if workers < 1:

@@ -123,3 +123,27 @@ def test_a_missing_alias_or_version_stops_the_score_job_before_any_work(store_co
             tmp_path / "no-raw-here", date(2026, 1, 1), "nope", tmp_path / "s.csv", store_config
         )
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_missing_raw_folder_stops_the_score_job_before_the_model_loads(
+    store_config, tmp_path, monkeypatch
+):
+    """The raw folder and its required tables are looked for before the model's thread starts
+    (an error raised after it waits for the load, ~2 s, before it is reported)."""
+    from datetime import date
+
+    from partnerscore.serving import score as score_module
+
+    loads = []
+    monkeypatch.setattr(score_module, "_load_for_scoring", lambda *a: loads.append(a))
+    with pytest.raises(PartnerscoreError, match="raw data folder not found"):
+        score_module.run_score(
+            tmp_path / "no-raw-here", date(2026, 1, 1), "champion", tmp_path / "s.csv", store_config
+        )
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "partners.csv").write_text("partner_id\n")
+    with pytest.raises(PartnerscoreError, match="missing required table"):
+        score_module.run_score(
+            tmp_path / "raw", date(2026, 1, 1), "champion", tmp_path / "s.csv", store_config
+        )
+    assert loads == [] and not (tmp_path / "s.csv").exists()

@@ -59,6 +59,8 @@ def summarise_runs(runs: list[dict]) -> dict:
         "runs": runs,
         "wall": statistics.median(walls),
         "cpu": statistics.median(r["cpu"] for r in runs),
+        "user": statistics.median(r["user"] for r in runs) if runs[0].get("user") else None,
+        "sys": statistics.median(r["sys"] for r in runs) if runs[0].get("user") else None,
         "rss_mb": max(r["rss_mb"] for r in runs),
         "wall_min": min(walls),
         "wall_max": max(walls),
@@ -201,8 +203,9 @@ def main() -> None:
                 results[n][name] = r
                 if key == "simulate":
                     simulated.write_text(json.dumps(r))
+            split = f" (user {r['user']:.1f}, sys {r['sys']:.1f})" if r.get("user") else ""
             print(
-                f"{n:>9,} {name:<22} cpu {r['cpu']:8.1f} s  wall {r['wall']:8.1f} s  "
+                f"{n:>9,} {name:<22} cpu {r['cpu']:8.1f} s{split}  wall {r['wall']:8.1f} s  "
                 f"peak RSS {r['rss_mb']:8.0f} MB",
                 flush=True,
             )
@@ -219,6 +222,19 @@ def main() -> None:
             for r in results.values()
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    # growth between consecutive sizes: CPU, and user CPU alone (the job's own work; system
+    # time is the kernel's page faults and reclaim, which on a VM cost more per GB for a
+    # process of many GB than for one of 1-2 GB)
+    sizes_run = list(results)
+    for small, big in zip(sizes_run, sizes_run[1:], strict=False):
+        for name in names:
+            a, b = results[small].get(name), results[big].get(name)
+            if not a or not b:
+                continue
+            user = ""
+            if a.get("user") and b.get("user"):
+                user = f", user CPU {b['user'] / a['user']:.1f}x, system {b['sys'] / a['sys']:.1f}x"
+            print(f"{small:,} -> {big:,} {name}: CPU {b['cpu'] / a['cpu']:.1f}x{user}")
     for n, r in results.items():
         for name, m in r.items():
             if "runs" in m and "scored" in m:

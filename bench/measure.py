@@ -1,4 +1,4 @@
-"""Measure one command: CPU seconds (user + system), wall seconds and peak RSS.
+"""Measure one command: CPU seconds (user + system, and each), wall seconds and peak RSS.
 
 The command runs under a small wrapper process (this file run as a script), so
 ``getrusage(RUSAGE_CHILDREN)`` in the wrapper is exactly that command and its waited-for
@@ -7,7 +7,7 @@ whole process tree: PySpark never reaps its JVM, so ``getrusage`` would miss the
 Python workers' CPU.
 
     from measure import run   # bench scripts run as `python bench/x.py`: bench/ is on sys.path
-    result = run(["partnerscore", "score", ...])  # {"rc", "wall", "cpu", "rss_mb", "tail"}
+    result = run(["partnerscore", "score", ...])  # {"rc", "wall", "cpu", "user", "sys", "rss_mb", "tail"}
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def _wrapper(argv: list[str]) -> None:
                 "rc": done.returncode,
                 "wall": wall,
                 "cpu": usage.ru_utime + usage.ru_stime,
+                "user": usage.ru_utime,
+                "sys": usage.ru_stime,
                 "rss_mb": usage.ru_maxrss / 1024,
                 "tail": (done.stdout + done.stderr)[-2000:],
             }
@@ -55,6 +57,7 @@ def run(argv: list[str], tree: bool = False) -> dict:
         line = result["tail"].strip().splitlines()[-1]
         fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
         result["cpu"] = float(fields["cpu_s"])
+        result["user"] = result["sys"] = None  # the tree's samples: user + system only
         result["rss_mb"] = float(fields["peak_rss_mb"])
     return result
 

@@ -1,5 +1,8 @@
 """Fixtures for report tests: a scored program with hostile partner names and a history."""
 
+import json
+import os
+
 import pandas as pd
 import pytest
 
@@ -55,3 +58,17 @@ def report_dir(scored_dir):
     out = root / "reports"
     run_report(root / "scores.csv", out, cfg)
     return out
+
+
+@pytest.fixture()
+def cli_config(model_store, tmp_path):
+    """A config file for CLI runs: data under ``tmp_path/data``, the session's model store.
+
+    Returns the file and the environment for a CLI process of its own: without
+    ``MLFLOW_TRACKING_URI``, so that the file's store is the one used.
+    """
+    config = tmp_path / "config.json"
+    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return config, env

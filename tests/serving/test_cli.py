@@ -70,7 +70,7 @@ def _outputs(folder) -> dict[str, bytes]:
 
 
 def test_batch_commands_run_with_the_memory_settings_and_write_the_same_files(
-    model_store, tmp_path, monkeypatch
+    cli_config, tmp_path, monkeypatch
 ):
     """validate, build and score run with the batch memory settings, and the console script
     skips the interpreter's teardown after the outputs of those and of simulate and report.
@@ -80,23 +80,17 @@ def test_batch_commands_run_with_the_memory_settings_and_write_the_same_files(
     without either; the console script in a fresh process (``main()`` with no argv, as
     installed) with both: the same files.
     """
-    import json
-    import os
-
     from partnerscore.features import parallel
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(parallel, "tune_batch_memory", lambda: {})
-    config = tmp_path / "config.json"
-    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
-    config.write_text(json.dumps({"paths": paths}))
+    config, env = cli_config
     script = (
         "import sys; from partnerscore.features import parallel; "
         "from partnerscore.serving import cli; real = parallel.tune_batch_memory; "
         "parallel.tune_batch_memory = lambda: print('tuned', real()); "
         "sys.exit(cli.main())"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     written = {}
     tuned_commands: list[str] = []
     for tuned in (False, True):

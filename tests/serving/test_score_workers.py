@@ -6,8 +6,6 @@ ledger rows, over a sequence of runs that reads its own history, and failures le
 state. ``MIN_WORKER_PARTNERS`` is lowered so the small test program uses the workers.
 """
 
-import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -350,11 +348,9 @@ def test_workers_option_is_checked(raw_dir, store_config, tmp_path):
         )  # fmt: skip
 
 
-def test_cli_workers_option(raw_dir, model_store, tmp_path, monkeypatch, forced, capsys):
+def test_cli_workers_option(raw_dir, cli_config, tmp_path, monkeypatch, forced, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    config = tmp_path / "config.json"
-    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
-    config.write_text(json.dumps({"paths": paths}))
+    config, _ = cli_config
     outs = []
     for workers in ("1", "2"):
         out = tmp_path / f"scores{workers}.parquet"
@@ -371,7 +367,7 @@ def test_cli_workers_option(raw_dir, model_store, tmp_path, monkeypatch, forced,
     assert "--workers 0: must be at least 1" in capsys.readouterr().err
 
 
-def test_cli_memory_tuning_changes_no_output(raw_dir, model_store, tmp_path, monkeypatch, forced):
+def test_cli_memory_tuning_changes_no_output(raw_dir, cli_config, tmp_path, monkeypatch, forced):
     """The CLI's batch memory settings (``tune_batch_memory``) are placement only.
 
     Twin: the job in this process without them; the tuned CLI runs in a fresh process (the
@@ -379,9 +375,7 @@ def test_cli_memory_tuning_changes_no_output(raw_dir, model_store, tmp_path, mon
     """
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(parallel, "tune_batch_memory", lambda: {})
-    config = tmp_path / "config.json"
-    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
-    config.write_text(json.dumps({"paths": paths}))
+    config, env = cli_config
     database = tmp_path / "data" / "scores" / "history.sqlite"
     script = (
         "import sys; from partnerscore.features import parallel; "
@@ -390,7 +384,6 @@ def test_cli_memory_tuning_changes_no_output(raw_dir, model_store, tmp_path, mon
         "parallel.tune_batch_memory = lambda: print('tuned', real()); "
         "sys.exit(cli.main(sys.argv[1:]))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     for workers in ("1", "2"):
         outputs = []
         for tuned in (False, True):
@@ -568,21 +561,18 @@ def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
 
 
 def test_console_script_ends_after_the_score_job_with_exit_functions_run(
-    raw_dir, model_store, tmp_path
+    raw_dir, cli_config, tmp_path
 ):
     """The console script skips the interpreter teardown after ``score`` (``_exit_now``): the
     summary is printed, atexit functions and finalizers still run, the exit code is kept, and
     the files are those of ``main`` run in-process; errors end as before."""
-    config = tmp_path / "config.json"
-    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
-    config.write_text(json.dumps({"paths": paths}))
+    config, env = cli_config
     script = (
         "import atexit, sys, tempfile, weakref; from partnerscore.serving import cli; "
         "atexit.register(lambda: print('atexit ran', flush=True)); "
         "folder = tempfile.TemporaryDirectory(); print('tmp', folder.name, flush=True); "
         "sys.argv[0] = 'partnerscore'; sys.exit(cli.main())"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     out, twin = tmp_path / "cli" / "scores.parquet", tmp_path / "main" / "scores.parquet"
     common = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "-c", str(config)]
     argv = [*common, "--no-history", "--out", str(out)]

@@ -1,11 +1,13 @@
 """How much kernel time this machine charges for touching fresh memory (not partnerscore code).
 
 Each measurement runs in a new process that allocates and fills SIZE GB with numpy; each size
-is measured twice in a row ('first', 'again'), with user and system seconds per GB. On a VM the
-first touch of memory the guest has not used recently (or that the host reclaimed) costs
-far more system time than memory it has just freed, and a process of many GB pays more per
-GB than one of 1-2 GB (it also evicts the page cache). This is the system-time part of the
-scale benchmark's CPU growth from 100k to 1M partners (README, "Scale benchmark").
+is measured twice in a row ('first', 'again'), with user and system seconds per GB. On the
+benchmark VM, memory not used in the last seconds (returned to the host) cost 1.0-2.6 s of
+system time per GB and memory reused at once 0.12-0.20 s, at 1.5 and at 12 GB alike: what it
+depends on is how recently the memory was used, not the process's size. A 1M-partner job's
+arrays are above glibc's mmap threshold, so each allocation pays the first price again: the
+system-time part of the scale benchmark's CPU growth from 100k to 1M partners (README,
+"Scale benchmark").
 
     .venv/bin/python bench/bench_memory_touch.py [--sizes 1.5,12] [--rounds 2]
 """

@@ -223,8 +223,8 @@ def main() -> None:
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     # growth between consecutive sizes: CPU, and user CPU alone (the job's own work; system
-    # time is the kernel's page faults and reclaim, which on a VM cost more per GB for a
-    # process of many GB than for one of 1-2 GB)
+    # time is the kernel's page faults and reclaim, which on a VM cost more per GB for memory
+    # not used in the last seconds: bench_memory_touch.py)
     sizes_run = list(results)
     for small, big in zip(sizes_run, sizes_run[1:], strict=False):
         for name in names:

@@ -191,6 +191,15 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     return _publish(_stage(path, write), path)
 
 
+def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+    """``write(name)`` writes the file ``name``: a temporary beside ``path``, renamed over it.
+
+    For files written piece by piece (a Parquet file from several frames): a killed job leaves
+    the old file or the new one, never half of one.
+    """
+    return _atomic(Path(path), write)
+
+
 def dictionary_columns(frame: pd.DataFrame) -> list[str]:
     """The columns a Parquet file dictionary-encodes: every column but floating-point ones.
 

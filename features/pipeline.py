@@ -380,6 +380,157 @@ def _align_truth(
     return aligned, f"{matched:,} of {len(aligned):,} snapshots have a true expectation"
 
 
+def _snapshot_partners(raw_dir: Path, validated: str | Path | None) -> int:
+    """Partners recorded by the snapshot a build would use (0: none found or unreadable).
+
+    Only decides whether to build in groups; the snapshot is checked properly afterwards.
+    """
+    from partnerscore.features.validated import MANIFEST, default_dir
+
+    manifest = Path(validated if validated is not None else default_dir(raw_dir)) / MANIFEST
+    try:
+        return int(json.loads(manifest.read_text())["tables"]["partners"]["valid_rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _build_in_groups(
+    raw_dir: Path,
+    validated: str | Path | None,
+    qdir: Path,
+    validation: ValidateConfig | None,
+    config: BuildConfig,
+    cutoffs: str | Path | None,
+    size: int,
+    target: Path,
+) -> tuple[RawData, pd.DataFrame, int]:
+    """Build the training set from a validated snapshot one group of partners at a time.
+
+    The snapshot is checked as :func:`~partnerscore.features.validated.load_validated` checks
+    it (the raw files are hashed while the rows are split). The partners table gives the
+    snapshots (onboarding ages or ``cutoffs``) and the groups: consecutive partner ids in
+    sorted order, ``size`` each (:class:`~partnerscore.features.groups.RangeGroups`), so the
+    parts, written in group order to one Parquet file, are the whole build's rows in its
+    order. Every table's rows are split once by group into Arrow files in a scratch folder
+    beside ``target`` (removed at the end); each group's tables are then read back and built
+    with :func:`build_training_set`, with the whole snapshot's data end.
+
+    Returns:
+        (a :class:`RawData` with the counts, fingerprints, data end and the tables' names, the
+        training set's :data:`GROUP_KEYS` columns, snapshots dropped for an incomplete horizon).
+        A stale automatic snapshot is noted and the raw tables are validated and built at once,
+        as :func:`~partnerscore.features.validated.load_validated` would.
+    """
+    import shutil
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from partnerscore.features.core import dictionary_columns, write_atomic
+    from partnerscore.features.groups import RangeGroups, group_tables, split_rows
+    from partnerscore.features.validate import RawData, load_raw, write_quarantine
+    from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
+
+    snapshot = find_snapshot(raw_dir, validated, qdir, config=validation, content=False)
+    if snapshot is None:  # a stale automatic snapshot (noted): validate, as load_validated does
+        raw = load_raw(raw_dir, qdir, config=validation)
+        return raw, *_whole_build(raw, config, cutoffs, target)
+    partners = pq.read_table(snapshot.tables["partners"]).to_pandas()
+    empty = {name: pq.read_schema(path).empty_table() for name, path in snapshot.tables.items()}
+    whole = RawData(
+        tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
+        report=snapshot.report,
+        files=snapshot.files,
+        fingerprints={},
+        data_end=snapshot.data_end,
+    )
+    planned = read_cutoffs(cutoffs, partners) if cutoffs is not None else None
+    snapshots, dropped = training_snapshots(whole, config, planned)
+    ranges = RangeGroups(partners["partner_id"].astype(str), size)
+    snap_group = ranges(pa.array(snapshots["partner_id"].to_numpy(dtype=object), pa.string()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".build-groups-", dir=target.parent))
+    keys: list[pd.DataFrame] = []
+
+    def write(name: str) -> None:
+        writer = None
+        try:
+            for g in range(ranges.n_groups):
+                rows = snap_group == g
+                if not rows.any():
+                    continue
+                tables = group_tables(str(scratch), g, empty)
+                part = build_training_set(
+                    RawData(tables, snapshot.report, snapshot.files, {}, snapshot.data_end),
+                    config,
+                    snapshots[rows].reset_index(drop=True),
+                )
+                table = pa.Table.from_pandas(part, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(
+                        name, table.schema, use_dictionary=dictionary_columns(part)
+                    )
+                writer.write_table(table.cast(writer.schema))
+                keys.append(part[list(GROUP_KEYS)])
+        finally:
+            if writer is not None:
+                writer.close()
+
+    try:
+        from concurrent.futures import ThreadPoolExecutor as Pool
+
+        # the raw files are hashed (SHA-256 releases the GIL) while two threads split the
+        # tables, biggest first (Parquet decoding and Arrow writes release it too)
+        specs = [
+            (i, name, str(path), None, None, 0)
+            for i, (name, path) in enumerate(snapshot.tables.items())
+        ]
+        specs.sort(key=lambda spec: -Path(spec[2]).stat().st_size)
+        with Pool(max_workers=3) as pool:
+            hashing = pool.submit(snapshot.verify_content)
+            try:
+                with Pool(max_workers=2) as splitters:
+                    list(
+                        splitters.map(
+                            lambda spec: split_rows(spec, str(scratch), ranges.n_groups, ranges),
+                            specs,
+                        )
+                    )
+            finally:
+                try:
+                    fingerprints = hashing.result()  # a changed raw file is reported first
+                except StaleSnapshot as exc:
+                    if validated is not None:
+                        raise
+                    stale_note(exc, raw_dir)
+                    fingerprints = None
+        if fingerprints is None:  # the automatic snapshot is a cache: validate again
+            raw = load_raw(raw_dir, qdir, config=validation)
+            return raw, *_whole_build(raw, config, cutoffs, target)
+        quarantine = {
+            name: pq.read_table(path).to_pandas() for name, path in snapshot.quarantine.items()
+        }
+        write_quarantine(quarantine, qdir)
+        write_atomic(target, write)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    whole.fingerprints = fingerprints
+    whole.quarantine = quarantine
+    return whole, pd.concat(keys, ignore_index=True), dropped
+
+
+def _whole_build(
+    raw: RawData, config: BuildConfig, cutoffs: str | Path | None, target: Path
+) -> tuple[pd.DataFrame, int]:
+    """The training set of ``raw`` built at once and written to ``target``; (it, dropped)."""
+    planned = read_cutoffs(cutoffs, raw.tables["partners"]) if cutoffs is not None else None
+    snapshots, dropped = training_snapshots(raw, config, planned)
+    training = build_training_set(raw, config, snapshots)
+    write_frame_atomic(training, target)
+    return training, dropped
+
+
 @dataclass
 class BuildResult:
     """What ``run_build`` wrote."""
@@ -410,6 +561,12 @@ class BuildResult:
         return "\n".join(lines)
 
 
+GROUP_PARTNERS = 100_000
+"""``build`` from a validated snapshot of more partners than this runs on groups of this many."""
+GROUP_KEYS = ("partner_id", "as_of", "age_days", "cohort", "label_revenue", "label_engaged")
+"""Training-set columns kept in memory by a grouped build (manifest, truth alignment)."""
+
+
 def run_build(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -418,8 +575,13 @@ def run_build(
     validation: ValidateConfig | None = None,
     cutoffs: str | Path | None = None,
     validated: str | Path | None = None,
+    group_partners: int | None = None,
 ) -> BuildResult:
     """The ``partnerscore build`` job: validate, build the training set, write it with a manifest.
+
+    From a validated snapshot of more than ``group_partners`` partners the training set is
+    built one group of partners at a time (:func:`_build_in_groups`): the same file, with the
+    memory of one group. Every feature and label is per partner, so this is exact.
 
     Args:
         raw_dir: Folder of raw contract tables.
@@ -430,6 +592,7 @@ def run_build(
             onboarding ages.
         validated: A validated snapshot to reuse (must match the raw files); default: reuse
             ``raw_dir/validated`` when it matches, else validate (see ``features.validated``).
+        group_partners: Partners per group (default :data:`GROUP_PARTNERS`; 0: never group).
 
     Returns:
         Paths and counts.
@@ -438,11 +601,18 @@ def run_build(
 
     started = time.perf_counter()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    raw = load_validated(raw_dir, validated, out_dir / "quarantine", config=validation)
-    planned = read_cutoffs(cutoffs, raw.tables["partners"]) if cutoffs is not None else None
-    snapshots, dropped = training_snapshots(raw, config, planned)
-    training = build_training_set(raw, config, snapshots)
-    files = {"training_set": write_frame_atomic(training, out_dir / "training_set.parquet")}
+    size = GROUP_PARTNERS if group_partners is None else group_partners
+    if size < 0:
+        raise PartnerscoreError(f"--group-partners {size}: must be 0 (no groups) or more")
+    qdir = out_dir / "quarantine"
+    files = {"training_set": out_dir / "training_set.parquet"}
+    if size and _snapshot_partners(raw_dir, validated) > size:
+        raw, training, dropped = _build_in_groups(
+            raw_dir, validated, qdir, validation, config, cutoffs, size, files["training_set"]
+        )
+    else:
+        raw = load_validated(raw_dir, validated, qdir, config=validation)
+        training, dropped = _whole_build(raw, config, cutoffs, files["training_set"])
     truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)
     truth_path = out_dir / "truth.parquet"
     if truth is not None:

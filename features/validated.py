@@ -478,13 +478,16 @@ class SnapshotFiles:
     manifest: dict
     files: dict[str, Path]
 
-    def verify_content(self) -> None:
+    def verify_content(self) -> dict[str, str]:
         """The SHA-256 check of the raw files (when :func:`check_snapshot` deferred it).
+
+        Returns:
+            Table -> SHA-256 of its raw file (``RawData.fingerprints``).
 
         Raises:
             StaleSnapshot: A raw file's content differs from the recorded one.
         """
-        _check_inputs(self.manifest, self.files, self.snapshot_dir)
+        return _check_inputs(self.manifest, self.files, self.snapshot_dir)
 
 
 def check_snapshot(

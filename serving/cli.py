@@ -315,6 +315,13 @@ def build(
         typer.Option(help="CSV/Parquet of explicit (partner_id, as_of) snapshots (not --ages)."),
     ] = None,
     validated: ValidatedOption = None,
+    group_partners: Annotated[
+        int | None,
+        typer.Option(
+            help="From a validated snapshot of more partners, build groups of this many at a "
+            "time (same output, one group's memory; default 100000; 0: all at once)."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Build the stacked point-in-time training set (features before as_of, labels after)."""
@@ -334,7 +341,13 @@ def build(
         raise PartnerscoreError("build: give either --ages or --cutoffs, not both")
     _batch_job()
     result = run_build(
-        raw, out, cfg, validation=app_cfg.validation, cutoffs=cutoffs, validated=validated
+        raw,
+        out,
+        cfg,
+        validation=app_cfg.validation,
+        cutoffs=cutoffs,
+        validated=validated,
+        group_partners=group_partners,
     )
     _emit(result)
     _batch_done()

@@ -11,9 +11,10 @@ Two sources of clean rows:
 - **A validated snapshot** (``RAW/validated`` or ``--validated``, checked exactly as the pandas
   job checks it: :func:`~partnerscore.features.validated.find_snapshot`). The driver reads the
   partners table and the anomaly statistics' columns; a Spark stage of Python tasks splits every
-  table's rows by partner group into Arrow files with pyarrow (:func:`_split_rows`), and a
-  second stage scores each group from its files (:func:`_group_tables`): rows never pass
-  through the JVM.
+  table's rows by partner group into Arrow files with pyarrow
+  (:func:`~partnerscore.features.groups.split_rows`), and a second stage scores each group from
+  its files (:func:`~partnerscore.features.groups.group_tables`): rows never pass through the
+  JVM.
 - **Raw tables** validated in Spark (:mod:`partnerscore.serving.spark_validate`): the clean rows
   of every table in one narrow frame (:func:`make_layout`, :func:`narrow_frame`), one
   ``repartition`` by partner and ``mapInArrow`` (:func:`tables_from_arrow`).
@@ -48,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError, milestone_dates, write_frame_atomic
+from partnerscore.features.groups import group_tables, split_rows
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.serving.config import AppConfig
 
@@ -66,7 +68,6 @@ PROBE_PARTNERS = 64
 ARROW_BATCH = 50_000
 JAVA_OPTIONS = "-XX:+UseSerialGC"
 PARTNERS_PER_GROUP = 20_000
-SPLIT_BATCH = 1_000_000
 SPLIT_ROW_GROUPS = 2
 
 
@@ -448,74 +449,6 @@ def tables_from_arrow(batch, layout: Layout) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _group_of(ids, n_groups: int) -> np.ndarray:
-    """Partner group of each id: a fixed-key SipHash of the text (the same in every process)."""
-    import pyarrow.compute as pc
-
-    codes = pc.dictionary_encode(ids).combine_chunks()
-    uniques = codes.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    group = (pd.util.hash_array(uniques, categorize=False) % np.uint64(n_groups)).astype(np.int64)
-    return group[codes.indices.to_numpy(zero_copy_only=False)]
-
-
-def _split_rows(spec, folder: str, n_groups: int):
-    """Append a table chunk's rows to each partner group's Arrow file (the split stage)."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-    import pyarrow.parquet as pq
-
-    index, name, path, columns, row_groups, start = spec
-    writers = {}
-    offset = start
-    try:
-        for batch in pq.ParquetFile(path).iter_batches(
-            batch_size=SPLIT_BATCH, row_groups=row_groups, columns=columns, use_threads=False
-        ):
-            n = batch.num_rows
-            table = pa.Table.from_batches([batch]).append_column(
-                "_row", pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64))
-            )
-            offset += n
-            group = _group_of(table.column("partner_id"), n_groups)
-            order = np.argsort(group, kind="stable")
-            bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-            for g in np.flatnonzero(np.diff(bounds)):
-                part = table.take(pa.array(order[bounds[g] : bounds[g + 1]]))
-                if g not in writers:
-                    target = Path(folder) / f"g{g:05d}"
-                    target.mkdir(parents=True, exist_ok=True)
-                    writers[g] = ipc.new_file(
-                        str(target / f"{name}-{index:05d}.arrow"), part.schema
-                    )
-                writers[g].write_table(part)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return name, offset - start
-
-
-def _group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame]:
-    """A group's rows of every table, in input order, as ``pq.read_table(...).to_pandas()``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.ipc as ipc
-
-    where = Path(folder) / f"g{group:05d}"
-    out = {}
-    for name, schema_table in empty.items():
-        parts = [
-            ipc.open_file(str(path)).read_all() for path in sorted(where.glob(f"{name}-*.arrow"))
-        ]
-        if not parts:
-            out[name] = schema_table.to_pandas()
-            continue
-        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        if len(parts) > 1:
-            table = table.take(pc.sort_indices(table["_row"]))
-        out[name] = table.drop_columns(["_row"]).to_pandas()
-    return out
-
-
 def _partitions(partners: int, cores: int) -> int:
     """Scoring groups: ~20k partners each (a worker's memory), a multiple of the cores."""
     groups = max(1, -(-partners // PARTNERS_PER_GROUP))
@@ -783,14 +716,14 @@ class _SnapshotJob:
 
         def split(specs_part):
             for spec in specs_part:
-                yield _split_rows(spec, rows_dir, n_groups)
+                yield split_rows(spec, rows_dir, n_groups)
 
         spark.sparkContext.parallelize(specs, len(specs)).mapPartitions(split).collect()
 
         def run(batches):
             for batch in batches:
                 for index in batch.column("id").to_pylist():
-                    tables = _group_tables(rows_dir, int(index), empty)
+                    tables = group_tables(rows_dir, int(index), empty)
                     yield from score_group(tables, int(index))
 
         ids = spark.range(0, n_groups, 1, numPartitions=n_groups)

@@ -251,10 +251,10 @@ def test_split_groups_equal_the_snapshot_tables(raw_dir, tmp_path):
     input order, with the same dtypes. Its slow twin: ``read_validated`` and a filter."""
     import pyarrow.parquet as pq
 
+    from partnerscore.features.groups import group_tables, hash_groups, split_rows
     from partnerscore.features.validate import load_raw
     from partnerscore.features.validated import check_snapshot, read_validated, write_validated
     from partnerscore.serving.score import UNREAD_COLUMNS
-    from partnerscore.serving.spark_engine import _group_of, _group_tables, _split_rows
 
     raw = _malformed_program(raw_dir, tmp_path / "raw")
     snap = tmp_path / "snap"
@@ -273,15 +273,15 @@ def test_split_groups_equal_the_snapshot_tables(raw_dir, tmp_path):
         meta = pq.ParquetFile(path).metadata
         start = 0
         for group in range(meta.num_row_groups):
-            _split_rows((index, name, str(path), columns[name], [group], start), folder, n_groups)
+            split_rows((index, name, str(path), columns[name], [group], start), folder, n_groups)
             index += 1
             start += meta.row_group(group).num_rows
     empty = {n: pq.read_schema(p).empty_table().select(columns[n]) for n, p in files.items()}
     seen = dict.fromkeys(files, 0)
     for g in range(n_groups):
-        got = _group_tables(folder, g, empty)
+        got = group_tables(folder, g, empty)
         for name, frame in expected.items():
-            mine = _group_of(pq.read_table(files[name], columns=["partner_id"])["partner_id"], 3)
+            mine = hash_groups(pq.read_table(files[name], columns=["partner_id"])["partner_id"], 3)
             want = frame[mine == g].reset_index(drop=True)
             pd.testing.assert_frame_equal(got[name], want, check_dtype=True)
             seen[name] += len(got[name])

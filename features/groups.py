@@ -1,0 +1,156 @@
+"""Split a validated snapshot's rows by partner group, and read a group's tables back.
+
+Every cross-row rule of the features, labels and scores is per partner, so a job can run on
+groups of partners one at a time (``build`` on a large program, the Spark engine's tasks) and
+give the whole job's result. The split reads each snapshot file in batches of
+:data:`SPLIT_BATCH` rows with pyarrow (typed, no pandas), numbers the rows, and appends each
+group's rows to one Arrow IPC file per (group, table, split task):
+``<folder>/g<group>/<table>-<task>.arrow``. :func:`group_tables` reads a group's files back as
+the frames a whole read gives for that group's partners (``pq.read_table(...).to_pandas()``
+filtered), rows in input order. Memory: one batch while splitting, one group while reading.
+
+Two ways to assign groups, both a pure function of the id text (the same in every process):
+
+- :func:`hash_groups`: a fixed-key SipHash of the id (groups of even size in expectation;
+  the Spark engine's groups);
+- :class:`RangeGroups`: contiguous ranges of the sorted ids, so results concatenated in
+  group order are sorted by ``partner_id`` as a whole-table job's are (``build``).
+
+Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLIT_BATCH = 1_000_000
+"""Rows per batch while splitting (the split's memory)."""
+
+GroupOf = Callable[..., np.ndarray]
+"""``group_of(ids, n_groups)`` -> int64 group per id (``ids`` an Arrow string array)."""
+
+
+def _distinct(ids) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct ids as Python strings, each id's index into them) of an Arrow string array."""
+    import pyarrow.compute as pc
+
+    codes = pc.dictionary_encode(ids)
+    if hasattr(codes, "combine_chunks"):  # a ChunkedArray (a table's column)
+        codes = codes.combine_chunks()
+    uniques = codes.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    return uniques, codes.indices.to_numpy(zero_copy_only=False)
+
+
+def hash_groups(ids, n_groups: int) -> np.ndarray:
+    """Partner group of each id: a fixed-key SipHash of the text (the same in every process)."""
+    uniques, index = _distinct(ids)
+    group = (pd.util.hash_array(uniques, categorize=False) % np.uint64(n_groups)).astype(np.int64)
+    return group[index]
+
+
+class RangeGroups:
+    """Groups of consecutive partner ids in sorted (code point) order, ``size`` ids each.
+
+    Group ``g`` holds the ids from its first id (``starts[g]``) up to the next group's first;
+    an id that is not among ``partner_ids`` (none in a validated snapshot) falls in the range
+    it sorts into, group 0 if it sorts before every id.
+    """
+
+    def __init__(self, partner_ids: Iterable[str], size: int) -> None:
+        if size < 1:
+            raise ValueError(f"group size must be at least 1, got {size}")
+        ordered = sorted({str(p) for p in partner_ids})
+        self.starts = np.asarray(ordered[::size] or [""], dtype=object)
+        self.n_groups = len(self.starts)
+
+    def __call__(self, ids, n_groups: int | None = None) -> np.ndarray:
+        """Group of each id (``n_groups`` is fixed by the ranges; accepted for the signature)."""
+        uniques, index = _distinct(ids)
+        group = np.searchsorted(self.starts, uniques, side="right").astype(np.int64) - 1
+        return np.maximum(group, 0)[index]
+
+
+def split_rows(
+    spec: tuple, folder: str, n_groups: int, group_of: GroupOf = hash_groups
+) -> tuple[str, int]:
+    """Append a table chunk's rows to each partner group's Arrow file (one split task).
+
+    Args:
+        spec: ``(task index, table name, Parquet path, columns, row groups or None for all,
+            number of the chunk's first row)``.
+        folder: The groups' folder.
+        n_groups: Number of groups.
+        group_of: Group of each id.
+
+    Returns:
+        (table name, rows split).
+    """
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    index, name, path, columns, row_groups, start = spec
+    writers = {}
+    offset = start
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=SPLIT_BATCH, row_groups=row_groups, columns=columns, use_threads=False
+        ):
+            n = batch.num_rows
+            table = pa.Table.from_batches([batch]).append_column(
+                "_row", pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64))
+            )
+            offset += n
+            group = group_of(table.column("partner_id"), n_groups)
+            order = np.argsort(group, kind="stable")
+            bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+            for g in np.flatnonzero(np.diff(bounds)):
+                part = table.take(pa.array(order[bounds[g] : bounds[g + 1]]))
+                if g not in writers:
+                    target = Path(folder) / f"g{g:05d}"
+                    target.mkdir(parents=True, exist_ok=True)
+                    writers[g] = ipc.new_file(
+                        str(target / f"{name}-{index:05d}.arrow"), part.schema
+                    )
+                writers[g].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return name, offset - start
+
+
+def group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame]:
+    """A group's rows of every table, in input order, as ``pq.read_table(...).to_pandas()``.
+
+    Args:
+        folder: The groups' folder (:func:`split_rows`).
+        group: The group.
+        empty: Table -> an empty Arrow table of its columns (the frame of a group without rows).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.ipc as ipc
+
+    where = Path(folder) / f"g{group:05d}"
+    out = {}
+    for name, schema_table in empty.items():
+        # memory-mapped: the rows are copied once, into the frame (not first into Arrow buffers)
+        parts = [
+            ipc.open_file(pa.memory_map(str(path))).read_all()
+            for path in sorted(where.glob(f"{name}-*.arrow"))
+        ]
+        if not parts:
+            out[name] = schema_table.to_pandas()
+            continue
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            table = table.take(pc.sort_indices(table["_row"]))
+        out[name] = table.drop_columns(["_row"]).to_pandas()
+    return out
+
+
+__all__ = ["SPLIT_BATCH", "RangeGroups", "group_tables", "hash_groups", "split_rows"]

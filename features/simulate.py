@@ -1089,7 +1089,7 @@ def write_blocks(
                 if name not in files:
                     files[name] = _TableFile(out / f"{name}.{fmt}")
                 files[name].append(frame)
-            del tables, frame  # free this block before the next one is made
+            tables = frame = None  # free this block before the next one is made
         for file in files.values():
             file.close()
     except BaseException:

@@ -239,6 +239,15 @@ def stage_frames(frames: list[tuple[pd.DataFrame, str | Path]]) -> list[tuple[Pa
     return staged
 
 
+def stage_file(path: str | Path) -> Path:
+    """A new empty temporary beside ``path`` for a file written piece by piece.
+
+    Publish it with :func:`publish_staged` (``[(temporary, path)]``) once complete, or remove
+    it with :func:`discard_staged`.
+    """
+    return _stage(Path(path), lambda name: None)
+
+
 def discard_staged(staged: list[tuple[Path, Path]]) -> None:
     """Remove staged temporaries (the targets stay as they were)."""
     for tmp, _ in staged:

@@ -25,7 +25,9 @@ evaluation only, never a feature.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,14 @@ import pandas as pd
 from scipy import special
 
 from partnerscore.features.config import BuildConfig, SimulateConfig
-from partnerscore.features.core import PartnerscoreError, frame_format, write_frame_atomic
+from partnerscore.features.core import (
+    PartnerscoreError,
+    dictionary_columns,
+    discard_staged,
+    frame_format,
+    publish_staged,
+    stage_file,
+)
 
 MONTH_DAYS = 30
 TIERS = ("registered", "silver", "gold", "platinum")
@@ -195,6 +204,19 @@ CONTRACT_TABLES = (
     "leads",
     "feedback",
 )
+BLOCK_PARTNERS = 100_000
+"""Largest program simulated in one piece: a larger one is simulated in blocks of near-equal
+size (at most this many partners each), so memory stays bounded and cost grows linearly."""
+ID_DIGITS = {"P": 5, "D": 7, "A": 8, "M": 7, "L": 7}
+"""Minimum digits of each id prefix (``P00001``); more partners or events add digits."""
+ID_COLUMNS = {
+    "partners": ("partner_id", "P"),
+    "deals": ("deal_id", "D"),
+    "activities": ("activity_id", "A"),
+    "marketing_commitments": ("commitment_id", "M"),
+    "leads": ("lead_id", "L"),
+}
+"""Table -> (its id column, the id prefix): numbering continues across blocks."""
 TRUTH_COLUMNS = (
     "partner_id",
     "age_days",
@@ -258,8 +280,9 @@ def _company_names(rng: np.random.Generator, n: int) -> list[str]:
     ]
 
 
-def _ids(prefix: str, n: int, digits: int) -> list[str]:
-    return [f"{prefix}{i:0{digits}d}" for i in range(1, n + 1)]
+def _ids(prefix: str, n: int, digits: int, start: int = 0) -> list[str]:
+    """Ids ``start + 1`` to ``start + n`` with ``prefix``, zero-padded to ``digits``."""
+    return [f"{prefix}{i:0{digits}d}" for i in range(start + 1, start + n + 1)]
 
 
 def _gamma_cdf_integral(x: np.ndarray, shape: float, scale: np.ndarray) -> np.ndarray:
@@ -335,14 +358,28 @@ class _Program:
 
     Times are float days after ``first`` (the start of the signing span); the exclusive end of
     the data is ``end_day`` (midnight after ``config.end_date``).
+
+    Args:
+        config: The program's constants (date span, horizon, event scale; its size and seed
+            unless given).
+        n: Number of partners (default ``config.partners``); a block of a larger program.
+        rng: Random generator (default seeded with ``config.seed``).
+        id_start: Id prefix -> ids already used by earlier blocks (default none).
     """
 
-    def __init__(self, config: SimulateConfig) -> None:
+    def __init__(
+        self,
+        config: SimulateConfig,
+        n: int | None = None,
+        rng: np.random.Generator | None = None,
+        id_start: dict[str, int] | None = None,
+    ) -> None:
         self.config = config
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(config.seed) if rng is None else rng
         rng = self.rng
-        n = config.partners
+        n = config.partners if n is None else n
         self.n = n
+        self.id_start = dict(id_start or {})
         self.end = pd.Timestamp(config.end_date) + pd.Timedelta(days=1)  # exclusive end
         span_days = int(config.years * 365)
         self.first = self.end - pd.Timedelta(days=span_days)
@@ -465,6 +502,10 @@ class _Program:
             * np.where(certified, CERT_ENABLED_FACTOR, 1.0)
         )
 
+    def ids(self, prefix: str, count: int) -> list[str]:
+        """The next ``count`` ids with ``prefix``, numbered on from earlier blocks."""
+        return _ids(prefix, count, ID_DIGITS[prefix], self.id_start.get(prefix, 0))
+
     def to_time(self, days: np.ndarray) -> np.ndarray:
         """Days after ``first`` -> datetime64[s], truncated so nothing reaches the end."""
         seconds = np.floor(np.asarray(days, dtype=float) * 86400.0).astype("int64")
@@ -503,7 +544,7 @@ def _partners(p: _Program) -> pd.DataFrame:
     adoption[rng.random(n) < 0.1] = np.nan
     return pd.DataFrame(
         {
-            "partner_id": _ids("P", n, 5),
+            "partner_id": p.ids("P", n),
             "partner_name": _company_names(rng, n),
             "signed_at": p.to_time(p.signed_days),
             "tier": p.tier,
@@ -528,7 +569,7 @@ def _activities(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
-            "activity_id": _ids("A", pidx.size, 8),
+            "activity_id": p.ids("A", pidx.size),
             "partner_id": ids[pidx[order]],
             "occurred_at": p.to_time(day[order]),
             "activity_type": np.array(ACTIVITY_TYPES, dtype=object)[kind[order]],
@@ -647,7 +688,7 @@ def _commitments(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     pidx, committed, due, delivered = pidx[order], committed[order], due[order], delivered[order]
     return pd.DataFrame(
         {
-            "commitment_id": _ids("M", pidx.size, 7),
+            "commitment_id": p.ids("M", pidx.size),
             "partner_id": ids[pidx],
             "committed_at": p.to_time(committed),
             # a planned date: may lie after the data end
@@ -670,7 +711,7 @@ def _leads(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
-            "lead_id": _ids("L", pidx.size, 7),
+            "lead_id": p.ids("L", pidx.size),
             "partner_id": ids[pidx[order]],
             "created_at": p.to_time(day[order]),
             "qualified_at": p.to_time_or_null(qualified[order]),
@@ -692,7 +733,7 @@ def _deals(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     order = np.lexsort((day, pidx))
     return pd.DataFrame(
         {
-            "deal_id": _ids("D", pidx.size, 7),
+            "deal_id": p.ids("D", pidx.size),
             "partner_id": ids[pidx[order]],
             "created_at": p.to_time(day[order]),
             "closed_at": p.to_time_or_null(closed[order]),
@@ -843,17 +884,24 @@ def _truth(p: _Program, ids: np.ndarray) -> pd.DataFrame:
     )
 
 
-def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
-    """Simulate a partner program.
+def _simulate(
+    config: SimulateConfig,
+    n: int,
+    rng: np.random.Generator,
+    id_start: dict[str, int] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Simulate ``n`` partners of the program ``config`` describes, drawing from ``rng``.
 
     Args:
-        config: Size, seed, date range and event volume.
+        config: The program's constants (its ``partners`` and ``seed`` are not used).
+        n: Number of partners.
+        rng: Random generator.
+        id_start: Id prefix -> ids already used (ids are numbered on from there).
 
     Returns:
-        Table name -> DataFrame for every contract table plus ``truth``; the same config gives
-        identical tables. Dates are naive ``datetime64[s]``, ids and text ``str``.
+        Table name -> DataFrame (see :func:`simulate_program`).
     """
-    program = _Program(config)
+    program = _Program(config, n=n, rng=rng, id_start=id_start)
     partners = _partners(program)
     ids = partners["partner_id"].to_numpy(dtype=object)
     # pipeline and enablement first: CRM touchpoints respond to them (_Program.momentum)
@@ -874,6 +922,191 @@ def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
     }
 
 
+def block_sizes(partners: int) -> list[int]:
+    """Partners per block: one block up to ``BLOCK_PARTNERS``, else near-equal blocks.
+
+    ``ceil(partners / BLOCK_PARTNERS)`` blocks whose sizes differ by at most one (larger first).
+    """
+    count = -(-partners // BLOCK_PARTNERS)
+    size, extra = divmod(partners, count)
+    return [size + (b < extra) for b in range(count)]
+
+
+def block_rng(seed: int, block: int) -> np.random.Generator:
+    """Random generator of block ``block`` of a blocked program.
+
+    ``SeedSequence(seed).spawn``'s child ``block``: independent streams, the same seed gives
+    the same blocks.
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
+
+
+def simulate_blocks(config: SimulateConfig) -> Iterator[dict[str, pd.DataFrame]]:
+    """Simulate a program block by block (see :func:`block_sizes`), yielding each block's tables.
+
+    A program of at most ``BLOCK_PARTNERS`` partners is one block drawn from ``config.seed``.
+    A larger one is a sequence of independent sub-programs with the same constants (date span,
+    horizon, event scale), block ``b`` drawn from :func:`block_rng` ``(seed, b)``; partners are
+    independent given the constants (nothing in a partner's draws or its truth depends on other
+    partners or on the program's size), so the blocked program is the same program in
+    distribution. Ids are numbered on across blocks in the format of an unblocked program of
+    the same size; partner ids follow signing order only within a block.
+
+    Args:
+        config: Size, seed, date range and event volume.
+
+    Yields:
+        Table name -> DataFrame for every contract table plus ``truth``, one block at a time.
+    """
+    sizes = block_sizes(config.partners)
+    if len(sizes) == 1:
+        yield _simulate(config, config.partners, np.random.default_rng(config.seed))
+        return
+    id_start = dict.fromkeys(ID_DIGITS, 0)
+    for block, size in enumerate(sizes):
+        tables = _simulate(config, size, block_rng(config.seed, block), id_start)
+        for table, (_, prefix) in ID_COLUMNS.items():
+            id_start[prefix] += len(tables[table])
+        yield tables
+        del tables  # free this block before simulating the next one
+
+
+def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
+    """Simulate a partner program, all in memory (``run_simulate`` writes it block by block).
+
+    Args:
+        config: Size, seed, date range and event volume.
+
+    Returns:
+        Table name -> DataFrame for every contract table plus ``truth``, the blocks of
+        :func:`simulate_blocks` concatenated; the same config gives identical tables. Dates are
+        naive ``datetime64[s]``, ids and text ``str``.
+    """
+    blocks = list(simulate_blocks(config))
+    if len(blocks) == 1:
+        return blocks[0]
+    return {
+        name: pd.concat([block[name] for block in blocks], ignore_index=True) for name in blocks[0]
+    }
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("csv", "parquet"):
+        raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
+
+
+class _TableFile:
+    """One table's file, appended block by block to a temporary beside it.
+
+    CSV: header once, dates as ``YYYY-MM-DD HH:MM:SS``, the bytes ``DataFrame.to_csv`` writes
+    for the whole table. Parquet: one schema fixed by the first block (a text column that is
+    all missing there is typed as text), one row group per block.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fmt = frame_format(path)
+        self.tmp = stage_file(path)
+        self.rows = 0
+        self._handle = None
+        self._writer = None
+        self._schema = None
+
+    def append(self, frame: pd.DataFrame) -> None:
+        try:
+            if self.fmt == "csv":
+                self._append_csv(frame)
+            else:
+                self._append_parquet(frame)
+        except OSError as exc:
+            raise PartnerscoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+        self.rows += len(frame)
+
+    def _append_csv(self, frame: pd.DataFrame) -> None:
+        header = self._handle is None
+        if header:
+            self._handle = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+        frame = frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c in dates})
+        frame.to_csv(self._handle, index=False, header=header)
+
+    def _append_parquet(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+        if self._writer is None:
+            fields = [
+                f.with_type(pa.large_string()) if pa.types.is_null(f.type) else f
+                for f in table.schema
+            ]
+            self._schema = pa.schema(fields, metadata=table.schema.metadata)
+            table = table.cast(self._schema)
+            self._writer = pq.ParquetWriter(
+                self.tmp,
+                self._schema,
+                compression="snappy",
+                use_dictionary=dictionary_columns(frame),
+            )
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        """Finish the file (an unwritten one stays empty)."""
+        try:
+            if self._handle is not None:
+                self._handle.close()
+            if self._writer is not None:
+                self._writer.close()
+        except OSError as exc:
+            raise PartnerscoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def write_blocks(
+    blocks: Iterable[dict[str, pd.DataFrame]], out_dir: str | Path, fmt: str = "csv"
+) -> tuple[dict[str, Path], dict[str, int]]:
+    """Write a program block by block: one file per table, ``<name>.<fmt>``, atomically.
+
+    Each block's tables are appended to temporaries as they come (memory: one block), renamed
+    over the targets once every block is written (none are if one fails). The files read back
+    as :func:`write_tables` of the concatenated blocks would write them; one block gives the
+    same bytes. A file of the same table in the other format is removed.
+
+    Args:
+        blocks: Table name -> frame, per block (every block has the same tables and columns).
+        out_dir: Destination folder (created).
+        fmt: ``csv`` or ``parquet``.
+
+    Returns:
+        (table name -> path written, table name -> rows written).
+    """
+    _check_format(fmt)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, _TableFile] = {}
+    try:
+        for tables in blocks:
+            for name, frame in tables.items():
+                if name not in files:
+                    files[name] = _TableFile(out / f"{name}.{fmt}")
+                files[name].append(frame)
+            tables = frame = None  # free this block before the next one is made
+        for file in files.values():
+            file.close()
+    except BaseException:
+        for file in files.values():
+            with contextlib.suppress(PartnerscoreError):
+                file.close()
+        discard_staged([(file.tmp, file.path) for file in files.values()])
+        raise
+    for name in files:
+        (out / f"{name}.{'parquet' if fmt == 'csv' else 'csv'}").unlink(missing_ok=True)
+    publish_staged([(file.tmp, file.path) for file in files.values()])
+    return (
+        {name: file.path for name, file in files.items()},
+        {name: file.rows for name, file in files.items()},
+    )
+
+
 def write_tables(
     tables: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str = "csv"
 ) -> dict[str, Path]:
@@ -890,24 +1123,14 @@ def write_tables(
     Returns:
         Table name -> path written.
     """
-    if fmt not in ("csv", "parquet"):
-        raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, frame in tables.items():
-        path = out / f"{name}.{fmt}"
-        frame_format(path)
-        if fmt == "csv":
-            dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
-            frame = frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c in dates})
-        (out / f"{name}.{'parquet' if fmt == 'csv' else 'csv'}").unlink(missing_ok=True)
-        paths[name] = write_frame_atomic(frame, path, safe_csv=False)
-    return paths
+    return write_blocks([tables], out_dir, fmt=fmt)[0]
 
 
 def run_simulate(config: SimulateConfig, out_dir: str | Path, fmt: str = "csv") -> SimulateResult:
     """Simulate a program and write it: the ``partnerscore simulate`` job.
+
+    Blocks (:func:`simulate_blocks`) are written as they are simulated, so memory stays about
+    one block's whatever the program's size.
 
     Args:
         config: Simulation settings.
@@ -915,27 +1138,27 @@ def run_simulate(config: SimulateConfig, out_dir: str | Path, fmt: str = "csv") 
         fmt: ``csv`` or ``parquet``.
 
     Returns:
-        Paths, row counts and timing.
+        Paths, row counts (totals) and timing.
     """
-    if fmt not in ("csv", "parquet"):
-        raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
+    _check_format(fmt)
     started = time.perf_counter()
-    tables = simulate_program(config)
-    paths = write_tables(tables, out_dir, fmt=fmt)
+    paths, rows = write_blocks(simulate_blocks(config), out_dir, fmt=fmt)
     return SimulateResult(
-        out_dir=Path(out_dir),
-        paths=paths,
-        rows={name: len(frame) for name, frame in tables.items()},
-        seconds=time.perf_counter() - started,
+        out_dir=Path(out_dir), paths=paths, rows=rows, seconds=time.perf_counter() - started
     )
 
 
 __all__ = [
+    "BLOCK_PARTNERS",
     "CONTRACT_TABLES",
     "SimulateResult",
+    "block_rng",
+    "block_sizes",
     "close_share",
     "poisson_binomial_tail",
     "run_simulate",
+    "simulate_blocks",
     "simulate_program",
+    "write_blocks",
     "write_tables",
 ]

@@ -437,7 +437,14 @@ def _build_in_groups(
         raw = load_raw(raw_dir, qdir, config=validation)
         return raw, *_whole_build(raw, config, cutoffs, target)
     partners = pq.read_table(snapshot.tables["partners"]).to_pandas()
-    empty = {name: pq.read_schema(path).empty_table() for name, path in snapshot.tables.items()}
+    columns = {
+        name: [c for c in pq.read_schema(path).names if c not in BUILD_UNREAD_COLUMNS.get(name, ())]
+        for name, path in snapshot.tables.items()
+    }
+    empty = {
+        name: pq.read_schema(path).empty_table().select(columns[name])
+        for name, path in snapshot.tables.items()
+    }
     whole = RawData(
         tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
         report=snapshot.report,
@@ -483,7 +490,7 @@ def _build_in_groups(
         # the raw files are hashed (SHA-256 releases the GIL) while two threads split the
         # tables, biggest first (Parquet decoding and Arrow writes release it too)
         specs = [
-            (i, name, str(path), None, None, 0)
+            (i, name, str(path), columns[name], None, 0)
             for i, (name, path) in enumerate(snapshot.tables.items())
         ]
         specs.sort(key=lambda spec: -Path(spec[2]).stat().st_size)
@@ -561,6 +568,18 @@ class BuildResult:
         return "\n".join(lines)
 
 
+BUILD_UNREAD_COLUMNS = {
+    "partners": ("partner_name",),
+    "deals": ("deal_id",),
+    "activities": ("activity_id",),
+    "marketing_commitments": ("commitment_id",),
+    "leads": ("lead_id",),
+    "portal_events": ("event_type",),
+    "trainings": ("course_id",),
+}
+"""Raw columns no feature and no label reads (row ids, names, the portal event and course
+kinds): ``build`` does not load them. ``tests/features/test_grouped_build.py`` checks that the
+training set is the same with and without them."""
 GROUP_PARTNERS = 100_000
 """``build`` from a validated snapshot of more partners than this runs on groups of this many."""
 GROUP_KEYS = ("partner_id", "as_of", "age_days", "cohort", "label_revenue", "label_engaged")
@@ -611,7 +630,9 @@ def run_build(
             raw_dir, validated, qdir, validation, config, cutoffs, size, files["training_set"]
         )
     else:
-        raw = load_validated(raw_dir, validated, qdir, config=validation)
+        raw = load_validated(
+            raw_dir, validated, qdir, config=validation, skip_columns=BUILD_UNREAD_COLUMNS
+        )
         training, dropped = _whole_build(raw, config, cutoffs, files["training_set"])
     truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)
     truth_path = out_dir / "truth.parquet"

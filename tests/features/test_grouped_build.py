@@ -171,3 +171,35 @@ def test_grouped_build_refuses_or_replaces_a_stale_snapshot(small_raw, tmp_path,
 def test_negative_group_size_is_a_user_error(small_raw, tmp_path):
     with pytest.raises(PartnerscoreError, match="--group-partners -1"):
         run_build(small_raw, tmp_path / "x", BuildConfig(), group_partners=-1)
+
+
+def test_build_reads_none_of_the_columns_it_skips(small_raw):
+    """``BUILD_UNREAD_COLUMNS`` (left out of the build's tables): the training set built from
+    every column equals the one built without them (the slow twin reads everything)."""
+    from partnerscore.features.pipeline import (
+        BUILD_UNREAD_COLUMNS,
+        build_training_set,
+        training_snapshots,
+    )
+    from partnerscore.features.validate import RawData, load_raw
+
+    full = load_raw(small_raw, write_quarantine=False)
+    lean = RawData(
+        {
+            name: frame.drop(columns=list(BUILD_UNREAD_COLUMNS.get(name, ())))
+            for name, frame in full.tables.items()
+        },
+        full.report,
+        full.files,
+        full.fingerprints,
+        full.data_end,
+    )
+    assert all(
+        set(cols) <= set(full.tables[name].columns) for name, cols in BUILD_UNREAD_COLUMNS.items()
+    )
+    snaps = training_snapshots(full, BuildConfig())[0]
+    pd.testing.assert_frame_equal(
+        build_training_set(lean, BuildConfig(), snaps),
+        build_training_set(full, BuildConfig(), snaps),
+        check_exact=True,
+    )

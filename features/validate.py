@@ -235,6 +235,40 @@ def _read_arrow(path: Path) -> pa.Table:
         raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
 
 
+_EDGE_BYTES = np.zeros(256, dtype=bool)
+_EDGE_BYTES[[*range(0x09, 0x0E), *range(0x1C, 0x21), *range(0x80, 0x100)]] = True
+"""Bytes a string that ``utf8_trim_whitespace`` changes can start or end with: ASCII
+whitespace (tab to carriage return, the separators 0x1C-0x1F, space) and any byte of a
+multi-byte character (Unicode spaces such as U+00A0 are multi-byte)."""
+
+
+def may_need_trim(values: pa.ChunkedArray) -> bool:
+    """Whether ``pc.utf8_trim_whitespace`` may change any string of ``values`` (Arrow ``string``).
+
+    False only when no non-empty string starts or ends with a byte in :data:`_EDGE_BYTES`,
+    read straight from the Arrow buffers (no copy of the text): a CSV table's text columns are
+    rarely padded, and trimming them all copied every string (~5 GB at 1M partners). True
+    means "maybe": the exact trim then runs.
+    """
+    for chunk in values.chunks:
+        if len(chunk) == 0:
+            continue
+        _, offsets_buf, data_buf = chunk.buffers()
+        if data_buf is None:
+            continue
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        starts, ends = offsets[:-1], offsets[1:]
+        filled = ends > starts
+        if not filled.any():
+            continue
+        if _EDGE_BYTES[data[starts[filled]]].any() or _EDGE_BYTES[data[ends[filled] - 1]].any():
+            return True
+    return False
+
+
 class _Source:
     """One column of a table file as read: arrow values, which cells are present, their text.
 
@@ -256,7 +290,8 @@ class _Source:
             values = values.cast(pa.string())
         blank = None
         if pa.types.is_string(values.type):
-            values = pc.utf8_trim_whitespace(values)
+            if may_need_trim(values):  # else trimming would copy every string unchanged
+                values = pc.utf8_trim_whitespace(values)
             blank = pc.equal(values, "")
         elif pa.types.is_floating(values.type):
             blank = pc.is_nan(values)

@@ -191,15 +191,6 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
     return _publish(_stage(path, write), path)
 
 
-def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """``write(name)`` writes the file ``name``: a temporary beside ``path``, renamed over it.
-
-    For files written piece by piece (a Parquet file from several frames): a killed job leaves
-    the old file or the new one, never half of one.
-    """
-    return _atomic(Path(path), write)
-
-
 def dictionary_columns(frame: pd.DataFrame) -> list[str]:
     """The columns a Parquet file dictionary-encodes: every column but floating-point ones.
 
@@ -246,6 +237,78 @@ def stage_file(path: str | Path) -> Path:
     it with :func:`discard_staged`.
     """
     return _stage(Path(path), lambda name: None)
+
+
+class AppendedFile:
+    """A table file written frame by frame (by suffix) to a temporary beside ``path``.
+
+    CSV: header once, dates as ``YYYY-MM-DD HH:MM:SS`` (the raw tables' format), no formula
+    neutralising: the bytes ``DataFrame.to_csv`` writes for the whole table. Parquet: one
+    schema fixed by the first frame (a text column that is all missing there is typed as
+    text), one row group per frame, dictionaries as :func:`dictionary_columns`. After
+    :meth:`close`, publish ``(tmp, path)`` with :func:`publish_staged` (or remove it with
+    :func:`discard_staged`): readers never see a partial file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fmt = frame_format(path)
+        self.tmp = stage_file(path)
+        self.rows = 0
+        self._handle = None
+        self._writer = None
+        self._schema = None
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Write ``frame``'s rows after the rows already written (same columns)."""
+        try:
+            if self.fmt == "csv":
+                self._append_csv(frame)
+            else:
+                self._append_parquet(frame)
+        except OSError as exc:
+            raise PartnerscoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+        self.rows += len(frame)
+
+    def _append_csv(self, frame: pd.DataFrame) -> None:
+        import pandas as pd
+
+        header = self._handle is None
+        if header:
+            self._handle = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+        frame = frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c in dates})
+        frame.to_csv(self._handle, index=False, header=header)
+
+    def _append_parquet(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+        if self._writer is None:
+            fields = [
+                f.with_type(pa.large_string()) if pa.types.is_null(f.type) else f
+                for f in table.schema
+            ]
+            self._schema = pa.schema(fields, metadata=table.schema.metadata)
+            table = table.cast(self._schema)
+            self._writer = pq.ParquetWriter(
+                self.tmp,
+                self._schema,
+                compression="snappy",
+                use_dictionary=dictionary_columns(frame),
+            )
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        """Finish the file (an unwritten one stays empty)."""
+        try:
+            if self._handle is not None:
+                self._handle.close()
+            if self._writer is not None:
+                self._writer.close()
+        except OSError as exc:
+            raise PartnerscoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
 
 
 def discard_staged(staged: list[tuple[Path, Path]]) -> None:

@@ -7,6 +7,7 @@ at several onboarding ages and keep only those whose horizon is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -427,24 +428,25 @@ def _build_in_groups(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from partnerscore.features.core import dictionary_columns, write_atomic
+    from partnerscore.features.core import AppendedFile, discard_staged, publish_staged
     from partnerscore.features.groups import RangeGroups, group_tables, split_rows
     from partnerscore.features.validate import RawData, load_raw, write_quarantine
     from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
 
-    snapshot = find_snapshot(raw_dir, validated, qdir, config=validation, content=False)
-    if snapshot is None:  # a stale automatic snapshot (noted): validate, as load_validated does
+    def validate_and_build() -> tuple[RawData, pd.DataFrame, int]:
+        # a stale automatic snapshot (noted) is a cache: validate, as load_validated does
         raw = load_raw(raw_dir, qdir, config=validation)
         return raw, *_whole_build(raw, config, cutoffs, target)
+
+    snapshot = find_snapshot(raw_dir, validated, qdir, config=validation, content=False)
+    if snapshot is None:
+        return validate_and_build()
     partners = pq.read_table(snapshot.tables["partners"]).to_pandas()
-    columns = {
-        name: [c for c in pq.read_schema(path).names if c not in BUILD_UNREAD_COLUMNS.get(name, ())]
-        for name, path in snapshot.tables.items()
-    }
-    empty = {
-        name: pq.read_schema(path).empty_table().select(columns[name])
-        for name, path in snapshot.tables.items()
-    }
+    empty = {}  # table -> an empty Arrow table of the columns the build reads
+    for name, path in snapshot.tables.items():
+        schema = pq.read_schema(path)
+        unread = BUILD_UNREAD_COLUMNS.get(name, ())
+        empty[name] = schema.empty_table().select([c for c in schema.names if c not in unread])
     whole = RawData(
         tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
         report=snapshot.report,
@@ -460,8 +462,8 @@ def _build_in_groups(
     scratch = Path(tempfile.mkdtemp(prefix=".build-groups-", dir=target.parent))
     keys: list[pd.DataFrame] = []
 
-    def write(name: str) -> None:
-        writer = None
+    def write_groups() -> None:
+        out = AppendedFile(target)
         try:
             for g in range(ranges.n_groups):
                 rows = snap_group == g
@@ -473,31 +475,28 @@ def _build_in_groups(
                     config,
                     snapshots[rows].reset_index(drop=True),
                 )
-                table = pa.Table.from_pandas(part, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        name, table.schema, use_dictionary=dictionary_columns(part)
-                    )
-                writer.write_table(table.cast(writer.schema))
+                out.append(part)
                 keys.append(part[list(GROUP_KEYS)])
-        finally:
-            if writer is not None:
-                writer.close()
+            out.close()
+        except BaseException:
+            with contextlib.suppress(PartnerscoreError):  # the first error is the one to report
+                out.close()
+            discard_staged([(out.tmp, target)])
+            raise
+        publish_staged([(out.tmp, target)])
 
     try:
-        from concurrent.futures import ThreadPoolExecutor as Pool
-
         # the raw files are hashed (SHA-256 releases the GIL) while two threads split the
         # tables, biggest first (Parquet decoding and Arrow writes release it too)
         specs = [
-            (i, name, str(path), columns[name], None, 0)
+            (i, name, str(path), empty[name].column_names, None, 0)
             for i, (name, path) in enumerate(snapshot.tables.items())
         ]
         specs.sort(key=lambda spec: -Path(spec[2]).stat().st_size)
-        with Pool(max_workers=3) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool:
             hashing = pool.submit(snapshot.verify_content)
             try:
-                with Pool(max_workers=2) as splitters:
+                with ThreadPoolExecutor(max_workers=2) as splitters:
                     list(
                         splitters.map(
                             lambda spec: split_rows(spec, str(scratch), ranges.n_groups, ranges),
@@ -512,14 +511,13 @@ def _build_in_groups(
                         raise
                     stale_note(exc, raw_dir)
                     fingerprints = None
-        if fingerprints is None:  # the automatic snapshot is a cache: validate again
-            raw = load_raw(raw_dir, qdir, config=validation)
-            return raw, *_whole_build(raw, config, cutoffs, target)
+        if fingerprints is None:
+            return validate_and_build()
         quarantine = {
             name: pq.read_table(path).to_pandas() for name, path in snapshot.quarantine.items()
         }
         write_quarantine(quarantine, qdir)
-        write_atomic(target, write)
+        write_groups()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     whole.fingerprints = fingerprints

@@ -37,12 +37,10 @@ from scipy import special
 
 from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.core import (
+    AppendedFile,
     PartnerscoreError,
-    dictionary_columns,
     discard_staged,
-    frame_format,
     publish_staged,
-    stage_file,
 )
 
 MONTH_DAYS = 30
@@ -995,72 +993,6 @@ def _check_format(fmt: str) -> None:
         raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
 
 
-class _TableFile:
-    """One table's file, appended block by block to a temporary beside it.
-
-    CSV: header once, dates as ``YYYY-MM-DD HH:MM:SS``, the bytes ``DataFrame.to_csv`` writes
-    for the whole table. Parquet: one schema fixed by the first block (a text column that is
-    all missing there is typed as text), one row group per block.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fmt = frame_format(path)
-        self.tmp = stage_file(path)
-        self.rows = 0
-        self._handle = None
-        self._writer = None
-        self._schema = None
-
-    def append(self, frame: pd.DataFrame) -> None:
-        try:
-            if self.fmt == "csv":
-                self._append_csv(frame)
-            else:
-                self._append_parquet(frame)
-        except OSError as exc:
-            raise PartnerscoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
-        self.rows += len(frame)
-
-    def _append_csv(self, frame: pd.DataFrame) -> None:
-        header = self._handle is None
-        if header:
-            self._handle = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
-        frame = frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d %H:%M:%S") for c in dates})
-        frame.to_csv(self._handle, index=False, header=header)
-
-    def _append_parquet(self, frame: pd.DataFrame) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
-        if self._writer is None:
-            fields = [
-                f.with_type(pa.large_string()) if pa.types.is_null(f.type) else f
-                for f in table.schema
-            ]
-            self._schema = pa.schema(fields, metadata=table.schema.metadata)
-            table = table.cast(self._schema)
-            self._writer = pq.ParquetWriter(
-                self.tmp,
-                self._schema,
-                compression="snappy",
-                use_dictionary=dictionary_columns(frame),
-            )
-        self._writer.write_table(table)
-
-    def close(self) -> None:
-        """Finish the file (an unwritten one stays empty)."""
-        try:
-            if self._handle is not None:
-                self._handle.close()
-            if self._writer is not None:
-                self._writer.close()
-        except OSError as exc:
-            raise PartnerscoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
-
-
 def write_blocks(
     blocks: Iterable[dict[str, pd.DataFrame]], out_dir: str | Path, fmt: str = "csv"
 ) -> tuple[dict[str, Path], dict[str, int]]:
@@ -1082,12 +1014,12 @@ def write_blocks(
     _check_format(fmt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, _TableFile] = {}
+    files: dict[str, AppendedFile] = {}
     try:
         for tables in blocks:
             for name, frame in tables.items():
                 if name not in files:
-                    files[name] = _TableFile(out / f"{name}.{fmt}")
+                    files[name] = AppendedFile(out / f"{name}.{fmt}")
                 files[name].append(frame)
             tables = frame = None  # free this block before the next one is made
         for file in files.values():

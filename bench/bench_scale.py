@@ -23,6 +23,17 @@ batches N times (each time into a new history store): wall times on a shared VM 
 +-15% run to run, so the score goal (10k partners/s) is judged on the median and on the number
 of runs that reach it, both printed.
 
+``--growth-rounds N`` then measures each stage's growth between the two largest sizes run
+(e.g. 100k -> 1M) as the goal is judged, on a VM whose speed drifts by tens of percent within
+minutes: N rounds, each running every stage at both sizes back to back (the larger size first
+in every other round), the programs and champion of the main run reused. A round's ratio is
+1M CPU / 100k CPU of that stage; the **pooled** ratio is the sum over the rounds of the larger
+size's CPU over the smaller's. Each size keeps its own history store in these rounds (its own
+config, same champion), so the two ``score`` batches and ``report`` run as in the main run:
+the first batch into a new store, the next month's reading it, the report over both.
+``--growth-stages`` picks the stages (default: validate,build,score,report; ``score`` is
+both batches).
+
 Prints a Markdown table (and writes ``results.json`` in the work folder).
 """
 
@@ -97,6 +108,18 @@ def main() -> None:
         "--stages",
         default=None,
         help="comma-separated subset of: simulate,validate,build,score,spark,report",
+    )
+    parser.add_argument(
+        "--growth-rounds",
+        type=int,
+        default=0,
+        help="then run each stage at the two largest sizes back to back this many times "
+        "and print per-round and pooled CPU ratios",
+    )
+    parser.add_argument(
+        "--growth-stages",
+        default="validate,build,score,report",
+        help="comma-separated stages for --growth-rounds (score: both pandas batches)",
     )
     args = parser.parse_args()
     stages = set(args.stages.split(",")) if args.stages else None
@@ -245,7 +268,102 @@ def main() -> None:
                     f"{m['runs_at_goal']} of {len(m['runs'])} runs >= "
                     f"{GOAL_PARTNERS_PER_SECOND:,}/s"
                 )
+    if args.growth_rounds > 0 and len(sizes_run) >= 2:
+        growth = growth_rounds(
+            root, sizes_run[-2], sizes_run[-1], args.growth_rounds, args.growth_stages.split(",")
+        )
+        results_file = root / "results.json"
+        saved = json.loads(results_file.read_text())
+        saved["growth"] = growth
+        results_file.write_text(json.dumps(saved, indent=1))
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+GROWTH_STAGES = {  # stage -> the runs of one size, in order (the score batches share a store)
+    "validate": ["validate (writes snapshot)"],
+    "build": ["build"],
+    "score": ["score (pandas)", "score (pandas, next batch)"],
+    "report": ["report"],
+}
+
+
+def growth_argv(name: str, work: Path) -> list[str]:
+    """The CLI arguments of a measured run (as in the main run's plan)."""
+    return {
+        "validate (writes snapshot)": [
+            "validate", str(work / "raw"), "--validated", str(work / "raw" / "validated")
+        ],
+        "build": ["build", "--raw", str(work / "raw"), "--out", str(work / "features")],
+        "score (pandas)": [
+            "score", "--raw", str(work / "raw"), "--as-of", AS_OF,
+            "--out", str(work / "scores.parquet"),
+        ],
+        "score (pandas, next batch)": [
+            "score", "--raw", str(work / "raw"), "--as-of", NEXT_AS_OF,
+            "--out", str(work / "scores-next.parquet"),
+        ],
+        "report": [
+            "report", "--scores", str(work / "scores.parquet"), "--out", str(work / "reports")
+        ],
+    }[name]  # fmt: skip
+
+
+def growth_rounds(root: Path, small: int, big: int, rounds: int, stages: list[str]) -> dict:
+    """Each stage at ``small`` and ``big`` partners back to back, ``rounds`` times.
+
+    Returns:
+        Per run name: the CPU/user/sys/wall/RSS of every round at both sizes, the ratio of
+        each round and the pooled ratio (sum of the big size's CPU / sum of the small's).
+    """
+    unknown = [s for s in stages if s not in GROWTH_STAGES]
+    if unknown:
+        raise SystemExit(f"--growth-stages: unknown stage {unknown[0]!r}")
+    configs = {}
+    for n in (small, big):  # each size its own history store, the main run's champion
+        cfg = root / f"config-growth-{n}.yaml"
+        cfg.write_text(
+            f"paths:\n  data_dir: {root / f'data-growth-{n}'}\n  mlflow_dir: {root / 'mlflow'}\n"
+            "train:\n  trials: 0\n"
+        )
+        configs[n] = ["-c", str(cfg)]
+    runs: dict[str, dict[int, list[dict]]] = {}
+    for k in range(rounds):
+        order = (small, big) if k % 2 == 0 else (big, small)
+        for stage in stages:
+            for n in order:  # the stage at both sizes, back to back
+                if stage == "score":
+                    history = root / f"data-growth-{n}" / "scores" / "history.sqlite"
+                    history.unlink(missing_ok=True)
+                for name in GROWTH_STAGES[stage]:
+                    r = run([*CLI, *growth_argv(name, root / f"n{n}"), *configs[n]])
+                    r.pop("tail", None)
+                    runs.setdefault(name, {small: [], big: []})[n].append(r)
+                    print(
+                        f"growth round {k + 1}/{rounds} {n:>9,} {name:<26} cpu {r['cpu']:7.1f} s "
+                        f"(user {r['user']:.1f}, sys {r['sys']:.1f})  wall {r['wall']:7.1f} s  "
+                        f"peak RSS {r['rss_mb'] / 1024:5.2f} GB  load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+    out = {}
+    print(f"\n| stage | {small:,} CPU per round | {big:,} CPU per round | ratio per round "
+          "| pooled ratio (user) |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for name, by_size in runs.items():
+        a, b = by_size[small], by_size[big]
+        pooled = sum(r["cpu"] for r in b) / sum(r["cpu"] for r in a)
+        pooled_user = sum(r["user"] for r in b) / sum(r["user"] for r in a)
+        per_round = [y["cpu"] / x["cpu"] for x, y in zip(a, b, strict=True)]
+        out[name] = {
+            "small": small, "big": big, "runs_small": a, "runs_big": b,
+            "ratios": per_round, "pooled": pooled, "pooled_user": pooled_user,
+        }  # fmt: skip
+        cpu_a, cpu_b = (" / ".join(f"{r['cpu']:.1f}" for r in rs) for rs in (a, b))
+        ratios = " / ".join(f"{x:.1f}x" for x in per_round)
+        print(
+            f"| {name} | {cpu_a} s | {cpu_b} s | {ratios} | **{pooled:.1f}x** "
+            f"({pooled_user:.1f}x) |"
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -63,6 +63,54 @@ def scored_partners(output: str) -> int | None:
     return int(found.group(1).replace(",", "")) if found else None
 
 
+def write_config(path: Path, data_dir: Path, mlflow_dir: Path) -> list[str]:
+    """Write the benchmark's config (no tuning trials) and return its ``-c`` arguments."""
+    path.write_text(
+        f"paths:\n  data_dir: {data_dir}\n  mlflow_dir: {mlflow_dir}\ntrain:\n  trials: 0\n"
+    )
+    return ["-c", str(path)]
+
+
+def stage_plan(
+    work: Path, partners: int, spark_master: str | None = None
+) -> list[tuple[str, list[str]]]:
+    """The measured runs of one size in ``work``, in order: (name, CLI arguments); Spark only
+    with a master."""
+    plan = [
+        ("simulate", ["simulate", "--partners", str(partners), "--out", str(work / "raw")]),
+        (
+            "validate (writes snapshot)",
+            ["validate", str(work / "raw"), "--validated", str(work / "raw" / "validated")],
+        ),
+        ("build", ["build", "--raw", str(work / "raw"), "--out", str(work / "features")]),
+        (
+            "score (pandas)",
+            ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--out"]
+            + [str(work / "scores.parquet")],
+        ),
+        (
+            "score (pandas, next batch)",
+            ["score", "--raw", str(work / "raw"), "--as-of", NEXT_AS_OF, "--out"]
+            + [str(work / "scores-next.parquet")],
+        ),
+    ]
+    if spark_master is not None:
+        plan.append(
+            (
+                f"score (spark {spark_master})",
+                ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--engine", "spark"]
+                + ["--master", spark_master, "--out", str(work / "spark" / "scores.parquet")],
+            )
+        )
+    plan.append(
+        (
+            "report",
+            ["report", "--scores", str(work / "scores.parquet"), "--out", str(work / "reports")],
+        )
+    )
+    return plan
+
+
 def summarise_runs(runs: list[dict]) -> dict:
     """Median wall/CPU/RSS of repeated runs, with partners/s and how many reach the goal."""
     walls = [r["wall"] for r in runs]
@@ -134,12 +182,7 @@ def main() -> None:
     # Spark's shuffle and block scratch beside the benchmark's data, not in /tmp (often small)
     os.environ.setdefault("SPARK_LOCAL_DIRS", str(root / "spark-local"))
     Path(os.environ["SPARK_LOCAL_DIRS"]).mkdir(parents=True, exist_ok=True)
-    cfg = root / "config.yaml"
-    cfg.write_text(
-        f"paths:\n  data_dir: {root / 'data'}\n  mlflow_dir: {root / 'mlflow'}\n"
-        "train:\n  trials: 0\n"
-    )
-    c = ["-c", str(cfg)]
+    c = write_config(root / "config.yaml", root / "data", root / "mlflow")
     small = root / "train"
     trained = small / "promoted.txt"  # the champion of an earlier run in this --workdir
     if trained.exists():
@@ -162,39 +205,7 @@ def main() -> None:
         if not reuse:
             shutil.rmtree(work, ignore_errors=True)
         (root / "data" / "scores" / "history.sqlite").unlink(missing_ok=True)
-        plan = [
-            ("simulate", ["simulate", "--partners", str(n), "--out", str(work / "raw")]),
-            (
-                "validate (writes snapshot)",
-                ["validate", str(work / "raw"), "--validated", str(work / "raw" / "validated")],
-            ),
-            ("build", ["build", "--raw", str(work / "raw"), "--out", str(work / "features")]),
-            (
-                "score (pandas)",
-                ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--out"]
-                + [str(work / "scores.parquet")],
-            ),
-            (
-                "score (pandas, next batch)",
-                ["score", "--raw", str(work / "raw"), "--as-of", NEXT_AS_OF, "--out"]
-                + [str(work / "scores-next.parquet")],
-            ),
-        ]
-        if not args.no_spark:
-            plan.append(
-                (
-                    f"score (spark {args.master})",
-                    ["score", "--raw", str(work / "raw"), "--as-of", AS_OF, "--engine", "spark"]
-                    + ["--master", args.master, "--out", str(work / "spark" / "scores.parquet")],
-                )
-            )
-        plan.append(
-            (
-                "report",
-                ["report", "--scores", str(work / "scores.parquet"), "--out"]
-                + [str(work / "reports")],
-            )
-        )
+        plan = stage_plan(work, n, None if args.no_spark else args.master)
         results[n] = {}
         repeated: dict[str, list[dict]] = {}
         pandas_score = [name for name, _ in plan if name.startswith("score (pandas")]
@@ -272,10 +283,7 @@ def main() -> None:
         growth = growth_rounds(
             root, sizes_run[-2], sizes_run[-1], args.growth_rounds, args.growth_stages.split(",")
         )
-        results_file = root / "results.json"
-        saved = json.loads(results_file.read_text())
-        saved["growth"] = growth
-        results_file.write_text(json.dumps(saved, indent=1))
+        (root / "results.json").write_text(json.dumps({**results, "growth": growth}, indent=1))
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
 
 
@@ -285,27 +293,6 @@ GROWTH_STAGES = {  # stage -> the runs of one size, in order (the score batches 
     "score": ["score (pandas)", "score (pandas, next batch)"],
     "report": ["report"],
 }
-
-
-def growth_argv(name: str, work: Path) -> list[str]:
-    """The CLI arguments of a measured run (as in the main run's plan)."""
-    return {
-        "validate (writes snapshot)": [
-            "validate", str(work / "raw"), "--validated", str(work / "raw" / "validated")
-        ],
-        "build": ["build", "--raw", str(work / "raw"), "--out", str(work / "features")],
-        "score (pandas)": [
-            "score", "--raw", str(work / "raw"), "--as-of", AS_OF,
-            "--out", str(work / "scores.parquet"),
-        ],
-        "score (pandas, next batch)": [
-            "score", "--raw", str(work / "raw"), "--as-of", NEXT_AS_OF,
-            "--out", str(work / "scores-next.parquet"),
-        ],
-        "report": [
-            "report", "--scores", str(work / "scores.parquet"), "--out", str(work / "reports")
-        ],
-    }[name]  # fmt: skip
 
 
 def growth_rounds(root: Path, small: int, big: int, rounds: int, stages: list[str]) -> dict:
@@ -318,14 +305,13 @@ def growth_rounds(root: Path, small: int, big: int, rounds: int, stages: list[st
     unknown = [s for s in stages if s not in GROWTH_STAGES]
     if unknown:
         raise SystemExit(f"--growth-stages: unknown stage {unknown[0]!r}")
-    configs = {}
-    for n in (small, big):  # each size its own history store, the main run's champion
-        cfg = root / f"config-growth-{n}.yaml"
-        cfg.write_text(
-            f"paths:\n  data_dir: {root / f'data-growth-{n}'}\n  mlflow_dir: {root / 'mlflow'}\n"
-            "train:\n  trials: 0\n"
+    configs = {  # each size its own history store, the main run's champion
+        n: write_config(
+            root / f"config-growth-{n}.yaml", root / f"data-growth-{n}", root / "mlflow"
         )
-        configs[n] = ["-c", str(cfg)]
+        for n in (small, big)
+    }
+    plans = {n: dict(stage_plan(root / f"n{n}", n)) for n in (small, big)}
     runs: dict[str, dict[int, list[dict]]] = {}
     for k in range(rounds):
         order = (small, big) if k % 2 == 0 else (big, small)
@@ -335,7 +321,7 @@ def growth_rounds(root: Path, small: int, big: int, rounds: int, stages: list[st
                     history = root / f"data-growth-{n}" / "scores" / "history.sqlite"
                     history.unlink(missing_ok=True)
                 for name in GROWTH_STAGES[stage]:
-                    r = run([*CLI, *growth_argv(name, root / f"n{n}"), *configs[n]])
+                    r = run([*CLI, *plans[n][name], *configs[n]])
                     r.pop("tail", None)
                     runs.setdefault(name, {small: [], big: []})[n].append(r)
                     print(

@@ -35,12 +35,10 @@ from typing import Any
 
 from partnerscore.features.core import PartnerscoreError
 
-BATCH_MMAP_THRESHOLD = 64 << 20
-"""glibc malloc serves blocks below 64 MB from its heap in a batch process (see
-:func:`tune_batch_memory`)."""
-BATCH_TRIM_THRESHOLD = 256 << 20
-"""... and returns heap memory to the system only once 256 MB are free at its top."""
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+BATCH_TRIM_THRESHOLD = 2**31 - 1
+"""glibc malloc returns heap memory to the system only once ~2 GB are free at the top of its
+heap in a batch process (the largest value ``mallopt`` takes; see :func:`tune_batch_memory`)."""
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc malloc.h)
 
 _TASKS: list[Callable[[], Any]] = []
 """The tasks of the pool being started (inherited by its forked workers)."""
@@ -127,16 +125,24 @@ class WorkerPool:
 def tune_batch_memory() -> dict[str, bool]:
     """Make a short-lived batch process reuse its memory instead of faulting in fresh pages.
 
-    A batch job allocates and frees arrays of a few MB to tens of MB many times; by default
-    numpy asks for transparent huge pages for every array of 4 MB or more and glibc returns
-    every freed block above its (adaptive, at most 32 MB) mmap threshold to the system, so
-    the next array of that size faults in zeroed pages again. On the benchmark VM page faults
-    were a third of the 100k-partner score job's CPU time (3.7-6.4 s of system time). This
-    turns numpy's huge-page advice off and keeps blocks below
-    :data:`BATCH_MMAP_THRESHOLD` on glibc's heap (trimmed beyond
-    :data:`BATCH_TRIM_THRESHOLD`): ~2 s less CPU at 100k partners, peak RSS ~+0.1-0.2 GB.
-    Process-wide and not undone: only for a command-line job's own process (not a server).
-    Memory placement only: no result depends on it.
+    A batch job allocates and frees arrays of a few MB to GBs many times. By default numpy
+    asks for transparent huge pages for every array of 4 MB or more, and glibc serves every
+    block above its (adaptive, at most 32 MB) mmap threshold with a fresh mapping that it
+    unmaps on free, so the next array of that size faults in zeroed pages again. On the
+    benchmark VM (nested paging, free memory handed back to the host) a GB of fresh memory
+    costs 1-2.6 s of system time, and faults were a third of the 100k-partner score job's CPU
+    time and half of the 1M one's.
+
+    This turns numpy's huge-page advice off and makes glibc serve every block of the main
+    thread (and of forked workers) from its heap (``M_MMAP_MAX`` 0), returning memory to the
+    system only once :data:`BATCH_TRIM_THRESHOLD` is free at the heap's top. A helper
+    thread's blocks above 64 MB (glibc's per-thread heap size) are still mapped afresh, and
+    Arrow's own allocator (mimalloc) is left as it is. Measured (README, "Scale benchmark"):
+    the 1M-partner score job's minor faults 11.3M -> 7.3M (the same 0.67M at 100k: its
+    arrays were below the earlier 64 MB threshold already) and ~14 s less system time (mean
+    of 4 runs each); peak RSS about the same at 100k partners and +1 GB at 1M. Process-wide
+    and not undone: only for a command-line job's own process (not a server). Memory
+    placement only: no result depends on it.
 
     Returns:
         Which of the two settings took effect (``numpy_hugepage_off``, ``glibc_malloc``).
@@ -153,8 +159,7 @@ def tune_batch_memory() -> dict[str, bool]:
         try:
             mallopt = ctypes.CDLL(None).mallopt
             done["glibc_malloc"] = bool(
-                mallopt(_M_MMAP_THRESHOLD, BATCH_MMAP_THRESHOLD)
-                and mallopt(_M_TRIM_THRESHOLD, BATCH_TRIM_THRESHOLD)
+                mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, BATCH_TRIM_THRESHOLD)
             )
         except (OSError, AttributeError):  # pragma: no cover - no C library symbols
             pass

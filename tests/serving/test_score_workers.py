@@ -417,6 +417,29 @@ def test_tune_batch_memory_takes_effect():
     assert done.stdout.strip() == "ok", done.stderr
 
 
+@pytest.mark.skipif(not parallel._glibc(), reason="glibc's malloc settings")
+def test_tune_batch_memory_serves_large_blocks_from_the_heap():
+    """After ``tune_batch_memory`` a 256 MB block comes from glibc's heap (``[heap]`` in the
+    process's maps), where it is reused after a free; untuned, glibc maps it afresh."""
+    code = (
+        "import ctypes, sys; from partnerscore.features.parallel import tune_batch_memory; "
+        "tuned = sys.argv[1] == 'tuned'; tuned and tune_batch_memory(); "
+        "libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; "
+        "p = libc.malloc(256 << 20); "
+        "heap = [l for l in open('/proc/self/maps') if l.rstrip().endswith('[heap]')]; "
+        "lo, hi = (int(x, 16) for x in heap[0].split()[0].split('-')); "
+        "print('heap' if lo <= p < hi else 'mapped')"
+    )
+    seen = {}
+    for mode in ("tuned", "default"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, mode], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        seen[mode] = done.stdout.strip()
+    assert seen == {"tuned": "heap", "default": "mapped"}
+
+
 # -- the pieces --------------------------------------------------------------------------------
 
 

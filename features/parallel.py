@@ -129,8 +129,8 @@ def tune_batch_memory() -> dict[str, bool]:
     asks for transparent huge pages for every array of 4 MB or more, and glibc serves every
     block above its (adaptive, at most 32 MB) mmap threshold with a fresh mapping that it
     unmaps on free, so the next array of that size faults in zeroed pages again. On the
-    benchmark VM (nested paging, free memory handed back to the host) a GB of fresh memory
-    costs 1-2.6 s of system time, and faults were a third of the 100k-partner score job's CPU
+    benchmark VM (nested paging) a GB of memory not used in the last seconds costs 1-2.6 s
+    of system time to fault in, and faults were a third of the 100k-partner score job's CPU
     time and half of the 1M one's.
 
     This turns numpy's huge-page advice off and makes glibc serve every block of the main

@@ -170,6 +170,10 @@ def main() -> None:
         help="comma-separated stages for --growth-rounds (score: both pandas batches)",
     )
     args = parser.parse_args()
+    # before the main run: a misspelt growth stage would otherwise end the job after it
+    unknown = [s for s in args.growth_stages.split(",") if s not in GROWTH_STAGES]
+    if unknown:
+        raise SystemExit(f"--growth-stages: unknown stage {unknown[0]!r}")
     stages = set(args.stages.split(",")) if args.stages else None
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -302,9 +306,6 @@ def growth_rounds(root: Path, small: int, big: int, rounds: int, stages: list[st
         Per run name: the CPU/user/sys/wall/RSS of every round at both sizes, the ratio of
         each round and the pooled ratio (sum of the big size's CPU / sum of the small's).
     """
-    unknown = [s for s in stages if s not in GROWTH_STAGES]
-    if unknown:
-        raise SystemExit(f"--growth-stages: unknown stage {unknown[0]!r}")
     configs = {  # each size its own history store, the main run's champion
         n: write_config(
             root / f"config-growth-{n}.yaml", root / f"data-growth-{n}", root / "mlflow"

@@ -38,7 +38,7 @@ from partnerscore.features.core import PartnerscoreError
 BATCH_TRIM_THRESHOLD = 2**31 - 1
 """glibc malloc returns heap memory to the system only once ~2 GB are free at the top of its
 heap in a batch process (the largest value ``mallopt`` takes; see :func:`tune_batch_memory`)."""
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # mallopt parameters (glibc malloc.h)
 
 _TASKS: list[Callable[[], Any]] = []
 """The tasks of the pool being started (inherited by its forked workers)."""
@@ -133,16 +133,20 @@ def tune_batch_memory() -> dict[str, bool]:
     of system time to fault in, and faults were a third of the 100k-partner score job's CPU
     time and half of the 1M one's.
 
-    This turns numpy's huge-page advice off and makes glibc serve every block of the main
-    thread (and of forked workers) from its heap (``M_MMAP_MAX`` 0), returning memory to the
-    system only once :data:`BATCH_TRIM_THRESHOLD` is free at the heap's top. A helper
-    thread's blocks above 64 MB (glibc's per-thread heap size) are still mapped afresh, and
-    Arrow's own allocator (mimalloc) is left as it is. Measured (README, "Scale benchmark"):
-    the 1M-partner score job's minor faults 11.3M -> 7.3M (the same 0.67M at 100k: its
-    arrays were below the earlier 64 MB threshold already) and ~14 s less system time (mean
-    of 4 runs each); peak RSS about the same at 100k partners and +1 GB at 1M. Process-wide
-    and not undone: only for a command-line job's own process (not a server). Memory
-    placement only: no result depends on it.
+    This turns numpy's huge-page advice off and makes glibc serve every block from its heap
+    (``M_MMAP_MAX`` 0), returning memory to the system only once :data:`BATCH_TRIM_THRESHOLD`
+    is free at the heap's top. Helper threads share that heap (``M_ARENA_MAX`` 1): a thread's
+    own arena grows in 64 MB heaps and maps every larger block afresh, as the feature
+    builders' event-level columns are at 1M partners (61M portal events: 490 MB per 8-byte
+    column; 49 MB at 100k). Arrow's own allocator (mimalloc) is left as it is. The arena
+    limit takes effect only if no helper thread has allocated yet: call this first thing.
+    Measured (README, "Scale benchmark"), minor faults at 1M partners: score 11.3M -> 7.3M
+    with the heap settings and ~14 s less system time (mean of 4 runs each; the same 0.67M
+    at 100k, whose arrays were below the earlier 64 MB threshold already), then 7.3M -> 6.6M
+    with the shared arena and build 1.4-1.7M -> 1.2M, CPU the same within the VM's noise (3
+    runs each). Peak RSS about the same at 100k partners and +1 GB at 1M. Process-wide and
+    not undone: only for a command-line job's own process (not a server). Memory placement
+    only: no result depends on it.
 
     Returns:
         Which of the two settings took effect (``numpy_hugepage_off``, ``glibc_malloc``).
@@ -159,7 +163,9 @@ def tune_batch_memory() -> dict[str, bool]:
         try:
             mallopt = ctypes.CDLL(None).mallopt
             done["glibc_malloc"] = bool(
-                mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, BATCH_TRIM_THRESHOLD)
+                mallopt(_M_MMAP_MAX, 0)
+                and mallopt(_M_TRIM_THRESHOLD, BATCH_TRIM_THRESHOLD)
+                and mallopt(_M_ARENA_MAX, 1)
             )
         except (OSError, AttributeError):  # pragma: no cover - no C library symbols
             pass

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -420,15 +421,28 @@ def test_tune_batch_memory_takes_effect():
 @pytest.mark.skipif(not parallel._glibc(), reason="glibc's malloc settings")
 def test_tune_batch_memory_serves_large_blocks_from_the_heap():
     """After ``tune_batch_memory`` a 256 MB block comes from glibc's heap (``[heap]`` in the
-    process's maps), where it is reused after a free; untuned, glibc maps it afresh."""
-    code = (
-        "import ctypes, sys; from partnerscore.features.parallel import tune_batch_memory; "
-        "tuned = sys.argv[1] == 'tuned'; tuned and tune_batch_memory(); "
-        "libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; "
-        "p = libc.malloc(256 << 20); "
-        "heap = [l for l in open('/proc/self/maps') if l.rstrip().endswith('[heap]')]; "
-        "lo, hi = (int(x, 16) for x in heap[0].split()[0].split('-')); "
-        "print('heap' if lo <= p < hi else 'mapped')"
+    process's maps), where it is reused after a free, in the main thread and in a helper
+    thread started later (the feature builders' threads); untuned, glibc maps it afresh."""
+    code = textwrap.dedent(
+        """
+        import ctypes, sys, threading
+        from partnerscore.features.parallel import tune_batch_memory
+        if sys.argv[1] == "tuned":
+            tune_batch_memory()
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+
+        def where(block):
+            maps = [line for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
+            lo, hi = (int(x, 16) for x in maps[0].split()[0].split("-"))
+            return "heap" if lo <= block < hi else "mapped"
+
+        seen = [where(libc.malloc(256 << 20))]
+        helper = threading.Thread(target=lambda: seen.append(where(libc.malloc(256 << 20))))
+        helper.start()
+        helper.join()
+        print(*seen)
+        """
     )
     seen = {}
     for mode in ("tuned", "default"):
@@ -437,7 +451,7 @@ def test_tune_batch_memory_serves_large_blocks_from_the_heap():
         )
         assert done.returncode == 0, done.stderr
         seen[mode] = done.stdout.strip()
-    assert seen == {"tuned": "heap", "default": "mapped"}
+    assert seen == {"tuned": "heap heap", "default": "mapped mapped"}
 
 
 # -- the pieces --------------------------------------------------------------------------------

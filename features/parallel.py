@@ -143,7 +143,7 @@ def tune_batch_memory() -> dict[str, bool]:
     Measured (README, "Scale benchmark"), minor faults at 1M partners: score 11.3M -> 7.3M
     with the heap settings and ~14 s less system time (mean of 4 runs each; the same 0.67M
     at 100k, whose arrays were below the earlier 64 MB threshold already), then 7.3M -> 6.6M
-    with the shared arena and build 1.4-1.7M -> 1.2M, CPU the same within the VM's noise (3
+    with the shared arena and build 1.4-1.7M -> 1.1-1.4M, CPU the same within the VM's noise (3
     runs each). Peak RSS about the same at 100k partners and +1 GB at 1M. Process-wide and
     not undone: only for a command-line job's own process (not a server). Memory placement
     only: no result depends on it.

@@ -3,11 +3,14 @@
 Every cross-row rule of the features, labels and scores is per partner, so a job can run on
 groups of partners one at a time (``build`` on a large program, the Spark engine's tasks) and
 give the whole job's result. The split reads each snapshot file in batches of
-:data:`SPLIT_BATCH` rows with pyarrow (typed, no pandas), numbers the rows, and appends each
-group's rows to one Arrow IPC file per (group, table, split task):
-``<folder>/g<group>/<table>-<task>.arrow``. :func:`group_tables` reads a group's files back as
-the frames a whole read gives for that group's partners (``pq.read_table(...).to_pandas()``
-filtered), rows in input order. Memory: one batch while splitting, one group while reading.
+:data:`SPLIT_BATCH` rows with pyarrow (typed, no pandas) and appends each group's rows to one
+Arrow IPC file per (group, table, split task): ``<folder>/g<group>/<table>-<task>.arrow``. A
+task that splits one chunk (some row groups) of a table numbers its rows (``_row``) so that the
+chunks' parts can be merged back in input order; a task that splits a whole file writes no
+numbers (its parts are in input order already, and every byte written costs).
+:func:`group_tables` reads a group's files back as the frames a whole read gives for that
+group's partners (``pq.read_table(...).to_pandas()`` filtered), rows in input order.
+Memory: one batch while splitting, one group while reading.
 
 Two ways to assign groups, both a pure function of the id text (the same in every process):
 
@@ -63,8 +66,15 @@ class RangeGroups:
     def __init__(self, partner_ids: Iterable[str], size: int) -> None:
         if size < 1:
             raise ValueError(f"group size must be at least 1, got {size}")
-        ordered = sorted({str(p) for p in partner_ids})
-        self.starts = np.asarray(ordered[::size] or [""], dtype=object)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not isinstance(partner_ids, (pa.Array, pa.ChunkedArray, pd.Series)):
+            partner_ids = [str(p) for p in partner_ids]
+        ids = pc.unique(pa.array(partner_ids, pa.large_string()))
+        # Arrow orders text by its UTF-8 bytes: the code point order of sorted()
+        firsts = ids.take(pc.sort_indices(ids).to_numpy()[::size]).to_pylist()
+        self.starts = np.asarray(firsts or [""], dtype=object)
         self.n_groups = len(self.starts)
 
     def __call__(self, ids, n_groups: int | None = None) -> np.ndarray:
@@ -81,7 +91,8 @@ def split_rows(
 
     Args:
         spec: ``(task index, table name, Parquet path, columns, row groups or None for all,
-            number of the chunk's first row)``.
+            number of the chunk's first row)``. With row groups the rows get an ``_row`` column
+            (their number in the file); every task of a table split in chunks must give them.
         folder: The groups' folder.
         n_groups: Number of groups.
         group_of: Group of each id.
@@ -101,9 +112,11 @@ def split_rows(
             batch_size=SPLIT_BATCH, row_groups=row_groups, columns=columns, use_threads=False
         ):
             n = batch.num_rows
-            table = pa.Table.from_batches([batch]).append_column(
-                "_row", pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64))
-            )
+            table = pa.Table.from_batches([batch])
+            if row_groups is not None:  # one chunk of several: number the rows to merge them
+                table = table.append_column(
+                    "_row", pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64))
+                )
             offset += n
             group = group_of(table.column("partner_id"), n_groups)
             order = np.argsort(group, kind="stable")
@@ -147,9 +160,11 @@ def group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame
             out[name] = schema_table.to_pandas()
             continue
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        if len(parts) > 1:
+        if len(parts) > 1:  # chunks of one table: merged back into input order
             table = table.take(pc.sort_indices(table["_row"]))
-        out[name] = table.drop_columns(["_row"]).to_pandas()
+        if "_row" in table.column_names:
+            table = table.drop_columns(["_row"])
+        out[name] = table.to_pandas()
     return out
 
 

@@ -44,8 +44,41 @@ def make_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFram
         ages: Onboarding ages in days.
 
     Returns:
-        Frame of partner_id, as_of, age_days, signed_at sorted by partner_id, as_of.
+        Frame of partner_id, as_of, age_days, signed_at sorted by partner_id, as_of (ties in
+        the order of ``ages``).
+
+    The rows are laid out in their sorted order directly: the partners sorted by id (one
+    stable sort of the partners, not of every snapshot's text), each partner's ages ascending.
+    With a repeated id or a missing signing date that would not be the sorted order, so
+    those tables are sorted as a whole (:func:`_sorted_snapshots`, the reference).
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    signed = pd.to_datetime(partners["signed_at"])
+    ids = partners["partner_id"].astype(str).array
+    order = ids.argsort(kind="stable")
+    ordered = pa.array(ids.take(order), pa.large_string())
+    repeated = len(ordered) > 1 and not pc.all(pc.not_equal(ordered[1:], ordered[:-1])).as_py()
+    if not len(ids) or repeated or signed.isna().any():
+        return _sorted_snapshots(partners, ages)
+    steps = np.asarray([int(age) for age in ages], dtype=np.int64)
+    by_age = np.argsort(steps, kind="stable")
+    rows = np.repeat(order, len(steps))
+    days = np.tile(steps[by_age], len(order))
+    signed_at = signed.to_numpy()[rows]
+    return pd.DataFrame(
+        {
+            "partner_id": ids.take(rows),
+            "as_of": signed_at + days.astype("timedelta64[D]"),
+            "age_days": days,
+            "signed_at": signed_at,
+        }
+    )
+
+
+def _sorted_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFrame:
+    """:func:`make_snapshots` by sorting every (partner, age) row (any partners table)."""
     signed = pd.to_datetime(partners["signed_at"])
     frames = [
         pd.DataFrame(
@@ -412,9 +445,10 @@ def _build_in_groups(
     snapshots (onboarding ages or ``cutoffs``) and the groups: consecutive partner ids in
     sorted order, ``size`` each (:class:`~partnerscore.features.groups.RangeGroups`), so the
     parts, written in group order to one Parquet file, are the whole build's rows in its
-    order. Every table's rows are split once by group into Arrow files in a scratch folder
-    beside ``target`` (removed at the end); each group's tables are then read back and built
-    with :func:`build_training_set`, with the whole snapshot's data end.
+    order. Every event table's rows are split once by group into Arrow files in a scratch
+    folder beside ``target`` (removed at the end); each group's tables are then read back (its
+    partners taken from the partners table in memory) and built with
+    :func:`build_training_set`, with the whole snapshot's data end.
 
     Returns:
         (a :class:`RawData` with the counts, fingerprints, data end and the tables' names, the
@@ -441,12 +475,14 @@ def _build_in_groups(
     snapshot = find_snapshot(raw_dir, validated, qdir, config=validation, content=False)
     if snapshot is None:
         return validate_and_build()
-    partners = pq.read_table(snapshot.tables["partners"]).to_pandas()
     empty = {}  # table -> an empty Arrow table of the columns the build reads
     for name, path in snapshot.tables.items():
         schema = pq.read_schema(path)
         unread = BUILD_UNREAD_COLUMNS.get(name, ())
         empty[name] = schema.empty_table().select([c for c in schema.names if c not in unread])
+    partners = pq.read_table(
+        snapshot.tables["partners"], columns=empty["partners"].column_names
+    ).to_pandas()
     whole = RawData(
         tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
         report=snapshot.report,
@@ -458,9 +494,12 @@ def _build_in_groups(
     snapshots, dropped = training_snapshots(whole, config, planned)
     ranges = RangeGroups(partners["partner_id"].astype(str), size)
     snap_group = ranges(pa.array(snapshots["partner_id"].to_numpy(dtype=object), pa.string()))
+    # the partners table is in memory already: each group takes its rows from it, not a split
+    partner_group = ranges(pa.array(partners["partner_id"].to_numpy(dtype=object), pa.string()))
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".build-groups-", dir=target.parent))
     keys: list[pd.DataFrame] = []
+    events = {name: table for name, table in empty.items() if name != "partners"}
 
     def write_groups() -> None:
         out = AppendedFile(target)
@@ -469,7 +508,9 @@ def _build_in_groups(
                 rows = snap_group == g
                 if not rows.any():
                     continue
-                tables = group_tables(str(scratch), g, empty)
+                tables = {
+                    "partners": partners[partner_group == g].reset_index(drop=True)
+                } | group_tables(str(scratch), g, events)
                 part = build_training_set(
                     RawData(tables, snapshot.report, snapshot.files, {}, snapshot.data_end),
                     config,
@@ -489,8 +530,8 @@ def _build_in_groups(
         # the raw files are hashed (SHA-256 releases the GIL) while two threads split the
         # tables, biggest first (Parquet decoding and Arrow writes release it too)
         specs = [
-            (i, name, str(path), empty[name].column_names, None, 0)
-            for i, (name, path) in enumerate(snapshot.tables.items())
+            (i, name, str(snapshot.tables[name]), table.column_names, None, 0)
+            for i, (name, table) in enumerate(events.items())
         ]
         specs.sort(key=lambda spec: -Path(spec[2]).stat().st_size)
         with ThreadPoolExecutor(max_workers=1) as pool:

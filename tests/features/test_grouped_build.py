@@ -80,6 +80,23 @@ def test_range_groups_are_consecutive_sorted_ids():
         RangeGroups(ids, 0)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6)),
+    size=st.integers(1, 5),
+)
+def test_range_groups_start_where_python_sorting_says(ids, size):
+    # Arrow sorts the ids (UTF-8 bytes); the slow twin is Python's sorted() (code points)
+    import pyarrow as pa
+
+    groups = RangeGroups(ids, size)
+    ordered = sorted(set(ids))
+    assert groups.starts.tolist() == (ordered[::size] or [""])
+    if ids:
+        got = groups(pa.array(ids, pa.string())).tolist()
+        assert got == [ordered.index(pid) // size for pid in ids]
+
+
 @pytest.mark.parametrize("size", [1, 37, PARTNERS - 1])
 def test_grouped_build_writes_the_whole_build(small_raw, tmp_path, size):
     raw = snapshotted(small_raw, tmp_path / "raw")

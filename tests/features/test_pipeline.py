@@ -3,10 +3,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.pipeline import (
+    _sorted_snapshots,
     build_features,
     build_labels,
     build_scoring_frame,
@@ -285,3 +288,24 @@ def test_default_build_counts_dropped_snapshots(built_dir):
 
     manifest = json.loads((built_dir / "manifest.json").read_text())
     assert manifest["snapshots_dropped_incomplete_horizon"] > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ids=st.lists(st.sampled_from(["P1", "P10", "P100", "P2", "p1", "é", "Z", ""]), max_size=8),
+    days=st.lists(st.one_of(st.none(), st.integers(-400, 4000)), min_size=8, max_size=8),
+    ages=st.lists(st.integers(0, 400), min_size=1, max_size=5),
+    unique=st.booleans(),
+)
+def test_make_snapshots_equals_sorting_every_row(ids, days, ages, unique):
+    # the rows laid out in sorted order equal the slow twin that sorts them all (repeated ids,
+    # missing signing dates, unsorted and repeated ages included)
+    if unique:
+        ids = list(dict.fromkeys(ids))
+    signed = [
+        None if d is None else pd.Timestamp("2024-01-01 09:30") + pd.Timedelta(days=d)
+        for d in days[: len(ids)]
+    ]
+    partners = pd.DataFrame({"partner_id": ids, "signed_at": pd.to_datetime(pd.Series(signed))})
+    got = make_snapshots(partners, tuple(ages))
+    pd.testing.assert_frame_equal(got, _sorted_snapshots(partners, tuple(ages)))

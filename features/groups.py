@@ -69,9 +69,15 @@ class RangeGroups:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if not isinstance(partner_ids, (pa.Array, pa.ChunkedArray, pd.Series)):
-            partner_ids = [str(p) for p in partner_ids]
-        ids = pc.unique(pa.array(partner_ids, pa.large_string()))
+        # every id as its text (``str(p)``), as an Arrow array without a Python object per id
+        # where the ids are a column already
+        if isinstance(partner_ids, (pa.Array, pa.ChunkedArray)):
+            ids = partner_ids.cast(pa.large_string())
+        elif isinstance(partner_ids, pd.Series):
+            ids = pa.array(partner_ids.astype(str).array, pa.large_string())
+        else:
+            ids = pa.array([str(p) for p in partner_ids], pa.large_string())
+        ids = pc.unique(ids)
         # Arrow orders text by its UTF-8 bytes: the code point order of sorted()
         firsts = ids.take(pc.sort_indices(ids).to_numpy()[::size]).to_pylist()
         self.starts = np.asarray(firsts or [""], dtype=object)

@@ -492,10 +492,14 @@ def _build_in_groups(
     )
     planned = read_cutoffs(cutoffs, partners) if cutoffs is not None else None
     snapshots, dropped = training_snapshots(whole, config, planned)
-    ranges = RangeGroups(partners["partner_id"].astype(str), size)
-    snap_group = ranges(pa.array(snapshots["partner_id"].to_numpy(dtype=object), pa.string()))
+    ranges = RangeGroups(partners["partner_id"], size)
+
+    def group_of(frame: pd.DataFrame) -> np.ndarray:
+        return ranges(pa.array(frame["partner_id"].astype(str).array, pa.large_string()))
+
+    snap_group = group_of(snapshots)
     # the partners table is in memory already: each group takes its rows from it, not a split
-    partner_group = ranges(pa.array(partners["partner_id"].to_numpy(dtype=object), pa.string()))
+    partner_group = group_of(partners)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".build-groups-", dir=target.parent))
     keys: list[pd.DataFrame] = []

@@ -80,6 +80,23 @@ def test_range_groups_are_consecutive_sorted_ids():
         RangeGroups(ids, 0)
 
 
+def test_range_groups_take_ids_of_any_kind_as_their_text():
+    # a list, a pandas column or an Arrow array of the same ids give the same ranges
+    import pyarrow as pa
+
+    expected = RangeGroups(["3", "10", "2", "10"], 2).starts.tolist()
+    assert expected == ["10", "3"]
+    for ids in (
+        [3, 10, 2, 10],
+        pd.Series([3, 10, 2, 10]),
+        pd.Series(["3", "10", "2", "10"], dtype=object),
+        pa.array(["3", "10", "2", "10"]),
+        pa.chunked_array([["3", "10"], ["2", "10"]]),
+        pa.array([3, 10, 2, 10]),
+    ):
+        assert RangeGroups(ids, 2).starts.tolist() == expected, ids
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     ids=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6)),

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from partnerscore.features.registry import FeatureSpec
 from partnerscore.models.config import PolicyConfig
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
 from partnerscore.models.intervals import RevenueIntervals
+
+if TYPE_CHECKING:  # LightGBM and scikit-learn: not needed to score (see scoring_view)
+    from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
 
 QUANTILES = np.linspace(0.0, 1.0, 101)
 
@@ -116,6 +120,24 @@ class PartnerModel:
             "revenue_quantiles": np.quantile(preds["pred_revenue"], QUANTILES).tolist(),
             "engagement_quantiles": np.quantile(preds["pred_engagement"], QUANTILES).tolist(),
         }
+
+    def scoring_view(self) -> PartnerModel | None:
+        """The model with lean heads: it scores without importing LightGBM or scikit-learn.
+
+        The same scores, drivers and subscores as the model's, bit for bit
+        (:mod:`~partnerscore.models.head_scoring`); ``predict`` sums the contributions
+        instead of asking the booster (equal to rounding). None when a head needs LightGBM to
+        score (a tree too large for the compiled tables) or scikit-learn (a step ``isotonic``
+        calibration map).
+        """
+        from partnerscore.models.head_scoring import lean_head
+
+        revenue, engagement = lean_head(self.revenue), lean_head(self.engagement)
+        if revenue is None or engagement is None:
+            return None
+        return dataclasses.replace(
+            self, revenue=revenue, engagement=engagement, metadata=dict(self.metadata)
+        )
 
     def revenue_intervals(self, pred_revenue: np.ndarray) -> dict[str, np.ndarray] | None:
         """The interval columns: ``pred_revenue_lo`` / ``_hi`` / ``_sd`` / ``_median``.

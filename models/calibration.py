@@ -11,20 +11,42 @@ Three candidates, all monotone in the margin:
   increasing between centroids, so it does not collapse thousands of scores onto ~30 values.
 
 :func:`choose_calibrator` picks among them by cross-validated log loss on the calibration rows.
+
+scikit-learn fits the maps; a fitted map predicts from numbers only (coefficients,
+centroids), with numpy, so the scoring job can apply a copy without scikit-learn state
+(:func:`lean_copy`) without importing scikit-learn (:mod:`partnerscore.models.head_scoring`).
+The logistic maps also keep the fitted scikit-learn model (``model_``), which is what earlier
+versions of this module predict with.
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 EPS = 1e-4
 
 
 def _clip(p: np.ndarray) -> np.ndarray:
     return np.clip(p, EPS, 1 - EPS)
+
+
+def _logistic(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """P(y = 1) of a fitted binary logistic regression.
+
+    Its decision function ``X @ coef.T + intercept`` through the logistic function.
+    """
+    decision = (X @ coef.T + intercept).ravel()
+    with np.errstate(over="ignore"):  # exp(-decision) = inf: probability 0, as expit gives
+        return 1.0 / (1.0 + np.exp(-decision))
+
+
+def _fitted_logistic(X: np.ndarray, y: np.ndarray, **options):
+    """scikit-learn's LogisticRegression fitted on (X, y)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(**options).fit(X, y)
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -39,12 +61,16 @@ class PlattCalibrator:
 
     def fit(self, margin: np.ndarray, y: np.ndarray) -> PlattCalibrator:
         """Fit on margins and 0/1 labels."""
-        self.model_ = LogisticRegression(C=1e6).fit(np.reshape(margin, (-1, 1)), y)
+        self.model_ = _fitted_logistic(np.reshape(margin, (-1, 1)), y, C=1e6)
+        self.coef_, self.intercept_ = self.model_.coef_.copy(), self.model_.intercept_.copy()
         return self
 
     def predict(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated probabilities."""
-        return _clip(self.model_.predict_proba(np.reshape(margin, (-1, 1)))[:, 1])
+        X = np.reshape(np.asarray(margin, dtype=float), (-1, 1))
+        if "coef_" not in vars(self):  # fitted by an earlier version: its sklearn model only
+            return _clip(self.model_.predict_proba(X)[:, 1])
+        return _clip(_logistic(X, self.coef_, self.intercept_))
 
 
 class BetaCalibrator:
@@ -67,19 +93,23 @@ class BetaCalibrator:
         X = self._design(margin)
         self.columns_ = [0, 1]
         for _ in range(2):
-            model = LogisticRegression(C=1e6, max_iter=1000).fit(X[:, self.columns_], y)
+            model = _fitted_logistic(X[:, self.columns_], y, C=1e6, max_iter=1000)
             negative = [c for c, w in zip(self.columns_, model.coef_[0], strict=True) if w < 0]
             if not negative:
                 break
             self.columns_ = [c for c in self.columns_ if c not in negative] or [1]
         else:
-            model = LogisticRegression(C=1e6, max_iter=1000).fit(X[:, self.columns_], y)
+            model = _fitted_logistic(X[:, self.columns_], y, C=1e6, max_iter=1000)
         self.model_ = model
+        self.coef_, self.intercept_ = model.coef_.copy(), model.intercept_.copy()
         return self
 
     def predict(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated probabilities."""
-        return _clip(self.model_.predict_proba(self._design(margin)[:, self.columns_])[:, 1])
+        X = self._design(margin)[:, self.columns_]
+        if "coef_" not in vars(self):  # fitted by an earlier version: its sklearn model only
+            return _clip(self.model_.predict_proba(X)[:, 1])
+        return _clip(_logistic(X, self.coef_, self.intercept_))
 
 
 class SmoothIsotonicCalibrator:
@@ -89,6 +119,8 @@ class SmoothIsotonicCalibrator:
 
     def fit(self, margin: np.ndarray, y: np.ndarray) -> SmoothIsotonicCalibrator:
         """Fit on margins and 0/1 labels."""
+        from sklearn.isotonic import IsotonicRegression
+
         m = np.asarray(margin, dtype=float)
         iso = IsotonicRegression(y_min=EPS, y_max=1 - EPS, out_of_bounds="clip").fit(m, y)
         fitted = iso.predict(m)
@@ -110,10 +142,27 @@ class SmoothIsotonicCalibrator:
 CALIBRATORS = {c.name: c for c in (PlattCalibrator, BetaCalibrator, SmoothIsotonicCalibrator)}
 
 
+def lean_copy(calibrator: object) -> object | None:
+    """A copy of a fitted map without scikit-learn state (same predictions), or None.
+
+    None for a scikit-learn object (the step ``isotonic`` map) and for logistic maps fitted by
+    earlier versions (no coefficients of their own).
+    """
+    if type(calibrator) not in CALIBRATORS.values():
+        return None
+    if isinstance(calibrator, PlattCalibrator | BetaCalibrator) and "coef_" not in vars(calibrator):
+        return None
+    lean = copy.copy(calibrator)
+    vars(lean).pop("model_", None)
+    return lean
+
+
 def cross_validated_log_loss(
     margin: np.ndarray, y: np.ndarray, names: tuple[str, ...], folds: int = 5, seed: int = 0
 ) -> dict[str, float]:
     """Out-of-fold log loss of each candidate map on (margin, y), stratified folds."""
+    from sklearn.model_selection import StratifiedKFold
+
     y = np.asarray(y).astype(int)
     margin = np.asarray(margin, dtype=float)
     k = int(min(folds, np.bincount(y, minlength=2).min()))

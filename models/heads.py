@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 
 from partnerscore.models.calibration import CALIBRATORS, choose_calibrator
+from partnerscore.models.head_scoring import EngagementScoring, HeadScoring, RevenueScoring
 from partnerscore.models.treeshap import TreeShapTables
 
 MAX_DEPTH = 8
@@ -23,8 +24,8 @@ MAX_LEAVES = 63
 MAX_TREES = 2000
 
 
-class _LightGBMHead(BaseEstimator):
-    """Parameters shared by both heads.
+class _LightGBMHead(BaseEstimator, HeadScoring):
+    """Parameters shared by both heads (the scoring code: :mod:`~partnerscore.models.head_scoring`).
 
     ``monotone_constraints`` (one of -1, 0, 1 per input column, or None) makes the margin
     non-decreasing (1) or non-increasing (-1) in a feature; the training job derives it from
@@ -122,41 +123,12 @@ class _LightGBMHead(BaseEstimator):
         """The fitted LightGBM booster."""
         return self.model_.booster_
 
-    def _offset(self) -> float:
-        """Constant added to the booster's margin (the revenue head's recalibration)."""
-        return 0.0
-
-    def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
-        """Per-row margin offsets, each folded into one feature's contribution (none here)."""
-        return []
-
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """Raw margin (log for revenue, logit for engagement) per row."""
         margin = self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs) + self._offset()
         for _, offset in self._row_offsets(X):
             margin += offset
         return margin
-
-    def raw_contributions(self, X: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
-        """SHAP contributions in raw-margin space: shape (n, k + 1), last column the base value.
-
-        Exact path-dependent TreeSHAP (as ``shap.TreeExplainer`` and LightGBM ``pred_contrib``);
-        row sums equal :meth:`raw_score`. Small trees go through precompiled lookup tables
-        (:mod:`partnerscore.models.treeshap`), several times faster than ``pred_contrib``.
-        """
-        tables = self._shap_tables()
-        if tables is not None:
-            contrib = tables.contributions(X)
-        else:
-            contrib = self.booster_.predict(
-                X, pred_contrib=True, num_threads=num_threads or self.n_jobs
-            )
-        offset = self._offset()
-        if offset:
-            contrib[:, -1] += offset  # the recalibration is part of the base value
-        for column, row_offset in self._row_offsets(X):
-            contrib[:, column] += row_offset  # a segment's factor is part of its feature's effect
-        return contrib
 
     def _shap_tables(self) -> TreeShapTables | None:
         """Compiled SHAP tables when every tree is small enough, else None (cached)."""
@@ -165,13 +137,30 @@ class _LightGBMHead(BaseEstimator):
             self.shap_tables_ = tables if all(t.table is not None for t in tables.trees) else False
         return self.shap_tables_ or None
 
+    def feature_ranges(self) -> dict[str, tuple[float, float]]:
+        """Observed (min, max) of each numeric feature the booster splits on, from training.
+
+        LightGBM records every feature's range in the model (``feature_infos``); features the
+        head never split on, and categorical ones, are left out.
+        """
+        dump = self.booster_.dump_model()
+        used = self.booster_.feature_importance(importance_type="split")
+        infos = dump.get("feature_infos", {})
+        out = {}
+        for name, count in zip(self.booster_.feature_name(), used, strict=True):
+            info = infos.get(name)
+            if count <= 0 or not isinstance(info, dict) or "min_value" not in info:
+                continue
+            out[name] = (float(info["min_value"]), float(info["max_value"]))
+        return out
+
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, descending."""
         gain = self.booster_.feature_importance(importance_type="gain")
         return pd.Series(gain, index=self.booster_.feature_name()).sort_values(ascending=False)
 
 
-class RevenueRegressor(_LightGBMHead):
+class RevenueRegressor(RevenueScoring, _LightGBMHead):
     """Expected revenue over the horizon: LightGBM with a tweedie objective (log link).
 
     Tweedie (1 < power < 2) fits a point mass at zero plus a heavy right tail, the shape of
@@ -257,9 +246,6 @@ class RevenueRegressor(_LightGBMHead):
         self.calibration_factor_ = float(factor)
         return self
 
-    def _offset(self) -> float:
-        return float(np.log(getattr(self, "calibration_factor_", 1.0)))
-
     # --- per-segment recalibration (training/recalibration.py fits the factors) ---
 
     def recalibrate_segments(
@@ -298,38 +284,8 @@ class RevenueRegressor(_LightGBMHead):
         self.segment_numeric_ = tuple(c for c in numeric if c in factors)
         return self
 
-    def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
-        """(feature column, log factor per row) for every segment column with factors."""
-        factors = getattr(self, "segment_factors_", None)
-        if not factors:
-            return []
-        names = list(self.feature_names_in_)
-        out = []
-        for column, table in factors.items():
-            values = X[column]
-            if column in getattr(self, "segment_numeric_", ()) and table:
-                keys = np.array(sorted(float(k) for k in table))
-                logs = np.log([table[k] for k in sorted(table, key=float)])
-                x = values.to_numpy(dtype=float)
-                band = np.clip(np.searchsorted(keys, x, side="right") - 1, 0, len(keys) - 1)
-                offset = np.where(np.isnan(x), 0.0, logs[band])
-            elif isinstance(values.dtype, pd.CategoricalDtype):
-                cats = values.cat.categories
-                lut = np.log([table.get(str(c), 1.0) for c in cats] + [1.0])
-                codes = values.cat.codes.to_numpy()
-                offset = lut[np.where(codes < 0, len(cats), codes)]
-            else:
-                text = values.astype(object).where(values.notna(), None).astype(str)
-                offset = np.log(text.map(table).astype(float).fillna(1.0).to_numpy())
-            out.append((names.index(column), offset))
-        return out
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Expected revenue per row (exp of the raw margin, recalibration included)."""
-        return np.exp(self.raw_score(X))
-
-
-class EngagementClassifier(_LightGBMHead):
+class EngagementClassifier(EngagementScoring, _LightGBMHead):
     """Probability of sustained engagement: LightGBM binary, then a calibration map.
 
     The booster is first fitted on older cohorts; the calibration map is fitted on the raw
@@ -445,21 +401,3 @@ class EngagementClassifier(_LightGBMHead):
         self.model_.fit(X, y, **fit_kwargs)
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
-
-    def calibrate(self, margin: np.ndarray) -> np.ndarray:
-        """Map raw margins to calibrated probabilities."""
-        margin = np.asarray(margin, dtype=float)
-        if isinstance(self.calibrator_, IsotonicRegression):
-            return self.calibrator_.predict(margin)
-        if hasattr(self.calibrator_, "predict_proba"):  # a LogisticRegression (older bundles)
-            return self.calibrator_.predict_proba(margin.reshape(-1, 1))[:, 1]
-        return self.calibrator_.predict(margin)
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities, shape (n, 2)."""
-        p = self.calibrate(self.raw_score(X))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """0/1 at probability 0.5."""
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

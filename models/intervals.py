@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -189,6 +188,8 @@ def portfolio_interval(
     var = float(np.sum(np.square(sd)))
     if total <= 0:
         return total, 0.0, 0.0
+    from scipy.stats import norm  # not at import: the score job needs none of SciPy
+
     s2 = np.log1p(var / total**2)
     z = float(norm.ppf(0.5 + coverage / 2))
     centre = np.log(total) - s2 / 2

@@ -17,6 +17,7 @@ schema is the scored frame of :func:`partnerscore.models.scoring.score_features`
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.model_uri import resolve_model_uri  # noqa: F401 (re-exported)
 
 ARTIFACT_KEY = "partner_model"
+# PartnerModel.scoring_view(): what the score job loads (no LightGBM or scikit-learn import)
+SCORING_ARTIFACT_KEY = "partner_model_scoring"
 PACKAGE = "partnerscore"
 # imported by the package but not declared by it (transitive dependencies used directly)
 _ALSO_PINNED = ("scipy", "joblib")
@@ -225,11 +228,17 @@ def log_partner_model(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partner_model.joblib"
         joblib.dump(model, path)
+        artifacts = {ARTIFACT_KEY: str(path)}
+        view = model.scoring_view()
+        if view is not None:
+            artifacts[SCORING_ARTIFACT_KEY] = str(Path(tmp) / "partner_model_scoring.pkl")
+            with open(artifacts[SCORING_ARTIFACT_KEY], "wb") as file:
+                pickle.dump(view, file, protocol=pickle.HIGHEST_PROTOCOL)
         code = package_tree(Path(tmp) / "code")
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=PartnerScorePyfunc(),
-            artifacts={ARTIFACT_KEY: str(path)},
+            artifacts=artifacts,
             code_paths=[str(code)],
             pip_requirements=pip_requirements(),
             signature=signature,

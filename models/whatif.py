@@ -260,19 +260,13 @@ def revenue_by_segment(scores: pd.DataFrame, moves: pd.DataFrame, tiers: list[st
 def training_ranges(model: PartnerModel) -> dict[str, tuple[float, float]]:
     """Observed (min, max) of each numeric feature in the training data, from the boosters.
 
-    LightGBM records every feature's range in the model (``feature_infos``); features neither
-    head ever split on are left out (changing them cannot move a score).
+    LightGBM records every feature's range in the model (``feature_infos``; each head's
+    ``feature_ranges``); features neither head ever split on are left out (changing them cannot
+    move a score).
     """
     out: dict[str, tuple[float, float]] = {}
     for head in (model.revenue, model.engagement):
-        dump = head.booster_.dump_model()
-        used = head.booster_.feature_importance(importance_type="split")
-        infos = dump.get("feature_infos", {})
-        for name, count in zip(head.booster_.feature_name(), used, strict=True):
-            info = infos.get(name)
-            if count <= 0 or not isinstance(info, dict) or "min_value" not in info:
-                continue
-            lo, hi = float(info["min_value"]), float(info["max_value"])
+        for name, (lo, hi) in head.feature_ranges().items():
             if name in out:
                 lo, hi = min(lo, out[name][0]), max(hi, out[name][1])
             out[name] = (lo, hi)

@@ -10,7 +10,10 @@ few registry rows and files already on disk:
 - alias or version -> (version, run id, storage location): ``registered_model_aliases`` and
   ``model_versions``, read through a read-only SQLite connection;
 - the :class:`PartnerModel`: the pyfunc's ``partner_model`` artifact, at the path its ``MLmodel``
-  file declares (the same ``joblib`` file ``PartnerScorePyfunc.load_context`` loads);
+  file declares (the same ``joblib`` file ``PartnerScorePyfunc.load_context`` loads); with
+  ``lean=True`` its ``partner_model_scoring`` artifact instead when the version has one
+  (``PartnerModel.scoring_view``: the same scores without importing LightGBM or scikit-learn,
+  ~2 s of CPU in every score process);
 - the reference profile: ``monitoring/reference_profile.json`` in the run's artifact folder
   (``runs.artifact_uri``).
 
@@ -33,6 +36,7 @@ from pathlib import Path
 from partnerscore.models.model_uri import MODELS_URI
 
 ARTIFACT_KEY = "partner_model"  # models/pyfunc.py: the pyfunc's artifact holding PartnerModel
+SCORING_ARTIFACT_KEY = "partner_model_scoring"  # models/pyfunc.py: its scoring view
 PYFUNC_LOADER = "mlflow.pyfunc.model"
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"  # training/reference.py
 DELETED_STAGE = "Deleted_Internal"  # MLflow's mark of a deleted model version
@@ -49,6 +53,7 @@ class LocatedModel:
         run_id: The training run that logged it.
         model_file: The pickled PartnerModel (``<model>/artifacts/partner_model.joblib``).
         run_artifacts: The run's artifact folder (None when not on a local disk).
+        scoring_file: Its pickled scoring view (None for versions logged without one).
     """
 
     uri: str
@@ -56,6 +61,7 @@ class LocatedModel:
     run_id: str
     model_file: Path
     run_artifacts: Path | None
+    scoring_file: Path | None = None
 
 
 def local_folder(uri: str | None) -> Path | None:
@@ -84,8 +90,12 @@ def _in_default_workspace(row: dict) -> bool:
     return row.get("workspace") in (None, DEFAULT_WORKSPACE)
 
 
-def _pyfunc_artifact(model_dir: Path) -> Path | None:
-    """The PartnerModel file of a logged partnerscore pyfunc folder, or None if it is not one."""
+def _pyfunc_artifacts(model_dir: Path) -> dict[str, Path] | None:
+    """The artifact files of a logged partnerscore pyfunc folder, or None if it is not one.
+
+    Keys are the artifact names (``partner_model``, always there; ``partner_model_scoring``);
+    a declared file that is missing or outside the folder is left out.
+    """
     import yaml
 
     try:
@@ -93,13 +103,17 @@ def _pyfunc_artifact(model_dir: Path) -> Path | None:
     except (OSError, yaml.YAMLError):
         return None
     flavor = (spec.get("flavors") or {}).get("python_function") or {}
-    artifact = (flavor.get("artifacts") or {}).get(ARTIFACT_KEY) or {}
-    if flavor.get("loader_module") != PYFUNC_LOADER or not artifact.get("path"):
+    if flavor.get("loader_module") != PYFUNC_LOADER:
         return None
-    path = (model_dir / artifact["path"]).resolve()
-    if not path.is_file() or not path.is_relative_to(model_dir.resolve()):
-        return None
-    return path
+    out = {}
+    for key in (ARTIFACT_KEY, SCORING_ARTIFACT_KEY):
+        artifact = (flavor.get("artifacts") or {}).get(key) or {}
+        if not isinstance(artifact, dict) or not artifact.get("path"):
+            continue
+        path = (model_dir / artifact["path"]).resolve()
+        if path.is_file() and path.is_relative_to(model_dir.resolve()):
+            out[key] = path
+    return out if ARTIFACT_KEY in out else None
 
 
 def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
@@ -150,11 +164,19 @@ def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
     except (sqlite3.Error, KeyError, ValueError):
         return None
     model_dir = local_folder(mv.get("storage_location"))
-    model_file = _pyfunc_artifact(model_dir) if model_dir is not None else None
-    if model_file is None:
+    files = _pyfunc_artifacts(model_dir) if model_dir is not None else None
+    if files is None:
         return None
     run_artifacts = local_folder(runs[0].get("artifact_uri")) if len(runs) == 1 else None
-    return LocatedModel(uri, str(version), str(mv.get("run_id") or ""), model_file, run_artifacts)
+    run_id = str(mv.get("run_id") or "")
+    return LocatedModel(
+        uri,
+        str(version),
+        run_id,
+        files[ARTIFACT_KEY],
+        run_artifacts,
+        files.get(SCORING_ARTIFACT_KEY),
+    )
 
 
 def missing_model(uri: str, tracking_uri: str) -> str | None:
@@ -206,11 +228,20 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
     return f"cannot load model '{uri}': {what}{hint}"
 
 
-def load_located(located: LocatedModel):
-    """The PartnerModel of a located version, with ``metadata["version"]`` set."""
-    import joblib
+def load_located(located: LocatedModel, lean: bool = False):
+    """The PartnerModel of a located version, with ``metadata["version"]`` set.
 
-    model = joblib.load(located.model_file)
+    ``lean``: its scoring view when the version has one (scores only; no booster).
+    """
+    if lean and located.scoring_file is not None:
+        import pickle
+
+        with open(located.scoring_file, "rb") as file:
+            model = pickle.load(file)
+    else:
+        import joblib
+
+        model = joblib.load(located.model_file)
     model.metadata["version"] = located.version
     return model
 
@@ -242,11 +273,13 @@ class ScoringModel:
     fast: bool
 
 
-def load_scoring_model(uri: str, tracking_uri: str) -> ScoringModel:
+def load_scoring_model(uri: str, tracking_uri: str, lean: bool = False) -> ScoringModel:
     """The model behind ``uri``, its registry version and reference profile.
 
     Read directly from the SQLite registry and the local artifact folders when
     :func:`locate_model` finds them; through MLflow otherwise (imported only then).
+    ``lean``: the version's scoring view when it has one (for jobs that only score: the same
+    scores, drivers and upgrade paths; no booster for ``predict``-style or training use).
 
     Raises:
         PartnerscoreError: MLflow cannot load the URI (e.g. no ``champion`` yet).
@@ -254,7 +287,7 @@ def load_scoring_model(uri: str, tracking_uri: str) -> ScoringModel:
     located = locate_model(uri, tracking_uri)
     if located is not None:
         return ScoringModel(
-            load_located(located), located.version, located_reference(located), True
+            load_located(located, lean), located.version, located_reference(located), True
         )
     import mlflow
 

@@ -517,10 +517,11 @@ def _load_for_scoring(uri: str, tracking_uri: str) -> ScoringModel:
 
     Runs in a helper thread while the main one reads the snapshot and builds features.
     """
-    from partnerscore.models import scoring  # noqa: F401  (LightGBM, scikit-learn: ~2 s)
+    from partnerscore.models import scoring  # noqa: F401  (pandas, pyarrow: no LightGBM)
     from partnerscore.serving import history, ledger  # noqa: F401  (SQLAlchemy: ~0.4 s)
 
-    return load_scoring_model(uri, tracking_uri)
+    # the scoring view: importing LightGBM and scikit-learn would cost ~2 s of CPU (README)
+    return load_scoring_model(uri, tracking_uri, lean=True)
 
 
 def _load(uri: str, config: AppConfig) -> tuple[PartnerModel, str]:

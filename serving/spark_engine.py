@@ -592,7 +592,7 @@ def run_score_spark(
             tick = time.perf_counter()
             from partnerscore.serving.model_store import load_scoring_model
 
-            loaded = load_scoring_model(uri, config.paths.tracking_uri())
+            loaded = load_scoring_model(uri, config.paths.tracking_uri(), lean=True)
             marks["model (driver)"] = time.perf_counter() - tick
             tick = time.perf_counter()
             if snapshot is not None:

@@ -1,5 +1,6 @@
 """The scoring job's direct registry read against MLflow's own loading (the slow twin)."""
 
+import dataclasses
 import shutil
 
 import pandas as pd
@@ -7,7 +8,13 @@ import pytest
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.scoring import score_features
-from partnerscore.serving.model_store import load_scoring_model, local_folder, locate_model
+from partnerscore.serving.model_store import (
+    _pyfunc_artifacts,
+    load_located,
+    load_scoring_model,
+    local_folder,
+    locate_model,
+)
 
 URI = "models:/partnerscore@champion"
 
@@ -33,6 +40,43 @@ def test_direct_read_equals_mlflow_load(store_config, built_dir):
     assert (
         by_version is not None and by_version.model_file == locate_model(URI, tracking).model_file
     )
+
+
+def test_the_lean_load_is_the_scoring_view_with_the_same_scores(store_config, built_dir):
+    from partnerscore.models.head_scoring import LeanEngagementHead, LeanRevenueHead
+    from partnerscore.models.heads import RevenueRegressor
+
+    tracking = store_config.paths.tracking_uri()
+    located = locate_model(URI, tracking)
+    assert located.scoring_file is not None
+    assert located.scoring_file.parent == located.model_file.parent
+    lean, full = load_scoring_model(URI, tracking, lean=True), load_scoring_model(URI, tracking)
+    assert isinstance(lean.model.revenue, LeanRevenueHead)
+    assert isinstance(lean.model.engagement, LeanEngagementHead)
+    assert isinstance(full.model.revenue, RevenueRegressor)
+    assert lean.version == full.version == lean.model.metadata["version"]
+    assert lean.reference == full.reference
+    frame = pd.read_parquet(built_dir / "training_set.parquet").head(300)
+    pd.testing.assert_frame_equal(
+        score_features(lean.model, frame), score_features(full.model, frame), check_exact=True
+    )
+
+
+def test_a_version_without_a_scoring_view_loads_whole(store_config, tmp_path):
+    from partnerscore.models.heads import RevenueRegressor
+
+    located = locate_model(URI, store_config.paths.tracking_uri())
+    model_dir = located.model_file.parent.parent
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    files = _pyfunc_artifacts(copy)
+    assert set(files) == {"partner_model", "partner_model_scoring"}
+    (copy / files["partner_model_scoring"].relative_to(copy)).unlink()
+    assert set(_pyfunc_artifacts(copy)) == {"partner_model"}  # a declared file gone: left out
+    earlier = dataclasses.replace(located, scoring_file=None)  # as logged by earlier versions
+    model = load_located(earlier, lean=True)
+    assert isinstance(model.revenue, RevenueRegressor)
+    assert model.metadata["version"] == located.version
 
 
 def test_aliases_follow_the_registry_and_unknown_ones_fall_back(store_config, tmp_path):

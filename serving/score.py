@@ -237,13 +237,14 @@ def run_score(
     if problem is not None:  # before any work: the model itself loads while tables are read
         raise PartnerscoreError(problem)
     # a missing raw folder or table, too: once the model's thread has started, an error waits
-    # for its load (~2 s) before it is reported
+    # for its load before it is reported
     _find_files(Path(raw_dir))
 
     workers = available_workers() if workers is None else workers
     if workers < 1:
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
-    # the model (unpickling it imports LightGBM and scikit-learn, ~2 s) loads in a helper
+    # the model (its scoring view: SQLAlchemy for the history is imported on the way; a
+    # version without a view imports LightGBM and scikit-learn, ~2 s) loads in a helper
     # thread while the raw tables are read and the features built; the raw-table anomaly
     # checks then run while the batch is scored: in a worker process (forked once that
     # thread is done: no thread may run at fork) or, with one worker, in a helper thread.

@@ -17,17 +17,22 @@ print(json.dumps(seen))
 """
 
 
-def test_help_metrics_and_validate_stay_light(raw_dir, tmp_path):
-    commands = [["--help"], ["metrics"], ["validate", str(raw_dir)]]
+def modules_seen(commands: list[list[str]], cwd, env=None) -> dict[str, list[str]]:
+    """Top-level modules imported after each CLI command, run in turn in a fresh interpreter."""
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM, json.dumps(commands)],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
+        env=env,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_help_metrics_and_validate_stay_light(raw_dir, tmp_path):
+    seen = modules_seen([["--help"], ["metrics"], ["validate", str(raw_dir)]], tmp_path)
     assert "pandas" not in seen["--help"] and "pandas" not in seen["metrics"]
     for command, modules in seen.items():
         assert not set(HEAVY) & set(modules), (command, set(HEAVY) & set(modules))
@@ -41,16 +46,7 @@ def test_the_score_job_scores_without_lightgbm_or_sklearn(raw_dir, cli_config, t
     config, env = cli_config
     scores = tmp_path / "scores.parquet"
     argv = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(scores)]
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, json.dumps([[*argv, "-c", str(config)]])],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    modules = set(json.loads(done.stdout.strip().splitlines()[-1])["score"])
+    modules = set(modules_seen([[*argv, "-c", str(config)]], tmp_path, env)["score"])
     assert not {"lightgbm", "sklearn", "scipy", "mlflow", "shap"} & modules
     assert {"pyarrow", "sqlalchemy"} <= modules  # the check would notice a real import
     assert scores.is_file()

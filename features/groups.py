@@ -48,6 +48,21 @@ def _distinct(ids) -> tuple[np.ndarray, np.ndarray]:
     return uniques, codes.indices.to_numpy(zero_copy_only=False)
 
 
+def text_ids(ids):
+    """Every id as its text (``str(p)``): an Arrow ``large_string`` array.
+
+    Arrow arrays are cast and pandas columns converted as a column, without a Python object
+    per id; any other iterable goes through ``str`` one id at a time.
+    """
+    import pyarrow as pa
+
+    if isinstance(ids, pa.Array | pa.ChunkedArray):
+        return ids.cast(pa.large_string())
+    if isinstance(ids, pd.Series):
+        return pa.array(ids.astype(str).array, pa.large_string())
+    return pa.array([str(p) for p in ids], pa.large_string())
+
+
 def hash_groups(ids, n_groups: int) -> np.ndarray:
     """Partner group of each id: a fixed-key SipHash of the text (the same in every process)."""
     uniques, index = _distinct(ids)
@@ -66,18 +81,9 @@ class RangeGroups:
     def __init__(self, partner_ids: Iterable[str], size: int) -> None:
         if size < 1:
             raise ValueError(f"group size must be at least 1, got {size}")
-        import pyarrow as pa
         import pyarrow.compute as pc
 
-        # every id as its text (``str(p)``), as an Arrow array without a Python object per id
-        # where the ids are a column already
-        if isinstance(partner_ids, (pa.Array, pa.ChunkedArray)):
-            ids = partner_ids.cast(pa.large_string())
-        elif isinstance(partner_ids, pd.Series):
-            ids = pa.array(partner_ids.astype(str).array, pa.large_string())
-        else:
-            ids = pa.array([str(p) for p in partner_ids], pa.large_string())
-        ids = pc.unique(ids)
+        ids = pc.unique(text_ids(partner_ids))
         # Arrow orders text by its UTF-8 bytes: the code point order of sorted()
         firsts = ids.take(pc.sort_indices(ids).to_numpy()[::size]).to_pylist()
         self.starts = np.asarray(firsts or [""], dtype=object)
@@ -174,4 +180,11 @@ def group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame
     return out
 
 
-__all__ = ["SPLIT_BATCH", "RangeGroups", "group_tables", "hash_groups", "split_rows"]
+__all__ = [
+    "SPLIT_BATCH",
+    "RangeGroups",
+    "group_tables",
+    "hash_groups",
+    "split_rows",
+    "text_ids",
+]

@@ -459,11 +459,10 @@ def _build_in_groups(
     import shutil
     import tempfile
 
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from partnerscore.features.core import AppendedFile, discard_staged, publish_staged
-    from partnerscore.features.groups import RangeGroups, group_tables, split_rows
+    from partnerscore.features.groups import RangeGroups, group_tables, split_rows, text_ids
     from partnerscore.features.validate import RawData, load_raw, write_quarantine
     from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
 
@@ -494,12 +493,9 @@ def _build_in_groups(
     snapshots, dropped = training_snapshots(whole, config, planned)
     ranges = RangeGroups(partners["partner_id"], size)
 
-    def group_of(frame: pd.DataFrame) -> np.ndarray:
-        return ranges(pa.array(frame["partner_id"].astype(str).array, pa.large_string()))
-
-    snap_group = group_of(snapshots)
+    snap_group = ranges(text_ids(snapshots["partner_id"]))
     # the partners table is in memory already: each group takes its rows from it, not a split
-    partner_group = group_of(partners)
+    partner_group = ranges(text_ids(partners["partner_id"]))
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".build-groups-", dir=target.parent))
     keys: list[pd.DataFrame] = []

@@ -54,26 +54,37 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-class PlattCalibrator:
+class _LogisticMap:
+    """A map that is a logistic regression on features of the margin (Platt, beta)."""
+
+    def _keep(self, model) -> None:
+        """Keep the fitted scikit-learn model and its coefficients (what ``predict`` uses)."""
+        self.model_ = model
+        self.coef_, self.intercept_ = model.coef_.copy(), model.intercept_.copy()
+
+    def _probability(self, X: np.ndarray) -> np.ndarray:
+        """P(y = 1) at the map's features ``X``, clipped to [EPS, 1 - EPS]."""
+        if "coef_" not in vars(self):  # fitted by an earlier version: its sklearn model only
+            return _clip(self.model_.predict_proba(X)[:, 1])
+        return _clip(_logistic(X, self.coef_, self.intercept_))
+
+
+class PlattCalibrator(_LogisticMap):
     """Platt scaling: ``sigmoid(a * margin + b)``."""
 
     name = "sigmoid"
 
     def fit(self, margin: np.ndarray, y: np.ndarray) -> PlattCalibrator:
         """Fit on margins and 0/1 labels."""
-        self.model_ = _fitted_logistic(np.reshape(margin, (-1, 1)), y, C=1e6)
-        self.coef_, self.intercept_ = self.model_.coef_.copy(), self.model_.intercept_.copy()
+        self._keep(_fitted_logistic(np.reshape(margin, (-1, 1)), y, C=1e6))
         return self
 
     def predict(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated probabilities."""
-        X = np.reshape(np.asarray(margin, dtype=float), (-1, 1))
-        if "coef_" not in vars(self):  # fitted by an earlier version: its sklearn model only
-            return _clip(self.model_.predict_proba(X)[:, 1])
-        return _clip(_logistic(X, self.coef_, self.intercept_))
+        return self._probability(np.reshape(np.asarray(margin, dtype=float), (-1, 1)))
 
 
-class BetaCalibrator:
+class BetaCalibrator(_LogisticMap):
     """Beta calibration on the booster's probability ``p = sigmoid(margin)``.
 
     ``logit(q) = a * ln p - b * ln(1 - p) + c`` with ``a, b >= 0`` (a feature whose fitted
@@ -100,16 +111,12 @@ class BetaCalibrator:
             self.columns_ = [c for c in self.columns_ if c not in negative] or [1]
         else:
             model = _fitted_logistic(X[:, self.columns_], y, C=1e6, max_iter=1000)
-        self.model_ = model
-        self.coef_, self.intercept_ = model.coef_.copy(), model.intercept_.copy()
+        self._keep(model)
         return self
 
     def predict(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated probabilities."""
-        X = self._design(margin)[:, self.columns_]
-        if "coef_" not in vars(self):  # fitted by an earlier version: its sklearn model only
-            return _clip(self.model_.predict_proba(X)[:, 1])
-        return _clip(_logistic(X, self.coef_, self.intercept_))
+        return self._probability(self._design(margin)[:, self.columns_])
 
 
 class SmoothIsotonicCalibrator:
@@ -150,7 +157,7 @@ def lean_copy(calibrator: object) -> object | None:
     """
     if type(calibrator) not in CALIBRATORS.values():
         return None
-    if isinstance(calibrator, PlattCalibrator | BetaCalibrator) and "coef_" not in vars(calibrator):
+    if isinstance(calibrator, _LogisticMap) and "coef_" not in vars(calibrator):
         return None
     lean = copy.copy(calibrator)
     vars(lean).pop("model_", None)

@@ -147,7 +147,7 @@ class LeanRevenueHead(_LeanHead, RevenueScoring):
 class LeanEngagementHead(_LeanHead, EngagementScoring):
     """The engagement head without its booster (see the module docstring)."""
 
-    STATE = (*_LeanHead.STATE, "calibrator_", "calibration_method_")
+    STATE = (*_LeanHead.STATE, "calibration_method_")  # calibrator_: a lean copy (lean_head)
 
 
 def lean_head(head) -> LeanRevenueHead | LeanEngagementHead | None:

@@ -105,9 +105,10 @@ def _pyfunc_artifacts(model_dir: Path) -> dict[str, Path] | None:
     flavor = (spec.get("flavors") or {}).get("python_function") or {}
     if flavor.get("loader_module") != PYFUNC_LOADER:
         return None
+    declared = flavor.get("artifacts") or {}
     out = {}
     for key in (ARTIFACT_KEY, SCORING_ARTIFACT_KEY):
-        artifact = (flavor.get("artifacts") or {}).get(key) or {}
+        artifact = declared.get(key) or {}
         if not isinstance(artifact, dict) or not artifact.get("path"):
             continue
         path = (model_dir / artifact["path"]).resolve()

@@ -149,6 +149,37 @@ def batch_statistics(
     return robust, periods
 
 
+def snapshot_statistics(
+    files: dict, partners: pd.DataFrame, as_of: pd.Timestamp
+) -> tuple[dict[tuple[str, str], tuple[float, float]], dict[str, int]]:
+    """:func:`batch_statistics` of a validated snapshot, one table's columns in memory at a time.
+
+    Args:
+        files: Table -> its clean Parquet file (only the numbers and dates of
+            :data:`READ_COLUMNS` are read).
+        partners: The partners table (already in memory).
+        as_of: The checks' as_of.
+    """
+    import pyarrow.parquet as pq
+
+    robust: dict[tuple[str, str], tuple[float, float]] = {}
+    periods: dict[str, int] = {}
+    measured = {m[0] for m in MEASURES} | set(VOLUME_TABLES)
+    for name, path in files.items():
+        if name not in measured:
+            continue
+        if name == "partners":
+            frame = partners
+        else:
+            text = {"partner_id", *(pair[0] for pair in EVENT_TIME.values() if pair[0])}
+            read = [c for c in pq.read_schema(path).names if c in READ_COLUMNS - text]
+            frame = pq.read_table(path, columns=read).to_pandas()
+        table_robust, table_periods = batch_statistics({name: frame}, as_of)
+        robust.update(table_robust)
+        periods.update(table_periods)
+    return robust, periods
+
+
 def _period_index(as_of: pd.Timestamp, when) -> np.ndarray:
     """30-day periods counted back from as_of (period 0 is the last 30 days), per row."""
     return ((as_of - pd.Series(when)) / DAY // 30).astype(int).to_numpy()

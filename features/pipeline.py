@@ -428,6 +428,73 @@ def _snapshot_partners(raw_dir: Path, validated: str | Path | None) -> int:
         return 0
 
 
+def snapshot_columns(snapshot, unread: dict[str, tuple[str, ...]]) -> dict:
+    """Table -> an empty Arrow table of the snapshot's columns a job reads (all but ``unread``)."""
+    import pyarrow.parquet as pq
+
+    empty = {}
+    for name, path in snapshot.tables.items():
+        schema = pq.read_schema(path)
+        skip = unread.get(name, ())
+        empty[name] = schema.empty_table().select([c for c in schema.names if c not in skip])
+    return empty
+
+
+def snapshot_quarantine(snapshot, qdir: Path) -> dict[str, pd.DataFrame]:
+    """The snapshot's quarantined rows per table, written to ``qdir`` as validation writes them."""
+    import pyarrow.parquet as pq
+
+    from partnerscore.features.validate import write_quarantine
+
+    quarantine = {
+        name: pq.read_table(path).to_pandas() for name, path in snapshot.quarantine.items()
+    }
+    write_quarantine(quarantine, qdir)
+    return quarantine
+
+
+def split_snapshot(snapshot, events: dict, ranges, scratch: Path) -> dict:
+    """Split the snapshot's event tables by partner group into ``scratch``, checking its files.
+
+    Two threads split the tables, biggest first (Parquet decoding and Arrow writes release the
+    GIL; :func:`~partnerscore.features.groups.split_rows`) while a third hashes the raw files
+    (SHA-256 releases it too).
+
+    Args:
+        snapshot: A :class:`~partnerscore.features.validated.SnapshotFiles` found with
+            ``content=False``.
+        events: Event table -> an empty Arrow table of the columns to split.
+        ranges: The groups (:class:`~partnerscore.features.groups.RangeGroups`).
+        scratch: The groups' folder.
+
+    Returns:
+        The raw files' fingerprints.
+
+    Raises:
+        StaleSnapshot: A raw file changed since the snapshot (reported before a split error).
+    """
+    from partnerscore.features.groups import split_rows
+
+    specs = [
+        (i, name, str(snapshot.tables[name]), table.column_names, None, 0)
+        for i, (name, table) in enumerate(events.items())
+    ]
+    specs.sort(key=lambda spec: -Path(spec[2]).stat().st_size)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(snapshot.verify_content)
+        try:
+            with ThreadPoolExecutor(max_workers=2) as splitters:
+                list(
+                    splitters.map(
+                        lambda spec: split_rows(spec, str(scratch), ranges.n_groups, ranges),
+                        specs,
+                    )
+                )
+        finally:
+            fingerprints = hashing.result()  # a changed raw file is the error reported first
+    return fingerprints
+
+
 def _build_in_groups(
     raw_dir: Path,
     validated: str | Path | None,
@@ -462,8 +529,8 @@ def _build_in_groups(
     import pyarrow.parquet as pq
 
     from partnerscore.features.core import AppendedFile, discard_staged, publish_staged
-    from partnerscore.features.groups import RangeGroups, group_tables, split_rows, text_ids
-    from partnerscore.features.validate import RawData, load_raw, write_quarantine
+    from partnerscore.features.groups import RangeGroups, group_tables, text_ids
+    from partnerscore.features.validate import RawData, load_raw
     from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
 
     def validate_and_build() -> tuple[RawData, pd.DataFrame, int]:
@@ -474,11 +541,7 @@ def _build_in_groups(
     snapshot = find_snapshot(raw_dir, validated, qdir, config=validation, content=False)
     if snapshot is None:
         return validate_and_build()
-    empty = {}  # table -> an empty Arrow table of the columns the build reads
-    for name, path in snapshot.tables.items():
-        schema = pq.read_schema(path)
-        unread = BUILD_UNREAD_COLUMNS.get(name, ())
-        empty[name] = schema.empty_table().select([c for c in schema.names if c not in unread])
+    empty = snapshot_columns(snapshot, BUILD_UNREAD_COLUMNS)
     partners = pq.read_table(
         snapshot.tables["partners"], columns=empty["partners"].column_names
     ).to_pandas()
@@ -527,37 +590,14 @@ def _build_in_groups(
         publish_staged([(out.tmp, target)])
 
     try:
-        # the raw files are hashed (SHA-256 releases the GIL) while two threads split the
-        # tables, biggest first (Parquet decoding and Arrow writes release it too)
-        specs = [
-            (i, name, str(snapshot.tables[name]), table.column_names, None, 0)
-            for i, (name, table) in enumerate(events.items())
-        ]
-        specs.sort(key=lambda spec: -Path(spec[2]).stat().st_size)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            hashing = pool.submit(snapshot.verify_content)
-            try:
-                with ThreadPoolExecutor(max_workers=2) as splitters:
-                    list(
-                        splitters.map(
-                            lambda spec: split_rows(spec, str(scratch), ranges.n_groups, ranges),
-                            specs,
-                        )
-                    )
-            finally:
-                try:
-                    fingerprints = hashing.result()  # a changed raw file is reported first
-                except StaleSnapshot as exc:
-                    if validated is not None:
-                        raise
-                    stale_note(exc, raw_dir)
-                    fingerprints = None
-        if fingerprints is None:
+        try:
+            fingerprints = split_snapshot(snapshot, events, ranges, scratch)
+        except StaleSnapshot as exc:
+            if validated is not None:
+                raise
+            stale_note(exc, raw_dir)
             return validate_and_build()
-        quarantine = {
-            name: pq.read_table(path).to_pandas() for name, path in snapshot.quarantine.items()
-        }
-        write_quarantine(quarantine, qdir)
+        quarantine = snapshot_quarantine(snapshot, qdir)
         write_groups()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -738,5 +778,8 @@ __all__ = [
     "build_training_set",
     "make_snapshots",
     "run_build",
+    "snapshot_columns",
+    "snapshot_quarantine",
+    "split_snapshot",
     "to_seconds",
 ]

@@ -153,6 +153,12 @@ class RawData:
             data_end=pd.Timestamp(data_end) if data_end is not None else _data_end(kept),
         )
 
+    def drop_columns(self, columns: dict[str, tuple[str, ...]]) -> None:
+        """Leave out columns no job step reads (table -> column names; absent ones ignored)."""
+        for name, names in columns.items():
+            if name in self.tables:
+                self.tables[name] = self.tables[name].drop(columns=list(names), errors="ignore")
+
 
 def _find_files(raw_dir: Path) -> tuple[dict[str, Path], list[str]]:
     if not raw_dir.is_dir():

@@ -626,9 +626,7 @@ def load_validated(
         except StaleSnapshot as exc:
             print(f"note: {exc}; validating {raw_dir} again", file=sys.stderr)  # noqa: T201
     raw = load_raw(raw_dir, quarantine_dir, config=config)
-    for name, columns in (skip_columns or {}).items():
-        if name in raw.tables:
-            raw.tables[name] = raw.tables[name].drop(columns=list(columns), errors="ignore")
+    raw.drop_columns(skip_columns or {})
     return raw
 
 

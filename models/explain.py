@@ -52,6 +52,24 @@ class HeadEffects(NamedTuple):
     pred: np.ndarray
 
 
+def row_sums(values: np.ndarray) -> np.ndarray:
+    """Each row's values added left to right, from its first (0.0 for a row of none).
+
+    The same for a row whatever else its batch holds: numpy's ``sum(axis=1)`` adds a
+    C-ordered row pairwise but the columns of a Fortran-ordered array one after the other, and
+    a one-row array is both, so a partner's explanation could differ in the last place
+    between a batch of one and a larger one (a grouped score job has groups of any size).
+    """
+    values = np.asarray(values, dtype=float)
+    n, k = values.shape
+    if k == 0:
+        return np.zeros(n)
+    out = values[:, 0].copy()
+    for j in range(1, k):
+        out += values[:, j]
+    return out
+
+
 def _share(
     contrib: np.ndarray,
     magnitude: np.ndarray,
@@ -94,8 +112,8 @@ def share_gap(contrib: np.ndarray, gap: np.ndarray, span: np.ndarray) -> np.ndar
     return _share(
         contrib,
         magnitude,
-        contrib.sum(axis=1),
-        magnitude.sum(axis=1),
+        row_sums(contrib),
+        row_sums(magnitude),
         np.asarray(gap, dtype=float),
         np.asarray(span, dtype=float),
     )
@@ -122,8 +140,8 @@ def explain_head(
     n = contrib.shape[0]
     base_margin = np.broadcast_to(np.asarray(base_margin, dtype=float), (n,))
     magnitude = np.abs(contrib)
-    total = contrib.sum(axis=1)
-    total_abs = magnitude.sum(axis=1)
+    total = row_sums(contrib)
+    total_abs = row_sums(magnitude)
     up = (total + total_abs) / 2  # sum of the positive contributions
     down = (total - total_abs) / 2  # sum of the negative ones
     points = [base_margin, base_margin + up, base_margin + down]
@@ -137,10 +155,17 @@ def explain_head(
 
 
 def layer_subscores(effects: np.ndarray, specs: list[FeatureSpec]) -> dict[str, np.ndarray]:
-    """Sum of effects per scorecard layer (strategic, execution, results)."""
-    onehot = np.array([[s.layer == layer for layer in LAYERS] for s in specs], dtype=float)
-    sums = effects @ onehot.reshape(len(specs), len(LAYERS))
-    return {layer: sums[:, i] for i, layer in enumerate(LAYERS)}
+    """Sum of effects per scorecard layer (strategic, execution, results).
+
+    :func:`row_sums`, so a partner's subscores do not depend on the other rows of its batch (a
+    matrix product's do, in the last place: BLAS picks its kernels by the number of rows).
+    """
+    effects = np.asarray(effects, dtype=float)
+    out = {}
+    for layer in LAYERS:
+        mine = [i for i, s in enumerate(specs) if s.layer == layer]
+        out[layer] = row_sums(effects[:, mine])
+    return out
 
 
 # Vectorised number formatting: digit groups are looked up in tables and joined by numpy's

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.models.calibration import lean_copy
+from partnerscore.models.explain import row_sums
 
 
 class HeadScoring:
@@ -126,7 +127,7 @@ class _LeanHead:
 
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
         """Raw margin per row: the contributions' sum (the booster's margin to rounding)."""
-        return self.raw_contributions(X).sum(axis=1)
+        return row_sums(self.raw_contributions(X))
 
     def feature_ranges(self) -> dict[str, tuple[float, float]]:
         """The fitted head's :meth:`feature_ranges`, recorded when the copy was made."""

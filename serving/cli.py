@@ -479,6 +479,13 @@ def score(
             "processes. The output does not depend on it."
         ),
     ] = None,
+    group_partners: Annotated[
+        int | None,
+        typer.Option(
+            help="From a validated snapshot of more partners, score groups of this many at a "
+            "time (same output, one group's rows in memory; default 100000; 0: all at once)."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
@@ -512,7 +519,12 @@ def score(
         raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
     from partnerscore.serving.score import run_score
 
-    options = {"record_history": history, "validated": validated, "workers": workers}
+    options = {
+        "record_history": history,
+        "validated": validated,
+        "workers": workers,
+        "group_partners": group_partners,
+    }
     if engine == "pandas":
         _batch_job()
     if engine == "spark":
@@ -520,6 +532,8 @@ def score(
 
         if not history:
             raise PartnerscoreError("--no-history: not supported with --engine spark")
+        if group_partners is not None:
+            raise PartnerscoreError("--group-partners: the spark engine has its own groups")
         run_score = partial(run_score_spark, master=master)
         options = {"validated": validated}
     result = run_score(

@@ -37,7 +37,7 @@ from partnerscore.features.parallel import (
     start_tasks,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
-from partnerscore.features.validate import _find_files
+from partnerscore.features.validate import _find_files, load_raw
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
@@ -55,6 +55,7 @@ from partnerscore.training import progress
 
 if TYPE_CHECKING:
     from partnerscore.models.bundle import PartnerModel
+    from partnerscore.serving.score_groups import SnapshotGroups
 
 MIN_SEGMENT = 5
 UNREAD_COLUMNS = {"portal_events": ("event_type",), "trainings": ("course_id",)}
@@ -186,6 +187,7 @@ def run_score(
     record_history: bool = True,
     validated: str | Path | None = None,
     workers: int | None = None,
+    group_partners: int | None = None,
 ) -> ScoreResult:
     """The ``partnerscore score`` job.
 
@@ -214,6 +216,10 @@ def run_score(
             and written by another while this one writes the history; with one, or without
             ``fork``, helper threads do that work in this process. The output does not
             depend on it.
+        group_partners: From a validated snapshot of more partners, read, build, score and
+            check groups of this many at a time (:mod:`partnerscore.serving.score_groups`:
+            the same output with one group's rows in memory; default
+            :data:`~partnerscore.serving.score_groups.GROUP_PARTNERS`; 0: all at once).
 
     Returns:
         Counts and paths.
@@ -243,6 +249,12 @@ def run_score(
     workers = available_workers() if workers is None else workers
     if workers < 1:
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
+    from partnerscore.serving.score_groups import GROUP_PARTNERS, score_groups
+
+    size = GROUP_PARTNERS if group_partners is None else group_partners
+    if size < 0:
+        raise PartnerscoreError(f"--group-partners {size}: must be 0 (no groups) or more")
+    qdir = out.parent / "quarantine"
     # the model (its scoring view: SQLAlchemy for the history is imported on the way; a
     # version without a view imports LightGBM and scikit-learn, ~2 s) loads in a helper
     # thread while the raw tables are read and the features built; the raw-table anomaly
@@ -260,48 +272,79 @@ def run_score(
                 stack.callback(reader.close)
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
-        with progress.task("score: validating raw tables"):
-            raw = load_validated(
-                Path(raw_dir),
-                validated,
-                out.parent / "quarantine",
-                config=config.validation,
-                skip_columns=UNREAD_COLUMNS,
-            )
+        groups, stale = _split_groups(Path(raw_dir), validated, qdir, config, size, as_of, at_age)
+        if groups is not None:
+            stack.callback(groups.close)
+            raw = groups.raw
+        else:
+            with progress.task("score: validating raw tables"):
+                if stale:  # noted: the raw tables are validated, as load_validated does
+                    raw = load_raw(Path(raw_dir), qdir, config=config.validation)
+                    raw.drop_columns(UNREAD_COLUMNS)
+                else:
+                    raw = load_validated(
+                        Path(raw_dir),
+                        validated,
+                        qdir,
+                        config=config.validation,
+                        skip_columns=UNREAD_COLUMNS,
+                    )
         newest, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config
         )
         if reader is not None:
             reader.ask(*_batch_cutoffs(partners_all, ready, cut, at_age))
-        with progress.task("score: building point-in-time features"):
-            if at_age is None:
-                features = build_scoring_frame(raw, cut)
+        if groups is not None:
+            with progress.task("score: loading the model"):
+                loaded = model_job.result()
+            if cut is not None:
+                checks_as_of = cut
             else:
-                features = build_scoring_frame_at_age(raw, at_age)[0]
-        cuts = pd.Series(pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"])
-        checks = partial(
-            raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
-        )
-        with progress.task("score: loading the model"):
-            loaded = model_job.result()
-        # the earlier rows, if the reader was asked (it has finished before the fork below)
-        earlier = None
-        if reader is not None:
-            earlier = reader.result(features["partner_id"], cut if cut is not None else cuts)
-        if workers > 1 and can_fork() and len(features) >= MIN_WORKER_PARTNERS:
-            pool.shutdown(wait=True)
-            anomalies = start_tasks([checks], workers)
-        else:
-            anomalies_job = pool.submit(checks)
-            anomalies = lambda: [anomalies_job.result()]  # noqa: E731
-        # on an error below, wait for the checks (as the thread pool does) before raising
-        stack.callback(_quietly, anomalies)
-        from partnerscore.models.scoring import score_features
+                checks_as_of = milestone_dates(partners_all["signed_at"], at_age)[ready].max()
+            with progress.task(f"score: {groups.ranges.n_groups} groups of partners"):
+                grouped = score_groups(
+                    groups, loaded.model, cut, at_age, checks_as_of, int(ready.sum()), config
+                )
+            groups.close()
+            keys = grouped.keys
+            cuts = pd.Series(pd.to_datetime(keys["as_of"]).to_numpy(), index=keys["partner_id"])
+            earlier = None
+            if reader is not None:
+                earlier = reader.result(keys["partner_id"], cut if cut is not None else cuts)
+            scored, raw_rows = grouped.scored, grouped.raw_rows
+            del grouped, keys
+        else:  # the whole batch at once
+            with progress.task("score: building point-in-time features"):
+                if at_age is None:
+                    features = build_scoring_frame(raw, cut)
+                else:
+                    features = build_scoring_frame_at_age(raw, at_age)[0]
+            cuts = pd.Series(
+                pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"]
+            )
+            checks = partial(
+                raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
+            )
+            with progress.task("score: loading the model"):
+                loaded = model_job.result()
+            # the earlier rows, if the reader was asked (it has finished before the fork below)
+            earlier = None
+            if reader is not None:
+                earlier = reader.result(features["partner_id"], cut if cut is not None else cuts)
+            if workers > 1 and can_fork() and len(features) >= MIN_WORKER_PARTNERS:
+                pool.shutdown(wait=True)
+                anomalies = start_tasks([checks], workers)
+            else:
+                anomalies_job = pool.submit(checks)
+                anomalies = lambda: [anomalies_job.result()]  # noqa: E731
+            # on an error below, wait for the checks (as the thread pool does) before raising
+            stack.callback(_quietly, anomalies)
+            from partnerscore.models.scoring import score_features
 
-        with progress.task(f"score: scoring and explaining {len(features):,} partners"):
-            scored = score_features(loaded.model, features, policy=config.policy)
-        scored = with_upgrade_paths(loaded.model, features, scored, config)
-        raw_rows = anomalies()[0]
+            with progress.task(f"score: scoring and explaining {len(features):,} partners"):
+                scored = score_features(loaded.model, features, policy=config.policy)
+            scored = with_upgrade_paths(loaded.model, features, scored, config)
+            raw_rows = anomalies()[0]
     version = loaded.version
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
@@ -492,6 +535,39 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
                 f"{newest:%Y-%m-%d}"
             )
     return newest, partners_all, rejects, duplicates, ready
+
+
+def _split_groups(
+    raw_dir: Path,
+    validated: str | Path | None,
+    qdir: Path,
+    config: AppConfig,
+    size: int,
+    as_of: date | None,
+    at_age: int | None,
+) -> tuple[SnapshotGroups | None, bool]:
+    """The validated snapshot split by partner group, when it has more than ``size`` partners.
+
+    Returns:
+        (the groups or None: score the batch whole; whether the automatic snapshot turned
+        out stale while it was split: noted, the raw tables are to be validated).
+    """
+    from partnerscore.features.validated import StaleSnapshot, stale_note
+    from partnerscore.serving.score_groups import SnapshotGroups
+
+    groups = SnapshotGroups.open(raw_dir, validated, qdir, config.validation, size, UNREAD_COLUMNS)
+    if groups is None:
+        return None, False
+    batch_scope(groups.raw, raw_dir, as_of, at_age, config)  # a bad as_of stops it before the split
+    with progress.task("score: splitting the snapshot by partner group"):
+        try:
+            groups.split(qdir.parent, qdir)
+        except StaleSnapshot as exc:
+            if validated is not None:
+                raise
+            stale_note(exc, raw_dir)
+            return None, True
+    return groups, False
 
 
 def _quietly(wait) -> None:

@@ -655,7 +655,7 @@ class _SnapshotJob:
         """
         import pyarrow.parquet as pq
 
-        from partnerscore.features.anomaly import READ_COLUMNS, batch_statistics
+        from partnerscore.features.anomaly import snapshot_statistics
         from partnerscore.serving.score import UNREAD_COLUMNS
 
         snap = self.snapshot
@@ -672,14 +672,9 @@ class _SnapshotJob:
         }
         self.cut = pd.Timestamp(as_of) if as_of is not None else None
         self.anomaly_as_of = self._anomaly_as_of(at_age)
-        tables = {}
-        for name, path in self.files.items():
-            read = [c for c in self.columns[name] if c in READ_COLUMNS and c != "partner_id"]
-            if name == "partners":
-                tables[name] = self.partners
-            else:
-                tables[name] = pq.read_table(path, columns=read).to_pandas()
-        self.robust, self.periods = batch_statistics(tables, self.anomaly_as_of)
+        self.robust, self.periods = snapshot_statistics(
+            self.files, self.partners, self.anomaly_as_of
+        )
 
     def _anomaly_as_of(self, at_age):
         if self.cut is not None:

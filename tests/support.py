@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -73,3 +74,22 @@ def no_hang(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def stored_rows(database: Path) -> dict[str, list[tuple]]:
+    """Every table's rows (ids included, write timestamps left out), in insertion order."""
+    with sqlite3.connect(database) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        out = {}
+        for table in tables:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            keep = [c for c in cols if c not in ("written_at", "recorded_at", "created_at")]
+            out[table] = conn.execute(
+                f"SELECT {', '.join(keep)} FROM {table} ORDER BY rowid"
+            ).fetchall()
+    return out

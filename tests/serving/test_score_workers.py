@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import die_by_sigkill, no_hang
+from support import die_by_sigkill, no_hang, stored_rows
 
 from partnerscore.features import parallel
 from partnerscore.features.core import PartnerscoreError
@@ -30,26 +30,6 @@ RUNS = (
     ("2026-03-01", "scores-b.parquet"),  # reads the first run's history
     ("2026-03-01", "scores-c.csv"),  # replaces the second run's rows
 )
-TIMESTAMPS = {"written_at", "recorded_at", "created_at"}
-
-
-def _stored_rows(database: Path) -> dict[str, list[tuple]]:
-    """Every table's rows (ids included, write timestamps left out), in insertion order."""
-    with sqlite3.connect(database) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        out = {}
-        for table in tables:
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            keep = [c for c in cols if c not in TIMESTAMPS]
-            out[table] = conn.execute(
-                f"SELECT {', '.join(keep)} FROM {table} ORDER BY rowid"
-            ).fetchall()
-    return out
 
 
 def _run_sequence(raw_dir, config, workers: int, sqlite: bool = True, **kwargs) -> dict:
@@ -73,7 +53,7 @@ def _run_sequence(raw_dir, config, workers: int, sqlite: bool = True, **kwargs) 
         outputs[name + ".rejects"] = rejects_path(out).read_bytes()
     if not sqlite:
         return {"files": outputs}
-    return {"files": outputs, "rows": _stored_rows(folder / "scores" / "history.sqlite")}
+    return {"files": outputs, "rows": stored_rows(folder / "scores" / "history.sqlite")}
 
 
 @pytest.fixture()
@@ -140,7 +120,7 @@ def test_milestone_scoring_in_workers_matches_one_process(
                 raw_dir, None, "champion", out, store_config, at_age=age, workers=workers
             )
             files[workers, age] = (out.read_bytes(), rejects_path(out).read_bytes(), result.not_yet)
-        files[workers, "rows"] = _stored_rows(
+        files[workers, "rows"] = stored_rows(
             Path(store_config.paths.data_dir) / "scores" / "history.sqlite"
         )
     for key in [(60,), (90,), ("rows",)]:
@@ -268,14 +248,14 @@ def test_a_killed_reader_stops_the_job_with_a_one_line_error_and_publishes_nothi
     raw_dir, store_config, tmp_path, forced, monkeypatch, target, name
 ):
     _one_batch(raw_dir, store_config)
-    before = _stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite")
+    before = stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite")
     monkeypatch.setattr(target, name, die_by_sigkill)  # in the forked reader
     out = tmp_path / "out" / "scores.parquet"
     out.parent.mkdir()
     with no_hang(120), pytest.raises(parallel.WorkerDied, match="killed by signal 9"):
         run_score(raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config)
     assert not out.exists() and not rejects_path(out).exists()
-    assert _stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite") == before
+    assert stored_rows(Path(store_config.paths.data_dir) / "scores" / "history.sqlite") == before
 
 
 def test_a_failing_reader_raises_its_error_and_publishes_nothing(
@@ -401,7 +381,7 @@ def test_cli_memory_tuning_changes_no_output(raw_dir, cli_config, tmp_path, monk
             else:
                 assert main(argv) == 0
             outputs.append(
-                (out.read_bytes(), rejects_path(out).read_bytes(), _stored_rows(database))
+                (out.read_bytes(), rejects_path(out).read_bytes(), stored_rows(database))
             )
         assert outputs[1] == outputs[0]
 
@@ -491,7 +471,7 @@ def _fail(message):
 
 def _state(config, out: Path) -> dict:
     database = Path(config.paths.data_dir) / "scores" / "history.sqlite"
-    rows = _stored_rows(database) if database.exists() else {}
+    rows = stored_rows(database) if database.exists() else {}
     return {
         "published": out.exists() or rejects_path(out).exists(),
         "history": len(rows.get("score_history_v2", [])),
@@ -581,7 +561,7 @@ def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
         out.parent.mkdir()
         first = pd.Timestamp("2026-01-15").date()
         run_score(raw_dir, first, "champion", out, store_config, workers=workers)
-        before, written = _stored_rows(database), out.read_bytes()
+        before, written = stored_rows(database), out.read_bytes()
         with monkeypatch.context() as patch:
             patch.setattr(pd.DataFrame, "to_parquet", _fail("disk full"))
             with pytest.raises(PartnerscoreError, match="disk full"):
@@ -589,7 +569,7 @@ def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
                     raw_dir, pd.Timestamp("2026-03-01").date(), "champion", out, store_config,
                     workers=workers,
                 )  # fmt: skip
-        assert _stored_rows(database) == before
+        assert stored_rows(database) == before
         assert out.read_bytes() == written
         assert sorted(p.name for p in out.parent.iterdir() if p.name != "quarantine") == [
             "scores.parquet",
@@ -663,9 +643,9 @@ def test_a_first_batch_writes_the_same_store_as_the_upsert_after_staging(
             )  # fmt: skip
             files.append((out.read_bytes(), rejects_path(out).read_bytes()))
             if as_of == "2026-01-15":
-                first = (_stored_rows(database), _schema(database))
+                first = (stored_rows(database), _schema(database))
         leftovers = sorted(p.name for p in database.parent.iterdir() if p.name != database.name)
-        results.append((files, first, _stored_rows(database), _schema(database), leftovers))
+        results.append((files, first, stored_rows(database), _schema(database), leftovers))
     assert results[1] == results[0]
     assert results[1][-1] == []  # no scratch file left
 

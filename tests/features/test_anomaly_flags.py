@@ -15,7 +15,7 @@ def partner_flags_reference(partner_ids, anomalies, max_reasons=3):
     reasons = {}
     if not anomalies.empty:
         ordered = anomalies.assign(_s=anomalies["score"].fillna(np.inf)).sort_values(
-            ["partner_id", "_s"], ascending=[True, False], kind="stable"
+            ["partner_id", "_s", "reason"], ascending=[True, False, True], kind="stable"
         )
         for pid, group in ordered.groupby("partner_id", sort=False):
             texts = list(dict.fromkeys(group["reason"].astype(str)))
@@ -239,3 +239,41 @@ def test_batch_statistics_per_partner_group_equal_the_whole_batch(raw_dir, tmp_p
     pd.testing.assert_frame_equal(
         got.sort_values(key, ignore_index=True), want.sort_values(key, ignore_index=True)
     )
+
+
+event_days = st.lists(
+    st.one_of(st.none(), st.integers(-40_000, 40_000)),  # days from 2024-01-01; None: NaT
+    min_size=0,
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(days=event_days, cut=st.integers(-100, 500), batch=st.integers(1, 7))
+def test_snapshot_statistics_equal_batch_statistics_of_the_frames(days, cut, batch):
+    """A volume-only table's periods from its oldest row, read a few rows at a time (the
+    fast path), equal ``batch_statistics`` of the whole frame; extreme and missing dates too."""
+    import tempfile
+    from pathlib import Path
+
+    from partnerscore.features import anomaly
+
+    start = pd.Timestamp("2024-01-01")
+    when = [pd.NaT if d is None else start + pd.Timedelta(days=d) for d in days]
+    frame = pd.DataFrame(
+        {
+            "partner_id": pd.array([f"P{i}" for i in range(len(days))], dtype="str"),
+            "occurred_at": pd.to_datetime(pd.Series(when, dtype="datetime64[ns]")),
+        }
+    )
+    as_of = start + pd.Timedelta(days=cut)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "portal_events.parquet"
+        frame.to_parquet(path, index=False)
+        saved = anomaly.STATISTICS_BATCH
+        anomaly.STATISTICS_BATCH = batch
+        try:
+            got = anomaly.snapshot_statistics({"portal_events": path}, frame.iloc[:0], as_of)
+        finally:
+            anomaly.STATISTICS_BATCH = saved
+    assert got == anomaly.batch_statistics({"portal_events": frame}, as_of)

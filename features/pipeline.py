@@ -440,6 +440,29 @@ def snapshot_columns(snapshot, unread: dict[str, tuple[str, ...]]) -> dict:
     return empty
 
 
+def partners_only(snapshot, empty: dict) -> RawData:
+    """What a grouped job starts from: the partners read, every event table an empty frame.
+
+    The partners table has the columns of ``empty["partners"]``, each event table an empty
+    frame of ``empty``'s columns; the counts, files and data end are the snapshot's (no
+    fingerprints yet: the raw files are hashed while the rows are split).
+    """
+    import pyarrow.parquet as pq
+
+    from partnerscore.features.validate import RawData
+
+    partners = pq.read_table(
+        snapshot.tables["partners"], columns=empty["partners"].column_names
+    ).to_pandas()
+    return RawData(
+        tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
+        report=snapshot.report,
+        files=snapshot.files,
+        fingerprints={},
+        data_end=snapshot.data_end,
+    )
+
+
 def snapshot_quarantine(snapshot, qdir: Path) -> dict[str, pd.DataFrame]:
     """The snapshot's quarantined rows per table, written to ``qdir`` as validation writes them."""
     import pyarrow.parquet as pq
@@ -526,8 +549,6 @@ def _build_in_groups(
     import shutil
     import tempfile
 
-    import pyarrow.parquet as pq
-
     from partnerscore.features.core import AppendedFile, discard_staged, publish_staged
     from partnerscore.features.groups import RangeGroups, group_tables, text_ids
     from partnerscore.features.validate import RawData, load_raw
@@ -542,16 +563,8 @@ def _build_in_groups(
     if snapshot is None:
         return validate_and_build()
     empty = snapshot_columns(snapshot, BUILD_UNREAD_COLUMNS)
-    partners = pq.read_table(
-        snapshot.tables["partners"], columns=empty["partners"].column_names
-    ).to_pandas()
-    whole = RawData(
-        tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
-        report=snapshot.report,
-        files=snapshot.files,
-        fingerprints={},
-        data_end=snapshot.data_end,
-    )
+    whole = partners_only(snapshot, empty)
+    partners = whole.tables["partners"]
     planned = read_cutoffs(cutoffs, partners) if cutoffs is not None else None
     snapshots, dropped = training_snapshots(whole, config, planned)
     ranges = RangeGroups(partners["partner_id"], size)
@@ -777,6 +790,7 @@ __all__ = [
     "training_snapshots",
     "build_training_set",
     "make_snapshots",
+    "partners_only",
     "run_build",
     "snapshot_columns",
     "snapshot_quarantine",

@@ -69,10 +69,11 @@ class SnapshotGroups:
         or reports the mismatch, as before). The raw files are not hashed yet
         (:meth:`split` does that).
         """
-        import pyarrow.parquet as pq
-
-        from partnerscore.features.pipeline import _snapshot_partners, snapshot_columns
-        from partnerscore.features.validate import RawData
+        from partnerscore.features.pipeline import (
+            _snapshot_partners,
+            partners_only,
+            snapshot_columns,
+        )
         from partnerscore.features.validated import find_snapshot
 
         if size < 1 or _snapshot_partners(raw_dir, validated) <= size:
@@ -81,16 +82,7 @@ class SnapshotGroups:
         if snapshot is None:
             return None
         empty = snapshot_columns(snapshot, unread)
-        partners = pq.read_table(
-            snapshot.tables["partners"], columns=empty["partners"].column_names
-        ).to_pandas()
-        raw = RawData(
-            tables={name: t.to_pandas() for name, t in empty.items()} | {"partners": partners},
-            report=snapshot.report,
-            files=snapshot.files,
-            fingerprints={},
-            data_end=snapshot.data_end,
-        )
+        raw = partners_only(snapshot, empty)
         events = {name: t for name, t in empty.items() if name != "partners"}
         return cls(raw=raw, snapshot=snapshot, events=events, size=size)
 

@@ -673,7 +673,8 @@ BUILD_UNREAD_COLUMNS = {
 kinds): ``build`` does not load them. ``tests/features/test_grouped_build.py`` checks that the
 training set is the same with and without them."""
 GROUP_PARTNERS = 100_000
-"""``build`` from a validated snapshot of more partners than this runs on groups of this many."""
+"""``build`` and ``score`` from a validated snapshot of more partners than this run on groups of
+this many (``--group-partners``)."""
 GROUP_KEYS = ("partner_id", "as_of", "age_days", "cohort", "label_revenue", "label_engaged")
 """Training-set columns kept in memory by a grouped build (manifest, truth alignment)."""
 

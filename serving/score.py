@@ -219,7 +219,8 @@ def run_score(
         group_partners: From a validated snapshot of more partners, read, build, score and
             check groups of this many at a time (:mod:`partnerscore.serving.score_groups`:
             the same output with one group's rows in memory; default
-            :data:`~partnerscore.serving.score_groups.GROUP_PARTNERS`; 0: all at once).
+            :data:`~partnerscore.features.pipeline.GROUP_PARTNERS`, as ``build``; 0: all at
+            once).
 
     Returns:
         Counts and paths.
@@ -249,7 +250,8 @@ def run_score(
     workers = available_workers() if workers is None else workers
     if workers < 1:
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
-    from partnerscore.serving.score_groups import GROUP_PARTNERS, score_groups
+    from partnerscore.features.pipeline import GROUP_PARTNERS
+    from partnerscore.serving.score_groups import score_groups
 
     size = GROUP_PARTNERS if group_partners is None else group_partners
     if size < 0:
@@ -300,10 +302,10 @@ def run_score(
             if cut is not None:
                 checks_as_of = cut
             else:
-                checks_as_of = milestone_dates(partners_all["signed_at"], at_age)[ready].max()
+                checks_as_of = latest_milestone(partners_all, at_age, newest)
             with progress.task(f"score: {groups.ranges.n_groups} groups of partners"):
                 grouped = score_groups(
-                    groups, loaded.model, cut, at_age, checks_as_of, int(ready.sum()), config
+                    groups, loaded.model, cut, at_age, checks_as_of, ready, config
                 )
             groups.close()
             keys = grouped.keys
@@ -558,7 +560,9 @@ def _split_groups(
     groups = SnapshotGroups.open(raw_dir, validated, qdir, config.validation, size, UNREAD_COLUMNS)
     if groups is None:
         return None, False
-    batch_scope(groups.raw, raw_dir, as_of, at_age, config)  # a bad as_of stops it before the split
+    # a bad as_of stops the job before the split (the scope itself is taken again afterwards:
+    # the quarantined partner rows, which make rejects, are read once the files are checked)
+    batch_scope(groups.raw, raw_dir, as_of, at_age, config)
     with progress.task("score: splitting the snapshot by partner group"):
         try:
             groups.split(qdir.parent, qdir)
@@ -568,6 +572,12 @@ def _split_groups(
             stale_note(exc, raw_dir)
             return None, True
     return groups, False
+
+
+def latest_milestone(partners: pd.DataFrame, at_age: int, data_end) -> pd.Timestamp:
+    """The newest milestone within the data (the anomaly checks' as_of under ``--at-age``)."""
+    milestone = milestone_dates(partners["signed_at"], at_age)
+    return milestone[milestone <= data_end].max()
 
 
 def _quietly(wait) -> None:

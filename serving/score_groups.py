@@ -21,15 +21,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from partnerscore.features.config import ValidateConfig
-
-GROUP_PARTNERS = 100_000
-"""``score`` from a validated snapshot of more partners than this runs on groups of this many."""
 
 
 @dataclass
@@ -51,7 +49,6 @@ class SnapshotGroups:
     scratch: Path | None = None
     ranges: object = None
     partner_group: object = None
-    _closed: bool = field(default=False, repr=False)
 
     @classmethod
     def open(
@@ -139,7 +136,7 @@ def score_groups(
     cut: pd.Timestamp | None,
     at_age: int | None,
     anomaly_as_of: pd.Timestamp,
-    batch_size: int,
+    ready: np.ndarray,
     config,
 ) -> GroupedScores:
     """Features, scores, upgrade paths and raw-row anomalies, one group at a time.
@@ -153,7 +150,8 @@ def score_groups(
         cut: The batch's as_of (None with ``at_age``).
         at_age: Score each partner at signed_at + ``at_age`` days.
         anomaly_as_of: The raw-table checks' as_of (the whole job's).
-        batch_size: Partners in scope in the whole batch (the upgrade paths' limit).
+        ready: Per row of the partners table, whether the partner is in the batch
+            (``batch_scope``'s mask): a group with none is skipped.
         config: Application configuration.
 
     Returns:
@@ -171,11 +169,12 @@ def score_groups(
     )
     keys, scored, anomalies = [], [], []
     data_end = groups.raw.data_end
+    batch_size = int(ready.sum())  # the upgrade paths' limit is the whole batch's
     with ThreadPoolExecutor(max_workers=1) as pool:
         for g in range(groups.ranges.n_groups):
-            tables = groups.tables(g)
-            if not _any_ready(tables["partners"], cut, at_age, data_end):
+            if not ready[groups.partner_group == g].any():
                 continue  # the whole job's raw checks find nothing for partners it does not score
+            tables = groups.tables(g)
             checks = pool.submit(
                 raw_anomalies, tables, anomaly_as_of, config.monitor, robust, periods
             )
@@ -198,13 +197,4 @@ def score_groups(
     )
 
 
-def _any_ready(partners: pd.DataFrame, cut, at_age: int | None, data_end) -> bool:
-    """Whether any of these partners is in the batch (as ``batch_scope`` decides)."""
-    from partnerscore.features.core import milestone_dates
-
-    if at_age is None:
-        return bool((pd.to_datetime(partners["signed_at"]) < cut).any())
-    return bool((milestone_dates(partners["signed_at"], at_age) <= data_end).any())
-
-
-__all__ = ["GROUP_PARTNERS", "GroupedScores", "SnapshotGroups", "score_groups"]
+__all__ = ["GroupedScores", "SnapshotGroups", "score_groups"]

@@ -455,12 +455,6 @@ def _partitions(partners: int, cores: int) -> int:
     return max(cores, -(-groups // cores) * cores)
 
 
-def _latest_milestone(partners: pd.DataFrame, at_age: int, data_end) -> pd.Timestamp:
-    """The newest milestone within the data (the anomaly checks' as_of under ``--at-age``)."""
-    milestone = milestone_dates(partners["signed_at"], at_age)
-    return milestone[milestone <= data_end].max()
-
-
 def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict, dict]:
     """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
 
@@ -679,7 +673,9 @@ class _SnapshotJob:
     def _anomaly_as_of(self, at_age):
         if self.cut is not None:
             return self.cut
-        return _latest_milestone(self.partners, at_age, self.data_end)
+        from partnerscore.serving.score import latest_milestone
+
+        return latest_milestone(self.partners, at_age, self.data_end)
 
     def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
         """Split the snapshot's rows by partner group, then ``score_group`` per group.
@@ -779,7 +775,9 @@ class _RawJob:
         if self.cut is not None:
             self.anomaly_as_of = self.cut
         else:
-            self.anomaly_as_of = _latest_milestone(self.partners, at_age, self.data_end)
+            from partnerscore.serving.score import latest_milestone
+
+            self.anomaly_as_of = latest_milestone(self.partners, at_age, self.data_end)
         self.robust, self.periods = _raw_statistics(
             clean, validated.dtypes, self.anomaly_as_of, self.partners
         )

@@ -124,7 +124,7 @@ def one_program(args, seed: int) -> dict[str, float]:
     rev_params, eng_params = params_for(train, specs, config)
     model = fit_partner_model(train, specs, config, PolicyConfig(), rev_params, eng_params)
     mu = model.revenue.predict(model.prepare(hold))
-    lo, hi = model.intervals.predict(mu)
+    lo, hi = model.intervals.predict(mu, hold["age_days"].to_numpy(float))
     y = hold["label_revenue"].to_numpy(float)
     covered = (y >= lo) & (y <= hi)
     pid = hold["partner_id"].to_numpy()

@@ -139,18 +139,21 @@ class PartnerModel:
             self, revenue=revenue, engagement=engagement, metadata=dict(self.metadata)
         )
 
-    def revenue_intervals(self, pred_revenue: np.ndarray) -> dict[str, np.ndarray] | None:
+    def revenue_intervals(
+        self, pred_revenue: np.ndarray, age_days: np.ndarray | None = None
+    ) -> dict[str, np.ndarray] | None:
         """The interval columns: ``pred_revenue_lo`` / ``_hi`` / ``_sd`` / ``_median``.
 
         ``pred_revenue_median`` is the p50 of the predictive distribution (NaN for interval
-        models fitted before it existed).
+        models fitted before it existed). ``age_days`` (each row's onboarding age) picks the
+        conformal quantile of its age when the interval model has them.
 
         None when the bundle has no interval model (older versions).
         """
         intervals = getattr(self, "intervals", None)
         if intervals is None:
             return None
-        lo, hi = intervals.predict(pred_revenue)
+        lo, hi = intervals.predict(pred_revenue, age_days)
         return {
             "pred_revenue_lo": lo,
             "pred_revenue_hi": hi,

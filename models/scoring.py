@@ -161,9 +161,11 @@ def _drivers(
     return {name: pd.array(texts.slice(i * n, n), dtype="str") for i, name in enumerate(names)}
 
 
-def _interval_columns(model: PartnerModel, pred_revenue: np.ndarray) -> dict[str, np.ndarray]:
+def _interval_columns(
+    model: PartnerModel, pred_revenue: np.ndarray, age: np.ndarray
+) -> dict[str, np.ndarray]:
     """Interval columns for the revenue predictions (NaN when the bundle has no intervals)."""
-    out = model.revenue_intervals(pred_revenue)
+    out = model.revenue_intervals(pred_revenue, age)
     if out is None:
         nan = np.full(len(pred_revenue), np.nan)
         return {
@@ -270,7 +272,7 @@ def score_features(
     cols.update(
         {
             "pred_revenue": rev.pred,
-            **_interval_columns(model, rev.pred),
+            **_interval_columns(model, rev.pred, age),
             "pred_engagement": eng.pred,
             "score": score,
             "score_tier": repeated_text(tiers),

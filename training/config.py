@@ -56,6 +56,9 @@ class TrainConfig(FrozenConfig):
             over all out-of-fold rows: nominal marginal coverage) or ``mondrian`` (per
             prediction bin; over-covers where most partners realise zero). See
             :mod:`partnerscore.models.intervals`.
+        interval_by_age: ``normalized`` intervals with one conformal quantile per onboarding
+            age of the out-of-fold rows (nominal coverage at each age, whatever a batch's age
+            mix); false: one pooled quantile.
         bootstrap_rounds: Partner-level bootstrap resamples for standard errors.
         revenue: Default revenue-head parameters.
         engagement: Default engagement-head parameters.
@@ -93,6 +96,7 @@ class TrainConfig(FrozenConfig):
     refit: bool = True
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)
     interval_method: Literal["normalized", "mondrian"] = "normalized"
+    interval_by_age: bool = True
     bootstrap_rounds: int = Field(default=200, ge=0)
     revenue: HeadParams = HeadParams()
     engagement: HeadParams = HeadParams()

@@ -334,7 +334,13 @@ def fit_partner_model(
             coverage=config.interval_coverage,
             method=config.interval_method,
             power=revenue.tweedie_variance_power,
-        ).fit(y_rev[seen], oof[seen] * multiplier)
+        ).fit(
+            y_rev[seen],
+            oof[seen] * multiplier,
+            age=train.loc[seen, "age_days"].to_numpy(float)
+            if config.interval_by_age and "age_days" in train
+            else None,
+        )
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
     engagement = EngagementClassifier(
@@ -569,7 +575,10 @@ def train_and_evaluate(
         train, specs, config, policy, params["revenue"], params["engagement"]
     )
     preds = evaluated.predict(holdout)
-    preds = preds.assign(**(evaluated.revenue_intervals(preds["pred_revenue"].to_numpy()) or {}))
+    intervals = evaluated.revenue_intervals(
+        preds["pred_revenue"].to_numpy(), holdout["age_days"].to_numpy(float)
+    )
+    preds = preds.assign(**(intervals or {}))
     metrics = evaluate(holdout, preds["pred_revenue"], preds["pred_engagement"])
     rounds, seed = config.bootstrap_rounds, config.seed
     metrics["revenue_portfolio_bias_se"] = bootstrap_se(
@@ -595,6 +604,10 @@ def train_and_evaluate(
         for row in conditional.itertuples():
             if row.group != "all" and np.isfinite(row.coverage):
                 metrics[f"revenue_interval_coverage_{row.group}"] = float(row.coverage)
+        revenue = holdout["label_revenue"]
+        covered = revenue.between(preds["pred_revenue_lo"], preds["pred_revenue_hi"])
+        for age, share in covered.groupby(holdout["age_days"].to_numpy()).mean().items():
+            metrics[f"revenue_interval_coverage_age_{int(age)}"] = float(share)
         median = preds["pred_revenue_median"].to_numpy(float)
         if np.isfinite(median).all():
             metrics["revenue_median_mae"] = float(

@@ -243,3 +243,77 @@ def test_portfolio_sd_is_the_binned_coefficient_of_variation():
         _, lo, hi = iv.portfolio(mu2)
         hits.append(lo <= y2.sum() <= hi)
     assert 0.7 <= np.mean(hits) <= 0.9
+
+
+def _aged(n, rng):
+    """Zero-inflated revenue whose spread around mu grows with the onboarding age."""
+    age = rng.choice([30.0, 60.0, 90.0, 180.0], n)
+    mu, _ = _zero_inflated(n, rng)
+    spread = {30.0: 0.5, 60.0: 1.0, 90.0: 1.5, 180.0: 2.5}
+    noise = np.array([spread[a] for a in age]) * rng.standard_normal(n) * mu**0.65
+    return age, mu, np.maximum(mu + noise, 0.0)
+
+
+def test_per_age_quantiles_cover_each_age_where_the_pooled_one_does_not():
+    rng = np.random.default_rng(11)
+    age, mu, y = _aged(20000, rng)
+    age2, mu2, y2 = _aged(20000, rng)
+    pooled = RevenueIntervals(coverage=0.8, power=1.3).fit(y, mu)
+    by_age = RevenueIntervals(coverage=0.8, power=1.3).fit(y, mu, age=age)
+    for a in (30.0, 180.0):
+        at = age2 == a
+        lo, hi = pooled.predict(mu2[at])
+        assert abs(coverage(y2[at], lo, hi) - 0.8) > 0.05  # the pooled q misses per age
+        lo, hi = by_age.predict(mu2[at], np.full(at.sum(), a))
+        assert 0.78 <= coverage(y2[at], lo, hi) <= 0.82
+    # whatever the age mix: a batch of day-30 rows alone is covered nominally too
+    young = age2 == 30.0
+    assert 0.78 <= coverage(y2[young], *by_age.predict(mu2[young], age2[young])) <= 0.82
+    assert by_age.to_dict()["q_by_age"].keys() == {"30", "60", "90", "180"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(
+        st.one_of(st.integers(0, 160), st.sampled_from([99, 100, 101])), min_size=1, max_size=4
+    ),
+    asked=st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), min_size=1, max_size=30),
+    seed=st.integers(0, 2**16),
+)
+def test_per_age_quantile_twin(sizes, asked, seed):
+    """Slow twin: each age's quantile from its own scores, row by row; the age lookup by hand."""
+    from partnerscore.models.intervals import MIN_AGE_ROWS
+
+    rng = np.random.default_rng(seed)
+    ages = [30.0 * (i + 1) for i in range(len(sizes))]
+    age = np.repeat(ages, sizes)
+    extra = max(0, 20 - len(age))  # the fit needs 20 rows: some without an age
+    age = np.concatenate([age, np.full(extra, np.nan)])
+    mu = np.exp(rng.normal(8, 1, len(age)))
+    y = np.where(rng.random(len(age)) < 0.7, 0.0, mu * rng.gamma(1.0, 2.0, len(age)))
+    iv = RevenueIntervals(coverage=0.8, power=1.4).fit(y, mu, age=age)
+    scores = list(np.abs(y - mu) / mu**0.7)  # the score itself is the pooled tests' business
+    pooled = conformal_quantile(np.array(scores), 0.8)
+    assert iv.q_ == pooled
+    own = {}
+    for a in ages:
+        mine = sorted(s for s, b in zip(scores, age, strict=True) if b == a)
+        if len(mine) >= MIN_AGE_ROWS:
+            k = int(np.ceil(0.8 * (len(mine) + 1))) - 1
+            own[a] = mine[min(k, len(mine) - 1)]
+        elif mine:
+            own[a] = pooled
+    asked = asked + [a + d for a in ages for d in (-0.5, 0.0, 0.5)]  # at and beside each age
+    got = iv.quantile(len(asked), np.array(asked))
+    for value, q in zip(asked, got, strict=True):
+        reached = [a for a in sorted(own) if a <= value]
+        if np.isnan(value) or not own:
+            want = pooled
+        elif reached:
+            want = own[reached[-1]]
+        else:
+            want = own[min(own)]
+        assert q == want
+    # a model pickled before the per-age quantiles existed: the pooled one for every row
+    del iv.age_classes_, iv.q_age_
+    assert (iv.quantile(len(asked), np.array(asked)) == pooled).all()

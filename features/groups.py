@@ -225,7 +225,8 @@ def group_tables(folder: str, group: int, empty: dict) -> dict[str, pd.DataFrame
     where = Path(folder) / f"g{group:05d}"
     out = {}
     for name, schema_table in empty.items():
-        # memory-mapped: the rows are copied once, into the frame (not first into Arrow buffers)
+        # memory-mapped: the rows are copied once, into the frame (not first into Arrow buffers;
+        # only the partner ids are decoded into new ones)
         parts = [
             _decoded_ids(ipc.open_stream(pa.memory_map(str(path))).read_all())
             for path in sorted(where.glob(f"{name}-*.arrow"))

@@ -147,14 +147,13 @@ class RevenueIntervals:
                 age = np.asarray(age, dtype=float)
                 if len(age) != len(y):
                     raise ValueError("need one age per prediction")
-                classes = [a for a in np.unique(age[np.isfinite(age)])]
-                self.age_classes_ = np.array(classes, dtype=float)
+                self.age_classes_ = np.unique(age[np.isfinite(age)])
                 self.q_age_ = np.array(
                     [
                         conformal_quantile(score[age == a], self.coverage)
                         if np.sum(age == a) >= MIN_AGE_ROWS
                         else self.q_
-                        for a in classes
+                        for a in self.age_classes_
                     ]
                 )
         return self

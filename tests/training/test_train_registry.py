@@ -138,6 +138,7 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
         "holdout_revenue_interval_coverage",
         "holdout_revenue_interval_coverage_label_zero",
         "holdout_revenue_interval_coverage_mu_bin_0",
+        "holdout_revenue_interval_coverage_age_30",
         "holdout_revenue_median_mae",
         "compare_revenue_median_mae_diff_se",
         "compare_revenue_rmse_diff_se",

@@ -264,14 +264,20 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
 
 
 def conditional_coverage(
-    y: np.ndarray, mu: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int = 5
+    y: np.ndarray,
+    mu: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    bins: int = 5,
+    age: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Coverage overall, per quantile bin of ``mu`` and for zero / positive outcomes.
+    """Coverage overall, per quantile bin of ``mu``, for zero / positive outcomes and per age.
 
     Returns:
         Rows ``group`` (``all``, ``mu_bin_<k>`` from the smallest predictions, ``label_zero``,
-        ``label_positive``), ``rows``, ``share`` of all rows, ``coverage``, ``mu_lo`` /
-        ``mu_hi`` (the bin's prediction range) and ``zero_share`` (share realising 0).
+        ``label_positive``, then ``age_<days>`` per onboarding age when ``age`` is given),
+        ``rows``, ``share`` of all rows, ``coverage``, ``mu_lo`` / ``mu_hi`` (the group's
+        prediction range) and ``zero_share`` (share realising 0).
     """
     y = np.asarray(y, dtype=float)
     mu = np.asarray(mu, dtype=float)
@@ -282,6 +288,9 @@ def conditional_coverage(
         which = np.searchsorted(edges, mu, side="right")
         groups += [(f"mu_bin_{b}", which == b) for b in range(len(edges) + 1)]
     groups += [("label_zero", y <= 0), ("label_positive", y > 0)]
+    if age is not None:  # the per-age quantiles' purpose: nominal coverage at each age
+        age = np.asarray(age, dtype=float)
+        groups += [(f"age_{int(a)}", age == a) for a in np.unique(age[np.isfinite(age)])]
     rows = []
     for name, sel in groups:
         n = int(sel.sum())

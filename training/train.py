@@ -599,15 +599,11 @@ def train_and_evaluate(
             preds["pred_revenue_lo"],
             preds["pred_revenue_hi"],
             evaluated.intervals.bins,
+            ages,
         )
         for row in conditional.itertuples():
             if row.group != "all" and np.isfinite(row.coverage):
                 metrics[f"revenue_interval_coverage_{row.group}"] = float(row.coverage)
-        if ages is not None:  # the per-age quantiles' purpose: nominal coverage at each age
-            revenue = holdout["label_revenue"]
-            covered = revenue.between(preds["pred_revenue_lo"], preds["pred_revenue_hi"])
-            for age, share in covered.groupby(ages).mean().items():
-                metrics[f"revenue_interval_coverage_age_{int(age)}"] = float(share)
         median = preds["pred_revenue_median"].to_numpy(float)
         if np.isfinite(median).all():
             metrics["revenue_median_mae"] = float(

@@ -174,6 +174,15 @@ def test_conditional_coverage_report_matches_a_row_by_row_count():
         assert row.coverage == pytest.approx(np.mean(hits)), name
     # not conditional: small predictions are covered by their zero more often than large ones
     assert bins["coverage"].iloc[0] > bins["coverage"].iloc[-1]
+    # per onboarding age, when given (rows without an age in no age group)
+    age = np.random.default_rng(8).choice([30.0, 90.0, np.nan], len(y2))
+    by_age = conditional_coverage(y2, mu2, lo, hi, bins=4, age=age).set_index("group")
+    assert list(by_age.index[-2:]) == ["age_30", "age_90"]
+    for a in (30.0, 90.0):
+        rows = zip(y2, lo, hi, age, strict=True)
+        hits = [b_lo <= v <= b_hi for v, b_lo, b_hi, g in rows if g == a]
+        assert by_age.loc[f"age_{int(a)}", "rows"] == len(hits)
+        assert by_age.loc[f"age_{int(a)}", "coverage"] == pytest.approx(np.mean(hits))
 
 
 def test_predictive_median_is_the_binned_median_ratio_and_wins_on_absolute_error():

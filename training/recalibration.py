@@ -291,3 +291,92 @@ def fit_segment_factors(
         table=table,
         sweeps=sweeps if columns else 0,
     )
+
+
+def fit_balance_factors(
+    segments: pd.DataFrame,
+    partner_id: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    columns: tuple[str, ...] | list[str],
+    *,
+    min_partners: int = 30,
+    max_sweeps: int = 100,
+    tol: float = 1e-12,
+) -> dict[str, dict[str, float]]:
+    """In-sample balance factors per value of each column, relative to the overall ratio.
+
+    A shrunk tweedie booster does not keep a segment's in-sample total: its leaves balance
+    ``(y - mu) mu^(1 - p)``, not ``y - mu``, and its shrunk steps stop short of a segment's
+    level, so low-value segments end over-predicted and high-value ones under-predicted on the
+    training rows themselves (README, "Remaining goals"). These factors restore the balance of
+    a log-linear model with one term per value (raking, i.e. iterative proportional fitting):
+    at the fixed point ``sum y / sum(pred * f)`` is the overall ratio ``sum y / sum pred`` in
+    every value of every column, so the overall level (the out-of-fold recalibration's) is
+    kept, and with no missing values the prediction total is unchanged.
+
+    Args:
+        segments: Segment columns per row (values compared as text; missing = factor 1).
+        partner_id: (n,) partner of each row (values with fewer partners keep factor 1).
+        y: (n,) realised revenue (>= 0), the training rows.
+        pred: (n,) in-sample predictions (> 0) of the fitted head.
+        columns: Columns of ``segments`` to balance, in raking order.
+        min_partners: Values with fewer partners, or no revenue, keep factor 1.
+        max_sweeps: Raking sweeps at most.
+        tol: Stop when no log factor moves by more than this in a sweep.
+
+    Returns:
+        Column -> value -> factor (> 0) for every non-missing value seen.
+
+    Raises:
+        ValueError: Lengths differ, negative labels, non-positive predictions, or no revenue.
+    """
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    n = len(y)
+    if not (len(pred) == len(partner_id) == len(segments) == n):
+        raise ValueError("segments, partner_id, y and pred must have the same length")
+    if (y < 0).any() or not np.isfinite(y).all():
+        raise ValueError("labels must be finite and non-negative")
+    if (pred <= 0).any() or not np.isfinite(pred).all():
+        raise ValueError("predictions must be finite and positive")
+    if y.sum() <= 0:
+        raise ValueError("no revenue among the rows")
+    partner = pd.factorize(np.asarray(partner_id))[0]
+    target = y * (pred.sum() / y.sum())  # labels on the predictions' scale
+    encoded, logf, active = {}, {}, {}
+    for col in columns:
+        codes, uniques = pd.factorize(segments[col].to_numpy(dtype=object), sort=True)
+        k, seen = len(uniques), codes >= 0
+        pairs = pd.DataFrame({"value": codes[seen], "partner": partner[seen]}).drop_duplicates()
+        partners = np.bincount(pairs["value"].to_numpy(), minlength=k)
+        label = np.bincount(codes[seen], target[seen], k)
+        encoded[col] = (codes, [str(u) for u in uniques])
+        active[col] = (partners >= min_partners) & (label > 0)
+        logf[col] = np.zeros(k)
+
+    def offset(skip: str | None = None) -> np.ndarray:
+        out = np.zeros(n)
+        for col in columns:
+            if col != skip:
+                codes = encoded[col][0]
+                out += np.where(codes >= 0, logf[col][np.maximum(codes, 0)], 0.0)
+        return out
+
+    for _ in range(max_sweeps):
+        moved = 0.0
+        for col in columns:
+            codes, values = encoded[col]
+            seen = codes >= 0
+            m = pred * np.exp(offset(skip=col))
+            label = np.bincount(codes[seen], target[seen], len(values))
+            mass = np.bincount(codes[seen], m[seen], len(values))
+            ok = active[col] & (mass > 0)
+            new = np.where(ok, np.log(np.where(ok, label, 1.0) / np.where(ok, mass, 1.0)), 0.0)
+            moved = max(moved, float(np.max(np.abs(new - logf[col]), initial=0.0)))
+            logf[col] = new
+        if moved <= tol:
+            break
+    return {
+        col: {v: float(np.exp(f)) for v, f in zip(encoded[col][1], logf[col], strict=True)}
+        for col in columns
+    }

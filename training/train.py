@@ -47,7 +47,12 @@ from partnerscore.training.metrics import (
     segment_metrics,
 )
 from partnerscore.training.recalibration import TABLE_COLUMNS as SEGMENT_FACTOR_COLUMNS
-from partnerscore.training.recalibration import SegmentFactors, fit_segment_factors
+from partnerscore.training.recalibration import (
+    SegmentFactors,
+    fit_balance_factors,
+    fit_segment_factors,
+    segment_text,
+)
 from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
 from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
 from partnerscore.training.tune import tune_head
@@ -260,11 +265,67 @@ def segment_recalibration(
     )
 
 
+def segment_balance(
+    revenue: RevenueRegressor,
+    X: pd.DataFrame,
+    train: pd.DataFrame,
+    y: np.ndarray,
+    specs: list,
+    config: TrainConfig,
+) -> dict[str, dict[str, float]]:
+    """In-sample balance factors per ``config.segment_balance_columns`` value, applied.
+
+    Fitted on the recalibrated head's in-sample predictions (:func:`fit_balance_factors`) and
+    multiplied into its segment factors, so each shows as part of its feature's contribution.
+
+    Raises:
+        PartnerscoreError: A balance column that is not a categorical feature of the model.
+    """
+    columns = tuple(config.segment_balance_columns)
+    if not columns:
+        return {}
+    kinds = {s.name: s.kind for s in specs}
+    for col in columns:
+        if kinds.get(col) != "categorical" or col not in train.columns:
+            raise PartnerscoreError(
+                f"train.segment_balance_columns: '{col}' is not a categorical feature of the model"
+            )
+    if y.sum() <= 0:
+        return {}
+    balance = fit_balance_factors(
+        train[list(columns)].reset_index(drop=True),
+        train["partner_id"].to_numpy(),
+        y,
+        revenue.predict(X),
+        columns,
+        min_partners=config.segment_recalibration_min_partners,
+    )
+    merged = {col: dict(table) for col, table in revenue.segment_factors_.items()}
+    for col, table in balance.items():
+        own = merged.setdefault(col, {})
+        for value, f in table.items():
+            own[value] = own.get(value, 1.0) * f
+    revenue.recalibrate_segments(merged, revenue.segment_numeric_)
+    return balance
+
+
+def balance_multiplier(balance: dict[str, dict[str, float]], rows: pd.DataFrame) -> np.ndarray:
+    """Per-row product of the balance factors (missing or unseen values: 1)."""
+    out = np.ones(len(rows))
+    for col, table in balance.items():
+        out *= segment_text(rows[col]).map(table).astype(float).fillna(1.0).to_numpy()
+    return out
+
+
 def segment_factor_metrics(fit: dict) -> dict[str, float]:
-    """``fit_revenue_segment_factor_<column>_<value>`` per fitted segment value (MLflow-safe)."""
-    factors = (fit.get("revenue_segment_factors") or {}).get("factors", {})
+    """``fit_revenue_{segment,balance}_factor_<column>_<value>`` per fitted value (MLflow-safe)."""
+    tables = {
+        "segment": (fit.get("revenue_segment_factors") or {}).get("factors", {}),
+        "balance": fit.get("revenue_balance_factors") or {},
+    }
     return {
-        f"fit_revenue_segment_factor_{col}_{re.sub(r'[^A-Za-z0-9_.-]', '_', value)}": float(f)
+        f"fit_revenue_{kind}_factor_{col}_{re.sub(r'[^A-Za-z0-9_.-]', '_', value)}": float(f)
+        for kind, factors in tables.items()
         for col, table in factors.items()
         for value, f in table.items()
     }
@@ -287,7 +348,9 @@ def fit_partner_model(
       conformal intervals (:class:`~partnerscore.models.intervals.RevenueIntervals`). With
       ``config.segment_recalibration`` the same rows also give one shrunk factor per value of
       each segment column (:func:`segment_recalibration`), applied on the log scale inside
-      that feature's contribution; the intervals are fitted on the recalibrated predictions.
+      that feature's contribution. Then each ``config.segment_balance_columns`` value gets an
+      in-sample balance factor (:func:`segment_balance`), multiplied into the same tables; the
+      intervals are fitted on the recalibrated and balanced predictions.
     - Engagement: booster on the older cohorts, calibration map on the newest
       ``calibration_share`` of partners (chosen by cross-validated log loss with ``auto``),
       then refitted on all rows (``engagement_refit``).
@@ -328,6 +391,9 @@ def fit_partner_model(
                 numeric_segment_columns(specs, tuple(config.segment_recalibration_columns)),
             )
     revenue.recalibrate(factor)
+    balance = segment_balance(revenue, X, train, y_rev, specs, config)
+    if balance:
+        multiplier = multiplier * balance_multiplier(balance, train.loc[seen])
     intervals = None
     if seen.sum() >= 20:
         intervals = RevenueIntervals(
@@ -369,6 +435,7 @@ def fit_partner_model(
             float((oof[seen] * multiplier).sum()) / label_total - 1 if label_total else float("nan")
         ),
         "revenue_segment_factors": segments.to_dict() if segments is not None else None,
+        "revenue_balance_factors": balance or None,
         "calibration_method": engagement.calibration_method_,
         "calibration_cv_log_loss": dict(engagement.calibration_losses_),
         "intervals": intervals.to_dict() if intervals is not None else None,
@@ -754,6 +821,7 @@ def run_train(
                 "revenue_recalibration": config.revenue_recalibration,
                 "segment_recalibration": config.segment_recalibration,
                 "segment_recalibration_columns": ",".join(config.segment_recalibration_columns),
+                "segment_balance_columns": ",".join(config.segment_balance_columns),
                 "interval_coverage_target": config.interval_coverage,
                 "monotone": config.monotone,
                 "seed": config.seed,

@@ -1,0 +1,225 @@
+"""In-sample balance factors of the revenue head (raking), against a pandas twin and in a fit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from partnerscore.features.config import BuildConfig, SimulateConfig
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.pipeline import build_training_set
+from partnerscore.features.registry import feature_specs
+from partnerscore.features.simulate import simulate_program
+from partnerscore.features.validate import RawData
+from partnerscore.models import explain
+from partnerscore.models.config import PolicyConfig
+from partnerscore.training.config import TrainConfig
+from partnerscore.training.recalibration import fit_balance_factors
+from partnerscore.training.train import _head_kwargs, fit_partner_model
+
+# ---------------------------------------------------------------- the slow, obvious twin
+
+
+def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
+    """Raking written out with pandas groupby: {col: {value: factor}}.
+
+    ``rows`` has partner_id, y, pred and the segment columns (None = missing).
+    """
+    target = rows["y"] * rows["pred"].sum() / rows["y"].sum()
+    factor = {c: {} for c in columns}
+    for c in columns:
+        for value, group in rows.dropna(subset=[c]).groupby(c):
+            factor[c][str(value)] = 1.0
+            usable = group["partner_id"].nunique() >= min_partners and target[group.index].sum() > 0
+            if not usable:
+                factor[c][str(value)] = None  # keeps 1, never updated
+
+    def applied(skip):
+        out = rows["pred"].copy()
+        for c in columns:
+            if c != skip:
+                f = rows[c].map(lambda v, c=c: factor[c].get(str(v)) if v is not None else None)
+                out *= f.astype(float).fillna(1.0)
+        return out
+
+    for _ in range(sweeps):
+        moved = 0.0
+        for c in columns:
+            m = applied(c)
+            for value in factor[c]:
+                if factor[c][value] is None:
+                    continue
+                at = rows[c].map(lambda v, value=value: v is not None and str(v) == value)
+                new = target[at].sum() / m[at].sum()
+                moved = max(moved, abs(np.log(new) - np.log(factor[c][value])))
+                factor[c][value] = new
+        if moved < 1e-13:
+            break
+    return {c: {v: (1.0 if f is None else f) for v, f in t.items()} for c, t in factor.items()}
+
+
+def random_rows(seed: int, n_partners: int, snapshots: int, missing: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    tier = rng.choice(
+        ["platinum", "gold", "silver", "registered"], n_partners, p=[0.1, 0.2, 0.3, 0.4]
+    )
+    region = rng.choice(["NA", "EMEA", "APAC"], n_partners)
+    n = n_partners * snapshots
+    pred = np.exp(rng.normal(8, 3, n))  # 1e-1 .. 1e7: extreme spreads included
+    y = np.where(rng.random(n) < 0.7, 0.0, pred * rng.lognormal(0, 1.5, n))
+    rows = pd.DataFrame(
+        {
+            "partner_id": np.repeat([f"P{i}" for i in range(n_partners)], snapshots),
+            "tier": np.repeat(tier, snapshots).astype(object),
+            "region": np.repeat(region, snapshots).astype(object),
+            "y": y,
+            "pred": pred,
+        }
+    )
+    gone = rng.random(n) < missing
+    rows.loc[gone, "region"] = None
+    return rows
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_partners=st.integers(5, 120),
+    snapshots=st.integers(1, 3),
+    missing=st.sampled_from([0.0, 0.2]),
+    min_partners=st.integers(1, 30),
+    columns=st.sampled_from([("tier",), ("tier", "region"), ("region", "tier")]),
+)
+def test_fast_balance_equals_the_pandas_twin(
+    seed, n_partners, snapshots, missing, min_partners, columns
+):
+    rows = random_rows(seed, n_partners, snapshots, missing)
+    if rows["y"].sum() <= 0:
+        rows.loc[0, "y"] = 1.0
+    fast = fit_balance_factors(
+        rows[list(columns)],
+        rows["partner_id"].to_numpy(),
+        rows["y"].to_numpy(),
+        rows["pred"].to_numpy(),
+        columns,
+        min_partners=min_partners,
+        max_sweeps=500,
+        tol=1e-13,
+    )
+    slow = twin_balance(rows, columns, min_partners=min_partners)
+    assert set(fast) == set(slow)
+    for col in columns:
+        assert set(fast[col]) == set(slow[col])
+        for value, f in fast[col].items():
+            assert f > 0
+            assert f == pytest.approx(slow[col][value], rel=1e-7), (col, value)
+
+
+def test_every_value_ends_at_the_overall_ratio_and_the_total_is_kept():
+    rows = random_rows(3, 2000, 2, missing=0.0)
+    columns = ("tier", "region")
+    factors = fit_balance_factors(
+        rows[list(columns)], rows["partner_id"].to_numpy(), rows["y"], rows["pred"], columns
+    )
+    f = np.ones(len(rows))
+    for col in columns:
+        f *= rows[col].map(factors[col]).to_numpy(float)
+    balanced = rows["pred"] * f
+    overall = rows["y"].sum() / rows["pred"].sum()
+    assert balanced.sum() == pytest.approx(rows["pred"].sum(), rel=1e-9)
+    for col in columns:
+        ratio = rows["y"].groupby(rows[col]).sum() / balanced.groupby(rows[col]).sum()
+        np.testing.assert_allclose(ratio.to_numpy(), overall, rtol=1e-9)
+    # not a no-op: the raw ratios were spread
+    raw = rows["y"].groupby(rows["tier"]).sum() / rows["pred"].groupby(rows["tier"]).sum()
+    assert raw.max() / raw.min() > 1.05
+
+
+def test_small_or_revenue_free_values_keep_factor_one_and_bad_inputs_are_refused():
+    rows = random_rows(5, 200, 1, missing=0.0)
+    rows.loc[rows["tier"] == "platinum", "y"] = 0.0
+    factors = fit_balance_factors(
+        rows[["tier"]],
+        rows["partner_id"].to_numpy(),
+        rows["y"],
+        rows["pred"],
+        ("tier",),
+        min_partners=1000,
+    )
+    assert factors["tier"] == {t: 1.0 for t in sorted(rows["tier"].unique())}
+    factors = fit_balance_factors(
+        rows[["tier"]],
+        rows["partner_id"].to_numpy(),
+        rows["y"],
+        rows["pred"],
+        ("tier",),
+        min_partners=1,
+    )
+    assert factors["tier"]["platinum"] == 1.0 and factors["tier"]["gold"] != 1.0
+    ids = rows["partner_id"].to_numpy()
+    with pytest.raises(ValueError, match="same length"):
+        fit_balance_factors(rows[["tier"]], ids[:-1], rows["y"], rows["pred"], ("tier",))
+    with pytest.raises(ValueError, match="non-negative"):
+        fit_balance_factors(rows[["tier"]], ids, -rows["y"] - 1, rows["pred"], ("tier",))
+    with pytest.raises(ValueError, match="positive"):
+        fit_balance_factors(rows[["tier"]], ids, rows["y"], rows["pred"] * 0, ("tier",))
+    with pytest.raises(ValueError, match="no revenue"):
+        fit_balance_factors(rows[["tier"]], ids, rows["y"] * 0, rows["pred"], ("tier",))
+
+
+# ---------------------------------------------------------------- in the training job's fit
+
+
+@pytest.fixture(scope="module")
+def train_frame():
+    tables = simulate_program(SimulateConfig(partners=1500, seed=31))
+    frame = build_training_set(RawData.from_frames(tables), BuildConfig())
+    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+    return frame, [s for s in feature_specs() if s.name in frame.columns]
+
+
+def _fit(train_frame, **overrides):
+    frame, specs = train_frame
+    config = TrainConfig(trials=0, **overrides)
+    return fit_partner_model(
+        frame,
+        specs,
+        config,
+        PolicyConfig(),
+        {**_head_kwargs(config.revenue, 7), "tweedie_variance_power": 1.3},
+        _head_kwargs(config.engagement, 7),
+    )
+
+
+def test_the_fitted_head_is_balanced_per_tier_in_sample(train_frame):
+    frame, specs = train_frame
+    plain = _fit(train_frame, segment_balance_columns=())
+    balanced = _fit(train_frame)  # default: the tier
+    assert plain.metadata["fit"]["revenue_balance_factors"] is None
+    factors = balanced.metadata["fit"]["revenue_balance_factors"]["tier"]
+    y = frame["label_revenue"]
+    before = plain.predict(frame)["pred_revenue"].to_numpy()
+    after = balanced.predict(frame)["pred_revenue"].to_numpy()
+    # the overall level (the out-of-fold recalibration's) is kept, tier by tier it is balanced
+    assert after.sum() == pytest.approx(before.sum(), rel=1e-9)
+    raw = y.groupby(frame["tier"]).sum() / pd.Series(before).groupby(frame["tier"]).sum()
+    ratio = y.groupby(frame["tier"]).sum() / pd.Series(after).groupby(frame["tier"]).sum()
+    np.testing.assert_allclose(ratio.to_numpy(), y.sum() / before.sum(), rtol=1e-9)
+    assert raw.max() / raw.min() > 1.01  # it moved something
+    for tier, f in factors.items():
+        at = (frame["tier"] == tier).to_numpy()
+        np.testing.assert_allclose(after[at], before[at] * f, rtol=1e-9)
+    # each factor is part of the tier's own contribution: the effects still add up
+    X = balanced.prepare(frame)
+    contrib = balanced.revenue.raw_contributions(X)
+    np.testing.assert_allclose(np.exp(explain.row_sums(contrib)), after, rtol=1e-9)
+    moved = np.abs(contrib - plain.revenue.raw_contributions(X)).max(axis=0) > 1e-12
+    names = [*balanced.revenue.feature_names_in_, "base"]
+    assert {names[j] for j in np.flatnonzero(moved)} == {"tier"}
+
+
+def test_a_balance_column_must_be_a_categorical_feature(train_frame):
+    for column in ("age_days", "planet"):
+        with pytest.raises(PartnerscoreError, match=f"'{column}' is not a categorical feature"):
+            _fit(train_frame, segment_balance_columns=(column,))

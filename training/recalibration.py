@@ -172,6 +172,40 @@ def _balance(
     return float(a)
 
 
+def _inputs(segments, partner_id, y, pred, columns, *, out_of_fold: bool):
+    """Checked ``(y, pred, partner codes, {column: (value codes, value texts)})``.
+
+    Raises:
+        ValueError: Lengths differ, negative labels, non-positive predictions, or no revenue.
+    """
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    name, rows = ("oof", "the out-of-fold rows") if out_of_fold else ("pred", "the rows")
+    if not (len(pred) == len(partner_id) == len(segments) == len(y)):
+        raise ValueError(f"segments, partner_id, y and {name} must have the same length")
+    if (y < 0).any() or not np.isfinite(y).all():
+        raise ValueError("labels must be finite and non-negative")
+    if (pred <= 0).any() or not np.isfinite(pred).all():
+        what = "out-of-fold predictions" if out_of_fold else "predictions"
+        raise ValueError(f"{what} must be finite and positive")
+    if y.sum() <= 0:
+        raise ValueError(f"no revenue among {rows}")
+    partner = pd.factorize(np.asarray(partner_id))[0].astype(np.int64)
+    encoded = {}
+    for col in columns:
+        codes, uniques = pd.factorize(segments[col].to_numpy(dtype=object), sort=True)
+        encoded[col] = (codes, [str(u) for u in uniques])
+    return y, pred, partner, encoded
+
+
+def _row_offset(encoded: dict, logf: dict, n: int, skip: str | None = None) -> np.ndarray:
+    """Per-row sum of the log factors of every column but ``skip`` (missing values: 0)."""
+    out = np.zeros(n)
+    for col, (codes, _) in encoded.items():
+        if col != skip:
+            out += np.where(codes >= 0, logf[col][np.maximum(codes, 0)], 0.0)
+    return out
+
+
 def fit_segment_factors(
     segments: pd.DataFrame,
     partner_id: np.ndarray,
@@ -204,30 +238,12 @@ def fit_segment_factors(
     Raises:
         ValueError: Lengths differ, negative labels, non-positive predictions, or no revenue.
     """
-    y, oof = np.asarray(y, float), np.asarray(oof, float)
+    y, oof, partner, encoded = _inputs(segments, partner_id, y, oof, columns, out_of_fold=True)
     n = len(y)
-    if not (len(oof) == len(partner_id) == len(segments) == n):
-        raise ValueError("segments, partner_id, y and oof must have the same length")
-    if (y < 0).any() or not np.isfinite(y).all():
-        raise ValueError("labels must be finite and non-negative")
-    if (oof <= 0).any() or not np.isfinite(oof).all():
-        raise ValueError("out-of-fold predictions must be finite and positive")
-    if y.sum() <= 0:
-        raise ValueError("no revenue among the out-of-fold rows")
-    partner = pd.factorize(np.asarray(partner_id))[0].astype(np.int64)
-    encoded = {}
-    for col in columns:
-        codes, uniques = pd.factorize(segments[col].to_numpy(dtype=object), sort=True)
-        encoded[col] = (codes, [str(u) for u in uniques])
     logf = {col: np.zeros(len(encoded[col][1])) for col in columns}
 
     def row_offset(skip: str | None = None) -> np.ndarray:
-        out = np.zeros(n)
-        for col in columns:
-            if col != skip:
-                codes = encoded[col][0]
-                out += np.where(codes >= 0, logf[col][np.maximum(codes, 0)], 0.0)
-        return out
+        return _row_offset(encoded, logf, n, skip)
 
     log_a = np.log(y.sum() / oof.sum())
     tau: dict[str, float] = {}
@@ -331,43 +347,24 @@ def fit_balance_factors(
     Raises:
         ValueError: Lengths differ, negative labels, non-positive predictions, or no revenue.
     """
-    y, pred = np.asarray(y, float), np.asarray(pred, float)
-    n = len(y)
-    if not (len(pred) == len(partner_id) == len(segments) == n):
-        raise ValueError("segments, partner_id, y and pred must have the same length")
-    if (y < 0).any() or not np.isfinite(y).all():
-        raise ValueError("labels must be finite and non-negative")
-    if (pred <= 0).any() or not np.isfinite(pred).all():
-        raise ValueError("predictions must be finite and positive")
-    if y.sum() <= 0:
-        raise ValueError("no revenue among the rows")
-    partner = pd.factorize(np.asarray(partner_id))[0]
+    y, pred, partner, encoded = _inputs(segments, partner_id, y, pred, columns, out_of_fold=False)
     target = y * (pred.sum() / y.sum())  # labels on the predictions' scale
-    encoded, logf, active = {}, {}, {}
+    logf, active = {}, {}
     for col in columns:
-        codes, uniques = pd.factorize(segments[col].to_numpy(dtype=object), sort=True)
-        k, seen = len(uniques), codes >= 0
+        codes, values = encoded[col]
+        k, seen = len(values), codes >= 0
         pairs = pd.DataFrame({"value": codes[seen], "partner": partner[seen]}).drop_duplicates()
         partners = np.bincount(pairs["value"].to_numpy(), minlength=k)
         label = np.bincount(codes[seen], target[seen], k)
-        encoded[col] = (codes, [str(u) for u in uniques])
         active[col] = (partners >= min_partners) & (label > 0)
         logf[col] = np.zeros(k)
-
-    def offset(skip: str | None = None) -> np.ndarray:
-        out = np.zeros(n)
-        for col in columns:
-            if col != skip:
-                codes = encoded[col][0]
-                out += np.where(codes >= 0, logf[col][np.maximum(codes, 0)], 0.0)
-        return out
 
     for _ in range(max_sweeps):
         moved = 0.0
         for col in columns:
             codes, values = encoded[col]
             seen = codes >= 0
-            m = pred * np.exp(offset(skip=col))
+            m = pred * np.exp(_row_offset(encoded, logf, len(y), skip=col))
             label = np.bincount(codes[seen], target[seen], len(values))
             mass = np.bincount(codes[seen], m[seen], len(values))
             ok = active[col] & (mass > 0)

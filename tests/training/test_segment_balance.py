@@ -139,25 +139,14 @@ def test_every_value_ends_at_the_overall_ratio_and_the_total_is_kept():
 def test_small_or_revenue_free_values_keep_factor_one_and_bad_inputs_are_refused():
     rows = random_rows(5, 200, 1, missing=0.0)
     rows.loc[rows["tier"] == "platinum", "y"] = 0.0
-    factors = fit_balance_factors(
-        rows[["tier"]],
-        rows["partner_id"].to_numpy(),
-        rows["y"],
-        rows["pred"],
-        ("tier",),
-        min_partners=1000,
-    )
-    assert factors["tier"] == {t: 1.0 for t in sorted(rows["tier"].unique())}
-    factors = fit_balance_factors(
-        rows[["tier"]],
-        rows["partner_id"].to_numpy(),
-        rows["y"],
-        rows["pred"],
-        ("tier",),
-        min_partners=1,
-    )
-    assert factors["tier"]["platinum"] == 1.0 and factors["tier"]["gold"] != 1.0
     ids = rows["partner_id"].to_numpy()
+
+    def tiers(min_partners):
+        args = (rows[["tier"]], ids, rows["y"], rows["pred"], ("tier",))
+        return fit_balance_factors(*args, min_partners=min_partners)["tier"]
+
+    assert tiers(1000) == {t: 1.0 for t in sorted(rows["tier"].unique())}
+    assert tiers(1)["platinum"] == 1.0 and tiers(1)["gold"] != 1.0
     with pytest.raises(ValueError, match="same length"):
         fit_balance_factors(rows[["tier"]], ids[:-1], rows["y"], rows["pred"], ("tier",))
     with pytest.raises(ValueError, match="non-negative"):

@@ -72,10 +72,7 @@ class SegmentFactors:
 
     def multiplier(self, segments: pd.DataFrame) -> np.ndarray:
         """Per-row product of the overall and segment factors (unknown values: factor 1)."""
-        out = np.full(len(segments), self.overall)
-        for col, table in self.factors.items():
-            out *= segment_text(segments[col]).map(table).astype(float).fillna(1.0).to_numpy()
-        return out
+        return row_factors(self.factors, segments, start=self.overall)
 
     def to_dict(self) -> dict:
         """JSON-ready: overall, factors, tau and the per-value table."""
@@ -86,6 +83,16 @@ class SegmentFactors:
             "sweeps": self.sweeps,
             "table": self.table.to_dict(orient="records"),
         }
+
+
+def row_factors(
+    factors: dict[str, dict[str, float]], segments: pd.DataFrame, start: float = 1.0
+) -> np.ndarray:
+    """Per-row ``start`` times per-value factors (column -> value -> factor; unknown values: 1)."""
+    out = np.full(len(segments), start)
+    for col, table in factors.items():
+        out *= segment_text(segments[col]).map(table).astype(float).fillna(1.0).to_numpy()
+    return out
 
 
 def segment_text(values: pd.Series) -> pd.Series:
@@ -349,14 +356,14 @@ def fit_balance_factors(
     """
     y, pred, partner, encoded = _inputs(segments, partner_id, y, pred, columns, out_of_fold=False)
     target = y * (pred.sum() / y.sum())  # labels on the predictions' scale
-    logf, active = {}, {}
+    logf, active, labels = {}, {}, {}
     for col in columns:
         codes, values = encoded[col]
         k, seen = len(values), codes >= 0
         pairs = pd.DataFrame({"value": codes[seen], "partner": partner[seen]}).drop_duplicates()
         partners = np.bincount(pairs["value"].to_numpy(), minlength=k)
-        label = np.bincount(codes[seen], target[seen], k)
-        active[col] = (partners >= min_partners) & (label > 0)
+        labels[col] = np.bincount(codes[seen], target[seen], k)
+        active[col] = (partners >= min_partners) & (labels[col] > 0)
         logf[col] = np.zeros(k)
 
     for _ in range(max_sweeps):
@@ -365,10 +372,10 @@ def fit_balance_factors(
             codes, values = encoded[col]
             seen = codes >= 0
             m = pred * np.exp(_row_offset(encoded, logf, len(y), skip=col))
-            label = np.bincount(codes[seen], target[seen], len(values))
             mass = np.bincount(codes[seen], m[seen], len(values))
             ok = active[col] & (mass > 0)
-            new = np.where(ok, np.log(np.where(ok, label, 1.0) / np.where(ok, mass, 1.0)), 0.0)
+            ratio = np.where(ok, labels[col], 1.0) / np.where(ok, mass, 1.0)
+            new = np.where(ok, np.log(ratio), 0.0)
             moved = max(moved, float(np.max(np.abs(new - logf[col]), initial=0.0)))
             logf[col] = new
         if moved <= tol:

@@ -51,7 +51,7 @@ from partnerscore.training.recalibration import (
     SegmentFactors,
     fit_balance_factors,
     fit_segment_factors,
-    segment_text,
+    row_factors,
 )
 from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
 from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
@@ -309,14 +309,6 @@ def segment_balance(
     return balance
 
 
-def balance_multiplier(balance: dict[str, dict[str, float]], rows: pd.DataFrame) -> np.ndarray:
-    """Per-row product of the balance factors (missing or unseen values: 1)."""
-    out = np.ones(len(rows))
-    for col, table in balance.items():
-        out *= segment_text(rows[col]).map(table).astype(float).fillna(1.0).to_numpy()
-    return out
-
-
 def segment_factor_metrics(fit: dict) -> dict[str, float]:
     """``fit_revenue_{segment,balance}_factor_<column>_<value>`` per fitted value (MLflow-safe)."""
     tables = {
@@ -393,7 +385,7 @@ def fit_partner_model(
     revenue.recalibrate(factor)
     balance = segment_balance(revenue, X, train, y_rev, specs, config)
     if balance:
-        multiplier = multiplier * balance_multiplier(balance, train.loc[seen])
+        multiplier = multiplier * row_factors(balance, train.loc[seen])
     intervals = None
     if seen.sum() >= 20:
         intervals = RevenueIntervals(

@@ -231,6 +231,37 @@ def numeric_segment_columns(specs: list, columns: tuple[str, ...]) -> tuple[str,
     return tuple(c for c in columns if kinds.get(c) == "numeric")
 
 
+def check_segment_columns(rows: pd.DataFrame, specs: list, config: TrainConfig) -> None:
+    """Refuse segment recalibration or balance columns the fit could not use.
+
+    Called before anything is fitted (the training job checks before tuning), and again by
+    the fits themselves on the rows they use.
+
+    Raises:
+        PartnerscoreError: A ``segment_recalibration_columns`` entry that is not a feature of
+            the model, or a numeric one with more than ``MAX_BANDS`` distinct values in
+            ``rows``; a ``segment_balance_columns`` entry that is not a categorical feature.
+    """
+    kinds = {s.name: s.kind for s in specs}
+    columns = tuple(config.segment_recalibration_columns) if config.segment_recalibration else ()
+    for col in columns:
+        if col not in kinds or col not in rows.columns:
+            raise PartnerscoreError(
+                f"train.segment_recalibration_columns: '{col}' is not a feature of the model"
+            )
+        if kinds[col] == "numeric" and rows[col].nunique() > MAX_BANDS:
+            raise PartnerscoreError(
+                f"train.segment_recalibration_columns: numeric '{col}' has "
+                f"{rows[col].nunique()} distinct values in the training rows; at most "
+                f"{MAX_BANDS} (discrete values such as the trained onboarding ages)"
+            )
+    for col in config.segment_balance_columns:
+        if kinds.get(col) != "categorical" or col not in rows.columns:
+            raise PartnerscoreError(
+                f"train.segment_balance_columns: '{col}' is not a categorical feature of the model"
+            )
+
+
 def segment_recalibration(
     rows: pd.DataFrame, y: np.ndarray, oof: np.ndarray, specs: list, config: TrainConfig
 ) -> SegmentFactors:
@@ -240,19 +271,8 @@ def segment_recalibration(
         PartnerscoreError: A segment column that is not a model feature, or a numeric one
             with more than ``MAX_BANDS`` distinct values.
     """
-    names = {s.name for s in specs}
+    check_segment_columns(rows, specs, config)
     columns = tuple(config.segment_recalibration_columns)
-    for col in columns:
-        if col not in names or col not in rows.columns:
-            raise PartnerscoreError(
-                f"train.segment_recalibration_columns: '{col}' is not a feature of the model"
-            )
-        if col in numeric_segment_columns(specs, columns) and rows[col].nunique() > MAX_BANDS:
-            raise PartnerscoreError(
-                f"train.segment_recalibration_columns: numeric '{col}' has "
-                f"{rows[col].nunique()} distinct values in the out-of-fold rows; at most "
-                f"{MAX_BANDS} (discrete values such as the trained onboarding ages)"
-            )
     rows = rows.reset_index(drop=True)
     return fit_segment_factors(
         rows[list(columns)],
@@ -284,12 +304,7 @@ def segment_balance(
     columns = tuple(config.segment_balance_columns)
     if not columns:
         return {}
-    kinds = {s.name: s.kind for s in specs}
-    for col in columns:
-        if kinds.get(col) != "categorical" or col not in train.columns:
-            raise PartnerscoreError(
-                f"train.segment_balance_columns: '{col}' is not a categorical feature of the model"
-            )
+    check_segment_columns(train, specs, config)
     if y.sum() <= 0:
         return {}
     balance = fit_balance_factors(
@@ -351,6 +366,7 @@ def fit_partner_model(
     the parameters do not set them already. ``model.metadata["fit"]`` records the factor(s),
     the out-of-fold bias before and after them and the calibration losses.
     """
+    check_segment_columns(train, specs, config)
     if config.monotone:
         mono = monotone_constraints(specs)
         revenue_params = {"monotone_constraints": mono, **revenue_params}
@@ -629,6 +645,7 @@ def train_and_evaluate(
     if train["label_engaged"].nunique() < 2 or holdout.empty:
         raise PartnerscoreError("training set has a single engagement class or no holdout rows")
 
+    check_segment_columns(train, specs, config)
     params, studies = tune_heads(train, specs, config, policy)
     evaluated = fit_partner_model(
         train, specs, config, policy, params["revenue"], params["engagement"]

@@ -212,3 +212,29 @@ def test_a_balance_column_must_be_a_categorical_feature(train_frame):
     for column in ("age_days", "planet"):
         with pytest.raises(PartnerscoreError, match=f"'{column}' is not a categorical feature"):
             _fit(train_frame, segment_balance_columns=(column,))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"segment_balance_columns": ("age_days",)}, "balance_columns: 'age_days' is not a categ"),
+        ({"segment_recalibration_columns": ("planet",)}, "recalibration_columns: 'planet' is not"),
+    ],
+)
+def test_a_bad_segment_column_is_refused_before_anything_is_fitted(
+    train_frame, monkeypatch, overrides, message
+):
+    """The training job refuses before tuning; the model fit before its first booster."""
+    from partnerscore.training import train as job
+
+    def fitted(*args, **kwargs):
+        raise AssertionError("fitted before the configuration was checked")
+
+    monkeypatch.setattr(job, "tune_heads", fitted)
+    monkeypatch.setattr(job.RevenueRegressor, "fit", fitted)
+    monkeypatch.setattr(job.EngagementClassifier, "fit", fitted)
+    frame, _ = train_frame
+    with pytest.raises(PartnerscoreError, match=message):
+        job.train_and_evaluate(frame, {}, None, TrainConfig(trials=0, **overrides))
+    with pytest.raises(PartnerscoreError, match=message):
+        _fit(train_frame, **overrides)

@@ -110,3 +110,26 @@ def time_folds(frame: pd.DataFrame, n_folds: int) -> list[tuple[np.ndarray, np.n
             block = snapped
     rows = _by_partner(frame, partners, block)
     return [(rows <= i, rows == i + 1) for i in range(n_folds)]
+
+
+def partner_folds(
+    frame: pd.DataFrame, n_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_folds`` random folds of partners (every snapshot of a partner in one fold).
+
+    Fold i trains on every other fold and validates on fold i, so each row is out of fold
+    exactly once. Partners are shuffled with ``seed`` and dealt round-robin: fold sizes
+    differ by at most one partner.
+
+    Returns:
+        List of (train mask, validation mask).
+    """
+    if n_folds < 2:
+        raise ValueError("n_folds must be >= 2")
+    partners = _partners(frame)
+    fold = np.empty(len(partners), dtype=int)
+    fold[np.random.default_rng(seed).permutation(len(partners))] = (
+        np.arange(len(partners)) % n_folds
+    )
+    rows = _by_partner(frame, partners, fold)
+    return [(rows != i, rows == i) for i in range(n_folds)]

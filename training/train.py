@@ -54,7 +54,12 @@ from partnerscore.training.recalibration import (
     row_factors,
 )
 from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
-from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
+from partnerscore.training.splits import (
+    holdout_split,
+    newest_partners_mask,
+    partner_folds,
+    time_folds,
+)
 from partnerscore.training.tune import tune_head
 
 CHALLENGER = "challenger"
@@ -204,15 +209,20 @@ def out_of_fold_revenue(
 
 
 def recalibration_folds(
-    frame: pd.DataFrame, n_folds: int, min_train_share: float = 0.5
+    frame: pd.DataFrame, config: TrainConfig, min_train_share: float = 0.5
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The expanding time folds whose training part holds >= ``min_train_share`` of partners.
+    """The folds whose out-of-fold revenue predictions recalibrate the head and fit its intervals.
 
-    Out-of-fold predictions of a model fitted on a small, old slice under-predict more than
-    the final model will (measured: the first of four blocks is 10-20 points more biased), so
-    the recalibration factor and the intervals use the newest folds only (at least the last).
+    ``config.recalibration_cv``: ``partner`` gives ``config.recalibration_partner_folds``
+    random partner folds (seeded by ``config.seed``; every row out of fold once). ``time``
+    gives the expanding time folds whose training part holds >= ``min_train_share`` of the
+    partners: out-of-fold predictions of a model fitted on a small, old slice under-predict
+    more than the final model will (the first of four blocks 10-20 points more biased), so
+    only the newest folds (at least the last) are used.
     """
-    folds = time_folds(frame, n_folds)
+    if config.recalibration_cv == "partner":
+        return partner_folds(frame, config.recalibration_partner_folds, config.seed)
+    folds = time_folds(frame, config.folds)
     total = frame["partner_id"].nunique()
     kept = [
         (tr, va)
@@ -348,9 +358,9 @@ def fit_partner_model(
 ) -> PartnerModel:
     """Fit both heads on a training frame, with revenue recalibration and intervals.
 
-    - Revenue: the booster is fitted on all rows; out-of-fold predictions on the newest
-      expanding time folds (:func:`recalibration_folds`: each block predicted by a model of
-      the older blocks, which hold at least half of the partners) give the recalibration
+    - Revenue: the booster is fitted on all rows; out-of-fold predictions
+      (:func:`recalibration_folds`: random partner folds by default, or the newest expanding
+      time folds with ``config.recalibration_cv: time``) give the recalibration
       factor ``sum(label) / sum(prediction)`` (``config.revenue_recalibration``) and the
       conformal intervals (:class:`~partnerscore.models.intervals.RevenueIntervals`). With
       ``config.segment_recalibration`` the same rows also give one shrunk factor per value of
@@ -382,7 +392,7 @@ def fit_partner_model(
     X = empty.prepare(train)
     y_rev = train["label_revenue"].to_numpy(dtype=float)
     revenue = RevenueRegressor(**revenue_params).fit(X, y_rev)
-    oof = out_of_fold_revenue(X, y_rev, recalibration_folds(train, config.folds), revenue_params)
+    oof = out_of_fold_revenue(X, y_rev, recalibration_folds(train, config), revenue_params)
     seen = np.isfinite(oof)
     oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
     factor, segments = 1.0, None
@@ -828,6 +838,8 @@ def run_train(
                 "calibration": ev.evaluated.engagement.calibration_method_,
                 "engagement_refit": ev.evaluated.engagement.refitted_,
                 "revenue_recalibration": config.revenue_recalibration,
+                "recalibration_cv": config.recalibration_cv,
+                "recalibration_partner_folds": config.recalibration_partner_folds,
                 "segment_recalibration": config.segment_recalibration,
                 "segment_recalibration_columns": ",".join(config.segment_recalibration_columns),
                 "segment_balance_columns": ",".join(config.segment_balance_columns),

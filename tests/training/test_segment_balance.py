@@ -238,3 +238,15 @@ def test_a_bad_segment_column_is_refused_before_anything_is_fitted(
         job.train_and_evaluate(frame, {}, None, TrainConfig(trials=0, **overrides))
     with pytest.raises(PartnerscoreError, match=message):
         _fit(train_frame, **overrides)
+
+
+def test_partner_folds_put_every_training_row_out_of_fold(train_frame):
+    """Default ``recalibration_cv: partner``: recalibration and intervals see every row."""
+    frame, _ = train_frame
+    by_partner = _fit(train_frame)
+    by_time = _fit(train_frame, recalibration_cv="time")
+    fit, old = by_partner.metadata["fit"], by_time.metadata["fit"]
+    assert fit["revenue_oof_rows"] == len(frame)
+    assert 0 < old["revenue_oof_rows"] < 0.75 * len(frame)
+    # the intervals' per-age quantiles come from the same rows: every trained age has one
+    assert set(fit["intervals"]["q_by_age"]) == {str(int(a)) for a in frame["age_days"].unique()}

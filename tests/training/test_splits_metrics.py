@@ -1,9 +1,16 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partnerscore.training import metrics
-from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds
+from partnerscore.training.splits import (
+    holdout_split,
+    newest_partners_mask,
+    partner_folds,
+    time_folds,
+)
 
 
 def frame():
@@ -35,6 +42,41 @@ def test_time_folds_expand_forward():
     for tr, va in folds:
         assert f.loc[tr, "signed_at"].max() < f.loc[va, "signed_at"].min()
         assert not set(f.loc[tr, "partner_id"]) & set(f.loc[va, "partner_id"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    snapshots=st.lists(st.integers(1, 4), min_size=2, max_size=40),
+    n_folds=st.integers(2, 6),
+    seed=st.integers(0, 2**31),
+)
+def test_partner_folds_put_each_partner_out_of_fold_once(snapshots, n_folds, seed):
+    """Against a per-partner reading: one fold per partner, every row validated exactly once."""
+    rows = [
+        {"partner_id": f"P{i:03d}", "signed_at": pd.Timestamp("2024-01-01") + pd.Timedelta(days=i)}
+        for i, k in enumerate(snapshots)
+        for _ in range(k)
+    ]
+    f = pd.DataFrame(rows).sample(frac=1.0, random_state=seed % 1000).reset_index(drop=True)
+    folds = partner_folds(f, n_folds, seed)
+    assert len(folds) == n_folds
+    validated = np.zeros(len(f), dtype=int)
+    fold_of = {}
+    for i, (tr, va) in enumerate(folds):
+        assert not (tr & va).any() and (tr | va).all()
+        validated += va
+        for p in f.loc[va, "partner_id"]:
+            assert fold_of.setdefault(p, i) == i  # all of a partner's rows in one fold
+    assert (validated == 1).all()
+    sizes = np.bincount(list(fold_of.values()), minlength=n_folds)
+    assert sizes.max() - sizes.min() <= 1
+    again = partner_folds(f, n_folds, seed)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again, strict=True))
+
+
+def test_partner_folds_need_two_folds():
+    with pytest.raises(ValueError, match=">= 2"):
+        partner_folds(frame(), 1, 0)
 
 
 def test_gini_hand_computed():

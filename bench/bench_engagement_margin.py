@@ -33,8 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from bench_holdout_bias import seeds_arg  # noqa: E402
-from bench_models import program  # noqa: E402
+from bench_holdout_bias import load_program, seeds_arg  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
@@ -49,23 +48,8 @@ from partnerscore.training.train import _head_kwargs, monotone_constraints  # no
 from partnerscore.training.tune import tune_head  # noqa: E402
 
 
-def load(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training set sorted by partner and as_of, its truth rows aligned to it)."""
-    path = cache / f"program_{partners}_{seed}.pkl" if cache else None
-    if path is not None and path.exists():
-        frame, truth = pd.read_pickle(path)
-    else:
-        frame, truth, _ = program(partners, seed)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pd.to_pickle((frame, truth), path)
-    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    truth = frame[["partner_id", "as_of"]].merge(truth, on=["partner_id", "as_of"], how="left")
-    return frame, truth
-
-
 def one_program(args, seed: int) -> dict[str, float]:
-    frame, truth = load(args.partners, seed, args.cache)
+    frame, truth = load_program(args.partners, seed, args.cache)
     train_mask, hold_mask = holdout_split(frame, 0.2)
     train = frame[train_mask].reset_index(drop=True)
     hold = frame[hold_mask].reset_index(drop=True)

@@ -55,8 +55,8 @@ def seeds_arg(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def load(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """(training set sorted by partner and as_of, true expected revenue per row)."""
+def load_program(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training set sorted by partner and as_of, the truth's rows aligned to it)."""
     path = cache / f"program_{partners}_{seed}.pkl" if cache else None
     if path is not None and path.exists():
         frame, truth = pd.read_pickle(path)
@@ -66,8 +66,14 @@ def load(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, np
             path.parent.mkdir(parents=True, exist_ok=True)
             pd.to_pickle((frame, truth), path)
     frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    true = frame[["partner_id", "as_of"]].merge(truth, on=["partner_id", "as_of"], how="left")
-    return frame, true["true_expected_revenue"].to_numpy(float)
+    truth = frame[["partner_id", "as_of"]].merge(truth, on=["partner_id", "as_of"], how="left")
+    return frame, truth
+
+
+def load(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(training set sorted by partner and as_of, true expected revenue per row)."""
+    frame, truth = load_program(partners, seed, cache)
+    return frame, truth["true_expected_revenue"].to_numpy(float)
 
 
 def holdout(frame: pd.DataFrame, split: str, seed: int) -> np.ndarray:

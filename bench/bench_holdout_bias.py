@@ -14,6 +14,9 @@ number of programs where it is negative, for a chosen holdout and target:
   expectation given latent traits: no label noise, so what remains is the features' and the
   model's doing);
 - ``--config JSON`` overrides ``TrainConfig`` fields (e.g. the segment recalibration);
+- ``--level`` (with ``--split unseen``) adds where the overall level comes from: the training
+  labels' total vs the truth's, the booster before its recalibration factors vs truth on the
+  unseen sets, and the effective factor;
 - ``--params JSON`` overrides revenue-head parameters (e.g. ``'{"monotone_constraints": null}'``)
   and ``--drop PREFIX`` removes the features whose names start with PREFIX.
 
@@ -27,6 +30,7 @@ Asserts nothing. Scratch frames are cached under ``--cache`` (default: none).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -110,6 +114,26 @@ def unseen_sets(frame: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]
     return frame["partner_id"].isin(picked).to_numpy() & ~newest, newest
 
 
+def level_parts(
+    model, train: pd.DataFrame, hold: pd.DataFrame, is_new: np.ndarray, true_train, true_hold
+) -> dict[str, float]:
+    """Where the head's overall level comes from (``--level``), as ratios minus 1.
+
+    ``labels in``: the training labels' total vs the truth's (label noise); ``raw old`` /
+    ``raw newest``: the booster without its recalibration factors vs truth on the unseen sets;
+    ``factor``: the head's effective factor over the raw booster on the older unseen partners.
+    """
+    raw_head = copy.deepcopy(model.revenue).recalibrate(1.0).recalibrate_segments({})
+    raw = raw_head.predict(model.prepare(hold))
+    pred = model.revenue.predict(model.prepare(hold))
+    return {
+        "labels in": train["label_revenue"].sum() / true_train.sum() - 1,
+        "raw old": raw[~is_new].sum() / true_hold[~is_new].sum() - 1,
+        "raw newest": raw[is_new].sum() / true_hold[is_new].sum() - 1,
+        "factor": pred[~is_new].sum() / raw[~is_new].sum() - 1,
+    }
+
+
 def one_program(args, seed: int) -> dict[str, float]:
     frame, true = load(args.partners, seed, args.cache)
     if args.drop:
@@ -138,7 +162,7 @@ def one_program(args, seed: int) -> dict[str, float]:
         return segment_bias(hold, pred, true[held])
     is_new = newest[held]
     ages = [None] + ([30, 60, 90] if args.by_age else [])
-    out = {}
+    out = level_parts(model, train, hold, is_new, true[~held], true[held]) if args.level else {}
     for age in ages:
         at = np.ones(len(hold), bool) if age is None else (hold["age_days"] == age).to_numpy()
         tag = "" if age is None else f" @{age}"
@@ -163,6 +187,11 @@ def main() -> None:
         "older held-out partners vs the newest (paired)",
     )
     parser.add_argument("--by-age", action="store_true", help="with --split unseen: per age too")
+    parser.add_argument(
+        "--level",
+        action="store_true",
+        help="with --split unseen: the level's parts (labels vs truth, raw booster, factor)",
+    )
     parser.add_argument("--target", choices=("labels", "truth"), default="labels")
     parser.add_argument("--params", type=json.loads, default={})
     parser.add_argument(

@@ -12,12 +12,14 @@ on each seeded program and reports the holdout coverage
   covered (mean over partners of that share), and the share of partners with **every**
   snapshot covered (stricter, not the goal's reading);
 
-then the mean over programs with its s.e. (programs are independent), and the holdout coverage
-per onboarding age. ``--diagnose`` also prints, per program, the fitted conformal quantile
-``q``, the quantile the holdout's own scores would need for exactly 80% (``q_hold``) and, for
-every expanding time fold (including the oldest, which training leaves out), the quantile of
-that fold's out-of-fold scores and the holdout coverage it would give: if fold models fitted on
-fewer partners had larger residuals than the evaluated model, ``q_fold`` would fall with the
+then the mean over programs with its s.e. (programs are independent), the holdout coverage
+per onboarding age, and the share of tier / region portfolio intervals (each age summed on its
+own) covering the realised total, with their median width relative to the expected total.
+``--diagnose`` also prints, per program, the fitted conformal quantile ``q``, the quantile the
+holdout's own scores would need for exactly 80% (``q_hold``) and, for every expanding time
+fold (including the oldest, which training leaves out), the quantile of that fold's
+out-of-fold scores and the holdout coverage it would give: if fold models fitted on fewer
+partners had larger residuals than the evaluated model, ``q_fold`` would fall with the
 fold's training share and sit above ``q_hold``. The fold predictions are scaled by the overall
 recalibration factor only (not the segment factors), so ``q_fold`` approximates the fitted one.
 
@@ -49,6 +51,7 @@ from partnerscore.training.splits import holdout_split, time_folds  # noqa: E402
 from partnerscore.training.train import (  # noqa: E402
     fit_partner_model,
     monotone_constraints,
+    portfolio_coverage,
     tune_heads,
 )
 
@@ -141,6 +144,13 @@ def one_program(args, seed: int) -> dict[str, float]:
         at = (hold["age_days"] == age).to_numpy()
         out[f"share @{int(age)}"] = float(at.mean())
         out[f"cov @{int(age)}"] = float(covered[at].mean())
+    # tier / region portfolio intervals, each onboarding age summed on its own (as training logs)
+    sd = model.revenue_intervals(mu, hold["age_days"].to_numpy(float))["pred_revenue_sd"]
+    cells = portfolio_coverage(hold.assign(_mu=mu, _sd=sd), config.interval_coverage)
+    out["portfolio cells covered"] = float(cells["covered"].mean())
+    out["portfolio width / expected (median)"] = float(
+        ((cells["hi"] - cells["lo"]) / cells["expected"]).median()
+    )
     if args.diagnose:
         out.update(diagnose(model, train, hold, y, mu, specs, config, rev_params))
     return out

@@ -13,7 +13,8 @@ its holdout (newest signing cohorts, pre-refit model):
 - engagement ROC AUC, AUC / oracle AUC, ECE and the chosen calibration map;
 - each head's margin over the best baseline in units of its paired bootstrap s.e.;
 - 80% interval coverage, marginal and conditional (per prediction quintile, zero / positive
-  outcomes), and the share of tier / region portfolio intervals covering the realised total;
+  outcomes), and the share of tier / region portfolio intervals (each onboarding age summed on
+  its own) covering the realised total;
 - scoring speed with drivers of the tuned model (``score_features``: rows/s on two threads,
   and rows per CPU-second on one thread, which a loaded machine distorts less);
 - a revenue ranking ceiling: the tuned head's class and a depth 6 / 63-leaf booster, each
@@ -268,7 +269,8 @@ def part_a(partners: int, seed: int, trials: int, segment_recalibration: bool = 
     print(
         f"interval coverage: rows {cov:.1%}, mean per partner {per_partner.mean():.1%}, "
         f"mean width {m['revenue_interval_mean_width']:,.0f}; tier/region portfolio intervals "
-        f"covering the realised total: {m.get('revenue_portfolio_interval_coverage', np.nan):.0%}"
+        "(per onboarding age) covering the realised total: "
+        f"{m.get('revenue_portfolio_interval_coverage', np.nan):.0%}"
     )
     print(
         f"engagement calibration map: {ev.evaluated.engagement.calibration_method_}; CV log "

@@ -334,6 +334,30 @@ def segment_balance(
     return balance
 
 
+def portfolio_coverage(data: pd.DataFrame, coverage_level: float) -> pd.DataFrame:
+    """Tier and region portfolio intervals on the holdout, one onboarding age at a time.
+
+    A segment's interval sums independent partners (:func:`portfolio_interval`); a partner's
+    snapshots at several ages overlap in time and are not independent, so each age's rows (one
+    per partner, as in a score batch) are summed separately; ``age_days`` says which.
+    ``data`` has ``label_revenue``, ``_mu`` and ``_sd``.
+    """
+    ages = (
+        [(float(a), part) for a, part in data.groupby("age_days", sort=True)]
+        if "age_days" in data
+        else [(float("nan"), data)]
+    )
+    parts = [
+        segment_coverage(part, "label_revenue", "_mu", "_sd", seg, coverage_level).assign(
+            age_days=age
+        )
+        for age, part in ages
+        for seg in ("tier", "region")
+        if seg in part
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def segment_factor_metrics(fit: dict) -> dict[str, float]:
     """``fit_revenue_{segment,balance}_factor_<column>_<value>`` per fitted value (MLflow-safe)."""
     tables = {
@@ -699,12 +723,7 @@ def train_and_evaluate(
             (preds["pred_revenue_hi"] - preds["pred_revenue_lo"]).mean()
         )
         data = holdout.assign(_mu=preds["pred_revenue"].to_numpy(), _sd=preds["pred_revenue_sd"])
-        parts = [
-            segment_coverage(data, "label_revenue", "_mu", "_sd", seg, config.interval_coverage)
-            for seg in ("tier", "region")
-            if seg in data
-        ]
-        portfolio = pd.concat(parts, ignore_index=True) if parts else portfolio
+        portfolio = portfolio_coverage(data, config.interval_coverage)
         if not portfolio.empty:
             metrics["revenue_portfolio_interval_coverage"] = float(portfolio["covered"].mean())
     for key, value in evaluated.metadata["fit"].items():

@@ -115,7 +115,7 @@ def unseen_sets(frame: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def level_parts(
-    model, train: pd.DataFrame, hold: pd.DataFrame, is_new: np.ndarray, true_train, true_hold
+    model, X_hold: pd.DataFrame, pred, train: pd.DataFrame, is_new, true_train, true_hold
 ) -> dict[str, float]:
     """Where the head's overall level comes from (``--level``), as ratios minus 1.
 
@@ -124,8 +124,7 @@ def level_parts(
     ``factor``: the head's effective factor over the raw booster on the older unseen partners.
     """
     raw_head = copy.deepcopy(model.revenue).recalibrate(1.0).recalibrate_segments({})
-    raw = raw_head.predict(model.prepare(hold))
-    pred = model.revenue.predict(model.prepare(hold))
+    raw = raw_head.predict(X_hold)
     return {
         "labels in": train["label_revenue"].sum() / true_train.sum() - 1,
         "raw old": raw[~is_new].sum() / true_hold[~is_new].sum() - 1,
@@ -157,12 +156,15 @@ def one_program(args, seed: int) -> dict[str, float]:
     train = frame[~held].reset_index(drop=True)
     model = fit_partner_model(train, specs, config, PolicyConfig(), revenue, engagement)
     hold = frame[held].reset_index(drop=True)
-    pred = model.revenue.predict(model.prepare(hold))
+    X_hold = model.prepare(hold)
+    pred = model.revenue.predict(X_hold)
     if args.split != "unseen":
         return segment_bias(hold, pred, true[held])
     is_new = newest[held]
     ages = [None] + ([30, 60, 90] if args.by_age else [])
-    out = level_parts(model, train, hold, is_new, true[~held], true[held]) if args.level else {}
+    out = {}
+    if args.level:
+        out = level_parts(model, X_hold, pred, train, is_new, true[~held], true[held])
     for age in ages:
         at = np.ones(len(hold), bool) if age is None else (hold["age_days"] == age).to_numpy()
         tag = "" if age is None else f" @{age}"

@@ -145,8 +145,9 @@ def one_program(args, seed: int) -> dict[str, float]:
         out[f"share @{int(age)}"] = float(at.mean())
         out[f"cov @{int(age)}"] = float(covered[at].mean())
     # tier / region portfolio intervals, each onboarding age summed on its own (as training logs)
-    sd = model.revenue_intervals(mu, hold["age_days"].to_numpy(float))["pred_revenue_sd"]
-    cells = portfolio_coverage(hold.assign(_mu=mu, _sd=sd), config.interval_coverage)
+    cells = portfolio_coverage(
+        hold.assign(_mu=mu, _sd=model.intervals.sd(mu)), config.interval_coverage
+    )
     out["portfolio cells covered"] = float(cells["covered"].mean())
     out["portfolio width / expected (median)"] = float(
         ((cells["hi"] - cells["lo"]) / cells["expected"]).median()

@@ -307,14 +307,11 @@ def segment_balance(
 
     Fitted on the recalibrated head's in-sample predictions (:func:`fit_balance_factors`) and
     multiplied into its segment factors, so each shows as part of its feature's contribution.
-
-    Raises:
-        PartnerscoreError: A balance column that is not a categorical feature of the model.
+    The columns were checked by :func:`check_segment_columns` before the head was fitted.
     """
     columns = tuple(config.segment_balance_columns)
     if not columns:
         return {}
-    check_segment_columns(train, specs, config)
     if y.sum() <= 0:
         return {}
     balance = fit_balance_factors(

@@ -89,6 +89,10 @@ class TrainConfig(FrozenConfig):
             i.e. when the bias is beyond the limit by more than its sampling noise (partner
             bootstrap s.e., logged by the run). Realised revenue is heavy-tailed: the s.e. is
             ~15% at 5,000 partners, ~20-25% at 2,000. ``0`` applies the limit literally.
+        segment_bias_min_partners: Tier and region segments of the holdout with at least this
+            many partners have their revenue bias read against ``max_portfolio_bias`` (plus
+            ``portfolio_bias_z`` s.e.) in the run's ``holdout_revenue_segment*`` metrics; a
+            report, not a gate.
     """
 
     seed: int = 7
@@ -126,3 +130,4 @@ class TrainConfig(FrozenConfig):
     promotion_margin: float = Field(default=0.01, ge=0)
     max_portfolio_bias: float = Field(default=0.1, gt=0)
     portfolio_bias_z: float = Field(default=2.0, ge=0)
+    segment_bias_min_partners: int = Field(default=200, ge=1)

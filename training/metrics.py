@@ -157,10 +157,36 @@ def segment_metrics(
     pred_engagement: np.ndarray,
     segments: tuple[str, ...] = ("tier", "region"),
     min_rows: int = 30,
+    rounds: int = 0,
+    seed: int = 0,
+    truth: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Key metrics per segment value (segments with fewer than ``min_rows`` rows skipped)."""
+    """Key metrics per segment value (segments with fewer than ``min_rows`` rows skipped).
+
+    Args:
+        frame: The labelled evaluation frame (partner_id, as_of, labels, segment columns).
+        pred_revenue: The model's revenue predictions of its rows.
+        pred_engagement: The model's engagement probabilities of its rows.
+        segments: Segment columns.
+        min_rows: Smallest segment (rows) reported.
+        rounds: Partner-level bootstrap resamples for each segment's revenue-bias s.e.
+            (``revenue_portfolio_bias_se``; NaN with 0).
+        seed: Bootstrap seed.
+        truth: partner_id, as_of, true_expected_revenue (simulated programs): adds
+            ``revenue_portfolio_bias_vs_truth``, ``sum(pred) / sum(truth) - 1``.
+
+    Returns:
+        One row per segment value: segment, value, rows, partners, revenue Gini, portfolio
+        bias and its s.e., (bias vs truth), engagement AUC and ECE.
+    """
     rows = []
     data = frame.assign(_pr=np.asarray(pred_revenue), _pe=np.asarray(pred_engagement))
+    if truth is not None:
+        data = data.merge(
+            truth[["partner_id", "as_of", "true_expected_revenue"]],
+            on=["partner_id", "as_of"],
+            how="left",
+        )
     for seg in segments:
         if seg not in data:
             continue
@@ -168,18 +194,66 @@ def segment_metrics(
             if len(part) < min_rows:
                 continue
             m = evaluate(part, part["_pr"], part["_pe"])
-            rows.append(
-                {
-                    "segment": seg,
-                    "value": str(value),
-                    "rows": len(part),
-                    "revenue_normalized_gini": m["revenue_normalized_gini"],
-                    "revenue_portfolio_bias": m["revenue_portfolio_bias"],
-                    "engagement_roc_auc": m["engagement_roc_auc"],
-                    "engagement_ece": m["engagement_ece"],
-                }
-            )
+            row = {
+                "segment": seg,
+                "value": str(value),
+                "rows": len(part),
+                "partners": int(part["partner_id"].nunique()),
+                "revenue_normalized_gini": m["revenue_normalized_gini"],
+                "revenue_portfolio_bias": m["revenue_portfolio_bias"],
+                "revenue_portfolio_bias_se": (
+                    bootstrap_se(
+                        part[["partner_id", "label_revenue"]],
+                        revenue_bias_metric,
+                        part["_pr"].to_numpy(float),
+                        rounds,
+                        seed,
+                    )
+                    if rounds > 1
+                    else float("nan")
+                ),
+            }
+            if truth is not None:
+                true_total = float(part["true_expected_revenue"].sum())
+                known = part["true_expected_revenue"].notna().all() and true_total > 0
+                row["revenue_portfolio_bias_vs_truth"] = (
+                    float(part["_pr"].sum() / true_total - 1) if known else float("nan")
+                )
+            row["engagement_roc_auc"] = m["engagement_roc_auc"]
+            row["engagement_ece"] = m["engagement_ece"]
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def segment_bias_summary(
+    segments: pd.DataFrame, min_partners: int, max_bias: float, z: float
+) -> dict[str, float]:
+    """The per-segment revenue bias read against a limit, over segments of ``min_partners``+.
+
+    Returns:
+        ``revenue_segments_checked`` (segments with at least ``min_partners`` partners),
+        ``revenue_segment_bias_max_abs`` (their largest |bias|; NaN when none is checked),
+        ``revenue_segments_beyond_bias_limit`` (how many have ``|bias| - z * s.e. >
+        max_bias``: beyond the limit by more than their sampling noise, the promotion
+        gate's reading; the s.e. counts as 0 where it is NaN) and, when the table has the
+        bias vs truth, ``revenue_segment_bias_vs_truth_max_abs``.
+    """
+    if segments.empty or "partners" not in segments:
+        return {"revenue_segments_checked": 0.0}
+    checked = segments[segments["partners"] >= min_partners]
+    bias = checked["revenue_portfolio_bias"].to_numpy(float)
+    se = checked["revenue_portfolio_bias_se"].fillna(0.0).to_numpy(float)
+    out = {
+        "revenue_segments_checked": float(len(checked)),
+        "revenue_segment_bias_max_abs": float(np.max(np.abs(bias))) if len(bias) else np.nan,
+        "revenue_segments_beyond_bias_limit": float(np.sum(np.abs(bias) - z * se > max_bias)),
+    }
+    if "revenue_portfolio_bias_vs_truth" in checked:
+        vs_truth = checked["revenue_portfolio_bias_vs_truth"].to_numpy(float)
+        out["revenue_segment_bias_vs_truth_max_abs"] = (
+            float(np.nanmax(np.abs(vs_truth))) if np.isfinite(vs_truth).any() else np.nan
+        )
+    return out
 
 
 def paired_bootstrap(

@@ -67,6 +67,31 @@ def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri,
     assert "gbm" in result.summary() and "linear" in result.summary()
 
 
+def test_segment_bias_report_reads_the_logged_segment_table(built_dir, tracking_uri, tmp_path):
+    result = train(built_dir, tracking_uri, tmp_path, segment_bias_min_partners=20)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    metrics = client.get_run(result.run_id).data.metrics
+    path = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id,
+        artifact_path="evaluation/segment_metrics.csv",
+        tracking_uri=tracking_uri,
+    )
+    seg = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert seg["revenue_portfolio_bias_se"].gt(0).all()
+    assert seg["partners"].le(seg["rows"]).all()
+    checked = seg[seg["partners"] >= 20]
+    assert len(checked) >= 2
+    bias, se = checked["revenue_portfolio_bias"], checked["revenue_portfolio_bias_se"]
+    assert metrics["holdout_revenue_segments_checked"] == len(checked)
+    assert metrics["holdout_revenue_segment_bias_max_abs"] == pytest.approx(bias.abs().max())
+    assert metrics["holdout_revenue_segments_beyond_bias_limit"] == int(
+        (bias.abs() - 2.0 * se > 0.1).sum()
+    )
+    truth_max = checked["revenue_portfolio_bias_vs_truth"].abs().max()
+    assert metrics["holdout_revenue_segment_bias_vs_truth_max_abs"] == pytest.approx(truth_max)
+    assert f"tier/region segments with >= 20 partners: {len(checked)}" in result.summary()
+
+
 def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):
     raw, features = tmp_path / "raw", tmp_path / "features"
     run_simulate(SimulateConfig(partners=1500, seed=21), raw)

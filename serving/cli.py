@@ -590,12 +590,26 @@ def forecast(
         "data/scores/forecast.csv"
     ),
     coverage: Annotated[float | None, typer.Option(help="Interval coverage (0-1).")] = None,
+    include_out_of_scope: Annotated[
+        bool,
+        typer.Option(
+            help="Also sum partners scored out of onboarding scope (older than the trained "
+            "ages; the model was not validated there)."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Expected revenue with intervals per segment and period, for downstream forecasting."""
     from partnerscore.serving.forecast import parse_by, run_forecast
 
-    result = run_forecast(_config(config), scores, out, parse_by(by), coverage=coverage)
+    result = run_forecast(
+        _config(config),
+        scores,
+        out,
+        parse_by(by),
+        coverage=coverage,
+        include_out_of_scope=include_out_of_scope,
+    )
     typer.echo(result.summary())
 
 

@@ -8,6 +8,11 @@ period of a score row is its revenue horizon ``[as_of, as_of + horizon_days)``; 
 the same ``as_of`` date share a period. Each period also gets a total row (segment values
 ``ALL``). The output is :data:`FORECAST_COLUMNS`, one row per (period, segment), written
 atomically as CSV or Parquet; it is documented in the README ("Forecast file").
+
+Score rows flagged ``out_of_scope`` (older than the model's trained onboarding ages plus the
+policy's tolerance: the model was neither trained nor validated there, and its bias, intervals
+and holdout metrics say nothing about them) are left out of the sums by default and counted in
+``out_of_scope_partners``; ``include_out_of_scope`` (``--include-out-of-scope``) sums them too.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ FORECAST_SCHEMA = (
     ("revenue_hi", "float64", "upper end of the portfolio interval"),
     ("revenue_sd", "float64", "standard deviation of the segment total (independent partners)"),
     ("coverage", "float64", "nominal coverage of the interval"),
+    (
+        "out_of_scope_partners",
+        "int64",
+        "partners of the segment and period scored out of onboarding scope; not in the sums "
+        "unless --include-out-of-scope",
+    ),
     ("model_version", "str", "model version(s) of the score rows, comma-separated"),
 )
 
@@ -61,6 +72,7 @@ class ForecastResult:
     partners: int
     seconds: float = 0.0
     periods: list[str] = field(default_factory=list)
+    include_out_of_scope: bool = False
 
     def summary(self) -> str:
         """The period totals and where the file is."""
@@ -69,11 +81,19 @@ class ForecastResult:
             f"-> {self.out} ({len(self.table):,} rows) in {self.seconds:.1f} s"
         ]
         for rec in self.table[self.table["level"] == "total"].itertuples():
-            lines.append(
+            line = (
                 f"  {rec.period_start:%Y-%m-%d} .. {rec.period_end:%Y-%m-%d}: expected "
                 f"{rec.expected_revenue:,.0f} ({rec.coverage:.0%} interval "
                 f"{rec.revenue_lo:,.0f} - {rec.revenue_hi:,.0f}) from {rec.partners:,} partners"
             )
+            if rec.out_of_scope_partners and self.include_out_of_scope:
+                line += f", {rec.out_of_scope_partners:,} of them out of onboarding scope"
+            elif rec.out_of_scope_partners:
+                line += (
+                    f"; {rec.out_of_scope_partners:,} partners out of onboarding scope (older "
+                    "than the trained ages) not included (--include-out-of-scope adds them)"
+                )
+            lines.append(line)
         return "\n".join(lines)
 
 
@@ -93,12 +113,17 @@ def forecast_table(
     horizon_days: int,
     coverage: float,
     source: str = "scores",
+    include_out_of_scope: bool = False,
 ) -> pd.DataFrame:
     """The forecast rows (:data:`FORECAST_SCHEMA`) from score rows.
 
+    Rows whose ``out_of_scope`` flag is true are counted in ``out_of_scope_partners`` and, unless
+    ``include_out_of_scope``, left out of every sum (a segment of out-of-scope partners only
+    keeps its row, with 0 partners and 0 revenue). Scores without the column are all in scope.
+
     Raises:
-        PartnerscoreError: A required or ``by`` column is missing, or ``pred_revenue_sd`` is
-            empty (scores from a model without intervals).
+        PartnerscoreError: A required or ``by`` column is missing, ``pred_revenue_sd`` is
+            empty (scores from a model without intervals) or ``out_of_scope`` is not a flag.
     """
     for col in (*REQUIRED, *by):
         if col not in scores.columns:
@@ -124,6 +149,7 @@ def forecast_table(
         data["model_version"].astype(str) if "model_version" in data else pd.Series("", data.index)
     )
     data["_version"] = versions
+    data["_oos"] = _scope_flags(data, source)
     rows = []
     for start, period in data.groupby("_start", sort=True):
         groups = [((ALL,) * len(by), period, "total")]
@@ -133,6 +159,9 @@ def forecast_table(
                 for key, part in period.groupby(list(by), sort=True)
             ]
         for key, part, level in groups:
+            oos = int(part.loc[part["_oos"], "partner_id"].nunique())
+            if not include_out_of_scope:
+                part = part[~part["_oos"]]
             total, lo, hi = portfolio_interval(
                 part["pred_revenue"], part["pred_revenue_sd"], coverage
             )
@@ -148,6 +177,7 @@ def forecast_table(
                     "revenue_hi": hi,
                     "revenue_sd": float(np.sqrt(np.sum(np.square(part["pred_revenue_sd"])))),
                     "coverage": coverage,
+                    "out_of_scope_partners": oos,
                     "model_version": ",".join(sorted(set(part["_version"]) - {""})),
                 }
             )
@@ -155,9 +185,31 @@ def forecast_table(
     table["period_start"] = table["period_start"].astype("datetime64[s]")
     table["period_end"] = table["period_end"].astype("datetime64[s]")
     table["partners"] = table["partners"].astype("int64")
+    table["out_of_scope_partners"] = table["out_of_scope_partners"].astype("int64")
     for col in ("level", "model_version", *by):
         table[col] = table[col].astype("str")
     return table
+
+
+_FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _scope_flags(data: pd.DataFrame, source: str) -> pd.Series:
+    """Each row's ``out_of_scope`` flag (bool, or true/false/1/0 text from a CSV)."""
+    if "out_of_scope" not in data:
+        return pd.Series(False, index=data.index)
+    raw = data["out_of_scope"]
+    if raw.dtype == bool:
+        return raw
+    text = raw.astype(object).where(raw.notna(), "").astype(str).str.strip().str.lower()
+    flags = text.map(_FLAGS)
+    if flags.isna().any():
+        row = int(np.flatnonzero(flags.isna().to_numpy())[0])
+        raise PartnerscoreError(
+            f"{source}: column 'out_of_scope', row {row + 2}: expected true or false, got "
+            f"'{raw.iloc[row]}'"
+        )
+    return flags.astype(bool)
 
 
 def run_forecast(
@@ -167,6 +219,7 @@ def run_forecast(
     by: tuple[str, ...] = ("tier", "region"),
     coverage: float | None = None,
     horizon_days: int | None = None,
+    include_out_of_scope: bool = False,
 ) -> ForecastResult:
     """The ``partnerscore forecast`` job.
 
@@ -178,6 +231,7 @@ def run_forecast(
         by: Segment columns of the score rows.
         coverage: Nominal coverage of the portfolio intervals.
         horizon_days: Length of each period.
+        include_out_of_scope: Sum the partners scored out of onboarding scope too.
 
     Returns:
         The forecast table and where it was written.
@@ -191,6 +245,7 @@ def run_forecast(
         int(horizon_days or config.build.horizon_days),
         float(coverage if coverage is not None else config.train.interval_coverage),
         source=str(scores_path),
+        include_out_of_scope=include_out_of_scope,
     )
     path = write_frame_atomic(table, out)
     return ForecastResult(
@@ -200,4 +255,5 @@ def run_forecast(
         partners=int(scores["partner_id"].nunique()),
         seconds=time.perf_counter() - started,
         periods=[f"{p:%Y-%m-%d}" for p in table["period_start"].unique()],
+        include_out_of_scope=include_out_of_scope,
     )

@@ -19,13 +19,15 @@ def _scores():
             "pred_revenue": rng.exponential(1000, n),
             "pred_revenue_sd": rng.exponential(500, n),
             "model_version": "3",
+            "out_of_scope": rng.random(n) < 0.3,
         }
     )
 
 
-def test_forecast_sums_match_a_slow_twin():
+@pytest.mark.parametrize("include", [False, True])
+def test_forecast_sums_match_a_slow_twin(include):
     scores = _scores()
-    table = forecast_table(scores, ("tier", "region"), 180, 0.8)
+    table = forecast_table(scores, ("tier", "region"), 180, 0.8, include_out_of_scope=include)
     assert list(table.columns) == forecast_columns(("tier", "region"))
     for rec in table.itertuples():
         part = scores[pd.to_datetime(scores["as_of"]) == rec.period_start]
@@ -33,8 +35,14 @@ def test_forecast_sums_match_a_slow_twin():
             part = part[(part["tier"] == rec.tier) & (part["region"] == rec.region)]
         else:
             assert rec.tier == rec.region == "ALL"
+        assert rec.out_of_scope_partners == part["out_of_scope"].sum()
+        if not include:
+            part = part[~part["out_of_scope"]]
         sd = float(np.sqrt(sum(v * v for v in part["pred_revenue_sd"])))
         assert rec.partners == len(part)
+        if part.empty:
+            assert rec.expected_revenue == rec.revenue_lo == rec.revenue_hi == 0
+            continue
         assert rec.expected_revenue == pytest.approx(part["pred_revenue"].sum())
         assert rec.revenue_sd == pytest.approx(sd)
         s2 = np.log(1 + sd**2 / rec.expected_revenue**2)
@@ -58,6 +66,24 @@ def test_forecast_errors_name_file_column_and_row():
     bad = scores.assign(pred_revenue_sd=np.where(np.arange(len(scores)) == 3, np.nan, 1.0))
     with pytest.raises(PartnerscoreError, match=r"s.csv: column 'pred_revenue_sd', row 5"):
         forecast_table(bad, (), 180, 0.8, source="s.csv")
+    flags = scores.assign(out_of_scope=np.where(np.arange(len(scores)) == 6, "maybe", "False"))
+    with pytest.raises(PartnerscoreError, match=r"s.csv: column 'out_of_scope', row 8: .*'maybe'"):
+        forecast_table(flags, (), 180, 0.8, source="s.csv")
+
+
+def test_forecast_reads_scope_flags_written_as_text():
+    scores = _scores()
+    text = scores.assign(out_of_scope=scores["out_of_scope"].map({True: "True", False: "false"}))
+    pd.testing.assert_frame_equal(
+        forecast_table(text, ("tier",), 180, 0.8), forecast_table(scores, ("tier",), 180, 0.8)
+    )
+    unflagged = forecast_table(scores.drop(columns="out_of_scope"), ("tier",), 180, 0.8)
+    included = forecast_table(scores, ("tier",), 180, 0.8, include_out_of_scope=True)
+    pd.testing.assert_frame_equal(
+        unflagged.drop(columns="out_of_scope_partners"),
+        included.drop(columns="out_of_scope_partners"),
+    )
+    assert (unflagged["out_of_scope_partners"] == 0).all()
 
 
 def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
@@ -72,7 +98,14 @@ def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
     written = pd.read_parquet(tmp_path / "f.parquet")
     assert len(written) == len(result.table) > 1
     total = written[written["level"] == "total"].iloc[0]
-    assert total["expected_revenue"] == pytest.approx(scores["pred_revenue"].sum())
+    in_scope = ~scores["out_of_scope"].astype(bool)
+    assert total["expected_revenue"] == pytest.approx(scores.loc[in_scope, "pred_revenue"].sum())
+    assert total["out_of_scope_partners"] == (~in_scope).sum()
+    every = run_forecast(
+        cfg, root / "scores.csv", tmp_path / "g.csv", ("tier",), include_out_of_scope=True
+    ).table
+    every_total = every[every["level"] == "total"].iloc[0]
+    assert every_total["expected_revenue"] == pytest.approx(scores["pred_revenue"].sum())
     assert (
         main(["forecast", "--scores", str(root / "scores.csv"), "--out", str(tmp_path / "f.csv")])
         == 0

@@ -945,6 +945,15 @@ def portfolio_page(
     def distinct(col: str) -> str:
         return ", ".join(sorted(text_column(frame[col]).unique())) if col in frame else "?"
 
+    # partners past the trained onboarding ages: the model was not validated there, so their
+    # expected revenue is shown apart from the onboarding total (as `forecast` leaves it out)
+    revenue = frame["pred_revenue"].to_numpy(float)
+    graduated = (
+        frame["out_of_scope"].astype(str).str.lower().isin(("true", "1")).to_numpy()
+        if "out_of_scope" in frame
+        else np.zeros(len(frame), bool)
+    )
+
     return (
         _environment()
         .get_template("index.html")
@@ -957,7 +966,8 @@ def portfolio_page(
             model_version=distinct("model_version"),
             config_hash=distinct("config_hash"),
             tiers=tiers,
-            total_revenue=_money(frame["pred_revenue"].astype(float).sum()),
+            total_revenue=_money(revenue[~graduated].sum()),
+            graduated_revenue=_money(revenue[graduated].sum()) if graduated.any() else "",
             provisional=int(provisional.sum()) if provisional is not None else 0,
             flags=int(guardrail.to_numpy()[rows].sum()) if guardrail is not None else 0,
             histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),

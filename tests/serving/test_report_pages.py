@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import die_by_sigkill, no_hang, sibling
@@ -257,3 +258,21 @@ def test_a_killed_page_worker_is_a_one_line_error_not_a_hang(tmp_path, capsys, m
         assert main([*args, "--workers", "2"]) == 1
     err = capsys.readouterr().err.strip()
     assert "killed by signal 9" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_portfolio_total_leaves_graduated_partners_apart(as_text):
+    frame = synthetic_scores(200)
+    graduated = np.arange(200) % 3 == 0
+    flags = np.where(graduated, "True", "False") if as_text else graduated
+    frame = frame.assign(out_of_scope=flags)
+    files = [report_filename(p) for p in frame["partner_id"]]
+    html = portfolio_page(frame, np.arange(200), files, AppConfig())
+    revenue = frame["pred_revenue"].to_numpy(float)
+    onboarding = f"${revenue[~graduated].sum():,.0f}"
+    apart = f"${revenue[graduated].sum():,.0f}"
+    assert f'in onboarding scope</div><div class="v">{onboarding}<' in html
+    assert f'graduated (not validated)</div><div class="v">{apart}<' in html
+    none = portfolio_page(frame.drop(columns="out_of_scope"), np.arange(200), files, AppConfig())
+    assert f'in onboarding scope</div><div class="v">${revenue.sum():,.0f}<' in none
+    assert "graduated (not validated)" not in none

@@ -597,6 +597,13 @@ def forecast(
             "ages; the model was not validated there)."
         ),
     ] = False,
+    period: Annotated[
+        str,
+        typer.Option(
+            help="day (each scoring date), week, month or quarter: the calendar bucket of the "
+            "scoring dates (per-partner cut-offs give one date per signing day)."
+        ),
+    ] = "day",
     config: ConfigOption = None,
 ) -> None:
     """Expected revenue with intervals per segment and period, for downstream forecasting."""
@@ -609,6 +616,7 @@ def forecast(
         parse_by(by),
         coverage=coverage,
         include_out_of_scope=include_out_of_scope,
+        period=period,
     )
     typer.echo(result.summary())
 

@@ -3,11 +3,15 @@
 Reads a scores file (``partnerscore score``) and sums the partners' expected revenue per
 segment (``--by tier,region``) and period, with a portfolio interval from the model's variance
 model (``pred_revenue_sd`` on every score row; a lognormal with the segment total's mean and
-variance, see :func:`partnerscore.models.intervals.portfolio_interval`). The
-period of a score row is its revenue horizon ``[as_of, as_of + horizon_days)``; rows scored at
-the same ``as_of`` date share a period. Each period also gets a total row (segment values
-``ALL``). The output is :data:`FORECAST_COLUMNS`, one row per (period, segment), written
-atomically as CSV or Parquet; it is documented in the README ("Forecast file").
+variance, see :func:`partnerscore.models.intervals.portfolio_interval`). A score row's
+revenue horizon is ``[as_of, as_of + horizon_days)``. With ``period="day"`` (the default) rows
+scored on the same ``as_of`` date share a period, as one calendar batch does; scores made at
+per-partner cut-offs (``score --at-age``) have one ``as_of`` per signing date, so ``week``,
+``month`` or ``quarter`` sum the partners scored in each calendar bucket: ``period_start`` is
+the bucket's first day and ``period_end`` the end of the latest horizon in it. Each period
+also gets a total row (segment values ``ALL``). The output is :data:`FORECAST_COLUMNS`, one
+row per (period, segment), written atomically as CSV or Parquet; it is documented in the
+README ("Forecast file").
 
 Score rows flagged ``out_of_scope`` (older than the model's trained onboarding ages plus the
 policy's tolerance: the model was neither trained nor validated there, and its bias, intervals
@@ -28,11 +32,19 @@ from partnerscore.features.core import PartnerscoreError, read_frame, write_fram
 from partnerscore.models.intervals import portfolio_interval
 
 ALL = "ALL"
+PERIODS = {"day": None, "week": "W-SUN", "month": "M", "quarter": "Q"}
+"""``--period`` choices and their pandas period frequency (weeks start on Monday)."""
+SHOWN_PERIODS = 12
+"""Period totals the summary lists before it says how many more the file holds."""
 REQUIRED = ("partner_id", "as_of", "pred_revenue", "pred_revenue_sd")
 # (column, dtype, description): the declared schema of the forecast file
 FORECAST_SCHEMA = (
-    ("period_start", "datetime64[s]", "start of the revenue horizon (the scores' as_of date)"),
-    ("period_end", "datetime64[s]", "exclusive end: period_start + horizon_days"),
+    (
+        "period_start",
+        "datetime64[s]",
+        "the scores' as_of date (--period day), else the first day of the calendar bucket",
+    ),
+    ("period_end", "datetime64[s]", "exclusive end of the latest horizon: max as_of + horizon"),
     ("level", "str", "'segment' for a segment row, 'total' for the period's total"),
     ("<by columns>", "str", "segment values (one column per --by field; ALL on total rows)"),
     ("partners", "int64", "partners scored in the segment and period"),
@@ -73,6 +85,7 @@ class ForecastResult:
     seconds: float = 0.0
     periods: list[str] = field(default_factory=list)
     include_out_of_scope: bool = False
+    period: str = "day"
 
     def summary(self) -> str:
         """The period totals and where the file is."""
@@ -80,7 +93,8 @@ class ForecastResult:
             f"forecast of {self.partners:,} scored partners by {', '.join(self.by) or 'total'} "
             f"-> {self.out} ({len(self.table):,} rows) in {self.seconds:.1f} s"
         ]
-        for rec in self.table[self.table["level"] == "total"].itertuples():
+        totals = self.table[self.table["level"] == "total"]
+        for rec in totals.head(SHOWN_PERIODS).itertuples():
             line = (
                 f"  {rec.period_start:%Y-%m-%d} .. {rec.period_end:%Y-%m-%d}: expected "
                 f"{rec.expected_revenue:,.0f} ({rec.coverage:.0%} interval "
@@ -94,6 +108,14 @@ class ForecastResult:
                     "than the trained ages) not included (--include-out-of-scope adds them)"
                 )
             lines.append(line)
+        if len(totals) > SHOWN_PERIODS:
+            lines.append(f"  ... and {len(totals) - SHOWN_PERIODS:,} more periods in the file")
+        typical = float(totals["partners"].median()) if len(totals) else 0.0
+        if self.period == "day" and len(totals) > SHOWN_PERIODS and typical < 30:
+            lines.append(
+                f"  hint: {len(totals):,} scoring dates with a median of {typical:,.0f} partners "
+                "each (per-partner cut-offs?): --period month sums them by calendar month"
+            )
         return "\n".join(lines)
 
 
@@ -114,12 +136,14 @@ def forecast_table(
     coverage: float,
     source: str = "scores",
     include_out_of_scope: bool = False,
+    period: str = "day",
 ) -> pd.DataFrame:
     """The forecast rows (:data:`FORECAST_SCHEMA`) from score rows.
 
     Rows whose ``out_of_scope`` flag is true are counted in ``out_of_scope_partners`` and, unless
     ``include_out_of_scope``, left out of every sum (a segment of out-of-scope partners only
     keeps its row, with 0 partners and 0 revenue). Scores without the column are all in scope.
+    ``period`` (:data:`PERIODS`) buckets the scoring dates: ``day`` keeps each date apart.
 
     Raises:
         PartnerscoreError: A required or ``by`` column is missing, ``pred_revenue_sd`` is
@@ -130,12 +154,18 @@ def forecast_table(
             raise PartnerscoreError(f"{source}: missing column '{col}'")
     if not 0 < coverage < 1:
         raise PartnerscoreError(f"--coverage: expected a share in (0, 1), got {coverage}")
+    if period not in PERIODS:
+        raise PartnerscoreError(f"--period {period}: expected one of {', '.join(PERIODS)}")
     data = scores.copy()
     data["_start"] = pd.to_datetime(data["as_of"], errors="coerce").dt.floor("D")
     bad = data["_start"].isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise PartnerscoreError(f"{source}: column 'as_of', row {row + 2}: not a date")
+    freq = PERIODS[period]
+    data["_bucket"] = (
+        data["_start"] if freq is None else data["_start"].dt.to_period(freq).dt.start_time
+    )
     for col in ("pred_revenue", "pred_revenue_sd"):
         values = pd.to_numeric(data[col], errors="coerce")
         if values.isna().any():
@@ -151,12 +181,13 @@ def forecast_table(
     data["_version"] = versions
     data["_oos"] = _scope_flags(data, source)
     rows = []
-    for start, period in data.groupby("_start", sort=True):
-        groups = [((ALL,) * len(by), period, "total")]
+    for start, bucket in data.groupby("_bucket", sort=True):
+        end = bucket["_start"].max() + pd.Timedelta(days=horizon_days)
+        groups = [((ALL,) * len(by), bucket, "total")]
         if by:
             groups += [
                 (key if isinstance(key, tuple) else (key,), part, "segment")
-                for key, part in period.groupby(list(by), sort=True)
+                for key, part in bucket.groupby(list(by), sort=True)
             ]
         for key, part, level in groups:
             oos = int(part.loc[part["_oos"], "partner_id"].nunique())
@@ -168,7 +199,7 @@ def forecast_table(
             rows.append(
                 {
                     "period_start": start,
-                    "period_end": start + pd.Timedelta(days=horizon_days),
+                    "period_end": end,
                     "level": level,
                     **dict(zip(by, key, strict=True)),
                     "partners": int(part["partner_id"].nunique()),
@@ -220,6 +251,7 @@ def run_forecast(
     coverage: float | None = None,
     horizon_days: int | None = None,
     include_out_of_scope: bool = False,
+    period: str = "day",
 ) -> ForecastResult:
     """The ``partnerscore forecast`` job.
 
@@ -232,6 +264,7 @@ def run_forecast(
         coverage: Nominal coverage of the portfolio intervals.
         horizon_days: Length of each period.
         include_out_of_scope: Sum the partners scored out of onboarding scope too.
+        period: ``day`` (each scoring date), ``week``, ``month`` or ``quarter``.
 
     Returns:
         The forecast table and where it was written.
@@ -246,6 +279,7 @@ def run_forecast(
         float(coverage if coverage is not None else config.train.interval_coverage),
         source=str(scores_path),
         include_out_of_scope=include_out_of_scope,
+        period=period,
     )
     path = write_frame_atomic(table, out)
     return ForecastResult(
@@ -256,4 +290,5 @@ def run_forecast(
         seconds=time.perf_counter() - started,
         periods=[f"{p:%Y-%m-%d}" for p in table["period_start"].unique()],
         include_out_of_scope=include_out_of_scope,
+        period=period,
     )

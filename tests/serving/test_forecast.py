@@ -1,9 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.cli import main
+from partnerscore.serving.config import AppConfig
 from partnerscore.serving.forecast import forecast_columns, forecast_table, run_forecast
 
 
@@ -114,3 +117,66 @@ def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
     assert main(["forecast", "--scores", str(tmp_path / "none.csv")]) == 2
     assert main(["forecast", "--scores", str(root / "scores.csv"), "--by", "nope"]) == 2
     assert "missing column 'nope'" in capsys.readouterr().err
+
+
+def _bucket_start(day: pd.Timestamp, period: str) -> pd.Timestamp:
+    """Slow twin of the calendar buckets: the first day of the week (Monday), month or quarter."""
+    if period == "week":
+        return day - pd.Timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    days=st.lists(st.integers(0, 800), min_size=1, max_size=60),
+    period=st.sampled_from(["week", "month", "quarter"]),
+)
+def test_calendar_periods_sum_each_bucket_of_scoring_dates(days, period):
+    n = len(days)
+    rng = np.random.default_rng(n)
+    as_of = pd.Timestamp("2024-01-01") + pd.to_timedelta(days, "D")
+    scores = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "as_of": as_of,
+            "tier": rng.choice(["gold", "silver"], n),
+            "pred_revenue": rng.exponential(1000, n),
+            "pred_revenue_sd": rng.exponential(500, n),
+        }
+    )
+    table = forecast_table(scores, ("tier",), 90, 0.8, period=period)
+    buckets = np.array([_bucket_start(d, period) for d in as_of])
+    totals = table[table["level"] == "total"]
+    assert list(totals["period_start"]) == sorted(set(buckets))
+    for rec in table.itertuples():
+        sel = buckets == rec.period_start
+        if rec.level == "segment":
+            sel &= (scores["tier"] == rec.tier).to_numpy()
+        assert rec.partners == sel.sum()
+        assert rec.expected_revenue == pytest.approx(scores.loc[sel, "pred_revenue"].sum())
+        latest = as_of[buckets == rec.period_start].max()
+        assert rec.period_end == latest + pd.Timedelta(days=90)
+    assert totals["partners"].sum() == n
+
+
+def test_day_periods_are_the_scoring_dates_and_the_summary_points_to_months(tmp_path):
+    days = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(40) * 3, "D")
+    scores = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(40)],
+            "as_of": days,
+            "pred_revenue": 100.0,
+            "pred_revenue_sd": 50.0,
+        }
+    )
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    result = run_forecast(AppConfig(), tmp_path / "s.csv", tmp_path / "f.csv", ())
+    assert list(result.table["period_start"]) == list(days)
+    text = result.summary()
+    assert "... and 28 more periods in the file" in text and "--period month" in text
+    months = run_forecast(AppConfig(), tmp_path / "s.csv", tmp_path / "m.csv", (), period="month")
+    assert len(months.table) == 4 and "hint" not in months.summary()
+    with pytest.raises(PartnerscoreError, match="--period fortnight: expected one of day, week"):
+        forecast_table(scores, (), 90, 0.8, period="fortnight")

@@ -1,8 +1,9 @@
 """The end-to-end demo (``make demo``) on a fresh synthetic partner program.
 
 simulate -> validate -> build -> train -> promote -> score (at four monthly dates, so reports
-have trajectories) -> report, everything under one folder (raw/, features/, mlflow/, scores/,
-reports/). The MLflow store is ``<workdir>/mlflow/mlflow.db`` unless MLFLOW_TRACKING_URI is set.
+have trajectories) -> forecast (the latest batch by tier and region, ``scores/forecast.csv``)
+-> report, everything under one folder (raw/, features/, mlflow/, scores/, reports/). The
+MLflow store is ``<workdir>/mlflow/mlflow.db`` unless MLFLOW_TRACKING_URI is set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from partnerscore.features.pipeline import run_build
 from partnerscore.features.simulate import run_simulate
 from partnerscore.features.validate import run_validate
 from partnerscore.serving.config import AppConfig
+from partnerscore.serving.forecast import run_forecast
 from partnerscore.serving.report import run_report
 from partnerscore.serving.score import run_score
 from partnerscore.training import progress
@@ -61,6 +63,19 @@ class DemoResult:
             "then set MLFLOW_TRACKING_URI for partnerscore"
         )
         return "\n".join(lines)
+
+
+def _forecast_note(result) -> str:
+    """The period total of the demo's forecast step, in one line."""
+    total = result.table[result.table["level"] == "total"].iloc[0]
+    note = (
+        f"expected revenue {total['expected_revenue']:,.0f} ({total['coverage']:.0%} interval "
+        f"{total['revenue_lo']:,.0f} - {total['revenue_hi']:,.0f}) from "
+        f"{total['partners']:,} partners in onboarding scope"
+    )
+    if total["out_of_scope_partners"]:
+        note += f", {total['out_of_scope_partners']:,} graduated not summed"
+    return f"{note} -> {result.out.name}"
 
 
 def demo_config(
@@ -187,6 +202,11 @@ def run_demo(
         latest = out
     # the latest scores also under the CLI's default name: `partnerscore report` works as is
     shutil.copyfile(latest, workdir / "scores" / "scores.parquet")
+    step(
+        "forecast",
+        lambda: run_forecast(cfg, latest, workdir / "scores" / "forecast.csv"),
+        _forecast_note,
+    )
     report = step(
         "report",
         lambda: run_report(latest, workdir / "reports", cfg),

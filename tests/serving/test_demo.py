@@ -1,6 +1,8 @@
 """`partnerscore demo` end to end on a small program (what `make demo` runs)."""
 
 import mlflow
+import pandas as pd
+import pytest
 
 from partnerscore.serving.cli import main
 from partnerscore.serving.config import AppConfig
@@ -29,6 +31,12 @@ def test_demo_end_to_end_and_rerun(tmp_path, tracking_uri, capsys):
     out = capsys.readouterr().out
     for step in ("simulate", "validate", "build", "train", "promote", "score", "report"):
         assert f"  {step}" in out
+    forecast = pd.read_csv(work / "scores" / "forecast.csv")
+    latest = pd.read_parquet(work / "scores" / "scores.parquet")
+    total = forecast[forecast["level"] == "total"].iloc[0]
+    in_scope = latest[~latest["out_of_scope"].astype(bool)]
+    assert total["expected_revenue"] == pytest.approx(in_scope["pred_revenue"].sum())
+    assert f"from {len(in_scope):,} partners in onboarding scope" in out
     assert f"Reports:      {(work / 'reports' / 'index.html').resolve()}" in out
     assert f"MLflow store: {tracking_uri}  (from MLFLOW_TRACKING_URI)" in out
     assert f"mlflow ui --backend-store-uri {tracking_uri} --port 5000" in out

@@ -94,7 +94,12 @@ def part_a(partners: int, seed: int, trials: int, segment_recalibration: bool = 
     print(f"\n== A: program of {partners:,} partners (seed {seed}), {len(frame):,} snapshots ==")
     print(f"simulate + build {build_s:.1f} s; training with {trials} trials per head ...")
     started = time.perf_counter()
-    config = TrainConfig(trials=trials, seed=seed, segment_recalibration=segment_recalibration)
+    config = TrainConfig(
+        trials=trials,
+        seed=seed,
+        segment_recalibration=segment_recalibration,
+        segment_bias_min_partners=MIN_SEGMENT_PARTNERS,
+    )
     ev = train_and_evaluate(frame, {}, truth, config)
     train_s = time.perf_counter() - started
     m, hold, preds = ev.metrics, ev.holdout, ev.preds
@@ -174,6 +179,15 @@ def part_a(partners: int, seed: int, trials: int, segment_recalibration: bool = 
         f"recalibration factor {m['fit_revenue_recalibration_factor']:.3f} "
         f"(out-of-fold bias before it {m['fit_revenue_oof_bias_before_recalibration']:+.1%})"
     )
+    if m.get("revenue_segments_checked"):  # what the training run logs of the same table
+        print(
+            f"training run's segment report (>= {MIN_SEGMENT_PARTNERS} partners): "
+            f"{m['revenue_segments_checked']:.0f} checked, largest |bias| "
+            f"{m['revenue_segment_bias_max_abs']:.1%} vs labels, "
+            f"{m.get('revenue_segment_bias_vs_truth_max_abs', float('nan')):.1%} vs truth; "
+            f"{m['revenue_segments_beyond_bias_limit']:.0f} beyond the promotion limit "
+            "by more than 2 s.e."
+        )
 
     seg = ev.evaluated.metadata["fit"].get("revenue_segment_factors")
     if seg:

@@ -18,7 +18,10 @@ number of programs where it is negative, for a chosen holdout and target:
   labels' total vs the truth's, the booster before its recalibration factors vs truth on the
   unseen sets, and the effective factor;
 - ``--params JSON`` overrides revenue-head parameters (e.g. ``'{"monotone_constraints": null}'``)
-  and ``--drop PREFIX`` removes the features whose names start with PREFIX.
+  and ``--drop PREFIX`` removes the features whose names start with PREFIX;
+- ``--simulate JSON`` overrides ``SimulateConfig`` fields, e.g. ``'{"cohort_trend": 0.2}'``
+  (newer cohorts close larger deals: a drifting program, to compare ``recalibration_cv``
+  ``partner`` and ``time``).
 
 Asserts nothing. Scratch frames are cached under ``--cache`` (default: none).
 
@@ -59,13 +62,19 @@ def seeds_arg(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def load_program(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training set sorted by partner and as_of, the truth's rows aligned to it)."""
-    path = cache / f"program_{partners}_{seed}.pkl" if cache else None
+def load_program(
+    partners: int, seed: int, cache: Path | None, simulate: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training set sorted by partner and as_of, the truth's rows aligned to it).
+
+    ``simulate``: further ``SimulateConfig`` fields (part of the cache file's name).
+    """
+    extra = "".join(f"_{k}{v}" for k, v in sorted((simulate or {}).items()))
+    path = cache / f"program_{partners}_{seed}{extra}.pkl" if cache else None
     if path is not None and path.exists():
         frame, truth = pd.read_pickle(path)
     else:
-        frame, truth, _ = program(partners, seed)
+        frame, truth, _ = program(partners, seed, simulate)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             pd.to_pickle((frame, truth), path)
@@ -74,9 +83,11 @@ def load_program(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataF
     return frame, truth
 
 
-def load(partners: int, seed: int, cache: Path | None) -> tuple[pd.DataFrame, np.ndarray]:
+def load(
+    partners: int, seed: int, cache: Path | None, simulate: dict | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """(training set sorted by partner and as_of, true expected revenue per row)."""
-    frame, truth = load_program(partners, seed, cache)
+    frame, truth = load_program(partners, seed, cache, simulate)
     return frame, truth["true_expected_revenue"].to_numpy(float)
 
 
@@ -134,7 +145,7 @@ def level_parts(
 
 
 def one_program(args, seed: int) -> dict[str, float]:
-    frame, true = load(args.partners, seed, args.cache)
+    frame, true = load(args.partners, seed, args.cache, args.simulate)
     if args.drop:
         frame = frame.drop(columns=[c for c in frame.columns if c.startswith(args.drop)])
     if args.target == "truth":
@@ -196,6 +207,12 @@ def main() -> None:
     )
     parser.add_argument("--target", choices=("labels", "truth"), default="labels")
     parser.add_argument("--params", type=json.loads, default={})
+    parser.add_argument(
+        "--simulate",
+        type=json.loads,
+        default={},
+        help="SimulateConfig overrides, e.g. '{\"cohort_trend\": 0.2}' (cohort drift)",
+    )
     parser.add_argument(
         "--config",
         type=json.loads,

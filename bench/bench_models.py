@@ -73,10 +73,15 @@ FLEXIBLE = {
 }
 
 
-def program(partners: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    """(training set, truth aligned on (partner_id, as_of), seconds) of a simulated program."""
+def program(
+    partners: int, seed: int, simulate: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """(training set, truth aligned on (partner_id, as_of), seconds) of a simulated program.
+
+    ``simulate``: further :class:`SimulateConfig` fields (e.g. ``{"cohort_trend": 0.2}``).
+    """
     started = time.perf_counter()
-    tables = simulate_program(SimulateConfig(partners=partners, seed=seed))
+    tables = simulate_program(SimulateConfig(partners=partners, seed=seed, **(simulate or {})))
     frame = build_training_set(RawData.from_frames(tables), BuildConfig())
     truth = tables["truth"][["partner_id", "age_days", "true_expected_revenue"]]
     truth = truth.assign(true_engagement_prob=tables["truth"]["true_engagement_prob"])

@@ -23,6 +23,10 @@ class SimulateConfig(FrozenConfig):
         event_scale: Multiplier on the volume of activity/portal events (for benchmarks).
         horizon_days: Horizon of the truth table's expectations.
         truth_ages: Onboarding ages (days since signing) at which truth is written.
+        cohort_trend: Cohort drift: the log mean deal size changes by this much per year of
+            signing date (relative to the middle of the signing span), so newer cohorts close
+            larger (> 0) or smaller (< 0) deals; the truth table follows it. 0 (default): the
+            cohorts are exchangeable.
     """
 
     partners: int = Field(default=2000, ge=1)
@@ -32,6 +36,7 @@ class SimulateConfig(FrozenConfig):
     event_scale: float = Field(default=1.0, gt=0)
     horizon_days: int = Field(default=180, ge=1)
     truth_ages: tuple[int, ...] = (30, 60, 90, 180)
+    cohort_trend: float = Field(default=0.0, ge=-1.0, le=1.0)
 
 
 class BuildConfig(FrozenConfig):

@@ -459,6 +459,9 @@ class _Program:
             [np.isin(self.ptype, ("si", "msp")), self.ptype == "referral"], [0.8, 0.15], 0.45
         )
         self.size_mu = 9.4 + quality_size * self.quality + 0.5 * tier_eff + self.type_size
+        if config.cohort_trend:  # cohort drift: deal sizes move with the signing date
+            years_from_middle = (self.signed_days - span_days / 2) / 365.0
+            self.size_mu = self.size_mu + config.cohort_trend * years_from_middle
         self.cycle_scale = (
             25.0 * np.exp(-0.15 * self.quality) * np.where(self.ptype == "si", 1.6, 1.0)
         )

@@ -422,3 +422,40 @@ def test_day_30_truth_conditions_on_the_first_lead_or_deal():
         se = np.sqrt(np.sum(p * (1 - p))) / sel.sum()
         assert sel.sum() > 500, name
         assert abs(engaged[sel].mean() - p.mean()) < 4 * se, (name, engaged[sel].mean(), p.mean())
+
+
+def test_cohort_trend_moves_deal_sizes_and_the_truth_exactly():
+    base_cfg = SimulateConfig(partners=600, seed=11)
+    trend_cfg = SimulateConfig(partners=600, seed=11, cohort_trend=0.3)
+    base, drifted = simulate_program(base_cfg), simulate_program(trend_cfg)
+    # the same draws: only deal amounts (and the truth's revenue) move
+    for name in ("partners", "activities", "leads"):
+        pd.testing.assert_frame_equal(base[name], drifted[name])
+    end = pd.Timestamp(base_cfg.end_date) + pd.Timedelta(days=1)
+    span = int(base_cfg.years * 365)
+    signed = base["partners"].set_index("partner_id")["signed_at"]
+    years = ((signed - (end - pd.Timedelta(days=span))) / pd.Timedelta(days=1) - span / 2) / 365
+    factor = np.exp(0.3 * years)
+    deals = base["deals"].assign(drifted=drifted["deals"]["amount"].to_numpy())
+    expected = deals["amount"] * factor.loc[deals["partner_id"]].to_numpy()
+    assert np.allclose(deals["drifted"], expected, rtol=1e-3, atol=0.02)
+    t0, t1 = base["truth"], drifted["truth"]
+    pd.testing.assert_frame_equal(
+        t0.drop(columns="true_expected_revenue"), t1.drop(columns="true_expected_revenue")
+    )
+    # both rounded to cents: |t1 - t0 * factor| <= 0.005 * (1 + factor)
+    scaled = t0["true_expected_revenue"].to_numpy() * factor.loc[t0["partner_id"]].to_numpy()
+    assert np.allclose(t1["true_expected_revenue"], scaled, rtol=1e-9, atol=0.02)
+    # newest cohorts are richer than the oldest by ~exp(0.3 * 2 years)
+    assert factor.max() / factor.min() == pytest.approx(np.exp(0.3 * (span - 30) / 365), rel=0.05)
+
+
+def test_truth_matches_realised_labels_under_cohort_drift():
+    cfg = SimulateConfig(partners=1500, seed=3, cohort_trend=0.4)
+    tables = simulate_program(cfg)
+    end = pd.Timestamp(cfg.end_date) + pd.Timedelta(days=1)
+    truth = tables["truth"]
+    truth = truth[truth["as_of"] + pd.Timedelta(days=180) < end].reset_index(drop=True)
+    labels = build_labels(_contract_tables(tables), truth[["partner_id", "as_of"]], BuildConfig())
+    realised, expected = labels["label_revenue"].mean(), truth["true_expected_revenue"].mean()
+    assert realised == pytest.approx(expected, rel=0.2)

@@ -40,7 +40,10 @@ class TrainConfig(FrozenConfig):
             the older cohorts holding at least half of the partners; about half of the rows).
             Measured on 16 programs of 20,000 partners (README, "Remaining goals"): the time
             folds' factor scatters by 9% across programs and carried the model's overall level
-            error vs truth to 12-14% (s.d.); the partner folds' by 1.6%.
+            error vs truth to 12-14% (s.d.); the partner folds' by 1.6%. Under cohort drift
+            (newer cohorts earning more than the features show) only ``time`` extrapolates it
+            (-1.7% vs -17.7% on the newest cohorts at a 0.2/yr drift); the run logs the
+            out-of-fold ``revenue_oof_cohort_trend`` and flags it beyond 2 s.e.
         recalibration_partner_folds: Number of partner folds for ``recalibration_cv: partner``.
         segment_recalibration: On top of the overall factor, one out-of-fold factor per value
             of each ``segment_recalibration_columns`` column (e.g. per tier and per region),

@@ -384,3 +384,62 @@ def fit_balance_factors(
         col: {v: float(np.exp(f)) for v, f in zip(encoded[col][1], logf[col], strict=True)}
         for col in columns
     }
+
+
+def cohort_trend(
+    signed_at: pd.Series | np.ndarray,
+    partner_id: pd.Series | np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    blocks: int = 5,
+) -> tuple[float, float]:
+    """Out-of-fold cohort drift: the trend of ``log(sum y / sum pred)`` over signing dates.
+
+    Partners are cut into ``blocks`` consecutive groups by signing date (ties by id, a
+    partner's snapshots in one group). Each group's log ratio has the partner-clustered
+    delta-method variance ``sum_p (y_p - R pred_p)^2 / (sum y)^2`` (``y_p``, ``pred_p`` the
+    partner's sums, ``R`` the group's ratio); the slope is the weighted least-squares fit of
+    the log ratios on the groups' mean signing date in years. On random partner folds a
+    program whose cohorts are exchangeable has slope ~0; when newer cohorts earn more than
+    features show, newer groups are under-predicted (slope > 0).
+
+    Returns:
+        (slope per year, its s.e.); NaN when fewer than 3 groups have revenue and predictions.
+    """
+    frame = pd.DataFrame(
+        {
+            "p": np.asarray(partner_id).astype(str),
+            "t": pd.to_datetime(np.asarray(signed_at)),
+            "y": np.asarray(y, dtype=float),
+            "m": np.asarray(pred, dtype=float),
+        }
+    )
+    per = frame.groupby("p", sort=False).agg(t=("t", "first"), y=("y", "sum"), m=("m", "sum"))
+    per = per.reset_index().sort_values(["t", "p"], kind="stable").reset_index(drop=True)
+    n = len(per)
+    if n == 0:
+        return float("nan"), float("nan")
+    per["b"] = np.floor(np.arange(n) * blocks / n).astype(int)
+    years = (per["t"] - per["t"].min()).dt.total_seconds().to_numpy() / (365.25 * 86400)
+    per["years"] = years
+    r, v, t = [], [], []
+    for _, g in per.groupby("b", sort=True):
+        sy, sm = g["y"].sum(), g["m"].sum()
+        if sy <= 0 or sm <= 0:
+            continue
+        ratio = sy / sm
+        var = float(np.sum((g["y"] - ratio * g["m"]) ** 2)) / sy**2
+        if var <= 0:
+            continue
+        r.append(np.log(ratio))
+        v.append(var)
+        t.append(g["years"].mean())
+    if len(r) < 3:
+        return float("nan"), float("nan")
+    r, w, t = np.array(r), 1.0 / np.array(v), np.array(t)
+    t_bar, r_bar = np.sum(w * t) / w.sum(), np.sum(w * r) / w.sum()
+    sxx = float(np.sum(w * (t - t_bar) ** 2))
+    if sxx <= 0:
+        return float("nan"), float("nan")
+    slope = float(np.sum(w * (t - t_bar) * (r - r_bar)) / sxx)
+    return slope, float(np.sqrt(1.0 / sxx))

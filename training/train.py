@@ -50,6 +50,7 @@ from partnerscore.training.metrics import (
 from partnerscore.training.recalibration import TABLE_COLUMNS as SEGMENT_FACTOR_COLUMNS
 from partnerscore.training.recalibration import (
     SegmentFactors,
+    cohort_trend,
     fit_balance_factors,
     fit_segment_factors,
     row_factors,
@@ -64,6 +65,8 @@ from partnerscore.training.splits import (
 from partnerscore.training.tune import tune_head
 
 CHALLENGER = "challenger"
+DRIFT_Z = 2.0
+"""Out-of-fold cohort trend, in s.e., above which the training summary flags drift."""
 CHAMPION = "champion"
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 _REQUIRED = ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged", "age_days")
@@ -129,6 +132,16 @@ class TrainResult:
                 f"revenue bias {m['revenue_portfolio_bias']:+.1%} (s.e. "
                 f"{m.get('revenue_portfolio_bias_se', float('nan')):.1%}), interval coverage "
                 f"{m['revenue_interval_coverage']:.1%}; metrics of the pre-refit model"
+            )
+        trend, trend_se = (
+            m.get("fit_revenue_oof_cohort_trend", float("nan")),
+            m.get("fit_revenue_oof_cohort_trend_se", float("nan")),
+        )
+        if trend_se > 0 and abs(trend) > DRIFT_Z * trend_se:
+            lines.append(
+                f"cohort drift? out of fold, newer signing cohorts earn {trend:+.0%} per year "
+                f"(log scale, s.e. {trend_se:.0%}) relative to the model: if cohorts drift, "
+                "train.recalibration_cv: time extrapolates it (README, Models)"
             )
         if m.get("revenue_segments_checked"):
             lines.append(
@@ -432,6 +445,13 @@ def fit_partner_model(
     oof = out_of_fold_revenue(X, y_rev, recalibration_folds(train, config), revenue_params)
     seen = np.isfinite(oof)
     oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
+    trend, trend_se = (
+        cohort_trend(
+            train.loc[seen, "signed_at"], train.loc[seen, "partner_id"], y_rev[seen], oof[seen]
+        )
+        if "signed_at" in train
+        else (float("nan"), float("nan"))
+    )
     factor, segments = 1.0, None
     multiplier = np.ones(int(seen.sum()))
     if config.revenue_recalibration and oof_total > 0 and label_total > 0:
@@ -486,6 +506,8 @@ def fit_partner_model(
             oof_total / label_total - 1 if label_total else float("nan")
         ),
         "revenue_oof_rows": int(seen.sum()),
+        "revenue_oof_cohort_trend": trend,
+        "revenue_oof_cohort_trend_se": trend_se,
         "revenue_oof_bias_after_recalibration": (
             float((oof[seen] * multiplier).sum()) / label_total - 1 if label_total else float("nan")
         ),

@@ -1,4 +1,5 @@
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -9,7 +10,7 @@ from partnerscore.features.simulate import run_simulate
 from partnerscore.serving.cli import main
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.registry import run_models, run_promote
-from partnerscore.training.train import run_train
+from partnerscore.training.train import TrainResult, run_train
 
 
 def train(features, uri, tmp_path, **overrides):
@@ -90,6 +91,30 @@ def test_segment_bias_report_reads_the_logged_segment_table(built_dir, tracking_
     truth_max = checked["revenue_portfolio_bias_vs_truth"].abs().max()
     assert metrics["holdout_revenue_segment_bias_vs_truth_max_abs"] == pytest.approx(truth_max)
     assert f"tier/region segments with >= 20 partners: {len(checked)}" in result.summary()
+    # the out-of-fold cohort-drift diagnostic is logged with the fit
+    assert metrics["holdout_fit_revenue_oof_cohort_trend_se"] > 0
+    assert np.isfinite(metrics["holdout_fit_revenue_oof_cohort_trend"])
+
+
+def test_summary_flags_cohort_drift_beyond_two_standard_errors():
+    base = {"revenue_segments_checked": 0.0}
+    drift = TrainResult(
+        "r",
+        None,
+        {**base, "fit_revenue_oof_cohort_trend": 0.3, "fit_revenue_oof_cohort_trend_se": 0.1},
+        {},
+        {},
+    )
+    assert "cohort drift? out of fold, newer signing cohorts earn +30% per year" in drift.summary()
+    assert "train.recalibration_cv: time" in drift.summary()
+    calm = TrainResult(
+        "r",
+        None,
+        {**base, "fit_revenue_oof_cohort_trend": 0.15, "fit_revenue_oof_cohort_trend_se": 0.1},
+        {},
+        {},
+    )
+    assert "cohort drift" not in calm.summary()
 
 
 def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):

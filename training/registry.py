@@ -15,7 +15,7 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
-from partnerscore.training.train import CHALLENGER, CHAMPION, HOLDOUT_ARTIFACT
+from partnerscore.training.train import CHALLENGER, CHAMPION, DRIFT_Z, HOLDOUT_ARTIFACT
 
 _SHOWN = (
     ("holdout_primary_score", "primary"),
@@ -100,6 +100,10 @@ class PromoteResult:
     max_bias: float | None = None
     bias_noise: float = 0.0
     already_champion: bool = False
+    segments_checked: int | None = None
+    segments_beyond: int | None = None
+    cohort_trend: float | None = None
+    cohort_trend_se: float | None = None
 
     def summary(self) -> str:
         """What the gate decided and why."""
@@ -122,11 +126,28 @@ class PromoteResult:
                 f"; holdout revenue portfolio bias {self.bias:+.1%} "
                 f"({'within' if ok else 'BEYOND'} the ±{self.max_bias:.0%}{noise} limit)"
             )
+        if self.segments_checked:  # reported, not gated
+            basis += (
+                f"; {self.segments_beyond or 0} of {self.segments_checked} tier/region segments "
+                "beyond that limit by more than their noise (not gated)"
+            )
+        trend, se = self.cohort_trend, self.cohort_trend_se
+        if trend is not None and se and abs(trend) > DRIFT_Z * se:
+            basis += (
+                f"; cohort drift? out of fold newer cohorts earn {trend:+.0%} per year "
+                f"(s.e. {se:.0%}) relative to the model"
+            )
         if self.promoted and self.forced:
             return f"FORCED: v{self.challenger} is now champion ({basis}); reason: {self.reason}"
         if self.promoted:
             return f"promoted v{self.challenger} to champion: {basis}"
         return f"not promoted: {basis}. Use --force --reason '...' to override."
+
+
+def _int_metric(metrics: dict, key: str) -> int | None:
+    """A count logged as an MLflow metric (a float), or None for runs from before it."""
+    value = metrics.get(key)
+    return int(value) if value is not None and value == value else None
 
 
 def _holdout_of(client: mlflow.MlflowClient, run_id: str) -> pd.DataFrame:
@@ -226,6 +247,10 @@ def run_promote(
         bias=float(bias),
         max_bias=config.max_portfolio_bias,
         bias_noise=float(noise),
+        segments_checked=_int_metric(run_metrics, "holdout_revenue_segments_checked"),
+        segments_beyond=_int_metric(run_metrics, "holdout_revenue_segments_beyond_bias_limit"),
+        cohort_trend=run_metrics.get("holdout_fit_revenue_oof_cohort_trend"),
+        cohort_trend_se=run_metrics.get("holdout_fit_revenue_oof_cohort_trend_se"),
     )
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     tags = {

@@ -222,6 +222,8 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
     gate = run_promote(strict, tracking_uri=tracking_uri)  # no champion yet, still refused
     assert not gate.promoted and gate.champion is None
     assert "BEYOND" in gate.summary()
+    assert gate.segments_checked == int(run.data.metrics["holdout_revenue_segments_checked"])
+    assert gate.cohort_trend == run.data.metrics["holdout_fit_revenue_oof_cohort_trend"]
     assert client.get_model_version("partnerscore", "1").tags["promotion_bias_ok"] == "false"
     with pytest.raises(PartnerscoreError, match="--reason"):
         run_promote(strict, tracking_uri=tracking_uri, force=True)
@@ -235,3 +237,24 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
     for z, word in ((z_edge + 0.05, "within"), (max(z_edge - 0.05, 0), "BEYOND")):
         cfg = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=z)
         assert word in run_promote(cfg, tracking_uri=tracking_uri).summary()
+
+
+def test_promote_summary_reports_segments_and_drift_without_gating():
+    from partnerscore.training.registry import PromoteResult
+
+    common = {"challenger": "2", "champion": None, "challenger_score": 0.8}
+    common |= {"champion_score": None, "margin": 0.01, "bias": 0.02, "max_bias": 0.1}
+    res = PromoteResult(
+        promoted=True,
+        **common,
+        segments_checked=8,
+        segments_beyond=2,
+        cohort_trend=0.25,
+        cohort_trend_se=0.08,
+    )
+    text = res.summary()
+    assert text.startswith("promoted v2")
+    assert "2 of 8 tier/region segments beyond that limit by more than their noise" in text
+    assert "cohort drift? out of fold newer cohorts earn +25% per year (s.e. 8%)" in text
+    old_run = PromoteResult(promoted=True, **common)  # a run from before these metrics
+    assert "segments" not in old_run.summary() and "drift" not in old_run.summary()

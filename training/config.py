@@ -43,7 +43,9 @@ class TrainConfig(FrozenConfig):
             error vs truth to 12-14% (s.d.); the partner folds' by 1.6%. Under cohort drift
             (newer cohorts earning more than the features show) only ``time`` extrapolates it
             (-1.7% vs -17.7% on the newest cohorts at a 0.2/yr drift); the run logs the
-            out-of-fold ``revenue_oof_cohort_trend`` and flags it beyond 2 s.e.
+            out-of-fold ``revenue_oof_cohort_trend`` and flags it beyond 2 s.e. ``auto``:
+            partner folds, moved to the time folds when that trend is beyond 2 s.e. (logged
+            ``revenue_recalibration_time_folds``; the check misses much drift at 5k).
         recalibration_partner_folds: Number of partner folds for ``recalibration_cv: partner``.
         segment_recalibration: On top of the overall factor, one out-of-fold factor per value
             of each ``segment_recalibration_columns`` column (e.g. per tier and per region),
@@ -114,7 +116,7 @@ class TrainConfig(FrozenConfig):
     folds: int = Field(default=3, ge=1)
     tweedie_variance_power: float = Field(default=1.1, gt=1, lt=2)
     revenue_recalibration: bool = True
-    recalibration_cv: Literal["partner", "time"] = "partner"
+    recalibration_cv: Literal["partner", "time", "auto"] = "partner"
     recalibration_partner_folds: int = Field(default=4, ge=2)
     segment_recalibration: bool = True
     segment_recalibration_columns: tuple[str, ...] = ("age_days",)

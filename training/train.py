@@ -140,8 +140,13 @@ class TrainResult:
         if trend_se > 0 and abs(trend) > DRIFT_Z * trend_se:
             lines.append(
                 f"cohort drift? out of fold, newer signing cohorts earn {trend:+.0%} per year "
-                f"(log scale, s.e. {trend_se:.0%}) relative to the model: if cohorts drift, "
-                "train.recalibration_cv: time extrapolates it (README, Models)"
+                f"(log scale, s.e. {trend_se:.0%}) relative to the model: "
+                + (
+                    "the recalibration used the time folds, which extrapolate it"
+                    if m.get("fit_revenue_recalibration_time_folds") == 1
+                    else "if cohorts drift, train.recalibration_cv: time (or auto) extrapolates "
+                    "it (README, Models)"
+                )
             )
         if m.get("revenue_segments_checked"):
             lines.append(
@@ -238,7 +243,10 @@ def out_of_fold_revenue(
 
 
 def recalibration_folds(
-    frame: pd.DataFrame, config: TrainConfig, min_train_share: float = 0.5
+    frame: pd.DataFrame,
+    config: TrainConfig,
+    min_train_share: float = 0.5,
+    kind: str | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The folds whose out-of-fold revenue predictions recalibrate the head and fit its intervals.
 
@@ -247,9 +255,11 @@ def recalibration_folds(
     gives the expanding time folds whose training part holds >= ``min_train_share`` of the
     partners: out-of-fold predictions of a model fitted on a small, old slice under-predict
     more than the final model will (the first of four blocks 10-20 points more biased), so
-    only the newest folds (at least the last) are used.
+    only the newest folds (at least the last) are used. ``auto`` starts from the partner folds
+    (:func:`fit_partner_model` moves to the time folds when they show cohort drift). ``kind``
+    overrides ``config.recalibration_cv``.
     """
-    if config.recalibration_cv == "partner":
+    if (kind or config.recalibration_cv) in ("partner", "auto"):
         return partner_folds(frame, config.recalibration_partner_folds, config.seed)
     folds = time_folds(frame, config.folds)
     total = frame["partner_id"].nunique()
@@ -444,7 +454,6 @@ def fit_partner_model(
     revenue = RevenueRegressor(**revenue_params).fit(X, y_rev)
     oof = out_of_fold_revenue(X, y_rev, recalibration_folds(train, config), revenue_params)
     seen = np.isfinite(oof)
-    oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
     trend, trend_se = (
         cohort_trend(
             train.loc[seen, "signed_at"], train.loc[seen, "partner_id"], y_rev[seen], oof[seen]
@@ -452,6 +461,14 @@ def fit_partner_model(
         if "signed_at" in train
         else (float("nan"), float("nan"))
     )
+    time_folds_used = config.recalibration_cv == "time"
+    if config.recalibration_cv == "auto" and trend_se > 0 and abs(trend) > DRIFT_Z * trend_se:
+        # cohort drift out of fold: only the time folds extrapolate it to the newest cohorts
+        folds = recalibration_folds(train, config, kind="time")
+        oof = out_of_fold_revenue(X, y_rev, folds, revenue_params)
+        seen = np.isfinite(oof)
+        time_folds_used = True
+    oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
     factor, segments = 1.0, None
     multiplier = np.ones(int(seen.sum()))
     if config.revenue_recalibration and oof_total > 0 and label_total > 0:
@@ -508,6 +525,7 @@ def fit_partner_model(
         "revenue_oof_rows": int(seen.sum()),
         "revenue_oof_cohort_trend": trend,
         "revenue_oof_cohort_trend_se": trend_se,
+        "revenue_recalibration_time_folds": float(time_folds_used),
         "revenue_oof_bias_after_recalibration": (
             float((oof[seen] * multiplier).sum()) / label_total - 1 if label_total else float("nan")
         ),

@@ -250,3 +250,28 @@ def test_partner_folds_put_every_training_row_out_of_fold(train_frame):
     assert 0 < old["revenue_oof_rows"] < 0.75 * len(frame)
     # the intervals' per-age quantiles come from the same rows: every trained age has one
     assert set(fit["intervals"]["q_by_age"]) == {str(int(a)) for a in frame["age_days"].unique()}
+
+
+def test_auto_folds_move_to_time_folds_only_on_cohort_drift(train_frame, monkeypatch):
+    """``recalibration_cv: auto``: the partner folds unless the out-of-fold trend is > 2 s.e."""
+    from partnerscore.training import train as job
+
+    frame, _ = train_frame
+    by_partner = _fit(train_frame).metadata["fit"]
+    by_time = _fit(train_frame, recalibration_cv="time").metadata["fit"]
+    # this program has no drift: auto is the partner folds, to the last factor
+    calm = _fit(train_frame, recalibration_cv="auto").metadata["fit"]
+    assert abs(calm["revenue_oof_cohort_trend"]) <= 2 * calm["revenue_oof_cohort_trend_se"]
+    assert calm["revenue_recalibration_time_folds"] == 0.0
+    assert calm["revenue_recalibration_factor"] == by_partner["revenue_recalibration_factor"]
+    assert calm["revenue_oof_rows"] == len(frame)
+    # a trend of 5 s.e.: auto recalibrates on the time folds, exactly as `time` does
+    monkeypatch.setattr(job, "cohort_trend", lambda *args: (0.5, 0.1))
+    drift = _fit(train_frame, recalibration_cv="auto").metadata["fit"]
+    assert drift["revenue_recalibration_time_folds"] == 1.0
+    assert drift["revenue_oof_rows"] == by_time["revenue_oof_rows"] < 0.75 * len(frame)
+    assert drift["revenue_recalibration_factor"] == pytest.approx(
+        by_time["revenue_recalibration_factor"]
+    )
+    assert by_partner["revenue_recalibration_time_folds"] == 0.0
+    assert by_time["revenue_recalibration_time_folds"] == 1.0

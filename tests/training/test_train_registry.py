@@ -115,6 +115,9 @@ def test_summary_flags_cohort_drift_beyond_two_standard_errors():
         {},
     )
     assert "cohort drift" not in calm.summary()
+    handled = dict(drift.metrics, fit_revenue_recalibration_time_folds=1.0)
+    text = TrainResult("r", None, handled, {}, {}).summary()
+    assert "the recalibration used the time folds" in text and "(or auto)" not in text
 
 
 def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):

@@ -34,18 +34,17 @@ class TrainConfig(FrozenConfig):
             of out-of-fold predictions (fixes out-of-sample under-prediction of a log-link
             model on a heavy-tailed target).
         recalibration_cv: Where the revenue head's out-of-fold predictions (recalibration
-            factors and conformal intervals) come from: ``partner`` (default),
+            factors and conformal intervals) come from. ``partner``:
             ``recalibration_partner_folds`` random folds of partners, every training row out of
-            fold once; ``time``, the newest expanding time folds (each predicted by a model of
+            fold once. ``time``: the newest expanding time folds (each predicted by a model of
             the older cohorts holding at least half of the partners; about half of the rows).
-            Measured on 16 programs of 20,000 partners (README, "Remaining goals"): the time
-            folds' factor scatters by 9% across programs and carried the model's overall level
-            error vs truth to 12-14% (s.d.); the partner folds' by 1.6%. Under cohort drift
-            (newer cohorts earning more than the features show) only ``time`` extrapolates it
-            (-1.7% vs -17.7% on the newest cohorts at a 0.2/yr drift); the run logs the
-            out-of-fold ``revenue_oof_cohort_trend`` and flags it beyond 2 s.e. ``auto``:
-            partner folds, moved to the time folds when that trend is beyond 2 s.e. (logged
-            ``revenue_recalibration_time_folds``; the check misses much drift at 5k).
+            ``auto`` (default): ``partner``, moved to ``time`` when the out-of-fold cohort trend
+            (``revenue_oof_cohort_trend``, logged) is beyond 2 s.e. Measured (README, "Remaining
+            goals"): on 16 stationary programs of 20,000 partners the time folds' factor
+            scattered by 9% and carried the level error vs truth to 12-14% (s.d.), the partner
+            folds' by 1.6%; under a 0.2/yr cohort drift the partner folds left the newest
+            cohorts at -17.7% vs truth, the time folds at -1.7% and ``auto`` at -3.1% (7 of 8
+            programs switched); ``auto`` switched on 1 of 40 stationary programs (5k-50k).
         recalibration_partner_folds: Number of partner folds for ``recalibration_cv: partner``.
         segment_recalibration: On top of the overall factor, one out-of-fold factor per value
             of each ``segment_recalibration_columns`` column (e.g. per tier and per region),
@@ -116,7 +115,7 @@ class TrainConfig(FrozenConfig):
     folds: int = Field(default=3, ge=1)
     tweedie_variance_power: float = Field(default=1.1, gt=1, lt=2)
     revenue_recalibration: bool = True
-    recalibration_cv: Literal["partner", "time", "auto"] = "partner"
+    recalibration_cv: Literal["partner", "time", "auto"] = "auto"
     recalibration_partner_folds: int = Field(default=4, ge=2)
     segment_recalibration: bool = True
     segment_recalibration_columns: tuple[str, ...] = ("age_days",)

@@ -241,7 +241,7 @@ def test_a_bad_segment_column_is_refused_before_anything_is_fitted(
 
 
 def test_partner_folds_put_every_training_row_out_of_fold(train_frame):
-    """Default ``recalibration_cv: partner``: recalibration and intervals see every row."""
+    """Partner folds (``auto`` without drift, the default): every row is out of fold once."""
     frame, _ = train_frame
     by_partner = _fit(train_frame)
     by_time = _fit(train_frame, recalibration_cv="time")
@@ -257,7 +257,7 @@ def test_auto_folds_move_to_time_folds_only_on_cohort_drift(train_frame, monkeyp
     from partnerscore.training import train as job
 
     frame, _ = train_frame
-    by_partner = _fit(train_frame).metadata["fit"]
+    by_partner = _fit(train_frame, recalibration_cv="partner").metadata["fit"]
     by_time = _fit(train_frame, recalibration_cv="time").metadata["fit"]
     # this program has no drift: auto is the partner folds, to the last factor
     calm = _fit(train_frame, recalibration_cv="auto").metadata["fit"]

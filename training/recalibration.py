@@ -404,7 +404,8 @@ def cohort_trend(
     features show, newer groups are under-predicted (slope > 0).
 
     Returns:
-        (slope per year, its s.e.); NaN when fewer than 3 groups have revenue and predictions.
+        (slope per year, its s.e.); NaN when fewer than 3 groups of at least 2 partners have
+        revenue and predictions.
     """
     frame = pd.DataFrame(
         {
@@ -425,7 +426,7 @@ def cohort_trend(
     r, v, t = [], [], []
     for _, g in per.groupby("b", sort=True):
         sy, sm = g["y"].sum(), g["m"].sum()
-        if sy <= 0 or sm <= 0:
+        if len(g) < 2 or sy <= 0 or sm <= 0:  # one partner: no variance to weigh it by
             continue
         ratio = sy / sm
         var = float(np.sum((g["y"] - ratio * g["m"]) ** 2)) / sy**2

@@ -23,7 +23,7 @@ def reference(signed, pid, y, m, blocks):
     xs, rs, ws = [], [], []
     for g in groups:
         sy, sm = sum(a for _, a, _ in g), sum(b for _, _, b in g)
-        if not g or sy <= 0 or sm <= 0:
+        if len(g) < 2 or sy <= 0 or sm <= 0:
             continue
         ratio = sy / sm
         var = sum((a - ratio * b) ** 2 for _, a, b in g) / sy**2

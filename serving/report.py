@@ -948,11 +948,7 @@ def portfolio_page(
     # partners past the trained onboarding ages: the model was not validated there, so their
     # expected revenue is shown apart from the onboarding total (as `forecast` leaves it out)
     revenue = frame["pred_revenue"].to_numpy(float)
-    graduated = (
-        frame["out_of_scope"].astype(str).str.lower().isin(("true", "1")).to_numpy()
-        if "out_of_scope" in frame
-        else np.zeros(len(frame), bool)
-    )
+    graduated = rp.flag_column(frame, "out_of_scope", np.arange(len(frame)))
 
     return (
         _environment()

@@ -15,7 +15,7 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
-from partnerscore.training.train import CHALLENGER, CHAMPION, DRIFT_Z, HOLDOUT_ARTIFACT
+from partnerscore.training.train import CHALLENGER, CHAMPION, HOLDOUT_ARTIFACT, drifting
 
 _SHOWN = (
     ("holdout_primary_score", "primary"),
@@ -132,7 +132,7 @@ class PromoteResult:
                 "beyond that limit by more than their noise (not gated)"
             )
         trend, se = self.cohort_trend, self.cohort_trend_se
-        if trend is not None and se and abs(trend) > DRIFT_Z * se:
+        if drifting(trend, se):
             basis += (
                 f"; cohort drift? out of fold newer cohorts earn {trend:+.0%} per year "
                 f"(s.e. {se:.0%}) relative to the model"

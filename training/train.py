@@ -66,10 +66,15 @@ from partnerscore.training.tune import tune_head
 
 CHALLENGER = "challenger"
 DRIFT_Z = 2.0
-"""Out-of-fold cohort trend, in s.e., above which the training summary flags drift."""
+"""Out-of-fold cohort trend, in s.e., beyond which a run counts as drifting (summaries, auto)."""
 CHAMPION = "champion"
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 _REQUIRED = ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged", "age_days")
+
+
+def drifting(trend: float | None, se: float | None) -> bool:
+    """Whether an out-of-fold cohort trend is beyond :data:`DRIFT_Z` s.e. (missing: no)."""
+    return trend is not None and se is not None and se > 0 and abs(trend) > DRIFT_Z * se
 
 
 @dataclass
@@ -137,7 +142,7 @@ class TrainResult:
             m.get("fit_revenue_oof_cohort_trend", float("nan")),
             m.get("fit_revenue_oof_cohort_trend_se", float("nan")),
         )
-        if trend_se > 0 and abs(trend) > DRIFT_Z * trend_se:
+        if drifting(trend, trend_se):
             lines.append(
                 f"cohort drift? out of fold, newer signing cohorts earn {trend:+.0%} per year "
                 f"(log scale, s.e. {trend_se:.0%}) relative to the model: "
@@ -462,7 +467,7 @@ def fit_partner_model(
         else (float("nan"), float("nan"))
     )
     time_folds_used = config.recalibration_cv == "time"
-    if config.recalibration_cv == "auto" and trend_se > 0 and abs(trend) > DRIFT_Z * trend_se:
+    if config.recalibration_cv == "auto" and drifting(trend, trend_se):
         # cohort drift out of fold: only the time folds extrapolate it to the newest cohorts
         folds = recalibration_folds(train, config, kind="time")
         oof = out_of_fold_revenue(X, y_rev, folds, revenue_params)

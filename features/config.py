@@ -48,6 +48,9 @@ class BuildConfig(FrozenConfig):
         engagement_period_days: Length of the periods the horizon is cut into.
         engagement_min_share: Share of periods that need a qualifying touchpoint.
         engagement_touchpoints: Activity types (plus ``lead``/``deal`` creation) that qualify.
+        phase_days: Length of the revenue phases the horizon is cut into
+            (``label_revenue_phase_<k>``: when the horizon's revenue arrives; the forecast
+            phases each partner's expected revenue into calendar periods with them).
         data_end: Last date with complete data; default is the latest date seen in the input.
     """
 
@@ -56,6 +59,7 @@ class BuildConfig(FrozenConfig):
     engagement_period_days: int = Field(default=30, ge=1)
     engagement_min_share: float = Field(default=0.5, gt=0, le=1)
     engagement_touchpoints: tuple[str, ...] = QUALIFYING_TOUCHPOINTS
+    phase_days: int = Field(default=30, ge=1)
     data_end: date | None = None
 
     @field_validator("ages")

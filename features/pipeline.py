@@ -28,7 +28,7 @@ from partnerscore.features.core import (
     write_frame_atomic,
     write_text_atomic,
 )
-from partnerscore.features.registry import feature_specs, registry_version
+from partnerscore.features.registry import PHASE_PREFIX, feature_specs, registry_version
 
 if TYPE_CHECKING:
     from partnerscore.features.validate import RawData
@@ -151,6 +151,10 @@ def build_labels(
 
     - ``label_revenue``: sum of won deal amounts closed in the horizon, added in closing order
       (per partner: other partners' deals never enter the sum).
+    - ``label_revenue_phase_<k>`` (k = 1 .. :func:`revenue_phases`): the same sum over the
+      horizon's k-th phase [as_of + (k - 1) * phase, as_of + k * phase) (the last one cut at
+      the horizon's end): when the revenue arrives. The phases add up to ``label_revenue``
+      (up to the order of the float additions).
     - ``label_engaged``: 1 if at least ``engagement_min_share`` of the horizon's periods
       [as_of + j * period, as_of + (j + 1) * period) (the last one cut at the horizon's end) hold
       a qualifying touchpoint (activity types, ``lead`` created, ``deal`` created), else 0.
@@ -161,7 +165,7 @@ def build_labels(
         config: Horizon and engagement rule.
 
     Returns:
-        partner_id, as_of, label_revenue, label_engaged.
+        partner_id, as_of, label_revenue, label_engaged, label_revenue_phase_1 .. n.
     """
     snaps = Snapshots.from_frame(snapshots, tables["partners"])
     horizon = config.horizon_days * DAY
@@ -173,6 +177,15 @@ def build_labels(
     closed_s = to_seconds(deals["closed_at"])
     won_tl = Timeline(snaps, deal_codes[won], closed_s[won], {"amount": amount[won]})
     revenue = won_tl.sum_between("amount", snaps.as_of, end)
+    phase = config.phase_days * DAY
+    phases = {
+        f"{PHASE_PREFIX}{k}": won_tl.sum_between(
+            "amount",
+            snaps.as_of + (k - 1) * phase,
+            np.minimum(snaps.as_of + k * phase, end),
+        )
+        for k in range(1, revenue_phases(config) + 1)
+    }
 
     codes, times = [], []
     kinds = set(config.engagement_touchpoints)
@@ -206,8 +219,14 @@ def build_labels(
             "as_of": pd.to_datetime(snapshots["as_of"]).to_numpy(),
             "label_revenue": revenue,
             "label_engaged": (active >= need).astype(np.int64),
+            **phases,
         }
     )
+
+
+def revenue_phases(config: BuildConfig) -> int:
+    """How many ``phase_days`` phases cover the horizon (the last one may be shorter)."""
+    return int(np.ceil(config.horizon_days / config.phase_days))
 
 
 def _data_end(raw: RawData, config: BuildConfig) -> pd.Timestamp:
@@ -308,7 +327,8 @@ def build_training_set(
         snapshots: Snapshots to build (default: :func:`training_snapshots` of the ages).
 
     Returns:
-        Features + signed_at + cohort + label_revenue + label_engaged, sorted by partner, as_of.
+        Features + signed_at + cohort + label_revenue + label_engaged + the revenue phases
+        (``label_revenue_phase_<k>``), sorted by partner, as_of.
     """
     tables = raw.tables
     snaps = training_snapshots(raw, config)[0] if snapshots is None else snapshots
@@ -320,6 +340,9 @@ def build_training_set(
     feats["cohort"] = _cohort(snaps["signed_at"]).to_numpy()
     feats["label_revenue"] = labels["label_revenue"].to_numpy()
     feats["label_engaged"] = labels["label_engaged"].to_numpy()
+    for col in labels.columns:
+        if col.startswith(PHASE_PREFIX):
+            feats[col] = labels[col].to_numpy()
     return feats
 
 
@@ -785,6 +808,8 @@ __all__ = [
     "BuildResult",
     "build_features",
     "build_labels",
+    "PHASE_PREFIX",
+    "revenue_phases",
     "build_scoring_frame",
     "build_scoring_frame_at_age",
     "read_cutoffs",

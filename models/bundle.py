@@ -12,11 +12,15 @@ import pandas as pd
 from partnerscore.features.registry import FeatureSpec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.intervals import RevenueIntervals
+from partnerscore.models.phasing import RevenuePhasing
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn: not needed to score (see scoring_view)
     from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
 
 QUANTILES = np.linspace(0.0, 1.0, 101)
+
+PHASE_COLUMN = "pred_revenue_phase_"
+"""Prefix of the score columns of expected revenue per phase (``pred_revenue_phase_1`` ...)."""
 
 
 @dataclass
@@ -34,6 +38,8 @@ class PartnerModel:
         metadata: config_hash, registry_version, trained_at, training summary, version.
         intervals: Conformal revenue intervals and portfolio variance model (None in
             bundles trained before they existed).
+        phasing: When the horizon's revenue arrives (share per phase and onboarding age;
+            None in bundles trained before it existed or on labels without phases).
     """
 
     revenue: RevenueRegressor
@@ -44,6 +50,7 @@ class PartnerModel:
     reference: dict[str, list[float]] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
     intervals: RevenueIntervals | None = None
+    phasing: RevenuePhasing | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -160,3 +167,19 @@ class PartnerModel:
             "pred_revenue_sd": intervals.sd(pred_revenue),
             "pred_revenue_median": intervals.median(pred_revenue),
         }
+
+    def revenue_phases(
+        self, pred_revenue: np.ndarray, age_days: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """``pred_revenue_phase_<k>``: expected revenue per phase of the horizon.
+
+        ``pred_revenue`` times the phase's share of the horizon's revenue at the row's
+        onboarding age (:class:`~partnerscore.models.phasing.RevenuePhasing`); the phases add
+        up to ``pred_revenue``. Empty when the bundle has no phasing (older versions).
+        """
+        phasing = getattr(self, "phasing", None)
+        if phasing is None:
+            return {}
+        pred = np.asarray(pred_revenue, dtype=float)
+        shares = phasing.shares(age_days, len(pred))
+        return {f"{PHASE_COLUMN}{k + 1}": pred * shares[:, k] for k in range(phasing.n_phases)}

@@ -247,14 +247,29 @@ def portfolio_interval(
     """
     total = float(np.sum(mu))
     var = float(np.sum(np.square(sd)))
-    if total <= 0:
-        return total, 0.0, 0.0
-    from scipy.stats import norm  # not at import: the score job needs none of SciPy
+    lo, hi = portfolio_bounds(np.array([total]), np.array([var]), coverage)
+    return total, float(lo[0]), float(hi[0])
 
-    s2 = np.log1p(var / total**2)
-    z = float(norm.ppf(0.5 + coverage / 2))
-    centre = np.log(total) - s2 / 2
-    return total, float(np.exp(centre - z * np.sqrt(s2))), float(np.exp(centre + z * np.sqrt(s2)))
+
+def portfolio_bounds(
+    total: np.ndarray, var: np.ndarray, coverage: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`portfolio_interval`'s bounds for many sums at once, from their means and variances.
+
+    A sum with a mean of 0 or less has the bounds (0, 0).
+    """
+    total, var = np.asarray(total, dtype=float), np.asarray(var, dtype=float)
+    lo, hi = np.zeros(len(total)), np.zeros(len(total))
+    pos = total > 0
+    if pos.any():
+        from scipy.stats import norm  # not at import: the score job needs none of SciPy
+
+        s2 = np.log1p(var[pos] / total[pos] ** 2)
+        z = float(norm.ppf(0.5 + coverage / 2))
+        centre = np.log(total[pos]) - s2 / 2
+        lo[pos] = np.exp(centre - z * np.sqrt(s2))
+        hi[pos] = np.exp(centre + z * np.sqrt(s2))
+    return lo, hi
 
 
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:

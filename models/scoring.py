@@ -198,7 +198,9 @@ def score_features(
         pred_revenue_lo / pred_revenue_hi (conformal interval at the model's coverage, NaN for
         bundles without one), pred_revenue_sd (for portfolio intervals), pred_revenue_median
         (p50 of the predictive distribution: the point forecast for absolute error; 0 where
-        most similar partners realise nothing; NaN without intervals), pred_engagement,
+        most similar partners realise nothing; NaN without intervals),
+        ``pred_revenue_phase_<k>`` (expected revenue per ``phase_days`` phase of the horizon,
+        adding up to pred_revenue; absent for bundles without phasing), pred_engagement,
         score, score_tier, quadrant, quadrant_label, intervention, intervention_detail,
         ``<head>_base`` and ``<head>_<layer>`` subscores for revenue and engagement (adding up
         to ``pred_<head>``), ``score_base``, band-weighted ``score_<layer>`` and
@@ -273,6 +275,7 @@ def score_features(
         {
             "pred_revenue": rev.pred,
             **_interval_columns(model, rev.pred, age),
+            **model.revenue_phases(rev.pred, age),
             "pred_engagement": eng.pred,
             "score": score,
             "score_tier": repeated_text(tiers),

@@ -598,12 +598,21 @@ def forecast(
         ),
     ] = False,
     period: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="day (each scoring date), week, month or quarter: the calendar bucket of the "
-            "scoring dates (per-partner cut-offs give one date per signing day)."
+            help="day, week, month or quarter: the calendar bucket of the scoring dates "
+            "(per-partner cut-offs give one date per signing day), or with --phased of the "
+            "days the revenue is expected. Default: day, month with --phased."
         ),
-    ] = "day",
+    ] = None,
+    phased: Annotated[
+        bool,
+        typer.Option(
+            help="Spread each partner's expected revenue over the calendar periods it is "
+            "expected in (the model's revenue phases) instead of summing it at the scoring "
+            "date."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Expected revenue with intervals per segment and period, for downstream forecasting."""
@@ -617,6 +626,7 @@ def forecast(
         coverage=coverage,
         include_out_of_scope=include_out_of_scope,
         period=period,
+        phased=phased,
     )
     typer.echo(result.summary())
 

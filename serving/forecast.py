@@ -9,7 +9,13 @@ scored on the same ``as_of`` date share a period, as one calendar batch does; sc
 per-partner cut-offs (``score --at-age``) have one ``as_of`` per signing date, so ``week``,
 ``month`` or ``quarter`` sum the partners scored in each calendar bucket: ``period_start`` is
 the bucket's first day and ``period_end`` the end of the latest horizon in it. Each period
-also gets a total row (segment values ``ALL``). The output is :data:`FORECAST_COLUMNS`, one
+also gets a total row (segment values ``ALL``).
+
+``phased`` (``--phased``) answers "how much revenue in which calendar month" instead: each
+score row's expected revenue per phase of its horizon (``pred_revenue_phase_<k>``, from the
+model's :class:`~partnerscore.models.phasing.RevenuePhasing`) is spread evenly over the phase's
+days and summed per calendar ``period`` (``month`` by default) and segment; a period's interval
+bounds each partner's part with ``sd * sqrt(share)``. The output is :data:`FORECAST_COLUMNS`, one
 row per (period, segment), written atomically as CSV or Parquet; it is documented in the
 README ("Forecast file").
 
@@ -29,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
-from partnerscore.models.intervals import portfolio_interval
+from partnerscore.models.bundle import PHASE_COLUMN
+from partnerscore.models.intervals import portfolio_bounds
+from partnerscore.models.phasing import calendar_weights
 
 ALL = "ALL"
 PERIODS = {"day": None, "week": "W-SUN", "month": "M", "quarter": "Q"}
@@ -42,13 +50,27 @@ FORECAST_SCHEMA = (
     (
         "period_start",
         "datetime64[s]",
-        "the scores' as_of date (--period day), else the first day of the calendar bucket",
+        "the scores' as_of date (--period day), else the first day of the calendar bucket; "
+        "with --phased the first day of the calendar period the revenue is expected in",
     ),
-    ("period_end", "datetime64[s]", "exclusive end of the latest horizon: max as_of + horizon"),
+    (
+        "period_end",
+        "datetime64[s]",
+        "exclusive end of the latest horizon: max as_of + horizon; with --phased the "
+        "period's own exclusive end",
+    ),
     ("level", "str", "'segment' for a segment row, 'total' for the period's total"),
     ("<by columns>", "str", "segment values (one column per --by field; ALL on total rows)"),
-    ("partners", "int64", "partners scored in the segment and period"),
-    ("expected_revenue", "float64", "sum of pred_revenue"),
+    (
+        "partners",
+        "int64",
+        "partners scored in the segment and period (--phased: whose horizon overlaps it)",
+    ),
+    (
+        "expected_revenue",
+        "float64",
+        "sum of pred_revenue (--phased: of the part of it expected in the period)",
+    ),
     ("revenue_lo", "float64", "lower end of the portfolio interval (>= 0, lognormal)"),
     ("revenue_hi", "float64", "upper end of the portfolio interval"),
     ("revenue_sd", "float64", "standard deviation of the segment total (independent partners)"),
@@ -86,12 +108,14 @@ class ForecastResult:
     periods: list[str] = field(default_factory=list)
     include_out_of_scope: bool = False
     period: str = "day"
+    phased: bool = False
 
     def summary(self) -> str:
         """The period totals and where the file is."""
+        basis = f", phased: revenue by the {self.period} it is expected in" if self.phased else ""
         lines = [
-            f"forecast of {self.partners:,} scored partners by {', '.join(self.by) or 'total'} "
-            f"-> {self.out} ({len(self.table):,} rows) in {self.seconds:.1f} s"
+            f"forecast of {self.partners:,} scored partners by {', '.join(self.by) or 'total'}"
+            f"{basis} -> {self.out} ({len(self.table):,} rows) in {self.seconds:.1f} s"
         ]
         totals = self.table[self.table["level"] == "total"]
         for rec in totals.head(SHOWN_PERIODS).itertuples():
@@ -111,7 +135,12 @@ class ForecastResult:
         if len(totals) > SHOWN_PERIODS:
             lines.append(f"  ... and {len(totals) - SHOWN_PERIODS:,} more periods in the file")
         typical = float(totals["partners"].median()) if len(totals) else 0.0
-        if self.period == "day" and len(totals) > SHOWN_PERIODS and typical < 30:
+        if (
+            self.period == "day"
+            and not self.phased
+            and len(totals) > SHOWN_PERIODS
+            and typical < 30
+        ):
             lines.append(
                 f"  hint: {len(totals):,} scoring dates with a median of {typical:,.0f} partners "
                 "each (per-partner cut-offs?): --period month sums them by calendar month"
@@ -137,6 +166,8 @@ def forecast_table(
     source: str = "scores",
     include_out_of_scope: bool = False,
     period: str = "day",
+    phased: bool = False,
+    phase_days: int = 30,
 ) -> pd.DataFrame:
     """The forecast rows (:data:`FORECAST_SCHEMA`) from score rows.
 
@@ -144,10 +175,16 @@ def forecast_table(
     ``include_out_of_scope``, left out of every sum (a segment of out-of-scope partners only
     keeps its row, with 0 partners and 0 revenue). Scores without the column are all in scope.
     ``period`` (:data:`PERIODS`) buckets the scoring dates: ``day`` keeps each date apart.
+    With ``phased``, ``period`` buckets the days on which the revenue is expected instead:
+    each row's ``pred_revenue_phase_<k>`` (``phase_days`` each, from the model's phasing)
+    spread evenly over its days (:func:`~partnerscore.models.phasing.calendar_weights`), its
+    ``pred_revenue_sd`` times the square root of the period's share (the bound in
+    :mod:`~partnerscore.models.phasing`); ``period_end`` is then the period's own end.
 
     Raises:
         PartnerscoreError: A required or ``by`` column is missing, ``pred_revenue_sd`` is
-            empty (scores from a model without intervals) or ``out_of_scope`` is not a flag.
+            empty (scores from a model without intervals), ``out_of_scope`` is not a flag, or
+            (``phased``) the phase columns are missing, empty or do not cut the horizon.
     """
     for col in (*REQUIRED, *by):
         if col not in scores.columns:
@@ -156,7 +193,11 @@ def forecast_table(
         raise PartnerscoreError(f"--coverage: expected a share in (0, 1), got {coverage}")
     if period not in PERIODS:
         raise PartnerscoreError(f"--period {period}: expected one of {', '.join(PERIODS)}")
-    data = scores.copy()
+    wanted = [*REQUIRED, *by, "model_version", "out_of_scope"]
+    if phased:
+        wanted += [c for c in scores.columns if c.startswith(PHASE_COLUMN)]
+    # only the columns a forecast reads: score files carry every feature and contribution
+    data = scores[list(dict.fromkeys(c for c in wanted if c in scores.columns))].copy()
     data["_start"] = pd.to_datetime(data["as_of"], errors="coerce").dt.floor("D")
     bad = data["_start"].isna()
     if bad.any():
@@ -180,39 +221,64 @@ def forecast_table(
     )
     data["_version"] = versions
     data["_oos"] = _scope_flags(data, source)
-    rows = []
-    for start, bucket in data.groupby("_bucket", sort=True):
-        end = bucket["_start"].max() + pd.Timedelta(days=horizon_days)
-        groups = [((ALL,) * len(by), bucket, "total")]
-        if by:
-            groups += [
-                (key if isinstance(key, tuple) else (key,), part, "segment")
-                for key, part in bucket.groupby(list(by), sort=True)
-            ]
-        for key, part, level in groups:
-            oos = int(part.loc[part["_oos"], "partner_id"].nunique())
-            if not include_out_of_scope:
-                part = part[~part["_oos"]]
-            total, lo, hi = portfolio_interval(
-                part["pred_revenue"], part["pred_revenue_sd"], coverage
+    if phased:
+        data = _phased_rows(data, horizon_days, phase_days, freq or "D", source)
+        ends = (
+            data.groupby("_bucket", sort=True)["_bucket"]
+            .first()
+            .map(
+                lambda start: (
+                    pd.Period(start, freq=freq or "D").end_time.floor("D") + pd.Timedelta(days=1)
+                )
             )
-            rows.append(
-                {
-                    "period_start": start,
-                    "period_end": end,
-                    "level": level,
-                    **dict(zip(by, key, strict=True)),
-                    "partners": int(part["partner_id"].nunique()),
-                    "expected_revenue": total,
-                    "revenue_lo": lo,
-                    "revenue_hi": hi,
-                    "revenue_sd": float(np.sqrt(np.sum(np.square(part["pred_revenue_sd"])))),
-                    "coverage": coverage,
-                    "out_of_scope_partners": oos,
-                    "model_version": ",".join(sorted(set(part["_version"]) - {""})),
-                }
-            )
-    table = pd.DataFrame(rows, columns=forecast_columns(by))
+        )
+    else:
+        ends = data.groupby("_bucket", sort=True)["_start"].max() + pd.Timedelta(days=horizon_days)
+    data["_var"] = np.square(data["pred_revenue_sd"].to_numpy(float))
+    summed = data if include_out_of_scope else data[~data["_oos"].to_numpy()]
+    levels = [("total", ["_bucket"])] + ([("segment", ["_bucket", *by])] if by else [])
+    parts = []
+    for level, keys in levels:
+        # every (period, segment) with score rows keeps its row, in scope or not
+        cells = data.groupby(keys, sort=True).size().index
+        grouped = summed.groupby(keys, sort=True)
+        out = pd.DataFrame(
+            {
+                "partners": grouped["partner_id"].nunique(),
+                "expected_revenue": grouped["pred_revenue"].sum(),
+                "_var": grouped["_var"].sum(),
+            }
+        ).reindex(cells)
+        versions = summed[[*keys, "_version"]].drop_duplicates()
+        versions = versions[versions["_version"] != ""].sort_values("_version", kind="stable")
+        out["model_version"] = versions.groupby(keys, sort=True)["_version"].agg(",".join)
+        oos = data[data["_oos"].to_numpy()].groupby(keys, sort=True)["partner_id"].nunique()
+        out["out_of_scope_partners"] = oos.reindex(cells).fillna(0)
+        out = out.reset_index()
+        if level == "total":
+            for col in by:
+                out[col] = ALL
+        out["level"] = level
+        parts.append(out)
+    table = pd.concat(parts, ignore_index=True)
+    table["_rank"] = (table["level"] == "segment").astype(int)
+    table = table.sort_values(["_bucket", "_rank", *by], kind="stable").reset_index(drop=True)
+    table["partners"] = table["partners"].fillna(0)
+    table["expected_revenue"] = table["expected_revenue"].fillna(0.0)
+    table["_var"] = table["_var"].fillna(0.0)
+    table["model_version"] = table["model_version"].fillna("")
+    lo, hi = portfolio_bounds(
+        table["expected_revenue"].to_numpy(float), table["_var"].to_numpy(float), coverage
+    )
+    table = table.assign(
+        period_start=table["_bucket"],
+        period_end=table["_bucket"].map(ends),
+        revenue_lo=lo,
+        revenue_hi=hi,
+        revenue_sd=np.sqrt(table["_var"].to_numpy(float)),
+        coverage=coverage,
+    )[forecast_columns(by)]
+
     table["period_start"] = table["period_start"].astype("datetime64[s]")
     table["period_end"] = table["period_end"].astype("datetime64[s]")
     table["partners"] = table["partners"].astype("int64")
@@ -220,6 +286,47 @@ def forecast_table(
     for col in ("level", "model_version", *by):
         table[col] = table[col].astype("str")
     return table
+
+
+def _phased_rows(
+    data: pd.DataFrame, horizon_days: int, phase_days: int, freq: str, source: str
+) -> pd.DataFrame:
+    """Score rows spread over the calendar periods of their revenue phases.
+
+    One line per (score row, period) with the row's columns, ``pred_revenue`` the row's
+    expected revenue in the period, ``pred_revenue_sd`` its standard deviation bound
+    (``sd * sqrt(share)``) and ``_bucket`` the period's first day.
+    """
+    n = int(np.ceil(horizon_days / phase_days))
+    cols = [f"{PHASE_COLUMN}{k}" for k in range(1, n + 1)]
+    found = [c for c in data.columns if c.startswith(PHASE_COLUMN)]
+    if not found:
+        raise PartnerscoreError(
+            f"{source}: missing column '{cols[0]}' (scored by a model without revenue "
+            "phasing: retrain, or forecast without --phased)"
+        )
+    if sorted(found) != sorted(cols):
+        raise PartnerscoreError(
+            f"{source}: {len(found)} revenue phase columns do not cut the {horizon_days}-day "
+            f"horizon into {phase_days}-day phases ({n}): check build.horizon_days and "
+            "build.phase_days against the model's training set"
+        )
+    amounts = np.empty((len(data), n))
+    for k, col in enumerate(cols):
+        values = pd.to_numeric(data[col], errors="coerce")
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise PartnerscoreError(f"{source}: column '{col}', row {row + 2}: missing")
+        amounts[:, k] = values.to_numpy(float)
+    long = calendar_weights(data["_start"], amounts, horizon_days, phase_days, freq)
+    at = long["row"].to_numpy()
+    lines = data.iloc[at].reset_index(drop=True)
+    lines["pred_revenue"] = long["amount"].to_numpy()
+    lines["pred_revenue_sd"] = lines["pred_revenue_sd"].to_numpy() * np.sqrt(
+        long["share"].to_numpy()
+    )
+    lines["_bucket"] = pd.to_datetime(long["period_start"].to_numpy())
+    return lines
 
 
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
@@ -251,7 +358,8 @@ def run_forecast(
     coverage: float | None = None,
     horizon_days: int | None = None,
     include_out_of_scope: bool = False,
-    period: str = "day",
+    period: str | None = None,
+    phased: bool = False,
 ) -> ForecastResult:
     """The ``partnerscore forecast`` job.
 
@@ -264,12 +372,17 @@ def run_forecast(
         coverage: Nominal coverage of the portfolio intervals.
         horizon_days: Length of each period.
         include_out_of_scope: Sum the partners scored out of onboarding scope too.
-        period: ``day`` (each scoring date), ``week``, ``month`` or ``quarter``.
+        period: ``day``, ``week``, ``month`` or ``quarter``: the calendar bucket of the scoring
+            dates, or with ``phased`` of the days the revenue is expected (default ``day``,
+            ``month`` with ``phased``).
+        phased: Spread each partner's expected revenue over its horizon by the model's
+            revenue phases (``build.phase_days``) instead of summing it at the scoring date.
 
     Returns:
         The forecast table and where it was written.
     """
     started = time.perf_counter()
+    period = period or ("month" if phased else "day")
     scores_path = Path(scores_path)
     scores = read_frame(scores_path)
     table = forecast_table(
@@ -280,6 +393,8 @@ def run_forecast(
         source=str(scores_path),
         include_out_of_scope=include_out_of_scope,
         period=period,
+        phased=phased,
+        phase_days=int(config.build.phase_days),
     )
     path = write_frame_atomic(table, out)
     return ForecastResult(
@@ -291,4 +406,5 @@ def run_forecast(
         periods=[f"{p:%Y-%m-%d}" for p in table["period_start"].unique()],
         include_out_of_scope=include_out_of_scope,
         period=period,
+        phased=phased,
     )

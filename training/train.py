@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError, file_fingerprint
-from partnerscore.features.registry import feature_specs, get_spec, registry_version
+from partnerscore.features.registry import (
+    PHASE_PREFIX,
+    feature_specs,
+    get_spec,
+    registry_version,
+)
 from partnerscore.models.baselines import (
     BASELINES,
     LayeredScorecard,
@@ -31,6 +36,7 @@ from partnerscore.models.intervals import (
     coverage,
     segment_coverage,
 )
+from partnerscore.models.phasing import RevenuePhasing
 from partnerscore.models.pyfunc import log_partner_model
 from partnerscore.training import progress, tracking
 from partnerscore.training.config import TrainConfig
@@ -166,6 +172,15 @@ class TrainResult:
                 + ", "
                 f"{m['revenue_segments_beyond_bias_limit']:.0f} beyond the limit by more than "
                 "their noise (evaluation/segment_metrics.csv)"
+            )
+        if "revenue_phase_share_error_max_abs" in m:
+            lines.append(
+                "revenue phasing (when the horizon's revenue arrives): largest gap between a "
+                "phase's expected and realised share of its age's revenue "
+                f"{m['revenue_phase_share_error_max_abs']:.1%} (ages with >= "
+                f"{self.min_segment_partners} partners), tier/region phase cells covered "
+                f"{m.get('revenue_phase_interval_coverage', float('nan')):.1%} "
+                "(evaluation/revenue_phases.csv)"
             )
         lines.append(f"MLflow run {self.run_id} at {self.tracking_uri}")
         if self.version:
@@ -399,6 +414,82 @@ def portfolio_coverage(data: pd.DataFrame, coverage_level: float) -> pd.DataFram
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def phase_coverage(
+    holdout: pd.DataFrame,
+    pred: np.ndarray,
+    sd: np.ndarray,
+    phasing: RevenuePhasing,
+    coverage_level: float,
+) -> pd.DataFrame:
+    """Holdout revenue per phase of the horizon, one onboarding age at a time.
+
+    Per (age, phase): the whole age (segment ``all``) and each tier and region value, with the
+    expected revenue ``pred * share`` (the phasing's share at the row's age), the realised
+    ``label_revenue_phase_<k>``, the portfolio interval from ``sd * sqrt(share)`` (the bound
+    the forecast uses, :mod:`~partnerscore.models.phasing`), and the phase's expected and
+    realised share of the horizon's revenue (``expected_share``, ``realised_share``).
+    """
+    ages = holdout["age_days"].to_numpy(float) if "age_days" in holdout else None
+    shares = phasing.shares(ages, len(holdout))
+    pred, sd = np.asarray(pred, dtype=float), np.asarray(sd, dtype=float)
+    by_age = "age_days" if "age_days" in holdout else None
+    parts = []
+    for k in range(phasing.n_phases):
+        data = holdout.assign(
+            _y=holdout[f"{PHASE_PREFIX}{k + 1}"].to_numpy(float),
+            _mu=pred * shares[:, k],
+            _sd=sd * np.sqrt(shares[:, k]),
+            _pred=pred,
+            all="all",
+        )
+        groups = data.groupby(by_age, sort=True) if by_age else [(float("nan"), data)]
+        for age, part in groups:
+            for seg in ("all", "tier", "region"):
+                if seg not in part:
+                    continue
+                cells = segment_coverage(part, "_y", "_mu", "_sd", seg, coverage_level)
+                sums = part.groupby(seg, observed=True, dropna=False)[
+                    ["_mu", "_pred", "_y", "label_revenue"]
+                ].sum()
+                sums.index = sums.index.astype(str)
+                sums = sums.loc[cells["value"]]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cells["expected_share"] = (sums["_mu"] / sums["_pred"]).to_numpy()
+                    cells["realised_share"] = (sums["_y"] / sums["label_revenue"]).to_numpy()
+                parts.append(cells.assign(age_days=float(age), phase=k + 1))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def phase_metrics(report: pd.DataFrame, min_partners: int) -> dict[str, float]:
+    """The phase report's summary: shape error, bias and interval coverage.
+
+    Over the whole ages with at least ``min_partners`` holdout rows (one per partner):
+    ``revenue_phase_share_error_max_abs``, the largest gap between a phase's expected and
+    realised share of its age's revenue, and ``revenue_phase_bias_max_abs``, the largest
+    ``|expected / realised - 1|`` of a phase (level and shape together; a phase of a few
+    thousand partners is noisy: heavy-tailed deals). ``revenue_phase_interval_coverage``: the
+    share of tier and region phase cells (any size, as the horizon's portfolio coverage)
+    whose realised revenue is inside the interval.
+    """
+    if report.empty:
+        return {}
+    whole = report[(report["segment"] == "all") & (report["rows"] >= min_partners)]
+    cells = report[report["segment"] != "all"]
+    out = {}
+    if not whole.empty:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bias = (whole["expected"] / whole["actual"] - 1).to_numpy()
+            gap = (whole["expected_share"] - whole["realised_share"]).to_numpy()
+        out["revenue_phase_partners_min"] = float(whole["rows"].min())
+        if np.isfinite(gap).any():
+            out["revenue_phase_share_error_max_abs"] = float(np.nanmax(np.abs(gap)))
+        if np.isfinite(bias).any():
+            out["revenue_phase_bias_max_abs"] = float(np.max(np.abs(bias[np.isfinite(bias)])))
+    if not cells.empty:
+        out["revenue_phase_interval_coverage"] = float(cells["covered"].mean())
+    return out
+
+
 def segment_factor_metrics(fit: dict) -> dict[str, float]:
     """``fit_revenue_{segment,balance}_factor_<column>_<value>`` per fitted value (MLflow-safe)."""
     tables = {
@@ -420,6 +511,7 @@ def fit_partner_model(
     policy: PolicyConfig,
     revenue_params: dict,
     engagement_params: dict,
+    phases: tuple[int, int] | None = None,
 ) -> PartnerModel:
     """Fit both heads on a training frame, with revenue recalibration and intervals.
 
@@ -436,6 +528,11 @@ def fit_partner_model(
     - Engagement: booster on the older cohorts, calibration map on the newest
       ``calibration_share`` of partners (chosen by cross-validated log loss with ``auto``),
       then refitted on all rows (``engagement_refit``).
+
+    - Phasing: with ``phases`` (``(phase_days, horizon_days)`` of the training set's
+      ``label_revenue_phase_<k>`` columns, :func:`phase_layout`), the share of the horizon's
+      revenue in each phase per onboarding age (:class:`~partnerscore.models.phasing.
+      RevenuePhasing`, from the labels alone).
 
     Monotone constraints from the feature directions are added when ``config.monotone`` and
     the parameters do not set them already. ``model.metadata["fit"]`` records the factor(s),
@@ -512,6 +609,15 @@ def fit_partner_model(
         refit=config.engagement_refit,
         **engagement_params,
     ).fit(X[~calib], y_eng[~calib], X[calib], y_eng[calib])
+    phasing = None
+    phase_cols = phase_columns(train)
+    if phases is not None and phase_cols:
+        phasing = RevenuePhasing.fit(
+            y_rev,
+            train[phase_cols].to_numpy(float),
+            train["age_days"].to_numpy(float) if "age_days" in train else None,
+            *phases,
+        )
     model = PartnerModel(
         revenue=revenue,
         engagement=engagement,
@@ -519,6 +625,7 @@ def fit_partner_model(
         categories=categories,
         policy=policy,
         intervals=intervals,
+        phasing=phasing,
     )
     model.set_reference(train)
     model.metadata["fit"] = {
@@ -539,8 +646,37 @@ def fit_partner_model(
         "calibration_method": engagement.calibration_method_,
         "calibration_cv_log_loss": dict(engagement.calibration_losses_),
         "intervals": intervals.to_dict() if intervals is not None else None,
+        "phasing": phasing.to_dict() if phasing is not None else None,
     }
     return model
+
+
+def phase_columns(frame: pd.DataFrame) -> list[str]:
+    """The frame's ``label_revenue_phase_<k>`` columns, in phase order."""
+    found = [c for c in frame.columns if c.startswith(PHASE_PREFIX)]
+    return sorted(found, key=lambda c: int(c.removeprefix(PHASE_PREFIX)))
+
+
+def phase_layout(frame: pd.DataFrame, manifest: dict) -> tuple[int, int] | None:
+    """(phase_days, horizon_days) of a training set's revenue phases; None without them.
+
+    Raises:
+        PartnerscoreError: The phase columns do not cut the manifest's horizon into its phases
+            (a training set edited by hand, or a manifest from another build).
+    """
+    cols = phase_columns(frame)
+    if not cols:
+        return None
+    build = manifest.get("build_config", {})
+    horizon = int(build.get("horizon_days", 180))
+    phase = int(build.get("phase_days", 30))
+    want = [f"{PHASE_PREFIX}{k}" for k in range(1, int(np.ceil(horizon / phase)) + 1)]
+    if cols != want:
+        raise PartnerscoreError(
+            f"training set: phase columns {cols[0]} .. {cols[-1]} ({len(cols)}) do not cut the "
+            f"manifest's {horizon}-day horizon into {phase}-day phases ({len(want)}): rebuild it"
+        )
+    return phase, horizon
 
 
 def _log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
@@ -617,6 +753,8 @@ class Evaluation:
         studies: Optuna studies per head (None without tuning).
         interval_report: Holdout interval coverage overall, per prediction bin and for zero /
             positive outcomes (:func:`~partnerscore.models.intervals.conditional_coverage`).
+        phases: Holdout revenue per phase of the horizon, age, tier and region
+            (:func:`phase_coverage`; empty without phase labels or intervals).
     """
 
     model: PartnerModel
@@ -632,6 +770,7 @@ class Evaluation:
     params: dict[str, dict]
     studies: dict
     interval_report: pd.DataFrame = field(default_factory=pd.DataFrame)
+    phases: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _compare(
@@ -739,8 +878,9 @@ def train_and_evaluate(
 
     check_segment_columns(train, specs, config)
     params, studies = tune_heads(train, specs, config, policy)
+    phases = phase_layout(frame, manifest)
     evaluated = fit_partner_model(
-        train, specs, config, policy, params["revenue"], params["engagement"]
+        train, specs, config, policy, params["revenue"], params["engagement"], phases
     )
     preds = evaluated.predict(holdout)
     ages = holdout["age_days"].to_numpy(float) if "age_days" in holdout else None
@@ -756,6 +896,7 @@ def train_and_evaluate(
     )
     portfolio = pd.DataFrame()
     conditional = pd.DataFrame()
+    phase_report = pd.DataFrame()
     if "pred_revenue_lo" in preds:
         metrics["revenue_interval_coverage"] = coverage(
             holdout["label_revenue"], preds["pred_revenue_lo"], preds["pred_revenue_hi"]
@@ -787,6 +928,15 @@ def train_and_evaluate(
         portfolio = portfolio_coverage(data, config.interval_coverage)
         if not portfolio.empty:
             metrics["revenue_portfolio_interval_coverage"] = float(portfolio["covered"].mean())
+        if evaluated.phasing is not None:
+            phase_report = phase_coverage(
+                holdout,
+                preds["pred_revenue"].to_numpy(),
+                preds["pred_revenue_sd"].to_numpy(),
+                evaluated.phasing,
+                config.interval_coverage,
+            )
+            metrics.update(phase_metrics(phase_report, config.segment_bias_min_partners))
     for key, value in evaluated.metadata["fit"].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             metrics[f"fit_{key}"] = float(value)
@@ -828,7 +978,7 @@ def train_and_evaluate(
     model = evaluated
     if config.refit:
         model = fit_partner_model(
-            frame, specs, config, policy, params["revenue"], params["engagement"]
+            frame, specs, config, policy, params["revenue"], params["engagement"], phases
         )
     return Evaluation(
         model=model,
@@ -844,6 +994,7 @@ def train_and_evaluate(
         params=params,
         studies=studies,
         interval_report=conditional,
+        phases=phase_report,
     )
 
 
@@ -987,6 +1138,8 @@ def run_train(
             _log_frame(ev.portfolio, "evaluation/portfolio_intervals.csv")
         if not ev.interval_report.empty:
             _log_frame(ev.interval_report, "evaluation/interval_coverage.csv")
+        if not ev.phases.empty:
+            _log_frame(ev.phases, "evaluation/revenue_phases.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
         _log_plots(ev.evaluated, holdout, preds, metrics)
         trial_runs = log_lineage(

@@ -324,3 +324,19 @@ def reference_labels(tables, partner_id, as_of, config):
         lo, hi = as_of + j * period, min(as_of + (j + 1) * period, end)
         active += any(lo <= t < hi for t in times)
     return revenue, int(active >= config.engagement_min_share * n_periods - 1e-9)
+
+
+def reference_revenue_phases(tables, partner_id, as_of, config):
+    """Won amounts per ``phase_days`` phase of [as_of, as_of + horizon), the last one cut."""
+    end = as_of + config.horizon_days * DAY
+    phase = config.phase_days * DAY
+    deals = tables["deals"]
+    deals = deals[(deals["partner_id"] == partner_id) & (deals["status"] == "won")]
+    out = []
+    lo = as_of
+    while lo < end:
+        hi = min(lo + phase, end)
+        won = deals[(deals["closed_at"] >= lo) & (deals["closed_at"] < hi)]
+        out.append(total(won.sort_values("closed_at", kind="stable")["amount"]))
+        lo = hi
+    return out

@@ -27,7 +27,12 @@ from support import sibling
 from partnerscore.features.builders import Snapshots, Timeline
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.contract import ACTIVITY_TYPES, END_DATE, FIRST_DATE
-from partnerscore.features.pipeline import build_features, build_labels
+from partnerscore.features.pipeline import (
+    PHASE_PREFIX,
+    build_features,
+    build_labels,
+    revenue_phases,
+)
 from partnerscore.features.registry import feature_specs
 
 ref = sibling(__file__, "pit_reference")
@@ -342,6 +347,7 @@ def programs(draw):
         horizon_days=draw(st.sampled_from([1, 30, 90, 180])),
         engagement_period_days=draw(st.sampled_from([7, 30])),
         engagement_min_share=draw(st.sampled_from([0.25, 0.5, 1.0])),
+        phase_days=draw(st.sampled_from([1, 7, 30, 45])),
     )
     return tables, snapshots, config, anchor, unit
 
@@ -403,6 +409,13 @@ def test_builders_equal_the_reference_exactly(program):
         labels["label_revenue"].to_numpy(), np.array([r for r, _ in expected]), strict=True
     )
     assert labels["label_engaged"].tolist() == [e for _, e in expected]
+    phases = labels.filter(like=PHASE_PREFIX)
+    assert phases.shape[1] == revenue_phases(config) >= 1
+    want = [
+        ref.reference_revenue_phases(tables, pid, t, config)
+        for pid, t in zip(snapshots["partner_id"], snapshots["as_of"], strict=True)
+    ]
+    np.testing.assert_array_equal(phases.to_numpy(), np.array(want), strict=True)
 
 
 @FEWER

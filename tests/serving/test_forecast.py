@@ -114,6 +114,22 @@ def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
         == 0
     )
     assert "expected" in capsys.readouterr().out
+    # every score row splits its expected revenue into the model's phases ...
+    phases = scores[[f"pred_revenue_phase_{k}" for k in range(1, 7)]]
+    np.testing.assert_allclose(phases.sum(axis=1), scores["pred_revenue"], rtol=1e-9)
+    assert (phases >= 0).all().all()
+    # ... which --phased spreads over the calendar months: the same total, month by month
+    phased = run_forecast(
+        cfg, root / "scores.csv", tmp_path / "p.csv", ("tier",), phased=True
+    ).table
+    months = phased[phased["level"] == "total"]
+    first = pd.Timestamp(scores["as_of"].iloc[0]).to_period("M")
+    last = (pd.Timestamp(scores["as_of"].iloc[0]) + pd.Timedelta(days=179)).to_period("M")
+    assert len(months) == (last - first).n + 1  # the months the 180-day horizon touches
+    assert months["expected_revenue"].sum() == pytest.approx(total["expected_revenue"])
+    assert (months["period_start"].dt.day == 1).all()
+    assert main(["forecast", "--scores", str(root / "scores.csv"), "--phased"]) == 0
+    assert "phased: revenue by the month it is expected in" in capsys.readouterr().out
     assert main(["forecast", "--scores", str(tmp_path / "none.csv")]) == 2
     assert main(["forecast", "--scores", str(root / "scores.csv"), "--by", "nope"]) == 2
     assert "missing column 'nope'" in capsys.readouterr().err
@@ -180,3 +196,88 @@ def test_day_periods_are_the_scoring_dates_and_the_summary_points_to_months(tmp_
     assert len(months.table) == 4 and "hint" not in months.summary()
     with pytest.raises(PartnerscoreError, match="--period fortnight: expected one of day, week"):
         forecast_table(scores, (), 90, 0.8, period="fortnight")
+
+
+def _phased_twin(scores, horizon, phase_days, period):
+    """Per partner and day of its horizon: the day's part of its phase, in the day's bucket."""
+    cells = {}
+    n_phases = -(-horizon // phase_days)
+    for rec in scores.to_dict("records"):
+        amounts = [rec[f"pred_revenue_phase_{k + 1}"] for k in range(n_phases)]
+        total = sum(amounts)
+        parts = {}
+        for d in range(horizon):
+            k = d // phase_days
+            length = min((k + 1) * phase_days, horizon) - k * phase_days
+            day = pd.Timestamp(rec["as_of"]).floor("D") + pd.Timedelta(days=d)
+            bucket = day if period == "day" else _bucket_start(day, period)
+            parts[bucket] = parts.get(bucket, 0.0) + amounts[k] / length
+        for bucket, amount in parts.items():
+            share = amount / total if total > 0 else 0.0
+            for key in ((bucket, "ALL"), (bucket, rec["tier"])):
+                cell = cells.setdefault(key, {"partners": 0, "mean": 0.0, "var": 0.0})
+                cell["partners"] += 1
+                cell["mean"] += amount
+                cell["var"] += rec["pred_revenue_sd"] ** 2 * share
+    return cells
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    days=st.lists(st.integers(0, 400), min_size=1, max_size=12),
+    horizon=st.sampled_from([1, 30, 45, 90, 180]),
+    phase_days=st.sampled_from([1, 7, 30, 31]),
+    period=st.sampled_from(["day", "week", "month", "quarter"]),
+    seed=st.integers(0, 2**16),
+)
+def test_phased_forecast_equals_a_per_partner_per_day_twin(days, horizon, phase_days, period, seed):
+    n, n_phases = len(days), -(-horizon // phase_days)
+    rng = np.random.default_rng(seed)
+    phases = rng.exponential(1000, (n, n_phases)) * (rng.random((n, n_phases)) < 0.8)
+    phases[rng.random(n) < 0.2] = 0.0  # partners expected to earn nothing at all
+    scores = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "as_of": pd.Timestamp("2024-01-01 13:45") + pd.to_timedelta(days, "D"),
+            "tier": rng.choice(["gold", "silver"], n),
+            "pred_revenue": phases.sum(axis=1),
+            "pred_revenue_sd": rng.exponential(500, n),
+            **{f"pred_revenue_phase_{k + 1}": phases[:, k] for k in range(n_phases)},
+        }
+    )
+    table = forecast_table(
+        scores, ("tier",), horizon, 0.8, period=period, phased=True, phase_days=phase_days
+    )
+    twin = _phased_twin(scores, horizon, phase_days, period)
+    got = {
+        (rec.period_start, "ALL" if rec.level == "total" else rec.tier): rec
+        for rec in table.itertuples()
+    }
+    assert set(got) == set(twin)
+    for key, cell in twin.items():
+        rec = got[key]
+        assert rec.partners == cell["partners"]
+        assert rec.expected_revenue == pytest.approx(cell["mean"], rel=1e-9, abs=1e-6)
+        assert rec.revenue_sd == pytest.approx(np.sqrt(cell["var"]), rel=1e-9, abs=1e-6)
+        freq = {"day": "D", "week": "W-SUN", "month": "M", "quarter": "Q"}[period]
+        end = pd.Period(rec.period_start, freq=freq).end_time.floor("D") + pd.Timedelta(days=1)
+        assert rec.period_end == end
+    # nothing is lost: the periods add up to the scores' expected revenue
+    totals = table[table["level"] == "total"]
+    assert totals["expected_revenue"].sum() == pytest.approx(scores["pred_revenue"].sum())
+
+
+def test_phased_forecast_errors_and_defaults(tmp_path):
+    scores = _scores()
+    with pytest.raises(PartnerscoreError, match="missing column 'pred_revenue_phase_1'.*retrain"):
+        forecast_table(scores, (), 180, 0.8, source="s.csv", phased=True)
+    six = scores.assign(**{f"pred_revenue_phase_{k}": 1.0 for k in range(1, 7)})
+    with pytest.raises(PartnerscoreError, match="6 revenue phase columns do not cut the 180-day"):
+        forecast_table(six, (), 180, 0.8, source="s.csv", phased=True, phase_days=60)
+    gap = six.assign(pred_revenue_phase_4=np.where(np.arange(len(six)) == 2, np.nan, 1.0))
+    with pytest.raises(PartnerscoreError, match="s.csv: column 'pred_revenue_phase_4', row 4"):
+        forecast_table(gap, (), 180, 0.8, source="s.csv", phased=True)
+    six.to_csv(tmp_path / "s.csv", index=False)
+    result = run_forecast(AppConfig(), tmp_path / "s.csv", tmp_path / "f.csv", (), phased=True)
+    assert result.period == "month" and "phased" in result.summary()
+    assert (result.table["period_start"].dt.day == 1).all()

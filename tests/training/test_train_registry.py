@@ -1,3 +1,5 @@
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -261,3 +263,43 @@ def test_promote_summary_reports_segments_and_drift_without_gating():
     assert "cohort drift? out of fold newer cohorts earn +25% per year (s.e. 8%)" in text
     old_run = PromoteResult(promoted=True, **common)  # a run from before these metrics
     assert "segments" not in old_run.summary() and "drift" not in old_run.summary()
+
+
+def test_revenue_phases_report_reads_the_logged_phase_table(built_dir, tracking_uri, tmp_path):
+    """The phase table against the holdout it was computed from, and the model's phasing."""
+    result = train(built_dir, tracking_uri, tmp_path, segment_bias_min_partners=20)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    metrics = client.get_run(result.run_id).data.metrics
+
+    def artifact(name):
+        return mlflow.artifacts.download_artifacts(
+            run_id=result.run_id, artifact_path=name, tracking_uri=tracking_uri
+        )
+
+    table = pd.read_csv(artifact("evaluation/revenue_phases.csv"))
+    holdout = pd.read_parquet(artifact("evaluation/holdout.parquet"))
+    whole = table[table["segment"] == "all"]
+    n_phases = whole["phase"].max()
+    assert n_phases == 6  # 180-day horizon, 30-day phases
+    for age, part in whole.groupby("age_days"):
+        rows = holdout[holdout["age_days"] == age]
+        assert (part["rows"] == len(rows)).all()
+        # the phases split the age's revenue: realised exactly, expected by shares adding to 1
+        assert part["actual"].sum() == pytest.approx(rows["label_revenue"].sum())
+        assert part["expected_share"].sum() == pytest.approx(1.0)
+        for rec in part.itertuples():
+            phase = rows[f"label_revenue_phase_{rec.phase}"].sum()
+            assert rec.actual == pytest.approx(phase)
+    checked = whole[whole["rows"] >= 20]
+    gap = (checked["expected_share"] - checked["realised_share"]).abs().max()
+    assert metrics["holdout_revenue_phase_share_error_max_abs"] == pytest.approx(gap)
+    cells = table[table["segment"] != "all"]
+    assert metrics["holdout_revenue_phase_interval_coverage"] == pytest.approx(
+        cells["covered"].mean()
+    )
+    assert "revenue phasing" in result.summary()
+    # the registered model carries the phasing its scores use
+    fit = json.loads(open(artifact("training/fit.json")).read())
+    phasing = fit["registered"]["phasing"]
+    assert phasing["phase_days"] == 30 and phasing["horizon_days"] == 180
+    assert sum(phasing["pooled"]) == pytest.approx(1.0)

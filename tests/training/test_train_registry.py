@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -299,7 +300,7 @@ def test_revenue_phases_report_reads_the_logged_phase_table(built_dir, tracking_
     )
     assert "revenue phasing" in result.summary()
     # the registered model carries the phasing its scores use
-    fit = json.loads(open(artifact("training/fit.json")).read())
+    fit = json.loads(Path(artifact("training/fit.json")).read_text())
     phasing = fit["registered"]["phasing"]
     assert phasing["phase_days"] == 30 and phasing["horizon_days"] == 180
     assert sum(phasing["pooled"]) == pytest.approx(1.0)

@@ -9,7 +9,12 @@ prints, per program, the share of tier / region phase cells (one onboarding age 
 whose realised revenue the 80% interval covers, for cells of >= 50 partners and smaller ones,
 next to the horizon's own cells; then, pooled over the programs, each (age, phase)'s expected
 against realised revenue and the mean gap between expected and realised shares with its s.d.
-across programs.
+across programs. Tier / region cells of a holdout are large except at day 180; a forecast's
+are often a few partners (a month of one tier in one region), so the script also draws random
+groups of 5, 10, 20 and 50 holdout partners of one age (30, 60, 90 days; up to 40 groups per
+size, age and program) and prints how often the 80% interval of their horizon total and of
+their third month covers the realised sum, with the compound Poisson-gamma shape (default) and
+with the lognormal used before, and how often the realised sum is exactly 0.
 
 Asserts nothing. Programs are cached under ``--cache`` (default: none); a cache written before
 the phase labels existed is refused (use another folder).
@@ -31,7 +36,7 @@ from bench_holdout_bias import load_program, seeds_arg  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
-from partnerscore.models.intervals import segment_coverage  # noqa: E402
+from partnerscore.models.intervals import portfolio_interval, segment_coverage  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.splits import holdout_split  # noqa: E402
 from partnerscore.training.train import (  # noqa: E402
@@ -41,9 +46,40 @@ from partnerscore.training.train import (  # noqa: E402
 )
 
 MIN_CELL = 50
+GROUP_SIZES = (5, 10, 20, 50)
 
 
-def one_program(partners: int, seed: int, cache: Path | None) -> tuple[dict, pd.DataFrame]:
+def group_coverage(hold: pd.DataFrame, pred, sd, shares, seed: int) -> pd.DataFrame:
+    """Random groups of one age's holdout partners: their sums inside the 80% interval?"""
+    rng = np.random.default_rng(seed)
+    ages = hold["age_days"].to_numpy(float)
+    out = []
+    for age in (30.0, 60.0, 90.0):
+        rows = np.flatnonzero(ages == age)
+        for size in GROUP_SIZES:
+            groups = rng.permutation(rows)[: len(rows) // size * size].reshape(-1, size)[:40]
+            for target, y, mu, s in (
+                ("horizon", hold["label_revenue"].to_numpy(float), pred, sd),
+                (
+                    "phase 3",
+                    hold["label_revenue_phase_3"].to_numpy(float),
+                    pred * shares[:, 2],
+                    sd * np.sqrt(shares[:, 2]),
+                ),
+            ):
+                for g in groups:
+                    actual = y[g].sum()
+                    rec = {"target": target, "size": size, "zero": actual == 0}
+                    for name, power in (("poisson-gamma", 1.8), ("lognormal", None)):
+                        _, lo, hi = portfolio_interval(mu[g], s[g], 0.8, power=power)
+                        rec[name] = lo <= actual <= hi
+                    out.append(rec)
+    return pd.DataFrame(out)
+
+
+def one_program(
+    partners: int, seed: int, cache: Path | None
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     frame, _ = load_program(partners, seed, cache)
     if not phase_columns(frame):
         raise SystemExit(f"{cache}: program {partners}/{seed} has no phase labels (old cache)")
@@ -81,12 +117,13 @@ def one_program(partners: int, seed: int, cache: Path | None) -> tuple[dict, pd.
         "horizon cells < 50": f"{horizon.loc[horizon['rows'] < MIN_CELL, 'covered'].mean():.1%}",
         "young shares": np.round(model.phasing.shares(np.array([30.0]))[0], 3).tolist(),
     }
-    return line, pd.concat(
-        [
-            report.assign(seed=seed),
-            horizon.assign(seed=seed, segment="horizon:" + horizon["segment"]),
-        ]
-    )
+    shares = model.phasing.shares(hold["age_days"].to_numpy(float), len(hold))
+    groups = group_coverage(hold, pred, sd, shares, seed)
+    both = [
+        report.assign(seed=seed),
+        horizon.assign(seed=seed, segment="horizon:" + horizon["segment"]),
+    ]
+    return line, pd.concat(both), groups
 
 
 def main() -> None:
@@ -95,11 +132,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("200-205"))
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
-    reports = []
+    reports, groups = [], []
     for seed in args.seeds:
-        line, report = one_program(args.partners, seed, args.cache)
+        line, report, group = one_program(args.partners, seed, args.cache)
         print(line, flush=True)
         reports.append(report)
+        groups.append(group)
     every = pd.concat(reports, ignore_index=True)
     is_horizon = every["segment"].str.startswith("horizon:")
     horizon, every = every[is_horizon], every[~is_horizon]
@@ -131,6 +169,9 @@ def main() -> None:
     pooled.insert(3, "pooled_bias", pooled["expected"] / pooled["realised"] - 1)
     print("\npooled over the programs, per onboarding age and phase of the horizon:")
     print(pooled.round(3).to_string())
+    table = pd.concat(groups).groupby(["target", "size"])[["poisson-gamma", "lognormal", "zero"]]
+    print("\nrandom groups of one age's holdout partners: 80% interval covers the realised sum")
+    print(table.mean().round(3).assign(groups=table.size()).to_string())
 
 
 if __name__ == "__main__":

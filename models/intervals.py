@@ -45,8 +45,11 @@ Portfolio (segment) intervals add many partners, so they use a variance model in
 adding per-partner bounds: per prediction bin, the out-of-fold coefficient of variation
 ``cv_b = sqrt(mean(((y - mu) / mu) ** 2))``, so ``sd = cv_b * mu`` (deal sizes scale with the
 partner: the spread grows like ``mu``, not like a tweedie ``mu ** (p / 2)``), partners independent,
-and a lognormal approximation of the (right-skewed) sum with mean ``sum mu`` and variance
-``sum sd^2`` (:func:`portfolio_interval`).
+and a compound Poisson-gamma (tweedie, variance power :data:`PORTFOLIO_POWER`) distribution of
+the sum with mean ``sum mu`` and variance ``sum sd^2`` (:func:`portfolio_interval`): a sum of
+a few partners' revenue is often exactly 0 and otherwise right-skewed, which a lognormal (used
+before 2026-12-04) cannot be: on random groups of 5 holdout partners its 80% interval covered
+52-58% of horizon totals and 9-12% of one month's (README, "Forecast file").
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+PORTFOLIO_POWER = 1.8
+"""Variance power of the compound Poisson-gamma shape of portfolio (segment) intervals."""
+TWEEDIE_EXACT_DEALS = 200.0
+TWEEDIE_CHUNK = 64
+"""Cells (sorted by expected deals) whose compound Poisson-gamma CDF is summed together."""
+"""Expected deals above which a portfolio sum's compound Poisson-gamma is taken as one gamma."""
 MIN_AGE_ROWS = 100
 """Calibration rows an onboarding age needs for a quantile of its own (else the pooled one)."""
 
@@ -236,32 +245,49 @@ class RevenueIntervals:
 
 
 def portfolio_interval(
-    mu: np.ndarray, sd: np.ndarray, coverage: float = 0.8
+    mu: np.ndarray, sd: np.ndarray, coverage: float = 0.8, power: float | None = PORTFOLIO_POWER
 ) -> tuple[float, float, float]:
     """(total, lower, upper) of a sum of independent partners' revenue.
 
-    The sum of heavy-tailed revenues is right-skewed (usually below its mean, sometimes far
-    above), so the interval is the central ``coverage`` of a lognormal with the sum's mean
-    ``M = sum mu`` and variance ``V = sum sd^2``: ``s2 = ln(1 + V / M^2)``, bounds
-    ``M exp(-s2 / 2 -+ z sqrt(s2))``. It tends to the normal interval as the sum grows.
+    The sum of zero-inflated, heavy-tailed revenues is exactly 0 with some probability and
+    right-skewed otherwise, so the interval is the central ``coverage`` of a compound
+    Poisson-gamma distribution with the sum's mean ``M = sum mu``, variance ``V = sum sd^2``
+    and variance power ``power`` (:func:`portfolio_bounds`; ``None``: the earlier lognormal,
+    ``s2 = ln(1 + V / M^2)``, bounds ``M exp(-s2 / 2 -+ z sqrt(s2))``). Both tend to the normal
+    interval as the sum grows.
     """
     total = float(np.sum(mu))
     var = float(np.sum(np.square(sd)))
-    lo, hi = portfolio_bounds(np.array([total]), np.array([var]), coverage)
+    lo, hi = portfolio_bounds(np.array([total]), np.array([var]), coverage, power)
     return total, float(lo[0]), float(hi[0])
 
 
 def portfolio_bounds(
-    total: np.ndarray, var: np.ndarray, coverage: float = 0.8
+    total: np.ndarray,
+    var: np.ndarray,
+    coverage: float = 0.8,
+    power: float | None = PORTFOLIO_POWER,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`portfolio_interval`'s bounds for many sums at once, from their means and variances.
 
-    A sum with a mean of 0 or less has the bounds (0, 0).
+    ``power`` (default :data:`PORTFOLIO_POWER`): the central ``coverage`` of a compound
+    Poisson-gamma (tweedie) distribution with the sum's mean ``M`` and variance ``V`` and that
+    variance power: ``lambda = M^2 / ((2 - p) V)`` independent deals on average, each gamma
+    with shape ``(2 - p) / (p - 1)`` and scale ``(p - 1) V / M``, and the probability
+    ``exp(-lambda)`` that the sum is exactly 0 (:func:`tweedie_quantiles`). ``None``: a
+    lognormal with that mean and variance (the construction before 2026-12-04; it has no mass
+    at 0 and misses most sums of a few partners, see the README). A sum with a mean of 0 or
+    less has the bounds (0, 0); one without variance (M, M).
     """
     total, var = np.asarray(total, dtype=float), np.asarray(var, dtype=float)
     lo, hi = np.zeros(len(total)), np.zeros(len(total))
     pos = total > 0
-    if pos.any():
+    sure = pos & ~(var > 0)
+    lo[sure] = hi[sure] = total[sure]
+    pos &= var > 0
+    if not pos.any():
+        return lo, hi
+    if power is None:
         from scipy.stats import norm  # not at import: the score job needs none of SciPy
 
         s2 = np.log1p(var[pos] / total[pos] ** 2)
@@ -269,7 +295,70 @@ def portfolio_bounds(
         centre = np.log(total[pos]) - s2 / 2
         lo[pos] = np.exp(centre - z * np.sqrt(s2))
         hi[pos] = np.exp(centre + z * np.sqrt(s2))
+        return lo, hi
+    bounds = tweedie_quantiles(
+        total[pos], var[pos], power, np.array([(1 - coverage) / 2, (1 + coverage) / 2])
+    )
+    lo[pos], hi[pos] = bounds[:, 0], bounds[:, 1]
     return lo, hi
+
+
+def tweedie_quantiles(
+    mean: np.ndarray, var: np.ndarray, power: float, probs: np.ndarray
+) -> np.ndarray:
+    """Quantiles (n, len(probs)) of compound Poisson-gamma sums with these means and variances.
+
+    ``N ~ Poisson(lambda)`` deals, each ``Gamma(alpha, theta)``: ``lambda = M^2 / ((2 - p) V)``,
+    ``alpha = (2 - p) / (p - 1)``, ``theta = (p - 1) V / M`` (so the mean is ``M``, the
+    variance ``V``). The CDF at ``x > 0`` is ``exp(-lambda) + sum_n Pois(n) P(Gamma(n alpha,
+    theta) <= x)``, summed over the ``n`` holding all but ~1e-12 of the Poisson mass; a
+    quantile below ``exp(-lambda)`` is 0, the others are found by bisection on the log scale
+    (42 halvings of a bracket from ``M * 1e-12`` to past ``M + 40 sqrt(V)``: relative error
+    below 1e-11; computed for ``X / M``, so any scale of money works; cells are summed in
+    chunks of similar ``lambda``, each over the deal counts within 8 s.d. (+10) of its Poisson
+    means). Above :data:`TWEEDIE_EXACT_DEALS` expected deals
+    the sum is taken as a gamma with the same mean and variance: its 10% / 50% / 90% quantiles
+    are then within 0.1% of the exact ones for powers up to 1.8 (0.15% at 1.95; tested).
+    """
+    from scipy.special import gammainc
+    from scipy.stats import gamma, poisson
+
+    if not 1.0 < power < 2.0:
+        raise ValueError("power must be strictly between 1 and 2")
+    mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
+    probs = np.asarray(probs, dtype=float)
+    # in units of the mean (X / M has mean 1 and variance rel): any scale of money works
+    rel = (np.sqrt(var) / mean) ** 2
+    lam = 1 / ((2 - power) * rel)
+    alpha = (2 - power) / (power - 1)
+    theta = (power - 1) * rel
+    out = np.empty((len(mean), len(probs)))
+    many = lam > TWEEDIE_EXACT_DEALS
+    if many.any():
+        out[many] = gamma.ppf(probs[None, :], 1 / rel[many, None], scale=rel[many, None])
+    few = np.flatnonzero(~many)
+    few = few[np.argsort(lam[few], kind="stable")]
+    for chunk in np.array_split(few, max(1, len(few) // TWEEDIE_CHUNK)):
+        if not len(chunk):
+            continue
+        lam_c, theta_c = lam[chunk], theta[chunk]
+        # the deal counts holding all but ~1e-15 of every cell's Poisson mass
+        first = max(1, int(np.floor(lam_c.min() - 8 * np.sqrt(lam_c.min()) - 10)))
+        last = int(np.ceil(lam_c.max() + 8 * np.sqrt(lam_c.max()) + 10))
+        n = np.arange(first, last + 1)
+        weights = poisson.pmf(n[None, :], lam_c[:, None])  # (cells, deal counts)
+        shapes = n[None, :] * alpha
+        p0 = np.exp(-lam_c)
+        for j, q in enumerate(probs):
+            lo = np.full(len(chunk), np.log(1e-12))
+            hi = np.log(1 + 40 * np.sqrt(rel[chunk]))
+            for _ in range(42):  # the bracket spans < 45 in log: 45 / 2^42 < 1e-11
+                mid = (lo + hi) / 2
+                cdf = p0 + np.sum(weights * gammainc(shapes, (np.exp(mid) / theta_c)[:, None]), 1)
+                below = cdf < q
+                lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+            out[chunk, j] = np.where(p0 >= q, 0.0, np.exp(hi))
+    return out * mean[:, None]
 
 
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:

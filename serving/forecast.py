@@ -2,14 +2,14 @@
 
 Reads a scores file (``partnerscore score``) and sums the partners' expected revenue per
 segment (``--by tier,region``) and period, with a portfolio interval from the model's variance
-model (``pred_revenue_sd`` on every score row; a lognormal with the segment total's mean and
-variance, see :func:`partnerscore.models.intervals.portfolio_interval`). A score row's
-revenue horizon is ``[as_of, as_of + horizon_days)``. With ``period="day"`` (the default) rows
-scored on the same ``as_of`` date share a period, as one calendar batch does; scores made at
-per-partner cut-offs (``score --at-age``) have one ``as_of`` per signing date, so ``week``,
-``month`` or ``quarter`` sum the partners scored in each calendar bucket: ``period_start`` is
-the bucket's first day and ``period_end`` the end of the latest horizon in it. Each period
-also gets a total row (segment values ``ALL``).
+model (``pred_revenue_sd`` on every score row; a compound Poisson-gamma distribution with the
+segment total's mean and variance, :func:`partnerscore.models.intervals.portfolio_interval`).
+A score row's revenue horizon is ``[as_of, as_of + horizon_days)``. With ``period="day"``
+(the default) rows scored on the same ``as_of`` date share a period, as one calendar batch
+does; scores made at per-partner cut-offs (``score --at-age``) have one ``as_of`` per signing
+date, so ``week``, ``month`` or ``quarter`` sum the partners scored in each calendar bucket:
+``period_start`` is the bucket's first day and ``period_end`` the end of the latest horizon in
+it. Each period also gets a total row (segment values ``ALL``).
 
 ``phased`` (``--phased``) answers "how much revenue in which calendar month" instead: each
 score row's expected revenue per phase of its horizon (``pred_revenue_phase_<k>``, from the
@@ -71,7 +71,12 @@ FORECAST_SCHEMA = (
         "float64",
         "sum of pred_revenue (--phased: of the part of it expected in the period)",
     ),
-    ("revenue_lo", "float64", "lower end of the portfolio interval (>= 0, lognormal)"),
+    (
+        "revenue_lo",
+        "float64",
+        "lower end of the portfolio interval (>= 0; 0 when the segment's chance of earning "
+        "nothing at all is at least (1 - coverage) / 2)",
+    ),
     ("revenue_hi", "float64", "upper end of the portfolio interval"),
     ("revenue_sd", "float64", "standard deviation of the segment total (independent partners)"),
     ("coverage", "float64", "nominal coverage of the interval"),

@@ -13,11 +13,13 @@ from partnerscore.models.calibration import (
     cross_validated_log_loss,
 )
 from partnerscore.models.intervals import (
+    TWEEDIE_EXACT_DEALS,
     RevenueIntervals,
     conditional_coverage,
     conformal_quantile,
     coverage,
     portfolio_interval,
+    tweedie_quantiles,
 )
 
 
@@ -206,10 +208,10 @@ def test_predictive_median_is_the_binned_median_ratio_and_wins_on_absolute_error
     assert abs(mu2.sum() / y2.sum() - 1) < abs(med.sum() / y2.sum() - 1)
 
 
-def test_portfolio_interval_is_a_moment_matched_lognormal():
+def test_portfolio_interval_lognormal_variant_is_moment_matched():
     mu = np.array([100.0, 200.0, 50.0])
     sd = np.array([30.0, 40.0, 0.0])
-    total, lo, hi = portfolio_interval(mu, sd, 0.8)
+    total, lo, hi = portfolio_interval(mu, sd, 0.8, power=None)
     assert total == 350.0
     # slow twin: the lognormal with mean 350 and variance 2500, its 10% and 90% quantiles
     from scipy.stats import lognorm
@@ -218,10 +220,88 @@ def test_portfolio_interval_is_a_moment_matched_lognormal():
     dist = lognorm(s=s, scale=350 * np.exp(-(s**2) / 2))
     assert dist.mean() == pytest.approx(350) and dist.var() == pytest.approx(2500)
     assert (lo, hi) == pytest.approx((dist.ppf(0.1), dist.ppf(0.9)))
-    # skewed: the upper end is further from the total than the lower end, lower end >= 0
-    t, lo2, hi2 = portfolio_interval(mu, sd * 20, 0.8)
-    assert 0 <= lo2 < t < hi2 and hi2 - t > t - lo2
+
+
+def _tweedie_quantile_slow(mean, var, power, q):
+    """One quantile of a compound Poisson-gamma sum: its CDF term by term, solved by brentq."""
+    from scipy.optimize import brentq
+    from scipy.stats import gamma, poisson
+
+    lam = mean**2 / ((2 - power) * var)
+    alpha, theta = (2 - power) / (power - 1), (power - 1) * var / mean
+    p0 = float(np.exp(-lam))
+    if p0 >= q:
+        return 0.0
+    terms = np.arange(1, int(lam + 40 * np.sqrt(lam) + 60))
+    weights = poisson.pmf(terms, lam)
+
+    def cdf(x):  # every deal count's term, added up
+        return p0 + float(np.sum(weights * gamma.cdf(x, terms * alpha, scale=theta)))
+
+    upper = mean + 50 * np.sqrt(var)
+    return brentq(lambda x: cdf(x) - q, 0.0, upper, xtol=mean * 1e-13, rtol=1e-13)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mean=st.sampled_from([1e-140, 1e-3, 1.0, 350.0, 7.3e5, 1e140]),
+    deals=st.floats(0.01, 150.0),
+    power=st.sampled_from([1.05, 1.3, 1.5, 1.8, 1.95]),
+    q=st.sampled_from([0.025, 0.1, 0.5, 0.9, 0.975]),
+)
+def test_tweedie_quantiles_equal_a_term_by_term_twin(mean, deals, power, q):
+    """Any scale (extreme means included), from a fraction of a deal to 150 deals expected."""
+    var = mean**2 / ((2 - power) * deals)  # so that lambda = deals
+    got = tweedie_quantiles(np.array([mean]), np.array([var]), power, np.array([q]))[0, 0]
+    want = _tweedie_quantile_slow(mean, var, power, q)
+    assert got == pytest.approx(want, rel=1e-6, abs=mean * 1e-9)
+
+
+def test_tweedie_quantiles_beyond_the_exact_range_are_its_moment_matched_gamma():
+    rng = np.random.default_rng(4)
+    for power in (1.1, 1.5, 1.8):
+        mean = np.array([1e3, 1e3])
+        var = mean**2 / ((2 - power) * np.array([TWEEDIE_EXACT_DEALS * 1.01, 5e4]))
+        got = tweedie_quantiles(mean, var, power, np.array([0.1, 0.5, 0.9]))
+        exact = [_tweedie_quantile_slow(1e3, var[0], power, q) for q in (0.1, 0.5, 0.9)]
+        assert got[0] == pytest.approx(exact, rel=1e-3)
+        # Monte Carlo of the compound sum itself at the second cell (50,000 deals expected)
+        n = rng.poisson(5e4, 4000)
+        alpha, theta = (2 - power) / (power - 1), (power - 1) * var[1] / mean[1]
+        draws = rng.gamma(np.maximum(n * alpha, 1e-300), theta)
+        assert got[1] == pytest.approx(np.quantile(draws, [0.1, 0.5, 0.9]), rel=2e-3)
+
+
+def test_portfolio_interval_has_the_mass_at_zero_of_a_few_partners():
+    mu = np.array([100.0, 200.0, 50.0])
+    sd = np.array([30.0, 40.0, 0.0])
+    total, lo, hi = portfolio_interval(mu, sd, 0.8)
+    assert total == 350.0
+    # 350^2 / (0.2 * 2500) = 245 deals expected: beyond the exact range, within 0.1% of it
+    assert (lo, hi) == pytest.approx(
+        (
+            _tweedie_quantile_slow(350.0, 2500.0, 1.8, 0.1),
+            _tweedie_quantile_slow(350.0, 2500.0, 1.8, 0.9),
+        ),
+        rel=1e-3,
+    )
+    _, lo3, hi3 = portfolio_interval(mu, sd * 2, 0.8)  # 61 deals: exact
+    var3 = float(np.sum((sd * 2) ** 2))
+    assert (lo3, hi3) == pytest.approx(
+        (
+            _tweedie_quantile_slow(350.0, var3, 1.8, 0.1),
+            _tweedie_quantile_slow(350.0, var3, 1.8, 0.9),
+        ),
+        rel=1e-6,
+    )
+    # three partners with 5x spreads: most often they earn nothing at all -> lower end 0
+    t, lo2, hi2 = portfolio_interval(mu, sd * 20 + 250, 0.8)
+    lam = t**2 / (0.2 * np.sum((sd * 20 + 250) ** 2))
+    assert np.exp(-lam) > 0.1 and lo2 == 0.0 < t < hi2
     assert portfolio_interval(np.zeros(3), np.zeros(3)) == (0.0, 0.0, 0.0)
+    assert portfolio_interval(mu, np.zeros(3)) == (350.0, 350.0, 350.0)
+    with pytest.raises(ValueError, match="power"):
+        tweedie_quantiles(np.ones(1), np.ones(1), 2.0, np.array([0.5]))
 
 
 def test_interval_inputs_validated():

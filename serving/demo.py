@@ -1,7 +1,8 @@
 """The end-to-end demo (``make demo``) on a fresh synthetic partner program.
 
 simulate -> validate -> build -> train -> promote -> score (at four monthly dates, so reports
-have trajectories) -> forecast (the latest batch by tier and region, ``scores/forecast.csv``)
+have trajectories) -> forecast (the latest batch by tier and region, ``scores/forecast.csv``;
+by calendar month with ``--phased``, ``scores/forecast_monthly.csv``)
 -> report, everything under one folder (raw/, features/, mlflow/, scores/, reports/). The
 MLflow store is ``<workdir>/mlflow/mlflow.db`` unless MLFLOW_TRACKING_URI is set.
 """
@@ -76,6 +77,15 @@ def _forecast_note(result) -> str:
     if total["out_of_scope_partners"]:
         note += f", {total['out_of_scope_partners']:,} graduated not summed"
     return f"{note} -> {result.out.name}"
+
+
+def _monthly_note(result) -> str:
+    """The demo's phased forecast: expected revenue per calendar month, in one line."""
+    totals = result.table[result.table["level"] == "total"]
+    months = ", ".join(
+        f"{rec.period_start:%b} {rec.expected_revenue / 1e6:,.2f}M" for rec in totals.itertuples()
+    )
+    return f"by the month it is expected in: {months} -> {result.out.name}"
 
 
 def demo_config(
@@ -206,6 +216,11 @@ def run_demo(
         "forecast",
         lambda: run_forecast(cfg, latest, workdir / "scores" / "forecast.csv"),
         _forecast_note,
+    )
+    step(
+        "forecast",
+        lambda: run_forecast(cfg, latest, workdir / "scores" / "forecast_monthly.csv", phased=True),
+        _monthly_note,
     )
     report = step(
         "report",

@@ -37,6 +37,10 @@ def test_demo_end_to_end_and_rerun(tmp_path, tracking_uri, capsys):
     in_scope = latest[~latest["out_of_scope"].astype(bool)]
     assert total["expected_revenue"] == pytest.approx(in_scope["pred_revenue"].sum())
     assert f"from {len(in_scope):,} partners in onboarding scope" in out
+    monthly = pd.read_csv(work / "scores" / "forecast_monthly.csv")
+    months = monthly[monthly["level"] == "total"]
+    assert months["expected_revenue"].sum() == pytest.approx(total["expected_revenue"])
+    assert "by the month it is expected in: " in out and "forecast_monthly.csv" in out
     assert f"Reports:      {(work / 'reports' / 'index.html').resolve()}" in out
     assert f"MLflow store: {tracking_uri}  (from MLFLOW_TRACKING_URI)" in out
     assert f"mlflow ui --backend-store-uri {tracking_uri} --port 5000" in out

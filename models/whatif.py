@@ -133,6 +133,42 @@ def compare_scores(
     return summary, drivers.drop(columns="_rank").reset_index(drop=True)
 
 
+CANDIDATE_CHUNK = 8_192
+"""Candidate rows :func:`upgrade_paths` scores at once: its memory is a few KB per candidate
+row (contributions of both heads, points, layers), and a batch has up to partners x actionable
+features x grid candidates per step (1,890 partners: ~150,000, 0.9 GB at once)."""
+
+
+def candidate_scores(
+    model: PartnerModel,
+    current: pd.DataFrame,
+    rows: np.ndarray,
+    feats: np.ndarray,
+    values: np.ndarray,
+    specs: list,
+    policy: PolicyConfig,
+    chunk: int = CANDIDATE_CHUNK,
+) -> np.ndarray:
+    """The policy score of each candidate (``current``'s row with one feature changed).
+
+    Candidate ``i`` is row ``rows[i]`` with feature ``specs[feats[i]]`` set to ``values[i]``.
+    Built and scored ``chunk`` candidates at a time: every score depends on its own row only,
+    so they are those of one pass, bit for bit (``tests/serving/test_whatif.py``).
+    """
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), chunk):
+        part = slice(start, start + chunk)
+        cand = current.iloc[rows[part]].reset_index(drop=True).copy()
+        for j, spec in enumerate(specs):
+            sel = feats[part] == j
+            if sel.any():
+                col = np.array(pd.to_numeric(cand[spec.name], errors="coerce"), dtype=float)
+                col[sel] = values[part][sel]
+                cand[spec.name] = col
+        out[part] = policy_scores(model, cand, policy)
+    return out
+
+
 def policy_scores(model: PartnerModel, features: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
     """The policy's composite score only (no drivers or text): equal to ``score_features``.
 
@@ -356,14 +392,7 @@ def upgrade_paths(
         rows_a, feats_a, values_a = (np.concatenate(r) for r in (rows, feats, values))
         if not len(rows_a):
             break
-        cand = current.iloc[rows_a].reset_index(drop=True).copy()
-        for j, spec in enumerate(specs):
-            sel = feats_a == j
-            if sel.any():
-                col = np.array(pd.to_numeric(cand[spec.name], errors="coerce"), dtype=float)
-                col[sel] = values_a[sel]
-                cand[spec.name] = col
-        score = policy_scores(model, cand, policy)
+        score = candidate_scores(model, current, rows_a, feats_a, values_a, specs, policy)
         span = np.array([ranges[s.name][1] - ranges[s.name][0] for s in specs])
         now = pd.DataFrame(
             {

@@ -1,10 +1,11 @@
 """The public Python API: the command-line jobs on DataFrames as well as paths.
 
 Re-exported by the top-level package, so ``from partnerscore import simulate, validate, build,
-train, score, load_model`` works. Every function takes in-memory tables or file paths, returns
-DataFrames or result objects, and raises :class:`~partnerscore.features.core.PartnerscoreError`
-with a one-line message for bad input. Nothing is written unless a function is given a place to
-write it (``out`` / ``workdir``), except what MLflow stores when training.
+train, score, forecast, load_model`` works. Every function takes in-memory tables or file
+paths, returns DataFrames or result objects, and raises
+:class:`~partnerscore.features.core.PartnerscoreError` with a one-line message for bad input.
+Nothing is written unless a function is given a place to write it (``out`` / ``workdir``),
+except what MLflow stores when training.
 
 Example (runs as is; about a minute on 2 cores)::
 
@@ -271,6 +272,53 @@ def score(
     else:
         frame = build_scoring_frame(data, pd.Timestamp(as_of))
     return score_features(model, frame, policy=policy)
+
+
+def forecast(
+    scores: pd.DataFrame | str | Path,
+    *,
+    by: str | tuple[str, ...] = ("tier", "region"),
+    period: str | None = None,
+    phased: bool = False,
+    include_out_of_scope: bool = False,
+    coverage: float = 0.8,
+    horizon_days: int | None = None,
+    phase_days: int | None = None,
+) -> pd.DataFrame:
+    """Expected revenue with portfolio intervals per segment and period (``partnerscore forecast``).
+
+    Nothing is written (the CLI writes the file).
+
+    Args:
+        scores: Score rows (from :func:`score`) or a scores file.
+        by: Segment columns (``"tier,region"`` or a tuple; empty: totals only).
+        period: ``day``, ``week``, ``month`` or ``quarter`` (default ``day``; ``month`` with
+            ``phased``).
+        phased: By the calendar period the revenue is expected in (the model's phases).
+        include_out_of_scope: Also sum the partners scored out of onboarding scope.
+        coverage: Nominal coverage of the portfolio intervals.
+        horizon_days: The model's horizon (default ``build.horizon_days``, 180).
+        phase_days: The model's phase length (default ``build.phase_days``, 30).
+
+    Returns:
+        The forecast table (README, "Forecast file").
+    """
+    from partnerscore.serving.forecast import forecast_table, parse_by
+
+    source = "scores" if isinstance(scores, pd.DataFrame) else str(scores)
+    frame = scores if isinstance(scores, pd.DataFrame) else read_frame(scores)
+    defaults = BuildConfig()
+    return forecast_table(
+        frame,
+        parse_by(by) if isinstance(by, str) else tuple(by),
+        int(horizon_days or defaults.horizon_days),
+        coverage,
+        source=source,
+        include_out_of_scope=include_out_of_scope,
+        period=period or ("month" if phased else "day"),
+        phased=phased,
+        phase_days=int(phase_days or defaults.phase_days),
+    )
 
 
 def _quiet() -> None:

@@ -18,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "__version__",
     "build",
+    "forecast",
     "load_model",
     "score",
     "simulate",

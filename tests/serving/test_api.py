@@ -83,6 +83,16 @@ def test_train_and_score_on_frames(api_model, sim_tables):
     assert (again["unseen_categories"] == "").all()
     by_age = partnerscore.score(result.version, raw=tables, at_age=60, tracking_uri=uri)
     assert (by_age["age_days"] == 60).all()
+    # the forecast of those scores: by scoring date, and by the month the revenue arrives
+    in_scope = scores[~scores["out_of_scope"]]
+    totals = partnerscore.forecast(scores, by="tier")
+    total = totals[totals["level"] == "total"].iloc[0]
+    assert total["expected_revenue"] == pytest.approx(in_scope["pred_revenue"].sum())
+    monthly = partnerscore.forecast(scores, by=(), phased=True)
+    assert monthly["expected_revenue"].sum() == pytest.approx(total["expected_revenue"])
+    assert (monthly["period_start"].dt.day == 1).all() and len(monthly) in (6, 7)
+    with pytest.raises(PartnerscoreError, match="missing column 'nope'"):
+        partnerscore.forecast(scores, by="nope")
     with pytest.raises(PartnerscoreError, match="not a registered model"):
         partnerscore.load_model("/tmp", tracking_uri=uri)
 

@@ -177,6 +177,25 @@ def _interval_columns(
     return out
 
 
+def horizon_columns(model: PartnerModel, n: int) -> dict[str, np.ndarray]:
+    """``revenue_horizon_days`` and ``revenue_phase_days`` of the model, one value per row.
+
+    The horizon comes from the training set's build (``metadata["horizon_days"]``), the phase
+    length from the model's phasing; a column is left out when the model does not know it
+    (bundles trained before it was recorded), and ``partnerscore forecast`` then falls back to
+    the config.
+    """
+    out = {}
+    horizon = model.metadata.get("horizon_days")
+    if horizon is None and model.phasing is not None:
+        horizon = model.phasing.horizon_days
+    if horizon is not None:
+        out["revenue_horizon_days"] = np.full(n, int(horizon), dtype=np.int64)
+    if model.phasing is not None:
+        out["revenue_phase_days"] = np.full(n, int(model.phasing.phase_days), dtype=np.int64)
+    return out
+
+
 def score_features(
     model: PartnerModel,
     features: pd.DataFrame,
@@ -208,6 +227,9 @@ def score_features(
         ``score_model`` = ``score_base`` + unweighted ``score_model_<layer>``,
         ``maturity_band`` and ``score_adjustment_factor``,
         driver_pos_1..n, driver_neg_1..n, provisional, model_version, model_config_hash,
+        ``revenue_horizon_days`` and ``revenue_phase_days`` (the model's horizon and phase
+        length, which a forecast of these rows needs; absent when the model does not record
+        them),
         every feature value, ``shap_revenue_<feature>`` (dollars) and
         ``shap_engagement_<feature>`` (probability).
 
@@ -304,6 +326,7 @@ def score_features(
     cols["out_of_scope"] = scope
     for col, key in (("model_version", "version"), ("model_config_hash", "config_hash")):
         cols[col] = repeated_text(np.full(n, str(model.metadata.get(key, "")), dtype=object))
+    cols.update(horizon_columns(model, n))
     for name in names:
         if name not in cols:
             cols[name] = features[name].to_numpy() if name in features else np.full(n, np.nan)

@@ -297,8 +297,10 @@ def forecast(
         phased: By the calendar period the revenue is expected in (the model's phases).
         include_out_of_scope: Also sum the partners scored out of onboarding scope.
         coverage: Nominal coverage of the portfolio intervals.
-        horizon_days: The model's horizon (default ``build.horizon_days``, 180).
-        phase_days: The model's phase length (default ``build.phase_days``, 30).
+        horizon_days: The model's horizon: the scores' ``revenue_horizon_days`` (given, it must
+            agree), else this, else ``build.horizon_days`` (180).
+        phase_days: The model's phase length: the scores' ``revenue_phase_days``, else this,
+            else ``build.phase_days`` (30).
 
     Returns:
         The forecast table (README, "Forecast file").
@@ -311,13 +313,14 @@ def forecast(
     return forecast_table(
         frame,
         parse_by(by) if isinstance(by, str) else tuple(by),
-        int(horizon_days or defaults.horizon_days),
+        horizon_days,
         coverage,
         source=source,
         include_out_of_scope=include_out_of_scope,
         period=period or ("month" if phased else "day"),
         phased=phased,
-        phase_days=int(phase_days or defaults.phase_days),
+        phase_days=phase_days,
+        fallback={"horizon_days": defaults.horizon_days, "phase_days": defaults.phase_days},
     )
 
 

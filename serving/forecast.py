@@ -163,18 +163,80 @@ def parse_by(text: str | None) -> tuple[str, ...]:
     return fields
 
 
+LAYOUT_COLUMNS = {"horizon_days": "revenue_horizon_days", "phase_days": "revenue_phase_days"}
+"""The score columns that record the scoring model's horizon and phase length."""
+DEFAULT_LAYOUT = {"horizon_days": 180, "phase_days": 30}
+"""Fallbacks for score files without those columns (``build.horizon_days`` / ``phase_days``)."""
+
+
+def model_layout(
+    scores: pd.DataFrame,
+    source: str,
+    given: dict[str, int | None],
+    fallback: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """The horizon and phase length a forecast of these score rows uses.
+
+    The scoring model's own values (:data:`LAYOUT_COLUMNS` on every row written since they
+    were recorded) win; ``given`` values must agree with them, and ``fallback`` (the config,
+    default :data:`DEFAULT_LAYOUT`) serves score files without the columns.
+
+    Raises:
+        PartnerscoreError: A column holds more than one value (rows of models with different
+            horizons: forecast them apart), a value that is not a positive whole number, or
+            one that disagrees with ``given``.
+    """
+    fallback = fallback or DEFAULT_LAYOUT
+    out = {}
+    for key, col in LAYOUT_COLUMNS.items():
+        want = given.get(key)
+        if col not in scores.columns:
+            out[key] = int(want or fallback[key])
+            continue
+        values = pd.to_numeric(scores[col], errors="coerce")
+        bad = values.isna() | (values <= 0) | (values != np.floor(values))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise PartnerscoreError(
+                f"{source}: column '{col}', row {row + 2}: expected a whole number of days, "
+                f"got '{scores[col].iloc[row]}'"
+            )
+        found = sorted({int(v) for v in values.unique()})
+        if len(found) > 1:
+            first = int(values.iloc[0])
+            row = int(np.flatnonzero((values != first).to_numpy())[0])
+            raise PartnerscoreError(
+                f"{source}: column '{col}', row {row + 2}: {int(values.iloc[row])} days where "
+                f"row 2 has {first} (rows scored by models with different horizons or phases: "
+                "forecast them apart)"
+            )
+        if found and want is not None and int(want) != found[0]:
+            raise PartnerscoreError(
+                f"{key} {int(want)}: the scores were made by a model with {found[0]} "
+                f"({source}, column '{col}'); leave it out to use the model's"
+            )
+        out[key] = found[0] if found else int(want or fallback[key])
+    return out
+
+
 def forecast_table(
     scores: pd.DataFrame,
     by: tuple[str, ...],
-    horizon_days: int,
+    horizon_days: int | None,
     coverage: float,
     source: str = "scores",
     include_out_of_scope: bool = False,
     period: str = "day",
     phased: bool = False,
-    phase_days: int = 30,
+    phase_days: int | None = None,
+    fallback: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """The forecast rows (:data:`FORECAST_SCHEMA`) from score rows.
+
+    The horizon and phase length are the scoring model's (``revenue_horizon_days`` /
+    ``revenue_phase_days`` on the rows, :func:`model_layout`); ``horizon_days`` and
+    ``phase_days``, when given, must agree with them, and serve (or ``fallback``, else
+    :data:`DEFAULT_LAYOUT`) score files without those columns.
 
     Rows whose ``out_of_scope`` flag is true are counted in ``out_of_scope_partners`` and, unless
     ``include_out_of_scope``, left out of every sum (a segment of out-of-scope partners only
@@ -198,6 +260,10 @@ def forecast_table(
         raise PartnerscoreError(f"--coverage: expected a share in (0, 1), got {coverage}")
     if period not in PERIODS:
         raise PartnerscoreError(f"--period {period}: expected one of {', '.join(PERIODS)}")
+    layout = model_layout(
+        scores, source, {"horizon_days": horizon_days, "phase_days": phase_days}, fallback
+    )
+    horizon_days, phase_days = layout["horizon_days"], layout["phase_days"]
     wanted = [*REQUIRED, *by, "model_version", "out_of_scope"]
     if phased:
         wanted += [c for c in scores.columns if c.startswith(PHASE_COLUMN)]
@@ -369,19 +435,20 @@ def run_forecast(
     """The ``partnerscore forecast`` job.
 
     Args:
-        config: Application config (``build.horizon_days`` and ``train.interval_coverage``
-            are the defaults of ``horizon_days`` and ``coverage``).
+        config: Application config (``train.interval_coverage`` is the default of
+            ``coverage``; ``build.horizon_days`` and ``build.phase_days`` serve score files
+            that do not record the scoring model's, :func:`model_layout`).
         scores_path: Scores file written by ``partnerscore score``.
         out: Forecast file (.csv or .parquet), written atomically.
         by: Segment columns of the score rows.
         coverage: Nominal coverage of the portfolio intervals.
-        horizon_days: Length of each period.
+        horizon_days: The scoring model's horizon, if known (checked against the scores').
         include_out_of_scope: Sum the partners scored out of onboarding scope too.
         period: ``day``, ``week``, ``month`` or ``quarter``: the calendar bucket of the scoring
             dates, or with ``phased`` of the days the revenue is expected (default ``day``,
             ``month`` with ``phased``).
         phased: Spread each partner's expected revenue over its horizon by the model's
-            revenue phases (``build.phase_days``) instead of summing it at the scoring date.
+            revenue phases instead of summing it at the scoring date.
 
     Returns:
         The forecast table and where it was written.
@@ -393,13 +460,16 @@ def run_forecast(
     table = forecast_table(
         scores,
         tuple(by),
-        int(horizon_days or config.build.horizon_days),
+        horizon_days,
         float(coverage if coverage is not None else config.train.interval_coverage),
         source=str(scores_path),
         include_out_of_scope=include_out_of_scope,
         period=period,
         phased=phased,
-        phase_days=int(config.build.phase_days),
+        fallback={
+            "horizon_days": int(config.build.horizon_days),
+            "phase_days": int(config.build.phase_days),
+        },
     )
     path = write_frame_atomic(table, out)
     return ForecastResult(

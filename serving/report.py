@@ -894,6 +894,46 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
     return keep
 
 
+def monthly_revenue(frame: pd.DataFrame, config: AppConfig) -> tuple[list[dict], str]:
+    """The in-scope expected revenue by the calendar month it is expected in, for the portfolio.
+
+    The phased monthly totals of ``partnerscore forecast --phased`` (the same table, with its
+    portfolio intervals at ``train.interval_coverage``), formatted, each with a bar width
+    (px, 160 for the largest month). Empty, with the reason, for scores without revenue
+    phases or intervals.
+    """
+    from partnerscore.serving.forecast import forecast_table
+
+    if not any(c.startswith("pred_revenue_phase_") for c in frame.columns):
+        return [], "the scores have no revenue phases (scored by a model trained without them)"
+    try:
+        table = forecast_table(
+            frame,
+            (),
+            None,
+            config.train.interval_coverage,
+            period="month",
+            phased=True,
+            fallback={
+                "horizon_days": config.build.horizon_days,
+                "phase_days": config.build.phase_days,
+            },
+        )
+    except PartnerscoreError as exc:
+        return [], str(exc)
+    top = float(table["expected_revenue"].max()) if len(table) else 0.0
+    return [
+        {
+            "month": f"{rec.period_start:%b %Y}",
+            "revenue": _money(rec.expected_revenue),
+            "range": f"{_money(rec.revenue_lo)} – {_money(rec.revenue_hi)}",
+            "partners": f"{rec.partners:,}",
+            "width": round(160 * rec.expected_revenue / top) if top > 0 else 0,
+        }
+        for rec in table.itertuples()
+    ], f"{config.train.interval_coverage:.0%}"
+
+
 def portfolio_page(
     frame: pd.DataFrame,
     rows: np.ndarray,
@@ -949,6 +989,7 @@ def portfolio_page(
     # expected revenue is shown apart from the onboarding total (as `forecast` leaves it out)
     revenue = frame["pred_revenue"].to_numpy(float)
     graduated = rp.flag_column(frame, "out_of_scope", np.arange(len(frame)))
+    monthly, monthly_note = monthly_revenue(frame, config)
 
     return (
         _environment()
@@ -974,6 +1015,8 @@ def portfolio_page(
             ),
             quadrants=quads,
             thresholds=thresholds,
+            monthly=monthly,
+            monthly_note=monthly_note,
             shown=len(rows),
             data_json=rp.script_json(rp.portfolio_data(frame, rows, files)),
         )

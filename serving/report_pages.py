@@ -30,7 +30,9 @@ from markupsafe import Markup
 from partnerscore.features.core import STALE_TMP_SECONDS, PartnerscoreError
 from partnerscore.features.parallel import WorkerPool
 from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
+from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
+from partnerscore.models.phasing import phase_bounds
 from partnerscore.serving.history import HISTORY_METRICS, ScoreHistory
 from partnerscore.serving.report import (
     KEY_METRICS,
@@ -85,6 +87,8 @@ NUMERIC_PAGE_COLUMNS = (
     "score_adjustment",
     "score_adjustment_factor",
     "score_model",
+    "revenue_horizon_days",
+    "revenue_phase_days",
     *(f"{kind}_{layer}" for kind in ("revenue", "engagement", "score", "score_model")
       for layer in LAYERS),
 )  # fmt: skip
@@ -189,6 +193,9 @@ class PagePlan:
     out_dir: str
     css: str
     horizon: int
+    """The config's horizon: pages whose rows lack ``revenue_horizon_days`` show it."""
+    phase_days: int
+    """The config's phase length, for rows without ``revenue_phase_days``."""
     policy: PolicyConfig
     thresholds: list[dict]
     cutoffs: dict[str, float]
@@ -197,6 +204,8 @@ class PagePlan:
     text: dict[str, TextCodes]
     values: dict[str, np.ndarray]
     """NUMERIC_PAGE_COLUMNS, float per page (NaN when missing)."""
+    phases: np.ndarray
+    """(pages, k) expected revenue per phase of the horizon (k = 0 without phase columns)."""
     as_of_ns: np.ndarray
     as_of_text: TextCodes
     flags: np.ndarray
@@ -235,6 +244,7 @@ class PageBatch:
     out_dir: str
     css: str
     horizon: int
+    phase_days: int
     policy: PolicyConfig
     thresholds: list[dict]
     cutoffs: dict[str, float]
@@ -242,6 +252,7 @@ class PageBatch:
     present: frozenset[str]
     text: dict[str, list[str]]
     values: dict[str, list]
+    phases: list[list[float]]
     as_of_text: list[str]
     as_of_ns: list[int]
     flags: list[tuple[bool, bool, bool, str]]
@@ -463,10 +474,23 @@ def plan_pages(
     ]
     as_of = frame["as_of"].iloc[rows]
     dates, days = pd.factorize(as_of)
+    phase_cols = sorted(
+        (
+            c
+            for c in frame.columns
+            if c.startswith(PHASE_COLUMN) and c[len(PHASE_COLUMN) :].isdigit()
+        ),
+        key=lambda c: int(c[len(PHASE_COLUMN) :]),
+    )
+    phases = np.empty((len(rows), len(phase_cols)))
+    for k, c in enumerate(phase_cols):
+        phases[:, k] = float_column(frame, c, rows)
     return PagePlan(
         out_dir=str(out_dir),
         css=css,
         horizon=config.build.horizon_days,
+        phase_days=config.build.phase_days,
+        phases=phases,
         policy=config.policy,
         thresholds=tier_thresholds(config.policy, frame),
         cutoffs=dict(config.policy.tier_cutoffs),
@@ -536,6 +560,8 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
         out_dir=plan.out_dir,
         css=plan.css,
         horizon=plan.horizon,
+        phase_days=plan.phase_days,
+        phases=plan.phases[start:end].tolist(),
         policy=plan.policy,
         thresholds=plan.thresholds,
         cutoffs=plan.cutoffs,
@@ -685,6 +711,44 @@ def _page_waterfall_rows(b: PageBatch, j: int, head: str) -> Markup:
     )
 
 
+def page_horizon(b: PageBatch, j: int) -> int:
+    """Page j's horizon in days: its model's (``revenue_horizon_days``), else the config's."""
+    h = b.values["revenue_horizon_days"][j]
+    return int(h) if h == h else b.horizon  # NaN != NaN
+
+
+def page_phases(b: PageBatch, j: int) -> list[dict]:
+    """When page j's expected revenue arrives: one row per phase of its horizon.
+
+    ``days`` (1-based, inclusive) and ``dates`` (from the scoring date), the phase's expected
+    revenue, its share of the horizon's and a bar width (px, 120 for the whole horizon).
+    Empty without phase columns, with a missing amount, or when the columns do not cut the
+    page's horizon into its phases.
+    """
+    amounts = b.phases[j]
+    if not amounts or any(x != x for x in amounts):
+        return []
+    p = b.values["revenue_phase_days"][j]
+    bounds = phase_bounds(page_horizon(b, j), int(p) if p == p else b.phase_days)
+    if len(bounds) != len(amounts):
+        return []
+    total = sum(amounts)
+    start = np.datetime64(b.as_of_ns[j], "ns").astype("datetime64[D]")
+    rows = []
+    for (lo, hi), amount in zip(bounds, amounts, strict=True):
+        share = amount / total if total > 0 else math.nan
+        rows.append(
+            {
+                "days": f"{lo + 1}–{hi}",
+                "dates": f"{start + lo} – {start + hi - 1}",
+                "revenue": _money(amount),
+                "share": _pct(share),
+                "width": 0 if share != share else round(120 * share),
+            }
+        )
+    return rows
+
+
 def page_context(b: PageBatch, j: int) -> dict:
     """The partner template's variables for page j."""
     v, text = b.values, b.text
@@ -725,7 +789,8 @@ def page_context(b: PageBatch, j: int) -> dict:
         "segment": [text[c][j] for c in SEGMENT_COLUMNS if text[c][j]],
         "as_of": b.as_of_text[j],
         "age": _num(v["age_days"][j], 0),
-        "horizon": b.horizon,
+        "horizon": page_horizon(b, j),
+        "phases": page_phases(b, j),
         "flags": {
             "provisional": provisional,
             "guardrail": guardrail,
@@ -921,8 +986,9 @@ class PageRenderer:
         ]  # fmt: skip
         if t["tier_held_reason"][j]:
             out += ['<div class="held" id="tier-held">', _e(t["tier_held_reason"][j]), "</div>"]
+        horizon = str(page_horizon(b, j))
         out += [
-            '</div>\n    <div class="card"><div class="k">Expected revenue (', str(b.horizon),
+            '</div>\n    <div class="card"><div class="k">Expected revenue (', horizon,
             ' days)</div><div class="v">', fmt["revenue"][j],
             '</div></div>\n    <div class="card"><div class="k">Engagement likelihood</div>'
             '<div class="v">', fmt["engagement"][j],
@@ -932,7 +998,27 @@ class PageRenderer:
             '</div></div>\n    <div class="card"><div class="k">Peer percentile</div>'
             '<div class="v">', fmt["peer"][j],
             '</div>\n      <div class="muted">within ', _e(b.peer_label[j]),
-            '</div></div>\n  </div>\n</section>\n<section>\n  <h2>Recommended actions</h2>\n'
+            "</div></div>\n  </div>\n</section>\n",
+        ]  # fmt: skip
+        phases = page_phases(b, j)
+        if phases:
+            out.append(
+                '<section id="phasing">\n  <h2>When the revenue is expected</h2>\n'
+                '  <table id="phases">\n    <thead><tr><th>days</th><th>dates</th>'
+                '<th class="num">expected revenue</th><th class="num">share</th><th></th></tr>'
+                "</thead>\n    <tbody>"
+            )
+            for r in phases:
+                out += ["<tr><td>", _e(r["days"]), "</td><td>", _e(r["dates"]),
+                        '</td><td class="num">', _e(r["revenue"]), '</td><td class="num">',
+                        _e(r["share"]), '</td><td><span class="bar" style="width:',
+                        str(r["width"]), 'px"></span></td></tr>']  # fmt: skip
+            out += ['</tbody>\n  </table>\n  <p class="muted">The expected revenue of the ',
+                    horizon, " days split by when partners at the same onboarding age earned "
+                    "theirs in training (the model's revenue phasing).</p>\n"
+                    "</section>"]  # fmt: skip
+        out += [
+            '\n<section>\n  <h2>Recommended actions</h2>\n'
             '  <div class="two">\n    <div class="action" id="quadrant-action">'
             '<div class="muted">for the quadrant (', quadrant_label, ")</div><strong>",
             _e(t["intervention"][j]), "</strong><br>", _e(t["intervention_detail"][j]),

@@ -157,6 +157,51 @@ def trajectory(history: list[dict], thresholds: dict[str, float]):
     return line_svg_reference(ages, series, thresholds=thresholds), head, rows
 
 
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def phase_rows(rec: dict, config) -> tuple[int, list[dict]]:
+    """The page's horizon and its phases table, worked out day by day for this row alone."""
+    horizon = _number(rec.get("revenue_horizon_days"))
+    horizon = int(horizon) if horizon is not None else config.build.horizon_days
+    length = _number(rec.get("revenue_phase_days"))
+    length = int(length) if length is not None else config.build.phase_days
+    amounts, k = [], 1
+    while f"pred_revenue_phase_{k}" in rec:
+        amounts.append(_number(rec[f"pred_revenue_phase_{k}"]))
+        k += 1
+    if not amounts or any(a is None for a in amounts):
+        return horizon, []
+    # which phase each day of the horizon falls in
+    days_of = {}
+    for day in range(horizon):
+        days_of.setdefault(day // length, []).append(day)
+    if len(days_of) != len(amounts):
+        return horizon, []
+    start = pd.Timestamp(rec["as_of"]).normalize()
+    total = sum(amounts)
+    rows = []
+    for phase, amount in enumerate(amounts):
+        days = days_of[phase]
+        share = amount / total if total > 0 else None
+        first, last = start + pd.Timedelta(days=days[0]), start + pd.Timedelta(days=days[-1])
+        rows.append(
+            {
+                "days": f"{days[0] + 1}–{days[-1] + 1}",
+                "dates": f"{first:%Y-%m-%d} – {last:%Y-%m-%d}",
+                "revenue": _money(amount),
+                "share": "–" if share is None else f"{share:.0%}",
+                "width": 0 if share is None else round(120 * share),
+            }
+        )
+    return horizon, rows
+
+
 def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, config) -> dict:
     """The per-page numbers of row i, computed for that partner alone."""
     rec = frame.iloc[i].to_dict()
@@ -190,7 +235,10 @@ def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, 
     }
     rows = history.get(rec["partner_id"], [])
     svg, head, table = trajectory(rows, dict(config.policy.tier_cutoffs))
+    horizon, phases = phase_rows(rec, config)
     return {
+        "horizon": horizon,
+        "phases": phases,
         "peers": peers,
         "peer_label": group,
         "peer_n": len(members),

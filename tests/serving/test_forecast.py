@@ -282,3 +282,47 @@ def test_phased_forecast_errors_and_defaults(tmp_path):
     result = run_forecast(AppConfig(), tmp_path / "s.csv", tmp_path / "f.csv", (), phased=True)
     assert result.period == "month" and "phased" in result.summary()
     assert (result.table["period_start"].dt.day == 1).all()
+
+
+def test_forecast_uses_the_scoring_models_horizon_and_phases(tmp_path):
+    """Score rows record the model's horizon and phase length; the config only serves old files."""
+    scores = _scores().assign(
+        out_of_scope=False,
+        revenue_horizon_days=90,
+        revenue_phase_days=45,
+        pred_revenue_phase_1=lambda d: d["pred_revenue"] * 0.25,
+        pred_revenue_phase_2=lambda d: d["pred_revenue"] * 0.75,
+    )
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    config = AppConfig()  # build.horizon_days 180, build.phase_days 30: not this model's
+    plain = run_forecast(config, tmp_path / "s.csv", tmp_path / "f.csv", ()).table
+    starts = pd.to_datetime(plain["period_start"])
+    assert (pd.to_datetime(plain["period_end"]) == starts + pd.Timedelta(days=90)).all()
+    phased = run_forecast(
+        config, tmp_path / "s.csv", tmp_path / "g.csv", (), phased=True, period="day"
+    ).table
+    twin = {
+        key: cell for key, cell in _phased_twin(scores, 90, 45, "day").items() if key[1] == "ALL"
+    }
+    assert len(phased) == len(twin)
+    for rec in phased.itertuples():
+        assert rec.expected_revenue == pytest.approx(twin[(rec.period_start, "ALL")]["mean"])
+    # a stated layout must agree with the model's
+    same = forecast_table(scores, (), 90, 0.8, phase_days=45)
+    pd.testing.assert_frame_equal(same, forecast_table(scores, (), None, 0.8))
+    with pytest.raises(PartnerscoreError, match="horizon_days 180: .*model with 90.*s.csv"):
+        forecast_table(scores, (), 180, 0.8, source="s.csv")
+    with pytest.raises(PartnerscoreError, match="phase_days 30: .*model with 45"):
+        forecast_table(scores, (), None, 0.8, phase_days=30, phased=True)
+    mixed = scores.assign(revenue_horizon_days=np.where(np.arange(len(scores)) < 7, 90, 180))
+    with pytest.raises(
+        PartnerscoreError, match="s.csv: column 'revenue_horizon_days', row 9: 180 days where"
+    ):
+        forecast_table(mixed, (), None, 0.8, source="s.csv")
+    broken = scores.assign(revenue_phase_days=np.where(np.arange(len(scores)) == 3, 0, 45))
+    with pytest.raises(PartnerscoreError, match="'revenue_phase_days', row 5: expected a whole"):
+        forecast_table(broken, (), None, 0.8, source="s.csv")
+    # without the columns (score files from before they were recorded): the given or fallback
+    old = scores.drop(columns=["revenue_horizon_days", "revenue_phase_days"])
+    fell = forecast_table(old, (), None, 0.8, fallback={"horizon_days": 60, "phase_days": 45})
+    assert (fell["period_end"] == fell["period_start"] + pd.Timedelta(days=60)).all()

@@ -137,6 +137,62 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     assert sum(map(int, counts)) == len(scores)
 
 
+def _money_text(text: str) -> float:
+    return float(text.replace("$", "").replace(",", ""))
+
+
+def test_revenue_by_month_on_the_portfolio_and_partner_pages(report_dir, scored_dir):
+    """Monthly totals are the phased forecast's; a page's phases add up to its revenue."""
+    from partnerscore.serving.forecast import forecast_table
+
+    root, cfg = scored_dir
+    scores = read_scores(root / "scores.csv")
+    index = (report_dir / "index.html").read_text(encoding="utf-8")
+    block = re.search(r'<table id="monthly-revenue">(.*?)</table>', index, re.S).group(1)
+    rows = re.findall(
+        r"<tr><td>([A-Z][a-z]{2} \d{4})</td><td class=\"num\">([^<]+)</td>"
+        r'<td class="num">([^<]+) – ([^<]+)</td><td class="num">([\d,]+)</td>',
+        block,
+    )
+    table = forecast_table(scores, (), None, 0.8, period="month", phased=True)
+    assert [r[0] for r in rows] == [f"{d:%b %Y}" for d in table["period_start"]]
+    assert len(rows) in (6, 7)  # a 180-day horizon from one date spans 6 or 7 months
+    for r, rec in zip(rows, table.itertuples(), strict=True):
+        assert _money_text(r[1]) == round(rec.expected_revenue)
+        assert _money_text(r[2]) <= _money_text(r[1]) <= _money_text(r[3])
+        assert int(r[4].replace(",", "")) == rec.partners
+    in_scope = scores.loc[~scores["out_of_scope"].astype(bool), "pred_revenue"].sum()
+    assert sum(_money_text(r[1]) for r in rows) == pytest.approx(in_scope, abs=len(rows))
+    # a partner page: its six phases, dated from the scoring date, add up to its revenue
+    rec = scores.loc[scores["pred_revenue"].idxmax()]
+    page = page_of(report_dir, rec["partner_id"])
+    assert "Expected revenue (180 days)" in page
+    phases = re.findall(
+        r"<tr><td>(\d+)–(\d+)</td><td>([\d-]+) – ([\d-]+)</td><td class=\"num\">([^<]+)</td>"
+        r'<td class="num">(\d+)%</td>',
+        re.search(r'<table id="phases">(.*?)</table>', page, re.S).group(1),
+    )
+    assert [(int(a), int(b)) for a, b, *_ in phases] == [
+        (30 * k + 1, 30 * k + 30) for k in range(6)
+    ]
+    start = pd.Timestamp(rec["as_of"])
+    assert phases[0][2] == f"{start:%Y-%m-%d}"
+    assert phases[-1][3] == f"{start + pd.Timedelta(days=179):%Y-%m-%d}"
+    amounts = [_money_text(p[4]) for p in phases]
+    assert sum(amounts) == pytest.approx(rec["pred_revenue"], abs=6)
+    for k, amount in enumerate(amounts, start=1):
+        assert amount == round(rec[f"pred_revenue_phase_{k}"])
+    # scores without phases: no section on the page, a reason on the portfolio
+    plain = scores.drop(columns=[c for c in scores if c.startswith("pred_revenue_phase_")])
+    write_frame_atomic(plain.head(20), root / "plain.csv")
+    out = root / "plain_reports"
+    run_report(root / "plain.csv", out, cfg)
+    assert 'id="monthly-none">Not available: the scores have no revenue phases' in (
+        out / "index.html"
+    ).read_text(encoding="utf-8")
+    assert 'id="phases"' not in page_of(out, plain["partner_id"].iloc[0])
+
+
 def test_untrusted_text_is_escaped(report_dir):
     index = (report_dir / "index.html").read_text(encoding="utf-8")
     for raw in ("<script>alert(1)</script>", "<img src=x", "<svg onload", "<b>"):

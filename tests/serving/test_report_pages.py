@@ -27,6 +27,8 @@ from partnerscore.serving.report import (
 
 ref = sibling(__file__, "report_reference")
 COMPARED = (
+    "horizon",
+    "phases",
     "peers",
     "peer_label",
     "peer_n",
@@ -112,6 +114,16 @@ def programs(draw):
         "Qualified leads: 3 (raises)" if draw(st.booleans()) else "" for _ in range(n)
     ]
     frame["driver_neg_1"] = ["Days since signing: 9 (lowers)"] * n
+    # revenue phases: none, or k of them (extreme, zero or missing amounts), with or without the
+    # model's horizon and phase length on the rows (and sometimes a layout they do not fit)
+    k = draw(st.sampled_from([0, 1, 3, 6]))
+    amount = st.one_of(st.none(), st.just(0.0), st.floats(0, 1e12, allow_nan=False))
+    for phase in range(1, k + 1):
+        cells_k = draw(st.lists(amount, min_size=n, max_size=n))
+        frame[f"pred_revenue_phase_{phase}"] = [np.nan if v is None else v for v in cells_k]
+    if k and draw(st.booleans()):
+        frame["revenue_horizon_days"] = draw(st.sampled_from([90, 180, 181]))
+        frame["revenue_phase_days"] = draw(st.sampled_from([30, 31, 60, 90]))
     earlier = []
     for k in range(draw(st.integers(0, 3))):
         past = frame.copy()

@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,6 +30,12 @@ def test_score_job_end_to_end(raw_dir, store_config, tmp_path):
     assert scores["model_version"].eq("1").all()
     assert scores["peer_percentile"].between(0, 100).all()
     assert scores["score_previous"].isna().all() and not scores["guardrail_flag"].any()
+    # the model's horizon and phase length ride on every row, for the forecast
+    assert scores["revenue_horizon_days"].eq(180).all()
+    assert scores["revenue_phase_days"].eq(30).all()
+    phases = scores.filter(like="pred_revenue_phase_")
+    assert phases.shape[1] == 6
+    np.testing.assert_allclose(phases.sum(axis=1), scores["pred_revenue"], rtol=1e-9)
     assert pd.read_csv(rejects_path(out)).empty
     assert "scored" in result.summary()
 

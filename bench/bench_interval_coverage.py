@@ -146,8 +146,11 @@ def one_program(args, seed: int) -> dict[str, float]:
         out[f"cov @{int(age)}"] = float(covered[at].mean())
     # tier / region portfolio intervals, each onboarding age summed on its own (as training logs)
     cells = portfolio_coverage(
-        hold.assign(_mu=mu, _sd=model.intervals.sd(mu)), config.interval_coverage
+        hold.assign(_mu=mu, _sd=model.intervals.sd(mu)),
+        config.interval_coverage,
+        model.intervals.level,
     )
+    out["level error (tau)"] = model.intervals.level
     out["portfolio cells covered"] = float(cells["covered"].mean())
     out["portfolio width / expected (median)"] = float(
         ((cells["hi"] - cells["lo"]) / cells["expected"]).median()

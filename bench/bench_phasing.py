@@ -49,7 +49,9 @@ MIN_CELL = 50
 GROUP_SIZES = (5, 10, 20, 50)
 
 
-def group_coverage(hold: pd.DataFrame, pred, sd, shares, seed: int) -> pd.DataFrame:
+def group_coverage(
+    hold: pd.DataFrame, pred, sd, shares, seed: int, level: float = 0.0
+) -> pd.DataFrame:
     """Random groups of one age's holdout partners: their sums inside the 80% interval?"""
     rng = np.random.default_rng(seed)
     ages = hold["age_days"].to_numpy(float)
@@ -71,7 +73,9 @@ def group_coverage(hold: pd.DataFrame, pred, sd, shares, seed: int) -> pd.DataFr
                     actual = y[g].sum()
                     rec = {"target": target, "size": size, "zero": actual == 0}
                     for name, power in (("poisson-gamma", 1.8), ("lognormal", None)):
-                        _, lo, hi = portfolio_interval(mu[g], s[g], 0.8, power=power)
+                        _, lo, hi = portfolio_interval(
+                            mu[g], s[g], 0.8, power=power, level_cv=level
+                        )
                         rec[name] = lo <= actual <= hi
                     out.append(rec)
     return pd.DataFrame(out)
@@ -98,14 +102,17 @@ def one_program(
     )
     pred = model.revenue.predict(model.prepare(hold))
     sd = model.intervals.sd(pred)
-    report = phase_coverage(hold, pred, sd, model.phasing, config.interval_coverage)
+    level = model.intervals.level
+    report = phase_coverage(hold, pred, sd, model.phasing, config.interval_coverage, level)
     cells = report[report["segment"] != "all"]
     horizon = []
     data = hold.assign(_mu=pred, _sd=sd)
     for _, part in data.groupby("age_days"):
         for seg in ("tier", "region"):
             horizon.append(
-                segment_coverage(part, "label_revenue", "_mu", "_sd", seg, config.interval_coverage)
+                segment_coverage(
+                    part, "label_revenue", "_mu", "_sd", seg, config.interval_coverage, level
+                )
             )
     horizon = pd.concat(horizon)
     big = cells["rows"] >= MIN_CELL
@@ -118,7 +125,7 @@ def one_program(
         "young shares": np.round(model.phasing.shares(np.array([30.0]))[0], 3).tolist(),
     }
     shares = model.phasing.shares(hold["age_days"].to_numpy(float), len(hold))
-    groups = group_coverage(hold, pred, sd, shares, seed)
+    groups = group_coverage(hold, pred, sd, shares, seed, level)
     both = [
         report.assign(seed=seed),
         horizon.assign(seed=seed, segment="horizon:" + horizon["segment"]),

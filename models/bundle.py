@@ -149,7 +149,9 @@ class PartnerModel:
     def revenue_intervals(
         self, pred_revenue: np.ndarray, age_days: np.ndarray | None = None
     ) -> dict[str, np.ndarray] | None:
-        """The interval columns: ``pred_revenue_lo`` / ``_hi`` / ``_sd`` / ``_median``.
+        """The interval columns: ``pred_revenue_lo`` / ``_hi`` / ``_sd`` / ``_median``, level.
+
+        ``revenue_level_cv`` is the interval model's shared level error, on every row.
 
         ``pred_revenue_median`` is the p50 of the predictive distribution (NaN for interval
         models fitted before it existed). ``age_days`` (each row's onboarding age) picks the
@@ -166,6 +168,9 @@ class PartnerModel:
             "pred_revenue_hi": hi,
             "pred_revenue_sd": intervals.sd(pred_revenue),
             "pred_revenue_median": intervals.median(pred_revenue),
+            # the model's shared level error: a sum of rows adds (level * its mean)^2 to the
+            # variance of independent partners (README, "Forecast file")
+            "revenue_level_cv": np.full(len(pred_revenue), intervals.level),
         }
 
     def revenue_phases(

@@ -2,8 +2,9 @@
 
 Reads a scores file (``partnerscore score``) and sums the partners' expected revenue per
 segment (``--by tier,region``) and period, with a portfolio interval from the model's variance
-model (``pred_revenue_sd`` on every score row; a compound Poisson-gamma distribution with the
-segment total's mean and variance, :func:`partnerscore.models.intervals.portfolio_interval`).
+model (``pred_revenue_sd`` and the shared level error ``revenue_level_cv`` on every score row; a
+compound Poisson-gamma distribution with the segment total's mean and variance,
+:func:`partnerscore.models.intervals.portfolio_interval`).
 A score row's revenue horizon is ``[as_of, as_of + horizon_days)``. With ``period="day"``
 (the default) rows scored on the same ``as_of`` date share a period, as one calendar batch
 does; scores made at per-partner cut-offs (``score --at-age``) have one ``as_of`` per signing
@@ -78,7 +79,12 @@ FORECAST_SCHEMA = (
         "nothing at all is at least (1 - coverage) / 2)",
     ),
     ("revenue_hi", "float64", "upper end of the portfolio interval"),
-    ("revenue_sd", "float64", "standard deviation of the segment total (independent partners)"),
+    (
+        "revenue_sd",
+        "float64",
+        "standard deviation of the segment total: sqrt(sum pred_revenue_sd^2 + "
+        "(revenue_level_cv * expected_revenue)^2)",
+    ),
     ("coverage", "float64", "nominal coverage of the interval"),
     (
         "out_of_scope_partners",
@@ -219,6 +225,34 @@ def model_layout(
     return out
 
 
+LEVEL_COLUMN = "revenue_level_cv"
+"""The score column of the model's shared level error (``RevenueIntervals.level``)."""
+
+
+def level_error(scores: pd.DataFrame, source: str) -> float:
+    """The shared level error ``tau`` of the scores' model(s): 0 without the column.
+
+    Rows of several models (a file of batches across a retrain) take the largest: the sum's
+    level errors are then bounded as if they were fully correlated, ``tau_max * M >= sum
+    tau_v * M_v``.
+
+    Raises:
+        PartnerscoreError: A value is not a number >= 0 (file, column and row).
+    """
+    if LEVEL_COLUMN not in scores.columns:
+        return 0.0
+    raw = scores[LEVEL_COLUMN]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = (values < 0) | (raw.notna() & values.isna()) | np.isinf(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise PartnerscoreError(
+            f"{source}: column '{LEVEL_COLUMN}', row {row + 2}: expected a number >= 0, "
+            f"got '{raw.iloc[row]}'"
+        )
+    return float(values.max()) if values.notna().any() else 0.0
+
+
 def forecast_table(
     scores: pd.DataFrame,
     by: tuple[str, ...],
@@ -337,6 +371,9 @@ def forecast_table(
     table["partners"] = table["partners"].fillna(0)
     table["expected_revenue"] = table["expected_revenue"].fillna(0.0)
     table["_var"] = table["_var"].fillna(0.0)
+    # the model's level error, shared by the cell's partners: (tau * mean)^2
+    level = level_error(scores, source)
+    table["_var"] += np.square(level * table["expected_revenue"].to_numpy(float))
     table["model_version"] = table["model_version"].fillna("")
     lo, hi = portfolio_bounds(
         table["expected_revenue"].to_numpy(float), table["_var"].to_numpy(float), coverage

@@ -390,10 +390,13 @@ def segment_balance(
     return balance
 
 
-def portfolio_coverage(data: pd.DataFrame, coverage_level: float) -> pd.DataFrame:
+def portfolio_coverage(
+    data: pd.DataFrame, coverage_level: float, level_cv: float = 0.0
+) -> pd.DataFrame:
     """Tier and region portfolio intervals on the holdout, one onboarding age at a time.
 
-    A segment's interval sums independent partners (:func:`portfolio_interval`); a partner's
+    A segment's interval sums its partners (:func:`portfolio_interval`, with the model's shared
+    level error ``level_cv``); a partner's
     snapshots at several ages overlap in time and are not independent, so each age's rows (one
     per partner, as in a score batch) are summed separately; ``age_days`` says which.
     ``data`` has ``label_revenue``, ``_mu`` and ``_sd``.
@@ -404,9 +407,9 @@ def portfolio_coverage(data: pd.DataFrame, coverage_level: float) -> pd.DataFram
         else [(float("nan"), data)]
     )
     parts = [
-        segment_coverage(part, "label_revenue", "_mu", "_sd", seg, coverage_level).assign(
-            age_days=age
-        )
+        segment_coverage(
+            part, "label_revenue", "_mu", "_sd", seg, coverage_level, level_cv=level_cv
+        ).assign(age_days=age)
         for age, part in ages
         for seg in ("tier", "region")
         if seg in part
@@ -420,6 +423,7 @@ def phase_coverage(
     sd: np.ndarray,
     phasing: RevenuePhasing,
     coverage_level: float,
+    level_cv: float = 0.0,
 ) -> pd.DataFrame:
     """Holdout revenue per phase of the horizon, one onboarding age at a time.
 
@@ -447,7 +451,9 @@ def phase_coverage(
             for seg in ("all", "tier", "region"):
                 if seg not in part:
                     continue
-                cells = segment_coverage(part, "_y", "_mu", "_sd", seg, coverage_level)
+                cells = segment_coverage(
+                    part, "_y", "_mu", "_sd", seg, coverage_level, level_cv=level_cv
+                )
                 sums = part.groupby(seg, observed=True, dropna=False)[
                     ["_mu", "_pred", "_y", "label_revenue"]
                 ].sum()
@@ -594,12 +600,14 @@ def fit_partner_model(
             coverage=config.interval_coverage,
             method=config.interval_method,
             power=revenue.tweedie_variance_power,
+            variance=config.portfolio_variance,
         ).fit(
             y_rev[seen],
             oof[seen] * multiplier,
             age=train.loc[seen, "age_days"].to_numpy(float)
             if config.interval_by_age and "age_days" in train
             else None,
+            groups=level_groups(train.loc[seen]),
         )
     calib = newest_partners_mask(train, config.calibration_share)
     y_eng = train["label_engaged"].to_numpy()
@@ -649,6 +657,20 @@ def fit_partner_model(
         "phasing": phasing.to_dict() if phasing is not None else None,
     }
     return model
+
+
+def level_groups(rows: pd.DataFrame) -> np.ndarray | None:
+    """Each row's cohort for the shared level error: signing month and onboarding age.
+
+    None without ``signed_at`` (the level error is then 0).
+    """
+    if "signed_at" not in rows:
+        return None
+    month = pd.to_datetime(rows["signed_at"]).dt.strftime("%Y-%m").to_numpy(dtype=object)
+    if "age_days" not in rows:
+        return month
+    age = rows["age_days"].astype(str).to_numpy(dtype=object)
+    return month + "|" + age
 
 
 def phase_columns(frame: pd.DataFrame) -> list[str]:
@@ -925,7 +947,8 @@ def train_and_evaluate(
             (preds["pred_revenue_hi"] - preds["pred_revenue_lo"]).mean()
         )
         data = holdout.assign(_mu=preds["pred_revenue"].to_numpy(), _sd=preds["pred_revenue_sd"])
-        portfolio = portfolio_coverage(data, config.interval_coverage)
+        level = evaluated.intervals.level if evaluated.intervals is not None else 0.0
+        portfolio = portfolio_coverage(data, config.interval_coverage, level)
         if not portfolio.empty:
             metrics["revenue_portfolio_interval_coverage"] = float(portfolio["covered"].mean())
         if evaluated.phasing is not None:
@@ -935,6 +958,7 @@ def train_and_evaluate(
                 preds["pred_revenue_sd"].to_numpy(),
                 evaluated.phasing,
                 config.interval_coverage,
+                level,
             )
             metrics.update(phase_metrics(phase_report, config.segment_bias_min_partners))
     for key, value in evaluated.metadata["fit"].items():

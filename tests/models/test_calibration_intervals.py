@@ -18,8 +18,10 @@ from partnerscore.models.intervals import (
     conditional_coverage,
     conformal_quantile,
     coverage,
+    level_cv,
     portfolio_interval,
     tweedie_quantiles,
+    variance_bins,
 )
 
 
@@ -316,22 +318,128 @@ def test_interval_inputs_validated():
 
 
 def test_portfolio_sd_is_the_binned_coefficient_of_variation():
+    """The default variance model: per bin, the mean of the squared relative errors."""
     rng = np.random.default_rng(2)
     mu, y = _tweedie_like(3000, rng)
-    iv = RevenueIntervals(coverage=0.8, bins=4).fit(y, mu)
-    # slow twin: bin by the stored edges, cv from the raw ratios of that bin
+    iv = RevenueIntervals(coverage=0.8, bins=4).fit(y, mu, groups=np.arange(3000) % 7)
+    assert iv.level == 0.0  # no level error with the default, whatever the groups
     for m in (np.quantile(mu, 0.1), np.quantile(mu, 0.5), np.quantile(mu, 0.95)):
         b = sum(m >= e for e in iv.edges_)
         in_bin = np.array([sum(v >= e for e in iv.edges_) == b for v in mu])
         cv = np.sqrt(np.mean((y[in_bin] / mu[in_bin] - 1) ** 2))
         assert iv.sd(np.array([m]))[0] == pytest.approx(cv * m, rel=1e-9)
-    # sums of many exchangeable partners: the portfolio interval covers about 80% of totals
     hits = []
     for _ in range(200):
         mu2, y2 = _tweedie_like(150, rng)
         _, lo, hi = iv.portfolio(mu2)
         hits.append(lo <= y2.sum() <= hi)
     assert 0.7 <= np.mean(hits) <= 0.9
+    with pytest.raises(ValueError, match="variance"):
+        RevenueIntervals(variance="lognormal").fit(y, mu)
+
+
+def test_portfolio_sd_is_the_binned_ratio_of_squared_errors():
+    rng = np.random.default_rng(2)
+    mu, y = _tweedie_like(3000, rng)
+    iv = RevenueIntervals(coverage=0.8, bins=4, variance="ratio_level").fit(y, mu)
+    # slow twin: bin by the stored variance edges, cv from that bin's squared errors
+    edges = iv.var_edges_
+    assert len(edges) == 9  # VARIANCE_BINS quantile bins, whatever the median's bins
+    for m in (np.quantile(mu, 0.1), np.quantile(mu, 0.5), np.quantile(mu, 0.95)):
+        b = sum(m >= e for e in edges)
+        in_bin = np.array([sum(v >= e for e in edges) == b for v in mu])
+        cv = np.sqrt(np.sum((y[in_bin] - mu[in_bin]) ** 2) / np.sum(mu[in_bin] ** 2))
+        assert iv.sd(np.array([m]))[0] == pytest.approx(cv * m, rel=1e-9)
+    # each bin's predicted variance adds up to its realised squared error
+    assert np.sum(iv.sd(mu) ** 2) == pytest.approx(np.sum((y - mu) ** 2), rel=1e-9)
+    # no groups: no level error; sums of many exchangeable partners covered about 80% of the time
+    assert iv.level == 0.0
+    hits = []
+    for _ in range(300):
+        mu2, y2 = _tweedie_like(150, rng)
+        _, lo, hi = iv.portfolio(mu2)
+        hits.append(lo <= y2.sum() <= hi)
+    assert 0.72 <= np.mean(hits) <= 0.88
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    bins=st.integers(1, 12),
+    scale=st.sampled_from([1e-6, 1.0, 1e4, 1e12]),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_variance_bins_equal_a_per_bin_twin(n, bins, scale, ties, seed):
+    rng = np.random.default_rng(seed)
+    mu = scale * (np.round(rng.exponential(1, n)) if ties else rng.exponential(1, n))
+    y = scale * rng.exponential(3, n) * (rng.random(n) < 0.3)
+    edges, cv = variance_bins(y, mu, bins)
+    m = np.maximum(mu, 1e-9)
+    assert list(edges) == sorted(set(np.quantile(m, np.linspace(0, 1, bins + 1)[1:-1])))
+    pooled = np.sqrt(np.sum((y - m) ** 2) / np.sum(m**2))
+    for b in range(len(edges) + 1):
+        members = [i for i in range(n) if sum(m[i] >= e for e in edges) == b]
+        if not members:
+            assert cv[b] == pytest.approx(pooled)
+            continue
+        num = sum((y[i] - m[i]) ** 2 for i in members)
+        den = sum(m[i] ** 2 for i in members)
+        assert cv[b] == pytest.approx(np.sqrt(num / den), rel=1e-9)
+
+
+def _cohorts(n_groups, size, tau, rng):
+    """Cohorts whose partners share one level shock (relative sd ``tau``) on top of their own."""
+    mu, y, g = [], [], []
+    for k in range(n_groups):
+        m, own = _tweedie_like(size, rng)
+        shock = max(0.0, 1.0 + tau * rng.standard_normal())
+        mu.append(m), y.append(own * shock), g.append(np.full(size, f"c{k}"))
+    return np.concatenate(mu), np.concatenate(y), np.concatenate(g)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=12),
+    seed=st.integers(0, 2**16),
+    big=st.booleans(),
+)
+def test_level_cv_equals_a_per_group_twin(sizes, seed, big):
+    rng = np.random.default_rng(seed)
+    groups = np.concatenate([np.full(s, f"g{k}") for k, s in enumerate(sizes)])
+    mu = rng.exponential(1e9 if big else 100.0, len(groups)) * (rng.random(len(groups)) < 0.9)
+    y = rng.exponential(2.0, len(groups)) * mu * (rng.random(len(groups)) < 0.5)
+    sd = mu * rng.uniform(0.5, 3.0, len(groups))
+    excess = []
+    for k in range(len(sizes)):
+        at = groups == f"g{k}"
+        total = mu[at].sum()
+        if at.sum() < 30 or total <= 0:
+            continue
+        excess.append((y[at].sum() / total - 1) ** 2 - (sd[at] ** 2).sum() / total**2)
+    want = np.sqrt(max(0.0, np.mean(excess))) if excess else 0.0
+    assert level_cv(y, mu, sd, groups) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_level_error_is_recovered_and_restores_the_coverage_of_large_sums():
+    rng = np.random.default_rng(5)
+    mu, y, g = _cohorts(120, 200, 0.25, rng)
+    shared = RevenueIntervals(coverage=0.8, variance="ratio_level").fit(y, mu, groups=g)
+    assert 0.18 <= shared.level <= 0.32
+    independent = RevenueIntervals(coverage=0.8, variance="ratio_level").fit(y, mu)
+    hits = {"level": [], "independent": []}
+    for _ in range(300):  # a new cohort of 200: its shock moves every partner
+        m, own = _tweedie_like(200, rng)
+        total = own.sum() * max(0.0, 1.0 + 0.25 * rng.standard_normal())
+        for name, iv in (("level", shared), ("independent", independent)):
+            _, lo, hi = iv.portfolio(m)
+            hits[name].append(lo <= total <= hi)
+    assert 0.72 <= np.mean(hits["level"]) <= 0.88
+    assert np.mean(hits["independent"]) < 0.65
+    # without a shared shock the estimate is about 0
+    mu0, y0, g0 = _cohorts(120, 200, 0.0, rng)
+    fitted = RevenueIntervals(coverage=0.8, variance="ratio_level").fit(y0, mu0, groups=g0)
+    assert fitted.level < 0.06
 
 
 def _aged(n, rng):

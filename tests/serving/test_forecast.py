@@ -326,3 +326,30 @@ def test_forecast_uses_the_scoring_models_horizon_and_phases(tmp_path):
     old = scores.drop(columns=["revenue_horizon_days", "revenue_phase_days"])
     fell = forecast_table(old, (), None, 0.8, fallback={"horizon_days": 60, "phase_days": 45})
     assert (fell["period_end"] == fell["period_start"] + pd.Timedelta(days=60)).all()
+
+
+def test_forecast_adds_the_models_level_error_to_each_cell():
+    """Each cell's variance: its partners' sd^2 plus (level * its expected total)^2."""
+    scores = _scores().assign(out_of_scope=False, revenue_level_cv=0.2)
+    table = forecast_table(scores, ("tier",), 180, 0.8)
+    for rec in table.itertuples():
+        part = scores[pd.to_datetime(scores["as_of"]) == rec.period_start]
+        if rec.level == "segment":
+            part = part[part["tier"] == rec.tier]
+        var = (part["pred_revenue_sd"] ** 2).sum() + (0.2 * part["pred_revenue"].sum()) ** 2
+        assert rec.revenue_sd == pytest.approx(np.sqrt(var), rel=1e-12)
+        _, lo, hi = portfolio_interval(
+            part["pred_revenue"], part["pred_revenue_sd"], 0.8, level_cv=0.2
+        )
+        assert (rec.revenue_lo, rec.revenue_hi) == pytest.approx((lo, hi), rel=1e-9)
+    # rows of two models: the larger level (fully correlated bound)
+    mixed = scores.assign(revenue_level_cv=np.where(np.arange(len(scores)) < 5, 0.05, 0.2))
+    pd.testing.assert_frame_equal(forecast_table(mixed, ("tier",), 180, 0.8), table)
+    # without the column (older scores): independent partners
+    plain = forecast_table(scores.drop(columns="revenue_level_cv"), ("tier",), 180, 0.8)
+    assert (plain["revenue_sd"] < table["revenue_sd"]).all()
+    bad = scores.assign(revenue_level_cv=np.where(np.arange(len(scores)) == 4, -1.0, 0.2))
+    with pytest.raises(
+        PartnerscoreError, match="s.csv: column 'revenue_level_cv', row 6: expected"
+    ):
+        forecast_table(bad, (), 180, 0.8, source="s.csv")

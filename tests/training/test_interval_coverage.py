@@ -1,6 +1,7 @@
 """Revenue intervals and the predictive median on a simulated holdout (newest cohorts)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from partnerscore.features.config import BuildConfig, SimulateConfig
@@ -25,9 +26,9 @@ def split():
     return frame[train_mask].reset_index(drop=True), frame[hold_mask].reset_index(drop=True), specs
 
 
-def _fit(split, method):
+def _fit(split, method, **train_config):
     train, hold, specs = split
-    config = TrainConfig(trials=0, interval_method=method)
+    config = TrainConfig(trials=0, interval_method=method, **train_config)
     model = fit_partner_model(
         train,
         specs,
@@ -58,3 +59,32 @@ def test_normalized_intervals_cover_about_80_percent_of_a_simulated_holdout(spli
     median = cols["pred_revenue_median"]
     assert (median == 0).mean() > 0.5
     assert np.mean(np.abs(y - median)) < np.mean(np.abs(y - mu))
+
+
+def test_ratio_level_variance_flows_from_the_fit_to_the_forecast(split):
+    """train.portfolio_variance ratio_level: the cohort level error, its score column, its use."""
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.serving.forecast import forecast_table
+
+    _, hold, _ = split
+    default, mu, cols = _fit(split, "normalized")
+    assert default.intervals.level == 0.0 and (cols["revenue_level_cv"] == 0.0).all()
+    model, mu, cols = _fit(split, "normalized", portfolio_variance="ratio_level")
+    iv = model.intervals
+    assert iv.variance == "ratio_level" and len(iv.var_edges_) == 9
+    assert model.metadata["fit"]["intervals"]["level_cv"] == iv.level >= 0.0
+    assert (cols["revenue_level_cv"] == iv.level).all()
+    # the per-partner spread is the ratio estimator's, not the default's
+    assert not np.allclose(
+        cols["pred_revenue_sd"], default.revenue_intervals(mu)["pred_revenue_sd"]
+    )
+    scores = hold.assign(pred_revenue=mu, pred_revenue_sd=cols["pred_revenue_sd"])
+    scores = scores.assign(revenue_level_cv=cols["revenue_level_cv"])
+    table = forecast_table(scores, ("tier",), 180, 0.8)
+    for rec in table[table["level"] == "total"].itertuples():
+        part = scores[pd.to_datetime(scores["as_of"]).dt.floor("D") == rec.period_start]
+        assert len(part)
+        var = (part["pred_revenue_sd"] ** 2).sum() + (iv.level * part["pred_revenue"].sum()) ** 2
+        assert rec.revenue_sd == pytest.approx(np.sqrt(var), rel=1e-9)
+    with pytest.raises(PartnerscoreError):
+        forecast_table(scores.assign(revenue_level_cv="x"), (), 180, 0.8)

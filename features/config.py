@@ -137,6 +137,9 @@ class MonitorConfig(FrozenConfig):
         bias_alarm: The same that alarms.
         ece_warn: Engagement calibration error that warns.
         ece_alarm: Engagement calibration error that alarms.
+        phase_share_warn: How far a phase's realised share of the horizon's revenue may be
+            from the model's phasing, beyond two bootstrap standard errors, before it warns.
+        phase_share_alarm: The same that alarms.
     """
 
     window_days: int = Field(default=90, ge=7)
@@ -169,3 +172,5 @@ class MonitorConfig(FrozenConfig):
     bias_alarm: float = Field(default=0.5, gt=0)
     ece_warn: float = Field(default=0.1, gt=0)
     ece_alarm: float = Field(default=0.2, gt=0)
+    phase_share_warn: float = Field(default=0.05, gt=0)
+    phase_share_alarm: float = Field(default=0.15, gt=0)

@@ -57,10 +57,17 @@ from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.validate import load_raw
+from partnerscore.models.phasing import phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
-from partnerscore.training.backtest import BACKTEST_COLUMNS, backtest_table, trend
+from partnerscore.training.backtest import (
+    BACKTEST_COLUMNS,
+    PHASE_BACKTEST_COLUMNS,
+    backtest_table,
+    phase_backtest,
+    trend,
+)
 from partnerscore.training.reference import load_reference_profile
 
 MONITOR_EXPERIMENT = "partnerscore-monitoring"
@@ -85,6 +92,10 @@ class MonitorResult:
     checks: list[Check]
     anomalies: pd.DataFrame
     backtest: pd.DataFrame
+    backtest_phases: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))
+    )
+    """When revenue came against the model's phasing (:func:`phase_backtest`)."""
     batch_rows: int = 0
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
@@ -221,19 +232,31 @@ def _scope_checks(partners: pd.DataFrame, as_of: pd.Timestamp, ages: list[int]) 
 
 
 def run_backtest(
-    history: ScoreHistory, raw, as_of: pd.Timestamp, reference: dict, config: AppConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    history: ScoreHistory,
+    raw,
+    as_of: pd.Timestamp,
+    reference: dict,
+    config: AppConfig,
+    phasing=None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Labels for every past scored (partner, as_of) whose horizon completed before as_of.
 
+    With the model's ``phasing`` (and a horizon that matches it), the in-scope rows' realised
+    revenue per phase is set against the phasing's shares at their ages
+    (:func:`~partnerscore.training.backtest.phase_backtest`; the history keeps
+    ``pred_revenue``, not the phases, so every row is read with this model's shares).
+
     Returns:
-        (joined rows: predictions, labels and segments; :data:`BACKTEST_COLUMNS` table).
+        (joined rows: predictions, labels and segments; :data:`BACKTEST_COLUMNS` table;
+        :data:`PHASE_BACKTEST_COLUMNS` table, empty without phasing).
     """
     empty = pd.DataFrame(columns=list(BACKTEST_COLUMNS))
+    no_phases = pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))
     if not history.exists():
-        return pd.DataFrame(), empty
+        return pd.DataFrame(), empty, no_phases
     data = history.read()
     if data.empty:
-        return pd.DataFrame(), empty
+        return pd.DataFrame(), empty, no_phases
     horizon = pd.Timedelta(days=int(reference.get("horizon_days", 180)))
     end = min(as_of, pd.Timestamp(raw.data_end).ceil("D"))
     data = data[(pd.to_datetime(data["as_of"]) + horizon <= end)]
@@ -241,10 +264,16 @@ def run_backtest(
     data = data[data["partner_id"].astype(str).isin(known)]
     data = data[np.isfinite(pd.to_numeric(data["pred_revenue"], errors="coerce"))]
     if data.empty:
-        return pd.DataFrame(), empty
+        return pd.DataFrame(), empty, no_phases
     data = data.reset_index(drop=True)
+    if phasing is not None and int(phasing.horizon_days) != int(horizon.days):
+        phasing = None  # a phasing of another horizon says nothing about these labels
     build = BuildConfig.model_validate(
-        {**config.build.model_dump(), "horizon_days": int(horizon.days)}
+        {
+            **config.build.model_dump(),
+            "horizon_days": int(horizon.days),
+            **({"phase_days": int(phasing.phase_days)} if phasing is not None else {}),
+        }
     )
     snaps = pd.DataFrame(
         {"partner_id": data["partner_id"].astype(str), "as_of": pd.to_datetime(data["as_of"])}
@@ -261,14 +290,74 @@ def run_backtest(
             "age_days": pd.to_numeric(data["age_days"]).to_numpy(dtype=float),
         }
     )
+    phase_cols = [c for c in labels.columns if c.startswith("label_revenue_phase_")]
+    for col in phase_cols:
+        joined[col] = labels[col].to_numpy(dtype=float)
     seg = segment_frame(data.assign(age_days=joined["age_days"]), reference["ages"])
     for name in SEGMENTS:
         joined[name] = seg[name].to_numpy()
     # the model's job is partners within the trained onboarding ages
     joined = joined[joined["age_days"] <= max(reference["ages"])].reset_index(drop=True)
     if joined.empty:
-        return joined, empty
-    return joined, backtest_table(joined, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
+        return joined, empty, no_phases
+    phases = no_phases
+    bounds = phase_bounds(int(horizon.days), int(phasing.phase_days)) if phasing else []
+    if phasing is not None and len(bounds) == len(phase_cols) == phasing.n_phases:
+        phases = phase_backtest(
+            joined, phasing.shares(joined["age_days"].to_numpy(dtype=float)), bounds
+        )
+    table = backtest_table(joined, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
+    return joined, table, phases
+
+
+def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
+    """The largest gap between a phase's realised and expected share of the horizon's revenue.
+
+    A gap counts only beyond two partner-bootstrap standard errors (heavy-tailed deals make a
+    few hundred partners' phases noisy): the check's value is ``|gap| - 2 se`` of the phase
+    where that is largest, against ``phase_share_warn`` / ``phase_share_alarm``.
+    """
+    if table.empty:
+        return [
+            Check(
+                "backtest.revenue_phase_share_gap",
+                "backtest",
+                "revenue phases",
+                "all",
+                "share_gap_beyond_2se",
+                None,
+                config.phase_share_warn,
+                config.phase_share_alarm,
+                None,
+                "skip",
+                "no completed horizon with revenue, or a model without revenue phasing",
+            )
+        ]
+    gap = table["share_gap"].to_numpy(dtype=float)
+    se = np.nan_to_num(table["share_gap_se"].to_numpy(dtype=float))
+    excess = np.abs(gap) - 2 * se
+    at = int(np.nanargmax(excess))
+    value = max(float(excess[at]), 0.0)
+    row = table.iloc[at]
+    status = level(value, config.phase_share_warn, config.phase_share_alarm, True)
+    return [
+        Check(
+            "backtest.revenue_phase_share_gap",
+            "backtest",
+            "revenue phases",
+            "all",
+            "share_gap_beyond_2se",
+            value,
+            config.phase_share_warn,
+            config.phase_share_alarm,
+            None,
+            status,
+            f"days {int(row['days_from']) + 1}-{int(row['days_to'])}: "
+            f"{row['realised_share']:.1%} of the horizon's revenue arrived, "
+            f"{row['expected_share']:.1%} expected (s.e. {row['share_gap_se']:.1%}) over "
+            f"{int(row['rows']):,} scored partners",
+        )
+    ]
 
 
 def _backtest_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
@@ -560,8 +649,11 @@ def run_monitor(
     checks += _scope_checks(tables["partners"], cut, reference["ages"])
 
     history = ScoreHistory(config.paths.history_database())
-    _, backtest = run_backtest(history, raw, cut, reference, config)
+    _, backtest, backtest_phases = run_backtest(
+        history, raw, cut, reference, config, getattr(partner_model, "phasing", None)
+    )
     checks += _backtest_checks(backtest, mcfg)
+    checks += phase_checks(backtest_phases, mcfg)
     if scores is not None:
         checks += _scores_checks(Path(scores), flags)
 
@@ -573,6 +665,7 @@ def run_monitor(
         checks=checks,
         anomalies=anomalies,
         backtest=backtest,
+        backtest_phases=backtest_phases,
         batch_rows=len(batch),
     )
     _write(result, reference, batch, config, volumes, cut)
@@ -594,6 +687,9 @@ def _write(result, reference, batch, config, volumes, cut) -> None:
         "backtest": write_frame_atomic(
             result.backtest[list(BACKTEST_COLUMNS)], out / "backtest.csv"
         ),
+        "backtest_phases": write_frame_atomic(
+            result.backtest_phases[list(PHASE_BACKTEST_COLUMNS)], out / "backtest_phases.csv"
+        ),
     }
     ordered = sorted(result.checks, key=lambda c: (-SEVERITY[c.status], c.section, c.name))
     payload = {
@@ -609,6 +705,7 @@ def _write(result, reference, batch, config, volumes, cut) -> None:
         "check_columns": list(CHECK_COLUMNS),
         "checks": [c.to_dict() for c in ordered],
         "backtest": json.loads(result.backtest.to_json(orient="records")),
+        "backtest_phases": json.loads(result.backtest_phases.to_json(orient="records")),
     }
     files["json"] = write_text_atomic(json.dumps(payload, indent=1), out / "monitor.json")
     html = render_monitor_html(result, reference, batch, config, payload)

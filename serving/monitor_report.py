@@ -252,6 +252,7 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
         staleness=bars_svg(stale, "days"),
         trend=trend_svg(backtest) if not backtest.empty else None,
         overall=overall.to_dict("records"),
+        phases=result.backtest_phases.to_dict("records"),
         anomalies=anomalies.to_dict("records"),
         anomalies_total=len(result.anomalies),
         fmt=_fmt,

@@ -93,3 +93,90 @@ def trend(table: pd.DataFrame, metric: str) -> float:
     if np.ptp(x) == 0:
         return float("nan")
     return float(np.polyfit(x, per[metric].to_numpy(dtype=float), 1)[0])
+
+
+PHASE_BACKTEST_COLUMNS = (
+    "phase",
+    "days_from",
+    "days_to",
+    "rows",
+    "expected_share",
+    "realised_share",
+    "share_gap",
+    "share_gap_se",
+    "expected_revenue",
+    "realised_revenue",
+)
+"""One row per phase of the horizon: when revenue was expected against when it came."""
+
+
+def phase_backtest(
+    frame: pd.DataFrame,
+    shares: np.ndarray,
+    bounds: list[tuple[int, int]],
+    rounds: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Expected and realised share of the horizon's revenue per phase, over completed rows.
+
+    Args:
+        frame: One row per scored (partner, as_of) with ``partner_id``, ``pred_revenue``,
+            ``label_revenue`` and ``label_revenue_phase_<k>`` (k = 1 .. len(bounds)).
+        shares: (rows, phases) the model's phasing share of each row's revenue.
+        bounds: Each phase's [from, to) days after the scoring date.
+        rounds: Partner bootstrap resamples for ``share_gap_se`` (0: NaN).
+        seed: Bootstrap seed.
+
+    Returns:
+        :data:`PHASE_BACKTEST_COLUMNS`: ``expected_share`` is the prediction-weighted share
+        ``sum(pred * share_k) / sum(pred)``, ``realised_share`` ``sum(y_k) / sum(y)``,
+        ``share_gap`` their difference (realised - expected) with its partner-bootstrap s.e.;
+        the revenue columns are ``sum(pred * share_k)`` and ``sum(y_k)``. Empty without
+        predicted or realised revenue.
+    """
+    k = len(bounds)
+    pred = frame["pred_revenue"].to_numpy(dtype=float)
+    y = np.column_stack(
+        [frame[f"label_revenue_phase_{j + 1}"].to_numpy(dtype=float) for j in range(k)]
+    )
+    expected = pred[:, None] * np.asarray(shares, dtype=float)
+    if pred.sum() <= 0 or y.sum() <= 0:
+        return pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))
+
+    def gaps(exp_sums: np.ndarray, real_sums: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return real_sums / real_sums.sum(-1, keepdims=True) - exp_sums / exp_sums.sum(
+                -1, keepdims=True
+            )
+
+    exp_sums, real_sums = expected.sum(0), y.sum(0)
+    se = np.full(k, np.nan)
+    if rounds > 0:
+        # resample partners (a partner's batches overlap in time): sums per partner first
+        codes, _ = pd.factorize(frame["partner_id"].astype(str))
+        n = int(codes.max()) + 1
+        per_exp = np.zeros((n, k))
+        per_real = np.zeros((n, k))
+        np.add.at(per_exp, codes, expected)
+        np.add.at(per_real, codes, y)
+        rng = np.random.default_rng(seed)
+        boot = np.empty((rounds, k))
+        for r in range(rounds):  # one resample at a time: memory O(partners)
+            w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+            boot[r] = gaps(w @ per_exp, w @ per_real)
+        se = np.nanstd(boot, axis=0, ddof=1) if rounds > 1 else se
+    return pd.DataFrame(
+        {
+            "phase": np.arange(1, k + 1),
+            "days_from": [a for a, _ in bounds],
+            "days_to": [b for _, b in bounds],
+            "rows": len(frame),
+            "expected_share": exp_sums / exp_sums.sum(),
+            "realised_share": real_sums / real_sums.sum(),
+            "share_gap": gaps(exp_sums, real_sums),
+            "share_gap_se": se,
+            "expected_revenue": exp_sums,
+            "realised_revenue": real_sums,
+        },
+        columns=list(PHASE_BACKTEST_COLUMNS),
+    )

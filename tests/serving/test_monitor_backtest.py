@@ -99,6 +99,37 @@ def test_backtest_agrees_with_direct_computation(history, raw_dir, tmp_path):
     names = {c.name for c in result.checks}
     assert "backtest.revenue_normalized_gini.latest_batch" in names
     assert "backtest.trend.engagement_roc_auc" in names
+    # when the revenue came: per 30-day phase [as_of + lo, as_of + hi), by plain filtering, and
+    # what the score rows' phase columns expected
+    phases = pd.read_csv(tmp_path / "m" / "backtest_phases.csv")
+    assert phases["phase"].tolist() == [1, 2, 3, 4, 5, 6]
+    won = tables["deals"][tables["deals"]["status"] == "won"]
+    realised, expected, n = np.zeros(6), np.zeros(6), 0
+    for as_of in ("2025-06-01", "2025-10-01"):
+        scores = pd.read_csv(tmp_path / f"s{as_of}.csv", keep_default_na=False, na_values=[""])
+        scores = scores[scores["age_days"] <= 180]
+        n += len(scores)
+        start = pd.Timestamp(as_of)
+        for pid in scores["partner_id"].astype(str):
+            mine = won[won["partner_id"] == pid]
+            for k in range(6):
+                lo, hi = start + pd.Timedelta(days=30 * k), start + pd.Timedelta(days=30 * k + 30)
+                realised[k] += mine.loc[
+                    (mine["closed_at"] >= lo) & (mine["closed_at"] < hi), "amount"
+                ].sum()
+        for k in range(6):
+            expected[k] += scores[f"pred_revenue_phase_{k + 1}"].sum()
+    assert (phases["rows"] == n).all()
+    np.testing.assert_allclose(phases["realised_revenue"], realised, rtol=1e-9)
+    np.testing.assert_allclose(phases["expected_revenue"], expected, rtol=1e-9)
+    np.testing.assert_allclose(phases["realised_share"], realised / realised.sum(), rtol=1e-9)
+    np.testing.assert_allclose(phases["expected_share"], expected / expected.sum(), rtol=1e-9)
+    assert (phases["share_gap_se"] > 0).all()
+    check = next(c for c in result.checks if c.name == "backtest.revenue_phase_share_gap")
+    worst = (phases["share_gap"].abs() - 2 * phases["share_gap_se"]).max()
+    assert check.value == pytest.approx(max(worst, 0.0)) and check.status != "skip"
+    html = (tmp_path / "m" / "monitor.html").read_text(encoding="utf-8")
+    assert 'id="backtest-phases"' in html
 
 
 def test_absurd_deal_is_flagged_on_its_partners_score_row(store_config, raw_dir, tmp_path):

@@ -1,0 +1,78 @@
+"""The monitor's phase backtest against a row-by-row reading, extreme values included."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partnerscore.models.phasing import phase_bounds
+from partnerscore.training.backtest import PHASE_BACKTEST_COLUMNS, phase_backtest
+
+amount = st.one_of(st.just(0.0), st.floats(1e-6, 1e12, allow_nan=False))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 6), amount, st.lists(amount, min_size=3, max_size=3)),
+        min_size=1,
+        max_size=30,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_phase_backtest_equals_a_row_by_row_reading(rows, seed):
+    rng = np.random.default_rng(seed)
+    bounds = phase_bounds(90, 30)
+    shares = rng.dirichlet(np.ones(3), len(rows))
+    frame = pd.DataFrame(
+        {
+            "partner_id": [f"P{p}" for p, _, _ in rows],
+            "pred_revenue": [pred for _, pred, _ in rows],
+            **{f"label_revenue_phase_{k + 1}": [y[k] for _, _, y in rows] for k in range(3)},
+        }
+    )
+    table = phase_backtest(frame, shares, bounds, rounds=20, seed=seed)
+    assert list(table.columns) == list(PHASE_BACKTEST_COLUMNS)
+    exp = [sum(r[1] * shares[i][k] for i, r in enumerate(rows)) for k in range(3)]
+    real = [sum(r[2][k] for r in rows) for k in range(3)]
+    if sum(r[1] for r in rows) <= 0 or sum(real) <= 0:
+        assert table.empty
+        return
+    assert table["phase"].tolist() == [1, 2, 3] and (table["rows"] == len(rows)).all()
+    assert table["days_from"].tolist() == [0, 30, 60] and table["days_to"].tolist() == [30, 60, 90]
+    for k in range(3):
+        rec = table.iloc[k]
+        assert rec["expected_revenue"] == pytest.approx(exp[k], rel=1e-9, abs=1e-300)
+        assert rec["realised_revenue"] == pytest.approx(real[k], rel=1e-9)
+        assert rec["expected_share"] == pytest.approx(exp[k] / sum(exp), rel=1e-9, abs=1e-12)
+        assert rec["realised_share"] == pytest.approx(real[k] / sum(real), rel=1e-9, abs=1e-12)
+        gap = real[k] / sum(real) - exp[k] / sum(exp)
+        assert rec["share_gap"] == pytest.approx(gap, rel=1e-9, abs=1e-12)
+        assert not rec["share_gap_se"] < 0  # NaN when a resample has no revenue at all
+    # the same seed, the same standard errors; none without resamples
+    again = phase_backtest(frame, shares, bounds, rounds=20, seed=seed)
+    pd.testing.assert_frame_equal(table, again)
+    assert phase_backtest(frame, shares, bounds, rounds=0)["share_gap_se"].isna().all()
+
+
+def test_phase_backtest_standard_error_shrinks_with_partners():
+    """Bootstrap by partner: a partner's overlapping batches move together."""
+    rng = np.random.default_rng(3)
+    bounds = phase_bounds(180, 30)
+
+    def program(n):
+        y = rng.gamma(0.3, 1000, (n, 6)) * (rng.random((n, 1)) < 0.3)
+        frame = pd.DataFrame(
+            {
+                "partner_id": [f"P{i % (n // 2)}" for i in range(n)],  # two rows per partner
+                "pred_revenue": y.sum(1) * rng.uniform(0.5, 1.5, n) + 1.0,
+                **{f"label_revenue_phase_{k + 1}": y[:, k] for k in range(6)},
+            }
+        )
+        return phase_backtest(frame, np.full((n, 6), 1 / 6), bounds, rounds=200)
+
+    small, large = program(200), program(20_000)
+    assert (large["share_gap_se"] < small["share_gap_se"] / 4).all()
+    # revenue arrives evenly here: the gaps are noise, within a few standard errors
+    assert (large["share_gap"].abs() < 4 * large["share_gap_se"] + 1e-9).all()

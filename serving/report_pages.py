@@ -714,7 +714,7 @@ def _page_waterfall_rows(b: PageBatch, j: int, head: str) -> Markup:
 def page_horizon(b: PageBatch, j: int) -> int:
     """Page j's horizon in days: its model's (``revenue_horizon_days``), else the config's."""
     h = b.values["revenue_horizon_days"][j]
-    return int(h) if h == h else b.horizon  # NaN != NaN
+    return int(h) if h == h and 1 <= h < 1e6 else b.horizon  # NaN != NaN; nonsense: config
 
 
 def page_phases(b: PageBatch, j: int) -> list[dict]:
@@ -729,7 +729,7 @@ def page_phases(b: PageBatch, j: int) -> list[dict]:
     if not amounts or any(x != x for x in amounts):
         return []
     p = b.values["revenue_phase_days"][j]
-    bounds = phase_bounds(page_horizon(b, j), int(p) if p == p else b.phase_days)
+    bounds = phase_bounds(page_horizon(b, j), int(p) if p == p and 1 <= p < 1e6 else b.phase_days)
     if len(bounds) != len(amounts):
         return []
     total = sum(amounts)

@@ -167,10 +167,13 @@ def _number(value) -> float | None:
 
 def phase_rows(rec: dict, config) -> tuple[int, list[dict]]:
     """The page's horizon and its phases table, worked out day by day for this row alone."""
+    # a model's values when they make sense (1 day to a million), else the config's
     horizon = _number(rec.get("revenue_horizon_days"))
-    horizon = int(horizon) if horizon is not None else config.build.horizon_days
+    ok = horizon is not None and 1 <= horizon < 1e6
+    horizon = int(horizon) if ok else config.build.horizon_days
     length = _number(rec.get("revenue_phase_days"))
-    length = int(length) if length is not None else config.build.phase_days
+    ok = length is not None and 1 <= length < 1e6
+    length = int(length) if ok else config.build.phase_days
     amounts, k = [], 1
     while f"pred_revenue_phase_{k}" in rec:
         amounts.append(_number(rec[f"pred_revenue_phase_{k}"]))

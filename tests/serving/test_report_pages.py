@@ -122,8 +122,8 @@ def programs(draw):
         cells_k = draw(st.lists(amount, min_size=n, max_size=n))
         frame[f"pred_revenue_phase_{phase}"] = [np.nan if v is None else v for v in cells_k]
     if k and draw(st.booleans()):
-        frame["revenue_horizon_days"] = draw(st.sampled_from([90, 180, 181]))
-        frame["revenue_phase_days"] = draw(st.sampled_from([30, 31, 60, 90]))
+        frame["revenue_horizon_days"] = draw(st.sampled_from([90, 180, 181, 0, -5, np.nan, 1e9]))
+        frame["revenue_phase_days"] = draw(st.sampled_from([30, 31, 60, 90, 0, -1, np.nan]))
     earlier = []
     for k in range(draw(st.integers(0, 3))):
         past = frame.copy()

@@ -171,6 +171,7 @@ class PartnerModel:
             # the model's shared level error: a sum of rows adds (level * its mean)^2 to the
             # variance of independent partners (README, "Forecast file")
             "revenue_level_cv": np.full(len(pred_revenue), intervals.level),
+            "revenue_interval_coverage": np.full(len(pred_revenue), float(intervals.coverage)),
         }
 
     def revenue_phases(

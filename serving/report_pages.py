@@ -89,6 +89,10 @@ NUMERIC_PAGE_COLUMNS = (
     "score_model",
     "revenue_horizon_days",
     "revenue_phase_days",
+    "pred_revenue_lo",
+    "pred_revenue_hi",
+    "pred_revenue_median",
+    "revenue_interval_coverage",
     *(f"{kind}_{layer}" for kind in ("revenue", "engagement", "score", "score_model")
       for layer in LAYERS),
 )  # fmt: skip
@@ -717,6 +721,26 @@ def page_horizon(b: PageBatch, j: int) -> int:
     return int(h) if h == h and 1 <= h < 1e6 else b.horizon  # NaN != NaN; nonsense: config
 
 
+def page_revenue_range(b: PageBatch, j: int) -> str:
+    """Page j's revenue interval as a line under the expected revenue ('' without one).
+
+    ``80% range $0 – $48,210 · most likely $0``: the conformal interval at the model's
+    coverage (``revenue_interval_coverage``) and the predictive median, so an account owner
+    sees how uncertain a mean is (most new partners realise nothing in a horizon).
+    """
+    v = b.values
+    lo, hi, cover = (
+        v["pred_revenue_lo"][j],
+        v["pred_revenue_hi"][j],
+        v["revenue_interval_coverage"][j],
+    )
+    if not (lo == lo and hi == hi and cover == cover and 0 < cover < 1):
+        return ""
+    text = f"{_pct(cover)} range {_money(lo)} – {_money(hi)}"
+    median = v["pred_revenue_median"][j]
+    return text + (f" · most likely {_money(median)}" if median == median else "")
+
+
 def page_phases(b: PageBatch, j: int) -> list[dict]:
     """When page j's expected revenue arrives: one row per phase of its horizon.
 
@@ -790,6 +814,7 @@ def page_context(b: PageBatch, j: int) -> dict:
         "as_of": b.as_of_text[j],
         "age": _num(v["age_days"][j], 0),
         "horizon": page_horizon(b, j),
+        "revenue_range": page_revenue_range(b, j),
         "phases": page_phases(b, j),
         "flags": {
             "provisional": provisional,
@@ -989,8 +1014,13 @@ class PageRenderer:
         horizon = str(page_horizon(b, j))
         out += [
             '</div>\n    <div class="card"><div class="k">Expected revenue (', horizon,
-            ' days)</div><div class="v">', fmt["revenue"][j],
-            '</div></div>\n    <div class="card"><div class="k">Engagement likelihood</div>'
+            ' days)</div><div class="v">', fmt["revenue"][j], "</div>",
+        ]  # fmt: skip
+        revenue_range = page_revenue_range(b, j)
+        if revenue_range:
+            out += ['\n      <div class="muted" id="revenue-range">', _e(revenue_range), "</div>"]
+        out += [
+            '</div>\n    <div class="card"><div class="k">Engagement likelihood</div>'
             '<div class="v">', fmt["engagement"][j],
             '</div></div>\n    <div class="card"><div class="k">Quadrant</div>'
             '<div class="v quadrant"><span class="swatch" style="background:',

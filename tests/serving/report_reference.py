@@ -205,6 +205,17 @@ def phase_rows(rec: dict, config) -> tuple[int, list[dict]]:
     return horizon, rows
 
 
+def revenue_range(rec: dict) -> str:
+    """The interval line under the expected revenue, from this row alone."""
+    lo, hi = _number(rec.get("pred_revenue_lo")), _number(rec.get("pred_revenue_hi"))
+    cover = _number(rec.get("revenue_interval_coverage"))
+    if lo is None or hi is None or cover is None or not 0 < cover < 1:
+        return ""
+    median = _number(rec.get("pred_revenue_median"))
+    text = f"{round(cover * 100)}% range {_money(lo)} – {_money(hi)}"
+    return text if median is None else f"{text} · most likely {_money(median)}"
+
+
 def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, config) -> dict:
     """The per-page numbers of row i, computed for that partner alone."""
     rec = frame.iloc[i].to_dict()
@@ -241,6 +252,7 @@ def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, 
     horizon, phases = phase_rows(rec, config)
     return {
         "horizon": horizon,
+        "revenue_range": revenue_range(rec),
         "phases": phases,
         "peers": peers,
         "peer_label": group,

@@ -167,6 +167,13 @@ def test_revenue_by_month_on_the_portfolio_and_partner_pages(report_dir, scored_
     rec = scores.loc[scores["pred_revenue"].idxmax()]
     page = page_of(report_dir, rec["partner_id"])
     assert "Expected revenue (180 days)" in page
+    # its interval at the model's coverage and its predictive median, under the mean
+    rng = re.search(
+        r'id="revenue-range">80% range (\$[\d,]+) – (\$[\d,]+) · most likely (\$[\d,]+)<', page
+    )
+    assert _money_text(rng.group(1)) == round(rec["pred_revenue_lo"])
+    assert _money_text(rng.group(2)) == round(rec["pred_revenue_hi"])
+    assert _money_text(rng.group(3)) == round(rec["pred_revenue_median"])
     phases = re.findall(
         r"<tr><td>(\d+)–(\d+)</td><td>([\d-]+) – ([\d-]+)</td><td class=\"num\">([^<]+)</td>"
         r'<td class="num">(\d+)%</td>',

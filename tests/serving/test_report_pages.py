@@ -28,6 +28,7 @@ from partnerscore.serving.report import (
 ref = sibling(__file__, "report_reference")
 COMPARED = (
     "horizon",
+    "revenue_range",
     "phases",
     "peers",
     "peer_label",
@@ -124,6 +125,12 @@ def programs(draw):
     if k and draw(st.booleans()):
         frame["revenue_horizon_days"] = draw(st.sampled_from([90, 180, 181, 0, -5, np.nan, 1e9]))
         frame["revenue_phase_days"] = draw(st.sampled_from([30, 31, 60, 90, 0, -1, np.nan]))
+    if draw(st.booleans()):  # revenue intervals: missing, extreme, or a nonsense coverage
+        frame["pred_revenue_lo"] = [np.nan if v is None else v for v in cells()]
+        frame["pred_revenue_hi"] = draw(st.lists(amount, min_size=n, max_size=n))
+        frame["pred_revenue_hi"] = frame["pred_revenue_hi"].astype(float)
+        frame["pred_revenue_median"] = [np.nan if v is None else v for v in cells()]
+        frame["revenue_interval_coverage"] = draw(st.sampled_from([0.8, 0.9, 0.0, 1.0, np.nan]))
     earlier = []
     for k in range(draw(st.integers(0, 3))):
         past = frame.copy()

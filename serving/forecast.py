@@ -180,12 +180,14 @@ def model_layout(
     source: str,
     given: dict[str, int | None],
     fallback: dict[str, int] | None = None,
+    needed: tuple[str, ...] = tuple(LAYOUT_COLUMNS),
 ) -> dict[str, int]:
     """The horizon and phase length a forecast of these score rows uses.
 
     The scoring model's own values (:data:`LAYOUT_COLUMNS` on every row written since they
     were recorded) win; ``given`` values must agree with them, and ``fallback`` (the config,
-    default :data:`DEFAULT_LAYOUT`) serves score files without the columns.
+    default :data:`DEFAULT_LAYOUT`) serves score files without the columns. Only the ``needed``
+    columns are read (a forecast that is not phased has no use for the phase length).
 
     Raises:
         PartnerscoreError: A column holds more than one value (rows of models with different
@@ -196,11 +198,11 @@ def model_layout(
     out = {}
     for key, col in LAYOUT_COLUMNS.items():
         want = given.get(key)
-        if col not in scores.columns:
+        if col not in scores.columns or key not in needed:
             out[key] = int(want or fallback[key])
             continue
         values = pd.to_numeric(scores[col], errors="coerce")
-        bad = values.isna() | (values <= 0) | (values != np.floor(values))
+        bad = values.isna() | (values <= 0) | ~np.isfinite(values) | (values != np.floor(values))
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise PartnerscoreError(
@@ -295,7 +297,11 @@ def forecast_table(
     if period not in PERIODS:
         raise PartnerscoreError(f"--period {period}: expected one of {', '.join(PERIODS)}")
     layout = model_layout(
-        scores, source, {"horizon_days": horizon_days, "phase_days": phase_days}, fallback
+        scores,
+        source,
+        {"horizon_days": horizon_days, "phase_days": phase_days},
+        fallback,
+        needed=("horizon_days", "phase_days") if phased else ("horizon_days",),
     )
     horizon_days, phase_days = layout["horizon_days"], layout["phase_days"]
     wanted = [*REQUIRED, *by, "model_version", "out_of_scope"]

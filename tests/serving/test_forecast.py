@@ -321,7 +321,15 @@ def test_forecast_uses_the_scoring_models_horizon_and_phases(tmp_path):
         forecast_table(mixed, (), None, 0.8, source="s.csv")
     broken = scores.assign(revenue_phase_days=np.where(np.arange(len(scores)) == 3, 0, 45))
     with pytest.raises(PartnerscoreError, match="'revenue_phase_days', row 5: expected a whole"):
-        forecast_table(broken, (), None, 0.8, source="s.csv")
+        forecast_table(broken, (), None, 0.8, source="s.csv", phased=True)
+    # a forecast that is not phased does not read the phase length (rows of a model without
+    # phasing leave it empty in a concatenated file)
+    pd.testing.assert_frame_equal(
+        forecast_table(broken, (), None, 0.8), forecast_table(scores, (), None, 0.8)
+    )
+    endless = scores.assign(revenue_horizon_days=np.where(np.arange(len(scores)) == 1, np.inf, 90))
+    with pytest.raises(PartnerscoreError, match="'revenue_horizon_days', row 3: expected a whole"):
+        forecast_table(endless, (), None, 0.8, source="s.csv")
     # without the columns (score files from before they were recorded): the given or fallback
     old = scores.drop(columns=["revenue_horizon_days", "revenue_phase_days"])
     fell = forecast_table(old, (), None, 0.8, fallback={"horizon_days": 60, "phase_days": 45})

@@ -99,6 +99,7 @@ class TrainResult:
     model_uri: str = ""
     trial_runs: int = 0
     min_segment_partners: int = 200
+    portfolio_variance: str = "bins"
 
     def summary(self) -> str:
         """Holdout comparison of the GBM heads with the baselines and where it is logged."""
@@ -143,6 +144,18 @@ class TrainResult:
                 f"revenue bias {m['revenue_portfolio_bias']:+.1%} (s.e. "
                 f"{m.get('revenue_portfolio_bias_se', float('nan')):.1%}), interval coverage "
                 f"{m['revenue_interval_coverage']:.1%}; metrics of the pre-refit model"
+            )
+        if "revenue_portfolio_interval_coverage" in m:
+            variance = self.portfolio_variance
+            lines.append(
+                "portfolio intervals (tier/region cells of each age): "
+                f"{m['revenue_portfolio_interval_coverage']:.1%} covered, variance model "
+                f"'{variance}'"
+                + (
+                    f", cohort level error {m.get('revenue_portfolio_level_cv', 0.0):.3f}"
+                    if variance == "ratio_level"
+                    else " (conservative; train.portfolio_variance: ratio_level is half as wide)"
+                )
             )
         trend, trend_se = (
             m.get("fit_revenue_oof_cohort_trend", float("nan")),
@@ -949,6 +962,7 @@ def train_and_evaluate(
         data = holdout.assign(_mu=preds["pred_revenue"].to_numpy(), _sd=preds["pred_revenue_sd"])
         level = evaluated.intervals.level if evaluated.intervals is not None else 0.0
         portfolio = portfolio_coverage(data, config.interval_coverage, level)
+        metrics["revenue_portfolio_level_cv"] = float(level)
         if not portfolio.empty:
             metrics["revenue_portfolio_interval_coverage"] = float(portfolio["covered"].mean())
         if evaluated.phasing is not None:
@@ -1216,6 +1230,7 @@ def run_train(
         model_uri=f"models:/{config.registered_model}/{version}" if version else info.model_uri,
         trial_runs=trial_runs,
         min_segment_partners=config.segment_bias_min_partners,
+        portfolio_variance=config.portfolio_variance,
     )
 
 

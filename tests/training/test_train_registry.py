@@ -69,6 +69,13 @@ def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri,
     assert str(mv.version) == "1"
     assert "holdout_primary_score" in mv.tags
     assert "gbm" in result.summary() and "linear" in result.summary()
+    # the portfolio intervals' coverage and variance model, with the conservative default named
+    cover = result.metrics["revenue_portfolio_interval_coverage"]
+    assert f"portfolio intervals (tier/region cells of each age): {cover:.1%} covered" in (
+        result.summary()
+    )
+    assert "variance model 'bins' (conservative" in result.summary()
+    assert result.metrics["revenue_portfolio_level_cv"] == 0.0
 
 
 def test_segment_bias_report_reads_the_logged_segment_table(built_dir, tracking_uri, tmp_path):

@@ -256,7 +256,8 @@ class PageBatch:
     present: frozenset[str]
     text: dict[str, list[str]]
     values: dict[str, list]
-    phases: list[list[float]]
+    phase_rows: list[list[dict]]
+    """Per page, :func:`page_phases`' rows (built a chunk at a time, :func:`phase_rows`)."""
     as_of_text: list[str]
     as_of_ns: list[int]
     flags: list[tuple[bool, bool, bool, str]]
@@ -565,7 +566,14 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
         css=plan.css,
         horizon=plan.horizon,
         phase_days=plan.phase_days,
-        phases=plan.phases[start:end].tolist(),
+        phase_rows=phase_rows(
+            plan.phases[start:end],
+            plan.values["revenue_horizon_days"][start:end],
+            plan.values["revenue_phase_days"][start:end],
+            plan.as_of_ns[start:end],
+            plan.horizon,
+            plan.phase_days,
+        ),
         policy=plan.policy,
         thresholds=plan.thresholds,
         cutoffs=plan.cutoffs,
@@ -718,7 +726,7 @@ def _page_waterfall_rows(b: PageBatch, j: int, head: str) -> Markup:
 def page_horizon(b: PageBatch, j: int) -> int:
     """Page j's horizon in days: its model's (``revenue_horizon_days``), else the config's."""
     h = b.values["revenue_horizon_days"][j]
-    return int(h) if h == h and 1 <= h < 1e6 else b.horizon  # NaN != NaN; nonsense: config
+    return int(h) if h == h and 1 <= h < 1e6 else b.horizon  # as _layout_days, for one page
 
 
 def page_revenue_range(b: PageBatch, j: int) -> str:
@@ -741,36 +749,81 @@ def page_revenue_range(b: PageBatch, j: int) -> str:
     return text + (f" · most likely {_money(median)}" if median == median else "")
 
 
+def _layout_days(values: np.ndarray, fallback: int) -> np.ndarray:
+    """Whole days per page: the model's value where it makes sense (1 to 1e6), else fallback."""
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values) & (values >= 1) & (values < 1e6)
+    return np.where(ok, np.floor(np.where(ok, values, 0)), fallback).astype(np.int64)
+
+
+def phase_rows(
+    amounts: np.ndarray,
+    horizon: np.ndarray,
+    phase_days: np.ndarray,
+    as_of_ns: np.ndarray,
+    fallback_horizon: int,
+    fallback_phase: int,
+) -> list[list[dict]]:
+    """:func:`page_phases` of a chunk of pages, a column at a time.
+
+    Args:
+        amounts: (pages, k) expected revenue per phase.
+        horizon: Each page's ``revenue_horizon_days`` (NaN or nonsense: the fallback).
+        phase_days: Each page's ``revenue_phase_days`` (likewise).
+        as_of_ns: Each page's scoring date (ns since the epoch).
+        fallback_horizon: The config's horizon.
+        fallback_phase: The config's phase length.
+    """
+    m, k = amounts.shape
+    out: list[list[dict]] = [[] for _ in range(m)]
+    if not k or not m:
+        return out
+    h = _layout_days(horizon, fallback_horizon)
+    p = _layout_days(phase_days, fallback_phase)
+    total = amounts.sum(axis=1)
+    complete = ~np.isnan(amounts).any(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where((total > 0)[:, None], amounts / total[:, None], np.nan)
+    day = np.asarray(as_of_ns, dtype="int64").astype("datetime64[ns]").astype("datetime64[D]")
+    revenue = money_texts(amounts.ravel().tolist())
+    shares = pct_texts(share.ravel().tolist())
+    widths = np.where(np.isnan(share), 0, np.round(120 * np.nan_to_num(share))).astype(int)
+    widths = widths.ravel().tolist()
+    layouts = pd.DataFrame({"h": h, "p": p}).groupby(["h", "p"], sort=False).indices
+    for (hh, pp), rows in layouts.items():
+        bounds = phase_bounds(int(hh), int(pp))
+        rows = rows[complete[rows]]
+        if len(bounds) != k or not len(rows):
+            continue
+        lo = np.array([a for a, _ in bounds])
+        hi = np.array([b for _, b in bounds])
+        firsts = np.datetime_as_string(day[rows, None] + lo[None, :], unit="D")
+        lasts = np.datetime_as_string(day[rows, None] + (hi - 1)[None, :], unit="D")
+        spans = [f"{a + 1}–{b}" for a, b in bounds]
+        for i, r in enumerate(rows.tolist()):
+            at = r * k
+            out[r] = [
+                {
+                    "days": spans[q],
+                    "dates": f"{firsts[i, q]} – {lasts[i, q]}",
+                    "revenue": revenue[at + q],
+                    "share": shares[at + q],
+                    "width": widths[at + q],
+                }
+                for q in range(k)
+            ]
+    return out
+
+
 def page_phases(b: PageBatch, j: int) -> list[dict]:
     """When page j's expected revenue arrives: one row per phase of its horizon.
 
     ``days`` (1-based, inclusive) and ``dates`` (from the scoring date), the phase's expected
     revenue, its share of the horizon's and a bar width (px, 120 for the whole horizon).
     Empty without phase columns, with a missing amount, or when the columns do not cut the
-    page's horizon into its phases.
+    page's horizon into its phases. Built for the whole chunk by :func:`phase_rows`.
     """
-    amounts = b.phases[j]
-    if not amounts or any(x != x for x in amounts):
-        return []
-    p = b.values["revenue_phase_days"][j]
-    bounds = phase_bounds(page_horizon(b, j), int(p) if p == p and 1 <= p < 1e6 else b.phase_days)
-    if len(bounds) != len(amounts):
-        return []
-    total = sum(amounts)
-    start = np.datetime64(b.as_of_ns[j], "ns").astype("datetime64[D]")
-    rows = []
-    for (lo, hi), amount in zip(bounds, amounts, strict=True):
-        share = amount / total if total > 0 else math.nan
-        rows.append(
-            {
-                "days": f"{lo + 1}–{hi}",
-                "dates": f"{start + lo} – {start + hi - 1}",
-                "revenue": _money(amount),
-                "share": _pct(share),
-                "width": 0 if share != share else round(120 * share),
-            }
-        )
-    return rows
+    return b.phase_rows[j]
 
 
 def page_context(b: PageBatch, j: int) -> dict:

@@ -317,7 +317,8 @@ def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
     few hundred partners' phases noisy): the check's value is ``|gap| - 2 se`` of the phase
     where that is largest, against ``phase_share_warn`` / ``phase_share_alarm``.
     """
-    if table.empty:
+
+    def check(value: float | None, status: str, detail: str) -> list[Check]:
         return [
             Check(
                 "backtest.revenue_phase_share_gap",
@@ -325,39 +326,33 @@ def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
                 "revenue phases",
                 "all",
                 "share_gap_beyond_2se",
-                None,
+                value,
                 config.phase_share_warn,
                 config.phase_share_alarm,
                 None,
-                "skip",
-                "no completed horizon with revenue, or a model without revenue phasing",
+                status,
+                detail,
             )
         ]
+
     gap = table["share_gap"].to_numpy(dtype=float)
     se = np.nan_to_num(table["share_gap_se"].to_numpy(dtype=float))
     excess = np.abs(gap) - 2 * se
+    if not np.isfinite(excess).any():
+        return check(
+            None, "skip", "no completed horizon with revenue, or a model without revenue phasing"
+        )
     at = int(np.nanargmax(excess))
     value = max(float(excess[at]), 0.0)
     row = table.iloc[at]
-    status = level(value, config.phase_share_warn, config.phase_share_alarm, True)
-    return [
-        Check(
-            "backtest.revenue_phase_share_gap",
-            "backtest",
-            "revenue phases",
-            "all",
-            "share_gap_beyond_2se",
-            value,
-            config.phase_share_warn,
-            config.phase_share_alarm,
-            None,
-            status,
-            f"days {int(row['days_from']) + 1}-{int(row['days_to'])}: "
-            f"{row['realised_share']:.1%} of the horizon's revenue arrived, "
-            f"{row['expected_share']:.1%} expected (s.e. {row['share_gap_se']:.1%}) over "
-            f"{int(row['rows']):,} scored partners",
-        )
-    ]
+    return check(
+        value,
+        level(value, config.phase_share_warn, config.phase_share_alarm, True),
+        f"days {int(row['days_from']) + 1}-{int(row['days_to'])}: "
+        f"{row['realised_share']:.1%} of the horizon's revenue arrived, "
+        f"{row['expected_share']:.1%} expected (s.e. {row['share_gap_se']:.1%}) over "
+        f"{int(row['rows']):,} scored partners",
+    )
 
 
 def _backtest_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:

@@ -76,3 +76,39 @@ def test_phase_backtest_standard_error_shrinks_with_partners():
     assert (large["share_gap_se"] < small["share_gap_se"] / 4).all()
     # revenue arrives evenly here: the gaps are noise, within a few standard errors
     assert (large["share_gap"].abs() < 4 * large["share_gap_se"] + 1e-9).all()
+
+
+def test_phase_check_counts_a_gap_only_beyond_its_noise():
+    from partnerscore.features.config import MonitorConfig
+    from partnerscore.serving.monitor import phase_checks
+
+    config = MonitorConfig()
+    bounds = phase_bounds(90, 30)
+
+    def table(gaps, ses):
+        return pd.DataFrame(
+            {
+                "phase": [1, 2, 3],
+                "days_from": [a for a, _ in bounds],
+                "days_to": [b for _, b in bounds],
+                "rows": 500,
+                "expected_share": 1 / 3,
+                "realised_share": [1 / 3 + g for g in gaps],
+                "share_gap": gaps,
+                "share_gap_se": ses,
+                "expected_revenue": 1.0,
+                "realised_revenue": 1.0,
+            }
+        )
+
+    (empty,) = phase_checks(pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS)), config)
+    assert empty.status == "skip" and empty.value is None
+    (noise,) = phase_checks(table([0.10, -0.05, -0.05], [0.06, 0.03, 0.03]), config)
+    assert noise.status == "ok" and noise.value == 0.0  # 0.10 < 2 x 0.06
+    (warn,) = phase_checks(table([0.02, 0.12, -0.14], [0.01, 0.02, 0.04]), config)
+    assert warn.status == "warn" and warn.value == pytest.approx(0.08)  # phase 2: 0.12 - 0.04
+    assert warn.detail.startswith("days 31-60:")
+    (alarm,) = phase_checks(table([0.25, -0.2, -0.05], [0.02, 0.02, 0.02]), config)
+    assert alarm.status == "alarm" and alarm.value == pytest.approx(0.21)
+    (nan,) = phase_checks(table([np.nan] * 3, [np.nan] * 3), config)
+    assert nan.status == "skip"

@@ -81,15 +81,23 @@ import pandas as pd
 PORTFOLIO_POWER = 1.8
 """Variance power of the compound Poisson-gamma shape of portfolio (segment) intervals."""
 TWEEDIE_EXACT_DEALS = 200.0
+"""Expected deals above which a portfolio sum's compound Poisson-gamma is taken as one gamma."""
 TWEEDIE_CHUNK = 64
 """Cells (sorted by expected deals) whose compound Poisson-gamma CDF is summed together."""
-"""Expected deals above which a portfolio sum's compound Poisson-gamma is taken as one gamma."""
 MIN_AGE_ROWS = 100
+"""Calibration rows an onboarding age needs for a quantile of its own (else the pooled one)."""
 VARIANCE_BINS = 10
 """Prediction bins of the portfolio variance model (``cv_b``)."""
 MIN_LEVEL_ROWS = 30
 """Out-of-fold rows a (signing month, age) group needs to count in the level error ``tau``."""
-"""Calibration rows an onboarding age needs for a quantile of its own (else the pooled one)."""
+
+
+def quantile_edges(mu: np.ndarray, bins: int) -> np.ndarray:
+    """Inner edges of ``bins`` prediction bins at quantiles of ``mu`` (repeated edges merged).
+
+    ``np.searchsorted(edges, mu, side="right")`` is then each row's bin.
+    """
+    return np.unique(np.quantile(mu, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -163,8 +171,7 @@ class RevenueIntervals:
         mu = np.maximum(np.asarray(mu, dtype=float), 1e-9)
         if len(y) != len(mu) or len(y) < 20:
             raise ValueError("need at least 20 out-of-fold predictions with labels")
-        edges = np.quantile(mu, np.linspace(0, 1, self.bins + 1)[1:-1])
-        self.edges_ = np.unique(edges)
+        self.edges_ = quantile_edges(mu, self.bins)
         which = np.searchsorted(self.edges_, mu, side="right")
         ratio = y / mu
         alpha = 1 - self.coverage
@@ -308,7 +315,7 @@ def variance_bins(y: np.ndarray, mu: np.ndarray, bins: int) -> tuple[np.ndarray,
     Bins are quantiles of ``mu`` (repeated edges merged); an empty bin takes the pooled ratio.
     """
     y, mu = np.asarray(y, dtype=float), np.maximum(np.asarray(mu, dtype=float), 1e-9)
-    edges = np.unique(np.quantile(mu, np.linspace(0, 1, bins + 1)[1:-1]))
+    edges = quantile_edges(mu, bins)
     which = np.searchsorted(edges, mu, side="right")
     sq = np.bincount(which, weights=np.square(y - mu), minlength=len(edges) + 1)
     m2 = np.bincount(which, weights=np.square(mu), minlength=len(edges) + 1)
@@ -492,7 +499,7 @@ def conditional_coverage(
     covered = (y >= np.asarray(lo, dtype=float)) & (y <= np.asarray(hi, dtype=float))
     groups = [("all", np.ones(len(y), bool))]
     if len(y):
-        edges = np.unique(np.quantile(mu, np.linspace(0, 1, bins + 1)[1:-1]))
+        edges = quantile_edges(mu, bins)
         which = np.searchsorted(edges, mu, side="right")
         groups += [(f"mu_bin_{b}", which == b) for b in range(len(edges) + 1)]
     groups += [("label_zero", y <= 0), ("label_positive", y > 0)]

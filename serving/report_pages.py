@@ -247,8 +247,8 @@ class PageBatch:
 
     out_dir: str
     css: str
-    horizon: int
-    phase_days: int
+    horizon_days: list[int]
+    """Each page's horizon: its model's ``revenue_horizon_days``, else the config's."""
     policy: PolicyConfig
     thresholds: list[dict]
     cutoffs: dict[str, float]
@@ -561,18 +561,16 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
                 pages[j].append((sentence, group_text))
         drivers[sign] = pages
     flags = plan.flags[start:end].tolist()
+    horizons = _layout_days(plan.values["revenue_horizon_days"][start:end], plan.horizon)
     return PageBatch(
         out_dir=plan.out_dir,
         css=plan.css,
-        horizon=plan.horizon,
-        phase_days=plan.phase_days,
+        horizon_days=horizons.tolist(),
         phase_rows=phase_rows(
             plan.phases[start:end],
-            plan.values["revenue_horizon_days"][start:end],
-            plan.values["revenue_phase_days"][start:end],
+            horizons,
+            _layout_days(plan.values["revenue_phase_days"][start:end], plan.phase_days),
             plan.as_of_ns[start:end],
-            plan.horizon,
-            plan.phase_days,
         ),
         policy=plan.policy,
         thresholds=plan.thresholds,
@@ -725,8 +723,7 @@ def _page_waterfall_rows(b: PageBatch, j: int, head: str) -> Markup:
 
 def page_horizon(b: PageBatch, j: int) -> int:
     """Page j's horizon in days: its model's (``revenue_horizon_days``), else the config's."""
-    h = b.values["revenue_horizon_days"][j]
-    return int(h) if h == h and 1 <= h < 1e6 else b.horizon  # as _layout_days, for one page
+    return b.horizon_days[j]
 
 
 def page_revenue_range(b: PageBatch, j: int) -> str:
@@ -757,29 +754,20 @@ def _layout_days(values: np.ndarray, fallback: int) -> np.ndarray:
 
 
 def phase_rows(
-    amounts: np.ndarray,
-    horizon: np.ndarray,
-    phase_days: np.ndarray,
-    as_of_ns: np.ndarray,
-    fallback_horizon: int,
-    fallback_phase: int,
+    amounts: np.ndarray, h: np.ndarray, p: np.ndarray, as_of_ns: np.ndarray
 ) -> list[list[dict]]:
     """:func:`page_phases` of a chunk of pages, a column at a time.
 
     Args:
         amounts: (pages, k) expected revenue per phase.
-        horizon: Each page's ``revenue_horizon_days`` (NaN or nonsense: the fallback).
-        phase_days: Each page's ``revenue_phase_days`` (likewise).
+        h: Each page's horizon in whole days (:func:`_layout_days`).
+        p: Each page's phase length in whole days (likewise).
         as_of_ns: Each page's scoring date (ns since the epoch).
-        fallback_horizon: The config's horizon.
-        fallback_phase: The config's phase length.
     """
     m, k = amounts.shape
     out: list[list[dict]] = [[] for _ in range(m)]
     if not k or not m:
         return out
-    h = _layout_days(horizon, fallback_horizon)
-    p = _layout_days(phase_days, fallback_phase)
     total = amounts.sum(axis=1)
     complete = ~np.isnan(amounts).any(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -309,7 +309,6 @@ def forecast(
 
     source = "scores" if isinstance(scores, pd.DataFrame) else str(scores)
     frame = scores if isinstance(scores, pd.DataFrame) else read_frame(scores)
-    defaults = BuildConfig()
     return forecast_table(
         frame,
         parse_by(by) if isinstance(by, str) else tuple(by),
@@ -320,7 +319,6 @@ def forecast(
         period=period or ("month" if phased else "day"),
         phased=phased,
         phase_days=phase_days,
-        fallback={"horizon_days": defaults.horizon_days, "phase_days": defaults.phase_days},
     )
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.intervals import portfolio_bounds
@@ -170,23 +171,23 @@ def parse_by(text: str | None) -> tuple[str, ...]:
 
 
 LAYOUT_COLUMNS = {"horizon_days": "revenue_horizon_days", "phase_days": "revenue_phase_days"}
-"""The score columns that record the scoring model's horizon and phase length."""
-DEFAULT_LAYOUT = {"horizon_days": 180, "phase_days": 30}
-"""Fallbacks for score files without those columns (``build.horizon_days`` / ``phase_days``)."""
+"""The score columns that record the scoring model's horizon and phase length (keys: the
+:class:`~partnerscore.features.config.BuildConfig` fields that serve files without them)."""
 
 
 def model_layout(
     scores: pd.DataFrame,
     source: str,
     given: dict[str, int | None],
-    fallback: dict[str, int] | None = None,
+    build: BuildConfig | None = None,
     needed: tuple[str, ...] = tuple(LAYOUT_COLUMNS),
 ) -> dict[str, int]:
     """The horizon and phase length a forecast of these score rows uses.
 
     The scoring model's own values (:data:`LAYOUT_COLUMNS` on every row written since they
-    were recorded) win; ``given`` values must agree with them, and ``fallback`` (the config,
-    default :data:`DEFAULT_LAYOUT`) serves score files without the columns. Only the ``needed``
+    were recorded) win; ``given`` values must agree with them, and ``build`` (the config's
+    build section, default :class:`BuildConfig`'s) serves score files without the columns.
+    Only the ``needed``
     columns are read (a forecast that is not phased has no use for the phase length).
 
     Raises:
@@ -194,7 +195,7 @@ def model_layout(
             horizons: forecast them apart), a value that is not a positive whole number, or
             one that disagrees with ``given``.
     """
-    fallback = fallback or DEFAULT_LAYOUT
+    fallback = (build or BuildConfig()).model_dump()
     out = {}
     for key, col in LAYOUT_COLUMNS.items():
         want = given.get(key)
@@ -265,14 +266,14 @@ def forecast_table(
     period: str = "day",
     phased: bool = False,
     phase_days: int | None = None,
-    fallback: dict[str, int] | None = None,
+    build: BuildConfig | None = None,
 ) -> pd.DataFrame:
     """The forecast rows (:data:`FORECAST_SCHEMA`) from score rows.
 
     The horizon and phase length are the scoring model's (``revenue_horizon_days`` /
     ``revenue_phase_days`` on the rows, :func:`model_layout`); ``horizon_days`` and
-    ``phase_days``, when given, must agree with them, and serve (or ``fallback``, else
-    :data:`DEFAULT_LAYOUT`) score files without those columns.
+    ``phase_days``, when given, must agree with them, and serve (or ``build``'s, else the
+    defaults') score files without those columns.
 
     Rows whose ``out_of_scope`` flag is true are counted in ``out_of_scope_partners`` and, unless
     ``include_out_of_scope``, left out of every sum (a segment of out-of-scope partners only
@@ -300,7 +301,7 @@ def forecast_table(
         scores,
         source,
         {"horizon_days": horizon_days, "phase_days": phase_days},
-        fallback,
+        build,
         needed=("horizon_days", "phase_days") if phased else ("horizon_days",),
     )
     horizon_days, phase_days = layout["horizon_days"], layout["phase_days"]
@@ -509,10 +510,7 @@ def run_forecast(
         include_out_of_scope=include_out_of_scope,
         period=period,
         phased=phased,
-        fallback={
-            "horizon_days": int(config.build.horizon_days),
-            "phase_days": int(config.build.phase_days),
-        },
+        build=config.build,
     )
     path = write_frame_atomic(table, out)
     return ForecastResult(

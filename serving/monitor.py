@@ -56,6 +56,7 @@ from partnerscore.features.core import (
 from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
+from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw
 from partnerscore.models.phasing import phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
@@ -290,7 +291,7 @@ def run_backtest(
             "age_days": pd.to_numeric(data["age_days"]).to_numpy(dtype=float),
         }
     )
-    phase_cols = [c for c in labels.columns if c.startswith("label_revenue_phase_")]
+    phase_cols = [c for c in labels.columns if c.startswith(PHASE_PREFIX)]
     for col in phase_cols:
         joined[col] = labels[col].to_numpy(dtype=float)
     seg = segment_frame(data.assign(age_days=joined["age_days"]), reference["ages"])

@@ -30,6 +30,7 @@ from partnerscore.features.core import (
 )
 from partnerscore.features.parallel import available_workers
 from partnerscore.features.registry import LAYERS, get_spec
+from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
 from partnerscore.models.policy import QUADRANTS, load_playbook
@@ -904,7 +905,7 @@ def monthly_revenue(frame: pd.DataFrame, config: AppConfig) -> tuple[list[dict],
     """
     from partnerscore.serving.forecast import forecast_table
 
-    if not any(c.startswith("pred_revenue_phase_") for c in frame.columns):
+    if not any(c.startswith(PHASE_COLUMN) for c in frame.columns):
         return [], "the scores have no revenue phases (scored by a model trained without them)"
     try:
         table = forecast_table(
@@ -914,10 +915,7 @@ def monthly_revenue(frame: pd.DataFrame, config: AppConfig) -> tuple[list[dict],
             config.train.interval_coverage,
             period="month",
             phased=True,
-            fallback={
-                "horizon_days": config.build.horizon_days,
-                "phase_days": config.build.phase_days,
-            },
+            build=config.build,
         )
     except PartnerscoreError as exc:
         return [], str(exc)

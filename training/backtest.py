@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.training.metrics import expected_calibration_error, normalized_gini
 
 BACKTEST_COLUMNS = (
@@ -136,9 +137,7 @@ def phase_backtest(
     """
     k = len(bounds)
     pred = frame["pred_revenue"].to_numpy(dtype=float)
-    y = np.column_stack(
-        [frame[f"label_revenue_phase_{j + 1}"].to_numpy(dtype=float) for j in range(k)]
-    )
+    y = np.column_stack([frame[f"{PHASE_PREFIX}{j + 1}"].to_numpy(dtype=float) for j in range(k)])
     expected = pred[:, None] * np.asarray(shares, dtype=float)
     if pred.sum() <= 0 or y.sum() <= 0:
         return pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))

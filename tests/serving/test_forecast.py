@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.intervals import portfolio_interval
 from partnerscore.serving.cli import main
@@ -332,7 +333,7 @@ def test_forecast_uses_the_scoring_models_horizon_and_phases(tmp_path):
         forecast_table(endless, (), None, 0.8, source="s.csv")
     # without the columns (score files from before they were recorded): the given or fallback
     old = scores.drop(columns=["revenue_horizon_days", "revenue_phase_days"])
-    fell = forecast_table(old, (), None, 0.8, fallback={"horizon_days": 60, "phase_days": 45})
+    fell = forecast_table(old, (), None, 0.8, build=BuildConfig(horizon_days=60, phase_days=45))
     assert (fell["period_end"] == fell["period_start"] + pd.Timedelta(days=60)).all()
 
 

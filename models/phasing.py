@@ -115,6 +115,33 @@ class RevenuePhasing:
             "by_age": {str(int(a)): list(s) for a, s in zip(self.ages, self.by_age, strict=True)},
         }
 
+    @classmethod
+    def from_dict(cls, data: dict | None) -> RevenuePhasing | None:
+        """The phasing :meth:`to_dict` described (None for None or an unreadable description)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            by_age = data.get("by_age") or {}
+            ages = sorted(by_age, key=float)
+            return cls(
+                int(data["phase_days"]),
+                int(data["horizon_days"]),
+                [float(v) for v in data["pooled"]],
+                [float(a) for a in ages],
+                [[float(v) for v in by_age[a]] for a in ages],
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def same_layout(self, horizon_days: int, phase_days: int, n_phases: int) -> bool:
+        """True when this phasing cuts ``horizon_days`` into the same ``n_phases`` phases."""
+        return (
+            int(self.horizon_days) == int(horizon_days)
+            and int(self.phase_days) == int(phase_days)
+            and self.n_phases == int(n_phases)
+            and all(len(s) == self.n_phases for s in self.by_age)
+        )
+
 
 def _shares(phases: np.ndarray) -> list[float] | None:
     total = phases.sum()

@@ -23,6 +23,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -58,7 +59,7 @@ from partnerscore.features.pipeline import build_features, build_labels, make_sn
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw
-from partnerscore.models.phasing import phase_bounds
+from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
@@ -238,14 +239,17 @@ def run_backtest(
     as_of: pd.Timestamp,
     reference: dict,
     config: AppConfig,
-    phasing=None,
+    phasing: RevenuePhasing | None = None,
+    version_phasing: Callable[[str], RevenuePhasing | None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Labels for every past scored (partner, as_of) whose horizon completed before as_of.
 
-    With the model's ``phasing`` (and a horizon that matches it), the in-scope rows' realised
-    revenue per phase is set against the phasing's shares at their ages
-    (:func:`~partnerscore.training.backtest.phase_backtest`; the history keeps
-    ``pred_revenue``, not the phases, so every row is read with this model's shares).
+    With the monitored model's ``phasing`` (and a horizon that matches it), the in-scope rows'
+    realised revenue per phase is set against the shares they were scored with
+    (:func:`~partnerscore.training.backtest.phase_backtest`, :func:`row_shares`): the history
+    keeps ``pred_revenue`` and the ``model_version`` that scored it, not the phases, so a row's
+    shares are its version's (``version_phasing``), and the monitored model's only when its
+    version gives none of the same layout (counted as ``rows_fallback_phasing``).
 
     Returns:
         (joined rows: predictions, labels and segments; :data:`BACKTEST_COLUMNS` table;
@@ -289,6 +293,9 @@ def run_backtest(
             "label_revenue": labels["label_revenue"].to_numpy(dtype=float),
             "label_engaged": labels["label_engaged"].to_numpy(),
             "age_days": pd.to_numeric(data["age_days"]).to_numpy(dtype=float),
+            "model_version": data["model_version"].fillna("").astype(str).to_numpy(dtype=object)
+            if "model_version" in data
+            else "",
         }
     )
     phase_cols = [c for c in labels.columns if c.startswith(PHASE_PREFIX)]
@@ -304,11 +311,74 @@ def run_backtest(
     phases = no_phases
     bounds = phase_bounds(int(horizon.days), int(phasing.phase_days)) if phasing else []
     if phasing is not None and len(bounds) == len(phase_cols) == phasing.n_phases:
-        phases = phase_backtest(
-            joined, phasing.shares(joined["age_days"].to_numpy(dtype=float)), bounds
-        )
+        shares, fallback = row_shares(joined, phasing, version_phasing)
+        phases = phase_backtest(joined, shares, bounds, fallback_rows=fallback)
     table = backtest_table(joined, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
     return joined, table, phases
+
+
+def registry_phasings(
+    model_uri: str, version: str, phasing: RevenuePhasing | None, registered_model: str
+) -> Callable[[str], RevenuePhasing | None]:
+    """A version's revenue phasing, read from the reference profile its training run logged.
+
+    History rows name the registry version that scored them; the versions are those of the
+    monitored model's registered name (``models:/<name>/...``; ``registered_model`` for
+    another URI). The monitored ``version`` is the loaded model's ``phasing``; a version that
+    cannot be resolved, or whose profile has no phasing (trained before profiles kept it),
+    gives None. Each version is looked up once.
+    """
+    match = re.fullmatch(r"models:/([^/@]+)(?:/\d+|@.+)", model_uri)
+    name = match.group(1) if match else registered_model
+    known: dict[str, RevenuePhasing | None] = {version: phasing} if version else {}
+
+    def of(row_version: str) -> RevenuePhasing | None:
+        if row_version not in known:
+            profile = None
+            if row_version.isdigit():
+                try:
+                    profile = load_reference_profile(
+                        f"models:/{name}/{row_version}", required=False
+                    )
+                except PartnerscoreError:  # a deleted version
+                    profile = None
+            known[row_version] = RevenuePhasing.from_dict((profile or {}).get("revenue_phasing"))
+        return known[row_version]
+
+    return of
+
+
+def row_shares(
+    rows: pd.DataFrame,
+    phasing: RevenuePhasing,
+    version_phasing: Callable[[str], RevenuePhasing | None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Each row's phase shares at its ``age_days``: those of the ``model_version`` that scored it.
+
+    ``version_phasing(version)`` gives a version's phasing (None when unknown: an unregistered
+    model, a version trained before its profile kept one); a row whose version gives none, or
+    one of another layout (horizon, phase length), is read with ``phasing`` (the monitored
+    model's, whose layout the labels were built with).
+
+    Returns:
+        ((rows, phases) shares, how many rows were read with ``phasing`` as a fallback).
+    """
+    ages = rows["age_days"].to_numpy(dtype=float)
+    shares = phasing.shares(ages)
+    fallback = np.ones(len(rows), dtype=bool)
+    if version_phasing is None or not len(rows):
+        return shares, len(rows)
+    versions = rows["model_version"].astype(str).to_numpy(dtype=object)
+    for version in pd.unique(versions):
+        own = version_phasing(str(version))
+        if own is None or not own.same_layout(
+            phasing.horizon_days, phasing.phase_days, phasing.n_phases
+        ):
+            continue
+        at = versions == version
+        shares[at] = own.shares(ages[at])
+        fallback[at] = False
+    return shares, int(fallback.sum())
 
 
 def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
@@ -352,7 +422,18 @@ def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
         f"days {int(row['days_from']) + 1}-{int(row['days_to'])}: "
         f"{row['realised_share']:.1%} of the horizon's revenue arrived, "
         f"{row['expected_share']:.1%} expected (s.e. {row['share_gap_se']:.1%}) over "
-        f"{int(row['rows']):,} scored partners",
+        f"{int(row['rows']):,} scored partners{_fallback_note(row)}",
+    )
+
+
+def _fallback_note(row) -> str:
+    """How many rows were read with the monitored model's phasing instead of their own."""
+    fallback = row.get("rows_fallback_phasing", 0)
+    if not fallback or not np.isfinite(fallback):
+        return ""
+    return (
+        f" ({int(fallback):,} of them read with the monitored model's phasing: the version "
+        "that scored them logged none of this layout)"
     )
 
 
@@ -645,8 +726,15 @@ def run_monitor(
     checks += _scope_checks(tables["partners"], cut, reference["ages"])
 
     history = ScoreHistory(config.paths.history_database())
+    phasing = getattr(partner_model, "phasing", None)
     _, backtest, backtest_phases = run_backtest(
-        history, raw, cut, reference, config, getattr(partner_model, "phasing", None)
+        history,
+        raw,
+        cut,
+        reference,
+        config,
+        phasing,
+        registry_phasings(uri, version, phasing, config.train.registered_model),
     )
     checks += _backtest_checks(backtest, mcfg)
     checks += phase_checks(backtest_phases, mcfg)

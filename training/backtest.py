@@ -107,6 +107,7 @@ PHASE_BACKTEST_COLUMNS = (
     "share_gap_se",
     "expected_revenue",
     "realised_revenue",
+    "rows_fallback_phasing",
 )
 """One row per phase of the horizon: when revenue was expected against when it came."""
 
@@ -117,6 +118,7 @@ def phase_backtest(
     bounds: list[tuple[int, int]],
     rounds: int = 200,
     seed: int = 0,
+    fallback_rows: int = 0,
 ) -> pd.DataFrame:
     """Expected and realised share of the horizon's revenue per phase, over completed rows.
 
@@ -127,6 +129,8 @@ def phase_backtest(
         bounds: Each phase's [from, to) days after the scoring date.
         rounds: Partner bootstrap resamples for ``share_gap_se`` (0: NaN).
         seed: Bootstrap seed.
+        fallback_rows: How many rows' ``shares`` are not those of the model that scored them
+            (reported as ``rows_fallback_phasing``).
 
     Returns:
         :data:`PHASE_BACKTEST_COLUMNS`: ``expected_share`` is the prediction-weighted share
@@ -176,6 +180,7 @@ def phase_backtest(
             "share_gap_se": se,
             "expected_revenue": exp_sums,
             "realised_revenue": real_sums,
+            "rows_fallback_phasing": int(fallback_rows),
         },
         columns=list(PHASE_BACKTEST_COLUMNS),
     )

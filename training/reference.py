@@ -28,7 +28,8 @@ def reference_profile(model: PartnerModel, frame: pd.DataFrame, manifest: dict) 
         manifest: The training-set manifest (its ``build_config`` gives ages and horizon).
 
     Returns:
-        The JSON-able profile, with ``horizon_days`` and the model's feature names.
+        The JSON-able profile, with ``horizon_days``, the model's feature names and its
+        revenue phasing (``revenue_phasing``, :meth:`RevenuePhasing.to_dict`, when it has one).
     """
     build = manifest.get("build_config", {}) or {}
     ages = tuple(build.get("ages") or DEFAULT_AGES)
@@ -41,6 +42,9 @@ def reference_profile(model: PartnerModel, frame: pd.DataFrame, manifest: dict) 
     profile = build_profile(data, numeric, categorical, ages)
     profile["horizon_days"] = int(build.get("horizon_days") or 180)
     profile["feature_names"] = model.feature_names
+    phasing = getattr(model, "phasing", None)
+    if phasing is not None:  # the monitor reads rows this version scored with its own shares
+        profile["revenue_phasing"] = phasing.to_dict()
     return profile
 
 

@@ -120,6 +120,7 @@ def test_backtest_agrees_with_direct_computation(history, raw_dir, tmp_path):
         for k in range(6):
             expected[k] += scores[f"pred_revenue_phase_{k + 1}"].sum()
     assert (phases["rows"] == n).all()
+    assert (phases["rows_fallback_phasing"] == 0).all()  # the champion's own profile phasing
     np.testing.assert_allclose(phases["realised_revenue"], realised, rtol=1e-9)
     np.testing.assert_allclose(phases["expected_revenue"], expected, rtol=1e-9)
     np.testing.assert_allclose(phases["realised_share"], realised / realised.sum(), rtol=1e-9)

@@ -124,6 +124,10 @@ class ScoreResult:
     quarantined_rows: dict[str, int] = field(default_factory=dict)
     quarantine_dir: Path | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+    """A feature table's rounds (``run_score_features``: each partner's k-th row in round k)."""
+    partners: int = 0
+    """A feature table's distinct partners."""
 
     @classmethod
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
@@ -153,14 +157,27 @@ class ScoreResult:
             if self.at_age is not None
             else "signed on/after as_of"
         )
-        lines = [
-            f"scored {self.scored:,} partners {when} with {self.model_uri} "
-            f"(version {self.model_version or '-'}) in {self.seconds:.1f} s",
-            f"  partner rows in input {self.partners_input:,} = scored {self.scored:,} + "
-            f"rejected {self.rejected:,} + {not_yet} {self.not_yet:,}"
-            + (
-                f" + duplicate rows of kept partners {self.duplicates:,}" if self.duplicates else ""
-            ),
+        if self.rounds:
+            lines = [
+                f"scored {self.scored:,} rows of {self.partners:,} partners from a feature table "
+                f"in {self.rounds:,} round(s) (a partner's k-th as_of in round k) with "
+                f"{self.model_uri} (version {self.model_version or '-'}) in {self.seconds:.1f} s",
+                f"  rows in input {self.partners_input:,} = scored {self.scored:,} + "
+                f"rejected {self.rejected:,}",
+            ]
+        else:
+            lines = [
+                f"scored {self.scored:,} partners {when} with {self.model_uri} "
+                f"(version {self.model_version or '-'}) in {self.seconds:.1f} s",
+                f"  partner rows in input {self.partners_input:,} = scored {self.scored:,} + "
+                f"rejected {self.rejected:,} + {not_yet} {self.not_yet:,}"
+                + (
+                    f" + duplicate rows of kept partners {self.duplicates:,}"
+                    if self.duplicates
+                    else ""
+                ),
+            ]
+        lines += [
             f"  score tiers: {tiers}; provisional: {self.provisional:,}; "
             f"graduated (past the trained onboarding ages): {self.graduated:,}; "
             f"guardrail flags: {self.guardrail_flags:,}",
@@ -627,6 +644,7 @@ def _publish(
     record_history: bool,
     workers: int = 1,
     earlier: tuple[dict, dict] | None = None,
+    decided: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
@@ -637,24 +655,19 @@ def _publish(
     or more) a worker process converts and writes the ledger rows, after the history's, as
     this process would. ``earlier``: :func:`earlier_rows` of (at least) the batch's partners,
     read already (by :class:`_EarlierReader` while the tables were read); None reads them here.
+    ``decided``: rows of earlier rounds of the same job, decided and recorded already
+    (:func:`_record_round`): written to the scores file with this batch's, not recorded again.
     """
-    scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
     from partnerscore.serving.ledger import DecisionLedger
 
     history = ScoreHistory(config.paths.history_database())
-    if earlier is None:
-        earlier = earlier_rows(
-            history.url,
-            scored["partner_id"].tolist(),
-            before,
-            earlier_batches_needed(config.policy),
-        )
-    previous, decisions = earlier
-    smoothed, prev, flags = smooth_and_guard_batch(
-        scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
-    )
-    scored = _decide(scored, smoothed, prev, flags, decisions, uri, config)
+    scored = _decided_batch(scored, before, uri, config, history.url, earlier)
+    if decided is not None and len(decided):
+        file_rows = pd.concat([decided, scored], ignore_index=True)
+        file_rows = file_rows.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    else:
+        file_rows = scored
     reject_frame = pd.concat(rejects, ignore_index=True)
     reject_frame = reject_frame.sort_values(["partner_id", "reason"], kind="stable")
     reject_frame = reject_frame.reset_index(drop=True)
@@ -675,7 +688,7 @@ def _publish(
             # once the store holds the batch
             with ThreadPoolExecutor(max_workers=1) as pool:
                 staging = pool.submit(
-                    stage_frames, [(scored, out), (reject_frame, rejects_path(out))]
+                    stage_frames, [(file_rows, out), (reject_frame, rejects_path(out))]
                 )
 
                 def staged_and_converted() -> None:
@@ -713,7 +726,73 @@ def _publish(
         if writer is not None:
             writer.close()
     publish_staged(staged)
-    return scored, reject_frame
+    return file_rows, reject_frame
+
+
+def _decided_batch(
+    scored: pd.DataFrame,
+    before: pd.Timestamp | pd.Series,
+    uri: str,
+    config: AppConfig,
+    url: str,
+    earlier: tuple[dict, dict] | None = None,
+) -> pd.DataFrame:
+    """A batch sorted by partner, with its peers, smoothing, guardrails and tier decisions.
+
+    ``earlier``: the partners' earlier scores and decisions (:func:`earlier_rows`; None reads
+    them from the store at ``url``, before ``before``).
+    """
+    scored = scored.sort_values("partner_id", kind="stable").reset_index(drop=True)
+    if earlier is None:
+        earlier = earlier_rows(
+            url, scored["partner_id"].tolist(), before, earlier_batches_needed(config.policy)
+        )
+    previous, decisions = earlier
+    smoothed, prev, flags = smooth_and_guard_batch(
+        scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, config.policy
+    )
+    return _decide(scored, smoothed, prev, flags, decisions, uri, config)
+
+
+def feature_rounds(partner_ids: pd.Series, as_of: np.ndarray) -> np.ndarray:
+    """Each row's round: 0 for a partner's earliest as_of, 1 for its next, and so on."""
+    order = np.lexsort((as_of, partner_ids.astype(str).to_numpy()))
+    ids = partner_ids.astype(str).to_numpy()[order]
+    start = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(start, np.arange(len(ids)), 0))
+    rounds = np.empty(len(ids), dtype=np.int64)
+    rounds[order] = np.arange(len(ids)) - first
+    return rounds
+
+
+def _cutoffs(rows: pd.DataFrame, as_of: np.ndarray) -> pd.Series:
+    """partner_id -> cut-off of one round's rows (one row per partner)."""
+    return pd.Series(as_of, index=rows["partner_id"].astype(str).to_numpy())
+
+
+def _record_round(
+    scored: pd.DataFrame, before: pd.Series, uri: str, config: AppConfig, record: bool
+) -> pd.DataFrame:
+    """One earlier round of a feature table: decided as its own run, recorded in the stores.
+
+    The history and the ledger then hold it (unless ``record`` is False) before the table's
+    next round is decided, as if ``score --features`` had run on this round's rows alone.
+    """
+    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.ledger import DecisionLedger
+
+    history = ScoreHistory(config.paths.history_database())
+    ledger = DecisionLedger(config.paths.history_database())
+    try:
+        decided = _decided_batch(scored, before, uri, config, history.url)
+        if record:
+            history.upsert(history.prepare(decided))
+            facts = milestone_columns(config.incentives)
+            ledger.record_decisions(ledger.prepare_decisions(decided, facts=facts))
+    finally:
+        history.dispose()
+        ledger.dispose()
+    return decided
 
 
 def _new_sqlite_store(history) -> bool:
@@ -1177,13 +1256,36 @@ def run_score_features(
     scored = pd.concat(
         [scored, pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)], axis=1
     )
-    cuts = pd.Series(pd.to_datetime(scored["as_of"]).to_numpy(), index=scored["partner_id"])
+    as_of = pd.to_datetime(scored["as_of"]).to_numpy()
     finite = (
         np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     ).to_numpy()
-    rejects = [_rejects(scored.loc[~finite, "partner_id"], cuts, "non-finite prediction")]
+    rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], "non-finite prediction")]
+    scored, as_of = scored[finite].reset_index(drop=True), as_of[finite]
+    # a partner with several rows (build's training set: one per onboarding age) is scored in
+    # rounds, each partner's k-th row by as_of in round k: each round is one run (its peers,
+    # smoothing and tier hysteresis against the history and the earlier rounds), recorded
+    # before the next, as running score --features on each round's rows in turn would be
+    rounds = feature_rounds(scored["partner_id"], as_of)
+    decided = []
+    n_rounds = int(rounds.max()) + 1 if len(rounds) else 1
+    for k in range(n_rounds - 1):
+        with progress.task(f"score: round {k + 1} of {n_rounds} (partners with earlier rows)"):
+            at = rounds == k
+            decided.append(
+                _record_round(scored[at], _cutoffs(scored[at], as_of[at]), uri, config,
+                              record_history)
+            )  # fmt: skip
+    at = rounds == n_rounds - 1
     scored, reject_frame = _publish(
-        scored[finite].reset_index(drop=True), rejects, cuts, uri, out, config, record_history
+        scored[at].reset_index(drop=True),
+        rejects,
+        _cutoffs(scored[at], as_of[at]),
+        uri,
+        out,
+        config,
+        record_history,
+        decided=pd.concat(decided, ignore_index=True) if decided else None,
     )
     return ScoreResult(
         out=out,
@@ -1201,18 +1303,22 @@ def run_score_features(
         graduated=int(scored["out_of_scope"].sum()),
         seconds=time.perf_counter() - started,
         tiers=scored["score_tier"].value_counts().to_dict(),
+        rounds=n_rounds,
+        partners=int(frame["partner_id"].astype(str).nunique()),
     )
 
 
 def _rejects(partner_ids, as_of: pd.Timestamp | pd.Series | None, reason) -> pd.DataFrame:
     """Reject rows: partner_id (text; empty when the row had none), as_of and reason.
 
-    ``as_of`` is one cut-off, a partner_id -> cut-off series (milestone scoring), or None
-    (unknown: the partner row itself was unusable).
+    ``as_of`` is one cut-off, a partner_id -> cut-off series (milestone scoring), an array of
+    one per row, or None (unknown: the partner row itself was unusable).
     """
     ids = pd.Series(partner_ids, dtype=object).reset_index(drop=True)
     if isinstance(as_of, pd.Series):
         as_of = as_of.reindex(ids.astype(str).to_numpy()).to_numpy()
+    elif isinstance(as_of, np.ndarray):  # one cut-off per row (a feature table)
+        as_of = as_of.reshape(-1)
     elif as_of is None:
         as_of = pd.NaT
     if isinstance(reason, str):

@@ -12,6 +12,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import pytest  # noqa: E402
+from support import reset_mlflow_uris  # noqa: E402
 
 SIM_PARTNERS = 400
 SIM_SEED = 11
@@ -20,16 +21,8 @@ _MLFLOW_URIS = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLF
 
 @pytest.fixture(autouse=True)
 def _mlflow_uris_as_the_session_began():
-    """Every test starts with the MLflow URI variables the session began with.
-
-    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``, so a
-    test whose code calls it would otherwise point every later test at its (deleted) store.
-    """
-    for key, value in _MLFLOW_URIS.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    """Every test starts with the MLflow URI variables the session began with."""
+    reset_mlflow_uris(_MLFLOW_URIS)
 
 
 @pytest.fixture(scope="session")

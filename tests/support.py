@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sqlite3
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -93,3 +95,24 @@ def stored_rows(database: Path) -> dict[str, list[tuple]]:
                 f"SELECT {', '.join(keep)} FROM {table} ORDER BY rowid"
             ).fetchall()
     return out
+
+
+def reset_mlflow_uris(variables: dict[str, str | None]) -> None:
+    """The MLflow URI variables as the session began, and no registry URI of an earlier test.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``, so a
+    test whose code calls it would otherwise point every later test at its (deleted) store.
+    ``mlflow.set_registry_uri`` (the score, train and monitor jobs call it) also keeps its URI
+    in a process global that outlives the variable: a later test that sets only the tracking
+    URI would read that store's registry ("Registered Model ... not found", seen when
+    pytest-xdist ran a test of an empty store just before one that sets the tracking URI
+    only). Cleared here, the registry follows the tracking URI again.
+    """
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_registry_uri(None)
+    for key, value in variables.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

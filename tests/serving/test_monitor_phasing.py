@@ -1,6 +1,7 @@
 """The monitor's phase backtest reads each history row with the phasing of the version that
 scored it: a row-by-row twin, a store with two versions, and the registry lookup."""
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,6 +102,7 @@ def two_versions(store_config, raw_dir, tmp_path):
 
 def test_each_version_is_read_with_its_own_phasing(store_config, raw_dir, two_versions):
     store, rows = two_versions
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
     uri = f"models:/{store_config.train.registered_model}/1"
     champion = load_partner_model(uri).phasing
     reference = load_reference_profile(uri)
@@ -140,6 +142,7 @@ def test_each_version_is_read_with_its_own_phasing(store_config, raw_dir, two_ve
 
 
 def test_registry_lookup_reads_the_logged_profile(store_config):
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
     name = store_config.train.registered_model
     champion = load_partner_model(f"models:/{name}@champion").phasing
     assert load_reference_profile(f"models:/{name}@champion")["revenue_phasing"] == (

@@ -42,10 +42,11 @@ demo: install
 
 # Two pytest-xdist workers: the suite is CPU-bound (LightGBM fits, Spark, Chromium) and each
 # worker builds its own session fixtures; on 2 cores 888 tests took 9:25 against 15:30 in one
-# process. TEST_WORKERS=0 runs them in this process.
+# process. A test file runs whole, in order, in one worker (--dist loadfile), as in one process.
+# TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
 test: install browser services
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

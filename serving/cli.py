@@ -498,6 +498,17 @@ def score(
     if features is not None:
         if as_of is not None or at_age is not None:
             raise PartnerscoreError("score --features: the table carries as_of; drop --as-of")
+        raw_only = {
+            "--engine spark": engine != "pandas",
+            "--group-partners": group_partners is not None,
+            "--validated": validated is not None,
+        }
+        given = [name for name, used in raw_only.items() if used]
+        if given:
+            raise PartnerscoreError(
+                f"score --features: {', '.join(given)} applies to scoring raw tables only; "
+                "a feature table is scored in this process, whole"
+            )
         from partnerscore.serving.score import run_score_features
 
         _emit(

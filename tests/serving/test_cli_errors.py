@@ -530,6 +530,14 @@ def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
     )
     assert code == 2
     assert_one_error(err, "feats.csv", "missing feature column 'deals_won_todate'")
+    # options of the raw-table job are refused, not silently ignored
+    for extra, named in (
+        (["--engine", "spark"], "--engine spark"),
+        (["--group-partners", "10"], "--group-partners"),
+    ):
+        code, _, err = run([*argv, "--no-history", "--config", store_file, *extra], capsys)
+        assert code == 2
+        assert_one_error(err, "score --features", named, "raw tables only")
 
 
 def test_version_and_json_and_log_level(capsys):

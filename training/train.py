@@ -36,9 +36,10 @@ from partnerscore.models.intervals import (
     coverage,
     segment_coverage,
 )
-from partnerscore.models.phasing import RevenuePhasing
+from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import log_partner_model
 from partnerscore.training import progress, tracking
+from partnerscore.training.backtest import phase_backtest
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import (
     bootstrap_se,
@@ -190,8 +191,15 @@ class TrainResult:
             lines.append(
                 "revenue phasing (when the horizon's revenue arrives): largest gap between a "
                 "phase's expected and realised share of its age's revenue "
-                f"{m['revenue_phase_share_error_max_abs']:.1%} (ages with >= "
-                f"{self.min_segment_partners} partners), tier/region phase cells covered "
+                f"{m['revenue_phase_share_error_max_abs']:.1%} ("
+                + (
+                    f"s.e. {m['revenue_phase_share_error_se']:.1%}, largest gap beyond 2 s.e. "
+                    f"{m.get('revenue_phase_share_error_beyond_2se', float('nan')):.1%}; "
+                    if np.isfinite(m.get("revenue_phase_share_error_se", float("nan")))
+                    else ""
+                )
+                + f"ages with >= {self.min_segment_partners} partners), tier/region phase "
+                "cells covered "
                 f"{m.get('revenue_phase_interval_coverage', float('nan')):.1%} "
                 "(evaluation/revenue_phases.csv)"
             )
@@ -444,7 +452,10 @@ def phase_coverage(
     expected revenue ``pred * share`` (the phasing's share at the row's age), the realised
     ``label_revenue_phase_<k>``, the portfolio interval from ``sd * sqrt(share)`` (the bound
     the forecast uses, :mod:`~partnerscore.models.phasing`), and the phase's expected and
-    realised share of the horizon's revenue (``expected_share``, ``realised_share``).
+    realised share of the horizon's revenue (``expected_share``, ``realised_share``); the whole
+    age's rows also carry the gap's partner-bootstrap standard error (``share_gap_se``,
+    :func:`~partnerscore.training.backtest.phase_backtest`: a few hundred partners' phases are
+    noisy), NaN on the tier and region rows.
     """
     ages = holdout["age_days"].to_numpy(float) if "age_days" in holdout else None
     shares = phasing.shares(ages, len(holdout))
@@ -476,7 +487,25 @@ def phase_coverage(
                     cells["expected_share"] = (sums["_mu"] / sums["_pred"]).to_numpy()
                     cells["realised_share"] = (sums["_y"] / sums["label_revenue"]).to_numpy()
                 parts.append(cells.assign(age_days=float(age), phase=k + 1))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return pd.DataFrame()
+    report = pd.concat(parts, ignore_index=True)
+    report["share_gap_se"] = np.nan
+    bounds = phase_bounds(int(phasing.horizon_days), int(phasing.phase_days))
+    if len(bounds) != phasing.n_phases:
+        return report
+    rows = holdout.assign(pred_revenue=pred)
+    groups = rows.groupby(by_age, sort=True).indices if by_age else {np.nan: np.arange(len(rows))}
+    for age, at in groups.items():
+        table = phase_backtest(rows.iloc[at], shares[at], bounds)
+        if table.empty:
+            continue
+        for rec in table.itertuples():
+            same = (report["segment"] == "all") & (report["phase"] == rec.phase)
+            if by_age:
+                same &= report["age_days"] == float(age)
+            report.loc[same, "share_gap_se"] = rec.share_gap_se
+    return report
 
 
 def phase_metrics(report: pd.DataFrame, min_partners: int) -> dict[str, float]:
@@ -501,7 +530,14 @@ def phase_metrics(report: pd.DataFrame, min_partners: int) -> dict[str, float]:
             gap = (whole["expected_share"] - whole["realised_share"]).to_numpy()
         out["revenue_phase_partners_min"] = float(whole["rows"].min())
         if np.isfinite(gap).any():
-            out["revenue_phase_share_error_max_abs"] = float(np.nanmax(np.abs(gap)))
+            at = int(np.nanargmax(np.abs(gap)))
+            out["revenue_phase_share_error_max_abs"] = float(abs(gap[at]))
+            if "share_gap_se" in whole:
+                se = whole["share_gap_se"].to_numpy(dtype=float)
+                out["revenue_phase_share_error_se"] = float(se[at])
+                beyond = np.abs(gap) - 2 * se
+                if np.isfinite(beyond).any():
+                    out["revenue_phase_share_error_beyond_2se"] = max(float(np.nanmax(beyond)), 0.0)
         if np.isfinite(bias).any():
             out["revenue_phase_bias_max_abs"] = float(np.max(np.abs(bias[np.isfinite(bias)])))
     if not cells.empty:

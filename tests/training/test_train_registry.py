@@ -301,6 +301,20 @@ def test_revenue_phases_report_reads_the_logged_phase_table(built_dir, tracking_
     checked = whole[whole["rows"] >= 20]
     gap = (checked["expected_share"] - checked["realised_share"]).abs().max()
     assert metrics["holdout_revenue_phase_share_error_max_abs"] == pytest.approx(gap)
+    # the gap's noise: the partner-bootstrap s.e. of the whole ages' phases, a plain reading
+    assert table.loc[table["segment"] != "all", "share_gap_se"].isna().all()
+    # (NaN where a resample of an age's few partners has no revenue at all)
+    assert whole["share_gap_se"].notna().any() and not (whole["share_gap_se"] < 0).any()
+    worst = (checked["expected_share"] - checked["realised_share"]).abs().idxmax()
+    assert metrics.get("holdout_revenue_phase_share_error_se", float("nan")) == pytest.approx(
+        checked.loc[worst, "share_gap_se"], nan_ok=True
+    )
+    beyond = (
+        (checked["expected_share"] - checked["realised_share"]).abs() - 2 * checked["share_gap_se"]
+    ).max()
+    assert metrics["holdout_revenue_phase_share_error_beyond_2se"] == pytest.approx(
+        max(beyond, 0.0)
+    )
     cells = table[table["segment"] != "all"]
     assert metrics["holdout_revenue_phase_interval_coverage"] == pytest.approx(
         cells["covered"].mean()

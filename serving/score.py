@@ -1270,7 +1270,7 @@ def run_score_features(
     decided = []
     n_rounds = int(rounds.max()) + 1 if len(rounds) else 1
     for k in range(n_rounds - 1):
-        with progress.task(f"score: round {k + 1} of {n_rounds} (partners with earlier rows)"):
+        with progress.task(f"score: round {k + 1} of {n_rounds} (recorded before the next)"):
             at = rounds == k
             decided.append(
                 _record_round(scored[at], _cutoffs(scored[at], as_of[at]), uri, config,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 import shutil
 import tempfile
 import warnings
@@ -31,7 +30,10 @@ import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.bundle import PartnerModel
-from partnerscore.models.model_uri import resolve_model_uri  # noqa: F401 (re-exported)
+from partnerscore.models.model_uri import (
+    MODELS_URI,
+    resolve_model_uri,  # noqa: F401 (re-exported)
+)
 
 ARTIFACT_KEY = "partner_model"
 # PartnerModel.scoring_view(): what the score job loads (no LightGBM or scikit-learn import)
@@ -264,7 +266,7 @@ def load_partner_model(model_uri: str) -> PartnerModel:
 
 def model_version_of(model_uri: str) -> str:
     """The registry version a models:/ URI resolves to (empty string when not registered)."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@(.+))", model_uri)
+    match = MODELS_URI.fullmatch(model_uri)
     if not match:
         return ""
     name, version, alias = match.groups()

@@ -187,8 +187,8 @@ def model_layout(
     The scoring model's own values (:data:`LAYOUT_COLUMNS` on every row written since they
     were recorded) win; ``given`` values must agree with them, and ``build`` (the config's
     build section, default :class:`BuildConfig`'s) serves score files without the columns.
-    Only the ``needed``
-    columns are read (a forecast that is not phased has no use for the phase length).
+    Only the ``needed`` columns are read (a forecast that is not phased has no use for the
+    phase length).
 
     Raises:
         PartnerscoreError: A column holds more than one value (rows of models with different

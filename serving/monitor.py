@@ -59,6 +59,7 @@ from partnerscore.features.pipeline import build_features, build_labels, make_sn
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw
+from partnerscore.models.model_uri import MODELS_URI
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.serving.config import AppConfig
@@ -328,7 +329,7 @@ def registry_phasings(
     cannot be resolved, or whose profile has no phasing (trained before profiles kept it),
     gives None. Each version is looked up once.
     """
-    match = re.fullmatch(r"models:/([^/@]+)(?:/\d+|@.+)", model_uri)
+    match = MODELS_URI.fullmatch(model_uri)
     name = match.group(1) if match else registered_model
     known: dict[str, RevenuePhasing | None] = {version: phasing} if version else {}
 
@@ -365,9 +366,9 @@ def row_shares(
     """
     ages = rows["age_days"].to_numpy(dtype=float)
     shares = phasing.shares(ages)
-    fallback = np.ones(len(rows), dtype=bool)
     if version_phasing is None or not len(rows):
         return shares, len(rows)
+    fallback = np.ones(len(rows), dtype=bool)
     versions = rows["model_version"].astype(str).to_numpy(dtype=object)
     for version in pd.unique(versions):
         own = version_phasing(str(version))

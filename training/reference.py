@@ -14,6 +14,7 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.profile import PREDICTIONS, build_profile
 from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.model_uri import MODELS_URI
 
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
 DEFAULT_AGES = (30, 60, 90, 180)
@@ -53,7 +54,7 @@ def run_id_of(model_uri: str) -> str:
     match = re.fullmatch(r"runs:/([^/]+)(?:/.*)?", model_uri)
     if match:
         return match.group(1)
-    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@(.+))", model_uri)
+    match = MODELS_URI.fullmatch(model_uri)
     if not match:
         raise PartnerscoreError(f"--model: cannot find the training run of '{model_uri}'")
     name, version, alias = match.groups()

@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 from pydantic import Field, field_validator
 
-from partnerscore.features.core import FrozenConfig
+from partnerscore.features.core import MAX_DAYS, FrozenConfig
 
 QUALIFYING_TOUCHPOINTS = ("meeting", "qbr", "co_sell", "joint_event", "lead", "deal")
 
@@ -52,22 +52,37 @@ class BuildConfig(FrozenConfig):
             (``label_revenue_phase_<k>``: when the horizon's revenue arrives; the forecast
             phases each partner's expected revenue into calendar periods with them).
         data_end: Last date with complete data; default is the latest date seen in the input.
+        data_end_tolerance_days: How many days after the newest event in the data
+            ``data_end`` may lie (quiet days at the end of an extract); a later one is refused:
+            its labels would count days the data does not cover.
+
+    Day counts are at most :data:`~partnerscore.features.core.MAX_DAYS` (100 years).
     """
 
     ages: tuple[int, ...] = (30, 60, 90, 180)
-    horizon_days: int = Field(default=180, ge=1)
-    engagement_period_days: int = Field(default=30, ge=1)
+    horizon_days: int = Field(default=180, ge=1, le=MAX_DAYS)
+    engagement_period_days: int = Field(default=30, ge=1, le=MAX_DAYS)
     engagement_min_share: float = Field(default=0.5, gt=0, le=1)
     engagement_touchpoints: tuple[str, ...] = QUALIFYING_TOUCHPOINTS
-    phase_days: int = Field(default=30, ge=1)
+    phase_days: int = Field(default=30, ge=1, le=MAX_DAYS)
     data_end: date | None = None
+    data_end_tolerance_days: int = Field(default=45, ge=0, le=MAX_DAYS)
 
     @field_validator("ages")
     @classmethod
     def _ages_positive_sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(a < 0 for a in value):
             raise ValueError("ages must be a non-empty list of non-negative day counts")
+        if any(a > MAX_DAYS for a in value):
+            raise ValueError(f"ages must be at most {MAX_DAYS:,} days (100 years)")
         return tuple(sorted(set(value)))
+
+    @field_validator("data_end")
+    @classmethod
+    def _data_end_in_contract_years(cls, value: date | None) -> date | None:
+        if value is not None and not 1900 <= value.year <= 2199:
+            raise ValueError("data_end must lie in the years 1900-2199 (the data contract's)")
+        return value
 
 
 class ValidateConfig(FrozenConfig):

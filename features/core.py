@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # pandas is imported where used: `partnerscore --help` does n
 FRAME_SUFFIXES = (".csv", ".parquet")
 TEXT_ID_COLUMNS = ("partner_id", "deal_id", "lead_id", "activity_id", "commitment_id", "course_id")
 """Id columns read as text from CSV outputs, whatever they look like."""
+MAX_DAYS = 36_525
+"""The longest day count an option takes (onboarding ages, horizons, periods): 100 years.
+Longer is a typo, and a date plus more than ~86,000 days passes 2262-04-11, the last instant a
+nanosecond timestamp holds (the arithmetic would wrap around silently)."""
 
 
 class PartnerscoreError(Exception):
@@ -66,11 +70,26 @@ def milestone_dates(signed_at, days: int) -> pd.Series:
     """Each partner's onboarding milestone ``signed_at + days`` (``score --at-age DAYS``).
 
     The one definition of a milestone cut-off: the features (``build_scoring_frame_at_age``),
-    the batch's scope and the Spark engine all take theirs from here.
+    the batch's scope and the Spark engine all take theirs from here. A milestone past
+    2262-04-11 (the last nanosecond timestamp) is NaT: no partner reaches it within any data.
     """
+    import numpy as np
     import pandas as pd
 
-    return pd.to_datetime(signed_at) + pd.Timedelta(days=int(days))
+    signed = pd.Series(pd.to_datetime(signed_at)).astype("datetime64[ns]")
+    ns = signed.to_numpy().view("i8")
+    nat, top = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if int(days) < 0:
+        raise PartnerscoreError(f"{days}: an onboarding age is a non-negative number of days")
+    step = int(days) * 86_400 * 10**9
+    # NaT where the milestone would pass the last representable instant: nobody is that old
+    out = np.full(len(ns), nat, dtype=np.int64)
+    limit = top - step  # a Python int: the latest signing that reaches the milestone
+    if limit > nat:
+        reach = (ns != nat) & (ns <= limit)
+        half = step // 2  # a step above 2**63 (1970 -> 2262) is added in two halves that fit
+        out[reach] = (ns[reach] + half) + (step - half)
+    return pd.Series(out.view("datetime64[ns]"), index=signed.index)
 
 
 def file_fingerprint(path: str | Path) -> str:
@@ -392,6 +411,42 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise PartnerscoreError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
 
 
+def csv_header(path: Path) -> list[str]:
+    """Column names of a CSV file (raises a one-line error for non-UTF-8 or broken headers)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError as exc:
+        raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise PartnerscoreError(f"{path}: cannot read file: {exc}") from exc
+    if not header or not any(h.strip() for h in header):
+        raise PartnerscoreError(f"{path}: empty file (no header line)")
+    return header
+
+
+def blank_record(row: list[str]) -> bool:
+    """A CSV record that is a line of spaces or tabs only: skipped like an empty line."""
+    return len(row) == 1 and not row[0].strip(" \t\r")
+
+
+def ragged_line(path: Path, fields: int) -> int | None:
+    """1-based physical line of the first CSV record whose field count is not ``fields``."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        before = reader.line_num
+        for row in reader:
+            if row and len(row) != fields and not blank_record(row):
+                return before + 1
+            before = reader.line_num
+    return None
+
+
 def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file written by partnerscore (not for raw contract tables).
 
@@ -415,10 +470,29 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
         if path.stat().st_size == 0:
             raise PartnerscoreError(f"{path}: empty file")
         if frame_format(path) == "csv":
+            import warnings
+
+            header = csv_header(path)
+            names = [h.strip() for h in header]
+            dup = next((h for h in names if names.count(h) > 1), None)
+            if dup is not None:  # pandas would rename the second to "<name>.1" and go on
+                raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
             # only empty cells are missing: "NA" is a region, "null" a name; ids are text
             header = pd.read_csv(path, nrows=0).columns
             as_text = {c: "str" for c in header if c in TEXT_ID_COLUMNS or (text and text(c))}
-            frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=as_text)
+            with warnings.catch_warnings():
+                # a first row longer than the header: pandas warns and drops its extra fields
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                try:
+                    frame = pd.read_csv(
+                        path, keep_default_na=False, na_values=[""], dtype=as_text, index_col=False
+                    )
+                except pd.errors.ParserWarning as exc:
+                    line = ragged_line(path, len(header))
+                    where = f"line {line}: " if line is not None else ""
+                    raise PartnerscoreError(
+                        f"{path}: {where}more fields than the header's {len(header)}"
+                    ) from exc
             for name in frame.columns:
                 if pd.api.types.is_string_dtype(frame[name].dtype) or frame[name].dtype == object:
                     frame[name] = _restore(frame[name]).where(frame[name].notna(), None)

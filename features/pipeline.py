@@ -60,6 +60,7 @@ def make_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFram
     order = ids.argsort(kind="stable")
     ordered = pa.array(ids.take(order), pa.large_string())
     repeated = len(ordered) > 1 and not pc.all(pc.not_equal(ordered[1:], ordered[:-1])).as_py()
+    _check_reach(partners, signed, ages)
     if not len(ids) or repeated or signed.isna().any():
         return _sorted_snapshots(partners, ages)
     steps = np.asarray([int(age) for age in ages], dtype=np.int64)
@@ -75,6 +76,25 @@ def make_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFram
             "signed_at": signed_at,
         }
     )
+
+
+def _check_reach(partners: pd.DataFrame, signed: pd.Series, ages: tuple[int, ...]) -> None:
+    """Stop when a partner's oldest snapshot would pass 2262-04-11 (the timestamps' end).
+
+    ``signed_at + age`` in nanoseconds would wrap around to the 1700s silently.
+    """
+    if not len(ages) or not signed.notna().any():
+        return
+    oldest = max(int(age) for age in ages)
+    limit = milestone_dates(signed, oldest)
+    past = signed.notna().to_numpy() & limit.isna().to_numpy()
+    if past.any():
+        row = int(np.flatnonzero(past)[0])
+        raise PartnerscoreError(
+            f"--ages {oldest}: partner '{partners['partner_id'].iloc[row]}' (signed "
+            f"{signed.iloc[row]:%Y-%m-%d}) would be {oldest} days old after 2262-04-11, "
+            "the last date the pipeline can represent"
+        )
 
 
 def _sorted_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFrame:
@@ -230,9 +250,24 @@ def revenue_phases(config: BuildConfig) -> int:
 
 
 def _data_end(raw: RawData, config: BuildConfig) -> pd.Timestamp:
-    if config.data_end is not None:
-        return pd.Timestamp(config.data_end) + pd.Timedelta(days=1)
-    return pd.Timestamp(raw.data_end)
+    """The end of the labels' data: ``build.data_end`` (the whole day) or the newest event.
+
+    Raises:
+        PartnerscoreError: ``data_end`` lies more than ``data_end_tolerance_days`` after the
+            newest event: its labels would count days the data does not cover as quiet.
+    """
+    newest = pd.Timestamp(raw.data_end)
+    if config.data_end is None:
+        return newest
+    end = pd.Timestamp(config.data_end) + pd.Timedelta(days=1)
+    after = (pd.Timestamp(config.data_end) - newest.normalize()).days
+    if after > config.data_end_tolerance_days:
+        raise PartnerscoreError(
+            f"--data-end {config.data_end:%Y-%m-%d}: {after} days after the newest event in the "
+            f"data ({newest:%Y-%m-%d}); labels would count days the data does not cover "
+            f"(build.data_end_tolerance_days: {config.data_end_tolerance_days})"
+        )
+    return end
 
 
 def _cohort(signed: pd.Series) -> pd.Series:
@@ -251,21 +286,40 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
         partner_id, as_of, signed_at sorted by partner_id, as_of (duplicates removed).
     """
     path = Path(path)
-    frame = read_frame(path)
+    frame = read_frame(path, text=lambda col: col == "as_of")
     for col in ("partner_id", "as_of"):
         if col not in frame.columns:
             raise PartnerscoreError(f"{path}: missing column '{col}'")
     if frame.empty:
         raise PartnerscoreError(f"{path}: no cut-off rows")
+    missing_id = frame["partner_id"].isna().to_numpy()
+    if missing_id.any():
+        row = int(np.flatnonzero(missing_id)[0])
+        raise PartnerscoreError(f"{path}: column 'partner_id' row {row + 1}: missing partner id")
     ids = frame["partner_id"].astype("str")
-    as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed", utc=True)
-    as_of = as_of.dt.tz_convert(None)
-    bad = as_of.isna() | frame["as_of"].isna()
+    given = frame["as_of"]
+    if pd.api.types.is_numeric_dtype(given.dtype) or pd.api.types.is_bool_dtype(given.dtype):
+        as_of = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")  # not dates
+    else:
+        as_of = pd.to_datetime(given, errors="coerce", format="mixed", utc=True)
+        as_of = as_of.dt.tz_convert(None)
+    # pandas reads "today" and "now" as the clock's time: a plan names its dates
+    relative = given.astype(str).str.strip().str.lower().isin(["today", "now"]).to_numpy()
+    bad = as_of.isna().to_numpy() | given.isna().to_numpy() | relative
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         raise PartnerscoreError(
-            f"{path}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' is not a date"
+            f"{path}: column 'as_of' row {row + 1}: '{given.iloc[row]}' is not a date"
         )
+    years = as_of.dt.year.to_numpy()
+    outside = (years < 1900) | (years > 2199)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise PartnerscoreError(
+            f"{path}: column 'as_of' row {row + 1}: '{given.iloc[row]}' is outside the years "
+            "1900-2199"
+        )
+    as_of = as_of.astype("datetime64[ns]")
     signed = pd.Series(
         pd.to_datetime(partners["signed_at"]).to_numpy(),
         index=partners["partner_id"].astype(str).to_numpy(),
@@ -306,7 +360,8 @@ def training_snapshots(
     """
     snaps = make_snapshots(raw.tables["partners"], config.ages) if cutoffs is None else cutoffs
     end = _data_end(raw, config)
-    complete = snaps["as_of"] + pd.Timedelta(days=config.horizon_days) <= end
+    # as_of <= end - horizon: as_of + horizon would wrap past 2262 for a far cut-off
+    complete = snaps["as_of"] <= end - pd.Timedelta(days=config.horizon_days)
     kept = snaps[complete.to_numpy()].reset_index(drop=True)
     if kept.empty:
         raise PartnerscoreError(

@@ -40,7 +40,14 @@ from partnerscore.features.contract import (
     TableSpec,
     schema,
 )
-from partnerscore.features.core import PartnerscoreError, file_fingerprint, write_frame_atomic
+from partnerscore.features.core import (
+    PartnerscoreError,
+    blank_record,
+    csv_header,
+    file_fingerprint,
+    ragged_line,
+    write_frame_atomic,
+)
 
 
 @dataclass
@@ -187,17 +194,8 @@ def _find_files(raw_dir: Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def _header(path: Path) -> list[str]:
-    """Column names of a CSV file (raises a one-line error for non-UTF-8 or broken headers)."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
-    except UnicodeDecodeError as exc:
-        raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except csv.Error as exc:
-        raise PartnerscoreError(f"{path}: cannot read file: {exc}") from exc
-    if not header or not any(h.strip() for h in header):
-        raise PartnerscoreError(f"{path}: empty file (no header line)")
-    return header
+    """Column names of a CSV file (one-line errors for non-UTF-8 or broken headers)."""
+    return csv_header(path)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -225,7 +223,9 @@ def _read_arrow(path: Path) -> pa.Table:
     try:
         return pacsv.read_csv(
             path,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=_skip_blank_rows
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(header, pa.string()),
                 strings_can_be_null=False,
@@ -236,9 +236,30 @@ def _read_arrow(path: Path) -> pa.Table:
         message = _first_line(exc)
         if "UTF8" in message or "utf-8" in message.lower():
             raise PartnerscoreError(f"{path}: not UTF-8 text ({message})") from exc
+        if "Expected" in message and "columns" in message:  # a record of the wrong length
+            line = _quietly_ragged_line(path, len(header))
+            if line is not None:
+                message = f"line {line}: {message}"
         raise PartnerscoreError(f"{path}: cannot read file: {message}") from exc
     except Exception as exc:  # any other arrow/OS error: one line, no traceback
         raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
+
+
+def _skip_blank_rows(row) -> str:
+    """Arrow's handler of a record of the wrong length: a blank line is skipped, else stop.
+
+    A line of spaces or tabs is skipped like an empty one (and :func:`record_lines` counts it
+    so); any other record of the wrong length stops the read.
+    """
+    return "skip" if not row.text.strip(" \t\r") else "error"
+
+
+def _quietly_ragged_line(path: Path, fields: int) -> int | None:
+    """The line of the first record of the wrong length (None when the file cannot tell)."""
+    try:
+        return ragged_line(path, fields)
+    except (csv.Error, UnicodeDecodeError, OSError):
+        return None
 
 
 _EDGE_BYTES = np.zeros(256, dtype=bool)
@@ -362,7 +383,7 @@ def record_lines(path: Path, records: int) -> tuple[int, np.ndarray | None]:
             before = reader.line_num
             for row in reader:
                 after = reader.line_num
-                if row and any(row):
+                if row and any(row) and not blank_record(row):
                     if i >= records:
                         return lines, None
                     spans[i] = (before + 1, after)
@@ -494,7 +515,8 @@ def _to_numbers(src: _Source) -> np.ndarray:
     """float64 with NaN for missing or unparseable values (inf stays inf)."""
     values, kind = src.values, src.values.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        # unsafe: integers beyond 2**53 round to the nearest double, as their CSV text does
+        return values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
     text = src.as_text()
     try:  # fast path: every value a plain number
         return text.cast(pa.float64()).to_numpy(zero_copy_only=False)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
+    MAX_DAYS,
     PartnerscoreError,
     discard_staged,
     frame_format,
@@ -253,8 +254,10 @@ def run_score(
         raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
-    if at_age is not None and at_age < 0:
-        raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
+    if at_age is not None and not 0 <= at_age <= MAX_DAYS:
+        raise PartnerscoreError(
+            f"--at-age {at_age}: must be a number of days from 0 to {MAX_DAYS:,} (100 years)"
+        )
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     problem = missing_model(uri, config.paths.tracking_uri())

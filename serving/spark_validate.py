@@ -212,6 +212,11 @@ def table_inputs(spark, files: dict[str, str]) -> dict[str, TableInput]:
     return inputs
 
 
+CORRUPT = "_corrupt_record"
+BLANK_LINE = "^[ \\t\\r]*$"
+"""A CSV record that is a line of spaces or tabs only (Java regex): skipped like an empty line."""
+
+
 def read_table(spark, table: TableInput):
     """A raw table as a Spark frame.
 
@@ -224,12 +229,15 @@ def read_table(spark, table: TableInput):
     n = len(table.columns)
     positional = [f"_c{i}" for i in range(n)]
     if table.is_csv:
-        schema = T.StructType([T.StructField(c, T.StringType(), True) for c in positional])
+        schema = T.StructType(
+            [T.StructField(c, T.StringType(), True) for c in [*positional, CORRUPT]]
+        )
         frame = (
             spark.read.schema(schema)
             .option("header", True)
             .option("multiLine", True)
-            .option("mode", "FAILFAST")
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT)
             .option("quote", '"')
             .option("escape", '"')
             .option("encoding", "UTF-8")
@@ -238,6 +246,20 @@ def read_table(spark, table: TableInput):
         )
         if frame.rdd.getNumPartitions() != 1:
             raise PartnerscoreError(f"{table.path}: expected one file per table")
+        # a line of spaces or tabs is skipped like an empty one (as the pandas validator's
+        # reader does); any other record of the wrong length stops the read (FAILFAST before)
+        corrupt = F.col(CORRUPT)
+        blank = corrupt.rlike(BLANK_LINE)
+        frame = frame.filter(corrupt.isNull() | ~blank).withColumn(
+            CORRUPT,
+            F.when(
+                corrupt.isNotNull(),
+                F.raise_error(
+                    F.concat(F.lit(f"{Path(table.path).name}: Malformed CSV record: "), corrupt)
+                ),
+            ),
+        )
+        frame = frame.filter(F.col(CORRUPT).isNull()).drop(CORRUPT)
         # one partition: monotonically_increasing_id is the record's position in the file
         frame = frame.withColumn(ROW, F.monotonically_increasing_id() + 1)
         breaks = [F.coalesce(F.size(F.split(F.col(c), "\n", -1)) - 1, F.lit(0)) for c in positional]
@@ -528,9 +550,13 @@ def validate_in_spark(
     inputs = table_inputs(spark, files)
     dtypes = clean_dtypes(inputs, config)
     parts = []
-    for table in inputs.values():
-        frame = _line_spans(read_table(spark, table), table)
-        parts.append(frame)
+    try:
+        for table in inputs.values():
+            parts.append(_line_spans(read_table(spark, table), table))
+    except PartnerscoreError:
+        raise
+    except Exception as exc:  # a record of the wrong length met by the line-span count
+        raise PartnerscoreError(_spark_read_error(exc, inputs)) from exc
     packed = parts[0]
     for part in parts[1:]:
         packed = packed.unionByName(part, allowMissingColumns=True)
@@ -621,6 +647,10 @@ def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:
         (line.strip() for line in text.splitlines() if "Malformed" in line or "Error" in line),
         _one_line(exc),
     )
+    # "[USER_RAISED_EXCEPTION] deals.csv: Malformed CSV record: ... SQLSTATE: P0001"
+    first = re.sub(r"^\[[A-Z_]+\]\s*", "", first)
+    first = re.sub(r"\s*SQLSTATE: \w+$", "", first)
+    first = first.removeprefix(f"{Path(where).name}: ")
     return f"{where}: cannot read file: {first[:160]}"
 
 

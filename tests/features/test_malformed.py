@@ -50,10 +50,19 @@ def read_quarantine(raw: Path, table: str) -> pd.DataFrame:
     return pd.read_csv(raw / "quarantine" / f"{table}.csv", dtype=str, keep_default_na=False)
 
 
+def records(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and data records of a CSV table as raw text (independent of the loader): empty
+    lines and lines of spaces or tabs only are not records."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        return header, [r for r in reader if r and not (len(r) == 1 and not r[0].strip(" \t\r"))]
+
+
 def source_rows(path: Path) -> list[dict[str, str]]:
     """Data rows of a CSV table as dicts of raw text (independent of the loader)."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return list(csv.DictReader(handle))
+    header, rows = records(path)
+    return [dict(zip(header, r, strict=False)) for r in rows]
 
 
 def check_dtypes(table: str, frame: pd.DataFrame) -> None:
@@ -181,10 +190,7 @@ def to_string_parquet(raw: Path) -> None:
     for path in sorted(raw.glob("*.csv")):
         if path.stem not in TABLES:
             continue
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader)
-            rows = list(reader)
+        header, rows = records(path)
         columns = {
             name: pa.array([r[i] if r[i] != "" else None for r in rows], type=pa.string())
             for i, name in enumerate(header)

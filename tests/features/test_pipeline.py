@@ -15,6 +15,8 @@ from partnerscore.features.pipeline import (
     build_scoring_frame,
     build_training_set,
     make_snapshots,
+    read_cutoffs,
+    training_snapshots,
 )
 from partnerscore.features.registry import feature_specs, registry_version
 from partnerscore.features.validate import load_raw
@@ -309,3 +311,58 @@ def test_make_snapshots_equals_sorting_every_row(ids, days, ages, unique):
     partners = pd.DataFrame({"partner_id": ids, "signed_at": pd.to_datetime(pd.Series(signed))})
     got = make_snapshots(partners, tuple(ages))
     pd.testing.assert_frame_equal(got, _sorted_snapshots(partners, tuple(ages)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    days=st.lists(st.one_of(st.none(), st.integers(-80_000, 87_000)), min_size=1, max_size=6),
+    age=st.one_of(st.integers(0, 120_000), st.integers(0, 10**15)),
+)
+def test_milestone_dates_equal_per_partner_date_arithmetic(days, age):
+    """The twin: Python's datetime per partner; a milestone past 2262-04-11 (or a missing
+    signing) is NaT, never a date wrapped into the 1700s (100,000 days did that before)."""
+    from datetime import datetime, timedelta
+
+    from partnerscore.features.core import milestone_dates
+
+    signed = [None if d is None else datetime(2024, 1, 1, 9, 30) + timedelta(days=d) for d in days]
+    stamps = pd.to_datetime(pd.Series(signed, dtype=object)).astype("datetime64[ns]")
+    got = milestone_dates(stamps.set_axis(range(5, 5 + len(days))), age)
+    assert list(got.index) == list(range(5, 5 + len(days)))
+    for when, value in zip(signed, got, strict=True):
+        try:
+            want = None if when is None else pd.Timestamp(when + timedelta(days=age))
+        except OverflowError:  # beyond datetime's year 9999
+            want = None
+        if want is not None and want > pd.Timestamp.max:
+            want = None
+        assert (pd.isna(value) and want is None) or value == want, (when, age, value, want)
+
+
+def test_snapshots_past_2262_stop_with_one_line():
+    # validated tables hold nanosecond timestamps, whose arithmetic wraps past 2262-04-11
+    signed = pd.to_datetime(["2024-01-01", "2199-06-01"]).astype("datetime64[ns]")
+    partners = pd.DataFrame({"partner_id": ["P1", "P2"], "signed_at": signed})
+    assert make_snapshots(partners, (30, 20_000))["as_of"].max() == pd.Timestamp("2254-03-05")
+    for frame in (partners, pd.concat([partners, partners.iloc[:1]])):  # fast and sorted paths
+        with pytest.raises(PartnerscoreError, match=r"--ages 36525: partner 'P2' \(signed 2199"):
+            make_snapshots(frame, (30, 36_525))
+
+
+def test_a_far_cutoff_plus_the_horizon_is_incomplete_not_wrapped(tmp_path):
+    """as_of 2199 + a 100-year horizon passes 2262: the snapshot's horizon is incomplete (it
+    wrapped to the 1700s before and counted as complete, labelled from no data)."""
+    from partnerscore.features.validate import RawData
+
+    partners = pd.DataFrame(
+        {"partner_id": ["P1", "P2"], "signed_at": pd.to_datetime(["2024-01-01", "2024-01-01"])}
+    )
+    path = tmp_path / "c.csv"
+    pd.DataFrame({"partner_id": ["P1", "P2"], "as_of": ["2024-03-01", "2199-01-01"]}).to_csv(
+        path, index=False
+    )
+    cutoffs = read_cutoffs(path, partners)
+    assert cutoffs["as_of"].dtype == "datetime64[ns]"
+    raw = RawData.from_frames({"partners": partners}, data_end=pd.Timestamp("2199-06-01"))
+    kept, dropped = training_snapshots(raw, BuildConfig(horizon_days=36_525), cutoffs)
+    assert kept["partner_id"].tolist() == ["P1"] and dropped == 1

@@ -287,7 +287,7 @@ def test_contract_is_published():
         ),
         (
             {"deals": "deal_id,partner_id,created_at,closed_at,amount,status\nD1,P1,2024-02-01\n"},
-            "deals.csv: cannot read file: CSV parse error: Expected 6 columns, got 3",
+            "deals.csv: cannot read file: line 2: CSV parse error: Expected 6 columns, got 3",
         ),
         ({"partners": b"partner_id,partner_name\nP1,\xff\xfe\n"}, "partners.csv: not UTF-8"),
         (
@@ -412,6 +412,31 @@ def test_timezone_aware_parquet_is_utc(tmp_path):
     assert row["created_at"] == pd.Timestamp("2024-02-01 09:00")
     assert row["closed_at"] == pd.Timestamp("2024-03-01")
     assert row["amount"] == 12.5 and row["status"] == "won"
+
+
+def test_parquet_integers_beyond_2_53_are_numbers_like_their_text(tmp_path):
+    """An int64 amount above 2**53 (or a uint64 near 2**64) is read like the same digits in a
+    CSV file: the nearest double (a safe Arrow cast stopped validate with an internal error)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = make_raw(tmp_path)
+    (raw / "deals.csv").unlink()
+    for kind, big in ((pa.int64(), 2**53 + 1), (pa.uint64(), 2**64 - 1)):
+        table = pa.table(
+            {
+                "deal_id": ["D1", "D2"],
+                "partner_id": ["P1", "P1"],
+                "created_at": ["2024-02-01", "2024-02-02"],
+                "closed_at": ["2024-03-01", None],
+                "amount": pa.array([big, 5], kind),
+                "status": ["won", "open"],
+            }
+        )
+        pq.write_table(table, raw / "deals.parquet")
+        data = load_raw(raw)
+        assert data.tables["deals"]["amount"].tolist() == [float(big), 5.0]
+        assert data.report.tables["deals"].quarantined == 0
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

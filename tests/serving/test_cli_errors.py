@@ -136,6 +136,84 @@ def _bad_data_end(tmp):
     return ["build", "--raw", raw_copy(tmp), "--data-end", "2024-02-30"], ["--data-end"]
 
 
+def _ages_past_a_century(tmp):
+    # signed_at + 100000 days wrapped past 2262 into the 1700s, silently (exit 0)
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--ages", "30,100000"], [
+        "--ages 30,100000",
+        "at most 36,525 days",
+    ]
+
+
+def _horizon_past_a_century(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--horizon", "90000"], [
+        "--horizon 90000",
+    ]
+
+
+def _data_end_past_the_contract_years(tmp):
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--data-end", "9999-12-31"], [
+        "--data-end 9999-12-31",
+        "1900-2199",
+    ]
+
+
+def _data_end_after_the_newest_event(tmp):
+    # labels up to 2030 would count four years the data does not cover as quiet
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--data-end", "2030-01-01"], [
+        "--data-end 2030-01-01",
+        "2132 days after the newest event in the data (2024-03-01)",
+        "build.data_end_tolerance_days",
+    ]
+
+
+def _cutoffs_after_2262(tmp):
+    (tmp / "c.csv").write_text("partner_id,as_of\nP1,2024-06-01\nP2,3000-01-01\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
+        "c.csv: column 'as_of' row 2: '3000-01-01' is outside the years 1900-2199",
+    ]
+
+
+def _cutoffs_numeric_as_of(tmp):
+    (tmp / "c.csv").write_text("partner_id,as_of\nP1,1e308\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
+        "c.csv: column 'as_of' row 1: '1e308' is not a date",
+    ]
+
+
+def _cutoffs_as_of_today(tmp):
+    (tmp / "c.csv").write_text("partner_id,as_of\nP1,today\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
+        "c.csv: column 'as_of' row 1: 'today' is not a date",
+    ]
+
+
+def _cutoffs_column_twice(tmp):
+    (tmp / "c.csv").write_text("partner_id,as_of,as_of\nP1,2024-06-01,2024-07-01\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
+        "c.csv: column 'as_of' appears twice in the header",
+    ]
+
+
+def _cutoffs_extra_field(tmp):
+    # pandas would take the first column as the index and read 'extra' as the date
+    (tmp / "c.csv").write_text("partner_id,as_of\nP1,2024-06-01,extra\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
+        "c.csv: line 2: more fields than the header's 2",
+    ]
+
+
+def _cutoffs_missing_partner_id(tmp):
+    (tmp / "c.csv").write_text("partner_id,as_of\nP1,2024-06-01\n,2024-06-01\n")
+    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
+        "c.csv: column 'partner_id' row 2: missing partner id",
+    ]
+
+
+def _at_age_past_a_century(tmp):
+    argv = ["score", "--raw", raw_copy(tmp), "--at-age", "99999999999", "--out", tmp / "s.csv"]
+    return argv, ["--at-age 99999999999", "0 to 36,525"]
+
+
 def _zero_partners(tmp):
     return ["simulate", "--partners", "0", "--out", tmp / "r"], ["--partners"]
 

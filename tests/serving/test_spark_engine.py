@@ -157,7 +157,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored
 
 
-@pytest.mark.parametrize("case", ["stray_quote", "mixed_good_bad"])
+@pytest.mark.parametrize("case", ["stray_quote", "mixed_good_bad", "whitespace_lines"])
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     """Counts, data end, quarantine rows and the clean rows of malformed folders."""
     from partnerscore.features.validate import load_raw
@@ -178,6 +178,21 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     for name, frame in unpack(clean, got.dtypes).items():
         pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)
     got.unpersist()
+
+
+@pytest.mark.parametrize("case", ["too_many_fields", "unclosed_quote"])
+def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, tmp_path, spark):
+    """Like the pandas validator: one line naming the file (a blank line is skipped instead)."""
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    sys.path.insert(0, str(MALFORMED.parent))
+    from test_malformed import materialise
+
+    materialise(case, tmp_path / "raw")
+    with pytest.raises(PartnerscoreError, match=r"deals.csv: cannot read file: Malformed") as got:
+        validate_in_spark(spark, str(tmp_path / "raw"), 3, None, str(tmp_path / "sq"))
+    assert "\n" not in str(got.value)
 
 
 def test_duplicate_record_ids_across_buckets_stop_the_run(tmp_path, spark):

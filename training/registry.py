@@ -15,7 +15,13 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
-from partnerscore.training.train import CHALLENGER, CHAMPION, HOLDOUT_ARTIFACT, drifting
+from partnerscore.training.train import (
+    CHALLENGER,
+    CHAMPION,
+    HOLDOUT_ARTIFACT,
+    HOLDOUT_PREDICTIONS_ARTIFACT,
+    drifting,
+)
 
 _SHOWN = (
     ("holdout_primary_score", "primary"),
@@ -119,6 +125,13 @@ class PromoteResult:
                 f"champion v{self.champion} {self.champion_score:.4f} on the challenger's "
                 f"holdout (needs +{self.margin:.1%})"
             )
+            seen = [
+                f"v{v}"
+                for v, key in ((self.challenger, "challenger"), (self.champion, "champion"))
+                if self.details.get(f"{key}_predictions") == "refitted on these rows"
+            ]
+            if seen:  # runs from before the pre-refit predictions were logged
+                basis += f" [{' and '.join(seen)} refitted on these rows: optimistic]"
         if self.bias is not None and self.max_bias is not None:
             ok = abs(self.bias) - self.bias_noise <= self.max_bias
             noise = f" + {self.bias_noise:.0%} sampling noise" if self.bias_noise else ""
@@ -156,6 +169,63 @@ def _holdout_of(client: mlflow.MlflowClient, run_id: str) -> pd.DataFrame:
         return pd.read_parquet(Path(path))
 
 
+def _logged_predictions(
+    client: mlflow.MlflowClient, run_id: str, holdout: pd.DataFrame
+) -> pd.DataFrame | None:
+    """A run's pre-refit holdout predictions in ``holdout``'s row order.
+
+    None when the run logged none (trained before they were logged) or logged other rows.
+    """
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, HOLDOUT_PREDICTIONS_ARTIFACT, tmp)
+            logged = pd.read_parquet(Path(path))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+    keys = ["partner_id", "as_of"]
+    if len(logged) != len(holdout) or logged.duplicated(keys).any():
+        return None
+    want = pd.DataFrame(
+        {
+            "partner_id": holdout["partner_id"].astype(str).to_numpy(),
+            "as_of": pd.to_datetime(holdout["as_of"]).to_numpy(),
+        }
+    )
+    logged = logged.assign(
+        partner_id=logged["partner_id"].astype(str), as_of=pd.to_datetime(logged["as_of"])
+    )
+    got = want.merge(logged, on=keys, how="left", validate="one_to_one")
+    if got[["pred_revenue", "pred_engagement"]].isna().any().any():
+        return None
+    return got[["pred_revenue", "pred_engagement"]]
+
+
+def _unseen_predictions(
+    client: mlflow.MlflowClient, name: str, version, holdout: pd.DataFrame, holdout_sha: str
+) -> tuple[pd.DataFrame, str]:
+    """A version's predictions of the gate's holdout from a model that never saw those rows.
+
+    A version refitted on the very training set the holdout comes from (its run's
+    ``training_set_sha256``) has seen these partners: its run's pre-refit predictions of the
+    same rows stand in. Otherwise the registered model predicts them.
+
+    Returns:
+        (pred_revenue and pred_engagement in the holdout's row order, which model: "pre-refit",
+        "registered" or "refitted on these rows" when a refitted run logged no predictions).
+    """
+    run = client.get_run(version.run_id)
+    refit = str(run.data.params.get("refit", "False")).lower() == "true"
+    if refit and holdout_sha and run.data.tags.get("training_set_sha256") == holdout_sha:
+        logged = _logged_predictions(client, version.run_id, holdout)
+        if logged is not None:
+            return logged, "pre-refit"
+        basis = "refitted on these rows"
+    else:
+        basis = "registered"
+    model = load_partner_model(f"models:/{name}/{version.version}")
+    return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
+
+
 def run_promote(
     config: TrainConfig,
     *,
@@ -167,9 +237,11 @@ def run_promote(
     """Move ``champion`` to the challenger when it beats the champion by the margin.
 
     Both models are scored on the challenger's holdout (the newest cohorts it was evaluated
-    on, stored with its run), so the comparison is on identical rows. The primary score is the
-    mean of revenue normalized Gini and engagement ROC AUC; the challenger must exceed the
-    champion's by ``promotion_margin`` (relative). With no champion the first version is
+    on, stored with its run), so the comparison is on identical rows, each by a model that
+    never saw them: a version refitted on that training set (by default every new one) is
+    scored by its run's pre-refit predictions (:func:`_unseen_predictions`). The primary
+    score is the mean of revenue normalized Gini and engagement ROC AUC; the challenger must
+    exceed the champion's by ``promotion_margin`` (relative). With no champion the first version is
     promoted. Either way the challenger's revenue portfolio bias on its holdout — the
     pre-refit value logged by its training run (``holdout_revenue_portfolio_bias``), honest
     even when the registered model was refitted on those cohorts — must be within
@@ -212,18 +284,18 @@ def run_promote(
     bias = run_metrics.get("holdout_revenue_portfolio_bias")
     bias_se = run_metrics.get("holdout_revenue_portfolio_bias_se", 0.0)
     holdout = _holdout_of(client, challenger.run_id)
-    ch_model = load_partner_model(f"models:/{name}/{challenger.version}")
-    ch_pred = ch_model.predict(holdout)
+    holdout_sha = client.get_run(challenger.run_id).data.tags.get("training_set_sha256", "")
+    ch_pred, ch_basis = _unseen_predictions(client, name, challenger, holdout, holdout_sha)
     ch_metrics = evaluate(holdout, ch_pred["pred_revenue"], ch_pred["pred_engagement"])
     ch_score = ch_metrics["primary_score"]
     champ_score = None
-    details = {"challenger": ch_metrics}
+    details = {"challenger": ch_metrics, "challenger_predictions": ch_basis}
     if champion is not None:
-        cp_model = load_partner_model(f"models:/{name}/{champion.version}")
-        cp_pred = cp_model.predict(holdout)
+        cp_pred, cp_basis = _unseen_predictions(client, name, champion, holdout, holdout_sha)
         cp_metrics = evaluate(holdout, cp_pred["pred_revenue"], cp_pred["pred_engagement"])
         champ_score = cp_metrics["primary_score"]
         details["champion"] = cp_metrics
+        details["champion_predictions"] = cp_basis
         passes = ch_score >= champ_score * (1 + config.promotion_margin)
     else:
         passes = True

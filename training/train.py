@@ -76,6 +76,9 @@ DRIFT_Z = 2.0
 """Out-of-fold cohort trend, in s.e., beyond which a run counts as drifting (summaries, auto)."""
 CHAMPION = "champion"
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
+HOLDOUT_PREDICTIONS_ARTIFACT = "evaluation/holdout_predictions.parquet"
+"""The pre-refit model's holdout predictions (partner_id, as_of, pred_revenue,
+pred_engagement): what ``promote`` scores a refitted version by, on rows it never saw."""
 _REQUIRED = ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged", "age_days")
 
 
@@ -1215,6 +1218,17 @@ def run_train(
         if not ev.phases.empty:
             _log_frame(ev.phases, "evaluation/revenue_phases.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
+        _log_frame(
+            pd.DataFrame(
+                {
+                    "partner_id": holdout["partner_id"].to_numpy(),
+                    "as_of": holdout["as_of"].to_numpy(),
+                    "pred_revenue": preds["pred_revenue"].to_numpy(),
+                    "pred_engagement": preds["pred_engagement"].to_numpy(),
+                }
+            ),
+            HOLDOUT_PREDICTIONS_ARTIFACT,
+        )
         _log_plots(ev.evaluated, holdout, preds, metrics)
         trial_runs = log_lineage(
             ev,

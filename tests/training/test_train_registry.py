@@ -178,6 +178,41 @@ def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
     assert "champion" in capsys.readouterr().out
 
 
+def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
+    built_dir, tracking_uri, tmp_path
+):
+    """v1 is not refitted, v2 is (the default): same data and seed, so the same pre-refit
+    model. The registered v2 was refitted on the holdout itself; scoring it there made it look
+    ~4 points better than v1 and promoted it. Each is now scored by a model that never saw
+    the rows: equal scores, not promoted."""
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    train(built_dir, tracking_uri, tmp_path, refit=False)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    second = train(built_dir, tracking_uri, tmp_path)
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    assert gate.details["challenger_predictions"] == "pre-refit"
+    assert gate.details["champion_predictions"] == "registered"  # v1 never saw the holdout
+    assert gate.challenger_score == pytest.approx(gate.champion_score, abs=1e-9)
+    assert gate.challenger_score == pytest.approx(second.metrics["primary_score"], abs=1e-9)
+    assert not gate.promoted and "optimistic" not in gate.summary()
+    # the refitted model itself does score its own training rows better (the old reading)
+    from partnerscore.models.pyfunc import load_partner_model
+    from partnerscore.training.metrics import evaluate
+    from partnerscore.training.registry import _holdout_of, _unseen_predictions
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    holdout = _holdout_of(client, second.run_id)
+    pred = load_partner_model("models:/partnerscore/2").predict(holdout)
+    in_sample = evaluate(holdout, pred["pred_revenue"], pred["pred_engagement"])
+    assert in_sample["primary_score"] > gate.champion_score * 1.01
+    # rows the run logged no pre-refit predictions for (as for runs trained before they were
+    # logged): the refitted model predicts them, and says so
+    mv2 = client.get_model_version("partnerscore", "2")
+    sha = client.get_run(second.run_id).data.tags["training_set_sha256"]
+    _, basis = _unseen_predictions(client, "partnerscore", mv2, holdout.iloc[:-1], sha)
+    assert basis == "refitted on these rows"
+
+
 def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):
     assert main(["train", "--features", str(built_dir), "--trials", "0"]) == 0
     out = capsys.readouterr().out

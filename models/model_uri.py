@@ -8,6 +8,8 @@ from partnerscore.features.core import PartnerscoreError
 
 MODELS_URI = re.compile(r"models:/([^/@]+)(?:/(\d+)|@(.+))")
 """``models:/<name>/<version>`` or ``models:/<name>@<alias>``."""
+LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9a-f]+)")
+"""``models:/m-<id>``: an MLflow 3 logged model by id (what ``train --no-register`` prints)."""
 
 
 def resolve_model_uri(model: str, registered_model: str) -> str:

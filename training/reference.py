@@ -14,7 +14,7 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.profile import PREDICTIONS, build_profile
 from partnerscore.models.bundle import PartnerModel
-from partnerscore.models.model_uri import MODELS_URI
+from partnerscore.models.model_uri import LOGGED_MODEL_URI, MODELS_URI
 
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
 DEFAULT_AGES = (30, 60, 90, 180)
@@ -50,10 +50,24 @@ def reference_profile(model: PartnerModel, frame: pd.DataFrame, manifest: dict) 
 
 
 def run_id_of(model_uri: str) -> str:
-    """The MLflow run that logged a model given by a models:/ or runs:/ URI."""
+    """The MLflow run that logged a model given by its URI.
+
+    ``runs:/``, ``models:/<name>/<version>``, ``models:/<name>@<alias>`` or a logged model's
+    ``models:/m-<id>`` (what ``train --no-register`` prints).
+    """
     match = re.fullmatch(r"runs:/([^/]+)(?:/.*)?", model_uri)
     if match:
         return match.group(1)
+    logged = LOGGED_MODEL_URI.fullmatch(model_uri)
+    if logged:
+        try:
+            run_id = mlflow.MlflowClient().get_logged_model(logged.group(1)).source_run_id
+        except mlflow.exceptions.MlflowException as exc:
+            first = str(exc).splitlines()[0]
+            raise PartnerscoreError(f"cannot resolve model '{model_uri}': {first}") from exc
+        if not run_id:
+            raise PartnerscoreError(f"--model: model '{model_uri}' was logged outside a run")
+        return run_id
     match = MODELS_URI.fullmatch(model_uri)
     if not match:
         raise PartnerscoreError(f"--model: cannot find the training run of '{model_uri}'")

@@ -4,7 +4,9 @@ import json
 
 import mlflow
 import pandas as pd
+import pytest
 
+from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.cli import main
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.train import run_train
@@ -86,6 +88,16 @@ def test_train_no_register_and_promote_messages(built_dir, tracking_uri, capsys)
     uri = out.split("the model is at ")[1].split()[0]
     model = mlflow.pyfunc.load_model(uri)
     assert model.metadata.signature is not None
+    # the printed models:/m-<id> URI names its training run (score and monitor read the
+    # run's reference profile through it; they refused it before)
+    from partnerscore.training.reference import load_reference_profile, run_id_of
+
+    mlflow.set_tracking_uri(tracking_uri)
+    run_id = out.split("MLflow run ")[1].split()[0]
+    assert run_id_of(uri) == run_id
+    assert load_reference_profile(uri)["feature_names"]
+    with pytest.raises(PartnerscoreError, match="cannot resolve model 'models:/m-0000'"):
+        run_id_of("models:/m-0000")
 
     assert main(["--json", "train", "--features", str(built_dir), "--trials", "0"]) == 0
     payload = json.loads(capsys.readouterr().out)

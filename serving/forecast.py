@@ -256,6 +256,41 @@ def level_error(scores: pd.DataFrame, source: str) -> float:
     return float(values.max()) if values.notna().any() else 0.0
 
 
+def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:
+    """A score file's revenue column as finite, non-negative numbers whose squares sum.
+
+    Raises:
+        PartnerscoreError: The first row (CSV line) that is missing, not a number, infinite,
+            negative, or so large that the segment sums would overflow.
+    """
+    values = pd.to_numeric(given, errors="coerce")
+    missing = given.isna().to_numpy() | (given.astype(str).str.strip() == "").to_numpy()
+    numbers = values.to_numpy(dtype=float, na_value=np.nan)
+    problems = (
+        (missing, lambda v: "missing"),
+        (np.isnan(numbers) & ~missing, lambda v: f"'{v}' is not a number"),
+        (np.isinf(numbers), lambda v: f"{v} is not finite"),
+        (numbers < 0, lambda v: f"{v} is negative"),
+    )
+    hint = " (scored by a model without intervals: retrain)" if col.endswith("sd") else ""
+    for mask, what in problems:
+        if mask.any():
+            row = int(np.flatnonzero(mask)[0])
+            extra = hint if what(None) == "missing" else ""
+            raise PartnerscoreError(
+                f"{source}: column '{col}', row {row + 2}: {what(given.iloc[row])}{extra}"
+            )
+    with np.errstate(over="ignore"):
+        total = float(np.square(numbers).sum())
+    if not np.isfinite(total):  # the segment sums and variances would be inf
+        row = int(np.argmax(numbers))
+        raise PartnerscoreError(
+            f"{source}: column '{col}', row {row + 2}: {given.iloc[row]} is too large to sum "
+            "(the portfolio total overflows)"
+        )
+    return pd.Series(numbers, index=given.index)
+
+
 def forecast_table(
     scores: pd.DataFrame,
     by: tuple[str, ...],
@@ -293,6 +328,16 @@ def forecast_table(
     for col in (*REQUIRED, *by):
         if col not in scores.columns:
             raise PartnerscoreError(f"{source}: missing column '{col}'")
+    reserved = {*REQUIRED, "out_of_scope", *(n for n, _, _ in FORECAST_SCHEMA)}
+    for col in by:
+        if col in reserved or col.startswith(PHASE_COLUMN) or col.startswith("_"):
+            raise PartnerscoreError(
+                f"--by {col}: the forecast reads or writes this column itself (model_version "
+                "lists each row's versions); segment by a label such as tier, region, industry "
+                "or partner_type"
+            )
+    if scores.empty:
+        raise PartnerscoreError(f"{source}: no scored partners")
     if not 0 < coverage < 1:
         raise PartnerscoreError(f"--coverage: expected a share in (0, 1), got {coverage}")
     if period not in PERIODS:
@@ -320,12 +365,7 @@ def forecast_table(
         data["_start"] if freq is None else data["_start"].dt.to_period(freq).dt.start_time
     )
     for col in ("pred_revenue", "pred_revenue_sd"):
-        values = pd.to_numeric(data[col], errors="coerce")
-        if values.isna().any():
-            row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            hint = " (scored by a model without intervals: retrain)" if col.endswith("sd") else ""
-            raise PartnerscoreError(f"{source}: column '{col}', row {row + 2}: missing{hint}")
-        data[col] = values
+        data[col] = _amounts(data[col], col, source)
     for col in by:
         data[col] = data[col].astype(object).where(data[col].notna(), "missing").astype(str)
     versions = (

@@ -76,6 +76,39 @@ def test_forecast_errors_name_file_column_and_row():
         forecast_table(flags, (), 180, 0.8, source="s.csv")
 
 
+@pytest.mark.parametrize(
+    ("col", "value", "said"),
+    [
+        ("pred_revenue", "abc", "'abc' is not a number"),
+        ("pred_revenue", "nan", "'nan' is not a number"),
+        ("pred_revenue", np.inf, "inf is not finite"),
+        ("pred_revenue", -1e6, "-1000000.0 is negative"),
+        ("pred_revenue", 1e308, "too large to sum"),
+        ("pred_revenue_sd", np.inf, "inf is not finite"),
+        ("pred_revenue_sd", -5.0, "-5.0 is negative"),
+        ("pred_revenue_sd", 1e200, "too large to sum"),  # its square overflows
+        ("pred_revenue_sd", None, "missing (scored by a model without intervals"),
+    ],
+)
+def test_forecast_refuses_revenue_that_is_not_a_finite_amount(col, value, said):
+    """inf, 1e308 and negative predictions were summed into inf, blank or negative cells
+    (exit 0); each now stops with its row (CSV line)."""
+    scores = _scores().astype({col: object})
+    scores.loc[7, col] = value
+    with pytest.raises(PartnerscoreError, match=rf"s.csv: column '{col}', row 9: .*") as got:
+        forecast_table(scores, ("tier",), 180, 0.8, source="s.csv")
+    assert said in str(got.value)
+
+
+def test_forecast_refuses_an_empty_file_and_its_own_columns_as_segments():
+    with pytest.raises(PartnerscoreError, match="s.csv: no scored partners"):
+        forecast_table(_scores().iloc[:0], ("tier",), 180, 0.8, source="s.csv")
+    for col in ("model_version", "pred_revenue", "expected_revenue", "out_of_scope"):
+        scores = _scores().assign(expected_revenue=1.0)
+        with pytest.raises(PartnerscoreError, match=rf"--by {col}: the forecast reads or writes"):
+            forecast_table(scores, ("tier", col), 180, 0.8, source="s.csv")
+
+
 def test_forecast_reads_scope_flags_written_as_text():
     scores = _scores()
     text = scores.assign(out_of_scope=scores["out_of_scope"].map({True: "True", False: "false"}))

@@ -112,10 +112,8 @@ class TrainConfig(FrozenConfig):
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
     calibration_share: float = Field(default=0.15, gt=0, lt=1)
     calibration: Literal["auto", "sigmoid", "beta", "smooth_isotonic", "isotonic"] = "auto"
-    calibration_candidates: tuple[Literal["sigmoid", "beta", "smooth_isotonic"], ...] = (
-        "sigmoid",
-        "beta",
-        "smooth_isotonic",
+    calibration_candidates: tuple[Literal["sigmoid", "beta", "smooth_isotonic"], ...] = Field(
+        default=("sigmoid", "beta", "smooth_isotonic"), min_length=1
     )
     engagement_refit: bool = True
     monotone: bool = True

@@ -136,6 +136,15 @@ def _bad_data_end(tmp):
     return ["build", "--raw", raw_copy(tmp), "--data-end", "2024-02-30"], ["--data-end"]
 
 
+def _config_no_calibration_candidates(tmp):
+    # an internal ValueError after ~5 s of training before
+    cfg = config_file(tmp, {"train": {"calibration": "sigmoid", "calibration_candidates": []}})
+    return ["build", "--raw", raw_copy(tmp), "--config", cfg], [
+        "config key 'train.calibration_candidates'",
+        "at least 1 item",
+    ]
+
+
 def _ages_past_a_century(tmp):
     # signed_at + 100000 days wrapped past 2262 into the 1700s, silently (exit 0)
     return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--ages", "30,100000"], [

@@ -758,7 +758,11 @@ def staleness_checks(
             status = "alarm"
         elif days is not None and days >= config.stale_warn_days:
             status = "warn"
-        shown = "-" if days is None else f"{days:.1f}"
+        said = (
+            f"{table}: {newest}"
+            if days is None
+            else f"{table}: {newest}, {days:.1f} days before as_of"
+        )
         checks.append(
             Check(
                 f"staleness.days.{table}",
@@ -771,7 +775,7 @@ def staleness_checks(
                 config.stale_alarm_days,
                 None,
                 status,
-                f"{table}: {newest}, {shown} days before as_of",
+                said,
             )
         )
     return checks

@@ -634,6 +634,9 @@ def run_monitor(
 
     raw = load_raw(Path(raw_dir), out_dir / "quarantine")
     tables = raw.tables
+    if not (pd.to_datetime(tables["partners"]["signed_at"]) < cut).any():
+        # nothing to monitor, and its all-zero volumes would be the next run's baseline
+        raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
     checks: list[Check] = []
 
     # drift: snapshots at the trained ages inside the window vs the reference profile
@@ -715,7 +718,10 @@ def run_monitor(
     volumes = table_volumes(tables, cut - window, cut)
     state = _state(out_dir)
     prev_as_of = pd.Timestamp(state["as_of"]) if state.get("as_of") else None
-    if prev_as_of is not None and prev_as_of < cut and state.get("volumes"):
+    # the previous run is the baseline only when it is recent: an old or mistaken run (years
+    # before, all-zero volumes) would make every table a spike
+    recent = prev_as_of is not None and cut - 2 * window <= prev_as_of < cut
+    if recent and state.get("volumes"):
         previous, prev_days = state["volumes"], float(state.get("window_days", mcfg.window_days))
         source = f"the previous run (as of {prev_as_of:%Y-%m-%d})"
     else:

@@ -236,6 +236,12 @@ def test_volume_and_staleness_checks():
     by = {c.subject: c for c in stale}
     assert by["partners"].status == "info"
     assert by["deals"].value > 0
+    assert by["deals"].detail.endswith(" days before as_of")
+    # no event before as_of: an alarm that says so (it read "..., - days before as_of")
+    empty = staleness_checks(_tables(), pd.Timestamp("1990-01-01"), CFG)
+    deals = next(c for c in empty if c.subject == "deals")
+    assert deals.status == "alarm" and deals.value is None
+    assert deals.detail == "deals: no event before as_of"
 
 
 def test_out_of_range_uses_log_scale_and_margin():

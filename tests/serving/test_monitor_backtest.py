@@ -184,6 +184,18 @@ def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
     assert "previous run (as of 2026-06-01)" in volume["detail"]
     assert payload["checks"][0]["status"] == "alarm"  # most severe first
 
+    # an as_of before any signing is refused (exit 2) and leaves the state alone: its all-zero
+    # volumes made every table a spike in the next run
+    assert main(["monitor", "--as-of", "2020-01-01", "--raw", str(raw_dir), *base]) == 2
+    assert json.loads((tmp_path / "out" / "monitor_state.json").read_text())["as_of"] == (
+        "2026-07-01"
+    )
+    # a previous run more than two windows (2 x 90 days) back is not the baseline either
+    main(["monitor", "--as-of", "2027-02-01", "--raw", str(raw_dir), *base])
+    payload = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    volume = next(c for c in payload["checks"] if c["name"] == "quality.volume.deals")
+    assert "the preceding window of this data" in volume["detail"]
+
     today = ["monitor", "--as-of", "2026-07-01", "--config", str(cfg)]
     assert main([*today, "--raw", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["monitor", "--as-of", "2026-13-01", "--raw", str(raw_dir)]) == 2

@@ -962,13 +962,19 @@ def portfolio_page(
     tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
     provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
     guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
+    # the quadrant's playbook action: provisional partners get onboarding and graduated ones
+    # (past the trained ages) the hand-over instead, so neither speaks for the quadrant
+    own = np.ones(len(frame), dtype=bool)
+    if provisional is not None:
+        own &= ~provisional.to_numpy(dtype=bool)
+    if "out_of_scope" in frame:
+        own &= ~frame["out_of_scope"].map(_flag).to_numpy(dtype=bool)
     quads = []
     for q in [*QUADRANTS, *sorted(set(text_column(frame["quadrant"])) - set(QUADRANTS))]:
-        sel = frame["quadrant"] == q
+        sel = (frame["quadrant"] == q).to_numpy()
         if not sel.any():
             continue
-        # the quadrant's playbook action (provisional partners get onboarding instead)
-        pool = frame.loc[sel & ~provisional, "intervention"] if provisional is not None else []
+        pool = frame.loc[sel & own, "intervention"]
         pool = pool if len(pool) else frame.loc[sel, "intervention"]
         quads.append(
             {
@@ -1004,7 +1010,7 @@ def portfolio_page(
             total_revenue=_money(revenue[~graduated].sum()),
             graduated_revenue=_money(revenue[graduated].sum()) if graduated.any() else "",
             provisional=int(provisional.sum()) if provisional is not None else 0,
-            flags=int(guardrail.to_numpy()[rows].sum()) if guardrail is not None else 0,
+            flags=int(guardrail.sum()) if guardrail is not None else 0,  # the whole batch
             histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
             scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
             subset_note=subset_note,

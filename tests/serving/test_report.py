@@ -137,6 +137,31 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     assert sum(map(int, counts)) == len(scores)
 
 
+def test_quadrant_actions_and_flags_speak_for_the_whole_batch(scored_dir):
+    """Graduated partners (past the trained ages, the playbook's hand-over) no longer decide a
+    quadrant's action, and the guardrail card counts the batch, not the partners with pages."""
+    from partnerscore.serving.report import portfolio_page
+
+    root, cfg = scored_dir
+    scores = read_scores(root / "scores.csv")
+    n = len(scores)
+    graduated = np.arange(n) % 3 != 0  # two in three: the mode of every quadrant before
+    frame = scores.assign(
+        out_of_scope=graduated,
+        intervention=np.where(graduated, "Graduated: hand over", "Act on " + scores["quadrant"]),
+        provisional=False,
+        guardrail_flag=np.arange(n) % 5 == 0,
+    )
+    rows = np.arange(3)  # pages for three partners only (a --tier / --partners subset)
+    page = portfolio_page(frame, rows, [f"p{i}.html" for i in range(n)], cfg, subset_note="x")
+    table = re.search(r'<table id="quadrants">(.*?)</table>', page, re.S).group(1)
+    assert "Graduated" not in table
+    for quadrant in frame["quadrant"].unique():
+        assert f"Act on {quadrant}" in table
+    flags = re.search(r'Guardrail flags</div><div class="v">(\d+)<', page).group(1)
+    assert int(flags) == int(frame["guardrail_flag"].sum())
+
+
 def _money_text(text: str) -> float:
     return float(text.replace("$", "").replace(",", ""))
 

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.serving.cli_common import ConfigOption, load, new_app
+from partnerscore.serving.cli_common import _STATE, ConfigOption, emit, load, new_app
 from partnerscore.serving.experiment_cli import experiment_app
 
 app = new_app(
@@ -33,48 +33,6 @@ ValidatedOption = Annotated[
         "match the raw files). Without it they reuse RAW/validated when it matches."
     ),
 ]
-
-
-_STATE = {"json": False, "exit_now": False}
-
-
-def _jsonable(value):
-    """Result objects (dataclasses of paths, dates, numbers, frames' counts) as JSON values."""
-    import dataclasses
-    import math
-    from datetime import date as _date
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (Path, _date)):
-        return str(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return _jsonable(value.item())
-    if hasattr(value, "shape"):  # frames and arrays ride along as their size only
-        return {"rows": int(value.shape[0])}
-    return str(value)
-
-
-def _emit(result) -> None:
-    """Print a job's result: its human summary, or with ``--json`` its fields as JSON."""
-    if _STATE["json"]:
-        import json
-
-        payload = _jsonable(result)
-        if not isinstance(payload, dict):
-            payload = {"result": payload}
-        payload["summary"] = result.summary()
-        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    else:
-        typer.echo(result.summary())
 
 
 def _version(value: bool) -> None:
@@ -253,10 +211,10 @@ def simulate(
     if drift is not None:
         from partnerscore.features.drift_sim import run_simulate_drift
 
-        _emit(run_simulate_drift(cfg, out, drift, fmt=fmt))
+        emit(run_simulate_drift(cfg, out, drift, fmt=fmt))
         _batch_done()
         return
-    _emit(run_simulate(cfg, out, fmt=fmt))
+    emit(run_simulate(cfg, out, fmt=fmt))
     if treatment is not None:
         from partnerscore.features.experiment_sim import run_inject_effect, simulated_start
 
@@ -290,11 +248,11 @@ def validate(
     if validated is not None:
         from partnerscore.features.validated import run_validate_snapshot
 
-        _emit(run_validate_snapshot(raw, validated, _config(config).validation))
+        emit(run_validate_snapshot(raw, validated, _config(config).validation))
     else:
         from partnerscore.features.validate import run_validate
 
-        _emit(run_validate(raw, _config(config).validation))
+        emit(run_validate(raw, _config(config).validation))
     _batch_done()
 
 
@@ -349,7 +307,7 @@ def build(
         validated=validated,
         group_partners=group_partners,
     )
-    _emit(result)
+    emit(result)
     _batch_done()
 
 
@@ -360,6 +318,17 @@ def metrics(
     """Print the data dictionary of every feature in the metric registry."""
     from partnerscore.features.registry import data_dictionary
 
+    if _STATE["json"]:  # the specs themselves, for tools that document or check features
+        import json
+
+        from partnerscore.features.registry import REGISTRY, registry_version
+
+        payload = {
+            "registry_version": registry_version(),
+            "features": [spec.model_dump(mode="json") for spec in REGISTRY],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        return
     typer.echo(data_dictionary(fmt="markdown" if markdown else "text"))
 
 
@@ -389,7 +358,7 @@ def train(
         register=register,
         resolved_config=app_cfg.model_copy(update={"train": tcfg}).model_dump(mode="json"),
     )
-    _emit(result)
+    emit(result)
 
 
 @app.command()
@@ -398,7 +367,7 @@ def models(config: ConfigOption = None) -> None:
     app_cfg = _config(config)
     from partnerscore.training.registry import run_models
 
-    _emit(run_models(app_cfg.train, tracking_uri=app_cfg.paths.tracking_uri()))
+    emit(run_models(app_cfg.train, tracking_uri=app_cfg.paths.tracking_uri()))
 
 
 @app.command()
@@ -421,7 +390,7 @@ def promote(
         force=force,
         reason=reason,
     )
-    _emit(result)
+    emit(result)
     if not result.promoted and not result.already_champion:
         raise typer.Exit(1)
 
@@ -511,7 +480,7 @@ def score(
             )
         from partnerscore.serving.score import run_score_features
 
-        _emit(
+        emit(
             run_score_features(
                 features,
                 model,
@@ -557,7 +526,7 @@ def score(
         at_age=at_age,
         **options,
     )
-    _emit(result)
+    emit(result)
     if engine == "pandas":
         _batch_done()
 
@@ -587,7 +556,7 @@ def report(
 
     ids = partners.split(",") if partners is not None else None
     cfg = _config(config)
-    _emit(run_report(scores, out, cfg, partners=ids, tier=tier, notes=notes, workers=workers))
+    emit(run_report(scores, out, cfg, partners=ids, tier=tier, notes=notes, workers=workers))
     _batch_done()
 
 
@@ -639,7 +608,7 @@ def forecast(
         period=period,
         phased=phased,
     )
-    typer.echo(result.summary())
+    emit(result)
 
 
 @app.command()
@@ -658,7 +627,7 @@ def monitor(
     from partnerscore.serving.monitor import run_monitor
 
     result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
-    typer.echo(result.summary())
+    emit(result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -675,7 +644,7 @@ def incentives(
     from partnerscore.serving.incentives import run_incentives
 
     when = _parse_date(as_of, "--as-of")
-    typer.echo(run_incentives(_config(config), when, out).summary())
+    emit(run_incentives(_config(config), when, out))
 
 
 @app.command()
@@ -703,12 +672,12 @@ def whatif(
     if policy is not None or scores is not None:
         if policy is None or scores is None or partner is not None or set_:
             raise PartnerscoreError("whatif: give --policy FILE --scores FILE together, alone")
-        typer.echo(jobs.run_whatif_policy(cfg, policy, scores, out).summary())
+        emit(jobs.run_whatif_policy(cfg, policy, scores, out))
         return
     if partner is None or as_of is None:
         raise PartnerscoreError("whatif: give --partner ID --as-of DATE --set f=v, or --policy")
     when = _parse_date(as_of, "--as-of")
-    typer.echo(jobs.run_whatif_partner(cfg, raw, partner, when, set_ or [], model, out).summary())
+    emit(jobs.run_whatif_partner(cfg, raw, partner, when, set_ or [], model, out))
 
 
 @app.command()
@@ -721,7 +690,7 @@ def demo(
     """Simulate -> validate -> build -> train -> promote -> score -> report, end to end."""
     from partnerscore.serving.demo import run_demo
 
-    _emit(run_demo(workdir, _config(config), partners=partners, trials=trials))
+    emit(run_demo(workdir, _config(config), partners=partners, trials=trials))
 
 
 def _is_click_error(exc: BaseException) -> bool:

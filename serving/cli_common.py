@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+_STATE = {"json": False, "exit_now": False}
+"""Process-wide CLI state: ``--json`` output; set by the console script's callback."""
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Override file (.json, .toml or .yaml) for the defaults."),
@@ -37,3 +40,42 @@ def load(path: Path | None):
     from partnerscore.serving.config import load_config
 
     return load_config(path)
+
+
+def _jsonable(value):
+    """Result objects (dataclasses of paths, dates, numbers, frames' counts) as JSON values."""
+    import dataclasses
+    import math
+    from datetime import date as _date
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (Path, _date)):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    if hasattr(value, "shape"):  # frames and arrays ride along as their size only
+        return {"rows": int(value.shape[0])}
+    return str(value)
+
+
+def emit(result) -> None:
+    """Print a job's result: its human summary, or with ``--json`` its fields as JSON."""
+    if _STATE["json"]:
+        import json
+
+        payload = result.json_payload() if hasattr(result, "json_payload") else _jsonable(result)
+        if not isinstance(payload, dict):
+            payload = {"result": payload}
+        payload["summary"] = result.summary()
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(result.summary())

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.serving.cli_common import ConfigOption, load, new_app
+from partnerscore.serving.cli_common import ConfigOption, emit, load, new_app
 
 experiment_app = new_app(
     "experiment",
@@ -86,7 +86,7 @@ def assign(
         assigned_at=_timestamp(assigned_at, "--assigned-at"),
         registry=registry,
     )
-    typer.echo(result.summary())
+    emit(result)
 
 
 @experiment_app.command()
@@ -129,7 +129,7 @@ def analyze(
         seed=seed,
         log_mlflow=mlflow,
     )
-    typer.echo(result.summary())
+    emit(result)
     if result.results["sample_ratio"]["mismatch"]:
         raise typer.Exit(1)
 
@@ -180,7 +180,7 @@ def plan(
         effect_revenue=effect_revenue,
         effect_engagement=effect_engagement,
     )
-    typer.echo(result.summary())
+    emit(result)
 
 
 @experiment_app.command()
@@ -192,4 +192,4 @@ def stop(
     """Mark a running experiment stopped: its partners may be assigned again under its name."""
     from partnerscore.serving.experiment import run_stop
 
-    typer.echo(run_stop(name, _config(config), registry=registry).summary())
+    emit(run_stop(name, _config(config), registry=registry))

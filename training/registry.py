@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,11 @@ class ModelsResult:
 
     table: pd.DataFrame
     name: str
+
+    def json_payload(self) -> dict:
+        """``--json``: every version's row (aliases, run, holdout metrics), not only a count."""
+        rows = json.loads(self.table.to_json(orient="records", date_format="iso"))
+        return {"name": self.name, "versions": rows}
 
     def summary(self) -> str:
         """The comparison table as text."""

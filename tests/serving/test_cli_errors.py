@@ -634,6 +634,14 @@ def test_version_and_json_and_log_level(capsys):
     assert code == 0 and out.strip() == f"partnerscore {__version__}"
     code, out, err = run(["--json", "validate", str(BASE)], capsys)
     assert code == 0 and json.loads(out)["tables"]["deals"]["input_rows"] == 3
+    # every command answers --json (metrics, forecast, monitor and experiment printed text)
+    code, out, _ = run(["--json", "metrics"], capsys)
+    specs = json.loads(out)["features"]
+    assert code == 0 and specs[0]["name"] == "age_days" and {"unit", "layer"} <= set(specs[0])
+    code, out, _ = run(
+        ["--json", "experiment", "plan", "--partners", "500", "--base-rate", "0.3"], capsys
+    )
+    assert code == 0 and "summary" in json.loads(out)
     code, _, err = run(["--log-level", "loud", "metrics"], capsys)
     assert code == 2
     assert_one_error(err, "--log-level loud")

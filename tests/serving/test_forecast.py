@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,6 +151,10 @@ def test_forecast_job_on_real_scores(scored_dir, tmp_path, capsys):
         == 0
     )
     assert "expected" in capsys.readouterr().out
+    json_out = ["--json", "forecast", "--scores", str(root / "scores.csv"), "--out"]
+    assert main([*json_out, str(tmp_path / "j.csv")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["partners"] == len(scores) and "expected" in payload["summary"]
     # every score row splits its expected revenue into the model's phases ...
     phases = scores[[f"pred_revenue_phase_{k}" for k in range(1, 7)]]
     np.testing.assert_allclose(phases.sum(axis=1), scores["pred_revenue"], rtol=1e-9)

@@ -176,6 +176,9 @@ def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
     assert "champion" in table.loc[table["version"] == 2, "aliases"].iloc[0]
     assert main(["models"]) == 0
     assert "champion" in capsys.readouterr().out
+    assert main(["--json", "models"]) == 0  # the versions themselves, not a row count
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert [v["version"] for v in versions] == [1, 2] and "champion" in versions[1]["aliases"]
 
 
 def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(

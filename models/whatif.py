@@ -30,12 +30,22 @@ from partnerscore.models.scoring import contributions, score_features
 SEGMENT_COLUMNS = ("region", "partner_type")
 
 
-def parse_changes(assignments: list[str], specs: list[FeatureSpec]) -> dict[str, object]:
+def parse_changes(
+    assignments: list[str],
+    specs: list[FeatureSpec],
+    categories: dict[str, list[str]] | None = None,
+) -> dict[str, object]:
     """``feature=value`` strings as a mapping, checked against the model's features.
 
+    Args:
+        assignments: ``feature=value`` texts (an empty value: missing).
+        specs: The model's features.
+        categories: Categorical feature -> the categories the model was trained on; a value
+            outside them would be scored as missing, so it is refused instead.
+
     Raises:
-        PartnerscoreError: Malformed assignment, unknown feature or a non-numeric value for a
-            numeric feature (one line naming it).
+        PartnerscoreError: Malformed assignment, unknown feature, a non-numeric or infinite
+            value for a numeric feature, or an unknown category (one line naming it).
     """
     known = {s.name: s for s in specs}
     out: dict[str, object] = {}
@@ -48,12 +58,34 @@ def parse_changes(assignments: list[str], specs: list[FeatureSpec]) -> dict[str,
             raise PartnerscoreError(f"--set {text}: '{name}' is not a feature of the model")
         if known[name].kind == "numeric":
             try:
-                out[name] = float(value) if value.lower() not in ("", "nan", "none") else np.nan
+                number = float(value) if value.lower() not in ("", "nan", "none") else np.nan
             except ValueError as exc:
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a number") from exc
+            if np.isinf(number):
+                raise PartnerscoreError(f"--set {text}: '{value}' is not a finite number")
+            out[name] = number
         else:
+            seen = (categories or {}).get(name)
+            if value and seen is not None and value not in seen:
+                listed = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
+                raise PartnerscoreError(
+                    f"--set {text}: the model never saw {name} '{value}' (it would be scored "
+                    f"as missing); known: {listed}"
+                )
             out[name] = value or None
     return out
+
+
+def value_text(value) -> str:
+    """A feature value as a reader wants it: ``missing``, ``30``, ``26.94``, ``1,250,000``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+        if abs(number) >= 1000:
+            return f"{number:,.0f}"
+        return f"{number:.2f}".rstrip("0").rstrip(".")
+    return str(value)
 
 
 def apply_changes(features: pd.DataFrame, changes: dict[str, object]) -> pd.DataFrame:

@@ -82,8 +82,11 @@ class WhatIfResult:
             lines.append(f"  {m:<16} {text}")
         lines.append("  driver changes (expected revenue, engagement likelihood):")
         for rec in self.drivers.head(8).to_dict("records"):
+            before, after = wi.value_text(rec["value_before"]), wi.value_text(rec["value_after"])
+            # an unchanged feature moves through its interactions with the changed ones
+            values = f"{before} -> {after}" if before != after else f"{before} (unchanged)"
             lines.append(
-                f"    {rec['label']}: {rec['value_before']} -> {rec['value_after']}: "
+                f"    {rec['label']}: {values}: "
                 f"{rec['revenue_effect_delta']:+,.0f} $, "
                 f"{rec['engagement_effect_delta'] * 100:+.1f} pts"
             )
@@ -123,7 +126,9 @@ def run_whatif_partner(
             f"--partner {partner_id}: not a partner signed before {as_of} in {raw_dir}"
         )
     partner_model, _ = _load(uri, config)
-    changes = wi.parse_changes(assignments, partner_model.feature_specs)
+    changes = wi.parse_changes(
+        assignments, partner_model.feature_specs, getattr(partner_model, "categories", None)
+    )
     after = wi.apply_changes(row, changes)
     summary, drivers = wi.compare_scores(partner_model, row, after, config.policy)
     drivers = drivers[list(DRIVER_COLUMNS)].reset_index(drop=True)

@@ -193,3 +193,32 @@ def test_whatif_cli_errors(tmp_path, capsys, raw_dir):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1
+
+
+def test_whatif_refuses_categories_the_model_never_saw_and_infinite_numbers(program):
+    """An unknown category was scored as missing without a word (--set tier=diamond moved
+    revenue by +$8k); inf was accepted. Both now stop with one line naming the feature."""
+    from partnerscore.features.core import PartnerscoreError
+
+    model, _, _ = program
+    specs = model.feature_specs
+    categorical = next(s.name for s in specs if s.kind == "categorical")
+    numeric = next(s.name for s in specs if s.kind == "numeric")
+    known = model.categories[categorical]
+    got = wi.parse_changes([f"{categorical}={known[0]}", f"{numeric}=2.5"], specs, model.categories)
+    assert got == {categorical: known[0], numeric: 2.5}
+    assert wi.parse_changes([f"{categorical}="], specs, model.categories) == {categorical: None}
+    with pytest.raises(PartnerscoreError, match=rf"never saw {categorical} 'diamond'.*known: "):
+        wi.parse_changes([f"{categorical}=diamond"], specs, model.categories)
+    for value in ("inf", "-inf", "1e999"):
+        with pytest.raises(PartnerscoreError, match="not a finite number"):
+            wi.parse_changes([f"{numeric}={value}"], specs, model.categories)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "missing"), (np.nan, "missing"), (30.0, "30"), (26.937986, "26.94"),
+     (0.5, "0.5"), (1_250_000.4, "1,250,000"), (-3.0, "-3"), ("si", "si")],
+)  # fmt: skip
+def test_whatif_driver_values_read_as_numbers(value, text):
+    assert wi.value_text(value) == text

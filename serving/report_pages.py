@@ -1099,7 +1099,7 @@ class PageRenderer:
             out += ['<div class="owner">owner: ', _e(t["intervention_owner"][j]),
                     " · review by ", _e(t["intervention_review_date"][j]), "</div>"]  # fmt: skip
         out.append("</div>\n    ")
-        if t["tier_action"][j]:
+        if t["tier_action"][j] and t["tier_action"][j] != t["intervention"][j]:
             out += ['<div class="action" id="tier-action"><div class="muted">for tier ', _e(tier),
                     "</div><strong>", _e(t["tier_action"][j]), "</strong><br>",
                     _e(t["tier_action_detail"][j]), '\n      <div class="owner">owner: ',

@@ -112,6 +112,9 @@ def test_renderer_matches_the_template_on_generated_batches(program, data):
     for col in ("provisional", "guardrail_flag", "anomaly"):
         if data.draw(st.booleans()):
             frame[col] = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    if data.draw(st.booleans()):  # a graduated partner's tier and quadrant actions agree
+        same = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        frame["tier_action"] = np.where(same, frame["intervention"], "Grow to tier A")
     if data.draw(st.booleans()):
         frame["partner_name"] = data.draw(st.lists(HOSTILE_TEXT, min_size=n, max_size=n))
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,3 +201,18 @@ def test_text_and_flag_columns_equal_the_per_cell_functions(cells, as_text):
     assert rp.text_codes(column, rows).take(0, len(rows)) == [expected[i] for i in rows]
     frame = pd.DataFrame({"c": column})
     assert rp.flag_column(frame, "c", rows).tolist() == [_flag(column.iloc[i]) for i in rows]
+
+
+def test_a_tier_action_that_repeats_the_quadrant_action_is_shown_once(scored_dir, tmp_path):
+    """A graduated partner's tier and quadrant actions are both the hand-over: one block."""
+    root, cfg = scored_dir
+    frame = read_scores(root / "scores.csv").head(6)
+    same = np.arange(len(frame)) % 2 == 0
+    frame["tier_action"] = np.where(same, frame["intervention"], "Grow to tier A")
+    files = [report_filename(p) for p in frame["partner_id"]]
+    batch = rp.build_batch(frame, np.ones(len(frame), dtype=bool), files, cfg, css=CSS)
+    render = rp.PageRenderer(batch)
+    for j in range(len(batch)):
+        page = render(j)
+        assert ('id="tier-action"' in page) is (not same[j]), j
+        assert page.count(frame["intervention"].iloc[j]) >= 1

@@ -554,7 +554,9 @@ def report(
     """Write one HTML report per partner and an index.html portfolio page."""
     from partnerscore.serving.report import run_report
 
-    ids = partners.split(",") if partners is not None else None
+    ids = [p.strip() for p in partners.split(",") if p.strip()] if partners is not None else None
+    if ids is not None and not ids:
+        raise PartnerscoreError(f"--partners '{partners}': no partner id given")
     cfg = _config(config)
     emit(run_report(scores, out, cfg, partners=ids, tier=tier, notes=notes, workers=workers))
     _batch_done()

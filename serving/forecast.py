@@ -135,7 +135,7 @@ class ForecastResult:
         for rec in totals.head(SHOWN_PERIODS).itertuples():
             line = (
                 f"  {rec.period_start:%Y-%m-%d} .. {rec.period_end:%Y-%m-%d}: expected "
-                f"{rec.expected_revenue:,.0f} ({rec.coverage:.0%} interval "
+                f"{rec.expected_revenue:,.0f} ({coverage_text(rec.coverage)} interval "
                 f"{rec.revenue_lo:,.0f} - {rec.revenue_hi:,.0f}) from {rec.partners:,} partners"
             )
             if rec.out_of_scope_partners and self.include_out_of_scope:
@@ -256,6 +256,15 @@ def level_error(scores: pd.DataFrame, source: str) -> float:
             f"got '{raw.iloc[row]}'"
         )
     return float(values.max()) if values.notna().any() else 0.0
+
+
+def coverage_text(coverage: float) -> str:
+    """``80%``, or as many digits as it takes not to round to another share (``99.9999%``)."""
+    for digits in range(0, 8):
+        text = f"{coverage:.{digits}%}"
+        if abs(float(text.rstrip("%")) / 100 - coverage) < 1e-12:
+            return text
+    return f"{coverage:.8%}"
 
 
 def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:

@@ -508,8 +508,11 @@ def _backtest_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
 
 def _scores_checks(path: Path, flags: pd.DataFrame) -> list[Check]:
     scores = read_frame(path)
-    if "partner_id" not in scores.columns:
-        raise PartnerscoreError(f"{path}: missing column 'partner_id'")
+    for col in ("partner_id", "score"):  # a scores file, not any table with ids
+        if col not in scores.columns:
+            raise PartnerscoreError(f"{path}: missing column '{col}' (not a scores file?)")
+    if scores.empty:
+        raise PartnerscoreError(f"{path}: no scored partners")
     if "anomaly" not in scores.columns:
         return [
             Check(

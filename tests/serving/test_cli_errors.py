@@ -145,6 +145,13 @@ def _config_no_calibration_candidates(tmp):
     ]
 
 
+def _report_no_partner_ids(tmp):
+    # wrote no page and exited 0 before
+    return ["report", "--scores", tmp / "s.csv", "--out", tmp / "r", "--partners", " , "], [
+        "--partners ' , ': no partner id given",
+    ]
+
+
 def _ages_past_a_century(tmp):
     # signed_at + 100000 days wrapped past 2262 into the 1700s, silently (exit 0)
     return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--ages", "30,100000"], [

@@ -418,3 +418,13 @@ def test_phased_periods_shorter_than_half_a_phase_are_refused(period, phase_days
         forecast_table(
             scores, (), phase_days, 0.8, period=period, phased=True, phase_days=phase_days
         )
+
+
+@pytest.mark.parametrize(
+    ("coverage", "text"),
+    [(0.8, "80%"), (0.95, "95%"), (0.999999, "99.9999%"), (0.125, "12.5%"), (0.9995, "99.95%")],
+)
+def test_the_coverage_is_printed_as_given(coverage, text):
+    from partnerscore.serving.forecast import coverage_text
+
+    assert coverage_text(coverage) == text  # 0.999999 read "100% interval"

@@ -158,6 +158,18 @@ def test_absurd_deal_is_flagged_on_its_partners_score_row(store_config, raw_dir,
     hit = listed[(listed["table"] == "deals") & (listed["column"] == "amount")]
     assert list(hit["record_id"]) == [absurd["deal_id"]]
     assert list(hit["partner_id"]) == [absurd["partner_id"]]
+    # a file that is not a scores file, or one without rows, is refused (it read "0 anomalous
+    # partners without the flag" while the batch had some)
+    from partnerscore.features.core import PartnerscoreError
+
+    scores[["partner_id"]].to_csv(tmp_path / "ids.csv", index=False)
+    scores.iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
+    for name, said in (("ids.csv", "missing column 'score'"), ("empty.csv", "no scored partners")):
+        with pytest.raises(PartnerscoreError, match=said):
+            run_monitor(
+                store_config, tmp_path / "raw", AS_OF.date(), tmp_path / "m2",
+                scores=tmp_path / name, log_to_mlflow=False,
+            )  # fmt: skip
 
 
 def _config_file(cfg, path):

@@ -252,12 +252,24 @@ def revenue_phases(config: BuildConfig) -> int:
 def _data_end(raw: RawData, config: BuildConfig) -> pd.Timestamp:
     """The end of the labels' data: ``build.data_end`` (the whole day) or the newest event.
 
+    Without ``data_end``, a newest event that a few partners' rows alone carry
+    (:func:`~partnerscore.features.validate.late_tail`) stops the build: the user decides.
+
     Raises:
         PartnerscoreError: ``data_end`` lies more than ``data_end_tolerance_days`` after the
             newest event: its labels would count days the data does not cover as quiet.
     """
     newest = pd.Timestamp(raw.data_end)
     if config.data_end is None:
+        tail = getattr(raw, "late_tail", None)
+        if tail is not None:
+            raise PartnerscoreError(
+                f"build: {tail.note()}; labels up to {newest:%Y-%m-%d} would count every "
+                f"other partner's days after {tail.supported:%Y-%m-%d} as quiet. Check those "
+                "rows, or give "
+                f"--data-end {tail.supported:%Y-%m-%d} (or --data-end {newest:%Y-%m-%d} to "
+                "keep them)"
+            )
         return newest
     end = pd.Timestamp(config.data_end) + pd.Timedelta(days=1)
     after = (pd.Timestamp(config.data_end) - newest.normalize()).days
@@ -532,12 +544,15 @@ def partners_only(snapshot, empty: dict) -> RawData:
     partners = pq.read_table(
         snapshot.tables["partners"], columns=empty["partners"].column_names
     ).to_pandas()
+    from partnerscore.features.validate import LateTail
+
     return RawData(
         tables={name: table.to_pandas() for name, table in empty.items()} | {"partners": partners},
         report=snapshot.report,
         files=snapshot.files,
         fingerprints={},
         data_end=snapshot.data_end,
+        late_tail=LateTail.from_dict(snapshot.manifest.get("late_tail")),
     )
 
 

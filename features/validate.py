@@ -88,6 +88,7 @@ class ValidationReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     quarantine_dir: Path | None = None
+    data_end_note: str | None = None
 
     @property
     def quarantined_total(self) -> int:
@@ -112,6 +113,8 @@ class ValidationReport:
         lines += [note for t in self.tables.values() if (note := t.lines_note())]
         if self.ignored:
             lines.append(f"ignored files: {', '.join(self.ignored)}")
+        if self.data_end_note:
+            lines.append(f"warning: {self.data_end_note}")
         if self.quarantined_total and self.quarantine_dir is not None:
             lines.append(f"quarantined rows written to {self.quarantine_dir}/<table>.csv")
         else:
@@ -132,6 +135,7 @@ class RawData:
         fingerprints: Table -> SHA-256 of the source file.
         data_end: Latest timestamp in any date column of the clean tables.
         quarantine: Table -> quarantined rows (original values, ``_row``, ``reason``).
+        late_tail: Events that alone carry ``data_end`` (:func:`late_tail`), or None.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -140,6 +144,7 @@ class RawData:
     fingerprints: dict[str, str]
     data_end: pd.Timestamp
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
+    late_tail: LateTail | None = None
 
     @classmethod
     def from_frames(
@@ -781,6 +786,125 @@ def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
     return max(ends)
 
 
+LATE_TAIL_DAYS = 7
+"""How far the newest event may lie beyond the ``k``-th newest partner's last event."""
+
+
+@dataclass(frozen=True)
+class LateTail:
+    """A few partners' events that alone carry the data end (:func:`late_tail`).
+
+    Attributes:
+        newest: The data end they set (the newest observed event).
+        supported: The ``k``-th newest partner's last event: where every other partner's data
+            ends.
+        k: How many partners the data end needs behind it.
+        partners: The partners with events more than :data:`LATE_TAIL_DAYS` after ``supported``.
+        rows: Table -> rows dated more than :data:`LATE_TAIL_DAYS` after ``supported``.
+    """
+
+    newest: pd.Timestamp
+    supported: pd.Timestamp
+    k: int
+    partners: tuple[str, ...]
+    rows: dict[str, int]
+
+    def note(self) -> str:
+        """One line: what carries the data end, and where everyone else's data ends."""
+        shown = ", ".join(self.partners[:3]) + (", ..." if len(self.partners) > 3 else "")
+        rows = ", ".join(f"{n:,} {t}" for t, n in self.rows.items())
+        return (
+            f"the data end {self.newest:%Y-%m-%d} rests on {len(self.partners)} partner(s) "
+            f"({shown}: {rows} row(s) dated after {self.supported:%Y-%m-%d}); every other "
+            f"partner's data ends by {self.supported:%Y-%m-%d} (the {self.k}th newest partner's "
+            "last event)"
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-able (a validated snapshot's manifest keeps it)."""
+        return {
+            "newest": self.newest.isoformat(),
+            "supported": self.supported.isoformat(),
+            "k": self.k,
+            "partners": list(self.partners),
+            "rows": dict(self.rows),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> LateTail | None:
+        """The inverse of :meth:`to_dict` (None for None or an unreadable entry)."""
+        try:
+            return cls(
+                pd.Timestamp(data["newest"]),
+                pd.Timestamp(data["supported"]),
+                int(data["k"]),
+                tuple(str(p) for p in data["partners"]),
+                {str(t): int(n) for t, n in data["rows"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def _observed(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    return [
+        (name, col.name)
+        for name, spec in TABLES.items()
+        if name in tables
+        for col in spec.columns
+        if col.kind == "date" and col.observed and col.name in tables[name]
+    ]
+
+
+def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> LateTail | None:
+    """Whether a few partners' events alone carry the data end, and which.
+
+    The data end is the newest observed event; labels run up to it for every partner. A row
+    of one partner dated months after everyone else's (a mistyped month, a late load) would
+    move it, and every other partner's label window would then count days its data does not
+    cover as quiet. The data end is *supported* when at least ``k`` partners have an event
+    within ``days`` of it, ``k`` = 1% of the partners, at least 2 and at most 10 (programs of
+    fewer than 200 partners are not checked).
+
+    Returns:
+        None when supported; else the :class:`LateTail` (the ``k``-th newest partner's last
+        event, the partners and rows beyond it).
+    """
+    partners = tables.get("partners")
+    k = min(10, len(partners) // 100) if partners is not None else 0
+    cols = _observed(tables)
+    if k < 2 or not cols:
+        return None
+    newest = _data_end(tables)
+    if pd.isna(newest):
+        return None
+    recent: set[str] = set()
+    for name, col in cols:
+        frame = tables[name]
+        hit = (frame[col] >= newest - pd.Timedelta(days=days)).to_numpy()
+        recent.update(frame.loc[hit, "partner_id"].astype(str).unique().tolist())
+        if len(recent) >= k:
+            return None
+    # rare: per partner newest event, the k-th newest of them
+    last = pd.concat(
+        [
+            tables[name].groupby(tables[name]["partner_id"].astype(str))[col].max()
+            for name, col in cols
+        ]
+    )
+    last = last.groupby(level=0).max().dropna().sort_values(ascending=False)
+    if len(last) < k:
+        return None
+    supported = pd.Timestamp(last.iloc[k - 1])
+    bound = supported + pd.Timedelta(days=days)
+    late = tuple(sorted(last.index[last > bound].astype(str)))
+    rows: dict[str, int] = {}
+    for name, col in cols:
+        n = int((tables[name][col] > bound).sum())
+        if n:
+            rows[name] = rows.get(name, 0) + n
+    return LateTail(newest, supported, k, late, rows)
+
+
 def load_raw(
     raw_dir: str | Path,
     quarantine_dir: str | Path | None = None,
@@ -905,6 +1029,8 @@ def _validate_all(
     if qdir is not None:
         write_quarantine(quarantine, qdir)
     files = {name: path for name, (path, given) in inputs.items() if given is None}
+    tail = late_tail(tables)
+    report.data_end_note = tail.note() if tail is not None else None
     return RawData(
         tables=tables,
         report=report,
@@ -912,6 +1038,7 @@ def _validate_all(
         fingerprints={name: file_fingerprint(path) for name, path in files.items()},
         data_end=_data_end(tables),
         quarantine=quarantine,
+        late_tail=tail,
     )
 
 

@@ -38,6 +38,7 @@ from partnerscore.features.core import (
     write_text_atomic,
 )
 from partnerscore.features.validate import (
+    LateTail,
     RawData,
     TableReport,
     ValidationReport,
@@ -180,6 +181,7 @@ def write_validated(
         "raw_dir": str(Path(raw.report.raw_dir).resolve()),
         "validation": _rules(config, raw),
         "data_end": _stamp(raw.data_end),
+        "late_tail": raw.late_tail.to_dict() if raw.late_tail is not None else None,
         "inputs": inputs,
         "tables": tables,
     }
@@ -390,6 +392,8 @@ def read_validated(
         hashes = hashing.result()
     if write_quarantine_files:
         write_quarantine(quarantine, qdir)
+    tail = LateTail.from_dict(manifest.get("late_tail"))
+    report.data_end_note = tail.note() if tail is not None else None
     return RawData(
         tables=tables,
         report=report,
@@ -397,6 +401,7 @@ def read_validated(
         fingerprints=hashes,
         data_end=_data_end(tables),
         quarantine=quarantine,
+        late_tail=tail,
     )
 
 

@@ -237,3 +237,29 @@ def test_build_reads_none_of_the_columns_it_skips(small_raw):
         build_training_set(full, BuildConfig(), snaps),
         check_exact=True,
     )
+
+
+def test_a_late_tail_stops_every_build_path_until_the_data_end_is_given(small_raw, tmp_path):
+    """One partner's portal event months after everyone else's data moved the data end, and
+    every other partner's label window ran over days its data does not cover (1,198 extra
+    snapshots with truncated labels on the demo). Whole, snapshot and grouped builds stop with
+    the same line; --data-end decides."""
+    from partnerscore.features.core import PartnerscoreError
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw, raw)
+    pid = pd.read_csv(raw / "partners.csv", dtype=str)["partner_id"].iloc[3]
+    with open(raw / "portal_events.csv", "a", encoding="utf-8") as handle:
+        handle.write(f"{pid},2026-11-20 10:00:00,login\n")  # the data ends 2026-06-30
+    said = rf"the data end 2026-11-20 rests on 1 partner\(s\) \({pid}: 1 portal_events row"
+    with pytest.raises(PartnerscoreError, match=said + r".*--data-end 2026-06-30"):
+        run_build(raw, tmp_path / "whole", BuildConfig(), group_partners=0)
+    run_validate_snapshot(raw, default_dir(raw))  # the snapshot's manifest keeps the tail
+    for size in (0, 50):
+        with pytest.raises(PartnerscoreError, match=said):
+            run_build(raw, tmp_path / f"s{size}", BuildConfig(), group_partners=size)
+    given = BuildConfig(data_end=pd.Timestamp("2026-06-30").date())
+    slow = run_build(raw, tmp_path / "whole", given, group_partners=0)
+    run_build(raw, tmp_path / "groups", given, group_partners=50)
+    assert_same_build(tmp_path / "groups", tmp_path / "whole")
+    assert slow.manifest["data_end"] == "2026-07-01 00:00:00"

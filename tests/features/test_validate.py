@@ -2,6 +2,8 @@
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partnerscore.features.contract import TABLES, contract_markdown, schema
 from partnerscore.features.validate import check_schemas, load_raw, run_validate
@@ -467,3 +469,70 @@ def test_no_valid_partners_still_writes_their_quarantine(tmp_path, capsys):
     code, _, err = run_cli(raw, capsys)
     assert code == 2 and "partners.csv: no valid partner rows" in err
     assert quarantine(raw, "partners")["reason"].tolist() == ["signed_at 'x' is not a date"]
+
+
+def _late_tail_twin(events: list[tuple[str, pd.Timestamp]], n_partners: int, days: int = 7):
+    """The obvious reading: each partner's newest event, the k-th newest of those."""
+    k = min(10, n_partners // 100)
+    if k < 2 or not events:
+        return None
+    last: dict[str, pd.Timestamp] = {}
+    for pid, when in events:
+        last[pid] = max(last.get(pid, when), when)
+    ranked = sorted(last.values(), reverse=True)
+    newest = ranked[0]
+    if len(ranked) < k or ranked[k - 1] >= newest - pd.Timedelta(days=days):
+        return None
+    supported = ranked[k - 1]
+    late = sorted(p for p, t in last.items() if t > supported + pd.Timedelta(days=days))
+    return newest, supported, k, tuple(late)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(150, 1200),
+    offsets=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(-4000, 3), st.booleans()), max_size=60
+    ),
+    far=st.lists(st.tuples(st.integers(0, 30), st.integers(8, 80_000)), max_size=4),
+)
+def test_late_tail_equals_each_partners_newest_event(n, offsets, far):
+    """The vectorised check (recent partners first, per-partner maxima only when short) equals
+    the per-partner reading, with far-off dates (up to 2245) included."""
+    from partnerscore.features.validate import late_tail
+
+    end = pd.Timestamp("2026-06-30 12:00")
+    ids = [f"P{i:04d}" for i in range(n)]
+    partners = pd.DataFrame(
+        {"partner_id": ids, "signed_at": pd.Timestamp("2020-01-01")}
+    )  # the signings, years back, are observed dates too
+    deals, portal = [], []
+    for who, back, as_deal in offsets:
+        (deals if as_deal else portal).append((ids[who], end + pd.Timedelta(days=back)))
+    for who, ahead in far:
+        portal.append((ids[who], end + pd.Timedelta(days=ahead)))
+    tables = {
+        "partners": partners.astype({"signed_at": "datetime64[ns]"}),
+        "deals": pd.DataFrame(
+            {
+                "partner_id": [p for p, _ in deals],
+                "created_at": pd.to_datetime(pd.Series([t for _, t in deals], dtype=object)),
+            }
+        ).astype({"created_at": "datetime64[ns]"}),
+        "portal_events": pd.DataFrame(
+            {
+                "partner_id": [p for p, _ in portal],
+                "occurred_at": pd.to_datetime(pd.Series([t for _, t in portal], dtype=object)),
+            }
+        ).astype({"occurred_at": "datetime64[ns]"}),
+    }
+    events = [(p, pd.Timestamp("2020-01-01")) for p in ids] + deals + portal
+    want = _late_tail_twin(events, n)
+    got = late_tail(tables)
+    if want is None:
+        assert got is None
+    else:
+        assert (got.newest, got.supported, got.k, got.partners) == want
+        assert sum(got.rows.values()) == sum(
+            1 for _, t in deals + portal if t > want[1] + pd.Timedelta(days=7)
+        )

@@ -249,7 +249,9 @@ def read_table(spark, table: TableInput):
         # a line of spaces or tabs is skipped like an empty one (as the pandas validator's
         # reader does); any other record of the wrong length stops the read (FAILFAST before)
         corrupt = F.col(CORRUPT)
-        blank = corrupt.rlike(BLANK_LINE)
+        # (the first column too: Spark refuses a scan that needs only the corrupt column, as a
+        # bare count would; a blank line's text is in it, so the test is the same)
+        blank = corrupt.rlike(BLANK_LINE) & F.col(positional[0]).isNotNull()
         frame = frame.filter(corrupt.isNull() | ~blank).withColumn(
             CORRUPT,
             F.when(

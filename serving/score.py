@@ -528,6 +528,17 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
             f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
             "does not cover (score.as_of_tolerance_days)"
         )
+    tail = getattr(raw, "late_tail", None)  # the Spark job's validation does not measure it
+    if cut is not None and tail is not None:
+        supported = tail.supported.normalize() + pd.Timedelta(
+            days=1 + config.score.as_of_tolerance_days
+        )
+        if cut > supported:
+            raise PartnerscoreError(
+                f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after "
+                f"every other partner's data ends: {tail.note()}; scores would describe a "
+                "present the data does not cover for all but those partners"
+            )
     partners_all = raw.tables["partners"]
     quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
     # a duplicate row of a valid partner is in the quarantine file, but the partner is scored

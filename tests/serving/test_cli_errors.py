@@ -182,46 +182,39 @@ def _data_end_after_the_newest_event(tmp):
     ]
 
 
-def _cutoffs_after_2262(tmp):
-    (tmp / "c.csv").write_text("partner_id,as_of\nP1,2024-06-01\nP2,3000-01-01\n")
-    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
-        "c.csv: column 'as_of' row 2: '3000-01-01' is outside the years 1900-2199",
-    ]
+CUTOFF_FILES = {
+    "after_2262": (
+        "P1,2024-06-01\nP2,3000-01-01",
+        "column 'as_of' row 2: '3000-01-01' is outside the years 1900-2199",
+    ),
+    "numeric_as_of": ("P1,1e308", "column 'as_of' row 1: '1e308' is not a date"),
+    "as_of_today": ("P1,today", "column 'as_of' row 1: 'today' is not a date"),
+    # pandas took the first column as the index and read 'extra' as the date
+    "extra_field": ("P1,2024-06-01,extra", "line 2: more fields than the header's 2"),
+    "missing_partner_id": (
+        "P1,2024-06-01\n,2024-06-01",
+        "column 'partner_id' row 2: missing partner id",
+    ),
+}
+"""Cut-off files (``partner_id,as_of`` and these rows) that stop ``build --cutoffs``."""
 
 
-def _cutoffs_numeric_as_of(tmp):
-    (tmp / "c.csv").write_text("partner_id,as_of\nP1,1e308\n")
-    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
-        "c.csv: column 'as_of' row 1: '1e308' is not a date",
-    ]
-
-
-def _cutoffs_as_of_today(tmp):
-    (tmp / "c.csv").write_text("partner_id,as_of\nP1,today\n")
-    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
-        "c.csv: column 'as_of' row 1: 'today' is not a date",
-    ]
+@pytest.mark.parametrize("case", sorted(CUTOFF_FILES))
+def test_cutoff_file_errors(case, tmp_path, capsys):
+    rows, said = CUTOFF_FILES[case]
+    (tmp_path / "c.csv").write_text(f"partner_id,as_of\n{rows}\n")
+    raw = raw_copy(tmp_path)
+    code, _, err = run(
+        ["build", "--raw", raw, "--out", tmp_path / "f", "--cutoffs", tmp_path / "c.csv"], capsys
+    )
+    assert code == 2
+    assert_one_error(err, f"c.csv: {said}")
 
 
 def _cutoffs_column_twice(tmp):
     (tmp / "c.csv").write_text("partner_id,as_of,as_of\nP1,2024-06-01,2024-07-01\n")
     return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
         "c.csv: column 'as_of' appears twice in the header",
-    ]
-
-
-def _cutoffs_extra_field(tmp):
-    # pandas would take the first column as the index and read 'extra' as the date
-    (tmp / "c.csv").write_text("partner_id,as_of\nP1,2024-06-01,extra\n")
-    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
-        "c.csv: line 2: more fields than the header's 2",
-    ]
-
-
-def _cutoffs_missing_partner_id(tmp):
-    (tmp / "c.csv").write_text("partner_id,as_of\nP1,2024-06-01\n,2024-06-01\n")
-    return ["build", "--raw", raw_copy(tmp), "--out", tmp / "f", "--cutoffs", tmp / "c.csv"], [
-        "c.csv: column 'partner_id' row 2: missing partner id",
     ]
 
 

@@ -81,7 +81,12 @@ FORECAST_SCHEMA = (
         "lower end of the portfolio interval (>= 0; 0 when the segment's chance of earning "
         "nothing at all is at least (1 - coverage) / 2)",
     ),
-    ("revenue_hi", "float64", "upper end of the portfolio interval"),
+    (
+        "revenue_hi",
+        "float64",
+        "upper end of the portfolio interval (in a small or sparse cell it can lie below "
+        "expected_revenue: a few large deals carry the mean)",
+    ),
     (
         "revenue_sd",
         "float64",

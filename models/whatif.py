@@ -239,6 +239,10 @@ def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
     Needs the file's ``score_base``, ``score_model_<layer>`` and ``age_days`` (and the segment
     columns the policy adjusts by); predictions do not change, so no model is needed.
 
+    ``tier_before`` is the tier of the file's own score (``score_tier_raw``), not the decided
+    ``score_tier``: smoothing, hysteresis, guardrails and overrides would otherwise count as
+    the policy's effect.
+
     Returns:
         partner_id, score_before, tier_before, score_after, tier_after, maturity_band_after.
 
@@ -257,12 +261,20 @@ def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
     score, _, _ = pol.weighted_score(scores["score_base"].to_numpy(float), layers, mult, factor)
     tier = pol.score_tier(score, policy)
     graduated = scores["score_tier"].astype(str).to_numpy() == pol.OUT_OF_SCOPE_TIER
+    if "score_tier_raw" in scores:  # scope, not a decision: the raw tier says it too
+        graduated |= scores["score_tier_raw"].astype(str).to_numpy() == pol.OUT_OF_SCOPE_TIER
     tier[graduated] = pol.OUT_OF_SCOPE_TIER
+    # like against like: the score's own tier under the file's policy, before smoothing,
+    # hysteresis, guardrails and overrides decided the published one (comparing the decided
+    # tier moved 82 of the demo's 2,000 partners under an unchanged policy)
+    before = "score_tier_raw" if "score_tier_raw" in scores else "score_tier"
+    tier_before = scores[before].astype(str).to_numpy().copy()
+    tier_before[graduated] = pol.OUT_OF_SCOPE_TIER
     return pd.DataFrame(
         {
             "partner_id": scores["partner_id"].astype(str).to_numpy(),
             "score_before": scores["score"].to_numpy(float),
-            "tier_before": scores["score_tier"].astype(str).to_numpy(),
+            "tier_before": tier_before,
             "score_after": score,
             "tier_after": tier,
             "maturity_band_after": band,

@@ -128,6 +128,18 @@ def test_reapplied_policy_matches_rescoring_with_it(program, tmp_path):
     assert pd.read_csv(tmp_path / "seg.csv")["partners_after"].sum() == len(scores)
 
 
+def test_an_unchanged_policy_moves_no_partner(program):
+    """The decided tier (hysteresis, guardrails, overrides) is not the policy's doing: under
+    the same policy every partner keeps its tier (82 of the demo's 2,000 moved before)."""
+    model, _, features = program
+    scores = score_features(model, features, policy=PolicyConfig())
+    decided = np.where(np.arange(len(scores)) % 7 == 0, "D", scores["score_tier"])
+    scores = scores.assign(score_tier_raw=scores["score_tier"], score_tier=decided)
+    moves = wi.reapply_policy(scores, PolicyConfig())
+    assert (moves["tier_before"] == moves["tier_after"]).all()
+    np.testing.assert_allclose(moves["score_after"], moves["score_before"], atol=1e-9)
+
+
 def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
     model, _, features = program
     policy = PolicyConfig()

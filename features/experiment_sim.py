@@ -311,6 +311,47 @@ class InjectResult:
         return "\n".join(lines)
 
 
+def check_injection(
+    name: str,
+    effect_revenue: float,
+    effect_engagement: float,
+    treated_fraction: float,
+    assigned_at: date | pd.Timestamp,
+    data_end: date | pd.Timestamp,
+    horizon_days: int,
+) -> None:
+    """Stop before anything is written when the experiment to inject cannot be made.
+
+    Raises:
+        PartnerscoreError: An empty name, an effect out of range, a treated share outside
+            (0, 1), or an assignment whose ``horizon_days`` would pass the data end (the true
+            effect would cover days the data does not: ``experiment analyze`` could not check
+            it; ``data_end`` is the newest event, or the simulation's last day before it is
+            written); one line naming the ``simulate`` option.
+    """
+    if not name.strip():
+        raise PartnerscoreError("--treatment: the experiment name must not be empty")
+    if not effect_revenue > -1.0:
+        raise PartnerscoreError(f"--effect-revenue: must be greater than -1, got {effect_revenue}")
+    if not effect_engagement >= 0:
+        raise PartnerscoreError(
+            f"--effect-engagement: extra touchpoints per 30 days must be >= 0, got "
+            f"{effect_engagement}"
+        )
+    if not 0.0 < float(treated_fraction) < 1.0:
+        raise PartnerscoreError(
+            f"--treated-fraction: expected a share between 0 and 1, got {treated_fraction}"
+        )
+    start, end = pd.Timestamp(assigned_at), pd.Timestamp(data_end)
+    latest = end - pd.Timedelta(days=int(horizon_days))
+    if start > latest:  # as `experiment analyze` reads a horizon: complete by the data end
+        raise PartnerscoreError(
+            f"--assigned-at {start:%Y-%m-%d}: the true effect's {horizon_days}-day horizon would "
+            f"pass the data end {end:%Y-%m-%d}; assign by {latest:%Y-%m-%d} "
+            "(simulate.horizon_days)"
+        )
+
+
 def run_inject_effect(
     raw_dir: str | Path,
     name: str,
@@ -343,18 +384,15 @@ def run_inject_effect(
     from partnerscore.features.simulate import write_tables
     from partnerscore.features.validate import load_raw
 
-    if not name.strip():
-        raise PartnerscoreError("--treatment: the experiment name must not be empty")
     out = Path(raw_dir)
     fmt = "parquet" if (out / "deals.parquet").exists() else "csv"
     raw = load_raw(out, write_quarantine=False)
     tables = raw.tables
     assigned_at = pd.Timestamp(assigned_at)
     end = pd.Timestamp(raw.data_end)
-    if assigned_at >= end:
-        raise PartnerscoreError(
-            f"--assigned-at {assigned_at:%Y-%m-%d}: must be before the data end {end:%Y-%m-%d}"
-        )
+    check_injection(
+        name, effect_revenue, effect_engagement, treated_fraction, assigned_at, end, horizon_days
+    )
     assignment = simulated_assignment(tables["partners"], name, assigned_at, treated_fraction, seed)
     injected = inject_effect(
         tables,
@@ -392,6 +430,7 @@ __all__ = [
     "InjectResult",
     "InjectedExperiment",
     "TRUTH_COLUMNS",
+    "check_injection",
     "inject_effect",
     "run_inject_effect",
     "simulated_assignment",

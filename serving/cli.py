@@ -208,6 +208,25 @@ def simulate(
 
     if drift is not None and treatment is not None:
         raise PartnerscoreError("simulate: --drift and --treatment cannot be combined")
+    if treatment is None and (effect_revenue or effect_engagement or assigned_at is not None):
+        raise PartnerscoreError(
+            "simulate: --effect-revenue, --effect-engagement and --assigned-at need --treatment"
+        )
+    if treatment is not None:  # checked before any table is written
+        import pandas as pd
+
+        from partnerscore.features.experiment_sim import check_injection, simulated_start
+
+        start = _parse_date(assigned_at, "--assigned-at") or simulated_start(cfg)
+        check_injection(
+            treatment,
+            effect_revenue,
+            effect_engagement,
+            treated_fraction,
+            start,
+            pd.Timestamp(cfg.end_date),  # the simulation's last day (its events run through it)
+            cfg.horizon_days,
+        )
     if drift is not None:
         from partnerscore.features.drift_sim import run_simulate_drift
 
@@ -216,9 +235,8 @@ def simulate(
         return
     emit(run_simulate(cfg, out, fmt=fmt))
     if treatment is not None:
-        from partnerscore.features.experiment_sim import run_inject_effect, simulated_start
+        from partnerscore.features.experiment_sim import run_inject_effect
 
-        start = _parse_date(assigned_at, "--assigned-at") or simulated_start(cfg)
         typer.echo(
             run_inject_effect(
                 out,

@@ -33,6 +33,7 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import (
+    MAX_DAYS,
     PartnerscoreError,
     frame_format,
     read_frame,
@@ -175,14 +176,24 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
         raise PartnerscoreError(f"{path}: column 'assigned_at' row {bad}: not a date/time") from exc
     try:
         return assignment_schema().validate(frame)
-    except (pa.errors.SchemaError, ValueError, TypeError) as exc:
+    except (pa.errors.SchemaError, pa.errors.SchemaErrors, ValueError, TypeError) as exc:
+        if isinstance(exc, pa.errors.SchemaErrors):  # lazy validation or coercion: the first
+            exc = exc.schema_errors[0] if exc.schema_errors else exc
         col = getattr(getattr(exc, "schema", None), "name", None)
         cases = getattr(exc, "failure_cases", None)
         row = ""
+        first = (str(exc).splitlines() or [""])[0].rstrip(": ")
+        twice = "not unique" in first  # an (experiment, partner_id) pair given twice
         if cases is not None and len(cases) and "index" in cases:
-            idx = cases["index"].iloc[0]
-            row = f" row {int(idx) + 2}" if idx is not None and idx == idx else ""
-        first = (str(exc).splitlines() or [""])[0]
+            indexes = cases["index"].dropna()
+            # the second of two equal rows is the one to name
+            idx = (indexes.max() if twice else indexes.iloc[0]) if len(indexes) else None
+            row = f" row {int(idx) + 2}" if idx is not None else ""
+            if "failure_case" in cases and "coerc" in first:  # say which value, not the type
+                kind = "whole number" if "type int" in first else "number"
+                first = f"'{cases['failure_case'].iloc[0]}' is not a {kind}"
+        if col and twice:
+            col, first = "partner_id", "a partner assigned twice in one experiment"
         where = f"column '{col}'{row}: " if col else ""
         raise PartnerscoreError(f"{path}: {where}{first}") from exc
 
@@ -666,10 +677,16 @@ def run_analyze(
     from partnerscore.features.validate import load_raw
 
     started = time.perf_counter()
-    if horizon < 1:
-        raise PartnerscoreError(f"--horizon: expected a positive number of days, got {horizon}")
+    if not 1 <= horizon <= MAX_DAYS:
+        raise PartnerscoreError(
+            f"--horizon: expected a number of days from 1 to {MAX_DAYS:,}, got {horizon}"
+        )
     if not 0 < alpha < 1:
         raise PartnerscoreError(f"--alpha: expected a level between 0 and 1, got {alpha}")
+    if n_boot < 1:
+        raise PartnerscoreError(
+            f"--bootstrap: expected a positive number of resamples, got {n_boot}"
+        )
     assignments = Path(assignments)
     table = read_assignments(assignments)
     names = sorted(table["experiment"].unique())
@@ -1192,6 +1209,11 @@ def run_plan(
     """
     if partners < 4:
         raise PartnerscoreError(f"--partners: need at least 4 partners, got {partners}")
+    for label, days in (("--horizon", horizon), ("--age", age)):
+        if not 0 <= days <= MAX_DAYS or (label == "--horizon" and days < 1):
+            raise PartnerscoreError(
+                f"{label}: expected a number of days up to {MAX_DAYS:,}, got {days}"
+            )
     arm_shares(("control", "treatment"), fraction)
     for label, value in (("--alpha", alpha), ("--power", power)):
         if not 0 < value < 1:
@@ -1248,7 +1270,12 @@ def run_plan(
             from statsmodels.stats.power import NormalIndPower
             from statsmodels.stats.proportion import proportion_effectsize
 
-            target = min(base_rate + effect_engagement, 0.999)
+            target = base_rate + effect_engagement
+            if not 0 < target < 1:
+                raise PartnerscoreError(
+                    f"--effect-engagement {effect_engagement:g}: the base rate {base_rate:.1%} "
+                    f"plus the lift is {target:.1%}, outside (0%, 100%)"
+                )
             h = abs(proportion_effectsize(target, base_rate))
             n1 = NormalIndPower().solve_power(
                 effect_size=h, nobs1=None, alpha=alpha, power=power, ratio=(1 - fraction) / fraction

@@ -124,6 +124,77 @@ def test_missing_column_in_assignments_is_one_line(simulated, tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # pandera's coercion errors (SchemaErrors) escaped as "unexpected", exit 1
+        ({"target_share": "abc"}, "column 'target_share' row 7: 'abc' is not a number"),
+        ({"seed": "x"}, "column 'seed' row 7: 'x' is not a whole number"),
+        # the second of two equal rows, not a pandera schema name and a dangling ':'
+        ("duplicate", "column 'partner_id' row {last}: a partner assigned twice in one experiment"),
+    ],
+)
+def test_bad_assignment_values_are_one_line(simulated, tmp_path, capsys, edit, message):
+    table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
+    if edit == "duplicate":
+        table = pd.concat([table, table.iloc[[3]]], ignore_index=True)
+    else:
+        for col, value in edit.items():
+            table.loc[table.index[5], col] = value
+    table.to_csv(tmp_path / "a.csv", index=False)
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
+            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert _err(capsys) == f"error: {tmp_path / 'a.csv'}: " + message.format(last=len(table) + 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "--bootstrap", "0"], "--bootstrap: expected a positive number of resamples"),
+        (["analyze", "--horizon", "100000"], "--horizon: expected a number of days from 1 to"),
+        (["plan", "--effect-engagement", "0.7"], "plus the lift is 110.0%, outside (0%, 100%)"),
+        (["plan", "--effect-engagement", "-0.5"], "plus the lift is -10.0%, outside"),
+        (["plan", "--horizon", "100000"], "--horizon: expected a number of days up to 36,525"),
+    ],
+)
+def test_out_of_range_options_are_one_line(simulated, tmp_path, capsys, args, message):
+    """Each stopped with an internal ValueError or OverflowError (exit 1), or sized a 59.9-point
+    lift under a 70-point label."""
+    command, *extra = args
+    if command == "analyze":
+        base = [
+            "--assignments", str(simulated / "experiment_assignment.csv"),
+            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
+        ]  # fmt: skip
+    else:
+        base = ["--partners", "100", "--revenue-sd", "1000", "--base-rate", "0.4"]
+        base += ["--raw", str(simulated)] if "--horizon" in extra else []
+    assert main(["experiment", command, *base, *extra]) == 2
+    assert message in _err(capsys)
+
+
+def test_simulate_checks_the_treatment_before_writing(tmp_path, capsys):
+    """A bad treatment option stopped the job after the tables were rewritten (the old truth
+    files left beside data without the effect); an assignment too late for the horizon
+    promised a true effect over days the data does not cover."""
+    base = ["simulate", "--partners", "300", "--seed", "3", "--out", str(tmp_path / "raw")]
+    cases = [
+        (["--treatment", "t", "--treated-fraction", "1"], "--treated-fraction: expected a share"),
+        (["--treatment", "t", "--effect-revenue", "-1"], "--effect-revenue: must be greater"),
+        (["--treatment", "t", "--assigned-at", "2026-06-20"], "assign by 2026-01-01"),
+        (["--effect-revenue", "0.5"], "need --treatment"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        assert message in _err(capsys)
+        assert not (tmp_path / "raw").exists()
+
+
 def test_unknown_control_arm_is_one_line(simulated, tmp_path, capsys):
     path = simulated / "experiment_assignment.csv"
     code = main(

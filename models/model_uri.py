@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from partnerscore.features.core import PartnerscoreError
 
@@ -13,10 +14,16 @@ LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9a-f]+)")
 
 
 def resolve_model_uri(model: str, registered_model: str) -> str:
-    """``champion``/``challenger``/any alias, a version number, or a full models:/ runs:/ URI."""
+    """The URI of a ``--model`` value.
+
+    ``champion``/``challenger``/any alias, a version number, a full models:/ runs:/ URI, or a
+    local model folder (absolute, ``file:``, or relative with a ``/``: made absolute).
+    """
     model = model.strip()
     if model.startswith(("models:/", "runs:/", "file:", "/")):
         return model
+    if model.startswith((".", "~")) or "/" in model or "\\" in model:  # a local folder
+        return str(Path(model).expanduser().resolve())
     if model.isdigit():
         return f"models:/{registered_model}/{model}"
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", model):

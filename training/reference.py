@@ -7,6 +7,7 @@ overall and by segment), so it never needs the training data again.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -85,6 +86,19 @@ def run_id_of(model_uri: str) -> str:
     return mv.run_id
 
 
+def _folder_run_id(model_uri: str) -> str | None:
+    """The ``run_id`` a local model folder's ``MLmodel`` records (None if none or no folder)."""
+    import yaml
+
+    folder = Path(model_uri.removeprefix("file://").removeprefix("file:"))
+    try:
+        meta = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return str(run_id) if run_id else None
+
+
 def load_reference_profile(model_uri: str, *, required: bool = True) -> dict | None:
     """The reference profile logged with the model's training run.
 
@@ -95,7 +109,15 @@ def load_reference_profile(model_uri: str, *, required: bool = True) -> dict | N
     Raises:
         PartnerscoreError: No profile (a model trained before monitoring existed) and required.
     """
-    run_id = run_id_of(model_uri)
+    try:
+        run_id = run_id_of(model_uri)
+    except PartnerscoreError:
+        # a local model folder: its MLmodel names the run that logged it, if any
+        run_id = _folder_run_id(model_uri)
+        if run_id is None:
+            if required:
+                raise
+            return None
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_ARTIFACT}")
     except Exception as exc:  # missing artifact: MlflowException or OSError by store

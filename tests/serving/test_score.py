@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,33 @@ def test_score_job_end_to_end(raw_dir, store_config, tmp_path):
     np.testing.assert_allclose(phases.sum(axis=1), scores["pred_revenue"], rtol=1e-9)
     assert pd.read_csv(rejects_path(out)).empty
     assert "scored" in result.summary()
+
+
+def test_a_local_model_folder_scores_with_allow_local_model(raw_dir, store_config, tmp_path):
+    """The README's --allow-local-model refused every folder: relative paths were not paths,
+    and the reference-profile lookup demanded a models:/ or runs:/ URI."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
+    folder = mlflow.artifacts.download_artifacts(
+        "models:/partnerscore@champion", dst_path=str(tmp_path / "model")
+    )
+    registered = run_score(raw_dir, AS_OF, "champion", tmp_path / "a.parquet", store_config)
+    with pytest.raises(PartnerscoreError, match="needs --allow-local-model"):
+        run_score(raw_dir, AS_OF, folder, tmp_path / "b.parquet", store_config)
+    local = run_score(
+        raw_dir, AS_OF, folder, tmp_path / "b.parquet", store_config,
+        allow_local_model=True, record_history=False,
+    )  # fmt: skip
+    assert local.scored == registered.scored
+    a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    np.testing.assert_allclose(a["pred_revenue"], b["pred_revenue"], rtol=1e-12)
+    np.testing.assert_allclose(a["pred_engagement"], b["pred_engagement"], rtol=1e-12)
+    # a relative folder (with a /) is a folder, not an alias
+    from partnerscore.models.model_uri import resolve_model_uri
+
+    assert resolve_model_uri("./model", "partnerscore") == str((Path.cwd() / "model").resolve())
+    assert resolve_model_uri("champion", "partnerscore") == "models:/partnerscore@champion"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

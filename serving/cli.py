@@ -332,8 +332,10 @@ def build(
 @app.command()
 def metrics(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print as Markdown.")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Print the data dictionary of every feature in the metric registry."""
+    _config(config)  # every command takes --config (checked here: the registry is fixed)
     from partnerscore.features.registry import data_dictionary
 
     if _STATE["json"]:  # the specs themselves, for tools that document or check features
@@ -562,7 +564,8 @@ def report(
     ] = None,
     tier: Annotated[str | None, typer.Option(help="Only partners in this score tier.")] = None,
     notes: Annotated[
-        Path | None, typer.Option(help="CSV/Parquet of notes (partner_id, note[, noted_at]).")
+        Path | None,
+        typer.Option(help="CSV/Parquet of notes (partner_id, note[, noted_at, author])."),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes rendering pages (default: available cores).")

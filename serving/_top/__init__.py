@@ -16,6 +16,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "PartnerscoreError",
     "__version__",
     "build",
     "forecast",
@@ -28,6 +29,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "PartnerscoreError":  # what every API function raises for bad input
+        return import_module("partnerscore.features.core").PartnerscoreError
     if name in __all__:
         return getattr(import_module("partnerscore.serving.api"), name)
     raise AttributeError(f"module 'partnerscore' has no attribute {name!r}")

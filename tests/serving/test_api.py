@@ -19,6 +19,7 @@ def test_version_and_lazy_import():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     assert set(partnerscore.__all__) <= set(dir(partnerscore))
+    assert partnerscore.PartnerscoreError is PartnerscoreError  # the README catches it so
     with pytest.raises(AttributeError):
         partnerscore.nothing_here  # noqa: B018
 

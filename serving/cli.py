@@ -335,7 +335,8 @@ def metrics(
     config: ConfigOption = None,
 ) -> None:
     """Print the data dictionary of every feature in the metric registry."""
-    _config(config)  # every command takes --config (checked here: the registry is fixed)
+    if config is not None:  # every command takes --config (checked; the registry is fixed);
+        _config(config)  # only when given: the defaults' load imports pandas, kept off here
     from partnerscore.features.registry import data_dictionary
 
     if _STATE["json"]:  # the specs themselves, for tools that document or check features

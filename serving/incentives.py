@@ -56,7 +56,7 @@ class IncentivesResult:
                 f"(${self.total_amount:,.0f}) to partners newly meeting a milestone "
                 f"({self.newly_recorded:,} recorded now) in {self.seconds:.1f} s",
                 f"  partners with a scored history: {self.partners_evaluated:,}; "
-                f"awarded at earlier dates (never again): {self.already_awarded:,}",
+                f"awarded in other runs (never again): {self.already_awarded:,}",
                 f"  wrote {self.out}",
             ]
         )

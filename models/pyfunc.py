@@ -31,6 +31,7 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.model_uri import (
+    LOGGED_MODEL_URI,
     MODELS_URI,
     resolve_model_uri,  # noqa: F401 (re-exported)
 )
@@ -92,17 +93,21 @@ def registered_version(artifact: Path, registered_model: str | None) -> str:
         model_id = mlflow.models.Model.load(str(root / "MLmodel")).model_id
         if not model_id:
             return ""
-        client = mlflow.MlflowClient()
-        found = [
-            int(mv.version)
-            for mv in client.search_model_versions(f"name='{registered_model}'")
-            if getattr(mv, "model_id", None) == model_id
-            or (mv.source or "").rstrip("/").endswith(model_id)
-        ]
+        found = versions_of_logged_model(model_id, f"name='{registered_model}'")
     except Exception as exc:  # an unreachable or absent registry: the version stays unknown
         _log.debug("registry version lookup failed: %s", exc)
         return ""
     return str(max(found)) if found else ""
+
+
+def versions_of_logged_model(model_id: str, filter_string: str | None = None) -> list[int]:
+    """Registry versions made from the logged model ``model_id`` (by id, or by source path)."""
+    return [
+        int(mv.version)
+        for mv in mlflow.MlflowClient().search_model_versions(filter_string)
+        if getattr(mv, "model_id", None) == model_id
+        or (mv.source or "").rstrip("/").endswith(model_id)
+    ]
 
 
 def pip_requirements() -> list[str]:
@@ -265,7 +270,18 @@ def load_partner_model(model_uri: str) -> PartnerModel:
 
 
 def model_version_of(model_uri: str) -> str:
-    """The registry version a models:/ URI resolves to (empty string when not registered)."""
+    """The registry version a models:/ URI resolves to (empty string when not registered).
+
+    A logged model's ``models:/m-<id>`` (what ``train --no-register`` prints) gives the
+    newest registered version of that logged model, if any.
+    """
+    logged = LOGGED_MODEL_URI.fullmatch(model_uri)
+    if logged:
+        try:
+            found = versions_of_logged_model(logged.group(1))
+        except mlflow.exceptions.MlflowException:
+            return ""
+        return str(max(found)) if found else ""
     match = MODELS_URI.fullmatch(model_uri)
     if not match:
         return ""

@@ -102,6 +102,12 @@ def test_train_no_register_and_promote_messages(built_dir, tracking_uri, capsys)
     assert main(["--json", "train", "--features", str(built_dir), "--trials", "0"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["version"] == "1" and payload["model_uri"] == "models:/partnerscore/1"
+    # a logged model's URI names its registry version, if it has one (score wrote "")
+    from partnerscore.models.pyfunc import model_version_of
+
+    registered = client.get_model_version("partnerscore", "1").source  # models:/m-<id>
+    assert model_version_of(registered) == "1"
+    assert model_version_of(uri) == ""  # the --no-register model: never registered
 
     # --force needs --reason: one line, exit 2, nothing changed
     assert main(["promote", "--force"]) == 2

@@ -113,6 +113,15 @@ class MonitorResult:
         """0 all green (warnings allowed), 1 at least one alarm."""
         return 1 if self.count("alarm") else 0
 
+    def json_payload(self) -> dict:
+        """``--json``: the result's fields plus ``exit_code`` and the status counts."""
+        from partnerscore.serving.cli_common import _jsonable
+
+        payload = _jsonable(self)
+        payload["exit_code"] = self.exit_code
+        payload["counts"] = {status: self.count(status) for status in SEVERITY}
+        return payload
+
     def alarms(self) -> list[Check]:
         """The alarming checks."""
         return [c for c in self.checks if c.status == "alarm"]

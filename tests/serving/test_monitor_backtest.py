@@ -177,7 +177,7 @@ def _config_file(cfg, path):
     return path
 
 
-def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
+def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path, capsys):
     cfg = _config_file(store_config, tmp_path / "cfg.json")
     base = ["--config", str(cfg), "--out", str(tmp_path / "out")]
     assert main(["monitor", "--as-of", "2026-06-01", "--raw", str(raw_dir), *base]) == 0
@@ -195,6 +195,12 @@ def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path):
     volume = next(c for c in payload["checks"] if c["name"] == "quality.volume.deals")
     assert "previous run (as of 2026-06-01)" in volume["detail"]
     assert payload["checks"][0]["status"] == "alarm"  # most severe first
+    # --json says what the exit code says, for a scheduler that reads the output
+    bad = ["monitor", "--as-of", "2026-07-01", "--raw", str(tmp_path / "bad"), *base]
+    capsys.readouterr()
+    assert main(["--json", *bad]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["exit_code"] == 1 and printed["counts"]["alarm"] >= 1
 
     # an as_of before any signing is refused (exit 2) and leaves the state alone: its all-zero
     # volumes made every table a spike in the next run

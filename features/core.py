@@ -27,6 +27,14 @@ Longer is a typo, and a date plus more than ~86,000 days passes 2262-04-11, the 
 nanosecond timestamp holds (the arithmetic would wrap around silently)."""
 
 
+def check_day_count(option: str, days: int, low: int = 0) -> None:
+    """Stop with one line naming ``option`` unless ``low <= days <=`` :data:`MAX_DAYS`."""
+    if not low <= days <= MAX_DAYS:
+        raise PartnerscoreError(
+            f"{option} {days}: expected a number of days from {low} to {MAX_DAYS:,} (100 years)"
+        )
+
+
 class PartnerscoreError(Exception):
     """An error the user can act on: the CLI prints its one-line message, never a traceback.
 
@@ -478,7 +486,6 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
             if dup is not None:  # pandas would rename the second to "<name>.1" and go on
                 raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
             # only empty cells are missing: "NA" is a region, "null" a name; ids are text
-            header = pd.read_csv(path, nrows=0).columns
             as_text = {c: "str" for c in header if c in TEXT_ID_COLUMNS or (text and text(c))}
             with warnings.catch_warnings():
                 # a first row longer than the header: pandas warns and drops its extra fields

@@ -220,13 +220,7 @@ def inject_effect(
     """
     from partnerscore.features.pipeline import build_labels
 
-    if not effect_revenue > -1.0:
-        raise PartnerscoreError(f"--effect-revenue: must be greater than -1, got {effect_revenue}")
-    if effect_engagement < 0:
-        raise PartnerscoreError(
-            f"--effect-engagement: extra touchpoints per 30 days must be >= 0, got "
-            f"{effect_engagement}"
-        )
+    _check_effects(effect_revenue, effect_engagement)
     assignment = assignment.reset_index(drop=True)
     arms = assignment["arm"].astype(str)
     control = "control" if (arms == "control").any() else arms.value_counts().index[0]
@@ -311,6 +305,17 @@ class InjectResult:
         return "\n".join(lines)
 
 
+def _check_effects(effect_revenue: float, effect_engagement: float) -> None:
+    """An uplift above -100% and a non-negative number of extra touchpoints (NaN refused)."""
+    if not effect_revenue > -1.0:
+        raise PartnerscoreError(f"--effect-revenue: must be greater than -1, got {effect_revenue}")
+    if not effect_engagement >= 0:
+        raise PartnerscoreError(
+            f"--effect-engagement: extra touchpoints per 30 days must be >= 0, got "
+            f"{effect_engagement}"
+        )
+
+
 def check_injection(
     name: str,
     effect_revenue: float,
@@ -331,13 +336,7 @@ def check_injection(
     """
     if not name.strip():
         raise PartnerscoreError("--treatment: the experiment name must not be empty")
-    if not effect_revenue > -1.0:
-        raise PartnerscoreError(f"--effect-revenue: must be greater than -1, got {effect_revenue}")
-    if not effect_engagement >= 0:
-        raise PartnerscoreError(
-            f"--effect-engagement: extra touchpoints per 30 days must be >= 0, got "
-            f"{effect_engagement}"
-        )
+    _check_effects(effect_revenue, effect_engagement)
     if not 0.0 < float(treated_fraction) < 1.0:
         raise PartnerscoreError(
             f"--treated-fraction: expected a share between 0 and 1, got {treated_fraction}"

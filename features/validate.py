@@ -256,7 +256,7 @@ def _skip_blank_rows(row) -> str:
     A line of spaces or tabs is skipped like an empty one (and :func:`record_lines` counts it
     so); any other record of the wrong length stops the read.
     """
-    return "skip" if not row.text.strip(" \t\r") else "error"
+    return "skip" if blank_record([row.text]) else "error"
 
 
 def _quietly_ragged_line(path: Path, fields: int) -> int | None:
@@ -774,14 +774,9 @@ def _empty(col: Column, n: int) -> pd.Series:
 def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
     """Latest timestamp in an observed (not planned) date column of the tables."""
     ends = [
-        tables[name][col.name].max()
-        for name, spec in TABLES.items()
-        if name in tables
-        for col in spec.columns
-        if col.kind == "date"
-        and col.observed
-        and col.name in tables[name]
-        and tables[name][col.name].notna().any()
+        tables[name][col].max()
+        for name, col in _observed(tables)
+        if tables[name][col].notna().any()
     ]
     return max(ends)
 
@@ -846,6 +841,7 @@ class LateTail:
 
 
 def _observed(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(table, column) of every observed (not planned) date column the tables hold."""
     return [
         (name, col.name)
         for name, spec in TABLES.items()

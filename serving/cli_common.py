@@ -42,18 +42,18 @@ def load(path: Path | None):
     return load_config(path)
 
 
-def _jsonable(value):
+def jsonable(value):
     """Result objects (dataclasses of paths, dates, numbers, frames' counts) as JSON values."""
     import dataclasses
     import math
     from datetime import date as _date
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (str, int, bool)) or value is None:
         return value
     if isinstance(value, float):
@@ -61,7 +61,7 @@ def _jsonable(value):
     if isinstance(value, (Path, _date)):
         return str(value)
     if hasattr(value, "item"):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if hasattr(value, "shape"):  # frames and arrays ride along as their size only
         return {"rows": int(value.shape[0])}
     return str(value)
@@ -72,7 +72,7 @@ def emit(result) -> None:
     if _STATE["json"]:
         import json
 
-        payload = result.json_payload() if hasattr(result, "json_payload") else _jsonable(result)
+        payload = result.json_payload() if hasattr(result, "json_payload") else jsonable(result)
         if not isinstance(payload, dict):
             payload = {"result": payload}
         payload["summary"] = result.summary()

@@ -33,8 +33,8 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import (
-    MAX_DAYS,
     PartnerscoreError,
+    check_day_count,
     frame_format,
     read_frame,
     write_frame_atomic,
@@ -677,10 +677,7 @@ def run_analyze(
     from partnerscore.features.validate import load_raw
 
     started = time.perf_counter()
-    if not 1 <= horizon <= MAX_DAYS:
-        raise PartnerscoreError(
-            f"--horizon: expected a number of days from 1 to {MAX_DAYS:,}, got {horizon}"
-        )
+    check_day_count("--horizon", horizon, low=1)
     if not 0 < alpha < 1:
         raise PartnerscoreError(f"--alpha: expected a level between 0 and 1, got {alpha}")
     if n_boot < 1:
@@ -1209,11 +1206,8 @@ def run_plan(
     """
     if partners < 4:
         raise PartnerscoreError(f"--partners: need at least 4 partners, got {partners}")
-    for label, days in (("--horizon", horizon), ("--age", age)):
-        if not 0 <= days <= MAX_DAYS or (label == "--horizon" and days < 1):
-            raise PartnerscoreError(
-                f"{label}: expected a number of days up to {MAX_DAYS:,}, got {days}"
-            )
+    check_day_count("--horizon", horizon, low=1)
+    check_day_count("--age", age)
     arm_shares(("control", "treatment"), fraction)
     for label, value in (("--alpha", alpha), ("--power", power)):
         if not 0 < value < 1:

@@ -282,19 +282,18 @@ def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:
     values = pd.to_numeric(given, errors="coerce")
     missing = given.isna().to_numpy() | (given.astype(str).str.strip() == "").to_numpy()
     numbers = values.to_numpy(dtype=float, na_value=np.nan)
+    hint = " (scored by a model without intervals: retrain)" if col.endswith("sd") else ""
     problems = (
-        (missing, lambda v: "missing"),
+        (missing, lambda v: f"missing{hint}"),
         (np.isnan(numbers) & ~missing, lambda v: f"'{v}' is not a number"),
         (np.isinf(numbers), lambda v: f"{v} is not finite"),
         (numbers < 0, lambda v: f"{v} is negative"),
     )
-    hint = " (scored by a model without intervals: retrain)" if col.endswith("sd") else ""
     for mask, what in problems:
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
-            extra = hint if what(None) == "missing" else ""
             raise PartnerscoreError(
-                f"{source}: column '{col}', row {row + 2}: {what(given.iloc[row])}{extra}"
+                f"{source}: column '{col}', row {row + 2}: {what(given.iloc[row])}"
             )
     with np.errstate(over="ignore"):
         total = float(np.square(numbers).sum())

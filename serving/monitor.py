@@ -115,9 +115,9 @@ class MonitorResult:
 
     def json_payload(self) -> dict:
         """``--json``: the result's fields plus ``exit_code`` and the status counts."""
-        from partnerscore.serving.cli_common import _jsonable
+        from partnerscore.serving.cli_common import jsonable
 
-        payload = _jsonable(self)
+        payload = jsonable(self)
         payload["exit_code"] = self.exit_code
         payload["counts"] = {status: self.count(status) for status in SEVERITY}
         return payload
@@ -678,37 +678,35 @@ def run_monitor(
     # data quality on the raw batch and the partners scored at as_of
     from partnerscore.features.pipeline import build_scoring_frame
 
-    signed = pd.to_datetime(tables["partners"]["signed_at"])
-    features = build_scoring_frame(raw, cut) if (signed < cut).any() else pd.DataFrame()
-    if not features.empty:
-        features["age_days"] = (cut - pd.to_datetime(features["signed_at"])) / pd.Timedelta(days=1)
+    # someone signed before as_of (refused above otherwise): the frame has rows
+    features = build_scoring_frame(raw, cut)
+    features["age_days"] = (cut - pd.to_datetime(features["signed_at"])) / pd.Timedelta(days=1)
     checks += raw_measure_drift(tables, cut, mcfg)
     anomalies, outlier_checks = batch_anomalies(tables, cut, mcfg, features, reference)
     checks += outlier_checks
-    flags = partner_flags(features["partner_id"] if not features.empty else [], anomalies)
-    if not features.empty:
-        in_scope = features["age_days"].to_numpy(dtype=float) <= max(reference["ages"])
-        scoped = set(features.loc[in_scope, "partner_id"].astype(str))
-        oor = anomalies[anomalies["table"] == "features"]
-        share = oor["partner_id"].nunique() / len(scoped) if scoped else None
-        cols = oor["column"].value_counts().head(5)
-        listed = ", ".join(f"{k} ({v})" for k, v in cols.items()) or "none"
-        checks.append(
-            Check(
-                "quality.out_of_training_range",
-                "quality",
-                "features",
-                "all",
-                "partner_share",
-                share,
-                mcfg.out_of_range_warn,
-                mcfg.out_of_range_alarm,
-                None,
-                level(share, mcfg.out_of_range_warn, mcfg.out_of_range_alarm),
-                f"{oor['partner_id'].nunique():,} of {len(scoped):,} in-scope partners have a "
-                f"feature outside the training range; most often {listed}",
-            )
+    flags = partner_flags(features["partner_id"], anomalies)
+    in_scope = features["age_days"].to_numpy(dtype=float) <= max(reference["ages"])
+    scoped = set(features.loc[in_scope, "partner_id"].astype(str))
+    oor = anomalies[anomalies["table"] == "features"]
+    share = oor["partner_id"].nunique() / len(scoped) if scoped else None
+    cols = oor["column"].value_counts().head(5)
+    listed = ", ".join(f"{k} ({v})" for k, v in cols.items()) or "none"
+    checks.append(
+        Check(
+            "quality.out_of_training_range",
+            "quality",
+            "features",
+            "all",
+            "partner_share",
+            share,
+            mcfg.out_of_range_warn,
+            mcfg.out_of_range_alarm,
+            None,
+            level(share, mcfg.out_of_range_warn, mcfg.out_of_range_alarm),
+            f"{oor['partner_id'].nunique():,} of {len(scoped):,} in-scope partners have a "
+            f"feature outside the training range; most often {listed}",
         )
+    )
     checks.append(
         Check(
             "quality.anomalous_partners",

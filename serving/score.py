@@ -20,8 +20,8 @@ import pandas as pd
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
-    MAX_DAYS,
     PartnerscoreError,
+    check_day_count,
     discard_staged,
     frame_format,
     isin_text,
@@ -254,10 +254,8 @@ def run_score(
         raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
-    if at_age is not None and not 0 <= at_age <= MAX_DAYS:
-        raise PartnerscoreError(
-            f"--at-age {at_age}: must be a number of days from 0 to {MAX_DAYS:,} (100 years)"
-        )
+    if at_age is not None:
+        check_day_count("--at-age", at_age)
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     problem = missing_model(uri, config.paths.tracking_uri())

@@ -48,7 +48,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, milestone_dates, write_frame_atomic
+from partnerscore.features.core import (
+    PartnerscoreError,
+    check_day_count,
+    milestone_dates,
+    write_frame_atomic,
+)
 from partnerscore.features.groups import group_tables, split_rows
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.serving.config import AppConfig
@@ -558,8 +563,8 @@ def run_score_spark(
         raise PartnerscoreError(f"--out {out}: the spark engine writes a Parquet dataset")
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
-    if at_age is not None and at_age < 0:
-        raise PartnerscoreError(f"--at-age {at_age}: must be a non-negative number of days")
+    if at_age is not None:
+        check_day_count("--at-age", at_age)  # as the pandas job checks it
     uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
     remote = _is_uri(str(raw_dir))

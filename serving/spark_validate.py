@@ -261,6 +261,7 @@ def read_table(spark, table: TableInput):
                 ),
             ),
         )
+        # the filter reads the column, so the optimiser cannot prune raise_error away
         frame = frame.filter(F.col(CORRUPT).isNull()).drop(CORRUPT)
         # one partition: monotonically_increasing_id is the record's position in the file
         frame = frame.withColumn(ROW, F.monotonically_increasing_id() + 1)

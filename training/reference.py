@@ -92,10 +92,9 @@ def _folder_run_id(model_uri: str) -> str | None:
 
     folder = Path(model_uri.removeprefix("file://").removeprefix("file:"))
     try:
-        meta = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        run_id = mlflow.models.Model.load(str(folder)).run_id
+    except (mlflow.exceptions.MlflowException, OSError, yaml.YAMLError):  # none, or broken
         return None
-    run_id = meta.get("run_id") if isinstance(meta, dict) else None
     return str(run_id) if run_id else None
 
 

@@ -207,7 +207,12 @@ def _logged_predictions(
 
 
 def _unseen_predictions(
-    client: mlflow.MlflowClient, name: str, version, holdout: pd.DataFrame, holdout_sha: str
+    client: mlflow.MlflowClient,
+    name: str,
+    version,
+    run,
+    holdout: pd.DataFrame,
+    holdout_sha: str,
 ) -> tuple[pd.DataFrame, str]:
     """A version's predictions of the gate's holdout from a model that never saw those rows.
 
@@ -215,11 +220,12 @@ def _unseen_predictions(
     ``training_set_sha256``) has seen these partners: its run's pre-refit predictions of the
     same rows stand in. Otherwise the registered model predicts them.
 
+    ``run`` is the version's training run (``client.get_run(version.run_id)``).
+
     Returns:
         (pred_revenue and pred_engagement in the holdout's row order, which model: "pre-refit",
         "registered" or "refitted on these rows" when a refitted run logged no predictions).
     """
-    run = client.get_run(version.run_id)
     refit = str(run.data.params.get("refit", "False")).lower() == "true"
     if refit and holdout_sha and run.data.tags.get("training_set_sha256") == holdout_sha:
         logged = _logged_predictions(client, version.run_id, holdout)
@@ -286,18 +292,22 @@ def run_promote(
             already_champion=True,
         )
 
-    run_metrics = client.get_run(challenger.run_id).data.metrics
+    ch_run = client.get_run(challenger.run_id)  # read once: metrics, tags and params
+    run_metrics = ch_run.data.metrics
     bias = run_metrics.get("holdout_revenue_portfolio_bias")
     bias_se = run_metrics.get("holdout_revenue_portfolio_bias_se", 0.0)
     holdout = _holdout_of(client, challenger.run_id)
-    holdout_sha = client.get_run(challenger.run_id).data.tags.get("training_set_sha256", "")
-    ch_pred, ch_basis = _unseen_predictions(client, name, challenger, holdout, holdout_sha)
+    holdout_sha = ch_run.data.tags.get("training_set_sha256", "")
+    ch_pred, ch_basis = _unseen_predictions(client, name, challenger, ch_run, holdout, holdout_sha)
     ch_metrics = evaluate(holdout, ch_pred["pred_revenue"], ch_pred["pred_engagement"])
     ch_score = ch_metrics["primary_score"]
     champ_score = None
     details = {"challenger": ch_metrics, "challenger_predictions": ch_basis}
     if champion is not None:
-        cp_pred, cp_basis = _unseen_predictions(client, name, champion, holdout, holdout_sha)
+        cp_run = client.get_run(champion.run_id)
+        cp_pred, cp_basis = _unseen_predictions(
+            client, name, champion, cp_run, holdout, holdout_sha
+        )
         cp_metrics = evaluate(holdout, cp_pred["pred_revenue"], cp_pred["pred_engagement"])
         champ_score = cp_metrics["primary_score"]
         details["champion"] = cp_metrics

@@ -156,10 +156,16 @@ def test_bad_assignment_values_are_one_line(simulated, tmp_path, capsys, edit, m
     ("args", "message"),
     [
         (["analyze", "--bootstrap", "0"], "--bootstrap: expected a positive number of resamples"),
-        (["analyze", "--horizon", "100000"], "--horizon: expected a number of days from 1 to"),
+        (
+            ["analyze", "--horizon", "100000"],
+            "--horizon 100000: expected a number of days from 1 to 36,525",
+        ),
         (["plan", "--effect-engagement", "0.7"], "plus the lift is 110.0%, outside (0%, 100%)"),
         (["plan", "--effect-engagement", "-0.5"], "plus the lift is -10.0%, outside"),
-        (["plan", "--horizon", "100000"], "--horizon: expected a number of days up to 36,525"),
+        (
+            ["plan", "--horizon", "100000"],
+            "--horizon 100000: expected a number of days from 1 to 36,525",
+        ),
     ],
 )
 def test_out_of_range_options_are_one_line(simulated, tmp_path, capsys, args, message):

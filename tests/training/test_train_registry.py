@@ -212,7 +212,8 @@ def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     # logged): the refitted model predicts them, and says so
     mv2 = client.get_model_version("partnerscore", "2")
     sha = client.get_run(second.run_id).data.tags["training_set_sha256"]
-    _, basis = _unseen_predictions(client, "partnerscore", mv2, holdout.iloc[:-1], sha)
+    run2 = client.get_run(second.run_id)
+    _, basis = _unseen_predictions(client, "partnerscore", mv2, run2, holdout.iloc[:-1], sha)
     assert basis == "refitted on these rows"
 
 

@@ -61,6 +61,7 @@ HISTORY_COLUMNS: dict[str, type[sa.types.TypeEngine]] = {
     "guardrail_flag": sa.Boolean,
     "out_of_scope": sa.Boolean,
     "config_hash": sa.String,
+    "shadow": sa.Boolean,
     **dict.fromkeys(HISTORY_METRICS, sa.Float),
 }
 """The declared history row: name -> SQL type. Other columns of a scores frame are not stored."""
@@ -107,9 +108,43 @@ def keep_newest(earlier: dict[str, list], newest: int | None) -> dict[str, list]
 
 
 def last_dates(conn, column, cut, newest: int) -> list:
-    """The newest ``newest`` distinct values of the date ``column`` below ``cut``, newest first."""
-    query = sa.select(column).where(column < cut).distinct().order_by(column.desc()).limit(newest)
+    """The newest ``newest`` distinct values of the date ``column`` below ``cut``, newest first.
+
+    Dates of decision rows only (:func:`decisions_only`): a shadow run's date is not a batch.
+    """
+    query = sa.select(column).where(column < cut, decisions_only(column.table))
+    query = query.distinct().order_by(column.desc()).limit(newest)
     return conn.execute(query).scalars().all()
+
+
+def decisions_only(table: sa.Table):
+    """The condition keeping a store's decision rows: ``shadow`` false or NULL (older rows).
+
+    A shadow run (a model version other than the champion, :func:`shadow_rows`) is recorded
+    for comparison, but smoothing, tier hysteresis, guardrails, incentives, trajectories and
+    the monitor read decisions only: a challenger scored on 07-01 is not the champion's
+    ``score_previous`` on 07-20.
+    """
+    return sa.or_(table.c.shadow.is_(None), table.c.shadow == sa.false())
+
+
+def add_missing_columns(engine: sa.Engine, table: sa.Table) -> None:
+    """Add the columns ``table`` declares but its database table lacks, as nullable columns.
+
+    A store written by an older version (e.g. without ``shadow``): existing rows get NULL.
+    Safe against a concurrent job doing the same: a column another one added meanwhile is
+    fine.
+    """
+    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    missing = [c for c in table.columns if c.name not in have]
+    for column in missing:
+        ddl = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+        except sa.exc.DBAPIError:
+            if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                raise
 
 
 class EarlierRows:
@@ -340,6 +375,7 @@ class ScoreHistory:
                     kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
                 engine = sa.create_engine(database_url(self.url), **kwargs)
                 self.metadata.create_all(engine)
+                add_missing_columns(engine, self.table)
                 self._migrate_legacy(engine)
                 self._engine = engine
         return self._engine
@@ -367,10 +403,12 @@ class ScoreHistory:
         """Whether the store has been written to (a missing SQLite file means no history)."""
         return store_exists(self.url)
 
-    def prepare(self, scores: pd.DataFrame) -> HistoryBatch:
+    def prepare(self, scores: pd.DataFrame, shadow: np.ndarray | None = None) -> HistoryBatch:
         """The rows :meth:`upsert` writes, converted to plain values; touches no database.
 
         A job converts its batch while it writes its files, then upserts the result.
+        ``shadow``: per row, whether it is a shadow row (:func:`shadow_rows`; None: the
+        scores' own ``shadow`` column, or NULL, which reads as a decision).
         """
         # the columns as they are (text stays Arrow-backed; a round trip through numpy objects
         # cost ~0.5 s at 100k rows); missing ones are None
@@ -381,6 +419,8 @@ class ScoreHistory:
             },
             index=pd.RangeIndex(len(scores)),
         )
+        if shadow is not None:
+            frame["shadow"] = np.asarray(shadow, dtype=bool)
         if len(frame):
             frame["as_of"] = pd.to_datetime(frame["as_of"])
             if getattr(frame["as_of"].dt, "tz", None) is not None:
@@ -492,7 +532,7 @@ class ScoreHistory:
         if not self.exists():
             return pd.DataFrame(columns=wanted)
         t = self.table
-        query = sa.select(*(t.c[c] for c in wanted))
+        query = sa.select(*(t.c[c] for c in wanted)).where(decisions_only(t))
         if before is not None:
             query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
         if since is not None:
@@ -521,6 +561,8 @@ class ScoreHistory:
         self, partner_ids: list[str] | None = None, columns: list[str] | None = None
     ) -> pd.DataFrame:
         """History rows ordered by partner_id, as_of; one per (partner, as_of).
+
+        Decision rows only (:func:`decisions_only`): a shadow run's rows are not read.
 
         Args:
             partner_ids: Partners to read (None: everyone).
@@ -566,9 +608,35 @@ class ScoreHistory:
             return [
                 c
                 for c in columns
-                if conn.execute(sa.select(t.c.id).where(t.c[c].is_not(None)).limit(1)).first()
+                if conn.execute(
+                    sa.select(t.c.id).where(t.c[c].is_not(None), decisions_only(t)).limit(1)
+                ).first()
                 is not None
             ]
+
+    def decision_keys(self, model_version: str, since, until) -> pd.DataFrame:
+        """(partner_id, as_of) of the decision rows ``model_version`` wrote, dated since..until.
+
+        A shadow run of a version that was once the champion keeps that version's earlier
+        decisions decisions (:func:`shadow_rows`).
+        """
+        if not self.exists():
+            return pd.DataFrame({"partner_id": [], "as_of": pd.to_datetime([])})
+        t = self.table
+        query = sa.select(t.c.partner_id, t.c.as_of).where(
+            t.c.model_version == str(model_version),
+            t.c.as_of >= pd.Timestamp(since).to_pydatetime(),
+            t.c.as_of <= pd.Timestamp(until).to_pydatetime(),
+            decisions_only(t),
+        )
+        with self._errors(), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(
+            {
+                "partner_id": [str(r[0]) for r in rows],
+                "as_of": pd.to_datetime([r[1] for r in rows]).astype("datetime64[us]"),
+            }
+        )
 
     def dispose(self) -> None:
         """Close the store's connections (before forking workers that do not use them)."""
@@ -628,6 +696,27 @@ class ScoreHistory:
             return _score_lists(data)
 
         return read
+
+
+def shadow_rows(
+    scores: pd.DataFrame, shadow: bool, history: ScoreHistory, model_version: str
+) -> np.ndarray:
+    """Which rows of a batch are recorded as shadow rows (True) rather than decisions.
+
+    ``shadow``: the run scored with a version other than the registry's champion
+    (``serving.model_store.champion_version``). A key that version recorded as a decision
+    (it was the champion then: e.g. an old date re-scored after a promotion) stays a decision.
+    """
+    flags = np.full(len(scores), bool(shadow))
+    if not shadow or not len(scores):
+        return flags
+    as_of = pd.to_datetime(scores["as_of"]).astype("datetime64[us]")
+    kept = history.decision_keys(model_version, as_of.min(), as_of.max())
+    if kept.empty:
+        return flags
+    keys = pd.MultiIndex.from_arrays([scores["partner_id"].astype(str).to_numpy(), as_of])
+    decided = pd.MultiIndex.from_frame(kept)
+    return flags & ~keys.isin(decided)
 
 
 def _score_lists(data: pd.DataFrame) -> dict[str, list[float]]:

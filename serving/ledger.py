@@ -30,6 +30,8 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.config import store_exists
 from partnerscore.serving.history import (
     EarlierRows,
+    add_missing_columns,
+    decisions_only,
     keep_newest,
     last_dates,
     rows_of_partners,
@@ -52,6 +54,7 @@ DECISION_COLUMNS = {
     "override_reason": sa.Text,
     "override_expires": sa.String(32),
     "facts": sa.Text,
+    "shadow": sa.Boolean,
 }
 DECISION_KEY = ("partner_id", "as_of", "model_version")
 AWARD_COLUMNS = {
@@ -234,8 +237,10 @@ class DecisionLedger:
                 if self.url.startswith("sqlite:///"):
                     path = Path(self.url.removeprefix("sqlite:///"))
                     path.parent.mkdir(parents=True, exist_ok=True)
-                self._engine = sa.create_engine(self.url)
-                self.metadata.create_all(self._engine)
+                engine = sa.create_engine(self.url)
+                self.metadata.create_all(engine)
+                add_missing_columns(engine, self.decisions)
+                self._engine = engine
         return self._engine
 
     def dispose(self) -> None:
@@ -247,10 +252,17 @@ class DecisionLedger:
         """Whether the database exists (a missing SQLite file means an empty ledger)."""
         return store_exists(self.url)
 
-    def prepare_decisions(self, scores: pd.DataFrame, facts: tuple[str, ...] = ()) -> DecisionBatch:
+    def prepare_decisions(
+        self,
+        scores: pd.DataFrame,
+        facts: tuple[str, ...] = (),
+        shadow: np.ndarray | None = None,
+    ) -> DecisionBatch:
         """The rows :meth:`record_decisions` writes, converted; touches no database.
 
         A job converts its batch while it writes its files, then records the result.
+        ``shadow``: per row, whether it is a shadow row (``history.shadow_rows``; None: the
+        scores' own ``shadow`` column, or NULL, which reads as a decision).
         """
         if scores.empty:
             return DecisionBatch({}, [])
@@ -264,6 +276,9 @@ class DecisionLedger:
         }
         for name in DECISION_COLUMNS:
             if name in columns or name == "facts":
+                continue
+            if name == "shadow" and shadow is not None:
+                columns[name] = np.asarray(shadow, dtype=bool).tolist()
                 continue
             if name not in frame:
                 columns[name] = [None] * n
@@ -413,6 +428,8 @@ class DecisionLedger:
     def read_decisions(self, partner_ids: list[str] | None = None, until=None) -> pd.DataFrame:
         """Decision rows (facts expanded), one per (partner, as_of): the latest write wins.
 
+        A shadow run's rows are not read (``history.decisions_only``).
+
         Args:
             partner_ids: Partners to read (None: everyone).
             until: Only rows with as_of at or before this timestamp.
@@ -421,7 +438,7 @@ class DecisionLedger:
         if not self.exists():
             return pd.DataFrame(columns=columns)
         t = self.decisions
-        query = sa.select(t)
+        query = sa.select(t).where(decisions_only(t))
         if until is not None:
             query = query.where(t.c.as_of <= as_of_text([until])[0])
         frames = []
@@ -491,7 +508,7 @@ class DecisionLedger:
 
         def read(ids, since, until, scan: bool) -> dict[str, list[tuple[float, str]]]:
             query = sa.select(*(t.c[c] for c in names)).where(
-                t.c.as_of < (cut if until is None else until)
+                t.c.as_of < (cut if until is None else until), decisions_only(t)
             )
             if since is not None:
                 query = query.where(t.c.as_of >= since)

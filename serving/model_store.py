@@ -229,6 +229,43 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
     return f"cannot load model '{uri}': {what}{hint}"
 
 
+def champion_version(uri: str, registered_model: str, tracking_uri: str) -> str | None:
+    """The version the registry's ``champion`` alias names, or None (no registry, no alias).
+
+    Of the registered model ``uri`` names (``models:/<name>/...``), else of
+    ``registered_model``. Read from a local SQLite registry directly; any other store through
+    MLflow. A missing SQLite file is no registry: nothing is created.
+    """
+    match = MODELS_URI.fullmatch(uri)
+    name = match.group(1) if match else registered_model
+    if tracking_uri.startswith("sqlite:///") and "?" not in tracking_uri:
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            return None
+        try:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                found = _rows(
+                    con,
+                    "SELECT * FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                    (name, "champion"),
+                )
+            finally:
+                con.close()
+            found = [row for row in found if _in_default_workspace(row)]
+            return str(found[0]["version"]) if len(found) == 1 else None
+        except sqlite3.Error:
+            pass  # a layout this module does not know: MLflow answers
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        return None
+
+
 def load_located(located: LocatedModel, lean: bool = False):
     """The PartnerModel of a located version, with ``metadata["version"]`` set.
 

@@ -129,6 +129,11 @@ class ScoreResult:
     """A feature table's rounds (``run_score_features``: each partner's k-th row in round k)."""
     partners: int = 0
     """A feature table's distinct partners."""
+    shadow_of: str | None = None
+    """The champion's version when the run scored another version: its rows are recorded as
+    shadow rows (``history.decisions_only``), which later decisions do not read."""
+    recorded: bool = True
+    """Whether the batch was recorded in the history and the ledger."""
 
     @classmethod
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
@@ -187,6 +192,16 @@ class ScoreResult:
             counts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.quarantined_rows.items()))
             lines.append(
                 f"  quarantined rows (scored without them): {counts} -> {self.quarantine_dir}"
+            )
+        if self.shadow_of is not None:
+            recorded = (
+                "recorded as shadow rows, which smoothing, tier hysteresis, incentives, reports "
+                "and the monitor do not read"
+                if self.recorded
+                else "not recorded (--no-history)"
+            )
+            lines.append(
+                f"  shadow run: the champion is version {self.shadow_of}; this batch is {recorded}"
             )
         lines += [f"  wrote {self.out}", f"  rejects {self.rejects}"]
         return "\n".join(lines)
@@ -366,6 +381,7 @@ def run_score(
             scored = with_upgrade_paths(loaded.model, features, scored, config)
             raw_rows = anomalies()[0]
     version = loaded.version
+    shadow_of = _shadow_of(uri, version, config)
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
     finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
@@ -388,6 +404,7 @@ def run_score(
         record_history,
         workers,
         earlier,
+        shadow=shadow_of is not None,
     )
     quarantined_rows = {
         name: len(frame)
@@ -410,6 +427,8 @@ def run_score(
         seconds=time.perf_counter() - started,
         quarantined_rows=quarantined_rows,
         quarantine_dir=out.parent / "quarantine",
+        shadow_of=shadow_of,
+        recorded=record_history,
     )
 
 
@@ -615,6 +634,27 @@ def _quietly(wait) -> None:
         wait()
 
 
+def _shadow_of(uri: str, version: str, config: AppConfig) -> str | None:
+    """The champion's version when the run scores another one (a shadow run), else None.
+
+    The champion decides: a run of any other version (a challenger, an older version, a
+    model folder) is recorded for comparison as shadow rows. No champion (no registry, or
+    nothing promoted yet): the run decides.
+    """
+    from partnerscore.serving.model_store import champion_version
+
+    champion = champion_version(uri, config.train.registered_model, config.paths.tracking_uri())
+    return None if champion is None or champion == str(version) else champion
+
+
+def _shadow_flags(scored: pd.DataFrame, shadow: bool, history) -> np.ndarray:
+    """:func:`history.shadow_rows` of a decided batch (its ``model_version`` column)."""
+    from partnerscore.serving.history import shadow_rows
+
+    version = str(scored["model_version"].iloc[0]) if shadow and len(scored) else ""
+    return shadow_rows(scored, shadow, history, version)
+
+
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     """The model URI, refusing unregistered folders unless allowed; checks the playbook too."""
     uri = resolve_model_uri(model, config.train.registered_model)
@@ -657,6 +697,7 @@ def _publish(
     workers: int = 1,
     earlier: tuple[dict, dict] | None = None,
     decided: pd.DataFrame | None = None,
+    shadow: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
@@ -669,6 +710,8 @@ def _publish(
     read already (by :class:`_EarlierReader` while the tables were read); None reads them here.
     ``decided``: rows of earlier rounds of the same job, decided and recorded already
     (:func:`_record_round`): written to the scores file with this batch's, not recorded again.
+    ``shadow``: the run scored a version other than the champion (:func:`_shadow_of`): its
+    rows are recorded as shadow rows (``history.shadow_rows``).
     """
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
     from partnerscore.serving.ledger import DecisionLedger
@@ -685,12 +728,13 @@ def _publish(
     reject_frame = reject_frame.reset_index(drop=True)
     ledger = DecisionLedger(config.paths.history_database())
     facts = milestone_columns(config.incentives)
+    flags = _shadow_flags(scored, shadow, history) if record_history else None
     writer = None
     if record_history and workers > 1 and can_fork() and len(scored) >= MIN_WORKER_PARTNERS:
         # a worker process converts and writes the ledger rows while this one writes the
         # history; it writes only once the history holds the batch (forked before the file
         # writer thread starts: no thread runs at fork)
-        writer = _LedgerWriter(ledger.url, scored, facts)
+        writer = _LedgerWriter(ledger.url, scored, facts, flags)
     try:
         with progress.task("score: writing scores and history"):
             # the files are written by a second thread (Parquet encoding releases the GIL)
@@ -711,9 +755,9 @@ def _publish(
                 rows = decisions = None
                 try:
                     if record_history:
-                        rows = history.prepare(scored)
+                        rows = history.prepare(scored, shadow=flags)
                         if writer is None:
-                            decisions = ledger.prepare_decisions(scored, facts=facts)
+                            decisions = ledger.prepare_decisions(scored, facts=facts, shadow=flags)
                         if _new_sqlite_store(history):
                             _upsert_new_store(history, rows, staged_and_converted)
                         else:
@@ -783,7 +827,12 @@ def _cutoffs(rows: pd.DataFrame, as_of: np.ndarray) -> pd.Series:
 
 
 def _record_round(
-    scored: pd.DataFrame, before: pd.Series, uri: str, config: AppConfig, record: bool
+    scored: pd.DataFrame,
+    before: pd.Series,
+    uri: str,
+    config: AppConfig,
+    record: bool,
+    shadow: bool = False,
 ) -> pd.DataFrame:
     """One earlier round of a feature table: decided as its own run, recorded in the stores.
 
@@ -798,9 +847,10 @@ def _record_round(
     try:
         decided = _decided_batch(scored, before, uri, config, history.url)
         if record:
-            history.upsert(history.prepare(decided))
+            flags = _shadow_flags(decided, shadow, history)
+            history.upsert(history.prepare(decided, shadow=flags))
             facts = milestone_columns(config.incentives)
-            ledger.record_decisions(ledger.prepare_decisions(decided, facts=facts))
+            ledger.record_decisions(ledger.prepare_decisions(decided, facts=facts, shadow=flags))
     finally:
         history.dispose()
         ledger.dispose()
@@ -861,10 +911,16 @@ class _LedgerWriter:
     without writing. Two pipes carry one byte each way; the batch is inherited by fork.
     """
 
-    def __init__(self, url: str, scored: pd.DataFrame, facts: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        url: str,
+        scored: pd.DataFrame,
+        facts: tuple[str, ...],
+        shadow: np.ndarray | None = None,
+    ) -> None:
         self._ready = os.pipe()  # worker -> this process: b"1" converted, b"0" failed
         self._go = os.pipe()  # this process -> worker: b"1" write, b"0" (or EOF) stop
-        task = partial(_convert_and_write_ledger, url, scored, facts, self._ready, self._go)
+        task = partial(_convert_and_write_ledger, url, scored, facts, self._ready, self._go, shadow)
         self._done = start_tasks([task], 2)
         os.close(self._ready[1])
         os.close(self._go[0])
@@ -904,6 +960,7 @@ def _convert_and_write_ledger(
     facts: tuple[str, ...],
     ready: tuple[int, int],
     go: tuple[int, int],
+    shadow: np.ndarray | None = None,
 ) -> int:
     """In the worker: convert the decisions, report, wait for the word, then write them."""
     from partnerscore.serving.ledger import DecisionLedger
@@ -913,7 +970,7 @@ def _convert_and_write_ledger(
     try:
         try:
             ledger = DecisionLedger(url)  # its own engine: never one inherited by fork
-            decisions = ledger.prepare_decisions(scored, facts=facts)
+            decisions = ledger.prepare_decisions(scored, facts=facts, shadow=shadow)
             # staged in memory (no database touched) while the history is written: the write
             # after the history's commit is then one copy inside SQLite
             staged = ledger.stage_decisions(decisions)
@@ -1257,6 +1314,7 @@ def run_score_features(
     uri = _checked_uri(model, config, allow_local_model)
     frame = read_frame(features)
     partner_model, version = _load(uri, config)
+    shadow_of = _shadow_of(uri, version, config)
     check = check_feature_frame(
         partner_model, frame, source=str(features), allow_missing=allow_missing_features
     )
@@ -1286,7 +1344,7 @@ def run_score_features(
             at = rounds == k
             decided.append(
                 _record_round(scored[at], _cutoffs(scored[at], as_of[at]), uri, config,
-                              record_history)
+                              record_history, shadow_of is not None)
             )  # fmt: skip
     at = rounds == n_rounds - 1
     scored, reject_frame = _publish(
@@ -1298,6 +1356,7 @@ def run_score_features(
         config,
         record_history,
         decided=pd.concat(decided, ignore_index=True) if decided else None,
+        shadow=shadow_of is not None,
     )
     return ScoreResult(
         out=out,
@@ -1317,6 +1376,8 @@ def run_score_features(
         tiers=scored["score_tier"].value_counts().to_dict(),
         rounds=n_rounds,
         partners=int(frame["partner_id"].astype(str).nunique()),
+        shadow_of=shadow_of,
+        recorded=record_history,
     )
 
 

@@ -864,6 +864,8 @@ def _score_job(
     from partnerscore.serving.score import (
         ScoreResult,
         _rejects,
+        _shadow_flags,
+        _shadow_of,
         batch_scope,
         earlier_rows,
         peer_percentile,
@@ -887,6 +889,7 @@ def _score_job(
     )
     history = ScoreHistory(config.paths.history_database())
     ledger = DecisionLedger(config.paths.history_database())
+    shadow_of = _shadow_of(uri, loaded.version, config)
     before = cut if cut is not None else cuts
     previous, decisions = earlier_rows(
         history.url, in_scope_ids.tolist(), before, earlier_batches_needed(config.policy)
@@ -983,8 +986,11 @@ def _score_job(
         # history and ledger rows; the files are published once the store holds the batch
         with ThreadPoolExecutor(max_workers=1) as pool:
             staged = pool.submit(_stage_parts, staging, out, good)
-            batch = history.prepare(rows)
-            decisions = ledger.prepare_decisions(rows, facts=milestone_columns(config.incentives))
+            flags = _shadow_flags(rows, shadow_of is not None, history)
+            batch = history.prepare(rows, shadow=flags)
+            decisions = ledger.prepare_decisions(
+                rows, facts=milestone_columns(config.incentives), shadow=flags
+            )
             fresh = staged.result()
         marks["peer percentiles + staged parts (driver)"] = time.perf_counter() - tick
         tick = time.perf_counter()
@@ -1013,6 +1019,7 @@ def _score_job(
         quarantined_rows={n: c[2] for n, c in job.counts.items() if n != "partners" and c[2]},
         quarantine_dir=out.parent / "quarantine",
         stage_seconds=marks,
+        shadow_of=shadow_of,
     )
 
 

@@ -262,3 +262,38 @@ def test_report_trajectory_metrics_are_stored():
     from partnerscore.serving.report import KEY_METRICS
 
     assert set(KEY_METRICS) <= set(HISTORY_METRICS)
+
+
+def test_shadow_rows_are_kept_but_never_read(store):
+    import numpy as np
+
+    store.upsert(rows("2025-01-01", version="1", scores=(10.0, 20.0)))
+    store.upsert(store.prepare(rows("2025-01-01", version="2", scores=(15.0, 25.0)), np.ones(2)))
+    store.upsert(store.prepare(rows("2025-02-01", version="2", scores=(35.0, 45.0)), np.ones(2)))
+    assert count(store) == 6
+    data = store.read()
+    assert data["model_version"].tolist() == ["1", "1"]  # the shadow write came later
+    assert data["score"].tolist() == [10.0, 20.0]
+    assert store.previous(["P1", "P2"], pd.Timestamp("2025-03-01")) == {
+        "P1": [10.0],
+        "P2": [20.0],
+    }
+    assert store.previous(["P1"], pd.Timestamp("2025-03-01"), newest=1) == {"P1": [10.0]}
+    cuts = pd.Series(pd.to_datetime(["2025-03-01"]), index=["P1"])
+    assert store.previous(["P1"], cuts) == {"P1": [10.0]}
+    keys = store.decision_keys("1", "2025-01-01", "2025-02-01")
+    assert sorted(keys["partner_id"]) == ["P1", "P2"]
+    assert store.decision_keys("2", "2025-01-01", "2025-02-01").empty
+
+
+def test_a_store_without_the_shadow_column_gains_it(store):
+    store.upsert(rows("2025-01-01", version="1", scores=(10.0, 20.0)))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"alter table {TABLE} drop column shadow")
+    store.dispose()
+    again = ScoreHistory(store.url)
+    assert again.read()["score"].tolist() == [10.0, 20.0]  # older rows: decisions
+    columns = {c["name"] for c in sa.inspect(again.engine).get_columns(TABLE)}
+    assert "shadow" in columns
+    again.upsert(rows("2025-01-01", version="2", scores=(15.0, 25.0)))
+    assert again.read()["score"].tolist() == [15.0, 25.0]

@@ -840,8 +840,12 @@ class LateTail:
             return None
 
 
-def _observed(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
-    """(table, column) of every observed (not planned) date column the tables hold."""
+def _observed(tables: dict[str, pd.DataFrame] | dict[str, dict]) -> list[tuple[str, str]]:
+    """(table, column) of every observed (not planned) date column the tables hold.
+
+    Args:
+        tables: Table -> its frame, or its columns (any container of their names).
+    """
     return [
         (name, col.name)
         for name, spec in TABLES.items()
@@ -849,6 +853,15 @@ def _observed(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
         for col in spec.columns
         if col.kind == "date" and col.observed and col.name in tables[name]
     ]
+
+
+def late_tail_k(partners: int) -> int:
+    """How many partners the data end needs behind it: 1% of them, at most 10 (below 2: none).
+
+    Shared by :func:`late_tail` and the Spark engine's twin
+    (:func:`~partnerscore.serving.spark_validate.late_tail_in_spark`).
+    """
+    return min(10, partners // 100)
 
 
 def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> LateTail | None:
@@ -866,7 +879,7 @@ def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> La
         event, the partners and rows beyond it).
     """
     partners = tables.get("partners")
-    k = min(10, len(partners) // 100) if partners is not None else 0
+    k = late_tail_k(len(partners)) if partners is not None else 0
     cols = _observed(tables)
     if k < 2 or not cols:
         return None

@@ -545,7 +545,7 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
             f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
             "does not cover (score.as_of_tolerance_days)"
         )
-    tail = getattr(raw, "late_tail", None)  # the Spark job's validation does not measure it
+    tail = raw.late_tail
     if cut is not None and tail is not None:
         supported = tail.supported.normalize() + pd.Timedelta(
             days=1 + config.score.as_of_tolerance_days

@@ -502,8 +502,9 @@ def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict,
 class _Scope:
     """What :func:`~partnerscore.serving.score.batch_scope` reads of a validated batch."""
 
-    def __init__(self, data_end, partners: pd.DataFrame, quarantined: pd.DataFrame):
+    def __init__(self, data_end, partners: pd.DataFrame, quarantined: pd.DataFrame, late_tail):
         self.data_end = data_end
+        self.late_tail = late_tail
         self.tables = {"partners": partners}
         self.quarantine = {"partners": quarantined}
 
@@ -655,6 +656,7 @@ class _SnapshotJob:
         import pyarrow.parquet as pq
 
         from partnerscore.features.anomaly import snapshot_statistics
+        from partnerscore.features.validate import LateTail
         from partnerscore.serving.score import UNREAD_COLUMNS
 
         snap = self.snapshot
@@ -664,6 +666,7 @@ class _SnapshotJob:
             for name, path in self.files.items()
         }
         self.data_end = snap.data_end
+        self.late_tail = LateTail.from_dict(snap.manifest.get("late_tail"))
         self.partners = pq.read_table(self.files["partners"]).to_pandas()
         self.partner_quarantine = pq.read_table(snap.quarantine["partners"]).to_pandas()
         self.counts = {
@@ -765,6 +768,7 @@ class _RawJob:
             for name, columns in validated.dtypes.items()
         }
         self.data_end = validated.data_end
+        self.late_tail = validated.late_tail
         self.counts = validated.counts
         self.partner_quarantine = validated.partner_quarantine
         partner_columns = [f"partners__{c}" for c in validated.dtypes["partners"]]
@@ -876,7 +880,11 @@ def _score_job(
     tick = time.perf_counter()
     cut = job.cut
     newest, partners_all, rejects, duplicates, ready = batch_scope(
-        _Scope(job.data_end, job.partners, job.partner_quarantine), raw_dir, as_of, at_age, config
+        _Scope(job.data_end, job.partners, job.partner_quarantine, job.late_tail),
+        raw_dir,
+        as_of,
+        at_age,
+        config,
     )
     signed = pd.to_datetime(partners_all["signed_at"])
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)

@@ -81,6 +81,8 @@ class SparkValidation:
         inputs: The tables read.
         ignored: Files in the folder that are not contract tables.
         persisted: The persisted validation output (see :meth:`unpersist`).
+        late_tail: Events that alone carry ``data_end`` (the pandas ``RawData.late_tail``:
+            :func:`late_tail_in_spark`), or None.
     """
 
     clean: object
@@ -92,6 +94,7 @@ class SparkValidation:
     inputs: dict[str, TableInput]
     ignored: list[str]
     persisted: object = None
+    late_tail: object = None
 
     def unpersist(self) -> None:
         """Release the validated rows Spark keeps (memory and disk of the executors)."""
@@ -621,6 +624,7 @@ def validate_in_spark(
                     ends.append(F.max(F.col(f"{name}__{col.name}")))
         newest = F.greatest(*ends) if len(ends) > 1 else ends[0]
         data_end = pd.Timestamp(clean.agg(newest).first()[0])
+        tail = late_tail_in_spark(clean, dtypes, counts["partners"][1], data_end)
         quarantined_partners = (
             validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == "partners"))
             .select("partner_id", "reason", ROW)
@@ -640,7 +644,86 @@ def validate_in_spark(
         inputs=inputs,
         ignored=ignored,
         persisted=validated,
+        late_tail=tail,
     )
+
+
+def _timestamp(when: pd.Timestamp):
+    """A Spark ``timestamp_ntz`` literal of ``when`` (from text: no time zone is applied)."""
+    from pyspark.sql import functions as F
+
+    return F.lit(when.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp_ntz")
+
+
+def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, newest):
+    """:func:`~partnerscore.features.validate.late_tail` of the clean rows, computed in Spark.
+
+    The same reading, the same result: the data end is supported when at least ``k`` partners
+    have an event within :data:`~partnerscore.features.validate.LATE_TAIL_DAYS` of it (one job
+    over the recent rows, at most ``k`` partner ids counted). Else each partner's newest event
+    is aggregated in Spark and only the ``k`` newest reach the driver: the ``k``-th is the
+    supported date, and every partner beyond it is among them (fewer than ``k`` partners are
+    later than the ``k``-th). One more job counts each table's dates beyond it.
+
+    Args:
+        clean: The clean rows (``_table``, ``partner_id``, ``<table>__<column>``).
+        dtypes: Table -> column -> dtype of the clean tables (which columns exist).
+        partners: Valid partner rows.
+        newest: The data end (newest observed event).
+
+    Returns:
+        None when supported, else the :class:`~partnerscore.features.validate.LateTail`.
+    """
+    from pyspark.sql import functions as F
+
+    from partnerscore.features.validate import LATE_TAIL_DAYS, LateTail, _observed, late_tail_k
+
+    k = late_tail_k(partners)
+    cols = _observed(dtypes)
+    if k < 2 or not cols or pd.isna(newest):
+        return None
+    newest = pd.Timestamp(newest)
+    days = pd.Timedelta(days=LATE_TAIL_DAYS)
+    dates = [F.when(F.col(TABLE) == name, F.col(f"{name}__{col}")) for name, col in cols]
+    event = F.greatest(*dates) if len(dates) > 1 else dates[0]  # greatest skips nulls
+    events = clean.select("partner_id", event.alias("_event"))
+    recent = (
+        events.filter(F.col("_event") >= _timestamp(newest - days))
+        .select("partner_id")
+        .distinct()
+        .limit(k)
+        .count()
+    )
+    if recent >= k:
+        return None
+    # rare: per partner newest event, the k newest of them
+    last = (
+        events.groupBy("partner_id")
+        .agg(F.max("_event").alias("_last"))
+        .filter(F.col("_last").isNotNull())
+        .orderBy(F.col("_last").desc())
+        .limit(k)
+        .toPandas()
+    )
+    if len(last) < k:
+        return None
+    supported = pd.Timestamp(last["_last"].iloc[k - 1])
+    bound = supported + days
+    late = tuple(sorted(last.loc[pd.to_datetime(last["_last"]) > bound, "partner_id"].astype(str)))
+    beyond = clean.agg(
+        *(
+            F.count(
+                F.when((F.col(TABLE) == name) & (F.col(f"{name}__{col}") > _timestamp(bound)), 1)
+            ).alias(f"{name}__{col}")
+            for name, col in cols
+        )
+    ).first()
+    rows: dict[str, int] = {}
+    for name, col in cols:
+        n = int(beyond[f"{name}__{col}"])
+        if n:
+            rows[name] = rows.get(name, 0) + n
+    return LateTail(newest, supported, k, late, rows)
 
 
 def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:

@@ -116,3 +116,23 @@ def reset_mlflow_uris(variables: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def with_late_rows(source: Path, dest: Path) -> tuple[str, str]:
+    """A copy of the raw folder ``source`` with a late tail: rows of two partners months after
+    every other partner's data ends (2026-06-30 in the shared program).
+
+    One portal login (2026-11-20) of the 4th partner and one deal of the 8th, created
+    2026-10-01 and closed 2026-10-15 (two dates of one row beyond the supported date).
+
+    Returns:
+        The two partners' ids.
+    """
+    shutil.copytree(source, dest)
+    with open(dest / "partners.csv", encoding="utf-8") as handle:
+        ids = [line.split(",", 1)[0] for line in handle.read().splitlines()[1:]]
+    with open(dest / "portal_events.csv", "a", encoding="utf-8") as handle:
+        handle.write(f"{ids[3]},2026-11-20 10:00:00,login\n")
+    with open(dest / "deals.csv", "a", encoding="utf-8") as handle:
+        handle.write(f"D-LATE,{ids[7]},2026-10-01 09:00:00,2026-10-15 17:00:00,5000,won\n")
+    return ids[3], ids[7]

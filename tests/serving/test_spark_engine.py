@@ -410,3 +410,58 @@ def test_spark_at_onboarding_age_equals_the_pandas_job(
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
     history = ScoreHistory(cfg.paths.history_database()).read()
     assert len(history) == expected.scored  # the same keys: replaced, not doubled
+
+
+def test_spark_late_tail_equals_the_pandas_late_tail(raw_dir, tmp_path, spark):
+    """The Spark validation measures the late tail (features/validate.py::late_tail): the same
+    partners, tables, row counts, dates and text, with the late rows in other buckets than
+    most partners; none on the program without the late rows."""
+    from support import with_late_rows
+
+    from partnerscore.features.validate import load_raw
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    late = with_late_rows(raw_dir, tmp_path / "raw")
+    for raw in (tmp_path / "raw", raw_dir):
+        expected = load_raw(raw, write_quarantine=False)
+        got = validate_in_spark(spark, str(raw), 3, None, str(tmp_path / "sq"))
+        assert got.late_tail == expected.late_tail
+        got.unpersist()
+        if raw != raw_dir:
+            tail = expected.late_tail
+            assert tail.partners == late and tail.rows == {"deals": 2, "portal_events": 1}
+            assert got.late_tail.note() == tail.note()
+        else:
+            assert expected.late_tail is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_spark_reads_a_late_tail_as_the_pandas_job(
+    raw_dir, store_config, tmp_path, spark, snapshot
+):
+    """Under a late tail the Spark job (raw tables validated in Spark, or a validated
+    snapshot) refuses the same stale --as-of with the same line as the pandas job."""
+    from support import with_late_rows
+
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.features.validated import run_validate_snapshot
+    from partnerscore.serving.score import run_score
+    from partnerscore.serving.spark_engine import run_score_spark
+
+    cfg = store_config
+    raw = tmp_path / "raw"
+    with_late_rows(raw_dir, raw)
+    snap = None
+    if snapshot:
+        snap = tmp_path / "snapshot"
+        run_validate_snapshot(raw, snap, cfg.validation)
+    when = pd.Timestamp("2026-12-01").date()  # 11 days after the newest event
+    errors = []
+    for run in (run_score, run_score_spark):
+        kwargs = {"spark": spark} if run is run_score_spark else {}
+        out = tmp_path / "x" / "scores.parquet"
+        with pytest.raises(PartnerscoreError, match=r"rests on 2 partner") as info:
+            run(raw, when, "champion", out, cfg, validated=snap, **kwargs)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]

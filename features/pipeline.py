@@ -438,16 +438,21 @@ def build_scoring_frame(raw: RawData, as_of: date | pd.Timestamp) -> pd.DataFram
 def build_scoring_frame_at_age(raw: RawData, days: int) -> tuple[pd.DataFrame, int]:
     """Features of every partner at its own onboarding milestone signed_at + ``days``.
 
-    Partners whose milestone lies after the raw data's newest event are not that old yet (their
-    features would miss days the data does not cover): they are skipped and counted.
+    Partners whose milestone lies after the raw data's supported end are not that old yet
+    (their features would miss days the data does not cover): they are skipped and counted.
+    The supported end is the newest event, or, when a few partners' rows alone carry it
+    (``raw.late_tail``), where every other partner's data ends
+    (:func:`~partnerscore.features.validate.supported_end`).
 
     Returns:
         (features as in :func:`build_scoring_frame` with a per-row as_of, partners skipped).
     """
+    from partnerscore.features.validate import supported_end
+
     partners = raw.tables["partners"].sort_values("partner_id", kind="stable")
     signed = pd.to_datetime(partners["signed_at"])
     as_of = milestone_dates(signed, days)
-    ready = (as_of <= pd.Timestamp(raw.data_end)).to_numpy()
+    ready = (as_of <= supported_end(raw.data_end, raw.late_tail)).to_numpy()
     scope = partners[ready]
     snaps = pd.DataFrame(
         {

@@ -864,6 +864,15 @@ def late_tail_k(partners: int) -> int:
     return min(10, partners // 100)
 
 
+def supported_end(data_end, tail: LateTail | None) -> pd.Timestamp:
+    """The newest event every partner's data is vouched for: ``tail.supported``, else ``data_end``.
+
+    What ``score`` reads for "old enough" under ``--at-age`` (and its stale ``--as-of`` check):
+    a few partners' late rows (:func:`late_tail`) do not move it.
+    """
+    return pd.Timestamp(tail.supported if tail is not None else data_end)
+
+
 def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> LateTail | None:
     """Whether a few partners' events alone carry the data end, and which.
 

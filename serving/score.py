@@ -38,7 +38,7 @@ from partnerscore.features.parallel import (
     start_tasks,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
-from partnerscore.features.validate import _find_files, load_raw
+from partnerscore.features.validate import _find_files, load_raw, supported_end
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import resolve_model_uri
@@ -324,7 +324,7 @@ def run_score(
                         config=config.validation,
                         skip_columns=UNREAD_COLUMNS,
                     )
-        newest, partners_all, rejects, duplicates, ready = batch_scope(
+        end, partners_all, rejects, duplicates, ready = batch_scope(
             raw, raw_dir, as_of, at_age, config
         )
         if reader is not None:
@@ -332,10 +332,7 @@ def run_score(
         if groups is not None:
             with progress.task("score: loading the model"):
                 loaded = model_job.result()
-            if cut is not None:
-                checks_as_of = cut
-            else:
-                checks_as_of = latest_milestone(partners_all, at_age, newest)
+            checks_as_of = cut if cut is not None else latest_milestone(partners_all, at_age, end)
             with progress.task(f"score: {groups.ranges.n_groups} groups of partners"):
                 grouped = score_groups(
                     groups, loaded.model, cut, at_age, checks_as_of, ready, config
@@ -531,10 +528,12 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
 
     Refuses a stale as_of; turns quarantined partner rows into rejects (a duplicate row of a
     kept partner is counted instead, never rejected); marks partners signed before as_of, or
-    ``at_age`` days old by the data end.
+    ``at_age`` days old by the supported data end (the newest event, or where every other
+    partner's data ends when a few partners' rows alone carry it:
+    :func:`~partnerscore.features.validate.supported_end`).
 
     Returns:
-        (newest event, valid partners, reject frames, duplicate rows, ready mask).
+        (supported data end, valid partners, reject frames, duplicate rows, ready mask).
     """
     newest = pd.Timestamp(raw.data_end)
     limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
@@ -571,6 +570,7 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
             "partner row quarantined: " + quarantined["reason"].astype(str),
         )
     ]
+    end = supported_end(newest, tail)
     if at_age is None:
         signed = pd.to_datetime(partners_all["signed_at"])
         ready = (signed < cut).to_numpy()
@@ -578,13 +578,13 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
             raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
     else:
         milestone = milestone_dates(partners_all["signed_at"], at_age)
-        ready = (milestone <= newest).to_numpy()
+        ready = (milestone <= end).to_numpy()
         if not ready.any():
+            said = "the data end" if tail is None else "the supported data end"
             raise PartnerscoreError(
-                f"--at-age {at_age}: no partner is {at_age} days old by the data end "
-                f"{newest:%Y-%m-%d}"
+                f"--at-age {at_age}: no partner is {at_age} days old by {said} {end:%Y-%m-%d}"
             )
-    return newest, partners_all, rejects, duplicates, ready
+    return end, partners_all, rejects, duplicates, ready
 
 
 def _split_groups(
@@ -623,7 +623,10 @@ def _split_groups(
 
 
 def latest_milestone(partners: pd.DataFrame, at_age: int, data_end) -> pd.Timestamp:
-    """The newest milestone within the data (the anomaly checks' as_of under ``--at-age``)."""
+    """The newest milestone within the data (the anomaly checks' as_of under ``--at-age``).
+
+    ``data_end``: the supported data end (:func:`batch_scope`'s), which decides who is ready.
+    """
     milestone = milestone_dates(partners["signed_at"], at_age)
     return milestone[milestone <= data_end].max()
 

@@ -160,7 +160,7 @@ def score_groups(
     """
     from partnerscore.features.anomaly import empty_anomalies, raw_anomalies, snapshot_statistics
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
-    from partnerscore.features.validate import RawData
+    from partnerscore.features.validate import RawData, supported_end
     from partnerscore.models.scoring import score_features
     from partnerscore.serving.score import with_upgrade_paths
 
@@ -168,7 +168,8 @@ def score_groups(
         groups.snapshot.tables, groups.raw.tables["partners"], anomaly_as_of
     )
     keys, scored, anomalies = [], [], []
-    data_end = groups.raw.data_end
+    # who is old enough reads the supported data end (a late tail does not move it)
+    data_end = supported_end(groups.raw.data_end, groups.raw.late_tail)
     batch_size = int(ready.sum())  # the upgrade paths' limit is the whole batch's
     with ThreadPoolExecutor(max_workers=1) as pool:
         for g in range(groups.ranges.n_groups):

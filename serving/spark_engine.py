@@ -82,7 +82,8 @@ class BucketContext:
 
     Attributes:
         dtypes: Table -> column -> pandas dtype of the validated tables.
-        data_end: The whole raw data's end (milestone scoring needs it, not a bucket's).
+        data_end: The whole raw data's supported end (who is old enough under ``at_age``: not
+            a bucket's, nor a late tail's: :func:`~partnerscore.features.validate.supported_end`).
         cut: Scoring date for everyone, or None with ``at_age``.
         at_age: Onboarding age in days, or None.
         config_hash: Stamped on every row.
@@ -681,9 +682,11 @@ class _SnapshotJob:
     def _anomaly_as_of(self, at_age):
         if self.cut is not None:
             return self.cut
+        from partnerscore.features.validate import supported_end
         from partnerscore.serving.score import latest_milestone
 
-        return latest_milestone(self.partners, at_age, self.data_end)
+        end = supported_end(self.data_end, self.late_tail)
+        return latest_milestone(self.partners, at_age, end)
 
     def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
         """Split the snapshot's rows by partner group, then ``score_group`` per group.
@@ -784,9 +787,11 @@ class _RawJob:
         if self.cut is not None:
             self.anomaly_as_of = self.cut
         else:
+            from partnerscore.features.validate import supported_end
             from partnerscore.serving.score import latest_milestone
 
-            self.anomaly_as_of = latest_milestone(self.partners, at_age, self.data_end)
+            end = supported_end(self.data_end, self.late_tail)
+            self.anomaly_as_of = latest_milestone(self.partners, at_age, end)
         self.robust, self.periods = _raw_statistics(
             clean, validated.dtypes, self.anomaly_as_of, self.partners
         )
@@ -879,7 +884,7 @@ def _score_job(
 
     tick = time.perf_counter()
     cut = job.cut
-    newest, partners_all, rejects, duplicates, ready = batch_scope(
+    end, partners_all, rejects, duplicates, ready = batch_scope(
         _Scope(job.data_end, job.partners, job.partner_quarantine, job.late_tail),
         raw_dir,
         as_of,
@@ -905,7 +910,7 @@ def _score_job(
     layout = make_layout(job.columns)
     ctx = BucketContext(
         dtypes=layout.dtypes(),
-        data_end=newest,
+        data_end=end,
         cut=cut,
         at_age=at_age,
         config_hash=config.hash(),

@@ -441,10 +441,11 @@ def test_spark_reads_a_late_tail_as_the_pandas_job(
     raw_dir, store_config, tmp_path, spark, snapshot
 ):
     """Under a late tail the Spark job (raw tables validated in Spark, or a validated
-    snapshot) refuses the same stale --as-of with the same line as the pandas job."""
+    snapshot) refuses the same stale --as-of with the same line, and --at-age scores the same
+    partners: those whose milestone lies past the supported end are not ready yet."""
     from support import with_late_rows
 
-    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.features.core import PartnerscoreError, read_frame
     from partnerscore.features.validated import run_validate_snapshot
     from partnerscore.serving.score import run_score
     from partnerscore.serving.spark_engine import run_score_spark
@@ -465,3 +466,23 @@ def test_spark_reads_a_late_tail_as_the_pandas_job(
             run(raw, when, "champion", out, cfg, validated=snap, **kwargs)
         errors.append(str(info.value))
     assert errors[0] == errors[1]
+    expected = run_score(
+        raw, None, "champion", tmp_path / "p" / "scores.parquet", cfg, at_age=90, validated=snap
+    )
+    got = run_score_spark(
+        raw,
+        None,
+        "champion",
+        tmp_path / "s" / "scores.parquet",
+        cfg,
+        at_age=90,
+        groups=3,
+        spark=spark,
+        validated=snap,
+    )
+    pandas_out = read_frame(expected.out)
+    spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
+    assert pd.to_datetime(pandas_out["as_of"]).max() <= pd.Timestamp("2026-07-01")
+    _same(pandas_out, spark_out)
+    assert got.scored == expected.scored and got.not_yet == expected.not_yet > 0
+    assert read_frame(got.rejects).equals(read_frame(expected.rejects))

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.contract import END_DATE, FIRST_DATE
+from partnerscore.features.core import MAX_DAYS, PartnerscoreError
 from partnerscore.models.bundle import PartnerModel
 
 ID_COLUMNS = ("partner_id", "as_of")
+AGE = "age_days"
 
 
 @dataclass
@@ -55,8 +57,11 @@ def check_feature_frame(
 
     Raises:
         PartnerscoreError: Missing id columns, missing feature columns (unless allowed), values
-            that are not numbers in numeric columns, non-dates in as_of, duplicate
-            (partner_id, as_of) rows.
+            that are not numbers in numeric columns, infinite numbers (an empty cell or NaN is
+            a missing value), an ``age_days`` below 0 or above
+            :data:`~partnerscore.features.core.MAX_DAYS`, non-dates in as_of or dates outside
+            the data contract's years (1900-2199), duplicate (partner_id, as_of) rows: one line
+            naming the column, the row and the partner.
     """
     for col in ID_COLUMNS:
         if col not in frame.columns:
@@ -74,6 +79,14 @@ def check_feature_frame(
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
         raise PartnerscoreError(f"{source}: column 'partner_id' row {row + 1}: missing")
+    years = as_of.dt.year.to_numpy()
+    outside = (years < FIRST_DATE.year) | (years >= END_DATE.year)
+    if outside.any():  # a typo (2200 for 2020): scores dated where no data can be
+        row = int(np.flatnonzero(outside)[0])
+        raise PartnerscoreError(
+            f"{source}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' is outside "
+            f"the years {FIRST_DATE.year}-{END_DATE.year - 1} (partner '{ids.iloc[row]}')"
+        )
     dup = pd.DataFrame({"p": ids.astype(str), "t": as_of}).duplicated().to_numpy()
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
@@ -100,13 +113,39 @@ def check_feature_frame(
                 pairs = f"{spec.name}=" + text[new].astype(str).to_numpy(dtype=object)
                 unseen[new] = np.where(unseen[new] == "", pairs, unseen[new] + "; " + pairs)
             continue
-        if pd.api.types.is_bool_dtype(col.dtype) or pd.api.types.is_numeric_dtype(col.dtype):
+        if pd.api.types.is_bool_dtype(col.dtype):
             continue
-        numbers = pd.to_numeric(col, errors="coerce")
-        wrong = (numbers.isna() & col.notna()).to_numpy()
-        if wrong.any():
-            row = int(np.flatnonzero(wrong)[0])
-            raise PartnerscoreError(
-                f"{source}: column '{spec.name}' row {row + 1}: '{col.iloc[row]}' is not a number"
-            )
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            numbers = col
+        else:
+            numbers = pd.to_numeric(col, errors="coerce")
+            wrong = (numbers.isna() & col.notna()).to_numpy()
+            if wrong.any():
+                row = int(np.flatnonzero(wrong)[0])
+                raise PartnerscoreError(
+                    f"{source}: column '{spec.name}' row {row + 1}: '{col.iloc[row]}' is not "
+                    "a number"
+                )
+        _check_range(spec.name, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
     return FrameCheck(missing=missing, unseen=unseen)
+
+
+def _check_range(
+    name: str, values: np.ndarray, col: pd.Series, ids: pd.Series, source: str
+) -> None:
+    """Stop on an infinite value (NaN is missing, and allowed) or an impossible ``age_days``.
+
+    An infinite feature is scored as the largest value the trees saw, silently; a negative age
+    or one past :data:`~partnerscore.features.core.MAX_DAYS` (100 years) is no onboarding age.
+    """
+    bad = np.isinf(values)
+    why = "is not a finite number (leave the cell empty for a missing value)"
+    if name == AGE and not bad.any():
+        bad = (values < 0) | (values > MAX_DAYS)
+        why = f"is not an onboarding age (0 to {MAX_DAYS:,} days)"
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PartnerscoreError(
+            f"{source}: column '{name}' row {row + 1}: '{col.iloc[row]}' {why} "
+            f"(partner '{ids.iloc[row]}')"
+        )

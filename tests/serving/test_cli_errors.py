@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -625,6 +626,56 @@ def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
         code, _, err = run([*argv, "--no-history", "--config", store_file, *extra], capsys)
         assert code == 2
         assert_one_error(err, "score --features", named, "raw tables only")
+
+
+def test_score_features_refuses_infinite_values_impossible_ages_and_far_dates(
+    tmp_path, raw_dir, store_file, capsys
+):
+    """``score --features`` scored ``inf``/``-inf`` features, a negative ``age_days`` and an
+    ``as_of`` in 2200 silently; each now stops with one line naming the file, column, row and
+    partner, nothing written. A NaN (an empty cell) is still a missing value."""
+    from partnerscore.features.pipeline import build_scoring_frame
+    from partnerscore.features.validate import load_raw
+
+    feats = build_scoring_frame(
+        load_raw(raw_dir, write_quarantine=False), pd.Timestamp("2026-04-01")
+    )
+    number = "deals_won_todate"
+    assert pd.api.types.is_float_dtype(feats[number]) and feats["age_days"].notna().all()
+    out = tmp_path / "s.csv"
+    for column, value, said in (
+        (number, "inf", "is not a finite number"),
+        (number, "-inf", "is not a finite number"),
+        ("age_days", "-5", "is not an onboarding age (0 to 36,525 days)"),  # read as -5.0
+        ("age_days", "36526", "is not an onboarding age"),
+        ("as_of", "2200-01-01", "is outside the years 1900-2199"),
+        ("as_of", "1899-12-31", "is outside the years 1900-2199"),
+    ):
+        bad = feats.astype({column: object})
+        bad.loc[2, column] = value
+        path = tmp_path / "feats.csv"
+        bad.to_csv(path, index=False)
+        argv = ["score", "--features", path, "--out", out, "--no-history", "--config", store_file]
+        code, _, err = run(argv, capsys)
+        assert code == 2, (column, value)
+        named = f"{path}: column '{column}' row 3: '{value}"
+        assert_one_error(err, named, said, f"(partner '{feats.loc[2, 'partner_id']}')")
+        assert not out.exists()
+    # the same checks on Parquet's typed columns (a float inf, not its text)
+    bad = feats.copy()
+    bad.loc[4, number] = -np.inf
+    bad.to_parquet(tmp_path / "feats.parquet", index=False)
+    argv = ["score", "--features", tmp_path / "feats.parquet", "--out", out, "--no-history"]
+    code, _, err = run([*argv, "--config", store_file], capsys)
+    assert code == 2
+    assert_one_error(err, f"column '{number}' row 5: '-inf' is not a finite number")
+    # a missing value is scored as missing
+    bad = feats.copy()
+    bad.loc[4, number] = np.nan
+    bad.to_parquet(tmp_path / "feats.parquet", index=False)
+    code, _, err = run([*argv, "--config", store_file], capsys)
+    assert code == 0, err
+    assert len(read_frame(out)) == len(feats)
 
 
 def test_version_and_json_and_log_level(capsys):

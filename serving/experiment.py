@@ -674,7 +674,7 @@ def run_analyze(
         Files, the results dictionary and the MLflow run id.
     """
     from partnerscore.features.core import file_fingerprint
-    from partnerscore.features.validate import load_raw
+    from partnerscore.features.validate import load_raw, supported_end
 
     started = time.perf_counter()
     check_day_count("--horizon", horizon, low=1)
@@ -715,12 +715,14 @@ def run_analyze(
             f"{assignments}: row {row + 2}: partner_id '{table['partner_id'].iloc[row]}' is not "
             f"in the partners table of {raw_dir}"
         )
-    data_end = pd.Timestamp(raw.data_end)
+    # a few partners' late rows (a late tail) do not complete anyone else's horizon
+    data_end = supported_end(raw.data_end, raw.late_tail)
     last = pd.to_datetime(table["assigned_at"]).max()
     if last + pd.Timedelta(days=horizon) > data_end:
+        tail = "" if raw.late_tail is None else f" (a late tail aside: {raw.late_tail.note()})"
         raise PartnerscoreError(
-            f"--horizon {horizon}: the data ends {data_end:%Y-%m-%d}, before the horizon of the "
-            f"assignment at {last:%Y-%m-%d} is complete (use a shorter --horizon)"
+            f"--horizon {horizon}: the data ends {data_end:%Y-%m-%d}{tail}, before the horizon "
+            f"of the assignment at {last:%Y-%m-%d} is complete (use a shorter --horizon)"
         )
     outcomes = experiment_outcomes(raw.tables, table, horizon, milestones, config.build)
     covariates = ["pre_revenue", "pre_engaged"]
@@ -1142,12 +1144,12 @@ def outcome_spread(
     """
     import statsmodels.api as sm
 
-    from partnerscore.features.validate import load_raw
+    from partnerscore.features.validate import load_raw, supported_end
 
     raw = load_raw(raw_dir, write_quarantine=False)
     partners = raw.tables["partners"]
     as_of = pd.to_datetime(partners["signed_at"]) + pd.Timedelta(days=age)
-    keep = as_of + pd.Timedelta(days=horizon) <= pd.Timestamp(raw.data_end)
+    keep = as_of + pd.Timedelta(days=horizon) <= supported_end(raw.data_end, raw.late_tail)
     if keep.sum() < 10:
         raise PartnerscoreError(
             f"--raw {raw_dir}: fewer than 10 partners with {age} + {horizon} days of history"

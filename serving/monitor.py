@@ -58,7 +58,7 @@ from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
-from partnerscore.features.validate import load_raw
+from partnerscore.features.validate import load_raw, supported_end
 from partnerscore.models.model_uri import MODELS_URI
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
@@ -273,7 +273,8 @@ def run_backtest(
     if data.empty:
         return pd.DataFrame(), empty, no_phases
     horizon = pd.Timedelta(days=int(reference.get("horizon_days", 180)))
-    end = min(as_of, pd.Timestamp(raw.data_end).ceil("D"))
+    # a few partners' late rows (a late tail) do not complete anyone else's horizon
+    end = min(as_of, supported_end(raw.data_end, raw.late_tail).ceil("D"))
     data = data[(pd.to_datetime(data["as_of"]) + horizon <= end)]
     known = set(raw.tables["partners"]["partner_id"].astype(str))
     data = data[data["partner_id"].astype(str).isin(known)]

@@ -193,6 +193,24 @@ def test_analysis_rejects_bad_input(experiment, cfg, tmp_path):
         run_analyze(tmp_path / "bad.csv", raw, HORIZON, tmp_path / "o", cfg)
 
 
+def test_a_late_tail_completes_no_horizon(experiment, cfg, tmp_path):
+    from partnerscore.features.simulate import write_tables
+    from partnerscore.features.validate import load_raw
+
+    assign, raw, _ = experiment
+    tables = dict(load_raw(raw, write_quarantine=False).tables)
+    events = tables["portal_events"]
+    late = events.drop_duplicates("partner_id").head(2).copy()  # two partners' logins
+    for col in late.columns:
+        if late[col].dtype.kind == "M":
+            late[col] = pd.Timestamp("2026-11-20 10:00")
+    tables["portal_events"] = pd.concat([events, late], ignore_index=True)
+    write_tables(tables, tmp_path / "late", fmt="parquet")
+    assert load_raw(tmp_path / "late", write_quarantine=False).late_tail is not None
+    with pytest.raises(PartnerscoreError, match="--horizon 200: the data ends 2026-06-30 .a late"):
+        run_analyze(assign, tmp_path / "late", 200, tmp_path / "o", cfg)
+
+
 def test_analysis_is_logged_to_mlflow(experiment, cfg, tmp_path, tracking_uri):
     import mlflow
 

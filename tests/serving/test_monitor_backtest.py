@@ -241,3 +241,19 @@ def test_reference_profile_is_logged_with_the_model(store_config):
         profile["groups"]
     )
     assert sum(profile["groups"]["all"]["tier"]["counts"]) == profile["rows"]
+
+
+def test_a_late_tail_completes_no_horizon(store_config, raw_dir, tmp_path):
+    """Two partners' rows up to 2026-11-20 do not complete a horizon past 2026-06-30, where
+    everyone else's data ends: those labels would count the missing days as quiet."""
+    from support import with_late_rows
+
+    late = tmp_path / "late"
+    with_late_rows(raw_dir, late)
+    # +180 days: 2026-07-14, after the supported end and before the late rows' end
+    run_score(late, pd.Timestamp("2026-01-15").date(), "champion", tmp_path / "s.csv",
+              store_config)  # fmt: skip
+    run_monitor(store_config, late, pd.Timestamp("2026-12-01").date(), tmp_path / "m",
+                log_to_mlflow=False)  # fmt: skip
+    table = pd.read_csv(tmp_path / "m" / "backtest.csv", keep_default_na=False, na_values=[""])
+    assert "2026-01-15" not in set(table["as_of"])

@@ -35,7 +35,9 @@ def two_versions(store_config, tmp_path):
     tracking = f"sqlite:///{db}"
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     first = client.get_model_version_by_alias(NAME, "champion")
-    second = client.create_model_version(NAME, first.source, run_id=first.run_id)
+    # its files' location (a models:/m-... source is looked up in MLflow's global store)
+    files = client.get_model_version_download_uri(NAME, first.version)
+    second = client.create_model_version(NAME, files, run_id=first.run_id)
     paths = store_config.paths.model_copy(update={"mlflow_dir": str(mlflow_dir)})
     cfg = store_config.model_copy(update={"paths": paths})
     assert cfg.paths.tracking_uri() == tracking

@@ -134,6 +134,8 @@ class ScoreResult:
     shadow rows (``history.decisions_only``), which later decisions do not read."""
     recorded: bool = True
     """Whether the batch was recorded in the history and the ledger."""
+    late_tail: str | None = None
+    """The raw data's late tail (``LateTail.note``): a few partners' rows carry the data end."""
 
     @classmethod
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
@@ -193,6 +195,8 @@ class ScoreResult:
             lines.append(
                 f"  quarantined rows (scored without them): {counts} -> {self.quarantine_dir}"
             )
+        if self.late_tail is not None:
+            lines.append(f"  warning: {self.late_tail}")
         if self.shadow_of is not None:
             recorded = (
                 "recorded as shadow rows, which smoothing, tier hysteresis, incentives, reports "
@@ -426,6 +430,7 @@ def run_score(
         quarantine_dir=out.parent / "quarantine",
         shadow_of=shadow_of,
         recorded=record_history,
+        late_tail=raw.late_tail.note() if raw.late_tail is not None else None,
     )
 
 

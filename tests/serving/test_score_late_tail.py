@@ -110,6 +110,7 @@ def test_whole_and_grouped_at_age_jobs_skip_partners_past_the_supported_end(
         out = tmp_path / f"g{size}" / "scores.csv"
         result = run_score(raw, None, "champion", out, store_config, at_age=90, group_partners=size)
         assert result.not_yet == int(late.sum()) > 0
+        assert f"warning: {checked.late_tail.note()}" in result.summary()
         got[size] = (out.read_bytes(), rejects_path(out).read_bytes())
         scores = pd.read_csv(out, dtype={"partner_id": str})
         assert pd.to_datetime(scores["as_of"]).max() <= checked.late_tail.supported

@@ -486,3 +486,6 @@ def test_spark_reads_a_late_tail_as_the_pandas_job(
     _same(pandas_out, spark_out)
     assert got.scored == expected.scored and got.not_yet == expected.not_yet > 0
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
+    # both summaries carry the late tail's line
+    assert got.late_tail == expected.late_tail and "rests on 2 partner" in got.late_tail
+    assert f"warning: {got.late_tail}" in got.summary()

@@ -367,30 +367,21 @@ def test_spark_on_a_validated_snapshot_equals_the_pandas_job(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("snapshot", [False, True])
-def test_spark_at_onboarding_age_equals_the_pandas_job(
-    raw_dir, store_config, tmp_path, spark, snapshot
-):
-    """``--at-age``: every partner at its own milestone, with both engines (raw tables
-    validated in Spark, or a validated snapshot): same scores, rejects and counts, including
-    the partners not that old yet, and the same history rows."""
+def _both_at_age(raw, cfg, tmp_path, spark, snap):
+    """``score --at-age 90`` by the pandas job and by the Spark job (3 groups).
+
+    Returns:
+        (pandas result, Spark result, pandas scores, Spark scores sorted by partner_id).
+    """
     from partnerscore.features.core import read_frame
-    from partnerscore.features.validated import run_validate_snapshot
-    from partnerscore.serving.history import ScoreHistory
     from partnerscore.serving.score import run_score
     from partnerscore.serving.spark_engine import run_score_spark
 
-    cfg = store_config
-    snap = None
-    if snapshot:
-        snap = tmp_path / "snapshot"
-        run_validate_snapshot(raw_dir, snap, cfg.validation)
     expected = run_score(
-        raw_dir, None, "champion", tmp_path / "p" / "scores.parquet", cfg, at_age=90,
-        validated=snap,
-    )  # fmt: skip
+        raw, None, "champion", tmp_path / "p" / "scores.parquet", cfg, at_age=90, validated=snap
+    )
     got = run_score_spark(
-        raw_dir,
+        raw,
         None,
         "champion",
         tmp_path / "s" / "scores.parquet",
@@ -402,6 +393,26 @@ def test_spark_at_onboarding_age_equals_the_pandas_job(
     )
     pandas_out = read_frame(expected.out)
     spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
+    return expected, got, pandas_out, spark_out
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_spark_at_onboarding_age_equals_the_pandas_job(
+    raw_dir, store_config, tmp_path, spark, snapshot
+):
+    """``--at-age``: every partner at its own milestone, with both engines (raw tables
+    validated in Spark, or a validated snapshot): same scores, rejects and counts, including
+    the partners not that old yet, and the same history rows."""
+    from partnerscore.features.core import read_frame
+    from partnerscore.features.validated import run_validate_snapshot
+    from partnerscore.serving.history import ScoreHistory
+
+    cfg = store_config
+    snap = None
+    if snapshot:
+        snap = tmp_path / "snapshot"
+        run_validate_snapshot(raw_dir, snap, cfg.validation)
+    expected, got, pandas_out, spark_out = _both_at_age(raw_dir, cfg, tmp_path, spark, snap)
     assert expected.not_yet > 0 and len(pandas_out) > 100
     assert pandas_out["as_of"].nunique() > 1  # per-partner cut-offs
     _same(pandas_out, spark_out)
@@ -466,22 +477,7 @@ def test_spark_reads_a_late_tail_as_the_pandas_job(
             run(raw, when, "champion", out, cfg, validated=snap, **kwargs)
         errors.append(str(info.value))
     assert errors[0] == errors[1]
-    expected = run_score(
-        raw, None, "champion", tmp_path / "p" / "scores.parquet", cfg, at_age=90, validated=snap
-    )
-    got = run_score_spark(
-        raw,
-        None,
-        "champion",
-        tmp_path / "s" / "scores.parquet",
-        cfg,
-        at_age=90,
-        groups=3,
-        spark=spark,
-        validated=snap,
-    )
-    pandas_out = read_frame(expected.out)
-    spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
+    expected, got, pandas_out, spark_out = _both_at_age(raw, cfg, tmp_path, spark, snap)
     assert pd.to_datetime(pandas_out["as_of"]).max() <= pd.Timestamp("2026-07-01")
     _same(pandas_out, spark_out)
     assert got.scored == expected.scored and got.not_yet == expected.not_yet > 0

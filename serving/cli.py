@@ -17,7 +17,14 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.serving.cli_common import _STATE, ConfigOption, emit, load, new_app
+from partnerscore.serving.cli_common import (
+    _STATE,
+    ConfigOption,
+    UsageError,
+    emit,
+    load,
+    new_app,
+)
 from partnerscore.serving.experiment_cli import experiment_app
 
 app = new_app(
@@ -172,6 +179,7 @@ def _batch_done() -> None:
 
 @app.command()
 def simulate(
+    ctx: typer.Context,
     partners: Annotated[int | None, typer.Option(help="Number of partners.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for the raw tables.")] = Path("data/raw"),
@@ -207,10 +215,11 @@ def simulate(
     from partnerscore.features.simulate import run_simulate
 
     if drift is not None and treatment is not None:
-        raise PartnerscoreError("simulate: --drift and --treatment cannot be combined")
+        raise UsageError("simulate: --drift and --treatment cannot be combined", ctx)
     if treatment is None and (effect_revenue or effect_engagement or assigned_at is not None):
-        raise PartnerscoreError(
-            "simulate: --effect-revenue, --effect-engagement and --assigned-at need --treatment"
+        raise UsageError(
+            "simulate: --effect-revenue, --effect-engagement and --assigned-at need --treatment",
+            ctx,
         )
     if treatment is not None:  # checked before any table is written
         import pandas as pd
@@ -276,6 +285,7 @@ def validate(
 
 @app.command()
 def build(
+    ctx: typer.Context,
     raw: Annotated[Path, typer.Option(help="Raw tables folder.")] = Path("data/raw"),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/features"),
     ages: Annotated[str | None, typer.Option(help="Onboarding ages, e.g. 30,60,90,180.")] = None,
@@ -314,7 +324,7 @@ def build(
     from partnerscore.features.pipeline import run_build
 
     if cutoffs is not None and ages is not None:
-        raise PartnerscoreError("build: give either --ages or --cutoffs, not both")
+        raise UsageError("build: give either --ages or --cutoffs, not both", ctx)
     _batch_job()
     result = run_build(
         raw,
@@ -393,6 +403,7 @@ def models(config: ConfigOption = None) -> None:
 
 @app.command()
 def promote(
+    ctx: typer.Context,
     version: Annotated[
         str | None, typer.Option(help="Version to promote (default: the `challenger`).")
     ] = None,
@@ -401,6 +412,8 @@ def promote(
     config: ConfigOption = None,
 ) -> None:
     """Move the `champion` alias if the challenger beats it on the holdout by the margin."""
+    if force and not (reason or "").strip():
+        raise UsageError("--force needs --reason '...' (recorded on the model version)", ctx)
     app_cfg = _config(config)
     from partnerscore.training.registry import run_promote
 
@@ -418,6 +431,7 @@ def promote(
 
 @app.command()
 def score(
+    ctx: typer.Context,
     as_of: Annotated[
         str | None, typer.Option(help="Scoring date YYYY-MM-DD for every partner.")
     ] = None,
@@ -487,7 +501,7 @@ def score(
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
     if features is not None:
         if as_of is not None or at_age is not None:
-            raise PartnerscoreError("score --features: the table carries as_of; drop --as-of")
+            raise UsageError("score --features: the table carries as_of; drop --as-of", ctx)
         raw_only = {
             "--engine spark": engine != "pandas",
             "--group-partners": group_partners is not None,
@@ -495,9 +509,10 @@ def score(
         }
         given = [name for name, used in raw_only.items() if used]
         if given:
-            raise PartnerscoreError(
+            raise UsageError(
                 f"score --features: {', '.join(given)} applies to scoring raw tables only; "
-                "a feature table is scored in this process, whole"
+                "a feature table is scored in this process, whole",
+                ctx,
             )
         from partnerscore.serving.score import run_score_features
 
@@ -514,7 +529,7 @@ def score(
         )
         return
     if (as_of is None) == (at_age is None):
-        raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
+        raise UsageError("score: give either --as-of DATE or --at-age DAYS", ctx)
     as_of_date = _parse_date(as_of, "--as-of")
     if engine not in ("pandas", "spark"):
         raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
@@ -529,12 +544,12 @@ def score(
     if engine == "pandas":
         _batch_job()
     if engine == "spark":
+        if not history:
+            raise UsageError("--no-history: not supported with --engine spark", ctx)
+        if group_partners is not None:
+            raise UsageError("--group-partners: the spark engine has its own groups", ctx)
         from partnerscore.serving.spark_engine import run_score_spark
 
-        if not history:
-            raise PartnerscoreError("--no-history: not supported with --engine spark")
-        if group_partners is not None:
-            raise PartnerscoreError("--group-partners: the spark engine has its own groups")
         run_score = partial(run_score_spark, master=master)
         options = {"validated": validated}
     result = run_score(
@@ -673,6 +688,7 @@ def incentives(
 
 @app.command()
 def whatif(
+    ctx: typer.Context,
     partner: Annotated[str | None, typer.Option(help="Partner id to re-score.")] = None,
     as_of: Annotated[str | None, typer.Option(help="Date YYYY-MM-DD of the features.")] = None,
     set_: Annotated[
@@ -695,12 +711,14 @@ def whatif(
     cfg = _config(config)
     if policy is not None or scores is not None:
         if policy is None or scores is None or partner is not None or set_:
-            raise PartnerscoreError("whatif: give --policy FILE --scores FILE together, alone")
+            raise UsageError("whatif: give --policy FILE --scores FILE together, alone", ctx)
         emit(jobs.run_whatif_policy(cfg, policy, scores, out))
         return
     if partner is None or as_of is None:
-        raise PartnerscoreError("whatif: give --partner ID --as-of DATE --set f=v, or --policy")
+        raise UsageError("whatif: give --partner ID --as-of DATE --set f=v, or --policy", ctx)
     when = _parse_date(as_of, "--as-of")
+    if not set_:
+        raise UsageError("whatif: give at least one --set feature=value", ctx)
     emit(jobs.run_whatif_partner(cfg, raw, partner, when, set_ or [], model, out))
 
 
@@ -757,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
         # without standalone mode click returns the code of typer.Exit instead of raising it
         code = app(args=argv, standalone_mode=False)
     except PartnerscoreError as exc:
+        if isinstance(exc, UsageError):  # options the parser could not check: as its errors
+            typer.echo(exc.usage, err=True)
         typer.echo(f"error: {exc.message}", err=True)
         return exc.exit_code
     except typer.Exit as exc:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from partnerscore.features.core import PartnerscoreError
+
 _STATE = {"json": False, "exit_now": False}
 """Process-wide CLI state: ``--json`` output; set by the console script's callback."""
 
@@ -33,6 +35,23 @@ def new_app(name: str, help: str) -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+
+class UsageError(PartnerscoreError):
+    """A usage error found after parsing: a needed option missing, or options that clash.
+
+    Bad values of one option stay plain :class:`PartnerscoreError` s (bad input, one line).
+    The console script prints the command's usage line before the one ``error:`` line, as it
+    does for the parser's own usage errors; exit code 2.
+
+    Args:
+        message: One line naming the options.
+        ctx: The command's context (Typer passes it to a ``typer.Context`` parameter).
+    """
+
+    def __init__(self, message: str, ctx: typer.Context) -> None:
+        super().__init__(message)
+        self.usage = ctx.get_usage()
 
 
 def load(path: Path | None):

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.serving.cli_common import ConfigOption, emit, load, new_app
+from partnerscore.serving.cli_common import ConfigOption, UsageError, emit, load, new_app
 
 experiment_app = new_app(
     "experiment",
@@ -136,6 +136,7 @@ def analyze(
 
 @experiment_app.command()
 def plan(
+    ctx: typer.Context,
     partners: Annotated[int, typer.Option(help="Partners in the experiment (both arms).")],
     fraction: Annotated[float, typer.Option(help="Share in the treatment arm.")] = 0.5,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
@@ -162,6 +163,9 @@ def plan(
     config: ConfigOption = None,
 ) -> None:
     """Minimum detectable effects for a sample size, or the size needed for an effect."""
+    if raw is None and revenue_sd is None and base_rate is None:
+        message = "plan: give --revenue-sd and/or --base-rate, or --raw DIR to estimate them"
+        raise UsageError(message, ctx)
     from partnerscore.serving.experiment import run_plan
 
     result = run_plan(

@@ -425,6 +425,89 @@ def test_corpus_size():
     assert len(CASES) + len(malformed) >= 45 + 30
 
 
+USAGE_ERRORS = {
+    "score_neither_date": (["score", "--raw", "RAW"], ["--as-of DATE or --at-age DAYS"]),
+    "score_both_dates": (
+        ["score", "--raw", "RAW", "--as-of", "2024-06-01", "--at-age", "30"],
+        ["--as-of DATE or --at-age DAYS"],
+    ),
+    "score_features_with_as_of": (
+        ["score", "--features", "f.csv", "--as-of", "2024-06-01"],
+        ["score --features", "drop --as-of"],
+    ),
+    "score_features_with_raw_options": (
+        ["score", "--features", "f.csv", "--validated", "snap"],
+        ["score --features", "--validated", "raw tables only"],
+    ),
+    "score_spark_without_history": (
+        ["score", "--raw", "RAW", "--as-of", "2024-06-01", "--engine", "spark", "--no-history"],
+        ["--no-history", "--engine spark"],
+    ),
+    "score_spark_with_groups": (
+        ["score", "--raw", "RAW", "--as-of", "2024-06-01", "--engine", "spark"]
+        + ["--group-partners", "10"],
+        ["--group-partners"],
+    ),
+    "build_ages_and_cutoffs": (
+        ["build", "--raw", "RAW", "--ages", "30", "--cutoffs", "c.csv"],
+        ["--ages or --cutoffs"],
+    ),
+    "simulate_drift_and_treatment": (
+        ["simulate", "--out", "r", "--drift", "leads_dry_up", "--treatment", "t"],
+        ["--drift and --treatment"],
+    ),
+    "simulate_effect_without_treatment": (
+        ["simulate", "--out", "r", "--effect-revenue", "0.1"],
+        ["--effect-revenue", "need --treatment"],
+    ),
+    "promote_force_without_reason": (["promote", "--force"], ["--force needs --reason"]),
+    "whatif_policy_alone": (["whatif", "--policy", "p.json"], ["--policy FILE --scores FILE"]),
+    "whatif_no_as_of": (["whatif", "--partner", "P1"], ["--partner ID --as-of DATE"]),
+    "whatif_no_change": (
+        ["whatif", "--partner", "P1", "--as-of", "2024-06-01"],
+        ["at least one --set"],
+    ),
+    "plan_no_spread": (
+        ["experiment", "plan", "--partners", "100"],
+        ["--revenue-sd", "--base-rate", "--raw DIR"],
+    ),
+}
+"""Option checks after parsing that are usage errors: a needed option missing, or options that
+do not go together. Each prints its command's usage line, as the parser's own errors do."""
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
+def test_usage_errors_print_the_usage_line(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository's data/ folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    argv, parts = USAGE_ERRORS[case]
+    raw = raw_copy(tmp_path)
+    code, out, err = run([raw if a == "RAW" else a for a in argv], capsys)
+    assert code == 2, (code, out, err)
+    assert_one_error(err, *parts)
+    command = argv[: 2 if argv[0] == "experiment" else 1]
+    usage = err.splitlines()[0]  # the program's name is pytest's here
+    assert usage.startswith("Usage: ") and usage.endswith(f" {' '.join(command)} [OPTIONS]"), err
+    # the same two lines as the parser's own usage errors
+    code, _, parser_err = run([*command, "--nope"], capsys)
+    assert code == 2 and parser_err.splitlines()[0] == usage
+    assert not (tmp_path / "r").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_option_values_stay_one_line(tmp_path, capsys, monkeypatch):
+    """A bad value of one option is bad input (one line, exit 2), not a usage error."""
+    monkeypatch.chdir(tmp_path)
+    raw = raw_copy(tmp_path)
+    for argv in (
+        ["score", "--raw", raw, "--as-of", "2024-13-01"],
+        ["build", "--raw", raw, "--ages", "30,sixty"],
+    ):
+        code, _, err = run(argv, capsys)
+        assert code == 2
+        assert_one_error(err)
+        assert not err.startswith("Usage:"), err
+
+
 # ------------------------------------------------------------------ with a trained model
 
 

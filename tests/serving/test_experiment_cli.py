@@ -103,9 +103,13 @@ def test_sample_ratio_mismatch_exits_1(simulated, tmp_path, capsys):
 
 
 def _err(capsys) -> str:
+    """The one error line (a usage error's comes after the command's usage line)."""
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err.strip()
+    lines = err.strip().splitlines()
+    if len(lines) == 2 and lines[0].startswith("Usage: "):
+        lines = lines[1:]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
 
 
 def test_missing_column_in_assignments_is_one_line(simulated, tmp_path, capsys):

@@ -196,15 +196,16 @@ def test_upgrade_paths_score_candidates_in_chunks_bit_for_bit(program, monkeypat
 
 
 def test_whatif_cli_errors(tmp_path, capsys, raw_dir):
-    cases = [
-        (["whatif"], "give --partner"),
-        (["whatif", "--policy", "x.json"], "--scores FILE together"),
-        (["whatif", "--partner", "P1", "--as-of", "2026-02-30"], "--as-of"),
+    cases = [  # usage errors print the usage line first
+        (["whatif"], "give --partner", True),
+        (["whatif", "--policy", "x.json"], "--scores FILE together", True),
+        (["whatif", "--partner", "P1", "--as-of", "2026-02-30"], "--as-of", False),
     ]
-    for argv, needle in cases:
+    for argv, needle, usage in cases:
         assert main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert needle in err and len(err.splitlines()) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert needle in lines[-1] and len(lines) == 1 + usage
+        assert lines[0].startswith("Usage: ") == usage
 
 
 def test_whatif_refuses_categories_the_model_never_saw_and_infinite_numbers(program):

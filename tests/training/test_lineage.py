@@ -109,10 +109,11 @@ def test_train_no_register_and_promote_messages(built_dir, tracking_uri, capsys)
     assert model_version_of(registered) == "1"
     assert model_version_of(uri) == ""  # the --no-register model: never registered
 
-    # --force needs --reason: one line, exit 2, nothing changed
+    # --force needs --reason: a usage error (the usage line, one error line), exit 2, nothing
+    # changed
     assert main(["promote", "--force"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip().count("\n") == 0 and "--reason" in err
+    usage, error = capsys.readouterr().err.strip().split("\n")
+    assert usage.startswith("Usage: ") and error.startswith("error: ") and "--reason" in error
     assert main(["promote", "--force", "--reason", "first version"]) == 0
     capsys.readouterr()
     # promoting the champion again says so and succeeds

@@ -110,7 +110,9 @@ class ScoreResult:
     as_of: date | None
     model_uri: str
     model_version: str
-    in_scope: int
+    eligible: int
+    """Partners due a score: valid partner rows signed before as_of (or ``at_age`` days old by
+    the data end), graduated ones included; a feature table's rows."""
     scored: int
     rejected: int
     not_yet: int
@@ -152,6 +154,24 @@ class ScoreResult:
             **fields,
         )
 
+    @property
+    def in_scope(self) -> int:
+        """Scored partners within the onboarding scope (not graduated)."""
+        return self.scored - self.graduated
+
+    def json_payload(self) -> dict:
+        """``--json``: the fields plus the summary's split of the scored partners.
+
+        ``in_scope`` (within the onboarding scope) and ``out_of_scope`` (graduated, also
+        ``graduated``): they add up to ``scored``.
+        """
+        from partnerscore.serving.cli_common import jsonable
+
+        payload = jsonable(self)
+        payload["in_scope"] = self.in_scope
+        payload["out_of_scope"] = self.graduated
+        return payload
+
     def summary(self) -> str:
         """Counts that add up, where things went, and the model used."""
         tiers = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.tiers.items()))
@@ -187,6 +207,7 @@ class ScoreResult:
             ]
         lines += [
             f"  score tiers: {tiers}; provisional: {self.provisional:,}; "
+            f"in onboarding scope: {self.in_scope:,}; "
             f"graduated (past the trained onboarding ages): {self.graduated:,}; "
             f"guardrail flags: {self.guardrail_flags:,}",
         ]
@@ -419,7 +440,7 @@ def run_score(
         as_of=as_of,
         model_uri=uri,
         model_version=version,
-        in_scope=len(in_scope_ids),
+        eligible=len(in_scope_ids),
         rejected=len(reject_frame),
         not_yet=not_yet,
         at_age=at_age,
@@ -1372,7 +1393,7 @@ def run_score_features(
         as_of=None,
         model_uri=uri,
         model_version=version,
-        in_scope=len(frame),
+        eligible=len(frame),
         scored=len(scored),
         rejected=len(reject_frame),
         not_yet=0,

@@ -1022,7 +1022,7 @@ def _score_job(
         as_of=as_of,
         model_uri=uri,
         model_version=loaded.version,
-        in_scope=len(in_scope_ids),
+        eligible=len(in_scope_ids),
         rejected=len(reject_frame),
         not_yet=int((~ready).sum()),
         at_age=at_age,

@@ -257,6 +257,30 @@ def test_score_cli(raw_dir, store_config, tmp_path, capsys, monkeypatch):
     assert out.exists() and "scored" in capsys.readouterr().out
 
 
+def test_score_json_counts_the_graduated_as_the_summary_does(
+    raw_dir, store_config, tmp_path, capsys, monkeypatch
+):
+    """``--json``'s in_scope counted every partner due a score, graduated ones included,
+    while the summary set the graduated (out of onboarding scope) apart."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(store_config.model_dump_json())
+    out = tmp_path / "cli.csv"
+    argv = ["--json", "score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(out)]
+    assert main([*argv, "--no-history", "--config", str(cfg)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    graduated = read_frame(out)["out_of_scope"].astype(str).eq("True")
+    assert graduated.any() and not graduated.all()  # both kinds in the batch
+    assert payload["in_scope"] == int((~graduated).sum())
+    assert payload["out_of_scope"] == payload["graduated"] == int(graduated.sum())
+    assert payload["in_scope"] + payload["out_of_scope"] == payload["scored"] == len(graduated)
+    assert payload["eligible"] == payload["scored"] + payload["rejected"]  # nothing quarantined
+    assert f"in onboarding scope: {payload['in_scope']:,};" in payload["summary"]
+    assert f"past the trained onboarding ages): {graduated.sum():,};" in payload["summary"]
+
+
 def test_peer_percentile_segments_and_fallback():
     frame = pd.DataFrame(
         {

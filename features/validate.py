@@ -306,7 +306,8 @@ class _Source:
 
     Strings are stripped and only an empty cell is missing ("NA", "null" are text); Parquet
     columns keep their type (timezone-aware timestamps as UTC wall time, NaN floats missing)
-    so typed files are not round-tripped through text.
+    so typed files are not round-tripped through text. Quarantine files show the strings as
+    read (:meth:`text_as_read`).
     """
 
     def __init__(self, values: pa.ChunkedArray) -> None:
@@ -321,8 +322,10 @@ class _Source:
         ):
             values = values.cast(pa.string())
         blank = None
+        self.read: pa.ChunkedArray | None = None  # the strings as read, if trimmed
         if pa.types.is_string(values.type):
             if may_need_trim(values):  # else trimming would copy every string unchanged
+                self.read = values
                 values = pc.utf8_trim_whitespace(values)
             blank = pc.equal(values, "")
         elif pa.types.is_floating(values.type):
@@ -350,6 +353,17 @@ class _Source:
         """The values at rows ``idx`` as an object array of str (None where missing)."""
         sub = _Source(self.values.take(pa.array(idx, type=pa.int64())))
         return np.array(sub.as_text().to_pylist(), dtype=object)
+
+    def text_as_read(self, idx: np.ndarray) -> np.ndarray:
+        """The values at rows ``idx`` as the file holds them, for quarantine files.
+
+        Like :meth:`text`, but strings keep their padding (a quarantined `` 007`` is shown so,
+        not as ``007``); an empty cell is None.
+        """
+        if self.read is None:
+            return self.text(idx)
+        read = self.read.take(pa.array(idx, type=pa.int64())).to_pylist()
+        return np.array([value or None for value in read], dtype=object)
 
 
 def _pretty(text: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -726,7 +740,7 @@ def _validate_table(
             reasons[multi] = reasons[multi] + note
     quarantine = pd.DataFrame(
         {
-            quarantine_column(name, sources): pd.Series(src.text(bad_pos), dtype="str")
+            quarantine_column(name, sources): pd.Series(src.text_as_read(bad_pos), dtype="str")
             for name, src in sources.items()
         },
         index=pd.RangeIndex(bad_pos.size),

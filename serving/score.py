@@ -583,15 +583,15 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
             )
     partners_all = raw.tables["partners"]
     quarantined = raw.quarantine.get("partners", pd.DataFrame(columns=["partner_id", "reason"]))
+    # quarantine rows hold the ids as the file does (padded or not), the valid rows trimmed
+    ids = quarantined["partner_id"].astype(str).str.strip()
     # a duplicate row of a valid partner is in the quarantine file, but the partner is scored
-    duplicate = isin_text(
-        quarantined["partner_id"].astype(str), partners_all["partner_id"].astype(str)
-    )
+    duplicate = isin_text(ids, partners_all["partner_id"].astype(str))
     duplicates = int(duplicate.sum())
-    quarantined = quarantined[~duplicate]
+    quarantined, ids = quarantined[~duplicate], ids[~duplicate]
     rejects = [
         _rejects(
-            quarantined["partner_id"],
+            ids,
             cut,
             "partner row quarantined: " + quarantined["reason"].astype(str),
         )

@@ -550,6 +550,36 @@ def test_duplicate_partner_is_scored_once_and_not_rejected(tmp_path, raw_dir, st
     assert len(scores) + len(rejects) + late + 1 == len(partners) + 1
 
 
+def test_padded_partner_rows_keep_their_id_in_quarantine(tmp_path, raw_dir, store_file, capsys):
+    """The quarantine file showed a padded id trimmed (' 007' as '007'); scoring still counts a
+    padded duplicate of a kept partner as a duplicate and rejects the others by their id."""
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    kept = partners.iloc[3]["partner_id"]
+    padded = partners.iloc[[3, 4]].copy()
+    padded["partner_id"] = [f" {kept} ", " P-NEW"]
+    padded["signed_at"] = [padded["signed_at"].iloc[0], "not a date"]
+    pd.concat([partners, padded]).to_csv(raw / "partners.csv", index=False)
+    out = tmp_path / "s.csv"
+    code, text, err = run(
+        ["score", "--raw", raw, "--as-of", "2026-04-01", "--out", out, "--config", store_file],
+        capsys,
+    )
+    assert code == 0, err
+    quarantine = pd.read_csv(tmp_path / "quarantine" / "partners.csv", dtype=str)
+    assert quarantine["partner_id"].tolist() == [f" {kept} ", " P-NEW"]
+    assert quarantine["reason"].str.contains(f"duplicate partner_id '{kept}'").tolist() == [
+        True,
+        False,
+    ]
+    scores, rejects = read_frame(out), read_frame(rejects_path(out))
+    assert (scores["partner_id"] == kept).sum() == 1
+    assert "duplicate rows of kept partners 1" in text
+    new = rejects[rejects["reason"].str.startswith("partner row quarantined")]
+    assert new["partner_id"].tolist() == ["P-NEW"]
+
+
 def test_ids_stay_text_through_csv_scores(tmp_path, raw_dir, store_file, capsys):
     raw = tmp_path / "raw"
     shutil.copytree(raw_dir, raw)

@@ -157,7 +157,9 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored
 
 
-@pytest.mark.parametrize("case", ["stray_quote", "mixed_good_bad", "whitespace_lines"])
+@pytest.mark.parametrize(
+    "case", ["stray_quote", "mixed_good_bad", "whitespace_lines", "padded_values_quarantined"]
+)
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     """Counts, data end, quarantine rows and the clean rows of malformed folders."""
     from partnerscore.features.validate import load_raw
@@ -174,6 +176,9 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
         assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
         assert got.reasons[name] == report.reasons
     assert _same_quarantine(tmp_path / "pq", tmp_path / "sq", expected.tables) > 0
+    if case == "padded_values_quarantined":  # ids as the file holds them (not trimmed)
+        ids = pd.read_parquet(tmp_path / "sq" / "partners.parquet")["partner_id"]
+        assert ids.tolist() == [" P1 ", " P4"]
     clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
     for name, frame in unpack(clean, got.dtypes).items():
         pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)

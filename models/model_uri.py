@@ -29,3 +29,42 @@ def resolve_model_uri(model: str, registered_model: str) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", model):
         return f"models:/{registered_model}@{model}"
     raise PartnerscoreError(f"--model: expected an alias, a version number or a URI, got '{model}'")
+
+
+def missing_registry(tracking_uri: str) -> Path | None:
+    """The database file of a local SQLite registry that is not there, else None.
+
+    MLflow creates an empty store on the first use of a ``sqlite:///`` URI: a job that only
+    reads the registry must not use one that is missing. Servers and other databases: None
+    (MLflow answers for them).
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if path in ("", ":memory:") or Path(path).is_file():
+        return None
+    return Path(path).resolve()
+
+
+def check_registry(tracking_uri: str, uri: str | None = None) -> None:
+    """Refuse to read a local SQLite model registry that is not there.
+
+    A command that only reads models (``score``, ``models``, ...) run from another folder left
+    an empty ``data/mlflow`` there, created by MLflow, and then failed to find the model.
+
+    Args:
+        tracking_uri: The tracking (and registry) URI.
+        uri: The model asked for, if any: only ``models:/`` and ``runs:/`` URIs need the store
+            (a local model folder does not).
+
+    Raises:
+        PartnerscoreError: No database file at the URI's path.
+    """
+    if uri is not None and not uri.startswith(("models:/", "runs:/")):
+        return
+    missing = missing_registry(tracking_uri)
+    if missing is not None:
+        raise PartnerscoreError(
+            f"no model registry found at {missing}: point at one with MLFLOW_TRACKING_URI or "
+            "paths.mlflow_dir in a --config file (`partnerscore train` creates it)"
+        )

@@ -33,6 +33,7 @@ from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.model_uri import (
     LOGGED_MODEL_URI,
     MODELS_URI,
+    missing_registry,
     resolve_model_uri,  # noqa: F401 (re-exported)
 )
 
@@ -87,6 +88,8 @@ def registered_version(artifact: Path, registered_model: str | None) -> str:
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
     if not registered_model or not is_tracking_uri_set():
+        return ""
+    if missing_registry(mlflow.get_registry_uri()) is not None:  # MLflow would create it
         return ""
     try:
         root = next(p for p in artifact.parents if (p / "MLmodel").exists())

@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from partnerscore.models.model_uri import MODELS_URI
+from partnerscore.models.model_uri import MODELS_URI, check_registry, missing_registry
 
 ARTIFACT_KEY = "partner_model"  # models/pyfunc.py: the pyfunc's artifact holding PartnerModel
 SCORING_ARTIFACT_KEY = "partner_model_scoring"  # models/pyfunc.py: its scoring view
@@ -322,6 +322,7 @@ def load_scoring_model(uri: str, tracking_uri: str, lean: bool = False) -> Scori
     Raises:
         PartnerscoreError: MLflow cannot load the URI (e.g. no ``champion`` yet).
     """
+    check_registry(tracking_uri, uri)  # else MLflow would create an empty one
     located = locate_model(uri, tracking_uri)
     if located is not None:
         return ScoringModel(
@@ -340,4 +341,9 @@ def load_scoring_model(uri: str, tracking_uri: str, lean: bool = False) -> Scori
     except mlflow.exceptions.MlflowException:
         version = ""
     model.metadata["version"] = version
-    return ScoringModel(model, version, load_reference_profile(uri, required=False), False)
+    # a local folder's run is looked up in the store: not in one that is not there (MLflow
+    # would create it)
+    reference = None
+    if missing_registry(tracking_uri) is None:
+        reference = load_reference_profile(uri, required=False)
+    return ScoringModel(model, version, reference, False)

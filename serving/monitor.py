@@ -59,7 +59,7 @@ from partnerscore.features.pipeline import build_features, build_labels, make_sn
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw, supported_end
-from partnerscore.models.model_uri import MODELS_URI
+from partnerscore.models.model_uri import MODELS_URI, check_registry
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.serving.config import AppConfig
@@ -634,6 +634,7 @@ def run_monitor(
     cut = pd.Timestamp(as_of)
     mcfg = config.monitor
     uri = resolve_model_uri(model, config.train.registered_model)
+    check_registry(config.paths.tracking_uri())  # the reference profile is a run's, in it
     mlflow.set_tracking_uri(config.paths.tracking_uri())
     mlflow.set_registry_uri(config.paths.tracking_uri())
     partner_model = load_partner_model(uri)

@@ -41,7 +41,7 @@ from partnerscore.features.pipeline import build_scoring_frame, build_scoring_fr
 from partnerscore.features.validate import _find_files, load_raw, supported_end
 from partnerscore.features.validated import load_validated
 from partnerscore.models.milestones import milestone_columns
-from partnerscore.models.model_uri import resolve_model_uri
+from partnerscore.models.model_uri import check_registry, resolve_model_uri
 from partnerscore.models.policy import (
     action_schedule,
     apply_overrides,
@@ -685,7 +685,11 @@ def _shadow_flags(scored: pd.DataFrame, shadow: bool, history) -> np.ndarray:
 
 
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
-    """The model URI, refusing unregistered folders unless allowed; checks the playbook too."""
+    """The model URI, refusing unregistered folders unless allowed; checks the playbook too.
+
+    A registered model needs its registry: a local one that is not there is refused (MLflow
+    would create it empty).
+    """
     uri = resolve_model_uri(model, config.train.registered_model)
     if not uri.startswith(("models:/", "runs:/")) and not allow_local_model:
         raise PartnerscoreError(
@@ -694,6 +698,7 @@ def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
         )
     load_playbook(config.policy)  # a broken playbook stops the run before any work
     read_overrides(config.score.overrides_path, config.policy)  # ... and so do bad overrides
+    check_registry(config.paths.tracking_uri(), uri)
     return uri
 
 

@@ -13,6 +13,7 @@ import mlflow
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.model_uri import check_registry
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
@@ -73,6 +74,7 @@ class ModelsResult:
 
 def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     """Table of every version: aliases, run, creation time, config hash, holdout metrics."""
+    check_registry(tracking_uri)  # a read: MLflow would create an empty local store
     client = _client(tracking_uri)
     rows = []
     for listed in _versions(client, config.registered_model):
@@ -263,6 +265,7 @@ def run_promote(
     """
     if force and not (reason or "").strip():
         raise PartnerscoreError("--force needs --reason '...' (recorded on the model version)")
+    check_registry(tracking_uri)
     client = _client(tracking_uri)
     name = config.registered_model
     if not _versions(client, name):

@@ -412,6 +412,7 @@ CASES = {
 def test_error_case(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may land in the repository's data/ folder
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sqlite3.connect(tmp_path / "mlflow.db").close()  # a registry (empty): input errors first
     argv, parts = CASES[case](tmp_path)
     code, out, err = run(argv, capsys)
     assert code == 2, (code, out, err)
@@ -506,6 +507,36 @@ def test_bad_option_values_stay_one_line(tmp_path, capsys, monkeypatch):
         assert code == 2
         assert_one_error(err)
         assert not err.startswith("Usage:"), err
+
+
+READS_THE_REGISTRY = {
+    "score": ["score", "--raw", "RAW", "--as-of", "2024-03-01", "--out", "s.csv"],
+    "score_features": ["score", "--features", "f.csv", "--out", "s.csv"],
+    "score_spark": ["score", "--raw", "RAW", "--as-of", "2024-03-01", "--engine", "spark"]
+    + ["--out", "s.parquet"],
+    "models": ["models"],
+    "promote": ["promote"],
+    "monitor": ["monitor", "--raw", "RAW", "--as-of", "2024-03-01", "--out", "mon"],
+    "whatif": ["whatif", "--raw", "RAW", "--partner", "P1", "--as-of", "2024-03-01"]
+    + ["--set", "age_days=30"],
+}
+"""Commands that only read the model registry (promote moves an alias of a version in it)."""
+
+
+@pytest.mark.parametrize("case", sorted(READS_THE_REGISTRY))
+def test_no_registry_is_one_line_and_none_is_created(case, tmp_path, capsys, monkeypatch):
+    """From another folder without MLFLOW_TRACKING_URI, MLflow created an empty data/mlflow
+    there, then the command failed: 'Registered Model with name=partnerscore not found'."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    raw = raw_copy(tmp_path)
+    argv = [raw if a == "RAW" else a for a in READS_THE_REGISTRY[case]]
+    code, out, err = run(argv, capsys)
+    assert code == 2, (code, out, err)
+    store = (tmp_path / "data" / "mlflow" / "mlflow.db").resolve()
+    assert_one_error(err, f"no model registry found at {store}", "MLFLOW_TRACKING_URI", "--config")
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "mon").exists()
 
 
 # ------------------------------------------------------------------ with a trained model

@@ -235,6 +235,27 @@ def test_user_errors(raw_dir, store_config, tmp_path):
         run_score(raw_dir, AS_OF, "champion", tmp_path / "s.xlsx", store_config)
 
 
+def test_a_local_model_folder_needs_no_registry_and_creates_none(raw_dir, store_config, tmp_path):
+    """The pyfunc's version lookup and the reference profile's run lookup made MLflow create
+    an empty store where the tracking URI pointed, for a model that needs none."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
+    folder = mlflow.artifacts.download_artifacts(
+        "models:/partnerscore@champion", dst_path=str(tmp_path / "model")
+    )
+    paths = store_config.paths.model_copy(update={"mlflow_dir": str(tmp_path / "none")})
+    cfg = store_config.model_copy(update={"paths": paths})
+    with pytest.raises(PartnerscoreError, match=f"no model registry found at {tmp_path}/none/"):
+        run_score(raw_dir, AS_OF, "champion", tmp_path / "a.parquet", cfg)
+    local = run_score(
+        raw_dir, AS_OF, folder, tmp_path / "b.parquet", cfg,
+        allow_local_model=True, record_history=False,
+    )  # fmt: skip
+    assert local.scored > 0 and local.model_version == ""
+    assert not (tmp_path / "none").exists()
+
+
 def test_score_cli(raw_dir, store_config, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "cfg.json"

@@ -72,6 +72,21 @@ def parts(scores: Path, config: Path, out: Path, pages: int) -> dict[str, float]
     }
 
 
+def report_argv(scores: str, out: Path, config: str, workers: int) -> list[str]:
+    """The measured ``partnerscore report`` run's arguments."""
+    return [
+        "report",
+        "--scores",
+        scores,
+        "--out",
+        str(out),
+        "-c",
+        config,
+        "--workers",
+        str(workers),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scores", required=False)
@@ -91,8 +106,7 @@ def main() -> None:
     rows = []
     for workers in [int(w) for w in args.workers.split(",") if w]:
         out = root / f"w{workers}"
-        r = run([*CLI, "report", "--scores", args.scores, "--out", str(out), "-c",
-                     args.config, "--workers", str(workers)])  # fmt: skip
+        r = run([*CLI, *report_argv(args.scores, out, args.config, workers)])
         n = len(list((out / "partners").iterdir()))
         rows.append((workers, n, r))
         print(

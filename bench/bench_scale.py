@@ -71,6 +71,16 @@ def write_config(path: Path, data_dir: Path, mlflow_dir: Path) -> list[str]:
     return ["-c", str(path)]
 
 
+def setup_plan(work: Path, partners: int) -> list[list[str]]:
+    """The CLI arguments that train and promote the champion in ``work`` (not measured)."""
+    return [
+        ["simulate", "--partners", str(partners), "--out", str(work / "raw")],
+        ["build", "--raw", str(work / "raw"), "--out", str(work / "features")],
+        ["train", "--features", str(work / "features")],
+        ["promote"],
+    ]
+
+
 def stage_plan(
     work: Path, partners: int, spark_master: str | None = None
 ) -> list[tuple[str, list[str]]]:
@@ -193,12 +203,7 @@ def main() -> None:
         print(f"setup: reusing the champion trained in {root}", flush=True)
     else:
         print(f"setup: training a model on {args.train_partners:,} partners in {root}", flush=True)
-        for argv in (
-            ["simulate", "--partners", str(args.train_partners), "--out", str(small / "raw")],
-            ["build", "--raw", str(small / "raw"), "--out", str(small / "features")],
-            ["train", "--features", str(small / "features")],
-            ["promote"],
-        ):
+        for argv in setup_plan(small, args.train_partners):
             run([*CLI, *argv, *c])
         trained.write_text(f"{args.train_partners}\n")
     results: dict[int, dict[str, dict]] = {}

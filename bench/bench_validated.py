@@ -47,17 +47,11 @@ def loading(raw: Path) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--raw")
-    parser.add_argument("--config")
-    parser.add_argument("--as-of", default="2026-03-01")
-    args = parser.parse_args()
-    raw, work = Path(args.raw), Path(args.raw).with_name(Path(args.raw).name + "-out")
-    shutil.rmtree(raw / "validated", ignore_errors=True)
-    c = ["-c", args.config]
-    score = ["score", "--raw", str(raw), "--as-of", args.as_of, "--no-history", "--out"]
-    plan = [
+def stage_plan(raw: Path, as_of: str) -> list[tuple[str, list[str]]]:
+    """The measured runs, in order: (name, CLI arguments); outputs go to ``RAW-out``."""
+    work = raw.with_name(raw.name + "-out")
+    score = ["score", "--raw", str(raw), "--as-of", as_of, "--no-history", "--out"]
+    return [
         ("validate", ["validate", str(raw)]),
         ("build", ["build", "--raw", str(raw), "--out", str(work / "features")]),
         ("score", [*score, str(work / "scores.parquet")]),
@@ -65,7 +59,18 @@ def main() -> None:
         ("build (snapshot reused)", ["build", "--raw", str(raw), "--out", str(work / "f2")]),
         ("score (snapshot reused)", [*score, str(work / "scores2.parquet")]),
     ]
-    for name, argv in plan:
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--raw")
+    parser.add_argument("--config")
+    parser.add_argument("--as-of", default="2026-03-01")
+    args = parser.parse_args()
+    raw = Path(args.raw)
+    shutil.rmtree(raw / "validated", ignore_errors=True)
+    c = ["-c", args.config]
+    for name, argv in stage_plan(raw, args.as_of):
         r = run([*CLI, *argv, *c])
         print(
             f"{raw.name:<10} {name:<26} cpu {r['cpu']:7.1f} s  wall {r['wall']:7.1f} s  "

@@ -1,9 +1,12 @@
 """Benchmark: scoring with SHAP drivers vs plain prediction (rows/s on this machine).
 
-Simulates a partner program, builds its training set (~3 snapshots per partner, ~40 features)
-and fits both heads twice: with the shipped default parameters (small trees: exact SHAP through
-compiled lookup tables) and at the upper bound the tuner may reach (400 trees, 31 leaves,
-depth 6: SHAP through LightGBM's ``pred_contrib``). For each, on N partner rows it times
+Simulates a partner program, builds its training set (~3 snapshots per partner, 67 features)
+and fits both heads once per ``--models`` entry: ``default``, the shipped default parameters
+(small trees: exact SHAP through compiled lookup tables); ``tuned_max``, the largest model the
+tuner can return (``training/tune.py``: 300 trees of depth 3, 8 leaves, still compiled tables);
+``bounded``, 400 trees, 31 leaves, depth 6 (SHAP through LightGBM's ``pred_contrib``): beyond
+what the tuner can return since its trees were capped at depth 3, kept for comparison and slow
+(~300 rows/s with drivers). For each, on N partner rows it times
 
 - plain prediction (``PartnerModel.predict``, both heads),
 - SHAP contributions alone (LightGBM ``pred_contrib``, and the path scoring uses),
@@ -12,9 +15,7 @@ depth 6: SHAP through LightGBM's ``pred_contrib``). For each, on N partner rows 
 
 and prints rows/s and the ratio to plain prediction, and for ``score_features`` its CPU
 seconds (user + system of this process, all threads) and the load average: on a shared
-machine wall-clock rows/s are noise, CPU seconds much less so. ``tuned_max`` is the largest
-model the tuner can return (300 trees of depth 3, 8 leaves: still compiled tables). Asserts
-nothing.
+machine wall-clock rows/s are noise, CPU seconds much less so. Asserts nothing.
 
     .venv/bin/python bench/bench_score.py [--partners 20000] [--rows 200000] [--threads 2]
         [--models default,bounded] [--repeat 2]

@@ -18,7 +18,7 @@ seconds (user + system of this process, all threads) and the load average: on a 
 machine wall-clock rows/s are noise, CPU seconds much less so. Asserts nothing.
 
     .venv/bin/python bench/bench_score.py [--partners 20000] [--rows 200000] [--threads 2]
-        [--models default,bounded] [--repeat 2]
+        [--models default,tuned_max] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--partners", type=int, default=20000)
     parser.add_argument("--rows", type=int, default=200000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", default="default,bounded")
+    parser.add_argument("--models", default="default,tuned_max")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandera.pandas as pa
 
 
-def _pandera():
+def load_pandera():
     """``pandera.pandas``, imported on first use.
 
     ~1 s of CPU that a job reusing a validated snapshot never needs (it checks no schema).
@@ -319,7 +319,7 @@ def _naive_datetime(series) -> bool:
 
 
 def _pa_column(col: Column) -> pa.Column:
-    pa = _pandera()
+    pa = load_pandera()
     checks = []
     if col.choices:
         checks.append(pa.Check.isin(list(col.choices)))
@@ -347,7 +347,7 @@ def _pa_column(col: Column) -> pa.Column:
 def schema(table: str) -> pa.DataFrameSchema:
     """The pandera schema every clean (validated, typed) frame of ``table`` satisfies."""
     spec = TABLES[table]
-    pa = _pandera()
+    pa = load_pandera()
     return pa.DataFrameSchema(
         {col.name: _pa_column(col) for col in spec.columns},
         unique=[spec.key] if spec.key else None,

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
+from partnerscore.features.contract import load_pandera
 from partnerscore.features.core import PartnerscoreError
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 # declared columns of an assignment table, in file order; pre_* covariates follow
 ASSIGNMENT_COLUMNS = {
@@ -47,6 +51,7 @@ NO_STRATUM = "all"
 
 def assignment_schema() -> pa.DataFrameSchema:
     """The pandera schema every assignment table satisfies (``pre_*`` columns ride along)."""
+    pa = load_pandera()  # without pandas-on-Spark: its import and pandas-version warning
     return pa.DataFrameSchema(
         {
             "experiment": pa.Column(str, pa.Check.str_length(min_value=1)),

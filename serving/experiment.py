@@ -158,8 +158,9 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
     Raises:
         PartnerscoreError: Missing file or column, bad values (naming the column and row).
     """
-    import pandera.pandas as pa
+    from partnerscore.features.contract import load_pandera
 
+    pa = load_pandera()  # without pandas-on-Spark: its import and pandas-version warning
     path = Path(path)
     frame = _read_table(path, "assignments")
     for col in ASSIGNMENT_COLUMNS:

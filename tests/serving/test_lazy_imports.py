@@ -50,3 +50,19 @@ def test_the_score_job_scores_without_lightgbm_or_sklearn(raw_dir, cli_config, t
     assert not {"lightgbm", "sklearn", "scipy", "mlflow", "shap"} & modules
     assert {"pyarrow", "sqlalchemy"} <= modules  # the check would notice a real import
     assert scores.is_file()
+
+
+def test_experiment_schemas_load_pandera_without_pandas_on_spark(tmp_path):
+    """pandera imports pyspark.pandas when pyspark is installed (~0.25 s and a pandas-version
+    FutureWarning on every experiment command); the assignment schema never uses it."""
+    program = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "from partnerscore.features.experiments import assignment_schema\n"
+        "assignment_schema()\n"
+        "assert 'pandera' in sys.modules and 'pyspark' not in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr

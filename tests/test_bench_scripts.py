@@ -167,7 +167,7 @@ def test_scale_benchmark_reads_the_score_summary(bench, tmp_path):
 
     result = ScoreResult(
         out=tmp_path / "s.parquet", rejects=tmp_path / "r.csv", as_of=None, model_uri="m",
-        model_version="1", in_scope=91_400, scored=91_362, rejected=38, not_yet=0,
+        model_version="1", eligible=91_400, scored=91_362, rejected=38, not_yet=0,
         partners_input=91_400,
     )  # fmt: skip
     assert bench("bench_scale").scored_partners(result.summary()) == 91_362

@@ -125,6 +125,8 @@ def decisions_only(table: sa.Table):
     the monitor read decisions only: a challenger scored on 07-01 is not the champion's
     ``score_previous`` on 07-20.
     """
+    if "shadow" in lacking(table):  # an older store nobody could migrate: no shadow rows
+        return sa.true()
     return sa.or_(table.c.shadow.is_(None), table.c.shadow == sa.false())
 
 
@@ -133,18 +135,38 @@ def add_missing_columns(engine: sa.Engine, table: sa.Table) -> None:
 
     A store written by an older version (e.g. without ``shadow``): existing rows get NULL.
     Safe against a concurrent job doing the same: a column another one added meanwhile is
-    fine.
+    fine. A store this connection may not alter (a read-only file, a role that does not own
+    the table, a read-only replica) is still read: the columns it lacks are noted
+    (:func:`lacking`), reads leave them out (an older store holds no shadow rows: every row
+    is a decision), and a write raises the error (:func:`check_writable`).
     """
     have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
     missing = [c for c in table.columns if c.name not in have]
+    failed: dict[str, sa.exc.DBAPIError] = {}
     for column in missing:
         ddl = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
         try:
             with engine.begin() as conn:
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as exc:
             if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-                raise
+                failed[column.name] = exc
+    table.info["lacking"] = failed
+
+
+def lacking(table: sa.Table) -> dict[str, sa.exc.DBAPIError]:
+    """Declared columns the store lacks and could not be given (:func:`add_missing_columns`)."""
+    return table.info.get("lacking", {})
+
+
+def check_writable(table: sa.Table) -> None:
+    """Before a write: raise the error that kept a declared column from an older store.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: The ``ALTER TABLE`` error (the stores name it).
+    """
+    for exc in lacking(table).values():
+        raise exc
 
 
 class EarlierRows:
@@ -380,6 +402,15 @@ class ScoreHistory:
                 self._engine = engine
         return self._engine
 
+    def _migrated(self) -> sa.Table:
+        """The table once the store is open: the columns it lacks are known (:func:`lacking`).
+
+        Queries built before the first connection read :func:`decisions_only` of it.
+        """
+        with self._errors():
+            _ = self.engine
+        return self.table
+
     def _migrate_legacy(self, engine: sa.Engine) -> None:
         """Copy a pre-v2 store (core columns + JSON payload) into the columnar table, once."""
         if not sa.inspect(engine).has_table(LEGACY_TABLE):
@@ -460,6 +491,8 @@ class ScoreHistory:
         batch = scores if isinstance(scores, HistoryBatch) else self.prepare(scores)
         stamp = np.full(len(batch), time.time_ns(), dtype="int64")
         try:
+            with self._errors():
+                check_writable(self._migrated())
             with self._errors(), self.engine.begin() as conn:
                 self._write(conn, batch.frame, written_at=stamp, plain=batch.plain)
                 if before_commit is not None:
@@ -532,7 +565,9 @@ class ScoreHistory:
         if not self.exists():
             return pd.DataFrame(columns=wanted)
         t = self.table
-        query = sa.select(*(t.c[c] for c in wanted)).where(decisions_only(t))
+        absent = lacking(self._migrated())  # an older store nobody could migrate
+        selected = [c for c in wanted if c not in absent]
+        query = sa.select(*(t.c[c] for c in selected)).where(decisions_only(t))
         if before is not None:
             query = query.where(t.c.as_of < pd.Timestamp(before).to_pydatetime())
         if since is not None:
@@ -549,9 +584,10 @@ class ScoreHistory:
         data = pd.DataFrame(
             {
                 name: list(values)
-                for name, values in zip(wanted, zip(*rows, strict=True), strict=True)
+                for name, values in zip(selected, zip(*rows, strict=True), strict=True)
             }
         )
+        data = data.reindex(columns=wanted)  # a column the store lacks: empty
         data["as_of"] = pd.to_datetime(data["as_of"])
         data = data.sort_values(["written_at", "id"], kind="stable")
         data = data.drop_duplicates(["partner_id", "as_of"], keep="last")
@@ -608,7 +644,8 @@ class ScoreHistory:
             return [
                 c
                 for c in columns
-                if conn.execute(
+                if c not in lacking(t)
+                and conn.execute(
                     sa.select(t.c.id).where(t.c[c].is_not(None), decisions_only(t)).limit(1)
                 ).first()
                 is not None
@@ -622,7 +659,7 @@ class ScoreHistory:
         """
         if not self.exists():
             return pd.DataFrame({"partner_id": [], "as_of": pd.to_datetime([])})
-        t = self.table
+        t = self._migrated()
         query = sa.select(t.c.partner_id, t.c.as_of).where(
             t.c.model_version == str(model_version),
             t.c.as_of >= pd.Timestamp(since).to_pydatetime(),

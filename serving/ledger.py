@@ -31,8 +31,10 @@ from partnerscore.serving.config import store_exists
 from partnerscore.serving.history import (
     EarlierRows,
     add_missing_columns,
+    check_writable,
     decisions_only,
     keep_newest,
+    lacking,
     last_dates,
     rows_of_partners,
 )
@@ -243,6 +245,15 @@ class DecisionLedger:
                 self._engine = engine
         return self._engine
 
+    def _migrated(self) -> sa.Table:
+        """The decisions table once the ledger is open: the columns it lacks are known.
+
+        Queries built before the first connection read ``history.decisions_only`` of it.
+        """
+        with self._errors():
+            _ = self.engine
+        return self.decisions
+
     def dispose(self) -> None:
         """Close the ledger's connections."""
         if self._engine is not None:
@@ -330,6 +341,8 @@ class DecisionLedger:
             return 0
         columns, names, rows = batch.columns, list(batch.columns), batch.rows
         t = self.decisions
+        with self._errors():
+            check_writable(self._migrated())
         with self._errors(), self.engine.begin() as conn:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             # rows of the same key are replaced: one keyed delete per row (the unique index)
@@ -401,6 +414,8 @@ class DecisionLedger:
         key = ", ".join(("as_of", "model_version", "partner_id"))
         stage = f"{STAGE_SCHEMA}.{STAGE_TABLE}"
         t = self.decisions
+        with self._errors():
+            check_writable(self._migrated())
         with self._errors(), self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             try:
@@ -437,8 +452,10 @@ class DecisionLedger:
         columns = [c for c in DECISION_COLUMNS if c != "facts"]
         if not self.exists():
             return pd.DataFrame(columns=columns)
-        t = self.decisions
-        query = sa.select(t).where(decisions_only(t))
+        t = self._migrated()
+        absent = lacking(t)  # an older store nobody could migrate
+        query = sa.select(*(c for c in t.columns if c.name not in absent))
+        query = query.where(decisions_only(t))
         if until is not None:
             query = query.where(t.c.as_of <= as_of_text([until])[0])
         frames = []
@@ -502,7 +519,7 @@ class DecisionLedger:
         Decisions dated before ``latest`` (and before each partner's ``own`` cut-off, if given).
         """
         # only the columns and dates this needs (read_decisions parses every row's facts JSON)
-        t = self.decisions
+        t = self._migrated()
         names = ["id", "partner_id", "as_of", "score", "score_tier"]
         cut = as_of_text([pd.Timestamp(latest)])[0]
 

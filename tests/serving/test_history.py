@@ -297,3 +297,49 @@ def test_a_store_without_the_shadow_column_gains_it(store):
     assert "shadow" in columns
     again.upsert(rows("2025-01-01", version="2", scores=(15.0, 25.0)))
     assert again.read()["score"].tolist() == [15.0, 25.0]
+
+
+def test_an_older_store_is_read_by_a_role_that_cannot_migrate_it(postgres_url):
+    """A role that may read but not alter a store from before ``shadow`` (a report's, a
+    replica's) reads it as before, every row a decision; its writes name why they fail."""
+    import uuid
+
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.serving.ledger import DecisionLedger
+
+    owner, ledger = ScoreHistory(postgres_url), DecisionLedger(postgres_url)
+    owner.upsert(rows("2025-01-01", version="1", scores=(10.0, 20.0)))
+    ledger.record_decisions(rows("2025-01-01", version="1", scores=(10.0, 20.0)))
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with owner.engine.begin() as conn:
+        conn.exec_driver_sql(f"alter table {TABLE} drop column shadow")
+        conn.exec_driver_sql("alter table score_decisions drop column shadow")
+        conn.exec_driver_sql(f"create role {role} login")
+        conn.exec_driver_sql(f"grant select on all tables in schema public to {role}")
+    owner.dispose()
+    ledger.dispose()
+    url = sa.engine.make_url(postgres_url).set(username=role).render_as_string(False)
+    reader, decisions = ScoreHistory(url), DecisionLedger(url)
+    try:
+        assert reader.read()["score"].tolist() == [10.0, 20.0]
+        assert reader.read(columns=["score"])["score"].tolist() == [10.0, 20.0]
+        assert reader.recorded(["score", "shadow"]) == ["score"]
+        assert reader.previous(["P1", "P2"], pd.Timestamp("2025-02-01"), newest=1) == {
+            "P1": [10.0],
+            "P2": [20.0],
+        }
+        assert decisions.read_decisions()["score_tier"].tolist() == ["D", "D"]
+        assert decisions.previous(["P1"], pd.Timestamp("2025-02-01"), newest=1) == {
+            "P1": [(10.0, "D")]
+        }
+        with pytest.raises(PartnerscoreError, match="score history .*must be owner"):
+            reader.upsert(rows("2025-02-01", version="1"))
+        with pytest.raises(PartnerscoreError, match="decision ledger .*must be owner"):
+            decisions.record_decisions(rows("2025-02-01", version="1"))
+    finally:
+        reader.dispose()
+        decisions.dispose()
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql(f"drop owned by {role}")
+            conn.exec_driver_sql(f"drop role {role}")
+        owner.dispose()

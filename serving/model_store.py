@@ -238,10 +238,10 @@ def champion_version(uri: str, registered_model: str, tracking_uri: str) -> str 
     """
     match = MODELS_URI.fullmatch(uri)
     name = match.group(1) if match else registered_model
+    if missing_registry(tracking_uri) is not None:  # also with a query: MLflow would create it
+        return None
     if tracking_uri.startswith("sqlite:///") and "?" not in tracking_uri:
         db = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            return None
         try:
             con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
             try:

@@ -235,7 +235,9 @@ def test_user_errors(raw_dir, store_config, tmp_path):
         run_score(raw_dir, AS_OF, "champion", tmp_path / "s.xlsx", store_config)
 
 
-def test_a_local_model_folder_needs_no_registry_and_creates_none(raw_dir, store_config, tmp_path):
+def test_a_local_model_folder_needs_no_registry_and_creates_none(
+    raw_dir, store_config, tmp_path, monkeypatch
+):
     """The pyfunc's version lookup and the reference profile's run lookup made MLflow create
     an empty store where the tracking URI pointed, for a model that needs none."""
     import mlflow
@@ -253,6 +255,15 @@ def test_a_local_model_folder_needs_no_registry_and_creates_none(raw_dir, store_
         allow_local_model=True, record_history=False,
     )  # fmt: skip
     assert local.scored > 0 and local.model_version == ""
+    assert not (tmp_path / "none").exists()
+    # a tracking URI with a query string: the champion lookup (is this a shadow run?) went
+    # through MLflow, which created an empty store there, folder included
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/none/mlflow.db?timeout=20")
+    local = run_score(
+        raw_dir, AS_OF, folder, tmp_path / "c.parquet", cfg,
+        allow_local_model=True, record_history=False,
+    )  # fmt: skip
+    assert local.scored > 0 and local.shadow_of is None
     assert not (tmp_path / "none").exists()
 
 

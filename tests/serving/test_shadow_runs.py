@@ -68,6 +68,9 @@ def test_champion_version_reads_the_alias(two_versions, tmp_path):
     missing = tmp_path / "nothing" / "mlflow.db"
     assert champion_version(f"models:/{NAME}@champion", NAME, f"sqlite:///{missing}") is None
     assert not missing.parent.exists()
+    queried = f"sqlite:///{missing}?timeout=20"  # MLflow answered, creating the store
+    assert champion_version(f"models:/{NAME}@champion", NAME, queried) is None
+    assert not missing.parent.exists()
 
 
 def test_a_shadow_run_is_recorded_but_never_read_as_a_decision(raw_dir, two_versions, tmp_path):

@@ -652,26 +652,21 @@ class ScoreHistory:
             ]
 
     def decision_keys(self, model_version: str, since, until) -> pd.DataFrame:
-        """(partner_id, as_of) of the decision rows ``model_version`` wrote, dated since..until.
+        """(partner_id, as_of) whose decision is ``model_version``'s, dated since..until.
 
         A shadow run of a version that was once the champion keeps that version's earlier
-        decisions decisions (:func:`shadow_rows`).
+        decisions decisions (:func:`shadow_rows`), unless another version has decided the same
+        key since (the new champion re-scored that date): the latest decision is the one read.
         """
         if not self.exists():
             return pd.DataFrame({"partner_id": [], "as_of": pd.to_datetime([])})
-        t = self._migrated()
-        query = sa.select(t.c.partner_id, t.c.as_of).where(
-            t.c.model_version == str(model_version),
-            t.c.as_of >= pd.Timestamp(since).to_pydatetime(),
-            t.c.as_of <= pd.Timestamp(until).to_pydatetime(),
-            decisions_only(t),
-        )
-        with self._errors(), self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+        until = pd.Timestamp(until) + pd.Timedelta(microseconds=1)  # since..until, inclusive
+        data = self._select(None, ["model_version"], before=until, since=since)
+        data = data[data["model_version"].astype(str) == str(model_version)]
         return pd.DataFrame(
             {
-                "partner_id": [str(r[0]) for r in rows],
-                "as_of": pd.to_datetime([r[1] for r in rows]).astype("datetime64[us]"),
+                "partner_id": data["partner_id"].astype(str).tolist(),
+                "as_of": pd.to_datetime(data["as_of"]).astype("datetime64[us]").to_numpy(),
             }
         )
 

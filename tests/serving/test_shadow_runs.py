@@ -129,6 +129,24 @@ def test_decisions_stay_decisions_after_a_promotion(raw_dir, two_versions, tmp_p
     assert set(history.loc[history["as_of"] == pd.Timestamp(D2), "model_version"]) == {v2}
 
 
+def test_an_old_champion_does_not_take_back_a_date_the_new_one_decided(
+    raw_dir, two_versions, tmp_path
+):
+    """Its re-run of a date the new champion has re-scored since is a shadow run: it was
+    kept a decision and, written last, became the date's decision again."""
+    cfg, client, v1, v2 = two_versions
+    run_score(raw_dir, D1, "champion", tmp_path / "a.parquet", cfg)
+    client.set_registered_model_alias(NAME, "champion", v2)
+    run_score(raw_dir, D1, "champion", tmp_path / "b.parquet", cfg)
+    run_score(raw_dir, D1, v1, tmp_path / "c.parquet", cfg)
+    rows = stored(cfg)
+    assert set(rows.loc[rows["model_version"] == v1, "shadow"]) == {True}
+    assert set(rows.loc[rows["model_version"] == v2, "shadow"]) == {False}
+    assert set(ScoreHistory(cfg.paths.history_database()).read()["model_version"]) == {v2}
+    ledger = DecisionLedger(cfg.paths.history_database())
+    assert set(ledger.read_decisions()["model_version"]) == {v2}
+
+
 def test_no_history_says_the_shadow_run_was_not_recorded(raw_dir, two_versions, tmp_path):
     cfg, client, v1, v2 = two_versions
     result = run_score(raw_dir, D1, v2, tmp_path / "s.parquet", cfg, record_history=False)

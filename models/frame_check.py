@@ -68,7 +68,10 @@ def check_feature_frame(
             raise PartnerscoreError(f"{source}: missing column '{col}'")
     n = len(frame)
     frame = frame.reset_index(drop=True)
-    as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
+    try:
+        as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
+    except (ValueError, TypeError) as exc:  # e.g. one as_of with a time zone, others without
+        raise PartnerscoreError(_mixed_zones(source, frame, exc)) from None
     bad = as_of.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -149,3 +152,22 @@ def _check_range(
             f"{source}: column '{name}' row {row + 1}: '{col.iloc[row]}' {why} "
             f"(partner '{ids.iloc[row]}')"
         )
+
+
+def _mixed_zones(source, frame: pd.DataFrame, exc: Exception) -> str:
+    """The one-line error for as_of values pandas cannot read as one column (mixed zones)."""
+    zones = []
+    for value in frame["as_of"].tolist():
+        try:
+            zones.append(str(pd.Timestamp(value).tz))
+        except (ValueError, TypeError):
+            zones.append(None)
+    first = zones[0] if zones else None
+    row = next((i for i, zone in enumerate(zones) if zone != first), None)
+    if row is None:
+        return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
+    return (
+        f"{source}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' has another time "
+        f"zone than row 1 ('{frame['as_of'].iloc[0]}') (partner '{frame['partner_id'].iloc[row]}')"
+        "; give every as_of in one time zone, or none"
+    )

@@ -136,6 +136,9 @@ class ScoreResult:
     shadow rows (``history.decisions_only``), which later decisions do not read."""
     recorded: bool = True
     """Whether the batch was recorded in the history and the ledger."""
+    shadow_rows: int = 0
+    """Rows recorded as shadow rows (a shadow run's rows, but for keys its version decided
+    when it was the champion: ``history.shadow_rows``)."""
     late_tail: str | None = None
     """The raw data's late tail (``LateTail.note``): a few partners' rows carry the data end."""
 
@@ -219,15 +222,20 @@ class ScoreResult:
         if self.late_tail is not None:
             lines.append(f"  warning: {self.late_tail}")
         if self.shadow_of is not None:
-            recorded = (
-                "recorded as shadow rows, which smoothing, tier hysteresis, incentives, reports "
-                "and the monitor do not read"
-                if self.recorded
-                else "not recorded (--no-history)"
+            unread = (
+                "which smoothing, tier hysteresis, incentives, reports and the monitor do not read"
             )
-            lines.append(
-                f"  shadow run: the champion is version {self.shadow_of}; this batch is {recorded}"
-            )
+            kept = self.scored - self.shadow_rows
+            if not self.recorded:
+                recorded = "this batch is not recorded (--no-history)"
+            elif not kept:
+                recorded = f"this batch is recorded as shadow rows, {unread}"
+            else:
+                recorded = (
+                    f"{self.shadow_rows:,} rows are recorded as shadow rows, {unread}; {kept:,} "
+                    "stay this version's decisions on their dates (it was the champion then)"
+                )
+            lines.append(f"  shadow run: the champion is version {self.shadow_of}; {recorded}")
         lines += [f"  wrote {self.out}", f"  rejects {self.rejects}"]
         return "\n".join(lines)
 
@@ -416,7 +424,7 @@ def run_score(
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
-    scored, reject_frame = _publish(
+    scored, reject_frame, shadow_rows = _publish(
         scored,
         rejects,
         cut if cut is not None else cuts,
@@ -451,6 +459,7 @@ def run_score(
         quarantine_dir=out.parent / "quarantine",
         shadow_of=shadow_of,
         recorded=record_history,
+        shadow_rows=shadow_rows,
         late_tail=raw.late_tail.note() if raw.late_tail is not None else None,
     )
 
@@ -732,7 +741,7 @@ def _publish(
     earlier: tuple[dict, dict] | None = None,
     decided: pd.DataFrame | None = None,
     shadow: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
     The history rows are written while the files are staged (into a store that exists
@@ -746,6 +755,9 @@ def _publish(
     (:func:`_record_round`): written to the scores file with this batch's, not recorded again.
     ``shadow``: the run scored a version other than the champion (:func:`_shadow_of`): its
     rows are recorded as shadow rows (``history.shadow_rows``).
+
+    Returns:
+        (the scores file's rows, the rejects, how many rows were recorded as shadow rows).
     """
     from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
     from partnerscore.serving.ledger import DecisionLedger
@@ -816,7 +828,7 @@ def _publish(
         if writer is not None:
             writer.close()
     publish_staged(staged)
-    return file_rows, reject_frame
+    return file_rows, reject_frame, 0 if flags is None else int(flags.sum())
 
 
 def _decided_batch(
@@ -867,28 +879,33 @@ def _record_round(
     config: AppConfig,
     record: bool,
     shadow: bool = False,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, int]:
     """One earlier round of a feature table: decided as its own run, recorded in the stores.
 
     The history and the ledger then hold it (unless ``record`` is False) before the table's
     next round is decided, as if ``score --features`` had run on this round's rows alone.
+
+    Returns:
+        (the decided rows, how many were recorded as shadow rows).
     """
     from partnerscore.serving.history import ScoreHistory
     from partnerscore.serving.ledger import DecisionLedger
 
     history = ScoreHistory(config.paths.history_database())
     ledger = DecisionLedger(config.paths.history_database())
+    shadow_rows = 0
     try:
         decided = _decided_batch(scored, before, uri, config, history.url)
         if record:
             flags = _shadow_flags(decided, shadow, history)
+            shadow_rows = int(flags.sum())
             history.upsert(history.prepare(decided, shadow=flags))
             facts = milestone_columns(config.incentives)
             ledger.record_decisions(ledger.prepare_decisions(decided, facts=facts, shadow=flags))
     finally:
         history.dispose()
         ledger.dispose()
-    return decided
+    return decided, shadow_rows
 
 
 def _new_sqlite_store(history) -> bool:
@@ -1371,17 +1388,19 @@ def run_score_features(
     # smoothing and tier hysteresis against the history and the earlier rounds), recorded
     # before the next, as running score --features on each round's rows in turn would be
     rounds = feature_rounds(scored["partner_id"], as_of)
-    decided = []
+    decided, shadow_rows = [], 0
     n_rounds = int(rounds.max()) + 1 if len(rounds) else 1
     for k in range(n_rounds - 1):
         with progress.task(f"score: round {k + 1} of {n_rounds} (recorded before the next)"):
             at = rounds == k
-            decided.append(
-                _record_round(scored[at], _cutoffs(scored[at], as_of[at]), uri, config,
-                              record_history, shadow_of is not None)
+            rows, shadowed = _record_round(
+                scored[at], _cutoffs(scored[at], as_of[at]), uri, config, record_history,
+                shadow_of is not None,
             )  # fmt: skip
+            decided.append(rows)
+            shadow_rows += shadowed
     at = rounds == n_rounds - 1
-    scored, reject_frame = _publish(
+    scored, reject_frame, shadowed = _publish(
         scored[at].reset_index(drop=True),
         rejects,
         _cutoffs(scored[at], as_of[at]),
@@ -1412,6 +1431,7 @@ def run_score_features(
         partners=int(frame["partner_id"].astype(str).nunique()),
         shadow_of=shadow_of,
         recorded=record_history,
+        shadow_rows=shadow_rows + shadowed,
     )
 
 

@@ -1033,6 +1033,7 @@ def _score_job(
         quarantine_dir=out.parent / "quarantine",
         stage_seconds=marks,
         shadow_of=shadow_of,
+        shadow_rows=int(flags.sum()),
         late_tail=job.late_tail.note() if job.late_tail is not None else None,
     )
 

@@ -78,7 +78,7 @@ def test_a_shadow_run_is_recorded_but_never_read_as_a_decision(raw_dir, two_vers
     champion = run_score(raw_dir, D1, "champion", tmp_path / "c1.parquet", cfg)
     assert champion.shadow_of is None and "shadow run" not in champion.summary()
     shadow = run_score(raw_dir, D1, v2, tmp_path / "s1.parquet", cfg)
-    assert shadow.shadow_of == v1
+    assert shadow.shadow_of == v1 and shadow.shadow_rows == shadow.scored
     assert f"shadow run: the champion is version {v1}; this batch is recorded as shadow" in (
         shadow.summary()
     )
@@ -115,7 +115,8 @@ def test_decisions_stay_decisions_after_a_promotion(raw_dir, two_versions, tmp_p
     client.set_registered_model_alias(NAME, "champion", v2)
     # the old champion re-scores its own date (e.g. a lost file): its decisions stay decisions
     again = run_score(raw_dir, D1, v1, tmp_path / "b.parquet", cfg)
-    assert again.shadow_of == v2
+    assert again.shadow_of == v2 and again.shadow_rows == 0
+    assert f"{again.scored:,} stay this version's decisions on their dates" in again.summary()
     rows = stored(cfg)
     assert set(rows["shadow"]) == {False} and set(rows["model_version"]) == {v1}
     # ... while a date it never decided is a shadow date

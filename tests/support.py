@@ -136,3 +136,22 @@ def with_late_rows(source: Path, dest: Path) -> tuple[str, str]:
     with open(dest / "deals.csv", "a", encoding="utf-8") as handle:
         handle.write(f"D-LATE,{ids[7]},2026-10-01 09:00:00,2026-10-15 17:00:00,5000,won\n")
     return ids[3], ids[7]
+
+
+def stored_history(cfg):
+    """Every history row of ``cfg``'s store as stored (shadow rows included): a DataFrame."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from partnerscore.serving.history import TABLE
+
+    engine = sa.create_engine(cfg.paths.history_database())
+    try:
+        with engine.connect() as conn:
+            rows = pd.read_sql(
+                f"select partner_id, as_of, model_version, score, shadow from {TABLE}", conn
+            )
+    finally:
+        engine.dispose()
+    rows["shadow"] = rows["shadow"].astype(bool)
+    return rows.assign(as_of=pd.to_datetime(rows["as_of"]))

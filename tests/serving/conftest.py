@@ -72,3 +72,29 @@ def cli_config(model_store, tmp_path):
     config.write_text(json.dumps({"paths": paths}))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return config, env
+
+
+@pytest.fixture()
+def two_versions(store_config, tmp_path):
+    """The session store's registry copied, with version 2 registered beside the champion.
+
+    Version 2 is the champion's model registered again (artifact locations stay absolute).
+    """
+    import shutil
+
+    from mlflow import MlflowClient
+
+    mlflow_dir = tmp_path / "mlflow"
+    mlflow_dir.mkdir()
+    db = mlflow_dir / "mlflow.db"
+    shutil.copy(store_config.paths.tracking_uri().removeprefix("sqlite:///"), db)
+    tracking = f"sqlite:///{db}"
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    first = client.get_model_version_by_alias("partnerscore", "champion")
+    # its files' location (a models:/m-... source is looked up in MLflow's global store)
+    files = client.get_model_version_download_uri("partnerscore", first.version)
+    second = client.create_model_version("partnerscore", files, run_id=first.run_id)
+    paths = store_config.paths.model_copy(update={"mlflow_dir": str(mlflow_dir)})
+    cfg = store_config.model_copy(update={"paths": paths})
+    assert cfg.paths.tracking_uri() == tracking
+    return cfg, client, str(first.version), str(second.version)

@@ -5,11 +5,10 @@ smoothing, tier hysteresis, guardrails, incentives, reports and the monitor read
 a challenger scored in shadow on one date is never the champion's ``score_previous`` later.
 """
 
-import shutil
-
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from support import stored_history as stored
 
 from partnerscore.serving.history import TABLE, ScoreHistory
 from partnerscore.serving.ledger import DecisionLedger
@@ -17,45 +16,7 @@ from partnerscore.serving.model_store import champion_version
 from partnerscore.serving.score import run_score
 
 D1, D2 = pd.Timestamp("2026-01-01").date(), pd.Timestamp("2026-02-01").date()
-NAME = "partnerscore"
-
-
-@pytest.fixture()
-def two_versions(store_config, tmp_path):
-    """The session store's registry copied, with version 2 registered beside the champion.
-
-    Version 2 is the champion's model registered again (artifact locations stay absolute).
-    """
-    from mlflow import MlflowClient
-
-    mlflow_dir = tmp_path / "mlflow"
-    mlflow_dir.mkdir()
-    db = mlflow_dir / "mlflow.db"
-    shutil.copy(store_config.paths.tracking_uri().removeprefix("sqlite:///"), db)
-    tracking = f"sqlite:///{db}"
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    first = client.get_model_version_by_alias(NAME, "champion")
-    # its files' location (a models:/m-... source is looked up in MLflow's global store)
-    files = client.get_model_version_download_uri(NAME, first.version)
-    second = client.create_model_version(NAME, files, run_id=first.run_id)
-    paths = store_config.paths.model_copy(update={"mlflow_dir": str(mlflow_dir)})
-    cfg = store_config.model_copy(update={"paths": paths})
-    assert cfg.paths.tracking_uri() == tracking
-    return cfg, client, str(first.version), str(second.version)
-
-
-def stored(cfg) -> pd.DataFrame:
-    """Every history row as stored (shadow rows included)."""
-    engine = sa.create_engine(cfg.paths.history_database())
-    try:
-        with engine.connect() as conn:
-            rows = pd.read_sql(
-                f"select partner_id, as_of, model_version, score, shadow from {TABLE}", conn
-            )
-    finally:
-        engine.dispose()
-    rows["shadow"] = rows["shadow"].astype(bool)
-    return rows.assign(as_of=pd.to_datetime(rows["as_of"]))
+NAME = "partnerscore"  # the registered model of the fixture two_versions (conftest)
 
 
 def test_champion_version_reads_the_alias(two_versions, tmp_path):

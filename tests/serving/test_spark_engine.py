@@ -490,3 +490,36 @@ def test_spark_reads_a_late_tail_as_the_pandas_job(
     # both summaries carry the late tail's line
     assert got.late_tail == expected.late_tail and "rests on 2 partner" in got.late_tail
     assert f"warning: {got.late_tail}" in got.summary()
+
+
+def test_spark_shadow_run_records_what_the_pandas_job_records(
+    raw_dir, two_versions, tmp_path, spark
+):
+    """A challenger scored by the Spark job is a shadow run as by the pandas job: the same
+    history rows flagged, the same line; the champion's rows stay the ones read."""
+    from support import stored_history
+
+    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.score import run_score
+    from partnerscore.serving.spark_engine import run_score_spark
+
+    cfg, _, v1, v2 = two_versions
+    when = pd.Timestamp("2026-03-01").date()
+    got = {}
+    for engine in ("pandas", "spark"):
+        paths = cfg.paths.model_copy(update={"data_dir": str(tmp_path / engine)})
+        mine = cfg.model_copy(update={"paths": paths})
+        run_score(raw_dir, when, "champion", tmp_path / engine / "c.parquet", mine)
+        if engine == "pandas":
+            result = run_score(raw_dir, when, v2, tmp_path / engine / "s.parquet", mine)
+        else:
+            result = run_score_spark(
+                raw_dir, when, v2, tmp_path / engine / "s.parquet", mine, groups=3, spark=spark
+            )
+        assert result.shadow_of == v1 and result.shadow_rows == result.scored > 0
+        assert "this batch is recorded as shadow rows" in result.summary()
+        rows = stored_history(mine).sort_values(["model_version", "partner_id"], ignore_index=True)
+        got[engine] = rows[["partner_id", "model_version", "shadow"]]
+        assert set(ScoreHistory(mine.paths.history_database()).read()["model_version"]) == {v1}
+    assert set(got["spark"].loc[got["spark"]["model_version"] == v2, "shadow"]) == {True}
+    pd.testing.assert_frame_equal(got["pandas"], got["spark"])

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
@@ -119,6 +120,12 @@ class PromoteResult:
     cohort_trend: float | None = None
     cohort_trend_se: float | None = None
 
+    def _change(self) -> str:
+        """The challenger's relative change over the champion (``+1.4%, ``), if defined."""
+        if not self.champion_score or self.challenger_score != self.challenger_score:
+            return ""
+        return f"{self.challenger_score / self.champion_score - 1:+.1%}, "
+
     def summary(self) -> str:
         """What the gate decided and why."""
         if self.already_champion:
@@ -131,15 +138,15 @@ class PromoteResult:
             basis = (
                 f"challenger v{self.challenger} primary score {self.challenger_score:.4f} vs "
                 f"champion v{self.champion} {self.champion_score:.4f} on the challenger's "
-                f"holdout (needs +{self.margin:.1%})"
+                f"holdout ({self._change()}needs +{self.margin:.1%})"
             )
-            seen = [
-                f"v{v}"
+            how = {
+                v: str(self.details.get(f"{key}_predictions", ""))
                 for v, key in ((self.challenger, "challenger"), (self.champion, "champion"))
-                if self.details.get(f"{key}_predictions") == "refitted on these rows"
-            ]
-            if seen:  # runs from before the pre-refit predictions were logged
-                basis += f" [{' and '.join(seen)} refitted on these rows: optimistic]"
+            }
+            seen = [f"v{v} {h}" for v, h in how.items() if h.startswith("refitted on")]
+            if seen:  # a refitted version that saw the rows and logged no predictions of them
+                basis += f" [{' and '.join(seen)}: optimistic]"
         if self.bias is not None and self.max_bias is not None:
             ok = abs(self.bias) - self.bias_noise <= self.max_bias
             noise = f" + {self.bias_noise:.0%} sampling noise" if self.bias_noise else ""
@@ -180,9 +187,10 @@ def _holdout_of(client: mlflow.MlflowClient, run_id: str) -> pd.DataFrame:
 def _logged_predictions(
     client: mlflow.MlflowClient, run_id: str, holdout: pd.DataFrame
 ) -> pd.DataFrame | None:
-    """A run's pre-refit holdout predictions in ``holdout``'s row order.
+    """A run's pre-refit holdout predictions of ``holdout``'s rows, in its row order.
 
-    None when the run logged none (trained before they were logged) or logged other rows.
+    Rows the run logged no prediction for are NaN; None when it logged none at all (trained
+    before they were logged) or logged a key twice.
     """
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -190,22 +198,54 @@ def _logged_predictions(
             logged = pd.read_parquet(Path(path))
     except (mlflow.exceptions.MlflowException, OSError):
         return None
-    keys = ["partner_id", "as_of"]
-    if len(logged) != len(holdout) or logged.duplicated(keys).any():
+    if logged.duplicated(_KEYS).any():
         return None
-    want = pd.DataFrame(
-        {
-            "partner_id": holdout["partner_id"].astype(str).to_numpy(),
-            "as_of": pd.to_datetime(holdout["as_of"]).to_numpy(),
-        }
-    )
-    logged = logged.assign(
-        partner_id=logged["partner_id"].astype(str), as_of=pd.to_datetime(logged["as_of"])
-    )
-    got = want.merge(logged, on=keys, how="left", validate="one_to_one")
-    if got[["pred_revenue", "pred_engagement"]].isna().any().any():
-        return None
+    got = _keyed(holdout)[_KEYS].merge(_keyed(logged), on=_KEYS, how="left", validate="one_to_one")
     return got[["pred_revenue", "pred_engagement"]]
+
+
+_KEYS = ["partner_id", "as_of"]
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its keys as text ids and timestamps, index reset (for joins)."""
+    return frame.assign(
+        partner_id=frame["partner_id"].astype(str), as_of=pd.to_datetime(frame["as_of"])
+    ).reset_index(drop=True)
+
+
+def rows_in_logged_holdout(
+    client: mlflow.MlflowClient, run_id: str, holdout: pd.DataFrame
+) -> np.ndarray:
+    """Which of ``holdout``'s rows are rows of the holdout a training run logged.
+
+    A row matches on ``partner_id`` and ``as_of`` and on the value of every column both frames
+    hold except labels and ``cohort`` (features, ``signed_at``): the same snapshot of the same
+    partner, whatever the horizon or onboarding ages its training set was built with, and never
+    a namesake from another program. A run refitted on all rows (``train.refit``) has seen
+    these rows, so its registered model is optimistic on them.
+
+    Returns:
+        A boolean mask over ``holdout``'s rows (all False when the run logged no holdout).
+    """
+    try:
+        theirs = _holdout_of(client, run_id)
+    except (mlflow.exceptions.MlflowException, OSError):
+        return np.zeros(len(holdout), dtype=bool)
+    compared = [
+        c
+        for c in holdout.columns
+        if c in theirs.columns and c not in _KEYS and c != "cohort" and not c.startswith("label_")
+    ]
+    theirs = _keyed(theirs)[_KEYS + compared].drop_duplicates(_KEYS, keep=False)
+    got = _keyed(holdout)[_KEYS + compared].merge(
+        theirs, on=_KEYS, how="left", suffixes=("", "_logged"), indicator=True
+    )
+    seen = (got["_merge"] == "both").to_numpy().copy()
+    for column in compared:
+        mine, logged = got[column].astype(object), got[f"{column}_logged"].astype(object)
+        seen &= ((mine == logged) | (mine.isna() & logged.isna())).to_numpy()
+    return seen
 
 
 def _unseen_predictions(
@@ -218,24 +258,36 @@ def _unseen_predictions(
 ) -> tuple[pd.DataFrame, str]:
     """A version's predictions of the gate's holdout from a model that never saw those rows.
 
-    A version refitted on the very training set the holdout comes from (its run's
-    ``training_set_sha256``) has seen these partners: its run's pre-refit predictions of the
-    same rows stand in. Otherwise the registered model predicts them.
+    A version refitted on all rows has seen its own holdout: on the very training set the gate's
+    holdout comes from (its run's ``training_set_sha256``), or on another build of the same
+    program whose holdout holds the gate's rows (same partner, ``as_of`` and features, e.g.
+    other onboarding ages or another horizon: :func:`rows_in_logged_holdout`). Its run's
+    pre-refit predictions of those rows stand in when they cover every row. Otherwise the
+    registered model predicts them.
 
     ``run`` is the version's training run (``client.get_run(version.run_id)``).
 
     Returns:
         (pred_revenue and pred_engagement in the holdout's row order, which model: "pre-refit",
-        "registered" or "refitted on these rows" when a refitted run logged no predictions).
+        "registered", "refitted on these rows" when a refitted run logged no predictions of
+        them, or "refitted on k of these n rows" when it saw some of them).
     """
     refit = str(run.data.params.get("refit", "False")).lower() == "true"
-    if refit and holdout_sha and run.data.tags.get("training_set_sha256") == holdout_sha:
-        logged = _logged_predictions(client, version.run_id, holdout)
-        if logged is not None:
-            return logged, "pre-refit"
-        basis = "refitted on these rows"
-    else:
-        basis = "registered"
+    basis = "registered"
+    if refit:
+        same_set = bool(holdout_sha) and run.data.tags.get("training_set_sha256") == holdout_sha
+        seen = (
+            np.ones(len(holdout), dtype=bool)
+            if same_set
+            else rows_in_logged_holdout(client, version.run_id, holdout)
+        )
+        if seen.all():
+            logged = _logged_predictions(client, version.run_id, holdout)
+            if logged is not None and not logged.isna().any().any():
+                return logged, "pre-refit"
+            basis = "refitted on these rows"
+        elif seen.any():
+            basis = f"refitted on {int(seen.sum()):,} of these {len(holdout):,} rows"
     model = load_partner_model(f"models:/{name}/{version.version}")
     return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
 

@@ -213,8 +213,61 @@ def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     mv2 = client.get_model_version("partnerscore", "2")
     sha = client.get_run(second.run_id).data.tags["training_set_sha256"]
     run2 = client.get_run(second.run_id)
-    _, basis = _unseen_predictions(client, "partnerscore", mv2, run2, holdout.iloc[:-1], sha)
+    unlogged = holdout.copy()
+    unlogged.loc[unlogged.index[-1], "as_of"] += pd.Timedelta(days=1)
+    _, basis = _unseen_predictions(client, "partnerscore", mv2, run2, unlogged, sha)
     assert basis == "refitted on these rows"
+    # a subset of the logged rows is read from the logged predictions
+    _, basis = _unseen_predictions(client, "partnerscore", mv2, run2, holdout.iloc[:-1], sha)
+    assert basis == "pre-refit"
+
+
+def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
+    raw_dir, built_dir, tracking_uri, tmp_path
+):
+    """v1 is refitted (the default) on the 30/60/90/180 build; v2 is trained on a 30/60/90
+    build of the same program: its holdout rows are v1's holdout rows, which v1 was refitted
+    on. The gate used to score v1 there by its registered model (only the same training set's
+    sha was checked), flattering the champion silently; now by its run's pre-refit
+    predictions, and a version that saw only some of the rows is flagged optimistic."""
+    from partnerscore.training.registry import _holdout_of, _unseen_predictions
+
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    first = train(built_dir, tracking_uri, tmp_path)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    other = tmp_path / "ages"
+    run_build(raw_dir, other, BuildConfig(ages=(30, 60, 90)))
+    second = train(other, tracking_uri, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    run1, run2 = client.get_run(first.run_id), client.get_run(second.run_id)
+    assert run1.data.tags["training_set_sha256"] != run2.data.tags["training_set_sha256"]
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    assert gate.details["champion_predictions"] == "pre-refit"
+    # v1's score is the one its own pre-refit predictions of those rows give
+    holdout = _holdout_of(client, second.run_id)
+    logged = pd.read_parquet(
+        client.download_artifacts(
+            first.run_id, "evaluation/holdout_predictions.parquet", str(tmp_path)
+        )
+    )
+    mine = holdout[["partner_id", "as_of"]].merge(logged, on=["partner_id", "as_of"])
+    assert len(mine) == len(holdout)
+    from partnerscore.training.metrics import evaluate
+
+    honest = evaluate(holdout, mine["pred_revenue"], mine["pred_engagement"])
+    assert gate.champion_score == pytest.approx(honest["primary_score"], abs=1e-12)
+    assert "optimistic" not in gate.summary()
+    # the line says by how much the challenger beat (or trailed) the champion, not only the margin
+    change = gate.challenger_score / gate.champion_score - 1
+    assert f"({change:+.1%}, needs +1.0%)" in gate.summary()
+    # one row changed (another program's namesake, or a later correction of its data): v1
+    # never saw that snapshot, so its registered model predicts the rows and says it saw most
+    changed = holdout.copy()
+    changed.loc[0, "deals_created_todate"] = changed.loc[0, "deals_created_todate"] + 1
+    mv1 = client.get_model_version("partnerscore", "1")
+    sha2 = run2.data.tags["training_set_sha256"]
+    _, basis = _unseen_predictions(client, "partnerscore", mv1, run1, changed, sha2)
+    assert basis == f"refitted on {len(holdout) - 1:,} of these {len(holdout):,} rows"
 
 
 def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):

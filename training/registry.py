@@ -117,6 +117,7 @@ class PromoteResult:
     already_champion: bool = False
     segments_checked: int | None = None
     segments_beyond: int | None = None
+    label_differences: dict = field(default_factory=dict)
     cohort_trend: float | None = None
     cohort_trend_se: float | None = None
 
@@ -147,6 +148,15 @@ class PromoteResult:
             seen = [f"v{v} {h}" for v, h in how.items() if h.startswith("refitted on")]
             if seen:  # a refitted version that saw the rows and logged no predictions of them
                 basis += f" [{' and '.join(seen)}: optimistic]"
+        if self.label_differences:  # reported, not gated
+            diffs = ", ".join(
+                f"{key} {theirs} vs {ours}"
+                for key, (theirs, ours) in sorted(self.label_differences.items())
+            )
+            basis += (
+                f"; champion v{self.champion} was trained on other labels ({diffs}): its score "
+                "is how it ranks the challenger's"
+            )
         if self.bias is not None and self.max_bias is not None:
             ok = abs(self.bias) - self.bias_noise <= self.max_bias
             noise = f" + {self.bias_noise:.0%} sampling noise" if self.bias_noise else ""
@@ -292,6 +302,38 @@ def _unseen_predictions(
     return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
 
 
+_LABEL_KEYS = (
+    "horizon_days",
+    "engagement_period_days",
+    "engagement_min_share",
+    "engagement_touchpoints",
+)
+
+
+def _label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
+    """The build settings that define a run's labels (its logged training manifest), or None."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, "training/manifest.json", tmp)
+            build = json.loads(Path(path).read_text()).get("build_config") or {}
+    except (mlflow.exceptions.MlflowException, OSError, ValueError):
+        return None
+    return {key: build.get(key) for key in _LABEL_KEYS if key in build}
+
+
+def _label_differences(client: mlflow.MlflowClient, champion_run, challenger_run) -> dict:
+    """``{setting: (champion's, challenger's)}`` where the two runs' labels are defined apart."""
+    theirs = _label_definition(client, champion_run.info.run_id)
+    ours = _label_definition(client, challenger_run.info.run_id)
+    if not theirs or not ours:
+        return {}
+    return {
+        key: (theirs[key], ours[key])
+        for key in theirs.keys() & ours.keys()
+        if theirs[key] != ours[key]
+    }
+
+
 def run_promote(
     config: TrainConfig,
     *,
@@ -357,6 +399,7 @@ def run_promote(
     ch_metrics = evaluate(holdout, ch_pred["pred_revenue"], ch_pred["pred_engagement"])
     ch_score = ch_metrics["primary_score"]
     champ_score = None
+    label_differences: dict = {}
     details = {"challenger": ch_metrics, "challenger_predictions": ch_basis}
     if champion is not None:
         cp_run = client.get_run(champion.run_id)
@@ -365,6 +408,7 @@ def run_promote(
         )
         cp_metrics = evaluate(holdout, cp_pred["pred_revenue"], cp_pred["pred_engagement"])
         champ_score = cp_metrics["primary_score"]
+        label_differences = _label_differences(client, cp_run, ch_run)
         details["champion"] = cp_metrics
         details["champion_predictions"] = cp_basis
         passes = ch_score >= champ_score * (1 + config.promotion_margin)
@@ -392,6 +436,7 @@ def run_promote(
         bias_noise=float(noise),
         segments_checked=_int_metric(run_metrics, "holdout_revenue_segments_checked"),
         segments_beyond=_int_metric(run_metrics, "holdout_revenue_segments_beyond_bias_limit"),
+        label_differences=label_differences,
         cohort_trend=run_metrics.get("holdout_fit_revenue_oof_cohort_trend"),
         cohort_trend_se=run_metrics.get("holdout_fit_revenue_oof_cohort_trend_se"),
     )

@@ -243,6 +243,7 @@ def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     assert run1.data.tags["training_set_sha256"] != run2.data.tags["training_set_sha256"]
     gate = run_promote(cfg, tracking_uri=tracking_uri)
     assert gate.details["champion_predictions"] == "pre-refit"
+    assert gate.label_differences == {}  # other onboarding ages, the same labels
     # v1's score is the one its own pre-refit predictions of those rows give
     holdout = _holdout_of(client, second.run_id)
     logged = pd.read_parquet(
@@ -268,6 +269,23 @@ def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     sha2 = run2.data.tags["training_set_sha256"]
     _, basis = _unseen_predictions(client, "partnerscore", mv1, run1, changed, sha2)
     assert basis == f"refitted on {len(holdout) - 1:,} of these {len(holdout):,} rows"
+
+
+def test_the_gate_says_when_the_champion_was_trained_on_other_labels(
+    raw_dir, built_dir, tracking_uri, tmp_path
+):
+    """A challenger built with a 90-day horizon against a 180-day champion: the gate ranks
+    both on the challenger's 90-day labels, which the champion never learnt. It used to say
+    nothing; the line now names the settings that differ (reported, not gated)."""
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    train(built_dir, tracking_uri, tmp_path)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    short = tmp_path / "short"
+    run_build(raw_dir, short, BuildConfig(horizon_days=90))
+    train(short, tracking_uri, tmp_path)
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    assert gate.label_differences == {"horizon_days": (180, 90)}
+    assert "champion v1 was trained on other labels (horizon_days 180 vs 90)" in gate.summary()
 
 
 def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):

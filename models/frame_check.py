@@ -127,7 +127,8 @@ def check_feature_frame(
                 row = int(np.flatnonzero(wrong)[0])
                 raise PartnerscoreError(
                     f"{source}: column '{spec.name}' row {row + 1}: '{col.iloc[row]}' is not "
-                    "a number"
+                    "a number (leave the cell empty for a missing value) "
+                    f"(partner '{ids.iloc[row]}')"
                 )
         _check_range(spec.name, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
     return FrameCheck(missing=missing, unseen=unseen)

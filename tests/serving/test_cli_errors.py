@@ -796,6 +796,7 @@ def test_score_features_refuses_infinite_values_impossible_ages_and_far_dates(
         ("as_of", "1899-12-31", "is outside the years 1900-2199"),
         # one as_of with a time zone among dates without: pandas raised "Mixed timezones"
         ("as_of", "2026-04-01T00:00:00+05:00", "has another time zone than row 1"),
+        (number, "many", "is not a number"),
     ):
         bad = feats.astype({column: object})
         bad.loc[2, column] = value

@@ -456,7 +456,8 @@ def run_score(
         duplicates=duplicates,
         seconds=time.perf_counter() - started,
         quarantined_rows=quarantined_rows,
-        quarantine_dir=out.parent / "quarantine",
+        # named only when this run wrote quarantine files there (partner rows included)
+        quarantine_dir=qdir if any(len(f) for f in raw.quarantine.values()) else None,
         shadow_of=shadow_of,
         recorded=record_history,
         shadow_rows=shadow_rows,

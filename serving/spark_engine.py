@@ -1030,7 +1030,10 @@ def _score_job(
         duplicates=duplicates,
         seconds=time.perf_counter() - started,
         quarantined_rows={n: c[2] for n, c in job.counts.items() if n != "partners" and c[2]},
-        quarantine_dir=out.parent / "quarantine",
+        # named only when this run wrote quarantine files there (partner rows included)
+        quarantine_dir=out.parent / "quarantine"
+        if any(c[2] for c in job.counts.values())
+        else None,
         stage_seconds=marks,
         shadow_of=shadow_of,
         shadow_rows=int(flags.sum()),

@@ -134,6 +134,11 @@ def test_rejects_accounting_none_silently_dropped(raw_dir, store_config, tmp_pat
     assert deals.loc[0, "partner_id"] in set(scores["partner_id"]) | later
     assert result.quarantined_rows["deals"] >= 1
     assert "quarantined rows (scored without them): " in result.summary()
+    assert result.quarantine_dir == tmp_path / "quarantine"
+    assert (result.quarantine_dir / "deals.csv").is_file()
+    # a clean batch names no quarantine folder (--json gave one where nothing was written)
+    clean = run_score(raw_dir, AS_OF, "champion", tmp_path / "c" / "s.csv", store_config)
+    assert clean.quarantine_dir is None and not (tmp_path / "c" / "quarantine").exists()
 
 
 def test_killed_write_leaves_no_partial_file(raw_dir, store_config, tmp_path, monkeypatch):

@@ -145,6 +145,8 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     assert got.duplicates == expected.duplicates == 1
     assert got.partners_input == expected.partners_input
     assert got.quarantined_rows == expected.quarantined_rows
+    # named only when quarantine files were written (beside each job's own output)
+    assert (got.quarantine_dir is None) == (expected.quarantine_dir is None)
     assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
     quarantined = _same_quarantine(
@@ -352,6 +354,8 @@ def test_spark_on_a_validated_snapshot_equals_the_pandas_job(
     assert got.duplicates == expected.duplicates == 1
     assert got.partners_input == expected.partners_input
     assert got.quarantined_rows == expected.quarantined_rows
+    # named only when quarantine files were written (beside each job's own output)
+    assert (got.quarantine_dir is None) == (expected.quarantine_dir is None)
     assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
     assert (

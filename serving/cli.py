@@ -412,10 +412,12 @@ def promote(
     config: ConfigOption = None,
 ) -> None:
     """Move the `champion` alias if the challenger beats it on the holdout by the margin."""
-    if force and not (reason or "").strip():
-        raise UsageError("--force needs --reason '...' (recorded on the model version)", ctx)
+    from partnerscore.training.registry import missing_reason, run_promote
+
+    problem = missing_reason(force, reason)
+    if problem is not None:
+        raise UsageError(problem, ctx)
     app_cfg = _config(config)
-    from partnerscore.training.registry import run_promote
 
     result = run_promote(
         app_cfg.train,
@@ -719,7 +721,7 @@ def whatif(
     when = _parse_date(as_of, "--as-of")
     if not set_:
         raise UsageError("whatif: give at least one --set feature=value", ctx)
-    emit(jobs.run_whatif_partner(cfg, raw, partner, when, set_ or [], model, out))
+    emit(jobs.run_whatif_partner(cfg, raw, partner, when, set_, model, out))
 
 
 @app.command()

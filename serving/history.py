@@ -730,20 +730,20 @@ class ScoreHistory:
         return read
 
 
-def shadow_rows(
-    scores: pd.DataFrame, shadow: bool, history: ScoreHistory, model_version: str
-) -> np.ndarray:
-    """Which rows of a batch are recorded as shadow rows (True) rather than decisions.
+def shadow_rows(scores: pd.DataFrame, shadow: bool, history: ScoreHistory) -> np.ndarray:
+    """Which rows of a decided batch are recorded as shadow rows (True) rather than decisions.
 
     ``shadow``: the run scored with a version other than the registry's champion
-    (``serving.model_store.champion_version``). A key that version recorded as a decision
-    (it was the champion then: e.g. an old date re-scored after a promotion) stays a decision.
+    (``serving.model_store.champion_version``). A key that version (the batch's
+    ``model_version``) recorded as a decision, when it was the champion (e.g. an old date
+    re-scored after a promotion), stays a decision unless another version decided it since.
     """
     flags = np.full(len(scores), bool(shadow))
     if not shadow or not len(scores):
         return flags
     as_of = pd.to_datetime(scores["as_of"]).astype("datetime64[us]")
-    kept = history.decision_keys(model_version, as_of.min(), as_of.max())
+    version = str(scores["model_version"].iloc[0])
+    kept = history.decision_keys(version, as_of.min(), as_of.max())
     if kept.empty:
         return flags
     keys = pd.MultiIndex.from_arrays([scores["partner_id"].astype(str).to_numpy(), as_of])

@@ -30,6 +30,8 @@ import json
 import sqlite3
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,36 @@ def local_folder(uri: str | None) -> Path | None:
     else:
         return None
     return path if path.is_dir() else None
+
+
+def _registry_file(tracking_uri: str) -> Path | None:
+    """The database file of a local SQLite registry read directly, else None.
+
+    A ``sqlite:///`` URI without a query whose file exists; anything else MLflow answers for.
+    """
+    if not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return db if db.is_file() else None
+
+
+@contextmanager
+def _read_only(db: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the registry file ``db`` (never creates or writes it)."""
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _aliases(con: sqlite3.Connection, name: str, alias: str) -> list[dict]:
+    """The registry rows of ``alias`` of the registered model ``name`` (any workspace)."""
+    return _rows(
+        con,
+        "SELECT * FROM registered_model_aliases WHERE name = ? AND alias = ?",
+        (name, alias),
+    )
 
 
 def _rows(con: sqlite3.Connection, sql: str, args: tuple) -> list[dict]:
@@ -131,21 +163,14 @@ def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
         layout or read error).
     """
     match = MODELS_URI.fullmatch(uri)
-    if not match or not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
-        return None
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
-    if not db.is_file():
+    db = _registry_file(tracking_uri)
+    if not match or db is None:
         return None
     name, version, alias = match.groups()
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        with _read_only(db) as con:
             if alias is not None:
-                found = _rows(
-                    con,
-                    "SELECT * FROM registered_model_aliases WHERE name = ? AND alias = ?",
-                    (name, alias),
-                )
+                found = _aliases(con, name, alias)
                 if len(found) != 1 or not _in_default_workspace(found[0]):
                     return None
                 version = str(found[0]["version"])
@@ -160,8 +185,6 @@ def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
             if mv.get("status") != "READY" or mv.get("current_stage") == DELETED_STAGE:
                 return None
             runs = _rows(con, "SELECT * FROM runs WHERE run_uuid = ?", (mv.get("run_id"),))
-        finally:
-            con.close()
     except (sqlite3.Error, KeyError, ValueError):
         return None
     model_dir = local_folder(mv.get("storage_location"))
@@ -198,15 +221,13 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
         A one-line error (``cannot load model '<uri>': ...``), or None.
     """
     match = MODELS_URI.fullmatch(uri)
-    if not match or not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
+    # no registry file at all: None (the input checks still run first, then the load)
+    db = _registry_file(tracking_uri)
+    if not match or db is None:
         return None
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
     name, version, alias = match.groups()
-    if not db.is_file():  # no registry at all: the input checks still run first (then the load)
-        return None
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        with _read_only(db) as con:
             if alias is not None:
                 found = con.execute(
                     "SELECT 1 FROM registered_model_aliases WHERE name = ? AND alias = ?",
@@ -219,8 +240,6 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
                     (name, int(version)),
                 ).fetchone()
                 what = f"registered model '{name}' has no version {version}"
-        finally:
-            con.close()
     except (sqlite3.Error, ValueError):
         return None
     if found is not None:
@@ -240,19 +259,13 @@ def champion_version(uri: str, registered_model: str, tracking_uri: str) -> str 
     name = match.group(1) if match else registered_model
     if missing_registry(tracking_uri) is not None:  # also with a query: MLflow would create it
         return None
-    if tracking_uri.startswith("sqlite:///") and "?" not in tracking_uri:
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db = _registry_file(tracking_uri)
+    if db is not None:
         try:
-            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                found = _rows(
-                    con,
-                    "SELECT * FROM registered_model_aliases WHERE name = ? AND alias = ?",
-                    (name, "champion"),
-                )
-            finally:
-                con.close()
-            found = [row for row in found if _in_default_workspace(row)]
+            with _read_only(db) as con:
+                found = [
+                    row for row in _aliases(con, name, "champion") if _in_default_workspace(row)
+                ]
             return str(found[0]["version"]) if len(found) == 1 else None
         except sqlite3.Error:
             pass  # a layout this module does not know: MLflow answers

@@ -424,7 +424,7 @@ def run_score(
     rejects.append(_rejects(in_scope_ids[lost], when, "features could not be computed"))
     flags = anomaly_columns(scored, raw_rows, loaded.reference, config.monitor)
     scored = pd.concat([scored, flags], axis=1)
-    scored, reject_frame, shadow_rows = _publish(
+    scored, reject_frame, shadowed = _publish(
         scored,
         rejects,
         cut if cut is not None else cuts,
@@ -460,7 +460,7 @@ def run_score(
         quarantine_dir=qdir if any(len(f) for f in raw.quarantine.values()) else None,
         shadow_of=shadow_of,
         recorded=record_history,
-        shadow_rows=shadow_rows,
+        shadow_rows=shadowed,
         late_tail=raw.late_tail.note() if raw.late_tail is not None else None,
     )
 
@@ -686,14 +686,6 @@ def _shadow_of(uri: str, version: str, config: AppConfig) -> str | None:
     return None if champion is None or champion == str(version) else champion
 
 
-def _shadow_flags(scored: pd.DataFrame, shadow: bool, history) -> np.ndarray:
-    """:func:`history.shadow_rows` of a decided batch (its ``model_version`` column)."""
-    from partnerscore.serving.history import shadow_rows
-
-    version = str(scored["model_version"].iloc[0]) if shadow and len(scored) else ""
-    return shadow_rows(scored, shadow, history, version)
-
-
 def _checked_uri(model: str, config: AppConfig, allow_local_model: bool) -> str:
     """The model URI, refusing unregistered folders unless allowed; checks the playbook too.
 
@@ -760,7 +752,10 @@ def _publish(
     Returns:
         (the scores file's rows, the rejects, how many rows were recorded as shadow rows).
     """
-    from partnerscore.serving.history import ScoreHistory  # SQLAlchemy (see _load_for_scoring)
+    from partnerscore.serving.history import (  # SQLAlchemy (see _load_for_scoring)
+        ScoreHistory,
+        shadow_rows,
+    )
     from partnerscore.serving.ledger import DecisionLedger
 
     history = ScoreHistory(config.paths.history_database())
@@ -775,7 +770,7 @@ def _publish(
     reject_frame = reject_frame.reset_index(drop=True)
     ledger = DecisionLedger(config.paths.history_database())
     facts = milestone_columns(config.incentives)
-    flags = _shadow_flags(scored, shadow, history) if record_history else None
+    flags = shadow_rows(scored, shadow, history) if record_history else None
     writer = None
     if record_history and workers > 1 and can_fork() and len(scored) >= MIN_WORKER_PARTNERS:
         # a worker process converts and writes the ledger rows while this one writes the
@@ -889,24 +884,24 @@ def _record_round(
     Returns:
         (the decided rows, how many were recorded as shadow rows).
     """
-    from partnerscore.serving.history import ScoreHistory
+    from partnerscore.serving.history import ScoreHistory, shadow_rows
     from partnerscore.serving.ledger import DecisionLedger
 
     history = ScoreHistory(config.paths.history_database())
     ledger = DecisionLedger(config.paths.history_database())
-    shadow_rows = 0
+    shadowed = 0
     try:
         decided = _decided_batch(scored, before, uri, config, history.url)
         if record:
-            flags = _shadow_flags(decided, shadow, history)
-            shadow_rows = int(flags.sum())
+            flags = shadow_rows(decided, shadow, history)
+            shadowed = int(flags.sum())
             history.upsert(history.prepare(decided, shadow=flags))
             facts = milestone_columns(config.incentives)
             ledger.record_decisions(ledger.prepare_decisions(decided, facts=facts, shadow=flags))
     finally:
         history.dispose()
         ledger.dispose()
-    return decided, shadow_rows
+    return decided, shadowed
 
 
 def _new_sqlite_store(history) -> bool:
@@ -1389,19 +1384,19 @@ def run_score_features(
     # smoothing and tier hysteresis against the history and the earlier rounds), recorded
     # before the next, as running score --features on each round's rows in turn would be
     rounds = feature_rounds(scored["partner_id"], as_of)
-    decided, shadow_rows = [], 0
+    decided, shadowed = [], 0  # rows recorded as shadow rows, all rounds
     n_rounds = int(rounds.max()) + 1 if len(rounds) else 1
     for k in range(n_rounds - 1):
         with progress.task(f"score: round {k + 1} of {n_rounds} (recorded before the next)"):
             at = rounds == k
-            rows, shadowed = _record_round(
+            rows, in_round = _record_round(
                 scored[at], _cutoffs(scored[at], as_of[at]), uri, config, record_history,
                 shadow_of is not None,
             )  # fmt: skip
             decided.append(rows)
-            shadow_rows += shadowed
+            shadowed += in_round
     at = rounds == n_rounds - 1
-    scored, reject_frame, shadowed = _publish(
+    scored, reject_frame, in_round = _publish(
         scored[at].reset_index(drop=True),
         rejects,
         _cutoffs(scored[at], as_of[at]),
@@ -1432,7 +1427,7 @@ def run_score_features(
         partners=int(frame["partner_id"].astype(str).nunique()),
         shadow_of=shadow_of,
         recorded=record_history,
-        shadow_rows=shadow_rows + shadowed,
+        shadow_rows=shadowed + in_round,
     )
 
 

@@ -868,12 +868,11 @@ def _score_job(
 
     from partnerscore.features.core import isin_text
     from partnerscore.models.policy import earlier_batches_needed
-    from partnerscore.serving.history import HISTORY_COLUMNS, ScoreHistory
+    from partnerscore.serving.history import HISTORY_COLUMNS, ScoreHistory, shadow_rows
     from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger
     from partnerscore.serving.score import (
         ScoreResult,
         _rejects,
-        _shadow_flags,
         _shadow_of,
         batch_scope,
         earlier_rows,
@@ -999,7 +998,7 @@ def _score_job(
         # history and ledger rows; the files are published once the store holds the batch
         with ThreadPoolExecutor(max_workers=1) as pool:
             staged = pool.submit(_stage_parts, staging, out, good)
-            flags = _shadow_flags(rows, shadow_of is not None, history)
+            flags = shadow_rows(rows, shadow_of is not None, history)
             batch = history.prepare(rows, shadow=flags)
             decisions = ledger.prepare_decisions(
                 rows, facts=milestone_columns(config.incentives), shadow=flags

@@ -188,10 +188,14 @@ def _int_metric(metrics: dict, key: str) -> int | None:
     return int(value) if value is not None and value == value else None
 
 
-def _holdout_of(client: mlflow.MlflowClient, run_id: str) -> pd.DataFrame:
+def _read_artifact(client: mlflow.MlflowClient, run_id: str, artifact: str, read):
+    """``read(path)`` of a run's artifact, downloaded to a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)
-        return pd.read_parquet(Path(path))
+        return read(Path(client.download_artifacts(run_id, artifact, tmp)))
+
+
+def _holdout_of(client: mlflow.MlflowClient, run_id: str) -> pd.DataFrame:
+    return _read_artifact(client, run_id, HOLDOUT_ARTIFACT, pd.read_parquet)
 
 
 def _logged_predictions(
@@ -203,9 +207,7 @@ def _logged_predictions(
     before they were logged) or logged a key twice.
     """
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(run_id, HOLDOUT_PREDICTIONS_ARTIFACT, tmp)
-            logged = pd.read_parquet(Path(path))
+        logged = _read_artifact(client, run_id, HOLDOUT_PREDICTIONS_ARTIFACT, pd.read_parquet)
     except (mlflow.exceptions.MlflowException, OSError):
         return None
     if logged.duplicated(_KEYS).any():
@@ -313,11 +315,12 @@ _LABEL_KEYS = (
 def _label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
     """The build settings that define a run's labels (its logged training manifest), or None."""
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(run_id, "training/manifest.json", tmp)
-            build = json.loads(Path(path).read_text()).get("build_config") or {}
+        manifest = _read_artifact(
+            client, run_id, "training/manifest.json", lambda path: json.loads(path.read_text())
+        )
     except (mlflow.exceptions.MlflowException, OSError, ValueError):
         return None
+    build = manifest.get("build_config") or {}
     return {key: build.get(key) for key in _LABEL_KEYS if key in build}
 
 
@@ -332,6 +335,16 @@ def _label_differences(client: mlflow.MlflowClient, champion_run, challenger_run
         for key in theirs.keys() & ours.keys()
         if theirs[key] != ours[key]
     }
+
+
+def missing_reason(force: bool, reason: str | None) -> str | None:
+    """Why a forced promotion cannot go ahead (no reason to record on the version), or None.
+
+    Checked by :func:`run_promote` and, as a usage error, by the CLI before any work.
+    """
+    if force and not (reason or "").strip():
+        return "--force needs --reason '...' (recorded on the model version)"
+    return None
 
 
 def run_promote(
@@ -357,8 +370,9 @@ def run_promote(
     forecast built on a biased model inherits the bias. ``force``
     promotes regardless and records who, when and why on the version.
     """
-    if force and not (reason or "").strip():
-        raise PartnerscoreError("--force needs --reason '...' (recorded on the model version)")
+    problem = missing_reason(force, reason)
+    if problem is not None:
+        raise PartnerscoreError(problem)
     check_registry(tracking_uri)
     client = _client(tracking_uri)
     name = config.registered_model

@@ -324,6 +324,20 @@ def _label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
     return {key: build.get(key) for key in _LABEL_KEYS if key in build}
 
 
+def _retire_challenger_alias(client: mlflow.MlflowClient, name: str, version) -> None:
+    """Drop ``challenger`` from a version just promoted: it is the champion now.
+
+    Left in place, ``--model challenger`` and ``models`` kept naming the champion a challenger
+    until the next training run moved the alias. An alias on another version stays.
+    """
+    try:
+        current = client.get_model_version_by_alias(name, CHALLENGER)
+    except mlflow.exceptions.MlflowException:
+        return
+    if str(current.version) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
 def _label_differences(client: mlflow.MlflowClient, champion_run, challenger_run) -> dict:
     """``{setting: (champion's, challenger's)}`` where the two runs' labels are defined apart."""
     theirs = _label_definition(client, champion_run.info.run_id)
@@ -465,6 +479,7 @@ def run_promote(
     }
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
+        _retire_challenger_alias(client, name, challenger.version)
         tags["promoted_at"] = now
         tags["promoted_by"] = getpass.getuser()
         if result.forced:

@@ -27,6 +27,12 @@ def train(features, uri, tmp_path, **overrides):
     )
 
 
+def aliases(uri: str) -> dict[str, str]:
+    """The registered model's aliases, {alias: version}."""
+    model = mlflow.MlflowClient(tracking_uri=uri).get_registered_model("partnerscore")
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
 def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri, tmp_path):
     result = train(built_dir, tracking_uri, tmp_path, trials=2)
     assert result.version == "1"
@@ -154,12 +160,13 @@ def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
     train(built_dir, tracking_uri, tmp_path)
     first = run_promote(cfg, tracking_uri=tracking_uri)
     assert first.promoted and first.champion is None
+    assert aliases(tracking_uri) == {"champion": "1"}  # the promoted version is no challenger
     train(built_dir, tracking_uri, tmp_path)  # same data and seed: no improvement
     gate = run_promote(cfg, tracking_uri=tracking_uri)
     assert not gate.promoted
     assert gate.challenger_score == pytest.approx(gate.champion_score)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    assert str(client.get_model_version_by_alias("partnerscore", "champion").version) == "1"
+    assert aliases(tracking_uri) == {"champion": "1", "challenger": "2"}  # rejected: kept
     assert client.get_model_version("partnerscore", "2").tags["promotion_decision"] == "rejected"
     # CLI: gate refuses (exit 1), --force overrides and is recorded
     code = main(["promote"])
@@ -170,15 +177,22 @@ def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
     mv = client.get_model_version("partnerscore", "2")
     assert mv.tags["promotion_forced"] == "true"
     assert mv.tags["promotion_reason"] == "hotfix for region mapping"
-    assert str(client.get_model_version_by_alias("partnerscore", "champion").version) == "2"
+    assert aliases(tracking_uri) == {"champion": "2"}
+    # a rollback to v1 leaves an alias on another version alone
+    train(built_dir, tracking_uri, tmp_path)
+    rollback = run_promote(cfg, tracking_uri=tracking_uri, version="1", force=True, reason="undo")
+    assert rollback.promoted
+    assert aliases(tracking_uri) == {"champion": "1", "challenger": "3"}
+    run_promote(cfg, tracking_uri=tracking_uri, version="2", force=True, reason="redo")
+    assert aliases(tracking_uri) == {"champion": "2", "challenger": "3"}
     table = run_models(cfg, tracking_uri=tracking_uri).table
-    assert table["version"].tolist() == [1, 2]
+    assert table["version"].tolist() == [1, 2, 3]
     assert "champion" in table.loc[table["version"] == 2, "aliases"].iloc[0]
     assert main(["models"]) == 0
     assert "champion" in capsys.readouterr().out
     assert main(["--json", "models"]) == 0  # the versions themselves, not a row count
     versions = json.loads(capsys.readouterr().out)["versions"]
-    assert [v["version"] for v in versions] == [1, 2] and "champion" in versions[1]["aliases"]
+    assert [v["version"] for v in versions] == [1, 2, 3] and "champion" in versions[1]["aliases"]
 
 
 def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(

@@ -969,6 +969,18 @@ def portfolio_page(
         own &= ~provisional.to_numpy(dtype=bool)
     if "out_of_scope" in frame:
         own &= ~frame["out_of_scope"].map(_flag).to_numpy(dtype=bool)
+    # partners past the trained onboarding ages: the model was not validated there, so their
+    # expected revenue is shown apart from the onboarding total (as `forecast` leaves it out),
+    # and the charts, whose tier lines and quadrants are onboarding readings, leave them out
+    # while the batch has partners in scope
+    graduated = rp.flag_column(frame, "out_of_scope", np.arange(len(frame)))
+    charted = ~graduated if (~graduated).any() else np.ones(len(frame), dtype=bool)
+    chart_note = (
+        f"{int(charted.sum()):,} partners in onboarding scope; "
+        f"{int(graduated.sum()):,} graduated not shown"
+        if graduated.any() and not charted.all()
+        else ""
+    )
     quads = []
     for q in [*QUADRANTS, *sorted(set(text_column(frame["quadrant"])) - set(QUADRANTS))]:
         sel = (frame["quadrant"] == q).to_numpy()
@@ -980,7 +992,7 @@ def portfolio_page(
             {
                 "key": q,
                 "label": frame.loc[sel, "quadrant_label"].iloc[0],
-                "n": int(sel.sum()),
+                "n": int((sel & charted).sum()),
                 "action": pool.mode().iloc[0],
                 "color": QUADRANT_COLORS.get(q, "#555555"),
             }
@@ -989,10 +1001,8 @@ def portfolio_page(
     def distinct(col: str) -> str:
         return ", ".join(sorted(text_column(frame[col]).unique())) if col in frame else "?"
 
-    # partners past the trained onboarding ages: the model was not validated there, so their
-    # expected revenue is shown apart from the onboarding total (as `forecast` leaves it out)
     revenue = frame["pred_revenue"].to_numpy(float)
-    graduated = rp.flag_column(frame, "out_of_scope", np.arange(len(frame)))
+    chart_frame = frame if charted.all() else frame[charted]
     monthly, monthly_note = monthly_revenue(frame, config)
 
     return (
@@ -1011,11 +1021,14 @@ def portfolio_page(
             graduated_revenue=_money(revenue[graduated].sum()) if graduated.any() else "",
             provisional=int(provisional.sum()) if provisional is not None else 0,
             flags=int(guardrail.sum()) if guardrail is not None else 0,  # the whole batch
-            histogram=histogram_svg(frame["score"].to_numpy(float), thresholds=cutoffs),
-            scatter=scatter_svg(frame, engagement_high=config.policy.engagement_high),
+            histogram=histogram_svg(chart_frame["score"].to_numpy(float), thresholds=cutoffs),
+            scatter=scatter_svg(chart_frame, engagement_high=config.policy.engagement_high),
             subset_note=subset_note,
+            chart_note=chart_note,
             scatter_note=(
-                f"even sample of {SCATTER_LIMIT:,} partners" if len(frame) > SCATTER_LIMIT else ""
+                f"even sample of {SCATTER_LIMIT:,} partners"
+                if len(chart_frame) > SCATTER_LIMIT
+                else ""
             ),
             quadrants=quads,
             thresholds=thresholds,

@@ -11,7 +11,13 @@ from partnerscore.features.core import PartnerscoreError, write_frame_atomic
 from partnerscore.serving.cli import main
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
-from partnerscore.serving.report import peer_groups, read_scores, report_filename, run_report
+from partnerscore.serving.report import (
+    peer_groups,
+    read_scores,
+    report_filename,
+    run_report,
+    scatter_svg,
+)
 
 # ten features: more than the waterfall's top 8, one not in the registry, one hostile name
 FEATURES = (
@@ -132,9 +138,13 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     # summary counts per tier and quadrant add up to the portfolio
     tiers = re.findall(r'<div class="k">Tier [^<]+</div><div class="v">(\d+)</div>', index)
     assert sum(map(int, tiers)) == len(scores)
+    # the quadrant chart's counts: the partners in onboarding scope (graduated ones left out)
+    in_scope = int((~scores["out_of_scope"].astype(bool)).sum())
+    assert 0 < in_scope < len(scores)
     quadrants = re.search(r'<table id="quadrants">(.*?)</table>', index, re.S).group(1)
     counts = re.findall(r'<td class="num">(\d+)</td>', quadrants)
-    assert sum(map(int, counts)) == len(scores)
+    assert sum(map(int, counts)) == in_scope
+    assert f"Charts: {in_scope} partners in onboarding scope" in index
 
 
 def test_quadrant_actions_and_flags_speak_for_the_whole_batch(scored_dir):
@@ -225,16 +235,17 @@ def test_revenue_by_month_on_the_portfolio_and_partner_pages(report_dir, scored_
     assert 'id="phases"' not in page_of(out, plain["partner_id"].iloc[0])
 
 
-def test_untrusted_text_is_escaped(report_dir):
+def test_untrusted_text_is_escaped(report_dir, scored_dir):
     index = (report_dir / "index.html").read_text(encoding="utf-8")
     for raw in ("<script>alert(1)</script>", "<img src=x", "<svg onload", "<b>"):
         assert raw not in index
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index
-    assert "&lt;svg onload=&#34;window.__pwned=1&#34;&gt;" in index
-    # inside the scatter's SVG <title> too
-    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; (../../etc/passwd)</title>" in index
+    # inside the scatter's SVG <title> (every partner charted: these are graduated ones)
+    scatter = str(scatter_svg(read_scores(scored_dir[0] / "scores.csv")))
+    assert "&lt;svg onload=&#34;window.__pwned=1&#34;&gt;" in scatter
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; (../../etc/passwd)</title>" in scatter
     # in the scatter's titles quotes cannot break out; in the table's JSON no markup at all
-    assert '"><img' not in index and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in index
+    assert '"><img' not in index and '"><img' not in scatter
+    assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in scatter
     data = re.search(r'id="portfolio-data">(.*?)</script>', index, re.S).group(1)
     assert "<" not in data and ">" not in data and "&" not in data
     assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in data

@@ -295,3 +295,31 @@ def test_portfolio_total_leaves_graduated_partners_apart(as_text):
     none = portfolio_page(frame.drop(columns="out_of_scope"), np.arange(200), files, AppConfig())
     assert f'in onboarding scope</div><div class="v">${revenue.sum():,.0f}<' in none
     assert "graduated (not validated)" not in none
+
+
+def charted(html: str) -> tuple[int, int]:
+    """(partners in the score histogram, points in the scatter) of a portfolio page."""
+    counts = re.findall(r"<title>score \d+-\d+: (\d+) partners</title>", html)
+    return sum(map(int, counts)), html.count("<circle ")
+
+
+def test_portfolio_charts_leave_graduated_partners_out():
+    """The histogram's tier lines and the quadrant chart are onboarding readings: graduated
+    partners (out of scope) are left out of them, with a note, while any partner is in scope."""
+    frame = synthetic_scores(200)
+    graduated = np.arange(200) % 3 == 0
+    files = [report_filename(p) for p in frame["partner_id"]]
+    html = portfolio_page(frame.assign(out_of_scope=graduated), np.arange(200), files, AppConfig())
+    assert charted(html) == (133, 133)
+    assert "Charts: 133 partners in onboarding scope; 67 graduated not shown" in html
+    in_scope = frame[~graduated]
+    for q, n in in_scope["quadrant"].value_counts().items():
+        label = in_scope.loc[in_scope["quadrant"] == q, "quadrant_label"].iloc[0]
+        assert re.search(rf"{re.escape(label)}</td><td class=\"num\">{n}</td>", html), q
+    # without the column, or with every partner graduated, every partner is charted, no note
+    for page in (
+        portfolio_page(frame, np.arange(200), files, AppConfig()),
+        portfolio_page(frame.assign(out_of_scope=True), np.arange(200), files, AppConfig()),
+    ):
+        assert charted(page) == (200, 200)
+        assert 'id="chart-note"' not in page

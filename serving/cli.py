@@ -354,9 +354,11 @@ def metrics(
 
         from partnerscore.features.registry import REGISTRY, registry_version
 
+        version = registry_version()
         payload = {
-            "registry_version": registry_version(),
+            "registry_version": version,
             "features": [spec.model_dump(mode="json") for spec in REGISTRY],
+            "summary": f"registry {version}: {len(REGISTRY)} features",  # the text's first line
         }
         typer.echo(json.dumps(payload, indent=2, sort_keys=True))
         return

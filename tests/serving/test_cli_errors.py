@@ -834,8 +834,16 @@ def test_version_and_json_and_log_level(capsys):
     assert code == 0 and json.loads(out)["tables"]["deals"]["input_rows"] == 3
     # every command answers --json (metrics, forecast, monitor and experiment printed text)
     code, out, _ = run(["--json", "metrics"], capsys)
-    specs = json.loads(out)["features"]
+    payload = json.loads(out)
+    specs = payload["features"]
     assert code == 0 and specs[0]["name"] == "age_days" and {"unit", "layer"} <= set(specs[0])
+    # the summary line every command's --json carries (the README says so; metrics had none)
+    code, text, _ = run(["metrics"], capsys)
+    assert (
+        payload["summary"]
+        == text.splitlines()[0]
+        == f"registry {payload['registry_version']}: {len(specs)} features"
+    )
     code, out, _ = run(
         ["--json", "experiment", "plan", "--partners", "500", "--base-rate", "0.3"], capsys
     )

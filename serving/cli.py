@@ -505,7 +505,8 @@ def score(
         raise PartnerscoreError(f"--workers {workers}: must be at least 1")
     if features is not None:
         if as_of is not None or at_age is not None:
-            raise UsageError("score --features: the table carries as_of; drop --as-of", ctx)
+            given = "--as-of" if as_of is not None else "--at-age"
+            raise UsageError(f"score --features: the table carries as_of; drop {given}", ctx)
         raw_only = {
             "--engine spark": engine != "pandas",
             "--group-partners": group_partners is not None,

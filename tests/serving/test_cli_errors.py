@@ -436,6 +436,10 @@ USAGE_ERRORS = {
         ["score", "--features", "f.csv", "--as-of", "2024-06-01"],
         ["score --features", "drop --as-of"],
     ),
+    "score_features_with_at_age": (  # the error named --as-of, which was not given
+        ["score", "--features", "f.csv", "--at-age", "90"],
+        ["score --features", "drop --at-age"],
+    ),
     "score_features_with_raw_options": (
         ["score", "--features", "f.csv", "--validated", "snap"],
         ["score --features", "--validated", "raw tables only"],

@@ -273,16 +273,19 @@ def load_partner_model(model_uri: str) -> PartnerModel:
 
 
 def model_version_of(model_uri: str) -> str:
-    """The registry version a models:/ URI resolves to (empty string when not registered).
+    """The registry version a models:/ or runs:/ URI resolves to (empty string when not registered).
 
-    A logged model's ``models:/m-<id>`` (what ``train --no-register`` prints) gives the
-    newest registered version of that logged model, if any.
+    A logged model's ``models:/m-<id>`` (what ``train --no-register`` prints) or its run's
+    ``runs:/<run_id>/model`` gives the newest registered version of that logged model, if any.
     """
     logged = LOGGED_MODEL_URI.fullmatch(model_uri)
-    if logged:
+    if logged or model_uri.startswith("runs:/"):
         try:
-            found = versions_of_logged_model(logged.group(1))
-        except mlflow.exceptions.MlflowException:
+            model_id = (
+                logged.group(1) if logged else mlflow.models.get_model_info(model_uri).model_id
+            )
+            found = versions_of_logged_model(model_id) if model_id else []
+        except (mlflow.exceptions.MlflowException, OSError):
             return ""
         return str(max(found)) if found else ""
     match = MODELS_URI.fullmatch(model_uri)

@@ -191,3 +191,21 @@ def test_a_missing_raw_folder_stops_the_score_job_before_the_model_loads(
             tmp_path / "raw", date(2026, 1, 1), "champion", tmp_path / "s.csv", store_config
         )
     assert loads == [] and not (tmp_path / "s.csv").exists()
+
+
+def test_a_runs_uri_names_the_registry_version_of_its_logged_model(store_config):
+    """``--model runs:/<run>/model`` of a registered model scores as that version (it wrote an
+    empty model_version, and a run of the champion's own model was recorded as a shadow run)."""
+    import mlflow
+
+    from partnerscore.models.pyfunc import model_version_of
+
+    tracking = store_config.paths.tracking_uri()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    champion = mlflow.MlflowClient().get_model_version_by_alias("partnerscore", "champion")
+    uri, version = f"runs:/{champion.run_id}/model", str(champion.version)
+    assert model_version_of(uri) == version
+    loaded = load_scoring_model(uri, tracking)
+    assert not loaded.fast and loaded.version == loaded.model.metadata["version"] == version
+    assert model_version_of(f"runs:/{champion.run_id}/no-such-model") == ""

@@ -33,6 +33,7 @@ from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.phasing import phase_bounds
+from partnerscore.models.policy import OUT_OF_SCOPE_TIER
 from partnerscore.serving.history import HISTORY_METRICS, ScoreHistory
 from partnerscore.serving.report import (
     KEY_METRICS,
@@ -814,6 +815,17 @@ def page_phases(b: PageBatch, j: int) -> list[dict]:
     return b.phase_rows[j]
 
 
+def action_scope(tier: str, quadrant_label: str) -> str:
+    """Whom the first recommended action speaks for: the quadrant, or a graduated partner.
+
+    A partner past the trained onboarding ages gets the playbook's hand-over, not its
+    quadrant's action, so the card does not say "for the quadrant".
+    """
+    if tier == OUT_OF_SCOPE_TIER:
+        return f"for a graduated partner (quadrant {quadrant_label})"
+    return f"for the quadrant ({quadrant_label})"
+
+
 def page_context(b: PageBatch, j: int) -> dict:
     """The partner template's variables for page j."""
     v, text = b.values, b.text
@@ -851,6 +863,7 @@ def page_context(b: PageBatch, j: int) -> dict:
         "thresholds": b.thresholds,
         "policy": _policy_text(b, j),
         "p": p,
+        "action_scope": action_scope(p["score_tier"], p["quadrant_label"]),
         "segment": [text[c][j] for c in SEGMENT_COLUMNS if text[c][j]],
         "as_of": b.as_of_text[j],
         "age": _num(v["age_days"][j], 0),
@@ -1091,7 +1104,8 @@ class PageRenderer:
         out += [
             '\n<section>\n  <h2>Recommended actions</h2>\n'
             '  <div class="two">\n    <div class="action" id="quadrant-action">'
-            '<div class="muted">for the quadrant (', quadrant_label, ")</div><strong>",
+            '<div class="muted">', _e(action_scope(tier, t["quadrant_label"][j])),
+            "</div><strong>",
             _e(t["intervention"][j]), "</strong><br>", _e(t["intervention_detail"][j]),
             "\n      ",
         ]  # fmt: skip

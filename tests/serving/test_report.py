@@ -2,6 +2,7 @@
 
 import json
 import re
+from html import escape
 
 import numpy as np
 import pandas as pd
@@ -145,6 +146,13 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     counts = re.findall(r'<td class="num">(\d+)</td>', quadrants)
     assert sum(map(int, counts)) == in_scope
     assert f"Charts: {in_scope} partners in onboarding scope" in index
+    # a graduated partner's first action is the hand-over, not its quadrant's action
+    for pid, out_of_scope, label in scores[["partner_id", "out_of_scope", "quadrant_label"]].values:
+        card = re.search(
+            r'id="quadrant-action"><div class="muted">([^<]*)<', page_of(report_dir, pid)
+        )
+        scope = "a graduated partner (quadrant " if out_of_scope else "the quadrant ("
+        assert card.group(1) == f"for {scope}{escape(label)})"
 
 
 def test_quadrant_actions_and_flags_speak_for_the_whole_batch(scored_dir):

@@ -30,7 +30,7 @@ nanosecond timestamp holds (the arithmetic would wrap around silently)."""
 def check_day_count(option: str, days: int, low: int = 0) -> None:
     """Stop with one line naming ``option`` unless ``low <= days <=`` :data:`MAX_DAYS`."""
     if not low <= days <= MAX_DAYS:
-        raise PartnerscoreError(
+        raise OptionError(
             f"{option} {days}: expected a number of days from {low} to {MAX_DAYS:,} (100 years)"
         )
 
@@ -50,6 +50,17 @@ class PartnerscoreError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class OptionError(PartnerscoreError):
+    """A bad value of one command-line option, or option values that do not go together.
+
+    Raised where the value is checked (a job's arguments carry the options' names), for what
+    the command line and the configuration decide alone: a count out of range, a malformed
+    date or list, an unknown name of a fixed set. Errors about data (a file's contents, the
+    registry, a model, a row) stay :class:`PartnerscoreError` s. The console script reports it
+    as a usage error: the command's usage line, then the one ``error:`` line; exit code 2.
+    """
 
 
 class FrozenConfig(BaseModel):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.config import SimulateConfig
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 
 DRIFT_KINDS = ("leads_dry_up", "inflated_deals", "new_partner_type", "absurd_deal")
 ABSURD_AMOUNT = 999_999_999_999.0
@@ -34,6 +34,11 @@ NEW_PARTNER_TYPE = "distributor"
 def drift_start(end_date: date, days: int) -> pd.Timestamp:
     """Start of the drifted period: ``days`` before the day after ``end_date``."""
     return pd.Timestamp(end_date) + pd.Timedelta(days=1) - pd.Timedelta(days=days)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in DRIFT_KINDS:
+        raise OptionError(f"--drift: expected one of {', '.join(DRIFT_KINDS)}, got '{kind}'")
 
 
 def apply_drift(
@@ -60,8 +65,7 @@ def apply_drift(
     Returns:
         Table name -> frame (untouched tables are the same objects).
     """
-    if kind not in DRIFT_KINDS:
-        raise PartnerscoreError(f"--drift: expected one of {', '.join(DRIFT_KINDS)}, got '{kind}'")
+    _check_kind(kind)
     out = dict(tables)
     start = pd.Timestamp(start)
     if kind == "leads_dry_up":
@@ -108,7 +112,8 @@ def run_simulate_drift(
     from partnerscore.features.simulate import SimulateResult, simulate_program, write_tables
 
     if fmt not in ("csv", "parquet"):
-        raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
+        raise OptionError(f"--format: expected csv or parquet, got '{fmt}'")
+    _check_kind(kind)  # before the program is simulated
     started = time.perf_counter()
     tables = apply_drift(
         simulate_program(config), kind, drift_start(config.end_date, days), seed=config.seed

@@ -38,7 +38,12 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.config import BuildConfig
-from partnerscore.features.core import PartnerscoreError, write_frame_atomic, write_text_atomic
+from partnerscore.features.core import (
+    OptionError,
+    PartnerscoreError,
+    write_frame_atomic,
+    write_text_atomic,
+)
 from partnerscore.features.experiments import NO_STRATUM, arm_shares, assign_arms
 
 EXTRA_ACTIVITY = "meeting"
@@ -308,9 +313,9 @@ class InjectResult:
 def _check_effects(effect_revenue: float, effect_engagement: float) -> None:
     """An uplift above -100% and a non-negative number of extra touchpoints (NaN refused)."""
     if not effect_revenue > -1.0:
-        raise PartnerscoreError(f"--effect-revenue: must be greater than -1, got {effect_revenue}")
+        raise OptionError(f"--effect-revenue: must be greater than -1, got {effect_revenue}")
     if not effect_engagement >= 0:
-        raise PartnerscoreError(
+        raise OptionError(
             f"--effect-engagement: extra touchpoints per 30 days must be >= 0, got "
             f"{effect_engagement}"
         )
@@ -328,23 +333,23 @@ def check_injection(
     """Stop before anything is written when the experiment to inject cannot be made.
 
     Raises:
-        PartnerscoreError: An empty name, an effect out of range, a treated share outside
+        OptionError: An empty name, an effect out of range, a treated share outside
             (0, 1), or an assignment whose ``horizon_days`` would pass the data end (the true
             effect would cover days the data does not: ``experiment analyze`` could not check
             it; ``data_end`` is the newest event, or the simulation's last day before it is
             written); one line naming the ``simulate`` option.
     """
     if not name.strip():
-        raise PartnerscoreError("--treatment: the experiment name must not be empty")
+        raise OptionError("--treatment: the experiment name must not be empty")
     _check_effects(effect_revenue, effect_engagement)
     if not 0.0 < float(treated_fraction) < 1.0:
-        raise PartnerscoreError(
+        raise OptionError(
             f"--treated-fraction: expected a share between 0 and 1, got {treated_fraction}"
         )
     start, end = pd.Timestamp(assigned_at), pd.Timestamp(data_end)
     latest = end - pd.Timedelta(days=int(horizon_days))
     if start > latest:  # as `experiment analyze` reads a horizon: complete by the data end
-        raise PartnerscoreError(
+        raise OptionError(
             f"--assigned-at {start:%Y-%m-%d}: the true effect's {horizon_days}-day horizon would "
             f"pass the data end {end:%Y-%m-%d}; assign by {latest:%Y-%m-%d} "
             "(simulate.horizon_days)"

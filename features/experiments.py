@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.contract import load_pandera
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -72,7 +72,7 @@ def parse_arms(text: str) -> tuple[str, ...]:
     """``control,treatment`` -> ("control", "treatment"); at least two distinct names."""
     arms = tuple(part.strip() for part in str(text).split(",") if part.strip())
     if len(arms) < 2 or len(set(arms)) != len(arms):
-        raise PartnerscoreError(
+        raise OptionError(
             f"--arms: expected at least two distinct comma-separated names, got '{text}'"
         )
     return arms
@@ -89,7 +89,7 @@ def arm_shares(arms: Sequence[str], fraction: float) -> dict[str, float]:
         Arm -> probability, summing to 1.
     """
     if not 0.0 < float(fraction) < 1.0:
-        raise PartnerscoreError(f"--fraction: expected a share between 0 and 1, got {fraction}")
+        raise OptionError(f"--fraction: expected a share between 0 and 1, got {fraction}")
     treated = list(arms[1:])
     shares = {arms[0]: 1.0 - float(fraction)}
     shares.update({arm: float(fraction) / len(treated) for arm in treated})

@@ -22,6 +22,7 @@ import pandas as pd
 from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
+    OptionError,
     PartnerscoreError,
     milestone_dates,
     read_frame,
@@ -813,7 +814,7 @@ def run_build(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     size = GROUP_PARTNERS if group_partners is None else group_partners
     if size < 0:
-        raise PartnerscoreError(f"--group-partners {size}: must be 0 (no groups) or more")
+        raise OptionError(f"--group-partners {size}: must be 0 (no groups) or more")
     qdir = out_dir / "quarantine"
     files = {"training_set": out_dir / "training_set.parquet"}
     if size and _snapshot_partners(raw_dir, validated) > size:

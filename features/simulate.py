@@ -38,6 +38,7 @@ from scipy import special
 from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.core import (
     AppendedFile,
+    OptionError,
     PartnerscoreError,
     discard_staged,
     publish_staged,
@@ -993,7 +994,7 @@ def simulate_program(config: SimulateConfig) -> dict[str, pd.DataFrame]:
 
 def _check_format(fmt: str) -> None:
     if fmt not in ("csv", "parquet"):
-        raise PartnerscoreError(f"--format: expected csv or parquet, got '{fmt}'")
+        raise OptionError(f"--format: expected csv or parquet, got '{fmt}'")
 
 
 def write_blocks(

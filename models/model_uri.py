@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 
 MODELS_URI = re.compile(r"models:/([^/@]+)(?:/(\d+)|@(.+))")
 """``models:/<name>/<version>`` or ``models:/<name>@<alias>``."""
@@ -28,7 +28,7 @@ def resolve_model_uri(model: str, registered_model: str) -> str:
         return f"models:/{registered_model}/{model}"
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", model):
         return f"models:/{registered_model}@{model}"
-    raise PartnerscoreError(f"--model: expected an alias, a version number or a URI, got '{model}'")
+    raise OptionError(f"--model: expected an alias, a version number or a URI, got '{model}'")
 
 
 def missing_registry(tracking_uri: str) -> Path | None:

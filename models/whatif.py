@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 from partnerscore.features.registry import LAYERS, FeatureSpec
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
@@ -28,6 +28,22 @@ from partnerscore.models.config import PolicyConfig
 from partnerscore.models.scoring import contributions, score_features
 
 SEGMENT_COLUMNS = ("region", "partner_type")
+
+
+def split_assignments(assignments: list[str]) -> list[tuple[str, str, str]]:
+    """(text, feature, value) of each ``feature=value`` text, name and value trimmed.
+
+    Raises:
+        OptionError: A text without ``=`` or without a feature name.
+    """
+    out = []
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise OptionError(f"--set {text}: expected feature=value")
+        out.append((text, name, value))
+    return out
 
 
 def parse_changes(
@@ -49,11 +65,7 @@ def parse_changes(
     """
     known = {s.name: s for s in specs}
     out: dict[str, object] = {}
-    for text in assignments:
-        name, sep, value = text.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not name:
-            raise PartnerscoreError(f"--set {text}: expected feature=value")
+    for text, name, value in split_assignments(assignments):
         if name not in known:
             raise PartnerscoreError(f"--set {text}: '{name}' is not a feature of the model")
         if known[name].kind == "numeric":

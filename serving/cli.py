@@ -2,7 +2,9 @@
 
 Every command loads the configuration (shipped defaults, optionally one ``--config`` file), calls
 one job function and prints its summary. A :class:`PartnerscoreError` becomes one line on stderr
-and exit code 2; nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``.
+and exit code 2; a usage error (an option missing, options that clash, a bad option value: an
+:class:`~partnerscore.features.core.OptionError`) prints the command's usage line first, as the
+parser's own errors do. Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 from partnerscore.serving.cli_common import (
     _STATE,
     ConfigOption,
@@ -52,6 +54,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -78,7 +81,7 @@ def _options(
 
     level = getattr(logging, log_level.upper(), None)
     if log_level.lower() not in ("debug", "info", "warning", "error") or level is None:
-        raise PartnerscoreError(f"--log-level {log_level}: use debug, info, warning or error")
+        raise UsageError(f"--log-level {log_level}: use debug, info, warning or error", ctx)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("partnerscore").setLevel(level)
     _STATE["json"] = json_output
@@ -113,7 +116,7 @@ _config = load
 
 
 def _updated(cfg, options: dict[str, tuple[str, object]]):
-    """``cfg`` with command-line values applied; invalid ones name their option in one line.
+    """``cfg`` with command-line values applied; an invalid one is an :class:`OptionError`.
 
     Args:
         cfg: A frozen config model.
@@ -132,7 +135,7 @@ def _updated(cfg, options: dict[str, tuple[str, object]]):
         if isinstance(shown, tuple):
             shown = ",".join(str(v) for v in shown)
         message = err["msg"].removeprefix("Value error, ")
-        raise PartnerscoreError(f"{option} {shown}: {message}") from exc
+        raise OptionError(f"{option} {shown}: {message}") from exc
 
 
 def _parse_ages(text: str | None) -> tuple[int, ...] | None:
@@ -142,7 +145,7 @@ def _parse_ages(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError as exc:
         message = f"--ages: expected comma-separated day counts, got '{text}'"
-        raise PartnerscoreError(message) from exc
+        raise OptionError(message) from exc
 
 
 def _parse_date(text: str | None, option: str) -> date | None:
@@ -151,7 +154,7 @@ def _parse_date(text: str | None, option: str) -> date | None:
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
-        raise PartnerscoreError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
+        raise OptionError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
 
 
 def _batch_job() -> None:
@@ -502,7 +505,9 @@ def score(
         score_cfg = _updated(app_cfg.score, {"overrides_path": ("--overrides", str(overrides))})
         app_cfg = app_cfg.model_copy(update={"score": score_cfg})
     if workers is not None and workers < 1:
-        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
+        raise OptionError(f"--workers {workers}: must be at least 1")
+    if engine not in ("pandas", "spark"):
+        raise OptionError(f"--engine {engine}: expected pandas or spark")
     if features is not None:
         if as_of is not None or at_age is not None:
             given = "--as-of" if as_of is not None else "--at-age"
@@ -536,8 +541,6 @@ def score(
     if (as_of is None) == (at_age is None):
         raise UsageError("score: give either --as-of DATE or --at-age DAYS", ctx)
     as_of_date = _parse_date(as_of, "--as-of")
-    if engine not in ("pandas", "spark"):
-        raise PartnerscoreError(f"--engine {engine}: expected pandas or spark")
     from partnerscore.serving.score import run_score
 
     options = {
@@ -598,7 +601,7 @@ def report(
 
     ids = [p.strip() for p in partners.split(",") if p.strip()] if partners is not None else None
     if ids is not None and not ids:
-        raise PartnerscoreError(f"--partners '{partners}': no partner id given")
+        raise OptionError(f"--partners '{partners}': no partner id given")
     cfg = _config(config)
     emit(run_report(scores, out, cfg, partners=ids, tier=tier, notes=notes, workers=workers))
     _batch_done()
@@ -737,7 +740,12 @@ def demo(
     """Simulate -> validate -> build -> train -> promote -> score -> report, end to end."""
     from partnerscore.serving.demo import run_demo
 
-    emit(run_demo(workdir, _config(config), partners=partners, trials=trials))
+    cfg = _config(config)
+    update = {
+        "simulate": _updated(cfg.simulate, {"partners": ("--partners", partners)}),
+        "train": _updated(cfg.train, {"trials": ("--trials", trials)}),
+    }
+    emit(run_demo(workdir, cfg.model_copy(update=update)))
 
 
 def _is_click_error(exc: BaseException) -> bool:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 
 _STATE = {"json": False, "exit_now": False}
 """Process-wide CLI state: ``--json`` output; set by the console script's callback."""
@@ -22,27 +23,12 @@ ConfigOption = Annotated[
 ]
 
 
-def new_app(name: str, help: str) -> typer.Typer:
-    """A Typer app with the project's defaults.
-
-    Help on no arguments, no shell-completion commands, and no pretty tracebacks (errors are
-    one line, see ``serving/cli.py``).
-    """
-    return typer.Typer(
-        name=name,
-        help=help,
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-    )
-
-
 class UsageError(PartnerscoreError):
-    """A usage error found after parsing: a needed option missing, or options that clash.
+    """A usage error found after parsing: an option missing, clashing or given a bad value.
 
-    Bad values of one option stay plain :class:`PartnerscoreError` s (bad input, one line).
-    The console script prints the command's usage line before the one ``error:`` line, as it
-    does for the parser's own usage errors; exit code 2.
+    Bad values are :class:`~partnerscore.features.core.OptionError` s of the command or its job
+    (see :func:`new_app`). The console script prints the command's usage line before the one
+    ``error:`` line, as it does for the parser's own usage errors; exit code 2.
 
     Args:
         message: One line naming the options.
@@ -52,6 +38,39 @@ class UsageError(PartnerscoreError):
     def __init__(self, message: str, ctx: typer.Context) -> None:
         super().__init__(message)
         self.usage = ctx.get_usage()
+
+
+class _Command(TyperCommand):
+    """A command whose :class:`~partnerscore.features.core.OptionError` s are usage errors."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except OptionError as exc:
+            raise UsageError(exc.message, ctx) from exc
+
+
+class _App(typer.Typer):
+    """A Typer app whose commands are :class:`_Command` s unless given another class."""
+
+    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kw):
+        return super().command(name, cls=cls or _Command, **kw)
+
+
+def new_app(name: str, help: str) -> typer.Typer:
+    """A Typer app with the project's defaults.
+
+    Help on no arguments, no shell-completion commands, no pretty tracebacks (errors are one
+    line, see ``serving/cli.py``), and a bad option value found by a command or its job (an
+    :class:`~partnerscore.features.core.OptionError`) reported as a usage error.
+    """
+    return _App(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
 
 
 def load(path: Path | None):

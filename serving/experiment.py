@@ -33,6 +33,7 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import (
+    OptionError,
     PartnerscoreError,
     check_day_count,
     frame_format,
@@ -290,7 +291,7 @@ def run_assign(
 
     name = str(name).strip()
     if not name:
-        raise PartnerscoreError("--name: the experiment name must not be empty")
+        raise OptionError("--name: the experiment name must not be empty")
     shares = arm_shares(arms, fraction)
     out = Path(out)
     frame_format(out)
@@ -680,11 +681,14 @@ def run_analyze(
     started = time.perf_counter()
     check_day_count("--horizon", horizon, low=1)
     if not 0 < alpha < 1:
-        raise PartnerscoreError(f"--alpha: expected a level between 0 and 1, got {alpha}")
+        raise OptionError(f"--alpha: expected a level between 0 and 1, got {alpha}")
     if n_boot < 1:
-        raise PartnerscoreError(
-            f"--bootstrap: expected a positive number of resamples, got {n_boot}"
-        )
+        raise OptionError(f"--bootstrap: expected a positive number of resamples, got {n_boot}")
+    if seed < 0:  # numpy's generators take no negative seed
+        raise OptionError(f"--seed {seed}: expected 0 or more")
+    milestones = tuple(sorted(set(milestones or default_milestones(horizon)) | {horizon}))
+    if milestones[0] < 1 or milestones[-1] > horizon:
+        raise OptionError(f"--milestones: days must be between 1 and the horizon {horizon}")
     assignments = Path(assignments)
     table = read_assignments(assignments)
     names = sorted(table["experiment"].unique())
@@ -703,9 +707,6 @@ def run_analyze(
         )
     if len(arms) < 2:
         raise PartnerscoreError(f"{assignments}: experiment '{name}' has only the arm '{control}'")
-    milestones = tuple(sorted(set(milestones or default_milestones(horizon)) | {horizon}))
-    if milestones[0] < 1 or milestones[-1] > horizon:
-        raise PartnerscoreError(f"--milestones: days must be between 1 and the horizon {horizon}")
 
     raw = load_raw(raw_dir, write_quarantine=False)
     known = set(raw.tables["partners"]["partner_id"].astype(str))
@@ -1208,13 +1209,19 @@ def run_plan(
         The plan.
     """
     if partners < 4:
-        raise PartnerscoreError(f"--partners: need at least 4 partners, got {partners}")
+        raise OptionError(f"--partners: need at least 4 partners, got {partners}")
     check_day_count("--horizon", horizon, low=1)
     check_day_count("--age", age)
     arm_shares(("control", "treatment"), fraction)
     for label, value in (("--alpha", alpha), ("--power", power)):
         if not 0 < value < 1:
-            raise PartnerscoreError(f"{label}: expected a value between 0 and 1, got {value}")
+            raise OptionError(f"{label}: expected a value between 0 and 1, got {value}")
+    given = {"--revenue-sd": revenue_sd, "--base-rate": base_rate, "--r-squared": r_squared}
+
+    def bad(option: str, message: str) -> PartnerscoreError:
+        """A given value's error is an option's; an estimated one's is about the data."""
+        return (PartnerscoreError if given[option] is None else OptionError)(message)
+
     source = "given"
     if raw_dir is not None:
         sd, mean, rate, r2, used = outcome_spread(raw_dir, horizon, age, config.build)
@@ -1229,7 +1236,7 @@ def run_plan(
         )
     r_squared = float(r_squared or 0.0)
     if not 0 <= r_squared < 1:
-        raise PartnerscoreError(f"--r-squared: expected a value in [0, 1), got {r_squared}")
+        raise bad("--r-squared", f"--r-squared: expected a value in [0, 1), got {r_squared}")
     n_t = max(int(round(partners * fraction)), 1)
     n_c = partners - n_t
     plan = PlanResult(
@@ -1245,7 +1252,7 @@ def run_plan(
     )
     if revenue_sd is not None:
         if not revenue_sd > 0:
-            raise PartnerscoreError(f"--revenue-sd: must be positive, got {revenue_sd}")
+            raise bad("--revenue-sd", f"--revenue-sd: must be positive, got {revenue_sd}")
         plan.mde_revenue = minimum_detectable_effect(n_t, n_c, revenue_sd, alpha, power)
         plan.mde_revenue_adjusted = minimum_detectable_effect(
             n_t, n_c, revenue_sd, alpha, power, r_squared
@@ -1261,7 +1268,8 @@ def run_plan(
                 )
     if base_rate is not None:
         if not 0 < base_rate < 1:
-            raise PartnerscoreError(f"--base-rate: expected a share in (0, 1), got {base_rate}")
+            message = f"--base-rate: expected a share in (0, 1), got {base_rate}"
+            raise bad("--base-rate", message)
         plan.mde_engaged = minimum_detectable_lift(n_t, n_c, base_rate, alpha, power)
         if effect_engagement:
             from statsmodels.stats.power import NormalIndPower
@@ -1269,9 +1277,10 @@ def run_plan(
 
             target = base_rate + effect_engagement
             if not 0 < target < 1:
-                raise PartnerscoreError(
+                raise bad(
+                    "--base-rate",
                     f"--effect-engagement {effect_engagement:g}: the base rate {base_rate:.1%} "
-                    f"plus the lift is {target:.1%}, outside (0%, 100%)"
+                    f"plus the lift is {target:.1%}, outside (0%, 100%)",
                 )
             h = abs(proportion_effectsize(target, base_rate))
             n1 = NormalIndPower().solve_power(

@@ -1,7 +1,8 @@
 """``partnerscore experiment assign | analyze | plan | stop``: the experiment command group.
 
 Thin Typer commands over :mod:`partnerscore.serving.experiment`; errors surface through the main
-CLI (one line, exit code 2). Heavy imports happen inside the commands.
+CLI (one line, exit code 2; usage errors after the command's usage line). Heavy imports happen
+inside the commands.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError
 from partnerscore.serving.cli_common import ConfigOption, UsageError, emit, load, new_app
 
 experiment_app = new_app(
@@ -39,7 +40,7 @@ def _days(text: str | None, option: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError as exc:
-        raise PartnerscoreError(f"{option}: expected comma-separated days, got '{text}'") from exc
+        raise OptionError(f"{option}: expected comma-separated days, got '{text}'") from exc
 
 
 def _timestamp(text: str | None, option: str):
@@ -50,7 +51,7 @@ def _timestamp(text: str | None, option: str):
     try:
         return pd.Timestamp(text)
     except ValueError as exc:
-        raise PartnerscoreError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
+        raise OptionError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
 
 
 @experiment_app.command()

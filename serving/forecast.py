@@ -36,7 +36,12 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.config import BuildConfig
-from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
+from partnerscore.features.core import (
+    OptionError,
+    PartnerscoreError,
+    read_frame,
+    write_frame_atomic,
+)
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.intervals import portfolio_bounds
 from partnerscore.models.phasing import calendar_weights
@@ -173,7 +178,7 @@ def parse_by(text: str | None) -> tuple[str, ...]:
         return ()
     fields = tuple(part.strip() for part in text.split(",") if part.strip())
     if len(set(fields)) != len(fields):
-        raise PartnerscoreError(f"--by: repeated field in '{text}'")
+        raise OptionError(f"--by: repeated field in '{text}'")
     return fields
 
 
@@ -339,6 +344,8 @@ def forecast_table(
         PartnerscoreError: A required or ``by`` column is missing, ``pred_revenue_sd`` is
             empty (scores from a model without intervals), ``out_of_scope`` is not a flag, or
             (``phased``) the phase columns are missing, empty or do not cut the horizon.
+        OptionError: A ``by`` column the forecast reads or writes itself, a ``coverage``
+            outside (0, 1) or an unknown ``period``.
     """
     for col in (*REQUIRED, *by):
         if col not in scores.columns:
@@ -346,7 +353,7 @@ def forecast_table(
     reserved = {*REQUIRED, "out_of_scope", *(n for n, _, _ in FORECAST_SCHEMA)}
     for col in by:
         if col in reserved or col.startswith(PHASE_COLUMN) or col.startswith("_"):
-            raise PartnerscoreError(
+            raise OptionError(
                 f"--by {col}: the forecast reads or writes this column itself (model_version "
                 "lists each row's versions); segment by a label such as tier, region, industry "
                 "or partner_type"
@@ -354,9 +361,9 @@ def forecast_table(
     if scores.empty:
         raise PartnerscoreError(f"{source}: no scored partners")
     if not 0 < coverage < 1:
-        raise PartnerscoreError(f"--coverage: expected a share in (0, 1), got {coverage}")
+        raise OptionError(f"--coverage: expected a share in (0, 1), got {coverage}")
     if period not in PERIODS:
-        raise PartnerscoreError(f"--period {period}: expected one of {', '.join(PERIODS)}")
+        raise OptionError(f"--period {period}: expected one of {', '.join(PERIODS)}")
     layout = model_layout(
         scores,
         source,

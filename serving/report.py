@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
+    OptionError,
     PartnerscoreError,
     read_frame,
     write_text_atomic,
@@ -1075,7 +1076,7 @@ def run_report(
 
     started = time.perf_counter()
     if workers is not None and workers < 1:
-        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
+        raise OptionError(f"--workers {workers}: must be at least 1")
     workers = available_workers() if workers is None else workers
     frame = read_scores(scores)
     out_dir = Path(out_dir)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
+    OptionError,
     PartnerscoreError,
     check_day_count,
     discard_staged,
@@ -304,6 +305,14 @@ def run_score(
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     if at_age is not None:
         check_day_count("--at-age", at_age)
+    workers = available_workers() if workers is None else workers
+    if workers < 1:
+        raise OptionError(f"--workers {workers}: must be at least 1")
+    from partnerscore.features.pipeline import GROUP_PARTNERS
+
+    size = GROUP_PARTNERS if group_partners is None else group_partners
+    if size < 0:
+        raise OptionError(f"--group-partners {size}: must be 0 (no groups) or more")
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     problem = missing_model(uri, config.paths.tracking_uri())
@@ -312,16 +321,8 @@ def run_score(
     # a missing raw folder or table, too: once the model's thread has started, an error waits
     # for its load before it is reported
     _find_files(Path(raw_dir))
-
-    workers = available_workers() if workers is None else workers
-    if workers < 1:
-        raise PartnerscoreError(f"--workers {workers}: must be at least 1")
-    from partnerscore.features.pipeline import GROUP_PARTNERS
     from partnerscore.serving.score_groups import score_groups
 
-    size = GROUP_PARTNERS if group_partners is None else group_partners
-    if size < 0:
-        raise PartnerscoreError(f"--group-partners {size}: must be 0 (no groups) or more")
     qdir = out.parent / "quarantine"
     # the model (its scoring view: SQLAlchemy for the history is imported on the way; a
     # version without a view imports LightGBM and scikit-learn, ~2 s) loads in a helper

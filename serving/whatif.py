@@ -115,6 +115,7 @@ def run_whatif_partner(
 
     if not assignments:
         raise PartnerscoreError("whatif: give at least one --set feature=value")
+    wi.split_assignments(assignments)  # malformed ones stop the run before any data is read
     if out is not None:
         frame_format(out)
     uri = _checked_uri(model, config, allow_local_model)

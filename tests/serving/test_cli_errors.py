@@ -478,15 +478,147 @@ USAGE_ERRORS = {
     ),
 }
 """Option checks after parsing that are usage errors: a needed option missing, or options that
-do not go together. Each prints its command's usage line, as the parser's own errors do."""
+do not go together. Each prints its command's usage line, as the parser's own errors do (so do
+:data:`BAD_OPTION_VALUES`)."""
 
 
-@pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
+SIMULATE = ["simulate", "--out", "r"]
+INJECT = [*SIMULATE, "--treatment", "t"]  # the injection options need an experiment name
+ASSIGN = ["experiment", "assign", "--scores", "s.csv", "--name", "e", "--out", "a.csv"]
+ANALYZE = ["experiment", "analyze", "--assignments", "a.csv", "--raw", "RAW", "--out", "an"]
+PLAN = ["experiment", "plan", "--partners", "100", "--base-rate", "0.3"]
+SCORE = ["score", "--raw", "RAW", "--as-of", "2024-06-01"]
+FORECAST = ["forecast", "--scores", "s.csv", "--out", "fc.csv"]
+WHATIF = ["whatif", "--raw", "RAW", "--partner", "P1", "--as-of", "2024-06-01"]
+BAD_OPTION_VALUES = {
+    "simulate_partners": ([*SIMULATE, "--partners", "0"], ["--partners 0"]),
+    "simulate_seed": ([*SIMULATE, "--seed", "-1"], ["--seed -1"]),  # numpy's ValueError, exit 1
+    "simulate_event_scale": ([*SIMULATE, "--event-scale", "0"], ["--event-scale 0.0"]),
+    "simulate_format": ([*SIMULATE, "--format", "xml"], ["--format", "'xml'"]),
+    "simulate_drift": ([*SIMULATE, "--drift", "nope"], ["--drift", "'nope'"]),
+    "simulate_treatment": ([*SIMULATE, "--treatment", " "], ["--treatment", "must not be empty"]),
+    "simulate_effect_revenue": ([*INJECT, "--effect-revenue", "-2"], ["--effect-revenue", "-2.0"]),
+    "simulate_effect_engagement": (
+        [*INJECT, "--effect-engagement", "-1"],
+        ["--effect-engagement", "-1.0"],
+    ),
+    "simulate_treated_fraction": (
+        [*INJECT, "--treated-fraction", "1.5"],
+        ["--treated-fraction", "1.5"],
+    ),
+    "simulate_assigned_at_not_a_date": (
+        [*INJECT, "--assigned-at", "2024-02-30"],
+        ["--assigned-at", "'2024-02-30'"],
+    ),
+    "simulate_assigned_at_past_the_end": (
+        [*INJECT, "--assigned-at", "2099-01-01"],
+        ["--assigned-at 2099-01-01", "would pass the data end"],
+    ),
+    "build_ages": (["build", "--raw", "RAW", "--ages", "30,sixty"], ["--ages", "'30,sixty'"]),
+    "build_ages_negative": (["build", "--raw", "RAW", "--ages", "-5"], ["--ages -5"]),
+    "build_ages_past_a_century": (
+        ["build", "--raw", "RAW", "--ages", "30,100000"],
+        ["--ages 30,100000", "at most 36,525 days"],
+    ),
+    "build_horizon": (["build", "--raw", "RAW", "--horizon", "0"], ["--horizon 0"]),
+    "build_engagement_period": (
+        ["build", "--raw", "RAW", "--engagement-period", "0"],
+        ["--engagement-period 0"],
+    ),
+    "build_data_end": (
+        ["build", "--raw", "RAW", "--data-end", "2024-02-30"],
+        ["--data-end", "'2024-02-30'"],
+    ),
+    "build_data_end_past_the_contract_years": (
+        ["build", "--raw", "RAW", "--data-end", "9999-12-31"],
+        ["--data-end 9999-12-31", "1900-2199"],
+    ),
+    "build_group_partners": (
+        ["build", "--raw", "RAW", "--group-partners", "-1"],
+        ["--group-partners -1"],
+    ),
+    "train_trials": (["train", "--trials", "-1"], ["--trials -1"]),
+    "score_engine": ([*SCORE, "--engine", "foo"], ["--engine foo", "pandas or spark"]),
+    "score_workers": ([*SCORE, "--workers", "0"], ["--workers 0: must be at least 1"]),
+    "score_as_of": ([*SCORE[:3], "--as-of", "2024-13-01"], ["--as-of", "'2024-13-01'"]),
+    "score_at_age": (
+        [*SCORE[:3], "--at-age", "99999999999"],
+        ["--at-age 99999999999", "0 to 36,525"],
+    ),
+    "score_group_partners": ([*SCORE, "--group-partners", "-1"], ["--group-partners -1"]),
+    "score_model": ([*SCORE, "--model", "no good!"], ["--model", "'no good!'"]),
+    "report_partners": (
+        ["report", "--scores", "s.csv", "--partners", " , "],
+        ["--partners ' , ': no partner id given"],
+    ),
+    "report_workers": (["report", "--scores", "s.csv", "--workers", "0"], ["--workers 0"]),
+    "forecast_by_repeated": ([*FORECAST, "--by", "tier,tier"], ["--by", "'tier,tier'"]),
+    "forecast_by_its_own_column": ([*FORECAST, "--by", "model_version"], ["--by model_version"]),
+    "forecast_coverage": ([*FORECAST, "--coverage", "1.5"], ["--coverage", "1.5"]),
+    "forecast_period": ([*FORECAST, "--period", "fortnight"], ["--period fortnight"]),
+    "monitor_as_of": (["monitor", "--raw", "RAW", "--as-of", "soon"], ["--as-of", "'soon'"]),
+    "monitor_model": (
+        ["monitor", "--raw", "RAW", "--as-of", "2024-06-01", "--model", "no good!"],
+        ["--model", "'no good!'"],
+    ),
+    "incentives_as_of": (["incentives", "--as-of", "soon"], ["--as-of", "'soon'"]),
+    "whatif_as_of": ([*WHATIF[:5], "--as-of", "2024-02-30", "--set", "x=1"], ["--as-of"]),
+    "whatif_set": ([*WHATIF, "--set", "nonsense"], ["--set nonsense", "feature=value"]),
+    "demo_partners": (["demo", "--partners", "0"], ["--partners 0"]),  # ValidationError, exit 1
+    "demo_trials": (["demo", "--trials", "-1"], ["--trials -1"]),
+    "assign_arms": ([*ASSIGN, "--arms", "control"], ["--arms", "'control'"]),
+    "assign_fraction": ([*ASSIGN, "--fraction", "1.5"], ["--fraction", "1.5"]),
+    "assign_assigned_at": ([*ASSIGN, "--assigned-at", "2026-02-30"], ["--assigned-at"]),
+    "assign_name": (
+        ["experiment", "assign", "--scores", "s.csv", "--name", " ", "--out", "a.csv"],
+        ["--name", "must not be empty"],
+    ),
+    "analyze_horizon": ([*ANALYZE, "--horizon", "0"], ["--horizon 0"]),
+    "analyze_milestones": (
+        [*ANALYZE, "--horizon", "30", "--milestones", "10,x"],
+        ["--milestones", "'10,x'"],
+    ),
+    "analyze_milestones_past_the_horizon": (
+        [*ANALYZE, "--horizon", "30", "--milestones", "10,60"],
+        ["--milestones", "the horizon 30"],
+    ),
+    "analyze_alpha": ([*ANALYZE, "--horizon", "30", "--alpha", "2"], ["--alpha", "2.0"]),
+    "analyze_bootstrap": ([*ANALYZE, "--horizon", "30", "--bootstrap", "0"], ["--bootstrap"]),
+    "analyze_seed": ([*ANALYZE, "--horizon", "30", "--seed", "-1"], ["--seed -1"]),  # exit 1
+    "plan_partners": (
+        ["experiment", "plan", "--partners", "2", "--base-rate", "0.3"],
+        ["--partners", "got 2"],
+    ),
+    "plan_horizon": ([*PLAN, "--horizon", "0"], ["--horizon 0"]),
+    "plan_age": ([*PLAN, "--age", "-1"], ["--age -1"]),
+    "plan_fraction": ([*PLAN, "--fraction", "0"], ["--fraction", "0.0"]),
+    "plan_alpha": ([*PLAN, "--alpha", "0"], ["--alpha", "0.0"]),
+    "plan_power": ([*PLAN, "--power", "1"], ["--power", "1.0"]),
+    "plan_r_squared": ([*PLAN, "--r-squared", "1"], ["--r-squared", "1.0"]),
+    "plan_revenue_sd": ([*PLAN[:4], "--revenue-sd", "-5"], ["--revenue-sd", "-5.0"]),
+    "plan_base_rate": ([*PLAN[:4], "--base-rate", "1.5"], ["--base-rate", "1.5"]),
+    "plan_effect_engagement": (
+        [*PLAN[:4], "--base-rate", "0.5", "--effect-engagement", "0.6"],
+        ["--effect-engagement 0.6", "the base rate 50.0%"],
+    ),
+}
+"""Bad values of one option (or of options read together), found by the command or its job
+from the command line and the configuration alone: usage errors too. Errors about data that
+name an option (a --data-end past the newest event, a --tier no partner is in) are not."""
+SCORES = (
+    "partner_id,as_of,pred_revenue,pred_revenue_sd,tier,region,model_version\n"
+    "P1,2024-06-01,100.0,10.0,A,NA,1\n"
+)
+"""A scores file as far as ``forecast`` reads before its option checks (``s.csv``)."""
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS.keys() | BAD_OPTION_VALUES.keys()))
 def test_usage_errors_print_the_usage_line(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may land in the repository's data/ folder
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    argv, parts = USAGE_ERRORS[case]
+    argv, parts = {**USAGE_ERRORS, **BAD_OPTION_VALUES}[case]
     raw = raw_copy(tmp_path)
+    (tmp_path / "s.csv").write_text(SCORES, encoding="utf-8")
     code, out, err = run([raw if a == "RAW" else a for a in argv], capsys)
     assert code == 2, (code, out, err)
     assert_one_error(err, *parts)
@@ -497,19 +629,23 @@ def test_usage_errors_print_the_usage_line(case, tmp_path, capsys, monkeypatch):
     code, _, parser_err = run([*command, "--nope"], capsys)
     assert code == 2 and parser_err.splitlines()[0] == usage
     assert not (tmp_path / "r").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "data").exists() and not (tmp_path / "fc.csv").exists()
 
 
-def test_bad_option_values_stay_one_line(tmp_path, capsys, monkeypatch):
-    """A bad value of one option is bad input (one line, exit 2), not a usage error."""
+def test_errors_about_data_stay_one_line(tmp_path, capsys, monkeypatch):
+    """An error about the data that names an option is bad input (one line), not a usage
+    error: here the data ends before --data-end, and no partner signed before --as-of."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sqlite3.connect(tmp_path / "mlflow.db").close()  # a registry (empty): input errors first
     raw = raw_copy(tmp_path)
-    for argv in (
-        ["score", "--raw", raw, "--as-of", "2024-13-01"],
-        ["build", "--raw", raw, "--ages", "30,sixty"],
+    for argv, said in (
+        (["build", "--raw", raw, "--out", "f", "--data-end", "2030-01-01"], "newest event"),
+        (["score", "--raw", raw, "--as-of", "2000-01-01"], "no partner signed before"),
     ):
         code, _, err = run(argv, capsys)
         assert code == 2
-        assert_one_error(err)
+        assert_one_error(err, said)
         assert not err.startswith("Usage:"), err
 
 
@@ -855,3 +991,7 @@ def test_version_and_json_and_log_level(capsys):
     code, _, err = run(["--log-level", "loud", "metrics"], capsys)
     assert code == 2
     assert_one_error(err, "--log-level loud")
+    # a usage error: the program's usage line first, as the parser's own errors print it
+    code, _, parser_err = run(["--nope", "metrics"], capsys)
+    assert code == 2 and err.splitlines()[0] == parser_err.splitlines()[0]
+    assert err.splitlines()[0].endswith(" [OPTIONS] COMMAND [ARGS]...")

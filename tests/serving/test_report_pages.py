@@ -262,8 +262,8 @@ def test_workers_option(tmp_path, capsys, monkeypatch):
     write_frame_atomic(synthetic_scores(30), tmp_path / "s.parquet")
     args = ["report", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "r")]
     assert main([*args, "--workers", "0"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.endswith("--workers 0: must be at least 1") and len(err.splitlines()) == 1
+    usage, err = capsys.readouterr().err.strip().splitlines()  # a usage error
+    assert usage.startswith("Usage: ") and err == "error: --workers 0: must be at least 1"
     assert main([*args, "--workers", "2"]) == 0
     assert "wrote 30 partner reports" in capsys.readouterr().out
 

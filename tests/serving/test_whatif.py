@@ -199,7 +199,7 @@ def test_whatif_cli_errors(tmp_path, capsys, raw_dir):
     cases = [  # usage errors print the usage line first
         (["whatif"], "give --partner", True),
         (["whatif", "--policy", "x.json"], "--scores FILE together", True),
-        (["whatif", "--partner", "P1", "--as-of", "2026-02-30"], "--as-of", False),
+        (["whatif", "--partner", "P1", "--as-of", "2026-02-30"], "--as-of", True),
     ]
     for argv, needle, usage in cases:
         assert main(argv) == 2

@@ -867,54 +867,16 @@ def arms_line_svg(
     Returns:
         An escaped ``<svg>`` fragment with a legend, styled by report.css.
     """
-    pad_l, pad_r, pad_b, pad_t = 62, 14, 24, 24
+    from partnerscore.serving.report import chart_frame, line_chart
+
+    pad_l = 62
     values = [v for vals in series.values() for v in vals if math.isfinite(v)]
     lo = min([0.0, *values]) if values else 0.0
     hi = max(values) if values else 1.0
     hi = hi if hi > lo else lo + 1.0
-    x_lo, x_hi = min(xs), max(xs)
-    span = x_hi - x_lo or 1.0
-
-    def px(v: float) -> float:
-        return pad_l + (v - x_lo) / span * (width - pad_l - pad_r)
-
-    def py(v: float) -> float:
-        return pad_t + (hi - v) / (hi - lo) * (height - pad_t - pad_b)
-
-    parts = [
-        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for tick in (lo, (lo + hi) / 2, hi):
-        parts.append(
-            f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
-            f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{escape(fmt(tick))}</text>'
-        )
-    ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
-    for t in ticks:
-        anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
-        parts.append(
-            f'<text x="{px(t):.1f}" y="{height - 6}" text-anchor="{anchor}">'
-            f"{escape(x_label)} {t:.0f}</text>"
-        )
-    legend_x = pad_l
-    for cls, (name, vals) in zip(ARM_CLASSES, series.items(), strict=False):
-        points = [(a, b) for a, b in zip(xs, vals, strict=True) if math.isfinite(b)]
-        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in points)
-        parts.append(f'<polyline class="{cls}" points="{pts}"/>')
-        for a, b in points:
-            parts.append(
-                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" class="{cls}">'
-                f"<title>{escape(name)}: {escape(fmt(b))} at {escape(x_label)} {a:.0f}</title>"
-                "</circle>"
-            )
-        parts.append(
-            f'<line class="{cls}" x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10"/>'
-            f'<text x="{legend_x + 22}" y="14">{escape(name)}</text>'
-        )
-        legend_x += 30 + 7 * len(name)
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    scale = (lo, hi)
+    frame = chart_frame(width, height, pad_l, scale, [(t, fmt(t)) for t in (lo, (lo + hi) / 2, hi)])
+    return line_chart(frame, xs, series, ARM_CLASSES, width, height, pad_l, scale, fmt, x_label)
 
 
 def interval_svg(rows: list[dict], fmt, width: int = 560) -> Markup:

@@ -418,6 +418,8 @@ def _waterfall_legend(label_w: int, y: int) -> str:
 
 
 SERIES_CLASSES = ("line", "line2", "line3")
+CHART_PADS = (14, 24, 24)
+"""Right, bottom and top padding of a line chart, in pixels (the left one holds its y labels)."""
 
 
 def line_svg(
@@ -439,37 +441,131 @@ def line_svg(
     Returns:
         An escaped ``<svg>`` fragment with a legend.
     """
-    pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
+    frame = _line_frame(width, height, tuple((thresholds or {}).items()))
+    return line_chart(frame, xs, series, SERIES_CLASSES, width, height, 36, (0.0, 100.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _line_frame(width: int, height: int, thresholds: tuple[tuple[str, float], ...]) -> str:
+    """The trajectory chart's opening tag, grid and tier threshold lines (same on every page)."""
+    pad_l, pad_r = 36, CHART_PADS[0]
+    scale = (0.0, 100.0)
+    parts = [chart_frame(width, height, pad_l, scale, ((0, "0"), (50, "50"), (100, "100")))]
+    for name, bound in thresholds:
+        if 0 < bound < 100:
+            y = _chart_y(bound, scale, height)
+            parts.append(
+                f'<line class="threshold" x1="{pad_l}" y1="{y:.1f}" '
+                f'x2="{width - pad_r}" y2="{y:.1f}"><title>tier {_esc(name)} from '
+                f"{bound:g}</title></line>"
+                f'<text class="threshold-label" x="{width - pad_r}" y="{y - 2:.1f}" '
+                f'text-anchor="end">tier {_esc(name)}</text>'
+            )
+    return "".join(parts)
+
+
+def _chart_y(value: float, scale: tuple[float, float], height: int) -> float:
+    """The y pixel of ``value`` on a line chart whose plot spans ``scale`` (clamped to it)."""
+    lo, hi = scale
+    v = lo if value < lo else value
+    if v > hi:
+        v = hi
+    _, pad_b, pad_t = CHART_PADS
+    return pad_t + (hi - v) / (hi - lo) * (height - pad_t - pad_b)
+
+
+def chart_frame(width: int, height: int, pad_l: int, scale: tuple[float, float], grid) -> str:
+    """A line chart's opening ``<svg>`` tag and its horizontal grid lines.
+
+    Args:
+        width: Width in pixels.
+        height: Height in pixels.
+        pad_l: Left padding in pixels (room for the grid labels).
+        scale: The values at the bottom and the top of the plot.
+        grid: (value, label) of each grid line.
+    """
+    pad_r = CHART_PADS[0]
+    parts = [
+        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for value, label in grid:
+        y = _chart_y(value, scale, height)
+        parts.append(
+            f'<line class="grid" x1="{pad_l}" y1="{y:.1f}" x2="{width - pad_r}" '
+            f'y2="{y:.1f}"/><text x="4" y="{y + 4:.1f}">{escape(label)}</text>'
+        )
+    return "".join(parts)
+
+
+def line_chart(
+    frame: str,
+    xs: list[float],
+    series: dict[str, list[float]],
+    classes: tuple[str, ...],
+    width: int,
+    height: int,
+    pad_l: int,
+    scale: tuple[float, float],
+    value_text=None,
+    x_label: str = "day",
+) -> Markup:
+    """A line chart: its frame, then what it draws over it (``line_svg``, ``arms_line_svg``).
+
+    After ``frame`` come the x labels (every x up to 8 of them, else the first and the last),
+    one polyline with a marker (and tooltip) per finite point for each series, and the legend.
+
+    Args:
+        frame: The chart's opening tag and grid (:func:`chart_frame`).
+        xs: The x of each point (a day count, labelled ``x_label`` and the number).
+        series: Name -> values; NaN and infinite points are skipped, the others drawn within
+            ``scale`` (clamped to it). Series beyond ``classes`` are left out.
+        classes: CSS class of each series' line, in order.
+        width: Width in pixels.
+        height: Height in pixels.
+        pad_l: Left padding in pixels.
+        scale: The values at the bottom and the top of the plot.
+        value_text: Value -> its tooltip text (default: with one decimal).
+        x_label: Unit of the x labels and tooltips.
+
+    Returns:
+        The escaped ``<svg>`` fragment.
+    """
+    pad_r, pad_b, pad_t = CHART_PADS
     x_lo, x_hi = min(xs), max(xs)
     span = x_hi - x_lo or 1.0
     x_w = width - pad_l - pad_r
+    y_lo, y_hi = scale
+    y_span = y_hi - y_lo
     y_h = height - pad_t - pad_b
-    parts = [_line_frame(width, height, tuple((thresholds or {}).items()))]
+    unit = _esc(x_label)
+    parts = [frame]
     ticks = xs if len(xs) <= 8 else [x_lo, x_hi]
     for t in ticks:
         anchor = "start" if t == x_lo else "end" if t == x_hi else "middle"
         parts.append(
             f'<text x="{pad_l + (t - x_lo) / span * x_w:.1f}" y="{height - 6}" '
-            f'text-anchor="{anchor}">day {t:.0f}</text>'
+            f'text-anchor="{anchor}">{unit} {t:.0f}</text>'
         )
     legend_x = pad_l
-    for cls, (name, values) in zip(SERIES_CLASSES, series.items(), strict=False):
+    for cls, (name, values) in zip(classes, series.items(), strict=False):
         label = _esc(name)
         points = []
         circles = []
         for a, b in zip(xs, values, strict=True):
             if not math.isfinite(b):
                 continue
-            # min(max(b, 0.0), 100.0), as the builtins compare
-            c = 0.0 if b < 0.0 else b
-            if c > 100.0:
-                c = 100.0
+            # min(max(b, y_lo), y_hi), as the builtins compare
+            c = y_lo if b < y_lo else b
+            if c > y_hi:
+                c = y_hi
             x = f"{pad_l + (a - x_lo) / span * x_w:.1f}"
-            y = f"{pad_t + (100 - c) / 100 * y_h:.1f}"
+            y = f"{pad_t + (y_hi - c) / y_span * y_h:.1f}"
             points.append(f"{x},{y}")
+            text = f"{b:.1f}" if value_text is None else escape(value_text(b))
             circles.append(
                 f'<circle cx="{x}" cy="{y}" r="3" class="{cls}">'
-                f"<title>{label}: {b:.1f} at day {a:.0f}</title></circle>"
+                f"<title>{label}: {text} at {unit} {a:.0f}</title></circle>"
             )
         parts.append(f'<polyline class="{cls}" points="{" ".join(points)}"/>')
         parts.extend(circles)
@@ -480,35 +576,6 @@ def line_svg(
         legend_x += 30 + 7 * len(name)
     parts.append("</svg>")
     return Markup("".join(parts))
-
-
-@functools.lru_cache(maxsize=16)
-def _line_frame(width: int, height: int, thresholds: tuple[tuple[str, float], ...]) -> str:
-    """The trajectory chart's opening tag, grid and tier threshold lines (same on every page)."""
-    pad_l, pad_r, pad_b, pad_t = 36, 14, 24, 24
-
-    def py(v: float) -> float:
-        return pad_t + (100 - min(max(v, 0.0), 100.0)) / 100 * (height - pad_t - pad_b)
-
-    parts = [
-        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for tick in (0, 50, 100):
-        parts.append(
-            f'<line class="grid" x1="{pad_l}" y1="{py(tick):.1f}" x2="{width - pad_r}" '
-            f'y2="{py(tick):.1f}"/><text x="4" y="{py(tick) + 4:.1f}">{tick}</text>'
-        )
-    for name, bound in thresholds:
-        if 0 < bound < 100:
-            parts.append(
-                f'<line class="threshold" x1="{pad_l}" y1="{py(bound):.1f}" '
-                f'x2="{width - pad_r}" y2="{py(bound):.1f}"><title>tier {_esc(name)} from '
-                f"{bound:g}</title></line>"
-                f'<text class="threshold-label" x="{width - pad_r}" y="{py(bound) - 2:.1f}" '
-                f'text-anchor="end">tier {_esc(name)}</text>'
-            )
-    return "".join(parts)
 
 
 def histogram_svg(

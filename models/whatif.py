@@ -366,6 +366,70 @@ def training_ranges(model: PartnerModel) -> dict[str, tuple[float, float]]:
 
 
 INTEGER_UNITS = ("count", "days")
+REFINE_STEPS = 8  # halvings of a grid step: a change within 1/256 of the step of the least
+
+
+def refine_reaching(
+    model: PartnerModel,
+    current: pd.DataFrame,
+    specs: list,
+    policy: PolicyConfig,
+    candidates: tuple[np.ndarray, ...],
+    target: np.ndarray,
+    steps: int = REFINE_STEPS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move each row's first reaching grid value per feature back while it still reaches.
+
+    Returns the candidates' values and scores, the first reaching grid value of each (row,
+    feature) moved towards the grid value before it by bisection. The grid alone overstates
+    the change a suggestion asks for by up to a whole grid step, a fifth of the feature's
+    training range by default. Only the cheapest reaching
+    candidate of each (row, feature) moves, and only to values that were scored and reach the
+    target, so every suggestion still reaches it; with a score monotone in the feature (the
+    models' direction constraints) it is the least such change to within 1/2**steps of a grid
+    step (to the whole number for counts and days).
+
+    Args:
+        model: The model (scores the bisection's values).
+        current: Feature rows the candidates change.
+        specs: Actionable feature specs (``feats`` index them).
+        policy: Scoring policy.
+        candidates: (rows, feats, grid, values, below, score): candidate i sets feature
+            ``specs[feats[i]]`` of row ``rows[i]`` to ``values[i]``, its ``grid[i]``-th grid
+            value; ``below[i]`` is the grid value before it (the current value for the
+            first; NaN when that is missing: the missing value scores apart from every
+            value, so the first grid value stays); ``score`` their scores.
+        target: Each row's score to reach.
+        steps: Most halvings.
+    """
+    rows, feats, grid, values, below, score = candidates
+    values, score = values.copy(), score.copy()
+    reach = score >= target[rows]
+    order = np.lexsort((grid, feats, rows))
+    first = order[reach[order]]
+    keys = rows[first] * len(specs) + feats[first]
+    first = first[np.r_[True, keys[1:] != keys[:-1]]] if len(first) else first
+    first = first[np.isfinite(below[first])]
+    if not len(first):
+        return values, score
+    lo, hi, best = below[first].astype(float), values[first].astype(float), score[first]
+    up = np.array([specs[f].direction == "higher_is_better" for f in feats[first]])
+    whole = np.array([specs[f].unit in INTEGER_UNITS for f in feats[first]])
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        mid = np.where(whole, np.where(up, np.ceil(mid), np.floor(mid)), mid)
+        open_ = mid != hi
+        if not open_.any():
+            break
+        idx = np.flatnonzero(open_)
+        trial = candidate_scores(
+            model, current, rows[first][idx], feats[first][idx], mid[idx], specs, policy
+        )
+        ok = trial >= target[rows[first][idx]]
+        hi[idx[ok]], best[idx[ok]] = mid[idx[ok]], trial[ok]
+        lo[idx[~ok]] = mid[idx[~ok]]
+    values[first], score[first] = hi, best
+    return values, score
 
 
 def upgrade_paths(
@@ -382,9 +446,11 @@ def upgrade_paths(
     Greedy coordinate search: at each step, every actionable feature the model uses is tried at
     ``grid`` values between the current value and the end of its observed training range in
     its better direction (counts and days rounded to whole numbers). If some single change
-    reaches the next tier's lower bound, the cheapest one wins (cost: the change as a share of
-    the feature's training range) and the search stops; otherwise the change with the largest
-    score gain is kept and the search goes on, up to ``max_steps`` features.
+    reaches the next tier's lower bound, it is cut back by bisection towards the grid value
+    before it while it still reaches (:func:`refine_reaching`), the cheapest one wins (cost:
+    the change as a share of the feature's training range) and the search stops; otherwise
+    the change with the largest score gain is kept and the search goes on, up to
+    ``max_steps`` features.
 
     Args:
         model: The model (scores every candidate).
@@ -430,12 +496,13 @@ def upgrade_paths(
         live = np.flatnonzero(~done)
         if not len(live):
             break
-        rows, feats, values = [], [], []
+        rows, feats, values, below, order = [], [], [], [], []
         for j, spec in enumerate(specs):
             lo, hi = ranges[spec.name]
             x = pd.to_numeric(current[spec.name].iloc[live], errors="coerce").to_numpy(float)
             start = np.where(np.isfinite(x), x, lo if spec.direction == "higher_is_better" else hi)
             end = hi if spec.direction == "higher_is_better" else lo
+            previous = np.where(np.isfinite(x), start, np.nan)  # a missing value: no bracket
             for g in range(1, grid + 1):
                 v = start + (end - start) * g / grid
                 if spec.unit in INTEGER_UNITS:
@@ -445,10 +512,23 @@ def upgrade_paths(
                 rows.append(live[keep])
                 feats.append(np.full(keep.sum(), j))
                 values.append(v[keep])
-        rows_a, feats_a, values_a = (np.concatenate(r) for r in (rows, feats, values))
+                below.append(previous[keep])
+                order.append(np.full(keep.sum(), g))
+                previous = v
+        rows_a, feats_a, values_a, below_a, order_a = (
+            np.concatenate(r) for r in (rows, feats, values, below, order)
+        )
         if not len(rows_a):
             break
         score = candidate_scores(model, current, rows_a, feats_a, values_a, specs, policy)
+        values_a, score = refine_reaching(
+            model,
+            current,
+            specs,
+            policy,
+            (rows_a, feats_a, order_a, values_a, below_a, score),
+            target[active],
+        )
         span = np.array([ranges[s.name][1] - ranges[s.name][0] for s in specs])
         now = pd.DataFrame(
             {

@@ -150,7 +150,7 @@ def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
     ranges = wi.training_ranges(model)
     specs = {s.name: s for s in model.feature_specs}
     bounds = pol._tier_bounds(policy)
-    found = 0
+    found = least = 0
     for i, path in enumerate(paths):
         if tiers[i] == "A" or tiers[i] == pol.OUT_OF_SCOPE_TIER:
             assert path == []
@@ -168,7 +168,20 @@ def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
         score = score_features(model, moved, policy=policy)["score"].iat[0]
         target = {r: b for _, (r, b) in bounds.items()}[bounds[tiers[i]][0] - 1]
         assert score >= target - 1e-9
-    assert found > 0
+        (name, old, new) = path[0]
+        if len(path) == 1 and np.isfinite(old):  # the least change (monotone directed features)
+            spec, (lo, hi) = specs[name], ranges[name]
+            up = spec.direction == "higher_is_better"
+            origin = old
+            step = abs((hi if up else lo) - origin) / 4  # grid=4
+            less = step / 2**wi.REFINE_STEPS * 2
+            less = max(1.0, np.ceil(less)) if spec.unit in wi.INTEGER_UNITS else less
+            short = new - less if up else new + less
+            if (short > origin) if up else (short < origin):
+                fewer = wi.apply_changes(sample.iloc[[i]], {name: short})
+                assert score_features(model, fewer, policy=policy)["score"].iat[0] < target
+                least += 1
+    assert found > 0 and least > 0
 
 
 @pytest.mark.parametrize("chunk", [7, 64])

@@ -436,14 +436,110 @@ def csv_header(path: Path) -> list[str]:
 
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            spans_lines = reader.line_num > 1
     except UnicodeDecodeError as exc:
         raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except csv.Error as exc:
+    except csv.Error as exc:  # e.g. a quote that never closes: a "field larger than field limit"
+        check_quotes_close(path)
         raise PartnerscoreError(f"{path}: cannot read file: {exc}") from exc
+    if spans_lines:  # a header over several lines: an unclosed quote swallowed the file?
+        check_quotes_close(path)
     if not header or not any(h.strip() for h in header):
         raise PartnerscoreError(f"{path}: empty file (no header line)")
     return header
+
+
+_CSV_FIELD_STARTS = (b",", b"\n", b"\r")
+_BOM = b"\xef\xbb\xbf"
+_CSV_CHUNK = 1 << 22
+
+
+def _quote_runs_back(data: bytes, before: bytes) -> tuple[bool, int, int | None]:
+    """How the runs of quotes of ``data`` move a CSV reader in or out of a quoted field.
+
+    A run of quotes at a field's start (after a comma, a line break or ``before``, the byte
+    preceding ``data``) of odd length toggles the state: it opens a field when outside (the
+    rest are escaped quotes) and closes one when inside. An odd run elsewhere leaves the
+    reader outside whatever the state before (it closes a field, or is a literal quote in an
+    unquoted one); even runs change nothing (escaped quotes, an empty quoted field). So the
+    state after ``data`` depends only on the toggles after its last odd run not at a field
+    start, found scanning backwards (in a well-formed file the last closing quote is near).
+
+    Returns:
+        Whether such a "reset" run was found, the number of toggles after it (or in all of
+        ``data`` without one), and the offset of the last toggle (None without toggles).
+    """
+    end, toggles, last = len(data), 0, None
+    while (stop := data.rfind(b'"', 0, end)) >= 0:
+        start = stop
+        while start and data[start - 1] == 0x22:
+            start -= 1
+        odd = (stop + 1 - start) % 2 == 1
+        if (data[start - 1 : start] if start else before) in _CSV_FIELD_STARTS:
+            if odd:
+                toggles += 1
+                last = start if last is None else last
+        elif odd:
+            return True, toggles, last
+        end = start
+    return False, toggles, last
+
+
+def csv_lines(path: Path) -> tuple[int, int | None]:
+    """Physical lines of a CSV file, and the line of a quote that opens a field and never closes.
+
+    One pass over the bytes (no decoding, no parsing of unquoted text). A last line without a
+    line break counts. The quote rules are Arrow's and the csv module's: a quote opens a field
+    only at the field's start, ``""`` inside a quoted field is a quote.
+
+    Returns:
+        ``(lines, open_line)``: ``open_line`` is the 1-based line of the quote that leaves the
+        file's end inside a quoted field (the reader then takes the rest of the file as that
+        field's value), None when every quoted field closes.
+    """
+    lines, before, inside, opened = 0, b"\n", False, None
+    with open(path, "rb") as handle:
+        data = handle.read(_CSV_CHUNK).removeprefix(_BOM)
+        while data:
+            chunk = handle.read(_CSV_CHUNK)
+            if chunk:  # a run of quotes may go on in the next chunk: keep it for that one
+                cut = len(data.rstrip(b'"'))
+                data, chunk = data[:cut], data[cut:] + chunk
+            reset, toggles, at = _quote_runs_back(data, before)
+            inside = (toggles % 2 == 1) if reset else (inside != (toggles % 2 == 1))
+            if not inside:
+                opened = None
+            elif at is not None:
+                opened = lines + data.count(b"\n", 0, at) + 1
+            lines += data.count(b"\n")
+            before = data[-1:] or before
+            data = chunk
+    return lines + (before != b"\n"), opened
+
+
+def unclosed_quote(path: Path, line: int) -> PartnerscoreError:
+    """The one-line error for a quote opened on ``line`` of ``path`` that never closes."""
+    return PartnerscoreError(
+        f"{path}: cannot read file: line {line}: a quote opened on this line never closes "
+        "(the field would run to the end of the file)"
+    )
+
+
+def check_quotes_close(path: Path) -> None:
+    """Stop with one line naming the line of a quote that never closes (quiet otherwise).
+
+    Raises:
+        PartnerscoreError: A quote opens a field on some line and is never closed (see
+            :func:`csv_lines`).
+    """
+    try:
+        _, opened = csv_lines(path)
+    except OSError:  # the caller reports the file it cannot read
+        return
+    if opened is not None:
+        raise unclosed_quote(path, opened)
 
 
 def blank_record(row: list[str]) -> bool:

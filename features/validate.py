@@ -43,9 +43,12 @@ from partnerscore.features.contract import (
 from partnerscore.features.core import (
     PartnerscoreError,
     blank_record,
+    check_quotes_close,
     csv_header,
+    csv_lines,
     file_fingerprint,
     ragged_line,
+    unclosed_quote,
     write_frame_atomic,
 )
 
@@ -241,6 +244,9 @@ def _read_arrow(path: Path) -> pa.Table:
         message = _first_line(exc)
         if "UTF8" in message or "utf-8" in message.lower():
             raise PartnerscoreError(f"{path}: not UTF-8 text ({message})") from exc
+        # a quote that never closes: "Expected 6 columns, got 2" or, past Arrow's 1 MB
+        # blocks, "straddling object straddles two block boundaries", neither with a line
+        check_quotes_close(path)
         if "Expected" in message and "columns" in message:  # a record of the wrong length
             line = _quietly_ragged_line(path, len(header))
             if line is not None:
@@ -371,16 +377,6 @@ def _pretty(text: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.replace_substring_regex(text, pattern=r"(\d\d:\d\d:\d\d)\.0+$", replacement=r"\1")
 
 
-def _physical_lines(path: Path) -> int:
-    """Number of physical lines of a text file (a last line without newline counts)."""
-    lines, last = 0, b"\n"
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (last != b"\n")
-
-
 def record_lines(path: Path, records: int) -> tuple[int, np.ndarray | None]:
     """Physical line count of a CSV file and, when records span lines, each record's lines.
 
@@ -389,8 +385,15 @@ def record_lines(path: Path, records: int) -> tuple[int, np.ndarray | None]:
     lines (a data problem); the (first, last) 1-based line numbers of every data record tell
     which. Blank lines are skipped like the reader does. Returns ``(lines, None)`` when every
     record is one line, or when Python's csv reader and Arrow disagree on the record count.
+
+    Raises:
+        PartnerscoreError: A quote opened on some line never closes. Arrow reads such a file
+            when the quote opens the last field of a record (that field takes the rest of the
+            file: ``"open`` on the last line reads as ``open``, later records vanish into it).
     """
-    lines = _physical_lines(path)
+    lines, opened = csv_lines(path)
+    if opened is not None:
+        raise unclosed_quote(path, opened)
     if lines <= records + 1:
         return lines, None
     spans = np.zeros((records, 2), dtype=np.int64)

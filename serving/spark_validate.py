@@ -161,6 +161,7 @@ def find_tables(spark, raw_dir: str) -> tuple[dict[str, str], list[str]]:
 
 def _header(spark, path: str, is_csv: bool) -> list[str]:
     """Column names of a table file (one-line errors for empty or broken files)."""
+    from partnerscore.features.core import check_quotes_close
     from partnerscore.features.validate import _header as csv_header
 
     local = not _is_uri(path)
@@ -173,6 +174,10 @@ def _header(spark, path: str, is_csv: bool) -> list[str]:
             raise PartnerscoreError(f"{path}: cannot read file: {_one_line(exc)}") from exc
     elif local:
         names = csv_header(Path(path))
+        # Spark reads a quote that never closes in a record's last field as the rest of the
+        # file, like Arrow: the pandas validator's one pass over the bytes stops it (and names
+        # the line when it opens another field, where Spark only shows the record)
+        check_quotes_close(Path(path))
     else:
         first = (
             spark.read.option("header", False).option("multiLine", True).csv(path).limit(1)
@@ -727,6 +732,8 @@ def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, 
 
 
 def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:
+    from partnerscore.features.validate import _quietly_ragged_line
+
     text = str(exc)
     where = next((t.path for t in inputs.values() if Path(t.path).name in text), "raw tables")
     first = next(
@@ -737,6 +744,11 @@ def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:
     first = re.sub(r"^\[[A-Z_]+\]\s*", "", first)
     first = re.sub(r"\s*SQLSTATE: \w+$", "", first)
     first = first.removeprefix(f"{Path(where).name}: ")
+    table = next((t for t in inputs.values() if t.path == where), None)
+    if first.startswith("Malformed CSV record") and table is not None and not _is_uri(where):
+        line = _quietly_ragged_line(Path(where), len(table.columns))
+        if line is not None:  # the pandas validator's line number, for local files
+            first = f"line {line}: {first}"
     return f"{where}: cannot read file: {first[:160]}"
 
 

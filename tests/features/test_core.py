@@ -1,12 +1,17 @@
+import csv
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from partnerscore.features import core
 from partnerscore.features.core import (
     FrozenConfig,
     PartnerscoreError,
+    csv_lines,
     file_fingerprint,
     read_frame,
     stable_hash,
@@ -123,3 +128,54 @@ def test_parquet_writer_reads_back_what_pandas_default_writes(rows, tmp_path):
         names = [meta.schema.column(i).name for i in range(meta.num_columns)]
         pages = {n: meta.row_group(0).column(i).has_dictionary_page for i, n in enumerate(names)}
         assert not pages["score"] and pages["tier"]
+
+
+def _open_quote_reference(data: bytes) -> int | None:
+    """Byte by byte: the line of the quote that leaves ``data`` inside a quoted field."""
+    inside, opened, line, prev, i = False, None, 1, ord("\n"), 0
+    while i < len(data):
+        if data[i] == ord('"'):
+            j = i
+            while j < len(data) and data[j] == ord('"'):
+                j += 1
+            if inside:  # "" is a quote; an odd run closes the field
+                inside = (j - i) % 2 == 0
+            elif prev in b",\r\n" and (j - i) % 2 == 1:  # opens only at a field start
+                inside, opened = True, line
+            prev, i = ord('"'), j
+            continue
+        line += data[i] == ord("\n")
+        prev, i = data[i], i + 1
+    return opened if inside else None
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.lists(st.sampled_from([b"a", b",", b"\n", b"\r", b'"', b'"', b'"']), max_size=40).map(
+        b"".join
+    ),
+    chunk=st.sampled_from([1, 2, 3, 5, 1 << 22]),
+)
+def test_csv_lines_finds_the_quote_that_never_closes(data, chunk, tmp_path):
+    """Line count and open quote equal a byte-by-byte reader's, whatever the chunk boundaries;
+    a file ends inside a quoted field exactly when the csv module reads a line after it into
+    that field."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    saved, core._CSV_CHUNK = core._CSV_CHUNK, chunk
+    try:
+        lines, opened = csv_lines(path)
+    finally:
+        core._CSV_CHUNK = saved
+    assert lines == data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
+    assert opened == _open_quote_reference(data)
+    rows = list(csv.reader(io.StringIO(data.decode() + "\nEND\n", newline="")))
+    assert (opened is not None) == (rows[-1] != ["END"])
+
+
+def test_csv_lines_skips_a_byte_order_mark(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'\xef\xbb\xbf"a,b\n1,2\n')
+    assert csv_lines(path) == (2, 1)

@@ -536,3 +536,41 @@ def test_late_tail_equals_each_partners_newest_event(n, offsets, far):
         assert sum(got.rows.values()) == sum(
             1 for _, t in deals + portal if t > want[1] + pd.Timedelta(days=7)
         )
+
+
+def _large_deals(rows: int, record_3: str) -> str:
+    """A deals table of ``rows`` records (~36 bytes each) whose line 3 is ``record_3``."""
+    body = "".join(f"D{i},P1,2024-02-01,2024-03-01,100,won\n" for i in range(3, rows + 1))
+    return (
+        DEALS.splitlines(keepends=True)[0]
+        + "D1,P1,2024-02-01,2024-03-01,1000,won\n"
+        + (record_3 + "\n" + body)
+    )
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        5_000,  # past the csv module's 128 KB field limit: no line ("Expected 6 columns, got 2")
+        40_000,  # past Arrow's 1 MB blocks: "straddling object straddles two block boundaries"
+    ],
+)
+def test_unclosed_quote_in_a_large_file_names_its_line(tmp_path, capsys, rows):
+    raw = make_raw(tmp_path, deals=_large_deals(rows, 'D2,"P1,2024-02-01,2024-03-01,100,won'))
+    code, out, err = run_cli(raw, capsys)
+    assert code == 2 and out == ""
+    assert "\n" not in err and "Traceback" not in err
+    assert err == (
+        f"error: {raw / 'deals.csv'}: cannot read file: line 3: a quote opened on this line "
+        "never closes (the field would run to the end of the file)"
+    )
+
+
+def test_closed_quoted_line_break_in_a_large_file_reads(tmp_path, capsys):
+    raw = make_raw(tmp_path, deals=_large_deals(40_000, '"D2\nbis",P1,2024-02-01,2024-03-01,1,won'))
+    code, out, err = run_cli(raw, capsys)
+    assert code == 0, err
+    assert "40,002 physical lines hold 40,000 records + header" in out
+    assert "row 2 (lines 3-4)" in out
+    deals = load_raw(raw, write_quarantine=False).tables["deals"]
+    assert len(deals) == 40_000 and deals["deal_id"].iloc[1] == "D2\nbis"

@@ -187,9 +187,19 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     got.unpersist()
 
 
-@pytest.mark.parametrize("case", ["too_many_fields", "unclosed_quote"])
-def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, tmp_path, spark):
-    """Like the pandas validator: one line naming the file (a blank line is skipped instead)."""
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("too_many_fields", "line 5: Malformed CSV record: D4,P1,2024-02-01,,5,open,surplus"),
+        ("unclosed_quote", "line 5: a quote opened on this line never closes"),
+        ("unclosed_quote_mid", "line 3: a quote opened on this line never closes"),
+        # Spark alone reads it: the last field takes the rest of the file
+        ("unclosed_quote_last_field", "line 5: a quote opened on this line never closes"),
+    ],
+)
+def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, message, tmp_path, spark):
+    """Like the pandas validator: one line naming the file and the line (a blank line is
+    skipped instead)."""
     from partnerscore.features.core import PartnerscoreError
     from partnerscore.serving.spark_validate import validate_in_spark
 
@@ -197,8 +207,10 @@ def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, tmp_path, 
     from test_malformed import materialise
 
     materialise(case, tmp_path / "raw")
-    with pytest.raises(PartnerscoreError, match=r"deals.csv: cannot read file: Malformed") as got:
+    with pytest.raises(PartnerscoreError) as got:
         validate_in_spark(spark, str(tmp_path / "raw"), 3, None, str(tmp_path / "sq"))
+    assert str(got.value).startswith(f"{tmp_path / 'raw' / 'deals.csv'}: cannot read file: ")
+    assert message in str(got.value)
     assert "\n" not in str(got.value)
 
 

@@ -118,6 +118,8 @@ class ScoreResult:
     rejected: int
     not_yet: int
     partners_input: int
+    """Rows of the input: the partners table's rows (quarantined ones included) for raw tables;
+    a feature table's rows (several per partner in a training set)."""
     guardrail_flags: int = 0
     provisional: int = 0
     duplicates: int = 0
@@ -131,7 +133,8 @@ class ScoreResult:
     rounds: int = 0
     """A feature table's rounds (``run_score_features``: each partner's k-th row in round k)."""
     partners: int = 0
-    """A feature table's distinct partners."""
+    """Distinct partners with a score row: ``scored`` for raw tables (one row per partner),
+    fewer for a feature table that holds several rows of a partner (``rounds``)."""
     shadow_of: str | None = None
     """The champion's version when the run scored another version: its rows are recorded as
     shadow rows (``history.decisions_only``), which later decisions do not read."""
@@ -147,10 +150,12 @@ class ScoreResult:
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
         """A result counting the scored rows (by either engine); ``fields``: the rest.
 
-        Scored, graduated, provisional, guardrail flags and tiers are counted from ``rows``.
+        Scored, partners, graduated, provisional, guardrail flags and tiers are counted from
+        ``rows``.
         """
         return cls(
             scored=len(rows),
+            partners=int(rows["partner_id"].nunique()),
             graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
             guardrail_flags=int(rows["guardrail_flag"].sum()),
             provisional=int(rows["provisional"].sum()),
@@ -1425,7 +1430,7 @@ def run_score_features(
         seconds=time.perf_counter() - started,
         tiers=scored["score_tier"].value_counts().to_dict(),
         rounds=n_rounds,
-        partners=int(frame["partner_id"].astype(str).nunique()),
+        partners=int(scored["partner_id"].astype(str).nunique()),
         shadow_of=shadow_of,
         recorded=record_history,
         shadow_rows=shadowed + in_round,

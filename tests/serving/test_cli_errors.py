@@ -888,6 +888,8 @@ def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
     assert code == 0, err
     summary = json.loads(text)
     assert summary["scored"] == len(feats) and summary["as_of"] is None
+    assert summary["partners"] == feats["partner_id"].nunique()
+    assert summary["partners_input"] == len(feats)
     scores = read_frame(out)
     assert (
         scores.loc[scores["partner_id"] == feats.loc[0, "partner_id"], "unseen_categories"].item()

@@ -298,7 +298,8 @@ def test_score_json_counts_the_graduated_as_the_summary_does(
     raw_dir, store_config, tmp_path, capsys, monkeypatch
 ):
     """``--json``'s in_scope counted every partner due a score, graduated ones included,
-    while the summary set the graduated (out of onboarding scope) apart."""
+    while the summary set the graduated (out of onboarding scope) apart; its ``partners`` was 0
+    from raw tables (it counted a feature table's partners only)."""
     import json
 
     monkeypatch.chdir(tmp_path)
@@ -314,6 +315,10 @@ def test_score_json_counts_the_graduated_as_the_summary_does(
     assert payload["out_of_scope"] == payload["graduated"] == int(graduated.sum())
     assert payload["in_scope"] + payload["out_of_scope"] == payload["scored"] == len(graduated)
     assert payload["eligible"] == payload["scored"] + payload["rejected"]  # nothing quarantined
+    # one row per partner from raw tables: the partners scored are the rows scored
+    assert payload["partners"] == payload["scored"] == read_frame(out)["partner_id"].nunique()
+    partners = len(pd.read_csv(raw_dir / "partners.csv"))
+    assert payload["partners_input"] == partners == payload["scored"] + payload["not_yet"]
     assert f"in onboarding scope: {payload['in_scope']:,};" in payload["summary"]
     assert f"past the trained onboarding ages): {graduated.sum():,};" in payload["summary"]
 

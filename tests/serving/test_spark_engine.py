@@ -144,6 +144,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     assert got.scored == expected.scored and got.rejected == expected.rejected
     assert got.duplicates == expected.duplicates == 1
     assert got.partners_input == expected.partners_input
+    assert got.partners == expected.partners == expected.scored
     assert got.quarantined_rows == expected.quarantined_rows
     # named only when quarantine files were written (beside each job's own output)
     assert (got.quarantine_dir is None) == (expected.quarantine_dir is None)

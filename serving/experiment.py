@@ -130,6 +130,10 @@ RESULT_KEYS = {
     "inputs": "Assignment file, raw folder, score history and their fingerprints.",
 }
 EXPERIMENT_TRACKING = "partnerscore-experiments"
+HEADLINE_METHOD = "adjusted"
+"""The method of ``experiment analyze``'s headline effects: regression adjustment (CUPED), the
+narrowest intervals at the calibration's coverage (README, Controlled experiments)."""
+_METHOD_NAMES = {"welch": "welch", "adjusted": "adjusted (CUPED)", "bootstrap": "bootstrap"}
 HERE = Path(__file__).parent
 
 
@@ -596,16 +600,28 @@ class AnalyzeResult:
     mlflow_run_id: str | None = None
 
     def headline(self) -> list[dict]:
-        """Overall effects at the horizon (adjusted estimates)."""
+        """Overall effects at the horizon by :data:`HEADLINE_METHOD` (rows name their method)."""
+        return self._overall(HEADLINE_METHOD)
+
+    def _overall(self, method: str) -> list[dict]:
         h = self.results["horizon_days"]
         return [
             e
             for e in self.results["effects"]
-            if e["stratum"] == "all" and e["day"] == h and e["method"] == "adjusted"
+            if e["stratum"] == "all" and e["day"] == h and e["method"] == method
         ]
 
+    def json_payload(self) -> dict:
+        """``--json``: the fields plus ``headline`` (the summary's effects, with their method)."""
+        from partnerscore.serving.cli_common import jsonable
+
+        payload = jsonable(self)
+        payload["headline_method"] = HEADLINE_METHOD
+        payload["headline"] = jsonable(self.headline())
+        return payload
+
     def summary(self) -> str:
-        """Arms, the sample-ratio check, headline effects and files."""
+        """Arms, the sample-ratio check, headline effects (named by method; Welch's too), files."""
         r = self.results
         srm = r["sample_ratio"]
         arms = ", ".join(f"{a} {n:,}" for a, n in srm["observed"].items())
@@ -615,12 +631,15 @@ class AnalyzeResult:
             f"  sample ratio: chi2 {srm['chi2']:.2f}, p {srm['p_value']:.3g}"
             + ("  MISMATCH: randomisation or data loss is suspect" if srm["mismatch"] else " ok"),
         ]
+        welch = {(e["arm"], e["outcome"]): e for e in self._overall("welch")}
         for e in self.headline():
             fmt = _money_text if e["outcome"] == "revenue" else _points_text
+            plain = welch.get((e["arm"], e["outcome"]))
             lines.append(
                 f"  {e['arm']} vs {r['control_arm']}: {e['outcome']} {fmt(e['effect'])} "
-                f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
+                f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}] {_METHOD_NAMES[e['method']]}"
                 + (" significant" if e["significant"] else "")
+                + (f"; welch {fmt(plain['effect'])}" if plain is not None else "")
             )
         lines += [f"  wrote {p}" for p in self.files.values()]
         if self.mlflow_run_id:

@@ -87,6 +87,50 @@ def test_simulate_treatment_then_analyze_end_to_end(simulated, tmp_path, capsys)
     )
 
 
+def test_analyze_headline_names_its_method(simulated, tmp_path, capsys):
+    """The summary's effect was the adjusted (CUPED) estimate, unnamed, while effects.csv's
+    first row is Welch's: each headline line and ``--json`` name the method."""
+    from partnerscore.serving.experiment import _money_text, _points_text
+
+    capsys.readouterr()
+    args = [
+        "--json",
+        "experiment",
+        "analyze",
+        "--assignments",
+        str(simulated / "experiment_assignment.csv"),
+        "--raw",
+        str(simulated),
+        "--horizon",
+        "180",
+        "--out",
+        str(tmp_path / "out"),
+        "--bootstrap",
+        "300",
+    ]
+    assert main(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["headline_method"] == "adjusted"
+    overall = {
+        (e["outcome"], e["method"]): e
+        for e in payload["results"]["effects"]
+        if e["stratum"] == "all" and e["day"] == 180 and e["arm"] == "treatment"
+    }
+    assert payload["headline"] == [overall["revenue", "adjusted"], overall["engaged", "adjusted"]]
+    effects = pd.read_csv(tmp_path / "out" / "effects.csv")
+    assert effects.loc[0, "method"] == "welch"  # the file's first row is not the headline
+    lines = payload["summary"].splitlines()
+    for outcome, fmt in (("revenue", _money_text), ("engaged", _points_text)):
+        adjusted, welch = overall[outcome, "adjusted"], overall[outcome, "welch"]
+        assert adjusted["effect"] != welch["effect"]
+        line = next(t for t in lines if t.startswith(f"  treatment vs control: {outcome} "))
+        assert line.startswith(
+            f"  treatment vs control: {outcome} {fmt(adjusted['effect'])} "
+            f"[{fmt(adjusted['ci_low'])}, {fmt(adjusted['ci_high'])}] adjusted (CUPED)"
+        )
+        assert line.endswith(f"; welch {fmt(welch['effect'])}")
+
+
 def test_sample_ratio_mismatch_exits_1(simulated, tmp_path, capsys):
     table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
     table = table[~((table["arm"] == "control") & (table.index % 2 == 0))]

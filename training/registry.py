@@ -18,6 +18,7 @@ from partnerscore.models.model_uri import check_registry
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
+from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, rows_in
 from partnerscore.training.train import (
     CHALLENGER,
     CHAMPION,
@@ -145,8 +146,10 @@ class PromoteResult:
                 v: str(self.details.get(f"{key}_predictions", ""))
                 for v, key in ((self.challenger, "challenger"), (self.champion, "champion"))
             }
-            seen = [f"v{v} {h}" for v, h in how.items() if h.startswith("refitted on")]
-            if seen:  # a refitted version that saw the rows and logged no predictions of them
+            seen = [
+                f"v{v} {h}" for v, h in how.items() if h.startswith(("refitted on", "trained on"))
+            ]
+            if seen:  # a version that saw the rows and logged no predictions of them
                 basis += f" [{' and '.join(seen)}: optimistic]"
         if self.label_differences:  # reported, not gated
             diffs = ", ".join(
@@ -260,6 +263,23 @@ def rows_in_logged_holdout(
     return seen
 
 
+def rows_in_logged_training(
+    client: mlflow.MlflowClient, run_id: str, holdout: pd.DataFrame
+) -> np.ndarray:
+    """Which of ``holdout``'s rows a training run fitted its (pre-refit) model on.
+
+    Matched on the keys the run logged (:mod:`~partnerscore.training.row_keys`): partner,
+    ``as_of`` and a fingerprint of the features and ``signed_at``. All False for runs from
+    before that artifact.
+    """
+    try:
+        return _read_artifact(
+            client, run_id, TRAINING_ROWS_ARTIFACT, lambda path: rows_in(path, holdout)
+        )
+    except (mlflow.exceptions.MlflowException, OSError):
+        return np.zeros(len(holdout), dtype=bool)
+
+
 def _unseen_predictions(
     client: mlflow.MlflowClient,
     name: str,
@@ -279,13 +299,27 @@ def _unseen_predictions(
 
     ``run`` is the version's training run (``client.get_run(version.run_id)``).
 
+    Rows the version was trained on before any refit (another build of the program, or a
+    training set cut with another holdout share: :func:`rows_in_logged_training`) have no
+    unseen prediction at all: the basis then says "trained on k of these n rows".
+
     Returns:
         (pred_revenue and pred_engagement in the holdout's row order, which model: "pre-refit",
         "registered", "refitted on these rows" when a refitted run logged no predictions of
-        them, or "refitted on k of these n rows" when it saw some of them).
+        them, "refitted on k of these n rows" when it saw some of them, or "trained on k of
+        these n rows").
     """
     refit = str(run.data.params.get("refit", "False")).lower() == "true"
     basis = "registered"
+    trained = rows_in_logged_training(client, version.run_id, holdout)
+    if trained.any():
+        seen = trained.copy()
+        if refit:  # its holdout rows too, by the registered model
+            same_set = bool(holdout_sha) and run.data.tags.get("training_set_sha256") == holdout_sha
+            seen |= same_set or rows_in_logged_holdout(client, version.run_id, holdout)
+        basis = f"trained on {int(seen.sum()):,} of these {len(holdout):,} rows"
+        model = load_partner_model(f"models:/{name}/{version.version}")
+        return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
     if refit:
         same_set = bool(holdout_sha) and run.data.tags.get("training_set_sha256") == holdout_sha
         seen = (
@@ -393,18 +427,21 @@ def run_promote(
     if not _versions(client, name):
         raise PartnerscoreError(f"no registered versions of '{name}' (run `partnerscore train`)")
     try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    try:
         challenger = (
             client.get_model_version(name, version)
             if version
             else client.get_model_version_by_alias(name, CHALLENGER)
         )
     except mlflow.exceptions.MlflowException as exc:
-        what = f"version {version}" if version else f"alias '{CHALLENGER}'"
-        raise PartnerscoreError(f"model '{name}' has no {what}") from exc
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        champion = None
+        if not version and champion is not None:  # promoted: its alias went with it
+            challenger = champion
+        else:
+            what = f"version {version}" if version else f"alias '{CHALLENGER}'"
+            raise PartnerscoreError(f"model '{name}' has no {what}") from exc
     if champion is not None and champion.version == challenger.version:
         return PromoteResult(
             promoted=False,

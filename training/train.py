@@ -63,6 +63,7 @@ from partnerscore.training.recalibration import (
     row_factors,
 )
 from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
+from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, write_training_rows
 from partnerscore.training.splits import (
     holdout_split,
     newest_partners_mask,
@@ -1218,6 +1219,9 @@ def run_train(
         if not ev.phases.empty:
             _log_frame(ev.phases, "evaluation/revenue_phases.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
+        with tempfile.TemporaryDirectory() as tmp:  # the training rows' keys, for the gate
+            rows = write_training_rows(train, Path(tmp) / Path(TRAINING_ROWS_ARTIFACT).name)
+            mlflow.log_artifact(str(rows), artifact_path=str(Path(TRAINING_ROWS_ARTIFACT).parent))
         _log_frame(
             pd.DataFrame(
                 {

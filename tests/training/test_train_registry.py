@@ -236,6 +236,31 @@ def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     assert basis == "pre-refit"
 
 
+def test_the_gate_names_rows_the_champion_was_trained_on(built_dir, tracking_uri, tmp_path):
+    """v1 held out only the newest 10% of cohorts (no refit), so it was fitted on part of v2's
+    20% holdout: those rows are read by a model that saw them, and the gate line says so. The
+    gate used to read v1 as "registered", a fair reading, without a word."""
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    first = train(built_dir, tracking_uri, tmp_path, refit=False, holdout_share=0.1)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    second = train(built_dir, tracking_uri, tmp_path, refit=False)
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    from partnerscore.training.registry import _holdout_of
+
+    mine, theirs = _holdout_of(client, second.run_id), _holdout_of(client, first.run_id)
+    keys = ["partner_id", "as_of"]
+    overlap = len(mine[keys].merge(theirs[keys], on=keys))
+    trained = len(mine) - overlap  # v2's holdout rows outside v1's holdout: v1 fitted them
+    assert 0 < trained < len(mine)
+    assert (
+        gate.details["champion_predictions"]
+        == f"trained on {trained:,} of these {len(mine):,} rows"
+    )
+    assert gate.details["challenger_predictions"] == "registered"  # v2 never saw its holdout
+    assert f"[v1 trained on {trained:,} of these {len(mine):,} rows: optimistic]" in gate.summary()
+
+
 def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     raw_dir, built_dir, tracking_uri, tmp_path
 ):

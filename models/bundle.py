@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,22 @@ PHASE_COLUMN = "pred_revenue_phase_"
 """Prefix of the score columns of expected revenue per phase (``pred_revenue_phase_1`` ...)."""
 
 
+def parse_data_end(value) -> pd.Timestamp | None:
+    """A recorded data end (text such as ``2026-06-30 23:58:23``) as a timestamp, else None."""
+    if isinstance(value, str):
+        if not re.match(r"\d{4}-\d{2}-\d{2}", value.strip()):  # not "today", "now" or junk
+            return None
+    elif not isinstance(value, pd.Timestamp):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if pd.isna(stamp) or stamp.tzinfo is not None:
+        return None
+    return stamp
+
+
 @dataclass
 class PartnerModel:
     """The registered model: revenue and engagement heads with their feature contract.
@@ -35,7 +52,9 @@ class PartnerModel:
         policy: Scoring policy bundled with the model.
         reference: Quantiles of both heads' predictions on the training set
             (``revenue_quantiles``, ``engagement_quantiles``; 101 points each).
-        metadata: config_hash, registry_version, trained_at, training summary, version.
+        metadata: config_hash, registry_version, trained_at, training summary, version,
+            ``training_data_end`` (the build's label data end, text; see
+            :attr:`training_data_end`).
         intervals: Conformal revenue intervals and portfolio variance model (None in
             bundles trained before they existed).
         phasing: When the horizon's revenue arrives (share per phase and onboarding age;
@@ -56,6 +75,16 @@ class PartnerModel:
     def feature_names(self) -> list[str]:
         """Model input columns, in order."""
         return [spec.name for spec in self.feature_specs]
+
+    @property
+    def training_data_end(self) -> pd.Timestamp | None:
+        """The end of the data the model was trained on (the build's ``data_end``).
+
+        Every training row's outcome period ``[as_of, as_of + horizon)`` ends on or before it.
+        None for a model trained before ``train`` recorded it (``metadata["training_data_end"]``)
+        or with an unreadable value.
+        """
+        return parse_data_end(self.metadata.get("training_data_end"))
 
     @staticmethod
     def categories_from(frame: pd.DataFrame, specs: list[FeatureSpec]) -> dict[str, list[str]]:

@@ -18,6 +18,8 @@ from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.model_uri import LOGGED_MODEL_URI, MODELS_URI
 
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
+MANIFEST_ARTIFACT = "training/manifest.json"
+"""The training-set manifest (``partnerscore build``) logged with every training run."""
 DEFAULT_AGES = (30, 60, 90, 180)
 
 

@@ -62,7 +62,11 @@ from partnerscore.training.recalibration import (
     fit_segment_factors,
     row_factors,
 )
-from partnerscore.training.reference import REFERENCE_ARTIFACT, reference_profile
+from partnerscore.training.reference import (
+    MANIFEST_ARTIFACT,
+    REFERENCE_ARTIFACT,
+    reference_profile,
+)
 from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, write_training_rows
 from partnerscore.training.splits import (
     holdout_split,
@@ -1134,6 +1138,8 @@ def run_train(
         "training_set_sha256": manifest.get("training_set_sha256", ""),
         "horizon_days": manifest.get("build_config", {}).get("horizon_days"),
         "trained_ages": manifest.get("build_config", {}).get("ages"),
+        # every training row's outcome period ends on or before it (build's label data end)
+        "training_data_end": manifest.get("data_end"),
         "holdout_metrics": metrics,
     }
 
@@ -1194,7 +1200,7 @@ def run_train(
             if study is not None:
                 mlflow.log_metric(f"tuning_{head}_best_loss", study.best_value)
                 _log_frame(study.trials_dataframe(), f"tuning/{head}_trials.csv")
-        mlflow.log_dict(manifest, "training/manifest.json")
+        mlflow.log_dict(manifest, MANIFEST_ARTIFACT)
         mlflow.log_dict(reference_profile(model, frame, manifest), REFERENCE_ARTIFACT)
         mlflow.log_dict(
             {"features": [s.model_dump() for s in specs]}, "training/feature_specs.json"

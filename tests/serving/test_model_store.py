@@ -1,6 +1,7 @@
 """The scoring job's direct registry read against MLflow's own loading (the slow twin)."""
 
 import dataclasses
+import json
 import shutil
 
 import pandas as pd
@@ -34,6 +35,9 @@ def test_direct_read_equals_mlflow_load(store_config, built_dir):
     assert fast.version == model_version_of(URI) == fast.model.metadata["version"]
     assert fast.reference is not None
     assert fast.reference == load_reference_profile(URI, required=False)
+    # the end of the data it was trained on (train copies the build manifest's data_end)
+    data_end = pd.Timestamp(json.loads((built_dir / "manifest.json").read_text())["data_end"])
+    assert fast.model.training_data_end == slow.training_data_end == data_end
     frame = pd.read_parquet(built_dir / "training_set.parquet").head(300)
     pd.testing.assert_frame_equal(score_features(fast.model, frame), score_features(slow, frame))
     by_version = locate_model(f"models:/partnerscore/{fast.version}", tracking)
@@ -56,6 +60,7 @@ def test_the_lean_load_is_the_scoring_view_with_the_same_scores(store_config, bu
     assert isinstance(full.model.revenue, RevenueRegressor)
     assert lean.version == full.version == lean.model.metadata["version"]
     assert lean.reference == full.reference
+    assert lean.model.training_data_end == full.model.training_data_end is not None
     frame = pd.read_parquet(built_dir / "training_set.parquet").head(300)
     pd.testing.assert_frame_equal(
         score_features(lean.model, frame), score_features(full.model, frame), check_exact=True

@@ -3,14 +3,15 @@
 ``run_monitor`` compares a raw batch with the reference profile logged with the model version
 (so the training data is never needed), lists anomalous rows, checks table volumes against the
 previous run and freshness against as_of, and backtests every past scoring batch in the score
-history whose label horizon has completed. Every check has a value, thresholds and a status;
-the job's exit code is 0 when all are green or warn, 1 when at least one alarms (bad input
-raises :class:`PartnerscoreError`, exit code 2).
+history whose label horizon has completed and whose outcome period lies outside the training
+data of the version that scored it (in-sample rows are counted apart, never backtested).
+Every check has a value, thresholds and a status; the job's exit code is 0 when all are green
+or warn, 1 when at least one alarms (bad input raises :class:`PartnerscoreError`, exit code 2).
 
 Files written to the output folder (all documented in the README):
 
 - ``monitor.json``: run metadata, counts and every check (:data:`CHECK_COLUMNS`), plus the
-  backtest table;
+  backtest table and the training-window split (``backtest_training_window``);
 - ``monitor.html``: the same as a self-contained page with inline SVG charts;
 - ``anomalies.csv``: anomalous rows (:data:`ANOMALY_COLUMNS`) with their reason;
 - ``backtest.csv``: realised metrics per batch and segment (:data:`BACKTEST_COLUMNS`);
@@ -66,12 +67,16 @@ from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.training.backtest import (
     BACKTEST_COLUMNS,
+    IN_TRAINING_WINDOW,
     PHASE_BACKTEST_COLUMNS,
+    TrainingWindowSplit,
     backtest_table,
+    in_training_window,
     phase_backtest,
+    training_window_split,
     trend,
 )
-from partnerscore.training.reference import load_reference_profile
+from partnerscore.training.reference import load_reference_profile, logged_training_data_end
 
 MONITOR_EXPERIMENT = "partnerscore-monitoring"
 STATE_FILE = "monitor_state.json"
@@ -99,6 +104,9 @@ class MonitorResult:
         default_factory=lambda: pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))
     )
     """When revenue came against the model's phasing (:func:`phase_backtest`)."""
+    backtest_window: TrainingWindowSplit | None = None
+    """Completed history rows inside their model's training window, left out of both
+    backtests (:func:`mark_training_window`)."""
     batch_rows: int = 0
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
@@ -136,6 +144,9 @@ class MonitorResult:
             f"  drift batch: {self.batch_rows:,} snapshots; anomalous rows listed: "
             f"{len(self.anomalies):,}; backtest rows: {len(self.backtest):,}",
         ]
+        note = self.backtest_window.note() if self.backtest_window is not None else ""
+        if note:
+            lines.append(f"  backtest window: {note}")
         for check in self.alarms()[:15]:
             lines.append(f"  ALARM {check.name}: {check.detail}")
         if len(self.alarms()) > 15:
@@ -251,8 +262,16 @@ def run_backtest(
     config: AppConfig,
     phasing: RevenuePhasing | None = None,
     version_phasing: Callable[[str], RevenuePhasing | None] | None = None,
+    training_end: Callable[[str], pd.Timestamp | None] | None = None,
+    fallback_end: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Labels for every past scored (partner, as_of) whose horizon completed before as_of.
+
+    A row whose outcome period ends on or before the training data end of the version that
+    scored it (``training_end(version)``; ``fallback_end``, the monitored model's, when that
+    is unknown) is in-sample: the model was fitted on that label. It is marked
+    ``in_training_window`` (:func:`mark_training_window`) and left out of both tables; without
+    any known end a row is kept.
 
     With the monitored model's ``phasing`` (and a horizon that matches it), the in-scope rows'
     realised revenue per phase is set against the shares they were scored with
@@ -262,8 +281,9 @@ def run_backtest(
     version gives none of the same layout (counted as ``rows_fallback_phasing``).
 
     Returns:
-        (joined rows: predictions, labels and segments; :data:`BACKTEST_COLUMNS` table;
-        :data:`PHASE_BACKTEST_COLUMNS` table, empty without phasing).
+        (joined rows: predictions, labels, segments and the training-window columns, in-sample
+        rows included; :data:`BACKTEST_COLUMNS` table of the out-of-time rows;
+        :data:`PHASE_BACKTEST_COLUMNS` table of the out-of-time rows, empty without phasing).
     """
     empty = pd.DataFrame(columns=list(BACKTEST_COLUMNS))
     no_phases = pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))
@@ -319,13 +339,97 @@ def run_backtest(
     joined = joined[joined["age_days"] <= max(reference["ages"])].reset_index(drop=True)
     if joined.empty:
         return joined, empty, no_phases
+    joined = mark_training_window(joined, int(horizon.days), training_end, fallback_end)
+    # an in-sample fit says nothing about how the model forecasts: out-of-time rows only
+    fresh = joined[~joined[IN_TRAINING_WINDOW].to_numpy(dtype=bool)].reset_index(drop=True)
+    if fresh.empty:
+        return joined, empty, no_phases
     phases = no_phases
     bounds = phase_bounds(int(horizon.days), int(phasing.phase_days)) if phasing else []
     if phasing is not None and len(bounds) == len(phase_cols) == phasing.n_phases:
-        shares, fallback = row_shares(joined, phasing, version_phasing)
-        phases = phase_backtest(joined, shares, bounds, fallback_rows=fallback)
-    table = backtest_table(joined, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
+        shares, fallback = row_shares(fresh, phasing, version_phasing)
+        phases = phase_backtest(fresh, shares, bounds, fallback_rows=fallback)
+    table = backtest_table(fresh, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
     return joined, table, phases
+
+
+def mark_training_window(
+    rows: pd.DataFrame,
+    horizon_days: int,
+    training_end: Callable[[str], pd.Timestamp | None] | None = None,
+    fallback_end: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """``rows`` with each one's training data end, its source and ``in_training_window``.
+
+    Rows are judged by the model version that scored them (``model_version``): their
+    ``pred_revenue`` is that version's, and so is the data it was fitted on. A version whose
+    end ``training_end`` does not know (none recorded, a deleted or unresolvable version) is
+    judged by ``fallback_end`` (the monitored model's) and marked ``monitored``; with neither,
+    ``unknown`` and kept (``in_training_window`` False).
+
+    Args:
+        rows: Completed history rows with ``as_of`` and ``model_version``.
+        horizon_days: The label horizon.
+        training_end: A version's training data end (None: unknown).
+        fallback_end: The end for rows whose version's is unknown.
+
+    Returns:
+        A copy with ``training_data_end`` (NaT: unknown), ``training_end_source``
+        (:data:`~partnerscore.training.backtest.WINDOW_SOURCES`) and ``in_training_window``.
+    """
+    versions = rows["model_version"].fillna("").astype(str).to_numpy(dtype=object)
+    ends = np.full(len(rows), np.datetime64("NaT", "ns"))
+    source = np.full(len(rows), "unknown", dtype=object)
+    for version in pd.unique(versions):
+        end, how = training_end(str(version)) if training_end is not None else None, "version"
+        if end is None and fallback_end is not None:
+            end, how = fallback_end, "monitored"
+        if end is None:
+            continue
+        at = versions == version
+        ends[at] = pd.Timestamp(end).to_datetime64().astype("datetime64[ns]")
+        source[at] = how
+    return rows.assign(
+        training_data_end=ends,
+        training_end_source=source,
+        **{IN_TRAINING_WINDOW: in_training_window(rows["as_of"], ends, horizon_days)},
+    )
+
+
+def monitored_training_end(model, model_uri: str) -> pd.Timestamp | None:
+    """The monitored model's training data end: its metadata, else its run's logged manifest.
+
+    Models trained before ``train`` recorded ``training_data_end`` fall back to the
+    ``data_end`` of the training manifest their run logged; None when neither is there.
+    """
+    end = getattr(model, "training_data_end", None)
+    return end if end is not None else logged_training_data_end(model_uri)
+
+
+def registry_training_ends(
+    model_uri: str, version: str, end: pd.Timestamp | None, registered_model: str
+) -> Callable[[str], pd.Timestamp | None]:
+    """A version's training data end, read from the training manifest its run logged.
+
+    As :func:`registry_phasings`: versions of the monitored model's registered name; the
+    monitored ``version`` is the loaded model's ``end``; a version that cannot be resolved
+    (or ``''``, rows scored by an unregistered model) gives None. Each version is read once
+    (one small artifact; the model itself is not loaded).
+    """
+    match = MODELS_URI.fullmatch(model_uri)
+    name = match.group(1) if match else registered_model
+    known: dict[str, pd.Timestamp | None] = {version: end} if version else {}
+
+    def of(row_version: str) -> pd.Timestamp | None:
+        if row_version not in known:
+            known[row_version] = (
+                logged_training_data_end(f"models:/{name}/{row_version}")
+                if row_version.isdigit()
+                else None
+            )
+        return known[row_version]
+
+    return of
 
 
 def registry_phasings(
@@ -392,12 +496,15 @@ def row_shares(
     return shares, int(fallback.sum())
 
 
-def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
+def phase_checks(
+    table: pd.DataFrame, config: MonitorConfig, window: TrainingWindowSplit | None = None
+) -> list[Check]:
     """The largest gap between a phase's realised and expected share of the horizon's revenue.
 
     A gap counts only beyond two partner-bootstrap standard errors (heavy-tailed deals make a
     few hundred partners' phases noisy): the check's value is ``|gap| - 2 se`` of the phase
-    where that is largest, against ``phase_share_warn`` / ``phase_share_alarm``.
+    where that is largest, against ``phase_share_warn`` / ``phase_share_alarm``. ``window``:
+    the training-window split of the completed rows (its reason when all were in-sample).
     """
 
     def check(value: float | None, status: str, detail: str) -> list[Check]:
@@ -421,6 +528,8 @@ def phase_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
     se = np.nan_to_num(table["share_gap_se"].to_numpy(dtype=float))
     excess = np.abs(gap) - 2 * se
     if not np.isfinite(excess).any():
+        if window is not None and window.rows and not window.out_of_time:
+            return check(None, "skip", _empty_backtest_reason(window, 0))
         return check(
             None, "skip", "no completed horizon with revenue, or a model without revenue phasing"
         )
@@ -448,9 +557,51 @@ def _fallback_note(row) -> str:
     )
 
 
-def _backtest_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
+def _window_checks(window: TrainingWindowSplit | None) -> list[Check]:
+    """``backtest.in_training_window``: completed rows left out as in-sample (info)."""
+    if window is None or not window.rows:
+        return []
+    return [
+        Check(
+            "backtest.in_training_window",
+            "backtest",
+            "history",
+            "all",
+            "rows",
+            float(window.in_window),
+            None,
+            None,
+            None,
+            "info",
+            window.note()
+            or f"none of the {window.rows:,} completed rows lies inside the training window of "
+            f"the model that scored it (as_of + {window.horizon_days} days <= its training "
+            "data end): all out of time",
+        )
+    ]
+
+
+def _empty_backtest_reason(window: TrainingWindowSplit | None, min_rows: int) -> str:
+    """Why no backtest group has rows: no completed horizon, all in-sample, or too few."""
+    if window is None or not window.rows:
+        return "no scored batch in the history has a completed horizon yet"
+    if not window.out_of_time:
+        return (
+            f"every completed row ({window.rows:,}) lies inside the training window of the "
+            "model that scored it: in-sample, nothing to backtest yet"
+        )
+    return (
+        f"{window.out_of_time:,} out-of-time completed rows: fewer than backtest_min_rows "
+        f"({min_rows}) in every group"
+    )
+
+
+def _backtest_checks(
+    table: pd.DataFrame, config: MonitorConfig, window: TrainingWindowSplit | None = None
+) -> list[Check]:
+    checks = _window_checks(window)
     if table.empty:
-        return [
+        return checks + [
             Check(
                 "backtest.batches",
                 "backtest",
@@ -462,10 +613,9 @@ def _backtest_checks(table: pd.DataFrame, config: MonitorConfig) -> list[Check]:
                 None,
                 None,
                 "skip",
-                "no scored batch in the history has a completed horizon yet",
+                _empty_backtest_reason(window, config.backtest_min_rows),
             )
         ]
-    checks = []
     overall = table[(table["as_of"] == "all") & (table["segment"] == "all")]
     batches = table[(table["as_of"] != "all") & (table["segment"] == "all")]
     latest = batches.sort_values("as_of").tail(1)
@@ -746,7 +896,8 @@ def run_monitor(
 
     history = ScoreHistory(config.paths.history_database())
     phasing = getattr(partner_model, "phasing", None)
-    _, backtest, backtest_phases = run_backtest(
+    trained_to = monitored_training_end(partner_model, uri)
+    joined, backtest, backtest_phases = run_backtest(
         history,
         raw,
         cut,
@@ -754,9 +905,12 @@ def run_monitor(
         config,
         phasing,
         registry_phasings(uri, version, phasing, config.train.registered_model),
+        registry_training_ends(uri, version, trained_to, config.train.registered_model),
+        trained_to,
     )
-    checks += _backtest_checks(backtest, mcfg)
-    checks += phase_checks(backtest_phases, mcfg)
+    window = training_window_split(joined, int(reference.get("horizon_days", 180)))
+    checks += _backtest_checks(backtest, mcfg, window)
+    checks += phase_checks(backtest_phases, mcfg, window)
     if scores is not None:
         checks += _scores_checks(Path(scores), flags)
 
@@ -769,6 +923,7 @@ def run_monitor(
         anomalies=anomalies,
         backtest=backtest,
         backtest_phases=backtest_phases,
+        backtest_window=window,
         batch_rows=len(batch),
     )
     _write(result, reference, batch, config, volumes, cut)
@@ -809,6 +964,9 @@ def _write(result, reference, batch, config, volumes, cut) -> None:
         "checks": [c.to_dict() for c in ordered],
         "backtest": json.loads(result.backtest.to_json(orient="records")),
         "backtest_phases": json.loads(result.backtest_phases.to_json(orient="records")),
+        "backtest_training_window": (
+            result.backtest_window.to_dict() if result.backtest_window is not None else None
+        ),
     }
     files["json"] = write_text_atomic(json.dumps(payload, indent=1), out / "monitor.json")
     html = render_monitor_html(result, reference, batch, config, payload)

@@ -253,6 +253,11 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
         trend=trend_svg(backtest) if not backtest.empty else None,
         overall=overall.to_dict("records"),
         phases=result.backtest_phases.to_dict("records"),
+        window_note=(payload.get("backtest_training_window") or {}).get("note", ""),
+        backtest_empty=next(
+            (c.detail for c in checks if c.name == "backtest.batches"),
+            "no scored batch in the history has a completed horizon yet",
+        ),
         anomalies=anomalies.to_dict("records"),
         anomalies_total=len(result.anomalies),
         fmt=_fmt,

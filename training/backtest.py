@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
@@ -23,6 +25,8 @@ BACKTEST_COLUMNS = (
     "engagement_realised_rate",
 )
 ALL_BATCHES = "all"
+IN_TRAINING_WINDOW = "in_training_window"
+"""History-row column: the row's outcome period lies in its model's training data."""
 
 
 def group_metrics(frame: pd.DataFrame) -> dict[str, float]:
@@ -81,6 +85,147 @@ def backtest_table(
     out = pd.DataFrame(rows, columns=list(BACKTEST_COLUMNS))
     out["rows"] = out["rows"].astype(int)
     return out
+
+
+def in_training_window(as_of, ends, horizon_days: int) -> np.ndarray:
+    """Rows whose outcome period ``[as_of, as_of + horizon)`` ends on or before ``ends``.
+
+    Such a row's label lies in the data the model that scored it was trained on (the build
+    labels only snapshots with ``as_of + horizon <= data_end``): comparing its prediction with
+    that label is an in-sample fit, not a forecast.
+
+    Args:
+        as_of: Each row's scoring date.
+        ends: Each row's training data end (NaT: unknown, never in the window).
+        horizon_days: The label horizon.
+
+    Returns:
+        Boolean array, one per row.
+    """
+    as_of = pd.to_datetime(pd.Series(as_of)).to_numpy("datetime64[ns]")
+    ends = pd.to_datetime(pd.Series(ends, dtype="datetime64[ns]")).to_numpy("datetime64[ns]")
+    known = ~np.isnat(ends)
+    out = np.zeros(len(as_of), dtype=bool)
+    # as_of <= end - horizon: as_of + horizon would wrap past 2262 for a far date
+    out[known] = as_of[known] <= ends[known] - np.timedelta64(int(horizon_days), "D")
+    return out
+
+
+WINDOW_SOURCES = ("version", "monitored", "unknown")
+"""Where a history row's training data end came from: the version that scored it, the
+monitored model's (that version's is unknown), or nowhere (the row is kept)."""
+
+
+def stamp_text(stamp: pd.Timestamp) -> str:
+    """A data end as text: the date, with the time of day when it is not midnight."""
+    stamp = pd.Timestamp(stamp)
+    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M:%S}"
+
+
+@dataclass(frozen=True)
+class TrainingWindowSplit:
+    """How the completed history rows split at their model's training data end.
+
+    Attributes:
+        horizon_days: The label horizon of the rule ``as_of + horizon <= training_data_end``.
+        rows: Completed rows judged (in onboarding scope).
+        in_window: Rows inside the training window: in-sample, left out of the backtest.
+        by_monitored: Rows whose version's training data end is unknown, judged by the
+            monitored model's.
+        unknown: Rows with no known training data end at all: kept (cannot tell).
+        versions: Per version that scored rows (``''``: none recorded): ``training_data_end``
+            (text or None), ``source`` (:data:`WINDOW_SOURCES`), ``rows``, ``in_window``.
+        batches: Scoring dates with rows inside the window.
+    """
+
+    horizon_days: int
+    rows: int = 0
+    in_window: int = 0
+    by_monitored: int = 0
+    unknown: int = 0
+    versions: dict[str, dict] = field(default_factory=dict)
+    batches: list[str] = field(default_factory=list)
+
+    @property
+    def out_of_time(self) -> int:
+        """Rows the backtest reads."""
+        return self.rows - self.in_window
+
+    def note(self) -> str:
+        """One sentence: how many rows were left out and why ('' when nothing to say)."""
+        parts = []
+        if self.in_window:
+            ends = ", ".join(
+                f"{stamp_text(pd.Timestamp(v['training_data_end']))} for "
+                + (f"version {name}" if name else "unversioned rows")
+                + (" (the monitored model's end)" if v["source"] == "monitored" else "")
+                for name, v in self.versions.items()
+                if v["in_window"]
+            )
+            parts.append(
+                f"{self.in_window:,} of {self.rows:,} completed rows lie inside the training "
+                f"window of the model that scored them (as_of + {self.horizon_days} days <= "
+                f"{ends}): in-sample, left out of the backtest table and checks"
+            )
+        if self.by_monitored:
+            parts.append(
+                f"{self.by_monitored:,} rows of versions whose training data end is unknown "
+                "were judged by the monitored model's"
+            )
+        if self.unknown:
+            parts.append(
+                f"{self.unknown:,} rows have no known training data end (neither their "
+                "version's nor the monitored model's): kept, in-sample or not"
+            )
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        """The ``backtest_training_window`` field of monitor.json."""
+        return {
+            "rule": "as_of + horizon_days <= training_data_end of the version that scored the row",
+            "horizon_days": self.horizon_days,
+            "completed_rows": self.rows,
+            "in_training_window_rows": self.in_window,
+            "out_of_time_rows": self.out_of_time,
+            "judged_by_monitored_model_rows": self.by_monitored,
+            "unknown_training_end_rows": self.unknown,
+            "batches_in_training_window": list(self.batches),
+            "versions": self.versions,
+            "note": self.note(),
+        }
+
+
+def training_window_split(rows: pd.DataFrame, horizon_days: int) -> TrainingWindowSplit:
+    """Count the rows :func:`in_training_window` marked, per version and source.
+
+    Args:
+        rows: Completed history rows with ``as_of``, ``model_version``, ``training_data_end``,
+            ``training_end_source`` and ``in_training_window`` (an empty frame: nothing).
+        horizon_days: The label horizon the rows were judged with.
+    """
+    if rows.empty or IN_TRAINING_WINDOW not in rows.columns:
+        return TrainingWindowSplit(int(horizon_days))
+    inside = rows[IN_TRAINING_WINDOW].to_numpy(dtype=bool)
+    source = rows["training_end_source"].astype(str).to_numpy(dtype=object)
+    versions = {}
+    for version, group in rows.groupby("model_version", sort=True):
+        end = group["training_data_end"].iloc[0]
+        versions[str(version)] = {
+            "training_data_end": None if pd.isna(end) else f"{pd.Timestamp(end):%Y-%m-%d %H:%M:%S}",
+            "source": str(group["training_end_source"].iloc[0]),
+            "rows": len(group),
+            "in_window": int(group[IN_TRAINING_WINDOW].sum()),
+        }
+    batches = sorted({f"{pd.Timestamp(d):%Y-%m-%d}" for d in rows.loc[inside, "as_of"]})
+    return TrainingWindowSplit(
+        int(horizon_days),
+        rows=len(rows),
+        in_window=int(inside.sum()),
+        by_monitored=int((source == "monitored").sum()),
+        unknown=int((source == "unknown").sum()),
+        versions=versions,
+        batches=batches,
+    )
 
 
 def trend(table: pd.DataFrame, metric: str) -> float:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.profile import PREDICTIONS, build_profile
-from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.bundle import PartnerModel, parse_data_end
 from partnerscore.models.model_uri import LOGGED_MODEL_URI, MODELS_URI
 
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
@@ -86,6 +86,26 @@ def run_id_of(model_uri: str) -> str:
         first = str(exc).splitlines()[0]
         raise PartnerscoreError(f"cannot resolve model '{model_uri}': {first}") from exc
     return mv.run_id
+
+
+def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
+    """The data end of the training manifest logged with a model's run (``data_end``), or None.
+
+    For versions trained before the model kept it (``PartnerModel.training_data_end``): every
+    training run has logged its manifest. None when the run cannot be found, logged no
+    manifest, or its ``data_end`` is missing or not a date (tracking URI already set).
+    """
+    try:
+        run_id = run_id_of(model_uri)
+    except PartnerscoreError:
+        run_id = _folder_run_id(model_uri)
+    if run_id is None:
+        return None
+    try:
+        manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/{MANIFEST_ARTIFACT}")
+    except Exception:  # missing artifact or run, unreadable JSON: MlflowException/OSError/...
+        return None
+    return parse_data_end(manifest.get("data_end") if isinstance(manifest, dict) else None)
 
 
 def _folder_run_id(model_uri: str) -> str | None:

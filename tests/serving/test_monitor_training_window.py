@@ -1,0 +1,251 @@
+"""The backtest leaves out history rows whose outcome period lies in the data the model that
+scored them was trained on (``as_of + horizon <= training_data_end``): an in-sample fit is no
+forecast. A champion trained on the test program's data to 2025-08-31 only scores batches
+inside and after that window; the monitor reads the whole program (data to 2026-06-30)."""
+
+import dataclasses
+import json
+import os
+from datetime import date
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.features.config import BuildConfig
+from partnerscore.features.pipeline import run_build
+from partnerscore.features.validate import load_raw
+from partnerscore.models.pyfunc import load_partner_model
+from partnerscore.serving.config import AppConfig
+from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.monitor import (
+    monitored_training_end,
+    registry_training_ends,
+    run_backtest,
+    run_monitor,
+)
+from partnerscore.serving.score import run_score
+from partnerscore.training.backtest import (
+    TrainingWindowSplit,
+    in_training_window,
+    training_window_split,
+)
+from partnerscore.training.reference import load_reference_profile, logged_training_data_end
+
+AS_OF = date(2026, 7, 1)
+EARLY_END = pd.Timestamp("2025-09-01")  # build --data-end 2025-08-31: the whole day
+INSIDE = "2025-01-01"  # + 180 days = 2025-06-30: inside the early champion's training data
+AFTER = ("2025-06-01", "2025-10-01")  # + 180 days: 2025-11-28, 2026-03-30 (out of time)
+URI = "models:/partnerscore/1"
+
+
+@pytest.fixture(scope="module")
+def early_store(raw_dir, tmp_path_factory):
+    """A store of its own whose champion was trained on the program's data to 2025-08-31."""
+    from partnerscore.training.registry import run_promote
+    from partnerscore.training.train import run_train
+
+    root = tmp_path_factory.mktemp("early")
+    run_build(raw_dir, root / "features", BuildConfig(data_end=date(2025, 8, 31)))
+    cfg = AppConfig.model_validate(
+        {
+            "paths": {"data_dir": str(root / "data"), "mlflow_dir": str(root / "mlflow")},
+            "train": {"trials": 0},
+        }
+    )
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        run_train(
+            root / "features",
+            cfg.train,
+            policy=cfg.policy,
+            tracking_uri=cfg.paths.tracking_uri(),
+            artifact_root=cfg.paths.artifact_root(),
+            config_hash=cfg.hash(),
+        )
+        run_promote(
+            cfg.train, tracking_uri=cfg.paths.tracking_uri(), force=True, reason="test fixture"
+        )
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return cfg
+
+
+@pytest.fixture()
+def early(early_store, tmp_path, monkeypatch):
+    """The early store with a fresh score history for one test."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = early_store.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
+    return early_store.model_copy(update={"paths": paths})
+
+
+def _data_end(built_dir) -> pd.Timestamp:
+    return pd.Timestamp(json.loads((built_dir / "manifest.json").read_text())["data_end"])
+
+
+def _score(raw, dates, config, tmp_path) -> dict[str, pd.DataFrame]:
+    """Score each date into the config's history; each batch's in-scope rows (age <= 180)."""
+    out = {}
+    for as_of in dates:
+        path = tmp_path / f"s{as_of}.csv"
+        run_score(raw, pd.Timestamp(as_of).date(), "champion", path, config)
+        scores = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        out[as_of] = scores[scores["age_days"] <= 180]
+    return out
+
+
+def test_the_model_records_its_training_data_end(store_config, built_dir):
+    """train writes the manifest's data_end into the model; an older model falls back to the
+    manifest its run logged."""
+    mlflow.set_tracking_uri(store_config.paths.tracking_uri())
+    model = load_partner_model(URI)
+    end = _data_end(built_dir)
+    assert model.metadata["training_data_end"] == f"{end:%Y-%m-%d %H:%M:%S}"
+    assert model.training_data_end == end
+    assert logged_training_data_end(URI) == end
+    older = dataclasses.replace(
+        model, metadata={k: v for k, v in model.metadata.items() if k != "training_data_end"}
+    )
+    assert older.training_data_end is None
+    assert monitored_training_end(older, URI) == end  # from the run's training/manifest.json
+    assert monitored_training_end(older, "models:/partnerscore/99") is None  # not a version
+    # other versions are read from their runs' manifests, each once; unknown ones give None
+    ends = registry_training_ends("models:/partnerscore@champion", "", None, "partnerscore")
+    assert ends("1") == end and ends("99") is None and ends("") is None and ends("x") is None
+    assert registry_training_ends(URI, "1", end - pd.Timedelta(days=9), "p")("1") == (
+        end - pd.Timedelta(days=9)
+    )
+
+
+def test_in_sample_rows_are_counted_apart_and_the_checks_read_the_rest(early, raw_dir, tmp_path):
+    scored = _score(raw_dir, (INSIDE, *AFTER), early, tmp_path)
+    result = run_monitor(early, raw_dir, AS_OF, tmp_path / "m", log_to_mlflow=False)
+    table = pd.read_csv(tmp_path / "m" / "backtest.csv", keep_default_na=False, na_values=[""])
+    assert set(table["as_of"]) == {"all", *AFTER}
+    overall = table[table["segment"] == "all"].set_index("as_of")
+    n_after = sum(len(scored[d]) for d in AFTER)
+    n_inside = len(scored[INSIDE])
+    assert n_inside > 30 and overall.loc["all", "rows"] == n_after
+    # the all-batches row is the out-of-time batches' rows only
+    pred = sum(scored[d]["pred_revenue"].sum() for d in AFTER)
+    assert overall.loc["all", "revenue_predicted_mean"] == pytest.approx(pred / n_after)
+    realised = sum(overall.loc[d, "revenue_realised_mean"] * overall.loc[d, "rows"] for d in AFTER)
+    bias = pred / realised - 1
+    by_name = {c.name: c for c in result.checks}
+    check = by_name["backtest.revenue_bias.all_batches"]
+    assert check.value == pytest.approx(bias, rel=1e-9)
+    assert f"over {n_after:,} scored partners" in check.detail
+    assert f"batch {AFTER[1]}" in by_name["backtest.revenue_bias.latest_batch"].detail
+    assert "2 batches" in by_name["backtest.trend.revenue_normalized_gini"].detail
+    phases = pd.read_csv(tmp_path / "m" / "backtest_phases.csv")
+    assert (phases["rows"] == n_after).all()
+    # the in-sample rows: counted, and said in the check, the summary, monitor.json and the page
+    window = by_name["backtest.in_training_window"]
+    assert window.status == "info" and window.value == n_inside
+    said = (
+        f"{n_inside:,} of {n_inside + n_after:,} completed rows lie inside the training window "
+        f"of the model that scored them (as_of + 180 days <= "
+    )
+    assert window.detail.startswith(said)
+    assert f"backtest window: {said}" in result.summary()
+    payload = json.loads((tmp_path / "m" / "monitor.json").read_text())
+    field = payload["backtest_training_window"]
+    assert field["in_training_window_rows"] == n_inside
+    assert field["out_of_time_rows"] == n_after and field["completed_rows"] == n_inside + n_after
+    assert field["batches_in_training_window"] == [INSIDE]
+    assert field["versions"] == {
+        "1": {
+            "training_data_end": f"{EARLY_END:%Y-%m-%d %H:%M:%S}",
+            "source": "version",
+            "rows": n_inside + n_after,
+            "in_window": n_inside,
+        }
+    }
+    html = (tmp_path / "m" / "monitor.html").read_text(encoding="utf-8")
+    assert 'id="backtest-training-window"' in html and f"{n_inside:,} of" in html
+
+
+def test_only_in_sample_rows_skip_the_backtest_with_that_reason(early, raw_dir, tmp_path):
+    scored = _score(raw_dir, (INSIDE,), early, tmp_path)
+    result = run_monitor(early, raw_dir, AS_OF, tmp_path / "m", log_to_mlflow=False)
+    backtest = [c for c in result.checks if c.section == "backtest"]
+    by_name = {c.name: c for c in backtest}
+    n = len(scored[INSIDE])
+    assert set(by_name) == {
+        "backtest.batches",
+        "backtest.in_training_window",
+        "backtest.revenue_phase_share_gap",
+    }
+    reason = f"every completed row ({n:,}) lies inside the training window"
+    for name in ("backtest.batches", "backtest.revenue_phase_share_gap"):
+        assert by_name[name].status == "skip" and by_name[name].detail.startswith(reason)
+    assert by_name["backtest.in_training_window"].value == n
+    assert result.backtest.empty and result.backtest_phases.empty
+    html = (tmp_path / "m" / "monitor.html").read_text(encoding="utf-8")
+    assert f"No backtest: {reason}" in html
+
+
+def test_each_row_is_judged_by_the_version_that_scored_it(early, built_dir, raw_dir, tmp_path):
+    """Version 2 (trained to 2026-06-30, as the session champion) scored the 2025-06-01 batch:
+    in its window, though not in version 1's (to 2025-08-31). A version nobody can place is
+    judged by the monitored model's end."""
+    _score(raw_dir, (INSIDE, *AFTER), early, tmp_path)
+    rows = ScoreHistory(early.paths.history_database()).read()
+    rows["model_version"] = np.where(rows["as_of"] == pd.Timestamp(AFTER[0]), "2", "1")
+    store = ScoreHistory(f"sqlite:///{tmp_path / 'two.db'}")
+    store.upsert(rows)
+    mlflow.set_tracking_uri(early.paths.tracking_uri())
+    reference = load_reference_profile(URI)
+    raw = load_raw(raw_dir, write_quarantine=False)
+    end1, end2 = EARLY_END, _data_end(built_dir)
+    cut = pd.Timestamp(AS_OF)
+
+    def backtest(ends, fallback=None):
+        return run_backtest(store, raw, cut, reference, early, None, None, ends, fallback)
+
+    joined, table, _ = backtest({"1": end1, "2": end2}.get)
+    as_of = joined["as_of"].dt.strftime("%Y-%m-%d")
+    np.testing.assert_array_equal(joined["in_training_window"], as_of.isin([INSIDE, AFTER[0]]))
+    assert set(table["as_of"]) == {"all", AFTER[1]}
+    split = training_window_split(joined, 180)
+    assert split.in_window == int(as_of.isin([INSIDE, AFTER[0]]).sum())
+    assert split.batches == [INSIDE, AFTER[0]] and split.by_monitored == split.unknown == 0
+    assert f"{end2:%Y-%m-%d %H:%M:%S} for version 2" in split.note()
+    # judged by the monitored model (version 1) instead, version 2's batch would count
+    joined, table, _ = backtest({"1": end1}.get, end1)
+    assert set(table["as_of"]) == {"all", *AFTER}
+    split = training_window_split(joined, 180)
+    assert split.by_monitored == int((as_of == AFTER[0]).sum()) and split.unknown == 0
+    assert split.versions["2"]["source"] == "monitored"
+    assert f"{split.by_monitored:,} rows of versions whose training data end is unknown" in (
+        split.note()
+    )
+    # no end known at all: every row is kept, and counted
+    joined, table, _ = backtest(None)
+    assert set(table["as_of"]) == {"all", INSIDE, *AFTER}
+    split = training_window_split(joined, 180)
+    assert split.in_window == 0 and split.unknown == len(joined)
+    assert "have no known training data end" in split.note()
+
+
+@pytest.mark.parametrize(
+    ("as_of", "end", "inside"),
+    [
+        ("2025-06-01", "2025-11-28 00:00:00", True),  # the horizon's last instant: inside
+        ("2025-06-01", "2025-11-27 23:59:59", False),
+        ("2025-06-01", None, False),  # unknown: kept
+        ("2199-12-31", "2199-12-31", False),  # far dates do not wrap
+        ("1900-01-01", "2199-12-31", True),
+    ],
+)
+def test_in_training_window_at_the_boundary(as_of, end, inside):
+    ends = pd.Series([pd.Timestamp(end) if end else pd.NaT])
+    got = in_training_window(pd.Series([pd.Timestamp(as_of)]), ends, 180)
+    assert got.tolist() == [inside]
+
+
+def test_the_split_of_no_rows_says_nothing():
+    split = training_window_split(pd.DataFrame(), 180)
+    assert split == TrainingWindowSplit(180) and split.note() == "" and split.out_of_time == 0

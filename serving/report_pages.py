@@ -215,6 +215,8 @@ class PagePlan:
     as_of_text: TextCodes
     flags: np.ndarray
     """(pages, 3) bool: provisional, guardrail swing, input anomaly."""
+    graduated: np.ndarray
+    """(pages,) bool: out of onboarding scope (``out_of_scope``: the playbook's hand-over)."""
     anomaly_reason: TextCodes
     heads: dict[str, tuple[list[str], np.ndarray]]
     """Per model head: feature names and contributions (page x feature, missing as 0)."""
@@ -263,6 +265,8 @@ class PageBatch:
     as_of_ns: list[int]
     flags: list[tuple[bool, bool, bool, str]]
     """(provisional, guardrail swing, input anomaly, the anomaly's reasons) per page."""
+    graduated: list[bool]
+    """Per page: out of onboarding scope (its first action is the playbook's hand-over)."""
     heads: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
     """Per model head: feature names, contributions (page x feature) and each row's order."""
     tops: dict[str, tuple[list[list[str]], list[list[float]], int, list[float]]]
@@ -509,6 +513,7 @@ def plan_pages(
         flags=np.column_stack(
             [flag_column(frame, c, rows) for c in ("provisional", "guardrail_flag", "anomaly")]
         ),
+        graduated=flag_column(frame, "out_of_scope", rows),
         anomaly_reason=_text_codes(frame, "anomaly_reason", rows),
         heads=heads,
         driver_sentences=sentences,
@@ -586,6 +591,7 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
             (a, b, c, reason)
             for (a, b, c), reason in zip(flags, plan.anomaly_reason.take(start, end), strict=True)
         ],
+        graduated=plan.graduated[start:end].tolist(),
         heads=heads,
         tops=tops,
         drivers=drivers,
@@ -815,13 +821,16 @@ def page_phases(b: PageBatch, j: int) -> list[dict]:
     return b.phase_rows[j]
 
 
-def action_scope(tier: str, quadrant_label: str) -> str:
+def action_scope(graduated: bool, tier: str, quadrant_label: str) -> str:
     """Whom the first recommended action speaks for: the quadrant, or a graduated partner.
 
-    A partner past the trained onboarding ages gets the playbook's hand-over, not its
-    quadrant's action, so the card does not say "for the quadrant".
+    A partner past the trained onboarding ages (``out_of_scope``: ``graduated``) gets the
+    playbook's hand-over, not its quadrant's action, so the card does not say "for the
+    quadrant"; its tier may be an override's (a tier override keeps the hand-over), so the
+    flag decides, as it decides the action (``models.policy.interventions``). ``tier`` alone
+    tells only for a scores file without the flag.
     """
-    if tier == OUT_OF_SCOPE_TIER:
+    if graduated or tier == OUT_OF_SCOPE_TIER:
         return f"for a graduated partner (quadrant {quadrant_label})"
     return f"for the quadrant ({quadrant_label})"
 
@@ -863,7 +872,7 @@ def page_context(b: PageBatch, j: int) -> dict:
         "thresholds": b.thresholds,
         "policy": _policy_text(b, j),
         "p": p,
-        "action_scope": action_scope(p["score_tier"], p["quadrant_label"]),
+        "action_scope": action_scope(b.graduated[j], p["score_tier"], p["quadrant_label"]),
         "segment": [text[c][j] for c in SEGMENT_COLUMNS if text[c][j]],
         "as_of": b.as_of_text[j],
         "age": _num(v["age_days"][j], 0),
@@ -1104,7 +1113,7 @@ class PageRenderer:
         out += [
             '\n<section>\n  <h2>Recommended actions</h2>\n'
             '  <div class="two">\n    <div class="action" id="quadrant-action">'
-            '<div class="muted">', _e(action_scope(tier, t["quadrant_label"][j])),
+            '<div class="muted">', _e(action_scope(b.graduated[j], tier, t["quadrant_label"][j])),
             "</div><strong>",
             _e(t["intervention"][j]), "</strong><br>", _e(t["intervention_detail"][j]),
             "\n      ",

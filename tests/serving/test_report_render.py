@@ -109,7 +109,7 @@ def test_renderer_matches_the_template_on_generated_batches(program, data):
     n = len(frame)
     for col in data.draw(st.lists(st.sampled_from(OPTIONAL_TEXTS), unique=True)):
         frame[col] = data.draw(st.lists(HOSTILE_TEXT, min_size=n, max_size=n))
-    for col in ("provisional", "guardrail_flag", "anomaly"):
+    for col in ("provisional", "guardrail_flag", "anomaly", "out_of_scope"):
         if data.draw(st.booleans()):
             frame[col] = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
     if data.draw(st.booleans()):  # a graduated partner's tier and quadrant actions agree
@@ -216,3 +216,24 @@ def test_a_tier_action_that_repeats_the_quadrant_action_is_shown_once(scored_dir
         page = render(j)
         assert ('id="tier-action"' in page) is (not same[j]), j
         assert page.count(frame["intervention"].iloc[j]) >= 1
+
+
+def test_a_graduated_partner_with_a_tier_override_keeps_the_graduated_card(scored_dir):
+    """A tier override on a graduated partner keeps the playbook's hand-over as its action
+    (``out_of_scope`` decides it), so the card must say so; it said "for the quadrant" once the
+    override had replaced the ``graduated`` tier."""
+    root, cfg = scored_dir
+    frame = read_scores(root / "scores.csv").head(4)
+    frame["out_of_scope"] = [True, True, False, False]
+    frame["score_tier"] = ["A", "graduated", "B", "C"]  # row 0: an override's tier
+    files = [report_filename(p) for p in frame["partner_id"]]
+    batch = rp.build_batch(frame, np.ones(len(frame), dtype=bool), files, cfg, css=CSS)
+    render = rp.PageRenderer(batch)
+    for j, graduated in enumerate(frame["out_of_scope"]):
+        page = render(j)
+        label = frame["quadrant_label"].iloc[j]
+        scope = (
+            f"a graduated partner (quadrant {label})" if graduated else f"the quadrant ({label})"
+        )
+        assert f'id="quadrant-action"><div class="muted">for {scope}</div>' in page, j
+    assert_renderer_matches_template(batch)  # the template says the same

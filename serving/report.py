@@ -1052,7 +1052,7 @@ def portfolio_page(
     quads = []
     for q in [*QUADRANTS, *sorted(set(text_column(frame["quadrant"])) - set(QUADRANTS))]:
         sel = (frame["quadrant"] == q).to_numpy()
-        if not sel.any():
+        if not (sel & charted).any():  # none charted (all graduated): no row of 0 partners
             continue
         pool = frame.loc[sel & own, "intervention"]
         pool = pool if len(pool) else frame.loc[sel, "intervention"]
@@ -1070,7 +1070,7 @@ def portfolio_page(
         return ", ".join(sorted(text_column(frame[col]).unique())) if col in frame else "?"
 
     revenue = frame["pred_revenue"].to_numpy(float)
-    chart_frame = frame if charted.all() else frame[charted]
+    charted_rows = frame if charted.all() else frame[charted]
     monthly, monthly_note = monthly_revenue(frame, config)
 
     return (
@@ -1089,13 +1089,13 @@ def portfolio_page(
             graduated_revenue=_money(revenue[graduated].sum()) if graduated.any() else "",
             provisional=int(provisional.sum()) if provisional is not None else 0,
             flags=int(guardrail.sum()) if guardrail is not None else 0,  # the whole batch
-            histogram=histogram_svg(chart_frame["score"].to_numpy(float), thresholds=cutoffs),
-            scatter=scatter_svg(chart_frame, engagement_high=config.policy.engagement_high),
+            histogram=histogram_svg(charted_rows["score"].to_numpy(float), thresholds=cutoffs),
+            scatter=scatter_svg(charted_rows, engagement_high=config.policy.engagement_high),
             subset_note=subset_note,
             chart_note=chart_note,
             scatter_note=(
                 f"even sample of {SCATTER_LIMIT:,} partners"
-                if len(chart_frame) > SCATTER_LIMIT
+                if len(charted_rows) > SCATTER_LIMIT
                 else ""
             ),
             quadrants=quads,

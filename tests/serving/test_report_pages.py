@@ -323,3 +323,20 @@ def test_portfolio_charts_leave_graduated_partners_out():
     ):
         assert charted(page) == (200, 200)
         assert 'id="chart-note"' not in page
+
+
+def test_a_quadrant_of_graduated_partners_only_has_no_row_under_the_chart():
+    """The quadrant table counts the charted partners: a quadrant whose partners are all
+    graduated is not charted, so it has no row (it showed 0 partners beside the action of the
+    graduated ones, the playbook's hand-over)."""
+    frame = synthetic_scores(200)
+    gone = frame["quadrant"].iloc[0]
+    graduated = (frame["quadrant"] == gone).to_numpy()
+    files = [report_filename(p) for p in frame["partner_id"]]
+    html = portfolio_page(frame.assign(out_of_scope=graduated), np.arange(200), files, AppConfig())
+    table = re.search(r'<table id="quadrants">(.*?)</table>', html, re.S).group(1)
+    label = frame.loc[graduated, "quadrant_label"].iloc[0]
+    assert label not in table
+    counts = re.findall(r'<td class="num">(\d+)</td>', table)
+    assert len(counts) == frame.loc[~graduated, "quadrant"].nunique()
+    assert sum(map(int, counts)) == int((~graduated).sum())

@@ -456,6 +456,11 @@ _BOM = b"\xef\xbb\xbf"
 _CSV_CHUNK = 1 << 22
 
 
+_SCAN_RUNS = 256
+"""Runs of quotes :func:`_quote_runs_back` reads one at a time, from the end, before it reads
+the rest of the chunk at once (:func:`_quote_runs_array`)."""
+
+
 def _quote_runs_back(data: bytes, before: bytes) -> tuple[bool, int, int | None]:
     """How the runs of quotes of ``data`` move a CSV reader in or out of a quoted field.
 
@@ -466,13 +471,18 @@ def _quote_runs_back(data: bytes, before: bytes) -> tuple[bool, int, int | None]
     unquoted one); even runs change nothing (escaped quotes, an empty quoted field). So the
     state after ``data`` depends only on the toggles after its last odd run not at a field
     start, found scanning backwards (in a well-formed file the last closing quote is near).
+    Past :data:`_SCAN_RUNS` runs without one (a column of empty quoted fields ``""`` and no
+    other quotes, say: a run a row), the rest of ``data`` is read at once, not run by run.
 
     Returns:
         Whether such a "reset" run was found, the number of toggles after it (or in all of
         ``data`` without one), and the offset of the last toggle (None without toggles).
     """
     end, toggles, last = len(data), 0, None
-    while (stop := data.rfind(b'"', 0, end)) >= 0:
+    for _ in range(_SCAN_RUNS):
+        stop = data.rfind(b'"', 0, end)
+        if stop < 0:
+            return False, toggles, last
         start = stop
         while start and data[start - 1] == 0x22:
             start -= 1
@@ -484,7 +494,31 @@ def _quote_runs_back(data: bytes, before: bytes) -> tuple[bool, int, int | None]
         elif odd:
             return True, toggles, last
         end = start
-    return False, toggles, last
+    # data[:end] ends before a run of quotes (or is empty): no run is cut
+    reset, more, at = _quote_runs_array(memoryview(data)[:end], before)
+    return reset, toggles + more, at if last is None else last
+
+
+def _quote_runs_array(data, before: bytes) -> tuple[bool, int, int | None]:
+    """:func:`_quote_runs_back` of a whole bytes-like ``data`` in array operations."""
+    import numpy as np
+
+    codes = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(codes == 0x22)
+    if not len(quotes):
+        return False, 0, None
+    head = np.r_[True, np.diff(quotes) != 1]  # the first quote of each run
+    starts = quotes[head]
+    odd = np.diff(np.r_[np.flatnonzero(head), len(quotes)]) % 2 == 1
+    prev = codes[np.maximum(starts - 1, 0)]
+    field_start = (prev == 0x2C) | (prev == 0x0A) | (prev == 0x0D)
+    if starts[0] == 0:
+        field_start[0] = before in _CSV_FIELD_STARTS
+    resets = np.flatnonzero(odd & ~field_start)
+    after = int(resets[-1]) + 1 if len(resets) else 0
+    flips = np.flatnonzero(odd[after:] & field_start[after:])
+    last = int(starts[after + flips[-1]]) if len(flips) else None
+    return bool(len(resets)), len(flips), last
 
 
 def csv_lines(path: Path) -> tuple[int, int | None]:

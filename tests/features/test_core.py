@@ -157,18 +157,21 @@ def _open_quote_reference(data: bytes) -> int | None:
         b"".join
     ),
     chunk=st.sampled_from([1, 2, 3, 5, 1 << 22]),
+    scan=st.sampled_from([0, 1, 2, 256]),
 )
-def test_csv_lines_finds_the_quote_that_never_closes(data, chunk, tmp_path):
-    """Line count and open quote equal a byte-by-byte reader's, whatever the chunk boundaries;
-    a file ends inside a quoted field exactly when the csv module reads a line after it into
-    that field."""
+def test_csv_lines_finds_the_quote_that_never_closes(data, chunk, scan, tmp_path):
+    """Line count and open quote equal a byte-by-byte reader's, whatever the chunk boundaries
+    and however many runs of quotes are read one at a time before the rest at once; a file
+    ends inside a quoted field exactly when the csv module reads a line after it into that
+    field."""
     path = tmp_path / "t.csv"
     path.write_bytes(data)
-    saved, core._CSV_CHUNK = core._CSV_CHUNK, chunk
+    saved = core._CSV_CHUNK, core._SCAN_RUNS
+    core._CSV_CHUNK, core._SCAN_RUNS = chunk, scan
     try:
         lines, opened = csv_lines(path)
     finally:
-        core._CSV_CHUNK = saved
+        core._CSV_CHUNK, core._SCAN_RUNS = saved
     assert lines == data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
     assert opened == _open_quote_reference(data)
     rows = list(csv.reader(io.StringIO(data.decode() + "\nEND\n", newline="")))
@@ -179,3 +182,17 @@ def test_csv_lines_skips_a_byte_order_mark(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes(b'\xef\xbb\xbf"a,b\n1,2\n')
     assert csv_lines(path) == (2, 1)
+
+
+def test_csv_lines_reads_a_column_of_empty_quoted_fields_at_array_speed(tmp_path):
+    """A file whose only quotes are empty fields (``""``, as PostgreSQL's CSV export writes an
+    empty text) has no closing quote to stop the backward scan: it read every run one at a
+    time, ~2.3 s for 2 million rows (20 MB) where Arrow reads the file in ~0.3 s, on every
+    validate and raw-table score. A million rows now take a few hundredths of a second."""
+    import time
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b,c,d\n" + b'1,"",2,""\n' * 1_000_000)
+    started = time.process_time()
+    assert csv_lines(path) == (1_000_001, None)
+    assert time.process_time() - started < 0.5  # was ~1.2 s of CPU

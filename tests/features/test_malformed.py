@@ -427,3 +427,13 @@ def test_simulated_program_is_clean_and_typed(raw_dir):
         if c.endswith("_at") and c != "due_at"
     ]
     assert data.data_end == max(ends)
+
+
+def test_the_readme_counts_the_corpus():
+    """The README names how many folder cases the corpus has (it said 46 after three were
+    added): the count it gives is the number of case folders."""
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    said = re.findall(r"`tests/features/malformed/` \((\d+) folder cases", readme)
+    assert said and all(int(n) == len(CASES) for n in said), (said, len(CASES))

@@ -12,7 +12,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import pytest  # noqa: E402
-from support import reset_mlflow_uris  # noqa: E402
+from support import champion_store, reset_mlflow_uris  # noqa: E402
 
 SIM_PARTNERS = 400
 SIM_SEED = 11
@@ -77,35 +77,7 @@ def model_store(built_dir, tmp_path_factory):
     Returns:
         An AppConfig whose paths point at the store and a history folder of its own.
     """
-    from partnerscore.serving.config import AppConfig
-    from partnerscore.training.registry import run_promote
-    from partnerscore.training.train import run_train
-
-    root = tmp_path_factory.mktemp("store")
-    cfg = AppConfig.model_validate(
-        {
-            "paths": {"data_dir": str(root / "data"), "mlflow_dir": str(root / "mlflow")},
-            "train": {"trials": 0},
-        }
-    )
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        run_train(
-            built_dir,
-            cfg.train,
-            policy=cfg.policy,
-            tracking_uri=cfg.paths.tracking_uri(),
-            artifact_root=cfg.paths.artifact_root(),
-            config_hash=cfg.hash(),
-        )
-        # forced: the fixture needs a champion whatever the (noisy, 80-partner) holdout bias
-        run_promote(
-            cfg.train, tracking_uri=cfg.paths.tracking_uri(), force=True, reason="test fixture"
-        )
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-    return cfg
+    return champion_store(built_dir, tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture()

@@ -155,3 +155,41 @@ def stored_history(cfg):
         engine.dispose()
     rows["shadow"] = rows["shadow"].astype(bool)
     return rows.assign(as_of=pd.to_datetime(rows["as_of"]))
+
+
+def champion_store(features: Path, root: Path):
+    """A store of its own under ``root`` whose champion was trained on ``features`` (trials 0).
+
+    Trains and promotes with ``--force`` (a fixture needs a champion whatever the noisy holdout
+    bias of a small program), with ``MLFLOW_TRACKING_URI`` unset meanwhile.
+
+    Returns:
+        An AppConfig whose paths point at the store and a history folder of its own.
+    """
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.training.registry import run_promote
+    from partnerscore.training.train import run_train
+
+    cfg = AppConfig.model_validate(
+        {
+            "paths": {"data_dir": str(root / "data"), "mlflow_dir": str(root / "mlflow")},
+            "train": {"trials": 0},
+        }
+    )
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        run_train(
+            features,
+            cfg.train,
+            policy=cfg.policy,
+            tracking_uri=cfg.paths.tracking_uri(),
+            artifact_root=cfg.paths.artifact_root(),
+            config_hash=cfg.hash(),
+        )
+        run_promote(
+            cfg.train, tracking_uri=cfg.paths.tracking_uri(), force=True, reason="test fixture"
+        )
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return cfg

@@ -51,24 +51,18 @@ def simulated(tmp_path_factory):
     return out
 
 
+def analyze_args(simulated, out) -> list[str]:
+    """``experiment analyze`` of the simulated experiment at 180 days into ``out``."""
+    assignments = str(simulated / "experiment_assignment.csv")
+    return ["experiment", "analyze", "--assignments", assignments, "--raw", str(simulated),
+            "--horizon", "180", "--out", str(out), "--bootstrap", "300"]  # fmt: skip
+
+
 def test_simulate_treatment_then_analyze_end_to_end(simulated, tmp_path, capsys):
     capsys.readouterr()
     truth = json.loads((simulated / "experiment_truth.json").read_text())
     assert truth["arms"]["treatment"] < truth["arms"]["control"]  # 40% treated
-    args = [
-        "experiment",
-        "analyze",
-        "--assignments",
-        str(simulated / "experiment_assignment.csv"),
-        "--raw",
-        str(simulated),
-        "--horizon",
-        "180",
-        "--out",
-        str(tmp_path / "out"),
-        "--bootstrap",
-        "300",
-    ]
+    args = analyze_args(simulated, tmp_path / "out")
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sample ratio: chi2" in out and "ok" in out
@@ -93,21 +87,7 @@ def test_analyze_headline_names_its_method(simulated, tmp_path, capsys):
     from partnerscore.serving.experiment import _money_text, _points_text
 
     capsys.readouterr()
-    args = [
-        "--json",
-        "experiment",
-        "analyze",
-        "--assignments",
-        str(simulated / "experiment_assignment.csv"),
-        "--raw",
-        str(simulated),
-        "--horizon",
-        "180",
-        "--out",
-        str(tmp_path / "out"),
-        "--bootstrap",
-        "300",
-    ]
+    args = ["--json", *analyze_args(simulated, tmp_path / "out")]
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["headline_method"] == "adjusted"

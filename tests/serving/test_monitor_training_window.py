@@ -5,19 +5,18 @@ inside and after that window; the monitor reads the whole program (data to 2026-
 
 import dataclasses
 import json
-import os
 from datetime import date
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from support import champion_store
 
 from partnerscore.features.config import BuildConfig
 from partnerscore.features.pipeline import run_build
 from partnerscore.features.validate import load_raw
 from partnerscore.models.pyfunc import load_partner_model
-from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.monitor import (
     monitored_training_end,
@@ -43,34 +42,9 @@ URI = "models:/partnerscore/1"
 @pytest.fixture(scope="module")
 def early_store(raw_dir, tmp_path_factory):
     """A store of its own whose champion was trained on the program's data to 2025-08-31."""
-    from partnerscore.training.registry import run_promote
-    from partnerscore.training.train import run_train
-
     root = tmp_path_factory.mktemp("early")
     run_build(raw_dir, root / "features", BuildConfig(data_end=date(2025, 8, 31)))
-    cfg = AppConfig.model_validate(
-        {
-            "paths": {"data_dir": str(root / "data"), "mlflow_dir": str(root / "mlflow")},
-            "train": {"trials": 0},
-        }
-    )
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        run_train(
-            root / "features",
-            cfg.train,
-            policy=cfg.policy,
-            tracking_uri=cfg.paths.tracking_uri(),
-            artifact_root=cfg.paths.artifact_root(),
-            config_hash=cfg.hash(),
-        )
-        run_promote(
-            cfg.train, tracking_uri=cfg.paths.tracking_uri(), force=True, reason="test fixture"
-        )
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-    return cfg
+    return champion_store(root / "features", root)
 
 
 @pytest.fixture()

@@ -122,10 +122,16 @@ class MonitorResult:
         return 1 if self.count("alarm") else 0
 
     def json_payload(self) -> dict:
-        """``--json``: the result's fields plus ``exit_code`` and the status counts."""
+        """``--json``: the result's fields plus ``exit_code`` and the status counts.
+
+        ``backtest_window`` is monitor.json's ``backtest_training_window`` (the same keys,
+        with ``out_of_time_rows`` and the ``note``), not the split's attribute names.
+        """
         from partnerscore.serving.cli_common import jsonable
 
         payload = jsonable(self)
+        if self.backtest_window is not None:
+            payload["backtest_window"] = jsonable(self.backtest_window.to_dict())
         payload["exit_code"] = self.exit_code
         payload["counts"] = {status: self.count(status) for status in SEVERITY}
         return payload

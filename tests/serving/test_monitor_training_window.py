@@ -223,3 +223,26 @@ def test_in_training_window_at_the_boundary(as_of, end, inside):
 def test_the_split_of_no_rows_says_nothing():
     split = training_window_split(pd.DataFrame(), 180)
     assert split == TrainingWindowSplit(180) and split.note() == "" and split.out_of_time == 0
+
+
+def test_json_says_the_split_as_monitor_json_does(tmp_path):
+    """``--json``'s ``backtest_window`` is monitor.json's ``backtest_training_window``: it was
+    the split's attribute names (``in_window``, ``rows``), without the out-of-time count or the
+    note the file and the summary give."""
+    from partnerscore.serving.monitor import MonitorResult
+
+    split = TrainingWindowSplit(
+        180,
+        rows=10,
+        in_window=4,
+        versions={"1": {"training_data_end": "2025-09-01 00:00:00", "source": "version",
+                        "rows": 10, "in_window": 4}},
+        batches=["2025-01-01"],
+    )  # fmt: skip
+    result = MonitorResult(
+        tmp_path, AS_OF, URI, "1", [], pd.DataFrame(), pd.DataFrame(), backtest_window=split
+    )
+    payload = json.loads(json.dumps(result.json_payload(), default=str))
+    assert payload["backtest_window"] == json.loads(json.dumps(split.to_dict()))
+    assert payload["backtest_window"]["out_of_time_rows"] == 6
+    assert payload["backtest_window"]["note"].startswith("4 of 10 completed rows")

@@ -191,6 +191,7 @@ def test_measure_and_cpu_tree(bench):
         ("bench_monitor", ["--partners", "300"], "drift checks"),
         ("bench_build", ["--partners", "300", "--repeat", "1", "--skip-load"], "agreement"),
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),
+        ("bench_csv_lines", ["--rows", "2000", "--repeat", "1"], "csv_lines"),
     ],
 )
 def test_quick_scripts_run_at_their_smallest(bench, name, argv, expected):

@@ -270,13 +270,14 @@ def rows_in_logged_training(
 
     Matched on the keys the run logged (:mod:`~partnerscore.training.row_keys`): partner,
     ``as_of`` and a fingerprint of the features and ``signed_at``. All False for runs from
-    before that artifact.
+    before that artifact, and for an unreadable one (the gate then reads the version as it did
+    before the keys were logged).
     """
     try:
         return _read_artifact(
             client, run_id, TRAINING_ROWS_ARTIFACT, lambda path: rows_in(path, holdout)
         )
-    except (mlflow.exceptions.MlflowException, OSError):
+    except (mlflow.exceptions.MlflowException, OSError, ValueError):  # Arrow's are ValueErrors
         return np.zeros(len(holdout), dtype=bool)
 
 

@@ -97,3 +97,14 @@ def test_keys_survive_dtypes_and_a_parquet_round_trip(tmp_path):
     # a frame without a fingerprinted column cannot hold these rows
     assert not rows_in(path, frame.drop(columns="tier")).any()
     assert rows_in(path, frame.iloc[:0]).shape == (0,)
+
+
+def test_an_unreadable_keys_file_reads_as_no_rows(tmp_path, monkeypatch):
+    """A corrupt artifact leaves the gate as it was before the keys were logged, no traceback."""
+    from partnerscore.training import registry
+
+    garbage = tmp_path / "training_rows.parquet"
+    garbage.write_bytes(b"PAR1 not a parquet file")
+    monkeypatch.setattr(registry, "_read_artifact", lambda client, run, name, read: read(garbage))
+    frame = frame_of([(1, 0, 3.0, "gold", 1.0)])
+    assert not registry.rows_in_logged_training(None, "run", frame).any()

@@ -432,6 +432,26 @@ def refine_reaching(
     return values, score
 
 
+def change_cost(
+    values: np.ndarray,
+    before: np.ndarray,
+    feats: np.ndarray,
+    specs: list,
+    ranges: dict[str, tuple[float, float]],
+) -> np.ndarray:
+    """Each change's size as a share of its feature's training range.
+
+    A missing value counts from where the search starts it, the worse end of the range (the
+    bottom for higher-is-better features, the top for lower-is-better ones): counted from the
+    bottom, "days since the last lead: none -> 0" cost nothing and won every tie.
+    """
+    lo = np.array([ranges[s.name][0] for s in specs])
+    hi = np.array([ranges[s.name][1] for s in specs])
+    up = np.array([s.direction == "higher_is_better" for s in specs])
+    start = np.where(np.isfinite(before), before, np.where(up, lo, hi)[feats])
+    return np.abs(values - start) / (hi - lo)[feats]
+
+
 def upgrade_paths(
     model: PartnerModel,
     features: pd.DataFrame,
@@ -529,7 +549,6 @@ def upgrade_paths(
             (rows_a, feats_a, order_a, values_a, below_a, score),
             target[active],
         )
-        span = np.array([ranges[s.name][1] - ranges[s.name][0] for s in specs])
         now = pd.DataFrame(
             {
                 "row": rows_a,
@@ -544,10 +563,7 @@ def upgrade_paths(
             sel = feats_a == j
             col = pd.to_numeric(current[spec.name], errors="coerce").to_numpy(float)
             before[sel] = col[rows_a[sel]]
-        origin_lo = np.array([ranges[specs[f].name][0] for f in feats_a])
-        now["cost"] = (
-            np.abs(values_a - np.where(np.isfinite(before), before, origin_lo)) / span[feats_a]
-        )
+        now["cost"] = change_cost(values_a, before, feats_a, specs, ranges)
         now["gain"] = score - base_score[rows_a]
         for r, group in now.groupby("row", sort=True):
             hit = group[group["reach"]]

@@ -184,6 +184,26 @@ def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
     assert found > 0 and least > 0
 
 
+def test_a_missing_value_costs_its_change_from_the_worse_end():
+    """A missing lower-is-better value (no lead yet: days since the last lead) starts at the
+    top of its range, as the search starts it: moving it to the bottom is the whole range."""
+    from types import SimpleNamespace
+
+    specs = [
+        SimpleNamespace(name="days_since", direction="lower_is_better"),
+        SimpleNamespace(name="leads", direction="higher_is_better"),
+    ]
+    ranges = {"days_since": (0.0, 200.0), "leads": (0.0, 10.0)}
+    cost = wi.change_cost(
+        np.array([0.0, 50.0, 10.0, 4.0]),
+        np.array([np.nan, 100.0, np.nan, 2.0]),
+        np.array([0, 0, 1, 1]),
+        specs,
+        ranges,
+    )
+    np.testing.assert_allclose(cost, [1.0, 0.25, 1.0, 0.2])  # the first cost 0 before
+
+
 @pytest.mark.parametrize("chunk", [7, 64])
 def test_upgrade_paths_score_candidates_in_chunks_bit_for_bit(program, monkeypatch, chunk):
     """Chunked candidates (bounded memory) give the one-pass scores and paths exactly."""

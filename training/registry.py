@@ -18,6 +18,7 @@ from partnerscore.models.model_uri import check_registry
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
+from partnerscore.training.reference import MANIFEST_ARTIFACT
 from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, rows_in
 from partnerscore.training.train import (
     CHALLENGER,
@@ -311,30 +312,27 @@ def _unseen_predictions(
         these n rows").
     """
     refit = str(run.data.params.get("refit", "False")).lower() == "true"
-    basis = "registered"
     trained = rows_in_logged_training(client, version.run_id, holdout)
-    if trained.any():
-        seen = trained.copy()
-        if refit:  # its holdout rows too, by the registered model
-            same_set = bool(holdout_sha) and run.data.tags.get("training_set_sha256") == holdout_sha
-            seen |= same_set or rows_in_logged_holdout(client, version.run_id, holdout)
-        basis = f"trained on {int(seen.sum()):,} of these {len(holdout):,} rows"
-        model = load_partner_model(f"models:/{name}/{version.version}")
-        return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
+    held = np.zeros(len(holdout), dtype=bool)  # its logged holdout, seen by a refit
     if refit:
         same_set = bool(holdout_sha) and run.data.tags.get("training_set_sha256") == holdout_sha
-        seen = (
+        held = (
             np.ones(len(holdout), dtype=bool)
             if same_set
             else rows_in_logged_holdout(client, version.run_id, holdout)
         )
-        if seen.all():
-            logged = _logged_predictions(client, version.run_id, holdout)
-            if logged is not None and not logged.isna().any().any():
-                return logged, "pre-refit"
-            basis = "refitted on these rows"
-        elif seen.any():
-            basis = f"refitted on {int(seen.sum()):,} of these {len(holdout):,} rows"
+    if refit and held.all() and not trained.any():
+        logged = _logged_predictions(client, version.run_id, holdout)
+        if logged is not None and not logged.isna().any().any():
+            return logged, "pre-refit"
+    if trained.any():
+        basis = f"trained on {int((trained | held).sum()):,} of these {len(holdout):,} rows"
+    elif refit and held.all():
+        basis = "refitted on these rows"
+    elif held.any():
+        basis = f"refitted on {int(held.sum()):,} of these {len(holdout):,} rows"
+    else:
+        basis = "registered"
     model = load_partner_model(f"models:/{name}/{version.version}")
     return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
 
@@ -351,7 +349,7 @@ def _label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
     """The build settings that define a run's labels (its logged training manifest), or None."""
     try:
         manifest = _read_artifact(
-            client, run_id, "training/manifest.json", lambda path: json.loads(path.read_text())
+            client, run_id, MANIFEST_ARTIFACT, lambda path: json.loads(path.read_text())
         )
     except (mlflow.exceptions.MlflowException, OSError, ValueError):
         return None

@@ -758,14 +758,19 @@ def phase_layout(frame: pd.DataFrame, manifest: dict) -> tuple[int, int] | None:
     return phase, horizon
 
 
-def _log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
+def _log_file(artifact_path: str, write) -> None:
+    """Log the file ``write(path)`` writes as the run's artifact ``artifact_path``."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_path).name
-        if path.suffix == ".parquet":
-            frame.to_parquet(path, index=False)
-        else:
-            frame.to_csv(path, index=False)
+        write(path)
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_path).parent))
+
+
+def _log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
+    if artifact_path.endswith(".parquet"):
+        _log_file(artifact_path, lambda path: frame.to_parquet(path, index=False))
+    else:
+        _log_file(artifact_path, lambda path: frame.to_csv(path, index=False))
 
 
 def _log_plots(
@@ -1225,9 +1230,8 @@ def run_train(
         if not ev.phases.empty:
             _log_frame(ev.phases, "evaluation/revenue_phases.csv")
         _log_frame(holdout, HOLDOUT_ARTIFACT)
-        with tempfile.TemporaryDirectory() as tmp:  # the training rows' keys, for the gate
-            rows = write_training_rows(train, Path(tmp) / Path(TRAINING_ROWS_ARTIFACT).name)
-            mlflow.log_artifact(str(rows), artifact_path=str(Path(TRAINING_ROWS_ARTIFACT).parent))
+        # the training rows' keys, for the gate
+        _log_file(TRAINING_ROWS_ARTIFACT, lambda path: write_training_rows(train, path))
         _log_frame(
             pd.DataFrame(
                 {

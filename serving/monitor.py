@@ -412,30 +412,39 @@ def monitored_training_end(model, model_uri: str) -> pd.Timestamp | None:
     return end if end is not None else logged_training_data_end(model_uri)
 
 
+def _per_version(model_uri: str, version: str, value, registered_model: str, read):
+    """``version -> value`` for the versions of the monitored model's registered name.
+
+    History rows name the registry version that scored them; the versions are those of the
+    monitored model's registered name (``models:/<name>/...``; ``registered_model`` for another
+    URI). The monitored ``version`` gives ``value`` (the loaded model's); any other digits
+    ``read(f"models:/<name>/<v>")``, once each; anything else (``''``, rows scored by an
+    unregistered model) None.
+    """
+    match = MODELS_URI.fullmatch(model_uri)
+    name = match.group(1) if match else registered_model
+    known = {version: value} if version else {}
+
+    def of(row_version: str):
+        if row_version not in known:
+            known[row_version] = (
+                read(f"models:/{name}/{row_version}") if row_version.isdigit() else None
+            )
+        return known[row_version]
+
+    return of
+
+
 def registry_training_ends(
     model_uri: str, version: str, end: pd.Timestamp | None, registered_model: str
 ) -> Callable[[str], pd.Timestamp | None]:
     """A version's training data end, read from the training manifest its run logged.
 
-    As :func:`registry_phasings`: versions of the monitored model's registered name; the
-    monitored ``version`` is the loaded model's ``end``; a version that cannot be resolved
-    (or ``''``, rows scored by an unregistered model) gives None. Each version is read once
-    (one small artifact; the model itself is not loaded).
+    The monitored ``version`` is the loaded model's ``end``; a version that cannot be resolved
+    (or ``''``) gives None (:func:`_per_version`; one small artifact per version, the model
+    itself is not loaded).
     """
-    match = MODELS_URI.fullmatch(model_uri)
-    name = match.group(1) if match else registered_model
-    known: dict[str, pd.Timestamp | None] = {version: end} if version else {}
-
-    def of(row_version: str) -> pd.Timestamp | None:
-        if row_version not in known:
-            known[row_version] = (
-                logged_training_data_end(f"models:/{name}/{row_version}")
-                if row_version.isdigit()
-                else None
-            )
-        return known[row_version]
-
-    return of
+    return _per_version(model_uri, version, end, registered_model, logged_training_data_end)
 
 
 def registry_phasings(
@@ -443,30 +452,19 @@ def registry_phasings(
 ) -> Callable[[str], RevenuePhasing | None]:
     """A version's revenue phasing, read from the reference profile its training run logged.
 
-    History rows name the registry version that scored them; the versions are those of the
-    monitored model's registered name (``models:/<name>/...``; ``registered_model`` for
-    another URI). The monitored ``version`` is the loaded model's ``phasing``; a version that
-    cannot be resolved, or whose profile has no phasing (trained before profiles kept it),
-    gives None. Each version is looked up once.
+    The monitored ``version`` is the loaded model's ``phasing``; a version that cannot be
+    resolved, or whose profile has no phasing (trained before profiles kept it), gives None
+    (:func:`_per_version`).
     """
-    match = MODELS_URI.fullmatch(model_uri)
-    name = match.group(1) if match else registered_model
-    known: dict[str, RevenuePhasing | None] = {version: phasing} if version else {}
 
-    def of(row_version: str) -> RevenuePhasing | None:
-        if row_version not in known:
+    def read(uri: str) -> RevenuePhasing | None:
+        try:
+            profile = load_reference_profile(uri, required=False)
+        except PartnerscoreError:  # a deleted version
             profile = None
-            if row_version.isdigit():
-                try:
-                    profile = load_reference_profile(
-                        f"models:/{name}/{row_version}", required=False
-                    )
-                except PartnerscoreError:  # a deleted version
-                    profile = None
-            known[row_version] = RevenuePhasing.from_dict((profile or {}).get("revenue_phasing"))
-        return known[row_version]
+        return RevenuePhasing.from_dict((profile or {}).get("revenue_phasing"))
 
-    return of
+    return _per_version(model_uri, version, phasing, registered_model, read)
 
 
 def row_shares(

@@ -383,11 +383,11 @@ def refine_reaching(
     Returns the candidates' values and scores, the first reaching grid value of each (row,
     feature) moved towards the grid value before it by bisection. The grid alone overstates
     the change a suggestion asks for by up to a whole grid step, a fifth of the feature's
-    training range by default. Only the cheapest reaching
-    candidate of each (row, feature) moves, and only to values that were scored and reach the
-    target, so every suggestion still reaches it; with a score monotone in the feature (the
-    models' direction constraints) it is the least such change to within 1/2**steps of a grid
-    step (to the whole number for counts and days).
+    training range by default. Only the cheapest reaching candidate of each (row, feature)
+    moves, and only to values that were scored and reach the target, so every suggestion still
+    reaches it; with a score monotone in the feature (the models' direction constraints) it is
+    the least such change to within 1/2**steps of a grid step (to the whole number for counts
+    and days).
 
     Args:
         model: The model (scores the bisection's values).
@@ -516,7 +516,7 @@ def upgrade_paths(
         live = np.flatnonzero(~done)
         if not len(live):
             break
-        rows, feats, values, below, order = [], [], [], [], []
+        rows, feats, values, below, order, before = [], [], [], [], [], []
         for j, spec in enumerate(specs):
             lo, hi = ranges[spec.name]
             x = pd.to_numeric(current[spec.name].iloc[live], errors="coerce").to_numpy(float)
@@ -534,9 +534,10 @@ def upgrade_paths(
                 values.append(v[keep])
                 below.append(previous[keep])
                 order.append(np.full(keep.sum(), g))
+                before.append(x[keep])
                 previous = v
-        rows_a, feats_a, values_a, below_a, order_a = (
-            np.concatenate(r) for r in (rows, feats, values, below, order)
+        rows_a, feats_a, values_a, below_a, order_a, before_a = (
+            np.concatenate(r) for r in (rows, feats, values, below, order, before)
         )
         if not len(rows_a):
             break
@@ -558,12 +559,7 @@ def upgrade_paths(
                 "reach": score >= target[active][rows_a],
             }
         )
-        before = np.empty(len(rows_a))
-        for j, spec in enumerate(specs):
-            sel = feats_a == j
-            col = pd.to_numeric(current[spec.name], errors="coerce").to_numpy(float)
-            before[sel] = col[rows_a[sel]]
-        now["cost"] = change_cost(values_a, before, feats_a, specs, ranges)
+        now["cost"] = change_cost(values_a, before_a, feats_a, specs, ranges)
         now["gain"] = score - base_score[rows_a]
         for r, group in now.groupby("row", sort=True):
             hit = group[group["reach"]]

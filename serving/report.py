@@ -24,12 +24,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
-    OptionError,
     PartnerscoreError,
     read_frame,
     write_text_atomic,
 )
-from partnerscore.features.parallel import available_workers
+from partnerscore.features.parallel import worker_count
 from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
@@ -1030,18 +1029,16 @@ def portfolio_page(
     tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
     provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
     guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
-    # the quadrant's playbook action: provisional partners get onboarding and graduated ones
-    # (past the trained ages) the hand-over instead, so neither speaks for the quadrant
-    own = np.ones(len(frame), dtype=bool)
-    if provisional is not None:
-        own &= ~provisional.to_numpy(dtype=bool)
-    if "out_of_scope" in frame:
-        own &= ~frame["out_of_scope"].map(_flag).to_numpy(dtype=bool)
     # partners past the trained onboarding ages: the model was not validated there, so their
     # expected revenue is shown apart from the onboarding total (as `forecast` leaves it out),
     # and the charts, whose tier lines and quadrants are onboarding readings, leave them out
     # while the batch has partners in scope
     graduated = rp.flag_column(frame, "out_of_scope", np.arange(len(frame)))
+    # the quadrant's playbook action: provisional partners get onboarding and graduated ones
+    # the hand-over instead, so neither speaks for the quadrant
+    own = ~graduated
+    if provisional is not None:
+        own &= ~provisional.to_numpy(dtype=bool)
     charted = ~graduated if (~graduated).any() else np.ones(len(frame), dtype=bool)
     chart_note = (
         f"{int(charted.sum()):,} partners in onboarding scope; "
@@ -1142,9 +1139,7 @@ def run_report(
     from partnerscore.training.progress import task
 
     started = time.perf_counter()
-    if workers is not None and workers < 1:
-        raise OptionError(f"--workers {workers}: must be at least 1")
-    workers = available_workers() if workers is None else workers
+    workers = worker_count(workers)
     frame = read_scores(scores)
     out_dir = Path(out_dir)
     partners_dir = out_dir / "partners"

@@ -33,7 +33,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 
 BATCH_TRIM_THRESHOLD = 2**31 - 1
 """glibc malloc returns heap memory to the system only once ~2 GB are free at the top of its
@@ -54,6 +54,17 @@ def available_workers() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # not on Linux
         return max(os.cpu_count() or 1, 1)
+
+
+def worker_count(workers: int | None) -> int:
+    """``--workers``: the given count, else :func:`available_workers`.
+
+    Raises:
+        OptionError: A count below 1.
+    """
+    if workers is not None and workers < 1:
+        raise OptionError(f"--workers {workers}: must be at least 1")
+    return available_workers() if workers is None else workers
 
 
 def can_fork() -> bool:

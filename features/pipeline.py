@@ -774,6 +774,20 @@ training set is the same with and without them."""
 GROUP_PARTNERS = 100_000
 """``build`` and ``score`` from a validated snapshot of more partners than this run on groups of
 this many (``--group-partners``)."""
+
+
+def group_size(group_partners: int | None) -> int:
+    """``--group-partners``: the given size, else :data:`GROUP_PARTNERS` (0: no groups).
+
+    Raises:
+        OptionError: A negative size.
+    """
+    size = GROUP_PARTNERS if group_partners is None else group_partners
+    if size < 0:
+        raise OptionError(f"--group-partners {size}: must be 0 (no groups) or more")
+    return size
+
+
 GROUP_KEYS = ("partner_id", "as_of", "age_days", "cohort", "label_revenue", "label_engaged")
 """Training-set columns kept in memory by a grouped build (manifest, truth alignment)."""
 
@@ -812,9 +826,7 @@ def run_build(
 
     started = time.perf_counter()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    size = GROUP_PARTNERS if group_partners is None else group_partners
-    if size < 0:
-        raise OptionError(f"--group-partners {size}: must be 0 (no groups) or more")
+    size = group_size(group_partners)
     qdir = out_dir / "quarantine"
     files = {"training_set": out_dir / "training_set.parquet"}
     if size and _snapshot_partners(raw_dir, validated) > size:

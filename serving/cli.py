@@ -504,8 +504,9 @@ def score(
     if overrides is not None:
         score_cfg = _updated(app_cfg.score, {"overrides_path": ("--overrides", str(overrides))})
         app_cfg = app_cfg.model_copy(update={"score": score_cfg})
-    if workers is not None and workers < 1:
-        raise OptionError(f"--workers {workers}: must be at least 1")
+    from partnerscore.features.parallel import worker_count
+
+    worker_count(workers)  # before the --features branch, which has no workers
     if engine not in ("pandas", "spark"):
         raise OptionError(f"--engine {engine}: expected pandas or spark")
     if features is not None:

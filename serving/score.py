@@ -20,7 +20,6 @@ import pandas as pd
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
-    OptionError,
     PartnerscoreError,
     check_day_count,
     discard_staged,
@@ -33,10 +32,10 @@ from partnerscore.features.core import (
 )
 from partnerscore.features.parallel import (
     WorkerPool,
-    available_workers,
     can_fork,
     collector_paused,
     start_tasks,
+    worker_count,
 )
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import _find_files, load_raw, supported_end
@@ -310,14 +309,10 @@ def run_score(
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     if at_age is not None:
         check_day_count("--at-age", at_age)
-    workers = available_workers() if workers is None else workers
-    if workers < 1:
-        raise OptionError(f"--workers {workers}: must be at least 1")
-    from partnerscore.features.pipeline import GROUP_PARTNERS
+    workers = worker_count(workers)
+    from partnerscore.features.pipeline import group_size
 
-    size = GROUP_PARTNERS if group_partners is None else group_partners
-    if size < 0:
-        raise OptionError(f"--group-partners {size}: must be 0 (no groups) or more")
+    size = group_size(group_partners)
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
     problem = missing_model(uri, config.paths.tracking_uri())

@@ -387,10 +387,7 @@ def train(
     result = run_train(
         features,
         tcfg,
-        policy=app_cfg.policy,
-        tracking_uri=app_cfg.paths.tracking_uri(),
-        artifact_root=app_cfg.paths.artifact_root(),
-        config_hash=app_cfg.hash(),
+        **app_cfg.train_arguments(),
         register=register,
         resolved_config=app_cfg.model_copy(update={"train": tcfg}).model_dump(mode="json"),
     )

@@ -126,6 +126,19 @@ class AppConfig(FrozenConfig):
         """Stable hash logged with every run and stamped on every score row."""
         return stable_hash(self)
 
+    def train_arguments(self) -> dict:
+        """The keywords of ``run_train`` this configuration decides.
+
+        The policy bundled with the model, where the run is tracked and its artifacts go, and
+        the config hash it logs (``train``, ``demo`` and the tests' stores alike).
+        """
+        return {
+            "policy": self.policy,
+            "tracking_uri": self.paths.tracking_uri(),
+            "artifact_root": self.paths.artifact_root(),
+            "config_hash": self.hash(),
+        }
+
 
 def load_config(path: str | Path | None = None) -> AppConfig:
     """Load the shipped defaults, overridden by one JSON, TOML or YAML file.

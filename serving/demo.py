@@ -170,10 +170,7 @@ def run_demo(
         lambda: run_train(
             features,
             cfg.train,
-            policy=cfg.policy,
-            tracking_uri=cfg.paths.tracking_uri(),
-            artifact_root=cfg.paths.artifact_root(),
-            config_hash=cfg.hash(),
+            **cfg.train_arguments(),
             resolved_config=cfg.model_dump(mode="json"),
         ),
         lambda r: (

@@ -178,14 +178,7 @@ def champion_store(features: Path, root: Path):
     )
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        run_train(
-            features,
-            cfg.train,
-            policy=cfg.policy,
-            tracking_uri=cfg.paths.tracking_uri(),
-            artifact_root=cfg.paths.artifact_root(),
-            config_hash=cfg.hash(),
-        )
+        run_train(features, cfg.train, **cfg.train_arguments())
         run_promote(
             cfg.train, tracking_uri=cfg.paths.tracking_uri(), force=True, reason="test fixture"
         )

@@ -606,7 +606,8 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
         text: Which other CSV columns to keep as text whatever they look like.
 
     Raises:
-        PartnerscoreError: The file is missing, empty, a folder or not readable as its type.
+        PartnerscoreError: The file is missing, empty, a folder or not readable as its type
+            (a CSV quote that never closes names its line, as the raw-table reader does).
     """
     import pandas as pd
 
@@ -649,6 +650,8 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
     except PartnerscoreError:
         raise
     except Exception as exc:  # parser/arrow/OS errors: one line for the user
+        if frame_format(path) == "csv":  # pandas' "EOF inside string starting at row N"
+            check_quotes_close(path)  # names the quote's line as the raw-table reader does
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise PartnerscoreError(f"{path}: cannot read file: {first}") from exc
 

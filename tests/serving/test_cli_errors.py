@@ -196,6 +196,15 @@ CUTOFF_FILES = {
         "P1,2024-06-01\n,2024-06-01",
         "column 'partner_id' row 2: missing partner id",
     ),
+    # read_frame gave pandas' "C error: EOF inside string starting at row 2" (a 0-based line)
+    "unclosed_quote": (
+        'P1,2024-06-01\nP2,"2024-06-01\nP3,2024-07-01',
+        "cannot read file: line 3: a quote opened on this line never closes",
+    ),
+    "unclosed_quote_first_field": (
+        '"P1,2024-06-01\nP2,2024-06-01',
+        "cannot read file: line 2: a quote opened on this line never closes",
+    ),
 }
 """Cut-off files (``partner_id,as_of`` and these rows) that stop ``build --cutoffs``."""
 

@@ -117,8 +117,8 @@ class ScoreResult:
     rejected: int
     not_yet: int
     partners_input: int
-    """Rows of the input: the partners table's rows (quarantined ones included) for raw tables;
-    a feature table's rows (several per partner in a training set)."""
+    """Partners in the input: the partners table's rows (quarantined ones included) for raw
+    tables; a feature table's distinct partner ids (its rows are ``rows_input``)."""
     guardrail_flags: int = 0
     provisional: int = 0
     duplicates: int = 0
@@ -144,6 +144,13 @@ class ScoreResult:
     when it was the champion: ``history.shadow_rows``)."""
     late_tail: str | None = None
     """The raw data's late tail (``LateTail.note``): a few partners' rows carry the data end."""
+    rows_input: int | None = None
+    """Rows of the input: a feature table's rows (several per partner in a training set); for
+    raw tables, one partners-table row per partner, ``partners_input`` (the default)."""
+
+    def __post_init__(self) -> None:
+        if self.rows_input is None:
+            self.rows_input = self.partners_input
 
     @classmethod
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
@@ -198,8 +205,8 @@ class ScoreResult:
                 f"scored {self.scored:,} rows of {self.partners:,} partners from a feature table "
                 f"in {self.rounds:,} round(s) (a partner's k-th as_of in round k) with "
                 f"{self.model_uri} (version {self.model_version or '-'}) in {self.seconds:.1f} s",
-                f"  rows in input {self.partners_input:,} = scored {self.scored:,} + "
-                f"rejected {self.rejected:,}",
+                f"  rows in input {self.rows_input:,} (of {self.partners_input:,} partners) = "
+                f"scored {self.scored:,} + rejected {self.rejected:,}",
             ]
         else:
             lines = [
@@ -1418,7 +1425,8 @@ def run_score_features(
         scored=len(scored),
         rejected=len(reject_frame),
         not_yet=0,
-        partners_input=len(frame),
+        partners_input=int(frame["partner_id"].astype(str).nunique()),
+        rows_input=len(frame),
         guardrail_flags=int(scored["guardrail_flag"].sum()),
         provisional=int(scored["provisional"].sum()),
         graduated=int(scored["out_of_scope"].sum()),

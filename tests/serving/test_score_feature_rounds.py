@@ -105,3 +105,31 @@ def test_an_empty_table_scores_nothing(store_config, built_dir, tmp_path, rows):
     config = _config(store_config, tmp_path, "empty")
     result = run_score_features(tmp_path / "e.parquet", "champion", tmp_path / "e.csv", config)
     assert result.scored == 0 and result.rejected == 0
+
+
+def test_partners_input_counts_partners_not_rows(store_config, built_dir, tmp_path, capsys):
+    """``partners_input`` counted a feature table's rows: with two as_of snapshots per partner
+    it said twice the partners. It counts distinct partners (as from raw tables, one row per
+    partner) and ``rows_input`` the rows."""
+    import json
+
+    from partnerscore.serving.cli import main
+
+    table = pd.read_parquet(built_dir / "training_set.parquet")
+    table = table.sort_values(["partner_id", "as_of"], kind="stable")
+    table = table[table.groupby("partner_id").cumcount() < 2]
+    table = table[table.groupby("partner_id")["partner_id"].transform("size") == 2]
+    keep = table["partner_id"].drop_duplicates().head(60)
+    table = table[table["partner_id"].isin(keep)].reset_index(drop=True)
+    assert len(table) == 2 * 60  # two snapshots of each of 60 partners
+    table.to_csv(tmp_path / "two.csv", index=False)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(store_config.model_dump_json())
+    argv = ["--json", "score", "--features", str(tmp_path / "two.csv"), "--out",
+            str(tmp_path / "s.csv"), "--no-history", "--config", str(cfg)]  # fmt: skip
+    assert main(argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["partners_input"] == 60 == payload["partners"]
+    assert payload["rows_input"] == 120 == payload["scored"] + payload["rejected"]
+    assert payload["rounds"] == 2
+    assert "rows in input 120 (of 60 partners) = scored 120 + rejected 0" in payload["summary"]

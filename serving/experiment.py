@@ -137,6 +137,31 @@ _METHOD_NAMES = {"welch": "welch", "adjusted": "adjusted (CUPED)", "bootstrap": 
 HERE = Path(__file__).parent
 
 
+def horizon_effects(results: dict, method: str, stratum: str | None = "all") -> list[dict]:
+    """Revenue and engagement effect rows of ``method`` at the horizon, in the results' order.
+
+    The one selection behind the summary's and ``--json``'s headline and report.html's headline
+    and per-stratum tables, so that they show the same numbers.
+
+    Args:
+        results: ``run_analyze``'s results dictionary.
+        method: ``welch``, ``adjusted`` or ``bootstrap``.
+        stratum: One stratum key (``all``: overall), or None for every stratum but ``all``.
+
+    Returns:
+        Rows with ``EFFECT_COLUMNS``.
+    """
+    h = results["horizon_days"]
+    return [
+        e
+        for e in results["effects"]
+        if e["day"] == h
+        and e["method"] == method
+        and e["outcome"] != "score"
+        and (e["stratum"] != "all" if stratum is None else e["stratum"] == stratum)
+    ]
+
+
 # ----------------------------------------------------------------------------------- reading ---
 def _read_table(path: Path, what: str) -> pd.DataFrame:
     if not path.exists():
@@ -604,12 +629,7 @@ class AnalyzeResult:
         return self._overall(HEADLINE_METHOD)
 
     def _overall(self, method: str) -> list[dict]:
-        h = self.results["horizon_days"]
-        return [
-            e
-            for e in self.results["effects"]
-            if e["stratum"] == "all" and e["day"] == h and e["method"] == method
-        ]
+        return horizon_effects(self.results, method)
 
     def json_payload(self) -> dict:
         """``--json``: the fields plus ``headline`` (the summary's effects, with their method)."""
@@ -922,7 +942,7 @@ def interval_svg(rows: list[dict], fmt, width: int = 560) -> Markup:
         parts.append(f'<text x="{label_w}" y="{height - 4}">{escape(fmt(lo))}</text>')
     for i, r in enumerate(rows):
         y = 12 + i * row_h
-        label = f"{r['arm']} · {r['method']}"
+        label = f"{r['arm']} · {_METHOD_NAMES.get(r['method'], r['method'])}"
         parts.append(f'<text x="4" y="{y + 4}">{escape(label)}</text>')
         if r["ci_low"] is None or r["ci_high"] is None:
             continue
@@ -965,28 +985,49 @@ def render_report(results: dict) -> str:
     css = (HERE / "static" / "report.css").read_text(encoding="utf-8")
     control = results["control_arm"]
     arms = [control, *[a for a in results["arms"] if a != control]]
-    horizon = results["horizon_days"]
     effects = results["effects"]
+    # the summary's headline (HEADLINE_METHOD, overall and per stratum), Welch's beside it
+    welch = {
+        (e["arm"], e["outcome"], e["stratum"]): e
+        for e in horizon_effects(results, "welch", stratum="all")
+        + horizon_effects(results, "welch", stratum=None)
+    }
+
+    def beside(e: dict, fmt) -> dict:
+        """Welch's effect and interval for the row's arm, outcome and stratum ('–': none)."""
+        plain = welch.get((e["arm"], e["outcome"], e["stratum"]))
+        if plain is None:
+            return {"welch": "–", "welch_ci": "–"}
+        ci = f"[{fmt(plain['ci_low'])}, {fmt(plain['ci_high'])}]"
+        return {"welch": fmt(plain["effect"]), "welch_ci": ci}
+
+    overall = horizon_effects(results, HEADLINE_METHOD)
     headline = []
     for outcome in ("revenue", "engaged"):
-        rows = [
-            e
-            for e in effects
-            if e["outcome"] == outcome and e["stratum"] == "all" and e["day"] == horizon
-        ]
+        rows = [e for e in overall if e["outcome"] == outcome]
         fmt = _fmt_effect(outcome)
+        # the plot: the headline's interval first, then every other method's, per arm
+        others = [
+            e
+            for method in _METHOD_NAMES
+            if method != HEADLINE_METHOD
+            for e in horizon_effects(results, method)
+            if e["outcome"] == outcome
+        ]
+        plotted = sorted([*rows, *others], key=lambda e: (e["arm"], e["method"] != HEADLINE_METHOD))
         headline.append(
             {
                 "outcome": outcome,
-                "svg": interval_svg(rows, fmt),
+                "svg": interval_svg(plotted, fmt),
                 "rows": [
                     {
                         "arm": e["arm"],
-                        "method": e["method"],
+                        "method": _METHOD_NAMES[e["method"]],
                         "effect": fmt(e["effect"]),
                         "ci": f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]",
                         "p": "–" if e["p_value"] is None else f"{e['p_value']:.3g}",
                         "significant": e["significant"],
+                        **beside(e, fmt),
                         "n": f"{e['n_treatment']:,} / {e['n_control']:,}",
                         "means": f"{_fmt_value(outcome)(e['mean_treatment'])} vs "
                         f"{_fmt_value(outcome)(e['mean_control'])}",
@@ -1034,10 +1075,9 @@ def render_report(results: dict) -> str:
             }
         )
     strata = []
-    for e in effects:
-        if e["stratum"] == "all" or e["method"] != "welch":
-            continue
+    for e in horizon_effects(results, HEADLINE_METHOD, stratum=None):
         fmt = _fmt_effect(e["outcome"])
+        secondary = beside(e, fmt)
         strata.append(
             [
                 e["stratum"],
@@ -1046,6 +1086,8 @@ def render_report(results: dict) -> str:
                 f"{e['n_treatment']:,} / {e['n_control']:,}",
                 fmt(e["effect"]),
                 f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]",
+                secondary["welch"],
+                secondary["welch_ci"],
             ]
         )
     srm = results["sample_ratio"]
@@ -1058,6 +1100,7 @@ def render_report(results: dict) -> str:
             [a, f"{srm['observed'].get(a, 0):,}", f"{srm['expected'].get(a, 0):,.1f}"] for a in arms
         ],
         headline=headline,
+        headline_method=_METHOD_NAMES[HEADLINE_METHOD],
         charts=charts,
         strata=strata,
     )
@@ -1283,6 +1326,7 @@ __all__ = [
     "StopResult",
     "estimate_effects",
     "experiment_outcomes",
+    "horizon_effects",
     "read_assignments",
     "render_report",
     "run_analyze",

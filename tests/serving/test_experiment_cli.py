@@ -111,6 +111,91 @@ def test_analyze_headline_names_its_method(simulated, tmp_path, capsys):
         assert line.endswith(f"; welch {fmt(welch['effect'])}")
 
 
+def _page_tables(page: str) -> dict[str, list[list[str]]]:
+    """Every ``<table id=...>`` of a page: its rows' cell texts, the header row first."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.current, self.cell = {}, None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table" and dict(attrs).get("id"):
+                self.current = self.tables.setdefault(dict(attrs)["id"], [])
+            elif tag == "tr" and self.current is not None:
+                self.current.append([])
+            elif tag in ("td", "th") and self.current is not None:
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.current = None
+            elif tag in ("td", "th") and self.cell is not None:
+                self.current[-1].append("".join(self.cell).strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_report_headline_is_the_commands_headline(simulated, tmp_path, capsys):
+    """report.html's headline and per-stratum tables showed Welch's difference in means (the
+    first row of each) while the summary and ``--json`` headline the adjusted (CUPED)
+    estimate: the page's headline rows are ``--json``'s, named by method, Welch's beside them,
+    and its per-stratum table is by the same method."""
+    from partnerscore.serving.experiment import _METHOD_NAMES, _money_text, _points_text
+
+    capsys.readouterr()
+    assert main(["--json", *analyze_args(simulated, tmp_path / "out")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    method = _METHOD_NAMES[payload["headline_method"]]
+    tables = _page_tables((tmp_path / "out" / "report.html").read_text(encoding="utf-8"))
+    effects = payload["results"]["effects"]
+    welch = {
+        (e["arm"], e["outcome"], e["stratum"]): e
+        for e in effects
+        if e["method"] == "welch" and e["day"] == 180
+    }
+    fmts = {"revenue": _money_text, "engaged": _points_text}
+    for outcome, fmt in fmts.items():
+        header, *rows = tables[f"effects-{outcome}"]
+        got = [dict(zip(header, row, strict=True)) for row in rows]
+        want = [e for e in payload["headline"] if e["outcome"] == outcome]
+        assert len(want) == 1 and len(got) == len(want), (got, want)
+        for page_row, e in zip(got, want, strict=True):
+            plain = welch[e["arm"], outcome, "all"]
+            assert page_row["arm"] == e["arm"] and page_row["method"] == method
+            assert page_row["effect"] == fmt(e["effect"]) != fmt(plain["effect"])
+            assert page_row["interval"] == f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
+            assert page_row["welch"] == fmt(plain["effect"])
+            assert (
+                page_row["welch interval"] == f"[{fmt(plain['ci_low'])}, {fmt(plain['ci_high'])}]"
+            )
+    header, *rows = tables["strata"]
+    assert method in header, header  # the effect column names its method
+    got = [dict(zip(header, row, strict=True)) for row in rows]
+    want = [
+        e
+        for e in effects
+        if e["method"] == payload["headline_method"] and e["stratum"] != "all" and e["day"] == 180
+    ]
+    assert len(want) > 2 and len(got) == len(want)
+    for page_row, e in zip(got, want, strict=True):
+        fmt, plain = fmts[e["outcome"]], welch[e["arm"], e["outcome"], e["stratum"]]
+        assert [page_row["stratum"], page_row["arm"], page_row["outcome"]] == [
+            e["stratum"], e["arm"], e["outcome"]
+        ]  # fmt: skip
+        assert page_row[method] == fmt(e["effect"])
+        assert page_row["interval"] == f"[{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
+        assert page_row["welch"] == fmt(plain["effect"])
+
+
 def test_sample_ratio_mismatch_exits_1(simulated, tmp_path, capsys):
     table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
     table = table[~((table["arm"] == "control") & (table.index % 2 == 0))]

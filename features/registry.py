@@ -45,6 +45,10 @@ class FeatureSpec(FrozenConfig):
         actionable: Whether a partner manager can move it directly with an intervention
             (touchpoints, enablement, joint marketing, portal, lead programs); profile fields,
             milestones already reached, feedback and deal results are not.
+        recency: Whether it is the days from the partner's latest event of a kind to as_of
+            (missing when there has been none). Nobody sets such a value to some number of
+            days: the only way to lower it is a new event now, which makes it 0. Scenario
+            planning (``models/whatif.py``) suggests only that.
     """
 
     name: str
@@ -57,6 +61,7 @@ class FeatureSpec(FrozenConfig):
     direction: Direction
     kind: Literal["numeric", "categorical"] = "numeric"
     actionable: bool = False
+    recency: bool = False
 
 
 ACTIONABLE_SOURCES = ("activities", "trainings", "marketing_commitments", "portal_events", "leads")
@@ -72,7 +77,18 @@ def _actionable(name: str, source: str) -> bool:
     )
 
 
-def _f(name, label, description, layer, source, unit, direction, kind="numeric", owner=None):
+def _f(
+    name,
+    label,
+    description,
+    layer,
+    source,
+    unit,
+    direction,
+    kind="numeric",
+    owner=None,
+    recency=False,
+):
     owners = {
         "partners": "partner-program",
         "activities": "channel-sales",
@@ -94,6 +110,7 @@ def _f(name, label, description, layer, source, unit, direction, kind="numeric",
         direction=direction,
         kind=kind,
         actionable=_actionable(name, source),
+        recency=recency,
     )
 
 
@@ -213,6 +230,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "marketing_commitments",
         "days",
         LB,
+        recency=True,
     ),
     # --- trainings: capability (execution)
     _f(
@@ -278,6 +296,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "trainings",
         "days",
         LB,
+        recency=True,
     ),
     # --- activities: engagement behaviour (execution) and collaboration (results)
     _f(
@@ -316,6 +335,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "activities",
         "days",
         LB,
+        recency=True,
     ),
     _f(
         "activities_days_to_first",
@@ -420,6 +440,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "portal_events",
         "days",
         LB,
+        recency=True,
     ),
     _f(
         "portal_events_active_periods_share_todate",
@@ -478,6 +499,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "feedback",
         "days",
         NE,
+        recency=True,
     ),
     # --- leads: early performance (results)
     _f(
@@ -542,6 +564,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "leads",
         "days",
         LB,
+        recency=True,
     ),
     # --- deals: early performance (results)
     _f(
@@ -662,6 +685,7 @@ REGISTRY: tuple[FeatureSpec, ...] = (
         "deals",
         "days",
         LB,
+        recency=True,
     ),
     _f(
         "deals_won_30d",
@@ -753,6 +777,19 @@ def get_spec(name: str) -> FeatureSpec | None:
     return _BY_NAME.get(name)
 
 
+def is_recency(spec: FeatureSpec) -> bool:
+    """Whether a declaration is a recency, days since the latest event (``spec.recency``).
+
+    A model pickled before the attribute existed holds declarations without it: the current
+    registry's declaration of the same name answers for those.
+    """
+    declared = getattr(spec, "recency", None)
+    if declared is None:
+        current = get_spec(spec.name)
+        return current is not None and current.recency
+    return bool(declared)
+
+
 def registry_version() -> str:
     """Hash of every declaration: changes whenever a feature is added, removed or redefined."""
     return stable_hash([spec.model_dump() for spec in REGISTRY])
@@ -780,6 +817,7 @@ def data_dictionary(fmt: str = "text") -> str:
         "unit",
         "direction",
         "actionable",
+        "recency",
         "owner",
         "description",
     )

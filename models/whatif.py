@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import OptionError, PartnerscoreError
-from partnerscore.features.registry import LAYERS, FeatureSpec
+from partnerscore.features.registry import LAYERS, FeatureSpec, is_recency
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel
@@ -367,6 +367,44 @@ def training_ranges(model: PartnerModel) -> dict[str, tuple[float, float]]:
 
 INTEGER_UNITS = ("count", "days")
 REFINE_STEPS = 8  # halvings of a grid step: a change within 1/256 of the step of the least
+RECENCY_NOW = 0.0
+"""A recency's value after a new event now (features count events strictly before as_of: one
+just before it is a fraction of a day old); the only value the search tries for a recency."""
+
+
+def search_values(
+    spec, x: np.ndarray, bounds: tuple[float, float], grid: int
+) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """The values :func:`upgrade_paths` tries for one feature of rows whose values are ``x``.
+
+    ``grid`` values from the current value (a missing one: the worse end of the training range
+    ``bounds``) to the better end, counts and days rounded to whole numbers in the better
+    direction. A recency (registry ``recency``: days since the latest event) is tried at
+    :data:`RECENCY_NOW` only, missing or not: an owner cannot make the last touchpoint 37 days
+    ago, only add one now; any value in between would suggest an action nobody can take.
+
+    Returns:
+        Per value tried: (grid index from 1, value per row, the value tried before it per row
+        (the current value for the first; NaN where it is missing or the feature is a
+        recency: nothing to bisect towards), rows where it is a change for the better).
+    """
+    if is_recency(spec):
+        now = np.full(len(x), RECENCY_NOW)
+        return [(1, now, np.full(len(x), np.nan), ~(x <= RECENCY_NOW))]  # NaN: ~False
+    lo, hi = bounds
+    up = spec.direction == "higher_is_better"
+    start = np.where(np.isfinite(x), x, lo if up else hi)
+    end = hi if up else lo
+    previous = np.where(np.isfinite(x), start, np.nan)  # a missing value: no bracket
+    out = []
+    for g in range(1, grid + 1):
+        v = start + (end - start) * g / grid
+        if spec.unit in INTEGER_UNITS:
+            v = np.ceil(v) if up else np.floor(v)
+        better = v > start if up else v < start
+        out.append((g, v, previous, better & ~(np.isfinite(x) & (v == x))))
+        previous = v
+    return out
 
 
 def refine_reaching(
@@ -398,7 +436,8 @@ def refine_reaching(
             ``specs[feats[i]]`` of row ``rows[i]`` to ``values[i]``, its ``grid[i]``-th grid
             value; ``below[i]`` is the grid value before it (the current value for the
             first; NaN when that is missing: the missing value scores apart from every
-            value, so the first grid value stays); ``score`` their scores.
+            value, so the first grid value stays; NaN for a recency, whose one value, now,
+            stays); ``score`` their scores.
         target: Each row's score to reach.
         steps: Most halvings.
     """
@@ -443,7 +482,8 @@ def change_cost(
 
     A missing value counts from where the search starts it, the worse end of the range (the
     bottom for higher-is-better features, the top for lower-is-better ones): counted from the
-    bottom, "days since the last lead: none -> 0" cost nothing and won every tie.
+    bottom, "days since the last lead: none -> 0" cost nothing and won every tie. A recency's
+    one candidate, 0 days (:func:`search_values`), is costed the same way.
     """
     lo = np.array([ranges[s.name][0] for s in specs])
     hi = np.array([ranges[s.name][1] for s in specs])
@@ -465,7 +505,8 @@ def upgrade_paths(
 
     Greedy coordinate search: at each step, every actionable feature the model uses is tried at
     ``grid`` values between the current value and the end of its observed training range in
-    its better direction (counts and days rounded to whole numbers). If some single change
+    its better direction (counts and days rounded to whole numbers), a recency (days since the
+    latest event) at 0 only, an event now (:func:`search_values`). If some single change
     reaches the next tier's lower bound, it is cut back by bisection towards the grid value
     before it while it still reaches (:func:`refine_reaching`), the cheapest one wins (cost:
     the change as a share of the feature's training range) and the search stops; otherwise
@@ -518,24 +559,14 @@ def upgrade_paths(
             break
         rows, feats, values, below, order, before = [], [], [], [], [], []
         for j, spec in enumerate(specs):
-            lo, hi = ranges[spec.name]
             x = pd.to_numeric(current[spec.name].iloc[live], errors="coerce").to_numpy(float)
-            start = np.where(np.isfinite(x), x, lo if spec.direction == "higher_is_better" else hi)
-            end = hi if spec.direction == "higher_is_better" else lo
-            previous = np.where(np.isfinite(x), start, np.nan)  # a missing value: no bracket
-            for g in range(1, grid + 1):
-                v = start + (end - start) * g / grid
-                if spec.unit in INTEGER_UNITS:
-                    v = np.ceil(v) if spec.direction == "higher_is_better" else np.floor(v)
-                better = v > start if spec.direction == "higher_is_better" else v < start
-                keep = better & ~(np.isfinite(x) & (v == x))
+            for g, v, previous, keep in search_values(spec, x, ranges[spec.name], grid):
                 rows.append(live[keep])
                 feats.append(np.full(keep.sum(), j))
                 values.append(v[keep])
                 below.append(previous[keep])
                 order.append(np.full(keep.sum(), g))
                 before.append(x[keep])
-                previous = v
         rows_a, feats_a, values_a, below_a, order_a, before_a = (
             np.concatenate(r) for r in (rows, feats, values, below, order, before)
         )

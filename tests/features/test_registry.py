@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -70,3 +71,27 @@ def test_data_dictionary_text_and_markdown(capsys):
     assert md.count("\n| `") == len(REGISTRY)
     assert main(["metrics", "--markdown"]) == 0
     assert "| `deals_won_amount_todate` |" in capsys.readouterr().out
+
+
+def test_recency_declarations_are_days_since_the_latest_event(sim_tables):
+    """A recency (``recency``: the only thing an owner can do to it is an event now, -> 0) is
+    days since the latest event: with no event in between, ``d`` days later it is ``d`` more."""
+    recency = [s for s in REGISTRY if s.recency]
+    assert {s.source for s in recency} >= {"activities", "leads", "portal_events", "trainings"}
+    for spec in recency:
+        assert spec.kind == "numeric" and spec.unit == "days", spec.name
+        assert spec.direction != "higher_is_better", spec.name
+    tables = {k: v for k, v in sim_tables.items() if k != "truth"}
+    ids = tables["partners"]["partner_id"]
+    built = {}
+    for when in ("2026-01-01", "2026-01-11"):
+        snaps = pd.DataFrame({"partner_id": ids, "as_of": pd.Timestamp(when)})
+        ctx = Snapshots.from_frame(snaps, tables["partners"])
+        built[when] = {k: v for b in BUILDERS.values() for k, v in b(tables, ctx).items()}
+    for spec in recency:
+        before, after = built["2026-01-01"][spec.name], built["2026-01-11"][spec.name]
+        quiet = (after > 10) & np.isfinite(before)  # no event in [as_of, as_of + 10 days)
+        assert quiet.sum() > 10, spec.name
+        np.testing.assert_allclose(after[quiet] - before[quiet], 10.0, atol=1e-6, err_msg=spec.name)
+    assert "| recency |" in data_dictionary("markdown").splitlines()[2]
+    assert "gap_mean" not in " ".join(s.name for s in recency)  # days, but not since an event

@@ -1,6 +1,7 @@
 """Scenario planning: what-if re-scoring agrees with a full re-score of modified raw data;
 policy re-application; upgrade paths to the next tier."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -169,6 +170,8 @@ def test_upgrade_paths_reach_the_next_tier_with_actionable_features(program):
         target = {r: b for _, (r, b) in bounds.items()}[bounds[tiers[i]][0] - 1]
         assert score >= target - 1e-9
         (name, old, new) = path[0]
+        if specs[name].recency:  # tried at 0 only (test below): no least change to look for
+            continue
         if len(path) == 1 and np.isfinite(old):  # the least change (monotone directed features)
             spec, (lo, hi) = specs[name], ranges[name]
             up = spec.direction == "higher_is_better"
@@ -202,6 +205,45 @@ def test_a_missing_value_costs_its_change_from_the_worse_end():
         ranges,
     )
     np.testing.assert_allclose(cost, [1.0, 0.25, 1.0, 0.2])  # the first cost 0 before
+
+
+def test_a_recency_is_tried_now_only_and_other_features_on_their_grid():
+    """Days since the last touchpoint: missing or 30.5 days -> 0 only (an event now, nothing to
+    bisect towards); already 0: nothing to try. Days between touchpoints keeps its grid."""
+    from partnerscore.features.registry import get_spec
+
+    x = np.array([np.nan, 30.5, 0.0])
+    recency = wi.search_values(get_spec("activities_days_since_last"), x, (0.01, 180.0), 5)
+    assert len(recency) == 1
+    g, value, below, keep = recency[0]
+    assert g == 1
+    np.testing.assert_array_equal(value, [0.0, 0.0, 0.0])
+    assert np.isnan(below).all()
+    np.testing.assert_array_equal(keep, [True, True, False])
+    gaps = wi.search_values(get_spec("activities_gap_mean_days_todate"), x, (0.0, 100.0), 5)
+    np.testing.assert_array_equal([v[1] for v in gaps][:2], [[80.0, 24.0, 0.0], [60.0, 18.0, 0.0]])
+    np.testing.assert_array_equal(gaps[0][2], [np.nan, 30.5, 0.0])
+    np.testing.assert_array_equal(gaps[1][2], gaps[0][1])
+    np.testing.assert_array_equal(gaps[0][3], [True, True, False])
+
+
+def test_upgrade_paths_set_a_recency_to_now_never_to_some_days(program):
+    """With only the recency features to move, every suggestion is "-> 0 days" (an event now),
+    from a missing value and from a present one: never "38 -> 36 days" or "none -> 37 days",
+    which no owner can do. The grid and bisection suggested such values before."""
+    model, _, features = program
+    policy = PolicyConfig()
+    recency = {s.name for s in model.feature_specs if s.recency and s.actionable}
+    only = [s.model_copy(update={"actionable": s.name in recency}) for s in model.feature_specs]
+    restricted = dataclasses.replace(model, feature_specs=only)
+    sample = features[features["age_days"] < 200].reset_index(drop=True)
+    tiers = score_features(model, sample, policy=policy)["score_tier"].to_numpy(dtype=object)
+    paths = wi.upgrade_paths(restricted, sample, tiers, policy, grid=5, max_steps=3)
+    changes = [change for path in paths for change in path]
+    assert {name for name, _, _ in changes} <= recency
+    assert [new for _, _, new in changes] == [0.0] * len(changes)
+    assert any(np.isfinite(old) and old > 1 for _, old, _ in changes)  # present -> 0
+    assert any(np.isnan(old) for _, old, _ in changes)  # none -> 0
 
 
 @pytest.mark.parametrize("chunk", [7, 64])

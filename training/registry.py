@@ -270,9 +270,12 @@ def rows_in_logged_training(
     """Which of ``holdout``'s rows a training run fitted its (pre-refit) model on.
 
     Matched on the keys the run logged (:mod:`~partnerscore.training.row_keys`): partner,
-    ``as_of`` and a fingerprint of the features and ``signed_at``. All False for runs from
-    before that artifact, and for an unreadable one (the gate then reads the version as it did
-    before the keys were logged).
+    ``as_of`` and a hash of each feature's and ``signed_at``'s value, compared on the columns
+    both hold, so a champion of another feature registry (one more or one fewer feature) is
+    still caught (runs logged before 2026-12-05 one fingerprint of the whole row: matched only
+    when ``holdout`` has every column it covered). All False for runs from before that
+    artifact, and for an unreadable one (the gate then reads the version as it did before the
+    keys were logged).
     """
     try:
         return _read_artifact(

@@ -261,6 +261,47 @@ def test_the_gate_names_rows_the_champion_was_trained_on(built_dir, tracking_uri
     assert f"[v1 trained on {trained:,} of these {len(mine):,} rows: optimistic]" in gate.summary()
 
 
+def without_feature(built: Path, out: Path, name: str) -> Path:
+    """The build ``built`` as a registry without feature ``name`` would have written it."""
+    out.mkdir()
+    frame = pd.read_parquet(built / "training_set.parquet")
+    frame.drop(columns=name).to_parquet(out / "training_set.parquet")
+    manifest = json.loads((built / "manifest.json").read_text())
+    manifest["feature_names"] = [n for n in manifest["feature_names"] if n != name]
+    manifest["features"] = [f for f in manifest["features"] if f["name"] != name]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "truth.parquet").write_bytes((built / "truth.parquet").read_bytes())
+    return out
+
+
+def test_the_gate_names_rows_a_champion_of_another_registry_was_trained_on(
+    built_dir, tracking_uri, tmp_path
+):
+    """As above, but v2's build comes from a registry that dropped one of v1's features. v1's
+    logged keys were one fingerprint of the whole row, a column of which v2's holdout lacks:
+    none of its rows were found and the gate read v1 as "registered", a fair score, without a
+    word. The values both builds hold decide now."""
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    first = train(built_dir, tracking_uri, tmp_path, refit=False, holdout_share=0.1)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    dropped = without_feature(built_dir, tmp_path / "dropped", "activities_days_since_last")
+    second = train(dropped, tracking_uri, tmp_path, refit=False)
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    from partnerscore.training.registry import _holdout_of
+
+    mine, theirs = _holdout_of(client, second.run_id), _holdout_of(client, first.run_id)
+    assert "activities_days_since_last" in theirs and "activities_days_since_last" not in mine
+    keys = ["partner_id", "as_of"]
+    trained = len(mine) - len(mine[keys].merge(theirs[keys], on=keys))
+    assert 0 < trained < len(mine)
+    assert (
+        gate.details["champion_predictions"]
+        == f"trained on {trained:,} of these {len(mine):,} rows"
+    )
+    assert f"[v1 trained on {trained:,} of these {len(mine):,} rows: optimistic]" in gate.summary()
+
+
 def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     raw_dir, built_dir, tracking_uri, tmp_path
 ):

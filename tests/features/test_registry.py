@@ -95,3 +95,19 @@ def test_recency_declarations_are_days_since_the_latest_event(sim_tables):
         np.testing.assert_allclose(after[quiet] - before[quiet], 10.0, atol=1e-6, err_msg=spec.name)
     assert "| recency |" in data_dictionary("markdown").splitlines()[2]
     assert "gap_mean" not in " ".join(s.name for s in recency)  # days, but not since an event
+
+
+def test_a_declaration_pickled_before_recency_existed_reads_the_registry():
+    """Models pickled before the attribute hold declarations without it (their ``__dict__``
+    as unpickled): the current registry's declaration of the name answers."""
+    from partnerscore.features.registry import is_recency
+
+    older = []
+    for name in ("activities_days_since_last", "activities_gap_mean_days_todate"):
+        spec = get_spec(name).model_copy()
+        del spec.__dict__["recency"]
+        older.append(spec)
+    assert [is_recency(s) for s in older] == [True, False]
+    gone = older[0].model_copy()
+    gone.__dict__["name"] = "a_feature_this_registry_dropped"
+    assert not is_recency(gone)

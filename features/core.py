@@ -430,6 +430,67 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise PartnerscoreError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
 
 
+def first_invalid_utf8(path: Path) -> int | None:
+    """Byte offset of the first byte of ``path`` that is not valid UTF-8 (None: all valid)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(_CSV_CHUNK)
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:  # exc.start counts from the pending bytes
+                return done - pending + exc.start
+            if not chunk:
+                return None
+            done += len(chunk)
+
+
+def not_utf8(path: Path) -> PartnerscoreError:
+    """The one-line error for a CSV file that is not UTF-8: its line, row and column.
+
+    The row is the data record's number as in quarantine files (1-based, blank lines not
+    counted); the column is the header's name of the field the first bad byte is in. A
+    decoder's own position is no help: it counts from the start of the block it was decoding.
+    """
+    import csv
+    import io
+
+    where = first_invalid_utf8(path)
+    if where is None:
+        return PartnerscoreError(f"{path}: not UTF-8 text")
+    with open(path, "rb") as handle:
+        before = handle.read(where)
+        byte = handle.read(1)
+    line = before.count(b"\n") + 1
+    # the text before the bad byte is valid; a marker in the bad byte's place lands in its
+    # record and field, however quotes and line breaks run before it
+    mark = "\ue000"
+    text = before.decode("utf-8-sig") + mark
+    header: list[str] | None = None
+    rows = 0
+    for record in csv.reader(io.StringIO(text, newline="")):
+        if mark in "".join(record):
+            field = next(i for i, value in enumerate(record) if mark in value)
+            break
+        if header is None:
+            header = record
+        elif record and not blank_record(record):
+            rows += 1
+    else:  # unreachable: the marker is in the last record
+        field = 0
+    found = f"byte 0x{byte.hex().upper()}; save the file as UTF-8"
+    if header is None:
+        return PartnerscoreError(f"{path}: not UTF-8 text at line {line} (the header): {found}")
+    column = f"'{header[field]}'" if field < len(header) else f"{field + 1} (past the header)"
+    return PartnerscoreError(
+        f"{path}: not UTF-8 text at line {line} (row {rows + 1}, column {column}): {found}"
+    )
+
+
 def csv_header(path: Path) -> list[str]:
     """Column names of a CSV file (raises a one-line error for non-UTF-8 or broken headers)."""
     import csv
@@ -440,7 +501,7 @@ def csv_header(path: Path) -> list[str]:
             header = next(reader, None)
             spans_lines = reader.line_num > 1
     except UnicodeDecodeError as exc:
-        raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        raise not_utf8(path) from exc
     except csv.Error as exc:  # e.g. a quote that never closes: a "field larger than field limit"
         check_quotes_close(path)
         raise PartnerscoreError(f"{path}: cannot read file: {exc}") from exc
@@ -649,6 +710,8 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
         return pd.read_parquet(path)
     except PartnerscoreError:
         raise
+    except UnicodeDecodeError as exc:  # past the header's block: name the line and column
+        raise not_utf8(path) from exc
     except Exception as exc:  # parser/arrow/OS errors: one line for the user
         if frame_format(path) == "csv":  # pandas' "EOF inside string starting at row N"
             check_quotes_close(path)  # names the quote's line as the raw-table reader does

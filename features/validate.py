@@ -47,6 +47,7 @@ from partnerscore.features.core import (
     csv_header,
     csv_lines,
     file_fingerprint,
+    not_utf8,
     ragged_line,
     unclosed_quote,
     write_frame_atomic,
@@ -243,7 +244,7 @@ def _read_arrow(path: Path) -> pa.Table:
     except pa.ArrowInvalid as exc:
         message = _first_line(exc)
         if "UTF8" in message or "utf-8" in message.lower():
-            raise PartnerscoreError(f"{path}: not UTF-8 text ({message})") from exc
+            raise not_utf8(path) from exc
         # a quote that never closes: "Expected 6 columns, got 2" or, past Arrow's 1 MB
         # blocks, "straddling object straddles two block boundaries", neither with a line
         check_quotes_close(path)

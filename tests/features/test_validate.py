@@ -574,3 +574,58 @@ def test_closed_quoted_line_break_in_a_large_file_reads(tmp_path, capsys):
     assert "row 2 (lines 3-4)" in out
     deals = load_raw(raw, write_quarantine=False).tables["deals"]
     assert len(deals) == 40_000 and deals["deal_id"].iloc[1] == "D2\nbis"
+
+
+def _latin1_deals(rows: int, bad_row: int) -> bytes:
+    """A deals table of ``rows`` rows (row 2 holds a quoted line break) with a Latin-1 'é' in
+    the status of row ``bad_row``."""
+    lines = ["deal_id,partner_id,created_at,closed_at,amount,status"]
+    for i in range(1, rows + 1):
+        deal = '"D2\nbis"' if i == 2 else f"D{i}"
+        status = "w\xe9n" if i == bad_row else "won"
+        lines.append(f"{deal},P1,2024-02-01,2024-03-01,{i},{status}")
+    return ("\n".join(lines) + "\n").encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "bad_row",
+    [
+        3,  # in the csv module's first block: it said "(byte 148)"
+        900,  # past it, in Arrow's first block: it said "(In CSV column #5: ...)", no row
+        40_000,  # past Arrow's first 1 MB block
+    ],
+)
+def test_not_utf8_names_line_row_and_column(tmp_path, capsys, bad_row):
+    # the quoted line break of row 2 puts every later row one line further down
+    raw = make_raw(tmp_path, deals=_latin1_deals(40_000, bad_row))
+    code, out, err = run_cli(raw, capsys)
+    assert code == 2 and out == ""
+    assert err == (
+        f"error: {raw / 'deals.csv'}: not UTF-8 text at line {bad_row + 2} (row {bad_row}, "
+        "column 'status'): byte 0xE9; save the file as UTF-8"
+    )
+
+
+def test_not_utf8_in_the_header_and_in_a_cutoffs_file(tmp_path, capsys):
+    raw = make_raw(tmp_path, partners=b"partner_id,partner_n\xe4me\nP1,A\n")
+    code, _, err = run_cli(raw, capsys)
+    assert code == 2
+    assert err == (
+        f"error: {raw / 'partners.csv'}: not UTF-8 text at line 1 (the header): byte 0xE4; "
+        "save the file as UTF-8"
+    )
+    # a cutoffs file is read by pandas: past the first block its message counted the byte
+    # from the start of that block, with no line
+    raw = make_raw(tmp_path, partners=PARTNERS)
+    cutoffs = tmp_path / "cutoffs.csv"
+    body = "".join(f"P1,2024-03-{1 + i % 28:02d}\n" for i in range(3_000))
+    cutoffs.write_bytes(("partner_id,as_of\n" + body + "P\xe9,2024-03-01\n").encode("latin-1"))
+    code = main(
+        ["build", "--raw", str(raw), "--out", str(tmp_path / "f"), "--cutoffs", str(cutoffs)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        f"error: {cutoffs}: not UTF-8 text at line 3002 (row 3001, column 'partner_id'): "
+        "byte 0xE9; save the file as UTF-8"
+    )

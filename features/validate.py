@@ -213,6 +213,29 @@ def _first_line(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+_DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def check_delimiter(path: Path | str, header: list[str]) -> None:
+    """Stop with one line when a CSV header reads as one column holding another delimiter.
+
+    A semicolon file from a spreadsheet in a decimal-comma locale, or a tab-separated export:
+    every contract table has several columns, so such a header is never right, and the errors
+    that would follow ("missing required column 'deal_id'", or a data row of decimal commas
+    "Expected 1 columns, got 2") would not say why.
+    """
+    if len(header) != 1:
+        return
+    found = next((d for d in _DELIMITERS if d in header[0]), None)
+    if found is not None:
+        shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
+        shown = shown.replace("\t", "\\t")
+        raise PartnerscoreError(
+            f"{path}: the header is one column '{shown}': the file is separated by "
+            f"{_DELIMITERS[found]}, not by commas as the contract's CSV files are"
+        )
+
+
 def _read_arrow(path: Path) -> pa.Table:
     try:
         size = path.stat().st_size
@@ -226,6 +249,7 @@ def _read_arrow(path: Path) -> pa.Table:
         except Exception as exc:  # arrow errors: one line, no traceback
             raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
     header = _header(path)
+    check_delimiter(path, header)
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")

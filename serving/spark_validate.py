@@ -163,6 +163,7 @@ def _header(spark, path: str, is_csv: bool) -> list[str]:
     """Column names of a table file (one-line errors for empty or broken files)."""
     from partnerscore.features.core import check_quotes_close
     from partnerscore.features.validate import _header as csv_header
+    from partnerscore.features.validate import check_delimiter
 
     local = not _is_uri(path)
     if local and Path(path).stat().st_size == 0:
@@ -174,6 +175,7 @@ def _header(spark, path: str, is_csv: bool) -> list[str]:
             raise PartnerscoreError(f"{path}: cannot read file: {_one_line(exc)}") from exc
     elif local:
         names = csv_header(Path(path))
+        check_delimiter(path, names)
         # Spark reads a quote that never closes in a record's last field as the rest of the
         # file, like Arrow: the pandas validator's one pass over the bytes stops it (and names
         # the line when it opens another field, where Spark only shows the record)

@@ -213,6 +213,20 @@ def _first_line(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _duplicate_parquet_column(path: Path) -> None:
+    """Raise the CSV reader's one line when a Parquet file names a column twice (quiet else).
+
+    Arrow refuses to read such a file with "Multiple matches for FieldRef.Name(...)".
+    """
+    try:
+        names = [str(n).strip() for n in pq.read_schema(path).names]
+    except Exception:  # unreadable metadata: the caller reports the read error
+        return
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+
+
 _DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 
@@ -247,6 +261,7 @@ def _read_arrow(path: Path) -> pa.Table:
         try:
             return pq.read_table(path)
         except Exception as exc:  # arrow errors: one line, no traceback
+            _duplicate_parquet_column(path)
             raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
     header = _header(path)
     check_delimiter(path, header)
@@ -441,6 +456,39 @@ def record_lines(path: Path, records: int) -> tuple[int, np.ndarray | None]:
     return lines, (spans if i == records else None)
 
 
+_BINARY = (
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_binary_view,
+    pa.types.is_fixed_size_binary,
+)
+
+
+def _utf8(path: Path, name: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A Parquet column of bytes as text, or a one-line error naming its first non-UTF-8 cell.
+
+    Some writers store text as plain BINARY (no UTF-8 annotation). Read as Python ``bytes``
+    every cell would become its ``repr`` (``b'P001'``), so ids would match nothing.
+    """
+    if pa.types.is_dictionary(values.type):  # categorical Parquet columns of bytes
+        values = values.cast(values.type.value_type)
+    if not any(f(values.type) for f in _BINARY):
+        return values
+    try:
+        return values.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        for row, value in enumerate(values.to_pylist(), start=1):  # the error path only
+            try:
+                (value or b"").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = value[exc.start : exc.start + 1].hex().upper()
+                raise PartnerscoreError(
+                    f"{path}: not UTF-8 text at row {row}, column '{name}': byte 0x{byte}; "
+                    "write the column as UTF-8 strings"
+                ) from exc
+        raise
+
+
 def _read(path: Path, table: pa.Table | None = None) -> tuple[dict[str, _Source], int]:
     """Read a table file (or take ``table``): columns by (stripped) name, number of rows."""
     table = _read_arrow(path) if table is None else table
@@ -449,7 +497,10 @@ def _read(path: Path, table: pa.Table | None = None) -> tuple[dict[str, _Source]
         dup = next(h for h in names if names.count(h) > 1)
         raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
     try:
-        sources = {name: _Source(col) for name, col in zip(names, table.columns, strict=True)}
+        sources = {
+            name: _Source(_utf8(path, name, col))
+            for name, col in zip(names, table.columns, strict=True)
+        }
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # exotic arrow types
         raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
     return sources, table.num_rows
@@ -655,6 +706,20 @@ def _parse(
     return value
 
 
+def _nested_name(kind: pa.DataType) -> str:
+    """'lists', 'structs', 'maps' or 'unions' (Arrow's own names differ by writer)."""
+    if pa.types.is_map(kind):  # a map is also a list
+        return "maps"
+    for test, name in ((pa.types.is_struct, "structs"), (pa.types.is_union, "unions")):
+        if test(kind):
+            return name
+    return "lists"
+
+
+_KIND_NAMES = {"date": "dates", "float": "numbers", "bool": "true/false values"}
+_KIND_NAMES.update(dict.fromkeys(("id", "str", "category"), "text"))
+
+
 def _validate_table(
     spec: TableSpec,
     sources: dict[str, _Source],
@@ -667,6 +732,12 @@ def _validate_table(
     for col in spec.columns:
         if col.required and col.name not in sources:
             raise PartnerscoreError(f"{path}: missing required column '{col.name}'")
+        kind = sources[col.name].values.type if col.name in sources else None
+        if kind is not None and pa.types.is_nested(kind):  # Parquet lists, structs, maps
+            raise PartnerscoreError(
+                f"{path}: column '{col.name}' holds {_nested_name(kind)}, not "
+                f"{_KIND_NAMES[col.kind]}"
+            )
     if spec.required and n == 0:
         raise PartnerscoreError(f"{path}: no data rows")
     check = _Checker(n)

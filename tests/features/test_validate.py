@@ -629,3 +629,77 @@ def test_not_utf8_in_the_header_and_in_a_cutoffs_file(tmp_path, capsys):
         f"error: {cutoffs}: not UTF-8 text at line 3002 (row 3001, column 'partner_id'): "
         "byte 0xE9; save the file as UTF-8"
     )
+
+
+def _parquet_raw(tmp_path, table: str, change) -> object:
+    """The minimal folder with ``table`` as a typed Parquet file changed by ``change``."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    raw = make_raw(tmp_path)
+    frame = pacsv.read_csv(raw / f"{table}.csv")
+    (raw / f"{table}.csv").unlink()
+    pq.write_table(change(frame), raw / f"{table}.parquet")
+    return raw
+
+
+def _set(frame, name, values):
+    return frame.set_column(frame.schema.get_field_index(name), name, values)
+
+
+def _binary_names(frame):
+    import pyarrow as pa
+
+    return _set(frame, "partner_name", pa.array([b"Acme", b"B\xe9ta"], pa.binary()))
+
+
+def _struct_names(frame):
+    import pyarrow as pa
+
+    return _set(frame, "partner_name", pa.array([{"a": "Acme"}, {"a": "Beta"}]))
+
+
+def _list_amounts(frame):
+    import pyarrow as pa
+
+    return _set(frame, "amount", pa.array([[1000.0], [500.0]]))
+
+
+def _amount_twice(frame):
+    import pyarrow as pa
+
+    return pa.Table.from_arrays([*frame.columns, frame["amount"]], [*frame.column_names, "amount"])
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "message"),
+    [
+        # text stored as plain BINARY: one Latin-1 name made every cell its repr ("b'Acme'"),
+        # ids included, and nothing was quarantined
+        (
+            "partners",
+            _binary_names,
+            "partners.parquet: not UTF-8 text at row 2, column 'partner_name': byte 0xE9; "
+            "write the column as UTF-8 strings",
+        ),
+        # a struct read as its repr ("{'a': 'Acme'}"), valid
+        (
+            "partners",
+            _struct_names,
+            "partners.parquet: column 'partner_name' holds structs, not text",
+        ),
+        # every row quarantined as "amount '[1000.0]' is not a number"
+        (
+            "deals",
+            _list_amounts,
+            "deals.parquet: column 'amount' holds lists, not numbers",
+        ),
+        # Arrow's "Multiple matches for FieldRef.Name(amount) in deal_id: string ..."
+        ("deals", _amount_twice, "deals.parquet: column 'amount' appears twice in the header"),
+    ],
+)
+def test_parquet_column_types_that_are_not_the_contract(tmp_path, capsys, table, change, message):
+    raw = _parquet_raw(tmp_path, table, change)
+    code, out, err = run_cli(raw, capsys)
+    assert code == 2 and out == ""
+    assert err == f"error: {raw / (table + '.parquet')}: {message.split(': ', 1)[1]}"

@@ -219,6 +219,46 @@ class TrainResult:
         return "\n".join(lines)
 
 
+def check_finite(frame: pd.DataFrame, path: Path) -> None:
+    """Stop with one line at the first infinite feature or label, or a missing label.
+
+    Amounts up to the largest float are valid raw data, and each affects only its partner's
+    rows; but two of them add up to ``inf`` in that partner's sums (won amount, pipeline,
+    ``label_revenue``), and neither the heads nor the baselines can fit an infinite number.
+    An empty feature is a missing value; an empty label is not.
+
+    Raises:
+        PartnerscoreError: Naming the column, the row (1-based, as in the file) and the
+            partner and as_of, so that the partner's raw rows can be fixed.
+    """
+    first: tuple[int, str, float, int] | None = None  # row, column, value, rows of the column
+    for col in frame.columns:
+        values = frame[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isfinite(numbers) if col.startswith("label_") else np.isinf(numbers)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            if first is None or row < first[0]:
+                first = (row, col, float(numbers[row]), int(bad.sum()))
+    if first is None:
+        return
+    row, col, value, count = first
+    as_of = pd.Timestamp(frame["as_of"].iloc[row]).strftime("%Y-%m-%d")
+    where = (
+        f"{path}: column '{col}' row {row + 1} (partner {frame['partner_id'].iloc[row]}, "
+        f"as_of {as_of})"
+    )
+    if np.isnan(value):
+        raise PartnerscoreError(f"{where}: the label is missing (rebuild the training set)")
+    raise PartnerscoreError(
+        f"{where}: {value} ({count} such rows in the column): this partner's values add up "
+        "past the largest number a float holds (~1.8e308); fix its rows in the raw tables and "
+        "build again"
+    )
+
+
 def load_training_set(features_dir: str | Path) -> tuple[pd.DataFrame, dict, pd.DataFrame | None]:
     """Read training_set.parquet, manifest.json and (if present) truth.parquet.
 
@@ -233,6 +273,7 @@ def load_training_set(features_dir: str | Path) -> tuple[pd.DataFrame, dict, pd.
     for col in _REQUIRED:
         if col not in frame.columns:
             raise PartnerscoreError(f"{path}: missing column '{col}'")
+    check_finite(frame, path)
     manifest_path = features_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest["training_set_sha256"] = file_fingerprint(path)

@@ -1,0 +1,50 @@
+"""A training set the heads cannot fit stops ``train`` with one line, before any tuning."""
+
+import shutil
+
+import pandas as pd
+
+from partnerscore.serving.cli import main
+
+LARGEST = "1.7976931348623157e308"  # a valid amount: the largest float
+
+
+def test_two_largest_amounts_of_one_partner_stop_train_with_one_line(
+    raw_dir, tracking_uri, tmp_path, capsys
+):
+    # each amount is valid raw data and touches only its partner's rows, but the two add up to
+    # inf in that partner's won amount and label_revenue: Optuna printed the heads' traceback
+    # and the job ended "error: unexpected ValueError: revenue labels must be finite" (exit 1)
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    first, signed = partners["partner_id"].iloc[0], pd.Timestamp(partners["signed_at"].iloc[0])
+    deals = pd.read_csv(raw / "deals.csv", dtype=str, keep_default_na=False)
+    extreme = pd.DataFrame(
+        {
+            "deal_id": ["DX1", "DX2"],
+            "partner_id": [first, first],
+            "created_at": [str(signed + pd.Timedelta(days=d)) for d in (40, 41)],
+            "closed_at": [str(signed + pd.Timedelta(days=d)) for d in (50, 51)],
+            "amount": [LARGEST, LARGEST],
+            "status": ["won", "won"],
+        }
+    )
+    pd.concat([deals, extreme]).to_csv(raw / "deals.csv", index=False)
+    features = tmp_path / "features"
+    assert main(["build", "--raw", str(raw), "--out", str(features)]) == 0
+    capsys.readouterr()
+    rows = pd.read_parquet(features / "training_set.parquet")
+    inf_rows = rows.index[rows["partner_id"] == first]
+    assert (rows.loc[inf_rows, "label_revenue"] == float("inf")).any()  # the 30-day snapshot
+
+    code = main(["train", "--features", str(features), "--trials", "1", "--no-register"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err and "unexpected" not in err, err
+    row = int(inf_rows[0]) + 1
+    as_of = pd.Timestamp(rows["as_of"].iloc[row - 1]).strftime("%Y-%m-%d")
+    assert err.startswith(
+        f"error: {features / 'training_set.parquet'}: column 'label_revenue' row {row} "
+        f"(partner {first}, as_of {as_of}): inf"
+    ), err

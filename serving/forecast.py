@@ -395,6 +395,7 @@ def forecast_table(
     )
     data["_version"] = versions
     data["_oos"] = _scope_flags(data, source)
+    data["_row"] = np.arange(len(data))
     if phased:
         data = _phased_rows(data, horizon_days, phase_days, freq or "D", source)
         if PERIOD_DAYS[period] < phase_days / 2:
@@ -417,6 +418,7 @@ def forecast_table(
         )
     else:
         ends = data.groupby("_bucket", sort=True)["_start"].max() + pd.Timedelta(days=horizon_days)
+    _refuse_double_counts(data, source, period, phased)
     data["_var"] = np.square(data["pred_revenue_sd"].to_numpy(float))
     summed = data if include_out_of_scope else data[~data["_oos"].to_numpy()]
     levels = [("total", ["_bucket"])] + ([("segment", ["_bucket", *by])] if by else [])
@@ -513,6 +515,41 @@ def _phased_rows(
     )
     lines["_bucket"] = pd.to_datetime(long["period_start"].to_numpy())
     return lines
+
+
+def _refuse_double_counts(data: pd.DataFrame, source: str, period: str, phased: bool) -> None:
+    """Stop when a partner has two score rows in one period's sums.
+
+    A period sums each partner's expected revenue once (``partners`` counts it once): two rows
+    of a partner there (one batch scored by two model versions, or several batches in one
+    file whose scoring dates share a ``--period`` bucket or, ``phased``, whose horizons
+    overlap) would count its revenue twice.
+
+    Raises:
+        PartnerscoreError: The first such partner, its two rows (CSV lines) and the period.
+    """
+    keys = pd.DataFrame({"id": data["partner_id"].astype(str), "at": data["_bucket"]})
+    again = keys.duplicated(keep="first").to_numpy()
+    if not again.any():
+        return
+    j = int(np.flatnonzero(again)[0])
+    same = (keys["id"] == keys["id"].iloc[j]) & (keys["at"] == keys["at"].iloc[j])
+    i = int(np.flatnonzero(same.to_numpy())[0])
+    first, second = data.iloc[i], data.iloc[j]
+    versions = ""
+    if first["_version"] != second["_version"]:
+        versions = f" by model versions {first['_version']} and {second['_version']}"
+    what = (
+        f"the {period} starting {first['_bucket']:%Y-%m-%d} (--phased: their horizons overlap)"
+        if phased
+        else f"the period {first['_bucket']:%Y-%m-%d} (--period {period})"
+    )
+    raise PartnerscoreError(
+        f"{source}: partner '{keys['id'].iloc[j]}' is scored in rows {first['_row'] + 2} and "
+        f"{second['_row'] + 2} (as of {first['_start']:%Y-%m-%d} and "
+        f"{second['_start']:%Y-%m-%d}{versions}), both summed into {what}: its revenue would "
+        "be counted twice; forecast one batch per file (one row per partner and period)"
+    )
 
 
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}

@@ -428,3 +428,44 @@ def test_the_coverage_is_printed_as_given(coverage, text):
     from partnerscore.serving.forecast import coverage_text
 
     assert coverage_text(coverage) == text  # 0.999999 read "100% interval"
+
+
+@pytest.mark.parametrize(
+    ("second", "period", "phased", "said"),
+    [
+        # one batch scored by two model versions, concatenated: every partner twice
+        ({"as_of": "2026-01-01", "model_version": "4"}, "day", False, "by model versions 3 and 4"),
+        # two monthly batches in one quarter
+        ({"as_of": "2026-02-01"}, "quarter", False, "the period 2026-01-01 (--period quarter)"),
+        # two monthly batches whose 180-day horizons overlap
+        ({"as_of": "2026-02-01"}, "month", True, "the month starting 2026-02-01"),
+    ],
+)
+def test_forecast_refuses_a_partner_counted_twice_in_a_period(second, period, phased, said):
+    """A scores file holding a partner twice in one period summed its revenue twice while
+    `partners` counted it once (the demo's four batches by quarter: 40.5M 'from 625 partners';
+    --phased: July 9.07M against the latest batch's 1.93M)."""
+    first = _scores().assign(as_of="2026-01-01")
+    for k in range(1, 7):
+        first[f"pred_revenue_phase_{k}"] = first["pred_revenue"] / 6
+    again = first.assign(**second)
+    scores = pd.concat([first, again], ignore_index=True)
+    with pytest.raises(PartnerscoreError) as got:
+        forecast_table(scores, ("tier",), 180, 0.8, source="s.csv", period=period, phased=phased)
+    text = str(got.value)
+    assert text.startswith("s.csv: partner 'P0' is scored in rows 2 and 42") and said in text
+    assert "counted twice" in text
+    # apart, or as batches on separate days, each partner is summed once per period
+    days = forecast_table(pd.concat([first, first.assign(as_of="2026-02-01")]), (), 180, 0.8)
+    assert list(days["partners"]) == [len(first) - first["out_of_scope"].sum()] * 2
+
+
+def test_forecast_cli_refuses_a_partner_counted_twice_in_one_line(tmp_path, capsys):
+    scores = _scores().assign(as_of="2026-01-01")
+    pd.concat([scores, scores.assign(model_version="4")]).to_csv(tmp_path / "s.csv", index=False)
+    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "partner 'P0' is scored in rows 2 and 42" in err and "versions 3 and 4" in err
+    assert not (tmp_path / "f.csv").exists()

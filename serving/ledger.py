@@ -491,9 +491,9 @@ class DecisionLedger:
                 the store's last batches are read in full (``history.EarlierRows``).
         """
         per_partner = isinstance(before, pd.Series)
-        if not self.exists():
-            return {}
         ids = [str(p) for p in partner_ids]
+        if not self.exists() or not ids:  # no partner: no cut-off to read before
+            return {}
         if newest is None or per_partner:
             latest = pd.to_datetime(before).max() if per_partner else before
             read = self._earlier_reader(latest, before if per_partner else None)

@@ -107,6 +107,20 @@ def test_an_empty_table_scores_nothing(store_config, built_dir, tmp_path, rows):
     assert result.scored == 0 and result.rejected == 0
 
 
+def test_an_empty_table_scores_nothing_beside_a_recorded_batch(store_config, built_dir, tmp_path):
+    """With batches in the history, an empty table stopped with 'unexpected ValueError: NaTType
+    does not support strftime' (exit 1): the decision ledger read earlier rows before the
+    latest of no cut-offs."""
+    table = pd.read_parquet(built_dir / "training_set.parquet")
+    table.head(5).to_parquet(tmp_path / "some.parquet", index=False)
+    table.head(0).to_parquet(tmp_path / "e.parquet", index=False)
+    config = _config(store_config, tmp_path, "recorded")
+    run_score_features(tmp_path / "some.parquet", "champion", tmp_path / "some.csv", config)
+    result = run_score_features(tmp_path / "e.parquet", "champion", tmp_path / "e.csv", config)
+    assert result.scored == 0 and result.rejected == 0
+    assert read_frame(tmp_path / "e.csv").empty
+
+
 def test_partners_input_counts_partners_not_rows(store_config, built_dir, tmp_path, capsys):
     """``partners_input`` counted a feature table's rows: with two as_of snapshots per partner
     it said twice the partners. It counts distinct partners (as from raw tables, one row per

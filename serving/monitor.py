@@ -670,13 +670,34 @@ def _backtest_checks(
     return checks
 
 
-def _scores_checks(path: Path, flags: pd.DataFrame) -> list[Check]:
+def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
+    """The ``--scores`` file, checked to be this batch's: scores, with rows, as of ``cut``.
+
+    Its anomaly flags are compared with the batch's at ``cut``: a file of another scoring date
+    (or of per-partner cut-offs) read a false warning, or a false ok, from another day's flags.
+
+    Raises:
+        PartnerscoreError: Not a scores file, no rows, or a row of another (or no) date.
+    """
     scores = read_frame(path)
-    for col in ("partner_id", "score"):  # a scores file, not any table with ids
+    for col in ("partner_id", "score", "as_of"):  # a scores file, not any table with ids
         if col not in scores.columns:
             raise PartnerscoreError(f"{path}: missing column '{col}' (not a scores file?)")
     if scores.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
+    when = pd.to_datetime(scores["as_of"], errors="coerce")
+    other = (when != cut).to_numpy()
+    if other.any():
+        row = int(np.flatnonzero(other)[0])
+        raise PartnerscoreError(
+            f"{path}: column 'as_of', row {row + 2}: '{scores['as_of'].iloc[row]}' is not the "
+            f"monitored --as-of {cut:%Y-%m-%d} (its anomaly flags are checked against this "
+            "batch's): give the scores of this batch"
+        )
+    return scores
+
+
+def _scores_checks(path: Path, scores: pd.DataFrame, flags: pd.DataFrame) -> list[Check]:
     if "anomaly" not in scores.columns:
         return [
             Check(
@@ -799,6 +820,7 @@ def run_monitor(
     reference = load_reference_profile(uri)
     if scores is not None and not Path(scores).exists():
         raise PartnerscoreError(f"{scores}: scores file not found")
+    batch_scores = _batch_scores(Path(scores), cut) if scores is not None else None
 
     raw = load_raw(Path(raw_dir), out_dir / "quarantine")
     tables = raw.tables
@@ -916,7 +938,7 @@ def run_monitor(
     checks += _backtest_checks(backtest, mcfg, window)
     checks += phase_checks(backtest_phases, mcfg, window)
     if scores is not None:
-        checks += _scores_checks(Path(scores), flags)
+        checks += _scores_checks(Path(scores), batch_scores, flags)
 
     result = MonitorResult(
         out_dir=out_dir,

@@ -166,9 +166,19 @@ def test_absurd_deal_is_flagged_on_its_partners_score_row(store_config, raw_dir,
     # partners without the flag" while the batch had some)
     from partnerscore.features.core import PartnerscoreError
 
+    # nor is the scores file of another date: its flags read against this batch's gave a
+    # false warning (another month's file) or a false ok (a file of a few early partners)
     scores[["partner_id"]].to_csv(tmp_path / "ids.csv", index=False)
     scores.iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
-    for name, said in (("ids.csv", "missing column 'score'"), ("empty.csv", "no scored partners")):
+    before = (AS_OF - pd.Timedelta(days=30)).strftime("%Y-%m-%d")
+    scores.assign(as_of=np.where(scores.index == 3, before, scores["as_of"])).to_csv(
+        tmp_path / "other.csv", index=False
+    )
+    for name, said in (
+        ("ids.csv", "missing column 'score'"),
+        ("empty.csv", "no scored partners"),
+        ("other.csv", f"other.csv: column 'as_of', row 5: '{before}' is not the monitored"),
+    ):
         with pytest.raises(PartnerscoreError, match=said):
             run_monitor(
                 store_config, tmp_path / "raw", AS_OF.date(), tmp_path / "m2",

@@ -145,8 +145,8 @@ class MonitorResult:
         lines = [
             f"monitored as of {self.as_of} with {self.model_uri} (version "
             f"{self.model_version or '-'}) in {self.seconds:.1f} s: {len(self.checks):,} checks, "
-            f"{self.count('alarm')} alarm, {self.count('warn')} warn, {self.count('ok')} ok, "
-            f"{self.count('skip')} skipped",
+            f"{self.count('alarm'):,} alarm, {self.count('warn'):,} warn, {self.count('ok'):,} ok, "
+            f"{self.count('info'):,} info, {self.count('skip'):,} skipped",
             f"  drift batch: {self.batch_rows:,} snapshots; anomalous rows listed: "
             f"{len(self.anomalies):,}; backtest rows: {len(self.backtest):,}",
         ]

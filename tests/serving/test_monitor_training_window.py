@@ -246,3 +246,20 @@ def test_json_says_the_split_as_monitor_json_does(tmp_path):
     assert payload["backtest_window"] == json.loads(json.dumps(split.to_dict()))
     assert payload["backtest_window"]["out_of_time_rows"] == 6
     assert payload["backtest_window"]["note"].startswith("4 of 10 completed rows")
+
+
+def test_the_summary_counts_every_check(tmp_path):
+    """The summary line left out the info checks: '1,284 checks, 0 alarm, 0 warn, 1094 ok,
+    186 skipped' on the demo (4 info checks: anomalous partners, volume, scope, staleness)."""
+    from partnerscore.features.checks import Check
+    from partnerscore.serving.monitor import SEVERITY, MonitorResult
+
+    statuses = ["ok"] * 1094 + ["info"] * 4 + ["skip"] * 186 + ["warn"] * 2 + ["alarm"]
+    checks = [
+        Check(f"c{i}", "quality", "x", "all", "s", 1.0, None, None, None, status)
+        for i, status in enumerate(statuses)
+    ]
+    result = MonitorResult(tmp_path, AS_OF, URI, "1", checks, pd.DataFrame(), pd.DataFrame())
+    line = result.summary().splitlines()[0]
+    assert "1,287 checks, 1 alarm, 2 warn, 1,094 ok, 4 info, 186 skipped" in line
+    assert sum(result.json_payload()["counts"][s] for s in SEVERITY) == len(checks)

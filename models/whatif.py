@@ -19,12 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import OptionError, PartnerscoreError
+from partnerscore.features.core import MAX_DAYS, OptionError, PartnerscoreError
 from partnerscore.features.registry import LAYERS, FeatureSpec, is_recency
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.config import PolicyConfig
+from partnerscore.models.frame_check import AGE
 from partnerscore.models.scoring import contributions, score_features
 
 SEGMENT_COLUMNS = ("region", "partner_type")
@@ -34,7 +35,7 @@ def split_assignments(assignments: list[str]) -> list[tuple[str, str, str]]:
     """(text, feature, value) of each ``feature=value`` text, name and value trimmed.
 
     Raises:
-        OptionError: A text without ``=`` or without a feature name.
+        OptionError: A text without ``=`` or without a feature name, or a feature set twice.
     """
     out = []
     for text in assignments:
@@ -42,6 +43,8 @@ def split_assignments(assignments: list[str]) -> list[tuple[str, str, str]]:
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise OptionError(f"--set {text}: expected feature=value")
+        if any(name == earlier for _, earlier, _ in out):
+            raise OptionError(f"--set {text}: {name} is set twice; give each feature once")
         out.append((text, name, value))
     return out
 
@@ -61,7 +64,8 @@ def parse_changes(
 
     Raises:
         PartnerscoreError: Malformed assignment, unknown feature, a non-numeric or infinite
-            value for a numeric feature, or an unknown category (one line naming it).
+            value for a numeric feature, an ``age_days`` outside 0 to 36,525 days (as
+            ``score --features`` refuses it), or an unknown category (one line naming it).
     """
     known = {s.name: s for s in specs}
     out: dict[str, object] = {}
@@ -75,6 +79,10 @@ def parse_changes(
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a number") from exc
             if np.isinf(number):
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a finite number")
+            if name == AGE and (number < 0 or number > MAX_DAYS):  # as score --features does
+                raise PartnerscoreError(
+                    f"--set {text}: '{value}' is not an onboarding age (0 to {MAX_DAYS:,} days)"
+                )
             out[name] = number
         else:
             seen = (categories or {}).get(name)

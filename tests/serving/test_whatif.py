@@ -303,6 +303,25 @@ def test_whatif_refuses_categories_the_model_never_saw_and_infinite_numbers(prog
             wi.parse_changes([f"{numeric}={value}"], specs, model.categories)
 
 
+def test_whatif_refuses_an_impossible_age_and_a_feature_set_twice(program):
+    """--set age_days=-10 re-scored the partner (+$253k) and age_days=1e9 graduated it, ages
+    score --features refuses; a second --set of a feature silently replaced the first."""
+    from partnerscore.features.core import OptionError, PartnerscoreError
+
+    model, _, _ = program
+    specs = model.feature_specs
+    for value in ("-10", "-0.5", "36526", "1e9"):
+        with pytest.raises(PartnerscoreError, match=rf"'{value}' is not an onboarding age"):
+            wi.parse_changes([f"age_days={value}"], specs, model.categories)
+    for value, want in (("0", 0.0), ("36525", 36525.0)):
+        assert wi.parse_changes([f"age_days={value}"], specs, model.categories) == {
+            "age_days": want
+        }
+    assert np.isnan(wi.parse_changes(["age_days="], specs, model.categories)["age_days"])
+    with pytest.raises(OptionError, match="age_days =40: age_days is set twice"):
+        wi.split_assignments(["age_days=30", "tier=gold", " age_days =40"])
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [(None, "missing"), (np.nan, "missing"), (30.0, "30"), (26.937986, "26.94"),

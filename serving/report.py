@@ -962,6 +962,26 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
     return keep
 
 
+def scored_when(frame: pd.DataFrame) -> str:
+    """When the portfolio's partners were scored, for the page's header.
+
+    ``as of 2026-07-01`` for one batch; per-partner cut-offs (``score --at-age 90``) give
+    ``at onboarding day 90, as of 2023-09-30 to 2026-06-30 (858 dates)``, other files of
+    several dates their range (the header read the latest date alone, as if every partner had
+    been scored then).
+    """
+    days = pd.to_datetime(frame["as_of"]).dt.normalize()
+    first, last = days.min(), days.max()
+    if first == last:
+        return f"as of {last:%Y-%m-%d}"
+    dates = f"as of {first:%Y-%m-%d} to {last:%Y-%m-%d} ({days.nunique():,} dates)"
+    if "age_days" in frame:
+        ages = pd.to_numeric(frame["age_days"], errors="coerce")
+        if ages.notna().all() and ages.nunique() == 1:
+            return f"at onboarding day {ages.iloc[0]:,.0f}, {dates}"
+    return dates
+
+
 def monthly_revenue(frame: pd.DataFrame, config: AppConfig) -> tuple[list[dict], str]:
     """The in-scope expected revenue by the calendar month it is expected in, for the portfolio.
 
@@ -1077,7 +1097,7 @@ def portfolio_page(
             css=css,
             js=js,
             n=len(frame),
-            as_of=frame["as_of"].max().strftime("%Y-%m-%d"),
+            scored=scored_when(frame),
             model=distinct("model_uri"),
             model_version=distinct("model_version"),
             config_hash=distinct("config_hash"),

@@ -412,3 +412,26 @@ def test_report_cli(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     assert "wrote 6 partner reports" in capsys.readouterr().out
     assert (tmp_path / "r" / "index.html").exists()
+
+
+def test_portfolio_header_says_when_per_partner_cut_offs_were_scored(tmp_path):
+    """A file of per-partner cut-offs (score --at-age 90) read 'scored as of' its latest date
+    alone, as if every partner had been scored then."""
+    ids = [f"P{i:03d}" for i in range(6)]
+    cfg = config_for(tmp_path)
+    one = hand_scores(ids, ids)
+    write_frame_atomic(one, tmp_path / "one.csv")
+    run_report(tmp_path / "one.csv", tmp_path / "a", cfg)
+    index = (tmp_path / "a" / "index.html").read_text(encoding="utf-8")
+    assert "6 partners scored as of 2026-03-01 ·" in index
+    milestones = one.assign(
+        as_of=pd.to_datetime(["2026-01-05 09:00", "2026-02-01 09:00"] * 3), age_days=90.0
+    )
+    write_frame_atomic(milestones, tmp_path / "at_age.csv")
+    run_report(tmp_path / "at_age.csv", tmp_path / "b", cfg)
+    index = (tmp_path / "b" / "index.html").read_text(encoding="utf-8")
+    assert "scored at onboarding day 90, as of 2026-01-05 to 2026-02-01 (2 dates) ·" in index
+    write_frame_atomic(milestones.assign(age_days=[90.0, 120.0] * 3), tmp_path / "mixed.csv")
+    run_report(tmp_path / "mixed.csv", tmp_path / "c", cfg)
+    index = (tmp_path / "c" / "index.html").read_text(encoding="utf-8")
+    assert "6 partners scored as of 2026-01-05 to 2026-02-01 (2 dates) ·" in index

@@ -956,9 +956,15 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
             raise PartnerscoreError(f"--partners: '{unknown[0]}' is not in the scores file")
         keep &= frame["partner_id"].isin(wanted).to_numpy()
     if tier is not None:
-        keep &= (text_column(frame["score_tier"]) == tier).to_numpy()
-        if not keep.any():
+        in_tier = (text_column(frame["score_tier"]) == tier).to_numpy()
+        if not in_tier.any():
             raise PartnerscoreError(f"--tier {tier}: no partner in this tier")
+        keep &= in_tier
+        if not keep.any():  # both given: the pages are the listed partners in the tier
+            raise PartnerscoreError(
+                f"--tier {tier}: none of the --partners is in this tier (it has "
+                f"{int(in_tier.sum()):,} partners)"
+            )
     return keep
 
 

@@ -403,6 +403,15 @@ def test_report_errors(tmp_path, capsys, monkeypatch):
         run_report(broken, tmp_path / "out", AppConfig())
     assert main(["report", "--scores", str(tmp_path / "none.csv"), "--out", str(tmp_path)]) == 2
     assert "file not found" in capsys.readouterr().err
+    # --partners and --tier together: the listed partners in the tier; when none is, the
+    # error said the tier was empty although other partners were in it
+    write_frame_atomic(hand_scores(list("ABCDEF"), list("ABCDEF")), tmp_path / "s.parquet")
+    both = ["report", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "o")]
+    assert main([*both, "--partners", "A,B", "--tier", "A"]) == 0  # A is in tier A
+    assert main([*both, "--partners", "B,C", "--tier", "A"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --tier A: none of the --partners is in this tier (it has 2 partners)"
+    assert len(list((tmp_path / "o" / "partners").iterdir())) == 1
 
 
 def test_report_cli(tmp_path, capsys, monkeypatch):

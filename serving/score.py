@@ -221,7 +221,7 @@ class ScoreResult:
                 ),
             ]
         lines += [
-            f"  score tiers: {tiers}; provisional: {self.provisional:,}; "
+            f"  score tiers: {tiers or 'none'}; provisional: {self.provisional:,}; "
             f"in onboarding scope: {self.in_scope:,}; "
             f"graduated (past the trained onboarding ages): {self.graduated:,}; "
             f"guardrail flags: {self.guardrail_flags:,}",

@@ -119,6 +119,7 @@ def test_an_empty_table_scores_nothing_beside_a_recorded_batch(store_config, bui
     result = run_score_features(tmp_path / "e.parquet", "champion", tmp_path / "e.csv", config)
     assert result.scored == 0 and result.rejected == 0
     assert read_frame(tmp_path / "e.csv").empty
+    assert "score tiers: none; provisional: 0;" in result.summary()  # was "score tiers: ;"
 
 
 def test_partners_input_counts_partners_not_rows(store_config, built_dir, tmp_path, capsys):

@@ -676,7 +676,7 @@ def scatter_svg(
         parts.append(
             f'<circle cx="{px(r):.1f}" cy="{py(e):.1f}" r="2.5" '
             f'fill="{QUADRANT_COLORS.get(q, "#555555")}" fill-opacity="0.6">'
-            f"<title>{escape(name)} ({escape(pid)})</title></circle>"
+            f"<title>&#x2068;{escape(name)}&#x2069; ({escape(pid)})</title></circle>"
         )
     for decade in range(math.ceil(lo), math.floor(hi) + 1):
         anchor = "end" if px(decade) > width - 30 else "middle"

@@ -1046,9 +1046,10 @@ class PageRenderer:
         score = fmt["score"][j]
         out = [
             '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>',
-            name, " (", pid, ") · partnerscore</title>\n<style>", self.css,
-            "</style>\n</head>\n<body>\n<header>\n  <h1>", name, ' <span class="badge">', pid,
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>&#x2068;',
+            name, "&#x2069; (", pid, ") · partnerscore</title>\n<style>", self.css,
+            "</style>\n</head>\n<body>\n<header>\n  <h1><bdi>", name, '</bdi> <span class="badge">',
+            pid,
             "</span>\n    ", _PROVISIONAL if provisional else "", "\n    ",
             _GUARDRAIL if guardrail else "", "\n    ",
         ]  # fmt: skip

@@ -250,7 +250,7 @@ def test_untrusted_text_is_escaped(report_dir, scored_dir):
     # inside the scatter's SVG <title> (every partner charted: these are graduated ones)
     scatter = str(scatter_svg(read_scores(scored_dir[0] / "scores.csv")))
     assert "&lt;svg onload=&#34;window.__pwned=1&#34;&gt;" in scatter
-    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; (../../etc/passwd)</title>" in scatter
+    assert "<title>&#x2068;&lt;script&gt;alert(1)&lt;/script&gt;&#x2069; (../../etc/passwd)</title>" in scatter
     # in the scatter's titles quotes cannot break out; in the table's JSON no markup at all
     assert '"><img' not in index and '"><img' not in scatter
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in scatter
@@ -357,7 +357,7 @@ def test_csv_ids_stay_text_and_duplicates_keep_latest(tmp_path):
     out = tmp_path / "out"
     run_report(tmp_path / "scores.csv", out, config_for(tmp_path))
     assert "2026-02-01" in page_of(out, "007")
-    assert '<h1>NA <span class="badge">NA</span>' in page_of(out, "NA")
+    assert '<h1><bdi>NA</bdi> <span class="badge">NA</span>' in page_of(out, "NA")
 
 
 def test_stale_reports_are_removed_and_other_files_kept(tmp_path):

@@ -321,3 +321,38 @@ def test_account_owner_sections_render(driver, scored_dir, tmp_path):
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.histogram line.threshold")) == 3
     assert driver.find_elements(By.CSS_SELECTOR, "svg.histogram text.axis-label")
     assert driver.find_elements(By.CSS_SELECTOR, "svg.scatter line.threshold")
+
+
+
+# the badge's left edge and the right edge of everything in the h1 before it, as laid out
+BADGE_AFTER_NAME_JS = """
+var h1 = document.querySelector('h1'), badge = h1.querySelector('span.badge');
+var r = document.createRange(); r.setStart(h1, 0); r.setEndBefore(badge);
+return [badge.getBoundingClientRect().left, r.getBoundingClientRect().right];
+"""
+
+
+def test_right_to_left_name_keeps_the_rest_of_the_line_in_order(driver, tmp_path):
+    """A name with a right-to-left override (or in Hebrew) turns only itself around.
+
+    Unisolated, U+202E reverses the direction of everything after it to the end of the line:
+    the h1's partner id badge was laid out to the left of the name, and the title's
+    "(P0000999) · partnerscore" came out mirrored. Names are isolated: <bdi> in the h1,
+    U+2068 ... U+2069 in the title (text only).
+    """
+    from partnerscore.features.core import write_frame_atomic
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.serving.report import run_report
+
+    frame = synthetic_scores(40, seed=5)
+    rtl = {frame["partner_id"].iloc[0]: "\u202eevil corp", frame["partner_id"].iloc[1]: "שותף טוב"}
+    frame["partner_name"] = frame["partner_id"].map(rtl).fillna(frame["partner_name"])
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    cfg = AppConfig.model_validate({"paths": {"data_dir": str(tmp_path / "data")}})
+    run_report(tmp_path / "scores.parquet", tmp_path / "out", cfg)
+    for pid, name in rtl.items():
+        driver.get((tmp_path / "out" / "partners" / report_filename(pid)).as_uri())
+        assert severe(driver) == []
+        badge_left, name_right = driver.execute_script(BADGE_AFTER_NAME_JS)
+        assert badge_left >= name_right - 1, f"{pid}'s badge is laid out left of its name"
+        assert driver.title == f"\u2068{name}\u2069 ({pid}) · partnerscore"

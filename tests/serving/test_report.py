@@ -250,7 +250,10 @@ def test_untrusted_text_is_escaped(report_dir, scored_dir):
     # inside the scatter's SVG <title> (every partner charted: these are graduated ones)
     scatter = str(scatter_svg(read_scores(scored_dir[0] / "scores.csv")))
     assert "&lt;svg onload=&#34;window.__pwned=1&#34;&gt;" in scatter
-    assert "<title>&#x2068;&lt;script&gt;alert(1)&lt;/script&gt;&#x2069; (../../etc/passwd)</title>" in scatter
+    assert (
+        "<title>&#x2068;&lt;script&gt;alert(1)&lt;/script&gt;&#x2069; (../../etc/passwd)</title>"
+        in scatter
+    )
     # in the scatter's titles quotes cannot break out; in the table's JSON no markup at all
     assert '"><img' not in index and '"><img' not in scatter
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in scatter

@@ -323,7 +323,6 @@ def test_account_owner_sections_render(driver, scored_dir, tmp_path):
     assert driver.find_elements(By.CSS_SELECTOR, "svg.scatter line.threshold")
 
 
-
 # the badge's left edge and the right edge of everything in the h1 before it, as laid out
 BADGE_AFTER_NAME_JS = """
 var h1 = document.querySelector('h1'), badge = h1.querySelector('span.badge');

@@ -47,6 +47,7 @@ from partnerscore.features.core import (
     csv_header,
     csv_lines,
     file_fingerprint,
+    isin_text,
     not_utf8,
     ragged_line,
     unclosed_quote,
@@ -728,6 +729,7 @@ def _validate_table(
     partners: pd.DataFrame | None,
     latest: np.datetime64 | None = None,
     spans: np.ndarray | None = None,
+    held: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
     for col in spec.columns:
         if col.required and col.name not in sources:
@@ -775,10 +777,31 @@ def _validate_table(
         ids = pa.array(partners["partner_id"].to_numpy(dtype=object), type=pa.string())
         where = pc.index_in(typed["partner_id"], value_set=ids).fill_null(-1).to_numpy()
         known = where >= 0
+        # an id whose partners row was quarantined is not unknown: say why it is missing
+        held_at = np.full(n, -1, dtype=np.int64)
+        if held is not None and len(held) and not known.all():
+            held_ids = pa.array(held["partner_id"].to_numpy(dtype=object), type=pa.string())
+            found = pc.index_in(typed["partner_id"], value_set=held_ids).fill_null(-1)
+            held_at = found.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        is_held = ~known & (held_at >= 0)
+        held_reasons = (
+            np.array([], dtype=object) if held is None else held["reason"].to_numpy(dtype=object)
+        )
         check.add(
-            pid.present & ~known,
+            pid.present & ~known & ~is_held,
             lambda idx: "unknown partner_id " + _quoted(pid, idx),
             "unknown partner_id",
+        )
+        check.add(
+            is_held,
+            lambda idx: (
+                "partner_id "
+                + _quoted(pid, idx)
+                + " is quarantined in partners ("
+                + held_reasons[held_at[idx]]
+                + ")"
+            ),
+            "partner_id quarantined in partners",
         )
         signed_all = partners["signed_at"].to_numpy(dtype="datetime64[ns]")
         signed = np.where(known, signed_all[np.maximum(where, 0)], np.datetime64("NaT"))
@@ -864,6 +887,11 @@ def _validate_table(
     return clean, quarantine, codes
 
 
+REASONS_VERSION = 2
+"""Version of the quarantine reasons' wording (2: a row of a quarantined partner says so, not
+"unknown partner_id"). A validated snapshot holds the reasons of its day: one written under
+another version is validated again (``features.validated``)."""
+
 QUARANTINE_COLUMNS = ("_row", "reason")
 """Columns every quarantine file adds; an input column of the same name is renamed."""
 
@@ -874,6 +902,42 @@ def quarantine_column(name: str, sources: dict) -> str:
     while out in QUARANTINE_COLUMNS or (out != name and out in sources):
         out += "_input"
     return out
+
+
+SPANS_NOTE = re.compile(r"; record spans lines \d+-\d+ \(a stray quote\?\)$")
+"""The line-span note a quarantined CSV record's reason may end with."""
+
+
+def _held_partners(quarantine: pd.DataFrame | None, partners: pd.DataFrame) -> pd.DataFrame:
+    """Ids of quarantined partner rows that no valid row has, with the first such row's reason.
+
+    Rows of other tables with such an id are quarantined too; their reason quotes this one
+    (without its line-span note, which belongs to the partners file's record).
+
+    Args:
+        quarantine: The partners table's quarantine (ids as the file holds them), or None.
+        partners: The valid partner rows (ids trimmed).
+
+    Returns:
+        ``partner_id`` (trimmed, as the validator compares ids) and ``reason``, one row per id.
+    """
+    if quarantine is None or quarantine.empty or "partner_id" not in quarantine:
+        return pd.DataFrame(
+            {"partner_id": pd.Series(dtype="str"), "reason": pd.Series(dtype="str")}
+        )
+    text = pa.array(
+        quarantine["partner_id"].to_numpy(dtype=object), type=pa.string(), from_pandas=True
+    )
+    ids = pd.Series(pc.utf8_trim_whitespace(text).to_pandas(), dtype=object)
+    held = pd.DataFrame(
+        {
+            "partner_id": ids,
+            "reason": quarantine["reason"].astype(str).str.replace(SPANS_NOTE, "", regex=True),
+        }
+    )
+    held = held[held["partner_id"].notna() & (held["partner_id"] != "")]
+    held = held[~isin_text(held["partner_id"], partners["partner_id"])]
+    return held.drop_duplicates("partner_id", keep="first").reset_index(drop=True)
 
 
 def _empty(col: Column, n: int) -> pd.Series:
@@ -1127,6 +1191,7 @@ def _validate_all(
     latest = (config or ValidateConfig()).latest_plausible().to_datetime64()
     tables: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, pd.DataFrame] = {}
+    held = None
     for name, spec in TABLES.items():  # partners first: the others reference it
         if name not in inputs:
             continue
@@ -1136,7 +1201,7 @@ def _validate_all(
         if given is None and path.suffix.lower() == ".csv":
             lines, spans = record_lines(path, n_rows)
         clean, bad, codes = _validate_table(
-            spec, sources, n_rows, path, tables.get("partners"), latest, spans
+            spec, sources, n_rows, path, tables.get("partners"), latest, spans, held
         )
         tables[name] = clean
         quarantine[name] = bad
@@ -1157,6 +1222,8 @@ def _validate_all(
                 write_frame_atomic(bad, qdir / "partners.csv")
                 where = f" (see {qdir / 'partners.csv'})"
             raise PartnerscoreError(f"{path}: no valid partner rows{where}")
+        if name == "partners":  # ids the other tables' rows may name: say why they are absent
+            held = _held_partners(bad, clean)
     if qdir is not None:
         write_quarantine(quarantine, qdir)
     files = {name: path for name, (path, given) in inputs.items() if given is None}

@@ -9,7 +9,8 @@
   from which the ``<table>.csv`` quarantine files of a later job are written again byte for byte;
 - ``DIR/manifest.json`` (written last): the input fingerprints (per table: file name, size,
   mtime_ns, SHA-256 of the content), the contract and snapshot format versions, the package
-  version, the validation rules that decide the result, the data end and the per-table counts.
+  version, the quarantine reasons' wording version, the validation rules that decide the result,
+  the data end and the per-table counts.
 
 :func:`load_validated` (used by ``build`` and ``score``) returns the same :class:`RawData` as
 validating again when every raw table file has the recorded content and the rules give the same
@@ -38,6 +39,7 @@ from partnerscore.features.core import (
     write_text_atomic,
 )
 from partnerscore.features.validate import (
+    REASONS_VERSION,
     LateTail,
     RawData,
     TableReport,
@@ -177,6 +179,7 @@ def write_validated(
         "format": SNAPSHOT_FORMAT,
         "contract_version": CONTRACT_VERSION,
         "package_version": _package_version(),
+        "reasons_version": REASONS_VERSION,
         "created_at": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
         "raw_dir": str(Path(raw.report.raw_dir).resolve()),
         "validation": _rules(config, raw),
@@ -250,6 +253,12 @@ def _manifest(snap: Path) -> dict:
         raise StaleSnapshot(
             f"{path}: written by partnerscore {manifest.get('package_version')}, "
             f"this is {_package_version()}; validate again"
+        )
+    if manifest.get("reasons_version", 1) != REASONS_VERSION:
+        raise StaleSnapshot(
+            f"{path}: its quarantine reasons are worded as in version "
+            f"{manifest.get('reasons_version', 1)}, this partnerscore words them as in version "
+            f"{REASONS_VERSION}; validate again"
         )
     return manifest
 

@@ -201,6 +201,27 @@ def test_damaged_snapshots_are_refused_in_one_line(tmp_path):
     refused("not a validated snapshot")
 
 
+def test_snapshot_with_reasons_of_an_earlier_wording_is_validated_again(tmp_path, capsys):
+    """A snapshot replays the quarantine reasons of the day it was written: one written before
+    the wording changed (no or another ``reasons_version``) would keep telling the user an id of
+    a quarantined partner is unknown, so it is stale."""
+    raw = materialise("quarantined_partner_cascade", tmp_path / "raw")
+    run_validate_snapshot(raw, default_dir(raw))
+    manifest = json.loads((default_dir(raw) / MANIFEST).read_text("utf-8"))
+    old = {k: v for k, v in manifest.items() if k != "reasons_version"}  # as before the key
+    (default_dir(raw) / MANIFEST).write_text(json.dumps(old), "utf-8")
+    bad = default_dir(raw) / "quarantine" / "deals.parquet"
+    frame = pd.read_parquet(bad)
+    frame["reason"] = "unknown partner_id 'P4'"  # what that version wrote
+    frame.to_parquet(bad)
+    data = load_validated(raw, None, tmp_path / "q")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("note: ") and "worded as in version 1" in err
+    assert data.quarantine["deals"]["reason"].iloc[0].startswith("partner_id 'P4' is quarantined")
+    with pytest.raises(StaleSnapshot, match="validate again"):
+        load_validated(raw, default_dir(raw), tmp_path / "q")
+
+
 REF = date(2026, 6, 30)
 
 

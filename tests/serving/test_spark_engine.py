@@ -161,7 +161,14 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
 
 
 @pytest.mark.parametrize(
-    "case", ["stray_quote", "mixed_good_bad", "whitespace_lines", "padded_values_quarantined"]
+    "case",
+    [
+        "stray_quote",
+        "mixed_good_bad",
+        "whitespace_lines",
+        "padded_values_quarantined",
+        "quarantined_partner_cascade",
+    ],
 )
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     """Counts, data end, quarantine rows and the clean rows of malformed folders."""
@@ -182,6 +189,12 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     if case == "padded_values_quarantined":  # ids as the file holds them (not trimmed)
         ids = pd.read_parquet(tmp_path / "sq" / "partners.parquet")["partner_id"]
         assert ids.tolist() == [" P1 ", " P4"]
+    if case == "quarantined_partner_cascade":  # the partner row's reason, found in its bucket
+        reasons = pd.read_parquet(tmp_path / "sq" / "deals.parquet")["reason"].tolist()
+        assert reasons[0] == (
+            "partner_id 'P4' is quarantined in partners (signed_at 'someday' is not a date)"
+        )
+        assert reasons[-1] == "unknown partner_id 'P9'"
     clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
     for name, frame in unpack(clean, got.dtypes).items():
         pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)

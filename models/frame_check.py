@@ -155,6 +155,56 @@ def _check_range(
         )
 
 
+INFINITE_SHOWN = 3
+"""Infinite features named in a reason; more are counted."""
+
+
+def infinite_features(model: PartnerModel, frame: pd.DataFrame) -> np.ndarray:
+    """Per row of a feature frame built from raw tables, why it cannot be scored ("" if it can).
+
+    Amounts up to the largest float are valid raw data, but two of one partner add up to
+    ``inf`` in its sums (won amount to date, and the average won size from it). The trees would
+    score an infinite feature as the largest value they saw, a confident score from no real
+    number: such a row is rejected instead, naming the feature.
+
+    Args:
+        model: The model whose numeric features are read.
+        frame: The feature rows (features the frame lacks are skipped).
+
+    Returns:
+        An object array of reasons, e.g. "feature 'deals_won_amount_todate' is infinite (its raw
+        values add past the float range)"; "" for rows without an infinite feature.
+    """
+    names, masks = [], []
+    for spec in model.feature_specs:
+        if spec.kind == "categorical" or spec.name not in frame.columns:
+            continue
+        col = frame[spec.name]
+        if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+            continue
+        bad = np.isinf(col.to_numpy(dtype="float64", na_value=np.nan))
+        if bad.any():
+            names.append(spec.name)
+            masks.append(bad)
+    reasons = np.full(len(frame), "", dtype=object)
+    if not names:
+        return reasons
+    hits = np.column_stack(masks)
+    for row in np.flatnonzero(hits.any(axis=1)):
+        found = [names[j] for j in np.flatnonzero(hits[row])]
+        reasons[row] = _infinite_reason(found)
+    return reasons
+
+
+def _infinite_reason(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"feature '{names[0]}' is infinite (its raw values add past the float range)"
+    shown = ", ".join(f"'{name}'" for name in names[:INFINITE_SHOWN])
+    more = len(names) - INFINITE_SHOWN
+    shown += f" and {more} more" if more > 0 else ""
+    return f"features {shown} are infinite (their raw values add past the float range)"
+
+
 def _mixed_zones(source, frame: pd.DataFrame, exc: Exception) -> str:
     """The one-line error for as_of values pandas cannot read as one column (mixed zones)."""
     zones = []

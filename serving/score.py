@@ -384,7 +384,7 @@ def run_score(
             earlier = None
             if reader is not None:
                 earlier = reader.result(keys["partner_id"], cut if cut is not None else cuts)
-            scored, raw_rows = grouped.scored, grouped.raw_rows
+            scored, raw_rows, reasons = grouped.scored, grouped.raw_rows, grouped.reasons
             del grouped, keys
         else:  # the whole batch at once
             with progress.task("score: building point-in-time features"):
@@ -417,15 +417,16 @@ def run_score(
             with progress.task(f"score: scoring and explaining {len(features):,} partners"):
                 scored = score_features(loaded.model, features, policy=config.policy)
             scored = with_upgrade_paths(loaded.model, features, scored, config)
+            reasons = unscorable(loaded.model, features, scored)
             raw_rows = anomalies()[0]
     version = loaded.version
     shadow_of = _shadow_of(uri, version, config)
     in_scope_ids = partners_all.loc[ready, "partner_id"].astype(str)
     not_yet = int((~ready).sum())
-    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
+    kept = reasons == ""
     when = cut if cut is not None else cuts
-    rejects.append(_rejects(scored.loc[~finite, "partner_id"], when, "non-finite prediction"))
-    scored = scored[finite.to_numpy()].reset_index(drop=True)
+    rejects.append(_rejects(scored.loc[~kept, "partner_id"], when, reasons[~kept]))
+    scored = scored[kept].reset_index(drop=True)
     lost = ~isin_text(in_scope_ids, scored["partner_id"]) & ~isin_text(
         in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
     )
@@ -514,6 +515,26 @@ def with_upgrade_paths(
         index=scored.index,
     )
     return pd.concat([scored, extra], axis=1)
+
+
+NON_FINITE = "non-finite prediction"
+
+
+def unscorable(model, features: pd.DataFrame, scored: pd.DataFrame) -> np.ndarray:
+    """Per score row (``features``' rows, in order), why it is a reject ("" when it is kept).
+
+    A feature that is infinite (a partner's raw amounts add past the float range) is named:
+    the row's numbers say nothing (:func:`~partnerscore.models.frame_check.infinite_features`);
+    else a prediction that is not finite. Shared by the whole job, the grouped job and the
+    Spark engine.
+    """
+    from partnerscore.models.frame_check import infinite_features
+
+    reasons = infinite_features(model, features)
+    finite = np.isfinite(scored["pred_revenue"].to_numpy(dtype=float)) & np.isfinite(
+        scored["pred_engagement"].to_numpy(dtype=float)
+    )
+    return np.where(reasons != "", reasons, np.where(finite, "", NON_FINITE)).astype(object)
 
 
 def read_overrides(path: str | None, policy) -> pd.DataFrame:
@@ -1385,7 +1406,7 @@ def run_score_features(
     finite = (
         np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     ).to_numpy()
-    rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], "non-finite prediction")]
+    rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], NON_FINITE)]
     scored, as_of = scored[finite].reset_index(drop=True), as_of[finite]
     # a partner with several rows (build's training set: one per onboarding age) is scored in
     # rounds, each partner's k-th row by as_of in round k: each round is one run (its peers,

@@ -128,6 +128,8 @@ class GroupedScores:
     keys: pd.DataFrame
     scored: pd.DataFrame
     raw_rows: pd.DataFrame
+    reasons: np.ndarray
+    """Per score row, its reject reason ("" when kept: ``score.unscorable``)."""
 
 
 def score_groups(
@@ -156,18 +158,19 @@ def score_groups(
 
     Returns:
         (partner_id, as_of) of every partner built, the score rows (as the whole job's
-        ``score_features`` and upgrade paths give them) and the raw-row anomalies.
+        ``score_features`` and upgrade paths give them), the raw-row anomalies and each score
+        row's reject reason.
     """
     from partnerscore.features.anomaly import empty_anomalies, raw_anomalies, snapshot_statistics
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
     from partnerscore.features.validate import RawData, supported_end
     from partnerscore.models.scoring import score_features
-    from partnerscore.serving.score import with_upgrade_paths
+    from partnerscore.serving.score import unscorable, with_upgrade_paths
 
     robust, periods = snapshot_statistics(
         groups.snapshot.tables, groups.raw.tables["partners"], anomaly_as_of
     )
-    keys, scored, anomalies = [], [], []
+    keys, scored, anomalies, reasons = [], [], [], []
     # who is old enough reads the supported data end (a late tail does not move it)
     data_end = supported_end(groups.raw.data_end, groups.raw.late_tail)
     batch_size = int(ready.sum())  # the upgrade paths' limit is the whole batch's
@@ -186,7 +189,9 @@ def score_groups(
                 features = build_scoring_frame_at_age(raw, at_age)[0]
             if len(features):
                 part = score_features(model, features, policy=config.policy)
-                scored.append(with_upgrade_paths(model, features, part, config, batch_size))
+                part = with_upgrade_paths(model, features, part, config, batch_size)
+                scored.append(part)
+                reasons.append(unscorable(model, features, part))
                 keys.append(features[["partner_id", "as_of"]])
             anomalies.append(checks.result())
             del tables, raw, features
@@ -195,6 +200,7 @@ def score_groups(
         keys=pd.concat(keys, ignore_index=True),
         scored=pd.concat(scored, ignore_index=True),
         raw_rows=pd.concat(found, ignore_index=True) if found else empty_anomalies(),
+        reasons=np.concatenate(reasons),
     )
 
 

@@ -68,6 +68,7 @@ EXTRA_COLUMNS = (
 )
 """Columns the job adds after :func:`score_features`, in the pandas job's order."""
 FINITE = "_finite"
+REJECT = "_reject"
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 PROBE_PARTNERS = 64
 ARROW_BATCH = 50_000
@@ -168,7 +169,8 @@ def score_tables(
 
     Returns:
         The pandas job's score rows (peer_percentile left NaN: it compares partners across
-        groups) plus ``_finite`` (False rows are rejects: a non-finite prediction).
+        groups) plus ``_finite`` (False rows are rejects) and ``_reject`` (their reason, as
+        the pandas job's :func:`~partnerscore.serving.score.unscorable`; "" when kept).
     """
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
     from partnerscore.features.validate import RawData
@@ -193,6 +195,9 @@ def score_tables(
         from partnerscore.serving.score import with_upgrade_paths
 
         scored = with_upgrade_paths(model, features, scored, ctx.config, ctx.batch_size)
+    from partnerscore.serving.score import unscorable
+
+    reasons = unscorable(model, features, scored)
     raw_rows = ctx.raw_anomalies
     if raw_rows is None and ctx.robust is not None:
         from partnerscore.features.anomaly import raw_anomalies
@@ -205,7 +210,6 @@ def score_tables(
 
         flagged = anomaly_columns(scored, raw_rows, ctx.reference, ctx.monitor)
         scored = pd.concat([scored, flagged], axis=1)
-    finite = np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
     smoothed, prev, flags = smooth_and_guard_batch(
         scored["partner_id"].tolist(), scored["score"].to_numpy(), previous, policy
     )
@@ -223,9 +227,8 @@ def score_tables(
         ctx.model_uri,
         ctx.config,
     )
-    return pd.concat(
-        [decided, pd.DataFrame({FINITE: finite.to_numpy()}, index=decided.index)], axis=1
-    )
+    marks = pd.DataFrame({FINITE: reasons == "", REJECT: reasons}, index=decided.index)
+    return pd.concat([decided, marks], axis=1)
 
 
 def spark_type(dtype):
@@ -943,6 +946,7 @@ def _score_job(
         "tier",
         "partner_type",
         FINITE,
+        REJECT,
     }
     kept = [c for c in probe.columns if c in wanted]
     done_schema = T.StructType(
@@ -980,12 +984,12 @@ def _score_job(
         tick = time.perf_counter()
         narrow = _read_parts(staging, kept, done)
         finite = narrow[FINITE].to_numpy(bool)
-        bad = narrow.loc[~finite, "partner_id"]
+        bad = narrow.loc[~finite, ["partner_id", REJECT]]
         good = narrow[finite].sort_values("partner_id", kind="stable").reset_index(drop=True)
         # the pandas job's own peer percentiles, over the whole batch's finite rows
         good["peer_percentile"] = peer_percentile(good)
-        rows = good.drop(columns=[FINITE])
-        rejects.append(_rejects(bad, cuts, "non-finite prediction"))
+        rows = good.drop(columns=[FINITE, REJECT])
+        rejects.append(_rejects(bad["partner_id"], cuts, bad[REJECT].astype(str).to_numpy()))
         lost = ~isin_text(in_scope_ids, rows["partner_id"]) & ~isin_text(
             in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
         )
@@ -1077,7 +1081,7 @@ def _read_parts(staging: Path, columns: list[str], done: pd.DataFrame) -> pd.Dat
 
 
 def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
-    """The staged parts with their peer percentiles, less non-finite rows, beside ``out``.
+    """The staged parts with their peer percentiles, less rejected rows, beside ``out``.
 
     Each part is read, filtered and written again into ``.<out>.new`` (two threads: Parquet
     decoding and encoding release the GIL); :func:`_swap` then replaces ``out`` whole.
@@ -1093,7 +1097,7 @@ def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
 
     def one(path: Path) -> None:
         table = pq.read_table(path)
-        table = table.filter(pc.equal(table[FINITE], True)).drop_columns([FINITE])
+        table = table.filter(pc.equal(table[FINITE], True)).drop_columns([FINITE, REJECT])
         ids = table["partner_id"].to_numpy(zero_copy_only=False)
         values = pa.array(peers.reindex(ids).to_numpy(float), type=pa.float64())
         where = table.schema.get_field_index("peer_percentile")

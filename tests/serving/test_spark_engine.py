@@ -431,6 +431,46 @@ def _both_at_age(raw, cfg, tmp_path, spark, snap):
     return expected, got, pandas_out, spark_out
 
 
+@pytest.mark.slow
+def test_spark_rejects_an_infinite_feature_as_the_pandas_job(
+    raw_dir, store_config, tmp_path, spark
+):
+    """Two largest-float won deals of one partner add up to inf in its features: both engines
+    reject the partner naming them (Spark scored it silently), and the rest equal."""
+    from support import sibling
+
+    from partnerscore.features.core import read_frame
+    from partnerscore.serving.score import run_score
+    from partnerscore.serving.spark_engine import run_score_spark
+
+    huge = sibling(__file__, "test_score_infinite")
+    raw = tmp_path / "raw"
+    pid = huge._program_with_two_huge_deals(raw_dir, raw)
+    when = pd.Timestamp(huge.AS_OF).date()
+    expected = run_score(raw, when, "champion", tmp_path / "p" / "scores.parquet", store_config)
+    got = run_score_spark(
+        raw,
+        when,
+        "champion",
+        tmp_path / "s" / "scores.parquet",
+        store_config,
+        shuffle_partitions=2,
+        buckets=3,
+        spark=spark,
+    )
+    rejects = read_frame(got.rejects)
+    assert rejects.equals(read_frame(expected.rejects))
+    assert rejects.loc[rejects["partner_id"] == pid, "reason"].tolist() == [huge.REASON]
+    assert (got.scored, got.rejected, got.not_yet) == (
+        expected.scored,
+        expected.rejected,
+        expected.not_yet,
+    )
+    assert got.partners_input == got.scored + got.rejected + got.not_yet
+    spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
+    _same(read_frame(expected.out), spark_out)
+
+
 @pytest.mark.parametrize("snapshot", [False, True])
 def test_spark_at_onboarding_age_equals_the_pandas_job(
     raw_dir, store_config, tmp_path, spark, snapshot

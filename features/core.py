@@ -35,6 +35,36 @@ def check_day_count(option: str, days: int, low: int = 0) -> None:
         )
 
 
+def visible(text: str) -> str:
+    r"""``text`` as printed in a reason or an error line, every character visible.
+
+    Characters that print as nothing or as a plain space (control characters such as NUL or
+    tab, format characters such as the zero-width space U+200B or the BOM, no-break and other
+    Unicode spaces, unassigned code points) are written as Python escapes (``\x00``,
+    ``\t``, ``\u200b``, ``\xa0``), so a value holding one no longer reads exactly like
+    the valid value it resembles; backslashes are then doubled so that an escape is never
+    ambiguous. Printable text, non-ASCII letters included (``Zürich``), is returned unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ("\\\\" if ch == "\\" else ch)
+        if ch.isprintable()
+        else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )
+
+
+def quoted(value: object, limit: int | None = None) -> str:
+    """A cell value for a reason or an error line: ``'value'`` with :func:`visible` characters.
+
+    Args:
+        value: The value (shown as ``str(value)``).
+        limit: Keep the first ``limit`` characters of the value (None: all).
+    """
+    return f"'{visible(str(value)[:limit])}'"
+
+
 class PartnerscoreError(Exception):
     """An error the user can act on: the CLI prints its one-line message, never a traceback.
 
@@ -485,7 +515,7 @@ def not_utf8(path: Path) -> PartnerscoreError:
     found = f"byte 0x{byte.hex().upper()}; save the file as UTF-8"
     if header is None:
         return PartnerscoreError(f"{path}: not UTF-8 text at line {line} (the header): {found}")
-    column = f"'{header[field]}'" if field < len(header) else f"{field + 1} (past the header)"
+    column = quoted(header[field]) if field < len(header) else f"{field + 1} (past the header)"
     return PartnerscoreError(
         f"{path}: not UTF-8 text at line {line} (row {rows + 1}, column {column}): {found}"
     )
@@ -687,7 +717,7 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
             names = [h.strip() for h in header]
             dup = next((h for h in names if names.count(h) > 1), None)
             if dup is not None:  # pandas would rename the second to "<name>.1" and go on
-                raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+                raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
             # only empty cells are missing: "NA" is a region, "null" a name; ids are text
             as_text = {c: "str" for c in header if c in TEXT_ID_COLUMNS or (text and text(c))}
             with warnings.catch_warnings():

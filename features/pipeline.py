@@ -25,6 +25,7 @@ from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
     milestone_dates,
+    quoted,
     read_frame,
     write_frame_atomic,
     write_text_atomic,
@@ -92,7 +93,7 @@ def _check_reach(partners: pd.DataFrame, signed: pd.Series, ages: tuple[int, ...
     if past.any():
         row = int(np.flatnonzero(past)[0])
         raise PartnerscoreError(
-            f"--ages {oldest}: partner '{partners['partner_id'].iloc[row]}' (signed "
+            f"--ages {oldest}: partner {quoted(partners['partner_id'].iloc[row])} (signed "
             f"{signed.iloc[row]:%Y-%m-%d}) would be {oldest} days old after 2262-04-11, "
             "the last date the pipeline can represent"
         )
@@ -322,14 +323,15 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise PartnerscoreError(
-            f"{path}: column 'as_of' row {row + 1}: '{given.iloc[row]}' is not a date"
+            f"{path}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is not a date"
         )
     years = as_of.dt.year.to_numpy()
     outside = (years < 1900) | (years > 2199)
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
         raise PartnerscoreError(
-            f"{path}: column 'as_of' row {row + 1}: '{given.iloc[row]}' is outside the years "
+            f"{path}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is outside the "
+            "years "
             "1900-2199"
         )
     as_of = as_of.astype("datetime64[ns]")
@@ -341,7 +343,7 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
     if not known.all():
         row = int(np.flatnonzero(~known.to_numpy())[0])
         raise PartnerscoreError(
-            f"{path}: column 'partner_id' row {row + 1}: unknown partner '{ids.iloc[row]}'"
+            f"{path}: column 'partner_id' row {row + 1}: unknown partner {quoted(ids.iloc[row])}"
         )
     signed_at = signed.reindex(ids.to_numpy()).to_numpy()
     early = as_of.to_numpy() < signed_at
@@ -349,7 +351,7 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
         row = int(np.flatnonzero(early)[0])
         raise PartnerscoreError(
             f"{path}: column 'as_of' row {row + 1}: {as_of.iloc[row]:%Y-%m-%d} is before "
-            f"partner '{ids.iloc[row]}' signed"
+            f"partner {quoted(ids.iloc[row])} signed"
         )
     out = pd.DataFrame({"partner_id": ids.to_numpy(), "as_of": as_of.to_numpy()})
     out["signed_at"] = signed_at

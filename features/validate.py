@@ -49,6 +49,7 @@ from partnerscore.features.core import (
     file_fingerprint,
     isin_text,
     not_utf8,
+    quoted,
     ragged_line,
     unclosed_quote,
     write_frame_atomic,
@@ -225,7 +226,7 @@ def _duplicate_parquet_column(path: Path) -> None:
         return
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
-        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
 
 
 _DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
@@ -244,9 +245,8 @@ def check_delimiter(path: Path | str, header: list[str]) -> None:
     found = next((d for d in _DELIMITERS if d in header[0]), None)
     if found is not None:
         shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
-        shown = shown.replace("\t", "\\t")
         raise PartnerscoreError(
-            f"{path}: the header is one column '{shown}': the file is separated by "
+            f"{path}: the header is one column {quoted(shown)}: the file is separated by "
             f"{_DELIMITERS[found]}, not by commas as the contract's CSV files are"
         )
 
@@ -268,7 +268,7 @@ def _read_arrow(path: Path) -> pa.Table:
     check_delimiter(path, header)
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
-        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
     try:
         return pacsv.read_csv(
             path,
@@ -484,7 +484,7 @@ def _utf8(path: Path, name: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
             except UnicodeDecodeError as exc:
                 byte = value[exc.start : exc.start + 1].hex().upper()
                 raise PartnerscoreError(
-                    f"{path}: not UTF-8 text at row {row}, column '{name}': byte 0x{byte}; "
+                    f"{path}: not UTF-8 text at row {row}, column {quoted(name)}: byte 0x{byte}; "
                     "write the column as UTF-8 strings"
                 ) from exc
         raise
@@ -496,7 +496,7 @@ def _read(path: Path, table: pa.Table | None = None) -> tuple[dict[str, _Source]
     names = [str(c).strip() for c in table.column_names]
     if len(set(names)) != len(names):
         dup = next(h for h in names if names.count(h) > 1)
-        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
     try:
         sources = {
             name: _Source(_utf8(path, name, col))
@@ -545,8 +545,11 @@ class _Checker:
 
 
 def _quoted(src: _Source, idx: np.ndarray) -> np.ndarray:
-    """``'value'`` for the rows at ``idx`` (cut at 60 characters), as an object array."""
-    return np.array([f"'{(v or '')[:60]}'" for v in src.text(idx)], dtype=object)
+    """``'value'`` for the rows at ``idx``, as an object array.
+
+    Cut at 60 characters, invisible characters escaped (:func:`~partnerscore.features.core.quoted`).
+    """
+    return np.array([quoted(v or "", 60) for v in src.text(idx)], dtype=object)
 
 
 def _said(name: str, src: _Source, suffix: str) -> Message:
@@ -887,10 +890,11 @@ def _validate_table(
     return clean, quarantine, codes
 
 
-REASONS_VERSION = 2
+REASONS_VERSION = 3
 """Version of the quarantine reasons' wording (2: a row of a quarantined partner says so, not
-"unknown partner_id"). A validated snapshot holds the reasons of its day: one written under
-another version is validated again (``features.validated``)."""
+"unknown partner_id"; 3: invisible characters in quoted values are escapes). A validated
+snapshot holds the reasons of its day: one written under another version is validated again
+(``features.validated``)."""
 
 QUARANTINE_COLUMNS = ("_row", "reason")
 """Columns every quarantine file adds; an input column of the same name is renamed."""

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.contract import END_DATE, FIRST_DATE
-from partnerscore.features.core import MAX_DAYS, PartnerscoreError
+from partnerscore.features.core import MAX_DAYS, PartnerscoreError, quoted, visible
 from partnerscore.models.bundle import PartnerModel
 
 ID_COLUMNS = ("partner_id", "as_of")
@@ -76,7 +76,8 @@ def check_feature_frame(
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise PartnerscoreError(
-            f"{source}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' is not a date"
+            f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} is not "
+            "a date"
         )
     ids = frame["partner_id"]
     if ids.isna().any():
@@ -87,14 +88,15 @@ def check_feature_frame(
     if outside.any():  # a typo (2200 for 2020): scores dated where no data can be
         row = int(np.flatnonzero(outside)[0])
         raise PartnerscoreError(
-            f"{source}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' is outside "
-            f"the years {FIRST_DATE.year}-{END_DATE.year - 1} (partner '{ids.iloc[row]}')"
+            f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} is "
+            f"outside the years {FIRST_DATE.year}-{END_DATE.year - 1} "
+            f"(partner {quoted(ids.iloc[row])})"
         )
     dup = pd.DataFrame({"p": ids.astype(str), "t": as_of}).duplicated().to_numpy()
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
         raise PartnerscoreError(
-            f"{source}: row {row + 1}: duplicate (partner_id, as_of) '{ids.iloc[row]}'"
+            f"{source}: row {row + 1}: duplicate (partner_id, as_of) {quoted(ids.iloc[row])}"
         )
     missing = [s.name for s in model.feature_specs if s.name not in frame.columns]
     if missing and not allow_missing:
@@ -113,7 +115,9 @@ def check_feature_frame(
             text = col.astype(object).where(col.notna(), None)
             new = text.notna().to_numpy() & ~text.isin(known).to_numpy()
             if new.any():
-                pairs = f"{spec.name}=" + text[new].astype(str).to_numpy(dtype=object)
+                pairs = np.array(
+                    [f"{spec.name}={visible(str(v))}" for v in text[new]], dtype=object
+                )
                 unseen[new] = np.where(unseen[new] == "", pairs, unseen[new] + "; " + pairs)
             continue
         if pd.api.types.is_bool_dtype(col.dtype):
@@ -126,9 +130,9 @@ def check_feature_frame(
             if wrong.any():
                 row = int(np.flatnonzero(wrong)[0])
                 raise PartnerscoreError(
-                    f"{source}: column '{spec.name}' row {row + 1}: '{col.iloc[row]}' is not "
-                    "a number (leave the cell empty for a missing value) "
-                    f"(partner '{ids.iloc[row]}')"
+                    f"{source}: column '{spec.name}' row {row + 1}: {quoted(col.iloc[row])} is "
+                    "not a number (leave the cell empty for a missing value) "
+                    f"(partner {quoted(ids.iloc[row])})"
                 )
         _check_range(spec.name, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
     return FrameCheck(missing=missing, unseen=unseen)
@@ -150,8 +154,8 @@ def _check_range(
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise PartnerscoreError(
-            f"{source}: column '{name}' row {row + 1}: '{col.iloc[row]}' {why} "
-            f"(partner '{ids.iloc[row]}')"
+            f"{source}: column '{name}' row {row + 1}: {quoted(col.iloc[row])} {why} "
+            f"(partner {quoted(ids.iloc[row])})"
         )
 
 
@@ -218,7 +222,8 @@ def _mixed_zones(source, frame: pd.DataFrame, exc: Exception) -> str:
     if row is None:
         return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
     return (
-        f"{source}: column 'as_of' row {row + 1}: '{frame['as_of'].iloc[row]}' has another time "
-        f"zone than row 1 ('{frame['as_of'].iloc[0]}') (partner '{frame['partner_id'].iloc[row]}')"
+        f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} has another "
+        f"time zone than row 1 ({quoted(frame['as_of'].iloc[0])}) "
+        f"(partner {quoted(frame['partner_id'].iloc[row])})"
         "; give every as_of in one time zone, or none"
     )

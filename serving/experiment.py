@@ -37,6 +37,7 @@ from partnerscore.features.core import (
     PartnerscoreError,
     check_day_count,
     frame_format,
+    quoted,
     read_frame,
     write_frame_atomic,
     write_text_atomic,
@@ -222,7 +223,7 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
             row = f" row {int(idx) + 2}" if idx is not None else ""
             if "failure_case" in cases and "coerc" in first:  # say which value, not the type
                 kind = "whole number" if "type int" in first else "number"
-                first = f"'{cases['failure_case'].iloc[0]}' is not a {kind}"
+                first = f"{quoted(cases['failure_case'].iloc[0])} is not a {kind}"
         if col and twice:
             col, first = "partner_id", "a partner assigned twice in one experiment"
         where = f"column '{col}'{row}: " if col else ""
@@ -753,8 +754,8 @@ def run_analyze(
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise PartnerscoreError(
-            f"{assignments}: row {row + 2}: partner_id '{table['partner_id'].iloc[row]}' is not "
-            f"in the partners table of {raw_dir}"
+            f"{assignments}: row {row + 2}: partner_id {quoted(table['partner_id'].iloc[row])} "
+            f"is not in the partners table of {raw_dir}"
         )
     # a few partners' late rows (a late tail) do not complete anyone else's horizon
     data_end = supported_end(raw.data_end, raw.late_tail)

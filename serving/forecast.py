@@ -39,6 +39,7 @@ from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
+    quoted,
     read_frame,
     write_frame_atomic,
 )
@@ -220,7 +221,7 @@ def model_layout(
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise PartnerscoreError(
                 f"{source}: column '{col}', row {row + 2}: expected a whole number of days, "
-                f"got '{scores[col].iloc[row]}'"
+                f"got {quoted(scores[col].iloc[row])}"
             )
         found = sorted({int(v) for v in values.unique()})
         if len(found) > 1:
@@ -263,7 +264,7 @@ def level_error(scores: pd.DataFrame, source: str) -> float:
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise PartnerscoreError(
             f"{source}: column '{LEVEL_COLUMN}', row {row + 2}: expected a number >= 0, "
-            f"got '{raw.iloc[row]}'"
+            f"got {quoted(raw.iloc[row])}"
         )
     return float(values.max()) if values.notna().any() else 0.0
 
@@ -290,7 +291,7 @@ def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:
     hint = " (scored by a model without intervals: retrain)" if col.endswith("sd") else ""
     problems = (
         (missing, lambda v: f"missing{hint}"),
-        (np.isnan(numbers) & ~missing, lambda v: f"'{v}' is not a number"),
+        (np.isnan(numbers) & ~missing, lambda v: f"{quoted(v)} is not a number"),
         (np.isinf(numbers), lambda v: f"{v} is not finite"),
         (numbers < 0, lambda v: f"{v} is negative"),
     )
@@ -568,7 +569,7 @@ def _scope_flags(data: pd.DataFrame, source: str) -> pd.Series:
         row = int(np.flatnonzero(flags.isna().to_numpy())[0])
         raise PartnerscoreError(
             f"{source}: column 'out_of_scope', row {row + 2}: expected true or false, got "
-            f"'{raw.iloc[row]}'"
+            f"{quoted(raw.iloc[row])}"
         )
     return flags.astype(bool)
 

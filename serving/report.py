@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
     PartnerscoreError,
+    quoted,
     read_frame,
     write_text_atomic,
 )
@@ -929,7 +930,7 @@ def read_notes(path: str | Path | None) -> dict[str, list[dict]]:
         for i, value in enumerate(frame["noted_at"], start=2):
             if value and pd.isna(pd.to_datetime(value, errors="coerce")):
                 raise PartnerscoreError(
-                    f"{path}: row {i}: column 'noted_at': '{value}' is not a date"
+                    f"{path}: row {i}: column 'noted_at': {quoted(value)} is not a date"
                 )
         frame["_t"] = pd.to_datetime(frame["noted_at"].replace("", None), errors="coerce")
         frame = frame.sort_values("_t", ascending=False, kind="stable", na_position="last")
@@ -953,7 +954,7 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
         wanted = {str(p).strip() for p in partners if str(p).strip()}
         unknown = sorted(wanted - set(frame["partner_id"]))
         if unknown:
-            raise PartnerscoreError(f"--partners: '{unknown[0]}' is not in the scores file")
+            raise PartnerscoreError(f"--partners: {quoted(unknown[0])} is not in the scores file")
         keep &= frame["partner_id"].isin(wanted).to_numpy()
     if tier is not None:
         in_tier = (text_column(frame["score_tier"]) == tier).to_numpy()

@@ -27,6 +27,7 @@ from partnerscore.features.core import (
     isin_text,
     milestone_dates,
     publish_staged,
+    quoted,
     read_frame,
     stage_frames,
 )
@@ -565,7 +566,7 @@ def read_overrides(path: str | None, policy) -> pd.DataFrame:
             raise PartnerscoreError(f"{path}: row {i}: column 'partner_id' is empty")
         if rec["tier"] and rec["tier"] not in policy.tier_cutoffs:
             raise PartnerscoreError(
-                f"{path}: row {i}: column 'tier': '{rec['tier']}' is not a tier "
+                f"{path}: row {i}: column 'tier': {quoted(rec['tier'])} is not a tier "
                 f"({', '.join(policy.tier_cutoffs)})"
             )
         if not rec["reason"]:
@@ -576,13 +577,14 @@ def read_overrides(path: str | None, policy) -> pd.DataFrame:
             pd.Timestamp(rec["expires"]).date()
         except (ValueError, TypeError) as exc:
             raise PartnerscoreError(
-                f"{path}: row {i}: column 'expires': '{rec['expires']}' is not a date"
+                f"{path}: row {i}: column 'expires': {quoted(rec['expires'])} is not a date"
             ) from exc
     dupes = frame["partner_id"].duplicated()
     if dupes.any():
         row = int(np.flatnonzero(dupes.to_numpy())[0]) + 2
         raise PartnerscoreError(
-            f"{path}: row {row}: partner '{frame['partner_id'][dupes].iat[0]}' is listed twice"
+            f"{path}: row {row}: partner {quoted(frame['partner_id'][dupes].iat[0])} is listed "
+            "twice"
         )
     frame["expires"] = pd.to_datetime(frame["expires"])
     return frame

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, quoted
 
 KIND = "_kind"
 ROW = "_row"
@@ -789,9 +789,10 @@ def cross_bucket_keys(validated, inputs: dict[str, TableInput]) -> None:
         if len(mine):
             first = mine.iloc[0]
             raise PartnerscoreError(
-                f"{inputs[name].path}: {k} '{first['_key']}' (first at row {int(first['row'])}) "
-                "belongs to several partners; --engine spark validates per partner and cannot "
-                "decide which row to keep: fix the ids, or score with --engine pandas"
+                f"{inputs[name].path}: {k} {quoted(first['_key'])} "
+                f"(first at row {int(first['row'])}) belongs to several partners; --engine spark "
+                "validates per partner and cannot decide which row to keep: fix the ids, or "
+                "score with --engine pandas"
             )
 
 

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, file_fingerprint
+from partnerscore.features.core import PartnerscoreError, file_fingerprint, visible
 from partnerscore.features.registry import (
     PHASE_PREFIX,
     feature_specs,
@@ -246,10 +246,8 @@ def check_finite(frame: pd.DataFrame, path: Path) -> None:
         return
     row, col, value, count = first
     as_of = pd.Timestamp(frame["as_of"].iloc[row]).strftime("%Y-%m-%d")
-    where = (
-        f"{path}: column '{col}' row {row + 1} (partner {frame['partner_id'].iloc[row]}, "
-        f"as_of {as_of})"
-    )
+    partner = visible(str(frame["partner_id"].iloc[row]))
+    where = f"{path}: column '{col}' row {row + 1} (partner {partner}, as_of {as_of})"
     if np.isnan(value):
         raise PartnerscoreError(f"{where}: the label is missing (rebuild the training set)")
     raise PartnerscoreError(

@@ -13,8 +13,10 @@ from partnerscore.features.core import (
     PartnerscoreError,
     csv_lines,
     file_fingerprint,
+    quoted,
     read_frame,
     stable_hash,
+    visible,
     write_frame_atomic,
     write_text_atomic,
 )
@@ -29,6 +31,36 @@ def test_error_message_is_one_line():
     err = PartnerscoreError("deals.csv: column 'amount'\n row 3:  negative")
     assert str(err) == "deals.csv: column 'amount' row 3: negative"
     assert err.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("P001", "'P001'"),
+        ("Zürich Systèmes", "'Zürich Systèmes'"),  # printable non-ASCII text is unchanged
+        ("e\u0301 a b", "'e\u0301 a b'"),  # a combining accent and plain spaces print
+        ("C:\\temp\\n", "'C:\\temp\\n'"),  # printable backslashes too
+        ("P001\u200b", "'P001\\u200b'"),  # zero-width space
+        ("\ufeffP001", "'\\ufeffP001'"),  # byte order mark
+        ("a\x00b", "'a\\x00b'"),
+        ("a\tb\r\n", "'a\\tb\\r\\n'"),
+        ("1\xa0000", "'1\\xa0000'"),  # a no-break space reads as a space
+        ("\x7f\x85\u2028", "'\\x7f\\x85\\u2028'"),
+        ("a\\x00\u200b", "'a\\\\x00\\u200b'"),  # beside an escape, a backslash is doubled
+        (12.5, "'12.5'"),
+    ],
+)
+def test_quoted_shows_invisible_characters_as_escapes(value, shown):
+    assert quoted(value) == shown
+    if visible(str(value)) != str(value):  # Python's own escapes: the text reads back
+        assert shown[1:-1].encode("ascii").decode("unicode_escape") == str(value)
+    # and survives the one-line error (which collapses runs of whitespace)
+    assert str(PartnerscoreError(f"x {shown} y")) == f"x {shown} y"
+
+
+def test_quoted_cuts_before_escaping():
+    assert quoted("abc\u200bdef", 4) == "'abc\\u200b'"
+    assert quoted("x" * 70, 60) == "'" + "x" * 60 + "'"
 
 
 def test_frozen_config_rejects_unknown_and_mutation():

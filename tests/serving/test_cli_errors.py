@@ -923,6 +923,41 @@ def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
         assert_one_error(err, "score --features", named, "raw tables only")
 
 
+def test_score_features_errors_show_invisible_characters(tmp_path, raw_dir, store_file, capsys):
+    """A value with a zero-width space (U+200B) was quoted raw, so the error read exactly like
+    a valid value ('1' is not a number; partner 'P00003'); it is now shown as an escape, and so
+    is an unseen category listed in ``unseen_categories``."""
+    from partnerscore.features.pipeline import build_scoring_frame
+    from partnerscore.features.validate import load_raw
+
+    feats = build_scoring_frame(
+        load_raw(raw_dir, write_quarantine=False), pd.Timestamp("2026-04-01")
+    )
+    pid = feats.loc[2, "partner_id"]
+    bad = feats.astype({"deals_won_todate": object})
+    bad.loc[2, "deals_won_todate"] = "1\u200b"
+    bad.loc[2, "partner_id"] = pid + "\u200b"
+    path = tmp_path / "feats.csv"
+    bad.to_csv(path, index=False)
+    out = tmp_path / "s.csv"
+    argv = ["score", "--features", path, "--out", out, "--no-history", "--config", store_file]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert_one_error(
+        err,
+        f"{path}: column 'deals_won_todate' row 3: '1\\u200b' is not a number",
+        f"(partner '{pid}\\u200b')",
+    )
+    good = feats.copy()
+    good.loc[0, "region"] = "EMEA\u200b"  # not the region EMEA the model knows
+    good.to_csv(path, index=False)
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    scores = read_frame(out)
+    listed = scores.loc[scores["partner_id"] == feats.loc[0, "partner_id"], "unseen_categories"]
+    assert listed.item() == "region=EMEA\\u200b"
+
+
 def test_score_features_refuses_infinite_values_impossible_ages_and_far_dates(
     tmp_path, raw_dir, store_file, capsys
 ):

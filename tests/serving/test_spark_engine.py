@@ -168,6 +168,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
         "whitespace_lines",
         "padded_values_quarantined",
         "quarantined_partner_cascade",
+        "invisible_characters",
     ],
 )
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):

@@ -2,9 +2,10 @@
 
 Each raw table is read by Spark (CSV as all-text columns, Parquet typed) from any
 Spark-readable folder, every row gets its input row number, rows are bucketed by partner
-(``pmod(hash(trim(partner_id)), B)``) and each bucket (its rows of every table) goes through the
-project's own validator (:func:`~partnerscore.features.validate.load_frames`), so the rules and
-the reasons are the pandas job's. The validator's cross-row checks are per partner (duplicate
+(``pmod(hash(partner_id), B)``, the id trimmed as the validator trims it: :data:`TRIM`) and each
+bucket (its rows of every table) goes through the project's own validator
+(:func:`~partnerscore.features.validate.load_frames`), so the rules and the reasons are the
+pandas job's. The validator's cross-row checks are per partner (duplicate
 partner ids, unknown partners, dates before signing), so a bucket's verdicts equal the whole
 batch's; the one check that is not (a duplicate ``deal_id``/``activity_id``/... under partners
 of different buckets) is detected over all rows and stops the run (see :func:`cross_bucket_keys`).
@@ -225,6 +226,11 @@ def table_inputs(spark, files: dict[str, str]) -> dict[str, TableInput]:
 CORRUPT = "_corrupt_record"
 BLANK_LINE = "^[ \\t\\r]*$"
 """A CSV record that is a line of spaces or tabs only (Java regex): skipped like an empty line."""
+_SPACE = "[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+TRIM = f"\\A{_SPACE}+|{_SPACE}+\\z"
+"""Leading and trailing whitespace (Java regex): the characters Arrow's ``utf8_trim_whitespace``
+strips in the validator (Python's ``str.isspace``), where Spark's ``trim`` strips spaces only, so
+an id padded with a tab or a no-break space would be bucketed apart from its partner row."""
 
 
 def read_table(spark, table: TableInput):
@@ -305,7 +311,7 @@ def read_table(spark, table: TableInput):
     return frame.select(
         F.lit(table.name).alias(TABLE),
         F.col(ROW).cast("long").alias(ROW),
-        F.trim(F.col(pid).cast("string")).alias("partner_id"),
+        F.regexp_replace(F.col(pid).cast("string"), TRIM, "").alias("partner_id"),
         F.col(LAST_LINE).alias(LAST_LINE),
         *values,
     )

@@ -169,6 +169,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
         "padded_values_quarantined",
         "quarantined_partner_cascade",
         "invisible_characters",
+        "unicode_padded_ids",
     ],
 )
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
@@ -200,6 +201,25 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     for name, frame in unpack(clean, got.dtypes).items():
         pd.testing.assert_frame_equal(frame, expected.tables[name], check_dtype=True)
     got.unpersist()
+
+
+def test_spark_bucket_trim_strips_what_the_validator_strips():
+    """The bucket key's whitespace class is Python's str.isspace, which Arrow's trim strips.
+
+    (Java and Python read this character class alike; the Spark run of the case
+    ``unicode_padded_ids`` above checks it in Java.)
+    """
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from partnerscore.serving.spark_validate import _SPACE
+
+    points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    matched = [c for c in points if re.fullmatch(_SPACE, chr(c))]
+    trimmed = pc.utf8_trim_whitespace(pa.array(["a" + chr(c) for c in points])).to_pylist()
+    assert matched == [c for c, t in zip(points, trimmed, strict=True) if t == "a"]
 
 
 @pytest.mark.parametrize(

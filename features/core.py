@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -479,6 +480,36 @@ def first_invalid_utf8(path: Path) -> int | None:
             done += len(chunk)
 
 
+class _PrefixThenMark(io.RawIOBase):
+    """The first ``size`` bytes of a file, then ``mark``, read a block at a time.
+
+    Counts the newline bytes of the file it served in ``line_breaks``.
+    """
+
+    def __init__(self, path: Path, size: int, mark: bytes) -> None:
+        super().__init__()
+        self._handle = open(path, "rb")  # noqa: SIM115 (closed by close(), with the reader)
+        self._left, self._mark = size, mark
+        self.line_breaks = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._left > 0:
+            data = self._handle.read(min(len(buffer), self._left))
+            self._left = self._left - len(data) if data else 0
+            self.line_breaks += data.count(b"\n")
+        else:
+            data, self._mark = self._mark[: len(buffer)], self._mark[len(buffer) :]
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
 def not_utf8(path: Path) -> PartnerscoreError:
     """The one-line error for a CSV file that is not UTF-8: its line, row and column.
 
@@ -487,31 +518,30 @@ def not_utf8(path: Path) -> PartnerscoreError:
     decoder's own position is no help: it counts from the start of the block it was decoding.
     """
     import csv
-    import io
 
     where = first_invalid_utf8(path)
     if where is None:
         return PartnerscoreError(f"{path}: not UTF-8 text")
     with open(path, "rb") as handle:
-        before = handle.read(where)
+        handle.seek(where)
         byte = handle.read(1)
-    line = before.count(b"\n") + 1
     # the text before the bad byte is valid; a marker in the bad byte's place lands in its
-    # record and field, however quotes and line breaks run before it
+    # record and field, however quotes and line breaks run before it. Streamed: the file's
+    # text at once took ~7 times its size (90 MB: a 648 MB peak), past memory for a large one
     mark = "\ue000"
-    text = before.decode("utf-8-sig") + mark
+    prefix = _PrefixThenMark(path, where, mark.encode("utf-8"))
     header: list[str] | None = None
-    rows = 0
-    for record in csv.reader(io.StringIO(text, newline="")):
-        if mark in "".join(record):
-            field = next(i for i, value in enumerate(record) if mark in value)
-            break
-        if header is None:
-            header = record
-        elif record and not blank_record(record):
-            rows += 1
-    else:  # unreachable: the marker is in the last record
-        field = 0
+    rows, field = 0, 0
+    with io.TextIOWrapper(io.BufferedReader(prefix), encoding="utf-8-sig", newline="") as text:
+        for record in csv.reader(text):
+            if mark in "".join(record):  # always met: the marker is in the last record
+                field = next(i for i, value in enumerate(record) if mark in value)
+                break
+            if header is None:
+                header = record
+            elif record and not blank_record(record):
+                rows += 1
+    line = prefix.line_breaks + 1  # every byte before the bad one was read to reach the marker
     found = f"byte 0x{byte.hex().upper()}; save the file as UTF-8"
     if header is None:
         return PartnerscoreError(f"{path}: not UTF-8 text at line {line} (the header): {found}")

@@ -551,6 +551,17 @@ def not_utf8(path: Path) -> PartnerscoreError:
     )
 
 
+def refuse_duplicate_columns(path: str | Path, names: list[str]) -> None:
+    """Stop with one line naming the first of ``names`` that a file's header holds twice.
+
+    Readers would go on with it otherwise (pandas renames the second ``<name>.1``, Arrow
+    refuses every later lookup of the name).
+    """
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
+
+
 def csv_header(path: Path) -> list[str]:
     """Column names of a CSV file (raises a one-line error for non-UTF-8 or broken headers)."""
     import csv
@@ -744,10 +755,7 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
             import warnings
 
             header = csv_header(path)
-            names = [h.strip() for h in header]
-            dup = next((h for h in names if names.count(h) > 1), None)
-            if dup is not None:  # pandas would rename the second to "<name>.1" and go on
-                raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
+            refuse_duplicate_columns(path, [h.strip() for h in header])
             # only empty cells are missing: "NA" is a region, "null" a name; ids are text
             as_text = {c: "str" for c in header if c in TEXT_ID_COLUMNS or (text and text(c))}
             with warnings.catch_warnings():

@@ -51,6 +51,7 @@ from partnerscore.features.core import (
     not_utf8,
     quoted,
     ragged_line,
+    refuse_duplicate_columns,
     unclosed_quote,
     write_frame_atomic,
 )
@@ -224,9 +225,7 @@ def _duplicate_parquet_column(path: Path) -> None:
         names = [str(n).strip() for n in pq.read_schema(path).names]
     except Exception:  # unreadable metadata: the caller reports the read error
         return
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup is not None:
-        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
+    refuse_duplicate_columns(path, names)
 
 
 _DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
@@ -266,9 +265,7 @@ def _read_arrow(path: Path) -> pa.Table:
             raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
     header = _header(path)
     check_delimiter(path, header)
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
+    refuse_duplicate_columns(path, header)
     try:
         return pacsv.read_csv(
             path,
@@ -494,9 +491,7 @@ def _read(path: Path, table: pa.Table | None = None) -> tuple[dict[str, _Source]
     """Read a table file (or take ``table``): columns by (stripped) name, number of rows."""
     table = _read_arrow(path) if table is None else table
     names = [str(c).strip() for c in table.column_names]
-    if len(set(names)) != len(names):
-        dup = next(h for h in names if names.count(h) > 1)
-        raise PartnerscoreError(f"{path}: column {quoted(dup)} appears twice in the header")
+    refuse_duplicate_columns(path, names)
     try:
         sources = {
             name: _Source(_utf8(path, name, col))

@@ -162,7 +162,7 @@ def find_tables(spark, raw_dir: str) -> tuple[dict[str, str], list[str]]:
 
 def _header(spark, path: str, is_csv: bool) -> list[str]:
     """Column names of a table file (one-line errors for empty or broken files)."""
-    from partnerscore.features.core import check_quotes_close
+    from partnerscore.features.core import check_quotes_close, refuse_duplicate_columns
     from partnerscore.features.validate import _header as csv_header
     from partnerscore.features.validate import check_delimiter
 
@@ -189,9 +189,7 @@ def _header(spark, path: str, is_csv: bool) -> list[str]:
             raise PartnerscoreError(f"{path}: empty file (no header line)")
         names = [("" if v is None else str(v)).lstrip("\ufeff") for v in first[0]]
     names = [str(c).strip() for c in names]
-    if len(set(names)) != len(names):
-        dup = next(h for h in names if names.count(h) > 1)
-        raise PartnerscoreError(f"{path}: column '{dup}' appears twice in the header")
+    refuse_duplicate_columns(path, names)
     return names
 
 

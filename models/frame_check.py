@@ -19,6 +19,17 @@ from partnerscore.models.bundle import PartnerModel
 
 ID_COLUMNS = ("partner_id", "as_of")
 AGE = "age_days"
+NOT_AN_AGE = f"is not an onboarding age (0 to {MAX_DAYS:,} days)"
+"""What an ``age_days`` value :func:`impossible_ages` finds is, in messages."""
+
+
+def impossible_ages(values: np.ndarray) -> np.ndarray:
+    """Where ``age_days`` values are below 0 or past :data:`~partnerscore.features.core.MAX_DAYS`.
+
+    Such a value is no onboarding age (a negative one, or one of more than 100 years); a missing
+    one is not impossible.
+    """
+    return (values < 0) | (values > MAX_DAYS)
 
 
 @dataclass
@@ -149,8 +160,7 @@ def _check_range(
     bad = np.isinf(values)
     why = "is not a finite number (leave the cell empty for a missing value)"
     if name == AGE and not bad.any():
-        bad = (values < 0) | (values > MAX_DAYS)
-        why = f"is not an onboarding age (0 to {MAX_DAYS:,} days)"
+        bad, why = impossible_ages(values), NOT_AN_AGE
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise PartnerscoreError(

@@ -19,13 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import MAX_DAYS, OptionError, PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError
 from partnerscore.features.registry import LAYERS, FeatureSpec, is_recency
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.config import PolicyConfig
-from partnerscore.models.frame_check import AGE
+from partnerscore.models.frame_check import AGE, NOT_AN_AGE, impossible_ages
 from partnerscore.models.scoring import contributions, score_features
 
 SEGMENT_COLUMNS = ("region", "partner_type")
@@ -79,10 +79,8 @@ def parse_changes(
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a number") from exc
             if np.isinf(number):
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a finite number")
-            if name == AGE and (number < 0 or number > MAX_DAYS):  # as score --features does
-                raise PartnerscoreError(
-                    f"--set {text}: '{value}' is not an onboarding age (0 to {MAX_DAYS:,} days)"
-                )
+            if name == AGE and impossible_ages(np.array([number])).any():  # as score --features
+                raise PartnerscoreError(f"--set {text}: '{value}' {NOT_AN_AGE}")
             out[name] = number
         else:
             seen = (categories or {}).get(name)

@@ -137,7 +137,8 @@ def rows_in(path: Path, frame: pd.DataFrame) -> np.ndarray:
         mine = row_keys(frame.reset_index(drop=True), columns)
         on = ["partner_id", "as_of", "fingerprint"]
     else:
-        shared = [c for c in hashed if c in set(fingerprint_columns(frame))]
+        asked = set(fingerprint_columns(frame))
+        shared = [c for c in hashed if c in asked]
         if not len(frame) or not shared:
             return np.zeros(len(frame), dtype=bool)
         theirs = table.select(list(KEYS) + shared).to_pandas()

@@ -379,7 +379,7 @@ just before it is a fraction of a day old); the only value the search tries for 
 
 
 def search_values(
-    spec, x: np.ndarray, bounds: tuple[float, float], grid: int
+    spec: FeatureSpec, x: np.ndarray, bounds: tuple[float, float], grid: int
 ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """The values :func:`upgrade_paths` tries for one feature of rows whose values are ``x``.
 

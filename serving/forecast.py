@@ -398,7 +398,8 @@ def forecast_table(
     data["_oos"] = _scope_flags(data, source)
     data["_row"] = np.arange(len(data))
     if phased:
-        data = _phased_rows(data, horizon_days, phase_days, freq or "D", source)
+        rows = data
+        data = _phased_rows(rows, horizon_days, phase_days, freq or "D", source)
         if PERIOD_DAYS[period] < phase_days / 2:
             # each phase is spread evenly over days the model cannot tell apart, and the
             # interval bound (sd * sqrt(share)) degenerates: on the demo the 80% intervals of
@@ -408,6 +409,7 @@ def forecast_table(
                 "phases; --phased resolves revenue by phase, so use a period of at least "
                 f"{phase_days / 2:g} days (e.g. --period month)"
             )
+        _refuse_double_counts(rows, source, period, horizon_days)  # by score row: horizons
         ends = (
             data.groupby("_bucket", sort=True)["_bucket"]
             .first()
@@ -418,8 +420,8 @@ def forecast_table(
             )
         )
     else:
+        _refuse_double_counts(data, source, period, None)
         ends = data.groupby("_bucket", sort=True)["_start"].max() + pd.Timedelta(days=horizon_days)
-    _refuse_double_counts(data, source, period, phased)
     data["_var"] = np.square(data["pred_revenue_sd"].to_numpy(float))
     summed = data if include_out_of_scope else data[~data["_oos"].to_numpy()]
     levels = [("total", ["_bucket"])] + ([("segment", ["_bucket", *by])] if by else [])
@@ -518,35 +520,62 @@ def _phased_rows(
     return lines
 
 
-def _refuse_double_counts(data: pd.DataFrame, source: str, period: str, phased: bool) -> None:
-    """Stop when a partner has two score rows in one period's sums.
+def _refuse_double_counts(
+    data: pd.DataFrame, source: str, period: str, horizon_days: int | None
+) -> None:
+    """Stop when a period's sums would hold a partner's expected revenue twice.
 
-    A period sums each partner's expected revenue once (``partners`` counts it once): two rows
-    of a partner there (one batch scored by two model versions, or several batches in one
-    file whose scoring dates share a ``--period`` bucket or, ``phased``, whose horizons
-    overlap) would count its revenue twice.
+    A period sums each partner's expected revenue once (``partners`` counts it once). Two score
+    rows of a partner (one batch scored by two model versions, or several batches in one file)
+    count it twice when their scoring dates share a ``--period`` bucket or, ``--phased``
+    (``horizon_days`` given: the revenue is spread over each row's horizon), when their
+    horizons overlap: the same days' revenue. Horizons that only meet in a period, one ending
+    as the other starts, expect revenue for different days and are summed.
+
+    Args:
+        data: One line per score row, with ``_start``, ``_bucket``, ``_row`` and ``_version``.
+        source: The scores file, for the message.
+        period: The ``--period``.
+        horizon_days: The rows' horizon when ``--phased``; None otherwise.
 
     Raises:
         PartnerscoreError: The first such partner, its two rows (CSV lines) and the period.
     """
-    keys = pd.DataFrame({"id": data["partner_id"].astype(str), "at": data["_bucket"]})
-    again = keys.duplicated(keep="first").to_numpy()
-    if not again.any():
-        return
-    j = int(np.flatnonzero(again)[0])
-    same = (keys["id"] == keys["id"].iloc[j]) & (keys["at"] == keys["at"].iloc[j])
-    i = int(np.flatnonzero(same.to_numpy())[0])
+    ids = data["partner_id"].astype(str).to_numpy()
+    rows = data["_row"].to_numpy()
+    if horizon_days is None:
+        keys = pd.DataFrame({"id": ids, "at": data["_bucket"].to_numpy()})
+        again = keys.duplicated(keep="first").to_numpy()
+        if not again.any():
+            return
+        j = int(np.flatnonzero(again)[0])
+        same = (keys["id"] == keys["id"].iloc[j]) & (keys["at"] == keys["at"].iloc[j])
+        i = int(np.flatnonzero(same.to_numpy())[0])
+        what = f"the period {data['_bucket'].iloc[i]:%Y-%m-%d} (--period {period})"
+    else:
+        # sorted by partner and start, a row's horizon overlaps another's if it overlaps the
+        # next one's: all horizons have the same length
+        start = data["_start"].to_numpy()
+        order = np.lexsort((rows, start, ids))
+        ends = data["_start"].iloc[order] + pd.Timedelta(days=horizon_days)
+        overlap = (ids[order][1:] == ids[order][:-1]) & (start[order][1:] < ends.to_numpy()[:-1])
+        if not overlap.any():
+            return
+        later = np.maximum(rows[order][1:], rows[order][:-1])
+        k = int(np.flatnonzero(overlap)[np.argmin(later[overlap])])  # first in the file
+        i, j = sorted((int(order[k]), int(order[k + 1])), key=lambda at: rows[at])
+        shared = max(data["_start"].iloc[i], data["_start"].iloc[j])  # the first day of both
+        freq = PERIODS[period] or "D"
+        what = (
+            f"the {period} starting {pd.Period(shared, freq=freq).start_time:%Y-%m-%d} "
+            "(--phased: their horizons overlap)"
+        )
     first, second = data.iloc[i], data.iloc[j]
     versions = ""
     if first["_version"] != second["_version"]:
         versions = f" by model versions {first['_version']} and {second['_version']}"
-    what = (
-        f"the {period} starting {first['_bucket']:%Y-%m-%d} (--phased: their horizons overlap)"
-        if phased
-        else f"the period {first['_bucket']:%Y-%m-%d} (--period {period})"
-    )
     raise PartnerscoreError(
-        f"{source}: partner '{keys['id'].iloc[j]}' is scored in rows {first['_row'] + 2} and "
+        f"{source}: partner '{ids[j]}' is scored in rows {first['_row'] + 2} and "
         f"{second['_row'] + 2} (as of {first['_start']:%Y-%m-%d} and "
         f"{second['_start']:%Y-%m-%d}{versions}), both summed into {what}: its revenue would "
         "be counted twice; forecast one batch per file (one row per partner and period)"

@@ -460,6 +460,26 @@ def test_forecast_refuses_a_partner_counted_twice_in_a_period(second, period, ph
     assert list(days["partners"]) == [len(first) - first["out_of_scope"].sum()] * 2
 
 
+def test_phased_batches_whose_horizons_do_not_overlap_share_a_month():
+    """--phased sums each day's revenue of a partner once: a batch scored the day the first
+    batch's 180-day horizon ends expects revenue for other days, though both have days in
+    June. It was refused as 'their horizons overlap'; overlapping ones still are."""
+    first = _scores().assign(as_of="2026-01-01")
+    for k in range(1, 7):
+        first[f"pred_revenue_phase_{k}"] = first["pred_revenue"] / 6
+    after = first.assign(as_of="2026-06-30")  # 2026-01-01 + 180 days: the next day after it
+    both = pd.concat([first, after], ignore_index=True)
+    table = forecast_table(both, (), 180, 0.8, period="month", phased=True)
+    alone = [forecast_table(f, (), 180, 0.8, period="month", phased=True) for f in (first, after)]
+    june = pd.Timestamp("2026-06-01")
+    summed = sum(t.loc[t["period_start"] == june, "expected_revenue"].sum() for t in alone)
+    got = table.loc[table["period_start"] == june, "expected_revenue"]
+    np.testing.assert_allclose(got.to_numpy(), [summed])
+    a_day_early = pd.concat([first, first.assign(as_of="2026-06-29")], ignore_index=True)
+    with pytest.raises(PartnerscoreError, match="the month starting 2026-06-01 .--phased"):
+        forecast_table(a_day_early, (), 180, 0.8, source="s.csv", period="month", phased=True)
+
+
 def test_forecast_cli_refuses_a_partner_counted_twice_in_one_line(tmp_path, capsys):
     scores = _scores().assign(as_of="2026-01-01")
     pd.concat([scores, scores.assign(model_version="4")]).to_csv(tmp_path / "s.csv", index=False)

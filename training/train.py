@@ -245,7 +245,8 @@ def check_finite(frame: pd.DataFrame, path: Path) -> None:
     if first is None:
         return
     row, col, value, count = first
-    as_of = pd.Timestamp(frame["as_of"].iloc[row]).strftime("%Y-%m-%d")
+    as_of = pd.Timestamp(frame["as_of"].iloc[row])  # NaT in a hand-edited training set
+    as_of = "missing" if pd.isna(as_of) else as_of.strftime("%Y-%m-%d")
     partner = visible(str(frame["partner_id"].iloc[row]))
     where = f"{path}: column '{col}' row {row + 1} (partner {partner}, as_of {as_of})"
     if np.isnan(value):

@@ -48,3 +48,27 @@ def test_two_largest_amounts_of_one_partner_stop_train_with_one_line(
         f"error: {features / 'training_set.parquet'}: column 'label_revenue' row {row} "
         f"(partner {first}, as_of {as_of}): inf"
     ), err
+
+
+def test_an_infinite_value_beside_a_missing_as_of_still_names_its_row(tmp_path):
+    # a hand-edited training set: formatting the missing as_of ended in "NaTType does not
+    # support strftime" instead of the one line
+    import numpy as np
+    import pytest
+
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.training.train import check_finite
+
+    frame = pd.DataFrame(
+        {
+            "partner_id": ["P1", "P2"],
+            "as_of": pd.to_datetime(["2024-01-01", None]),
+            "deals_won_amount_todate": [1.0, np.inf],
+            "label_revenue": [0.0, 1.0],
+        }
+    )
+    with pytest.raises(PartnerscoreError) as error:
+        check_finite(frame, tmp_path / "training_set.parquet")
+    assert "column 'deals_won_amount_todate' row 2 (partner P2, as_of missing): inf" in str(
+        error.value
+    )

@@ -14,6 +14,7 @@ Builders (``partnerscore.features.builders``) compute the features of one source
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -770,6 +771,31 @@ def feature_specs(available_tables: Iterable[str] | None = None) -> list[Feature
         return list(REGISTRY)
     present = set(available_tables)
     return [spec for spec in REGISTRY if spec.source in present]
+
+
+UNIT_RANGES: dict[str, tuple[float, float]] = {
+    "count": (0.0, math.inf),
+    "days": (0.0, math.inf),
+    "hours": (0.0, math.inf),
+    "USD": (0.0, math.inf),
+    "accounts": (0.0, math.inf),
+    "rate/30d": (0.0, math.inf),
+    "ratio": (0.0, math.inf),
+    "share": (0.0, 1.0),
+    "flag": (0.0, 1.0),
+    "score 1-5": (1.0, 5.0),
+    "balance -1..1": (-1.0, 1.0),
+}
+"""The values a numeric feature of each unit can take (inclusive), as the builders make them.
+
+A feature table built elsewhere (``score --features``, ``whatif --set``) with a value outside
+its unit's range is wrong (a share given as a percentage, a count with its sign flipped) and is
+refused rather than scored; the builders' property tests check that they stay inside."""
+
+
+def value_range(spec: FeatureSpec) -> tuple[float, float] | None:
+    """The inclusive range of a numeric feature's values (None: a unit with no declared range)."""
+    return UNIT_RANGES.get(spec.unit) if spec.kind == "numeric" else None
 
 
 def get_spec(name: str) -> FeatureSpec | None:

@@ -15,12 +15,36 @@ import pandas as pd
 
 from partnerscore.features.contract import END_DATE, FIRST_DATE
 from partnerscore.features.core import MAX_DAYS, PartnerscoreError, quoted, visible
+from partnerscore.features.registry import value_range
 from partnerscore.models.bundle import PartnerModel
 
 ID_COLUMNS = ("partner_id", "as_of")
 AGE = "age_days"
 NOT_AN_AGE = f"is not an onboarding age (0 to {MAX_DAYS:,} days)"
 """What an ``age_days`` value :func:`impossible_ages` finds is, in messages."""
+
+
+def out_of_range(spec, values: np.ndarray) -> tuple[np.ndarray, str]:
+    """Where a numeric feature's finite values are impossible, and what they are, in messages.
+
+    ``age_days`` is an onboarding age (:func:`impossible_ages`); other features must lie in their
+    unit's range (:func:`~partnerscore.features.registry.value_range`: a share from 0 to 1, a
+    count from 0). Missing and infinite values are not flagged here. A unit with no declared
+    range (a model from another registry) flags nothing.
+    """
+    if spec.name == AGE:
+        return impossible_ages(values), NOT_AN_AGE
+    bounds = value_range(spec)
+    if bounds is None:
+        return np.zeros(len(values), dtype=bool), ""
+    lo, hi = bounds
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(values) & ((values < lo) | (values > hi))
+    upper = "" if np.isinf(hi) else f" to {hi:g}"
+    why = f"is outside the range of its unit ({spec.unit}: {lo:g}{upper or ' or more'})"
+    if spec.unit == "share":
+        why += "; a share is a fraction, not a percentage"
+    return bad, why
 
 
 def impossible_ages(values: np.ndarray) -> np.ndarray:
@@ -70,7 +94,8 @@ def check_feature_frame(
         PartnerscoreError: Missing id columns, missing feature columns (unless allowed), values
             that are not numbers in numeric columns, infinite numbers (an empty cell or NaN is
             a missing value), an ``age_days`` below 0 or above
-            :data:`~partnerscore.features.core.MAX_DAYS`, non-dates in as_of or dates outside
+            :data:`~partnerscore.features.core.MAX_DAYS`, a value outside its unit's range
+            (:func:`out_of_range`), non-dates in as_of or dates outside
             the data contract's years (1900-2199), duplicate (partner_id, as_of) rows: one line
             naming the column, the row and the partner.
     """
@@ -145,26 +170,25 @@ def check_feature_frame(
                     "not a number (leave the cell empty for a missing value) "
                     f"(partner {quoted(ids.iloc[row])})"
                 )
-        _check_range(spec.name, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
+        _check_range(spec, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
     return FrameCheck(missing=missing, unseen=unseen)
 
 
-def _check_range(
-    name: str, values: np.ndarray, col: pd.Series, ids: pd.Series, source: str
-) -> None:
-    """Stop on an infinite value (NaN is missing, and allowed) or an impossible ``age_days``.
+def _check_range(spec, values: np.ndarray, col: pd.Series, ids: pd.Series, source: str) -> None:
+    """Stop on an infinite value (NaN is missing, and allowed) or an impossible one.
 
     An infinite feature is scored as the largest value the trees saw, silently; a negative age
-    or one past :data:`~partnerscore.features.core.MAX_DAYS` (100 years) is no onboarding age.
+    or one past :data:`~partnerscore.features.core.MAX_DAYS` (100 years) is no onboarding age;
+    a value outside its unit's range (:func:`out_of_range`) was not built by the pipeline.
     """
     bad = np.isinf(values)
     why = "is not a finite number (leave the cell empty for a missing value)"
-    if name == AGE and not bad.any():
-        bad, why = impossible_ages(values), NOT_AN_AGE
+    if not bad.any():
+        bad, why = out_of_range(spec, values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise PartnerscoreError(
-            f"{source}: column '{name}' row {row + 1}: {quoted(col.iloc[row])} {why} "
+            f"{source}: column '{spec.name}' row {row + 1}: {quoted(col.iloc[row])} {why} "
             f"(partner {quoted(ids.iloc[row])})"
         )
 

@@ -25,7 +25,7 @@ from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.config import PolicyConfig
-from partnerscore.models.frame_check import AGE, NOT_AN_AGE, impossible_ages
+from partnerscore.models.frame_check import out_of_range
 from partnerscore.models.scoring import contributions, score_features
 
 SEGMENT_COLUMNS = ("region", "partner_type")
@@ -64,8 +64,9 @@ def parse_changes(
 
     Raises:
         PartnerscoreError: Malformed assignment, unknown feature, a non-numeric or infinite
-            value for a numeric feature, an ``age_days`` outside 0 to 36,525 days (as
-            ``score --features`` refuses it), or an unknown category (one line naming it).
+            value for a numeric feature, a value ``score --features`` refuses as impossible
+            (an ``age_days`` outside 0 to 36,525 days, a value outside its unit's range), or an
+            unknown category (one line naming it).
     """
     known = {s.name: s for s in specs}
     out: dict[str, object] = {}
@@ -79,8 +80,9 @@ def parse_changes(
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a number") from exc
             if np.isinf(number):
                 raise PartnerscoreError(f"--set {text}: '{value}' is not a finite number")
-            if name == AGE and impossible_ages(np.array([number])).any():  # as score --features
-                raise PartnerscoreError(f"--set {text}: '{value}' {NOT_AN_AGE}")
+            bad, why = out_of_range(known[name], np.array([number]))  # as score --features
+            if bad.any():
+                raise PartnerscoreError(f"--set {text}: '{value}' {why}")
             out[name] = number
         else:
             seen = (categories or {}).get(name)

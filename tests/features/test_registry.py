@@ -37,6 +37,43 @@ def test_every_builder_output_is_declared_and_every_declaration_built(sim_tables
             assert len(values) == len(snaps), name
 
 
+def test_every_numeric_feature_declares_a_range_that_its_builder_keeps(sim_tables):
+    """score --features and whatif --set refuse values outside a unit's range: a new unit needs
+    one, and the builders stay inside it on a simulated program (every partner at 1, 30, 90,
+    180 and 400 days)."""
+    from partnerscore.features.registry import value_range
+
+    for spec in REGISTRY:
+        if spec.kind == "numeric":
+            lo, hi = value_range(spec)
+            assert lo < hi, spec.name
+        else:
+            assert value_range(spec) is None
+    tables = {k: v for k, v in sim_tables.items() if k != "truth"}
+    partners = tables["partners"]
+    snaps = pd.concat(
+        pd.DataFrame(
+            {
+                "partner_id": partners["partner_id"],
+                "as_of": pd.to_datetime(partners["signed_at"]) + pd.Timedelta(days=days),
+            }
+        )
+        for days in (1, 30, 90, 180, 400)
+    ).reset_index(drop=True)
+    ctx = Snapshots.from_frame(snaps, partners)
+    checked = 0
+    for builder in BUILDERS.values():
+        for name, values in builder(tables, ctx).items():
+            spec = get_spec(name)
+            if spec.kind != "numeric":
+                continue
+            values = np.asarray(values, dtype=float)
+            lo, hi = value_range(spec)
+            assert not ((values < lo) | (values > hi)).any(), (name, values.min(), values.max())
+            checked += int(np.isfinite(values).sum())
+    assert checked > 50_000
+
+
 def test_actionable_features_are_the_ones_a_manager_can_move():
     actionable = {s.name for s in REGISTRY if s.actionable}
     assert {"activities_touchpoints_30d", "trainings_completed_90d", "portal_events_90d"} <= (

@@ -983,6 +983,9 @@ def test_score_features_refuses_infinite_values_impossible_ages_and_far_dates(
         # one as_of with a time zone among dates without: pandas raised "Mixed timezones"
         ("as_of", "2026-04-01T00:00:00+05:00", "has another time zone than row 1"),
         (number, "many", "is not a number"),
+        # values no build makes: a negative count, a share given as a percentage
+        (number, "-1", "is outside the range of its unit (count: 0 or more)"),
+        ("deals_win_rate_todate", "75", "(share: 0 to 1); a share is a fraction, not a percentage"),
     ):
         bad = feats.astype({column: object})
         bad.loc[2, column] = value

@@ -3,6 +3,7 @@ policy re-application; upgrade paths to the next tier."""
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -320,6 +321,33 @@ def test_whatif_refuses_an_impossible_age_and_a_feature_set_twice(program):
     assert np.isnan(wi.parse_changes(["age_days="], specs, model.categories)["age_days"])
     with pytest.raises(OptionError, match="age_days =40: age_days is set twice"):
         wi.split_assignments(["age_days=30", "tier=gold", " age_days =40"])
+
+
+def test_whatif_refuses_a_value_outside_its_units_range(program):
+    """--set of a share of 75 (a percentage), a negative count or a 1-5 score of 7 re-scored the
+    partner with a value no build makes; score --features refuses the same values."""
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.features.registry import value_range
+
+    model, _, _ = program
+    specs = model.feature_specs
+    by_unit = {}
+    for spec in specs:
+        if value_range(spec) is not None and spec.name != "age_days":
+            by_unit.setdefault(spec.unit, spec.name)
+    for unit, value, said in (
+        ("share", "75", "(share: 0 to 1); a share is a fraction, not a percentage"),
+        ("count", "-1", "(count: 0 or more)"),
+        ("score 1-5", "7", "(score 1-5: 1 to 5)"),
+        ("balance -1..1", "-1.5", "(balance -1..1: -1 to 1)"),
+    ):
+        with pytest.raises(PartnerscoreError, match=re.escape(f"'{value}' is outside the range")):
+            wi.parse_changes([f"{by_unit[unit]}={value}"], specs, model.categories)
+        with pytest.raises(PartnerscoreError, match=re.escape(said)):
+            wi.parse_changes([f"{by_unit[unit]}={value}"], specs, model.categories)
+    lo, hi = value_range(next(s for s in specs if s.name == by_unit["share"]))
+    for value in (lo, hi, 0.5):  # the ends are inside
+        assert wi.parse_changes([f"{by_unit['share']}={value}"], specs, model.categories)
 
 
 @pytest.mark.parametrize(

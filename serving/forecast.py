@@ -220,7 +220,7 @@ def model_layout(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise PartnerscoreError(
-                f"{source}: column '{col}', row {row + 2}: expected a whole number of days, "
+                f"{source}: column '{col}' row {row + 1}: expected a whole number of days, "
                 f"got {quoted(scores[col].iloc[row])}"
             )
         found = sorted({int(v) for v in values.unique()})
@@ -228,8 +228,8 @@ def model_layout(
             first = int(values.iloc[0])
             row = int(np.flatnonzero((values != first).to_numpy())[0])
             raise PartnerscoreError(
-                f"{source}: column '{col}', row {row + 2}: {int(values.iloc[row])} days where "
-                f"row 2 has {first} (rows scored by models with different horizons or phases: "
+                f"{source}: column '{col}' row {row + 1}: {int(values.iloc[row])} days where "
+                f"row 1 has {first} (rows scored by models with different horizons or phases: "
                 "forecast them apart)"
             )
         if found and want is not None and int(want) != found[0]:
@@ -263,7 +263,7 @@ def level_error(scores: pd.DataFrame, source: str) -> float:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise PartnerscoreError(
-            f"{source}: column '{LEVEL_COLUMN}', row {row + 2}: expected a number >= 0, "
+            f"{source}: column '{LEVEL_COLUMN}' row {row + 1}: expected a number >= 0, "
             f"got {quoted(raw.iloc[row])}"
         )
     return float(values.max()) if values.notna().any() else 0.0
@@ -282,8 +282,8 @@ def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:
     """A score file's revenue column as finite, non-negative numbers whose squares sum.
 
     Raises:
-        PartnerscoreError: The first row (CSV line) that is missing, not a number, infinite,
-            negative, or so large that the segment sums would overflow.
+        PartnerscoreError: The first row (1-based data record) that is missing, not a
+            number, infinite, negative, or so large that the segment sums would overflow.
     """
     values = pd.to_numeric(given, errors="coerce")
     missing = given.isna().to_numpy() | (given.astype(str).str.strip() == "").to_numpy()
@@ -299,14 +299,14 @@ def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
             raise PartnerscoreError(
-                f"{source}: column '{col}', row {row + 2}: {what(given.iloc[row])}"
+                f"{source}: column '{col}' row {row + 1}: {what(given.iloc[row])}"
             )
     with np.errstate(over="ignore"):
         total = float(np.square(numbers).sum())
     if not np.isfinite(total):  # the segment sums and variances would be inf
         row = int(np.argmax(numbers))
         raise PartnerscoreError(
-            f"{source}: column '{col}', row {row + 2}: {given.iloc[row]} is too large to sum "
+            f"{source}: column '{col}' row {row + 1}: {given.iloc[row]} is too large to sum "
             "(the portfolio total overflows)"
         )
     return pd.Series(numbers, index=given.index)
@@ -382,7 +382,7 @@ def forecast_table(
     bad = data["_start"].isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PartnerscoreError(f"{source}: column 'as_of', row {row + 2}: not a date")
+        raise PartnerscoreError(f"{source}: column 'as_of' row {row + 1}: not a date")
     freq = PERIODS[period]
     data["_bucket"] = (
         data["_start"] if freq is None else data["_start"].dt.to_period(freq).dt.start_time
@@ -507,7 +507,7 @@ def _phased_rows(
         values = pd.to_numeric(data[col], errors="coerce")
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise PartnerscoreError(f"{source}: column '{col}', row {row + 2}: missing")
+            raise PartnerscoreError(f"{source}: column '{col}' row {row + 1}: missing")
         amounts[:, k] = values.to_numpy(float)
     long = calendar_weights(data["_start"], amounts, horizon_days, phase_days, freq)
     at = long["row"].to_numpy()
@@ -539,7 +539,8 @@ def _refuse_double_counts(
         horizon_days: The rows' horizon when ``--phased``; None otherwise.
 
     Raises:
-        PartnerscoreError: The first such partner, its two rows (CSV lines) and the period.
+        PartnerscoreError: The first such partner, its two rows (1-based data records) and
+            the period.
     """
     ids = data["partner_id"].astype(str).to_numpy()
     rows = data["_row"].to_numpy()
@@ -575,8 +576,8 @@ def _refuse_double_counts(
     if first["_version"] != second["_version"]:
         versions = f" by model versions {first['_version']} and {second['_version']}"
     raise PartnerscoreError(
-        f"{source}: partner '{ids[j]}' is scored in rows {first['_row'] + 2} and "
-        f"{second['_row'] + 2} (as of {first['_start']:%Y-%m-%d} and "
+        f"{source}: partner '{ids[j]}' is scored in rows {first['_row'] + 1} and "
+        f"{second['_row'] + 1} (as of {first['_start']:%Y-%m-%d} and "
         f"{second['_start']:%Y-%m-%d}{versions}), both summed into {what}: its revenue would "
         "be counted twice; forecast one batch per file (one row per partner and period)"
     )
@@ -597,7 +598,7 @@ def _scope_flags(data: pd.DataFrame, source: str) -> pd.Series:
     if flags.isna().any():
         row = int(np.flatnonzero(flags.isna().to_numpy())[0])
         raise PartnerscoreError(
-            f"{source}: column 'out_of_scope', row {row + 2}: expected true or false, got "
+            f"{source}: column 'out_of_scope' row {row + 1}: expected true or false, got "
             f"{quoted(raw.iloc[row])}"
         )
     return flags.astype(bool)

@@ -51,6 +51,7 @@ from partnerscore.features.checks import CHECK_COLUMNS, Check, level
 from partnerscore.features.config import BuildConfig, MonitorConfig
 from partnerscore.features.core import (
     PartnerscoreError,
+    quoted,
     read_frame,
     write_frame_atomic,
     write_text_atomic,
@@ -690,8 +691,8 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
     if other.any():
         row = int(np.flatnonzero(other)[0])
         raise PartnerscoreError(
-            f"{path}: column 'as_of', row {row + 2}: '{scores['as_of'].iloc[row]}' is not the "
-            f"monitored --as-of {cut:%Y-%m-%d} (its anomaly flags are checked against this "
+            f"{path}: column 'as_of' row {row + 1}: {quoted(scores['as_of'].iloc[row])} is not "
+            f"the monitored --as-of {cut:%Y-%m-%d} (its anomaly flags are checked against this "
             "batch's): give the scores of this batch"
         )
     return scores

@@ -76,10 +76,10 @@ def test_forecast_errors_name_file_column_and_row():
     with pytest.raises(PartnerscoreError, match="missing column 'segment'"):
         forecast_table(scores, ("segment",), 180, 0.8, source="s.csv")
     bad = scores.assign(pred_revenue_sd=np.where(np.arange(len(scores)) == 3, np.nan, 1.0))
-    with pytest.raises(PartnerscoreError, match=r"s.csv: column 'pred_revenue_sd', row 5"):
+    with pytest.raises(PartnerscoreError, match=r"s.csv: column 'pred_revenue_sd' row 4"):
         forecast_table(bad, (), 180, 0.8, source="s.csv")
     flags = scores.assign(out_of_scope=np.where(np.arange(len(scores)) == 6, "maybe", "False"))
-    with pytest.raises(PartnerscoreError, match=r"s.csv: column 'out_of_scope', row 8: .*'maybe'"):
+    with pytest.raises(PartnerscoreError, match=r"s.csv: column 'out_of_scope' row 7: .*'maybe'"):
         forecast_table(flags, (), 180, 0.8, source="s.csv")
 
 
@@ -99,10 +99,10 @@ def test_forecast_errors_name_file_column_and_row():
 )
 def test_forecast_refuses_revenue_that_is_not_a_finite_amount(col, value, said):
     """inf, 1e308 and negative predictions were summed into inf, blank or negative cells
-    (exit 0); each now stops with its row (CSV line)."""
+    (exit 0); each now stops with its row (1-based data record)."""
     scores = _scores().astype({col: object})
     scores.loc[7, col] = value
-    with pytest.raises(PartnerscoreError, match=rf"s.csv: column '{col}', row 9: .*") as got:
+    with pytest.raises(PartnerscoreError, match=rf"s.csv: column '{col}' row 8: .*") as got:
         forecast_table(scores, ("tier",), 180, 0.8, source="s.csv")
     assert said in str(got.value)
 
@@ -322,7 +322,7 @@ def test_phased_forecast_errors_and_defaults(tmp_path):
     with pytest.raises(PartnerscoreError, match="6 revenue phase columns do not cut the 180-day"):
         forecast_table(six, (), 180, 0.8, source="s.csv", phased=True, phase_days=60)
     gap = six.assign(pred_revenue_phase_4=np.where(np.arange(len(six)) == 2, np.nan, 1.0))
-    with pytest.raises(PartnerscoreError, match="s.csv: column 'pred_revenue_phase_4', row 4"):
+    with pytest.raises(PartnerscoreError, match="s.csv: column 'pred_revenue_phase_4' row 3"):
         forecast_table(gap, (), 180, 0.8, source="s.csv", phased=True)
     six.to_csv(tmp_path / "s.csv", index=False)
     result = run_forecast(AppConfig(), tmp_path / "s.csv", tmp_path / "f.csv", (), phased=True)
@@ -362,11 +362,11 @@ def test_forecast_uses_the_scoring_models_horizon_and_phases(tmp_path):
         forecast_table(scores, (), None, 0.8, phase_days=30, phased=True)
     mixed = scores.assign(revenue_horizon_days=np.where(np.arange(len(scores)) < 7, 90, 180))
     with pytest.raises(
-        PartnerscoreError, match="s.csv: column 'revenue_horizon_days', row 9: 180 days where"
+        PartnerscoreError, match="s.csv: column 'revenue_horizon_days' row 8: 180 days where row 1"
     ):
         forecast_table(mixed, (), None, 0.8, source="s.csv")
     broken = scores.assign(revenue_phase_days=np.where(np.arange(len(scores)) == 3, 0, 45))
-    with pytest.raises(PartnerscoreError, match="'revenue_phase_days', row 5: expected a whole"):
+    with pytest.raises(PartnerscoreError, match="'revenue_phase_days' row 4: expected a whole"):
         forecast_table(broken, (), None, 0.8, source="s.csv", phased=True)
     # a forecast that is not phased does not read the phase length (rows of a model without
     # phasing leave it empty in a concatenated file)
@@ -374,7 +374,7 @@ def test_forecast_uses_the_scoring_models_horizon_and_phases(tmp_path):
         forecast_table(broken, (), None, 0.8), forecast_table(scores, (), None, 0.8)
     )
     endless = scores.assign(revenue_horizon_days=np.where(np.arange(len(scores)) == 1, np.inf, 90))
-    with pytest.raises(PartnerscoreError, match="'revenue_horizon_days', row 3: expected a whole"):
+    with pytest.raises(PartnerscoreError, match="'revenue_horizon_days' row 2: expected a whole"):
         forecast_table(endless, (), None, 0.8, source="s.csv")
     # without the columns (score files from before they were recorded): the given or fallback
     old = scores.drop(columns=["revenue_horizon_days", "revenue_phase_days"])
@@ -403,9 +403,7 @@ def test_forecast_adds_the_models_level_error_to_each_cell():
     plain = forecast_table(scores.drop(columns="revenue_level_cv"), ("tier",), 180, 0.8)
     assert (plain["revenue_sd"] < table["revenue_sd"]).all()
     bad = scores.assign(revenue_level_cv=np.where(np.arange(len(scores)) == 4, -1.0, 0.2))
-    with pytest.raises(
-        PartnerscoreError, match="s.csv: column 'revenue_level_cv', row 6: expected"
-    ):
+    with pytest.raises(PartnerscoreError, match="s.csv: column 'revenue_level_cv' row 5: expected"):
         forecast_table(bad, (), 180, 0.8, source="s.csv")
 
 
@@ -453,7 +451,7 @@ def test_forecast_refuses_a_partner_counted_twice_in_a_period(second, period, ph
     with pytest.raises(PartnerscoreError) as got:
         forecast_table(scores, ("tier",), 180, 0.8, source="s.csv", period=period, phased=phased)
     text = str(got.value)
-    assert text.startswith("s.csv: partner 'P0' is scored in rows 2 and 42") and said in text
+    assert text.startswith("s.csv: partner 'P0' is scored in rows 1 and 41") and said in text
     assert "counted twice" in text
     # apart, or as batches on separate days, each partner is summed once per period
     days = forecast_table(pd.concat([first, first.assign(as_of="2026-02-01")]), (), 180, 0.8)
@@ -480,12 +478,17 @@ def test_phased_batches_whose_horizons_do_not_overlap_share_a_month():
         forecast_table(a_day_early, (), 180, 0.8, source="s.csv", period="month", phased=True)
 
 
-def test_forecast_cli_refuses_a_partner_counted_twice_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_forecast_cli_refuses_a_partner_counted_twice_in_one_line(tmp_path, capsys, suffix):
+    """The rows are 1-based data records in either format (they were CSV lines: index + 2,
+    one past the record in a Parquet file), as every other one-line error counts them."""
     scores = _scores().assign(as_of="2026-01-01")
-    pd.concat([scores, scores.assign(model_version="4")]).to_csv(tmp_path / "s.csv", index=False)
-    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
+    both = pd.concat([scores, scores.assign(model_version="4")], ignore_index=True)
+    path = tmp_path / f"s.{suffix}"
+    both.to_csv(path, index=False) if suffix == "csv" else both.to_parquet(path)
+    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert "partner 'P0' is scored in rows 2 and 42" in err and "versions 3 and 4" in err
+    assert "partner 'P0' is scored in rows 1 and 41" in err and "versions 3 and 4" in err
     assert not (tmp_path / "f.csv").exists()

@@ -171,13 +171,14 @@ def test_absurd_deal_is_flagged_on_its_partners_score_row(store_config, raw_dir,
     scores[["partner_id"]].to_csv(tmp_path / "ids.csv", index=False)
     scores.iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
     before = (AS_OF - pd.Timedelta(days=30)).strftime("%Y-%m-%d")
-    scores.assign(as_of=np.where(scores.index == 3, before, scores["as_of"])).to_csv(
-        tmp_path / "other.csv", index=False
-    )
+    other = scores.assign(as_of=np.where(scores.index == 3, before, scores["as_of"]))
+    other.to_csv(tmp_path / "other.csv", index=False)
+    other.to_parquet(tmp_path / "other.parquet")  # its row was one past: CSV lines counted
     for name, said in (
         ("ids.csv", "missing column 'score'"),
         ("empty.csv", "no scored partners"),
-        ("other.csv", f"other.csv: column 'as_of', row 5: '{before}' is not the monitored"),
+        ("other.csv", f"other.csv: column 'as_of' row 4: '{before}' is not the monitored"),
+        ("other.parquet", f"other.parquet: column 'as_of' row 4: '{before}' is not the"),
     ):
         with pytest.raises(PartnerscoreError, match=said):
             run_monitor(

@@ -409,7 +409,8 @@ def forecast_table(
                 "phases; --phased resolves revenue by phase, so use a period of at least "
                 f"{phase_days / 2:g} days (e.g. --period month)"
             )
-        _refuse_double_counts(rows, source, period, horizon_days)  # by score row: horizons
+        summed_rows = _summed(rows, include_out_of_scope)  # by score row: horizons
+        _refuse_double_counts(summed_rows, source, period, horizon_days)
         ends = (
             data.groupby("_bucket", sort=True)["_bucket"]
             .first()
@@ -420,10 +421,10 @@ def forecast_table(
             )
         )
     else:
-        _refuse_double_counts(data, source, period, None)
+        _refuse_double_counts(_summed(data, include_out_of_scope), source, period, None)
         ends = data.groupby("_bucket", sort=True)["_start"].max() + pd.Timedelta(days=horizon_days)
     data["_var"] = np.square(data["pred_revenue_sd"].to_numpy(float))
-    summed = data if include_out_of_scope else data[~data["_oos"].to_numpy()]
+    summed = _summed(data, include_out_of_scope)
     levels = [("total", ["_bucket"])] + ([("segment", ["_bucket", *by])] if by else [])
     parts = []
     for level, keys in levels:
@@ -520,6 +521,11 @@ def _phased_rows(
     return lines
 
 
+def _summed(data: pd.DataFrame, include_out_of_scope: bool) -> pd.DataFrame:
+    """The lines a forecast sums: those in onboarding scope, or all with the option."""
+    return data if include_out_of_scope else data[~data["_oos"].to_numpy()]
+
+
 def _refuse_double_counts(
     data: pd.DataFrame, source: str, period: str, horizon_days: int | None
 ) -> None:
@@ -530,10 +536,13 @@ def _refuse_double_counts(
     count it twice when their scoring dates share a ``--period`` bucket or, ``--phased``
     (``horizon_days`` given: the revenue is spread over each row's horizon), when their
     horizons overlap: the same days' revenue. Horizons that only meet in a period, one ending
-    as the other starts, expect revenue for different days and are summed.
+    as the other starts, expect revenue for different days and are summed. Only the rows the
+    sums take are checked (:func:`_summed`): two rows of a partner out of onboarding scope,
+    left out of the sums, count it nowhere.
 
     Args:
-        data: One line per score row, with ``_start``, ``_bucket``, ``_row`` and ``_version``.
+        data: One line per summed score row, with ``_start``, ``_bucket``, ``_row`` and
+            ``_version``.
         source: The scores file, for the message.
         period: The ``--period``.
         horizon_days: The rows' horizon when ``--phased``; None otherwise.

@@ -492,3 +492,25 @@ def test_forecast_cli_refuses_a_partner_counted_twice_in_one_line(tmp_path, caps
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "partner 'P0' is scored in rows 1 and 41" in err and "versions 3 and 4" in err
     assert not (tmp_path / "f.csv").exists()
+
+
+@pytest.mark.parametrize("phased", [False, True])
+def test_a_partner_twice_out_of_scope_is_refused_only_when_summed(phased):
+    """Two rows of a partner out of onboarding scope are left out of the sums: no double count
+    (they were refused as 'counted twice'); --include-out-of-scope sums them, and refuses."""
+    scores = _scores().assign(as_of="2026-01-01")
+    for k in range(1, 7):
+        scores[f"pred_revenue_phase_{k}"] = scores["pred_revenue"] / 6
+    outside = scores[scores["out_of_scope"]].iloc[[0]]  # P2, row 3
+    both = pd.concat([scores, outside.assign(model_version="4")], ignore_index=True)
+    period = "month" if phased else "day"
+    table = forecast_table(both, (), 180, 0.8, source="s.csv", period=period, phased=phased)
+    alone = forecast_table(scores, (), 180, 0.8, period=period, phased=phased)
+    pd.testing.assert_frame_equal(table, alone)  # P2 is counted out of scope once
+    with pytest.raises(PartnerscoreError) as got:
+        forecast_table(
+            both, (), 180, 0.8, source="s.csv", period=period, phased=phased,
+            include_out_of_scope=True,
+        )  # fmt: skip
+    assert str(got.value).startswith("s.csv: partner 'P2' is scored in rows 3 and 41")
+    assert "counted twice" in str(got.value)

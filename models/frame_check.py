@@ -107,7 +107,7 @@ def check_feature_frame(
     try:
         as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
     except (ValueError, TypeError) as exc:  # e.g. one as_of with a time zone, others without
-        raise PartnerscoreError(_mixed_zones(source, frame, exc)) from None
+        raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
     bad = as_of.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -243,8 +243,22 @@ def _infinite_reason(names: list[str]) -> str:
     return f"features {shown} are infinite (their raw values add past the float range)"
 
 
-def _mixed_zones(source, frame: pd.DataFrame, exc: Exception) -> str:
-    """The one-line error for as_of values pandas cannot read as one column (mixed zones)."""
+def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
+    """The one-line error for as_of values pandas cannot read as one column (mixed zones).
+
+    Feature tables here, and the scores files ``monitor``, ``forecast`` and ``report`` read:
+    ``pd.to_datetime`` stops with a ``ValueError`` ("Mixed timezones detected") at as_of
+    values of different UTC offsets, ``errors="coerce"`` or not.
+
+    Args:
+        source: The file (or "features"), for the message.
+        frame: Its rows, with ``as_of`` and ``partner_id`` columns.
+        exc: The error ``pd.to_datetime`` raised, quoted when no row's zone differs.
+
+    Returns:
+        The message naming the first row (1-based) whose zone is not row 1's, its value and
+        partner; pandas' own first line when every row has row 1's zone.
+    """
     zones = []
     for value in frame["as_of"].tolist():
         try:

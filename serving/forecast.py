@@ -44,6 +44,7 @@ from partnerscore.features.core import (
     write_frame_atomic,
 )
 from partnerscore.models.bundle import PHASE_COLUMN
+from partnerscore.models.frame_check import mixed_zones
 from partnerscore.models.intervals import portfolio_bounds
 from partnerscore.models.phasing import calendar_weights
 
@@ -342,8 +343,9 @@ def forecast_table(
     :mod:`~partnerscore.models.phasing`); ``period_end`` is then the period's own end.
 
     Raises:
-        PartnerscoreError: A required or ``by`` column is missing, ``pred_revenue_sd`` is
-            empty (scores from a model without intervals), ``out_of_scope`` is not a flag, or
+        PartnerscoreError: A required or ``by`` column is missing, an ``as_of`` is not a date
+            or in another time zone than row 1's, ``pred_revenue_sd`` is empty (scores from a
+            model without intervals), ``out_of_scope`` is not a flag, or
             (``phased``) the phase columns are missing, empty or do not cut the horizon.
         OptionError: A ``by`` column the forecast reads or writes itself, a ``coverage``
             outside (0, 1) or an unknown ``period``.
@@ -378,7 +380,10 @@ def forecast_table(
         wanted += [c for c in scores.columns if c.startswith(PHASE_COLUMN)]
     # only the columns a forecast reads: score files carry every feature and contribution
     data = scores[list(dict.fromkeys(c for c in wanted if c in scores.columns))].copy()
-    data["_start"] = pd.to_datetime(data["as_of"], errors="coerce").dt.floor("D")
+    try:
+        data["_start"] = pd.to_datetime(data["as_of"], errors="coerce").dt.floor("D")
+    except (ValueError, TypeError) as exc:  # as_of values of several time zones
+        raise PartnerscoreError(mixed_zones(source, data, exc)) from None
     bad = data["_start"].isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])

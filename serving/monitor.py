@@ -61,6 +61,7 @@ from partnerscore.features.pipeline import build_features, build_labels, make_sn
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw, supported_end
+from partnerscore.models.frame_check import mixed_zones
 from partnerscore.models.model_uri import MODELS_URI, check_registry
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
@@ -678,7 +679,8 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
     (or of per-partner cut-offs) read a false warning, or a false ok, from another day's flags.
 
     Raises:
-        PartnerscoreError: Not a scores file, no rows, or a row of another (or no) date.
+        PartnerscoreError: Not a scores file, no rows, as_of values of several time zones, or
+            a row of another (or no) date.
     """
     scores = read_frame(path)
     for col in ("partner_id", "score", "as_of"):  # a scores file, not any table with ids
@@ -686,7 +688,10 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
             raise PartnerscoreError(f"{path}: missing column '{col}' (not a scores file?)")
     if scores.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
-    when = pd.to_datetime(scores["as_of"], errors="coerce")
+    try:
+        when = pd.to_datetime(scores["as_of"], errors="coerce")
+    except (ValueError, TypeError) as exc:  # as_of values of several time zones
+        raise PartnerscoreError(mixed_zones(path, scores, exc)) from None
     other = (when != cut).to_numpy()
     if other.any():
         row = int(np.flatnonzero(other)[0])

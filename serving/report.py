@@ -34,6 +34,7 @@ from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
+from partnerscore.models.frame_check import mixed_zones
 from partnerscore.models.policy import QUADRANTS, load_playbook
 from partnerscore.serving.config import AppConfig
 
@@ -734,7 +735,8 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         The scores, one row per partner (the latest as_of when a file holds several).
 
     Raises:
-        PartnerscoreError: Missing or unreadable file, missing columns, or no rows.
+        PartnerscoreError: Missing or unreadable file, missing columns, no rows, or an
+            as_of that is not a date or in another time zone than row 1's (file, column, row).
     """
     path = Path(path)
     frame = read_frame(path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_"))
@@ -746,7 +748,18 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
     frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
-    frame["as_of"] = pd.to_datetime(frame["as_of"])
+    try:
+        as_of = pd.to_datetime(frame["as_of"], errors="coerce")
+    except (ValueError, TypeError) as exc:  # as_of values of several time zones
+        raise PartnerscoreError(mixed_zones(path, frame, exc)) from None
+    bad = (as_of.isna() & frame["as_of"].notna()).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PartnerscoreError(
+            f"{path}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} is not "
+            "a date"
+        )
+    frame["as_of"] = as_of
     for col in ("partner_name", *SEGMENT_COLUMNS):
         frame[col] = text_column(frame[col]).astype(str) if col in frame else ""
     if "quadrant_label" not in frame:

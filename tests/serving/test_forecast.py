@@ -514,3 +514,22 @@ def test_a_partner_twice_out_of_scope_is_refused_only_when_summed(phased):
         )  # fmt: skip
     assert str(got.value).startswith("s.csv: partner 'P2' is scored in rows 3 and 41")
     assert "counted twice" in str(got.value)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_forecast_cli_names_an_as_of_in_another_time_zone(tmp_path, capsys, suffix):
+    """as_of values of two UTC offsets ended in 'unexpected ValueError: Mixed timezones
+    detected' (exit 1); frame_check's line names the row, its value and partner."""
+    scores = _scores().assign(as_of="2026-01-01T00:00:00+02:00")
+    scores.loc[4, "as_of"] = "2026-01-01T00:00:00+00:00"
+    path = tmp_path / f"s.{suffix}"
+    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
+    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unexpected" not in err
+    assert (
+        f"s.{suffix}: column 'as_of' row 5: '2026-01-01T00:00:00+00:00' has another time zone "
+        "than row 1 ('2026-01-01T00:00:00+02:00') (partner 'P4')"
+    ) in err
+    assert not (tmp_path / "f.csv").exists()

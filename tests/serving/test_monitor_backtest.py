@@ -235,6 +235,29 @@ def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path, capsys):
     assert main([*today, "--raw", str(raw_dir), "--model", "99", "--out", str(tmp_path / "y")]) == 2
 
 
+def test_cli_names_a_scores_as_of_in_another_time_zone(store_config, raw_dir, tmp_path, capsys):
+    """--scores whose as_of values hold two UTC offsets ended in 'unexpected ValueError: Mixed
+    timezones detected' (exit 1): frame_check's line for feature tables names the row."""
+    cfg = _config_file(store_config, tmp_path / "cfg.json")
+    scores = pd.DataFrame(
+        {
+            "partner_id": ["P1", "P2", "P3"],
+            "score": 50.0,
+            "as_of": ["2026-07-01T00:00:00+02:00"] * 2 + ["2026-07-01T00:00:00+00:00"],
+        }
+    )
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    argv = ["monitor", "--as-of", "2026-07-01", "--raw", str(raw_dir), "--config", str(cfg)]
+    capsys.readouterr()
+    assert main([*argv, "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unexpected" not in err
+    assert (
+        "s.csv: column 'as_of' row 3: '2026-07-01T00:00:00+00:00' has another time zone than "
+        "row 1 ('2026-07-01T00:00:00+02:00') (partner 'P3')"
+    ) in err
+
+
 def test_simulate_drift_cli(tmp_path):
     out = tmp_path / "raw"
     args = ["simulate", "--partners", "60", "--seed", "5", "--out", str(out)]

@@ -417,6 +417,29 @@ def test_report_errors(tmp_path, capsys, monkeypatch):
     assert len(list((tmp_path / "o" / "partners").iterdir())) == 1
 
 
+@pytest.mark.parametrize(
+    ("other", "said"),
+    [
+        # the second offset ended in 'unexpected ValueError: Mixed timezones detected' (exit 1)
+        ("2026-03-01T00:00:00+00:00", "has another time zone than row 1 "
+         "('2026-03-01T00:00:00+02:00') (partner 'C')"),
+        # so did a value that is no date at all (to_datetime without errors='coerce')
+        ("soon", "is not a date"),
+    ],
+)  # fmt: skip
+def test_report_cli_names_an_as_of_it_cannot_read(tmp_path, capsys, monkeypatch, other, said):
+    monkeypatch.chdir(tmp_path)
+    scores = hand_scores(list("ABCD"), list("ABCD")).assign(as_of="2026-03-01T00:00:00+02:00")
+    scores.loc[2, "as_of"] = other
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    args = ["report", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unexpected" not in err
+    assert f"s.csv: column 'as_of' row 3: '{other}' {said}" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_report_cli(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default config's history lives under ./data
     write_frame_atomic(hand_scores(list("ABCDEF"), list("ABCDEF")), tmp_path / "s.parquet")

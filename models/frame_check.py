@@ -243,6 +243,26 @@ def _infinite_reason(names: list[str]) -> str:
     return f"features {shown} are infinite (their raw values add past the float range)"
 
 
+def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
+    """A scores file's ``as_of`` column as plain timestamps (NaT where a value is not a date).
+
+    The one reading of ``monitor``, ``forecast`` and ``report`` (and what reads scores through
+    them): values of several time zones stop with :func:`mixed_zones`' line; values of one
+    zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
+    files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
+
+    Raises:
+        PartnerscoreError: as_of values of several time zones.
+    """
+    try:
+        when = pd.to_datetime(frame["as_of"], errors="coerce")
+    except (ValueError, TypeError) as exc:  # as_of values of several time zones
+        raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
+    if isinstance(when.dtype, pd.DatetimeTZDtype):
+        when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+    return when
+
+
 def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
     """The one-line error for as_of values pandas cannot read as one column (mixed zones).
 

@@ -44,7 +44,7 @@ from partnerscore.features.core import (
     write_frame_atomic,
 )
 from partnerscore.models.bundle import PHASE_COLUMN
-from partnerscore.models.frame_check import mixed_zones
+from partnerscore.models.frame_check import scores_as_of
 from partnerscore.models.intervals import portfolio_bounds
 from partnerscore.models.phasing import calendar_weights
 
@@ -380,10 +380,7 @@ def forecast_table(
         wanted += [c for c in scores.columns if c.startswith(PHASE_COLUMN)]
     # only the columns a forecast reads: score files carry every feature and contribution
     data = scores[list(dict.fromkeys(c for c in wanted if c in scores.columns))].copy()
-    try:
-        data["_start"] = pd.to_datetime(data["as_of"], errors="coerce").dt.floor("D")
-    except (ValueError, TypeError) as exc:  # as_of values of several time zones
-        raise PartnerscoreError(mixed_zones(source, data, exc)) from None
+    data["_start"] = scores_as_of(source, data).dt.floor("D")
     bad = data["_start"].isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])

@@ -34,7 +34,7 @@ from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.frame_check import mixed_zones
+from partnerscore.models.frame_check import scores_as_of
 from partnerscore.models.policy import QUADRANTS, load_playbook
 from partnerscore.serving.config import AppConfig
 
@@ -748,10 +748,7 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
     frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
-    try:
-        as_of = pd.to_datetime(frame["as_of"], errors="coerce")
-    except (ValueError, TypeError) as exc:  # as_of values of several time zones
-        raise PartnerscoreError(mixed_zones(path, frame, exc)) from None
+    as_of = scores_as_of(path, frame)
     bad = (as_of.isna() & frame["as_of"].notna()).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -533,3 +533,18 @@ def test_forecast_cli_names_an_as_of_in_another_time_zone(tmp_path, capsys, suff
         "than row 1 ('2026-01-01T00:00:00+02:00') (partner 'P4')"
     ) in err
     assert not (tmp_path / "f.csv").exists()
+
+
+def test_forecast_reads_as_of_values_of_one_time_zone_in_utc(tmp_path, capsys):
+    """as_of values all at +02:00 ended in 'unexpected TypeError' (exit 1); they are read in UTC,
+    as the data contract reads zoned times: the same forecast as the plain UTC dates."""
+    scores = _scores().assign(as_of="2026-01-02T01:00:00+02:00")  # 2026-01-01 23:00 UTC
+    zoned, plain = tmp_path / "zoned.csv", tmp_path / "plain.csv"
+    scores.to_csv(zoned, index=False)
+    scores.assign(as_of="2026-01-01 23:00:00").to_csv(plain, index=False)
+    for path in (zoned, plain):
+        argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / f"f_{path.name}")]
+        assert main(argv) == 0, capsys.readouterr().err
+    got, want = (pd.read_csv(tmp_path / f"f_{p.name}") for p in (zoned, plain))
+    pd.testing.assert_frame_equal(got, want)
+    assert (got["period_start"] == "2026-01-01").all()

@@ -220,7 +220,7 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
             indexes = cases["index"].dropna()
             # the second of two equal rows is the one to name
             idx = (indexes.max() if twice else indexes.iloc[0]) if len(indexes) else None
-            row = f" row {int(idx) + 2}" if idx is not None else ""
+            row = f" row {int(idx) + 1}" if idx is not None else ""
             if "failure_case" in cases and "coerc" in first:  # say which value, not the type
                 kind = "whole number" if "type int" in first else "number"
                 first = f"{quoted(cases['failure_case'].iloc[0])} is not a {kind}"
@@ -754,7 +754,7 @@ def run_analyze(
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise PartnerscoreError(
-            f"{assignments}: row {row + 2}: partner_id {quoted(table['partner_id'].iloc[row])} "
+            f"{assignments}: row {row + 1}: partner_id {quoted(table['partner_id'].iloc[row])} "
             f"is not in the partners table of {raw_dir}"
         )
     # a few partners' late rows (a late tail) do not complete anyone else's horizon

@@ -937,7 +937,7 @@ def read_notes(path: str | Path | None) -> dict[str, list[dict]]:
             raise PartnerscoreError(f"{path}: missing column '{col}'")
     frame = frame.astype(object).where(frame.notna(), "")
     if "noted_at" in frame:
-        for i, value in enumerate(frame["noted_at"], start=2):
+        for i, value in enumerate(frame["noted_at"], start=1):
             if value and pd.isna(pd.to_datetime(value, errors="coerce")):
                 raise PartnerscoreError(
                     f"{path}: row {i}: column 'noted_at': {quoted(value)} is not a date"

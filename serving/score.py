@@ -561,7 +561,7 @@ def read_overrides(path: str | None, policy) -> pd.DataFrame:
             frame[col] = ""
     frame = frame[list(OVERRIDE_COLUMNS)].astype(object).where(frame.notna(), "")
     frame = frame.map(lambda v: " ".join(str(v).split()))
-    for i, rec in enumerate(frame.to_dict("records"), start=2):
+    for i, rec in enumerate(frame.to_dict("records"), start=1):
         if not rec["partner_id"]:
             raise PartnerscoreError(f"{path}: row {i}: column 'partner_id' is empty")
         if rec["tier"] and rec["tier"] not in policy.tier_cutoffs:

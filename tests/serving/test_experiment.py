@@ -184,7 +184,7 @@ def test_analysis_rejects_bad_input(experiment, cfg, tmp_path):
     table = pd.read_csv(assign, dtype={"partner_id": str}, keep_default_na=False, na_values=[""])
     table.loc[3, "partner_id"] = "NOT-A-PARTNER"
     table.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(PartnerscoreError, match="row 5: partner_id 'NOT-A-PARTNER' is not in"):
+    with pytest.raises(PartnerscoreError, match="row 4: partner_id 'NOT-A-PARTNER' is not in"):
         run_analyze(tmp_path / "bad.csv", raw, HORIZON, tmp_path / "o", cfg)
     table = table.drop(index=3)
     table.loc[5, "target_share"] = 3.0

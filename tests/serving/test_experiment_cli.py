@@ -241,8 +241,8 @@ def test_missing_column_in_assignments_is_one_line(simulated, tmp_path, capsys):
     ("edit", "message"),
     [
         # pandera's coercion errors (SchemaErrors) escaped as "unexpected", exit 1
-        ({"target_share": "abc"}, "column 'target_share' row 7: 'abc' is not a number"),
-        ({"seed": "x"}, "column 'seed' row 7: 'x' is not a whole number"),
+        ({"target_share": "abc"}, "column 'target_share' row 6: 'abc' is not a number"),
+        ({"seed": "x"}, "column 'seed' row 6: 'x' is not a whole number"),
         # the second of two equal rows, not a pandera schema name and a dangling ':'
         ("duplicate", "column 'partner_id' row {last}: a partner assigned twice in one experiment"),
     ],
@@ -262,7 +262,7 @@ def test_bad_assignment_values_are_one_line(simulated, tmp_path, capsys, edit, m
         ]
     )  # fmt: skip
     assert code == 2
-    assert _err(capsys) == f"error: {tmp_path / 'a.csv'}: " + message.format(last=len(table) + 1)
+    assert _err(capsys) == f"error: {tmp_path / 'a.csv'}: " + message.format(last=len(table))
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,7 @@ def test_report_notes_errors(scored_dir, tmp_path):
     with pytest.raises(PartnerscoreError, match="notes.csv: missing column 'note'"):
         run_report(root / "scores.csv", tmp_path / "r", cfg, notes=bad)
     bad.write_text("partner_id,note,noted_at\nP1,hello,yesterday\n")
-    with pytest.raises(PartnerscoreError, match="row 2: column 'noted_at'"):
+    with pytest.raises(PartnerscoreError, match="row 1: column 'noted_at'"):
         run_report(root / "scores.csv", tmp_path / "r", cfg, notes=bad)
 
 
@@ -146,9 +146,9 @@ def test_overrides_are_honoured_and_recorded(raw_dir, store_config, tmp_path):
     ("text", "needle"),
     [
         ("partner_id,tier,reason\nP1,A,x\n", "missing column 'expires'"),
-        ("partner_id,tier,reason,expires\nP1,Z,x,2026-01-01\n", "row 2: column 'tier': 'Z'"),
-        ("partner_id,tier,reason,expires\nP1,A,,2026-01-01\n", "row 2: column 'reason' is empty"),
-        ("partner_id,tier,reason,expires\nP1,A,x,soon\n", "row 2: column 'expires': 'soon'"),
+        ("partner_id,tier,reason,expires\nP1,Z,x,2026-01-01\n", "row 1: column 'tier': 'Z'"),
+        ("partner_id,tier,reason,expires\nP1,A,,2026-01-01\n", "row 1: column 'reason' is empty"),
+        ("partner_id,tier,reason,expires\nP1,A,x,soon\n", "row 1: column 'expires': 'soon'"),
         ("partner_id,tier,reason,expires\nP1,A,x,2026-01-01\nP1,B,y,2026-01-01\n", "row 3"),
     ],
 )

@@ -276,8 +276,9 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
         exc: The error ``pd.to_datetime`` raised, quoted when no row's zone differs.
 
     Returns:
-        The message naming the first row (1-based) whose zone is not row 1's, its value and
-        partner; pandas' own first line when every row has row 1's zone.
+        The message naming the first row (1-based) whose zone is not the first date's, its value
+        and partner (a value that is no date has no zone); pandas' own first line when every
+        date has the first one's zone.
     """
     zones = []
     for value in frame["as_of"].tolist():
@@ -285,13 +286,14 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
             zones.append(str(pd.Timestamp(value).tz))
         except (ValueError, TypeError):
             zones.append(None)
-    first = zones[0] if zones else None
-    row = next((i for i, zone in enumerate(zones) if zone != first), None)
+    dated = [i for i, zone in enumerate(zones) if zone is not None]  # not a date: no zone
+    first = dated[0] if dated else None
+    row = next((i for i in dated if zones[i] != zones[first]), None)
     if row is None:
         return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
     return (
         f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} has another "
-        f"time zone than row 1 ({quoted(frame['as_of'].iloc[0])}) "
+        f"time zone than row {first + 1} ({quoted(frame['as_of'].iloc[first])}) "
         f"(partner {quoted(frame['partner_id'].iloc[row])})"
         "; give every as_of in one time zone, or none"
     )

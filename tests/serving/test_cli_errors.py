@@ -1044,3 +1044,20 @@ def test_version_and_json_and_log_level(capsys):
     code, _, parser_err = run(["--nope", "metrics"], capsys)
     assert code == 2 and err.splitlines()[0] == parser_err.splitlines()[0]
     assert err.splitlines()[0].endswith(" [OPTIONS] COMMAND [ARGS]...")
+
+
+def test_a_value_that_is_no_date_is_not_named_for_its_time_zone():
+    """frame_check.mixed_zones named the first row that was no date ('soon') as having
+    'another time zone'; it names the first date whose zone differs from the first date's."""
+    from partnerscore.models.frame_check import mixed_zones
+
+    for values, row, first in (
+        (["2026-01-01T00:00:00+02:00", "soon", "2026-01-01T00:00:00+00:00"], 3, 1),
+        (["soon", "2026-01-01T00:00:00+02:00", "2026-01-01T00:00:00+00:00"], 3, 2),
+    ):
+        frame = pd.DataFrame({"partner_id": ["P1", "P2", "P3"], "as_of": values})
+        said = mixed_zones("s.csv", frame, ValueError("Mixed timezones detected"))
+        assert said.startswith(
+            f"s.csv: column 'as_of' row {row}: '2026-01-01T00:00:00+00:00' has another time zone "
+            f"than row {first} ('2026-01-01T00:00:00+02:00') (partner 'P3')"
+        ), said

@@ -138,6 +138,45 @@ def with_late_rows(source: Path, dest: Path) -> tuple[str, str]:
     return ids[3], ids[7]
 
 
+LARGEST = "1.7976931348623157e308"
+"""A valid deal amount: the largest float. Two of one partner add up to ``inf``."""
+
+
+def with_two_largest_won_deals(source: Path, dest: Path, signed_before: str | None = None) -> str:
+    """A copy of the raw folder ``source`` where one partner won two deals of :data:`LARGEST`.
+
+    Each amount is valid raw data, but the partner's won amount (and its label) add up to
+    ``inf``. The partner is the first one signed 120 days before ``signed_before`` (else the
+    first partner); its deals are created 40 and 41 days after signing, won 10 days later.
+
+    Returns:
+        The partner's id.
+    """
+    import pandas as pd
+
+    shutil.copytree(source, dest)
+    partners = pd.read_csv(dest / "partners.csv", dtype=str, keep_default_na=False)
+    signed = pd.to_datetime(partners["signed_at"])
+    row = 0
+    if signed_before is not None:
+        old = signed < pd.Timestamp(signed_before) - pd.Timedelta(days=120)
+        row = int(old.to_numpy().argmax())
+    pid, when = partners["partner_id"].iloc[row], signed.iloc[row]
+    deals = pd.read_csv(dest / "deals.csv", dtype=str, keep_default_na=False)
+    extreme = pd.DataFrame(
+        {
+            "deal_id": ["DX1", "DX2"],
+            "partner_id": [pid, pid],
+            "created_at": [str(when + pd.Timedelta(days=d)) for d in (40, 41)],
+            "closed_at": [str(when + pd.Timedelta(days=d)) for d in (50, 51)],
+            "amount": [LARGEST, LARGEST],
+            "status": ["won", "won"],
+        }
+    )
+    pd.concat([deals, extreme]).to_csv(dest / "deals.csv", index=False)
+    return pid
+
+
 def stored_history(cfg):
     """Every history row of ``cfg``'s store as stored (shadow rows included): a DataFrame."""
     import pandas as pd

@@ -8,18 +8,17 @@ tables scored it as the largest value the trees saw, a confident score from no r
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import with_two_largest_won_deals
 
 from partnerscore.features.core import read_frame
 from partnerscore.features.validated import default_dir, run_validate_snapshot
 from partnerscore.serving.cli import main
 from partnerscore.serving.score import rejects_path
 
-LARGEST = "1.7976931348623157e308"  # a valid amount: the largest float
 AS_OF = "2026-03-01"
 AT_AGE = ["--at-age", "90"]
 REASON = (
@@ -30,24 +29,7 @@ REASON = (
 
 def _program_with_two_huge_deals(raw_dir: Path, dest: Path) -> str:
     """The shared program with two largest-float won deals of one partner; returns its id."""
-    shutil.copytree(raw_dir, dest)
-    partners = pd.read_csv(dest / "partners.csv", dtype=str, keep_default_na=False)
-    signed = pd.to_datetime(partners["signed_at"])
-    row = int((signed < pd.Timestamp(AS_OF) - pd.Timedelta(days=120)).to_numpy().argmax())
-    pid, when = partners["partner_id"].iloc[row], signed.iloc[row]
-    deals = pd.read_csv(dest / "deals.csv", dtype=str, keep_default_na=False)
-    extreme = pd.DataFrame(
-        {
-            "deal_id": ["DX1", "DX2"],
-            "partner_id": [pid, pid],
-            "created_at": [str(when + pd.Timedelta(days=d)) for d in (40, 41)],
-            "closed_at": [str(when + pd.Timedelta(days=d)) for d in (50, 51)],
-            "amount": [LARGEST, LARGEST],
-            "status": ["won", "won"],
-        }
-    )
-    pd.concat([deals, extreme]).to_csv(dest / "deals.csv", index=False)
-    return pid
+    return with_two_largest_won_deals(raw_dir, dest, signed_before=AS_OF)
 
 
 @pytest.mark.parametrize(

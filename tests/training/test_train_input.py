@@ -1,12 +1,9 @@
 """A training set the heads cannot fit stops ``train`` with one line, before any tuning."""
 
-import shutil
-
 import pandas as pd
+from support import with_two_largest_won_deals
 
 from partnerscore.serving.cli import main
-
-LARGEST = "1.7976931348623157e308"  # a valid amount: the largest float
 
 
 def test_two_largest_amounts_of_one_partner_stop_train_with_one_line(
@@ -16,21 +13,7 @@ def test_two_largest_amounts_of_one_partner_stop_train_with_one_line(
     # inf in that partner's won amount and label_revenue: Optuna printed the heads' traceback
     # and the job ended "error: unexpected ValueError: revenue labels must be finite" (exit 1)
     raw = tmp_path / "raw"
-    shutil.copytree(raw_dir, raw)
-    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
-    first, signed = partners["partner_id"].iloc[0], pd.Timestamp(partners["signed_at"].iloc[0])
-    deals = pd.read_csv(raw / "deals.csv", dtype=str, keep_default_na=False)
-    extreme = pd.DataFrame(
-        {
-            "deal_id": ["DX1", "DX2"],
-            "partner_id": [first, first],
-            "created_at": [str(signed + pd.Timedelta(days=d)) for d in (40, 41)],
-            "closed_at": [str(signed + pd.Timedelta(days=d)) for d in (50, 51)],
-            "amount": [LARGEST, LARGEST],
-            "status": ["won", "won"],
-        }
-    )
-    pd.concat([deals, extreme]).to_csv(raw / "deals.csv", index=False)
+    first = with_two_largest_won_deals(raw_dir, raw)
     features = tmp_path / "features"
     assert main(["build", "--raw", str(raw), "--out", str(features)]) == 0
     capsys.readouterr()

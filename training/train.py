@@ -85,6 +85,9 @@ HOLDOUT_PREDICTIONS_ARTIFACT = "evaluation/holdout_predictions.parquet"
 """The pre-refit model's holdout predictions (partner_id, as_of, pred_revenue,
 pred_engagement): what ``promote`` scores a refitted version by, on rows it never saw."""
 _REQUIRED = ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged", "age_days")
+MIN_ROWS = 50
+MIN_PARTNERS = 20
+"""The smallest training set ``train`` accepts (rows, distinct partners)."""
 
 
 def drifting(trend: float | None, se: float | None) -> bool:
@@ -219,6 +222,41 @@ class TrainResult:
         return "\n".join(lines)
 
 
+def _where(frame: pd.DataFrame, path: Path, col: str, row: int) -> str:
+    """``<path>: column '<col>' row <n> (partner <id>, as_of <date>)``, ``row`` 0-based."""
+    as_of = pd.Timestamp(frame["as_of"].iloc[row])  # NaT in a hand-edited training set
+    as_of = "missing" if pd.isna(as_of) else as_of.strftime("%Y-%m-%d")
+    partner = visible(str(frame["partner_id"].iloc[row]))
+    return f"{path}: column '{col}' row {row + 1} (partner {partner}, as_of {as_of})"
+
+
+def check_labels(frame: pd.DataFrame, path: Path) -> None:
+    """Stop with one line at the first label no head can fit.
+
+    Revenue below 0, or an engagement label other than 0/1 (a hand-edited training set;
+    ``build`` writes neither).
+
+    The heads refused them only once the tuning had begun: "error: unexpected ValueError:
+    revenue labels must be finite and non-negative".
+
+    Raises:
+        PartnerscoreError: Naming the column, the row (1-based), the partner and as_of.
+    """
+    revenue = pd.to_numeric(frame["label_revenue"], errors="coerce").to_numpy(float)
+    engaged = pd.to_numeric(frame["label_engaged"], errors="coerce").to_numpy(float)
+    for col, bad, why in (
+        ("label_revenue", ~(revenue >= 0), "revenue is an amount from 0"),
+        ("label_engaged", ~np.isin(engaged, (0.0, 1.0)), "engagement is 0 or 1"),
+    ):
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = frame[col].iloc[row]
+            raise PartnerscoreError(
+                f"{_where(frame, path, col, row)}: {visible(str(value))} ({int(bad.sum())} such "
+                f"rows in the column): {why}; rebuild the training set"
+            )
+
+
 def check_finite(frame: pd.DataFrame, path: Path) -> None:
     """Stop with one line at the first infinite feature or label, or a missing label.
 
@@ -245,10 +283,7 @@ def check_finite(frame: pd.DataFrame, path: Path) -> None:
     if first is None:
         return
     row, col, value, count = first
-    as_of = pd.Timestamp(frame["as_of"].iloc[row])  # NaT in a hand-edited training set
-    as_of = "missing" if pd.isna(as_of) else as_of.strftime("%Y-%m-%d")
-    partner = visible(str(frame["partner_id"].iloc[row]))
-    where = f"{path}: column '{col}' row {row + 1} (partner {partner}, as_of {as_of})"
+    where = _where(frame, path, col, row)
     if np.isnan(value):
         raise PartnerscoreError(f"{where}: the label is missing (rebuild the training set)")
     raise PartnerscoreError(
@@ -273,13 +308,18 @@ def load_training_set(features_dir: str | Path) -> tuple[pd.DataFrame, dict, pd.
         if col not in frame.columns:
             raise PartnerscoreError(f"{path}: missing column '{col}'")
     check_finite(frame, path)
+    check_labels(frame, path)
     manifest_path = features_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest["training_set_sha256"] = file_fingerprint(path)
     truth_path = features_dir / "truth.parquet"
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None
-    if len(frame) < 50 or frame["partner_id"].nunique() < 20:
-        raise PartnerscoreError(f"{path}: only {len(frame)} rows; need at least 50 to train")
+    partners = frame["partner_id"].nunique()
+    if len(frame) < MIN_ROWS or partners < MIN_PARTNERS:
+        raise PartnerscoreError(
+            f"{path}: only {len(frame)} rows of {partners} partners; need at least {MIN_ROWS} "
+            f"rows of {MIN_PARTNERS} partners to train"
+        )
     return frame, manifest, truth
 
 
@@ -322,11 +362,14 @@ def out_of_fold_revenue(
 ) -> np.ndarray:
     """Revenue predictions of each fold's validation rows by a model fitted on its train rows.
 
-    Rows in no validation block (the oldest block of expanding folds) are NaN.
+    Rows in no validation block (the oldest block of expanding folds) are NaN, and so are
+    the rows of a fold whose training rows realised no revenue: a tweedie booster cannot be
+    fitted to all-zero labels (LightGBM stops: "sum of labels is zero"), and a program where
+    a few partners hold all the revenue leaves such a fold.
     """
     oof = np.full(len(X), np.nan)
     for tr, va in folds:
-        if tr.any() and va.any():
+        if tr.any() and va.any() and y[tr].sum() > 0:
             oof[va] = RevenueRegressor(**params).fit(X[tr], y[tr]).predict(X[va])
     return oof
 
@@ -978,28 +1021,86 @@ def tune_heads(
     return params, studies
 
 
-def train_and_evaluate(
-    frame: pd.DataFrame,
-    manifest: dict,
-    truth: pd.DataFrame | None,
-    config: TrainConfig,
-    policy: PolicyConfig | None = None,
-) -> Evaluation:
-    """Split, tune, fit, evaluate on the holdout against the baselines, then refit.
+def _cohorts(rows: pd.DataFrame) -> str:
+    signed = pd.to_datetime(rows["signed_at"])
+    return (
+        f"{len(rows)} snapshots of {rows['partner_id'].nunique()} partners signed "
+        f"{signed.min():%Y-%m-%d} .. {signed.max():%Y-%m-%d}"
+    )
 
-    The pure part of ``partnerscore train`` (no MLflow): ``bench/bench_models.py`` uses it too.
+
+def trainable_split(
+    frame: pd.DataFrame, config: TrainConfig, source: str = "training set"
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The training set sorted, and its training and holdout cohorts, if both can be used.
+
+    The heads need both engagement classes and some revenue in the training cohorts (a
+    tweedie booster cannot fit all-zero labels), and the holdout needs them too: without
+    revenue its Gini and bias are undefined, with one engagement class its AUC, so the run
+    would register a version whose primary score is NaN, which no challenger can beat and
+    no gate can read. Cheap (no fitting): ``run_train`` checks it before it opens the store.
+
+    Args:
+        frame: The training set (``load_training_set``).
+        config: Training settings (``holdout_share``).
+        source: What the message names (the training set's path).
+
+    Returns:
+        (frame sorted by partner and as_of, training cohorts, holdout cohorts).
+
+    Raises:
+        PartnerscoreError: One line naming the side, its rows and what it lacks.
     """
-    policy = policy or PolicyConfig()
-    specs = _specs_for(frame, manifest)
     frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
     train_mask, hold_mask = holdout_split(frame, config.holdout_share)
     train, holdout = (
         frame[train_mask].reset_index(drop=True),
         frame[hold_mask].reset_index(drop=True),
     )
-    if train["label_engaged"].nunique() < 2 or holdout.empty:
-        raise PartnerscoreError("training set has a single engagement class or no holdout rows")
+    if holdout.empty or train.empty:
+        raise PartnerscoreError(
+            f"{source}: train.holdout_share {config.holdout_share} leaves "
+            f"{'no holdout' if holdout.empty else 'no training'} rows"
+        )
+    hint = (
+        f"hold out more cohorts (train.holdout_share, now {config.holdout_share}) or build "
+        "from a longer history"
+    )
+    for side, rows, fix in (
+        ("training cohorts", train, "build from a longer history or other --ages/--horizon"),
+        ("holdout cohorts", holdout, hint),
+    ):
+        engaged = rows["label_engaged"].to_numpy()
+        if (engaged == engaged[0]).all():
+            raise PartnerscoreError(
+                f"{source}: column 'label_engaged' is {engaged[0]} in every row of the {side} "
+                f"({_cohorts(rows)}): the engagement head needs both classes to be fitted and "
+                f"judged; {fix}"
+            )
+        if not rows["label_revenue"].sum() > 0:
+            raise PartnerscoreError(
+                f"{source}: column 'label_revenue' is 0 in every row of the {side} "
+                f"({_cohorts(rows)}): no won revenue to fit or judge the revenue head on; {fix}"
+            )
+    return frame, train, holdout
 
+
+def train_and_evaluate(
+    frame: pd.DataFrame,
+    manifest: dict,
+    truth: pd.DataFrame | None,
+    config: TrainConfig,
+    policy: PolicyConfig | None = None,
+    source: str = "training set",
+) -> Evaluation:
+    """Split, tune, fit, evaluate on the holdout against the baselines, then refit.
+
+    The pure part of ``partnerscore train`` (no MLflow): ``bench/bench_models.py`` uses it too.
+    ``source`` names the training set in the messages of :func:`trainable_split`.
+    """
+    policy = policy or PolicyConfig()
+    specs = _specs_for(frame, manifest)
+    frame, train, holdout = trainable_split(frame, config, source)
     check_segment_columns(train, specs, config)
     params, studies = tune_heads(train, specs, config, policy)
     phases = phase_layout(frame, manifest)
@@ -1166,8 +1267,13 @@ def run_train(
     started = time.perf_counter()
     policy = policy or PolicyConfig()
     frame, manifest, truth = load_training_set(features_dir)
+    source = str(Path(features_dir) / "training_set.parquet")
+    trainable_split(frame, config, source)  # bad input stops before the store is touched
+    # the store before the work: an unreachable server or a locked database stops the job now,
+    # not after the tuning
+    tracking.setup_tracking(tracking_uri, config.experiment, artifact_root)
     with progress.task("training: tuning, fitting and evaluating both heads"):
-        ev = train_and_evaluate(frame, manifest, truth, config, policy)
+        ev = train_and_evaluate(frame, manifest, truth, config, policy, source)
     model, train, holdout, preds, metrics = ev.model, ev.train, ev.holdout, ev.preds, ev.metrics
     rev_params, eng_params = ev.params["revenue"], ev.params["engagement"]
     specs = model.feature_specs
@@ -1188,7 +1294,6 @@ def run_train(
         "holdout_metrics": metrics,
     }
 
-    tracking.setup_tracking(tracking_uri, config.experiment, artifact_root)
     with mlflow.start_run(run_name=f"train-{trained_at}") as run:
         mlflow.set_tags(
             {

@@ -746,6 +746,10 @@ def demo(
     emit(run_demo(workdir, cfg.model_copy(update=update)))
 
 
+INTERRUPTED = 130
+"""Exit code of a job ended by Ctrl-C (SIGINT), as a shell reports it."""
+
+
 def _is_click_error(exc: BaseException) -> bool:
     """Click's exceptions, whichever click raised them (typer bundles its own copy)."""
     import click
@@ -794,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
         if _is_click_error(exc):
             return _usage_error(exc)
@@ -808,6 +812,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     code = code if isinstance(code, int) else 0
+    if code == INTERRUPTED:  # typer turns Ctrl-C in a command into this code, silently
+        typer.echo("aborted", err=True)
     # not under a profiler or tracer (cProfile, coverage): they write their results after
     # main() returns
     watched = sys.getprofile() is not None or sys.gettrace() is not None

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -11,32 +15,99 @@ import numpy as np
 import pandas as pd
 
 
+@contextmanager
+def local_store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a local SQLite store's folder while the block runs.
+
+    MLflow creates and migrates a new SQLite database on first contact, without a lock: two
+    ``train`` runs that reached a new store together both ran the migrations, and one of them
+    ended with "unexpected CommandError: Online migration expected to match one row ... in
+    'alembic_version'" after all its work. Ctrl-C waits for the end of the block (a new
+    store's migrations take about a second). Other stores (a server, PostgreSQL) pass through.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    folder = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with signals_deferred():  # MLflow's migrations are not one transaction: never half
+            yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+@contextmanager
+def signals_deferred(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[None]:
+    """Hold ``signals`` while the block runs, then act on the first one that came.
+
+    For a short write that must happen whole (a model version with its alias and tags). The
+    previous handlers are back before the signal is raised again, so Ctrl-C still ends the
+    job (KeyboardInterrupt), only after the block. Outside the main thread (where Python
+    cannot set handlers) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for signum in signals:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: leave it alone
+            continue
+        previous[signum] = handler
+        signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
 def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:
     """Point MLflow at the store and make sure the experiment exists.
 
     A new experiment on a local store gets ``artifact_root/<experiment>`` as its artifact
-    location (otherwise MLflow would write ./mlruns in the current directory).
+    location (otherwise MLflow would write ./mlruns in the current directory). A local SQLite
+    store is created (or reached) under :func:`local_store_lock`, so jobs starting together
+    on one new store take turns; an experiment another client created meanwhile is used.
 
     Returns:
         The experiment id.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        mlflow.set_experiment(experiment_id=found.experiment_id)
-        return found.experiment_id
-    location = None
-    if artifact_root is None and tracking_uri.startswith("sqlite:///"):
-        # Beside the database, never MLflow's default ./mlruns in the current directory.
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-        artifact_root = (database.parent / "artifacts").resolve().as_uri()
-    if artifact_root and not tracking_uri.startswith(("http://", "https://", "databricks")):
-        location = f"{artifact_root.rstrip('/')}/{experiment}"
-    exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    with local_store_lock(tracking_uri):
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+                # Beside the database, never MLflow's default ./mlruns in the current directory.
+                database = Path(tracking_uri.removeprefix("sqlite:///"))
+                artifact_root = (database.parent / "artifacts").resolve().as_uri()
+            if artifact_root and not tracking_uri.startswith(("http://", "https://", "databricks")):
+                location = f"{artifact_root.rstrip('/')}/{experiment}"
+            try:
+                exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                found = mlflow.get_experiment_by_name(experiment)  # created meanwhile
+                if found is None:
+                    raise
+                exp_id = found.experiment_id
+        else:
+            exp_id = found.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -80,7 +151,11 @@ def plot_shap_summary(contrib: np.ndarray, X: pd.DataFrame, title: str, path: Pa
     explanation = shap.Explanation(
         values=contrib, data=data.to_numpy(dtype=float), feature_names=list(X.columns)
     )
-    shap.plots.beeswarm(explanation, max_display=15, show=False)
+    with warnings.catch_warnings():
+        # a feature missing in every shown row (common on a small holdout) has no colour
+        # range: shap's nanpercentile warned "All-NaN slice encountered" on train's stderr
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        shap.plots.beeswarm(explanation, max_display=15, show=False)
     fig = plt.gcf()
     fig.suptitle(title)
     return _save(fig, path)

@@ -1401,31 +1401,27 @@ def run_train(
             },
         )
         with progress.task("logging the model"):
+            # registered below, all at once: a version created here stayed without its alias,
+            # tags and description when the job was interrupted before they were set
             info = log_partner_model(
-                model,
-                config.registered_model if register else None,
-                input_example=holdout,
-                registry_name=config.registered_model,
+                model, None, input_example=holdout, registry_name=config.registered_model
             )
         run_id = run.info.run_id
-    version = str(info.registered_model_version) if info.registered_model_version else None
-    if version:
-        client = mlflow.MlflowClient()
-        client.update_model_version(
-            config.registered_model, version, description=model_description(ev, config)
-        )
-        client.set_registered_model_alias(config.registered_model, CHALLENGER, version)
-        for key in (
-            "revenue_normalized_gini",
-            "revenue_portfolio_bias",
-            "engagement_roc_auc",
-            "primary_score",
-        ):
-            client.set_model_version_tag(
-                config.registered_model, version, f"holdout_{key}", f"{metrics[key]:.4f}"
+    version = None
+    if register:
+        tags = {
+            f"holdout_{key}": f"{metrics[key]:.4f}"
+            for key in (
+                "revenue_normalized_gini",
+                "revenue_portfolio_bias",
+                "engagement_roc_auc",
+                "primary_score",
             )
-        client.set_model_version_tag(config.registered_model, version, "config_hash", config_hash)
-        client.set_model_version_tag(config.registered_model, version, "refit", str(config.refit))
+        }
+        tags |= {"config_hash": config_hash, "refit": str(config.refit)}
+        version = register_version(
+            info.model_uri, config.registered_model, model_description(ev, config), tags
+        )
     return TrainResult(
         run_id=run_id,
         version=version,
@@ -1441,6 +1437,33 @@ def run_train(
         min_segment_partners=config.segment_bias_min_partners,
         portfolio_variance=config.portfolio_variance,
     )
+
+
+def register_version(model_uri: str, name: str, description: str, tags: dict[str, str]) -> str:
+    """Register a logged model as a new version with its description, tags and ``challenger``.
+
+    All or nothing: SIGINT and SIGTERM wait until the version is complete (a second or so;
+    :func:`~partnerscore.training.tracking.signals_deferred`), and a version whose
+    description, tags or alias could not be written is deleted again. An interrupted
+    ``train`` left a READY version without any of them, which ``promote --version`` would
+    still have read.
+
+    Returns:
+        The new version.
+    """
+    with tracking.signals_deferred():
+        registered = mlflow.register_model(model_uri, name)
+        version = str(registered.version)
+        client = mlflow.MlflowClient()
+        try:
+            client.update_model_version(name, version, description=description)
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            client.set_registered_model_alias(name, CHALLENGER, version)
+        except Exception:
+            client.delete_model_version(name, version)
+            raise
+    return version
 
 
 def _window(ev: Evaluation) -> dict:

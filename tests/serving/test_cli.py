@@ -125,3 +125,34 @@ def test_batch_commands_run_with_the_memory_settings_and_write_the_same_files(
     assert written[True].keys() == written[False].keys()
     differ = [name for name in written[False] if written[True][name] != written[False][name]]
     assert differ == []
+
+
+def test_ctrl_c_during_train_says_aborted_and_registers_nothing(built_dir, tmp_path):
+    # typer turns Ctrl-C into exit code 130 without a word: the job just stopped
+    import os
+    import signal
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    err = tmp_path / "err.txt"
+    with err.open("w") as stderr:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "partnerscore.serving.cli", "train"]
+            + ["--features", str(built_dir), "--trials", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "mlflow.db").exists():  # the work begins as the store is set up
+            assert job.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        time.sleep(1)
+        job.send_signal(signal.SIGINT)
+        assert job.wait(timeout=120) == 130
+    said = err.read_text()
+    assert said.rstrip().endswith("aborted") and "Traceback" not in said, said
+    assert mlflow.MlflowClient(tracking_uri=uri).search_model_versions() == []

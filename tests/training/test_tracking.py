@@ -1,0 +1,97 @@
+"""The MLflow store setup, the whole-or-nothing registration and the logged plots."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from partnerscore.training import tracking
+
+STARTS_TOGETHER = """
+import sys, time
+from pathlib import Path
+from partnerscore.training.tracking import setup_tracking
+Path(sys.argv[2] + ".ready").touch()
+while not Path(sys.argv[3]).exists():
+    time.sleep(0.002)
+setup_tracking(sys.argv[1], "partnerscore", None)
+"""
+
+
+def test_jobs_reaching_a_new_sqlite_store_together_take_turns(tmp_path):
+    # MLflow migrates a new SQLite database without a lock: of three jobs reaching it at once
+    # two typically ended "unexpected CommandError: Online migration expected to match one
+    # row ... in 'alembic_version'" (7 of 9 such jobs in three rounds)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTS_TOGETHER, uri, str(tmp_path / f"job{i}"), str(go)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"job{i}.ready").exists() for i in range(3)):
+        assert time.monotonic() < deadline and all(j.poll() is None for j in jobs)
+        time.sleep(0.01)
+    go.touch()
+    errors = [job.communicate(timeout=120)[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0, 0], errors
+    experiments = mlflow.MlflowClient(tracking_uri=uri).search_experiments()
+    assert [e.name for e in experiments if e.name == "partnerscore"] == ["partnerscore"]
+
+
+def test_signals_wait_for_the_end_of_a_deferred_block():
+    reached = []
+    with pytest.raises(KeyboardInterrupt), tracking.signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # a handler would have run by now
+        reached.append("end of block")
+    assert reached == ["end of block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_version_that_cannot_be_completed_is_deleted(tracking_uri, built_dir, tmp_path):
+    """register_version: a version with its description, tags and alias, or none at all."""
+    from partnerscore.training.train import CHALLENGER, register_version
+
+    tracking.setup_tracking(tracking_uri, "partnerscore", None)
+    with mlflow.start_run():
+        mlflow.log_text("x", "x.txt")
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    version = register_version(info.model_uri, "m", "described", {"holdout_primary_score": "1"})
+    done = client.get_model_version("m", version)
+    assert done.description == "described" and done.tags == {"holdout_primary_score": "1"}
+    assert str(client.get_model_version_by_alias("m", CHALLENGER).version) == version
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        register_version(info.model_uri, "m", "described", {"bad/../key": "1"})
+    assert [str(v.version) for v in client.search_model_versions("name='m'")] == [version]
+    assert str(client.get_model_version_by_alias("m", CHALLENGER).version) == version
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+def test_the_shap_summary_of_a_feature_missing_everywhere_warns_nothing(tmp_path):
+    # a small holdout: a feature missing in every row made shap's beeswarm print numpy's
+    # "RuntimeWarning: All-NaN slice encountered" twice on train's stderr
+    X = pd.DataFrame({"seen": np.arange(20.0), "never": np.full(20, np.nan)})
+    contrib = np.random.default_rng(0).normal(size=(20, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tracking.plot_shap_summary(contrib, X, "summary", tmp_path / "shap.png")
+    assert (tmp_path / "shap.png").stat().st_size > 0

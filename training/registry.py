@@ -61,16 +61,27 @@ class ModelsResult:
     name: str
 
     def json_payload(self) -> dict:
-        """``--json``: every version's row (aliases, run, holdout metrics), not only a count."""
-        rows = json.loads(self.table.to_json(orient="records", date_format="iso"))
+        """``--json``: every version's row (aliases, run, holdout metrics), not only a count.
+
+        The values MLflow holds: the whole run id and every metric unrounded (pandas'
+        ``to_json`` kept 10 digits), a missing metric as null.
+        """
+        rows = [
+            {
+                key: None if isinstance(value, float) and not np.isfinite(value) else value
+                for key, value in row.items()
+            }
+            for row in self.table.to_dict(orient="records")
+        ]
         return {"name": self.name, "versions": rows}
 
     def summary(self) -> str:
-        """The comparison table as text."""
+        """The comparison table as text (run ids shortened to 8 characters)."""
         if self.table.empty:
             return f"no registered versions of '{self.name}' yet (run `partnerscore train`)"
+        shown = self.table.assign(run_id=self.table["run_id"].str[:8])
         with pd.option_context("display.width", 200, "display.max_columns", 30):
-            return f"registered model '{self.name}'\n" + self.table.to_string(
+            return f"registered model '{self.name}'\n" + shown.to_string(
                 index=False, float_format=lambda v: f"{v:.3f}"
             )
 
@@ -91,7 +102,7 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
             "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
                 "%Y-%m-%d %H:%M"
             ),
-            "run_id": (mv.run_id or "")[:8],
+            "run_id": mv.run_id or "",
             "config_hash": (run.data.tags.get("config_hash", "") if run else ""),
         }
         for key, label in _SHOWN:

@@ -515,3 +515,20 @@ def test_revenue_phases_report_reads_the_logged_phase_table(built_dir, tracking_
     phasing = fit["registered"]["phasing"]
     assert phasing["phase_days"] == 30 and phasing["horizon_days"] == 180
     assert sum(phasing["pooled"]) == pytest.approx(1.0)
+
+
+def test_models_json_holds_what_mlflow_holds(model_store, monkeypatch, capsys):
+    # --json gave the run id cut to 8 characters and every metric rounded to 10 digits
+    # (pandas' to_json): a scheduler could neither find the run nor match its metrics
+    uri = model_store.paths.tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["--json", "models"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["versions"]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    version = client.get_model_version("partnerscore", str(row["version"]))
+    assert row["run_id"] == version.run_id
+    logged = client.get_run(version.run_id).data.metrics
+    assert row["primary"] == logged["holdout_primary_score"]
+    assert row["eng_brier"] == logged["holdout_engagement_brier"]
+    assert main(["models"]) == 0  # the table still shows 8 characters
+    assert f" {version.run_id[:8]} " in capsys.readouterr().out

@@ -62,6 +62,19 @@ def test_signals_wait_for_the_end_of_a_deferred_block():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_second_signal_acts_at_once():
+    reached = []
+    with pytest.raises(KeyboardInterrupt), tracking.signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        reached.append("after the first")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        reached.append("after the second")
+    assert reached == ["after the first"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_version_that_cannot_be_completed_is_deleted(tracking_uri, built_dir, tmp_path):
     """register_version: a version with its description, tags and alias, or none at all."""
     from partnerscore.training.train import CHALLENGER, register_version

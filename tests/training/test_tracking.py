@@ -52,7 +52,16 @@ def test_jobs_reaching_a_new_sqlite_store_together_take_turns(tmp_path):
     assert [e.name for e in experiments if e.name == "partnerscore"] == ["partnerscore"]
 
 
-def test_signals_wait_for_the_end_of_a_deferred_block():
+@pytest.fixture
+def ctrl_c():
+    """Python's own Ctrl-C handler for the test: a pytest-xdist worker may hold another (a
+    Spark session's, installed by an earlier test of the worker) or ignore SIGINT."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_signals_wait_for_the_end_of_a_deferred_block(ctrl_c):
     reached = []
     with pytest.raises(KeyboardInterrupt), tracking.signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)
@@ -62,7 +71,7 @@ def test_signals_wait_for_the_end_of_a_deferred_block():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_second_signal_acts_at_once():
+def test_a_second_signal_acts_at_once(ctrl_c):
     reached = []
     with pytest.raises(KeyboardInterrupt), tracking.signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)

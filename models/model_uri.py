@@ -31,6 +31,13 @@ def resolve_model_uri(model: str, registered_model: str) -> str:
     raise OptionError(f"--model: expected an alias, a version number or a URI, got '{model}'")
 
 
+def sqlite_file(tracking_uri: str) -> str | None:
+    """The database file of a ``sqlite:///`` URI, its query dropped; None for other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+
+
 def missing_registry(tracking_uri: str) -> Path | None:
     """The database file of a local SQLite registry that is not there, else None.
 
@@ -38,10 +45,8 @@ def missing_registry(tracking_uri: str) -> Path | None:
     reads the registry must not use one that is missing. Servers and other databases: None
     (MLflow answers for them).
     """
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
-    if path in ("", ":memory:") or Path(path).is_file():
+    path = sqlite_file(tracking_uri)
+    if path is None or path in ("", ":memory:") or Path(path).is_file():
         return None
     return Path(path).resolve()
 

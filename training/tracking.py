@@ -14,6 +14,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from partnerscore.models.model_uri import sqlite_file
+
 
 @contextmanager
 def local_store_lock(tracking_uri: str) -> Iterator[None]:
@@ -25,7 +27,8 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
     'alembic_version'" after all its work. Ctrl-C waits for the end of the block (a new
     store's migrations take about a second). Other stores (a server, PostgreSQL) pass through.
     """
-    if not tracking_uri.startswith("sqlite:///"):
+    database = sqlite_file(tracking_uri)
+    if database is None:
         yield
         return
     try:
@@ -33,7 +36,7 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    folder = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0]).parent
+    folder = Path(database).parent
     folder.mkdir(parents=True, exist_ok=True)
     handle = os.open(folder, os.O_RDONLY)
     try:
@@ -105,10 +108,10 @@ def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None
         found = mlflow.get_experiment_by_name(experiment)
         if found is None:
             location = None
-            if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+            database = sqlite_file(tracking_uri)
+            if artifact_root is None and database is not None:
                 # Beside the database, never MLflow's default ./mlruns in the current directory.
-                database = Path(tracking_uri.removeprefix("sqlite:///"))
-                artifact_root = (database.parent / "artifacts").resolve().as_uri()
+                artifact_root = (Path(database).parent / "artifacts").resolve().as_uri()
             if artifact_root and not tracking_uri.startswith(("http://", "https://", "databricks")):
                 location = f"{artifact_root.rstrip('/')}/{experiment}"
             try:

@@ -331,8 +331,7 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
         row = int(np.flatnonzero(outside)[0])
         raise PartnerscoreError(
             f"{path}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is outside the "
-            "years "
-            "1900-2199"
+            "years 1900-2199"
         )
     as_of = as_of.astype("datetime64[ns]")
     signed = pd.Series(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from partnerscore.features.contract import END_DATE, FIRST_DATE
 from partnerscore.features.core import MAX_DAYS, PartnerscoreError, quoted, visible
-from partnerscore.features.registry import value_range
+from partnerscore.features.registry import FeatureSpec, value_range
 from partnerscore.models.bundle import PartnerModel
 
 ID_COLUMNS = ("partner_id", "as_of")
@@ -24,7 +24,7 @@ NOT_AN_AGE = f"is not an onboarding age (0 to {MAX_DAYS:,} days)"
 """What an ``age_days`` value :func:`impossible_ages` finds is, in messages."""
 
 
-def out_of_range(spec, values: np.ndarray) -> tuple[np.ndarray, str]:
+def out_of_range(spec: FeatureSpec, values: np.ndarray) -> tuple[np.ndarray, str]:
     """Where a numeric feature's finite values are impossible, and what they are, in messages.
 
     ``age_days`` is an onboarding age (:func:`impossible_ages`); other features must lie in their
@@ -40,8 +40,8 @@ def out_of_range(spec, values: np.ndarray) -> tuple[np.ndarray, str]:
     lo, hi = bounds
     with np.errstate(invalid="ignore"):
         bad = np.isfinite(values) & ((values < lo) | (values > hi))
-    upper = "" if np.isinf(hi) else f" to {hi:g}"
-    why = f"is outside the range of its unit ({spec.unit}: {lo:g}{upper or ' or more'})"
+    span = f"{lo:g} or more" if np.isinf(hi) else f"{lo:g} to {hi:g}"
+    why = f"is outside the range of its unit ({spec.unit}: {span})"
     if spec.unit == "share":
         why += "; a share is a fraction, not a percentage"
     return bad, why
@@ -174,7 +174,9 @@ def check_feature_frame(
     return FrameCheck(missing=missing, unseen=unseen)
 
 
-def _check_range(spec, values: np.ndarray, col: pd.Series, ids: pd.Series, source: str) -> None:
+def _check_range(
+    spec: FeatureSpec, values: np.ndarray, col: pd.Series, ids: pd.Series, source: str
+) -> None:
     """Stop on an infinite value (NaN is missing, and allowed) or an impossible one.
 
     An infinite feature is scored as the largest value the trees saw, silently; a negative age

@@ -521,6 +521,13 @@ def with_upgrade_paths(
 NON_FINITE = "non-finite prediction"
 
 
+def finite_predictions(scored: pd.DataFrame) -> np.ndarray:
+    """Per score row, whether both its predictions (revenue, engagement) are finite."""
+    return np.isfinite(scored["pred_revenue"].to_numpy(dtype=float)) & np.isfinite(
+        scored["pred_engagement"].to_numpy(dtype=float)
+    )
+
+
 def unscorable(model, features: pd.DataFrame, scored: pd.DataFrame) -> np.ndarray:
     """Per score row (``features``' rows, in order), why it is a reject ("" when it is kept).
 
@@ -532,9 +539,7 @@ def unscorable(model, features: pd.DataFrame, scored: pd.DataFrame) -> np.ndarra
     from partnerscore.models.frame_check import infinite_features
 
     reasons = infinite_features(model, features)
-    finite = np.isfinite(scored["pred_revenue"].to_numpy(dtype=float)) & np.isfinite(
-        scored["pred_engagement"].to_numpy(dtype=float)
-    )
+    finite = finite_predictions(scored)
     return np.where(reasons != "", reasons, np.where(finite, "", NON_FINITE)).astype(object)
 
 
@@ -1405,9 +1410,7 @@ def run_score_features(
         [scored, pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)], axis=1
     )
     as_of = pd.to_datetime(scored["as_of"]).to_numpy()
-    finite = (
-        np.isfinite(scored["pred_revenue"]) & np.isfinite(scored["pred_engagement"])
-    ).to_numpy()
+    finite = finite_predictions(scored)
     rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], NON_FINITE)]
     scored, as_of = scored[finite].reset_index(drop=True), as_of[finite]
     # a partner with several rows (build's training set: one per onboarding age) is scored in

@@ -67,8 +67,8 @@ EXTRA_COLUMNS = (
     "model_uri",
 )
 """Columns the job adds after :func:`score_features`, in the pandas job's order."""
-FINITE = "_finite"
 REJECT = "_reject"
+"""Each score row's reject reason ("" when it is kept), dropped from the published files."""
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 PROBE_PARTNERS = 64
 ARROW_BATCH = 50_000
@@ -169,8 +169,8 @@ def score_tables(
 
     Returns:
         The pandas job's score rows (peer_percentile left NaN: it compares partners across
-        groups) plus ``_finite`` (False rows are rejects) and ``_reject`` (their reason, as
-        the pandas job's :func:`~partnerscore.serving.score.unscorable`; "" when kept).
+        groups) plus ``_reject``: a reject's reason, as the pandas job's
+        :func:`~partnerscore.serving.score.unscorable` ("" when the row is kept).
     """
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
     from partnerscore.features.validate import RawData
@@ -227,7 +227,7 @@ def score_tables(
         ctx.model_uri,
         ctx.config,
     )
-    marks = pd.DataFrame({FINITE: reasons == "", REJECT: reasons}, index=decided.index)
+    marks = pd.DataFrame({REJECT: reasons}, index=decided.index)
     return pd.concat([decided, marks], axis=1)
 
 
@@ -945,7 +945,6 @@ def _score_job(
         *milestone_columns(config.incentives),
         "tier",
         "partner_type",
-        FINITE,
         REJECT,
     }
     kept = [c for c in probe.columns if c in wanted]
@@ -983,12 +982,12 @@ def _score_job(
         marks["features + scores (spark)"] = time.perf_counter() - tick
         tick = time.perf_counter()
         narrow = _read_parts(staging, kept, done)
-        finite = narrow[FINITE].to_numpy(bool)
+        finite = (narrow[REJECT] == "").to_numpy()
         bad = narrow.loc[~finite, ["partner_id", REJECT]]
         good = narrow[finite].sort_values("partner_id", kind="stable").reset_index(drop=True)
         # the pandas job's own peer percentiles, over the whole batch's finite rows
         good["peer_percentile"] = peer_percentile(good)
-        rows = good.drop(columns=[FINITE, REJECT])
+        rows = good.drop(columns=[REJECT])
         rejects.append(_rejects(bad["partner_id"], cuts, bad[REJECT].astype(str).to_numpy()))
         lost = ~isin_text(in_scope_ids, rows["partner_id"]) & ~isin_text(
             in_scope_ids, pd.concat([r["partner_id"] for r in rejects])
@@ -1097,7 +1096,7 @@ def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
 
     def one(path: Path) -> None:
         table = pq.read_table(path)
-        table = table.filter(pc.equal(table[FINITE], True)).drop_columns([FINITE, REJECT])
+        table = table.filter(pc.equal(table[REJECT], "")).drop_columns([REJECT])
         ids = table["partner_id"].to_numpy(zero_copy_only=False)
         values = pa.array(peers.reindex(ids).to_numpy(float), type=pa.float64())
         where = table.schema.get_field_index("peer_percentile")

@@ -1092,15 +1092,17 @@ def train_and_evaluate(
     config: TrainConfig,
     policy: PolicyConfig | None = None,
     source: str = "training set",
+    split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None = None,
 ) -> Evaluation:
     """Split, tune, fit, evaluate on the holdout against the baselines, then refit.
 
     The pure part of ``partnerscore train`` (no MLflow): ``bench/bench_models.py`` uses it too.
-    ``source`` names the training set in the messages of :func:`trainable_split`.
+    ``split`` is :func:`trainable_split`'s result when the caller checked it already (else it
+    is made here, ``source`` naming the training set in its messages).
     """
     policy = policy or PolicyConfig()
     specs = _specs_for(frame, manifest)
-    frame, train, holdout = trainable_split(frame, config, source)
+    frame, train, holdout = split if split is not None else trainable_split(frame, config, source)
     check_segment_columns(train, specs, config)
     params, studies = tune_heads(train, specs, config, policy)
     phases = phase_layout(frame, manifest)
@@ -1268,12 +1270,12 @@ def run_train(
     policy = policy or PolicyConfig()
     frame, manifest, truth = load_training_set(features_dir)
     source = str(Path(features_dir) / "training_set.parquet")
-    trainable_split(frame, config, source)  # bad input stops before the store is touched
+    split = trainable_split(frame, config, source)  # bad input stops before the store
     # the store before the work: an unreachable server or a locked database stops the job now,
     # not after the tuning
     tracking.setup_tracking(tracking_uri, config.experiment, artifact_root)
     with progress.task("training: tuning, fitting and evaluating both heads"):
-        ev = train_and_evaluate(frame, manifest, truth, config, policy, source)
+        ev = train_and_evaluate(frame, manifest, truth, config, policy, split=split)
     model, train, holdout, preds, metrics = ev.model, ev.train, ev.holdout, ev.preds, ev.metrics
     rev_params, eng_params = ev.params["revenue"], ev.params["engagement"]
     specs = model.feature_specs

@@ -45,7 +45,9 @@ class BuildConfig(FrozenConfig):
     Attributes:
         ages: Onboarding ages (days after signed_at) at which snapshots are taken.
         horizon_days: Label window length after each as_of: [as_of, as_of + horizon).
-        engagement_period_days: Length of the periods the horizon is cut into.
+        engagement_period_days: Length of the periods the horizon is cut into; at most
+            ``horizon_days`` in a config file or on the command line
+            (:func:`engagement_period_conflict`).
         engagement_min_share: Share of periods that need a qualifying touchpoint.
         engagement_touchpoints: Activity types (plus ``lead``/``deal`` creation) that qualify.
         phase_days: Length of the revenue phases the horizon is cut into
@@ -83,6 +85,36 @@ class BuildConfig(FrozenConfig):
         if value is not None and not 1900 <= value.year <= 2199:
             raise ValueError("data_end must lie in the years 1900-2199 (the data contract's)")
         return value
+
+
+def engagement_period_conflict(
+    config: BuildConfig,
+    horizon: str = "build.horizon_days",
+    period: str = "build.engagement_period_days",
+) -> str | None:
+    """Why ``config``'s engagement period cannot define ``label_engaged``, or None.
+
+    A period longer than the horizon is cut at the horizon's end: the horizon is one period,
+    and the label silently becomes "any qualifying touchpoint in the horizon". The builders
+    accept it (the simulator's truth and the property tests use short horizons with the
+    default period); the configuration file and the command line refuse it
+    (:class:`~partnerscore.serving.config.AppConfig`, ``partnerscore build``).
+
+    Args:
+        config: Build settings.
+        horizon: How the message names the horizon (a config key or an option).
+        period: How the message names the engagement period.
+
+    Returns:
+        One line naming both settings and their values, or None when the period fits.
+    """
+    if config.engagement_period_days <= config.horizon_days:
+        return None
+    return (
+        f"{period} {config.engagement_period_days} is longer than {horizon} "
+        f"{config.horizon_days}: label_engaged would be one period cut at the horizon (any "
+        "qualifying touchpoint in it); give an engagement period of at most the horizon"
+    )
 
 
 class ValidateConfig(FrozenConfig):

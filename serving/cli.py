@@ -324,6 +324,18 @@ def build(
             "engagement_period_days": ("--engagement-period", engagement_period),
         },
     )
+    from partnerscore.features.config import engagement_period_conflict
+
+    # each setting named as the user gave it: an option, else the config key
+    names = {
+        "horizon": "--horizon" if horizon is not None else "build.horizon_days",
+        "period": "build.engagement_period_days",
+    }
+    if engagement_period is not None:
+        names["period"] = "--engagement-period"
+    conflict = engagement_period_conflict(cfg, **names)
+    if conflict is not None:
+        raise OptionError(conflict)
     from partnerscore.features.pipeline import run_build
 
     if cutoffs is not None and ages is not None:

@@ -6,9 +6,15 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from partnerscore.features.config import BuildConfig, MonitorConfig, SimulateConfig, ValidateConfig
+from partnerscore.features.config import (
+    BuildConfig,
+    MonitorConfig,
+    SimulateConfig,
+    ValidateConfig,
+    engagement_period_conflict,
+)
 from partnerscore.features.core import (
     FrozenConfig,
     PartnerscoreError,
@@ -122,6 +128,13 @@ class AppConfig(FrozenConfig):
     incentives: IncentivesConfig = IncentivesConfig()
     whatif: WhatIfConfig = WhatIfConfig()
 
+    @model_validator(mode="after")
+    def _engagement_period_fits_the_horizon(self) -> AppConfig:
+        conflict = engagement_period_conflict(self.build)
+        if conflict is not None:
+            raise ValueError(conflict)
+        return self
+
     def hash(self) -> str:
         """Stable hash logged with every run and stamped on every score row."""
         return stable_hash(self)
@@ -179,5 +192,7 @@ def load_config(path: str | Path | None = None) -> AppConfig:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not err["loc"]:  # a rule between keys (AppConfig's own validator) names them
+            raise PartnerscoreError(f"{path}: {err['msg'].removeprefix('Value error, ')}") from exc
         where = ".".join(str(p) for p in err["loc"])
         raise PartnerscoreError(f"{path}: config key '{where}': {err['msg']}") from exc

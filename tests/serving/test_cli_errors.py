@@ -538,6 +538,16 @@ BAD_OPTION_VALUES = {
         ["build", "--raw", "RAW", "--data-end", "2024-02-30"],
         ["--data-end", "'2024-02-30'"],
     ),
+    # a period longer than the horizon is cut at its end: label_engaged silently became "any
+    # qualifying touchpoint in the horizon" (exit 0)
+    "build_horizon_shorter_than_the_engagement_period": (
+        ["build", "--raw", "RAW", "--horizon", "20"],
+        ["build.engagement_period_days 30 is longer than --horizon 20", "at most the horizon"],
+    ),
+    "build_engagement_period_past_the_horizon": (
+        ["build", "--raw", "RAW", "--horizon", "30", "--engagement-period", "60"],
+        ["--engagement-period 60 is longer than --horizon 30"],
+    ),
     "build_data_end_past_the_contract_years": (
         ["build", "--raw", "RAW", "--data-end", "9999-12-31"],
         ["--data-end 9999-12-31", "1900-2199"],

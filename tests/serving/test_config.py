@@ -54,3 +54,32 @@ def test_tracking_uri_env_override(monkeypatch, tmp_path):
     assert cfg.paths.tracking_uri() == f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert cfg.paths.tracking_uri() == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "--raw", "raw", "--out", "f"],
+        ["train", "--features", "f"],
+        ["score", "--raw", "raw", "--as-of", "2026-06-01", "--out", "s.csv"],
+    ],
+    ids=["build", "train", "score"],
+)
+def test_an_engagement_period_past_the_horizon_is_refused(argv, tmp_path, capsys, monkeypatch):
+    """A period longer than the horizon is cut at its end: label_engaged silently became "any
+    qualifying touchpoint in the horizon". Every command reading the file refuses it first."""
+    from partnerscore.serving.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text("build:\n  horizon_days: 30\n  engagement_period_days: 60\n")
+    assert main([*argv, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {path}: build.engagement_period_days 60 is longer than build.horizon_days 30: "
+        "label_engaged would be one period cut at the horizon (any qualifying touchpoint in "
+        "it); give an engagement period of at most the horizon\n"
+    )
+    assert list(tmp_path.iterdir()) == [path]  # nothing read, nothing written
+    path.write_text("build:\n  horizon_days: 30\n  engagement_period_days: 30\n")
+    assert load_config(path).build.engagement_period_days == 30  # a period as long: one period

@@ -297,7 +297,9 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
     to quarantine).
 
     Returns:
-        partner_id, as_of, signed_at sorted by partner_id, as_of (duplicates removed).
+        partner_id, as_of, signed_at sorted by partner_id, as_of. A snapshot named twice
+        (the same partner and as_of, however the date is written) stops too, naming both
+        rows.
     """
     path = Path(path)
     frame = read_frame(path, text=lambda col: col == "as_of")
@@ -353,9 +355,35 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
             f"partner {quoted(ids.iloc[row])} signed"
         )
     out = pd.DataFrame({"partner_id": ids.to_numpy(), "as_of": as_of.to_numpy()})
+    _check_no_repeats(path, out, given)
     out["signed_at"] = signed_at
-    out = out.drop_duplicates(["partner_id", "as_of"])
     return out.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+
+
+def _check_no_repeats(path: Path, snaps: pd.DataFrame, given: pd.Series) -> None:
+    """Stop at the first row naming a snapshot (partner_id, as_of) an earlier row names.
+
+    A plan lists each snapshot once; a repeat (often a join that multiplied rows, or one date
+    written two ways) was merged silently, so the build had fewer rows than the file.
+
+    Raises:
+        PartnerscoreError: Naming the file, both columns, both rows (1-based), the partner and
+            the dates as written, and how many rows repeat an earlier one.
+    """
+    repeats = snaps.duplicated(["partner_id", "as_of"]).to_numpy()
+    if not repeats.any():
+        return
+    second = int(np.flatnonzero(repeats)[0])
+    partner, when = snaps["partner_id"].iloc[second], snaps["as_of"].iloc[second]
+    same = (snaps["partner_id"] == partner).to_numpy() & (snaps["as_of"] == when).to_numpy()
+    first = int(np.flatnonzero(same)[0])
+    texts = [quoted(given.iloc[first]), quoted(given.iloc[second])]
+    written = texts[0] if texts[0] == texts[1] else " and ".join(texts)
+    raise PartnerscoreError(
+        f"{path}: columns 'partner_id', 'as_of' rows {first + 1} and {second + 1}: the same "
+        f"snapshot twice (partner {quoted(partner)}, as_of {written}; repeated rows in the "
+        f"file: {int(repeats.sum()):,}): a cut-off table is a plan, give each snapshot once"
+    )
 
 
 def training_snapshots(

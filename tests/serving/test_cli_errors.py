@@ -196,6 +196,18 @@ CUTOFF_FILES = {
         "P1,2024-06-01\n,2024-06-01",
         "column 'partner_id' row 2: missing partner id",
     ),
+    # merged without a count before: the build had fewer snapshots than the plan (exit 0)
+    "repeated_snapshot": (
+        "P1,2024-06-01\nP2,2024-06-01\nP1,2024-06-01\nP2,2024-07-01",
+        "columns 'partner_id', 'as_of' rows 1 and 3: the same snapshot twice (partner 'P1', "
+        "as_of '2024-06-01'; repeated rows in the file: 1): a cut-off table is a plan, give "
+        "each snapshot once",
+    ),
+    "repeated_snapshot_written_two_ways": (
+        "P2,2024-07-01\nP1,2024-06-01\nP2,2024-07-01T02:00:00+02:00\nP2,2024-07-01 00:00",
+        "columns 'partner_id', 'as_of' rows 1 and 3: the same snapshot twice (partner 'P2', "
+        "as_of '2024-07-01' and '2024-07-01T02:00:00+02:00'; repeated rows in the file: 2)",
+    ),
     # read_frame gave pandas' "C error: EOF inside string starting at row 2" (a 0-based line)
     "unclosed_quote": (
         'P1,2024-06-01\nP2,"2024-06-01\nP3,2024-07-01',

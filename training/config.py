@@ -18,6 +18,13 @@ class TrainConfig(FrozenConfig):
         trials: Optuna trials per head (0 keeps the default parameters).
         timeout_seconds: Optional wall-clock cap on tuning per head.
         holdout_share: Share of the newest signing cohorts held out for evaluation.
+        min_training_partners: Fewest partners the training cohorts (what ``holdout_share``
+            leaves) may hold; fewer stop ``train`` before the store is touched, naming both
+            sides. ``holdout_share 0.99`` left 11 partners (about 44 rows, fewer than two leaves
+            of the heads' ``min_child_samples`` 40: no split) and registered the model. At 50
+            (about 200 rows) the heads can split a few times and the newest
+            ``calibration_share`` still holds about 7 partners; the test programs (150
+            partners and up) leave 99 or more, the demo (2,000) about 1,400.
         calibration_share: Share of the training cohorts (newest) used to calibrate engagement.
         calibration: Engagement calibration map: ``auto`` (the candidate with the lowest
             cross-validated log loss on the calibration rows among ``calibration_candidates``),
@@ -110,6 +117,7 @@ class TrainConfig(FrozenConfig):
     trials: int = Field(default=5, ge=0)
     timeout_seconds: float | None = None
     holdout_share: float = Field(default=0.2, gt=0, lt=1)
+    min_training_partners: int = Field(default=50, ge=1)
     calibration_share: float = Field(default=0.15, gt=0, lt=1)
     calibration: Literal["auto", "sigmoid", "beta", "smooth_isotonic", "isotonic"] = "auto"
     calibration_candidates: tuple[Literal["sigmoid", "beta", "smooth_isotonic"], ...] = Field(

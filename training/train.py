@@ -1038,18 +1038,22 @@ def trainable_split(
     tweedie booster cannot fit all-zero labels), and the holdout needs them too: without
     revenue its Gini and bias are undefined, with one engagement class its AUC, so the run
     would register a version whose primary score is NaN, which no challenger can beat and
-    no gate can read. Cheap (no fitting): ``run_train`` checks it before it opens the store.
+    no gate can read. The training cohorts need ``min_training_partners`` partners too: a
+    ``holdout_share`` near 1 left a handful. Cheap (no fitting): ``run_train`` checks it
+    before it opens the store.
 
     Args:
         frame: The training set (``load_training_set``).
-        config: Training settings (``holdout_share``).
+        config: Training settings (``holdout_share``, ``min_training_partners``).
         source: What the message names (the training set's path).
 
     Returns:
         (frame sorted by partner and as_of, training cohorts, holdout cohorts).
 
     Raises:
-        PartnerscoreError: One line naming the side, its rows and what it lacks.
+        PartnerscoreError: One line naming the side, its rows and what it lacks (fewer
+            partners than ``min_training_partners`` in the training cohorts: both sides'
+            partner counts).
     """
     frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
     train_mask, hold_mask = holdout_split(frame, config.holdout_share)
@@ -1061,6 +1065,14 @@ def trainable_split(
         raise PartnerscoreError(
             f"{source}: train.holdout_share {config.holdout_share} leaves "
             f"{'no holdout' if holdout.empty else 'no training'} rows"
+        )
+    trained, held = train["partner_id"].nunique(), holdout["partner_id"].nunique()
+    if trained < config.min_training_partners:
+        raise PartnerscoreError(
+            f"{source}: train.holdout_share {config.holdout_share} leaves {trained} partners "
+            f"in the training cohorts and {held} in the holdout cohorts; training needs at "
+            f"least {config.min_training_partners} (train.min_training_partners): lower "
+            "train.holdout_share or build from more partners"
         )
     hint = (
         f"hold out more cohorts (train.holdout_share, now {config.holdout_share}) or build "

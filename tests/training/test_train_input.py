@@ -129,6 +129,39 @@ def test_labels_no_head_can_fit_or_judge_stop_train_with_one_line(
     assert not (tmp_path / "mlflow.db").exists()  # stopped before the store was touched
 
 
+def test_too_few_training_partners_stop_train_before_the_store(
+    built_dir, tracking_uri, tmp_path, capsys
+):
+    # holdout_share 0.99 keeps the oldest cohort alone for training: 44 of the 343 partners
+    # here (11 on a smaller program), and the run registered a model fitted on them (exit 0)
+    import json
+
+    from partnerscore.training.config import TrainConfig
+    from partnerscore.training.splits import holdout_split
+    from partnerscore.training.train import trainable_split
+
+    frame = pd.read_parquet(built_dir / "training_set.parquet")
+    train, holdout = holdout_split(frame, 0.99)
+    trained, held = frame[train]["partner_id"].nunique(), frame[holdout]["partner_id"].nunique()
+    assert trained < 50 <= held  # the default train.min_training_partners
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"train": {"holdout_share": 0.99, "trials": 0}}))
+    code = main(["train", "--features", str(built_dir), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err == (
+        f"error: {built_dir / 'training_set.parquet'}: train.holdout_share 0.99 leaves {trained} "
+        f"partners in the training cohorts and {held} in the holdout cohorts; training needs at "
+        "least 50 (train.min_training_partners): lower train.holdout_share or build from more "
+        "partners\n"
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before the store was touched
+    # the setting decides: a lower minimum lets the same split train
+    assert TrainConfig().min_training_partners == 50
+    lower = TrainConfig(holdout_share=0.99, min_training_partners=trained)
+    assert trainable_split(frame, lower)[1]["partner_id"].nunique() == trained
+
+
 def test_too_few_partners_says_partners_not_rows(built_dir, tmp_path):
     # 19 partners of ~4 rows each: "only 72 rows; need at least 50 to train"
     from partnerscore.features.core import PartnerscoreError

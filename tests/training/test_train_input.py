@@ -130,7 +130,7 @@ def test_labels_no_head_can_fit_or_judge_stop_train_with_one_line(
 
 
 def test_too_few_training_partners_stop_train_before_the_store(
-    built_dir, tracking_uri, tmp_path, capsys
+    built_dir, tracking_uri, tmp_path, capsys, monkeypatch
 ):
     # holdout_share 0.99 keeps the oldest cohort alone for training: 44 of the 343 partners
     # here (11 on a smaller program), and the run registered a model fitted on them (exit 0)
@@ -144,6 +144,7 @@ def test_too_few_training_partners_stop_train_before_the_store(
     train, holdout = holdout_split(frame, 0.99)
     trained, held = frame[train]["partner_id"].nunique(), frame[holdout]["partner_id"].nunique()
     assert trained < 50 <= held  # the default train.min_training_partners
+    monkeypatch.chdir(tmp_path)  # the config's default folders, were the run not stopped
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"train": {"holdout_share": 0.99, "trials": 0}}))
     code = main(["train", "--features", str(built_dir), "--config", str(config)])
@@ -155,7 +156,7 @@ def test_too_few_training_partners_stop_train_before_the_store(
         "least 50 (train.min_training_partners): lower train.holdout_share or build from more "
         "partners\n"
     )
-    assert not (tmp_path / "mlflow.db").exists()  # stopped before the store was touched
+    assert sorted(tmp_path.iterdir()) == [config]  # stopped before the store was touched
     # the setting decides: a lower minimum lets the same split train
     assert TrainConfig().min_training_partners == 50
     lower = TrainConfig(holdout_share=0.99, min_training_partners=trained)

@@ -951,7 +951,7 @@ def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
     """Latest timestamp in an observed (not planned) date column of the tables."""
     ends = [
         tables[name][col].max()
-        for name, col in _observed(tables)
+        for name, col in observed_date_columns(tables)
         if tables[name][col].notna().any()
     ]
     return max(ends)
@@ -1016,8 +1016,13 @@ class LateTail:
             return None
 
 
-def _observed(tables: dict[str, pd.DataFrame] | dict[str, dict]) -> list[tuple[str, str]]:
+def observed_date_columns(
+    tables: dict[str, pd.DataFrame] | dict[str, dict],
+) -> list[tuple[str, str]]:
     """(table, column) of every observed (not planned) date column the tables hold.
+
+    The columns :func:`late_tail` (and the data end) read; the Spark engine's twin
+    (:func:`~partnerscore.serving.spark_validate.late_tail_in_spark`) reads the same ones.
 
     Args:
         tables: Table -> its frame, or its columns (any container of their names).
@@ -1065,7 +1070,7 @@ def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> La
     """
     partners = tables.get("partners")
     k = late_tail_k(len(partners)) if partners is not None else 0
-    cols = _observed(tables)
+    cols = observed_date_columns(tables)
     if k < 2 or not cols:
         return None
     newest = _data_end(tables)

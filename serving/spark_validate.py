@@ -687,10 +687,15 @@ def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, 
     """
     from pyspark.sql import functions as F
 
-    from partnerscore.features.validate import LATE_TAIL_DAYS, LateTail, _observed, late_tail_k
+    from partnerscore.features.validate import (
+        LATE_TAIL_DAYS,
+        LateTail,
+        late_tail_k,
+        observed_date_columns,
+    )
 
     k = late_tail_k(partners)
-    cols = _observed(dtypes)
+    cols = observed_date_columns(dtypes)
     if k < 2 or not cols or pd.isna(newest):
         return None
     newest = pd.Timestamp(newest)

@@ -252,14 +252,24 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
     them): values of several time zones stop with :func:`mixed_zones`' line; values of one
     zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
     files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
+    Dates with a UTC offset among dates without one (or the reverse) are several zones too:
+    pandas reads the column in the first value's form and made the others NaT, so they were
+    reported as "not a date".
 
     Raises:
-        PartnerscoreError: as_of values of several time zones.
+        PartnerscoreError: as_of values of several time zones, or with and without an offset.
     """
     try:
         when = pd.to_datetime(frame["as_of"], errors="coerce")
     except (ValueError, TypeError) as exc:  # as_of values of several time zones
         raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
+    if (when.isna() & frame["as_of"].notna()).any():
+        # the column's form is the first value's: a date of the other form (with or without
+        # an offset) was made NaT; read value by value, pandas names the mix (error path only)
+        try:
+            pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
+        except (ValueError, TypeError) as exc:
+            raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
     if isinstance(when.dtype, pd.DatetimeTZDtype):
         when = when.dt.tz_convert("UTC").dt.tz_localize(None)
     return when
@@ -279,23 +289,34 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
 
     Returns:
         The message naming the first row (1-based) whose zone is not the first date's, its value
-        and partner (a value that is no date has no zone); pandas' own first line when every
+        and partner (a value that is no date has no zone); a date without a UTC offset among
+        dates with one (or the reverse) is said to be so. Pandas' own first line when every
         date has the first one's zone.
     """
     zones = []
     for value in frame["as_of"].tolist():
         try:
-            zones.append(str(pd.Timestamp(value).tz))
+            stamp = pd.Timestamp(value)
         except (ValueError, TypeError):
-            zones.append(None)
-    dated = [i for i, zone in enumerate(zones) if zone is not None]  # not a date: no zone
+            stamp = pd.NaT
+        zones.append(_NO_DATE if stamp is pd.NaT else str(stamp.tz))  # "None": no offset
+    dated = [i for i, zone in enumerate(zones) if zone is not _NO_DATE]  # no date: no zone
     first = dated[0] if dated else None
     row = next((i for i in dated if zones[i] != zones[first]), None)
     if row is None:
         return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
+    if "None" in (zones[row], zones[first]):
+        has = "has no UTC offset" if zones[row] == "None" else "has a UTC offset"
+        other = "one" if zones[row] == "None" else "none"
+        what = f"{has} and row {first + 1} ({quoted(frame['as_of'].iloc[first])}) has {other}"
+    else:
+        what = f"has another time zone than row {first + 1} ({quoted(frame['as_of'].iloc[first])})"
     return (
-        f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} has another "
-        f"time zone than row {first + 1} ({quoted(frame['as_of'].iloc[first])}) "
+        f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} {what} "
         f"(partner {quoted(frame['partner_id'].iloc[row])})"
         "; give every as_of in one time zone, or none"
     )
+
+
+_NO_DATE = object()
+"""A value of :func:`mixed_zones`' scan that is no date (and so has no zone)."""

@@ -1003,7 +1003,7 @@ def test_score_features_refuses_infinite_values_impossible_ages_and_far_dates(
         ("as_of", "2200-01-01", "is outside the years 1900-2199"),
         ("as_of", "1899-12-31", "is outside the years 1900-2199"),
         # one as_of with a time zone among dates without: pandas raised "Mixed timezones"
-        ("as_of", "2026-04-01T00:00:00+05:00", "has another time zone than row 1"),
+        ("as_of", "2026-04-01T00:00:00+05:00", "has a UTC offset and row 1"),
         (number, "many", "is not a number"),
         # values no build makes: a negative count, a share given as a percentage
         (number, "-1", "is outside the range of its unit (count: 0 or more)"),
@@ -1066,6 +1066,24 @@ def test_version_and_json_and_log_level(capsys):
     code, _, parser_err = run(["--nope", "metrics"], capsys)
     assert code == 2 and err.splitlines()[0] == parser_err.splitlines()[0]
     assert err.splitlines()[0].endswith(" [OPTIONS] COMMAND [ARGS]...")
+
+
+def test_a_missing_as_of_is_not_named_for_its_time_zone():
+    """mixed_zones read a missing as_of (NaT) as a date without an offset, and named it as the
+    row whose zone differs; a missing value has no zone, as a value that is no date."""
+    from partnerscore.models.frame_check import mixed_zones
+
+    frame = pd.DataFrame(
+        {
+            "partner_id": ["P1", "P2", "P3"],
+            "as_of": ["2026-01-01T00:00:00+02:00", None, "2026-01-01"],
+        }
+    )
+    said = mixed_zones("s.csv", frame, ValueError("Mixed timezones detected"))
+    assert said.startswith(
+        "s.csv: column 'as_of' row 3: '2026-01-01' has no UTC offset and row 1 "
+        "('2026-01-01T00:00:00+02:00') has one (partner 'P3')"
+    ), said
 
 
 def test_a_value_that_is_no_date_is_not_named_for_its_time_zone():

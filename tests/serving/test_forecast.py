@@ -535,6 +535,25 @@ def test_forecast_cli_names_an_as_of_in_another_time_zone(tmp_path, capsys, suff
     assert not (tmp_path / "f.csv").exists()
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_forecast_cli_names_an_as_of_with_an_offset_among_plain_dates(tmp_path, capsys, suffix):
+    """An as_of with a UTC offset among plain dates was 'row 5: not a date' (pandas read the
+    column in row 1's form and made it NaT): the line says it has an offset and row 1 none."""
+    scores = _scores()
+    scores.loc[4, "as_of"] = "2026-01-01T00:00:00+02:00"
+    path = tmp_path / f"s.{suffix}"
+    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
+    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a date" not in err
+    assert (
+        f"s.{suffix}: column 'as_of' row 5: '2026-01-01T00:00:00+02:00' has a UTC offset and "
+        "row 1 ('2026-01-01') has none (partner 'P4'); give every as_of in one time zone, or none"
+    ) in err
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_forecast_reads_as_of_values_of_one_time_zone_in_utc(tmp_path, capsys):
     """as_of values all at +02:00 ended in 'unexpected TypeError' (exit 1); they are read in UTC,
     as the data contract reads zoned times: the same forecast as the plain UTC dates."""

@@ -425,6 +425,9 @@ def test_report_errors(tmp_path, capsys, monkeypatch):
          "('2026-03-01T00:00:00+02:00') (partner 'C')"),
         # so did a value that is no date at all (to_datetime without errors='coerce')
         ("soon", "is not a date"),
+        # a date without an offset among offset dates was 'is not a date' (made NaT)
+        ("2026-03-01", "has no UTC offset and row 1 ('2026-03-01T00:00:00+02:00') has one "
+         "(partner 'C')"),
     ],
 )  # fmt: skip
 def test_report_cli_names_an_as_of_it_cannot_read(tmp_path, capsys, monkeypatch, other, said):

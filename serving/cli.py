@@ -596,7 +596,21 @@ def report(
     partners: Annotated[
         str | None, typer.Option(help="Only these partner ids (comma-separated).")
     ] = None,
+    partners_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Only the partner ids of this CSV/Parquet file's partner_id column, one per "
+            "row as written (quote an id holding a comma); with --partners: either's."
+        ),
+    ] = None,
     tier: Annotated[str | None, typer.Option(help="Only partners in this score tier.")] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Only the rows scored by this model version (a file holding two versions' "
+            "batches of one date is refused without it)."
+        ),
+    ] = None,
     notes: Annotated[
         Path | None,
         typer.Option(help="CSV/Parquet of notes (partner_id, note[, noted_at, author])."),
@@ -612,8 +626,21 @@ def report(
     ids = [p.strip() for p in partners.split(",") if p.strip()] if partners is not None else None
     if ids is not None and not ids:
         raise OptionError(f"--partners '{partners}': no partner id given")
+    if model_version is not None and not model_version.strip():
+        raise OptionError(f"--model-version '{model_version}': no model version given")
     cfg = _config(config)
-    emit(run_report(scores, out, cfg, partners=ids, tier=tier, notes=notes, workers=workers))
+    result = run_report(
+        scores,
+        out,
+        cfg,
+        partners=ids,
+        tier=tier,
+        notes=notes,
+        workers=workers,
+        partners_file=partners_file,
+        model_version=model_version,
+    )
+    emit(result)
     _batch_done()
 
 

@@ -725,18 +725,33 @@ def _environment() -> Environment:
     )
 
 
-def read_scores(path: str | Path) -> pd.DataFrame:
+def read_scores(
+    path: str | Path, model_version: str | None = None, *, version_option: str | None = None
+) -> pd.DataFrame:
     """Read a scores file, keeping ids, names and other text columns as strings.
+
+    A partner's page shows one score: of several rows of a partner, the one of the latest
+    as_of. Two rows of a partner at that as_of (two batches of one date in one file, e.g. one
+    scored by model version 1 and one by version 2) have no latest one: the file is refused,
+    naming both rows and their versions (the last of them was kept, silently, whichever version
+    scored it). ``model_version`` keeps the rows of that version only (``report
+    --model-version``), as a file of that version's batch alone.
 
     Args:
         path: CSV or Parquet scores file written by ``partnerscore score``.
+        model_version: Read only the rows of this model version (the ``model_version`` column).
+        version_option: The caller's option that sets ``model_version`` (``report``'s
+            ``--model-version``), named in the message of a partner scored by two versions;
+            None: the message asks for one batch per file.
 
     Returns:
         The scores, one row per partner (the latest as_of when a file holds several).
 
     Raises:
-        PartnerscoreError: Missing or unreadable file, missing columns, no rows, or an
-            as_of that is not a date or in another time zone than row 1's (file, column, row).
+        PartnerscoreError: Missing or unreadable file, missing columns, no rows, an as_of that
+            is not a date or in another time zone than row 1's (file, column, row), a partner
+            scored twice at its latest as_of (both rows and versions), or no row of
+            ``model_version``.
     """
     path = Path(path)
     frame = read_frame(path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_"))
@@ -747,6 +762,7 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             )
     if frame.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
+    frame = frame.reset_index(drop=True)  # the index: each row's data record in the file
     frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
     as_of = scores_as_of(path, frame)
     bad = (as_of.isna() & frame["as_of"].notna()).to_numpy()
@@ -757,15 +773,80 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             "a date"
         )
     frame["as_of"] = as_of
+    if model_version is not None:
+        frame = _of_version(frame, path, model_version)
     for col in ("partner_name", *SEGMENT_COLUMNS):
         frame[col] = text_column(frame[col]).astype(str) if col in frame else ""
     if "quadrant_label" not in frame:
         frame["quadrant_label"] = frame["quadrant"].astype(str).str.replace("_", " ")
     if frame["partner_id"].duplicated().any():
-        frame = frame.sort_values("as_of", kind="stable").drop_duplicates("partner_id", keep="last")
+        frame = frame.sort_values("as_of", kind="stable")
+        _refuse_two_latest(frame, path, version_option if model_version is None else None)
+        frame = frame.drop_duplicates("partner_id", keep="last")
     if not frame["partner_id"].is_monotonic_increasing:  # scores files are written sorted
         frame = frame.sort_values("partner_id", kind="stable")
     return frame.reset_index(drop=True)
+
+
+def _of_version(frame: pd.DataFrame, path: Path, version: str) -> pd.DataFrame:
+    """The rows of one model version (``report --model-version``), file row numbers as index."""
+    option = f"--model-version {version}"
+    if "model_version" not in frame.columns:
+        raise PartnerscoreError(f"{path}: {option}: the file has no column 'model_version'")
+    versions = text_column(frame["model_version"]).astype(str).str.strip()
+    mine = (versions == str(version).strip()).to_numpy()
+    if not mine.any():
+        held = sorted(set(versions) - {""}, key=lambda v: (len(v), v))
+        shown = ", ".join(held[:10]) + (", ..." if len(held) > 10 else "")
+        raise PartnerscoreError(
+            f"{path}: {option}: no row of this model version (the file holds "
+            f"{'versions ' + shown if held else 'no model versions'})"
+        )
+    return frame[mine]
+
+
+def _refuse_two_latest(frame: pd.DataFrame, path: Path, option: str | None) -> None:
+    """Stop when a partner has two rows at its latest as_of: its page would show either.
+
+    ``frame`` is sorted by as_of (stable) and indexed by the rows' 0-based data records in the
+    file; the kept row of a partner is its last. The first such partner in the file is named,
+    with both rows (1-based data records, as ``forecast`` names them), the date and, from the
+    ``model_version`` column, the versions (and ``option``, which picks one, when they differ).
+    """
+    keys = frame[["partner_id", "as_of"]].reset_index(drop=True)
+    latest = keys.drop_duplicates("partner_id", keep="last").assign(_latest=True)
+    at_latest = keys.merge(latest, on=["partner_id", "as_of"], how="left")["_latest"].notna()
+    clash = (at_latest & keys.duplicated(keep=False)).to_numpy()
+    if not clash.any():
+        return
+    # the first row in the file that repeats an earlier row's partner and latest as_of
+    rows = np.sort(frame.index.to_numpy()[clash])
+    ids = frame["partner_id"]
+    seen: dict[str, int] = {}
+    for row in rows.tolist():
+        pid = ids.loc[row]
+        if pid in seen:
+            first, second = seen[pid], row
+            break
+        seen[pid] = row
+    when = frame["as_of"].loc[first]
+    if pd.isna(when):
+        when = "of no date (as_of empty)"
+    else:
+        when = f"of {when:%Y-%m-%d}" if when == when.normalize() else f"of {when}"
+    versions, hint = "", "use one batch per file"
+    if "model_version" in frame.columns:
+        v1, v2 = (_text(frame["model_version"].loc[r]).strip() for r in (first, second))
+        if v1 != v2:
+            versions = f" by model versions {v1 or '(none)'} and {v2 or '(none)'}"
+            if option:
+                hint = f"pick one with {option}, or use one batch per file"
+        elif v1:
+            versions = f" and by model version {v1}"
+    raise PartnerscoreError(
+        f"{path}: partner {quoted(pid)} is scored in rows {first + 1} and {second + 1}, both as "
+        f"{when}{versions}: a report shows one score per partner, the latest; {hint}"
+    )
 
 
 def peer_groups(frame: pd.DataFrame, band=None) -> tuple[np.ndarray, np.ndarray]:
@@ -846,6 +927,7 @@ class ReportResult:
     with_history: int = 0
     removed_stale: int = 0
     workers: int = 1
+    model_version: str | None = None
 
     def summary(self) -> str:
         """Counts, sizes and where to open the portfolio page."""
@@ -855,6 +937,11 @@ class ReportResult:
             f"(~{self.bytes_per_report / 1024:.0f} KiB each; "
             f"{self.with_history:,} with a score trajectory)"
         ]
+        if self.model_version is not None:
+            lines.append(
+                f"  rows of model version {self.model_version} only (--model-version; rows of "
+                "other versions left out)"
+            )
         if self.removed_stale:
             lines.append(f"  removed {self.removed_stale:,} reports of partners no longer scored")
         lines.append(f"  open {self.index}")
@@ -957,14 +1044,57 @@ def read_notes(path: str | Path | None) -> dict[str, list[dict]]:
     return out
 
 
-def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -> np.ndarray:
-    """Rows to write pages for (``report --partners`` / ``--tier``); all by default."""
+def read_partner_ids(path: str | Path, scored: set[str] | None = None) -> list[str]:
+    """The partner ids of a ``report --partners-file``: its ``partner_id`` column, as written.
+
+    A CSV or Parquet file (CSV quoting lets an id hold a comma, a quote or a line break; no
+    id is split or trimmed), so any id can be selected, where ``--partners`` splits on commas.
+
+    Args:
+        path: The file.
+        scored: The scores file's partner ids: an id not among them stops (None: not checked).
+
+    Raises:
+        PartnerscoreError: Unreadable file, no ``partner_id`` column, no row, an empty cell, or
+            an id not in ``scored`` (file, column and row).
+    """
+    frame = read_frame(path, text=lambda c: True)
+    if "partner_id" not in frame.columns:
+        raise PartnerscoreError(
+            f"{path}: missing column 'partner_id' (one partner id per row, under a "
+            "'partner_id' header)"
+        )
+    if frame.empty:
+        raise PartnerscoreError(f"{path}: no partner id given")
+    ids = text_column(frame["partner_id"]).astype(str).tolist()
+    for row, pid in enumerate(ids, start=1):
+        if pid == "":
+            raise PartnerscoreError(f"{path}: column 'partner_id' row {row}: missing")
+        if scored is not None and pid not in scored:
+            raise PartnerscoreError(
+                f"{path}: column 'partner_id' row {row}: {quoted(pid)} is not in the scores file"
+            )
+    return ids
+
+
+def _select(
+    frame: pd.DataFrame,
+    partners: list[str] | None,
+    tier: str | None,
+    listed: list[str] | None = None,
+) -> np.ndarray:
+    """Rows to write pages for (``report --partners`` / ``--tier``); all by default.
+
+    ``partners`` are trimmed (the CLI's comma form); ``listed`` ids (``--partners-file``,
+    checked by :func:`read_partner_ids`) are matched as they are. Both given: either's.
+    """
     keep = np.ones(len(frame), dtype=bool)
-    if partners is not None:
-        wanted = {str(p).strip() for p in partners if str(p).strip()}
+    if partners is not None or listed is not None:
+        wanted = {str(p).strip() for p in partners or () if str(p).strip()}
         unknown = sorted(wanted - set(frame["partner_id"]))
         if unknown:
             raise PartnerscoreError(f"--partners: {quoted(unknown[0])} is not in the scores file")
+        wanted.update(listed or ())
         keep &= frame["partner_id"].isin(wanted).to_numpy()
     if tier is not None:
         in_tier = (text_column(frame["score_tier"]) == tier).to_numpy()
@@ -972,8 +1102,13 @@ def _select(frame: pd.DataFrame, partners: list[str] | None, tier: str | None) -
             raise PartnerscoreError(f"--tier {tier}: no partner in this tier")
         keep &= in_tier
         if not keep.any():  # both given: the pages are the listed partners in the tier
+            given = " or ".join(
+                name
+                for name, ids in (("--partners", partners), ("--partners-file", listed))
+                if ids is not None
+            )
             raise PartnerscoreError(
-                f"--tier {tier}: none of the --partners is in this tier (it has "
+                f"--tier {tier}: none of the {given} is in this tier (it has "
                 f"{int(in_tier.sum()):,} partners)"
             )
     return keep
@@ -1151,6 +1286,8 @@ def run_report(
     tier: str | None = None,
     notes: str | Path | None = None,
     workers: int | None = None,
+    partners_file: str | Path | None = None,
+    model_version: str | None = None,
 ) -> ReportResult:
     """The ``partnerscore report`` job: one HTML report per partner plus ``index.html``.
 
@@ -1163,11 +1300,16 @@ def run_report(
         scores: A scores file written by ``partnerscore score``.
         out_dir: Output folder (``index.html`` and ``partners/``).
         config: Application configuration (history store location, horizon).
-        partners: Write pages only for these partner ids (``report --partners``).
+        partners: Write pages only for these partner ids (``report --partners``; trimmed).
         tier: Write pages only for this score tier (``report --tier``). Peers and portfolio
             statistics still come from the whole scores file; stale pages are kept.
         notes: Optional notes file (:func:`read_notes`) shown on the partner pages.
         workers: Processes rendering pages (None: the available cores; 1: no pool).
+        partners_file: Also write pages for the ids of this file (``report --partners-file``,
+            :func:`read_partner_ids`: any id, as written).
+        model_version: Report only the rows of this model version (``report
+            --model-version``; :func:`read_scores`): a file holding two versions' batches of
+            one date is refused without it.
 
     Returns:
         Paths, counts and sizes.
@@ -1177,7 +1319,10 @@ def run_report(
 
     started = time.perf_counter()
     workers = worker_count(workers)
-    frame = read_scores(scores)
+    frame = read_scores(scores, model_version, version_option="--model-version")
+    listed = None
+    if partners_file is not None:
+        listed = read_partner_ids(partners_file, set(frame["partner_id"]))
     out_dir = Path(out_dir)
     partners_dir = out_dir / "partners"
     try:
@@ -1189,9 +1334,9 @@ def run_report(
         raise PartnerscoreError(f"{scores}: two partner ids map to the same report file name")
     # the stylesheet is inlined: each page is one self-contained file
     css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
-    keep = _select(frame, partners, tier)
+    keep = _select(frame, partners, tier, listed)
     rows = np.flatnonzero(keep)
-    subset = partners is not None or tier is not None
+    subset = partners is not None or listed is not None or tier is not None
     plan = rp.plan_pages(
         frame, keep, names, config, out_dir=out_dir, css=css, note_map=read_notes(notes)
     )
@@ -1225,4 +1370,5 @@ def run_report(
         with_history=with_history,
         removed_stale=removed,
         workers=min(workers, max(len(rows), 1)),
+        model_version=model_version,
     )

@@ -473,3 +473,105 @@ def test_portfolio_header_says_when_per_partner_cut_offs_were_scored(tmp_path):
     run_report(tmp_path / "mixed.csv", tmp_path / "c", cfg)
     index = (tmp_path / "c" / "index.html").read_text(encoding="utf-8")
     assert "6 partners scored as of 2026-01-05 to 2026-02-01 (2 dates) ·" in index
+
+
+def _two_versions_of_one_date(tmp_path):
+    """One file holding two batches of one date: model version 1's, then version 2's."""
+    ids = list("ABCD")
+    v1 = hand_scores(ids, [f"{p} of v1" for p in ids]).assign(model_version="1")
+    v2 = hand_scores(ids, [f"{p} of v2" for p in ids], seed=1).assign(model_version="2")
+    v2["score"] = [12.5, 37.5, 62.5, 87.5]
+    path = tmp_path / "s.csv"
+    write_frame_atomic(pd.concat([v1, v2], ignore_index=True), path)
+    return path, v2
+
+
+def test_report_refuses_a_partner_scored_twice_at_its_latest_date(tmp_path, capsys):
+    """Two batches of one date (v1 and v2) in one file: the report kept each partner's last row,
+    silently, whichever version scored it. It refuses, as forecast does, naming both rows and
+    versions; --model-version reports one version's rows."""
+    path, v2 = _two_versions_of_one_date(tmp_path)
+    args = ["report", "--scores", str(path), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {path}: partner 'A' is scored in rows 1 and 5, both as of 2026-03-01 by model "
+        "versions 1 and 2: a report shows one score per partner, the latest; pick one with "
+        "--model-version, or use one batch per file"
+    )
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(PartnerscoreError) as got:  # what-if and experiment read it so
+        read_scores(path)
+    assert str(got.value).endswith(
+        "by model versions 1 and 2: a report shows one score per "
+        "partner, the latest; use one batch per file"
+    )
+
+    assert main([*args, "--model-version", "2"]) == 0
+    assert "rows of model version 2 only" in capsys.readouterr().out
+    assert "A of v2" in page_of(tmp_path / "r", "A") and "A of v1" not in page_of(
+        tmp_path / "r", "A"
+    )
+    got = read_scores(path, model_version="2")
+    assert got["partner_name"].tolist() == [f"{p} of v2" for p in "ABCD"]
+    assert got["score"].tolist() == v2["score"].tolist()
+
+    assert main([*args, "--model-version", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "s.csv: --model-version 9: no row of this model version (the file holds versions 1, 2)"
+    )
+
+
+def test_report_names_one_versions_batch_given_twice(tmp_path):
+    """The same version's batch twice (or a file without model_version): both rows, no hint
+    to pick a version."""
+    one = hand_scores(list("ABC"), list("abc"))
+    write_frame_atomic(pd.concat([one, one], ignore_index=True), tmp_path / "s.parquet")
+    with pytest.raises(PartnerscoreError) as got:
+        read_scores(tmp_path / "s.parquet")
+    assert str(got.value).endswith(
+        "partner 'A' is scored in rows 1 and 4, both as of 2026-03-01 and by model version 7: "
+        "a report shows one score per partner, the latest; use one batch per file"
+    )
+    write_frame_atomic(
+        pd.concat([one, one], ignore_index=True).drop(columns="model_version"),
+        tmp_path / "s.csv",
+    )
+    with pytest.raises(PartnerscoreError, match=r"rows 1 and 4, both as of 2026-03-01: a report"):
+        read_scores(tmp_path / "s.csv")
+    # rows of an earlier date are not the page's: the latest is kept, as before
+    older = one.assign(as_of=pd.Timestamp("2026-02-01"), model_version="6")
+    write_frame_atomic(pd.concat([one, older], ignore_index=True), tmp_path / "ok.csv")
+    assert read_scores(tmp_path / "ok.csv")["model_version"].tolist() == ["7"] * 3
+
+
+def test_report_partners_file_selects_any_id(tmp_path, capsys):
+    """--partners splits on commas and trims: an id holding a comma (or padded) could not be
+    selected. --partners-file takes a partner_id column, each cell as written."""
+    ids = ["ACME, Inc.", " padded", "B", "C", "D", "E"]
+    write_frame_atomic(hand_scores(ids, list("abcdef")), tmp_path / "s.parquet")
+    pd.DataFrame({"partner_id": ["ACME, Inc.", " padded"]}).to_csv(
+        tmp_path / "ids.csv", index=False
+    )
+    out = tmp_path / "r"
+    args = ["report", "--scores", str(tmp_path / "s.parquet"), "--out", str(out)]
+    assert main([*args, "--partners-file", str(tmp_path / "ids.csv")]) == 0
+    assert "wrote 2 partner reports" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "partners").iterdir()) == sorted(
+        report_filename(p) for p in ids[:2]
+    )
+    # with --partners: either's
+    assert main([*args, "--partners-file", str(tmp_path / "ids.csv"), "--partners", "B,C"]) == 0
+    assert "wrote 4 partner reports" in capsys.readouterr().out
+    # an id the scores do not hold: file, column and row
+    pd.DataFrame({"partner_id": ["B", "ACME"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main([*args, "--partners-file", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: {tmp_path / 'bad.csv'}: column 'partner_id' row 2: 'ACME' is not in the scores file"
+    )
+    pd.DataFrame({"id": ["B"]}).to_csv(tmp_path / "nohead.csv", index=False)
+    assert main([*args, "--partners-file", str(tmp_path / "nohead.csv")]) == 2
+    assert "nohead.csv: missing column 'partner_id'" in capsys.readouterr().err

@@ -5,13 +5,38 @@ from pathlib import Path
 import mlflow
 import nbformat
 import pandas as pd
+import pytest
 from nbclient import NotebookClient
+
+from partnerscore.training.metrics import evaluate
+from partnerscore.training.train import HOLDOUT_PREDICTIONS_ARTIFACT
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_models.ipynb"
 
 
 def outputs(cell, kind):
     return [o for o in cell.outputs if o.get("output_type") == kind]
+
+
+def table_value(text: str, index: str, column: str) -> str:
+    """One cell of a DataFrame's printed text (wrapped in blocks of columns or not).
+
+    The last column of a block may hold spaces (its value is the rest of the line).
+    """
+    header: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words == ["version"] or words == ["\\"]:
+            continue
+        if words[0] == index:
+            values = words[1:]
+            if column in header:
+                at = header.index(column)
+                rest = values[at:] if at == len(header) - 1 else values[at : at + 1]
+                return " ".join(w for w in rest if w != "\\")
+        elif not words[0].isdigit():
+            header = [w for w in words if w != "\\"]
+    raise AssertionError(f"no {column} of {index} in:\n{text}")
 
 
 def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
@@ -42,8 +67,20 @@ def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
     )
     assert f"common holdout: {len(holdout):,} snapshots" in common
     table = outputs(code[3], "execute_result")[0]["data"]["text/plain"]
-    assert "saw_rows" in table and "True" in table  # v1 was refitted on this training set
     assert "NaN" not in table
+    # v1 was refitted on this training set: the notebook scored the refitted model on rows it
+    # saw (flagged saw_rows); as the promotion gate, it reads the run's pre-refit predictions
+    assert table_value(table, "1", "predictions") == "pre-refit" and "saw_rows" not in table
+    logged = pd.read_parquet(
+        client.download_artifacts(run_id, HOLDOUT_PREDICTIONS_ARTIFACT, str(tmp_path))
+    )
+    keys = ["partner_id", "as_of"]
+    pre_refit = holdout[keys].merge(logged, on=keys, how="left", validate="one_to_one")
+    assert pre_refit["pred_revenue"].notna().all()
+    honest = evaluate(holdout, pre_refit["pred_revenue"], pre_refit["pred_engagement"])
+    assert float(table_value(table, "1", "primary")) == pytest.approx(
+        honest["primary_score"], abs=1e-4
+    )
     # the chart renders inline as a PNG
     images = [o for o in outputs(code[4], "display_data") if "image/png" in o["data"]]
     assert len(images) == 1

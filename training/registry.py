@@ -296,7 +296,7 @@ def rows_in_logged_training(
         return np.zeros(len(holdout), dtype=bool)
 
 
-def _unseen_predictions(
+def unseen_predictions(
     client: mlflow.MlflowClient,
     name: str,
     version,
@@ -313,7 +313,11 @@ def _unseen_predictions(
     pre-refit predictions of those rows stand in when they cover every row. Otherwise the
     registered model predicts them.
 
-    ``run`` is the version's training run (``client.get_run(version.run_id)``).
+    ``run`` is the version's training run (``client.get_run(version.run_id)``). The promotion
+    gate's reading of a version (:func:`run_promote`); the compare notebook
+    (``notebooks/compare_models.ipynb``) reads every version through it, so both compare
+    versions on the same basis. Loads a registered model through the tracking URI set in
+    ``mlflow`` (the gate's CLI and the notebook set it).
 
     Rows the version was trained on before any refit (another build of the program, or a
     training set cut with another holdout share: :func:`rows_in_logged_training`) have no
@@ -421,7 +425,7 @@ def run_promote(
     Both models are scored on the challenger's holdout (the newest cohorts it was evaluated
     on, stored with its run), so the comparison is on identical rows, each by a model that
     never saw them: a version refitted on that training set (by default every new one) is
-    scored by its run's pre-refit predictions (:func:`_unseen_predictions`). The primary
+    scored by its run's pre-refit predictions (:func:`unseen_predictions`). The primary
     score is the mean of revenue normalized Gini and engagement ROC AUC; the challenger must
     exceed the champion's by ``promotion_margin`` (relative). With no champion the first version is
     promoted. Either way the challenger's revenue portfolio bias on its holdout — the
@@ -473,7 +477,7 @@ def run_promote(
     bias_se = run_metrics.get("holdout_revenue_portfolio_bias_se", 0.0)
     holdout = _holdout_of(client, challenger.run_id)
     holdout_sha = ch_run.data.tags.get("training_set_sha256", "")
-    ch_pred, ch_basis = _unseen_predictions(client, name, challenger, ch_run, holdout, holdout_sha)
+    ch_pred, ch_basis = unseen_predictions(client, name, challenger, ch_run, holdout, holdout_sha)
     ch_metrics = evaluate(holdout, ch_pred["pred_revenue"], ch_pred["pred_engagement"])
     ch_score = ch_metrics["primary_score"]
     champ_score = None
@@ -481,9 +485,7 @@ def run_promote(
     details = {"challenger": ch_metrics, "challenger_predictions": ch_basis}
     if champion is not None:
         cp_run = client.get_run(champion.run_id)
-        cp_pred, cp_basis = _unseen_predictions(
-            client, name, champion, cp_run, holdout, holdout_sha
-        )
+        cp_pred, cp_basis = unseen_predictions(client, name, champion, cp_run, holdout, holdout_sha)
         cp_metrics = evaluate(holdout, cp_pred["pred_revenue"], cp_pred["pred_engagement"])
         champ_score = cp_metrics["primary_score"]
         label_differences = _label_differences(client, cp_run, ch_run)

@@ -215,7 +215,7 @@ def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     # the refitted model itself does score its own training rows better (the old reading)
     from partnerscore.models.pyfunc import load_partner_model
     from partnerscore.training.metrics import evaluate
-    from partnerscore.training.registry import _holdout_of, _unseen_predictions
+    from partnerscore.training.registry import _holdout_of, unseen_predictions
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     holdout = _holdout_of(client, second.run_id)
@@ -229,10 +229,10 @@ def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     run2 = client.get_run(second.run_id)
     unlogged = holdout.copy()
     unlogged.loc[unlogged.index[-1], "as_of"] += pd.Timedelta(days=1)
-    _, basis = _unseen_predictions(client, "partnerscore", mv2, run2, unlogged, sha)
+    _, basis = unseen_predictions(client, "partnerscore", mv2, run2, unlogged, sha)
     assert basis == "refitted on these rows"
     # a subset of the logged rows is read from the logged predictions
-    _, basis = _unseen_predictions(client, "partnerscore", mv2, run2, holdout.iloc[:-1], sha)
+    _, basis = unseen_predictions(client, "partnerscore", mv2, run2, holdout.iloc[:-1], sha)
     assert basis == "pre-refit"
 
 
@@ -310,7 +310,7 @@ def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     on. The gate used to score v1 there by its registered model (only the same training set's
     sha was checked), flattering the champion silently; now by its run's pre-refit
     predictions, and a version that saw only some of the rows is flagged optimistic."""
-    from partnerscore.training.registry import _holdout_of, _unseen_predictions
+    from partnerscore.training.registry import _holdout_of, unseen_predictions
 
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
     first = train(built_dir, tracking_uri, tmp_path)
@@ -347,7 +347,7 @@ def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     changed.loc[0, "deals_created_todate"] = changed.loc[0, "deals_created_todate"] + 1
     mv1 = client.get_model_version("partnerscore", "1")
     sha2 = run2.data.tags["training_set_sha256"]
-    _, basis = _unseen_predictions(client, "partnerscore", mv1, run1, changed, sha2)
+    _, basis = unseen_predictions(client, "partnerscore", mv1, run1, changed, sha2)
     assert basis == f"refitted on {len(holdout) - 1:,} of these {len(holdout):,} rows"
 
 

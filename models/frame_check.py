@@ -246,30 +246,37 @@ def _infinite_reason(names: list[str]) -> str:
 
 
 def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
-    """A scores file's ``as_of`` column as plain timestamps (NaT where a value is not a date).
+    """A scores file's ``as_of`` column as plain timestamps; every row must hold a date.
 
     The one reading of ``monitor``, ``forecast`` and ``report`` (and what reads scores through
     them): values of several time zones stop with :func:`mixed_zones`' line; values of one
     zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
     files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
-    Dates with a UTC offset among dates without one (or the reverse) are several zones too:
-    pandas reads the column in the first value's form and made the others NaT, so they were
-    reported as "not a date".
+    Dates with a UTC offset among dates without one (or the reverse) are several zones too.
+    Pandas reads a column in its first value's form: a date written in another form
+    (``2026-01-02 10:00`` or ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among
+    plain dates) was made NaT and reported as "not a date", so such a column is read value by
+    value (as feature tables are; the error path only).
 
     Raises:
-        PartnerscoreError: as_of values of several time zones, or with and without an offset.
+        PartnerscoreError: as_of values of several time zones, or with and without an offset;
+            an empty as_of or one that is no date (one line naming the row).
     """
     try:
         when = pd.to_datetime(frame["as_of"], errors="coerce")
     except (ValueError, TypeError) as exc:  # as_of values of several time zones
         raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
-    if (when.isna() & frame["as_of"].notna()).any():
-        # the column's form is the first value's: a date of the other form (with or without
-        # an offset) was made NaT; read value by value, pandas names the mix (error path only)
+    if when.isna().any():
         try:
-            pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
+            when = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
         except (ValueError, TypeError) as exc:
             raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
+    missing = when.isna().to_numpy()
+    if missing.any():  # an undated score sorted last: report kept it as a partner's latest
+        row = int(np.flatnonzero(missing)[0])
+        value = frame["as_of"].iloc[row]
+        what = "is empty" if pd.isna(value) else f"{quoted(value)} is not a date"
+        raise PartnerscoreError(f"{source}: column 'as_of' row {row + 1}: {what}")
     if isinstance(when.dtype, pd.DatetimeTZDtype):
         when = when.dt.tz_convert("UTC").dt.tz_localize(None)
     return when

@@ -381,10 +381,6 @@ def forecast_table(
     # only the columns a forecast reads: score files carry every feature and contribution
     data = scores[list(dict.fromkeys(c for c in wanted if c in scores.columns))].copy()
     data["_start"] = scores_as_of(source, data).dt.floor("D")
-    bad = data["_start"].isna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PartnerscoreError(f"{source}: column 'as_of' row {row + 1}: not a date")
     freq = PERIODS[period]
     data["_bucket"] = (
         data["_start"] if freq is None else data["_start"].dt.to_period(freq).dt.start_time

@@ -764,15 +764,7 @@ def read_scores(
         raise PartnerscoreError(f"{path}: no scored partners")
     frame = frame.reset_index(drop=True)  # the index: each row's data record in the file
     frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
-    as_of = scores_as_of(path, frame)
-    bad = (as_of.isna() & frame["as_of"].notna()).to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise PartnerscoreError(
-            f"{path}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} is not "
-            "a date"
-        )
-    frame["as_of"] = as_of
+    frame["as_of"] = scores_as_of(path, frame)
     if model_version is not None:
         frame = _of_version(frame, path, model_version)
     for col in ("partner_name", *SEGMENT_COLUMNS):

@@ -554,6 +554,32 @@ def test_forecast_cli_names_an_as_of_with_an_offset_among_plain_dates(tmp_path, 
     assert not (tmp_path / "f.csv").exists()
 
 
+def test_forecast_reads_as_of_dates_written_in_several_forms(tmp_path, capsys):
+    """A date with a time (or a 'T00:00:00') after plain dates was 'row 5: not a date': pandas
+    read the column in row 1's form and made the others NaT. The same forecast as plain dates."""
+    plain = _scores()
+    forms = plain.copy()
+    forms.loc[4, "as_of"] = "2026-01-01 10:00"
+    forms.loc[5, "as_of"] = "2026-01-01T00:00:00"
+    out = {}
+    for name, frame in (("plain", plain), ("forms", forms)):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        argv = ["forecast", "--scores", str(tmp_path / f"{name}.csv")]
+        assert main([*argv, "--out", str(tmp_path / f"f_{name}.csv")]) == 0, capsys.readouterr()
+        out[name] = pd.read_csv(tmp_path / f"f_{name}.csv")
+    pd.testing.assert_frame_equal(out["forms"], out["plain"])
+
+
+def test_forecast_refuses_an_empty_as_of(tmp_path, capsys):
+    scores = _scores()
+    scores.loc[2, "as_of"] = None
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith("s.csv: column 'as_of' row 3: is empty")
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_forecast_reads_as_of_values_of_one_time_zone_in_utc(tmp_path, capsys):
     """as_of values all at +02:00 ended in 'unexpected TypeError' (exit 1); they are read in UTC,
     as the data contract reads zoned times: the same forecast as the plain UTC dates."""

@@ -425,6 +425,8 @@ def test_report_errors(tmp_path, capsys, monkeypatch):
          "('2026-03-01T00:00:00+02:00') (partner 'C')"),
         # so did a value that is no date at all (to_datetime without errors='coerce')
         ("soon", "is not a date"),
+        # an empty as_of sorted last: the undated row was kept as the partner's latest
+        (None, "is empty"),
         # a date without an offset among offset dates was 'is not a date' (made NaT)
         ("2026-03-01", "has no UTC offset and row 1 ('2026-03-01T00:00:00+02:00') has one "
          "(partner 'C')"),
@@ -439,7 +441,8 @@ def test_report_cli_names_an_as_of_it_cannot_read(tmp_path, capsys, monkeypatch,
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unexpected" not in err
-    assert f"s.csv: column 'as_of' row 3: '{other}' {said}" in err
+    value = "" if other is None else f" '{other}'"
+    assert f"s.csv: column 'as_of' row 3:{value} {said}" in err
     assert not (tmp_path / "r").exists()
 
 

@@ -2,7 +2,8 @@
 
 Read from the Typer app's command objects (serving/cli.py and its experiment sub-app), no
 subprocess: the table is what a reader copies, so an option renamed in the code, or a command
-added without a row, fails here.
+added without a row, fails here. The same for the configuration table: every key of
+``serving/config.py: AppConfig`` has a row, every row a key, and every default is the shipped one.
 """
 
 from __future__ import annotations
@@ -152,3 +153,65 @@ def test_the_parser_reads_alternatives_and_second_spans():
             "partnerscore score (--as-of DATE | --at-age DAYS) --out FILE",
         ),
     ]
+
+
+# ------------------------------------------------------------------ the configuration table
+
+CONFIG_HEADER = "| key | default | meaning |"
+
+
+def config_table(text: str) -> dict[str, str]:
+    """``section.key`` -> its default cell, for every row of the README's configuration table."""
+    lines = text.splitlines()
+    start = lines.index(CONFIG_HEADER)
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        key, default, _ = (c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1])
+        rows[key.strip("`")] = default
+    return rows
+
+
+def config_keys() -> dict[str, object]:
+    """``section.key`` -> shipped default of every key a config file may set (two levels)."""
+    from partnerscore.serving.config import AppConfig
+
+    shipped = AppConfig()
+    return {
+        f"{section}.{key}": getattr(getattr(shipped, section), key)
+        for section, field in AppConfig.model_fields.items()
+        for key in field.annotation.model_fields
+    }
+
+
+def test_every_config_key_has_a_row_and_every_row_a_key():
+    rows = set(config_table(README.read_text(encoding="utf-8")))
+    keys = set(config_keys())
+    assert not keys - rows, f"config keys missing from the README's table: {sorted(keys - rows)}"
+    assert not rows - keys, f"README config table: no such key: {sorted(rows - keys)}"
+
+
+def test_every_default_in_the_config_table_is_the_shipped_one():
+    import yaml
+    from pydantic import BaseModel
+
+    from partnerscore.serving.config import AppConfig
+
+    shipped = config_keys()
+    wrong = []
+    for key, cell in config_table(README.read_text(encoding="utf-8")).items():
+        if key not in shipped:
+            continue  # the test above names it
+        section, name = key.split(".")
+        if not (cell.startswith("`") and cell.endswith("`")):
+            # a list of records (bands, milestones) is shown by an example elsewhere
+            records = isinstance(shipped[key], tuple) and shipped[key]
+            if not (records and isinstance(shipped[key][0], BaseModel)):
+                wrong.append(f"{key}: default {cell!r} is not a value")
+            continue
+        value = yaml.safe_load(cell.strip("`"))
+        read = getattr(getattr(AppConfig.model_validate({section: {name: value}}), section), name)
+        if read != shipped[key]:
+            wrong.append(f"{key}: README {cell}, shipped {shipped[key]!r}")
+    assert not wrong, "README config table: " + "; ".join(wrong)

@@ -183,11 +183,19 @@ def _batch_done() -> None:
 @app.command()
 def simulate(
     ctx: typer.Context,
-    partners: Annotated[int | None, typer.Option(help="Number of partners.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    partners: Annotated[
+        int | None,
+        typer.Option(help="Number of partners (default 2000: config simulate.partners)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default 7: config simulate.seed).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder for the raw tables.")] = Path("data/raw"),
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
-    event_scale: Annotated[float | None, typer.Option(help="Multiplier on event volume.")] = None,
+    event_scale: Annotated[
+        float | None,
+        typer.Option(help="Multiplier on event volume (default 1.0: config simulate.event_scale)."),
+    ] = None,
     treatment: Annotated[
         str | None, typer.Option(help="Inject a known experiment effect under this name.")
     ] = None,
@@ -291,13 +299,27 @@ def build(
     ctx: typer.Context,
     raw: Annotated[Path, typer.Option(help="Raw tables folder.")] = Path("data/raw"),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/features"),
-    ages: Annotated[str | None, typer.Option(help="Onboarding ages, e.g. 30,60,90,180.")] = None,
-    horizon: Annotated[int | None, typer.Option(help="Label horizon in days.")] = None,
+    ages: Annotated[
+        str | None,
+        typer.Option(help="Onboarding ages in days (default 30,60,90,180: config build.ages)."),
+    ] = None,
+    horizon: Annotated[
+        int | None,
+        typer.Option(help="Label horizon in days (default 180: config build.horizon_days)."),
+    ] = None,
     data_end: Annotated[
-        str | None, typer.Option(help="Last day with complete data (default: newest event).")
+        str | None,
+        typer.Option(
+            help="Last day with complete data (default: config build.data_end, else the newest "
+            "event)."
+        ),
     ] = None,
     engagement_period: Annotated[
-        int | None, typer.Option(help="Days per engagement period of the horizon.")
+        int | None,
+        typer.Option(
+            help="Days per engagement period of the horizon "
+            "(default 30: config build.engagement_period_days)."
+        ),
     ] = None,
     cutoffs: Annotated[
         Path | None,
@@ -385,7 +407,9 @@ def train(
     features: Annotated[Path, typer.Option(help="Folder written by `build`.")] = Path(
         "data/features"
     ),
-    trials: Annotated[int | None, typer.Option(help="Optuna trials per head.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials per head (default 5: config train.trials).")
+    ] = None,
     register: Annotated[
         bool, typer.Option("--register/--no-register", help="Register a `challenger` version.")
     ] = True,
@@ -487,7 +511,8 @@ def score(
     overrides: Annotated[
         Path | None,
         typer.Option(
-            help="CSV/Parquet of manual overrides (partner_id,tier,action,reason,expires)."
+            help="CSV/Parquet of manual overrides (partner_id,tier,action,reason,expires; "
+            "default: config score.overrides_path)."
         ),
     ] = None,
     validated: ValidatedOption = None,
@@ -653,7 +678,10 @@ def forecast(
     out: Annotated[Path, typer.Option(help="Forecast file (.csv or .parquet).")] = Path(
         "data/scores/forecast.csv"
     ),
-    coverage: Annotated[float | None, typer.Option(help="Interval coverage (0-1).")] = None,
+    coverage: Annotated[
+        float | None,
+        typer.Option(help="Interval coverage, 0-1 (default 0.8: config train.interval_coverage)."),
+    ] = None,
     include_out_of_scope: Annotated[
         bool,
         typer.Option(
@@ -770,8 +798,13 @@ def whatif(
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Root folder for all demo output.")] = Path("data"),
-    partners: Annotated[int | None, typer.Option(help="Number of simulated partners.")] = None,
-    trials: Annotated[int | None, typer.Option(help="Optuna trials per head.")] = None,
+    partners: Annotated[
+        int | None,
+        typer.Option(help="Number of simulated partners (default 2000: config simulate.partners)."),
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials per head (default 5: config train.trials).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Simulate -> validate -> build -> train -> promote -> score -> report, end to end."""

@@ -174,3 +174,43 @@ def test_ctrl_c_during_train_says_aborted_and_registers_nothing(built_dir, tmp_p
     client = mlflow.MlflowClient(tracking_uri=uri)
     for version in client.search_model_versions():
         assert version.description and version.tags and version.aliases, version
+
+
+# Options whose default is a config key: the help names the key and its shipped default, which
+# `--help` cannot show by itself (the option's own default is None: "not given, use the config").
+CONFIG_BACKED = [
+    ("simulate", "--partners"),
+    ("simulate", "--seed"),
+    ("simulate", "--event-scale"),
+    ("build", "--ages"),
+    ("build", "--horizon"),
+    ("build", "--engagement-period"),
+    ("train", "--trials"),
+    ("forecast", "--coverage"),
+    ("demo", "--partners"),
+    ("demo", "--trials"),
+]
+
+
+def test_config_backed_options_name_the_key_and_its_shipped_default():
+    import re
+
+    import typer
+
+    from partnerscore.serving.config import AppConfig
+
+    commands = typer.main.get_command(app).commands
+    shipped = AppConfig()
+    wrong = []
+    for command, option in CONFIG_BACKED:
+        param = next(p for p in commands[command].params if option in p.opts)
+        found = re.search(r"\(default ([^:]+): config (\w+)\.(\w+)\)", param.help or "")
+        if not found:
+            wrong.append(f"{command} {option}: help names no config default ({param.help!r})")
+            continue
+        text, section, key = found.groups()
+        value = getattr(getattr(shipped, section), key)
+        expected = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        if text != expected:
+            wrong.append(f"{command} {option}: help says {text}, {section}.{key} is {expected}")
+    assert not wrong, "; ".join(wrong)

@@ -762,9 +762,16 @@ def run_analyze(
     last = pd.to_datetime(table["assigned_at"]).max()
     if last + pd.Timedelta(days=horizon) > data_end:
         tail = "" if raw.late_tail is None else f" (a late tail aside: {raw.late_tail.note()})"
+        covered = (data_end - last) // pd.Timedelta(days=1)  # whole days of outcomes in the data
+        if covered < 1:  # no horizon fits: "a shorter --horizon" would be no help
+            raise PartnerscoreError(
+                f"{assignments}: the latest assigned_at, {last:%Y-%m-%d}, is not a day before "
+                f"the end of the data in {raw_dir} ({data_end:%Y-%m-%d}){tail}: no outcomes to "
+                "analyse yet; run it on raw data that covers the horizon"
+            )
         raise PartnerscoreError(
             f"--horizon {horizon}: the data ends {data_end:%Y-%m-%d}{tail}, before the horizon "
-            f"of the assignment at {last:%Y-%m-%d} is complete (use a shorter --horizon)"
+            f"of the assignment at {last:%Y-%m-%d} is complete (use --horizon {covered} or less)"
         )
     outcomes = experiment_outcomes(raw.tables, table, horizon, milestones, config.build)
     covariates = ["pre_revenue", "pre_engaged"]

@@ -435,3 +435,37 @@ def test_console_script_experiment_error_without_traceback(tmp_path):
     *usage, err = proc.stderr.strip().splitlines()  # a usage error (its line may wrap)
     assert usage[0].startswith("Usage: ") and " experiment assign " in " ".join(usage)
     assert err == "error: --fraction: expected a share between 0 and 1, got 2.0"
+
+
+def test_a_horizon_past_the_data_says_how_long_one_fits(simulated, tmp_path, capsys):
+    # assigned one 180-day horizon before the simulated program's end: 180 days fit, 200 do not
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(simulated / "experiment_assignment.csv"),
+            "--raw", str(simulated), "--horizon", "200", "--out", str(tmp_path / "o"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    message = _err(capsys)
+    assert message.startswith("error: --horizon 200: the data ends 2026-06-30")
+    assert message.endswith("(use --horizon 180 or less)"), message
+
+
+def test_an_assignment_at_the_data_end_has_no_outcomes_yet(simulated, tmp_path, capsys):
+    """It said "use a shorter --horizon", which no horizon satisfies (the README's example:
+    partners assigned on the latest scores' as_of, analysed on the same raw data)."""
+    table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
+    table["assigned_at"] = "2026-07-01"
+    table.to_csv(tmp_path / "a.csv", index=False)
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
+            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert _err(capsys) == (
+        f"error: {tmp_path / 'a.csv'}: the latest assigned_at, 2026-07-01, is not a day before "
+        f"the end of the data in {simulated} (2026-06-30): no outcomes to analyse yet; run it "
+        "on raw data that covers the horizon"
+    )

@@ -924,7 +924,8 @@ class ReportResult:
     def summary(self) -> str:
         """Counts, sizes and where to open the portfolio page."""
         lines = [
-            f"wrote {self.reports:,} partner reports and the portfolio page "
+            f"wrote {self.reports:,} partner report{'' if self.reports == 1 else 's'} and the "
+            "portfolio page "
             f"in {self.seconds:.1f} s with {self.workers} worker{'s' if self.workers > 1 else ''} "
             f"(~{self.bytes_per_report / 1024:.0f} KiB each; "
             f"{self.with_history:,} with a score trajectory)"
@@ -935,7 +936,10 @@ class ReportResult:
                 "other versions left out)"
             )
         if self.removed_stale:
-            lines.append(f"  removed {self.removed_stale:,} reports of partners no longer scored")
+            lines.append(
+                f"  removed {self.removed_stale:,} report{'' if self.removed_stale == 1 else 's'} "
+                "of partners no longer scored"
+            )
         lines.append(f"  open {self.index}")
         return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from partnerscore.serving.cli import main
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.report import (
+    ReportResult,
     peer_groups,
     read_scores,
     report_filename,
@@ -453,6 +454,17 @@ def test_report_cli(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     assert "wrote 6 partner reports" in capsys.readouterr().out
     assert (tmp_path / "r" / "index.html").exists()
+
+
+def test_summary_counts_one_report_in_the_singular(tmp_path):
+    # `report --partners P01550` said "wrote 1 partner reports"
+    one = ReportResult(tmp_path, tmp_path / "index.html", 1, 0.5, 2048.0, removed_stale=1)
+    text = one.summary()
+    assert text.startswith("wrote 1 partner report and the portfolio page in 0.5 s with 1 worker")
+    assert "removed 1 report of partners no longer scored" in text
+    two = ReportResult(tmp_path, tmp_path / "index.html", 2, 0.5, 2048.0, removed_stale=3)
+    assert two.summary().startswith("wrote 2 partner reports and the portfolio page")
+    assert "removed 3 reports of partners" in two.summary()
 
 
 def test_portfolio_header_says_when_per_partner_cut_offs_were_scored(tmp_path):

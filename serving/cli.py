@@ -446,7 +446,12 @@ def promote(
         str | None, typer.Option(help="Version to promote (default: the `challenger`).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Promote even if the gate fails (logged).")] = False,
-    reason: Annotated[str | None, typer.Option(help="Why (recorded with --force).")] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            help="Why, recorded on the version (tag promotion_reason); --force needs one."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Move the `champion` alias if the challenger beats it on the holdout by the margin."""

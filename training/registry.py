@@ -536,9 +536,10 @@ def run_promote(
         tags["promoted_by"] = getpass.getuser()
         if result.forced:
             tags["promotion_forced"] = "true"
-            tags["promotion_reason"] = result.reason
         if champion is not None:
             client.set_model_version_tag(name, champion.version, "replaced_at", now)
+    if (reason or "").strip():  # given, it is recorded: forced, passing the gate or refused
+        tags["promotion_reason"] = reason
     for key, value in tags.items():
         client.set_model_version_tag(name, challenger.version, key, value)
     return result

@@ -195,6 +195,24 @@ def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
     assert [v["version"] for v in versions] == [1, 2, 3] and "champion" in versions[1]["aliases"]
 
 
+def test_a_reason_is_recorded_whenever_one_is_given(built_dir, tracking_uri, tmp_path):
+    """`promote --force --reason` on a challenger that passed the gate anyway, and `--reason`
+    without `--force`, dropped the reason: only a promotion the gate refused recorded it."""
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    train(built_dir, tracking_uri, tmp_path)
+    first = run_promote(cfg, tracking_uri=tracking_uri, force=True, reason="first go-live")
+    assert first.promoted and not first.forced  # no champion yet: the gate passes
+    assert client.get_model_version("partnerscore", "1").tags["promotion_reason"] == "first go-live"
+    train(built_dir, tracking_uri, tmp_path)  # same data and seed: no improvement
+    refused = run_promote(cfg, tracking_uri=tracking_uri, reason="monthly retrain")
+    assert not refused.promoted
+    tags = client.get_model_version("partnerscore", "2").tags
+    assert tags["promotion_decision"] == "rejected"
+    assert tags["promotion_reason"] == "monthly retrain"
+    assert "promotion_forced" not in tags
+
+
 def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     built_dir, tracking_uri, tmp_path
 ):

@@ -419,10 +419,11 @@ def forecast_table(
             )
         )
     else:
-        _refuse_double_counts(_summed(data, include_out_of_scope), source, period, None)
         ends = data.groupby("_bucket", sort=True)["_start"].max() + pd.Timedelta(days=horizon_days)
     data["_var"] = np.square(data["pred_revenue_sd"].to_numpy(float))
     summed = _summed(data, include_out_of_scope)
+    if not phased:  # by score row: one period each (the phased rows were checked above)
+        _refuse_double_counts(summed, source, period, None)
     levels = [("total", ["_bucket"])] + ([("segment", ["_bucket", *by])] if by else [])
     parts = []
     for level, keys in levels:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from partnerscore.features.config import BuildConfig
+from partnerscore.features.config import BuildConfig, engagement_period_conflict
 from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
@@ -700,7 +700,9 @@ def run_analyze(
     Args:
         assignments: Assignment table (from ``experiment assign`` or the simulator).
         raw_dir: Raw tables holding the outcomes.
-        horizon: Outcome window after assigned_at, in days; must be complete in the raw data.
+        horizon: Outcome window after assigned_at, in days; must be complete in the raw data
+            and at least the config's ``build.engagement_period_days`` (a shorter one made
+            ``engaged`` "any qualifying touchpoint in the horizon").
         out_dir: Output folder (results.json, effects.csv, outcomes.csv, report.html).
         config: Application config (engagement rule, MLflow store).
         name: Experiment to analyse when the table holds several.
@@ -720,6 +722,11 @@ def run_analyze(
 
     started = time.perf_counter()
     check_day_count("--horizon", horizon, low=1)
+    period = engagement_period_conflict(
+        config.build.model_copy(update={"horizon_days": int(horizon)}), horizon="--horizon"
+    )
+    if period is not None:  # 'engaged' would be any qualifying touchpoint in the horizon
+        raise OptionError(period)
     if not 0 < alpha < 1:
         raise OptionError(f"--alpha: expected a level between 0 and 1, got {alpha}")
     if n_boot < 1:

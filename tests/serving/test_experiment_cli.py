@@ -339,6 +339,30 @@ def test_incomplete_horizon_is_one_line(simulated, tmp_path, capsys):
     assert "--horizon 400: the data ends" in _err(capsys)
 
 
+def test_a_horizon_shorter_than_the_engagement_period_is_refused(simulated, tmp_path, capsys):
+    """--horizon 20 under the default 30-day engagement period made ``engaged`` 'any
+    qualifying touchpoint in the 20 days' (one period cut at the horizon), exit 0; build and
+    the config file refuse such a period with the same line."""
+    base = [
+        "experiment", "analyze", "--assignments", str(simulated / "experiment_assignment.csv"),
+        "--raw", str(simulated), "--bootstrap", "50",
+    ]  # fmt: skip
+    code = main([*base, "--horizon", "20", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert _err(capsys) == (
+        "error: build.engagement_period_days 30 is longer than --horizon 20: label_engaged "
+        "would be one period cut at the horizon (any qualifying touchpoint in it); give an "
+        "engagement period of at most the horizon"
+    )
+    assert not (tmp_path / "o").exists()
+    # a horizon of one period is still analysed
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"build": {"engagement_period_days": 20}}))
+    out = tmp_path / "p"
+    assert main([*base, "--horizon", "20", "--out", str(out), "--config", str(config)]) == 0
+    assert (out / "results.json").exists()
+
+
 def _scores(tmp_path, drop=None):
     """A scores-contract file for assignment (hand-built input: partner, tier, quadrant, score)."""
     n = 40

@@ -25,7 +25,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -71,6 +71,7 @@ from partnerscore.training.backtest import (
     BACKTEST_COLUMNS,
     IN_TRAINING_WINDOW,
     PHASE_BACKTEST_COLUMNS,
+    LabelDefinitionSplit,
     TrainingWindowSplit,
     backtest_table,
     in_training_window,
@@ -78,7 +79,13 @@ from partnerscore.training.backtest import (
     training_window_split,
     trend,
 )
-from partnerscore.training.reference import load_reference_profile, logged_training_data_end
+from partnerscore.training.reference import (
+    LABEL_KEYS,
+    label_differences,
+    load_reference_profile,
+    logged_label_definition,
+    logged_training_data_end,
+)
 
 MONITOR_EXPERIMENT = "partnerscore-monitoring"
 STATE_FILE = "monitor_state.json"
@@ -109,6 +116,9 @@ class MonitorResult:
     backtest_window: TrainingWindowSplit | None = None
     """Completed history rows inside their model's training window, left out of both
     backtests (:func:`mark_training_window`)."""
+    backtest_labels: LabelDefinitionSplit | None = None
+    """The label definition the backtest used and the rows of versions that defined labels
+    otherwise, left out (:func:`split_by_label_definition`)."""
     batch_rows: int = 0
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
@@ -134,6 +144,8 @@ class MonitorResult:
         payload = jsonable(self)
         if self.backtest_window is not None:
             payload["backtest_window"] = jsonable(self.backtest_window.to_dict())
+        if self.backtest_labels is not None:
+            payload["backtest_labels"] = jsonable(self.backtest_labels.to_dict())
         payload["exit_code"] = self.exit_code
         payload["counts"] = {status: self.count(status) for status in SEVERITY}
         return payload
@@ -155,6 +167,9 @@ class MonitorResult:
         note = self.backtest_window.note() if self.backtest_window is not None else ""
         if note:
             lines.append(f"  backtest window: {note}")
+        note = self.backtest_labels.note() if self.backtest_labels is not None else ""
+        if note:
+            lines.append(f"  backtest labels: {note}")
         for check in self.alarms()[:15]:
             lines.append(f"  ALARM {check.name}: {check.detail}")
         if len(self.alarms()) > 15:
@@ -272,8 +287,19 @@ def run_backtest(
     version_phasing: Callable[[str], RevenuePhasing | None] | None = None,
     training_end: Callable[[str], pd.Timestamp | None] | None = None,
     fallback_end: pd.Timestamp | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    definition: dict | None = None,
+    version_definition: Callable[[str], dict | None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, LabelDefinitionSplit]:
     """Labels for every past scored (partner, as_of) whose horizon completed before as_of.
+
+    The labels follow the monitored model's label definition (``definition``, what its
+    training manifest logged, :func:`~partnerscore.training.reference.label_definition`;
+    the horizon is the profile's): engagement period, share and touchpoints; a setting it does
+    not record (a run without a manifest: None) is the config's, and said so
+    (:func:`backtest_build`). A row whose version (``version_definition(version)``) defined
+    labels otherwise is left out and counted (:class:`LabelDefinitionSplit`): its
+    predictions were made for another target; a row whose version's definition is unknown is
+    labelled with the monitored model's and counted.
 
     A row whose outcome period ends on or before the training data end of the version that
     scored it (``training_end(version)``; ``fallback_end``, the monitored model's, when that
@@ -290,35 +316,41 @@ def run_backtest(
 
     Returns:
         (joined rows: predictions, labels, segments and the training-window columns, in-sample
-        rows included; :data:`BACKTEST_COLUMNS` table of the out-of-time rows;
-        :data:`PHASE_BACKTEST_COLUMNS` table of the out-of-time rows, empty without phasing).
+        rows included, rows of another label definition not; :data:`BACKTEST_COLUMNS` table
+        of the out-of-time rows; :data:`PHASE_BACKTEST_COLUMNS` table of the out-of-time rows,
+        empty without phasing; the label definition used and the rows it left out).
     """
     empty = pd.DataFrame(columns=list(BACKTEST_COLUMNS))
     no_phases = pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS))
+    horizon = pd.Timedelta(days=int(reference.get("horizon_days", 180)))
+    if phasing is not None and int(phasing.horizon_days) != int(horizon.days):
+        phasing = None  # a phasing of another horizon says nothing about these labels
+    build, labels_split = backtest_build(
+        config.build,
+        definition,
+        int(horizon.days),
+        int(phasing.phase_days) if phasing is not None else None,
+    )
     if not history.exists():
-        return pd.DataFrame(), empty, no_phases
+        return pd.DataFrame(), empty, no_phases, labels_split
     data = history.read()
     if data.empty:
-        return pd.DataFrame(), empty, no_phases
-    horizon = pd.Timedelta(days=int(reference.get("horizon_days", 180)))
+        return pd.DataFrame(), empty, no_phases, labels_split
     # a few partners' late rows (a late tail) do not complete anyone else's horizon
     end = min(as_of, supported_end(raw.data_end, raw.late_tail).ceil("D"))
     data = data[(pd.to_datetime(data["as_of"]) + horizon <= end)]
     known = set(raw.tables["partners"]["partner_id"].astype(str))
     data = data[data["partner_id"].astype(str).isin(known)]
     data = data[np.isfinite(pd.to_numeric(data["pred_revenue"], errors="coerce"))]
+    # the model's job is partners within the trained onboarding ages
+    data = data[pd.to_numeric(data["age_days"]) <= max(reference["ages"])]
     if data.empty:
-        return pd.DataFrame(), empty, no_phases
+        return pd.DataFrame(), empty, no_phases, labels_split
     data = data.reset_index(drop=True)
-    if phasing is not None and int(phasing.horizon_days) != int(horizon.days):
-        phasing = None  # a phasing of another horizon says nothing about these labels
-    build = BuildConfig.model_validate(
-        {
-            **config.build.model_dump(),
-            "horizon_days": int(horizon.days),
-            **({"phase_days": int(phasing.phase_days)} if phasing is not None else {}),
-        }
-    )
+    same, labels_split = split_by_label_definition(data, labels_split, version_definition)
+    data = data[same].reset_index(drop=True)
+    if data.empty:
+        return pd.DataFrame(), empty, no_phases, labels_split
     snaps = pd.DataFrame(
         {"partner_id": data["partner_id"].astype(str), "as_of": pd.to_datetime(data["as_of"])}
     )
@@ -343,22 +375,102 @@ def run_backtest(
     seg = segment_frame(data.assign(age_days=joined["age_days"]), reference["ages"])
     for name in SEGMENTS:
         joined[name] = seg[name].to_numpy()
-    # the model's job is partners within the trained onboarding ages
-    joined = joined[joined["age_days"] <= max(reference["ages"])].reset_index(drop=True)
-    if joined.empty:
-        return joined, empty, no_phases
     joined = mark_training_window(joined, int(horizon.days), training_end, fallback_end)
     # an in-sample fit says nothing about how the model forecasts: out-of-time rows only
     fresh = joined[~joined[IN_TRAINING_WINDOW].to_numpy(dtype=bool)].reset_index(drop=True)
     if fresh.empty:
-        return joined, empty, no_phases
+        return joined, empty, no_phases, labels_split
     phases = no_phases
     bounds = phase_bounds(int(horizon.days), int(phasing.phase_days)) if phasing else []
     if phasing is not None and len(bounds) == len(phase_cols) == phasing.n_phases:
         shares, fallback = row_shares(fresh, phasing, version_phasing)
         phases = phase_backtest(fresh, shares, bounds, fallback_rows=fallback)
     table = backtest_table(fresh, SEGMENTS, min_rows=config.monitor.backtest_min_rows)
-    return joined, table, phases
+    return joined, table, phases, labels_split
+
+
+def backtest_build(
+    build: BuildConfig, definition: dict | None, horizon_days: int, phase_days: int | None
+) -> tuple[BuildConfig, LabelDefinitionSplit]:
+    """The build settings the backtest labels with: the monitored model's label definition.
+
+    Args:
+        build: The current config's build settings (for what the definition lacks).
+        definition: The monitored model's label definition (None: its run logged no
+            manifest).
+        horizon_days: The horizon of its reference profile.
+        phase_days: Its phasing's phase length (None: no phasing; the config's, whose phase
+            columns the backtest then does not read).
+
+    Returns:
+        (the settings, a :class:`LabelDefinitionSplit` naming them and any taken from the
+        config, with no rows yet).
+    """
+    keys = [key for key in LABEL_KEYS if key != "horizon_days"]
+    given = {key: definition[key] for key in keys if key in (definition or {})}
+    fixed = {"horizon_days": int(horizon_days)}
+    if phase_days is not None:
+        fixed["phase_days"] = int(phase_days)
+    reason = (
+        "the monitored model's training run logged no training-set manifest"
+        if definition is None
+        else "the monitored model's training manifest does not record them"
+    )
+    try:
+        used = BuildConfig.model_validate({**build.model_dump(), **given, **fixed})
+    except ValueError:  # pydantic's ValidationError: a manifest edited by hand
+        given = {}
+        reason = "the monitored model's training manifest records invalid label settings"
+        used = BuildConfig.model_validate({**build.model_dump(), **fixed})
+    from_config = tuple(key for key in keys if key not in given)
+    source = "model" if not from_config else "config" if not given else "model and config"
+    dumped = used.model_dump(mode="json")
+    split = LabelDefinitionSplit(
+        definition={key: dumped[key] for key in LABEL_KEYS},
+        source=source,
+        from_config=from_config,
+        reason=reason if from_config else "",
+    )
+    return used, split
+
+
+def split_by_label_definition(
+    rows: pd.DataFrame,
+    split: LabelDefinitionSplit,
+    version_definition: Callable[[str], dict | None] | None = None,
+) -> tuple[np.ndarray, LabelDefinitionSplit]:
+    """Which rows' versions defined labels as ``split.definition`` does, and the counts.
+
+    A version's definition (``version_definition(version)``, None: unknown) is compared on
+    the settings it records (:func:`~partnerscore.training.reference.label_differences`);
+    a version that sets one apart is ``other`` and its rows are not kept; an unknown one is
+    kept (labelled with the monitored model's definition) and counted.
+
+    Returns:
+        (boolean mask of the rows kept, ``split`` with the row counts and versions).
+    """
+    versions = rows["model_version"].fillna("").astype(str).to_numpy(dtype=object)
+    keep = np.ones(len(rows), dtype=bool)
+    per: dict[str, dict] = {}
+    other = unknown = 0
+    for version in sorted(pd.unique(versions)):
+        at = versions == version
+        own = version_definition(str(version)) if version_definition is not None else None
+        apart = label_differences(own, split.definition) if own is not None else {}
+        status = "unknown" if own is None else "other" if apart else "same"
+        per[str(version)] = {
+            "rows": int(at.sum()),
+            "status": status,
+            "differences": {key: list(pair) for key, pair in apart.items()},
+        }
+        if status == "other":
+            keep[at] = False
+            other += int(at.sum())
+        elif status == "unknown":
+            unknown += int(at.sum())
+    return keep, replace(
+        split, rows=len(rows), other_definition=other, unknown=unknown, versions=per
+    )
 
 
 def mark_training_window(
@@ -469,6 +581,24 @@ def registry_phasings(
     return _per_version(model_uri, version, phasing, registered_model, read)
 
 
+def registry_label_definitions(
+    model_uri: str, version: str, definition: dict | None, registered_model: str
+) -> Callable[[str], dict | None]:
+    """A version's label definition, read from the training manifest its run logged.
+
+    The monitored ``version`` gives ``definition`` (already read); a version that cannot be
+    resolved, or whose run logged no manifest, gives None (:func:`_per_version`).
+    """
+
+    def read(uri: str) -> dict | None:
+        try:
+            return logged_label_definition(uri)
+        except PartnerscoreError:  # a deleted version
+            return None
+
+    return _per_version(model_uri, version, definition, registered_model, read)
+
+
 def row_shares(
     rows: pd.DataFrame,
     phasing: RevenuePhasing,
@@ -503,7 +633,10 @@ def row_shares(
 
 
 def phase_checks(
-    table: pd.DataFrame, config: MonitorConfig, window: TrainingWindowSplit | None = None
+    table: pd.DataFrame,
+    config: MonitorConfig,
+    window: TrainingWindowSplit | None = None,
+    labels: LabelDefinitionSplit | None = None,
 ) -> list[Check]:
     """The largest gap between a phase's realised and expected share of the horizon's revenue.
 
@@ -536,6 +669,8 @@ def phase_checks(
     if not np.isfinite(excess).any():
         if window is not None and window.rows and not window.out_of_time:
             return check(None, "skip", _empty_backtest_reason(window, 0))
+        if labels is not None and labels.other_definition and not labels.kept:
+            return check(None, "skip", _empty_backtest_reason(None, 0, labels))
         return check(
             None, "skip", "no completed horizon with revenue, or a model without revenue phasing"
         )
@@ -587,8 +722,39 @@ def _window_checks(window: TrainingWindowSplit | None) -> list[Check]:
     ]
 
 
-def _empty_backtest_reason(window: TrainingWindowSplit | None, min_rows: int) -> str:
-    """Why no backtest group has rows: no completed horizon, all in-sample, or too few."""
+def _label_checks(labels: LabelDefinitionSplit | None) -> list[Check]:
+    """``backtest.label_definition`` (info; value = rows left out) when there is a note."""
+    note = labels.note() if labels is not None else ""
+    if not note:
+        return []
+    return [
+        Check(
+            "backtest.label_definition",
+            "backtest",
+            "history",
+            "all",
+            "rows",
+            float(labels.other_definition),
+            None,
+            None,
+            None,
+            "info",
+            note,
+        )
+    ]
+
+
+def _empty_backtest_reason(
+    window: TrainingWindowSplit | None,
+    min_rows: int,
+    labels: LabelDefinitionSplit | None = None,
+) -> str:
+    """Why no backtest group has rows: none completed, other labels, in-sample, or too few."""
+    if (window is None or not window.rows) and labels is not None and labels.other_definition:
+        return (
+            f"every completed row ({labels.rows:,}) was scored by a version that defined its "
+            "labels otherwise than the monitored model: nothing to backtest with its labels yet"
+        )
     if window is None or not window.rows:
         return "no scored batch in the history has a completed horizon yet"
     if not window.out_of_time:
@@ -603,7 +769,10 @@ def _empty_backtest_reason(window: TrainingWindowSplit | None, min_rows: int) ->
 
 
 def _backtest_checks(
-    table: pd.DataFrame, config: MonitorConfig, window: TrainingWindowSplit | None = None
+    table: pd.DataFrame,
+    config: MonitorConfig,
+    window: TrainingWindowSplit | None = None,
+    labels: LabelDefinitionSplit | None = None,
 ) -> list[Check]:
     checks = _window_checks(window)
     if table.empty:
@@ -619,7 +788,7 @@ def _backtest_checks(
                 None,
                 None,
                 "skip",
-                _empty_backtest_reason(window, config.backtest_min_rows),
+                _empty_backtest_reason(window, config.backtest_min_rows, labels),
             )
         ]
     overall = table[(table["as_of"] == "all") & (table["segment"] == "all")]
@@ -926,7 +1095,8 @@ def run_monitor(
     history = ScoreHistory(config.paths.history_database())
     phasing = getattr(partner_model, "phasing", None)
     trained_to = monitored_training_end(partner_model, uri)
-    joined, backtest, backtest_phases = run_backtest(
+    definition = logged_label_definition(uri)
+    joined, backtest, backtest_phases, labels = run_backtest(
         history,
         raw,
         cut,
@@ -936,10 +1106,13 @@ def run_monitor(
         registry_phasings(uri, version, phasing, config.train.registered_model),
         registry_training_ends(uri, version, trained_to, config.train.registered_model),
         trained_to,
+        definition,
+        registry_label_definitions(uri, version, definition, config.train.registered_model),
     )
     window = training_window_split(joined, int(reference.get("horizon_days", 180)))
-    checks += _backtest_checks(backtest, mcfg, window)
-    checks += phase_checks(backtest_phases, mcfg, window)
+    checks += _label_checks(labels)
+    checks += _backtest_checks(backtest, mcfg, window, labels)
+    checks += phase_checks(backtest_phases, mcfg, window, labels)
     if scores is not None:
         checks += _scores_checks(Path(scores), batch_scores, flags)
 
@@ -953,6 +1126,7 @@ def run_monitor(
         backtest=backtest,
         backtest_phases=backtest_phases,
         backtest_window=window,
+        backtest_labels=labels,
         batch_rows=len(batch),
     )
     _write(result, reference, batch, config, volumes, cut)
@@ -995,6 +1169,9 @@ def _write(result, reference, batch, config, volumes, cut) -> None:
         "backtest_phases": json.loads(result.backtest_phases.to_json(orient="records")),
         "backtest_training_window": (
             result.backtest_window.to_dict() if result.backtest_window is not None else None
+        ),
+        "backtest_label_definition": (
+            result.backtest_labels.to_dict() if result.backtest_labels is not None else None
         ),
     }
     files["json"] = write_text_atomic(json.dumps(payload, indent=1), out / "monitor.json")

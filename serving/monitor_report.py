@@ -254,6 +254,7 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
         overall=overall.to_dict("records"),
         phases=result.backtest_phases.to_dict("records"),
         window_note=(payload.get("backtest_training_window") or {}).get("note", ""),
+        labels_note=(payload.get("backtest_label_definition") or {}).get("note", ""),
         backtest_empty=next(
             (c.detail for c in checks if c.name == "backtest.batches"),
             "no scored batch in the history has a completed horizon yet",

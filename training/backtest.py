@@ -329,3 +329,98 @@ def phase_backtest(
         },
         columns=list(PHASE_BACKTEST_COLUMNS),
     )
+
+
+def _settings_text(settings: dict) -> str:
+    """``key value, ...`` (touchpoints joined by '/')."""
+    return ", ".join(f"{key} {_value_text(v)}" for key, v in settings.items())
+
+
+@dataclass(frozen=True)
+class LabelDefinitionSplit:
+    """Which label definition the backtest's labels were built with, and whose rows it fits.
+
+    A history row's predictions are those of the version that scored it, trained to predict
+    the labels its training set defined (horizon, engagement period, share, touchpoints).
+    The backtest builds labels with the monitored model's definition, and reads only rows
+    whose version defined labels the same way: a row of a version that defined them otherwise
+    is left out and counted (judged against another target, and pooled into one AUC, ECE or
+    bias with rows of another base rate, it would read as drift).
+
+    Attributes:
+        definition: The settings the labels were built with (``LABEL_KEYS``, JSON values).
+        source: ``model`` (the monitored model's training manifest), ``config`` (it logged
+            none: the current config's build settings) or ``model and config`` (its manifest
+            lacks some settings).
+        from_config: Settings taken from the config (the horizon is always the profile's).
+        reason: Why settings came from the config ('' when none did).
+        rows: Completed history rows in onboarding scope, before this split.
+        other_definition: Rows of versions that defined labels otherwise: left out.
+        unknown: Rows of versions whose definition is unknown (no manifest, a deleted or
+            unregistered version): labelled with :attr:`definition` and kept.
+        versions: Per version that scored rows (``''``: none recorded): ``rows``, ``status``
+            (``same``, ``other``, ``unknown``) and ``differences`` (``{setting: [the
+            version's, the backtest's]}``).
+    """
+
+    definition: dict
+    source: str = "model"
+    from_config: tuple[str, ...] = ()
+    reason: str = ""
+    rows: int = 0
+    other_definition: int = 0
+    unknown: int = 0
+    versions: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        """Rows labelled and passed on (to the training-window split and the tables)."""
+        return self.rows - self.other_definition
+
+    def note(self) -> str:
+        """One sentence: where the definition came from, which rows it left out ('' if clean)."""
+        parts = []
+        if self.from_config:
+            used = {key: self.definition.get(key) for key in self.from_config}
+            parts.append(f"{self.reason}: labels built with the config's {_settings_text(used)}")
+        if self.other_definition:
+            apart = "; ".join(
+                (f"version {name}" if name else "unversioned rows")
+                + f" ({v['rows']:,} rows): "
+                + ", ".join(
+                    f"{key} {_value_text(own)} where the monitored model has {_value_text(used)}"
+                    for key, (own, used) in v["differences"].items()
+                )
+                for name, v in self.versions.items()
+                if v["status"] == "other"
+            )
+            parts.append(
+                f"{self.other_definition:,} of {self.rows:,} completed rows were scored by "
+                f"versions that defined their labels otherwise ({apart}): left out of the "
+                "backtest table and checks"
+            )
+        if self.unknown:
+            parts.append(
+                f"{self.unknown:,} rows of versions whose label definition is unknown were "
+                "labelled with the monitored model's"
+            )
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        """The ``backtest_label_definition`` field of monitor.json."""
+        return {
+            "rule": "labels by the monitored model's definition; rows of versions that defined "
+            "labels otherwise are left out",
+            "source": self.source,
+            "definition": dict(self.definition),
+            "from_config": list(self.from_config),
+            "completed_rows": self.rows,
+            "other_definition_rows": self.other_definition,
+            "unknown_definition_rows": self.unknown,
+            "versions": self.versions,
+            "note": self.note(),
+        }
+
+
+def _value_text(value) -> str:
+    return "/".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

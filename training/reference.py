@@ -6,7 +6,9 @@ overall and by segment), so it never needs the training data again.
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -21,6 +23,13 @@ REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
 MANIFEST_ARTIFACT = "training/manifest.json"
 """The training-set manifest (``partnerscore build``) logged with every training run."""
 DEFAULT_AGES = (30, 60, 90, 180)
+LABEL_KEYS = (
+    "horizon_days",
+    "engagement_period_days",
+    "engagement_min_share",
+    "engagement_touchpoints",
+)
+"""The build settings that define ``label_revenue`` and ``label_engaged``."""
 
 
 def reference_profile(model: PartnerModel, frame: pd.DataFrame, manifest: dict) -> dict:
@@ -88,13 +97,60 @@ def run_id_of(model_uri: str) -> str:
     return mv.run_id
 
 
-def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
-    """The data end of the training manifest logged with a model's run (``data_end``), or None.
+def label_definition(manifest) -> dict | None:
+    """The label-defining build settings (:data:`LABEL_KEYS`) of a training-set manifest.
 
-    For versions trained before the model kept it (``PartnerModel.training_data_end``): every
-    training run has logged its manifest. None when the run cannot be found, logged no
-    manifest, or its ``data_end`` is missing or not a date (tracking URI already set).
+    Args:
+        manifest: A training-set manifest (``partnerscore build``'s ``manifest.json``).
+
+    Returns:
+        ``{setting: value}`` for the keys its ``build_config`` records (JSON values: the
+        touchpoints a list), or None when it is not a manifest.
     """
+    if not isinstance(manifest, dict):
+        return None
+    build = manifest.get("build_config") or {}
+    if not isinstance(build, dict):
+        return None
+    return {key: build[key] for key in LABEL_KEYS if key in build}
+
+
+def label_differences(ours: dict, theirs: dict) -> dict:
+    """``{setting: (ours, theirs)}`` for the label settings both record and set apart.
+
+    The touchpoints compare as a set (their order defines nothing).
+    """
+
+    def same(key: str) -> bool:
+        a, b = ours[key], theirs[key]
+        if key == "engagement_touchpoints" and isinstance(a, (list, tuple)):
+            return isinstance(b, (list, tuple)) and sorted(map(str, a)) == sorted(map(str, b))
+        return a == b
+
+    return {
+        key: (ours[key], theirs[key])
+        for key in LABEL_KEYS
+        if key in ours and key in theirs and not same(key)
+    }
+
+
+def run_label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
+    """The label definition (:func:`label_definition`) of the manifest a training run logged.
+
+    Read through ``client`` (its own tracking URI); None when the run logged no readable
+    manifest.
+    """
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(client.download_artifacts(run_id, MANIFEST_ARTIFACT, tmp))
+            manifest = json.loads(path.read_text())
+    except (mlflow.exceptions.MlflowException, OSError, ValueError):
+        return None
+    return label_definition(manifest)
+
+
+def _logged_manifest(model_uri: str) -> dict | None:
+    """The training manifest logged with a model's run, or None (tracking URI already set)."""
     try:
         run_id = run_id_of(model_uri)
     except PartnerscoreError:
@@ -105,7 +161,27 @@ def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
         manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/{MANIFEST_ARTIFACT}")
     except Exception:  # missing artifact or run, unreadable JSON: MlflowException/OSError/...
         return None
-    return parse_data_end(manifest.get("data_end") if isinstance(manifest, dict) else None)
+    return manifest if isinstance(manifest, dict) else None
+
+
+def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
+    """The data end of the training manifest logged with a model's run (``data_end``), or None.
+
+    For versions trained before the model kept it (``PartnerModel.training_data_end``): every
+    training run has logged its manifest. None when the run cannot be found, logged no
+    manifest, or its ``data_end`` is missing or not a date (tracking URI already set).
+    """
+    manifest = _logged_manifest(model_uri)
+    return parse_data_end(manifest.get("data_end") if manifest is not None else None)
+
+
+def logged_label_definition(model_uri: str) -> dict | None:
+    """The label definition (:func:`label_definition`) a model's training run logged, or None.
+
+    None when the run cannot be found or logged no manifest (tracking URI already set); an
+    empty dict when its manifest records none of :data:`LABEL_KEYS`.
+    """
+    return label_definition(_logged_manifest(model_uri))
 
 
 def _folder_run_id(model_uri: str) -> str | None:

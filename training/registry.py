@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,11 @@ from partnerscore.models.model_uri import check_registry
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
-from partnerscore.training.reference import MANIFEST_ARTIFACT
+from partnerscore.training.reference import (
+    LABEL_KEYS,
+    run_label_definition,
+)
+from partnerscore.training.reference import label_differences as differing_labels
 from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, rows_in
 from partnerscore.training.train import (
     CHALLENGER,
@@ -355,24 +358,8 @@ def unseen_predictions(
     return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
 
 
-_LABEL_KEYS = (
-    "horizon_days",
-    "engagement_period_days",
-    "engagement_min_share",
-    "engagement_touchpoints",
-)
-
-
-def _label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
-    """The build settings that define a run's labels (its logged training manifest), or None."""
-    try:
-        manifest = _read_artifact(
-            client, run_id, MANIFEST_ARTIFACT, lambda path: json.loads(path.read_text())
-        )
-    except (mlflow.exceptions.MlflowException, OSError, ValueError):
-        return None
-    build = manifest.get("build_config") or {}
-    return {key: build.get(key) for key in _LABEL_KEYS if key in build}
+_LABEL_KEYS = LABEL_KEYS  # moved to training/reference.py (public); kept for old callers
+_label_definition = run_label_definition
 
 
 def _retire_challenger_alias(client: mlflow.MlflowClient, name: str, version) -> None:
@@ -391,15 +378,11 @@ def _retire_challenger_alias(client: mlflow.MlflowClient, name: str, version) ->
 
 def _label_differences(client: mlflow.MlflowClient, champion_run, challenger_run) -> dict:
     """``{setting: (champion's, challenger's)}`` where the two runs' labels are defined apart."""
-    theirs = _label_definition(client, champion_run.info.run_id)
-    ours = _label_definition(client, challenger_run.info.run_id)
+    theirs = run_label_definition(client, champion_run.info.run_id)
+    ours = run_label_definition(client, challenger_run.info.run_id)
     if not theirs or not ours:
         return {}
-    return {
-        key: (theirs[key], ours[key])
-        for key in theirs.keys() & ours.keys()
-        if theirs[key] != ours[key]
-    }
+    return differing_labels(theirs, ours)
 
 
 def missing_reason(force: bool, reason: str | None) -> str | None:

@@ -112,7 +112,9 @@ def test_each_version_is_read_with_its_own_phasing(store_config, raw_dir, two_ve
         champion.phase_days, champion.horizon_days, list(rng.dirichlet(np.ones(6)))
     )
     known = {"1": champion, "2": other}
-    joined, _, table = run_backtest(store, raw, AS_OF, reference, store_config, champion, known.get)
+    joined, _, table, _ = run_backtest(
+        store, raw, AS_OF, reference, store_config, champion, known.get
+    )
     assert set(joined["model_version"]) == {"1", "2"}
     # the twin: each row's expected revenue per phase with its version's shares
     expected = np.zeros(champion.n_phases)
@@ -122,7 +124,7 @@ def test_each_version_is_read_with_its_own_phasing(store_config, raw_dir, two_ve
     np.testing.assert_allclose(table["expected_revenue"], expected, rtol=1e-9)
     assert (table["rows_fallback_phasing"] == 0).all()
     # version 2 unknown: its rows are read with the monitored model's phasing, and counted
-    _, _, fallback = run_backtest(
+    _, _, fallback, _ = run_backtest(
         store, raw, AS_OF, reference, store_config, champion, {"1": champion}.get
     )
     n2 = int((joined["model_version"] == "2").sum())

@@ -177,7 +177,7 @@ def test_each_row_is_judged_by_the_version_that_scored_it(early, built_dir, raw_
     cut = pd.Timestamp(AS_OF)
 
     def backtest(ends, fallback=None):
-        return run_backtest(store, raw, cut, reference, early, None, None, ends, fallback)
+        return run_backtest(store, raw, cut, reference, early, None, None, ends, fallback)[:3]
 
     joined, table, _ = backtest({"1": end1, "2": end2}.get)
     as_of = joined["as_of"].dt.strftime("%Y-%m-%d")

@@ -1239,7 +1239,8 @@ def run_plan(
         base_rate: Engaged share in the control arm (else estimated from ``raw_dir``).
         r_squared: Revenue variance share explained by pre-period covariates.
         raw_dir: Raw tables to estimate the spread from.
-        horizon: Outcome window for the estimate.
+        horizon: Outcome window for the estimate (at least ``build.engagement_period_days``
+            when the base rate is estimated).
         age: Onboarding age at which partners would be assigned, for the estimate.
         effect_revenue: A revenue difference to size the experiment for.
         effect_engagement: An engagement lift (proportion points) to size it for.
@@ -1262,6 +1263,12 @@ def run_plan(
         return (PartnerscoreError if given[option] is None else OptionError)(message)
 
     source = "given"
+    if raw_dir is not None and base_rate is None:  # the engaged rate is estimated: the label
+        period = engagement_period_conflict(
+            config.build.model_copy(update={"horizon_days": int(horizon)}), horizon="--horizon"
+        )
+        if period is not None:
+            raise OptionError(period)
     if raw_dir is not None:
         sd, mean, rate, r2, used = outcome_spread(raw_dir, horizon, age, config.build)
         revenue_sd = sd if revenue_sd is None else revenue_sd

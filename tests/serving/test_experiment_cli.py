@@ -361,6 +361,14 @@ def test_a_horizon_shorter_than_the_engagement_period_is_refused(simulated, tmp_
     out = tmp_path / "p"
     assert main([*base, "--horizon", "20", "--out", str(out), "--config", str(config)]) == 0
     assert (out / "results.json").exists()
+    # plan estimates the engaged base rate with the same label
+    plan = ["experiment", "plan", "--partners", "100", "--raw", str(simulated), "--horizon", "20"]
+    assert main(plan) == 2
+    assert _err(capsys).startswith(
+        "error: build.engagement_period_days 30 is longer than --horizon 20"
+    )
+    assert main([*plan, "--base-rate", "0.4"]) == 0  # given: only revenue is estimated
+    assert main([*plan, "--config", str(config)]) == 0
 
 
 def _scores(tmp_path, drop=None):

@@ -256,3 +256,64 @@ def test_each_version_is_compared_on_the_settings_it_records():
         "table and checks; 3 rows of versions whose label definition is unknown were labelled "
         "with the monitored model's"
     )
+
+
+def test_a_history_of_other_definitions_only_skips_the_backtest_with_that_reason():
+    """Every completed row scored by a version of another definition: the backtest checks say
+    so, not 'no completed horizon yet'."""
+    from partnerscore.features.config import MonitorConfig
+    from partnerscore.serving.monitor import _backtest_checks, phase_checks
+    from partnerscore.training.backtest import (
+        BACKTEST_COLUMNS,
+        PHASE_BACKTEST_COLUMNS,
+        training_window_split,
+    )
+
+    ours = {"horizon_days": 90, "engagement_period_days": 15}
+    rows = pd.DataFrame({"model_version": ["1"] * 40})
+    _, split = split_by_label_definition(
+        rows, LabelDefinitionSplit(ours), {"1": {"horizon_days": 180}}.get
+    )
+    window = training_window_split(pd.DataFrame(), 90)
+    reason = (
+        "every completed row (40) was scored by a version that defined its labels otherwise "
+        "than the monitored model: nothing to backtest with its labels yet"
+    )
+    empty = pd.DataFrame(columns=list(BACKTEST_COLUMNS))
+    (check,) = _backtest_checks(empty, MonitorConfig(), window, split)
+    assert check.name == "backtest.batches" and check.status == "skip"
+    assert check.detail == reason
+    (check,) = phase_checks(
+        pd.DataFrame(columns=list(PHASE_BACKTEST_COLUMNS)), MonitorConfig(), window, split
+    )
+    assert check.status == "skip" and check.detail == reason
+
+
+def test_settings_the_model_does_not_record_come_from_the_config_and_are_named():
+    from partnerscore.features.config import BuildConfig
+    from partnerscore.serving.monitor import backtest_build
+
+    config = BuildConfig(engagement_period_days=20, engagement_min_share=0.4, phase_days=45)
+    build, split = backtest_build(config, {"engagement_period_days": 15}, 90, None)
+    assert (build.horizon_days, build.engagement_period_days) == (90, 15)
+    assert build.engagement_min_share == 0.4 and build.phase_days == 45
+    assert split.source == "model and config"
+    assert split.from_config == ("engagement_min_share", "engagement_touchpoints")
+    assert split.note().startswith(
+        "the monitored model's training manifest does not record them: labels built with the "
+        "config's engagement_min_share 0.4, engagement_touchpoints meeting/"
+    )
+    # a manifest edited into an invalid share: the config's settings, and said so
+    build, split = backtest_build(config, {"engagement_min_share": 0}, 180, 30)
+    assert (build.engagement_min_share, build.phase_days) == (0.4, 30)
+    assert split.source == "config"
+    assert split.note().startswith(
+        "the monitored model's training manifest records invalid label settings: labels built "
+        "with the config's engagement_period_days 20, engagement_min_share 0.4"
+    )
+    # the model's own definition, complete: nothing to say
+    full = {"engagement_period_days": 15, "engagement_min_share": 0.5}
+    full["engagement_touchpoints"] = ["qbr"]
+    _, split = backtest_build(config, full, 180, None)
+    assert split.source == "model" and split.note() == ""
+    assert split.definition["engagement_touchpoints"] == ["qbr"]

@@ -66,7 +66,8 @@ FILE_RULES = (
     "A row that breaks a rule goes to `quarantine/<table>.csv` with its data-row number (`_row`, "
     "1 = first row after the header) and every reason; other rows are used. Duplicate keys keep "
     "the first otherwise valid row. Rows of a partner missing from (or quarantined in) `partners` "
-    "are quarantined. A deal that is won or lost needs `closed_at`; an open one must not have it.",
+    "are quarantined. A deal that is won or lost needs `closed_at`; an open one must not have it. "
+    "A converted lead needs `qualified_at` (created, then qualified, then converted).",
 )
 
 
@@ -293,7 +294,12 @@ TABLES: dict[str, TableSpec] = {
                 _pid(),
                 Column("created_at", "date", description="Registration time."),
                 Column("qualified_at", "date", nullable=True, description="Qualification."),
-                Column("converted_at", "date", nullable=True, description="Conversion."),
+                Column(
+                    "converted_at",
+                    "date",
+                    nullable=True,
+                    description="Conversion; needs qualified_at (no direct conversion).",
+                ),
             ),
         ),
         TableSpec(

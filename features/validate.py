@@ -770,6 +770,16 @@ def _validate_table(
                 ),
                 f"{later} before {earlier}",
             )
+    if spec.name == "leads" and "qualified_at" in sources:
+        # the funnel is created -> qualified -> converted: a conversion with an empty
+        # qualified_at lacks that date (as a won deal without closed_at); a qualified_at that
+        # is not a date is reported as such only
+        converted = sources["converted_at"]
+        check.add(
+            ~np.isnat(typed["converted_at"]) & ~sources["qualified_at"].present,
+            _said("converted_at", converted, " needs qualified_at"),
+            "converted without qualified_at",
+        )
     if spec.references_partner and partners is not None:
         pid = sources["partner_id"]
         ids = pa.array(partners["partner_id"].to_numpy(dtype=object), type=pa.string())
@@ -885,11 +895,11 @@ def _validate_table(
     return clean, quarantine, codes
 
 
-REASONS_VERSION = 3
-"""Version of the quarantine reasons' wording (2: a row of a quarantined partner says so, not
-"unknown partner_id"; 3: invisible characters in quoted values are escapes). A validated
-snapshot holds the reasons of its day: one written under another version is validated again
-(``features.validated``)."""
+REASONS_VERSION = 4
+"""Version of the quarantine reasons' wording and rules (2: a row of a quarantined partner says
+so, not "unknown partner_id"; 3: invisible characters in quoted values are escapes; 4: a
+converted lead needs qualified_at). A validated snapshot holds the reasons and clean rows of its
+day: one written under another version is validated again (``features.validated``)."""
 
 QUARANTINE_COLUMNS = ("_row", "reason")
 """Columns every quarantine file adds; an input column of the same name is renamed."""

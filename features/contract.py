@@ -65,9 +65,12 @@ FILE_RULES = (
     + " (any case). Enumerations are case-sensitive.",
     "A row that breaks a rule goes to `quarantine/<table>.csv` with its data-row number (`_row`, "
     "1 = first row after the header) and every reason; other rows are used. Duplicate keys keep "
-    "the first otherwise valid row. Rows of a partner missing from (or quarantined in) `partners` "
-    "are quarantined. A deal that is won or lost needs `closed_at`; an open one must not have it. "
-    "A converted lead needs `qualified_at` (created, then qualified, then converted).",
+    "the first otherwise valid row; in a table without an id column (trainings, portal_events, "
+    "feedback) a row whose contract columns all read the same as an earlier one's is a "
+    "duplicate too (`duplicate of row N`). Rows of a partner missing from (or quarantined in) "
+    "`partners` are quarantined. A deal that is won or lost needs `closed_at`; an open one must "
+    "not have it. A converted lead needs `qualified_at` (created, then qualified, then "
+    "converted).",
 )
 
 

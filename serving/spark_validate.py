@@ -45,7 +45,9 @@ SENTINEL = "\x00partnerscore-sentinel"
 """Id of the valid partner (and deal) added to every bucket, then removed: the validator
 refuses a table without data rows or without a valid partner, which a bucket may lack while
 the whole batch does not."""
-_DUP = re.compile(r"^(duplicate \S+ '.*' \(first at row )(\d+)(\).*)$", re.S)
+_DUP = re.compile(r"^(duplicate (?:\S+ '.*' \(first at row |of row ))(\d+)(\D.*)$", re.S)
+"""A duplicate's reason: the row it repeats (``duplicate deal_id 'D1' (first at row 3)``, or in
+a table without an id ``duplicate of row 3 (...)``) is a position within the bucket."""
 
 
 @dataclass(frozen=True)
@@ -502,7 +504,7 @@ def _valid_positions(raw, name: str, n: int) -> np.ndarray:
 
 
 def _global_reason(reason: str, rows: np.ndarray) -> str:
-    """A duplicate's "(first at row N)" with the bucket position turned into the input row."""
+    """A duplicate's reason with the row it repeats (bucket position) made the input row."""
     match = _DUP.match(reason)
     if match is None:
         return reason

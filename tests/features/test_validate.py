@@ -703,3 +703,42 @@ def test_parquet_column_types_that_are_not_the_contract(tmp_path, capsys, table,
     code, out, err = run_cli(raw, capsys)
     assert code == 2 and out == ""
     assert err == f"error: {raw / (table + '.parquet')}: {message.split(': ', 1)[1]}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["P1", "P2", " P1"]),
+            st.sampled_from(["2024-03-01", "2024-03-01 00:00:00", "2024-03-02", "", "x"]),
+            st.sampled_from(["4", "4.0", "5", "", "-0"]),
+        ),
+        min_size=0,
+        max_size=40,
+    )
+)
+def test_repeated_rows_of_a_table_without_id_are_quarantined_naming_the_first(rows):
+    """Each otherwise valid feedback row equal to an earlier one (typed values) is quarantined
+    as ``duplicate of row N``, N its first valid occurrence: the slow twin compares the
+    typed rows one by one. (The fast path's hashes collide here often: many repeats.)"""
+    import tempfile
+    from pathlib import Path
+
+    text = "partner_id,submitted_at,score\n" + "".join(f"{p},{d},{s}\n" for p, d, s in rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = load_raw(make_raw(Path(tmp), feedback=text), write_quarantine=False)
+    q = data.quarantine["feedback"]
+    reasons = dict(zip(q["_row"].astype(int), q["reason"], strict=True))
+    seen: dict[tuple, int] = {}
+    expected = {}
+    for i, (p, d, s) in enumerate(rows, start=1):
+        if i in reasons and not reasons[i].startswith("duplicate of row "):
+            continue  # quarantined for another reason: never a first occurrence
+        key = (p.strip(), pd.Timestamp(d), float(s) if s else None)
+        if key in seen:
+            expected[i] = f"duplicate of row {seen[key]} (same value in every contract column)"
+        else:
+            seen[key] = i
+    got = {i: r for i, r in reasons.items() if r.startswith("duplicate of row ")}
+    assert got == expected
+    assert len(data.tables["feedback"]) == len(rows) - len(reasons)

@@ -171,6 +171,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
         "invisible_characters",
         "unicode_padded_ids",
         "converted_without_qualified",
+        "duplicate_rows_without_id",
     ],
 )
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):

@@ -62,7 +62,13 @@ FILE_RULES = (
     + "/".join(BOOLEAN_TRUE)
     + " or "
     + "/".join(BOOLEAN_FALSE)
-    + " (any case). Enumerations are case-sensitive.",
+    + " (any case).",
+    "Categorical text ignores case. An enumerated value equal to an allowed one but for case is "
+    "read as the contract's spelling (`WON` as `won`); any other value is quarantined. In a free "
+    "category (tier, region, industry, partner_type, event_type) spellings that differ only by "
+    "case are one value, spelt as the batch's most frequent spelling (a tie: the first in "
+    "code-point order, `EMEA` before `emea`); the validation summary lists every value read in "
+    "another case.",
     "A row that breaks a rule goes to `quarantine/<table>.csv` with its data-row number (`_row`, "
     "1 = first row after the header) and every reason; other rows are used. Duplicate keys keep "
     "the first otherwise valid row; in a table without an id column (trainings, portal_events, "
@@ -83,7 +89,8 @@ class Column:
         kind: How values are parsed.
         nullable: Whether empty values are allowed.
         required: Whether the column must be present in the file.
-        choices: Allowed values (case-sensitive).
+        choices: Allowed values (matched in any case, read as spelt here); None for a free
+            category (any value; spellings differing only by case are one value).
         min: Inclusive lower bound (numbers).
         max: Inclusive upper bound (numbers).
         description: Meaning, for the published contract.
@@ -375,7 +382,9 @@ def contract_markdown() -> str:
         for col in spec.columns:
             rule = []
             if col.choices:
-                rule.append("one of " + ", ".join(col.choices))
+                rule.append("one of " + ", ".join(col.choices) + " (any case)")
+            elif col.kind == "category":
+                rule.append("free; one value in any case")
             if col.kind == "date":
                 rule.append(f"ISO 8601, years {FIRST_DATE.year}-{END_DATE.year - 1}")
             if col.min is not None:

@@ -68,6 +68,19 @@ class TableReport:
     reasons: dict[str, int] = field(default_factory=dict)
     physical_lines: int | None = None
     multiline_records: list[tuple[int, int, int]] = field(default_factory=list)
+    respelled: dict[str, int] = field(default_factory=dict)
+
+    def respelled_note(self, name: str) -> str | None:
+        """A line listing the categorical values read in another case (:func:`respelled`)."""
+        if not self.respelled:
+            return None
+        shown = [f"{what} ({n:,})" for what, n in list(self.respelled.items())[:RESPELLED_SHOWN]]
+        more = len(self.respelled) - RESPELLED_SHOWN
+        return (
+            f"{name}: read in another case: "
+            + ", ".join(shown)
+            + (f" and {more} more" if more > 0 else "")
+        )
 
     def lines_note(self) -> str | None:
         """A line saying which records span several physical lines (CSV only), or None."""
@@ -117,6 +130,7 @@ class ValidationReport:
             lines.append(
                 f"optional tables absent (their features are skipped): {', '.join(absent)}"
             )
+        lines += [note for n, t in self.tables.items() if (note := t.respelled_note(n))]
         lines += [note for t in self.tables.values() if (note := t.lines_note())]
         if self.ignored:
             lines.append(f"ignored files: {', '.join(self.ignored)}")
@@ -694,12 +708,16 @@ def _parse(
     else:
         value = src.as_text()
         if col.choices:
+            # any case: a value equal to an allowed one but for case is read as that one
             allowed = "/".join(col.choices)
+            lowered = pa.array([c.lower() for c in col.choices])
+            at = pc.index_in(pc.utf8_lower(value), value_set=lowered)
             check.add(
-                present & ~_mask(pc.is_in(value, value_set=pa.array(col.choices))),
+                present & ~_mask(pc.is_valid(at)),
                 _said(name, src, f" not one of {allowed}"),
                 f"{name} unknown value",
             )
+            value = pc.coalesce(pc.take(pa.array(col.choices), at), value)
     if not col.nullable:
         check.add(~present, lambda idx: f"{name} is missing", f"{name} missing")
     return value
@@ -728,7 +746,8 @@ def _validate_table(
     latest: np.datetime64 | None = None,
     spans: np.ndarray | None = None,
     held: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
+    fold: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, Counter, dict[str, int]]:
     for col in spec.columns:
         if col.required and col.name not in sources:
             raise PartnerscoreError(f"{path}: missing required column '{col.name}'")
@@ -744,6 +763,7 @@ def _validate_table(
     typed = {
         c.name: _parse(c, sources[c.name], check, latest) for c in spec.columns if c.name in sources
     }
+    partner_at = None  # each row's position in partners (-1: unknown), when looked up
 
     if spec.name == "deals":
         status = sources["status"]
@@ -784,6 +804,7 @@ def _validate_table(
         pid = sources["partner_id"]
         ids = pa.array(partners["partner_id"].to_numpy(dtype=object), type=pa.string())
         where = pc.index_in(typed["partner_id"], value_set=ids).fill_null(-1).to_numpy()
+        partner_at = where
         known = where >= 0
         # an id whose partners row was quarantined is not unknown: say why it is missing
         held_at = np.full(n, -1, dtype=np.int64)
@@ -860,7 +881,7 @@ def _validate_table(
         first_at = np.zeros(n, dtype=np.int64)
         dup = np.zeros(n, dtype=bool)
         if ok_pos.size > 1:
-            repeat, first = _repeats(spec, typed, ok_pos)
+            repeat, first = _repeats(spec, typed, ok_pos, partner_at)
             dup[ok_pos[repeat]] = True
             first_at[ok_pos[repeat]] = ok_pos[first[repeat]] + 1
         check.add(
@@ -901,6 +922,28 @@ def _validate_table(
     keep = ~bad
     keep_arrow = pa.array(keep)
     everything = bool(keep.all())  # nothing quarantined: no filtered copies
+    changed: Counter = Counter()
+    for col in spec.columns:
+        value = typed.get(col.name)
+        if col.kind != "category" or value is None:
+            continue
+        folds = {}
+        if not col.choices and fold:
+            kept = value if everything else value.filter(keep_arrow)
+            folds = case_folds(spelling_counts(kept))
+            if folds:
+                value = typed[col.name] = apply_folds(value, folds)
+        if col.choices or folds:  # the clean values read in another spelling, counted
+            read = sources[col.name].as_text()
+            read = read if everything else read.filter(keep_arrow)
+            new = value if everything else value.filter(keep_arrow)
+            other = _mask(pc.not_equal(read, new))
+            if other.any():  # a spelling is always read as one value: count by spelling
+                was, now = read.filter(pa.array(other)), new.filter(pa.array(other))
+                for spelling, rows in spelling_counts(was).items():
+                    used = now[pc.index(was, spelling).as_py()].as_py()
+                    changed[(col.name, spelling, used)] += rows
+    respelled = ordered_respellings(spec, changed)
     columns = {}
     for col in spec.columns:
         value = typed.pop(col.name, None)  # released column by column
@@ -912,7 +955,64 @@ def _validate_table(
         else:
             columns[col.name] = pd.Series(value if everything else value[keep])
     clean = pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())))
-    return clean, quarantine, codes
+    return clean, quarantine, codes, respelled
+
+
+RESPELLED_SHOWN = 6
+"""Values read in another case a table's summary line lists (then "and N more")."""
+
+
+def spelling_counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """Rows per distinct (non-missing) text value."""
+    counted = pc.value_counts(values)
+    if isinstance(counted, pa.ChunkedArray):
+        counted = counted.combine_chunks()
+    pairs = zip(
+        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+    )
+    return {v: int(n) for v, n in pairs if v is not None}
+
+
+def case_folds(counts: dict[str, int]) -> dict[str, str]:
+    """Spellings of a free category that differ only by case, each -> the one it is read as.
+
+    The batch's most frequent spelling of a value wins; a tie goes to the first in code-point
+    order (``EMEA`` before ``emea``). Values spelt one way only are absent (unchanged). One
+    function for both engines: the Spark job counts its buckets' clean values and calls it.
+
+    Args:
+        counts: Clean rows per spelling of one column (the whole batch).
+    """
+    groups: dict[str, list[str]] = {}
+    for spelling in counts:
+        groups.setdefault(spelling.lower(), []).append(spelling)
+    out = {}
+    for spellings in groups.values():
+        if len(spellings) > 1:
+            winner = min(spellings, key=lambda v: (-counts[v], v))
+            out.update({v: winner for v in spellings if v != winner})
+    return out
+
+
+def apply_folds(values: pa.ChunkedArray, folds: dict[str, str]) -> pa.ChunkedArray:
+    """``values`` with every spelling in ``folds`` replaced by the one it is read as."""
+    at = pc.index_in(values, value_set=pa.array(list(folds), type=pa.string()))
+    return pc.coalesce(pc.take(pa.array(list(folds.values()), type=pa.string()), at), values)
+
+
+def ordered_respellings(spec: TableSpec, changed: Counter) -> dict[str, int]:
+    """``column 'Was' -> 'now'`` -> clean rows, in contract column order, then by spelling.
+
+    Args:
+        spec: The table.
+        changed: (column, spelling read, spelling used) -> clean rows.
+    """
+    order = {c.name: i for i, c in enumerate(spec.columns)}
+    keys = sorted(changed, key=lambda k: (order[k[0]], k[1], k[2]))
+    return {
+        f"{c} {quoted(was, 60)} -> {quoted(now, 60)}": changed[(c, was, now)]
+        for c, was, now in keys
+    }
 
 
 def _column_codes(col: Column, value, pos: np.ndarray | None) -> np.ndarray:
@@ -936,13 +1036,22 @@ def _column_codes(col: Column, value, pos: np.ndarray | None) -> np.ndarray:
     return values.view(np.int64) if values.dtype.kind == "M" else values.astype(np.int64)
 
 
-def _repeats(spec: TableSpec, typed: dict, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _repeats(
+    spec: TableSpec, typed: dict, pos: np.ndarray, partner_at: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Which rows at ``pos`` repeat an earlier one in every contract column, and which.
 
     Rows are equal when every contract column read the same typed value: the same instant,
     number or boolean however written, the same trimmed text, a free category in any case (the
     batch folds those into one spelling). A 64-bit hash of each row finds the candidates (one
     sort of the hashes); only rows whose hash repeats are compared exactly.
+
+    Args:
+        spec: The table.
+        typed: Column -> typed values of every row.
+        pos: The rows compared (the otherwise valid ones), ascending.
+        partner_at: Each row's position in the partners table, when known: the partner_id's
+            code (no second hashing of the ids).
 
     Returns:
         A mask over ``pos`` of the repeating rows and, for each, the index (into ``pos``) of the
@@ -951,9 +1060,15 @@ def _repeats(spec: TableSpec, typed: dict, pos: np.ndarray) -> tuple[np.ndarray,
     columns = [(col, typed[col.name]) for col in spec.columns if typed.get(col.name) is not None]
     whole = None if pos.size == len(next(iter(typed.values()))) else pos
     mixed = np.zeros(pos.size, dtype=np.uint64)
+
+    def codes(col: Column, value, at: np.ndarray | None) -> np.ndarray:
+        if col.name == "partner_id" and partner_at is not None:
+            return partner_at.astype(np.int64) if at is None else partner_at[at].astype(np.int64)
+        return _column_codes(col, value, at)
+
     with np.errstate(over="ignore"):
         for col, value in columns:
-            part = _column_codes(col, value, whole).view(np.uint64)
+            part = codes(col, value, whole).view(np.uint64)
             mixed = (mixed ^ part) * np.uint64(0x9E3779B97F4A7C15)
             mixed ^= mixed >> np.uint64(29)
     repeat = np.zeros(pos.size, dtype=bool)
@@ -965,9 +1080,8 @@ def _repeats(spec: TableSpec, typed: dict, pos: np.ndarray) -> tuple[np.ndarray,
     candidates = np.flatnonzero(np.isin(mixed, np.unique(ordered[1:][same])))
     key = np.zeros(candidates.size, dtype=np.int64)
     for col, value in columns:  # exact: factorised codes combined column by column
-        codes = _column_codes(col, value, pos[candidates])
-        codes = pd.factorize(codes)[0].astype(np.int64)
-        key = pd.factorize(key * (int(codes.max()) + 1) + codes)[0].astype(np.int64)
+        column = pd.factorize(codes(col, value, pos[candidates]))[0].astype(np.int64)
+        key = pd.factorize(key * (int(column.max()) + 1) + column)[0].astype(np.int64)
     top = np.maximum.accumulate(key)  # codes number groups in order of first appearance
     is_first = np.ones(key.size, dtype=bool)
     is_first[1:] = top[1:] > top[:-1]
@@ -979,9 +1093,9 @@ def _repeats(spec: TableSpec, typed: dict, pos: np.ndarray) -> tuple[np.ndarray,
 REASONS_VERSION = 4
 """Version of the quarantine reasons' wording and rules (2: a row of a quarantined partner says
 so, not "unknown partner_id"; 3: invisible characters in quoted values are escapes; 4: a
-converted lead needs qualified_at, a repeated row of a table without an id is a duplicate). A
-validated snapshot holds the reasons and clean rows of its day: one written under another
-version is validated again (``features.validated``)."""
+converted lead needs qualified_at, a repeated row of a table without an id is a duplicate,
+categorical text ignores case). A validated snapshot holds the reasons and clean rows of its
+day: one written under another version is validated again (``features.validated``)."""
 
 QUARANTINE_COLUMNS = ("_row", "reason")
 """Columns every quarantine file adds; an input column of the same name is renamed."""
@@ -1230,11 +1344,27 @@ def load_raw(
     )
 
 
+def arrow_column(values: pd.Series) -> pa.Array:
+    """A frame's column as :func:`load_frames` reads it (mixed Python objects: their text)."""
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        # mixed Python objects (numbers and text): validate their text, as from a CSV
+        text = [None if pd.isna(v) else str(v) for v in values.tolist()]
+        return pa.array(text, type=pa.string())
+
+
+def read_spellings(values: pd.Series) -> list:
+    """A column's values as the validator reads a category: trimmed text, None when empty."""
+    return _Source(pa.chunked_array([arrow_column(values)])).as_text().to_pylist()
+
+
 def load_frames(
     frames: dict[str, pd.DataFrame],
     quarantine_dir: str | Path | None = None,
     *,
     config: ValidateConfig | None = None,
+    fold_case: bool = True,
 ) -> RawData:
     """Validate in-memory tables exactly like files (the Python API's entry point).
 
@@ -1244,6 +1374,8 @@ def load_frames(
         quarantine_dir: Where quarantine CSVs go (default: not written; the quarantined rows
             are on the result either way).
         config: Plausibility rules.
+        fold_case: Read a free category's spellings that differ only by case as one
+            (:func:`case_folds`); off for a part of a batch (the Spark job's buckets).
 
     Returns:
         Clean tables, counts and quarantined rows; table "files" are named ``<frames>/<name>``.
@@ -1258,14 +1390,7 @@ def load_frames(
         if not isinstance(frame, pd.DataFrame):
             raise PartnerscoreError(f"frames: table '{name}' is not a DataFrame")
         frame = frame.reset_index(drop=True)
-        columns = {}
-        for col in frame.columns:
-            try:
-                columns[str(col)] = pa.array(frame[col], from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                # mixed Python objects (numbers and text): validate their text, as from a CSV
-                text = [None if pd.isna(v) else str(v) for v in frame[col].tolist()]
-                columns[str(col)] = pa.array(text, type=pa.string())
+        columns = {str(col): arrow_column(frame[col]) for col in frame.columns}
         table = pa.table(columns) if columns else pa.table({})
         inputs[name] = (Path("<frames>") / name, table)
     qdir = Path(quarantine_dir) if quarantine_dir is not None else None
@@ -1274,7 +1399,7 @@ def load_frames(
         ignored=sorted(set(frames) - set(TABLES)),
         quarantine_dir=qdir,
     )
-    return _validate_all(inputs, report, qdir, config)
+    return _validate_all(inputs, report, qdir, config, fold_case)
 
 
 def _validate_all(
@@ -1282,8 +1407,13 @@ def _validate_all(
     report: ValidationReport,
     qdir: Path | None,
     config: ValidateConfig | None,
+    fold: bool = True,
 ) -> RawData:
-    """Validate every table (partners first), write quarantine files when ``qdir`` is set."""
+    """Validate every table (partners first), write quarantine files when ``qdir`` is set.
+
+    ``fold=False`` leaves free categories as spelt (the Spark job's buckets: it folds their
+    spellings over the whole batch).
+    """
     latest = (config or ValidateConfig()).latest_plausible().to_datetime64()
     tables: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, pd.DataFrame] = {}
@@ -1296,8 +1426,8 @@ def _validate_all(
         lines, spans = (None, None)
         if given is None and path.suffix.lower() == ".csv":
             lines, spans = record_lines(path, n_rows)
-        clean, bad, codes = _validate_table(
-            spec, sources, n_rows, path, tables.get("partners"), latest, spans, held
+        clean, bad, codes, respelled = _validate_table(
+            spec, sources, n_rows, path, tables.get("partners"), latest, spans, held, fold
         )
         tables[name] = clean
         quarantine[name] = bad
@@ -1311,6 +1441,7 @@ def _validate_all(
             multiline_records=[]
             if spans is None
             else [(i + 1, int(a), int(b)) for i, (a, b) in enumerate(spans.tolist()) if b > a],
+            respelled=respelled,
         )
         if name == "partners" and clean.empty:
             where = ""

@@ -174,6 +174,7 @@ def write_validated(
             "reasons": t.reasons,
             "physical_lines": t.physical_lines,
             "multiline_records": [list(r) for r in t.multiline_records],
+            "respelled": t.respelled,
         }
     manifest = {
         "format": SNAPSHOT_FORMAT,
@@ -432,6 +433,7 @@ def _table_report(manifest: dict, name: str, file: Path, snap: Path) -> TableRep
             reasons={str(k): int(v) for k, v in entry["reasons"].items()},
             physical_lines=entry["physical_lines"],
             multiline_records=[tuple(int(x) for x in r) for r in entry["multiline_records"]],
+            respelled={str(k): int(v) for k, v in entry.get("respelled", {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StaleSnapshot(

@@ -86,6 +86,8 @@ class SparkValidation:
         persisted: The persisted validation output (see :meth:`unpersist`).
         late_tail: Events that alone carry ``data_end`` (the pandas ``RawData.late_tail``:
             :func:`late_tail_in_spark`), or None.
+        respelled: Table -> categorical values read in another case -> clean rows (the
+            pandas ``TableReport.respelled``; free categories folded over the whole batch).
     """
 
     clean: object
@@ -98,6 +100,7 @@ class SparkValidation:
     ignored: list[str]
     persisted: object = None
     late_tail: object = None
+    respelled: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def unpersist(self) -> None:
         """Release the validated rows Spark keeps (memory and disk of the executors)."""
@@ -372,9 +375,14 @@ def _sentinel_frames(inputs, frames: dict[str, pd.DataFrame]) -> dict[str, pd.Da
 
 
 def _validate_frames(frames, config):
+    """The validator on one bucket's rows.
+
+    Free categories keep their spellings: the batch's case folds are decided over every
+    bucket (:func:`case_folds_in_spark`).
+    """
     from partnerscore.features.validate import load_frames
 
-    return load_frames(frames, config=config)
+    return load_frames(frames, config=config, fold_case=False)
 
 
 def _schema(inputs: dict[str, TableInput], dtypes, spark_types: dict[str, object]):
@@ -434,6 +442,7 @@ def validate_bucket(
             clean = clean.iloc[:-1]
         part = {f"{name}__{c}": clean[c].to_numpy() for c in clean.columns}
         valid_rows = _valid_positions(raw, name, n)
+        out.append(_spellings(name, frames[name], valid_rows, clean, bucket))
         out.append(
             pd.DataFrame(
                 {
@@ -492,6 +501,95 @@ def validate_bucket(
                 )
             )
     return pd.concat(out, ignore_index=True)
+
+
+def _spellings(name: str, frame, valid_rows, clean, bucket: int) -> pd.DataFrame:
+    """Clean rows per (category column, spelling read, value used): ``_kind`` spelling rows.
+
+    The column in ``reason``, the spelling as read (trimmed) in ``partner_id``, the value the
+    validator used in the column itself, the rows in ``_row``. The driver folds the free
+    categories' spellings over the batch and counts the values read in another case from them.
+    """
+    from partnerscore.features.contract import TABLES
+    from partnerscore.features.validate import read_spellings
+
+    parts = []
+    for col in TABLES[name].columns:
+        if col.kind != "category" or col.name not in frame or not len(valid_rows):
+            continue
+        pairs = pd.DataFrame(
+            {
+                "was": read_spellings(frame[col.name].iloc[valid_rows].reset_index(drop=True)),
+                "now": clean[col.name].astype(object).to_numpy(),
+            }
+        )
+        counted = pairs.dropna().value_counts(sort=False).reset_index(name="n")
+        parts.append(
+            pd.DataFrame(
+                {
+                    KIND: "spelling",
+                    TABLE: name,
+                    ROW: counted["n"].to_numpy(dtype=np.int64),
+                    BUCKET: bucket,
+                    "reason": col.name,
+                    "partner_id": counted["was"].to_numpy(dtype=object),
+                    f"{name}__{col.name}": counted["now"].to_numpy(dtype=object),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({KIND: []})
+
+
+def case_folds_in_spark(spelled: pd.DataFrame, inputs) -> tuple[dict, dict]:
+    """The batch's case folds and values read in another case, from the buckets' counts.
+
+    Args:
+        spelled: ``_table``, ``reason`` (column), ``partner_id`` (spelling read), ``_now``
+            (value used), ``n`` (clean rows), summed over the buckets.
+        inputs: The tables read.
+
+    Returns:
+        (table, column) -> spelling -> the one it is read as (free categories,
+        :func:`~partnerscore.features.validate.case_folds`), and table -> the values read in
+        another case (the pandas ``TableReport.respelled``).
+    """
+    from collections import Counter
+
+    from partnerscore.features.contract import TABLES
+    from partnerscore.features.validate import case_folds, ordered_respellings
+
+    folds, respelled = {}, {}
+    for name in inputs:
+        changed: Counter = Counter()
+        mine = spelled[spelled[TABLE] == name]
+        for col in TABLES[name].columns:
+            rows = mine[mine["reason"] == col.name]
+            if col.kind != "category" or rows.empty:
+                continue
+            if col.choices:
+                for was, now, n in zip(rows["partner_id"], rows["_now"], rows["n"], strict=True):
+                    if was != now:
+                        changed[(col.name, was, now)] += int(n)
+                continue
+            counts = rows.groupby("partner_id")["n"].sum().astype(int).to_dict()
+            folds[(name, col.name)] = case_folds(counts)
+            for was, now in folds[(name, col.name)].items():
+                changed[(col.name, was, now)] += counts[was]
+        respelled[name] = ordered_respellings(TABLES[name], changed)
+    return {k: v for k, v in folds.items() if v}, respelled
+
+
+def apply_folds_in_spark(clean, folds: dict):
+    """The clean rows with each free category's spellings read as the batch's (``folds``)."""
+    from pyspark.sql import functions as F
+
+    for (name, column), mapping in folds.items():
+        target = F.col(f"{name}__{column}")
+        value = None
+        for was, now in mapping.items():
+            value = (F if value is None else value).when(target == F.lit(was), F.lit(now))
+        clean = clean.withColumn(f"{name}__{column}", value.otherwise(target))
+    return clean
 
 
 def _valid_positions(raw, name: str, n: int) -> np.ndarray:
@@ -592,7 +690,12 @@ def validate_in_spark(
         validated = packed.groupBy(BUCKET).applyInPandas(bucket, schema=schema)
         # on disk: a bucket's rows are wide (every table's columns) and the heap stays free
         validated = validated.persist(StorageLevel.DISK_ONLY)
-        summary = validated.filter(F.col(KIND) != "code").groupBy(KIND, TABLE).count().toPandas()
+        summary = (
+            validated.filter(~F.col(KIND).isin("code", "spelling"))
+            .groupBy(KIND, TABLE)
+            .count()
+            .toPandas()
+        )
     except PartnerscoreError:
         raise
     except Exception as exc:  # Spark's parse errors (FAILFAST): one line naming the file
@@ -604,12 +707,22 @@ def validate_in_spark(
             for name, table in inputs.items():
                 message = message.replace(f"<frames>/{name}", table.path)
             raise PartnerscoreError(message)
-        codes = (
-            validated.filter(F.col(KIND) == "code")
-            .groupBy(TABLE, "reason")
+        # one job: problem codes, and the clean rows per category spelling
+        categories = [
+            F.col(f"{name}__{col.name}")
+            for name in inputs
+            for col in TABLES[name].columns
+            if col.kind == "category" and col.name in dtypes.get(name, {})
+        ]
+        now = (F.coalesce(*categories) if categories else F.lit(None).cast("string")).alias("_now")
+        counted = (
+            validated.filter(F.col(KIND).isin("code", "spelling"))
+            .groupBy(KIND, TABLE, "reason", "partner_id", now)
             .agg(F.sum(ROW).alias("n"))
             .toPandas()
         )
+        codes = counted[counted[KIND] == "code"]
+        folds, respelled = case_folds_in_spark(counted[counted[KIND] == "spelling"], inputs)
         counts, reasons = {}, {}
         for name, table in inputs.items():
             got = summary[summary[TABLE] == name].set_index(KIND)["count"]
@@ -630,6 +743,7 @@ def validate_in_spark(
         clean = validated.filter(F.col(KIND) == "clean").select(
             TABLE, ROW, BUCKET, "partner_id", *typed
         )
+        clean = apply_folds_in_spark(clean, folds)
         ends = []
         for name in inputs:
             for col in TABLES[name].columns:
@@ -658,6 +772,7 @@ def validate_in_spark(
         ignored=ignored,
         persisted=validated,
         late_tail=tail,
+        respelled=respelled,
     )
 
 

@@ -172,6 +172,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
         "unicode_padded_ids",
         "converted_without_qualified",
         "duplicate_rows_without_id",
+        "case_insensitive_categories",
     ],
 )
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
@@ -189,6 +190,7 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
     for name, report in expected.report.tables.items():
         assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
         assert got.reasons[name] == report.reasons
+        assert got.respelled[name] == report.respelled
     assert _same_quarantine(tmp_path / "pq", tmp_path / "sq", expected.tables) > 0
     if case == "padded_values_quarantined":  # ids as the file holds them (not trimmed)
         ids = pd.read_parquet(tmp_path / "sq" / "partners.parquet")["partner_id"]

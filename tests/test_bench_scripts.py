@@ -192,6 +192,12 @@ def test_measure_and_cpu_tree(bench):
         ("bench_build", ["--partners", "300", "--repeat", "1", "--skip-load"], "agreement"),
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),
         ("bench_csv_lines", ["--rows", "2000", "--repeat", "1"], "csv_lines"),
+        # the 150-partner program whose model fell far below the scorecard (README, Models)
+        (
+            "bench_baseline_gate",
+            ["--partners", "150", "--seeds", "1", "--trials", "0"],
+            "z 2.0    not_worse (refused if diff < -z s.e.)   1",
+        ),
     ],
 )
 def test_quick_scripts_run_at_their_smallest(bench, name, argv, expected):

@@ -42,6 +42,8 @@ from partnerscore.training import progress, tracking
 from partnerscore.training.backtest import phase_backtest
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import (
+    ORACLE_MIN_PARTNERS,
+    ORACLE_Z,
     bootstrap_se,
     engagement_auc_metric,
     evaluate,
@@ -135,13 +137,9 @@ class TrainResult:
             lines.append(
                 f"{name:<12}" + "".join(f"{m.get(k, float('nan')):>13.3f}" for k, _ in keys)
             )
-        if "oracle_ratio_primary_score" in self.metrics:
-            m = self.metrics
-            lines.append(
-                "oracle ratio (simulated truth): revenue gini "
-                f"{m.get('oracle_ratio_revenue_normalized_gini', float('nan')):.2f}, "
-                f"engagement AUC {m.get('oracle_ratio_engagement_roc_auc', float('nan')):.2f}"
-            )
+        oracle = oracle_line(self.metrics)
+        if oracle:
+            lines.append(oracle)
         c = self.comparison
         if "compare_engagement_auc_diff" in c and "compare_revenue_gini_diff" in c:
             lines.append(
@@ -901,6 +899,36 @@ def _log_plots(
             mlflow.log_artifact(str(path), artifact_path="plots")
 
 
+def oracle_line(metrics: dict[str, float]) -> str:
+    """The train summary's oracle line: the ratios logged, or why a head's was not.
+
+    "" when the run had no simulated truth (no ``oracle_*`` metric at all).
+    """
+    if "oracle_revenue_normalized_gini" not in metrics:
+        return ""
+    partners = metrics.get("oracle_partners", float("nan"))
+    if partners < ORACLE_MIN_PARTNERS:
+        return (
+            f"oracle ratio (simulated truth): not shown, the holdout holds {partners:.0f} "
+            f"partners (< {ORACLE_MIN_PARTNERS}: too noisy to read)"
+        )
+    parts = []
+    for key, label, chance in (
+        ("revenue_normalized_gini", "revenue gini", 0.0),
+        ("engagement_roc_auc", "engagement AUC", 0.5),
+    ):
+        if f"oracle_ratio_{key}" in metrics:
+            parts.append(f"{label} {metrics[f'oracle_ratio_{key}']:.2f}")
+        else:
+            se = metrics.get(f"oracle_{key}_se", float("nan"))
+            near = f"within {ORACLE_Z:g} s.e. ({se:.3f}) of" if se == se else "not above"
+            parts.append(
+                f"{label} not shown (the oracle's {metrics[f'oracle_{key}']:.3f} is {near} "
+                f"chance, {chance:g})"
+            )
+    return "oracle ratio (simulated truth): " + ", ".join(parts)
+
+
 @dataclass
 class Evaluation:
     """Everything ``run_train`` fits and measures, before any MLflow logging.
@@ -1187,7 +1215,7 @@ def train_and_evaluate(
     for name, loss in evaluated.metadata["fit"]["calibration_cv_log_loss"].items():
         metrics[f"calibration_cv_log_loss_{name}"] = loss
     if truth is not None:
-        metrics.update(oracle_ratios(metrics, holdout, truth))
+        metrics.update(oracle_ratios(metrics, holdout, truth, rounds, seed))
 
     baselines: dict[str, dict[str, float]] = {}
     baseline_preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}

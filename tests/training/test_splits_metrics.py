@@ -122,8 +122,48 @@ def test_oracle_ratio_and_segments():
         true_engagement_prob=[0.1, 0.2, 0.8, 0.9, 0.1, 0.8, 0.2, 0.9],
     )
     m = metrics.evaluate(f, f["label_revenue"] * 0 + 1, np.full(8, 0.5))
-    ratios = metrics.oracle_ratios(m, f, truth)
+    ratios = metrics.oracle_ratios(m, f, truth, min_partners=1)
     assert ratios["oracle_revenue_normalized_gini"] == pytest.approx(1.0)
     assert ratios["oracle_ratio_engagement_roc_auc"] == pytest.approx(0.5)
+    # 8 partners: the oracle's metrics, no ratio (the default floor is 100 partners)
+    small = metrics.oracle_ratios(m, f, truth)
+    assert small["oracle_partners"] == 8 and small["oracle_revenue_normalized_gini"] == 1.0
+    assert not any(k.startswith("oracle_ratio_") for k in small)
     seg = metrics.segment_metrics(f, f["label_revenue"], f["label_engaged"], min_rows=2)
     assert set(seg["value"]) == {"gold", "silver"}
+
+
+def test_oracle_ratio_only_where_the_oracle_beats_chance_beyond_its_noise():
+    rng = np.random.default_rng(3)
+    n = 400
+    f = pd.DataFrame(
+        {
+            "partner_id": np.arange(n).astype(str),
+            "as_of": pd.Timestamp("2025-01-01"),
+            "label_revenue": rng.gamma(0.5, 1000.0, n) * (rng.random(n) < 0.3),
+            "label_engaged": (rng.random(n) < 0.4).astype(int),
+        }
+    )
+    # the truth ranks revenue well and engagement no better than a coin
+    truth = f[["partner_id", "as_of"]].assign(
+        true_expected_revenue=f["label_revenue"] + rng.gamma(0.5, 200.0, n),
+        true_engagement_prob=rng.random(n),
+    )
+    m = metrics.evaluate(f, f["label_revenue"] + 1.0, rng.random(n))
+    out = metrics.oracle_ratios(m, f, truth, rounds=50, seed=1)
+    assert out["oracle_partners"] == n
+    assert out["oracle_revenue_normalized_gini"] > 2 * out["oracle_revenue_normalized_gini_se"]
+    assert out["oracle_ratio_revenue_normalized_gini"] == pytest.approx(
+        m["revenue_normalized_gini"] / out["oracle_revenue_normalized_gini"]
+    )
+    # the engagement oracle sits within 2 s.e. of 0.5: no AUC ratio, nor a primary one
+    assert abs(out["oracle_engagement_roc_auc"] - 0.5) < 2 * out["oracle_engagement_roc_auc_se"]
+    assert "oracle_ratio_engagement_roc_auc" not in out
+    assert "oracle_ratio_primary_score" not in out
+    from partnerscore.training.train import oracle_line
+
+    line = oracle_line({**m, **out})
+    assert line.startswith("oracle ratio (simulated truth): revenue gini ")
+    assert "engagement AUC not shown (the oracle's" in line and "of chance, 0.5)" in line
+    few = metrics.oracle_ratios(m, f.iloc[:60], truth, rounds=50, seed=1)
+    assert "not shown, the holdout holds 60 partners (< 100" in oracle_line({**m, **few})

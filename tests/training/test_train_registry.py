@@ -51,13 +51,20 @@ def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri,
         "holdout_engagement_brier",
         "holdout_engagement_log_loss",
         "holdout_engagement_ece",
-        "holdout_oracle_ratio_revenue_normalized_gini",
+        "holdout_oracle_revenue_normalized_gini",
+        "holdout_oracle_engagement_roc_auc",
         "baseline_linear_primary_score",
         "baseline_scorecard_primary_score",
         "baseline_naive_primary_score",
         "tuning_revenue_best_loss",
     ):
         assert key in run.data.metrics, key
+    # 59 holdout partners: the oracle's metrics are logged, no ratio to them (too noisy)
+    assert run.data.metrics["holdout_oracle_partners"] == 59
+    assert not any(k.startswith("holdout_oracle_ratio_") for k in run.data.metrics)
+    assert "oracle ratio (simulated truth): not shown, the holdout holds 59 partners" in (
+        result.summary()
+    )
     assert run.data.tags["config_hash"] == "cafe"
     assert run.data.params["trials"] == "2"
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}

@@ -107,6 +107,20 @@ class TrainConfig(FrozenConfig):
             i.e. when the bias is beyond the limit by more than its sampling noise (partner
             bootstrap s.e., logged by the run). Realised revenue is heavy-tailed: the s.e. is
             ~15% at 5,000 partners, ~20-25% at 2,000. ``0`` applies the limit literally.
+        baseline_gate: What the promotion gate asks of each head (revenue normalized Gini,
+            engagement ROC AUC) against its best baseline on the challenger's own holdout,
+            read from the training run's ``compare_*`` metrics (GBM minus the best baseline,
+            paired partner-bootstrap s.e.). ``not_worse`` (default): refused when a head is
+            worse than its baseline beyond the noise, ``diff < -baseline_gate_z * s.e.``.
+            ``better``: refused unless both heads beat their baselines beyond the noise,
+            ``diff > baseline_gate_z * s.e.``. Measured (README, "Models"): ``better``
+            refused every sound model on 2,000- and 5,000-partner programs (the engagement
+            head's margin over the logistic baseline is within its noise at these sizes),
+            ``not_worse`` none of them, and ``not_worse`` refuses the 150-partner models whose
+            revenue Gini fell far below the scorecard's. A run that logged no comparison or
+            no s.e. (before 2026-12-02, or ``bootstrap_rounds: 0``) is reported, not gated.
+        baseline_gate_z: The noise allowance of ``baseline_gate`` in s.e. of the difference
+            (``0``: the sign of the difference alone).
         segment_bias_min_partners: Tier and region segments of the holdout with at least this
             many partners have their revenue bias read against ``max_portfolio_bias`` (plus
             ``portfolio_bias_z`` s.e.) in the run's ``holdout_revenue_segment*`` metrics; a
@@ -148,4 +162,6 @@ class TrainConfig(FrozenConfig):
     promotion_margin: float = Field(default=0.01, ge=0)
     max_portfolio_bias: float = Field(default=0.1, gt=0)
     portfolio_bias_z: float = Field(default=2.0, ge=0)
+    baseline_gate: Literal["not_worse", "better"] = "not_worse"
+    baseline_gate_z: float = Field(default=2.0, ge=0)
     segment_bias_min_partners: int = Field(default=200, ge=1)

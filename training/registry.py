@@ -114,6 +114,130 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     return ModelsResult(table=pd.DataFrame(rows), name=config.registered_model)
 
 
+_BASELINE_HEADS = (
+    # (what the line calls it, the key of its compare_* metrics, its holdout metric)
+    ("revenue Gini", "revenue_gini", "revenue_normalized_gini"),
+    ("engagement AUC", "engagement_auc", "engagement_roc_auc"),
+)
+_BASELINE_PREFIX = "baseline_"
+_BEST_TAG = "_best_baseline_is_"
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """One head of a challenger against its best baseline on its own holdout.
+
+    Read from the training run's metrics (:func:`baseline_checks`): the pre-refit GBM's holdout
+    metric (``value``), the best baseline's (``baseline``, ``baseline_value``) and the GBM
+    minus that baseline with its paired partner-bootstrap s.e. (``diff``, ``se``).
+
+    Attributes:
+        head: The metric compared ("revenue Gini", "engagement AUC").
+        value: The GBM's holdout metric (NaN when the run logged none).
+        baseline: The best baseline's name ("" when the run logged no baseline).
+        baseline_value: The best baseline's holdout metric (NaN when none).
+        diff: GBM minus the best baseline (NaN when neither was logged).
+        se: Paired bootstrap s.e. of ``diff`` (NaN when the run logged none).
+        z: The noise allowance in s.e. (``train.baseline_gate_z``).
+        verdict: ``worse`` / ``better`` (beyond ``z`` s.e.), ``within`` the noise, or
+            ``unchecked`` (no difference or no s.e. logged: reported, not gated).
+        blocks: Whether this head refuses the promotion under ``train.baseline_gate``.
+        note: Why a head is unchecked ("" otherwise).
+    """
+
+    head: str
+    value: float
+    baseline: str
+    baseline_value: float
+    diff: float
+    se: float
+    z: float
+    verdict: str
+    blocks: bool
+    note: str = ""
+
+    def line(self) -> str:
+        """The comparison in one line: value, baseline, difference, s.e. and verdict."""
+        vs = (
+            f"{self.value:.3f} vs {self.baseline} {self.baseline_value:.3f}"
+            if self.baseline
+            else f"{self.value:.3f}, no baseline logged"
+        )
+        diff = f", diff {self.diff:+.3f}" if self.diff == self.diff else ""
+        se = f" (s.e. {self.se:.3f})" if self.se == self.se else ""
+        if self.verdict == "unchecked":
+            word = f"not checked: {self.note}"
+        elif self.verdict == "within":
+            word = f"within {self.z:g} s.e. of the baseline"
+        else:
+            word = f"{self.verdict.upper()} than the baseline by more than {self.z:g} s.e."
+        return f"  {self.head} {vs}{diff}{se}: {word}" + (
+            " (refuses the promotion)" if self.blocks else ""
+        )
+
+
+def baseline_checks(metrics: dict, z: float, rule: str = "not_worse") -> list[BaselineCheck]:
+    """Each head's GBM against its best baseline, as the challenger's training run logged it.
+
+    The run logs, per head, ``compare_<key>_diff`` and ``compare_<key>_diff_se`` (GBM minus
+    the best baseline with its paired partner-bootstrap s.e., ``train._compare``), which
+    baseline that is (``compare_<key>_best_baseline_is_<name>``) and every baseline's holdout
+    metrics (``baseline_<name>_<metric>``). A head is ``worse`` when ``diff < -z * se``,
+    ``better`` when ``diff > z * se``, ``within`` otherwise; ``rule`` (``train.baseline_gate``)
+    decides which verdicts refuse: ``not_worse`` refuses ``worse``, ``better`` refuses
+    ``worse`` and ``within``. A run that logged no difference (trained before 2026-12-02:
+    the difference is then read from the logged metrics, without s.e.) or no s.e.
+    (``bootstrap_rounds: 0``) is ``unchecked``: reported, never refused.
+
+    Args:
+        metrics: The training run's metrics (``client.get_run(...).data.metrics``).
+        z: The noise allowance in s.e. (``train.baseline_gate_z``).
+        rule: ``not_worse`` or ``better``.
+
+    Returns:
+        One check per head: revenue Gini, then engagement AUC.
+    """
+    checks = []
+    for head, key, metric in _BASELINE_HEADS:
+        nan = float("nan")
+        value = metrics.get(f"holdout_{metric}", nan)
+        tag = f"compare_{key}{_BEST_TAG}"
+        best = next((k.removeprefix(tag) for k in sorted(metrics) if k.startswith(tag)), "")
+        logged = {
+            k.removeprefix(_BASELINE_PREFIX).removesuffix(f"_{metric}"): v
+            for k, v in metrics.items()
+            if k.startswith(_BASELINE_PREFIX) and k.endswith(f"_{metric}") and v == v
+        }
+        if not best and logged:  # before the comparison was logged: the best by the metric
+            best = max(logged, key=logged.get)
+        baseline_value = logged.get(best, nan)
+        diff = metrics.get(f"compare_{key}_diff", nan)
+        se = metrics.get(f"compare_{key}_diff_se", nan)
+        note = ""
+        if f"compare_{key}_diff" not in metrics:
+            diff = value - baseline_value
+            note = (
+                "the run logged no baseline"
+                if not best
+                else "the run logged no paired s.e. (trained before 2026-12-02)"
+            )
+        elif not (se == se and se >= 0):
+            note = "the run logged no paired s.e. (train.bootstrap_rounds 0)"
+        if note:
+            verdict = "unchecked"
+        elif diff < -z * se:
+            verdict = "worse"
+        elif diff > z * se:
+            verdict = "better"
+        else:
+            verdict = "within"
+        blocks = verdict == "worse" or (rule == "better" and verdict == "within")
+        checks.append(
+            BaselineCheck(head, value, best, baseline_value, diff, se, z, verdict, blocks, note)
+        )
+    return checks
+
+
 @dataclass
 class PromoteResult:
     """Outcome of the promotion gate."""
@@ -136,6 +260,8 @@ class PromoteResult:
     label_differences: dict = field(default_factory=dict)
     cohort_trend: float | None = None
     cohort_trend_se: float | None = None
+    baseline: list[BaselineCheck] = field(default_factory=list)
+    baseline_rule: str = "not_worse"
 
     def _change(self) -> str:
         """The challenger's relative change over the champion (``+1.4%, ``), if defined."""
@@ -193,11 +319,21 @@ class PromoteResult:
                 f"; cohort drift? out of fold newer cohorts earn {trend:+.0%} per year "
                 f"(s.e. {se:.0%}) relative to the model"
             )
+        if self.baseline:
+            refused = [c.head for c in self.baseline if c.blocks]
+            ask = "not worse than" if self.baseline_rule == "not_worse" else "better than"
+            basis += f"; baseline check ({ask} the best baseline beyond the noise): " + (
+                f"FAILED on {' and '.join(refused)}" if refused else "passed"
+            )
+        heads = "".join(f"\n{c.line()}" for c in self.baseline)
         if self.promoted and self.forced:
-            return f"FORCED: v{self.challenger} is now champion ({basis}); reason: {self.reason}"
+            return (
+                f"FORCED: v{self.challenger} is now champion ({basis}); reason: {self.reason}"
+                + heads
+            )
         if self.promoted:
-            return f"promoted v{self.challenger} to champion: {basis}"
-        return f"not promoted: {basis}. Use --force --reason '...' to override."
+            return f"promoted v{self.challenger} to champion: {basis}{heads}"
+        return f"not promoted: {basis}. Use --force --reason '...' to override.{heads}"
 
 
 def _int_metric(metrics: dict, key: str) -> int | None:
@@ -410,12 +546,16 @@ def run_promote(
     never saw them: a version refitted on that training set (by default every new one) is
     scored by its run's pre-refit predictions (:func:`unseen_predictions`). The primary
     score is the mean of revenue normalized Gini and engagement ROC AUC; the challenger must
-    exceed the champion's by ``promotion_margin`` (relative). With no champion the first version is
-    promoted. Either way the challenger's revenue portfolio bias on its holdout — the
-    pre-refit value logged by its training run (``holdout_revenue_portfolio_bias``), honest
-    even when the registered model was refitted on those cohorts — must be within
+    exceed the champion's by ``promotion_margin`` (relative). With no champion the first
+    version needs only the checks below. Either way the challenger's revenue portfolio bias
+    on its holdout — the pre-refit value logged by its training run
+    (``holdout_revenue_portfolio_bias``), honest even when the registered model was refitted
+    on those cohorts — must be within
     ``max_portfolio_bias`` plus ``portfolio_bias_z`` times its logged bootstrap s.e.: a
-    forecast built on a biased model inherits the bias. ``force``
+    forecast built on a biased model inherits the bias. And, first version included, each
+    head must hold its own against its best baseline on that holdout: the training run's GBM
+    minus the best baseline, with its paired bootstrap s.e., under ``baseline_gate`` and
+    ``baseline_gate_z`` (:func:`baseline_checks`; one line per head in the summary). ``force``
     promotes regardless and records who, when and why on the version.
     """
     problem = missing_reason(force, reason)
@@ -482,7 +622,10 @@ def run_promote(
     noise = config.portfolio_bias_z * (bias_se if bias_se == bias_se else 0.0)
     bias_ok = bool(abs(bias) - noise <= config.max_portfolio_bias)
     details["bias_ok"] = bias_ok
-    passes = passes and bias_ok
+    against = baseline_checks(run_metrics, config.baseline_gate_z, config.baseline_gate)
+    baseline_ok = not any(check.blocks for check in against)
+    details["baseline_ok"] = baseline_ok
+    passes = passes and bias_ok and baseline_ok
     promoted = passes or force
     result = PromoteResult(
         promoted=promoted,
@@ -502,6 +645,8 @@ def run_promote(
         label_differences=label_differences,
         cohort_trend=run_metrics.get("holdout_fit_revenue_oof_cohort_trend"),
         cohort_trend_se=run_metrics.get("holdout_fit_revenue_oof_cohort_trend_se"),
+        baseline=against,
+        baseline_rule=config.baseline_gate,
     )
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     tags = {
@@ -511,6 +656,8 @@ def run_promote(
         "promotion_champion_score": "" if champ_score is None else f"{champ_score:.4f}",
         "promotion_portfolio_bias": f"{bias:.4f}",
         "promotion_bias_ok": str(bias_ok).lower(),
+        "promotion_baseline_ok": str(baseline_ok).lower(),
+        "promotion_baseline": "; ".join(check.line().strip() for check in against),
     }
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)

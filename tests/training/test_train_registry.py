@@ -10,9 +10,10 @@ from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.pipeline import run_build
 from partnerscore.features.simulate import run_simulate
+from partnerscore.models.config import HeadParams
 from partnerscore.serving.cli import main
 from partnerscore.training.config import TrainConfig
-from partnerscore.training.registry import run_models, run_promote
+from partnerscore.training.registry import baseline_checks, run_models, run_promote
 from partnerscore.training.train import TrainResult, run_train
 
 
@@ -465,6 +466,109 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking
     for z, word in ((z_edge + 0.05, "within"), (max(z_edge - 0.05, 0), "BEYOND")):
         cfg = TrainConfig(trials=0, max_portfolio_bias=abs(bias) / 2, portfolio_bias_z=z)
         assert word in run_promote(cfg, tracking_uri=tracking_uri).summary()
+
+
+def test_baseline_gate_refuses_a_first_version_worse_than_its_baseline(
+    built_dir, tracking_uri, tmp_path, capsys
+):
+    # a revenue head that cannot split (every leaf needs more rows than the training set
+    # holds) and no segment factors: one prediction for every partner, a Gini near 0 where
+    # the scorecard's is ~0.8 (a 150-partner program's tuned head fell this far too: README)
+    result = train(
+        built_dir,
+        tracking_uri,
+        tmp_path,
+        revenue=HeadParams(min_child_samples=100_000),
+        segment_recalibration=False,
+        segment_balance_columns=(),
+    )
+    c = result.comparison
+    assert c["compare_revenue_gini_diff"] < -2 * c["compare_revenue_gini_diff_se"]
+    cfg = TrainConfig(trials=0, max_portfolio_bias=10.0)  # the baseline check alone
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    assert not gate.promoted and gate.champion is None  # no champion: refused all the same
+    assert aliases(tracking_uri) == {"challenger": "1"}
+    text = gate.summary()
+    assert "baseline check (not worse than the best baseline beyond the noise): FAILED on " in text
+    best = next(k for k in c if k.startswith("compare_revenue_gini_best_baseline_is_"))
+    name = best.removeprefix("compare_revenue_gini_best_baseline_is_")
+    gini = result.metrics["revenue_normalized_gini"]
+    base = result.baselines[name]["revenue_normalized_gini"]
+    assert (  # one line per head: value, baseline, difference, s.e.
+        f"\n  revenue Gini {gini:.3f} vs {name} {base:.3f}, diff "
+        f"{c['compare_revenue_gini_diff']:+.3f} (s.e. {c['compare_revenue_gini_diff_se']:.3f}): "
+        "WORSE than the baseline by more than 2 s.e. (refuses the promotion)"
+    ) in text
+    assert "\n  engagement AUC " in text
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    tags = client.get_model_version("partnerscore", "1").tags
+    assert tags["promotion_baseline_ok"] == "false" and "WORSE" in tags["promotion_baseline"]
+    # the threshold is train.baseline_gate_z: a wider noise allowance lets it through
+    z = -c["compare_revenue_gini_diff"] / c["compare_revenue_gini_diff_se"] + 0.1
+    assert baseline_checks(client.get_run(result.run_id).data.metrics, z)[0].verdict == "within"
+    # CLI: refused (exit 1), promoted with --force --reason, on the record
+    assert main(["promote"]) == 1
+    assert "FAILED on revenue Gini" in capsys.readouterr().out
+    code = main(["promote", "--force", "--reason", "scorecard outage, model only option"])
+    assert code == 0
+    assert "FORCED: v1 is now champion" in capsys.readouterr().out
+    tags = client.get_model_version("partnerscore", "1").tags
+    assert tags["promotion_forced"] == "true"
+    assert tags["promotion_reason"] == "scorecard outage, model only option"
+    assert aliases(tracking_uri) == {"champion": "1"}
+
+
+def test_baseline_check_reads_the_logged_comparison():
+    logged = {
+        "holdout_revenue_normalized_gini": -0.127,
+        "holdout_engagement_roc_auc": 0.871,
+        "baseline_scorecard_revenue_normalized_gini": 0.896,
+        "baseline_linear_revenue_normalized_gini": 0.5,
+        "baseline_linear_engagement_roc_auc": 0.8696,
+        "baseline_scorecard_engagement_roc_auc": 0.80,
+    }
+    compare = {
+        "compare_revenue_gini_best_baseline_is_scorecard": 1.0,
+        "compare_revenue_gini_diff": -1.023,
+        "compare_revenue_gini_diff_se": 0.263,
+        "compare_engagement_auc_best_baseline_is_linear": 1.0,
+        "compare_engagement_auc_diff": 0.0014,
+        "compare_engagement_auc_diff_se": 0.035,
+    }
+    # the 150-partner program's logged model (README): revenue worse by 3.9 s.e.
+    rev, eng = baseline_checks(logged | compare, 2.0)
+    assert (rev.verdict, rev.blocks, rev.baseline) == ("worse", True, "scorecard")
+    assert rev.baseline_value == 0.896 and rev.se == 0.263
+    assert rev.line() == (
+        "  revenue Gini -0.127 vs scorecard 0.896, diff -1.023 (s.e. 0.263): WORSE than the "
+        "baseline by more than 2 s.e. (refuses the promotion)"
+    )
+    assert (eng.verdict, eng.blocks, eng.baseline) == ("within", False, "linear")
+    assert eng.line() == (
+        "  engagement AUC 0.871 vs linear 0.870, diff +0.001 (s.e. 0.035): within 2 s.e. of "
+        "the baseline"
+    )
+    assert baseline_checks(logged | compare, 4.0)[0].verdict == "within"  # 3.9 s.e. < 4
+    # rule "better": within the noise refuses too; better beyond it does not
+    assert baseline_checks(logged | compare, 2.0, "better")[1].blocks
+    ahead = compare | {"compare_engagement_auc_diff": 0.08}
+    assert not baseline_checks(logged | ahead, 2.0, "better")[1].blocks
+    # a run from before the comparison was logged: the difference from the logged metrics
+    # (best baseline by the metric), reported and not gated
+    for check in baseline_checks(logged, 2.0):
+        assert check.verdict == "unchecked" and not check.blocks
+        assert "trained before 2026-12-02" in check.line()
+    old = baseline_checks(logged, 2.0)[0]
+    assert old.baseline == "scorecard" and old.diff == pytest.approx(-1.023)
+    # bootstrap_rounds 0: a difference without s.e. is not gated either
+    no_se = {k: v for k, v in compare.items() if not k.endswith("_se")}
+    assert all(
+        c.verdict == "unchecked" and "bootstrap_rounds 0" in c.note
+        for c in baseline_checks(logged | no_se, 2.0)
+    )
+    # no baseline logged at all
+    bare = baseline_checks({"holdout_revenue_normalized_gini": 0.5}, 2.0)[0]
+    assert bare.verdict == "unchecked" and "no baseline logged" in bare.line()
 
 
 def test_promote_summary_reports_segments_and_drift_without_gating():

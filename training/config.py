@@ -113,12 +113,13 @@ class TrainConfig(FrozenConfig):
             paired partner-bootstrap s.e.). ``not_worse`` (default): refused when a head is
             worse than its baseline beyond the noise, ``diff < -baseline_gate_z * s.e.``.
             ``better``: refused unless both heads beat their baselines beyond the noise,
-            ``diff > baseline_gate_z * s.e.``. Measured (README, "Models"): ``better``
-            refused every sound model on 2,000- and 5,000-partner programs (the engagement
+            ``diff > baseline_gate_z * s.e.``. Measured at z 2 (README, "Models"):
+            ``better`` refused all 12 programs of 2,000 and 5,000 partners (the engagement
             head's margin over the logistic baseline is within its noise at these sizes),
             ``not_worse`` none of them, and ``not_worse`` refuses the 150-partner models whose
-            revenue Gini fell far below the scorecard's. A run that logged no comparison or
-            no s.e. (before 2026-12-02, or ``bootstrap_rounds: 0``) is reported, not gated.
+            revenue Gini fell furthest below the scorecard's (3 of 8). A run that logged no
+            comparison or no s.e. (before 2026-12-02, or ``bootstrap_rounds: 0``) is reported,
+            not gated.
         baseline_gate_z: The noise allowance of ``baseline_gate`` in s.e. of the difference
             (``0``: the sign of the difference alone).
         segment_bias_min_partners: Tier and region segments of the holdout with at least this

@@ -256,7 +256,8 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
     Pandas reads a column in its first value's form: a date written in another form
     (``2026-01-02 10:00`` or ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among
     plain dates) was made NaT and reported as "not a date", so such a column is read value by
-    value (as feature tables are; the error path only).
+    value in ISO 8601, as feature tables are (the error path only): a value in another form
+    (``02/01/2026``, ``Jan 5 2026``) is not a date, never guessed month-first.
 
     Raises:
         PartnerscoreError: as_of values of several time zones, or with and without an offset;
@@ -268,7 +269,7 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
         raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
     if when.isna().any():
         try:
-            when = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
+            when = pd.to_datetime(frame["as_of"], errors="coerce", format="ISO8601")
         except (ValueError, TypeError) as exc:
             raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
     missing = when.isna().to_numpy()

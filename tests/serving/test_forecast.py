@@ -593,3 +593,18 @@ def test_forecast_reads_as_of_values_of_one_time_zone_in_utc(tmp_path, capsys):
     got, want = (pd.read_csv(tmp_path / f"f_{p.name}") for p in (zoned, plain))
     pd.testing.assert_frame_equal(got, want)
     assert (got["period_start"] == "2026-01-01").all()
+
+
+@pytest.mark.parametrize("other", ["02/01/2026", "Jan 5 2026"])
+def test_forecast_refuses_an_as_of_in_another_form_than_iso_8601(tmp_path, capsys, other):
+    """After plain dates, a value pandas' 'mixed' parser guesses ('02/01/2026' as 1 February,
+    month first; 'Jan 5 2026') was read silently: the value-by-value
+    reading is ISO 8601, as the feature tables' dates are, and such a value is not a date."""
+    scores = _scores()
+    scores.loc[4, "as_of"] = other
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"s.csv: column 'as_of' row 5: '{other}' is not a date"), err
+    assert not (tmp_path / "f.csv").exists()

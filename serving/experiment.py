@@ -776,6 +776,14 @@ def run_analyze(
                 f"the end of the data in {raw_dir} ({data_end:%Y-%m-%d}){tail}: no outcomes to "
                 "analyse yet; run it on raw data that covers the horizon"
             )
+        period = config.build.engagement_period_days
+        if covered < period:  # every horizon that fits is refused as shorter than the period
+            raise PartnerscoreError(
+                f"{assignments}: the latest assigned_at, {last:%Y-%m-%d}, is {covered} "
+                f"day{'s' if covered > 1 else ''} before the end of the data in {raw_dir} "
+                f"({data_end:%Y-%m-%d}){tail}, fewer than build.engagement_period_days "
+                f"{period}, the shortest --horizon: run it on raw data that covers the horizon"
+            )
         raise PartnerscoreError(
             f"--horizon {horizon}: the data ends {data_end:%Y-%m-%d}{tail}, before the horizon "
             f"of the assignment at {last:%Y-%m-%d} is complete (use --horizon {covered} or less)"

@@ -501,3 +501,25 @@ def test_an_assignment_at_the_data_end_has_no_outcomes_yet(simulated, tmp_path, 
         f"the end of the data in {simulated} (2026-06-30): no outcomes to analyse yet; run it "
         "on raw data that covers the horizon"
     )
+
+
+def test_data_shorter_than_the_engagement_period_after_the_assignment_is_one_line(
+    simulated, tmp_path, capsys
+):
+    """20 days of data after the latest assignment said "use --horizon 20 or less", and
+    --horizon 20 is then refused as shorter than the 30-day engagement period: no horizon fits."""
+    table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
+    table["assigned_at"] = "2026-06-10"
+    table.to_csv(tmp_path / "a.csv", index=False)
+    code = main(
+        [
+            "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
+            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert _err(capsys) == (
+        f"error: {tmp_path / 'a.csv'}: the latest assigned_at, 2026-06-10, is 20 days before the "
+        f"end of the data in {simulated} (2026-06-30), fewer than build.engagement_period_days "
+        "30, the shortest --horizon: run it on raw data that covers the horizon"
+    )

@@ -17,11 +17,8 @@ from partnerscore.models.model_uri import check_registry
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
-from partnerscore.training.reference import (
-    LABEL_KEYS,
-    run_label_definition,
-)
 from partnerscore.training.reference import label_differences as differing_labels
+from partnerscore.training.reference import run_label_definition
 from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, rows_in
 from partnerscore.training.train import (
     CHALLENGER,
@@ -492,10 +489,6 @@ def unseen_predictions(
         basis = "registered"
     model = load_partner_model(f"models:/{name}/{version.version}")
     return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
-
-
-_LABEL_KEYS = LABEL_KEYS  # moved to training/reference.py (public); kept for old callers
-_label_definition = run_label_definition
 
 
 def _retire_challenger_alias(client: mlflow.MlflowClient, name: str, version) -> None:

@@ -56,6 +56,11 @@ def visible(text: str) -> str:
     )
 
 
+CLOCK_WORDS = ("today", "now")
+"""Text pandas' date parsers read as the clock's time, not a date (these exact spellings): a date
+column holding one would be dated whenever it is read."""
+
+
 def quoted(value: object, limit: int | None = None) -> str:
     """A cell value for a reason or an error line: ``'value'`` with :func:`visible` characters.
 

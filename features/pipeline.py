@@ -22,6 +22,7 @@ import pandas as pd
 from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
+    CLOCK_WORDS,
     OptionError,
     PartnerscoreError,
     milestone_dates,
@@ -320,7 +321,7 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
         as_of = pd.to_datetime(given, errors="coerce", format="mixed", utc=True)
         as_of = as_of.dt.tz_convert(None)
     # pandas reads "today" and "now" as the clock's time: a plan names its dates
-    relative = given.astype(str).str.strip().str.lower().isin(["today", "now"]).to_numpy()
+    relative = given.astype(str).str.strip().str.lower().isin(CLOCK_WORDS).to_numpy()
     bad = as_of.isna().to_numpy() | given.isna().to_numpy() | relative
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

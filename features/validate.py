@@ -41,6 +41,7 @@ from partnerscore.features.contract import (
     schema,
 )
 from partnerscore.features.core import (
+    CLOCK_WORDS,
     PartnerscoreError,
     blank_record,
     check_quotes_close,
@@ -617,8 +618,13 @@ misread only costs speed (the failing cast sends the column to the chunked path)
 
 
 def _pandas_dates(text: pa.ChunkedArray) -> np.ndarray:
-    """Values parsed by pandas' ISO 8601 parser one by one (NaT where it fails), naive UTC."""
-    parsed = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
+    """Values parsed by pandas' ISO 8601 parser one by one (NaT where it fails), naive UTC.
+
+    ``today`` and ``now`` (:data:`CLOCK_WORDS`), which pandas reads as the clock's time, are NaT.
+    """
+    values = text.to_pandas()
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    parsed[values.isin(CLOCK_WORDS).to_numpy()] = pd.NaT
     return parsed.dt.tz_convert(None).to_numpy()
 
 
@@ -1090,12 +1096,13 @@ def _repeats(
     return repeat, first
 
 
-REASONS_VERSION = 4
+REASONS_VERSION = 5
 """Version of the quarantine reasons' wording and rules (2: a row of a quarantined partner says
 so, not "unknown partner_id"; 3: invisible characters in quoted values are escapes; 4: a
 converted lead needs qualified_at, a repeated row of a table without an id is a duplicate,
-categorical text ignores case). A validated snapshot holds the reasons and clean rows of its
-day: one written under another version is validated again (``features.validated``)."""
+categorical text ignores case; 5: ``today`` and ``now`` are not dates). A validated snapshot
+holds the reasons and clean rows of its day: one written under another version is validated
+again (``features.validated``)."""
 
 QUARANTINE_COLUMNS = ("_row", "reason")
 """Columns every quarantine file adds; an input column of the same name is renamed."""

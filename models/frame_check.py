@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.contract import END_DATE, FIRST_DATE
-from partnerscore.features.core import MAX_DAYS, PartnerscoreError, quoted, visible
+from partnerscore.features.core import CLOCK_WORDS, MAX_DAYS, PartnerscoreError, quoted, visible
 from partnerscore.features.registry import FeatureSpec, value_range
 from partnerscore.models.bundle import PartnerModel
 
@@ -257,7 +257,9 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
     (``2026-01-02 10:00`` or ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among
     plain dates) was made NaT and reported as "not a date", so such a column is read value by
     value in ISO 8601, as feature tables are (the error path only): a value in another form
-    (``02/01/2026``, ``Jan 5 2026``) is not a date, never guessed month-first.
+    (``02/01/2026``, ``Jan 5 2026``) is not a date, never guessed month-first; nor is
+    ``today`` or ``now`` (:data:`~partnerscore.features.core.CLOCK_WORDS`), which pandas reads as
+    the clock's time.
 
     Raises:
         PartnerscoreError: as_of values of several time zones, or with and without an offset;
@@ -273,6 +275,8 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
         except (ValueError, TypeError) as exc:
             raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
     missing = when.isna().to_numpy()
+    if pd.api.types.is_string_dtype(frame["as_of"]):  # the clock's time to both readings
+        missing = missing | frame["as_of"].isin(CLOCK_WORDS).to_numpy()
     if missing.any():  # an undated score sorted last: report kept it as a partner's latest
         row = int(np.flatnonzero(missing)[0])
         value = frame["as_of"].iloc[row]

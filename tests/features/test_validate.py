@@ -742,3 +742,18 @@ def test_repeated_rows_of_a_table_without_id_are_quarantined_naming_the_first(ro
     got = {i: r for i, r in reasons.items() if r.startswith("duplicate of row ")}
     assert got == expected
     assert len(data.tables["feedback"]) == len(rows) - len(reasons)
+
+
+def test_today_and_now_are_not_dates(tmp_path):
+    """pandas reads 'today' and 'now' as the clock's time: a deal created 'today' was dated
+    whenever the batch was validated, and kept (never in the future), where build --cutoffs
+    refuses them."""
+    deals = DEALS + "D3,P1,today,,10,open\nD4,P1,2024-02-01,now,10,won\n"
+    data = load_raw(make_raw(tmp_path, deals=deals), write_quarantine=False)
+    q = data.quarantine["deals"]
+    reasons = dict(zip(q["_row"].astype(int), q["reason"], strict=True))
+    assert reasons == {
+        3: "created_at 'today' is not a date",
+        4: "closed_at 'now' is not a date; status 'won' needs closed_at",
+    }
+    assert list(data.tables["deals"]["deal_id"]) == ["D1", "D2"]

@@ -608,3 +608,17 @@ def test_forecast_refuses_an_as_of_in_another_form_than_iso_8601(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"s.csv: column 'as_of' row 5: '{other}' is not a date"), err
     assert not (tmp_path / "f.csv").exists()
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_forecast_refuses_an_as_of_of_today(tmp_path, capsys, suffix):
+    """pandas reads 'today' and 'now' as the clock's time: such an as_of was dated whenever the
+    file was read (exit 0), where build --cutoffs refuses them."""
+    scores = _scores()
+    scores.loc[4, "as_of"] = "today"
+    path = tmp_path / f"s.{suffix}"
+    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
+    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"s.{suffix}: column 'as_of' row 5: 'today' is not a date"), err

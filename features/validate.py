@@ -946,8 +946,7 @@ def _validate_table(
             other = _mask(pc.not_equal(read, new))
             if other.any():  # a spelling is always read as one value: count by spelling
                 was, now = read.filter(pa.array(other)), new.filter(pa.array(other))
-                for spelling, rows in spelling_counts(was).items():
-                    used = now[pc.index(was, spelling).as_py()].as_py()
+                for spelling, used, rows in _respelled_counts(was, now):
                     changed[(col.name, spelling, used)] += rows
     respelled = ordered_respellings(spec, changed)
     columns = {}
@@ -977,6 +976,21 @@ def spelling_counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
         counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
     )
     return {v: int(n) for v, n in pairs if v is not None}
+
+
+def _respelled_counts(was: pa.ChunkedArray, now: pa.ChunkedArray) -> list[tuple[str, str, int]]:
+    """(spelling read, value used, rows) per distinct spelling of ``was`` (no nulls).
+
+    Each spelling is read as one value, so its first row's ``now`` is every row's: one
+    dictionary encoding, not a scan of ``was`` per spelling (quadratic in a free category with
+    thousands of respelled values).
+    """
+    encoded = pc.dictionary_encode(was.combine_chunks())
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)  # codes 0..k-1, each present
+    rows = np.bincount(codes, minlength=len(encoded.dictionary)).tolist()
+    used = now.take(pa.array(first, type=pa.int64())).to_pylist()
+    return list(zip(encoded.dictionary.to_pylist(), used, rows, strict=True))
 
 
 def case_folds(counts: dict[str, int]) -> dict[str, str]:

@@ -680,6 +680,21 @@ def _points_text(v) -> str:
     return f"{v * 100:+.1f} pts"
 
 
+def check_horizon_holds_a_period(build: BuildConfig, horizon: int) -> None:
+    """Stop when ``--horizon`` is shorter than ``build.engagement_period_days``.
+
+    Such a horizon is one period cut at its end: ``engaged`` would be "any qualifying
+    touchpoint in the horizon" (:func:`~partnerscore.features.config.engagement_period_conflict`).
+
+    Raises:
+        OptionError: One line naming both settings and values.
+    """
+    update = {"horizon_days": int(horizon)}
+    conflict = engagement_period_conflict(build.model_copy(update=update), horizon="--horizon")
+    if conflict is not None:
+        raise OptionError(conflict)
+
+
 def run_analyze(
     assignments: str | Path,
     raw_dir: str | Path,
@@ -722,11 +737,7 @@ def run_analyze(
 
     started = time.perf_counter()
     check_day_count("--horizon", horizon, low=1)
-    period = engagement_period_conflict(
-        config.build.model_copy(update={"horizon_days": int(horizon)}), horizon="--horizon"
-    )
-    if period is not None:  # 'engaged' would be any qualifying touchpoint in the horizon
-        raise OptionError(period)
+    check_horizon_holds_a_period(config.build, horizon)
     if not 0 < alpha < 1:
         raise OptionError(f"--alpha: expected a level between 0 and 1, got {alpha}")
     if n_boot < 1:
@@ -1272,11 +1283,7 @@ def run_plan(
 
     source = "given"
     if raw_dir is not None and base_rate is None:  # the engaged rate is estimated: the label
-        period = engagement_period_conflict(
-            config.build.model_copy(update={"horizon_days": int(horizon)}), horizon="--horizon"
-        )
-        if period is not None:
-            raise OptionError(period)
+        check_horizon_holds_a_period(config.build, horizon)
     if raw_dir is not None:
         sd, mean, rate, r2, used = outcome_spread(raw_dir, horizon, age, config.build)
         revenue_sd = sd if revenue_sd is None else revenue_sd

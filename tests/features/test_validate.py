@@ -757,3 +757,23 @@ def test_today_and_now_are_not_dates(tmp_path):
         4: "closed_at 'now' is not a date; status 'won' needs closed_at",
     }
     assert list(data.tables["deals"]["deal_id"]) == ["D1", "D2"]
+
+
+def test_repeated_rows_compare_free_categories_in_any_case_as_the_folds_do(tmp_path):
+    """Repeats were found through Arrow's utf8_lower, spellings folded through str.lower: they
+    disagree on a final sigma ('ΟΔΟΣ' and 'οδος' fold into one value, yet the rows were not
+    repeats, so the fold left one event counted twice) and on the dotted capital I ('İstanbul'
+    and 'istanbul' are two values, yet the second row was quarantined as a repeat)."""
+    events = (
+        "partner_id,occurred_at,event_type\n"
+        "P1,2024-03-01 10:00:00,ΟΔΟΣ\n"
+        "P1,2024-03-01 10:00:00,οδος\n"
+        "P1,2024-03-01 10:00:00,İstanbul\n"
+        "P1,2024-03-01 10:00:00,istanbul\n"
+    )
+    data = load_raw(make_raw(tmp_path, portal_events=events), write_quarantine=False)
+    q = data.quarantine["portal_events"]
+    assert dict(zip(q["_row"].astype(int), q["reason"], strict=True)) == {
+        2: "duplicate of row 1 (same value in every contract column)"
+    }
+    assert sorted(data.tables["portal_events"]["event_type"]) == ["istanbul", "İstanbul", "ΟΔΟΣ"]

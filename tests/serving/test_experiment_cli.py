@@ -483,11 +483,11 @@ def test_a_horizon_past_the_data_says_how_long_one_fits(simulated, tmp_path, cap
     assert message.endswith("(use --horizon 180 or less)"), message
 
 
-def test_an_assignment_at_the_data_end_has_no_outcomes_yet(simulated, tmp_path, capsys):
-    """It said "use a shorter --horizon", which no horizon satisfies (the README's example:
-    partners assigned on the latest scores' as_of, analysed on the same raw data)."""
+def _analyze_assigned_at(simulated, tmp_path, capsys, assigned_at: str) -> str:
+    """experiment analyze --horizon 90 of the simulated assignments re-dated to ``assigned_at``:
+    its one error line (exit 2)."""
     table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
-    table["assigned_at"] = "2026-07-01"
+    table["assigned_at"] = assigned_at
     table.to_csv(tmp_path / "a.csv", index=False)
     code = main(
         [
@@ -496,7 +496,13 @@ def test_an_assignment_at_the_data_end_has_no_outcomes_yet(simulated, tmp_path, 
         ]
     )  # fmt: skip
     assert code == 2
-    assert _err(capsys) == (
+    return _err(capsys)
+
+
+def test_an_assignment_at_the_data_end_has_no_outcomes_yet(simulated, tmp_path, capsys):
+    """It said "use a shorter --horizon", which no horizon satisfies (the README's example:
+    partners assigned on the latest scores' as_of, analysed on the same raw data)."""
+    assert _analyze_assigned_at(simulated, tmp_path, capsys, "2026-07-01") == (
         f"error: {tmp_path / 'a.csv'}: the latest assigned_at, 2026-07-01, is not a day before "
         f"the end of the data in {simulated} (2026-06-30): no outcomes to analyse yet; run it "
         "on raw data that covers the horizon"
@@ -508,17 +514,7 @@ def test_data_shorter_than_the_engagement_period_after_the_assignment_is_one_lin
 ):
     """20 days of data after the latest assignment said "use --horizon 20 or less", and
     --horizon 20 is then refused as shorter than the 30-day engagement period: no horizon fits."""
-    table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
-    table["assigned_at"] = "2026-06-10"
-    table.to_csv(tmp_path / "a.csv", index=False)
-    code = main(
-        [
-            "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
-            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
-        ]
-    )  # fmt: skip
-    assert code == 2
-    assert _err(capsys) == (
+    assert _analyze_assigned_at(simulated, tmp_path, capsys, "2026-06-10") == (
         f"error: {tmp_path / 'a.csv'}: the latest assigned_at, 2026-06-10, is 20 days before the "
         f"end of the data in {simulated} (2026-06-30), fewer than build.engagement_period_days "
         "30, the shortest --horizon: run it on raw data that covers the horizon"

@@ -57,7 +57,8 @@ FILE_RULES = (
     "Values are stripped; only an empty cell is missing (`NA`, `null` are text). Unknown columns "
     "are allowed: kept out of the typed tables, preserved in quarantine files.",
     "Dates are ISO 8601 (`2024-03-01`, `2024-03-01 14:30`, `2024-03-01T14:30:00+02:00`); values "
-    "with an offset are converted to UTC, values without one are taken as UTC; years "
+    "with an offset are converted to UTC, values without one are taken as UTC (`today` and "
+    "`now` are not dates); years "
     f"{FIRST_DATE.year}-{END_DATE.year - 1}. Booleans: "
     + "/".join(BOOLEAN_TRUE)
     + " or "
@@ -67,8 +68,9 @@ FILE_RULES = (
     "read as the contract's spelling (`WON` as `won`); any other value is quarantined. In a free "
     "category (tier, region, industry, partner_type, event_type) spellings that differ only by "
     "case are one value, spelt as the batch's most frequent spelling (a tie: the first in "
-    "code-point order, `EMEA` before `emea`); the validation summary lists every value read in "
-    "another case.",
+    "code-point order, `EMEA` before `emea`); the validation summary lists the values read in "
+    "another case (six per table, then how many more; `--json` and a validated snapshot's "
+    "manifest hold every one).",
     "A row that breaks a rule goes to `quarantine/<table>.csv` with its data-row number (`_row`, "
     "1 = first row after the header) and every reason; other rows are used. Duplicate keys keep "
     "the first otherwise valid row; in a table without an id column (trainings, portal_events, "

@@ -318,7 +318,7 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
     if pd.api.types.is_numeric_dtype(given.dtype) or pd.api.types.is_bool_dtype(given.dtype):
         as_of = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")  # not dates
     else:
-        as_of = pd.to_datetime(given, errors="coerce", format="mixed", utc=True)
+        as_of = pd.to_datetime(given, errors="coerce", format="ISO8601", utc=True)
         as_of = as_of.dt.tz_convert(None)
     # pandas reads "today" and "now" as the clock's time: a plan names its dates
     relative = given.astype(str).str.strip().str.lower().isin(CLOCK_WORDS).to_numpy()

@@ -253,30 +253,32 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
     zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
     files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
     Dates with a UTC offset among dates without one (or the reverse) are several zones too.
-    Pandas reads a column in its first value's form: a date written in another form
-    (``2026-01-02 10:00`` or ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among
-    plain dates) was made NaT and reported as "not a date", so such a column is read value by
-    value in ISO 8601, as feature tables are (the error path only): a value in another form
-    (``02/01/2026``, ``Jan 5 2026``) is not a date, never guessed month-first; nor is
-    ``today`` or ``now`` (:data:`~partnerscore.features.core.CLOCK_WORDS`), which pandas reads as
-    the clock's time.
+    Values are read in ISO 8601, as feature tables are: pandas' own guess reads a column in
+    its first value's form, so a date in another form (``2026-01-02 10:00`` or
+    ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among plain dates) was made NaT and
+    reported as "not a date", and a column of ``02/01/2026`` was read month-first. A value in
+    another form (``02/01/2026``, ``Jan 5 2026``) is not a date, nor is ``today`` or ``now``
+    (:data:`~partnerscore.features.core.CLOCK_WORDS`), which pandas reads as the clock's time,
+    nor a number (``20260101`` was read as nanoseconds since 1970).
 
     Raises:
         PartnerscoreError: as_of values of several time zones, or with and without an offset;
             an empty as_of or one that is no date (one line naming the row).
     """
+    given = frame["as_of"]
+    if pd.api.types.is_numeric_dtype(given) and given.notna().any():
+        row = int(np.flatnonzero(given.notna().to_numpy())[0])
+        raise PartnerscoreError(
+            f"{source}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is not a date "
+            "(a number; give dates as YYYY-MM-DD)"
+        )
     try:
-        when = pd.to_datetime(frame["as_of"], errors="coerce")
+        when = pd.to_datetime(given, errors="coerce", format="ISO8601")
     except (ValueError, TypeError) as exc:  # as_of values of several time zones
         raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
-    if when.isna().any():
-        try:
-            when = pd.to_datetime(frame["as_of"], errors="coerce", format="ISO8601")
-        except (ValueError, TypeError) as exc:
-            raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
     missing = when.isna().to_numpy()
-    if pd.api.types.is_string_dtype(frame["as_of"]):  # the clock's time to both readings
-        missing = missing | frame["as_of"].isin(CLOCK_WORDS).to_numpy()
+    if pd.api.types.is_string_dtype(given):  # pandas reads these as the clock's time
+        missing = missing | given.astype(str).str.strip().str.lower().isin(CLOCK_WORDS).to_numpy()
     if missing.any():  # an undated score sorted last: report kept it as a partner's latest
         row = int(np.flatnonzero(missing)[0])
         value = frame["as_of"].iloc[row]

@@ -208,6 +208,11 @@ CUTOFF_FILES = {
         "columns 'partner_id', 'as_of' rows 1 and 3: the same snapshot twice (partner 'P2', "
         "as_of '2024-07-01' and '2024-07-01T02:00:00+02:00'; repeated rows in the file: 2)",
     ),
+    # read month-first ('mixed' parsing): a snapshot on 1 February, not 2 January
+    "month_first_date": (
+        "P1,2024-06-01\nP2,02/01/2025",
+        "column 'as_of' row 2: '02/01/2025' is not a date",
+    ),
     # read_frame gave pandas' "C error: EOF inside string starting at row 2" (a 0-based line)
     "unclosed_quote": (
         'P1,2024-06-01\nP2,"2024-06-01\nP3,2024-07-01',

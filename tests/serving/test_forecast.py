@@ -610,6 +610,25 @@ def test_forecast_refuses_an_as_of_in_another_form_than_iso_8601(tmp_path, capsy
     assert not (tmp_path / "f.csv").exists()
 
 
+@pytest.mark.parametrize(
+    ("column", "said"),
+    [
+        # a whole column in one non-ISO form was read month-first: 02/01/2026 as 1 February
+        (["02/01/2026"] * 40, "'02/01/2026' is not a date"),
+        # a number was read as nanoseconds since 1970 (forecast bucketed 1970-01-01)
+        ([20260101] * 40, "'20260101' is not a date (a number; give dates as YYYY-MM-DD)"),
+    ],
+)
+def test_forecast_refuses_an_as_of_column_that_holds_no_iso_date(tmp_path, capsys, column, said):
+    scores = _scores().assign(as_of=column)
+    scores.to_parquet(tmp_path / "s.parquet")
+    argv = ["forecast", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "f.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"s.parquet: column 'as_of' row 1: {said}"), err
+    assert not (tmp_path / "f.csv").exists()
+
+
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_forecast_refuses_an_as_of_of_today(tmp_path, capsys, suffix):
     """pandas reads 'today' and 'now' as the clock's time: such an as_of was dated whenever the

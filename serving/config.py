@@ -23,6 +23,7 @@ from partnerscore.features.core import (
 )
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.milestones import IncentivesConfig
+from partnerscore.models.model_uri import sqlite_file
 from partnerscore.training.config import TrainConfig
 
 
@@ -63,8 +64,18 @@ class PathsConfig(FrozenConfig):
         db = (Path(self.mlflow_dir) / "mlflow.db").resolve()
         return f"sqlite:///{db}"
 
-    def artifact_root(self) -> str:
-        """Artifact folder used for experiments created by partnerscore on a local store."""
+    def artifact_root(self) -> str | None:
+        """Artifact folder used for experiments created by partnerscore on a local store.
+
+        ``mlflow_dir/artifacts`` beside the default store. A SQLite store named by
+        MLFLOW_TRACKING_URI keeps its artifacts beside its own database (None: see
+        :func:`~partnerscore.training.tracking.setup_tracking`): ``mlflow_dir`` is relative to
+        the folder a job runs in, so a team store's models were written under each user's
+        ``./data/mlflow/artifacts`` and could not be loaded from anywhere else.
+        """
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env and sqlite_file(env) is not None:
+            return None
         return (Path(self.mlflow_dir) / "artifacts").resolve().as_uri()
 
     def history_database(self) -> str:

@@ -117,3 +117,28 @@ def test_the_shap_summary_of_a_feature_missing_everywhere_warns_nothing(tmp_path
         warnings.simplefilter("error", RuntimeWarning)
         tracking.plot_shap_summary(contrib, X, "summary", tmp_path / "shap.png")
     assert (tmp_path / "shap.png").stat().st_size > 0
+
+
+def test_a_sqlite_store_named_by_the_environment_keeps_its_artifacts_beside_it(
+    tmp_path, monkeypatch
+):
+    """MLFLOW_TRACKING_URI=sqlite:///... run from another folder: the experiment's artifacts
+    went to that folder's ./data/mlflow/artifacts (paths.mlflow_dir is relative), where no
+    other folder's job could load the models."""
+    from partnerscore.serving.config import load_config
+
+    store = tmp_path / "team"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path / "home")
+    arguments = load_config().train_arguments()
+    assert arguments["tracking_uri"] == uri
+    tracking.setup_tracking(uri, "partnerscore", arguments["artifact_root"])
+    location = mlflow.get_experiment_by_name("partnerscore").artifact_location
+    assert location == f"{(store / 'artifacts').resolve().as_uri()}/partnerscore"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the default store: beside mlflow_dir still
+    assert load_config().paths.artifact_root() == (
+        (tmp_path / "home" / "data" / "mlflow" / "artifacts").resolve().as_uri()
+    )

@@ -36,6 +36,19 @@ def check_day_count(option: str, days: int, low: int = 0) -> None:
         )
 
 
+def case_key(text: str) -> str:
+    """What two spellings of a free category must share to be one value: ``str.lower``.
+
+    The one rule of validation's case folds (:func:`~partnerscore.features.validate.case_folds`)
+    and of scoring's reading of a category the model knows in another case
+    (:func:`~partnerscore.models.bundle.known_spellings`). Unicode lowercasing, not full case
+    folding: ``'ZÜRICH'`` is ``'zürich'`` and the Kelvin sign ``'\u212a'`` is ``'k'``, but
+    ``'STRASSE'`` is not ``'straße'``, ``'İ'`` (dotted capital I) lowers to ``'i̇'`` (two code
+    points), not ``'i'``, and a composed ``'é'`` is not a decomposed one (no normalisation).
+    """
+    return text.lower()
+
+
 def visible(text: str) -> str:
     r"""``text`` as printed in a reason or an error line, every character visible.
 

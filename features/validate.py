@@ -44,6 +44,7 @@ from partnerscore.features.core import (
     CLOCK_WORDS,
     PartnerscoreError,
     blank_record,
+    case_key,
     check_quotes_close,
     csv_header,
     csv_lines,
@@ -1005,7 +1006,7 @@ def case_folds(counts: dict[str, int]) -> dict[str, str]:
     """
     groups: dict[str, list[str]] = {}
     for spelling in counts:
-        groups.setdefault(spelling.lower(), []).append(spelling)
+        groups.setdefault(case_key(spelling), []).append(spelling)
     out = {}
     for spellings in groups.values():
         if len(spellings) > 1:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from partnerscore.features.core import case_key, quoted
 from partnerscore.features.registry import FeatureSpec
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.intervals import RevenueIntervals
@@ -38,6 +40,71 @@ def parse_data_end(value) -> pd.Timestamp | None:
     if pd.isna(stamp) or stamp.tzinfo is not None:
         return None
     return stamp
+
+
+RESPELLED = "respelled_categories"
+"""Score column: per row, the categories read in the model's spelling
+(:meth:`PartnerModel.respell`: ``tier 'Registered' -> 'registered'``, several joined by ``; ``;
+empty when none)."""
+
+
+def known_spellings(categories: Iterable[str]) -> dict[str, str]:
+    """:func:`~partnerscore.features.core.case_key` -> the one known category of that key.
+
+    A key two known categories share (a model trained on both ``EMEA`` and ``emea``) is left
+    out: a value of that key names neither.
+    """
+    groups: dict[str, list[str]] = {}
+    for category in categories:
+        groups.setdefault(case_key(category), []).append(category)
+    return {key: spelt[0] for key, spelt in groups.items() if len(spelt) == 1}
+
+
+def respellings(values: Iterable, categories: list[str]) -> dict[str, str]:
+    """Values the model does not know -> the known category they equal but for case.
+
+    The rule of validation's case folds (:func:`~partnerscore.features.core.case_key`), against
+    the model's categories instead of the batch's most frequent spelling: a value equal to
+    exactly one known category but for case is read as that category (``Registered`` ->
+    ``registered``); a known value, a value matching none, one matching several (the model
+    knows ``EMEA`` and ``emea``: ``Emea``) and a value that is not text are left out (scored as
+    now: the category itself, or missing).
+
+    Args:
+        values: Distinct values of one categorical feature (any, missing included).
+        categories: The categories the model was trained on.
+    """
+    known = set(categories)
+    keys: dict[str, str] | None = None
+    out = {}
+    for value in values:
+        if not isinstance(value, str) or value in known:
+            continue
+        if keys is None:  # built only when some value is unknown
+            keys = known_spellings(categories)
+        found = keys.get(case_key(value))
+        if found is not None:
+            out[value] = found
+    return out
+
+
+@dataclass
+class Respelled:
+    """What :meth:`PartnerModel.respell` read in the model's spelling.
+
+    Attributes:
+        frame: The feature frame with those values replaced (the input itself when none were).
+        notes: Per row, ``feature 'Read' -> 'known'`` for every value read so, joined by ``; ``
+            (empty string when none); None when no row has one.
+    """
+
+    frame: pd.DataFrame
+    notes: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows with at least one category read in the model's spelling."""
+        return 0 if self.notes is None else int((self.notes != "").sum())
 
 
 @dataclass
@@ -96,10 +163,51 @@ class PartnerModel:
                 out[spec.name] = sorted(values)
         return out
 
+    def respell(self, X: pd.DataFrame) -> Respelled:
+        """``X`` with every categorical value the model knows in another case in its spelling.
+
+        A value the model never saw that equals exactly one of its categories of that feature
+        but for case (:func:`respellings`) is that category: ``Registered`` scores as the
+        ``registered`` the model was trained on, everywhere (model input, drivers, the policy's
+        segment factors, the score row's feature column), instead of as missing. Other unseen
+        values are left as they are (scored as missing).
+
+        Returns:
+            The frame (the input itself when nothing was respelled; else a shallow copy with
+            new categorical columns) and the per-row notes.
+        """
+        out, notes = X, None
+        for spec in self.feature_specs:
+            if spec.kind != "categorical" or spec.name not in X.columns:
+                continue
+            col = X[spec.name]
+            categories = self.categories.get(spec.name, [])
+            unknown = ~col.isin(categories).to_numpy() & col.notna().to_numpy()
+            if not unknown.any():
+                continue  # every value known or missing: the fast path
+            read = col.to_numpy(dtype=object)
+            found = respellings(pd.unique(read[unknown]), categories)
+            if not found:
+                continue
+            hit = unknown & pd.Series(read).isin(list(found)).to_numpy()
+            used = read.copy()
+            used[hit] = pd.Series(read[hit]).map(found).to_numpy(dtype=object)
+            if out is X:
+                out = X.copy(deep=False)
+            kept = col.dtype if isinstance(col.dtype, pd.StringDtype) else object
+            out[spec.name] = pd.Series(used, index=X.index, dtype=kept)
+            text = {v: f"{spec.name} {quoted(v)} -> {quoted(k)}" for v, k in found.items()}
+            said = np.array([text[v] for v in read[hit]], dtype=object)
+            if notes is None:
+                notes = np.full(len(X), "", dtype=object)
+            notes[hit] = np.where(notes[hit] == "", said, notes[hit] + "; " + said)
+        return Respelled(out, notes)
+
     def prepare(self, X: pd.DataFrame) -> pd.DataFrame:
         """Model-ready frame: ordered columns, float numerics, training categories.
 
         Missing columns (e.g. an optional table absent at scoring time) become all-missing;
+        a category the model knows in another case is that category (:meth:`respell`); other
         unseen categories become missing. Plain ``str``/object input is accepted, which is what
         the MLflow pyfunc receives.
         """
@@ -109,13 +217,22 @@ class PartnerModel:
             col = X[spec.name] if spec.name in X.columns else pd.Series(np.nan, index=X.index)
             if spec.kind == "categorical":
                 categories = self.categories.get(spec.name, [])
+                dtype = pd.CategoricalDtype(categories)
                 if isinstance(col.dtype, pd.StringDtype):  # text already: missing stays missing
-                    dtype = pd.CategoricalDtype(categories)
                     codes = dtype.categories.get_indexer(col)  # -1: missing or unseen
-                    data[spec.name] = pd.Categorical.from_codes(codes, dtype=dtype)
-                    continue
-                text = col.astype(object).where(col.notna(), None)
-                data[spec.name] = pd.Categorical(text.to_numpy(dtype=object), categories=categories)
+                else:
+                    text = col.astype(object).where(col.notna(), None)
+                    codes = pd.Categorical(text.to_numpy(dtype=object), dtype=dtype).codes
+                lost = (codes < 0) & col.notna().to_numpy()
+                if lost.any():  # unseen, or known in another case (the slow path)
+                    values = col.to_numpy(dtype=object)[lost]
+                    found = respellings(pd.unique(values), categories)
+                    if found:
+                        codes = np.array(codes, dtype=np.int64)
+                        codes[lost] = dtype.categories.get_indexer(
+                            [found.get(v, v) if isinstance(v, str) else v for v in values]
+                        )
+                data[spec.name] = pd.Categorical.from_codes(codes, dtype=dtype)
             elif col.dtype == np.float64:
                 data[spec.name] = col.to_numpy(dtype=float, copy=True)
             else:

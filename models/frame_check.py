@@ -16,7 +16,7 @@ import pandas as pd
 from partnerscore.features.contract import END_DATE, FIRST_DATE
 from partnerscore.features.core import CLOCK_WORDS, MAX_DAYS, PartnerscoreError, quoted, visible
 from partnerscore.features.registry import FeatureSpec, value_range
-from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.bundle import PartnerModel, respellings
 
 ID_COLUMNS = ("partner_id", "as_of")
 AGE = "age_days"
@@ -63,7 +63,9 @@ class FrameCheck:
     Attributes:
         missing: Feature columns absent from the frame (allowed only with ``allow_missing``).
         unseen: Per row, ``feature=value`` pairs of categories the model never saw, joined by
-            ``; `` (empty string when none). The model treats them as missing.
+            ``; `` (empty string when none). The model treats them as missing. A value equal
+            to exactly one known category but for case is not listed: it is read as that
+            category (``PartnerModel.respell``); one equal to several stays listed.
     """
 
     missing: list[str] = field(default_factory=list)
@@ -147,9 +149,12 @@ def check_feature_frame(
             continue
         col = frame[spec.name]
         if spec.kind == "categorical":
-            known = set(model.categories.get(spec.name, []))
+            categories = model.categories.get(spec.name, [])
             text = col.astype(object).where(col.notna(), None)
-            new = text.notna().to_numpy() & ~text.isin(known).to_numpy()
+            new = text.notna().to_numpy() & ~text.isin(categories).to_numpy()
+            if new.any():  # a category known in another case is read as it: not unseen
+                found = respellings(pd.unique(text[new].to_numpy(dtype=object)), categories)
+                new &= ~text.isin(list(found)).to_numpy()
             if new.any():
                 pairs = np.array(
                     [f"{spec.name}={visible(str(v))}" for v in text[new]], dtype=object

@@ -20,7 +20,7 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.registry import LAYERS
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
-from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.bundle import RESPELLED, PartnerModel
 from partnerscore.models.config import PolicyConfig
 
 PASSTHROUGH = ("partner_name", "signed_at", "tier", "region", "industry", "partner_type")
@@ -230,8 +230,9 @@ def score_features(
         ``revenue_horizon_days`` and ``revenue_phase_days`` (the model's horizon and phase
         length, which a forecast of these rows needs; absent when the model does not record
         them),
-        every feature value, ``shap_revenue_<feature>`` (dollars) and
-        ``shap_engagement_<feature>`` (probability).
+        every feature value (a category the model knows in another case in the model's
+        spelling), ``shap_revenue_<feature>`` (dollars), ``shap_engagement_<feature>``
+        (probability) and ``respelled_categories`` (:data:`RESPELLED`).
 
     Raises:
         PartnerscoreError: The frame lacks partner_id/as_of, or the model lacks its reference.
@@ -244,6 +245,9 @@ def score_features(
     if not ref.get("revenue_quantiles") or not ref.get("engagement_quantiles"):
         raise PartnerscoreError("model has no reference quantiles: retrain it with this version")
     features = features.reset_index(drop=True)
+    # a category the model knows in another case is read as that category, everywhere below
+    respelled = model.respell(features)
+    features = respelled.frame
     n = len(features)
     specs = model.feature_specs
     names = [s.name for s in specs]
@@ -341,5 +345,10 @@ def score_features(
         by_feature = np.ascontiguousarray(effects.T)
         for j, name in enumerate(names):
             cols[f"shap_{head}_{name}"] = by_feature[j]
+    cols[RESPELLED] = (
+        repeated_text(respelled.notes)
+        if respelled.notes is not None
+        else pd.array(pa.array([""], pa.string()).take(np.zeros(n, dtype=np.int32)), dtype="str")
+    )
     # every array above is our own: no defensive copies, no block consolidation (~4x faster)
     return pd.DataFrame(cols, copy=False)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import OptionError, PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError, case_key, quoted
 from partnerscore.features.registry import LAYERS, FeatureSpec, is_recency
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
-from partnerscore.models.bundle import PartnerModel
+from partnerscore.models.bundle import PartnerModel, respellings
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.frame_check import out_of_range
 from partnerscore.models.scoring import contributions, score_features
@@ -60,7 +60,8 @@ def parse_changes(
         assignments: ``feature=value`` texts (an empty value: missing).
         specs: The model's features.
         categories: Categorical feature -> the categories the model was trained on; a value
-            outside them would be scored as missing, so it is refused instead.
+            outside them would be scored as missing, so it is refused instead, unless it
+            equals exactly one of them but for case (read as that one, as scoring reads it).
 
     Raises:
         PartnerscoreError: Malformed assignment, unknown feature, a non-numeric or infinite
@@ -87,10 +88,16 @@ def parse_changes(
         else:
             seen = (categories or {}).get(name)
             if value and seen is not None and value not in seen:
+                value = respellings([value], seen).get(value, value)  # as scoring reads it
+            if value and seen is not None and value not in seen:
                 listed = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
+                twins = [c for c in seen if case_key(c) == case_key(value)]
+                which = (
+                    f" (it equals {' and '.join(map(quoted, twins))} but for case)" if twins else ""
+                )
                 raise PartnerscoreError(
-                    f"--set {text}: the model never saw {name} '{value}' (it would be scored "
-                    f"as missing); known: {listed}"
+                    f"--set {text}: the model never saw {name} '{value}'{which} (it would be "
+                    f"scored as missing); known: {listed}"
                 )
             out[name] = value or None
     return out
@@ -227,7 +234,7 @@ def policy_scores(model: PartnerModel, features: pd.DataFrame, policy: PolicyCon
     The fast path of :func:`upgrade_paths`; ``tests/models/test_whatif.py`` checks it against
     :func:`~partnerscore.models.scoring.score_features`.
     """
-    features = features.reset_index(drop=True)
+    features = model.respell(features.reset_index(drop=True)).frame  # as score_features
     ref = model.reference
     raw = contributions(model, features, num_threads=1)
     rev = explain.explain_head(*raw["revenue"], np.exp)

@@ -41,6 +41,7 @@ from partnerscore.features.parallel import (
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import _find_files, load_raw, supported_end
 from partnerscore.features.validated import load_validated
+from partnerscore.models.bundle import RESPELLED
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import check_registry, resolve_model_uri
 from partnerscore.models.policy import (
@@ -148,6 +149,11 @@ class ScoreResult:
     rows_input: int | None = None
     """Rows of the input: a feature table's rows (several per partner in a training set); for
     raw tables, one partners-table row per partner, ``partners_input`` (the default)."""
+    respelled_categories: int = 0
+    """Scored rows with a category the model knows only in another case, read as the model's
+    spelling (``Registered`` as ``registered``; the rows' ``respelled_categories`` column)."""
+    respelled: dict[str, int] = field(default_factory=dict)
+    """Those rows per ``respelled_categories`` text (``tier 'Registered' -> 'registered'``)."""
 
     def __post_init__(self) -> None:
         if self.rows_input is None:
@@ -157,12 +163,13 @@ class ScoreResult:
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
         """A result counting the scored rows (by either engine); ``fields``: the rest.
 
-        Scored, partners, graduated, provisional, guardrail flags and tiers are counted from
-        ``rows``.
+        Scored, partners, graduated, provisional, guardrail flags, tiers and categories read
+        in the model's spelling (:func:`respelled_counts`) are counted from ``rows``.
         """
         return cls(
             scored=len(rows),
             partners=int(rows["partner_id"].nunique()),
+            **respelled_counts(rows),
             graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
             guardrail_flags=int(rows["guardrail_flag"].sum()),
             provisional=int(rows["provisional"].sum()),
@@ -232,6 +239,15 @@ class ScoreResult:
             lines.append(
                 f"  quarantined rows (scored without them): {counts} -> {self.quarantine_dir}"
             )
+        if self.respelled_categories:
+            listed = list(self.respelled.items())[:RESPELLED_SHOWN]
+            shown = "; ".join(f"{text} ({rows:,})" for text, rows in listed)
+            more = len(self.respelled) - RESPELLED_SHOWN
+            shown += f"; and {more:,} more" if more > 0 else ""
+            lines.append(
+                f"  read in the model's spelling (categories it knows in another case): "
+                f"{self.respelled_categories:,} rows: {shown}"
+            )
         if self.late_tail is not None:
             lines.append(f"  warning: {self.late_tail}")
         if self.shadow_of is not None:
@@ -251,6 +267,28 @@ class ScoreResult:
             lines.append(f"  shadow run: the champion is version {self.shadow_of}; {recorded}")
         lines += [f"  wrote {self.out}", f"  rejects {self.rejects}"]
         return "\n".join(lines)
+
+
+RESPELLED_SHOWN = 6
+"""Spellings the score summary lists (then "and N more")."""
+
+
+def respelled_counts(rows: pd.DataFrame) -> dict:
+    """``respelled_categories`` (rows) and ``respelled`` (rows per text) of score rows.
+
+    Counted from the rows' ``respelled_categories`` column (``score_features``), so both
+    engines count alike; rows without the column (none) count nothing. ``respelled`` is sorted
+    by rows, most first, then by text.
+    """
+    if RESPELLED not in rows:
+        return {"respelled_categories": 0, "respelled": {}}
+    notes = rows[RESPELLED].astype(object).where(rows[RESPELLED].notna(), "")
+    counted = notes[notes != ""].value_counts()
+    ordered = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "respelled_categories": int(counted.sum()),
+        "respelled": {str(text): int(n) for text, n in ordered},
+    }
 
 
 @collector_paused()
@@ -1413,6 +1451,7 @@ def run_score_features(
     finite = finite_predictions(scored)
     rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], NON_FINITE)]
     scored, as_of = scored[finite].reset_index(drop=True), as_of[finite]
+    respelled = respelled_counts(scored)  # every round's rows
     # a partner with several rows (build's training set: one per onboarding age) is scored in
     # rounds, each partner's k-th row by as_of in round k: each round is one run (its peers,
     # smoothing and tier hysteresis against the history and the earlier rounds), recorded
@@ -1463,6 +1502,7 @@ def run_score_features(
         shadow_of=shadow_of,
         recorded=record_history,
         shadow_rows=shadowed + in_round,
+        **respelled,
     )
 
 

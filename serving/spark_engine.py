@@ -870,6 +870,7 @@ def _score_job(
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from partnerscore.features.core import isin_text
+    from partnerscore.models.bundle import RESPELLED
     from partnerscore.models.policy import earlier_batches_needed
     from partnerscore.serving.history import HISTORY_COLUMNS, ScoreHistory, shadow_rows
     from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger
@@ -945,6 +946,7 @@ def _score_job(
         *milestone_columns(config.incentives),
         "tier",
         "partner_type",
+        RESPELLED,  # counted by the summary, as the pandas job's rows
         REJECT,
     }
     kept = [c for c in probe.columns if c in wanted]

@@ -67,6 +67,12 @@ def test_pyfunc_signature_and_training_set_predict(registry, built_dir):
     assert len(model.predict(example)) == len(example)
     odd = frame.head(3).assign(region="Atlantis")
     assert (model.predict(odd)["unseen_categories"] == "region=Atlantis").all()
+    # a tier the model knows in another case: read as it (the same score), noted, not unseen
+    same = model.predict(frame.head(3).assign(tier="registered"))
+    loud = model.predict(frame.head(3).assign(tier="REGISTERED"))
+    assert (loud["unseen_categories"] == "").all()
+    assert (loud["respelled_categories"] == "tier 'REGISTERED' -> 'registered'").all()
+    np.testing.assert_array_equal(loud["score"], same["score"])
     with pytest.raises(MlflowException, match="tier"):
         model.predict(frame.drop(columns=["tier"]).head(3))
 

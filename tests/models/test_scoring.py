@@ -161,3 +161,111 @@ def test_predictive_median_column(scored):
     assert (median >= 0).all() and (median <= out["pred_revenue_hi"] + 1e-9).all()
     # for a zero-inflated target the p50 is 0 for most partners, the mean never is
     assert (median == 0).mean() > 0.5 and (out["pred_revenue"] > 0).all()
+
+
+def test_a_category_known_in_another_case_scores_as_that_category(scored):
+    """A model trained on 'registered' read 'Registered' as a category it never saw (missing):
+    another score. It is now read as 'registered' (every path goes through score_features and
+    PartnerModel.prepare), in the model's spelling in the row, and noted."""
+    from partnerscore.models.bundle import RESPELLED
+
+    model, frame, out = scored
+    assert "registered" in model.categories["tier"] and "EMEA" in model.categories["region"]
+    shouted = frame.assign(tier=frame["tier"].str.capitalize(), region=frame["region"].str.lower())
+    again = score_features(model, shouted)
+    pd.testing.assert_frame_equal(again.drop(columns=RESPELLED), out.drop(columns=RESPELLED))
+    assert (out[RESPELLED] == "").all()
+    row = frame.index[(frame["tier"] == "registered") & (frame["region"] == "EMEA")][0]
+    assert again.loc[row, RESPELLED] == "tier 'Registered' -> 'registered'; region 'emea' -> 'EMEA'"
+    assert (again[RESPELLED] != "").all()  # every tier and region was respelled
+    # the model's own input (predict, the contributions): object columns as the pyfunc gets
+    loose = shouted.astype({"tier": object, "region": object})
+    pd.testing.assert_frame_equal(model.predict(loose), model.predict(frame))
+    assert model.respell(frame).frame is frame  # nothing to read otherwise: the input itself
+    odd = shouted.astype({"tier": object})
+    odd.loc[:4, "tier"] = ["REGISTERED", None, "Registered\u200b", "gold", 7]
+    read = model.respell(odd).frame
+    for name in ("tier", "region"):  # the vectorised frame against the rule cell by cell
+        known = model.categories[name]
+        twin = [slow_respellings([v], known).get(v, v) for v in odd[name]]
+        assert read[name].tolist() == twin, name
+
+
+def slow_respellings(values, categories):
+    """The rule cell by cell (the fast path's twin): an unknown text value equal to exactly one
+    known category once both are lowered is that category."""
+    out = {}
+    for value in values:
+        if not isinstance(value, str) or value in categories:
+            continue
+        hits = [c for c in categories if c.lower() == value.lower()]
+        if len(hits) == 1:
+            out[value] = hits[0]
+    return out
+
+
+def test_respellings_follow_the_validators_case_rule():
+    """Scoring reads a value as a known category exactly when validation's case folds would
+    make the two one value (``str.lower``, Unicode included): 'ZÜRICH' is 'Zürich' and the
+    Kelvin sign is 'k', but 'STRASSE' is not 'straße', 'İ' not 'i', a decomposed 'é' not a
+    composed one; a value equal to two known categories but for case names neither."""
+    from partnerscore.features.validate import case_folds
+    from partnerscore.models.bundle import respellings
+
+    categories = ["EMEA", "emea", "Zürich", "straße", "istanbul", "café", "k", "registered"]
+    values = [
+        "Emea", "EMEA", "ZÜRICH", "zürich", "STRASSE", "Straße", "İstanbul", "ISTANBUL",
+        "cafe\u0301", "CAFÉ", "\u212a", "K", "Registered", "REGISTERED ", "Registered\u200b",
+        None, 3, float("nan"), "ſtraße",
+    ]  # fmt: skip
+    got = respellings(values, categories)
+    assert got == slow_respellings(values, categories)
+    assert got == {
+        "ZÜRICH": "Zürich",
+        "zürich": "Zürich",
+        "Straße": "straße",
+        "ISTANBUL": "istanbul",
+        "CAFÉ": "café",
+        "\u212a": "k",
+        "K": "k",
+        "Registered": "registered",
+    }
+    for value in (v for v in values if isinstance(v, str)):  # one rule with validation's
+        for category in categories:
+            if value == category:
+                continue
+            folds = case_folds({category: 2, value: 1})
+            alone = respellings([value], [category])
+            assert (folds == {value: category}) == (alone == {value: category}), (value, category)
+
+
+def test_a_value_equal_to_two_known_categories_but_for_case_stays_unseen(scored, built_dir):
+    """A model trained on both 'EMEA' and 'emea' (two categories): 'Emea' names neither, so it
+    is scored as missing and listed in unseen_categories, as before; the two it knows score
+    as themselves, and a tier in another case is still read as the known one."""
+    from partnerscore.models.bundle import RESPELLED
+    from partnerscore.models.config import PolicyConfig
+    from partnerscore.models.frame_check import check_feature_frame
+    from partnerscore.training.config import TrainConfig
+    from partnerscore.training.train import fit_partner_model
+
+    champion, frame, _ = scored
+    train = pd.read_parquet(built_dir / "training_set.parquet")
+    emea = np.flatnonzero(train["region"].eq("EMEA").to_numpy())
+    train.loc[emea[::2], "region"] = "emea"
+    config = TrainConfig()
+    params = {**config.revenue.model_dump(), "n_jobs": 1}
+    model = fit_partner_model(train, champion.feature_specs, config, PolicyConfig(), params, params)
+    assert {"EMEA", "emea"} <= set(model.categories["region"])
+    rows = frame.head(3).assign(tier="Registered")
+    odd = rows.assign(region="Emea")
+    check = check_feature_frame(model, odd)
+    assert check.unseen.tolist() == ["region=Emea"] * 3
+    got = score_features(model, odd)
+    assert got[RESPELLED].tolist() == ["tier 'Registered' -> 'registered'"] * 3
+    assert got["region"].tolist() == ["Emea"] * 3
+    missing = score_features(model, rows.assign(region=None))
+    np.testing.assert_array_equal(got["score"], missing["score"])
+    for known in ("EMEA", "emea"):
+        assert check_feature_frame(model, rows.assign(region=known)).unseen_rows == 0
+        assert score_features(model, rows.assign(region=known))["region"].eq(known).all()

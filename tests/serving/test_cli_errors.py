@@ -950,6 +950,48 @@ def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
         assert_one_error(err, "score --features", named, "raw tables only")
 
 
+def test_score_features_reads_a_category_known_in_another_case(
+    tmp_path, raw_dir, store_file, capsys
+):
+    """A feature table spelling tiers 'Registered' (the model knows 'registered') scored them
+    as missing, silently: other scores. They are now read as the model's category, counted in
+    the summary and ``--json`` (``respelled_categories``) and noted on the row, not listed as
+    unseen."""
+    from partnerscore.features.pipeline import build_scoring_frame
+    from partnerscore.features.validate import load_raw
+
+    feats = build_scoring_frame(
+        load_raw(raw_dir, write_quarantine=False), pd.Timestamp("2026-04-01")
+    )
+    registered = feats["tier"].eq("registered")
+    assert registered.any() and not registered.all()
+    feats.to_parquet(tmp_path / "plain.parquet", index=False)
+    feats.loc[registered, "tier"] = "Registered"
+    feats.to_parquet(tmp_path / "shouted.parquet", index=False)
+    scores = {}
+    for name in ("plain", "shouted"):
+        out = tmp_path / f"{name}.csv"
+        argv = ["--json", "score", "--features", tmp_path / f"{name}.parquet", "--out", out]
+        code, text, err = run([*argv, "--no-history", "--config", store_file], capsys)
+        assert code == 0, err
+        scores[name] = (json.loads(text), read_frame(out))
+    (plain, a), (shouted, b) = scores["plain"], scores["shouted"]
+    assert plain["respelled_categories"] == 0 and plain["respelled"] == {}
+    assert shouted["respelled_categories"] == int(registered.sum())
+    said = "tier 'Registered' -> 'registered'"
+    assert shouted["respelled"] == {said: int(registered.sum())}
+    assert (
+        f"another case): {registered.sum():,} rows: {said} ({registered.sum():,})"
+        in (shouted["summary"])
+    )
+    assert "another case" not in plain["summary"]
+    np.testing.assert_array_equal(a["score"], b["score"])
+    assert (b["tier"] == a["tier"]).all() and (b["unseen_categories"].fillna("") == "").all()
+    by_id = b.set_index("partner_id")["respelled_categories"].fillna("")
+    wanted = np.where(registered.to_numpy(), said, "")
+    assert (by_id.reindex(feats["partner_id"]).to_numpy() == wanted).all()
+
+
 def test_score_features_errors_show_invisible_characters(tmp_path, raw_dir, store_file, capsys):
     """A value with a zero-width space (U+200B) was quoted raw, so the error read exactly like
     a valid value ('1' is not a number; partner 'P00003'); it is now shown as an escape, and so

@@ -384,3 +384,37 @@ def test_old_partners_are_graduated_not_scored_as_new(raw_dir, store_config, tmp
     assert (scores.loc[old, "score_tier"] == "graduated").all()
     assert (scores.loc[~old, "score_tier"] != "graduated").all()
     assert result.graduated == int(old.sum())
+
+
+def test_raw_tables_spelling_a_tier_in_another_case_score_as_the_models(
+    raw_dir, store_config, tmp_path
+):
+    """A batch spelling every registered tier 'Registered' (validation keeps the batch's own
+    spelling) gave the model, trained on 'registered', a category it never saw: other scores,
+    silently. Whole or in groups, the rows now score as 'registered' and are counted."""
+    from partnerscore.features.validated import default_dir, run_validate_snapshot
+
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    partners["tier"] = partners["tier"].replace({"registered": "Registered"})
+    partners.to_csv(raw / "partners.csv", index=False)
+    run_validate_snapshot(raw, default_dir(raw))
+    plain = run_score(raw_dir, AS_OF, "champion", tmp_path / "a.parquet", store_config,
+                      record_history=False)  # fmt: skip
+    a = pd.read_parquet(tmp_path / "a.parquet")
+    said = "tier 'Registered' -> 'registered'"
+    registered = int(a["tier"].eq("registered").sum())
+    assert registered and plain.respelled_categories == 0
+    for groups in (0, 37):
+        out = tmp_path / f"b{groups}.parquet"
+        result = run_score(raw, AS_OF, "champion", out, store_config, record_history=False,
+                           group_partners=groups)  # fmt: skip
+        b = pd.read_parquet(out)
+        assert result.respelled_categories == registered
+        assert result.respelled == {said: registered}
+        assert f"{registered:,} rows: {said} ({registered:,})" in result.summary()
+        assert (b["respelled_categories"] == np.where(a["tier"] == "registered", said, "")).all()
+        pd.testing.assert_frame_equal(
+            b.drop(columns="respelled_categories"), a.drop(columns="respelled_categories")
+        )

@@ -304,6 +304,21 @@ def test_whatif_refuses_categories_the_model_never_saw_and_infinite_numbers(prog
             wi.parse_changes([f"{numeric}={value}"], specs, model.categories)
 
 
+def test_whatif_reads_a_category_known_in_another_case(program):
+    """--set tier=Registered was refused (never saw it) though the model knows 'registered':
+    it is read as that, as scoring reads it; a value equal to two known categories but for
+    case is still refused, naming both."""
+    from partnerscore.features.core import PartnerscoreError
+
+    model, _, _ = program
+    specs, categories = model.feature_specs, model.categories
+    assert "registered" in categories["tier"]
+    assert wi.parse_changes(["tier=Registered"], specs, categories) == {"tier": "registered"}
+    both = {**categories, "region": [*categories["region"], "emea"]}
+    with pytest.raises(PartnerscoreError, match=r"'Emea' \(it equals 'EMEA' and 'emea' but"):
+        wi.parse_changes(["region=Emea"], specs, both)
+
+
 def test_whatif_refuses_an_impossible_age_and_a_feature_set_twice(program):
     """--set age_days=-10 re-scored the partner (+$253k) and age_days=1e9 graduated it, ages
     score --features refuses; a second --set of a feature silently replaced the first."""

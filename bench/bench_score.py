@@ -12,6 +12,10 @@ what the tuner can return since its trees were capped at depth 3, kept for compa
 - SHAP contributions alone (LightGBM ``pred_contrib``, and the path scoring uses),
 - ``score_features``: predictions, exact SHAP effects in dollars and probability points, layer
   subscores, policy (score, tier, quadrant, intervention) and 3 + 3 driver sentences per row,
+- reading categories in the model's spelling (``PartnerModel.respell``): alone, on rows whose
+  categories the model knows (the fast path every batch takes) and on rows spelling every tier
+  in another case (``REGISTERED``: each read as ``registered``), and ``score_features`` on the
+  latter,
 
 and prints rows/s and the ratio to plain prediction, and for ``score_features`` its CPU
 seconds (user + system of this process, all threads) and the load average: on a shared
@@ -108,6 +112,17 @@ def main() -> None:
         full = best_of(
             args.repeat, lambda m=model: score_features(m, rows, num_threads=args.threads), cpu
         )
+        # a batch spelling every tier in another case than the model's ('REGISTERED'): each
+        # row's tier is read as the model's category (PartnerModel.respell), the slow path
+        loud = rows.assign(tier=rows["tier"].str.upper())
+        respell = best_of(args.repeat, lambda m=model: m.respell(rows))
+        respell_loud = best_of(args.repeat, lambda m=model, x=loud: m.respell(x))
+        cpu_loud: list[float] = []
+        full_loud = best_of(
+            args.repeat,
+            lambda m=model, x=loud: score_features(m, x, num_threads=args.threads),
+            cpu_loud,
+        )
         compiled = model.revenue._shap_tables() is not None
         print(
             f"\n[{name}] {params['n_estimators']} trees, {params['num_leaves']} leaves, depth "
@@ -121,6 +136,15 @@ def main() -> None:
             f"  score_features with drivers          {n / full:>10,.0f} rows/s "
             f"({full / plain:.1f}x the time of plain prediction); {min(cpu):.2f} s CPU, "
             f"{n / min(cpu):,.0f} rows per CPU-second"
+        )
+        print(
+            f"  category spellings, all known        {n / respell:>10,.0f} rows/s "
+            f"({respell / full:.1%} of score_features); every tier in another case "
+            f"{n / respell_loud:,.0f} rows/s"
+        )
+        print(
+            f"  score_features, every tier respelled {n / full_loud:>10,.0f} rows/s; "
+            f"{min(cpu_loud):.2f} s CPU, {n / min(cpu_loud):,.0f} rows per CPU-second"
         )
         print("  load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 

@@ -122,6 +122,10 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
 
     cfg = store_config
     raw = _malformed_program(raw_dir, tmp_path / "raw")
+    # every registered tier spelt 'Registered': read as the model's 'registered', counted
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    partners["tier"] = partners["tier"].replace({"registered": "Registered"})
+    partners.to_csv(raw / "partners.csv", index=False)
     # an earlier run in the history: both engines smooth against it
     first = run_score(raw, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg)
     when = pd.Timestamp("2026-03-01").date()
@@ -149,6 +153,9 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     # named only when quarantine files were written (beside each job's own output)
     assert (got.quarantine_dir is None) == (expected.quarantine_dir is None)
     assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags
+    registered = int(pandas_out["tier"].eq("registered").sum())
+    assert registered and got.respelled_categories == expected.respelled_categories == registered
+    assert got.respelled == expected.respelled == {"tier 'Registered' -> 'registered'": registered}
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
     quarantined = _same_quarantine(
         tmp_path / "p" / "quarantine", tmp_path / "s" / "quarantine", TABLES

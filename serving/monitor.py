@@ -246,7 +246,9 @@ def window_batch(
     snaps = snaps[(snaps["as_of"] >= start) & (snaps["as_of"] < as_of)].reset_index(drop=True)
     if snaps.empty:
         return pd.DataFrame()
-    feats = build_features(raw.tables, snaps[["partner_id", "as_of"]])
+    # a category the model knows in another case is the model's, as scoring reads it
+    # (PartnerModel.respell): 'Registered' is no unseen category nor tier drift
+    feats = model.respell(build_features(raw.tables, snaps[["partner_id", "as_of"]])).frame
     preds = model.predict(feats)
     for name in PREDICTIONS:
         feats[name] = preds[name].to_numpy()

@@ -84,3 +84,22 @@ def test_new_partner_type_alarms_on_partner_type(store_config, batches, tmp_path
     html = (tmp_path / "ptype" / "monitor.html").read_text()
     assert "<svg" in html and "partner_type" in html
     assert 'src="http' not in html and 'href="http' not in html  # self-contained
+
+
+def test_a_tier_in_another_case_is_the_tier_the_model_knows(store_config, batches, tmp_path):
+    """Scoring reads 'Registered' as the model's 'registered' (PartnerModel.respell); the
+    monitor profiled the batch's own spelling and alarmed on 'categories never seen in
+    training' and on the tier's PSI for a batch that scores exactly like the clean one."""
+    partners = pd.read_parquet(batches["clean3"] / "partners.parquet")
+    respelled = tmp_path / "raw"
+    for path in batches["clean3"].iterdir():
+        (respelled / path.relative_to(batches["clean3"])).parent.mkdir(exist_ok=True)
+        (respelled / path.name).write_bytes(path.read_bytes())
+    partners.assign(tier=partners["tier"].str.capitalize()).to_parquet(
+        respelled / "partners.parquet", index=False
+    )
+    clean = _monitor(store_config, batches["clean3"], tmp_path, "clean")
+    result = _monitor(store_config, respelled, tmp_path, "respelled")
+    tier = {c.name: (c.status, c.value) for c in result.checks if c.subject == "tier"}
+    assert tier == {c.name: (c.status, c.value) for c in clean.checks if c.subject == "tier"}
+    assert _alarms(result) == _alarms(clean) == []

@@ -106,17 +106,7 @@ def check_feature_frame(
             raise PartnerscoreError(f"{source}: missing column '{col}'")
     n = len(frame)
     frame = frame.reset_index(drop=True)
-    try:
-        as_of = pd.to_datetime(frame["as_of"], errors="coerce", format="mixed")
-    except (ValueError, TypeError) as exc:  # e.g. one as_of with a time zone, others without
-        raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
-    bad = as_of.isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise PartnerscoreError(
-            f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} is not "
-            "a date"
-        )
+    as_of = scores_as_of(source, frame)  # ISO 8601 only, as scores files and --cutoffs
     ids = frame["partner_id"]
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
@@ -258,7 +248,8 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
     zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
     files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
     Dates with a UTC offset among dates without one (or the reverse) are several zones too.
-    Values are read in ISO 8601, as feature tables are: pandas' own guess reads a column in
+    Also the reading of a feature frame's as_of (:func:`check_feature_frame`). Values are
+    read in ISO 8601, as raw tables' dates are: pandas' own guess reads a column in
     its first value's form, so a date in another form (``2026-01-02 10:00`` or
     ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among plain dates) was made NaT and
     reported as "not a date", and a column of ``02/01/2026`` was read month-first. A value in

@@ -269,3 +269,26 @@ def test_a_value_equal_to_two_known_categories_but_for_case_stays_unseen(scored,
     for known in ("EMEA", "emea"):
         assert check_feature_frame(model, rows.assign(region=known)).unseen_rows == 0
         assert score_features(model, rows.assign(region=known))["region"].eq(known).all()
+
+
+@pytest.mark.parametrize(
+    ("column", "said"),
+    [
+        # pandas' 'mixed' parser read 'today' as the clock's time: scored as of whenever run
+        (["today"] * 3, "'today' is not a date"),
+        # and a whole column of 02/01/2026 month-first (1 February)
+        (["02/01/2026"] * 3, "'02/01/2026' is not a date"),
+        # and a number as nanoseconds since 1970 (inside the contract's years: scored)
+        ([20260101] * 3, "'20260101' is not a date (a number; give dates as YYYY-MM-DD)"),
+    ],
+)
+def test_a_feature_frame_reads_as_of_in_iso_8601_as_scores_files(scored, column, said):
+    """check_feature_frame (score --features, the pyfunc, the API) read as_of with pandas'
+    'mixed' guess, while scores files and --cutoffs were read in ISO 8601 only."""
+    from partnerscore.models.frame_check import check_feature_frame
+
+    model, frame, _ = scored
+    odd = frame.head(3).assign(as_of=column)
+    with pytest.raises(PartnerscoreError) as err:
+        check_feature_frame(model, odd, source="f.csv")
+    assert str(err.value) == f"f.csv: column 'as_of' row 1: {said}"

@@ -22,6 +22,7 @@ from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import RESPELLED, PartnerModel
 from partnerscore.models.config import PolicyConfig
+from partnerscore.models.frame_check import scores_as_of
 
 PASSTHROUGH = ("partner_name", "signed_at", "tier", "region", "industry", "partner_type")
 HEADS = ("revenue", "engagement")
@@ -291,7 +292,8 @@ def score_features(
 
     cols: dict[str, object] = {
         "partner_id": features["partner_id"].astype(str).to_numpy(dtype=object),
-        "as_of": pd.to_datetime(features["as_of"]).to_numpy(),
+        # ISO 8601 in any of its forms, zoned times in UTC: as check_feature_frame reads it
+        "as_of": scores_as_of("features", features).to_numpy(),
         "age_days": age,
     }
     for name in PASSTHROUGH:

@@ -292,3 +292,14 @@ def test_a_feature_frame_reads_as_of_in_iso_8601_as_scores_files(scored, column,
     with pytest.raises(PartnerscoreError) as err:
         check_feature_frame(model, odd, source="f.csv")
     assert str(err.value) == f"f.csv: column 'as_of' row 1: {said}"
+
+
+def test_a_feature_frame_with_as_of_in_several_iso_forms_scores_as_plain_dates(scored):
+    """check_feature_frame accepts as_of in several ISO 8601 forms; score_features then read
+    the column in row 1's form (pandas' guess) and stopped with an unexpected ValueError
+    ('unconverted data remains') on '2026-01-02 00:00'."""
+    model, frame, _ = scored
+    rows = frame.head(3).assign(as_of=["2026-01-01", "2026-01-02 00:00", "2026-01-03T00:00:00"])
+    plain = frame.head(3).assign(as_of=pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"]))
+    got, want = score_features(model, rows), score_features(model, plain)
+    pd.testing.assert_frame_equal(got, want)

@@ -36,6 +36,7 @@ from bench_models import program  # noqa: E402
 
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.metrics import evaluate, oracle_ratios  # noqa: E402
+from partnerscore.training.registry import baseline_checks  # noqa: E402
 from partnerscore.training.train import train_and_evaluate  # noqa: E402
 
 HEADS = (("revenue_gini", "rev gini"), ("engagement_auc", "eng AUC"))
@@ -48,6 +49,8 @@ def one_program(partners: int, seed: int, trials: int) -> dict[str, float]:
     ev = train_and_evaluate(frame, {}, truth, TrainConfig(trials=trials))
     out = {"seconds": time.perf_counter() - started}
     out["partners"] = float(ev.holdout["partner_id"].nunique())
+    # what promote reads from the training run: its holdout metrics and the comparison
+    out["run_metrics"] = {f"holdout_{k}": v for k, v in ev.metrics.items()} | ev.comparison
     for key, _ in HEADS:
         out[f"{key}_diff"] = ev.comparison.get(f"compare_{key}_diff", float("nan"))
         out[f"{key}_se"] = ev.comparison.get(f"compare_{key}_diff_se", float("nan"))
@@ -92,11 +95,12 @@ def main() -> None:
             f"{r['seconds']:>5.0f}"
         )
         print(line, flush=True)
-    zs = {key: np.array([r[f"{key}_diff"] / r[f"{key}_se"] for r in rows]) for key, _ in HEADS}
-    print(f"programs refused of {len(rows)} (either head):")
+    print(f"programs refused of {len(rows)} (either head, promote's own rule: baseline_checks):")
     for z in ZS:
-        worse = sum(any(zs[key][i] < -z for key, _ in HEADS) for i in range(len(rows)))
-        not_better = sum(any(zs[key][i] <= z for key, _ in HEADS) for i in range(len(rows)))
+        worse, not_better = (
+            sum(any(c.blocks for c in baseline_checks(r["run_metrics"], z, rule)) for r in rows)
+            for rule in ("not_worse", "better")
+        )
         print(
             f"  z {z:<6} not_worse (refused if diff < -z s.e.) {worse:>3}   "
             f"better (refused unless diff > z s.e.) {not_better:>3}"

@@ -319,9 +319,13 @@ class PromoteResult:
         if self.baseline:
             refused = [c.head for c in self.baseline if c.blocks]
             ask = "not worse than" if self.baseline_rule == "not_worse" else "better than"
-            basis += f"; baseline check ({ask} the best baseline beyond the noise): " + (
-                f"FAILED on {' and '.join(refused)}" if refused else "passed"
-            )
+            if refused:
+                said = f"FAILED on {' and '.join(refused)}"
+            elif all(c.verdict == "unchecked" for c in self.baseline):
+                said = "not checked"  # each head's line says why
+            else:
+                said = "passed"
+            basis += f"; baseline check ({ask} the best baseline beyond the noise): {said}"
         heads = "".join(f"\n{c.line()}" for c in self.baseline)
         if self.promoted and self.forced:
             return (

@@ -661,3 +661,27 @@ def test_models_json_holds_what_mlflow_holds(model_store, monkeypatch, capsys):
     assert row["eng_brier"] == logged["holdout_engagement_brier"]
     assert main(["models"]) == 0  # the table still shows 8 characters
     assert f" {version.run_id[:8]} " in capsys.readouterr().out
+
+
+def test_a_baseline_check_with_no_head_checked_does_not_say_passed():
+    """A run trained with bootstrap_rounds 0 (no paired s.e.) or before the comparison was
+    logged has every head 'not checked'; the summary said 'baseline check (...): passed'."""
+    from partnerscore.training.registry import PromoteResult
+
+    common = {"challenger": "2", "champion": None, "challenger_score": 0.8}
+    common |= {"champion_score": None, "margin": 0.01, "bias": 0.02, "max_bias": 0.1}
+    logged = {
+        "holdout_revenue_normalized_gini": 0.6,
+        "holdout_engagement_roc_auc": 0.8,
+        "compare_revenue_gini_best_baseline_is_scorecard": 1.0,
+        "compare_revenue_gini_diff": 0.1,
+        "compare_engagement_auc_best_baseline_is_linear": 1.0,
+        "compare_engagement_auc_diff": -0.2,
+    }
+    unchecked = baseline_checks(logged, 2.0)
+    text = PromoteResult(promoted=True, **common, baseline=unchecked).summary()
+    assert "passed" not in text, text
+    assert "baseline check (not worse than the best baseline beyond the noise): not checked" in text
+    half = baseline_checks(logged | {"compare_revenue_gini_diff_se": 0.02}, 2.0)
+    text = PromoteResult(promoted=True, **common, baseline=half).summary()
+    assert "baseline check (not worse than the best baseline beyond the noise): passed" in text

@@ -478,20 +478,29 @@ def test_phased_batches_whose_horizons_do_not_overlap_share_a_month():
         forecast_table(a_day_early, (), 180, 0.8, source="s.csv", period="month", phased=True)
 
 
+def _refusal(tmp_path, capsys, scores: pd.DataFrame, suffix: str = "csv") -> str:
+    """``forecast`` of ``scores`` written as ``s.<suffix>``: exit 2, one line, no output file.
+
+    Returns:
+        The error line.
+    """
+    path = tmp_path / f"s.{suffix}"
+    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
+    assert main(["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "unexpected" not in err, err
+    assert not (tmp_path / "f.csv").exists()
+    return err
+
+
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_forecast_cli_refuses_a_partner_counted_twice_in_one_line(tmp_path, capsys, suffix):
     """The rows are 1-based data records in either format (they were CSV lines: index + 2,
     one past the record in a Parquet file), as every other one-line error counts them."""
     scores = _scores().assign(as_of="2026-01-01")
     both = pd.concat([scores, scores.assign(model_version="4")], ignore_index=True)
-    path = tmp_path / f"s.{suffix}"
-    both.to_csv(path, index=False) if suffix == "csv" else both.to_parquet(path)
-    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    err = _refusal(tmp_path, capsys, both, suffix)
     assert "partner 'P0' is scored in rows 1 and 41" in err and "versions 3 and 4" in err
-    assert not (tmp_path / "f.csv").exists()
 
 
 @pytest.mark.parametrize("phased", [False, True])
@@ -522,17 +531,10 @@ def test_forecast_cli_names_an_as_of_in_another_time_zone(tmp_path, capsys, suff
     detected' (exit 1); frame_check's line names the row, its value and partner."""
     scores = _scores().assign(as_of="2026-01-01T00:00:00+02:00")
     scores.loc[4, "as_of"] = "2026-01-01T00:00:00+00:00"
-    path = tmp_path / f"s.{suffix}"
-    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
-    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "unexpected" not in err
     assert (
         f"s.{suffix}: column 'as_of' row 5: '2026-01-01T00:00:00+00:00' has another time zone "
         "than row 1 ('2026-01-01T00:00:00+02:00') (partner 'P4')"
-    ) in err
-    assert not (tmp_path / "f.csv").exists()
+    ) in _refusal(tmp_path, capsys, scores, suffix)
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
@@ -541,17 +543,12 @@ def test_forecast_cli_names_an_as_of_with_an_offset_among_plain_dates(tmp_path, 
     column in row 1's form and made it NaT): the line says it has an offset and row 1 none."""
     scores = _scores()
     scores.loc[4, "as_of"] = "2026-01-01T00:00:00+02:00"
-    path = tmp_path / f"s.{suffix}"
-    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
-    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not a date" not in err
+    err = _refusal(tmp_path, capsys, scores, suffix)
+    assert "not a date" not in err
     assert (
         f"s.{suffix}: column 'as_of' row 5: '2026-01-01T00:00:00+02:00' has a UTC offset and "
         "row 1 ('2026-01-01') has none (partner 'P4'); give every as_of in one time zone, or none"
     ) in err
-    assert not (tmp_path / "f.csv").exists()
 
 
 def test_forecast_reads_as_of_dates_written_in_several_forms(tmp_path, capsys):
@@ -573,11 +570,8 @@ def test_forecast_reads_as_of_dates_written_in_several_forms(tmp_path, capsys):
 def test_forecast_refuses_an_empty_as_of(tmp_path, capsys):
     scores = _scores()
     scores.loc[2, "as_of"] = None
-    scores.to_csv(tmp_path / "s.csv", index=False)
-    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    assert capsys.readouterr().err.strip().endswith("s.csv: column 'as_of' row 3: is empty")
-    assert not (tmp_path / "f.csv").exists()
+    err = _refusal(tmp_path, capsys, scores)
+    assert err.endswith("s.csv: column 'as_of' row 3: is empty"), err
 
 
 def test_forecast_reads_as_of_values_of_one_time_zone_in_utc(tmp_path, capsys):
@@ -602,12 +596,8 @@ def test_forecast_refuses_an_as_of_in_another_form_than_iso_8601(tmp_path, capsy
     reading is ISO 8601, as the feature tables' dates are, and such a value is not a date."""
     scores = _scores()
     scores.loc[4, "as_of"] = other
-    scores.to_csv(tmp_path / "s.csv", index=False)
-    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = _refusal(tmp_path, capsys, scores)
     assert err.endswith(f"s.csv: column 'as_of' row 5: '{other}' is not a date"), err
-    assert not (tmp_path / "f.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -620,13 +610,8 @@ def test_forecast_refuses_an_as_of_in_another_form_than_iso_8601(tmp_path, capsy
     ],
 )
 def test_forecast_refuses_an_as_of_column_that_holds_no_iso_date(tmp_path, capsys, column, said):
-    scores = _scores().assign(as_of=column)
-    scores.to_parquet(tmp_path / "s.parquet")
-    argv = ["forecast", "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = _refusal(tmp_path, capsys, _scores().assign(as_of=column), "parquet")
     assert err.endswith(f"s.parquet: column 'as_of' row 1: {said}"), err
-    assert not (tmp_path / "f.csv").exists()
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
@@ -635,9 +620,5 @@ def test_forecast_refuses_an_as_of_of_today(tmp_path, capsys, suffix):
     file was read (exit 0), where build --cutoffs refuses them."""
     scores = _scores()
     scores.loc[4, "as_of"] = "today"
-    path = tmp_path / f"s.{suffix}"
-    scores.to_csv(path, index=False) if suffix == "csv" else scores.to_parquet(path)
-    argv = ["forecast", "--scores", str(path), "--out", str(tmp_path / "f.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = _refusal(tmp_path, capsys, scores, suffix)
     assert err.endswith(f"s.{suffix}: column 'as_of' row 5: 'today' is not a date"), err

@@ -167,3 +167,29 @@ def test_oracle_ratio_only_where_the_oracle_beats_chance_beyond_its_noise():
     assert "engagement AUC not shown (the oracle's" in line and "of chance, 0.5)" in line
     few = metrics.oracle_ratios(m, f.iloc[:60], truth, rounds=50, seed=1)
     assert "not shown, the holdout holds 60 partners (< 100" in oracle_line({**m, **few})
+
+
+def test_the_oracles_se_is_the_partner_bootstrap_se_of_each_metric():
+    """_oracle_se computes the three s.e. on arrays in one pass (its own AUC from ranks, ties
+    half): the same values as bootstrap_se of each metric on the same resamples, snapshots of
+    a partner together and tied predictions included."""
+    rng = np.random.default_rng(5)
+    n = 240
+    f = pd.DataFrame(
+        {
+            "partner_id": (np.arange(n) // 3).astype(str),  # three snapshots per partner
+            "label_revenue": rng.gamma(0.5, 1000.0, n) * (rng.random(n) < 0.3),
+            "label_engaged": (rng.random(n) < 0.4).astype(int),
+            "true_expected_revenue": rng.gamma(0.5, 200.0, n),
+            "true_engagement_prob": rng.integers(0, 5, n) / 4,  # ties
+        }
+    )
+    got = metrics._oracle_se(f, rounds=40, seed=2)
+    spearman = lambda frame, pred: metrics._spearman(frame["label_revenue"].to_numpy(float), pred)  # noqa: E731
+    for key, metric, pred in (
+        ("revenue_normalized_gini", metrics.revenue_gini_metric, "true_expected_revenue"),
+        ("revenue_spearman", spearman, "true_expected_revenue"),
+        ("engagement_roc_auc", metrics.engagement_auc_metric, "true_engagement_prob"),
+    ):
+        want = metrics.bootstrap_se(f, metric, f[pred].to_numpy(), rounds=40, seed=2)
+        assert got[key] == pytest.approx(want, rel=1e-9), key

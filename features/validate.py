@@ -1047,9 +1047,10 @@ def _column_codes(col: Column, value, pos: np.ndarray | None) -> np.ndarray:
         encoded = pc.dictionary_encode(part.combine_chunks())
         codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         if col.kind == "category" and not col.choices:  # lowercase the few distinct values
-            # str.lower, as case_folds groups spellings (Arrow's utf8_lower maps 'İ' to 'i' and
-            # never writes a final sigma: other groups, so a folded repeat went unnoticed)
-            lowered = [v.lower() for v in encoded.dictionary.to_pylist()]
+            # case_key (str.lower), as case_folds groups spellings (Arrow's utf8_lower maps 'İ'
+            # to 'i' and never writes a final sigma: other groups, so a folded repeat went
+            # unnoticed)
+            lowered = [case_key(v) for v in encoded.dictionary.to_pylist()]
             same = np.append(pd.factorize(pd.Series(lowered, dtype=object))[0], -1)
             codes = same.astype(np.int64)[codes]  # -1 (missing) stays -1
         return codes

@@ -325,9 +325,9 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
     bad = as_of.isna().to_numpy() | given.isna().to_numpy() | relative
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise PartnerscoreError(
-            f"{path}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is not a date"
-        )
+        value = given.iloc[row]
+        what = "is empty" if pd.isna(value) else f"{quoted(value)} is not a date"
+        raise PartnerscoreError(f"{path}: column 'as_of' row {row + 1}: {what}")
     years = as_of.dt.year.to_numpy()
     outside = (years < 1900) | (years > 2199)
     if outside.any():

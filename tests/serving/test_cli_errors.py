@@ -190,6 +190,8 @@ CUTOFF_FILES = {
     ),
     "numeric_as_of": ("P1,1e308", "column 'as_of' row 1: '1e308' is not a date"),
     "as_of_today": ("P1,today", "column 'as_of' row 1: 'today' is not a date"),
+    # an empty cell was "'nan' is not a date": a value the user never wrote
+    "empty_as_of": ("P1,2024-06-01\nP2,", "column 'as_of' row 2: is empty"),
     # pandas took the first column as the index and read 'extra' as the date
     "extra_field": ("P1,2024-06-01,extra", "line 2: more fields than the header's 2"),
     "missing_partner_id": (

@@ -328,17 +328,6 @@ def test_unknown_control_arm_is_one_line(simulated, tmp_path, capsys):
     )
 
 
-def test_incomplete_horizon_is_one_line(simulated, tmp_path, capsys):
-    code = main(
-        [
-            "experiment", "analyze", "--assignments", str(simulated / "experiment_assignment.csv"),
-            "--raw", str(simulated), "--horizon", "400", "--out", str(tmp_path / "o"),
-        ]
-    )  # fmt: skip
-    assert code == 2
-    assert "--horizon 400: the data ends" in _err(capsys)
-
-
 def test_a_horizon_shorter_than_the_engagement_period_is_refused(simulated, tmp_path, capsys):
     """--horizon 20 under the default 30-day engagement period made ``engaged`` 'any
     qualifying touchpoint in the 20 days' (one period cut at the horizon), exit 0; build and

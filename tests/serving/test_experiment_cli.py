@@ -254,15 +254,8 @@ def test_bad_assignment_values_are_one_line(simulated, tmp_path, capsys, edit, m
     else:
         for col, value in edit.items():
             table.loc[table.index[5], col] = value
-    table.to_csv(tmp_path / "a.csv", index=False)
-    code = main(
-        [
-            "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
-            "--raw", str(simulated), "--horizon", "90", "--out", str(tmp_path / "o"),
-        ]
-    )  # fmt: skip
-    assert code == 2
-    assert _err(capsys) == f"error: {tmp_path / 'a.csv'}: " + message.format(last=len(table))
+    err = _analyze_table(simulated, tmp_path, capsys, table)
+    assert err == f"error: {tmp_path / 'a.csv'}: " + message.format(last=len(table))
 
 
 @pytest.mark.parametrize(
@@ -477,6 +470,12 @@ def _analyze_assigned_at(simulated, tmp_path, capsys, assigned_at: str) -> str:
     its one error line (exit 2)."""
     table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
     table["assigned_at"] = assigned_at
+    return _analyze_table(simulated, tmp_path, capsys, table)
+
+
+def _analyze_table(simulated, tmp_path, capsys, table: pd.DataFrame) -> str:
+    """experiment analyze --horizon 90 of ``table`` written as a.csv: its one error line
+    (exit 2)."""
     table.to_csv(tmp_path / "a.csv", index=False)
     code = main(
         [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from partnerscore.features.core import FrozenConfig
+from partnerscore.features.core import FrozenConfig, case_key
 
 SEGMENT_KEYS = ("region", "tier", "partner_type")
 
@@ -137,9 +137,16 @@ class PolicyConfig(FrozenConfig):
         for key, factors in value.items():
             if key not in SEGMENT_KEYS:
                 raise ValueError(f"unknown segment '{key}' (expected {', '.join(SEGMENT_KEYS)})")
+            seen: dict[str, str] = {}
             for name, factor in factors.items():
                 if not 0 < factor <= 10:
                     raise ValueError(f"{key} '{name}': factor {factor} is outside (0, 10]")
+                other = seen.setdefault(case_key(name), name)
+                if other != name:  # segment values match their factor in any case
+                    raise ValueError(
+                        f"{key} '{other}' and '{name}' are one value (case is ignored): give "
+                        "one factor"
+                    )
         return value
 
     def band_names(self) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from partnerscore.features.core import PartnerscoreError, read_text_file
+from partnerscore.features.core import PartnerscoreError, case_key, read_text_file
 from partnerscore.features.registry import LAYERS
 from partnerscore.models.config import PolicyConfig
 
@@ -412,13 +412,28 @@ def maturity_band(age_days: np.ndarray, policy: PolicyConfig) -> tuple[np.ndarra
     return names[idx], mult[idx]
 
 
+def segment_factor(factors: dict[str, float], value: object) -> float | None:
+    """The factor of one segment value, its case ignored (:func:`case_key`); None: unlisted.
+
+    Validation folds a free category's spellings to the batch's most frequent one and scoring
+    reads a category the model knows in another case as the model's, so a policy written
+    ``EMEA: 1.2`` must not miss partners spelled ``emea`` (their factor was silently 1).
+    """
+    if not isinstance(value, str):
+        return None
+    return next((f for name, f in factors.items() if case_key(name) == case_key(value)), None)
+
+
 def adjustment_factor(segments: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
     """Product of the partner's region, tier and partner-type factors (unlisted: 1.0)."""
     factor = np.ones(len(segments))
     for key, factors in policy.segment_adjustments.items():
         if key in segments and factors:
-            values = segments[key].astype(object).where(segments[key].notna(), None)
-            factor *= values.map(factors).astype(float).fillna(1.0).to_numpy(dtype=float)
+            codes, values = pd.factorize(segments[key].astype(object))
+            per_value = [segment_factor(factors, v) for v in values]
+            # code -1 (a missing value) takes the last entry: 1.0
+            table = np.array([1.0 if f is None else f for f in per_value] + [1.0])
+            factor *= table[codes]
     return factor
 
 

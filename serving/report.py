@@ -35,7 +35,7 @@ from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
 from partnerscore.models.frame_check import scores_as_of
-from partnerscore.models.policy import QUADRANTS, load_playbook
+from partnerscore.models.policy import QUADRANTS, load_playbook, segment_factor
 from partnerscore.serving.config import AppConfig
 
 HERE = Path(__file__).parent
@@ -981,8 +981,9 @@ def policy_explanation(rec: dict, policy: PolicyConfig) -> dict:
     segments = []
     for key, factors in policy.segment_adjustments.items():
         value = _text(rec.get(key))
-        if value in factors:
-            segments.append(f"{key.replace('_', ' ')} {value} ×{factors[value]:g}")
+        factor = segment_factor(factors, value)
+        if factor is not None:
+            segments.append(f"{key.replace('_', ' ')} {value} ×{factor:g}")
     return {
         "band": band or "–",
         "weights": weights,

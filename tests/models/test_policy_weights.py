@@ -53,6 +53,10 @@ def test_default_bands_and_names():
         ),
         ({"segment_adjustments": {"country": {"DE": 1.1}}}, "unknown segment 'country'"),
         ({"segment_adjustments": {"region": {"EMEA": -1}}}, "policy.segment_adjustments"),
+        (
+            {"segment_adjustments": {"region": {"EMEA": 1.2, "emea": 1.1}}},
+            "region 'EMEA' and 'emea' are one value (case is ignored)",
+        ),
         ({"tier_change_batches": 0}, "policy.tier_change_batches"),
     ],
 )
@@ -89,6 +93,27 @@ def test_adjustment_factor_multiplies_segments():
         {"region": ["EMEA", "NA", "EMEA", None], "partner_type": ["msp", "msp", "si", "si"]}
     )
     np.testing.assert_allclose(pol.adjustment_factor(frame, cfg), [0.6, 0.5, 1.2, 1.0])
+
+
+def test_adjustment_factor_ignores_case_as_scoring_does():
+    """Validation folds spellings per batch and scoring reads a category in the model's
+    spelling: a policy's 'EMEA: 1.2' left partners spelled 'emea' at factor 1 (silently)."""
+    cfg = PolicyConfig(segment_adjustments={"region": {"EMEA": 1.2}, "tier": {"Gold": 0.5}})
+    frame = pd.DataFrame(
+        {
+            "region": ["emea", "EMEA", "Emea", "NA", None, "EMEA "],
+            "tier": ["gold", "GOLD", "silver", "gold", "gold", None],
+        }
+    )
+    factors = pol.adjustment_factor(frame, cfg)
+    np.testing.assert_allclose(factors, [0.6, 0.6, 1.2, 0.5, 0.5, 1.0])
+    # the obviously-correct twin: row by row, lowercased
+    twin = [
+        (1.2 if isinstance(r, str) and r.lower() == "emea" else 1.0)
+        * (0.5 if isinstance(t, str) and t.lower() == "gold" else 1.0)
+        for r, t in zip(frame["region"], frame["tier"], strict=True)
+    ]
+    np.testing.assert_allclose(factors, twin)
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,19 @@ CLOCK_WORDS = ("today", "now")
 column holding one would be dated whenever it is read."""
 
 
+def clock_words(values: pd.Series) -> np.ndarray:
+    """Where a date column holds a :data:`CLOCK_WORDS` text (pandas would date it now)."""
+    return values.isin(CLOCK_WORDS).to_numpy()
+
+
+def not_a_date(source: object, row: int, value: object, column: str = "as_of") -> str:
+    """The one line for a date cell that is empty or no date (``row``: 0-based position)."""
+    import pandas as pd
+
+    what = "is empty" if pd.isna(value) else f"{quoted(value)} is not a date"
+    return f"{source}: column '{column}' row {row + 1}: {what}"
+
+
 def quoted(value: object, limit: int | None = None) -> str:
     """A cell value for a reason or an error line: ``'value'`` with :func:`visible` characters.
 

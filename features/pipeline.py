@@ -22,10 +22,11 @@ import pandas as pd
 from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
-    CLOCK_WORDS,
     OptionError,
     PartnerscoreError,
+    clock_words,
     milestone_dates,
+    not_a_date,
     quoted,
     read_frame,
     write_frame_atomic,
@@ -321,13 +322,10 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
         as_of = pd.to_datetime(given, errors="coerce", format="ISO8601", utc=True)
         as_of = as_of.dt.tz_convert(None)
     # pandas reads "today" and "now" as the clock's time: a plan names its dates
-    relative = given.astype(str).str.strip().str.lower().isin(CLOCK_WORDS).to_numpy()
-    bad = as_of.isna().to_numpy() | given.isna().to_numpy() | relative
+    bad = as_of.isna().to_numpy() | given.isna().to_numpy() | clock_words(given)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        value = given.iloc[row]
-        what = "is empty" if pd.isna(value) else f"{quoted(value)} is not a date"
-        raise PartnerscoreError(f"{path}: column 'as_of' row {row + 1}: {what}")
+        raise PartnerscoreError(not_a_date(path, row, given.iloc[row]))
     years = as_of.dt.year.to_numpy()
     outside = (years < 1900) | (years > 2199)
     if outside.any():

@@ -41,11 +41,11 @@ from partnerscore.features.contract import (
     schema,
 )
 from partnerscore.features.core import (
-    CLOCK_WORDS,
     PartnerscoreError,
     blank_record,
     case_key,
     check_quotes_close,
+    clock_words,
     csv_header,
     csv_lines,
     file_fingerprint,
@@ -625,7 +625,7 @@ def _pandas_dates(text: pa.ChunkedArray) -> np.ndarray:
     """
     values = text.to_pandas()
     parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
-    parsed[values.isin(CLOCK_WORDS).to_numpy()] = pd.NaT
+    parsed[clock_words(values)] = pd.NaT
     return parsed.dt.tz_convert(None).to_numpy()
 
 

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.contract import END_DATE, FIRST_DATE
-from partnerscore.features.core import CLOCK_WORDS, MAX_DAYS, PartnerscoreError, quoted, visible
+from partnerscore.features.core import (
+    MAX_DAYS,
+    PartnerscoreError,
+    clock_words,
+    not_a_date,
+    quoted,
+    visible,
+)
 from partnerscore.features.registry import FeatureSpec, value_range
 from partnerscore.models.bundle import PartnerModel, respellings
 
@@ -272,14 +279,10 @@ def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
         when = pd.to_datetime(given, errors="coerce", format="ISO8601")
     except (ValueError, TypeError) as exc:  # as_of values of several time zones
         raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
-    missing = when.isna().to_numpy()
-    if pd.api.types.is_string_dtype(given):  # pandas reads these as the clock's time
-        missing = missing | given.astype(str).str.strip().str.lower().isin(CLOCK_WORDS).to_numpy()
+    missing = when.isna().to_numpy() | clock_words(given)  # pandas dated those now
     if missing.any():  # an undated score sorted last: report kept it as a partner's latest
         row = int(np.flatnonzero(missing)[0])
-        value = frame["as_of"].iloc[row]
-        what = "is empty" if pd.isna(value) else f"{quoted(value)} is not a date"
-        raise PartnerscoreError(f"{source}: column 'as_of' row {row + 1}: {what}")
+        raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
     if isinstance(when.dtype, pd.DatetimeTZDtype):
         when = when.dt.tz_convert("UTC").dt.tz_localize(None)
     return when

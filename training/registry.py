@@ -173,6 +173,30 @@ class BaselineCheck:
         )
 
 
+_ROUNDS_KEY = "compare_bootstrap_rounds"
+"""The partner resamples a training run drew for its paired s.e. (``train._compare``)."""
+
+
+def _no_se_note(rounds: float | None) -> str:
+    """Why a logged difference has no s.e.: no resamples drawn, or too few gave a difference.
+
+    Args:
+        rounds: The run's ``compare_bootstrap_rounds`` (None for runs from before it was
+            logged, which cannot tell the two apart).
+    """
+    if rounds is None:
+        return (
+            "the run logged no paired s.e. (train.bootstrap_rounds 0, or fewer than 2 "
+            "resamples gave a difference)"
+        )
+    if rounds == 0:
+        return "the run logged no paired s.e. (train.bootstrap_rounds 0)"
+    return (
+        f"the run logged no paired s.e. (fewer than 2 of its {rounds:.0f} partner resamples "
+        "gave a difference, e.g. a holdout of very few partners)"
+    )
+
+
 def baseline_checks(metrics: dict, z: float, rule: str = "not_worse") -> list[BaselineCheck]:
     """Each head's GBM against its best baseline, as the challenger's training run logged it.
 
@@ -200,6 +224,7 @@ def baseline_checks(metrics: dict, z: float, rule: str = "not_worse") -> list[Ba
         value = metrics.get(f"holdout_{metric}", nan)
         tag = f"compare_{key}{_BEST_TAG}"
         best = next((k.removeprefix(tag) for k in sorted(metrics) if k.startswith(tag)), "")
+        compared = bool(best)  # the run logged its comparison (diff and s.e. when finite)
         logged = {
             k.removeprefix(_BASELINE_PREFIX).removesuffix(f"_{metric}"): v
             for k, v in metrics.items()
@@ -213,13 +238,14 @@ def baseline_checks(metrics: dict, z: float, rule: str = "not_worse") -> list[Ba
         note = ""
         if f"compare_{key}_diff" not in metrics:
             diff = value - baseline_value
-            note = (
-                "the run logged no baseline"
-                if not best
-                else "the run logged no paired s.e. (trained before 2026-12-02)"
-            )
+            if compared:  # logged only when finite
+                note = "no difference on this holdout (e.g. it holds one engagement class)"
+            elif best:
+                note = "the run logged no paired s.e. (trained before 2026-12-02)"
+            else:
+                note = "the run logged no baseline"
         elif not (se == se and se >= 0):
-            note = "the run logged no paired s.e. (train.bootstrap_rounds 0)"
+            note = _no_se_note(metrics.get(_ROUNDS_KEY))
         if note:
             verdict = "unchecked"
         elif diff < -z * se:

@@ -981,7 +981,7 @@ def _compare(
     ``*_margin_over_se`` is the difference in units of its s.e., signed so that > 1 means
     the GBM is better by more than one standard error.
     """
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"compare_bootstrap_rounds": float(rounds)}
     checks = (
         ("revenue_gini", "revenue_normalized_gini", revenue_gini_metric, "pred_revenue", 0, 1),
         ("revenue_mae", "revenue_mae", revenue_mae_metric, "pred_revenue", 0, -1),

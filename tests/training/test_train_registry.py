@@ -571,6 +571,41 @@ def test_baseline_check_reads_the_logged_comparison():
     assert bare.verdict == "unchecked" and "no baseline logged" in bare.line()
 
 
+def test_an_unchecked_head_says_why_it_has_no_se():
+    """A holdout of one engagement class gives no AUC on any resample: the note said
+    "train.bootstrap_rounds 0" although the run drew its resamples. The run now logs how many
+    it drew (``compare_bootstrap_rounds``) and the note names the right cause."""
+    from partnerscore.training.train import _compare
+
+    rng = np.random.default_rng(0)
+    holdout = pd.DataFrame(
+        {
+            "partner_id": [f"p{i}" for i in range(60)],
+            "label_revenue": rng.gamma(1.0, 1000.0, 60),
+            "label_engaged": np.ones(60, dtype=int),  # one class: no AUC
+        }
+    )
+    preds = pd.DataFrame({"pred_revenue": rng.random(60), "pred_engagement": rng.random(60)})
+    base = {"revenue_normalized_gini": 0.1, "revenue_mae": 1e3, "revenue_rmse": 1e3}
+    baselines = {"linear": base | {"engagement_roc_auc": 0.5}}
+    baseline_preds = {"linear": (rng.random(60), rng.random(60))}
+    compare = _compare(holdout, preds, baseline_preds, baselines, rounds=40, seed=0)
+    logged = {k: v for k, v in compare.items() if np.isfinite(v)}  # as train logs them
+    assert logged["compare_bootstrap_rounds"] == 40
+    revenue, engagement = baseline_checks(logged, 2.0)
+    assert revenue.verdict != "unchecked"
+    assert engagement.verdict == "unchecked"
+    assert engagement.note == "no difference on this holdout (e.g. it holds one engagement class)"
+    # a finite difference without an s.e.: no resamples drawn, or too few gave a difference
+    no_se = {k: v for k, v in logged.items() if k != "compare_revenue_gini_diff_se"}
+    assert baseline_checks(no_se, 2.0)[0].note == (
+        "the run logged no paired s.e. (fewer than 2 of its 40 partner resamples gave a "
+        "difference, e.g. a holdout of very few partners)"
+    )
+    zero = baseline_checks(no_se | {"compare_bootstrap_rounds": 0.0}, 2.0)[0]
+    assert zero.note == "the run logged no paired s.e. (train.bootstrap_rounds 0)"
+
+
 def test_promote_summary_reports_segments_and_drift_without_gating():
     from partnerscore.training.registry import PromoteResult
 

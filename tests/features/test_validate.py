@@ -759,6 +759,27 @@ def test_today_and_now_are_not_dates(tmp_path):
     assert list(data.tables["deals"]["deal_id"]) == ["D1", "D2"]
 
 
+def test_enumerations_match_in_any_case_by_the_free_categories_rule(tmp_path):
+    """An enumeration's value was lowered by Arrow's utf8_lower, a free category's by
+    ``case_key`` (str.lower): they disagree on the dotted capital I, which Arrow lowers to
+    'i', so 'MEETİNG' was read as meeting while 'İstanbul' and 'istanbul' stay two free
+    categories. One rule now: 'WON' is won, 'CALL' is call, 'MEETİNG' is no activity type."""
+    deals = DEALS + "D3,P1,2024-02-01,2024-03-01,10,WON\nD4,P1,2024-02-01,2024-03-01,10,LOST\n"
+    activities = (
+        "activity_id,partner_id,occurred_at,activity_type,response_hours\n"
+        "A1,P1,2024-03-01,CALL,1\n"
+        "A2,P1,2024-03-02,MEETİNG,1\n"
+        "A3,P1,2024-03-03,Meeting,1\n"
+    )
+    data = load_raw(make_raw(tmp_path, deals=deals, activities=activities), write_quarantine=False)
+    assert list(data.tables["deals"]["status"]) == ["won", "open", "won", "lost"]
+    q = data.quarantine["activities"]
+    assert dict(zip(q["_row"].astype(int), q["reason"], strict=True)) == {
+        2: "activity_type 'MEETİNG' not one of meeting/call/email/qbr/co_sell/joint_event"
+    }
+    assert list(data.tables["activities"]["activity_type"]) == ["call", "meeting"]
+
+
 def test_repeated_rows_compare_free_categories_in_any_case_as_the_folds_do(tmp_path):
     """Repeats were found through Arrow's utf8_lower, spellings folded through str.lower: they
     disagree on a final sigma ('ΟΔΟΣ' and 'οδος' fold into one value, yet the rows were not

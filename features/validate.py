@@ -1126,11 +1126,12 @@ def _repeats(
     return repeat, first
 
 
-REASONS_VERSION = 5
+REASONS_VERSION = 6
 """Version of the quarantine reasons' wording and rules (2: a row of a quarantined partner says
 so, not "unknown partner_id"; 3: invisible characters in quoted values are escapes; 4: a
 converted lead needs qualified_at, a repeated row of a table without an id is a duplicate,
-categorical text ignores case; 5: ``today`` and ``now`` are not dates). A validated snapshot
+categorical text ignores case; 5: ``today`` and ``now`` are not dates; 6: enumerations ignore
+case by ``case_key``, not Arrow's lowercase). A validated snapshot
 holds the reasons and clean rows of its day: one written under another version is validated
 again (``features.validated``)."""
 

@@ -80,11 +80,122 @@ def clock_words(values: pd.Series) -> np.ndarray:
 
 
 def not_a_date(source: object, row: int, value: object, column: str = "as_of") -> str:
-    """The one line for a date cell that is empty or no date (``row``: 0-based position)."""
+    """The one line for a date cell that is empty or no date (``row``: 0-based position).
+
+    A value that is no text says what it is: true/false (a bool column; also the text
+    ``True``/``false``, which a CSV column holds as booleans unless a cell is empty) or a
+    number (a numeric column: ``20260101`` is no date).
+    """
+    import numbers
+
+    import numpy as np
     import pandas as pd
 
-    what = "is empty" if pd.isna(value) else f"{quoted(value)} is not a date"
+    if pd.isna(value):
+        return f"{source}: column '{column}' row {row + 1}: is empty"
+    what = f"{quoted(value)} is not a date"
+    if isinstance(value, bool | np.bool_) or str(value).strip().lower() in ("true", "false"):
+        what += " (true/false; give dates as YYYY-MM-DD)"
+    elif isinstance(value, numbers.Number):
+        what += " (a number; give dates as YYYY-MM-DD)"
     return f"{source}: column '{column}' row {row + 1}: {what}"
+
+
+def as_of_dates(source: object, frame: pd.DataFrame) -> pd.Series:
+    """A frame's ``as_of`` column as plain timestamps; every row must hold a date.
+
+    The one reading of an ``as_of`` column that is not raw data: scores files (``monitor``,
+    ``forecast``, ``report`` and what reads scores through them), a feature frame
+    (``score --features``, the pyfunc model, the API:
+    :func:`~partnerscore.models.frame_check.check_feature_frame`) and a ``build --cutoffs``
+    table. Values of several time zones stop with :func:`mixed_zones`' line; values of one
+    zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
+    files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
+    Dates with a UTC offset among dates without one (or the reverse) are several zones too
+    (``--cutoffs`` converted each to UTC, so a table of mixed offsets was a plan of instants
+    nobody wrote). Values are read in ISO 8601, as raw tables' dates are: pandas' own guess
+    reads a column in its first value's form, so a date in another form (``2026-01-02 10:00``
+    or ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among plain dates) was made NaT
+    and reported as "not a date", and a column of ``02/01/2026`` was read month-first. A
+    value in another form (``02/01/2026``, ``Jan 5 2026``) is not a date, nor is ``today`` or
+    ``now`` (:data:`CLOCK_WORDS`), which pandas reads as the clock's time, nor a number
+    (``20260101`` was read as nanoseconds since 1970) or true/false (:func:`not_a_date`).
+
+    Args:
+        source: The file (or "features"), for messages.
+        frame: Its rows, with ``as_of`` and ``partner_id`` columns (positions are rows).
+
+    Raises:
+        PartnerscoreError: as_of values of several time zones, or with and without an offset;
+            an empty as_of or one that is no date (one line naming the row).
+    """
+    import numpy as np
+    import pandas as pd
+
+    given = frame["as_of"]
+    typed = pd.api.types.is_numeric_dtype(given) or pd.api.types.is_bool_dtype(given)
+    if typed and given.notna().any():  # numbers or true/false: none is a date
+        row = int(np.flatnonzero(given.notna().to_numpy())[0])
+        raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
+    try:
+        when = pd.to_datetime(given, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError) as exc:  # as_of values of several time zones
+        raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
+    missing = when.isna().to_numpy() | clock_words(given)  # pandas dated those now
+    if missing.any():  # an undated score sorted last: report kept it as a partner's latest
+        row = int(np.flatnonzero(missing)[0])
+        raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
+    if isinstance(when.dtype, pd.DatetimeTZDtype):
+        when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+    return when
+
+
+def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
+    """The one-line error for as_of values pandas cannot read as one column (mixed zones).
+
+    ``pd.to_datetime`` stops with a ``ValueError`` ("Mixed timezones detected") at as_of
+    values of different UTC offsets, ``errors="coerce"`` or not (:func:`as_of_dates`).
+
+    Args:
+        source: The file (or "features"), for the message.
+        frame: Its rows, with ``as_of`` and ``partner_id`` columns.
+        exc: The error ``pd.to_datetime`` raised, quoted when no row's zone differs.
+
+    Returns:
+        The message naming the first row (1-based) whose zone is not the first date's, its value
+        and partner (a value that is no date has no zone); a date without a UTC offset among
+        dates with one (or the reverse) is said to be so. Pandas' own first line when every
+        date has the first one's zone.
+    """
+    import pandas as pd
+
+    zones = []
+    for value in frame["as_of"].tolist():
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            stamp = pd.NaT
+        zones.append(_NO_DATE if stamp is pd.NaT else str(stamp.tz))  # "None": no offset
+    dated = [i for i, zone in enumerate(zones) if zone is not _NO_DATE]  # no date: no zone
+    first = dated[0] if dated else None
+    row = next((i for i in dated if zones[i] != zones[first]), None)
+    if row is None:
+        return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
+    if "None" in (zones[row], zones[first]):
+        has = "has no UTC offset" if zones[row] == "None" else "has a UTC offset"
+        other = "one" if zones[row] == "None" else "none"
+        what = f"{has} and row {first + 1} ({quoted(frame['as_of'].iloc[first])}) has {other}"
+    else:
+        what = f"has another time zone than row {first + 1} ({quoted(frame['as_of'].iloc[first])})"
+    return (
+        f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} {what} "
+        f"(partner {quoted(frame['partner_id'].iloc[row])})"
+        "; give every as_of in one time zone, or none"
+    )
+
+
+_NO_DATE = object()
+"""A value of :func:`mixed_zones`' scan that is no date (and so has no zone)."""
 
 
 def quoted(value: object, limit: int | None = None) -> str:

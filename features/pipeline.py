@@ -24,9 +24,8 @@ from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
-    clock_words,
+    as_of_dates,
     milestone_dates,
-    not_a_date,
     quoted,
     read_frame,
     write_frame_atomic,
@@ -296,7 +295,10 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
 
     Every row must name a known partner and a date on or after its signing; anything else
     stops with one line naming the file, column and row (a cut-off table is a plan, not data
-    to quarantine).
+    to quarantine). ``as_of`` is read as scores files and feature frames read theirs
+    (:func:`~partnerscore.features.core.as_of_dates`): ISO 8601 dates in one time zone or
+    none (several UTC offsets, or dates with and without one, stop naming the row; they were
+    each converted to UTC).
 
     Returns:
         partner_id, as_of, signed_at sorted by partner_id, as_of. A snapshot named twice
@@ -316,16 +318,7 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
         raise PartnerscoreError(f"{path}: column 'partner_id' row {row + 1}: missing partner id")
     ids = frame["partner_id"].astype("str")
     given = frame["as_of"]
-    if pd.api.types.is_numeric_dtype(given.dtype) or pd.api.types.is_bool_dtype(given.dtype):
-        as_of = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")  # not dates
-    else:
-        as_of = pd.to_datetime(given, errors="coerce", format="ISO8601", utc=True)
-        as_of = as_of.dt.tz_convert(None)
-    # pandas reads "today" and "now" as the clock's time: a plan names its dates
-    bad = as_of.isna().to_numpy() | given.isna().to_numpy() | clock_words(given)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise PartnerscoreError(not_a_date(path, row, given.iloc[row]))
+    as_of = as_of_dates(path, frame)  # as scores files and score --features read theirs
     years = as_of.dt.year.to_numpy()
     outside = (years < 1900) | (years > 2199)
     if outside.any():

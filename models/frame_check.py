@@ -17,8 +17,7 @@ from partnerscore.features.contract import END_DATE, FIRST_DATE
 from partnerscore.features.core import (
     MAX_DAYS,
     PartnerscoreError,
-    clock_words,
-    not_a_date,
+    as_of_dates,
     quoted,
     visible,
 )
@@ -113,7 +112,7 @@ def check_feature_frame(
             raise PartnerscoreError(f"{source}: missing column '{col}'")
     n = len(frame)
     frame = frame.reset_index(drop=True)
-    as_of = scores_as_of(source, frame)  # ISO 8601 only, as scores files and --cutoffs
+    as_of = as_of_dates(source, frame)  # ISO 8601 only, as scores files and --cutoffs
     ids = frame["partner_id"]
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
@@ -245,91 +244,3 @@ def _infinite_reason(names: list[str]) -> str:
     more = len(names) - INFINITE_SHOWN
     shown += f" and {more} more" if more > 0 else ""
     return f"features {shown} are infinite (their raw values add past the float range)"
-
-
-def scores_as_of(source: object, frame: pd.DataFrame) -> pd.Series:
-    """A scores file's ``as_of`` column as plain timestamps; every row must hold a date.
-
-    The one reading of ``monitor``, ``forecast`` and ``report`` (and what reads scores through
-    them): values of several time zones stop with :func:`mixed_zones`' line; values of one
-    zone are read in UTC with the zone dropped, as the data contract reads zoned times (score
-    files carry plain dates; a zoned column ended forecast with an unexpected TypeError).
-    Dates with a UTC offset among dates without one (or the reverse) are several zones too.
-    Also the reading of a feature frame's as_of (:func:`check_feature_frame`). Values are
-    read in ISO 8601, as raw tables' dates are: pandas' own guess reads a column in
-    its first value's form, so a date in another form (``2026-01-02 10:00`` or
-    ``2026-01-02T00:00:00`` after ``2026-01-01``; an offset among plain dates) was made NaT and
-    reported as "not a date", and a column of ``02/01/2026`` was read month-first. A value in
-    another form (``02/01/2026``, ``Jan 5 2026``) is not a date, nor is ``today`` or ``now``
-    (:data:`~partnerscore.features.core.CLOCK_WORDS`), which pandas reads as the clock's time,
-    nor a number (``20260101`` was read as nanoseconds since 1970).
-
-    Raises:
-        PartnerscoreError: as_of values of several time zones, or with and without an offset;
-            an empty as_of or one that is no date (one line naming the row).
-    """
-    given = frame["as_of"]
-    if pd.api.types.is_numeric_dtype(given) and given.notna().any():
-        row = int(np.flatnonzero(given.notna().to_numpy())[0])
-        raise PartnerscoreError(
-            f"{source}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is not a date "
-            "(a number; give dates as YYYY-MM-DD)"
-        )
-    try:
-        when = pd.to_datetime(given, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError) as exc:  # as_of values of several time zones
-        raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
-    missing = when.isna().to_numpy() | clock_words(given)  # pandas dated those now
-    if missing.any():  # an undated score sorted last: report kept it as a partner's latest
-        row = int(np.flatnonzero(missing)[0])
-        raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
-    if isinstance(when.dtype, pd.DatetimeTZDtype):
-        when = when.dt.tz_convert("UTC").dt.tz_localize(None)
-    return when
-
-
-def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
-    """The one-line error for as_of values pandas cannot read as one column (mixed zones).
-
-    Feature tables here, and the scores files ``monitor``, ``forecast`` and ``report`` read:
-    ``pd.to_datetime`` stops with a ``ValueError`` ("Mixed timezones detected") at as_of
-    values of different UTC offsets, ``errors="coerce"`` or not.
-
-    Args:
-        source: The file (or "features"), for the message.
-        frame: Its rows, with ``as_of`` and ``partner_id`` columns.
-        exc: The error ``pd.to_datetime`` raised, quoted when no row's zone differs.
-
-    Returns:
-        The message naming the first row (1-based) whose zone is not the first date's, its value
-        and partner (a value that is no date has no zone); a date without a UTC offset among
-        dates with one (or the reverse) is said to be so. Pandas' own first line when every
-        date has the first one's zone.
-    """
-    zones = []
-    for value in frame["as_of"].tolist():
-        try:
-            stamp = pd.Timestamp(value)
-        except (ValueError, TypeError):
-            stamp = pd.NaT
-        zones.append(_NO_DATE if stamp is pd.NaT else str(stamp.tz))  # "None": no offset
-    dated = [i for i, zone in enumerate(zones) if zone is not _NO_DATE]  # no date: no zone
-    first = dated[0] if dated else None
-    row = next((i for i in dated if zones[i] != zones[first]), None)
-    if row is None:
-        return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
-    if "None" in (zones[row], zones[first]):
-        has = "has no UTC offset" if zones[row] == "None" else "has a UTC offset"
-        other = "one" if zones[row] == "None" else "none"
-        what = f"{has} and row {first + 1} ({quoted(frame['as_of'].iloc[first])}) has {other}"
-    else:
-        what = f"has another time zone than row {first + 1} ({quoted(frame['as_of'].iloc[first])})"
-    return (
-        f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} {what} "
-        f"(partner {quoted(frame['partner_id'].iloc[row])})"
-        "; give every as_of in one time zone, or none"
-    )
-
-
-_NO_DATE = object()
-"""A value of :func:`mixed_zones`' scan that is no date (and so has no zone)."""

@@ -16,13 +16,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, as_of_dates
 from partnerscore.features.registry import LAYERS
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import RESPELLED, PartnerModel
 from partnerscore.models.config import PolicyConfig
-from partnerscore.models.frame_check import scores_as_of
 
 PASSTHROUGH = ("partner_name", "signed_at", "tier", "region", "industry", "partner_type")
 HEADS = ("revenue", "engagement")
@@ -293,7 +292,7 @@ def score_features(
     cols: dict[str, object] = {
         "partner_id": features["partner_id"].astype(str).to_numpy(dtype=object),
         # ISO 8601 in any of its forms, zoned times in UTC: as check_feature_frame reads it
-        "as_of": scores_as_of("features", features).to_numpy(),
+        "as_of": as_of_dates("features", features).to_numpy(),
         "age_days": age,
     }
     for name in PASSTHROUGH:

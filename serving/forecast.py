@@ -39,12 +39,12 @@ from partnerscore.features.config import BuildConfig
 from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
+    as_of_dates,
     quoted,
     read_frame,
     write_frame_atomic,
 )
 from partnerscore.models.bundle import PHASE_COLUMN
-from partnerscore.models.frame_check import scores_as_of
 from partnerscore.models.intervals import portfolio_bounds
 from partnerscore.models.phasing import calendar_weights
 
@@ -380,7 +380,7 @@ def forecast_table(
         wanted += [c for c in scores.columns if c.startswith(PHASE_COLUMN)]
     # only the columns a forecast reads: score files carry every feature and contribution
     data = scores[list(dict.fromkeys(c for c in wanted if c in scores.columns))].copy()
-    data["_start"] = scores_as_of(source, data).dt.floor("D")
+    data["_start"] = as_of_dates(source, data).dt.floor("D")
     freq = PERIODS[period]
     data["_bucket"] = (
         data["_start"] if freq is None else data["_start"].dt.to_period(freq).dt.start_time

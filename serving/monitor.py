@@ -51,6 +51,7 @@ from partnerscore.features.checks import CHECK_COLUMNS, Check, level
 from partnerscore.features.config import BuildConfig, MonitorConfig
 from partnerscore.features.core import (
     PartnerscoreError,
+    as_of_dates,
     quoted,
     read_frame,
     write_frame_atomic,
@@ -61,7 +62,6 @@ from partnerscore.features.pipeline import build_features, build_labels, make_sn
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw, supported_end
-from partnerscore.models.frame_check import scores_as_of
 from partnerscore.models.model_uri import MODELS_URI, check_registry
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
@@ -859,7 +859,7 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
             raise PartnerscoreError(f"{path}: missing column '{col}' (not a scores file?)")
     if scores.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
-    when = scores_as_of(path, scores)
+    when = as_of_dates(path, scores)
     other = (when != cut).to_numpy()
     if other.any():
         row = int(np.flatnonzero(other)[0])

@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
     PartnerscoreError,
+    as_of_dates,
     quoted,
     read_frame,
     write_text_atomic,
@@ -34,7 +35,6 @@ from partnerscore.features.registry import LAYERS, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.frame_check import scores_as_of
 from partnerscore.models.policy import QUADRANTS, load_playbook, segment_factor
 from partnerscore.serving.config import AppConfig
 
@@ -764,7 +764,7 @@ def read_scores(
         raise PartnerscoreError(f"{path}: no scored partners")
     frame = frame.reset_index(drop=True)  # the index: each row's data record in the file
     frame["partner_id"] = text_column(frame["partner_id"]).astype(str)
-    frame["as_of"] = scores_as_of(path, frame)
+    frame["as_of"] = as_of_dates(path, frame)
     if model_version is not None:
         frame = _of_version(frame, path, model_version)
     for col in ("partner_name", *SEGMENT_COLUMNS):

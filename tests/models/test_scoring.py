@@ -280,6 +280,10 @@ def test_a_value_equal_to_two_known_categories_but_for_case_stays_unseen(scored,
         (["02/01/2026"] * 3, "'02/01/2026' is not a date"),
         # and a number as nanoseconds since 1970 (inside the contract's years: scored)
         ([20260101] * 3, "'20260101' is not a date (a number; give dates as YYYY-MM-DD)"),
+        # a bool column was said to be "a number"
+        ([True, False, True], "'True' is not a date (true/false; give dates as YYYY-MM-DD)"),
+        # a CSV column of True and empty cells is read as objects: True is no date
+        ([True, None, None], "'True' is not a date (true/false; give dates as YYYY-MM-DD)"),
     ],
 )
 def test_a_feature_frame_reads_as_of_in_iso_8601_as_scores_files(scored, column, said):

@@ -190,6 +190,11 @@ CUTOFF_FILES = {
     ),
     "numeric_as_of": ("P1,1e308", "column 'as_of' row 1: '1e308' is not a date"),
     "as_of_today": ("P1,today", "column 'as_of' row 1: 'today' is not a date"),
+    # read as text; a scores file's column of True/False cells is read as booleans: one line
+    "as_of_true": (
+        "P1,2024-06-01\nP2,TRUE",
+        "column 'as_of' row 2: 'TRUE' is not a date (true/false; give dates as YYYY-MM-DD)",
+    ),
     # an empty cell was "'nan' is not a date": a value the user never wrote
     "empty_as_of": ("P1,2024-06-01\nP2,", "column 'as_of' row 2: is empty"),
     # pandas took the first column as the index and read 'extra' as the date
@@ -206,9 +211,25 @@ CUTOFF_FILES = {
         "each snapshot once",
     ),
     "repeated_snapshot_written_two_ways": (
-        "P2,2024-07-01\nP1,2024-06-01\nP2,2024-07-01T02:00:00+02:00\nP2,2024-07-01 00:00",
+        "P2,2024-07-01\nP1,2024-06-01\nP2,2024-07-01T00:00:00\nP2,2024-07-01 00:00",
         "columns 'partner_id', 'as_of' rows 1 and 3: the same snapshot twice (partner 'P2', "
-        "as_of '2024-07-01' and '2024-07-01T02:00:00+02:00'; repeated rows in the file: 2)",
+        "as_of '2024-07-01' and '2024-07-01T00:00:00'; repeated rows in the file: 2)",
+    ),
+    "repeated_snapshot_in_two_offsets_forms": (
+        "P2,2024-07-01T00:00:00Z\nP1,2024-06-01T00:00:00+00:00\nP2,2024-07-01T00:00:00+00:00",
+        "columns 'partner_id', 'as_of' rows 1 and 3: the same snapshot twice (partner 'P2', "
+        "as_of '2024-07-01T00:00:00Z' and '2024-07-01T00:00:00+00:00'; repeated rows",
+    ),
+    # read in UTC with exit 0, where scores files and score --features refuse several zones
+    "as_of_in_two_time_zones": (
+        "P1,2024-06-01T00:00:00+02:00\nP2,2024-06-01T00:00:00Z",
+        "column 'as_of' row 2: '2024-06-01T00:00:00Z' has another time zone than row 1 "
+        "('2024-06-01T00:00:00+02:00') (partner 'P2'); give every as_of in one time zone, or none",
+    ),
+    "as_of_with_and_without_an_offset": (
+        "P1,2024-06-01\nP2,2024-06-01\nP3,2024-06-01T00:00:00+00:00",
+        "column 'as_of' row 3: '2024-06-01T00:00:00+00:00' has a UTC offset and row 1 "
+        "('2024-06-01') has none (partner 'P3'); give every as_of in one time zone, or none",
     ),
     # read month-first ('mixed' parsing): a snapshot on 1 February, not 2 January
     "month_first_date": (
@@ -238,6 +259,24 @@ def test_cutoff_file_errors(case, tmp_path, capsys):
     )
     assert code == 2
     assert_one_error(err, f"c.csv: {said}")
+
+
+@pytest.mark.parametrize(
+    ("column", "said"),
+    [
+        # a Parquet bool column was "'True' is not a date" in --cutoffs and "(a number; ...)"
+        # in scores files: say what it is
+        ([True, False], "'True' is not a date (true/false; give dates as YYYY-MM-DD)"),
+        ([20240601, 20240701], "'20240601' is not a date (a number; give dates as YYYY-MM-DD)"),
+    ],
+)
+def test_cutoff_parquet_as_of_of_another_type(tmp_path, capsys, column, said):
+    pd.DataFrame({"partner_id": ["P1", "P2"], "as_of": column}).to_parquet(tmp_path / "c.parquet")
+    raw = raw_copy(tmp_path)
+    argv = ["build", "--raw", raw, "--out", tmp_path / "f", "--cutoffs", tmp_path / "c.parquet"]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert assert_one_error(err) == f"error: {tmp_path / 'c.parquet'}: column 'as_of' row 1: {said}"
 
 
 def _cutoffs_column_twice(tmp):
@@ -1120,7 +1159,7 @@ def test_version_and_json_and_log_level(capsys):
 def test_a_missing_as_of_is_not_named_for_its_time_zone():
     """mixed_zones read a missing as_of (NaT) as a date without an offset, and named it as the
     row whose zone differs; a missing value has no zone, as a value that is no date."""
-    from partnerscore.models.frame_check import mixed_zones
+    from partnerscore.features.core import mixed_zones
 
     frame = pd.DataFrame(
         {
@@ -1138,7 +1177,7 @@ def test_a_missing_as_of_is_not_named_for_its_time_zone():
 def test_a_value_that_is_no_date_is_not_named_for_its_time_zone():
     """frame_check.mixed_zones named the first row that was no date ('soon') as having
     'another time zone'; it names the first date whose zone differs from the first date's."""
-    from partnerscore.models.frame_check import mixed_zones
+    from partnerscore.features.core import mixed_zones
 
     for values, row, first in (
         (["2026-01-01T00:00:00+02:00", "soon", "2026-01-01T00:00:00+00:00"], 3, 1),

@@ -607,6 +607,8 @@ def test_forecast_refuses_an_as_of_in_another_form_than_iso_8601(tmp_path, capsy
         (["02/01/2026"] * 40, "'02/01/2026' is not a date"),
         # a number was read as nanoseconds since 1970 (forecast bucketed 1970-01-01)
         ([20260101] * 40, "'20260101' is not a date (a number; give dates as YYYY-MM-DD)"),
+        # a bool column was said to be "a number"
+        ([True, False] * 20, "'True' is not a date (true/false; give dates as YYYY-MM-DD)"),
     ],
 )
 def test_forecast_refuses_an_as_of_column_that_holds_no_iso_date(tmp_path, capsys, column, said):

@@ -447,6 +447,20 @@ def test_report_cli_names_an_as_of_it_cannot_read(tmp_path, capsys, monkeypatch,
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("column", [[True, False, True, False], [True, None, None, None]])
+def test_report_cli_says_a_true_false_as_of_is_no_date(tmp_path, capsys, column):
+    """A CSV as_of of True/False cells is read as booleans: it was "'True' is not a date (a
+    number; ...)"; with an empty cell, as text: it was "'True' is not a date" alone."""
+    scores = hand_scores(list("ABCD"), list("ABCD")).assign(as_of=column)
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    args = ["report", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 's.csv'}: column 'as_of' row 1: 'True' is not a date "
+        "(true/false; give dates as YYYY-MM-DD)"
+    )
+
+
 def test_report_cli(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default config's history lives under ./data
     write_frame_atomic(hand_scores(list("ABCDEF"), list("ABCDEF")), tmp_path / "s.parquet")

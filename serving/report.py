@@ -15,6 +15,7 @@ import hashlib
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -797,6 +798,45 @@ def _of_version(frame: pd.DataFrame, path: Path, version: str) -> pd.DataFrame:
     return frame[mine]
 
 
+def not_reported(path: str | Path, model_version: str | None) -> Callable[[str], str]:
+    """What a selected partner without a row to report is, for ``report``'s one-line error.
+
+    Without ``model_version`` it is not in the scores file. With it, a partner the file holds
+    only in rows of other versions (``--model-version 2`` and ``--partners C``, C scored by
+    version 1 alone) says so and names them: it was "not in the scores file", though the file
+    holds it. The file is read again only then (an error's path).
+
+    Args:
+        path: The scores file.
+        model_version: The version ``report --model-version`` keeps (None: all rows).
+
+    Returns:
+        A function of a partner id giving the phrase after the option or file, row and column.
+    """
+
+    def what(pid: str) -> str:
+        if model_version is not None:
+            frame = read_frame(path, text=lambda c: c in ("partner_id", "model_version"))
+            if "model_version" in frame.columns:
+                ids = text_column(frame["partner_id"]).astype(str)
+                mine = (ids == pid).to_numpy()
+                versions = text_column(frame["model_version"][mine]).astype(str).str.strip()
+                held = sorted(set(versions) - {""}, key=lambda v: (len(v), v))
+                if mine.any():
+                    which = (
+                        f"for model version{'s' if len(held) > 1 else ''} {', '.join(held)}"
+                        if held
+                        else "without a model version"
+                    )
+                    return (
+                        f"{quoted(pid)} has rows only {which} in the scores file, not for "
+                        f"--model-version {model_version}"
+                    )
+        return f"{quoted(pid)} is not in the scores file"
+
+    return what
+
+
 def _refuse_two_latest(frame: pd.DataFrame, path: Path, option: str | None) -> None:
     """Stop when a partner has two rows at its latest as_of: its page would show either.
 
@@ -1041,7 +1081,9 @@ def read_notes(path: str | Path | None) -> dict[str, list[dict]]:
     return out
 
 
-def read_partner_ids(path: str | Path, scored: set[str] | None = None) -> list[str]:
+def read_partner_ids(
+    path: str | Path, scored: set[str] | None = None, absent: Callable[[str], str] | None = None
+) -> list[str]:
     """The partner ids of a ``report --partners-file``: its ``partner_id`` column, as written.
 
     A CSV or Parquet file (CSV quoting lets an id hold a comma, a quote or a line break; no
@@ -1050,6 +1092,8 @@ def read_partner_ids(path: str | Path, scored: set[str] | None = None) -> list[s
     Args:
         path: The file.
         scored: The scores file's partner ids: an id not among them stops (None: not checked).
+        absent: What an id not in ``scored`` is, for the message (:func:`not_reported`; None:
+            "not in the scores file").
 
     Raises:
         PartnerscoreError: Unreadable file, no ``partner_id`` column, no row, an empty cell, or
@@ -1068,9 +1112,8 @@ def read_partner_ids(path: str | Path, scored: set[str] | None = None) -> list[s
         if pid == "":
             raise PartnerscoreError(f"{path}: column 'partner_id' row {row}: missing")
         if scored is not None and pid not in scored:
-            raise PartnerscoreError(
-                f"{path}: column 'partner_id' row {row}: {quoted(pid)} is not in the scores file"
-            )
+            what = absent(pid) if absent else f"{quoted(pid)} is not in the scores file"
+            raise PartnerscoreError(f"{path}: column 'partner_id' row {row}: {what}")
     return ids
 
 
@@ -1079,18 +1122,24 @@ def _select(
     partners: list[str] | None,
     tier: str | None,
     listed: list[str] | None = None,
+    absent: Callable[[str], str] | None = None,
 ) -> np.ndarray:
     """Rows to write pages for (``report --partners`` / ``--tier``); all by default.
 
     ``partners`` are trimmed (the CLI's comma form); ``listed`` ids (``--partners-file``,
     checked by :func:`read_partner_ids`) are matched as they are. Both given: either's.
+    ``absent`` says what a partner without a row is (:func:`not_reported`; None: "not in the
+    scores file").
     """
     keep = np.ones(len(frame), dtype=bool)
     if partners is not None or listed is not None:
         wanted = {str(p).strip() for p in partners or () if str(p).strip()}
         unknown = sorted(wanted - set(frame["partner_id"]))
         if unknown:
-            raise PartnerscoreError(f"--partners: {quoted(unknown[0])} is not in the scores file")
+            what = (
+                absent(unknown[0]) if absent else f"{quoted(unknown[0])} is not in the scores file"
+            )
+            raise PartnerscoreError(f"--partners: {what}")
         wanted.update(listed or ())
         keep &= frame["partner_id"].isin(wanted).to_numpy()
     if tier is not None:
@@ -1317,9 +1366,11 @@ def run_report(
     started = time.perf_counter()
     workers = worker_count(workers)
     frame = read_scores(scores, model_version, version_option="--model-version")
+    absent = not_reported(scores, model_version)
     listed = None
     if partners_file is not None:
-        listed = read_partner_ids(partners_file, set(frame["partner_id"]))
+        listed = read_partner_ids(partners_file, set(frame["partner_id"]), absent)
+    keep = _select(frame, partners, tier, listed, absent)  # a bad selection writes no folder
     out_dir = Path(out_dir)
     partners_dir = out_dir / "partners"
     try:
@@ -1331,7 +1382,6 @@ def run_report(
         raise PartnerscoreError(f"{scores}: two partner ids map to the same report file name")
     # the stylesheet is inlined: each page is one self-contained file
     css = Markup((HERE / "static" / "report.css").read_text(encoding="utf-8"))
-    keep = _select(frame, partners, tier, listed)
     rows = np.flatnonzero(keep)
     subset = partners is not None or listed is not None or tier is not None
     plan = rp.plan_pages(

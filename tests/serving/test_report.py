@@ -552,6 +552,38 @@ def test_report_refuses_a_partner_scored_twice_at_its_latest_date(tmp_path, caps
     )
 
 
+def test_report_names_the_versions_of_a_partner_missing_from_model_version(tmp_path, capsys):
+    """--model-version 2 with --partners C, whose rows are all version 1's (or 1's and 3's), said
+    "'C' is not in the scores file", though the file holds C; --partners-file the same."""
+    v1 = hand_scores(list("ABCD"), list("abcd")).assign(model_version="1")
+    v2 = hand_scores(list("AB"), list("ab"), seed=1).assign(model_version="2")
+    v3 = hand_scores(list("DE"), list("de"), as_of="2026-02-01").assign(model_version="3")
+    path = tmp_path / "s.csv"
+    write_frame_atomic(pd.concat([v1, v2, v3], ignore_index=True), path)
+    args = ["report", "--scores", str(path), "--out", str(tmp_path / "r"), "--model-version", "2"]
+    assert main([*args, "--partners", "A,C"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --partners: 'C' has rows only for model version 1 in the scores file, not for "
+        "--model-version 2"
+    )
+    assert main([*args, "--partners", "D"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --partners: 'D' has rows only for model versions 1, 3 in the scores file, not "
+        "for --model-version 2"
+    )
+    pd.DataFrame({"partner_id": ["A", "C"]}).to_csv(tmp_path / "ids.csv", index=False)
+    assert main([*args, "--partners-file", str(tmp_path / "ids.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'ids.csv'}: column 'partner_id' row 2: 'C' has rows only for "
+        "model version 1 in the scores file, not for --model-version 2"
+    )
+    # a partner the file does not hold at all is still said so
+    assert main([*args, "--partners", "Z"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --partners: 'Z' is not in the scores file"
+    assert not (tmp_path / "r").exists()
+    assert main([*args, "--partners", "A,B"]) == 0
+
+
 def test_report_names_one_versions_batch_given_twice(tmp_path):
     """The same version's batch twice (or a file without model_version): both rows, no hint
     to pick a version."""

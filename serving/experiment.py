@@ -447,9 +447,13 @@ def run_stop(name: str, config: AppConfig, registry: str | Path | None = None) -
 
 
 # ----------------------------------------------------------------------------------- analyze ---
-def default_milestones(horizon: int) -> tuple[int, ...]:
-    """Every 30 days up to the horizon, and the horizon itself."""
-    days = list(range(30, horizon, 30))
+def default_milestones(horizon: int, period: int = 30) -> tuple[int, ...]:
+    """Every 30 days up to the horizon from the engagement ``period`` on, and the horizon.
+
+    A milestone shorter than the period would make its engagement label "any qualifying
+    touchpoint" (:func:`check_milestones_hold_a_period`).
+    """
+    days = [day for day in range(30, horizon, 30) if day >= period]
     return tuple([*days, horizon])
 
 
@@ -695,6 +699,26 @@ def check_horizon_holds_a_period(build: BuildConfig, horizon: int) -> None:
         raise OptionError(conflict)
 
 
+def check_milestones_hold_a_period(build: BuildConfig, milestones: tuple[int, ...]) -> None:
+    """Stop at the first milestone shorter than ``build.engagement_period_days``.
+
+    As a horizon (:func:`check_horizon_holds_a_period`), such a milestone is one period cut
+    at its end: ``engaged_d<N>`` would be "any qualifying touchpoint in the N days", the
+    trajectory's first points a different label from the horizon's.
+
+    Raises:
+        OptionError: One line naming the milestone and the engagement period.
+    """
+    period = build.engagement_period_days
+    short = [day for day in milestones if day < period]
+    if short:
+        raise OptionError(
+            f"build.engagement_period_days {period} is longer than --milestones day {short[0]}: "
+            f"engaged_d{short[0]} would be one period cut at the milestone (any qualifying "
+            f"touchpoint in it); give milestones of at least {period} days"
+        )
+
+
 def run_analyze(
     assignments: str | Path,
     raw_dir: str | Path,
@@ -723,7 +747,8 @@ def run_analyze(
         name: Experiment to analyse when the table holds several.
         control: The control arm's name.
         history: Score-history database URL or SQLite file for the score trajectory.
-        milestones: Trajectory days (default every 30 days and the horizon).
+        milestones: Trajectory days (default every 30 days from the engagement period on, and
+            the horizon); none may be shorter than ``build.engagement_period_days``.
         alpha: 1 - confidence level.
         n_boot: Bootstrap resamples.
         seed: Bootstrap seed.
@@ -744,9 +769,11 @@ def run_analyze(
         raise OptionError(f"--bootstrap: expected a positive number of resamples, got {n_boot}")
     if seed < 0:  # numpy's generators take no negative seed
         raise OptionError(f"--seed {seed}: expected 0 or more")
-    milestones = tuple(sorted(set(milestones or default_milestones(horizon)) | {horizon}))
+    period = config.build.engagement_period_days
+    milestones = tuple(sorted(set(milestones or default_milestones(horizon, period)) | {horizon}))
     if milestones[0] < 1 or milestones[-1] > horizon:
         raise OptionError(f"--milestones: days must be between 1 and the horizon {horizon}")
+    check_milestones_hold_a_period(config.build, milestones)
     assignments = Path(assignments)
     table = read_assignments(assignments)
     names = sorted(table["experiment"].unique())
@@ -787,7 +814,6 @@ def run_analyze(
                 f"the end of the data in {raw_dir} ({data_end:%Y-%m-%d}){tail}: no outcomes to "
                 "analyse yet; run it on raw data that covers the horizon"
             )
-        period = config.build.engagement_period_days
         if covered < period:  # every horizon that fits is refused as shorter than the period
             raise PartnerscoreError(
                 f"{assignments}: the latest assigned_at, {last:%Y-%m-%d}, is {covered} "

@@ -104,7 +104,11 @@ def analyze(
         str | None, typer.Option(help="Score history (URL or SQLite file) for score trajectories.")
     ] = None,
     milestones: Annotated[
-        str | None, typer.Option(help="Trajectory days, e.g. 30,60,90 (default every 30).")
+        str | None,
+        typer.Option(
+            help="Trajectory days, e.g. 30,60,90 (default every 30, from the engagement period "
+            "on; none shorter than that period)."
+        ),
     ] = None,
     alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,

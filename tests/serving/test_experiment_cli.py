@@ -353,6 +353,34 @@ def test_a_horizon_shorter_than_the_engagement_period_is_refused(simulated, tmp_
     assert main([*plan, "--config", str(config)]) == 0
 
 
+def test_a_milestone_shorter_than_the_engagement_period_is_refused(simulated, tmp_path, capsys):
+    """--milestones 20 under the 30-day engagement period made ``engaged_d20`` 'any qualifying
+    touchpoint in the 20 days' (one period cut at the milestone), exit 0, where --horizon 20 is
+    refused. Default milestones (every 30 days) start at the period: a 45-day period's
+    defaults held day 30, so analyze itself labelled it so."""
+    base = [
+        "experiment", "analyze", "--assignments", str(simulated / "experiment_assignment.csv"),
+        "--raw", str(simulated), "--bootstrap", "50", "--horizon", "90",
+    ]  # fmt: skip
+    code = main([*base, "--milestones", "60,20", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert _err(capsys) == (
+        "error: build.engagement_period_days 30 is longer than --milestones day 20: "
+        "engaged_d20 would be one period cut at the milestone (any qualifying touchpoint in "
+        "it); give milestones of at least 30 days"
+    )
+    assert not (tmp_path / "o").exists()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"build": {"engagement_period_days": 45}}))
+    out = tmp_path / "p"
+    assert main([*base, "--out", str(out), "--config", str(config)]) == 0
+    assert json.loads((out / "results.json").read_text())["milestones"] == [60, 90]
+    # a milestone of one period is still analysed
+    out = tmp_path / "q"
+    assert main([*base, "--milestones", "45", "--out", str(out), "--config", str(config)]) == 0
+    assert json.loads((out / "results.json").read_text())["milestones"] == [45, 90]
+
+
 def _scores(tmp_path, drop=None):
     """A scores-contract file for assignment (hand-built input: partner, tier, quadrant, score)."""
     n = 40

@@ -21,6 +21,7 @@ import pandas as pd
 
 from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, to_seconds
 from partnerscore.features.config import BuildConfig, ValidateConfig
+from partnerscore.features.contract import END_DATE, FIRST_DATE
 from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
@@ -320,12 +321,12 @@ def read_cutoffs(path: str | Path, partners: pd.DataFrame) -> pd.DataFrame:
     given = frame["as_of"]
     as_of = as_of_dates(path, frame)  # as scores files and score --features read theirs
     years = as_of.dt.year.to_numpy()
-    outside = (years < 1900) | (years > 2199)
+    outside = (years < FIRST_DATE.year) | (years >= END_DATE.year)  # the contract's years
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
         raise PartnerscoreError(
             f"{path}: column 'as_of' row {row + 1}: {quoted(given.iloc[row])} is outside the "
-            "years 1900-2199"
+            f"years {FIRST_DATE.year}-{END_DATE.year - 1}"
         )
     as_of = as_of.astype("datetime64[ns]")
     signed = pd.Series(

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,11 @@ def as_of_dates(source: object, frame: pd.DataFrame) -> pd.Series:
     if typed and given.notna().any():  # numbers or true/false: none is a date
         row = int(np.flatnonzero(given.notna().to_numpy())[0])
         raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
+    if given.dtype == object:  # a number among text (a Python frame): pandas read 20260101
+        numbers = [v for v in pd.unique(given) if isinstance(v, Number) and not pd.isna(v)]
+        if numbers:
+            row = int(np.flatnonzero(given.isin(numbers).to_numpy())[0])
+            raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
     try:
         when = pd.to_datetime(given, errors="coerce", format="ISO8601")
     except (ValueError, TypeError) as exc:  # as_of values of several time zones

@@ -298,6 +298,22 @@ def test_a_feature_frame_reads_as_of_in_iso_8601_as_scores_files(scored, column,
     assert str(err.value) == f"f.csv: column 'as_of' row 1: {said}"
 
 
+def test_a_number_among_dates_in_a_python_frame_is_not_a_date(scored):
+    """A Python frame's object as_of column with an int among date strings (the API, the
+    pyfunc) was read by pandas as a date (20260101 -> 2026-01-01, with a deprecation warning),
+    while a numeric column stops."""
+    from partnerscore.models.frame_check import check_feature_frame
+
+    model, frame, _ = scored
+    odd = frame.head(3).assign(as_of=pd.Series(["2026-01-01", 20260101, "2026-01-03"]))
+    with pytest.raises(PartnerscoreError) as err:
+        check_feature_frame(model, odd, source="features")
+    assert str(err.value) == (
+        "features: column 'as_of' row 2: '20260101' is not a date (a number; give dates as "
+        "YYYY-MM-DD)"
+    )
+
+
 def test_a_feature_frame_with_as_of_in_several_iso_forms_scores_as_plain_dates(scored):
     """check_feature_frame accepts as_of in several ISO 8601 forms; score_features then read
     the column in row 1's form (pandas' guess) and stopped with an unexpected ValueError

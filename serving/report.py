@@ -1112,7 +1112,7 @@ def read_partner_ids(
         if pid == "":
             raise PartnerscoreError(f"{path}: column 'partner_id' row {row}: missing")
         if scored is not None and pid not in scored:
-            what = absent(pid) if absent else f"{quoted(pid)} is not in the scores file"
+            what = (absent or not_reported(path, None))(pid)
             raise PartnerscoreError(f"{path}: column 'partner_id' row {row}: {what}")
     return ids
 
@@ -1136,9 +1136,7 @@ def _select(
         wanted = {str(p).strip() for p in partners or () if str(p).strip()}
         unknown = sorted(wanted - set(frame["partner_id"]))
         if unknown:
-            what = (
-                absent(unknown[0]) if absent else f"{quoted(unknown[0])} is not in the scores file"
-            )
+            what = (absent or not_reported("", None))(unknown[0])
             raise PartnerscoreError(f"--partners: {what}")
         wanted.update(listed or ())
         keep &= frame["partner_id"].isin(wanted).to_numpy()

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
 
 import mlflow
@@ -62,6 +63,7 @@ from partnerscore.features.pipeline import build_features, build_labels, make_sn
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
 from partnerscore.features.validate import load_raw, supported_end
+from partnerscore.models.bundle import parse_data_end
 from partnerscore.models.model_uri import MODELS_URI, check_registry
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
@@ -81,10 +83,10 @@ from partnerscore.training.backtest import (
 )
 from partnerscore.training.reference import (
     LABEL_KEYS,
+    label_definition,
     label_differences,
     load_reference_profile,
-    logged_label_definition,
-    logged_training_data_end,
+    logged_manifest,
 )
 
 MONITOR_EXPERIMENT = "partnerscore-monitoring"
@@ -518,14 +520,57 @@ def mark_training_window(
     )
 
 
-def monitored_training_end(model, model_uri: str) -> pd.Timestamp | None:
+class TrainingManifests:
+    """The training manifests of the monitored model and of its registered name's versions.
+
+    One reader for one monitor run: each version's ``training/manifest.json`` (its training
+    end and its label definition) is downloaded once, the first time it is asked for
+    (:func:`~partnerscore.training.reference.logged_manifest`; the model itself is not
+    loaded). Versions are those of the monitored model's registered name
+    (``models:/<name>/...``; ``registered_model`` for another URI); the monitored ``version``
+    is the monitored model's manifest, read through its own URI.
+    """
+
+    def __init__(self, model_uri: str, version: str, registered_model: str) -> None:
+        match = MODELS_URI.fullmatch(model_uri)
+        self.model_uri = model_uri
+        self.version = version
+        self.name = match.group(1) if match else registered_model
+        self._read: dict[str, dict | None] = {}
+
+    @cached_property
+    def monitored(self) -> dict | None:
+        """The monitored model's manifest (None: its run logged none, or no run is found)."""
+        return logged_manifest(self.model_uri)
+
+    def __call__(self, version: str) -> dict | None:
+        """A version's manifest, read once (None: no manifest, or not a registered version).
+
+        Any digits are read; anything else (``''``, rows scored by an unregistered model) is
+        None.
+        """
+        if self.version and version == self.version:
+            return self.monitored
+        if version not in self._read:
+            uri = f"models:/{self.name}/{version}"
+            self._read[version] = logged_manifest(uri) if version.isdigit() else None
+        return self._read[version]
+
+
+def monitored_training_end(
+    model, model_uri: str, manifests: TrainingManifests | None = None
+) -> pd.Timestamp | None:
     """The monitored model's training data end: its metadata, else its run's logged manifest.
 
     Models trained before ``train`` recorded ``training_data_end`` fall back to the
-    ``data_end`` of the training manifest their run logged; None when neither is there.
+    ``data_end`` of the training manifest their run logged (``manifests.monitored`` when
+    given); None when neither is there.
     """
     end = getattr(model, "training_data_end", None)
-    return end if end is not None else logged_training_data_end(model_uri)
+    if end is not None:
+        return end
+    manifest = manifests.monitored if manifests is not None else logged_manifest(model_uri)
+    return parse_data_end((manifest or {}).get("data_end"))
 
 
 def _per_version(model_uri: str, version: str, value, registered_model: str, read):
@@ -552,15 +597,27 @@ def _per_version(model_uri: str, version: str, value, registered_model: str, rea
 
 
 def registry_training_ends(
-    model_uri: str, version: str, end: pd.Timestamp | None, registered_model: str
+    model_uri: str,
+    version: str,
+    end: pd.Timestamp | None,
+    registered_model: str,
+    manifests: TrainingManifests | None = None,
 ) -> Callable[[str], pd.Timestamp | None]:
     """A version's training data end, read from the training manifest its run logged.
 
-    The monitored ``version`` is the loaded model's ``end``; a version that cannot be resolved
-    (or ``''``) gives None (:func:`_per_version`; one small artifact per version, the model
-    itself is not loaded).
+    The monitored ``version`` is the loaded model's ``end``; another version's is its
+    manifest's ``data_end`` (``manifests``, the run's reader, shared with
+    :func:`registry_label_definitions`); a version that cannot be resolved (or ``''``) gives
+    None.
     """
-    return _per_version(model_uri, version, end, registered_model, logged_training_data_end)
+    manifests = manifests or TrainingManifests(model_uri, version, registered_model)
+
+    def of(row_version: str) -> pd.Timestamp | None:
+        if version and row_version == version:
+            return end
+        return parse_data_end((manifests(row_version) or {}).get("data_end"))
+
+    return of
 
 
 def registry_phasings(
@@ -584,21 +641,26 @@ def registry_phasings(
 
 
 def registry_label_definitions(
-    model_uri: str, version: str, definition: dict | None, registered_model: str
+    model_uri: str,
+    version: str,
+    definition: dict | None,
+    registered_model: str,
+    manifests: TrainingManifests | None = None,
 ) -> Callable[[str], dict | None]:
     """A version's label definition, read from the training manifest its run logged.
 
-    The monitored ``version`` gives ``definition`` (already read); a version that cannot be
-    resolved, or whose run logged no manifest, gives None (:func:`_per_version`).
+    The monitored ``version`` gives ``definition`` (already read); another version's is its
+    manifest's (``manifests``, the run's reader, shared with :func:`registry_training_ends`);
+    a version that cannot be resolved, or whose run logged no manifest, gives None.
     """
+    manifests = manifests or TrainingManifests(model_uri, version, registered_model)
 
-    def read(uri: str) -> dict | None:
-        try:
-            return logged_label_definition(uri)
-        except PartnerscoreError:  # a deleted version
-            return None
+    def of(row_version: str) -> dict | None:
+        if version and row_version == version:
+            return definition
+        return label_definition(manifests(row_version))
 
-    return _per_version(model_uri, version, definition, registered_model, read)
+    return of
 
 
 def row_shares(
@@ -1096,8 +1158,10 @@ def run_monitor(
 
     history = ScoreHistory(config.paths.history_database())
     phasing = getattr(partner_model, "phasing", None)
-    trained_to = monitored_training_end(partner_model, uri)
-    definition = logged_label_definition(uri)
+    # each version's training manifest (its training end, its label definition) read once
+    manifests = TrainingManifests(uri, version, config.train.registered_model)
+    trained_to = monitored_training_end(partner_model, uri, manifests)
+    definition = label_definition(manifests.monitored)
     joined, backtest, backtest_phases, labels = run_backtest(
         history,
         raw,
@@ -1106,10 +1170,12 @@ def run_monitor(
         config,
         phasing,
         registry_phasings(uri, version, phasing, config.train.registered_model),
-        registry_training_ends(uri, version, trained_to, config.train.registered_model),
+        registry_training_ends(uri, version, trained_to, config.train.registered_model, manifests),
         trained_to,
         definition,
-        registry_label_definitions(uri, version, definition, config.train.registered_model),
+        registry_label_definitions(
+            uri, version, definition, config.train.registered_model, manifests
+        ),
     )
     window = training_window_split(joined, int(reference.get("horizon_days", 180)))
     checks += _label_checks(labels)

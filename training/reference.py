@@ -134,34 +134,53 @@ def label_differences(ours: dict, theirs: dict) -> dict:
     }
 
 
-def run_label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
-    """The label definition (:func:`label_definition`) of the manifest a training run logged.
+def run_manifest(run_id: str, client: mlflow.MlflowClient | None = None) -> dict | None:
+    """The training-set manifest (:data:`MANIFEST_ARTIFACT`) a training run logged, or None.
 
-    Read through ``client`` (its own tracking URI); None when the run logged no readable
-    manifest.
+    The one reader of that artifact (``promote``'s label comparison, the monitor's training
+    ends and label definitions).
+
+    Args:
+        run_id: The training run.
+        client: Read through this client (its own tracking URI); by default one on the
+            tracking URI already set.
+
+    Returns:
+        The manifest, or None when the run or the artifact is missing, or the artifact is not
+        a JSON object.
     """
+    client = client if client is not None else mlflow.MlflowClient()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(client.download_artifacts(run_id, MANIFEST_ARTIFACT, tmp))
-            manifest = json.loads(path.read_text())
+            manifest = json.loads(path.read_text(encoding="utf-8"))
     except (mlflow.exceptions.MlflowException, OSError, ValueError):
-        return None
-    return label_definition(manifest)
+        return None  # no such run or artifact (by store), not UTF-8, not JSON
+    return manifest if isinstance(manifest, dict) else None
 
 
-def _logged_manifest(model_uri: str) -> dict | None:
-    """The training manifest logged with a model's run, or None (tracking URI already set)."""
+def run_label_definition(client: mlflow.MlflowClient, run_id: str) -> dict | None:
+    """The label definition (:func:`label_definition`) of the manifest a training run logged.
+
+    Read through ``client`` (its own tracking URI, :func:`run_manifest`); None when the run
+    logged no readable manifest.
+    """
+    return label_definition(run_manifest(run_id, client))
+
+
+def logged_manifest(model_uri: str) -> dict | None:
+    """The training manifest logged with a model's run (:func:`run_manifest`), or None.
+
+    None when the model's run cannot be found or logged no readable manifest (tracking URI
+    already set).
+    """
     try:
         run_id = run_id_of(model_uri)
     except PartnerscoreError:
         run_id = _folder_run_id(model_uri)
     if run_id is None:
         return None
-    try:
-        manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/{MANIFEST_ARTIFACT}")
-    except Exception:  # missing artifact or run, unreadable JSON: MlflowException/OSError/...
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return run_manifest(run_id)
 
 
 def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
@@ -171,7 +190,7 @@ def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
     training run has logged its manifest. None when the run cannot be found, logged no
     manifest, or its ``data_end`` is missing or not a date (tracking URI already set).
     """
-    manifest = _logged_manifest(model_uri)
+    manifest = logged_manifest(model_uri)
     return parse_data_end(manifest.get("data_end") if manifest is not None else None)
 
 
@@ -181,7 +200,7 @@ def logged_label_definition(model_uri: str) -> dict | None:
     None when the run cannot be found or logged no manifest (tracking URI already set); an
     empty dict when its manifest records none of :data:`LABEL_KEYS`.
     """
-    return label_definition(_logged_manifest(model_uri))
+    return label_definition(logged_manifest(model_uri))
 
 
 def _folder_run_id(model_uri: str) -> str | None:

@@ -317,3 +317,31 @@ def test_settings_the_model_does_not_record_come_from_the_config_and_are_named()
     _, split = backtest_build(config, full, 180, None)
     assert split.source == "model" and split.note() == ""
     assert split.definition["engagement_touchpoints"] == ["qbr"]
+
+
+def test_each_versions_manifest_is_downloaded_once(monitored, tmp_path, monkeypatch):
+    """The monitor downloaded a version's training/manifest.json twice, once for its training
+    end and once for its label definition (version 2's, monitoring the champion). Counted
+    where MLflow copies a local artifact, per file (one run's manifest is one file)."""
+    from collections import Counter
+
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    downloads = Counter()
+    real = LocalArtifactRepository._download_file
+
+    def counted(repo, remote_file_path, local_path):
+        path = Path(repo.artifact_dir, remote_file_path).resolve()
+        if path.name == Path(MANIFEST_ARTIFACT).name:
+            downloads[path] += 1
+        return real(repo, remote_file_path, local_path)
+
+    monkeypatch.setattr(LocalArtifactRepository, "_download_file", counted)
+    run, _ = monitored
+    # the monitored version's manifest and that of each other version that scored rows (3's
+    # is looked for: it has none)
+    for model, manifests in (("champion", 2), ("2", 2), ("3", 3)):
+        downloads.clear()
+        run(model, tmp_path / model)
+        assert len(downloads) == manifests, downloads
+        assert set(downloads.values()) == {1}, downloads

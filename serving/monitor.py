@@ -51,6 +51,7 @@ from partnerscore.features.anomaly import (
 from partnerscore.features.checks import CHECK_COLUMNS, Check, level
 from partnerscore.features.config import BuildConfig, MonitorConfig
 from partnerscore.features.core import (
+    MAX_DAYS,
     PartnerscoreError,
     as_of_dates,
     quoted,
@@ -303,7 +304,9 @@ def run_backtest(
     (:func:`backtest_build`). A row whose version (``version_definition(version)``) defined
     labels otherwise is left out and counted (:class:`LabelDefinitionSplit`): its
     predictions were made for another target; a row whose version's definition is unknown is
-    labelled with the monitored model's and counted.
+    labelled with the monitored model's and counted. Whether a row's horizon has completed is
+    judged by its version's horizon (:func:`row_horizons`): a row of a 365-day version is not
+    counted completed once the monitored model's 180 days have passed.
 
     A row whose outcome period ends on or before the training data end of the version that
     scored it (``training_end(version)``; ``fallback_end``, the monitored model's, when that
@@ -342,12 +345,15 @@ def run_backtest(
         return pd.DataFrame(), empty, no_phases, labels_split
     # a few partners' late rows (a late tail) do not complete anyone else's horizon
     end = min(as_of, supported_end(raw.data_end, raw.late_tail).ceil("D"))
-    data = data[(pd.to_datetime(data["as_of"]) + horizon <= end)]
+    data = data[pd.to_datetime(data["as_of"]) < end]
     known = set(raw.tables["partners"]["partner_id"].astype(str))
     data = data[data["partner_id"].astype(str).isin(known)]
     data = data[np.isfinite(pd.to_numeric(data["pred_revenue"], errors="coerce"))]
     # the model's job is partners within the trained onboarding ages
     data = data[pd.to_numeric(data["age_days"]) <= max(reference["ages"])]
+    # completed under each row's own horizon: a version of another one is not judged by ours
+    days = row_horizons(data, int(horizon.days), version_definition)
+    data = data[horizon_completed(data["as_of"], days, end)]
     if data.empty:
         return pd.DataFrame(), empty, no_phases, labels_split
     data = data.reset_index(drop=True)
@@ -436,6 +442,40 @@ def backtest_build(
         reason=reason if from_config else "",
     )
     return used, split
+
+
+def row_horizons(
+    rows: pd.DataFrame,
+    horizon_days: int,
+    version_definition: Callable[[str], dict | None] | None = None,
+) -> np.ndarray:
+    """Each history row's label horizon in days: that of the version that scored it.
+
+    A version's is the ``horizon_days`` its label definition records (``version_definition``);
+    ``horizon_days`` (the monitored model's) when it records none, is unknown, or records
+    one that is not a whole number of days in [1, ``MAX_DAYS``] (a manifest edited by hand;
+    ``build`` takes no other).
+    """
+    versions = rows["model_version"].fillna("").astype(str).to_numpy(dtype=object)
+    days = np.full(len(rows), int(horizon_days), dtype=np.int64)
+    for version in pd.unique(versions):
+        own = version_definition(str(version)) if version_definition is not None else None
+        value = (own or {}).get("horizon_days")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if value == int(value) and 1 <= value <= MAX_DAYS:
+            days[versions == version] = int(value)
+    return days
+
+
+def horizon_completed(as_of: pd.Series, days: np.ndarray, end: pd.Timestamp) -> np.ndarray:
+    """Whether each row's horizon has completed by ``end``: ``as_of + days <= end``.
+
+    Compared as ``end - as_of >= days`` (no date past the nanosecond range is formed).
+    """
+    starts = pd.to_datetime(as_of).to_numpy(dtype="datetime64[ns]")
+    span = pd.Timestamp(end).to_datetime64().astype("datetime64[ns]") - starts
+    return span >= days.astype(np.int64) * np.timedelta64(86_400_000_000_000, "ns")
 
 
 def split_by_label_definition(

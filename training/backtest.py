@@ -354,7 +354,8 @@ class LabelDefinitionSplit:
             lacks some settings).
         from_config: Settings taken from the config (the horizon is always the profile's).
         reason: Why settings came from the config ('' when none did).
-        rows: Completed history rows in onboarding scope, before this split.
+        rows: Completed history rows in onboarding scope, before this split (each row's
+            horizon that of the version that scored it, when it records one).
         other_definition: Rows of versions that defined labels otherwise: left out.
         unknown: Rows of versions whose definition is unknown (no manifest, a deleted or
             unregistered version): labelled with :attr:`definition` and kept.

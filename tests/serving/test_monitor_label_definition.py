@@ -345,3 +345,58 @@ def test_each_versions_manifest_is_downloaded_once(monitored, tmp_path, monkeypa
         run(model, tmp_path / model)
         assert len(downloads) == manifests, downloads
         assert set(downloads.values()) == {1}, downloads
+
+
+def test_rows_of_another_horizon_are_completed_under_their_own(store, raw_dir, tmp_path):
+    """A row of a version with another horizon was counted 'completed' (and left out) when
+    the monitored model's 180 days had passed: version 5's 365-day rows of 2025-10-01 (not
+    complete by 2026-07-01) were counted, version 6's 90-day rows of 2026-03-01 (complete)
+    were not. Each row is now judged complete under its own version's horizon; the counts
+    are checked against a plain row-by-row reading."""
+    from partnerscore.serving.monitor import run_backtest
+    from partnerscore.training.reference import load_reference_profile
+
+    config, _ = store
+    rows = ScoreHistory(config.paths.history_database()).read()
+    later = rows[rows["as_of"] == pd.Timestamp(BY_1)].assign(as_of=pd.Timestamp("2026-03-01"))
+    rows = pd.concat([rows, later], ignore_index=True)
+    odd = np.arange(len(rows)) % 2 == 1
+    rows["model_version"] = np.select(
+        [rows["as_of"] == pd.Timestamp(BY_2), rows["as_of"] == pd.Timestamp(BY_1)],
+        ["4", np.where(odd, "5", "1")],
+        "6",
+    )
+    history = ScoreHistory(f"sqlite:///{tmp_path / 'h.db'}")
+    history.upsert(rows)
+    ours = {"horizon_days": 180, "engagement_period_days": 30}
+    known = {
+        "1": ours,
+        "4": {**ours, "horizon_days": 365},
+        "5": {**ours, "horizon_days": 365},
+        "6": {**ours, "horizon_days": 90},
+    }
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(config.paths.tracking_uri())
+        reference = load_reference_profile("models:/partnerscore@champion")
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    raw = load_raw(raw_dir, write_quarantine=False)
+    _, _, _, split = run_backtest(
+        history, raw, AS_OF, reference, config, definition=ours, version_definition=known.get
+    )
+    # the twin: row by row, completed when as_of + its own version's horizon <= 2026-07-01
+    stored = history.read()
+    stored = stored[pd.to_numeric(stored["age_days"]) <= 180]
+    completed = {}
+    for version, as_of in zip(stored["model_version"], stored["as_of"], strict=True):
+        days = known[version]["horizon_days"]
+        if pd.Timestamp(as_of) + pd.Timedelta(days=days) <= AS_OF:
+            completed[version] = completed.get(version, 0) + 1
+    assert "5" not in completed and completed["6"] > 0  # the two cases are present
+    assert split.rows == sum(completed.values())
+    assert split.other_definition == completed["4"] + completed["6"]
+    assert {v: s["rows"] for v, s in split.versions.items()} == completed

@@ -80,6 +80,27 @@ def model_store(built_dir, tmp_path_factory):
     return champion_store(built_dir, tmp_path_factory.mktemp("store"))
 
 
+@pytest.fixture(scope="session")
+def early_store(raw_dir, tmp_path_factory):
+    """A store of its own whose champion was trained on the program's data to 2025-08-31 only.
+
+    ``build --data-end 2025-08-31`` (its ``training_data_end``: 2025-09-01), trials 0: a
+    batch it scores after 2025-03-05 completes its 180-day horizon out of time, where every
+    completed row of the session champion (trained on the whole program) is in-sample.
+
+    Returns:
+        An AppConfig whose paths point at the store and a history folder of its own.
+    """
+    from datetime import date
+
+    from partnerscore.features.config import BuildConfig
+    from partnerscore.features.pipeline import run_build
+
+    root = tmp_path_factory.mktemp("early")
+    run_build(raw_dir, root / "features", BuildConfig(data_end=date(2025, 8, 31)))
+    return champion_store(root / "features", root)
+
+
 @pytest.fixture()
 def store_config(model_store, tmp_path, monkeypatch):
     """The session model store with a fresh score-history database for one test."""

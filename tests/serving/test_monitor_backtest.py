@@ -12,7 +12,6 @@ import pytest
 from partnerscore.features.drift_sim import ABSURD_AMOUNT, apply_drift
 from partnerscore.features.simulate import write_tables
 from partnerscore.features.validate import load_raw
-from partnerscore.serving import monitor
 from partnerscore.serving.cli import main
 from partnerscore.serving.monitor import MONITOR_EXPERIMENT, run_monitor
 from partnerscore.serving.score import run_score
@@ -63,19 +62,23 @@ def _direct_gini(actual, pred):
 
 
 @pytest.fixture()
-def history(store_config, raw_dir, tmp_path):
-    """Three past scoring runs of the training program recorded in a fresh history."""
+def history(early_store, raw_dir, tmp_path, monkeypatch):
+    """Three past scoring runs of the training program recorded in a fresh history, by the
+    early store's champion (conftest: trained on the program's data to 2025-08-31)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    paths = early_store.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
+    config = early_store.model_copy(update={"paths": paths})
     for as_of in PAST:
         run_score(raw_dir, pd.Timestamp(as_of).date(), "champion", tmp_path / f"s{as_of}.csv",
-                  store_config)  # fmt: skip
-    return store_config
+                  config)  # fmt: skip
+    return config
 
 
-def test_backtest_agrees_with_direct_computation(history, raw_dir, tmp_path, monkeypatch):
-    # the champion was trained on this very program: as if on its data to 2025-05-31 only,
-    # so both batches are out of time (in-sample rows are left out: test_monitor_training_window)
-    monkeypatch.setattr(monitor, "monitored_training_end", lambda *_: pd.Timestamp("2025-05-31"))
+def test_backtest_agrees_with_direct_computation(history, raw_dir, tmp_path):
+    # the champion's data ended 2025-08-31: both completed batches are out of time (in-sample
+    # rows are left out: test_monitor_training_window)
     result = run_monitor(history, raw_dir, AS_OF.date(), tmp_path / "m", log_to_mlflow=False)
+    assert result.backtest_window.in_window == 0 and result.backtest_window.rows > 0
     table = pd.read_csv(tmp_path / "m" / "backtest.csv", keep_default_na=False, na_values=[""])
     assert set(table["as_of"]) == {"all", "2025-06-01", "2025-10-01"}
 

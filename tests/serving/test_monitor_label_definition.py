@@ -3,9 +3,11 @@
 engagement settings; rows of versions that defined their labels otherwise are left out and
 counted; a model whose run logged no manifest is labelled by the config, and the summary says so.
 
-A registry copy of the session store holds the champion (version 1, default labels), version 2
-(the same model files, its run's manifest says ``--engagement-period 15``) and version 3 (no
-manifest). The history: the 2025-06-01 batch scored by version 2, the 2025-10-01 one by 1."""
+A registry copy of the early store (conftest: a champion trained on the program's data to
+2025-08-31) holds the champion (version 1, default labels), version 2 (the same model files,
+its run's manifest says ``--engagement-period 15``) and version 3 (no manifest). The history:
+the 2025-06-01 batch scored by version 2, the 2025-10-01 one by 1; both complete their
+horizon after the versions' training data end (2025-09-01): out of time, backtested."""
 
 import json
 import math
@@ -22,7 +24,6 @@ from sklearn.metrics import roc_auc_score
 
 from partnerscore.features.config import QUALIFYING_TOUCHPOINTS
 from partnerscore.features.validate import load_raw
-from partnerscore.serving import monitor
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.monitor import run_monitor, split_by_label_definition
 from partnerscore.serving.score import run_score
@@ -31,21 +32,20 @@ from partnerscore.training.reference import MANIFEST_ARTIFACT, REFERENCE_ARTIFAC
 
 AS_OF = pd.Timestamp("2026-07-01")
 BY_2, BY_1 = "2025-06-01", "2025-10-01"  # the batches versions 2 and 1 scored
-EARLY = pd.Timestamp("2025-05-31")  # every version as if trained on data to then: out of time
 ACTIVITIES = {"meeting", "qbr", "co_sell", "joint_event"}
 
 
 @pytest.fixture(scope="module")
-def store(model_store, raw_dir, tmp_path_factory):
+def store(early_store, raw_dir, tmp_path_factory):
     """(config of the registry copy and its history, {batch: in-scope score rows})."""
     root = tmp_path_factory.mktemp("labels")
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         (root / "mlflow").mkdir()
         db = root / "mlflow" / "mlflow.db"
-        shutil.copy(model_store.paths.tracking_uri().removeprefix("sqlite:///"), db)
+        shutil.copy(early_store.paths.tracking_uri().removeprefix("sqlite:///"), db)
         client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
-        name = model_store.train.registered_model
+        name = early_store.train.registered_model
         first = client.get_model_version_by_alias(name, "champion")
         files = client.get_model_version_download_uri(name, first.version)
 
@@ -68,13 +68,12 @@ def store(model_store, raw_dir, tmp_path_factory):
             return str(client.create_model_version(name, files, run_id=run_id).version)
 
         build = {**manifest["build_config"], "engagement_period_days": 15}
-        stamp = f"{EARLY:%Y-%m-%d %H:%M:%S}"
-        assert register({**manifest, "build_config": build, "data_end": stamp}) == "2"
+        assert register({**manifest, "build_config": build}) == "2"
         assert register(None) == "3"
-        paths = model_store.paths.model_copy(
+        paths = early_store.paths.model_copy(
             update={"mlflow_dir": str(root / "mlflow"), "data_dir": str(root / "scratch")}
         )
-        scratch = model_store.model_copy(update={"paths": paths})
+        scratch = early_store.model_copy(update={"paths": paths})
         scored = {}
         for as_of in (BY_2, BY_1):
             path = root / f"s{as_of}.csv"
@@ -94,9 +93,8 @@ def store(model_store, raw_dir, tmp_path_factory):
 
 @pytest.fixture()
 def monitored(store, raw_dir, monkeypatch):
-    """run_monitor on the store (the monitored version as if trained on data to EARLY)."""
+    """run_monitor on the store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(monitor, "monitored_training_end", lambda *_: EARLY)
     config, scored = store
 
     def run(model: str, out: Path, build: dict | None = None):
@@ -177,7 +175,11 @@ def test_the_backtest_labels_with_the_monitored_models_definition(monitored, raw
         "differences": {"engagement_period_days": [30, 15]},
     }
     assert field["versions"]["2"]["status"] == "same"
-    assert payload["backtest_training_window"]["completed_rows"] == len(rows)
+    # judged by version 2's own training data end (its model's metadata): out of time
+    window = payload["backtest_training_window"]
+    assert window["completed_rows"] == len(rows) and window["in_training_window_rows"] == 0
+    assert window["versions"]["2"]["source"] == "version"
+    assert window["versions"]["2"]["training_data_end"] == "2025-09-01 00:00:00"
     html = (tmp_path / "m" / "monitor.html").read_text(encoding="utf-8")
     assert 'id="backtest-label-definition"' in html
 

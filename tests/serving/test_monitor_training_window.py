@@ -11,10 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from support import champion_store
 
-from partnerscore.features.config import BuildConfig
-from partnerscore.features.pipeline import run_build
 from partnerscore.features.validate import load_raw
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.serving.history import ScoreHistory
@@ -39,17 +36,9 @@ AFTER = ("2025-06-01", "2025-10-01")  # + 180 days: 2025-11-28, 2026-03-30 (out 
 URI = "models:/partnerscore/1"
 
 
-@pytest.fixture(scope="module")
-def early_store(raw_dir, tmp_path_factory):
-    """A store of its own whose champion was trained on the program's data to 2025-08-31."""
-    root = tmp_path_factory.mktemp("early")
-    run_build(raw_dir, root / "features", BuildConfig(data_end=date(2025, 8, 31)))
-    return champion_store(root / "features", root)
-
-
 @pytest.fixture()
 def early(early_store, tmp_path, monkeypatch):
-    """The early store with a fresh score history for one test."""
+    """The early store (conftest: trained to 2025-08-31) with a fresh score history."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     paths = early_store.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
     return early_store.model_copy(update={"paths": paths})

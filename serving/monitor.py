@@ -463,7 +463,7 @@ def row_horizons(
         value = (own or {}).get("horizon_days")
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if value == int(value) and 1 <= value <= MAX_DAYS:
+        if 1 <= value <= MAX_DAYS and value == int(value):  # NaN, inf, 1e400 fail the range
             days[versions == version] = int(value)
     return days
 

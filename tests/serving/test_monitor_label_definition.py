@@ -402,3 +402,31 @@ def test_rows_of_another_horizon_are_completed_under_their_own(store, raw_dir, t
     assert split.rows == sum(completed.values())
     assert split.other_definition == completed["4"] + completed["6"]
     assert {v: s["rows"] for v, s in split.versions.items()} == completed
+
+
+def test_a_rows_horizon_is_its_versions_when_it_records_a_valid_one():
+    """Hand-edited manifests (NaN, inf, 1e400, fractions, text, booleans) fall back to the
+    monitored model's horizon, and completion agrees with a plain Timestamp comparison."""
+    from partnerscore.features.core import MAX_DAYS
+    from partnerscore.serving.monitor import horizon_completed, row_horizons
+
+    recorded = [365, 90.0, 90.5, math.nan, math.inf, -5, 0, True, "365", 10**400, None]
+    recorded += [MAX_DAYS, MAX_DAYS + 1]
+    expected = [365, 90, 180, 180, 180, 180, 180, 180, 180, 180, 180, MAX_DAYS, 180]
+    known = {str(i): {"horizon_days": v} for i, v in enumerate(recorded)}
+    rows = pd.DataFrame({"model_version": [*known, "", None]})
+    days = row_horizons(rows, 180, known.get)
+    assert days.tolist() == [*expected, 180, 180]
+    # the twin in Python datetimes (to year 9999): 2200-01-01 + 100 years is past pandas' range
+    from datetime import timedelta
+
+    dates = ["1900-01-01", "2200-01-01", "2025-06-01", "2025-06-01", "2026-01-02"]
+    as_of = pd.Series(pd.to_datetime(dates))
+    end = pd.Timestamp("2026-07-01")
+    span = np.array([MAX_DAYS, MAX_DAYS, 395, 396, 180])
+    plain = [
+        t.to_pydatetime() + timedelta(days=int(d)) <= end.to_pydatetime()
+        for t, d in zip(as_of, span, strict=True)
+    ]
+    assert horizon_completed(as_of, span, end).tolist() == plain
+    assert plain == [True, False, True, False, True]

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from functools import cached_property
 from pathlib import Path
 
 import mlflow
@@ -560,56 +559,30 @@ def mark_training_window(
     )
 
 
-class TrainingManifests:
-    """The training manifests of the monitored model and of its registered name's versions.
+def registry_manifests(
+    model_uri: str, version: str, monitored: dict | None, registered_model: str
+) -> Callable[[str], dict | None]:
+    """A version's training manifest (``training/manifest.json``), downloaded once per run.
 
-    One reader for one monitor run: each version's ``training/manifest.json`` (its training
-    end and its label definition) is downloaded once, the first time it is asked for
+    One reader for a monitor run: each version's manifest (its training end, its label
+    definition) is read the first time it is asked for
     (:func:`~partnerscore.training.reference.logged_manifest`; the model itself is not
-    loaded). Versions are those of the monitored model's registered name
-    (``models:/<name>/...``; ``registered_model`` for another URI); the monitored ``version``
-    is the monitored model's manifest, read through its own URI.
+    loaded); the monitored ``version`` gives ``monitored`` (read through the monitored
+    model's own URI, :func:`_per_version`).
     """
-
-    def __init__(self, model_uri: str, version: str, registered_model: str) -> None:
-        match = MODELS_URI.fullmatch(model_uri)
-        self.model_uri = model_uri
-        self.version = version
-        self.name = match.group(1) if match else registered_model
-        self._read: dict[str, dict | None] = {}
-
-    @cached_property
-    def monitored(self) -> dict | None:
-        """The monitored model's manifest (None: its run logged none, or no run is found)."""
-        return logged_manifest(self.model_uri)
-
-    def __call__(self, version: str) -> dict | None:
-        """A version's manifest, read once (None: no manifest, or not a registered version).
-
-        Any digits are read; anything else (``''``, rows scored by an unregistered model) is
-        None.
-        """
-        if self.version and version == self.version:
-            return self.monitored
-        if version not in self._read:
-            uri = f"models:/{self.name}/{version}"
-            self._read[version] = logged_manifest(uri) if version.isdigit() else None
-        return self._read[version]
+    return _per_version(model_uri, version, monitored, registered_model, logged_manifest)
 
 
-def monitored_training_end(
-    model, model_uri: str, manifests: TrainingManifests | None = None
-) -> pd.Timestamp | None:
+def monitored_training_end(model, manifest: dict | None) -> pd.Timestamp | None:
     """The monitored model's training data end: its metadata, else its run's logged manifest.
 
     Models trained before ``train`` recorded ``training_data_end`` fall back to the
-    ``data_end`` of the training manifest their run logged (``manifests.monitored`` when
-    given); None when neither is there.
+    ``data_end`` of the training manifest their run logged (``manifest``); None when neither
+    is there.
     """
     end = getattr(model, "training_data_end", None)
     if end is not None:
         return end
-    manifest = manifests.monitored if manifests is not None else logged_manifest(model_uri)
     return parse_data_end((manifest or {}).get("data_end"))
 
 
@@ -637,20 +610,15 @@ def _per_version(model_uri: str, version: str, value, registered_model: str, rea
 
 
 def registry_training_ends(
-    model_uri: str,
-    version: str,
-    end: pd.Timestamp | None,
-    registered_model: str,
-    manifests: TrainingManifests | None = None,
+    manifests: Callable[[str], dict | None], version: str, end: pd.Timestamp | None
 ) -> Callable[[str], pd.Timestamp | None]:
     """A version's training data end, read from the training manifest its run logged.
 
     The monitored ``version`` is the loaded model's ``end``; another version's is its
-    manifest's ``data_end`` (``manifests``, the run's reader, shared with
+    manifest's ``data_end`` (``manifests``, :func:`registry_manifests`, shared with
     :func:`registry_label_definitions`); a version that cannot be resolved (or ``''``) gives
     None.
     """
-    manifests = manifests or TrainingManifests(model_uri, version, registered_model)
 
     def of(row_version: str) -> pd.Timestamp | None:
         if version and row_version == version:
@@ -681,19 +649,15 @@ def registry_phasings(
 
 
 def registry_label_definitions(
-    model_uri: str,
-    version: str,
-    definition: dict | None,
-    registered_model: str,
-    manifests: TrainingManifests | None = None,
+    manifests: Callable[[str], dict | None], version: str, definition: dict | None
 ) -> Callable[[str], dict | None]:
     """A version's label definition, read from the training manifest its run logged.
 
     The monitored ``version`` gives ``definition`` (already read); another version's is its
-    manifest's (``manifests``, the run's reader, shared with :func:`registry_training_ends`);
-    a version that cannot be resolved, or whose run logged no manifest, gives None.
+    manifest's (``manifests``, :func:`registry_manifests`, shared with
+    :func:`registry_training_ends`); a version that cannot be resolved, or whose run logged no
+    manifest, gives None.
     """
-    manifests = manifests or TrainingManifests(model_uri, version, registered_model)
 
     def of(row_version: str) -> dict | None:
         if version and row_version == version:
@@ -1199,9 +1163,10 @@ def run_monitor(
     history = ScoreHistory(config.paths.history_database())
     phasing = getattr(partner_model, "phasing", None)
     # each version's training manifest (its training end, its label definition) read once
-    manifests = TrainingManifests(uri, version, config.train.registered_model)
-    trained_to = monitored_training_end(partner_model, uri, manifests)
-    definition = label_definition(manifests.monitored)
+    monitored = logged_manifest(uri)
+    manifests = registry_manifests(uri, version, monitored, config.train.registered_model)
+    trained_to = monitored_training_end(partner_model, monitored)
+    definition = label_definition(monitored)
     joined, backtest, backtest_phases, labels = run_backtest(
         history,
         raw,
@@ -1210,12 +1175,10 @@ def run_monitor(
         config,
         phasing,
         registry_phasings(uri, version, phasing, config.train.registered_model),
-        registry_training_ends(uri, version, trained_to, config.train.registered_model, manifests),
+        registry_training_ends(manifests, version, trained_to),
         trained_to,
         definition,
-        registry_label_definitions(
-            uri, version, definition, config.train.registered_model, manifests
-        ),
+        registry_label_definitions(manifests, version, definition),
     )
     window = training_window_split(joined, int(reference.get("horizon_days", 180)))
     checks += _label_checks(labels)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.profile import PREDICTIONS, build_profile
-from partnerscore.models.bundle import PartnerModel, parse_data_end
+from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.model_uri import LOGGED_MODEL_URI, MODELS_URI
 
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
@@ -181,26 +181,6 @@ def logged_manifest(model_uri: str) -> dict | None:
     if run_id is None:
         return None
     return run_manifest(run_id)
-
-
-def logged_training_data_end(model_uri: str) -> pd.Timestamp | None:
-    """The data end of the training manifest logged with a model's run (``data_end``), or None.
-
-    For versions trained before the model kept it (``PartnerModel.training_data_end``): every
-    training run has logged its manifest. None when the run cannot be found, logged no
-    manifest, or its ``data_end`` is missing or not a date (tracking URI already set).
-    """
-    manifest = logged_manifest(model_uri)
-    return parse_data_end(manifest.get("data_end") if manifest is not None else None)
-
-
-def logged_label_definition(model_uri: str) -> dict | None:
-    """The label definition (:func:`label_definition`) a model's training run logged, or None.
-
-    None when the run cannot be found or logged no manifest (tracking URI already set); an
-    empty dict when its manifest records none of :data:`LABEL_KEYS`.
-    """
-    return label_definition(logged_manifest(model_uri))
 
 
 def _folder_run_id(model_uri: str) -> str | None:

@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 
 from partnerscore.features.validate import load_raw
+from partnerscore.models.bundle import parse_data_end
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.serving.history import ScoreHistory
 from partnerscore.serving.monitor import (
     monitored_training_end,
+    registry_manifests,
     registry_training_ends,
     run_backtest,
     run_monitor,
@@ -27,7 +29,7 @@ from partnerscore.training.backtest import (
     in_training_window,
     training_window_split,
 )
-from partnerscore.training.reference import load_reference_profile, logged_training_data_end
+from partnerscore.training.reference import load_reference_profile, logged_manifest
 
 AS_OF = date(2026, 7, 1)
 EARLY_END = pd.Timestamp("2025-09-01")  # build --data-end 2025-08-31: the whole day
@@ -67,17 +69,21 @@ def test_the_model_records_its_training_data_end(store_config, built_dir):
     end = _data_end(built_dir)
     assert model.metadata["training_data_end"] == f"{end:%Y-%m-%d %H:%M:%S}"
     assert model.training_data_end == end
-    assert logged_training_data_end(URI) == end
+    manifest = logged_manifest(URI)
+    assert parse_data_end(manifest["data_end"]) == end
     older = dataclasses.replace(
         model, metadata={k: v for k, v in model.metadata.items() if k != "training_data_end"}
     )
     assert older.training_data_end is None
-    assert monitored_training_end(older, URI) == end  # from the run's training/manifest.json
-    assert monitored_training_end(older, "models:/partnerscore/99") is None  # not a version
+    assert monitored_training_end(older, manifest) == end  # from the run's training/manifest.json
+    assert logged_manifest("models:/partnerscore/99") is None  # not a version
+    assert monitored_training_end(older, None) is None
     # other versions are read from their runs' manifests, each once; unknown ones give None
-    ends = registry_training_ends("models:/partnerscore@champion", "", None, "partnerscore")
+    manifests = registry_manifests("models:/partnerscore@champion", "", None, "partnerscore")
+    ends = registry_training_ends(manifests, "", None)
     assert ends("1") == end and ends("99") is None and ends("") is None and ends("x") is None
-    assert registry_training_ends(URI, "1", end - pd.Timedelta(days=9), "p")("1") == (
+    mine = registry_manifests(URI, "1", manifest, "p")
+    assert registry_training_ends(mine, "1", end - pd.Timedelta(days=9))("1") == (
         end - pd.Timedelta(days=9)
     )
 

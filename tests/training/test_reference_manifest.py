@@ -6,11 +6,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from partnerscore.models.bundle import parse_data_end
 from partnerscore.training.reference import (
     MANIFEST_ARTIFACT,
-    logged_label_definition,
+    label_definition,
     logged_manifest,
-    logged_training_data_end,
     run_label_definition,
     run_manifest,
 )
@@ -46,18 +46,16 @@ def test_both_call_sites_read_the_manifest_alike(runs):
     definition = {"horizon_days": 90, "engagement_period_days": 15}
     assert run_manifest(ids["manifest"])["build_config"] == BUILD
     assert run_label_definition(client, ids["manifest"]) == definition
-    assert logged_label_definition(f"runs:/{ids['manifest']}/model") == definition
-    assert str(logged_training_data_end(f"runs:/{ids['manifest']}/model")) == (
-        "2025-08-31 23:59:00"
-    )
+    logged = logged_manifest(f"runs:/{ids['manifest']}/model")
+    assert label_definition(logged) == definition
+    assert str(parse_data_end(logged["data_end"])) == "2025-08-31 23:59:00"
     # a manifest without build settings: {} (it records none); no readable manifest: None
     assert run_label_definition(client, ids["bare"]) == {}
-    assert logged_label_definition(f"runs:/{ids['bare']}/model") == {}
-    assert logged_training_data_end(f"runs:/{ids['bare']}/model") is None
+    bare = logged_manifest(f"runs:/{ids['bare']}/model")
+    assert label_definition(bare) == {} and parse_data_end(bare["data_end"]) is None
     for kind in ("none", "list", "text"):
         assert run_manifest(ids[kind], client) is None
         assert run_label_definition(client, ids[kind]) is None
         assert logged_manifest(f"runs:/{ids[kind]}/model") is None
-        assert logged_label_definition(f"runs:/{ids[kind]}/model") is None
     assert run_label_definition(client, "0" * 32) is None  # no such run
-    assert logged_label_definition("models:/nobody/1") is None
+    assert logged_manifest("models:/nobody/1") is None

@@ -86,8 +86,6 @@ MEASURES: tuple[tuple[str, str, str, Callable[[pd.DataFrame], np.ndarray]], ...]
     ),
 )
 VOLUME_TABLES = ("activities", "portal_events", "leads", "deals")
-STATISTICS_BATCH = 1_000_000
-"""Rows of a time column read at a time for a volume-only table's oldest row."""
 # when a measure is known: a duration only once it ended (a recent window of start times holds
 # only the short ones)
 MEASURE_TIME = {
@@ -121,15 +119,14 @@ def robust_center_scale(values: np.ndarray, floor: float = 1e-9) -> tuple[float,
 
 def batch_statistics(
     tables: dict[str, pd.DataFrame], as_of: pd.Timestamp
-) -> tuple[dict[tuple[str, str], tuple[float, float]], dict[str, int]]:
+) -> dict[tuple[str, str], tuple[float, float]]:
     """The whole-batch values of :func:`raw_anomalies`, for checks run on partner groups.
 
     Returns:
-        ``robust``: (table, measure) -> :func:`robust_center_scale` of the log1p values of the
-        rows dated before ``as_of`` (what :func:`table_outliers` computes without ``robust``);
-        ``periods``: volume table -> 30-day periods from ``as_of`` back to its oldest such row
-        (what :func:`_volume_spikes` computes without ``periods``). ``tables`` need only the
-        columns :data:`READ_COLUMNS` names.
+        (table, measure) -> :func:`robust_center_scale` of the log1p values of the rows dated
+        before ``as_of`` (what :func:`table_outliers` computes without ``robust``). ``tables``
+        need only the columns :data:`READ_COLUMNS` names. (The per-partner checks read only
+        the partner's own rows and signing date: nothing of theirs is batch-wide.)
     """
     cache: dict[str, _Before] = {}
     robust = {}
@@ -141,41 +138,25 @@ def batch_statistics(
             robust[(table, measure)] = robust_center_scale(
                 log1p_nonneg(values_of(before.numeric()))
             )
-    periods = {}
-    for table in VOLUME_TABLES:
-        if table not in tables:
-            continue
-        before = _before(tables, table, as_of, cache)
-        if not before.empty:
-            periods[table] = int(_period_index(as_of, before.when()).max()) + 1
-    return robust, periods
+    return robust
 
 
 def snapshot_statistics(
     files: dict, partners: pd.DataFrame, as_of: pd.Timestamp
-) -> tuple[dict[tuple[str, str], tuple[float, float]], dict[str, int]]:
+) -> dict[tuple[str, str], tuple[float, float]]:
     """:func:`batch_statistics` of a validated snapshot, one table's columns in memory at a time.
-
-    A table with no measure, only a volume check (portal events), gives its number of periods
-    from its oldest row, read one batch at a time.
 
     Args:
         files: Table -> its clean Parquet file (only the numbers and dates of
-            :data:`READ_COLUMNS` are read).
+            :data:`READ_COLUMNS` are read; tables without a measure are not read).
         partners: The partners table (already in memory).
         as_of: The checks' as_of.
     """
     import pyarrow.parquet as pq
 
     robust: dict[tuple[str, str], tuple[float, float]] = {}
-    periods: dict[str, int] = {}
     measures = {m[0] for m in MEASURES}
     for name, path in files.items():
-        if name in VOLUME_TABLES and name not in measures:  # only its oldest row counts
-            oldest = _oldest_before(path, EVENT_TIME[name][1], as_of)
-            if oldest is not None:
-                periods[name] = int(_period_index(as_of, oldest).max()) + 1
-            continue
         if name not in measures:
             continue
         if name == "partners":
@@ -184,31 +165,8 @@ def snapshot_statistics(
             text = {"partner_id", *(pair[0] for pair in EVENT_TIME.values() if pair[0])}
             read = [c for c in pq.read_schema(path).names if c in READ_COLUMNS - text]
             frame = pq.read_table(path, columns=read).to_pandas()
-        table_robust, table_periods = batch_statistics({name: frame}, as_of)
-        robust.update(table_robust)
-        periods.update(table_periods)
-    return robust, periods
-
-
-def _oldest_before(path, column: str, as_of: pd.Timestamp) -> np.ndarray | None:
-    """The oldest ``column`` value before ``as_of`` in a Parquet file, or None if there is none.
-
-    Read :data:`STATISTICS_BATCH` rows of that column at a time (the 61M portal events at 1M
-    partners would be ~0.5 GB at once). Returns a one-element datetime64 array.
-    """
-    import pyarrow.parquet as pq
-
-    cut = pd.Timestamp(as_of).to_datetime64()
-    oldest = None
-    rows = pq.ParquetFile(path).iter_batches(
-        batch_size=STATISTICS_BATCH, columns=[column], use_threads=False
-    )
-    for batch in rows:
-        when = pd.to_datetime(batch.column(0).to_numpy(zero_copy_only=False))
-        when = when[when < cut]  # NaT is never before
-        if len(when) and (oldest is None or when.min() < oldest):
-            oldest = when.min()
-    return None if oldest is None else np.array([oldest.to_datetime64()])
+        robust.update(batch_statistics({name: frame}, as_of))
+    return robust
 
 
 def _period_index(as_of: pd.Timestamp, when) -> np.ndarray:
@@ -434,7 +392,6 @@ def partner_outliers(
     tables: dict[str, pd.DataFrame],
     as_of: pd.Timestamp,
     config: MonitorConfig,
-    periods: dict[str, int] | None = None,
     cache: dict | None = None,
 ) -> pd.DataFrame:
     """New rows and recent volumes far above the same partner's own history.
@@ -445,8 +402,8 @@ def partner_outliers(
       periods since signing (at least ``partner_min_history`` periods).
 
     Robust z on log1p values with the scale floored at ``partner_scale_floor``; rows at or
-    above ``partner_z`` are listed. ``periods`` (table -> number of 30-day periods back to the
-    table's oldest row before as_of) is given when ``tables`` hold only some partners' rows.
+    above ``partner_z`` are listed. Each partner's result depends on its own rows and signing
+    date only (``tables`` may hold some partners' rows: a distributed job's group).
     ``cache``: rows before as_of per table, shared by the checks of one batch.
     """
     frames = []
@@ -486,7 +443,7 @@ def partner_outliers(
             frames.append(
                 _frame(table, before, hit, pid, when[hit], measure, raw[hit], zh, reasons)
             )
-    frames.append(_volume_spikes(tables, as_of, config, periods, cache))
+    frames.append(_volume_spikes(tables, as_of, config, cache))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
@@ -509,13 +466,57 @@ def row_nanmedian(values: np.ndarray) -> np.ndarray:
     return np.where(k == 0, np.nan, np.where(k % 2 == 1, lo, (lo + hi) / 2))
 
 
+def _median_with_zeros(
+    owner: np.ndarray, values: np.ndarray, sizes: np.ndarray, filler: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per partner, the median of its ``values`` plus ``sizes - count`` copies of a filler.
+
+    ``owner``: each value's partner (0 .. len(sizes) - 1; at most ``sizes`` values each);
+    ``filler``: the value of the missing ones per partner (None: 0, below every value). The
+    median is :func:`row_nanmedian`'s of the partner's whole row (the middle value, or the
+    mean of the two middle ones; NaN for an empty one), without building the row.
+
+    Returns:
+        (the medians, ``sizes``).
+    """
+    n = len(sizes)
+    fill = np.zeros(n) if filler is None else np.asarray(filler, dtype=float)
+    order = np.lexsort((values, owner))
+    owner, values = owner[order], values[order]
+    start = np.searchsorted(owner, np.arange(n))
+    count = np.bincount(owner, minlength=n)
+    missing = sizes - count
+    # values below the filler come first, then the filler's copies, then the rest
+    below = np.bincount(owner, weights=values < fill[owner], minlength=n).astype(np.int64)
+
+    def at(p: np.ndarray) -> np.ndarray:
+        first = p < below
+        filled = ~first & (p < below + missing)
+        idx = np.where(first, p, p - missing)
+        picked = values[np.clip(start + idx, 0, max(len(values) - 1, 0))] if len(values) else fill
+        return np.where(filled, fill, picked)
+
+    lo, hi = at(np.maximum(sizes - 1, 0) // 2), at(sizes // 2)
+    median = np.where(sizes % 2 == 1, lo, (lo + hi) / 2)
+    return np.where(sizes == 0, np.nan, median), sizes
+
+
 def _volume_spikes(
     tables: dict[str, pd.DataFrame],
     as_of: pd.Timestamp,
     config: MonitorConfig,
-    periods: dict[str, int] | None = None,
     cache: dict | None = None,
 ) -> pd.DataFrame:
+    """Partners whose events of the last 30 days are far above their own earlier periods.
+
+    A partner's history is its full 30-day periods since signing before the last 30 days
+    (``1 .. age - 1``, counted back from as_of), each with its event count, an empty one as 0:
+    only its own rows and signing date count, never another partner's (the table's oldest
+    row used to bound every partner's history: one row dated 1900 changed everyone's). The
+    counts are kept sparse, one per (partner, period) with events: the empty periods are
+    zeros placed first in the sorted history (:func:`_median_with_zeros`), so a partner
+    signed in 1900 costs no row of a hundred years of periods.
+    """
     partners = tables["partners"]
     signed = pd.Series(
         pd.to_datetime(partners["signed_at"]).to_numpy(),
@@ -530,25 +531,25 @@ def _volume_spikes(
             continue
         codes, uniques = before.partners()
         period = _period_index(as_of, before.when())
-        n_k = int(period.max()) + 1 if periods is None else periods[table]
-        if n_k < 2:
-            continue
-        counts = np.bincount(codes * n_k + period, minlength=len(uniques) * n_k)
-        counts = counts.reshape(len(uniques), n_k)
-        # full periods since signing, excluding period 0
+        # full periods since signing, excluding period 0 (an unknown signing date: none)
         age_periods = ((as_of - signed.reindex(uniques)) / DAY // 30).to_numpy()
-        age_periods = np.nan_to_num(age_periods, nan=0).astype(int)
-        recent = counts[:, 0]
-        ks = np.arange(1, n_k)
-        past = counts[:, 1:].astype(float)
-        # periods before signing are not history; periods after it with no events count as 0
-        valid = ks[None, :] <= (age_periods[:, None] - 1)
-        logs = np.where(valid, np.log1p(past), np.nan)
-        n_valid = valid.sum(axis=1)
-        center = row_nanmedian(logs)
-        mad = row_nanmedian(np.abs(logs - center[:, None]))
+        age_periods = np.nan_to_num(age_periods, nan=0).astype(np.int64)
+        n_hist = np.maximum(age_periods - 1, 0)
+        known = codes >= 0
+        recent = np.bincount(codes[known & (period == 0)], minlength=len(uniques))
+        # periods before signing are not history
+        inside = known & (period >= 1) & (period <= np.where(known, n_hist[codes], 0))
+        cell_code, cell_period = codes[inside].astype(np.int64), period[inside].astype(np.int64)
+        width = int(cell_period.max()) + 1 if cell_period.size else 1
+        cells, counts = np.unique(cell_code * width + cell_period, return_counts=True)
+        owner = cells // width
+        center, n_valid = _median_with_zeros(owner, np.log1p(counts.astype(float)), n_hist)
+        mad, _ = _median_with_zeros(
+            owner, np.abs(np.log1p(counts.astype(float)) - center[owner]), n_hist, center
+        )
         scale = np.maximum(MAD_TO_SD * mad, config.partner_scale_floor)
-        z = (np.log1p(recent) - center) / scale
+        with np.errstate(invalid="ignore"):
+            z = (np.log1p(recent) - center) / scale
         hit = np.flatnonzero((n_valid >= config.partner_min_history) & (z >= config.partner_z))
         for i in hit:
             rows.append(
@@ -881,18 +882,16 @@ def raw_anomalies(
     as_of: pd.Timestamp,
     config: MonitorConfig,
     robust: dict | None = None,
-    periods: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """The raw-table part of :func:`batch_anomalies` (table and per-partner outliers).
 
-    It needs whole tables (a table's median and spread, the oldest row's 30-day period);
-    a distributed job computes those once (``robust``, ``periods``: see
-    :func:`table_outliers` and :func:`partner_outliers`) and calls this per partner group,
-    like :func:`row_anomalies`.
+    The table outliers need whole tables (a table's median and spread); a distributed job
+    computes those once (``robust``: see :func:`table_outliers`) and calls this per partner
+    group, like :func:`row_anomalies`. The per-partner checks read each partner's own rows.
     """
     cache: dict = {}  # each table's rows before as_of, selected once for both checks
     rows, _ = table_outliers(tables, as_of, config, robust, cache=cache)
-    outliers = partner_outliers(tables, as_of, config, periods, cache=cache)
+    outliers = partner_outliers(tables, as_of, config, cache=cache)
     frames = [f for f in (rows, outliers) if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 

@@ -1,8 +1,8 @@
 """The pandas ``score`` job on a large validated snapshot: one group of partners at a time.
 
-Every feature, score, driver, upgrade path and raw-row anomaly is per partner, given three
+Every feature, score, driver, upgrade path and raw-row anomaly is per partner, given two
 batch-wide values computed first (the data end, and the anomaly checks' robust centres and
-spreads and oldest 30-day periods: :func:`~partnerscore.features.anomaly.snapshot_statistics`).
+spreads: :func:`~partnerscore.features.anomaly.snapshot_statistics`).
 So the job can read the snapshot's event rows one group of partners at a time, as the grouped
 ``build`` does: the rows are split once into Arrow files in a scratch folder beside the output
 (:func:`~partnerscore.features.pipeline.split_snapshot`, the raw files hashed meanwhile), and
@@ -167,7 +167,7 @@ def score_groups(
     from partnerscore.models.scoring import score_features
     from partnerscore.serving.score import unscorable, with_upgrade_paths
 
-    robust, periods = snapshot_statistics(
+    robust = snapshot_statistics(
         groups.snapshot.tables, groups.raw.tables["partners"], anomaly_as_of
     )
     keys, scored, anomalies, reasons = [], [], [], []
@@ -179,9 +179,7 @@ def score_groups(
             if not ready[groups.partner_group == g].any():
                 continue  # the whole job's raw checks find nothing for partners it does not score
             tables = groups.tables(g)
-            checks = pool.submit(
-                raw_anomalies, tables, anomaly_as_of, config.monitor, robust, periods
-            )
+            checks = pool.submit(raw_anomalies, tables, anomaly_as_of, config.monitor, robust)
             raw = RawData.from_frames(tables, data_end=data_end)
             if at_age is None:
                 features = build_scoring_frame(raw, cut)

@@ -3,7 +3,7 @@
 Exactness by construction: Spark only distributes; the numbers come from the project's own
 functions, run per group of partners (every cross-row rule is per partner), with the
 batch-wide values computed over all rows first (data end, the anomaly checks' robust centres
-and spreads and oldest 30-day periods: :func:`~partnerscore.features.anomaly.batch_statistics`;
+and spreads: :func:`~partnerscore.features.anomaly.batch_statistics`;
 peer percentiles: :func:`~partnerscore.serving.score.peer_percentile` on the driver).
 
 Two sources of clean rows:
@@ -94,7 +94,6 @@ class BucketContext:
         reference: The model's reference profile (training ranges), or None.
         anomaly_as_of: The date the raw anomalies are computed for (per bucket).
         robust: (table, measure) -> whole-table (centre, scale) of the outlier checks.
-        periods: Table -> 30-day periods back to its oldest row (volume checks).
         monitor: Monitoring thresholds.
         decisions: Earlier tier decisions per partner (the decision ledger, read on the driver).
         overrides: Account owners' overrides.
@@ -112,7 +111,6 @@ class BucketContext:
     reference: dict | None = None
     anomaly_as_of: pd.Timestamp | None = None
     robust: dict | None = None
-    periods: dict | None = None
     monitor: object | None = None
     decisions: dict | None = None
     overrides: pd.DataFrame | None = None
@@ -202,9 +200,7 @@ def score_tables(
     if raw_rows is None and ctx.robust is not None:
         from partnerscore.features.anomaly import raw_anomalies
 
-        raw_rows = raw_anomalies(
-            tables, ctx.anomaly_as_of, ctx.monitor, robust=ctx.robust, periods=ctx.periods
-        )
+        raw_rows = raw_anomalies(tables, ctx.anomaly_as_of, ctx.monitor, robust=ctx.robust)
     if raw_rows is not None:
         from partnerscore.features.anomaly import anomaly_columns
 
@@ -464,18 +460,19 @@ def _partitions(partners: int, cores: int) -> int:
     return max(cores, -(-groups // cores) * cores)
 
 
-def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict, dict]:
+def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> dict:
     """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
 
     One Spark job collects the columns the checks read (event times and measures of the rows
     dated before ``as_of``: numbers and dates, no text) and the driver runs the pandas job's own
-    function on them (it replaced three Spark aggregates per measure and one per volume table).
+    function on them (it replaced three Spark aggregates per measure).
     """
     from pyspark.sql import functions as F
 
-    from partnerscore.features.anomaly import EVENT_TIME, READ_COLUMNS, batch_statistics
+    from partnerscore.features.anomaly import EVENT_TIME, MEASURES, READ_COLUMNS, batch_statistics
 
     cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
+    measured = {m[0] for m in MEASURES}  # a table without a measure has no statistics
     wanted = {
         name: [
             c
@@ -483,7 +480,7 @@ def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> tuple[dict,
             if c in READ_COLUMNS and not str(dtype).startswith(("str", "object"))
         ]
         for name, columns in dtypes.items()
-        if name != "partners"
+        if name != "partners" and name in measured
     }
     before = F.lit(False)
     for name in wanted:
@@ -678,9 +675,7 @@ class _SnapshotJob:
         }
         self.cut = pd.Timestamp(as_of) if as_of is not None else None
         self.anomaly_as_of = self._anomaly_as_of(at_age)
-        self.robust, self.periods = snapshot_statistics(
-            self.files, self.partners, self.anomaly_as_of
-        )
+        self.robust = snapshot_statistics(self.files, self.partners, self.anomaly_as_of)
 
     def _anomaly_as_of(self, at_age):
         if self.cut is not None:
@@ -795,9 +790,7 @@ class _RawJob:
 
             end = supported_end(self.data_end, self.late_tail)
             self.anomaly_as_of = latest_milestone(self.partners, at_age, end)
-        self.robust, self.periods = _raw_statistics(
-            clean, validated.dtypes, self.anomaly_as_of, self.partners
-        )
+        self.robust = _raw_statistics(clean, validated.dtypes, self.anomaly_as_of, self.partners)
 
     def spark_tables(self, spark) -> dict:
         """Each table's clean rows, from the persisted validation output."""
@@ -921,7 +914,6 @@ def _score_job(
         reference=loaded.reference,
         anomaly_as_of=job.anomaly_as_of,
         robust=job.robust,
-        periods=job.periods,
         monitor=config.monitor,
         overrides=read_overrides(config.score.overrides_path, config.policy),
         config=config,

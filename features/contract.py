@@ -72,10 +72,13 @@ FILE_RULES = (
     "another case (six per table, then how many more; `--json` and a validated snapshot's "
     "manifest hold every one).",
     "A row that breaks a rule goes to `quarantine/<table>.csv` with its data-row number (`_row`, "
-    "1 = first row after the header) and every reason; other rows are used. Duplicate keys keep "
-    "the first otherwise valid row; in a table without an id column (trainings, portal_events, "
-    "feedback) a row whose contract columns all read the same as an earlier one's is a "
-    "duplicate too (`duplicate of row N`). Rows of a partner missing from (or quarantined in) "
+    "1 = first row after the header) and every reason; other rows are used. A record id "
+    "(deal_id, activity_id, commitment_id, lead_id) is unique per partner: a partner's duplicate "
+    "ids keep the first otherwise valid row, and rows of different partners holding one id are "
+    "all kept (one partner's rows never quarantine another's); partner_id is unique. In a "
+    "table without an id column (trainings, portal_events, feedback) a row whose contract "
+    "columns all read the same as an earlier one's is a duplicate too (`duplicate of row N`). "
+    "Rows of a partner missing from (or quarantined in) "
     "`partners` are quarantined. A deal that is won or lost needs `closed_at`; an open one must "
     "not have it. A converted lead needs `qualified_at` (created, then qualified, then "
     "converted).",
@@ -119,7 +122,8 @@ class TableSpec:
         name: Table (and file stem) name.
         required: Whether the table must be present.
         columns: Columns in contract order.
-        key: Column whose values must be unique, if any.
+        key: Column whose values must be unique, if any (per partner in a table of partners'
+            rows: another partner's row may hold the same id).
         after_signing: Date columns that cannot precede the partner's signed_at.
         order: (later, earlier) date-column pairs: later may not precede earlier.
         description: What a row is.
@@ -362,13 +366,23 @@ def _pa_column(col: Column) -> pa.Column:
     )
 
 
+def _unique_columns(spec: TableSpec) -> list[str] | None:
+    """The columns a clean frame's rows are unique in, or None.
+
+    The key; per partner in a table of partners' rows (a record id is unique per partner).
+    """
+    if not spec.key:
+        return None
+    return ["partner_id", spec.key] if spec.references_partner else [spec.key]
+
+
 def schema(table: str) -> pa.DataFrameSchema:
     """The pandera schema every clean (validated, typed) frame of ``table`` satisfies."""
     spec = TABLES[table]
     pa = load_pandera()
     return pa.DataFrameSchema(
         {col.name: _pa_column(col) for col in spec.columns},
-        unique=[spec.key] if spec.key else None,
+        unique=_unique_columns(spec),
         strict=True,
         name=table,
     )
@@ -394,7 +408,7 @@ def contract_markdown() -> str:
             if col.max is not None:
                 rule.append(f"<= {col.max:g}")
             if col.name == spec.key:
-                rule.append("unique")
+                rule.append("unique per partner" if spec.references_partner else "unique")
             if col.name in spec.after_signing:
                 rule.append("not before signed_at")
             for later, earlier in spec.order:

@@ -866,7 +866,9 @@ def _validate_table(
                     f"{col} before signing",
                 )
     if spec.key:
-        # duplicates among otherwise valid rows: the first valid occurrence is kept
+        # duplicates among otherwise valid rows: the first valid occurrence is kept. A record
+        # id is unique per partner: rows of different partners never repeat each other (one
+        # partner's rows holding another's ids would otherwise quarantine that partner's rows)
         ok_pos = np.flatnonzero(~check.bad)
         first_at = np.zeros(n, dtype=np.int64)
         dup = np.zeros(n, dtype=bool)
@@ -874,6 +876,9 @@ def _validate_table(
             keys = typed[spec.key]
             keys = (keys if ok_pos.size == n else keys.take(pa.array(ok_pos))).combine_chunks()
             codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False)
+            if partner_at is not None:  # (partner, key) numbered in order of first appearance
+                codes = codes.astype(np.int64) + (int(codes.max()) + 1) * partner_at[ok_pos]
+                codes = pd.factorize(codes)[0]
             # codes are numbered in order of first appearance: a first occurrence raises the max
             top = np.maximum.accumulate(codes)
             is_first = np.ones(codes.size, dtype=bool)
@@ -1126,12 +1131,13 @@ def _repeats(
     return repeat, first
 
 
-REASONS_VERSION = 6
+REASONS_VERSION = 7
 """Version of the quarantine reasons' wording and rules (2: a row of a quarantined partner says
 so, not "unknown partner_id"; 3: invisible characters in quoted values are escapes; 4: a
 converted lead needs qualified_at, a repeated row of a table without an id is a duplicate,
 categorical text ignores case; 5: ``today`` and ``now`` are not dates; 6: enumerations ignore
-case by ``case_key``, not Arrow's lowercase). A validated snapshot
+case by ``case_key``, not Arrow's lowercase; 7: a record id is unique per partner, rows of
+different partners holding one id are both kept). A validated snapshot
 holds the reasons and clean rows of its day: one written under another version is validated
 again (``features.validated``)."""
 

@@ -6,9 +6,8 @@ Spark-readable folder, every row gets its input row number, rows are bucketed by
 bucket (its rows of every table) goes through the project's own validator
 (:func:`~partnerscore.features.validate.load_frames`), so the rules and the reasons are the
 pandas job's. The validator's cross-row checks are per partner (duplicate
-partner ids, unknown partners, dates before signing), so a bucket's verdicts equal the whole
-batch's; the one check that is not (a duplicate ``deal_id``/``activity_id``/... under partners
-of different buckets) is detected over all rows and stops the run (see :func:`cross_bucket_keys`).
+partner ids, duplicate record ids, which are unique per partner, unknown partners, dates before
+signing), so a bucket's verdicts equal the whole batch's.
 
 Row numbers are exact, as the pandas validator reports them (1-based data records, a record that
 spans lines counted once): a CSV table is parsed as one ``multiLine`` stream (Arrow's
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, quoted
+from partnerscore.features.core import PartnerscoreError
 
 KIND = "_kind"
 ROW = "_row"
@@ -738,7 +737,6 @@ def validate_in_spark(
             raise PartnerscoreError(
                 f"{inputs['partners'].path}: no valid partner rows (see {qdir}/partners.parquet)"
             )
-        cross_bucket_keys(validated, inputs)
         typed = [f"{name}__{column}" for name, columns in dtypes.items() for column in columns]
         clean = validated.filter(F.col(KIND) == "clean").select(
             TABLE, ROW, BUCKET, "partner_id", *typed
@@ -878,48 +876,6 @@ def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:
         if line is not None:  # the pandas validator's line number, for local files
             first = f"line {line}: {first}"
     return f"{where}: cannot read file: {first[:160]}"
-
-
-def cross_bucket_keys(validated, inputs: dict[str, TableInput]) -> None:
-    """Stop when a record key (deal_id, activity_id, ...) is kept under two buckets.
-
-    The pandas validator keeps the first valid occurrence of a key across all partners; the
-    buckets see their own partners only. Such ids are a data error the Spark job reports
-    instead of deciding it differently (``--engine pandas`` quarantines the later rows).
-    """
-    from pyspark.sql import functions as F
-
-    from partnerscore.features.contract import TABLES
-
-    keyed = {
-        name: TABLES[name].key
-        for name in inputs
-        if TABLES[name].key and TABLES[name].key != "partner_id"
-    }
-    if not keyed:
-        return
-    # one job for every keyed table: (table, key) kept under more than one bucket
-    key = F.coalesce(
-        *(F.when(F.col(TABLE) == name, F.col(f"{name}__{k}")) for name, k in keyed.items())
-    )
-    dup = (
-        validated.filter((F.col(KIND) == "clean") & F.col(TABLE).isin(list(keyed)))
-        .select(TABLE, key.cast("string").alias("_key"), BUCKET, ROW)
-        .groupBy(TABLE, "_key")
-        .agg(F.countDistinct(BUCKET).alias("buckets"), F.min(ROW).alias("row"))
-        .filter(F.col("buckets") > 1)
-        .toPandas()
-    )
-    for name, k in keyed.items():  # the first table in contract order, its first row
-        mine = dup[dup[TABLE] == name].sort_values("row", kind="stable")
-        if len(mine):
-            first = mine.iloc[0]
-            raise PartnerscoreError(
-                f"{inputs[name].path}: {k} {quoted(first['_key'])} "
-                f"(first at row {int(first['row'])}) belongs to several partners; --engine spark "
-                "validates per partner and cannot decide which row to keep: fix the ids, or "
-                "score with --engine pandas"
-            )
 
 
 def _write_quarantine(

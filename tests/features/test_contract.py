@@ -233,7 +233,11 @@ VIOLATIONS = [
     ("deals", "amount as text", lambda f: _set(f, "amount", ["1000", "0"])),
     ("deals", "amount as int", lambda f: _set(f, "amount", [1000, 0])),
     ("deals", "unknown status", lambda f: _set(f, "status", ["won", "pending"])),
-    ("deals", "duplicate key", lambda f: _set(f, "deal_id", ["D1", "D1"])),
+    (
+        "deals",
+        "duplicate key of one partner",  # another partner's row may hold the id (per partner)
+        lambda f: _set(_set(f, "deal_id", ["D1", "D1"]), "partner_id", ["P1", "P1"]),
+    ),
     ("deals", "missing id", lambda f: _set(f, "deal_id", ["D1", None])),
     ("deals", "missing created_at", lambda f: _set(f, "created_at", ts("2024-02-01", None))),
     ("deals", "extra column", lambda f: f.assign(note=["a", "b"])),

@@ -120,7 +120,7 @@ def test_row_problems_go_to_quarantine_with_row_and_reason(tmp_path, capsys):
         "D2,P1,2024-02-02,,-5,open\n"  # row 2 negative amount
         "D3,P9,2024-02-02,,5,open\n"  # row 3 unknown partner
         "D4,P1,not-a-date,,5,open\n"  # row 4 bad date
-        "D1,P2,2024-03-01,,7,open\n"  # row 5 duplicate id
+        "D1,P1,2024-03-01,,7,open\n"  # row 5 duplicate id (of the same partner)
         "D6,P1,2023-12-01,,5,open\n"  # row 6 before signing
         "D7,P1,2024-02-01,2024-01-20,5,lost\n"  # row 7 closed before created
         "D8,P1,2024-02-01,,5,won\n"  # row 8 won without closed_at
@@ -167,6 +167,34 @@ def test_duplicate_keeps_first_valid_occurrence(tmp_path):
         "created_at 'bad' is not a date",
         "duplicate deal_id 'D1' (first at row 2)",
     ]
+
+
+def test_a_record_id_of_another_partner_quarantines_no_row_of_that_partner(tmp_path):
+    """A record id is unique per partner: a row of one partner holding an id another partner's
+    row holds quarantined whichever came second, so one partner's rows (placed first, or with
+    every other partner's ids) removed another partner's deals from its features. Each
+    partner's rows are now compared with its own only: both rows are kept, a repeat within a
+    partner is still a duplicate."""
+    base = (
+        "deal_id,partner_id,created_at,closed_at,amount,status\n"
+        "D1,P1,2024-02-01,,2,open\n"
+        "D2,P1,2024-02-02,,3,open\n"
+    )
+    for name in ("a", "bTrueD1", "bFalseD1", "bTrueD2", "bFalseD2", "c"):
+        (tmp_path / name).mkdir()
+    alone = load_raw(make_raw(tmp_path / "a", deals=base)).tables["deals"]
+    for hostile in ("D1,P2,2024-03-01,2024-03-02,1e300,won\n", "D2,P2,2024-03-01,,5,open\n"):
+        for first in (True, False):
+            header, *rows = base.splitlines(keepends=True)
+            text = header + hostile + "".join(rows) if first else base + hostile
+            got = load_raw(make_raw(tmp_path / f"b{first}{hostile[:2]}", deals=text))
+            deals = got.tables["deals"]
+            mine = deals[deals["partner_id"] == "P1"].reset_index(drop=True)
+            pd.testing.assert_frame_equal(mine, alone)
+            assert len(deals) == 3 and len(got.quarantine.get("deals", ())) == 0
+    repeated = base + "D1,P1,2024-03-01,,9,open\n"
+    q = load_raw(make_raw(tmp_path / "c", deals=repeated)).quarantine["deals"]
+    assert q["reason"].tolist() == ["duplicate deal_id 'D1' (first at row 1)"]
 
 
 def test_ranges_enums_booleans_and_missing(tmp_path):

@@ -180,6 +180,7 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
         "converted_without_qualified",
         "duplicate_rows_without_id",
         "case_insensitive_categories",
+        "duplicate_ids",
     ],
 )
 def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
@@ -260,8 +261,13 @@ def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, message, t
     assert "\n" not in str(got.value)
 
 
-def test_duplicate_record_ids_across_buckets_stop_the_run(tmp_path, spark):
-    from partnerscore.features.core import PartnerscoreError
+def test_record_ids_of_partners_in_two_buckets_are_kept_as_the_pandas_validator_keeps_them(
+    tmp_path, spark
+):
+    """A record id held by rows of two partners stopped the run when their buckets differed
+    (the pandas validator kept the first row across partners); record ids are unique per
+    partner now, so each bucket decides its partners' rows as the whole batch does."""
+    from partnerscore.features.validate import load_raw
     from partnerscore.serving.spark_validate import validate_in_spark
 
     sys.path.insert(0, str(MALFORMED.parent))
@@ -276,8 +282,16 @@ def test_duplicate_record_ids_across_buckets_stop_the_run(tmp_path, spark):
         if spark.sql(f"select {bucket.format('P1', b)} = {bucket.format('P3', b)}").first()[0]
         is False
     )
-    with pytest.raises(PartnerscoreError, match=r"deals.csv: deal_id 'D1' \(first at row 1\)"):
-        validate_in_spark(spark, str(tmp_path / "raw"), n, None, str(tmp_path / "sq"))
+    expected = load_raw(tmp_path / "raw", tmp_path / "pq")
+    got = validate_in_spark(spark, str(tmp_path / "raw"), n, None, str(tmp_path / "sq"))
+    for name, report in expected.report.tables.items():
+        assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
+        assert got.reasons[name] == report.reasons
+    clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
+    deals = unpack(clean, got.dtypes)["deals"]
+    assert deals["deal_id"].tolist() == ["D1", "D2", "D1", "D4", "D7"]
+    pd.testing.assert_frame_equal(deals, expected.tables["deals"], check_dtype=True)
+    got.unpersist()
 
 
 def test_spark_validation_keeps_parquet_integers_exact(tmp_path, spark):

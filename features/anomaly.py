@@ -5,7 +5,8 @@ listed with a reason (:data:`ANOMALY_COLUMNS`) and the partners they belong to c
 ``anomaly`` flag on their score rows.
 
 - **Table outliers**: amounts, durations and volumes on a log1p scale, robust z against the
-  table's median and MAD (rows dated before as_of); the upper tail only (spikes: a $0 deal or a
+  table's median and MAD (rows dated before as_of, each partner's rows weighing 1 in all, so
+  that one partner's many rows cannot set them); the upper tail only (spikes: a $0 deal or a
   same-day close is plausible, a thousand-fold amount is not; drops in volume are checked per
   table instead).
 - **Partner outliers**: rows of the recent window against the same partner's earlier rows,
@@ -107,14 +108,46 @@ def log1p_nonneg(values) -> np.ndarray:
         return np.where(x >= 0, np.log1p(np.where(x >= 0, x, 0.0)), np.nan)
 
 
-def robust_center_scale(values: np.ndarray, floor: float = 1e-9) -> tuple[float, float]:
-    """Median and MAD-based standard deviation (1.4826 * MAD, at least ``floor``)."""
-    x = values[np.isfinite(values)]
+def robust_center_scale(
+    values: np.ndarray, floor: float = 1e-9, partners: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Median and MAD-based standard deviation (1.4826 * MAD, at least ``floor``).
+
+    With ``partners`` (each value's partner code), each partner's finite values weigh 1 in all
+    (:func:`weighted_median`): the table's typical value is the typical partner's, so one
+    partner's rows, however many, move the centre and the spread by one partner's weight
+    (a partner with more rows than all others together once set both: a thousand equal deals
+    made the MAD 0 and every other partner's deals outliers at a billion robust SDs).
+    """
+    finite = np.isfinite(values)
+    x = values[finite]
     if x.size == 0:
         return float("nan"), float("nan")
-    center = float(np.median(x))
-    scale = MAD_TO_SD * float(np.median(np.abs(x - center)))
+    if partners is None:
+        center = float(np.median(x))
+        scale = MAD_TO_SD * float(np.median(np.abs(x - center)))
+        return center, max(scale, floor)
+    codes = np.asarray(partners)[finite]
+    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    center = weighted_median(x, weights)
+    scale = MAD_TO_SD * weighted_median(np.abs(x - center), weights)
     return center, max(scale, floor)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value where the cumulative weight of the sorted values reaches half the total.
+
+    The mean of it and the next value when the weight below it is exactly half (equal
+    weights: ``np.median``). Ordered by (value, weight), so the rows' order does not matter.
+    """
+    order = np.lexsort((weights, values))
+    x, cum = values[order], np.cumsum(weights[order])
+    half = cum[-1] / 2
+    i = int(np.searchsorted(cum, half, side="left"))
+    if cum[i] == half and i + 1 < x.size:
+        return float((x[i] + x[i + 1]) / 2)
+    return float(x[i])
 
 
 def batch_statistics(
@@ -124,8 +157,9 @@ def batch_statistics(
 
     Returns:
         (table, measure) -> :func:`robust_center_scale` of the log1p values of the rows dated
-        before ``as_of`` (what :func:`table_outliers` computes without ``robust``). ``tables``
-        need only the columns :data:`READ_COLUMNS` names. (The per-partner checks read only
+        before ``as_of``, each partner's weighing 1 (what :func:`table_outliers` computes
+        without ``robust``). ``tables`` need only the columns :data:`READ_COLUMNS` names
+        (partner ids included). (The per-partner checks read only
         the partner's own rows and signing date: nothing of theirs is batch-wide.)
     """
     cache: dict[str, _Before] = {}
@@ -136,7 +170,7 @@ def batch_statistics(
         before = _before(tables, table, as_of, cache)
         if not before.empty:
             robust[(table, measure)] = robust_center_scale(
-                log1p_nonneg(values_of(before.numeric()))
+                log1p_nonneg(values_of(before.numeric())), partners=before.partners()[0]
             )
     return robust
 
@@ -162,8 +196,8 @@ def snapshot_statistics(
         if name == "partners":
             frame = partners
         else:
-            text = {"partner_id", *(pair[0] for pair in EVENT_TIME.values() if pair[0])}
-            read = [c for c in pq.read_schema(path).names if c in READ_COLUMNS - text]
+            ids = {pair[0] for pair in EVENT_TIME.values() if pair[0]}  # record ids: unread
+            read = [c for c in pq.read_schema(path).names if c in READ_COLUMNS - ids]
             frame = pq.read_table(path, columns=read).to_pandas()
         robust.update(batch_statistics({name: frame}, as_of))
     return robust
@@ -338,7 +372,7 @@ def table_outliers(
         center, scale = (
             robust[(table, measure)]
             if robust is not None and (table, measure) in robust
-            else robust_center_scale(x)
+            else robust_center_scale(x, partners=before.partners()[0])
         )
         z = (x - center) / scale
         finite = np.isfinite(z)

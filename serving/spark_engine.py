@@ -463,9 +463,9 @@ def _partitions(partners: int, cores: int) -> int:
 def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> dict:
     """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
 
-    One Spark job collects the columns the checks read (event times and measures of the rows
-    dated before ``as_of``: numbers and dates, no text) and the driver runs the pandas job's own
-    function on them (it replaced three Spark aggregates per measure).
+    One Spark job collects the columns the checks read (event times, measures and partner ids
+    of the rows dated before ``as_of``; no record ids or other text) and the driver runs the
+    pandas job's own function on them (it replaced three Spark aggregates per measure).
     """
     from pyspark.sql import functions as F
 
@@ -487,12 +487,17 @@ def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> dict:
         when = F.col(f"{name}__{EVENT_TIME[name][1]}")
         before = before | ((F.col("_table") == name) & (when < cut))
     names = [f"{n}__{c}" for n, cols in wanted.items() for c in cols]
-    rows = clean.filter(before).select("_table", *names).toPandas()
+    # the partner ids too: each partner's rows weigh 1 in a table's centre and spread
+    rows = clean.filter(before).select("_table", "partner_id", *names).toPandas()
     tables = {"partners": partners}
     for name, cols in wanted.items():
         part = rows[rows["_table"].to_numpy() == name]
         tables[name] = pd.DataFrame(
-            {c: part[f"{name}__{c}"].to_numpy() for c in cols}, index=pd.RangeIndex(len(part))
+            {
+                "partner_id": part["partner_id"].astype(str).to_numpy(),
+                **{c: part[f"{name}__{c}"].to_numpy() for c in cols},
+            },
+            index=pd.RangeIndex(len(part)),
         )
         for c in cols:
             if str(dtypes[name][c]).startswith("datetime64"):

@@ -358,3 +358,43 @@ def test_volume_spikes_of_a_partner_ignore_other_partners_oldest_event():
         pd.testing.assert_frame_equal(got[got["partner_id"] == "P1"], alone)
     # since signing (2024-01-01): 25 full periods before the last 30 days, 17 of them empty
     assert "typical 0.0 per 30 days" in alone["reason"].iat[0]
+
+
+def test_one_partners_many_rows_do_not_set_the_table_outlier_centre(sim_tables):
+    """The table's median and MAD were taken over rows: one partner with more deals than all
+    others together (1,000 deals of $100) made the MAD 0 and flagged 225 other partners'
+    ordinary deals at ~4.8e9 robust SDs (and 1,000 deals of 1e300 the same through their
+    one-day cycles). Each partner's rows now weigh 1 in all: the hostile partner moves the
+    centre by one partner's weight, and no other partner is flagged."""
+    from partnerscore.features.anomaly import raw_anomalies, robust_center_scale
+    from partnerscore.features.config import MonitorConfig
+
+    tables = {k: v for k, v in sim_tables.items() if k != "truth"}
+    cut, config = pd.Timestamp("2026-03-01"), MonitorConfig()
+    assert raw_anomalies(tables, cut, config).empty
+    partners, deals = tables["partners"], tables["deals"]
+    one = partners.iloc[:1].assign(partner_id="PX", signed_at=pd.Timestamp("2023-01-01"))
+    for amount in (100.0, 1e300):
+        many = pd.DataFrame(
+            {
+                "deal_id": [f"X{i}" for i in range(1000)],
+                "partner_id": "PX",
+                "created_at": pd.Timestamp("2024-01-01"),
+                "closed_at": pd.Timestamp("2024-01-02"),
+                "amount": amount,
+                "status": "won",
+            }
+        ).astype({c: deals[c].dtype for c in deals.columns})
+        hostile = dict(
+            tables,
+            partners=pd.concat([partners, one], ignore_index=True),
+            deals=pd.concat([deals, many], ignore_index=True),
+        )
+        found = raw_anomalies(hostile, cut, config)
+        assert set(found["partner_id"]) <= {"PX"}
+    # equal weights (one row per partner): the plain median and MAD
+    x = np.array([1.0, 5.0, 2.0, 9.0, 4.0, 4.0])
+    plain = robust_center_scale(x)
+    assert robust_center_scale(x, partners=np.arange(6)) == plain
+    # a partner's rows weigh 1 in all: P0's three rows count as one value among four
+    assert robust_center_scale(x, partners=np.array([0, 1, 0, 2, 0, 3]))[0] == 4.5

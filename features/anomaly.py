@@ -151,7 +151,7 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 
 
 def batch_statistics(
-    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp
+    tables: dict[str, pd.DataFrame], as_of: Cutoff
 ) -> dict[tuple[str, str], tuple[float, float]]:
     """The whole-batch values of :func:`raw_anomalies`, for checks run on partner groups.
 
@@ -176,7 +176,7 @@ def batch_statistics(
 
 
 def snapshot_statistics(
-    files: dict, partners: pd.DataFrame, as_of: pd.Timestamp
+    files: dict, partners: pd.DataFrame, as_of: Cutoff
 ) -> dict[tuple[str, str], tuple[float, float]]:
     """:func:`batch_statistics` of a validated snapshot, one table's columns in memory at a time.
 
@@ -203,9 +203,38 @@ def snapshot_statistics(
     return robust
 
 
-def _period_index(as_of: pd.Timestamp, when) -> np.ndarray:
-    """30-day periods counted back from as_of (period 0 is the last 30 days), per row."""
+def _period_index(as_of, when) -> np.ndarray:
+    """30-day periods counted back from as_of (period 0 is the last 30 days), per row.
+
+    ``as_of``: one date, or each row's (an array as long as ``when``).
+    """
+    if np.ndim(as_of) > 0:
+        as_of = pd.Series(pd.to_datetime(np.asarray(as_of)))
+    elif isinstance(as_of, np.ndarray):
+        as_of = pd.Timestamp(as_of[()])
     return ((as_of - pd.Series(when)) / DAY // 30).astype(int).to_numpy()
+
+
+Cutoff = pd.Timestamp | pd.Series
+"""The raw checks' as_of: one date for every partner, or partner_id -> the partner's own (its
+score's as_of under ``score --at-age``: each partner's checks read its rows before its
+milestone, never a date another partner's signing sets)."""
+
+
+def _row_cuts(frame: pd.DataFrame, as_of: Cutoff):
+    """Each row's cut-off: ``as_of`` as one datetime64, or per row by its partner.
+
+    A partner without a cut-off gets NaT: none of its rows is read.
+    """
+    if not isinstance(as_of, pd.Series):
+        return pd.Timestamp(as_of).to_datetime64()
+    codes, uniques = _factorized_partners(frame)
+    by_id = pd.Series(pd.to_datetime(as_of).to_numpy(), index=as_of.index.astype(str))
+    cut = by_id.reindex(np.asarray(uniques, dtype=object)).to_numpy()
+    out = np.full(len(codes), np.datetime64("NaT"), dtype=cut.dtype)
+    known = codes >= 0
+    out[known] = cut[codes[known]]
+    return out
 
 
 def _frame(table, before, idx, partner, when, column, value, score, reason) -> pd.DataFrame:
@@ -260,14 +289,31 @@ class _Before:
     ``tests/features/test_anomaly_flags.py``).
     """
 
-    def __init__(self, frame: pd.DataFrame, table: str, as_of: pd.Timestamp) -> None:
+    def __init__(self, frame: pd.DataFrame, table: str, as_of: Cutoff) -> None:
         self.frame, self.table = frame, table
         when = pd.to_datetime(frame[EVENT_TIME[table][1]]).to_numpy()
-        keep = when < pd.Timestamp(as_of).to_datetime64()  # NaT is never before
+        cut = _row_cuts(frame, as_of)
+        keep = when < cut  # NaT is never before (nor is anything before a NaT cut-off)
         self.rows = np.flatnonzero(keep)
         self.size = len(self.rows)
+        self._cut = cut if np.ndim(cut) == 0 else cut[self.rows]
         self._numeric: pd.DataFrame | None = None
         self._partners: tuple[np.ndarray, np.ndarray] | None = None
+
+    def cuts(self) -> np.ndarray:
+        """Each of these rows' cut-off (its partner's as_of; one value: a 0-d array)."""
+        return np.asarray(self._cut)
+
+    def partner_cuts(self) -> np.ndarray:
+        """The cut-off of each partner of :meth:`partners` (their ``uniques``' order)."""
+        codes, uniques = self.partners()
+        cut = self.cuts()
+        if cut.ndim == 0:
+            return np.full(len(uniques), cut)
+        out = np.full(len(uniques), np.datetime64("NaT"), dtype=cut.dtype)
+        known = codes >= 0
+        out[codes[known]] = cut[known]
+        return out
 
     @property
     def empty(self) -> bool:
@@ -329,7 +375,7 @@ def _factorized_partners(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def _before(
     tables: dict[str, pd.DataFrame],
     table: str,
-    as_of: pd.Timestamp,
+    as_of: Cutoff,
     cache: dict[str, _Before] | None = None,
 ) -> _Before:
     """``tables[table]``'s rows before ``as_of`` (one :class:`_Before` per table in ``cache``)."""
@@ -342,7 +388,7 @@ def _before(
 
 def table_outliers(
     tables: dict[str, pd.DataFrame],
-    as_of: pd.Timestamp,
+    as_of: Cutoff,
     config: MonitorConfig,
     robust: dict[tuple[str, str], tuple[float, float]] | None = None,
     cache: dict | None = None,
@@ -424,7 +470,7 @@ def table_outliers(
 
 def partner_outliers(
     tables: dict[str, pd.DataFrame],
-    as_of: pd.Timestamp,
+    as_of: Cutoff,
     config: MonitorConfig,
     cache: dict | None = None,
 ) -> pd.DataFrame:
@@ -441,7 +487,7 @@ def partner_outliers(
     ``cache``: rows before as_of per table, shared by the checks of one batch.
     """
     frames = []
-    start = as_of - pd.Timedelta(days=config.window_days)
+    window = np.timedelta64(config.window_days, "D")
     for table, measure, unit, values_of in MEASURES:
         if table not in tables or table == "partners":
             continue
@@ -449,6 +495,7 @@ def partner_outliers(
         if before.empty:
             continue
         when = before.when()
+        start = before.cuts() - window  # each row's partner's window start
         x = log1p_nonneg(values_of(before.numeric()))
         codes, uniques = before.partners()
         old = (when < start) & np.isfinite(x)
@@ -537,7 +584,7 @@ def _median_with_zeros(
 
 def _volume_spikes(
     tables: dict[str, pd.DataFrame],
-    as_of: pd.Timestamp,
+    as_of: Cutoff,
     config: MonitorConfig,
     cache: dict | None = None,
 ) -> pd.DataFrame:
@@ -564,9 +611,10 @@ def _volume_spikes(
         if before.empty:
             continue
         codes, uniques = before.partners()
-        period = _period_index(as_of, before.when())
+        period = _period_index(before.cuts(), before.when())
+        cut = pd.to_datetime(before.partner_cuts())
         # full periods since signing, excluding period 0 (an unknown signing date: none)
-        age_periods = ((as_of - signed.reindex(uniques)) / DAY // 30).to_numpy()
+        age_periods = ((cut - signed.reindex(uniques).to_numpy()) / DAY // 30).to_numpy()
         age_periods = np.nan_to_num(age_periods, nan=0).astype(np.int64)
         n_hist = np.maximum(age_periods - 1, 0)
         known = codes >= 0
@@ -591,7 +639,7 @@ def _volume_spikes(
                     "table": table,
                     "record_id": "",
                     "partner_id": uniques[i],
-                    "occurred_at": as_of - pd.Timedelta(days=30),
+                    "occurred_at": cut[i] - pd.Timedelta(days=30),
                     "column": "events_last_30_days",
                     "value": float(recent[i]),
                     "score": round(float(z[i]), 2),
@@ -913,7 +961,7 @@ def partner_flags(partner_ids, anomalies: pd.DataFrame, max_reasons: int = 3) ->
 
 def raw_anomalies(
     tables: dict[str, pd.DataFrame],
-    as_of: pd.Timestamp,
+    as_of: Cutoff,
     config: MonitorConfig,
     robust: dict | None = None,
 ) -> pd.DataFrame:

@@ -412,7 +412,7 @@ def run_score(
         if groups is not None:
             with progress.task("score: loading the model"):
                 loaded = model_job.result()
-            checks_as_of = cut if cut is not None else latest_milestone(partners_all, at_age, end)
+            checks_as_of = cut if cut is not None else milestone_cutoffs(partners_all, at_age, end)
             with progress.task(f"score: {groups.ranges.n_groups} groups of partners"):
                 grouped = score_groups(
                     groups, loaded.model, cut, at_age, checks_as_of, ready, config
@@ -434,8 +434,9 @@ def run_score(
             cuts = pd.Series(
                 pd.to_datetime(features["as_of"]).to_numpy(), index=features["partner_id"]
             )
+            # under --at-age each partner's checks read its rows before its own milestone
             checks = partial(
-                raw_anomalies, raw.tables, cut if cut is not None else cuts.max(), config.monitor
+                raw_anomalies, raw.tables, cut if cut is not None else cuts, config.monitor
             )
             with progress.task("score: loading the model"):
                 loaded = model_job.result()
@@ -732,13 +733,19 @@ def _split_groups(
     return groups, False
 
 
-def latest_milestone(partners: pd.DataFrame, at_age: int, data_end) -> pd.Timestamp:
-    """The newest milestone within the data (the anomaly checks' as_of under ``--at-age``).
+def milestone_cutoffs(partners: pd.DataFrame, at_age: int, data_end) -> pd.Series:
+    """partner_id -> milestone of every partner ready by ``data_end``.
+
+    The anomaly checks' as_of under ``--at-age``: each partner's own, as its features' (one
+    date for everyone, the newest milestone, let a partner signed after every other move
+    everyone's checks).
 
     ``data_end``: the supported data end (:func:`batch_scope`'s), which decides who is ready.
     """
     milestone = milestone_dates(partners["signed_at"], at_age)
-    return milestone[milestone <= data_end].max()
+    ready = (milestone <= data_end).to_numpy()
+    ids = partners["partner_id"].astype(str).to_numpy()[ready]
+    return pd.Series(pd.to_datetime(milestone[ready]).to_numpy(), index=ids)
 
 
 def _quietly(wait) -> None:

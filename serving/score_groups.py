@@ -137,7 +137,7 @@ def score_groups(
     model,
     cut: pd.Timestamp | None,
     at_age: int | None,
-    anomaly_as_of: pd.Timestamp,
+    anomaly_as_of: pd.Timestamp | pd.Series,
     ready: np.ndarray,
     config,
 ) -> GroupedScores:
@@ -151,7 +151,8 @@ def score_groups(
         model: The scoring model.
         cut: The batch's as_of (None with ``at_age``).
         at_age: Score each partner at signed_at + ``at_age`` days.
-        anomaly_as_of: The raw-table checks' as_of (the whole job's).
+        anomaly_as_of: The raw-table checks' as_of (the whole job's): one date, or
+            partner_id -> each partner's milestone (``--at-age``).
         ready: Per row of the partners table, whether the partner is in the batch
             (``batch_scope``'s mask): a group with none is skipped.
         config: Application configuration.

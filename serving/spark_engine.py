@@ -92,7 +92,8 @@ class BucketContext:
         raw_anomalies: The batch's raw-row anomalies when computed on the driver; None with
             ``robust`` computes them per bucket, else leaves the anomaly columns out.
         reference: The model's reference profile (training ranges), or None.
-        anomaly_as_of: The date the raw anomalies are computed for (per bucket).
+        anomaly_as_of: The date the raw anomalies are computed for (per bucket), or
+            partner_id -> each partner's (``--at-age``: its milestone).
         robust: (table, measure) -> whole-table (centre, scale) of the outlier checks.
         monitor: Monitoring thresholds.
         decisions: Earlier tier decisions per partner (the decision ledger, read on the driver).
@@ -109,7 +110,7 @@ class BucketContext:
     model_uri: str
     raw_anomalies: pd.DataFrame | None = None
     reference: dict | None = None
-    anomaly_as_of: pd.Timestamp | None = None
+    anomaly_as_of: pd.Timestamp | pd.Series | None = None
     robust: dict | None = None
     monitor: object | None = None
     decisions: dict | None = None
@@ -460,7 +461,7 @@ def _partitions(partners: int, cores: int) -> int:
     return max(cores, -(-groups // cores) * cores)
 
 
-def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> dict:
+def _raw_statistics(clean, dtypes, as_of: pd.Timestamp | pd.Series, partners) -> dict:
     """:func:`~partnerscore.features.anomaly.batch_statistics` of the clean rows in Spark.
 
     One Spark job collects the columns the checks read (event times, measures and partner ids
@@ -471,7 +472,9 @@ def _raw_statistics(clean, dtypes, as_of: pd.Timestamp, partners) -> dict:
 
     from partnerscore.features.anomaly import EVENT_TIME, MEASURES, READ_COLUMNS, batch_statistics
 
-    cut = F.lit(as_of.to_pydatetime()).cast("timestamp_ntz")
+    # per-partner cut-offs (``--at-age``): the newest here, each partner's in batch_statistics
+    newest = as_of.max() if isinstance(as_of, pd.Series) else as_of
+    cut = F.lit(pd.Timestamp(newest).to_pydatetime()).cast("timestamp_ntz")
     measured = {m[0] for m in MEASURES}  # a table without a measure has no statistics
     wanted = {
         name: [
@@ -686,10 +689,10 @@ class _SnapshotJob:
         if self.cut is not None:
             return self.cut
         from partnerscore.features.validate import supported_end
-        from partnerscore.serving.score import latest_milestone
+        from partnerscore.serving.score import milestone_cutoffs
 
         end = supported_end(self.data_end, self.late_tail)
-        return latest_milestone(self.partners, at_age, end)
+        return milestone_cutoffs(self.partners, at_age, end)
 
     def score_groups(self, spark, layout, n_groups, score_group, schema, staging) -> pd.DataFrame:
         """Split the snapshot's rows by partner group, then ``score_group`` per group.
@@ -791,10 +794,10 @@ class _RawJob:
             self.anomaly_as_of = self.cut
         else:
             from partnerscore.features.validate import supported_end
-            from partnerscore.serving.score import latest_milestone
+            from partnerscore.serving.score import milestone_cutoffs
 
             end = supported_end(self.data_end, self.late_tail)
-            self.anomaly_as_of = latest_milestone(self.partners, at_age, end)
+            self.anomaly_as_of = milestone_cutoffs(self.partners, at_age, end)
         self.robust = _raw_statistics(clean, validated.dtypes, self.anomaly_as_of, self.partners)
 
     def spark_tables(self, spark) -> dict:

@@ -165,6 +165,13 @@ class BeforeReference:
     def __init__(self, frame, table, as_of):
         self.frame, self.table = before_reference(frame, table, as_of), table
         self.size, self.empty = len(self.frame), self.frame.empty
+        self.as_of = np.asarray(pd.Timestamp(as_of).to_datetime64())  # one date for all
+
+    def cuts(self):
+        return self.as_of
+
+    def partner_cuts(self):
+        return np.full(len(self.partners()[1]), self.as_of)
 
     def numeric(self):
         return self.frame
@@ -398,3 +405,36 @@ def test_one_partners_many_rows_do_not_set_the_table_outlier_centre(sim_tables):
     assert robust_center_scale(x, partners=np.arange(6)) == plain
     # a partner's rows weigh 1 in all: P0's three rows count as one value among four
     assert robust_center_scale(x, partners=np.array([0, 1, 0, 2, 0, 3]))[0] == 4.5
+
+
+def test_per_partner_cutoffs_equal_each_partners_own_date(sim_tables):
+    """Under ``score --at-age`` the raw checks ran at one date for everyone, the batch's newest
+    milestone: a partner signed after every other moved it and flipped other partners' flags
+    (``tests/serving/test_score_isolation.py``, example LATE), and a partner scored at its
+    30-day milestone in 2023 was flagged for rows of 2026. Given partner_id -> as_of, each
+    partner's own-history checks equal the one-date checks at its date (the twin), and one
+    date for everyone equals the one-date checks."""
+    from partnerscore.features.anomaly import partner_outliers, raw_anomalies
+    from partnerscore.features.config import MonitorConfig
+
+    tables = {k: v for k, v in sim_tables.items() if k != "truth"}
+    config = MonitorConfig(outlier_z=2.0, partner_z=1.0, partner_min_history=2)  # low bars
+    partners = tables["partners"].iloc[::7]
+    cuts = pd.Series(
+        (partners["signed_at"] + pd.Timedelta(days=400)).to_numpy(),
+        index=partners["partner_id"].astype(str).to_numpy(),
+    )
+    got = partner_outliers(tables, config=config, as_of=cuts)
+    assert set(got["partner_id"]) <= set(cuts.index) and got["partner_id"].nunique() >= 5
+    for pid, cut in cuts.items():
+        want = partner_outliers(tables, pd.Timestamp(cut), config)
+        want = want[want["partner_id"] == pid].reset_index(drop=True)
+        mine = got[got["partner_id"] == pid].reset_index(drop=True)
+        # occurred_at's unit is the rows' (event times: seconds here; a volume row's window
+        # start: microseconds), so one partner's rows alone may differ in dtype, not in value
+        pd.testing.assert_frame_equal(mine, want, check_dtype=False)
+    cut = pd.Timestamp("2026-01-15")
+    everyone = pd.Series(cut, index=tables["partners"]["partner_id"].astype(str).to_numpy())
+    pd.testing.assert_frame_equal(
+        raw_anomalies(tables, everyone, config), raw_anomalies(tables, cut, config)
+    )

@@ -58,6 +58,49 @@ from partnerscore.features.core import (
     write_frame_atomic,
 )
 
+SHARED_IDS_KEPT = 10
+"""Record ids held by several partners a table's report keeps as examples (``--json``, the
+validated snapshot's manifest); the summary line shows :data:`SHARED_IDS_SHOWN`."""
+SHARED_IDS_SHOWN = 3
+SHARED_PARTNERS_KEPT = 5
+"""Partners an example names (those of its first rows), then how many more."""
+SHARED_ID_CHARS = 200
+"""Characters of an example id kept (a longer one is cut)."""
+
+
+@dataclass
+class SharedId:
+    """A record id held by kept rows of several partners (one example of the report's count).
+
+    Attributes:
+        id: The id (its first :data:`SHARED_ID_CHARS` characters).
+        partner_count: Partners whose kept rows hold it.
+        partners: The first :data:`SHARED_PARTNERS_KEPT` of them, in order of their row.
+    """
+
+    id: str
+    partner_count: int
+    partners: list[str]
+
+    @classmethod
+    def of(cls, value: str, partner_count: int, partners: list[str]) -> SharedId:
+        """One example, bounded as both engines bound it."""
+        return cls(
+            id=str(value)[:SHARED_ID_CHARS],
+            partner_count=int(partner_count),
+            partners=[str(p) for p in partners[:SHARED_PARTNERS_KEPT]],
+        )
+
+    def text(self) -> str:
+        """``'D1' (partners 'P1', 'P2')``, then ``and N more`` past the partners kept."""
+        more = self.partner_count - len(self.partners)
+        return (
+            f"{quoted(self.id, 60)} (partners "
+            + ", ".join(quoted(p, 60) for p in self.partners)
+            + (f" and {more:,} more" if more > 0 else "")
+            + ")"
+        )
+
 
 @dataclass
 class TableReport:
@@ -71,6 +114,12 @@ class TableReport:
     physical_lines: int | None = None
     multiline_records: list[tuple[int, int, int]] = field(default_factory=list)
     respelled: dict[str, int] = field(default_factory=dict)
+    shared_ids: int = 0
+    """Record-id values (deal_id, ...) held by the kept rows of several partners: every such
+    row is kept (a record id is unique per partner), though often a data error (a deal
+    exported under two partners counts for both)."""
+    shared_id_examples: list[SharedId] = field(default_factory=list)
+    """The first :data:`SHARED_IDS_KEPT` of them, in order of their first kept row."""
 
     def respelled_note(self, name: str) -> str | None:
         """A line listing the categorical values read in another case (:func:`respelled`)."""
@@ -82,6 +131,18 @@ class TableReport:
             f"{name}: read in another case: "
             + ", ".join(shown)
             + (f" and {more} more" if more > 0 else "")
+        )
+
+    def shared_ids_note(self, name: str) -> str | None:
+        """A line counting the record ids held by several partners, with examples, or None."""
+        if not self.shared_ids:
+            return None
+        key = TABLES[name].key
+        values = "value" if self.shared_ids == 1 else "values"
+        shown = ", ".join(e.text() for e in self.shared_id_examples[:SHARED_IDS_SHOWN])
+        return (
+            f"{name}: {self.shared_ids:,} {key} {values} held by several partners "
+            f"(all rows kept), e.g. {shown}"
         )
 
     def lines_note(self) -> str | None:
@@ -133,6 +194,7 @@ class ValidationReport:
                 f"optional tables absent (their features are skipped): {', '.join(absent)}"
             )
         lines += [note for n, t in self.tables.items() if (note := t.respelled_note(n))]
+        lines += [note for n, t in self.tables.items() if (note := t.shared_ids_note(n))]
         lines += [note for t in self.tables.values() if (note := t.lines_note())]
         if self.ignored:
             lines.append(f"ignored files: {', '.join(self.ignored)}")
@@ -766,7 +828,7 @@ def _validate_table(
     spans: np.ndarray | None = None,
     held: pd.DataFrame | None = None,
     fold: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, Counter, dict[str, int]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, Counter, dict[str, int], tuple[int, list[SharedId]]]:
     for col in spec.columns:
         if col.required and col.name not in sources:
             raise PartnerscoreError(f"{path}: missing required column '{col.name}'")
@@ -946,6 +1008,11 @@ def _validate_table(
     keep = ~bad
     keep_arrow = pa.array(keep)
     everything = bool(keep.all())  # nothing quarantined: no filtered copies
+    shared: tuple[int, list[SharedId]] = (0, [])
+    if spec.key and partner_at is not None and keep.any():
+        shared = shared_ids(
+            typed[spec.key], partner_at, keep, partners["partner_id"].to_numpy(dtype=object)
+        )
     changed: Counter = Counter()
     for col in spec.columns:
         value = typed.get(col.name)
@@ -978,7 +1045,44 @@ def _validate_table(
         else:
             columns[col.name] = pd.Series(value if everything else value[keep])
     clean = pd.DataFrame(columns, index=pd.RangeIndex(int(keep.sum())))
-    return clean, quarantine, codes, respelled
+    return clean, quarantine, codes, respelled, shared
+
+
+def shared_ids(
+    keys: pa.ChunkedArray, partner_at: np.ndarray, keep: np.ndarray, partner_ids: np.ndarray
+) -> tuple[int, list[SharedId]]:
+    """Record ids held by the kept rows of several partners: how many, and the first few.
+
+    Kept rows hold a record id once per partner (later ones are duplicates), so an id's kept
+    rows count its partners. Nothing is quarantined for it: one partner's rows never decide
+    another's (the data steward reads the count and the examples).
+
+    Args:
+        keys: The table's record ids (every row).
+        partner_at: Each row's position in the partners table.
+        keep: The kept rows.
+        partner_ids: The partners table's ids.
+
+    Returns:
+        The number of such ids and the first :data:`SHARED_IDS_KEPT` (in order of their first
+        kept row), each with its partner count and first partners in row order.
+    """
+    pos = np.flatnonzero(keep)
+    kept = keys if pos.size == len(keep) else keys.take(pa.array(pos, type=pa.int64()))
+    encoded = pc.dictionary_encode(kept.combine_chunks())  # codes in order of first appearance
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    holders = np.bincount(codes, minlength=len(encoded.dictionary))
+    shared = np.flatnonzero(holders > 1)
+    if not shared.size:
+        return 0, []
+    examples = shared[:SHARED_IDS_KEPT]
+    at = np.flatnonzero(np.isin(codes, examples))  # their rows, in row order
+    owners = partner_ids[partner_at[pos[at]]]
+    values = encoded.dictionary.take(pa.array(examples, type=pa.int64())).to_pylist()
+    return int(shared.size), [
+        SharedId.of(value, int(holders[code]), owners[codes[at] == code].tolist())
+        for code, value in zip(examples, values, strict=True)
+    ]
 
 
 RESPELLED_SHOWN = 6
@@ -1131,13 +1235,14 @@ def _repeats(
     return repeat, first
 
 
-REASONS_VERSION = 7
+REASONS_VERSION = 8
 """Version of the quarantine reasons' wording and rules (2: a row of a quarantined partner says
 so, not "unknown partner_id"; 3: invisible characters in quoted values are escapes; 4: a
 converted lead needs qualified_at, a repeated row of a table without an id is a duplicate,
 categorical text ignores case; 5: ``today`` and ``now`` are not dates; 6: enumerations ignore
 case by ``case_key``, not Arrow's lowercase; 7: a record id is unique per partner, rows of
-different partners holding one id are both kept). A validated snapshot
+different partners holding one id are both kept; 8: the report counts those ids, a snapshot's
+manifest holds ``shared_ids`` and ``shared_id_examples``). A validated snapshot
 holds the reasons and clean rows of its day: one written under another version is validated
 again (``features.validated``)."""
 
@@ -1470,7 +1575,7 @@ def _validate_all(
         lines, spans = (None, None)
         if given is None and path.suffix.lower() == ".csv":
             lines, spans = record_lines(path, n_rows)
-        clean, bad, codes, respelled = _validate_table(
+        clean, bad, codes, respelled, (shared, examples) = _validate_table(
             spec, sources, n_rows, path, tables.get("partners"), latest, spans, held, fold
         )
         tables[name] = clean
@@ -1486,6 +1591,8 @@ def _validate_all(
             if spans is None
             else [(i + 1, int(a), int(b)) for i, (a, b) in enumerate(spans.tolist()) if b > a],
             respelled=respelled,
+            shared_ids=shared,
+            shared_id_examples=examples,
         )
         if name == "partners" and clean.empty:
             where = ""

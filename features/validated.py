@@ -42,6 +42,7 @@ from partnerscore.features.validate import (
     REASONS_VERSION,
     LateTail,
     RawData,
+    SharedId,
     TableReport,
     ValidationReport,
     _data_end,
@@ -175,6 +176,8 @@ def write_validated(
             "physical_lines": t.physical_lines,
             "multiline_records": [list(r) for r in t.multiline_records],
             "respelled": t.respelled,
+            "shared_ids": t.shared_ids,
+            "shared_id_examples": [vars(e) for e in t.shared_id_examples],
         }
     manifest = {
         "format": SNAPSHOT_FORMAT,
@@ -434,6 +437,11 @@ def _table_report(manifest: dict, name: str, file: Path, snap: Path) -> TableRep
             physical_lines=entry["physical_lines"],
             multiline_records=[tuple(int(x) for x in r) for r in entry["multiline_records"]],
             respelled={str(k): int(v) for k, v in entry.get("respelled", {}).items()},
+            shared_ids=int(entry["shared_ids"]),
+            shared_id_examples=[
+                SharedId.of(e["id"], e["partner_count"], e["partners"])
+                for e in entry["shared_id_examples"]
+            ],
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StaleSnapshot(

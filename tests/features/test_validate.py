@@ -197,6 +197,77 @@ def test_a_record_id_of_another_partner_quarantines_no_row_of_that_partner(tmp_p
     assert q["reason"].tolist() == ["duplicate deal_id 'D1' (first at row 1)"]
 
 
+def _shared_ids_twin(deals: pd.DataFrame) -> tuple[int, list[tuple[str, int, list[str]]]]:
+    """The slow, obvious count of the clean deal ids held by several partners, with examples."""
+    partners = deals.groupby("deal_id", sort=False)["partner_id"].agg(list)  # first-row order
+    shared = partners[partners.str.len() > 1]
+    return len(shared), [(i, len(p), p[:5]) for i, p in list(shared.items())[:10]]
+
+
+def test_record_ids_held_by_several_partners_are_counted_and_kept(tmp_path, capsys):
+    """Rows of different partners holding one record id are all kept (a record id is unique
+    per partner), silently: a deal exported under two partners counted for both and nothing
+    told the data steward. The summary, ``--json`` and the report now count such ids per table,
+    with the first ten (in order of their first kept row) and their first five partners."""
+    import json
+
+    partners = "partner_id,partner_name,signed_at,tier,region,industry,partner_type\n" + "".join(
+        f"P{i},N{i},2024-01-01,gold,NA,software,reseller\n" for i in range(1, 10)
+    )
+    deals = "deal_id,partner_id,created_at,closed_at,amount,status\n"
+    deals += "Z,P9,bad-date,,1,open\n"  # quarantined: not Z's first kept row
+    deals += "".join(f"X{k:02d},P1,2024-02-01,,1,open\n" for k in range(5))
+    deals += "".join(f"Z,P{i},2024-02-02,,1,open\n" for i in (8, 7, 6, 5, 4, 3, 2))
+    deals += "".join(f"X{k:02d},P1,2024-02-01,,1,open\n" for k in range(5, 12))
+    deals += "".join(f"X{k:02d},P2,2024-02-03,,1,open\n" for k in range(12))
+    deals += "X00,P1,2024-02-04,,1,open\nY,P1,2024-02-04,,1,open\n"  # one partner: not shared
+    raw = make_raw(tmp_path, partners=partners, deals=deals)
+    data = load_raw(raw)
+    t = data.report.tables["deals"]
+    assert (t.input_rows, t.valid_rows, t.quarantined) == (34, 32, 2)  # nothing more quarantined
+    assert t.shared_ids == 13
+    examples = [(e.id, e.partner_count, e.partners) for e in t.shared_id_examples]
+    assert examples == _shared_ids_twin(data.tables["deals"])[1]
+    assert examples[:2] == [("X00", 2, ["P1", "P2"]), ("X01", 2, ["P1", "P2"])]
+    assert examples[5] == ("Z", 7, ["P8", "P7", "P6", "P5", "P4"])  # by its first kept row
+    assert data.report.tables["partners"].shared_ids == 0
+    assert main(["validate", str(raw)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "deals: 13 deal_id values held by several partners (all rows kept), e.g. 'X00' "
+        "(partners 'P1', 'P2'), 'X01' (partners 'P1', 'P2'), 'X02' (partners 'P1', 'P2')\n"
+    ) in out
+    assert main(["--json", "validate", str(raw)]) == 0
+    got = json.loads(capsys.readouterr().out)["tables"]["deals"]
+    assert got["shared_ids"] == 13 and len(got["shared_id_examples"]) == 10
+    z = got["shared_id_examples"][5]
+    assert z == {"id": "Z", "partner_count": 7, "partners": ["P8", "P7", "P6", "P5", "P4"]}
+    assert (
+        t.shared_id_examples[5].text() == "'Z' (partners 'P8', 'P7', 'P6', 'P5', 'P4' and 2 more)"
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["D1", "D2", "D3", "d1"]), st.sampled_from(["P1", "P2"])),
+        max_size=12,
+    )
+)
+def test_shared_ids_equal_their_slow_twin(rows, tmp_path_factory):
+    """Any mix of ids and partners (repeats of a partner's id quarantined): the count and the
+    examples equal a groupby of the clean rows."""
+    tmp = tmp_path_factory.mktemp("shared")
+    text = DEALS + "".join(
+        f"{d},{p},2024-02-0{k % 9 + 1},,1,open\n" for k, (d, p) in enumerate(rows)
+    )
+    data = load_raw(make_raw(tmp, deals=text), write_quarantine=False)
+    t = data.report.tables["deals"]
+    count, examples = _shared_ids_twin(data.tables["deals"])
+    assert t.shared_ids == count
+    assert [(e.id, e.partner_count, e.partners) for e in t.shared_id_examples] == examples
+
+
 def test_ranges_enums_booleans_and_missing(tmp_path):
     partners = (
         PARTNERS

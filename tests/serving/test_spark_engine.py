@@ -289,7 +289,7 @@ def test_record_ids_of_partners_in_two_buckets_are_kept_as_the_pandas_validator_
         assert got.reasons[name] == report.reasons
     clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
     deals = unpack(clean, got.dtypes)["deals"]
-    assert deals["deal_id"].tolist() == ["D1", "D2", "D1", "D4", "D7"]
+    assert deals["deal_id"].tolist() == ["D1", "D2", "D1", "D4", "D7", "D2", "D1"]
     pd.testing.assert_frame_equal(deals, expected.tables["deals"], check_dtype=True)
     got.unpersist()
 

@@ -154,6 +154,9 @@ class ScoreResult:
     spelling (``Registered`` as ``registered``; the rows' ``respelled_categories`` column)."""
     respelled: dict[str, int] = field(default_factory=dict)
     """Those rows per ``respelled_categories`` text (``tier 'Registered' -> 'registered'``)."""
+    shared_ids: dict[str, int] = field(default_factory=dict)
+    """Table -> record ids held by the rows of several partners (validation's
+    ``TableReport.shared_ids``; every such row is kept and counts for its partner)."""
 
     def __post_init__(self) -> None:
         if self.rows_input is None:
@@ -247,6 +250,12 @@ class ScoreResult:
             lines.append(
                 f"  read in the model's spelling (categories it knows in another case): "
                 f"{self.respelled_categories:,} rows: {shown}"
+            )
+        if self.shared_ids:
+            counts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.shared_ids.items()))
+            lines.append(
+                "  record ids held by several partners (all rows kept, each counts for its "
+                f"partner; `partnerscore validate` lists examples): {counts}"
             )
         if self.late_tail is not None:
             lines.append(f"  warning: {self.late_tail}")
@@ -511,6 +520,7 @@ def run_score(
         recorded=record_history,
         shadow_rows=shadowed,
         late_tail=raw.late_tail.note() if raw.late_tail is not None else None,
+        shared_ids={n: t.shared_ids for n, t in raw.report.tables.items() if t.shared_ids},
     )
 
 

@@ -681,6 +681,7 @@ class _SnapshotJob:
         self.counts = {
             n: (t.input_rows, t.valid_rows, t.quarantined) for n, t in snap.report.tables.items()
         }
+        self.shared_ids = {n: t.shared_ids for n, t in snap.report.tables.items() if t.shared_ids}
         self.cut = pd.Timestamp(as_of) if as_of is not None else None
         self.anomaly_as_of = self._anomaly_as_of(at_age)
         self.robust = snapshot_statistics(self.files, self.partners, self.anomaly_as_of)
@@ -779,6 +780,7 @@ class _RawJob:
         self.data_end = validated.data_end
         self.late_tail = validated.late_tail
         self.counts = validated.counts
+        self.shared_ids = {n: c for n, c in validated.shared_ids.items() if c}
         self.partner_quarantine = validated.partner_quarantine
         partner_columns = [f"partners__{c}" for c in validated.dtypes["partners"]]
         packed = (
@@ -1042,6 +1044,7 @@ def _score_job(
         shadow_of=shadow_of,
         shadow_rows=int(flags.sum()),
         late_tail=job.late_tail.note() if job.late_tail is not None else None,
+        shared_ids=job.shared_ids,
     )
 
 

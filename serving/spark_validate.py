@@ -7,7 +7,8 @@ bucket (its rows of every table) goes through the project's own validator
 (:func:`~partnerscore.features.validate.load_frames`), so the rules and the reasons are the
 pandas job's. The validator's cross-row checks are per partner (duplicate
 partner ids, duplicate record ids, which are unique per partner, unknown partners, dates before
-signing), so a bucket's verdicts equal the whole batch's.
+signing), so a bucket's verdicts equal the whole batch's. What is counted over partners (a
+record id held by several of them: :func:`shared_ids_in_spark`) is aggregated over all buckets.
 
 Row numbers are exact, as the pandas validator reports them (1-based data records, a record that
 spans lines counted once): a CSV table is parsed as one ``multiLine`` stream (Arrow's
@@ -87,6 +88,9 @@ class SparkValidation:
             :func:`late_tail_in_spark`), or None.
         respelled: Table -> categorical values read in another case -> clean rows (the
             pandas ``TableReport.respelled``; free categories folded over the whole batch).
+        shared_ids: Table -> record ids held by the clean rows of several partners (the pandas
+            ``TableReport.shared_ids``: :func:`shared_ids_in_spark`).
+        shared_id_examples: Table -> the first of them (``TableReport.shared_id_examples``).
     """
 
     clean: object
@@ -100,6 +104,8 @@ class SparkValidation:
     persisted: object = None
     late_tail: object = None
     respelled: dict[str, dict[str, int]] = field(default_factory=dict)
+    shared_ids: dict[str, int] = field(default_factory=dict)
+    shared_id_examples: dict[str, list] = field(default_factory=dict)
 
     def unpersist(self) -> None:
         """Release the validated rows Spark keeps (memory and disk of the executors)."""
@@ -742,6 +748,7 @@ def validate_in_spark(
             TABLE, ROW, BUCKET, "partner_id", *typed
         )
         clean = apply_folds_in_spark(clean, folds)
+        shared, examples = shared_ids_in_spark(clean, inputs)
         ends = []
         for name in inputs:
             for col in TABLES[name].columns:
@@ -771,7 +778,76 @@ def validate_in_spark(
         persisted=validated,
         late_tail=tail,
         respelled=respelled,
+        shared_ids=shared,
+        shared_id_examples=examples,
     )
+
+
+def shared_ids_in_spark(clean, inputs) -> tuple[dict[str, int], dict[str, list]]:
+    """Record ids held by the clean rows of several partners, as the pandas report counts them.
+
+    A bucket sees its own partners only (a record id is unique per partner, so its verdicts
+    are the batch's), but an id's partners may sit in several buckets: one aggregation over
+    the clean rows' (table, id) counts them (an id's clean rows are one per partner) and keeps
+    the first :data:`~partnerscore.features.validate.SHARED_IDS_KEPT` per table by their first
+    row; only when there are some, a second job reads those ids' first partners. Nothing else
+    reaches the driver.
+
+    Args:
+        clean: The clean rows (``_table``, ``_row``, ``partner_id``, ``<table>__<id>``).
+        inputs: The tables read.
+
+    Returns:
+        Table -> such ids (the pandas ``TableReport.shared_ids``), and table -> the first of
+        them (``TableReport.shared_id_examples``), for every table read.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from partnerscore.features.contract import TABLES
+    from partnerscore.features.validate import SHARED_IDS_KEPT, SHARED_PARTNERS_KEPT, SharedId
+
+    counts = dict.fromkeys(inputs, 0)
+    examples: dict[str, list] = {name: [] for name in inputs}
+    keyed = {n: TABLES[n].key for n in inputs if TABLES[n].key and TABLES[n].references_partner}
+    if not keyed:
+        return counts, examples
+    key = F.coalesce(
+        *(F.when(F.col(TABLE) == name, F.col(f"{name}__{k}")) for name, k in keyed.items())
+    ).alias("_key")
+    rows = clean.filter(F.col(TABLE).isin(list(keyed))).select(TABLE, key, ROW, "partner_id")
+    per_table = Window.partitionBy(TABLE)
+    first = (
+        rows.groupBy(TABLE, "_key")
+        .agg(F.count(F.lit(1)).alias("partners"), F.min(ROW).alias("first"))
+        .filter(F.col("partners") > 1)
+        .withColumn("shared", F.count(F.lit(1)).over(per_table))
+        .withColumn("rank", F.row_number().over(per_table.orderBy("first")))
+        .filter(F.col("rank") <= SHARED_IDS_KEPT)
+        .toPandas()
+        .sort_values([TABLE, "rank"], kind="stable")
+    )
+    if first.empty:
+        return counts, examples
+    wanted = F.lit(False)
+    for name, ids in first.groupby(TABLE)["_key"]:
+        wanted = wanted | ((F.col(TABLE) == name) & F.col("_key").isin(ids.tolist()))
+    holders = (
+        rows.filter(wanted)
+        .withColumn("rank", F.row_number().over(Window.partitionBy(TABLE, "_key").orderBy(ROW)))
+        .filter(F.col("rank") <= SHARED_PARTNERS_KEPT)
+        .toPandas()
+        .sort_values([TABLE, "_key", ROW], kind="stable")
+        .groupby([TABLE, "_key"])["partner_id"]
+        .agg(list)
+    )
+    for name, mine in first.groupby(TABLE, sort=False):
+        counts[name] = int(mine["shared"].iloc[0])
+        examples[name] = [
+            SharedId.of(k, int(n), holders[(name, k)])
+            for k, n in zip(mine["_key"], mine["partners"], strict=True)
+        ]
+    return counts, examples
 
 
 def _timestamp(when: pd.Timestamp):

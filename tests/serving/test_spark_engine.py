@@ -105,7 +105,12 @@ def _malformed_program(raw_dir: Path, dest: Path) -> Path:
     bad.iloc[1, bad.columns.get_loc("partner_id")] = "GHOST"
     bad.iloc[2, bad.columns.get_loc("created_at")] = "1800-01-01"
     pd.concat([partners, extra_partners]).to_csv(dest / "partners.csv", index=False)
-    pd.concat([deals.iloc[:50], bad, deals.iloc[50:]]).to_csv(dest / "deals.csv", index=False)
+    # a deal of one partner exported under another too: kept, counted as a shared id
+    other = deals[deals["partner_id"] != deals["partner_id"].iloc[0]].iloc[[0]].copy()
+    other["deal_id"] = deals["deal_id"].iloc[0]
+    pd.concat([deals.iloc[:50], bad, deals.iloc[50:], other]).to_csv(
+        dest / "deals.csv", index=False
+    )
     with open(dest / "activities.csv", "a", encoding="utf-8") as handle:
         handle.write(f'A-X1,{first},2025-01-01,meeting,"two\nlines"\n')
         handle.write(f"A-X2,{second},2025-01-02,telepathy,\n")
@@ -150,6 +155,10 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     assert got.partners_input == expected.partners_input
     assert got.partners == expected.partners == expected.scored
     assert got.quarantined_rows == expected.quarantined_rows
+    assert got.shared_ids == expected.shared_ids == {"deals": 1}
+    shared = [line for line in expected.summary().splitlines() if "several partners" in line]
+    assert shared == [line for line in got.summary().splitlines() if "several partners" in line]
+    assert len(shared) == 1 and shared[0].endswith(": deals 1")
     # named only when quarantine files were written (beside each job's own output)
     assert (got.quarantine_dir is None) == (expected.quarantine_dir is None)
     assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags
@@ -199,6 +208,16 @@ def test_spark_validation_equals_the_pandas_validator(case, tmp_path, spark):
         assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
         assert got.reasons[name] == report.reasons
         assert got.respelled[name] == report.respelled
+        assert got.shared_ids[name] == report.shared_ids
+        assert got.shared_id_examples[name] == report.shared_id_examples
+    if case == "duplicate_ids":  # ids of several partners, in several buckets
+        assert got.shared_ids == {
+            "partners": 0,
+            "deals": 2,
+            "activities": 1,
+            "marketing_commitments": 0,
+            "leads": 1,
+        }
     assert _same_quarantine(tmp_path / "pq", tmp_path / "sq", expected.tables) > 0
     if case == "padded_values_quarantined":  # ids as the file holds them (not trimmed)
         ids = pd.read_parquet(tmp_path / "sq" / "partners.parquet")["partner_id"]
@@ -287,6 +306,12 @@ def test_record_ids_of_partners_in_two_buckets_are_kept_as_the_pandas_validator_
     for name, report in expected.report.tables.items():
         assert got.counts[name] == (report.input_rows, report.valid_rows, report.quarantined)
         assert got.reasons[name] == report.reasons
+        assert got.shared_ids[name] == report.shared_ids
+        assert got.shared_id_examples[name] == report.shared_id_examples
+    assert [e.partners for e in got.shared_id_examples["deals"]] == [
+        ["P1", "P3", "P2"],
+        ["P2", "P3"],
+    ]
     clean = got.clean.toPandas().sort_values(["_table", "_row"], kind="stable")
     deals = unpack(clean, got.dtypes)["deals"]
     assert deals["deal_id"].tolist() == ["D1", "D2", "D1", "D4", "D7", "D2", "D1"]
@@ -426,6 +451,7 @@ def test_spark_on_a_validated_snapshot_equals_the_pandas_job(
     assert got.duplicates == expected.duplicates == 1
     assert got.partners_input == expected.partners_input
     assert got.quarantined_rows == expected.quarantined_rows
+    assert got.shared_ids == expected.shared_ids == {"deals": 1}
     # named only when quarantine files were written (beside each job's own output)
     assert (got.quarantine_dir is None) == (expected.quarantine_dir is None)
     assert got.tiers == expected.tiers and got.guardrail_flags == expected.guardrail_flags

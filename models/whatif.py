@@ -521,7 +521,8 @@ def upgrade_paths(
     Greedy coordinate search: at each step, every actionable feature the model uses is tried at
     ``grid`` values between the current value and the end of its observed training range in
     its better direction (counts and days rounded to whole numbers), a recency (days since the
-    latest event) at 0 only, an event now (:func:`search_values`). If some single change
+    latest event) at 0 only, an event now (:func:`search_values`); the features of a missing
+    optional table (absent columns) are not tried. If some single change
     reaches the next tier's lower bound, it is cut back by bisection towards the grid value
     before it while it still reaches (:func:`refine_reaching`), the cheapest one wins (cost:
     the change as a share of the feature's training range) and the search stops; otherwise
@@ -558,6 +559,7 @@ def upgrade_paths(
         and s.direction != "neutral"
         and s.name in ranges
         and ranges[s.name][1] > ranges[s.name][0]
+        and s.name in features.columns  # a missing optional table's features are absent
     ]
     paths: list[list[tuple[str, float, float]]] = [[] for _ in range(n)]
     active = np.flatnonzero(np.isfinite(target))

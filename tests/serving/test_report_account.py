@@ -7,6 +7,7 @@ import pytest
 from support import sibling
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.registry import REGISTRY
 from partnerscore.serving.cli import main
 from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.report import (
@@ -159,3 +160,33 @@ def test_bad_overrides_are_one_line(raw_dir, tmp_path, capsys, text, needle):
                  str(path), "--out", str(tmp_path / "s.csv")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def without_tables(raw_dir, model_store, tmp_path_factory):
+    """The program scored and reported without its optional activities and trainings tables."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("without-tables")
+    raw = root / "raw"
+    shutil.copytree(raw_dir, raw)
+    for name in ("activities", "trainings"):
+        (raw / f"{name}.csv").unlink()
+    cfg = model_store.model_copy(
+        update={"paths": model_store.paths.model_copy(update={"data_dir": str(root / "data")})}
+    )
+    out = root / "scores.parquet"
+    run_score(raw, AS_OF, "champion", out, cfg, record_history=False)
+    run_report(out, root / "reports", cfg, workers=1)
+    return pd.read_parquet(out), root / "reports"
+
+
+def test_missing_optional_tables_still_score_without_suggesting_their_measures(without_tables):
+    # the next-tier search tried every actionable measure and stopped scoring with a KeyError
+    # on the first feature of a missing table ('trainings_enrolled_todate')
+    scores, _ = without_tables
+    live = scores[scores["next_tier"] != ""]
+    assert len(live) and live["next_tier_changes"].str.len().gt(0).any()
+    absent = [s.label for s in REGISTRY if s.source in ("activities", "trainings")]
+    suggested = {c.split(":")[0] for t in live["next_tier_changes"] for c in t.split("; ") if c}
+    assert suggested and not suggested & set(absent)

@@ -32,7 +32,7 @@ from partnerscore.features.core import (
     write_text_atomic,
 )
 from partnerscore.features.parallel import worker_count
-from partnerscore.features.registry import LAYERS, get_spec
+from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
@@ -217,8 +217,35 @@ def _label(feature: str) -> str:
     return spec.label if spec else feature
 
 
-def metric_texts(key: str, values) -> list[str]:
-    """Values of a prediction or feature column as readable text (vectorised for features)."""
+def absent_features(frame: pd.DataFrame) -> frozenset[str]:
+    """The feature columns of the tables a batch was scored without (missing on every row).
+
+    A table the raw data did not hold leaves every one of its features missing for every
+    partner, while a table that is there gives a partner without rows in it counts of 0: so a
+    source table none of whose feature columns has a value anywhere in the batch was absent,
+    and its missing values read ``unknown`` (as the driver sentences say them), not ``not
+    yet`` (no touchpoint, no certification), which would be a claim about the partner.
+    """
+    by_source: dict[str, list[str]] = {}
+    for spec in REGISTRY:
+        if spec.name in frame.columns and spec.source != "partners":
+            by_source.setdefault(spec.source, []).append(spec.name)
+    absent: set[str] = set()
+    for columns in by_source.values():
+        if len(frame) and all(frame[c].isna().all() for c in columns):
+            absent.update(columns)
+    return frozenset(absent)
+
+
+def metric_texts(key: str, values, known: bool = True) -> list[str]:
+    """Values of a prediction or feature column as readable text (vectorised for features).
+
+    Args:
+        key: The column (``pred_engagement``, ``pred_revenue`` or a feature).
+        values: Its values.
+        known: False for a feature whose source table was not supplied
+            (:func:`absent_features`): missing values read ``unknown``, not ``not yet``.
+    """
     if isinstance(values, pd.Series):
         values = values.to_numpy()
     elif not isinstance(values, np.ndarray):
@@ -237,7 +264,7 @@ def metric_texts(key: str, values) -> list[str]:
             values = np.where(np.isfinite(array), array, np.nan)
         else:
             values = [_finite(v) for v in values]
-    return [str(t) for t in format_values(values, spec)]
+    return [str(t) for t in format_values(values, spec, known)]
 
 
 def waterfall_svg(

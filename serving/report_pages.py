@@ -50,6 +50,7 @@ from partnerscore.serving.report import (
     _pct,
     _text,
     _waterfall,
+    absent_features,
     line_svg,
     metric_texts,
     money_texts,
@@ -206,6 +207,8 @@ class PagePlan:
     cutoffs: dict[str, float]
     files: list[str]
     present: frozenset[str]
+    absent: frozenset[str]
+    """Feature columns of the tables the batch was scored without (:func:`absent_features`)."""
     text: dict[str, TextCodes]
     values: dict[str, np.ndarray]
     """NUMERIC_PAGE_COLUMNS, float per page (NaN when missing)."""
@@ -361,7 +364,8 @@ def _read_history(
     }
     compared = [name for name, _, _ in plan.change_features]
     for name in dict.fromkeys([*plan.history_metrics, *compared]):
-        texts[f"text:{name}"] = metric_texts(name, data[name]) if name in data else []
+        known = name not in plan.absent
+        texts[f"text:{name}"] = metric_texts(name, data[name], known) if name in data else []
     dates, days = pd.factorize(data["as_of"])
     day_text = days.strftime("%Y-%m-%d").tolist() if len(days) else []
     return PageHistory(
@@ -455,14 +459,15 @@ def plan_pages(
                 features[label] = feature if numeric else None
     wanted = sorted({f for f in features.values() if f is not None})
     medians = _group_medians(frame, wanted, groups, levels)
-    typical = {f: metric_texts(f, medians[f].to_numpy()) for f in wanted}
+    absent = absent_features(frame)
+    typical = {f: metric_texts(f, medians[f].to_numpy(), f not in absent) for f in wanted}
     peer_medians = _group_medians(frame, [key for key, _ in peer_metrics], groups, levels)
     peers = [
         (
             key,
             label,
             float_column(frame, key, rows),
-            metric_texts(key, peer_medians[key].to_numpy()),
+            metric_texts(key, peer_medians[key].to_numpy(), key not in absent),
         )
         for key, label in peer_metrics
     ]
@@ -506,6 +511,7 @@ def plan_pages(
         cutoffs=dict(config.policy.tier_cutoffs),
         files=[files[i] for i in rows.tolist()],
         present=frozenset(frame.columns),
+        absent=absent,
         text=text,
         values={c: float_column(frame, c, rows) for c in NUMERIC_PAGE_COLUMNS},
         as_of_ns=as_of.astype("datetime64[ns]").astype("int64").to_numpy(),
@@ -596,14 +602,23 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
         tops=tops,
         drivers=drivers,
         peers=[
-            (label, metric_texts(key, values[start:end]), [medians[g] for g in group])
+            (
+                label,
+                metric_texts(key, values[start:end], key not in plan.absent),
+                [medians[g] for g in group],
+            )
             for key, label, values, medians in plan.peers
         ],
         peer_label=[plan.group_label[g] for g in group],
         peer_n=[plan.group_size[g] for g in group],
         history=_read_history(plan, start, end, ids, as_of_ns),
         change_features=[
-            (c, label, values[start:end].tolist(), metric_texts(c, values[start:end]))
+            (
+                c,
+                label,
+                values[start:end].tolist(),
+                metric_texts(c, values[start:end], c not in plan.absent),
+            )
             for c, label, values in plan.change_features
         ],
         notes=[plan.note_map.get(pid, []) for pid in ids],

@@ -10,6 +10,7 @@ texts for every page.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 from markupsafe import Markup, escape
@@ -51,9 +52,18 @@ def peer_members(frame: pd.DataFrame, band: list[str], i: int) -> tuple[list[int
     return everyone, "all partners"
 
 
+def table_was_absent(frame: pd.DataFrame, column: str) -> bool:
+    """No feature of the column's source table has a value on any row of the batch."""
+    spec = get_spec(column)
+    if spec is None or spec.source == "partners" or not len(frame):
+        return False
+    same = [s.name for s in REGISTRY if s.source == spec.source and s.name in frame.columns]
+    return all(frame[c].isna().all() for c in same)
+
+
 def group_median_text(frame: pd.DataFrame, members: list[int], column: str) -> str:
     values = pd.to_numeric(frame[column].iloc[members], errors="coerce").astype(float)
-    return metric_texts(column, [values.median()])[0]
+    return metric_texts(column, [values.median()], not table_was_absent(frame, column))[0]
 
 
 def history_rows(store_url: str, frame: pd.DataFrame) -> dict[str, list[dict]]:
@@ -64,23 +74,31 @@ def history_rows(store_url: str, frame: pd.DataFrame) -> dict[str, list[dict]]:
     data = store.read(frame["partner_id"].tolist())
     out: dict[str, list[dict]] = {}
     as_of = dict(zip(frame["partner_id"], frame["as_of"], strict=True))
+
+    def absent(column: str) -> bool:
+        return column in frame.columns and table_was_absent(frame, column)
+
     for rec in data.to_dict("records"):
         if pd.Timestamp(rec["as_of"]) <= as_of[rec["partner_id"]]:
             for m in KEY_METRICS:
                 if m in rec:
-                    rec[f"text:{m}"] = metric_texts(m, [rec[m]])[0]
+                    rec[f"text:{m}"] = metric_texts(m, [rec[m]], not absent(m))[0]
             out.setdefault(rec["partner_id"], []).append(rec)
     for rows in out.values():
         rows.sort(key=lambda r: pd.Timestamp(r["as_of"]))
     return out
 
 
-def changes_since_last(rec: dict, history: list[dict]) -> dict | None:
+def changes_since_last(
+    rec: dict, history: list[dict], absent: Callable[[str], bool] = lambda c: False
+) -> dict | None:
     """Score, prediction, layer and feature-value changes since the partner's previous batch.
 
     Args:
         rec: This batch's score row.
         history: The partner's history rows, oldest first (up to this batch).
+        absent: Whether a feature's source table was not supplied (its missing values read
+            ``unknown``).
 
     Returns:
         None without an earlier batch; else the previous as_of, measure rows and the features
@@ -118,7 +136,7 @@ def changes_since_last(rec: dict, history: list[dict]) -> dict | None:
         a, b = _finite(prev.get(name)), _finite(rec.get(name))
         if (math.isnan(a) and math.isnan(b)) or a == b:
             continue
-        before, after = metric_texts(name, [a, b])
+        before, after = metric_texts(name, [a, b], not absent(name))
         if before != after:
             features.append({"label": spec.label, "before": before, "after": after})
     return {
@@ -220,8 +238,12 @@ def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, 
     """The per-page numbers of row i, computed for that partner alone."""
     rec = frame.iloc[i].to_dict()
     members, group = peer_members(frame, band, i)
+
+    def absent(column: str) -> bool:
+        return table_was_absent(frame, column)
+
     peers = [
-        {"label": label, "value": metric_texts(key, [rec[key]])[0],
+        {"label": label, "value": metric_texts(key, [rec[key]], not absent(key))[0],
          "median": group_median_text(frame, members, key)}
         for key, label in (("score", "Composite score"), ("pred_revenue", "Expected revenue"),
                            ("pred_engagement", "Engagement likelihood"),
@@ -259,7 +281,7 @@ def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, 
         "peer_n": len(members),
         "drivers_pos": drivers["pos"],
         "drivers_neg": drivers["neg"],
-        "changes": changes_since_last(rec, rows),
+        "changes": changes_since_last(rec, rows, absent),
         "trajectory_svg": svg,
         "trajectory_head": head,
         "trajectory_rows": table,

@@ -12,6 +12,7 @@ from partnerscore.serving.cli import main
 from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.report import (
     _money,
+    absent_features,
     peer_groups,
     peer_level_keys,
     read_scores,
@@ -190,3 +191,32 @@ def test_missing_optional_tables_still_score_without_suggesting_their_measures(w
     absent = [s.label for s in REGISTRY if s.source in ("activities", "trainings")]
     suggested = {c.split(":")[0] for t in live["next_tier_changes"] for c in t.split("; ") if c}
     assert suggested and not suggested & set(absent)
+
+
+def test_measures_of_a_missing_table_read_unknown_not_not_yet(without_tables, scored_dir):
+    # a missing table's counts read "not yet" in the peer table and the drivers' typical
+    # values ("Touchpoints, last 30 days: not yet"): a claim that the partner had none
+    import re
+
+    scores, reports = without_tables
+    absent = {s.label for s in REGISTRY if s.source in ("activities", "trainings")}
+    pages = [reports / "partners" / report_filename(p) for p in scores["partner_id"]]
+    peer_rows = typical = 0
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        peers = html.split('id="peers"', 1)[1]
+        for label, value, median in re.findall(
+            r'<tr><td>([^<]*)</td><td class="num">([^<]*)</td><td class="num">([^<]*)</td>', peers
+        ):
+            if label in absent:
+                peer_rows += 1
+                assert (value, median) == ("unknown", "unknown"), (page.name, label)
+        for label, peer in re.findall(
+            r"<li>([^:<]*): [^<]*<span class=\"typical\">\(typical for peers: ([^)]*)\)", html
+        ):
+            if label in absent:
+                typical += 1
+                assert peer == "unknown", (page.name, label)
+    assert peer_rows >= len(pages) and typical > 0
+    # with the tables, a partner without certifications still reads "not yet"
+    assert absent_features(pd.read_csv(scored_dir[0] / "scores.csv")) == frozenset()

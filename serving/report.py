@@ -1035,6 +1035,25 @@ def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> 
     return out
 
 
+def score_limit_text(score, adjustment, factor) -> str:
+    """``, then held at 100`` (or ``0``) when the 0-100 limits clipped the score, else empty.
+
+    The score is ``clip(factor x weighted, 0, 100)`` and ``score_adjustment`` is ``score -
+    weighted`` (the segment factor and the clipping), so the weighted points are ``score -
+    adjustment``. Without this note a clipped partner's page read "segment adjustment none
+    (factor 1): -1.5 points".
+    """
+    score, adjustment, factor = _finite(score), _finite(adjustment), _finite(factor)
+    if math.isnan(score) or math.isnan(adjustment):
+        return ""
+    raw = (1.0 if math.isnan(factor) else factor) * (score - adjustment)
+    if raw > 100 + 1e-9 and score >= 100 - 1e-9:
+        return ", then held at 100, the top of the scale"
+    if raw < -1e-9 and score <= 1e-9:
+        return ", then held at 0, the bottom of the scale"
+    return ""
+
+
 def policy_explanation(rec: dict, policy: PolicyConfig) -> dict:
     """How the policy turned the model's score points into this partner's score."""
     band = _text(rec.get("maturity_band"))
@@ -1056,6 +1075,9 @@ def policy_explanation(rec: dict, policy: PolicyConfig) -> dict:
         "weights": weights,
         "factor": _num(rec.get("score_adjustment_factor"), 2),
         "segments": ", ".join(segments) or "none (factor 1)",
+        "limit": score_limit_text(
+            rec.get("score"), rec.get("score_adjustment"), rec.get("score_adjustment_factor")
+        ),
         "adjustment": _num(rec.get("score_adjustment"), sign=True),
         "model_score": _num(rec.get("score_model")),
     }

@@ -57,6 +57,7 @@ from partnerscore.serving.report import (
     num_texts,
     pct_texts,
     policy_explanation,
+    score_limit_text,
     text_column,
     waterfall_rows,
 )
@@ -649,7 +650,7 @@ def build_batch(
 def _policy_text(b: PageBatch, j: int) -> dict:
     """:func:`serving.report.policy_explanation` of page j."""
     rec = {k: b.text[k][j] for k in ("maturity_band", *SEGMENT_COLUMNS)}
-    for k in ("score_adjustment_factor", "score_adjustment", "score_model"):
+    for k in ("score_adjustment_factor", "score_adjustment", "score_model", "score"):
         rec[k] = b.values[k][j]
     return policy_explanation(rec, b.policy)
 
@@ -1219,7 +1220,10 @@ class PageRenderer:
             '</tbody>\n  </table>\n  <p class="muted" id="policy">Score ', score,
             " = the model's ", fmt["model_score"][j], " re-weighted for onboarding band "
             '<strong id="maturity-band">', band, "</strong> days", weights,
-            ", segment adjustment ", segments, ': <span id="score-adjustment">',
+            ", segment adjustment ", segments,
+            score_limit_text(b.values["score"][j], b.values["score_adjustment"][j],
+                             b.values["score_adjustment_factor"][j]),
+            ': <span id="score-adjustment">',
             fmt["adjustment"][j], "</span> points.",
             f" The smoothed score points to tier {_e(candidate)}."
             if candidate and candidate != tier else "",

@@ -636,3 +636,39 @@ def test_report_partners_file_selects_any_id(tmp_path, capsys):
     pd.DataFrame({"id": ["B"]}).to_csv(tmp_path / "nohead.csv", index=False)
     assert main([*args, "--partners-file", str(tmp_path / "nohead.csv")]) == 2
     assert "nohead.csv: missing column 'partner_id'" in capsys.readouterr().err
+
+
+def test_a_score_held_at_the_ends_of_the_scale_says_so(tmp_path):
+    # the demo's clipped partners read "segment adjustment none (factor 1): -1.5 points"
+    ids = [f"P{i:03d}" for i in range(6)]
+    frame = hand_scores(ids, ids)
+    frame["score_adjustment_factor"] = 1.0
+    frame["score_adjustment"] = 0.0
+    frame.loc[0, ["score", "score_adjustment"]] = [100.0, -1.5]  # 101.5 weighted: capped
+    frame.loc[1, ["score", "score_adjustment"]] = [0.0, 2.0]  # -2.0 weighted: floored
+    frame.loc[2, ["score", "score_adjustment_factor", "score_adjustment"]] = [99.0, 1.1, 9.0]
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    run_report(tmp_path / "scores.parquet", tmp_path / "out", config_for(tmp_path))
+
+    def policy(pid):
+        text = re.search(r'<p class="muted" id="policy">(.*?)</p>', page_of(tmp_path / "out", pid))
+        return re.sub(r"<[^>]+>", "", text.group(1))
+
+    assert ", then held at 100, the top of the scale: -1.5 points." in policy("P000")
+    assert ", then held at 0, the bottom of the scale: +2.0 points." in policy("P001")
+    assert "held at" not in policy("P002") and "held at" not in policy("P003")
+    # the template (the page's readable definition) says the same
+    from partnerscore.serving import report_pages as rp
+    from partnerscore.serving.report import _environment
+
+    scores = read_scores(tmp_path / "scores.parquet")
+    files = [report_filename(p) for p in scores["partner_id"]]
+    keep = np.ones(len(scores), dtype=bool)
+    plan = rp.plan_pages(scores, keep, files, config_for(tmp_path), css="")
+    try:
+        batch = rp.chunk_batch(plan, 0, len(plan))
+        template = _environment().get_template("partner.html")
+        for j in range(len(batch)):
+            assert rp.PageRenderer(batch)(j) == template.render(rp.page_context(batch, j))
+    finally:
+        rp.close_history()

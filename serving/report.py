@@ -153,12 +153,12 @@ def _num(v, digits: int = 1, sign: bool = False) -> str:
     v = _finite(v)
     if math.isnan(v):
         return "–"
-    return f"{v:+,.{digits}f}" if sign else f"{v:,.{digits}f}"
+    return f"{v:+z,.{digits}f}" if sign else f"{v:z,.{digits}f}"
 
 
 def num_texts(values: list[float], digits: int = 1, sign: bool = False) -> list[str]:
     """:func:`_num` of every value of a list of floats (a column of pages at a time)."""
-    spec = f"{'+' if sign else ''},.{digits}f"
+    spec = f"{'+' if sign else ''}z,.{digits}f"  # z: never "-0.0"
     # x - x is 0.0 for a finite number, NaN (true) for NaN and infinities
     return ["–" if x - x else format(x, spec) for x in values]
 
@@ -304,7 +304,7 @@ def _bar_label(label: str) -> tuple[str, str]:
 
 def _points(v: float) -> str:
     """A probability change in percentage points, signed (``+1.2 pts``)."""
-    return f"{v * 100:+.1f} pts"
+    return f"{v * 100:+z.1f} pts"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -367,7 +367,7 @@ def waterfall_rows(
     if money:
         texts = money_texts([base, *values, pred])
     else:  # _points of the bars, _pct of the levels
-        texts = [_pct(base), *(f"{v * 100:+.1f} pts" for v in values), _pct(pred)]
+        texts = [_pct(base), *(f"{v * 100:+z.1f} pts" for v in values), _pct(pred)]
     starts = []
     level = base
     lo, hi = min(0.0, base, pred), max(base, pred)

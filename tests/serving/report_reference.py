@@ -360,7 +360,7 @@ def waterfall_reference(
     if rest:
         labels.append(f"{len(rest)} other feature{'s' if len(rest) > 1 else ''}")
         values.append(sum(value for _, value in rest))
-    fmt = _money if money else (lambda v: f"{v * 100:+.1f} pts")
+    fmt = _money if money else (lambda v: f"{v * 100:+z.1f} pts")
     fmt_level = _money if money else _pct
     starts = []
     level = base

@@ -12,12 +12,16 @@ from partnerscore.serving.cli import main
 from partnerscore.serving.ledger import DecisionLedger
 from partnerscore.serving.report import (
     _money,
+    _num,
+    _points,
     absent_features,
+    num_texts,
     peer_groups,
     peer_level_keys,
     read_scores,
     report_filename,
     run_report,
+    waterfall_svg,
 )
 from partnerscore.serving.score import run_score
 
@@ -29,6 +33,16 @@ AS_OF = pd.Timestamp("2026-03-01").date()
 @pytest.mark.parametrize("v", [-0.49, -0.0, 0.0, 0.3, -1e-9])
 def test_no_negative_zero_dollars(v):
     assert _money(v) == "$0" and _money(v, sign=True) == "+$0"
+
+
+@pytest.mark.parametrize("v", [-0.04, -0.0, -1e-9])
+def test_no_negative_zero_points(v):
+    # the layer table read "-0.0" and the waterfall "59 other features: -0.0 pts"
+    assert _num(v) == "0.0" and _num(v, sign=True) == "+0.0"
+    assert num_texts([v], 1) == ["0.0"] and num_texts([v], 1, sign=True) == ["+0.0"]
+    assert _points(v / 100) == "+0.0 pts" and _num(-0.06) == "-0.1"
+    svg = waterfall_svg({"a": v / 100, "b": 0.3}, 0.2, 0.5, money=False)
+    assert "-0.0 pts" not in svg and "a: +0.0 pts" in svg
 
 
 def test_money_rounds_before_the_sign():

@@ -672,3 +672,18 @@ def test_a_score_held_at_the_ends_of_the_scale_says_so(tmp_path):
             assert rp.PageRenderer(batch)(j) == template.render(rp.page_context(batch, j))
     finally:
         rp.close_history()
+
+
+def test_the_shipped_playbook_speaks_to_account_owners_not_in_config_keys():
+    # the graduated action read "(policy.scope_tolerance_days beyond the oldest trained age)"
+    # on 1,549 of the demo's 2,000 pages
+    from partnerscore.models.config import PolicyConfig
+    from partnerscore.models.policy import load_playbook
+
+    book = load_playbook(PolicyConfig())
+    entries = [*book["quadrants"].values(), *book["tiers"].values()]
+    entries += [book[k] for k in ("provisional", "graduated") if k in book]
+    texts = [str(e.get(k, "")) for e in entries for k in ("title", "detail", "label", "owner")]
+    assert len(texts) > 20
+    for text in texts:
+        assert not re.search(r"\b[a-z]+_[a-z_]+\b|\bpolicy\.", text), text

@@ -36,7 +36,12 @@ from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.explain import format_values
-from partnerscore.models.policy import QUADRANTS, load_playbook, segment_factor
+from partnerscore.models.policy import (
+    OUT_OF_SCOPE_TIER,
+    QUADRANTS,
+    load_playbook,
+    segment_factor,
+)
 from partnerscore.serving.config import AppConfig
 
 HERE = Path(__file__).parent
@@ -1033,6 +1038,20 @@ def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> 
         )
         upper = lower
     return out
+
+
+def tier_basis_text(tier: str, raw: str, held: str, override: str, smoothed: str) -> str:
+    """Why the tier is not the one of the score shown beside it, when no held reason says so.
+
+    Tiers are decided from the smoothed score (hysteresis), so a partner can read "46.8 · tier
+    B" under thresholds that put 46.8 in C; the page then says the tier follows the smoothed
+    score. Empty when the tiers agree, a held reason or an override explains the tier, or the
+    partner is graduated.
+    """
+    if held or override or not raw or not tier or tier in (raw, OUT_OF_SCOPE_TIER):
+        return ""
+    of = f" {smoothed}" if smoothed and smoothed != "–" else ""
+    return f"tier from the smoothed score{of}; this batch's score alone is tier {raw}"
 
 
 def score_limit_text(score, adjustment, factor) -> str:

@@ -59,6 +59,7 @@ from partnerscore.serving.report import (
     policy_explanation,
     score_limit_text,
     text_column,
+    tier_basis_text,
     waterfall_rows,
 )
 
@@ -647,6 +648,16 @@ def build_batch(
         close_history()
 
 
+def page_tier_basis(b: PageBatch, j: int) -> str:
+    """:func:`serving.report.tier_basis_text` of page j."""
+    t = b.text
+    smoothed = _num(b.values["score_smoothed"][j]) if "score_smoothed" in b.present else ""
+    return tier_basis_text(
+        t["score_tier"][j], t["score_tier_raw"][j], t["tier_held_reason"][j],
+        t["override_tier"][j], smoothed,
+    )  # fmt: skip
+
+
 def _policy_text(b: PageBatch, j: int) -> dict:
     """:func:`serving.report.policy_explanation` of page j."""
     rec = {k: b.text[k][j] for k in ("maturity_band", *SEGMENT_COLUMNS)}
@@ -887,6 +898,7 @@ def page_context(b: PageBatch, j: int) -> dict:
         "css": b.css,
         "thresholds": b.thresholds,
         "policy": _policy_text(b, j),
+        "tier_basis": page_tier_basis(b, j),
         "p": p,
         "action_scope": action_scope(b.graduated[j], p["score_tier"], p["quadrant_label"]),
         "segment": [text[c][j] for c in SEGMENT_COLUMNS if text[c][j]],
@@ -1091,6 +1103,8 @@ class PageRenderer:
         ]  # fmt: skip
         if t["tier_held_reason"][j]:
             out += ['<div class="held" id="tier-held">', _e(t["tier_held_reason"][j]), "</div>"]
+        elif basis := page_tier_basis(b, j):
+            out += ['<div class="held" id="tier-basis">', _e(basis), "</div>"]
         horizon = str(page_horizon(b, j))
         out += [
             '</div>\n    <div class="card"><div class="k">Expected revenue (', horizon,

@@ -657,14 +657,18 @@ def test_a_score_held_at_the_ends_of_the_scale_says_so(tmp_path):
     assert ", then held at 100, the top of the scale: -1.5 points." in policy("P000")
     assert ", then held at 0, the bottom of the scale: +2.0 points." in policy("P001")
     assert "held at" not in policy("P002") and "held at" not in policy("P003")
-    # the template (the page's readable definition) says the same
+    assert_template_agrees(tmp_path / "scores.parquet", config_for(tmp_path))
+
+
+def assert_template_agrees(path, cfg):
+    """The renderer's pages equal the template's (the page's readable definition)."""
     from partnerscore.serving import report_pages as rp
     from partnerscore.serving.report import _environment
 
-    scores = read_scores(tmp_path / "scores.parquet")
+    scores = read_scores(path)
     files = [report_filename(p) for p in scores["partner_id"]]
     keep = np.ones(len(scores), dtype=bool)
-    plan = rp.plan_pages(scores, keep, files, config_for(tmp_path), css="")
+    plan = rp.plan_pages(scores, keep, files, cfg, css="")
     try:
         batch = rp.chunk_batch(plan, 0, len(plan))
         template = _environment().get_template("partner.html")
@@ -672,6 +676,37 @@ def test_a_score_held_at_the_ends_of_the_scale_says_so(tmp_path):
             assert rp.PageRenderer(batch)(j) == template.render(rp.page_context(batch, j))
     finally:
         rp.close_history()
+
+
+def test_a_tier_decided_from_the_smoothed_score_says_so(tmp_path):
+    # 43 of the demo's 2,000 pages read "46.8 · tier B · smoothed 54.3" under thresholds
+    # putting 46.8 in C, with nothing saying that the tier follows the smoothed score
+    ids = [f"P{i:03d}" for i in range(6)]
+    frame = hand_scores(ids, ids)
+    frame["score_tier_raw"] = frame["score_tier"]
+    frame["tier_held_reason"] = ""
+    frame["override_tier"] = ""
+    frame.loc[0, ["score", "score_smoothed", "score_tier", "score_tier_raw"]] = [
+        46.8,
+        54.3,
+        "B",
+        "C",
+    ]
+    frame.loc[1, ["score_tier", "score_tier_raw", "tier_held_reason"]] = [
+        "B",
+        "C",
+        "guardrail: held",
+    ]
+    frame.loc[2, ["score_tier", "score_tier_raw", "override_tier"]] = ["A", "C", "A"]
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    run_report(tmp_path / "scores.parquet", tmp_path / "out", config_for(tmp_path))
+    basis = (
+        'id="tier-basis">tier from the smoothed score 54.3; this batch&#39;s score alone is tier C<'
+    )
+    assert basis in page_of(tmp_path / "out", "P000")
+    for pid in ("P001", "P002", "P003"):  # a held reason or an override says why; tiers agree
+        assert 'id="tier-basis"' not in page_of(tmp_path / "out", pid)
+    assert_template_agrees(tmp_path / "scores.parquet", config_for(tmp_path))
 
 
 def test_the_shipped_playbook_speaks_to_account_owners_not_in_config_keys():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from support import sibling
 
-from partnerscore.serving.report import report_filename
+from partnerscore.serving.report import read_scores, report_filename
 
 
 def synthetic_scores(n, seed=0):
@@ -355,3 +355,32 @@ def test_right_to_left_name_keeps_the_rest_of_the_line_in_order(driver, tmp_path
         badge_left, name_right = driver.execute_script(BADGE_AFTER_NAME_JS)
         assert badge_left >= name_right - 1, f"{pid}'s badge is laid out left of its name"
         assert driver.title == f"\u2068{name}\u2069 ({pid}) · partnerscore"
+
+
+OVERFLOW_JS = """
+var width = document.documentElement.clientWidth, out = [];
+document.querySelectorAll('body *').forEach(function (e) {
+  var r = e.getBoundingClientRect();
+  if (r.width > 0 && r.right > width + 1) { out.push(e.tagName + '#' + e.id + ' ' + Math.round(r.right)); }
+});
+return [width, out.slice(0, 5)];
+"""
+
+
+def test_pages_print_on_a4_without_cut_content(driver, report_dir, scored_dir):
+    # printed, the partner page's trajectory table ran ~200 px past an A4 page's right edge
+    # ("Revenue won to date" and "Open pipeline" cut) and the portfolio table ~120 px
+    root, _ = scored_dir
+    frame = read_scores(root / "scores.csv")
+    widest = frame.loc[frame["deals_won_amount_todate"].idxmax(), "partner_id"]
+    pages = [report_dir / "index.html", report_dir / "partners" / report_filename(widest)]
+    try:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        driver.set_window_size(718, 1000)  # A4 minus 1 cm margins at 96 px per inch
+        for page in pages:
+            driver.get(page.as_uri())
+            width, over = driver.execute_script(OVERFLOW_JS)
+            assert width > 650 and over == [], (page.name, over)
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+        driver.set_window_size(1280, 1600)

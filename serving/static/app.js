@@ -153,13 +153,21 @@
   var heads = table.tHead.rows[0].cells;
   Array.prototype.forEach.call(heads, function (th, idx) {
     if (!th.classList.contains("sortable")) { return; }
+    // a keyboard reaches and sorts a column as a mouse does; screen readers hear the order
+    th.tabIndex = 0;
+    th.setAttribute("aria-sort", "none");
+    th.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); th.click(); }
+    });
     th.addEventListener("click", function () {
       var numeric = th.getAttribute("data-type") === "num";
       var asc = !th.classList.contains("sorted-asc");
       Array.prototype.forEach.call(heads, function (other) {
         other.classList.remove("sorted-asc", "sorted-desc");
+        if (other.classList.contains("sortable")) { other.setAttribute("aria-sort", "none"); }
       });
       th.classList.add(asc ? "sorted-asc" : "sorted-desc");
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
       var key = keys[idx];
       var values = new Array(n);
       for (var r = 0; r < n; r += 1) {

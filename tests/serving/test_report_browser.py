@@ -384,3 +384,27 @@ def test_pages_print_on_a4_without_cut_content(driver, report_dir, scored_dir):
     finally:
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
         driver.set_window_size(1280, 1600)
+
+
+def test_index_columns_sort_from_the_keyboard(driver, report_dir):
+    # the sortable headers took mouse clicks only: not focusable, no aria-sort
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get((report_dir / "index.html").as_uri())
+    score = driver.find_elements(By.CSS_SELECTOR, "#portfolio th")[2]
+    assert score.get_attribute("tabindex") == "0" and score.get_attribute("aria-sort") == "none"
+    score.send_keys(Keys.ENTER)
+    assert score.get_attribute("aria-sort") == "ascending"
+    shown = [r["score"] for r in visible_rows(driver) if r["score"] == r["score"]]
+    assert shown == sorted(shown)
+    score.send_keys(Keys.SPACE)
+    assert score.get_attribute("aria-sort") == "descending"
+    shown = [r["score"] for r in visible_rows(driver) if r["score"] == r["score"]]
+    assert shown == sorted(shown, reverse=True)
+    tier = driver.find_elements(By.CSS_SELECTOR, "#portfolio th")[3]
+    tier.send_keys(Keys.ENTER)
+    assert (
+        score.get_attribute("aria-sort") == "none"
+        and tier.get_attribute("aria-sort") == "ascending"
+    )

@@ -88,6 +88,7 @@ TEXT_COLUMNS = (
     "override_expires",
     "next_tier",
     "next_tier_changes",
+    "unseen_categories",
 )
 SEGMENT_COLUMNS = ("tier", "region", "industry", "partner_type")
 KEY_METRICS = (

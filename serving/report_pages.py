@@ -1093,7 +1093,10 @@ class PageRenderer:
         previous = fmt["previous"][j]
         out += [
             "scored as of ", _e(b.as_of_text[j]), " · ", fmt["age"][j],
-            ' days since signing · <a href="../index.html">portfolio</a></div>\n</header>\n'
+            ' days since signing · <a href="../index.html">portfolio</a></div>',
+            '\n  <div class="held" id="unseen">Categories the model never saw, scored as unknown: '
+            + _e(t["unseen_categories"][j]) + "</div>" if t["unseen_categories"][j] else "",
+            '\n</header>\n'
             '<main>\n<section>\n  <h2>Scores</h2>\n  <div class="cards">\n    <div class="card">'
             '<div class="k">Composite score</div><div class="v" id="score">', score,
             '</div>\n      <div class="muted">tier <strong id="tier">', _e(tier), "</strong>",

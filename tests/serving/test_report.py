@@ -722,3 +722,21 @@ def test_the_shipped_playbook_speaks_to_account_owners_not_in_config_keys():
     assert len(texts) > 20
     for text in texts:
         assert not re.search(r"\b[a-z]+_[a-z_]+\b|\bpolicy\.", text), text
+
+
+def test_categories_the_model_never_saw_are_named_on_the_page(tmp_path):
+    # `score --features` lists them per row in unseen_categories; the page showed the segment
+    # ("aerospace") with nothing saying the model scored it as unknown
+    ids = [f"P{i:03d}" for i in range(6)]
+    frame = hand_scores(ids, ids)
+    frame["unseen_categories"] = ""
+    frame.loc[0, "unseen_categories"] = "industry=aero<space>; region=MEA"
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    run_report(tmp_path / "scores.parquet", tmp_path / "out", config_for(tmp_path))
+    said = (
+        '<div class="held" id="unseen">Categories the model never saw, scored as unknown: '
+        "industry=aero&lt;space&gt;; region=MEA</div>"
+    )
+    assert said in page_of(tmp_path / "out", "P000")
+    assert 'id="unseen"' not in page_of(tmp_path / "out", "P001")
+    assert_template_agrees(tmp_path / "scores.parquet", config_for(tmp_path))

@@ -33,7 +33,7 @@ from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.phasing import phase_bounds
-from partnerscore.models.policy import OUT_OF_SCOPE_TIER
+from partnerscore.models.policy import OUT_OF_SCOPE_TIER, load_playbook
 from partnerscore.serving.history import HISTORY_METRICS, ScoreHistory
 from partnerscore.serving.report import (
     KEY_METRICS,
@@ -244,6 +244,8 @@ class PagePlan:
     """(column, label, this batch's value per page) of the measures compared with the
     previous batch."""
     note_map: dict[str, list[dict]]
+    provisional_title: str = ""
+    """The playbook's ``provisional`` action's title (empty without one)."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -287,6 +289,7 @@ class PageBatch:
     """(column, label, this batch's value and its text per page) of the measures compared
     with the previous batch."""
     notes: list[list[dict]]
+    provisional_title: str = ""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -535,6 +538,7 @@ def plan_pages(
         history_metrics=[m for m in KEY_METRICS if m in recorded],
         change_features=[(c, get_spec(c).label, float_column(frame, c, rows)) for c in compared],
         note_map=note_map or {},
+        provisional_title=(load_playbook(config.policy)["provisional"] or {}).get("title", ""),
     )
 
 
@@ -624,6 +628,7 @@ def chunk_batch(plan: PagePlan, start: int, end: int) -> PageBatch:
             for c, label, values in plan.change_features
         ],
         notes=[plan.note_map.get(pid, []) for pid in ids],
+        provisional_title=plan.provisional_title,
     )
 
 
@@ -848,8 +853,12 @@ def page_phases(b: PageBatch, j: int) -> list[dict]:
     return b.phase_rows[j]
 
 
-def action_scope(graduated: bool, tier: str, quadrant_label: str) -> str:
+def action_scope(graduated: bool, tier: str, quadrant_label: str, provisional: bool = False) -> str:
     """Whom the first recommended action speaks for: the quadrant, or a graduated partner.
+
+    A provisional partner gets the playbook's ``provisional`` action (when it has one), not
+    its quadrant's: ``provisional`` is true then, and the card says "for a provisional
+    partner" (it said "for the quadrant (Dormant)" above "Complete onboarding first").
 
     A partner past the trained onboarding ages (``out_of_scope``: ``graduated``) gets the
     playbook's hand-over, not its quadrant's action, so the card does not say "for the
@@ -859,7 +868,15 @@ def action_scope(graduated: bool, tier: str, quadrant_label: str) -> str:
     """
     if graduated or tier == OUT_OF_SCOPE_TIER:
         return f"for a graduated partner (quadrant {quadrant_label})"
+    if provisional:
+        return f"for a provisional partner (quadrant {quadrant_label})"
     return f"for the quadrant ({quadrant_label})"
+
+
+def provisional_action(b: PageBatch, j: int) -> bool:
+    """Whether page j's partner is provisional and has the playbook's provisional action."""
+    title = b.provisional_title
+    return bool(title) and bool(b.flags[j][0]) and b.text["intervention"][j] == title
 
 
 def page_context(b: PageBatch, j: int) -> dict:
@@ -900,7 +917,9 @@ def page_context(b: PageBatch, j: int) -> dict:
         "policy": _policy_text(b, j),
         "tier_basis": page_tier_basis(b, j),
         "p": p,
-        "action_scope": action_scope(b.graduated[j], p["score_tier"], p["quadrant_label"]),
+        "action_scope": action_scope(
+            b.graduated[j], p["score_tier"], p["quadrant_label"], provisional_action(b, j)
+        ),
         "segment": [text[c][j] for c in SEGMENT_COLUMNS if text[c][j]],
         "as_of": b.as_of_text[j],
         "age": _num(v["age_days"][j], 0),
@@ -1147,7 +1166,8 @@ class PageRenderer:
         out += [
             '\n<section>\n  <h2>Recommended actions</h2>\n'
             '  <div class="two">\n    <div class="action" id="quadrant-action">'
-            '<div class="muted">', _e(action_scope(b.graduated[j], tier, t["quadrant_label"][j])),
+            '<div class="muted">', _e(action_scope(b.graduated[j], tier, t["quadrant_label"][j],
+                            provisional_action(b, j))),
             "</div><strong>",
             _e(t["intervention"][j]), "</strong><br>", _e(t["intervention_detail"][j]),
             "\n      ",

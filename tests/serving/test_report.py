@@ -147,12 +147,20 @@ def test_one_report_per_partner_and_index(report_dir, scored_dir):
     counts = re.findall(r'<td class="num">(\d+)</td>', quadrants)
     assert sum(map(int, counts)) == in_scope
     assert f"Charts: {in_scope} partners in onboarding scope" in index
-    # a graduated partner's first action is the hand-over, not its quadrant's action
-    for pid, out_of_scope, label in scores[["partner_id", "out_of_scope", "quadrant_label"]].values:
+    # a graduated partner's first action is the hand-over, a provisional one's the playbook's
+    # provisional action: neither is its quadrant's action
+    columns = ["partner_id", "out_of_scope", "provisional", "quadrant_label"]
+    for pid, out_of_scope, provisional, label in scores[columns].values:
         card = re.search(
             r'id="quadrant-action"><div class="muted">([^<]*)<', page_of(report_dir, pid)
         )
-        scope = "a graduated partner (quadrant " if out_of_scope else "the quadrant ("
+        scope = (
+            "a graduated partner (quadrant "
+            if out_of_scope
+            else "a provisional partner (quadrant "
+            if provisional
+            else "the quadrant ("
+        )
         assert card.group(1) == f"for {scope}{escape(label)})"
 
 
@@ -739,4 +747,23 @@ def test_categories_the_model_never_saw_are_named_on_the_page(tmp_path):
     )
     assert said in page_of(tmp_path / "out", "P000")
     assert 'id="unseen"' not in page_of(tmp_path / "out", "P001")
+    assert_template_agrees(tmp_path / "scores.parquet", config_for(tmp_path))
+
+
+def test_a_provisional_partners_action_is_not_said_to_be_the_quadrants(tmp_path):
+    # provisional partners get the playbook's provisional action ("Complete onboarding
+    # first"), which the page introduced as "for the quadrant (Dormant)" (49 demo pages)
+    ids = [f"P{i:03d}" for i in range(6)]
+    frame = hand_scores(ids, ids)
+    assert frame["provisional"].iloc[0] and not frame["provisional"].iloc[1:].any()
+    frame.loc[0, "intervention"] = "Complete onboarding first"  # as scoring gives it
+    write_frame_atomic(frame, tmp_path / "scores.parquet")
+    run_report(tmp_path / "scores.parquet", tmp_path / "out", config_for(tmp_path))
+    scope = re.compile(r'id="quadrant-action"><div class="muted">([^<]*)</div>')
+    assert (
+        scope.search(page_of(tmp_path / "out", "P000"))
+        .group(1)
+        .startswith("for a provisional partner (quadrant ")
+    )
+    assert scope.search(page_of(tmp_path / "out", "P001")).group(1).startswith("for the quadrant (")
     assert_template_agrees(tmp_path / "scores.parquet", config_for(tmp_path))

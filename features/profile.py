@@ -239,7 +239,15 @@ def build_profile(
 
 
 def current_profile(frame: pd.DataFrame, reference: dict) -> dict:
-    """Profile a current batch on the reference's bins, categories and age bands."""
+    """Profile a current batch on the reference's bins, categories and age bands.
+
+    A reference column absent from ``frame`` (raw tables without the optional table its
+    features come from) is profiled as all-missing, as scoring reads it, so its missing-rate
+    check names it instead of leaving it out.
+    """
+    absent = {name: np.nan for name in reference["columns"] if name not in frame.columns}
+    if absent:
+        frame = frame.assign(**absent)
     return {
         "version": PROFILE_VERSION,
         "ages": reference["ages"],

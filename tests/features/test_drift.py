@@ -364,3 +364,16 @@ def test_profile_groups_equal_per_group_column_counts():
             slow[f"{seg}={value}"] = group_counts(cur.loc[index], spec)
     assert fast == slow
     assert fast["all"]["c"]["other"] == {"unseen": int((cur["c"] == "unseen").sum())}
+
+
+def test_a_profiled_column_absent_from_the_batch_is_all_missing():
+    """A batch without a profiled column (its optional table not delivered) profiles as that
+    column all-missing, the twin of the column present and empty; it was left out, so no
+    check named it."""
+    ref = build_profile(_frame(0, 1000), ["x"], ["c"], (30, 60, 90, 180))
+    cur = _frame(1, 1000)
+    without = current_profile(cur.drop(columns=["x", "c"]), ref)
+    assert without == current_profile(cur.assign(x=np.nan, c=None), ref)
+    checks = {c.name: c for c in drift_checks(ref, without, CFG)}
+    assert checks["quality.missing_rate.x"].status == "alarm"
+    assert checks["quality.missing_rate.c"].status == "alarm"

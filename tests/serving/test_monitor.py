@@ -103,3 +103,24 @@ def test_a_tier_in_another_case_is_the_tier_the_model_knows(store_config, batche
     tier = {c.name: (c.status, c.value) for c in result.checks if c.subject == "tier"}
     assert tier == {c.name: (c.status, c.value) for c in clean.checks if c.subject == "tier"}
     assert _alarms(result) == _alarms(clean) == []
+
+
+def test_a_model_feature_absent_from_the_batch_alarms_as_all_missing(
+    store_config, raw_dir, tmp_path
+):
+    """Raw tables without an optional table the model reads (portal events): scoring reads its
+    features as all-missing, but the monitor profiled only the columns present and said
+    nothing about them (0 checks named portal_events_*); now each is a missing-rate alarm."""
+    import shutil
+
+    partial = tmp_path / "raw"
+    shutil.copytree(raw_dir, partial, ignore=shutil.ignore_patterns("portal_events.*"))
+    result = _monitor(store_config, partial, tmp_path, "no_portal")
+    missing = {
+        c.subject: c
+        for c in result.checks
+        if c.name.startswith("quality.missing_rate.portal_events_")
+    }
+    assert missing and all(c.status == "alarm" for c in missing.values())
+    assert all("100.0% in the batch" in c.detail for c in missing.values())
+    assert result.exit_code == 1

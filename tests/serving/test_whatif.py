@@ -372,3 +372,21 @@ def test_whatif_refuses_a_value_outside_its_units_range(program):
 )  # fmt: skip
 def test_whatif_driver_values_read_as_numbers(value, text):
     assert wi.value_text(value) == text
+
+
+def test_score_raw_tables_without_an_optional_table_the_model_reads(
+    raw_dir, store_config, tmp_path
+):
+    """A model trained with portal events scores raw tables holding none (README: features of a
+    missing table are absent, scored as missing); the job stopped with 'unexpected KeyError:
+    portal_events_per30d_todate' in the next-tier search (fixed for trainings and activities
+    in e5c1452; this case drops portal events)."""
+    import shutil
+
+    partial = tmp_path / "raw"
+    shutil.copytree(raw_dir, partial, ignore=shutil.ignore_patterns("portal_events.*"))
+    out = tmp_path / "scores.csv"
+    result = run_score(partial, AS_OF.date(), "champion", out, store_config)
+    scores = pd.read_csv(out, dtype={"partner_id": str})
+    assert len(scores) == result.scored > 0
+    assert scores["next_tier_changes"].notna().any()

@@ -53,12 +53,30 @@ def _versions(client: mlflow.MlflowClient, name: str) -> list:
     return sorted(versions, key=lambda v: int(v.version))
 
 
+def run_of(client: mlflow.MlflowClient, version):
+    """A version's training run, or None when it is gone from the store (``mlflow gc``)."""
+    if not version.run_id:
+        return None
+    try:
+        return client.get_run(version.run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _gone(version) -> str:
+    return (
+        f"v{version.version}: training run {version.run_id} is not in the store (deleted and"
+        " purged): no holdout metrics, and `promote` cannot judge it"
+    )
+
+
 @dataclass
 class ModelsResult:
     """Registered versions with aliases and holdout metrics."""
 
     table: pd.DataFrame
     name: str
+    notes: list[str] = field(default_factory=list)
 
     def json_payload(self) -> dict:
         """``--json``: every version's row (aliases, run, holdout metrics), not only a count.
@@ -73,7 +91,7 @@ class ModelsResult:
             }
             for row in self.table.to_dict(orient="records")
         ]
-        return {"name": self.name, "versions": rows}
+        return {"name": self.name, "versions": rows, "notes": list(self.notes)}
 
     def summary(self) -> str:
         """The comparison table as text (run ids shortened to 8 characters)."""
@@ -81,20 +99,29 @@ class ModelsResult:
             return f"no registered versions of '{self.name}' yet (run `partnerscore train`)"
         shown = self.table.assign(run_id=self.table["run_id"].str[:8])
         with pd.option_context("display.width", 200, "display.max_columns", 30):
-            return f"registered model '{self.name}'\n" + shown.to_string(
+            text = f"registered model '{self.name}'\n" + shown.to_string(
                 index=False, float_format=lambda v: f"{v:.3f}"
             )
+        return "\n".join([text, *self.notes])
 
 
 def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     """Table of every version: aliases, run, creation time, config hash, holdout metrics."""
     check_registry(tracking_uri)  # a read: MLflow would create an empty local store
     client = _client(tracking_uri)
-    rows = []
+    rows, notes = [], []
     for listed in _versions(client, config.registered_model):
         # search results do not carry aliases on every store: fetch each version
         mv = client.get_model_version(config.registered_model, listed.version)
-        run = client.get_run(mv.run_id) if mv.run_id else None
+        run = run_of(client, mv)
+        if run is None and mv.run_id:
+            notes.append(_gone(mv))
+        elif run is not None and run.info.lifecycle_stage == "deleted":
+            notes.append(
+                f"v{mv.version}: training run {mv.run_id} is deleted (its metrics are shown;"
+                f" `mlflow runs restore --run-id {mv.run_id}` brings it back, `mlflow gc`"
+                " purges it)"
+            )
         metrics = run.data.metrics if run else {}
         row = {
             "version": int(mv.version),
@@ -108,7 +135,7 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
         for key, label in _SHOWN:
             row[label] = metrics.get(key, float("nan"))
         rows.append(row)
-    return ModelsResult(table=pd.DataFrame(rows), name=config.registered_model)
+    return ModelsResult(table=pd.DataFrame(rows), name=config.registered_model, notes=notes)
 
 
 _BASELINE_HEADS = (
@@ -261,6 +288,11 @@ def baseline_checks(metrics: dict, z: float, rule: str = "not_worse") -> list[Ba
     return checks
 
 
+RUN_GONE = (
+    "read by its registered model, its training run is gone (the rows it was fitted on are unknown)"
+)
+
+
 @dataclass
 class PromoteResult:
     """Outcome of the promotion gate."""
@@ -311,7 +343,9 @@ class PromoteResult:
                 for v, key in ((self.challenger, "challenger"), (self.champion, "champion"))
             }
             seen = [
-                f"v{v} {h}" for v, h in how.items() if h.startswith(("refitted on", "trained on"))
+                f"v{v} {h}"
+                for v, h in how.items()
+                if h.startswith(("refitted on", "trained on", RUN_GONE))
             ]
             if seen:  # a version that saw the rows and logged no predictions of them
                 basis += f" [{' and '.join(seen)}: optimistic]"
@@ -479,7 +513,9 @@ def unseen_predictions(
     pre-refit predictions of those rows stand in when they cover every row. Otherwise the
     registered model predicts them.
 
-    ``run`` is the version's training run (``client.get_run(version.run_id)``). The promotion
+    ``run`` is the version's training run (``client.get_run(version.run_id)``), None when it
+    is gone from the store (purged by ``mlflow gc``): the registered model predicts the rows,
+    and the basis says the rows it was fitted on are unknown. The promotion
     gate's reading of a version (:func:`run_promote`); the compare notebook
     (``notebooks/compare_models.ipynb``) reads every version through it, so both compare
     versions on the same basis. Loads a registered model through the tracking URI set in
@@ -492,9 +528,12 @@ def unseen_predictions(
     Returns:
         (pred_revenue and pred_engagement in the holdout's row order, which model: "pre-refit",
         "registered", "refitted on these rows" when a refitted run logged no predictions of
-        them, "refitted on k of these n rows" when it saw some of them, or "trained on k of
-        these n rows").
+        them, "refitted on k of these n rows" when it saw some of them, "trained on k of
+        these n rows", or :data:`RUN_GONE`).
     """
+    if run is None:
+        model = load_partner_model(f"models:/{name}/{version.version}")
+        return model.predict(holdout)[["pred_revenue", "pred_engagement"]], RUN_GONE
     refit = str(run.data.params.get("refit", "False")).lower() == "true"
     trained = rows_in_logged_training(client, version.run_id, holdout)
     held = np.zeros(len(holdout), dtype=bool)  # its logged holdout, seen by a refit
@@ -617,7 +656,13 @@ def run_promote(
             already_champion=True,
         )
 
-    ch_run = client.get_run(challenger.run_id)  # read once: metrics, tags and params
+    ch_run = run_of(client, challenger)  # read once: metrics, tags and params
+    if ch_run is None:
+        raise PartnerscoreError(
+            f"challenger v{challenger.version}'s training run {challenger.run_id} is not in the"
+            " store (deleted and purged): its holdout and metrics are gone, so the gate cannot"
+            " judge it; promote another version (--version V) or train a new one"
+        )
     run_metrics = ch_run.data.metrics
     bias = run_metrics.get("holdout_revenue_portfolio_bias")
     bias_se = run_metrics.get("holdout_revenue_portfolio_bias_se", 0.0)
@@ -630,11 +675,11 @@ def run_promote(
     label_differences: dict = {}
     details = {"challenger": ch_metrics, "challenger_predictions": ch_basis}
     if champion is not None:
-        cp_run = client.get_run(champion.run_id)
+        cp_run = run_of(client, champion)  # None: a rollback to a version purged since
         cp_pred, cp_basis = unseen_predictions(client, name, champion, cp_run, holdout, holdout_sha)
         cp_metrics = evaluate(holdout, cp_pred["pred_revenue"], cp_pred["pred_engagement"])
         champ_score = cp_metrics["primary_score"]
-        label_differences = _label_differences(client, cp_run, ch_run)
+        label_differences = _label_differences(client, cp_run, ch_run) if cp_run else {}
         details["champion"] = cp_metrics
         details["champion_predictions"] = cp_basis
         passes = ch_score >= champ_score * (1 + config.promotion_margin)

@@ -720,3 +720,53 @@ def test_a_baseline_check_with_no_head_checked_does_not_say_passed():
     half = baseline_checks(logged | {"compare_revenue_gini_diff_se": 0.02}, 2.0)
     text = PromoteResult(promoted=True, **common, baseline=half).summary()
     assert "baseline check (not worse than the best baseline beyond the noise): passed" in text
+
+
+def _purge_run(uri: str, run_id: str) -> None:
+    """Delete a run and purge it from the store for good, as ``mlflow gc`` does."""
+    import subprocess
+    import sys
+
+    mlflow.MlflowClient(tracking_uri=uri).delete_run(run_id)
+    gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri, "--run-ids", run_id]
+    subprocess.run(gc, check=True, capture_output=True)
+
+
+def test_models_and_promote_name_a_version_whose_run_is_gone(
+    built_dir, tracking_uri, tmp_path, capsys
+):
+    """A version whose training run was deleted (soft: restorable) or purged (``mlflow gc``):
+    `models` and `promote` stopped with 'unexpected MlflowException: Run with id=... not
+    found'. `models` lists it with a note, `promote` refuses it as a challenger in one line
+    and reads it as a champion by its registered model, flagged."""
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    first = train(built_dir, tracking_uri, tmp_path)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    second = train(built_dir, tracking_uri, tmp_path)
+    third = train(built_dir, tracking_uri, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client.delete_run(third.run_id)  # soft: still readable, restorable
+    _purge_run(tracking_uri, second.run_id)
+    result = run_models(cfg, tracking_uri=tracking_uri)
+    assert result.table["version"].tolist() == [1, 2, 3]
+    gone = result.table.set_index("version").loc[2]
+    assert np.isnan(gone["primary"]) and gone["run_id"] == second.run_id
+    assert np.isfinite(result.table.set_index("version").loc[3, "primary"])
+    text = result.summary()
+    assert f"v2: training run {second.run_id} is not in the store" in text
+    assert f"v3: training run {third.run_id} is deleted" in text
+    assert main(["--json", "models"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert any(second.run_id in note for note in payload["notes"])
+    # the purged run's version as the challenger: one line, exit 2
+    with pytest.raises(PartnerscoreError, match=f"v2's training run {second.run_id}"):
+        run_promote(cfg, tracking_uri=tracking_uri, version="2")
+    assert main(["promote", "--version", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not in the store" in err
+    # as the champion: read by its registered model, and the line says what is unknown
+    client.set_registered_model_alias("partnerscore", "champion", "2")  # an earlier rollback
+    gate = run_promote(cfg, tracking_uri=tracking_uri, version="1")
+    assert gate.champion == "2" and gate.champion_score == gate.champion_score
+    assert "[v2 read by its registered model, its training run is gone" in gate.summary()
+    assert first.run_id  # v1 itself untouched

@@ -86,3 +86,60 @@ def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
     assert len(images) == 1
     printed = "".join(o.get("text", "") for o in outputs(code[4], "stream"))
     assert "champion: [1]" in printed
+
+
+def _execute(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_the_notebook_flags_other_labels_and_reads_a_version_whose_run_is_gone(
+    raw_dir, built_dir, tracking_uri, monkeypatch, tmp_path
+):
+    """v1 learnt 180-day labels, v2 90-day ones: the common holdout (v2's) ranked v1 on labels
+    it never learnt without a word (the gate's line names them). Then v1's run is purged
+    (``mlflow gc``): the notebook stopped at `client.get_run` with MlflowException."""
+    import subprocess
+    import sys
+
+    from partnerscore.features.config import BuildConfig
+    from partnerscore.features.pipeline import run_build
+    from partnerscore.training.config import TrainConfig
+    from partnerscore.training.registry import RUN_GONE, run_promote
+    from partnerscore.training.train import run_train
+
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+
+    def train(features):
+        return run_train(
+            features,
+            TrainConfig(trials=0),
+            tracking_uri=tracking_uri,
+            artifact_root=(tmp_path / "art").as_uri(),
+            config_hash="cafe",
+        )
+
+    first = train(built_dir)
+    run_promote(TrainConfig(trials=0, max_portfolio_bias=10.0), tracking_uri=tracking_uri)
+    short = tmp_path / "short"
+    run_build(raw_dir, short, BuildConfig(horizon_days=90))
+    train(short)
+    code = _execute(tmp_path)
+    printed = "".join(o.get("text", "") for o in outputs(code[3], "stream"))
+    assert "v1 labels vs the common holdout's: horizon_days 180 vs 90" in printed
+    table = outputs(code[3], "execute_result")[0]["data"]["text/plain"]
+    assert table_value(table, "2", "labels") == "same"
+    # v1's run deleted and purged: listed without metrics, read by its registered model
+    mlflow.MlflowClient(tracking_uri=tracking_uri).delete_run(first.run_id)
+    gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", tracking_uri]
+    subprocess.run([*gc, "--run-ids", first.run_id], check=True, capture_output=True)
+    code = _execute(tmp_path)
+    printed = "".join(o.get("text", "") for o in outputs(code[1], "stream"))
+    assert f"v1: training run {first.run_id} is not in the store" in printed
+    printed = "".join(o.get("text", "") for o in outputs(code[3], "stream"))
+    assert "v1 labels vs the common holdout's: unknown" in printed
+    html = outputs(code[3], "execute_result")[0]["data"]["text/html"]
+    assert RUN_GONE[:40] in html  # (pandas cuts a cell at 50 characters)

@@ -51,6 +51,19 @@ def missing_registry(tracking_uri: str) -> Path | None:
     return Path(path).resolve()
 
 
+def unknown_name(name: str, held: list[str]) -> str:
+    """The one line for a registered model name the store does not hold (a typo).
+
+    Args:
+        name: The name asked for.
+        held: The registered model names the store holds (at least one).
+    """
+    return (
+        f"no registered model '{name}' in this store (it holds: {', '.join(held)}): check"
+        " train.registered_model or the model URI"
+    )
+
+
 def check_registry(tracking_uri: str, uri: str | None = None) -> None:
     """Refuse to read a local SQLite model registry that is not there.
 

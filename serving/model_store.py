@@ -35,7 +35,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from partnerscore.models.model_uri import MODELS_URI, check_registry, missing_registry
+from partnerscore.models.model_uri import (
+    MODELS_URI,
+    check_registry,
+    missing_registry,
+    unknown_name,
+)
 
 ARTIFACT_KEY = "partner_model"  # models/pyfunc.py: the pyfunc's artifact holding PartnerModel
 SCORING_ARTIFACT_KEY = "partner_model_scoring"  # models/pyfunc.py: its scoring view
@@ -228,6 +233,9 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
     name, version, alias = match.groups()
     try:
         with _read_only(db) as con:
+            held = sorted({row[0] for row in con.execute("SELECT name FROM registered_models")})
+            if held and name not in held:  # a typo of the name: say which the store holds
+                return f"cannot load model '{uri}': {unknown_name(name, held)}"
             if alias is not None:
                 found = con.execute(
                     "SELECT 1 FROM registered_model_aliases WHERE name = ? AND alias = ?",

@@ -69,6 +69,7 @@ from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.model_store import missing_model
 from partnerscore.training.backtest import (
     BACKTEST_COLUMNS,
     IN_TRAINING_WINDOW,
@@ -1050,6 +1051,9 @@ def run_monitor(
     mcfg = config.monitor
     uri = resolve_model_uri(model, config.train.registered_model)
     check_registry(config.paths.tracking_uri())  # the reference profile is a run's, in it
+    problem = missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
+    if problem is not None:
+        raise PartnerscoreError(problem)
     mlflow.set_tracking_uri(config.paths.tracking_uri())
     mlflow.set_registry_uri(config.paths.tracking_uri())
     partner_model = load_partner_model(uri)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.models.model_uri import check_registry
+from partnerscore.models.model_uri import check_registry, unknown_name
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
@@ -51,6 +51,19 @@ def _versions(client: mlflow.MlflowClient, name: str) -> list:
     except mlflow.exceptions.MlflowException:
         return []
     return sorted(versions, key=lambda v: int(v.version))
+
+
+def _check_name(client: mlflow.MlflowClient, name: str) -> None:
+    """Refuse a registered model name the store does not hold while it holds others (a typo).
+
+    A store holding no registered model at all is simply empty (nothing trained yet).
+    """
+    try:
+        held = sorted({model.name for model in client.search_registered_models()})
+    except mlflow.exceptions.MlflowException:
+        return
+    if held and name not in held:
+        raise PartnerscoreError(unknown_name(name, held))
 
 
 def run_of(client: mlflow.MlflowClient, version):
@@ -109,6 +122,7 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     """Table of every version: aliases, run, creation time, config hash, holdout metrics."""
     check_registry(tracking_uri)  # a read: MLflow would create an empty local store
     client = _client(tracking_uri)
+    _check_name(client, config.registered_model)
     rows, notes = [], []
     for listed in _versions(client, config.registered_model):
         # search results do not carry aliases on every store: fetch each version
@@ -626,6 +640,7 @@ def run_promote(
     check_registry(tracking_uri)
     client = _client(tracking_uri)
     name = config.registered_model
+    _check_name(client, name)
     if not _versions(client, name):
         raise PartnerscoreError(f"no registered versions of '{name}' (run `partnerscore train`)")
     try:

@@ -765,6 +765,22 @@ def store_file(store_config, tmp_path):
     return config_file(tmp_path, store_config.model_dump(mode="json"), "store.json")
 
 
+@pytest.mark.parametrize("case", ["models", "promote", "score", "monitor", "whatif"])
+def test_a_registered_model_name_typo_names_the_models_the_store_holds(
+    case, tmp_path, raw_dir, store_config, capsys
+):
+    """train.registered_model 'partnerscor' in a store holding 'partnerscore': `models` said
+    "no registered versions of 'partnerscor' yet (run `partnerscore train`)" with exit 0, and
+    score "has no alias 'champion' (promote a version first)": both sent one to the wrong fix."""
+    data = store_config.model_dump(mode="json")
+    data["train"]["registered_model"] = "partnerscor"
+    cfg = config_file(tmp_path, data)
+    argv = [a if a != "RAW" else raw_dir for a in READS_THE_REGISTRY[case]]
+    code, out, err = run([*argv, "--config", cfg], capsys)
+    assert code == 2, (code, out, err)
+    assert_one_error(err, "no registered model 'partnerscor'", "it holds: partnerscore")
+
+
 def test_missing_optional_column_builds(tmp_path, raw_dir, capsys):
     """activities without the optional response_hours column: valid, and build works."""
     raw = tmp_path / "raw"

@@ -400,7 +400,7 @@ def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):
     assert "registered version 1" in out
     assert main(["train", "--features", str(tmp_path / "missing")]) == 2
     assert "training_set.parquet: not found" in capsys.readouterr().err
-    with pytest.raises(PartnerscoreError, match="no registered versions"):
+    with pytest.raises(PartnerscoreError, match=r"no registered model 'other' .*: partnerscore"):
         run_promote(TrainConfig(registered_model="other"), tracking_uri=tracking_uri)
     assert main(["promote", "--version", "99"]) == 2
 

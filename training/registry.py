@@ -99,7 +99,9 @@ class ModelsResult:
         """
         rows = [
             {
-                key: None if isinstance(value, float) and not np.isfinite(value) else value
+                key: None
+                if value is pd.NA or (isinstance(value, float) and not np.isfinite(value))
+                else value
                 for key, value in row.items()
             }
             for row in self.table.to_dict(orient="records")
@@ -124,6 +126,8 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     client = _client(tracking_uri)
     _check_name(client, config.registered_model)
     rows, notes = [], []
+    sets: dict[int, str] = {}  # version: its training set's sha256
+    labels: dict[int, dict | None] = {}  # version: its label definition
     for listed in _versions(client, config.registered_model):
         # search results do not carry aliases on every store: fetch each version
         mv = client.get_model_version(config.registered_model, listed.version)
@@ -145,11 +149,62 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
             ),
             "run_id": mv.run_id or "",
             "config_hash": (run.data.tags.get("config_hash", "") if run else ""),
+            # what the holdout metrics were measured on and with: they compare across
+            # versions only where these agree (notes below the table say where not)
+            "features": _int_param(run, "features"),
+            "holdout": _int_param(run, "holdout_rows"),
         }
         for key, label in _SHOWN:
             row[label] = metrics.get(key, float("nan"))
+        sets[int(mv.version)] = run.data.tags.get("training_set_sha256", "") if run else ""
+        labels[int(mv.version)] = run_label_definition(client, mv.run_id) if run else None
         rows.append(row)
-    return ModelsResult(table=pd.DataFrame(rows), name=config.registered_model, notes=notes)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table.astype({"features": "Int64", "holdout": "Int64"})
+        notes += _comparability_notes(table, sets, labels)
+    return ModelsResult(table=table, name=config.registered_model, notes=notes)
+
+
+def _int_param(run, key: str):
+    """A count a run logged as a param, or NA (no run, or a run from before it)."""
+    try:
+        return int(run.data.params[key]) if run is not None else pd.NA
+    except (KeyError, ValueError):
+        return pd.NA
+
+
+def _comparability_notes(table: pd.DataFrame, sets: dict, labels: dict) -> list[str]:
+    """Where the versions' holdout metrics do not measure the same thing.
+
+    Each version's metrics are on its own holdout: versions of other training sets hold other
+    rows, and versions whose labels were defined otherwise (horizon, engagement period, ...)
+    predict other targets. Against the champion (else the newest version), one line each.
+    """
+    notes = []
+    champion = table.loc[table["aliases"].str.split(",").map(lambda a: CHAMPION in a), "version"]
+    ref = int(champion.iloc[0]) if len(champion) else int(table["version"].max())
+    shas = {sha for sha in sets.values() if sha}
+    if len(shas) > 1:
+        sizes = sorted({int(n) for n in table["holdout"].dropna()})
+        rows = f" of {', '.join(f'{n:,}' for n in sizes)} rows" if len(sizes) > 1 else ""
+        notes.append(
+            f"holdout metrics are each version's own holdout{rows}, from {len(shas)} training "
+            "sets: compare the versions on one with `partnerscore promote` or "
+            "notebooks/compare_models.ipynb"
+        )
+    ours = labels.get(ref)
+    for v, theirs in sorted(labels.items()):
+        if v == ref or not theirs or not ours:
+            continue
+        differ = differing_labels(ours, theirs)
+        if differ:
+            said = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in sorted(differ.items()))
+            notes.append(
+                f"v{v} was trained on other labels than v{ref} ({said}): their metrics measure "
+                "different targets"
+            )
+    return notes
 
 
 _BASELINE_HEADS = (

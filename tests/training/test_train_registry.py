@@ -770,3 +770,37 @@ def test_models_and_promote_name_a_version_whose_run_is_gone(
     assert gate.champion == "2" and gate.champion_score == gate.champion_score
     assert "[v2 read by its registered model, its training run is gone" in gate.summary()
     assert first.run_id  # v1 itself untouched
+
+
+def test_models_says_where_the_versions_metrics_do_not_compare(
+    raw_dir, built_dir, tracking_uri, tmp_path, capsys
+):
+    """v1 on the default build, v2 without one feature, v3 on 90-day labels: `models` put
+    their holdout metrics side by side as if they measured one thing (v3's Gini is of another
+    target, on other rows). The table now gives each version's feature and holdout row counts,
+    and notes under it name the other training sets and v3's other labels."""
+    cfg = TrainConfig(trials=0, max_portfolio_bias=10.0)
+    train(built_dir, tracking_uri, tmp_path)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    dropped = without_feature(built_dir, tmp_path / "dropped", "activities_days_since_last")
+    train(dropped, tracking_uri, tmp_path)
+    short = tmp_path / "short"
+    run_build(raw_dir, short, BuildConfig(horizon_days=90))
+    train(short, tracking_uri, tmp_path)
+    result = run_models(cfg, tracking_uri=tracking_uri)
+    table = result.table.set_index("version")
+    n = int(table.loc[1, "features"])
+    assert table["features"].tolist() == [n, n - 1, n]
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for v in (1, 2, 3):
+        run = client.get_run(client.get_model_version("partnerscore", str(v)).run_id)
+        assert table.loc[v, "holdout"] == int(run.data.params["holdout_rows"])
+    assert table.loc[1, "holdout"] != table.loc[3, "holdout"]
+    text = result.summary()
+    assert "holdout metrics are each version's own holdout" in text and "3 training sets" in text
+    assert "v3 was trained on other labels than v1 (horizon_days 180 vs 90)" in text
+    assert "v2 was trained on other labels" not in text
+    assert main(["--json", "models"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["notes"] == result.notes
+    assert [v["features"] for v in payload["versions"]] == [n, n - 1, n]

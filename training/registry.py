@@ -126,7 +126,7 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
     client = _client(tracking_uri)
     _check_name(client, config.registered_model)
     rows, notes = [], []
-    sets: dict[int, str] = {}  # version: its training set's sha256
+    sets: dict[int, str] = {}  # version: its training set's sha256 and holdout share
     labels: dict[int, dict | None] = {}  # version: its label definition
     for listed in _versions(client, config.registered_model):
         # search results do not carry aliases on every store: fetch each version
@@ -156,7 +156,11 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
         }
         for key, label in _SHOWN:
             row[label] = metrics.get(key, float("nan"))
-        sets[int(mv.version)] = run.data.tags.get("training_set_sha256", "") if run else ""
+        sets[int(mv.version)] = (  # one holdout: one training set cut at one share
+            f"{run.data.tags.get('training_set_sha256', '')} {run.data.params.get('holdout_share')}"
+            if run and run.data.tags.get("training_set_sha256")
+            else ""
+        )
         labels[int(mv.version)] = run_label_definition(client, mv.run_id) if run else None
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -184,14 +188,15 @@ def _comparability_notes(table: pd.DataFrame, sets: dict, labels: dict) -> list[
     notes = []
     champion = table.loc[table["aliases"].str.split(",").map(lambda a: CHAMPION in a), "version"]
     ref = int(champion.iloc[0]) if len(champion) else int(table["version"].max())
-    shas = {sha for sha in sets.values() if sha}
-    if len(shas) > 1:
+    holdouts = {key for key in sets.values() if key}
+    if len(holdouts) > 1:
         sizes = sorted({int(n) for n in table["holdout"].dropna()})
-        rows = f" of {', '.join(f'{n:,}' for n in sizes)} rows" if len(sizes) > 1 else ""
+        rows = f" (rows {', '.join(f'{n:,}' for n in sizes)})" if len(sizes) > 1 else ""
         notes.append(
-            f"holdout metrics are each version's own holdout{rows}, from {len(shas)} training "
-            "sets: compare the versions on one with `partnerscore promote` or "
-            "notebooks/compare_models.ipynb"
+            f"holdout metrics are each version's own holdout, and these versions have "
+            f"{len(holdouts)} different ones{rows}: other training sets or holdout shares;"
+            " compare the versions on one with `partnerscore promote` or"
+            " notebooks/compare_models.ipynb"
         )
     ours = labels.get(ref)
     for v, theirs in sorted(labels.items()):

@@ -797,10 +797,14 @@ def test_models_says_where_the_versions_metrics_do_not_compare(
         assert table.loc[v, "holdout"] == int(run.data.params["holdout_rows"])
     assert table.loc[1, "holdout"] != table.loc[3, "holdout"]
     text = result.summary()
-    assert "holdout metrics are each version's own holdout" in text and "3 training sets" in text
+    assert "holdout metrics are each version's own holdout, and these versions have 3" in text
     assert "v3 was trained on other labels than v1 (horizon_days 180 vs 90)" in text
     assert "v2 was trained on other labels" not in text
     assert main(["--json", "models"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["notes"] == result.notes
     assert [v["features"] for v in payload["versions"]] == [n, n - 1, n]
+    # the same training set cut at another holdout share is another holdout too
+    train(built_dir, tracking_uri, tmp_path, holdout_share=0.3)
+    text = run_models(cfg, tracking_uri=tracking_uri).summary()
+    assert "these versions have 4 different ones" in text

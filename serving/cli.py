@@ -420,12 +420,14 @@ def train(
     tcfg = _updated(app_cfg.train, {"trials": ("--trials", trials)})
     from partnerscore.training.train import run_train
 
+    # the config in effect (--trials included): its hash is the one the run logs
+    resolved = app_cfg.model_copy(update={"train": tcfg})
     result = run_train(
         features,
         tcfg,
-        **app_cfg.train_arguments(),
+        **resolved.train_arguments(),
         register=register,
-        resolved_config=app_cfg.model_copy(update={"train": tcfg}).model_dump(mode="json"),
+        resolved_config=resolved.model_dump(mode="json"),
     )
     emit(result)
 

@@ -808,3 +808,28 @@ def test_models_says_where_the_versions_metrics_do_not_compare(
     train(built_dir, tracking_uri, tmp_path, holdout_share=0.3)
     text = run_models(cfg, tracking_uri=tracking_uri).summary()
     assert "these versions have 4 different ones" in text
+
+
+def test_the_logged_config_hash_is_the_hash_of_the_config_in_effect(
+    built_dir, tracking_uri, tmp_path, capsys
+):
+    """`train --trials 0` and `train --trials 1` logged one config hash (of the config before
+    the command line's override), so `models` showed two configurations as one; the run's own
+    config/resolved.json held the trials. The hash is now that of the resolved config."""
+    from partnerscore.serving.config import AppConfig
+
+    assert main(["train", "--features", str(built_dir), "--trials", "0"]) == 0
+    assert main(["train", "--features", str(built_dir), "--trials", "1"]) == 0
+    capsys.readouterr()
+    table = run_models(TrainConfig(), tracking_uri=tracking_uri).table
+    assert table["config_hash"].nunique() == 2
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    for version in ("1", "2"):
+        run_id = client.get_model_version("partnerscore", version).run_id
+        resolved = json.loads(
+            Path(
+                client.download_artifacts(run_id, "config/resolved.json", str(tmp_path))
+            ).read_text()
+        )
+        tag = client.get_run(run_id).data.tags["config_hash"]
+        assert tag == AppConfig.model_validate(resolved).hash()

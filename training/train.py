@@ -114,6 +114,8 @@ class TrainResult:
     trial_runs: int = 0
     min_segment_partners: int = 200
     portfolio_variance: str = "bins"
+    identical_to: list[str] = field(default_factory=list)
+    """Earlier training runs of the same training set and config hash ("<run id> (vN)")."""
 
     def summary(self) -> str:
         """Holdout comparison of the GBM heads with the baselines and where it is logged."""
@@ -211,6 +213,12 @@ class TrainResult:
                 "cells covered "
                 f"{m.get('revenue_phase_interval_coverage', float('nan')):.1%} "
                 "(evaluation/revenue_phases.csv)"
+            )
+        if self.identical_to:
+            lines.append(
+                "same training set and configuration as earlier run "
+                f"{', '.join(self.identical_to)}: training is reproducible (same seed), so this"
+                " is the same model"
             )
         lines.append(f"MLflow run {self.run_id} at {self.tracking_uri}")
         if self.version:
@@ -1478,7 +1486,46 @@ def run_train(
         trial_runs=trial_runs,
         min_segment_partners=config.segment_bias_min_partners,
         portfolio_variance=config.portfolio_variance,
+        identical_to=identical_runs(
+            run, config_hash, manifest.get("training_set_sha256", ""), config.registered_model
+        ),
     )
+
+
+def identical_runs(run, config_hash: str, sha: str, name: str) -> list[str]:
+    """Earlier training runs of this experiment with the same training set and config hash.
+
+    Training is deterministic given both (the seed is part of the config), so such a run
+    fitted the same model. Each as ``"<run id, 8 characters> (v<version>)"`` (no version when
+    it was not registered), oldest first, at most three; none without a hash or a sha.
+    """
+    if not config_hash or not sha:
+        return []
+    client = mlflow.MlflowClient()
+    try:
+        earlier = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=(
+                f"tags.config_hash = '{config_hash}' and tags.training_set_sha256 = '{sha}'"
+                " and tags.`partnerscore.job` = 'train'"
+            ),
+            order_by=["attributes.start_time ASC"],
+        )
+    except mlflow.exceptions.MlflowException:
+        return []
+    found = []
+    for other in earlier:
+        if other.info.run_id == run.info.run_id:
+            continue
+        try:
+            versions = client.search_model_versions(
+                f"name = '{name}' and run_id = '{other.info.run_id}'"
+            )
+        except mlflow.exceptions.MlflowException:
+            versions = []
+        named = ", ".join(f"v{v.version}" for v in sorted(versions, key=lambda v: int(v.version)))
+        found.append(other.info.run_id[:8] + (f" ({named})" if named else ""))
+    return found[:3]
 
 
 def register_version(model_uri: str, name: str, description: str, tags: dict[str, str]) -> str:

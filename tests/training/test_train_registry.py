@@ -833,3 +833,11 @@ def test_the_logged_config_hash_is_the_hash_of_the_config_in_effect(
         )
         tag = client.get_run(run_id).data.tags["config_hash"]
         assert tag == AppConfig.model_validate(resolved).hash()
+    # the same training set and configuration again: the same model, and train says so
+    assert main(["train", "--features", str(built_dir), "--trials", "0"]) == 0
+    first = client.get_model_version("partnerscore", "1").run_id
+    said = f"same training set and configuration as earlier run {first[:8]} (v1): training"
+    assert said in capsys.readouterr().out
+    assert main(["--json", "train", "--features", str(built_dir), "--trials", "1"]) == 0
+    second = client.get_model_version("partnerscore", "2").run_id
+    assert json.loads(capsys.readouterr().out)["identical_to"] == [f"{second[:8]} (v2)"]

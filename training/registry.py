@@ -416,13 +416,18 @@ class PromoteResult:
                 v: str(self.details.get(f"{key}_predictions", ""))
                 for v, key in ((self.challenger, "challenger"), (self.champion, "champion"))
             }
+            # "<which model>[; <features it lacked>]" (unseen_predictions)
+            parts = {v: h.split("; ", 1) for v, h in how.items()}
             seen = [
-                f"v{v} {h}"
-                for v, h in how.items()
-                if h.startswith(("refitted on", "trained on", RUN_GONE))
+                f"v{v} {p[0]}"
+                for v, p in parts.items()
+                if p[0].startswith(("refitted on", "trained on", RUN_GONE))
             ]
             if seen:  # a version that saw the rows and logged no predictions of them
                 basis += f" [{' and '.join(seen)}: optimistic]"
+            short = [f"v{v} {p[1]}" for v, p in parts.items() if len(p) > 1]
+            if short:  # a version scored without some of its features: off, either way
+                basis += f" [{' and '.join(short)}: not its real score]"
         if self.label_differences:  # reported, not gated
             diffs = ", ".join(
                 f"{key} {theirs} vs {ours}"
@@ -631,7 +636,39 @@ def unseen_predictions(
     else:
         basis = "registered"
     model = load_partner_model(f"models:/{name}/{version.version}")
+    absent = [s.name for s in model.feature_specs if s.name not in holdout.columns]
+    if absent:  # features of its registry the gate's build lacks: its own holdout has them
+        frame = _with_own_features(client, version.run_id, holdout, absent)
+        if frame is None:
+            return model.predict(holdout)[["pred_revenue", "pred_engagement"]], (
+                f"{basis}; {len(absent)} of its features absent from these rows (scored as"
+                f" missing: {', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})"
+            )
+        holdout = frame
     return model.predict(holdout)[["pred_revenue", "pred_engagement"]], basis
+
+
+def _with_own_features(
+    client: mlflow.MlflowClient, run_id: str, holdout: pd.DataFrame, absent: list[str]
+) -> pd.DataFrame | None:
+    """``holdout`` completed with the ``absent`` feature columns of a run's own logged holdout.
+
+    A version built with a feature registry that had features the gate's build lacks would be
+    scored with those features all-missing, a handicap no real batch gives it. Where every
+    row is a row of its own logged holdout (:func:`rows_in_logged_holdout`: same partner,
+    ``as_of`` and common feature values), that holdout holds their values. None otherwise.
+    """
+    if not rows_in_logged_holdout(client, run_id, holdout).all():
+        return None
+    try:
+        theirs = _holdout_of(client, run_id)
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+    if any(c not in theirs.columns for c in absent):
+        return None
+    values = _keyed(theirs)[_KEYS + absent].drop_duplicates(_KEYS, keep=False)
+    got = _keyed(holdout)[_KEYS].merge(values, on=_KEYS, how="left", validate="one_to_one")
+    return holdout.reset_index(drop=True).assign(**{c: got[c].to_numpy() for c in absent})
 
 
 def _retire_challenger_alias(client: mlflow.MlflowClient, name: str, version) -> None:

@@ -321,11 +321,16 @@ def test_the_gate_names_rows_a_champion_of_another_registry_was_trained_on(
     keys = ["partner_id", "as_of"]
     trained = len(mine) - len(mine[keys].merge(theirs[keys], on=keys))
     assert 0 < trained < len(mine)
+    # v1 reads the feature v2's build dropped: only its own holdout's rows have its values
+    absent = (
+        "1 of its features absent from these rows (scored as missing: activities_days_since_last)"
+    )
     assert (
         gate.details["champion_predictions"]
-        == f"trained on {trained:,} of these {len(mine):,} rows"
+        == f"trained on {trained:,} of these {len(mine):,} rows; {absent}"
     )
     assert f"[v1 trained on {trained:,} of these {len(mine):,} rows: optimistic]" in gate.summary()
+    assert f"[v1 {absent}: not its real score]" in gate.summary()
 
 
 def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
@@ -841,3 +846,41 @@ def test_the_logged_config_hash_is_the_hash_of_the_config_in_effect(
     assert main(["--json", "train", "--features", str(built_dir), "--trials", "1"]) == 0
     second = client.get_model_version("partnerscore", "2").run_id
     assert json.loads(capsys.readouterr().out)["identical_to"] == [f"{second[:8]} (v2)"]
+
+
+def test_the_gate_reads_a_champion_with_features_the_challenger_build_lacks(
+    built_dir, tracking_uri, tmp_path
+):
+    """v1 (not refitted) reads a feature v2's registry dropped; v2's holdout has no column for
+    it, so the gate scored v1 with it all-missing: on a 1,500-partner program (10 features
+    absent) that cost v1 0.733 -> 0.720 and promoted a challenger (0.732) the gate should have
+    refused; here it read 0.875 for 0.864 (either way). v1 now reads its own logged holdout's
+    values of the same rows; where it cannot, the line says so."""
+    from partnerscore.training.metrics import evaluate
+    from partnerscore.training.registry import _holdout_of, unseen_predictions
+
+    cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
+    first = train(built_dir, tracking_uri, tmp_path, refit=False)
+    assert run_promote(cfg, tracking_uri=tracking_uri).promoted
+    dropped = without_feature(built_dir, tmp_path / "dropped", "activities_days_since_last")
+    train(dropped, tracking_uri, tmp_path, refit=False)
+    gate = run_promote(cfg, tracking_uri=tracking_uri)
+    assert gate.details["champion_predictions"] == "registered"
+    # the same rows with all of v1's features: its own holdout score
+    assert gate.champion_score == pytest.approx(first.metrics["primary_score"], abs=1e-12)
+    assert "not its real score" not in gate.summary()
+    # rows v1 never held out (one feature value changed): no values to complete, flagged
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    mine = _holdout_of(client, client.get_model_version("partnerscore", "2").run_id)
+    changed = mine.copy()
+    changed.loc[0, "deals_created_todate"] = changed.loc[0, "deals_created_todate"] + 1
+    mv1 = client.get_model_version("partnerscore", "1")
+    pred, basis = unseen_predictions(
+        client, "partnerscore", mv1, client.get_run(first.run_id), changed, ""
+    )
+    assert basis == (
+        "registered; 1 of its features absent from these rows (scored as missing:"
+        " activities_days_since_last)"
+    )
+    handicapped = evaluate(changed, pred["pred_revenue"], pred["pred_engagement"])
+    assert handicapped["primary_score"] != pytest.approx(first.metrics["primary_score"])

@@ -47,6 +47,12 @@ RESPELLED = "respelled_categories"
 (:meth:`PartnerModel.respell`: ``tier 'Registered' -> 'registered'``, several joined by ``; ``;
 empty when none)."""
 
+UNSEEN = "unseen_categories"
+"""Score column: per row, the categories the model never saw, scored as missing
+(:func:`~partnerscore.models.frame_check.unseen_categories`: ``industry=aerospace``, several
+joined by ``; ``; empty when none). A category known in another case is in :data:`RESPELLED`
+instead."""
+
 
 def known_spellings(categories: Iterable[str]) -> dict[str, str]:
     """:func:`~partnerscore.features.core.case_key` -> the one known category of that key.

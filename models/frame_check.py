@@ -110,7 +110,6 @@ def check_feature_frame(
     for col in ID_COLUMNS:
         if col not in frame.columns:
             raise PartnerscoreError(f"{source}: missing column '{col}'")
-    n = len(frame)
     frame = frame.reset_index(drop=True)
     as_of = as_of_dates(source, frame)  # ISO 8601 only, as scores files and --cutoffs
     ids = frame["partner_id"]
@@ -139,24 +138,11 @@ def check_feature_frame(
             f"{source}: missing feature column '{missing[0]}'{more} (the model needs every "
             "feature; build the frame with partnerscore build/score or allow missing columns)"
         )
-    unseen = np.full(n, "", dtype=object)
+    unseen = unseen_categories(model, frame)
     for spec in model.feature_specs:
-        if spec.name not in frame.columns:
+        if spec.name not in frame.columns or spec.kind == "categorical":
             continue
         col = frame[spec.name]
-        if spec.kind == "categorical":
-            categories = model.categories.get(spec.name, [])
-            text = col.astype(object).where(col.notna(), None)
-            new = text.notna().to_numpy() & ~text.isin(categories).to_numpy()
-            if new.any():  # a category known in another case is read as it: not unseen
-                found = respellings(pd.unique(text[new].to_numpy(dtype=object)), categories)
-                new &= ~text.isin(list(found)).to_numpy()
-            if new.any():
-                pairs = np.array(
-                    [f"{spec.name}={visible(str(v))}" for v in text[new]], dtype=object
-                )
-                unseen[new] = np.where(unseen[new] == "", pairs, unseen[new] + "; " + pairs)
-            continue
         if pd.api.types.is_bool_dtype(col.dtype):
             continue
         if pd.api.types.is_numeric_dtype(col.dtype):
@@ -173,6 +159,43 @@ def check_feature_frame(
                 )
         _check_range(spec, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
     return FrameCheck(missing=missing, unseen=unseen)
+
+
+def unseen_categories(model: PartnerModel, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, the categories the model never saw: ``feature=value`` pairs joined by ``; ``.
+
+    The one rule of the ``unseen_categories`` column, for every path: ``score --features``, the
+    Python API and the MLflow model (:func:`check_feature_frame`), and every score row
+    (:func:`~partnerscore.models.scoring.score_features`: raw tables whole, in groups and on
+    Spark). The model scores such a value as missing. A value equal to exactly one known
+    category but for case is not listed (:func:`~partnerscore.models.bundle.respellings`: it is
+    read as that category); invisible characters are shown as escapes
+    (:func:`~partnerscore.features.core.visible`). Feature columns the frame lacks are skipped.
+
+    Args:
+        model: The model whose categories are known.
+        frame: Feature rows (any index; read by position).
+
+    Returns:
+        An object array, one text per row ("" when the row has none).
+    """
+    unseen = np.full(len(frame), "", dtype=object)
+    for spec in model.feature_specs:
+        if spec.kind != "categorical" or spec.name not in frame.columns:
+            continue
+        col = frame[spec.name].reset_index(drop=True)
+        categories = model.categories.get(spec.name, [])
+        if (col.isin(categories) | col.isna()).all():
+            continue  # every value known or missing: the fast path
+        text = col.astype(object).where(col.notna(), None)
+        new = text.notna().to_numpy() & ~text.isin(categories).to_numpy()
+        if new.any():  # a category known in another case is read as it: not unseen
+            found = respellings(pd.unique(text[new].to_numpy(dtype=object)), categories)
+            new &= ~text.isin(list(found)).to_numpy()
+        if new.any():
+            pairs = np.array([f"{spec.name}={visible(str(v))}" for v in text[new]], dtype=object)
+            unseen[new] = np.where(unseen[new] == "", pairs, unseen[new] + "; " + pairs)
+    return unseen
 
 
 def _check_range(

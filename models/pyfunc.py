@@ -71,10 +71,9 @@ class PartnerScorePyfunc(mlflow.pyfunc.PythonModel):
         from partnerscore.models.scoring import score_features
 
         frame = pd.DataFrame(model_input).reset_index(drop=True)
-        check = check_feature_frame(self.model, frame, source="model input")
-        scored = score_features(self.model, frame)
-        unseen = pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)
-        return pd.concat([scored, unseen], axis=1)
+        check_feature_frame(self.model, frame, source="model input")
+        # unseen categories are listed by score_features itself (``unseen_categories``)
+        return score_features(self.model, frame)
 
 
 def registered_version(artifact: Path, registered_model: str | None) -> str:

@@ -20,8 +20,9 @@ from partnerscore.features.core import PartnerscoreError, as_of_dates
 from partnerscore.features.registry import LAYERS
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
-from partnerscore.models.bundle import RESPELLED, PartnerModel
+from partnerscore.models.bundle import RESPELLED, UNSEEN, PartnerModel
 from partnerscore.models.config import PolicyConfig
+from partnerscore.models.frame_check import unseen_categories
 
 PASSTHROUGH = ("partner_name", "signed_at", "tier", "region", "industry", "partner_type")
 HEADS = ("revenue", "engagement")
@@ -232,7 +233,10 @@ def score_features(
         them),
         every feature value (a category the model knows in another case in the model's
         spelling), ``shap_revenue_<feature>`` (dollars), ``shap_engagement_<feature>``
-        (probability) and ``respelled_categories`` (:data:`RESPELLED`).
+        (probability), ``respelled_categories`` (:data:`RESPELLED`) and
+        ``unseen_categories`` (:data:`UNSEEN`: categories the model never saw, scored as
+        missing; :func:`~partnerscore.models.frame_check.unseen_categories`, the rule of
+        ``score --features``).
 
     Raises:
         PartnerscoreError: The frame lacks partner_id/as_of, or the model lacks its reference.
@@ -248,6 +252,8 @@ def score_features(
     # a category the model knows in another case is read as that category, everywhere below
     respelled = model.respell(features)
     features = respelled.frame
+    # the others are scored as missing, and listed (score --features's rule: the same function)
+    unseen = unseen_categories(model, features)
     n = len(features)
     specs = model.feature_specs
     names = [s.name for s in specs]
@@ -346,10 +352,12 @@ def score_features(
         by_feature = np.ascontiguousarray(effects.T)
         for j, name in enumerate(names):
             cols[f"shap_{head}_{name}"] = by_feature[j]
+    empty = pa.array([""], pa.string()).take(np.zeros(n, dtype=np.int32))
     cols[RESPELLED] = (
         repeated_text(respelled.notes)
         if respelled.notes is not None
-        else pd.array(pa.array([""], pa.string()).take(np.zeros(n, dtype=np.int32)), dtype="str")
+        else pd.array(empty, dtype="str")
     )
+    cols[UNSEEN] = repeated_text(unseen) if (unseen != "").any() else pd.array(empty, dtype="str")
     # every array above is our own: no defensive copies, no block consolidation (~4x faster)
     return pd.DataFrame(cols, copy=False)

@@ -243,7 +243,8 @@ def score(
         policy: Scoring policy (default: the one bundled with the model).
 
     Returns:
-        One score row per partner, plus ``unseen_categories`` when a feature frame was given.
+        One score row per partner (its ``unseen_categories``: categories the model never saw,
+        scored as missing, from raw tables and feature frames alike).
     """
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
     from partnerscore.models.frame_check import check_feature_frame
@@ -258,12 +259,8 @@ def score(
     if features is not None:
         source = str(features) if not isinstance(features, pd.DataFrame) else "features"
         frame = features if isinstance(features, pd.DataFrame) else read_frame(features)
-        check = check_feature_frame(
-            model, frame, source=source, allow_missing=allow_missing_features
-        )
-        out = score_features(model, frame, policy=policy)
-        flags = pd.DataFrame({"unseen_categories": check.unseen}, index=out.index)
-        return pd.concat([out, flags], axis=1)
+        check_feature_frame(model, frame, source=source, allow_missing=allow_missing_features)
+        return score_features(model, frame, policy=policy)  # unseen_categories included
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either as_of or at_age")
     data = validate(raw)

@@ -41,7 +41,7 @@ from partnerscore.features.parallel import (
 from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
 from partnerscore.features.validate import _find_files, load_raw, supported_end
 from partnerscore.features.validated import load_validated
-from partnerscore.models.bundle import RESPELLED
+from partnerscore.models.bundle import RESPELLED, UNSEEN
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.models.model_uri import check_registry, resolve_model_uri
 from partnerscore.models.policy import (
@@ -154,6 +154,11 @@ class ScoreResult:
     spelling (``Registered`` as ``registered``; the rows' ``respelled_categories`` column)."""
     respelled: dict[str, int] = field(default_factory=dict)
     """Those rows per ``respelled_categories`` text (``tier 'Registered' -> 'registered'``)."""
+    unseen_categories: int = 0
+    """Scored rows with a category the model never saw, scored as missing (the rows'
+    ``unseen_categories`` column: ``industry=aerospace``)."""
+    unseen: dict[str, int] = field(default_factory=dict)
+    """Those rows per ``unseen_categories`` text (``industry=aerospace``)."""
     shared_ids: dict[str, int] = field(default_factory=dict)
     """Table -> record ids held by the rows of several partners (validation's
     ``TableReport.shared_ids``; every such row is kept and counts for its partner)."""
@@ -166,13 +171,15 @@ class ScoreResult:
     def of_rows(cls, rows: pd.DataFrame, **fields) -> ScoreResult:
         """A result counting the scored rows (by either engine); ``fields``: the rest.
 
-        Scored, partners, graduated, provisional, guardrail flags, tiers and categories read
-        in the model's spelling (:func:`respelled_counts`) are counted from ``rows``.
+        Scored, partners, graduated, provisional, guardrail flags, tiers, categories read
+        in the model's spelling (:func:`respelled_counts`) and categories it never saw
+        (:func:`unseen_counts`) are counted from ``rows``.
         """
         return cls(
             scored=len(rows),
             partners=int(rows["partner_id"].nunique()),
             **respelled_counts(rows),
+            **unseen_counts(rows),
             graduated=int(rows["out_of_scope"].sum()) if "out_of_scope" in rows else 0,
             guardrail_flags=int(rows["guardrail_flag"].sum()),
             provisional=int(rows["provisional"].sum()),
@@ -243,13 +250,14 @@ class ScoreResult:
                 f"  quarantined rows (scored without them): {counts} -> {self.quarantine_dir}"
             )
         if self.respelled_categories:
-            listed = list(self.respelled.items())[:RESPELLED_SHOWN]
-            shown = "; ".join(f"{text} ({rows:,})" for text, rows in listed)
-            more = len(self.respelled) - RESPELLED_SHOWN
-            shown += f"; and {more:,} more" if more > 0 else ""
             lines.append(
                 f"  read in the model's spelling (categories it knows in another case): "
-                f"{self.respelled_categories:,} rows: {shown}"
+                f"{self.respelled_categories:,} rows: {_listed(self.respelled)}"
+            )
+        if self.unseen_categories:
+            lines.append(
+                "  scored as missing (categories the model never saw): "
+                f"{self.unseen_categories:,} rows: {_listed(self.unseen)}"
             )
         if self.shared_ids:
             counts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.shared_ids.items()))
@@ -279,7 +287,24 @@ class ScoreResult:
 
 
 RESPELLED_SHOWN = 6
-"""Spellings the score summary lists (then "and N more")."""
+"""Texts the score summary lists per kind (spellings, unseen categories; then "and N more")."""
+
+
+def _listed(counts: dict[str, int]) -> str:
+    """The summary's list of texts with their rows: the first :data:`RESPELLED_SHOWN`."""
+    shown = "; ".join(f"{text} ({rows:,})" for text, rows in list(counts.items())[:RESPELLED_SHOWN])
+    more = len(counts) - RESPELLED_SHOWN
+    return shown + (f"; and {more:,} more" if more > 0 else "")
+
+
+def _text_counts(rows: pd.DataFrame, column: str) -> tuple[int, dict[str, int]]:
+    """Rows with a non-empty ``column`` and rows per text, most first, then by text."""
+    if column not in rows:
+        return 0, {}
+    notes = rows[column].astype(object).where(rows[column].notna(), "")
+    counted = notes[notes != ""].value_counts()
+    ordered = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))
+    return int(counted.sum()), {str(text): int(n) for text, n in ordered}
 
 
 def respelled_counts(rows: pd.DataFrame) -> dict:
@@ -289,15 +314,18 @@ def respelled_counts(rows: pd.DataFrame) -> dict:
     engines count alike; rows without the column (none) count nothing. ``respelled`` is sorted
     by rows, most first, then by text.
     """
-    if RESPELLED not in rows:
-        return {"respelled_categories": 0, "respelled": {}}
-    notes = rows[RESPELLED].astype(object).where(rows[RESPELLED].notna(), "")
-    counted = notes[notes != ""].value_counts()
-    ordered = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))
-    return {
-        "respelled_categories": int(counted.sum()),
-        "respelled": {str(text): int(n) for text, n in ordered},
-    }
+    total, by_text = _text_counts(rows, RESPELLED)
+    return {"respelled_categories": total, "respelled": by_text}
+
+
+def unseen_counts(rows: pd.DataFrame) -> dict:
+    """``unseen_categories`` (rows) and ``unseen`` (rows per text) of score rows.
+
+    Counted from the rows' ``unseen_categories`` column (``score_features``, for raw tables and
+    feature tables alike), as :func:`respelled_counts`.
+    """
+    total, by_text = _text_counts(rows, UNSEEN)
+    return {"unseen_categories": total, "unseen": by_text}
 
 
 @collector_paused()
@@ -1453,22 +1481,20 @@ def run_score_features(
     frame = read_frame(features)
     partner_model, version = _load(uri, config)
     shadow_of = _shadow_of(uri, version, config)
-    check = check_feature_frame(
+    check_feature_frame(
         partner_model, frame, source=str(features), allow_missing=allow_missing_features
     )
     frame = frame.reset_index(drop=True)
     from partnerscore.models.scoring import score_features
 
+    # score_features lists unseen categories (unseen_categories), as for raw tables
     scored = score_features(partner_model, frame, policy=config.policy)
     scored = with_upgrade_paths(partner_model, frame, scored, config)
-    scored = pd.concat(
-        [scored, pd.DataFrame({"unseen_categories": check.unseen}, index=scored.index)], axis=1
-    )
     as_of = pd.to_datetime(scored["as_of"]).to_numpy()
     finite = finite_predictions(scored)
     rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], NON_FINITE)]
     scored, as_of = scored[finite].reset_index(drop=True), as_of[finite]
-    respelled = respelled_counts(scored)  # every round's rows
+    respelled = respelled_counts(scored) | unseen_counts(scored)  # every round's rows
     # a partner with several rows (build's training set: one per onboarding age) is scored in
     # rounds, each partner's k-th row by as_of in round k: each round is one run (its peers,
     # smoothing and tier hysteresis against the history and the earlier rounds), recorded

@@ -873,7 +873,7 @@ def _score_job(
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from partnerscore.features.core import isin_text
-    from partnerscore.models.bundle import RESPELLED
+    from partnerscore.models.bundle import RESPELLED, UNSEEN
     from partnerscore.models.policy import earlier_batches_needed
     from partnerscore.serving.history import HISTORY_COLUMNS, ScoreHistory, shadow_rows
     from partnerscore.serving.ledger import DECISION_COLUMNS, DecisionLedger
@@ -949,6 +949,7 @@ def _score_job(
         "tier",
         "partner_type",
         RESPELLED,  # counted by the summary, as the pandas job's rows
+        UNSEEN,
         REJECT,
     }
     kept = [c for c in probe.columns if c in wanted]

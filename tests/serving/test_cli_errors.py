@@ -983,6 +983,8 @@ def test_score_a_prebuilt_feature_table(tmp_path, raw_dir, store_file, capsys):
     assert summary["scored"] == len(feats) and summary["as_of"] is None
     assert summary["partners"] == feats["partner_id"].nunique()
     assert summary["partners_input"] == len(feats)
+    assert summary["unseen_categories"] == 1 and summary["unseen"] == {"region=atlantis": 1}
+    assert "categories the model never saw): 1 rows: region=atlantis (1)" in summary["summary"]
     scores = read_frame(out)
     assert (
         scores.loc[scores["partner_id"] == feats.loc[0, "partner_id"], "unseen_categories"].item()

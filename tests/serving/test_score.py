@@ -418,3 +418,41 @@ def test_raw_tables_spelling_a_tier_in_another_case_score_as_the_models(
         pd.testing.assert_frame_equal(
             b.drop(columns="respelled_categories"), a.drop(columns="respelled_categories")
         )
+
+
+def test_raw_tables_list_categories_the_model_never_saw(raw_dir, store_config, tmp_path):
+    """A partner whose industry the model never saw ('aerospace') was scored as missing from raw
+    tables and recorded nowhere (only ``score --features`` listed it): the account owner's page
+    showed 'aerospace' with no warning. The raw job's rows now carry ``unseen_categories``, the
+    same text as the feature table's check gives for the same rows, counted in the summary and
+    the JSON summary."""
+    from partnerscore.models.frame_check import check_feature_frame
+    from partnerscore.serving.api import load_model
+
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
+    signed = pd.to_datetime(partners["signed_at"]) < pd.Timestamp(AS_OF)
+    first, second = partners.index[signed][:2]
+    partners.loc[[first, second], "industry"] = "aerospace"
+    partners.loc[second, "region"] = "MEA"
+    partners.to_csv(raw / "partners.csv", index=False)
+    result = run_score(raw, AS_OF, "champion", tmp_path / "s.parquet", store_config,
+                       record_history=False)  # fmt: skip
+    scores = pd.read_parquet(tmp_path / "s.parquet").set_index("partner_id")
+    ids = partners["partner_id"]
+    assert scores.loc[ids[first], "unseen_categories"] == "industry=aerospace"
+    assert scores.loc[ids[second], "unseen_categories"] == "region=MEA; industry=aerospace"
+    assert (scores["unseen_categories"] != "").sum() == 2
+    # the function score --features uses, on the same feature rows
+    model = load_model("champion", tracking_uri=store_config.paths.tracking_uri())
+    frame = scores.reset_index()[["partner_id", "as_of", *model.feature_names]]
+    check = check_feature_frame(model, frame)
+    assert check.unseen.tolist() == scores["unseen_categories"].tolist()
+    assert result.unseen_categories == 2
+    assert result.unseen == {"industry=aerospace": 1, "region=MEA; industry=aerospace": 1}
+    assert result.json_payload()["unseen_categories"] == 2
+    assert (
+        "scored as missing (categories the model never saw): 2 rows: industry=aerospace (1); "
+        "region=MEA; industry=aerospace (1)" in result.summary()
+    )

@@ -31,11 +31,20 @@ RUNS = (
 )
 
 
+UNSEEN_EVERY = 17
+"""Every 17th partner of ``snap_raw`` serves an industry the model never saw ('aerospace'),
+every 34th is in a region it never saw too ('MEA'): listed in ``unseen_categories``."""
+
+
 @pytest.fixture(scope="module")
 def snap_raw(raw_dir, tmp_path_factory) -> Path:
-    """The shared program's raw folder with its automatic snapshot."""
+    """The shared program's raw folder, a few categories the model never saw, its snapshot."""
     dest = tmp_path_factory.mktemp("groups") / "raw"
     shutil.copytree(raw_dir, dest)
+    partners = pd.read_csv(dest / "partners.csv", dtype=str, keep_default_na=False)
+    partners.loc[::UNSEEN_EVERY, "industry"] = "aerospace"
+    partners.loc[:: 2 * UNSEEN_EVERY, "region"] = "MEA"
+    partners.to_csv(dest / "partners.csv", index=False)
     run_validate_snapshot(dest, default_dir(dest))
     return dest
 
@@ -69,6 +78,8 @@ def _runs(raw, config, runs=RUNS, **kwargs) -> dict:
         got[name] = out.read_bytes()
         got[name + ".rejects"] = rejects_path(out).read_bytes()
         got[name + ".counts"] = (result.scored, result.rejected, result.not_yet)
+        got.setdefault("unseen", {})[name] = result.unseen_categories
+        got[name + ".unseen"] = result.unseen
         for q in sorted((out.parent / "quarantine").glob("*.csv")):
             got[f"{name}:{q.name}"] = q.read_bytes()
         assert not list(out.parent.glob(".score-groups-*")), "scratch folder left behind"
@@ -92,6 +103,7 @@ def test_grouped_score_writes_the_whole_job(snap_raw, store_config, size, worker
     else:  # not more partners than a group: scored at once
         assert splits == []
     assert len(slow["rows"]["score_history_v2"]) > 0
+    assert slow["unseen"] and all(n > 0 for n in slow["unseen"].values())
     assert_same(fast, slow)
 
 

@@ -130,6 +130,9 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     # every registered tier spelt 'Registered': read as the model's 'registered', counted
     partners = pd.read_csv(raw / "partners.csv", dtype=str, keep_default_na=False)
     partners["tier"] = partners["tier"].replace({"registered": "Registered"})
+    # an industry and a region the model never saw: listed in unseen_categories, counted
+    partners.loc[::17, "industry"] = "aerospace"
+    partners.loc[::34, "region"] = "MEA"
     partners.to_csv(raw / "partners.csv", index=False)
     # an earlier run in the history: both engines smooth against it
     first = run_score(raw, pd.Timestamp("2026-01-01").date(), "champion", tmp_path / "a.csv", cfg)
@@ -165,6 +168,9 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     registered = int(pandas_out["tier"].eq("registered").sum())
     assert registered and got.respelled_categories == expected.respelled_categories == registered
     assert got.respelled == expected.respelled == {"tier 'Registered' -> 'registered'": registered}
+    unseen = int((pandas_out["unseen_categories"] != "").sum())
+    assert unseen and got.unseen_categories == expected.unseen_categories == unseen
+    assert got.unseen == expected.unseen and "industry=aerospace" in got.unseen
     assert read_frame(got.rejects).equals(read_frame(expected.rejects))
     quarantined = _same_quarantine(
         tmp_path / "p" / "quarantine", tmp_path / "s" / "quarantine", TABLES

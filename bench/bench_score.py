@@ -16,6 +16,9 @@ what the tuner can return since its trees were capped at depth 3, kept for compa
   categories the model knows (the fast path every batch takes) and on rows spelling every tier
   in another case (``REGISTERED``: each read as ``registered``), and ``score_features`` on the
   latter,
+- listing categories the model never saw (``frame_check.unseen_categories``, which
+  ``score_features`` calls on every batch): on rows whose categories it knows (the fast path)
+  and on rows with an industry it never saw (``aerospace`` on every row),
 
 and prints rows/s and the ratio to plain prediction, and for ``score_features`` its CPU
 seconds (user + system of this process, all threads) and the load average: on a shared
@@ -42,6 +45,7 @@ from partnerscore.features.registry import feature_specs  # noqa: E402
 from partnerscore.features.simulate import simulate_program  # noqa: E402
 from partnerscore.features.validate import RawData  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
+from partnerscore.models.frame_check import unseen_categories  # noqa: E402
 from partnerscore.models.scoring import contributions, score_features  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.train import fit_partner_model  # noqa: E402
@@ -123,6 +127,9 @@ def main() -> None:
             lambda m=model, x=loud: score_features(m, x, num_threads=args.threads),
             cpu_loud,
         )
+        unseen = best_of(args.repeat, lambda m=model: unseen_categories(m, rows))
+        alien = rows.assign(industry="aerospace")
+        unseen_all = best_of(args.repeat, lambda m=model, x=alien: unseen_categories(m, x))
         compiled = model.revenue._shap_tables() is not None
         print(
             f"\n[{name}] {params['n_estimators']} trees, {params['num_leaves']} leaves, depth "
@@ -145,6 +152,11 @@ def main() -> None:
         print(
             f"  score_features, every tier respelled {n / full_loud:>10,.0f} rows/s; "
             f"{min(cpu_loud):.2f} s CPU, {n / min(cpu_loud):,.0f} rows per CPU-second"
+        )
+        print(
+            f"  unseen categories, all known         {n / unseen:>10,.0f} rows/s "
+            f"({unseen / full:.1%} of score_features); an unseen industry on every row "
+            f"{n / unseen_all:,.0f} rows/s"
         )
         print("  load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 

@@ -456,3 +456,10 @@ def test_raw_tables_list_categories_the_model_never_saw(raw_dir, store_config, t
         "scored as missing (categories the model never saw): 2 rows: industry=aerospace (1); "
         "region=MEA; industry=aerospace (1)" in result.summary()
     )
+    # the account owner's page now says so (it read the column only from feature tables)
+    from partnerscore.serving.report import report_filename, run_report
+
+    run_report(tmp_path / "s.parquet", tmp_path / "pages", store_config,
+               partners=[ids[first], ids[second]])  # fmt: skip
+    page = (tmp_path / "pages" / "partners" / report_filename(ids[first])).read_text("utf-8")
+    assert "Categories the model never saw, scored as unknown: industry=aerospace</div>" in page

@@ -10,8 +10,8 @@ The signature is declared, not inferred: ``partner_id`` (string), ``as_of`` (dat
 model feature (double for numeric, string for categorical; all required, as the strict
 feature-frame checks want) and optional passthrough columns. Extra columns (labels, cohort) are
 ignored, so the training set written by ``partnerscore build`` predicts as it is. The output
-schema is the scored frame of :func:`partnerscore.models.scoring.score_features` plus
-``unseen_categories``.
+schema is the scored frame of :func:`partnerscore.models.scoring.score_features` (its
+``unseen_categories`` among them).
 """
 
 from __future__ import annotations

@@ -150,9 +150,40 @@ def _compact_money(v: float) -> str:
     return _money(v)
 
 
-def _pct(v) -> str:
+def _pct(v, digits: int = 0) -> str:
     v = _finite(v)
-    return "–" if math.isnan(v) else f"{v:.0%}"
+    return "–" if math.isnan(v) else f"{v:.{digits}%}"
+
+
+def _shown(text: str) -> float:
+    """The number a text of :func:`_num`, :func:`_money` or :func:`_pct` shows (NaN for –)."""
+    if text == "–":
+        return math.nan
+    return float(text.replace("$", "").replace(",", "").replace("%", ""))
+
+
+def change_measure(label: str, kind: str, before, after) -> tuple[str, str, str, str]:
+    """A row of "What changed since the last batch": label, before, now and the change.
+
+    The change is the difference of the two numbers as shown, so the row adds up on the
+    page: "83.4% -> 78.9%, -4.5 pts", never "83% -> 79%, -4.5 pts" (exact points against
+    rounded percents), nor a score "48.6 -> 43.0, -5.7" (the exact difference rounded).
+
+    Args:
+        label: The measure's name.
+        kind: ``score`` (one decimal), ``money`` (whole dollars) or ``pct`` (a probability as
+            a percent with one decimal; the change in percentage points).
+        before: The previous batch's value.
+        after: This batch's value.
+    """
+    if kind == "money":
+        a, b = _money(before), _money(after)
+        return label, a, b, _money(_shown(b) - _shown(a), sign=True)
+    if kind == "pct":
+        a, b = _pct(before, 1), _pct(after, 1)
+        return label, a, b, _num(_shown(b) - _shown(a), sign=True) + " pts"
+    a, b = _num(before), _num(after)
+    return label, a, b, _num(_shown(b) - _shown(a), sign=True)
 
 
 def _num(v, digits: int = 1, sign: bool = False) -> str:
@@ -400,7 +431,8 @@ def waterfall_rows(
         bars.append(("pos" if value >= 0 else "neg", start, start + value, label, ""))
     bars.append(("base", 0.0, pred, "prediction", ' font-weight="bold"'))
     parts = [
-        f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
+        f'<svg class="waterfall" role="img" aria-label="'
+        f'{waterfall_label(labels, texts, money)}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     y = 4
@@ -417,6 +449,20 @@ def waterfall_rows(
         y += row_h
     parts.append(_waterfall_legend(label_w, y))
     return Markup("".join(parts))
+
+
+def waterfall_label(labels: list[str], texts: list[str], money: bool) -> str:
+    """A waterfall's accessible name (escaped): what it shows, its two levels, top 3 bars.
+
+    ``texts`` are the shown values: the base, one per bar of ``labels``, the prediction.
+    """
+    what = "Expected revenue" if money else "Engagement likelihood"
+    signed = [f"+{t}" if t[:1] == "$" else t for t in texts[1:4]]  # bars: signed amounts
+    top = ", ".join(f"{label} {text}" for label, text in zip(labels[:3], signed, strict=False))
+    return _esc(
+        f"{what}: average partner {texts[0]}, this partner {texts[-1]}"
+        + (f"; largest contributions: {top}" if top else "")
+    )
 
 
 @functools.lru_cache(maxsize=8192)
@@ -477,7 +523,32 @@ def line_svg(
         An escaped ``<svg>`` fragment with a legend.
     """
     frame = _line_frame(width, height, tuple((thresholds or {}).items()))
-    return line_chart(frame, xs, series, SERIES_CLASSES, width, height, 36, (0.0, 100.0))
+    return line_chart(
+        frame, xs, series, SERIES_CLASSES, width, height, 36, (0.0, 100.0),
+        label=trajectory_label(xs, series, thresholds),
+    )  # fmt: skip
+
+
+def trajectory_label(
+    xs: list[float], series: dict[str, list[float]], thresholds: dict[str, float] | None
+) -> str:
+    """The trajectory chart's accessible name.
+
+    Its days, each series' first and last value (one decimal) and the tier lines drawn.
+    """
+    x_lo, x_hi = min(xs), max(xs)
+    parts = []
+    for name, values in list(series.items())[: len(SERIES_CLASSES)]:
+        shown = [v for v in values if math.isfinite(v)]
+        if shown:
+            parts.append(f"{name} {shown[0]:.1f} to {shown[-1]:.1f}")
+    lines = [f"{name} from {bound:g}" for name, bound in (thresholds or {}).items()
+             if 0 < bound < 100]  # fmt: skip
+    return (
+        f"Trajectory over onboarding, day {x_lo:.0f} to day {x_hi:.0f}"
+        + (f": {'; '.join(parts)}" if parts else "")
+        + (f"; tier lines {', '.join(lines)}" if lines else "")
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -544,6 +615,7 @@ def line_chart(
     scale: tuple[float, float],
     value_text=None,
     x_label: str = "day",
+    label: str = "",
 ) -> Markup:
     """A line chart: its frame, then what it draws over it (``line_svg``, ``arms_line_svg``).
 
@@ -562,10 +634,13 @@ def line_chart(
         scale: The values at the bottom and the top of the plot.
         value_text: Value -> its tooltip text (default: with one decimal).
         x_label: Unit of the x labels and tooltips.
+        label: The chart's accessible name (``aria-label``; empty: none), plain text.
 
     Returns:
         The escaped ``<svg>`` fragment.
     """
+    if label:  # the frame is cached and shared: its opening tag gets this chart's name
+        frame = frame.replace(' role="img" ', f' role="img" aria-label="{_esc(label)}" ', 1)
     pad_r, pad_b, pad_t = CHART_PADS
     x_lo, x_hi = min(xs), max(xs)
     span = x_hi - x_lo or 1.0
@@ -630,9 +705,17 @@ def histogram_svg(
     def px(score: float) -> float:
         return left + score / 100 * (width - left - 10)
 
+    peak = int(np.argmax(counts))
+    lines = [f"{name} from {bound:g}" for name, bound in (thresholds or {}).items()
+             if 0 < bound < 100]  # fmt: skip
+    label = (
+        f"Histogram of composite scores: {int(counts.sum()):,} partners in 10-point bins, "
+        f"most in {peak * 10}-{peak * 10 + 10} ({int(counts[peak]):,} partners)"
+        + (f"; tier lines {', '.join(lines)}" if lines else "")
+    )
     parts = [
-        f'<svg class="histogram" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="histogram" role="img" aria-label="{_esc(label)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
         f'y2="{height - bottom}"/>',
         f'<line class="axis" x1="{left}" y1="{top_pad}" x2="{left}" y2="{height - bottom}"/>',
@@ -699,9 +782,14 @@ def scatter_svg(
     def py(v):
         return 10 + (1 - v) * (height - 10 - pad)
 
+    label = (
+        f"Expected revenue (log scale) against engagement likelihood, one point per partner "
+        f"({len(data):,} shown), coloured by quadrant"
+        + (f"; high engagement from {engagement_high:.0%}" if engagement_high is not None else "")
+    )
     parts = [
-        f'<svg class="scatter" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="scatter" role="img" aria-label="{_esc(label)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<line class="axis" x1="{pad}" y1="{height - pad}" '
         f'x2="{width - 10}" y2="{height - pad}"/>',
         f'<line class="axis" x1="{pad}" y1="10" x2="{pad}" y2="{height - pad}"/>',
@@ -1018,19 +1106,25 @@ class ReportResult:
 
 
 def tier_thresholds(policy: PolicyConfig, frame: pd.DataFrame | None = None) -> list[dict]:
-    """The tiers, best first: score range, playbook action, owner role, review days, count."""
+    """The tiers, best first: score range, playbook action, owner role, review days, count.
+
+    A tier holds the scores from its lower bound (included) to the next tier's (excluded), as
+    ``models.policy.score_tier`` assigns them: "75-100", then "50 to under 75"; the lowest
+    tier also holds the scores under its own bound ("0 to under 50" for a bound of 25).
+    """
     book = load_playbook(policy)
     ordered = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
     tiers = text_column(frame["score_tier"]) if frame is not None else None
     out = []
-    upper = 100.0
-    for name, lower in ordered:
+    upper = None
+    for rank, (name, lower) in enumerate(ordered):
         entry = book["tiers"].get(name, {})
+        low = 0.0 if rank == len(ordered) - 1 or lower < 0 else lower
         out.append(
             {
                 "name": name,
                 "lower": lower,
-                "range": f"{lower:g}-{upper:g}" if upper < 100 or lower > 0 else f"{lower:g}+",
+                "range": f"{low:g}-100" if upper is None else f"{low:g} to under {upper:g}",
                 "action": entry.get("title", ""),
                 "owner": entry.get("owner", ""),
                 "review_days": entry.get("review_days", ""),

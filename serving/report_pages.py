@@ -51,6 +51,7 @@ from partnerscore.serving.report import (
     _text,
     _waterfall,
     absent_features,
+    change_measure,
     line_svg,
     metric_texts,
     money_texts,
@@ -683,15 +684,13 @@ def page_changes(b: PageBatch, j: int) -> dict | None:
         return None
     hv, v = h.values, b.values
     measures = [
-        ("Composite score", _num(hv["score"][k]), _num(v["score"][j]),
-         _num(_finite(v["score"][j]) - hv["score"][k], sign=True)),
+        change_measure("Composite score", "score", hv["score"][k], v["score"][j]),
         ("Tier", h.tiers[k], b.text["score_tier"][j], ""),
-        ("Expected revenue", _money(hv["pred_revenue"][k]), _money(v["pred_revenue"][j]),
-         _money(_finite(v["pred_revenue"][j]) - hv["pred_revenue"][k], sign=True)),
-        ("Engagement likelihood", _pct(hv["pred_engagement"][k]), _pct(v["pred_engagement"][j]),
-         _num((_finite(v["pred_engagement"][j]) - hv["pred_engagement"][k]) * 100, sign=True)
-         + " pts"),
-    ]  # fmt: skip
+        change_measure("Expected revenue", "money", hv["pred_revenue"][k], v["pred_revenue"][j]),
+        change_measure(
+            "Engagement likelihood", "pct", hv["pred_engagement"][k], v["pred_engagement"][j]
+        ),
+    ]
     features = []
     for name, label, now_values, now_text in b.change_features:
         a, c = hv[name][k], _finite(now_values[j])
@@ -731,7 +730,8 @@ def page_trajectory(b: PageBatch, j: int) -> tuple[Markup | None, list[str], lis
          *(m[k] for m in metric_texts_)]
         for k in range(start, end)
     ]  # fmt: skip
-    return line_svg(ages, series, thresholds=b.cutoffs), head, rows
+    thresholds = None if page_graduated(b, j) else b.cutoffs
+    return line_svg(ages, series, thresholds=thresholds), head, rows
 
 
 def page_waterfall(b: PageBatch, j: int, head: str) -> Markup:
@@ -873,6 +873,16 @@ def action_scope(graduated: bool, tier: str, quadrant_label: str, provisional: b
     return f"for the quadrant ({quadrant_label})"
 
 
+def page_graduated(b: PageBatch, j: int) -> bool:
+    """Whether page j's partner is past the trained onboarding ages (graduated).
+
+    Its page shows no onboarding tier thresholds (table, trajectory lines): they do not apply
+    to it. ``out_of_scope`` decides (a tier override keeps the hand-over); the ``graduated``
+    tier alone tells for a scores file without the flag, as in :func:`action_scope`.
+    """
+    return bool(b.graduated[j]) or b.text["score_tier"][j] == OUT_OF_SCOPE_TIER
+
+
 def provisional_action(b: PageBatch, j: int) -> bool:
     """Whether page j's partner is provisional and has the playbook's provisional action."""
     title = b.provisional_title
@@ -916,6 +926,7 @@ def page_context(b: PageBatch, j: int) -> dict:
         "thresholds": b.thresholds,
         "policy": _policy_text(b, j),
         "tier_basis": page_tier_basis(b, j),
+        "graduated": page_graduated(b, j),
         "p": p,
         "action_scope": action_scope(
             b.graduated[j], p["score_tier"], p["quadrant_label"], provisional_action(b, j)
@@ -988,6 +999,12 @@ _GUARDRAIL = (
     'allows since the previous run">large score swing</span>'
 )
 _NO_DRIVERS = '<li class="muted">nothing notable</li>'
+_GRADUATED_TIERS = (
+    '<h2>Onboarding tiers</h2>\n  <p id="thresholds-graduated">Onboarding tiers do not apply: '
+    "this partner is past the onboarding ages the model learned from, so it is handed over to "
+    "standard account management instead of getting an onboarding tier. Its score below is "
+    "shown for reference only.</p>"
+)
 
 
 class PageRenderer:
@@ -1250,11 +1267,17 @@ class PageRenderer:
             out.append('<p class="muted" id="notes-none">No feedback notes for this partner.</p>')
         band, weights, segments = self.policy(j)
         candidate = t["score_tier_candidate"][j]
+        if page_graduated(b, j):
+            out.append(f"\n</section>\n<section>\n  {_GRADUATED_TIERS}\n  ")
+        else:
+            out += [
+                '\n</section>\n<section>\n  <h2>Tier thresholds</h2>\n  <table id="thresholds">\n'
+                '    <thead><tr><th>tier</th><th class="num">score</th><th>action</th>'
+                '<th>owner</th><th class="num">review after</th></tr></thead>\n    <tbody>',
+                self.thresholds(tier), "</tbody>\n  </table>\n  ",
+            ]  # fmt: skip
         out += [
-            '\n</section>\n<section>\n  <h2>Tier thresholds</h2>\n  <table id="thresholds">\n'
-            '    <thead><tr><th>tier</th><th class="num">score</th><th>action</th><th>owner</th>'
-            '<th class="num">review after</th></tr></thead>\n    <tbody>', self.thresholds(tier),
-            '</tbody>\n  </table>\n  <p class="muted" id="policy">Score ', score,
+            '<p class="muted" id="policy">Score ', score,
             " = the model's ", fmt["model_score"][j], " re-weighted for onboarding band "
             '<strong id="maturity-band">', band, "</strong> days", weights,
             ", segment adjustment ", segments,

@@ -109,16 +109,24 @@ def changes_since_last(
     if not earlier:
         return None
     prev = earlier[-1]
+    # each change is the difference of the two numbers as shown (rounded first)
+    score = [round(_finite(r.get("score")), 1) for r in (prev, rec)]
+    revenue = [
+        round(_finite(r.get("pred_revenue")))
+        if math.isfinite(_finite(r.get("pred_revenue")))
+        else math.nan
+        for r in (prev, rec)
+    ]
+    engagement = [round(_finite(r.get("pred_engagement")) * 100, 1) for r in (prev, rec)]
+    pct = [("–" if math.isnan(e) else f"{e:.1f}%") for e in engagement]
     measures = [
         ("Composite score", _num(prev.get("score")), _num(rec.get("score")),
-         _num(_finite(rec.get("score")) - _finite(prev.get("score")), sign=True)),
+         _num(score[1] - score[0], sign=True)),
         ("Tier", _text(prev.get("score_tier")), _text(rec.get("score_tier")), ""),
         ("Expected revenue", _money(prev.get("pred_revenue")), _money(rec.get("pred_revenue")),
-         _money(_finite(rec.get("pred_revenue")) - _finite(prev.get("pred_revenue")), sign=True)),
-        ("Engagement likelihood", _pct(prev.get("pred_engagement")),
-         _pct(rec.get("pred_engagement")),
-         _num((_finite(rec.get("pred_engagement")) - _finite(prev.get("pred_engagement")))
-              * 100, sign=True) + " pts"),
+         _money(revenue[1] - revenue[0], sign=True)),
+        ("Engagement likelihood", pct[0], pct[1],
+         _num(engagement[1] - engagement[0], sign=True) + " pts"),
     ]  # fmt: skip
     for layer in LAYERS:
         key = f"score_{layer}"
@@ -270,7 +278,15 @@ def reference_page(frame: pd.DataFrame, band: list[str], history: dict, i: int, 
         for sign in ("pos", "neg")
     }
     rows = history.get(rec["partner_id"], [])
-    svg, head, table = trajectory(rows, dict(config.policy.tier_cutoffs))
+    # a graduated partner (past the trained onboarding ages): no onboarding tier lines
+    flag = rec.get("out_of_scope")
+    graduated = (
+        (str(flag).strip().lower() in ("true", "1", "yes"))
+        if isinstance(flag, str)
+        else (flag is not None and flag == flag and bool(flag))
+    )
+    graduated = graduated or _text(rec.get("score_tier")) == "graduated"
+    svg, head, table = trajectory(rows, {} if graduated else dict(config.policy.tier_cutoffs))
     horizon, phases = phase_rows(rec, config)
     return {
         "horizon": horizon,
@@ -306,9 +322,21 @@ def line_svg_reference(
     def py(v: float) -> float:
         return pad_t + (100 - min(max(v, 0.0), 100.0)) / 100 * (height - pad_t - pad_b)
 
+    # its accessible name: days, each drawn series' first and last value, the tier lines
+    named = []
+    for name, values in list(series.items())[:3]:
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            named.append(f"{name} {finite[0]:.1f} to {finite[-1]:.1f}")
+    label = f"Trajectory over onboarding, day {x_lo:.0f} to day {x_hi:.0f}"
+    if named:
+        label += ": " + "; ".join(named)
+    drawn = [f"{n} from {b:g}" for n, b in (thresholds or {}).items() if 0 < b < 100]
+    if drawn:
+        label += "; tier lines " + ", ".join(drawn)
     parts = [
-        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg class="trajectory" role="img" aria-label="{escape(label)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for tick in (0, 50, 100):
         parts.append(
@@ -386,9 +414,20 @@ def waterfall_reference(
             f'<text x="{right}" y="{y + 12}" text-anchor="end">{value}</text>'
         )
 
+    shown = [fmt_level(base), *(fmt(v) for v in values), fmt_level(pred)]
+    label = (
+        f"{'Expected revenue' if money else 'Engagement likelihood'}: average partner "
+        f"{shown[0]}, this partner {shown[-1]}"
+    )
+    if labels:
+        top = [
+            f"{name} {'+' if shown[k + 1].startswith('$') else ''}{shown[k + 1]}"
+            for k, name in enumerate(labels[:3])
+        ]
+        label += "; largest contributions: " + ", ".join(top)
     parts = [
-        f'<svg class="waterfall" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="waterfall" role="img" aria-label="{escape(label)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         bar("base", 0.0, base, 4, "base (average partner)", fmt_level(base)),
     ]
     y = 4 + row_h

@@ -767,3 +767,22 @@ def test_a_provisional_partners_action_is_not_said_to_be_the_quadrants(tmp_path)
     )
     assert scope.search(page_of(tmp_path / "out", "P001")).group(1).startswith("for the quadrant (")
     assert_template_agrees(tmp_path / "scores.parquet", config_for(tmp_path))
+
+
+def test_tier_ranges_say_which_tier_holds_the_boundary():
+    """Ranges read "75-100" and "50-75": 75 belonged to both. A tier holds its lower bound
+    (models.policy.score_tier); the lowest tier holds every score under the next bound."""
+    from partnerscore.models.config import PolicyConfig
+    from partnerscore.models.policy import score_tier
+    from partnerscore.serving.report import tier_thresholds
+
+    policy = PolicyConfig()
+    ranges = [(t["name"], t["range"]) for t in tier_thresholds(policy)]
+    assert ranges == [("A", "75-100"), ("B", "50 to under 75"), ("C", "25 to under 50"),
+                      ("D", "0 to under 25")]  # fmt: skip
+    assert score_tier(np.array([75.0, 74.99, 50.0, 25.0, 0.0]), policy).tolist() == [
+        "A", "B", "B", "C", "D"
+    ]  # fmt: skip
+    two = PolicyConfig(tier_cutoffs={"A": 60.0, "B": 20.0})
+    assert [t["range"] for t in tier_thresholds(two)] == ["60-100", "0 to under 60"]
+    assert score_tier(np.array([10.0, 60.0]), two).tolist() == ["B", "A"]

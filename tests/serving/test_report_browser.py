@@ -408,3 +408,25 @@ def test_index_columns_sort_from_the_keyboard(driver, report_dir):
         score.get_attribute("aria-sort") == "none"
         and tier.get_attribute("aria-sort") == "ascending"
     )
+
+
+def test_every_chart_has_an_accessible_name(driver, report_dir):
+    """The SVG charts had role="img" but no name, so screen readers skipped them: Chromium's
+    accessibility tree now names each one with what it shows and its key numbers."""
+    from selenium.webdriver.common.by import By
+
+    pages = {
+        report_dir / "index.html": {"histogram": "composite scores", "scatter": "engagement"},
+        report_dir / "partners" / report_filename("P/1"): {
+            "waterfall": "this partner",
+            "trajectory": "Trajectory over onboarding, day",
+        },
+    }
+    for page, expected in pages.items():
+        driver.get(page.as_uri())
+        charts = driver.find_elements(By.CSS_SELECTOR, 'svg[role="img"]')
+        assert {c.get_attribute("class") for c in charts} == set(expected), page
+        for chart in charts:
+            name = chart.accessible_name
+            assert expected[chart.get_attribute("class")] in name, (page, name)
+            assert any(ch.isdigit() for ch in name), name  # its key numbers

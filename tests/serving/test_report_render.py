@@ -237,3 +237,64 @@ def test_a_graduated_partner_with_a_tier_override_keeps_the_graduated_card(score
         )
         assert f'id="quadrant-action"><div class="muted">for {scope}</div>' in page, j
     assert_renderer_matches_template(batch)  # the template says the same
+
+
+def test_a_graduated_page_shows_no_onboarding_tiers(scored_dir):
+    """A graduated partner (past the trained onboarding ages) showed the onboarding tier
+    thresholds table and the trajectory's tier lines as if they applied to it."""
+    root, cfg = scored_dir
+    frame = read_scores(root / "scores.csv").head(8)
+    frame["out_of_scope"] = [True, False] * 4
+    frame["score_tier"] = np.where(frame["out_of_scope"], "graduated", "B")
+    frame.loc[2, "score_tier"] = "A"  # an override's tier on a graduated partner: still graduated
+    files = [report_filename(p) for p in frame["partner_id"]]
+    batch = rp.build_batch(frame, np.ones(len(frame), dtype=bool), files, cfg, css=CSS)
+    try:
+        render = rp.PageRenderer(batch)
+        charted = 0
+        for j, graduated in enumerate(frame["out_of_scope"]):
+            page = render(j)
+            assert ('id="thresholds"' in page) is not graduated, j
+            assert ('id="thresholds-graduated"' in page) is graduated, j
+            assert 'id="policy"' in page and 'id="quadrant-action"' in page  # facts kept
+            if 'class="trajectory"' in page:
+                charted += 1
+                assert ('class="threshold"' in page) is not graduated, j
+                assert ("tier lines" in page) is not graduated, j
+        assert charted >= 4
+        assert_renderer_matches_template(batch)
+    finally:
+        rp.close_history()
+
+
+def test_engagement_change_adds_up_with_the_shown_percents(tmp_path):
+    """The change row read "83% -> 79%, -4.5 pts" (exact points against rounded percents);
+    every change is now the difference of the two numbers as shown."""
+    cfg = AppConfig.model_validate({"paths": {"data_dir": str(tmp_path)}})
+    frame = pd.DataFrame(
+        {
+            "partner_id": ["P1"], "partner_name": ["one"], "as_of": pd.Timestamp("2026-03-01"),
+            "tier": ["gold"], "region": ["EMEA"], "industry": ["software"],
+            "partner_type": ["msp"], "score": [42.96], "score_tier": ["C"],
+            "pred_revenue": [100.4], "pred_engagement": [0.789],
+            "quadrant": ["low_revenue_high_engagement"],
+            "quadrant_label": ["low revenue high engagement"], "intervention": ["Enable"],
+            "intervention_detail": ["Do it."],
+        }
+    )  # fmt: skip
+    past = frame.copy()
+    past["as_of"] = pd.Timestamp("2026-02-01")
+    past["score"], past["pred_engagement"], past["pred_revenue"] = 48.64, 0.834, 99.6
+    store = ScoreHistory(cfg.paths.history_database())
+    store.upsert(past)
+    store.dispose()
+    path = tmp_path / "scores.parquet"
+    write_frame_atomic(frame, path)
+    scores = read_scores(path)
+    files = [report_filename(p) for p in scores["partner_id"]]
+    batch = rp.build_batch(scores, np.ones(1, dtype=bool), files, cfg, css=CSS)
+    measures = {m[0]: m[1:] for m in rp.page_changes(batch, 0)["measures"]}
+    assert measures["Engagement likelihood"] == ("83.4%", "78.9%", "-4.5 pts")
+    assert measures["Composite score"] == ("48.6", "43.0", "-5.6")  # not -5.7
+    assert measures["Expected revenue"] == ("$100", "$100", "+$0")  # not +$1
+    assert_renderer_matches_template(batch)

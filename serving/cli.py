@@ -4,7 +4,9 @@ Every command loads the configuration (shipped defaults, optionally one ``--conf
 one job function and prints its summary. A :class:`PartnerscoreError` becomes one line on stderr
 and exit code 2; a usage error (an option missing, options that clash, a bad option value: an
 :class:`~partnerscore.features.core.OptionError`) prints the command's usage line first, as the
-parser's own errors do. Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``.
+parser's own errors do. Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``. With
+``--json`` every failure also prints one JSON object on stdout (``error``, ``exit_code``,
+``command``), as every success prints its result.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from partnerscore.serving.cli_common import (
     _STATE,
     ConfigOption,
     UsageError,
+    command_name,
     emit,
+    emit_error,
     load,
     new_app,
 )
@@ -79,12 +83,13 @@ def _options(
     """Score newly onboarded channel partners: future revenue and engagement, explained."""
     import logging
 
+    _STATE["json"] = json_output  # first: a bad global option below is reported as JSON too
+
     level = getattr(logging, log_level.upper(), None)
     if log_level.lower() not in ("debug", "info", "warning", "error") or level is None:
         raise UsageError(f"--log-level {log_level}: use debug, info, warning or error", ctx)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("partnerscore").setLevel(level)
-    _STATE["json"] = json_output
     from partnerscore.training import progress as bars
 
     bars.set_enabled(progress)
@@ -840,18 +845,44 @@ def _is_click_error(exc: BaseException) -> bool:
     return isinstance(exc, tuple(kinds))
 
 
-def _usage_error(exc) -> int:
-    """The usage line, then one ``error:`` line; exit 2 for usage errors."""
+def _usage_error(exc) -> tuple[str, int]:
+    """The usage line on stderr; the one ``error:`` line's message and exit code (2)."""
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         typer.echo(ctx.get_usage(), err=True)
     message = " ".join(exc.format_message().split())
-    typer.echo(f"error: {message}", err=True)
-    return exc.exit_code
+    if not message and type(exc).__name__ == "NoArgsIsHelpError":  # the help went to stdout
+        message = "Missing command."
+    return message, exc.exit_code
+
+
+_GLOBAL_VALUE_OPTIONS = ("--log-level",)
+"""The console script's global options that take a value (the next argument)."""
+
+
+def _json_requested(argv: list[str]) -> bool:
+    """``--json`` among the global options, before the command.
+
+    Read when the parser failed before the console script's callback set it: an unknown
+    command, a bad global option.
+    """
+    args = iter(argv)
+    for arg in args:
+        if arg == "--json":
+            return True
+        if arg in _GLOBAL_VALUE_OPTIONS:
+            next(args, None)
+        elif arg == "--" or not arg.startswith("-"):  # the command: its options are its own
+            return False
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point.
+
+    A failure prints one ``error:`` line on stderr (after the usage line for usage errors)
+    and, with ``--json``, one JSON object on stdout (see
+    :func:`~partnerscore.serving.cli_common.emit_error`).
 
     Args:
         argv: Arguments (default: ``sys.argv[1:]``).
@@ -862,43 +893,59 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_environment()
     _STATE["json"] = False
     _STATE["exit_now"] = False
+    _STATE["command"] = None
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = None
     try:
         # without standalone mode click returns the code of typer.Exit instead of raising it
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except PartnerscoreError as exc:
         if isinstance(exc, UsageError):  # options the parser could not check: as its errors
             typer.echo(exc.usage, err=True)
-        typer.echo(f"error: {exc.message}", err=True)
-        return exc.exit_code
+            command = exc.command
+        message, code = exc.message, exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        return INTERRUPTED
+        message, code = "aborted", INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
         if _is_click_error(exc):
-            return _usage_error(exc)
-        if os.environ.get("PARTNERSCORE_DEBUG"):
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        typer.echo(
-            f"error: unexpected {type(exc).__name__}: {first} "
-            "(set PARTNERSCORE_DEBUG=1 for details)",
-            err=True,
-        )
-        return 1
-    code = code if isinstance(code, int) else 0
-    if code == INTERRUPTED:  # typer turns Ctrl-C in a command into this code, silently
-        typer.echo("aborted", err=True)
-    # not under a profiler or tracer (cProfile, coverage): they write their results after
-    # main() returns
-    watched = sys.getprofile() is not None or sys.gettrace() is not None
-    if argv is None and _STATE["exit_now"] and not watched:
-        _exit_now(code)
+            command = command_name(getattr(exc, "ctx", None))
+            message, code = _usage_error(exc)
+        else:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            message = (
+                f"unexpected {type(exc).__name__}: {first} (set PARTNERSCORE_DEBUG=1 for details)"
+            )
+            code = 1
+            if os.environ.get("PARTNERSCORE_DEBUG"):
+                _report_failure(message, code, command, args)
+                raise
+    else:
+        code = code if isinstance(code, int) else 0
+        if code != INTERRUPTED:
+            # not under a profiler or tracer (cProfile, coverage): they write their results
+            # after main() returns
+            watched = sys.getprofile() is not None or sys.gettrace() is not None
+            if argv is None and _STATE["exit_now"] and not watched:
+                _exit_now(code)
+            return code
+        message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
+    if code == INTERRUPTED:
+        typer.echo(message, err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+    _report_failure(message, code, command, args)
     return code
+
+
+def _report_failure(message: str, code: int, command: str | None, args: list[str]) -> None:
+    """With ``--json``, the failure as one JSON object on stdout too."""
+    if _STATE["json"] or _json_requested(args):
+        emit_error(message, code, command or _STATE["command"])
 
 
 def _exit_now(code: int) -> None:

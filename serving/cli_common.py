@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from partnerscore.features.core import OptionError, PartnerscoreError
 
-_STATE = {"json": False, "exit_now": False}
-"""Process-wide CLI state: ``--json`` output; set by the console script's callback."""
+_STATE = {"json": False, "exit_now": False, "command": None}
+"""Process-wide CLI state: ``--json`` output (set by the console script's callback) and the
+command being run (``score``, ``experiment assign``; set when it starts, for error objects)."""
 
 ConfigOption = Annotated[
     Path | None,
@@ -38,16 +39,46 @@ class UsageError(PartnerscoreError):
     def __init__(self, message: str, ctx: typer.Context) -> None:
         super().__init__(message)
         self.usage = ctx.get_usage()
+        self.command = command_name(ctx)
+
+
+def command_name(ctx) -> str | None:
+    """The command a (click) context runs, without the program name.
+
+    ``score``, ``experiment assign``; None for the console script itself before a command is
+    known (an unknown command, no command).
+    """
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    if not names and ctx is not None and ctx.invoked_subcommand:  # in the global options
+        names.append(ctx.invoked_subcommand)
+    return " ".join(reversed(names)) or None
 
 
 class _Command(TyperCommand):
     """A command whose :class:`~partnerscore.features.core.OptionError` s are usage errors."""
 
     def invoke(self, ctx: typer.Context):
+        _STATE["command"] = command_name(ctx)
         try:
             return super().invoke(ctx)
         except OptionError as exc:
             raise UsageError(exc.message, ctx) from exc
+
+
+class _Group(TyperGroup):
+    """A command group that, under ``--json``, answers no command with a usage error.
+
+    Without ``--json`` it prints its help on stdout (``no_args_is_help``); a job parsing stdout
+    gets the error object instead (``partnerscore --json experiment``).
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args and _STATE["json"] and not ctx.resilient_parsing:
+            ctx.fail("Missing command.")
+        return super().parse_args(ctx, args)
 
 
 class _App(typer.Typer):
@@ -68,6 +99,7 @@ def new_app(name: str, help: str) -> typer.Typer:
         name=name,
         help=help,
         no_args_is_help=True,
+        cls=_Group,
         add_completion=False,
         pretty_exceptions_enable=False,
     )
@@ -117,3 +149,16 @@ def emit(result) -> None:
         typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
         typer.echo(result.summary())
+
+
+def emit_error(message: str, exit_code: int, command: str | None) -> None:
+    """A failed command's one JSON object on stdout, for ``--json``.
+
+    Its human ``error:`` line goes to stderr as without ``--json``. Fields: ``error`` (that
+    line without ``error: ``), ``exit_code`` and ``command`` (None when no command was
+    recognised).
+    """
+    import json
+
+    payload = {"error": message, "exit_code": exit_code, "command": command}
+    typer.echo(json.dumps(payload, indent=2, sort_keys=True))

@@ -1207,3 +1207,86 @@ def test_a_value_that_is_no_date_is_not_named_for_its_time_zone():
             f"s.csv: column 'as_of' row {row}: '2026-01-01T00:00:00+00:00' has another time zone "
             f"than row {first} ('2026-01-01T00:00:00+02:00') (partner 'P3')"
         ), said
+
+
+def job_failing(kind):
+    """A ``validate`` whose job raises ``kind`` (a bug, Ctrl-C): what main makes of it."""
+
+    def run_validate(*_args, **_kwargs):
+        raise kind("boom\nsecond line")
+
+    return run_validate
+
+
+JSON_FAILURES = {
+    # (argv, exit code, command, words of the error line); RAW: a copy of the base raw tables
+    "bad_input": (["build", "--raw", "nowhere"], 2, "build", ["nowhere", "not found"]),
+    "usage_by_the_command": (["score", "--raw", "RAW"], 2, "score", ["--as-of DATE"]),
+    "bad_option_value": (
+        ["score", "--raw", "RAW", "--as-of", "2024-13-01"],
+        2,
+        "score",
+        ["--as-of", "2024-13-01"],
+    ),
+    "missing_required_option": (["monitor"], 2, "monitor", ["Missing option '--as-of'"]),
+    "not_an_int": (["simulate", "--partners", "many"], 2, "simulate", ["--partners", "integer"]),
+    "unknown_option": (["build", "--bogus"], 2, "build", ["--bogus"]),
+    "nested_command": (["experiment", "assign"], 2, "experiment assign", ["--scores"]),
+    # (without --json: its help on stdout, and exit 2)
+    "group_without_command": (["experiment"], 2, "experiment", ["Missing command"]),
+    "unknown_command": (["nosuch"], 2, None, ["No such command 'nosuch'"]),
+    "bad_global_option": (["--log-level", "loud", "metrics"], 2, "metrics", ["--log-level"]),
+    "global_option_without_value": (["--log-level"], 2, None, ["--log-level"]),
+    "unexpected": (["validate", "RAW"], 1, "validate", ["unexpected RuntimeError: boom"]),
+    "interrupted": (["validate", "RAW"], 130, "validate", ["aborted"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSON_FAILURES))
+def test_json_failures_are_one_object_on_stdout(case, tmp_path, capsys, monkeypatch):
+    """With --json a failure printed nothing on stdout: a batch job parsing it read empty
+    output. It prints one JSON object (the error line, exit code and command) there; stderr
+    and everything without --json are unchanged."""
+    from partnerscore.features import validate
+
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository's data/ folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("PARTNERSCORE_DEBUG", raising=False)
+    if case in ("unexpected", "interrupted"):
+        kind = RuntimeError if case == "unexpected" else KeyboardInterrupt
+        monkeypatch.setattr(validate, "run_validate", job_failing(kind))
+    argv, exit_code, command, parts = JSON_FAILURES[case]
+    raw = raw_copy(tmp_path)
+    argv = [raw if a == "RAW" else a for a in argv]
+    code, plain_out, plain_err = run(argv, capsys)
+    assert code == exit_code, (code, plain_out, plain_err)
+    code, out, err = run(["--json", *argv], capsys)
+    assert code == exit_code, (code, out, err)
+    if case == "group_without_command":  # its help, then an error line that said nothing
+        assert "Usage:" in plain_out and plain_err.splitlines()[-1] == "error: Missing command."
+    else:
+        assert plain_out.strip() == "" and err == plain_err, (plain_out, err, plain_err)
+    said = err.splitlines()[-1]
+    if exit_code != 130:
+        if "unexpected" in said:
+            assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1
+        else:
+            assert_one_error(err)
+        said = said.removeprefix("error: ")
+    assert json.loads(out) == {"error": said, "exit_code": exit_code, "command": command}, out
+    for part in parts:
+        assert part in said, (part, said)
+    assert not (tmp_path / "data").exists()
+
+
+def test_json_success_output_is_unchanged_by_the_error_objects(capsys):
+    """A command that works prints its summary object only (no error fields)."""
+    code, out, _ = run(["--json", "validate", str(BASE)], capsys)
+    payload = json.loads(out)
+    assert code == 0 and "summary" in payload and "error" not in payload
+
+
+def test_json_without_a_command_is_an_error_object(capsys):
+    code, out, err = run(["--json"], capsys)
+    assert code == 2 and err.splitlines()[-1] == "error: Missing command."
+    assert json.loads(out) == {"error": "Missing command.", "exit_code": 2, "command": None}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from partnerscore.serving.cli_common import (
     command_name,
     emit,
     emit_error,
+    jsonable,
     load,
     new_app,
 )
@@ -258,23 +260,44 @@ def simulate(
         emit(run_simulate_drift(cfg, out, drift, fmt=fmt))
         _batch_done()
         return
-    emit(run_simulate(cfg, out, fmt=fmt))
+    result = run_simulate(cfg, out, fmt=fmt)
     if treatment is not None:
         from partnerscore.features.experiment_sim import run_inject_effect
 
-        typer.echo(
-            run_inject_effect(
-                out,
-                treatment,
-                effect_revenue,
-                effect_engagement,
-                treated_fraction,
-                start,
-                seed=cfg.seed,
-                horizon_days=cfg.horizon_days,
-            ).text()
+        injected = run_inject_effect(
+            out,
+            treatment,
+            effect_revenue,
+            effect_engagement,
+            treated_fraction,
+            start,
+            seed=cfg.seed,
+            horizon_days=cfg.horizon_days,
         )
+        result = _WithExperiment(result, injected)
+    emit(result)  # one summary, or one JSON object with --json
     _batch_done()
+
+
+@dataclass
+class _WithExperiment:
+    """``simulate --treatment``'s result: the program and the experiment injected into it."""
+
+    simulated: object
+    injected: object
+
+    def json_payload(self) -> dict:
+        """The simulation's fields with the experiment's under ``experiment``."""
+        payload = (
+            self.simulated.json_payload()
+            if hasattr(self.simulated, "json_payload")
+            else jsonable(self.simulated)
+        )
+        return {**payload, "experiment": jsonable(self.injected)}
+
+    def summary(self) -> str:
+        """The simulation's summary, then the experiment's lines."""
+        return f"{self.simulated.summary()}\n{self.injected.text()}"
 
 
 app.add_typer(experiment_app, name="experiment")

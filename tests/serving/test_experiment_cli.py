@@ -51,6 +51,17 @@ def simulated(tmp_path_factory):
     return out
 
 
+def test_simulate_treatment_json_is_one_object(tmp_path, capsys):
+    """``--json simulate --treatment`` printed the simulation's JSON, then the experiment's
+    plain-text lines: stdout did not parse."""
+    args = ["--json", "simulate", "--partners", "60", "--out", str(tmp_path / "r")]
+    assert main([*args, "--treatment", "onb", "--effect-revenue", "0.2"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["experiment"]["summary"]["experiment"] == "onb"
+    assert "experiment 'onb' injected" in payload["summary"]
+    assert payload["experiment"]["files"]
+
+
 def analyze_args(simulated, out) -> list[str]:
     """``experiment analyze`` of the simulated experiment at 180 days into ``out``."""
     assignments = str(simulated / "experiment_assignment.csv")

@@ -1313,7 +1313,20 @@ def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
 
 
 LATE_TAIL_DAYS = 7
-"""How far the newest event may lie beyond the ``k``-th newest partner's last event."""
+"""How far the newest event may lie beyond the ``k``-th newest partner's last event (programs
+of :data:`LATE_TAIL_SMALL_PROGRAM` partners or more)."""
+
+LATE_TAIL_SMALL_PROGRAM = 200
+"""Below this many partners ``k`` is 2 (1% of them would be fewer) and the tolerance is
+:data:`LATE_TAIL_SMALL_DAYS`."""
+
+LATE_TAIL_SMALL_DAYS = 45
+"""How far the newest event may lie beyond the second newest partner's last event in a program
+of fewer than :data:`LATE_TAIL_SMALL_PROGRAM` partners: the quiet days at the end of an extract
+that ``--data-end`` may run past the newest event (``build.data_end_tolerance_days``, 45), and
+``score --as-of`` past the data (``score.as_of_tolerance_days``). A few partners may well be
+the only ones active for a week in a small program; one partner alone for more than 45 days is
+what both limits refuse for the whole program."""
 
 
 @dataclass(frozen=True)
@@ -1325,8 +1338,8 @@ class LateTail:
         supported: The ``k``-th newest partner's last event: where every other partner's data
             ends.
         k: How many partners the data end needs behind it.
-        partners: The partners with events more than :data:`LATE_TAIL_DAYS` after ``supported``.
-        rows: Table -> rows dated more than :data:`LATE_TAIL_DAYS` after ``supported``.
+        partners: The partners with events more than :func:`late_tail_days` after ``supported``.
+        rows: Table -> rows dated more than :func:`late_tail_days` after ``supported``.
     """
 
     newest: pd.Timestamp
@@ -1392,12 +1405,21 @@ def observed_date_columns(
 
 
 def late_tail_k(partners: int) -> int:
-    """How many partners the data end needs behind it: 1% of them, at most 10 (below 2: none).
+    """How many partners the data end needs behind it: 1% of them, at least 2, at most 10.
 
-    Shared by :func:`late_tail` and the Spark engine's twin
-    (:func:`~partnerscore.serving.spark_validate.late_tail_in_spark`).
+    A program of fewer than 2 partners is not checked (0). Shared by :func:`late_tail` and
+    the Spark engine's twin (:func:`~partnerscore.serving.spark_validate.late_tail_in_spark`).
     """
-    return min(10, partners // 100)
+    return 0 if partners < 2 else max(2, min(10, partners // 100))
+
+
+def late_tail_days(partners: int) -> int:
+    """How far the data end may lie beyond the ``k``-th newest partner's last event.
+
+    :data:`LATE_TAIL_DAYS`, or :data:`LATE_TAIL_SMALL_DAYS` in a program of fewer than
+    :data:`LATE_TAIL_SMALL_PROGRAM` partners (shared with the Spark engine's twin).
+    """
+    return LATE_TAIL_DAYS if partners >= LATE_TAIL_SMALL_PROGRAM else LATE_TAIL_SMALL_DAYS
 
 
 def supported_end(data_end, tail: LateTail | None) -> pd.Timestamp:
@@ -1409,15 +1431,17 @@ def supported_end(data_end, tail: LateTail | None) -> pd.Timestamp:
     return pd.Timestamp(tail.supported if tail is not None else data_end)
 
 
-def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> LateTail | None:
+def late_tail(tables: dict[str, pd.DataFrame], days: int | None = None) -> LateTail | None:
     """Whether a few partners' events alone carry the data end, and which.
 
     The data end is the newest observed event; labels run up to it for every partner. A row
     of one partner dated months after everyone else's (a mistyped month, a late load) would
     move it, and every other partner's label window would then count days its data does not
     cover as quiet. The data end is *supported* when at least ``k`` partners have an event
-    within ``days`` of it, ``k`` = 1% of the partners, at least 2 and at most 10 (programs of
-    fewer than 200 partners are not checked).
+    within ``days`` of it, ``k`` = 1% of the partners, at least 2 and at most 10
+    (:func:`late_tail_k`); ``days`` defaults to :func:`late_tail_days`: 7, or 45 in a program
+    of fewer than 200 partners (one partner's late row there moved the data end, and with it
+    who ``score --at-age`` found old enough, for every partner: 14 of 150 at 90 days).
 
     Returns:
         None when supported; else the :class:`LateTail` (the ``k``-th newest partner's last
@@ -1428,6 +1452,8 @@ def late_tail(tables: dict[str, pd.DataFrame], days: int = LATE_TAIL_DAYS) -> La
     cols = observed_date_columns(tables)
     if k < 2 or not cols:
         return None
+    if days is None:
+        days = late_tail_days(len(partners))
     newest = _data_end(tables)
     if pd.isna(newest):
         return None

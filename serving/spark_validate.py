@@ -861,7 +861,7 @@ def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, 
     """:func:`~partnerscore.features.validate.late_tail` of the clean rows, computed in Spark.
 
     The same reading, the same result: the data end is supported when at least ``k`` partners
-    have an event within :data:`~partnerscore.features.validate.LATE_TAIL_DAYS` of it (one job
+    have an event within :func:`~partnerscore.features.validate.late_tail_days` of it (one job
     over the recent rows, at most ``k`` partner ids counted). Else each partner's newest event
     is aggregated in Spark and only the ``k`` newest reach the driver: the ``k``-th is the
     supported date, and every partner beyond it is among them (fewer than ``k`` partners are
@@ -879,8 +879,8 @@ def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, 
     from pyspark.sql import functions as F
 
     from partnerscore.features.validate import (
-        LATE_TAIL_DAYS,
         LateTail,
+        late_tail_days,
         late_tail_k,
         observed_date_columns,
     )
@@ -890,7 +890,7 @@ def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, 
     if k < 2 or not cols or pd.isna(newest):
         return None
     newest = pd.Timestamp(newest)
-    days = pd.Timedelta(days=LATE_TAIL_DAYS)
+    days = pd.Timedelta(days=late_tail_days(partners))
     dates = [F.when(F.col(TABLE) == name, F.col(f"{name}__{col}")) for name, col in cols]
     event = F.greatest(*dates) if len(dates) > 1 else dates[0]  # greatest skips nulls
     events = clean.select("partner_id", event.alias("_event"))

@@ -138,6 +138,18 @@ def with_late_rows(source: Path, dest: Path) -> tuple[str, str]:
     return ids[3], ids[7]
 
 
+def newest_partners(source: Path, dest: Path, n: int) -> None:
+    """A small program: the ``n`` last partners of the raw folder ``source`` (CSV files; the
+    newest signed in the shared program), with their rows in every table."""
+    import pandas as pd
+
+    dest.mkdir(parents=True)
+    keep = pd.read_csv(source / "partners.csv", dtype=str)["partner_id"].tail(n)
+    for path in source.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame[frame["partner_id"].isin(keep)].to_csv(dest / path.name, index=False)
+
+
 LARGEST = "1.7976931348623157e308"
 """A valid deal amount: the largest float. Two of one partner add up to ``inf``."""
 

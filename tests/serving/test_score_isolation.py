@@ -269,3 +269,53 @@ def test_one_hostile_partner_changes_no_other_score_row(hostile, at_age, raw_dir
         rejects[rejects["partner_id"] != HOSTILE_ID].reset_index(drop=True),
         base_rejects[base_rejects["partner_id"] != HOSTILE_ID].reset_index(drop=True),
     )
+
+
+SMALL = 150
+"""Partners of the small program (the newest signed of the shared one, whose milestones straddle
+its data end): under 200, where the late tail was not checked
+(``features/validate.py::late_tail_k``)."""
+
+FAR_LATE = {  # one login 2026-11-20: months after the program's data ends, not in the future
+    "partners": [
+        [HOSTILE_ID, "Far late", "2025-06-01", "gold", "EMEA", "software", "si", "3", "5", "3"]
+    ],
+    "portal_events": [[HOSTILE_ID, "2026-11-20 10:00:00", "login"]],
+    "_first": False,
+}
+
+
+@pytest.mark.parametrize("at_age", [90, 180, None])
+def test_one_far_late_event_in_a_small_program_changes_no_other_score_row(
+    at_age, raw_dir, model_store, tmp_path
+):
+    """A small program (150 partners): one partner's single login months after every other
+    partner's data (2026-11-20; the data ends 2026-06-30) moved the data end, so every partner
+    whose milestone fell between the two dates became "ready" and was scored on features
+    counting months no data covers (the late tail was checked from 200 partners only).
+    Every other partner's row, and who is scored, must not move; the summary names the tail."""
+    from support import newest_partners
+
+    from partnerscore.features.validate import load_raw
+
+    small = tmp_path / "small"
+    newest_partners(raw_dir, small, SMALL)
+    paths = model_store.paths.model_copy(update={"data_dir": str(tmp_path / "data")})
+    cfg = model_store.model_copy(update={"paths": paths, "monitor": MONITOR})
+    base_scores, base_rejects = _score(small, tmp_path / "base", cfg, at_age)
+    raw = tmp_path / "raw"
+    shutil.copytree(small, raw)
+    _write(raw, FAR_LATE)
+    scores, rejects = _score(raw, tmp_path / "hostile", cfg, at_age)
+    base = load_raw(small, write_quarantine=False)
+    tail = load_raw(raw, write_quarantine=False).late_tail  # the summary's warning line
+    assert base.late_tail is None and tail.partners == (HOSTILE_ID,) and tail.k == 2
+    assert tail.supported == base.data_end
+    before, after = _others(base_scores), _others(scores)
+    assert len(before) >= 40  # not vacuous
+    assert after["partner_id"].tolist() == before["partner_id"].tolist()
+    pd.testing.assert_frame_equal(after, before)
+    pd.testing.assert_frame_equal(
+        rejects[rejects["partner_id"] != HOSTILE_ID].reset_index(drop=True),
+        base_rejects[base_rejects["partner_id"] != HOSTILE_ID].reset_index(drop=True),
+    )

@@ -599,6 +599,25 @@ def test_spark_late_tail_equals_the_pandas_late_tail(raw_dir, tmp_path, spark):
             assert expected.late_tail is None
 
 
+def test_spark_late_tail_equals_the_pandas_late_tail_in_a_small_program(raw_dir, tmp_path, spark):
+    """Below 200 partners (k = 2, 45 days: features/validate.py::late_tail_days) the Spark
+    validation finds the same tail: one partner's login months after the other 150's data."""
+    from support import newest_partners
+
+    from partnerscore.features.validate import load_raw
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    newest_partners(raw_dir, tmp_path / "raw", 150)
+    with open(tmp_path / "raw" / "portal_events.csv", "a", encoding="utf-8") as handle:
+        handle.write("P00300,2026-11-20 10:00:00,login\n")
+    expected = load_raw(tmp_path / "raw", write_quarantine=False)
+    got = validate_in_spark(spark, str(tmp_path / "raw"), 3, None, str(tmp_path / "sq"))
+    assert got.late_tail == expected.late_tail
+    assert expected.late_tail.partners == ("P00300",) and expected.late_tail.k == 2
+    assert got.late_tail.note() == expected.late_tail.note()
+    got.unpersist()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("snapshot", [False, True])
 def test_spark_reads_a_late_tail_as_the_pandas_job(

@@ -1352,11 +1352,13 @@ class LateTail:
         """One line: what carries the data end, and where everyone else's data ends."""
         shown = ", ".join(self.partners[:3]) + (", ..." if len(self.partners) > 3 else "")
         rows = ", ".join(f"{n:,} {t}" for t, n in self.rows.items())
+        kth = {2: "2nd", 3: "3rd"}.get(self.k, f"{self.k}th")
+        days = (self.newest.normalize() - self.supported.normalize()).days
         return (
             f"the data end {self.newest:%Y-%m-%d} rests on {len(self.partners)} partner(s) "
             f"({shown}: {rows} row(s) dated after {self.supported:%Y-%m-%d}); every other "
-            f"partner's data ends by {self.supported:%Y-%m-%d} (the {self.k}th newest partner's "
-            "last event)"
+            f"partner's data ends by {self.supported:%Y-%m-%d}, {days:,} days earlier (the "
+            f"{kth} newest partner's last event)"
         )
 
     def to_dict(self) -> dict:

@@ -311,6 +311,11 @@ def test_one_far_late_event_in_a_small_program_changes_no_other_score_row(
     tail = load_raw(raw, write_quarantine=False).late_tail  # the summary's warning line
     assert base.late_tail is None and tail.partners == (HOSTILE_ID,) and tail.k == 2
     assert tail.supported == base.data_end
+    assert (
+        "on 1 partner(s) (PX-HOSTILE: 1 portal_events row(s) dated after 2026-06-30)"
+        in (tail.note())
+        and "by 2026-06-30, 143 days earlier (the 2nd newest partner's last event)" in tail.note()
+    )
     before, after = _others(base_scores), _others(scores)
     assert len(before) >= 40  # not vacuous
     assert after["partner_id"].tolist() == before["partner_id"].tolist()

@@ -952,6 +952,7 @@ def arms_line_svg(
     x_label: str = "day",
     width: int = 500,
     height: int = 200,
+    what: str = "",
 ) -> Markup:
     """Line chart of one outcome's mean per arm over days since assignment (any scale).
 
@@ -962,6 +963,8 @@ def arms_line_svg(
         x_label: Prefix of the x tick labels.
         width: Width in pixels.
         height: Height in pixels.
+        what: What the chart shows (plain text; empty: no accessible name), followed in its
+            name by the days and each arm's first and last mean.
 
     Returns:
         An escaped ``<svg>`` fragment with a legend, styled by report.css.
@@ -975,11 +978,39 @@ def arms_line_svg(
     hi = hi if hi > lo else lo + 1.0
     scale = (lo, hi)
     frame = chart_frame(width, height, pad_l, scale, [(t, fmt(t)) for t in (lo, (lo + hi) / 2, hi)])
-    return line_chart(frame, xs, series, ARM_CLASSES, width, height, pad_l, scale, fmt, x_label)
+    label = ""
+    if what:
+        arms = [
+            f"{arm}{' (control)' if i == 0 and arm != 'control' else ''} "
+            f"{fmt(shown[0])} to {fmt(shown[-1])}"
+            for i, (arm, vals) in enumerate(series.items())
+            if (shown := [v for v in vals if math.isfinite(v)])
+        ]
+        label = f"{what}, {x_label} {min(xs):.0f} to {x_label} {max(xs):.0f}" + (
+            f": {'; '.join(arms)}" if arms else ""
+        )
+    return line_chart(
+        frame, xs, series, ARM_CLASSES, width, height, pad_l, scale, fmt, x_label, label=label
+    )
 
 
-def interval_svg(rows: list[dict], fmt, width: int = 560) -> Markup:
-    """Forest plot: one horizontal 95% interval per row, with the point estimate and zero."""
+def interval_label(rows: list[dict], fmt, what: str) -> str:
+    """An interval chart's accessible name: ``what``, then each row's effect and interval."""
+    shown = [
+        f"{r['arm']} {_METHOD_NAMES.get(r['method'], r['method'])} {fmt(r['effect'])} "
+        f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+        for r in rows
+    ]
+    return f"{what}: " + "; ".join(shown) if shown else what
+
+
+def interval_svg(rows: list[dict], fmt, what: str, width: int = 560) -> Markup:
+    """Forest plot: one horizontal 95% interval per row, with the point estimate and zero.
+
+    ``what`` (plain text) begins the chart's accessible name; every row's effect follows.
+    """
+    from partnerscore.serving.report import _esc
+
     finite = [r for r in rows if r["ci_low"] is not None and r["ci_high"] is not None]
     label_w, row_h = 200, 24
     height = max(len(rows), 1) * row_h + 24
@@ -992,7 +1023,9 @@ def interval_svg(rows: list[dict], fmt, width: int = 560) -> Markup:
         return label_w + (v - lo) / (hi - lo) * bar_w
 
     parts = [
-        f'<svg class="intervals" role="img" width="{width}" height="{height}" '
+        f'<svg class="intervals" role="img" '
+        f'aria-label="{_esc(interval_label(rows, fmt, what))}" '
+        f'width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<line class="axis" x1="{x(0):.1f}" y1="4" x2="{x(0):.1f}" y2="{height - 18}"/>',
         f'<text x="{x(0):.1f}" y="{height - 4}" text-anchor="middle">0</text>',
@@ -1016,6 +1049,9 @@ def interval_svg(rows: list[dict], fmt, width: int = 560) -> Markup:
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+_OUTCOME_NAMES = {"revenue": "revenue", "engaged": "engagement"}
 
 
 def _fmt_value(outcome: str):
@@ -1078,7 +1114,11 @@ def render_report(results: dict) -> str:
         headline.append(
             {
                 "outcome": outcome,
-                "svg": interval_svg(plotted, fmt),
+                "svg": interval_svg(
+                    plotted,
+                    fmt,
+                    f"Effect on {_OUTCOME_NAMES[outcome]} against {control}, 95% intervals",
+                ),
                 "rows": [
                     {
                         "arm": e["arm"],
@@ -1122,7 +1162,9 @@ def render_report(results: dict) -> str:
             {
                 "id": outcome,
                 "title": titles[outcome],
-                "svg": arms_line_svg([float(d) for d in days], series, fmt),
+                "svg": arms_line_svg(
+                    [float(d) for d in days], series, fmt, what=f"{titles[outcome]}, mean per arm"
+                ),
                 "rows": [
                     [
                         str(e["day"]),

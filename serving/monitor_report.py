@@ -13,7 +13,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from partnerscore.features.profile import ALL, column_counts
-from partnerscore.serving.report import HERE, _environment
+from partnerscore.serving.report import HERE, _environment, _esc
 
 STATUS_FILL = {"alarm": "#e8a29a", "warn": "#f3d08f", "ok": "#cfe8d8", "skip": "#eef1f4"}
 HEAT_ROWS = 25
@@ -43,7 +43,9 @@ def heatmap_svg(checks) -> Markup:
     cw, ch, left, top = 26, 16, 250, 130
     width, height = left + cw * len(groups) + 10, top + ch * len(subjects) + 10
     parts = [
-        f'<svg class="heatmap" role="img" width="{width}" height="{height}" '
+        f'<svg class="heatmap" role="img" '
+        f'aria-label="{_esc(heatmap_label(drift, subjects, groups))}" '
+        f'width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for j, g in enumerate(groups):
@@ -73,6 +75,22 @@ def heatmap_svg(checks) -> Markup:
     return Markup("".join(parts))
 
 
+def heatmap_label(drift, subjects: list[str], groups: list[str]) -> str:
+    """The heatmap's accessible name: what it shows, alarm and warning counts, top columns."""
+    shown = [c for c in drift if c.subject in set(subjects) and c.segment in set(groups)]
+    alarms = sum(c.status == "alarm" for c in shown)
+    warns = sum(c.status == "warn" for c in shown)
+    top = {c.subject: c for c in drift if c.segment == ALL}
+    worst = ", ".join(
+        f"{s} {top[s].value:.2f}" for s in subjects[:3] if s in top and top[s].value is not None
+    )
+    return (
+        f"Drift heatmap: PSI of the {len(subjects)} most drifted columns in {len(groups)} "
+        f"groups; {alarms} alarms, {warns} warnings"
+        + (f"; overall PSI of the top columns: {worst}" if worst else "")
+    )
+
+
 def distribution_svg(
     name: str, ref: dict, cur: dict, spec: dict, width: int = 360, height: int = 150
 ) -> Markup:
@@ -96,8 +114,15 @@ def distribution_svg(
     top = max(float(rp.max()), float(cp.max()), 1e-9)
     n = len(labels)
     bw = (width - 20) / n
+    shift = int(np.argmax(np.abs(cp - rp)))
+    label = (
+        f"{name}: share of present values per {'bin' if spec['kind'] == 'numeric' else 'category'}"
+        f", training against batch; missing {miss_r:.0%} in training, {miss_c:.0%} in the batch;"
+        f" largest shift {labels[shift]} {rp[shift]:.1%} to {cp[shift]:.1%}"
+    )
     parts = [
-        f'<svg class="dist" role="img" width="{width}" height="{height}" '
+        f'<svg class="dist" role="img" aria-label="{_esc(label)}" '
+        f'width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
         f'<text x="4" y="12">{escape(name)}</text>',
         f'<text x="4" y="26" class="muted">missing {miss_r:.0%} -> {miss_c:.0%}; shares of '
@@ -128,14 +153,24 @@ def distribution_svg(
     return Markup("".join(parts))
 
 
-def bars_svg(rows: list[tuple[str, float, str, str]], unit: str, width: int = 460) -> Markup:
-    """Horizontal bars (label, value, status, tooltip) scaled to the largest value."""
+def bars_svg(
+    rows: list[tuple[str, float, str, str]], unit: str, what: str, width: int = 460
+) -> Markup:
+    """Horizontal bars (label, value, status, tooltip) scaled to the largest value.
+
+    ``what`` (plain text) begins the chart's accessible name; every bar's value follows.
+    """
     if not rows:
         return Markup('<p class="muted">Nothing to show.</p>')
     top = max([v for _, v, _, _ in rows if math.isfinite(v)] + [1e-9])
     height = 20 * len(rows) + 8
+    label = f"{what}: " + ", ".join(
+        f"{name} {_fmt(value)} {unit}" + (f" ({status})" if status in ("alarm", "warn") else "")
+        for name, value, status, _ in rows
+    )
     parts = [
-        f'<svg class="bars" role="img" width="{width}" height="{height}" '
+        f'<svg class="bars" role="img" aria-label="{_esc(label)}" '
+        f'width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for i, (label, value, status, tip) in enumerate(rows):
@@ -168,7 +203,8 @@ def trend_svg(table: pd.DataFrame, width: int = 560, height: int = 200) -> Marku
         return pad_t + (1 - min(max(v, 0.0), 1.0)) * (height - pad_t - pad_b)
 
     parts = [
-        f'<svg class="trajectory" role="img" width="{width}" height="{height}" '
+        f'<svg class="trajectory" role="img" aria-label="{_esc(trend_label(per, dates))}" '
+        f'width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for tick in (0.0, 0.5, 1.0):
@@ -204,6 +240,23 @@ def trend_svg(table: pd.DataFrame, width: int = 560, height: int = 200) -> Marku
         legend_x += 140
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def trend_label(per: pd.DataFrame, dates: pd.Series) -> str:
+    """The backtest trend's accessible name: its batches and each metric's first and last."""
+    parts = []
+    for metric, name in (
+        ("revenue_normalized_gini", "revenue Gini"),
+        ("engagement_roc_auc", "engagement AUC"),
+    ):
+        vals = [v for v in per[metric].to_numpy(dtype=float) if math.isfinite(v)]
+        if vals:
+            parts.append(f"{name} {vals[0]:.3f} to {vals[-1]:.3f}")
+    return (
+        f"Realised revenue Gini and engagement AUC per completed batch, {len(per)} batches "
+        f"from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"
+        + (f": {'; '.join(parts)}" if parts else "")
+    )
 
 
 def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, payload) -> str:
@@ -248,8 +301,8 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
         flagged=flagged,
         heatmap=heatmap_svg(checks),
         dists=dists,
-        volumes=bars_svg(volumes, "x"),
-        staleness=bars_svg(stale, "days"),
+        volumes=bars_svg(volumes, "x", "Rows per day against the previous batch, ratio either way"),
+        staleness=bars_svg(stale, "days", "Days since the newest event of each table"),
         trend=trend_svg(backtest) if not backtest.empty else None,
         overall=overall.to_dict("records"),
         phases=result.backtest_phases.to_dict("records"),

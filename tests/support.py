@@ -237,3 +237,45 @@ def champion_store(features: Path, root: Path):
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
     return cfg
+
+
+def chart_names(page: str) -> dict[str, list[str]]:
+    """Every ``<svg role="img">`` of an HTML page: its class -> the accessible names it has.
+
+    A chart's name is its ``aria-label``, else the text of a ``<title>`` that is its first
+    child; an unnamed chart has the name ``""``.
+    """
+    from html.parser import HTMLParser
+
+    class Charts(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.names: dict[str, list[str]] = {}
+            self.pending: tuple[str, int] | None = None  # (class, index) awaiting a <title>
+            self.title: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if self.pending is not None and tag != "title":
+                self.pending = None
+            if tag == "svg" and a.get("role") == "img":
+                names = self.names.setdefault(a.get("class") or "", [])
+                names.append((a.get("aria-label") or "").strip())
+                if not names[-1]:
+                    self.pending = (a.get("class") or "", len(names) - 1)
+            elif tag == "title" and self.pending is not None:
+                self.title = []
+
+        def handle_data(self, data):
+            if self.title is not None:
+                self.title.append(data)
+
+        def handle_endtag(self, tag):
+            if tag == "title" and self.title is not None and self.pending is not None:
+                cls, i = self.pending
+                self.names[cls][i] = "".join(self.title).strip()
+                self.title, self.pending = None, None
+
+    parser = Charts()
+    parser.feed(page)
+    return parser.names

@@ -207,6 +207,20 @@ def test_report_headline_is_the_commands_headline(simulated, tmp_path, capsys):
         assert page_row["welch"] == fmt(plain["effect"])
 
 
+def test_every_experiment_chart_has_an_accessible_name(simulated, tmp_path, capsys):
+    """report.html's interval and trajectory charts had role="img" and no name (screen
+    readers skip them): each one now says what it shows with its key numbers."""
+    from support import chart_names
+
+    assert main(analyze_args(simulated, tmp_path / "out")) == 0
+    names = chart_names((tmp_path / "out" / "report.html").read_text(encoding="utf-8"))
+    assert set(names) == {"intervals", "trajectory"}, names
+    assert len(names["intervals"]) == 2 and len(names["trajectory"]) >= 2, names
+    for name in [*names["intervals"], *names["trajectory"]]:
+        assert name and "control" in name, name
+        assert any(ch.isdigit() for ch in name), name  # its key numbers
+
+
 def test_sample_ratio_mismatch_exits_1(simulated, tmp_path, capsys):
     table = pd.read_csv(simulated / "experiment_assignment.csv", dtype=str, keep_default_na=False)
     table = table[~((table["arm"] == "control") & (table.index % 2 == 0))]

@@ -140,6 +140,21 @@ def test_backtest_agrees_with_direct_computation(history, raw_dir, tmp_path):
     assert 'id="backtest-phases"' in html
 
 
+def test_every_monitor_chart_has_an_accessible_name(history, raw_dir, tmp_path):
+    """monitor.html's charts had role="img" and no name (screen readers skip them): each one
+    now says what it shows with its key numbers, as the partner reports' charts do."""
+    from support import chart_names
+
+    run_monitor(history, raw_dir, AS_OF.date(), tmp_path / "m", log_to_mlflow=False)
+    names = chart_names((tmp_path / "m" / "monitor.html").read_text(encoding="utf-8"))
+    expected = {"heatmap": "PSI", "dist": "training", "bars": "", "trajectory": "Gini"}
+    assert set(names) == set(expected), names
+    for cls, words in expected.items():
+        for name in names[cls]:
+            assert name and words in name, (cls, name)
+            assert any(ch.isdigit() for ch in name), (cls, name)  # its key numbers
+
+
 def test_absurd_deal_is_flagged_on_its_partners_score_row(store_config, raw_dir, tmp_path):
     raw = load_raw(raw_dir, write_quarantine=False)
     tables = apply_drift(raw.tables, "absurd_deal", AS_OF)

@@ -868,12 +868,49 @@ def _is_click_error(exc: BaseException) -> bool:
     return isinstance(exc, tuple(kinds))
 
 
+_UNREADABLE = {
+    "int_parsing": "is not an integer",
+    "int_from_float": "is not an integer",
+    "int_type": "is not an integer",
+    "float_parsing": "is not a number",
+    "float_type": "is not a number",
+    "finite_number": "is not a finite number",
+    "bool_parsing": "is not true or false",
+}
+"""Pydantic's error types of a value the parser could not convert, said as our errors say it."""
+
+
+def _unreadable_value(exc) -> str | None:
+    """A value the parser could not convert, named: ``--workers: 'x' is not an integer``.
+
+    Typer converts option values with pydantic, whose message ("Input should be a valid
+    integer, unable to parse string as an integer") does not say which value was given; the
+    value is in the validation error the usage error was raised from. None for other errors.
+    """
+    from pydantic import ValidationError
+
+    param, cause = getattr(exc, "param", None), exc.__cause__
+    if param is None or not isinstance(cause, ValidationError) or not cause.errors():
+        return None
+    error = cause.errors()[0]
+    if param.param_type_name == "option" and param.opts:
+        name = max(param.opts, key=len)  # --workers rather than -w
+    else:
+        name = param.human_readable_name
+    said = _UNREADABLE.get(error["type"])
+    if said is None:  # another conversion: pydantic's words after the value
+        msg = str(error["msg"])
+        said = msg[:1].lower() + msg[1:]
+        return f"{name}: {error['input']!r}: {said}"
+    return f"{name}: {error['input']!r} {said}"
+
+
 def _usage_error(exc) -> tuple[str, int]:
     """The usage line on stderr; the one ``error:`` line's message and exit code (2)."""
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         typer.echo(ctx.get_usage(), err=True)
-    message = " ".join(exc.format_message().split())
+    message = _unreadable_value(exc) or " ".join(exc.format_message().split())
     if not message and type(exc).__name__ == "NoArgsIsHelpError":  # the help went to stdout
         message = "Missing command."
     return message, exc.exit_code

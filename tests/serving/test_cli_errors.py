@@ -709,6 +709,28 @@ def test_usage_errors_print_the_usage_line(case, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "data").exists() and not (tmp_path / "fc.csv").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        ([*SCORE, "--workers", "x"], "--workers: 'x' is not an integer"),
+        (["train", "--trials", "1.5"], "--trials: '1.5' is not an integer"),
+        ([*FORECAST, "--coverage", "most"], "--coverage: 'most' is not a number"),
+        ([*ANALYZE, "--horizon", "six months"], "--horizon: 'six months' is not an integer"),
+        ([*PLAN, "--alpha", "5%"], "--alpha: '5%' is not a number"),
+        (["demo", "--partners", "many"], "--partners: 'many' is not an integer"),
+    ],
+)
+def test_a_value_the_parser_cannot_read_is_named(argv, said, tmp_path, capsys, monkeypatch):
+    """``--workers x`` said "Invalid value for '--workers': Input should be a valid integer,
+    unable to parse string as an integer", without the value given: the parser's errors of
+    every command now name the option and the value."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run([raw_copy(tmp_path) if a == "RAW" else a for a in argv], capsys)
+    assert code == 2
+    line = assert_one_error(err, said)
+    assert line == f"error: {said}", line
+
+
 def test_errors_about_data_stay_one_line(tmp_path, capsys, monkeypatch):
     """An error about the data that names an option is bad input (one line), not a usage
     error: here the data ends before --data-end, and no partner signed before --as-of."""

@@ -66,21 +66,14 @@ def impossible_ages(values: np.ndarray) -> np.ndarray:
 class FrameCheck:
     """What :func:`check_feature_frame` found (errors have been raised already).
 
+    Categories the model never saw are no error: they are scored as missing and listed by
+    :func:`unseen_categories` in every score row (``score_features``), not here.
+
     Attributes:
         missing: Feature columns absent from the frame (allowed only with ``allow_missing``).
-        unseen: Per row, ``feature=value`` pairs of categories the model never saw, joined by
-            ``; `` (empty string when none). The model treats them as missing. A value equal
-            to exactly one known category but for case is not listed: it is read as that
-            category (``PartnerModel.respell``); one equal to several stays listed.
     """
 
     missing: list[str] = field(default_factory=list)
-    unseen: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
-
-    @property
-    def unseen_rows(self) -> int:
-        """Rows with at least one unseen category."""
-        return int((self.unseen != "").sum())
 
 
 def check_feature_frame(
@@ -96,7 +89,7 @@ def check_feature_frame(
             source table is not supplied); otherwise a missing column is an error.
 
     Returns:
-        Missing columns and unseen categories per row.
+        The missing feature columns (categories the model never saw: :func:`unseen_categories`).
 
     Raises:
         PartnerscoreError: Missing id columns, missing feature columns (unless allowed), values
@@ -138,7 +131,6 @@ def check_feature_frame(
             f"{source}: missing feature column '{missing[0]}'{more} (the model needs every "
             "feature; build the frame with partnerscore build/score or allow missing columns)"
         )
-    unseen = unseen_categories(model, frame)
     for spec in model.feature_specs:
         if spec.name not in frame.columns or spec.kind == "categorical":
             continue
@@ -158,7 +150,7 @@ def check_feature_frame(
                     f"(partner {quoted(ids.iloc[row])})"
                 )
         _check_range(spec, numbers.to_numpy(dtype=float, na_value=np.nan), col, ids, source)
-    return FrameCheck(missing=missing, unseen=unseen)
+    return FrameCheck(missing=missing)
 
 
 def unseen_categories(model: PartnerModel, frame: pd.DataFrame) -> np.ndarray:

@@ -426,7 +426,7 @@ def test_raw_tables_list_categories_the_model_never_saw(raw_dir, store_config, t
     showed 'aerospace' with no warning. The raw job's rows now carry ``unseen_categories``, the
     same text as the feature table's check gives for the same rows, counted in the summary and
     the JSON summary."""
-    from partnerscore.models.frame_check import check_feature_frame
+    from partnerscore.models.frame_check import check_feature_frame, unseen_categories
     from partnerscore.serving.api import load_model
 
     raw = tmp_path / "raw"
@@ -447,8 +447,8 @@ def test_raw_tables_list_categories_the_model_never_saw(raw_dir, store_config, t
     # the function score --features uses, on the same feature rows
     model = load_model("champion", tracking_uri=store_config.paths.tracking_uri())
     frame = scores.reset_index()[["partner_id", "as_of", *model.feature_names]]
-    check = check_feature_frame(model, frame)
-    assert check.unseen.tolist() == scores["unseen_categories"].tolist()
+    check_feature_frame(model, frame)
+    assert unseen_categories(model, frame).tolist() == scores["unseen_categories"].tolist()
     assert result.unseen_categories == 2
     assert result.unseen == {"industry=aerospace": 1, "region=MEA; industry=aerospace": 1}
     assert result.json_payload()["unseen_categories"] == 2

@@ -529,36 +529,16 @@ def partner_outliers(
     return pd.concat(frames, ignore_index=True) if frames else empty_anomalies()
 
 
-def row_nanmedian(values: np.ndarray) -> np.ndarray:
-    """``np.nanmedian(values, axis=1)``, exactly, without its per-row Python loop on wide arrays.
-
-    Each row is sorted (missing values last); the median of its ``k`` present values is the
-    middle one, or the mean of the two middle ones; NaN when none is present (no warning).
-    """
-    x = np.sort(np.asarray(values, dtype=float), axis=1)
-    n, width = x.shape
-    out = np.full(n, np.nan)
-    if width == 0:
-        return out
-    k = (~np.isnan(x)).sum(axis=1)
-    rows = np.arange(n)
-    lo = x[rows, np.maximum(k - 1, 0) // 2]
-    hi = x[rows, k // 2]  # k <= width, so k // 2 < width
-    return np.where(k == 0, np.nan, np.where(k % 2 == 1, lo, (lo + hi) / 2))
-
-
 def _median_with_zeros(
     owner: np.ndarray, values: np.ndarray, sizes: np.ndarray, filler: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Per partner, the median of its ``values`` plus ``sizes - count`` copies of a filler.
 
     ``owner``: each value's partner (0 .. len(sizes) - 1; at most ``sizes`` values each);
     ``filler``: the value of the missing ones per partner (None: 0, below every value). The
-    median is :func:`row_nanmedian`'s of the partner's whole row (the middle value, or the
-    mean of the two middle ones; NaN for an empty one), without building the row.
-
-    Returns:
-        (the medians, ``sizes``).
+    median is that of the partner's whole row (the middle value, or the mean of the two
+    middle ones; NaN for an empty one), without building the row (its dense twin is in
+    ``tests/features/test_anomaly_flags.py``).
     """
     n = len(sizes)
     fill = np.zeros(n) if filler is None else np.asarray(filler, dtype=float)
@@ -579,7 +559,7 @@ def _median_with_zeros(
 
     lo, hi = at(np.maximum(sizes - 1, 0) // 2), at(sizes // 2)
     median = np.where(sizes % 2 == 1, lo, (lo + hi) / 2)
-    return np.where(sizes == 0, np.nan, median), sizes
+    return np.where(sizes == 0, np.nan, median)
 
 
 def _volume_spikes(
@@ -625,14 +605,14 @@ def _volume_spikes(
         width = int(cell_period.max()) + 1 if cell_period.size else 1
         cells, counts = np.unique(cell_code * width + cell_period, return_counts=True)
         owner = cells // width
-        center, n_valid = _median_with_zeros(owner, np.log1p(counts.astype(float)), n_hist)
-        mad, _ = _median_with_zeros(
+        center = _median_with_zeros(owner, np.log1p(counts.astype(float)), n_hist)
+        mad = _median_with_zeros(
             owner, np.abs(np.log1p(counts.astype(float)) - center[owner]), n_hist, center
         )
         scale = np.maximum(MAD_TO_SD * mad, config.partner_scale_floor)
         with np.errstate(invalid="ignore"):
             z = (np.log1p(recent) - center) / scale
-        hit = np.flatnonzero((n_valid >= config.partner_min_history) & (z >= config.partner_z))
+        hit = np.flatnonzero((n_hist >= config.partner_min_history) & (z >= config.partner_z))
         for i in hit:
             rows.append(
                 {

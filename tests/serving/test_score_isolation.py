@@ -5,7 +5,7 @@ features (``tests/features/test_pit_properties.py`` proves features and labels i
 Here the same property is checked downstream, through validation, scoring, explanations,
 anomaly flags, tiers and actions: the shared program is scored (as of a date, and at an
 onboarding age) with and without one generated hostile partner (extreme amounts, dates in 1900
-or 2199, contract-breaking cells, case and unicode spellings of the others' categories, repeated
+or 2199 or months after the data's end, contract-breaking cells, case and unicode spellings of the others' categories, repeated
 rows, huge text, other partners' record ids, its rows first or last in each file), and every
 other partner's score row and reject rows must be identical. Only :data:`BATCH_RELATIVE` columns may differ:
 they compare a partner with the batch by design (and stay within their range).
@@ -61,6 +61,7 @@ DATES = [
     "2026-02-28 23:59:59",
     "2026-03-01 00:00:00",
     "2026-06-30 23:59:59",
+    "2026-11-20 10:00:00",  # months after the data's end (2026-06-30), not in the future
     "2199-12-31 23:59:59",
 ]
 AMOUNTS = ["0", "5e-324", "1e300", "1.7976931348623157e308", "123.45", "1e15"]
@@ -238,11 +239,21 @@ LATE = {  # signed 2026-01-01 20:00: its 180-day milestone is the newest within 
 }
 
 
+FAR_LATE = {  # one login 2026-11-20: months after the program's data ends, not in the future
+    "partners": [
+        [HOSTILE_ID, "Far late", "2025-06-01", "gold", "EMEA", "software", "si", "3", "5", "3"]
+    ],
+    "portal_events": [[HOSTILE_ID, "2026-11-20 10:00:00", "login"]],
+    "_first": False,
+}
+
+
 @pytest.mark.parametrize("at_age", [None, 180])
 @SETTINGS
 @given(hostile=hostile_rows())
 @example(hostile=OLD)
 @example(hostile=LATE)
+@example(hostile=FAR_LATE)
 def test_one_hostile_partner_changes_no_other_score_row(hostile, at_age, raw_dir, baseline):
     cfg, base_scores, base_rejects = baseline(at_age)
     root = Path(tempfile.mkdtemp(prefix="isolation-"))
@@ -275,14 +286,6 @@ SMALL = 150
 """Partners of the small program (the newest signed of the shared one, whose milestones straddle
 its data end): under 200, where the late tail was not checked
 (``features/validate.py::late_tail_k``)."""
-
-FAR_LATE = {  # one login 2026-11-20: months after the program's data ends, not in the future
-    "partners": [
-        [HOSTILE_ID, "Far late", "2025-06-01", "gold", "EMEA", "software", "si", "3", "5", "3"]
-    ],
-    "portal_events": [[HOSTILE_ID, "2026-11-20 10:00:00", "login"]],
-    "_first": False,
-}
 
 
 @pytest.mark.parametrize("at_age", [90, 180, None])

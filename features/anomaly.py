@@ -26,7 +26,7 @@ import pandas as pd
 from partnerscore.features.checks import Check
 from partnerscore.features.config import MonitorConfig
 from partnerscore.features.core import isin_text
-from partnerscore.features.drift import psi
+from partnerscore.features.drift import psi, psi_check
 
 ANOMALY_COLUMNS = (
     "table",
@@ -664,21 +664,7 @@ def raw_measure_drift(
         name = f"drift.raw.{table}.{measure}"
         sizes = f"{before.size:,} earlier vs {now.size:,} in the window"
         if min(before.size, now.size) < config.min_rows:
-            checks.append(
-                Check(
-                    name,
-                    "drift",
-                    f"{table}.{measure}",
-                    "all",
-                    "psi",
-                    None,
-                    config.psi_warn,
-                    config.psi_alarm,
-                    None,
-                    "skip",
-                    f"too few rows to compare ({sizes})",
-                )
-            )
+            checks.append(psi_check(name, f"{table}.{measure}", "all", None, None, sizes, config))
             continue
         edges = np.unique(np.quantile(before, np.linspace(0, 1, 11)[1:-1]))
         r = np.bincount(np.searchsorted(edges, before), minlength=edges.size + 1)
@@ -688,29 +674,13 @@ def raw_measure_drift(
 
         test = stats.ks_2samp(before, now)
         p = min(1.0, float(test.pvalue) * m)
-        status = "ok"
-        if p < config.alpha and value >= config.psi_alarm:
-            status = "alarm"
-        elif p < config.alpha and value >= config.psi_warn:
-            status = "warn"
         shift = float(np.expm1(np.median(now)) - np.expm1(np.median(before)))
-        checks.append(
-            Check(
-                name,
-                "drift",
-                f"{table}.{measure}",
-                "all",
-                "psi",
-                value,
-                config.psi_warn,
-                config.psi_alarm,
-                p,
-                status,
-                f"{table}.{measure}: PSI {value:.3f}, KS D {test.statistic:.3f} (adjusted p "
-                f"{p:.2g}, {sizes}); median {np.expm1(np.median(before)):,.1f} -> "
-                f"{np.expm1(np.median(now)):,.1f} ({shift:+,.1f})",
-            )
+        detail = (
+            f"{table}.{measure}: PSI {value:.3f}, KS D {test.statistic:.3f} (adjusted p "
+            f"{p:.2g}, {sizes}); median {np.expm1(np.median(before)):,.1f} -> "
+            f"{np.expm1(np.median(now)):,.1f} ({shift:+,.1f})"
         )
+        checks.append(psi_check(name, f"{table}.{measure}", "all", value, p, detail, config))
     return checks
 
 

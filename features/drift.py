@@ -107,6 +107,45 @@ def benjamini_hochberg(p_values) -> np.ndarray:
     return out
 
 
+def psi_check(
+    name: str,
+    subject: str,
+    segment: str,
+    value: float | None,
+    p_value: float | None,
+    detail: str,
+    config: MonitorConfig,
+) -> Check:
+    """One PSI drift check against the monitor's thresholds.
+
+    It warns (alarms) when the PSI reaches ``psi_warn`` (``psi_alarm``) and the adjusted
+    p-value is below ``alpha``: a large PSI on few rows alone is noise. Without a value (too
+    few rows on either side) the check is skipped and ``detail`` gives the sizes compared.
+    """
+    if value is None:
+        status, detail = "skip", f"too few rows to compare ({detail})"
+    else:
+        significant = p_value < config.alpha
+        status = "ok"
+        if significant and value >= config.psi_alarm:
+            status = "alarm"
+        elif significant and value >= config.psi_warn:
+            status = "warn"
+    return Check(
+        name,
+        "drift",
+        subject,
+        segment,
+        "psi",
+        value,
+        config.psi_warn,
+        config.psi_alarm,
+        p_value,
+        status,
+        detail,
+    )
+
+
 def drift_checks(reference: dict, current: dict, config: MonitorConfig) -> list[Check]:
     """PSI + distribution-test checks of every column in every group, and missing-rate checks.
 
@@ -153,47 +192,13 @@ def drift_checks(reference: dict, current: dict, config: MonitorConfig) -> list[
         kind = reference["columns"][column]["kind"]
         name = f"drift.psi.{column}.{group}"
         if value is None:
-            checks.append(
-                Check(
-                    name,
-                    "drift",
-                    column,
-                    group,
-                    "psi",
-                    None,
-                    config.psi_warn,
-                    config.psi_alarm,
-                    None,
-                    "skip",
-                    f"too few rows to compare ({sizes})",
-                )
-            )
+            checks.append(psi_check(name, column, group, None, None, sizes, config))
             continue
         q = float(q_values[i])
-        significant = q < config.alpha
-        status = "ok"
-        if significant and value >= config.psi_alarm:
-            status = "alarm"
-        elif significant and value >= config.psi_warn:
-            status = "warn"
         detail = (
             f"{kind} {column} in {group}: PSI {value:.3f}, {test} (adjusted p {q:.2g}, {sizes})"
         )
-        checks.append(
-            Check(
-                name,
-                "drift",
-                column,
-                group,
-                "psi",
-                value,
-                config.psi_warn,
-                config.psi_alarm,
-                q,
-                status,
-                detail,
-            )
-        )
+        checks.append(psi_check(name, column, group, value, q, detail, config))
     ref_all, cur_all = reference["groups"][ALL], current["groups"].get(ALL, {})
     for column, cur in cur_all.items():
         ref = ref_all.get(column)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -197,6 +198,100 @@ def horizon_columns(model: PartnerModel, n: int) -> dict[str, np.ndarray]:
     return out
 
 
+class PolicyScore(NamedTuple):
+    """The policy's composite score of feature rows and the pieces it is built from.
+
+    Attributes:
+        rev: Revenue head: base, per-feature effects (dollars) and predictions.
+        eng: Engagement head: base, per-feature effects (probability) and predictions.
+        age: (n,) ``age_days`` as numbers (NaN where missing or without the column).
+        points: (n, k) score points per feature of the model's own composite (unweighted).
+        model: (n,) the model's own composite score (``score_model``).
+        base: (n,) its base points (``score_base``).
+        model_layers: Layer -> (n,) unweighted layer points (``score_model_<layer>``).
+        band: (n,) maturity band names.
+        multipliers: (n, 3) layer multipliers of each row's band.
+        factor: (n,) segment adjustment factor.
+        score: (n,) the policy's composite (``score``).
+        weighted_layers: Layer -> (n,) band-weighted layer points (``score_<layer>``).
+        adjustment: (n,) points the segment factor adds (``score_adjustment``).
+    """
+
+    rev: explain.HeadEffects
+    eng: explain.HeadEffects
+    age: np.ndarray
+    points: np.ndarray
+    model: np.ndarray
+    base: np.ndarray
+    model_layers: dict[str, np.ndarray]
+    band: np.ndarray
+    multipliers: np.ndarray
+    factor: np.ndarray
+    score: np.ndarray
+    weighted_layers: dict[str, np.ndarray]
+    adjustment: np.ndarray
+
+
+def policy_score(
+    model: PartnerModel,
+    features: pd.DataFrame,
+    policy: PolicyConfig,
+    num_threads: int | None = None,
+) -> PolicyScore:
+    """Both heads, their score points per feature and the policy's composite score.
+
+    The score computation of :func:`score_features`, and all of what-if's fast
+    :func:`~partnerscore.models.whatif.policy_scores`. ``features`` is already respelled
+    (:meth:`~partnerscore.models.bundle.PartnerModel.respell`) with a fresh index, and the
+    model has its reference quantiles.
+    """
+    ref = model.reference
+    raw = contributions(model, features, num_threads)
+    rev = explain.explain_head(*raw["revenue"], np.exp)
+    eng = explain.explain_head(*raw["engagement"], model.engagement.calibrate)
+
+    score, score_rev, score_eng = pol.composite_score(rev.pred, eng.pred, ref, policy)
+    w = policy.revenue_weight
+    rq, eq = ref["revenue_quantiles"], ref["engagement_quantiles"]
+    # score points per feature: each head's share of the score split like its output effects
+    pts_rev = explain.explain_head(
+        rev.effects, rev.base, lambda x: 100 * w * pol.percentile_of(x, rq), pred=score_rev
+    )
+    pts_eng = explain.explain_head(
+        eng.effects, eng.base, lambda x: 100 * (1 - w) * pol.percentile_of(x, eq), pred=score_eng
+    )
+    points = pts_rev.effects + pts_eng.effects
+
+    age = (
+        pd.to_numeric(features["age_days"], errors="coerce").to_numpy(float)
+        if "age_days" in features
+        else np.full(len(features), np.nan)
+    )
+    # the policy's composite: layer points weighted by maturity band, times the segment factor
+    score_base = pts_rev.base + pts_eng.base
+    model_layers = explain.layer_subscores(points, model.feature_specs)
+    band, multipliers = pol.maturity_band(age, policy)
+    factor = pol.adjustment_factor(features, policy)
+    weighted, weighted_layers, adjustment = pol.weighted_score(
+        score_base, model_layers, multipliers, factor
+    )
+    return PolicyScore(
+        rev=rev,
+        eng=eng,
+        age=age,
+        points=points,
+        model=score,
+        base=score_base,
+        model_layers=model_layers,
+        band=band,
+        multipliers=multipliers,
+        factor=factor,
+        score=weighted,
+        weighted_layers=weighted_layers,
+        adjustment=adjustment,
+    )
+
+
 def score_features(
     model: PartnerModel,
     features: pd.DataFrame,
@@ -258,36 +353,12 @@ def score_features(
     specs = model.feature_specs
     names = [s.name for s in specs]
 
-    raw = contributions(model, features, num_threads)
-    rev = explain.explain_head(*raw["revenue"], np.exp)
-    eng = explain.explain_head(*raw["engagement"], model.engagement.calibrate)
-
-    score, score_rev, score_eng = pol.composite_score(rev.pred, eng.pred, ref, policy)
-    w = policy.revenue_weight
-    rq, eq = ref["revenue_quantiles"], ref["engagement_quantiles"]
-    # score points per feature: each head's share of the score split like its output effects
-    pts_rev = explain.explain_head(
-        rev.effects, rev.base, lambda x: 100 * w * pol.percentile_of(x, rq), pred=score_rev
-    )
-    pts_eng = explain.explain_head(
-        eng.effects, eng.base, lambda x: 100 * (1 - w) * pol.percentile_of(x, eq), pred=score_eng
-    )
-    points = pts_rev.effects + pts_eng.effects
-
-    age = (
-        pd.to_numeric(features["age_days"], errors="coerce").to_numpy(float)
-        if "age_days" in features
-        else np.full(n, np.nan)
-    )
-    # the policy's composite: layer points weighted by maturity band, times the segment factor
-    score_model, score_base = score, pts_rev.base + pts_eng.base
-    model_layers = explain.layer_subscores(points, specs)
-    band, multipliers = pol.maturity_band(age, policy)
-    factor = pol.adjustment_factor(features, policy)
-    score, weighted_layers, adjustment = pol.weighted_score(
-        score_base, model_layers, multipliers, factor
-    )
-    points = points * multipliers[:, [LAYERS.index(s.layer) for s in specs]]
+    scored = policy_score(model, features, policy, num_threads)
+    rev, eng, age, score = scored.rev, scored.eng, scored.age, scored.score
+    score_model, score_base, model_layers = scored.model, scored.base, scored.model_layers
+    band, factor = scored.band, scored.factor
+    weighted_layers, adjustment = scored.weighted_layers, scored.adjustment
+    points = scored.points * scored.multipliers[:, [LAYERS.index(s.layer) for s in specs]]
     quads = pol.quadrant(rev.pred, eng.pred, ref, policy)
     provisional = pol.is_provisional(age, policy)
     scope = pol.out_of_scope(age, model.metadata.get("trained_ages"), policy)

@@ -26,7 +26,7 @@ from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel, respellings
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.frame_check import out_of_range
-from partnerscore.models.scoring import contributions, score_features
+from partnerscore.models.scoring import policy_score, score_features
 
 SEGMENT_COLUMNS = ("region", "partner_type")
 
@@ -231,33 +231,13 @@ def candidate_scores(
 def policy_scores(model: PartnerModel, features: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
     """The policy's composite score only (no drivers or text): equal to ``score_features``.
 
-    The fast path of :func:`upgrade_paths`; ``tests/models/test_whatif.py`` checks it against
+    The fast path of :func:`upgrade_paths`: the same computation
+    (:func:`~partnerscore.models.scoring.policy_score`) without the columns;
+    ``tests/serving/test_whatif.py`` checks it against
     :func:`~partnerscore.models.scoring.score_features`.
     """
     features = model.respell(features.reset_index(drop=True)).frame  # as score_features
-    ref = model.reference
-    raw = contributions(model, features, num_threads=1)
-    rev = explain.explain_head(*raw["revenue"], np.exp)
-    eng = explain.explain_head(*raw["engagement"], model.engagement.calibrate)
-    _, score_rev, score_eng = pol.composite_score(rev.pred, eng.pred, ref, policy)
-    w = policy.revenue_weight
-    rq, eq = ref["revenue_quantiles"], ref["engagement_quantiles"]
-    pts_rev = explain.explain_head(
-        rev.effects, rev.base, lambda x: 100 * w * pol.percentile_of(x, rq), pred=score_rev
-    )
-    pts_eng = explain.explain_head(
-        eng.effects, eng.base, lambda x: 100 * (1 - w) * pol.percentile_of(x, eq), pred=score_eng
-    )
-    layers = explain.layer_subscores(pts_rev.effects + pts_eng.effects, model.feature_specs)
-    age = (
-        pd.to_numeric(features["age_days"], errors="coerce").to_numpy(float)
-        if "age_days" in features
-        else np.full(len(features), np.nan)
-    )
-    _, mult = pol.maturity_band(age, policy)
-    factor = pol.adjustment_factor(features, policy)
-    score, _, _ = pol.weighted_score(pts_rev.base + pts_eng.base, layers, mult, factor)
-    return score
+    return policy_score(model, features, policy, num_threads=1).score
 
 
 def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:

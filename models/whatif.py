@@ -29,6 +29,16 @@ from partnerscore.models.frame_check import out_of_range
 from partnerscore.models.scoring import policy_score, score_features
 
 SEGMENT_COLUMNS = ("region", "partner_type")
+# the columns of revenue_by_segment, the schema of ``whatif --policy --out``
+REVENUE_BY_SEGMENT_COLUMNS = (
+    *SEGMENT_COLUMNS,
+    "tier",
+    "partners_before",
+    "partners_after",
+    "revenue_before",
+    "revenue_after",
+    "revenue_delta",
+)
 
 
 def split_assignments(assignments: list[str]) -> list[tuple[str, str, str]]:
@@ -303,8 +313,9 @@ def revenue_by_segment(scores: pd.DataFrame, moves: pd.DataFrame, tiers: list[st
     """Expected revenue per segment and tier, before and after the policy change.
 
     Returns:
-        region, partner_type, tier, partners_before, partners_after, revenue_before,
-        revenue_after, revenue_delta (dollars of expected revenue in that tier).
+        :data:`REVENUE_BY_SEGMENT_COLUMNS`: region, partner_type, tier, partners_before,
+        partners_after, revenue_before, revenue_after, revenue_delta (dollars of expected
+        revenue in that tier).
     """
     seg = {c: scores[c].astype(str).to_numpy() if c in scores else "" for c in SEGMENT_COLUMNS}
     rev = scores["pred_revenue"].to_numpy(float)
@@ -317,31 +328,15 @@ def revenue_by_segment(scores: pd.DataFrame, moves: pd.DataFrame, tiers: list[st
             .add_suffix(f"_{when}")
         )
     table = pd.concat(parts, axis=1).fillna(0).reset_index()
-    table = table.rename(
-        columns={
-            "n_before": "partners_before",
-            "n_after": "partners_after",
-            "revenue_before": "revenue_before",
-            "revenue_after": "revenue_after",
-        }
-    )
+    table = table.rename(columns={"n_before": "partners_before", "n_after": "partners_after"})
     table["revenue_delta"] = table["revenue_after"] - table["revenue_before"]
     rank = {t: i for i, t in enumerate(tiers)}
     table["_t"] = table["tier"].map(rank).fillna(len(rank))
     table = table.sort_values([*SEGMENT_COLUMNS, "_t"], kind="stable").drop(columns="_t")
-    cols = [
-        *SEGMENT_COLUMNS,
-        "tier",
-        "partners_before",
-        "partners_after",
-        "revenue_before",
-        "revenue_after",
-        "revenue_delta",
-    ]
     table[["partners_before", "partners_after"]] = table[
         ["partners_before", "partners_after"]
     ].astype(int)
-    return table[cols].reset_index(drop=True)
+    return table[list(REVENUE_BY_SEGMENT_COLUMNS)].reset_index(drop=True)
 
 
 def training_ranges(model: PartnerModel) -> dict[str, tuple[float, float]]:

@@ -39,16 +39,7 @@ DRIVER_COLUMNS = (
     "engagement_effect_after",
     "engagement_effect_delta",
 )
-SEGMENT_COLUMNS_OUT = (
-    "region",
-    "partner_type",
-    "tier",
-    "partners_before",
-    "partners_after",
-    "revenue_before",
-    "revenue_after",
-    "revenue_delta",
-)
+SEGMENT_COLUMNS_OUT = wi.REVENUE_BY_SEGMENT_COLUMNS
 
 
 @dataclass

@@ -940,25 +940,19 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
 
 def _scores_checks(path: Path, scores: pd.DataFrame, flags: pd.DataFrame) -> list[Check]:
     if "anomaly" not in scores.columns:
-        return [
-            Check(
-                "quality.score_flags",
-                "quality",
-                "scores",
-                "all",
-                "unflagged_partners",
-                None,
-                1.0,
-                None,
-                None,
-                "warn",
-                f"{path.name} has no anomaly column (scored before monitoring existed)",
-            )
-        ]
-    ids = scores["partner_id"].astype(str)
-    flagged = set(flags.loc[flags["anomaly"], "partner_id"].astype(str))
-    marked = set(ids[scores["anomaly"].astype(str).str.lower().isin(("true", "1"))])
-    missing = sorted((flagged & set(ids)) - marked)
+        value, status = None, "warn"
+        detail = f"{path.name} has no anomaly column (scored before monitoring existed)"
+    else:
+        ids = scores["partner_id"].astype(str)
+        flagged = set(flags.loc[flags["anomaly"], "partner_id"].astype(str))
+        marked = set(ids[scores["anomaly"].astype(str).str.lower().isin(("true", "1"))])
+        missing = sorted((flagged & set(ids)) - marked)
+        value, status = float(len(missing)), "warn" if missing else "ok"
+        detail = (
+            f"{len(marked):,} score rows flagged anomalous in {path.name}; "
+            f"{len(missing):,} anomalous partners without the flag"
+            + (f" (e.g. {', '.join(missing[:3])})" if missing else "")
+        )
     return [
         Check(
             "quality.score_flags",
@@ -966,14 +960,12 @@ def _scores_checks(path: Path, scores: pd.DataFrame, flags: pd.DataFrame) -> lis
             "scores",
             "all",
             "unflagged_partners",
-            float(len(missing)),
+            value,
             1.0,
             None,
             None,
-            "warn" if missing else "ok",
-            f"{len(marked):,} score rows flagged anomalous in {path.name}; "
-            f"{len(missing):,} anomalous partners without the flag"
-            + (f" (e.g. {', '.join(missing[:3])})" if missing else ""),
+            status,
+            detail,
         )
     ]
 

@@ -199,25 +199,17 @@ class DecisionLedger:
         self.url = url
         self._engine: sa.Engine | None = None
         self.metadata = sa.MetaData()
-        self.decisions = sa.Table(
-            "score_decisions",
+        self.decisions = self._keyed_table("score_decisions", DECISION_COLUMNS, DECISION_KEY)
+        self.awards = self._keyed_table("incentive_awards", AWARD_COLUMNS, AWARD_KEY)
+
+    def _keyed_table(self, name: str, columns: dict, key: tuple[str, ...]) -> sa.Table:
+        """A ledger table: integer id, ``columns`` (NULL only outside ``key``), ``key`` unique."""
+        return sa.Table(
+            name,
             self.metadata,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            *(
-                sa.Column(name, kind, nullable=name not in DECISION_KEY)
-                for name, kind in DECISION_COLUMNS.items()
-            ),
-            sa.UniqueConstraint(*DECISION_KEY, name="uq_score_decisions_key"),
-        )
-        self.awards = sa.Table(
-            "incentive_awards",
-            self.metadata,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            *(
-                sa.Column(name, kind, nullable=name not in AWARD_KEY)
-                for name, kind in AWARD_COLUMNS.items()
-            ),
-            sa.UniqueConstraint(*AWARD_KEY, name="uq_incentive_awards_key"),
+            *(sa.Column(col, kind, nullable=col not in key) for col, kind in columns.items()),
+            sa.UniqueConstraint(*key, name=f"uq_{name}_key"),
         )
 
     @contextmanager

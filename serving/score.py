@@ -1494,7 +1494,6 @@ def run_score_features(
     finite = finite_predictions(scored)
     rejects = [_rejects(scored.loc[~finite, "partner_id"], as_of[~finite], NON_FINITE)]
     scored, as_of = scored[finite].reset_index(drop=True), as_of[finite]
-    respelled = respelled_counts(scored) | unseen_counts(scored)  # every round's rows
     # a partner with several rows (build's training set: one per onboarding age) is scored in
     # rounds, each partner's k-th row by as_of in round k: each round is one run (its peers,
     # smoothing and tier hysteresis against the history and the earlier rounds), recorded
@@ -1523,29 +1522,23 @@ def run_score_features(
         decided=pd.concat(decided, ignore_index=True) if decided else None,
         shadow=shadow_of is not None,
     )
-    return ScoreResult(
+    return ScoreResult.of_rows(
+        scored,  # the scores file's rows: every round's
         out=out,
         rejects=rejects_path(out),
         as_of=None,
         model_uri=uri,
         model_version=version,
         eligible=len(frame),
-        scored=len(scored),
         rejected=len(reject_frame),
         not_yet=0,
         partners_input=int(frame["partner_id"].astype(str).nunique()),
         rows_input=len(frame),
-        guardrail_flags=int(scored["guardrail_flag"].sum()),
-        provisional=int(scored["provisional"].sum()),
-        graduated=int(scored["out_of_scope"].sum()),
         seconds=time.perf_counter() - started,
-        tiers=scored["score_tier"].value_counts().to_dict(),
         rounds=n_rounds,
-        partners=int(scored["partner_id"].astype(str).nunique()),
         shadow_of=shadow_of,
         recorded=record_history,
         shadow_rows=shadowed + in_round,
-        **respelled,
     )
 
 

@@ -189,8 +189,11 @@ def example_frame(model: PartnerModel, frame: pd.DataFrame, rows: int = 5) -> pd
     return out
 
 
-def _inferable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns as object (signature inference predates pandas 3 ``str``)."""
+def text_as_object(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with text columns (pandas 3 ``str``) as object, missing as None.
+
+    MLflow's schema inference (model signatures, dataset inputs) predates pandas 3 ``str``.
+    """
     out = frame.copy()
     for col in out.columns:
         if pd.api.types.is_string_dtype(out[col].dtype) and out[col].dtype != object:
@@ -208,7 +211,7 @@ def signature_for(model: PartnerModel, example: pd.DataFrame):
     output = scored.predict(None, example)
     with warnings.catch_warnings():  # the hint on integer columns concerns inputs, not outputs
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        outputs = _infer_schema(_inferable(output))
+        outputs = _infer_schema(text_as_object(output))
     return ModelSignature(inputs=input_schema(model), outputs=outputs)
 
 

@@ -296,23 +296,16 @@ def log_datasets(
     """
     import mlflow.data
 
+    from partnerscore.models.pyfunc import text_as_object
+
     for name, frame, context in (
         ("training_cohorts", train, "training"),
         ("holdout_cohorts", holdout, "holdout"),
     ):
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways", ints
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(_plain_text(frame), source=str(source), name=name)
+            dataset = mlflow.data.from_pandas(text_as_object(frame), source=str(source), name=name)
             mlflow.log_input(dataset, context=context, tags={"sha256": sha256} if sha256 else None)
-
-
-def _plain_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns (pandas ``str``) as object (MLflow's schema inference predates pandas 3)."""
-    out = frame.copy()
-    for col in out.columns:
-        if pd.api.types.is_string_dtype(out[col].dtype) and out[col].dtype != object:
-            out[col] = out[col].astype(object).where(out[col].notna(), None)
-    return out
 
 
 def log_trials(studies: dict, parent_run_id: str, experiment_id: str) -> int:

@@ -589,6 +589,21 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     return _atomic(Path(path), write)
 
 
+def existing_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a Path, or a one-line error when nothing or a folder is there.
+
+    Args:
+        path: The file.
+        what: What the file is, for messages ("config file"; default "file").
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PartnerscoreError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise PartnerscoreError(f"{path}: is a folder, expected a {what}")
+    return path
+
+
 def read_text_file(path: str | Path, what: str) -> str:
     """A UTF-8 text file's contents, or a one-line error naming it (missing, folder, encoding).
 
@@ -596,11 +611,7 @@ def read_text_file(path: str | Path, what: str) -> str:
         path: The file.
         what: What the file is, for messages ("config file", "playbook file").
     """
-    path = Path(path)
-    if not path.exists():
-        raise PartnerscoreError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise PartnerscoreError(f"{path}: is a folder, expected a {what}")
+    path = existing_file(path, what)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -891,11 +902,7 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
     """
     import pandas as pd
 
-    path = Path(path)
-    if not path.exists():
-        raise PartnerscoreError(f"{path}: file not found")
-    if path.is_dir():
-        raise PartnerscoreError(f"{path}: is a folder, expected a file")
+    path = existing_file(path)
     try:
         if path.stat().st_size == 0:
             raise PartnerscoreError(f"{path}: empty file")

@@ -98,6 +98,15 @@ def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
     return out.round(1).to_numpy()
 
 
+def _scores_out(out: str | Path) -> Path:
+    """``--out`` of a score run as a Path: a .csv or .parquet file path, not a folder."""
+    out = Path(out)
+    frame_format(out)
+    if out.is_dir():
+        raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
+    return out
+
+
 def rejects_path(out: Path) -> Path:
     """Where the rejects of a scores file go: ``<stem>.rejects.csv`` beside it."""
     return out.with_name(f"{out.stem}.rejects.csv")
@@ -384,10 +393,7 @@ def run_score(
             every case nothing is published (scores, rejects and history stay as they were).
     """
     started = time.perf_counter()
-    out = Path(out)
-    frame_format(out)
-    if out.is_dir():
-        raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
+    out = _scores_out(out)
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     if at_age is not None:
@@ -1473,10 +1479,7 @@ def run_score_features(
     from partnerscore.models.frame_check import check_feature_frame
 
     started = time.perf_counter()
-    out = Path(out)
-    frame_format(out)
-    if out.is_dir():
-        raise PartnerscoreError(f"--out {out}: is a folder, expected a .csv or .parquet file")
+    out = _scores_out(out)
     uri = _checked_uri(model, config, allow_local_model)
     frame = read_frame(features)
     partner_model, version = _load(uri, config)

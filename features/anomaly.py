@@ -38,7 +38,6 @@ ANOMALY_COLUMNS = (
     "score",
     "reason",
 )
-PARTNER_FLAG_COLUMNS = ("partner_id", "anomaly", "anomaly_reason")
 MAD_TO_SD = 1.4826
 DAY = pd.Timedelta(days=1)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-STATUSES = ("ok", "warn", "alarm", "skip", "info")
 CHECK_COLUMNS = (
     "name",
     "section",

@@ -8,8 +8,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -537,26 +536,6 @@ def discard_staged(staged: list[tuple[Path, Path]]) -> None:
 def publish_staged(staged: list[tuple[Path, Path]]) -> list[Path]:
     """Rename staged temporaries over their targets."""
     return [_publish(tmp, path) for tmp, path in staged]
-
-
-@contextmanager
-def staged_frames(frames: list[tuple[pd.DataFrame, str | Path]]) -> Iterator[list[Path]]:
-    """Write frames to temporaries, run the block, then publish them all (or none).
-
-    For outputs that must stay consistent with a database write: the block records the batch
-    elsewhere (e.g. the score history); if it raises, no file is published and the previous
-    files stay as they were.
-
-    Yields:
-        The destination paths.
-    """
-    staged = stage_frames(frames)
-    try:
-        yield [path for _, path in staged]
-    except BaseException:
-        discard_staged(staged)
-        raise
-    publish_staged(staged)
 
 
 def write_frame_atomic(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> Path:

@@ -23,8 +23,6 @@ from partnerscore.features.core import FrozenConfig, stable_hash
 Layer = Literal["strategic", "execution", "results"]
 Direction = Literal["higher_is_better", "lower_is_better", "neutral"]
 LAYERS: tuple[Layer, ...] = ("strategic", "execution", "results")
-KEY_COLUMNS = ("partner_id", "as_of")
-LABEL_COLUMNS = ("label_revenue", "label_engaged")
 PHASE_PREFIX = "label_revenue_phase_"
 """Column prefix of the revenue phases (``label_revenue_phase_1`` ...: ``label_revenue`` per
 ``build.phase_days`` of the horizon)."""

@@ -35,7 +35,6 @@ from partnerscore.features.registry import LAYERS, FeatureSpec
 
 REVENUE_EPS = 0.5  # an effect that rounds to $0 is not worth a clause
 ENGAGEMENT_EPS = 0.0005  # ... nor one that rounds to 0.0 probability points
-MISSING = object()
 
 
 class HeadEffects(NamedTuple):
@@ -78,7 +77,22 @@ def _share(
     gap: np.ndarray,
     span: np.ndarray,
 ) -> np.ndarray:
-    """:func:`share_gap` with ``|contrib|`` and the row sums precomputed (consumes magnitude)."""
+    """Share each row's ``gap`` among features: by ``contrib`` at slope ``span / sum|contrib|``.
+
+    Whatever ``slope * sum(contrib)`` leaves of the gap is shared in proportion to ``|contrib|``.
+
+    Args:
+        contrib: (n, k) contributions on the input scale (margins, or output-scale effects).
+        magnitude: ``|contrib|`` (consumed: the result is written into it).
+        total: (n,) row sums of ``contrib``.
+        total_abs: (n,) row sums of ``magnitude``.
+        gap: (n,) total to share on the output scale (prediction minus base output).
+        span: (n,) ``link(base + sum of positive contrib) - link(base + sum of negative
+            contrib)``.
+
+    Returns:
+        (n, k) shares; each row sums to ``gap`` (to floating-point rounding).
+    """
     n, k = contrib.shape
     if k == 0:
         return np.zeros((n, 0))
@@ -92,31 +106,6 @@ def _share(
         # no contribution at all: the prediction is the base (gap 0 up to rounding); spread it
         out[~live] = (gap[~live] / k)[:, None]
     return out
-
-
-def share_gap(contrib: np.ndarray, gap: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Share each row's ``gap`` among features: by ``contrib`` at slope ``span / sum|contrib|``.
-
-    Whatever ``slope * sum(contrib)`` leaves of the gap is shared in proportion to ``|contrib|``.
-
-    Args:
-        contrib: (n, k) contributions on the input scale (margins, or output-scale effects).
-        gap: (n,) total to share on the output scale (prediction minus base output).
-        span: (n,) ``link(base + sum of positive contrib) - link(base + sum of negative contrib)``.
-
-    Returns:
-        (n, k) shares; each row sums to ``gap`` (to floating-point rounding).
-    """
-    contrib = np.asarray(contrib, dtype=float)
-    magnitude = np.abs(contrib)
-    return _share(
-        contrib,
-        magnitude,
-        row_sums(contrib),
-        row_sums(magnitude),
-        np.asarray(gap, dtype=float),
-        np.asarray(span, dtype=float),
-    )
 
 
 def explain_head(

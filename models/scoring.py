@@ -26,7 +26,6 @@ from partnerscore.models.config import PolicyConfig
 from partnerscore.models.frame_check import unseen_categories
 
 PASSTHROUGH = ("partner_name", "signed_at", "tier", "region", "industry", "partner_type")
-HEADS = ("revenue", "engagement")
 MIN_ROWS_PER_THREAD = 5000
 MIN_DRIVER_POINTS = 0.05  # a feature moving the score by less than this is nobody's driver
 

@@ -35,11 +35,9 @@ import pandas as pd
 
 from partnerscore.features.anomaly import (
     ANOMALY_COLUMNS,
-    anomaly_columns,
     empty_anomalies,
     partner_flags,
     partner_outliers,
-    raw_anomalies,
     raw_measure_drift,
     row_anomalies,
     staleness_checks,
@@ -220,20 +218,6 @@ def batch_anomalies(
         ignore_index=True,
     )
     return row_anomalies(raw_rows, features, reference, config), checks
-
-
-def flag_anomalies(
-    scored: pd.DataFrame, raw, as_of: pd.Timestamp, model_uri: str, config: AppConfig
-) -> pd.DataFrame:
-    """Score rows with ``anomaly`` and ``anomaly_reason`` columns (the scoring job's one call).
-
-    A partner is anomalous when one of its rows before as_of is an outlier (of its table or of
-    its own history) or one of its features lies outside the training range (partners within
-    the trained onboarding ages; needs the model's reference profile, skipped without one).
-    """
-    reference = load_reference_profile(model_uri, required=False)
-    raw_rows = raw_anomalies(raw.tables, as_of, config.monitor)
-    return pd.concat([scored, anomaly_columns(scored, raw_rows, reference, config.monitor)], axis=1)
 
 
 def window_batch(

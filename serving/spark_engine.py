@@ -58,15 +58,6 @@ from partnerscore.features.groups import group_tables, split_rows
 from partnerscore.models.milestones import milestone_columns
 from partnerscore.serving.config import AppConfig
 
-EXTRA_COLUMNS = (
-    "peer_percentile",
-    "score_previous",
-    "score_smoothed",
-    "guardrail_flag",
-    "config_hash",
-    "model_uri",
-)
-"""Columns the job adds after :func:`score_features`, in the pandas job's order."""
 REJECT = "_reject"
 """Each score row's reject reason ("" when it is kept), dropped from the published files."""
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
@@ -122,7 +113,7 @@ class BucketContext:
 def pack(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The long frame Spark groups: ``_table``, partner_id and ``<table>__<column>`` columns.
 
-    The pandas twin of the Spark union (used for the schema probe and by the tests).
+    The pandas twin of the Spark union (the tests compare it with :func:`unpack`).
     """
     parts = []
     for name, frame in tables.items():

@@ -390,7 +390,7 @@ def _validate_frames(frames, config):
     return load_frames(frames, config=config, fold_case=False)
 
 
-def _schema(inputs: dict[str, TableInput], dtypes, spark_types: dict[str, object]):
+def _schema(inputs: dict[str, TableInput], dtypes):
     """The validation UDF's output: clean typed columns, quarantine text columns, counts."""
     from pyspark.sql import types as T
 
@@ -683,7 +683,7 @@ def validate_in_spark(
     for part in parts[1:]:
         packed = packed.unionByName(part, allowMissingColumns=True)
     packed = packed.withColumn(BUCKET, F.expr(f"pmod(hash(partner_id), {n_buckets})"))
-    schema = _schema(inputs, dtypes, {})
+    schema = _schema(inputs, dtypes)
 
     def bucket(pdf: pd.DataFrame) -> pd.DataFrame:
         from partnerscore.serving.spark_engine import PANDAS_WARNING

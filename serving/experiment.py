@@ -64,6 +64,8 @@ from partnerscore.training.experiments import (
 )
 
 RESULTS_SCHEMA_VERSION = 1
+PLAN_NEEDS_SPREAD = "plan: give --revenue-sd and/or --base-rate, or --raw DIR to estimate them"
+"""run_plan's error (and the CLI's usage error) when it has neither spread nor data."""
 REGISTRY_COLUMNS = (
     "experiment",
     "partner_id",
@@ -1360,9 +1362,7 @@ def run_plan(
         r_squared = r2 if r_squared is None else r_squared
         source = f"estimated from {used:,} partners at day {age} over {horizon} days"
     if revenue_sd is None and base_rate is None:
-        raise PartnerscoreError(
-            "plan: give --revenue-sd and/or --base-rate, or --raw DIR to estimate them"
-        )
+        raise PartnerscoreError(PLAN_NEEDS_SPREAD)
     r_squared = float(r_squared or 0.0)
     if not 0 <= r_squared < 1:
         raise bad("--r-squared", f"--r-squared: expected a value in [0, 1), got {r_squared}")

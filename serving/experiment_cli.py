@@ -169,8 +169,9 @@ def plan(
 ) -> None:
     """Minimum detectable effects for a sample size, or the size needed for an effect."""
     if raw is None and revenue_sd is None and base_rate is None:
-        message = "plan: give --revenue-sd and/or --base-rate, or --raw DIR to estimate them"
-        raise UsageError(message, ctx)
+        from partnerscore.serving.experiment import PLAN_NEEDS_SPREAD
+
+        raise UsageError(PLAN_NEEDS_SPREAD, ctx)
     from partnerscore.serving.experiment import run_plan
 
     result = run_plan(

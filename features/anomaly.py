@@ -717,34 +717,25 @@ def volume_checks(
     for table, now in current.items():
         before = previous.get(table)
         if before is None:
-            checks.append(
-                Check(
-                    f"quality.volume.{table}",
-                    "quality",
-                    table,
-                    "all",
-                    "volume_ratio",
-                    None,
-                    config.volume_warn_ratio,
-                    config.volume_alarm_ratio,
-                    None,
-                    "skip",
-                    f"{table}: no previous batch to compare with",
-                )
+            change, status = None, "skip"
+            detail = f"{table}: no previous batch to compare with"
+        else:
+            rate_now = (now + 0.5) / current_days
+            rate_before = (before + 0.5) / previous_days
+            ratio = rate_now / rate_before
+            change = max(ratio, 1 / ratio)
+            status = "ok"
+            if table == "partners":
+                status = "info"  # signings come in bursts; reported, not judged
+            elif change >= config.volume_alarm_ratio:
+                status = "alarm"
+            elif change >= config.volume_warn_ratio:
+                status = "warn"
+            direction = "spike" if ratio > 1 else "drop"
+            detail = (
+                f"{table}: {now:,} rows ({rate_now:.1f}/day) vs {before:,} ({rate_before:.1f}"
+                f"/day) in {source}: {direction} x{ratio:.2f}"
             )
-            continue
-        rate_now = (now + 0.5) / current_days
-        rate_before = (before + 0.5) / previous_days
-        ratio = rate_now / rate_before
-        change = max(ratio, 1 / ratio)
-        status = "ok"
-        if table == "partners":
-            status = "info"  # signings come in bursts; reported, not judged
-        elif change >= config.volume_alarm_ratio:
-            status = "alarm"
-        elif change >= config.volume_warn_ratio:
-            status = "warn"
-        direction = "spike" if ratio > 1 else "drop"
         checks.append(
             Check(
                 f"quality.volume.{table}",
@@ -757,8 +748,7 @@ def volume_checks(
                 config.volume_alarm_ratio,
                 None,
                 status,
-                f"{table}: {now:,} rows ({rate_now:.1f}/day) vs {before:,} ({rate_before:.1f}"
-                f"/day) in {source}: {direction} x{ratio:.2f}",
+                detail,
             )
         )
     return checks

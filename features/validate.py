@@ -260,21 +260,43 @@ class RawData:
 def _find_files(raw_dir: Path) -> tuple[dict[str, Path], list[str]]:
     if not raw_dir.is_dir():
         raise PartnerscoreError(f"{raw_dir}: raw data folder not found")
-    found: dict[str, Path] = {}
+    listing = [
+        (path.name, path)
+        for path in sorted(raw_dir.iterdir())
+        if not path.is_dir() and not path.name.startswith(".")
+    ]
+    return match_tables(raw_dir, listing)
+
+
+def match_tables(
+    raw_dir: str | Path, listing: list[tuple[str, Path | str]]
+) -> tuple[dict[str, Path | str], list[str]]:
+    """Which files of a raw folder hold which table, and the names of the others.
+
+    The rule of every engine (local folders here, Hadoop file systems in
+    :func:`~partnerscore.serving.spark_validate.find_tables`): ``<table>.csv`` or
+    ``<table>.parquet``, suffix in any case, one file per table.
+
+    Args:
+        raw_dir: The folder, for messages.
+        listing: (name, file) of each of its files, by name; folders and hidden files left out.
+
+    Raises:
+        PartnerscoreError: A table given twice, or a required table missing.
+    """
+    found: dict[str, Path | str] = {}
+    names: dict[str, str] = {}
     ignored = []
-    for path in sorted(raw_dir.iterdir()):
-        if path.is_dir() or path.name.startswith("."):
-            continue
-        stem, suffix = path.stem, path.suffix.lower()
-        if stem in TABLES and suffix in (".csv", ".parquet"):
+    for name, file in listing:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and stem in TABLES and suffix.lower() in ("csv", "parquet"):
             if stem in found:
                 raise PartnerscoreError(
-                    f"{raw_dir}: table '{stem}' given twice ({found[stem].name} and {path.name}); "
-                    "keep one"
+                    f"{raw_dir}: table '{stem}' given twice ({names[stem]} and {name}); keep one"
                 )
-            found[stem] = path
+            found[stem], names[stem] = file, name
         else:
-            ignored.append(path.name)
+            ignored.append(name)
     for name in REQUIRED_TABLES:
         if name not in found:
             raise PartnerscoreError(

@@ -134,8 +134,7 @@ def location(path) -> str:
 
 def find_tables(spark, raw_dir: str) -> tuple[dict[str, str], list[str]]:
     """Table -> file of a raw folder (local or any Hadoop file system), with the pandas errors."""
-    from partnerscore.features.contract import REQUIRED_TABLES, TABLES
-    from partnerscore.features.validate import _find_files
+    from partnerscore.features.validate import _find_files, match_tables
 
     if not _is_uri(raw_dir) or raw_dir.startswith("file:"):
         local = Path(raw_dir.removeprefix("file://").removeprefix("file:"))
@@ -146,28 +145,12 @@ def find_tables(spark, raw_dir: str) -> tuple[dict[str, str], list[str]]:
     fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(hpath) or not fs.getFileStatus(hpath).isDirectory():
         raise PartnerscoreError(f"{raw_dir}: raw data folder not found")
-    found: dict[str, str] = {}
-    ignored = []
-    for status in sorted(fs.listStatus(hpath), key=lambda s: s.getPath().getName()):
-        name = status.getPath().getName()
-        if name.startswith(".") or status.isDirectory():
-            continue
-        stem, dot, suffix = name.rpartition(".")
-        if dot and stem in TABLES and suffix.lower() in ("csv", "parquet"):
-            if stem in found:
-                raise PartnerscoreError(
-                    f"{raw_dir}: table '{stem}' given twice ({Path(found[stem]).name} and "
-                    f"{name}); keep one"
-                )
-            found[stem] = status.getPath().toString()
-        else:
-            ignored.append(name)
-    for name in REQUIRED_TABLES:
-        if name not in found:
-            raise PartnerscoreError(
-                f"{raw_dir}: missing required table '{name}' ({name}.csv or {name}.parquet)"
-            )
-    return found, ignored
+    listing = [
+        (status.getPath().getName(), status.getPath().toString())
+        for status in sorted(fs.listStatus(hpath), key=lambda s: s.getPath().getName())
+        if not status.getPath().getName().startswith(".") and not status.isDirectory()
+    ]
+    return match_tables(raw_dir, listing)
 
 
 def _header(spark, path: str, is_csv: bool) -> list[str]:

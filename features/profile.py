@@ -128,13 +128,6 @@ def column_counts(values: pd.Series, spec: dict) -> dict:
     }
 
 
-def group_counts(frame: pd.DataFrame, columns: dict[str, dict]) -> dict[str, dict]:
-    """``column_counts`` of every profiled column present in ``frame``."""
-    return {
-        name: column_counts(frame[name], spec) for name, spec in columns.items() if name in frame
-    }
-
-
 def _codes(values: pd.Series, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
     """Cell of every value: bin or category index, -1 missing, -2 outside the categories."""
     if spec["kind"] == "numeric":
@@ -153,8 +146,9 @@ def profile_groups(
 ) -> dict[str, dict[str, dict]]:
     """Counts overall (``all``) and for every segment value present in ``frame``.
 
-    Same counts as :func:`group_counts` on each group's rows (a test holds them equal), with
-    every column coded to its cells once instead of once per group.
+    Same counts as :func:`column_counts` of every column on each group's rows
+    (``tests/features/test_drift.py`` holds them equal), with every column coded to its cells
+    once instead of once per group.
     """
     segments = segment_frame(frame, ages)
     coded = {name: _codes(frame[name], spec) for name, spec in columns.items() if name in frame}

@@ -38,7 +38,6 @@ from partnerscore.features.contract import (
     TABLES,
     Column,
     TableSpec,
-    schema,
 )
 from partnerscore.features.core import (
     PartnerscoreError,
@@ -1676,12 +1675,6 @@ def write_quarantine(quarantine: dict[str, pd.DataFrame], qdir: Path) -> None:
             write_frame_atomic(quarantine[name], target)
         else:
             target.unlink(missing_ok=True)
-
-
-def check_schemas(raw: RawData) -> None:
-    """Assert the clean frames satisfy the published pandera schemas (used by tests)."""
-    for name, frame in raw.tables.items():
-        schema(name).validate(frame, lazy=True)
 
 
 def run_validate(raw_dir: str | Path, config: ValidateConfig | None = None) -> ValidationReport:

@@ -439,10 +439,3 @@ def driver_sentences(
         + " — "
         + effect_clauses(revenue, engagement, positive)
     )
-
-
-def driver_sentence(
-    spec: FeatureSpec, value, revenue: float, engagement: float, positive: bool, known: bool = True
-) -> str:
-    """:func:`driver_sentences` for one value."""
-    return driver_sentences(spec, [value], [revenue], [engagement], positive, known)[0]

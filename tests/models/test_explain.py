@@ -155,12 +155,12 @@ def test_driver_sentences_read_well():
     ]
     quiet = get_spec("activities_days_since_last")
     assert (
-        explain.driver_sentence(quiet, 45.0, -310.0, -0.12, positive=False)
+        explain.driver_sentences(quiet, [45.0], [-310.0], [-0.12], positive=False)[0]
         == "Days since last touchpoint: 45 days — lowers expected revenue by $310 and "
         "engagement likelihood by 12.0 pts"
     )
     assert (
-        explain.driver_sentence(quiet, 3.0, 50.0, -0.08, positive=False)
+        explain.driver_sentences(quiet, [3.0], [50.0], [-0.08], positive=False)[0]
         == "Days since last touchpoint: 3 days — lowers engagement likelihood by 8.0 pts but "
         "raises expected revenue by $50"
     )

@@ -21,6 +21,44 @@ from partnerscore.models.calibration import lean_copy
 from partnerscore.models.explain import row_sums
 
 
+def segment_row_offsets(
+    X: pd.DataFrame,
+    names: list[str],
+    tables: dict[str, dict[str, float]] | None,
+    numeric: tuple[str, ...],
+    to_margin,
+    neutral: float,
+) -> list[tuple[int, np.ndarray]]:
+    """(feature column, margin offset per row) for every column with a table of values.
+
+    ``tables`` maps a feature to ``{value: v}``; a row's offset is ``to_margin(v)`` of its
+    value's entry (``neutral`` for a value without one, or a missing value). Columns in
+    ``numeric`` have numbers as keys that start bands: a row gets the entry of the largest
+    key <= its value (the smallest key's below it).
+    """
+    if not tables:
+        return []
+    out = []
+    for column, table in tables.items():
+        values = X[column]
+        if column in numeric and table:
+            keys = np.array(sorted(float(k) for k in table))
+            margins = to_margin([table[k] for k in sorted(table, key=float)])
+            x = values.to_numpy(dtype=float)
+            band = np.clip(np.searchsorted(keys, x, side="right") - 1, 0, len(keys) - 1)
+            offset = np.where(np.isnan(x), 0.0, margins[band])
+        elif isinstance(values.dtype, pd.CategoricalDtype):
+            cats = values.cat.categories
+            lut = to_margin([table.get(str(c), neutral) for c in cats] + [neutral])
+            codes = values.cat.codes.to_numpy()
+            offset = lut[np.where(codes < 0, len(cats), codes)]
+        else:
+            text = values.astype(object).where(values.notna(), None).astype(str)
+            offset = to_margin(text.map(table).astype(float).fillna(neutral).to_numpy())
+        out.append((names.index(column), offset))
+    return out
+
+
 class HeadScoring:
     """SHAP contributions in raw-margin space, from compiled tables (booster fallback)."""
 
@@ -62,29 +100,14 @@ class RevenueScoring(HeadScoring):
 
     def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
         """(feature column, log factor per row) for every segment column with factors."""
-        factors = getattr(self, "segment_factors_", None)
-        if not factors:
-            return []
-        names = list(self.feature_names_in_)
-        out = []
-        for column, table in factors.items():
-            values = X[column]
-            if column in getattr(self, "segment_numeric_", ()) and table:
-                keys = np.array(sorted(float(k) for k in table))
-                logs = np.log([table[k] for k in sorted(table, key=float)])
-                x = values.to_numpy(dtype=float)
-                band = np.clip(np.searchsorted(keys, x, side="right") - 1, 0, len(keys) - 1)
-                offset = np.where(np.isnan(x), 0.0, logs[band])
-            elif isinstance(values.dtype, pd.CategoricalDtype):
-                cats = values.cat.categories
-                lut = np.log([table.get(str(c), 1.0) for c in cats] + [1.0])
-                codes = values.cat.codes.to_numpy()
-                offset = lut[np.where(codes < 0, len(cats), codes)]
-            else:
-                text = values.astype(object).where(values.notna(), None).astype(str)
-                offset = np.log(text.map(table).astype(float).fillna(1.0).to_numpy())
-            out.append((names.index(column), offset))
-        return out
+        return segment_row_offsets(
+            X,
+            list(self.feature_names_in_),
+            getattr(self, "segment_factors_", None),
+            getattr(self, "segment_numeric_", ()),
+            np.log,
+            1.0,
+        )
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Expected revenue per row (exp of the raw margin, recalibration included)."""
@@ -92,7 +115,23 @@ class RevenueScoring(HeadScoring):
 
 
 class EngagementScoring(HeadScoring):
-    """The engagement head's calibration map (raw margin -> probability)."""
+    """The engagement head's segment offsets and calibration map (raw margin -> probability).
+
+    Segment offsets (``segment_offsets_``, logits per value of a column, e.g. per onboarding
+    age band and tier) are added to the margin before the map and to that feature's SHAP
+    contribution, as the revenue head's segment factors are.
+    """
+
+    def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
+        """(feature column, logit offset per row) for every column with segment offsets."""
+        return segment_row_offsets(
+            X,
+            list(self.feature_names_in_),
+            getattr(self, "segment_offsets_", None),
+            getattr(self, "segment_numeric_", ()),
+            lambda v: np.asarray(v, dtype=float),
+            0.0,
+        )
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Map raw margins to calibrated probabilities."""
@@ -148,7 +187,8 @@ class LeanRevenueHead(_LeanHead, RevenueScoring):
 class LeanEngagementHead(_LeanHead, EngagementScoring):
     """The engagement head without its booster (see the module docstring)."""
 
-    STATE = (*_LeanHead.STATE, "calibration_method_")  # calibrator_: a lean copy (lean_head)
+    # calibrator_: a lean copy (lean_head)
+    STATE = (*_LeanHead.STATE, "calibration_method_", "segment_offsets_", "segment_numeric_")
 
 
 def lean_head(head) -> LeanRevenueHead | LeanEngagementHead | None:

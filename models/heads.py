@@ -22,6 +22,8 @@ from partnerscore.models.treeshap import TreeShapTables
 MAX_DEPTH = 8
 MAX_LEAVES = 63
 MAX_TREES = 2000
+MAX_SEGMENT_VALUES = 12  # distinct values of a numeric segment column (onboarding ages)
+SEGMENT_PRIOR = 10.0  # L2 penalty of a segment offset, in Hessian units (~40 rows at p = 0.5)
 
 
 class _LightGBMHead(BaseEstimator, HeadScoring):
@@ -299,6 +301,16 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
     cohorts are the most informative ones, and a refit with the same parameters produces
     margins on the same scale. Either way the training job judges the result on a holdout of
     newer cohorts still.
+
+    ``segment_columns`` (features, e.g. ``age_days`` and ``tier``) get one logit offset per
+    value (numeric ones: per band starting at each distinct training value, at most
+    ``MAX_SEGMENT_VALUES``), fitted after each booster fit on the booster's own rows so that
+    every value's mean probability before the map matches its label rate (penalised Newton
+    steps, ``SEGMENT_PRIOR``). The booster stops short of those means: with the default 120
+    trees its in-sample probabilities were about 1 point low at day 30 and 1.4 points low
+    for platinum, a conditional tilt that one pooled map cannot remove (README, "Models").
+    The offsets are part of the margin (the map is fitted on margins that include them) and
+    of that feature's SHAP contribution.
     """
 
     def __init__(
@@ -306,6 +318,7 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
         calibration: str = "sigmoid",
         calibration_candidates: tuple[str, ...] = ("sigmoid", "beta", "smooth_isotonic"),
         refit: bool = False,
+        segment_columns: tuple[str, ...] = (),
         n_estimators: int = 120,
         learning_rate: float = 0.08,
         num_leaves: int = 8,
@@ -338,6 +351,7 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
         self.calibration = calibration
         self.calibration_candidates = calibration_candidates
         self.refit = refit
+        self.segment_columns = segment_columns
 
     def fit(
         self,
@@ -362,6 +376,9 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
         if set(self.calibration_candidates) - set(CALIBRATORS) or not self.calibration_candidates:
             raise ValueError(f"calibration_candidates must be among {sorted(CALIBRATORS)}")
         y = self._labels(y)
+        missing = [c for c in self.segment_columns if c not in X.columns]
+        if missing:
+            raise ValueError(f"segment column '{missing[0]}' is not a feature of the head")
         has_slice = X_calib is not None and y_calib is not None and len(X_calib) > 0
         if has_slice:
             y_calib = self._labels(y_calib)
@@ -401,3 +418,64 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
         self.model_.fit(X, y, **fit_kwargs)
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
+        self._fit_segment_offsets(X, y)
+
+    def _fit_segment_offsets(self, X: pd.DataFrame, y: np.ndarray) -> None:
+        """One logit offset per value of each ``segment_columns`` feature, on the fit's rows.
+
+        Minimises the log loss of ``sigmoid(margin + offsets)`` plus ``SEGMENT_PRIOR / 2``
+        times each squared offset, by Newton steps on one column at a time (backfitting), so
+        each value's mean probability matches its label rate up to the penalty. Missing
+        values and unseen categories get no offset.
+
+        Raises:
+            ValueError: A numeric column with more than ``MAX_SEGMENT_VALUES`` distinct values.
+        """
+        self.segment_offsets_, self.segment_numeric_ = {}, ()
+        if not self.segment_columns:
+            return
+        margin = self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs)
+        index, keys, numeric = {}, {}, []
+        for column in self.segment_columns:
+            values = X[column]
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                index[column] = values.cat.codes.to_numpy()
+                keys[column] = [str(c) for c in values.cat.categories]
+                continue
+            x = values.to_numpy(dtype=float)
+            distinct = np.unique(x[~np.isnan(x)])
+            if len(distinct) > MAX_SEGMENT_VALUES:
+                raise ValueError(
+                    f"numeric segment column '{column}' has {len(distinct)} distinct values; "
+                    f"at most {MAX_SEGMENT_VALUES} (discrete values such as the onboarding ages)"
+                )
+            index[column] = np.where(np.isnan(x), -1, np.searchsorted(distinct, x))
+            keys[column] = [str(float(v)) for v in distinct]
+            numeric.append(column)
+        offsets = {c: np.zeros(len(keys[c])) for c in self.segment_columns}
+        y = np.asarray(y, dtype=float)
+
+        def row_offsets(column: str) -> np.ndarray:
+            at = index[column]
+            return np.where(at < 0, 0.0, offsets[column][np.maximum(at, 0)])
+
+        total = np.zeros(len(y))
+        for _ in range(50):
+            largest = 0.0
+            for column in self.segment_columns:
+                at, known = index[column], index[column] >= 0
+                p = 1.0 / (1.0 + np.exp(-(margin + total)))
+                size = len(keys[column])
+                grad = np.bincount(at[known], (y - p)[known], minlength=size)
+                hess = np.bincount(at[known], (p * (1 - p))[known], minlength=size)
+                step = (grad - SEGMENT_PRIOR * offsets[column]) / (hess + SEGMENT_PRIOR)
+                total -= row_offsets(column)
+                offsets[column] += step
+                total += row_offsets(column)
+                largest = max(largest, float(np.abs(step).max(initial=0.0)))
+            if largest < 1e-8:
+                break
+        self.segment_offsets_ = {
+            c: dict(zip(keys[c], map(float, offsets[c]), strict=True)) for c in self.segment_columns
+        }
+        self.segment_numeric_ = tuple(numeric)

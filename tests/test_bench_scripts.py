@@ -188,6 +188,18 @@ def test_measure_and_cpu_tree(bench):
     ("name", "argv", "expected"),
     [
         ("bench_simulate", ["--partners", "200", "--format", "parquet"], "validate parquet"),
+        (
+            "bench_engagement_calibration",
+            [
+                "--partners",
+                "300",
+                "--seeds",
+                "1",
+                "--variants",
+                '{"off": {"engagement_segment_columns": []}}',
+            ],
+            "off minus default, paired over programs",
+        ),
         ("bench_monitor", ["--partners", "300"], "drift checks"),
         ("bench_build", ["--partners", "300", "--repeat", "1", "--skip-load"], "agreement"),
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),

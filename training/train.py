@@ -29,7 +29,7 @@ from partnerscore.models.baselines import (
 )
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.config import PolicyConfig
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.models.heads import MAX_SEGMENT_VALUES, EngagementClassifier, RevenueRegressor
 from partnerscore.models.intervals import (
     RevenueIntervals,
     conditional_coverage,
@@ -427,7 +427,9 @@ def check_segment_columns(rows: pd.DataFrame, specs: list, config: TrainConfig) 
     Raises:
         PartnerscoreError: A ``segment_recalibration_columns`` entry that is not a feature of
             the model, or a numeric one with more than ``MAX_BANDS`` distinct values in
-            ``rows``; a ``segment_balance_columns`` entry that is not a categorical feature.
+            ``rows``; the same for ``engagement_segment_columns`` (at most
+            ``MAX_SEGMENT_VALUES``); a ``segment_balance_columns`` entry that is not a
+            categorical feature.
     """
     kinds = {s.name: s.kind for s in specs}
     columns = tuple(config.segment_recalibration_columns) if config.segment_recalibration else ()
@@ -441,6 +443,17 @@ def check_segment_columns(rows: pd.DataFrame, specs: list, config: TrainConfig) 
                 f"train.segment_recalibration_columns: numeric '{col}' has "
                 f"{rows[col].nunique()} distinct values in the training rows; at most "
                 f"{MAX_BANDS} (discrete values such as the trained onboarding ages)"
+            )
+    for col in config.engagement_segment_columns:
+        if col not in kinds or col not in rows.columns:
+            raise PartnerscoreError(
+                f"train.engagement_segment_columns: '{col}' is not a feature of the model"
+            )
+        if kinds[col] == "numeric" and rows[col].nunique() > MAX_SEGMENT_VALUES:
+            raise PartnerscoreError(
+                f"train.engagement_segment_columns: numeric '{col}' has "
+                f"{rows[col].nunique()} distinct values in the training rows; at most "
+                f"{MAX_SEGMENT_VALUES} (discrete values such as the trained onboarding ages)"
             )
     for col in config.segment_balance_columns:
         if kinds.get(col) != "categorical" or col not in rows.columns:
@@ -643,17 +656,45 @@ def phase_metrics(report: pd.DataFrame, min_partners: int) -> dict[str, float]:
 
 
 def segment_factor_metrics(fit: dict) -> dict[str, float]:
-    """``fit_revenue_{segment,balance}_factor_<column>_<value>`` per fitted value (MLflow-safe)."""
+    """Metrics per fitted value of the segment tables, with MLflow-safe names.
+
+    ``fit_revenue_{segment,balance}_factor_<column>_<value>`` and the engagement head's
+    ``fit_engagement_segment_offset_<column>_<value>``.
+    """
     tables = {
-        "segment": (fit.get("revenue_segment_factors") or {}).get("factors", {}),
-        "balance": fit.get("revenue_balance_factors") or {},
+        "revenue_segment_factor": (fit.get("revenue_segment_factors") or {}).get("factors", {}),
+        "revenue_balance_factor": fit.get("revenue_balance_factors") or {},
+        "engagement_segment_offset": fit.get("engagement_segment_offsets") or {},
     }
     return {
-        f"fit_revenue_{kind}_factor_{col}_{re.sub(r'[^A-Za-z0-9_.-]', '_', value)}": float(f)
+        f"fit_{kind}_{col}_{re.sub(r'[^A-Za-z0-9_.-]', '_', value)}": float(f)
         for kind, factors in tables.items()
         for col, table in factors.items()
         for value, f in table.items()
     }
+
+
+def fit_engagement_head(
+    train: pd.DataFrame, X: pd.DataFrame, config: TrainConfig, engagement_params: dict
+) -> EngagementClassifier:
+    """The engagement head as :func:`fit_partner_model` fits it.
+
+    Booster on the older cohorts with one logit offset per value of each
+    ``config.engagement_segment_columns`` feature (fitted on the booster's rows), calibration
+    map on the newest ``config.calibration_share`` of partners (chosen by cross-validated log
+    loss with ``auto``), then booster and offsets refitted on all rows
+    (``config.engagement_refit``). ``X`` is ``train`` prepared by the model;
+    ``engagement_params`` are complete (monotone constraints included).
+    """
+    calib = newest_partners_mask(train, config.calibration_share)
+    y_eng = train["label_engaged"].to_numpy()
+    return EngagementClassifier(
+        calibration=config.calibration,
+        calibration_candidates=tuple(config.calibration_candidates),
+        refit=config.engagement_refit,
+        segment_columns=tuple(config.engagement_segment_columns),
+        **engagement_params,
+    ).fit(X[~calib], y_eng[~calib], X[calib], y_eng[calib])
 
 
 def fit_partner_model(
@@ -677,9 +718,9 @@ def fit_partner_model(
       that feature's contribution. Then each ``config.segment_balance_columns`` value gets an
       in-sample balance factor (:func:`segment_balance`), multiplied into the same tables; the
       intervals are fitted on the recalibrated and balanced predictions.
-    - Engagement: booster on the older cohorts, calibration map on the newest
-      ``calibration_share`` of partners (chosen by cross-validated log loss with ``auto``),
-      then refitted on all rows (``engagement_refit``).
+    - Engagement: :func:`fit_engagement_head` (booster on the older cohorts with logit offsets
+      per ``engagement_segment_columns`` value, calibration map on the newest
+      ``calibration_share`` of partners, then refitted on all rows).
 
     - Phasing: with ``phases`` (``(phase_days, horizon_days)`` of the training set's
       ``label_revenue_phase_<k>`` columns, :func:`phase_layout`), the share of the horizon's
@@ -688,7 +729,8 @@ def fit_partner_model(
 
     Monotone constraints from the feature directions are added when ``config.monotone`` and
     the parameters do not set them already. ``model.metadata["fit"]`` records the factor(s),
-    the out-of-fold bias before and after them and the calibration losses.
+    the out-of-fold bias before and after them, the calibration losses and the engagement
+    head's segment offsets.
     """
     check_segment_columns(train, specs, config)
     if config.monotone:
@@ -755,14 +797,7 @@ def fit_partner_model(
             else None,
             groups=level_groups(train.loc[seen]),
         )
-    calib = newest_partners_mask(train, config.calibration_share)
-    y_eng = train["label_engaged"].to_numpy()
-    engagement = EngagementClassifier(
-        calibration=config.calibration,
-        calibration_candidates=tuple(config.calibration_candidates),
-        refit=config.engagement_refit,
-        **engagement_params,
-    ).fit(X[~calib], y_eng[~calib], X[calib], y_eng[calib])
+    engagement = fit_engagement_head(train, X, config, engagement_params)
     phasing = None
     phase_cols = phase_columns(train)
     if phases is not None and phase_cols:
@@ -799,6 +834,7 @@ def fit_partner_model(
         "revenue_balance_factors": balance or None,
         "calibration_method": engagement.calibration_method_,
         "calibration_cv_log_loss": dict(engagement.calibration_losses_),
+        "engagement_segment_offsets": engagement.segment_offsets_ or None,
         "intervals": intervals.to_dict() if intervals is not None else None,
         "phasing": phasing.to_dict() if phasing is not None else None,
     }
@@ -1367,6 +1403,7 @@ def run_train(
                 "refit_rows": int(model.metadata["training_rows"]),
                 "calibration": ev.evaluated.engagement.calibration_method_,
                 "engagement_refit": ev.evaluated.engagement.refitted_,
+                "engagement_segment_columns": ",".join(config.engagement_segment_columns),
                 "revenue_recalibration": config.revenue_recalibration,
                 "recalibration_cv": config.recalibration_cv,
                 "recalibration_partner_folds": config.recalibration_partner_folds,

@@ -35,11 +35,14 @@ def frame(built_dir):
 
 
 def fitted(frame: pd.DataFrame, calibration: str, **revenue_params) -> PartnerModel:
-    """A small model as the training job makes it: recalibrated, segment factors, intervals."""
+    """A small model as the training job makes it: recalibrated, segment factors (revenue) and
+    offsets (engagement), intervals."""
     specs = [s for s in feature_specs() if s.name in frame.columns]
     model = PartnerModel(
         revenue=RevenueRegressor(n_estimators=40, **revenue_params),
-        engagement=EngagementClassifier(n_estimators=40, calibration=calibration),
+        engagement=EngagementClassifier(
+            n_estimators=40, calibration=calibration, segment_columns=("age_days", "tier")
+        ),
         feature_specs=specs,
         categories=PartnerModel.categories_from(frame, specs),
     )
@@ -73,6 +76,8 @@ def test_the_view_has_lean_heads_and_keeps_everything_else(model):
     assert view.reference == model.reference and view.metadata == model.metadata
     assert view.metadata is not model.metadata and view.intervals is model.intervals
     assert "model_" not in vars(view.engagement.calibrator_)
+    offsets = model.engagement.segment_offsets_
+    assert view.engagement.segment_offsets_ == offsets and set(offsets) == {"age_days", "tier"}
     assert training_ranges(view) == training_ranges(model) != {}
     # the fitted model keeps its boosters and scikit-learn maps
     assert model.revenue.booster_ is not None

@@ -5,7 +5,7 @@ import pytest
 from partnerscore.features.registry import feature_specs
 from partnerscore.models.baselines import LayeredScorecard, LinearBaseline, NaiveExtrapolation
 from partnerscore.models.bundle import PartnerModel
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.models.heads import SEGMENT_PRIOR, EngagementClassifier, RevenueRegressor
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,71 @@ def test_auto_calibration_records_cv_losses(training):
     assert head.calibration_method_ == min(losses, key=losses.get)
     with pytest.raises(ValueError, match="calibration"):
         EngagementClassifier(calibration="magic").fit(X, y)
+
+
+def _rate_gaps(head, X, y, column) -> dict[str, float]:
+    """Per value of ``column``: mean probability before the map minus the label rate."""
+    p = 1 / (1 + np.exp(-head.raw_score(X)))
+    values = X[column].astype(str).to_numpy()
+    return {v: p[values == v].mean() - y[values == v].mean() for v in np.unique(values)}
+
+
+def test_engagement_segment_offsets_match_each_values_label_rate(training):
+    # an under-fitted booster (few slow trees) stops short of each age's and tier's rate
+    frame, _, X = training
+    y = frame["label_engaged"].to_numpy()
+    params = {"n_estimators": 15, "learning_rate": 0.03}
+    plain = EngagementClassifier(**params).fit(X, y)
+    head = EngagementClassifier(segment_columns=("age_days", "tier"), **params).fit(X, y)
+    for column in ("age_days", "tier"):
+        before = _rate_gaps(plain, X, y, column)
+        after = _rate_gaps(head, X, y, column)
+        assert max(map(abs, before.values())) > 0.015, before  # the tilt the offsets remove
+        # the penalty keeps a little of it, most in the smallest values (147 platinum rows)
+        assert all(abs(after[v]) < 0.3 * abs(before[v]) + 0.005 for v in before), (before, after)
+        # penalised optimum: each value's sum(y - p) equals SEGMENT_PRIOR times its offset
+        p = 1 / (1 + np.exp(-head.raw_score(X)))
+        values = X[column].astype(str).to_numpy()
+        for value, offset in head.segment_offsets_[column].items():
+            at = values == (value if column == "tier" else str(float(value)))
+            assert (y[at] - p[at]).sum() == pytest.approx(SEGMENT_PRIOR * offset, abs=1e-5)
+    assert set(head.segment_offsets_) == {"age_days", "tier"}
+    assert head.segment_numeric_ == ("age_days",)
+    assert set(head.segment_offsets_["age_days"]) == {str(float(a)) for a in X["age_days"].unique()}
+    # the offsets are part of the margin and of their feature's contribution only
+    contrib, bare = head.raw_contributions(X), plain.raw_contributions(X)
+    np.testing.assert_allclose(contrib.sum(axis=1), head.raw_score(X), atol=1e-9)
+    p = head.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(head.calibrate(contrib.sum(axis=1)), p, atol=1e-12)
+    moved = np.flatnonzero(np.abs(contrib - bare).max(axis=0) > 1e-12)
+    assert {X.columns[i] for i in moved} == {"age_days", "tier"}
+
+
+def test_engagement_segment_offsets_leave_unseen_and_missing_values_alone(training):
+    frame, _, X = training
+    y = frame["label_engaged"].to_numpy()
+    head = EngagementClassifier(n_estimators=15, segment_columns=("age_days", "tier")).fit(X, y)
+    rows = X.head(4).copy()
+    rows["tier"] = pd.Categorical([None] * 4, categories=X["tier"].cat.categories)
+    rows["age_days"] = [np.nan, 10.0, 45.0, 1000.0]  # missing, below, between, beyond the bands
+    offsets = dict(head._row_offsets(rows))
+    ages = head.segment_offsets_["age_days"]
+    np.testing.assert_allclose(
+        offsets[list(X.columns).index("age_days")],
+        [0.0, ages["30.0"], ages["30.0"], ages[max(ages, key=float)]],
+    )
+    np.testing.assert_array_equal(offsets[list(X.columns).index("tier")], 0.0)
+    # a head pickled before the offsets existed scores with none
+    del head.segment_offsets_, head.segment_numeric_
+    np.testing.assert_allclose(head.raw_score(rows), head.booster_.predict(rows, raw_score=True))
+
+
+def test_engagement_segment_columns_validated(training):
+    frame, _, X = training
+    y = frame["label_engaged"].to_numpy()
+    with pytest.raises(ValueError, match="segment column 'nope' is not a feature"):
+        EngagementClassifier(n_estimators=5, segment_columns=("nope",)).fit(X, y)
+    with pytest.raises(ValueError, match="distinct values"):
+        EngagementClassifier(
+            n_estimators=5, segment_columns=("activities_touchpoints_per30d_todate",)
+        ).fit(X, y)

@@ -18,7 +18,9 @@ training cohorts, refit) and prints on the holdout, per onboarding age, tier and
 expanding time folds of the training cohorts; one search per program, shared by the variants).
 ``--variants JSON`` adds ``TrainConfig`` overrides to compare on the same programs, e.g.
 ``'{"no refit": {"engagement_refit": false}}'``; each variant's summary is printed with its
-paired difference to the default (mean over programs and s.e.). Asserts nothing. Programs are
+paired difference to the default, variant minus default (mean over programs and s.e.; for
+``pred-label`` and ``pred-truth`` the change in their absolute value, ``|.|``: negative means
+the variant is closer to 0). Asserts nothing. Programs are
 cached under ``--cache`` in ``bench_holdout_bias.py``'s format.
 
     .venv/bin/python bench/bench_engagement_calibration.py --partners 5000 --seeds 7-22 \\

@@ -75,7 +75,16 @@ column holding one would be dated whenever it is read."""
 
 
 def clock_words(values: pd.Series) -> np.ndarray:
-    """Where a date column holds a :data:`CLOCK_WORDS` text (pandas would date it now)."""
+    """Where a date column holds a :data:`CLOCK_WORDS` text (pandas would date it now).
+
+    Only text can: a typed date column (numpy's, or Arrow's ``timestamp[...][pyarrow]``, whose
+    ``isin`` refuses text) holds none.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+        return np.zeros(len(values), dtype=bool)
     return values.isin(CLOCK_WORDS).to_numpy()
 
 

@@ -1578,6 +1578,14 @@ def load_frames(
     Returns:
         Clean tables, counts and quarantined rows; table "files" are named ``<frames>/<name>``.
     """
+    for name in frames:  # a misspelt contract table would be ignored: its features lost
+        if name not in TABLES:
+            meant = _meant_table(name, frames)
+            if meant is not None:
+                raise PartnerscoreError(
+                    f"frames: unknown table {quoted(name)}: did you mean '{meant}'? (names "
+                    f"that are no contract table are ignored; the tables: {', '.join(TABLES)})"
+                )
     for name in REQUIRED_TABLES:
         if name not in frames:
             raise PartnerscoreError(f"frames: missing required table '{name}'")
@@ -1587,6 +1595,9 @@ def load_frames(
             continue
         if not isinstance(frame, pd.DataFrame):
             raise PartnerscoreError(f"frames: table '{name}' is not a DataFrame")
+        twice = frame.columns[frame.columns.duplicated()]
+        if len(twice):  # as a file's header naming a column twice
+            raise PartnerscoreError(f"<frames>/{name}: column '{twice[0]}' appears twice")
         frame = frame.reset_index(drop=True)
         columns = {str(col): arrow_column(frame[col]) for col in frame.columns}
         table = pa.table(columns) if columns else pa.table({})
@@ -1598,6 +1609,23 @@ def load_frames(
         quarantine_dir=qdir,
     )
     return _validate_all(inputs, report, qdir, config, fold_case)
+
+
+def _meant_table(name: object, given) -> str | None:
+    """The contract table a frame's unknown name misspells, if any.
+
+    Only tables not given under their own name: equal but for case, or close (``deal``,
+    ``activity``, ``portal_event``); else None.
+    """
+    import difflib
+
+    text = str(name).strip().lower()
+    missing = [table for table in TABLES if table not in given]
+    singular = {re.sub("ies$", "y", t).removesuffix("s"): t for t in missing}
+    if text in missing or text in singular:
+        return singular.get(text, text)
+    close = difflib.get_close_matches(text, missing, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _validate_all(

@@ -98,8 +98,14 @@ def check_feature_frame(
             :data:`~partnerscore.features.core.MAX_DAYS`, a value outside its unit's range
             (:func:`out_of_range`), non-dates in as_of or dates outside
             the data contract's years (1900-2199), duplicate (partner_id, as_of) rows: one line
-            naming the column, the row and the partner.
+            naming the column, the row and the partner. A column name given twice, or columns
+            with several levels: one line naming it.
     """
+    if isinstance(frame.columns, pd.MultiIndex):
+        raise PartnerscoreError(f"{source}: columns with several levels; give each one name")
+    twice = frame.columns[frame.columns.duplicated()]
+    if len(twice):
+        raise PartnerscoreError(f"{source}: column {quoted(str(twice[0]))} appears twice")
     for col in ID_COLUMNS:
         if col not in frame.columns:
             raise PartnerscoreError(f"{source}: missing column '{col}'")

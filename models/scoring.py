@@ -416,6 +416,12 @@ def score_features(
         if name in cols and name in features:
             if name in categorical:
                 cols[name] = repeated_text(cols[name])
+            elif name in names and cols[name].dtype.kind in "Ob":  # numbers given as objects
+                # (a Python frame's ints and floats, text numbers) or true/false: the numbers
+                # scored, as float like every other feature column of the score rows
+                cols[name] = pd.to_numeric(pd.Series(cols[name]), errors="coerce").to_numpy(
+                    dtype=float, na_value=np.nan
+                )
             else:  # never share memory with the caller's frame
                 cols[name] = np.array(cols[name], copy=True)
     for head, effects in (("revenue", rev.effects), ("engagement", eng.effects)):

@@ -27,10 +27,13 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
+from numbers import Integral, Real
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
 from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
 from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
@@ -52,12 +55,15 @@ def simulate(
 
     Returns:
         Table name -> DataFrame.
+
+    Raises:
+        PartnerscoreError: A setting out of range or unknown (one line naming it).
     """
     from partnerscore.features.simulate import simulate_program
 
     base = (config or SimulateConfig()).model_dump()
-    cfg = SimulateConfig.model_validate({**base, "partners": partners, "seed": seed, **settings})
-    return simulate_program(cfg)
+    given = {**base, "partners": partners, "seed": seed, **settings}
+    return simulate_program(_settings(SimulateConfig, given, "simulate"))
 
 
 def validate(
@@ -77,6 +83,11 @@ def validate(
 
     Returns:
         Clean typed tables, counts (``.report``) and the quarantined rows (``.quarantine``).
+
+    Raises:
+        PartnerscoreError: Anything else than those three, a missing required table or
+            column, a column given twice (one line naming the table and column); rows that
+            break the contract are quarantined, not raised.
     """
     from partnerscore.features.validate import load_frames, load_raw
 
@@ -84,6 +95,11 @@ def validate(
         return raw
     if isinstance(raw, Mapping):
         return load_frames(dict(raw), quarantine_dir, config=config)
+    if not isinstance(raw, str | os.PathLike):
+        raise PartnerscoreError(
+            "raw: expected a folder of table files, a mapping of table name -> DataFrame or "
+            f"the result of validate(), got {type(raw).__name__}"
+        )
     return load_raw(raw, quarantine_dir, config=config)
 
 
@@ -126,7 +142,10 @@ def _cutoff_frame(cutoffs: pd.DataFrame, data: RawData) -> pd.DataFrame:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_frame_atomic(cutoffs, Path(tmp) / "cutoffs.parquet")
-        return read_cutoffs(path, data.tables["partners"])
+        try:
+            return read_cutoffs(path, data.tables["partners"])
+        except PartnerscoreError as exc:  # named after the caller's frame, not the temporary
+            raise PartnerscoreError(str(exc).replace(str(path), "cutoffs")) from None
 
 
 def train(
@@ -149,44 +168,56 @@ def train(
         register: Register the model; False logs it in the run only (``result.model_uri``).
 
     Returns:
-        The training result: ``run_id``, registered ``version``, holdout ``metrics``.
+        The training result: ``run_id``, registered ``version``, holdout ``metrics``,
+        ``identical_to`` (earlier runs of the same training set and configuration).
+
+    The run logs the hash of the configuration in effect (``config``, ``policy`` and the
+    training set's build settings, the rest at the shipped defaults): the hash ``partnerscore
+    train`` logs for the same settings, and what the model's score rows carry as
+    ``model_config_hash``.
     """
-    from partnerscore.features.core import stable_hash
     from partnerscore.features.registry import feature_specs, registry_version
+    from partnerscore.models.config import PolicyConfig
+    from partnerscore.serving.config import AppConfig
     from partnerscore.training.config import TrainConfig
     from partnerscore.training.train import run_train
 
     _quiet()
     cfg = config or TrainConfig()
     if trials is not None:
-        cfg = TrainConfig.model_validate({**cfg.model_dump(), "trials": trials})
+        cfg = _settings(TrainConfig, {**cfg.model_dump(), "trials": trials}, "train")
+    build_config = BuildConfig()
+    if isinstance(training_set, pd.DataFrame) and "build_config" in training_set.attrs:
+        build_config = _settings(BuildConfig, training_set.attrs["build_config"], "build_config")
+    resolved = AppConfig(build=build_config, train=cfg, policy=policy or PolicyConfig())
+    options = {
+        "policy": resolved.policy,
+        "tracking_uri": tracking_uri,
+        "config_hash": resolved.hash(),
+        "register": register,
+        "resolved_config": resolved.model_dump(mode="json"),
+    }
     if not isinstance(training_set, pd.DataFrame):
-        return run_train(
-            training_set, cfg, policy=policy, tracking_uri=tracking_uri, register=register
-        )
+        if not isinstance(training_set, str | os.PathLike):
+            raise PartnerscoreError(
+                "training_set: expected a frame from build() or a folder written by "
+                f"`partnerscore build`, got {type(training_set).__name__}"
+            )
+        return run_train(training_set, cfg, **options)
     for col in ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged"):
         if col not in training_set.columns:
             raise PartnerscoreError(f"training set: missing column '{col}' (use build())")
     names = [s.name for s in feature_specs() if s.name in training_set.columns]
     manifest = {
         "feature_names": names,
-        "build_config": training_set.attrs.get(
-            "build_config", BuildConfig().model_dump(mode="json")
-        ),
+        "build_config": build_config.model_dump(mode="json"),
         "registry_version": registry_version(),
         "source": "partnerscore.train(DataFrame)",
     }
     with tempfile.TemporaryDirectory() as tmp:
         write_frame_atomic(training_set, Path(tmp) / "training_set.parquet")
         Path(tmp, "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-        return run_train(
-            tmp,
-            cfg,
-            policy=policy,
-            tracking_uri=tracking_uri,
-            config_hash=stable_hash(manifest),
-            register=register,
-        )
+        return run_train(tmp, cfg, **options)
 
 
 def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool = False):
@@ -201,13 +232,30 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
         tracking_uri: MLflow tracking/registry URI.
         allow_local: Accept a model folder outside the registry (it is unpickled, which runs
             code: trusted folders only).
+
+    Returns:
+        The :class:`~partnerscore.models.bundle.PartnerModel` (``.metadata["version"]``: its
+        registry version), for :func:`score`.
+
+    Raises:
+        PartnerscoreError: A model argument that names no model, a registry file that does not
+            exist (none is created), a version or alias the registry lacks, a store MLflow
+            cannot reach (one line).
     """
     from partnerscore.models.model_uri import resolve_model_uri
     from partnerscore.serving.model_store import load_scoring_model
     from partnerscore.training.config import TrainConfig
 
     _quiet()
-    uri = resolve_model_uri(str(model), TrainConfig().registered_model)
+    if isinstance(model, bool) or not isinstance(model, str | Integral):
+        raise PartnerscoreError(
+            "model: expected an alias, a version number or a models:/ URI, "
+            f"got {type(model).__name__} {model!r}"
+        )
+    try:
+        uri = resolve_model_uri(str(model), TrainConfig().registered_model)
+    except PartnerscoreError as exc:  # its message names the CLI's option
+        raise PartnerscoreError(str(exc).replace("--model:", "model:", 1)) from None
     if not uri.startswith(("models:/", "runs:/")) and not allow_local:
         raise PartnerscoreError(
             f"model {model}: not a registered model; a local folder needs allow_local=True"
@@ -229,46 +277,125 @@ def score(
     """Score partners: predictions, composite score, tier, action, drivers and subscores.
 
     Nothing is written: no scores file, no history, no quarantine (use the CLI or
-    :func:`partnerscore.serving.score.run_score` for the recorded batch job).
+    :func:`partnerscore.serving.score.run_score` for the recorded batch job). The inputs are
+    not modified.
 
     Args:
-        model: A loaded PartnerModel, or an alias/version/URI (then ``tracking_uri`` is needed).
+        model: A loaded PartnerModel (:func:`load_model`), or an alias/version/URI (then
+            ``tracking_uri`` is needed).
         raw: Raw tables to build features from (with ``as_of`` or ``at_age``).
-        features: A prebuilt feature frame (or file) instead of ``raw``; checked strictly.
-        as_of: One scoring date for every partner signed before it.
-        at_age: Score each partner at signed_at + ``at_age`` days.
+        features: A prebuilt feature frame (or file) instead of ``raw``; checked strictly. It
+            carries its own ``as_of`` column: no ``as_of``/``at_age`` with it.
+        as_of: One scoring date for every partner signed before it: ``"YYYY-MM-DD"``, a
+            ``date``, or a ``datetime`` / ``pd.Timestamp`` / ``np.datetime64`` at midnight
+            (a zoned one at midnight UTC, the time raw dates are read in).
+        at_age: Score each partner at signed_at + ``at_age`` days (a whole number, 0 to 36,525).
         tracking_uri: MLflow URI, when ``model`` is not loaded yet.
         allow_missing_features: Score a feature frame that lacks some feature columns as if
             those were missing (as when an optional table is absent).
         policy: Scoring policy (default: the one bundled with the model).
 
     Returns:
-        One score row per partner (its ``unseen_categories``: categories the model never saw,
-        scored as missing, from raw tables and feature frames alike).
+        One score row per partner (per input row with ``features``, in the input's order, on a
+        fresh 0..n-1 index); the columns of "Scores and explanations" in the README that
+        scoring gives (``unseen_categories`` among them: categories the model never saw,
+        scored as missing), without what only the batch job adds (peer percentiles, history,
+        decisions, anomaly flags).
+
+    Raises:
+        PartnerscoreError: Bad input, in one line: raw tables as :func:`validate` says, a
+            feature frame as ``score --features`` says (column and row), an ``as_of`` that is
+            no date or more than ``score.as_of_tolerance_days`` (45) after the newest event,
+            or before every partner's signing, an ``at_age`` no partner has reached, a model
+            that cannot be loaded. The same checks as ``partnerscore score``.
     """
     from partnerscore.features.pipeline import build_scoring_frame, build_scoring_frame_at_age
+    from partnerscore.models.bundle import PartnerModel
     from partnerscore.models.frame_check import check_feature_frame
     from partnerscore.models.scoring import score_features
 
-    if isinstance(model, (str, int)):
+    if isinstance(model, str | Integral) and not isinstance(model, bool):
         if tracking_uri is None:
             raise PartnerscoreError("score: a model name needs tracking_uri")
         model = load_model(str(model), tracking_uri=tracking_uri)
+    if not isinstance(model, PartnerModel):
+        raise PartnerscoreError(
+            "score: model: expected a loaded model (load_model()) or an alias, version number "
+            f"or models:/ URI, got {type(model).__name__}"
+        )
     if (raw is None) == (features is None):
         raise PartnerscoreError("score: give either raw tables or a feature frame")
     if features is not None:
+        if as_of is not None or at_age is not None:
+            given = "as_of" if as_of is not None else "at_age"
+            raise PartnerscoreError(f"score: a feature frame carries its own as_of; drop {given}")
+        if not isinstance(features, pd.DataFrame | str | os.PathLike):
+            raise PartnerscoreError(
+                "score: features: expected a DataFrame or a CSV/Parquet file, "
+                f"got {type(features).__name__}"
+            )
         source = str(features) if not isinstance(features, pd.DataFrame) else "features"
         frame = features if isinstance(features, pd.DataFrame) else read_frame(features)
         check_feature_frame(model, frame, source=source, allow_missing=allow_missing_features)
         return score_features(model, frame, policy=policy)  # unseen_categories included
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either as_of or at_age")
+    when = _scoring_date(as_of) if as_of is not None else None
+    days = _age(at_age) if at_age is not None else None
     data = validate(raw)
-    if at_age is not None:
-        frame = build_scoring_frame_at_age(data, at_age)[0]
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.serving.score import batch_scope
+
+    where = str(raw) if isinstance(raw, str | os.PathLike) else "the raw tables"
+    batch_scope(data, where, when, days, AppConfig(), names=("as_of", "at_age"))
+    if days is not None:
+        frame = build_scoring_frame_at_age(data, days)[0]
     else:
-        frame = build_scoring_frame(data, pd.Timestamp(as_of))
+        frame = build_scoring_frame(data, pd.Timestamp(when))
     return score_features(model, frame, policy=policy)
+
+
+def _scoring_date(value) -> date:
+    """``score``'s as_of as a calendar date, or one line saying why it is none.
+
+    Text is read as ``partnerscore score --as-of`` reads it (``YYYY-MM-DD`` only: no
+    ``today``, no ``06/01/2026``); a date, datetime, Timestamp or datetime64 must fall on
+    midnight (UTC for a zoned one: raw dates are read in UTC).
+    """
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise PartnerscoreError(f"as_of: expected a date YYYY-MM-DD, got {value!r}") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, datetime | np.datetime64):  # pd.Timestamp is a datetime
+        raise PartnerscoreError(
+            "as_of: expected a date (YYYY-MM-DD text, date, datetime, pd.Timestamp or "
+            f"np.datetime64), got {type(value).__name__} {value!r}"
+        )
+    when = pd.Timestamp(value)
+    if pd.isna(when):
+        raise PartnerscoreError(f"as_of: expected a date, got {value!r}")
+    if when.tzinfo is not None:
+        when = when.tz_convert("UTC").tz_localize(None)
+    if when != when.normalize():
+        raise PartnerscoreError(
+            f"as_of: {value!r} is {when:%Y-%m-%d %H:%M:%S} UTC, not a date (midnight): scores "
+            "are as of a calendar day"
+        )
+    return when.date()
+
+
+def _age(value) -> int:
+    """``score``'s at_age as a whole number of days from 0 to 36,525, or one line."""
+    from partnerscore.features.core import check_day_count
+
+    whole = isinstance(value, Integral) or (isinstance(value, Real) and float(value).is_integer())
+    if isinstance(value, bool) or not whole:
+        raise PartnerscoreError(f"at_age: expected a whole number of days, got {value!r}")
+    check_day_count("at_age", int(value))
+    return int(value)
 
 
 def forecast(
@@ -288,7 +415,7 @@ def forecast(
 
     Args:
         scores: Score rows (from :func:`score`) or a scores file.
-        by: Segment columns (``"tier,region"`` or a tuple; empty: totals only).
+        by: Segment columns (``"tier,region"`` or a tuple; empty or None: totals only).
         period: ``day``, ``week``, ``month`` or ``quarter`` (default ``day``; ``month`` with
             ``phased``).
         phased: By the calendar period the revenue is expected in (the model's phases).
@@ -306,20 +433,42 @@ def forecast(
 
     source = "scores" if isinstance(scores, pd.DataFrame) else str(scores)
     frame = scores if isinstance(scores, pd.DataFrame) else read_frame(scores)
-    return forecast_table(
-        frame,
-        parse_by(by) if isinstance(by, str) else tuple(by),
-        horizon_days,
-        coverage,
-        source=source,
-        include_out_of_scope=include_out_of_scope,
-        period=period or ("month" if phased else "day"),
-        phased=phased,
-        phase_days=phase_days,
-    )
+    try:
+        return forecast_table(
+            frame,
+            parse_by(by) if isinstance(by, str) else tuple(by or ()),
+            horizon_days,
+            coverage,
+            source=source,
+            include_out_of_scope=include_out_of_scope,
+            period=period or ("month" if phased else "day"),
+            phased=phased,
+            phase_days=phase_days,
+        )
+    except PartnerscoreError as exc:  # the job's messages name the CLI's options
+        raise PartnerscoreError(_argument_names(str(exc))) from None
 
 
 def _quiet() -> None:
     """No MLflow telemetry (called before MLflow is used, never at import)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def _settings(kind: type[BaseModel], values: dict, where: str):
+    """A frozen settings model from ``values``, or one line naming the first bad setting."""
+    try:
+        return kind.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        said = f"{key}: {message} (got {err.get('input')!r})" if key else message
+        raise PartnerscoreError(f"{where}: {said}") from None
+
+
+def _argument_names(message: str) -> str:
+    """A job's message with the CLI's option names as this API's argument names."""
+    import re
+
+    return re.sub(r"^--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), message)

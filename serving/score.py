@@ -678,8 +678,15 @@ def read_overrides(path: str | None, policy) -> pd.DataFrame:
     return frame
 
 
-def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: AppConfig):
-    """Who a scoring batch covers (shared by the pandas and Spark jobs).
+def batch_scope(
+    raw,
+    raw_dir,
+    as_of: date | None,
+    at_age: int | None,
+    config: AppConfig,
+    names: tuple[str, str] = ("--as-of", "--at-age"),
+):
+    """Who a scoring batch covers (shared by the pandas and Spark jobs and the Python API).
 
     Refuses a stale as_of; turns quarantined partner rows into rejects (a duplicate row of a
     kept partner is counted instead, never rejected); marks partners signed before as_of, or
@@ -687,17 +694,20 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
     partner's data ends when a few partners' rows alone carry it:
     :func:`~partnerscore.features.validate.supported_end`).
 
+    ``names`` are what messages call as_of and at_age (the options, or the API's arguments).
+
     Returns:
         (supported data end, valid partners, reject frames, duplicate rows, ready mask).
     """
+    as_of_name, at_age_name = names
     newest = pd.Timestamp(raw.data_end)
     limit = newest.normalize() + pd.Timedelta(days=1 + config.score.as_of_tolerance_days)
     cut = pd.Timestamp(as_of) if as_of is not None else None
     if cut is not None and cut > limit:
         raise PartnerscoreError(
-            f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after the newest "
-            f"event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the data "
-            "does not cover (score.as_of_tolerance_days)"
+            f"{as_of_name} {as_of}: more than {config.score.as_of_tolerance_days} days after the "
+            f"newest event in {raw_dir} ({newest:%Y-%m-%d}); scores would describe a present the "
+            "data does not cover (score.as_of_tolerance_days)"
         )
     tail = raw.late_tail
     if cut is not None and tail is not None:
@@ -706,7 +716,7 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
         )
         if cut > supported:
             raise PartnerscoreError(
-                f"--as-of {as_of}: more than {config.score.as_of_tolerance_days} days after "
+                f"{as_of_name} {as_of}: more than {config.score.as_of_tolerance_days} days after "
                 f"every other partner's data ends: {tail.note()}; scores would describe a "
                 "present the data does not cover for all but those partners"
             )
@@ -730,14 +740,14 @@ def batch_scope(raw, raw_dir, as_of: date | None, at_age: int | None, config: Ap
         signed = pd.to_datetime(partners_all["signed_at"])
         ready = (signed < cut).to_numpy()
         if not ready.any():
-            raise PartnerscoreError(f"--as-of {as_of}: no partner signed before this date")
+            raise PartnerscoreError(f"{as_of_name} {as_of}: no partner signed before this date")
     else:
         milestone = milestone_dates(partners_all["signed_at"], at_age)
         ready = (milestone <= end).to_numpy()
         if not ready.any():
             said = "the data end" if tail is None else "the supported data end"
             raise PartnerscoreError(
-                f"--at-age {at_age}: no partner is {at_age} days old by {said} {end:%Y-%m-%d}"
+                f"{at_age_name} {at_age}: no partner is {at_age} days old by {said} {end:%Y-%m-%d}"
             )
     return end, partners_all, rejects, duplicates, ready
 

@@ -151,3 +151,306 @@ def test_feature_frames_are_checked_strictly(api_model, sim_tables):
     dup = pd.concat([feats.head(2), feats.head(1)])
     with pytest.raises(PartnerscoreError, match="row 3: duplicate"):
         partnerscore.score(model, features=dup)
+
+
+# --- the API and the batch jobs are twins; bad input is one line; inputs are left alone -------
+
+
+def _same_columns(api: pd.DataFrame, job: pd.DataFrame) -> None:
+    """Every column the API returns equals the job's (the job adds history, peers, flags)."""
+    assert set(api.columns) <= set(job.columns), set(api.columns) - set(job.columns)
+    job = job[list(api.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(api.reset_index(drop=True), job, check_dtype=False)
+
+
+def test_score_and_forecast_equal_the_cli_jobs(sim_tables, raw_dir, store_config, tmp_path):
+    """score(raw, as_of) / score(raw, at_age) / score(features) / forecast equal the files of
+    `score` and `forecast` for the same model and program: scores, tiers, drivers, intervals,
+    forecast rows. Nothing compared them before."""
+    from partnerscore.features.pipeline import build_scoring_frame
+    from partnerscore.serving.forecast import run_forecast
+    from partnerscore.serving.score import run_score, run_score_features
+
+    uri = store_config.paths.tracking_uri()
+    model = partnerscore.load_model("champion", tracking_uri=uri)
+    tables = dict(sim_tables)
+    as_of = "2026-03-01"
+    run_score(raw_dir, pd.Timestamp(as_of).date(), "champion", tmp_path / "a.parquet",
+              store_config, record_history=False)  # fmt: skip
+    api = partnerscore.score(model, raw=tables, as_of=as_of)
+    job = pd.read_parquet(tmp_path / "a.parquet")
+    assert len(api) == len(job) > 0
+    _same_columns(api, job)
+
+    run_score(raw_dir, None, "champion", tmp_path / "g.parquet", store_config, at_age=60,
+              record_history=False)  # fmt: skip
+    _same_columns(
+        partnerscore.score("champion", raw=tables, at_age=60, tracking_uri=uri),
+        pd.read_parquet(tmp_path / "g.parquet"),
+    )
+
+    feats = build_scoring_frame(partnerscore.validate(tables), pd.Timestamp(as_of))
+    feats.to_parquet(tmp_path / "features.parquet")
+    run_score_features(tmp_path / "features.parquet", "champion", tmp_path / "f.parquet",
+                       store_config, record_history=False)  # fmt: skip
+    _same_columns(
+        partnerscore.score(model, features=feats), pd.read_parquet(tmp_path / "f.parquet")
+    )
+
+    for by, phased in ((("tier", "region"), False), (("tier",), True)):
+        run_forecast(store_config, tmp_path / "a.parquet", tmp_path / "fc.parquet", by=by,
+                     phased=phased)  # fmt: skip
+        pd.testing.assert_frame_equal(
+            partnerscore.forecast(api, by=by, phased=phased),
+            pd.read_parquet(tmp_path / "fc.parquet"),
+            check_dtype=False,
+        )
+
+
+def test_the_mlflow_model_scores_as_the_api(model_store, sim_tables):
+    """mlflow.pyfunc.load_model(...).predict(features) == score(features=...) for the same
+    rows, every column (MLflow hands the frame on with as_of in nanoseconds)."""
+    import mlflow
+
+    from partnerscore.features.pipeline import build_scoring_frame
+
+    uri = model_store.paths.tracking_uri()
+    feats = build_scoring_frame(partnerscore.validate(dict(sim_tables)), pd.Timestamp("2026-03-01"))
+    api = partnerscore.score(partnerscore.load_model("1", tracking_uri=uri), features=feats)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    served = mlflow.pyfunc.load_model("models:/partnerscore/1").predict(feats)
+    pd.testing.assert_frame_equal(api, served, check_dtype=False)
+    assert api["model_version"].eq("1").all()
+
+
+def test_train_logs_the_hash_of_its_configuration(api_model, built_dir):
+    """The API's config hash covered the training set's manifest only: a model trained with
+    another seed was reported as `identical_to` the first and stamped the same
+    model_config_hash. Now it is the hash `partnerscore train --trials 0` logs."""
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.training.config import TrainConfig
+
+    uri, first = api_model
+    cli_hash = AppConfig.model_validate({"train": {"trials": 0}}).hash()
+    model = partnerscore.load_model(first.version, tracking_uri=uri)
+    training = pd.read_parquet(built_dir / "training_set.parquet")
+    feats = training.drop_duplicates("partner_id").head(5)
+    assert partnerscore.score(model, features=feats)["model_config_hash"].eq(cli_hash).all()
+    other = TrainConfig().model_copy(update={"seed": TrainConfig().seed + 1, "trials": 0})
+    again = partnerscore.train(training, tracking_uri=uri, config=other)
+    assert again.identical_to == []
+    rescored = partnerscore.score(
+        partnerscore.load_model(again.version, tracking_uri=uri), features=feats
+    )
+    assert rescored["model_config_hash"].ne(cli_hash).all()
+
+
+@pytest.fixture(scope="module")
+def small_tables():
+    tables = partnerscore.simulate(partners=80, seed=5)
+    tables.pop("truth")
+    return tables
+
+
+def _caller_copy(value):
+    if isinstance(value, pd.DataFrame):
+        return value.copy(deep=True)
+    if isinstance(value, dict):
+        return {k: _caller_copy(v) for k, v in value.items()}
+    return value
+
+
+def _assert_unchanged(before, after):
+    if isinstance(before, pd.DataFrame):
+        pd.testing.assert_frame_equal(before, after)
+        assert before.attrs == after.attrs
+    elif isinstance(before, dict):
+        assert before.keys() == after.keys()
+        for key in before:
+            _assert_unchanged(before[key], after[key])
+
+
+def _tables_with(tables, name, change):
+    out = {k: v.copy() for k, v in tables.items()}
+    out[name] = change(out[name])
+    return out
+
+
+BAD_SCORE_CALLS = {
+    # as_of: a date as text (YYYY-MM-DD, as `score --as-of`), date, datetime at midnight
+    "as_of zoned, not midnight UTC": (
+        dict(as_of=pd.Timestamp("2026-06-01", tz="Europe/Berlin")),
+        r"as_of: .* is 2026-05-31 22:00:00 UTC, not a date",
+    ),
+    "as_of offset text": (dict(as_of="2026-06-01T00:00:00+02:00"), "as_of: expected a date"),
+    "as_of month 13": (
+        dict(as_of="2026-13-01"),
+        r"as_of: expected a date YYYY-MM-DD, got '2026-13-01'",
+    ),
+    "as_of today": (dict(as_of="today"), "as_of: expected a date YYYY-MM-DD, got 'today'"),
+    "as_of month first": (dict(as_of="06/01/2026"), "as_of: expected a date YYYY-MM-DD"),
+    "as_of empty": (dict(as_of=""), "as_of: expected a date YYYY-MM-DD"),
+    "as_of number": (dict(as_of=20260601), "as_of: expected a date .* got int 20260601"),
+    "as_of NaT": (dict(as_of=pd.NaT), "as_of: expected a date, got NaT"),
+    "as_of list": (dict(as_of=["2026-06-01"]), "as_of: expected a date .* got list"),
+    "as_of time of day": (dict(as_of=pd.Timestamp("2026-06-01 12:30")), "not a date"),
+    "as_of stale": (dict(as_of="2030-01-01"), "as_of 2030-01-01: more than 45 days after"),
+    "as_of before everyone": (dict(as_of="1990-01-01"), "no partner signed before this date"),
+    "at_age negative": (dict(at_age=-5), r"at_age -5: expected a number of days from 0"),
+    "at_age fraction": (dict(at_age=90.5), "at_age: expected a whole number of days, got 90.5"),
+    "at_age text": (dict(at_age="90"), "at_age: expected a whole number of days, got '90'"),
+    "at_age bool": (dict(at_age=True), "at_age: expected a whole number of days, got True"),
+    "at_age huge": (dict(at_age=10**6), "at_age 1000000: expected a number of days"),
+    "raw list": (dict(raw=[], as_of="2026-06-01"), "raw: expected a folder .* got list"),
+    "raw frame": (dict(raw=pd.DataFrame(), as_of="2026-06-01"), "raw: expected .* got DataFrame"),
+    "model none": (dict(model=None, as_of="2026-06-01"), "score: model: expected .* got NoneType"),
+    "typo deal": (
+        dict(rename=("deals", "deal"), as_of="2026-06-01"),
+        "frames: unknown table 'deal': did you mean 'deals'",
+    ),
+    "typo activity": (
+        dict(rename=("activities", "activity"), as_of="2026-06-01"),
+        "frames: unknown table 'activity': did you mean 'activities'",
+    ),
+    "duplicate column": (
+        dict(change=("deals", lambda f: pd.concat([f, f[["amount"]]], axis=1)), as_of="2026-06-01"),
+        r"<frames>/deals: column 'amount' appears twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SCORE_CALLS))
+def test_bad_score_arguments_are_one_line(api_model, small_tables, case):
+    """Each was a TypeError, DateParseError, KeyError or AttributeError, or silently scored
+    nothing ('', NaT, 20260601 read as nanoseconds), or scored what the CLI refuses (a stale
+    as_of, at_age 90.5 or True, a time of day)."""
+    uri, result = api_model
+    kwargs, message = BAD_SCORE_CALLS[case]
+    kwargs = dict(kwargs)
+    tables = small_tables
+    if "rename" in kwargs:
+        old, new = kwargs.pop("rename")
+        tables = {(new if k == old else k): v for k, v in tables.items()}
+    if "change" in kwargs:
+        tables = _tables_with(tables, *kwargs.pop("change"))
+    model = (
+        kwargs.pop("model", None)
+        if "model" in kwargs
+        else partnerscore.load_model(result.version, tracking_uri=uri)
+    )
+    kwargs.setdefault("raw", tables)
+    before = _caller_copy(kwargs["raw"])
+    with pytest.raises(PartnerscoreError, match=message) as caught:
+        partnerscore.score(model, **kwargs)
+    assert "\n" not in str(caught.value)
+    _assert_unchanged(before, kwargs["raw"])
+
+
+def test_good_as_of_and_at_age_forms_agree(api_model, small_tables):
+    uri, result = api_model
+    model = partnerscore.load_model(result.version, tracking_uri=uri)
+    import datetime as dt
+
+    before = _caller_copy(small_tables)
+    text = partnerscore.score(model, raw=small_tables, as_of="2026-06-01")
+    for when in (
+        dt.date(2026, 6, 1),
+        dt.datetime(2026, 6, 1),
+        pd.Timestamp("2026-06-01"),
+        np.datetime64("2026-06-01"),
+        pd.Timestamp("2026-06-01", tz="UTC"),
+    ):
+        pd.testing.assert_frame_equal(partnerscore.score(model, raw=small_tables, as_of=when), text)
+    ages = partnerscore.score(model, raw=small_tables, at_age=90)
+    for days in (np.int64(90), 90.0):
+        pd.testing.assert_frame_equal(
+            partnerscore.score(model, raw=small_tables, at_age=days), ages
+        )
+    _assert_unchanged(before, small_tables)
+
+
+def test_odd_feature_frames(api_model, small_tables):
+    """Duplicated or multi-level column names were an AttributeError / ValueError, an Arrow
+    timestamp as_of an ArrowTypeError; other dtypes score as the plain frame, the caller's
+    frame unchanged."""
+    from partnerscore.features.pipeline import build_scoring_frame
+
+    uri, result = api_model
+    model = partnerscore.load_model(result.version, tracking_uri=uri)
+    feats = build_scoring_frame(partnerscore.validate(small_tables), pd.Timestamp("2026-06-01"))
+    plain = partnerscore.score(model, features=feats)
+    numeric = [c for c in model.feature_names if pd.api.types.is_numeric_dtype(feats[c])]
+    text = [c for c in model.feature_names if c not in numeric]
+    same = {
+        "arrow timestamp as_of": feats.assign(
+            as_of=feats["as_of"].astype("timestamp[us][pyarrow]")
+        ),
+        "as_of in seconds": feats.assign(as_of=feats["as_of"].astype("datetime64[s]")),
+        "as_of zoned UTC": feats.assign(as_of=feats["as_of"].dt.tz_localize("UTC")),
+        "numbers as objects": feats.astype(dict.fromkeys(numeric, object)),
+        "nullable floats": feats.astype(dict.fromkeys(numeric, "Float64")),
+        "categories": feats.astype(dict.fromkeys(text, "category")),
+        "arrow text": feats.astype(dict.fromkeys([*text, "partner_id"], "string[pyarrow]")),
+        "another index": feats.set_axis(feats.index * 3 + 11),
+        "a MultiIndex": feats.set_index(["partner_id", "as_of"], drop=False),
+    }
+    for name, frame in same.items():
+        before = frame.copy(deep=True)
+        scored = partnerscore.score(model, features=frame)
+        pd.testing.assert_frame_equal(scored.drop(columns="as_of"), plain.drop(columns="as_of"),
+                                      obj=name)  # fmt: skip
+        pd.testing.assert_frame_equal(frame, before, obj=name)
+    wrong = {
+        "column 'tier' appears twice": pd.concat([feats, feats[["tier"]]], axis=1),
+        "column 'as_of' appears twice": pd.concat([feats, feats[["as_of"]]], axis=1),
+        "columns with several levels": feats.set_axis(
+            pd.MultiIndex.from_tuples([(c, "x") for c in feats.columns]), axis=1
+        ),
+        "a feature frame carries its own as_of; drop as_of": None,
+        "features: expected a DataFrame or a CSV/Parquet file, got dict": {"a": 1},
+    }
+    for message, frame in wrong.items():
+        kwargs = {"as_of": "2026-06-01"} if frame is None else {}
+        with pytest.raises(PartnerscoreError, match=message):
+            partnerscore.score(model, features=feats if frame is None else frame, **kwargs)
+
+
+def test_other_functions_say_bad_input_in_one_line(api_model, small_tables):
+    uri, result = api_model
+    scores = partnerscore.score(
+        partnerscore.load_model(result.version, tracking_uri=uri),
+        raw=small_tables,
+        as_of="2026-06-01",
+    )
+    calls = {
+        r"simulate: partners: Input should be greater than or equal to 1 \(got 0\)": lambda: (
+            partnerscore.simulate(partners=0)
+        ),
+        "simulate: nope: Extra inputs are not permitted": lambda: partnerscore.simulate(
+            partners=5, nope=1
+        ),
+        "raw: expected a folder .* got int": lambda: partnerscore.validate(5),
+        r"model: expected an alias, a version number or a models:/ URI, got NoneType": lambda: (
+            partnerscore.load_model(None, tracking_uri=uri)
+        ),
+        r"^model: expected an alias": lambda: partnerscore.load_model("-1", tracking_uri=uri),
+        r"^period fortnight: expected one of": lambda: partnerscore.forecast(
+            scores, period="fortnight"
+        ),
+        r"^coverage: expected a share": lambda: partnerscore.forecast(scores, coverage=2),
+        r"^cutoffs: missing column 'partner_id'": lambda: partnerscore.build(
+            small_tables, cutoffs=pd.DataFrame({"x": [1]})
+        ),
+        "training_set: expected a frame from build.* got list": lambda: partnerscore.train(
+            [], tracking_uri=uri
+        ),
+    }
+    for message, call in calls.items():
+        with pytest.raises(PartnerscoreError, match=message) as caught:
+            call()
+        assert "\n" not in str(caught.value), message
+    # by=None: totals only, as by=() (was a TypeError)
+    pd.testing.assert_frame_equal(
+        partnerscore.forecast(scores, by=None), partnerscore.forecast(scores, by=())
+    )

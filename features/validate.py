@@ -1543,7 +1543,13 @@ def load_raw(
 
 
 def arrow_column(values: pd.Series) -> pa.Array:
-    """A frame's column as :func:`load_frames` reads it (mixed Python objects: their text)."""
+    """A frame's column as :func:`load_frames` reads it (mixed Python objects: their text).
+
+    A pandas ``Period`` column is its periods' start times (Arrow would give their ordinals,
+    quarantined as ``'20308' is not a date``).
+    """
+    if isinstance(values.dtype, pd.PeriodDtype):
+        values = values.dt.to_timestamp()
     try:
         return pa.array(values, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):

@@ -50,7 +50,7 @@ def simulate(
     Args:
         partners: Number of partners.
         seed: Random seed (same seed, same tables).
-        config: Base settings (default: the shipped ones).
+        config: Base settings (default: the shipped ones; a SimulateConfig or a dict).
         **settings: Other :class:`SimulateConfig` fields, e.g. ``end_date``, ``years``.
 
     Returns:
@@ -61,7 +61,7 @@ def simulate(
     """
     from partnerscore.features.simulate import simulate_program
 
-    base = (config or SimulateConfig()).model_dump()
+    base = _given(SimulateConfig, config, "config").model_dump()
     given = {**base, "partners": partners, "seed": seed, **settings}
     return simulate_program(_settings(SimulateConfig, given, "simulate"))
 
@@ -79,7 +79,7 @@ def validate(
             validated data (returned as is).
         quarantine_dir: Where to write quarantine CSVs (a folder input defaults to
             ``<folder>/quarantine``; in-memory tables default to not writing them).
-        config: Plausibility rules.
+        config: Plausibility rules (a ValidateConfig or a dict of its settings).
 
     Returns:
         Clean typed tables, counts (``.report``) and the quarantined rows (``.quarantine``).
@@ -93,6 +93,7 @@ def validate(
 
     if isinstance(raw, RawData):
         return raw
+    config = _given(ValidateConfig, config, "config")
     if isinstance(raw, Mapping):
         return load_frames(dict(raw), quarantine_dir, config=config)
     if not isinstance(raw, str | os.PathLike):
@@ -114,7 +115,7 @@ def build(
 
     Args:
         raw: Raw tables (see :func:`validate`).
-        config: Ages, horizon, label rules, data end.
+        config: Ages, horizon, label rules, data end (a BuildConfig or a dict).
         cutoffs: Explicit snapshots (partner_id, as_of) instead of the onboarding ages.
         validation: Plausibility rules used when ``raw`` still needs validating.
 
@@ -125,8 +126,12 @@ def build(
     """
     from partnerscore.features.pipeline import build_training_set, training_snapshots
 
+    cfg = _given(BuildConfig, config, "config")
+    if cutoffs is not None and not isinstance(cutoffs, pd.DataFrame):
+        raise PartnerscoreError(
+            f"cutoffs: expected a DataFrame of (partner_id, as_of), got {type(cutoffs).__name__}"
+        )
     data = validate(raw, config=validation)
-    cfg = config or BuildConfig()
     planned = None
     if cutoffs is not None:
         planned = _cutoff_frame(cutoffs, data)
@@ -163,8 +168,10 @@ def train(
         training_set: A frame from :func:`build`, or a folder written by ``partnerscore build``.
         tracking_uri: MLflow tracking/registry URI (e.g. ``sqlite:///path/mlflow.db``).
         trials: Optuna trials per head (default: the config's).
-        config: A :class:`~partnerscore.training.config.TrainConfig` (default: shipped).
-        policy: A :class:`~partnerscore.models.config.PolicyConfig` bundled with the model.
+        config: A :class:`~partnerscore.training.config.TrainConfig` or a dict of its settings
+            (default: shipped).
+        policy: A :class:`~partnerscore.models.config.PolicyConfig` (or a dict) bundled with
+            the model.
         register: Register the model; False logs it in the run only (``result.model_uri``).
 
     Returns:
@@ -183,13 +190,14 @@ def train(
     from partnerscore.training.train import run_train
 
     _quiet()
-    cfg = config or TrainConfig()
+    cfg = _given(TrainConfig, config, "config")
+    policy = _given(PolicyConfig, policy, "policy")
     if trials is not None:
         cfg = _settings(TrainConfig, {**cfg.model_dump(), "trials": trials}, "train")
     build_config = BuildConfig()
     if isinstance(training_set, pd.DataFrame) and "build_config" in training_set.attrs:
         build_config = _settings(BuildConfig, training_set.attrs["build_config"], "build_config")
-    resolved = AppConfig(build=build_config, train=cfg, policy=policy or PolicyConfig())
+    resolved = AppConfig(build=build_config, train=cfg, policy=policy)
     options = {
         "policy": resolved.policy,
         "tracking_uri": tracking_uri,
@@ -215,9 +223,12 @@ def train(
         "source": "partnerscore.train(DataFrame)",
     }
     with tempfile.TemporaryDirectory() as tmp:
-        write_frame_atomic(training_set, Path(tmp) / "training_set.parquet")
+        path = write_frame_atomic(training_set, Path(tmp) / "training_set.parquet")
         Path(tmp, "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-        return run_train(tmp, cfg, **options)
+        try:
+            return run_train(tmp, cfg, **options)
+        except PartnerscoreError as exc:  # named after the caller's frame, not the temporary
+            raise PartnerscoreError(str(exc).replace(str(path), "training set")) from None
 
 
 def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool = False):
@@ -293,7 +304,7 @@ def score(
         tracking_uri: MLflow URI, when ``model`` is not loaded yet.
         allow_missing_features: Score a feature frame that lacks some feature columns as if
             those were missing (as when an optional table is absent).
-        policy: Scoring policy (default: the one bundled with the model).
+        policy: Scoring policy, a PolicyConfig or a dict (default: the model's own).
 
     Returns:
         One score row per partner (per input row with ``features``, in the input's order, on a
@@ -323,6 +334,10 @@ def score(
             "score: model: expected a loaded model (load_model()) or an alias, version number "
             f"or models:/ URI, got {type(model).__name__}"
         )
+    if policy is not None:
+        from partnerscore.models.config import PolicyConfig
+
+        policy = _given(PolicyConfig, policy, "policy")
     if (raw is None) == (features is None):
         raise PartnerscoreError("score: give either raw tables or a feature frame")
     if features is not None:
@@ -431,6 +446,11 @@ def forecast(
     """
     from partnerscore.serving.forecast import forecast_table, parse_by
 
+    if not isinstance(scores, pd.DataFrame | str | os.PathLike):
+        raise PartnerscoreError(
+            "scores: expected score rows (a DataFrame) or a scores file, "
+            f"got {type(scores).__name__}"
+        )
     source = "scores" if isinstance(scores, pd.DataFrame) else str(scores)
     frame = scores if isinstance(scores, pd.DataFrame) else read_frame(scores)
     try:
@@ -472,3 +492,16 @@ def _argument_names(message: str) -> str:
     import re
 
     return re.sub(r"^--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), message)
+
+
+def _given(kind: type[BaseModel], value, where: str):
+    """A settings argument: None (the shipped defaults), the settings, or a dict of them."""
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, Mapping):
+        return _settings(kind, dict(value), where)
+    raise PartnerscoreError(
+        f"{where}: expected a {kind.__name__} or a dict of its settings, got {type(value).__name__}"
+    )

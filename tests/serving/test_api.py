@@ -445,11 +445,42 @@ def test_other_functions_say_bad_input_in_one_line(api_model, small_tables):
         "training_set: expected a frame from build.* got list": lambda: partnerscore.train(
             [], tracking_uri=uri
         ),
+        r"^training set: only 10 rows": lambda: partnerscore.train(
+            partnerscore.build(small_tables).head(10), tracking_uri=uri
+        ),
+        "cutoffs: expected a DataFrame of .* got list": lambda: partnerscore.build(
+            small_tables, cutoffs=[1]
+        ),
+        r"^config: x: Extra inputs are not permitted \(got 1\)": lambda: partnerscore.validate(
+            small_tables, config={"x": 1}
+        ),
+        "config: expected a ValidateConfig or a dict of its settings, got list": lambda: (
+            partnerscore.validate(small_tables, config=[])
+        ),
+        r"^policy: nope: Extra inputs": lambda: partnerscore.score(
+            result.version,
+            raw=small_tables,
+            as_of="2026-06-01",
+            tracking_uri=uri,
+            policy={"nope": 1},
+        ),
+        "scores: expected score rows .* got list": lambda: partnerscore.forecast([1]),
     }
     for message, call in calls.items():
         with pytest.raises(PartnerscoreError, match=message) as caught:
             call()
         assert "\n" not in str(caught.value), message
+    # settings as dicts (were AttributeErrors), a Period date column read as its start dates
+    # (was quarantined as "'20308' is not a date")
+    assert partnerscore.build(small_tables, config={"ages": [30]})["age_days"].eq(30).all()
+    deals = small_tables["deals"]
+    periods = dict(
+        small_tables, deals=deals.assign(created_at=deals["created_at"].dt.to_period("D"))
+    )
+    days = dict(small_tables, deals=deals.assign(created_at=deals["created_at"].dt.normalize()))
+    pd.testing.assert_frame_equal(
+        partnerscore.validate(periods).tables["deals"], partnerscore.validate(days).tables["deals"]
+    )
     # by=None: totals only, as by=() (was a TypeError)
     pd.testing.assert_frame_equal(
         partnerscore.forecast(scores, by=None), partnerscore.forecast(scores, by=())

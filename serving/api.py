@@ -253,7 +253,7 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
             exist (none is created), a version or alias the registry lacks, a store MLflow
             cannot reach (one line).
     """
-    from partnerscore.models.model_uri import resolve_model_uri
+    from partnerscore.models.model_uri import missing_registry, resolve_model_uri
     from partnerscore.serving.model_store import load_scoring_model
     from partnerscore.training.config import TrainConfig
 
@@ -270,6 +270,12 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
     if not uri.startswith(("models:/", "runs:/")) and not allow_local:
         raise PartnerscoreError(
             f"model {model}: not a registered model; a local folder needs allow_local=True"
+        )
+    missing = missing_registry(tracking_uri) if uri.startswith(("models:/", "runs:/")) else None
+    if missing is not None:  # said with this function's argument, not the CLI's settings
+        raise PartnerscoreError(
+            f"tracking_uri: no model registry found at {missing} (train() creates one; none "
+            "was created)"
         )
     return load_scoring_model(uri, tracking_uri).model
 

@@ -435,6 +435,9 @@ def test_other_functions_say_bad_input_in_one_line(api_model, small_tables):
             partnerscore.load_model(None, tracking_uri=uri)
         ),
         r"^model: expected an alias": lambda: partnerscore.load_model("-1", tracking_uri=uri),
+        r"^tracking_uri: no model registry found at .*nowhere.db \(train\(\) creates one": lambda: (
+            partnerscore.load_model("1", tracking_uri=uri.replace("mlflow.db", "nowhere.db"))
+        ),
         r"^period fortnight: expected one of": lambda: partnerscore.forecast(
             scores, period="fortnight"
         ),
@@ -470,6 +473,7 @@ def test_other_functions_say_bad_input_in_one_line(api_model, small_tables):
         with pytest.raises(PartnerscoreError, match=message) as caught:
             call()
         assert "\n" not in str(caught.value), message
+    assert not Path(uri.removeprefix("sqlite:///")).with_name("nowhere.db").exists()
     # settings as dicts (were AttributeErrors), a Period date column read as its start dates
     # (was quarantined as "'20308' is not a date")
     assert partnerscore.build(small_tables, config={"ages": [30]})["age_days"].eq(30).all()

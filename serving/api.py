@@ -363,7 +363,12 @@ def score(
         raise PartnerscoreError("score: give either as_of or at_age")
     when = _scoring_date(as_of) if as_of is not None else None
     days = _age(at_age) if at_age is not None else None
-    data = validate(raw)
+    if isinstance(raw, str | os.PathLike):  # nothing written: no RAW/quarantine files either
+        from partnerscore.features.validate import load_raw
+
+        data = load_raw(raw, write_quarantine=False)
+    else:
+        data = validate(raw)
     from partnerscore.serving.config import AppConfig
     from partnerscore.serving.score import batch_scope
 

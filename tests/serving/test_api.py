@@ -489,3 +489,22 @@ def test_other_functions_say_bad_input_in_one_line(api_model, small_tables):
     pd.testing.assert_frame_equal(
         partnerscore.forecast(scores, by=None), partnerscore.forecast(scores, by=())
     )
+
+
+def test_score_from_a_folder_writes_nothing(api_model, raw_dir, tmp_path):
+    """score(raw=FOLDER) wrote (and cleared) FOLDER/quarantine/<table>.csv, though its
+    docstring and the README say nothing is written."""
+    import shutil
+
+    uri, result = api_model
+    folder = tmp_path / "raw"
+    shutil.copytree(raw_dir, folder)
+    deals = pd.read_csv(folder / "deals.csv", dtype=str)
+    deals.loc[0, "amount"] = "lots"
+    deals.to_csv(folder / "deals.csv", index=False)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    scores = partnerscore.score(result.version, raw=folder, as_of="2026-04-01", tracking_uri=uri)
+    assert len(scores)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert partnerscore.validate(folder).quarantine["deals"]["_row"].tolist() == [1]
+    assert (folder / "quarantine" / "deals.csv").exists()  # validate() does write them

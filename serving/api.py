@@ -131,7 +131,7 @@ def build(
         raise PartnerscoreError(
             f"cutoffs: expected a DataFrame of (partner_id, as_of), got {type(cutoffs).__name__}"
         )
-    data = validate(raw, config=validation)
+    data = _validated(raw, validation)
     planned = None
     if cutoffs is not None:
         planned = _cutoff_frame(cutoffs, data)
@@ -140,6 +140,16 @@ def build(
     frame.attrs["build_config"] = cfg.model_dump(mode="json")
     frame.attrs["snapshots_dropped"] = dropped
     return frame
+
+
+def _validated(raw: Raw, config=None) -> RawData:
+    """``validate(raw)`` writing nothing: a folder's quarantine files are left as they are."""
+    if isinstance(raw, str | os.PathLike):
+        from partnerscore.features.validate import load_raw
+
+        return load_raw(raw, config=_given(ValidateConfig, config, "validation"),
+                        write_quarantine=False)  # fmt: skip
+    return validate(raw, config=config)
 
 
 def _cutoff_frame(cutoffs: pd.DataFrame, data: RawData) -> pd.DataFrame:
@@ -363,12 +373,7 @@ def score(
         raise PartnerscoreError("score: give either as_of or at_age")
     when = _scoring_date(as_of) if as_of is not None else None
     days = _age(at_age) if at_age is not None else None
-    if isinstance(raw, str | os.PathLike):  # nothing written: no RAW/quarantine files either
-        from partnerscore.features.validate import load_raw
-
-        data = load_raw(raw, write_quarantine=False)
-    else:
-        data = validate(raw)
+    data = _validated(raw)
     from partnerscore.serving.config import AppConfig
     from partnerscore.serving.score import batch_scope
 

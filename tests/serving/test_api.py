@@ -492,8 +492,8 @@ def test_other_functions_say_bad_input_in_one_line(api_model, small_tables):
 
 
 def test_score_from_a_folder_writes_nothing(api_model, raw_dir, tmp_path):
-    """score(raw=FOLDER) wrote (and cleared) FOLDER/quarantine/<table>.csv, though its
-    docstring and the README say nothing is written."""
+    """score(raw=FOLDER) and build(FOLDER) wrote (and cleared) FOLDER/quarantine/<table>.csv,
+    though the docstrings and the README say nothing is written."""
     import shutil
 
     uri, result = api_model
@@ -505,6 +505,7 @@ def test_score_from_a_folder_writes_nothing(api_model, raw_dir, tmp_path):
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     scores = partnerscore.score(result.version, raw=folder, as_of="2026-04-01", tracking_uri=uri)
     assert len(scores)
+    assert len(partnerscore.build(folder))  # nor does build
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert partnerscore.validate(folder).quarantine["deals"]["_row"].tolist() == [1]
     assert (folder / "quarantine" / "deals.csv").exists()  # validate() does write them

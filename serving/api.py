@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date, datetime
 from numbers import Integral, Real
 from pathlib import Path
@@ -221,7 +222,8 @@ def train(
                 "training_set: expected a frame from build() or a folder written by "
                 f"`partnerscore build`, got {type(training_set).__name__}"
             )
-        return run_train(training_set, cfg, **options)
+        with _caller_mlflow_kept("train"):
+            return run_train(training_set, cfg, **options)
     for col in ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged"):
         if col not in training_set.columns:
             raise PartnerscoreError(f"training set: missing column '{col}' (use build())")
@@ -236,7 +238,8 @@ def train(
         path = write_frame_atomic(training_set, Path(tmp) / "training_set.parquet")
         Path(tmp, "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         try:
-            return run_train(tmp, cfg, **options)
+            with _caller_mlflow_kept("train"):
+                return run_train(tmp, cfg, **options)
         except PartnerscoreError as exc:  # named after the caller's frame, not the temporary
             raise PartnerscoreError(str(exc).replace(str(path), "training set")) from None
 
@@ -287,7 +290,8 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
             f"tracking_uri: no model registry found at {missing} (train() creates one; none "
             "was created)"
         )
-    return load_scoring_model(uri, tracking_uri).model
+    with _caller_mlflow_kept("load_model", run_allowed=True):
+        return load_scoring_model(uri, tracking_uri).model
 
 
 def score(
@@ -521,3 +525,63 @@ def _given(kind: type[BaseModel], value, where: str):
     raise PartnerscoreError(
         f"{where}: expected a {kind.__name__} or a dict of its settings, got {type(value).__name__}"
     )
+
+
+_MLFLOW_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+)
+
+
+@contextmanager
+def _caller_mlflow_kept(job: str, run_allowed: bool = False) -> Iterator[None]:
+    """Give the caller's MLflow settings back after a job pointed MLflow at its own store.
+
+    ``train`` (and ``load_model`` through MLflow) set the process-wide tracking and registry
+    URIs, the active experiment and their environment variables: a notebook's own MLflow
+    logging went on in partnerscore's store afterwards. They are restored as they were (unset
+    when they were). MLflow cannot start the job's run beside a run of the caller's that is
+    active in this thread, so ``train`` refuses one in one line (MLflow's own error, raised
+    after the tracking URI had moved, left the caller's run unable to end).
+    """
+    import sys
+
+    env = {name: os.environ.get(name) for name in _MLFLOW_VARIABLES}
+    before = sys.modules.get("mlflow")
+    if before is not None and not run_allowed and before.active_run() is not None:
+        raise PartnerscoreError(
+            f"{job}: an MLflow run is active in this process "
+            f"({before.active_run().info.run_id}); end it first (mlflow.end_run()): {job} "
+            "logs its own run in tracking_uri"
+        )
+    settings = _mlflow_settings() if before is not None else (None, None, None)
+    try:
+        yield
+    finally:
+        if "mlflow" in sys.modules:
+            import mlflow
+            from mlflow.tracking import fluent
+
+            tracking, registry, experiment = settings
+            mlflow.set_tracking_uri(tracking)
+            mlflow.set_registry_uri(registry)
+            fluent._active_experiment_id = experiment
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _mlflow_settings() -> tuple[str | None, str | None, str | None]:
+    """MLflow's process-wide tracking URI, registry URI and active experiment, as set.
+
+    None where not set: MLflow keeps them in module globals, with no public getter for that.
+    """
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    return tracking._tracking_uri, registry._registry_uri, fluent._active_experiment_id

@@ -224,7 +224,7 @@ def test_the_mlflow_model_scores_as_the_api(model_store, sim_tables):
     assert api["model_version"].eq("1").all()
 
 
-def test_train_logs_the_hash_of_its_configuration(api_model, built_dir):
+def test_train_logs_the_hash_of_its_configuration(api_model, built_dir, tmp_path):
     """The API's config hash covered the training set's manifest only: a model trained with
     another seed was reported as `identical_to` the first and stamped the same
     model_config_hash. Now it is the hash `partnerscore train --trials 0` logs."""
@@ -238,12 +238,41 @@ def test_train_logs_the_hash_of_its_configuration(api_model, built_dir):
     feats = training.drop_duplicates("partner_id").head(5)
     assert partnerscore.score(model, features=feats)["model_config_hash"].eq(cli_hash).all()
     other = TrainConfig().model_copy(update={"seed": TrainConfig().seed + 1, "trials": 0})
-    again = partnerscore.train(training, tracking_uri=uri, config=other)
+    again = _train_beside_a_notebooks_mlflow(training, uri, other, tmp_path)
     assert again.identical_to == []
     rescored = partnerscore.score(
         partnerscore.load_model(again.version, tracking_uri=uri), features=feats
     )
     assert rescored["model_config_hash"].ne(cli_hash).all()
+
+
+def _train_beside_a_notebooks_mlflow(training, uri, config, tmp_path):
+    """train() inside a notebook that logs to its own MLflow store: an active run of the
+    caller's is refused in one line (MLflow's own error came after the tracking URI had moved:
+    the caller's run could not even end); the caller's tracking and registry URIs, experiment
+    and MLFLOW_* variables are as they were after train and after load_model through MLflow
+    (they pointed at partnerscore's store)."""
+    import os
+
+    import mlflow
+
+    mine = f"sqlite:///{tmp_path / 'mine.db'}"
+    mlflow.set_tracking_uri(mine)
+    mlflow.set_experiment("my-notebook")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    env = {name: os.environ.get(name) for name in names}
+    experiment = mlflow.get_experiment_by_name("my-notebook").experiment_id
+    active = pytest.raises(PartnerscoreError, match="train: an MLflow run is active in this")
+    with mlflow.start_run() as mine_run, active:
+        partnerscore.train(training, tracking_uri=uri, config=config)
+    assert mlflow.MlflowClient(mine).get_run(mine_run.info.run_id).info.status == "FINISHED"
+    result = partnerscore.train(training, tracking_uri=uri, config=config)
+    partnerscore.load_model(f"runs:/{result.run_id}/model", tracking_uri=uri)  # through MLflow
+    assert mlflow.get_tracking_uri() == mine and mlflow.get_registry_uri() == mine
+    assert {name: os.environ.get(name) for name in names} == env
+    with mlflow.start_run() as later:
+        assert later.info.experiment_id == experiment
+    return result
 
 
 @pytest.fixture(scope="module")

@@ -299,7 +299,7 @@ def score(
     *,
     raw: Raw | None = None,
     features: pd.DataFrame | str | Path | None = None,
-    as_of: str | date | None = None,
+    as_of: str | date | np.datetime64 | None = None,
     at_age: int | None = None,
     tracking_uri: str | None = None,
     allow_missing_features: bool = False,

@@ -538,3 +538,29 @@ def test_score_from_a_folder_writes_nothing(api_model, raw_dir, tmp_path):
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert partnerscore.validate(folder).quarantine["deals"]["_row"].tolist() == [1]
     assert (folder / "quarantine" / "deals.csv").exists()  # validate() does write them
+
+
+def test_frames_quarantine_the_rows_the_validate_job_does(small_tables, tmp_path):
+    """validate(frames).quarantine holds the rows and reasons `partnerscore validate` writes to
+    quarantine/<table>.csv for the same tables as files (nothing compared them)."""
+    from partnerscore.features.simulate import write_tables
+    from partnerscore.serving.cli import main
+
+    tables = dict(small_tables)
+    deals = tables["deals"].astype({"amount": object, "status": object})
+    deals.loc[0, "amount"] = -5.0
+    deals.loc[1, "partner_id"] = "NOBODY"
+    deals.loc[2, "status"] = "maybe"
+    deals.loc[3, "amount"] = "lots"
+    deals.loc[4, "created_at"] = pd.Timestamp("1990-01-01")
+    partners = tables["partners"].copy()
+    partners.loc[5, "tier"] = None
+    tables |= {"deals": deals, "partners": pd.concat([partners, partners.iloc[[7]]])}
+    api = partnerscore.validate(tables)
+    write_tables(tables, tmp_path, fmt="csv")
+    assert main(["validate", str(tmp_path)]) == 0
+    for name in ("partners", "deals", "trainings"):
+        job = pd.read_csv(tmp_path / "quarantine" / f"{name}.csv", dtype=str, keep_default_na=False)
+        assert api.quarantine[name]["_row"].astype(str).tolist() == job["_row"].tolist()
+        assert api.quarantine[name]["reason"].tolist() == job["reason"].tolist()
+    assert len(api.quarantine["deals"]) >= 5 and len(api.quarantine["partners"]) == 2

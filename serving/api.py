@@ -18,7 +18,8 @@ Example (runs as is; about a minute on 2 cores)::
     trained = train(training_set, tracking_uri=f"sqlite:///{store}/mlflow.db", trials=0)
     scores = score(trained.version, raw=tables, as_of="2026-06-01",
                    tracking_uri=f"sqlite:///{store}/mlflow.db")
-    print(scores[["partner_id", "score", "score_tier", "intervention"]].head())
+    onboarding = scores[~scores["out_of_scope"]]  # graduated partners: their own action
+    print(onboarding[["partner_id", "age_days", "score", "score_tier", "intervention"]].head())
 """
 
 from __future__ import annotations

@@ -11,8 +11,12 @@ parser's own errors do. Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -855,6 +859,44 @@ def demo(
 
 INTERRUPTED = 130
 """Exit code of a job ended by Ctrl-C (SIGINT), as a shell reports it."""
+TERMINATED = 143
+"""Exit code of a job ended by SIGTERM (128 + 15), as a shell reports a killed job."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the job the way Ctrl-C does: unwinding, so its cleanup runs.
+
+    A scheduler stops a job with SIGTERM (a timeout, ``kill PID``, a new deployment). Python's
+    default action ends the process at once, without its ``finally`` blocks: a forked worker
+    (the score job's history reader, the pools of ``--workers``) then stayed behind forever,
+    holding the job's stdout (a scheduler reading it waited for ever) and its memory. Here
+    the signal raises KeyboardInterrupt in this process: the job stops its workers, discards
+    its staged files and says ``terminated``, exit 143. A process forked from this one (a
+    worker) still ends at once, as by default. Only in the main thread with Python's default
+    handler in place (a caller's own handler is left alone); the previous one is back after.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    job = os.getpid()
+
+    def terminate(number: int, _frame) -> None:
+        if os.getpid() != job:  # a forked worker: the default action, at once
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        _STATE["terminated"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -954,6 +996,7 @@ def main(argv: list[str] | None = None) -> int:
     _STATE["json"] = False
     _STATE["exit_now"] = False
     _STATE["command"] = None
+    _STATE["terminated"] = False
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)
@@ -961,7 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
     command = None
     try:
         # without standalone mode click returns the code of typer.Exit instead of raising it
-        code = app(args=args, standalone_mode=False)
+        with _sigterm_as_interrupt():
+            code = app(args=args, standalone_mode=False)
     except PartnerscoreError as exc:
         if isinstance(exc, UsageError):  # options the parser could not check: as its errors
             typer.echo(exc.usage, err=True)
@@ -994,7 +1038,9 @@ def main(argv: list[str] | None = None) -> int:
                 _exit_now(code)
             return code
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
-    if code == INTERRUPTED:
+    if code == INTERRUPTED and _STATE["terminated"]:
+        message, code = "terminated", TERMINATED
+    if code in (INTERRUPTED, TERMINATED):
         typer.echo(message, err=True)
     else:
         typer.echo(f"error: {message}", err=True)

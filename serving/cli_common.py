@@ -14,7 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from partnerscore.features.core import OptionError, PartnerscoreError
 
-_STATE = {"json": False, "exit_now": False, "command": None}
+_STATE = {"json": False, "exit_now": False, "command": None, "terminated": False}
 """Process-wide CLI state: ``--json`` output (set by the console script's callback) and the
 command being run (``score``, ``experiment assign``; set when it starts, for error objects)."""
 

@@ -214,3 +214,88 @@ def test_config_backed_options_name_the_key_and_its_shipped_default():
         if text != expected:
             wrong.append(f"{command} {option}: help says {text}, {section}.{key} is {expected}")
     assert not wrong, "; ".join(wrong)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:  # a zombie has ended (its parent has not reaped it yet)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
+    raw_dir, store_config, postgres_url, tmp_path
+):
+    """A scheduler's SIGTERM (a timeout, `kill PID`) ended the score job at once, without its
+    cleanup: the history reader it forks (any database server, a large SQLite store) stayed
+    behind for ever, holding the job's stdout, so a scheduler reading it never saw the end
+    (exit -15). It now unwinds as Ctrl-C does: `terminated`, exit 143, no process left, no
+    file and no history row."""
+    import json
+    import os
+    import signal
+    import time
+
+    import sqlalchemy as sa
+
+    from partnerscore.serving.history import ScoreHistory
+
+    paths = store_config.paths.model_copy(update={"history_url": postgres_url})
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(
+        json.dumps(store_config.model_copy(update={"paths": paths}).model_dump(mode="json"))
+    )
+    out = tmp_path / "scores.parquet"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
+        + ["--as-of", "2026-04-01", "--out", str(out), "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while not children and job.poll() is None and time.monotonic() < deadline:
+        children = _children(job.pid)  # the history reader, forked as the job starts
+        time.sleep(0.01)
+    assert children, "the job forked no history reader"
+    job.send_signal(signal.SIGTERM)
+    try:
+        _, err = job.communicate(timeout=60)
+    finally:
+        for pid in children:  # before the fix they outlived the job: end them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)
+    assert job.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err, err
+    left = [pid for pid in children if _alive(pid)]
+    assert left == []
+    assert not out.exists() and not (tmp_path / "scores.rejects.csv").exists()
+    assert list(tmp_path.glob(".*")) == []  # no staged temporaries
+    history = ScoreHistory(postgres_url)
+    if history.exists():
+        with history.engine.connect() as conn:
+            rows = conn.execute(sa.text("select count(*) from score_history_v2")).scalar()
+        assert rows == 0
+    history.dispose()

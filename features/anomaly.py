@@ -803,6 +803,14 @@ def staleness_checks(
     return checks
 
 
+NOT_RANGE_CHECKED = ("age_days",)
+"""Features the range check leaves out. ``age_days`` is the batch's own clock, not an input:
+a partner signed days before the batch is younger than the youngest training snapshot (30
+days by default) every month, by construction (the policy marks it ``provisional``), and one
+older than the trained ages is out of scope (flagged, and not range-checked). It flagged every
+new partner as anomalous and warned in every monthly monitor run of a steady program."""
+
+
 def training_range(spec: dict, margin: float) -> tuple[float, float, bool] | None:
     """(low, high, log scale) bounds of a numeric profile column, or None without a range."""
     if spec.get("kind") != "numeric" or spec.get("min") is None:
@@ -827,6 +835,8 @@ def out_of_range(features: pd.DataFrame, columns: dict[str, dict], margin: float
     for name, spec in columns.items():
         bounds = training_range(spec, margin)
         if bounds is None or name not in features or name.startswith("pred_"):
+            continue
+        if name in NOT_RANGE_CHECKED:
             continue
         lo, hi, log = bounds
         x = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float)

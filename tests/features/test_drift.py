@@ -380,3 +380,23 @@ def test_a_profiled_column_absent_from_the_batch_is_all_missing():
     checks = {c.name: c for c in drift_checks(ref, without, CFG)}
     assert checks["quality.missing_rate.x"].status == "alarm"
     assert checks["quality.missing_rate.c"].status == "alarm"
+
+
+def test_out_of_range_leaves_the_onboarding_age_out():
+    """age_days is the batch's clock: every month the partners signed in the last weeks are
+    younger than the youngest training snapshot (30 days), by construction. They were listed as
+    anomalous ("feature age_days = 18.62 is outside the training range [30, 180]"), and the
+    monitor warned on every monthly run of a steady program (11% of in-scope partners)."""
+    ages = pd.Series(np.tile([30.0, 60.0, 90.0, 180.0], 50))
+    spec = numeric_column_spec(ages)
+    feats = pd.DataFrame(
+        {
+            "partner_id": ["new", "old"],
+            "as_of": pd.Timestamp("2026-01-01"),
+            "age_days": [2.5, 180.0],
+            "x": [5.0, 1e9],
+        }
+    )
+    x_spec = numeric_column_spec(pd.Series(np.linspace(0, 1000, 200)))
+    rows = out_of_range(feats, {"age_days": spec, "x": x_spec}, margin=0.25)
+    assert list(rows["column"]) == ["x"] and list(rows["partner_id"]) == ["old"]

@@ -124,3 +124,19 @@ def test_a_model_feature_absent_from_the_batch_alarms_as_all_missing(
     assert missing and all(c.status == "alarm" for c in missing.values())
     assert all("100.0% in the batch" in c.detail for c in missing.values())
     assert result.exit_code == 1
+
+
+def test_a_monthly_run_mid_program_does_not_flag_new_partners(store_config, batches, tmp_path):
+    """A monthly monitor run while partners keep signing: those signed in the last weeks are
+    younger than the youngest training snapshot (30 days) every month. They were listed as
+    anomalous (`age_days ... outside the training range`) and `quality.out_of_training_range`
+    warned on every run of a steady program (44-69 of ~500 in-scope partners, 12 months of a
+    3,000-partner program); the batches above, as of the program's end, have no such partner."""
+    as_of = pd.Timestamp("2025-09-01").date()
+    result = run_monitor(store_config, batches["clean3"], as_of, tmp_path, log_to_mlflow=False)
+    young = pd.read_parquet(batches["clean3"] / "partners.parquet")["signed_at"]
+    young = pd.to_datetime(young)
+    assert ((young < pd.Timestamp(as_of)) & (young >= pd.Timestamp("2025-08-15"))).sum() > 20
+    assert "age_days" not in set(result.anomalies["column"])
+    check = next(c for c in result.checks if c.name == "quality.out_of_training_range")
+    assert check.status == "ok", check.detail

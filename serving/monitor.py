@@ -15,7 +15,8 @@ Files written to the output folder (all documented in the README):
 - ``monitor.html``: the same as a self-contained page with inline SVG charts;
 - ``anomalies.csv``: anomalous rows (:data:`ANOMALY_COLUMNS`) with their reason;
 - ``backtest.csv``: realised metrics per batch and segment (:data:`BACKTEST_COLUMNS`);
-- ``monitor_state.json``: table volumes of this run, the baseline of the next one.
+- ``monitor_state.json``: table volumes of this run, the baseline of the next one (and the
+  baseline this run read, for a re-run of the same date).
 """
 
 from __future__ import annotations
@@ -1125,18 +1126,33 @@ def run_monitor(
     window = pd.Timedelta(days=mcfg.window_days)
     volumes = table_volumes(tables, cut - window, cut)
     state = _state(out_dir)
-    prev_as_of = pd.Timestamp(state["as_of"]) if state.get("as_of") else None
+    last_as_of = pd.Timestamp(state["as_of"]) if state.get("as_of") else None
+    baseline = state
+    if last_as_of == cut:
+        # a re-run of this as_of: the baseline its first run read (the state file holds this
+        # date's volumes now; read as the baseline, a re-run compared otherwise)
+        baseline = state.get("baseline") or {}
+    prev_as_of = pd.Timestamp(baseline["as_of"]) if baseline.get("as_of") else None
     # the previous run is the baseline only when it is recent: an old or mistaken run (years
     # before, all-zero volumes) would make every table a spike
     recent = prev_as_of is not None and cut - 2 * window <= prev_as_of < cut
-    if recent and state.get("volumes"):
-        previous, prev_days = state["volumes"], float(state.get("window_days", mcfg.window_days))
+    used = None
+    if recent and baseline.get("volumes"):
+        previous = baseline["volumes"]
+        prev_days = float(baseline.get("window_days", mcfg.window_days))
         source = f"the previous run (as of {prev_as_of:%Y-%m-%d})"
+        used = {"as_of": f"{prev_as_of:%Y-%m-%d}", "window_days": prev_days, "volumes": previous}
     else:
         previous = table_volumes(tables, cut - 2 * window, cut - window)
         prev_days = float(mcfg.window_days)
         source = "the preceding window of this data"
     checks += volume_checks(volumes, previous, float(mcfg.window_days), prev_days, mcfg, source)
+    # a re-run of an earlier date (a backfill) leaves the state of the latest run: the next
+    # scheduled run's baseline stays the run before it
+    new_state = None
+    if last_as_of is None or cut >= last_as_of:
+        new_state = {"as_of": f"{cut:%Y-%m-%d}", "window_days": mcfg.window_days}
+        new_state |= {"volumes": volumes, "baseline": used}
     checks += staleness_checks(tables, cut, mcfg)
     checks += _scope_checks(tables["partners"], cut, reference["ages"])
 
@@ -1180,14 +1196,15 @@ def run_monitor(
         backtest_labels=labels,
         batch_rows=len(batch),
     )
-    _write(result, reference, batch, config, volumes, cut)
+    _write(result, reference, batch, config, new_state, cut)
     result.seconds = time.perf_counter() - started
     if log_to_mlflow:
         result.run_id = _log_mlflow(result, config, cut)
     return result
 
 
-def _write(result, reference, batch, config, volumes, cut) -> None:
+def _write(result, reference, batch, config, state: dict | None, cut) -> None:
+    """The output files; ``state`` None keeps the state file (a run of an earlier date)."""
     from partnerscore.serving.monitor_report import render_monitor_html
 
     out = result.out_dir
@@ -1228,7 +1245,8 @@ def _write(result, reference, batch, config, volumes, cut) -> None:
     files["json"] = write_text_atomic(json.dumps(payload, indent=1), out / "monitor.json")
     html = render_monitor_html(result, reference, batch, config, payload)
     files["html"] = write_text_atomic(html, out / "monitor.html")
-    state = {"as_of": f"{cut:%Y-%m-%d}", "window_days": config.monitor.window_days}
-    state["volumes"] = volumes
-    files["state"] = write_text_atomic(json.dumps(state, indent=1), out / STATE_FILE)
+    if state is not None:
+        files["state"] = write_text_atomic(json.dumps(state, indent=1), out / STATE_FILE)
+    else:
+        files["state"] = out / STATE_FILE
     result.files = files

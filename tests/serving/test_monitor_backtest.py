@@ -313,3 +313,30 @@ def test_a_late_tail_completes_no_horizon(store_config, raw_dir, tmp_path):
                 log_to_mlflow=False)  # fmt: skip
     table = pd.read_csv(tmp_path / "m" / "backtest.csv", keep_default_na=False, na_values=[""])
     assert "2026-01-15" not in set(table["as_of"])
+
+
+def test_a_rerun_reads_the_volume_baseline_its_first_run_read(store_config, raw_dir, tmp_path):
+    """A scheduler re-runs a month (a retry, a fixed input): the first run had overwritten the
+    state file with its own volumes, so the re-run compared the batch with the data's
+    preceding window instead of the previous month's run, and its volume checks read
+    otherwise (`x1.05 vs the previous run (as of 2026-06-01)`, then `x1.12 vs the preceding
+    window`). A re-run of an earlier date (a backfill) replaced the state too, and the next
+    month's run compared itself with the backfilled date."""
+    out = tmp_path / "out"
+
+    def volumes(as_of):
+        result = run_monitor(
+            store_config, raw_dir, pd.Timestamp(as_of).date(), out, log_to_mlflow=False
+        )
+        return {c.name: (c.status, c.detail) for c in result.checks if c.section == "quality"
+                and c.name.startswith("quality.volume.")}  # fmt: skip
+
+    volumes("2026-05-01")
+    first = volumes("2026-06-01")
+    assert all("previous run (as of 2026-05-01)" in d for _, d in first.values()), first
+    assert volumes("2026-06-01") == first
+    state = json.loads((out / "monitor_state.json").read_text())
+    assert state["as_of"] == "2026-06-01" and state["baseline"]["as_of"] == "2026-05-01"
+    volumes("2026-04-01")  # a backfill keeps the latest run's state
+    assert json.loads((out / "monitor_state.json").read_text()) == state
+    assert volumes("2026-06-01") == first

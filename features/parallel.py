@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -181,6 +182,49 @@ def tune_batch_memory() -> dict[str, bool]:
         except (OSError, AttributeError):  # pragma: no cover - no C library symbols
             pass
     return done
+
+
+@contextlib.contextmanager
+def signals_deferred(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[None]:
+    """Hold ``signals`` while the block runs, then act on the first one that came.
+
+    For a short write that must happen whole (a model version with its alias and tags). The
+    previous handlers are back before the signal is raised again, so Ctrl-C still ends the
+    job (KeyboardInterrupt), only after the block. A second signal acts at once: a block
+    stuck on an unreachable server still yields to a repeated Ctrl-C. Outside the main thread
+    (where Python cannot set handlers) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+
+    def restore() -> None:
+        while previous:
+            signum, handler = previous.popitem()
+            signal.signal(signum, handler)
+
+    def hold(number: int, _frame) -> None:
+        received.append(number)
+        if len(received) > 1:  # asked twice: act now
+            restore()
+            signal.raise_signal(number)
+
+    for signum in signals:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: leave it alone
+            continue
+        previous[signum] = handler
+        signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        restore()
+        if len(received) == 1:
+            signal.raise_signal(received[0])
 
 
 @contextlib.contextmanager

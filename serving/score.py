@@ -35,6 +35,7 @@ from partnerscore.features.parallel import (
     WorkerPool,
     can_fork,
     collector_paused,
+    signals_deferred,
     start_tasks,
     worker_count,
 )
@@ -907,6 +908,16 @@ def _publish(
     facts = milestone_columns(config.incentives)
     flags = shadow_rows(scored, shadow, history) if record_history else None
     writer = None
+    # from the history's commit until the files are published, Ctrl-C and SIGTERM wait (a
+    # second one acts at once): a signal between the commit and the ledger's write left the
+    # history holding a batch the ledger and the files did not
+    commit_guard, held = contextlib.ExitStack(), []
+
+    def hold_signals() -> None:
+        if not held:  # once (it may be called again as the commit's hook)
+            held.append(True)
+            commit_guard.enter_context(signals_deferred())
+
     if record_history and workers > 1 and can_fork() and len(scored) >= MIN_WORKER_PARTNERS:
         # a worker process converts and writes the ledger rows while this one writes the
         # history; it writes only once the history holds the batch (forked before the file
@@ -928,6 +939,7 @@ def _publish(
                     staging.result()  # re-raises a failed write (it staged nothing then)
                     if writer is not None:
                         writer.prepared()  # re-raises a failed conversion
+                    hold_signals()
 
                 rows = decisions = None
                 try:
@@ -955,10 +967,13 @@ def _publish(
             except BaseException:
                 discard_staged(staged)
                 raise
+        publish_staged(staged)
     finally:
-        if writer is not None:
-            writer.close()
-    publish_staged(staged)
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            commit_guard.close()  # a signal held meanwhile acts now, the batch whole
     return file_rows, reject_frame, 0 if flags is None else int(flags.sum())
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from partnerscore.features.parallel import signals_deferred
 from partnerscore.models.model_uri import sqlite_file
 
 
@@ -45,49 +44,6 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
             yield
     finally:
         os.close(handle)  # releases the lock
-
-
-@contextmanager
-def signals_deferred(
-    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
-) -> Iterator[None]:
-    """Hold ``signals`` while the block runs, then act on the first one that came.
-
-    For a short write that must happen whole (a model version with its alias and tags). The
-    previous handlers are back before the signal is raised again, so Ctrl-C still ends the
-    job (KeyboardInterrupt), only after the block. A second signal acts at once: a block
-    stuck on an unreachable server still yields to a repeated Ctrl-C. Outside the main thread
-    (where Python cannot set handlers) the block runs as it is.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {}
-
-    def restore() -> None:
-        while previous:
-            signum, handler = previous.popitem()
-            signal.signal(signum, handler)
-
-    def hold(number: int, _frame) -> None:
-        received.append(number)
-        if len(received) > 1:  # asked twice: act now
-            restore()
-            signal.raise_signal(number)
-
-    for signum in signals:
-        handler = signal.getsignal(signum)
-        if handler is None:  # installed outside Python: leave it alone
-            continue
-        previous[signum] = handler
-        signal.signal(signum, hold)
-    try:
-        yield
-    finally:
-        restore()
-        if len(received) == 1:
-            signal.raise_signal(received[0])
 
 
 def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -1484,6 +1485,23 @@ def portfolio_page(
     )
 
 
+def unfinished_index(scores: str | Path, frame: pd.DataFrame) -> str:
+    """``index.html`` while a report run rewrites the pages (replaced by the portfolio page)."""
+    dates = pd.to_datetime(frame["as_of"]) if len(frame) else pd.Series(dtype="datetime64[ns]")
+    newest = f"{dates.max():%Y-%m-%d}" if len(dates) and pd.notna(dates.max()) else "unknown"
+    said = (
+        f"Report being written from {scores} (scores as of {newest}), started "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. If this page stays, the run was interrupted "
+        "and the partner pages are a mix of this batch and the previous one: run "
+        "partnerscore report again."
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Report incomplete</title></head>\n"
+        f"<body><h1>Report incomplete</h1><p>{escape(said)}</p></body></html>\n"
+    )
+
+
 def run_report(
     scores: str | Path,
     out_dir: str | Path,
@@ -1561,6 +1579,10 @@ def run_report(
         index_html.append(portfolio_page(frame, rows, names, config, subset_note=subset_note))
 
     rp.remove_stale_temporaries(partners_dir)
+    # the pages are replaced one by one, the portfolio page last: until then index.html says
+    # the folder is being rewritten, so an interrupted run (SIGTERM, Ctrl-C, a failed page)
+    # leaves no portfolio page of the previous batch over a mix of both batches' pages
+    write_text_atomic(unfinished_index(scores, frame), out_dir / "index.html")
     total_bytes = with_history = 0
     with task("writing partner reports", len(rows)) as bar:
         for pages, written, trajectories in rp.render_pages(plan, workers, meanwhile=portfolio):

@@ -786,3 +786,34 @@ def test_tier_ranges_say_which_tier_holds_the_boundary():
     two = PolicyConfig(tier_cutoffs={"A": 60.0, "B": 20.0})
     assert [t["range"] for t in tier_thresholds(two)] == ["60-100", "0 to under 60"]
     assert score_tier(np.array([10.0, 60.0]), two).tolist() == ["B", "A"]
+
+
+def test_an_interrupted_run_leaves_no_index_of_the_previous_batch(
+    scored_dir, tmp_path, monkeypatch
+):
+    """A report run stopped midway (SIGTERM, Ctrl-C) replaced some partner pages and left the
+    previous run's index.html over them: a month's portfolio page linking to pages of two
+    batches (operator run: 752 of 3,000 pages of July under June's index, exit 143). Until the
+    portfolio page is written, index.html now says the report is incomplete."""
+    from partnerscore.serving import report_pages as rp
+
+    root, cfg = scored_dir
+    out = tmp_path / "reports"
+    run_report(root / "a.parquet", out, cfg, workers=1)
+    previous = (out / "index.html").read_text()
+    real = rp.render_pages
+
+    def stopped_midway(plan, workers, meanwhile=None):
+        pages = real(plan, workers, meanwhile)
+        yield next(pages)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rp, "render_pages", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        run_report(root / "scores.csv", out, cfg, workers=1)
+    left = (out / "index.html").read_text()
+    assert left != previous and "Report incomplete" in left and "scores.csv" in left
+    assert "run was interrupted" in left
+    monkeypatch.setattr(rp, "render_pages", real)
+    run_report(root / "scores.csv", out, cfg, workers=1)
+    assert "Report incomplete" not in (out / "index.html").read_text()

@@ -140,3 +140,21 @@ def test_a_monthly_run_mid_program_does_not_flag_new_partners(store_config, batc
     assert "age_days" not in set(result.anomalies["column"])
     check = next(c for c in result.checks if c.name == "quality.out_of_training_range")
     assert check.status == "ok", check.detail
+
+
+def test_the_scope_check_counts_the_partners_score_graduates():
+    """`scope.outside_trained_ages` counted every partner past the oldest trained age (180
+    days) and said they were "flagged, not scored as new", while `score` scores partners up to
+    `policy.scope_tolerance_days` (90) past it as new: 1,626 "flagged" of a batch whose score
+    summary graduated 1,362."""
+    from partnerscore.models.config import PolicyConfig
+    from partnerscore.serving.monitor import _scope_checks
+
+    as_of = pd.Timestamp("2026-01-01")
+    ages = [10, 200, 270, 271, 400]
+    partners = pd.DataFrame({"signed_at": [as_of - pd.Timedelta(days=a) for a in ages]})
+    (check,) = _scope_checks(partners, as_of, [30, 60, 90, 180], PolicyConfig())
+    assert check.value == 2 / 5
+    assert check.detail.startswith("2 of 5 partners signed before as_of are past the onboarding")
+    (check,) = _scope_checks(partners, as_of, [30, 180], PolicyConfig(scope_tolerance_days=0))
+    assert check.value == 4 / 5

@@ -256,7 +256,9 @@ def _scope_checks(
     new (1,626 here against the 1,362 that `score` graduated in the same batch).
     """
     signed = pd.to_datetime(partners["signed_at"])
-    age = ((as_of - signed[signed < as_of]) / pd.Timedelta(days=1)).to_numpy()
+    # whole days, as the features' age_days that score reads (a partner signed at 09:00 is
+    # 270 days old at midnight 270.6 days later, and in scope)
+    age = np.floor(((as_of - signed[signed < as_of]) / pd.Timedelta(days=1)).to_numpy())
     n = len(age)
     past = out_of_scope(age, ages, policy)
     limit = f"{max(ages)} days plus policy.scope_tolerance_days {policy.scope_tolerance_days}"

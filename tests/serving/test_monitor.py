@@ -151,7 +151,7 @@ def test_the_scope_check_counts_the_partners_score_graduates():
     from partnerscore.serving.monitor import _scope_checks
 
     as_of = pd.Timestamp("2026-01-01")
-    ages = [10, 200, 270, 271, 400]
+    ages = [10, 200, 270.6, 271, 400]  # whole days, as score's age_days: 270.6 is 270
     partners = pd.DataFrame({"signed_at": [as_of - pd.Timedelta(days=a) for a in ages]})
     (check,) = _scope_checks(partners, as_of, [30, 60, 90, 180], PolicyConfig())
     assert check.value == 2 / 5

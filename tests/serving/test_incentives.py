@@ -1,14 +1,19 @@
 """Incentives tied to milestones: evaluated on the score history, awarded once."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partnerscore.features.core import PartnerscoreError, read_frame
 from partnerscore.models.milestones import (
     DEFAULT_MILESTONES,
+    Condition,
     IncentivesConfig,
+    Milestone,
     condition_holds,
     first_achievements,
 )
@@ -119,3 +124,106 @@ def test_milestone_on_an_unrecorded_column_is_one_line():
     history = pd.DataFrame({"partner_id": ["a"], "as_of": [pd.Timestamp("2026-01-01")]})
     with pytest.raises(PartnerscoreError, match="'m': column 'nope' is not recorded"):
         first_achievements(history, cfg)
+
+
+def reference_holds(value, condition: Condition) -> bool:
+    """One value against one condition: missing (or not a finite number) never satisfies."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if isinstance(condition.value, str):
+        a, b = str(value), condition.value
+    else:
+        try:
+            a, b = float(value), float(condition.value)
+        except (TypeError, ValueError):
+            return False
+        if not math.isfinite(a):
+            return False
+    return {
+        ">=": a >= b, ">": a > b, "<=": a <= b, "<": a < b, "==": a == b, "!=": a != b
+    }[condition.op]  # fmt: skip
+
+
+def reference_achievements(rows: list[dict], config: IncentivesConfig) -> dict:
+    """(partner, milestone) -> the oldest as_of whose row meets it, one partner at a time."""
+    out = {}
+    partners = sorted({str(r["partner_id"]) for r in rows})
+    for m in config.milestones:
+        for pid in partners:
+            mine = [r for r in rows if str(r["partner_id"]) == pid]
+            met = [
+                r["as_of"]
+                for r in mine
+                if (m.within_days is None or r["age_days"] <= m.within_days)
+                and all(reference_holds(r.get(c.column), c) for c in m.conditions)
+            ]
+            if met:
+                out[(pid, m.name)] = (min(met), m.incentive, m.amount)
+    return out
+
+
+cell = st.one_of(
+    st.none(),
+    st.sampled_from([float("nan"), 0.0, -0.0, 1.0, 1e300, -1e300, 2.5, "A", "B", "a", "1", ""]),
+    st.integers(-3, 3),
+)
+conditions = st.builds(
+    Condition,
+    column=st.sampled_from(["c1", "c2"]),
+    op=st.sampled_from([">=", ">", "<=", "<", "==", "!="]),
+    value=st.one_of(st.sampled_from([0, 1, 2.5, -1e300, "A", "a", "1"]), st.floats(-5, 5)),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["p1", "p2", "10", "P1"]),
+            st.integers(0, 5),
+            st.one_of(st.sampled_from([float("nan"), 0.0, 90.0, 90.5]), st.floats(-10, 400)),
+            cell,
+            cell,
+        ),
+        max_size=25,
+    ),
+    milestones=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 200)),
+            st.lists(conditions, min_size=1, max_size=2),
+            st.sampled_from([0.0, 5000.0, 0.01]),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_first_achievements_equal_the_per_partner_reference(rows, milestones):
+    config = IncentivesConfig(
+        milestones=tuple(
+            Milestone(
+                name=f"m{i}", incentive=f"i{i}", amount=amount, within_days=days, conditions=c
+            )
+            for i, (days, c, amount) in enumerate(milestones)
+        )
+    )
+    history = pd.DataFrame(
+        {
+            "partner_id": [r[0] for r in rows],
+            "as_of": pd.to_datetime([pd.Timestamp("2026-01-01") + pd.Timedelta(days=30 * r[1])
+                                     for r in rows]),
+            "age_days": [r[2] for r in rows],
+            "c1": pd.Series([r[3] for r in rows], dtype=object),
+            "c2": pd.Series([r[4] for r in rows], dtype=object),
+        }
+    )  # fmt: skip
+    got = first_achievements(history, config)
+    expected = reference_achievements(history.to_dict("records"), config)
+    assert {
+        (p, m): (pd.Timestamp(d), i, a)
+        for p, m, i, a, d in zip(
+            got["partner_id"], got["milestone"], got["incentive"], got["amount"],
+            got["achieved_as_of"], strict=True,
+        )
+    } == expected  # fmt: skip
+    assert len(got) == len(expected)
+    assert list(zip(got["partner_id"], got["milestone"], strict=True)) == sorted(expected)

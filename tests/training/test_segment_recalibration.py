@@ -312,3 +312,54 @@ def test_numeric_segment_factors_apply_by_band(fitted_head):
         np.testing.assert_allclose(ratio, [1.5, 1.5, 0.5, 1.0], rtol=1e-9)
     finally:
         head.recalibrate(1.0).recalibrate_segments({})
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    partners=st.integers(2, 60),
+    snapshots=st.integers(1, 3),
+    min_partners=st.integers(1, 12),
+    prior_sd=st.sampled_from([None, None, 0.0, 0.25, 3.0]),
+    zeros=st.floats(0, 0.95),
+    spread=st.sampled_from([1e-3, 1.0, 1e3]),
+)
+def test_fast_factors_equal_the_pandas_twin_on_random_programs(
+    seed, partners, snapshots, min_partners, prior_sd, zeros, spread
+):
+    """Few partners, segments below min_partners, revenue mostly zero, a value with none."""
+    rng = np.random.default_rng(seed)
+    pid = np.repeat(np.arange(partners), snapshots)
+    n = len(pid)
+    tier = rng.choice(["a", "b", "c", "nothing"], partners)
+    rows = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in pid],
+            "tier": np.repeat(tier, snapshots),
+            "region": rng.choice(["NA", "EMEA", None], n),
+            "oof": rng.lognormal(0, 1, n) * spread,
+        }
+    )
+    y = rng.gamma(2.0, spread, n) * (rng.random(n) >= zeros)
+    y[rows["tier"].to_numpy() == "nothing"] = 0.0
+    if y.sum() == 0:
+        y[0] = spread
+    rows["y"] = y
+    columns = ("tier", "region")
+    fitted = fit_segment_factors(
+        rows,
+        rows["partner_id"].to_numpy(),
+        rows["y"].to_numpy(),
+        rows["oof"].to_numpy(),
+        columns,
+        min_partners=min_partners,
+        prior_sd=prior_sd,
+        max_sweeps=200,
+        tol=1e-13,
+    )
+    overall, factors = twin_factors(rows, columns, min_partners, prior_sd)
+    assert fitted.overall == pytest.approx(overall, rel=1e-7)
+    for col in columns:
+        assert fitted.factors[col].keys() == factors[col].keys()
+        for value, f in factors[col].items():
+            assert fitted.factors[col][value] == pytest.approx(f, rel=1e-7), (col, value)

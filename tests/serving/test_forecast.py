@@ -624,3 +624,90 @@ def test_forecast_refuses_an_as_of_of_today(tmp_path, capsys, suffix):
     scores.loc[4, "as_of"] = "today"
     err = _refusal(tmp_path, capsys, scores, suffix)
     assert err.endswith(f"s.{suffix}: column 'as_of' row 5: 'today' is not a date"), err
+
+
+def reference_forecast(scores: pd.DataFrame, by, horizon, coverage, include) -> dict:
+    """The forecast cells, one (date, segment) at a time: key -> (partners, out of scope,
+    revenue, sd, lo, hi, versions, period end)."""
+    rows = scores.to_dict("records")
+    level = max((r.get("revenue_level_cv", 0.0) for r in rows), default=0.0)
+
+    def segment(r):
+        return tuple("missing" if r[c] is None else str(r[c]) for c in by)
+
+    out = {}
+    dates = sorted({pd.Timestamp(r["as_of"]) for r in rows})
+    for day in dates:
+        mine = [r for r in rows if pd.Timestamp(r["as_of"]) == day]
+        keys = [("total", ("ALL",) * len(by))] + [
+            ("segment", s) for s in {segment(r) for r in mine} if by
+        ]
+        for lvl, seg in keys:
+            cell = [r for r in mine if lvl == "total" or segment(r) == seg]
+            oos = {r["partner_id"] for r in cell if r["out_of_scope"]}
+            summed = [r for r in cell if include or not r["out_of_scope"]]
+            revenue = sum(r["pred_revenue"] for r in summed)
+            var = sum(r["pred_revenue_sd"] ** 2 for r in summed) + (level * revenue) ** 2
+            if summed:
+                _, lo, hi = portfolio_interval(
+                    [r["pred_revenue"] for r in summed],
+                    [r["pred_revenue_sd"] for r in summed],
+                    coverage,
+                    level_cv=level,
+                )
+            else:
+                lo = hi = 0.0
+            versions = ",".join(sorted({str(r["model_version"]) for r in summed}))
+            end = day + pd.Timedelta(days=horizon)
+            out[(day, lvl, seg)] = (len(summed), len(oos), revenue, var**0.5, lo, hi, versions, end)
+    return out
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(
+    partners=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # scoring date
+            st.sampled_from(["gold", "silver", "GOLD", None]),
+            st.sampled_from(["NA", "EMEA", None]),
+            st.one_of(st.sampled_from([0.0, 1e-300, 1e12, 1e150]), st.floats(0, 1e6)),
+            st.one_of(st.sampled_from([0.0, 1e-300, 1e12, 1e150]), st.floats(0, 1e6)),
+            st.booleans(),
+            st.sampled_from(["3", "4"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    by=st.sampled_from([(), ("tier",), ("tier", "region")]),
+    include=st.booleans(),
+    level=st.sampled_from([None, 0.0, 0.2]),
+    coverage=st.sampled_from([0.5, 0.8, 0.999]),
+)
+def test_forecast_cells_equal_a_per_cell_twin(partners, by, include, level, coverage):
+    """Sums, partners, out-of-scope counts, sd, interval, versions and ends of every cell."""
+    dates = ["2026-01-01", "2026-01-02", "2026-04-01"]
+    scores = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(len(partners))],
+            "as_of": [dates[p[0]] for p in partners],
+            "tier": pd.Series([p[1] for p in partners], dtype=object),
+            "region": pd.Series([p[2] for p in partners], dtype=object),
+            "pred_revenue": [p[3] for p in partners],
+            "pred_revenue_sd": [p[4] for p in partners],
+            "out_of_scope": [p[5] for p in partners],
+            "model_version": [p[6] for p in partners],
+        }
+    )
+    if level is not None:
+        scores["revenue_level_cv"] = level
+    table = forecast_table(scores, by, 180, coverage, include_out_of_scope=include)
+    expected = reference_forecast(scores, by, 180, coverage, include)
+    assert len(table) == len(expected)
+    for rec in table.to_dict("records"):
+        key = (rec["period_start"], rec["level"], tuple(rec[c] for c in by))
+        partners_, oos, revenue, sd, lo, hi, versions, end = expected[key]
+        assert (rec["partners"], rec["out_of_scope_partners"]) == (partners_, oos), key
+        assert rec["expected_revenue"] == pytest.approx(revenue, rel=1e-12, abs=1e-300)
+        assert rec["revenue_sd"] == pytest.approx(sd, rel=1e-12, abs=1e-300)
+        assert (rec["revenue_lo"], rec["revenue_hi"]) == pytest.approx((lo, hi), rel=1e-9), key
+        assert rec["model_version"] == versions and rec["period_end"] == end

@@ -400,3 +400,95 @@ def test_out_of_range_leaves_the_onboarding_age_out():
     x_spec = numeric_column_spec(pd.Series(np.linspace(0, 1000, 200)))
     rows = out_of_range(feats, {"age_days": spec, "x": x_spec}, margin=0.25)
     assert list(rows["column"]) == ["x"] and list(rows["partner_id"]) == ["old"]
+
+
+def _plain_band(age, ages) -> str:
+    """The age band of one age, read off the labels: (previous age, age] (whole ages)."""
+    if age is None or age != age:
+        return "unknown"
+    low = 0
+    for a in ages:
+        if age <= a:
+            return f"{low}-{a}"
+        low = a + 1
+    return f">{ages[-1]}"
+
+
+def _plain_counts(rows, spec) -> dict:
+    """One column's counts over a list of values, one value at a time."""
+    n, missing = len(rows), 0
+    if spec["kind"] == "numeric":
+        counts = [0] * (len(spec["edges"]) + 1)
+        for v in rows:
+            x = float("nan") if v is None else float(v)
+            if x != x or x in (float("inf"), float("-inf")):
+                missing += 1
+            else:
+                counts[sum(1 for e in spec["edges"] if e < x)] += 1
+        return {"n": n, "missing": missing, "counts": counts}
+    counts, other = [0] * len(spec["categories"]), {}
+    for v in rows:
+        if v is None or (isinstance(v, float) and v != v):
+            missing += 1
+        elif str(v) in spec["categories"]:
+            counts[spec["categories"].index(str(v))] += 1
+        else:
+            other[str(v)] = other.get(str(v), 0) + 1
+    return {"n": n, "missing": missing, "counts": counts, "other": dict(sorted(other.items()))}
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from([-5.0, 0.0, 30.0, 30.5, 31.0, 180.0, 180.2])),
+            st.sampled_from(["gold", "silver", None]),
+            st.one_of(
+                st.none(),
+                st.sampled_from([float("nan"), float("inf"), -float("inf"), 0.0, 1e300, -1e300]),
+                st.floats(-50, 200),
+            ),
+            st.sampled_from(["a", "b", "c", "unseen", "A", None]),
+        ),
+        max_size=40,
+    )
+)
+def test_profile_groups_equal_a_per_row_count(rows):
+    """Every group's counts (all, tier, region, partner_type, age band) against a plain loop
+    over rows: NaN, infinities, 1e300, values on the bin edges, unseen and missing categories,
+    ages on and between the band limits, empty batches."""
+    from partnerscore.features.profile import profile_groups
+
+    ages = (30, 60, 90, 180)
+    spec = build_profile(_frame(0, 600), ["x"], ["c"], ages)["columns"]
+    edges = spec["x"]["edges"]
+    frame = pd.DataFrame(
+        {
+            "age_days": [r[0] for r in rows],
+            "tier": pd.Series([r[1] for r in rows], dtype=object),
+            "region": "NA",
+            "x": pd.Series([edges[len(rows) % len(edges)] if i % 5 == 0 else r[2]
+                            for i, r in enumerate(rows)], dtype=object),
+            "c": pd.Series([r[3] for r in rows], dtype=object),
+        }
+    )  # fmt: skip
+    got = profile_groups(frame, spec, ages)
+    records = frame.to_dict("records")
+
+    def key(r, seg):
+        if seg == "age_band":
+            return _plain_band(r["age_days"], ages)
+        value = r.get(seg)
+        return "unknown" if value is None or value != value else str(value)
+
+    expected = {"all": records}
+    for seg in ("tier", "region", "partner_type", "age_band"):
+        for r in records:
+            expected.setdefault(f"{seg}={key(r, seg)}", []).append(r)
+    assert set(got) == set(expected)
+    for group, members in expected.items():
+        for name in ("x", "c"):
+            assert got[group][name] == _plain_counts([m[name] for m in members], spec[name]), (
+                group,
+                name,
+            )

@@ -506,3 +506,53 @@ def test_per_age_quantile_twin(sizes, asked, seed):
     # a model pickled before the per-age quantiles existed: the pooled one for every row
     del iv.age_classes_, iv.q_age_
     assert (iv.quantile(len(asked), np.array(asked)) == pooled).all()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    n=st.integers(20, 120),
+    bins=st.integers(1, 8),
+    zeros=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+    asked=st.lists(
+        st.one_of(
+            st.sampled_from([0.0, -0.0, 1e-300, 1e-9, 1e300, -5.0, float("nan")]),
+            st.floats(0, 1e5),
+        ),
+        max_size=20,
+    ),
+)
+def test_bin_median_and_sd_equal_a_per_row_reading_of_the_training_rows(
+    n, bins, zeros, seed, asked
+):
+    """``median`` / ``sd`` of each asked prediction: the training rows of its bin, read by
+    hand (median: the lower middle ratio; sd: root mean squared ratio error; an empty bin
+    reads every row), for asked values on the edges, 0, 1e-300, 1e300, negative and NaN."""
+    rng = np.random.default_rng(seed)
+    mu = np.round(np.exp(rng.normal(5, 2, n)), int(rng.integers(0, 3)))  # ties when rounded
+    mu = np.maximum(mu, 1e-9)
+    y = np.where(rng.random(n) < zeros, 0.0, mu * rng.gamma(1.0, 1.0, n))
+    iv = RevenueIntervals(coverage=0.8, bins=bins, method="mondrian", variance="bins").fit(y, mu)
+    # the bins are the fitted model's (quantiles of mu, to rounding of the probabilities)
+    edges = iv.edges_.tolist()
+    assert edges == pytest.approx(
+        sorted(set(np.quantile(mu, [i / bins for i in range(1, bins)]).tolist())), rel=1e-12
+    )
+    asked = asked + edges  # exactly on every edge
+
+    def rows_of(value):  # the training rows sharing the asked value's bin
+        b = sum(1 for e in edges if e <= max(value, 1e-9))
+        mine = [(yi, mi) for yi, mi in zip(y, mu, strict=True)
+                if sum(1 for e in edges if e <= mi) == b]  # fmt: skip
+        return mine or list(zip(y, mu, strict=True))
+
+    got_median, got_sd = iv.median(np.array(asked)), iv.sd(np.array(asked))
+    for value, median, sd in zip(asked, got_median, got_sd, strict=True):
+        if np.isnan(value):
+            assert np.isnan(median) and np.isnan(sd)
+            continue
+        ratios = sorted(yi / mi for yi, mi in rows_of(value))
+        want_median = max(value, 0.0) * ratios[(len(ratios) + 1) // 2 - 1]
+        want_sd = max(value, 0.0) * (sum((r - 1) ** 2 for r in ratios) / len(ratios)) ** 0.5
+        assert median == pytest.approx(want_median, rel=1e-12, abs=1e-300)
+        assert sd == pytest.approx(want_sd, rel=1e-9, abs=1e-300)

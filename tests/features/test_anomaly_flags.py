@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -456,3 +457,55 @@ def test_per_partner_cutoffs_equal_each_partners_own_date(sim_tables):
     pd.testing.assert_frame_equal(
         raw_anomalies(tables, everyone, config), raw_anomalies(tables, cut, config)
     )
+
+
+def expanded_median(values, partners) -> float:
+    """The plain median of the rows repeated so that each partner weighs 1 in all: partner p's
+    ``c_p`` rows are each repeated ``L / c_p`` times (``L`` the counts' least common multiple)."""
+    import math
+
+    counts = {p: list(partners).count(p) for p in set(partners)}
+    lcm = math.lcm(*counts.values())
+    rows = sorted(v for v, p in zip(values, partners, strict=True) for _ in range(lcm // counts[p]))
+    n = len(rows)
+    return rows[n // 2] if n % 2 else (rows[n // 2 - 1] + rows[n // 2]) / 2
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.one_of(
+                st.sampled_from([0.0, 10.0]),  # ties: the cumulative weight meets half exactly
+                st.sampled_from([0.0, 1.0, 10.0, 1e-300, 700.0]),
+                st.floats(-1e6, 1e6, width=32),
+            ),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_partner_weighted_centre_and_spread_equal_the_expanded_rows(rows):
+    """Each partner weighs 1: the centre and MAD equal the plain median and MAD of the rows
+    repeated to equal partner weights. The cumulative weights (sums of 1/count) were compared
+    with half the total exactly, so two partners of 6 rows each, one all at 0 and one all at
+    10, had the centre 10 (7 rows each: 0), where the repeated rows' median is 5."""
+    from partnerscore.features.anomaly import MAD_TO_SD, robust_center_scale
+
+    partners = [p for p, _ in rows]
+    x = np.array([v for _, v in rows])
+    center, scale = robust_center_scale(x, partners=np.array(partners))
+    want = expanded_median(x.tolist(), partners)
+    assert center == pytest.approx(want, rel=1e-12, abs=1e-300)
+    spread = MAD_TO_SD * expanded_median([abs(v - center) for v in x.tolist()], partners)
+    assert scale == pytest.approx(max(spread, 1e-9), rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("count", range(1, 30))
+def test_two_partners_of_equal_rows_have_the_centre_between_them(count):
+    from partnerscore.features.anomaly import robust_center_scale
+
+    x = np.concatenate([np.zeros(count), np.full(count, 10.0)])
+    partners = np.repeat([0, 1], count)
+    assert robust_center_scale(x, partners=partners)[0] == 5.0

@@ -432,29 +432,20 @@ def check_segment_columns(rows: pd.DataFrame, specs: list, config: TrainConfig) 
             categorical feature.
     """
     kinds = {s.name: s.kind for s in specs}
-    columns = tuple(config.segment_recalibration_columns) if config.segment_recalibration else ()
-    for col in columns:
-        if col not in kinds or col not in rows.columns:
-            raise PartnerscoreError(
-                f"train.segment_recalibration_columns: '{col}' is not a feature of the model"
-            )
-        if kinds[col] == "numeric" and rows[col].nunique() > MAX_BANDS:
-            raise PartnerscoreError(
-                f"train.segment_recalibration_columns: numeric '{col}' has "
-                f"{rows[col].nunique()} distinct values in the training rows; at most "
-                f"{MAX_BANDS} (discrete values such as the trained onboarding ages)"
-            )
-    for col in config.engagement_segment_columns:
-        if col not in kinds or col not in rows.columns:
-            raise PartnerscoreError(
-                f"train.engagement_segment_columns: '{col}' is not a feature of the model"
-            )
-        if kinds[col] == "numeric" and rows[col].nunique() > MAX_SEGMENT_VALUES:
-            raise PartnerscoreError(
-                f"train.engagement_segment_columns: numeric '{col}' has "
-                f"{rows[col].nunique()} distinct values in the training rows; at most "
-                f"{MAX_SEGMENT_VALUES} (discrete values such as the trained onboarding ages)"
-            )
+    recalibration = config.segment_recalibration_columns if config.segment_recalibration else ()
+    for key, columns, most in (
+        ("segment_recalibration_columns", recalibration, MAX_BANDS),
+        ("engagement_segment_columns", config.engagement_segment_columns, MAX_SEGMENT_VALUES),
+    ):
+        for col in columns:
+            if col not in kinds or col not in rows.columns:
+                raise PartnerscoreError(f"train.{key}: '{col}' is not a feature of the model")
+            if kinds[col] == "numeric" and rows[col].nunique() > most:
+                raise PartnerscoreError(
+                    f"train.{key}: numeric '{col}' has {rows[col].nunique()} distinct values "
+                    f"in the training rows; at most {most} (discrete values such as the "
+                    "trained onboarding ages)"
+                )
     for col in config.segment_balance_columns:
         if kinds.get(col) != "categorical" or col not in rows.columns:
             raise PartnerscoreError(

@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -43,6 +44,12 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # mallopt parameters 
 
 _TASKS: list[Callable[[], Any]] = []
 """The tasks of the pool being started (inherited by its forked workers)."""
+
+STOP_GRACE = 5.0
+"""Seconds a worker has to end after SIGTERM (:meth:`WorkerPool.stop`) before it is killed."""
+
+_RUNNING: set[WorkerPool] = set()
+"""The pools started and not closed or stopped yet (:func:`stop_workers`)."""
 
 
 class WorkerDied(PartnerscoreError):
@@ -93,10 +100,17 @@ class WorkerPool:
         self._processes: list[multiprocessing.process.BaseProcess] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        """Queue ``fn(*args)`` (both pickled by reference: module-level functions)."""
-        future = self._executor.submit(fn, *args)
-        # the executor's processes, kept to report how one died and to stop them on an error
-        self._processes = list((self._executor._processes or {}).values()) or self._processes
+        """Queue ``fn(*args)`` (both pickled by reference: module-level functions).
+
+        The first call forks the workers with Ctrl-C and SIGTERM held until they are recorded
+        (here and in the executor): a KeyboardInterrupt raised just after a fork left a worker
+        that nothing knew of, waiting for work for ever and holding the job's stdout.
+        """
+        with signals_deferred() if not self._processes else contextlib.nullcontext():
+            _RUNNING.add(self)
+            future = self._executor.submit(fn, *args)
+            # the executor's processes, kept to report how one died and to stop them on an error
+            self._processes = list((self._executor._processes or {}).values()) or self._processes
         return future
 
     def result(self, future: Future) -> Any:
@@ -123,15 +137,39 @@ class WorkerPool:
         )
 
     def stop(self) -> None:
-        """Stop at once: cancel queued tasks and terminate the workers (on an error)."""
-        for process in self._processes:
-            if process.is_alive():
-                process.terminate()
+        """Stop at once: cancel queued tasks and terminate the workers (on an error).
+
+        A worker still there :data:`STOP_GRACE` seconds after SIGTERM is killed: Python acts
+        on a signal in a process's main thread only, so a worker whose main thread waits for
+        a helper thread of its own (blocked reading a pipe) never does.
+        """
+        alive = [process for process in self._processes if process.is_alive()]
+        for process in alive:
+            process.terminate()
+        # the sentinels, not join(): the executor's manager thread reaps the workers
+        ended = multiprocessing.connection.wait([p.sentinel for p in alive], STOP_GRACE)
+        for process in alive:
+            if process.sentinel not in ended:
+                process.kill()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        _RUNNING.discard(self)
 
     def close(self) -> None:
         """Wait for the submitted tasks and the processes to end."""
         self._executor.shutdown(wait=True)
+        _RUNNING.discard(self)
+
+
+def stop_workers() -> None:
+    """Stop every pool still running (:meth:`WorkerPool.stop`): a job ended by a signal.
+
+    A KeyboardInterrupt can land between a pool's start and the moment its owner has its
+    cleanup in place (a ``finally``, an exit stack's callback); the pool's workers then wait
+    for work, or for a word on a pipe, for ever, and the interpreter's exit waits for them.
+    The console script calls this once the interrupted job has unwound.
+    """
+    for pool in list(_RUNNING):
+        pool.stop()
 
 
 def tune_batch_memory() -> dict[str, bool]:
@@ -194,7 +232,8 @@ def signals_deferred(
     previous handlers are back before the signal is raised again, so Ctrl-C still ends the
     job (KeyboardInterrupt), only after the block. A second signal acts at once: a block
     stuck on an unreachable server still yields to a repeated Ctrl-C. Outside the main thread
-    (where Python cannot set handlers) the block runs as it is.
+    (where Python cannot set handlers) the block runs as it is. A process forked inside the
+    block (a worker) is not held: there the signal acts as it would have before the block.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -207,7 +246,13 @@ def signals_deferred(
             signum, handler = previous.popitem()
             signal.signal(signum, handler)
 
+    holder = os.getpid()
+
     def hold(number: int, _frame) -> None:
+        if os.getpid() != holder:  # a process forked inside the block: acts as before it
+            restore()
+            signal.raise_signal(number)
+            return
         received.append(number)
         if len(received) > 1:  # asked twice: act now
             restore()

@@ -1015,6 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         message, code = "aborted", INTERRUPTED
+        _stop_workers()
     except Exception as exc:  # click usage errors and anything unexpected
         if _is_click_error(exc):
             command = command_name(getattr(exc, "ctx", None))
@@ -1038,6 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
                 _exit_now(code)
             return code
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
+        _stop_workers()
     if code == INTERRUPTED and _STATE["terminated"]:
         message, code = "terminated", TERMINATED
     if code in (INTERRUPTED, TERMINATED):
@@ -1046,6 +1048,16 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {message}", err=True)
     _report_failure(message, code, command, args)
     return code
+
+
+def _stop_workers() -> None:
+    """Stop the worker processes an interrupted job left running (none once it unwound).
+
+    Only if the job imported the worker pools (the import is not worth it otherwise).
+    """
+    parallel = sys.modules.get("partnerscore.features.parallel")
+    if parallel is not None:
+        parallel.stop_workers()
 
 
 def _report_failure(message: str, code: int, command: str | None, args: list[str]) -> None:

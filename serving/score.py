@@ -1225,6 +1225,10 @@ class _EarlierReader:
         try:
             task = (_read_when_asked, url, read_end, self._write, cut, newest)
             self._future = self._pool.submit(*task)
+        except BaseException:  # a Ctrl-C or SIGTERM held while forking acts here
+            os.close(self._write)  # the worker's request ends: it can act on the signal
+            self._pool.stop()
+            raise
         finally:
             gc.unfreeze()
             os.close(read_end)

@@ -240,15 +240,43 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_SIGTERM_AFTER_FORK = """
+import os, signal
+
+_fork = os.fork
+
+
+def fork():
+    pid = _fork()
+    if pid:  # the job: record the worker, then SIGTERM while the pool is being started
+        with open(os.environ["PARTNERSCORE_TEST_FORKED"], "a") as f:
+            f.write(f"{pid}\\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.fork = _fork
+    return pid
+
+
+os.fork = fork
+"""
+"""A sitecustomize for the job: SIGTERM to itself just after its first fork returns (in the
+middle of the worker pool's start: the process is forked, not recorded yet)."""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("when", ["reader_running", "just_after_fork"])
 def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
-    raw_dir, store_config, postgres_url, tmp_path
+    raw_dir, store_config, postgres_url, tmp_path, when
 ):
     """A scheduler's SIGTERM (a timeout, `kill PID`) ended the score job at once, without its
     cleanup: the history reader it forks (any database server, a large SQLite store) stayed
     behind for ever, holding the job's stdout, so a scheduler reading it never saw the end
     (exit -15). It now unwinds as Ctrl-C does: `terminated`, exit 143, no process left, no
-    file and no history row."""
+    file and no history row.
+
+    `just_after_fork` sends it the moment the fork returns in the job, before the pool has
+    recorded its worker (1 run in ~25 of `reader_running` hit that window): the worker was
+    left waiting for work for ever, holding the job's stdout (TimeoutExpired), or the job's
+    exit waited for it."""
     import json
     import os
     import signal
@@ -265,6 +293,13 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     )
     out = tmp_path / "scores.parquet"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    forked = tmp_path / "forked.txt"
+    if when == "just_after_fork":
+        hook = tmp_path / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(_SIGTERM_AFTER_FORK)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+        env["PARTNERSCORE_TEST_FORKED"] = str(forked)
     job = subprocess.Popen(
         [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
         + ["--as-of", "2026-04-01", "--out", str(out), "--config", str(cfg)],
@@ -274,19 +309,24 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
         text=True,
     )
     children: list[int] = []
-    deadline = time.monotonic() + 120
-    while not children and job.poll() is None and time.monotonic() < deadline:
-        children = _children(job.pid)  # the history reader, forked as the job starts
-        time.sleep(0.01)
-    assert children, "the job forked no history reader"
-    job.send_signal(signal.SIGTERM)
+    if when == "reader_running":
+        deadline = time.monotonic() + 120
+        while not children and job.poll() is None and time.monotonic() < deadline:
+            children = _children(job.pid)  # the history reader, forked as the job starts
+            time.sleep(0.01)
+        assert children, "the job forked no history reader"
+        job.send_signal(signal.SIGTERM)
     try:
-        _, err = job.communicate(timeout=60)
+        _, err = job.communicate(timeout=120)
     finally:
+        if forked.exists():
+            children += [int(pid) for pid in forked.read_text().split()]
         for pid in children:  # before the fix they outlived the job: end them
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 time.sleep(0.5)
+    if when == "just_after_fork":
+        assert children, "the job forked no history reader"
     assert job.returncode == 143, err
     assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err, err
     left = [pid for pid in children if _alive(pid)]

@@ -1047,6 +1047,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         typer.echo(f"error: {message}", err=True)
     _report_failure(message, code, command, args)
+    watched = sys.getprofile() is not None or sys.gettrace() is not None
+    if code in (INTERRUPTED, TERMINATED) and argv is None and not watched:
+        # the job has unwound (its files discarded, its workers stopped); a helper thread
+        # may wait for ever on an import lock the interrupt left taken
+        # (serving/score.py::helper_thread): the interpreter's exit would wait for it
+        _exit_now(code)
     return code
 
 

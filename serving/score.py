@@ -7,7 +7,7 @@ import gc
 import os
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -73,6 +73,28 @@ READER_MIN_BYTES = 8 << 20
 """A SQLite history store smaller than this (less than one batch of
 :data:`MIN_WORKER_PARTNERS` partners: ~0.5 KB per partner and batch) is read by the job itself;
 a larger one, or a database server, by a worker forked at the start (:class:`_EarlierReader`)."""
+
+
+@contextlib.contextmanager
+def helper_thread() -> Iterator[ThreadPoolExecutor]:
+    """One helper thread of the job, not waited for when the job is interrupted.
+
+    A Ctrl-C or SIGTERM can land in the job's thread inside Python's import machinery while
+    the helper thread imports too (the model loads there while the tables are read): the
+    import lock is then never released and the helper waits for it for ever. Waiting for the
+    helper (``with ThreadPoolExecutor()``) hung the interrupted job for ever, holding its
+    stdout (seen in ~1 of 25 SIGTERMs sent as the job started). The console script ends an
+    interrupted job without waiting for its threads (:func:`partnerscore.serving.cli.main`).
+    On any other error the job still waits for the helper, as ``with ThreadPoolExecutor()``.
+    """
+    pool, interrupted = ThreadPoolExecutor(max_workers=1), False
+    try:
+        yield pool
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
 
 
 def peer_percentile(scores: pd.DataFrame) -> np.ndarray:
@@ -429,7 +451,7 @@ def run_score(
             )
             if reader is not None:
                 stack.callback(reader.close)
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        pool = stack.enter_context(helper_thread())
         model_job = pool.submit(_load_for_scoring, uri, config.paths.tracking_uri())
         groups, stale = _split_groups(Path(raw_dir), validated, qdir, config, size, as_of, at_age)
         if groups is not None:

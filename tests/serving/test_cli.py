@@ -261,9 +261,25 @@ os.fork = fork
 """A sitecustomize for the job: SIGTERM to itself just after its first fork returns (in the
 middle of the worker pool's start: the process is forked, not recorded yet)."""
 
+_LOADER_STUCK = """
+import threading
+
+import partnerscore.serving.score as score
+
+
+def _load_for_scoring(*args, **kwargs):
+    threading.Event().wait()  # never returns
+
+
+score._load_for_scoring = _load_for_scoring
+"""
+"""A sitecustomize for the job: the model's helper thread never returns, as when a SIGTERM in
+the job's thread left Python's import lock taken while that thread imported (seen: 1 run in
+~25 of `reader_running`, the helper stuck in ``_get_module_lock``)."""
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("when", ["reader_running", "just_after_fork"])
+@pytest.mark.parametrize("when", ["reader_running", "just_after_fork", "loader_stuck"])
 def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     raw_dir, store_config, postgres_url, tmp_path, when
 ):
@@ -276,7 +292,9 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     `just_after_fork` sends it the moment the fork returns in the job, before the pool has
     recorded its worker (1 run in ~25 of `reader_running` hit that window): the worker was
     left waiting for work for ever, holding the job's stdout (TimeoutExpired), or the job's
-    exit waited for it."""
+    exit waited for it. `loader_stuck` sends it while the model's helper thread is stuck for
+    ever: the job waited for that thread (an interrupt inside Python's import machinery had
+    left the import lock taken), holding its stdout."""
     import json
     import os
     import signal
@@ -300,6 +318,11 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
         (hook / "sitecustomize.py").write_text(_SIGTERM_AFTER_FORK)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
         env["PARTNERSCORE_TEST_FORKED"] = str(forked)
+    if when == "loader_stuck":
+        hook = tmp_path / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(_LOADER_STUCK)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
     job = subprocess.Popen(
         [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
         + ["--as-of", "2026-04-01", "--out", str(out), "--config", str(cfg)],
@@ -309,7 +332,7 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
         text=True,
     )
     children: list[int] = []
-    if when == "reader_running":
+    if when in ("reader_running", "loader_stuck"):
         deadline = time.monotonic() + 120
         while not children and job.poll() is None and time.monotonic() < deadline:
             children = _children(job.pid)  # the history reader, forked as the job starts
@@ -319,6 +342,9 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     try:
         _, err = job.communicate(timeout=120)
     finally:
+        if job.poll() is None:  # hung: end it and its workers, not leave them behind
+            children += [pid for pid in _children(job.pid) if pid not in children]
+            job.kill()
         if forked.exists():
             children += [int(pid) for pid in forked.read_text().split()]
         for pid in children:  # before the fix they outlived the job: end them

@@ -65,17 +65,6 @@ SEGMENTS = ("tier", "region")
 EPS = 1e-4
 
 
-def ece_truth(t: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """ECE against the true probabilities: weighted mean |mean truth - mean pred| per bin."""
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    out = 0.0
-    for b in range(bins):
-        sel = idx == b
-        if sel.any():
-            out += sel.mean() * abs(t[sel].mean() - p[sel].mean())
-    return float(out)
-
-
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     """Mean log loss of probabilities ``p`` against labels (or true probabilities) ``y``."""
     p = np.clip(p, EPS, 1 - EPS)
@@ -153,7 +142,7 @@ def one_program(args, seed: int) -> dict[str, dict]:
             if m.sum() < 2:
                 continue
             figures[f"{seg}: ECE label"] = expected_calibration_error(y[m], p[m])
-            figures[f"{seg}: ECE truth"] = ece_truth(t[m], p[m])
+            figures[f"{seg}: ECE truth"] = expected_calibration_error(t[m], p[m])  # vs truth
             figures[f"{seg}: log loss"] = log_loss(y[m], p[m])
             figures[f"{seg}: log loss vs truth"] = log_loss(t[m], p[m])
             if len(np.unique(y[m])) == 2:

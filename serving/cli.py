@@ -1032,10 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         code = code if isinstance(code, int) else 0
         if code != INTERRUPTED:
-            # not under a profiler or tracer (cProfile, coverage): they write their results
-            # after main() returns
-            watched = sys.getprofile() is not None or sys.gettrace() is not None
-            if argv is None and _STATE["exit_now"] and not watched:
+            if argv is None and _STATE["exit_now"]:
                 _exit_now(code)
             return code
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
@@ -1047,8 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         typer.echo(f"error: {message}", err=True)
     _report_failure(message, code, command, args)
-    watched = sys.getprofile() is not None or sys.gettrace() is not None
-    if code in (INTERRUPTED, TERMINATED) and argv is None and not watched:
+    if code in (INTERRUPTED, TERMINATED) and argv is None:
         # the job has unwound (its files discarded, its workers stopped); a helper thread
         # may wait for ever on an import lock the interrupt left taken
         # (serving/score.py::helper_thread): the interpreter's exit would wait for it
@@ -1080,13 +1076,16 @@ def _exit_now(code: int) -> None:
     such as temporary folders) and stdout/stderr are flushed; only then the process exits.
     Called only by :func:`main` run as the console script (``argv`` None), never when a caller
     (a test, another program) runs ``main`` in its own process; without CPython's atexit
-    runner it returns and the process ends normally.
+    runner, or under a profiler or tracer (cProfile, coverage: they write their results after
+    ``main()`` returns), it returns and the process ends normally.
     """
     import atexit
     import contextlib
 
     run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
     if run_exit_functions is None:  # pragma: no cover - not CPython
+        return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
         return
     run_exit_functions()
     for stream in (sys.stdout, sys.stderr):

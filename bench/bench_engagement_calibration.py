@@ -39,13 +39,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from bench_holdout_bias import load_program, seeds_arg  # noqa: E402
+from bench_holdout_bias import load_program, probe_model, seeds_arg  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
-from partnerscore.models.bundle import PartnerModel  # noqa: E402
-from partnerscore.models.config import PolicyConfig  # noqa: E402
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.metrics import expected_calibration_error  # noqa: E402
 from partnerscore.training.splits import (  # noqa: E402
@@ -88,13 +85,7 @@ def fit_head(train: pd.DataFrame, specs: list, config: TrainConfig, tuned=None) 
     ``tuned``: a dict filled with the tuned parameters on the first call (``config.trials``
     > 0: the training job's Optuna search, :func:`tune_head`), reused by later calls.
     """
-    probe = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(train, specs),
-        policy=PolicyConfig(),
-    )
+    probe = probe_model(train, specs)
     X = probe.prepare(train)
     params = _head_kwargs(config.engagement, config.seed)
     if config.monotone:

@@ -33,14 +33,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from bench_holdout_bias import load_program, seeds_arg  # noqa: E402
+from bench_holdout_bias import load_program, probe_model, seeds_arg  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
 from partnerscore.models.baselines import LinearBaseline  # noqa: E402
-from partnerscore.models.bundle import PartnerModel  # noqa: E402
-from partnerscore.models.config import PolicyConfig  # noqa: E402
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor  # noqa: E402
+from partnerscore.models.heads import EngagementClassifier  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.metrics import engagement_auc_metric, paired_bootstrap  # noqa: E402
 from partnerscore.training.splits import holdout_split, newest_partners_mask, time_folds  # noqa: E402
@@ -55,13 +53,7 @@ def one_program(args, seed: int) -> dict[str, float]:
     hold = frame[hold_mask].reset_index(drop=True)
     specs = [s for s in feature_specs() if s.name in frame.columns]
     config = TrainConfig(trials=args.trials, seed=seed)
-    probe = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(train, specs),
-        policy=PolicyConfig(),
-    )
+    probe = probe_model(train, specs)
     X, X_hold = probe.prepare(train), probe.prepare(hold)
     y = train["label_engaged"].to_numpy()
     linear = LinearBaseline(specs).fit(train, train["label_revenue"].to_numpy(), y)

@@ -46,7 +46,9 @@ import pandas as pd  # noqa: E402
 from bench_models import program  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
+from partnerscore.models.bundle import PartnerModel  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
+from partnerscore.models.heads import EngagementClassifier, RevenueRegressor  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.splits import holdout_split  # noqa: E402
 from partnerscore.training.train import fit_partner_model  # noqa: E402
@@ -89,6 +91,17 @@ def load(
     """(training set sorted by partner and as_of, true expected revenue per row)."""
     frame, truth = load_program(partners, seed, cache, simulate)
     return frame, truth["true_expected_revenue"].to_numpy(float)
+
+
+def probe_model(train: pd.DataFrame, specs: list) -> PartnerModel:
+    """An unfitted model whose ``prepare`` turns rows into the heads' feature frame."""
+    return PartnerModel(
+        revenue=RevenueRegressor(),
+        engagement=EngagementClassifier(),
+        feature_specs=specs,
+        categories=PartnerModel.categories_from(train, specs),
+        policy=PolicyConfig(),
+    )
 
 
 def holdout(frame: pd.DataFrame, split: str, seed: int) -> np.ndarray:

@@ -167,6 +167,9 @@ class MonitorConfig(FrozenConfig):
         partner_min_history: Earlier rows (or months) a partner needs for its own baseline.
         volume_warn_ratio: Rows-per-day ratio (either way) versus the previous batch that warns.
         volume_alarm_ratio: Rows-per-day ratio (either way) that alarms.
+        volume_baseline_days: Per-segment volume check: days before the window whose rows
+            give each segment's rate per partner-day at each onboarding age (its exposure).
+        volume_segments: Partner columns whose values the per-segment volume check tests.
         range_margin: A feature is outside the training range when it lies beyond
             [min, max] by more than this share of the range (log1p scale for non-negative
             features).
@@ -205,6 +208,8 @@ class MonitorConfig(FrozenConfig):
     partner_min_history: int = Field(default=5, ge=2)
     volume_warn_ratio: float = Field(default=1.5, gt=1)
     volume_alarm_ratio: float = Field(default=3.0, gt=1)
+    volume_baseline_days: int = Field(default=365, ge=30)
+    volume_segments: tuple[str, ...] = ("region", "tier", "partner_type")
     range_margin: float = Field(default=0.25, ge=0)
     out_of_range_warn: float = Field(default=0.02, gt=0, le=1)
     out_of_range_alarm: float = Field(default=0.2, gt=0, le=1)

@@ -61,6 +61,7 @@ from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
+from partnerscore.features.segment_volume import segment_volume_checks
 from partnerscore.features.validate import load_raw, supported_end
 from partnerscore.models.bundle import parse_data_end
 from partnerscore.models.config import PolicyConfig
@@ -1161,6 +1162,8 @@ def run_monitor(
         prev_days = float(mcfg.window_days)
         source = "the preceding window of this data"
     checks += volume_checks(volumes, previous, float(mcfg.window_days), prev_days, mcfg, source)
+    # per segment, against the rows its partners' onboarding ages lead one to expect
+    checks += segment_volume_checks(tables, cut, mcfg)
     # a re-run of an earlier date (a backfill) leaves the state of the latest run: the next
     # scheduled run's baseline stays the run before it
     new_state = None

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from support import tables_known_at
 
 from partnerscore.features.config import SimulateConfig
 from partnerscore.features.drift_sim import apply_drift, drift_start
@@ -11,6 +12,7 @@ from partnerscore.features.simulate import simulate_program, write_tables
 from partnerscore.serving.monitor import run_monitor
 
 AS_OF = pd.Timestamp("2026-07-01").date()
+EARLY = pd.Timestamp("2026-03-01")  # two months after the simulated drifts start
 BATCH_PARTNERS = 3000  # a production-sized batch; simulating it takes about a second
 
 
@@ -29,6 +31,10 @@ def batches(tmp_path_factory):
             for kind in ("leads_dry_up", "inflated_deals", "new_partner_type"):
                 write_tables(apply_drift(tables, kind, start), root / kind, fmt="parquet")
                 out[kind] = root / kind
+            # the export an operator has two months into the dry-up
+            dry = tables_known_at(apply_drift(tables, "leads_dry_up", start), EARLY)
+            write_tables(dry, root / "leads_dry_up_early", fmt="parquet")
+            out["leads_dry_up_early"] = root / "leads_dry_up_early"
     return out
 
 
@@ -65,6 +71,21 @@ def test_leads_dry_up_alarms_on_lead_features_in_that_region(store_config, batch
     assert all(c.subject.startswith("leads_") for c in alarms if c.section == "drift")
     regions = {c.segment for c in alarms if c.segment.startswith("region=")}
     assert regions == {"region=NA"}
+
+
+def test_leads_drying_up_in_one_region_alarm_two_months_in(store_config, batches, tmp_path):
+    """Two months into leads_dry_up (region NA's leads 650 -> 199 in the 90-day window, the
+    leads table x0.75 overall) no check warned: the whole-table volume drop is under its 1.5
+    ratio and the onboarding features moved too little (their drift alarms came two months
+    later). The per-segment volume check, read against the segment's exposure, alarms."""
+    result = run_monitor(
+        store_config, batches["leads_dry_up_early"], EARLY.date(), tmp_path, log_to_mlflow=False
+    )
+    alarms = _alarms(result)
+    assert [(c.subject, c.segment) for c in alarms] == [("leads", "region=NA")], alarms
+    (check,) = alarms
+    assert check.name == "quality.segment_volume.leads.region=NA"
+    assert "drop x0.3" in check.detail and result.exit_code == 1
 
 
 def test_inflated_deals_alarm_on_deal_amounts(store_config, batches, tmp_path):

@@ -52,10 +52,12 @@ from partnerscore.features.core import (
     MAX_DAYS,
     PartnerscoreError,
     as_of_dates,
+    discard_staged,
+    publish_staged,
     quoted,
     read_frame,
-    write_frame_atomic,
-    write_text_atomic,
+    stage_file,
+    stage_frames,
 )
 from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
@@ -1220,50 +1222,77 @@ def run_monitor(
     return result
 
 
+def _stage_text(text: str, path: Path) -> tuple[Path, Path]:
+    """``text`` (UTF-8) staged beside ``path``: (temporary, target), for publish_staged."""
+    tmp = stage_file(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, path
+
+
 def _write(result, reference, batch, config, state: dict | None, cut) -> None:
-    """The output files; ``state`` None keeps the state file (a run of an earlier date)."""
+    """The output files, published together (``state`` None: the state file is kept).
+
+    ``state`` is None for a run of an earlier date than the state file's. Every file is
+    staged first (a temporary beside it) and all are renamed over their targets at once,
+    with Ctrl-C and SIGTERM held meanwhile (a second one acts at once): a run interrupted
+    while rendering the page used to leave this run's CSVs and monitor.json beside the
+    previous run's page and state. Interrupted before the renames, the run publishes
+    nothing and leaves no temporary.
+    """
+    from partnerscore.features.parallel import signals_deferred
     from partnerscore.serving.monitor_report import render_monitor_html
 
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "anomalies": write_frame_atomic(
-            result.anomalies[list(ANOMALY_COLUMNS)], out / "anomalies.csv"
-        ),
-        "backtest": write_frame_atomic(
-            result.backtest[list(BACKTEST_COLUMNS)], out / "backtest.csv"
-        ),
-        "backtest_phases": write_frame_atomic(
-            result.backtest_phases[list(PHASE_BACKTEST_COLUMNS)], out / "backtest_phases.csv"
-        ),
-    }
-    ordered = sorted(result.checks, key=lambda c: (-SEVERITY[c.status], c.section, c.name))
-    payload = {
-        "as_of": f"{cut:%Y-%m-%d}",
-        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model_uri": result.model_uri,
-        "model_version": result.model_version,
-        "config_hash": config.hash(),
-        "exit_code": result.exit_code,
-        "counts": {s: result.count(s) for s in ("alarm", "warn", "ok", "skip", "info")},
-        "batch_rows": result.batch_rows,
-        "anomalous_rows": len(result.anomalies),
-        "check_columns": list(CHECK_COLUMNS),
-        "checks": [c.to_dict() for c in ordered],
-        "backtest": json.loads(result.backtest.to_json(orient="records")),
-        "backtest_phases": json.loads(result.backtest_phases.to_json(orient="records")),
-        "backtest_training_window": (
-            result.backtest_window.to_dict() if result.backtest_window is not None else None
-        ),
-        "backtest_label_definition": (
-            result.backtest_labels.to_dict() if result.backtest_labels is not None else None
-        ),
-    }
-    files["json"] = write_text_atomic(json.dumps(payload, indent=1), out / "monitor.json")
-    html = render_monitor_html(result, reference, batch, config, payload)
-    files["html"] = write_text_atomic(html, out / "monitor.html")
-    if state is not None:
-        files["state"] = write_text_atomic(json.dumps(state, indent=1), out / STATE_FILE)
-    else:
+    names = ["anomalies", "backtest", "backtest_phases"]
+    staged = stage_frames(
+        [
+            (result.anomalies[list(ANOMALY_COLUMNS)], out / "anomalies.csv"),
+            (result.backtest[list(BACKTEST_COLUMNS)], out / "backtest.csv"),
+            (result.backtest_phases[list(PHASE_BACKTEST_COLUMNS)], out / "backtest_phases.csv"),
+        ]
+    )
+    try:
+        ordered = sorted(result.checks, key=lambda c: (-SEVERITY[c.status], c.section, c.name))
+        payload = {
+            "as_of": f"{cut:%Y-%m-%d}",
+            "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model_uri": result.model_uri,
+            "model_version": result.model_version,
+            "config_hash": config.hash(),
+            "exit_code": result.exit_code,
+            "counts": {s: result.count(s) for s in ("alarm", "warn", "ok", "skip", "info")},
+            "batch_rows": result.batch_rows,
+            "anomalous_rows": len(result.anomalies),
+            "check_columns": list(CHECK_COLUMNS),
+            "checks": [c.to_dict() for c in ordered],
+            "backtest": json.loads(result.backtest.to_json(orient="records")),
+            "backtest_phases": json.loads(result.backtest_phases.to_json(orient="records")),
+            "backtest_training_window": (
+                result.backtest_window.to_dict() if result.backtest_window is not None else None
+            ),
+            "backtest_label_definition": (
+                result.backtest_labels.to_dict() if result.backtest_labels is not None else None
+            ),
+        }
+        staged.append(_stage_text(json.dumps(payload, indent=1), out / "monitor.json"))
+        names.append("json")
+        html = render_monitor_html(result, reference, batch, config, payload)
+        staged.append(_stage_text(html, out / "monitor.html"))
+        names.append("html")
+        if state is not None:
+            staged.append(_stage_text(json.dumps(state, indent=1), out / STATE_FILE))
+            names.append("state")
+        with signals_deferred():
+            published = publish_staged(staged)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    files = dict(zip(names, published, strict=True))
+    if state is None:
         files["state"] = out / STATE_FILE
     result.files = files

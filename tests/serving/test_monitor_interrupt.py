@@ -1,0 +1,99 @@
+"""An interrupted monitor run publishes its files together, or none of them.
+
+Each file used to be renamed over its target as soon as it was written (anomalies.csv,
+backtest.csv, backtest_phases.csv, monitor.json, then the page and the state): a SIGTERM
+while the page was rendered left this run's CSVs and monitor.json beside last month's page
+and state file. The job process signals itself at the exact point (a sitecustomize hook),
+so the test does not depend on timing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from partnerscore.serving.monitor import run_monitor
+
+FILES = (
+    "anomalies.csv",
+    "backtest.csv",
+    "backtest_phases.csv",
+    "monitor.json",
+    "monitor.html",
+    "monitor_state.json",
+)
+
+_HOOKS = {
+    # SIGTERM to itself as soon as the page is rendered (the CSVs and monitor.json written)
+    "while_rendering": """
+import os, signal
+import partnerscore.serving.monitor_report as report
+
+_render = report.render_monitor_html
+
+
+def render_monitor_html(*args, **kwargs):
+    html = _render(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return html
+
+
+report.render_monitor_html = render_monitor_html
+""",
+    # SIGTERM to itself right after the first file is renamed into the output folder
+    "while_publishing": """
+import os, signal
+
+_replace = os.replace
+_out = os.environ["PARTNERSCORE_TEST_OUT"]
+
+
+def replace(src, dst, *args, **kwargs):
+    _replace(src, dst, *args, **kwargs)
+    if os.path.dirname(os.path.abspath(dst)) == _out and os.replace is replace:
+        os.replace = _replace
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.replace = replace
+""",
+}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a real process")
+@pytest.mark.parametrize("when", sorted(_HOOKS))
+def test_a_terminated_monitor_publishes_all_its_files_or_none(
+    store_config, raw_dir, tmp_path, when
+):
+    out = tmp_path / "monitor"
+    run_monitor(store_config, raw_dir, pd.Timestamp("2026-06-01").date(), out, log_to_mlflow=False)
+    before = {name: (out / name).stat().st_ino for name in FILES}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(store_config.model_dump(mode="json")))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_HOOKS[when])
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
+    job = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "monitor", "--raw", str(raw_dir)]
+        + ["--as-of", "2026-07-01", "--out", str(out), "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 143, job.stderr
+    assert job.stderr.strip().splitlines()[-1] == "terminated", job.stderr
+    assert "Traceback" not in job.stderr
+    replaced = {name for name in FILES if (out / name).stat().st_ino != before[name]}
+    # interrupted before the renames: none; during them: the renames finish, all of them
+    assert replaced == (set() if when == "while_rendering" else set(FILES)), replaced
+    as_of = json.loads((out / "monitor.json").read_text())["as_of"]
+    state = json.loads((out / "monitor_state.json").read_text())["as_of"]
+    assert as_of == state == ("2026-06-01" if when == "while_rendering" else "2026-07-01")
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporaries

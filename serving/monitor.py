@@ -143,12 +143,22 @@ class MonitorResult:
     def json_payload(self) -> dict:
         """``--json``: the result's fields plus ``exit_code`` and the status counts.
 
-        ``backtest_window`` is monitor.json's ``backtest_training_window`` (the same keys,
-        with ``out_of_time_rows`` and the ``note``), not the split's attribute names.
+        Compact for a scheduler: ``checks`` holds the alarming and warning checks in full
+        (most severe first, as in monitor.json), ``checks_total`` how many checks ran and
+        ``checks_file`` the monitor.json that keeps every one of them (it printed all ~1,300
+        checks, ~0.5 MB, on every run). ``backtest_window`` is monitor.json's
+        ``backtest_training_window`` (the same keys, with ``out_of_time_rows`` and the
+        ``note``), not the split's attribute names.
         """
         from partnerscore.serving.cli_common import jsonable
 
-        payload = jsonable(self)
+        payload = jsonable(replace(self, checks=[]))
+        flagged = [c for c in self.checks if c.status in ("alarm", "warn")]
+        ordered = sorted(flagged, key=lambda c: (-SEVERITY[c.status], c.section, c.name))
+        payload["checks"] = [c.to_dict() for c in ordered]
+        payload["checks_total"] = len(self.checks)
+        json_file = self.files.get("json")
+        payload["checks_file"] = str(json_file) if json_file is not None else None
         if self.backtest_window is not None:
             payload["backtest_window"] = jsonable(self.backtest_window.to_dict())
         if self.backtest_labels is not None:

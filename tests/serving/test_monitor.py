@@ -179,3 +179,29 @@ def test_the_scope_check_counts_the_partners_score_graduates():
     assert check.detail.startswith("2 of 5 partners signed before as_of are past the onboarding")
     (check,) = _scope_checks(partners, as_of, [30, 180], PolicyConfig(scope_tolerance_days=0))
     assert check.value == 4 / 5
+
+
+def test_json_is_compact_alarms_and_warnings_in_full_and_the_file_with_every_check(tmp_path):
+    """`monitor --json` printed every check (1,284 on the demo, ~0.5 MB) on each run; a
+    scheduler reads the counts and what alarmed or warned. Every documented key stays."""
+    from partnerscore.features.checks import Check
+    from partnerscore.serving.monitor import MonitorResult
+
+    statuses = ["ok"] * 1094 + ["info"] * 4 + ["skip"] * 186 + ["warn"] * 2 + ["alarm"]
+    checks = [
+        Check(f"c{i}", "quality", "x", "all", "s", float(i), 1.0, 2.0, None, status, f"d{i}")
+        for i, status in enumerate(statuses)
+    ]
+    files = {"json": tmp_path / "monitor.json"}
+    result = MonitorResult(
+        tmp_path, AS_OF, "models:/m/1", "1", checks, pd.DataFrame(), pd.DataFrame(), files=files
+    )
+    payload = json.loads(json.dumps(result.json_payload(), default=str))
+    assert [c["status"] for c in payload["checks"]] == ["alarm", "warn", "warn"]
+    assert payload["checks"][0] == checks[-1].to_dict()  # in full, as in monitor.json
+    assert payload["checks_total"] == 1287 and payload["checks_file"] == str(files["json"])
+    assert payload["counts"] == {"alarm": 1, "warn": 2, "ok": 1094, "info": 4, "skip": 186}
+    assert payload["exit_code"] == 1
+    documented = {"as_of", "model_uri", "model_version", "anomalies", "backtest", "files"}
+    assert documented | {"backtest_phases", "batch_rows", "seconds", "run_id"} <= set(payload)
+    assert len(json.dumps(payload)) < 3000

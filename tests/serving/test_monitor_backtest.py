@@ -3,6 +3,7 @@ rows, MLflow logging and exit codes."""
 
 import json
 import math
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -234,6 +235,12 @@ def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path, capsys):
     assert main(["--json", *bad]) == 1
     printed = json.loads(capsys.readouterr().out)
     assert printed["exit_code"] == 1 and printed["counts"]["alarm"] >= 1
+    # compact: the alarms and warnings in full, and the file that holds every check
+    assert {c["status"] for c in printed["checks"]} <= {"alarm", "warn"}
+    assert len(printed["checks"]) == printed["counts"]["alarm"] + printed["counts"]["warn"]
+    every = json.loads(Path(printed["checks_file"]).read_text())["checks"]
+    assert len(every) == printed["checks_total"] == sum(printed["counts"].values()) > 1000
+    assert printed["checks"] == [c for c in every if c["status"] in ("alarm", "warn")]
 
     # an as_of before any signing is refused (exit 2) and leaves the state alone: its all-zero
     # volumes made every table a spike in the next run

@@ -332,6 +332,32 @@ class ScoringModel:
     fast: bool
 
 
+def load_through_mlflow(uri: str, tracking_uri: str):
+    """The model behind ``uri`` as MLflow's pyfunc loads it, and its registry version.
+
+    MLflow's tracking and registry URIs are set to ``tracking_uri`` first (so the run's
+    artifacts read after it come from the same store). The version is ``''`` when the URI
+    names none MLflow can resolve (a run or a local folder). Shared by
+    :func:`load_scoring_model` (when :func:`locate_model` does not find the model) and the
+    monitor job, which reads its model's run through MLflow anyway.
+
+    Returns:
+        (:class:`~partnerscore.models.bundle.PartnerModel`, version).
+    """
+    import mlflow
+
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    model = load_partner_model(uri)
+    try:
+        version = model_version_of(uri)
+    except mlflow.exceptions.MlflowException:
+        version = ""
+    return model, version
+
+
 def load_scoring_model(uri: str, tracking_uri: str, lean: bool = False) -> ScoringModel:
     """The model behind ``uri``, its registry version and reference profile.
 
@@ -349,18 +375,9 @@ def load_scoring_model(uri: str, tracking_uri: str, lean: bool = False) -> Scori
         return ScoringModel(
             load_located(located, lean), located.version, located_reference(located), True
         )
-    import mlflow
-
-    from partnerscore.models.pyfunc import load_partner_model, model_version_of
     from partnerscore.training.reference import load_reference_profile
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    model = load_partner_model(uri)
-    try:
-        version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        version = ""
+    model, version = load_through_mlflow(uri, tracking_uri)
     model.metadata["version"] = version
     # a local folder's run is looked up in the store: not in one that is not there (MLflow
     # would create it)

@@ -70,10 +70,10 @@ from partnerscore.models.config import PolicyConfig
 from partnerscore.models.model_uri import MODELS_URI, check_registry
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.policy import out_of_scope
-from partnerscore.models.pyfunc import load_partner_model, model_version_of, resolve_model_uri
+from partnerscore.models.pyfunc import resolve_model_uri
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
-from partnerscore.serving.model_store import missing_model
+from partnerscore.serving.model_store import load_through_mlflow, missing_model
 from partnerscore.training.backtest import (
     BACKTEST_COLUMNS,
     IN_TRAINING_WINDOW,
@@ -1058,13 +1058,8 @@ def run_monitor(
     problem = missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
     if problem is not None:
         raise PartnerscoreError(problem)
-    mlflow.set_tracking_uri(config.paths.tracking_uri())
-    mlflow.set_registry_uri(config.paths.tracking_uri())
-    partner_model = load_partner_model(uri)
-    try:
-        version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
-        version = ""
+    # through MLflow, which the reference profile and the manifests are read with after it
+    partner_model, version = load_through_mlflow(uri, config.paths.tracking_uri())
     reference = load_reference_profile(uri)
     if scores is not None and not Path(scores).exists():
         raise PartnerscoreError(f"{scores}: scores file not found")

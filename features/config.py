@@ -140,6 +140,10 @@ class ValidateConfig(FrozenConfig):
         return ref + pd.Timedelta(days=1 + self.future_tolerance_days)
 
 
+VOLUME_SEGMENT_COLUMNS = ("region", "tier", "partner_type", "industry")
+"""The partners table's categories the per-segment volume check may segment by."""
+
+
 class MonitorConfig(FrozenConfig):
     """Thresholds of ``partnerscore monitor`` (statuses: ok < warn < alarm).
 
@@ -210,6 +214,18 @@ class MonitorConfig(FrozenConfig):
     volume_alarm_ratio: float = Field(default=3.0, gt=1)
     volume_baseline_days: int = Field(default=365, ge=30)
     volume_segments: tuple[str, ...] = ("region", "tier", "partner_type")
+
+    @field_validator("volume_segments")
+    @classmethod
+    def _segments_are_partner_categories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in VOLUME_SEGMENT_COLUMNS]
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not a partners column to segment by "
+                f"(one of {', '.join(VOLUME_SEGMENT_COLUMNS)})"
+            )
+        return tuple(dict.fromkeys(value))
+
     range_margin: float = Field(default=0.25, ge=0)
     out_of_range_warn: float = Field(default=0.02, gt=0, le=1)
     out_of_range_alarm: float = Field(default=0.2, gt=0, le=1)

@@ -220,3 +220,21 @@ def test_drifts_that_move_no_volume_raise_no_segment_volume_warning(program, kin
     drifted = apply_drift(tables, kind, start, seed=config.seed)
     months = pd.date_range("2026-02-01", "2026-07-01", freq="MS")
     assert {m: w for m, w in _statuses(drifted, months).items() if w} == {}
+
+
+def test_a_segment_column_the_partners_table_has_not_is_a_config_error(tmp_path, capsys):
+    """monitor.volume_segments naming no partners column was skipped without a word."""
+    import json
+
+    from partnerscore.serving.cli import main
+
+    with pytest.raises(ValueError, match="'country' is not a partners column to segment by"):
+        MonitorConfig(volume_segments=("region", "country"))
+    assert MonitorConfig(volume_segments=("industry", "industry")).volume_segments == ("industry",)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"monitor": {"volume_segments": ["country"]}}))
+    argv = ["monitor", "--as-of", "2026-07-01", "--raw", str(tmp_path), "--config", str(cfg)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "monitor.volume_segments" in err, err
+    assert "'country' is not a partners column to segment by" in err

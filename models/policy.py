@@ -33,7 +33,9 @@ def percentile_of(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
     """Position (0-1) of each value within a reference distribution given by 101 quantiles.
 
     Values equal to a run of tied quantiles get the middle of the run; values between
-    quantiles are interpolated linearly; outside the range they clip to 0 or 1.
+    quantiles are interpolated linearly; outside the range they clip to 0 or 1. A missing
+    value (NaN) has no position: NaN (``np.searchsorted`` sorts it above every quantile,
+    which made it 1.0, the top of the distribution).
     """
     q = np.asarray(quantiles, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -48,7 +50,8 @@ def percentile_of(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
     frac = np.where(span > 0, (v - q[lo]) / np.where(span > 0, span, 1), 0.0)
     interp = (lo + frac) / steps
     out = np.where(tied, mid, interp)
-    return np.clip(np.where(left == 0, np.where(tied, mid, 0.0), out), 0.0, 1.0)
+    out = np.clip(np.where(left == 0, np.where(tied, mid, 0.0), out), 0.0, 1.0)
+    return np.where(np.isnan(v), np.nan, out)
 
 
 def composite_score(

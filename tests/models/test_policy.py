@@ -1,5 +1,9 @@
+import math
+
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import policy
@@ -20,6 +24,53 @@ def test_percentile_of_reference():
     assert policy.percentile_of([0.0], tied)[0] == pytest.approx(
         0.25
     )  # middle of the tied run 0..50
+
+
+def percentile_reference(value: float, quantiles: list[float]) -> float:
+    """The slow twin of ``percentile_of`` for one value: the definition, case by case."""
+    if math.isnan(value):
+        return math.nan
+    steps = len(quantiles) - 1
+    tied = [i for i, q in enumerate(quantiles) if q == value]
+    if tied:  # quantiles are sorted: a tied run is contiguous
+        return (tied[0] + tied[-1]) / 2 / steps
+    if value < quantiles[0]:
+        return 0.0
+    if value > quantiles[-1]:
+        return 1.0
+    for i in range(steps):
+        lo, hi = quantiles[i], quantiles[i + 1]
+        if lo < value < hi:
+            return (i + (value - lo) / (hi - lo)) / steps
+    raise AssertionError("unreachable")
+
+
+# few distinct values: ties and runs of equal quantiles are common
+quantile_values = st.sampled_from([-1e12, -1.0, 0.0, 0.5, 1.0, 2.5, 1e12]) | st.floats(-1e12, 1e12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    quantiles=st.lists(quantile_values, min_size=2, max_size=12).map(sorted),
+    values=st.lists(quantile_values | st.sampled_from([math.nan, math.inf, -math.inf]), max_size=8),
+)
+@example(quantiles=[0.0, 1.0], values=[math.nan])  # was 1.0: the top of the distribution
+def test_percentile_of_equals_the_case_by_case_definition(quantiles, values):
+    fast = policy.percentile_of(values, quantiles)
+    slow = [percentile_reference(v, quantiles) for v in values]
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-15)
+
+
+def test_a_missing_prediction_has_no_percentile_and_no_score():
+    """NaN was placed above every quantile: a missing prediction scored 100 (never reached in
+    production, where the heads always predict; kept NaN so it cannot pass as a top partner)."""
+    q = REF["revenue_quantiles"]
+    assert np.isnan(policy.percentile_of([np.nan], q)).all()
+    score, rev, eng = policy.composite_score(
+        np.array([np.nan, 500.0]), np.array([0.5, np.nan]), REF, PolicyConfig()
+    )
+    assert np.isnan(score).all() and np.isnan(rev[0]) and np.isnan(eng[1])
+    assert rev[1] == pytest.approx(100 * PolicyConfig().revenue_weight * 0.5)
 
 
 def test_composite_score_is_stable_across_batches():

@@ -8,6 +8,9 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import sibling
 
 from partnerscore.features.pipeline import build_scoring_frame
 from partnerscore.features.simulate import write_tables
@@ -390,3 +393,71 @@ def test_score_raw_tables_without_an_optional_table_the_model_reads(
     scores = pd.read_csv(out, dtype={"partner_id": str})
     assert len(scores) == result.scored > 0
     assert scores["next_tier_changes"].notna().any()
+
+
+upgrade_reference = sibling(__file__, "upgrade_reference")
+TIER_NAMES = ["A", "B", "C", "D", pol.OUT_OF_SCOPE_TIER, "unknown", None]
+
+
+@st.composite
+def upgrade_cases(draw, n_rows: int, names: list[str], ranges: dict):
+    """Rows of the program (repeats: identical partners), each maybe changed to an extreme
+    (missing, 0, the training range's ends, 1e12), with a tier (the scored one, or any name:
+    the top tier, out of scope, unknown) and a policy (tied cutoffs, weights 0 and 1)."""
+    picks = draw(st.lists(st.integers(0, n_rows - 1), min_size=1, max_size=3))
+    changes = []
+    for _ in picks:
+        row = {}
+        for name in draw(st.lists(st.sampled_from(names), max_size=3, unique=True)):
+            lo, hi = ranges.get(name, (0.0, 1.0))
+            row[name] = draw(st.sampled_from([np.nan, 0.0, lo, hi, (lo + hi) / 2, 1e12]))
+        changes.append(row)
+    tiers = [draw(st.sampled_from([*TIER_NAMES, "scored", "scored"])) for _ in picks]
+    a = draw(st.sampled_from([100.0, 75.0, 60.0, 40.0]))
+    b = draw(st.sampled_from([a, a / 2, 25.0, 0.0]))
+    c = draw(st.sampled_from([b, b / 2, 0.0]))
+    policy = PolicyConfig(
+        tier_cutoffs={"A": a, "B": min(a, b), "C": min(b, c), "D": 0.0},
+        revenue_weight=draw(st.sampled_from([0.0, 0.5, 1.0, 0.3])),
+    )
+    grid = draw(st.integers(1, 4))
+    max_steps = draw(st.integers(1, 3))
+    return picks, changes, tiers, policy, grid, max_steps
+
+
+@pytest.fixture(scope="module")
+def upgrade_setup(program):
+    model, _, features = program
+    sample = features[features["age_days"] < 200].head(40).reset_index(drop=True)
+    ranges = wi.training_ranges(model)
+    names = [s.name for s in model.feature_specs if s.actionable and s.kind == "numeric"]
+    return model, sample, ranges, names
+
+
+def test_upgrade_paths_equal_the_partner_by_partner_twin(upgrade_setup):
+    """``upgrade_paths`` (all partners' candidates at once, grouped, chunked) against the
+    plain loop over one partner's candidates (``upgrade_reference.py``) on random partners and
+    policies: extremes, missing values, ties, the top tier, unknown tiers."""
+    model, sample, ranges, names = upgrade_setup
+
+    @settings(max_examples=12, deadline=None, database=None)
+    @given(case=upgrade_cases(len(sample), names, ranges))
+    def check(case):
+        picks, changes, tiers, policy, grid, max_steps = case
+        rows = sample.iloc[picks].reset_index(drop=True)
+        for i, row in enumerate(changes):
+            for name, value in row.items():
+                column = np.array(pd.to_numeric(rows[name], errors="coerce"), dtype=float)
+                column[i] = value
+                rows[name] = column
+        scored = score_features(model, rows, policy=policy)["score_tier"].astype(object)
+        tiers = np.array(
+            [scored.iat[i] if t == "scored" else t for i, t in enumerate(tiers)], dtype=object
+        )
+        fast = wi.upgrade_paths(model, rows, tiers, policy, grid=grid, max_steps=max_steps)
+        slow = upgrade_reference.upgrade_paths_reference(
+            model, rows, tiers, policy, grid=grid, max_steps=max_steps
+        )
+        assert repr(fast) == repr(slow)  # repr: a missing "from" value is NaN
+
+    check()

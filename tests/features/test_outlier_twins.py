@@ -336,15 +336,19 @@ EXTREMES = [
 ]
 
 
+def with_extremes(test):
+    """The fixed extremes as explicit examples of a ``program`` test."""
+    for program in reversed(EXTREMES):
+        test = example(program=program)(test)
+    return test
+
+
 RANDOM = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @RANDOM
 @given(program=programs())
-@example(program=EXTREMES[0])
-@example(program=EXTREMES[1])
-@example(program=EXTREMES[2])
-@example(program=EXTREMES[3])
+@with_extremes
 def test_table_outliers_equal_the_row_by_row_twin(program):
     tables, as_of, config = program
     fast, checks = anomaly.table_outliers(tables, as_of, config)
@@ -361,10 +365,7 @@ def test_table_outliers_equal_the_row_by_row_twin(program):
 
 @RANDOM
 @given(program=programs())
-@example(program=EXTREMES[0])
-@example(program=EXTREMES[1])
-@example(program=EXTREMES[2])
-@example(program=EXTREMES[3])
+@with_extremes
 def test_partner_outliers_equal_the_row_by_row_twin(program):
     tables, as_of, config = program
     fast = anomaly.partner_outliers(tables, as_of, config)

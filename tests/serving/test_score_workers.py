@@ -10,12 +10,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import die_by_sigkill, no_hang, stored_rows
+from hypothesis import example, given
+from support import die_by_sigkill, no_hang, sibling, stored_rows
 
 from partnerscore.features import parallel
 from partnerscore.features.core import PartnerscoreError
@@ -712,3 +714,49 @@ def test_the_reader_on_a_postgresql_history_gives_the_files_of_one_process(
     # one process reads in itself; with two, a server store always gets a reader: nothing
     # earlier for the first run, the first run's rows for the later two
     assert [bool(r[0]) if r is not None else None for r in reader_results] == [False, True, True]
+
+
+cases = sibling(__file__, "program_cases")
+
+
+def _outcome(job):
+    """What a job produced: its files and stored rows, or its one-line error."""
+    try:
+        return job()
+    except PartnerscoreError as error:
+        return ("error", str(error))
+
+
+@cases.ENGINE_SETTINGS
+@given(case=cases.small_programs(400))
+@example(case=cases.FIXED[0])
+@example(case=cases.FIXED[1])
+@example(case=cases.FIXED[2])
+def test_any_worker_count_scores_a_random_small_program_as_one_process(
+    case, raw_dir, store_config, forced
+):
+    """Random small programs (any slice of the shared one, a hostile partner: a far-future
+    date, absurd amounts, broken cells; a partner with no events; a date or an onboarding
+    age): two workers write the files and history rows of one process, byte for byte."""
+    root = Path(tempfile.mkdtemp(prefix="workers-"))
+    try:
+        raw = root / "raw"
+        cases.write_program(raw_dir, raw, case)
+        as_of, at_age = cases.as_of_of(case)
+        folder = Path(store_config.paths.data_dir)
+        out = folder / "out" / "scores.parquet"
+
+        def job(workers):
+            def run():
+                shutil.rmtree(folder, ignore_errors=True)
+                run_score(raw, as_of, "champion", out, store_config, workers=workers, at_age=at_age)
+                history = folder / "scores" / "history.sqlite"
+                rows = stored_rows(history) if history.exists() else None
+                return out.read_bytes(), rejects_path(out).read_bytes(), rows
+
+            return run
+
+        one, two = _outcome(job(1)), _outcome(job(2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert two == one

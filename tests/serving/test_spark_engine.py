@@ -7,11 +7,14 @@ of the Spark job must equal it.
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import example, given, settings
+from support import sibling
 
 from partnerscore.features.config import MonitorConfig
 from partnerscore.serving.spark_engine import pack, unpack
@@ -696,3 +699,69 @@ def test_spark_shadow_run_records_what_the_pandas_job_records(
         assert set(ScoreHistory(mine.paths.history_database()).read()["model_version"]) == {v1}
     assert set(got["spark"].loc[got["spark"]["model_version"] == v2, "shadow"]) == {True}
     pd.testing.assert_frame_equal(got["pandas"], got["spark"])
+
+
+cases = sibling(__file__, "program_cases")
+
+
+def _outcome(job):
+    """A job's result, or its one-line error."""
+    from partnerscore.features.core import PartnerscoreError
+
+    try:
+        return job()
+    except PartnerscoreError as error:
+        return ("error", str(error))
+
+
+@pytest.mark.slow
+@settings(cases.ENGINE_SETTINGS, max_examples=2)  # ~15 s an example: 4 in all
+@given(case=cases.small_programs(400))
+@example(case=cases.FIXED[0])
+@example(case=cases.FIXED[1])
+def test_spark_scores_a_random_small_program_as_the_pandas_job(case, raw_dir, store_config, spark):
+    """Random small programs (``program_cases.py``: any slice of the shared program, a hostile
+    partner with a far-future date, absurd amounts and broken cells, a partner with no
+    events, a date or an onboarding age): every output column, the rejects and the
+    quarantine of the Spark job equal the pandas job's, or both stop with the same error."""
+    from partnerscore.features.contract import TABLES
+    from partnerscore.features.core import read_frame
+    from partnerscore.serving.score import run_score
+    from partnerscore.serving.spark_engine import run_score_spark
+
+    root = Path(tempfile.mkdtemp(prefix="spark-twin-"))
+    try:
+        raw = root / "raw"
+        cases.write_program(raw_dir, raw, case)
+        as_of, at_age = cases.as_of_of(case)
+        cfg = store_config.model_copy(update={"monitor": FLAGGING})
+        data = Path(cfg.paths.data_dir)  # one folder (it is in the config hash), emptied
+        shutil.rmtree(data, ignore_errors=True)
+        expected = _outcome(
+            lambda: run_score(
+                raw, as_of, "champion", root / "p" / "scores.parquet", cfg, at_age=at_age
+            )
+        )
+        shutil.rmtree(data, ignore_errors=True)
+        got = _outcome(
+            lambda: run_score_spark(
+                raw, as_of, "champion", root / "s" / "scores.parquet", cfg,
+                at_age=at_age, shuffle_partitions=2, buckets=2, spark=spark,
+            )
+        )  # fmt: skip
+        if isinstance(expected, tuple) or isinstance(got, tuple):
+            assert got == expected
+            return
+        pandas_out = read_frame(expected.out)
+        spark_out = pd.read_parquet(got.out).sort_values("partner_id", ignore_index=True)
+        _same(pandas_out, spark_out)
+        assert read_frame(got.rejects).equals(read_frame(expected.rejects))
+        assert (got.scored, got.rejected, got.not_yet, got.partners_input) == (
+            expected.scored,
+            expected.rejected,
+            expected.not_yet,
+            expected.partners_input,
+        )
+        _same_quarantine(root / "p" / "quarantine", root / "s" / "quarantine", TABLES)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

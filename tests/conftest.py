@@ -71,6 +71,27 @@ def built_dir(raw_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def prepared_training(built_dir):
+    """The shared training set, its feature specs and its model matrix (``prepare``): (frame,
+    specs, X). Do not mutate (copy first)."""
+    import pandas as pd
+
+    from partnerscore.features.registry import feature_specs
+    from partnerscore.models.bundle import PartnerModel
+    from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+
+    frame = pd.read_parquet(built_dir / "training_set.parquet")
+    specs = [s for s in feature_specs() if s.name in frame.columns]
+    model = PartnerModel(
+        revenue=RevenueRegressor(),
+        engagement=EngagementClassifier(),
+        feature_specs=specs,
+        categories=PartnerModel.categories_from(frame, specs),
+    )
+    return frame, specs, model.prepare(frame)
+
+
+@pytest.fixture(scope="session")
 def model_store(built_dir, tmp_path_factory):
     """A session MLflow store holding one trained, promoted version (trials=0 for speed).
 

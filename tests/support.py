@@ -313,3 +313,40 @@ def tables_known_at(tables: dict, at) -> dict:
                 frame.loc[unknown, "status"] = "open"
         out[name] = frame.reset_index(drop=True)
     return out
+
+
+def costly_examples(max_examples: int):
+    """Hypothesis settings for examples that each build a program or run a real job.
+
+    Derandomized, no example database, no shrinking (shrinking one costs minutes on 2 cores);
+    the health checks such examples trip (too slow, large data, a function-scoped fixture
+    shared by the examples: read-only or reset by the test) are off.
+    """
+    from hypothesis import HealthCheck, Phase, settings
+
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
+
+
+def simulated_training_set(partners: int, seed: int):
+    """A simulated program's training set, sorted by (partner, as_of), and its feature specs."""
+    from partnerscore.features.config import BuildConfig, SimulateConfig
+    from partnerscore.features.pipeline import build_training_set
+    from partnerscore.features.registry import feature_specs
+    from partnerscore.features.simulate import simulate_program
+    from partnerscore.features.validate import RawData
+
+    tables = simulate_program(SimulateConfig(partners=partners, seed=seed))
+    frame = build_training_set(RawData.from_frames(tables), BuildConfig())
+    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
+    return frame, [s for s in feature_specs() if s.name in frame.columns]

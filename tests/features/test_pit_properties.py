@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import sibling
+from support import costly_examples, sibling
 
 from partnerscore.features.builders import Snapshots, Timeline
 from partnerscore.features.config import BuildConfig
@@ -40,14 +40,7 @@ ref = sibling(__file__, "pit_reference")
 # each example builds, and computes the reference of, a whole program (~0.3 s): the counts keep
 # the file well under 30 s; raise them locally (e.g. 2000) for a deeper search. No shrinking
 # phase: the generated programs are small already, and shrinking one costs minutes on 2 cores.
-SETTINGS = settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = costly_examples(20)
 FEWER = settings(SETTINGS, max_examples=10)
 
 DAY = 86_400

@@ -2,23 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from partnerscore.features.registry import feature_specs
 from partnerscore.models.baselines import LayeredScorecard, LinearBaseline, NaiveExtrapolation
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.heads import SEGMENT_PRIOR, EngagementClassifier, RevenueRegressor
 
 
 @pytest.fixture(scope="module")
-def training(built_dir):
-    frame = pd.read_parquet(built_dir / "training_set.parquet")
-    specs = [s for s in feature_specs() if s.name in frame.columns]
-    model = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(frame, specs),
-    )
-    return frame, specs, model.prepare(frame)
+def training(prepared_training):
+    return prepared_training
 
 
 def test_revenue_head_contributions_add_up(training):

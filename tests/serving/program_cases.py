@@ -12,23 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from support import sibling
+from support import costly_examples, sibling
 
 isolation = sibling(__file__, "test_score_isolation")
 HOSTILE_ID = isolation.HOSTILE_ID
 SILENT_ID = "PX-SILENT"
 AS_OF = "2026-03-01"
 
-ENGINE_SETTINGS = settings(
-    max_examples=5,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+ENGINE_SETTINGS = costly_examples(5)
 """Each example runs the real jobs twice (seconds each): few, derandomized, no shrinking."""
 
 EXTREME = {  # a far-future deal, an absurd won amount, a $0 one and a 1900 one

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
+from support import costly_examples
 
 from partnerscore.features.config import MonitorConfig
 
@@ -44,14 +45,7 @@ MONITOR = MonitorConfig(outlier_z=1e9, outlier_z_alarm=1e9, partner_z=1.5, partn
 that many partners carry flags whose reasons must not move; the table outliers (a row against
 its table's median and spread: batch-relative by design, see the module docstring) off."""
 
-SETTINGS = settings(
-    max_examples=6,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+SETTINGS = costly_examples(6)
 
 DATES = [
     "1900-01-01 00:00:00",

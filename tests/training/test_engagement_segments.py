@@ -3,13 +3,9 @@ columns``): fitted by default, off with ``[]``, refused for columns the fit cann
 
 import numpy as np
 import pytest
+from support import simulated_training_set
 
-from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.features.pipeline import build_training_set
-from partnerscore.features.registry import feature_specs
-from partnerscore.features.simulate import simulate_program
-from partnerscore.features.validate import RawData
 from partnerscore.models import explain
 from partnerscore.models.config import PolicyConfig
 from partnerscore.training.config import TrainConfig
@@ -18,10 +14,7 @@ from partnerscore.training.train import _head_kwargs, fit_partner_model, segment
 
 @pytest.fixture(scope="module")
 def train_frame():
-    tables = simulate_program(SimulateConfig(partners=600, seed=23))
-    frame = build_training_set(RawData.from_frames(tables), BuildConfig())
-    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    return frame, [s for s in feature_specs() if s.name in frame.columns]
+    return simulated_training_set(partners=600, seed=23)
 
 
 def _fit(train_frame, **overrides):

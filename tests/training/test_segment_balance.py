@@ -5,13 +5,9 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import simulated_training_set
 
-from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.features.pipeline import build_training_set
-from partnerscore.features.registry import feature_specs
-from partnerscore.features.simulate import simulate_program
-from partnerscore.features.validate import RawData
 from partnerscore.models import explain
 from partnerscore.models.config import PolicyConfig
 from partnerscore.training.config import TrainConfig
@@ -162,10 +158,7 @@ def test_small_or_revenue_free_values_keep_factor_one_and_bad_inputs_are_refused
 
 @pytest.fixture(scope="module")
 def train_frame():
-    tables = simulate_program(SimulateConfig(partners=1500, seed=31))
-    frame = build_training_set(RawData.from_frames(tables), BuildConfig())
-    frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
-    return frame, [s for s in feature_specs() if s.name in frame.columns]
+    return simulated_training_set(partners=1500, seed=31)
 
 
 def _fit(train_frame, **overrides):

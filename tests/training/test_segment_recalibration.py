@@ -8,10 +8,8 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.features.registry import feature_specs
 from partnerscore.models import explain
-from partnerscore.models.bundle import PartnerModel
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
+from partnerscore.models.heads import RevenueRegressor
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.recalibration import dersimonian_laird, fit_segment_factors
 from partnerscore.training.train import segment_recalibration
@@ -217,16 +215,8 @@ def test_tilted_predictions_are_corrected_per_segment():
 
 
 @pytest.fixture(scope="module")
-def fitted_head(built_dir):
-    frame = pd.read_parquet(built_dir / "training_set.parquet")
-    specs = [s for s in feature_specs() if s.name in frame.columns]
-    model = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(frame, specs),
-    )
-    X = model.prepare(frame)
+def fitted_head(prepared_training):
+    frame, specs, X = prepared_training
     head = RevenueRegressor(n_estimators=40).fit(X, frame["label_revenue"])
     return frame, specs, X, head
 

@@ -77,3 +77,25 @@ def as_of_of(case):
     """The case's scoring date (None at an onboarding age) and age."""
     at_age = case[4]
     return (None if at_age else pd.Timestamp(AS_OF).date()), at_age
+
+
+def with_fixed(count: int):
+    """The first ``count`` :data:`FIXED` cases as explicit examples of a ``case`` test."""
+    from hypothesis import example
+
+    def decorate(test):
+        for case in reversed(FIXED[:count]):
+            test = example(case=case)(test)
+        return test
+
+    return decorate
+
+
+def outcome(job):
+    """What ``job()`` returned, or its one-line error as ("error", message)."""
+    from partnerscore.features.core import PartnerscoreError
+
+    try:
+        return job()
+    except PartnerscoreError as error:
+        return ("error", str(error))

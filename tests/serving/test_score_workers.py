@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import example, given
+from hypothesis import given
 from support import die_by_sigkill, no_hang, sibling, stored_rows
 
 from partnerscore.features import parallel
@@ -719,19 +719,9 @@ def test_the_reader_on_a_postgresql_history_gives_the_files_of_one_process(
 cases = sibling(__file__, "program_cases")
 
 
-def _outcome(job):
-    """What a job produced: its files and stored rows, or its one-line error."""
-    try:
-        return job()
-    except PartnerscoreError as error:
-        return ("error", str(error))
-
-
 @cases.ENGINE_SETTINGS
 @given(case=cases.small_programs(400))
-@example(case=cases.FIXED[0])
-@example(case=cases.FIXED[1])
-@example(case=cases.FIXED[2])
+@cases.with_fixed(3)
 def test_any_worker_count_scores_a_random_small_program_as_one_process(
     case, raw_dir, store_config, forced
 ):
@@ -756,7 +746,7 @@ def test_any_worker_count_scores_a_random_small_program_as_one_process(
 
             return run
 
-        one, two = _outcome(job(1)), _outcome(job(2))
+        one, two = cases.outcome(job(1)), cases.outcome(job(2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert two == one

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given, settings
 from support import sibling
 
 from partnerscore.features.config import MonitorConfig
@@ -704,21 +704,10 @@ def test_spark_shadow_run_records_what_the_pandas_job_records(
 cases = sibling(__file__, "program_cases")
 
 
-def _outcome(job):
-    """A job's result, or its one-line error."""
-    from partnerscore.features.core import PartnerscoreError
-
-    try:
-        return job()
-    except PartnerscoreError as error:
-        return ("error", str(error))
-
-
 @pytest.mark.slow
 @settings(cases.ENGINE_SETTINGS, max_examples=2)  # ~15 s an example: 4 in all
 @given(case=cases.small_programs(400))
-@example(case=cases.FIXED[0])
-@example(case=cases.FIXED[1])
+@cases.with_fixed(2)
 def test_spark_scores_a_random_small_program_as_the_pandas_job(case, raw_dir, store_config, spark):
     """Random small programs (``program_cases.py``: any slice of the shared program, a hostile
     partner with a far-future date, absurd amounts and broken cells, a partner with no
@@ -737,13 +726,13 @@ def test_spark_scores_a_random_small_program_as_the_pandas_job(case, raw_dir, st
         cfg = store_config.model_copy(update={"monitor": FLAGGING})
         data = Path(cfg.paths.data_dir)  # one folder (it is in the config hash), emptied
         shutil.rmtree(data, ignore_errors=True)
-        expected = _outcome(
+        expected = cases.outcome(
             lambda: run_score(
                 raw, as_of, "champion", root / "p" / "scores.parquet", cfg, at_age=at_age
             )
         )
         shutil.rmtree(data, ignore_errors=True)
-        got = _outcome(
+        got = cases.outcome(
             lambda: run_score_spark(
                 raw, as_of, "champion", root / "s" / "scores.parquet", cfg,
                 at_age=at_age, shuffle_partitions=2, buckets=2, spark=spark,

@@ -2,9 +2,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from partnerscore.features.registry import feature_specs
-from partnerscore.models.bundle import PartnerModel
-from partnerscore.models.heads import EngagementClassifier, RevenueRegressor
 from partnerscore.training import tune
 from partnerscore.training.metrics import (
     engagement_auc_metric,
@@ -55,17 +52,11 @@ def test_paired_bootstrap_difference_and_se():
 
 
 @pytest.fixture(scope="module")
-def prepared(built_dir):
-    frame = pd.read_parquet(built_dir / "training_set.parquet")
-    frame = frame.sort_values(["partner_id", "as_of"]).reset_index(drop=True)
-    specs = [s for s in feature_specs() if s.name in frame.columns]
-    probe = PartnerModel(
-        revenue=RevenueRegressor(),
-        engagement=EngagementClassifier(),
-        feature_specs=specs,
-        categories=PartnerModel.categories_from(frame, specs),
-    )
-    return frame, probe.prepare(frame)
+def prepared(prepared_training):
+    """The shared prepared training set, sorted by (partner, as_of)."""
+    frame, _, X = prepared_training
+    order = frame.sort_values(["partner_id", "as_of"], kind="stable").index
+    return frame.loc[order].reset_index(drop=True), X.loc[order].reset_index(drop=True)
 
 
 def test_each_head_has_its_own_search(prepared):

@@ -177,7 +177,8 @@ def batch_statistics(
         before = _before(tables, table, as_of, cache)
         if not before.empty:
             robust[(table, measure)] = robust_center_scale(
-                log1p_nonneg(values_of(before.numeric())), partners=before.partners()[0]
+                log1p_nonneg(known_values(before, measure, values_of)),
+                partners=before.partners()[0],
             )
     return robust
 
@@ -375,6 +376,22 @@ class _Before:
         return np.array([f"row {i + 2}" for i in idx], dtype=object)  # file line (header = 1)
 
 
+def known_values(before, measure: str, values_of) -> np.ndarray:
+    """A measure of ``before``'s rows as known at each row's cut-off (its partner's as_of).
+
+    A duration is known once it ended (:data:`MEASURE_TIME`): a deal created before as_of
+    and closed after it is open at as_of, so its cycle is NaN here like an open deal's. Read
+    with the end date, a deal closing in 2032 was listed at an as_of of 2024 as a 2,989-day
+    cycle, and a past as_of's flags changed as later rows arrived.
+    """
+    values = values_of(before.numeric())
+    column = MEASURE_TIME[measure]
+    if column == EVENT_TIME[before.table][1]:
+        return values
+    ended = pd.to_datetime(before.numeric()[column]).to_numpy()
+    return np.where(ended < before.cuts(), values, np.nan)  # NaT never ended
+
+
 def _factorized_partners(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return pd.factorize(frame["partner_id"].astype(str))
 
@@ -420,7 +437,7 @@ def table_outliers(
         before = _before(tables, table, as_of, cache)
         if before.empty:
             continue
-        raw = values_of(before.numeric())
+        raw = known_values(before, measure, values_of)
         x = log1p_nonneg(raw)
         center, scale = (
             robust[(table, measure)]
@@ -503,7 +520,8 @@ def partner_outliers(
             continue
         when = before.when()
         start = before.cuts() - window  # each row's partner's window start
-        x = log1p_nonneg(values_of(before.numeric()))
+        raw = known_values(before, measure, values_of)
+        x = log1p_nonneg(raw)
         codes, uniques = before.partners()
         old = (when < start) & np.isfinite(x)
         new = np.flatnonzero((when >= start) & np.isfinite(x))
@@ -521,7 +539,6 @@ def partner_outliers(
         keep = enough & (z >= config.partner_z)
         hit, zh, ch = new[keep], z[keep], c[keep]
         if hit.size:
-            raw = values_of(before.numeric())
             reasons = [
                 f"{table}.{measure} {raw[i]:,.2f} {unit} is {zi:.1f} robust SDs above this "
                 f"partner's own typical {np.expm1(ci):,.2f}"

@@ -64,12 +64,16 @@ def measure_rows(tables, as_of):
             when = pd.Timestamp(one[time_col].iat[0])
             if pd.isna(when) or not when < as_of:
                 continue
+            raw = float(values_of(one)[0])
+            ended = pd.Timestamp(one[anomaly.MEASURE_TIME[measure]].iat[0])
+            if pd.isna(ended) or not ended < as_of:  # a duration is known once it ended
+                raw = math.nan
             rows.append(
                 {
                     "record_id": str(one[id_col].iat[0]) if id_col else f"row {len(rows) + 2}",
                     "partner_id": str(one["partner_id"].iat[0]),
                     "when": when,
-                    "raw": float(values_of(one)[0]),
+                    "raw": raw,
                 }
             )
         if rows:
@@ -382,3 +386,18 @@ def test_the_fixed_extremes_are_listed_as_expected():
     assert amounts[:3] == [[1e12], [], []]
     spikes = found[3][found[3]["column"] == "events_last_30_days"]
     assert spikes[["table", "partner_id", "value"]].values.tolist() == [["activities", "P1", 20.0]]
+
+
+def test_a_duration_is_read_only_once_it_ended_before_as_of():
+    """A deal created before as_of and closed years after it is open at as_of: its cycle is
+    neither listed (it was, as a 2,989-day cycle at an as_of of 2024-04-10) nor in the table's
+    centre; after its close it is listed."""
+    ordinary = [(pid, 5 * i, 20 + i % 7, 1_000.0) for i in range(12) for pid in ("P1", "P2")]
+    late = [("P1", 60, 2_989, 1_000.0)]  # created 2024-03-01, closed 2032-05-08
+    config = MonitorConfig(outlier_z=4.0)
+    for cut, listed in ((100, []), (3_100, ["D24"])):
+        tables, as_of, _ = build_program([0, 0, 0], [1, 1, 1], ordinary + late, [], cut, config)
+        found, _ = anomaly.table_outliers(tables, as_of, config)
+        assert found.loc[found["column"] == "cycle_days", "record_id"].tolist() == listed
+        centre, _ = anomaly.batch_statistics(tables, as_of)[("deals", "cycle_days")]
+        assert centre < np.log1p(30)

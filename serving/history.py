@@ -224,11 +224,62 @@ def database_url(url: str) -> str:
     """The SQLAlchemy URL to connect with: plain ``postgresql://`` goes through psycopg 3.
 
     SQLAlchemy's default PostgreSQL driver is psycopg2, which is not installed; psycopg 3 is.
+
+    Raises:
+        sqlalchemy.exc.ArgumentError: An unparsable URL (ValueError: a port that is no number).
     """
     parsed = sa.engine.make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def shown_url(url: str) -> str:
+    """A database URL as error messages show it: its password masked (``***``).
+
+    ``(unparsable URL)`` for one SQLAlchemy cannot read (never the text itself: where the
+    password is in it is not known).
+    """
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+        return "(unparsable URL)"
+
+
+@contextmanager
+def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
+    """Database problems (locked, unreachable, read-only, unparsable URL) as one line.
+
+    The score history's and the decision ledger's wrapper: ``<store> <URL>: <detail>``, the
+    URL as ``shown()`` gives it (:func:`shown_url`: no password).
+
+    Args:
+        store: What the database is to the user (``score history``, ``decision ledger``).
+        shown: The URL to name, called only when there is an error.
+    """
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
+        raise PartnerscoreError(f"{store} {shown()}: {detail}") from exc
+    except OSError as exc:
+        detail = exc.strerror or str(exc)
+        raise PartnerscoreError(f"{store} {shown()}: {detail}") from exc
+
+
+def store_engine(store: str, url: str, shown: Callable[[], str], **kwargs) -> sa.Engine:
+    """An engine for ``url`` (:func:`database_url`), or one line naming the store.
+
+    A URL SQLAlchemy cannot parse (``sqlite:/x.db``, a port that is no number) is a
+    :class:`PartnerscoreError` too: config validation stops those first, the Python API and
+    a job given a URL directly did not (a traceback, or MLflow-free ``ValueError``).
+    """
+    with store_errors(store, shown):
+        try:
+            target = database_url(url)
+        except ValueError as exc:  # make_url's int() of the port
+            raise PartnerscoreError(f"{store} {shown()}: cannot parse the URL ({exc})") from None
+        return sa.create_engine(target, **kwargs)
 
 
 def _to_columns(frame: pd.DataFrame, columns: list[str]) -> list[list]:
@@ -362,25 +413,12 @@ class ScoreHistory:
             sa.UniqueConstraint(*KEY, name=f"uq_{TABLE}_key"),
         )
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Database problems (locked, unreachable, read-only) as one line naming the store."""
-        try:
-            yield
-        except sa.exc.SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
-            raise PartnerscoreError(f"score history {self._shown()}: {detail}") from exc
-        except OSError as exc:
-            detail = exc.strerror or str(exc)
-            raise PartnerscoreError(f"score history {self._shown()}: {detail}") from exc
+    def _errors(self):
+        """Database problems as one line naming the store (:func:`store_errors`)."""
+        return store_errors("score history", self._shown)
 
     def _shown(self) -> str:
-        if self._shown_as is not None:
-            return self._shown_as
-        try:
-            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-        except sa.exc.ArgumentError:
-            return "(unparsable URL)"
+        return self._shown_as if self._shown_as is not None else shown_url(self.url)
 
     @property
     def engine(self) -> sa.Engine:
@@ -395,7 +433,7 @@ class ScoreHistory:
                 if self.url.startswith("sqlite"):
                     # wait this long for a concurrent writer before "database is locked"
                     kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
-                engine = sa.create_engine(database_url(self.url), **kwargs)
+                engine = store_engine("score history", self.url, self._shown, **kwargs)
                 self.metadata.create_all(engine)
                 add_missing_columns(engine, self.table)
                 self._migrate_legacy(engine)

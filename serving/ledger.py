@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +35,9 @@ from partnerscore.serving.history import (
     lacking,
     last_dates,
     rows_of_partners,
+    shown_url,
+    store_engine,
+    store_errors,
 )
 
 DECISION_COLUMNS = {
@@ -212,16 +213,12 @@ class DecisionLedger:
             sa.UniqueConstraint(*key, name=f"uq_{name}_key"),
         )
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sa.exc.SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
-            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
-            raise PartnerscoreError(f"decision ledger {shown}: {detail}") from exc
-        except OSError as exc:
-            raise PartnerscoreError(f"decision ledger {self.url}: {exc.strerror or exc}") from exc
+    def _errors(self):
+        """Database problems as one line naming the store, as the score history's."""
+        return store_errors("decision ledger", self._shown)
+
+    def _shown(self) -> str:
+        return shown_url(self.url)
 
     @property
     def engine(self) -> sa.Engine:
@@ -231,7 +228,7 @@ class DecisionLedger:
                 if self.url.startswith("sqlite:///"):
                     path = Path(self.url.removeprefix("sqlite:///"))
                     path.parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(self.url)
+                engine = store_engine("decision ledger", self.url, self._shown)
                 self.metadata.create_all(engine)
                 add_missing_columns(engine, self.decisions)
                 self._engine = engine

@@ -224,6 +224,58 @@ def test_unreachable_server_is_one_line(tmp_path):
     assert "secret" not in str(err.value) and "\n" not in str(err.value)
 
 
+def _store_of(kind: str, url: str):
+    from partnerscore.serving.ledger import DecisionLedger
+
+    return ScoreHistory(url) if kind == "score history" else DecisionLedger(url)
+
+
+@pytest.mark.parametrize("kind", ["score history", "decision ledger"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:/x.db",  # a slash short: SQLAlchemy cannot parse it
+        "postgresql://someone:secret@db.example:port/nothing",  # a port that is no number
+        "postgresql://someone:secret@db.example:5432:1/nothing",
+    ],
+)
+def test_unparsable_url_is_one_line_without_the_password(kind, url):
+    """Config validation stops such URLs; the API or a job given a URL directly did not.
+
+    The decision ledger raised SQLAlchemy's ArgumentError (its wrapper parsed the URL again
+    to name it), both stores a ValueError for a port that is no number.
+    """
+    from partnerscore.features.core import PartnerscoreError
+
+    with pytest.raises(PartnerscoreError) as err:
+        _ = _store_of(kind, url).engine
+    message = str(err.value)
+    assert message.startswith(f"{kind} (unparsable URL): ")
+    assert "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind", ["score history", "decision ledger"])
+def test_both_stores_name_the_server_without_the_password(kind, tmp_path):
+    from partnerscore.features.core import PartnerscoreError
+
+    for url in (
+        "postgresql://someone:secret@127.0.0.1:1/nothing",
+        "postgres://someone:secret@127.0.0.1:1/nothing",  # psycopg 3 for both spellings
+    ):
+        store = _store_of(kind, url)
+        with pytest.raises(PartnerscoreError) as err:
+            store.read() if kind == "score history" else store.read_decisions()
+        scheme = url.split(":", 1)[0]
+        assert str(err.value).startswith(f"{kind} {scheme}://someone:***@127.0.0.1:1/nothing: ")
+        assert "connection" in str(err.value)  # reached the server: not "Can't load plugin"
+        assert "secret" not in str(err.value) and "\n" not in str(err.value)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    store = _store_of(kind, f"sqlite:///{blocked}/sub/history.sqlite")
+    with pytest.raises(PartnerscoreError, match=f"^{kind} sqlite:///.*: Not a directory$"):
+        _ = store.engine
+
+
 def test_legacy_json_store_is_migrated_once(tmp_path):
     path = tmp_path / "history.sqlite"
     engine = sa.create_engine(f"sqlite:///{path}")

@@ -38,6 +38,88 @@ def sqlite_file(tracking_uri: str) -> str | None:
     return tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
 
 
+_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+"""MLflow's database stores (``mlflow.store.db.db_types.DATABASE_ENGINES``), ``+driver`` allowed."""
+_SERVERS = ("http", "https", "databricks", "databricks-uc", "uc")
+"""MLflow's other stores (``mlflow.tracking._tracking_service.utils``: REST and Databricks)."""
+SUPPORTED_TRACKING = "sqlite:///FILE, postgresql://, mysql://, mssql://, http(s)://, databricks"
+"""The tracking URIs MLflow 3 takes, as error lines name them (a plugin's scheme too)."""
+
+
+def shown_uri(uri: str) -> str:
+    """A URI as error lines show it: the password of ``user:password@`` masked (``***``)."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", uri)
+
+
+def _plugin_schemes() -> set[str]:
+    """Schemes that installed MLflow plugins register (``mlflow.tracking_store`` entry points)."""
+    from importlib.metadata import entry_points
+
+    return {point.name for point in entry_points(group="mlflow.tracking_store")}
+
+
+def check_tracking_uri(uri, name: str) -> str:
+    """``uri`` if MLflow can open a store there, else one line naming ``name`` and the value.
+
+    MLflow's own errors for an unsupported scheme (``foo://``, ``postgres://``: an
+    ``UnsupportedModelRegistryStoreURIException`` listing its registry), a database URL
+    SQLAlchemy cannot parse (``sqlite:/x.db``: "Could not parse SQLAlchemy URL") or a path
+    without a scheme (MLflow 3 refuses its file store unless ``MLFLOW_ALLOW_FILE_STORE`` is
+    true) reached the user as several lines, the CLI's as "unexpected ...". Checked before
+    MLflow is imported, and without it (the score job reads a SQLite registry directly).
+
+    Args:
+        uri: The tracking URI.
+        name: Where it was given (``MLFLOW_TRACKING_URI``, the API's ``tracking_uri``).
+
+    Returns:
+        The URI, unchanged.
+
+    Raises:
+        PartnerscoreError: Not one of :data:`SUPPORTED_TRACKING` (nor a plugin's).
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    if not isinstance(uri, str) or not uri.strip():
+        got = f"{uri!r}" if isinstance(uri, str) else type(uri).__name__
+        raise PartnerscoreError(
+            f"{name}: expected a tracking URI ({SUPPORTED_TRACKING}), got {got}"
+        )
+    shown = shown_uri(uri)
+    scheme = urlsplit(uri).scheme.lower() if ":" in uri else ""
+    base = scheme.split("+", 1)[0]
+    problem = None
+    if base in _DATABASES:
+        import sqlalchemy as sa
+
+        try:
+            sa.engine.make_url(uri)
+        except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+            problem = "not a database URL SQLAlchemy can read"
+        if base == "sqlite" and problem is None and not uri.startswith(f"{scheme}:///"):
+            problem = "a SQLite store is sqlite:///FILE (three slashes, then the file)"
+    elif base in ("", "file"):
+        allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower()
+        if allowed not in ("true", "1"):
+            problem = (
+                "a folder is MLflow's file store, which MLflow 3 refuses unless "
+                "MLFLOW_ALLOW_FILE_STORE=true"
+            )
+    elif base in ("http", "https"):
+        if not urlsplit(uri).netloc:
+            problem = "no server named after http(s)://"
+    elif scheme not in _SERVERS and scheme not in _plugin_schemes():
+        hint = "; PostgreSQL is postgresql://" if scheme in ("postgres", "pg", "psql") else ""
+        problem = f"unsupported scheme '{scheme}'{hint}"
+    if problem is not None:
+        raise PartnerscoreError(
+            f"{name}: cannot open the MLflow store '{shown}': {problem} "
+            f"(supported: {SUPPORTED_TRACKING})"
+        )
+    return uri
+
+
 def missing_registry(tracking_uri: str) -> Path | None:
     """The database file of a local SQLite registry that is not there, else None.
 

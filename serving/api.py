@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
 from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
 from partnerscore.features.validate import RawData
+from partnerscore.models.model_uri import check_tracking_uri
 
 Raw = str | Path | Mapping[str, pd.DataFrame] | RawData
 
@@ -202,6 +203,7 @@ def train(
     from partnerscore.training.train import run_train
 
     _quiet()
+    check_tracking_uri(tracking_uri, "tracking_uri")
     cfg = _given(TrainConfig, config, "config")
     policy = _given(PolicyConfig, policy, "policy")
     if trials is not None:
@@ -272,6 +274,7 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
     from partnerscore.training.config import TrainConfig
 
     _quiet()
+    check_tracking_uri(tracking_uri, "tracking_uri")
     if isinstance(model, bool) or not isinstance(model, str | Integral):
         raise PartnerscoreError(
             "model: expected an alias, a version number or a models:/ URI, "

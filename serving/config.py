@@ -23,7 +23,7 @@ from partnerscore.features.core import (
 )
 from partnerscore.models.config import PolicyConfig
 from partnerscore.models.milestones import IncentivesConfig
-from partnerscore.models.model_uri import sqlite_file
+from partnerscore.models.model_uri import check_tracking_uri, sqlite_file
 from partnerscore.training.config import TrainConfig
 
 
@@ -60,7 +60,7 @@ class PathsConfig(FrozenConfig):
         """MLFLOW_TRACKING_URI if set, else the local SQLite store under ``mlflow_dir``."""
         env = os.environ.get("MLFLOW_TRACKING_URI")
         if env:
-            return env
+            return check_tracking_uri(env, "MLFLOW_TRACKING_URI")
         db = (Path(self.mlflow_dir) / "mlflow.db").resolve()
         return f"sqlite:///{db}"
 

@@ -564,3 +564,34 @@ def test_frames_quarantine_the_rows_the_validate_job_does(small_tables, tmp_path
         assert api.quarantine[name]["_row"].astype(str).tolist() == job["_row"].tolist()
         assert api.quarantine[name]["reason"].tolist() == job["reason"].tolist()
     assert len(api.quarantine["deals"]) >= 5 and len(api.quarantine["partners"]) == 2
+
+
+@pytest.mark.parametrize(
+    "uri, said",
+    [
+        ("foo://x", "unsupported scheme 'foo'"),
+        ("sqlite:/x.db", "not a database URL SQLAlchemy can read"),
+        ("postgres://someone:secret@127.0.0.1:1/mlflow", "PostgreSQL is postgresql://"),
+        ("mlflow.db", "MLFLOW_ALLOW_FILE_STORE"),
+    ],
+)
+def test_an_unsupported_tracking_uri_is_one_line(uri, said, tmp_path, monkeypatch):
+    """train, load_model and score gave MLflow's own exception (several lines, e.g.
+    UnsupportedModelRegistryStoreURIException listing MLflow's registry schemes), or
+    SQLAlchemy's "Could not parse SQLAlchemy URL"; now one line naming the argument."""
+    monkeypatch.chdir(tmp_path)
+    frame = pd.DataFrame({"partner_id": ["P1"]})
+    shown = uri.replace("secret", "***")
+    calls = [
+        lambda: partnerscore.train(frame, tracking_uri=uri, trials=0),
+        lambda: partnerscore.load_model("champion", tracking_uri=uri),
+        lambda: partnerscore.score("champion", features=frame, tracking_uri=uri),
+    ]
+    for call in calls:
+        with pytest.raises(PartnerscoreError) as err:
+            call()
+        message = str(err.value)
+        assert message.startswith(f"tracking_uri: cannot open the MLflow store '{shown}': ")
+        assert said in message and "supported: sqlite:///FILE" in message, message
+        assert "secret" not in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

@@ -1312,3 +1312,35 @@ def test_json_without_a_command_is_an_error_object(capsys):
     code, out, err = run(["--json"], capsys)
     assert code == 2 and err.splitlines()[-1] == "error: Missing command."
     assert json.loads(out) == {"error": "Missing command.", "exit_code": 2, "command": None}
+
+
+BAD_TRACKING_URIS = {
+    "foo://x": "unsupported scheme 'foo'",
+    "sqlite:/x.db": "not a database URL SQLAlchemy can read",
+    "postgres://someone:secret@127.0.0.1:1/mlflow": "PostgreSQL is postgresql://",
+    "sqlite//x.db": "MLFLOW_ALLOW_FILE_STORE",
+}
+
+
+@pytest.mark.parametrize("uri", sorted(BAD_TRACKING_URIS))
+@pytest.mark.parametrize("case", sorted(READS_THE_REGISTRY) + ["train"])
+def test_an_unsupported_tracking_uri_is_one_line(
+    case, uri, tmp_path, capsys, monkeypatch, built_dir
+):
+    """MLflow's own exception ("unexpected UnsupportedModelRegistryStoreURIException: Model
+    registry functionality is unavailable; ...", "unexpected ArgumentError: Could not parse
+    SQLAlchemy URL", "unexpected MlflowException: The filesystem tracking backend ...")
+    became one line naming MLFLOW_TRACKING_URI, its value (no password) and what is
+    supported; nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = raw_copy(tmp_path)
+    pd.DataFrame({"partner_id": ["P1"]}).to_csv(tmp_path / "f.csv", index=False)
+    argv = ["train", "--features", built_dir, "--trials", "0"] if case == "train" else None
+    argv = argv or [raw if a == "RAW" else a for a in READS_THE_REGISTRY[case]]
+    code, out, err = run(argv, capsys)
+    shown = uri.replace("secret", "***")
+    line = assert_one_error(err, f"MLFLOW_TRACKING_URI: cannot open the MLflow store '{shown}'")
+    assert BAD_TRACKING_URIS[uri] in line and "supported: sqlite:///FILE" in line, line
+    assert "secret" not in err and code in (1, 2), (code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "raw"]

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
 from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
 from partnerscore.features.validate import RawData
-from partnerscore.models.model_uri import check_tracking_uri
+from partnerscore.models.model_uri import check_tracking_uri, sqlite_file
 
 Raw = str | Path | Mapping[str, pd.DataFrame] | RawData
 
@@ -294,7 +294,8 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
             f"tracking_uri: no model registry found at {missing} (train() creates one; none "
             "was created)"
         )
-    with _caller_mlflow_kept("load_model", run_allowed=True):
+    through_mlflow = sqlite_file(tracking_uri) is None  # a SQLite registry is read directly
+    with _caller_mlflow_kept("load_model", run_allowed=True, uses_mlflow=through_mlflow):
         return load_scoring_model(uri, tracking_uri).model
 
 
@@ -540,7 +541,9 @@ _MLFLOW_VARIABLES = (
 
 
 @contextmanager
-def _caller_mlflow_kept(job: str, run_allowed: bool = False) -> Iterator[None]:
+def _caller_mlflow_kept(
+    job: str, run_allowed: bool = False, uses_mlflow: bool = True
+) -> Iterator[None]:
     """Give the caller's MLflow settings back after a job pointed MLflow at its own store.
 
     ``train`` (and ``load_model`` through MLflow) set the process-wide tracking and registry
@@ -549,10 +552,21 @@ def _caller_mlflow_kept(job: str, run_allowed: bool = False) -> Iterator[None]:
     when they were). MLflow cannot start the job's run beside a run of the caller's that is
     active in this thread, so ``train`` refuses one in one line (MLflow's own error, raised
     after the tracking URI had moved, left the caller's run unable to end).
+
+    MLflow is quiet while the job runs, as in the CLI
+    (:func:`~partnerscore.training.quiet.quiet_mlflow`): a notebook's ``train`` printed
+    MLflow's INFO lines (a new store's migrations, "Validating input example ..."), artifact
+    progress bars and the pyfunc pickling warning. The ``mlflow``, ``mlflow.pyfunc`` and
+    ``alembic`` logger levels and the variables it sets are given back too. ``uses_mlflow``:
+    the job imports MLflow (it is imported first, so its loggers are configured as the
+    caller's own import would configure them, not quiet for good).
     """
+    import logging
     import sys
 
-    env = {name: os.environ.get(name) for name in _MLFLOW_VARIABLES}
+    from partnerscore.training.quiet import MLFLOW_ENVIRONMENT, MLFLOW_LOGGERS, quiet_mlflow
+
+    env = {name: os.environ.get(name) for name in (*_MLFLOW_VARIABLES, *MLFLOW_ENVIRONMENT)}
     before = sys.modules.get("mlflow")
     if before is not None and not run_allowed and before.active_run() is not None:
         raise PartnerscoreError(
@@ -561,9 +575,15 @@ def _caller_mlflow_kept(job: str, run_allowed: bool = False) -> Iterator[None]:
             "logs its own run in tracking_uri"
         )
     settings = _mlflow_settings() if before is not None else (None, None, None)
+    if before is None and uses_mlflow:
+        import mlflow  # noqa: F401 - configures its loggers as the caller's own import would
+    levels = {name: logging.getLogger(name).level for name in MLFLOW_LOGGERS}
+    quiet_mlflow()  # no INFO lines or progress bars in the caller's notebook
     try:
         yield
     finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         if "mlflow" in sys.modules:
             import mlflow
             from mlflow.tracking import fluent

@@ -107,20 +107,16 @@ def _quiet_environment() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import logging
     import warnings
+
+    from partnerscore.training.quiet import quiet_mlflow
 
     # pandera imports pyspark.pandas when pyspark is installed (the spark extra), which warns
     # about pandas 3 on every command; nothing here uses pandas-on-Spark
     warnings.filterwarnings(
         "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
     )
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # MLflow warns that a PythonModel object is pickled: ours is a thin, versioned wrapper
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_mlflow()
 
 
 _config = load

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1556,6 +1558,25 @@ def identical_runs(run, config_hash: str, sha: str, name: str) -> list[str]:
     return found[:3]
 
 
+@contextlib.contextmanager
+def _mlflow_prints_nothing() -> Iterator[None]:
+    """MLflow's own ``eprint`` lines off while the block runs.
+
+    ``mlflow.register_model`` prints "Successfully registered model ..." and "Created version
+    ... of model ..." on stderr whatever the log level (``mlflow.utils.logging_utils.eprint``
+    writes to MLflow's logging stream, not through a logger): in a notebook's ``train`` and
+    after the CLI's own lines. The stream's state is given back after.
+    """
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    was = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = was
+
+
 def register_version(model_uri: str, name: str, description: str, tags: dict[str, str]) -> str:
     """Register a logged model as a new version with its description, tags and ``challenger``.
 
@@ -1569,7 +1590,8 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
         The new version.
     """
     with tracking.signals_deferred():
-        registered = mlflow.register_model(model_uri, name)
+        with _mlflow_prints_nothing():  # its two lines: the caller says "registered version"
+            registered = mlflow.register_model(model_uri, name)
         version = str(registered.version)
         client = mlflow.MlflowClient()
         try:

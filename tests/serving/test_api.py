@@ -1,5 +1,7 @@
 """The public Python API: DataFrames and paths give the same results; strict feature frames."""
 
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -595,3 +597,61 @@ def test_an_unsupported_tracking_uri_is_one_line(uri, said, tmp_path, monkeypatc
         assert said in message and "supported: sqlite:///FILE" in message, message
         assert "secret" not in message and "\n" not in message
     assert list(tmp_path.iterdir()) == []
+
+
+_NOTEBOOK_TRAIN = """
+import logging, os, sys
+import partnerscore
+{prelude}
+levels = {{n: logging.getLogger(n).level for n in ("mlflow", "mlflow.pyfunc", "alembic")}}
+env = {{k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}}
+result = partnerscore.train(sys.argv[1], tracking_uri=sys.argv[2], trials=0)
+model = partnerscore.load_model(f"runs:/{{result.run_id}}/model", tracking_uri=sys.argv[2])
+after = {{n: logging.getLogger(n).level for n in ("mlflow", "mlflow.pyfunc", "alembic")}}
+assert after == ({expected} or levels), (levels, after)
+assert {{k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}} == env
+from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+assert MLFLOW_LOGGING_STREAM.enabled
+print("trained", result.version)
+"""
+
+
+@pytest.mark.parametrize(
+    "prelude, levels",
+    [
+        # mlflow not imported yet: afterwards its loggers as `import mlflow` sets them
+        ("", {"mlflow": logging.INFO, "mlflow.pyfunc": logging.NOTSET, "alembic": logging.WARNING}),
+        (
+            "import mlflow\nlogging.getLogger('mlflow.pyfunc').setLevel(logging.DEBUG)\n"
+            "logging.getLogger('alembic').setLevel(logging.INFO)",
+            None,
+        ),
+    ],
+    ids=["fresh", "caller_levels"],
+)
+def test_train_in_a_notebook_prints_nothing_of_mlflow(prelude, levels, built_dir, tmp_path):
+    """What a notebook user saw of ``train`` on a new SQLite store: MLflow's INFO lines
+    ("Creating initial MLflow database tables...", "Validating input example against model
+    signature"), the pyfunc pickling WARNING, two "Downloading artifacts" progress bars and
+    "Successfully registered model 'partnerscore'." / "Created version '1' ..." (and a bar
+    again from load_model through MLflow). Now nothing; the caller's logger levels and
+    MLFLOW_* variables are as they were, MLflow's own printing on again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    script = _NOTEBOOK_TRAIN.format(prelude=prelude, expected=levels)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(built_dir), uri],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "trained 1", done.stdout
+    said = done.stderr
+    for noise in ("INFO", "WARNING", "Downloading artifacts", "Uploading", "%|", "registered",
+                  "Created version"):  # fmt: skip
+        assert noise not in said, said[-3000:]
+    assert said.strip() == "", said[-3000:]

@@ -655,3 +655,47 @@ def test_train_in_a_notebook_prints_nothing_of_mlflow(prelude, levels, built_dir
                   "Created version"):  # fmt: skip
         assert noise not in said, said[-3000:]
     assert said.strip() == "", said[-3000:]
+
+
+def test_what_the_mlflow_signature_refuses_and_the_api_accepts(model_store, sim_tables):
+    """The README's list of inputs MLflow's signature enforcement refuses before the model's
+    own checks, while score(features=...) takes them: MLflow 3 has no column type that
+    takes them and still declares one (mlflow/models/utils.py::_enforce_mlflow_datatype:
+    int -> double only up to int32, or an int64 of 0/1 only; no rule for category; zoned
+    datetimes refused; AnyType takes anything but declares nothing and leaves a JSON
+    request's dates as text). Each cast as the README says scores as the API does."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from partnerscore.features.pipeline import build_scoring_frame
+
+    uri = model_store.paths.tracking_uri()
+    feats = build_scoring_frame(partnerscore.validate(dict(sim_tables)), pd.Timestamp("2026-03-01"))
+    feats = feats.head(40).reset_index(drop=True)
+    api = partnerscore.score(partnerscore.load_model("1", tracking_uri=uri), features=feats)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    served = mlflow.pyfunc.load_model("models:/partnerscore/1")
+    assert feats["age_days"].max() > 1 and feats["age_days"].notna().all()
+    refused = {
+        "int64": (feats.assign(age_days=feats["age_days"].astype("int64")), "int64 to float64"),
+        "Int64": (feats.assign(age_days=feats["age_days"].astype("Int64")), "Int64 to float64"),
+        "category": (feats.assign(region=feats["region"].astype("category")), "region"),
+        "zoned as_of": (feats.assign(as_of=feats["as_of"].dt.tz_localize("UTC")), "timezone"),
+    }
+    for case, (frame, said) in refused.items():
+        assert_frame = partnerscore.score(served.unwrap_python_model().model, features=frame)
+        pd.testing.assert_frame_equal(assert_frame, api, check_dtype=False, obj=case)
+        with pytest.raises(MlflowException, match=said):
+            served.predict(frame)
+    accepted = {
+        "int32": feats.assign(age_days=feats["age_days"].astype("int32")),
+        "int64 of 0/1": feats.assign(age_days=1).astype({"age_days": "int64"}),
+    }
+    for case, frame in accepted.items():
+        pd.testing.assert_frame_equal(
+            served.predict(frame),
+            partnerscore.score(served.unwrap_python_model().model, features=frame),
+            check_dtype=False,
+            obj=case,
+        )

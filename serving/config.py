@@ -125,6 +125,10 @@ class WhatIfConfig(FrozenConfig):
     upgrade_max_steps: int = Field(default=3, ge=1, le=10)
 
 
+HASH_EXCLUDES = {"paths"}
+"""Sections of the configuration its hash leaves out: where files live, not what is computed."""
+
+
 class AppConfig(FrozenConfig):
     """Everything configurable, with shipped defaults."""
 
@@ -147,8 +151,15 @@ class AppConfig(FrozenConfig):
         return self
 
     def hash(self) -> str:
-        """Stable hash logged with every run and stamped on every score row."""
-        return stable_hash(self)
+        """Stable hash logged with every run and stamped on every score row.
+
+        It identifies the settings that decide results: every section but ``paths`` (where
+        the data folder, the MLflow store and the score history live). The same settings run
+        from another folder, or with the history on PostgreSQL instead of SQLite, stamp the
+        same hash. Until 2026-12-06 ``paths`` was hashed too (README, "Configuration"): a
+        hash stamped before then differs from today's for the same settings.
+        """
+        return stable_hash(self.model_dump(mode="json", exclude=HASH_EXCLUDES))
 
     def train_arguments(self) -> dict:
         """The keywords of ``run_train`` this configuration decides.

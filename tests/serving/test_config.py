@@ -29,6 +29,25 @@ def test_override_file_formats(tmp_path, name, text):
     assert cfg.hash() != AppConfig().hash()
 
 
+def test_the_hash_ignores_where_files_live(tmp_path):
+    """The same settings at another data folder, MLflow store or history database stamped
+    another config_hash on every score row (a SQLite and a PostgreSQL run of one program
+    differed); the hash identifies what changes results, so paths are left out."""
+    elsewhere = AppConfig.model_validate(
+        {
+            "paths": {
+                "data_dir": str(tmp_path / "d"),
+                "mlflow_dir": str(tmp_path / "m"),
+                "history_url": "postgresql+psycopg://u@h/db",
+            }
+        }
+    )
+    assert elsewhere.hash() == AppConfig().hash()
+    assert elsewhere.train_arguments()["config_hash"] == AppConfig().hash()
+    for key, value in (("train", {"seed": 8}), ("policy", {"revenue_weight": 0.4})):
+        assert AppConfig.model_validate({key: value}).hash() != AppConfig().hash(), key
+
+
 def test_unknown_key_names_the_key(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"train": {"trails": 3}}))

@@ -48,8 +48,15 @@ class PathsConfig(FrozenConfig):
         import sqlalchemy as sa
 
         try:
-            sa.engine.make_url(value).get_dialect()
-        except Exception as exc:  # ArgumentError, NoSuchModuleError
+            url = sa.engine.make_url(value)
+        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
+            detail = "a port that is no number" if isinstance(exc, ValueError) else "unparsable"
+            raise ValueError(
+                f"not a database URL ({detail}; use sqlite:///FILE or postgresql://...)"
+            ) from exc
+        try:
+            url.get_dialect()
+        except Exception as exc:  # NoSuchModuleError
             scheme = value.split(":", 1)[0]
             raise ValueError(
                 f"unknown database URL scheme '{scheme}' (use sqlite:///FILE or postgresql://...)"

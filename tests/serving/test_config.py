@@ -102,3 +102,21 @@ def test_an_engagement_period_past_the_horizon_is_refused(argv, tmp_path, capsys
     assert list(tmp_path.iterdir()) == [path]  # nothing read, nothing written
     path.write_text("build:\n  horizon_days: 30\n  engagement_period_days: 30\n")
     assert load_config(path).build.engagement_period_days == 30  # a period as long: one period
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://u:secret@db.example:port/x", "not a database URL (a port that is no number"),
+        ("sqlite:/x.db", "not a database URL (unparsable"),
+        ("postgres://u:secret@db.example/x", "unknown database URL scheme 'postgres'"),
+    ],
+)
+def test_a_bad_history_url_says_what_is_wrong(tmp_path, url, said):
+    """A port that is no number was "unknown database URL scheme 'postgresql'"."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"paths": {"history_url": url}}))
+    with pytest.raises(PartnerscoreError) as err:
+        load_config(path)
+    assert "config key 'paths.history_url'" in str(err.value) and said in str(err.value)
+    assert "secret" not in str(err.value)

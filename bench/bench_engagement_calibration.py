@@ -1,11 +1,11 @@
-"""Benchmark: is ``pred_engagement`` calibrated per onboarding age, tier and region?
+"""Benchmark: is ``pred_engagement`` calibrated per onboarding age and partner segment?
 
 The engagement head's map is chosen and fitted on one pooled slice (the newest training
 cohorts); one program's holdout cannot tell a per-segment tilt from noise. This script fits,
 on each seeded program (newest cohorts held out, as the training job does), the engagement
 head exactly as ``fit_partner_model`` fits it (``training.train.fit_engagement_head``: default
 parameters, monotone constraints, map chosen by cross-validated log loss on the newest
-training cohorts, refit) and prints on the holdout, per onboarding age, tier and region:
+training cohorts, refit) and prints on the holdout, per onboarding age, tier, region, industry and partner type:
 
 - mean predicted minus realised engagement rate (``pred - label``) and minus the simulator's
   truth (``pred - truth``, ``true_engagement_prob``: no label noise), as the mean over programs
@@ -16,7 +16,9 @@ training cohorts, refit) and prints on the holdout, per onboarding age, tier and
 
 ``--trials N`` first tunes the head's parameters as the training job does (Optuna on
 expanding time folds of the training cohorts; one search per program, shared by the variants).
-``--variants JSON`` adds ``TrainConfig`` overrides to compare on the same programs, e.g.
+``--tune-as-head`` adds a variant tuned on its own search whose folds are scored as the head
+is fitted (segment offsets, map chosen on each fold's newest training partners) rather than
+with the training job's Platt map on the fold's training margins. ``--variants JSON`` adds ``TrainConfig`` overrides to compare on the same programs, e.g.
 ``'{"no refit": {"engagement_refit": false}}'``; each variant's summary is printed with its
 paired difference to the default, variant minus default (mean over programs and s.e.; for
 ``pred-label`` and ``pred-truth`` the change in their absolute value, ``|.|``: negative means
@@ -58,7 +60,8 @@ from partnerscore.training.train import (  # noqa: E402
 from partnerscore.training.tune import tune_head  # noqa: E402
 
 AGES = (30, 60, 90, 180)
-SEGMENTS = ("tier", "region")
+TUNED = ("learning_rate", "num_leaves", "max_depth", "min_child_samples", "n_estimators")
+SEGMENTS = ("tier", "region", "industry", "partner_type")
 EPS = 1e-4
 
 
@@ -69,7 +72,7 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def segment_masks(hold: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Row masks: all, each onboarding age, each tier and region value."""
+    """Row masks: all, each onboarding age, each value of the ``SEGMENTS`` columns."""
     out = {"all": np.ones(len(hold), bool)}
     age = hold["age_days"].to_numpy(float)
     out.update({f"age {a}": age == a for a in AGES})
@@ -79,11 +82,26 @@ def segment_masks(hold: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def fit_head(train: pd.DataFrame, specs: list, config: TrainConfig, tuned=None) -> tuple:
+def fold_calib_masks(train: pd.DataFrame, folds: list, share: float) -> list[np.ndarray]:
+    """Per time fold, the newest ``share`` of its training partners (where its map is fitted)."""
+    out = []
+    for tr, _ in folds:
+        mask = np.zeros(len(train), bool)
+        mask[np.flatnonzero(tr)[newest_partners_mask(train[tr], share)]] = True
+        out.append(mask)
+    return out
+
+
+def fit_head(
+    train: pd.DataFrame, specs: list, config: TrainConfig, tuned=None, as_head: bool = False
+) -> tuple:
     """(engagement head as ``fit_partner_model`` fits it, the probe model that prepares X).
 
     ``tuned``: a dict filled with the tuned parameters on the first call (``config.trials``
     > 0: the training job's Optuna search, :func:`tune_head`), reused by later calls.
+    ``as_head``: the search scores its folds as the head is fitted (segment offsets, map
+    chosen on the newest ``calibration_share`` of each fold's training partners) instead of
+    the training job's Platt map on the fold's training margins.
     """
     probe = probe_model(train, specs)
     X = probe.prepare(train)
@@ -94,8 +112,26 @@ def fit_head(train: pd.DataFrame, specs: list, config: TrainConfig, tuned=None) 
         if not tuned:
             y = train["label_engaged"].to_numpy()
             folds = time_folds(train, config.folds)
+            fold_head, calibs = None, None
+            if as_head:
+                fold_head = {
+                    "calibration": config.calibration,
+                    "calibration_candidates": tuple(config.calibration_candidates),
+                    "segment_columns": tuple(config.engagement_segment_columns),
+                }
+                calibs = fold_calib_masks(train, folds, config.calibration_share)
             tuned.update(
-                tune_head("engagement", X, y, folds, params, config.trials, config.seed)[0]
+                tune_head(
+                    "engagement",
+                    X,
+                    y,
+                    folds,
+                    params,
+                    config.trials,
+                    config.seed,
+                    engagement_head=fold_head,
+                    calib_masks=calibs,
+                )[0]
             )
         params = dict(tuned)
     return fit_engagement_head(train, X, config, params), probe
@@ -117,11 +153,18 @@ def one_program(args, seed: int) -> dict[str, dict]:
     }
     out = {}
     tuned: dict = {}  # one search per program, shared by the variants
-    for name, overrides in {"default": {}, **args.variants}.items():
+    variants = {"default": {}, **args.variants}
+    if args.tune_as_head:
+        variants["folds as head"] = {}
+    for name, overrides in variants.items():
         config = TrainConfig(trials=args.trials, seed=seed, **overrides)
-        head, probe = fit_head(train, specs, config, tuned)
+        as_head = name == "folds as head"
+        head, probe = fit_head(train, specs, config, {} if as_head else tuned, as_head)
         p = head.predict_proba(probe.prepare(hold))[:, 1]
         figures = {"map": head.calibration_method_, "trees": head.n_estimators, **mix}
+        figures["params"] = json.dumps(
+            {k: head.get_params()[k] for k in TUNED if k in head.get_params()}, sort_keys=True
+        )
         for seg, m in masks.items():
             if not m.any():
                 continue
@@ -159,7 +202,7 @@ def report(name: str, table: pd.DataFrame, rows: pd.DataFrame) -> None:
     print(f"\n=== {name}: {n} programs, maps chosen {maps}, {trees:.0f} trees (mean) ===")
     segs = [c[: -len(": pred-label")] for c in table.columns if c.endswith(": pred-label")]
     print(
-        f"{'segment':<22}{'rows/prog':>10}{'pred-label':>12}{'s.e.':>7}{'pooled':>8}"
+        f"{'segment':<30}{'rows/prog':>10}{'pred-label':>12}{'s.e.':>7}{'pooled':>8}"
         f"{'pred-truth':>12}{'s.e.':>7}{'pooled':>8}"
     )
     for seg in segs:
@@ -171,7 +214,7 @@ def report(name: str, table: pd.DataFrame, rows: pd.DataFrame) -> None:
         pooled_t = sub["p"].mean() - sub["t"].mean()
         per = table[f"{seg}: rows"].mean()
         print(
-            f"{seg:<22}{per:>10.0f}{100 * dl:>+12.2f}{100 * sl:>7.2f}{100 * pooled_l:>+8.2f}"
+            f"{seg:<30}{per:>10.0f}{100 * dl:>+12.2f}{100 * sl:>7.2f}{100 * pooled_l:>+8.2f}"
             f"{100 * dt:>+12.2f}{100 * st:>7.2f}{100 * pooled_t:>+8.2f}"
         )
     print("(probability points; s.e. over programs; pooled: all programs' holdout rows)")
@@ -204,10 +247,12 @@ def paired(name: str, table: pd.DataFrame, base: pd.DataFrame) -> None:
     cols = [
         c
         for c in table.columns
-        if c not in ("map", "trees")
+        if c not in ("map", "trees", "params")
         and not c.endswith(": rows")
         and not c.startswith(("calib", "holdout"))
     ]
+    same = (table["params"] == base["params"]).sum()
+    print(f"same tuned parameters as default: {same} of {len(table)} programs")
     for col in cols:
         if not col.startswith(("all", "age")):
             continue
@@ -227,6 +272,11 @@ def main() -> None:
     parser.add_argument("--variants", type=json.loads, default={})
     parser.add_argument(
         "--trials", type=int, default=0, help="tune the head first (N Optuna trials, as train)"
+    )
+    parser.add_argument(
+        "--tune-as-head",
+        action="store_true",
+        help="with --trials: add a variant whose search scores its folds as the head is fitted",
     )
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()

@@ -5,7 +5,7 @@ systematic tilt from sampling noise (a segment's bias vs truth has a partner-boo
 4-6% at 50,000 partners). This script fits the revenue head (trials 0: the default parameters,
 ``fit_partner_model`` with its out-of-fold recalibration) on each of several seeded programs
 and prints, per tier and region, the mean bias vs truth over the programs with its s.e. and the
-number of programs where it is negative, for a chosen holdout and target:
+number of programs where it is negative (also per industry and partner type), for a chosen holdout and target:
 
 - ``--split newest`` (the training job's holdout: newest signing cohorts), ``oldest`` (the
   oldest 20% of partners held out, trained on the newer ones), ``random`` (20% of partners)
@@ -53,7 +53,7 @@ from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.splits import holdout_split  # noqa: E402
 from partnerscore.training.train import fit_partner_model  # noqa: E402
 
-SEGMENTS = ("tier", "region")
+SEGMENTS = ("tier", "region", "industry", "partner_type")
 
 
 def seeds_arg(text: str) -> list[int]:
@@ -77,9 +77,11 @@ def load_program(
         frame, truth = pd.read_pickle(path)
     else:
         frame, truth, _ = program(partners, seed, simulate)
-        if path is not None:
+        if path is not None:  # written whole then renamed: two benches may share a cache
             path.parent.mkdir(parents=True, exist_ok=True)
-            pd.to_pickle((frame, truth), path)
+            scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            pd.to_pickle((frame, truth), scratch)
+            scratch.replace(path)
     frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
     truth = frame[["partner_id", "as_of"]].merge(truth, on=["partner_id", "as_of"], how="left")
     return frame, truth
@@ -121,7 +123,11 @@ def holdout(frame: pd.DataFrame, split: str, seed: int) -> np.ndarray:
 
 
 def segment_bias(hold: pd.DataFrame, pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Bias vs truth overall and per tier / region value: sum(pred) / sum(truth) - 1."""
+    """Bias vs truth overall and per segment value: sum(pred) / sum(truth) - 1.
+
+    Keys are the values themselves (tier, region, industry and partner type values are
+    distinct in the simulator).
+    """
     rows = pd.DataFrame({"p": pred, "t": true})
     out = {"all": rows["p"].sum() / rows["t"].sum() - 1}
     for col in SEGMENTS:

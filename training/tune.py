@@ -72,9 +72,23 @@ def suggest(trial: optuna.Trial, head: str = "revenue") -> dict:
 
 
 def fold_loss(
-    head: str, params: dict, X: pd.DataFrame, y: np.ndarray, train, valid
+    head: str,
+    params: dict,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train,
+    valid,
+    engagement_head: dict | None = None,
+    calib=None,
 ) -> tuple[float, int]:
-    """(validation loss, best iteration) of one fold, fitted with early stopping."""
+    """(validation loss, best iteration) of one fold, fitted with early stopping.
+
+    Engagement: by default a Platt map on the fold's training margins. ``engagement_head``
+    (``EngagementClassifier`` keyword arguments, e.g. ``segment_columns`` and ``calibration``)
+    and ``calib`` (a row mask inside ``train``: the map's rows, the booster then fits the rest)
+    score the fold as the final head is fitted instead (no refit: the fold's booster stops
+    early on ``valid``).
+    """
     params = {**params, "n_estimators": MAX_TREES}
     if head == "revenue":
         model = RevenueRegressor(**params).fit(
@@ -83,9 +97,13 @@ def fold_loss(
         pred = np.maximum(model.predict(X[valid]), 1e-9)
         loss = float(mean_tweedie_deviance(y[valid], pred, power=TWEEDIE_POWER))
         return loss, model.best_iteration_
-    model = EngagementClassifier(calibration="sigmoid", **params).fit(
-        X[train],
-        y[train],
+    kwargs = {"calibration": "sigmoid", **(engagement_head or {}), "refit": False}
+    fit_rows = train if calib is None else train & ~calib
+    model = EngagementClassifier(**kwargs, **params).fit(
+        X[fit_rows],
+        y[fit_rows],
+        None if calib is None else X[calib],
+        None if calib is None else y[calib],
         X_valid=X[valid],
         y_valid=y[valid],
         early_stopping_rounds=EARLY_STOPPING_ROUNDS,
@@ -103,6 +121,8 @@ def tune_head(
     trials: int,
     seed: int,
     timeout: float | None = None,
+    engagement_head: dict | None = None,
+    calib_masks: list[np.ndarray] | None = None,
 ) -> tuple[dict, optuna.Study | None]:
     """Search parameters for one head; the default parameters are always trial 0.
 
@@ -115,6 +135,9 @@ def tune_head(
         trials: Number of trials (0: return the defaults without searching).
         seed: Base seed; the head's sampler uses ``seed + SEED_OFFSET[head]``.
         timeout: Optional wall-clock cap in seconds.
+        engagement_head: Engagement fold models' ``EngagementClassifier`` arguments
+            (:func:`fold_loss`; default: a Platt map on the training margins, no offsets).
+        calib_masks: Per fold, the rows of its training mask the engagement map is fitted on.
 
     Returns:
         (best parameters with ``n_estimators`` from early stopping, the study or None when
@@ -127,17 +150,22 @@ def tune_head(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     y = np.asarray(y)
-    folds = [(tr, va) for tr, va in folds if tr.any() and va.any() and len(np.unique(y[tr])) > 1]
+    calibs = list(calib_masks) if calib_masks is not None else [None] * len(folds)
+    folds = [
+        (tr, va, ca)
+        for (tr, va), ca in zip(folds, calibs, strict=True)
+        if tr.any() and va.any() and len(np.unique(y[tr])) > 1
+    ]
     if head == "engagement":
-        folds = [(tr, va) for tr, va in folds if len(np.unique(y[va])) > 1]
+        folds = [(tr, va, ca) for tr, va, ca in folds if len(np.unique(y[va])) > 1]
     if not folds:
         return dict(base_params), None
 
     def objective(trial: optuna.Trial) -> float:
         params = {**base_params, **suggest(trial, head)}
         losses, iterations = [], []
-        for step, (train, valid) in enumerate(folds):
-            loss, best = fold_loss(head, params, X, y, train, valid)
+        for step, (train, valid, calib) in enumerate(folds):
+            loss, best = fold_loss(head, params, X, y, train, valid, engagement_head, calib)
             losses.append(loss)
             iterations.append(best)
             trial.report(float(np.mean(losses)), step)

@@ -84,3 +84,36 @@ def test_each_head_has_its_own_search(prepared):
         assert params["max_depth"] <= 3 and params["num_leaves"] <= 8
     with pytest.raises(ValueError, match="unknown head"):
         tune.tune_head("margin", X, frame["label_revenue"].to_numpy(), folds, base, 1, 7)
+
+
+def test_an_engagement_fold_can_be_scored_as_the_head_is_fitted(prepared):
+    frame, X = prepared
+    y = frame["label_engaged"].to_numpy()
+    train, valid = time_folds(frame, 2)[1]
+    calib = np.zeros(len(frame), bool)
+    calib[np.flatnonzero(train)[-len(frame) // 10 :]] = True  # the fold's newest rows
+    params = {"n_jobs": 1, "random_state": 7, "learning_rate": 0.1}
+    head = {"calibration": "auto", "segment_columns": ("age_days", "tier")}
+
+    def by_hand(kwargs, fit_rows, X_calib, y_calib):
+        model = EngagementClassifier(**kwargs, **params, n_estimators=tune.MAX_TREES).fit(
+            X[fit_rows], y[fit_rows], X_calib, y_calib, X[valid], y[valid], 25
+        )
+        p = np.clip(model.predict_proba(X[valid])[:, 1], 1e-6, 1 - 1e-6)
+        return -np.mean(y[valid] * np.log(p) + (1 - y[valid]) * np.log(1 - p)), model
+
+    as_head = tune.fold_loss("engagement", params, X, y, train, valid, head, calib)
+    expected, model = by_hand(head, train & ~calib, X[calib], y[calib])
+    assert as_head[0] == pytest.approx(expected, rel=1e-9)
+    assert as_head[1] == model.best_iteration_ and model.segment_offsets_["tier"]
+    # the training job's fold (the default): a Platt map on the fold's own margins, no offsets
+    plain = tune.fold_loss("engagement", params, X, y, train, valid)
+    assert plain[0] == pytest.approx(by_hand({"calibration": "sigmoid"}, train, None, None)[0])
+    assert plain[0] != pytest.approx(as_head[0])
+    # the search scores the same candidates by the fold loss it is given
+    studies = [
+        tune.tune_head("engagement", X, y, [(train, valid)], params, 2, 7, None, *extra)[1]
+        for extra in ((), (head, [calib]))
+    ]
+    assert [t.params for t in studies[0].trials] == [t.params for t in studies[1].trials]
+    assert studies[1].trials[1].value != pytest.approx(studies[0].trials[1].value)

@@ -60,7 +60,8 @@ from partnerscore.training.train import (  # noqa: E402
 from partnerscore.training.tune import tune_head  # noqa: E402
 
 AGES = (30, 60, 90, 180)
-TUNED = ("learning_rate", "num_leaves", "max_depth", "min_child_samples", "n_estimators")
+# the searched parameters that identify the chosen trial (n_estimators is learnt per search)
+TUNED = ("learning_rate", "num_leaves", "max_depth", "min_child_samples", "reg_lambda")
 SEGMENTS = ("tier", "region", "industry", "partner_type")
 EPS = 1e-4
 
@@ -252,7 +253,12 @@ def paired(name: str, table: pd.DataFrame, base: pd.DataFrame) -> None:
         and not c.startswith(("calib", "holdout"))
     ]
     same = (table["params"] == base["params"]).sum()
-    print(f"same tuned parameters as default: {same} of {len(table)} programs")
+    trees = (table["trees"] - base["trees"]).astype(float)
+    print(
+        f"same tuned parameters (trial) as default: {same} of {len(table)} programs; trees "
+        f"{base['trees'].mean():.0f} -> {table['trees'].mean():.0f}, paired change "
+        f"{trees.mean():+.1f} ({mean_se(trees)[1]:.1f})"
+    )
     for col in cols:
         if not col.startswith(("all", "age")):
             continue

@@ -5,7 +5,8 @@ systematic tilt from sampling noise (a segment's bias vs truth has a partner-boo
 4-6% at 50,000 partners). This script fits the revenue head (trials 0: the default parameters,
 ``fit_partner_model`` with its out-of-fold recalibration) on each of several seeded programs
 and prints, per tier and region, the mean bias vs truth over the programs with its s.e. and the
-number of programs where it is negative (also per industry and partner type), for a chosen holdout and target:
+number of programs where it is negative (also per industry and partner type), and the same
+relative to the holdout's overall bias, for a chosen holdout and target:
 
 - ``--split newest`` (the training job's holdout: newest signing cohorts), ``oldest`` (the
   oldest 20% of partners held out, trained on the newer ones), ``random`` (20% of partners)
@@ -255,12 +256,26 @@ def main() -> None:
         print(f"seed {seed} ({cpu:.0f} s CPU): {line}", flush=True)
     table = pd.DataFrame(results)
     print(f"\nbias vs truth on the holdout over {len(table)} programs")
+    print("(relative: (1 + segment bias) / (1 + the holdout's overall bias) - 1, the tilt")
+    print(" without the program's level, which one large deal can move by a factor of 3 at 5k)")
     width = max(12, *(len(str(c)) + 2 for c in table.columns))
-    print(f"{'segment':<{width}}{'mean':>8}{'s.e.':>7}{'negative':>10}")
+    print(
+        f"{'segment':<{width}}{'mean':>8}{'s.e.':>7}{'median':>8}{'negative':>10}"
+        f"{'relative':>10}{'s.e.':>7}{'median':>8}{'negative':>10}"
+    )
     for seg in table.columns:
         x = table[seg].dropna()
-        se = x.std() / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-        print(f"{seg:<{width}}{x.mean():>+8.1%}{se:>7.1%}{f'{(x < 0).sum()}/{len(x)}':>10}")
+        line = f"{seg:<{width}}{x.mean():>+8.1%}{_se(x):>7.1%}{x.median():>+8.1%}"
+        line += f"{f'{(x < 0).sum()}/{len(x)}':>10}"
+        if "all" in table.columns and seg != "all":
+            r = ((1 + table[seg]) / (1 + table["all"]) - 1).dropna()
+            line += f"{r.mean():>+10.1%}{_se(r):>7.1%}{r.median():>+8.1%}"
+            line += f"{f'{(r < 0).sum()}/{len(r)}':>10}"
+        print(line)
+
+
+def _se(x: pd.Series) -> float:
+    return x.std() / np.sqrt(len(x)) if len(x) > 1 else float("nan")
 
 
 if __name__ == "__main__":

@@ -260,7 +260,7 @@ def paired(name: str, table: pd.DataFrame, base: pd.DataFrame) -> None:
         f"{trees.mean():+.1f} ({mean_se(trees)[1]:.1f})"
     )
     for col in cols:
-        if not col.startswith(("all", "age")):
+        if not col.startswith(("all", "age")) and not col.endswith("pred-truth"):
             continue
         d = (table[col] - base[col]).astype(float)
         if col.endswith(("pred-label", "pred-truth")):

@@ -350,6 +350,16 @@ def check_delimiter(path: Path | str, header: list[str]) -> None:
 
 
 def _read_arrow(path: Path) -> pa.Table:
+    """One raw table as Arrow strings (CSV) or as stored (Parquet); errors in one line.
+
+    Arrow's own SIGINT/SIGTERM handler is off (``pa.enable_signal_handlers``, process-wide):
+    around a CSV read it replaced Python's handler with one that forwards the signal to the
+    read through a helper thread, and a signal landing as the read ended was lost when that
+    thread had not forwarded it yet (a SIGTERM sent as ``score`` started: the job finished
+    normally, ~1 run in 125). A signal now reaches Python's handler and acts once the read
+    returns.
+    """
+    pa.enable_signal_handlers(False)
     try:
         size = path.stat().st_size
     except OSError as exc:  # dangling symlink, symlink loop, permissions

@@ -11,11 +11,13 @@ parser's own errors do. Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -37,6 +39,7 @@ from partnerscore.serving.cli_common import (
     load,
     new_app,
 )
+from partnerscore.serving.console import json_requested, terminated_before_the_job
 from partnerscore.serving.experiment_cli import experiment_app
 
 app = new_app(
@@ -857,6 +860,16 @@ INTERRUPTED = 130
 """Exit code of a job ended by Ctrl-C (SIGINT), as a shell reports it."""
 TERMINATED = 143
 """Exit code of a job ended by SIGTERM (128 + 15), as a shell reports a killed job."""
+CRASHED = 70
+"""Exit code of an unexpected error (a bug, not bad input): ``EX_SOFTWARE`` of BSD's
+sysexits.h, "internal software error". It was 1, which also means a monitor alarm or a refused
+promote: a scheduler branching on the code could not tell a crash from those outcomes."""
+
+
+def _interrupt_main_soon(number: int) -> None:
+    """Signal ``number`` for the main thread in 10 ms (run in a thread of its own)."""
+    time.sleep(0.01)
+    _thread.interrupt_main(number)
 
 
 @contextlib.contextmanager
@@ -870,12 +883,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     the signal raises KeyboardInterrupt in this process: the job stops its workers, discards
     its staged files and says ``terminated``, exit 143. A process forked from this one (a
     worker) still ends at once, as by default. Only in the main thread with Python's default
-    handler in place (a caller's own handler is left alone); the previous one is back after.
+    handler in place, or the console script's for its imports
+    (:mod:`partnerscore.serving.console`; a caller's own handler is left alone); the previous
+    one is back after.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
+        signal.SIGTERM
+    ) not in (signal.SIG_DFL, terminated_before_the_job):
         yield
         return
     job = os.getpid()
@@ -888,11 +902,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         _STATE["terminated"] = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)
+    unraisable = sys.unraisablehook
+
+    def interrupt_again(info) -> None:
+        # Python runs a signal's handler wherever the job's thread is: inside a finalizer
+        # (``__del__``, a weakref callback, seen in WeakKeyDictionary's) its KeyboardInterrupt
+        # cannot propagate, is printed as "Exception ignored" and dropped, and the job ran to
+        # its end (exit 0). The signal is delivered again, 10 ms later from another thread (not
+        # waited for) so that the job's thread handles it once out of the finalizer (and again
+        # if that lands in another one)
+        if isinstance(info.exc_value, KeyboardInterrupt) and os.getpid() == job:
+            number = signal.SIGTERM if _STATE["terminated"] else signal.SIGINT
+            _thread.start_new_thread(_interrupt_main_soon, (number,))
+            return
+        unraisable(info)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = interrupt_again
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.unraisablehook = unraisable
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -954,27 +985,6 @@ def _usage_error(exc) -> tuple[str, int]:
     return message, exc.exit_code
 
 
-_GLOBAL_VALUE_OPTIONS = ("--log-level",)
-"""The console script's global options that take a value (the next argument)."""
-
-
-def _json_requested(argv: list[str]) -> bool:
-    """``--json`` among the global options, before the command.
-
-    Read when the parser failed before the console script's callback set it: an unknown
-    command, a bad global option.
-    """
-    args = iter(argv)
-    for arg in args:
-        if arg == "--json":
-            return True
-        if arg in _GLOBAL_VALUE_OPTIONS:
-            next(args, None)
-        elif arg == "--" or not arg.startswith("-"):  # the command: its options are its own
-            return False
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point.
 
@@ -1021,10 +1031,11 @@ def main(argv: list[str] | None = None) -> int:
             message = (
                 f"unexpected {type(exc).__name__}: {first} (set PARTNERSCORE_DEBUG=1 for details)"
             )
-            code = 1
-            if os.environ.get("PARTNERSCORE_DEBUG"):
-                _report_failure(message, code, command, args)
-                raise
+            code = CRASHED
+            if os.environ.get("PARTNERSCORE_DEBUG"):  # the traceback, then the same ending
+                import traceback
+
+                traceback.print_exception(exc)
     else:
         code = code if isinstance(code, int) else 0
         if code != INTERRUPTED:
@@ -1060,7 +1071,7 @@ def _stop_workers() -> None:
 
 def _report_failure(message: str, code: int, command: str | None, args: list[str]) -> None:
     """With ``--json``, the failure as one JSON object on stdout too."""
-    if _STATE["json"] or _json_requested(args):
+    if _STATE["json"] or json_requested(args):
         emit_error(message, code, command or _STATE["command"])
 
 

@@ -8,12 +8,6 @@ MLflow) on first use. See :mod:`partnerscore.serving.api` for the functions and 
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("partnerscore")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "PartnerscoreError",
@@ -29,6 +23,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # read when asked: importlib.metadata is ~60 ms at start-up,
+        # before the console script can handle SIGTERM (serving/console.py)
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("partnerscore")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            return "0+unknown"
     if name == "PartnerscoreError":  # what every API function raises for bad input
         return import_module("partnerscore.features.core").PartnerscoreError
     if name in __all__:

@@ -1,5 +1,7 @@
 """The contract and the malformed-input corpus: every case's exact outcome."""
 
+import sys
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -907,3 +909,61 @@ def test_repeated_rows_compare_free_categories_in_any_case_as_the_folds_do(tmp_p
         2: "duplicate of row 1 (same value in every contract column)"
     }
     assert sorted(data.tables["portal_events"]["event_type"]) == ["istanbul", "İstanbul", "ΟΔΟΣ"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's sigaction")
+def test_a_csv_read_leaves_sigterm_to_python(tmp_path, monkeypatch):
+    """pyarrow's read_csv replaced Python's SIGINT/SIGTERM handler (the C one) by its own while
+    it read, forwarding a signal to the read through a helper thread: a SIGTERM landing as the
+    read ended was lost when that thread had not forwarded it yet (the score job then finished
+    normally; in a process that sends itself SIGTERM as each of 200 reads ends, 8 were lost).
+    The handler in place while Arrow reads (seen from its reading thread) is Python's own."""
+    import ctypes
+    import io
+    import signal
+
+    import pyarrow.csv as pacsv
+
+    from partnerscore.features.validate import _read_arrow
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def c_handler() -> int | None:
+        action = ctypes.create_string_buffer(256)  # struct sigaction: the handler comes first
+        assert libc.sigaction(signal.SIGTERM, None, action) == 0
+        return ctypes.c_void_p.from_buffer(action).value
+
+    class Source(io.RawIOBase):
+        """The file read through Python, noting the handler in place at each read."""
+
+        def __init__(self, path):
+            self._file = open(path, "rb")  # noqa: SIM115 - closed with the source
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            seen.append(c_handler())
+            return self._file.readinto(buffer)
+
+        def close(self) -> None:
+            self._file.close()
+            super().close()
+
+    read_csv, seen = pacsv.read_csv, []
+
+    def read_through_python(path, *args, **kwargs):
+        with Source(path) as source:
+            return read_csv(source, *args, **kwargs)
+
+    path = tmp_path / "partners.csv"
+    path.write_text("partner_id,tier\nP1,gold\nP2,silver\n")
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a job's handler, as the CLI's
+    try:
+        pythons = c_handler()
+        monkeypatch.setattr(pacsv, "read_csv", read_through_python)
+        table = _read_arrow(path)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert table.num_rows == 2
+    assert seen and set(seen) == {pythons}

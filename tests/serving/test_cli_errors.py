@@ -1259,7 +1259,7 @@ JSON_FAILURES = {
     "unknown_command": (["nosuch"], 2, None, ["No such command 'nosuch'"]),
     "bad_global_option": (["--log-level", "loud", "metrics"], 2, "metrics", ["--log-level"]),
     "global_option_without_value": (["--log-level"], 2, None, ["--log-level"]),
-    "unexpected": (["validate", "RAW"], 1, "validate", ["unexpected RuntimeError: boom"]),
+    "unexpected": (["validate", "RAW"], 70, "validate", ["unexpected RuntimeError: boom"]),
     "interrupted": (["validate", "RAW"], 130, "validate", ["aborted"]),
 }
 
@@ -1299,6 +1299,49 @@ def test_json_failures_are_one_object_on_stdout(case, tmp_path, capsys, monkeypa
     for part in parts:
         assert part in said, (part, said)
     assert not (tmp_path / "data").exists()
+
+
+_A_BUG_IN_VALIDATE = """
+import partnerscore.features.validate as validate
+
+
+def check_delimiter(path, header):  # a bug: one past the last column
+    return header[len(header)]
+
+
+validate.check_delimiter = check_delimiter
+"""
+"""A sitecustomize for the command's process: a bug in the raw-table reader."""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_crash_has_its_own_exit_code(tmp_path, debug):
+    """An unexpected error (a bug) exited 1, as a monitor alarm and a refused promote do: a
+    scheduler branching on the code could not tell a crash from those outcomes (only
+    `--json`'s `error` could). It exits 70 (sysexits.h's EX_SOFTWARE), with or without
+    PARTNERSCORE_DEBUG (which used to re-raise: Python's own exit 1), in one error line."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_A_BUG_IN_VALIDATE)
+    env = {k: v for k, v in os.environ.items() if k != "PARTNERSCORE_DEBUG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    if debug:
+        env["PARTNERSCORE_DEBUG"] = "1"
+    job = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.console", "--json", "validate"]
+        + [str(raw_copy(tmp_path))],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = "unexpected IndexError: list index out of range (set PARTNERSCORE_DEBUG=1 for details)"
+    assert job.returncode == 70, job.stderr
+    assert job.stderr.splitlines()[-1] == f"error: {line}", job.stderr
+    assert ("Traceback" in job.stderr) == debug, job.stderr
+    assert json.loads(job.stdout) == {"error": line, "exit_code": 70, "command": "validate"}
 
 
 def test_json_success_output_is_unchanged_by_the_error_objects(capsys):

@@ -1,0 +1,63 @@
+"""The ``partnerscore`` console script's entry point: SIGTERM handled before the imports.
+
+Importing the CLI (Typer, click, pydantic and the commands' modules) takes ~0.2 s, more on a
+busy machine, before :func:`partnerscore.serving.cli.main` can install its SIGTERM handler;
+a SIGTERM in that time ended the process by the signal (exit -15 for a scheduler, nothing
+said). This module imports only the standard library's ``json``, ``os``, ``signal`` and
+``sys``: from its first line a SIGTERM says ``terminated`` and exits 143, as it does once the
+job runs (nothing has started yet: no worker, no file). Only the interpreter's own start
+(~20-60 ms before this module runs) still ends by the signal, with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+_GLOBAL_VALUE_OPTIONS = ("--log-level",)
+"""The console script's global options that take a value (the next argument)."""
+
+
+def json_requested(argv: list[str]) -> bool:
+    """``--json`` among the global options, before the command.
+
+    Read when the parser failed before the console script's callback set it (an unknown
+    command, a bad global option) and for a SIGTERM before the CLI is imported.
+    """
+    args = iter(argv)
+    for arg in args:
+        if arg == "--json":
+            return True
+        if arg in _GLOBAL_VALUE_OPTIONS:
+            next(args, None)
+        elif arg == "--" or not arg.startswith("-"):  # the command: its options are its own
+            return False
+    return False
+
+
+def terminated_before_the_job(number: int, _frame) -> None:
+    """SIGTERM while the CLI imports: said and exited as once the job runs, at once.
+
+    ``terminated`` on stderr, with ``--json`` the error object on stdout (``command`` null:
+    none is recognised yet), exit 143.
+    """
+    if json_requested(sys.argv[1:]):
+        payload = {"command": None, "error": "terminated", "exit_code": 128 + number}
+        os.write(1, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    os.write(2, b"terminated\n")
+    os._exit(128 + number)
+
+
+def main() -> int:
+    """Console-script entry point: :func:`partnerscore.serving.cli.main` after its imports."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, terminated_before_the_job)
+    from partnerscore.serving.cli import main as run
+
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

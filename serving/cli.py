@@ -866,12 +866,6 @@ sysexits.h, "internal software error". It was 1, which also means a monitor alar
 promote: a scheduler branching on the code could not tell a crash from those outcomes."""
 
 
-def _interrupt_main_soon(number: int) -> None:
-    """Signal ``number`` for the main thread in 10 ms (run in a thread of its own)."""
-    time.sleep(0.01)
-    _thread.interrupt_main(number)
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM ends the job the way Ctrl-C does: unwinding, so its cleanup runs.
@@ -902,7 +896,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         _STATE["terminated"] = True
         raise KeyboardInterrupt
 
-    unraisable = sys.unraisablehook
+    unraisable, running = sys.unraisablehook, [True]
+
+    def interrupt_soon(number: int) -> None:  # in a thread of its own
+        time.sleep(0.01)
+        if running:  # not once the job has unwound: Python's Ctrl-C would end the exit, -2
+            _thread.interrupt_main(number)
 
     def interrupt_again(info) -> None:
         # Python runs a signal's handler wherever the job's thread is: inside a finalizer
@@ -913,7 +912,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         # if that lands in another one)
         if isinstance(info.exc_value, KeyboardInterrupt) and os.getpid() == job:
             number = signal.SIGTERM if _STATE["terminated"] else signal.SIGINT
-            _thread.start_new_thread(_interrupt_main_soon, (number,))
+            _thread.start_new_thread(interrupt_soon, (number,))
             return
         unraisable(info)
 
@@ -922,6 +921,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
+        running.clear()
         sys.unraisablehook = unraisable
         signal.signal(signal.SIGTERM, previous)
 

@@ -4,7 +4,8 @@ Every command loads the configuration (shipped defaults, optionally one ``--conf
 one job function and prints its summary. A :class:`PartnerscoreError` becomes one line on stderr
 and exit code 2; a usage error (an option missing, options that clash, a bad option value: an
 :class:`~partnerscore.features.core.OptionError`) prints the command's usage line first, as the
-parser's own errors do. Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``. With
+parser's own errors do. An unexpected error (a bug) is one line too, exit code 70
+(:data:`CRASHED`). Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``. With
 ``--json`` every failure also prints one JSON object on stdout (``error``, ``exit_code``,
 ``command``), as every success prints its result.
 """

@@ -1045,7 +1045,13 @@ def main(argv: list[str] | None = None) -> int:
             return code
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
         _stop_workers()
-    if code == INTERRUPTED and _STATE["terminated"]:
+    if _STATE["terminated"]:
+        # whatever the SIGTERM's KeyboardInterrupt became on its way out: C code it lands in
+        # may raise another error instead (import machinery: "TypeError: expected a message
+        # argument"; a closed descriptor: "OSError: Bad file descriptor"), which said
+        # "unexpected", exit 70 (2 of 250 SIGTERMs sent as `score` started)
+        if code != INTERRUPTED:
+            _stop_workers()
         message, code = "terminated", TERMINATED
     if code in (INTERRUPTED, TERMINATED):
         typer.echo(message, err=True)

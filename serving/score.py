@@ -953,9 +953,7 @@ def _publish(
             # converted, the ledger is written after it, and the files are published only
             # once the store holds the batch
             with ThreadPoolExecutor(max_workers=1) as pool:
-                staging = pool.submit(
-                    stage_frames, [(file_rows, out), (reject_frame, rejects_path(out))]
-                )
+                staging = None
 
                 def staged_and_converted() -> None:
                     staging.result()  # re-raises a failed write (it staged nothing then)
@@ -965,6 +963,14 @@ def _publish(
 
                 rows = decisions = None
                 try:
+                    # signals held while the write is handed to the thread: a SIGTERM inside
+                    # submit (it waits for the thread to start) came after the write was
+                    # queued but before it was known here, and its staged files were left
+                    # behind (3 of 250 SIGTERMs sent as the job started)
+                    with signals_deferred():
+                        staging = pool.submit(
+                            stage_frames, [(file_rows, out), (reject_frame, rejects_path(out))]
+                        )
                     if record_history:
                         rows = history.prepare(scored, shadow=flags)
                         if writer is None:
@@ -976,7 +982,7 @@ def _publish(
                                 staged_and_converted()
                             history.upsert(rows, before_commit=staged_and_converted)
                 except BaseException:
-                    if staging.exception() is None:  # waits for the writer
+                    if staging is not None and staging.exception() is None:  # waits for it
                         discard_staged(staging.result())
                     raise
                 staged = staging.result()

@@ -334,10 +334,38 @@ its way out, as in the import machinery ("TypeError: expected a message argument
 descriptor closed twice ("OSError: Bad file descriptor"): 2 runs in 250 said "unexpected"."""
 
 
+_SIGTERM_AS_THE_FILES_ARE_SUBMITTED = """
+import signal
+
+import partnerscore.serving.score as score
+
+
+class _Executor(score.ThreadPoolExecutor):
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        if getattr(fn, "__name__", "") == "stage_frames":  # queued, not yet returned
+            signal.raise_signal(signal.SIGTERM)
+        return future
+
+
+score.ThreadPoolExecutor = _Executor
+"""
+"""A sitecustomize for the job: SIGTERM inside the submit that hands the scores and rejects
+files to the writing thread (which waits for the thread to start), after the write was queued:
+the job said `terminated` but left the staged `.scores.parquet.*.tmp` (3 runs in 250)."""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
     "when",
-    ["reader_running", "just_after_fork", "loader_stuck", "in_a_finalizer", "another_error"],
+    [
+        "reader_running",
+        "just_after_fork",
+        "loader_stuck",
+        "in_a_finalizer",
+        "another_error",
+        "files_submitted",
+    ],
 )
 def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     raw_dir, store_config, postgres_url, tmp_path, when
@@ -356,7 +384,9 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     left the import lock taken), holding its stdout. `in_a_finalizer` has the job's thread
     handle it inside a finalizer: its KeyboardInterrupt was printed as "Exception ignored"
     and dropped, and the job finished normally (exit 0). `another_error` turns its
-    KeyboardInterrupt into another error on the way out: "unexpected OSError", exit 70."""
+    KeyboardInterrupt into another error on the way out: "unexpected OSError", exit 70.
+    `files_submitted` sends it as the files are handed to their writing thread: their staged
+    temporaries were left behind."""
     import json
     import os
     import signal
@@ -384,6 +414,7 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
         "loader_stuck": _LOADER_STUCK,
         "in_a_finalizer": _SIGTERM_IN_A_FINALIZER,
         "another_error": _SIGTERM_BECOMES_ANOTHER_ERROR,
+        "files_submitted": _SIGTERM_AS_THE_FILES_ARE_SUBMITTED,
     }
     if when in hooks:
         hook = tmp_path / "hook"

@@ -915,6 +915,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             number = signal.SIGTERM if _STATE["terminated"] else signal.SIGINT
             _thread.start_new_thread(interrupt_soon, (number,))
             return
+        if _STATE["terminated"] and not os.environ.get("PARTNERSCORE_DEBUG"):
+            # a finalizer's error as the interrupted job unwinds (SQLAlchemy's weakref
+            # callback: "TypeError: weak object has gone away"): the interrupt's aftermath,
+            # not worth a traceback under `terminated`
+            return
         unraisable(info)
 
     previous = signal.signal(signal.SIGTERM, terminate)

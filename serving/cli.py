@@ -887,6 +887,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     ) not in (signal.SIG_DFL, terminated_before_the_job):
         yield
         return
+    from partnerscore.training import progress as bars
+
     job = os.getpid()
 
     def terminate(number: int, _frame) -> None:
@@ -895,6 +897,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             os.kill(os.getpid(), number)
             return
         _STATE["terminated"] = True
+        bars.request_stop()  # raised again at the job's next step if swallowed where it lands
         raise KeyboardInterrupt
 
     unraisable, running = sys.unraisablehook, [True]
@@ -1012,6 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)
+    bars.request_stop(False)
     args = sys.argv[1:] if argv is None else list(argv)
     command = None
     try:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_STATE: dict[str, Any] = {"enabled": None, "progress": None, "depth": 0}
+_STATE: dict[str, Any] = {"enabled": None, "progress": None, "depth": 0, "stop_pid": None}
 
 
 def set_enabled(value: bool | None) -> None:
@@ -78,9 +78,40 @@ def _new_progress():
     )
 
 
+def request_stop(requested: bool = True) -> None:
+    """Note that this process was asked to stop (the console script's SIGTERM handler).
+
+    Its KeyboardInterrupt can be swallowed where it lands (C code that clears errors, a
+    library's broad ``except``): the job then ran on to its end (exit 0, 1 SIGTERM in 250
+    sent as ``score`` started). The next step (:func:`task`) raises it again.
+
+    Args:
+        requested: False clears the note (a new job in the same process).
+    """
+    _STATE["stop_pid"] = os.getpid() if requested else None
+
+
+def _stop_if_requested() -> None:
+    """KeyboardInterrupt if this process was asked to stop and its job carried on.
+
+    Only in the main thread of the process that was asked, and not while an exception is
+    being handled (the job unwinding: its cleanup runs on).
+    """
+    import threading
+
+    if (
+        _STATE["stop_pid"] == os.getpid()
+        and threading.current_thread() is threading.main_thread()
+        and sys.exc_info()[1] is None
+    ):
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def task(description: str, total: int | None = None) -> Iterator[Task]:
     """A bar (``total`` steps) or a spinner (``total`` None) while the block runs.
+
+    A job asked to stop that carried on (:func:`request_stop`) stops here.
 
     Args:
         description: What is happening, e.g. ``"tuning revenue head"``.
@@ -89,6 +120,7 @@ def task(description: str, total: int | None = None) -> Iterator[Task]:
     Yields:
         The :class:`Task` to advance.
     """
+    _stop_if_requested()
     if not enabled():
         yield Task()
         return

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from partnerscore.models.heads import EngagementClassifier
 from partnerscore.training import tune
 from partnerscore.training.metrics import (
     engagement_auc_metric,

@@ -41,9 +41,34 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with signals_deferred():  # MLflow's migrations are not one transaction: never half
+            if not Path(database).exists():
+                create_sqlite_store(Path(database))
             yield
     finally:
         os.close(handle)  # releases the lock
+
+
+def create_sqlite_store(database: Path) -> None:
+    """Create a new SQLite store whole: tables and every migration, then one rename.
+
+    MLflow creates the file first and migrates it in place over about a second (more on a
+    loaded machine). A job killed meanwhile (SIGKILL, a second Ctrl-C, which acts at once,
+    a power cut) left a half-migrated file, and every later command stopped on it with
+    "unexpected OperationalError: table ... already exists". Here the tables are built in a
+    hidden file beside it, under the caller's lock; an earlier job's leftover is removed.
+    """
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on first contact
+
+    for stale in database.parent.glob(f".{database.name}.partial-*"):
+        stale.unlink(missing_ok=True)
+    partial = database.with_name(f".{database.name}.partial-{os.getpid()}")
+    engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    os.replace(partial, database)
 
 
 def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:

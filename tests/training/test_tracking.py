@@ -52,6 +52,42 @@ def test_jobs_reaching_a_new_sqlite_store_together_take_turns(tmp_path):
     assert [e.name for e in experiments if e.name == "partnerscore"] == ["partnerscore"]
 
 
+KILLED_IN_MIGRATION = """
+import os, signal, sys
+import mlflow.store.db.utils as utils
+from partnerscore.training.tracking import setup_tracking
+
+def killed(engine):  # MLflow's migrations begin: the job dies there (SIGKILL, power cut)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+utils._upgrade_db = killed
+setup_tracking(sys.argv[1], "partnerscore", None)
+"""
+
+
+def test_a_job_killed_while_a_new_store_is_created_leaves_no_half_store(tmp_path):
+    # MLflow created the file, then migrated it in place: a job killed meanwhile left a
+    # half-built database, and every later command stopped with "unexpected
+    # OperationalError: index index_params_run_uuid already exists"
+    database = tmp_path / "store" / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    job = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_MIGRATION, uri], env=env, capture_output=True, timeout=120
+    )
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    assert not database.exists()
+    left = [p.name for p in database.parent.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".mlflow.db.partial-"), left
+    setup = "import sys; from partnerscore.training.tracking import setup_tracking as s; "
+    setup += "s(sys.argv[1], 'partnerscore', None)"
+    again = subprocess.run([sys.executable, "-c", setup, uri], env=env, capture_output=True)
+    assert again.returncode == 0, again.stderr  # the next job creates it whole
+    assert [p.name for p in database.parent.iterdir() if p.is_file()] == ["mlflow.db"]
+    names = [e.name for e in mlflow.MlflowClient(tracking_uri=uri).search_experiments()]
+    assert "partnerscore" in names
+
+
 @pytest.fixture
 def ctrl_c():
     """Python's own Ctrl-C handler for the test: a pytest-xdist worker may hold another (a

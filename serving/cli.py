@@ -931,6 +931,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         running.clear()
+        bars.request_stop(False)  # the job has unwound: a later one in this process runs on
         sys.unraisablehook = unraisable
         signal.signal(signal.SIGTERM, previous)
 

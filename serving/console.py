@@ -50,12 +50,28 @@ def terminated_before_the_job(number: int, _frame) -> None:
     os._exit(128 + number)
 
 
+def aborted_before_the_job() -> None:
+    """Ctrl-C while the CLI imports: ``aborted``, exit 130, as once the job runs.
+
+    It printed Python's KeyboardInterrupt traceback through the import machinery and the
+    process died by the signal (-2). With ``--json`` the error object (``command``
+    null) is printed too.
+    """
+    if json_requested(sys.argv[1:]):
+        payload = {"command": None, "error": "aborted", "exit_code": 130}
+        os.write(1, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    os.write(2, b"aborted\n")
+    os._exit(130)
+
+
 def main() -> int:
     """Console-script entry point: :func:`partnerscore.serving.cli.main` after its imports."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, terminated_before_the_job)
-    from partnerscore.serving.cli import main as run
-
+    try:
+        from partnerscore.serving.cli import main as run
+    except KeyboardInterrupt:
+        aborted_before_the_job()
     return run()
 
 

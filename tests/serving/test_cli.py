@@ -522,6 +522,41 @@ sys.meta_path.insert(0, _SigtermAtImport())
 
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_ctrl_c_while_the_console_script_imports_says_aborted(tmp_path, json_flag):
+    """Ctrl-C as the console script imported the CLI printed Python's KeyboardInterrupt
+    traceback through the import machinery and died by the signal (-2): now
+    `aborted`, exit 130, with `--json` the error object, as once the job runs."""
+    import json
+    import os
+    import signal
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SIGTERM_AT_TYPER_IMPORT.replace("SIGTERM", "SIGINT"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    script = (
+        "import sys; from importlib.metadata import entry_points; "
+        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
+    )
+    job = subprocess.run(
+        [sys.executable, "-c", script, *json_flag, "validate", "--raw", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # a pytest-xdist worker ignores SIGINT, and a child inherits that: Ctrl-C's own handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert job.returncode == 130, job.stderr
+    assert job.stderr == "aborted\n"
+    if json_flag:
+        assert json.loads(job.stdout) == {"command": None, "error": "aborted", "exit_code": 130}
+    else:
+        assert job.stdout == ""
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_sigterm_while_the_console_script_imports_says_terminated(tmp_path, json_flag):
     """A SIGTERM before `main()` had installed its handler (while the console script imported
     the CLI, ~0.2 s and more on a busy machine) ended the process by the signal: exit -15,

@@ -567,14 +567,27 @@ def write_frame_atomic(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool 
     return _atomic(path, _frame_writer(frame, path, safe_csv))
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write text (UTF-8) atomically: temporary file in the same folder, then rename."""
-
+def _text_writer(text: str) -> Callable[[str], None]:
     def write(name: str) -> None:
         with open(name, "w", encoding="utf-8") as handle:
             handle.write(text)
 
-    return _atomic(Path(path), write)
+    return write
+
+
+def stage_text(text: str, path: str | Path) -> tuple[Path, Path]:
+    """Text (UTF-8) written to a temporary beside ``path``: a (temporary, target) pair.
+
+    Publish it with :func:`publish_staged` together with other staged files, or remove it
+    with :func:`discard_staged`.
+    """
+    path = Path(path)
+    return _stage(path, _text_writer(text)), path
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write text (UTF-8) atomically: temporary file in the same folder, then rename."""
+    return _atomic(Path(path), _text_writer(text))
 
 
 def existing_file(path: str | Path, what: str = "file") -> Path:

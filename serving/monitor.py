@@ -56,8 +56,8 @@ from partnerscore.features.core import (
     publish_staged,
     quoted,
     read_frame,
-    stage_file,
     stage_frames,
+    stage_text,
 )
 from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
@@ -1227,17 +1227,6 @@ def run_monitor(
     return result
 
 
-def _stage_text(text: str, path: Path) -> tuple[Path, Path]:
-    """``text`` (UTF-8) staged beside ``path``: (temporary, target), for publish_staged."""
-    tmp = stage_file(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, path
-
-
 def _write(result, reference, batch, config, state: dict | None, cut) -> None:
     """The output files, published together (``state`` None: the state file is kept).
 
@@ -1284,13 +1273,13 @@ def _write(result, reference, batch, config, state: dict | None, cut) -> None:
                 result.backtest_labels.to_dict() if result.backtest_labels is not None else None
             ),
         }
-        staged.append(_stage_text(json.dumps(payload, indent=1), out / "monitor.json"))
+        staged.append(stage_text(json.dumps(payload, indent=1), out / "monitor.json"))
         names.append("json")
         html = render_monitor_html(result, reference, batch, config, payload)
-        staged.append(_stage_text(html, out / "monitor.html"))
+        staged.append(stage_text(html, out / "monitor.html"))
         names.append("html")
         if state is not None:
-            staged.append(_stage_text(json.dumps(state, indent=1), out / STATE_FILE))
+            staged.append(stage_text(json.dumps(state, indent=1), out / STATE_FILE))
             names.append("state")
         with signals_deferred():
             published = publish_staged(staged)

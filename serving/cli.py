@@ -1032,7 +1032,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         message, code = "aborted", INTERRUPTED
-        _stop_workers()
     except Exception as exc:  # click usage errors and anything unexpected
         if _is_click_error(exc):
             command = command_name(getattr(exc, "ctx", None))
@@ -1054,16 +1053,14 @@ def main(argv: list[str] | None = None) -> int:
                 _exit_now(code)
             return code
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
-        _stop_workers()
     if _STATE["terminated"]:
         # whatever the SIGTERM's KeyboardInterrupt became on its way out: C code it lands in
         # may raise another error instead (import machinery: "TypeError: expected a message
         # argument"; a closed descriptor: "OSError: Bad file descriptor"), which said
         # "unexpected", exit 70 (2 of 250 SIGTERMs sent as `score` started)
-        if code != INTERRUPTED:
-            _stop_workers()
         message, code = "terminated", TERMINATED
     if code in (INTERRUPTED, TERMINATED):
+        _stop_workers()
         typer.echo(message, err=True)
     else:
         typer.echo(f"error: {message}", err=True)

@@ -37,31 +37,22 @@ def json_requested(argv: list[str]) -> bool:
     return False
 
 
+def _ended_before_the_job(said: str, code: int) -> None:
+    """End before the job runs, as the job's own ending says it: ``said``, exit ``code``.
+
+    ``said`` on stderr; with ``--json`` the error object on stdout too (``command`` null: none
+    is recognised yet). The process exits at once (nothing has started).
+    """
+    if json_requested(sys.argv[1:]):
+        payload = {"command": None, "error": said, "exit_code": code}
+        os.write(1, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    os.write(2, f"{said}\n".encode())
+    os._exit(code)
+
+
 def terminated_before_the_job(number: int, _frame) -> None:
-    """SIGTERM while the CLI imports: said and exited as once the job runs, at once.
-
-    ``terminated`` on stderr, with ``--json`` the error object on stdout (``command`` null:
-    none is recognised yet), exit 143.
-    """
-    if json_requested(sys.argv[1:]):
-        payload = {"command": None, "error": "terminated", "exit_code": 128 + number}
-        os.write(1, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-    os.write(2, b"terminated\n")
-    os._exit(128 + number)
-
-
-def aborted_before_the_job() -> None:
-    """Ctrl-C while the CLI imports: ``aborted``, exit 130, as once the job runs.
-
-    It printed Python's KeyboardInterrupt traceback through the import machinery and the
-    process died by the signal (-2). With ``--json`` the error object (``command``
-    null) is printed too.
-    """
-    if json_requested(sys.argv[1:]):
-        payload = {"command": None, "error": "aborted", "exit_code": 130}
-        os.write(1, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-    os.write(2, b"aborted\n")
-    os._exit(130)
+    """SIGTERM while the CLI imports: ``terminated``, exit 143, as once the job runs."""
+    _ended_before_the_job("terminated", 128 + number)
 
 
 def main() -> int:
@@ -71,7 +62,10 @@ def main() -> int:
     try:
         from partnerscore.serving.cli import main as run
     except KeyboardInterrupt:
-        aborted_before_the_job()
+        # Ctrl-C while the CLI imports printed Python's KeyboardInterrupt traceback through
+        # the import machinery and died by the signal (-2): ``aborted``, exit 130, as once
+        # the job runs
+        _ended_before_the_job("aborted", 130)
     return run()
 
 

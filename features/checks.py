@@ -36,6 +36,9 @@ class Check:
         p_value: Test p-value after multiple-testing adjustment, where a test applies.
         status: ok, warn, alarm, skip (not measurable, e.g. too few rows) or info.
         detail: One readable sentence.
+        explained_by: Set on a check whose change another check explains (a segment's
+            volume drop that is region NA's drop seen through the tier column): the
+            explaining segments; such a check is ``info``. Left out of ``to_dict`` when None.
     """
 
     name: str
@@ -49,10 +52,13 @@ class Check:
     p_value: float | None
     status: str
     detail: str = ""
+    explained_by: str | None = None
 
     def to_dict(self) -> dict:
-        """JSON-safe dict (NaN -> None)."""
+        """JSON-safe dict (NaN -> None); ``explained_by`` only where set."""
         out = asdict(self)
+        if out["explained_by"] is None:
+            del out["explained_by"]
         for key in ("value", "warn", "threshold", "p_value"):
             v = out[key]
             if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v)):

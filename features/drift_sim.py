@@ -47,6 +47,7 @@ def apply_drift(
     start: pd.Timestamp,
     *,
     region: str = "NA",
+    segment: str | None = None,
     factor: float = 5.0,
     share: float = 0.6,
     seed: int = 0,
@@ -58,6 +59,8 @@ def apply_drift(
         kind: One of :data:`DRIFT_KINDS`.
         start: First drifted timestamp.
         region: Region whose leads dry up.
+        segment: ``name=value`` of a partners column whose leads dry up instead of the
+            region's (``partner_type=si``); applied twice, two segments dry up.
         factor: Deal-amount multiplier of ``inflated_deals``.
         share: Share of new partners that get the new type.
         seed: Random seed of ``new_partner_type``.
@@ -70,9 +73,11 @@ def apply_drift(
     start = pd.Timestamp(start)
     if kind == "leads_dry_up":
         partners = tables["partners"]
-        in_region = set(partners.loc[partners["region"] == region, "partner_id"].astype(str))
+        name, value = segment.split("=", 1) if segment else ("region", region)
+        in_region = set(partners.loc[partners[name] == value, "partner_id"].astype(str))
         if not in_region:
-            raise PartnerscoreError(f"--drift leads_dry_up: no partner in region '{region}'")
+            what = f"region '{region}'" if segment is None else f"segment '{segment}'"
+            raise PartnerscoreError(f"--drift leads_dry_up: no partner in {what}")
         leads = tables["leads"]
         drop = leads["partner_id"].astype(str).isin(in_region) & (leads["created_at"] >= start)
         out["leads"] = leads[~drop.to_numpy()].reset_index(drop=True)

@@ -134,15 +134,59 @@ def rate_test(
 
 
 def _segments(partners: pd.DataFrame, names) -> list[tuple[str, np.ndarray]]:
-    """(``name=value``, partner mask) of every value of every segment column present."""
+    """(``name=value``, partner mask) of every value of every segment column present.
+
+    A partner whose value is missing is in no segment of that column (it was counted as a
+    segment ``unknown``, one with partners whose value is the text ``unknown``).
+    """
     out = []
     for name in names:
         if name not in partners.columns:
             continue
-        values = partners[name].astype("string").fillna("unknown").to_numpy(dtype=object)
-        for value in sorted(set(values)):
-            out.append((f"{name}={value}", values == value))
+        values = partners[name].astype("string")
+        present = values.notna().to_numpy()
+        values = values.fillna("").to_numpy(dtype=object)
+        for value in sorted(set(values[present])):
+            out.append((f"{name}={value}", present & (values == value)))
     return out
+
+
+def _prepare(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig):
+    """Segments and, per event table, the exposure and row counts of every partner.
+
+    A table's baseline starts at its first row when that is later than the
+    ``volume_baseline_days`` before the window (an export holding a year of events of
+    partners signed long before: their partner-days before it had no rows to count).
+
+    Returns:
+        (segments as (``name=value``, partner mask), [(table, baseline start in ns or None
+        when the table has no row before the window, x_base, x_win, c_base, c_win)]).
+    """
+    partners = tables["partners"]
+    signed = _ns(partners["signed_at"])
+    known = ~pd.isna(pd.to_datetime(partners["signed_at"])).to_numpy()
+    ids = partners["partner_id"].astype(str)
+    end = int(_ns([as_of])[0])
+    mid = end - config.window_days * DAY_NS
+    start = mid - config.volume_baseline_days * DAY_NS
+    x_win = exposure(signed, mid, end) * known[:, None]
+    segments = _segments(partners, config.volume_segments)
+    counted = []
+    for table, column in VOLUME_TABLES.items():
+        if table not in tables:
+            continue
+        frame = tables[table]
+        when = _ns(frame[column])
+        dated = when[~pd.isna(pd.to_datetime(frame[column])).to_numpy()]
+        first = int(dated.min()) if dated.size and dated.min() < mid else None
+        begin = start if first is None else max(start, first)
+        x_base = exposure(signed, begin, mid) * known[:, None]
+        partner = pd.Index(ids).get_indexer(frame["partner_id"].astype(str))
+        partner = np.where(known[partner] & (partner >= 0), partner, -1)
+        c_base = partner_counts(when, partner, signed, begin, mid)
+        c_win = partner_counts(when, partner, signed, mid, end)
+        counted.append((table, begin if first is not None else None, x_base, x_win, c_base, c_win))
+    return segments, counted
 
 
 def segment_volume_rows(
@@ -152,30 +196,115 @@ def segment_volume_rows(
 
     See :func:`segment_volume_checks`; :func:`rate_test` gives the numbers.
     """
-    partners = tables["partners"]
-    signed = _ns(partners["signed_at"])
-    known = ~pd.isna(pd.to_datetime(partners["signed_at"])).to_numpy()
-    ids = partners["partner_id"].astype(str)
-    end = int(_ns([as_of])[0])
-    mid = end - config.window_days * DAY_NS
-    start = mid - config.volume_baseline_days * DAY_NS
-    x_base = exposure(signed, start, mid) * known[:, None]
-    x_win = exposure(signed, mid, end) * known[:, None]
-    segments = _segments(partners, config.volume_segments)
+    segments, counted = _prepare(tables, as_of, config)
     rows = []
-    for table, column in VOLUME_TABLES.items():
-        if table not in tables:
-            continue
-        frame = tables[table]
-        when = _ns(frame[column])
-        partner = pd.Index(ids).get_indexer(frame["partner_id"].astype(str))
-        partner = np.where(known[partner] & (partner >= 0), partner, -1)
-        c_base = partner_counts(when, partner, signed, start, mid)
-        c_win = partner_counts(when, partner, signed, mid, end)
+    for table, _, x_base, x_win, c_base, c_win in counted:
         for segment, mask in segments:
             test = rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask])
             rows.append((table, segment, *test))
     return rows
+
+
+def _flagged(ratio: float, adjusted: float, config: MonitorConfig) -> str:
+    """ok, warn or alarm of a rate ratio (either way) and its adjusted p-value."""
+    change = max(ratio, 1 / ratio)
+    if adjusted < config.alpha and change >= config.volume_alarm_ratio:
+        return "alarm"
+    if adjusted < config.alpha and change >= config.volume_warn_ratio:
+        return "warn"
+    return "ok"
+
+
+def _residual(data, mask: np.ndarray, config: MonitorConfig) -> tuple[float, float, float, int]:
+    """(ratio, z, p two-sided, partners) of a segment's partners in ``mask`` (nan p: untestable)."""
+    x_base, x_win, c_base, c_win = data
+    _, ratio, z, g = rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask])
+    testable = g >= config.min_rows and np.isfinite(z)
+    return ratio, z, (2 * _norm_sf(abs(z)) if testable else float("nan")), g
+
+
+def explain_overlaps(
+    flagged: dict[str, tuple[float, float]],
+    masks: dict[str, np.ndarray],
+    data,
+    config: MonitorConfig,
+) -> dict[str, tuple[list[str], tuple[float, float, float, int]]]:
+    """Which flagged segments of one table are another flagged segment seen through a column.
+
+    A drop confined to region NA also moves every tier and partner type holding NA's
+    partners. Greedy, most specific first: the flagged segment of the largest change (either
+    way; then the largest |z|) is kept; every other flagged segment is tested again
+    without the kept segments' partners (:func:`rate_test` on the rest); one whose rest
+    shows no change left (its p-value, Benjamini-Hochberg adjusted over that round's tests,
+    not under ``alpha``; a change the other way; or fewer than ``min_rows`` partners left)
+    is explained by the kept segments that share partners with it; of the rest the largest
+    change of its remainder is kept next, and so on. Last, a kept segment with no change
+    left without the other kept ones' partners is explained by them (a small segment mostly
+    inside the real one can come first). Two independent drifts both stay, even while
+    one's rest is under the warn ratio (the first month of a drift).
+
+    Args:
+        flagged: ``name=value`` -> (rate ratio, z) of the table's warning and alarming
+            segments.
+        masks: ``name=value`` -> partner mask.
+        data: The table's (x_base, x_win, c_base, c_win), partners by buckets.
+        config: ``min_rows``, ``alpha``.
+
+    Returns:
+        Explained segment -> (the kept segments that explain it, the test of its rest:
+        ratio, z, p (unadjusted), partners).
+    """
+
+    def strength(ratio_z):
+        ratio, z = ratio_z[0], ratio_z[1]
+        return (max(ratio, 1 / ratio), abs(z) if np.isfinite(z) else 0.0)
+
+    def still(names, kept):
+        """Of ``names``, those whose rest without ``kept``'s partners still warns."""
+        out = {}
+        for name in names:
+            rest = masks[name].copy()
+            for k in kept:
+                rest &= ~masks[k]
+            out[name] = _residual(data, rest, config)
+        tested = [n for n in names if np.isfinite(out[n][2])]
+        q = dict(zip(tested, benjamini_hochberg([out[n][2] for n in tested]), strict=True))
+        same_way = {n for n in tested if (out[n][0] > 1) == (flagged[n][0] > 1)}
+        return out, {n for n in same_way if q[n] < config.alpha}
+
+    def explainers(name, kept):
+        return [k for k in kept if (masks[k] & masks[name]).any()]
+
+    kept: list[str] = []
+    explained: dict[str, tuple[list[str], tuple[float, float, float, int]]] = {}
+    remaining = dict(flagged)
+    while remaining:
+        if kept:
+            tests, warns = still(list(remaining), kept)
+            for name in list(remaining):
+                if name not in warns:
+                    explained[name] = (explainers(name, kept), tests[name])
+                    del remaining[name]
+            remaining = {n: tests[n][:2] for n in remaining}
+            if not remaining:
+                break
+        pick = max(remaining, key=lambda n: strength(remaining[n]))
+        kept.append(pick)
+        del remaining[pick]
+    changed = True
+    while changed and len(kept) > 1:
+        changed = False
+        for name in list(kept):
+            others = [k for k in kept if k != name]
+            tests, warns = still([name], others)
+            if name not in warns and explainers(name, others):
+                explained[name] = (explainers(name, others), tests[name])
+                kept.remove(name)
+                changed = True
+                break
+    for name, (by, test) in explained.items():  # a segment explained by one later demoted
+        explained[name] = (explainers(name, kept) or by, test)
+    return explained
 
 
 def segment_volume_checks(
@@ -191,36 +320,139 @@ def segment_volume_checks(
             ``alpha`` and the volume ratios.
 
     Returns:
-        One check per event table and segment value (skipped when too few rows).
+        One check per event table and segment value (skipped when too few rows); a flagged
+        segment whose change is another flagged segment's (:func:`explain_overlaps`) is
+        ``info`` with ``explained_by``.
     """
-    rows = segment_volume_rows(tables, as_of, config)
+    return segment_volume_report(tables, as_of, config)[0]
+
+
+def segment_volume_report(
+    tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig
+) -> tuple[list[Check], list[dict]]:
+    """The checks of :func:`segment_volume_checks` and the flagged segments' rates.
+
+    For the page: each flagged or explained segment's rows and partner-days at each
+    onboarding age the test compared, baseline and window.
+
+    Returns:
+        (checks, views): a view is ``table, segment, status, explained_by, ratio, buckets``
+        with per compared age bucket ``age_from, age_to (None: open), base_rows,
+        base_days, window_rows, window_days``.
+    """
+    if not config.volume_segments:
+        off = "per-segment volume check off: monitor.volume_segments is empty"
+        return [_note("quality.segment_volume.off", "all", "info", off, config)], []
+    segments, counted = _prepare(tables, as_of, config)
+    masks = dict(segments)
+    rows = []
+    data = {}
+    notes = []
+    mid = as_of - pd.Timedelta(days=config.window_days)
+    for table, begin, x_base, x_win, c_base, c_win in counted:
+        if begin is None:
+            notes.append(
+                _note(
+                    f"quality.segment_volume.{table}.all",
+                    table,
+                    "skip",
+                    f"{table}: no row before the {config.window_days} days before as_of, no "
+                    "baseline to compare its segments with",
+                    config,
+                )
+            )
+            continue
+        data[table] = (x_base, x_win, c_base, c_win)
+        for segment, mask in segments:
+            test = rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask])
+            rows.append((table, segment, *test))
+    short = [
+        (table, begin)
+        for table, begin, *_ in counted
+        if begin is not None and begin > _ns([mid])[0] - config.volume_baseline_days * DAY_NS
+    ]
+    if short:
+        days = {t: (_ns([mid])[0] - b) / DAY_NS for t, b in short}
+        notes.append(
+            _note(
+                "quality.segment_volume.baseline",
+                "all",
+                "info",
+                f"the {config.volume_baseline_days}-day baseline reaches before the data: "
+                + ", ".join(
+                    f"{t} from {pd.Timestamp(b, unit='ns'):%Y-%m-%d} ({days[t]:,.0f} days)"
+                    for t, b in short
+                )
+                + "; each is read from its first row",
+                config,
+            )
+        )
     tested = [i for i, r in enumerate(rows) if r[5] >= config.min_rows and np.isfinite(r[4])]
     p = [2 * _norm_sf(abs(rows[i][4])) for i in tested]
     q = dict(zip(tested, benjamini_hochberg(p), strict=True))
-    checks = []
+    status = {i: _flagged(rows[i][3], float(q[i]), config) for i in q}
+    explained: dict[tuple[str, str], tuple[list[str], tuple]] = {}
+    kept: dict[tuple[str, str], list[str]] = {}
+    for table in data:
+        flagged = {
+            r[1]: (r[3], r[4])
+            for i, r in enumerate(rows)
+            if r[0] == table and status.get(i, "ok") != "ok"
+        }
+        if len(flagged) > 1:
+            for name, why in explain_overlaps(flagged, masks, data[table], config).items():
+                explained[(table, name)] = why
+                for k in why[0]:
+                    kept.setdefault((table, k), []).append(name)
+    checks, views = [], []
     for i, (table, segment, observed, ratio, z, partners_active) in enumerate(rows):
         change = max(ratio, 1 / ratio)
         said = (
             f"{table} of {segment}: {observed:,.0f} rows in the {config.window_days} days "
             f"before as_of ({partners_active:,} partners with rows in it or the baseline)"
         )
+        explained_by = None
         if i not in q:
-            status, value, adjusted = "skip", None, None
+            state, value, adjusted = "skip", None, None
             detail = f"{said}: too few to judge (min_rows {config.min_rows} partners)"
+            x_base, x_win, _, c_win = data[table]
+            if not x_base[masks[segment]].any():
+                detail = (
+                    f"{table} of {segment}: new, no partner-days in the "
+                    f"{config.volume_baseline_days} days before the window, nothing to compare "
+                    f"({c_win[masks[segment]].sum():,.0f} rows in the {config.window_days} days "
+                    "before as_of)"
+                )
         else:
             adjusted = float(q[i])
             value = change
-            status = "ok"
-            if adjusted < config.alpha and change >= config.volume_alarm_ratio:
-                status = "alarm"
-            elif adjusted < config.alpha and change >= config.volume_warn_ratio:
-                status = "warn"
+            state = status[i]
             direction = "spike" if ratio > 1 else "drop"
             detail = (
                 f"{said}: {direction} x{ratio:.2f} in rows per partner-day against the "
                 f"{config.volume_baseline_days} days before at the same onboarding ages "
                 f"(Mantel-Haenszel; z {z:.1f}, adjusted p {adjusted:.2g})"
             )
+            if (table, segment) in explained:
+                by, (r_ratio, r_z, r_p, r_g) = explained[(table, segment)]
+                explained_by = ", ".join(by)
+                rest = (
+                    f"x{r_ratio:.2f} (z {r_z:.1f}, p {r_p:.2g}, {r_g:,} partners)"
+                    if np.isfinite(r_p)
+                    else f"too few to judge ({r_g:,} partners)"
+                )
+                detail += (
+                    f"; explained by {explained_by} (would {state}): without "
+                    f"{'their' if len(by) > 1 else 'its'} partners the rest reads {rest}"
+                )
+                state = "info"
+            elif (table, segment) in kept:
+                detail += (
+                    f"; explains {', '.join(sorted(kept[(table, segment)]))} (the same change "
+                    "seen through another column)"
+                )
+        if state in ("warn", "alarm") or explained_by is not None:
+            views.append(_view(table, segment, state, explained_by, ratio, data[table], masks))
         checks.append(
             Check(
                 f"quality.segment_volume.{table}.{segment}",
@@ -232,11 +464,54 @@ def segment_volume_checks(
                 config.volume_warn_ratio,
                 config.volume_alarm_ratio,
                 adjusted,
-                status,
+                state,
                 detail,
+                explained_by,
             )
         )
-    return checks
+    return notes + checks, views
+
+
+def _note(name: str, subject: str, status: str, detail: str, config: MonitorConfig) -> Check:
+    """A check of the segment volume check that measures nothing (off, no baseline)."""
+    return Check(
+        name,
+        "quality",
+        subject,
+        "all",
+        "volume_vs_exposure",
+        None,
+        config.volume_warn_ratio,
+        config.volume_alarm_ratio,
+        None,
+        status,
+        detail,
+    )
+
+
+def _view(table, segment, status, explained_by, ratio, data, masks) -> dict:
+    """Rows and partner-days per compared onboarding-age bucket of one segment."""
+    x_base, x_win, c_base, c_win = (a[masks[segment]].sum(axis=0) for a in data)
+    buckets = [
+        {
+            "age_from": AGE_EDGES[a],
+            "age_to": AGE_EDGES[a + 1] if a + 1 < len(AGE_EDGES) else None,
+            "base_rows": float(c_base[a]),
+            "base_days": float(x_base[a]),
+            "window_rows": float(c_win[a]),
+            "window_days": float(x_win[a]),
+        }
+        for a in range(len(AGE_EDGES))
+        if x_base[a] > 0 and x_win[a] > 0
+    ]
+    return {
+        "table": table,
+        "segment": segment,
+        "status": status,
+        "explained_by": explained_by,
+        "ratio": float(ratio),
+        "buckets": buckets,
+    }
 
 
 def _norm_sf(z: float) -> float:

@@ -56,23 +56,27 @@ def _plain_rows(tables, as_of, config):
         if table not in tables:
             continue
         events = tables[table].assign(partner_id=lambda f: f["partner_id"].astype(str))
+        # the table's baseline starts at its first row (any partner's) when that is later
+        first = pd.to_datetime(events[column]).min()
+        begin = max(start, first) if pd.notna(first) and first < mid else start
         events = events.merge(partners[["partner_id", "signed_at"]], on="partner_id")
         events = events[events[column].notna()]
         for name in config.volume_segments:
-            for value in sorted(set(partners[name].astype(str))):
-                members = partners[partners[name].astype(str) == value]
+            named = partners[partners[name].notna()]  # a missing value is in no segment
+            for value in sorted(set(named[name].astype(str))):
+                members = named[named[name].astype(str) == value]
                 x = {"base": [0.0] * len(buckets), "win": [0.0] * len(buckets)}
                 counts = {}  # (partner, period, bucket) -> rows
                 for _, p in members.iterrows():
                     signed = pd.Timestamp(p["signed_at"])
                     for k, (lo, hi) in enumerate(buckets):
                         a, b = signed + lo, None if hi is None else signed + hi
-                        x["base"][k] += overlap(a, b, start, mid)
+                        x["base"][k] += overlap(a, b, begin, mid)
                         x["win"][k] += overlap(a, b, mid, end)
                     mine = events[events["partner_id"] == p["partner_id"]]
                     for when in pd.to_datetime(mine[column]):
                         period = (
-                            "base" if start <= when < mid else "win" if mid <= when < end else None
+                            "base" if begin <= when < mid else "win" if mid <= when < end else None
                         )
                         if period is not None:
                             key = (p["partner_id"], period, bucket_of(when - signed))
@@ -105,7 +109,7 @@ def _plain_rows(tables, as_of, config):
 def _programs(draw):
     n = draw(st.integers(1, 12))
     signed = draw(st.lists(st.integers(0, 900 * 24), min_size=n, max_size=n))  # hours
-    regions = draw(st.lists(st.sampled_from(["NA", "EMEA"]), min_size=n, max_size=n))
+    regions = draw(st.lists(st.sampled_from(["NA", "EMEA", None]), min_size=n, max_size=n))
     partners = pd.DataFrame(
         {
             "partner_id": [f"P{i}" for i in range(n)],
@@ -118,6 +122,8 @@ def _programs(draw):
             st.tuples(st.integers(-1, n - 1), st.integers(0, 1000 * 24)), min_size=0, max_size=60
         )
     )
+    late = draw(st.integers(0, 900 * 24))  # the events may begin long after the signings
+    events = [(i, h) for i, h in events if h >= late]
     leads = pd.DataFrame(
         {
             "partner_id": [f"P{i}" if i >= 0 else "UNKNOWN" for i, _ in events],
@@ -238,3 +244,209 @@ def test_a_segment_column_the_partners_table_has_not_is_a_config_error(tmp_path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "monitor.volume_segments" in err, err
     assert "'country' is not a partners column to segment by" in err
+
+
+def test_the_tiers_and_types_holding_the_dry_region_are_explained_by_it(program):
+    """From the third monthly run of leads_dry_up the tiers and partner types warned too (six
+    warnings on 2026-04-01, seed 3): region NA's drop seen through other columns. Each is now
+    info, ``explained_by`` region=NA: without NA's partners its rest shows no change."""
+    config, tables = program
+    start = drift_start(config.end_date, 180)
+    drifted = apply_drift(tables, "leads_dry_up", start)
+    month = pd.Timestamp("2026-04-01")
+    checks = segment_volume_checks(tables_known_at(drifted, month), month, MonitorConfig())
+    flagged = [c for c in checks if c.status in ("warn", "alarm")]
+    assert [(c.segment, c.status) for c in flagged] == [("region=NA", "alarm")]
+    assert "explains partner_type=" in flagged[0].detail
+    explained = [c for c in checks if c.explained_by is not None]
+    assert len(explained) >= 4 and {c.explained_by for c in explained} == {"region=NA"}
+    assert all(c.status == "info" and c.value >= 1.5 for c in explained)
+    assert {c.segment.split("=")[0] for c in explained} == {"tier", "partner_type"}
+    assert all("explained by region=NA (would warn)" in c.detail for c in explained)
+    assert explained[0].to_dict()["explained_by"] == "region=NA"
+    assert "explained_by" not in flagged[0].to_dict()  # only where set
+
+
+def test_two_independent_segments_drying_up_both_stay_raised(program):
+    """Region NA's and partner type msp's leads dry up (msp in every region): both warn or
+    alarm, and the tiers (mixtures of both) are explained by the two together."""
+    config, tables = program
+    start = drift_start(config.end_date, 180)
+    drifted = apply_drift(tables, "leads_dry_up", start)
+    drifted = apply_drift(drifted, "leads_dry_up", start, segment="partner_type=msp")
+    for month in pd.date_range("2026-03-01", "2026-07-01", freq="MS"):
+        checks = segment_volume_checks(tables_known_at(drifted, month), month, MonitorConfig())
+        flagged = {c.segment for c in checks if c.status in ("warn", "alarm")}
+        assert flagged == {"region=NA", "partner_type=msp"}, (month, flagged)
+        for c in checks:
+            if c.explained_by is not None and c.segment.startswith("tier="):
+                assert c.explained_by == "region=NA, partner_type=msp", c.detail
+
+
+def _strip(tables, keep):
+    """The tables with only the partners in ``keep`` (a mask) and their rows."""
+    partners = tables["partners"][keep].reset_index(drop=True)
+    ids = set(partners["partner_id"].astype(str))
+    out = {"partners": partners}
+    for name, frame in tables.items():
+        if name != "partners":
+            out[name] = frame[frame["partner_id"].astype(str).isin(ids)].reset_index(drop=True)
+    return out
+
+
+def test_the_rest_of_a_segment_is_a_plain_count_of_the_program_without_the_explainer():
+    """Twin of the rest's test (a mask over the partners): the plain count on a program from
+    which the explaining segment's partners and their rows are deleted."""
+    from partnerscore.features.segment_volume import _prepare, _residual
+
+    rng = np.random.default_rng(5)
+    n = 80
+    partners = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "signed_at": [ORIGIN + pd.Timedelta(days=int(d)) for d in rng.integers(0, 700, n)],
+            "region": rng.choice(["NA", "EMEA"], n),
+            "tier": rng.choice(["gold", "silver"], n),
+        }
+    )
+    pick = rng.integers(0, n, 3000)
+    leads = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in pick],
+            "created_at": [
+                ORIGIN + pd.Timedelta(hours=int(h)) for h in rng.integers(0, 24000, 3000)
+            ],
+        }
+    )
+    tables = {"partners": partners, "leads": leads}
+    as_of = ORIGIN + 1000 * DAY
+    config = MonitorConfig(volume_segments=("region", "tier"), min_rows=5)
+    segments, counted = _prepare(tables, as_of, config)
+    masks = dict(segments)
+    ((_, _, *data),) = counted
+    rest = masks["tier=gold"] & ~masks["region=NA"]
+    ratio, z, p, g = _residual(data, rest, config)
+    without = _strip(tables, (partners["region"] != "NA").to_numpy())
+    plain = {r[1]: r for r in _plain_rows(without, as_of, config)}
+    assert plain["tier=gold"][3] == pytest.approx(ratio, rel=1e-9)
+    assert plain["tier=gold"][4] == pytest.approx(z, rel=1e-9) and plain["tier=gold"][5] == g
+
+
+def test_no_segment_columns_turns_the_check_off_and_says_so(program):
+    _, tables = program
+    config = MonitorConfig(volume_segments=())
+    checks = segment_volume_checks(
+        tables_known_at(tables, "2026-07-01"), pd.Timestamp("2026-07-01"), config
+    )
+    assert [(c.name, c.status) for c in checks] == [("quality.segment_volume.off", "info")]
+    assert "monitor.volume_segments is empty" in checks[0].detail
+
+
+def test_a_partner_without_a_value_is_in_no_segment_of_that_column():
+    """A missing region was read as a segment 'region=unknown', one with the partners whose
+    region is the text 'unknown'."""
+    partners = pd.DataFrame(
+        {
+            "partner_id": ["A", "B", "C"],
+            "signed_at": [ORIGIN] * 3,
+            "region": ["unknown", None, "NA"],
+            "tier": ["gold"] * 3,
+        }
+    )
+    leads = pd.DataFrame(
+        {
+            "partner_id": ["A", "B", "C", "B"],
+            "created_at": [ORIGIN + d * DAY for d in (800, 850, 900, 950)],
+        }
+    )
+    config = MonitorConfig(volume_segments=("region", "tier"))
+    rows = {
+        r[1]: r
+        for r in segment_volume_rows(
+            {"partners": partners, "leads": leads}, ORIGIN + 1000 * DAY, config
+        )
+    }
+    assert set(rows) == {"region=NA", "region=unknown", "tier=gold"}
+    assert rows["region=unknown"][5] == 1  # partner A only
+    assert rows["tier=gold"][5] == 3  # B is in its tier's segment
+
+
+def test_a_region_new_in_the_window_is_said_to_be_new(program):
+    """Partners signed in the window with a region never seen: no baseline partner-days,
+    skipped as new (it read '0 rows in the window ... too few to judge')."""
+    _, tables = program
+    as_of = pd.Timestamp("2026-07-01")
+    cut = tables_known_at(tables, as_of)
+    partners = cut["partners"].copy()
+    late = (pd.to_datetime(partners["signed_at"]) >= as_of - 60 * DAY).to_numpy()
+    assert late.sum() >= 10
+    partners["region"] = partners["region"].astype(object)
+    partners.loc[late, "region"] = "ANZ"
+    cut["partners"] = partners
+    checks = segment_volume_checks(cut, as_of, MonitorConfig())
+    new = [c for c in checks if c.segment == "region=ANZ"]
+    assert new and all(c.status == "skip" for c in new)
+    leads = next(c for c in new if c.subject == "leads")
+    assert "region=ANZ: new, no partner-days in the 365 days before the window" in leads.detail
+    assert not [c for c in checks if c.status in ("warn", "alarm")]
+
+
+def test_a_table_without_rows_before_the_window_is_skipped_once():
+    """feedback collected since last month only: every region read as a spike from no rows
+    (alarm); the table is now skipped once, saying why."""
+    n = 80
+    partners = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "signed_at": [ORIGIN] * n,
+            "region": ["NA", "EMEA"] * (n // 2),
+        }
+    )
+    feedback = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)] * 2,
+            "submitted_at": [ORIGIN + 950 * DAY] * 2 * n,
+        }
+    )
+    config = MonitorConfig(volume_segments=("region",))
+    tables = {"partners": partners, "feedback": feedback}
+    checks = segment_volume_checks(tables, ORIGIN + 1000 * DAY, config)
+    assert [(c.name, c.status) for c in checks] == [("quality.segment_volume.feedback.all", "skip")]
+    assert "no row before the 90 days before as_of" in checks[0].detail
+
+
+def test_a_baseline_longer_than_the_data_is_a_note_not_a_false_alarm(program):
+    """An export holding events from 2025-12-01 only (partners signed since 2023): the
+    365-day baseline counted the partners' days before it, with no rows to show, and every
+    segment read as a spike. Each table's baseline now starts at its first row, and one info
+    line says so."""
+    _, tables = program
+    as_of = pd.Timestamp("2026-07-01")
+    cut = tables_known_at(tables, as_of)
+    begin = pd.Timestamp("2025-12-01")
+    for name, column in VOLUME_TABLES.items():
+        if name in cut:
+            frame = cut[name]
+            cut[name] = frame[(pd.to_datetime(frame[column]) >= begin).to_numpy()]
+    checks = segment_volume_checks(cut, as_of, MonitorConfig())
+    assert not [c.detail for c in checks if c.status in ("warn", "alarm")]
+    (note,) = [c for c in checks if c.name == "quality.segment_volume.baseline"]
+    assert note.status == "info" and "leads from 2025-12-0" in note.detail
+    assert len(note.detail.splitlines()) == 1
+    full = segment_volume_checks(tables_known_at(tables, as_of), as_of, MonitorConfig())
+    assert not [c for c in full if c.name == "quality.segment_volume.baseline"]
+
+
+@pytest.mark.parametrize("days", [0, -30])
+def test_a_baseline_of_no_days_is_a_one_line_config_error(tmp_path, capsys, days):
+    import json
+
+    from partnerscore.serving.cli import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"monitor": {"volume_baseline_days": days}}))
+    argv = ["monitor", "--as-of", "2026-07-01", "--raw", str(tmp_path), "--config", str(cfg)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "monitor.volume_baseline_days" in err and "cfg.json" in err, err

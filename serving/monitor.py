@@ -63,7 +63,7 @@ from partnerscore.features.drift import drift_checks, unseen_category_checks
 from partnerscore.features.pipeline import build_features, build_labels, make_snapshots
 from partnerscore.features.profile import PREDICTIONS, SEGMENTS, current_profile, segment_frame
 from partnerscore.features.registry import PHASE_PREFIX
-from partnerscore.features.segment_volume import segment_volume_checks
+from partnerscore.features.segment_volume import segment_volume_report
 from partnerscore.features.validate import load_raw, supported_end
 from partnerscore.models.bundle import parse_data_end
 from partnerscore.models.config import PolicyConfig
@@ -127,6 +127,9 @@ class MonitorResult:
     """The label definition the backtest used and the rows of versions that defined labels
     otherwise, left out (:func:`split_by_label_definition`)."""
     batch_rows: int = 0
+    segment_volumes: list[dict] = field(default_factory=list)
+    """Rows and partner-days per onboarding age of each flagged or explained segment, for
+    the page (:func:`segment_volume_report`)."""
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str = ""
@@ -153,6 +156,7 @@ class MonitorResult:
         from partnerscore.serving.cli_common import jsonable
 
         payload = jsonable(replace(self, checks=[]))
+        payload.pop("segment_volumes", None)  # the page's chart data
         flagged = [c for c in self.checks if c.status in ("alarm", "warn")]
         ordered = sorted(flagged, key=lambda c: (-SEVERITY[c.status], c.section, c.name))
         payload["checks"] = [c.to_dict() for c in ordered]
@@ -1170,7 +1174,8 @@ def run_monitor(
         source = "the preceding window of this data"
     checks += volume_checks(volumes, previous, float(mcfg.window_days), prev_days, mcfg, source)
     # per segment, against the rows its partners' onboarding ages lead one to expect
-    checks += segment_volume_checks(tables, cut, mcfg)
+    segment_checks, segment_views = segment_volume_report(tables, cut, mcfg)
+    checks += segment_checks
     # a re-run of an earlier date (a backfill) leaves the state of the latest run: the next
     # scheduled run's baseline stays the run before it
     new_state = None
@@ -1219,6 +1224,7 @@ def run_monitor(
         backtest_window=window,
         backtest_labels=labels,
         batch_rows=len(batch),
+        segment_volumes=segment_views,
     )
     _write(result, reference, batch, config, new_state, cut)
     result.seconds = time.perf_counter() - started

@@ -18,6 +18,8 @@ from partnerscore.serving.report import HERE, _environment, _esc
 STATUS_FILL = {"alarm": "#e8a29a", "warn": "#f3d08f", "ok": "#cfe8d8", "skip": "#eef1f4"}
 HEAT_ROWS = 25
 DIST_CHARTS = 6
+SEGMENT_CHARTS = 12
+"""Most per-segment volume charts on the page (alarms, then warnings, then explained)."""
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -186,6 +188,90 @@ def bars_svg(
     return Markup("".join(parts))
 
 
+def _age_label(bucket: dict) -> str:
+    hi = bucket["age_to"]
+    return f">{bucket['age_from']}" if hi is None else f"{bucket['age_from']}-{hi}"
+
+
+def segment_volume_svg(view: dict, config, width: int = 360, height: int = 150) -> Markup:
+    """One segment's rows per partner per 30 days at each onboarding age: baseline vs window.
+
+    What the per-segment volume check compares (``features/segment_volume.py``): the
+    bars of each age bucket are the segment's rows over its partners' days at that age in
+    the baseline and in the window, times 30.
+    """
+    buckets = view["buckets"]
+    labels = [_age_label(b) for b in buckets]
+    base = np.array([30 * b["base_rows"] / b["base_days"] for b in buckets], dtype=float)
+    win = np.array([30 * b["window_rows"] / b["window_days"] for b in buckets], dtype=float)
+    n = max(len(buckets), 1)
+    top = max(float(base.max(initial=0)), float(win.max(initial=0)), 1e-9)
+    bw = (width - 20) / n
+    ratio = view["ratio"]
+    title = f"{view['table']} of {view['segment']}"
+    said = f"{'spike' if ratio > 1 else 'drop'} x{ratio:.2f}"
+    status = f"explained by {view['explained_by']}" if view.get("explained_by") else view["status"]
+    shift = int(np.argmax(np.abs(win - base))) if buckets else 0
+    label = (
+        f"{title}: rows per partner per 30 days at each onboarding age (days since signing), "
+        f"the {config.volume_baseline_days} days before the window against the "
+        f"{config.window_days}-day window; {said} ({status})"
+        + (
+            f"; largest change at {labels[shift]} days: {base[shift]:.2f} to {win[shift]:.2f}"
+            if buckets
+            else ""
+        )
+    )
+    parts = [
+        f'<svg class="segvol" role="img" aria-label="{_esc(label)}" '
+        f'width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="4" y="12">{escape(title[:40])}</text>',
+        f'<text x="4" y="26" class="muted">{escape(said)} · {escape(status[:40])}</text>',
+        '<rect x="214" y="3" width="10" height="10" fill="#8a9bb0"/>'
+        '<text x="228" y="12">baseline</text>'
+        '<rect x="286" y="3" width="10" height="10" class="bar"/>'
+        '<text x="300" y="12">window</text>',
+    ]
+    floor = height - 22
+    for i, b in enumerate(buckets):
+        x = 10 + i * bw
+        for k, (v, fill, what, rows, days) in enumerate(
+            (
+                (base[i], 'fill="#8a9bb0"', "baseline", b["base_rows"], b["base_days"]),
+                (win[i], 'class="bar"', "window", b["window_rows"], b["window_days"]),
+            )
+        ):
+            h = v / top * (floor - 34)
+            parts.append(
+                f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{floor - h:.1f}" '
+                f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
+                f"<title>{escape(labels[i])} days, {what}: {v:.2f} rows per partner per 30 "
+                f"days ({rows:,.0f} rows in {days:,.0f} partner-days)</title></rect>"
+            )
+        if n <= 7 or i in (0, n - 1):
+            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
+            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
+            parts.append(
+                f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="{anchor}" '
+                f'font-size="9">{escape(labels[i])}</text>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def segment_volume_charts(views: list[dict], config) -> list[Markup]:
+    """The flagged segments' charts: alarms, warnings, then the explained ones.
+
+    At most :data:`SEGMENT_CHARTS`; the page says how many more monitor.json holds.
+    """
+    rank = {"alarm": 0, "warn": 1}
+    ordered = sorted(
+        views, key=lambda v: (rank.get(v["status"], 2), -max(v["ratio"], 1 / v["ratio"]))
+    )
+    return [segment_volume_svg(v, config) for v in ordered[:SEGMENT_CHARTS]]
+
+
 def trend_svg(table: pd.DataFrame, width: int = 560, height: int = 200) -> Markup:
     """Realised revenue Gini and engagement AUC per completed batch."""
     per = table[(table["segment"] == ALL) & (table["as_of"] != ALL)].sort_values("as_of")
@@ -289,6 +375,8 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
         for c in checks
         if c.section == "staleness"
     ]
+    segment_views = getattr(result, "segment_volumes", [])
+    explained = [c for c in checks if c.explained_by is not None]
     backtest = result.backtest
     overall = backtest[backtest["as_of"] == ALL] if not backtest.empty else backtest
     anomalies = result.anomalies.head(200)
@@ -302,6 +390,11 @@ def render_monitor_html(result, reference: dict, batch: pd.DataFrame, config, pa
         heatmap=heatmap_svg(checks),
         dists=dists,
         volumes=bars_svg(volumes, "x", "Rows per day against the previous batch, ratio either way"),
+        segvols=segment_volume_charts(segment_views, config.monitor),
+        segvols_total=len(segment_views),
+        segvols_max=SEGMENT_CHARTS,
+        baseline_days=config.monitor.volume_baseline_days,
+        explained=explained,
         staleness=bars_svg(stale, "days", "Days since the newest event of each table"),
         trend=trend_svg(backtest) if not backtest.empty else None,
         overall=overall.to_dict("records"),

@@ -350,3 +350,50 @@ def simulated_training_set(partners: int, seed: int):
     frame = build_training_set(RawData.from_frames(tables), BuildConfig())
     frame = frame.sort_values(["partner_id", "as_of"], kind="stable").reset_index(drop=True)
     return frame, [s for s in feature_specs() if s.name in frame.columns]
+
+
+def segment_volume_page(tables: dict, as_of, config=None) -> tuple[str, list]:
+    """monitor.html of a run whose only checks are the per-segment volume ones (no model).
+
+    Returns:
+        (the page, the checks).
+    """
+    import pandas as pd
+
+    from partnerscore.features.profile import ALL
+    from partnerscore.features.segment_volume import segment_volume_report
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.serving.monitor import (
+        ANOMALY_COLUMNS,
+        BACKTEST_COLUMNS,
+        SEVERITY,
+        MonitorResult,
+    )
+    from partnerscore.serving.monitor_report import render_monitor_html
+
+    config = config or AppConfig()
+    as_of = pd.Timestamp(as_of)
+    checks, views = segment_volume_report(tables, as_of, config.monitor)
+    result = MonitorResult(
+        out_dir=".",
+        as_of=as_of.date(),
+        model_uri="models:/partnerscore@champion",
+        model_version="1",
+        checks=checks,
+        anomalies=pd.DataFrame(columns=list(ANOMALY_COLUMNS)),
+        backtest=pd.DataFrame(columns=list(BACKTEST_COLUMNS)),
+        segment_volumes=views,
+    )
+    payload = {
+        "as_of": f"{as_of:%Y-%m-%d}",
+        "model_uri": result.model_uri,
+        "model_version": "1",
+        "config_hash": config.hash(),
+        "generated_at": "",
+        "exit_code": result.exit_code,
+        "counts": {s: result.count(s) for s in SEVERITY},
+        "batch_rows": 0,
+        "anomalous_rows": 0,
+    }
+    reference = {"columns": {}, "groups": {ALL: {}}}
+    return render_monitor_html(result, reference, pd.DataFrame(), config, payload), checks

@@ -450,3 +450,28 @@ def test_a_baseline_of_no_days_is_a_one_line_config_error(tmp_path, capsys, days
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert "monitor.volume_baseline_days" in err and "cfg.json" in err, err
+
+
+def test_the_page_charts_each_flagged_segment_and_none_on_a_steady_program(program):
+    """The segment views hold what the test compared: per age bucket rows and partner-days
+    whose Mantel-Haenszel ratio is the check's."""
+    from support import chart_names, segment_volume_page
+
+    from partnerscore.features.segment_volume import segment_volume_report
+
+    config, tables = program
+    month = pd.Timestamp("2026-04-01")
+    page, _ = segment_volume_page(tables_known_at(tables, month), month)
+    assert 'id="segment-volume"' not in page  # nothing flagged, no section
+    drifted = apply_drift(tables, "leads_dry_up", drift_start(config.end_date, 180))
+    checks, views = segment_volume_report(tables_known_at(drifted, month), month, MonitorConfig())
+    na = next(v for v in views if v["segment"] == "region=NA")
+    b = na["buckets"]
+    num = sum(x["window_rows"] * x["base_days"] / (x["window_days"] + x["base_days"]) for x in b)
+    den = sum(x["base_rows"] * x["window_days"] / (x["window_days"] + x["base_days"]) for x in b)
+    check = next(c for c in checks if c.name == "quality.segment_volume.leads.region=NA")
+    assert na["ratio"] == pytest.approx((num + 0.5) / (den + 0.5), rel=1e-9)
+    assert check.value == pytest.approx(1 / na["ratio"], rel=1e-9)
+    page, _ = segment_volume_page(tables_known_at(drifted, month), month)
+    names = chart_names(page)["segvol"]
+    assert len(names) == len(views) and all(any(ch.isdigit() for ch in n) for n in names)

@@ -430,3 +430,39 @@ def test_every_chart_has_an_accessible_name(driver, report_dir):
             name = chart.accessible_name
             assert expected[chart.get_attribute("class")] in name, (page, name)
             assert any(ch.isdigit() for ch in name), name  # its key numbers
+
+
+def test_the_monitor_page_shows_the_flagged_segments_volume(driver, tmp_path):
+    """monitor.html charted rows per day of whole tables only: the flagged segment (leads of
+    region NA, alarm) and the segments it explains each get a chart of what the check
+    compared, rows per partner per 30 days at each onboarding age, baseline vs window."""
+    from selenium.webdriver.common.by import By
+    from support import segment_volume_page, tables_known_at
+
+    from partnerscore.features.config import SimulateConfig
+    from partnerscore.features.drift_sim import apply_drift, drift_start
+    from partnerscore.features.simulate import simulate_program
+
+    config = SimulateConfig(partners=3000, seed=3)
+    tables = apply_drift(
+        simulate_program(config), "leads_dry_up", drift_start(config.end_date, 180)
+    )
+    month = pd.Timestamp("2026-04-01")
+    page, checks = segment_volume_page(tables_known_at(tables, month), month)
+    explained = [c for c in checks if c.explained_by]
+    path = tmp_path / "monitor.html"
+    path.write_text(page, encoding="utf-8")
+    driver.get(path.as_uri())
+    assert severe(driver) == []
+    section = driver.find_element(By.ID, "segment-volume")
+    charts = section.find_elements(By.CSS_SELECTOR, 'svg.segvol[role="img"]')
+    assert len(charts) == 1 + len(explained)
+    first = charts[0].accessible_name
+    assert first.startswith("leads of region=NA: rows per partner per 30 days"), first
+    assert "(alarm)" in first and "drop x0.0" in first, first
+    assert all("explained by region=NA" in c.accessible_name for c in charts[1:])
+    assert charts[0].size["width"] > 300 and charts[0].size["height"] > 100  # drawn
+    note = driver.find_element(By.ID, "segment-volume-explained").text
+    assert f"{len(explained)} flagged segments explained" in note and "by region=NA" in note
+    bars = charts[0].find_elements(By.CSS_SELECTOR, "rect.bar")
+    assert len(bars) >= 5  # one window bar per compared onboarding age

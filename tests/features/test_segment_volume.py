@@ -153,6 +153,40 @@ def test_segment_volume_rows_equal_a_plain_per_segment_count(tables, window, bas
         )
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_table_whose_rows_begin_inside_the_baseline_equals_the_plain_count(seed):
+    """The baseline starts at the table's first row: random programs whose partners signed
+    long before the first event, some without a region (the random examples above rarely
+    reach a first row inside the baseline)."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    partners = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "signed_at": [
+                ORIGIN + pd.Timedelta(hours=int(h)) for h in rng.integers(0, 600 * 24, n)
+            ],
+            "region": rng.choice(np.array(["NA", "EMEA", None], dtype=object), n),
+        }
+    )
+    first = int(rng.integers(500, 850))  # days: inside the 365-day baseline (545-910)
+    hours = rng.integers(first * 24, 1000 * 24, 400)
+    leads = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in rng.integers(-1, n, 400)],
+            "created_at": [ORIGIN + pd.Timedelta(hours=int(h)) for h in hours],
+        }
+    )
+    config = MonitorConfig(volume_segments=("region",), min_rows=5)
+    tables = {"partners": partners, "leads": leads}
+    as_of = ORIGIN + 1000 * DAY
+    fast = segment_volume_rows(tables, as_of, config)
+    slow = _plain_rows(tables, as_of, config)
+    assert [r[:3] + r[5:] for r in fast] == [r[:3] + r[5:] for r in slow]
+    for f, s in zip(fast, slow, strict=True):
+        assert f[3] == pytest.approx(s[3], rel=1e-9) and f[4] == pytest.approx(s[4], rel=1e-9)
+
+
 def test_the_edges_of_age_and_window():
     """A row at day 30 exactly is in the 30-60 bucket, one at the window's start in the window,
     one before its partner signed in the first bucket."""

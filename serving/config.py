@@ -45,22 +45,9 @@ class PathsConfig(FrozenConfig):
     def _known_database(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        import sqlalchemy as sa
+        from partnerscore.serving.database import database_url
 
-        try:
-            url = sa.engine.make_url(value)
-        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
-            detail = "a port that is no number" if isinstance(exc, ValueError) else "unparsable"
-            raise ValueError(
-                f"not a database URL ({detail}; use sqlite:///FILE or postgresql://...)"
-            ) from exc
-        try:
-            url.get_dialect()
-        except Exception as exc:  # NoSuchModuleError
-            scheme = value.split(":", 1)[0]
-            raise ValueError(
-                f"unknown database URL scheme '{scheme}' (use sqlite:///FILE or postgresql://...)"
-            ) from exc
+        database_url(value)  # the stores' own rule: accepted here if and only if they open it
         return value
 
     def tracking_uri(self) -> str:

@@ -1,11 +1,12 @@
 """Score history: every scoring run's rows, keyed by (partner_id, as_of, model_version).
 
-An embedded SQLite file by default; a PostgreSQL server (``postgresql://`` or
-``postgresql+psycopg://`` URLs, both through psycopg 3) for a team; any other SQLAlchemy URL
-works too. The table ``score_history_v2`` is columnar and declared (:data:`HISTORY_COLUMNS`):
-typed columns for the values the reports' trajectories and the score smoothing need, nothing
-else. Feature values, subscores, drivers and contributions stay in each run's scores file (they
-used to ride along as ~4 KB of JSON per row). The unique key (partner_id, as_of, model_version)
+An embedded SQLite file by default; a PostgreSQL server (``postgresql://``, ``postgres://`` or
+``postgresql+psycopg://`` URLs, all through psycopg 3) for a team; any other SQLAlchemy URL
+whose driver is installed works too (:func:`~partnerscore.serving.database.database_url`).
+The table ``score_history_v2`` is columnar and declared (:data:`HISTORY_COLUMNS`): typed
+columns for the values the reports' trajectories and the score smoothing need, nothing else.
+Feature values, subscores, drivers and contributions stay in each run's scores file (they used
+to ride along as ~4 KB of JSON per row). The unique key (partner_id, as_of, model_version)
 is the index the reads use: a partner's rows in date order.
 
 Re-running the same as_of with the same model replaces its rows (idempotent): rows are upserted
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.config import store_exists
+from partnerscore.serving.database import database_url, shown_url
 
 TABLE = "score_history_v2"
 LEGACY_TABLE = "score_history"
@@ -220,32 +222,6 @@ class _NotCommitted(Exception):
     """Carries a ``before_commit`` error past the store's error wrapping (rolled back)."""
 
 
-def database_url(url: str) -> str:
-    """The SQLAlchemy URL to connect with: plain ``postgresql://`` goes through psycopg 3.
-
-    SQLAlchemy's default PostgreSQL driver is psycopg2, which is not installed; psycopg 3 is.
-
-    Raises:
-        sqlalchemy.exc.ArgumentError: An unparsable URL (ValueError: a port that is no number).
-    """
-    parsed = sa.engine.make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
-
-
-def shown_url(url: str) -> str:
-    """A database URL as error messages show it: its password masked (``***``).
-
-    ``(unparsable URL)`` for one SQLAlchemy cannot read (never the text itself: where the
-    password is in it is not known).
-    """
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
-        return "(unparsable URL)"
-
-
 @contextmanager
 def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
     """Database problems (locked, unreachable, read-only, unparsable URL) as one line.
@@ -270,15 +246,17 @@ def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
 def store_engine(store: str, url: str, shown: Callable[[], str], **kwargs) -> sa.Engine:
     """An engine for ``url`` (:func:`database_url`), or one line naming the store.
 
-    A URL SQLAlchemy cannot parse (``sqlite:/x.db``, a port that is no number) is a
-    :class:`PartnerscoreError` too: config validation stops those first, the Python API and
-    a job given a URL directly did not (a traceback, or MLflow-free ``ValueError``).
+    A URL the stores cannot open (``sqlite:/x.db``, a port that is no number, an unknown
+    scheme, a driver that is not installed) is a :class:`PartnerscoreError` with
+    :func:`database_url`'s reason: config validation stops those first with the same rule,
+    the Python API and a job given a URL directly did not (a traceback, or MLflow-free
+    ``ValueError``).
     """
     with store_errors(store, shown):
         try:
             target = database_url(url)
-        except ValueError as exc:  # make_url's int() of the port
-            raise PartnerscoreError(f"{store} {shown()}: cannot parse the URL ({exc})") from None
+        except ValueError as exc:
+            raise PartnerscoreError(f"{store} {shown()}: {exc}") from None
         return sa.create_engine(target, **kwargs)
 
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.serving.config import store_exists
+from partnerscore.serving.database import shown_url
 from partnerscore.serving.history import (
     EarlierRows,
     add_missing_columns,
@@ -35,7 +36,6 @@ from partnerscore.serving.history import (
     lacking,
     last_dates,
     rows_of_partners,
-    shown_url,
     store_engine,
     store_errors,
 )

@@ -560,3 +560,30 @@ def test_a_signal_while_the_console_script_imports_says_so(tmp_path, json_flag, 
         assert json.loads(job.stdout) == {"command": None, "error": said, "exit_code": code}
     else:
         assert job.stdout == ""
+
+
+def test_score_with_a_postgres_history_url_in_the_config_file(
+    raw_dir, cli_config, postgres_url, tmp_path, capsys, monkeypatch
+):
+    """`paths.history_url: postgres://...` (SQLAlchemy's old alias, which both stores open
+    through psycopg 3) was refused by config validation: "unknown database URL scheme
+    'postgres'", exit 2. The config now accepts what the stores accept: the job scores and
+    its rows land on the server."""
+    import json
+
+    from partnerscore.features.core import read_frame
+    from partnerscore.serving.history import ScoreHistory
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config, _ = cli_config
+    data = json.loads(config.read_text())
+    data["paths"]["history_url"] = postgres_url.replace("postgresql+psycopg://", "postgres://")
+    config.write_text(json.dumps(data))
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--raw", str(raw_dir), "--as-of", "2026-04-01", "--out", str(out)]
+    assert main([*argv, "--config", str(config)]) == 0, capsys.readouterr().err
+    history = ScoreHistory(postgres_url)
+    stored = history.read()
+    history.dispose()
+    assert len(stored) == len(read_frame(out)) > 0
+    assert not (tmp_path / "data" / "scores" / "history.sqlite").exists()

@@ -103,6 +103,14 @@ def _config_unknown_history_scheme(tmp):
     ]
 
 
+def _config_history_scheme_without_driver(tmp):
+    """A scheme SQLAlchemy knows whose driver is not installed passed validation; the store
+    then failed on its import (`unexpected ModuleNotFoundError`, exit 70)."""
+    cfg = config_file(tmp, {"paths": {"history_url": "mysql://u:secret@127.0.0.1:1/x"}})
+    argv = ["score", "--raw", raw_copy(tmp), "--as-of", "2024-03-15", "--out", tmp / "s.csv"]
+    return argv + ["--config", cfg], ["paths.history_url", "'mysql'", "MySQLdb"]
+
+
 def _config_bad_toml(tmp):
     path = tmp / "cfg.toml"
     path.write_text("[policy\nrevenue_weight = 0.5\n", encoding="utf-8")

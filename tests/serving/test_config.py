@@ -109,7 +109,8 @@ def test_an_engagement_period_past_the_horizon_is_refused(argv, tmp_path, capsys
     [
         ("postgresql://u:secret@db.example:port/x", "not a database URL (a port that is no number"),
         ("sqlite:/x.db", "not a database URL (unparsable"),
-        ("postgres://u:secret@db.example/x", "unknown database URL scheme 'postgres'"),
+        ("mongodb://u:secret@db.example/x", "unknown database URL scheme 'mongodb'"),
+        ("mysql://u:secret@db.example/x", "scheme 'mysql' needs a driver that is not installed"),
     ],
 )
 def test_a_bad_history_url_says_what_is_wrong(tmp_path, url, said):
@@ -120,3 +121,43 @@ def test_a_bad_history_url_says_what_is_wrong(tmp_path, url, said):
         load_config(path)
     assert "config key 'paths.history_url'" in str(err.value) and said in str(err.value)
     assert "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///x.db",
+        "sqlite://",
+        "postgresql://u:secret@127.0.0.1:1/x",
+        "postgres://u:secret@127.0.0.1:1/x",  # SQLAlchemy's old alias: the stores open it
+        "postgresql+psycopg://u:secret@127.0.0.1:1/x",
+        "postgres+psycopg://u:secret@127.0.0.1:1/x",
+        "mysql://u:secret@127.0.0.1:1/x",  # a known dialect, its driver not installed
+        "mongodb://u:secret@127.0.0.1:1/x",
+        "sqlite:/x.db",
+        "postgresql://u:secret@db.example:port/x",
+    ],
+)
+def test_the_config_accepts_a_history_url_if_and_only_if_the_stores_open_it(tmp_path, url):
+    """Two rules disagreed: `postgres://` was refused by the config although both stores open
+    it, `mysql://` accepted although neither can. One rule now decides both (engines only:
+    nothing connects)."""
+    from partnerscore.serving.history import store_engine
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"paths": {"history_url": url}}))
+    try:
+        load_config(path)
+        config_error = None
+    except PartnerscoreError as exc:
+        config_error = str(exc)
+    try:
+        store_engine("score history", url, lambda: "URL").dispose()
+        store_error = None
+    except PartnerscoreError as exc:
+        store_error = str(exc)
+    assert (config_error is None) == (store_error is None), (config_error, store_error)
+    if store_error is not None:  # the same reason, one line, no password
+        reason = store_error.removeprefix("score history URL: ")
+        assert config_error.endswith(reason) and "\n" not in config_error
+        assert "secret" not in config_error

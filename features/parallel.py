@@ -52,8 +52,20 @@ _RUNNING: set[WorkerPool] = set()
 """The pools started and not closed or stopped yet (:func:`stop_workers`)."""
 
 
+WORKER_DIED = 71
+"""Exit code of a job whose worker process died: ``EX_OSERR`` of BSD's sysexits.h.
+
+Not 1 (a command that ran and reports a failing verdict: ``monitor``'s alarms, a refused
+``promote``) nor 70 (a bug): the job failed for a reason outside its code, most often the
+kernel's out-of-memory killer, and a rerun with ``--workers 1`` or more memory may succeed.
+"""
+
+
 class WorkerDied(PartnerscoreError):
-    """A worker process ended before returning its task's result."""
+    """A worker process ended before returning its task's result (exit :data:`WORKER_DIED`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=WORKER_DIED)
 
 
 def available_workers() -> int:
@@ -118,7 +130,7 @@ class WorkerPool:
         try:
             return future.result()
         except BrokenProcessPool:
-            raise WorkerDied(self._death(), exit_code=1) from None
+            raise WorkerDied(self._death()) from None
 
     def _death(self) -> str:
         # the pool's manager thread terminates the other workers (SIGTERM) and reaps them all;
@@ -127,10 +139,8 @@ class WorkerPool:
         codes = sorted({p.exitcode for p in self._processes if p.exitcode})
         if len(codes) > 1:
             codes = [code for code in codes if code != -signal.SIGTERM]
-        how = ", ".join(
-            f"killed by signal {-code}" if code < 0 else f"exit code {code}" for code in codes
-        )
-        hint = ", out of memory?" if -signal.SIGKILL in codes else ""
+        how = ", ".join(_killed_by(-code) if code < 0 else f"exit code {code}" for code in codes)
+        hint = "; out of memory?" if -signal.SIGKILL in codes else ""
         return (
             f"a worker process stopped before finishing its task ({how or 'no exit code'}"
             f"{hint}); rerun with --workers 1 or with more memory"
@@ -158,6 +168,14 @@ class WorkerPool:
         """Wait for the submitted tasks and the processes to end."""
         self._executor.shutdown(wait=True)
         _RUNNING.discard(self)
+
+
+def _killed_by(number: int) -> str:
+    """``killed by signal 9, SIGKILL`` (the number alone where this system has no name)."""
+    try:
+        return f"killed by signal {number}, {signal.Signals(number).name}"
+    except ValueError:
+        return f"killed by signal {number}"
 
 
 def stop_workers() -> None:

@@ -5,9 +5,10 @@ one job function and prints its summary. A :class:`PartnerscoreError` becomes on
 and exit code 2; a usage error (an option missing, options that clash, a bad option value: an
 :class:`~partnerscore.features.core.OptionError`) prints the command's usage line first, as the
 parser's own errors do. An unexpected error (a bug) is one line too, exit code 70
-(:data:`CRASHED`). Nothing prints a traceback unless ``PARTNERSCORE_DEBUG=1``. With
-``--json`` every failure also prints one JSON object on stdout (``error``, ``exit_code``,
-``command``), as every success prints its result.
+(:data:`CRASHED`); a worker process that died (killed by the kernel when out of memory) exit
+code 71 (:data:`~partnerscore.features.parallel.WORKER_DIED`). Nothing prints a traceback
+unless ``PARTNERSCORE_DEBUG=1``. With ``--json`` every failure also prints one JSON object on
+stdout (``error``, ``exit_code``, ``command``), as every success prints its result.
 """
 
 from __future__ import annotations

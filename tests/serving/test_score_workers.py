@@ -537,6 +537,34 @@ def test_a_killed_worker_stops_the_job_with_a_one_line_error_and_publishes_nothi
     assert not state["published"] and state["staged"] == [] and state["ledger"] == 0
 
 
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_killed_worker_exits_71_naming_the_signal(
+    raw_dir, cli_config, tmp_path, forced, monkeypatch, capsys, json_flag
+):
+    """A worker killed by the kernel (out of memory) or an operator exited 1, the code of a
+    failing verdict (`monitor`'s alarms, a refused `promote`): a scheduler could not tell the
+    job failed. It is now 71 (sysexits.h's EX_OSERR) and the line names the signal."""
+    import json
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(score_job, "raw_anomalies", die_by_sigkill)  # the anomaly worker
+    config, _ = cli_config
+    out = tmp_path / "out" / "scores.parquet"
+    argv = ["score", "--raw", str(raw_dir), "--as-of", "2026-03-01", "--out", str(out)]
+    with no_hang(120):
+        code = main([*json_flag, *argv, "--workers", "2", "-c", str(config)])
+    captured = capsys.readouterr()
+    said = (
+        "a worker process stopped before finishing its task (killed by signal 9, SIGKILL; "
+        "out of memory?); rerun with --workers 1 or with more memory"
+    )
+    assert code == 71
+    assert captured.err == f"error: {said}\n"
+    if json_flag:
+        assert json.loads(captured.out) == {"command": "score", "error": said, "exit_code": 71}
+    assert not out.exists() and not rejects_path(out).exists()
+
+
 def test_a_failed_ledger_staging_in_the_worker_writes_and_publishes_nothing(
     raw_dir, store_config, tmp_path, forced, monkeypatch
 ):

@@ -13,11 +13,21 @@ stdout (``error``, ``exit_code``, ``command``), as every success prints its resu
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # `python -m partnerscore.serving.cli` starts as the console script does
+    # (`serving/console.py`: SIGTERM and Ctrl-C handled before the CLI's imports, which it
+    # then makes, this module anew); the imports below ran first and a signal meanwhile ended
+    # the process by it (-15, or -2 with a KeyboardInterrupt traceback)
+    from partnerscore.serving.console import main as _console_main
+
+    sys.exit(_console_main())
+
 import _thread
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -1114,7 +1124,3 @@ def _exit_now(code: int) -> None:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
             stream.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

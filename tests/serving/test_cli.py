@@ -521,17 +521,35 @@ sys.meta_path.insert(0, _SigtermAtImport())
 """A sitecustomize: SIGTERM to itself as the console script starts importing the CLI."""
 
 
+_CONSOLE_SCRIPT = (  # the installed console script's entry point, as its launcher runs it
+    "import sys; from importlib.metadata import entry_points; "
+    "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
+)
+ENTRY_POINTS = {
+    "console_script": ["-c", _CONSOLE_SCRIPT],
+    "module_cli": ["-m", "partnerscore.serving.cli"],
+    "module_package": ["-m", "partnerscore"],
+}
+"""The ways to start the CLI: the console script, ``python -m`` of the CLI and of the package."""
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 @pytest.mark.parametrize(
     ("signum", "code", "said"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "aborted")]
 )
-def test_a_signal_while_the_console_script_imports_says_so(tmp_path, json_flag, signum, code, said):
+def test_a_signal_while_the_console_script_imports_says_so(
+    tmp_path, json_flag, signum, code, said, entry
+):
     """A SIGTERM before `main()` had installed its handler (while the console script imported
     the CLI, ~0.2 s and more on a busy machine) ended the process by the signal: exit -15,
     nothing said (41 of 250 SIGTERMs sent in a score job's first 3.4 s); a Ctrl-C there printed
     Python's KeyboardInterrupt traceback and died by the signal (-2). The entry point now
     handles both before those imports: `terminated`, 143 / `aborted`, 130, with `--json` the
-    error object, as once the job runs."""
+    error object, as once the job runs. `python -m partnerscore.serving.cli` still imported the
+    whole CLI first (-15 / -2 with a traceback), and `python -m partnerscore` was no entry
+    point at all ("No module named partnerscore.__main__", exit 1): both now start through
+    the console script's entry (`serving/console.py`)."""
     import json
     import os
     import signal
@@ -541,12 +559,8 @@ def test_a_signal_while_the_console_script_imports_says_so(tmp_path, json_flag, 
     (hook / "sitecustomize.py").write_text(_SIGTERM_AT_TYPER_IMPORT.replace("SIGTERM", signum))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-    script = (  # the installed console script's entry point, as its launcher runs it
-        "import sys; from importlib.metadata import entry_points; "
-        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
-    )
     job = subprocess.run(
-        [sys.executable, "-c", script, *json_flag, "validate", "--raw", str(tmp_path)],
+        [sys.executable, *ENTRY_POINTS[entry], *json_flag, "validate", "--raw", str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,

@@ -72,12 +72,21 @@ def composite_score(
 
 
 def score_tier(score: np.ndarray, policy: PolicyConfig) -> np.ndarray:
-    """Tier name of each score: the best tier whose lower bound it reaches."""
+    """Tier name of each score: the best tier whose lower bound it reaches.
+
+    Below every bound: the lowest tier. A missing score (NaN) has no tier: None, a missing
+    ``score_tier`` in the scores file. NaN reaches no bound, which the count of bounds above
+    the score read as "below none of them": the best tier (unreachable while the heads always
+    predict; a missing score must never pass as a top partner, as in :func:`percentile_of`).
+    """
     cutoffs = sorted(policy.tier_cutoffs.items(), key=lambda kv: kv[1], reverse=True)
     names = np.array([name for name, _ in cutoffs] + [cutoffs[-1][0]], dtype=object)
     bounds = np.array([bound for _, bound in cutoffs])
-    idx = (np.asarray(score)[:, None] < bounds[None, :]).sum(axis=1)
-    return names[np.minimum(idx, len(cutoffs) - 1)]
+    values = np.asarray(score, dtype=float)
+    idx = (values[:, None] < bounds[None, :]).sum(axis=1)
+    tiers = names[np.minimum(idx, len(cutoffs) - 1)]
+    tiers[np.isnan(values)] = None
+    return tiers
 
 
 def quadrant(
@@ -234,7 +243,8 @@ def action_schedule(
     n = len(tiers)
     when = pd.to_datetime(pd.Series(np.broadcast_to(np.asarray(as_of), (n,))))
     blank = {"title": "", "detail": "", "owner": "", "review_days": None}
-    tier_entries = [book["tiers"].get(str(t), blank) for t in tiers]
+    # a missing tier (no score) has no tier action: blank, as without a ``tiers`` section
+    tier_entries = [book["tiers"].get(t, blank) if isinstance(t, str) else blank for t in tiers]
     quad_entries = [book["quadrants"][q] for q in quadrants]
     prov, done = np.asarray(provisional, dtype=bool), np.asarray(out_of_scope, dtype=bool)
     for i in range(n):
@@ -482,7 +492,7 @@ def stable_tier(
     guardrail: bool,
     previous: list[tuple[float, str]],
     policy: PolicyConfig,
-) -> tuple[str, str, str]:
+) -> tuple[str | None, str | None, str]:
     """One partner's tier decision, with hysteresis (a pure twin-friendly scalar rule).
 
     The candidate is the tier of the smoothed score. With no earlier decision it is adopted.
@@ -500,10 +510,11 @@ def stable_tier(
         policy: Tier cutoffs, margin, batches, guardrail threshold.
 
     Returns:
-        (decided tier, candidate tier, reason the previous tier was held or "").
+        (decided tier, candidate tier, reason the previous tier was held or ""); no tier
+        (None, None, "") for a missing smoothed score.
     """
     bounds = _tier_bounds(policy)
-    candidate = str(score_tier(np.array([smoothed]), policy)[0])
+    candidate = score_tier(np.array([smoothed]), policy)[0]
     return _decide_tier(smoothed, score, guardrail, previous, policy, candidate, bounds)
 
 
@@ -513,10 +524,16 @@ def _decide_tier(
     guardrail: bool,
     previous: list[tuple[float, str]],
     policy: PolicyConfig,
-    candidate: str,
+    candidate: str | None,
     bounds: dict[str, tuple[int, float]],
-) -> tuple[str, str, str]:
-    """:func:`stable_tier` given the candidate tier and the tier bounds (computed once a batch)."""
+) -> tuple[str | None, str | None, str]:
+    """:func:`stable_tier` given the candidate tier and the tier bounds (computed once a batch).
+
+    A missing smoothed score (no candidate tier) decides no tier: nothing to hold a tier
+    against, and a missing score is never read as any tier.
+    """
+    if candidate is None:
+        return None, None, ""
     prev = previous[-1][1] if previous else None
     if prev not in bounds:  # no earlier decision, or one outside the tiers (graduated)
         return candidate, candidate, ""
@@ -577,7 +594,7 @@ def stable_tiers(
     partner_ids = list(partner_ids)
     if not len(partner_ids) == len(scores) == len(guardrail) == len(frozen) == n:
         raise ValueError("stable_tiers: inputs of different lengths")
-    candidates = np.array([str(t) for t in score_tier(smoothed, policy)], dtype=object)
+    candidates = score_tier(smoothed, policy)  # None where the smoothed score is missing
     candidates[frozen] = frozen_tier
     tiers = candidates.copy()
     reasons = np.full(n, "", dtype=object)
@@ -592,7 +609,7 @@ def stable_tiers(
             bool(guardrail[i]),
             earlier,
             policy,
-            str(candidates[i]),
+            candidates[i],
             bounds,
         )
     return tiers, candidates, reasons

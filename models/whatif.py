@@ -276,7 +276,7 @@ def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
     factor = pol.adjustment_factor(scores, policy)
     layers = {layer: scores[f"score_model_{layer}"].to_numpy(float) for layer in LAYERS}
     score, _, _ = pol.weighted_score(scores["score_base"].to_numpy(float), layers, mult, factor)
-    tier = pol.score_tier(score, policy)
+    tier = _tier_text(pol.score_tier(score, policy))  # no score: "missing", never a tier
     graduated = scores["score_tier"].astype(str).to_numpy() == pol.OUT_OF_SCOPE_TIER
     if "score_tier_raw" in scores:  # scope, not a decision: the raw tier says it too
         graduated |= scores["score_tier_raw"].astype(str).to_numpy() == pol.OUT_OF_SCOPE_TIER
@@ -285,7 +285,7 @@ def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
     # hysteresis, guardrails and overrides decided the published one (comparing the decided
     # tier moved 82 of the demo's 2,000 partners under an unchanged policy)
     before = "score_tier_raw" if "score_tier_raw" in scores else "score_tier"
-    tier_before = scores[before].astype(str).to_numpy().copy()
+    tier_before = _tier_text(scores[before])
     tier_before[graduated] = pol.OUT_OF_SCOPE_TIER
     return pd.DataFrame(
         {
@@ -297,6 +297,22 @@ def reapply_policy(scores: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame:
             "maturity_band_after": band,
         }
     )
+
+
+MISSING_TIER = "missing"
+"""A missing tier (a row without a score) in the what-if's tables: ``forecast``'s label for a
+missing segment value."""
+
+
+def _tier_text(values) -> np.ndarray:
+    """Tiers as text, a missing one (None, NaN) as :data:`MISSING_TIER` (object array).
+
+    A missing tier was NaN beside the tier names (``astype(str)`` keeps it missing), and the
+    migration matrix's sort of them failed: ``whatif --policy`` stopped with "unexpected
+    TypeError", exit 70.
+    """
+    column = pd.Series(np.asarray(values, dtype=object), dtype=object)
+    return column.where(column.notna(), MISSING_TIER).astype(str).to_numpy(dtype=object)
 
 
 def migration_matrix(moves: pd.DataFrame, tiers: list[str]) -> pd.DataFrame:

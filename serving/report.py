@@ -1406,7 +1406,10 @@ def portfolio_page(
     thresholds = tier_thresholds(config.policy, frame)
     cutoffs = dict(config.policy.tier_cutoffs)
     score_tier = text_column(frame["score_tier"])
-    tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in sorted(score_tier.unique())]
+    # a partner without a score has no tier (empty): counted apart, not as a tier named ""
+    named = sorted(t for t in score_tier.unique() if t)
+    tiers = [{"name": t, "n": int((score_tier == t).sum())} for t in named]
+    untiered = int((score_tier == "").sum())
     provisional = frame["provisional"].map(_flag) if "provisional" in frame else None
     guardrail = frame["guardrail_flag"].map(_flag) if "guardrail_flag" in frame else None
     # partners past the trained onboarding ages: the model was not validated there, so their
@@ -1462,6 +1465,7 @@ def portfolio_page(
             model_version=distinct("model_version"),
             config_hash=distinct("config_hash"),
             tiers=tiers,
+            untiered=untiered,
             total_revenue=_money(revenue[~graduated].sum()),
             graduated_revenue=_money(revenue[graduated].sum()) if graduated.any() else "",
             provisional=int(provisional.sum()) if provisional is not None else 0,

@@ -1135,7 +1135,8 @@ class PageRenderer:
             '\n</header>\n'
             '<main>\n<section>\n  <h2>Scores</h2>\n  <div class="cards">\n    <div class="card">'
             '<div class="k">Composite score</div><div class="v" id="score">', score,
-            '</div>\n      <div class="muted">tier <strong id="tier">', _e(tier), "</strong>",
+            '</div>\n      <div class="muted">tier <strong id="tier">', _e(tier) or "–",
+            "</strong>",
             f" · smoothed {smoothed}" if smoothed else "",
             f" · previous {previous}" if previous != "–" else "",
             "</div>\n      ",

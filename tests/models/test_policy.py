@@ -100,6 +100,64 @@ def test_tiers_and_quadrants():
     assert quads.tolist() == list(policy.QUADRANTS)
 
 
+def tier_reference(score: float, cutoffs: dict[str, float]) -> str | None:
+    """The slow twin of ``score_tier`` for one score: the best tier whose bound it reaches,
+    the lowest tier below every bound, and no tier (None) for a missing score."""
+    if math.isnan(score):
+        return None
+    ordered = sorted(cutoffs.items(), key=lambda kv: kv[1], reverse=True)
+    for name, bound in ordered:
+        if score >= bound:
+            return name
+    return ordered[-1][0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bounds=st.lists(st.floats(0, 100), min_size=1, max_size=5, unique=True),
+    scores=st.lists(
+        st.floats(-10, 110) | st.sampled_from([math.nan, 0.0, 25.0, 50.0, 75.0, 100.0]),
+        max_size=12,
+    ),
+)
+@example(bounds=[75.0, 50.0, 25.0, 0.0], scores=[math.nan])  # was "A": the best tier
+def test_score_tier_equals_the_case_by_case_definition(bounds, scores):
+    cutoffs = {f"T{i}": bound for i, bound in enumerate(bounds)}
+    cfg = PolicyConfig(tier_cutoffs=cutoffs)
+    fast = policy.score_tier(np.array(scores, dtype=float), cfg)
+    assert fast.tolist() == [tier_reference(s, cutoffs) for s in scores]
+
+
+def test_a_missing_score_has_no_tier():
+    """NaN reached no lower bound, which the count of bounds above the score read as "below
+    none of them": the best tier, A (unreachable while the heads always predict). A missing
+    score now has no tier (None; a missing cell in the scores file), in the hysteresis too."""
+    cfg = PolicyConfig()
+    assert policy.score_tier(np.array([np.nan, 80.0, np.nan]), cfg).tolist() == [None, "A", None]
+    assert policy.stable_tier(np.nan, np.nan, False, [], cfg) == (None, None, "")
+    assert policy.stable_tier(np.nan, np.nan, False, [(80.0, "A")], cfg) == (None, None, "")
+    tiers, candidates, reasons = policy.stable_tiers(
+        ["p", "q", "r"],
+        np.array([np.nan, np.nan, 80.0]),
+        np.array([np.nan, np.nan, 80.0]),
+        np.array([False, False, False]),
+        {"q": [(60.0, "B")], "r": [(80.0, "A")]},
+        cfg,
+    )
+    assert tiers.tolist() == [None, None, "A"] and candidates.tolist() == [None, None, "A"]
+    assert reasons.tolist() == ["", "", ""]
+    schedule = policy.action_schedule(
+        np.array([None, "A"], dtype=object),
+        np.array(["low_revenue_low_engagement"] * 2, dtype=object),
+        np.array([False, False]),
+        np.array([False, False]),
+        np.datetime64("2026-03-01"),
+        cfg,
+    )
+    assert schedule["tier_action"][0] == "" and schedule["tier_review_date"][0] == ""
+    assert schedule["tier_action"][1] != ""
+
+
 def test_shipped_playbook_interventions_and_provisional():
     cfg = PolicyConfig(min_observation_days=60)
     prov = policy.is_provisional(np.array([30, 60, 400]), cfg)

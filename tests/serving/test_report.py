@@ -817,3 +817,48 @@ def test_an_interrupted_run_leaves_no_index_of_the_previous_batch(
     monkeypatch.setattr(rp, "render_pages", real)
     run_report(root / "scores.csv", out, cfg, workers=1)
     assert "Report incomplete" not in (out / "index.html").read_text()
+
+
+def test_a_partner_without_a_score_has_no_tier_in_report_forecast_and_whatif(
+    scored_dir, tmp_path, capsys
+):
+    """A scores row whose score and tiers are missing (the policy's `score_tier(NaN)` gave the
+    best tier, A, until 2026-12-06; now no tier): `whatif --policy` crashed on it ("unexpected
+    TypeError", exit 70: a missing tier sorted against tier names), and the portfolio page
+    counted it as "Tier " (an empty name) with an empty filter option. Each caller now says
+    it: the page `tier –`, the portfolio a "No tier (no score)" count, the forecast by
+    score_tier its `missing` segment, the what-if its `missing` tier."""
+    from partnerscore.features.core import read_frame
+
+    root, _ = scored_dir
+    frame = read_frame(root / "scores.csv")
+    row = int(np.flatnonzero(frame["score_tier"].to_numpy(dtype=object) == "A")[0])
+    pid = frame.loc[row, "partner_id"]
+    frame.loc[row, ["score", "score_smoothed", "score_base"]] = np.nan
+    frame.loc[row, ["score_tier", "score_tier_raw", "score_tier_candidate"]] = np.nan
+    frame.loc[row, ["tier_action", "tier_action_detail", "tier_action_owner"]] = ""
+    scores = tmp_path / "scores.parquet"
+    write_frame_atomic(frame, scores)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"policy": {"revenue_weight": 0.6}}))
+
+    assert main(["report", "--scores", str(scores), "--out", str(tmp_path / "r")]) == 0
+    page = next((tmp_path / "r" / "partners").glob(f"{pid}-*.html")).read_text("utf-8")
+    assert '<strong id="tier">–</strong>' in page
+    index = (tmp_path / "r" / "index.html").read_text("utf-8")
+    assert '<div class="k">Tier </div>' not in index and '<option value=""></option>' not in index
+    assert '<div class="k">No tier (no score)</div><div class="v">1</div>' in index
+
+    out = tmp_path / "forecast.csv"
+    assert main(["forecast", "--scores", str(scores), "--by", "score_tier", "--out", str(out)]) == 0
+    segments = read_frame(out).set_index("score_tier")
+    assert segments.loc["missing", "partners"] == 1
+    assert segments.loc["missing", "expected_revenue"] == pytest.approx(
+        frame.loc[row, "pred_revenue"]
+    )
+
+    capsys.readouterr()
+    assert main(["--json", "whatif", "--policy", str(policy), "--scores", str(scores)]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert re.search(r"^ +missing( +0)+ +1$", summary, re.M), summary  # missing -> missing
+    assert "    missing: $" in summary

@@ -18,6 +18,8 @@ from partnerscore.features.config import (
 from partnerscore.features.core import (
     FrozenConfig,
     PartnerscoreError,
+    existing_file,
+    file_fingerprint,
     read_text_file,
     stable_hash,
 )
@@ -122,6 +124,28 @@ class WhatIfConfig(FrozenConfig):
 HASH_EXCLUDES = {"paths"}
 """Sections of the configuration its hash leaves out: where files live, not what is computed."""
 
+HASH_CONTENT_KEYS = {
+    ("policy", "playbook_path"): "playbook file",
+    ("score", "overrides_path"): "overrides file",
+}
+"""Keys naming an input file whose content decides results: the hash takes the file's bytes
+(SHA-256), not its path, so an edited file changes the hash and a moved copy keeps it."""
+
+
+def content_fingerprint(path: str, key: str, what: str) -> str:
+    """SHA-256 of the bytes of the file a :data:`HASH_CONTENT_KEYS` key names, or one line.
+
+    Raises:
+        PartnerscoreError: Missing, a folder or unreadable: ``<path>: <what> (config key
+            <key>) not found`` and the like.
+    """
+    what = f"{what} (config key {key})"
+    checked = existing_file(path, what)
+    try:
+        return file_fingerprint(checked)
+    except OSError as exc:
+        raise PartnerscoreError(f"{checked}: cannot read {what}: {exc.strerror or exc}") from exc
+
 
 class AppConfig(FrozenConfig):
     """Everything configurable, with shipped defaults."""
@@ -151,9 +175,21 @@ class AppConfig(FrozenConfig):
         the data folder, the MLflow store and the score history live). The same settings run
         from another folder, or with the history on PostgreSQL instead of SQLite, stamp the
         same hash. Until 2026-12-06 ``paths`` was hashed too (README, "Configuration"): a
-        hash stamped before then differs from today's for the same settings.
+        hash stamped before then differs from today's for the same settings. The files that
+        :data:`HASH_CONTENT_KEYS` name enter by their content (until 2026-12-06 by their
+        path: an edited playbook kept the hash, a moved copy changed it).
+
+        Raises:
+            PartnerscoreError: Such a file cannot be read (one line naming it and its key).
         """
-        return stable_hash(self.model_dump(mode="json", exclude=HASH_EXCLUDES))
+        payload = self.model_dump(mode="json", exclude=HASH_EXCLUDES)
+        for (section, key), what in HASH_CONTENT_KEYS.items():
+            path = payload[section][key]
+            if path is not None:
+                payload[section][key] = {
+                    "sha256": content_fingerprint(path, f"{section}.{key}", what)
+                }
+        return stable_hash(payload)
 
     def train_arguments(self) -> dict:
         """The keywords of ``run_train`` this configuration decides.

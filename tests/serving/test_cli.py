@@ -601,3 +601,38 @@ def test_score_with_a_postgres_history_url_in_the_config_file(
     history.dispose()
     assert len(stored) == len(read_frame(out)) > 0
     assert not (tmp_path / "data" / "scores" / "history.sqlite").exists()
+
+
+def test_score_rows_stamp_the_playbook_by_content_not_by_path(raw_dir, cli_config, tmp_path):
+    """An edited playbook (same `policy.playbook_path`) stamped the same config_hash on the
+    score rows, and a moved copy of the same file another one: the hash took the path."""
+    import json
+    import shutil
+
+    from partnerscore.features.core import read_frame
+    from partnerscore.models.policy import SHIPPED_PLAYBOOK
+
+    config, _ = cli_config
+    data = json.loads(config.read_text())
+
+    def stamped(playbook) -> str:
+        data["policy"] = {"playbook_path": str(playbook)}
+        config.write_text(json.dumps(data))
+        out = tmp_path / "scores.csv"
+        argv = ["score", "--raw", str(raw_dir), "--as-of", "2026-04-01", "--out", str(out)]
+        assert main([*argv, "--no-history", "--config", str(config)]) == 0
+        hashes = set(read_frame(out)["config_hash"])
+        assert len(hashes) == 1
+        return hashes.pop()
+
+    here = tmp_path / "here" / "playbook.yaml"
+    here.parent.mkdir()
+    shutil.copy(SHIPPED_PLAYBOOK, here)
+    first = stamped(here)
+    moved = tmp_path / "moved" / "playbook.yaml"
+    moved.parent.mkdir()
+    shutil.copy(here, moved)
+    assert stamped(moved) == first
+    with open(here, "a", encoding="utf-8") as handle:
+        handle.write("# reviewed by the channel team\n")
+    assert stamped(here) != first

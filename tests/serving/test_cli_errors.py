@@ -111,6 +111,16 @@ def _config_history_scheme_without_driver(tmp):
     return argv + ["--config", cfg], ["paths.history_url", "'mysql'", "MySQLdb"]
 
 
+def _config_hashed_file_missing(tmp):
+    """The config hash reads the files it names (their content, not their path): one it
+    cannot read names the file and its key (train ran on, hashing the path, until 2026-12-06)."""
+    (tmp / "feat").mkdir()
+    cfg = config_file(tmp, {"score": {"overrides_path": str(tmp / "gone.csv")}})
+    return ["train", "--features", tmp / "feat", "--config", cfg], [
+        "gone.csv: overrides file (config key score.overrides_path) not found"
+    ]
+
+
 def _config_bad_toml(tmp):
     path = tmp / "cfg.toml"
     path.write_text("[policy\nrevenue_weight = 0.5\n", encoding="utf-8")

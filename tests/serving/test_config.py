@@ -161,3 +161,49 @@ def test_the_config_accepts_a_history_url_if_and_only_if_the_stores_open_it(tmp_
         reason = store_error.removeprefix("score history URL: ")
         assert config_error.endswith(reason) and "\n" not in config_error
         assert "secret" not in config_error
+
+
+def test_the_hash_follows_the_content_of_the_files_it_names(tmp_path):
+    """`policy.playbook_path` and `score.overrides_path` entered the hash by their path: an
+    edited playbook stamped the same hash as before the edit, and a moved copy of the same
+    file another one. They now enter by the file's bytes (SHA-256)."""
+    import shutil
+
+    from partnerscore.models.policy import SHIPPED_PLAYBOOK
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    shutil.copy(SHIPPED_PLAYBOOK, here / "playbook.yaml")
+    (here / "overrides.csv").write_text("partner_id,tier,reason,expires\nP1,A,deal,2030-01-01\n")
+    shutil.copytree(here, there)
+
+    def config(folder):
+        return AppConfig.model_validate(
+            {
+                "policy": {"playbook_path": str(folder / "playbook.yaml")},
+                "score": {"overrides_path": str(folder / "overrides.csv")},
+            }
+        )
+
+    first = config(here).hash()
+    assert config(there).hash() == first  # a moved copy: the same settings
+    assert first != AppConfig().hash()
+    with open(here / "playbook.yaml", "a", encoding="utf-8") as handle:
+        handle.write("# edited\n")
+    edited = config(here).hash()
+    assert edited != first  # the same path, other content
+    (here / "overrides.csv").write_text("partner_id,tier,reason,expires\nP1,B,deal,2030-01-01\n")
+    assert config(here).hash() not in (first, edited)
+    assert config(there).hash() == first  # the copy's content did not change
+
+
+@pytest.mark.parametrize("key", ["policy.playbook_path", "score.overrides_path"])
+def test_a_file_the_hash_cannot_read_is_one_line(tmp_path, key):
+    section, name = key.split(".")
+    for path, said in ((tmp_path / "gone.yaml", "not found"), (tmp_path, "is a folder")):
+        cfg = AppConfig.model_validate({section: {name: str(path)}})
+        with pytest.raises(PartnerscoreError) as err:
+            cfg.hash()
+        message = str(err.value)
+        assert message.startswith(f"{path}: ") and said in message and key in message, message
+        assert "\n" not in message

@@ -117,6 +117,9 @@ def test_renderer_matches_the_template_on_generated_batches(program, data):
         frame["tier_action"] = np.where(same, frame["intervention"], "Grow to tier A")
     if data.draw(st.booleans()):
         frame["partner_name"] = data.draw(st.lists(HOSTILE_TEXT, min_size=n, max_size=n))
+    if data.draw(st.booleans()):  # partners without a score have no tier: `tier –` in both
+        missing = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        frame["score_tier"] = frame["score_tier"].astype(object).where(~missing, None)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = AppConfig.model_validate({"paths": {"data_dir": tmp}})
         store = ScoreHistory(cfg.paths.history_database())

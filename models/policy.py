@@ -95,13 +95,23 @@ def quadrant(
     reference: dict[str, list[float]],
     policy: PolicyConfig,
 ) -> np.ndarray:
-    """Revenue (high: at or above the reference quantile) x engagement (high: >= threshold)."""
+    """Revenue (high: at or above the reference quantile) x engagement (high: >= threshold).
+
+    A missing prediction (NaN) of either head has no quadrant: None. NaN is below every
+    threshold, which read it as low/low (``low_revenue_low_engagement``, "Dormant", and its
+    playbook action); as with :func:`score_tier`, a missing prediction is never read as a
+    reading of the partner (unreachable while the heads always predict).
+    """
     threshold = float(np.interp(policy.revenue_high_quantile, GRID, reference["revenue_quantiles"]))
-    high_rev = np.asarray(pred_revenue) >= threshold
-    high_eng = np.asarray(pred_engagement) >= policy.engagement_high
+    rev = np.asarray(pred_revenue, dtype=float)
+    eng = np.asarray(pred_engagement, dtype=float)
+    high_rev = rev >= threshold
+    high_eng = eng >= policy.engagement_high
     names = np.array(QUADRANTS, dtype=object)
     idx = np.where(high_rev, np.where(high_eng, 0, 1), np.where(high_eng, 2, 3))
-    return names[idx]
+    quads = names[idx]
+    quads[np.isnan(rev) | np.isnan(eng)] = None
+    return quads
 
 
 DEFAULT_OWNER = "channel account manager"
@@ -245,7 +255,8 @@ def action_schedule(
     blank = {"title": "", "detail": "", "owner": "", "review_days": None}
     # a missing tier (no score) has no tier action: blank, as without a ``tiers`` section
     tier_entries = [book["tiers"].get(t, blank) if isinstance(t, str) else blank for t in tiers]
-    quad_entries = [book["quadrants"][q] for q in quadrants]
+    # a missing quadrant (no prediction) has no quadrant action: blank
+    quad_entries = [book["quadrants"][q] if isinstance(q, str) else blank for q in quadrants]
     prov, done = np.asarray(provisional, dtype=bool), np.asarray(out_of_scope, dtype=bool)
     for i in range(n):
         special = book["graduated"] if done[i] else book["provisional"] if prov[i] else None
@@ -278,15 +289,20 @@ def interventions(
     """(quadrant label, intervention title, intervention detail) per row.
 
     Provisional partners get the playbook's ``provisional`` action; partners past the
-    onboarding ages the model learned from get its ``graduated`` action.
+    onboarding ages the model learned from get its ``graduated`` action. A missing quadrant
+    (None: no prediction) has no label and no action (None), unless one of those applies.
     """
     book = load_playbook(policy)
-    label = np.array([book["quadrants"][q]["label"] for q in QUADRANTS], dtype=object)
-    title = np.array([book["quadrants"][q]["title"] for q in QUADRANTS], dtype=object)
-    detail = np.array([book["quadrants"][q]["detail"] for q in QUADRANTS], dtype=object)
-    idx = pd.Index(QUADRANTS).get_indexer(np.asarray(quadrants, dtype=object))
-    if (idx < 0).any():
-        raise ValueError(f"unknown quadrant {np.asarray(quadrants)[idx < 0][0]!r}")
+    # the last entry serves a missing quadrant: no label, no action
+    label = np.array([book["quadrants"][q]["label"] for q in QUADRANTS] + [None], dtype=object)
+    title = np.array([book["quadrants"][q]["title"] for q in QUADRANTS] + [None], dtype=object)
+    detail = np.array([book["quadrants"][q]["detail"] for q in QUADRANTS] + [None], dtype=object)
+    quads = np.asarray(quadrants, dtype=object)
+    idx = pd.Index(QUADRANTS).get_indexer(quads)
+    missing = np.array([q is None for q in quads], dtype=bool)
+    if (idx[~missing] < 0).any():
+        raise ValueError(f"unknown quadrant {quads[(idx < 0) & ~missing][0]!r}")
+    idx[missing] = len(QUADRANTS)
     t, d = title[idx].copy(), detail[idx].copy()
     if book["provisional"] is not None:
         prov = np.asarray(provisional, dtype=bool)

@@ -865,11 +865,17 @@ def action_scope(graduated: bool, tier: str, quadrant_label: str, provisional: b
     quadrant"; its tier may be an override's (a tier override keeps the hand-over), so the
     flag decides, as it decides the action (``models.policy.interventions``). ``tier`` alone
     tells only for a scores file without the flag.
+
+    A missing quadrant (a missing prediction: ``models.policy.quadrant`` gives none) reads
+    "–" and its action is the model's missing reading, not a quadrant's.
     """
+    quadrant_label = quadrant_label or "–"
     if graduated or tier == OUT_OF_SCOPE_TIER:
         return f"for a graduated partner (quadrant {quadrant_label})"
     if provisional:
         return f"for a provisional partner (quadrant {quadrant_label})"
+    if quadrant_label == "–":
+        return "no quadrant: the model gave no prediction for this partner"
     return f"for the quadrant ({quadrant_label})"
 
 
@@ -1104,7 +1110,7 @@ class PageRenderer:
         t = b.text
         name, pid = _e(t["partner_name"][j]), _e(t["partner_id"][j])
         tier = t["score_tier"][j]
-        quadrant_label = _e(t["quadrant_label"][j])
+        quadrant_label = _e(t["quadrant_label"][j]) or "–"  # no prediction: no quadrant
         provisional, guardrail, anomaly, anomaly_reason = b.flags[j]
         fmt = self.fmt
         score = fmt["score"][j]

@@ -100,6 +100,42 @@ def test_tiers_and_quadrants():
     assert quads.tolist() == list(policy.QUADRANTS)
 
 
+def test_a_missing_prediction_has_no_quadrant_and_no_quadrant_action():
+    """A NaN prediction of either head is below every threshold, which read it as low/low
+    ("Dormant", with its playbook action) until 2026-12-06: now no quadrant (None), no label
+    and no action, unless the partner is provisional or graduated (their actions do not speak
+    for a quadrant); the action schedule's quadrant columns are blank for it."""
+    cfg = PolicyConfig()
+    quads = policy.quadrant(
+        np.array([np.nan, 800.0, np.nan, 100.0]), np.array([0.9, np.nan, np.nan, 0.1]), REF, cfg
+    )
+    assert quads.tolist() == [None, None, None, "low_revenue_low_engagement"]
+    provisional = np.array([False, True, False, False])
+    graduated = np.array([False, False, True, False])
+    label, title, detail = policy.interventions(quads, provisional, cfg, graduated)
+    book = policy.load_playbook(cfg)
+    assert label.tolist() == [None, None, None, "Dormant"]
+    assert title.tolist() == [
+        None,
+        book["provisional"]["title"],
+        book["graduated"]["title"],
+        book["quadrants"]["low_revenue_low_engagement"]["title"],
+    ]
+    assert detail[0] is None
+    with pytest.raises(ValueError, match="unknown quadrant 'middle'"):
+        policy.interventions(np.array(["middle", None], dtype=object), provisional[:2], cfg)
+    actions = policy.action_schedule(
+        np.array(["A", "B", "C", "D"], dtype=object),
+        quads,
+        provisional,
+        graduated,
+        "2026-01-01",
+        cfg,
+    )
+    assert actions["intervention_owner"][0] == ""
+    assert actions["intervention_review_date"][0] == ""
+
+
 def tier_reference(score: float, cutoffs: dict[str, float]) -> str | None:
     """The slow twin of ``score_tier`` for one score: the best tier whose bound it reaches,
     the lowest tier below every bound, and no tier (None) for a missing score."""

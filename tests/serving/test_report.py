@@ -862,3 +862,27 @@ def test_a_partner_without_a_score_has_no_tier_in_report_forecast_and_whatif(
     summary = json.loads(capsys.readouterr().out)["summary"]
     assert re.search(r"^ +missing( +0)+ +1$", summary, re.M), summary  # missing -> missing
     assert "    missing: $" in summary
+
+
+def test_a_partner_without_a_quadrant_reads_no_prediction_on_its_page(scored_dir, tmp_path):
+    """A scores row whose quadrant is missing (``models.policy.quadrant`` gives none for a
+    missing prediction; it read low/low, "Dormant", until 2026-12-06): the page showed an
+    empty quadrant card and "for the quadrant ()" above an empty action. Now "–" and the
+    action card says the model gave no prediction."""
+    from partnerscore.features.core import read_frame
+
+    root, _ = scored_dir
+    frame = read_frame(root / "scores.csv")
+    own = ~frame["out_of_scope"].astype(bool) & ~frame["provisional"].astype(bool)
+    row = int(np.flatnonzero(own.to_numpy())[0])
+    pid = frame.loc[row, "partner_id"]
+    cols = ["quadrant", "quadrant_label", "intervention", "intervention_detail"]
+    frame[cols] = frame[cols].astype(object)
+    frame.loc[row, cols] = None
+    scores = tmp_path / "scores.parquet"
+    write_frame_atomic(frame, scores)
+    assert main(["report", "--scores", str(scores), "--out", str(tmp_path / "r")]) == 0
+    page = next((tmp_path / "r" / "partners").glob(f"{pid}-*.html")).read_text("utf-8")
+    assert '<span class="swatch" style="background:#555555"></span>–</div>' in page
+    assert "no quadrant: the model gave no prediction for this partner" in page
+    assert "for the quadrant ()" not in page

@@ -120,6 +120,10 @@ def test_renderer_matches_the_template_on_generated_batches(program, data):
     if data.draw(st.booleans()):  # partners without a score have no tier: `tier –` in both
         missing = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
         frame["score_tier"] = frame["score_tier"].astype(object).where(~missing, None)
+    if data.draw(st.booleans()):  # no prediction, no quadrant: `–` and no quadrant action
+        missing = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        for col in ("quadrant", "quadrant_label", "intervention", "intervention_detail"):
+            frame[col] = frame[col].astype(object).where(~missing, None)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = AppConfig.model_validate({"paths": {"data_dir": tmp}})
         store = ScoreHistory(cfg.paths.history_database())

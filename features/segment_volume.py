@@ -33,6 +33,7 @@ import pandas as pd
 from partnerscore.features.checks import Check
 from partnerscore.features.config import MonitorConfig
 from partnerscore.features.drift import benjamini_hochberg
+from partnerscore.features.validate import late_tail_days, late_tail_k
 
 AGE_EDGES = (0, 30, 60, 90, 120, 180, 270, 365, 545, 730, 1095)
 """Lower edges (days since signing) of the onboarding-age buckets; the last is open."""
@@ -151,16 +152,65 @@ def _segments(partners: pd.DataFrame, names) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def coverage_start(day: np.ndarray, partner: np.ndarray, k: int, days: int) -> int | None:
+    """The first day from which a table's rows are sustained: ``k`` partners within ``days``.
+
+    The mirror of the late tail at the data's end (:func:`~partnerscore.features.validate.
+    late_tail`): one back-filled or mistyped row dated years before an export's first month
+    must not set where the table's data begins. The start is the first day ``D``, on or
+    after the first row's, such that rows of at least ``k`` distinct partners are dated in
+    ``[D, D + days)``; ``k`` and ``days`` are the late tail's
+    (:func:`~partnerscore.features.validate.late_tail_k`: 1% of the partners, at least 2,
+    at most 10; :func:`~partnerscore.features.validate.late_tail_days`: 7, or 45 below 200
+    partners).
+
+    Args:
+        day: Each row's day (days since 1970, floored).
+        partner: Each row's partner (any integer ids).
+        k: Partners the start needs behind it; below 2 the first row's day is the start.
+        days: Span in days.
+
+    Returns:
+        The start day, the first row's when it is supported or ``k`` is below 2; None when
+        there is no row, or no day has rows of ``k`` partners within ``days`` (too sparse
+        to tell; the caller reads the table from its first row).
+    """
+    if day.size == 0:
+        return None
+    first = int(day.min())
+    if k < 2 or np.unique(partner[day < first + days]).size >= k:
+        return first
+    order = np.lexsort((day, partner))
+    p, d = partner[order], day[order]
+    keep = np.ones(p.size, dtype=bool)
+    keep[1:] = (p[1:] != p[:-1]) | (d[1:] != d[:-1])
+    p, d = p[keep], d[keep]
+    # a row on day r supports every D in [r - days + 1, r]; one partner's rows closer than
+    # ``days`` apart support one run of days, counted once
+    new = np.ones(p.size, dtype=bool)
+    new[1:] = (p[1:] != p[:-1]) | (d[1:] - d[:-1] > days)
+    lo = d[new] - days + 1
+    hi = d[np.append(new[1:], True)]  # each run's last day
+    at, where = np.unique(np.concatenate([lo, hi + 1]), return_inverse=True)
+    step = np.concatenate([np.ones(lo.size), -np.ones(hi.size)])
+    count = np.cumsum(np.bincount(where, weights=step, minlength=at.size))
+    hit = np.flatnonzero(count >= k)  # the count at[i] holds until at[i + 1]
+    return max(int(at[hit[0]]), first) if hit.size else None
+
+
 def _prepare(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: MonitorConfig):
     """Segments and, per event table, the exposure and row counts of every partner.
 
-    A table's baseline starts at its first row when that is later than the
-    ``volume_baseline_days`` before the window (an export holding a year of events of
-    partners signed long before: their partner-days before it had no rows to count).
+    A table's baseline starts where its rows are sustained (:func:`coverage_start`) when that
+    is later than the ``volume_baseline_days`` before the window (an export holding a year
+    of events of partners signed long before: their partner-days before it had no rows to
+    count); rows dated before that start (a back-filled record years earlier) are left out.
 
     Returns:
         (segments as (``name=value``, partner mask), [(table, baseline start in ns or None
-        when the table has no row before the window, x_base, x_win, c_base, c_win)]).
+        when the table has no sustained rows before the window, x_base, x_win, c_base,
+        c_win)], table -> its rows left out as (rows, partner ids, first, last, start) in
+        ns, for the tables with such rows).
     """
     partners = tables["partners"]
     signed = _ns(partners["signed_at"])
@@ -169,24 +219,37 @@ def _prepare(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: Monit
     end = int(_ns([as_of])[0])
     mid = end - config.window_days * DAY_NS
     start = mid - config.volume_baseline_days * DAY_NS
+    k, span = late_tail_k(len(partners)), late_tail_days(len(partners))
     x_win = exposure(signed, mid, end) * known[:, None]
     segments = _segments(partners, config.volume_segments)
-    counted = []
+    counted, early = [], {}
     for table, column in VOLUME_TABLES.items():
         if table not in tables:
             continue
         frame = tables[table]
         when = _ns(frame[column])
-        dated = when[~pd.isna(pd.to_datetime(frame[column])).to_numpy()]
-        first = int(dated.min()) if dated.size and dated.min() < mid else None
+        partner = pd.Index(ids).get_indexer(frame["partner_id"].astype(str))
+        dated = ~pd.isna(pd.to_datetime(frame[column])).to_numpy() & (when < end)
+        first = None
+        if dated.any():
+            days = np.floor_divide(when[dated], DAY_NS)
+            who = pd.factorize(frame["partner_id"].astype(str)[dated])[0]  # any partner id
+            day = coverage_start(days, who, k, span)
+            first = int(when[dated].min()) if day is None else int(when[dated][days >= day].min())
+            before = dated & (when < first)
+            if before.any():
+                who = sorted(set(frame.loc[before, "partner_id"].astype(str)))
+                span_ns = (int(when[before].min()), int(when[before].max()), first)
+                early[table] = (int(before.sum()), who, *span_ns)
+            if first >= mid:
+                first = None
         begin = start if first is None else max(start, first)
         x_base = exposure(signed, begin, mid) * known[:, None]
-        partner = pd.Index(ids).get_indexer(frame["partner_id"].astype(str))
         partner = np.where(known[partner] & (partner >= 0), partner, -1)
         c_base = partner_counts(when, partner, signed, begin, mid)
         c_win = partner_counts(when, partner, signed, mid, end)
         counted.append((table, begin if first is not None else None, x_base, x_win, c_base, c_win))
-    return segments, counted
+    return segments, counted, early
 
 
 def segment_volume_rows(
@@ -196,7 +259,7 @@ def segment_volume_rows(
 
     See :func:`segment_volume_checks`; :func:`rate_test` gives the numbers.
     """
-    segments, counted = _prepare(tables, as_of, config)
+    segments, counted, _ = _prepare(tables, as_of, config)
     rows = []
     for table, _, x_base, x_win, c_base, c_win in counted:
         for segment, mask in segments:
@@ -343,21 +406,30 @@ def segment_volume_report(
     if not config.volume_segments:
         off = "per-segment volume check off: monitor.volume_segments is empty"
         return [_note("quality.segment_volume.off", "all", "info", off, config)], []
-    segments, counted = _prepare(tables, as_of, config)
+    segments, counted, early = _prepare(tables, as_of, config)
     masks = dict(segments)
     rows = []
     data = {}
     notes = []
     mid = as_of - pd.Timedelta(days=config.window_days)
+    n_partners = len(tables["partners"])
+    k, span = late_tail_k(n_partners), late_tail_days(n_partners)
     for table, begin, x_base, x_win, c_base, c_win in counted:
         if begin is None:
+            said = f"{table}: no row before the {config.window_days} days before as_of"
+            if table in early:
+                said = (
+                    f"{table}: its rows are sustained only from "
+                    f"{pd.Timestamp(early[table][4], unit='ns'):%Y-%m-%d}, inside the "
+                    f"{config.window_days} days before as_of (the first day from which {k} "
+                    f"partners have rows within {span} days; {_early_text(table, early)})"
+                )
             notes.append(
                 _note(
                     f"quality.segment_volume.{table}.all",
                     table,
                     "skip",
-                    f"{table}: no row before the {config.window_days} days before as_of, no "
-                    "baseline to compare its segments with",
+                    f"{said}, no baseline to compare its segments with",
                     config,
                 )
             )
@@ -380,10 +452,19 @@ def segment_volume_report(
                 "info",
                 f"the {config.volume_baseline_days}-day baseline reaches before the data: "
                 + ", ".join(
-                    f"{t} from {pd.Timestamp(b, unit='ns'):%Y-%m-%d} ({days[t]:,.0f} days)"
+                    f"{t} from {pd.Timestamp(b, unit='ns'):%Y-%m-%d} ({days[t]:,.0f} days"
+                    + (f"; {_early_text(t, early)}" if t in early else "")
+                    + ")"
                     for t, b in short
                 )
-                + "; each is read from its first row",
+                + "; each is read from its first row"
+                + (
+                    f", the rows left out dated before the first day from which {k} partners "
+                    f"have rows within {span} days (its sustained rows; a back-filled or "
+                    "mistyped date does not set the start)"
+                    if any(t in early for t, _ in short)
+                    else ""
+                ),
                 config,
             )
         )
@@ -470,6 +551,18 @@ def segment_volume_report(
             )
         )
     return notes + checks, views
+
+
+def _early_text(table: str, early: dict) -> str:
+    """``1 leads row of 1 partner (P7) dated 2023-03-02 left out, ...``: what the start left out."""
+    n, who, lo, hi, _ = early[table]
+    lo, hi = pd.Timestamp(lo, unit="ns"), pd.Timestamp(hi, unit="ns")
+    shown = ", ".join(who[:3]) + (", ..." if len(who) > 3 else "")
+    dates = f"{lo:%Y-%m-%d}" + (f" to {hi:%Y-%m-%d}" if hi.normalize() != lo.normalize() else "")
+    return (
+        f"{n:,} {table} row{'s' if n != 1 else ''} of {len(who):,} "
+        f"partner{'s' if len(who) != 1 else ''} ({shown}) dated {dates} left out"
+    )
 
 
 def _note(name: str, subject: str, status: str, detail: str, config: MonitorConfig) -> Check:

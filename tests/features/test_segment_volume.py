@@ -7,6 +7,8 @@ follow how many partners it has at each onboarding age). The check reads each se
 against the rows its partners' onboarding ages lead one to expect.
 """
 
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,9 +25,42 @@ from partnerscore.features.segment_volume import (
     segment_volume_rows,
 )
 from partnerscore.features.simulate import simulate_program
+from partnerscore.features.validate import late_tail_days, late_tail_k
 
 DAY = pd.Timedelta(days=1)
 ORIGIN = pd.Timestamp("2024-01-01")
+
+
+def _plain_coverage_day(rows, k, days):
+    """The first day, from the first row's on, whose next ``days`` days hold rows of ``k``
+    partners, one calendar day at a time (None: no such day; the first row's when k < 2)."""
+    by_day = {}
+    for partner, when in rows:
+        by_day.setdefault(when.date(), set()).add(partner)
+    if not by_day:
+        return None
+    day, last = min(by_day), max(by_day)
+    if k < 2:
+        return day
+    while day <= last:
+        seen = set()
+        for i in range(days):
+            ahead = day + timedelta(days=i)
+            seen |= by_day.get(ahead, set())
+            if ahead >= last:
+                break
+        if len(seen) >= k:
+            return day
+        day += timedelta(days=1)
+    return None
+
+
+def _plain_first_sustained(rows, k, days):
+    """The table's first row on or after :func:`_plain_coverage_day` (its first row when
+    there is no such day)."""
+    day = _plain_coverage_day(rows, k, days)
+    times = [when for _, when in rows if day is None or when.date() >= day]
+    return min(times) if times else None
 
 
 def _plain_rows(tables, as_of, config):
@@ -56,9 +91,14 @@ def _plain_rows(tables, as_of, config):
         if table not in tables:
             continue
         events = tables[table].assign(partner_id=lambda f: f["partner_id"].astype(str))
-        # the table's baseline starts at its first row (any partner's) when that is later
-        first = pd.to_datetime(events[column]).min()
-        begin = max(start, first) if pd.notna(first) and first < mid else start
+        # the table's baseline starts at its first sustained row when that is later
+        dated = events[events[column].notna() & (pd.to_datetime(events[column]) < end)]
+        first = _plain_first_sustained(
+            list(zip(dated["partner_id"], pd.to_datetime(dated[column]), strict=True)),
+            late_tail_k(len(partners)),
+            late_tail_days(len(partners)),
+        )
+        begin = max(start, first) if first is not None and first < mid else start
         events = events.merge(partners[["partner_id", "signed_at"]], on="partner_id")
         events = events[events[column].notna()]
         for name in config.volume_segments:
@@ -157,7 +197,8 @@ def test_segment_volume_rows_equal_a_plain_per_segment_count(tables, window, bas
 def test_a_table_whose_rows_begin_inside_the_baseline_equals_the_plain_count(seed):
     """The baseline starts at the table's first row: random programs whose partners signed
     long before the first event, some without a region (the random examples above rarely
-    reach a first row inside the baseline)."""
+    reach a first row inside the baseline); odd seeds add one stray row 10 days after the
+    origin, which the start leaves out (:func:`coverage_start`)."""
     rng = np.random.default_rng(seed)
     n = 40
     partners = pd.DataFrame(
@@ -177,6 +218,9 @@ def test_a_table_whose_rows_begin_inside_the_baseline_equals_the_plain_count(see
             "created_at": [ORIGIN + pd.Timedelta(hours=int(h)) for h in hours],
         }
     )
+    if seed % 2:  # one stray row long before: the baseline starts at the sustained rows
+        stray = pd.DataFrame({"partner_id": ["P0"], "created_at": [ORIGIN + 10 * DAY]})
+        leads = pd.concat([stray, leads], ignore_index=True)
     config = MonitorConfig(volume_segments=("region",), min_rows=5)
     tables = {"partners": partners, "leads": leads}
     as_of = ORIGIN + 1000 * DAY
@@ -355,7 +399,7 @@ def test_the_rest_of_a_segment_is_a_plain_count_of_the_program_without_the_expla
     tables = {"partners": partners, "leads": leads}
     as_of = ORIGIN + 1000 * DAY
     config = MonitorConfig(volume_segments=("region", "tier"), min_rows=5)
-    segments, counted = _prepare(tables, as_of, config)
+    segments, counted, _ = _prepare(tables, as_of, config)
     masks = dict(segments)
     ((_, _, *data),) = counted
     rest = masks["tier=gold"] & ~masks["region=NA"]
@@ -509,3 +553,92 @@ def test_the_page_charts_each_flagged_segment_and_none_on_a_steady_program(progr
     page, _ = segment_volume_page(tables_known_at(drifted, month), month)
     names = chart_names(page)["segvol"]
     assert len(names) == len(views) and all(any(ch.isdigit() for ch in n) for n in names)
+
+
+def test_one_stray_early_row_does_not_move_the_baseline_start(program):
+    """The export of the test above plus one leads row dated 2023-03-02 (a back-filled
+    record): the first-row start put the leads baseline in 2023, ~20 months of partner-days
+    without rows, and every segment's leads read as a spike. The baseline now starts where
+    the table's rows are sustained (:func:`coverage_start`), and the note names the row left
+    out."""
+    _, tables = program
+    as_of = pd.Timestamp("2026-07-01")
+    cut = tables_known_at(tables, as_of)
+    begin = pd.Timestamp("2025-12-01")
+    for name, column in VOLUME_TABLES.items():
+        if name in cut:
+            frame = cut[name]
+            cut[name] = frame[(pd.to_datetime(frame[column]) >= begin).to_numpy()]
+    stray = cut["leads"].iloc[[0]].copy()
+    stray["created_at"] = pd.Timestamp("2023-03-02")
+    cut["leads"] = pd.concat([stray, cut["leads"]], ignore_index=True)
+    for config in (MonitorConfig(), MonitorConfig(volume_baseline_days=1200)):
+        checks = segment_volume_checks(cut, as_of, config)  # before / inside the baseline
+        flagged = [c.detail for c in checks if c.status in ("warn", "alarm")]
+        assert not flagged, (config.volume_baseline_days, len(flagged), flagged[:2])
+        (note,) = [c for c in checks if c.name == "quality.segment_volume.baseline"]
+        assert "leads from 2025-12-0" in note.detail, note.detail
+        assert len(note.detail.splitlines()) == 1
+    assert "1 leads row of 1 partner" in note.detail and "2023-03-02" in note.detail, note.detail
+
+
+ANCHORS = [pd.Timestamp("1900-01-01"), pd.Timestamp("2024-01-01"), pd.Timestamp("2199-06-01")]
+
+
+@st.composite
+def _dated_rows(draw):
+    """Rows (partner, time) of a table: a bulk of rows near one anchor date, a few stray
+    ones near any anchor (1900 before 2199 and the reverse included)."""
+    bulk = draw(st.sampled_from(ANCHORS))
+    rows = draw(
+        st.lists(st.tuples(st.integers(0, 14), st.integers(0, 200 * 24)), min_size=0, max_size=50)
+    )
+    stray = draw(
+        st.lists(
+            st.tuples(st.integers(0, 14), st.sampled_from(ANCHORS), st.integers(0, 60 * 24)),
+            max_size=3,
+        )
+    )
+    out = [(f"P{p}", bulk + pd.Timedelta(hours=h)) for p, h in rows]
+    return out + [(f"P{p}", a + pd.Timedelta(hours=h)) for p, a, h in stray]
+
+
+@settings(max_examples=80, deadline=None)
+@given(_dated_rows(), st.integers(0, 6), st.sampled_from([1, 2, 7, 45]))
+def test_coverage_start_equals_a_plain_walk_over_the_days(rows, k, days):
+    """:func:`coverage_start` against a walk over calendar days, dates from 1900 to 2199."""
+    from partnerscore.features.segment_volume import _ns, coverage_start
+
+    plain = _plain_coverage_day(rows, k, days)
+    when = _ns([w for _, w in rows]) if rows else np.array([], dtype=np.int64)
+    who = pd.factorize(pd.Series([p for p, _ in rows], dtype=object))[0]
+    fast = coverage_start(np.floor_divide(when, 86_400 * 10**9), who, k, days)
+    expected = None if plain is None else (pd.Timestamp(plain) - pd.Timestamp(0)).days
+    assert fast == expected, (fast, plain)
+
+
+def test_a_table_whose_only_row_before_the_window_is_stray_is_skipped_once():
+    """Feedback collected since last month plus one row dated years before: the stray row
+    was the baseline's start and every region alarmed as a spike; the table is skipped
+    once, naming the row left out."""
+    n = 80
+    partners = pd.DataFrame(
+        {
+            "partner_id": [f"P{i}" for i in range(n)],
+            "signed_at": [ORIGIN] * n,
+            "region": ["NA", "EMEA"] * (n // 2),
+        }
+    )
+    feedback = pd.DataFrame(
+        {
+            "partner_id": ["P3"] + [f"P{i}" for i in range(n)] * 2,
+            "submitted_at": [ORIGIN + 100 * DAY] + [ORIGIN + 950 * DAY] * 2 * n,
+        }
+    )
+    config = MonitorConfig(volume_segments=("region",))
+    tables = {"partners": partners, "feedback": feedback}
+    checks = segment_volume_checks(tables, ORIGIN + 1000 * DAY, config)
+    assert [(c.name, c.status) for c in checks] == [("quality.segment_volume.feedback.all", "skip")]
+    detail = checks[0].detail
+    assert "feedback: its rows are sustained only from 2026-08-08" in detail, detail
+    assert "1 feedback row of 1 partner (P3) dated 2024-04-10 left out" in detail, detail

@@ -315,7 +315,9 @@ def explain_overlaps(
 
     Returns:
         Explained segment -> (the kept segments that explain it, the test of its rest:
-        ratio, z, p (unadjusted), partners).
+        ratio, z, p (unadjusted), partners, the segments whose partners that rest is
+        without: the explaining ones when it was tested; they differ only where one of
+        those was itself explained later).
     """
 
     def strength(ratio_z):
@@ -339,14 +341,14 @@ def explain_overlaps(
         return [k for k in kept if (masks[k] & masks[name]).any()]
 
     kept: list[str] = []
-    explained: dict[str, tuple[list[str], tuple[float, float, float, int]]] = {}
+    explained: dict[str, tuple[list[str], tuple[float, float, float, int], list[str]]] = {}
     remaining = dict(flagged)
     while remaining:
         if kept:
             tests, warns = still(list(remaining), kept)
             for name in list(remaining):
                 if name not in warns:
-                    explained[name] = (explainers(name, kept), tests[name])
+                    explained[name] = (explainers(name, kept), tests[name], explainers(name, kept))
                     del remaining[name]
             remaining = {n: tests[n][:2] for n in remaining}
             if not remaining:
@@ -361,12 +363,13 @@ def explain_overlaps(
             others = [k for k in kept if k != name]
             tests, warns = still([name], others)
             if name not in warns and explainers(name, others):
-                explained[name] = (explainers(name, others), tests[name])
+                by = explainers(name, others)
+                explained[name] = (by, tests[name], by)
                 kept.remove(name)
                 changed = True
                 break
-    for name, (by, test) in explained.items():  # a segment explained by one later demoted
-        explained[name] = (explainers(name, kept) or by, test)
+    for name, (by, test, rest) in explained.items():  # explained by one later demoted
+        explained[name] = (explainers(name, kept) or by, test, rest)
     return explained
 
 
@@ -401,7 +404,9 @@ def segment_volume_report(
     Returns:
         (checks, views): a view is ``table, segment, status, explained_by, ratio, buckets``
         with per compared age bucket ``age_from, age_to (None: open), base_rows,
-        base_days, window_rows, window_days``.
+        base_days, window_rows, window_days``; an explained segment's view also has
+        ``rest``: the same for its partners outside the explaining segments, as its rest was
+        tested (``ratio`` the rest's, ``without`` the segments whose partners it leaves out).
     """
     if not config.volume_segments:
         off = "per-segment volume check off: monitor.volume_segments is empty"
@@ -472,7 +477,7 @@ def segment_volume_report(
     p = [2 * _norm_sf(abs(rows[i][4])) for i in tested]
     q = dict(zip(tested, benjamini_hochberg(p), strict=True))
     status = {i: _flagged(rows[i][3], float(q[i]), config) for i in q}
-    explained: dict[tuple[str, str], tuple[list[str], tuple]] = {}
+    explained: dict[tuple[str, str], tuple[list[str], tuple, list[str]]] = {}
     kept: dict[tuple[str, str], list[str]] = {}
     for table in data:
         flagged = {
@@ -515,7 +520,7 @@ def segment_volume_report(
                 f"(Mantel-Haenszel; z {z:.1f}, adjusted p {adjusted:.2g})"
             )
             if (table, segment) in explained:
-                by, (r_ratio, r_z, r_p, r_g) = explained[(table, segment)]
+                by, (r_ratio, r_z, r_p, r_g), _ = explained[(table, segment)]
                 explained_by = ", ".join(by)
                 rest = (
                     f"x{r_ratio:.2f} (z {r_z:.1f}, p {r_p:.2g}, {r_g:,} partners)"
@@ -533,7 +538,15 @@ def segment_volume_report(
                     "seen through another column)"
                 )
         if state in ("warn", "alarm") or explained_by is not None:
-            views.append(_view(table, segment, state, explained_by, ratio, data[table], masks))
+            view = _view(table, segment, state, explained_by, ratio, data[table], masks[segment])
+            if explained_by is not None:
+                _, (r_ratio, *_), without = explained[(table, segment)]
+                rest = masks[segment].copy()
+                for k in without:
+                    rest &= ~masks[k]
+                view["rest"] = _view(table, segment, state, None, r_ratio, data[table], rest)
+                view["rest"]["without"] = without
+            views.append(view)
         checks.append(
             Check(
                 f"quality.segment_volume.{table}.{segment}",
@@ -582,9 +595,9 @@ def _note(name: str, subject: str, status: str, detail: str, config: MonitorConf
     )
 
 
-def _view(table, segment, status, explained_by, ratio, data, masks) -> dict:
-    """Rows and partner-days per compared onboarding-age bucket of one segment."""
-    x_base, x_win, c_base, c_win = (a[masks[segment]].sum(axis=0) for a in data)
+def _view(table, segment, status, explained_by, ratio, data, mask) -> dict:
+    """Rows and partner-days per compared onboarding-age bucket of one segment's partners."""
+    x_base, x_win, c_base, c_win = (a[mask].sum(axis=0) for a in data)
     buckets = [
         {
             "age_from": AGE_EDGES[a],

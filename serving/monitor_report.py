@@ -193,20 +193,66 @@ def _age_label(bucket: dict) -> str:
     return f">{bucket['age_from']}" if hi is None else f"{bucket['age_from']}-{hi}"
 
 
+def _rates(buckets: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per partner per 30 days at each bucket: (baseline, window)."""
+    base = np.array([30 * b["base_rows"] / b["base_days"] for b in buckets], dtype=float)
+    win = np.array([30 * b["window_rows"] / b["window_days"] for b in buckets], dtype=float)
+    return base, win
+
+
+def _segment_bars(buckets, base, win, top, floor, span, width, rest=False) -> list[str]:
+    """Baseline and window bars of each age bucket, from ``floor`` up to ``span`` pixels."""
+    parts = []
+    n = max(len(buckets), 1)
+    bw = (width - 20) / n
+    labels = [_age_label(b) for b in buckets]
+    whose = " (the rest)" if rest else ""
+    for i, b in enumerate(buckets):
+        x = 10 + i * bw
+        for k, (v, fill, what, rows, days) in enumerate(
+            (
+                (base[i], 'fill="#8a9bb0"', "baseline", b["base_rows"], b["base_days"]),
+                (
+                    win[i],
+                    'class="bar rest"' if rest else 'class="bar"',
+                    "window",
+                    b["window_rows"],
+                    b["window_days"],
+                ),
+            )
+        ):
+            h = v / top * span
+            parts.append(
+                f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{floor - h:.1f}" '
+                f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
+                f"<title>{escape(labels[i])} days, {what}{whose}: {v:.2f} rows per partner per "
+                f"30 days ({rows:,.0f} rows in {days:,.0f} partner-days)</title></rect>"
+            )
+        if n <= 7 or i in (0, n - 1):
+            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
+            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
+            parts.append(
+                f'<text x="{tx:.1f}" y="{floor + 14}" text-anchor="{anchor}" '
+                f'font-size="9">{escape(labels[i])}</text>'
+            )
+    return parts
+
+
 def segment_volume_svg(view: dict, config, width: int = 360, height: int = 150) -> Markup:
     """One segment's rows per partner per 30 days at each onboarding age: baseline vs window.
 
     What the per-segment volume check compares (``features/segment_volume.py``): the
     bars of each age bucket are the segment's rows over its partners' days at that age in
-    the baseline and in the window, times 30.
+    the baseline and in the window, times 30. An explained segment (``view["rest"]``) gets a
+    second panel on the same scale: its partners outside the explaining segments, the rest
+    its explanation was tested on (a reader sees the drop is theirs and the rest flat).
     """
     buckets = view["buckets"]
+    rest = view.get("rest")
     labels = [_age_label(b) for b in buckets]
-    base = np.array([30 * b["base_rows"] / b["base_days"] for b in buckets], dtype=float)
-    win = np.array([30 * b["window_rows"] / b["window_days"] for b in buckets], dtype=float)
-    n = max(len(buckets), 1)
-    top = max(float(base.max(initial=0)), float(win.max(initial=0)), 1e-9)
-    bw = (width - 20) / n
+    base, win = _rates(buckets)
+    rest_base, rest_win = _rates(rest["buckets"]) if rest else (np.zeros(0), np.zeros(0))
+    top = max(*(float(a.max(initial=0)) for a in (base, win, rest_base, rest_win)), 1e-9)
     ratio = view["ratio"]
     title = f"{view['table']} of {view['segment']}"
     said = f"{'spike' if ratio > 1 else 'drop'} x{ratio:.2f}"
@@ -222,6 +268,19 @@ def segment_volume_svg(view: dict, config, width: int = 360, height: int = 150) 
             else ""
         )
     )
+    if rest:
+        r_ratio = rest["ratio"]
+        r_said = f"{'spike' if r_ratio > 1 else 'drop'} x{r_ratio:.2f}"
+        without = ", ".join(rest["without"])
+        r_labels = [_age_label(b) for b in rest["buckets"]]
+        r_shift = int(np.argmax(np.abs(rest_win - rest_base))) if rest["buckets"] else 0
+        label += f"; the rest, without the partners of {without}: {r_said}" + (
+            f", largest change at {r_labels[r_shift]} days: {rest_base[r_shift]:.2f} to "
+            f"{rest_win[r_shift]:.2f}"
+            if rest["buckets"]
+            else ", no age both periods saw"
+        )
+        height = 2 * height - 30
     parts = [
         f'<svg class="segvol" role="img" aria-label="{_esc(label)}" '
         f'width="{width}" height="{height}" '
@@ -233,29 +292,18 @@ def segment_volume_svg(view: dict, config, width: int = 360, height: int = 150) 
         '<rect x="286" y="3" width="10" height="10" class="bar"/>'
         '<text x="300" y="12">window</text>',
     ]
-    floor = height - 22
-    for i, b in enumerate(buckets):
-        x = 10 + i * bw
-        for k, (v, fill, what, rows, days) in enumerate(
-            (
-                (base[i], 'fill="#8a9bb0"', "baseline", b["base_rows"], b["base_days"]),
-                (win[i], 'class="bar"', "window", b["window_rows"], b["window_days"]),
-            )
-        ):
-            h = v / top * (floor - 34)
-            parts.append(
-                f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{floor - h:.1f}" '
-                f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
-                f"<title>{escape(labels[i])} days, {what}: {v:.2f} rows per partner per 30 "
-                f"days ({rows:,.0f} rows in {days:,.0f} partner-days)</title></rect>"
-            )
-        if n <= 7 or i in (0, n - 1):
-            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
-            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
-            parts.append(
-                f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="{anchor}" '
-                f'font-size="9">{escape(labels[i])}</text>'
-            )
+    panel = 150 - 22  # the first panel's floor (a chart of 150 pixels)
+    parts += _segment_bars(buckets, base, win, top, panel, panel - 34, width)
+    if rest:
+        head = panel + 28
+        parts.append(
+            f'<text x="4" y="{head}" class="muted">'
+            f"{escape(f'the rest, without {without}: {r_said}'[:58])}</text>"
+        )
+        floor = height - 22
+        parts += _segment_bars(
+            rest["buckets"], rest_base, rest_win, top, floor, floor - head - 8, width, rest=True
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -555,6 +555,46 @@ def test_the_page_charts_each_flagged_segment_and_none_on_a_steady_program(progr
     assert len(names) == len(views) and all(any(ch.isdigit() for ch in n) for n in names)
 
 
+def _mh(buckets):
+    """Mantel-Haenszel rate ratio (window / baseline) of a view's buckets."""
+    num = den = 0.0
+    for x in buckets:
+        total = x["window_days"] + x["base_days"]
+        num += x["window_rows"] * x["base_days"] / total
+        den += x["base_rows"] * x["window_days"] / total
+    return (num + 0.5) / (den + 0.5)
+
+
+def test_an_explained_segments_view_holds_the_rest_its_explanation_was_tested_on(program):
+    """tier=gold's chart showed its whole drop beside 'explained by region=NA': the view of
+    an explained segment now also holds its partners outside region=NA, the rest whose
+    test explained it (flat), with the same numbers as that test."""
+    from partnerscore.features.segment_volume import _prepare, _residual, segment_volume_report
+
+    config, tables = program
+    month = pd.Timestamp("2026-04-01")
+    cut = tables_known_at(
+        apply_drift(tables, "leads_dry_up", drift_start(config.end_date, 180)), month
+    )
+    checks, views = segment_volume_report(cut, month, MonitorConfig())
+    explained = [v for v in views if v["explained_by"]]
+    assert len(explained) >= 4
+    assert all("rest" not in v for v in views if not v["explained_by"])
+    segments, counted, _ = _prepare(cut, month, MonitorConfig())
+    masks = dict(segments)
+    data = next(c[2:] for c in counted if c[0] == "leads")
+    for view in explained:
+        rest = view["rest"]
+        assert rest["without"] == ["region=NA"], rest["without"]
+        assert max(view["ratio"], 1 / view["ratio"]) >= 1.5  # the whole segment: a drop
+        assert max(rest["ratio"], 1 / rest["ratio"]) < 1.5  # its rest: flat
+        assert _mh(rest["buckets"]) == pytest.approx(rest["ratio"], rel=1e-9)
+        ratio, *_ = _residual(data, masks[view["segment"]] & ~masks["region=NA"], MonitorConfig())
+        assert rest["ratio"] == pytest.approx(ratio, rel=1e-12)
+        check = next(c for c in checks if c.name.endswith(f"leads.{view['segment']}"))
+        assert f"the rest reads x{rest['ratio']:.2f}" in check.detail, check.detail
+
+
 def test_one_stray_early_row_does_not_move_the_baseline_start(program):
     """The export of the test above plus one leads row dated 2023-03-02 (a back-filled
     record): the first-row start put the leads baseline in 2023, ~20 months of partner-days

@@ -5,6 +5,7 @@ CHROMIUM_BIN / CHROMEDRIVER_BIN point at another Chromium build if needed.
 """
 
 import os
+import re
 import shutil
 
 import pandas as pd
@@ -466,3 +467,12 @@ def test_the_monitor_page_shows_the_flagged_segments_volume(driver, tmp_path):
     assert f"{len(explained)} flagged segments explained" in note and "by region=NA" in note
     bars = charts[0].find_elements(By.CSS_SELECTOR, "rect.bar")
     assert len(bars) >= 5  # one window bar per compared onboarding age
+    assert not charts[0].find_elements(By.CSS_SELECTOR, "rect.rest")
+    # an explained segment also shows its rest, without region=NA's partners: flat
+    for chart in charts[1:]:
+        name = chart.accessible_name
+        assert "; the rest, without the partners of region=NA: " in name, name
+        rest = float(re.search(r"the rest, [^:]*: (?:drop|spike) x([0-9.]+)", name).group(1))
+        assert 1 / 1.5 < rest < 1.5, name
+        assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar.rest")) >= 5
+        assert chart.size["height"] > charts[0].size["height"] + 80  # a second panel drawn

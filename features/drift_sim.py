@@ -106,6 +106,39 @@ def apply_drift(
     return out
 
 
+def tables_known_at(tables: dict[str, pd.DataFrame], at) -> dict[str, pd.DataFrame]:
+    """The raw tables as an operator's export at ``at`` holds them: what happened before it.
+
+    Rows whose event time (``features.anomaly.EVENT_TIME``) is on or after ``at`` are cut; later
+    outcomes of the rows kept are not known yet (deals closed later are open, leads qualified
+    or converted later are not, trainings completed and commitments delivered later are not).
+    The ``truth`` table is left out. The monitoring protocol (README "Monitoring",
+    ``bench/bench_monitor.py --protocol``) runs ``monitor`` on such exports month by month.
+    """
+    from partnerscore.features.anomaly import EVENT_TIME
+
+    at = pd.Timestamp(at)
+    later = {
+        "deals": ("closed_at",),
+        "leads": ("qualified_at", "converted_at"),
+        "trainings": ("completed_at",),
+        "marketing_commitments": ("delivered_at",),
+    }
+    out = {}
+    for name, (_, column) in EVENT_TIME.items():
+        if name not in tables:
+            continue
+        frame = tables[name]
+        frame = frame[(pd.to_datetime(frame[column]) < at).to_numpy()].copy()
+        for col in later.get(name, ()):
+            unknown = (pd.to_datetime(frame[col]) >= at).to_numpy()
+            frame[col] = frame[col].mask(unknown)
+            if name == "deals":
+                frame.loc[unknown, "status"] = "open"
+        out[name] = frame.reset_index(drop=True)
+    return out
+
+
 def run_simulate_drift(
     config: SimulateConfig, out_dir: str | Path, kind: str, fmt: str = "csv", days: int = 180
 ):

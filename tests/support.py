@@ -282,37 +282,11 @@ def chart_names(page: str) -> dict[str, list[str]]:
 
 
 def tables_known_at(tables: dict, at) -> dict:
-    """The raw tables as an operator's export at ``at`` holds them: what happened before it.
+    """:func:`partnerscore.features.drift_sim.tables_known_at` (the monitoring protocol's
+    month-cut export; the bench script uses it too)."""
+    from partnerscore.features.drift_sim import tables_known_at as known_at
 
-    Rows whose event time (``features.anomaly.EVENT_TIME``) is on or after ``at`` are cut; later
-    outcomes of the rows kept are not known yet (deals closed later are open, leads qualified
-    or converted later are not, trainings completed and commitments delivered later are not).
-    The ``truth`` table is left out.
-    """
-    import pandas as pd
-
-    from partnerscore.features.anomaly import EVENT_TIME
-
-    at = pd.Timestamp(at)
-    later = {
-        "deals": ("closed_at",),
-        "leads": ("qualified_at", "converted_at"),
-        "trainings": ("completed_at",),
-        "marketing_commitments": ("delivered_at",),
-    }
-    out = {}
-    for name, (_, column) in EVENT_TIME.items():
-        if name not in tables:
-            continue
-        frame = tables[name]
-        frame = frame[(pd.to_datetime(frame[column]) < at).to_numpy()].copy()
-        for col in later.get(name, ()):
-            unknown = (pd.to_datetime(frame[col]) >= at).to_numpy()
-            frame[col] = frame[col].mask(unknown)
-            if name == "deals":
-                frame.loc[unknown, "status"] = "open"
-        out[name] = frame.reset_index(drop=True)
-    return out
+    return known_at(tables, at)
 
 
 def costly_examples(max_examples: int):

@@ -228,12 +228,16 @@ def _prepare(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: Monit
             continue
         frame = tables[table]
         when = _ns(frame[column])
-        partner = pd.Index(ids).get_indexer(frame["partner_id"].astype(str))
+        pid = frame["partner_id"].astype(str)
+        partner = pd.Index(ids).get_indexer(pid)
         dated = ~pd.isna(pd.to_datetime(frame[column])).to_numpy() & (when < end)
         first = None
         if dated.any():
             days = np.floor_divide(when[dated], DAY_NS)
-            who = pd.factorize(frame["partner_id"].astype(str)[dated])[0]  # any partner id
+            who = partner[dated]  # a partner not in partners counts too, by its id
+            unknown = who < 0
+            if unknown.any():
+                who[unknown] = len(ids) + pd.factorize(pid[dated][unknown])[0]
             day = coverage_start(days, who, k, span)
             first = int(when[dated].min()) if day is None else int(when[dated][days >= day].min())
             before = dated & (when < first)

@@ -51,7 +51,12 @@ from partnerscore.serving.cli_common import (
     load,
     new_app,
 )
-from partnerscore.serving.console import json_requested, terminated_before_the_job
+from partnerscore.serving.console import (
+    ENDING,
+    ended_as_said,
+    json_requested,
+    terminated_before_the_job,
+)
 from partnerscore.serving.experiment_cli import experiment_app
 
 app = new_app(
@@ -514,8 +519,9 @@ def promote(
         force=force,
         reason=reason,
     )
-    emit(result)
-    if not result.promoted and not result.already_champion:
+    refused = not result.promoted and not result.already_champion
+    emit(result, exit_code=int(refused))
+    if refused:
         raise typer.Exit(1)
 
 
@@ -789,7 +795,7 @@ def monitor(
     from partnerscore.serving.monitor import run_monitor
 
     result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
-    emit(result)
+    emit(result, exit_code=result.exit_code)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -906,6 +912,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         if os.getpid() != job:  # a forked worker: the default action, at once
             signal.signal(number, signal.SIG_DFL)
             os.kill(os.getpid(), number)
+            return
+        if ENDING["code"] is not None:  # the result is printed: the job ends as it said
             return
         _STATE["terminated"] = True
         bars.request_stop()  # raised again at the job's next step if swallowed where it lands
@@ -1024,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
     _STATE["exit_now"] = False
     _STATE["command"] = None
     _STATE["terminated"] = False
+    ENDING["code"] = None
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)
@@ -1040,8 +1049,10 @@ def main(argv: list[str] | None = None) -> int:
             command = exc.command
         message, code = exc.message, exc.exit_code
     except typer.Exit as exc:
-        return exc.exit_code
+        return _said(exc.exit_code, argv)
     except (typer.Abort, KeyboardInterrupt):
+        if ENDING["code"] is not None:  # Ctrl-C once the result was printed: as it said
+            return _said(ENDING["code"], argv)
         message, code = "aborted", INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
         if _is_click_error(exc):
@@ -1059,7 +1070,10 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exception(exc)
     else:
         code = code if isinstance(code, int) else 0
+        if code == INTERRUPTED and ENDING["code"] is not None:  # Ctrl-C after the result
+            code = ENDING["code"]
         if code != INTERRUPTED:
+            _said(code, argv)
             if argv is None and _STATE["exit_now"]:
                 _exit_now(code)
             return code
@@ -1076,11 +1090,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         typer.echo(f"error: {message}", err=True)
     _report_failure(message, code, command, args)
+    _said(code, argv)
     if code in (INTERRUPTED, TERMINATED) and argv is None:
         # the job has unwound (its files discarded, its workers stopped); a helper thread
         # may wait for ever on an import lock the interrupt left taken
         # (serving/score.py::helper_thread): the interpreter's exit would wait for it
         _exit_now(code)
+    return code
+
+
+def _said(code: int, argv: list[str] | None) -> int:
+    """The job's ending is said (its result or error printed): record its exit ``code``.
+
+    As the console script (``argv`` None), a SIGTERM or Ctrl-C from now on, while the process
+    exits, ends it at once with ``code`` and says nothing more
+    (:func:`~partnerscore.serving.console.ended_as_said`); a caller running :func:`main` in
+    its own process keeps its handlers. Returns ``code``.
+    """
+    ENDING["code"] = code
+    if argv is None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, ended_as_said)
+        signal.signal(signal.SIGINT, ended_as_said)
     return code
 
 

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from partnerscore.features.core import OptionError, PartnerscoreError
+from partnerscore.serving.console import ENDING
 
 _STATE = {"json": False, "exit_now": False, "command": None, "terminated": False}
 """Process-wide CLI state: ``--json`` output (set by the console script's callback) and the
@@ -137,8 +138,16 @@ def jsonable(value):
     return str(value)
 
 
-def emit(result) -> None:
-    """Print a job's result: its human summary, or with ``--json`` its fields as JSON."""
+def emit(result, exit_code: int = 0) -> None:
+    """Print a job's result: its human summary, or with ``--json`` its fields as JSON.
+
+    Args:
+        result: The job's result.
+        exit_code: The command's exit code with this result (1: a failing outcome). Once the
+            result is printed the job's ending is said
+            (:data:`~partnerscore.serving.console.ENDING`): a SIGTERM or Ctrl-C after it no
+            longer adds ``terminated``/``aborted`` (and a second JSON object).
+    """
     if _STATE["json"]:
         import json
 
@@ -149,6 +158,7 @@ def emit(result) -> None:
         typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
         typer.echo(result.summary())
+    ENDING["code"] = exit_code
 
 
 def emit_error(message: str, exit_code: int, command: str | None) -> None:

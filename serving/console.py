@@ -3,14 +3,15 @@
 Importing the CLI (Typer, click, pydantic and the commands' modules) takes ~0.2 s, more on a
 busy machine, before :func:`partnerscore.serving.cli.main` can install its SIGTERM handler;
 a SIGTERM in that time ended the process by the signal (exit -15 for a scheduler, nothing
-said). This module imports only the standard library's ``json``, ``os``, ``signal`` and
-``sys``: from its first line a SIGTERM says ``terminated`` and exits 143, as it does once the
+said). This module imports only the standard library's ``contextlib``, ``json``, ``os``, ``signal``
+and ``sys``: from its first line a SIGTERM says ``terminated`` and exits 143, as it does once the
 job runs (nothing has started yet: no worker, no file). Only the interpreter's own start
 (~20-60 ms before this module runs) still ends by the signal, with nothing left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,12 @@ import sys
 
 _GLOBAL_VALUE_OPTIONS = ("--log-level",)
 """The console script's global options that take a value (the next argument)."""
+
+ENDING: dict[str, int | None] = {"code": None}
+"""The job's exit code once its ending is said (its result or its error printed), else None.
+
+Set by :mod:`partnerscore.serving.cli` (``emit``, ``main``). From then on a SIGTERM or a
+Ctrl-C changes nothing the job said: :func:`ended_as_said`."""
 
 
 def json_requested(argv: list[str]) -> bool:
@@ -51,8 +58,30 @@ def _ended_before_the_job(said: str, code: int) -> None:
 
 
 def terminated_before_the_job(number: int, _frame) -> None:
-    """SIGTERM while the CLI imports: ``terminated``, exit 143, as once the job runs."""
+    """SIGTERM while the CLI imports: ``terminated``, exit 143, as once the job runs.
+
+    Once the job's ending is said (the handler is back while the process exits), as
+    :func:`ended_as_said`.
+    """
+    if ENDING["code"] is not None:
+        ended_as_said(number, _frame)
     _ended_before_the_job("terminated", 128 + number)
+
+
+def ended_as_said(_number: int, _frame) -> None:
+    """SIGTERM or Ctrl-C after the job said its ending: exit at once with the job's code.
+
+    The job's result (or error) is printed whole; the process only exits (the atexit
+    functions, the interpreter's teardown: ~0.1-0.5 s). A SIGTERM then printed ``terminated``
+    and, with ``--json``, a second JSON object after the result (a scheduler's parser read
+    "Extra data"), exit 143 for a job that had finished; a Ctrl-C printed a
+    KeyboardInterrupt traceback from an exit function. Nothing more is said now.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # printed by click, which flushes: a closed pipe or a write under way, nothing more
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(ENDING["code"])
 
 
 def main() -> int:

@@ -134,8 +134,9 @@ def analyze(
         seed=seed,
         log_mlflow=mlflow,
     )
-    emit(result)
-    if result.results["sample_ratio"]["mismatch"]:
+    mismatch = bool(result.results["sample_ratio"]["mismatch"])
+    emit(result, exit_code=int(mismatch))
+    if mismatch:
         raise typer.Exit(1)
 
 

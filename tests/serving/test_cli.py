@@ -636,3 +636,53 @@ def test_score_rows_stamp_the_playbook_by_content_not_by_path(raw_dir, cli_confi
     with open(here, "a", encoding="utf-8") as handle:
         handle.write("# reviewed by the channel team\n")
     assert stamped(here) != first
+
+
+_SIGNAL_AS_IT_EXITS = """
+import atexit
+import os
+import signal
+
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+"""
+"""A sitecustomize: SIGTERM to itself as the process exits (its atexit functions run)."""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"), [(["metrics"], 0), (["validate", "EMPTY"], 2)], ids=["done", "error"]
+)
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_after_the_job_said_its_ending_changes_nothing(tmp_path, argv, code, signum):
+    """A SIGTERM (a scheduler's timeout) that came once the job had printed its result, while
+    the process exited, printed `terminated` and a second JSON object after the result (a
+    parser of stdout read "Extra data"), exit 143 for a job that was done; a Ctrl-C then
+    printed a KeyboardInterrupt traceback from an exit function. Now the process exits at once
+    with the job's own code, one JSON object on stdout, nothing more said."""
+    import json
+    import os
+    import signal
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SIGNAL_AS_IT_EXITS.replace("SIGTERM", signum))
+    (tmp_path / "empty").mkdir()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    script = (  # the installed console script's entry point, as its launcher runs it
+        "import sys; from importlib.metadata import entry_points; "
+        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
+    )
+    argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+    job = subprocess.run(
+        [sys.executable, "-c", script, "--json", *argv],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert job.returncode == code, job.stderr
+    payload = json.loads(job.stdout)  # one object: a second one is "Extra data"
+    assert ("error" in payload) == (code != 0), payload
+    assert "terminated" not in job.stderr and "Traceback" not in job.stderr, job.stderr

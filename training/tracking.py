@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from partnerscore.features.core import PartnerscoreError, glob_escape
 from partnerscore.features.parallel import signals_deferred
 from partnerscore.models.model_uri import sqlite_file
 
@@ -27,7 +28,7 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
     store's migrations take about a second). Other stores (a server, PostgreSQL) pass through.
     """
     database = sqlite_file(tracking_uri)
-    if database is None:
+    if database is None or database in ("", ":memory:"):  # no file (SQLite's in-memory store)
         yield
         return
     try:
@@ -35,17 +36,33 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    folder = Path(database).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = os.open(folder, os.O_RDONLY)
+    # a symlinked store is its target: SQLite opens (and creates) the file the link names
+    database = Path(database).resolve()
+    folder = database.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise _cannot_create(database, exc) from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with signals_deferred():  # MLflow's migrations are not one transaction: never half
-            if not Path(database).exists():
-                create_sqlite_store(Path(database))
+            if not database.exists():
+                create_sqlite_store(database)
             yield
     finally:
         os.close(handle)  # releases the lock
+
+
+def _cannot_create(database: Path, exc: BaseException) -> PartnerscoreError:
+    """The one line for a new SQLite store that cannot be created (read-only, disk full)."""
+    if isinstance(exc, OSError):
+        detail = exc.strerror or str(exc)
+        if exc.filename and Path(exc.filename) != database:
+            detail = f"{detail}: {exc.filename}"
+    else:  # SQLAlchemy's: SQLite's own words (sqlite3.OperationalError)
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return PartnerscoreError(f"MLflow store {database}: cannot create it: {detail}")
 
 
 def create_sqlite_store(database: Path) -> None:
@@ -56,19 +73,33 @@ def create_sqlite_store(database: Path) -> None:
     a power cut) left a half-migrated file, and every later command stopped on it with
     "unexpected OperationalError: table ... already exists". Here the tables are built in a
     hidden file beside it, under the caller's lock; an earlier job's leftover is removed.
+
+    Raises:
+        PartnerscoreError: The file cannot be created (a read-only folder, a full disk): one
+            line naming it; nothing is left behind.
     """
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables  # what MLflow runs on first contact
 
-    for stale in database.parent.glob(f".{database.name}.partial-*"):
+    leftovers = f".{glob_escape(database.name)}.partial-*"  # SQLite's journal beside it too
+    for stale in database.parent.glob(leftovers):
         stale.unlink(missing_ok=True)
     partial = database.with_name(f".{database.name}.partial-{os.getpid()}")
-    engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
     try:
-        _initialize_tables(engine)
-    finally:
-        engine.dispose()
-    os.replace(partial, database)
+        engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(partial, database)
+    except BaseException as exc:
+        # a read-only folder, a full disk: "unexpected OperationalError" (exit 70) before,
+        # and the job's half-built partial stayed until the next job
+        for left in database.parent.glob(leftovers):
+            left.unlink(missing_ok=True)
+        if isinstance(exc, OSError | sqlalchemy.exc.SQLAlchemyError):
+            raise _cannot_create(database, exc) from exc
+        raise
 
 
 def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:

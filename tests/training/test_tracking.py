@@ -88,6 +88,69 @@ def test_a_job_killed_while_a_new_store_is_created_leaves_no_half_store(tmp_path
     assert "partnerscore" in names
 
 
+CREATES_A_STORE = """
+import resource, signal, sys
+from partnerscore.features.core import PartnerscoreError
+from partnerscore.training.tracking import setup_tracking
+
+if len(sys.argv) > 2:  # files may grow to this many bytes only (a full disk, as SQLite sees it)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+try:
+    setup_tracking(sys.argv[1], "partnerscore", None)
+except PartnerscoreError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.parametrize("case", ["folder_is_a_file", "disk_full"])
+def test_a_store_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path, case):
+    # a store in a folder that cannot be made, or on a full disk, stopped train with
+    # "unexpected FileExistsError" / "unexpected OperationalError: (sqlite3.OperationalError)
+    # database or disk is full" (exit 70), and the full disk's half-built partial file stayed
+    folder = tmp_path / "store"
+    if case == "folder_is_a_file":
+        folder.write_text("")
+        database, limit = folder / "mlflow.db", []
+    else:
+        folder.mkdir()
+        database, limit = folder / "mlflow.db", ["65536"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    job = subprocess.run(
+        [sys.executable, "-c", CREATES_A_STORE, f"sqlite:///{database}", *limit],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert job.returncode == 2, job.stderr
+    line = job.stdout.strip()
+    assert line.startswith(f"MLflow store {database}: cannot create it: "), line
+    assert "\n" not in line
+    if case == "disk_full":
+        assert list(folder.iterdir()) == []  # no store, no partial, no journal
+
+
+def test_a_symlinked_new_store_is_created_at_the_link_target(tmp_path):
+    # the store was built beside the link and renamed over it: the link became a plain file
+    # and its target (a shared folder, say) was never created
+    (tmp_path / "link").mkdir()
+    target = tmp_path / "shared" / "mlflow.db"
+    (tmp_path / "link" / "mlflow.db").symlink_to(target)
+    uri = f"sqlite:///{tmp_path / 'link' / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    job = subprocess.run(
+        [sys.executable, "-c", CREATES_A_STORE, uri], env=env, capture_output=True, timeout=120
+    )
+    assert job.returncode == 0, job.stderr
+    assert (tmp_path / "link" / "mlflow.db").is_symlink()
+    assert target.is_file()
+    assert [p.name for p in target.parent.iterdir()] == ["mlflow.db"]  # no partial left
+    names = [e.name for e in mlflow.MlflowClient(tracking_uri=uri).search_experiments()]
+    assert "partnerscore" in names
+
+
 @pytest.fixture
 def ctrl_c():
     """Python's own Ctrl-C handler for the test: a pytest-xdist worker may hold another (a

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -559,14 +560,11 @@ def _caller_mlflow_kept(
     progress bars and the pyfunc pickling warning. The ``mlflow``, ``mlflow.pyfunc`` and
     ``alembic`` logger levels and the variables it sets are given back too. ``uses_mlflow``:
     the job imports MLflow (it is imported first, so its loggers are configured as the
-    caller's own import would configure them, not quiet for good).
+    caller's own import would configure them, not quiet for good). Jobs overlapping in threads
+    share one saving of the caller's settings, given back when the last one ends (:data:`_KEPT`).
     """
-    import logging
     import sys
 
-    from partnerscore.training.quiet import MLFLOW_ENVIRONMENT, MLFLOW_LOGGERS, quiet_mlflow
-
-    env = {name: os.environ.get(name) for name in (*_MLFLOW_VARIABLES, *MLFLOW_ENVIRONMENT)}
     before = sys.modules.get("mlflow")
     if before is not None and not run_allowed and before.active_run() is not None:
         raise PartnerscoreError(
@@ -574,29 +572,68 @@ def _caller_mlflow_kept(
             f"({before.active_run().info.run_id}); end it first (mlflow.end_run()): {job} "
             "logs its own run in tracking_uri"
         )
+    with _KEPT["lock"]:
+        if _KEPT["jobs"] == 0:
+            _KEPT["caller"] = _caller_settings(uses_mlflow)
+        elif uses_mlflow and "mlflow" not in sys.modules:
+            import mlflow  # noqa: F401 - as the first job would have
+        _KEPT["jobs"] += 1
+    try:
+        yield
+    finally:
+        with _KEPT["lock"]:
+            _KEPT["jobs"] -= 1
+            if _KEPT["jobs"] == 0:
+                _give_back(_KEPT.pop("caller"))
+
+
+_KEPT: dict = {"lock": threading.Lock(), "jobs": 0}
+"""The API's jobs running now (``jobs``) and the caller's MLflow settings (``caller``) they
+give back. Taken by the first job, given back by the last: with jobs overlapping in threads
+(two ``load_model`` calls of a server's threads), each one saved the settings it found and
+gave them back as it ended, so the first to end put the caller's back under the other (MLflow
+chatty again, its tracking URI the caller's mid-job) and the last one left MLflow quiet and
+pointed at partnerscore's store for good."""
+
+
+def _caller_settings(uses_mlflow: bool) -> tuple:
+    """The caller's MLflow settings, saved; then MLflow quiet (see :func:`_caller_mlflow_kept`)."""
+    import logging
+    import sys
+
+    from partnerscore.training.quiet import MLFLOW_ENVIRONMENT, MLFLOW_LOGGERS, quiet_mlflow
+
+    env = {name: os.environ.get(name) for name in (*_MLFLOW_VARIABLES, *MLFLOW_ENVIRONMENT)}
+    before = sys.modules.get("mlflow")
     settings = _mlflow_settings() if before is not None else (None, None, None)
     if before is None and uses_mlflow:
         import mlflow  # noqa: F401 - configures its loggers as the caller's own import would
     levels = {name: logging.getLogger(name).level for name in MLFLOW_LOGGERS}
     quiet_mlflow()  # no INFO lines or progress bars in the caller's notebook
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-        if "mlflow" in sys.modules:
-            import mlflow
-            from mlflow.tracking import fluent
+    return env, settings, levels
 
-            tracking, registry, experiment = settings
-            mlflow.set_tracking_uri(tracking)
-            mlflow.set_registry_uri(registry)
-            fluent._active_experiment_id = experiment
-        for name, value in env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+
+def _give_back(caller: tuple) -> None:
+    """The caller's MLflow settings as :func:`_caller_settings` saved them."""
+    import logging
+    import sys
+
+    env, settings, levels = caller
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking import fluent
+
+        tracking, registry, experiment = settings
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(registry)
+        fluent._active_experiment_id = experiment
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _mlflow_settings() -> tuple[str | None, str | None, str | None]:

@@ -699,3 +699,56 @@ def test_what_the_mlflow_signature_refuses_and_the_api_accepts(model_store, sim_
             check_dtype=False,
             obj=case,
         )
+
+
+def test_jobs_overlapping_in_threads_give_the_callers_mlflow_settings_back(monkeypatch):
+    """Two API jobs overlapping in threads (a server's threads loading models): each saved the
+    MLflow settings it found and gave them back as it ended. The first to end put the caller's
+    back while the other still ran (progress bars and INFO lines on again mid-job), and the
+    last gave back the quiet settings it had found: MLflow stayed quiet for the caller for
+    good. Now the first job saves, the last gives back; a job that raises gives back too."""
+    import threading
+
+    from partnerscore.serving import api
+    from partnerscore.training.quiet import MLFLOW_ENVIRONMENT, MLFLOW_LOGGERS
+
+    for name in MLFLOW_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    loggers = {name: logging.getLogger(name) for name in MLFLOW_LOGGERS}
+    for logger in loggers.values():
+        monkeypatch.setattr(logger, "level", logging.DEBUG)  # the caller's
+
+    def settings():
+        env = {name: os.environ.get(name) for name in MLFLOW_ENVIRONMENT}
+        return env, {name: logger.level for name, logger in loggers.items()}
+
+    caller = settings()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def job_a():
+        with api._caller_mlflow_kept("load_model", run_allowed=True, uses_mlflow=False):
+            a_in.set()
+            assert b_in.wait(30)
+        a_out.set()
+
+    def job_b():
+        assert a_in.wait(30)
+        with api._caller_mlflow_kept("load_model", run_allowed=True, uses_mlflow=False):
+            b_in.set()
+            assert a_out.wait(30)
+            seen["b after a"] = settings()
+
+    threads = [threading.Thread(target=job_a), threading.Thread(target=job_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    quiet = ({n: v for n, v in MLFLOW_ENVIRONMENT.items()}, dict(MLFLOW_LOGGERS))
+    assert seen["b after a"] == quiet  # the other job still runs: still quiet
+    assert settings() == caller  # both ended: the caller's
+    kept = api._caller_mlflow_kept("train", run_allowed=True, uses_mlflow=False)
+    with pytest.raises(RuntimeError, match="boom"), kept:
+        assert settings() == quiet
+        raise RuntimeError("boom")
+    assert settings() == caller and api._KEPT["jobs"] == 0

@@ -2,13 +2,16 @@
 
 The ``partnerscore`` console script quiets MLflow for its whole process
 (:func:`quiet_mlflow`); the Python API only while one of its jobs runs, then gives the caller's
-settings back (``serving/api.py``). Nothing here imports MLflow.
+settings back (``serving/api.py``). :func:`mlflow_prints_nothing` turns off what MLflow prints
+without a logger. Nothing here imports MLflow until a function needs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 MLFLOW_ENVIRONMENT = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -36,3 +39,22 @@ def quiet_mlflow() -> None:
     if os.environ["MLFLOW_LOGGING_LEVEL"].strip().upper() == "WARNING":
         for name, level in MLFLOW_LOGGERS.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def mlflow_prints_nothing() -> Iterator[None]:
+    """MLflow's own ``eprint`` lines off while the block runs.
+
+    ``mlflow.register_model`` prints "Successfully registered model ..." and "Created version
+    ... of model ..." on stderr whatever the log level (``mlflow.utils.logging_utils.eprint``
+    writes to MLflow's logging stream, not through a logger): in a notebook's ``train`` and
+    after the CLI's own lines. The stream's state is given back after.
+    """
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    was = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = was

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +56,7 @@ from partnerscore.training.metrics import (
     segment_bias_summary,
     segment_metrics,
 )
+from partnerscore.training.quiet import mlflow_prints_nothing
 from partnerscore.training.recalibration import TABLE_COLUMNS as SEGMENT_FACTOR_COLUMNS
 from partnerscore.training.recalibration import (
     SegmentFactors,
@@ -1558,25 +1557,6 @@ def identical_runs(run, config_hash: str, sha: str, name: str) -> list[str]:
     return found[:3]
 
 
-@contextlib.contextmanager
-def _mlflow_prints_nothing() -> Iterator[None]:
-    """MLflow's own ``eprint`` lines off while the block runs.
-
-    ``mlflow.register_model`` prints "Successfully registered model ..." and "Created version
-    ... of model ..." on stderr whatever the log level (``mlflow.utils.logging_utils.eprint``
-    writes to MLflow's logging stream, not through a logger): in a notebook's ``train`` and
-    after the CLI's own lines. The stream's state is given back after.
-    """
-    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
-
-    was = MLFLOW_LOGGING_STREAM.enabled
-    MLFLOW_LOGGING_STREAM.enabled = False
-    try:
-        yield
-    finally:
-        MLFLOW_LOGGING_STREAM.enabled = was
-
-
 def register_version(model_uri: str, name: str, description: str, tags: dict[str, str]) -> str:
     """Register a logged model as a new version with its description, tags and ``challenger``.
 
@@ -1590,7 +1570,7 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
         The new version.
     """
     with tracking.signals_deferred():
-        with _mlflow_prints_nothing():  # its two lines: the caller says "registered version"
+        with mlflow_prints_nothing():  # its two lines: the caller says "registered version"
             registered = mlflow.register_model(model_uri, name)
         version = str(registered.version)
         client = mlflow.MlflowClient()

@@ -47,8 +47,28 @@ SUPPORTED_TRACKING = "sqlite:///FILE, postgresql://, mysql://, mssql://, http(s)
 
 
 def shown_uri(uri: str) -> str:
-    """A URI as error lines show it: the password of ``user:password@`` masked (``***``)."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", uri)
+    """A URI or database URL as error lines show it: any password in it masked (``***``).
+
+    For every store the project names (MLflow tracking URIs, the score history's and the
+    decision ledger's database URLs), parsable or not, since where a password sits in a
+    malformed URL is a guess: masked are everything between ``user:`` and the *last* ``@``
+    (a password may hold ``/`` or ``@`` unencoded: ``u:pa/ss@host``, ``u:p@ss@host``), a
+    "port" that is no number when no ``@`` follows (``postgresql://user:secret/db``, the host
+    left out) and ``password=`` query parameters (libpq and the MySQL drivers read them).
+    It may hide a little more than the password (the host of ``http://h:5000/p?mail=a@b``),
+    never less.
+    """
+    cut = uri.find("//")
+    start = cut + 2 if cut >= 0 else uri.find(":") + 1  # after the scheme
+    head, rest = uri[:start], uri[start:]
+    at = rest.rfind("@")
+    if at >= 0 and ":" in rest[:at]:
+        rest = f"{rest[:at].split(':', 1)[0]}:***{rest[at:]}"
+    elif at < 0 and not rest.startswith("["):  # host[:port], no user (IPv6 hosts left alone)
+        found = re.match(r"([^/?#:]*):([^/?#]*)", rest)
+        if found and found.group(2) and not found.group(2).isdigit():
+            rest = f"{found.group(1)}:***{rest[found.end() :]}"
+    return head + re.sub(r"(?i)([?&;]password=)[^&;#]*", r"\1***", rest)
 
 
 def _plugin_schemes() -> set[str]:

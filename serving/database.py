@@ -43,15 +43,3 @@ def database_url(url: str) -> str:
             f"database URL scheme '{scheme}' needs a driver that is not installed ({exc}; {_USE})"
         ) from None
     return parsed.render_as_string(hide_password=False)
-
-
-def shown_url(url: str) -> str:
-    """A database URL as error messages show it: its password masked (``***``).
-
-    ``(unparsable URL)`` for one SQLAlchemy cannot read (never the text itself: where the
-    password is in it is not known).
-    """
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
-        return "(unparsable URL)"

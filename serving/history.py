@@ -30,8 +30,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.model_uri import shown_uri
 from partnerscore.serving.config import store_exists
-from partnerscore.serving.database import database_url, shown_url
+from partnerscore.serving.database import database_url
 
 TABLE = "score_history_v2"
 LEGACY_TABLE = "score_history"
@@ -227,7 +228,7 @@ def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
     """Database problems (locked, unreachable, read-only, unparsable URL) as one line.
 
     The score history's and the decision ledger's wrapper: ``<store> <URL>: <detail>``, the
-    URL as ``shown()`` gives it (:func:`shown_url`: no password).
+    URL as ``shown()`` gives it (:func:`~partnerscore.models.model_uri.shown_uri`: no password).
 
     Args:
         store: What the database is to the user (``score history``, ``decision ledger``).
@@ -396,7 +397,7 @@ class ScoreHistory:
         return store_errors("score history", self._shown)
 
     def _shown(self) -> str:
-        return self._shown_as if self._shown_as is not None else shown_url(self.url)
+        return self._shown_as if self._shown_as is not None else shown_uri(self.url)
 
     @property
     def engine(self) -> sa.Engine:

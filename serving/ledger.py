@@ -25,8 +25,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError
+from partnerscore.models.model_uri import shown_uri
 from partnerscore.serving.config import store_exists
-from partnerscore.serving.database import shown_url
 from partnerscore.serving.history import (
     EarlierRows,
     add_missing_columns,
@@ -218,7 +218,7 @@ class DecisionLedger:
         return store_errors("decision ledger", self._shown)
 
     def _shown(self) -> str:
-        return shown_url(self.url)
+        return shown_uri(self.url)
 
     @property
     def engine(self) -> sa.Engine:

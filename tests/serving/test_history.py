@@ -250,8 +250,41 @@ def test_unparsable_url_is_one_line_without_the_password(kind, url):
     with pytest.raises(PartnerscoreError) as err:
         _ = _store_of(kind, url).engine
     message = str(err.value)
-    assert message.startswith(f"{kind} (unparsable URL): ")
+    assert message.startswith(f"{kind} {url.replace('secret', '***')}: ")  # masked, named
     assert "secret" not in message and "\n" not in message
+
+
+MASKED = {
+    # a password holding '/' (a generated one often does): the tracking URIs' pattern showed it
+    "slash": ("://someone:Se/cret@db.example/x", "://someone:***@db.example/x"),
+    # an '@' unencoded: both maskings showed what follows it
+    "at": ("://someone:Se@cret@db.example/x", "://someone:***@db.example/x"),
+    # libpq's password parameter: both showed it
+    "query": ("://someone@db.example/x?password=Secret", "://someone@db.example/x?password=***"),
+    # the host left out, the password read as a port: the tracking URIs' pattern showed it
+    "no_host": ("://someone:Secret/x", "://someone:***/x"),
+}
+"""URL (after the scheme) -> as error lines show it."""
+
+
+@pytest.mark.parametrize("case", sorted(MASKED))
+def test_every_store_masks_a_password_wherever_it_is(case):
+    """One masking (models/model_uri.shown_uri) for MLflow tracking URIs and the history's and
+    ledger's database URLs. The tracking URIs' pattern showed a password holding '/' or one
+    where a port goes; SQLAlchemy's rendering (the stores') showed `?password=`; both showed
+    the end of a password holding '@'."""
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.models.model_uri import check_tracking_uri
+    from partnerscore.serving.ledger import DecisionLedger
+
+    given, shown = MASKED[case]
+    with pytest.raises(PartnerscoreError) as err:  # postgres:// is no MLflow scheme
+        check_tracking_uri(f"postgres{given}", "MLFLOW_TRACKING_URI")
+    message = str(err.value)
+    assert f"cannot open the MLflow store 'postgres{shown}': " in message, message
+    assert "cret" not in message, message
+    for store in (ScoreHistory(f"postgresql{given}"), DecisionLedger(f"postgresql{given}")):
+        assert store._shown() == f"postgresql{shown}"  # what their error lines name
 
 
 @pytest.mark.parametrize("kind", ["score history", "decision ledger"])

@@ -446,8 +446,10 @@ def metrics(
             "summary": f"registry {version}: {len(REGISTRY)} features",  # the text's first line
         }
         typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        ENDING["code"] = 0  # said (as emit records it)
         return
     typer.echo(data_dictionary(fmt="markdown" if markdown else "text"))
+    ENDING["code"] = 0
 
 
 @app.command()
@@ -884,6 +886,15 @@ sysexits.h, "internal software error". It was 1, which also means a monitor alar
 promote: a scheduler branching on the code could not tell a crash from those outcomes."""
 
 
+def debugging() -> bool:
+    """``PARTNERSCORE_DEBUG`` set to anything but empty, ``0``, ``false``, ``no`` or ``off``.
+
+    ``PARTNERSCORE_DEBUG=0`` printed the tracebacks too (any value did).
+    """
+    value = os.environ.get("PARTNERSCORE_DEBUG", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM ends the job the way Ctrl-C does: unwinding, so its cleanup runs.
@@ -937,7 +948,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             number = signal.SIGTERM if _STATE["terminated"] else signal.SIGINT
             _thread.start_new_thread(interrupt_soon, (number,))
             return
-        if _STATE["terminated"] and not os.environ.get("PARTNERSCORE_DEBUG"):
+        if _STATE["terminated"] and not debugging():
             # a finalizer's error as the interrupted job unwinds (SQLAlchemy's weakref
             # callback: "TypeError: weak object has gone away"): the interrupt's aftermath,
             # not worth a traceback under `terminated`
@@ -1064,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"unexpected {type(exc).__name__}: {first} (set PARTNERSCORE_DEBUG=1 for details)"
             )
             code = CRASHED
-            if os.environ.get("PARTNERSCORE_DEBUG"):  # the traceback, then the same ending
+            if debugging():  # the traceback, then the same ending
                 import traceback
 
                 traceback.print_exception(exc)

@@ -1332,7 +1332,7 @@ validate.check_delimiter = check_delimiter
 """A sitecustomize for the command's process: a bug in the raw-table reader."""
 
 
-@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("debug", [False, True, "0"])
 def test_a_crash_has_its_own_exit_code(tmp_path, debug):
     """An unexpected error (a bug) exited 1, as a monitor alarm and a refused promote do: a
     scheduler branching on the code could not tell a crash from those outcomes (only
@@ -1344,8 +1344,8 @@ def test_a_crash_has_its_own_exit_code(tmp_path, debug):
     env = {k: v for k, v in os.environ.items() if k != "PARTNERSCORE_DEBUG"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    if debug:
-        env["PARTNERSCORE_DEBUG"] = "1"
+    if debug:  # "0": off, as unset (it printed the traceback: any value did)
+        env["PARTNERSCORE_DEBUG"] = "1" if debug is True else debug
     job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.console", "--json", "validate"]
         + [str(raw_copy(tmp_path))],
@@ -1358,7 +1358,7 @@ def test_a_crash_has_its_own_exit_code(tmp_path, debug):
     line = "unexpected IndexError: list index out of range (set PARTNERSCORE_DEBUG=1 for details)"
     assert job.returncode == 70, job.stderr
     assert job.stderr.splitlines()[-1] == f"error: {line}", job.stderr
-    assert ("Traceback" in job.stderr) == debug, job.stderr
+    assert ("Traceback" in job.stderr) == (debug is True), job.stderr
     assert json.loads(job.stdout) == {"error": line, "exit_code": 70, "command": "validate"}
 
 

@@ -392,6 +392,18 @@ def known_values(before, measure: str, values_of) -> np.ndarray:
     return np.where(ended < before.cuts(), values, np.nan)  # NaT never ended
 
 
+def known_times(before, measure: str) -> np.ndarray:
+    """When each of ``before``'s rows' measure became known (:data:`MEASURE_TIME`).
+
+    A duration's end, any other measure's event time. A window of recent rows is a window of
+    these times: by their start, a recent window held only durations shorter than itself.
+    """
+    column = MEASURE_TIME[measure]
+    if column == EVENT_TIME[before.table][1]:
+        return before.when()
+    return pd.to_datetime(before.numeric()[column]).to_numpy()
+
+
 def _factorized_partners(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return pd.factorize(frame["partner_id"].astype(str))
 
@@ -500,8 +512,9 @@ def partner_outliers(
 ) -> pd.DataFrame:
     """New rows and recent volumes far above the same partner's own history.
 
-    - Measures (amounts, durations) of rows dated in [as_of - window_days, as_of) against the
-      partner's rows before the window (at least ``partner_min_history`` of them).
+    - Measures (amounts, durations) known in [as_of - window_days, as_of) against the
+      partner's measures known before the window (at least ``partner_min_history`` of them):
+      an amount from its row's date, a duration from its end (:func:`known_times`).
     - Events per table in [as_of - 30 days, as_of) against the partner's earlier full 30-day
       periods since signing (at least ``partner_min_history`` periods).
 
@@ -519,12 +532,13 @@ def partner_outliers(
         if before.empty:
             continue
         when = before.when()
+        known = known_times(before, measure)  # a duration: its end (NaT: x is NaN)
         start = before.cuts() - window  # each row's partner's window start
         raw = known_values(before, measure, values_of)
         x = log1p_nonneg(raw)
         codes, uniques = before.partners()
-        old = (when < start) & np.isfinite(x)
-        new = np.flatnonzero((when >= start) & np.isfinite(x))
+        old = (known < start) & np.isfinite(x)
+        new = np.flatnonzero((known >= start) & np.isfinite(x))
         if new.size == 0 or not old.any():
             continue
         hist = pd.Series(x[old]).groupby(codes[old])

@@ -277,7 +277,7 @@ def test_drift_simulator_changes_only_the_drifted_period(kind, sim_tables):
 
 def _slow_partner_outliers(tables, as_of, cfg):
     """Row-by-row twin of partner_outliers: (table, partner_id, column, rounded z) hits."""
-    from partnerscore.features.anomaly import EVENT_TIME, MEASURES, VOLUME_TABLES
+    from partnerscore.features.anomaly import EVENT_TIME, MEASURE_TIME, MEASURES, VOLUME_TABLES
 
     def robust(values):
         med = float(np.median(values))
@@ -290,8 +290,9 @@ def _slow_partner_outliers(tables, as_of, cfg):
         if table == "partners" or table not in tables:
             continue
         frame = tables[table]
-        when = pd.to_datetime(frame[EVENT_TIME[table][1]])
-        x = np.log1p(values_of(frame))
+        # when the measure is known: a duration at its end (after as_of or never: unknown)
+        when = pd.to_datetime(frame[MEASURE_TIME[measure]])
+        x = np.where((when < as_of).to_numpy(), np.log1p(values_of(frame)), np.nan)
         for pid in frame["partner_id"].unique():
             mine = (frame["partner_id"] == pid).to_numpy()
             past = x[mine & (when < start).to_numpy() & np.isfinite(x)]

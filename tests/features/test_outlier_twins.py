@@ -73,6 +73,7 @@ def measure_rows(tables, as_of):
                     "record_id": str(one[id_col].iat[0]) if id_col else f"row {len(rows) + 2}",
                     "partner_id": str(one["partner_id"].iat[0]),
                     "when": when,
+                    "known": ended,  # a duration's end; any other measure's own date
                     "raw": raw,
                 }
             )
@@ -113,8 +114,9 @@ def table_outliers_reference(tables, as_of, config):
 
 
 def partner_outliers_reference(tables, as_of, config):
-    """Every recent row against its own partner's earlier rows; then each partner's last 30
-    days of events against its earlier full 30-day periods since signing."""
+    """Every row known in the recent window (a duration: its end) against its own partner's rows
+    known before it; then each partner's last 30 days of events against its earlier full 30-day
+    periods since signing."""
     found = []
     start = as_of - pd.Timedelta(days=config.window_days)
     for (table, measure, unit), rows in measure_rows(tables, as_of).items():
@@ -122,13 +124,13 @@ def partner_outliers_reference(tables, as_of, config):
             continue
         for r in rows:
             x = log1p_or_nan(r["raw"])
-            if not (math.isfinite(x) and r["when"] >= start):
+            if not (math.isfinite(x) and r["known"] >= start):  # known in the window
                 continue
             history = [
                 log1p_or_nan(h["raw"])
                 for h in rows
                 if h["partner_id"] == r["partner_id"]
-                and h["when"] < start
+                and h["known"] < start
                 and math.isfinite(log1p_or_nan(h["raw"]))
             ]
             if len(history) < config.partner_min_history:
@@ -401,3 +403,20 @@ def test_a_duration_is_read_only_once_it_ended_before_as_of():
         assert found.loc[found["column"] == "cycle_days", "record_id"].tolist() == listed
         centre, _ = anomaly.batch_statistics(tables, as_of)[("deals", "cycle_days")]
         assert centre < np.log1p(30)
+
+
+def test_a_partners_long_duration_is_new_when_it_ends_in_the_window():
+    """The per-partner check put a row in its recent window by its start: a duration is known
+    only once it ended, so the window held only durations shorter than ``window_days``, and a
+    360-day cycle of a partner whose deals close in ~20 days, closed 10 days before as_of, was
+    never listed (its deal was created before the window: history). Durations enter the window
+    when they end, as ``raw_measure_drift`` reads them."""
+    config = MonitorConfig(partner_z=3.0, partner_min_history=3)
+    ordinary = [("P1", 20 * i, 20 + i % 3, 1_000.0) for i in range(8)]
+    long = [("P1", 200, 360, 1_000.0)]  # D8: created day 200, closed day 560
+    for cut, listed in ((555, []), (570, ["D8"]), (700, [])):  # open; closed in; before window
+        tables, as_of, _ = build_program([0, 0, 0], [1, 1, 1], ordinary + long, [], cut, config)
+        found = anomaly.partner_outliers(tables, as_of, config)
+        assert found.loc[found["column"] == "cycle_days", "record_id"].tolist() == listed, cut
+        slow = frame_of(partner_outliers_reference(tables, as_of, config))
+        assert_same_anomalies(found, slow)

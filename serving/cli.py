@@ -50,6 +50,7 @@ from partnerscore.serving.cli_common import (
     jsonable,
     load,
     new_app,
+    say,
 )
 from partnerscore.serving.console import (
     ENDING,
@@ -445,10 +446,10 @@ def metrics(
             "features": [spec.model_dump(mode="json") for spec in REGISTRY],
             "summary": f"registry {version}: {len(REGISTRY)} features",  # the text's first line
         }
-        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        say(json.dumps(payload, indent=2, sort_keys=True))
         ENDING["code"] = 0  # said (as emit records it)
         return
-    typer.echo(data_dictionary(fmt="markdown" if markdown else "text"))
+    say(data_dictionary(fmt="markdown" if markdown else "text"))
     ENDING["code"] = 0
 
 

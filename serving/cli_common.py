@@ -6,6 +6,7 @@ The app factory, the ``--config`` option and configuration loading (imported laz
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -155,9 +156,9 @@ def emit(result, exit_code: int = 0) -> None:
         if not isinstance(payload, dict):
             payload = {"result": payload}
         payload["summary"] = result.summary()
-        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        say(json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
-        typer.echo(result.summary())
+        say(result.summary())
     ENDING["code"] = exit_code
 
 
@@ -171,4 +172,29 @@ def emit_error(message: str, exit_code: int, command: str | None) -> None:
     import json
 
     payload = {"error": message, "exit_code": exit_code, "command": command}
-    typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+    say(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def say(text: str) -> None:
+    """``text`` and a newline on stdout; nothing more once its reader is gone.
+
+    A reader that went away (``partnerscore --json ... | head -1``, a scheduler that closed
+    the job's stdout before stopping it) made the write raise BrokenPipeError: a job's result
+    then ended with exit 1 (click's handling), its error object (or ``terminated``) with a
+    traceback and exit 1 instead of its code. Now stdout goes to ``os.devnull`` (Python's
+    advice for SIGPIPE, so that its flush at exit does not fail either) and the command ends
+    with its own code.
+    """
+    import errno
+    import os
+    import sys
+
+    try:
+        typer.echo(text)
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.EBADF):
+            raise
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)

@@ -52,9 +52,20 @@ def _ended_before_the_job(said: str, code: int) -> None:
     """
     if json_requested(sys.argv[1:]):
         payload = {"command": None, "error": said, "exit_code": code}
-        os.write(1, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-    os.write(2, f"{said}\n".encode())
+        _write(1, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    _write(2, f"{said}\n")
     os._exit(code)
+
+
+def _write(fd: int, text: str) -> None:
+    """``text`` to a descriptor; nothing when it is closed or its reader gone.
+
+    A scheduler often closes its end of the job's stdout before its SIGTERM: the write's
+    BrokenPipeError went up through the import machinery, a traceback and exit 1 instead of
+    143.
+    """
+    with contextlib.suppress(OSError):
+        os.write(fd, text.encode())
 
 
 def terminated_before_the_job(number: int, _frame) -> None:

@@ -686,3 +686,75 @@ def test_a_signal_after_the_job_said_its_ending_changes_nothing(tmp_path, argv, 
     payload = json.loads(job.stdout)  # one object: a second one is "Extra data"
     assert ("error" in payload) == (code != 0), payload
     assert "terminated" not in job.stderr and "Traceback" not in job.stderr, job.stderr
+
+
+def test_a_sigterm_while_the_console_script_imports_with_stdout_gone(tmp_path):
+    """A scheduler that stops a job often closes its end of the job's stdout first. A SIGTERM
+    while the console script imported the CLI then raised BrokenPipeError from the handler's
+    --json object, through the import machinery: a traceback, exit 1. The object is dropped
+    (nobody reads it); `terminated`, 143, as with a reader."""
+    import os
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SIGTERM_AT_TYPER_IMPORT)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    script = (  # the installed console script's entry point, as its launcher runs it
+        "import sys; from importlib.metadata import entry_points; "
+        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
+    )
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone
+    try:
+        job = subprocess.run(
+            [sys.executable, "-c", script, "--json", "validate", str(tmp_path)],
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert job.returncode == 143, job.stderr
+    assert job.stderr == "terminated\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [(["metrics"], 0), (["--json", "metrics"], 0), (["--json", "validate", "EMPTY"], 2)],
+    ids=["text", "json", "json_error"],
+)
+def test_a_reader_gone_from_stdout_leaves_the_exit_code_alone(tmp_path, argv, code):
+    """`partnerscore ... | head -1`, or a scheduler that stopped reading: the write to stdout
+    raised BrokenPipeError. A command's result then ended with exit 1 (click's handling: the
+    code of a failing outcome), an error's JSON object with a traceback and exit 1. The
+    command ends with its own code and its stderr as with a reader."""
+    import os
+
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+    script = (  # the installed console script's entry point, as its launcher runs it
+        "import sys; from importlib.metadata import entry_points; "
+        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
+    )
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone
+    try:
+        job = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(write)
+    assert job.returncode == code, job.stderr
+    assert "Traceback" not in job.stderr and "Exception ignored" not in job.stderr, job.stderr
+    if code:
+        assert job.stderr.startswith("error: ") and job.stderr.count("\n") == 1, job.stderr
+    else:
+        assert job.stderr == ""

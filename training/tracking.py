@@ -38,6 +38,11 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
         return
     # a symlinked store is its target: SQLite opens (and creates) the file the link names
     database = Path(database).resolve()
+    if database.is_dir():  # MLflow retried opening it for over a minute, then "unexpected"
+        raise PartnerscoreError(
+            f"MLflow store {database}: is a folder, expected the database file "
+            f"(sqlite:///{database / 'mlflow.db'})"
+        )
     folder = database.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,25 @@ def test_a_store_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path,
         assert list(folder.iterdir()) == []  # no store, no partial, no journal
 
 
+def test_a_store_that_is_a_folder_is_one_line_at_once(tmp_path):
+    # sqlite:///FOLDER: MLflow retried opening the folder as a database for over a minute
+    # ("Operation will be retried in ... seconds"), then "unexpected OperationalError: unable
+    # to open database file" (exit 70)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    job = subprocess.run(
+        [sys.executable, "-c", CREATES_A_STORE, f"sqlite:///{tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert job.returncode == 2, job.stderr
+    assert job.stdout.strip() == (
+        f"MLflow store {tmp_path}: is a folder, expected the database file "
+        f"(sqlite:///{tmp_path / 'mlflow.db'})"
+    )
+
+
 def test_a_symlinked_new_store_is_created_at_the_link_target(tmp_path):
     # the store was built beside the link and renamed over it: the link became a plain file
     # and its target (a shared folder, say) was never created

@@ -117,7 +117,11 @@ def check_tracking_uri(uri, name: str) -> str:
             sa.engine.make_url(uri)
         except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
             problem = "not a database URL SQLAlchemy can read"
-        if base == "sqlite" and problem is None and not uri.startswith(f"{scheme}:///"):
+        written = uri.lstrip()[: len(scheme)]
+        if written != scheme and written.lower() == scheme:  # SQLAlchemy: "Can't load plugin"
+            fixed = scheme + shown.lstrip()[len(scheme) :]
+            problem = f"the scheme '{written}' must be lower case: '{fixed}'"
+        elif base == "sqlite" and problem is None and not uri.startswith(f"{scheme}:///"):
             problem = "a SQLite store is sqlite:///FILE (three slashes, then the file)"
     elif base in ("", "file"):
         allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower()

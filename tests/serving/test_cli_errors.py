@@ -1380,6 +1380,8 @@ BAD_TRACKING_URIS = {
     "sqlite:/x.db": "not a database URL SQLAlchemy can read",
     "postgres://someone:secret@127.0.0.1:1/mlflow": "PostgreSQL is postgresql://",
     "sqlite//x.db": "MLFLOW_ALLOW_FILE_STORE",
+    # upper case: SQLAlchemy knows no 'SQLITE' dialect; it was told "three slashes"
+    "SQLITE:///x.db": "the scheme 'SQLITE' must be lower case: 'sqlite:///x.db'",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from collections.abc import Iterator
@@ -50,7 +51,10 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
     except OSError as exc:
         raise _cannot_create(database, exc) from exc
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # ENOLCK (NFS without a lock daemon): "unexpected", exit 70
+            raise _cannot_lock(database, exc) from exc
         with signals_deferred():  # MLflow's migrations are not one transaction: never half
             if not database.exists():
                 create_sqlite_store(database)
@@ -68,6 +72,16 @@ def _cannot_create(database: Path, exc: BaseException) -> PartnerscoreError:
     else:  # SQLAlchemy's: SQLite's own words (sqlite3.OperationalError)
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     return PartnerscoreError(f"MLflow store {database}: cannot create it: {detail}")
+
+
+def _cannot_lock(database: Path, exc: OSError) -> PartnerscoreError:
+    """The one line for a store folder whose lock the file system refuses (NFS, say)."""
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+        why += " (a file system without locks: put the store on a local disk, or use a server)"
+    return PartnerscoreError(
+        f"MLflow store {database}: cannot lock its folder {database.parent}: {why}"
+    )
 
 
 def create_sqlite_store(database: Path) -> None:

@@ -260,3 +260,35 @@ def test_a_sqlite_store_named_by_the_environment_keeps_its_artifacts_beside_it(
     assert load_config().paths.artifact_root() == (
         (tmp_path / "home" / "data" / "mlflow" / "artifacts").resolve().as_uri()
     )
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "EBADF"])
+def test_a_store_folder_that_cannot_be_locked_is_one_line(
+    code, built_dir, tmp_path, monkeypatch, capsys
+):
+    # flock refused by the file system (ENOLCK: NFS without a lock daemon) stopped train with
+    # "unexpected OSError: [Errno 37] No locks available" (exit 70). The lock is an OS call:
+    # it is made to fail here as such a file system fails it.
+    import errno
+    import fcntl
+
+    from partnerscore.serving.cli import main
+
+    def refuse(fd, operation):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    database = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    assert main(["train", "--features", str(built_dir), "--trials", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: MLflow store {database}: cannot lock its folder {database.parent}: "
+        f"{os.strerror(getattr(errno, code))}"
+        + (
+            " (a file system without locks: put the store on a local disk, or use a server)"
+            if code == "ENOLCK"
+            else ""
+        )
+    ), err
+    assert not database.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -375,27 +376,59 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 
 
+def write_target(path: str | Path) -> Path:
+    """The file that writing ``path`` replaces: ``path``, or the file its symbolic link names.
+
+    A temporary renamed over a link replaces the link with a plain file, and the link's
+    target (``data/scores/latest.csv -> /shared/scores.csv``) is never updated: the atomic
+    writers stage beside the link's final target and rename over it. A dangling link names
+    the file to create (its folder too).
+
+    Raises:
+        PartnerscoreError: The links loop (one line naming ``path``).
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    try:
+        os.stat(path)
+    except OSError as exc:  # ENOENT: a dangling link, whose target is created
+        if exc.errno == errno.ELOOP:
+            raise PartnerscoreError(f"{path}: cannot write: symbolic link loop") from exc
+    return Path(os.path.realpath(path))
+
+
+def _named(path: Path, target: Path) -> str:
+    """``path`` for messages, with the file it links to (the one written) when it is a link."""
+    return str(path) if target == path else f"{path} (link to {target})"
+
+
 def _stage(path: Path, write: Callable[[str], None]) -> Path:
     """Write to a new temporary file beside ``path`` (mode 0666 less the umask); return it.
 
-    Stale temporaries of the same target are cleaned first, and OS errors (read-only folder,
-    disk full, target is a folder) become one-line :class:`PartnerscoreError` naming the path.
+    For a symbolic link, beside its target (:func:`write_target`). Stale temporaries of the
+    same target are cleaned first, and OS errors (read-only folder, disk full, target is a
+    folder) become one-line :class:`PartnerscoreError` naming the path.
     """
+    target = write_target(path)
     try:
-        if path.is_dir():
-            raise PartnerscoreError(f"{path}: is a folder, expected a file path")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale(path)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if target.is_dir():
+            raise PartnerscoreError(f"{_named(path, target)}: is a folder, expected a file path")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(target)
+        prefix = f".{target.name}."
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        why = exc.strerror or exc
+        raise PartnerscoreError(f"{_named(path, target)}: cannot write: {why}") from exc
     os.close(fd)
     try:
         os.chmod(tmp_name, 0o666 & ~_umask())
         write(tmp_name)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        why = exc.strerror or exc
+        raise PartnerscoreError(f"{_named(path, target)}: cannot write: {why}") from exc
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -403,11 +436,18 @@ def _stage(path: Path, write: Callable[[str], None]) -> Path:
 
 
 def _publish(tmp: Path, path: Path) -> Path:
+    """Rename ``tmp`` over ``path`` (over the file a symbolic link names); return ``path``."""
     try:
-        os.replace(tmp, path)
+        target = write_target(path)
+    except PartnerscoreError:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise PartnerscoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        why = exc.strerror or exc
+        raise PartnerscoreError(f"{_named(path, target)}: cannot write: {why}") from exc
     return path
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from partnerscore.features.core import STALE_TMP_SECONDS, PartnerscoreError
+from partnerscore.features.core import STALE_TMP_SECONDS, PartnerscoreError, write_target
 from partnerscore.features.parallel import WorkerPool
 from partnerscore.features.registry import LAYERS, REGISTRY, get_spec
 from partnerscore.models.bundle import PHASE_COLUMN
@@ -1377,10 +1377,19 @@ def _init_worker(plan: PagePlan) -> None:
 
 
 def _write_page(folder: str, name: str, data: bytes) -> None:
-    """Write one page atomically (temporary file beside it, then rename), 0666 less umask."""
+    """Write one page atomically (temporary file beside it, then rename), 0666 less umask.
+
+    A page that is a symbolic link is written at the file it names (:func:`write_target`).
+    """
     path = os.path.join(folder, name)
+    linked = os.path.islink(path)
+    if linked:  # renamed over, the link became a plain file
+        path = str(write_target(path))
+        folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
+        if linked:  # a dangling link's target is created, with its folder
+            os.makedirs(folder, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             view = memoryview(data)

@@ -53,6 +53,7 @@ from partnerscore.features.core import (
     check_day_count,
     milestone_dates,
     write_frame_atomic,
+    write_target,
 )
 from partnerscore.features.groups import group_tables, split_rows
 from partnerscore.models.milestones import milestone_columns
@@ -947,6 +948,7 @@ def _score_job(
     done_schema = T.StructType(
         [T.StructField("group", T.LongType()), T.StructField("rows", T.LongType())]
     )
+    target = write_target(out)  # a symbolic link: its target is replaced, never the link
     staging = out.parent / f".{out.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -996,7 +998,7 @@ def _score_job(
         # thread (Parquet decoding and encoding release the GIL) while this one prepares the
         # history and ledger rows; the files are published once the store holds the batch
         with ThreadPoolExecutor(max_workers=1) as pool:
-            staged = pool.submit(_stage_parts, staging, out, good)
+            staged = pool.submit(_stage_parts, staging, target, good)
             flags = shadow_rows(rows, shadow_of is not None, history)
             batch = history.prepare(rows, shadow=flags)
             decisions = ledger.prepare_decisions(
@@ -1008,10 +1010,10 @@ def _score_job(
         history.upsert(batch)
         ledger.record_decisions(decisions)
         write_frame_atomic(reject_frame, rejects_path(out))
-        _swap(fresh, out)
+        _swap(fresh, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(out.with_name(f".{out.name}.new"), ignore_errors=True)
+        shutil.rmtree(target.with_name(f".{target.name}.new"), ignore_errors=True)
     marks["history, ledger, publish (driver)"] = time.perf_counter() - tick
     return ScoreResult.of_rows(
         rows,

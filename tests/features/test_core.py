@@ -1,5 +1,6 @@
 import csv
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,75 @@ def test_text_atomic_and_fingerprint(tmp_path):
     other = write_text_atomic("héllo", tmp_path / "b.txt")
     assert path.read_text(encoding="utf-8") == "héllo"
     assert file_fingerprint(path) == file_fingerprint(other)
+
+
+def _write_each_kind(kind, path):
+    """Write ``path`` with one of the atomic writers (the content names the kind)."""
+    frame = pd.DataFrame({"partner_id": ["P1"], "kind": [kind]})
+    if kind == "write_frame_atomic":
+        return write_frame_atomic(frame, path)
+    if kind == "write_text_atomic":
+        return write_text_atomic(f"partner_id,kind\nP1,{kind}\n", path)
+    if kind == "stage_text":
+        return core.publish_staged([core.stage_text(f"partner_id,kind\nP1,{kind}\n", path)])[0]
+    if kind == "stage_frames":
+        return core.publish_staged(core.stage_frames([(frame, path)]))[0]
+    file = core.AppendedFile(path)  # stage_file
+    file.append(frame)
+    file.close()
+    return core.publish_staged([(file.tmp, file.path)])[0]
+
+
+WRITERS = ["write_frame_atomic", "write_text_atomic", "stage_text", "stage_frames", "stage_file"]
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+@pytest.mark.parametrize("link", ["absolute", "relative", "chain", "dangling"])
+def test_atomic_writers_write_through_a_symbolic_link(kind, link, tmp_path):
+    """A temporary renamed over a link replaced the link with a plain file: the link's target
+    (data/scores/latest.csv -> /shared/scores.csv) kept its old content. Now the temporary is
+    staged beside the target and renamed over it; a dangling link creates its target."""
+    shared = tmp_path / "shared" / "scores.csv"
+    if link != "dangling":
+        shared.parent.mkdir()
+        shared.write_text("partner_id,kind\nP0,old\n")
+    path = tmp_path / "data" / "latest.csv"
+    path.parent.mkdir()
+    if link == "relative":
+        path.symlink_to("../shared/scores.csv")
+    elif link == "chain":
+        (tmp_path / "data" / "middle.csv").symlink_to(shared)
+        path.symlink_to("middle.csv")
+    else:
+        path.symlink_to(shared)
+    assert _write_each_kind(kind, path) == path
+    assert path.is_symlink() and os.path.realpath(path) == str(shared)
+    assert read_frame(shared)["kind"].tolist() == [kind]
+    assert [p.name for p in shared.parent.iterdir()] == ["scores.csv"]  # no temporary left
+    beside = {"latest.csv", "middle.csv"} if link == "chain" else {"latest.csv"}
+    assert {p.name for p in path.parent.iterdir()} == beside
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_a_symbolic_link_loop_is_one_line(kind, tmp_path):
+    (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
+    (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
+    with pytest.raises(PartnerscoreError) as err:
+        _write_each_kind(kind, tmp_path / "a.csv")
+    assert str(err.value) == f"{tmp_path / 'a.csv'}: cannot write: symbolic link loop"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
+
+
+def test_a_link_to_a_file_that_cannot_be_written_names_both(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "scores.csv").mkdir()  # a folder where the file should be
+    (tmp_path / "latest.csv").symlink_to(tmp_path / "shared" / "scores.csv")
+    with pytest.raises(PartnerscoreError) as err:
+        write_text_atomic("x", tmp_path / "latest.csv")
+    assert str(err.value) == (
+        f"{tmp_path / 'latest.csv'} (link to {tmp_path / 'shared' / 'scores.csv'}): "
+        "is a folder, expected a file path"
+    )
 
 
 @settings(

@@ -754,3 +754,23 @@ def test_spark_scores_a_random_small_program_as_the_pandas_job(case, raw_dir, st
         _same_quarantine(root / "p" / "quarantine", root / "s" / "quarantine", TABLES)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_spark_scores_are_written_through_a_symbolic_link(raw_dir, store_config, tmp_path, spark):
+    """``--out latest.parquet -> /shared/scores.parquet``: the link was removed and the parts
+    folder put in its place; the target was never updated. Now the target becomes the parts
+    folder and the link stays."""
+    from partnerscore.serving.spark_engine import run_score_spark
+
+    shared = tmp_path / "shared" / "scores.parquet"
+    shared.parent.mkdir()
+    shared.write_text("old")
+    out = tmp_path / "data" / "latest.parquet"
+    out.parent.mkdir()
+    out.symlink_to(shared)
+    when = pd.Timestamp("2026-03-01").date()
+    got = run_score_spark(raw_dir, when, "champion", out, store_config, groups=2, spark=spark)
+    assert out.is_symlink() and os.path.realpath(out) == str(shared)
+    assert shared.is_dir() and len(pd.read_parquet(shared)) == got.scored > 0
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["scores.parquet"]

@@ -47,6 +47,7 @@ from partnerscore.serving.cli_common import (
     command_name,
     emit,
     emit_error,
+    json_first,
     jsonable,
     load,
     new_app,
@@ -79,7 +80,13 @@ def _version(value: bool) -> None:
     if value:
         from partnerscore import __version__
 
-        typer.echo(f"partnerscore {__version__}")
+        if _STATE["json"]:  # set by main(): this eager option runs before the callback
+            import json
+
+            payload = {"version": __version__, "summary": f"partnerscore {__version__}"}
+            say(json.dumps(payload, indent=2, sort_keys=True))
+        else:
+            typer.echo(f"partnerscore {__version__}")
         raise typer.Exit(0)
 
 
@@ -1050,6 +1057,9 @@ def main(argv: list[str] | None = None) -> int:
     bars.set_enabled(None)
     bars.request_stop(False)
     args = sys.argv[1:] if argv is None else list(argv)
+    if "--json" in args:  # also after the command: moved before it, where it belongs
+        args = json_first(args, typer.main.get_command(app))
+        _STATE["json"] = json_requested(args)
     command = None
     try:
         # without standalone mode click returns the code of typer.Exit instead of raising it

@@ -198,3 +198,62 @@ def say(text: str) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+
+
+def json_first(args: list[str], root) -> list[str]:
+    """``args`` with a ``--json`` given after the command moved before it, where it belongs.
+
+    ``--json`` is a global option: after the command (``partnerscore validate DIR --json``)
+    the parser said "No such option: --json" as text, exit 2. A ``--json`` that is the value
+    of an option taking one (``--reason --json``: the parser gives it to ``--reason``) or
+    that follows ``--`` stays where it is. Options are read from the commands themselves
+    (``root``, the console script's click group, and its command groups).
+
+    Args:
+        args: The console script's arguments.
+        root: The click group the arguments are parsed by.
+
+    Returns:
+        The arguments, ``--json`` first when one was moved (otherwise unchanged).
+    """
+    if "--json" not in args:
+        return args
+    kept: list[str] = []
+    command, moved, given = root, False, False
+    at = 0
+    while at < len(args):
+        arg = args[at]
+        at += 1
+        if arg == "--":
+            kept.extend(args[at - 1 :])
+            break
+        if arg == "--json" and command is root:
+            given = True
+        elif arg == "--json" and (command is None or _takes_value(command, arg) is None):
+            moved = True  # not an option of the command: the global one
+            continue
+        kept.append(arg)
+        if command is None:  # an unknown command: its options are unknown
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            values = _takes_value(command, arg)
+            if values:
+                kept.extend(args[at : at + values])
+                at += values
+        elif isinstance(getattr(command, "commands", None), dict):  # a group: its command
+            command = command.commands.get(arg)
+    return ["--json", *kept] if moved and not given else kept
+
+
+def _takes_value(command, arg: str) -> int | None:
+    """How many values follow option ``arg`` of ``command``; None: no such option.
+
+    0 for a flag, or when the value is in ``arg`` (``--out=x.csv``, ``-cFILE``).
+    """
+    name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+    for param in command.params:
+        if name in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())):
+            if param.is_flag or getattr(param, "count", False) or name != arg:
+                return 0
+            return max(param.nargs, 1)
+    return None

@@ -1375,6 +1375,46 @@ def test_json_without_a_command_is_an_error_object(capsys):
     assert json.loads(out) == {"error": "Missing command.", "exit_code": 2, "command": None}
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "MISSING", "--json"],
+        ["validate", "--json", "MISSING"],
+        ["--log-level", "info", "validate", "MISSING", "--json"],
+        ["--json", "validate", "MISSING", "--json"],  # twice: once is enough
+    ],
+)
+def test_json_after_the_command_is_the_global_option(argv, tmp_path, capsys):
+    """``--json`` after the command was "No such option: --json" as text (exit 2): a script
+    passing it last read no JSON. It is the global option wherever it is given."""
+    argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
+    code, out, err = run(argv, capsys)
+    line = f"{tmp_path / 'missing'}: raw data folder not found"
+    assert code == 2 and err.splitlines()[-1] == f"error: {line}", err
+    assert json.loads(out) == {"error": line, "exit_code": 2, "command": "validate"}
+
+
+def test_json_after_the_command_prints_the_result_object(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["validate", BASE, "--validated", tmp_path / "v", "--json"], capsys)
+    assert code == 0 and "summary" in json.loads(out)
+    # a value that is the text --json stays the option's value (the parser gives it so)
+    code, out, _ = run(["validate", BASE, "--validated", "--json"], capsys)
+    assert code == 0 and not out.lstrip().startswith("{"), out
+    assert (tmp_path / "--json").is_dir()
+    code, out, err = run(["--log-level", "--json", "validate", BASE], capsys)
+    assert code == 2 and out == "" and "--log-level --json: use debug" in err
+
+
+@pytest.mark.parametrize("argv", [["--json", "--version"], ["--version", "--json"]])
+def test_json_version_is_an_object(argv, capsys):
+    from partnerscore import __version__
+
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    assert json.loads(out) == {"version": __version__, "summary": f"partnerscore {__version__}"}
+
+
 BAD_TRACKING_URIS = {
     "foo://x": "unsupported scheme 'foo'",
     "sqlite:/x.db": "not a database URL SQLAlchemy can read",

@@ -38,7 +38,10 @@ def local_store_lock(tracking_uri: str) -> Iterator[None]:
         yield
         return
     # a symlinked store is its target: SQLite opens (and creates) the file the link names
-    database = Path(database).resolve()
+    try:
+        database = Path(database).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a link loop (Python < 3.13)
+        raise PartnerscoreError(f"MLflow store {database}: symbolic link loop") from exc
     if database.is_dir():  # MLflow retried opening it for over a minute, then "unexpected"
         raise PartnerscoreError(
             f"MLflow store {database}: is a folder, expected the database file "

@@ -170,6 +170,22 @@ def test_a_symlinked_new_store_is_created_at_the_link_target(tmp_path):
     assert "partnerscore" in names
 
 
+def test_a_store_link_loop_is_one_line(tmp_path):
+    # Path.resolve raised "unexpected RuntimeError: Symlink loop from ..." (exit 70)
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    job = subprocess.run(
+        [sys.executable, "-c", CREATES_A_STORE, f"sqlite:///{tmp_path / 'a.db'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert job.returncode == 2, job.stderr
+    assert job.stdout.strip() == f"MLflow store {tmp_path / 'a.db'}: symbolic link loop"
+
+
 @pytest.fixture
 def ctrl_c():
     """Python's own Ctrl-C handler for the test: a pytest-xdist worker may hold another (a

@@ -154,6 +154,8 @@ def _load_playbook(path: str | None) -> dict:
     else:
         text = read_text_file(path, "playbook file")
         source = str(path)
+        if not text.strip():
+            raise PartnerscoreError(f"{source}: empty playbook file")
     return copy.deepcopy(_parse_playbook(text, source))
 
 

@@ -47,9 +47,12 @@ from partnerscore.serving.cli_common import (
     command_name,
     emit,
     emit_error,
+    input_path,
     json_first,
     jsonable,
     load,
+    name_input,
+    named_error,
     new_app,
     say,
 )
@@ -338,6 +341,7 @@ def validate(
     config: ConfigOption = None,
 ) -> None:
     """Check every raw table against the contract; bad rows go to RAW/quarantine/<table>.csv."""
+    input_path(raw, None, folder=True, what="raw data folder")
     _batch_job()
     if validated is not None:
         from partnerscore.features.validated import run_validate_snapshot
@@ -392,6 +396,7 @@ def build(
     config: ConfigOption = None,
 ) -> None:
     """Build the stacked point-in-time training set (features before as_of, labels after)."""
+    name_input(cutoffs, "--cutoffs")
     app_cfg = _config(config)
     cfg = _updated(
         app_cfg.build,
@@ -418,6 +423,8 @@ def build(
 
     if cutoffs is not None and ages is not None:
         raise UsageError("build: give either --ages or --cutoffs, not both", ctx)
+    input_path(raw, "--raw", folder=True, what="raw data folder")  # after the usage errors
+    input_path(validated, "--validated", folder=True)
     _batch_job()
     result = run_build(
         raw,
@@ -476,6 +483,7 @@ def train(
     """Train both heads and the baselines, log to MLflow, register a `challenger` version."""
     app_cfg = _config(config)
     tcfg = _updated(app_cfg.train, {"trials": ("--trials", trials)})
+    input_path(features, "--features", folder=True)
     from partnerscore.training.train import run_train
 
     # the config in effect (--trials included): its hash is the one the run logs
@@ -600,7 +608,9 @@ def score(
     config: ConfigOption = None,
 ) -> None:
     """Score every partner signed before AS_OF (or at its milestone), with drivers and actions."""
+    name_input(features, "--features")
     app_cfg = _config(config)
+    name_input(overrides, "--overrides")  # after the config's: the option's file is used
     if overrides is not None:
         score_cfg = _updated(app_cfg.score, {"overrides_path": ("--overrides", str(overrides))})
         app_cfg = app_cfg.model_copy(update={"score": score_cfg})
@@ -661,6 +671,8 @@ def score(
 
         run_score = partial(run_score_spark, master=master)
         options = {"validated": validated}
+    input_path(raw, "--raw", folder=True, what="raw data folder")  # after the usage errors
+    input_path(validated, "--validated", folder=True)
     result = run_score(
         raw,
         as_of_date,
@@ -714,6 +726,9 @@ def report(
     """Write one HTML report per partner and an index.html portfolio page."""
     from partnerscore.serving.report import run_report
 
+    name_input(scores, "--scores")
+    name_input(partners_file, "--partners-file")
+    name_input(notes, "--notes")
     ids = [p.strip() for p in partners.split(",") if p.strip()] if partners is not None else None
     if ids is not None and not ids:
         raise OptionError(f"--partners '{partners}': no partner id given")
@@ -776,6 +791,7 @@ def forecast(
     """Expected revenue with intervals per segment and period, for downstream forecasting."""
     from partnerscore.serving.forecast import parse_by, run_forecast
 
+    name_input(scores, "--scores")
     result = run_forecast(
         _config(config),
         scores,
@@ -802,6 +818,8 @@ def monitor(
 ) -> None:
     """Drift, anomalies, staleness and backtests of a batch (exit 1 on any alarm)."""
     as_of_date = _parse_date(as_of, "--as-of")
+    input_path(raw, "--raw", folder=True, what="raw data folder")
+    name_input(scores, "--scores")
     from partnerscore.serving.monitor import run_monitor
 
     result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
@@ -851,6 +869,8 @@ def whatif(
     if policy is not None or scores is not None:
         if policy is None or scores is None or partner is not None or set_:
             raise UsageError("whatif: give --policy FILE --scores FILE together, alone", ctx)
+        input_path(policy, "--policy", what="config file")
+        name_input(scores, "--scores")
         emit(jobs.run_whatif_policy(cfg, policy, scores, out))
         return
     if partner is None or as_of is None:
@@ -858,6 +878,7 @@ def whatif(
     when = _parse_date(as_of, "--as-of")
     if not set_:
         raise UsageError("whatif: give at least one --set feature=value", ctx)
+    input_path(raw, "--raw", folder=True, what="raw data folder")
     emit(jobs.run_whatif_partner(cfg, raw, partner, when, set_, model, out))
 
 
@@ -1052,6 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
     _STATE["command"] = None
     _STATE["terminated"] = False
     ENDING["code"] = None
+    _STATE["inputs"] = {}
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)
@@ -1069,7 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, UsageError):  # options the parser could not check: as its errors
             typer.echo(exc.usage, err=True)
             command = exc.command
-        message, code = exc.message, exc.exit_code
+        message, code = named_error(exc.message), exc.exit_code
     except typer.Exit as exc:
         return _said(exc.exit_code, argv)
     except (typer.Abort, KeyboardInterrupt):

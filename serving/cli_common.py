@@ -16,9 +16,11 @@ from typer.core import TyperCommand, TyperGroup
 from partnerscore.features.core import OptionError, PartnerscoreError
 from partnerscore.serving.console import ENDING
 
-_STATE = {"json": False, "exit_now": False, "command": None, "terminated": False}
-"""Process-wide CLI state: ``--json`` output (set by the console script's callback) and the
-command being run (``score``, ``experiment assign``; set when it starts, for error objects)."""
+_STATE = {"json": False, "exit_now": False, "command": None, "terminated": False, "inputs": {}}
+"""Process-wide CLI state: ``--json`` output (set by the console script's callback), the
+command being run (``score``, ``experiment assign``; set when it starts, for error objects) and
+the input files and folders the command's options and config keys name (path -> option or
+key, :func:`input_path`)."""
 
 ConfigOption = Annotated[
     Path | None,
@@ -107,11 +109,96 @@ def new_app(name: str, help: str) -> typer.Typer:
     )
 
 
-def load(path: Path | None):
-    """The application configuration: shipped defaults, optionally overridden by one file."""
-    from partnerscore.serving.config import load_config
+def name_input(path: str | Path | None, name: str) -> None:
+    """Remember that option (or config key) ``name`` gave the input ``path``.
 
-    return load_config(path)
+    A one-line error of the job that begins with the path (``<path>: empty file``, ``<path>:
+    column 'tier' row 3: ...``) is then said with ``name`` before it (:func:`named_error`).
+    """
+    import os
+
+    if path is None:
+        return
+    text = str(path)
+    for form in {text, str(Path(text)), os.path.abspath(text)}:
+        _STATE["inputs"][form] = name
+
+
+def named_error(message: str) -> str:
+    """``message`` with the option or config key that gave the file it begins with, if any.
+
+    ``<path>: empty file`` -> ``--overrides <path>: empty file``; a message naming the
+    option or key already (``(config key score.overrides_path)``) is left as it is.
+    """
+    for path in sorted(_STATE["inputs"], key=len, reverse=True):
+        if message.startswith(f"{path}:"):
+            name = _STATE["inputs"][path]
+            return message if name in message else f"{name} {message}"
+    return message
+
+
+def input_path(
+    path: Path | None,
+    option: str | None,
+    *,
+    folder: bool = False,
+    created: bool = False,
+    what: str | None = None,
+) -> Path | None:
+    """The input file or folder an option names, checked before the job starts.
+
+    One line naming the option and the path when nothing is there (unless the job creates
+    it: ``created``), a folder is there where a file is expected or the reverse, or it cannot
+    be read (root reads a mode 000 file anyway). The option is remembered for the job's own
+    errors about the file (:func:`name_input`).
+
+    Args:
+        path: The option's value (None: not given, nothing checked).
+        option: ``--overrides``; None for a positional argument (the path alone is named).
+        folder: A folder is expected, not a file.
+        created: A missing file is fine (the job writes it, as the experiment registry).
+        what: What it is, for messages ("config file", "raw data folder"; default "file" or
+            "folder").
+
+    Raises:
+        PartnerscoreError: ``--overrides x.csv: file not found`` and the like.
+    """
+    import os
+
+    if path is None:
+        return None
+    if option is not None:
+        name_input(path, option)
+    said = f"{option} {path}" if option is not None else str(path)
+    what = what or ("folder" if folder else "file")
+    if not path.exists():
+        if created and not path.is_symlink():
+            return path
+        raise PartnerscoreError(f"{said}: {what} not found")
+    if folder and not path.is_dir():
+        raise PartnerscoreError(f"{said}: is a file, expected a {what}")
+    if not folder and path.is_dir():
+        raise PartnerscoreError(f"{said}: is a folder, expected a {what}")
+    if not os.access(path, os.R_OK | (os.X_OK if folder else 0)):
+        raise PartnerscoreError(f"{said}: cannot read {what}: permission denied")
+    return path
+
+
+def load(path: Path | None):
+    """The application configuration: shipped defaults, optionally overridden by one file.
+
+    The file is ``--config``'s, and the input files the configuration names (the playbook,
+    the overrides: ``HASH_CONTENT_KEYS``) are their keys' in the job's errors about them.
+    """
+    from partnerscore.serving.config import HASH_CONTENT_KEYS, load_config
+
+    input_path(path, "--config", what="config file")
+    config = load_config(path)
+    for section, key in HASH_CONTENT_KEYS:
+        value = getattr(getattr(config, section), key)
+        if value is not None:
+            name_input(value, f"{section}.{key}")
+    return config
 
 
 def jsonable(value):

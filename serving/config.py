@@ -221,6 +221,8 @@ def load_config(path: str | Path | None = None) -> AppConfig:
         return AppConfig()
     path = Path(path)
     text = read_text_file(path, "config file")
+    if not text.strip():  # a truncated copy, not "no overrides" (that is no config file)
+        raise PartnerscoreError(f"{path}: empty config file (give the keys to override)")
     try:
         suffix = path.suffix.lower()
         if suffix == ".json":

@@ -167,22 +167,21 @@ def horizon_effects(results: dict, method: str, stratum: str | None = "all") -> 
 
 # ----------------------------------------------------------------------------------- reading ---
 def _read_table(path: Path, what: str) -> pd.DataFrame:
-    if not path.exists():
-        raise PartnerscoreError(f"{path}: file not found")
+    """An experiment table (assignments, registry) read as every partnerscore file is.
+
+    :func:`~partnerscore.features.core.read_frame`: missing, empty, a folder, not UTF-8 (its
+    line, row and column) in one line; ids, experiment, arm and stratum kept as text.
+    """
     try:
-        if frame_format(path) == "csv":
-            return pd.read_csv(
-                path,
-                keep_default_na=False,
-                na_values=[""],
-                dtype={"partner_id": str, "experiment": str, "arm": str, "stratum": str},
-            )
-        return read_frame(path)
+        return read_frame(path, text=lambda column: column in _TEXT_COLUMNS)
     except PartnerscoreError:
         raise
     except Exception as exc:  # parser errors of pandas / pyarrow
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise PartnerscoreError(f"{path}: cannot read {what}: {first}") from exc
+
+
+_TEXT_COLUMNS = {"partner_id", "experiment", "arm", "stratum"}
 
 
 def read_assignments(path: str | Path) -> pd.DataFrame:

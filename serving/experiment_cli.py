@@ -13,7 +13,15 @@ from typing import Annotated
 import typer
 
 from partnerscore.features.core import OptionError
-from partnerscore.serving.cli_common import ConfigOption, UsageError, emit, load, new_app
+from partnerscore.serving.cli_common import (
+    ConfigOption,
+    UsageError,
+    emit,
+    input_path,
+    load,
+    name_input,
+    new_app,
+)
 
 experiment_app = new_app(
     "experiment",
@@ -75,6 +83,8 @@ def assign(
     from partnerscore.features.experiments import parse_arms
     from partnerscore.serving.experiment import run_assign
 
+    name_input(scores, "--scores")
+    name_input(registry, "--registry")
     result = run_assign(
         scores,
         name,
@@ -119,6 +129,8 @@ def analyze(
     """Effects per arm with 95% intervals, per stratum, over time; sample-ratio check."""
     from partnerscore.serving.experiment import run_analyze
 
+    name_input(assignments, "--assignments")
+    input_path(raw, "--raw", folder=True, what="raw data folder")
     result = run_analyze(
         assignments,
         raw,
@@ -175,6 +187,7 @@ def plan(
         raise UsageError(PLAN_NEEDS_SPREAD, ctx)
     from partnerscore.serving.experiment import run_plan
 
+    input_path(raw, "--raw", folder=True, what="raw data folder")
     result = run_plan(
         _config(config),
         partners,
@@ -203,4 +216,5 @@ def stop(
     """Mark a running experiment stopped: its partners may be assigned again under its name."""
     from partnerscore.serving.experiment import run_stop
 
+    name_input(registry, "--registry")
     emit(run_stop(name, _config(config), registry=registry))

@@ -1057,6 +1057,10 @@ def run_monitor(
     out_dir = Path(out_dir)
     cut = pd.Timestamp(as_of)
     mcfg = config.monitor
+    if scores is not None and not Path(scores).exists():
+        raise PartnerscoreError(f"{scores}: scores file not found")
+    # the input files first: a bad one is named whatever the model store holds
+    batch_scores = _batch_scores(Path(scores), cut) if scores is not None else None
     uri = resolve_model_uri(model, config.train.registered_model)
     check_registry(config.paths.tracking_uri())  # the reference profile is a run's, in it
     problem = missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
@@ -1065,9 +1069,6 @@ def run_monitor(
     # through MLflow, which the reference profile and the manifests are read with after it
     partner_model, version = load_through_mlflow(uri, config.paths.tracking_uri())
     reference = load_reference_profile(uri)
-    if scores is not None and not Path(scores).exists():
-        raise PartnerscoreError(f"{scores}: scores file not found")
-    batch_scores = _batch_scores(Path(scores), cut) if scores is not None else None
 
     raw = load_raw(Path(raw_dir), out_dir / "quarantine")
     tables = raw.tables

@@ -737,7 +737,7 @@ def test_not_utf8_in_the_header_and_in_a_cutoffs_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err == (
-        f"error: {cutoffs}: not UTF-8 text at line 3002 (row 3001, column 'partner_id'): "
+        f"error: --cutoffs {cutoffs}: not UTF-8 text at line 3002 (row 3001, column 'partner_id'): "
         "byte 0xE9; save the file as UTF-8"
     )
 

@@ -294,7 +294,8 @@ def test_cutoff_parquet_as_of_of_another_type(tmp_path, capsys, column, said):
     argv = ["build", "--raw", raw, "--out", tmp_path / "f", "--cutoffs", tmp_path / "c.parquet"]
     code, _, err = run(argv, capsys)
     assert code == 2
-    assert assert_one_error(err) == f"error: {tmp_path / 'c.parquet'}: column 'as_of' row 1: {said}"
+    line = f"error: --cutoffs {tmp_path / 'c.parquet'}: column 'as_of' row 1: {said}"
+    assert assert_one_error(err) == line
 
 
 def _cutoffs_column_twice(tmp):

@@ -95,7 +95,7 @@ def test_an_engagement_period_past_the_horizon_is_refused(argv, tmp_path, capsys
     assert main([*argv, "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"error: {path}: build.engagement_period_days 60 is longer than build.horizon_days 30: "
+        f"error: --config {path}: build.engagement_period_days 60 is longer than build.horizon_days 30: "
         "label_engaged would be one period cut at the horizon (any qualifying touchpoint in "
         "it); give an engagement period of at most the horizon\n"
     )

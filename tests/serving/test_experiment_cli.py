@@ -258,7 +258,7 @@ def test_missing_column_in_assignments_is_one_line(simulated, tmp_path, capsys):
     assert code == 2
     assert (
         _err(capsys)
-        == f"error: {tmp_path / 'a.csv'}: missing column 'arm' (not an assignment table)"
+        == f"error: --assignments {tmp_path / 'a.csv'}: missing column 'arm' (not an assignment table)"
     )
 
 
@@ -280,7 +280,7 @@ def test_bad_assignment_values_are_one_line(simulated, tmp_path, capsys, edit, m
         for col, value in edit.items():
             table.loc[table.index[5], col] = value
     err = _analyze_table(simulated, tmp_path, capsys, table)
-    assert err == f"error: {tmp_path / 'a.csv'}: " + message.format(last=len(table))
+    assert err == f"error: --assignments {tmp_path / 'a.csv'}: " + message.format(last=len(table))
 
 
 @pytest.mark.parametrize(
@@ -544,7 +544,7 @@ def test_an_assignment_at_the_data_end_has_no_outcomes_yet(simulated, tmp_path, 
     """It said "use a shorter --horizon", which no horizon satisfies (the README's example:
     partners assigned on the latest scores' as_of, analysed on the same raw data)."""
     assert _analyze_assigned_at(simulated, tmp_path, capsys, "2026-07-01") == (
-        f"error: {tmp_path / 'a.csv'}: the latest assigned_at, 2026-07-01, is not a day before "
+        f"error: --assignments {tmp_path / 'a.csv'}: the latest assigned_at, 2026-07-01, is not a day before "
         f"the end of the data in {simulated} (2026-06-30): no outcomes to analyse yet; run it "
         "on raw data that covers the horizon"
     )
@@ -556,7 +556,7 @@ def test_data_shorter_than_the_engagement_period_after_the_assignment_is_one_lin
     """20 days of data after the latest assignment said "use --horizon 20 or less", and
     --horizon 20 is then refused as shorter than the 30-day engagement period: no horizon fits."""
     assert _analyze_assigned_at(simulated, tmp_path, capsys, "2026-06-10") == (
-        f"error: {tmp_path / 'a.csv'}: the latest assigned_at, 2026-06-10, is 20 days before the "
+        f"error: --assignments {tmp_path / 'a.csv'}: the latest assigned_at, 2026-06-10, is 20 days before the "
         f"end of the data in {simulated} (2026-06-30), fewer than build.engagement_period_days "
         "30, the shortest --horizon: run it on raw data that covers the horizon"
     )

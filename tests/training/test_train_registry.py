@@ -404,7 +404,7 @@ def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "registered version 1" in out
     assert main(["train", "--features", str(tmp_path / "missing")]) == 2
-    assert "training_set.parquet: not found" in capsys.readouterr().err
+    assert f"--features {tmp_path / 'missing'}: folder not found" in capsys.readouterr().err
     with pytest.raises(PartnerscoreError, match=r"no registered model 'other' .*: partnerscore"):
         run_promote(TrainConfig(registered_model="other"), tracking_uri=tracking_uri)
     assert main(["promote", "--version", "99"]) == 2

@@ -1,0 +1,342 @@
+"""Every command-line option and config key naming an input file or folder, given a bad one.
+
+For each input (an option such as ``score --overrides``, or a config key such as
+``score.overrides_path``) and each way it can be wrong (missing, a folder where a file is
+expected or the reverse, an unreadable file, an empty file, a Parquet file or binary junk where
+CSV, YAML or JSON is expected) the console script must print one ``error:`` line on stderr
+naming the option or config key and the path, exit 2, and with ``--json`` print one JSON error
+object on stdout. Table-driven: :data:`FILE_INPUTS` and :data:`FOLDER_INPUTS` list the inputs,
+:data:`FILE_DEFECTS` and :data:`FOLDER_DEFECTS` the ways to break them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from partnerscore.serving.cli import main
+
+BASE = Path(__file__).parents[1] / "features" / "malformed" / "_base"
+AS_OF = "2024-06-01"
+JUNK = bytes(range(256)) * 4
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def raw_copy(tmp: Path) -> Path:
+    raw = tmp / "raw"
+    if not raw.exists():
+        shutil.copytree(BASE, raw)
+    return raw
+
+
+def config_with(tmp: Path, section: str, key: str, value: Path) -> Path:
+    path = tmp / f"cfg_{section}_{key}.json"
+    path.write_text(json.dumps({section: {key: str(value)}}), encoding="utf-8")
+    return path
+
+
+def policy_file(tmp: Path) -> Path:
+    path = tmp / "other_policy.yaml"
+    path.write_text("policy:\n  revenue_weight: 0.6\n", encoding="utf-8")
+    return path
+
+
+def a_scores_file(tmp: Path, scored) -> Path:
+    """A real scores file (the session's scored program), for the inputs read after it."""
+    root, _ = scored
+    return root / "scores.csv"
+
+
+# Each input: (suffix its file takes, what names it in the error, argv builder). The builder
+# gets the bad path, the test's folder and the session's scored program (for inputs read only
+# once a valid scores file was); it returns the arguments.
+FILE_INPUTS = {
+    "config": (".yaml", "--config", lambda p, t, s: ["metrics", "--config", p]),
+    "build_cutoffs": (
+        ".csv",
+        "--cutoffs",
+        lambda p, t, s: ["build", "--raw", raw_copy(t), "--out", t / "f", "--cutoffs", p],
+    ),
+    "score_features": (
+        ".csv",
+        "--features",
+        lambda p, t, s: ["score", "--features", p, "--out", t / "s.csv"],
+    ),
+    "score_overrides": (
+        ".csv",
+        "--overrides",
+        lambda p, t, s: [
+            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
+            *("--overrides", p),
+        ],
+    ),
+    "config_score_overrides_path": (
+        ".csv",
+        "score.overrides_path",
+        lambda p, t, s: [
+            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
+            *("--config", config_with(t, "score", "overrides_path", p)),
+        ],
+    ),
+    "config_policy_playbook_path": (
+        ".yaml",
+        "policy.playbook_path",
+        lambda p, t, s: [
+            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
+            *("--config", config_with(t, "policy", "playbook_path", p)),
+        ],
+    ),
+    "report_scores": (".csv", "--scores", lambda p, t, s: ["report", "--scores", p, "--out", t]),
+    "report_partners_file": (
+        ".csv",
+        "--partners-file",
+        lambda p, t, s: [
+            *("report", "--scores", a_scores_file(t, s), "--out", t / "rep"),
+            *("--partners-file", p),
+        ],
+    ),
+    "report_notes": (
+        ".csv",
+        "--notes",
+        lambda p, t, s: [
+            *("report", "--scores", a_scores_file(t, s), "--out", t / "rep", "--notes", p),
+        ],
+    ),
+    "forecast_scores": (
+        ".csv",
+        "--scores",
+        lambda p, t, s: ["forecast", "--scores", p, "--out", t / "fc.csv"],
+    ),
+    "monitor_scores": (
+        ".csv",
+        "--scores",
+        lambda p, t, s: [
+            *("monitor", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "m"),
+            *("--scores", p),
+        ],
+    ),
+    "whatif_policy": (
+        ".yaml",
+        "--policy",
+        lambda p, t, s: ["whatif", "--policy", p, "--scores", a_scores_file(t, s)],
+    ),
+    "whatif_scores": (
+        ".csv",
+        "--scores",
+        lambda p, t, s: ["whatif", "--policy", policy_file(t), "--scores", p],
+    ),
+    "experiment_assign_scores": (
+        ".csv",
+        "--scores",
+        lambda p, t, s: [
+            "experiment",
+            "assign",
+            "--scores",
+            p,
+            "--name",
+            "e",
+            "--out",
+            t / "a.csv",
+        ],
+    ),
+    "experiment_assign_registry": (
+        ".csv",
+        "--registry",
+        lambda p, t, s: [
+            *("experiment", "assign", "--scores", a_scores_file(t, s), "--name", "e"),
+            *("--out", t / "a.csv", "--registry", p),
+        ],
+    ),
+    "experiment_stop_registry": (
+        ".csv",
+        "--registry",
+        lambda p, t, s: ["experiment", "stop", "--name", "e", "--registry", p],
+    ),
+    "experiment_analyze_assignments": (
+        ".csv",
+        "--assignments",
+        lambda p, t, s: [
+            *("experiment", "analyze", "--assignments", p, "--raw", raw_copy(t)),
+            *("--horizon", "90", "--out", t / "an"),
+        ],
+    ),
+}
+
+FOLDER_INPUTS = {
+    "validate_raw": ("", lambda p, t, s: ["validate", p]),  # an argument: the path alone
+    "build_raw": ("--raw", lambda p, t, s: ["build", "--raw", p, "--out", t / "f"]),
+    "build_validated": (
+        "--validated",
+        lambda p, t, s: ["build", "--raw", raw_copy(t), "--out", t / "f", "--validated", p],
+    ),
+    "train_features": ("--features", lambda p, t, s: ["train", "--features", p]),
+    "score_raw": (
+        "--raw",
+        lambda p, t, s: ["score", "--raw", p, "--as-of", AS_OF, "--out", t / "s.csv"],
+    ),
+    "score_validated": (
+        "--validated",
+        lambda p, t, s: [
+            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
+            *("--validated", p),
+        ],
+    ),
+    "monitor_raw": (
+        "--raw",
+        lambda p, t, s: ["monitor", "--raw", p, "--as-of", AS_OF, "--out", t / "m"],
+    ),
+    "whatif_raw": (
+        "--raw",
+        lambda p, t, s: [
+            *("whatif", "--raw", p, "--partner", "p1", "--as-of", AS_OF, "--set", "age_days=30"),
+        ],
+    ),
+    "experiment_analyze_raw": (
+        "--raw",
+        lambda p, t, s: [
+            *("experiment", "analyze", "--assignments", t / "assignments.csv", "--raw", p),
+            *("--horizon", "90", "--out", t / "an"),
+        ],
+    ),
+    "experiment_plan_raw": (
+        "--raw",
+        lambda p, t, s: ["experiment", "plan", "--partners", "100", "--raw", p],
+    ),
+}
+
+
+def _parquet(path: Path) -> None:
+    pd.DataFrame({"partner_id": ["p1"], "x": [1.0]}).to_parquet(path)
+
+
+FILE_DEFECTS = {
+    # defect: (make it at the path, words the error line holds besides the option and path)
+    "missing": (lambda p: None, ["not found"]),
+    "folder": (lambda p: p.mkdir(), ["is a folder, expected a"]),
+    "empty": (lambda p: p.write_bytes(b""), ["empty"]),
+    "parquet": (_parquet, []),
+    "junk": (lambda p: p.write_bytes(JUNK), []),
+    "unreadable": (lambda p: (p.write_text("a\n1\n"), p.chmod(0)), ["cannot read"]),
+}
+
+FOLDER_DEFECTS = {
+    "missing": (lambda p: None, ["not found"]),
+    "file": (lambda p: p.write_text("partner_id\np1\n"), ["is a file, expected a"]),
+    "unreadable": (lambda p: (p.mkdir(), p.chmod(0)), ["cannot read"]),
+}
+
+
+def _skip_unreadable_as_root(defect: str) -> None:
+    if defect == "unreadable" and ROOT:
+        # root reads a chmod 000 file or lists such a folder anyway (checked in
+        # test_root_reads_a_mode_000_file): the case is the well-formed input's
+        pytest.skip("running as root: a mode 000 file is readable")
+
+
+def assert_said_once(code: int, out: str, err: str, *parts: str) -> str:
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "unexpected" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert all(line.startswith(("error: ", "Usage: ")) for line in lines), err
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]
+
+
+def run_both_ways(argv, capsys) -> None:
+    """The line without --json; with --json the same line on stderr and one object on stdout."""
+    argv = [str(a) for a in argv]
+    code, first = main(argv), capsys.readouterr()
+    code_json, second = main(["--json", *argv]), capsys.readouterr()
+    return code, first.out, first.err, code_json, second.out, second.err
+
+
+@pytest.fixture()
+def quiet_store(tmp_path, monkeypatch):
+    """An empty registry in a temporary folder: the input's error comes before the model's."""
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository's data/ folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("PARTNERSCORE_DEBUG", raising=False)
+    sqlite3.connect(tmp_path / "mlflow.db").close()
+
+
+CREATED = {"experiment_assign_registry", "experiment_stop_registry"}
+"""Inputs a job creates when missing (the experiment registry): a missing one is no error."""
+
+NEEDS_SCORES = {
+    "report_partners_file",
+    "report_notes",
+    "whatif_policy",
+    "experiment_assign_registry",
+}
+
+
+def _check(argv, said_by, bad: Path, words, capsys) -> None:
+    code, out, err, code_json, out_json, err_json = run_both_ways(argv, capsys)
+    line = assert_said_once(code, out, err, said_by, str(bad), *words)
+    assert out.strip() == "", out
+    assert code_json == 2 and err_json == err, (code_json, err_json)
+    assert json.loads(out_json) == {
+        "error": line.removeprefix("error: "),
+        "exit_code": 2,
+        "command": argv[0] if argv[0] != "experiment" else f"experiment {argv[1]}",
+    }, out_json
+
+
+@pytest.mark.parametrize("defect", sorted(FILE_DEFECTS))
+@pytest.mark.parametrize("name", sorted(FILE_INPUTS))
+def test_a_bad_input_file_is_one_line_naming_its_option(
+    name, defect, tmp_path, quiet_store, request, capsys
+):
+    _skip_unreadable_as_root(defect)
+    if defect == "missing" and name in CREATED:
+        pytest.skip("the job creates the file")
+    suffix, said_by, argv_for = FILE_INPUTS[name]
+    scored = request.getfixturevalue("scored_dir") if name in NEEDS_SCORES else None
+    make, words = FILE_DEFECTS[defect]
+    bad = tmp_path / "bad" / f"input{suffix}"
+    bad.parent.mkdir()
+    make(bad)
+    try:
+        _check(argv_for(bad, tmp_path, scored), said_by, bad, words, capsys)
+    finally:
+        if bad.exists():
+            bad.chmod(0o700)
+
+
+@pytest.mark.parametrize("defect", sorted(FOLDER_DEFECTS))
+@pytest.mark.parametrize("name", sorted(FOLDER_INPUTS))
+def test_a_bad_input_folder_is_one_line_naming_its_option(
+    name, defect, tmp_path, quiet_store, capsys
+):
+    _skip_unreadable_as_root(defect)
+    said_by, argv_for = FOLDER_INPUTS[name]
+    make, words = FOLDER_DEFECTS[defect]
+    bad = tmp_path / "bad" / "input_dir"
+    bad.parent.mkdir()
+    make(bad)
+    pd.DataFrame({"partner_id": ["p1"], "experiment": ["e"], "arm": ["control"]}).to_csv(
+        tmp_path / "assignments.csv", index=False
+    )
+    try:
+        _check(argv_for(bad, tmp_path, None), said_by, bad, words, capsys)
+    finally:
+        if bad.exists():
+            bad.chmod(0o700)
+
+
+@pytest.mark.skipif(not ROOT, reason="only root reads a mode 000 file")
+def test_root_reads_a_mode_000_file(tmp_path):
+    path = tmp_path / "locked.csv"
+    path.write_text("partner_id\np1\n")
+    path.chmod(0)
+    assert path.read_text() == "partner_id\np1\n"
+    assert os.access(path, os.R_OK)

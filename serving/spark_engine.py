@@ -327,7 +327,10 @@ def _session(master: str, shuffle_partitions: int):
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
-    spark.sparkContext.setLogLevel("ERROR")
+    # not ERROR: a failed task (a Python worker killed mid-task) logged its Java stack trace on
+    # stderr before the job's one error line; every such failure reaches the driver as the
+    # exception that line reports (worker_death, the readers' errors)
+    spark.sparkContext.setLogLevel("FATAL")
     return spark
 
 
@@ -555,11 +558,14 @@ def run_score_spark(
     """
     from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
     from partnerscore.serving.score import _checked_uri
-    from partnerscore.serving.spark_validate import _is_uri
+    from partnerscore.serving.spark_validate import _is_uri, worker_death
 
     started = time.perf_counter()
     # pyspark 4 warns on every pandas 3 conversion; the equality test is what vouches for them
     warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+    # a failed task's Java stack trace, as a warning before the error it raises (reported in
+    # one line: worker_death, the reader's errors)
+    warnings.filterwarnings("ignore", message="toPandas attempted Arrow optimization")
     out = Path(out)
     if out.suffix.lower() != ".parquet":
         raise PartnerscoreError(f"--out {out}: the spark engine writes a Parquet dataset")
@@ -628,6 +634,13 @@ def run_score_spark(
         return _score_job(
             spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
         )
+    except PartnerscoreError:
+        raise
+    except Exception as exc:  # a Python worker killed mid-task: exit 71, as the pandas job's
+        died = worker_death(exc)
+        if died is None:
+            raise
+        raise died from exc
     finally:
         if job is not None:
             job.release()

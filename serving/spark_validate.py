@@ -661,7 +661,7 @@ def validate_in_spark(
     except PartnerscoreError:
         raise
     except Exception as exc:  # a record of the wrong length met by the line-span count
-        raise PartnerscoreError(_spark_read_error(exc, inputs)) from exc
+        raise worker_death(exc) or PartnerscoreError(_spark_read_error(exc, inputs)) from exc
     packed = parts[0]
     for part in parts[1:]:
         packed = packed.unionByName(part, allowMissingColumns=True)
@@ -687,7 +687,7 @@ def validate_in_spark(
     except PartnerscoreError:
         raise
     except Exception as exc:  # Spark's parse errors (FAILFAST): one line naming the file
-        raise PartnerscoreError(_spark_read_error(exc, inputs)) from exc
+        raise worker_death(exc) or PartnerscoreError(_spark_read_error(exc, inputs)) from exc
     try:
         errors = validated.filter(F.col(KIND) == "error").select("reason").limit(1).collect()
         if errors:
@@ -914,6 +914,44 @@ def late_tail_in_spark(clean, dtypes: dict[str, dict[str, str]], partners: int, 
         if n:
             rows[name] = rows.get(name, 0) + n
     return LateTail(newest, supported, k, late, rows)
+
+
+_WORKER_LOST = (
+    "Python worker exited unexpectedly",
+    "Connection reset by peer",
+    "Broken pipe",
+    "java.io.EOFException",
+)
+"""How a Spark task says its Python worker went away: the worker's exit seen by the JVM (its
+check after the task), or the socket to it closed mid-read or mid-write (which of them
+depends on when the worker died; all three seen with a worker SIGKILLed by hand)."""
+
+
+def worker_death(exc: BaseException) -> PartnerscoreError | None:
+    """The one-line error (exit 71) for a Spark job whose Python worker died, else None.
+
+    A Python worker of an executor killed mid-task (the kernel's out-of-memory killer, a
+    SIGKILL) fails its task with one of :data:`_WORKER_LOST` from the JVM's Python runner;
+    when the task may not be retried (``local[N]``: one attempt; ``spark.task.maxFailures``
+    on a cluster, 4 by default, where a retry usually succeeds) the job stops with it. The
+    same ending as a dead worker of the pandas job's pool
+    (:class:`~partnerscore.features.parallel.WorkerDied`), not a bad-input error naming the
+    raw tables (exit 2, until 2026-12-06) nor a Java stack trace.
+    """
+    from partnerscore.features.parallel import WorkerDied
+
+    text = str(exc)
+    if "PythonRunner" not in text and "Python worker" not in text:
+        return None
+    said = next((lost for lost in _WORKER_LOST if lost in text), None)
+    if said is None:
+        return None
+    task = re.search(r"Lost (task [\d.]+ in stage [\d.]+)", text)
+    where = f" ({task.group(1)}: {said})" if task else f" ({said})"
+    return WorkerDied(
+        f"a Spark Python worker process died before finishing its task{where}; out of "
+        "memory? rerun with more executor memory, or on a cluster that retries tasks"
+    )
 
 
 def _spark_read_error(exc: BaseException, inputs: dict[str, TableInput]) -> str:

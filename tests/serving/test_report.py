@@ -464,7 +464,7 @@ def test_report_cli_says_a_true_false_as_of_is_no_date(tmp_path, capsys, column)
     args = ["report", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "r")]
     assert main(args) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {tmp_path / 's.csv'}: column 'as_of' row 1: 'True' is not a date "
+        f"error: --scores {tmp_path / 's.csv'}: column 'as_of' row 1: 'True' is not a date "
         "(true/false; give dates as YYYY-MM-DD)"
     )
 
@@ -532,7 +532,7 @@ def test_report_refuses_a_partner_scored_twice_at_its_latest_date(tmp_path, caps
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"error: {path}: partner 'A' is scored in rows 1 and 5, both as of 2026-03-01 by model "
+        f"error: --scores {path}: partner 'A' is scored in rows 1 and 5, both as of 2026-03-01 by model "
         "versions 1 and 2: a report shows one score per partner, the latest; pick one with "
         "--model-version, or use one batch per file"
     )
@@ -582,7 +582,7 @@ def test_report_names_the_versions_of_a_partner_missing_from_model_version(tmp_p
     pd.DataFrame({"partner_id": ["A", "C"]}).to_csv(tmp_path / "ids.csv", index=False)
     assert main([*args, "--partners-file", str(tmp_path / "ids.csv")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {tmp_path / 'ids.csv'}: column 'partner_id' row 2: 'C' has rows only for "
+        f"error: --partners-file {tmp_path / 'ids.csv'}: column 'partner_id' row 2: 'C' has rows only for "
         "model version 1 in the scores file, not for --model-version 2"
     )
     # a partner the file does not hold at all is still said so
@@ -639,7 +639,7 @@ def test_report_partners_file_selects_any_id(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert (
         err
-        == f"error: {tmp_path / 'bad.csv'}: column 'partner_id' row 2: 'ACME' is not in the scores file"
+        == f"error: --partners-file {tmp_path / 'bad.csv'}: column 'partner_id' row 2: 'ACME' is not in the scores file"
     )
     pd.DataFrame({"id": ["B"]}).to_csv(tmp_path / "nohead.csv", index=False)
     assert main([*args, "--partners-file", str(tmp_path / "nohead.csv")]) == 2

@@ -1067,6 +1067,18 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The process exit code.
     """
+    try:
+        return _main(argv)
+    finally:
+        if argv is not None:
+            # a caller running main() in its own process (a test, a notebook) goes on after it:
+            # the ending it said must not outlive it (a later job's SIGTERM was ignored as
+            # "after the result"; the console script keeps it while the process exits)
+            ENDING["code"] = None
+
+
+def _main(argv: list[str] | None) -> int:
+    """:func:`main`'s work."""
     _quiet_environment()
     _STATE["json"] = False
     _STATE["exit_now"] = False

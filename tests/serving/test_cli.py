@@ -758,3 +758,22 @@ def test_a_reader_gone_from_stdout_leaves_the_exit_code_alone(tmp_path, argv, co
         assert job.stderr.startswith("error: ") and job.stderr.count("\n") == 1, job.stderr
     else:
         assert job.stderr == ""
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--json", "--version"], ["validate"]])
+def test_an_in_process_main_leaves_no_ending_behind(argv, capsys):
+    """`main()` records the ending it said, so that a signal while the console script exits
+    changes nothing. Run in a caller's own process (a test, a notebook), that record outlived
+    it: a later job's SIGTERM was ignored as "after the result" (a fresh clone's suite failed
+    `test_score`'s signal-after-the-commit test in the xdist worker that had run an
+    in-process `main()` before it). Now the record ends with the call."""
+    import signal
+
+    from partnerscore.serving.cli import _sigterm_as_interrupt
+    from partnerscore.serving.console import ENDING
+
+    main(argv)
+    capsys.readouterr()
+    assert ENDING["code"] is None
+    with _sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGTERM)

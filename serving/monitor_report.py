@@ -135,22 +135,11 @@ def distribution_svg(
     ]
     base = height - 22
     for i in range(n):
-        x = 10 + i * bw
-        for k, (p, fill) in enumerate(((rp[i], 'fill="#8a9bb0"'), (cp[i], 'class="bar"'))):
-            h = p / top * (base - 34)
-            parts.append(
-                f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{base - h:.1f}" '
-                f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
-                f"<title>{escape(labels[i])}: {'training' if k == 0 else 'batch'} "
-                f"{p:.1%}</title></rect>"
-            )
-        if n <= 7 or i in (0, n - 1):
-            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
-            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
-            parts.append(
-                f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="{anchor}" '
-                f'font-size="9">{escape(labels[i][:12])}</text>'
-            )
+        bars = [
+            (rp[i], 'fill="#8a9bb0"', f"{labels[i]}: training {rp[i]:.1%}"),
+            (cp[i], 'class="bar"', f"{labels[i]}: batch {cp[i]:.1%}"),
+        ]
+        parts += _bar_pair(i, n, bw, base, base - 34, top, bars, labels[i][:12])
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -208,33 +197,41 @@ def _segment_bars(buckets, base, win, top, floor, span, width, rest=False) -> li
     labels = [_age_label(b) for b in buckets]
     whose = " (the rest)" if rest else ""
     for i, b in enumerate(buckets):
-        x = 10 + i * bw
-        for k, (v, fill, what, rows, days) in enumerate(
-            (
+        bars = [
+            (v, fill, f"{labels[i]} days, {what}{whose}: {v:.2f} rows per partner per 30 days "
+             f"({rows:,.0f} rows in {days:,.0f} partner-days)")
+            for v, fill, what, rows, days in (
                 (base[i], 'fill="#8a9bb0"', "baseline", b["base_rows"], b["base_days"]),
-                (
-                    win[i],
-                    'class="bar rest"' if rest else 'class="bar"',
-                    "window",
-                    b["window_rows"],
-                    b["window_days"],
-                ),
+                (win[i], 'class="bar rest"' if rest else 'class="bar"', "window",
+                 b["window_rows"], b["window_days"]),
             )
-        ):
-            h = v / top * span
-            parts.append(
-                f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{floor - h:.1f}" '
-                f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
-                f"<title>{escape(labels[i])} days, {what}{whose}: {v:.2f} rows per partner per "
-                f"30 days ({rows:,.0f} rows in {days:,.0f} partner-days)</title></rect>"
-            )
-        if n <= 7 or i in (0, n - 1):
-            anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
-            tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
-            parts.append(
-                f'<text x="{tx:.1f}" y="{floor + 14}" text-anchor="{anchor}" '
-                f'font-size="9">{escape(labels[i])}</text>'
-            )
+        ]  # fmt: skip
+        parts += _bar_pair(i, n, bw, floor, span, top, bars, labels[i])
+    return parts
+
+
+def _bar_pair(i, n, bw, floor, span, top, bars, label: str) -> list[str]:
+    """Column ``i`` of ``n`` (``bw`` wide): two bars side by side, and its label below.
+
+    ``bars``: (value, fill attribute, tooltip) each, scaled to ``top`` over ``span`` pixels up
+    from ``floor``. Every column is labelled up to 7 columns, else the first and last only.
+    """
+    x = 10 + i * bw
+    parts = []
+    for k, (v, fill, tip) in enumerate(bars):
+        h = v / top * span
+        parts.append(
+            f'<rect {fill} x="{x + 1 + k * (bw - 2) / 2:.1f}" y="{floor - h:.1f}" '
+            f'width="{max((bw - 2) / 2 - 1, 1):.1f}" height="{h:.1f}">'
+            f"<title>{escape(tip)}</title></rect>"
+        )
+    if n <= 7 or i in (0, n - 1):
+        anchor = "start" if i == 0 and n > 7 else "end" if i == n - 1 and n > 7 else "middle"
+        tx = x if anchor == "start" else x + bw if anchor == "end" else x + bw / 2
+        parts.append(
+            f'<text x="{tx:.1f}" y="{floor + 14}" text-anchor="{anchor}" '
+            f'font-size="9">{escape(label)}</text>'
+        )
     return parts
 
 

@@ -371,3 +371,16 @@ def segment_volume_page(tables: dict, as_of, config=None) -> tuple[str, list]:
     }
     reference = {"columns": {}, "groups": {ALL: {}}}
     return render_monitor_html(result, reference, pd.DataFrame(), config, payload), checks
+
+
+def assert_one_error(err: str, *parts: str) -> str:
+    """The CLI's stderr holds one ``error:`` line (after a usage line at most), no traceback
+    and no "unexpected", and that line holds every one of ``parts``; returns the line."""
+    assert "Traceback" not in err and "unexpected" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert all(line.startswith(("error: ", "Usage: ")) for line in lines), err
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]

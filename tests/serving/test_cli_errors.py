@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import assert_one_error
 
 from partnerscore.features.core import read_frame
 from partnerscore.serving.cli import main
@@ -32,17 +33,6 @@ def run(argv, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def assert_one_error(err: str, *parts: str) -> str:
-    assert "Traceback" not in err and "unexpected" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert all(line.startswith(("error: ", "Usage: ")) for line in lines), err
-    for part in parts:
-        assert part in errors[0], (part, errors[0])
-    return errors[0]
 
 
 def raw_copy(tmp_path: Path) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import assert_one_error
 
 from partnerscore.serving.cli import main
 
@@ -241,14 +242,7 @@ def _skip_unreadable_as_root(defect: str) -> None:
 
 def assert_said_once(code: int, out: str, err: str, *parts: str) -> str:
     assert code == 2, (code, out, err)
-    assert "Traceback" not in err and "unexpected" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert all(line.startswith(("error: ", "Usage: ")) for line in lines), err
-    for part in parts:
-        assert part in errors[0], (part, errors[0])
-    return errors[0]
+    return assert_one_error(err, *parts)
 
 
 def run_both_ways(argv, capsys) -> None:

@@ -384,3 +384,15 @@ def assert_one_error(err: str, *parts: str) -> str:
     for part in parts:
         assert part in errors[0], (part, errors[0])
     return errors[0]
+
+
+def needs_java() -> None:
+    """Skip a Spark test without a Java runtime (fail on CI, where ``make services`` installs
+    one)."""
+    import pytest
+
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        message = "no Java runtime (make services installs one)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)

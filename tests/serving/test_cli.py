@@ -668,10 +668,7 @@ def test_a_signal_after_the_job_said_its_ending_changes_nothing(tmp_path, argv, 
     (tmp_path / "empty").mkdir()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-    script = (  # the installed console script's entry point, as its launcher runs it
-        "import sys; from importlib.metadata import entry_points; "
-        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
-    )
+    script = _CONSOLE_SCRIPT
     argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
     job = subprocess.run(
         [sys.executable, "-c", script, "--json", *argv],
@@ -700,10 +697,7 @@ def test_a_sigterm_while_the_console_script_imports_with_stdout_gone(tmp_path):
     (hook / "sitecustomize.py").write_text(_SIGTERM_AT_TYPER_IMPORT)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-    script = (  # the installed console script's entry point, as its launcher runs it
-        "import sys; from importlib.metadata import entry_points; "
-        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
-    )
+    script = _CONSOLE_SCRIPT
     read, write = os.pipe()
     os.close(read)  # the reader is gone
     try:
@@ -735,10 +729,7 @@ def test_a_reader_gone_from_stdout_leaves_the_exit_code_alone(tmp_path, argv, co
 
     (tmp_path / "empty").mkdir()
     argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
-    script = (  # the installed console script's entry point, as its launcher runs it
-        "import sys; from importlib.metadata import entry_points; "
-        "(ep,) = entry_points(group='console_scripts', name='partnerscore'); sys.exit(ep.load()())"
-    )
+    script = _CONSOLE_SCRIPT
     read, write = os.pipe()
     os.close(read)  # the reader is gone
     try:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
-from support import sibling
+from support import needs_java, sibling
 
 from partnerscore.features.config import MonitorConfig
 from partnerscore.serving.spark_engine import pack, unpack
@@ -27,18 +27,10 @@ onboarding age, which flagged every partner younger than 30 days, is not range-c
 MALFORMED = Path(__file__).parents[1] / "features" / "malformed"
 
 
-def _needs_java():
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        message = "no Java runtime (make services installs one)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def spark():
     """One local[2] session for every test of the module."""
-    _needs_java()
+    needs_java()
     from partnerscore.serving.spark_engine import _session
 
     session = _session("local[2]", 2)

@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from support import needs_java
 
 psutil = pytest.importorskip("psutil")
-
-
-def _needs_java():
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        message = "no Java runtime (make services installs one)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 BUSY = 0.5
@@ -89,7 +81,7 @@ def _argv(raw_dir, tmp_path, config, master):
 def test_a_killed_spark_worker_stops_the_job_with_exit_71(raw_dir, cli_config, tmp_path):
     """Until 2026-12-06: exit 2, a Java stack trace and ``error: raw tables: cannot read file:
     at org.apache.spark.util.SparkErrorUtils.tryWithSafeFinally(...)`` (bad input, wrongly)."""
-    _needs_java()
+    needs_java()
     config, env = cli_config
     code, out, err, killed = score_killing_a_worker(
         _argv(raw_dir, tmp_path, config, "local[2]"), env
@@ -109,7 +101,7 @@ def test_a_killed_spark_worker_stops_the_job_with_exit_71(raw_dir, cli_config, t
 
 
 def test_a_killed_spark_worker_is_retried_where_spark_retries_tasks(raw_dir, cli_config, tmp_path):
-    _needs_java()
+    needs_java()
     config, env = cli_config
     code, out, err, killed = score_killing_a_worker(
         _argv(raw_dir, tmp_path, config, "local[2,4]"), env

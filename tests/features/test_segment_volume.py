@@ -469,9 +469,12 @@ def test_a_region_new_in_the_window_is_said_to_be_new(program):
     assert not [c for c in checks if c.status in ("warn", "alarm")]
 
 
-def test_a_table_without_rows_before_the_window_is_skipped_once():
+@pytest.mark.parametrize("stray", [False, True], ids=["none_before", "one_stray_row_before"])
+def test_a_table_without_sustained_rows_before_the_window_is_skipped_once(stray):
     """feedback collected since last month only: every region read as a spike from no rows
-    (alarm); the table is now skipped once, saying why."""
+    (alarm); the table is now skipped once, saying why. With one row dated years before,
+    the stray row was the baseline's start and every region alarmed as a spike; the skip
+    names the row left out."""
     n = 80
     partners = pd.DataFrame(
         {
@@ -480,17 +483,23 @@ def test_a_table_without_rows_before_the_window_is_skipped_once():
             "region": ["NA", "EMEA"] * (n // 2),
         }
     )
+    before = (["P3"], [ORIGIN + 100 * DAY]) if stray else ([], [])
     feedback = pd.DataFrame(
         {
-            "partner_id": [f"P{i}" for i in range(n)] * 2,
-            "submitted_at": [ORIGIN + 950 * DAY] * 2 * n,
+            "partner_id": before[0] + [f"P{i}" for i in range(n)] * 2,
+            "submitted_at": before[1] + [ORIGIN + 950 * DAY] * 2 * n,
         }
     )
     config = MonitorConfig(volume_segments=("region",))
     tables = {"partners": partners, "feedback": feedback}
     checks = segment_volume_checks(tables, ORIGIN + 1000 * DAY, config)
     assert [(c.name, c.status) for c in checks] == [("quality.segment_volume.feedback.all", "skip")]
-    assert "no row before the 90 days before as_of" in checks[0].detail
+    detail = checks[0].detail
+    if not stray:
+        assert "no row before the 90 days before as_of" in detail, detail
+    else:
+        assert "feedback: its rows are sustained only from 2026-08-08" in detail, detail
+        assert "1 feedback row of 1 partner (P3) dated 2024-04-10 left out" in detail, detail
 
 
 def test_a_baseline_longer_than_the_data_is_a_note_not_a_false_alarm(program):
@@ -655,30 +664,3 @@ def test_coverage_start_equals_a_plain_walk_over_the_days(rows, k, days):
     fast = coverage_start(np.floor_divide(when, 86_400 * 10**9), who, k, days)
     expected = None if plain is None else (pd.Timestamp(plain) - pd.Timestamp(0)).days
     assert fast == expected, (fast, plain)
-
-
-def test_a_table_whose_only_row_before_the_window_is_stray_is_skipped_once():
-    """Feedback collected since last month plus one row dated years before: the stray row
-    was the baseline's start and every region alarmed as a spike; the table is skipped
-    once, naming the row left out."""
-    n = 80
-    partners = pd.DataFrame(
-        {
-            "partner_id": [f"P{i}" for i in range(n)],
-            "signed_at": [ORIGIN] * n,
-            "region": ["NA", "EMEA"] * (n // 2),
-        }
-    )
-    feedback = pd.DataFrame(
-        {
-            "partner_id": ["P3"] + [f"P{i}" for i in range(n)] * 2,
-            "submitted_at": [ORIGIN + 100 * DAY] + [ORIGIN + 950 * DAY] * 2 * n,
-        }
-    )
-    config = MonitorConfig(volume_segments=("region",))
-    tables = {"partners": partners, "feedback": feedback}
-    checks = segment_volume_checks(tables, ORIGIN + 1000 * DAY, config)
-    assert [(c.name, c.status) for c in checks] == [("quality.segment_volume.feedback.all", "skip")]
-    detail = checks[0].detail
-    assert "feedback: its rows are sustained only from 2026-08-08" in detail, detail
-    assert "1 feedback row of 1 partner (P3) dated 2024-04-10 left out" in detail, detail

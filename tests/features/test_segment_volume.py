@@ -502,6 +502,16 @@ def test_a_table_without_sustained_rows_before_the_window_is_skipped_once(stray)
         assert "1 feedback row of 1 partner (P3) dated 2024-04-10 left out" in detail, detail
 
 
+def export_since(tables: dict, as_of, begin) -> dict:
+    """The tables known at ``as_of`` as an export holding events from ``begin`` only."""
+    cut = tables_known_at(tables, as_of)
+    for name, column in VOLUME_TABLES.items():
+        if name in cut:
+            frame = cut[name]
+            cut[name] = frame[(pd.to_datetime(frame[column]) >= begin).to_numpy()]
+    return cut
+
+
 def test_a_baseline_longer_than_the_data_is_a_note_not_a_false_alarm(program):
     """An export holding events from 2025-12-01 only (partners signed since 2023): the
     365-day baseline counted the partners' days before it, with no rows to show, and every
@@ -509,12 +519,7 @@ def test_a_baseline_longer_than_the_data_is_a_note_not_a_false_alarm(program):
     line says so."""
     _, tables = program
     as_of = pd.Timestamp("2026-07-01")
-    cut = tables_known_at(tables, as_of)
-    begin = pd.Timestamp("2025-12-01")
-    for name, column in VOLUME_TABLES.items():
-        if name in cut:
-            frame = cut[name]
-            cut[name] = frame[(pd.to_datetime(frame[column]) >= begin).to_numpy()]
+    cut = export_since(tables, as_of, pd.Timestamp("2025-12-01"))
     checks = segment_volume_checks(cut, as_of, MonitorConfig())
     assert not [c.detail for c in checks if c.status in ("warn", "alarm")]
     (note,) = [c for c in checks if c.name == "quality.segment_volume.baseline"]
@@ -612,12 +617,7 @@ def test_one_stray_early_row_does_not_move_the_baseline_start(program):
     out."""
     _, tables = program
     as_of = pd.Timestamp("2026-07-01")
-    cut = tables_known_at(tables, as_of)
-    begin = pd.Timestamp("2025-12-01")
-    for name, column in VOLUME_TABLES.items():
-        if name in cut:
-            frame = cut[name]
-            cut[name] = frame[(pd.to_datetime(frame[column]) >= begin).to_numpy()]
+    cut = export_since(tables, as_of, pd.Timestamp("2025-12-01"))
     stray = cut["leads"].iloc[[0]].copy()
     stray["created_at"] = pd.Timestamp("2023-03-02")
     cut["leads"] = pd.concat([stray, cut["leads"]], ignore_index=True)

@@ -50,8 +50,12 @@ VOLUME_TABLES = {
 DAY_NS = 86_400 * 10**9
 
 
+NAT = np.iinfo(np.int64).min
+"""What :func:`_ns` gives a missing time (NaT)."""
+
+
 def _ns(values) -> np.ndarray:
-    """Datetimes -> int64 nanoseconds since 1970 (NaT -> the smallest int64)."""
+    """Datetimes -> int64 nanoseconds since 1970 (NaT -> the smallest int64, :data:`NAT`)."""
     ts = pd.to_datetime(pd.Series(values)).astype("datetime64[ns]")
     return ts.to_numpy().astype("int64")
 
@@ -230,7 +234,7 @@ def _prepare(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, config: Monit
         when = _ns(frame[column])
         pid = frame["partner_id"].astype(str)
         partner = pd.Index(ids).get_indexer(pid)
-        dated = ~pd.isna(pd.to_datetime(frame[column])).to_numpy() & (when < end)
+        dated = (when != NAT) & (when < end)
         first = None
         if dated.any():
             days = np.floor_divide(when[dated], DAY_NS)
@@ -264,12 +268,16 @@ def segment_volume_rows(
     See :func:`segment_volume_checks`; :func:`rate_test` gives the numbers.
     """
     segments, counted, _ = _prepare(tables, as_of, config)
-    rows = []
-    for table, _, x_base, x_win, c_base, c_win in counted:
-        for segment, mask in segments:
-            test = rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask])
-            rows.append((table, segment, *test))
-    return rows
+    return _rate_rows(segments, counted)
+
+
+def _rate_rows(segments, counted) -> list[tuple[str, str, float, float, float, int]]:
+    """:func:`segment_volume_rows` of ``_prepare``'s segments and counted tables."""
+    return [
+        (table, segment, *rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask]))
+        for table, _, x_base, x_win, c_base, c_win in counted
+        for segment, mask in segments
+    ]
 
 
 def _flagged(ratio: float, adjusted: float, config: MonitorConfig) -> str:
@@ -288,6 +296,14 @@ def _residual(data, mask: np.ndarray, config: MonitorConfig) -> tuple[float, flo
     _, ratio, z, g = rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask])
     testable = g >= config.min_rows and np.isfinite(z)
     return ratio, z, (2 * _norm_sf(abs(z)) if testable else float("nan")), g
+
+
+def _rest(masks: dict[str, np.ndarray], name: str, without) -> np.ndarray:
+    """Segment ``name``'s partners outside the segments ``without``."""
+    rest = masks[name].copy()
+    for other in without:
+        rest &= ~masks[other]
+    return rest
 
 
 def explain_overlaps(
@@ -330,12 +346,7 @@ def explain_overlaps(
 
     def still(names, kept):
         """Of ``names``, those whose rest without ``kept``'s partners still warns."""
-        out = {}
-        for name in names:
-            rest = masks[name].copy()
-            for k in kept:
-                rest &= ~masks[k]
-            out[name] = _residual(data, rest, config)
+        out = {name: _residual(data, _rest(masks, name, kept), config) for name in names}
         tested = [n for n in names if np.isfinite(out[n][2])]
         q = dict(zip(tested, benjamini_hochberg([out[n][2] for n in tested]), strict=True))
         same_way = {n for n in tested if (out[n][0] > 1) == (flagged[n][0] > 1)}
@@ -352,7 +363,8 @@ def explain_overlaps(
             tests, warns = still(list(remaining), kept)
             for name in list(remaining):
                 if name not in warns:
-                    explained[name] = (explainers(name, kept), tests[name], explainers(name, kept))
+                    by = explainers(name, kept)
+                    explained[name] = (by, tests[name], by)
                     del remaining[name]
             remaining = {n: tests[n][:2] for n in remaining}
             if not remaining:
@@ -417,7 +429,6 @@ def segment_volume_report(
         return [_note("quality.segment_volume.off", "all", "info", off, config)], []
     segments, counted, early = _prepare(tables, as_of, config)
     masks = dict(segments)
-    rows = []
     data = {}
     notes = []
     mid = as_of - pd.Timedelta(days=config.window_days)
@@ -444,9 +455,7 @@ def segment_volume_report(
             )
             continue
         data[table] = (x_base, x_win, c_base, c_win)
-        for segment, mask in segments:
-            test = rate_test(x_base[mask], x_win[mask], c_base[mask], c_win[mask])
-            rows.append((table, segment, *test))
+    rows = _rate_rows(segments, [c for c in counted if c[1] is not None])
     short = [
         (table, begin)
         for table, begin, *_ in counted
@@ -545,9 +554,7 @@ def segment_volume_report(
             view = _view(table, segment, state, explained_by, ratio, data[table], masks[segment])
             if explained_by is not None:
                 _, (r_ratio, *_), without = explained[(table, segment)]
-                rest = masks[segment].copy()
-                for k in without:
-                    rest &= ~masks[k]
+                rest = _rest(masks, segment, without)
                 view["rest"] = _view(table, segment, state, None, r_ratio, data[table], rest)
                 view["rest"]["without"] = without
             views.append(view)

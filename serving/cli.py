@@ -55,6 +55,7 @@ from partnerscore.serving.cli_common import (
     named_error,
     new_app,
     say,
+    say_json,
 )
 from partnerscore.serving.console import (
     ENDING,
@@ -84,10 +85,7 @@ def _version(value: bool) -> None:
         from partnerscore import __version__
 
         if _STATE["json"]:  # set by main(): this eager option runs before the callback
-            import json
-
-            payload = {"version": __version__, "summary": f"partnerscore {__version__}"}
-            say(json.dumps(payload, indent=2, sort_keys=True))
+            say_json({"version": __version__, "summary": f"partnerscore {__version__}"})
         else:
             typer.echo(f"partnerscore {__version__}")
         raise typer.Exit(0)
@@ -450,8 +448,6 @@ def metrics(
     from partnerscore.features.registry import data_dictionary
 
     if _STATE["json"]:  # the specs themselves, for tools that document or check features
-        import json
-
         from partnerscore.features.registry import REGISTRY, registry_version
 
         version = registry_version()
@@ -460,11 +456,10 @@ def metrics(
             "features": [spec.model_dump(mode="json") for spec in REGISTRY],
             "summary": f"registry {version}: {len(REGISTRY)} features",  # the text's first line
         }
-        say(json.dumps(payload, indent=2, sort_keys=True))
-        ENDING["code"] = 0  # said (as emit records it)
-        return
-    say(data_dictionary(fmt="markdown" if markdown else "text"))
-    ENDING["code"] = 0
+        say_json(payload)
+    else:
+        say(data_dictionary(fmt="markdown" if markdown else "text"))
+    ENDING["code"] = 0  # said (as emit records it)
 
 
 @app.command()

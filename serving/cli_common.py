@@ -237,13 +237,11 @@ def emit(result, exit_code: int = 0) -> None:
             longer adds ``terminated``/``aborted`` (and a second JSON object).
     """
     if _STATE["json"]:
-        import json
-
         payload = result.json_payload() if hasattr(result, "json_payload") else jsonable(result)
         if not isinstance(payload, dict):
             payload = {"result": payload}
         payload["summary"] = result.summary()
-        say(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        say_json(payload)
     else:
         say(result.summary())
     ENDING["code"] = exit_code
@@ -256,10 +254,14 @@ def emit_error(message: str, exit_code: int, command: str | None) -> None:
     line without ``error: ``), ``exit_code`` and ``command`` (None when no command was
     recognised).
     """
+    say_json({"error": message, "exit_code": exit_code, "command": command})
+
+
+def say_json(payload: dict) -> None:
+    """One JSON object on stdout (keys sorted, indented), as every ``--json`` output is."""
     import json
 
-    payload = {"error": message, "exit_code": exit_code, "command": command}
-    say(json.dumps(payload, indent=2, sort_keys=True))
+    say(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def say(text: str) -> None:

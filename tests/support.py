@@ -396,3 +396,12 @@ def needs_java() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def with_sitecustomize(env: dict, folder: Path, code: str) -> dict:
+    """``env`` for a child Python that runs ``code`` first: a ``sitecustomize.py`` in
+    ``folder`` (created) put first on its ``PYTHONPATH``. Returns ``env``, updated."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))
+    return env

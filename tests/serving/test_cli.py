@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from support import with_sitecustomize
 
 from partnerscore.serving.cli import app, main
 
@@ -441,10 +442,7 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     forked = tmp_path / "forked.txt"
     if when == "just_after_fork":
-        hook = tmp_path / "hook"
-        hook.mkdir()
-        (hook / "sitecustomize.py").write_text(_SIGTERM_AFTER_FORK)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+        with_sitecustomize(env, tmp_path / "hook", _SIGTERM_AFTER_FORK)
         env["PARTNERSCORE_TEST_FORKED"] = str(forked)
     hooks = {
         "loader_stuck": _LOADER_STUCK,
@@ -454,10 +452,7 @@ def test_sigterm_ends_the_score_job_and_its_workers_and_publishes_nothing(
         "swallowed": _SIGTERM_SWALLOWED,
     }
     if when in hooks:
-        hook = tmp_path / "hook"
-        hook.mkdir()
-        (hook / "sitecustomize.py").write_text(hooks[when])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+        with_sitecustomize(env, tmp_path / "hook", hooks[when])
     job = subprocess.Popen(
         [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
         + ["--as-of", "2026-04-01", "--out", str(out), "--config", str(cfg)],
@@ -554,11 +549,8 @@ def test_a_signal_while_the_console_script_imports_says_so(
     import os
     import signal
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_SIGTERM_AT_TYPER_IMPORT.replace("SIGTERM", signum))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    with_sitecustomize(env, tmp_path / "hook", _SIGTERM_AT_TYPER_IMPORT.replace("SIGTERM", signum))
     job = subprocess.run(
         [sys.executable, *ENTRY_POINTS[entry], *json_flag, "validate", "--raw", str(tmp_path)],
         env=env,
@@ -662,12 +654,9 @@ def test_a_signal_after_the_job_said_its_ending_changes_nothing(tmp_path, argv, 
     import os
     import signal
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_SIGNAL_AS_IT_EXITS.replace("SIGTERM", signum))
     (tmp_path / "empty").mkdir()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    with_sitecustomize(env, tmp_path / "hook", _SIGNAL_AS_IT_EXITS.replace("SIGTERM", signum))
     script = _CONSOLE_SCRIPT
     argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
     job = subprocess.run(
@@ -692,11 +681,8 @@ def test_a_sigterm_while_the_console_script_imports_with_stdout_gone(tmp_path):
     (nobody reads it); `terminated`, 143, as with a reader."""
     import os
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_SIGTERM_AT_TYPER_IMPORT)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    with_sitecustomize(env, tmp_path / "hook", _SIGTERM_AT_TYPER_IMPORT)
     script = _CONSOLE_SCRIPT
     read, write = os.pipe()
     os.close(read)  # the reader is gone

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import assert_one_error
+from support import assert_one_error, with_sitecustomize
 
 from partnerscore.features.core import read_frame
 from partnerscore.serving.cli import main
@@ -1329,11 +1329,8 @@ def test_a_crash_has_its_own_exit_code(tmp_path, debug):
     scheduler branching on the code could not tell a crash from those outcomes (only
     `--json`'s `error` could). It exits 70 (sysexits.h's EX_SOFTWARE), with or without
     PARTNERSCORE_DEBUG (which used to re-raise: Python's own exit 1), in one error line."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_A_BUG_IN_VALIDATE)
     env = {k: v for k, v in os.environ.items() if k != "PARTNERSCORE_DEBUG"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    with_sitecustomize(env, tmp_path / "hook", _A_BUG_IN_VALIDATE)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     if debug:  # "0": off, as unset (it printed the traceback: any value did)
         env["PARTNERSCORE_DEBUG"] = "1" if debug is True else debug

@@ -14,6 +14,7 @@ import sys
 
 import pandas as pd
 import pytest
+from support import with_sitecustomize
 
 from partnerscore.serving.monitor import run_monitor
 
@@ -73,11 +74,8 @@ def test_a_terminated_monitor_publishes_all_its_files_or_none(
     before = {name: (out / name).stat().st_ino for name in FILES}
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(store_config.model_dump(mode="json")))
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_HOOKS[when])
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    with_sitecustomize(env, tmp_path / "hook", _HOOKS[when])
     env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
     job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "monitor", "--raw", str(raw_dir)]

@@ -1,73 +1,84 @@
 """A Spark Python worker killed mid-job (``score --engine spark``): exit 71 or a retried task.
 
-Real local Spark, a real SIGKILL: the console script runs in a process of its own and the
-first Python worker forked by Spark's ``pyspark.daemon`` is killed as soon as it appears (the
-raw tables' validation, the job's first Python tasks). ``local[2]`` tries a task once: the job
-stops as the pandas job does when a worker of its pool dies (one line, exit 71, nothing
-published). ``local[2,4]`` retries a failed task up to 4 times, as a cluster does by default
-(``spark.task.maxFailures``): the retried task runs in a new worker and the job succeeds.
+Real local Spark, a real SIGKILL: the console script runs in a process of its own, and the
+first Python worker of its Spark to start a task kills itself with SIGKILL as the task begins
+(a ``sitecustomize`` hook in the workers' interpreter, :data:`_KILL_FIRST_TASK`). ``local[2]``
+tries a task once: the job stops as the pandas job does when a worker of its pool dies (one
+line, exit 71, nothing published). ``local[2,4]`` retries a failed task up to 4 times, as a
+cluster does by default (``spark.task.maxFailures``): the retried task runs in a new worker and
+the job succeeds.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
-import pytest
-from support import needs_java
+from support import needs_java, with_sitecustomize
 
-psutil = pytest.importorskip("psutil")
+_KILL_FIRST_TASK = """
+import importlib.abc
+import importlib.machinery
+import os
+import signal
+import sys
 
-
-BUSY = 0.5
-"""Seconds a worker has run before it is killed: one killed as it starts, before the JVM has
-handed it a task, is replaced without failing any (seen: the job then succeeded)."""
-
-
-def _forked_worker(root: int):
-    """A Python worker of the job's Spark (forked by ``pyspark.daemon``) at work on a task."""
-    try:
-        children = psutil.Process(root).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return None
-    for child in children:
-        try:
-            parent = child.parent()
-            if parent is None or "pyspark.daemon" not in " ".join(parent.cmdline()):
-                continue
-            if time.time() - child.create_time() >= BUSY:
-                return child
-        except psutil.Error:
-            continue
-    return None
+MARKER = os.environ.get("PARTNERSCORE_TEST_KILLED")
 
 
-def score_killing_a_worker(argv, env) -> tuple[int, str, str, bool]:
-    """Run the console script; SIGKILL the first Spark Python worker it forks."""
-    proc = subprocess.Popen(
+class _Wrap(importlib.abc.MetaPathFinder):
+    # pyspark.worker.main runs each task in a worker forked by pyspark.daemon (which imports
+    # it by name): the first task of the job, across its workers, is SIGKILLed as it begins
+    def find_spec(self, name, path, target=None):
+        if name != "pyspark.worker":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec.loader = _Loader(spec.loader)  # this module's only: the zip's loader is shared
+        return spec
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, real):
+        self.real = real
+
+    def create_module(self, spec):
+        return self.real.create_module(spec)
+
+    def exec_module(self, module):
+        self.real.exec_module(module)
+        real = module.main
+
+        def main(*args, **kwargs):
+            try:
+                os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return real(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        module.main = main
+
+
+if MARKER and "pyspark.daemon" in sys.orig_argv:
+    sys.meta_path.insert(0, _Wrap())
+"""
+"""A sitecustomize: the first Spark task to begin, in any worker, kills its worker (SIGKILL)."""
+
+
+def score_killing_a_worker(argv, env, tmp_path) -> tuple[int, str, str, bool]:
+    """Run the console script; its first Spark Python task kills its worker (SIGKILL)."""
+    marker = tmp_path / "killed"
+    env = with_sitecustomize(dict(env), tmp_path / "hook", _KILL_FIRST_TASK)
+    env["PARTNERSCORE_TEST_KILLED"] = str(marker)
+    job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", *map(str, argv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env=env,
+        timeout=600,
     )
-    killed = False
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and not killed and time.monotonic() < deadline:
-        worker = _forked_worker(proc.pid)
-        if worker is not None:
-            try:
-                os.kill(worker.pid, signal.SIGKILL)
-                killed = True
-            except ProcessLookupError:
-                pass
-        time.sleep(0.01)
-    out, err = proc.communicate(timeout=600)
-    return proc.returncode, out, err, killed
+    return job.returncode, job.stdout, job.stderr, marker.exists()
 
 
 def _argv(raw_dir, tmp_path, config, master):
@@ -84,7 +95,7 @@ def test_a_killed_spark_worker_stops_the_job_with_exit_71(raw_dir, cli_config, t
     needs_java()
     config, env = cli_config
     code, out, err, killed = score_killing_a_worker(
-        _argv(raw_dir, tmp_path, config, "local[2]"), env
+        _argv(raw_dir, tmp_path, config, "local[2]"), env, tmp_path
     )
     assert killed, err
     assert code == 71, (code, err[-3000:])
@@ -104,7 +115,7 @@ def test_a_killed_spark_worker_is_retried_where_spark_retries_tasks(raw_dir, cli
     needs_java()
     config, env = cli_config
     code, out, err, killed = score_killing_a_worker(
-        _argv(raw_dir, tmp_path, config, "local[2,4]"), env
+        _argv(raw_dir, tmp_path, config, "local[2,4]"), env, tmp_path
     )
     assert killed, err
     assert code == 0, (code, err[-3000:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -54,7 +55,7 @@ class DemoResult:
         lines.append(f"MLflow store: {self.tracking_uri}{source}")
         if self.tracking_uri.startswith("sqlite:///"):
             lines.append(
-                "MLflow UI:    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow ui "
+                f"MLflow UI:    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_command()} ui "
                 f"--backend-store-uri {self.tracking_uri} --port 5000   "
                 "(then open http://127.0.0.1:5000)"
             )
@@ -64,6 +65,19 @@ class DemoResult:
             "then set MLFLOW_TRACKING_URI for partnerscore"
         )
         return "\n".join(lines)
+
+
+def mlflow_command(python: str | None = None, cwd: Path | None = None) -> str:
+    """How to run the ``mlflow`` installed beside this Python, as the user would type it.
+
+    Relative to the working folder when under it (``.venv/bin/mlflow`` after ``make demo``),
+    else absolute (an installed package run from any folder); plain ``mlflow`` if there is none.
+    """
+    script = Path(python or sys.executable).parent / "mlflow"
+    if not script.is_file():
+        return "mlflow"
+    here = (cwd or Path.cwd()).absolute()
+    return str(script.relative_to(here)) if script.is_relative_to(here) else str(script)
 
 
 def _forecast_note(result) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from partnerscore.serving.cli import main
 from partnerscore.serving.config import AppConfig
-from partnerscore.serving.demo import demo_config
+from partnerscore.serving.demo import demo_config, mlflow_command
 from partnerscore.serving.history import ScoreHistory
 
 
@@ -67,3 +67,19 @@ def test_demo_end_to_end_and_rerun(tmp_path, tracking_uri, capsys):
     again = ScoreHistory(f"sqlite:///{work / 'scores' / 'history.sqlite'}").read()
     assert again["partner_id"].nunique() == 250
     assert len(list((work / "reports" / "partners").iterdir())) == 250
+
+
+def test_the_mlflow_ui_hint_names_the_mlflow_beside_this_python(tmp_path):
+    """`make demo` prints `.venv/bin/mlflow`; an installed package run elsewhere its real path.
+
+    The hint was always `.venv/bin/mlflow ui`, which exists only in the repository's folder.
+    """
+    bin_dir = tmp_path / "env" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "python"
+    assert mlflow_command(str(python), tmp_path) == "mlflow"  # none beside it: from PATH
+    (bin_dir / "mlflow").write_text("#!/bin/sh\n")
+    assert mlflow_command(str(python), tmp_path) == "env/bin/mlflow"
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    assert mlflow_command(str(python), elsewhere) == str(bin_dir / "mlflow")

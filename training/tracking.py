@@ -161,21 +161,40 @@ def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None
     return exp_id
 
 
+def _pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, imported without matplotlib's folder warnings.
+
+    Where matplotlib cannot create its config and cache folder (``~/.config/matplotlib``: a
+    read-only or missing HOME, e.g. a scheduler's ``HOME=/nonexistent``) it uses a temporary
+    folder, removed at exit, and said so in two WARNING lines on every ``train``'s stderr,
+    advising MPLCONFIGDIR. The fallback is kept; only its lines are left out (MPLCONFIGDIR,
+    when set, is used as before).
+    """
+    import logging
+
+    logger = logging.getLogger("matplotlib")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    finally:
+        logger.setLevel(level)
+    return plt
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
 def plot_importance(importance: pd.Series, title: str, path: Path, top: int = 20) -> Path:
     """Horizontal bar chart of the top features by gain."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     imp = importance.head(top)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(imp) + 1.2))
@@ -187,10 +206,7 @@ def plot_importance(importance: pd.Series, title: str, path: Path, top: int = 20
 
 def plot_shap_summary(contrib: np.ndarray, X: pd.DataFrame, title: str, path: Path) -> Path:
     """SHAP beeswarm summary (shap's own plot) of raw-margin contributions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import shap
 
     data = X.copy()
@@ -214,10 +230,7 @@ def plot_calibration(
     y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10, subtitle: str = ""
 ) -> Path:
     """Reliability diagram of engagement probabilities (``subtitle``: e.g. map and ECE)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
@@ -242,10 +255,7 @@ def plot_calibration(
 
 def plot_lift(actual: np.ndarray, pred: np.ndarray, path: Path) -> Path:
     """Revenue by predicted decile: actual vs predicted mean per decile."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     frame = pd.DataFrame({"actual": actual, "pred": pred})
     frame["decile"] = pd.qcut(frame["pred"].rank(method="first"), 10, labels=False) + 1

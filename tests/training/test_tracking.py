@@ -308,3 +308,32 @@ def test_a_store_folder_that_cannot_be_locked_is_one_line(
         )
     ), err
     assert not database.exists()
+
+
+def test_the_plots_say_nothing_when_home_cannot_hold_matplotlibs_folder(tmp_path):
+    """A scheduler's HOME may be missing or read-only (HOME=/nonexistent): matplotlib then
+    uses a temporary folder and said so in two WARNING lines on every train's stderr (advising
+    MPLCONFIGDIR). HOME below a file: no one, root included, can create a folder there."""
+    (tmp_path / "file").write_text("")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+    }
+    env["HOME"] = str(tmp_path / "file" / "home")
+    script = (
+        "import sys, pandas as pd\n"
+        "from partnerscore.training.tracking import plot_importance\n"
+        "plot_importance(pd.Series({'a': 2.0, 'b': 1.0}), 'gain', sys.argv[1])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "gain.png")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "gain.png").stat().st_size > 0
+    assert done.stderr == ""

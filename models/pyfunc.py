@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import shutil
 import tempfile
 import warnings
 from importlib import metadata
@@ -138,22 +137,37 @@ def package_tree(dest: Path) -> Path:
     """Copy the installed ``partnerscore`` package (all subpackages, data files) to ``dest``.
 
     The source folders are where the running package was imported from (the repository's
-    features/, models/, training/, serving/ and serving/_top in an editable install), laid
-    out as the importable tree ``dest/partnerscore/...`` that ``code_paths`` logs.
+    features/, models/, training/, serving/ and serving/_top in an editable install; the
+    package folder of a wheel; or a zip archive on ``sys.path``), laid out as the importable
+    tree ``dest/partnerscore/...`` that ``code_paths`` logs. Files are read through
+    :mod:`importlib.resources` and written anew: a package installed read-only (by root, or
+    in a read-only image) gives a writable copy. ``shutil.copytree`` copied its modes too, and
+    then could not write the subpackages into the read-only copy of the package folder
+    (``partnerscore train`` failed with "Permission denied" under ``/tmp/.../code``).
 
     Returns:
         ``dest / "partnerscore"``.
     """
-    import importlib
+    from importlib import resources
 
     root = dest / PACKAGE
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_top")
-    top = Path(importlib.import_module(PACKAGE).__file__).parent
-    shutil.copytree(top, root, ignore=ignore)
-    for sub in ("features", "models", "training", "serving"):
-        src = Path(importlib.import_module(f"{PACKAGE}.{sub}").__file__).parent
-        shutil.copytree(src, root / sub, ignore=ignore, dirs_exist_ok=True)
+    subpackages = ("features", "models", "training", "serving")
+    _copy_resources(resources.files(PACKAGE), root, skip={"_top", *subpackages})
+    for sub in subpackages:
+        _copy_resources(resources.files(f"{PACKAGE}.{sub}"), root / sub, skip={"_top"})
     return root
+
+
+def _copy_resources(src, dest: Path, skip: set[str]) -> None:
+    """Write the files under the importlib Traversable ``src`` to ``dest`` (no bytecode)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.name in skip or item.name == "__pycache__" or item.name.endswith(".pyc"):
+            continue
+        if item.is_dir():
+            _copy_resources(item, dest / item.name, skip=set())
+        else:
+            (dest / item.name).write_bytes(item.read_bytes())
 
 
 def input_schema(model: PartnerModel):

@@ -35,6 +35,7 @@ scored partner).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -294,11 +295,26 @@ def conform(frame: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def _session(master: str, shuffle_partitions: int):
+def _check_runtime() -> None:
+    """Stop with one line if pyspark or a Java runtime is missing.
+
+    The messages name what to install: an installed package has no Makefile (the repository's
+    ``make services`` installs Java). Without the ``spark`` extra the job stopped with
+    "unexpected ModuleNotFoundError: No module named 'pyspark'", after loading the model.
+    """
+    if importlib.util.find_spec("pyspark") is None:
+        raise PartnerscoreError(
+            "--engine spark: pyspark is not installed (pip install 'partnerscore[spark]')"
+        )
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise PartnerscoreError(
-            "--engine spark: no Java runtime found (make services installs one; or set JAVA_HOME)"
+            "--engine spark: no Java runtime found (install one, e.g. apt-get install "
+            "default-jre-headless, or set JAVA_HOME)"
         )
+
+
+def _session(master: str, shuffle_partitions: int):
+    _check_runtime()
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(master)
@@ -573,6 +589,8 @@ def run_score_spark(
         raise PartnerscoreError("score: give either --as-of DATE or --at-age DAYS")
     if at_age is not None:
         check_day_count("--at-age", at_age)  # as the pandas job checks it
+    if spark is None:
+        _check_runtime()
     uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
     remote = _is_uri(str(raw_dir))

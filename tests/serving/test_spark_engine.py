@@ -6,6 +6,7 @@ of the Spark job must equal it.
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
-from support import needs_java, sibling
+from support import assert_one_error, needs_java, sibling, with_sitecustomize
 
 from partnerscore.features.config import MonitorConfig
 from partnerscore.serving.spark_engine import pack, unpack
@@ -766,3 +767,34 @@ def test_spark_scores_are_written_through_a_symbolic_link(raw_dir, store_config,
     assert out.is_symlink() and os.path.realpath(out) == str(shared)
     assert shared.is_dir() and len(pd.read_parquet(shared)) == got.scored > 0
     assert sorted(p.name for p in shared.parent.iterdir()) == ["scores.parquet"]
+
+
+@pytest.mark.parametrize("missing", ["pyspark", "java"])
+def test_a_missing_spark_runtime_is_one_line_naming_what_to_install(missing, model_store, tmp_path):
+    """The ``spark`` extra or a Java runtime absent (an installed package, not the repo):
+    without pyspark the job stopped with "unexpected ModuleNotFoundError: No module named
+    'pyspark'" (exit 70) after loading the model; without Java it advised ``make services``,
+    which exists only in the repository."""
+    (tmp_path / "raw").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["MLFLOW_TRACKING_URI"] = model_store.paths.tracking_uri()
+    if missing == "pyspark":  # as if not installed: a None entry makes its import fail
+        with_sitecustomize(env, tmp_path / "site", "import sys\nsys.modules['pyspark'] = None\n")
+    else:
+        env["PATH"] = str(Path(sys.executable).parent)  # no java on it
+    done = subprocess.run(
+        [sys.executable, "-m", "partnerscore", "score", "--engine", "spark"]
+        + ["--as-of", "2026-06-01", "--raw", "raw", "--out", "scores.parquet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    line = assert_one_error(done.stderr, "--engine spark")
+    assert "make " not in line
+    if missing == "pyspark":
+        assert "pip install 'partnerscore[spark]'" in line
+    else:
+        assert "no Java runtime found" in line and "JAVA_HOME" in line

@@ -195,7 +195,7 @@ def _comparability_notes(table: pd.DataFrame, sets: dict, labels: dict) -> list[
         notes.append(
             f"holdout metrics are each version's own holdout, and these versions have "
             f"{len(holdouts)} different ones{rows}: other training sets or holdout shares;"
-            " compare the versions on one with `partnerscore promote` or"
+            " compare the versions on one with `partnerscore promote` or the repository's"
             " notebooks/compare_models.ipynb"
         )
     ours = labels.get(ref)

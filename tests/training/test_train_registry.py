@@ -803,6 +803,8 @@ def test_models_says_where_the_versions_metrics_do_not_compare(
     assert table.loc[1, "holdout"] != table.loc[3, "holdout"]
     text = result.summary()
     assert "holdout metrics are each version's own holdout, and these versions have 3" in text
+    # the notebook is the repository's: an installed package has no notebooks/ folder
+    assert "or the repository's notebooks/compare_models.ipynb" in text
     assert "v3 was trained on other labels than v1 (horizon_days 180 vs 90)" in text
     assert "v2 was trained on other labels" not in text
     assert main(["--json", "models"]) == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ QUADRANTS = (
     "low_revenue_low_engagement",
 )
 GRID = np.linspace(0.0, 1.0, 101)
-SHIPPED_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
+SHIPPED_PLAYBOOK = resources.files(__package__) / "playbook.yaml"  # also in a zip archive
 
 
 def percentile_of(values: np.ndarray, quantiles: list[float]) -> np.ndarray:

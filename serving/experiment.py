@@ -25,6 +25,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ HEADLINE_METHOD = "adjusted"
 """The method of ``experiment analyze``'s headline effects: regression adjustment (CUPED), the
 narrowest intervals at the calibration's coverage (README, Controlled experiments)."""
 _METHOD_NAMES = {"welch": "welch", "adjusted": "adjusted (CUPED)", "bootstrap": "bootstrap"}
-HERE = Path(__file__).parent
+HERE = resources.files(__package__)  # templates/, static/ (also in a zip archive)
 
 
 def horizon_effects(results: dict, method: str, stratum: str | None = "all") -> list[dict]:
@@ -1073,10 +1074,10 @@ def _fmt_effect(outcome: str):
 
 def render_report(results: dict) -> str:
     """The experiment page: self-contained HTML with inline SVG and the reports' stylesheet."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(
-        loader=FileSystemLoader(str(HERE / "templates")),
+        loader=PackageLoader(__package__, "templates"),
         autoescape=select_autoescape(["html"], default_for_string=True, default=True),
     )
     css = (HERE / "static" / "report.css").read_text(encoding="utf-8")

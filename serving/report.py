@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
@@ -45,7 +46,11 @@ from partnerscore.models.policy import (
 )
 from partnerscore.serving.config import AppConfig
 
-HERE = Path(__file__).parent
+HERE = resources.files(__package__)
+"""The package's folder, or its place in a zip archive on ``sys.path``: templates/, static/.
+
+Read through :mod:`importlib.resources` (``Path(__file__)`` and a FileSystemLoader found no
+file in a zip archive: the report stopped with NotADirectoryError)."""
 REQUIRED = (
     "partner_id",
     "as_of",
@@ -843,7 +848,7 @@ class _ReportEnvironment(Environment):
 
 def _environment() -> Environment:
     return _ReportEnvironment(
-        loader=FileSystemLoader(str(HERE / "templates")),
+        loader=PackageLoader(__package__, "templates"),
         autoescape=select_autoescape(["html"], default_for_string=True, default=True),
     )
 

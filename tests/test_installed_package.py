@@ -236,3 +236,37 @@ def test_demo_and_the_logged_model_from_a_foreign_folder(installed):
     loaded = run(installed, installed["python"], "-c", script, uri, training_set, prefix=PREFIX)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.split() == ["20", "1"]
+
+
+SHIPPED_FILES = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from partnerscore.models.policy import _load_playbook
+from partnerscore.serving import experiment, report
+print(report.HERE)
+assert _load_playbook(None)
+env = report._environment()
+for name in ("index.html", "partner.html", "monitor.html", "experiment.html"):
+    assert env.get_template(name).render is not None
+for name in ("report.css", "app.js"):
+    assert (report.HERE / "static" / name).read_text(encoding="utf-8")
+assert experiment.HERE / "static" / "report.css"
+print("ok")
+"""
+
+
+def test_the_shipped_files_are_read_from_a_zip_archive(wheel, tmp_path):
+    """The wheel itself on ``sys.path`` (zipimport): the playbook, the templates and the
+    stylesheet and script of the reports were found by ``Path(__file__)`` and a Jinja
+    FileSystemLoader, which see no file inside an archive (the demo stopped at promote with
+    "NotADirectoryError: ... .whl/partnerscore/models/playbook.yaml")."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", SHIPPED_FILES, str(wheel)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    where, ok = done.stdout.split()
+    assert where.startswith(str(wheel)) and ok == "ok"

@@ -24,6 +24,9 @@ MLFLOW_LOGGERS = {
     # MLflow warns that a PythonModel object is pickled: ours is a thin, versioned wrapper
     "mlflow.pyfunc": logging.ERROR,
     "alembic": logging.WARNING,  # a new store's migrations
+    # "Failed to resolve installed pip version" on every logged model in an environment
+    # without pip (uv venv makes none): the model's requirements.txt is ours, pip needs no pin
+    "mlflow.utils.environment": logging.ERROR,
 }
 """Logger levels while quiet (an explicit ``MLFLOW_LOGGING_LEVEL`` of the user's wins)."""
 

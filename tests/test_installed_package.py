@@ -142,6 +142,7 @@ def test_the_sdist_holds_what_the_wheel_needs_and_the_wheel_built_from_it_does(d
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     assert {"pyproject.toml", "README.md"} <= names
     assert names >= DATA_FILES  # the sdist keeps the repository's layout
+    assert not any(name.startswith("tests/") for name in names)  # (MANIFEST.in)
     with zipfile.ZipFile(wheel) as archive:
         files = set(archive.namelist())
     assert {f"partnerscore/{name}" for name in DATA_FILES} <= files

@@ -169,6 +169,17 @@ def test_version_and_module_entry_from_a_foreign_folder(installed, wheel):
         installed, installed["python"], "-c", "import partnerscore; print(partnerscore.__file__)"
     )
     assert where.stdout.strip() == str(installed["package"] / "__init__.py")
+    # the Python API as the README shows it (lazy re-exports of the top-level package)
+    api = run(
+        installed,
+        installed["python"],
+        "-c",
+        "import partnerscore as ps; t = ps.simulate(partners=60, seed=1); "
+        "print(len(ps.build(ps.validate(t))) > 0, ps.__version__)",
+        prefix=PREFIX or (),
+    )
+    assert api.returncode == 0, api.stderr[-2000:]
+    assert api.stdout.split() == ["True", version]
 
 
 PACKAGE_TREE = """

@@ -240,6 +240,29 @@ class PartnerscoreError(Exception):
         return self.message
 
 
+UNAVAILABLE = 69
+"""Exit code of a job that could not reach a service it needs: ``EX_UNAVAILABLE`` of BSD's
+sysexits.h, "a service is unavailable".
+
+The MLflow store (a tracking server, a database), the score history or the decision ledger did
+not answer: a connection refused, reset or timed out, a host name not resolved, HTTP 5xx, a
+database server starting up or out of connection slots. Not 2 (the input is fine) nor 70 (no
+bug): a scheduler may run the job again later. A service that answers and refuses (wrong
+credentials, no such database, HTTP 401/403/404) is a configuration error, exit 2.
+"""
+
+
+class ServiceUnavailable(PartnerscoreError):
+    """A service the job needs cannot be reached now (exit :data:`UNAVAILABLE`).
+
+    Args:
+        message: One line naming the service and its URL (any password masked).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=UNAVAILABLE)
+
+
 class OptionError(PartnerscoreError):
     """A bad value of one command-line option, or option values that do not go together.
 

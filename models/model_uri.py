@@ -181,11 +181,20 @@ def check_registry(tracking_uri: str, uri: str | None = None) -> None:
         uri: The model asked for, if any: only ``models:/`` and ``runs:/`` URIs need the store
             (a local model folder does not).
 
+    A tracking server or database store is asked once whether it answers
+    (:func:`~partnerscore.models.stores.reach_tracking_store`): MLflow's own clients retried
+    one that was down for minutes.
+
     Raises:
-        PartnerscoreError: No database file at the URI's path.
+        PartnerscoreError: No database file at the URI's path; a store that refuses.
+        ServiceUnavailable: A server or database store that cannot be reached (exit 69).
     """
     if uri is not None and not uri.startswith(("models:/", "runs:/")):
         return
+    if sqlite_file(tracking_uri) is None:
+        from partnerscore.models.stores import reach_tracking_store
+
+        reach_tracking_store(tracking_uri)
     missing = missing_registry(tracking_uri)
     if missing is not None:
         raise PartnerscoreError(

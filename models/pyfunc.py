@@ -35,6 +35,7 @@ from partnerscore.models.model_uri import (
     missing_registry,
     resolve_model_uri,  # noqa: F401 (re-exported)
 )
+from partnerscore.models.stores import raise_if_unreachable
 
 ARTIFACT_KEY = "partner_model"
 # PartnerModel.scoring_view(): what the score job loads (no LightGBM or scikit-learn import)
@@ -283,6 +284,7 @@ def load_partner_model(model_uri: str) -> PartnerModel:
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # MlflowException, OSError: one line for the user
+        raise_if_unreachable(exc)  # a store that went away: exit 69, not "cannot load"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PartnerscoreError(f"cannot load model '{model_uri}': {first}") from exc
     return loaded.unwrap_python_model().model
@@ -301,7 +303,8 @@ def model_version_of(model_uri: str) -> str:
                 logged.group(1) if logged else mlflow.models.get_model_info(model_uri).model_id
             )
             found = versions_of_logged_model(model_id) if model_id else []
-        except (mlflow.exceptions.MlflowException, OSError):
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
+            raise_if_unreachable(exc)
             return ""
         return str(max(found)) if found else ""
     match = MODELS_URI.fullmatch(model_uri)

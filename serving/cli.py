@@ -1106,9 +1106,12 @@ def _main(argv: list[str] | None) -> int:
             return _said(ENDING["code"], argv)
         message, code = "aborted", INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
+        failure = None if _is_click_error(exc) else _store_failure(exc)
         if _is_click_error(exc):
             command = command_name(getattr(exc, "ctx", None))
             message, code = _usage_error(exc)
+        elif failure is not None:  # the MLflow store went away mid-job (or refuses)
+            message, code = failure.message, failure.exit_code
         else:
             first = str(exc).splitlines()[0] if str(exc) else ""
             message = (
@@ -1148,6 +1151,19 @@ def _main(argv: list[str] | None) -> int:
         # (serving/score.py::helper_thread): the interpreter's exit would wait for it
         _exit_now(code)
     return code
+
+
+def _store_failure(exc: BaseException) -> PartnerscoreError | None:
+    """The one line for an error that says the job's MLflow store failed, else None.
+
+    A tracking server or database that went away after the job's first contact with it (its
+    run, its registration, a model download) ended in "unexpected MlflowException: API
+    request to ... failed with exception ...", exit 70: now ``MLflow store <URL>: cannot reach
+    it: <why>``, exit 69 (:func:`~partnerscore.models.stores.store_failure`).
+    """
+    from partnerscore.models.stores import current_tracking_uri, store_failure
+
+    return store_failure(exc, current_tracking_uri())
 
 
 def _said(code: int, argv: list[str] | None) -> int:

@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, ServiceUnavailable
 from partnerscore.models.model_uri import shown_uri
+from partnerscore.models.stores import database_unavailable
 from partnerscore.serving.config import store_exists
 from partnerscore.serving.database import database_url
 
@@ -233,11 +234,18 @@ def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
     Args:
         store: What the database is to the user (``score history``, ``decision ledger``).
         shown: The URL to name, called only when there is an error.
+
+    A database server that cannot be reached (refused, down, timed out, out of connection
+    slots) is a :class:`~partnerscore.features.core.ServiceUnavailable`, exit 69, as for the
+    MLflow store (:func:`~partnerscore.models.stores.database_unavailable`); other problems
+    (a wrong password, no such database, a read-only file) exit 2.
     """
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
+        if database_unavailable(exc):
+            raise ServiceUnavailable(f"{store} {shown()}: {detail}") from exc
         raise PartnerscoreError(f"{store} {shown()}: {detail}") from exc
     except OSError as exc:
         detail = exc.strerror or str(exc)

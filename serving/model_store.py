@@ -41,6 +41,7 @@ from partnerscore.models.model_uri import (
     missing_registry,
     unknown_name,
 )
+from partnerscore.models.stores import raise_if_unreachable
 
 ARTIFACT_KEY = "partner_model"  # models/pyfunc.py: the pyfunc's artifact holding PartnerModel
 SCORING_ARTIFACT_KEY = "partner_model_scoring"  # models/pyfunc.py: its scoring view
@@ -283,7 +284,8 @@ def champion_version(uri: str, registered_model: str, tracking_uri: str) -> str 
     try:
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         return str(client.get_model_version_by_alias(name, "champion").version)
-    except MlflowException:
+    except MlflowException as exc:
+        raise_if_unreachable(exc)
         return None
 
 
@@ -353,7 +355,8 @@ def load_through_mlflow(uri: str, tracking_uri: str):
     model = load_partner_model(uri)
     try:
         version = model_version_of(uri)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         version = ""
     return model, version
 

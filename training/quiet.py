@@ -16,8 +16,17 @@ from collections.abc import Iterator
 MLFLOW_ENVIRONMENT = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # read once, when mlflow is imported
+    # a tracking server's run links ("View run ... at: http://...") went to stdout, before
+    # `train --json`'s object; train's summary names the run and the store itself
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # MLflow's HTTP client retried a server that was down 7 times, waiting up to 120 s between
+    # tries (over 5 minutes), and waited 120 s for an answer: 2 retries (after 0 and ~2 s),
+    # 30 s for an answer
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-"""Variables set unless the user set them (MLflow reads the progress-bar one on every copy)."""
+"""Variables set unless the user set them (MLflow reads them on every use but the level)."""
 
 MLFLOW_LOGGERS = {
     "mlflow": logging.WARNING,  # "Creating initial MLflow database tables", "Validating ..."
@@ -27,6 +36,9 @@ MLFLOW_LOGGERS = {
     # "Failed to resolve installed pip version" on every logged model in an environment
     # without pip (uv venv makes none): the model's requirements.txt is ours, pip needs no pin
     "mlflow.utils.environment": logging.ERROR,
+    # "Retrying (Retry(total=6 ...)) after connection broken by ..." per retry of MLflow's
+    # HTTP client: the job's own error line says how it ended
+    "urllib3.connectionpool": logging.ERROR,
 }
 """Logger levels while quiet (an explicit ``MLFLOW_LOGGING_LEVEL`` of the user's wins)."""
 

@@ -18,6 +18,7 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.features.profile import PREDICTIONS, build_profile
 from partnerscore.models.bundle import PartnerModel
 from partnerscore.models.model_uri import LOGGED_MODEL_URI, MODELS_URI
+from partnerscore.models.stores import raise_if_unreachable
 
 REFERENCE_ARTIFACT = "monitoring/reference_profile.json"
 MANIFEST_ARTIFACT = "training/manifest.json"
@@ -75,6 +76,7 @@ def run_id_of(model_uri: str) -> str:
         try:
             run_id = mlflow.MlflowClient().get_logged_model(logged.group(1)).source_run_id
         except mlflow.exceptions.MlflowException as exc:
+            raise_if_unreachable(exc)
             first = str(exc).splitlines()[0]
             raise PartnerscoreError(f"cannot resolve model '{model_uri}': {first}") from exc
         if not run_id:
@@ -92,6 +94,7 @@ def run_id_of(model_uri: str) -> str:
             else client.get_model_version_by_alias(name, alias)
         )
     except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         first = str(exc).splitlines()[0]
         raise PartnerscoreError(f"cannot resolve model '{model_uri}': {first}") from exc
     return mv.run_id
@@ -154,7 +157,8 @@ def run_manifest(run_id: str, client: mlflow.MlflowClient | None = None) -> dict
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(client.download_artifacts(run_id, MANIFEST_ARTIFACT, tmp))
             manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (mlflow.exceptions.MlflowException, OSError, ValueError):
+    except (mlflow.exceptions.MlflowException, OSError, ValueError) as exc:
+        raise_if_unreachable(exc)
         return None  # no such run or artifact (by store), not UTF-8, not JSON
     return manifest if isinstance(manifest, dict) else None
 

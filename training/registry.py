@@ -15,6 +15,7 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.model_uri import check_registry, unknown_name
 from partnerscore.models.pyfunc import load_partner_model
+from partnerscore.models.stores import raise_if_unreachable
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.metrics import evaluate
 from partnerscore.training.reference import label_differences as differing_labels
@@ -48,7 +49,8 @@ def _client(tracking_uri: str) -> mlflow.MlflowClient:
 def _versions(client: mlflow.MlflowClient, name: str) -> list:
     try:
         versions = client.search_model_versions(f"name='{name}'")
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         return []
     return sorted(versions, key=lambda v: int(v.version))
 
@@ -60,7 +62,8 @@ def _check_name(client: mlflow.MlflowClient, name: str) -> None:
     """
     try:
         held = sorted({model.name for model in client.search_registered_models()})
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         return
     if held and name not in held:
         raise PartnerscoreError(unknown_name(name, held))
@@ -72,7 +75,8 @@ def run_of(client: mlflow.MlflowClient, version):
         return None
     try:
         return client.get_run(version.run_id)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         return None
 
 
@@ -502,7 +506,8 @@ def _logged_predictions(
     """
     try:
         logged = _read_artifact(client, run_id, HOLDOUT_PREDICTIONS_ARTIFACT, pd.read_parquet)
-    except (mlflow.exceptions.MlflowException, OSError):
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise_if_unreachable(exc)
         return None
     if logged.duplicated(_KEYS).any():
         return None
@@ -536,7 +541,8 @@ def rows_in_logged_holdout(
     """
     try:
         theirs = _holdout_of(client, run_id)
-    except (mlflow.exceptions.MlflowException, OSError):
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise_if_unreachable(exc)
         return np.zeros(len(holdout), dtype=bool)
     compared = [
         c
@@ -662,7 +668,8 @@ def _with_own_features(
         return None
     try:
         theirs = _holdout_of(client, run_id)
-    except (mlflow.exceptions.MlflowException, OSError):
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise_if_unreachable(exc)
         return None
     if any(c not in theirs.columns for c in absent):
         return None
@@ -679,7 +686,8 @@ def _retire_challenger_alias(client: mlflow.MlflowClient, name: str, version) ->
     """
     try:
         current = client.get_model_version_by_alias(name, CHALLENGER)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         return
     if str(current.version) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
@@ -742,7 +750,8 @@ def run_promote(
         raise PartnerscoreError(f"no registered versions of '{name}' (run `partnerscore train`)")
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         champion = None
     try:
         challenger = (
@@ -751,6 +760,7 @@ def run_promote(
             else client.get_model_version_by_alias(name, CHALLENGER)
         )
     except mlflow.exceptions.MlflowException as exc:
+        raise_if_unreachable(exc)
         if not version and champion is not None:  # promoted: its alias went with it
             challenger = champion
         else:

@@ -16,6 +16,7 @@ import pandas as pd
 from partnerscore.features.core import PartnerscoreError, glob_escape
 from partnerscore.features.parallel import signals_deferred
 from partnerscore.models.model_uri import sqlite_file
+from partnerscore.models.stores import reach_tracking_store
 
 
 @contextmanager
@@ -130,12 +131,15 @@ def setup_tracking(tracking_uri: str, experiment: str, artifact_root: str | None
     A new experiment on a local store gets ``artifact_root/<experiment>`` as its artifact
     location (otherwise MLflow would write ./mlruns in the current directory). A local SQLite
     store is created (or reached) under :func:`local_store_lock`, so jobs starting together
-    on one new store take turns; an experiment another client created meanwhile is used.
+    on one new store take turns; an experiment another client created meanwhile is used. A
+    server or database store is asked first whether it answers
+    (:func:`~partnerscore.models.stores.reach_tracking_store`: one line, exit 69 or 2).
 
     Returns:
         The experiment id.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    reach_tracking_store(tracking_uri)  # one line now, not MLflow's minutes of retries
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with local_store_lock(tracking_uri):

@@ -38,6 +38,7 @@ from partnerscore.models.intervals import (
 )
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import log_partner_model
+from partnerscore.models.stores import store_failure
 from partnerscore.training import progress, tracking
 from partnerscore.training.backtest import phase_backtest
 from partnerscore.training.config import TrainConfig
@@ -1562,7 +1563,9 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
 
     All or nothing: SIGINT and SIGTERM wait until the version is complete (a second or so;
     :func:`~partnerscore.training.tracking.signals_deferred`), and a version whose
-    description, tags or alias could not be written is deleted again. An interrupted
+    description, tags or alias could not be written is deleted again (a store that went
+    away meanwhile cannot delete it: the version stays without the alias, which is written
+    last, and the error line says so). An interrupted
     ``train`` left a READY version without any of them, which ``promote --version`` would
     still have read.
 
@@ -1579,8 +1582,19 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
             client.set_registered_model_alias(name, CHALLENGER, version)
-        except Exception:
-            client.delete_model_version(name, version)
+        except Exception as exc:
+            try:
+                client.delete_model_version(name, version)
+            except Exception as again:
+                # a store gone mid-registration: the version stays, without the alias (the
+                # alias is written last); said in the store's one line
+                failure = store_failure(again, mlflow.get_tracking_uri())
+                if failure is None:
+                    raise
+                raise type(failure)(
+                    f"{failure.message}; version {version} of '{name}' was left without its "
+                    f"'{CHALLENGER}' alias (delete it once the store is back)"
+                ) from exc
             raise
     return version
 

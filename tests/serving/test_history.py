@@ -214,14 +214,31 @@ def test_plain_postgresql_url_goes_through_psycopg(postgres_url):
     }
 
 
-def test_unreachable_server_is_one_line(tmp_path):
+@pytest.mark.parametrize("kind", ["score history", "decision ledger"])
+def test_unreachable_server_is_one_line_exit_69(kind):
+    """A server that does not answer is a service to wait for (sysexits.h's EX_UNAVAILABLE),
+    as for the MLflow store; it was exit 2, as bad input."""
+    from partnerscore.features.core import UNAVAILABLE, PartnerscoreError
+
+    store = _store_of(kind, "postgresql://someone:secret@127.0.0.1:1/nothing")
+    with pytest.raises(PartnerscoreError) as err:
+        _ = store.engine
+    assert f"{kind} postgresql://someone:***@127.0.0.1:1/nothing: " in str(err.value)
+    assert "Connection refused" in str(err.value)
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)
+    assert err.value.exit_code == UNAVAILABLE == 69
+
+
+@pytest.mark.parametrize("kind", ["score history", "decision ledger"])
+def test_a_server_that_refuses_is_exit_2(kind, postgres_url):
+    """It answers: no such database (or role) is a setting to fix, not a service to wait for."""
     from partnerscore.features.core import PartnerscoreError
 
-    store = ScoreHistory("postgresql://someone:secret@127.0.0.1:1/nothing")
+    url = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(PartnerscoreError) as err:
-        store.upsert(rows("2025-01-01"))
-    assert "score history postgresql://someone:***@127.0.0.1:1/nothing" in str(err.value)
-    assert "secret" not in str(err.value) and "\n" not in str(err.value)
+        _ = _store_of(kind, url).engine
+    assert 'database "no_such_database" does not exist' in str(err.value)
+    assert err.value.exit_code == 2
 
 
 def _store_of(kind: str, url: str):

@@ -1,0 +1,367 @@
+"""The stores a team runs: a real ``mlflow server`` over HTTP and a PostgreSQL backend store.
+
+The rest of the suite uses SQLite stores only. Here the CLI trains, lists, promotes and scores
+on a tracking server (artifacts proxied as ``mlflow-artifacts:``) and on PostgreSQL, with the
+same predictions as on the session's SQLite store; stores that are down or refuse are one
+line naming the store (password masked), exit 69 (unavailable) or 2 (refused); and a server
+killed in the middle of ``train``'s registration leaves no version holding ``challenger``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import assert_one_error, with_sitecustomize
+
+from partnerscore.serving.cli import main
+
+AS_OF = "2026-01-01"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` (the venv's) on a free port: SQLite backend and artifacts in ``root``.
+
+    Its own process group (the server starts uvicorn workers), no job workers. Returns once
+    ``/health`` answers.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'backend.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - the server's, closed with it
+    server = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2) as answer,
+        ):
+            if answer.status == 200:
+                return server, url
+        if server.poll() is not None or time.monotonic() > deadline:
+            _stop(server)
+            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()}")
+        time.sleep(0.2)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server for the session: its URL."""
+    server, url = _start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield url
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(params=["server", "postgresql"])
+def team_store(request):
+    """The tracking URI of a team's store: the session's server, or a fresh PostgreSQL database."""
+    if request.param == "server":
+        return request.getfixturevalue("mlflow_server")
+    return request.getfixturevalue("postgres_url")
+
+
+def _config(tmp_path: Path, name: str, **paths) -> str:
+    path = tmp_path / f"{name}.json"
+    settings = {"data_dir": str(tmp_path / name), "mlflow_dir": str(tmp_path / name / "mlflow")}
+    path.write_text(json.dumps({"paths": {**settings, **paths}, "train": {"trials": 0}}))
+    return str(path)
+
+
+def _json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)  # stdout is the one JSON object, nothing more
+
+
+def test_train_models_promote_score_on_a_team_store(
+    team_store, built_dir, raw_dir, model_store, tmp_path, monkeypatch, capsys
+):
+    """The whole registry cycle on a server (HTTP, proxied artifacts) and on PostgreSQL.
+
+    On the server, MLflow printed its run links ("View run ... at: http://...") on stdout,
+    before ``train --json``'s object. Scores equal the session SQLite store's (same data,
+    same settings, trained the same way).
+    """
+    from partnerscore.models.scoring import score_features
+    from partnerscore.serving.api import load_model
+
+    config = _config(tmp_path, "team")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_store)
+    assert main(["--json", "train", "--features", str(built_dir), "-c", config]) == 0
+    trained = _json(capsys)
+    assert trained["version"] == "1" and trained["model_uri"] == "models:/partnerscore/1"
+
+    assert main(["--json", "models", "-c", config]) == 0
+    (listed,) = _json(capsys)["versions"]
+    assert listed["version"] == 1 and listed["aliases"] == "challenger"
+    assert listed["run_id"] == trained["run_id"]
+    assert listed["primary"] == pytest.approx(trained["metrics"]["primary_score"])
+    assert main(["models", "-c", config]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[:2] == ["1", "challenger"] and trained["run_id"][:8] in row
+
+    assert main(["promote", "--force", "--reason", "team store test", "-c", config]) == 0
+    assert capsys.readouterr().out.startswith("promoted v1 to champion")
+    assert main(["--json", "models", "-c", config]) == 0
+    assert _json(capsys)["versions"][0]["aliases"] == "champion"
+
+    team_scores = tmp_path / "team.csv"
+    score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--model", "champion"]
+    assert main([*score, "--out", str(team_scores), "-c", config]) == 0
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    local = _config(tmp_path, "local", mlflow_dir=model_store.paths.mlflow_dir)
+    local_scores = tmp_path / "local.csv"
+    assert main([*score, "--out", str(local_scores), "-c", local]) == 0
+    capsys.readouterr()
+    pd.testing.assert_frame_equal(pd.read_csv(team_scores), pd.read_csv(local_scores))
+
+    frame = pd.read_parquet(built_dir / "training_set.parquet").head(200)
+    theirs = load_model("champion", tracking_uri=team_store)
+    ours = load_model("champion", tracking_uri=model_store.paths.tracking_uri())
+    assert theirs.metadata["version"] == "1"
+    pd.testing.assert_frame_equal(score_features(theirs, frame), score_features(ours, frame))
+
+
+# --- stores that are down or refuse ---------------------------------------------------------
+
+
+def _console(args: list[str], env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
+    """The console script in a process of its own (its logging set up as a user's is)."""
+    return subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.console", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,  # MLflow's own retries took over 5 minutes
+    )
+
+
+def _env(**variables) -> dict:
+    env = {**os.environ, **variables}
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        env.pop(name, None)  # the CLI's own bounds
+    return env
+
+
+HTTP, POSTGRESQL = "http://someone:secret@", "postgresql+psycopg://someone:secret@"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "command"),
+    [(HTTP, "models"), (POSTGRESQL, "models"), (POSTGRESQL, "train"), (HTTP, "score")],
+)
+def test_a_store_that_is_down_is_one_line_exit_69(scheme, command, tmp_path, built_dir, raw_dir):
+    """Nothing listens on the port: MLflow's clients retried for minutes (the server with
+    urllib3 "Retrying" lines for over 5, PostgreSQL 1 min 45 s of "Operation will be retried",
+    then "unexpected OperationalError", exit 70). ``train`` asks the store where it sets up
+    its experiment, the readers where they check the registry: both schemes go through both.
+    """
+    uri = f"{scheme}127.0.0.1:{_free_port()}" + ("/mlflow" if "postgresql" in scheme else "")
+    args = {
+        "models": ["models"],
+        "train": ["train", "--features", str(built_dir)],
+        "score": ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--out", "x.csv"],
+    }[command]
+    done = _console([*args, "-c", _config(tmp_path, "c")], _env(MLFLOW_TRACKING_URI=uri))
+    assert done.returncode == 69, done.stderr
+    shown = uri.replace("secret", "***")
+    line = assert_one_error(done.stderr, f"MLflow store {shown}: cannot reach it:")
+    assert "refused" in line.lower() and "secret" not in done.stderr
+    assert done.stderr.count("\n") == 1  # no urllib3 "Retrying", no MLflow warnings
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("what", ["database", "role"])
+def test_a_database_store_that_refuses_is_one_line_exit_2(what, postgres_server, tmp_path, capsys):
+    """The server answers and refuses: a configuration to fix, not a service to wait for."""
+    server = postgres_server
+    user, database = ("nobody_here", "postgres") if what == "role" else (server["user"], "nodb")
+    uri = f"postgresql+psycopg://{user}:pw@{server['host']}:{server['port']}/{database}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the autouse fixture puts the session's back
+    assert main(["models", "-c", _config(tmp_path, "c")]) == 2
+    shown = uri.replace(":pw@", ":***@")
+    assert_one_error(capsys.readouterr().err, f"MLflow store {shown}: refused:", "does not exist")
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """A web server that is no MLflow server (or one behind an authenticating proxy)."""
+
+    status = 404
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        status = int(self.path.split("/")[1]) if self.path.split("/")[1].isdigit() else 404
+        body = b"<html>no MLflow here</html>"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def web_server():
+    """A real HTTP server in a thread; ``/<status>/...`` answers every request with <status>."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "said"),
+    [
+        (401, 2, "refused: HTTP 401 Unauthorized (set MLFLOW_TRACKING_USERNAME"),
+        (403, 2, "refused: HTTP 403 Forbidden"),
+        (404, 2, "not an MLflow tracking server (HTTP 404 Not Found"),
+        (200, 2, "not an MLflow tracking server (an answer that is not MLflow's JSON"),
+        (503, 69, "cannot reach it: HTTP 503"),
+    ],
+)
+def test_a_url_that_refuses_or_is_no_mlflow_server(
+    status, code, said, web_server, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # 503: retried at once
+    uri = f"{web_server}/{status}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    assert main(["models", "-c", _config(tmp_path, "c")]) == code
+    assert_one_error(capsys.readouterr().err, f"MLflow store {uri}: {said}")
+
+
+# --- the score history and the decision ledger: the same rule ---------------------------------
+
+
+def test_an_unreachable_history_database_is_exit_69(store_config, raw_dir, tmp_path, capsys):
+    """It was exit 2, as bad input; a refusing one stays 2 (tests/serving/test_history.py)."""
+    url = f"postgresql://someone:secret@127.0.0.1:{_free_port()}/history"
+    config = _config(tmp_path, "c", mlflow_dir=store_config.paths.mlflow_dir, history_url=url)
+    score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--out", str(tmp_path / "s.csv")]
+    assert main([*score, "-c", config]) == 69
+    line = assert_one_error(capsys.readouterr().err, "postgresql://someone:***@127.0.0.1:")
+    assert line.startswith(("error: score history ", "error: decision ledger "))
+    assert "Connection refused" in line and "secret" not in line
+
+
+# --- a server that goes away in the middle of train ------------------------------------------
+
+_KILL_FIRST = """
+import os, signal, socket, time
+
+import mlflow
+from mlflow.tracking.client import MlflowClient
+
+
+def _kill_the_server():
+    os.killpg(int(os.environ["TEST_SERVER_GROUP"]), signal.SIGKILL)
+    port, deadline = int(os.environ["TEST_SERVER_PORT"]), time.monotonic() + 30
+    while time.monotonic() < deadline:  # until its port refuses: gone, not going
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+def _first_killing(function):
+    def killing(*args, **kwargs):
+        _kill_the_server()
+        return function(*args, **kwargs)
+
+    return killing
+
+
+if os.environ["TEST_KILL_BEFORE"] == "register_model":
+    mlflow.register_model = _first_killing(mlflow.register_model)
+else:
+    MlflowClient.set_registered_model_alias = _first_killing(
+        MlflowClient.set_registered_model_alias
+    )
+"""
+
+
+@pytest.mark.parametrize("before", ["register_model", "alias"])
+def test_a_server_killed_during_train_leaves_no_challenger(before, built_dir, tmp_path):
+    """The server dies after the run was logged, before its version is registered or before
+    its alias is set (a deterministic hook in the child: SIGKILL, then wait until its port
+    refuses). ``train`` ends with one line, exit 69, and no version holds ``challenger``; a
+    version registered without it is named in the line."""
+    server, url = _start_mlflow_server(tmp_path / "server")
+    try:
+        env = _env(
+            MLFLOW_TRACKING_URI=url,
+            MLFLOW_LOGGING_LEVEL="WARNING",  # read when the hook imports MLflow
+            TEST_SERVER_GROUP=str(server.pid),
+            TEST_SERVER_PORT=url.rsplit(":", 1)[1],
+            TEST_KILL_BEFORE=before,
+        )
+        env = with_sitecustomize(env, tmp_path / "hook", _KILL_FIRST)
+        config = _config(tmp_path, "c")
+        done = _console(["train", "--features", str(built_dir), "-c", config], env)
+    finally:
+        _stop(server)
+    assert done.returncode == 69, done.stderr
+    line = assert_one_error(done.stderr, f"MLflow store {url}: cannot reach it:")
+    with contextlib.closing(sqlite3.connect(tmp_path / "server" / "backend.db")) as db:
+        aliases = db.execute("SELECT alias, version FROM registered_model_aliases").fetchall()
+        versions = db.execute("SELECT version FROM model_versions").fetchall()
+    assert aliases == []
+    if before == "register_model":
+        assert versions == [] and "left without" not in line
+    else:  # written before the alias, and the store was gone when train deleted it again
+        assert versions == [(1,)]
+        assert "version 1 of 'partnerscore' was left without its 'challenger' alias" in line

@@ -221,12 +221,14 @@ def test_a_store_that_is_down_is_one_line_exit_69(scheme, command, tmp_path, bui
 
 
 @pytest.mark.parametrize("what", ["database", "role"])
-def test_a_database_store_that_refuses_is_one_line_exit_2(what, postgres_server, tmp_path, capsys):
+def test_a_database_store_that_refuses_is_one_line_exit_2(
+    what, postgres_server, tmp_path, monkeypatch, capsys
+):
     """The server answers and refuses: a configuration to fix, not a service to wait for."""
     server = postgres_server
     user, database = ("nobody_here", "postgres") if what == "role" else (server["user"], "nodb")
     uri = f"postgresql+psycopg://{user}:pw@{server['host']}:{server['port']}/{database}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # the autouse fixture puts the session's back
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert main(["models", "-c", _config(tmp_path, "c")]) == 2
     shown = uri.replace(":pw@", ":***@")
     assert_one_error(capsys.readouterr().err, f"MLflow store {shown}: refused:", "does not exist")
@@ -278,7 +280,7 @@ def test_a_url_that_refuses_or_is_no_mlflow_server(
 ):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")  # 503: retried at once
     uri = f"{web_server}/{status}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert main(["models", "-c", _config(tmp_path, "c")]) == code
     assert_one_error(capsys.readouterr().err, f"MLflow store {uri}: {said}")
 

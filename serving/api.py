@@ -42,6 +42,7 @@ from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateCo
 from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
 from partnerscore.features.validate import RawData
 from partnerscore.models.model_uri import check_tracking_uri, sqlite_file
+from partnerscore.models.stores import raise_if_unreachable
 
 Raw = str | Path | Mapping[str, pd.DataFrame] | RawData
 
@@ -562,6 +563,9 @@ def _caller_mlflow_kept(
     the job imports MLflow (it is imported first, so its loggers are configured as the
     caller's own import would configure them, not quiet for good). Jobs overlapping in threads
     share one saving of the caller's settings, given back when the last one ends (:data:`_KEPT`).
+    A store that goes away during the job is a one-line
+    :class:`~partnerscore.features.core.ServiceUnavailable` (``exit_code`` 69), not MLflow's
+    error (:func:`~partnerscore.models.stores.store_failure`).
     """
     import sys
 
@@ -580,6 +584,12 @@ def _caller_mlflow_kept(
         _KEPT["jobs"] += 1
     try:
         yield
+    except Exception as exc:
+        # a store gone mid-job: one line, as the CLI says it (MLflow's own error was a
+        # multi-line "API request to ... failed with exception HTTPConnectionPool(...)")
+        if not isinstance(exc, PartnerscoreError):
+            raise_if_unreachable(exc)
+        raise
     finally:
         with _KEPT["lock"]:
             _KEPT["jobs"] -= 1

@@ -367,3 +367,56 @@ def test_a_server_killed_during_train_leaves_no_challenger(before, built_dir, tm
     else:  # written before the alias, and the store was gone when train deleted it again
         assert versions == [(1,)]
         assert "version 1 of 'partnerscore' was left without its 'challenger' alias" in line
+
+
+def _lose(server: subprocess.Popen, url: str) -> None:
+    """SIGKILL the server's process group, then wait until its port refuses (gone, not going)."""
+    os.killpg(server.pid, signal.SIGKILL)
+    port, deadline = int(url.rsplit(":", 1)[1]), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("job", ["train", "load_model"])
+def test_the_api_says_a_server_lost_mid_job_in_one_line(job, built_dir, tmp_path, monkeypatch):
+    """The server answers the job's first question, then dies (a hook right after it).
+
+    ``train()`` raised MLflow's own multi-line MlflowException ("API request to ... failed
+    with exception HTTPConnectionPool(...)"), ``load_model()`` "cannot load model ...", exit
+    code 2 as for bad input: now ServiceUnavailable, exit code 69, one line.
+    """
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.serving import api, model_store
+    from partnerscore.training import tracking
+
+    server, url = _start_mlflow_server(tmp_path / "server")
+    try:
+        if job == "train":
+            reached = tracking.reach_tracking_store
+
+            def reached_then_lost(uri):
+                reached(uri)
+                _lose(server, url)
+
+            monkeypatch.setattr(tracking, "reach_tracking_store", reached_then_lost)
+            with pytest.raises(PartnerscoreError) as err:
+                api.train(str(built_dir), tracking_uri=url, trials=0)
+        else:
+            located = model_store.locate_model
+
+            def lost_then_located(uri, tracking_uri):
+                _lose(server, url)
+                return located(uri, tracking_uri)
+
+            monkeypatch.setattr(model_store, "locate_model", lost_then_located)
+            with pytest.raises(PartnerscoreError) as err:
+                api.load_model("champion", tracking_uri=url)
+    finally:
+        _stop(server)
+    assert err.value.exit_code == 69, str(err.value)
+    assert str(err.value).startswith(f"MLflow store {url}: cannot reach it: ")
+    assert "\n" not in str(err.value)

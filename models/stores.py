@@ -38,6 +38,7 @@ _REFUSALS = (
     "password",  # "no password supplied", "password authentication failed"
     "permission denied",
     "access denied",  # MySQL's
+    "unknown database",  # MySQL's
 )
 """Database connection errors that are the server's refusal, not its absence."""
 

@@ -286,8 +286,47 @@ def load_partner_model(model_uri: str) -> PartnerModel:
     except Exception as exc:  # MlflowException, OSError: one line for the user
         raise_if_unreachable(exc)  # a store that went away: exit 69, not "cannot load"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        missing = _missing_files(model_uri)
+        if missing is not None:
+            first = missing
         raise PartnerscoreError(f"cannot load model '{model_uri}': {first}") from exc
     return loaded.unwrap_python_model().model
+
+
+def _missing_files(model_uri: str) -> str | None:
+    """Why a registered version cannot load when its files' local folder is not there, else None.
+
+    A database store without a tracking server (``MLFLOW_TRACKING_URI=postgresql+psycopg://``)
+    keeps a version's files in the folder the training job wrote them to, on that machine:
+    from another machine (or once the folder was moved) MLflow said only "No such artifact: ''".
+    """
+    import urllib.parse
+    import urllib.request
+
+    match = MODELS_URI.fullmatch(model_uri)
+    if not match:
+        return None
+    name, version, alias = match.groups()
+    try:
+        client = mlflow.MlflowClient()
+        if version is None:
+            version = client.get_model_version_by_alias(name, alias).version
+        location = client.get_model_version_download_uri(name, version)
+    except Exception:  # noqa: BLE001 - only to say more than MLflow did
+        return None
+    if location.startswith("file:"):
+        path = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
+    elif location.startswith("/"):
+        path = Path(location)
+    else:
+        return None
+    if path.exists():
+        return None
+    return (
+        f"version {version}'s files are not on this machine: {path} is missing (a store "
+        "without a tracking server keeps them where the training job wrote them; a team "
+        "shares them through `mlflow server --artifacts-destination`)"
+    )
 
 
 def model_version_of(model_uri: str) -> str:

@@ -170,6 +170,16 @@ def test_train_models_promote_score_on_a_team_store(
     assert theirs.metadata["version"] == "1"
     pd.testing.assert_frame_equal(score_features(theirs, frame), score_features(ours, frame))
 
+    if team_store.startswith("postgresql"):
+        # without a server the version's files stay where train wrote them (paths.mlflow_dir):
+        # another machine (here: the folder moved) read "No such artifact: ''"
+        artifacts = tmp_path / "team" / "mlflow" / "artifacts"
+        artifacts.rename(tmp_path / "elsewhere")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", team_store)
+        assert main([*score, "--out", str(tmp_path / "again.csv"), "-c", config]) == 2
+        err = capsys.readouterr().err
+        assert_one_error(err, "version 1's files are not on this machine:", str(artifacts))
+
 
 # --- stores that are down or refuse ---------------------------------------------------------
 

@@ -334,12 +334,14 @@ app.add_typer(experiment_app, name="experiment")
 
 @app.command()
 def validate(
-    raw: Annotated[Path, typer.Argument(help="Folder with one CSV/Parquet file per table.")],
+    raw: Annotated[
+        Path, typer.Argument(metavar="RAW", help="Folder with one CSV/Parquet file per table.")
+    ],
     validated: ValidatedOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Check every raw table against the contract; bad rows go to RAW/quarantine/<table>.csv."""
-    input_path(raw, None, folder=True, what="raw data folder")
+    input_path(raw, "RAW", folder=True, what="raw data folder")
     _batch_job()
     if validated is not None:
         from partnerscore.features.validated import run_validate_snapshot

@@ -130,10 +130,15 @@ def named_error(message: str) -> str:
     ``<path>: empty file`` -> ``--overrides <path>: empty file``; a message naming the
     option or key already (``(config key score.overrides_path)``) is left as it is.
     """
+    import re
+
     for path in sorted(_STATE["inputs"], key=len, reverse=True):
         if message.startswith(f"{path}:"):
             name = _STATE["inputs"][path]
-            return message if name in message else f"{name} {message}"
+            # named already: the name as a word of its own, not inside a path (RAW/validated)
+            rest = message[len(path) + 1 :]
+            said = re.search(rf"(?<![\w/.-]){re.escape(name)}(?![\w/.-])", rest)
+            return message if said else f"{name} {message}"
     return message
 
 
@@ -154,7 +159,8 @@ def input_path(
 
     Args:
         path: The option's value (None: not given, nothing checked).
-        option: ``--overrides``; None for a positional argument (the path alone is named).
+        option: ``--overrides``, or a positional argument's name as the usage line says it
+            (``RAW``): ``RAW r: is a file, expected a raw data folder``.
         folder: A folder is expected, not a file.
         created: A missing file is fine (the job writes it, as the experiment registry).
         what: What it is, for messages ("config file", "raw data folder"; default "file" or

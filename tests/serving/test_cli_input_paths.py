@@ -170,7 +170,8 @@ FILE_INPUTS = {
 }
 
 FOLDER_INPUTS = {
-    "validate_raw": ("", lambda p, t, s: ["validate", p]),  # an argument: the path alone
+    # an argument: named as the usage line names it (until 2026-12-06 the path alone)
+    "validate_raw": ("RAW", lambda p, t, s: ["validate", p]),
     "build_raw": ("--raw", lambda p, t, s: ["build", "--raw", p, "--out", t / "f"]),
     "build_validated": (
         "--validated",
@@ -231,6 +232,7 @@ FOLDER_DEFECTS = {
     "missing": (lambda p: None, ["not found"]),
     "file": (lambda p: p.write_text("partner_id\np1\n"), ["is a file, expected a"]),
     "unreadable": (lambda p: (p.mkdir(), p.chmod(0)), [("cannot read", "readable")]),
+    "empty": (lambda p: p.mkdir(), []),  # the job's own error about it
 }
 
 
@@ -358,8 +360,21 @@ def test_a_bad_input_file_is_one_line_naming_its_option(
             bad.chmod(0o700)
 
 
-@pytest.mark.parametrize("defect", sorted(FOLDER_DEFECTS))
-@pytest.mark.parametrize("name", sorted(FOLDER_INPUTS))
+EMPTY_LATER = {"monitor_raw", "score_validated", "train_features"}
+"""Inputs whose empty folder the job meets after another check or names by a file in it: monitor
+loads the model first, an empty --validated is a stale cache (rebuilt), train names
+``DIR/training_set.parquet: not found (run partnerscore build first)``."""
+
+
+@pytest.mark.parametrize(
+    ("name", "defect"),
+    [
+        (name, defect)
+        for name in sorted(FOLDER_INPUTS)
+        for defect in sorted(FOLDER_DEFECTS)
+        if not (defect == "empty" and name in EMPTY_LATER)
+    ],
+)
 def test_a_bad_input_folder_is_one_line_naming_its_option(
     name, defect, tmp_path, quiet_store, capsys
 ):
@@ -369,9 +384,17 @@ def test_a_bad_input_folder_is_one_line_naming_its_option(
     bad = tmp_path / "bad" / "input_dir"
     bad.parent.mkdir()
     make(bad)
-    pd.DataFrame({"partner_id": ["p1"], "experiment": ["e"], "arm": ["control"]}).to_csv(
-        tmp_path / "assignments.csv", index=False
-    )
+    pd.DataFrame(  # a well-formed table of two arms: the folder's error comes first
+        {
+            "experiment": ["e", "e"],
+            "partner_id": ["p1", "p2"],
+            "arm": ["control", "treatment"],
+            "stratum": ["all", "all"],
+            "assigned_at": [AS_OF, AS_OF],
+            "target_share": [0.5, 0.5],
+            "seed": [0, 0],
+        }
+    ).to_csv(tmp_path / "assignments.csv", index=False)
     try:
         _check(argv_for(bad, tmp_path, None), said_by, bad, words, capsys, unprivileged)
     finally:

@@ -111,7 +111,7 @@ def not_a_date(source: object, row: int, value: object, column: str = "as_of") -
     return f"{source}: column '{column}' row {row + 1}: {what}"
 
 
-def as_of_dates(source: object, frame: pd.DataFrame) -> pd.Series:
+def as_of_dates(source: object, frame: pd.DataFrame, column: str = "as_of") -> pd.Series:
     """A frame's ``as_of`` column as plain timestamps; every row must hold a date.
 
     The one reading of an ``as_of`` column that is not raw data: scores files (``monitor``,
@@ -134,6 +134,8 @@ def as_of_dates(source: object, frame: pd.DataFrame) -> pd.Series:
     Args:
         source: The file (or "features"), for messages.
         frame: Its rows, with ``as_of`` and ``partner_id`` columns (positions are rows).
+        column: The date column read when not ``as_of`` (an assignment table's
+            ``assigned_at``), in the same way and named in the messages.
 
     Raises:
         PartnerscoreError: as_of values of several time zones, or with and without an offset;
@@ -142,30 +144,30 @@ def as_of_dates(source: object, frame: pd.DataFrame) -> pd.Series:
     import numpy as np
     import pandas as pd
 
-    given = frame["as_of"]
+    given = frame[column]
     typed = pd.api.types.is_numeric_dtype(given) or pd.api.types.is_bool_dtype(given)
     if typed and given.notna().any():  # numbers or true/false: none is a date
         row = int(np.flatnonzero(given.notna().to_numpy())[0])
-        raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
+        raise PartnerscoreError(not_a_date(source, row, given.iloc[row], column))
     if given.dtype == object:  # a number among text (a Python frame): pandas read 20260101
         numbers = [v for v in pd.unique(given) if isinstance(v, Number) and not pd.isna(v)]
         if numbers:
             row = int(np.flatnonzero(given.isin(numbers).to_numpy())[0])
-            raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
+            raise PartnerscoreError(not_a_date(source, row, given.iloc[row], column))
     try:
         when = pd.to_datetime(given, errors="coerce", format="ISO8601")
     except (ValueError, TypeError) as exc:  # as_of values of several time zones
-        raise PartnerscoreError(mixed_zones(source, frame, exc)) from None
+        raise PartnerscoreError(mixed_zones(source, frame, exc, column)) from None
     missing = when.isna().to_numpy() | clock_words(given)  # pandas dated those now
     if missing.any():  # an undated score sorted last: report kept it as a partner's latest
         row = int(np.flatnonzero(missing)[0])
-        raise PartnerscoreError(not_a_date(source, row, given.iloc[row]))
+        raise PartnerscoreError(not_a_date(source, row, given.iloc[row], column))
     if isinstance(when.dtype, pd.DatetimeTZDtype):
         when = when.dt.tz_convert("UTC").dt.tz_localize(None)
     return when
 
 
-def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
+def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception, column: str = "as_of") -> str:
     """The one-line error for as_of values pandas cannot read as one column (mixed zones).
 
     ``pd.to_datetime`` stops with a ``ValueError`` ("Mixed timezones detected") at as_of
@@ -175,6 +177,7 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
         source: The file (or "features"), for the message.
         frame: Its rows, with ``as_of`` and ``partner_id`` columns.
         exc: The error ``pd.to_datetime`` raised, quoted when no row's zone differs.
+        column: The date column, when not ``as_of``.
 
     Returns:
         The message naming the first row (1-based) whose zone is not the first date's, its value
@@ -185,7 +188,7 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
     import pandas as pd
 
     zones = []
-    for value in frame["as_of"].tolist():
+    for value in frame[column].tolist():
         try:
             stamp = pd.Timestamp(value)
         except (ValueError, TypeError):
@@ -195,17 +198,18 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception) -> str:
     first = dated[0] if dated else None
     row = next((i for i in dated if zones[i] != zones[first]), None)
     if row is None:
-        return f"{source}: column 'as_of': {str(exc).splitlines()[0]}"
+        return f"{source}: column '{column}': {str(exc).splitlines()[0]}"
+    values = frame[column]
     if "None" in (zones[row], zones[first]):
         has = "has no UTC offset" if zones[row] == "None" else "has a UTC offset"
         other = "one" if zones[row] == "None" else "none"
-        what = f"{has} and row {first + 1} ({quoted(frame['as_of'].iloc[first])}) has {other}"
+        what = f"{has} and row {first + 1} ({quoted(values.iloc[first])}) has {other}"
     else:
-        what = f"has another time zone than row {first + 1} ({quoted(frame['as_of'].iloc[first])})"
+        what = f"has another time zone than row {first + 1} ({quoted(values.iloc[first])})"
     return (
-        f"{source}: column 'as_of' row {row + 1}: {quoted(frame['as_of'].iloc[row])} {what} "
+        f"{source}: column '{column}' row {row + 1}: {quoted(values.iloc[row])} {what} "
         f"(partner {quoted(frame['partner_id'].iloc[row])})"
-        "; give every as_of in one time zone, or none"
+        f"; give every {column} in one time zone, or none"
     )
 
 
@@ -742,6 +746,9 @@ def not_utf8(path: Path) -> PartnerscoreError:
     """
     import csv
 
+    wrong = other_format(path)  # a Parquet file named .csv: not "byte 0xF0 at line 1"
+    if wrong is not None:
+        return PartnerscoreError(f"{path}: {wrong}")
     where = first_invalid_utf8(path)
     if where is None:
         return PartnerscoreError(f"{path}: not UTF-8 text")
@@ -951,6 +958,36 @@ def ragged_line(path: Path, fields: int) -> int | None:
     return None
 
 
+PARQUET_MAGIC = b"PAR1"
+"""The four bytes a Parquet file begins and ends with."""
+
+
+def other_format(path: Path) -> str | None:
+    """What a CSV or Parquet file holds when it is not what its name says, or None.
+
+    ``a Parquet file, not CSV text (name it .parquet)`` for a ``.csv`` that begins with
+    Parquet's magic bytes; ``not a Parquet file (no Parquet footer; CSV text named .parquet?)``
+    for a ``.parquet`` that does not begin and end with them (text, junk, a cut-off copy). The
+    readers said their parser's words: ``not UTF-8 text at line 1 (the header): byte 0xF0``,
+    ``Could not open Parquet input source '...': Parquet magic bytes not found in footer...``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            size = handle.seek(0, 2)
+            handle.seek(max(size - 4, 0))
+            tail = handle.read(4)
+    except OSError:
+        return None
+    if Path(path).suffix.lower() == ".parquet":
+        if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+            return "not a Parquet file (no Parquet footer; CSV text named .parquet?)"
+        return None
+    if head == PARQUET_MAGIC:
+        return "a Parquet file, not CSV text (name it .parquet)"
+    return None
+
+
 def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file written by partnerscore (not for raw contract tables).
 
@@ -970,7 +1007,11 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
     try:
         if path.stat().st_size == 0:
             raise PartnerscoreError(f"{path}: empty file")
-        if frame_format(path) == "csv":
+        fmt = frame_format(path)
+        wrong = other_format(path)
+        if wrong is not None:
+            raise PartnerscoreError(f"{path}: {wrong}")
+        if fmt == "csv":
             import warnings
 
             header = csv_header(path)
@@ -984,7 +1025,11 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
                     frame = pd.read_csv(
                         path, keep_default_na=False, na_values=[""], dtype=as_text, index_col=False
                     )
-                except pd.errors.ParserWarning as exc:
+                except (pd.errors.ParserWarning, pd.errors.ParserError) as exc:
+                    # a later record longer than the header: pandas' "Error tokenizing data.
+                    # C error: Expected 7 fields in line 3, saw 9"
+                    if isinstance(exc, pd.errors.ParserError) and "Expected" not in str(exc):
+                        raise
                     line = ragged_line(path, len(header))
                     where = f"line {line}: " if line is not None else ""
                     raise PartnerscoreError(
@@ -994,7 +1039,10 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
                 if pd.api.types.is_string_dtype(frame[name].dtype) or frame[name].dtype == object:
                     frame[name] = _restore(frame[name]).where(frame[name].notna(), None)
             return frame
-        return pd.read_parquet(path)
+        # a pandas index stored in the file (to_parquet of a concatenated frame) is no column:
+        # rows are positions (two rows of index 0 broke pandera's unique check with "Columns
+        # with duplicate values are not supported in stack")
+        return pd.read_parquet(path).reset_index(drop=True)
     except PartnerscoreError:
         raise
     except UnicodeDecodeError as exc:  # past the header's block: name the line and column

@@ -50,6 +50,7 @@ from partnerscore.features.core import (
     file_fingerprint,
     isin_text,
     not_utf8,
+    other_format,
     quoted,
     ragged_line,
     refuse_duplicate_columns,
@@ -371,7 +372,8 @@ def _read_arrow(path: Path) -> pa.Table:
             return pq.read_table(path)
         except Exception as exc:  # arrow errors: one line, no traceback
             _duplicate_parquet_column(path)
-            raise PartnerscoreError(f"{path}: cannot read file: {_first_line(exc)}") from exc
+            said = other_format(path) or _first_line(exc)  # not Arrow's "magic bytes" words
+            raise PartnerscoreError(f"{path}: cannot read file: {said}") from exc
     header = _header(path)
     check_delimiter(path, header)
     refuse_duplicate_columns(path, header)

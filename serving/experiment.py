@@ -36,6 +36,7 @@ from partnerscore.features.config import BuildConfig, engagement_period_conflict
 from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
+    as_of_dates,
     check_day_count,
     frame_format,
     quoted,
@@ -203,11 +204,8 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
         raise PartnerscoreError(f"{path}: no assigned partners")
     for col in ("experiment", "partner_id", "arm", "stratum"):
         frame[col] = frame[col].astype(object).where(frame[col].notna(), "").astype(str)
-    try:
-        frame["assigned_at"] = pd.to_datetime(frame["assigned_at"], format="mixed")
-    except (ValueError, TypeError) as exc:
-        bad = _first_bad_date(frame["assigned_at"])
-        raise PartnerscoreError(f"{path}: column 'assigned_at' row {bad}: not a date/time") from exc
+    # read as every as_of is: ISO 8601, one time zone (dropped), the row of a bad one named
+    frame["assigned_at"] = as_of_dates(path, frame, "assigned_at")
     try:
         return assignment_schema().validate(frame)
     except (pa.errors.SchemaError, pa.errors.SchemaErrors, ValueError, TypeError) as exc:
@@ -230,15 +228,6 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
             col, first = "partner_id", "a partner assigned twice in one experiment"
         where = f"column '{col}'{row}: " if col else ""
         raise PartnerscoreError(f"{path}: {where}{first}") from exc
-
-
-def _first_bad_date(values: pd.Series) -> int:
-    for i, value in enumerate(values):
-        try:
-            pd.Timestamp(value)
-        except (ValueError, TypeError):
-            return i + 2  # header is line 1
-    return 2
 
 
 def _read_registry(path: Path) -> pd.DataFrame:

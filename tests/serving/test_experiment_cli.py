@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+from io import StringIO
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -560,3 +562,104 @@ def test_data_shorter_than_the_engagement_period_after_the_assignment_is_one_lin
         f"end of the data in {simulated} (2026-06-30), fewer than build.engagement_period_days "
         "30, the shortest --horizon: run it on raw data that covers the horizon"
     )
+
+
+BASE_RAW = Path(__file__).parents[1] / "features" / "malformed" / "_base"
+HEADER = "experiment,partner_id,arm,stratum,assigned_at,target_share,seed\n"
+ROW = "e,P1,control,all,2024-01-01,0.5,0\n"
+
+
+def _assignments_parquet(path: Path, assigned_at) -> None:
+    pd.DataFrame(
+        {
+            "experiment": ["e", "e"],
+            "partner_id": ["P1", "P2"],
+            "arm": ["control", "treatment"],
+            "stratum": ["all", "all"],
+            "assigned_at": assigned_at,
+            "target_share": [0.5, 0.5],
+            "seed": [0, 0],
+        }
+    ).to_parquet(path)
+
+
+# junk content, each: (file name, writer, the error after "--assignments <path>: "). They said
+# pandas' or Arrow's words ("Error tokenizing data. C error: Expected 7 fields in line 3,
+# saw 9", "Could not open Parquet input source ...: Parquet magic bytes not found in footer",
+# "not UTF-8 text at line 1 (the header): byte 0xF0"), a CSV line for a row ("row 3" for the
+# second data record), or "row 1 '2024-01-01' is not a date/time" for a zone change
+JUNK_TABLES = {
+    "longer_row": (
+        "a.csv",
+        lambda p: p.write_text(HEADER + ROW + "e,P2,treatment,all,2024-01-01,0.5,0,9,9\n"),
+        "line 3: more fields than the header's 7",
+    ),
+    "parquet_named_csv": (
+        "a.csv",
+        lambda p: _assignments_parquet(p, ["2024-01-01", "2024-01-01"]),
+        "a Parquet file, not CSV text (name it .parquet)",
+    ),
+    "csv_named_parquet": (
+        "a.parquet",
+        lambda p: p.write_text(HEADER + ROW),
+        "not a Parquet file (no Parquet footer; CSV text named .parquet?)",
+    ),
+    "binary_named_parquet": (
+        "a.parquet",
+        lambda p: p.write_bytes(bytes(range(256)) * 4),
+        "not a Parquet file (no Parquet footer; CSV text named .parquet?)",
+    ),
+    "bad_date": (
+        "a.csv",
+        lambda p: p.write_text(HEADER + ROW + "e,P2,treatment,all,soon,0.5,0\n"),
+        "column 'assigned_at' row 2: 'soon' is not a date",
+    ),
+    "bad_date_parquet": (
+        "a.parquet",
+        lambda p: _assignments_parquet(p, ["2024-01-01", "soon"]),
+        "column 'assigned_at' row 2: 'soon' is not a date",
+    ),
+    "empty_date": (
+        "a.csv",
+        lambda p: p.write_text(HEADER + ROW + "e,P2,treatment,all,,0.5,0\n"),
+        "column 'assigned_at' row 2: is empty",
+    ),
+    "two_zones": (
+        "a.csv",
+        lambda p: p.write_text(HEADER + ROW + "e,P2,treatment,all,2024-01-01T00:00+02:00,0.5,0\n"),
+        "column 'assigned_at' row 2: '2024-01-01T00:00+02:00' has a UTC offset and row 1 "
+        "('2024-01-01') has none (partner 'P2'); give every assigned_at in one time zone, or none",
+    ),
+    "duplicate_partner": (
+        "a.parquet",
+        lambda p: pd.concat([pd.read_csv(StringIO(HEADER + ROW))] * 2).to_parquet(p),
+        "column 'partner_id' row 2: a partner assigned twice in one experiment",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JUNK_TABLES))
+def test_a_junk_assignment_table_is_one_line_naming_option_file_column_and_row(
+    case, tmp_path, capsys
+):
+    name, write, message = JUNK_TABLES[case]
+    path = tmp_path / name
+    write(path)
+    argv = ["experiment", "analyze", "--assignments", str(path), "--raw", str(BASE_RAW),
+            "--horizon", "90", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    assert _err(capsys) == f"error: --assignments {path}: {message}"
+
+
+@pytest.mark.parametrize("case", ["longer_row", "parquet_named_csv", "csv_named_parquet"])
+def test_a_junk_registry_is_one_line_naming_option_and_line(case, tmp_path, capsys):
+    name, write, message = JUNK_TABLES[case]
+    path = tmp_path / name
+    write(path)
+    if case == "longer_row":  # the registry's 8 columns, a record of 9
+        header = "experiment,partner_id,arm,stratum,assigned_at,seed,status,assignment_file\n"
+        row = "e,P1,control,all,2024-01-01,0,running,a.csv"
+        path.write_text(f"{header}{row}\n{row},9\n")
+        message = "line 3: more fields than the header's 8"
+    assert main(["experiment", "stop", "--name", "e", "--registry", str(path)]) == 2
+    assert _err(capsys) == f"error: --registry {path}: {message}"

@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,7 @@ from partnerscore.features.core import (
     PartnerscoreError,
     as_of_dates,
     check_day_count,
+    existing_file,
     frame_format,
     quoted,
     read_frame,
@@ -64,6 +67,9 @@ from partnerscore.training.experiments import (
     sample_ratio_mismatch,
     welch_difference,
 )
+
+if TYPE_CHECKING:
+    from partnerscore.serving.history import ScoreHistory
 
 RESULTS_SCHEMA_VERSION = 1
 PLAN_NEEDS_SPREAD = "plan: give --revenue-sd and/or --base-rate, or --raw DIR to estimate them"
@@ -572,16 +578,88 @@ def estimate_effects(
     return rows
 
 
-def _score_history(
-    url: str, assignment: pd.DataFrame, control: str, alpha: float
-) -> tuple[list[dict], list[dict]]:
-    """Score trajectory per arm from the history store, by days since assignment."""
+def history_store_url(history: str) -> str:
+    """The database URL of ``--history``: a URL as it is, a SQLite file checked first.
+
+    The file must be a score history (the score job's SQLite store): one line beginning with
+    the path when it is missing, a folder, empty, no SQLite database (a CSV, Parquet or junk)
+    or a SQLite database without the history's table. Opening the store (SQLAlchemy) said
+    ``score history sqlite:////abs/path: file is not a database`` after the whole analysis,
+    without the option, and wrote the history's empty table into an empty file or another
+    database. The file is opened read-only here.
+
+    Raises:
+        PartnerscoreError: ``h.sqlite: not a SQLite database (file is not a database)``.
+    """
+    import contextlib
+    import sqlite3
+
+    from partnerscore.serving.history import LEGACY_TABLE, TABLE
+
+    if "://" in history:
+        return history
+    path = existing_file(history, "score history file")
+    if path.stat().st_size == 0:
+        raise PartnerscoreError(f"{path}: empty file (no score history)")
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if "not a database" in detail:
+            raise PartnerscoreError(f"{path}: not a SQLite database ({detail})") from None
+        raise PartnerscoreError(f"{path}: cannot read score history: {detail}") from None
+    if not tables & {TABLE, LEGACY_TABLE}:
+        raise PartnerscoreError(
+            f"{path}: no score history in this SQLite database (no table {TABLE})"
+        )
+    return f"sqlite:///{path.resolve()}"
+
+
+@contextmanager
+def _named_history(history: str):
+    """The store's errors (``score history <URL>: <detail>``) said as ``--history``'s."""
+    from partnerscore.models.model_uri import shown_uri
+
+    try:
+        yield
+    except PartnerscoreError as exc:
+        shown = shown_uri(history) if "://" in history else history
+        detail = exc.message.split(": ", 1)[-1] if exc.message.startswith("score history ") else ""
+        if not detail:
+            raise
+        raise PartnerscoreError(f"--history {shown}: {detail}", exc.exit_code) from exc
+
+
+def open_history(history: str) -> ScoreHistory:
+    """``--history``'s store, opened (connected) before the analysis, its errors named.
+
+    A database URL that cannot be reached said ``score history postgresql://...: failed to
+    resolve host`` after the whole analysis and bootstrap; now ``--history postgresql://...:
+    failed to resolve host ...`` before them.
+    """
     from partnerscore.serving.history import ScoreHistory
 
-    store = ScoreHistory(url if "://" in url else f"sqlite:///{Path(url).resolve()}")
+    url = history_store_url(history)
+    store = ScoreHistory(url)
+    with _named_history(history):
+        if store.exists():
+            _ = store.engine
+    return store
+
+
+def _score_history(
+    store: ScoreHistory, history: str, assignment: pd.DataFrame, control: str, alpha: float
+) -> tuple[list[dict], list[dict]]:
+    """Score trajectory per arm from the history store, by days since assignment.
+
+    ``store``: :func:`open_history`'s, of ``--history`` ``history``.
+    """
     if not store.exists():
-        raise PartnerscoreError(f"--history: no score history at {url}")
-    hist = store.read(assignment["partner_id"].astype(str).tolist())
+        raise PartnerscoreError(f"--history: no score history at {history}")
+    with _named_history(history):
+        hist = store.read(assignment["partner_id"].astype(str).tolist())
     if hist.empty:
         return [], []
     hist["partner_id"] = hist["partner_id"].astype(str)
@@ -765,6 +843,7 @@ def run_analyze(
     if milestones[0] < 1 or milestones[-1] > horizon:
         raise OptionError(f"--milestones: days must be between 1 and the horizon {horizon}")
     check_milestones_hold_a_period(config.build, milestones)
+    store = open_history(history) if history else None  # before the analysis
     assignments = Path(assignments)
     table = read_assignments(assignments)
     names = sorted(table["experiment"].unique())
@@ -849,7 +928,7 @@ def run_analyze(
         "history": history,
     }
     if history:
-        score_traj, score_effects = _score_history(history, table, control, alpha)
+        score_traj, score_effects = _score_history(store, history, table, control, alpha)
         trajectory += score_traj
         effects += score_effects
     results = {

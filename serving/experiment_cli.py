@@ -131,6 +131,8 @@ def analyze(
 
     name_input(assignments, "--assignments")
     input_path(raw, "--raw", folder=True, what="raw data folder")
+    if history is not None and "://" not in history:  # a SQLite file (else a database URL)
+        input_path(Path(history), "--history", what="score history file")
     result = run_analyze(
         assignments,
         raw,

@@ -42,6 +42,24 @@ def config_with(tmp: Path, section: str, key: str, value: Path) -> Path:
     return path
 
 
+def assignments_file(tmp: Path) -> Path:
+    """A well-formed assignment table of two arms (the partners need not be in the raw data:
+    the inputs' errors come first)."""
+    path = tmp / "assignments.csv"
+    pd.DataFrame(
+        {
+            "experiment": ["e", "e"],
+            "partner_id": ["p1", "p2"],
+            "arm": ["control", "treatment"],
+            "stratum": ["all", "all"],
+            "assigned_at": [AS_OF, AS_OF],
+            "target_share": [0.5, 0.5],
+            "seed": [0, 0],
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
 def policy_file(tmp: Path) -> Path:
     path = tmp / "other_policy.yaml"
     path.write_text("policy:\n  revenue_weight: 0.6\n", encoding="utf-8")
@@ -165,6 +183,14 @@ FILE_INPUTS = {
         lambda p, t, s: [
             *("experiment", "analyze", "--assignments", p, "--raw", raw_copy(t)),
             *("--horizon", "90", "--out", t / "an"),
+        ],
+    ),
+    "experiment_analyze_history": (
+        ".sqlite",
+        "--history",
+        lambda p, t, s: [
+            *("experiment", "analyze", "--assignments", assignments_file(t), "--raw", raw_copy(t)),
+            *("--horizon", "30", "--out", t / "an", "--history", p),
         ],
     ),
 }
@@ -384,17 +410,7 @@ def test_a_bad_input_folder_is_one_line_naming_its_option(
     bad = tmp_path / "bad" / "input_dir"
     bad.parent.mkdir()
     make(bad)
-    pd.DataFrame(  # a well-formed table of two arms: the folder's error comes first
-        {
-            "experiment": ["e", "e"],
-            "partner_id": ["p1", "p2"],
-            "arm": ["control", "treatment"],
-            "stratum": ["all", "all"],
-            "assigned_at": [AS_OF, AS_OF],
-            "target_share": [0.5, 0.5],
-            "seed": [0, 0],
-        }
-    ).to_csv(tmp_path / "assignments.csv", index=False)
+    assignments_file(tmp_path)  # a well-formed table of two arms: the folder's error first
     try:
         _check(argv_for(bad, tmp_path, None), said_by, bad, words, capsys, unprivileged)
     finally:

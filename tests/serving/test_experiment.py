@@ -231,7 +231,34 @@ def test_history_is_only_read_and_must_exist(experiment, scored_dir, cfg, tmp_pa
     assign, raw, _ = experiment
     run_analyze(assign, raw, HORIZON, tmp_path / "o", cfg, history=url, n_boot=50)
     pd.testing.assert_frame_equal(store.read(), before)
-    with pytest.raises(PartnerscoreError, match="--history: no score history at"):
+    with pytest.raises(PartnerscoreError, match="none.sqlite: score history file not found"):
         run_analyze(
             assign, raw, HORIZON, tmp_path / "o", cfg, history=str(tmp_path / "none.sqlite")
         )
+
+
+def test_a_history_file_that_is_no_store_is_refused_and_left_alone(experiment, cfg, tmp_path):
+    """An empty file or another SQLite database: the analysis ran, then the store's opening
+    wrote its empty table into the file (an empty file gave an analysis without trajectory,
+    exit 0)."""
+    import sqlite3
+
+    assign, raw, _ = experiment
+    empty, other = tmp_path / "empty.sqlite", tmp_path / "other.sqlite"
+    empty.touch()
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    conn.close()
+    for path, said in [
+        (empty, "empty file (no score history)"),
+        (other, "no score history in this SQLite database (no table score_history_v2)"),
+    ]:
+        with pytest.raises(PartnerscoreError) as got:
+            run_analyze(assign, raw, HORIZON, tmp_path / "o", cfg, history=str(path))
+        assert got.value.message == f"{path}: {said}"
+    assert empty.stat().st_size == 0
+    with sqlite3.connect(other) as conn:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master")]
+    conn.close()
+    assert tables == ["notes"]
+    assert not (tmp_path / "o").exists()

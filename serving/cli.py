@@ -664,8 +664,9 @@ def score(
             raise UsageError("--no-history: not supported with --engine spark", ctx)
         if group_partners is not None:
             raise UsageError("--group-partners: the spark engine has its own groups", ctx)
-        from partnerscore.serving.spark_engine import run_score_spark
+        from partnerscore.serving.spark_engine import check_master, run_score_spark
 
+        check_master(master)  # a usage error, before any work
         run_score = partial(run_score_spark, master=master)
         options = {"validated": validated}
     input_path(raw, "--raw", folder=True, what="raw data folder")  # after the usage errors

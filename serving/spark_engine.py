@@ -313,11 +313,168 @@ def _check_runtime() -> None:
         )
 
 
-def _session(master: str, shuffle_partitions: int):
+SPARK_LOG_BYTES = 10 * 1024 * 1024
+"""A run's Spark log rolls over at this size, one older file kept: at most twice it per run."""
+SPARK_LOG_KEEP_DAYS = 7
+"""A failed run's Spark log folder older than this is removed when the next job starts."""
+SPARK_LOG_PREFIX = "partnerscore-spark-"
+_LOG4J2 = """\
+# partnerscore: Spark's WARN and ERROR lines in this run's file, none on the console
+status = error
+rootLogger.level = warn
+rootLogger.appenderRef.file.ref = file
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {path}
+appender.file.filePattern = {path}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{yyyy-MM-dd HH:mm:ss.SSS}} %p %c: %m%n%ex
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = {size}
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 1
+"""
+
+
+class SparkLog:
+    """A run's Spark log: the driver JVM's WARN and ERROR lines, in a folder of its own.
+
+    The console stays quiet (a failed task's Java stack trace flooded stderr before the job's
+    one error line), but an operator whose Spark job fails for a reason of Spark's own (a
+    master that cannot be reached, an executor lost, the JVM out of memory) reads Spark's
+    errors in ``spark.log``, which the error line names. The folder is made in the system's
+    temporary folder (``TMPDIR``), never in the output's, and removed when the job succeeds
+    or fails with an error that does not name it; a named one is kept, and removed by a later
+    job after :data:`SPARK_LOG_KEEP_DAYS`. The file rolls over at :data:`SPARK_LOG_BYTES`
+    (one older part kept). Until 2026-12-06 Spark's level was FATAL: its own errors were
+    nowhere.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        base = Path(tempfile.gettempdir())
+        _prune_spark_logs(base)
+        self.folder = Path(tempfile.mkdtemp(prefix=SPARK_LOG_PREFIX, dir=base))
+        self.path = self.folder / "spark.log"
+        self.config = self.folder / "log4j2.properties"
+        self.config.write_text(
+            _LOG4J2.format(path=self.path, size=SPARK_LOG_BYTES), encoding="utf-8"
+        )
+        self.keep = False
+
+    def java_option(self) -> str:
+        """The driver JVM's option reading the configuration as it starts."""
+        return f"-Dlog4j2.configurationFile={self.config.as_uri()}"
+
+    def apply(self, spark) -> None:
+        """Point the driver JVM's logging at this run's file.
+
+        A JVM that was already running (an earlier session in this process) kept its start-up
+        options: that session's file.
+        """
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            jvm = spark.sparkContext._jvm
+            uri = jvm.java.net.URI.create(self.config.as_uri())
+            jvm.org.apache.logging.log4j.core.config.Configurator.reconfigure(uri)
+
+    def named(self, message: str) -> str:
+        """``message`` naming the log, which is then kept."""
+        self.keep = True
+        return f"{message}; Spark's log: {self.path}"
+
+    def close(self) -> None:
+        """Remove the folder unless an error named the log."""
+        if not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _prune_spark_logs(base: Path) -> None:
+    """Remove failed runs' Spark log folders older than :data:`SPARK_LOG_KEEP_DAYS`."""
+    limit = time.time() - SPARK_LOG_KEEP_DAYS * 86_400
+    for folder in base.glob(f"{SPARK_LOG_PREFIX}*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < limit:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
+MASTER_FORMS = (
+    r"local",
+    r"local\[(\d+|\*)\]",
+    r"local\[(\d+|\*)\s*,\s*\d+\]",
+    r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]",
+    r"spark://.+",
+    r"yarn",
+    r"k8s://.+",
+)
+"""The master URLs Spark parses (SparkContext's own patterns; ``k8s://`` its cluster manager)."""
+
+
+def check_master(master: str) -> None:
+    """Refuse a master URL Spark cannot parse, before a JVM starts for it.
+
+    A bad one printed spark-submit's Java stack trace and ended with ``unexpected
+    PySparkRuntimeError: [JAVA_GATEWAY_EXITED] ...`` (``bogus``) or ``unexpected
+    Py4JJavaError`` (``localhost``), exit 70.
+    """
+    import re
+
+    from partnerscore.features.core import OptionError
+
+    if not any(re.fullmatch(form, master) for form in MASTER_FORMS):
+        raise OptionError(
+            f"--master {master}: expected local, local[N], local[*], local[N,F], "
+            "spark://HOST:PORT, yarn or k8s://HOST:PORT"
+        )
+
+
+def spark_failure(exc: BaseException, log: SparkLog | None) -> PartnerscoreError | None:
+    """The one-line error (exit 71) of a Spark job that failed for a reason of Spark's own.
+
+    A Java exception that reached Python unconverted (``Py4JJavaError``: a job aborted, a
+    stopped context, a master that cannot be reached, the JVM out of memory), a JVM gone
+    (``Py4JError``) or a gateway that exited: ``the Spark job failed: SparkException: Job
+    aborted due to stage failure: ...; Spark's log: /tmp/partnerscore-spark-.../spark.log``.
+    It was ``unexpected Py4JJavaError: An error occurred while calling o123.collect.``, exit
+    70, with nothing of Spark's reason anywhere. Other errors (the job's own, PySpark's
+    converted ones) are None: they stay what they are.
+    """
+    from partnerscore.features.parallel import WORKER_DIED
+
+    kind = type(exc).__name__
+    text = str(exc)
+    if kind == "Py4JJavaError":
+        lines = [line.strip() for line in text.splitlines()]
+        java = next(
+            (line[2:] for line in lines if line.startswith(": ")), lines[0] if lines else ""
+        )
+        reason = java.split(": ", 1)
+        name = reason[0].rsplit(".", 1)[-1]  # org.apache.spark.SparkException: SparkException
+        said = f"{name}: {reason[1]}" if len(reason) == 2 else name
+    elif kind in ("Py4JError", "Py4JNetworkError") or "JAVA_GATEWAY_EXITED" in text:
+        said = (text.splitlines() or [kind])[0]
+    else:
+        return None
+    said = said if len(said) <= 300 else said[:297] + "..."
+    message = f"the Spark job failed: {said}"
+    return PartnerscoreError(log.named(message) if log is not None else message, WORKER_DIED)
+
+
+def _session(master: str, shuffle_partitions: int, log: SparkLog | None = None):
     _check_runtime()
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(master)
+    java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
+    if not master.startswith("local"):  # the driver still runs in this machine's JVM
+        java = ""
+    if log is not None:
+        java = f"{java} {log.java_option()}".strip()
     if master.startswith("local"):  # executors are local processes: this interpreter
         # PySpark's Python side reads PYSPARK_PYTHON (default "python3" on PATH, which need not
         # be this virtual environment); the JVM side reads spark.pyspark.python
@@ -327,9 +484,8 @@ def _session(master: str, shuffle_partitions: int):
         # 100k partners (PARTNERSCORE_SPARK_DRIVER_MEMORY overrides)
         memory = os.environ.get("PARTNERSCORE_SPARK_DRIVER_MEMORY", "4g")
         builder = builder.config("spark.driver.memory", memory)
-        java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
-        if java:
-            builder = builder.config("spark.driver.extraJavaOptions", java)
+    if java:
+        builder = builder.config("spark.driver.extraJavaOptions", java)
     spark = (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")
@@ -343,10 +499,11 @@ def _session(master: str, shuffle_partitions: int):
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
-    # not ERROR: a failed task (a Python worker killed mid-task) logged its Java stack trace on
-    # stderr before the job's one error line; every such failure reaches the driver as the
-    # exception that line reports (worker_death, the readers' errors)
-    spark.sparkContext.setLogLevel("FATAL")
+    # Spark's lines go to the run's log file, none to the console: a failed task (a Python
+    # worker killed mid-task) logged its Java stack trace on stderr before the job's one error
+    # line; every such failure reaches the driver as the exception that line reports
+    if log is not None:
+        log.apply(spark)
     return spark
 
 
@@ -572,6 +729,7 @@ def run_score_spark(
     Returns:
         A :class:`~partnerscore.serving.score.ScoreResult`.
     """
+    from partnerscore.features.parallel import WorkerDied
     from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
     from partnerscore.serving.score import _checked_uri
     from partnerscore.serving.spark_validate import _is_uri, worker_death
@@ -610,60 +768,79 @@ def run_score_spark(
     # driver loads the model and reads the partners and the anomaly statistics' columns
     job = None
     own = spark is None
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        hashing = pool.submit(snapshot.verify_content) if snapshot is not None else None
-        session = pool.submit(_session, master, shuffle_partitions) if own else None
-        try:
-            tick = time.perf_counter()
-            from partnerscore.serving.model_store import load_scoring_model
+    if own:
+        check_master(master)
+    log = SparkLog() if own else None  # a session given is its owner's, and so is its log
+    try:
+        job = None
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hashing = pool.submit(snapshot.verify_content) if snapshot is not None else None
+            session = pool.submit(_session, master, shuffle_partitions, log) if own else None
+            try:
+                tick = time.perf_counter()
+                from partnerscore.serving.model_store import load_scoring_model
 
-            loaded = load_scoring_model(uri, config.paths.tracking_uri(), lean=True)
-            marks["model (driver)"] = time.perf_counter() - tick
-            tick = time.perf_counter()
-            if snapshot is not None:
-                job = _SnapshotJob(snapshot)
-                try:
-                    job.prepare(as_of, at_age, config, out)
-                finally:
-                    hashing.result()  # a changed raw file is the error reported first
-                _copy_quarantine(snapshot.quarantine, out.parent / "quarantine")
-                marks["partners, statistics, quarantine (driver)"] = time.perf_counter() - tick
-        except StaleSnapshot as exc:
-            if validated is not None:
+                loaded = load_scoring_model(uri, config.paths.tracking_uri(), lean=True)
+                marks["model (driver)"] = time.perf_counter() - tick
+                tick = time.perf_counter()
+                if snapshot is not None:
+                    job = _SnapshotJob(snapshot)
+                    try:
+                        job.prepare(as_of, at_age, config, out)
+                    finally:
+                        hashing.result()  # a changed raw file is the error reported first
+                    _copy_quarantine(snapshot.quarantine, out.parent / "quarantine")
+                    marks["partners, statistics, quarantine (driver)"] = time.perf_counter() - tick
+            except StaleSnapshot as exc:
+                if validated is not None:
+                    if session is not None:
+                        _stop_later(session)
+                    raise
+                stale_note(exc, raw_dir)  # the automatic snapshot is a cache: validate again
+                job = None
+            except BaseException:
                 if session is not None:
                     _stop_later(session)
                 raise
-            stale_note(exc, raw_dir)  # the automatic snapshot is a cache: validate again
-            job = None
-        except BaseException:
-            if session is not None:
-                _stop_later(session)
-            raise
-        tick = time.perf_counter()
-        if own:
-            spark = session.result()
-        marks["spark session (waited)"] = time.perf_counter() - tick
-    try:
-        if job is None:
-            job = _RawJob(spark, raw_dir, buckets, shuffle_partitions)
             tick = time.perf_counter()
-            job.prepare(as_of, at_age, config, out)
-            marks["validate + statistics (spark)"] = time.perf_counter() - tick
-        return _score_job(
-            spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
-        )
+            if own:
+                spark = session.result()
+            marks["spark session (waited)"] = time.perf_counter() - tick
+        try:
+            if job is None:
+                job = _RawJob(spark, raw_dir, buckets, shuffle_partitions)
+                tick = time.perf_counter()
+                job.prepare(as_of, at_age, config, out)
+                marks["validate + statistics (spark)"] = time.perf_counter() - tick
+            return _score_job(
+                spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
+            )
+        except PartnerscoreError:
+            raise
+        except Exception as exc:  # a Python worker killed mid-task: exit 71, as the pandas job's
+            died = worker_death(exc)
+            if died is None:
+                raise
+            raise died from exc
+        finally:
+            if job is not None:
+                job.release()
+            if own:
+                spark.stop()
+    except WorkerDied as exc:  # a dead Python worker (found here or by the readers)
+        if log is None:
+            raise
+        raise WorkerDied(log.named(exc.message)) from exc
     except PartnerscoreError:
         raise
-    except Exception as exc:  # a Python worker killed mid-task: exit 71, as the pandas job's
-        died = worker_death(exc)
-        if died is None:
+    except Exception as exc:  # Spark failed for a reason of its own: its log named
+        failed = spark_failure(exc, log)
+        if failed is None:
             raise
-        raise died from exc
+        raise failed from exc
     finally:
-        if job is not None:
-            job.release()
-        if own:
-            spark.stop()
+        if log is not None:
+            log.close()
 
 
 def _stop_later(session) -> None:

@@ -32,11 +32,13 @@ MALFORMED = Path(__file__).parents[1] / "features" / "malformed"
 def spark():
     """One local[2] session for every test of the module."""
     needs_java()
-    from partnerscore.serving.spark_engine import _session
+    from partnerscore.serving.spark_engine import SparkLog, _session
 
-    session = _session("local[2]", 2)
+    log = SparkLog()  # Spark's lines in a file, as the job's own session's
+    session = _session("local[2]", 2, log)
     yield session
     session.stop()
+    log.close()
 
 
 def test_pack_unpack_round_trip(sim_tables):
@@ -798,3 +800,56 @@ def test_a_missing_spark_runtime_is_one_line_naming_what_to_install(missing, mod
         assert "pip install 'partnerscore[spark]'" in line
     else:
         assert "no Java runtime found" in line and "JAVA_HOME" in line
+
+
+@pytest.mark.parametrize("master", ["bogus", "localhost", "local[]", "spark://"])
+def test_a_master_spark_cannot_parse_is_a_usage_error(master, tmp_path, capsys):
+    """It started a JVM for it: spark-submit's Java stack trace on stderr, then ``unexpected
+    PySparkRuntimeError: [JAVA_GATEWAY_EXITED] ...`` (``bogus``) or ``unexpected
+    Py4JJavaError`` (``localhost``), exit 70."""
+    from partnerscore.serving.cli import main
+
+    argv = ["score", "--engine", "spark", "--master", master, "--raw", str(tmp_path)]
+    code = main([*argv, "--as-of", "2026-03-01", "--out", str(tmp_path / "s.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.splitlines()[0].startswith("Usage: ") and " score " in err.splitlines()[0], err
+    assert err.splitlines()[1:] == [
+        f"error: --master {master}: expected local, local[N], local[*], local[N,F], "
+        "spark://HOST:PORT, yarn or k8s://HOST:PORT"
+    ], err
+
+
+def test_a_runs_spark_log_is_its_own_bounded_and_removed_unless_named(tmp_path, monkeypatch):
+    """The run's folder in the temporary folder (not beside --out), a rolling file of bounded
+    size, removed on success; a folder an error named is kept, and removed by a later run
+    once older than SPARK_LOG_KEEP_DAYS."""
+    import os
+    import tempfile
+    import time
+
+    from partnerscore.serving.spark_engine import SPARK_LOG_BYTES, SPARK_LOG_KEEP_DAYS, SparkLog
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old, recent = tmp_path / "partnerscore-spark-old", tmp_path / "partnerscore-spark-recent"
+    for folder, days in ((old, SPARK_LOG_KEEP_DAYS + 1), (recent, SPARK_LOG_KEEP_DAYS - 1)):
+        folder.mkdir()
+        (folder / "spark.log").write_text("ERROR ...\n")
+        stamp = time.time() - days * 86_400
+        os.utime(folder, (stamp, stamp))
+    log = SparkLog()
+    assert not old.exists() and recent.exists()
+    assert log.folder.parent == tmp_path and log.path == log.folder / "spark.log"
+    config = log.config.read_text()
+    assert f"appender.file.fileName = {log.path}" in config
+    assert f"size = {SPARK_LOG_BYTES}" in config and "strategy.max = 1" in config
+    assert "Console" not in config  # nothing on the console
+    assert log.java_option() == f"-Dlog4j2.configurationFile={log.config.as_uri()}"
+    log.close()
+    assert not log.folder.exists()  # success: nothing left
+    failed = SparkLog()
+    assert failed.named("the Spark job failed: x") == (
+        f"the Spark job failed: x; Spark's log: {failed.path}"
+    )
+    failed.close()
+    assert failed.folder.exists()  # the error line names it

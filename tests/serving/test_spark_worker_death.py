@@ -12,9 +12,12 @@ the job succeeds.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from support import needs_java, with_sitecustomize
 
 _KILL_FIRST_TASK = """
@@ -66,11 +69,18 @@ if MARKER and "pyspark.daemon" in sys.orig_argv:
 """A sitecustomize: the first Spark task to begin, in any worker, kills its worker (SIGKILL)."""
 
 
-def score_killing_a_worker(argv, env, tmp_path) -> tuple[int, str, str, bool]:
-    """Run the console script; its first Spark Python task kills its worker (SIGKILL)."""
+def score_killing_a_worker(argv, env, tmp_path, kill: bool = True) -> tuple[int, str, str, bool]:
+    """Run the console script; its first Spark Python task kills its worker (SIGKILL).
+
+    Its temporary folder (``TMPDIR``, where the run's Spark log goes) is ``tmp_path/tmp``.
+    """
     marker = tmp_path / "killed"
-    env = with_sitecustomize(dict(env), tmp_path / "hook", _KILL_FIRST_TASK)
-    env["PARTNERSCORE_TEST_KILLED"] = str(marker)
+    env = dict(env)
+    if kill:
+        env = with_sitecustomize(env, tmp_path / "hook", _KILL_FIRST_TASK)
+        env["PARTNERSCORE_TEST_KILLED"] = str(marker)
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", *map(str, argv)],
         capture_output=True,
@@ -79,6 +89,25 @@ def score_killing_a_worker(argv, env, tmp_path) -> tuple[int, str, str, bool]:
         timeout=600,
     )
     return job.returncode, job.stdout, job.stderr, marker.exists()
+
+
+LOG4J_LINE = re.compile(r"^(\S+ \S+ )?(TRACE|DEBUG|INFO|WARN|ERROR|FATAL) |log4j", re.MULTILINE)
+"""A line of Spark's logging on the console (``26/12/06 08:31:37 WARN Utils: ...``, ``Using
+Spark's default log4j profile``)."""
+
+
+def spark_logs(tmp_path) -> list[Path]:
+    """The Spark log folders the run left in its temporary folder."""
+    return sorted((tmp_path / "tmp").glob("partnerscore-spark-*"))
+
+
+def named_log(line: str, tmp_path) -> Path:
+    """The Spark log an error line names (its ending), which must be the run's kept one."""
+    head, _, path = line.partition("; Spark's log: ")
+    assert path, line
+    log = Path(path)
+    assert [log.parent] == spark_logs(tmp_path) and log.name == "spark.log", (line, log)
+    return log
 
 
 def _argv(raw_dir, tmp_path, config, master):
@@ -103,6 +132,11 @@ def test_a_killed_spark_worker_stops_the_job_with_exit_71(raw_dir, cli_config, t
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err[-3000:]
     assert errors[0].startswith("error: a Spark Python worker process died"), errors[0]
+    # Spark's lines in the run's log, which the line names, none on the console: until
+    # 2026-12-06 Spark's level was FATAL and its errors were nowhere
+    assert not LOG4J_LINE.search(err), err[-3000:]
+    log = named_log(errors[0], tmp_path).read_text()
+    assert " ERROR " in log and "Python worker exited unexpectedly" in log, log[-3000:]
     assert json.loads(out) == {
         "error": errors[0].removeprefix("error: "),
         "exit_code": 71,
@@ -121,3 +155,33 @@ def test_a_killed_spark_worker_is_retried_where_spark_retries_tasks(raw_dir, cli
     assert code == 0, (code, err[-3000:])
     result = json.loads(out)
     assert result["scored"] > 0 and (tmp_path / "out" / "scores.parquet").is_dir(), result
+    # the failed attempt's Java stack trace went to the run's log, removed with the success;
+    # the console had Spark's start-up lines until 2026-12-06 ("Using Spark's default log4j
+    # profile", "WARN Utils: Your hostname ...")
+    assert not LOG4J_LINE.search(err), err[-3000:]
+    assert spark_logs(tmp_path) == []
+    assert not [p for p in (tmp_path / "out").rglob("*") if "log" in p.name.lower()]
+
+
+@pytest.mark.slow
+def test_a_master_that_cannot_be_reached_names_sparks_log(raw_dir, cli_config, tmp_path):
+    """Spark's own failure (here: no master at the URL; Spark gives up after 3 x 20 s): one
+    line, exit 71, naming the run's log with Spark's reason. Until 2026-12-06: ``unexpected
+    Py4JJavaError: An error occurred while calling None.org.apache.spark.sql.classic.
+    SparkSession.``, exit 70, and Spark's "All masters are unresponsive! Giving up." nowhere
+    (its level was FATAL)."""
+    needs_java()
+    config, env = cli_config
+    code, out, err, _ = score_killing_a_worker(
+        _argv(raw_dir, tmp_path, config, "spark://127.0.0.1:1"), env, tmp_path, kill=False
+    )
+    assert code == 71, (code, err[-3000:])
+    assert "Traceback" not in err and "\tat org.apache" not in err, err[-3000:]
+    assert not LOG4J_LINE.search(err), err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err[-3000:]
+    assert errors[0].startswith("error: the Spark job failed: "), errors[0]
+    log = named_log(errors[0], tmp_path).read_text()
+    assert "All masters are unresponsive" in log, log[-3000:]
+    assert json.loads(out)["exit_code"] == 71
+    assert not (tmp_path / "out" / "scores.parquet").exists()

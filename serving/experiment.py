@@ -828,6 +828,7 @@ def run_analyze(
     """
     from partnerscore.features.core import file_fingerprint
     from partnerscore.features.validate import load_raw, supported_end
+    from partnerscore.models.model_uri import shown_uri
 
     started = time.perf_counter()
     check_day_count("--horizon", horizon, low=1)
@@ -925,7 +926,8 @@ def run_analyze(
         "assignments_sha256": file_fingerprint(assignments),
         "raw_dir": str(Path(raw_dir).resolve()),
         "raw_fingerprints": dict(sorted(raw.fingerprints.items())),
-        "history": history,
+        # a database URL's password masked: results.json and report.html carried it as given
+        "history": shown_uri(history) if history and "://" in history else history,
     }
     if history:
         score_traj, score_effects = _score_history(store, history, table, control, alpha)

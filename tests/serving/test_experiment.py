@@ -262,3 +262,15 @@ def test_a_history_file_that_is_no_store_is_refused_and_left_alone(experiment, c
     conn.close()
     assert tables == ["notes"]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_history_urls_password_is_not_written(experiment, cfg, tmp_path, postgres_url):
+    """results.json's inputs (and so report.html) held the --history URL as given, password
+    and all; the store's errors already masked it."""
+    assign, raw, _ = experiment
+    url = postgres_url.replace("partnerscore@", "partnerscore:s3cret-pw@")
+    run_analyze(assign, raw, HORIZON, tmp_path / "o", cfg, history=url, n_boot=50)
+    written = {p.name: p.read_text(errors="replace") for p in (tmp_path / "o").iterdir()}
+    assert written and not [name for name, text in written.items() if "s3cret-pw" in text]
+    results = json.loads(written["results.json"])
+    assert results["inputs"]["history"] == url.replace("s3cret-pw", "***")

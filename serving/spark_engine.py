@@ -365,7 +365,10 @@ class SparkLog:
         self.keep = False
 
     def java_option(self) -> str:
-        """The driver JVM's option reading the configuration as it starts."""
+        """The driver JVM's option reading the configuration as it starts.
+
+        Given to spark-submit in ``SPARK_SUBMIT_OPTS`` (:func:`_session`).
+        """
         return f"-Dlog4j2.configurationFile={self.config.as_uri()}"
 
     def apply(self, spark) -> None:
@@ -470,11 +473,6 @@ def _session(master: str, shuffle_partitions: int, log: SparkLog | None = None):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(master)
-    java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
-    if not master.startswith("local"):  # the driver still runs in this machine's JVM
-        java = ""
-    if log is not None:
-        java = f"{java} {log.java_option()}".strip()
     if master.startswith("local"):  # executors are local processes: this interpreter
         # PySpark's Python side reads PYSPARK_PYTHON (default "python3" on PATH, which need not
         # be this virtual environment); the JVM side reads spark.pyspark.python
@@ -484,9 +482,33 @@ def _session(master: str, shuffle_partitions: int, log: SparkLog | None = None):
         # 100k partners (PARTNERSCORE_SPARK_DRIVER_MEMORY overrides)
         memory = os.environ.get("PARTNERSCORE_SPARK_DRIVER_MEMORY", "4g")
         builder = builder.config("spark.driver.memory", memory)
-    if java:
-        builder = builder.config("spark.driver.extraJavaOptions", java)
-    spark = (
+        java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
+        if java:
+            builder = builder.config("spark.driver.extraJavaOptions", java)
+    # the log's configuration reaches the driver JVM (this machine's, whatever the master) as
+    # spark-submit's own options: spark.driver.extraJavaOptions would replace a cluster's
+    # (spark-defaults.conf), SPARK_SUBMIT_OPTS comes before them
+    given = os.environ.get("SPARK_SUBMIT_OPTS")
+    if log is not None:
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{given or ''} {log.java_option()}".strip()
+    try:
+        spark = _started(builder, shuffle_partitions)
+    finally:
+        if given is None:
+            os.environ.pop("SPARK_SUBMIT_OPTS", None)
+        else:
+            os.environ["SPARK_SUBMIT_OPTS"] = given
+    # Spark's lines go to the run's log file, none to the console: a failed task (a Python
+    # worker killed mid-task) logged its Java stack trace on stderr before the job's one error
+    # line; every such failure reaches the driver as the exception that line reports
+    if log is not None:
+        log.apply(spark)
+    return spark
+
+
+def _started(builder, shuffle_partitions: int):
+    """The session of ``builder`` with the job's settings."""
+    return (
         builder.appName("partnerscore-score")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
@@ -499,12 +521,6 @@ def _session(master: str, shuffle_partitions: int, log: SparkLog | None = None):
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
-    # Spark's lines go to the run's log file, none to the console: a failed task (a Python
-    # worker killed mid-task) logged its Java stack trace on stderr before the job's one error
-    # line; every such failure reaches the driver as the exception that line reports
-    if log is not None:
-        log.apply(spark)
-    return spark
 
 
 # --- the scoring pass: every table's clean rows in one narrow frame, one shuffle by partner ---

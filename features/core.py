@@ -748,7 +748,7 @@ def not_utf8(path: Path) -> PartnerscoreError:
 
     wrong = other_format(path)  # a Parquet file named .csv: not "byte 0xF0 at line 1"
     if wrong is not None:
-        return PartnerscoreError(f"{path}: {wrong}")
+        return PartnerscoreError(f"{path}: cannot read file: {wrong}")
     where = first_invalid_utf8(path)
     if where is None:
         return PartnerscoreError(f"{path}: not UTF-8 text")
@@ -1010,7 +1010,7 @@ def read_frame(path: str | Path, text: Callable[[str], bool] | None = None) -> p
         fmt = frame_format(path)
         wrong = other_format(path)
         if wrong is not None:
-            raise PartnerscoreError(f"{path}: {wrong}")
+            raise PartnerscoreError(f"{path}: cannot read file: {wrong}")
         if fmt == "csv":
             import warnings
 

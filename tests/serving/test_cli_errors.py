@@ -1377,7 +1377,7 @@ def test_json_after_the_command_is_the_global_option(argv, tmp_path, capsys):
     passing it last read no JSON. It is the global option wherever it is given."""
     argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
     code, out, err = run(argv, capsys)
-    line = f"{tmp_path / 'missing'}: raw data folder not found"
+    line = f"RAW {tmp_path / 'missing'}: raw data folder not found"
     assert code == 2 and err.splitlines()[-1] == f"error: {line}", err
     assert json.loads(out) == {"error": line, "exit_code": 2, "command": "validate"}
 

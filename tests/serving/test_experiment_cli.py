@@ -597,17 +597,17 @@ JUNK_TABLES = {
     "parquet_named_csv": (
         "a.csv",
         lambda p: _assignments_parquet(p, ["2024-01-01", "2024-01-01"]),
-        "a Parquet file, not CSV text (name it .parquet)",
+        "cannot read file: a Parquet file, not CSV text (name it .parquet)",
     ),
     "csv_named_parquet": (
         "a.parquet",
         lambda p: p.write_text(HEADER + ROW),
-        "not a Parquet file (no Parquet footer; CSV text named .parquet?)",
+        "cannot read file: not a Parquet file (no Parquet footer; CSV text named .parquet?)",
     ),
     "binary_named_parquet": (
         "a.parquet",
         lambda p: p.write_bytes(bytes(range(256)) * 4),
-        "not a Parquet file (no Parquet footer; CSV text named .parquet?)",
+        "cannot read file: not a Parquet file (no Parquet footer; CSV text named .parquet?)",
     ),
     "bad_date": (
         "a.csv",

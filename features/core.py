@@ -958,15 +958,15 @@ def ragged_line(path: Path, fields: int) -> int | None:
     return None
 
 
-PARQUET_MAGIC = b"PAR1"
-"""The four bytes a Parquet file begins and ends with."""
+PARQUET_MAGIC = (b"PAR1", b"PARE")
+"""The four bytes a Parquet file begins and ends with (``PARE``: an encrypted footer)."""
 
 
 def other_format(path: Path) -> str | None:
     """What a CSV or Parquet file holds when it is not what its name says, or None.
 
-    ``a Parquet file, not CSV text (name it .parquet)`` for a ``.csv`` that begins with
-    Parquet's magic bytes; ``not a Parquet file (no Parquet footer; CSV text named .parquet?)``
+    ``a Parquet file, not CSV text (name it .parquet)`` for a ``.csv`` that begins and ends
+    with Parquet's magic bytes; ``not a Parquet file (no Parquet footer; CSV text named .parquet?)``
     for a ``.parquet`` that does not begin and end with them (text, junk, a cut-off copy). The
     readers said their parser's words: ``not UTF-8 text at line 1 (the header): byte 0xF0``,
     ``Could not open Parquet input source '...': Parquet magic bytes not found in footer...``.
@@ -980,10 +980,10 @@ def other_format(path: Path) -> str | None:
     except OSError:
         return None
     if Path(path).suffix.lower() == ".parquet":
-        if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        if head not in PARQUET_MAGIC or tail not in PARQUET_MAGIC:
             return "not a Parquet file (no Parquet footer; CSV text named .parquet?)"
         return None
-    if head == PARQUET_MAGIC:
+    if head in PARQUET_MAGIC and tail in PARQUET_MAGIC:  # not a header "PARENT_ID,..."
         return "a Parquet file, not CSV text (name it .parquet)"
     return None
 

@@ -284,3 +284,25 @@ def test_csv_lines_skips_a_byte_order_mark(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes(b'\xef\xbb\xbf"a,b\n1,2\n')
     assert csv_lines(path) == (2, 1)
+
+
+def test_a_file_of_the_other_format_is_said_so_but_a_csv_header_like_its_magic_is_read(tmp_path):
+    """A Parquet file named .csv said "not UTF-8 text at line 1 (the header): byte 0xF0", a
+    CSV named .parquet Arrow's "Parquet magic bytes not found in footer"; a CSV whose header
+    begins like Parquet's magic bytes (PAR1, PARE: PARENT_ID) is CSV."""
+    from partnerscore.features.core import PartnerscoreError, read_frame
+
+    parquet_as_csv, csv_as_parquet = tmp_path / "p.csv", tmp_path / "c.parquet"
+    pd.DataFrame({"partner_id": ["p1"]}).to_parquet(parquet_as_csv)
+    csv_as_parquet.write_text("partner_id\np1\n")
+    for path, said in [
+        (parquet_as_csv, "a Parquet file, not CSV text (name it .parquet)"),
+        (csv_as_parquet, "not a Parquet file (no Parquet footer; CSV text named .parquet?)"),
+    ]:
+        with pytest.raises(PartnerscoreError) as got:
+            read_frame(path)
+        assert got.value.message == f"{path}: cannot read file: {said}"
+    for header in ("PARENT_ID", "PAR1_ID"):
+        path = tmp_path / f"{header}.csv"
+        path.write_text(f"{header},partner_id\nx,p1\n")
+        assert read_frame(path).columns.tolist() == [header, "partner_id"]

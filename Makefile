@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install demo test lint format lock browser services clean bench bench-scale
+.PHONY: install demo test floor lint format lock browser services clean bench bench-scale
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,12 @@ demo: install
 # TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
 test: install browser services
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_dependency_floor.py
+
+# The pyproject lower bounds, checked: every direct dependency at its floor from the package
+# index (downloads, so not part of `make test`), then the demo on them (~1 min warm).
+floor: install
+	PARTNERSCORE_DEPENDENCY_FLOOR=1 $(BIN)/python -m pytest -q -p no:xdist tests/test_dependency_floor.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

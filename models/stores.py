@@ -17,6 +17,7 @@ The score history and the decision ledger use :func:`database_unavailable` for t
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -29,7 +30,10 @@ PROBE_ENDPOINT = "/api/2.0/mlflow/registered-models/search"
 PROBE_RETRY_SECONDS = (1.0, 2.0)
 """Waits before the probe's retries of a store that could not be reached (a blip)."""
 CONNECT_TIMEOUT_SECONDS = 10
-"""How long the probe waits for a database server's connection (libpq's connect_timeout)."""
+"""How long a connection to a PostgreSQL server may take (libpq's ``connect_timeout``): the
+MLflow store's probe, the score history's and the decision ledger's connections
+(:func:`database_connect_args`). Without it psycopg waits 130 s per attempt for a host that
+never answers (a firewall dropping packets, a hung server)."""
 
 _REFUSALS = (
     "does not exist",  # no such database or role
@@ -59,7 +63,9 @@ def database_unavailable(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     if orig is None or type(orig).__module__.startswith("sqlite3"):
         return False
-    if type(orig).__name__ not in ("OperationalError", "InterfaceError"):
+    # psycopg raises subclasses: ConnectionTimeout (no answer within the connect timeout),
+    # AdminShutdown (57P01, a server stopping), ...
+    if not {"OperationalError", "InterfaceError"} & {k.__name__ for k in type(orig).__mro__}:
         return False
     state = getattr(orig, "sqlstate", None)
     if state:  # connection exception, insufficient resources, operator intervention
@@ -152,35 +158,73 @@ def _http_reason(text: str) -> str:
     return text.split(" failed with ", 1)[-1][:200]
 
 
+def database_connect_args(url: str) -> dict:
+    """``connect_args`` bounding how long a connection to ``url``'s server may take.
+
+    PostgreSQL through psycopg (3 or 2): ``connect_timeout`` = :data:`CONNECT_TIMEOUT_SECONDS`,
+    unless the user set one (``?connect_timeout=`` in the URL, or ``PGCONNECT_TIMEOUT``).
+    Other databases: nothing (SQLite is a local file).
+    """
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # the caller says what is wrong with it
+        return {}
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in ("postgresql", "postgres") or driver not in ("", "psycopg", "psycopg2"):
+        return {}  # pg8000, asyncpg: other keyword arguments
+    if "connect_timeout" in parsed.query or "PGCONNECT_TIMEOUT" in os.environ:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+def first_connection(engine) -> None:
+    """Connect to ``engine``'s database once, retried while its server cannot be reached.
+
+    The one rule for every database store (the MLflow store's probe, the score history, the
+    decision ledger): retried after each of :data:`PROBE_RETRY_SECONDS` while the error is
+    :func:`database_unavailable` (a blip), else raised at once (a refusal, a local file).
+    With :func:`database_connect_args` the worst case for a host that never answers is
+    3 x :data:`CONNECT_TIMEOUT_SECONDS` + the waits (33 s).
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: The last attempt's error, for the caller to say.
+    """
+    import sqlalchemy as sa
+
+    waits = list(PROBE_RETRY_SECONDS)
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return
+        except sa.exc.SQLAlchemyError as exc:
+            if not waits or not database_unavailable(exc):
+                raise
+        time.sleep(waits.pop(0))
+
+
 def _reach_database(uri: str) -> None:
     import sqlalchemy as sa
 
     shown = shown_uri(uri)
-    kwargs = {}
-    if _scheme(uri) in ("postgresql", "postgres"):
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    waits = list(PROBE_RETRY_SECONDS)
-    while True:
+    try:
+        engine = sa.create_engine(
+            uri, poolclass=sa.pool.NullPool, connect_args=database_connect_args(uri)
+        )
         try:
-            engine = sa.create_engine(uri, poolclass=sa.pool.NullPool, **kwargs)
-            try:
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("SELECT 1")
-            finally:
-                engine.dispose()
-            return
-        except sa.exc.SQLAlchemyError as exc:
-            if not database_unavailable(exc):
-                raise PartnerscoreError(
-                    f"MLflow store {shown}: refused: {_first_line(exc)}"
-                ) from None
-            if not waits:
-                raise ServiceUnavailable(
-                    f"MLflow store {shown}: cannot reach it: {_first_line(exc)}"
-                ) from None
-        except ImportError:  # a driver that is not installed: MLflow says it
-            return
-        time.sleep(waits.pop(0))
+            first_connection(engine)
+        finally:
+            engine.dispose()
+    except sa.exc.SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            raise PartnerscoreError(f"MLflow store {shown}: refused: {_first_line(exc)}") from None
+        raise ServiceUnavailable(
+            f"MLflow store {shown}: cannot reach it: {_first_line(exc)}"
+        ) from None
+    except ImportError:  # a driver that is not installed: MLflow says it
+        return
 
 
 def _chain(exc: BaseException):

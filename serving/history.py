@@ -31,7 +31,11 @@ import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError, ServiceUnavailable
 from partnerscore.models.model_uri import shown_uri
-from partnerscore.models.stores import database_unavailable
+from partnerscore.models.stores import (
+    database_connect_args,
+    database_unavailable,
+    first_connection,
+)
 from partnerscore.serving.config import store_exists
 from partnerscore.serving.database import database_url
 
@@ -253,20 +257,31 @@ def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
 
 
 def store_engine(store: str, url: str, shown: Callable[[], str], **kwargs) -> sa.Engine:
-    """An engine for ``url`` (:func:`database_url`), or one line naming the store.
+    """An engine for ``url`` (:func:`database_url`) whose server answered, or one line.
 
     A URL the stores cannot open (``sqlite:/x.db``, a port that is no number, an unknown
     scheme, a driver that is not installed) is a :class:`PartnerscoreError` with
     :func:`database_url`'s reason: config validation stops those first with the same rule,
     the Python API and a job given a URL directly did not (a traceback, or MLflow-free
-    ``ValueError``).
+    ``ValueError``). A database server is reached as the MLflow store is
+    (:func:`~partnerscore.models.stores.first_connection`): a bounded connect timeout
+    (:func:`~partnerscore.models.stores.database_connect_args`), retried twice while it
+    cannot be reached, then :func:`store_errors`' line (exit 69; a refusal exit 2).
     """
     with store_errors(store, shown):
         try:
             target = database_url(url)
         except ValueError as exc:
             raise PartnerscoreError(f"{store} {shown()}: {exc}") from None
-        return sa.create_engine(target, **kwargs)
+        connect_args = {**database_connect_args(target), **kwargs.pop("connect_args", {})}
+        engine = sa.create_engine(target, connect_args=connect_args, **kwargs)
+        if engine.dialect.name != "sqlite":  # a local file: nothing to wait for
+            try:
+                first_connection(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        return engine
 
 
 def _to_columns(frame: pd.DataFrame, columns: list[str]) -> list[list]:

@@ -309,6 +309,93 @@ def test_an_unreachable_history_database_is_exit_69(store_config, raw_dir, tmp_p
     assert "Connection refused" in line and "secret" not in line
 
 
+@contextlib.contextmanager
+def _silent_server(give_up: float = 20.0):
+    """A TCP server on loopback that accepts connections and never says a word.
+
+    A host behind a firewall that drops packets, or a server that hangs: PostgreSQL's client
+    waits for the server's first message, psycopg 130 s per attempt without a connect
+    timeout. Accepted connections are closed after ``give_up`` seconds so that a job without
+    a bounded wait ends anyway ("server closed the connection unexpectedly"). Yields the port
+    and the list of connections accepted (one per connection attempt).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    accepted: list[tuple[socket.socket, float]] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            for conn, at in list(accepted):
+                if conn.fileno() != -1 and time.monotonic() - at > give_up:
+                    conn.close()
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append((conn, time.monotonic()))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join()
+        for conn, _ in accepted:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("store", ["MLflow store", "score history", "decision ledger"])
+def test_a_database_that_never_answers_is_one_line_exit_69_after_the_same_retry(
+    store, store_config, raw_dir, tmp_path, monkeypatch, capsys
+):
+    """A server that accepts the connection and never answers: the MLflow store's probe gave
+    up after its connect timeout and retried twice; the history and the ledger had neither
+    (psycopg's own 130 s per attempt, here the silent server's 20 s: "server closed the
+    connection unexpectedly", one attempt). All three: the same timeout (made small here),
+    three attempts, one line, exit 69."""
+    from partnerscore.models import stores
+    from partnerscore.serving.ledger import DecisionLedger
+
+    monkeypatch.setattr(stores, "CONNECT_TIMEOUT_SECONDS", 2)  # psycopg's least
+    monkeypatch.setattr(stores, "PROBE_RETRY_SECONDS", (0.1, 0.2))
+    with _silent_server() as (port, accepted):
+        url = f"postgresql+psycopg://someone:secret@127.0.0.1:{port}/db"
+        shown = url.replace("secret", "***")
+        if store == "MLflow store":
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+            assert main(["models", "-c", _config(tmp_path, "c")]) == 69
+            line = assert_one_error(capsys.readouterr().err, f"{store} {shown}: cannot reach it:")
+        elif store == "score history":
+            config = _config(
+                tmp_path, "c", mlflow_dir=store_config.paths.mlflow_dir, history_url=url
+            )
+            out = tmp_path / "s.csv"
+            score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--out", str(out)]
+            assert main([*score, "-c", config]) == 69
+            line = assert_one_error(capsys.readouterr().err, f"{store} {shown}:")
+            assert not out.exists()
+        else:
+            from partnerscore.features.core import ServiceUnavailable
+
+            with pytest.raises(ServiceUnavailable) as err:
+                _ = DecisionLedger(url).engine
+            line = str(err.value)
+            assert line.startswith(f"{store} {shown}:") and "\n" not in line
+        attempts = len(accepted)
+    assert "connection timeout expired" in line and "secret" not in line
+    if store == "score history":  # the job's reader process tries too, meanwhile (then stopped)
+        assert attempts >= 3
+    else:
+        assert attempts == 3
+
+
 # --- a server that goes away in the middle of train ------------------------------------------
 
 _KILL_FIRST = """

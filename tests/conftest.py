@@ -146,6 +146,95 @@ def _postgres_bindir():
     return Path(initdb).parent if initdb else None
 
 
+class _PostgresInstance:
+    """A PostgreSQL server on a free loopback port in a folder of its own (``info``: host,
+    port, user), with ``stop(mode)`` and ``start()`` for tests of a server that goes away."""
+
+    def __init__(self, bindir) -> None:
+        import pwd
+        import socket
+        import tempfile
+        from pathlib import Path
+
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="partnerscore-pg-"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            user = next(
+                (u for u in ("postgres", "nobody") if _has_user(u)),
+                None,
+            )
+            assert user, "no unprivileged user to run PostgreSQL as"
+            entry = pwd.getpwnam(user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            self.as_user = ["runuser", "-u", user, "--"]
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.data = self.root / "data"
+        self.options = (
+            f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
+        )
+        self.info = {"host": "127.0.0.1", "port": port, "user": "partnerscore"}
+        initdb = (bindir / "initdb", "-D", self.data, "-U", "partnerscore", "--auth=trust")
+        self._run(*initdb, "-E", "UTF8")
+        self.start()
+
+    def _run(self, *args) -> None:
+        import subprocess
+
+        done = subprocess.run([*self.as_user, *map(str, args)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{args[0]} failed: {done.stdout}{done.stderr}"
+
+    def start(self) -> None:
+        self._run(
+            self.bindir / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.root / "server.log",
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            self.options,
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: its sessions told so; ``immediate``: none), waiting."""
+        self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        import shutil
+        import subprocess
+
+        subprocess.run(
+            [
+                *self.as_user,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _postgres_instance() -> _PostgresInstance:
+    bindir = _postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not installed (make services installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return _PostgresInstance(bindir)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server on a free loopback port for this session, removed afterwards.
@@ -153,65 +242,21 @@ def postgres_server():
     Runs as the ``postgres`` user when the tests run as root (the server refuses root). Skips
     when the server binaries are missing, except under CI=true, where that is a failure.
     """
-    import pwd
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    bindir = _postgres_bindir()
-    if bindir is None:
-        message = "PostgreSQL server binaries not installed (make services installs them)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="partnerscore-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        user = next(
-            (u for u in ("postgres", "nobody") if _has_user(u)),
-            None,
-        )
-        assert user, "no unprivileged user to run PostgreSQL as"
-        entry = pwd.getpwnam(user)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        as_user = ["runuser", "-u", user, "--"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = root / "data"
-
-    def run(*args):
-        done = subprocess.run([*as_user, *map(str, args)], capture_output=True, text=True)
-        assert done.returncode == 0, f"{args[0]} failed: {done.stdout}{done.stderr}"
-
-    run(bindir / "initdb", "-D", data, "-U", "partnerscore", "--auth=trust", "-E", "UTF8")
-    options = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
-    )
-    run(
-        bindir / "pg_ctl",
-        "-D",
-        data,
-        "-l",
-        root / "server.log",
-        "-w",
-        "-t",
-        "60",
-        "-o",
-        options,
-        "start",
-    )
+    instance = _postgres_instance()
     try:
-        yield {"host": "127.0.0.1", "port": port, "user": "partnerscore"}
+        yield instance.info
     finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        instance.remove()
+
+
+@pytest.fixture()
+def own_postgres_server():
+    """A PostgreSQL server of this test's own (``stop()``/``start()`` it), removed afterwards."""
+    instance = _postgres_instance()
+    try:
+        yield instance
+    finally:
+        instance.remove()
 
 
 def _has_user(name: str) -> bool:

@@ -517,3 +517,53 @@ def test_the_api_says_a_server_lost_mid_job_in_one_line(job, built_dir, tmp_path
     assert err.value.exit_code == 69, str(err.value)
     assert str(err.value).startswith(f"MLflow store {url}: cannot reach it: ")
     assert "\n" not in str(err.value)
+
+
+# --- a history server stopped in the middle of score's write ---------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_history_server_stopped_mid_write_publishes_nothing(
+    mode, own_postgres_server, store_config, raw_dir, tmp_path, monkeypatch, capsys
+):
+    """The server stops (``pg_ctl stop -m fast``: its sessions told; ``immediate``: not)
+    right after ``score`` has written its rows into the history, before the commit (a hook on
+    the write). One line, exit 69; no scores file, no rejects file, nothing staged beside
+    them, and once the server is back neither the history nor the ledger holds a row."""
+    import psycopg
+
+    from partnerscore.serving.history import ScoreHistory
+
+    server = own_postgres_server
+    info = server.info
+    admin = f"host={info['host']} port={info['port']} user={info['user']} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE history")
+    url = f"postgresql+psycopg://{info['user']}@{info['host']}:{info['port']}/history"
+    written = ScoreHistory._write
+
+    def write_then_stop(self, *args, **kwargs):
+        written(self, *args, **kwargs)
+        server.stop(mode)
+
+    monkeypatch.setattr(ScoreHistory, "_write", write_then_stop)
+    config = _config(tmp_path, "c", mlflow_dir=store_config.paths.mlflow_dir, history_url=url)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--out", str(out_dir / "s.csv")]
+    assert main([*score, "-c", config]) == 69
+    err = capsys.readouterr().err  # psycopg's "server closed the connection unexpectedly"
+    assert err.count("\n") == 1 and err.startswith(f"error: score history {url}: "), err
+    assert "Traceback" not in err and "error: unexpected" not in err
+    assert list(out_dir.iterdir()) == []  # no scores, no rejects, nothing staged
+    server.start()
+    monkeypatch.undo()
+    with psycopg.connect(admin.replace("dbname=postgres", "dbname=history")) as conn:
+        tables = {
+            name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
+    assert tables.get("score_history_v2") == 0
+    assert tables.get("score_decisions", 0) == 0

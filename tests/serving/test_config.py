@@ -138,11 +138,18 @@ def test_a_bad_history_url_says_what_is_wrong(tmp_path, url, said):
         "postgresql://u:secret@db.example:port/x",
     ],
 )
-def test_the_config_accepts_a_history_url_if_and_only_if_the_stores_open_it(tmp_path, url):
+def test_the_config_accepts_a_history_url_if_and_only_if_the_stores_open_it(
+    tmp_path, url, monkeypatch
+):
     """Two rules disagreed: `postgres://` was refused by the config although both stores open
-    it, `mysql://` accepted although neither can. One rule now decides both (engines only:
-    nothing connects)."""
+    it, `mysql://` accepted although neither can. One rule now decides both. A store that
+    accepts the URL tries to connect: nothing listens there, so it cannot reach the server
+    (ServiceUnavailable, exit 69), which is accepting the URL."""
+    from partnerscore.features.core import ServiceUnavailable
+    from partnerscore.models import stores
     from partnerscore.serving.history import store_engine
+
+    monkeypatch.setattr(stores, "PROBE_RETRY_SECONDS", ())  # refused at once: no retry
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"paths": {"history_url": url}}))
@@ -153,6 +160,8 @@ def test_the_config_accepts_a_history_url_if_and_only_if_the_stores_open_it(tmp_
         config_error = str(exc)
     try:
         store_engine("score history", url, lambda: "URL").dispose()
+        store_error = None
+    except ServiceUnavailable:  # the URL opened; its server is not there
         store_error = None
     except PartnerscoreError as exc:
         store_error = str(exc)

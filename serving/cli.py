@@ -1109,11 +1109,10 @@ def _main(argv: list[str] | None) -> int:
             return _said(ENDING["code"], argv)
         message, code = "aborted", INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
-        failure = None if _is_click_error(exc) else _store_failure(exc)
         if _is_click_error(exc):
             command = command_name(getattr(exc, "ctx", None))
             message, code = _usage_error(exc)
-        elif failure is not None:  # the MLflow store went away mid-job (or refuses)
+        elif (failure := _store_failure(exc)) is not None:  # the MLflow store went away mid-job
             message, code = failure.message, failure.exit_code
         else:
             first = str(exc).splitlines()[0] if str(exc) else ""

@@ -617,15 +617,20 @@ def history_store_url(history: str) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def _shown_history(history: str) -> str:
+    """``--history`` as messages and results show it: a database URL's password masked."""
+    from partnerscore.models.model_uri import shown_uri
+
+    return shown_uri(history) if "://" in history else history  # a file path as given
+
+
 @contextmanager
 def _named_history(history: str):
     """The store's errors (``score history <URL>: <detail>``) said as ``--history``'s."""
-    from partnerscore.models.model_uri import shown_uri
-
     try:
         yield
     except PartnerscoreError as exc:
-        shown = shown_uri(history) if "://" in history else history
+        shown = _shown_history(history)
         detail = exc.message.split(": ", 1)[-1] if exc.message.startswith("score history ") else ""
         if not detail:
             raise
@@ -828,7 +833,6 @@ def run_analyze(
     """
     from partnerscore.features.core import file_fingerprint
     from partnerscore.features.validate import load_raw, supported_end
-    from partnerscore.models.model_uri import shown_uri
 
     started = time.perf_counter()
     check_day_count("--horizon", horizon, low=1)
@@ -927,7 +931,7 @@ def run_analyze(
         "raw_dir": str(Path(raw_dir).resolve()),
         "raw_fingerprints": dict(sorted(raw.fingerprints.items())),
         # a database URL's password masked: results.json and report.html carried it as given
-        "history": shown_uri(history) if history and "://" in history else history,
+        "history": _shown_history(history) if history else history,
     }
     if history:
         score_traj, score_effects = _score_history(store, history, table, control, alpha)

@@ -788,7 +788,6 @@ def run_score_spark(
         check_master(master)
     log = SparkLog() if own else None  # a session given is its owner's, and so is its log
     try:
-        job = None
         with ThreadPoolExecutor(max_workers=2) as pool:
             hashing = pool.submit(snapshot.verify_content) if snapshot is not None else None
             session = pool.submit(_session, master, shuffle_partitions, log) if own else None
@@ -831,26 +830,22 @@ def run_score_spark(
             return _score_job(
                 spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
             )
-        except PartnerscoreError:
-            raise
-        except Exception as exc:  # a Python worker killed mid-task: exit 71, as the pandas job's
-            died = worker_death(exc)
-            if died is None:
-                raise
-            raise died from exc
         finally:
             if job is not None:
                 job.release()
             if own:
                 spark.stop()
-    except WorkerDied as exc:  # a dead Python worker (found here or by the readers)
+    except WorkerDied as exc:  # a dead Python worker found by the readers: its log named
         if log is None:
             raise
         raise WorkerDied(log.named(exc.message)) from exc
     except PartnerscoreError:
         raise
-    except Exception as exc:  # Spark failed for a reason of its own: its log named
-        failed = spark_failure(exc, log)
+    except Exception as exc:
+        died = worker_death(exc)  # a Python worker killed mid-task: exit 71, as the pandas job's
+        if died is not None:
+            raise WorkerDied(log.named(died.message) if log is not None else died.message) from exc
+        failed = spark_failure(exc, log)  # Spark failed for a reason of its own: its log named
         if failed is None:
             raise
         raise failed from exc

@@ -104,6 +104,18 @@ except PartnerscoreError as exc:
 """
 
 
+def create_store(uri: str, *limit: str) -> subprocess.CompletedProcess:
+    """:data:`CREATES_A_STORE` run on ``uri`` in a child Python (``limit``: its file size cap)."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run(
+        [sys.executable, "-c", CREATES_A_STORE, uri, *limit],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize("case", ["folder_is_a_file", "disk_full"])
 def test_a_store_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path, case):
     # a store in a folder that cannot be made, or on a full disk, stopped train with
@@ -116,14 +128,7 @@ def test_a_store_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path,
     else:
         folder.mkdir()
         database, limit = folder / "mlflow.db", ["65536"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    job = subprocess.run(
-        [sys.executable, "-c", CREATES_A_STORE, f"sqlite:///{database}", *limit],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    job = create_store(f"sqlite:///{database}", *limit)
     assert job.returncode == 2, job.stderr
     line = job.stdout.strip()
     assert line.startswith(f"MLflow store {database}: cannot create it: "), line
@@ -136,14 +141,7 @@ def test_a_store_that_is_a_folder_is_one_line_at_once(tmp_path):
     # sqlite:///FOLDER: MLflow retried opening the folder as a database for over a minute
     # ("Operation will be retried in ... seconds"), then "unexpected OperationalError: unable
     # to open database file" (exit 70)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    job = subprocess.run(
-        [sys.executable, "-c", CREATES_A_STORE, f"sqlite:///{tmp_path}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    job = create_store(f"sqlite:///{tmp_path}")
     assert job.returncode == 2, job.stderr
     assert job.stdout.strip() == (
         f"MLflow store {tmp_path}: is a folder, expected the database file "
@@ -158,10 +156,7 @@ def test_a_symlinked_new_store_is_created_at_the_link_target(tmp_path):
     target = tmp_path / "shared" / "mlflow.db"
     (tmp_path / "link" / "mlflow.db").symlink_to(target)
     uri = f"sqlite:///{tmp_path / 'link' / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    job = subprocess.run(
-        [sys.executable, "-c", CREATES_A_STORE, uri], env=env, capture_output=True, timeout=120
-    )
+    job = create_store(uri)
     assert job.returncode == 0, job.stderr
     assert (tmp_path / "link" / "mlflow.db").is_symlink()
     assert target.is_file()
@@ -174,14 +169,7 @@ def test_a_store_link_loop_is_one_line(tmp_path):
     # Path.resolve raised "unexpected RuntimeError: Symlink loop from ..." (exit 70)
     (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
     (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    job = subprocess.run(
-        [sys.executable, "-c", CREATES_A_STORE, f"sqlite:///{tmp_path / 'a.db'}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    job = create_store(f"sqlite:///{tmp_path / 'a.db'}")
     assert job.returncode == 2, job.stderr
     assert job.stdout.strip() == f"MLflow store {tmp_path / 'a.db'}: symbolic link loop"
 

@@ -36,6 +36,11 @@ def raw_copy(tmp: Path) -> Path:
     return raw
 
 
+def score_raw(tmp: Path) -> list:
+    """A score job's arguments on a copy of the program (the input under test added after)."""
+    return ["score", "--raw", raw_copy(tmp), "--as-of", AS_OF, "--out", tmp / "s.csv"]
+
+
 def config_with(tmp: Path, section: str, key: str, value: Path) -> Path:
     path = tmp / f"cfg_{section}_{key}.json"
     path.write_text(json.dumps({section: {key: str(value)}}), encoding="utf-8")
@@ -90,26 +95,17 @@ FILE_INPUTS = {
     "score_overrides": (
         ".csv",
         "--overrides",
-        lambda p, t, s: [
-            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
-            *("--overrides", p),
-        ],
+        lambda p, t, s: [*score_raw(t), "--overrides", p],
     ),
     "config_score_overrides_path": (
         ".csv",
         "score.overrides_path",
-        lambda p, t, s: [
-            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
-            *("--config", config_with(t, "score", "overrides_path", p)),
-        ],
+        lambda p, t, s: [*score_raw(t), "--config", config_with(t, "score", "overrides_path", p)],
     ),
     "config_policy_playbook_path": (
         ".yaml",
         "policy.playbook_path",
-        lambda p, t, s: [
-            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
-            *("--config", config_with(t, "policy", "playbook_path", p)),
-        ],
+        lambda p, t, s: [*score_raw(t), "--config", config_with(t, "policy", "playbook_path", p)],
     ),
     "report_scores": (".csv", "--scores", lambda p, t, s: ["report", "--scores", p, "--out", t]),
     "report_partners_file": (
@@ -210,10 +206,7 @@ FOLDER_INPUTS = {
     ),
     "score_validated": (
         "--validated",
-        lambda p, t, s: [
-            *("score", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "s.csv"),
-            *("--validated", p),
-        ],
+        lambda p, t, s: [*score_raw(t), "--validated", p],
     ),
     "monitor_raw": (
         "--raw",

@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -612,6 +612,97 @@ def discard_staged(staged: list[tuple[Path, Path]]) -> None:
 def publish_staged(staged: list[tuple[Path, Path]]) -> list[Path]:
     """Rename staged temporaries over their targets."""
     return [_publish(tmp, path) for tmp, path in staged]
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) bytes to the disk, where the platform allows it."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - a folder cannot be opened (Windows)
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # pragma: no cover - a file system without fsync on folders
+        pass
+    finally:
+        os.close(handle)
+
+
+def publish_listed(
+    staged: list[tuple[Path, Path]],
+    manifest: dict,
+    manifest_path: str | Path,
+    *,
+    written: Iterable[Path] = (),
+) -> list[Path]:
+    """Publish staged files, then a JSON manifest listing each one's SHA-256, renamed last.
+
+    Several files cannot be renamed into a folder in one step: a job killed between two
+    renames (SIGKILL, out of memory, a power cut) left this run's first files beside the
+    previous run's others, and nothing told a reader. Here the manifest's ``files`` maps each
+    file (its path relative to the manifest's folder, ``quarantine/deals.csv``) to the SHA-256
+    of its bytes, and is renamed over the previous manifest after every file is in place and
+    on the disk (fsync of the files, then of their folders): a folder whose files differ from
+    what its manifest lists is an interrupted publish, which :func:`check_listed` names. The
+    previous run's files stay until the renames begin; links and modes are as
+    :func:`publish_staged` keeps them. ``written``: files this run already put in place
+    (listed too). On an error the staged temporaries are removed.
+
+    Returns:
+        The published paths, ``staged``'s in order, then the manifest's.
+    """
+    manifest_path = Path(manifest_path)
+    folder = manifest_path.parent
+    try:
+        files = {}
+        for tmp, path in staged:
+            _fsync(tmp)
+            files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(tmp)
+        for path in written:
+            files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(path)
+        text = json.dumps({**manifest, "files": files}, indent=1)
+        staged = [*staged, stage_text(text, manifest_path)]
+        _fsync(staged[-1][0])
+    except BaseException:
+        discard_staged(staged)
+        raise
+    published = publish_staged(staged[:-1])
+    for parent in {write_target(path).parent for _, path in staged}:
+        _fsync(parent)
+    published += publish_staged(staged[-1:])
+    _fsync(write_target(manifest_path).parent)
+    return published
+
+
+def check_listed(manifest_path: str | Path) -> dict:
+    """The manifest written by :func:`publish_listed`, once its files are checked.
+
+    Raises:
+        PartnerscoreError: A listed file is missing or is not the one listed (its SHA-256
+            differs): one line naming it; the folder mixes two runs' files.
+    """
+    manifest_path = Path(manifest_path)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PartnerscoreError(f"{manifest_path}: not found") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PartnerscoreError(f"{manifest_path}: unreadable ({exc})") from exc
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict):
+        raise PartnerscoreError(f"{manifest_path}: lists no files to check (no 'files' key)")
+    for name, digest in listed.items():
+        path = manifest_path.parent / name
+        try:
+            same = file_fingerprint(path) == digest
+        except OSError:
+            same = False
+        if not same:
+            raise PartnerscoreError(
+                f"{path}: not the file {manifest_path.name} lists (missing or changed): the "
+                "folder mixes two runs' files (one was interrupted while publishing); run it again"
+            )
+    return manifest
 
 
 def write_frame_atomic(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> Path:

@@ -53,7 +53,7 @@ from partnerscore.features.core import (
     PartnerscoreError,
     as_of_dates,
     discard_staged,
-    publish_staged,
+    publish_listed,
     quoted,
     read_frame,
     stage_frames,
@@ -1242,7 +1242,10 @@ def _write(result, reference, batch, config, state: dict | None, cut) -> None:
     with Ctrl-C and SIGTERM held meanwhile (a second one acts at once): a run interrupted
     while rendering the page used to leave this run's CSVs and monitor.json beside the
     previous run's page and state. Interrupted before the renames, the run publishes
-    nothing and leaves no temporary.
+    nothing and leaves no temporary. ``monitor.json`` is renamed last and lists every other
+    file's SHA-256 (the quarantine files too): a job killed between two renames (SIGKILL, out
+    of memory), where no signal can be held, leaves files that do not match it, which
+    :func:`~partnerscore.features.core.check_listed` names in one line (it was a silent mix).
     """
     from partnerscore.features.parallel import signals_deferred
     from partnerscore.serving.monitor_report import render_monitor_html
@@ -1280,19 +1283,20 @@ def _write(result, reference, batch, config, state: dict | None, cut) -> None:
                 result.backtest_labels.to_dict() if result.backtest_labels is not None else None
             ),
         }
-        staged.append(stage_text(json.dumps(payload, indent=1), out / "monitor.json"))
-        names.append("json")
         html = render_monitor_html(result, reference, batch, config, payload)
         staged.append(stage_text(html, out / "monitor.html"))
         names.append("html")
         if state is not None:
             staged.append(stage_text(json.dumps(state, indent=1), out / STATE_FILE))
             names.append("state")
-        with signals_deferred():
-            published = publish_staged(staged)
+        names.append("json")
+        # this run's quarantine files (load_raw wrote them) are listed with the others
+        quarantine = sorted((out / "quarantine").glob("*.csv"))
     except BaseException:
         discard_staged(staged)
         raise
+    with signals_deferred():  # monitor.json, which lists every file's SHA-256, renamed last
+        published = publish_listed(staged, payload, out / "monitor.json", written=quarantine)
     files = dict(zip(names, published, strict=True))
     if state is None:
         files["state"] = out / STATE_FILE

@@ -166,6 +166,40 @@ def test_atomic_writers_write_through_a_symbolic_link(kind, link, tmp_path):
     assert {p.name for p in path.parent.iterdir()} == beside
 
 
+def test_a_listed_set_is_published_manifest_last_through_links_and_checked(tmp_path):
+    out, shared = tmp_path / "out", tmp_path / "shared"
+    (out / "q").mkdir(parents=True)
+    shared.mkdir()
+    (out / "b.csv").symlink_to(shared / "b.csv")  # a dangling link: its target is created
+    (out / "q" / "x.csv").write_text("partner_id\nP1\n")  # written earlier by the run
+    staged = [core.stage_text("a\n1\n", out / "a.csv"), core.stage_text("b\n2\n", out / "b.csv")]
+    paths = core.publish_listed(
+        staged, {"as_of": "2026-07-01"}, out / "m.json", written=[out / "q" / "x.csv"]
+    )
+    assert paths == [out / "a.csv", out / "b.csv", out / "m.json"]
+    assert (out / "b.csv").is_symlink() and (shared / "b.csv").read_text() == "b\n2\n"
+    manifest = core.check_listed(out / "m.json")
+    assert manifest["as_of"] == "2026-07-01"
+    assert sorted(manifest["files"]) == ["a.csv", "b.csv", "q/x.csv"]
+    assert manifest["files"]["a.csv"] == file_fingerprint(out / "a.csv")
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary
+    # another run's file beside this manifest (a kill between two renames), or one gone
+    (out / "a.csv").write_text("a\n3\n")
+    with pytest.raises(PartnerscoreError, match=r"a\.csv: not the file m\.json lists") as err:
+        core.check_listed(out / "m.json")
+    assert len(str(err.value).splitlines()) == 1
+    (out / "a.csv").write_text("a\n1\n")
+    (out / "q" / "x.csv").unlink()
+    with pytest.raises(PartnerscoreError, match=r"x\.csv: not the file m\.json lists"):
+        core.check_listed(out / "m.json")
+    # a failure before the renames publishes nothing and leaves no temporary
+    staged = [core.stage_text("a\n9\n", out / "a.csv")]
+    with pytest.raises(TypeError):
+        core.publish_listed(staged, {"bad": object()}, out / "m.json")
+    assert (out / "a.csv").read_text() == "a\n1\n"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
 @pytest.mark.parametrize("kind", WRITERS)
 def test_a_symbolic_link_loop_is_one_line(kind, tmp_path):
     (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")

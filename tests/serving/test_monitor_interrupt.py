@@ -9,13 +9,16 @@ so the test does not depend on timing.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from support import with_sitecustomize
 
+from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.serving.monitor import run_monitor
 
 FILES = (
@@ -95,3 +98,77 @@ def test_a_terminated_monitor_publishes_all_its_files_or_none(
     state = json.loads((out / "monitor_state.json").read_text())["as_of"]
     assert as_of == state == ("2026-06-01" if when == "while_rendering" else "2026-07-01")
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporaries
+
+
+# SIGKILL to itself right after the n-th file is renamed into the output folder: no signal
+# handler runs, as when the kernel's out-of-memory killer ends the job
+_KILL_AFTER_RENAMES = """
+import os, signal
+
+_replace = os.replace
+_out = os.environ["PARTNERSCORE_TEST_OUT"]
+_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
+
+
+def replace(src, dst, *args, **kwargs):
+    global _left
+    _replace(src, dst, *args, **kwargs)
+    if os.path.dirname(os.path.abspath(dst)) == _out:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+@pytest.mark.parametrize("renames", [1, 4, 6])
+def test_a_monitor_killed_while_publishing_leaves_a_mix_its_manifest_names(
+    store_config, raw_dir, tmp_path, renames
+):
+    # the six files were renamed one by one: a SIGKILL between two renames (which no handler
+    # can hold) left this run's first files beside the previous run's others, and nothing in
+    # the folder said so. monitor.json is renamed last and lists every file's SHA-256: a
+    # folder holds one run's files (their bytes), or check_listed names one that is not
+    out = tmp_path / "monitor"
+    run_monitor(store_config, raw_dir, pd.Timestamp("2026-06-01").date(), out, log_to_mlflow=False)
+    check_listed(out / "monitor.json")  # a whole set
+    before = {name: ((out / name).stat().st_ino, (out / name).read_bytes()) for name in FILES}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(store_config.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with_sitecustomize(env, tmp_path / "hook", _KILL_AFTER_RENAMES)
+    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
+    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    job = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "monitor", "--raw", str(raw_dir)]
+        + ["--as-of", "2026-07-01", "--out", str(out), "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    replaced = {name for name in FILES if (out / name).stat().st_ino != before[name][0]}
+    assert len(replaced) == renames, replaced
+    if replaced == set(FILES):  # killed after the last rename: the new run's set, whole
+        assert check_listed(out / "monitor.json")["as_of"] == "2026-07-01"
+        return
+    assert "monitor.json" not in replaced  # the manifest is the last file renamed
+    changed = {name for name in replaced if (out / name).read_bytes() != before[name][1]}
+    if renames >= 4:
+        assert "monitor.html" in changed  # the page names its as_of: a mix of two runs
+    if not changed:  # this run's first files hold the previous run's bytes: its set, whole
+        assert check_listed(out / "monitor.json")["as_of"] == "2026-06-01"
+        return
+    with pytest.raises(PartnerscoreError) as caught:
+        check_listed(out / "monitor.json")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert "not the file monitor.json lists" in message and "interrupted" in message, message
+    assert Path(message.split(": ")[0]).name in changed, (message, changed)
+    # the next run publishes a whole set again
+    run_monitor(store_config, raw_dir, pd.Timestamp("2026-07-01").date(), out, log_to_mlflow=False)
+    assert check_listed(out / "monitor.json")["as_of"] == "2026-07-01"

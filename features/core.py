@@ -628,12 +628,19 @@ def _fsync(path: Path) -> None:
         os.close(handle)
 
 
+def publishing_mark(manifest_path: str | Path) -> Path:
+    """The empty file that says a :func:`publish_listed` of ``manifest_path`` is under way."""
+    manifest_path = Path(manifest_path)
+    return manifest_path.with_name(f".{manifest_path.name}.publishing")
+
+
 def publish_listed(
     staged: list[tuple[Path, Path]],
     manifest: dict,
     manifest_path: str | Path,
     *,
     written: Iterable[Path] = (),
+    indent: int = 1,
 ) -> list[Path]:
     """Publish staged files, then a JSON manifest listing each one's SHA-256, renamed last.
 
@@ -641,18 +648,21 @@ def publish_listed(
     renames (SIGKILL, out of memory, a power cut) left this run's first files beside the
     previous run's others, and nothing told a reader. Here the manifest's ``files`` maps each
     file (its path relative to the manifest's folder, ``quarantine/deals.csv``) to the SHA-256
-    of its bytes, and is renamed over the previous manifest after every file is in place and
-    on the disk (fsync of the files, then of their folders): a folder whose files differ from
-    what its manifest lists is an interrupted publish, which :func:`check_listed` names. The
-    previous run's files stay until the renames begin; links and modes are as
-    :func:`publish_staged` keeps them. ``written``: files this run already put in place
-    (listed too). On an error the staged temporaries are removed.
+    of its bytes. Every file is flushed to the disk (fsync) first; then an empty mark
+    (:func:`publishing_mark`) is created, the files are renamed over their targets (their
+    folders flushed), the manifest is renamed last and the mark removed. A folder whose files
+    are not those its manifest lists, with the mark beside it, is an interrupted publish,
+    which :func:`check_listed` names in one line. The previous run's files stay until the
+    renames begin; links and modes are as :func:`publish_staged` keeps them. ``written``:
+    files this run already put in place (listed too). ``indent``: the manifest's JSON indent.
+    On an error before the renames the staged temporaries are removed.
 
     Returns:
         The published paths, ``staged``'s in order, then the manifest's.
     """
     manifest_path = Path(manifest_path)
     folder = manifest_path.parent
+    mark = publishing_mark(manifest_path)
     try:
         files = {}
         for tmp, path in staged:
@@ -660,9 +670,14 @@ def publish_listed(
             files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(tmp)
         for path in written:
             files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(path)
-        text = json.dumps({**manifest, "files": files}, indent=1)
+        text = json.dumps({**manifest, "files": files}, indent=indent)
         staged = [*staged, stage_text(text, manifest_path)]
         _fsync(staged[-1][0])
+        os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o666 & ~_umask()))
+        _fsync(folder)  # the mark is on the disk before any file is replaced
+    except OSError as exc:
+        discard_staged(staged)
+        raise PartnerscoreError(f"{mark}: cannot write: {exc.strerror or exc}") from exc
     except BaseException:
         discard_staged(staged)
         raise
@@ -671,11 +686,21 @@ def publish_listed(
         _fsync(parent)
     published += publish_staged(staged[-1:])
     _fsync(write_target(manifest_path).parent)
+    mark.unlink(missing_ok=True)
+    _fsync(folder)
     return published
 
 
-def check_listed(manifest_path: str | Path) -> dict:
+def check_listed(
+    manifest_path: str | Path, again: str = "run it again", *, strict: bool = True
+) -> dict:
     """The manifest written by :func:`publish_listed`, once its files are checked.
+
+    The manifest is renamed last, so files that match it are one run's whole set (the
+    previous run's while a publish is under way, with its mark beside them). ``again``: what
+    the error tells to do (``run `partnerscore build` again``). ``strict`` False: files changed
+    since (a training set edited by hand) pass unless the publishing mark says a run was
+    interrupted while publishing them.
 
     Raises:
         PartnerscoreError: A listed file is missing or is not the one listed (its SHA-256
@@ -697,10 +722,17 @@ def check_listed(manifest_path: str | Path) -> dict:
             same = file_fingerprint(path) == digest
         except OSError:
             same = False
-        if not same:
+        if same:
+            continue
+        if publishing_mark(manifest_path).exists():
             raise PartnerscoreError(
-                f"{path}: not the file {manifest_path.name} lists (missing or changed): the "
-                "folder mixes two runs' files (one was interrupted while publishing); run it again"
+                f"{path}: not the file {manifest_path.name} lists: the folder mixes two runs' "
+                f"files (one was interrupted while publishing); {again}"
+            )
+        if strict:
+            raise PartnerscoreError(
+                f"{path}: not the file {manifest_path.name} lists (missing, changed since, or "
+                f"another run's); {again}"
             )
     return manifest
 

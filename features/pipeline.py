@@ -26,11 +26,12 @@ from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
     as_of_dates,
+    discard_staged,
     milestone_dates,
+    publish_listed,
     quoted,
     read_frame,
-    write_frame_atomic,
-    write_text_atomic,
+    stage_frames,
 )
 from partnerscore.features.registry import PHASE_PREFIX, feature_specs, registry_version
 
@@ -648,7 +649,7 @@ def _build_in_groups(
     cutoffs: str | Path | None,
     size: int,
     target: Path,
-) -> tuple[RawData, pd.DataFrame, int]:
+) -> tuple[RawData, pd.DataFrame, int, list[tuple[Path, Path]]]:
     """Build the training set from a validated snapshot one group of partners at a time.
 
     The snapshot is checked as :func:`~partnerscore.features.validated.load_validated` checks
@@ -663,19 +664,21 @@ def _build_in_groups(
 
     Returns:
         (a :class:`RawData` with the counts, fingerprints, data end and the tables' names, the
-        training set's :data:`GROUP_KEYS` columns, snapshots dropped for an incomplete horizon).
-        A stale automatic snapshot is noted and the raw tables are validated and built at once,
-        as :func:`~partnerscore.features.validated.load_validated` would.
+        training set's :data:`GROUP_KEYS` columns, snapshots dropped for an incomplete horizon,
+        the training set staged beside ``target``: ``[(temporary, target)]``, published by the
+        caller with the manifest). A stale automatic snapshot is noted and the raw tables are
+        validated and built at once, as :func:`~partnerscore.features.validated.load_validated`
+        would.
     """
     import shutil
     import tempfile
 
-    from partnerscore.features.core import AppendedFile, discard_staged, publish_staged
+    from partnerscore.features.core import AppendedFile, discard_staged
     from partnerscore.features.groups import RangeGroups, group_tables, text_ids
     from partnerscore.features.validate import RawData, load_raw
     from partnerscore.features.validated import StaleSnapshot, find_snapshot, stale_note
 
-    def validate_and_build() -> tuple[RawData, pd.DataFrame, int]:
+    def validate_and_build() -> tuple[RawData, pd.DataFrame, int, list[tuple[Path, Path]]]:
         # a stale automatic snapshot (noted) is a cache: validate, as load_validated does
         raw = load_raw(raw_dir, qdir, config=validation)
         return raw, *_whole_build(raw, config, cutoffs, target)
@@ -698,7 +701,7 @@ def _build_in_groups(
     keys: list[pd.DataFrame] = []
     events = {name: table for name, table in empty.items() if name != "partners"}
 
-    def write_groups() -> None:
+    def write_groups() -> list[tuple[Path, Path]]:
         out = AppendedFile(target)
         try:
             for g in range(ranges.n_groups):
@@ -721,7 +724,7 @@ def _build_in_groups(
                 out.close()
             discard_staged([(out.tmp, target)])
             raise
-        publish_staged([(out.tmp, target)])
+        return [(out.tmp, target)]
 
     try:
         try:
@@ -732,23 +735,26 @@ def _build_in_groups(
             stale_note(exc, raw_dir)
             return validate_and_build()
         quarantine = snapshot_quarantine(snapshot, qdir)
-        write_groups()
+        staged = write_groups()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     whole.fingerprints = fingerprints
     whole.quarantine = quarantine
-    return whole, pd.concat(keys, ignore_index=True), dropped
+    return whole, pd.concat(keys, ignore_index=True), dropped, staged
 
 
 def _whole_build(
     raw: RawData, config: BuildConfig, cutoffs: str | Path | None, target: Path
-) -> tuple[pd.DataFrame, int]:
-    """The training set of ``raw`` built at once and written to ``target``; (it, dropped)."""
+) -> tuple[pd.DataFrame, int, list[tuple[Path, Path]]]:
+    """The training set of ``raw`` built at once and staged beside ``target``.
+
+    Returns:
+        (it, snapshots dropped, ``[(temporary, target)]`` for the caller to publish).
+    """
     planned = read_cutoffs(cutoffs, raw.tables["partners"]) if cutoffs is not None else None
     snapshots, dropped = training_snapshots(raw, config, planned)
     training = build_training_set(raw, config, snapshots)
-    write_frame_atomic(training, target)
-    return training, dropped
+    return training, dropped, stage_frames([(training, target)])
 
 
 @dataclass
@@ -852,24 +858,54 @@ def run_build(
     qdir = out_dir / "quarantine"
     files = {"training_set": out_dir / "training_set.parquet"}
     if size and _snapshot_partners(raw_dir, validated) > size:
-        raw, training, dropped = _build_in_groups(
+        raw, training, dropped, staged = _build_in_groups(
             raw_dir, validated, qdir, validation, config, cutoffs, size, files["training_set"]
         )
     else:
         raw = load_validated(
             raw_dir, validated, qdir, config=validation, skip_columns=BUILD_UNREAD_COLUMNS
         )
-        training, dropped = _whole_build(raw, config, cutoffs, files["training_set"])
-    truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)
-    truth_path = out_dir / "truth.parquet"
-    if truth is not None:
-        files["truth"] = write_frame_atomic(truth, truth_path)
-    else:
-        truth_path.unlink(missing_ok=True)  # a stale one would be read as this build's truth
+        training, dropped, staged = _whole_build(raw, config, cutoffs, files["training_set"])
+    try:
+        truth, truth_note = _align_truth(_read_truth(raw_dir), training, config)
+        truth_path = out_dir / "truth.parquet"
+        if truth is not None:
+            staged += stage_frames([(truth, truth_path)])
+            files["truth"] = truth_path
+        manifest = _manifest(raw, config, cutoffs, training, dropped, truth, truth_note)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    if truth is None:  # a stale one would be read as this build's truth (the manifest says so)
+        truth_path.unlink(missing_ok=True)
+    # the training set and truth renamed, then the manifest listing their SHA-256 (`train`
+    # checks them): a build killed between the renames leaves files it does not describe
+    files["manifest"] = publish_listed(staged, manifest, out_dir / "manifest.json", indent=2)[-1]
+    return BuildResult(
+        out_dir=out_dir,
+        rows=len(training),
+        partners=manifest["partners"],
+        features=len(manifest["feature_names"]),
+        files=files,
+        quarantined=sum(t.quarantined for t in raw.report.tables.values()),
+        seconds=time.perf_counter() - started,
+        manifest=manifest,
+    )
+
+
+def _manifest(
+    raw: RawData,
+    config: BuildConfig,
+    cutoffs: str | Path | None,
+    training: pd.DataFrame,
+    dropped: int,
+    truth: pd.DataFrame | None,
+    truth_note: str,
+) -> dict:
+    """``manifest.json`` of a build (:func:`run_build` adds the files' SHA-256)."""
     specs = feature_specs(raw.tables)
     feature_names = [s.name for s in specs]
-    quarantined = sum(t.quarantined for t in raw.report.tables.values())
-    manifest = {
+    return {
         "rows": len(training),
         "partners": int(training["partner_id"].nunique()),
         "as_of_min": f"{training['as_of'].min():%Y-%m-%d}",
@@ -899,19 +935,6 @@ def run_build(
         "truth": truth is not None,
         "truth_note": truth_note,
     }
-    files["manifest"] = write_text_atomic(
-        json.dumps(manifest, indent=2, sort_keys=False), out_dir / "manifest.json"
-    )
-    return BuildResult(
-        out_dir=out_dir,
-        rows=len(training),
-        partners=manifest["partners"],
-        features=len(feature_names),
-        files=files,
-        quarantined=quarantined,
-        seconds=time.perf_counter() - started,
-        manifest=manifest,
-    )
 
 
 __all__ = [

@@ -14,7 +14,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from partnerscore.features.core import PartnerscoreError, file_fingerprint, visible
+from partnerscore.features.core import (
+    PartnerscoreError,
+    check_listed,
+    file_fingerprint,
+    visible,
+)
 from partnerscore.features.registry import (
     PHASE_PREFIX,
     feature_specs,
@@ -319,6 +324,11 @@ def load_training_set(features_dir: str | Path) -> tuple[pd.DataFrame, dict, pd.
     check_labels(frame, path)
     manifest_path = features_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if "files" in manifest:  # a build's files and their SHA-256 (builds since 2026-12-06)
+        # a build killed between its renames left one build's training set (or truth) beside
+        # another build's manifest, whose features, data end and inputs train logged as this
+        # model's lineage; a training set edited by hand since its build is still read
+        manifest = check_listed(manifest_path, "run `partnerscore build` again", strict=False)
     manifest["training_set_sha256"] = file_fingerprint(path)
     truth_path = features_dir / "truth.parquet"
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None

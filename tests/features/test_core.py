@@ -188,6 +188,11 @@ def test_a_listed_set_is_published_manifest_last_through_links_and_checked(tmp_p
     with pytest.raises(PartnerscoreError, match=r"a\.csv: not the file m\.json lists") as err:
         core.check_listed(out / "m.json")
     assert len(str(err.value).splitlines()) == 1
+    assert core.check_listed(out / "m.json", strict=False)["as_of"] == "2026-07-01"  # edited
+    core.publishing_mark(out / "m.json").touch()  # ... unless a publish was under way
+    with pytest.raises(PartnerscoreError, match=r"a\.csv: .* interrupted while publishing"):
+        core.check_listed(out / "m.json", strict=False)
+    core.publishing_mark(out / "m.json").unlink()
     (out / "a.csv").write_text("a\n1\n")
     (out / "q" / "x.csv").unlink()
     with pytest.raises(PartnerscoreError, match=r"x\.csv: not the file m\.json lists"):

@@ -1,0 +1,91 @@
+"""A build killed between its renames is refused by ``train`` in one line.
+
+``build`` renamed training_set.parquet, then truth.parquet, then manifest.json into its
+folder: killed between two renames (SIGKILL, out of memory) it left one build's training set
+beside the previous build's manifest and truth, and ``train`` logged the previous build's
+features, data end and inputs as the new model's lineage, with no sign of it. The manifest is
+renamed last and lists the files' SHA-256, with a mark beside it while the renames run; the
+child process kills itself at the exact rename (a sitecustomize hook), so nothing here
+depends on timing.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from support import with_sitecustomize
+
+from partnerscore.features.core import PartnerscoreError, check_listed
+from partnerscore.training.train import load_training_set
+
+# SIGKILL to itself right after the n-th rename into the output folder
+_KILL_AFTER_RENAMES = """
+import os, signal
+
+_replace = os.replace
+_out = os.environ["PARTNERSCORE_TEST_OUT"]
+_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
+
+
+def replace(src, dst, *args, **kwargs):
+    global _left
+    _replace(src, dst, *args, **kwargs)
+    if os.path.dirname(os.path.abspath(dst)) == _out:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+"""
+
+FILES = ("training_set.parquet", "truth.parquet", "manifest.json")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+@pytest.mark.parametrize("renames", [1, 2, 3])
+def test_train_refuses_a_build_killed_between_its_renames(raw_dir, built_dir, tmp_path, renames):
+    out = tmp_path / "features"
+    shutil.copytree(built_dir, out)  # the previous build: onboarding ages 30, 60, 90, 180
+    before = {name: (out / name).read_bytes() for name in FILES}
+    env = with_sitecustomize(dict(os.environ), tmp_path / "hook", _KILL_AFTER_RENAMES)
+    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
+    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    job = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "build", "--raw", str(raw_dir)]
+        + ["--out", str(out), "--ages", "30,90"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    changed = {name for name in FILES if (out / name).read_bytes() != before[name]}
+    assert changed == set(FILES[:renames]), changed  # this build's first files, in order
+    if renames == len(FILES):  # killed after the manifest's rename: the new build, whole
+        frame, manifest, _ = load_training_set(out)
+        assert manifest["build_config"]["ages"] == [30, 90]
+        assert sorted(frame["age_days"].unique()) == [30, 90]
+        return
+    with pytest.raises(PartnerscoreError) as caught:
+        load_training_set(out)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{out / FILES[0]}: not the file manifest.json lists"), message
+    assert "(one was interrupted while publishing); run `partnerscore build` again" in message
+    with pytest.raises(PartnerscoreError):
+        check_listed(out / "manifest.json")
+
+
+def test_a_training_set_edited_after_its_build_is_still_read(built_dir, tmp_path):
+    # only an interrupted build is refused: a training set changed by hand since is read
+    out = tmp_path / "features"
+    shutil.copytree(built_dir, out)
+    frame, manifest, _ = load_training_set(out)
+    frame.head(len(frame) - 1).to_parquet(out / "training_set.parquet")
+    again, _, _ = load_training_set(out)
+    assert len(again) == len(frame) - 1
+    assert set(manifest["files"]) == {"training_set.parquet", "truth.parquet"}

@@ -641,6 +641,7 @@ def publish_listed(
     *,
     written: Iterable[Path] = (),
     indent: int = 1,
+    allow_nan: bool = True,
 ) -> list[Path]:
     """Publish staged files, then a JSON manifest listing each one's SHA-256, renamed last.
 
@@ -654,7 +655,8 @@ def publish_listed(
     are not those its manifest lists, with the mark beside it, is an interrupted publish,
     which :func:`check_listed` names in one line. The previous run's files stay until the
     renames begin; links and modes are as :func:`publish_staged` keeps them. ``written``:
-    files this run already put in place (listed too). ``indent``: the manifest's JSON indent.
+    files this run already put in place (listed too). ``indent``, ``allow_nan``: as
+    :func:`json.dumps` writes the manifest (``allow_nan`` False: NaN raises ValueError).
     On an error before the renames the staged temporaries are removed.
 
     Returns:
@@ -670,7 +672,7 @@ def publish_listed(
             files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(tmp)
         for path in written:
             files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(path)
-        text = json.dumps({**manifest, "files": files}, indent=indent)
+        text = json.dumps({**manifest, "files": files}, indent=indent, allow_nan=allow_nan)
         staged = [*staged, stage_text(text, manifest_path)]
         _fsync(staged[-1][0])
         os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o666 & ~_umask()))

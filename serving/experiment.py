@@ -40,12 +40,15 @@ from partnerscore.features.core import (
     PartnerscoreError,
     as_of_dates,
     check_day_count,
+    discard_staged,
     existing_file,
     frame_format,
+    publish_listed,
     quoted,
     read_frame,
+    stage_frames,
+    stage_text,
     write_frame_atomic,
-    write_text_atomic,
 )
 from partnerscore.features.experiments import (
     ASSIGNMENT_COLUMNS,
@@ -139,6 +142,8 @@ RESULT_KEYS = {
     "effects": "Rows of effects.csv (EFFECT_COLUMNS).",
     "trajectory": "Per arm, outcome and day: n and mean (score rows before assignment: day < 0).",
     "inputs": "Assignment file, raw folder, score history and their fingerprints.",
+    "files": "effects.csv, outcomes.csv and report.html with the SHA-256 of their bytes "
+    "(results.json is renamed after them: features/core.py check_listed).",
 }
 EXPERIMENT_TRACKING = "partnerscore-experiments"
 HEADLINE_METHOD = "adjusted"
@@ -959,13 +964,25 @@ def run_analyze(
     outcome_file = outcomes.assign(
         assigned_at=pd.to_datetime(outcomes["assigned_at"]).dt.strftime("%Y-%m-%d %H:%M:%S")
     )
+    # results.json is renamed last and lists the others' SHA-256: killed between two renames,
+    # the job left one analysis's files beside another's (each renamed as soon as written)
+    staged = stage_frames(
+        [(effects_frame, out_dir / "effects.csv"), (outcome_file, out_dir / "outcomes.csv")]
+    )
+    try:
+        staged.append(stage_text(render_report(results), out_dir / "report.html"))
+    except BaseException:
+        discard_staged(staged)
+        raise
+    effects_path, outcomes_path, report_path, results_path = publish_listed(
+        staged, results, out_dir / "results.json", indent=2, allow_nan=False
+    )
+    results["files"] = json.loads(results_path.read_text(encoding="utf-8"))["files"]
     files = {
-        "results": write_text_atomic(
-            json.dumps(results, indent=2, allow_nan=False), out_dir / "results.json"
-        ),
-        "effects": write_frame_atomic(effects_frame, out_dir / "effects.csv"),
-        "outcomes": write_frame_atomic(outcome_file, out_dir / "outcomes.csv"),
-        "report": write_text_atomic(render_report(results), out_dir / "report.html"),
+        "results": results_path,
+        "effects": effects_path,
+        "outcomes": outcomes_path,
+        "report": report_path,
     }
     result = AnalyzeResult(
         out_dir=out_dir, files=files, results=results, seconds=time.perf_counter() - started

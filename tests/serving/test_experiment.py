@@ -1,11 +1,16 @@
 """Experiment jobs on real scores: assignment, registry, analysis against a known effect."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from support import with_sitecustomize
 
-from partnerscore.features.core import PartnerscoreError
+from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.features.experiments import ASSIGNMENT_COLUMNS
 from partnerscore.serving.experiment import (
     EFFECT_COLUMNS,
@@ -274,3 +279,70 @@ def test_a_history_urls_password_is_not_written(experiment, cfg, tmp_path, postg
     assert written and not [name for name, text in written.items() if "s3cret-pw" in text]
     results = json.loads(written["results.json"])
     assert results["inputs"]["history"] == url.replace("s3cret-pw", "***")
+
+
+# SIGKILL to itself right after the n-th rename into the output folder (a sitecustomize hook)
+_KILL_AFTER_RENAMES = """
+import os, signal
+
+_replace = os.replace
+_out = os.environ["PARTNERSCORE_TEST_OUT"]
+_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
+
+
+def replace(src, dst, *args, **kwargs):
+    global _left
+    _replace(src, dst, *args, **kwargs)
+    if os.path.dirname(os.path.abspath(dst)) == _out:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+"""
+ANALYSIS_FILES = ("effects.csv", "outcomes.csv", "report.html", "results.json")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+@pytest.mark.parametrize("renames", [1, 3, 4])
+def test_an_analysis_killed_while_publishing_leaves_a_mix_results_json_names(
+    experiment, cfg, tmp_path, renames
+):
+    # results.json was written first and the other three renamed one by one after it: killed
+    # between two renames (SIGKILL, out of memory), the folder held one analysis's results.json
+    # beside another's effects.csv or page, with no sign of it. results.json is renamed last
+    # and lists the others' SHA-256: check_listed names the file of the other run
+    assign, raw, _ = experiment
+    out = tmp_path / "o"
+    run_analyze(assign, raw, HORIZON, out, cfg, n_boot=50, seed=0)
+    check_listed(out / "results.json")
+    before = {name: (out / name).read_bytes() for name in ANALYSIS_FILES}
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(cfg.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with_sitecustomize(env, tmp_path / "hook", _KILL_AFTER_RENAMES)
+    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
+    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    job = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "experiment", "analyze"]
+        + ["--assignments", str(assign), "--raw", str(raw), "--horizon", str(HORIZON)]
+        + ["--out", str(out), "--bootstrap", "50", "--seed", "1", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    changed = {name for name in ANALYSIS_FILES if (out / name).read_bytes() != before[name]}
+    assert "effects.csv" in changed  # another seed: other bootstrap intervals
+    if renames == len(ANALYSIS_FILES):  # killed after the last rename: the new analysis, whole
+        assert check_listed(out / "results.json")["files"]
+        return
+    assert "results.json" not in changed  # renamed last
+    with pytest.raises(PartnerscoreError) as caught:
+        check_listed(out / "results.json")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{out / 'effects.csv'}: not the file results.json lists: ")
+    assert "interrupted while publishing" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -9,7 +10,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -628,6 +630,29 @@ def _fsync(path: Path) -> None:
         os.close(handle)
 
 
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (flock) while the block runs, where the system has one.
+
+    Two jobs publishing one set of files into a folder (two ``build --out DIR`` at once)
+    interleaved their renames: each one's set whole, one after the other, with this. A file
+    system without locks (NFS without a lock daemon) publishes unlocked, as before.
+    """
+    try:
+        import fcntl
+
+        handle = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
 def publishing_mark(manifest_path: str | Path) -> Path:
     """The empty file that says a :func:`publish_listed` of ``manifest_path`` is under way."""
     manifest_path = Path(manifest_path)
@@ -654,7 +679,9 @@ def publish_listed(
     folders flushed), the manifest is renamed last and the mark removed. A folder whose files
     are not those its manifest lists, with the mark beside it, is an interrupted publish,
     which :func:`check_listed` names in one line. The previous run's files stay until the
-    renames begin; links and modes are as :func:`publish_staged` keeps them. ``written``:
+    renames begin; links and modes are as :func:`publish_staged` keeps them. The renames run
+    under an exclusive lock on the manifest's folder, so two runs publishing into it at once
+    leave one whole set, not their files interleaved. ``written``:
     files this run already put in place (listed too). ``indent``, ``allow_nan``: as
     :func:`json.dumps` writes the manifest (``allow_nan`` False: NaN raises ValueError).
     On an error before the renames the staged temporaries are removed.
@@ -675,21 +702,23 @@ def publish_listed(
         text = json.dumps({**manifest, "files": files}, indent=indent, allow_nan=allow_nan)
         staged = [*staged, stage_text(text, manifest_path)]
         _fsync(staged[-1][0])
-        os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o666 & ~_umask()))
-        _fsync(folder)  # the mark is on the disk before any file is replaced
-    except OSError as exc:
-        discard_staged(staged)
-        raise PartnerscoreError(f"{mark}: cannot write: {exc.strerror or exc}") from exc
     except BaseException:
         discard_staged(staged)
         raise
-    published = publish_staged(staged[:-1])
-    for parent in {write_target(path).parent for _, path in staged}:
-        _fsync(parent)
-    published += publish_staged(staged[-1:])
-    _fsync(write_target(manifest_path).parent)
-    mark.unlink(missing_ok=True)
-    _fsync(folder)
+    with _folder_lock(folder):  # two runs publishing into one folder take turns
+        try:
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o666 & ~_umask()))
+            _fsync(folder)  # the mark is on the disk before any file is replaced
+        except OSError as exc:
+            discard_staged(staged)
+            raise PartnerscoreError(f"{mark}: cannot write: {exc.strerror or exc}") from exc
+        published = publish_staged(staged[:-1])
+        for parent in {write_target(path).parent for _, path in staged}:
+            _fsync(parent)
+        published += publish_staged(staged[-1:])
+        _fsync(write_target(manifest_path).parent)
+        mark.unlink(missing_ok=True)
+        _fsync(folder)
     return published
 
 

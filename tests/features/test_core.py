@@ -345,3 +345,44 @@ def test_a_file_of_the_other_format_is_said_so_but_a_csv_header_like_its_magic_i
         path = tmp_path / f"{header}.csv"
         path.write_text(f"{header},partner_id\nx,p1\n")
         assert read_frame(path).columns.tolist() == [header, "partner_id"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_listed_set_is_renamed_under_a_lock_on_its_folder(tmp_path, monkeypatch):
+    # two runs publishing into one folder at once interleaved their renames (one's training
+    # set, the other's truth and manifest): the renames now hold an exclusive lock on it
+    import fcntl
+    import threading
+
+    inside, go = threading.Event(), threading.Event()
+    publish = core._publish
+
+    def paused(tmp, path):
+        inside.set()
+        assert go.wait(60)
+        return publish(tmp, path)
+
+    monkeypatch.setattr(core, "_publish", paused)
+    staged = [core.stage_text("a\n1\n", tmp_path / "a.csv")]
+    job = threading.Thread(target=core.publish_listed, args=(staged, {}, tmp_path / "m.json"))
+    job.start()
+    try:
+        assert inside.wait(60)  # the job is between its mark and its renames
+        handle = os.open(tmp_path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(handle)
+    finally:
+        go.set()
+        job.join(60)
+    assert core.check_listed(tmp_path / "m.json")["files"] == {
+        "a.csv": file_fingerprint(tmp_path / "a.csv")
+    }
+    assert not core.publishing_mark(tmp_path / "m.json").exists()
+    handle = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+    finally:
+        os.close(handle)

@@ -837,7 +837,8 @@ def read_text_file(path: str | Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise PartnerscoreError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise not_utf8_error(path, f"line {line}", exc.object[exc.start : exc.start + 1]) from exc
     except OSError as exc:
         raise PartnerscoreError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
 
@@ -891,12 +892,39 @@ class _PrefixThenMark(io.RawIOBase):
         super().close()
 
 
-def not_utf8(path: Path) -> PartnerscoreError:
-    """The one-line error for a CSV file that is not UTF-8: its line, row and column.
+def not_utf8_error(
+    path: object, where: str, byte: bytes, at: str = "", fix: str = "save the file as UTF-8"
+) -> PartnerscoreError:
+    """The one line for text that is not UTF-8, whichever reader met it.
 
-    The row is the data record's number as in quarantine files (1-based, blank lines not
-    counted); the column is the header's name of the field the first bad byte is in. A
-    decoder's own position is no help: it counts from the start of the block it was decoding.
+    ``<path>: <where>: not UTF-8 text (byte 0xE9<at>); <fix>``, in the style of the other
+    one-line errors about a cell or a line (``column 'name' row 2: ...``, ``line 3: ...``).
+    The CSV readers (:func:`not_utf8`), the text files (:func:`read_text_file`: config,
+    playbook) and the Parquet text columns (``features/validate.py``) all say it so.
+
+    Args:
+        path: The file (as the option or config key gave it).
+        where: ``column 'name' row 2`` (a cell: the 1-based data record), ``line 1 (the
+            header)``, ``line 3`` (a text file's line, or a field past a CSV header).
+        byte: The first byte that is not UTF-8.
+        at: Said after the byte inside the parentheses (``" at line 3"``, ``" in field 3 ..."``).
+        fix: What to do about it.
+    """
+    return PartnerscoreError(
+        f"{path}: {where}: not UTF-8 text (byte 0x{byte.hex().upper()}{at}); {fix}"
+    )
+
+
+def not_utf8(path: Path) -> PartnerscoreError:
+    """The one-line error for a CSV file that is not UTF-8: its column and row, or its line.
+
+    A bad byte in a cell is said with its column (the header's name of the field) and row (the
+    data record's number as in quarantine files: 1-based, blank lines not counted), its line
+    beside the byte: ``column 'name' row 2: not UTF-8 text (byte 0xE9 at line 3)``. One in
+    the header, or in a field past the header's (a record longer than it), is said by its
+    line. A decoder's own position is no help: it counts from the start of the block it was
+    decoding. Until 2026-12-06 it read ``not UTF-8 text at line 3 (row 2, column 3 (past the
+    header)): byte 0xE9``.
     """
     import csv
 
@@ -926,12 +954,17 @@ def not_utf8(path: Path) -> PartnerscoreError:
             elif record and not blank_record(record):
                 rows += 1
     line = prefix.line_breaks + 1  # every byte before the bad one was read to reach the marker
-    found = f"byte 0x{byte.hex().upper()}; save the file as UTF-8"
     if header is None:
-        return PartnerscoreError(f"{path}: not UTF-8 text at line {line} (the header): {found}")
-    column = quoted(header[field]) if field < len(header) else f"{field + 1} (past the header)"
-    return PartnerscoreError(
-        f"{path}: not UTF-8 text at line {line} (row {rows + 1}, column {column}): {found}"
+        return not_utf8_error(path, f"line {line} (the header)", byte)
+    if field >= len(header):
+        return not_utf8_error(
+            path,
+            f"line {line}",
+            byte,
+            f" in field {field + 1} of row {rows + 1}, past the header's {len(header)} columns",
+        )
+    return not_utf8_error(
+        path, f"column {quoted(header[field])} row {rows + 1}", byte, f" at line {line}"
     )
 
 

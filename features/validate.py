@@ -50,6 +50,7 @@ from partnerscore.features.core import (
     file_fingerprint,
     isin_text,
     not_utf8,
+    not_utf8_error,
     other_format,
     quoted,
     ragged_line,
@@ -590,10 +591,11 @@ def _utf8(path: Path, name: str, values: pa.ChunkedArray) -> pa.ChunkedArray:
             try:
                 (value or b"").decode("utf-8")
             except UnicodeDecodeError as exc:
-                byte = value[exc.start : exc.start + 1].hex().upper()
-                raise PartnerscoreError(
-                    f"{path}: not UTF-8 text at row {row}, column {quoted(name)}: byte 0x{byte}; "
-                    "write the column as UTF-8 strings"
+                raise not_utf8_error(
+                    path,
+                    f"column {quoted(name)} row {row}",
+                    value[exc.start : exc.start + 1],
+                    fix="write the column as UTF-8 strings",
                 ) from exc
         raise
 

@@ -85,7 +85,7 @@ def test_clean_minimal_folder(tmp_path):
         ),
         (
             {"activities": b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe garbage"},
-            "activities.csv: not UTF-8 text",
+            "activities.csv: line 1 (the header): not UTF-8 text (byte 0x89)",
         ),
         (
             {
@@ -399,7 +399,10 @@ def test_contract_is_published():
             {"deals": "deal_id,partner_id,created_at,closed_at,amount,status\nD1,P1,2024-02-01\n"},
             "deals.csv: cannot read file: line 2: CSV parse error: Expected 6 columns, got 3",
         ),
-        ({"partners": b"partner_id,partner_name\nP1,\xff\xfe\n"}, "partners.csv: not UTF-8"),
+        (
+            {"partners": b"partner_id,partner_name\nP1,\xff\xfe\n"},
+            "partners.csv: column 'partner_name' row 1: not UTF-8 text (byte 0xFF at line 2)",
+        ),
         (
             {
                 "partners": "partner_id,partner_name,signed_at,tier,region,industry,partner_type\n"
@@ -712,8 +715,8 @@ def test_not_utf8_names_line_row_and_column(tmp_path, capsys, bad_row):
     code, out, err = run_cli(raw, capsys)
     assert code == 2 and out == ""
     assert err == (
-        f"error: {raw / 'deals.csv'}: not UTF-8 text at line {bad_row + 2} (row {bad_row}, "
-        "column 'status'): byte 0xE9; save the file as UTF-8"
+        f"error: {raw / 'deals.csv'}: column 'status' row {bad_row}: not UTF-8 text (byte 0xE9 "
+        f"at line {bad_row + 2}); save the file as UTF-8"
     )
 
 
@@ -722,7 +725,7 @@ def test_not_utf8_in_the_header_and_in_a_cutoffs_file(tmp_path, capsys):
     code, _, err = run_cli(raw, capsys)
     assert code == 2
     assert err == (
-        f"error: {raw / 'partners.csv'}: not UTF-8 text at line 1 (the header): byte 0xE4; "
+        f"error: {raw / 'partners.csv'}: line 1 (the header): not UTF-8 text (byte 0xE4); "
         "save the file as UTF-8"
     )
     # a cutoffs file is read by pandas: past the first block its message counted the byte
@@ -737,8 +740,8 @@ def test_not_utf8_in_the_header_and_in_a_cutoffs_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err == (
-        f"error: --cutoffs {cutoffs}: not UTF-8 text at line 3002 (row 3001, column 'partner_id'): "
-        "byte 0xE9; save the file as UTF-8"
+        f"error: --cutoffs {cutoffs}: column 'partner_id' row 3001: not UTF-8 text (byte 0xE9 at "
+        "line 3002); save the file as UTF-8"
     )
 
 
@@ -790,7 +793,7 @@ def _amount_twice(frame):
         (
             "partners",
             _binary_names,
-            "partners.parquet: not UTF-8 text at row 2, column 'partner_name': byte 0xE9; "
+            "partners.parquet: column 'partner_name' row 2: not UTF-8 text (byte 0xE9); "
             "write the column as UTF-8 strings",
         ),
         # a struct read as its repr ("{'a': 'Acme'}"), valid

@@ -418,3 +418,50 @@ def test_root_reads_a_mode_000_file(tmp_path):
     path.chmod(0)
     assert path.read_text() == "partner_id\np1\n"
     assert os.access(path, os.R_OK)
+
+
+# a Latin-1 byte in a cell, and in a field past the header's (a record longer than it): every
+# CSV reader says the cell's column and 1-based data record, or the line, and the byte, in the
+# wording of the other one-line errors (until 2026-12-06: "not UTF-8 text at line 3 (row 2,
+# column 3 (past the header)): byte 0xE9"; a config or playbook file "(byte 27)", an offset)
+LATIN1 = {
+    "cell": (
+        b"partner_id,name\nP1,ok\nP2,Caf\xe9\n",
+        "column 'name' row 2: not UTF-8 text (byte 0xE9 at line 3); save the file as UTF-8",
+    ),
+    "past_the_header": (
+        b"partner_id,name\nP1,ok\n\nP2,ok,Caf\xe9\n",
+        "line 4: not UTF-8 text (byte 0xE9 in field 3 of row 2, past the header's 2 columns); "
+        "save the file as UTF-8",
+    ),
+}
+TEXT_LATIN1 = {
+    "cell": "line 3: not UTF-8 text (byte 0xE9); save the file as UTF-8",
+    "past_the_header": "line 4: not UTF-8 text (byte 0xE9); save the file as UTF-8",
+}
+"""The same bytes in a YAML file (config, playbook, policy): their line."""
+
+
+@pytest.mark.parametrize(
+    ("name", "case"),
+    [
+        (name, case)
+        for name in sorted(FILE_INPUTS)
+        for case in sorted(LATIN1)
+        if FILE_INPUTS[name][0] in (".csv", ".yaml")
+    ],
+)
+def test_a_file_that_is_not_utf8_names_the_cell_or_line_and_the_byte(
+    name, case, tmp_path, quiet_store, request, capsys
+):
+    suffix, said_by, argv_for = FILE_INPUTS[name]
+    scored = request.getfixturevalue("scored_dir") if name in NEEDS_SCORES else None
+    content, said = LATIN1[case]
+    bad = tmp_path / "bad" / f"input{suffix}"
+    bad.parent.mkdir()
+    bad.write_bytes(content)
+    code, out, err, code_json, out_json, _ = run_both_ways(argv_for(bad, tmp_path, scored), capsys)
+    said = said if suffix == ".csv" else TEXT_LATIN1[case]
+    line = assert_said_once(code, out, err, f"{said_by} {bad}: {said}")
+    assert line == f"error: {said_by} {bad}: {said}", line
+    assert code_json == 2 and json.loads(out_json)["error"] == line.removeprefix("error: ")

@@ -214,7 +214,9 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise PartnerscoreError(f"{path}: no assigned partners")
     for col in ("experiment", "partner_id", "arm", "stratum"):
-        frame[col] = frame[col].astype(object).where(frame[col].notna(), "").astype(str)
+        frame[col] = _text(frame[col])
+    # an empty id read "not in the partners table" (2026-12-06); the stratum may be empty
+    _refuse_empty(path, frame, ("experiment", "partner_id", "arm"))
     # read as every as_of is: ISO 8601, one time zone (dropped), the row of a bad one named
     frame["assigned_at"] = as_of_dates(path, frame, "assigned_at")
     try:
@@ -241,7 +243,42 @@ def read_assignments(path: str | Path) -> pd.DataFrame:
         raise PartnerscoreError(f"{path}: {where}{first}") from exc
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """A text column with its empty cells as ``""`` (``astype(str)`` made them ``'None'``)."""
+    return values.astype(object).where(values.notna(), "").astype(str)
+
+
+def _refuse_empty(path: Path, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    """Stop at the first empty (or blank) cell of ``columns``: its column and 1-based row."""
+    for col in columns:
+        empty = frame[col].str.strip().eq("").to_numpy()
+        if empty.any():
+            row = int(np.flatnonzero(empty)[0]) + 1
+            raise PartnerscoreError(f"{path}: column '{col}' row {row}: is empty")
+
+
+REGISTRY_STATUSES = ("running", "stopped")
+"""The registry's ``status`` values: ``assign`` writes ``running``, ``stop`` ``stopped``."""
+
+
 def _read_registry(path: Path) -> pd.DataFrame:
+    """Read and check the experiment registry (one line naming the column and row, exit 2).
+
+    The rows ``assign`` and ``stop`` rely on: experiment, partner_id, arm and status filled,
+    status ``running`` or ``stopped`` (an ``Running`` or ``paused`` row was no running
+    experiment: its partner was assigned again, and ``stop`` found nothing to stop),
+    ``assigned_at`` read as an assignment table's (ISO 8601, one time zone, none empty), and a
+    partner running at most once per experiment (``stop`` counted a row given twice as two
+    partners released; ``assign``'s refusal printed a pandas Series). A partner may be
+    ``stopped`` in an experiment any number of times (each ``stop`` then ``assign`` of a name
+    leaves one), beside one ``running`` row, and run in several experiments of other names at
+    once (the design allows overlapping experiments). The rows are kept as written: a checked
+    registry is written back unchanged but for what the job changes.
+
+    Raises:
+        PartnerscoreError: ``<path>: column 'status' row 3: 'paused' is not running or
+            stopped`` and the like (the CLI puts ``--registry`` before the path).
+    """
     if not path.exists():
         return pd.DataFrame({c: pd.Series(dtype=object) for c in REGISTRY_COLUMNS})
     frame = _read_table(path, "experiment registry")
@@ -251,8 +288,49 @@ def _read_registry(path: Path) -> pd.DataFrame:
             f"{path}: missing column '{missing[0]}' (not an experiment registry)"
         )
     for col in ("experiment", "partner_id", "arm", "status"):
-        frame[col] = frame[col].astype(str)
+        frame[col] = _text(frame[col])
+    _refuse_empty(path, frame, ("experiment", "partner_id", "arm", "status"))
+    unknown = ~frame["status"].isin(REGISTRY_STATUSES).to_numpy()
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise PartnerscoreError(
+            f"{path}: column 'status' row {row + 1}: {quoted(frame['status'].iloc[row])} is "
+            f"not {' or '.join(REGISTRY_STATUSES)}"
+        )
+    as_of_dates(path, frame, "assigned_at")  # checked; the text is kept as written
+    running = frame["status"].eq("running").to_numpy()
+    keys = frame.loc[running, ["experiment", "partner_id"]]
+    twice = keys.duplicated(keep=False).to_numpy()
+    if twice.any():
+        rows = np.flatnonzero(running)[twice]  # positions of the rows of the first such pair
+        first = frame.iloc[rows[0]]
+        same = rows[
+            (frame["experiment"].iloc[rows] == first["experiment"]).to_numpy()
+            & (frame["partner_id"].iloc[rows] == first["partner_id"]).to_numpy()
+        ]
+        raise PartnerscoreError(
+            f"{path}: column 'partner_id' row {same[1] + 1}: a partner running twice in one "
+            f"experiment (row {same[0] + 1} too: {quoted(first['partner_id'])} in "
+            f"{quoted(first['experiment'])})"
+        )
     return frame
+
+
+def _registry_dates(reg: pd.DataFrame, when: pd.Series) -> pd.Series:
+    """New registry rows' ``assigned_at`` text, in the registry's time zone.
+
+    ``when`` (plain, UTC as every plain date is read) as ``2026-03-01 00:00:00``, or in the
+    registry's offset when its dates carry one (``2026-03-01 02:00:00+02:00``): plain rows,
+    or another offset, among them made a registry of two time zones, refused by the next
+    command.
+    """
+    stamp = "%Y-%m-%d %H:%M:%S"
+    given = pd.to_datetime(reg["assigned_at"], format="ISO8601") if len(reg) else None
+    if given is None or not isinstance(given.dtype, pd.DatetimeTZDtype):
+        return when.dt.strftime(stamp)
+    local = when.dt.tz_localize("UTC").dt.tz_convert(given.dt.tz)
+    offset = local.dt.strftime("%z")  # +0200: written +02:00, as ISO 8601's extended form
+    return local.dt.strftime(stamp) + offset.str[:3] + ":" + offset.str[3:]
 
 
 def registry_path(config: AppConfig, registry: str | Path | None) -> Path:
@@ -329,6 +407,7 @@ def run_assign(
     frame_format(out)
     reg_path = registry_path(config, registry)
     frame_format(reg_path)
+    reg = _read_registry(reg_path)  # a bad registry is said before any work
     scores = Path(scores)
     frame = read_scores(scores)
     as_of = pd.to_datetime(frame["as_of"]).max()
@@ -361,7 +440,6 @@ def run_assign(
             table[f"pre_{col}"] = frame[col].to_numpy()
     table = table.sort_values("partner_id", kind="stable").reset_index(drop=True)
 
-    reg = _read_registry(reg_path)
     running = reg[(reg["experiment"] == name) & (reg["status"] == "running")]
     new_rows = pd.DataFrame(
         {
@@ -369,7 +447,7 @@ def run_assign(
             "partner_id": table["partner_id"],
             "arm": table["arm"],
             "stratum": table["stratum"],
-            "assigned_at": table["assigned_at"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "assigned_at": _registry_dates(reg, table["assigned_at"]),
             "seed": int(seed),
             "status": "running",
             "assignment_file": str(out.resolve()),
@@ -384,9 +462,9 @@ def run_assign(
             and (
                 overlap["arm"].to_numpy() == prior.loc[overlap["partner_id"], "arm"].to_numpy()
             ).all()
-            and (
-                overlap["assigned_at"].to_numpy()
-                == prior.loc[overlap["partner_id"], "assigned_at"].astype(str).to_numpy()
+            and (  # as dates: a registry's hand-written "2026-03-01" is 00:00:00's
+                table.loc[overlap.index, "assigned_at"].to_numpy()
+                == as_of_dates(reg_path, prior, "assigned_at").loc[overlap["partner_id"]].to_numpy()
             ).all()
         )
         if same:

@@ -630,6 +630,17 @@ JUNK_TABLES = {
         "column 'assigned_at' row 2: '2024-01-01T00:00+02:00' has a UTC offset and row 1 "
         "('2024-01-01') has none (partner 'P2'); give every assigned_at in one time zone, or none",
     ),
+    # an empty partner_id read "not in the partners table" (until 2026-12-06)
+    "empty_partner_id": (
+        "a.csv",
+        lambda p: p.write_text(HEADER + ROW + "e,,treatment,all,2024-01-01,0.5,0\n"),
+        "column 'partner_id' row 2: is empty",
+    ),
+    "blank_arm": (
+        "a.csv",
+        lambda p: p.write_text(HEADER + ROW + "e,P2, ,all,2024-01-01,0.5,0\n"),
+        "column 'arm' row 2: is empty",
+    ),
     "duplicate_partner": (
         "a.parquet",
         lambda p: pd.concat([pd.read_csv(StringIO(HEADER + ROW))] * 2).to_parquet(p),
@@ -663,3 +674,97 @@ def test_a_junk_registry_is_one_line_naming_option_and_line(case, tmp_path, caps
         message = "line 3: more fields than the header's 8"
     assert main(["experiment", "stop", "--name", "e", "--registry", str(path)]) == 2
     assert _err(capsys) == f"error: --registry {path}: {message}"
+
+
+REGISTRY_HEADER = "experiment,partner_id,arm,stratum,assigned_at,seed,status,assignment_file\n"
+RUNNING = "e,P001,control,all,2026-03-01 00:00:00,0,running,a.csv\n"
+
+# a hand-edited or merged registry: each is refused by `assign` (under the registry's name or
+# another) and `stop` with one line naming --registry, the column and the 1-based row, and
+# nothing is written. Until 2026-12-06 every one was read as it came: a partner running twice
+# was released twice by `stop` ("2 partners released") and refused by `assign` with a pandas
+# Series printed in the line; an unknown or empty status was no running experiment (`assign`
+# assigned the partner again, `stop` found nothing to stop); an empty id was released
+# as a partner; a date that is none or of another time zone was taken as text
+BAD_REGISTRIES = {
+    "running_twice_same_arm": (
+        RUNNING + RUNNING,
+        "column 'partner_id' row 2: a partner running twice in one experiment "
+        "(row 1 too: 'P001' in 'e')",
+    ),
+    "running_twice_other_arm": (
+        RUNNING
+        + "x,P009,control,all,2026-03-01,0,stopped,a.csv\n"
+        + RUNNING.replace("control", "treatment"),
+        "column 'partner_id' row 3: a partner running twice in one experiment "
+        "(row 1 too: 'P001' in 'e')",
+    ),
+    "unknown_status": (
+        RUNNING.replace("running", "Running"),
+        "column 'status' row 1: 'Running' is not running or stopped",
+    ),
+    "empty_status": (RUNNING.replace("running", ""), "column 'status' row 1: is empty"),
+    "empty_partner_id": (
+        RUNNING + RUNNING.replace("P001", ""),
+        "column 'partner_id' row 2: is empty",
+    ),
+    "empty_experiment": (RUNNING + "," + RUNNING[2:], "column 'experiment' row 2: is empty"),
+    "not_a_date": (
+        RUNNING.replace("2026-03-01 00:00:00", "soon"),
+        "column 'assigned_at' row 1: 'soon' is not a date",
+    ),
+    "empty_date": (
+        RUNNING + RUNNING.replace("P001", "P002").replace("2026-03-01 00:00:00", ""),
+        "column 'assigned_at' row 2: is empty",
+    ),
+    "two_zones": (
+        RUNNING + RUNNING.replace("P001", "P002").replace("00:00:00", "00:00:00+02:00"),
+        "column 'assigned_at' row 2: '2026-03-01 00:00:00+02:00' has a UTC offset and row 1 "
+        "('2026-03-01 00:00:00') has none (partner 'P002'); give every assigned_at in one time "
+        "zone, or none",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REGISTRIES))
+@pytest.mark.parametrize("command", ["assign_same_name", "assign_other_name", "stop"])
+def test_a_bad_registry_row_is_one_line_naming_column_and_row(case, command, tmp_path, capsys):
+    rows, message = BAD_REGISTRIES[case]
+    _scores(tmp_path)
+    registry = tmp_path / "reg.csv"
+    registry.write_text(REGISTRY_HEADER + rows)
+    argv = {
+        "assign_same_name": _assign(tmp_path),
+        "assign_other_name": [*_assign(tmp_path), "--name", "other"],
+        "stop": ["experiment", "stop", "--name", "e", "--registry", str(registry)],
+    }[command]
+    assert main(argv) == 2
+    assert _err(capsys) == f"error: --registry {registry}: {message}"
+    assert registry.read_text() == REGISTRY_HEADER + rows  # nothing changed
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_registry_states_that_are_legitimate(tmp_path, capsys):
+    """A partner stopped in an experiment (even twice) beside its running row, running in two
+    experiments of other names, and a registry of one UTC offset: read as they are. ``stop``
+    releases each running partner once; ``assign`` writes its rows in the registry's offset
+    (plain rows among them made a registry of two time zones, refused next time) and re-running
+    it is still a no-op."""
+    _scores(tmp_path)
+    registry = tmp_path / "reg.csv"
+    zoned = RUNNING.replace("00:00:00", "01:00:00+01:00")
+    stopped = zoned.replace("running", "stopped")
+    other = zoned.replace("e,", "f,", 1)
+    registry.write_text(REGISTRY_HEADER + stopped + stopped + zoned + other)
+    assert main(_assign(tmp_path, "--name", "g", "--stratify", "")) == 0
+    written = pd.read_csv(registry, dtype=str)
+    assert len(written) == 4 + 40
+    assert set(written["assigned_at"].iloc[4:]) == {"2026-03-01 01:00:00+01:00"}
+    capsys.readouterr()
+    assert main(_assign(tmp_path, "--name", "g", "--stratify", "")) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    stop = ["experiment", "stop", "--registry", str(registry), "--name"]
+    assert main([*stop, "e"]) == 0
+    assert "1 partners released" in capsys.readouterr().out
+    assert main([*stop, "g"]) == 0
+    assert "40 partners released" in capsys.readouterr().out

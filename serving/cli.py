@@ -52,6 +52,7 @@ from partnerscore.serving.cli_common import (
     jsonable,
     load,
     name_input,
+    name_output,
     named_error,
     new_app,
     say,
@@ -425,6 +426,7 @@ def build(
         raise UsageError("build: give either --ages or --cutoffs, not both", ctx)
     input_path(raw, "--raw", folder=True, what="raw data folder")  # after the usage errors
     input_path(validated, "--validated", folder=True)
+    name_output(out, "--out")
     _batch_job()
     result = run_build(
         raw,
@@ -632,8 +634,10 @@ def score(
                 "a feature table is scored in this process, whole",
                 ctx,
             )
-        from partnerscore.serving.score import run_score_features
+        from partnerscore.serving.score import rejects_path, run_score_features
 
+        name_output(out, "--out")
+        name_output(rejects_path(out), "--out's rejects file")
         emit(
             run_score_features(
                 features,
@@ -649,7 +653,7 @@ def score(
     if (as_of is None) == (at_age is None):
         raise UsageError("score: give either --as-of DATE or --at-age DAYS", ctx)
     as_of_date = _parse_date(as_of, "--as-of")
-    from partnerscore.serving.score import run_score
+    from partnerscore.serving.score import rejects_path, run_score
 
     options = {
         "record_history": history,
@@ -671,6 +675,8 @@ def score(
         options = {"validated": validated}
     input_path(raw, "--raw", folder=True, what="raw data folder")  # after the usage errors
     input_path(validated, "--validated", folder=True)
+    name_output(out, "--out")
+    name_output(rejects_path(out), "--out's rejects file")
     result = run_score(
         raw,
         as_of_date,
@@ -727,6 +733,7 @@ def report(
     name_input(scores, "--scores")
     name_input(partners_file, "--partners-file")
     name_input(notes, "--notes")
+    name_output(out, "--out")
     ids = [p.strip() for p in partners.split(",") if p.strip()] if partners is not None else None
     if ids is not None and not ids:
         raise OptionError(f"--partners '{partners}': no partner id given")
@@ -790,6 +797,7 @@ def forecast(
     from partnerscore.serving.forecast import parse_by, run_forecast
 
     name_input(scores, "--scores")
+    name_output(out, "--out")
     result = run_forecast(
         _config(config),
         scores,
@@ -818,6 +826,7 @@ def monitor(
     as_of_date = _parse_date(as_of, "--as-of")
     input_path(raw, "--raw", folder=True, what="raw data folder")
     name_input(scores, "--scores")
+    name_output(out, "--out")
     from partnerscore.serving.monitor import run_monitor
 
     result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
@@ -869,6 +878,7 @@ def whatif(
             raise UsageError("whatif: give --policy FILE --scores FILE together, alone", ctx)
         input_path(policy, "--policy", what="config file")
         name_input(scores, "--scores")
+        name_output(out, "--out")
         emit(jobs.run_whatif_policy(cfg, policy, scores, out))
         return
     if partner is None or as_of is None:
@@ -877,6 +887,7 @@ def whatif(
     if not set_:
         raise UsageError("whatif: give at least one --set feature=value", ctx)
     input_path(raw, "--raw", folder=True, what="raw data folder")
+    name_output(out, "--out")
     emit(jobs.run_whatif_partner(cfg, raw, partner, when, set_, model, out))
 
 
@@ -1084,6 +1095,7 @@ def _main(argv: list[str] | None) -> int:
     _STATE["terminated"] = False
     ENDING["code"] = None
     _STATE["inputs"] = {}
+    _STATE["files"] = []
     from partnerscore.training import progress as bars
 
     bars.set_enabled(None)

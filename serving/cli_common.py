@@ -16,11 +16,19 @@ from typer.core import TyperCommand, TyperGroup
 from partnerscore.features.core import OptionError, PartnerscoreError
 from partnerscore.serving.console import ENDING
 
-_STATE = {"json": False, "exit_now": False, "command": None, "terminated": False, "inputs": {}}
+_STATE = {
+    "json": False,
+    "exit_now": False,
+    "command": None,
+    "terminated": False,
+    "inputs": {},
+    "files": [],
+}
 """Process-wide CLI state: ``--json`` output (set by the console script's callback), the
-command being run (``score``, ``experiment assign``; set when it starts, for error objects) and
+command being run (``score``, ``experiment assign``; set when it starts, for error objects),
 the input files and folders the command's options and config keys name (path -> option or
-key, :func:`input_path`)."""
+key, :func:`input_path`) and every file or folder named so far, input or output
+(:func:`name_output`: two options naming one file)."""
 
 ConfigOption = Annotated[
     Path | None,
@@ -120,8 +128,85 @@ def name_input(path: str | Path | None, name: str) -> None:
     if path is None:
         return
     text = str(path)
+    name = _claim(path, name, output=False)
     for form in {text, str(Path(text)), os.path.abspath(text)}:
         _STATE["inputs"][form] = name
+
+
+def name_output(path: str | Path | None, name: str) -> None:
+    """Remember that option ``name`` gives the output ``path``; refuse it over an input.
+
+    Called before the job does any work. An output that is the file an input option or
+    config key names (``experiment assign --scores s.csv --out s.csv`` overwrote the scores
+    with the assignment table, exit 0), the file another output names (``--out a.csv
+    --registry a.csv``: the registry replaced the assignment table), or lies inside an input
+    folder (``score --raw data/raw --out data/raw/partners.csv``) is a usage error naming both
+    options (exit 2). A file named by an option that is input and output (the experiment
+    registry) is given to both :func:`name_input` and this.
+
+    Args:
+        path: The option's value (None: not given, nothing checked).
+        name: The option (``--out``).
+
+    Raises:
+        OptionError: ``--out s.csv: also given as --scores; an output must not overwrite an
+            input``, and the like.
+    """
+    if path is not None:
+        _claim(path, name, output=True)
+
+
+def _claim(path: str | Path, name: str, *, output: bool) -> str:
+    """Record that option ``name`` names ``path`` (an input or an output).
+
+    Returns the name an error about the input is said with: two input options naming one
+    file are said together (``--scores and --partners-file s.csv: ...``; until 2026-12-06 the
+    last one alone, as if only it gave the file), an option after a config key naming the
+    same file alone (the option's file is the one used).
+
+    Raises:
+        OptionError: An output over an input or another output, or inside an input folder.
+    """
+    import os
+
+    here = Path(os.path.realpath(path))  # a link loop: as it stands, said by the writer
+    said = name
+    # an output over a file named as input and output (the registry) is said as two outputs
+    for there, given, other, was_output in sorted(_STATE["files"], key=lambda f: not f[3]):
+        if other == name:  # one option's path in several forms
+            continue
+        if here == there or _same_file(here, there):
+            if output or was_output:  # said by the output (the later one of two outputs)
+                first, second = (other, name) if output else (name, other)
+                what = (
+                    "two outputs cannot share one file"
+                    if output and was_output
+                    else "an output must not overwrite an input"
+                )
+                raise OptionError(f"{second} {path}: also given as {first}; {what}")
+            if "." not in other.lstrip("-"):  # two input options (not a config key): both
+                said = f"{other} and {said}"
+            continue
+        if output and not was_output and there.is_dir() and there in here.parents:
+            raise OptionError(
+                f"{name} {path}: inside {other} {given}, an input folder; write outputs elsewhere"
+            )
+        if was_output and not output and here.is_dir() and here in there.parents:
+            raise OptionError(
+                f"{other} {given}: inside {name} {path}, an input folder; write outputs elsewhere"
+            )
+    _STATE["files"].append((here, str(path), name, output))
+    return said
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (hard links, a folder's other name)."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same
+        return False
 
 
 def named_error(message: str) -> str:

@@ -333,6 +333,40 @@ def _registry_dates(reg: pd.DataFrame, when: pd.Series) -> pd.Series:
     return local.dt.strftime(stamp) + offset.str[:3] + ":" + offset.str[3:]
 
 
+def _refuse_shared_registry(
+    reg_path: Path, registry: str | Path | None, files: dict[str, tuple[str | Path, bool]]
+) -> None:
+    """Refuse an ``assign`` whose assignment table or scores file is the registry it writes.
+
+    The CLI refuses options naming one file before the job (``--out a.csv --registry a.csv``);
+    the default registry (``DATA_DIR/experiments/registry.csv``) is known here only. The
+    registry replaced the assignment table (or the scores file), exit 0, until 2026-12-06.
+
+    Args:
+        reg_path: The registry file.
+        registry: The ``--registry`` value (None: the default).
+        files: Option -> (its path, whether it is an input).
+    """
+    import os
+
+    said = (
+        "also given as --registry"
+        if registry is not None
+        else "is the experiment registry (DATA_DIR/experiments/registry.csv)"
+    )
+    for option, (path, is_input) in files.items():
+        here, there = Path(os.path.abspath(path)).resolve(), Path(os.path.abspath(reg_path))
+        if here == there.resolve() or (
+            here.exists() and there.exists() and os.path.samefile(here, there)
+        ):
+            what = (
+                "an output must not overwrite an input"
+                if is_input
+                else ("two outputs cannot share one file")
+            )
+            raise OptionError(f"{option} {path}: {said}; {what}")
+
+
 def registry_path(config: AppConfig, registry: str | Path | None) -> Path:
     """The experiment registry file: ``registry`` or ``<data_dir>/experiments/registry.csv``."""
     if registry is not None:
@@ -407,6 +441,7 @@ def run_assign(
     frame_format(out)
     reg_path = registry_path(config, registry)
     frame_format(reg_path)
+    _refuse_shared_registry(reg_path, registry, {"--out": (out, False), "--scores": (scores, True)})
     reg = _read_registry(reg_path)  # a bad registry is said before any work
     scores = Path(scores)
     frame = read_scores(scores)

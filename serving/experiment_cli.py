@@ -20,6 +20,7 @@ from partnerscore.serving.cli_common import (
     input_path,
     load,
     name_input,
+    name_output,
     new_app,
 )
 
@@ -85,6 +86,8 @@ def assign(
 
     name_input(scores, "--scores")
     name_input(registry, "--registry")
+    name_output(registry, "--registry")  # read and written
+    name_output(out, "--out")
     result = run_assign(
         scores,
         name,
@@ -133,6 +136,7 @@ def analyze(
     input_path(raw, "--raw", folder=True, what="raw data folder")
     if history is not None and "://" not in history:  # a SQLite file (else a database URL)
         input_path(Path(history), "--history", what="score history file")
+    name_output(out, "--out")
     result = run_analyze(
         assignments,
         raw,

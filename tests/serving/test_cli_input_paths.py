@@ -465,3 +465,156 @@ def test_a_file_that_is_not_utf8_names_the_cell_or_line_and_the_byte(
     line = assert_said_once(code, out, err, f"{said_by} {bad}: {said}")
     assert line == f"error: {said_by} {bad}: {said}", line
     assert code_json == 2 and json.loads(out_json)["error"] == line.removeprefix("error: ")
+
+
+def _hand_scores(tmp: Path) -> Path:
+    """A small scores-contract file (the job never reads it: the options' clash comes first)."""
+    path = tmp / "s.csv"
+    pd.DataFrame(
+        {"partner_id": ["P1", "P2"], "as_of": AS_OF, "score": [10.0, 20.0], "tier": "gold"}
+    ).to_csv(path, index=False)
+    return path
+
+
+def _overrides_config(tmp: Path) -> Path:
+    for name in ("o.csv", "o.rejects.csv"):
+        (tmp / name).write_text("partner_id,tier,action,reason,expires\n", encoding="utf-8")
+    return config_with(tmp, "score", "overrides_path", tmp / "o.csv")
+
+
+# Two options naming one file, each: (argv builder on the test's folder, the file that must be
+# left as it was, the error after "error: "). Until 2026-12-06 none was refused: `experiment
+# assign --scores s.csv --out s.csv` replaced the scores with the assignment table (exit 0),
+# `--out a.csv --registry a.csv` the table with the registry, `forecast --out` the scores,
+# `score --out raw/partners.csv` a raw table; two inputs naming one file were said by the last
+# option alone
+SHARED_FILES = {
+    "assign_out_is_scores": (
+        lambda t: [
+            *("experiment", "assign", "--scores", _hand_scores(t), "--name", "e"),
+            *("--out", t / "s.csv", "--registry", t / "reg.csv", "--stratify", ""),
+        ],
+        "s.csv",
+        "--out {t}/s.csv: also given as --scores; an output must not overwrite an input",
+    ),
+    "assign_registry_is_scores": (
+        lambda t: [
+            *("experiment", "assign", "--scores", _hand_scores(t), "--name", "e"),
+            *("--out", t / "a.csv", "--registry", t / "s.csv", "--stratify", ""),
+        ],
+        "s.csv",
+        "--registry {t}/s.csv: also given as --scores; an output must not overwrite an input",
+    ),
+    "assign_out_is_registry": (
+        lambda t: [
+            *("experiment", "assign", "--scores", _hand_scores(t), "--name", "e"),
+            *("--out", t / "reg.csv", "--registry", t / "reg.csv", "--stratify", ""),
+        ],
+        "s.csv",
+        "--out {t}/reg.csv: also given as --registry; two outputs cannot share one file",
+    ),
+    "assign_out_is_the_default_registry": (
+        lambda t: [
+            *("experiment", "assign", "--scores", _hand_scores(t), "--name", "e"),
+            *("--out", "data/experiments/registry.csv", "--stratify", ""),
+        ],
+        "s.csv",
+        "--out data/experiments/registry.csv: is the experiment registry "
+        "(DATA_DIR/experiments/registry.csv); two outputs cannot share one file",
+    ),
+    "forecast_out_is_scores": (
+        lambda t: ["forecast", "--scores", _hand_scores(t), "--out", t / "s.csv"],
+        "s.csv",
+        "--out {t}/s.csv: also given as --scores; an output must not overwrite an input",
+    ),
+    "report_out_is_scores": (
+        lambda t: ["report", "--scores", _hand_scores(t), "--out", t / "s.csv"],
+        "s.csv",
+        "--out {t}/s.csv: also given as --scores; an output must not overwrite an input",
+    ),
+    "whatif_out_is_scores": (
+        lambda t: [
+            *("whatif", "--policy", policy_file(t), "--scores", _hand_scores(t)),
+            *("--out", t / "s.csv"),
+        ],
+        "s.csv",
+        "--out {t}/s.csv: also given as --scores; an output must not overwrite an input",
+    ),
+    "score_out_is_features": (
+        lambda t: ["score", "--features", _hand_scores(t), "--out", t / "s.csv"],
+        "s.csv",
+        "--out {t}/s.csv: also given as --features; an output must not overwrite an input",
+    ),
+    "score_out_is_overrides": (
+        lambda t: [
+            *score_raw(t)[:-1],
+            t / "o.csv",
+            "--overrides",
+            _overrides_config(t).parent / "o.csv",
+        ],
+        "o.csv",
+        "--out {t}/o.csv: also given as --overrides; an output must not overwrite an input",
+    ),
+    "score_out_is_the_configs_overrides": (
+        lambda t: [*score_raw(t)[:-1], t / "o.csv", "--config", _overrides_config(t)],
+        "o.csv",
+        "--out {t}/o.csv: also given as score.overrides_path; an output must not overwrite an "
+        "input",
+    ),
+    "score_rejects_are_overrides": (
+        lambda t: [
+            *score_raw(t)[:-1],
+            *(t / "o.csv", "--overrides", _overrides_config(t).parent / "o.rejects.csv"),
+        ],
+        "o.rejects.csv",
+        "--out's rejects file {t}/o.rejects.csv: also given as --overrides; an output must not "
+        "overwrite an input",
+    ),
+    "score_out_in_the_raw_folder": (
+        lambda t: [*score_raw(t)[:-1], t / "raw" / "partners.csv"],
+        "raw/partners.csv",
+        "--out {t}/raw/partners.csv: inside --raw {t}/raw, an input folder; write outputs "
+        "elsewhere",
+    ),
+    "build_out_is_raw": (
+        lambda t: ["build", "--raw", raw_copy(t), "--out", t / "raw"],
+        "raw/partners.csv",
+        "--out {t}/raw: also given as --raw; an output must not overwrite an input",
+    ),
+    "monitor_out_in_the_raw_folder": (
+        lambda t: ["monitor", "--raw", raw_copy(t), "--as-of", AS_OF, "--out", t / "raw" / "m"],
+        "raw/partners.csv",
+        "--out {t}/raw/m: inside --raw {t}/raw, an input folder; write outputs elsewhere",
+    ),
+    "analyze_out_is_raw": (
+        lambda t: [
+            *("experiment", "analyze", "--assignments", assignments_file(t), "--raw", raw_copy(t)),
+            *("--horizon", "90", "--out", t / "raw"),
+        ],
+        "raw/partners.csv",
+        "--out {t}/raw: also given as --raw; an output must not overwrite an input",
+    ),
+    # two inputs: the error about the file names both options
+    "report_scores_is_partners_file": (
+        lambda t: [
+            *("report", "--scores", _hand_scores(t), "--partners-file", t / "s.csv"),
+            *("--out", t / "rep"),
+        ],
+        "s.csv",
+        "--scores and --partners-file {t}/s.csv: missing column 'score_tier' (not a "
+        "partnerscore scores file)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARED_FILES))
+def test_two_options_naming_one_file_are_named_together(case, tmp_path, quiet_store, capsys):
+    argv_for, kept, message = SHARED_FILES[case]
+    argv = argv_for(tmp_path)
+    before = (tmp_path / kept).read_bytes()
+    code, out, err, code_json, out_json, err_json = run_both_ways(argv, capsys)
+    line = assert_said_once(code, out, err)
+    assert line == "error: " + message.format(t=tmp_path), line
+    assert (tmp_path / kept).read_bytes() == before
+    assert not (tmp_path / "data").exists() and not (tmp_path / "a.csv").exists()
+    assert code_json == 2 and json.loads(out_json)["error"] == line.removeprefix("error: ")

@@ -290,6 +290,21 @@ def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, message, t
     assert "\n" not in str(got.value)
 
 
+def test_spark_validation_stops_on_text_that_is_not_utf8_as_the_pandas_validator(tmp_path, spark):
+    """The pandas validator's line (one helper, ``features/core.py::not_utf8``), naming the
+    column, row and byte, not a row read with U+FFFD for the byte."""
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    sys.path.insert(0, str(MALFORMED.parent))
+    from test_malformed import materialise
+
+    spec = materialise("latin1_text", tmp_path / "raw")
+    with pytest.raises(PartnerscoreError) as got:
+        validate_in_spark(spark, str(tmp_path / "raw"), 3, None, str(tmp_path / "sq"))
+    assert str(got.value) == f"{tmp_path / 'raw'}/{spec['error']}"
+
+
 def test_record_ids_of_partners_in_two_buckets_are_kept_as_the_pandas_validator_keeps_them(
     tmp_path, spark
 ):

@@ -362,7 +362,7 @@ def _refuse_shared_registry(
             what = (
                 "an output must not overwrite an input"
                 if is_input
-                else ("two outputs cannot share one file")
+                else "two outputs cannot share one file"
             )
             raise OptionError(f"{option} {path}: {said}; {what}")
 
@@ -447,6 +447,8 @@ def run_assign(
     frame = read_scores(scores)
     as_of = pd.to_datetime(frame["as_of"]).max()
     when = as_of if assigned_at is None else pd.Timestamp(assigned_at)
+    if when.tzinfo is not None:  # in UTC, zone dropped, as every as_of is read (it was exit 70:
+        when = when.tz_convert("UTC").tz_localize(None)  # "Cannot compare tz-naive and ...")
     if when < as_of:
         raise PartnerscoreError(
             f"--assigned-at {when:%Y-%m-%d}: before the scores' as_of {as_of:%Y-%m-%d} "

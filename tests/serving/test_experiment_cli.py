@@ -768,3 +768,19 @@ def test_registry_states_that_are_legitimate(tmp_path, capsys):
     assert "1 partners released" in capsys.readouterr().out
     assert main([*stop, "g"]) == 0
     assert "40 partners released" in capsys.readouterr().out
+
+
+def test_an_assigned_at_with_a_utc_offset_is_read_in_utc(tmp_path, capsys):
+    """``--assigned-at 2026-03-02T00:00+02:00`` stopped with "unexpected TypeError: Cannot
+    compare tz-naive and tz-aware timestamps", exit 70: read in UTC, zone dropped, as every
+    as_of and assigned_at is."""
+    _scores(tmp_path)
+    assert main(_assign(tmp_path, "--assigned-at", "2026-03-02T00:00+02:00")) == 0
+    table = pd.read_csv(tmp_path / "a.csv", dtype=str)
+    assert set(table["assigned_at"]) == {"2026-03-01 22:00:00"}
+    registry = pd.read_csv(tmp_path / "reg.csv", dtype=str)
+    assert set(registry["assigned_at"]) == {"2026-03-01 22:00:00"}
+    capsys.readouterr()
+    # before the scores' as_of once in UTC: refused as any earlier date
+    assert main(_assign(tmp_path, "--name", "f", "--assigned-at", "2026-03-01T01:00+02:00")) == 2
+    assert "before the scores' as_of 2026-03-01" in _err(capsys)

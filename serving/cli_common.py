@@ -139,10 +139,12 @@ def name_output(path: str | Path | None, name: str) -> None:
     Called before the job does any work. An output that is the file an input option or
     config key names (``experiment assign --scores s.csv --out s.csv`` overwrote the scores
     with the assignment table, exit 0), the file another output names (``--out a.csv
-    --registry a.csv``: the registry replaced the assignment table), or lies inside an input
-    folder (``score --raw data/raw --out data/raw/partners.csv``) is a usage error naming both
-    options (exit 2). A file named by an option that is input and output (the experiment
-    registry) is given to both :func:`name_input` and this.
+    --registry a.csv``: the registry replaced the assignment table), or lies directly in an
+    input folder, among the files read from it (``score --raw data/raw --out
+    data/raw/partners.csv``), is a usage error naming both options (exit 2). An output in a
+    folder below an input folder is not (``--raw data --out data/scores/s.parquet``: no table
+    is read from ``data/scores``). A file named by an option that is input and output (the
+    experiment registry) is given to both :func:`name_input` and this.
 
     Args:
         path: The option's value (None: not given, nothing checked).
@@ -165,7 +167,7 @@ def _claim(path: str | Path, name: str, *, output: bool) -> str:
     same file alone (the option's file is the one used).
 
     Raises:
-        OptionError: An output over an input or another output, or inside an input folder.
+        OptionError: An output over an input or another output, or directly in an input folder.
     """
     import os
 
@@ -187,11 +189,11 @@ def _claim(path: str | Path, name: str, *, output: bool) -> str:
             if "." not in other.lstrip("-"):  # two input options (not a config key): both
                 said = f"{other} and {said}"
             continue
-        if output and not was_output and there.is_dir() and there in here.parents:
+        if output and not was_output and there.is_dir() and here.parent == there:
             raise OptionError(
                 f"{name} {path}: inside {other} {given}, an input folder; write outputs elsewhere"
             )
-        if was_output and not output and here.is_dir() and here in there.parents:
+        if was_output and not output and here.is_dir() and there.parent == here:
             raise OptionError(
                 f"{other} {given}: inside {name} {path}, an input folder; write outputs elsewhere"
             )

@@ -618,3 +618,24 @@ def test_two_options_naming_one_file_are_named_together(case, tmp_path, quiet_st
     assert (tmp_path / kept).read_bytes() == before
     assert not (tmp_path / "data").exists() and not (tmp_path / "a.csv").exists()
     assert code_json == 2 and json.loads(out_json)["error"] == line.removeprefix("error: ")
+
+
+def test_an_output_below_an_input_folder_is_not_among_its_files(tmp_path, monkeypatch):
+    """Only an output placed directly in an input folder is refused (its tables are read
+    from there); one in a folder below it is not (``--raw data --out data/scores/s.parquet``,
+    the shipped layout with the program's raw tables in the data folder itself)."""
+    from partnerscore.features.core import OptionError
+    from partnerscore.serving import cli_common
+
+    raw = raw_copy(tmp_path)
+    (raw / "scores").mkdir()
+    monkeypatch.setitem(cli_common._STATE, "files", [])
+    cli_common.name_input(raw, "--raw")
+    cli_common.name_output(raw / "scores" / "s.parquet", "--out")
+    cli_common.name_output(raw / "monitor" / "m" / "monitor.json", "--out-json")
+    with pytest.raises(OptionError, match=r"^--out2 .*/raw/s\.parquet: inside --raw "):
+        cli_common.name_output(raw / "s.parquet", "--out2")
+    monkeypatch.setitem(cli_common._STATE, "files", [])
+    cli_common.name_output(raw / "partners.csv", "--out")  # the output named first
+    with pytest.raises(OptionError, match=r"^--out .*/raw/partners\.csv: inside --raw "):
+        cli_common.name_input(raw, "--raw")

@@ -204,7 +204,20 @@ class _PostgresInstance:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: its sessions told so; ``immediate``: none), waiting."""
-        self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+        self._run(*self.stop_command(mode)[len(self.as_user) :])
+
+    def stop_command(self, mode: str = "fast") -> list[str]:
+        """The command :meth:`stop` runs (for a child process to stop the server itself)."""
+        return [
+            *self.as_user,
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-m",
+            mode,
+            "-w",
+            "stop",
+        ]
 
     def remove(self) -> None:
         import shutil

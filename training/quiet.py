@@ -39,6 +39,12 @@ MLFLOW_LOGGERS = {
     # "Retrying (Retry(total=6 ...)) after connection broken by ..." per retry of MLflow's
     # HTTP client: the job's own error line says how it ended
     "urllib3.connectionpool": logging.ERROR,
+    # a database store that went away: MLflow logged "SQLAlchemy database error" with three
+    # tracebacks (ERROR) per failed call and "SQLAlchemy engine could not be created ...
+    # retried" per try, psycopg "error ignored terminating <psycopg.Pipeline ...>" (WARNING)
+    # before the job's own line (tests/serving/test_team_stores.py)
+    "mlflow.store.db.utils": logging.CRITICAL,
+    "psycopg": logging.ERROR,
 }
 """Logger levels while quiet (an explicit ``MLFLOW_LOGGING_LEVEL`` of the user's wins)."""
 

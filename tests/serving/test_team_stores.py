@@ -399,13 +399,16 @@ def test_a_database_that_never_answers_is_one_line_exit_69_after_the_same_retry(
 # --- a server that goes away in the middle of train ------------------------------------------
 
 _KILL_FIRST = """
-import os, signal, socket, time
+import json, os, signal, socket, subprocess, time
 
 import mlflow
 from mlflow.tracking.client import MlflowClient
 
 
 def _kill_the_server():
+    if "TEST_STOP_COMMAND" in os.environ:  # a database server: pg_ctl stop
+        subprocess.run(json.loads(os.environ["TEST_STOP_COMMAND"]), check=True)
+        return
     os.killpg(int(os.environ["TEST_SERVER_GROUP"]), signal.SIGKILL)
     port, deadline = int(os.environ["TEST_SERVER_PORT"]), time.monotonic() + 30
     while time.monotonic() < deadline:  # until its port refuses: gone, not going
@@ -464,6 +467,47 @@ def test_a_server_killed_during_train_leaves_no_challenger(before, built_dir, tm
     else:  # written before the alias, and the store was gone when train deleted it again
         assert versions == [(1,)]
         assert "version 1 of 'partnerscore' was left without its 'challenger' alias" in line
+
+
+@pytest.mark.parametrize("before", ["register_model", "alias"])
+def test_a_database_store_stopped_during_train_leaves_no_challenger(
+    before, own_postgres_server, built_dir, tmp_path
+):
+    """The same on a PostgreSQL store without a server (``postgresql://``): the database
+    server stops (``pg_ctl stop -m fast``) after the run was logged, before the version is
+    registered or before its alias is set. One line, exit 69, no version holding
+    ``challenger``."""
+    import psycopg
+
+    server = own_postgres_server
+    info = server.info
+    admin = f"host={info['host']} port={info['port']} user={info['user']} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE mlflow")
+    url = f"postgresql://{info['user']}@{info['host']}:{info['port']}/mlflow"
+    env = _env(
+        MLFLOW_TRACKING_URI=url,
+        MLFLOW_LOGGING_LEVEL="WARNING",
+        TEST_STOP_COMMAND=json.dumps(server.stop_command("fast")),
+        TEST_KILL_BEFORE=before,
+    )
+    env = with_sitecustomize(env, tmp_path / "hook", _KILL_FIRST)
+    started = time.monotonic()
+    done = _console(["train", "--features", str(built_dir), "-c", _config(tmp_path, "c")], env)
+    took = time.monotonic() - started
+    assert done.returncode == 69, done.stderr
+    line = assert_one_error(done.stderr, f"MLflow store {url}: cannot reach it:")
+    server.start()
+    with psycopg.connect(admin.replace("dbname=postgres", "dbname=mlflow")) as conn:
+        aliases = conn.execute("SELECT alias, version FROM registered_model_aliases").fetchall()
+        versions = conn.execute("SELECT version FROM model_versions").fetchall()
+    assert aliases == []
+    if before == "register_model":
+        assert versions == [] and "left without" not in line
+    else:
+        assert versions == [(1,)]
+        assert "version 1 of 'partnerscore' was left without its 'challenger' alias" in line
+    assert took < 60, took  # not MLflow's 10 tries at creating its engine (101 s of waits)
 
 
 def _lose(server: subprocess.Popen, url: str) -> None:

@@ -87,8 +87,9 @@ def reach_tracking_store(uri: str) -> None:
     (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._BACKOFF_FACTOR``, ``..._TIMEOUT``:
     :data:`~partnerscore.training.quiet.MLFLOW_ENVIRONMENT` bounds them). A database store
     (``postgresql://``, ``mysql://``, ...) is connected to once, retried after
-    :data:`PROBE_RETRY_SECONDS` while it cannot be reached. SQLite, Databricks and plugin
-    stores are left to MLflow.
+    :data:`PROBE_RETRY_SECONDS` while it cannot be reached, and MLflow's own connections to
+    it get the same connect timeout (:func:`bound_store_connections`). SQLite, Databricks and
+    plugin stores are left to MLflow.
 
     Raises:
         ServiceUnavailable: It cannot be reached (exit 69).
@@ -99,6 +100,7 @@ def reach_tracking_store(uri: str) -> None:
         _reach_server(uri)
     elif scheme in ("postgresql", "postgres", "mysql", "mssql"):
         _reach_database(uri)
+        bound_store_connections(uri)
 
 
 def _reach_server(uri: str) -> None:
@@ -177,6 +179,48 @@ def database_connect_args(url: str) -> dict:
     if "connect_timeout" in parsed.query or "PGCONNECT_TIMEOUT" in os.environ:
         return {}
     return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+_BOUNDED_STORES: set[tuple[str, str, str, str]] = set()
+"""The database stores whose connections :func:`bound_store_connections` bounds (host, port,
+database, user), in this process."""
+
+
+def bound_store_connections(uri: str) -> None:
+    """Give MLflow's own connections to the database store at ``uri`` the connect timeout.
+
+    MLflow creates its SQLAlchemy engines itself (one per URI and process, for the tracking
+    store and one for the registry: ``mlflow.store.db.utils.create_sqlalchemy_engine``) with
+    no ``connect_timeout``: psycopg waited 130 s per connection to a host that never answers,
+    MLflow's first connection of an engine 10 times (with 101 s of waits between them). The
+    same :func:`database_connect_args` as every other database store, set by a SQLAlchemy
+    ``do_connect`` listener on connections to this database only (the URI MLflow sees stays
+    the user's: its engine cache, the error lines). Nothing for other databases and drivers,
+    or when the user set a timeout.
+    """
+    import sqlalchemy as sa
+
+    bound = database_connect_args(uri)
+    if not bound:
+        return
+    url = sa.engine.make_url(uri)
+    if not _BOUNDED_STORES:
+        sa.event.listen(sa.engine.Engine, "do_connect", _bound_connection)
+    _BOUNDED_STORES.add(_target(url.host, url.port, url.database, url.username))
+
+
+def _target(host, port, database, user) -> tuple[str, str, str, str]:
+    return tuple("" if part is None else str(part) for part in (host, port, database, user))
+
+
+def _bound_connection(dialect, connection_record, cargs, cparams) -> None:
+    if dialect.name != "postgresql" or dialect.driver not in ("psycopg", "psycopg2"):
+        return
+    if "connect_timeout" in cparams:  # the user's, in the URI
+        return
+    target = _target(*(cparams.get(k) for k in ("host", "port", "dbname", "user")))
+    if target in _BOUNDED_STORES and "PGCONNECT_TIMEOUT" not in os.environ:
+        cparams["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
 
 
 def first_connection(engine) -> None:

@@ -1,8 +1,8 @@
 """The stores a team runs: a real ``mlflow server`` over HTTP and a PostgreSQL backend store.
 
 The rest of the suite uses SQLite stores only. Here the CLI trains, lists, promotes and scores
-on a tracking server (artifacts proxied as ``mlflow-artifacts:``) and on PostgreSQL, with the
-same predictions as on the session's SQLite store; stores that are down or refuse are one
+on a tracking server (artifacts proxied as ``mlflow-artifacts:``; its backend SQLite or
+PostgreSQL) and on PostgreSQL without a server, with the same predictions as on the session's SQLite store; stores that are down or refuse are one
 line naming the store (password masked), exit 69 (unavailable) or 2 (refused); and a server
 killed in the middle of ``train``'s registration leaves no version holding ``challenger``.
 """
@@ -38,8 +38,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """``mlflow server`` (the venv's) on a free port: SQLite backend and artifacts in ``root``.
+def _start_mlflow_server(root: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` (the venv's) on a free port: artifacts in ``root``, its backend store
+    ``backend`` (default: a SQLite file in ``root``).
 
     Its own process group (the server starts uvicorn workers), no job workers. Returns once
     ``/health`` answers.
@@ -52,7 +53,7 @@ def _start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
         str(Path(sys.executable).parent / "mlflow"),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'backend.db'}",
+        backend or f"sqlite:///{root / 'backend.db'}",
         "--artifacts-destination",
         str(root / "artifacts"),
         "--host",
@@ -103,11 +104,32 @@ def mlflow_server(tmp_path_factory):
         _stop(server)
 
 
-@pytest.fixture(params=["server", "postgresql"])
+@pytest.fixture(scope="session")
+def mlflow_server_on_postgresql(postgres_server, tmp_path_factory):
+    """A real MLflow tracking server whose backend store is a database on the session's
+    PostgreSQL server (as a team runs it): its URL."""
+    import psycopg
+
+    info = postgres_server
+    admin = f"host={info['host']} port={info['port']} user={info['user']} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE mlflow_server")
+    backend = f"postgresql+psycopg://{info['user']}@{info['host']}:{info['port']}/mlflow_server"
+    server, url = _start_mlflow_server(tmp_path_factory.mktemp("mlflow-server-pg"), backend)
+    try:
+        yield url
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(params=["server", "postgresql", "server-on-postgresql"])
 def team_store(request):
-    """The tracking URI of a team's store: the session's server, or a fresh PostgreSQL database."""
+    """The tracking URI of a team's store: the session's server (SQLite backend), a fresh
+    PostgreSQL database, or the session's server with a PostgreSQL backend."""
     if request.param == "server":
         return request.getfixturevalue("mlflow_server")
+    if request.param == "server-on-postgresql":
+        return request.getfixturevalue("mlflow_server_on_postgresql")
     return request.getfixturevalue("postgres_url")
 
 
@@ -125,7 +147,8 @@ def _json(capsys) -> dict:
 def test_train_models_promote_score_on_a_team_store(
     team_store, built_dir, raw_dir, model_store, tmp_path, monkeypatch, capsys
 ):
-    """The whole registry cycle on a server (HTTP, proxied artifacts) and on PostgreSQL.
+    """The whole registry cycle on a server (HTTP, proxied artifacts; its backend SQLite or
+    PostgreSQL) and on PostgreSQL without a server.
 
     On the server, MLflow printed its run links ("View run ... at: http://...") on stdout,
     before ``train --json``'s object. Scores equal the session SQLite store's (same data,
@@ -396,6 +419,103 @@ def test_a_database_that_never_answers_is_one_line_exit_69_after_the_same_retry(
         assert attempts == 3
 
 
+@contextlib.contextmanager
+def _forwarder(to_port: int, give_up: float = 20.0):
+    """A TCP forwarder on loopback to ``to_port`` (a real PostgreSQL server) that can lose it.
+
+    ``lose()`` drops every forwarded connection (the server's host gone, or failed over) and
+    from then on accepts connections and never says a word, as :func:`_silent_server` does
+    (a host that does not answer). Yields its port, ``lose`` and the list of connections
+    accepted since (one per connection attempt).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    forwarded: list[socket.socket] = []
+    silent: list[tuple[socket.socket, float]] = []
+    lost, stop = threading.Event(), threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            for conn, at in list(silent):
+                if conn.fileno() != -1 and time.monotonic() - at > give_up:
+                    conn.close()
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if lost.is_set():
+                silent.append((conn, time.monotonic()))
+                continue
+            upstream = socket.create_connection(("127.0.0.1", to_port))
+            forwarded.extend([conn, upstream])
+            for ends in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=pump, args=ends, daemon=True).start()
+
+    def lose() -> None:
+        lost.set()
+        for end in forwarded:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], lose, silent
+    finally:
+        stop.set()
+        thread.join()
+        for end in [*forwarded, *(conn for conn, _ in silent)]:
+            end.close()
+        listener.close()
+
+
+def test_mlflow_s_own_connections_to_a_database_store_get_the_connect_timeout(
+    postgres_url, monkeypatch
+):
+    """MLflow's engine for a ``postgresql://`` store had no connect timeout: once the store's
+    host stopped answering mid-job, each new connection waited psycopg's 130 s (here the
+    silent host's 20 s, then "server closed the connection unexpectedly"), and each of the
+    10 tries MLflow makes at creating an engine as long. Now the store's own
+    ``CONNECT_TIMEOUT_SECONDS`` (made small here), one connection attempt."""
+    import sqlalchemy as sa
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from partnerscore.features.core import ServiceUnavailable
+    from partnerscore.models import stores
+
+    monkeypatch.setattr(stores, "CONNECT_TIMEOUT_SECONDS", 2)  # psycopg's least
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    database = sa.engine.make_url(postgres_url)
+    with _forwarder(database.port) as (port, lose, silent):
+        uri = database.set(port=port).render_as_string(hide_password=False)
+        stores.reach_tracking_store(uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        assert client.search_registered_models() == []  # MLflow's engine, connected
+        lose()
+        started = time.monotonic()
+        with pytest.raises(MlflowException) as err:
+            client.search_registered_models()
+        took = time.monotonic() - started
+        attempts = len(silent)
+    failure = stores.store_failure(err.value, uri)
+    assert isinstance(failure, ServiceUnavailable)
+    assert failure.message == f"MLflow store {uri}: cannot reach it: connection timeout expired"
+    assert attempts == 1 and took < 10, (attempts, took)
+
+
 # --- a server that goes away in the middle of train ------------------------------------------
 
 _KILL_FIRST = """
@@ -471,12 +591,14 @@ def test_a_server_killed_during_train_leaves_no_challenger(before, built_dir, tm
 
 @pytest.mark.parametrize("before", ["register_model", "alias"])
 def test_a_database_store_stopped_during_train_leaves_no_challenger(
-    before, own_postgres_server, built_dir, tmp_path
+    before, own_postgres_server, built_dir, tmp_path, monkeypatch, capsys
 ):
     """The same on a PostgreSQL store without a server (``postgresql://``): the database
     server stops (``pg_ctl stop -m fast``) after the run was logged, before the version is
     registered or before its alias is set. One line, exit 69, no version holding
-    ``challenger``."""
+    ``challenger``. Once the server is back, the version left without its alias is named by
+    ``models`` and refused by ``promote --version`` (it was promoted like any other) unless
+    ``--force --reason``."""
     import psycopg
 
     server = own_postgres_server
@@ -492,8 +614,9 @@ def test_a_database_store_stopped_during_train_leaves_no_challenger(
         TEST_KILL_BEFORE=before,
     )
     env = with_sitecustomize(env, tmp_path / "hook", _KILL_FIRST)
+    config = _config(tmp_path, "c")
     started = time.monotonic()
-    done = _console(["train", "--features", str(built_dir), "-c", _config(tmp_path, "c")], env)
+    done = _console(["train", "--features", str(built_dir), "-c", config], env)
     took = time.monotonic() - started
     assert done.returncode == 69, done.stderr
     line = assert_one_error(done.stderr, f"MLflow store {url}: cannot reach it:")
@@ -502,12 +625,26 @@ def test_a_database_store_stopped_during_train_leaves_no_challenger(
         aliases = conn.execute("SELECT alias, version FROM registered_model_aliases").fetchall()
         versions = conn.execute("SELECT version FROM model_versions").fetchall()
     assert aliases == []
+    assert took < 60, took  # not MLflow's 10 tries at creating its engine (101 s of waits)
     if before == "register_model":
         assert versions == [] and "left without" not in line
-    else:
-        assert versions == [(1,)]
-        assert "version 1 of 'partnerscore' was left without its 'challenger' alias" in line
-    assert took < 60, took  # not MLflow's 10 tries at creating its engine (101 s of waits)
+        return
+    assert versions == [(1,)]
+    assert "version 1 of 'partnerscore' was left without its 'challenger' alias" in line
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    assert main(["--json", "models", "-c", config]) == 0
+    listed = _json(capsys)
+    assert [v["aliases"] for v in listed["versions"]] == ["-"]
+    assert any(
+        note.startswith("v1: its registration by `train` did not finish")
+        for note in listed["notes"]
+    )
+    promote = ["promote", "--version", "1", "-c", config]
+    assert main(promote) == 2
+    assert_one_error(capsys.readouterr().err, "version 1 of 'partnerscore' is incomplete:")
+    assert main([*promote, "--force", "--reason", "checked by hand"]) == 0
+    assert capsys.readouterr().out.startswith("promoted v1 to champion")
 
 
 def _lose(server: subprocess.Popen, url: str) -> None:

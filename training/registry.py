@@ -26,6 +26,7 @@ from partnerscore.training.train import (
     CHAMPION,
     HOLDOUT_ARTIFACT,
     HOLDOUT_PREDICTIONS_ARTIFACT,
+    INCOMPLETE_TAG,
     drifting,
 )
 
@@ -143,6 +144,13 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
                 f"v{mv.version}: training run {mv.run_id} is deleted (its metrics are shown;"
                 f" `mlflow runs restore --run-id {mv.run_id}` brings it back, `mlflow gc`"
                 " purges it)"
+            )
+        if INCOMPLETE_TAG in (mv.tags or {}):
+            notes.append(
+                f"v{mv.version}: its registration by `train` did not finish (tag "
+                f"{INCOMPLETE_TAG}: the store was lost, or a `train` is registering it now); "
+                "`promote` refuses it without --force --reason; delete it if no `train` is "
+                "running"
             )
         metrics = run.data.metrics if run else {}
         row = {
@@ -766,6 +774,12 @@ def run_promote(
         else:
             what = f"version {version}" if version else f"alias '{CHALLENGER}'"
             raise PartnerscoreError(f"model '{name}' has no {what}") from exc
+    if INCOMPLETE_TAG in (challenger.tags or {}) and not force:
+        raise PartnerscoreError(
+            f"version {challenger.version} of '{name}' is incomplete: the `train` that "
+            f"registered it did not finish (tag {INCOMPLETE_TAG}); train again, or promote "
+            "it anyway with --force --reason"
+        )
     if champion is not None and champion.version == challenger.version:
         return PromoteResult(
             promoted=False,
@@ -856,6 +870,8 @@ def run_promote(
         tags["promoted_by"] = getpass.getuser()
         if result.forced:
             tags["promotion_forced"] = "true"
+        if INCOMPLETE_TAG in (challenger.tags or {}):
+            tags["promoted_incomplete"] = "true"  # --force --reason past INCOMPLETE_TAG
         if champion is not None:
             client.set_model_version_tag(name, champion.version, "replaced_at", now)
     if (reason or "").strip():  # given, it is recorded: forced, passing the gate or refused

@@ -89,6 +89,11 @@ CHALLENGER = "challenger"
 DRIFT_Z = 2.0
 """Out-of-fold cohort trend, in s.e., beyond which a run counts as drifting (summaries, auto)."""
 CHAMPION = "champion"
+INCOMPLETE_TAG = "partnerscore.incomplete"
+"""Tag of a version whose registration by ``train`` has not finished: written with the version
+(one request), removed after its ``challenger`` alias. A version still holding it was left by a
+``train`` that lost its store mid-registration (or is being registered now): ``models`` names
+it, ``promote`` refuses it without ``--force --reason``."""
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 HOLDOUT_PREDICTIONS_ARTIFACT = "evaluation/holdout_predictions.parquet"
 """The pre-refit model's holdout predictions (partner_id, as_of, pred_revenue,
@@ -1575,7 +1580,8 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
     :func:`~partnerscore.training.tracking.signals_deferred`), and a version whose
     description, tags or alias could not be written is deleted again (a store that went
     away meanwhile cannot delete it: the version stays without the alias, which is written
-    last, and the error line says so). An interrupted
+    last, tagged :data:`INCOMPLETE_TAG` from its creation, and the error line says so). An
+    interrupted
     ``train`` left a READY version without any of them, which ``promote --version`` would
     still have read.
 
@@ -1584,7 +1590,7 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
     """
     with tracking.signals_deferred():
         with mlflow_prints_nothing():  # its two lines: the caller says "registered version"
-            registered = mlflow.register_model(model_uri, name)
+            registered = mlflow.register_model(model_uri, name, tags={INCOMPLETE_TAG: "true"})
         version = str(registered.version)
         client = mlflow.MlflowClient()
         try:
@@ -1592,6 +1598,7 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
             client.set_registered_model_alias(name, CHALLENGER, version)
+            client.delete_model_version_tag(name, version, INCOMPLETE_TAG)
         except Exception as exc:
             try:
                 client.delete_model_version(name, version)
@@ -1603,7 +1610,8 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
                     raise
                 raise type(failure)(
                     f"{failure.message}; version {version} of '{name}' was left without its "
-                    f"'{CHALLENGER}' alias (delete it once the store is back)"
+                    f"'{CHALLENGER}' alias, tagged {INCOMPLETE_TAG} (`promote` refuses it; "
+                    "delete it once the store is back)"
                 ) from exc
             raise
     return version

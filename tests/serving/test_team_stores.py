@@ -3,8 +3,10 @@
 The rest of the suite uses SQLite stores only. Here the CLI trains, lists, promotes and scores
 on a tracking server (artifacts proxied as ``mlflow-artifacts:``; its backend SQLite or
 PostgreSQL) and on PostgreSQL without a server, with the same predictions as on the session's SQLite store; stores that are down or refuse are one
-line naming the store (password masked), exit 69 (unavailable) or 2 (refused); and a server
-killed in the middle of ``train``'s registration leaves no version holding ``challenger``.
+line naming the store (password masked), exit 69 (unavailable) or 2 (refused), MLflow's own
+connections to a PostgreSQL store included; and a server killed (a database server stopped) in
+the middle of ``train``'s registration leaves no version holding ``challenger``, nor one that
+``promote`` takes without ``--force --reason``.
 """
 
 from __future__ import annotations
@@ -144,8 +146,30 @@ def _json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)  # stdout is the one JSON object, nothing more
 
 
+@pytest.fixture(scope="module")
+def session_store_scored(built_dir, raw_dir, model_store, tmp_path_factory):
+    """What every team store's champion must give: the session SQLite store's champion's
+    ``score`` file and its scores of the training set's first 200 rows (computed once)."""
+    from partnerscore.models.scoring import score_features
+    from partnerscore.serving.api import load_model
+
+    root = tmp_path_factory.mktemp("session-store-scored")
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        local = _config(root, "local", mlflow_dir=model_store.paths.mlflow_dir)
+        out = root / "local.csv"
+        score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--model", "champion"]
+        assert main([*score, "--out", str(out), "-c", local]) == 0
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    frame = pd.read_parquet(built_dir / "training_set.parquet").head(200)
+    ours = load_model("champion", tracking_uri=model_store.paths.tracking_uri())
+    return pd.read_csv(out), frame, score_features(ours, frame)
+
+
 def test_train_models_promote_score_on_a_team_store(
-    team_store, built_dir, raw_dir, model_store, tmp_path, monkeypatch, capsys
+    team_store, session_store_scored, built_dir, raw_dir, tmp_path, monkeypatch, capsys
 ):
     """The whole registry cycle on a server (HTTP, proxied artifacts; its backend SQLite or
     PostgreSQL) and on PostgreSQL without a server.
@@ -180,18 +204,13 @@ def test_train_models_promote_score_on_a_team_store(
     team_scores = tmp_path / "team.csv"
     score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--model", "champion"]
     assert main([*score, "--out", str(team_scores), "-c", config]) == 0
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    local = _config(tmp_path, "local", mlflow_dir=model_store.paths.mlflow_dir)
-    local_scores = tmp_path / "local.csv"
-    assert main([*score, "--out", str(local_scores), "-c", local]) == 0
     capsys.readouterr()
-    pd.testing.assert_frame_equal(pd.read_csv(team_scores), pd.read_csv(local_scores))
+    local_scores, frame, ours = session_store_scored
+    pd.testing.assert_frame_equal(pd.read_csv(team_scores), local_scores)
 
-    frame = pd.read_parquet(built_dir / "training_set.parquet").head(200)
     theirs = load_model("champion", tracking_uri=team_store)
-    ours = load_model("champion", tracking_uri=model_store.paths.tracking_uri())
     assert theirs.metadata["version"] == "1"
-    pd.testing.assert_frame_equal(score_features(theirs, frame), score_features(ours, frame))
+    pd.testing.assert_frame_equal(score_features(theirs, frame), ours)
 
     if team_store.startswith("postgresql"):
         # without a server the version's files stay where train wrote them (paths.mlflow_dir):

@@ -524,15 +524,13 @@ def test_mlflow_s_own_connections_to_a_database_store_get_the_connect_timeout(
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         assert client.search_registered_models() == []  # MLflow's engine, connected
         lose()
-        started = time.monotonic()
         with pytest.raises(MlflowException) as err:
             client.search_registered_models()
-        took = time.monotonic() - started
         attempts = len(silent)
     failure = stores.store_failure(err.value, uri)
     assert isinstance(failure, ServiceUnavailable)
     assert failure.message == f"MLflow store {uri}: cannot reach it: connection timeout expired"
-    assert attempts == 1 and took < 10, (attempts, took)
+    assert attempts == 1, attempts  # one attempt, ended by the timeout (the message says so)
 
 
 # --- a server that goes away in the middle of train ------------------------------------------
@@ -634,9 +632,8 @@ def test_a_database_store_stopped_during_train_leaves_no_challenger(
     )
     env = with_sitecustomize(env, tmp_path / "hook", _KILL_FIRST)
     config = _config(tmp_path, "c")
-    started = time.monotonic()
+    # MLflow's 10 tries at creating its engine (101 s of waits) would pass _console's timeout
     done = _console(["train", "--features", str(built_dir), "-c", config], env)
-    took = time.monotonic() - started
     assert done.returncode == 69, done.stderr
     line = assert_one_error(done.stderr, f"MLflow store {url}: cannot reach it:")
     server.start()
@@ -644,7 +641,6 @@ def test_a_database_store_stopped_during_train_leaves_no_challenger(
         aliases = conn.execute("SELECT alias, version FROM registered_model_aliases").fetchall()
         versions = conn.execute("SELECT version FROM model_versions").fetchall()
     assert aliases == []
-    assert took < 60, took  # not MLflow's 10 tries at creating its engine (101 s of waits)
     if before == "register_model":
         assert versions == [] and "left without" not in line
         return

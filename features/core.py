@@ -630,6 +630,9 @@ def _fsync(path: Path) -> None:
         os.close(handle)
 
 
+fsync_path = _fsync  # for the jobs that rename folders (the spark engine's output swap)
+
+
 @contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock on ``folder`` (flock) while the block runs, where the system has one.
@@ -766,6 +769,44 @@ def check_listed(
                 f"another run's); {again}"
             )
     return manifest
+
+
+def companion_manifest(path: str | Path) -> Path:
+    """The manifest :func:`publish_listed` writes for a file and its companions.
+
+    ``<stem>.manifest.json`` beside ``path`` (``scores.parquet`` -> ``scores.manifest.json``,
+    listing it, ``scores.rejects.csv`` and the quarantine files with their SHA-256).
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}.manifest.json")
+
+
+def check_companions(path: str | Path, again: str = "run it again") -> None:
+    """Refuse ``path`` only where its publish with its companions was evidently interrupted.
+
+    A file published by :func:`publish_listed` with the manifest :func:`companion_manifest`
+    is read on its own as well (a copy elsewhere, a file from a version without manifests):
+    with no publishing mark beside it, it passes without being read (the files it was
+    published with may since have been edited, or replaced by another run of the folder).
+    With the mark (a run killed between its renames), the files must be the ones the
+    manifest lists, which is one run's whole set; with the mark and no manifest (a first
+    publish killed), nothing says which run a file is from. One stat when no mark.
+
+    Raises:
+        PartnerscoreError: One line naming the file of the other run (or ``path``) and
+            ``again``.
+    """
+    path = Path(path)
+    manifest = companion_manifest(path)
+    mark = publishing_mark(manifest)
+    if not mark.exists():
+        return
+    if not manifest.exists():
+        raise PartnerscoreError(
+            f"{path}: its publish with the files beside it was interrupted ({mark.name} is "
+            f"there, {manifest.name} is not): it may be another run's than they are; {again}"
+        )
+    check_listed(manifest, again, strict=False)
 
 
 def write_frame_atomic(frame: pd.DataFrame, path: str | Path, *, safe_csv: bool = True) -> Path:

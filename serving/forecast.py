@@ -40,6 +40,7 @@ from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
     as_of_dates,
+    check_companions,
     quoted,
     read_frame,
     write_frame_atomic,
@@ -647,6 +648,7 @@ def run_forecast(
     started = time.perf_counter()
     period = period or ("month" if phased else "day")
     scores_path = Path(scores_path)
+    check_companions(scores_path, "run `partnerscore score` again")  # a publish killed midway
     scores = read_frame(scores_path)
     table = forecast_table(
         scores,

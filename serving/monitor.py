@@ -52,6 +52,7 @@ from partnerscore.features.core import (
     MAX_DAYS,
     PartnerscoreError,
     as_of_dates,
+    check_companions,
     discard_staged,
     publish_listed,
     quoted,
@@ -936,6 +937,7 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
         PartnerscoreError: Not a scores file, no rows, as_of values of several time zones, or
             a row of another (or no) date.
     """
+    check_companions(path, "run `partnerscore score` again")  # a publish killed midway
     scores = read_frame(path)
     for col in ("partner_id", "score", "as_of"):  # a scores file, not any table with ids
         if col not in scores.columns:

@@ -29,6 +29,7 @@ from markupsafe import Markup, escape
 from partnerscore.features.core import (
     PartnerscoreError,
     as_of_dates,
+    check_companions,
     quoted,
     read_frame,
     write_text_atomic,
@@ -882,6 +883,7 @@ def read_scores(
             ``model_version``.
     """
     path = Path(path)
+    check_companions(path, "run `partnerscore score` again")  # a publish killed midway
     frame = read_frame(path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_"))
     for col in REQUIRED:
         if col not in frame.columns:

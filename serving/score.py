@@ -22,11 +22,12 @@ from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
     PartnerscoreError,
     check_day_count,
+    companion_manifest,
     discard_staged,
     frame_format,
     isin_text,
     milestone_dates,
-    publish_staged,
+    publish_listed,
     quoted,
     read_frame,
     stage_frames,
@@ -550,6 +551,7 @@ def run_score(
         workers,
         earlier,
         shadow=shadow_of is not None,
+        quarantine=qdir,
     )
     quarantined_rows = {
         name: len(frame)
@@ -892,6 +894,7 @@ def _publish(
     earlier: tuple[dict, dict] | None = None,
     decided: pd.DataFrame | None = None,
     shadow: bool = False,
+    quarantine: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Peers, smoothing and guardrails from the history, then scores + rejects + history.
 
@@ -905,7 +908,19 @@ def _publish(
     ``decided``: rows of earlier rounds of the same job, decided and recorded already
     (:func:`_record_round`): written to the scores file with this batch's, not recorded again.
     ``shadow``: the run scored a version other than the champion (:func:`_shadow_of`): its
-    rows are recorded as shadow rows (``history.shadow_rows``).
+    rows are recorded as shadow rows (``history.shadow_rows``). ``quarantine``: the folder
+    of this run's quarantine files (validation wrote them), listed in the manifest.
+
+    The two files cannot be renamed in one step: they are published with
+    :func:`~partnerscore.features.core.publish_listed`, ``<stem>.manifest.json``
+    (:func:`~partnerscore.features.core.companion_manifest`) renamed last, listing the
+    scores, the rejects and the quarantine files with their SHA-256, a mark beside it while
+    the renames run; a SIGKILL between two renames (which no handler holds) left new scores
+    beside the previous run's rejects with no sign, and the readers of a scores file
+    (:func:`~partnerscore.features.core.check_companions`) now refuse such a mix. The
+    history (and the ledger) is committed before the renames: killed in between, the history
+    holds this batch while the files are the previous run's (or a refused mix), and the same
+    batch run again replaces its history and ledger rows (same keys) and publishes the files.
 
     Returns:
         (the scores file's rows, the rejects, how many rows were recorded as shadow rows).
@@ -995,7 +1010,17 @@ def _publish(
             except BaseException:
                 discard_staged(staged)
                 raise
-        publish_staged(staged)
+        written = sorted(quarantine.glob("*.csv")) if quarantine is not None else []
+        manifest = {
+            "scores": out.name,
+            "rejects": rejects_path(out).name,
+            "model_uri": uri,
+            "rows": len(file_rows),
+            "rejected": len(reject_frame),
+            "recorded": record_history,
+        }
+        # the manifest, listing every file's SHA-256, renamed last
+        publish_listed(staged, manifest, companion_manifest(out), written=written)
     finally:
         try:
             if writer is not None:

@@ -1,0 +1,158 @@
+"""A score job killed while publishing its files leaves a set its readers can tell.
+
+``score --out FILE`` renamed the scores file, then its rejects file, into the folder, after
+the history and the decision ledger had committed the batch: a SIGKILL (out of memory,
+``kill -9``) between the two renames left this run's scores beside the previous run's
+rejects, and ``report``, ``forecast``, ``monitor --scores`` and ``experiment assign
+--scores`` read them with no sign. The job now renames ``<stem>.manifest.json`` last, listing
+each file's SHA-256, with a mark beside it while the renames run; the readers refuse only a
+publish evidently interrupted (a scores file copied elsewhere, without its manifest, is read as
+before). The child process kills itself at the exact rename (a sitecustomize hook), so
+nothing here depends on timing.
+"""
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from support import with_sitecustomize
+
+from partnerscore.features.core import PartnerscoreError, check_listed, companion_manifest
+from partnerscore.serving.forecast import run_forecast
+from partnerscore.serving.monitor import _batch_scores
+from partnerscore.serving.report import read_scores
+
+# SIGKILL to itself right before or after the n-th rename into the output folder
+_KILL_AT_RENAME = """
+import os, signal
+
+_replace = os.replace
+_out = os.environ["PARTNERSCORE_TEST_OUT"]
+_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
+_before = os.environ["PARTNERSCORE_TEST_WHEN"] == "before"
+
+
+def replace(src, dst, *args, **kwargs):
+    global _left
+    into = os.path.dirname(os.path.abspath(dst)) == _out
+    if into and _before and _left == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    _replace(src, dst, *args, **kwargs)
+    if into:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+"""
+
+FILES = ("scores.parquet", "scores.rejects.csv", "scores.manifest.json")
+AGAIN = "run `partnerscore score` again"
+
+
+def _score(cli_config, raw_dir, out, as_of, hook=None, when="after", renames=0):
+    config, env = cli_config
+    env = dict(env)
+    if hook is not None:
+        with_sitecustomize(env, out.parent.parent / "hook", hook)
+        env["PARTNERSCORE_TEST_OUT"] = str(out.parent.resolve())
+        env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+        env["PARTNERSCORE_TEST_WHEN"] = when
+    return subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
+        + ["--as-of", as_of, "--out", str(out), "--config", str(config), "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _rows(database, as_of):
+    """(rows, distinct keys) of the history and of the ledger at ``as_of``."""
+    with sqlite3.connect(database) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        counts = {}
+        for table in ("score_history_v2", "score_decisions"):
+            assert table in tables, tables
+            counts[table] = conn.execute(
+                f"SELECT COUNT(*), COUNT(DISTINCT partner_id || '|' || model_version) "
+                f"FROM {table} WHERE as_of LIKE ?",
+                (f"{as_of}%",),
+            ).fetchone()
+    return counts
+
+
+def _readers(out, tmp_path, store_config):
+    """Read ``out`` as report, experiment assign, forecast and monitor --scores do."""
+    read_scores(out)  # report, experiment assign --scores, whatif
+    run_forecast(store_config, out, tmp_path / "forecast.csv")
+    _batch_scores(out, pd.Timestamp(pd.read_parquet(out)["as_of"].iloc[0]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+@pytest.mark.parametrize("when, renames", [("before", 1), ("after", 1), ("after", 2), ("after", 3)])
+def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
+    raw_dir, cli_config, store_config, tmp_path, when, renames
+):
+    out = tmp_path / "scores" / "scores.parquet"
+    first = _score(cli_config, raw_dir, out, "2026-06-01")
+    assert first.returncode == 0, first.stderr
+    before = {name: (out.parent / name).read_bytes() for name in FILES}
+    database = tmp_path / "data" / "scores" / "history.sqlite"
+    # this month's batch has a partner row the contract refuses: a reject last month's lacks
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    with open(raw / "partners.csv", "a", encoding="utf-8") as partners:
+        partners.write("PBAD,Bad,not a date,silver,NA,healthcare,msp,2.0,27.0,3.0\n")
+    job = _score(cli_config, raw, out, "2026-07-01", _KILL_AT_RENAME, when, renames)
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    left = {p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")}  # the kill's
+    done = 0 if when == "before" else renames
+    changed = {name for name in FILES if (out.parent / name).read_bytes() != before[name]}
+    assert changed == set(FILES[:done]), changed  # in order, the manifest last
+    # the history and the ledger committed the batch before the renames, whatever the point
+    assert _rows(database, "2026-07-01") == {
+        "score_history_v2": _rows(database, "2026-06-01")["score_history_v2"],
+        "score_decisions": _rows(database, "2026-06-01")["score_decisions"],
+    }
+    if done in (0, len(FILES)):  # one run's whole set (the previous one's, or this one's)
+        as_of = "2026-06-01" if done == 0 else "2026-07-01"
+        assert check_listed(companion_manifest(out))["rows"] == len(pd.read_parquet(out))
+        assert str(pd.read_parquet(out)["as_of"].iloc[0])[:10] == as_of
+        _readers(out, tmp_path, store_config)
+    else:  # a mix: every reader refuses it in one line
+        for read in (
+            read_scores,
+            lambda p: run_forecast(store_config, p, tmp_path / "forecast.csv"),
+            lambda p: _batch_scores(p, pd.Timestamp("2026-07-01")),
+        ):
+            with pytest.raises(PartnerscoreError) as caught:
+                read(out)
+            message = str(caught.value)
+            assert len(message.splitlines()) == 1, message
+            assert "interrupted while publishing" in message and AGAIN in message, message
+            assert message.startswith(f"{out}: not the file scores.manifest.json lists"), message
+        assert not (tmp_path / "forecast.csv").exists()
+        # the scores file copied elsewhere, on its own, is read as any file
+        alone = tmp_path / "copy" / "scores.parquet"
+        alone.parent.mkdir()
+        shutil.copy(out, alone)
+        assert len(read_scores(alone)) == len(pd.read_parquet(out))
+    # the same batch again: its history and ledger rows replaced (no duplicates), the set whole
+    again = _score(cli_config, raw, out, "2026-07-01")
+    assert again.returncode == 0, again.stderr
+    assert _rows(database, "2026-07-01") == _rows(database, "2026-06-01")
+    rows, keys = _rows(database, "2026-07-01")["score_history_v2"]
+    assert rows == keys == len(pd.read_parquet(out))
+    assert check_listed(companion_manifest(out))["rows"] == rows
+    assert "PBAD" in (out.parent / "scores.rejects.csv").read_text()
+    assert not (out.parent / ".scores.manifest.json.publishing").exists()
+    _readers(out, tmp_path, store_config)
+    # no temporaries but the killed job's (removed by a later run after a grace period)
+    assert {p.name for p in out.parent.iterdir() if p.name.startswith(".")} <= left

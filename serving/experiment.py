@@ -44,6 +44,7 @@ from partnerscore.features.core import (
     existing_file,
     frame_format,
     publish_listed,
+    publish_staged,
     quoted,
     read_frame,
     stage_frames,
@@ -520,9 +521,20 @@ def run_assign(
         assigned_at=table["assigned_at"].dt.strftime(stamp),
         pre_as_of=pd.to_datetime(table["pre_as_of"]).dt.strftime(stamp),
     )
-    write_frame_atomic(written, out)
-    if not unchanged:
-        write_frame_atomic(pd.concat([reg, new_rows], ignore_index=True), reg_path)
+    # the table is staged (a full disk or a read-only folder stops the run here, nothing
+    # changed), the registry written, the table renamed in last: killed between the two
+    # (SIGKILL, out of memory), the partners are protected with no table yet, and the
+    # identical run again finds them running (unchanged) and writes the table, while another
+    # assignment of them is refused. The table first left partners assigned that the
+    # registry did not protect (until 2026-12-06)
+    staged = stage_frames([(written, out)])
+    try:
+        if not unchanged:
+            write_frame_atomic(pd.concat([reg, new_rows], ignore_index=True), reg_path)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    publish_staged(staged)
     counts = table["arm"].value_counts()
     return AssignResult(
         out=out,

@@ -52,6 +52,7 @@ import pandas as pd
 from partnerscore.features.core import (
     PartnerscoreError,
     check_day_count,
+    fsync_path,
     milestone_dates,
     write_frame_atomic,
     write_target,
@@ -767,6 +768,7 @@ def run_score_spark(
         _check_runtime()
     uri = _checked_uri(model, config, allow_local_model)
     out.parent.mkdir(parents=True, exist_ok=True)
+    recover_aside(write_target(out))  # a swap a killed run left half done, finished
     remote = _is_uri(str(raw_dir))
     if remote and validated is not None:
         raise PartnerscoreError(
@@ -1327,13 +1329,52 @@ def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
     return fresh
 
 
+def _aside(out: Path) -> Path:
+    """Where :func:`_swap` keeps the previous output until the new one is in place."""
+    return out.with_name(f".{out.name}.old")
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a folder (of part files), if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def recover_aside(out: Path) -> None:
+    """Finish a swap a killed run left half done (:func:`_swap`'s ``.<out>.old``).
+
+    Killed between its two renames, a run left the previous output aside and no ``out``: it
+    is put back (the previous run's results, whole). Killed after the second, the new output
+    is in place and the aside one is the previous run's, removed.
+    """
+    aside = _aside(out)
+    if not (aside.exists() or aside.is_symlink()):
+        return
+    if out.exists() or out.is_symlink():
+        _remove(aside)
+    else:
+        os.replace(aside, out)
+    fsync_path(out.parent)
+
+
 def _swap(fresh: Path, out: Path) -> None:
-    """``fresh`` becomes ``out`` (a folder of part files; an old file or folder goes)."""
-    if out.is_dir():
-        shutil.rmtree(out)
-    elif out.exists():
-        out.unlink()
+    """``fresh`` becomes ``out`` (a folder of part files; an old file or folder goes).
+
+    The old output is renamed aside (``.<out>.old``), ``fresh`` renamed in, and only then is
+    the old one removed: a run killed at any point (SIGKILL, out of memory) leaves the old
+    output or the new one, whole, or the old one aside, which the next run puts back first
+    (:func:`recover_aside`). Until 2026-12-06 the old folder was deleted before the rename,
+    and a kill between the two left no scores at all.
+    """
+    recover_aside(out)
+    aside = _aside(out)
+    if out.exists() or out.is_symlink():
+        os.replace(out, aside)
     os.replace(fresh, out)
+    fsync_path(out.parent)
+    _remove(aside)
 
 
 def _partner_rows(spark, raw_dir) -> int:

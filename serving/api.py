@@ -39,7 +39,12 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
-from partnerscore.features.core import PartnerscoreError, read_frame, write_frame_atomic
+from partnerscore.features.core import (
+    PartnerscoreError,
+    check_companions,
+    read_frame,
+    write_frame_atomic,
+)
 from partnerscore.features.validate import RawData
 from partnerscore.models.model_uri import check_tracking_uri, sqlite_file
 from partnerscore.models.stores import raise_if_unreachable
@@ -479,6 +484,8 @@ def forecast(
             f"got {type(scores).__name__}"
         )
     source = "scores" if isinstance(scores, pd.DataFrame) else str(scores)
+    if not isinstance(scores, pd.DataFrame):  # a scores file: a publish killed midway refused
+        check_companions(scores, "run `partnerscore score` again")
     frame = scores if isinstance(scores, pd.DataFrame) else read_frame(scores)
     try:
         return forecast_table(

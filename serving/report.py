@@ -879,8 +879,9 @@ def read_scores(
     Raises:
         PartnerscoreError: Missing or unreadable file, missing columns, no rows, an as_of that
             is not a date or in another time zone than row 1's (file, column, row), a partner
-            scored twice at its latest as_of (both rows and versions), or no row of
-            ``model_version``.
+            scored twice at its latest as_of (both rows and versions), no row of
+            ``model_version``, or a ``score`` run killed while publishing the file and its
+            rejects (:func:`~partnerscore.features.core.check_companions`).
     """
     path = Path(path)
     check_companions(path, "run `partnerscore score` again")  # a publish killed midway

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from support import with_sitecustomize
 
+import partnerscore
 from partnerscore.features.core import PartnerscoreError, check_listed, companion_manifest
 from partnerscore.serving.forecast import run_forecast
 from partnerscore.serving.monitor import _batch_scores
@@ -91,6 +92,7 @@ def _rows(database, as_of):
 def _readers(out, tmp_path, store_config):
     """Read ``out`` as report, experiment assign, forecast and monitor --scores do."""
     read_scores(out)  # report, experiment assign --scores, whatif
+    partnerscore.forecast(out)
     run_forecast(store_config, out, tmp_path / "forecast.csv")
     _batch_scores(out, pd.Timestamp(pd.read_parquet(out)["as_of"].iloc[0]))
 
@@ -131,6 +133,7 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
             read_scores,
             lambda p: run_forecast(store_config, p, tmp_path / "forecast.csv"),
             lambda p: _batch_scores(p, pd.Timestamp("2026-07-01")),
+            partnerscore.forecast,  # the Python API's
         ):
             with pytest.raises(PartnerscoreError) as caught:
                 read(out)

@@ -602,6 +602,7 @@ def test_a_failed_file_write_leaves_an_existing_history_as_it_was(
         assert stored_rows(database) == before
         assert out.read_bytes() == written
         assert sorted(p.name for p in out.parent.iterdir() if p.name != "quarantine") == [
+            "scores.manifest.json",
             "scores.parquet",
             "scores.rejects.csv",
         ]

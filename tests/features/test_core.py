@@ -386,3 +386,30 @@ def test_a_listed_set_is_renamed_under_a_lock_on_its_folder(tmp_path, monkeypatc
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
     finally:
         os.close(handle)
+
+
+def test_a_file_published_with_companions_is_refused_only_after_an_interrupted_publish(
+    tmp_path,
+):
+    scores, rejects = tmp_path / "scores.csv", tmp_path / "scores.rejects.csv"
+    manifest = core.companion_manifest(scores)
+    assert manifest == tmp_path / "scores.manifest.json"
+    again = "run `partnerscore score` again"
+    scores.write_text("partner_id\nP1\n")
+    core.check_companions(scores, again)  # a lone file (a copy, an older version's): read
+    # a first publish killed before its manifest existed: the mark says so
+    core.publishing_mark(manifest).touch()
+    with pytest.raises(PartnerscoreError) as err:
+        core.check_companions(scores, again)
+    message = str(err.value)
+    assert message.startswith(f"{scores}: its publish with the files beside it was interrupted")
+    assert message.endswith(again) and len(message.splitlines()) == 1
+    core.publishing_mark(manifest).unlink()
+    staged = [core.stage_text("partner_id\nP2\n", scores), core.stage_text("r\n", rejects)]
+    core.publish_listed(staged, {}, manifest)
+    core.check_companions(scores, again)
+    rejects.write_text("r\nother\n")  # edited since, or replaced by another run: no mark
+    core.check_companions(scores, again)
+    core.publishing_mark(manifest).touch()  # a later publish killed between its renames
+    with pytest.raises(PartnerscoreError, match=r"scores\.rejects\.csv: .* interrupted"):
+        core.check_companions(scores, again)

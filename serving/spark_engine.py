@@ -359,6 +359,7 @@ class SparkLog:
         _prune_spark_logs(base)
         self.folder = Path(tempfile.mkdtemp(prefix=SPARK_LOG_PREFIX, dir=base))
         self.path = self.folder / "spark.log"
+        self.workers = self.folder / "workers.log"  # local Python workers' stderr (spark_daemon)
         self.config = self.folder / "log4j2.properties"
         self.config.write_text(
             _LOG4J2.format(path=self.path, size=SPARK_LOG_BYTES), encoding="utf-8"
@@ -486,6 +487,12 @@ def _session(master: str, shuffle_partitions: int, log: SparkLog | None = None):
         java = os.environ.get("PARTNERSCORE_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
         if java:
             builder = builder.config("spark.driver.extraJavaOptions", java)
+        if log is not None:  # the workers' stderr (a killed task's BrokenPipeError tracebacks)
+            from partnerscore.serving.spark_daemon import WORKER_LOG_VARIABLE
+
+            builder = builder.config(
+                "spark.python.daemon.module", "partnerscore.serving.spark_daemon"
+            ).config(f"spark.executorEnv.{WORKER_LOG_VARIABLE}", str(log.workers))
     # the log's configuration reaches the driver JVM (this machine's, whatever the master) as
     # spark-submit's own options: spark.driver.extraJavaOptions would replace a cluster's
     # (spark-defaults.conf), SPARK_SUBMIT_OPTS comes before them

@@ -391,7 +391,10 @@ class AssignResult:
     def summary(self) -> str:
         """Arm counts, strata and where the table and registry are."""
         arms = ", ".join(f"{a} {n:,}" for a, n in self.arms.items())
-        note = " (identical to the running assignment: nothing changed)" if self.unchanged else ""
+        # the table is written either way (again, or for the first time after a run killed
+        # between the registry and the table): only the registry is as it was
+        same = " (identical to the running assignment: registry unchanged)"
+        note = same if self.unchanged else ""
         return "\n".join(
             [
                 f"experiment '{self.experiment}': {sum(self.arms.values()):,} partners in "

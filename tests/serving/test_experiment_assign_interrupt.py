@@ -98,7 +98,7 @@ def test_an_assignment_killed_between_its_writes_is_protected_or_absent(tmp_path
         # the identical run again: no new registry row, the table written
         again = _assign(tmp_path, 7)
         assert again.returncode == 0, again.stderr
-        assert "nothing changed" in again.stdout, again.stdout
+        assert "registry unchanged" in again.stdout, again.stdout
         assert table.read_bytes() == (whole / "a.csv").read_bytes()
         assert len(pd.read_csv(registry)) == len(pd.read_csv(whole / "reg.csv"))
     else:  # killed before writing anything: nothing registered, any assignment may run

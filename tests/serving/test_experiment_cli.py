@@ -444,7 +444,7 @@ def test_assign_cli_is_reproducible_and_refuses_reassignment(tmp_path, capsys):
     first = (tmp_path / "a.csv").read_bytes()
     assert main(_assign(tmp_path, "--seed", "7")) == 0  # identical re-run: a no-op
     assert (tmp_path / "a.csv").read_bytes() == first
-    assert "nothing changed" in capsys.readouterr().out
+    assert "registry unchanged" in capsys.readouterr().out
     assert main(_assign(tmp_path, "--seed", "8")) == 2
     assert "is already in running experiment 'e'" in _err(capsys)
     assert main(["experiment", "stop", "--name", "e", "--registry", str(tmp_path / "reg.csv")]) == 0
@@ -762,7 +762,7 @@ def test_registry_states_that_are_legitimate(tmp_path, capsys):
     assert set(written["assigned_at"].iloc[4:]) == {"2026-03-01 01:00:00+01:00"}
     capsys.readouterr()
     assert main(_assign(tmp_path, "--name", "g", "--stratify", "")) == 0
-    assert "nothing changed" in capsys.readouterr().out
+    assert "registry unchanged" in capsys.readouterr().out
     stop = ["experiment", "stop", "--registry", str(registry), "--name"]
     assert main([*stop, "e"]) == 0
     assert "1 partners released" in capsys.readouterr().out

@@ -405,3 +405,40 @@ def with_sitecustomize(env: dict, folder: Path, code: str) -> dict:
     (folder / "sitecustomize.py").write_text(code)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))
     return env
+
+
+_KILL_AT_RENAME = """
+import os, signal
+
+_replace = os.replace
+_out = os.environ["PARTNERSCORE_TEST_OUT"]
+_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
+_before = os.environ["PARTNERSCORE_TEST_WHEN"] == "before"
+
+
+def replace(src, dst, *args, **kwargs):
+    global _left
+    into = os.path.dirname(os.path.abspath(dst)) == _out
+    if into and _before and _left == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    _replace(src, dst, *args, **kwargs)
+    if into:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+"""
+
+
+def killed_at_rename(env: dict, folder: Path, out: Path, renames: int, when: str = "after") -> dict:
+    """``env`` for a child Python that kills itself (SIGKILL: no handler runs, as when the
+    kernel's out-of-memory killer ends a job) right ``before`` or ``after`` its ``renames``-th
+    :func:`os.replace` into the folder ``out`` (a ``sitecustomize.py`` in ``folder``).
+    Returns ``env``, updated."""
+    with_sitecustomize(env, folder, _KILL_AT_RENAME)
+    env["PARTNERSCORE_TEST_OUT"] = str(Path(out).resolve())
+    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    env["PARTNERSCORE_TEST_WHEN"] = when
+    return env

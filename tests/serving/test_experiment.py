@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-from support import with_sitecustomize
+from support import killed_at_rename
 
 from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.features.experiments import ASSIGNMENT_COLUMNS
@@ -281,26 +281,6 @@ def test_a_history_urls_password_is_not_written(experiment, cfg, tmp_path, postg
     assert results["inputs"]["history"] == url.replace("s3cret-pw", "***")
 
 
-# SIGKILL to itself right after the n-th rename into the output folder (a sitecustomize hook)
-_KILL_AFTER_RENAMES = """
-import os, signal
-
-_replace = os.replace
-_out = os.environ["PARTNERSCORE_TEST_OUT"]
-_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
-
-
-def replace(src, dst, *args, **kwargs):
-    global _left
-    _replace(src, dst, *args, **kwargs)
-    if os.path.dirname(os.path.abspath(dst)) == _out:
-        _left -= 1
-        if _left == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-os.replace = replace
-"""
 ANALYSIS_FILES = ("effects.csv", "outcomes.csv", "report.html", "results.json")
 
 
@@ -321,9 +301,7 @@ def test_an_analysis_killed_while_publishing_leaves_a_mix_results_json_names(
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(cfg.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    with_sitecustomize(env, tmp_path / "hook", _KILL_AFTER_RENAMES)
-    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
-    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    killed_at_rename(env, tmp_path / "hook", out, renames)
     job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "experiment", "analyze"]
         + ["--assignments", str(assign), "--raw", str(raw), "--horizon", str(HORIZON)]

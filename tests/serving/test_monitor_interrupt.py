@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import with_sitecustomize
+from support import killed_at_rename, with_sitecustomize
 
 from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.serving.monitor import run_monitor
@@ -100,29 +100,6 @@ def test_a_terminated_monitor_publishes_all_its_files_or_none(
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporaries
 
 
-# SIGKILL to itself right after the n-th file is renamed into the output folder: no signal
-# handler runs, as when the kernel's out-of-memory killer ends the job
-_KILL_AFTER_RENAMES = """
-import os, signal
-
-_replace = os.replace
-_out = os.environ["PARTNERSCORE_TEST_OUT"]
-_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
-
-
-def replace(src, dst, *args, **kwargs):
-    global _left
-    _replace(src, dst, *args, **kwargs)
-    if os.path.dirname(os.path.abspath(dst)) == _out:
-        _left -= 1
-        if _left == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-os.replace = replace
-"""
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
 @pytest.mark.parametrize("renames", [1, 4, 6])
 def test_a_monitor_killed_while_publishing_leaves_a_mix_its_manifest_names(
@@ -139,9 +116,7 @@ def test_a_monitor_killed_while_publishing_leaves_a_mix_its_manifest_names(
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(store_config.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    with_sitecustomize(env, tmp_path / "hook", _KILL_AFTER_RENAMES)
-    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
-    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    killed_at_rename(env, tmp_path / "hook", out, renames)
     job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "monitor", "--raw", str(raw_dir)]
         + ["--as-of", "2026-07-01", "--out", str(out), "--config", str(cfg)],

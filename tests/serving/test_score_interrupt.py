@@ -19,7 +19,7 @@ import sys
 
 import pandas as pd
 import pytest
-from support import with_sitecustomize
+from support import killed_at_rename
 
 import partnerscore
 from partnerscore.features.core import PartnerscoreError, check_listed, companion_manifest
@@ -27,43 +27,15 @@ from partnerscore.serving.forecast import run_forecast
 from partnerscore.serving.monitor import _batch_scores
 from partnerscore.serving.report import read_scores
 
-# SIGKILL to itself right before or after the n-th rename into the output folder
-_KILL_AT_RENAME = """
-import os, signal
-
-_replace = os.replace
-_out = os.environ["PARTNERSCORE_TEST_OUT"]
-_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
-_before = os.environ["PARTNERSCORE_TEST_WHEN"] == "before"
-
-
-def replace(src, dst, *args, **kwargs):
-    global _left
-    into = os.path.dirname(os.path.abspath(dst)) == _out
-    if into and _before and _left == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-    _replace(src, dst, *args, **kwargs)
-    if into:
-        _left -= 1
-        if _left == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-os.replace = replace
-"""
-
 FILES = ("scores.parquet", "scores.rejects.csv", "scores.manifest.json")
 AGAIN = "run `partnerscore score` again"
 
 
-def _score(cli_config, raw_dir, out, as_of, hook=None, when="after", renames=0):
+def _score(cli_config, raw_dir, out, as_of, when="after", renames=0):
     config, env = cli_config
     env = dict(env)
-    if hook is not None:
-        with_sitecustomize(env, out.parent.parent / "hook", hook)
-        env["PARTNERSCORE_TEST_OUT"] = str(out.parent.resolve())
-        env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
-        env["PARTNERSCORE_TEST_WHEN"] = when
+    if renames:
+        killed_at_rename(env, out.parent.parent / "hook", out.parent, renames, when)
     return subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
         + ["--as-of", as_of, "--out", str(out), "--config", str(config), "--workers", "1"],
@@ -112,7 +84,7 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
     shutil.copytree(raw_dir, raw)
     with open(raw / "partners.csv", "a", encoding="utf-8") as partners:
         partners.write("PBAD,Bad,not a date,silver,NA,healthcare,msp,2.0,27.0,3.0\n")
-    job = _score(cli_config, raw, out, "2026-07-01", _KILL_AT_RENAME, when, renames)
+    job = _score(cli_config, raw, out, "2026-07-01", when, renames)
     assert job.returncode == -signal.SIGKILL, job.stderr
     left = {p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")}  # the kill's
     done = 0 if when == "before" else renames

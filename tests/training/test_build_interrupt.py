@@ -16,31 +16,10 @@ import subprocess
 import sys
 
 import pytest
-from support import with_sitecustomize
+from support import killed_at_rename
 
 from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.training.train import load_training_set
-
-# SIGKILL to itself right after the n-th rename into the output folder
-_KILL_AFTER_RENAMES = """
-import os, signal
-
-_replace = os.replace
-_out = os.environ["PARTNERSCORE_TEST_OUT"]
-_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
-
-
-def replace(src, dst, *args, **kwargs):
-    global _left
-    _replace(src, dst, *args, **kwargs)
-    if os.path.dirname(os.path.abspath(dst)) == _out:
-        _left -= 1
-        if _left == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-os.replace = replace
-"""
 
 FILES = ("training_set.parquet", "truth.parquet", "manifest.json")
 
@@ -51,9 +30,7 @@ def test_train_refuses_a_build_killed_between_its_renames(raw_dir, built_dir, tm
     out = tmp_path / "features"
     shutil.copytree(built_dir, out)  # the previous build: onboarding ages 30, 60, 90, 180
     before = {name: (out / name).read_bytes() for name in FILES}
-    env = with_sitecustomize(dict(os.environ), tmp_path / "hook", _KILL_AFTER_RENAMES)
-    env["PARTNERSCORE_TEST_OUT"] = str(out.resolve())
-    env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
+    env = killed_at_rename(dict(os.environ), tmp_path / "hook", out, renames)
     job = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "build", "--raw", str(raw_dir)]
         + ["--out", str(out), "--ages", "30,90"],

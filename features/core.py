@@ -634,12 +634,13 @@ fsync_path = _fsync  # for the jobs that rename folders (the spark engine's outp
 
 
 @contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
+def _folder_lock(folder: Path, shared: bool = False) -> Iterator[None]:
     """An exclusive lock on ``folder`` (flock) while the block runs, where the system has one.
 
     Two jobs publishing one set of files into a folder (two ``build --out DIR`` at once)
     interleaved their renames: each one's set whole, one after the other, with this. A file
     system without locks (NFS without a lock daemon) publishes unlocked, as before.
+    ``shared``: a reader's lock, taken once no publish holds the folder.
     """
     try:
         import fcntl
@@ -650,7 +651,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         return
     try:
         with contextlib.suppress(OSError):
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(handle)  # releases the lock
@@ -660,6 +661,20 @@ def publishing_mark(manifest_path: str | Path) -> Path:
     """The empty file that says a :func:`publish_listed` of ``manifest_path`` is under way."""
     manifest_path = Path(manifest_path)
     return manifest_path.with_name(f".{manifest_path.name}.publishing")
+
+
+def _interrupted(mark: Path) -> bool:
+    """Whether ``mark`` is there once any publish into its folder under way has finished.
+
+    A publish holds the folder's lock while its mark exists (its renames: milliseconds), so a
+    reader that met the mark waits for the lock and looks again: a mark still there was left
+    by a run that died while publishing. Until 2026-12-06 a reader meeting a live publish
+    refused its files as an interrupted one's.
+    """
+    if not mark.exists():
+        return False
+    with _folder_lock(mark.parent, shared=True):
+        return mark.exists()
 
 
 def publish_listed(
@@ -730,8 +745,9 @@ def check_listed(
 ) -> dict:
     """The manifest written by :func:`publish_listed`, once its files are checked.
 
-    The manifest is renamed last, so files that match it are one run's whole set (the
-    previous run's while a publish is under way, with its mark beside them). ``again``: what
+    The manifest is renamed last, so files that match it are one run's whole set; a publish
+    under way in another process (its mark beside them) is waited for, and its set read
+    (:func:`_interrupted`). ``again``: what
     the error tells to do (``run `partnerscore build` again``). ``strict`` False: files changed
     since (a training set edited by hand) pass unless the publishing mark says a run was
     interrupted while publishing them.
@@ -741,6 +757,7 @@ def check_listed(
             differs): one line naming it; the folder mixes two runs' files.
     """
     manifest_path = Path(manifest_path)
+    interrupted = _interrupted(publishing_mark(manifest_path))
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -758,7 +775,7 @@ def check_listed(
             same = False
         if same:
             continue
-        if publishing_mark(manifest_path).exists():
+        if interrupted:
             raise PartnerscoreError(
                 f"{path}: not the file {manifest_path.name} lists: the folder mixes two runs' "
                 f"files (one was interrupted while publishing); {again}"
@@ -799,7 +816,7 @@ def check_companions(path: str | Path, again: str = "run it again") -> None:
     path = Path(path)
     manifest = companion_manifest(path)
     mark = publishing_mark(manifest)
-    if not mark.exists():
+    if not _interrupted(mark):
         return
     if not manifest.exists():
         raise PartnerscoreError(

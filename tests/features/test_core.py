@@ -413,3 +413,52 @@ def test_a_file_published_with_companions_is_refused_only_after_an_interrupted_p
     core.publishing_mark(manifest).touch()  # a later publish killed between its renames
     with pytest.raises(PartnerscoreError, match=r"scores\.rejects\.csv: .* interrupted"):
         core.check_companions(scores, again)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+@pytest.mark.parametrize("reader", ["check_companions", "check_listed"])
+def test_a_reader_meeting_a_publish_under_way_waits_for_it(tmp_path, monkeypatch, reader):
+    # a reader that met the publishing mark of a live publish (another process between its
+    # renames) refused the files as an interrupted publish's: it now waits for the publish's
+    # lock and reads the new set whole
+    import threading
+
+    scores, rejects = tmp_path / "scores.csv", tmp_path / "scores.rejects.csv"
+    manifest = core.companion_manifest(scores)
+    core.publish_listed(
+        [core.stage_text("partner_id\nP1\n", scores), core.stage_text("r\n", rejects)],
+        {},
+        manifest,
+    )
+    inside, go = threading.Event(), threading.Event()
+    publish = core._publish
+    renamed = []
+
+    def paused(tmp, path):
+        done = publish(tmp, path)
+        renamed.append(path)
+        if len(renamed) == 1:  # the new scores beside the old rejects
+            inside.set()
+            assert go.wait(60)
+        return done
+
+    monkeypatch.setattr(core, "_publish", paused)
+    staged = [core.stage_text("partner_id\nP2\n", scores), core.stage_text("r\nnew\n", rejects)]
+    job = threading.Thread(target=core.publish_listed, args=(staged, {}, manifest))
+    job.start()
+    got = []
+    try:
+        assert inside.wait(60)  # the mark is there, the set half renamed
+        assert core.publishing_mark(manifest).exists()
+        check = getattr(core, reader)
+        target = scores if reader == "check_companions" else manifest
+        read = threading.Thread(target=lambda: got.append(check(target, "again")))
+        read.start()
+        read.join(0.5)
+        assert read.is_alive()  # waiting for the publish, not refusing its files
+    finally:
+        go.set()
+        job.join(60)
+    read.join(60)
+    assert len(got) == 1  # no error: the new set, whole
+    assert rejects.read_text() == "r\nnew\n"

@@ -657,6 +657,9 @@ def _folder_lock(folder: Path, shared: bool = False) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
+folder_lock = _folder_lock  # for the jobs that read, check and write back one file (a registry)
+
+
 def publishing_mark(manifest_path: str | Path) -> Path:
     """The empty file that says a :func:`publish_listed` of ``manifest_path`` is under way."""
     manifest_path = Path(manifest_path)

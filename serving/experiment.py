@@ -42,6 +42,7 @@ from partnerscore.features.core import (
     check_day_count,
     discard_staged,
     existing_file,
+    folder_lock,
     frame_format,
     publish_listed,
     publish_staged,
@@ -50,6 +51,7 @@ from partnerscore.features.core import (
     stage_frames,
     stage_text,
     write_frame_atomic,
+    write_target,
 )
 from partnerscore.features.experiments import (
     ASSIGNMENT_COLUMNS,
@@ -73,6 +75,8 @@ from partnerscore.training.experiments import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from partnerscore.serving.history import ScoreHistory
 
 RESULTS_SCHEMA_VERSION = 1
@@ -368,6 +372,29 @@ def _refuse_shared_registry(
             raise OptionError(f"{option} {path}: {said}; {what}")
 
 
+@contextmanager
+def registry_lock(reg_path: Path) -> Iterator[None]:
+    """An exclusive lock on the registry's folder while a job reads, checks and rewrites it.
+
+    ``assign`` and ``stop`` read the registry, check it and write it back whole: two at once
+    (two experiments' schedulers) each wrote back what it had read plus its own rows, and
+    the one renamed last dropped the other's, leaving partners assigned that the registry no
+    longer protected (until 2026-12-06). The lock is :func:`features.core.folder_lock`'s
+    (flock on the folder of the file written, created if missing), the one two publishes
+    into a folder take turns by.
+
+    Raises:
+        PartnerscoreError: The folder cannot be created (one line naming it).
+    """
+    folder = write_target(reg_path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PartnerscoreError(f"{reg_path}: cannot write: {exc.strerror or exc}") from exc
+    with folder_lock(folder):
+        yield
+
+
 def registry_path(config: AppConfig, registry: str | Path | None) -> Path:
     """The experiment registry file: ``registry`` or ``<data_dir>/experiments/registry.csv``."""
     if registry is not None:
@@ -446,98 +473,101 @@ def run_assign(
     reg_path = registry_path(config, registry)
     frame_format(reg_path)
     _refuse_shared_registry(reg_path, registry, {"--out": (out, False), "--scores": (scores, True)})
-    reg = _read_registry(reg_path)  # a bad registry is said before any work
-    scores = Path(scores)
-    frame = read_scores(scores)
-    as_of = pd.to_datetime(frame["as_of"]).max()
-    when = as_of if assigned_at is None else pd.Timestamp(assigned_at)
-    if when.tzinfo is not None:  # in UTC, zone dropped, as every as_of is read (it was exit 70:
-        when = when.tz_convert("UTC").tz_localize(None)  # "Cannot compare tz-naive and ...")
-    if when < as_of:
-        raise PartnerscoreError(
-            f"--assigned-at {when:%Y-%m-%d}: before the scores' as_of {as_of:%Y-%m-%d} "
-            "(the pre-period score would see outcomes)"
-        )
-    strata = stratum_keys(frame, stratify, source=str(scores))
-    ids = frame["partner_id"].astype(str).to_numpy()
-    arm = assign_arms(ids, strata, arms, fraction, seed, salt=name)
-    table = pd.DataFrame(
-        {
-            "experiment": name,
-            "partner_id": ids,
-            "arm": arm,
-            "stratum": strata,
-            "assigned_at": when,
-            "target_share": [shares[a] for a in arm],
-            "seed": int(seed),
-            "pre_as_of": pd.to_datetime(frame["as_of"]).to_numpy(),
-        }
-    )
-    for col in PRE_COLUMNS:
-        if col in frame.columns:
-            table[f"pre_{col}"] = frame[col].to_numpy()
-    for col in frame.columns:
-        if get_spec(col) is not None and f"pre_{col}" not in table:
-            table[f"pre_{col}"] = frame[col].to_numpy()
-    table = table.sort_values("partner_id", kind="stable").reset_index(drop=True)
-
-    running = reg[(reg["experiment"] == name) & (reg["status"] == "running")]
-    new_rows = pd.DataFrame(
-        {
-            "experiment": name,
-            "partner_id": table["partner_id"],
-            "arm": table["arm"],
-            "stratum": table["stratum"],
-            "assigned_at": _registry_dates(reg, table["assigned_at"]),
-            "seed": int(seed),
-            "status": "running",
-            "assignment_file": str(out.resolve()),
-        }
-    )
-    unchanged = False
-    if len(running):
-        prior = running.set_index("partner_id")
-        overlap = new_rows[new_rows["partner_id"].isin(prior.index)]
-        same = (
-            len(overlap) == len(new_rows) == len(prior)
-            and (
-                overlap["arm"].to_numpy() == prior.loc[overlap["partner_id"], "arm"].to_numpy()
-            ).all()
-            and (  # as dates: a registry's hand-written "2026-03-01" is 00:00:00's
-                table.loc[overlap.index, "assigned_at"].to_numpy()
-                == as_of_dates(reg_path, prior, "assigned_at").loc[overlap["partner_id"]].to_numpy()
-            ).all()
-        )
-        if same:
-            unchanged = True
-        elif len(overlap):
-            pid = overlap["partner_id"].iloc[0]
-            was = prior.loc[pid]
+    with registry_lock(reg_path):  # read, checked and written back by one run at a time
+        reg = _read_registry(reg_path)  # a bad registry is said before any work
+        scores = Path(scores)
+        frame = read_scores(scores)
+        as_of = pd.to_datetime(frame["as_of"]).max()
+        when = as_of if assigned_at is None else pd.Timestamp(assigned_at)
+        if when.tzinfo is not None:  # in UTC, zone dropped, as every as_of is read (it was exit 70:
+            when = when.tz_convert("UTC").tz_localize(None)  # "Cannot compare tz-naive and ...")
+        if when < as_of:
             raise PartnerscoreError(
-                f"partner '{pid}' is already in running experiment '{name}' (arm {was['arm']}, "
-                f"assigned {str(was['assigned_at'])[:10]}, {len(overlap):,} partners overlap; "
-                f"registry {reg_path}): use another --name or `partnerscore experiment stop "
-                f"--name {name}` first"
+                f"--assigned-at {when:%Y-%m-%d}: before the scores' as_of {as_of:%Y-%m-%d} "
+                "(the pre-period score would see outcomes)"
             )
-    stamp = "%Y-%m-%d %H:%M:%S"
-    written = table.assign(
-        assigned_at=table["assigned_at"].dt.strftime(stamp),
-        pre_as_of=pd.to_datetime(table["pre_as_of"]).dt.strftime(stamp),
-    )
-    # the table is staged (a full disk or a read-only folder stops the run here, nothing
-    # changed), the registry written, the table renamed in last: killed between the two
-    # (SIGKILL, out of memory), the partners are protected with no table yet, and the
-    # identical run again finds them running (unchanged) and writes the table, while another
-    # assignment of them is refused. The table first left partners assigned that the
-    # registry did not protect (until 2026-12-06)
-    staged = stage_frames([(written, out)])
-    try:
-        if not unchanged:
-            write_frame_atomic(pd.concat([reg, new_rows], ignore_index=True), reg_path)
-    except BaseException:
-        discard_staged(staged)
-        raise
-    publish_staged(staged)
+        strata = stratum_keys(frame, stratify, source=str(scores))
+        ids = frame["partner_id"].astype(str).to_numpy()
+        arm = assign_arms(ids, strata, arms, fraction, seed, salt=name)
+        table = pd.DataFrame(
+            {
+                "experiment": name,
+                "partner_id": ids,
+                "arm": arm,
+                "stratum": strata,
+                "assigned_at": when,
+                "target_share": [shares[a] for a in arm],
+                "seed": int(seed),
+                "pre_as_of": pd.to_datetime(frame["as_of"]).to_numpy(),
+            }
+        )
+        for col in PRE_COLUMNS:
+            if col in frame.columns:
+                table[f"pre_{col}"] = frame[col].to_numpy()
+        for col in frame.columns:
+            if get_spec(col) is not None and f"pre_{col}" not in table:
+                table[f"pre_{col}"] = frame[col].to_numpy()
+        table = table.sort_values("partner_id", kind="stable").reset_index(drop=True)
+
+        running = reg[(reg["experiment"] == name) & (reg["status"] == "running")]
+        new_rows = pd.DataFrame(
+            {
+                "experiment": name,
+                "partner_id": table["partner_id"],
+                "arm": table["arm"],
+                "stratum": table["stratum"],
+                "assigned_at": _registry_dates(reg, table["assigned_at"]),
+                "seed": int(seed),
+                "status": "running",
+                "assignment_file": str(out.resolve()),
+            }
+        )
+        unchanged = False
+        if len(running):
+            prior = running.set_index("partner_id")
+            overlap = new_rows[new_rows["partner_id"].isin(prior.index)]
+            same = (
+                len(overlap) == len(new_rows) == len(prior)
+                and (
+                    overlap["arm"].to_numpy() == prior.loc[overlap["partner_id"], "arm"].to_numpy()
+                ).all()
+                and (  # as dates: a registry's hand-written "2026-03-01" is 00:00:00's
+                    table.loc[overlap.index, "assigned_at"].to_numpy()
+                    == as_of_dates(reg_path, prior, "assigned_at")
+                    .loc[overlap["partner_id"]]
+                    .to_numpy()
+                ).all()
+            )
+            if same:
+                unchanged = True
+            elif len(overlap):
+                pid = overlap["partner_id"].iloc[0]
+                was = prior.loc[pid]
+                raise PartnerscoreError(
+                    f"partner '{pid}' is already in running experiment '{name}' (arm {was['arm']}, "
+                    f"assigned {str(was['assigned_at'])[:10]}, {len(overlap):,} partners overlap; "
+                    f"registry {reg_path}): use another --name or `partnerscore experiment stop "
+                    f"--name {name}` first"
+                )
+        stamp = "%Y-%m-%d %H:%M:%S"
+        written = table.assign(
+            assigned_at=table["assigned_at"].dt.strftime(stamp),
+            pre_as_of=pd.to_datetime(table["pre_as_of"]).dt.strftime(stamp),
+        )
+        # the table is staged (a full disk or a read-only folder stops the run here, nothing
+        # changed), the registry written, the table renamed in last: killed between the two
+        # (SIGKILL, out of memory), the partners are protected with no table yet, and the
+        # identical run again finds them running (unchanged) and writes the table, while another
+        # assignment of them is refused. The table first left partners assigned that the
+        # registry did not protect (until 2026-12-06)
+        staged = stage_frames([(written, out)])
+        try:
+            if not unchanged:
+                write_frame_atomic(pd.concat([reg, new_rows], ignore_index=True), reg_path)
+        except BaseException:
+            discard_staged(staged)
+            raise
+        publish_staged(staged)
     counts = table["arm"].value_counts()
     return AssignResult(
         out=out,
@@ -569,12 +599,13 @@ class StopResult:
 def run_stop(name: str, config: AppConfig, registry: str | Path | None = None) -> StopResult:
     """Mark a running experiment stopped in the registry (its partners may be assigned again)."""
     reg_path = registry_path(config, registry)
-    reg = _read_registry(reg_path)
-    hit = (reg["experiment"] == name) & (reg["status"] == "running")
-    if not hit.any():
-        raise PartnerscoreError(f"--name: no running experiment '{name}' in {reg_path}")
-    reg.loc[hit, "status"] = "stopped"
-    write_frame_atomic(reg, reg_path)
+    with registry_lock(reg_path):
+        reg = _read_registry(reg_path)
+        hit = (reg["experiment"] == name) & (reg["status"] == "running")
+        if not hit.any():
+            raise PartnerscoreError(f"--name: no running experiment '{name}' in {reg_path}")
+        reg.loc[hit, "status"] = "stopped"
+        write_frame_atomic(reg, reg_path)
     return StopResult(registry=reg_path, experiment=name, stopped=int(hit.sum()))
 
 

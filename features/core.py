@@ -686,6 +686,8 @@ def publish_listed(
     manifest_path: str | Path,
     *,
     written: Iterable[Path] = (),
+    folders: Iterable[tuple[Path, Path]] = (),
+    swap: Callable[[Path, Path], None] | None = None,
     indent: int = 1,
     allow_nan: bool = True,
 ) -> list[Path]:
@@ -703,12 +705,16 @@ def publish_listed(
     renames begin; links and modes are as :func:`publish_staged` keeps them. The renames run
     under an exclusive lock on the manifest's folder, so two runs publishing into it at once
     leave one whole set, not their files interleaved. ``written``:
-    files this run already put in place (listed too). ``indent``, ``allow_nan``: as
+    files this run already put in place (listed too). ``folders``: staged folders of files and
+    the folder each replaces (the spark engine's ``.scores.parquet.new``, ``scores.parquet``),
+    their files listed under the final folder's name and flushed, each swapped in by
+    ``swap(fresh, folder)`` after the files' renames and before the manifest's, under the
+    mark (a folder replaced whole; :func:`os.replace` when None). ``indent``, ``allow_nan``: as
     :func:`json.dumps` writes the manifest (``allow_nan`` False: NaN raises ValueError).
     On an error before the renames the staged temporaries are removed.
 
     Returns:
-        The published paths, ``staged``'s in order, then the manifest's.
+        The published paths, ``staged``'s in order, ``folders``', then the manifest's.
     """
     manifest_path = Path(manifest_path)
     folder = manifest_path.parent
@@ -720,6 +726,13 @@ def publish_listed(
             files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(tmp)
         for path in written:
             files[Path(os.path.relpath(path, folder)).as_posix()] = file_fingerprint(path)
+        folders = list(folders)
+        for fresh, path in folders:
+            for part in sorted(p for p in Path(fresh).rglob("*") if p.is_file()):
+                _fsync(part)
+                name = Path(os.path.relpath(Path(path) / part.relative_to(fresh), folder))
+                files[name.as_posix()] = file_fingerprint(part)
+            _fsync(fresh)
         text = json.dumps({**manifest, "files": files}, indent=indent, allow_nan=allow_nan)
         staged = [*staged, stage_text(text, manifest_path)]
         _fsync(staged[-1][0])
@@ -734,7 +747,10 @@ def publish_listed(
             discard_staged(staged)
             raise PartnerscoreError(f"{mark}: cannot write: {exc.strerror or exc}") from exc
         published = publish_staged(staged[:-1])
-        for parent in {write_target(path).parent for _, path in staged}:
+        for fresh, path in folders:
+            (swap or os.replace)(fresh, path)
+        published += [path for _, path in folders]
+        for parent in {write_target(path).parent for _, path in [*staged, *folders]}:
             _fsync(parent)
         published += publish_staged(staged[-1:])
         _fsync(write_target(manifest_path).parent)

@@ -52,9 +52,11 @@ import pandas as pd
 from partnerscore.features.core import (
     PartnerscoreError,
     check_day_count,
+    companion_manifest,
     fsync_path,
     milestone_dates,
-    write_frame_atomic,
+    publish_listed,
+    stage_frames,
     write_target,
 )
 from partnerscore.features.groups import group_tables, split_rows
@@ -1237,8 +1239,26 @@ def _score_job(
         tick = time.perf_counter()
         history.upsert(batch)
         ledger.record_decisions(decisions)
-        write_frame_atomic(reject_frame, rejects_path(out))
-        _swap(fresh, target)
+        # as the pandas job: the rejects and the folder under one manifest renamed last
+        # (scores.manifest.json, a mark beside it meanwhile), which the readers of a scores
+        # file check; the rejects were written alone before the swap until 2026-12-06, and a
+        # kill between the two left this run's rejects beside the previous run's scores
+        manifest = {
+            "scores": out.name,
+            "rejects": rejects_path(out).name,
+            "model_uri": uri,
+            "rows": len(rows),
+            "rejected": len(reject_frame),
+            "recorded": True,
+            "engine": "spark",
+        }
+        publish_listed(
+            stage_frames([(reject_frame, rejects_path(out))]),
+            manifest,
+            companion_manifest(out),
+            folders=[(fresh, target)],
+            swap=_swap,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(target.with_name(f".{target.name}.new"), ignore_errors=True)

@@ -11,6 +11,7 @@ itself at the exact rename (a sitecustomize hook), so nothing depends on timing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -122,3 +123,68 @@ def test_a_spark_score_killed_while_swapping_keeps_the_previous_scores(
     assert again.returncode == 0, again.stderr[-3000:]
     assert _as_of(out) == "2026-04-01" and not aside.exists()
     assert not out.with_name(".scores.parquet.new").exists()
+
+
+# SIGKILL to itself right after renaming onto a path named PARTNERSCORE_TEST_DST
+_KILL_AFTER_RENAME_TO = """
+import os, signal
+
+_replace = os.replace
+_dst = os.environ["PARTNERSCORE_TEST_DST"]
+
+
+def replace(src, dst, *args, **kwargs):
+    _replace(src, dst, *args, **kwargs)
+    if os.path.basename(dst) == _dst:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
+    raw_dir, cli_config, previous_output, tmp_path
+):
+    """The rejects were written on their own before the folder swap, with no manifest: a kill
+    between the two left this run's rejects beside the previous run's scores, read silently.
+    They are now published with the folder under scores.manifest.json (renamed last, a mark
+    meanwhile), as the pandas engine's files are, and check_companions refuses the mix."""
+    needs_java()
+    from partnerscore.features.core import (
+        PartnerscoreError,
+        check_companions,
+        check_listed,
+        file_fingerprint,
+    )
+
+    out = tmp_path / "out" / "scores.parquet"
+    shutil.copytree(previous_output.parent, out.parent)  # scores, rejects, manifest
+    manifest = out.with_name("scores.manifest.json")
+    listed = check_listed(manifest)["files"]  # the previous run's parts and rejects, listed
+    assert {"scores.rejects.csv", *(f"scores.parquet/{p}" for p in _parts(out))} == set(listed)
+    before, rejects = _parts(out), out.with_name("scores.rejects.csv")
+    # the previous run's rejects made to hold a row (this batch rejects none), listed as such
+    rejects.write_text("partner_id,as_of,reason\nP-previous,2026-03-01,a reject of before\n")
+    whole = json.loads(manifest.read_text())
+    whole["files"]["scores.rejects.csv"] = file_fingerprint(rejects)
+    manifest.write_text(json.dumps(whole))
+    rejects_before = rejects.read_bytes()
+    config, env = cli_config
+    env = with_sitecustomize(dict(env), tmp_path / "hook", _KILL_AFTER_RENAME_TO)
+    env["PARTNERSCORE_TEST_DST"] = "scores.rejects.csv"
+    job = _score(raw_dir, out, (config, env), tmp_path, "2026-04-01")
+    assert job.returncode == -signal.SIGKILL, job.stderr[-3000:]
+    # this run's rejects beside the previous run's scores, the publishing mark there
+    assert _parts(out) == before and rejects.read_bytes() != rejects_before
+    assert out.with_name(".scores.manifest.json.publishing").exists()
+    with pytest.raises(PartnerscoreError, match="scores.rejects.csv: .* mixes two runs' files"):
+        check_companions(out)  # what every reader of a scores file calls first
+    # the next run publishes the whole set, which the readers take
+    again = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not out.with_name(".scores.manifest.json.publishing").exists()
+    check_companions(out)
+    check_listed(manifest)
+    assert _as_of(out) == "2026-04-01"

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from partnerscore.features.validate import RawData
 
 TRUTH_FILES = ("truth.csv", "truth.parquet")
+BUILD_FILES = ("training_set.parquet", "truth.parquet", "manifest.json")
+"""The files ``build`` writes in its ``--out`` folder (an input among them is refused)."""
 
 
 def make_snapshots(partners: pd.DataFrame, ages: tuple[int, ...]) -> pd.DataFrame:

@@ -420,13 +420,13 @@ def build(
     conflict = engagement_period_conflict(cfg, **names)
     if conflict is not None:
         raise OptionError(conflict)
-    from partnerscore.features.pipeline import run_build
+    from partnerscore.features.pipeline import BUILD_FILES, run_build
 
     if cutoffs is not None and ages is not None:
         raise UsageError("build: give either --ages or --cutoffs, not both", ctx)
     input_path(raw, "--raw", folder=True, what="raw data folder")  # after the usage errors
     input_path(validated, "--validated", folder=True)
-    name_output(out, "--out")
+    name_output(out, "--out", writes=BUILD_FILES)  # the files run_build writes
     _batch_job()
     result = run_build(
         raw,
@@ -826,8 +826,9 @@ def monitor(
     as_of_date = _parse_date(as_of, "--as-of")
     input_path(raw, "--raw", folder=True, what="raw data folder")
     name_input(scores, "--scores")
-    name_output(out, "--out")
-    from partnerscore.serving.monitor import run_monitor
+    from partnerscore.serving.monitor import MONITOR_FILES, run_monitor
+
+    name_output(out, "--out", writes=MONITOR_FILES)  # the files run_monitor writes
 
     result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
     emit(result, exit_code=result.exit_code)

@@ -133,7 +133,7 @@ def name_input(path: str | Path | None, name: str) -> None:
         _STATE["inputs"][form] = name
 
 
-def name_output(path: str | Path | None, name: str) -> None:
+def name_output(path: str | Path | None, name: str, *, writes: tuple[str, ...] = ()) -> None:
     """Remember that option ``name`` gives the output ``path``; refuse it over an input.
 
     Called before the job does any work. An output that is the file an input option or
@@ -144,11 +144,15 @@ def name_output(path: str | Path | None, name: str) -> None:
     data/raw/partners.csv``), is a usage error naming both options (exit 2). An output in a
     folder below an input folder is not (``--raw data --out data/scores/s.parquet``: no table
     is read from ``data/scores``). A file named by an option that is input and output (the
-    experiment registry) is given to both :func:`name_input` and this.
+    experiment registry) is given to both :func:`name_input` and this. An output folder's
+    files the job writes (``writes``) are claimed as outputs too: an input file among them
+    (``experiment analyze --assignments O/outcomes.csv --out O``) was overwritten without a
+    word until 2026-12-06.
 
     Args:
         path: The option's value (None: not given, nothing checked).
         name: The option (``--out``).
+        writes: For an output folder, the names of the files the job writes in it.
 
     Raises:
         OptionError: ``--out s.csv: also given as --scores; an output must not overwrite an
@@ -156,6 +160,8 @@ def name_output(path: str | Path | None, name: str) -> None:
     """
     if path is not None:
         _claim(path, name, output=True)
+        for file in writes:
+            _claim(Path(path) / file, name, output=True)
 
 
 def _claim(path: str | Path, name: str, *, output: bool) -> str:

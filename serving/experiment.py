@@ -80,6 +80,9 @@ if TYPE_CHECKING:
     from partnerscore.serving.history import ScoreHistory
 
 RESULTS_SCHEMA_VERSION = 1
+ANALYZE_FILES = ("effects.csv", "outcomes.csv", "report.html", "results.json")
+"""The files ``experiment analyze`` writes in its ``--out`` folder (an input among them is
+refused)."""
 PLAN_NEEDS_SPREAD = "plan: give --revenue-sd and/or --base-rate, or --raw DIR to estimate them"
 """run_plan's error (and the CLI's usage error) when it has neither spread nor data."""
 REGISTRY_COLUMNS = (

@@ -130,13 +130,13 @@ def analyze(
     config: ConfigOption = None,
 ) -> None:
     """Effects per arm with 95% intervals, per stratum, over time; sample-ratio check."""
-    from partnerscore.serving.experiment import run_analyze
+    from partnerscore.serving.experiment import ANALYZE_FILES, run_analyze
 
     name_input(assignments, "--assignments")
     input_path(raw, "--raw", folder=True, what="raw data folder")
     if history is not None and "://" not in history:  # a SQLite file (else a database URL)
         input_path(Path(history), "--history", what="score history file")
-    name_output(out, "--out")
+    name_output(out, "--out", writes=ANALYZE_FILES)  # the files run_analyze writes
     result = run_analyze(
         assignments,
         raw,

@@ -97,6 +97,15 @@ from partnerscore.training.reference import (
 
 MONITOR_EXPERIMENT = "partnerscore-monitoring"
 STATE_FILE = "monitor_state.json"
+MONITOR_FILES = (
+    "anomalies.csv",
+    "backtest.csv",
+    "backtest_phases.csv",
+    "monitor.html",
+    STATE_FILE,
+    "monitor.json",
+)
+"""The files ``monitor`` writes in its ``--out`` folder (an input among them is refused)."""
 SEVERITY = {"alarm": 3, "warn": 2, "ok": 1, "info": 0, "skip": 0}
 BACKTEST_HEADLINE = (
     ("revenue_normalized_gini", "gini_warn", "gini_alarm", False),

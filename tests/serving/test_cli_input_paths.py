@@ -478,6 +478,14 @@ def _hand_scores(tmp: Path) -> Path:
     return path
 
 
+def _in_folder(path: Path, folder: str, name: str = "outcomes.csv") -> Path:
+    """``path`` moved to ``<its folder>/<folder>/<name>`` (an output folder's file name)."""
+    moved = path.parent / folder / name
+    moved.parent.mkdir(exist_ok=True)
+    path.rename(moved)
+    return moved
+
+
 def _overrides_config(tmp: Path) -> Path:
     for name in ("o.csv", "o.rejects.csv"):
         (tmp / name).write_text("partner_id,tier,action,reason,expires\n", encoding="utf-8")
@@ -595,6 +603,34 @@ SHARED_FILES = {
         ],
         "raw/partners.csv",
         "--out {t}/raw: also given as --raw; an output must not overwrite an input",
+    ),
+    # an input among the files a job writes in its output folder (overwritten until 2026-12-06)
+    "analyze_assignments_are_its_outcomes": (
+        lambda t: [
+            *("experiment", "analyze", "--assignments", _in_folder(assignments_file(t), "O")),
+            *("--raw", raw_copy(t), "--horizon", "90", "--out", t / "O"),
+        ],
+        "O/outcomes.csv",
+        "--out {t}/O/outcomes.csv: also given as --assignments; an output must not overwrite "
+        "an input",
+    ),
+    "build_cutoffs_are_its_training_set": (
+        lambda t: [
+            *("build", "--raw", raw_copy(t)),
+            *("--cutoffs", _in_folder(_hand_scores(t), "F", "training_set.parquet")),
+            *("--out", t / "F"),
+        ],
+        "F/training_set.parquet",
+        "--out {t}/F/training_set.parquet: also given as --cutoffs; an output must not "
+        "overwrite an input",
+    ),
+    "monitor_scores_are_its_report": (
+        lambda t: [
+            *("monitor", "--raw", raw_copy(t), "--as-of", AS_OF),
+            *("--scores", _in_folder(_hand_scores(t), "M", "monitor.json"), "--out", t / "M"),
+        ],
+        "M/monitor.json",
+        "--out {t}/M/monitor.json: also given as --scores; an output must not overwrite an input",
     ),
     # two inputs: the error about the file names both options
     "report_scores_is_partners_file": (

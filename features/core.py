@@ -640,7 +640,9 @@ def _folder_lock(folder: Path, shared: bool = False) -> Iterator[None]:
     Two jobs publishing one set of files into a folder (two ``build --out DIR`` at once)
     interleaved their renames: each one's set whole, one after the other, with this. A file
     system without locks (NFS without a lock daemon) publishes unlocked, as before.
-    ``shared``: a reader's lock, taken once no publish holds the folder.
+    ``shared``: a reader's lock, taken once no publish holds the folder. ``folder`` may be
+    a lock file (:func:`file_lock`). Locks do not nest: a process holding one on a path
+    waits forever for another on the same path.
     """
     try:
         import fcntl
@@ -657,7 +659,19 @@ def _folder_lock(folder: Path, shared: bool = False) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
-folder_lock = _folder_lock  # for the jobs that read, check and write back one file (a registry)
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock for a job that reads, checks and writes back the file ``path``.
+
+    Held on ``.<name>.lock`` beside it (created), not on the folder: a job holding it may read
+    or publish other files of that folder, whose readers and publishes lock the folder
+    (:func:`_folder_lock`), without waiting on itself. The file itself is replaced by each
+    write (a rename), so a lock on it would be on the previous version.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    os.close(os.open(lock, os.O_WRONLY | os.O_CREAT, 0o666 & ~_umask()))
+    with _folder_lock(lock):
+        yield
 
 
 def publishing_mark(manifest_path: str | Path) -> Path:

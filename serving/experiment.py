@@ -42,7 +42,7 @@ from partnerscore.features.core import (
     check_day_count,
     discard_staged,
     existing_file,
-    folder_lock,
+    file_lock,
     frame_format,
     publish_listed,
     publish_staged,
@@ -382,9 +382,10 @@ def registry_lock(reg_path: Path) -> Iterator[None]:
     ``assign`` and ``stop`` read the registry, check it and write it back whole: two at once
     (two experiments' schedulers) each wrote back what it had read plus its own rows, and
     the one renamed last dropped the other's, leaving partners assigned that the registry no
-    longer protected (until 2026-12-06). The lock is :func:`features.core.folder_lock`'s
-    (flock on the folder of the file written, created if missing), the one two publishes
-    into a folder take turns by.
+    longer protected (until 2026-12-06). The lock is :func:`features.core.file_lock`'s
+    (flock on ``.registry.csv.lock`` beside the file written, its folder created if missing),
+    not the registry folder's: ``assign`` reads a scores file, whose check may wait for that
+    folder's lock, while it holds this one.
 
     Raises:
         PartnerscoreError: The folder cannot be created (one line naming it).
@@ -394,7 +395,7 @@ def registry_lock(reg_path: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PartnerscoreError(f"{reg_path}: cannot write: {exc.strerror or exc}") from exc
-    with folder_lock(folder):
+    with file_lock(write_target(reg_path)):
         yield
 
 

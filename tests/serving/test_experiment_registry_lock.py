@@ -132,3 +132,19 @@ def test_a_second_registry_writer_waits_and_keeps_the_first_s_rows(tmp_path, sec
         assert reg["experiment"].value_counts().to_dict() == {"first": 20, "second": 20}
     else:  # the first's rows kept, the stop applied to the old experiment's
         assert status == {"first": ["running"], "old": ["stopped"]}, status
+
+
+def test_assign_holding_the_registry_lock_reads_scores_beside_it(tmp_path):
+    # the registry's lock was its folder's, which a scores file's check waits for when a
+    # publishing mark is beside it (a score job killed while publishing): with the scores in
+    # the registry's folder, assign waited for its own lock for ever
+    _scores(tmp_path)
+    (tmp_path / ".scores.manifest.json.publishing").touch()  # a first publish killed
+    run = _start(tmp_path, "assign", "e1")
+    try:
+        out, err = run.communicate(timeout=300)  # only stops a hung test
+    finally:
+        run.kill()
+    assert run.returncode == 2, (out, err)
+    assert "its publish with the files beside it was interrupted" in err, err
+    assert not (tmp_path / "reg.csv").exists() and not (tmp_path / "e1.csv").exists()

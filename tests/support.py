@@ -442,3 +442,28 @@ def killed_at_rename(env: dict, folder: Path, out: Path, renames: int, when: str
     env["PARTNERSCORE_TEST_RENAMES"] = str(renames)
     env["PARTNERSCORE_TEST_WHEN"] = when
     return env
+
+
+def hand_scores(folder: Path, n: int = 40, drop: str | None = None) -> Path:
+    """``folder/scores.csv``: a hand-built scores-contract file of ``n`` partners for
+    ``experiment assign`` (partner, tier, quadrant, score), ``drop`` a column left out."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "partner_id": [f"P{i:03d}" for i in range(n)],
+            "as_of": "2026-03-01",
+            "score": [float(i) for i in range(n)],
+            "score_tier": "B",
+            "pred_revenue": 1000.0,
+            "pred_engagement": 0.5,
+            "tier": ["gold", "silver"] * (n // 2),
+            "quadrant": "star",
+            "intervention": "x",
+            "intervention_detail": "y",
+        }
+    )
+    if drop:
+        frame = frame.drop(columns=[drop])
+    frame.to_csv(folder / "scores.csv", index=False)
+    return folder / "scores.csv"

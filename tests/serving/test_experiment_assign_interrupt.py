@@ -14,56 +14,14 @@ import sys
 
 import pandas as pd
 import pytest
-from support import with_sitecustomize
-
-# SIGKILL to itself right before, or right after, the n-th rename onto a.csv or reg.csv
-_KILL_AT_RENAME = """
-import os, signal
-
-_replace = os.replace
-_left = int(os.environ["PARTNERSCORE_TEST_RENAMES"])
-_before = os.environ["PARTNERSCORE_TEST_WHEN"] == "before"
-
-
-def replace(src, dst, *args, **kwargs):
-    global _left
-    mine = os.path.basename(dst) in ("a.csv", "reg.csv")
-    if mine and _before and _left == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-    _replace(src, dst, *args, **kwargs)
-    if mine:
-        _left -= 1
-        if _left == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-os.replace = replace
-"""
-
-
-def _scores(tmp_path):
-    n = 40
-    pd.DataFrame(
-        {
-            "partner_id": [f"P{i:03d}" for i in range(n)],
-            "as_of": "2026-03-01",
-            "score": [float(i) for i in range(n)],
-            "score_tier": "B",
-            "pred_revenue": 1000.0,
-            "pred_engagement": 0.5,
-            "tier": ["gold", "silver"] * (n // 2),
-            "quadrant": "star",
-            "intervention": "x",
-            "intervention_detail": "y",
-        }
-    ).to_csv(tmp_path / "scores.csv", index=False)
+from support import hand_scores, killed_at_rename
 
 
 def _assign(tmp_path, seed, hook=None):
     env = dict(os.environ)
-    if hook is not None:
-        with_sitecustomize(env, tmp_path / "hook", _KILL_AT_RENAME)
-        env["PARTNERSCORE_TEST_WHEN"], env["PARTNERSCORE_TEST_RENAMES"] = hook
+    if hook is not None:  # (when, n): killed at the n-th rename into tmp_path (a.csv, reg.csv)
+        when, renames = hook
+        killed_at_rename(env, tmp_path / "hook", tmp_path, int(renames), when)
     return subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "experiment", "assign"]
         + ["--scores", str(tmp_path / "scores.csv"), "--name", "e", "--seed", str(seed)]
@@ -78,10 +36,10 @@ def _assign(tmp_path, seed, hook=None):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
 @pytest.mark.parametrize("when, renames", [("before", 1), ("after", 1), ("after", 2)])
 def test_an_assignment_killed_between_its_writes_is_protected_or_absent(tmp_path, when, renames):
-    _scores(tmp_path)
+    hand_scores(tmp_path)
     whole = tmp_path / "whole"  # an uninterrupted run's files, for comparison
     whole.mkdir()
-    _scores(whole)
+    hand_scores(whole)
     assert _assign(whole, 7).returncode == 0
     job = _assign(tmp_path, 7, (when, str(renames)))
     assert job.returncode == -signal.SIGKILL, job.stderr

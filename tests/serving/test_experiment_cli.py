@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import hand_scores
 
 from partnerscore.serving.cli import app, main
 
@@ -408,29 +409,6 @@ def test_a_milestone_shorter_than_the_engagement_period_is_refused(simulated, tm
     assert json.loads((out / "results.json").read_text())["milestones"] == [45, 90]
 
 
-def _scores(tmp_path, drop=None):
-    """A scores-contract file for assignment (hand-built input: partner, tier, quadrant, score)."""
-    n = 40
-    frame = pd.DataFrame(
-        {
-            "partner_id": [f"P{i:03d}" for i in range(n)],
-            "as_of": "2026-03-01",
-            "score": [float(i) for i in range(n)],
-            "score_tier": "B",
-            "pred_revenue": 1000.0,
-            "pred_engagement": 0.5,
-            "tier": ["gold", "silver"] * (n // 2),
-            "quadrant": "star",
-            "intervention": "x",
-            "intervention_detail": "y",
-        }
-    )
-    if drop:
-        frame = frame.drop(columns=[drop])
-    frame.to_csv(tmp_path / "scores.csv", index=False)
-    return tmp_path / "scores.csv"
-
-
 def _assign(tmp_path, *extra):
     return [
         "experiment", "assign", "--scores", str(tmp_path / "scores.csv"), "--name", "e",
@@ -439,7 +417,7 @@ def _assign(tmp_path, *extra):
 
 
 def test_assign_cli_is_reproducible_and_refuses_reassignment(tmp_path, capsys):
-    _scores(tmp_path)
+    hand_scores(tmp_path)
     assert main(_assign(tmp_path, "--seed", "7")) == 0
     first = (tmp_path / "a.csv").read_bytes()
     assert main(_assign(tmp_path, "--seed", "7")) == 0  # identical re-run: a no-op
@@ -466,14 +444,14 @@ def test_assign_cli_is_reproducible_and_refuses_reassignment(tmp_path, capsys):
     ],
 )
 def test_assign_bad_input_is_one_line(tmp_path, capsys, extra, message):
-    _scores(tmp_path)
+    hand_scores(tmp_path)
     assert main(_assign(tmp_path, *extra)) == 2
     assert message in _err(capsys)
     assert not (tmp_path / "a.csv").exists()
 
 
 def test_assign_scores_missing_a_column_is_one_line(tmp_path, capsys):
-    _scores(tmp_path, drop="score")
+    hand_scores(tmp_path, drop="score")
     assert main(_assign(tmp_path)) == 2
     assert _err(capsys).endswith("missing column 'score' (not a partnerscore scores file)")
 
@@ -730,7 +708,7 @@ BAD_REGISTRIES = {
 @pytest.mark.parametrize("command", ["assign_same_name", "assign_other_name", "stop"])
 def test_a_bad_registry_row_is_one_line_naming_column_and_row(case, command, tmp_path, capsys):
     rows, message = BAD_REGISTRIES[case]
-    _scores(tmp_path)
+    hand_scores(tmp_path)
     registry = tmp_path / "reg.csv"
     registry.write_text(REGISTRY_HEADER + rows)
     argv = {
@@ -750,7 +728,7 @@ def test_registry_states_that_are_legitimate(tmp_path, capsys):
     releases each running partner once; ``assign`` writes its rows in the registry's offset
     (plain rows among them made a registry of two time zones, refused next time) and re-running
     it is still a no-op."""
-    _scores(tmp_path)
+    hand_scores(tmp_path)
     registry = tmp_path / "reg.csv"
     zoned = RUNNING.replace("00:00:00", "01:00:00+01:00")
     stopped = zoned.replace("running", "stopped")
@@ -774,7 +752,7 @@ def test_an_assigned_at_with_a_utc_offset_is_read_in_utc(tmp_path, capsys):
     """``--assigned-at 2026-03-02T00:00+02:00`` stopped with "unexpected TypeError: Cannot
     compare tz-naive and tz-aware timestamps", exit 70: read in UTC, zone dropped, as every
     as_of and assigned_at is."""
-    _scores(tmp_path)
+    hand_scores(tmp_path)
     assert main(_assign(tmp_path, "--assigned-at", "2026-03-02T00:00+02:00")) == 0
     table = pd.read_csv(tmp_path / "a.csv", dtype=str)
     assert set(table["assigned_at"]) == {"2026-03-01 22:00:00"}

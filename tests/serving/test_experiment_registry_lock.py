@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import with_sitecustomize
+from support import hand_scores, with_sitecustomize
 
 # pause right before the rename onto reg.csv: say so (a file), wait for the go file
 _PAUSE_AT_REGISTRY = """
@@ -37,24 +37,6 @@ def replace(src, dst, *args, **kwargs):
 
 os.replace = replace
 """
-
-
-def _scores(tmp_path):
-    n = 20
-    pd.DataFrame(
-        {
-            "partner_id": [f"P{i:03d}" for i in range(n)],
-            "as_of": "2026-03-01",
-            "score": [float(i) for i in range(n)],
-            "score_tier": "B",
-            "pred_revenue": 1000.0,
-            "pred_engagement": 0.5,
-            "tier": ["gold", "silver"] * (n // 2),
-            "quadrant": "star",
-            "intervention": "x",
-            "intervention_detail": "y",
-        }
-    ).to_csv(tmp_path / "scores.csv", index=False)
 
 
 def _command(tmp_path, job, name):
@@ -99,7 +81,7 @@ def _waits_for_a_lock(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/locks, real processes")
 @pytest.mark.parametrize("second", ["assign", "stop"])
 def test_a_second_registry_writer_waits_and_keeps_the_first_s_rows(tmp_path, second):
-    _scores(tmp_path)
+    hand_scores(tmp_path, 20)
     if second == "stop":  # an experiment already running, which the second run stops
         done = subprocess.run(_command(tmp_path, "assign", "old"), capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -138,7 +120,7 @@ def test_assign_holding_the_registry_lock_reads_scores_beside_it(tmp_path):
     # the registry's lock was its folder's, which a scores file's check waits for when a
     # publishing mark is beside it (a score job killed while publishing): with the scores in
     # the registry's folder, assign waited for its own lock for ever
-    _scores(tmp_path)
+    hand_scores(tmp_path, 20)
     (tmp_path / ".scores.manifest.json.publishing").touch()  # a first publish killed
     run = _start(tmp_path, "assign", "e1")
     try:

@@ -136,6 +136,22 @@ def rejects_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.rejects.csv")
 
 
+def scores_manifest(out: Path, uri: str, rows: int, rejected: int, **more) -> dict:
+    """``<stem>.manifest.json``'s keys for a scores file ``out``, either engine's.
+
+    :func:`~partnerscore.features.core.publish_listed` adds its files' SHA-256. ``more``:
+    ``recorded`` (whether the history and ledger hold the batch) and the engine's own.
+    """
+    return {
+        "scores": out.name,
+        "rejects": rejects_path(out).name,
+        "model_uri": uri,
+        "rows": rows,
+        "rejected": rejected,
+        **more,
+    }
+
+
 @dataclass
 class ScoreResult:
     """Outcome of ``run_score``."""
@@ -1011,14 +1027,9 @@ def _publish(
                 discard_staged(staged)
                 raise
         written = sorted(quarantine.glob("*.csv")) if quarantine is not None else []
-        manifest = {
-            "scores": out.name,
-            "rejects": rejects_path(out).name,
-            "model_uri": uri,
-            "rows": len(file_rows),
-            "rejected": len(reject_frame),
-            "recorded": record_history,
-        }
+        manifest = scores_manifest(
+            out, uri, len(file_rows), len(reject_frame), recorded=record_history
+        )
         # the manifest, listing every file's SHA-256, renamed last
         publish_listed(staged, manifest, companion_manifest(out), written=written)
     finally:

@@ -1108,6 +1108,7 @@ def _score_job(
         peer_percentile,
         read_overrides,
         rejects_path,
+        scores_manifest,
     )
 
     tick = time.perf_counter()
@@ -1243,15 +1244,9 @@ def _score_job(
         # (scores.manifest.json, a mark beside it meanwhile), which the readers of a scores
         # file check; the rejects were written alone before the swap until 2026-12-06, and a
         # kill between the two left this run's rejects beside the previous run's scores
-        manifest = {
-            "scores": out.name,
-            "rejects": rejects_path(out).name,
-            "model_uri": uri,
-            "rows": len(rows),
-            "rejected": len(reject_frame),
-            "recorded": True,
-            "engine": "spark",
-        }
+        manifest = scores_manifest(
+            out, uri, len(rows), len(reject_frame), recorded=True, engine="spark"
+        )
         publish_listed(
             stage_frames([(reject_frame, rejects_path(out))]),
             manifest,

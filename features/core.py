@@ -405,6 +405,20 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file.
+
+    The same path once links and ``..`` are resolved, or one file by two names (a hard link,
+    a folder's other name). A path not there (yet) is compared by its resolved form only.
+    """
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same
+        return False
+
+
 def write_target(path: str | Path) -> Path:
     """The file that writing ``path`` replaces: ``path``, or the file its symbolic link names.
 

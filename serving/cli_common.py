@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from partnerscore.features.core import OptionError, PartnerscoreError
+from partnerscore.features.core import OptionError, PartnerscoreError, same_file
 from partnerscore.serving.console import ENDING
 
 _STATE = {
@@ -183,7 +183,7 @@ def _claim(path: str | Path, name: str, *, output: bool) -> str:
     for there, given, other, was_output in sorted(_STATE["files"], key=lambda f: not f[3]):
         if other == name:  # one option's path in several forms
             continue
-        if here == there or _same_file(here, there):
+        if same_file(here, there):
             if output or was_output:  # said by the output (the later one of two outputs)
                 first, second = (other, name) if output else (name, other)
                 what = (
@@ -205,16 +205,6 @@ def _claim(path: str | Path, name: str, *, output: bool) -> str:
             )
     _STATE["files"].append((here, str(path), name, output))
     return said
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two existing paths are one file (hard links, a folder's other name)."""
-    import os
-
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): not the same
-        return False
 
 
 def named_error(message: str) -> str:

@@ -48,6 +48,7 @@ from partnerscore.features.core import (
     publish_staged,
     quoted,
     read_frame,
+    same_file,
     stage_frames,
     stage_text,
     write_frame_atomic,
@@ -355,18 +356,13 @@ def _refuse_shared_registry(
         registry: The ``--registry`` value (None: the default).
         files: Option -> (its path, whether it is an input).
     """
-    import os
-
     said = (
         "also given as --registry"
         if registry is not None
         else "is the experiment registry (DATA_DIR/experiments/registry.csv)"
     )
     for option, (path, is_input) in files.items():
-        here, there = Path(os.path.abspath(path)).resolve(), Path(os.path.abspath(reg_path))
-        if here == there.resolve() or (
-            here.exists() and there.exists() and os.path.samefile(here, there)
-        ):
+        if same_file(path, reg_path):  # the CLI's own rule (cli_common._claim)
             what = (
                 "an output must not overwrite an input"
                 if is_input

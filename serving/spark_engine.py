@@ -1240,20 +1240,10 @@ def _score_job(
         tick = time.perf_counter()
         history.upsert(batch)
         ledger.record_decisions(decisions)
-        # as the pandas job: the rejects and the folder under one manifest renamed last
-        # (scores.manifest.json, a mark beside it meanwhile), which the readers of a scores
-        # file check; the rejects were written alone before the swap until 2026-12-06, and a
-        # kill between the two left this run's rejects beside the previous run's scores
         manifest = scores_manifest(
             out, uri, len(rows), len(reject_frame), recorded=True, engine="spark"
         )
-        publish_listed(
-            stage_frames([(reject_frame, rejects_path(out))]),
-            manifest,
-            companion_manifest(out),
-            folders=[(fresh, target)],
-            swap=_swap,
-        )
+        publish_dataset(out, fresh, reject_frame, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(target.with_name(f".{target.name}.new"), ignore_errors=True)
@@ -1349,6 +1339,32 @@ def _stage_parts(staging: Path, out: Path, good: pd.DataFrame) -> Path:
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, parts))
     return fresh
+
+
+def publish_dataset(out: Path, fresh: Path, rejects: pd.DataFrame, manifest: dict) -> None:
+    """Publish a run's staged folder ``fresh`` as ``out`` and its ``rejects`` beside it.
+
+    As the pandas job's files: the rejects and the folder under one manifest renamed last
+    (``scores.manifest.json``, a publishing mark beside it meanwhile), which the readers of a
+    scores file check; the folder swapped in by :func:`_swap`. The rejects were written alone
+    before the swap until 2026-12-06, and a kill between the two left this run's rejects
+    beside the previous run's scores.
+
+    Args:
+        out: The ``--out`` folder (a link: its target is replaced).
+        fresh: The staged folder of part files (``.<out>.new``, :func:`_stage_parts`).
+        rejects: The run's rejected rows.
+        manifest: The manifest's keys (:func:`~partnerscore.serving.score.scores_manifest`).
+    """
+    from partnerscore.serving.score import rejects_path
+
+    publish_listed(
+        stage_frames([(rejects, rejects_path(out))]),
+        manifest,
+        companion_manifest(out),
+        folders=[(fresh, write_target(out))],
+        swap=_swap,
+    )
 
 
 def _aside(out: Path) -> Path:

@@ -1,23 +1,32 @@
-"""``score --engine spark`` killed while swapping its output folder never loses the old one.
+"""``score --engine spark`` killed while publishing its output never loses or mixes scores.
 
 The job's output is a folder of part files, built beside it (``.scores.parquet.new``) and
-swapped in at the end. The swap deleted the old folder and then renamed the new one in: a
-SIGKILL (out of memory, ``kill -9``) between the two left no scores folder at all, the
-previous run's results gone. The old folder is now renamed aside (``.scores.parquet.old``),
-the new one renamed in, and the old one deleted last; the next run first puts an aside
-folder back when no output is there, or removes it when the new one is. The child kills
-itself at the exact rename (a sitecustomize hook), so nothing depends on timing.
+swapped in at the end with its rejects file, under one ``scores.manifest.json`` renamed last
+(``spark_engine.publish_dataset``). The swap deleted the old folder and then renamed the new
+one in: a SIGKILL (out of memory, ``kill -9``) between the two left no scores folder at all,
+the previous run's results gone. The old folder is now renamed aside
+(``.scores.parquet.old``), the new one renamed in, and the old one deleted last; the next run
+first puts an aside folder back when no output is there, or removes it when the new one is.
+
+The kills: the publish step runs in a child Python that kills itself at the exact rename (a
+sitecustomize hook), so nothing depends on timing. That child runs ``publish_dataset``, the
+function the job calls last, on a staged folder of real part files (the job's previous
+output, as of another date): a whole Spark job reaches that step only after ~50 s of JVM and
+scoring, and nine such runs made this the suite's slowest file (478 s). Whole Spark jobs
+still make the previous output, restore an aside folder at their start, and publish over
+what a kill left.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
 import sys
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from support import needs_java, with_sitecustomize
 
@@ -42,6 +51,24 @@ def replace(src, dst, *args, **kwargs):
 
 
 os.replace = replace
+"""
+
+# the job's last step on the folder staged beside OUT (argv[1]), with one rejected row
+_PUBLISH = """
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from partnerscore.serving.score import scores_manifest
+from partnerscore.serving.spark_engine import publish_dataset
+
+out = Path(sys.argv[1])
+fresh = out.with_name(f".{out.name}.new")
+rows = sum(len(pd.read_parquet(part)) for part in fresh.glob("part-*.parquet"))
+rejects = pd.DataFrame({"partner_id": ["P-now"], "as_of": ["2026-04-01"], "reason": ["now"]})
+manifest = scores_manifest(out, "models:/m/1", rows, 1, recorded=True, engine="spark")
+publish_dataset(out, fresh, rejects, manifest)
 """
 
 
@@ -90,6 +117,43 @@ def previous_output(raw_dir, model_store, tmp_path_factory):
     return out
 
 
+def _stage(out, as_of="2026-04-01"):
+    """The previous output's parts as of ``as_of``, staged where the job stages its folder."""
+    fresh = out.with_name(f".{out.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    for part in sorted(out.glob("part-*.parquet")):
+        table = pq.read_table(part)
+        column = table.schema.get_field_index("as_of")
+        values = pa.array([pd.Timestamp(as_of)] * len(table)).cast(table.schema.field(column).type)
+        pq.write_table(table.set_column(column, "as_of", values), fresh / part.name)
+    return fresh
+
+
+def _publish(out, env_hook=None):
+    """``publish_dataset`` in a child Python; ``env_hook(env)`` sets its kill hook."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if env_hook is not None:
+        env_hook(env)
+    return subprocess.run(
+        [sys.executable, "-c", _PUBLISH, str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _killed_at(tmp_path, when, src):
+    def hook(env):
+        with_sitecustomize(env, tmp_path / "hook", _KILL_AT_RENAME)
+        env["PARTNERSCORE_TEST_WHEN"], env["PARTNERSCORE_TEST_SRC"] = when, src
+
+    return hook
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
 @pytest.mark.parametrize(
     "when, src",
@@ -100,14 +164,15 @@ def previous_output(raw_dir, model_store, tmp_path_factory):
     ],
 )
 def test_a_spark_score_killed_while_swapping_keeps_the_previous_scores(
-    raw_dir, cli_config, previous_output, tmp_path, when, src
+    previous_output, tmp_path, when, src
 ):
     needs_java()
     out = tmp_path / "out" / "scores.parquet"
-    shutil.copytree(previous_output, out)
+    shutil.copytree(previous_output.parent, out.parent)  # scores, rejects, manifest
     before = _parts(out)
     aside = out.with_name(".scores.parquet.old")
-    job = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01", (when, src))
+    _stage(out)
+    job = _publish(out, _killed_at(tmp_path, when, src))
     assert job.returncode == -signal.SIGKILL, job.stderr[-3000:]
     if src == "scores.parquet":  # nothing swapped yet: the previous folder in place
         assert _parts(out) == before and not aside.exists()
@@ -118,11 +183,44 @@ def test_a_spark_score_killed_while_swapping_keeps_the_previous_scores(
         assert _as_of(out) == "2026-03-01"
     else:  # the new folder in place, the previous one aside: removed by the next run
         assert _as_of(out) == "2026-04-01" and _parts(aside) == before
-    # the next run (the same batch) recovers or cleans what the kill left, and publishes
-    again = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01")
+    # the next publish recovers or cleans what the kill left, and publishes
+    _stage(out)
+    again = _publish(out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _as_of(out) == "2026-04-01" and not aside.exists()
     assert not out.with_name(".scores.parquet.new").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+def test_the_next_spark_score_puts_an_aside_folder_back_before_any_other_work(
+    raw_dir, cli_config, previous_output, tmp_path
+):
+    """Killed between the swap's renames, a run left the previous scores aside and no output:
+    the next run puts them back first, so a run that then stops (here: a --validated folder
+    that holds no snapshot) leaves the previous scores in place, not aside."""
+    needs_java()
+    out = tmp_path / "out" / "scores.parquet"
+    shutil.copytree(previous_output.parent, out.parent)
+    before = _parts(out)
+    aside = out.with_name(".scores.parquet.old")
+    out.rename(aside)  # what a kill between the two renames leaves (the test above)
+    empty = tmp_path / "not-a-snapshot"  # a folder, so the option's check passes
+    empty.mkdir()
+    config, env = cli_config
+    env = dict(env)
+    job = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "score", "--engine", "spark"]
+        + ["--master", "local[2]", "--raw", str(raw_dir), "--as-of", "2026-04-01"]
+        + ["--validated", str(empty)]
+        + ["--out", str(out), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert job.returncode != 0 and "not-a-snapshot" in job.stderr, job.stderr[-3000:]
+    assert len(job.stderr.strip().splitlines()) == 1, job.stderr[-3000:]
+    assert _parts(out) == before and not aside.exists()
 
 
 # SIGKILL to itself right after renaming onto a path named PARTNERSCORE_TEST_DST
@@ -150,14 +248,10 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
     """The rejects were written on their own before the folder swap, with no manifest: a kill
     between the two left this run's rejects beside the previous run's scores, read silently.
     They are now published with the folder under scores.manifest.json (renamed last, a mark
-    meanwhile), as the pandas engine's files are, and check_companions refuses the mix."""
+    meanwhile), as the pandas engine's files are, and check_companions refuses the mix. The
+    next whole Spark job publishes over what the kill left (its staged folder, the mark)."""
     needs_java()
-    from partnerscore.features.core import (
-        PartnerscoreError,
-        check_companions,
-        check_listed,
-        file_fingerprint,
-    )
+    from partnerscore.features.core import PartnerscoreError, check_companions, check_listed
 
     out = tmp_path / "out" / "scores.parquet"
     shutil.copytree(previous_output.parent, out.parent)  # scores, rejects, manifest
@@ -165,16 +259,14 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
     listed = check_listed(manifest)["files"]  # the previous run's parts and rejects, listed
     assert {"scores.rejects.csv", *(f"scores.parquet/{p}" for p in _parts(out))} == set(listed)
     before, rejects = _parts(out), out.with_name("scores.rejects.csv")
-    # the previous run's rejects made to hold a row (this batch rejects none), listed as such
-    rejects.write_text("partner_id,as_of,reason\nP-previous,2026-03-01,a reject of before\n")
-    whole = json.loads(manifest.read_text())
-    whole["files"]["scores.rejects.csv"] = file_fingerprint(rejects)
-    manifest.write_text(json.dumps(whole))
     rejects_before = rejects.read_bytes()
-    config, env = cli_config
-    env = with_sitecustomize(dict(env), tmp_path / "hook", _KILL_AFTER_RENAME_TO)
-    env["PARTNERSCORE_TEST_DST"] = "scores.rejects.csv"
-    job = _score(raw_dir, out, (config, env), tmp_path, "2026-04-01")
+    _stage(out)
+
+    def hook(env):
+        with_sitecustomize(env, tmp_path / "hook", _KILL_AFTER_RENAME_TO)
+        env["PARTNERSCORE_TEST_DST"] = "scores.rejects.csv"
+
+    job = _publish(out, hook)
     assert job.returncode == -signal.SIGKILL, job.stderr[-3000:]
     # this run's rejects beside the previous run's scores, the publishing mark there
     assert _parts(out) == before and rejects.read_bytes() != rejects_before
@@ -185,6 +277,7 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
     again = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01")
     assert again.returncode == 0, again.stderr[-3000:]
     assert not out.with_name(".scores.manifest.json.publishing").exists()
+    assert not out.with_name(".scores.parquet.new").exists()
     check_companions(out)
     check_listed(manifest)
     assert _as_of(out) == "2026-04-01"

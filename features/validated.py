@@ -35,6 +35,7 @@ from partnerscore.features.contract import CONTRACT_VERSION, TABLES
 from partnerscore.features.core import (
     PartnerscoreError,
     file_fingerprint,
+    same_file,
     write_frame_atomic,
     write_text_atomic,
 )
@@ -118,6 +119,18 @@ def _rules(config: ValidateConfig, raw: RawData) -> dict:
     }
 
 
+def _refuse_raw_folder(out: Path, raw_dir: str | Path) -> None:
+    """Refuse a snapshot folder that is the raw folder itself, in one line.
+
+    Its tables would sit beside the raw files and each table be given twice (deals.parquet
+    beside deals.csv).
+    """
+    if same_file(out, raw_dir):
+        raise PartnerscoreError(
+            f"--validated {out}: is the raw folder itself; use a folder such as {out}/validated"
+        )
+
+
 def write_validated(
     raw: RawData, out_dir: str | Path, config: ValidateConfig | None = None
 ) -> Path:
@@ -138,10 +151,7 @@ def write_validated(
     out = Path(out_dir)
     if not raw.files or any(str(p).startswith("<frames>") for p in raw.files.values()):
         raise PartnerscoreError(f"{out}: only tables validated from files can be snapshotted")
-    if out.resolve() == Path(raw.report.raw_dir).resolve():
-        raise PartnerscoreError(
-            f"--validated {out}: is the raw folder itself; use a folder such as {out}/validated"
-        )
+    _refuse_raw_folder(out, raw.report.raw_dir)
     try:
         (out / "quarantine").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -213,6 +223,7 @@ def run_validate_snapshot(
     raw_dir: str | Path, out_dir: str | Path, config: ValidateConfig | None = None
 ) -> SnapshotReport:
     """The ``partnerscore validate RAW --validated DIR`` job: validate, quarantine, snapshot."""
+    _refuse_raw_folder(Path(out_dir), raw_dir)  # before minutes of validation, not after
     raw = load_raw(raw_dir, config=config)
     write_validated(raw, out_dir, config)
     return SnapshotReport(**vars(raw.report), snapshot_dir=Path(out_dir))

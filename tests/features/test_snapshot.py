@@ -269,3 +269,8 @@ def test_snapshot_into_the_raw_folder_is_refused(tmp_path):
     with pytest.raises(PartnerscoreError, match="is the raw folder itself"):
         run_validate_snapshot(raw, raw)
     assert not (raw / "deals.parquet").exists()
+    # refused before validating (it validated first, and wrote the quarantine, until 2026-12-06)
+    assert not (raw / "quarantine").exists()
+    with pytest.raises(PartnerscoreError, match="is the raw folder itself"):
+        run_validate_snapshot(raw, raw / ".." / raw.name)  # the same folder by another name
+    assert not (raw / "quarantine").exists()

@@ -46,10 +46,12 @@ demo: install
 # Two pytest-xdist workers: the suite is CPU-bound (LightGBM fits, Spark, Chromium) and each
 # worker builds its own session fixtures; on 2 cores 888 tests took 9:25 against 15:30 in one
 # process. A test file runs whole, in order, in one worker (--dist loadfile), as in one process.
-# TEST_WORKERS=0 runs them in this process.
+# Files are handed out in collection order, the slowest first (tests/conftest.py:
+# SLOW_FILES_FIRST); xdist's default order, most tests first, left the few-test Spark files
+# (~650 s) for last, one worker running them alone. TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
 test: install browser services
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_dependency_floor.py
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/test_dependency_floor.py
 
 # The pyproject lower bounds, checked: every direct dependency at its floor from the package
 # index (downloads, so not part of `make test`), then the demo on them (~1 min warm).

@@ -104,13 +104,13 @@ def not_a_date(source: object, row: int, value: object, column: str = "as_of") -
     import pandas as pd
 
     if pd.isna(value):
-        return f"{source}: column '{column}' row {row + 1}: is empty"
+        return f"{at_row(source, row, column)}: is empty"
     what = f"{quoted(value)} is not a date"
     if isinstance(value, bool | np.bool_) or str(value).strip().lower() in ("true", "false"):
         what += " (true/false; give dates as YYYY-MM-DD)"
     elif isinstance(value, numbers.Number):
         what += " (a number; give dates as YYYY-MM-DD)"
-    return f"{source}: column '{column}' row {row + 1}: {what}"
+    return f"{at_row(source, row, column)}: {what}"
 
 
 def as_of_dates(source: object, frame: pd.DataFrame, column: str = "as_of") -> pd.Series:
@@ -205,11 +205,15 @@ def mixed_zones(source: object, frame: pd.DataFrame, exc: Exception, column: str
     if "None" in (zones[row], zones[first]):
         has = "has no UTC offset" if zones[row] == "None" else "has a UTC offset"
         other = "one" if zones[row] == "None" else "none"
-        what = f"{has} and row {first + 1} ({quoted(values.iloc[first])}) has {other}"
+        what = f"{has} and {other_row(source, first, row)} ({quoted(values.iloc[first])}) has "
+        what += other
     else:
-        what = f"has another time zone than row {first + 1} ({quoted(values.iloc[first])})"
+        what = (
+            f"has another time zone than {other_row(source, first, row)} "
+            f"({quoted(values.iloc[first])})"
+        )
     return (
-        f"{source}: column '{column}' row {row + 1}: {quoted(values.iloc[row])} {what} "
+        f"{at_row(source, row, column)}: {quoted(values.iloc[row])} {what} "
         f"(partner {quoted(frame['partner_id'].iloc[row])})"
         f"; give every {column} in one time zone, or none"
     )
@@ -1360,3 +1364,222 @@ def isin_text(values, universe) -> np.ndarray:
     left = pd.Series(np.asarray(values, dtype=object), dtype=object)
     right = pd.Series(np.asarray(universe, dtype=object), dtype=object)
     return left.isin(right).to_numpy(dtype=bool)
+
+
+HIDDEN_PREFIXES = ("_", ".")
+"""First characters of the files a Parquet dataset folder holds beside its parts and readers
+skip, as Spark and pyarrow do: ``_SUCCESS``, ``_metadata``, ``.part-00000.parquet.crc``."""
+
+
+class PartRows(str):
+    """A Parquet dataset folder read as one frame (:func:`read_dataset`), for messages.
+
+    As text it is the folder (``scores.parquet``); it also knows, for each position of the
+    frame read, the part file and the row within it (:func:`row_at`), so that a message naming
+    a row names the part holding it: ``scores.parquet/part-00001.parquet: column 'as_of' row
+    3``. A file's rows are positions of the file, so a plain path needs no such map.
+    """
+
+    files: tuple[str, ...]
+    part: np.ndarray
+    row: np.ndarray
+
+    def __new__(cls, folder: str | Path, files: Iterable[str], part, row) -> PartRows:
+        """The folder's text, with its part files and each frame position's part and row."""
+        self = super().__new__(cls, str(folder))
+        self.files = tuple(files)
+        self.part = part
+        self.row = row
+        return self
+
+    def __getnewargs__(self) -> tuple:
+        return str(self), self.files, self.part, self.row
+
+
+def row_at(source: object, row: int) -> tuple[str, int]:
+    """The file and 1-based row of position ``row`` (0-based) of the rows read from ``source``.
+
+    ``source``: a file (its rows are its positions), or a :class:`PartRows` (the part file
+    holding the row, and the row within that part).
+    """
+    if isinstance(source, PartRows):
+        return source.files[int(source.part[row])], int(source.row[row]) + 1
+    return str(source), int(row) + 1
+
+
+def at_row(source: object, row: int, column: str | None = None) -> str:
+    """``<file>: column '<column>' row <n>`` (``<file>: row <n>`` without a column).
+
+    The start of a one-line error about position ``row`` of the rows read from ``source``
+    (:func:`row_at`): a dataset folder's row is said as its part file's.
+    """
+    file, number = row_at(source, row)
+    return f"{file}: column '{column}' row {number}" if column else f"{file}: row {number}"
+
+
+def other_row(source: object, row: int, beside: int) -> str:
+    """``row <n>`` for position ``row``, in a message about position ``beside``.
+
+    ``row <n> of <file>`` when the two rows are in different part files of a dataset folder
+    (the message begins with ``beside``'s part: :func:`at_row`).
+    """
+    file, number = row_at(source, row)
+    return f"row {number}" if file == row_at(source, beside)[0] else f"row {number} of {file}"
+
+
+def dataset_parts(folder: str | Path) -> list[Path]:
+    """The part files of a Parquet dataset folder (``scores.parquet/part-00000.parquet``, ...).
+
+    Every ``*.parquet`` file in the folder, in name order; files whose names begin with ``_``
+    or ``.`` are skipped, as Spark skips them (``_SUCCESS``, ``.part-00000.parquet.crc``).
+
+    Raises:
+        PartnerscoreError: An empty folder, no part file, or anything else in it (another
+            file, a folder): one line naming the folder or that entry.
+    """
+    folder = Path(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise PartnerscoreError(f"{folder}: cannot read folder: {exc.strerror or exc}") from exc
+    if not names:
+        raise PartnerscoreError(
+            f"{folder}: empty folder (expected a file, or a Parquet dataset folder of "
+            "*.parquet part files)"
+        )
+    parts = []
+    for name in names:
+        if name.startswith(HIDDEN_PREFIXES):
+            continue
+        path = folder / name
+        if path.is_dir():
+            raise PartnerscoreError(
+                f"{path}: a folder inside a Parquet dataset folder (expected only its "
+                "*.parquet part files)"
+            )
+        if not name.lower().endswith(".parquet"):
+            raise PartnerscoreError(
+                f"{path}: not a Parquet part file (a Parquet dataset folder holds only "
+                "*.parquet part files)"
+            )
+        parts.append(path)
+    if not parts:
+        raise PartnerscoreError(
+            f"{folder}: no Parquet part files (*.parquet) in the folder, only "
+            f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+        )
+    return parts
+
+
+def _plain_type(kind) -> str:
+    """An Arrow type as the frame read from it has it (a dictionary's values; any width)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        kind = pa.string()
+    if pa.types.is_large_binary(kind):
+        kind = pa.binary()
+    if pa.types.is_timestamp(kind):
+        return f"timestamp[{kind.tz}]" if kind.tz else "timestamp"
+    return str(kind)
+
+
+def _part_columns(path: Path, first: Path | None, want: dict[str, str] | None) -> dict[str, str]:
+    """A part's columns and types, checked against the first part's (``want``)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    got = {field.name: _plain_type(field.type) for field in schema}
+    if want is None:
+        return got
+    missing = [c for c in want if c not in got]
+    extra = [c for c in got if c not in want]
+    if missing or extra:
+        said = "; ".join(
+            f"{what} {', '.join(quoted(c) for c in names[:5])}{', ...' if len(names) > 5 else ''}"
+            for what, names in (("without", missing), ("with", extra))
+            if names
+        )
+        raise PartnerscoreError(
+            f"{path}: its columns are not {first.name}'s ({said}): the parts of a dataset "
+            "folder hold the same columns"
+        )
+    for name, kind in got.items():
+        if kind != want[name] and "null" not in (kind, want[name]):  # all-missing: any type
+            raise PartnerscoreError(
+                f"{path}: column {quoted(name)} is {kind}, {want[name]} in {first.name}: the "
+                "parts of a dataset folder hold the same columns"
+            )
+    return got
+
+
+def read_dataset(folder: str | Path, by: str | None = None) -> tuple[pd.DataFrame, PartRows]:
+    """A Parquet dataset folder's part files read as one frame (``score --engine spark``'s).
+
+    Each part (:func:`dataset_parts`) is read as :func:`read_frame` reads a Parquet file and
+    the parts are stacked in name order; with ``by``, the rows are then put in that column's
+    order (stable; the Spark engine writes one part per partner group, each sorted by
+    partner), as the pandas job's single file holds them.
+
+    Args:
+        folder: The folder.
+        by: A column to order the rows by, when the frame has it (None: parts in order).
+
+    Returns:
+        The frame and its :class:`PartRows` (the folder, for messages naming a row).
+
+    Raises:
+        PartnerscoreError: Not a dataset folder (:func:`dataset_parts`), a part that is empty
+            or no Parquet file, or parts with other columns (or types) than the first's: one
+            line naming the folder or the part.
+    """
+    import numpy as np
+    import pandas as pd
+
+    folder = Path(folder)
+    parts = dataset_parts(folder)
+    frames, want = [], None
+    for path in parts:
+        try:
+            if path.stat().st_size == 0:
+                raise PartnerscoreError(f"{path}: empty file")
+            wrong = other_format(path)
+            if wrong is not None:
+                raise PartnerscoreError(f"{path}: cannot read file: {wrong}")
+            want = _part_columns(path, parts[0], want)
+            frames.append(pd.read_parquet(path).reset_index(drop=True))
+        except PartnerscoreError:
+            raise
+        except Exception as exc:  # arrow/OS errors: one line for the user
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise PartnerscoreError(f"{path}: cannot read file: {first}") from exc
+    sizes = [len(f) for f in frames]
+    part = np.repeat(np.arange(len(frames)), sizes)
+    row = np.concatenate([np.arange(n) for n in sizes])
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if by is not None and by in frame.columns and not frame[by].is_monotonic_increasing:
+        order = frame.sort_values(by, kind="stable").index.to_numpy()
+        frame = frame.iloc[order].reset_index(drop=True)
+        part, row = part[order], row[order]
+    return frame, PartRows(folder, [str(p) for p in parts], part, row)
+
+
+def read_frame_or_dataset(
+    path: str | Path, text: Callable[[str], bool] | None = None, by: str | None = "partner_id"
+) -> tuple[pd.DataFrame, Path | PartRows]:
+    """A file (:func:`read_frame`) or a Parquet dataset folder (:func:`read_dataset`).
+
+    What the readers of a scores file use: ``score --engine spark`` writes a folder of part
+    files where the pandas job writes one file, and both are read alike (a folder's rows in
+    ``by``'s order, as the file holds them).
+
+    Returns:
+        The frame and what messages about its rows name: the file (positions are its rows),
+        or the folder's :class:`PartRows` (:func:`at_row` names the part and its row).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_dataset(path, by)
+    return read_frame(path, text), path

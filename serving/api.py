@@ -41,8 +41,10 @@ from pydantic import BaseModel, ValidationError
 from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateConfig
 from partnerscore.features.core import (
     PartnerscoreError,
+    PartRows,
     check_companions,
     read_frame,
+    read_frame_or_dataset,
     write_frame_atomic,
 )
 from partnerscore.features.validate import RawData
@@ -461,7 +463,8 @@ def forecast(
     Nothing is written (the CLI writes the file).
 
     Args:
-        scores: Score rows (from :func:`score`) or a scores file.
+        scores: Score rows (from :func:`score`) or a scores file: CSV or Parquet, or the
+            Parquet dataset folder ``score --engine spark`` writes (read as one file).
         by: Segment columns (``"tier,region"`` or a tuple; empty or None: totals only).
         period: ``day``, ``week``, ``month`` or ``quarter`` (default ``day``; ``month`` with
             ``phased``).
@@ -483,10 +486,12 @@ def forecast(
             "scores: expected score rows (a DataFrame) or a scores file, "
             f"got {type(scores).__name__}"
         )
-    source = "scores" if isinstance(scores, pd.DataFrame) else str(scores)
+    source, frame = "scores", scores
     if not isinstance(scores, pd.DataFrame):  # a scores file: a publish killed midway refused
         check_companions(scores, "run `partnerscore score` again")
-    frame = scores if isinstance(scores, pd.DataFrame) else read_frame(scores)
+        # a file, or the folder of part files `score --engine spark` writes
+        frame, source = read_frame_or_dataset(scores)
+        source = source if isinstance(source, PartRows) else str(scores)
     try:
         return forecast_table(
             frame,

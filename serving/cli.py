@@ -730,7 +730,7 @@ def report(
     """Write one HTML report per partner and an index.html portfolio page."""
     from partnerscore.serving.report import run_report
 
-    name_input(scores, "--scores")
+    name_input(scores, "--scores", whole=True)
     name_input(partners_file, "--partners-file")
     name_input(notes, "--notes")
     name_output(out, "--out")
@@ -796,7 +796,7 @@ def forecast(
     """Expected revenue with intervals per segment and period, for downstream forecasting."""
     from partnerscore.serving.forecast import parse_by, run_forecast
 
-    name_input(scores, "--scores")
+    name_input(scores, "--scores", whole=True)
     name_output(out, "--out")
     result = run_forecast(
         _config(config),
@@ -825,7 +825,7 @@ def monitor(
     """Drift, anomalies, staleness and backtests of a batch (exit 1 on any alarm)."""
     as_of_date = _parse_date(as_of, "--as-of")
     input_path(raw, "--raw", folder=True, what="raw data folder")
-    name_input(scores, "--scores")
+    name_input(scores, "--scores", whole=True)
     from partnerscore.serving.monitor import MONITOR_FILES, run_monitor
 
     name_output(out, "--out", writes=MONITOR_FILES)  # the files run_monitor writes
@@ -878,7 +878,7 @@ def whatif(
         if policy is None or scores is None or partner is not None or set_:
             raise UsageError("whatif: give --policy FILE --scores FILE together, alone", ctx)
         input_path(policy, "--policy", what="config file")
-        name_input(scores, "--scores")
+        name_input(scores, "--scores", whole=True)
         name_output(out, "--out")
         emit(jobs.run_whatif_policy(cfg, policy, scores, out))
         return

@@ -117,20 +117,26 @@ def new_app(name: str, help: str) -> typer.Typer:
     )
 
 
-def name_input(path: str | Path | None, name: str) -> None:
+def name_input(path: str | Path | None, name: str, *, whole: bool = False) -> None:
     """Remember that option (or config key) ``name`` gave the input ``path``.
 
     A one-line error of the job that begins with the path (``<path>: empty file``, ``<path>:
     column 'tier' row 3: ...``) is then said with ``name`` before it (:func:`named_error`).
+    ``whole``: the input may be a folder read whole (a scores file, or the Parquet dataset
+    folder of part files ``score --engine spark`` writes): an error beginning with a file in
+    it (``<path>/part-00001.parquet: ...``) is said with ``name`` too, and an output anywhere
+    inside it is refused (:func:`name_output`), not only one directly in it.
     """
     import os
 
     if path is None:
         return
     text = str(path)
-    name = _claim(path, name, output=False)
+    name = _claim(path, name, output=False, whole=whole)
     for form in {text, str(Path(text)), os.path.abspath(text)}:
         _STATE["inputs"][form] = name
+        if whole:
+            _STATE["inputs"][form.rstrip("/") + "/"] = name
 
 
 def name_output(path: str | Path | None, name: str, *, writes: tuple[str, ...] = ()) -> None:
@@ -164,7 +170,7 @@ def name_output(path: str | Path | None, name: str, *, writes: tuple[str, ...] =
             _claim(Path(path) / file, name, output=True)
 
 
-def _claim(path: str | Path, name: str, *, output: bool) -> str:
+def _claim(path: str | Path, name: str, *, output: bool, whole: bool = False) -> str:
     """Record that option ``name`` names ``path`` (an input or an output).
 
     Returns the name an error about the input is said with: two input options naming one
@@ -180,7 +186,9 @@ def _claim(path: str | Path, name: str, *, output: bool) -> str:
     here = Path(os.path.realpath(path))  # a link loop: as it stands, said by the writer
     said = name
     # an output over a file named as input and output (the registry) is said as two outputs
-    for there, given, other, was_output in sorted(_STATE["files"], key=lambda f: not f[3]):
+    for there, given, other, was_output, read_whole in sorted(
+        _STATE["files"], key=lambda f: not f[3]
+    ):
         if other == name:  # one option's path in several forms
             continue
         if same_file(here, there):
@@ -195,31 +203,41 @@ def _claim(path: str | Path, name: str, *, output: bool) -> str:
             if "." not in other.lstrip("-"):  # two input options (not a config key): both
                 said = f"{other} and {said}"
             continue
-        if output and not was_output and there.is_dir() and here.parent == there:
+        # a folder read whole (a scores dataset folder): anywhere below it, not only in it
+        if output and not was_output and there.is_dir() and _inside(here, there, read_whole):
             raise OptionError(
                 f"{name} {path}: inside {other} {given}, an input folder; write outputs elsewhere"
             )
-        if was_output and not output and here.is_dir() and there.parent == here:
+        if was_output and not output and here.is_dir() and _inside(there, here, whole):
             raise OptionError(
                 f"{other} {given}: inside {name} {path}, an input folder; write outputs elsewhere"
             )
-    _STATE["files"].append((here, str(path), name, output))
+    _STATE["files"].append((here, str(path), name, output, whole))
     return said
+
+
+def _inside(path: Path, folder: Path, anywhere: bool) -> bool:
+    """Whether ``path`` is directly in ``folder`` (``anywhere``: or in a folder below it)."""
+    return path.parent == folder or (anywhere and folder in path.parents)
 
 
 def named_error(message: str) -> str:
     """``message`` with the option or config key that gave the file it begins with, if any.
 
-    ``<path>: empty file`` -> ``--overrides <path>: empty file``; a message naming the
-    option or key already (``(config key score.overrides_path)``) is left as it is.
+    ``<path>: empty file`` -> ``--overrides <path>: empty file`` (a folder read whole: also
+    ``<path>/part-00001.parquet: empty file`` -> ``--scores <path>/part-00001.parquet: ...``);
+    a message naming the option or key already (``(config key score.overrides_path)``) is
+    left as it is.
     """
     import re
 
     for path in sorted(_STATE["inputs"], key=len, reverse=True):
-        if message.startswith(f"{path}:"):
+        # ``<folder>/``: a folder read whole (name_input's ``whole``), a message about its file
+        folder = path.endswith("/")
+        if message.startswith(path if folder else f"{path}:"):
             name = _STATE["inputs"][path]
             # named already: the name as a word of its own, not inside a path (RAW/validated)
-            rest = message[len(path) + 1 :]
+            rest = message.partition(": ")[2] if folder else message[len(path) + 1 :]
             said = re.search(rf"(?<![\w/.-]){re.escape(name)}(?![\w/.-])", rest)
             return message if said else f"{name} {message}"
     return message

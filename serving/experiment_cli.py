@@ -84,7 +84,7 @@ def assign(
     from partnerscore.features.experiments import parse_arms
     from partnerscore.serving.experiment import run_assign
 
-    name_input(scores, "--scores")
+    name_input(scores, "--scores", whole=True)
     name_input(registry, "--registry")
     name_output(registry, "--registry")  # read and written
     name_output(out, "--out")

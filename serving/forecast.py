@@ -40,9 +40,12 @@ from partnerscore.features.core import (
     OptionError,
     PartnerscoreError,
     as_of_dates,
+    at_row,
     check_companions,
+    other_row,
     quoted,
-    read_frame,
+    read_frame_or_dataset,
+    row_at,
     write_frame_atomic,
 )
 from partnerscore.models.bundle import PHASE_COLUMN
@@ -222,7 +225,7 @@ def model_layout(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise PartnerscoreError(
-                f"{source}: column '{col}' row {row + 1}: expected a whole number of days, "
+                f"{at_row(source, row, col)}: expected a whole number of days, "
                 f"got {quoted(scores[col].iloc[row])}"
             )
         found = sorted({int(v) for v in values.unique()})
@@ -230,8 +233,9 @@ def model_layout(
             first = int(values.iloc[0])
             row = int(np.flatnonzero((values != first).to_numpy())[0])
             raise PartnerscoreError(
-                f"{source}: column '{col}' row {row + 1}: {int(values.iloc[row])} days where "
-                f"row 1 has {first} (rows scored by models with different horizons or phases: "
+                f"{at_row(source, row, col)}: {int(values.iloc[row])} days where "
+                f"{other_row(source, 0, row)} has {first} (rows scored by models with different "
+                "horizons or phases: "
                 "forecast them apart)"
             )
         if found and want is not None and int(want) != found[0]:
@@ -265,7 +269,7 @@ def level_error(scores: pd.DataFrame, source: str) -> float:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise PartnerscoreError(
-            f"{source}: column '{LEVEL_COLUMN}' row {row + 1}: expected a number >= 0, "
+            f"{at_row(source, row, LEVEL_COLUMN)}: expected a number >= 0, "
             f"got {quoted(raw.iloc[row])}"
         )
     return float(values.max()) if values.notna().any() else 0.0
@@ -300,15 +304,13 @@ def _amounts(given: pd.Series, col: str, source: str) -> pd.Series:
     for mask, what in problems:
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
-            raise PartnerscoreError(
-                f"{source}: column '{col}' row {row + 1}: {what(given.iloc[row])}"
-            )
+            raise PartnerscoreError(f"{at_row(source, row, col)}: {what(given.iloc[row])}")
     with np.errstate(over="ignore"):
         total = float(np.square(numbers).sum())
     if not np.isfinite(total):  # the segment sums and variances would be inf
         row = int(np.argmax(numbers))
         raise PartnerscoreError(
-            f"{source}: column '{col}' row {row + 1}: {given.iloc[row]} is too large to sum "
+            f"{at_row(source, row, col)}: {given.iloc[row]} is too large to sum "
             "(the portfolio total overflows)"
         )
     return pd.Series(numbers, index=given.index)
@@ -508,7 +510,7 @@ def _phased_rows(
         values = pd.to_numeric(data[col], errors="coerce")
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise PartnerscoreError(f"{source}: column '{col}' row {row + 1}: missing")
+            raise PartnerscoreError(f"{at_row(source, row, col)}: missing")
         amounts[:, k] = values.to_numpy(float)
     long = calendar_weights(data["_start"], amounts, horizon_days, phase_days, freq)
     at = long["row"].to_numpy()
@@ -584,9 +586,11 @@ def _refuse_double_counts(
     versions = ""
     if first["_version"] != second["_version"]:
         versions = f" by model versions {first['_version']} and {second['_version']}"
+    (file, one), (other, two) = row_at(source, first["_row"]), row_at(source, second["_row"])
+    where = f"rows {one} and {two}" if file == other else f"{file} row {one} and {other} row {two}"
     raise PartnerscoreError(
-        f"{source}: partner '{ids[j]}' is scored in rows {first['_row'] + 1} and "
-        f"{second['_row'] + 1} (as of {first['_start']:%Y-%m-%d} and "
+        f"{file if file == other else source}: partner '{ids[j]}' is scored in {where} "
+        f"(as of {first['_start']:%Y-%m-%d} and "
         f"{second['_start']:%Y-%m-%d}{versions}), both summed into {what}: its revenue would "
         "be counted twice; forecast one batch per file (one row per partner and period)"
     )
@@ -607,7 +611,7 @@ def _scope_flags(data: pd.DataFrame, source: str) -> pd.Series:
     if flags.isna().any():
         row = int(np.flatnonzero(flags.isna().to_numpy())[0])
         raise PartnerscoreError(
-            f"{source}: column 'out_of_scope' row {row + 1}: expected true or false, got "
+            f"{at_row(source, row, 'out_of_scope')}: expected true or false, got "
             f"{quoted(raw.iloc[row])}"
         )
     return flags.astype(bool)
@@ -630,7 +634,8 @@ def run_forecast(
         config: Application config (``train.interval_coverage`` is the default of
             ``coverage``; ``build.horizon_days`` and ``build.phase_days`` serve score files
             that do not record the scoring model's, :func:`model_layout`).
-        scores_path: Scores file written by ``partnerscore score``.
+        scores_path: Scores file written by ``partnerscore score``, or the Parquet dataset
+            folder ``score --engine spark`` writes (read as one file, in partner order).
         out: Forecast file (.csv or .parquet), written atomically.
         by: Segment columns of the score rows.
         coverage: Nominal coverage of the portfolio intervals.
@@ -649,13 +654,13 @@ def run_forecast(
     period = period or ("month" if phased else "day")
     scores_path = Path(scores_path)
     check_companions(scores_path, "run `partnerscore score` again")  # a publish killed midway
-    scores = read_frame(scores_path)
+    scores, source = read_frame_or_dataset(scores_path)  # a file, or --engine spark's folder
     table = forecast_table(
         scores,
         tuple(by),
         horizon_days,
         float(coverage if coverage is not None else config.train.interval_coverage),
-        source=str(scores_path),
+        source=source if isinstance(source, str) else str(source),
         include_out_of_scope=include_out_of_scope,
         period=period,
         phased=phased,

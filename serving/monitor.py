@@ -52,11 +52,12 @@ from partnerscore.features.core import (
     MAX_DAYS,
     PartnerscoreError,
     as_of_dates,
+    at_row,
     check_companions,
     discard_staged,
     publish_listed,
     quoted,
-    read_frame,
+    read_frame_or_dataset,
     stage_frames,
     stage_text,
 )
@@ -939,6 +940,9 @@ def _backtest_checks(
 def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
     """The ``--scores`` file, checked to be this batch's: scores, with rows, as of ``cut``.
 
+    A file, or the Parquet dataset folder ``score --engine spark`` writes (its parts read as
+    one file, a row named by its part file and row within it).
+
     Its anomaly flags are compared with the batch's at ``cut``: a file of another scoring date
     (or of per-partner cut-offs) read a false warning, or a false ok, from another day's flags.
 
@@ -947,18 +951,18 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
             a row of another (or no) date.
     """
     check_companions(path, "run `partnerscore score` again")  # a publish killed midway
-    scores = read_frame(path)
+    scores, source = read_frame_or_dataset(path)  # a file, or score --engine spark's folder
     for col in ("partner_id", "score", "as_of"):  # a scores file, not any table with ids
         if col not in scores.columns:
             raise PartnerscoreError(f"{path}: missing column '{col}' (not a scores file?)")
     if scores.empty:
         raise PartnerscoreError(f"{path}: no scored partners")
-    when = as_of_dates(path, scores)
+    when = as_of_dates(source, scores)
     other = (when != cut).to_numpy()
     if other.any():
         row = int(np.flatnonzero(other)[0])
         raise PartnerscoreError(
-            f"{path}: column 'as_of' row {row + 1}: {quoted(scores['as_of'].iloc[row])} is not "
+            f"{at_row(source, row, 'as_of')}: {quoted(scores['as_of'].iloc[row])} is not "
             f"the monitored --as-of {cut:%Y-%m-%d} (its anomaly flags are checked against this "
             "batch's): give the scores of this batch"
         )

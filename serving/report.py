@@ -28,10 +28,13 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.core import (
     PartnerscoreError,
+    PartRows,
     as_of_dates,
     check_companions,
     quoted,
     read_frame,
+    read_frame_or_dataset,
+    row_at,
     write_text_atomic,
 )
 from partnerscore.features.parallel import worker_count
@@ -867,7 +870,9 @@ def read_scores(
     --model-version``), as a file of that version's batch alone.
 
     Args:
-        path: CSV or Parquet scores file written by ``partnerscore score``.
+        path: CSV or Parquet scores file written by ``partnerscore score``, or the Parquet
+            dataset folder ``score --engine spark`` writes (its part files read as one file,
+            in partner order; a row of it is named by its part file and row within it).
         model_version: Read only the rows of this model version (the ``model_version`` column).
         version_option: The caller's option that sets ``model_version`` (``report``'s
             ``--model-version``), named in the message of a partner scored by two versions;
@@ -883,9 +888,10 @@ def read_scores(
             ``model_version``, or a ``score`` run killed while publishing the file and its
             rejects (:func:`~partnerscore.features.core.check_companions`).
     """
-    path = Path(path)
     check_companions(path, "run `partnerscore score` again")  # a publish killed midway
-    frame = read_frame(path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_"))
+    frame, path = read_frame_or_dataset(
+        path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_")
+    )
     for col in REQUIRED:
         if col not in frame.columns:
             raise PartnerscoreError(
@@ -911,7 +917,7 @@ def read_scores(
     return frame.reset_index(drop=True)
 
 
-def _of_version(frame: pd.DataFrame, path: Path, version: str) -> pd.DataFrame:
+def _of_version(frame: pd.DataFrame, path: Path | PartRows, version: str) -> pd.DataFrame:
     """The rows of one model version (``report --model-version``), file row numbers as index."""
     option = f"--model-version {version}"
     if "model_version" not in frame.columns:
@@ -946,7 +952,9 @@ def not_reported(path: str | Path, model_version: str | None) -> Callable[[str],
 
     def what(pid: str) -> str:
         if model_version is not None:
-            frame = read_frame(path, text=lambda c: c in ("partner_id", "model_version"))
+            frame, _ = read_frame_or_dataset(
+                path, text=lambda c: c in ("partner_id", "model_version")
+            )
             if "model_version" in frame.columns:
                 ids = text_column(frame["partner_id"]).astype(str)
                 mine = (ids == pid).to_numpy()
@@ -967,13 +975,15 @@ def not_reported(path: str | Path, model_version: str | None) -> Callable[[str],
     return what
 
 
-def _refuse_two_latest(frame: pd.DataFrame, path: Path, option: str | None) -> None:
+def _refuse_two_latest(frame: pd.DataFrame, path: Path | PartRows, option: str | None) -> None:
     """Stop when a partner has two rows at its latest as_of: its page would show either.
 
     ``frame`` is sorted by as_of (stable) and indexed by the rows' 0-based data records in the
     file; the kept row of a partner is its last. The first such partner in the file is named,
     with both rows (1-based data records, as ``forecast`` names them), the date and, from the
     ``model_version`` column, the versions (and ``option``, which picks one, when they differ).
+    A dataset folder's rows (``path`` a :class:`~partnerscore.features.core.PartRows`) are
+    named by their part files and rows within them.
     """
     keys = frame[["partner_id", "as_of"]].reset_index(drop=True)
     latest = keys.drop_duplicates("partner_id", keep="last").assign(_latest=True)
@@ -1005,8 +1015,10 @@ def _refuse_two_latest(frame: pd.DataFrame, path: Path, option: str | None) -> N
                 hint = f"pick one with {option}, or use one batch per file"
         elif v1:
             versions = f" and by model version {v1}"
+    (file, one), (other, two) = row_at(path, first), row_at(path, second)
+    rows = f"rows {one} and {two}" if file == other else f"{file} row {one} and {other} row {two}"
     raise PartnerscoreError(
-        f"{path}: partner {quoted(pid)} is scored in rows {first + 1} and {second + 1}, both as "
+        f"{file if file == other else path}: partner {quoted(pid)} is scored in {rows}, both as "
         f"{when}{versions}: a report shows one score per partner, the latest; {hint}"
     )
 

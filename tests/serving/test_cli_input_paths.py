@@ -370,6 +370,8 @@ def test_a_bad_input_file_is_one_line_naming_its_option(
     scored = request.getfixturevalue("scored_dir") if name in NEEDS_SCORES else None
     capsys.readouterr()  # the scored program's own lines, when this test built it first
     make, words = FILE_DEFECTS[defect]
+    if defect == "folder" and name.endswith("_scores"):  # a scores dataset folder is taken
+        words = ["empty folder (expected a file, or a Parquet dataset folder of *.parquet"]
     bad = tmp_path / "bad" / f"input{suffix}"
     bad.parent.mkdir()
     make(bad)
@@ -478,6 +480,14 @@ def _hand_scores(tmp: Path) -> Path:
     return path
 
 
+def _hand_scores_folder(tmp: Path) -> Path:
+    """:func:`_hand_scores` as the folder of part files ``score --engine spark`` writes."""
+    path = tmp / "s.parquet"
+    path.mkdir()
+    pd.read_csv(_hand_scores(tmp)).to_parquet(path / "part-00000.parquet")
+    return path
+
+
 def _in_folder(path: Path, folder: str, name: str = "outcomes.csv") -> Path:
     """``path`` moved to ``<its folder>/<folder>/<name>`` (an output folder's file name)."""
     moved = path.parent / folder / name
@@ -549,6 +559,49 @@ SHARED_FILES = {
         ],
         "s.csv",
         "--out {t}/s.csv: also given as --scores; an output must not overwrite an input",
+    ),
+    # the Parquet dataset folder `score --engine spark` writes, read whole: an output over it
+    # or anywhere inside it (until 2026-12-06 the readers took no folder)
+    "report_out_is_the_scores_folder": (
+        lambda t: ["report", "--scores", _hand_scores_folder(t), "--out", t / "s.parquet"],
+        "s.parquet/part-00000.parquet",
+        "--out {t}/s.parquet: also given as --scores; an output must not overwrite an input",
+    ),
+    "forecast_out_in_the_scores_folder": (
+        lambda t: [
+            *("forecast", "--scores", _hand_scores_folder(t)),
+            *("--out", t / "s.parquet" / "part-00009.parquet"),
+        ],
+        "s.parquet/part-00000.parquet",
+        "--out {t}/s.parquet/part-00009.parquet: inside --scores {t}/s.parquet, an input "
+        "folder; write outputs elsewhere",
+    ),
+    "forecast_out_below_the_scores_folder": (
+        lambda t: [
+            *("forecast", "--scores", _hand_scores_folder(t)),
+            *("--out", t / "s.parquet" / "f" / "forecast.csv"),
+        ],
+        "s.parquet/part-00000.parquet",
+        "--out {t}/s.parquet/f/forecast.csv: inside --scores {t}/s.parquet, an input folder; "
+        "write outputs elsewhere",
+    ),
+    "report_out_below_the_scores_folder": (
+        lambda t: [
+            *("report", "--scores", _hand_scores_folder(t)),
+            *("--out", t / "s.parquet" / "r" / "reports"),
+        ],
+        "s.parquet/part-00000.parquet",
+        "--out {t}/s.parquet/r/reports: inside --scores {t}/s.parquet, an input folder; "
+        "write outputs elsewhere",
+    ),
+    "assign_registry_in_the_scores_folder": (
+        lambda t: [
+            *("experiment", "assign", "--scores", _hand_scores_folder(t), "--name", "e"),
+            *("--out", t / "a.csv", "--registry", t / "s.parquet" / "reg.csv"),
+        ],
+        "s.parquet/part-00000.parquet",
+        "--registry {t}/s.parquet/reg.csv: inside --scores {t}/s.parquet, an input folder; "
+        "write outputs elsewhere",
     ),
     "score_out_is_features": (
         lambda t: ["score", "--features", _hand_scores(t), "--out", t / "s.csv"],

@@ -134,7 +134,8 @@ def as_of_dates(source: object, frame: pd.DataFrame, column: str = "as_of") -> p
     (``20260101`` was read as nanoseconds since 1970) or true/false (:func:`not_a_date`).
 
     Args:
-        source: The file (or "features"), for messages.
+        source: The file (or "features"), for messages; a dataset folder's
+            :class:`PartRows` names a row by its part file and row there (:func:`at_row`).
         frame: Its rows, with ``as_of`` and ``partner_id`` columns (positions are rows).
         column: The date column read when not ``as_of`` (an assignment table's
             ``assigned_at``), in the same way and named in the messages.

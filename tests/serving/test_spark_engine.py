@@ -121,6 +121,80 @@ def _malformed_program(raw_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def _same_readings(pandas_file: Path, spark_folder: Path, raw: Path, when, cfg, tmp: Path):
+    """Every reader of a scores file gives the same output from the Spark job's folder of
+    part files as from the pandas job's file (until 2026-12-06 they refused the folder: "is a
+    folder, expected a file"): report pages, forecast (daily and phased), monitor --scores,
+    experiment assign and whatif --policy."""
+    import functools
+    import json
+
+    from partnerscore.serving import api
+    from partnerscore.serving.experiment import run_assign
+    from partnerscore.serving.forecast import run_forecast
+    from partnerscore.serving.monitor import run_monitor
+    from partnerscore.serving.report import read_scores, run_report
+    from partnerscore.serving.whatif import run_whatif_policy
+
+    assert spark_folder.is_dir() and len(list(spark_folder.glob("part-*.parquet"))) > 1
+    # the same rows and values; dates in their own Parquet units (the Spark job's schema
+    # stores microseconds, the pandas job's file the frame's units)
+    got, want = read_scores(spark_folder), read_scores(pandas_file)
+    units = {
+        c: (str(got[c].dtype), str(want[c].dtype)) for c in want if got[c].dtype != want[c].dtype
+    }
+    assert all(
+        a.startswith("datetime64") and b.startswith("datetime64") for a, b in units.values()
+    ), units
+    for frame in (got, want):
+        for column in units:
+            frame[column] = frame[column].astype("datetime64[ns]")
+    pd.testing.assert_frame_equal(got, want)
+    policy = tmp / "policy.yaml"
+    policy.write_text("policy:\n  revenue_weight: 0.6\n", encoding="utf-8")
+    outputs = {}
+    for engine, scores in (("pandas", pandas_file), ("spark", spark_folder)):
+        out = tmp / "read" / engine
+        pages = run_report(scores, out / "report", cfg, workers=1)
+        assert pages.reports == len(read_scores(pandas_file))
+        run_forecast(cfg, scores, out / "forecast.csv", ("tier", "region"))
+        run_forecast(cfg, scores, out / "phased.csv", ("tier",), phased=True)
+        phased = api.forecast(scores, by="tier", phased=True)
+        monitored = run_monitor(cfg, raw, when, out / "monitor", scores=scores, log_to_mlflow=False)
+        assert "quality.score_flags" in {c.name for c in monitored.checks}
+        run_assign(scores, "e", ("control", "treatment"), out / "assign.csv", cfg,
+                   registry=out / "registry.csv")  # fmt: skip
+        run_whatif_policy(cfg, policy, scores, out / "whatif.csv")
+        here = [(str(out), "OUT"), (str(scores), "SCORES")]  # the registry records paths
+        files = {
+            str(p.relative_to(out)): functools.reduce(
+                lambda data, pair: data.replace(pair[0].encode(), pair[1].encode()),
+                here,
+                p.read_bytes(),
+            )
+            for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix in (".csv", ".html") and p.name != "monitor.html"
+        }
+        report = json.loads((out / "monitor" / "monitor.json").read_text())
+        report.pop("generated_at")
+        report["files"].pop("monitor.html")  # its generation time
+        outputs[engine] = files, report, [c.to_dict() for c in monitored.checks], phased
+    assert any(name.startswith("report/partners/") for name in outputs["spark"][0])
+    assert sorted(outputs["spark"][0]) == sorted(outputs["pandas"][0])
+    for name, data in outputs["pandas"][0].items():
+        assert outputs["spark"][0][name] == data, name
+    spark_json, pandas_json = outputs["spark"][1], outputs["pandas"][1]
+    assert spark_json.keys() == pandas_json.keys()
+    for key, value in pandas_json.items():
+        if key == "checks":
+            mine = {c["name"]: c for c in spark_json[key]}
+            for check in value:
+                assert mine[check["name"]] == check
+        assert spark_json[key] == value, key
+    assert outputs["spark"][2] == outputs["pandas"][2]
+    pd.testing.assert_frame_equal(outputs["spark"][3], outputs["pandas"][3])
+
+
 @pytest.mark.slow
 def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config, tmp_path, spark):
     from partnerscore.features.contract import TABLES
@@ -184,6 +258,8 @@ def test_spark_scores_and_quarantine_equal_the_pandas_job(raw_dir, store_config,
     history = ScoreHistory(cfg.paths.history_database()).read()
     assert len(history) == first.scored + expected.scored
     assert (history["as_of"] == pd.Timestamp(when)).sum() == expected.scored
+    # the readers of a scores file take the Spark job's folder as the pandas job's file
+    _same_readings(expected.out, got.out, raw, when, cfg, tmp_path)
 
 
 @pytest.mark.parametrize(

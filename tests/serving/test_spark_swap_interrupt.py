@@ -99,6 +99,48 @@ def _as_of(folder):
     return str(pd.read_parquet(folder)["as_of"].iloc[0])[:10]
 
 
+def _readers(out):
+    """Each reader of a scores file given the Spark job's folder, as a callable (``report``,
+    ``experiment assign`` and ``whatif`` read it by read_scores; ``forecast``, the API's
+    forecast and ``monitor --scores``'s own reader)."""
+    from partnerscore.serving import api
+    from partnerscore.serving.config import AppConfig
+    from partnerscore.serving.forecast import run_forecast
+    from partnerscore.serving.monitor import _batch_scores
+    from partnerscore.serving.report import read_scores
+
+    forecast = out.parent / "forecast.csv"
+    return {
+        "report": lambda: read_scores(out)["as_of"],
+        "forecast": lambda: run_forecast(AppConfig(), out, forecast, ("tier",)).table,
+        "api.forecast": lambda: api.forecast(out, by="tier"),
+        "monitor": lambda: _batch_scores(out, pd.Timestamp("2026-04-01"))["as_of"],
+    }
+
+
+def _refused_by_the_readers(out, message):
+    """Every reader of a scores file refuses ``out`` (a kill left its publish half done)."""
+    from partnerscore.features.core import PartnerscoreError, companion_manifest
+
+    assert companion_manifest(out) == out.with_name("scores.manifest.json")
+    for name, read in _readers(out).items():
+        with pytest.raises(PartnerscoreError, match=message):
+            read()
+        assert not out.with_name("forecast.csv").exists(), name
+
+
+def _read_by_the_readers(out):
+    """Every reader of a scores file reads the Spark job's folder (refused until 2026-12-06:
+    "is a folder, expected a file"), the batch of 2026-04-01."""
+    for name, read in _readers(out).items():
+        got = read()
+        assert len(got) > 0, name
+        if name in ("report", "monitor"):
+            assert set(got.astype(str).str[:10]) == {"2026-04-01"}, name
+        else:
+            assert set(got["period_start"].astype(str).str[:10]) == {"2026-04-01"}, name
+
+
 @pytest.fixture(scope="module")
 def previous_output(raw_dir, model_store, tmp_path_factory):
     """A scores folder of an earlier run (as_of 2026-03-01)."""
@@ -183,12 +225,16 @@ def test_a_spark_score_killed_while_swapping_keeps_the_previous_scores(
         assert _as_of(out) == "2026-03-01"
     else:  # the new folder in place, the previous one aside: removed by the next run
         assert _as_of(out) == "2026-04-01" and _parts(aside) == before
+    # this run's rejects (renamed first) beside a folder the previous manifest does not list
+    # or its rejects: the publishing mark is there, and the readers refuse the mix
+    _refused_by_the_readers(out, r"scores\.rejects\.csv: not the file .* mixes two runs' files")
     # the next publish recovers or cleans what the kill left, and publishes
     _stage(out)
     again = _publish(out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _as_of(out) == "2026-04-01" and not aside.exists()
     assert not out.with_name(".scores.parquet.new").exists()
+    _read_by_the_readers(out)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
@@ -273,6 +319,7 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
     assert out.with_name(".scores.manifest.json.publishing").exists()
     with pytest.raises(PartnerscoreError, match="scores.rejects.csv: .* mixes two runs' files"):
         check_companions(out)  # what every reader of a scores file calls first
+    _refused_by_the_readers(out, r"scores\.rejects\.csv: not the file .* mixes two runs' files")
     # the next run publishes the whole set, which the readers take
     again = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -281,3 +328,4 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
     check_companions(out)
     check_listed(manifest)
     assert _as_of(out) == "2026-04-01"
+    _read_by_the_readers(out)

@@ -357,9 +357,10 @@ def _report_not_scores(tmp):
 
 def _report_scores_folder(tmp):
     (tmp / "scores.csv").mkdir()
+    # a folder is taken as score --engine spark's dataset of part files: an empty one says so
     return ["report", "--scores", tmp / "scores.csv", "--out", tmp / "rep"], [
         "scores.csv",
-        "is a folder",
+        "empty folder (expected a file, or a Parquet dataset folder of *.parquet part files)",
     ]
 
 

@@ -386,6 +386,19 @@ def assert_one_error(err: str, *parts: str) -> str:
     return errors[0]
 
 
+def cli_config_in(folder: Path, model_store) -> tuple[Path, dict]:
+    """A config file for CLI runs: data under ``folder/data``, the session's model store.
+
+    Returns the file and the environment for a CLI process of its own: without
+    ``MLFLOW_TRACKING_URI``, so that the file's store is the one used.
+    """
+    config = folder / "config.json"
+    paths = {"data_dir": str(folder / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
+    config.write_text(json.dumps({"paths": paths}))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return config, env
+
+
 def needs_java() -> None:
     """Skip a Spark test without a Java runtime (fail on CI, where ``make services`` installs
     one)."""

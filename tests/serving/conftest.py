@@ -1,8 +1,5 @@
 """Fixtures for report tests: a scored program with hostile partner names and a history."""
 
-import json
-import os
-
 import pandas as pd
 import pytest
 
@@ -67,11 +64,9 @@ def cli_config(model_store, tmp_path):
     Returns the file and the environment for a CLI process of its own: without
     ``MLFLOW_TRACKING_URI``, so that the file's store is the one used.
     """
-    config = tmp_path / "config.json"
-    paths = {"data_dir": str(tmp_path / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
-    config.write_text(json.dumps({"paths": paths}))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return config, env
+    from support import cli_config_in
+
+    return cli_config_in(tmp_path, model_store)
 
 
 @pytest.fixture()

@@ -49,6 +49,32 @@ def snap_raw(raw_dir, tmp_path_factory) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def whole_jobs(tmp_path_factory) -> tuple[Path, dict]:
+    """One data folder for the module's runs of ``snap_raw`` and their whole jobs' outcomes.
+
+    The data folder is in the config hash that every score row carries, so runs of several
+    tests compare equal only in one folder (:func:`_runs` empties it first). The outcomes of
+    the whole job (``group_partners=0``) by (runs, workers): each is run once for the module.
+    """
+    return tmp_path_factory.mktemp("group-data") / "data", {}
+
+
+@pytest.fixture()
+def group_config(store_config, whole_jobs):
+    """``store_config`` with the module's one data folder (:func:`whole_jobs`)."""
+    paths = store_config.paths.model_copy(update={"data_dir": str(whole_jobs[0])})
+    return store_config.model_copy(update={"paths": paths})
+
+
+def _whole_job(whole_jobs, raw, config, runs, workers) -> dict:
+    """:func:`_runs` of the whole job (``group_partners=0``) on ``snap_raw``, run once."""
+    done = whole_jobs[1]
+    if (runs, workers) not in done:
+        done[runs, workers] = _runs(raw, config, runs, group_partners=0, workers=workers)
+    return done[runs, workers]
+
+
 @pytest.fixture()
 def splits(monkeypatch) -> list:
     """Group counts of the jobs that ran in groups (a spy on the real split)."""
@@ -94,10 +120,12 @@ def assert_same(fast: dict, slow: dict) -> None:
 
 
 @pytest.mark.parametrize("size,workers", [(7, 1), (37, 2), (10_000, 2)])
-def test_grouped_score_writes_the_whole_job(snap_raw, store_config, size, workers, splits):
-    slow = _runs(snap_raw, store_config, group_partners=0, workers=workers)
-    assert splits == []
-    fast = _runs(snap_raw, store_config, group_partners=size, workers=workers)
+def test_grouped_score_writes_the_whole_job(
+    snap_raw, group_config, whole_jobs, size, workers, splits
+):
+    slow = _whole_job(whole_jobs, snap_raw, group_config, RUNS, workers)
+    assert splits == []  # the whole job's runs, where this test ran them, did not split
+    fast = _runs(snap_raw, group_config, group_partners=size, workers=workers)
     if size < 10_000:
         assert len(splits) == len(RUNS) and splits[0] > 1
     else:  # not more partners than a group: scored at once

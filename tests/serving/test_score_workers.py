@@ -80,13 +80,43 @@ def reader_results(monkeypatch) -> list:
     return seen
 
 
+@pytest.fixture(scope="module")
+def sequences(tmp_path_factory) -> tuple[Path, dict]:
+    """One data folder for the module's sequences and their outcomes by worker count.
+
+    The data folder is in the config hash that every score row carries, so sequences of two
+    tests compare equal only in one folder (:func:`_run_sequence` empties it first). Each
+    outcome (with what the earlier-rows reader handed back meanwhile) is run once for the
+    module: the twin and the reader's test below read the same sequences.
+    """
+    return tmp_path_factory.mktemp("sequences") / "data", {}
+
+
+@pytest.fixture()
+def sequence_config(store_config, sequences):
+    """``store_config`` with the module's one data folder (:func:`sequences`)."""
+    paths = store_config.paths.model_copy(update={"data_dir": str(sequences[0])})
+    return store_config.model_copy(update={"paths": paths})
+
+
+def _sequence(sequences, raw_dir, config, workers: int, reader_results: list) -> tuple:
+    """:func:`_run_sequence` with ``workers``, run once for the module, and what the reader
+    handed back during it (``reader_results``' entries)."""
+    done = sequences[1]
+    if workers not in done:
+        start = len(reader_results)
+        outcome = _run_sequence(raw_dir, config, workers=workers)
+        done[workers] = outcome, reader_results[start:]
+    return done[workers]
+
+
 def test_any_worker_count_writes_the_same_files_history_and_ledger(
-    raw_dir, store_config, tmp_path, forced
+    raw_dir, sequence_config, sequences, forced, reader_results
 ):
-    one = _run_sequence(raw_dir, store_config, workers=1)
+    one, _ = _sequence(sequences, raw_dir, sequence_config, 1, reader_results)
     assert len(one["rows"]["score_history_v2"]) > 0 and len(one["rows"]["score_decisions"]) > 0
     for workers in (2, 3):
-        many = _run_sequence(raw_dir, store_config, workers=workers)
+        many, _ = _sequence(sequences, raw_dir, sequence_config, workers, reader_results)
         assert many["files"].keys() == one["files"].keys()
         for name, data in one["files"].items():
             assert many["files"][name] == data, f"{name} differs with {workers} workers"
@@ -94,14 +124,15 @@ def test_any_worker_count_writes_the_same_files_history_and_ledger(
 
 
 def test_the_earlier_rows_read_by_the_reader_are_the_ones_used(
-    raw_dir, store_config, tmp_path, forced, reader_results
+    raw_dir, sequence_config, sequences, forced, reader_results
 ):
     """The sequence's later runs get their earlier rows from the reader forked at the start.
 
     The twin (the same files and rows as one process) is the test above; this one makes sure
-    that the reader's rows, not a fallback read, are what the twin compared.
+    that the reader's rows, not a fallback read, are what the twin compared (its sequence with
+    two workers, :func:`_sequence`).
     """
-    _run_sequence(raw_dir, store_config, workers=2)
+    _, reader_results = _sequence(sequences, raw_dir, sequence_config, 2, reader_results)
     # the first run has no store yet (no reader); the two later ones read the first's rows
     assert len(reader_results) == 2
     assert all(

@@ -480,3 +480,40 @@ def hand_scores(folder: Path, n: int = 40, drop: str | None = None) -> Path:
         frame = frame.drop(columns=[drop])
     frame.to_csv(folder / "scores.csv", index=False)
     return folder / "scores.csv"
+
+
+def copy_store(source: Path, dest: Path) -> None:
+    """Copy a local MLflow store laid out as the training tests lay it out (``mlflow.db`` and
+    the artifact folder ``art``) from the folder ``source`` into the folder ``dest``.
+
+    Copying a trained store is far cheaper than training it again. MLflow keeps absolute
+    artifact locations (the experiment's, each run's and logged model's, each version's
+    storage location, each ``MLmodel``'s ``artifact_path``): every one under ``source`` is
+    rewritten to ``dest``, so the copy reads and writes (``mlflow gc`` deletes) its own
+    artifacts only.
+    """
+    old, new = f"{source}/", f"{dest}/"
+    shutil.copy2(source / "mlflow.db", dest / "mlflow.db")
+    shutil.copytree(source / "art", dest / "art")
+    with sqlite3.connect(dest / "mlflow.db") as conn:
+        tables = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in conn.execute(f"PRAGMA table_info({table})").fetchall():
+                if column[2].upper() not in ("INTEGER", "BIGINT", "FLOAT", "BOOLEAN", "BLOB"):
+                    conn.execute(
+                        f'UPDATE {table} SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                        f'WHERE instr("{column[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+    conn.close()
+    for path in (dest / "art").rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if old.encode() not in data:
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # a binary file: its length must not change
+            raise AssertionError(f"{path} holds the store's path in binary data") from None
+        path.write_text(text.replace(old, new), encoding="utf-8")

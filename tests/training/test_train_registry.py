@@ -1,3 +1,4 @@
+import copy
 import json
 from pathlib import Path
 
@@ -26,6 +27,45 @@ def train(features, uri, tmp_path, **overrides):
         artifact_root=(tmp_path / "art").as_uri(),
         config_hash="cafe",
     )
+
+
+FIRST_VERSIONS = {
+    "default": {},
+    "no_refit": {"refit": False},
+    "no_refit_holdout_10": {"refit": False, "holdout_share": 0.1},
+    "segment_bias_20": {"segment_bias_min_partners": 20},
+}
+"""The first versions several tests begin with: ``train`` of the shared build (its overrides)."""
+
+
+@pytest.fixture(scope="module")
+def first_version(built_dir, tmp_path_factory):
+    """``first_version(name, tracking_uri, tmp_path)``: the store a test's first
+    ``train(built_dir, tracking_uri, tmp_path, **FIRST_VERSIONS[name])`` leaves, and its result.
+
+    Each is trained once for the module in a store of its own (the first time a test asks for
+    it) and copied into the test's ``tmp_path`` (:func:`support.copy_store`), MLflow then
+    pointed at the copy as ``train`` leaves it: the test goes on from there, its later
+    versions trained as before.
+    """
+    from support import copy_store
+
+    from partnerscore.training.tracking import setup_tracking
+
+    trained: dict[str, tuple[Path, TrainResult]] = {}
+
+    def restore(name: str, uri: str, tmp_path: Path) -> TrainResult:
+        assert uri == f"sqlite:///{tmp_path / 'mlflow.db'}"  # the tracking_uri fixture's store
+        if name not in trained:
+            root = tmp_path_factory.mktemp(name)
+            store = f"sqlite:///{root / 'mlflow.db'}"
+            trained[name] = root, train(built_dir, store, root, **FIRST_VERSIONS[name])
+        root, result = trained[name]
+        copy_store(root, tmp_path)
+        setup_tracking(uri, TrainConfig().experiment, (tmp_path / "art").as_uri())
+        return copy.deepcopy(result)
+
+    return restore
 
 
 def aliases(uri: str) -> dict[str, str]:
@@ -92,8 +132,8 @@ def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri,
     assert result.metrics["revenue_portfolio_level_cv"] == 0.0
 
 
-def test_segment_bias_report_reads_the_logged_segment_table(built_dir, tracking_uri, tmp_path):
-    result = train(built_dir, tracking_uri, tmp_path, segment_bias_min_partners=20)
+def test_segment_bias_report_reads_the_logged_segment_table(first_version, tracking_uri, tmp_path):
+    result = first_version("segment_bias_20", tracking_uri, tmp_path)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     metrics = client.get_run(result.run_id).data.metrics
     path = mlflow.artifacts.download_artifacts(
@@ -162,10 +202,10 @@ def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):
     assert 0.8 < result.metrics["oracle_ratio_primary_score"] <= 1.05
 
 
-def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
+def test_promotion_gate_and_force(built_dir, first_version, tracking_uri, tmp_path, capsys):
     # the primary-score gate alone (the bias gate has its own test below)
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    train(built_dir, tracking_uri, tmp_path)
+    first_version("default", tracking_uri, tmp_path)
     first = run_promote(cfg, tracking_uri=tracking_uri)
     assert first.promoted and first.champion is None
     assert aliases(tracking_uri) == {"champion": "1"}  # the promoted version is no challenger
@@ -203,12 +243,14 @@ def test_promotion_gate_and_force(built_dir, tracking_uri, tmp_path, capsys):
     assert [v["version"] for v in versions] == [1, 2, 3] and "champion" in versions[1]["aliases"]
 
 
-def test_a_reason_is_recorded_whenever_one_is_given(built_dir, tracking_uri, tmp_path):
+def test_a_reason_is_recorded_whenever_one_is_given(
+    built_dir, first_version, tracking_uri, tmp_path
+):
     """`promote --force --reason` on a challenger that passed the gate anyway, and `--reason`
     without `--force`, dropped the reason: only a promotion the gate refused recorded it."""
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    train(built_dir, tracking_uri, tmp_path)
+    first_version("default", tracking_uri, tmp_path)
     first = run_promote(cfg, tracking_uri=tracking_uri, force=True, reason="first go-live")
     assert first.promoted and not first.forced  # no champion yet: the gate passes
     assert client.get_model_version("partnerscore", "1").tags["promotion_reason"] == "first go-live"
@@ -222,14 +264,14 @@ def test_a_reason_is_recorded_whenever_one_is_given(built_dir, tracking_uri, tmp
 
 
 def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
-    built_dir, tracking_uri, tmp_path
+    built_dir, first_version, tracking_uri, tmp_path
 ):
     """v1 is not refitted, v2 is (the default): same data and seed, so the same pre-refit
     model. The registered v2 was refitted on the holdout itself; scoring it there made it look
     ~4 points better than v1 and promoted it. Each is now scored by a model that never saw
     the rows: equal scores, not promoted."""
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    train(built_dir, tracking_uri, tmp_path, refit=False)
+    first_version("no_refit", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     second = train(built_dir, tracking_uri, tmp_path)
     gate = run_promote(cfg, tracking_uri=tracking_uri)
@@ -262,12 +304,14 @@ def test_the_gate_scores_a_refitted_version_by_its_pre_refit_predictions(
     assert basis == "pre-refit"
 
 
-def test_the_gate_names_rows_the_champion_was_trained_on(built_dir, tracking_uri, tmp_path):
+def test_the_gate_names_rows_the_champion_was_trained_on(
+    built_dir, first_version, tracking_uri, tmp_path
+):
     """v1 held out only the newest 10% of cohorts (no refit), so it was fitted on part of v2's
     20% holdout: those rows are read by a model that saw them, and the gate line says so. The
     gate used to read v1 as "registered", a fair reading, without a word."""
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    first = train(built_dir, tracking_uri, tmp_path, refit=False, holdout_share=0.1)
+    first = first_version("no_refit_holdout_10", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     second = train(built_dir, tracking_uri, tmp_path, refit=False)
     gate = run_promote(cfg, tracking_uri=tracking_uri)
@@ -301,14 +345,14 @@ def without_feature(built: Path, out: Path, name: str) -> Path:
 
 
 def test_the_gate_names_rows_a_champion_of_another_registry_was_trained_on(
-    built_dir, tracking_uri, tmp_path
+    built_dir, first_version, tracking_uri, tmp_path
 ):
     """As above, but v2's build comes from a registry that dropped one of v1's features. v1's
     logged keys were one fingerprint of the whole row, a column of which v2's holdout lacks:
     none of its rows were found and the gate read v1 as "registered", a fair score, without a
     word. The values both builds hold decide now."""
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    first = train(built_dir, tracking_uri, tmp_path, refit=False, holdout_share=0.1)
+    first = first_version("no_refit_holdout_10", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     dropped = without_feature(built_dir, tmp_path / "dropped", "activities_days_since_last")
     second = train(dropped, tracking_uri, tmp_path, refit=False)
@@ -334,7 +378,7 @@ def test_the_gate_names_rows_a_champion_of_another_registry_was_trained_on(
 
 
 def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
-    raw_dir, built_dir, tracking_uri, tmp_path
+    raw_dir, first_version, tracking_uri, tmp_path
 ):
     """v1 is refitted (the default) on the 30/60/90/180 build; v2 is trained on a 30/60/90
     build of the same program: its holdout rows are v1's holdout rows, which v1 was refitted
@@ -344,7 +388,7 @@ def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
     from partnerscore.training.registry import _holdout_of, unseen_predictions
 
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    first = train(built_dir, tracking_uri, tmp_path)
+    first = first_version("default", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     other = tmp_path / "ages"
     run_build(raw_dir, other, BuildConfig(ages=(30, 60, 90)))
@@ -383,13 +427,13 @@ def test_the_gate_reads_a_champion_refitted_on_another_build_of_the_same_rows(
 
 
 def test_the_gate_says_when_the_champion_was_trained_on_other_labels(
-    raw_dir, built_dir, tracking_uri, tmp_path
+    raw_dir, first_version, tracking_uri, tmp_path
 ):
     """A challenger built with a 90-day horizon against a 180-day champion: the gate ranks
     both on the challenger's 90-day labels, which the champion never learnt. It used to say
     nothing; the line now names the settings that differ (reported, not gated)."""
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    train(built_dir, tracking_uri, tmp_path)
+    first_version("default", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     short = tmp_path / "short"
     run_build(raw_dir, short, BuildConfig(horizon_days=90))
@@ -410,8 +454,10 @@ def test_train_cli_and_errors(built_dir, tracking_uri, tmp_path, capsys):
     assert main(["promote", "--version", "99"]) == 2
 
 
-def test_bias_gate_blocks_promotion_without_force_and_reason(built_dir, tracking_uri, tmp_path):
-    result = train(built_dir, tracking_uri, tmp_path)
+def test_bias_gate_blocks_promotion_without_force_and_reason(
+    built_dir, first_version, tracking_uri, tmp_path
+):
+    result = first_version("default", tracking_uri, tmp_path)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(result.run_id)
     # holdout metrics are the pre-refit model's; the registered model was refitted on all rows
@@ -632,9 +678,9 @@ def test_promote_summary_reports_segments_and_drift_without_gating():
     assert "segments" not in old_run.summary() and "drift" not in old_run.summary()
 
 
-def test_revenue_phases_report_reads_the_logged_phase_table(built_dir, tracking_uri, tmp_path):
+def test_revenue_phases_report_reads_the_logged_phase_table(first_version, tracking_uri, tmp_path):
     """The phase table against the holdout it was computed from, and the model's phasing."""
-    result = train(built_dir, tracking_uri, tmp_path, segment_bias_min_partners=20)
+    result = first_version("segment_bias_20", tracking_uri, tmp_path)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     metrics = client.get_run(result.run_id).data.metrics
 
@@ -738,14 +784,14 @@ def _purge_run(uri: str, run_id: str) -> None:
 
 
 def test_models_and_promote_name_a_version_whose_run_is_gone(
-    built_dir, tracking_uri, tmp_path, capsys
+    built_dir, first_version, tracking_uri, tmp_path, capsys
 ):
     """A version whose training run was deleted (soft: restorable) or purged (``mlflow gc``):
     `models` and `promote` stopped with 'unexpected MlflowException: Run with id=... not
     found'. `models` lists it with a note, `promote` refuses it as a challenger in one line
     and reads it as a champion by its registered model, flagged."""
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    first = train(built_dir, tracking_uri, tmp_path)
+    first = first_version("default", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     second = train(built_dir, tracking_uri, tmp_path)
     third = train(built_dir, tracking_uri, tmp_path)
@@ -778,14 +824,14 @@ def test_models_and_promote_name_a_version_whose_run_is_gone(
 
 
 def test_models_says_where_the_versions_metrics_do_not_compare(
-    raw_dir, built_dir, tracking_uri, tmp_path, capsys
+    raw_dir, built_dir, first_version, tracking_uri, tmp_path, capsys
 ):
     """v1 on the default build, v2 without one feature, v3 on 90-day labels: `models` put
     their holdout metrics side by side as if they measured one thing (v3's Gini is of another
     target, on other rows). The table now gives each version's feature and holdout row counts,
     and notes under it name the other training sets and v3's other labels."""
     cfg = TrainConfig(trials=0, max_portfolio_bias=10.0)
-    train(built_dir, tracking_uri, tmp_path)
+    first_version("default", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     dropped = without_feature(built_dir, tmp_path / "dropped", "activities_days_since_last")
     train(dropped, tracking_uri, tmp_path)
@@ -851,7 +897,7 @@ def test_the_logged_config_hash_is_the_hash_of_the_config_in_effect(
 
 
 def test_the_gate_reads_a_champion_with_features_the_challenger_build_lacks(
-    built_dir, tracking_uri, tmp_path
+    built_dir, first_version, tracking_uri, tmp_path
 ):
     """v1 (not refitted) reads a feature v2's registry dropped; v2's holdout has no column for
     it, so the gate scored v1 with it all-missing: on a 1,500-partner program (10 features
@@ -862,7 +908,7 @@ def test_the_gate_reads_a_champion_with_features_the_challenger_build_lacks(
     from partnerscore.training.registry import _holdout_of, unseen_predictions
 
     cfg = TrainConfig(trials=0, promotion_margin=0.01, max_portfolio_bias=10.0)
-    first = train(built_dir, tracking_uri, tmp_path, refit=False)
+    first = first_version("no_refit", tracking_uri, tmp_path)
     assert run_promote(cfg, tracking_uri=tracking_uri).promoted
     dropped = without_feature(built_dir, tmp_path / "dropped", "activities_days_since_last")
     train(dropped, tracking_uri, tmp_path, refit=False)

@@ -137,6 +137,57 @@ def model_store(built_dir, tmp_path_factory):
     return champion_store(built_dir, tmp_path_factory.mktemp("store"))
 
 
+FIRST_VERSIONS = {
+    "default": {},
+    "no_refit": {"refit": False},
+    "no_refit_holdout_10": {"refit": False, "holdout_share": 0.1},
+    "segment_bias_20": {"segment_bias_min_partners": 20},
+}
+"""The first versions several training tests begin with: ``TrainConfig`` overrides of trials 0."""
+
+
+@pytest.fixture(scope="session")
+def first_version(built_dir, tmp_path_factory):
+    """``first_version(name, tracking_uri, tmp_path)``: the store and result the training
+    tests' first ``run_train(built_dir, TrainConfig(trials=0, **FIRST_VERSIONS[name]),
+    tracking_uri=tracking_uri, artifact_root=(tmp_path / "art").as_uri(), config_hash="cafe")``
+    leaves (``tracking_uri``: the ``tracking_uri`` fixture's store in ``tmp_path``).
+
+    Each is trained once for the session in a store of its own (the first time a test asks
+    for it) and copied into the test's ``tmp_path`` (:func:`support.copy_store`: far cheaper
+    than training), MLflow then pointed at the copy as ``run_train`` leaves it. The test goes
+    on from there (promotes, trains its later versions) in its own copy.
+    """
+    import copy
+
+    from support import copy_store
+
+    from partnerscore.training.config import TrainConfig
+    from partnerscore.training.tracking import setup_tracking
+    from partnerscore.training.train import run_train
+
+    trained = {}
+
+    def restore(name: str, uri: str, tmp_path):
+        assert uri == f"sqlite:///{tmp_path / 'mlflow.db'}"  # the tracking_uri fixture's store
+        if name not in trained:
+            root = tmp_path_factory.mktemp(name)
+            result = run_train(
+                built_dir,
+                TrainConfig(trials=0, **FIRST_VERSIONS[name]),
+                tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                artifact_root=(root / "art").as_uri(),
+                config_hash="cafe",
+            )
+            trained[name] = root, result
+        root, result = trained[name]
+        copy_store(root, tmp_path)
+        setup_tracking(uri, TrainConfig().experiment, (tmp_path / "art").as_uri())
+        return copy.deepcopy(result)
+
+    return restore
+
+
 @pytest.fixture(scope="session")
 def early_store(raw_dir, tmp_path_factory):
     """A store of its own whose champion was trained on the program's data to 2025-08-31 only.

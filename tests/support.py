@@ -517,3 +517,20 @@ def copy_store(source: Path, dest: Path) -> None:
         except UnicodeDecodeError:  # a binary file: its length must not change
             raise AssertionError(f"{path} holds the store's path in binary data") from None
         path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def purge_run(uri: str, run_id: str) -> None:
+    """Delete a run and purge it from the store for good, as ``mlflow gc`` does: its command
+    run in this process (its options as a child ``python -m mlflow gc`` with
+    ``MLFLOW_TRACKING_URI`` set to ``uri`` would read; an interpreter start saved), its
+    output kept apart from the test's as a child's would be (an error raises)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import mlflow
+    from mlflow.cli import gc
+
+    mlflow.MlflowClient(tracking_uri=uri).delete_run(run_id)
+    args = ["--backend-store-uri", uri, "--tracking-uri", uri, "--run-ids", run_id]
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        gc.main(args, prog_name="mlflow gc", standalone_mode=False)

@@ -97,13 +97,12 @@ def _execute(tmp_path):
 
 
 def test_the_notebook_flags_other_labels_and_reads_a_version_whose_run_is_gone(
-    raw_dir, built_dir, tracking_uri, monkeypatch, tmp_path
+    raw_dir, first_version, tracking_uri, monkeypatch, tmp_path
 ):
     """v1 learnt 180-day labels, v2 90-day ones: the common holdout (v2's) ranked v1 on labels
     it never learnt without a word (the gate's line names them). Then v1's run is purged
     (``mlflow gc``): the notebook stopped at `client.get_run` with MlflowException."""
-    import subprocess
-    import sys
+    from support import purge_run
 
     from partnerscore.features.config import BuildConfig
     from partnerscore.features.pipeline import run_build
@@ -122,7 +121,7 @@ def test_the_notebook_flags_other_labels_and_reads_a_version_whose_run_is_gone(
             config_hash="cafe",
         )
 
-    first = train(built_dir)
+    first = first_version("default", tracking_uri, tmp_path)  # train(built_dir), copied
     run_promote(TrainConfig(trials=0, max_portfolio_bias=10.0), tracking_uri=tracking_uri)
     short = tmp_path / "short"
     run_build(raw_dir, short, BuildConfig(horizon_days=90))
@@ -133,9 +132,7 @@ def test_the_notebook_flags_other_labels_and_reads_a_version_whose_run_is_gone(
     table = outputs(code[3], "execute_result")[0]["data"]["text/plain"]
     assert table_value(table, "2", "labels") == "same"
     # v1's run deleted and purged: listed without metrics, read by its registered model
-    mlflow.MlflowClient(tracking_uri=tracking_uri).delete_run(first.run_id)
-    gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", tracking_uri]
-    subprocess.run([*gc, "--run-ids", first.run_id], check=True, capture_output=True)
+    purge_run(tracking_uri, first.run_id)
     code = _execute(tmp_path)
     printed = "".join(o.get("text", "") for o in outputs(code[1], "stream"))
     assert f"v1: training run {first.run_id} is not in the store" in printed

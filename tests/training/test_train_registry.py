@@ -1,4 +1,3 @@
-import copy
 import json
 from pathlib import Path
 
@@ -27,45 +26,6 @@ def train(features, uri, tmp_path, **overrides):
         artifact_root=(tmp_path / "art").as_uri(),
         config_hash="cafe",
     )
-
-
-FIRST_VERSIONS = {
-    "default": {},
-    "no_refit": {"refit": False},
-    "no_refit_holdout_10": {"refit": False, "holdout_share": 0.1},
-    "segment_bias_20": {"segment_bias_min_partners": 20},
-}
-"""The first versions several tests begin with: ``train`` of the shared build (its overrides)."""
-
-
-@pytest.fixture(scope="module")
-def first_version(built_dir, tmp_path_factory):
-    """``first_version(name, tracking_uri, tmp_path)``: the store a test's first
-    ``train(built_dir, tracking_uri, tmp_path, **FIRST_VERSIONS[name])`` leaves, and its result.
-
-    Each is trained once for the module in a store of its own (the first time a test asks for
-    it) and copied into the test's ``tmp_path`` (:func:`support.copy_store`), MLflow then
-    pointed at the copy as ``train`` leaves it: the test goes on from there, its later
-    versions trained as before.
-    """
-    from support import copy_store
-
-    from partnerscore.training.tracking import setup_tracking
-
-    trained: dict[str, tuple[Path, TrainResult]] = {}
-
-    def restore(name: str, uri: str, tmp_path: Path) -> TrainResult:
-        assert uri == f"sqlite:///{tmp_path / 'mlflow.db'}"  # the tracking_uri fixture's store
-        if name not in trained:
-            root = tmp_path_factory.mktemp(name)
-            store = f"sqlite:///{root / 'mlflow.db'}"
-            trained[name] = root, train(built_dir, store, root, **FIRST_VERSIONS[name])
-        root, result = trained[name]
-        copy_store(root, tmp_path)
-        setup_tracking(uri, TrainConfig().experiment, (tmp_path / "art").as_uri())
-        return copy.deepcopy(result)
-
-    return restore
 
 
 def aliases(uri: str) -> dict[str, str]:
@@ -775,12 +735,9 @@ def test_a_baseline_check_with_no_head_checked_does_not_say_passed():
 
 def _purge_run(uri: str, run_id: str) -> None:
     """Delete a run and purge it from the store for good, as ``mlflow gc`` does."""
-    import subprocess
-    import sys
+    from support import purge_run
 
-    mlflow.MlflowClient(tracking_uri=uri).delete_run(run_id)
-    gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri, "--run-ids", run_id]
-    subprocess.run(gc, check=True, capture_output=True)
+    purge_run(uri, run_id)
 
 
 def test_models_and_promote_name_a_version_whose_run_is_gone(

@@ -1418,6 +1418,18 @@ def at_row(source: object, row: int, column: str | None = None) -> str:
     return f"{file}: column '{column}' row {number}" if column else f"{file}: row {number}"
 
 
+def two_rows(source: object, first: int, second: int) -> tuple[str, str]:
+    """Where a message about positions ``first`` and ``second`` begins, and how it names them.
+
+    ``(<file>, "rows 3 and 5")``; for rows of two part files of a dataset folder, ``(<folder>,
+    "<part> row 3 and <other part> row 5")`` (:func:`row_at`).
+    """
+    (file, one), (other, two) = row_at(source, first), row_at(source, second)
+    if file == other:
+        return file, f"rows {one} and {two}"
+    return str(source), f"{file} row {one} and {other} row {two}"
+
+
 def other_row(source: object, row: int, beside: int) -> str:
     """``row <n>`` for position ``row``, in a message about position ``beside``.
 
@@ -1543,19 +1555,8 @@ def read_dataset(folder: str | Path, by: str | None = None) -> tuple[pd.DataFram
     parts = dataset_parts(folder)
     frames, want = [], None
     for path in parts:
-        try:
-            if path.stat().st_size == 0:
-                raise PartnerscoreError(f"{path}: empty file")
-            wrong = other_format(path)
-            if wrong is not None:
-                raise PartnerscoreError(f"{path}: cannot read file: {wrong}")
-            want = _part_columns(path, parts[0], want)
-            frames.append(pd.read_parquet(path).reset_index(drop=True))
-        except PartnerscoreError:
-            raise
-        except Exception as exc:  # arrow/OS errors: one line for the user
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-            raise PartnerscoreError(f"{path}: cannot read file: {first}") from exc
+        frames.append(read_frame(path))  # as a Parquet file is read, with its one-line errors
+        want = _part_columns(path, parts[0], want)
     sizes = [len(f) for f in frames]
     part = np.repeat(np.arange(len(frames)), sizes)
     row = np.concatenate([np.arange(n) for n in sizes])

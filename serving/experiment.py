@@ -373,7 +373,7 @@ def _refuse_shared_registry(
 
 @contextmanager
 def registry_lock(reg_path: Path) -> Iterator[None]:
-    """An exclusive lock on the registry's folder while a job reads, checks and rewrites it.
+    """An exclusive lock on the registry while a job reads, checks and rewrites it.
 
     ``assign`` and ``stop`` read the registry, check it and write it back whole: two at once
     (two experiments' schedulers) each wrote back what it had read plus its own rows, and
@@ -386,12 +386,12 @@ def registry_lock(reg_path: Path) -> Iterator[None]:
     Raises:
         PartnerscoreError: The folder cannot be created (one line naming it).
     """
-    folder = write_target(reg_path).parent
+    target = write_target(reg_path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PartnerscoreError(f"{reg_path}: cannot write: {exc.strerror or exc}") from exc
-    with file_lock(write_target(reg_path)):
+    with file_lock(target):
         yield
 
 

@@ -45,7 +45,7 @@ from partnerscore.features.core import (
     other_row,
     quoted,
     read_frame_or_dataset,
-    row_at,
+    two_rows,
     write_frame_atomic,
 )
 from partnerscore.models.bundle import PHASE_COLUMN
@@ -586,10 +586,9 @@ def _refuse_double_counts(
     versions = ""
     if first["_version"] != second["_version"]:
         versions = f" by model versions {first['_version']} and {second['_version']}"
-    (file, one), (other, two) = row_at(source, first["_row"]), row_at(source, second["_row"])
-    where = f"rows {one} and {two}" if file == other else f"{file} row {one} and {other} row {two}"
+    where, rows = two_rows(source, first["_row"], second["_row"])
     raise PartnerscoreError(
-        f"{file if file == other else source}: partner '{ids[j]}' is scored in {where} "
+        f"{where}: partner '{ids[j]}' is scored in {rows} "
         f"(as of {first['_start']:%Y-%m-%d} and "
         f"{second['_start']:%Y-%m-%d}{versions}), both summed into {what}: its revenue would "
         "be counted twice; forecast one batch per file (one row per partner and period)"

@@ -34,7 +34,7 @@ from partnerscore.features.core import (
     quoted,
     read_frame,
     read_frame_or_dataset,
-    row_at,
+    two_rows,
     write_text_atomic,
 )
 from partnerscore.features.parallel import worker_count
@@ -1015,10 +1015,9 @@ def _refuse_two_latest(frame: pd.DataFrame, path: Path | PartRows, option: str |
                 hint = f"pick one with {option}, or use one batch per file"
         elif v1:
             versions = f" and by model version {v1}"
-    (file, one), (other, two) = row_at(path, first), row_at(path, second)
-    rows = f"rows {one} and {two}" if file == other else f"{file} row {one} and {other} row {two}"
+    where, rows = two_rows(path, first, second)
     raise PartnerscoreError(
-        f"{file if file == other else path}: partner {quoted(pid)} is scored in {rows}, both as "
+        f"{where}: partner {quoted(pid)} is scored in {rows}, both as "
         f"{when}{versions}: a report shows one score per partner, the latest; {hint}"
     )
 

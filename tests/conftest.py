@@ -22,8 +22,8 @@ _MLFLOW_URIS = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLF
 # test`'s two workers take whole files in collection order (--dist loadfile
 # --no-loadscope-reorder). xdist's default order, most tests first, put these files of 2-4
 # slow tests (Spark jobs, notebooks) last, where one worker could run them alone while the
-# other had nothing left. Longest first keeps both busy to the end. Order only: every file still runs whole,
-# in its own order, in one worker.
+# other had nothing left. Longest first keeps both busy to the end. Order only: every file
+# still runs whole, in its own order, in one worker.
 SLOW_FILES_FIRST = (  # seconds on the fresh clone of 2026-12-06 (1,610 s in all)
     "serving/test_spark_engine.py",  # 183
     "serving/test_team_stores.py",  # 175

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import needs_java, with_sitecustomize
+from support import cli_config_in, needs_java, with_sitecustomize
 
 from partnerscore.serving.spark_engine import recover_aside
 
@@ -145,16 +145,9 @@ def _read_by_the_readers(out):
 def previous_output(raw_dir, model_store, tmp_path_factory):
     """A scores folder of an earlier run (as_of 2026-03-01)."""
     needs_java()
-    import json
-    import os
-
     tmp = tmp_path_factory.mktemp("previous")
-    config = tmp / "config.json"
-    paths = {"data_dir": str(tmp / "data"), "mlflow_dir": model_store.paths.mlflow_dir}
-    config.write_text(json.dumps({"paths": paths}))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     out = tmp / "out" / "scores.parquet"
-    job = _score(raw_dir, out, (config, env), tmp, "2026-03-01")
+    job = _score(raw_dir, out, cli_config_in(tmp, model_store), tmp, "2026-03-01")
     assert job.returncode == 0, job.stderr[-3000:]
     return out
 
@@ -176,7 +169,7 @@ def _publish(out, env_hook=None):
     """``publish_dataset`` in a child Python; ``env_hook(env)`` sets its kill hook."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = dict(os.environ)  # no store: the step writes files only
     if env_hook is not None:
         env_hook(env)
     return subprocess.run(

@@ -214,12 +214,17 @@ def _config_file(cfg, path):
 def test_cli_exit_codes_and_mlflow_run(store_config, raw_dir, tmp_path, capsys):
     cfg = _config_file(store_config, tmp_path / "cfg.json")
     base = ["--config", str(cfg), "--out", str(tmp_path / "out")]
+    # the session store: tests run before this one in the worker may have logged monitor runs
+    client = mlflow.MlflowClient(tracking_uri=store_config.paths.tracking_uri())
+    known = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    earlier = {r.info.run_id for r in client.search_runs([known.experiment_id])} if known else set()
     assert main(["monitor", "--as-of", "2026-06-01", "--raw", str(raw_dir), *base]) == 0
     state = json.loads((tmp_path / "out" / "monitor_state.json").read_text())
     assert state["as_of"] == "2026-06-01" and state["volumes"]["deals"] > 0
 
     mlflow.set_tracking_uri(store_config.paths.tracking_uri())
     runs = mlflow.search_runs(experiment_names=[MONITOR_EXPERIMENT])
+    runs = runs[~runs["run_id"].isin(earlier)]  # this monitor's run, one
     assert len(runs) == 1 and runs["metrics.checks_alarm"].iloc[0] == 0
 
     raw = load_raw(raw_dir, write_quarantine=False)

@@ -55,6 +55,7 @@ from partnerscore.serving.cli_common import (
     name_output,
     named_error,
     new_app,
+    said_result,
     say,
     say_json,
 )
@@ -460,10 +461,10 @@ def metrics(
             "features": [spec.model_dump(mode="json") for spec in REGISTRY],
             "summary": f"registry {version}: {len(REGISTRY)} features",  # the text's first line
         }
-        say_json(payload)
+        said_result(lambda: say_json(payload))
     else:
-        say(data_dictionary(fmt="markdown" if markdown else "text"))
-    ENDING["code"] = 0  # said (as emit records it)
+        text = data_dictionary(fmt="markdown" if markdown else "text")
+        said_result(lambda: say(text))
 
 
 @app.command()
@@ -935,8 +936,8 @@ def debugging() -> bool:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the job the way Ctrl-C does: unwinding, so its cleanup runs.
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the job the way Ctrl-C does, and neither is lost where it lands.
 
     A scheduler stops a job with SIGTERM (a timeout, ``kill PID``, a new deployment). Python's
     default action ends the process at once, without its ``finally`` blocks: a forked worker
@@ -948,10 +949,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     handler in place, or the console script's for its imports
     (:mod:`partnerscore.serving.console`; a caller's own handler is left alone); the previous
     one is back after.
+
+    Ctrl-C raises KeyboardInterrupt as Python's own handler does (in a forked worker too),
+    and the job also notes it (:func:`~partnerscore.training.progress.request_stop`), as for
+    SIGTERM: a KeyboardInterrupt swallowed where it lands (C code that clears errors, a
+    library's broad ``except``) is raised again at the job's next step. With Python's handler
+    alone a `train` swallowed it and ran on to register its version, exit 0 (a Ctrl-C sent as
+    the job set up its store). Only where Python's handler is in place (an ignored SIGINT stays
+    ignored).
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
-        signal.SIGTERM
-    ) not in (signal.SIG_DFL, terminated_before_the_job):
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigterm = signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, terminated_before_the_job)
+    sigint = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if not (sigterm or sigint):
         yield
         return
     from partnerscore.training import progress as bars
@@ -968,6 +980,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         _STATE["terminated"] = True
         bars.request_stop()  # raised again at the job's next step if swallowed where it lands
         raise KeyboardInterrupt
+
+    def interrupt(number: int, frame) -> None:
+        if os.getpid() == job and ENDING["code"] is None:  # the job's own, still at work
+            bars.request_stop()  # raised again at the job's next step if swallowed
+        signal.default_int_handler(number, frame)  # KeyboardInterrupt, as without this one
 
     unraisable, running = sys.unraisablehook, [True]
 
@@ -994,7 +1011,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             return
         unraisable(info)
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {}
+    if sigterm:
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, terminate)
+    if sigint:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     sys.unraisablehook = interrupt_again
     try:
         yield
@@ -1002,7 +1023,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         running.clear()
         bars.request_stop(False)  # the job has unwound: a later one in this process runs on
         sys.unraisablehook = unraisable
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -1108,7 +1130,7 @@ def _main(argv: list[str] | None) -> int:
     command = None
     try:
         # without standalone mode click returns the code of typer.Exit instead of raising it
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt():
             code = app(args=args, standalone_mode=False)
     except PartnerscoreError as exc:
         if isinstance(exc, UsageError):  # options the parser could not check: as its errors
@@ -1116,10 +1138,10 @@ def _main(argv: list[str] | None) -> int:
             command = exc.command
         message, code = named_error(exc.message), exc.exit_code
     except typer.Exit as exc:
-        return _said(exc.exit_code, argv)
+        return _ended(exc.exit_code, argv)
     except (typer.Abort, KeyboardInterrupt):
         if ENDING["code"] is not None:  # Ctrl-C once the result was printed: as it said
-            return _said(ENDING["code"], argv)
+            return _ended(ENDING["code"], argv)
         message, code = "aborted", INTERRUPTED
     except Exception as exc:  # click usage errors and anything unexpected
         if _is_click_error(exc):
@@ -1142,10 +1164,7 @@ def _main(argv: list[str] | None) -> int:
         if code == INTERRUPTED and ENDING["code"] is not None:  # Ctrl-C after the result
             code = ENDING["code"]
         if code != INTERRUPTED:
-            _said(code, argv)
-            if argv is None and _STATE["exit_now"]:
-                _exit_now(code)
-            return code
+            return _ended(code, argv)
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
     if _STATE["terminated"]:
         # whatever the SIGTERM's KeyboardInterrupt became on its way out: C code it lands in
@@ -1159,13 +1178,10 @@ def _main(argv: list[str] | None) -> int:
     else:
         typer.echo(f"error: {message}", err=True)
     _report_failure(message, code, command, args)
-    _said(code, argv)
-    if code in (INTERRUPTED, TERMINATED) and argv is None:
-        # the job has unwound (its files discarded, its workers stopped); a helper thread
-        # may wait for ever on an import lock the interrupt left taken
-        # (serving/score.py::helper_thread): the interpreter's exit would wait for it
-        _exit_now(code)
-    return code
+    # interrupted, the job has unwound (its files discarded, its workers stopped); a helper
+    # thread may wait for ever on an import lock the interrupt left taken
+    # (serving/score.py::helper_thread): the interpreter's exit would wait for it
+    return _ended(code, argv, unwound=code in (INTERRUPTED, TERMINATED))
 
 
 def _store_failure(exc: BaseException) -> PartnerscoreError | None:
@@ -1212,8 +1228,31 @@ def _report_failure(message: str, code: int, command: str | None, args: list[str
         emit_error(message, code, command or _STATE["command"])
 
 
+def _ended(code: int, argv: list[str] | None, *, unwound: bool = False) -> int:
+    """The job's ending is said (:func:`_said`); the console script then exits at once.
+
+    :func:`_exit_now`, after a batch job (:func:`_batch_done`) or an interrupted job that has
+    unwound (``unwound``) at once; after any other once its threads are done, as the
+    interpreter's exit would wait for them (``threading._shutdown``: an executor's pending
+    writes; MLflow's idle artifact-repository worker). Only the teardown is skipped: it puts
+    Python's default signal handlers back before it frees the modules (~0.5-1 s after
+    `train`), and a Ctrl-C or SIGTERM then killed the process by the signal, -2 or -15 with
+    nothing said, for a job that had printed its result and registered its version (6 of 6
+    Ctrl-Cs sent 0-0.25 s after `train`'s result). Returns ``code``.
+    """
+    _said(code, argv)
+    if argv is None:
+        if not (unwound or _STATE["exit_now"]):
+            shutdown = getattr(threading, "_shutdown", None)
+            if shutdown is None:  # pragma: no cover - not CPython: the interpreter's own exit
+                return code
+            shutdown()
+        _exit_now(code)
+    return code
+
+
 def _exit_now(code: int) -> None:
-    """End the console-script process now: no interpreter teardown after a finished batch job.
+    """End the console-script process now: no interpreter teardown after the job's ending.
 
     The teardown frees every object of the batch and of the imported libraries one by one.
     The atexit functions still run (logging, multiprocessing, ``weakref.finalize`` cleanups

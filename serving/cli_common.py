@@ -348,10 +348,25 @@ def emit(result, exit_code: int = 0) -> None:
         if not isinstance(payload, dict):
             payload = {"result": payload}
         payload["summary"] = result.summary()
-        say_json(payload)
+        said_result(lambda: say_json(payload), exit_code)
     else:
-        say(result.summary())
-    ENDING["code"] = exit_code
+        said_result(lambda: say(result.summary()), exit_code)
+
+
+def said_result(write, exit_code: int = 0) -> None:
+    """Print the job's result with ``write`` and record its ending, with no signal between.
+
+    Ctrl-C and SIGTERM are held while it prints
+    (:func:`~partnerscore.features.parallel.signals_deferred`; a second one acts at once) and
+    act after, on a job whose ending is said: its own code. One landing between the printed
+    result and the record said ``aborted``, exit 130, after a whole result (1 of 3 Ctrl-Cs
+    sent as `models --json` printed its last line).
+    """
+    from partnerscore.features.parallel import signals_deferred
+
+    with signals_deferred():
+        write()
+        ENDING["code"] = exit_code
 
 
 def emit_error(message: str, exit_code: int, command: str | None) -> None:

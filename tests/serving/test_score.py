@@ -185,7 +185,7 @@ def test_a_signal_after_the_history_commit_waits_for_the_ledger_and_the_files(
     SIGTERMs of a 3,000-partner job. The signal now waits until the files are published."""
     import signal
 
-    from partnerscore.serving.cli import _sigterm_as_interrupt
+    from partnerscore.serving.cli import _signals_as_interrupt
     from partnerscore.serving.ledger import DecisionLedger
 
     number = getattr(signal, signum)
@@ -200,7 +200,7 @@ def test_a_signal_after_the_history_commit_waits_for_the_ledger_and_the_files(
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "scores.parquet"
     try:
-        with _sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        with _signals_as_interrupt(), pytest.raises(KeyboardInterrupt):
             run_score(raw_dir, AS_OF, "champion", out, store_config)
     finally:
         signal.signal(signal.SIGINT, previous)

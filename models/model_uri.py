@@ -11,6 +11,43 @@ MODELS_URI = re.compile(r"models:/([^/@]+)(?:/(\d+)|@(.+))")
 """``models:/<name>/<version>`` or ``models:/<name>@<alias>``."""
 LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9a-f]+)")
 """``models:/m-<id>``: an MLflow 3 logged model by id (what ``train --no-register`` prints)."""
+INCOMPLETE_TAG = "partnerscore.incomplete"
+"""Tag of a version whose registration by ``train`` has not finished: written with the version
+(one request), removed after its ``challenger`` alias. A version still holding it was left by a
+``train`` that lost its store mid-registration (or is being registered now): ``models`` names
+it, ``promote`` refuses it without ``--force --reason``, and no job loads it
+(:func:`incomplete_version`)."""
+ACCEPTED_INCOMPLETE_TAG = "promoted_incomplete"
+"""Tag ``promote --force --reason`` sets (``"true"``) on a version it promoted past
+:data:`INCOMPLETE_TAG`: accepted by hand as it is, so it loads."""
+
+
+def incomplete_version(uri: str, version: str, tags: dict[str, str]) -> str | None:
+    """The one line refusing to load a registered version whose registration did not finish.
+
+    The rule every job that loads a model by its registry (``score``, ``whatif``, ``monitor``,
+    the Python API's ``load_model``, the Spark engine) applies, as ``promote`` does: a version
+    tagged :data:`INCOMPLETE_TAG` is refused, unless ``promote --force --reason`` accepted it
+    (:data:`ACCEPTED_INCOMPLETE_TAG`). Until 2026-12-06 such a version was scored silently.
+
+    Args:
+        uri: The ``models:/`` URI asked for (an alias or a version of a registered model).
+        version: The version it names.
+        tags: The version's tags.
+
+    Returns:
+        ``cannot load model '<uri>': version V of '<name>' is incomplete: ...``, or None.
+    """
+    if INCOMPLETE_TAG not in tags or tags.get(ACCEPTED_INCOMPLETE_TAG) == "true":
+        return None
+    match = MODELS_URI.fullmatch(uri)
+    name = match.group(1) if match else uri
+    return (
+        f"cannot load model '{uri}': version {version} of '{name}' is incomplete: the `train` "
+        f"that registered it did not finish (tag {INCOMPLETE_TAG}); train again, or use "
+        f"another version (the champion); `promote --version {version} --force --reason` "
+        "accepts it as it is"
+    )
 
 
 def resolve_model_uri(model: str, registered_model: str) -> str:

@@ -19,7 +19,9 @@ few registry rows and files already on disk:
 
 Anything else -- a tracking server or PostgreSQL store, remote artifacts, ``runs:/`` URIs, a
 version that is not ``READY``, a registry layout this module does not recognise -- goes through
-MLflow exactly as before (:func:`load_scoring_model` falls back by itself).
+MLflow exactly as before (:func:`load_scoring_model` falls back by itself). Either way a
+version whose registration by ``train`` did not finish is refused before it loads
+(:func:`refuse_unfinished`).
 ``tests/serving/test_model_store.py`` checks that both ways give the same scores, version and
 profile.
 """
@@ -35,9 +37,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from partnerscore.features.core import PartnerscoreError
 from partnerscore.models.model_uri import (
     MODELS_URI,
     check_registry,
+    incomplete_version,
     missing_registry,
     unknown_name,
 )
@@ -210,14 +214,15 @@ def locate_model(uri: str, tracking_uri: str) -> LocatedModel | None:
 
 
 def missing_model(uri: str, tracking_uri: str) -> str | None:
-    """Why ``uri`` certainly names no model in a local SQLite registry, or None.
+    """Why ``uri`` certainly names no model to load in a local SQLite registry, or None.
 
     A cheap check for the score job to run before any work (the model itself loads in a
     helper thread while the tables are read, so an unknown alias would otherwise stop the run
     only after the features are built). None whenever the answer is not certain from the
     registry tables (not a SQLite file store, not a models:/ URI, no or an unreadable database
     file): the load then says what is wrong. An alias or version is missing only when no
-    workspace holds it.
+    workspace holds it; one that is there is refused still when its registration by ``train``
+    did not finish (:func:`unfinished_model`).
 
     Args:
         uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
@@ -251,10 +256,76 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
                 what = f"registered model '{name}' has no version {version}"
     except (sqlite3.Error, ValueError):
         return None
-    if found is not None:
-        return None
+    if found is not None:  # there: refused still if its registration did not finish
+        return unfinished_model(uri, tracking_uri)
     hint = " (promote a version first)" if alias == "champion" else ""
     return f"cannot load model '{uri}': {what}{hint}"
+
+
+def unfinished_model(uri: str, tracking_uri: str) -> str | None:
+    """Why the registered version ``uri`` names must not be loaded, or None.
+
+    Its registration by ``train`` did not finish (:func:`~partnerscore.models.model_uri.
+    incomplete_version`, the rule ``promote`` applies too). The version's tags are read from a
+    local SQLite registry directly (MLflow is not imported), from any other store through
+    MLflow. None for a URI that names no registered version (a run, a logged model, a local
+    folder) and for an alias or version the store lacks (the load says so).
+
+    Args:
+        uri: The model URI.
+        tracking_uri: The tracking (and registry) URI.
+
+    Returns:
+        A one-line error (``cannot load model '<uri>': version V of '<name>' is incomplete:
+        ...``), or None.
+    """
+    match = MODELS_URI.fullmatch(uri)
+    if not match:
+        return None
+    name, version, alias = match.groups()
+    db = _registry_file(tracking_uri)
+    if db is not None:
+        try:
+            with _read_only(db) as con:
+                if alias is not None:
+                    found = [r for r in _aliases(con, name, alias) if _in_default_workspace(r)]
+                    if len(found) != 1:
+                        return None
+                    version = str(found[0]["version"])
+                rows = _rows(
+                    con,
+                    "SELECT * FROM model_version_tags WHERE name = ? AND version = ?",
+                    (name, int(version)),
+                )
+            tags = {r["key"]: r["value"] for r in rows if _in_default_workspace(r)}
+            return incomplete_version(uri, version, tags)
+        except (sqlite3.Error, KeyError, ValueError):
+            pass  # a layout this module does not know: MLflow answers
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias is not None
+            else client.get_model_version(name, version)
+        )
+    except MlflowException as exc:
+        raise_if_unreachable(exc)
+        return None
+    return incomplete_version(uri, str(mv.version), dict(mv.tags or {}))
+
+
+def refuse_unfinished(uri: str, tracking_uri: str) -> None:
+    """Raise :func:`unfinished_model`'s line, if any (before a registered version is loaded).
+
+    Raises:
+        PartnerscoreError: The version's registration by ``train`` did not finish.
+    """
+    problem = unfinished_model(uri, tracking_uri)
+    if problem is not None:
+        raise PartnerscoreError(problem)
 
 
 def champion_version(uri: str, registered_model: str, tracking_uri: str) -> str | None:
@@ -345,6 +416,10 @@ def load_through_mlflow(uri: str, tracking_uri: str):
 
     Returns:
         (:class:`~partnerscore.models.bundle.PartnerModel`, version).
+
+    Raises:
+        PartnerscoreError: MLflow cannot load the URI; a version whose registration by
+            ``train`` did not finish (:func:`refuse_unfinished`, before anything is loaded).
     """
     import mlflow
 
@@ -352,6 +427,7 @@ def load_through_mlflow(uri: str, tracking_uri: str):
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    refuse_unfinished(uri, tracking_uri)
     model = load_partner_model(uri)
     try:
         version = model_version_of(uri)
@@ -370,11 +446,13 @@ def load_scoring_model(uri: str, tracking_uri: str, lean: bool = False) -> Scori
     scores, drivers and upgrade paths; no booster for ``predict``-style or training use).
 
     Raises:
-        PartnerscoreError: MLflow cannot load the URI (e.g. no ``champion`` yet).
+        PartnerscoreError: MLflow cannot load the URI (e.g. no ``champion`` yet); a version
+            whose registration by ``train`` did not finish (:func:`refuse_unfinished`).
     """
     check_registry(tracking_uri, uri)  # else MLflow would create an empty one
     located = locate_model(uri, tracking_uri)
     if located is not None:
+        refuse_unfinished(uri, tracking_uri)  # through MLflow, load_through_mlflow refuses it
         return ScoringModel(
             load_located(located, lean), located.version, located_reference(located), True
         )

@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 
 from partnerscore.features.core import PartnerscoreError
-from partnerscore.models.model_uri import check_registry, unknown_name
+from partnerscore.models.model_uri import (
+    ACCEPTED_INCOMPLETE_TAG,
+    INCOMPLETE_TAG,
+    check_registry,
+    unknown_name,
+)
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.models.stores import raise_if_unreachable
 from partnerscore.training.config import TrainConfig
@@ -26,7 +31,6 @@ from partnerscore.training.train import (
     CHAMPION,
     HOLDOUT_ARTIFACT,
     HOLDOUT_PREDICTIONS_ARTIFACT,
-    INCOMPLETE_TAG,
     drifting,
 )
 
@@ -145,12 +149,18 @@ def run_models(config: TrainConfig, *, tracking_uri: str) -> ModelsResult:
                 f" `mlflow runs restore --run-id {mv.run_id}` brings it back, `mlflow gc`"
                 " purges it)"
             )
-        if INCOMPLETE_TAG in (mv.tags or {}):
+        if (mv.tags or {}).get(ACCEPTED_INCOMPLETE_TAG) == "true":
+            notes.append(
+                f"v{mv.version}: its registration by `train` did not finish (tag "
+                f"{INCOMPLETE_TAG}), and it was promoted all the same with --force --reason "
+                f"(tag {ACCEPTED_INCOMPLETE_TAG}): the jobs load it"
+            )
+        elif INCOMPLETE_TAG in (mv.tags or {}):
             notes.append(
                 f"v{mv.version}: its registration by `train` did not finish (tag "
                 f"{INCOMPLETE_TAG}: the store was lost, or a `train` is registering it now); "
-                "`promote` refuses it without --force --reason; delete it if no `train` is "
-                "running"
+                "`promote` refuses it without --force --reason, and `score`, `whatif`, "
+                "`monitor` and the API refuse to load it; delete it if no `train` is running"
             )
         metrics = run.data.metrics if run else {}
         row = {
@@ -871,7 +881,7 @@ def run_promote(
         if result.forced:
             tags["promotion_forced"] = "true"
         if INCOMPLETE_TAG in (challenger.tags or {}):
-            tags["promoted_incomplete"] = "true"  # --force --reason past INCOMPLETE_TAG
+            tags[ACCEPTED_INCOMPLETE_TAG] = "true"  # --force --reason past INCOMPLETE_TAG
         if champion is not None:
             client.set_model_version_tag(name, champion.version, "replaced_at", now)
     if (reason or "").strip():  # given, it is recorded: forced, passing the gate or refused

@@ -41,6 +41,7 @@ from partnerscore.models.intervals import (
     coverage,
     segment_coverage,
 )
+from partnerscore.models.model_uri import INCOMPLETE_TAG
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
 from partnerscore.models.pyfunc import log_partner_model
 from partnerscore.models.stores import store_failure
@@ -89,11 +90,6 @@ CHALLENGER = "challenger"
 DRIFT_Z = 2.0
 """Out-of-fold cohort trend, in s.e., beyond which a run counts as drifting (summaries, auto)."""
 CHAMPION = "champion"
-INCOMPLETE_TAG = "partnerscore.incomplete"
-"""Tag of a version whose registration by ``train`` has not finished: written with the version
-(one request), removed after its ``challenger`` alias. A version still holding it was left by a
-``train`` that lost its store mid-registration (or is being registered now): ``models`` names
-it, ``promote`` refuses it without ``--force --reason``."""
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 HOLDOUT_PREDICTIONS_ARTIFACT = "evaluation/holdout_predictions.parquet"
 """The pre-refit model's holdout predictions (partner_id, as_of, pred_revenue,

@@ -608,14 +608,14 @@ def test_a_server_killed_during_train_leaves_no_challenger(before, built_dir, tm
 
 @pytest.mark.parametrize("before", ["register_model", "alias"])
 def test_a_database_store_stopped_during_train_leaves_no_challenger(
-    before, own_postgres_server, built_dir, tmp_path, monkeypatch, capsys
+    before, own_postgres_server, built_dir, raw_dir, tmp_path, monkeypatch, capsys
 ):
     """The same on a PostgreSQL store without a server (``postgresql://``): the database
     server stops (``pg_ctl stop -m fast``) after the run was logged, before the version is
     registered or before its alias is set. One line, exit 69, no version holding
     ``challenger``. Once the server is back, the version left without its alias is named by
-    ``models`` and refused by ``promote --version`` (it was promoted like any other) unless
-    ``--force --reason``."""
+    ``models`` and refused by ``promote --version`` (it was promoted like any other) and by
+    ``score --model`` (it was scored silently) unless promoted with ``--force --reason``."""
     import psycopg
 
     server = own_postgres_server
@@ -658,8 +658,15 @@ def test_a_database_store_stopped_during_train_leaves_no_challenger(
     promote = ["promote", "--version", "1", "-c", config]
     assert main(promote) == 2
     assert_one_error(capsys.readouterr().err, "version 1 of 'partnerscore' is incomplete:")
+    # nor is it scored (it was, silently, until 2026-12-06): its tags read through MLflow
+    out = tmp_path / "scored" / "scores.csv"
+    score = ["score", "--raw", str(raw_dir), "--as-of", AS_OF, "--model", "1", "-c", config]
+    assert main([*score, "--out", str(out)]) == 2
+    assert_one_error(capsys.readouterr().err, "version 1 of 'partnerscore' is incomplete:")
+    assert not out.parent.exists()
     assert main([*promote, "--force", "--reason", "checked by hand"]) == 0
     assert capsys.readouterr().out.startswith("promoted v1 to champion")
+    assert main([*score, "--out", str(out)]) == 0 and out.exists()  # accepted: it loads
 
 
 def _lose(server: subprocess.Popen, url: str) -> None:

@@ -1568,6 +1568,28 @@ def read_dataset(folder: str | Path, by: str | None = None) -> tuple[pd.DataFram
     return frame, PartRows(folder, [str(p) for p in parts], part, row)
 
 
+def dataset_of_part(path: str | Path) -> tuple[Path, int] | None:
+    """The Parquet dataset folder a file is one part of, and its number of parts, or None.
+
+    A ``*.parquet`` file in a folder named ``*.parquet`` that holds only part files
+    (:func:`dataset_parts`: ``score --engine spark``'s ``scores.parquet/``), as given or as
+    its link resolves. A file in a folder of another name, or beside other files (the pandas
+    job's ``results.parquet/scores.parquet`` with its rejects and manifest), is none.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(".parquet"):
+        return None
+    for folder in dict.fromkeys((path.parent, path.resolve().parent)):
+        if not folder.name.lower().endswith(".parquet"):
+            continue
+        try:
+            parts = dataset_parts(folder)
+        except PartnerscoreError:
+            continue
+        return folder, len(parts)
+    return None
+
+
 def read_frame_or_dataset(
     path: str | Path, text: Callable[[str], bool] | None = None, by: str | None = "partner_id"
 ) -> tuple[pd.DataFrame, Path | PartRows]:
@@ -1575,13 +1597,28 @@ def read_frame_or_dataset(
 
     What the readers of a scores file use: ``score --engine spark`` writes a folder of part
     files where the pandas job writes one file, and both are read alike (a folder's rows in
-    ``by``'s order, as the file holds them).
+    ``by``'s order, as the file holds them). One part of such a folder given alone
+    (:func:`dataset_of_part`) is refused: it holds only some of the batch's partners, and the
+    interrupted-publish check (:func:`check_companions`) reads the folder's manifest, not one
+    beside the part. Until 2026-12-06 a part was read as a whole scores file.
 
     Returns:
         The frame and what messages about its rows name: the file (positions are its rows),
         or the folder's :class:`PartRows` (:func:`at_row` names the part and its row).
+
+    Raises:
+        PartnerscoreError: One line naming the file, column and row, or for a part file the
+            folder to give instead.
     """
     path = Path(path)
     if path.is_dir():
         return read_dataset(path, by)
+    whole = dataset_of_part(path) if path.is_file() else None
+    if whole is not None:
+        folder, parts = whole
+        raise PartnerscoreError(
+            f"{path}: one part file of the Parquet dataset folder {folder}, which holds {parts} "
+            "(`score --engine spark` writes one per partner group, each with only some of the "
+            "batch's partners): give the folder"
+        )
     return read_frame(path, text), path

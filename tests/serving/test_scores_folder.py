@@ -293,3 +293,109 @@ def test_a_scores_folders_interrupted_publish_is_refused(both, tmp_path):
         read_scores(copy)
     with pytest.raises(PartnerscoreError, match=r"part-00001\.parquet: not the file .* mixes"):
         run_forecast(cfg, copy, tmp_path / "f.csv", ("tier",))
+
+
+def _part_said(part: Path, parts: int = 3) -> str:
+    return (
+        f"{part}: one part file of the Parquet dataset folder {part.parent}, which holds "
+        f"{parts} (`score --engine spark` writes one per partner group, each with only some of "
+        "the batch's partners): give the folder"
+    )
+
+
+def test_a_part_file_of_a_scores_folder_is_refused_naming_the_folder(both, tmp_path, capsys):
+    """A part given alone was read as a whole scores file: a third of the partners (report
+    removes the pages of partners no longer in its scores), and its interrupted-publish check
+    looked for a ``part-00001.manifest.json`` beside it, so it passed whatever the folder's
+    state. Every reader of a scores file now refuses it in one line naming the folder to
+    give."""
+    from partnerscore.serving import api
+    from partnerscore.serving.cli import main
+    from partnerscore.serving.experiment import run_assign
+    from partnerscore.serving.forecast import run_forecast
+    from partnerscore.serving.monitor import _batch_scores
+    from partnerscore.serving.whatif import run_whatif_policy
+
+    _, folder, cfg, _ = both
+    part = folder / "part-00001.parquet"
+    said = _part_said(part)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"policy": {"revenue_weight": 0.6}}))
+    out = tmp_path / "out"
+    readers = {
+        "report": lambda: read_scores(part),
+        "forecast": lambda: run_forecast(cfg, part, out / "f.csv", ("tier",)),
+        "api.forecast": lambda: api.forecast(part, by="tier"),
+        "monitor": lambda: _batch_scores(part, pd.Timestamp("2026-03-01")),
+        "assign": lambda: run_assign(
+            # its registry's lock file is made first, whatever the input: kept out of ``out``
+            part,
+            "e",
+            ("control", "treatment"),
+            out / "a.csv",
+            cfg,
+            registry=tmp_path / "r.csv",
+        ),
+        "whatif": lambda: run_whatif_policy(cfg, policy, part, out / "w.csv"),
+    }
+    for name, read in readers.items():
+        with pytest.raises(PartnerscoreError) as info:
+            read()
+        assert str(info.value) == said, name
+    for argv in (
+        ["forecast", "--scores", str(part), "--out", str(out / "f.csv")],
+        ["report", "--scores", str(part), "--out", str(out / "r")],
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"error: --scores {said}"
+    assert not out.exists()
+    # a link to the part is refused as the part is; the folder itself is read
+    link = tmp_path / "link.parquet"
+    link.symlink_to(part)
+    with pytest.raises(PartnerscoreError, match="give the folder$"):
+        read_scores(link)
+    assert len(read_scores(folder)) == len(read_scores(both[0]))
+
+
+def test_a_part_of_a_half_published_scores_folder_is_refused(both, tmp_path):
+    """A part of a folder whose publish was interrupted (the mark beside its manifest, a part
+    not the listed one) was read silently when given alone: it is refused as a part, and the
+    folder, given instead, by the interrupted-publish check."""
+    from partnerscore.serving.spark_engine import _swap
+
+    _, folder, _, _ = both
+    copy = tmp_path / "out" / "scores.parquet"
+    shutil.copytree(folder, copy)
+    fresh = tmp_path / "out" / ".scores.parquet.new"
+    shutil.copytree(copy, fresh)
+    manifest = companion_manifest(copy)
+    publish_listed([], {"rows": 1}, manifest, folders=[(fresh, copy)], swap=_swap)
+    publishing_mark(manifest).touch()  # a run killed after swapping its folder in
+    part = copy / "part-00001.parquet"
+    pq.write_table(pq.read_table(part).slice(1), part)
+    with pytest.raises(PartnerscoreError) as info:
+        read_scores(part)
+    assert str(info.value) == _part_said(part)
+    with pytest.raises(PartnerscoreError, match=r"part-00001\.parquet: not the file .* mixes"):
+        read_scores(copy)
+
+
+def test_a_scores_file_in_a_folder_that_is_no_dataset_is_read(both, tmp_path):
+    """Only a part of a dataset folder (named ``*.parquet``, holding only part files) is
+    refused: a scores file in a folder of another name, or in a ``*.parquet`` folder beside its
+    rejects and manifest (``score --out results.parquet/scores.parquet``), is read."""
+    single, folder, _, _ = both
+    expected = read_scores(single)
+    for where in (tmp_path / "scores", tmp_path / "results.parquet"):
+        where.mkdir()
+        path = where / "scores.parquet"
+        shutil.copy(single, path)
+        if where.name.endswith(".parquet"):
+            (where / "scores.rejects.csv").write_text("partner_id,as_of,reason\n")
+        pd.testing.assert_frame_equal(read_scores(path), expected)
+    lone = tmp_path / "lone.parquet"  # one part alone in its folder: still a part
+    lone.mkdir()
+    shutil.copy(folder / "part-00000.parquet", lone / "part-00000.parquet")
+    with pytest.raises(PartnerscoreError) as info:
+        read_scores(lone / "part-00000.parquet")
+    assert str(info.value) == _part_said(lone / "part-00000.parquet", 1)

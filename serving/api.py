@@ -275,8 +275,9 @@ def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool 
 
     Raises:
         PartnerscoreError: A model argument that names no model, a registry file that does not
-            exist (none is created), a version or alias the registry lacks, a store MLflow
-            cannot reach (one line).
+            exist (none is created), a version or alias the registry lacks, a version whose
+            registration by ``train`` did not finish (tag ``partnerscore.incomplete``, unless
+            ``promote --force --reason`` accepted it), a store MLflow cannot reach (one line).
     """
     from partnerscore.models.model_uri import missing_registry, resolve_model_uri
     from partnerscore.serving.model_store import load_scoring_model

@@ -84,6 +84,20 @@ class HeadScoring:
             contrib = self.booster_.predict(
                 X, pred_contrib=True, num_threads=num_threads or self.n_jobs
             )
+        return self.with_offsets(contrib, X)
+
+    def offset_columns(self) -> list[str]:
+        """The columns of a prepared frame the per-row offsets are read from (none here)."""
+        return []
+
+    def with_offsets(self, contrib: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+        """The trees' contributions (n, k + 1) of ``X``'s rows with the head's offsets added.
+
+        The recalibration goes into the base value, a segment's factor into its feature's
+        contribution (in place). ``X`` is the prepared rows, or only their
+        :meth:`offset_columns`: what-if scores its candidates from a feature matrix
+        (:func:`~partnerscore.models.whatif.candidate_scores`).
+        """
         offset = self._offset()
         if offset:
             contrib[:, -1] += offset  # the recalibration is part of the base value
@@ -97,6 +111,10 @@ class RevenueScoring(HeadScoring):
 
     def _offset(self) -> float:
         return float(np.log(getattr(self, "calibration_factor_", 1.0)))
+
+    def offset_columns(self) -> list[str]:
+        """The segment columns with factors (:meth:`_row_offsets` reads them)."""
+        return list(getattr(self, "segment_factors_", None) or {})
 
     def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
         """(feature column, log factor per row) for every segment column with factors."""
@@ -121,6 +139,10 @@ class EngagementScoring(HeadScoring):
     age band and tier) are added to the margin before the map and to that feature's SHAP
     contribution, as the revenue head's segment factors are.
     """
+
+    def offset_columns(self) -> list[str]:
+        """The columns with segment offsets (:meth:`_row_offsets` reads them)."""
+        return list(getattr(self, "segment_offsets_", None) or {})
 
     def _row_offsets(self, X: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
         """(feature column, logit offset per row) for every column with segment offsets."""

@@ -236,6 +236,7 @@ def policy_score(
     features: pd.DataFrame,
     policy: PolicyConfig,
     num_threads: int | None = None,
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> PolicyScore:
     """Both heads, their score points per feature and the policy's composite score.
 
@@ -243,9 +244,19 @@ def policy_score(
     :func:`~partnerscore.models.whatif.policy_scores`. ``features`` is already respelled
     (:meth:`~partnerscore.models.bundle.PartnerModel.respell`) with a fresh index, and the
     model has its reference quantiles.
+
+    Args:
+        model: The model.
+        features: The rows; with ``raw``, only their ``age_days`` and segment columns are read.
+        policy: Scoring policy.
+        num_threads: Threads for the contributions.
+        raw: The rows' contributions (:meth:`~partnerscore.models.bundle.PartnerModel.
+            raw_contributions`) when the caller has them: what-if's candidates, computed from
+            a feature matrix (:func:`~partnerscore.models.whatif.candidate_scores`).
     """
     ref = model.reference
-    raw = contributions(model, features, num_threads)
+    if raw is None:
+        raw = contributions(model, features, num_threads)
     rev = explain.explain_head(*raw["revenue"], np.exp)
     eng = explain.explain_head(*raw["engagement"], model.engagement.calibrate)
 

@@ -16,6 +16,8 @@ Pure computation over a :class:`~partnerscore.models.bundle.PartnerModel` and a
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -24,9 +26,10 @@ from partnerscore.features.registry import LAYERS, FeatureSpec, is_recency
 from partnerscore.models import explain
 from partnerscore.models import policy as pol
 from partnerscore.models.bundle import PartnerModel, respellings
-from partnerscore.models.config import PolicyConfig
+from partnerscore.models.config import SEGMENT_KEYS, PolicyConfig
 from partnerscore.models.frame_check import out_of_range
 from partnerscore.models.scoring import policy_score, score_features
+from partnerscore.models.treeshap import TreeShapTables
 
 SEGMENT_COLUMNS = ("region", "partner_type")
 # the columns of revenue_by_segment, the schema of ``whatif --policy --out``
@@ -208,9 +211,52 @@ row (contributions of both heads, points, layers), and a batch has up to partner
 features x grid candidates per step (1,890 partners: ~150,000, 0.9 GB at once)."""
 
 
+class CandidateRows(NamedTuple):
+    """The rows :func:`candidate_scores` changes, prepared once for all their candidates.
+
+    Attributes:
+        current: The feature rows as given.
+        frame: Their columns the policy reads (``age_days``, the segment keys), respelled
+            (:meth:`~partnerscore.models.bundle.PartnerModel.respell`); None: score each
+            candidate frame as :func:`policy_scores` does (a head without compiled SHAP tables).
+        matrix: (k, n) the prepared rows as the heads' compiled SHAP tables read them, one
+            contiguous row per model feature (``TreeShapTables.feature_major``).
+        segments: The prepared rows' columns the heads' per-row offsets read
+            (``offset_columns``).
+    """
+
+    current: pd.DataFrame
+    frame: pd.DataFrame | None
+    matrix: np.ndarray | None
+    segments: pd.DataFrame | None
+
+
+def candidate_rows(model: PartnerModel, current: pd.DataFrame) -> CandidateRows:
+    """``current`` prepared for :func:`candidate_scores` (respelled, prepared, feature-major).
+
+    A candidate is one of these rows with one numeric feature set: its model input is the
+    row's prepared values with that one value set (preparing is row by row, and a numeric
+    value prepares to itself), so the rows are prepared once instead of every candidate
+    frame; without compiled tables for both heads the frames are scored as they are.
+    """
+    current = current.reset_index(drop=True)
+    tables = [head._shap_tables() for head in (model.revenue, model.engagement)]
+    if any(t is None for t in tables):
+        return CandidateRows(current, None, None, None)
+    frame = model.respell(current).frame  # as policy_scores
+    prepared = model.prepare(frame)
+    columns = [*model.revenue.offset_columns(), *model.engagement.offset_columns()]
+    return CandidateRows(
+        current=current,
+        frame=frame[[c for c in ("age_days", *SEGMENT_KEYS) if c in frame.columns]],
+        matrix=TreeShapTables.feature_major(prepared),
+        segments=prepared[list(dict.fromkeys(columns))],
+    )
+
+
 def candidate_scores(
     model: PartnerModel,
-    current: pd.DataFrame,
+    current: pd.DataFrame | CandidateRows,
     rows: np.ndarray,
     feats: np.ndarray,
     values: np.ndarray,
@@ -222,20 +268,70 @@ def candidate_scores(
 
     Candidate ``i`` is row ``rows[i]`` with feature ``specs[feats[i]]`` set to ``values[i]``.
     Built and scored ``chunk`` candidates at a time: every score depends on its own row only,
-    so they are those of one pass, bit for bit (``tests/serving/test_whatif.py``).
+    so they are those of one pass, bit for bit (``tests/serving/test_whatif.py``). Each
+    chunk's model input is gathered from the rows' feature matrix (:func:`candidate_rows`)
+    and scored by :func:`~partnerscore.models.scoring.policy_score` with those contributions:
+    the scores of :func:`policy_scores` on the candidate frames, bit for bit (tested), without
+    building, respelling and preparing a frame of every feature per chunk.
     """
+    base = current if isinstance(current, CandidateRows) else candidate_rows(model, current)
     out = np.empty(len(rows))
     for start in range(0, len(rows), chunk):
         part = slice(start, start + chunk)
-        cand = current.iloc[rows[part]].reset_index(drop=True).copy()
-        for j, spec in enumerate(specs):
-            sel = feats[part] == j
-            if sel.any():
-                col = np.array(pd.to_numeric(cand[spec.name], errors="coerce"), dtype=float)
-                col[sel] = values[part][sel]
-                cand[spec.name] = col
-        out[part] = policy_scores(model, cand, policy)
+        score = _frame_scores if base.matrix is None else _matrix_scores
+        out[part] = score(model, base, rows[part], feats[part], values[part], specs, policy)
     return out
+
+
+def _frame_scores(
+    model: PartnerModel,
+    base: CandidateRows,
+    rows: np.ndarray,
+    feats: np.ndarray,
+    values: np.ndarray,
+    specs: list,
+    policy: PolicyConfig,
+) -> np.ndarray:
+    """:func:`candidate_scores` of one chunk: the candidate frames, by :func:`policy_scores`."""
+    cand = base.current.iloc[rows].reset_index(drop=True).copy()
+    for j, spec in enumerate(specs):
+        sel = feats == j
+        if sel.any():
+            col = np.array(pd.to_numeric(cand[spec.name], errors="coerce"), dtype=float)
+            col[sel] = values[sel]
+            cand[spec.name] = col
+    return policy_scores(model, cand, policy)
+
+
+def _matrix_scores(
+    model: PartnerModel,
+    base: CandidateRows,
+    rows: np.ndarray,
+    feats: np.ndarray,
+    values: np.ndarray,
+    specs: list,
+    policy: PolicyConfig,
+) -> np.ndarray:
+    """:func:`candidate_scores` of one chunk: the rows' feature matrix with each value set."""
+    index = {s.name: i for i, s in enumerate(model.feature_specs)}
+    matrix = np.take(base.matrix, rows, axis=1)  # a copy, feature-major and contiguous
+    frame = base.frame.iloc[rows].reset_index(drop=True)
+    segments = base.segments.iloc[rows].reset_index(drop=True)
+    for j, spec in enumerate(specs):
+        sel = feats == j
+        if not sel.any():
+            continue
+        matrix[index[spec.name], sel] = values[sel]
+        for part in (frame, segments):  # as the frame's column (age_days: the policy's band)
+            if spec.name in part.columns:
+                col = np.array(pd.to_numeric(part[spec.name], errors="coerce"), dtype=float)
+                col[sel] = values[sel]
+                part[spec.name] = col
+    raw = {}
+    for name, head in (("revenue", model.revenue), ("engagement", model.engagement)):
+        contrib = head.with_offsets(head._shap_tables().contributions(matrix.T), segments)
+        raw[name] = (contrib[:, :-1], contrib[:, -1])
+    return policy_score(model, frame, policy, num_threads=1, raw=raw).score
 
 
 def policy_scores(model: PartnerModel, features: pd.DataFrame, policy: PolicyConfig) -> np.ndarray:
@@ -415,7 +511,7 @@ def search_values(
 
 def refine_reaching(
     model: PartnerModel,
-    current: pd.DataFrame,
+    current: pd.DataFrame | CandidateRows,
     specs: list,
     policy: PolicyConfig,
     candidates: tuple[np.ndarray, ...],
@@ -435,7 +531,7 @@ def refine_reaching(
 
     Args:
         model: The model (scores the bisection's values).
-        current: Feature rows the candidates change.
+        current: Feature rows the candidates change (or them prepared: :func:`candidate_rows`).
         specs: Actionable feature specs (``feats`` index them).
         policy: Scoring policy.
         candidates: (rows, feats, grid, values, below, score): candidate i sets feature
@@ -580,56 +676,95 @@ def upgrade_paths(
         )
         if not len(rows_a):
             break
-        score = candidate_scores(model, current, rows_a, feats_a, values_a, specs, policy)
+        prepared = candidate_rows(model, current)  # the step's rows, for all its candidates
+        score = candidate_scores(model, prepared, rows_a, feats_a, values_a, specs, policy)
         values_a, score = refine_reaching(
             model,
-            current,
+            prepared,
             specs,
             policy,
             (rows_a, feats_a, order_a, values_a, below_a, score),
             target[active],
         )
-        now = pd.DataFrame(
-            {
-                "row": rows_a,
-                "feat": feats_a,
-                "value": values_a,
-                "score": score,
-                "reach": score >= target[active][rows_a],
-            }
-        )
-        now["cost"] = change_cost(values_a, before_a, feats_a, specs, ranges)
-        now["gain"] = score - base_score[rows_a]
-        for r, group in now.groupby("row", sort=True):
-            hit = group[group["reach"]]
-            if len(hit):
-                best = hit.sort_values(["cost", "feat"], kind="stable").iloc[0]
-                done[r] = True
-            else:
-                best = group.sort_values(["gain", "cost"], ascending=[False, True]).iloc[0]
-                if best["gain"] <= 0:
-                    done[r] = True  # nothing actionable helps: no path
-                    steps[r] = []
-                    continue
-            name = specs[int(best["feat"])].name
+        reach = score >= target[active][rows_a]
+        cost = change_cost(values_a, before_a, feats_a, specs, ranges)
+        gain = score - base_score[rows_a]
+        pick = chosen_candidates(rows_a, feats_a, reach, cost, gain)
+        picked = rows_a[pick]
+        hit = reach[pick]
+        done[picked[hit]] = True
+        stuck = ~hit & (gain[pick] <= 0)  # nothing actionable helps: no path
+        done[picked[stuck]] = True
+        for r in picked[stuck]:
+            steps[r] = []
+        take = pick[~stuck]
+        for j in np.unique(feats_a[take]):
+            name = specs[j].name
+            mine = take[feats_a[take] == j]
             col = np.array(pd.to_numeric(current[name], errors="coerce"), dtype=float)
-            col[r] = best["value"]
+            col[rows_a[mine]] = values_a[mine]
             current[name] = col
-            base_score[r] = best["score"]
-            steps[r].append((name, 0.0, float(best["value"])))
+        base_score[rows_a[take]] = score[take]
+        for k in take:
+            steps[rows_a[k]].append((specs[feats_a[k]].name, 0.0, float(values_a[k])))
     reached = base_score >= target[active]
+    numbers: dict[str, np.ndarray | None] = {}  # numeric columns' values before, as floats
     for k, r in enumerate(active):
         if not reached[k]:
             continue
         merged: dict[str, float] = {}
         for name, _, value in steps[k]:
             merged[name] = value
+        for name in merged:
+            if name not in numbers:
+                numbers[name] = as_numbers(origin[name])
         paths[r] = [
-            (
-                name,
-                float(pd.to_numeric(pd.Series([origin[name].iat[k]]), errors="coerce").iat[0]),
-                v,
-            )
-            for name, v in merged.items()
+            (name, number_at(origin[name], numbers[name], k), v) for name, v in merged.items()
         ]
     return paths
+
+
+def as_numbers(column: pd.Series) -> np.ndarray | None:
+    """A column of numpy floats or integers as floats (None for any other dtype)."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiu":
+        return column.to_numpy(dtype=float)
+    return None
+
+
+def number_at(column: pd.Series, numbers: np.ndarray | None, k: int) -> float:
+    """Value ``k`` of ``column`` as a number, NaN when missing or not a number.
+
+    ``numbers`` (:func:`as_numbers`) holds it already for a numeric numpy column (the same
+    float); any other value is read one at a time, as ``pd.to_numeric`` reads it.
+    """
+    if numbers is not None:
+        return float(numbers[k])
+    return float(pd.to_numeric(pd.Series([column.iat[k]]), errors="coerce").iat[0])
+
+
+def chosen_candidates(
+    rows: np.ndarray,
+    feats: np.ndarray,
+    reach: np.ndarray,
+    cost: np.ndarray,
+    gain: np.ndarray,
+) -> np.ndarray:
+    """The candidate :func:`upgrade_paths` keeps for each row: indices, rows ascending.
+
+    A row with candidates that reach its target keeps the cheapest of them (ties: the lower
+    feature, then the earlier candidate); a row without keeps the one with the largest gain
+    (ties: the cheaper, then the earlier). NaN sorts last (never the largest gain, never the
+    cheapest), as pandas' ``sort_values`` of each row's candidates did: one ``np.lexsort``
+    per kind of row instead (``tests/serving/test_whatif.py`` compares it with the per-row
+    sort under hypothesis).
+    """
+    index = np.arange(len(rows))
+    hit_rows = np.unique(rows[reach])
+    hits = index[reach]
+    hits = hits[np.lexsort((feats[hits], cost[hits], rows[hits]))]
+    rest = index[~np.isin(rows, hit_rows)]
+    rest = rest[np.lexsort((cost[rest], -gain[rest], rows[rest]))]
+    order = np.concatenate([hits, rest])
+    order = order[np.argsort(rows[order], kind="stable")]
+    first = np.r_[True, rows[order][1:] != rows[order][:-1]] if len(order) else []
+    return order[first]

@@ -204,6 +204,7 @@ def test_measure_and_cpu_tree(bench):
         ("bench_build", ["--partners", "300", "--repeat", "1", "--skip-load"], "agreement"),
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),
         ("bench_csv_lines", ["--rows", "2000", "--repeat", "1"], "csv_lines"),
+        ("bench_whatif", ["--partners", "300", "--sizes", "100", "--repeat", "1"], "sha256"),
         # the 150-partner program whose model fell far below the scorecard (README, Models)
         (
             "bench_baseline_gate",

@@ -461,3 +461,82 @@ def test_upgrade_paths_equal_the_partner_by_partner_twin(upgrade_setup):
         assert repr(fast) == repr(slow)  # repr: a missing "from" value is NaN
 
     check()
+
+
+def chosen_by_row_sort(rows, feats, reach, cost, gain) -> np.ndarray:
+    """The twin of ``wi.chosen_candidates``: ``upgrade_paths``' choice as it was, one pandas
+    sort of each row's candidates (cheapest reaching one, ties by feature then position; else
+    the largest gain, ties by cost then position)."""
+    now = pd.DataFrame({"row": rows, "feat": feats, "reach": reach, "cost": cost, "gain": gain})
+    out = []
+    for _, group in now.groupby("row", sort=True):
+        hit = group[group["reach"]]
+        if len(hit):
+            best = hit.sort_values(["cost", "feat"], kind="stable")
+        else:
+            best = group.sort_values(["gain", "cost"], ascending=[False, True])
+        out.append(best.index[0])
+    return np.array(out, dtype=np.intp)
+
+
+TIE_PRONE = [np.nan, 0.0, -0.0, 5e-324, -5e-324, 1e300, -1e300, np.inf, -np.inf, 0.25, 1.0, -1.0]
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(data=st.data())
+def test_chosen_candidates_equal_the_per_row_sort(data):
+    """Ties, NaN (never chosen before a number), infinities, signed zeros and subnormals, rows
+    in any order: the one lexsort per kind of row picks what each row's pandas sort picked."""
+    n = data.draw(st.integers(1, 40))
+    number = st.one_of(st.sampled_from(TIE_PRONE), st.floats(allow_nan=True))
+    rows = np.array(data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)))
+    feats = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))
+    reach = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    cost = np.array(data.draw(st.lists(number, min_size=n, max_size=n)), dtype=float)
+    gain = np.array(data.draw(st.lists(number, min_size=n, max_size=n)), dtype=float)
+    fast = wi.chosen_candidates(rows, feats, reach, cost, gain)
+    np.testing.assert_array_equal(fast, chosen_by_row_sort(rows, feats, reach, cost, gain))
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        PolicyConfig(),
+        PolicyConfig(
+            segment_adjustments={"region": {"EMEA": 1.3}, "tier": {"gold": 0.8}},
+            maturity_bands=[
+                {"start_day": 0, "weights": {"strategic": 0.5, "execution": 0.3, "results": 0.2}},
+                {"start_day": 90, "weights": {"strategic": 0.2, "execution": 0.3, "results": 0.5}},
+            ],
+            revenue_weight=0.3,
+        ),
+    ],
+)
+def test_candidate_scores_from_the_feature_matrix_equal_the_candidate_frames(program, policy):
+    """The candidates' model input gathered from the rows' prepared matrix scores as the
+    candidate frames themselves (``policy_scores``, the path without compiled tables), bit for
+    bit: any numeric feature, ``age_days`` too (a segment offset of both heads and the
+    policy's maturity band), set to missing, zero, negative, huge or infinite values."""
+    model, _, features = program
+    sample = features.head(30).reset_index(drop=True)
+    specs = [s for s in model.feature_specs if s.kind == "numeric"]
+    assert "age_days" in {s.name for s in specs}
+    assert set(model.engagement.offset_columns()) & {"age_days", "tier"}
+    rng = np.random.default_rng(7)
+    m = 600
+    rows = rng.integers(0, len(sample), m)
+    feats = rng.integers(0, len(specs), m)
+    extremes = [np.nan, 0.0, -0.0, -5.0, 1.0, 44.5, 90.0, 181.0, 1e12, np.inf, -np.inf]
+    values = np.where(
+        rng.random(m) < 0.5,
+        rng.choice(extremes, m),
+        rng.uniform(0, 400, m).round(rng.integers(0, 3)),
+    )
+    prepared = wi.candidate_rows(model, sample)
+    assert prepared.matrix is not None  # the test model's heads have compiled tables
+    frames = wi.CandidateRows(sample, None, None, None)
+    for chunk in (97, wi.CANDIDATE_CHUNK):
+        fast = wi.candidate_scores(model, prepared, rows, feats, values, specs, policy, chunk)
+        slow = wi.candidate_scores(model, frames, rows, feats, values, specs, policy, chunk)
+        np.testing.assert_array_equal(fast, slow)
+    assert np.isfinite(fast).all()

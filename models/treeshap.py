@@ -209,6 +209,42 @@ class TreeShapTables:
             out[start : start + batch_rows] = self._batch(chunk).T
         return out
 
+    def contributions_by_feature(
+        self,
+        data: np.ndarray,
+        codes: dict[int, np.ndarray] | None = None,
+        batch_rows: int = 16384,
+    ) -> np.ndarray:
+        """:meth:`contributions` of a feature-major block ``data`` (k, n), transposed: (k + 1, n).
+
+        The same numbers as ``contributions(data.T).T``, one contiguous row per feature (the
+        base value last), without transposing the rows twice: what-if builds its candidates
+        feature-major and its explanation reads them feature by feature
+        (:func:`~partnerscore.models.whatif.candidate_scores`). ``codes``: the block's value
+        codes (:meth:`codes`) when the caller has them (what-if gathers its candidates' from
+        their rows' and codes only the values it changed).
+        """
+        n = data.shape[1]
+        if n <= batch_rows:
+            return self._batch(np.ascontiguousarray(data), codes)
+        out = np.empty((self.n_features + 1, n))
+        for start in range(0, n, batch_rows):
+            part = slice(start, start + batch_rows)
+            chunk = np.ascontiguousarray(data[:, part])
+            out[:, part] = self._batch(chunk, None if codes is None else _rows(codes, part))
+        return out
+
+    def codes(self, data: np.ndarray) -> dict[int, np.ndarray]:
+        """Feature -> (n,) value codes of a feature-major block (k, n), as `_batch` uses them.
+
+        A code depends on its own value only (what-if gathers them for its candidates).
+        """
+        return self._plan().codes(data)
+
+    def code(self, feature: int, values: np.ndarray) -> np.ndarray | None:
+        """The codes of ``values`` of one feature (None: no split reads it by code)."""
+        return self._plan().code(feature, values)
+
     def _plan(self) -> _Plan:
         """How to evaluate every table tree's splits from per-feature codes (built once)."""
         plan = getattr(self, "plan_", None)
@@ -216,8 +252,8 @@ class TreeShapTables:
             plan = self.plan_ = _Plan.build(self.trees, self.n_features)
         return plan
 
-    def _batch(self, cols: np.ndarray) -> np.ndarray:
-        """Contributions (k + 1, m) of a feature-major block of m rows.
+    def _batch(self, cols: np.ndarray, codes: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """Contributions (k + 1, m) of a feature-major block of m rows (``codes``: its codes).
 
         Each feature's values are first mapped to small integer codes (the interval between
         the tree thresholds on it, or its category; missing its own code), so a tree's pattern
@@ -228,7 +264,7 @@ class TreeShapTables:
         m = cols.shape[1]
         acc = np.zeros((self.n_features + 1, m))
         plan = self._plan()
-        codes = plan.codes(cols)
+        codes = plan.codes(cols) if codes is None else codes
         pattern = np.empty(m, dtype=np.intp)
         for tree, steps in zip(self.trees, plan.trees, strict=True):
             if tree.table is None:
@@ -314,16 +350,26 @@ class _Plan:
 
     def codes(self, cols: np.ndarray) -> dict[int, np.ndarray]:
         """Feature -> (m,) codes of a feature-major block."""
-        out = {}
-        for f, t in self.thresholds.items():
-            x = cols[f]
+        out = {f: self.code(f, cols[f]) for f in self.thresholds}
+        out.update({f: self.code(f, cols[f]) for f in self.categories})
+        return out
+
+    def code(self, f: int, x: np.ndarray) -> np.ndarray | None:
+        """(m,) codes of values ``x`` of feature ``f`` (None: no split reads ``f`` by code)."""
+        if f in self.categories:
+            c = self.categories[f]
+            ints = np.where(np.isnan(x), -1, x).astype(np.int64)  # as _Split.goes_left
+            return np.where((ints >= 0) & (ints < c), ints, c).astype(np.intp)
+        if f in self.thresholds:
+            t = self.thresholds[f]
             code = np.searchsorted(t, x)
             nan = np.isnan(x)
             if nan.any():
                 code[nan] = len(t) + 1
-            out[f] = code
-        for f, c in self.categories.items():
-            x = cols[f]
-            ints = np.where(np.isnan(x), -1, x).astype(np.int64)  # as _Split.goes_left
-            out[f] = np.where((ints >= 0) & (ints < c), ints, c).astype(np.intp)
-        return out
+            return code
+        return None
+
+
+def _rows(codes: dict[int, np.ndarray], part: slice) -> dict[int, np.ndarray]:
+    """The codes of a slice of a block's rows."""
+    return {f: c[part] for f, c in codes.items()}

@@ -223,12 +223,15 @@ class CandidateRows(NamedTuple):
             contiguous row per model feature (``TreeShapTables.feature_major``).
         segments: The prepared rows' columns the heads' per-row offsets read
             (``offset_columns``).
+        codes: Per head (revenue, engagement), the matrix's value codes
+            (``TreeShapTables.codes``).
     """
 
     current: pd.DataFrame
-    frame: pd.DataFrame | None
-    matrix: np.ndarray | None
-    segments: pd.DataFrame | None
+    frame: pd.DataFrame | None = None
+    matrix: np.ndarray | None = None
+    segments: pd.DataFrame | None = None
+    codes: tuple[dict[int, np.ndarray], ...] = ()
 
 
 def candidate_rows(model: PartnerModel, current: pd.DataFrame) -> CandidateRows:
@@ -242,15 +245,17 @@ def candidate_rows(model: PartnerModel, current: pd.DataFrame) -> CandidateRows:
     current = current.reset_index(drop=True)
     tables = [head._shap_tables() for head in (model.revenue, model.engagement)]
     if any(t is None for t in tables):
-        return CandidateRows(current, None, None, None)
+        return CandidateRows(current)
     frame = model.respell(current).frame  # as policy_scores
     prepared = model.prepare(frame)
+    matrix = TreeShapTables.feature_major(prepared)
     columns = [*model.revenue.offset_columns(), *model.engagement.offset_columns()]
     return CandidateRows(
         current=current,
         frame=frame[[c for c in ("age_days", *SEGMENT_KEYS) if c in frame.columns]],
-        matrix=TreeShapTables.feature_major(prepared),
+        matrix=matrix,
         segments=prepared[list(dict.fromkeys(columns))],
+        codes=tuple(t.codes(matrix) for t in tables),
     )
 
 
@@ -317,19 +322,32 @@ def _matrix_scores(
     matrix = np.take(base.matrix, rows, axis=1)  # a copy, feature-major and contiguous
     frame = base.frame.iloc[rows].reset_index(drop=True)
     segments = base.segments.iloc[rows].reset_index(drop=True)
+    changed = []  # (model feature, candidates that set it)
     for j, spec in enumerate(specs):
         sel = feats == j
         if not sel.any():
             continue
         matrix[index[spec.name], sel] = values[sel]
+        changed.append((index[spec.name], sel))
         for part in (frame, segments):  # as the frame's column (age_days: the policy's band)
             if spec.name in part.columns:
                 col = np.array(pd.to_numeric(part[spec.name], errors="coerce"), dtype=float)
                 col[sel] = values[sel]
                 part[spec.name] = col
     raw = {}
-    for name, head in (("revenue", model.revenue), ("engagement", model.engagement)):
-        contrib = head.with_offsets(head._shap_tables().contributions(matrix.T), segments)
+    heads = (("revenue", model.revenue), ("engagement", model.engagement))
+    for (name, head), row_codes in zip(heads, base.codes, strict=True):
+        tables = head._shap_tables()
+        # a code depends on its value only: the rows' codes, each changed value coded anew
+        codes = {f: np.take(c, rows) for f, c in row_codes.items()}
+        for f, sel in changed:
+            if f in codes:
+                codes[f][sel] = tables.code(f, matrix[f, sel])
+        # (n, k + 1) as a view of the feature-major result: the explanation's arithmetic is
+        # element by element and its row sums add column by column, so the layout changes no
+        # bit, and reading a feature's column is reading contiguous memory
+        by_feature = tables.contributions_by_feature(matrix, codes)
+        contrib = head.with_offsets(by_feature.T, segments)
         raw[name] = (contrib[:, :-1], contrib[:, -1])
     return policy_score(model, frame, policy, num_threads=1, raw=raw).score
 
@@ -718,9 +736,7 @@ def upgrade_paths(
         for name in merged:
             if name not in numbers:
                 numbers[name] = as_numbers(origin[name])
-        paths[r] = [
-            (name, number_at(origin[name], numbers[name], k), v) for name, v in merged.items()
-        ]
+        paths[r] = [(name, number_at(origin, name, numbers, k), v) for name, v in merged.items()]
     return paths
 
 
@@ -731,15 +747,17 @@ def as_numbers(column: pd.Series) -> np.ndarray | None:
     return None
 
 
-def number_at(column: pd.Series, numbers: np.ndarray | None, k: int) -> float:
-    """Value ``k`` of ``column`` as a number, NaN when missing or not a number.
+def number_at(
+    frame: pd.DataFrame, name: str, numbers: dict[str, np.ndarray | None], k: int
+) -> float:
+    """Row ``k`` of column ``name`` as a number, NaN when missing or not a number.
 
-    ``numbers`` (:func:`as_numbers`) holds it already for a numeric numpy column (the same
-    float); any other value is read one at a time, as ``pd.to_numeric`` reads it.
+    ``numbers[name]`` (:func:`as_numbers`) holds it already for a numeric numpy column (the
+    same float); any other value is read one at a time, as ``pd.to_numeric`` reads it.
     """
-    if numbers is not None:
-        return float(numbers[k])
-    return float(pd.to_numeric(pd.Series([column.iat[k]]), errors="coerce").iat[0])
+    if numbers[name] is not None:
+        return float(numbers[name][k])
+    return float(pd.to_numeric(pd.Series([frame[name].iat[k]]), errors="coerce").iat[0])
 
 
 def chosen_candidates(

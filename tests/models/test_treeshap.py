@@ -120,3 +120,49 @@ def test_value_codes_give_the_same_bits_as_each_split_rule(seed, zero_as_missing
         ours = tables.contributions(matrix, batch_rows=300)
         ref = reference_contributions(tables, matrix)
     np.testing.assert_array_equal(ours, ref)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), zero_as_missing=st.booleans())
+def test_feature_major_contributions_from_gathered_codes_are_the_same_bits(seed, zero_as_missing):
+    """What-if's path: a feature-major block of rows gathered from a base block, some values set,
+    its codes gathered from the base block's and only the set values coded anew
+    (``contributions_by_feature``), against ``contributions`` of the block, bit for bit, in one
+    batch and in several."""
+    X, signal, rng = data(600, seed=seed % 1000)
+    y = np.exp(signal) * (rng.random(len(X)) < 0.5)
+    booster = (
+        lgb.LGBMRegressor(
+            objective="tweedie",
+            n_estimators=15,
+            num_leaves=8,
+            max_depth=3,
+            min_child_samples=5,
+            zero_as_missing=zero_as_missing,
+            verbose=-1,
+        )
+        .fit(X, y)
+        .booster_
+    )
+    tables = TreeShapTables(booster)
+    base = TreeShapTables.feature_major(X)
+    base_codes = tables.codes(base)
+    rows = rng.integers(0, base.shape[1], 900)
+    block = np.take(base, rows, axis=1)
+    codes = {f: np.take(c, rows) for f, c in base_codes.items()}
+    special = np.array([np.nan, 0.0, -0.0, 1e-300, -1e300, 1e300, np.inf, -np.inf, 0.5, -2.5])
+    for f in range(block.shape[0] - 1):  # the numeric features (the last is the category)
+        sel = rng.random(block.shape[1]) < 0.2
+        block[f, sel] = np.where(
+            rng.random(sel.sum()) < 0.5, rng.choice(special, sel.sum()), rng.normal(size=sel.sum())
+        )
+        code = tables.code(f, block[f, sel])
+        assert (code is None) == (f not in codes)
+        if code is not None:
+            codes[f][sel] = code
+    with np.errstate(invalid="ignore"):
+        expected = tables.contributions(block.T)
+        for batch_rows in (16384, 250):
+            ours = tables.contributions_by_feature(block, codes, batch_rows=batch_rows)
+            np.testing.assert_array_equal(ours.T, expected)
+            np.testing.assert_array_equal(tables.contributions_by_feature(block).T, expected)

@@ -534,7 +534,7 @@ def test_candidate_scores_from_the_feature_matrix_equal_the_candidate_frames(pro
     )
     prepared = wi.candidate_rows(model, sample)
     assert prepared.matrix is not None  # the test model's heads have compiled tables
-    frames = wi.CandidateRows(sample, None, None, None)
+    frames = wi.CandidateRows(sample)  # no matrix: the candidate frames
     for chunk in (97, wi.CANDIDATE_CHUNK):
         fast = wi.candidate_scores(model, prepared, rows, feats, values, specs, policy, chunk)
         slow = wi.candidate_scores(model, frames, rows, feats, values, specs, policy, chunk)

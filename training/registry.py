@@ -874,14 +874,16 @@ def run_promote(
         "promotion_baseline": "; ".join(check.line().strip() for check in against),
     }
     if promoted:
+        if INCOMPLETE_TAG in (challenger.tags or {}):  # --force --reason past INCOMPLETE_TAG
+            # before the alias: a promote cut short between the two left a champion no job
+            # loads, and the next promote found it "already champion", tagging nothing
+            client.set_model_version_tag(name, challenger.version, ACCEPTED_INCOMPLETE_TAG, "true")
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
         _retire_challenger_alias(client, name, challenger.version)
         tags["promoted_at"] = now
         tags["promoted_by"] = getpass.getuser()
         if result.forced:
             tags["promotion_forced"] = "true"
-        if INCOMPLETE_TAG in (challenger.tags or {}):
-            tags[ACCEPTED_INCOMPLETE_TAG] = "true"  # --force --reason past INCOMPLETE_TAG
         if champion is not None:
             client.set_model_version_tag(name, champion.version, "replaced_at", now)
     if (reason or "").strip():  # given, it is recorded: forced, passing the gate or refused

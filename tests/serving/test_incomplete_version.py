@@ -125,3 +125,53 @@ def test_a_version_promoted_with_force_and_reason_loads(
     assert api.load_model("1", tracking_uri=tracking_uri).metadata["version"] == "1"
     model, version = load_through_mlflow("models:/partnerscore/1", f"{tracking_uri}?timeout=20")
     assert version == "1"
+
+
+_KILLED_AFTER_THE_ALIAS = """
+import os
+import signal
+
+from mlflow import MlflowClient
+
+_set_alias = MlflowClient.set_registered_model_alias
+
+
+def set_registered_model_alias(self, *args, **kwargs):
+    _set_alias(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the champion moved, its tags not yet written
+
+
+MlflowClient.set_registered_model_alias = set_registered_model_alias
+"""
+
+
+def test_a_forced_promote_killed_after_the_alias_leaves_a_champion_that_loads(
+    incomplete, raw_dir, built_dir, tracking_uri, tmp_path
+):
+    """``promote --force --reason`` tagged the version accepted after moving ``champion``: a
+    promote killed between the two left a champion every job refused, and the next promote
+    said "already champion" and tagged nothing. The acceptance is now written first."""
+    import os
+    import subprocess
+    import sys
+
+    from support import with_sitecustomize
+
+    env = with_sitecustomize(
+        {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        tmp_path / "hook",
+        _KILLED_AFTER_THE_ALIAS,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "promote", "--version", "1"]
+        + ["--force", "--reason", "checked by hand", "-c", incomplete],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == -9, done.stderr  # killed by the hook, after the alias
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    assert str(client.get_model_version_by_alias("partnerscore", "champion").version) == "1"
+    argv = _commands(raw_dir, built_dir, tmp_path, "champion")["score"]
+    assert main([*argv, "--model", "champion", "-c", incomplete]) == 0

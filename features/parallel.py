@@ -240,9 +240,17 @@ def tune_batch_memory() -> dict[str, bool]:
     return done
 
 
+HELD_AT_COMMIT: dict[str, int | None] = {"signal": None}
+"""The signal a job's commit (``signals_deferred(commit=True)``) held to its end, or None: the
+job's results are published whole, and it finishes (the CLI notes it and exits with the job's
+code); the CLI clears it as a job starts."""
+
+
 @contextlib.contextmanager
 def signals_deferred(
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    commit: bool = False,
 ) -> Iterator[None]:
     """Hold ``signals`` while the block runs, then act on the first one that came.
 
@@ -252,6 +260,13 @@ def signals_deferred(
     stuck on an unreachable server still yields to a repeated Ctrl-C. Outside the main thread
     (where Python cannot set handlers) the block runs as it is. A process forked inside the
     block (a worker) is not held: there the signal acts as it would have before the block.
+
+    ``commit``: the block is the job's last step, the publication of its results (a score
+    batch's history, ledger and files; a version's registration; a monitor's files): a signal
+    held to its end does not act but is recorded (:data:`HELD_AT_COMMIT`), and the job
+    finishes. Acting on it said ``aborted`` (130) or ``terminated`` (143), the code of a job
+    that published nothing, after results published whole (1 of 60 Ctrl-Cs sent in a demo
+    score). A block that raises acts on it as without ``commit``.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -282,12 +297,19 @@ def signals_deferred(
             continue
         previous[signum] = handler
         signal.signal(signum, hold)
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         restore()
         if len(received) == 1:
-            signal.raise_signal(received[0])
+            if commit and not failed:
+                HELD_AT_COMMIT["signal"] = received[0]
+            else:
+                signal.raise_signal(received[0])
 
 
 @contextlib.contextmanager

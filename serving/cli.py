@@ -1123,6 +1123,7 @@ def _main(argv: list[str] | None) -> int:
 
     bars.set_enabled(None)
     bars.request_stop(False)
+    _say_held_at_commit(clear=True)
     args = sys.argv[1:] if argv is None else list(argv)
     if "--json" in args:  # also after the command: moved before it, where it belongs
         args = json_first(args, typer.main.get_command(app))
@@ -1164,6 +1165,7 @@ def _main(argv: list[str] | None) -> int:
         if code == INTERRUPTED and ENDING["code"] is not None:  # Ctrl-C after the result
             code = ENDING["code"]
         if code != INTERRUPTED:
+            _say_held_at_commit()
             return _ended(code, argv)
         message = "aborted"  # typer turns Ctrl-C in a command into this code, silently
     if _STATE["terminated"]:
@@ -1210,6 +1212,26 @@ def _said(code: int, argv: list[str] | None) -> int:
         signal.signal(signal.SIGTERM, ended_as_said)
         signal.signal(signal.SIGINT, ended_as_said)
     return code
+
+
+def _say_held_at_commit(clear: bool = False) -> None:
+    """Say (on stderr) that a signal came as the job published its results, and forget it.
+
+    The job's last step held it and finished (``signals_deferred(commit=True)``): its results
+    are whole, and it exits with its own code. ``clear``: forget it unsaid (a job starting).
+    Only if the job imported the worker module, where it is recorded.
+    """
+    parallel = sys.modules.get("partnerscore.features.parallel")
+    if parallel is None or parallel.HELD_AT_COMMIT["signal"] is None:
+        return
+    number, parallel.HELD_AT_COMMIT["signal"] = parallel.HELD_AT_COMMIT["signal"], None
+    if not clear:
+        name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+        typer.echo(
+            f"note: {name} came as the job published its results: they are whole, and the "
+            "job finished",
+            err=True,
+        )
 
 
 def _stop_workers() -> None:

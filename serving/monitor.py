@@ -1310,7 +1310,7 @@ def _write(result, reference, batch, config, state: dict | None, cut) -> None:
     except BaseException:
         discard_staged(staged)
         raise
-    with signals_deferred():  # monitor.json, which lists every file's SHA-256, renamed last
+    with signals_deferred(commit=True):  # monitor.json (every file's SHA-256) renamed last
         published = publish_listed(staged, payload, out / "monitor.json", written=quarantine)
     files = dict(zip(names, published, strict=True))
     if state is None:

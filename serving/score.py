@@ -962,14 +962,14 @@ def _publish(
     flags = shadow_rows(scored, shadow, history) if record_history else None
     writer = None
     # from the history's commit until the files are published, Ctrl-C and SIGTERM wait (a
-    # second one acts at once): a signal between the commit and the ledger's write left the
-    # history holding a batch the ledger and the files did not
+    # second one acts at once), and the job then finishes: a signal between the commit and
+    # the ledger's write left the history holding a batch the ledger and the files did not
     commit_guard, held = contextlib.ExitStack(), []
 
     def hold_signals() -> None:
         if not held:  # once (it may be called again as the commit's hook)
             held.append(True)
-            commit_guard.enter_context(signals_deferred())
+            commit_guard.enter_context(signals_deferred(commit=True))
 
     if record_history and workers > 1 and can_fork() and len(scored) >= MIN_WORKER_PARTNERS:
         # a worker process converts and writes the ledger rows while this one writes the
@@ -1037,7 +1037,7 @@ def _publish(
             if writer is not None:
                 writer.close()
         finally:
-            commit_guard.close()  # a signal held meanwhile acts now, the batch whole
+            commit_guard.close()  # a signal held meanwhile: the batch whole, the job finishes
     return file_rows, reject_frame, 0 if flags is None else int(flags.sum())
 
 

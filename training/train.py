@@ -1573,7 +1573,8 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
     """Register a logged model as a new version with its description, tags and ``challenger``.
 
     All or nothing: SIGINT and SIGTERM wait until the version is complete (a second or so;
-    :func:`~partnerscore.training.tracking.signals_deferred`), and a version whose
+    :func:`~partnerscore.training.tracking.signals_deferred`; the job then finishes: the
+    version is its result), and a version whose
     description, tags or alias could not be written is deleted again (a store that went
     away meanwhile cannot delete it: the version stays without the alias, which is written
     last, tagged :data:`INCOMPLETE_TAG` from its creation, and the error line says so). An
@@ -1584,7 +1585,7 @@ def register_version(model_uri: str, name: str, description: str, tags: dict[str
     Returns:
         The new version.
     """
-    with tracking.signals_deferred():
+    with tracking.signals_deferred(commit=True):  # the job's last step: it finishes after
         with mlflow_prints_nothing():  # its two lines: the caller says "registered version"
             registered = mlflow.register_model(model_uri, name, tags={INCOMPLETE_TAG: "true"})
         version = str(registered.version)

@@ -168,6 +168,11 @@ def test_ctrl_c_during_train_says_aborted_and_registers_nothing(built_dir, tmp_p
             with contextlib.suppress(subprocess.TimeoutExpired):
                 job.wait(timeout=5)
         code = job.wait(timeout=1)
+        if code == 0 and err.read_text().rstrip().endswith("and the job finished"):
+            # a Ctrl-C held by the registration, the job's last step: the version is whole
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            assert client.get_model_version_by_alias("partnerscore", "challenger").description
+            return
         if code != 130:  # what the job got to: a run it finished, a version it registered
             client = mlflow.MlflowClient(tracking_uri=uri)
             ids = [e.experiment_id for e in client.search_experiments()]
@@ -182,7 +187,8 @@ def test_ctrl_c_during_train_says_aborted_and_registers_nothing(built_dir, tmp_p
     # never a version without its description, tags and alias (a later Ctrl-C may come after
     # the registration, which is then whole)
     client = mlflow.MlflowClient(tracking_uri=uri)
-    for version in client.search_model_versions():
+    for found in client.search_model_versions():  # the search fills in no aliases
+        version = client.get_model_version(found.name, found.version)
         assert version.description and version.tags and version.aliases, version
 
 
@@ -237,6 +243,59 @@ def test_a_ctrl_c_swallowed_where_it_lands_still_aborts_train(built_dir, tmp_pat
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert done.stderr.rstrip().endswith("aborted") and "Traceback" not in done.stderr
     assert mlflow.MlflowClient(tracking_uri=uri).search_model_versions() == []
+
+
+_CTRL_C_AS_THE_VERSION_IS_REGISTERED = """
+import signal
+
+from mlflow import MlflowClient
+
+_set_alias = MlflowClient.set_registered_model_alias
+
+
+def set_registered_model_alias(self, *args, **kwargs):
+    signal.raise_signal(signal.SIGINT)  # held: the registration is under way
+    return _set_alias(self, *args, **kwargs)
+
+
+MlflowClient.set_registered_model_alias = set_registered_model_alias
+"""
+
+
+def test_a_ctrl_c_during_the_registration_lets_train_finish_whole(built_dir, tmp_path):
+    """A Ctrl-C while `train` registered its version (its last step) waited for the version
+    to be whole, then said `aborted`, exit 130: the code of a job that registered nothing, over
+    a version registered with its alias. The job now finishes: its result, a note, exit 0."""
+    import os
+    import signal
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = with_sitecustomize(
+        {**os.environ, "MLFLOW_TRACKING_URI": uri},
+        tmp_path / "hook",
+        _CTRL_C_AS_THE_VERSION_IS_REGISTERED,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "partnerscore.serving.cli", "train"]
+        + ["--features", str(built_dir), "--trials", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "note: Ctrl-C came as the job published its results: they are whole, and the job finished"
+    )
+    assert "registered" in done.stdout and "version 1" in done.stdout, done.stdout
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (found,) = client.search_model_versions()  # its aliases are not filled in by the search
+    version = client.get_model_version("partnerscore", found.version)
+    assert version.aliases == ["challenger"] and version.description
+    assert "partnerscore.incomplete" not in version.tags
 
 
 @pytest.mark.parametrize(("signum", "delays"), [("SIGINT", (0, 0.1, 0.2)), ("SIGTERM", (0.1,))])

@@ -1138,7 +1138,8 @@ def _main(argv: list[str] | None) -> int:
             typer.echo(exc.usage, err=True)
             command = exc.command
         message, code = named_error(exc.message), exc.exit_code
-    except typer.Exit as exc:
+    except typer.Exit as exc:  # a command's own code (monitor's alarm, promote's refusal)
+        _say_held_at_commit()
         return _ended(exc.exit_code, argv)
     except (typer.Abort, KeyboardInterrupt):
         if ENDING["code"] is not None:  # Ctrl-C once the result was printed: as it said

@@ -88,13 +88,9 @@ def reference_contributions(tables: TreeShapTables, X: np.ndarray) -> np.ndarray
     return acc.T
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), zero_as_missing=st.booleans())
-def test_value_codes_give_the_same_bits_as_each_split_rule(seed, zero_as_missing):
-    """Codes per feature and lookups per tree equal the per-split rules, bit for bit."""
-    X, signal, rng = data(800, seed=seed % 1000)
-    y = np.exp(signal) * (rng.random(len(X)) < 0.5)
-    booster = (
+def _small_tweedie(X, y, zero_as_missing: bool):
+    """A small tweedie booster (15 trees of depth 3) for the value-code tests."""
+    return (
         lgb.LGBMRegressor(
             objective="tweedie",
             n_estimators=15,
@@ -107,6 +103,15 @@ def test_value_codes_give_the_same_bits_as_each_split_rule(seed, zero_as_missing
         .fit(X, y)
         .booster_
     )
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), zero_as_missing=st.booleans())
+def test_value_codes_give_the_same_bits_as_each_split_rule(seed, zero_as_missing):
+    """Codes per feature and lookups per tree equal the per-split rules, bit for bit."""
+    X, signal, rng = data(800, seed=seed % 1000)
+    y = np.exp(signal) * (rng.random(len(X)) < 0.5)
+    booster = _small_tweedie(X, y, zero_as_missing)
     tables = TreeShapTables(booster)
     matrix = TreeShapTables.matrix(X).copy()
     # extreme, missing, zero, negative, huge and unseen-category values
@@ -131,19 +136,7 @@ def test_feature_major_contributions_from_gathered_codes_are_the_same_bits(seed,
     batch and in several."""
     X, signal, rng = data(600, seed=seed % 1000)
     y = np.exp(signal) * (rng.random(len(X)) < 0.5)
-    booster = (
-        lgb.LGBMRegressor(
-            objective="tweedie",
-            n_estimators=15,
-            num_leaves=8,
-            max_depth=3,
-            min_child_samples=5,
-            zero_as_missing=zero_as_missing,
-            verbose=-1,
-        )
-        .fit(X, y)
-        .booster_
-    )
+    booster = _small_tweedie(X, y, zero_as_missing)
     tables = TreeShapTables(booster)
     base = TreeShapTables.feature_major(X)
     base_codes = tables.codes(base)

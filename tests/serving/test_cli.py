@@ -215,21 +215,14 @@ tracking.setup_tracking = setup_tracking
 job has set up its store."""
 
 
-def test_a_ctrl_c_swallowed_where_it_lands_still_aborts_train(built_dir, tmp_path):
-    """With Python's own Ctrl-C handler, a KeyboardInterrupt swallowed where it landed (C code
-    that clears errors, a library's broad ``except``) was lost: `train` ran on to register its
-    version, exit 0 (the Ctrl-C test saw it once: a job that ran past its Ctrl-C). The job now
-    notes the Ctrl-C, as it does a SIGTERM, and raises it again at its next step: `aborted`,
-    exit 130, no version."""
+def _train_with_hook(built_dir, tmp_path, hook: str):
+    """`train` (trials 0) in a child Python running ``hook`` first, on a new SQLite store in
+    ``tmp_path``, with Ctrl-C's default handling: (its completed process, the store's URI)."""
     import os
     import signal
 
-    import mlflow
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = with_sitecustomize(
-        {**os.environ, "MLFLOW_TRACKING_URI": uri}, tmp_path / "hook", _CTRL_C_SWALLOWED
-    )
+    env = with_sitecustomize({**os.environ, "MLFLOW_TRACKING_URI": uri}, tmp_path / "hook", hook)
     done = subprocess.run(
         [sys.executable, "-m", "partnerscore.serving.cli", "train"]
         + ["--features", str(built_dir), "--trials", "0"],
@@ -240,6 +233,19 @@ def test_a_ctrl_c_swallowed_where_it_lands_still_aborts_train(built_dir, tmp_pat
         # a pytest-xdist worker ignores SIGINT, and the child would inherit it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    return done, uri
+
+
+def test_a_ctrl_c_swallowed_where_it_lands_still_aborts_train(built_dir, tmp_path):
+    """With Python's own Ctrl-C handler, a KeyboardInterrupt swallowed where it landed (C code
+    that clears errors, a library's broad ``except``) was lost: `train` ran on to register its
+    version, exit 0 (the Ctrl-C test saw it once: a job that ran past its Ctrl-C). The job now
+    notes the Ctrl-C, as it does a SIGTERM, and raises it again at its next step: `aborted`,
+    exit 130, no version."""
+
+    import mlflow
+
+    done, uri = _train_with_hook(built_dir, tmp_path, _CTRL_C_SWALLOWED)
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert done.stderr.rstrip().endswith("aborted") and "Traceback" not in done.stderr
     assert mlflow.MlflowClient(tracking_uri=uri).search_model_versions() == []
@@ -266,26 +272,10 @@ def test_a_ctrl_c_during_the_registration_lets_train_finish_whole(built_dir, tmp
     """A Ctrl-C while `train` registered its version (its last step) waited for the version
     to be whole, then said `aborted`, exit 130: the code of a job that registered nothing, over
     a version registered with its alias. The job now finishes: its result, a note, exit 0."""
-    import os
-    import signal
 
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = with_sitecustomize(
-        {**os.environ, "MLFLOW_TRACKING_URI": uri},
-        tmp_path / "hook",
-        _CTRL_C_AS_THE_VERSION_IS_REGISTERED,
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "partnerscore.serving.cli", "train"]
-        + ["--features", str(built_dir), "--trials", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    done, uri = _train_with_hook(built_dir, tmp_path, _CTRL_C_AS_THE_VERSION_IS_REGISTERED)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "note: Ctrl-C came as the job published its results: they are whole, and the job finished"

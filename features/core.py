@@ -1591,9 +1591,17 @@ def dataset_of_part(path: str | Path) -> tuple[Path, int] | None:
 
 
 def read_frame_or_dataset(
-    path: str | Path, text: Callable[[str], bool] | None = None, by: str | None = "partner_id"
+    path: str | Path,
+    text: Callable[[str], bool] | None = None,
+    by: str | None = "partner_id",
+    *,
+    again: str | None = None,
 ) -> tuple[pd.DataFrame, Path | PartRows]:
     """A file (:func:`read_frame`) or a Parquet dataset folder (:func:`read_dataset`).
+
+    ``again``: the input was published with companions (a scores file or folder, its rejects
+    and manifest): a publish of it evidently interrupted is refused first, with ``again`` as
+    the remedy (:func:`check_companions`), before anything is read.
 
     What the readers of a scores file use: ``score --engine spark`` writes a folder of part
     files where the pandas job writes one file, and both are read alike (a folder's rows in
@@ -1608,9 +1616,11 @@ def read_frame_or_dataset(
 
     Raises:
         PartnerscoreError: One line naming the file, column and row, or for a part file the
-            folder to give instead.
+            folder to give instead; a publish interrupted (with ``again``).
     """
     path = Path(path)
+    if again is not None:
+        check_companions(path, again)
     if path.is_dir():
         return read_dataset(path, by)
     whole = dataset_of_part(path) if path.is_file() else None

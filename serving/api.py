@@ -42,7 +42,6 @@ from partnerscore.features.config import BuildConfig, SimulateConfig, ValidateCo
 from partnerscore.features.core import (
     PartnerscoreError,
     PartRows,
-    check_companions,
     read_frame,
     read_frame_or_dataset,
     write_frame_atomic,
@@ -489,9 +488,8 @@ def forecast(
         )
     source, frame = "scores", scores
     if not isinstance(scores, pd.DataFrame):  # a scores file: a publish killed midway refused
-        check_companions(scores, "run `partnerscore score` again")
         # a file, or the folder of part files `score --engine spark` writes
-        frame, source = read_frame_or_dataset(scores)
+        frame, source = read_frame_or_dataset(scores, again="run `partnerscore score` again")
         source = source if isinstance(source, PartRows) else str(scores)
     try:
         return forecast_table(

@@ -41,7 +41,6 @@ from partnerscore.features.core import (
     PartnerscoreError,
     as_of_dates,
     at_row,
-    check_companions,
     other_row,
     quoted,
     read_frame_or_dataset,
@@ -652,8 +651,8 @@ def run_forecast(
     started = time.perf_counter()
     period = period or ("month" if phased else "day")
     scores_path = Path(scores_path)
-    check_companions(scores_path, "run `partnerscore score` again")  # a publish killed midway
-    scores, source = read_frame_or_dataset(scores_path)  # a file, or --engine spark's folder
+    # a file, or --engine spark's folder; a publish killed midway refused
+    scores, source = read_frame_or_dataset(scores_path, again="run `partnerscore score` again")
     table = forecast_table(
         scores,
         tuple(by),

@@ -53,7 +53,6 @@ from partnerscore.features.core import (
     PartnerscoreError,
     as_of_dates,
     at_row,
-    check_companions,
     discard_staged,
     publish_listed,
     quoted,
@@ -950,8 +949,8 @@ def _batch_scores(path: Path, cut: pd.Timestamp) -> pd.DataFrame:
         PartnerscoreError: Not a scores file, no rows, as_of values of several time zones, or
             a row of another (or no) date.
     """
-    check_companions(path, "run `partnerscore score` again")  # a publish killed midway
-    scores, source = read_frame_or_dataset(path)  # a file, or score --engine spark's folder
+    # a file, or score --engine spark's folder; a publish killed midway refused
+    scores, source = read_frame_or_dataset(path, again="run `partnerscore score` again")
     for col in ("partner_id", "score", "as_of"):  # a scores file, not any table with ids
         if col not in scores.columns:
             raise PartnerscoreError(f"{path}: missing column '{col}' (not a scores file?)")

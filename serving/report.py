@@ -30,7 +30,6 @@ from partnerscore.features.core import (
     PartnerscoreError,
     PartRows,
     as_of_dates,
-    check_companions,
     quoted,
     read_frame,
     read_frame_or_dataset,
@@ -888,9 +887,10 @@ def read_scores(
             ``model_version``, or a ``score`` run killed while publishing the file and its
             rejects (:func:`~partnerscore.features.core.check_companions`).
     """
-    check_companions(path, "run `partnerscore score` again")  # a publish killed midway
-    frame, path = read_frame_or_dataset(
-        path, text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_")
+    frame, path = read_frame_or_dataset(  # a publish killed midway refused
+        path,
+        text=lambda c: c in TEXT_COLUMNS or c.startswith("driver_"),
+        again="run `partnerscore score` again",
     )
     for col in REQUIRED:
         if col not in frame.columns:

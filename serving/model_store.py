@@ -262,6 +262,17 @@ def missing_model(uri: str, tracking_uri: str) -> str | None:
     return f"cannot load model '{uri}': {what}{hint}"
 
 
+def refuse_missing_model(uri: str, tracking_uri: str) -> None:
+    """Raise :func:`missing_model`'s line, if any (a job's check before any work).
+
+    Raises:
+        PartnerscoreError: ``uri`` certainly names no model to load.
+    """
+    problem = missing_model(uri, tracking_uri)
+    if problem is not None:
+        raise PartnerscoreError(problem)
+
+
 def unfinished_model(uri: str, tracking_uri: str) -> str | None:
     """Why the registered version ``uri`` names must not be loaded, or None.
 

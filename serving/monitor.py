@@ -74,7 +74,7 @@ from partnerscore.models.policy import out_of_scope
 from partnerscore.models.pyfunc import resolve_model_uri
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.history import ScoreHistory
-from partnerscore.serving.model_store import load_through_mlflow, missing_model
+from partnerscore.serving.model_store import load_through_mlflow, refuse_missing_model
 from partnerscore.training.backtest import (
     BACKTEST_COLUMNS,
     IN_TRAINING_WINDOW,
@@ -1077,9 +1077,7 @@ def run_monitor(
     batch_scores = _batch_scores(Path(scores), cut) if scores is not None else None
     uri = resolve_model_uri(model, config.train.registered_model)
     check_registry(config.paths.tracking_uri())  # the reference profile is a run's, in it
-    problem = missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
-    if problem is not None:
-        raise PartnerscoreError(problem)
+    refuse_missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
     # through MLflow, which the reference profile and the manifests are read with after it
     partner_model, version = load_through_mlflow(uri, config.paths.tracking_uri())
     reference = load_reference_profile(uri)

@@ -55,7 +55,11 @@ from partnerscore.models.policy import (
     stable_tiers,
 )
 from partnerscore.serving.config import AppConfig, store_exists
-from partnerscore.serving.model_store import ScoringModel, load_scoring_model, missing_model
+from partnerscore.serving.model_store import (
+    ScoringModel,
+    load_scoring_model,
+    refuse_missing_model,
+)
 from partnerscore.training import progress
 
 if TYPE_CHECKING:
@@ -444,9 +448,8 @@ def run_score(
     size = group_size(group_partners)
     cut = pd.Timestamp(as_of) if as_of is not None else None
     uri = _checked_uri(model, config, allow_local_model)
-    problem = missing_model(uri, config.paths.tracking_uri())
-    if problem is not None:  # before any work: the model itself loads while tables are read
-        raise PartnerscoreError(problem)
+    # before any work: the model itself loads while tables are read
+    refuse_missing_model(uri, config.paths.tracking_uri())
     # a missing raw folder or table, too: once the model's thread has started, an error waits
     # for its load before it is reported
     _find_files(Path(raw_dir))

@@ -776,11 +776,11 @@ def run_score_spark(
     if spark is None:
         _check_runtime()
     uri = _checked_uri(model, config, allow_local_model)
-    from partnerscore.serving.model_store import missing_model
+    from partnerscore.serving.model_store import refuse_missing_model
 
-    problem = missing_model(uri, config.paths.tracking_uri())  # as the pandas job: before any
-    if problem is not None:  # work (an unknown alias, a version whose registration is unfinished)
-        raise PartnerscoreError(problem)
+    # as the pandas job, before any work: an unknown alias, a version whose registration is
+    # unfinished
+    refuse_missing_model(uri, config.paths.tracking_uri())
     out.parent.mkdir(parents=True, exist_ok=True)
     recover_aside(write_target(out))  # a swap a killed run left half done, finished
     remote = _is_uri(str(raw_dir))

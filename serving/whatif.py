@@ -102,7 +102,7 @@ def run_whatif_partner(
     Raises:
         PartnerscoreError: Unknown partner, feature or value; no changes given.
     """
-    from partnerscore.serving.model_store import missing_model
+    from partnerscore.serving.model_store import refuse_missing_model
     from partnerscore.serving.score import _checked_uri, _load
 
     if not assignments:
@@ -111,9 +111,7 @@ def run_whatif_partner(
     if out is not None:
         frame_format(out)
     uri = _checked_uri(model, config, allow_local_model)
-    problem = missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
-    if problem is not None:
-        raise PartnerscoreError(problem)
+    refuse_missing_model(uri, config.paths.tracking_uri())  # one line, names a typo
     raw = load_raw(Path(raw_dir), write_quarantine=False, config=config.validation)
     features = build_scoring_frame(raw, pd.Timestamp(as_of))
     row = features[features["partner_id"].astype(str) == str(partner_id)]

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -914,6 +915,16 @@ def stage_text(text: str, path: str | Path) -> tuple[Path, Path]:
     """
     path = Path(path)
     return _stage(path, _text_writer(text)), path
+
+
+def stage_copy(source: str | Path, path: str | Path) -> tuple[Path, Path]:
+    """A copy of the file ``source`` in a temporary beside ``path``: a (temporary, target) pair.
+
+    Publish it with :func:`publish_staged` or :func:`publish_listed`, or remove it with
+    :func:`discard_staged`.
+    """
+    path = Path(path)
+    return _stage(path, lambda name: shutil.copyfile(source, name)), path
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:

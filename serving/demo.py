@@ -10,7 +10,6 @@ MLflow store is ``<workdir>/mlflow/mlflow.db`` unless MLFLOW_TRACKING_URI is set
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from partnerscore.features.validate import run_validate
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.forecast import run_forecast
 from partnerscore.serving.report import run_report
-from partnerscore.serving.score import run_score
+from partnerscore.serving.score import publish_copy, run_score
 from partnerscore.training import progress
 from partnerscore.training.registry import run_promote
 from partnerscore.training.train import run_train
@@ -222,7 +221,7 @@ def run_demo(
         )
         latest = out
     # the latest scores also under the CLI's default name: `partnerscore report` works as is
-    shutil.copyfile(latest, workdir / "scores" / "scores.parquet")
+    publish_copy(latest, workdir / "scores" / "scores.parquet")
     step(
         "forecast",
         lambda: run_forecast(cfg, latest, workdir / "scores" / "forecast.csv"),

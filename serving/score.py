@@ -22,6 +22,7 @@ from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
     PartnerscoreError,
     check_day_count,
+    check_listed,
     companion_manifest,
     discard_staged,
     frame_format,
@@ -30,6 +31,7 @@ from partnerscore.features.core import (
     publish_listed,
     quoted,
     read_frame,
+    stage_copy,
     stage_frames,
 )
 from partnerscore.features.parallel import (
@@ -138,6 +140,35 @@ def _scores_out(out: str | Path) -> Path:
 def rejects_path(out: Path) -> Path:
     """Where the rejects of a scores file go: ``<stem>.rejects.csv`` beside it."""
     return out.with_name(f"{out.stem}.rejects.csv")
+
+
+def publish_copy(scores: Path, out: Path) -> Path:
+    """Publish a copy of the scores file ``scores`` as ``out``, with its companions.
+
+    The rejects and the manifest (its ``files`` under the new names; other files it lists,
+    the quarantine's, as they are) go with it, as one set (:func:`publish_listed`), so
+    ``out`` is never beside another run's rejects or manifest. ``out`` is in ``scores``'s
+    folder. The demo's latest batch under the CLI's default name used to be a plain copy of
+    the file, left beside the rejects and manifest of a ``score`` run into that name before.
+
+    Raises:
+        PartnerscoreError: One line when ``scores`` is not the file its manifest lists.
+    """
+    payload = check_listed(companion_manifest(scores))
+    files = payload.pop("files")
+    staged = []
+    try:
+        for source, target in ((scores, out), (rejects_path(scores), rejects_path(out))):
+            files.pop(source.name, None)
+            staged.append(stage_copy(source, target))
+    except BaseException:
+        discard_staged(staged)
+        raise
+    payload.update(scores=out.name, rejects=rejects_path(out).name)
+    publish_listed(
+        staged, payload, companion_manifest(out), written=[out.parent / name for name in files]
+    )
+    return out
 
 
 def scores_manifest(out: Path, uri: str, rows: int, rejected: int, **more) -> dict:

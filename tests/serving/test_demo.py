@@ -1,13 +1,17 @@
 """`partnerscore demo` end to end on a small program (what `make demo` runs)."""
 
+import json
+
 import mlflow
 import pandas as pd
 import pytest
 
+from partnerscore.features.core import check_listed, companion_manifest
 from partnerscore.serving.cli import main
 from partnerscore.serving.config import AppConfig
 from partnerscore.serving.demo import demo_config, mlflow_command
 from partnerscore.serving.history import ScoreHistory
+from partnerscore.serving.score import rejects_path
 
 
 def test_demo_config_keeps_everything_under_workdir(tmp_path, monkeypatch):
@@ -26,8 +30,24 @@ def test_demo_config_keeps_everything_under_workdir(tmp_path, monkeypatch):
 
 def test_demo_end_to_end_and_rerun(tmp_path, tracking_uri, capsys):
     work = tmp_path / "demo"
+    # a `score --out scores.parquet` run before: its rejects and manifest are replaced too
+    (work / "scores").mkdir(parents=True)
+    for name in ("scores.parquet", "scores.rejects.csv"):
+        (work / "scores" / name).write_text("another run's\n")
+    (work / "scores" / "scores.manifest.json").write_text(
+        json.dumps({"files": {"scores.rejects.csv": "0" * 64}})
+    )
     args = ["demo", "--workdir", str(work), "--partners", "300", "--trials", "1"]
     assert main(args) == 0
+    listed = check_listed(work / "scores" / "scores.manifest.json")  # one run's whole set
+    assert set(listed["files"]) == {"scores.parquet", "scores.rejects.csv"}
+    newest = sorted((work / "scores").glob("scores_*.parquet"))[-1]
+    assert listed["rows"] == json.loads(companion_manifest(newest).read_text())["rows"]
+    for copy, source in (
+        (work / "scores" / "scores.parquet", newest),
+        (rejects_path(work / "scores" / "scores.parquet"), rejects_path(newest)),
+    ):
+        assert copy.read_bytes() == source.read_bytes()
     out = capsys.readouterr().out
     for step in ("simulate", "validate", "build", "train", "promote", "score", "report"):
         assert f"  {step}" in out

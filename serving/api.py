@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -234,7 +236,7 @@ def train(
                 f"`partnerscore build`, got {type(training_set).__name__}"
             )
         with _caller_mlflow_kept("train"):
-            return run_train(training_set, cfg, **options)
+            return _registered(lambda: run_train(training_set, cfg, **options))
     for col in ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged"):
         if col not in training_set.columns:
             raise PartnerscoreError(f"training set: missing column '{col}' (use build())")
@@ -250,9 +252,33 @@ def train(
         Path(tmp, "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         try:
             with _caller_mlflow_kept("train"):
-                return run_train(tmp, cfg, **options)
+                return _registered(lambda: run_train(tmp, cfg, **options))
         except PartnerscoreError as exc:  # named after the caller's frame, not the temporary
             raise PartnerscoreError(str(exc).replace(str(path), "training set")) from None
+
+
+def _registered(job):
+    """``job()`` (a training run), warning of a Ctrl-C or SIGTERM its registration held.
+
+    The registration, the job's last step, holds a signal until the version is whole, then
+    finishes (:func:`~partnerscore.features.parallel.signals_deferred`, ``commit``): the
+    version is its result. The CLI says so in a note; a notebook's interrupt was recorded and
+    nothing said it (until 2026-12-06). Now a :class:`RuntimeWarning`.
+    """
+    from partnerscore.features import parallel
+
+    parallel.HELD_AT_COMMIT["signal"] = None  # an earlier job's, unsaid
+    result = job()
+    number, parallel.HELD_AT_COMMIT["signal"] = parallel.HELD_AT_COMMIT["signal"], None
+    if number is not None:
+        name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+        warnings.warn(
+            f"{name} came as train registered its version: version {result.version} is "
+            "whole, and train returned it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 def load_model(model: str = "champion", *, tracking_uri: str, allow_local: bool = False):

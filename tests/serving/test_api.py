@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -752,3 +753,35 @@ def test_jobs_overlapping_in_threads_give_the_callers_mlflow_settings_back(monke
         assert settings() == quiet
         raise RuntimeError("boom")
     assert settings() == caller and api._KEPT["jobs"] == 0
+
+
+def test_a_ctrl_c_during_trains_registration_is_warned_of(built_dir, tmp_path, monkeypatch):
+    """A notebook's interrupt while train() registered its version (its last step) is held
+    until the version is whole, and train() returns it. Nothing said the interrupt came; the
+    CLI says it in a note. Now a RuntimeWarning names it and the version."""
+    import signal
+
+    import mlflow
+
+    from partnerscore.features import parallel
+
+    set_alias = mlflow.MlflowClient.set_registered_model_alias
+
+    def interrupted(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # held: the registration is under way
+        return set_alias(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", interrupted)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    training = pd.read_parquet(built_dir / "training_set.parquet")
+    said = "Ctrl-C came as train registered its version: version 1 is whole, and train returned"
+    with pytest.warns(RuntimeWarning, match=said):
+        result = partnerscore.train(training, tracking_uri=uri, trials=0)
+    assert result.version == "1" and parallel.HELD_AT_COMMIT["signal"] is None
+    version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("partnerscore", "1")
+    assert version.aliases == ["challenger"] and "partnerscore.incomplete" not in version.tags
+    monkeypatch.undo()
+    with warnings.catch_warnings(record=True) as seen:  # no interrupt: no such warning
+        warnings.simplefilter("always")
+        assert partnerscore.train(training, tracking_uri=uri, trials=0).version == "2"
+    assert not [w for w in seen if "came as train registered" in str(w.message)]

@@ -181,6 +181,47 @@ def database_connect_args(url: str) -> dict:
     return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
 
 
+LOCK_WAIT_SECONDS = 10
+"""How long the score history's, the decision ledger's and the incentives' statements wait for a
+lock another session holds on PostgreSQL (its ``lock_timeout``; :func:`bound_lock_waits`): as
+long as they wait for another writer of a SQLite file (its busy timeout). Without it a job
+waited as long as the other session held the lock (an analyst's open transaction after a
+``LOCK TABLE``, a long ``ALTER TABLE``): for ever."""
+
+
+def bound_lock_waits(engine) -> None:
+    """Bound how long ``engine``'s PostgreSQL sessions wait for a lock.
+
+    Each new connection waits at most :data:`LOCK_WAIT_SECONDS`, unless the session has a bound
+    already (``lock_timeout`` set by the URL's ``options``, ``PGOPTIONS``, the role's or the
+    database's settings).
+
+    A statement still waiting then fails with PostgreSQL's "canceling statement due to lock
+    timeout" and its transaction rolls back (nothing written). Set by a ``SET`` on connect, not
+    by the startup ``options`` a connection pooler (PgBouncer) may refuse. Other databases:
+    nothing (a SQLite file has its busy timeout).
+    """
+    import sqlalchemy as sa
+
+    if engine.dialect.name != "postgresql" or engine.dialect.driver not in ("psycopg", "psycopg2"):
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _bounded(dbapi_connection, _record) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # a SET in a transaction would roll back with it
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false) "
+                "WHERE current_setting('lock_timeout') = '0'",
+                (f"{LOCK_WAIT_SECONDS}s",),
+            )
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
+
+
 _BOUNDED_STORES: set[tuple[str, str, str, str]] = set()
 """The database stores whose connections :func:`bound_store_connections` bounds (host, port,
 database, user), in this process."""

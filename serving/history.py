@@ -30,8 +30,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from partnerscore.features.core import PartnerscoreError, ServiceUnavailable
+from partnerscore.models import stores
 from partnerscore.models.model_uri import shown_uri
 from partnerscore.models.stores import (
+    bound_lock_waits,
     database_connect_args,
     database_unavailable,
     first_connection,
@@ -247,7 +249,10 @@ def store_errors(store: str, shown: Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:160]
+        orig = getattr(exc, "orig", None)
+        detail = str(orig or exc).splitlines()[0][:160]
+        if getattr(orig, "sqlstate", None) == "55P03":  # lock_not_available (lock_timeout)
+            detail += f" (another session held a lock it needed for {stores.LOCK_WAIT_SECONDS} s)"
         if database_unavailable(exc):
             raise ServiceUnavailable(f"{store} {shown()}: {detail}") from exc
         raise PartnerscoreError(f"{store} {shown()}: {detail}") from exc
@@ -275,6 +280,7 @@ def store_engine(store: str, url: str, shown: Callable[[], str], **kwargs) -> sa
             raise PartnerscoreError(f"{store} {shown()}: {exc}") from None
         connect_args = {**database_connect_args(target), **kwargs.pop("connect_args", {})}
         engine = sa.create_engine(target, connect_args=connect_args, **kwargs)
+        bound_lock_waits(engine)
         if engine.dialect.name != "sqlite":  # a local file: nothing to wait for
             try:
                 first_connection(engine)

@@ -445,3 +445,74 @@ def test_an_older_store_is_read_by_a_role_that_cannot_migrate_it(postgres_url):
             conn.exec_driver_sql(f"drop owned by {role}")
             conn.exec_driver_sql(f"drop role {role}")
         owner.dispose()
+
+
+@pytest.mark.parametrize("kind", ["score history", "decision ledger"])
+def test_a_lock_another_session_holds_is_waited_for_a_bounded_time(kind, postgres_url, monkeypatch):
+    """An analyst's open transaction holding the table (`LOCK TABLE`, a long `ALTER TABLE`)
+    made a score job wait as long as it was held: for ever. Now PostgreSQL's `lock_timeout`
+    (`stores.LOCK_WAIT_SECONDS`, as a SQLite file's busy timeout) ends it in one line, exit 2,
+    nothing written. Here the other session releases its lock after 30 s: before, the read
+    waited and returned."""
+    import threading
+
+    import psycopg
+
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.models import stores
+
+    monkeypatch.setattr(stores, "LOCK_WAIT_SECONDS", 1)
+    store = _store_of(kind, postgres_url)
+    _ = store.engine  # its tables created
+    read = store.read if kind == "score history" else store.read_decisions
+    table = TABLE if kind == "score history" else "score_decisions"
+    holder = psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(30, holder.commit)
+    release.start()
+    try:
+        with pytest.raises(PartnerscoreError) as err:
+            read()
+    finally:
+        release.cancel()
+        holder.close()
+        store.dispose()
+    assert str(err.value).endswith(
+        "canceling statement due to lock timeout (another session held a lock it needed for 1 s)"
+    )
+    assert str(err.value).startswith(f"{kind} postgresql+psycopg://") and "\n" not in str(err.value)
+    assert err.value.exit_code == 2
+    assert read().empty  # released: read as before
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, "10s"),
+        ({"query": "?options=-c%20lock_timeout%3D5s"}, "5s"),  # the URL's own bound
+        ({"env": "-c lock_timeout=7s"}, "7s"),  # PGOPTIONS
+        ({"role": "3s"}, "3s"),  # the role's setting (ALTER ROLE ... SET)
+        ({"query": "?options=-c%20search_path%3Dpublic"}, "10s"),  # other options only
+    ],
+)
+def test_the_lock_bound_keeps_the_users_own(given, expected, postgres_url, monkeypatch):
+    import psycopg
+
+    from partnerscore.serving.ledger import DecisionLedger
+
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    if "env" in given:
+        monkeypatch.setenv("PGOPTIONS", given["env"])
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    if "role" in given:
+        role = f"r_{plain.rsplit('/', 1)[1]}"
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+            conn.execute(f"ALTER ROLE {role} SET lock_timeout = '{given['role']}'")
+            conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+        plain = plain.replace("://partnerscore@", f"://{role}@")
+    url = plain + given.get("query", "")
+    for store in (ScoreHistory(url), DecisionLedger(url)):
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == expected
+        store.dispose()

@@ -841,6 +841,39 @@ def check_listed(
     return manifest
 
 
+def left_by_interrupted_publish(
+    manifest_path: str | Path,
+) -> tuple[dict | None, list[str]] | None:
+    """What a :func:`publish_listed` killed between its renames left beside its manifest.
+
+    For the next run into the folder, before it writes anything there: None when no
+    publishing mark is there (one ``stat``), or when the mark was a publish under way in
+    another process, waited for (:func:`_interrupted`). Otherwise the manifest in place
+    (None when none was ever published, or it is unreadable) and the files it lists whose
+    bytes are not the listed ones (missing ones too), in its order: empty when they are one
+    run's whole set (killed before its first rename, or after its manifest's).
+    """
+    manifest_path = Path(manifest_path)
+    if not _interrupted(publishing_mark(manifest_path)):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, []
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict):
+        return None, []
+    differ = []
+    for name, digest in listed.items():
+        try:
+            same = file_fingerprint(manifest_path.parent / name) == digest
+        except OSError:
+            same = False
+        if not same:
+            differ.append(name)
+    return manifest, differ
+
+
 def companion_manifest(path: str | Path) -> Path:
     """The manifest :func:`publish_listed` writes for a file and its companions.
 

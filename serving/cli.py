@@ -832,6 +832,8 @@ def monitor(
     name_output(out, "--out", writes=MONITOR_FILES)  # the files run_monitor writes
 
     result = run_monitor(_config(config), raw, as_of_date, out, model=model, scores=scores)
+    if result.interrupted_publish is not None:  # an earlier run's publish, killed: replaced
+        typer.echo(f"note: {result.interrupted_publish.note()}", err=True)
     emit(result, exit_code=result.exit_code)
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -54,7 +54,9 @@ from partnerscore.features.core import (
     as_of_dates,
     at_row,
     discard_staged,
+    left_by_interrupted_publish,
     publish_listed,
+    publishing_mark,
     quoted,
     read_frame_or_dataset,
     stage_frames,
@@ -115,6 +117,110 @@ BACKTEST_HEADLINE = (
 )
 
 
+@dataclass(frozen=True)
+class InterruptedPublish:
+    """An earlier monitor run's publish killed between its renames, as the next run found it.
+
+    Read before the next run writes into ``--out`` (:func:`interrupted_publish`).
+
+    Attributes:
+        folder: The output folder.
+        listed_as_of: The as_of of the ``monitor.json`` in place (None: none was published).
+        mixed: Files that ``monitor.json`` lists whose bytes are not the listed ones (the
+            interrupted run's, or missing): empty when the files are one run's whole set.
+        state_as_of: The as_of of the ``monitor_state.json`` this run read (None: none).
+        state_run: Whose that state is: ``last whole run`` (the bytes monitor.json lists),
+            ``interrupted run`` (other bytes, or no monitor.json at all), ``either run``
+            (monitor.json does not list it: its run, a backfill, kept an earlier state; or it
+            lists no files), None without one.
+        state_kept: This run (an earlier date's) kept the state file as it was.
+    """
+
+    folder: Path
+    listed_as_of: str | None
+    mixed: tuple[str, ...]
+    state_as_of: str | None
+    state_run: str | None
+    state_kept: bool = False
+
+    def note(self) -> str:
+        """The one ``note:`` line (without ``note: ``): what was left and what this run did."""
+        mark = publishing_mark(self.folder / "monitor.json").name
+        text = f"{self.folder}: an earlier monitor run was killed while publishing ({mark} "
+        text += "was left)"
+        if self.listed_as_of is None:
+            text += ": no monitor.json lists the files, whose run cannot be told"
+        elif self.mixed:
+            more = f" and {len(self.mixed) - 1} more are" if len(self.mixed) > 1 else " is"
+            text += (
+                f": {self.mixed[0]}{more} not the "
+                + ("files" if len(self.mixed) > 1 else "file")
+                + f" monitor.json (as of {self.listed_as_of}) lists, a mix of two runs' files"
+            )
+        else:
+            text += f", but its files are the set monitor.json (as of {self.listed_as_of}) lists"
+        if self.state_run is None:
+            text += f"; no {STATE_FILE} was left: volumes compared with the data's preceding window"
+        else:
+            whose = {
+                "last whole run": "the last whole run's",
+                "interrupted run": "the interrupted run's (renamed whole before the kill)",
+                "either run": "either run's (monitor.json does not list it)",
+            }[self.state_run]
+            text += f"; {STATE_FILE} (as of {self.state_as_of or '?'}) is {whose}"
+            text += ", read as the previous run's state"
+        if self.state_kept:
+            return text + f"; this run replaced every file but {STATE_FILE}, kept (a later date's)"
+        return text + "; this run replaced every file with its own"
+
+    def to_dict(self) -> dict:
+        """As ``monitor.json`` and ``--json`` hold it (``note`` included)."""
+        return {
+            "folder": str(self.folder),
+            "listed_as_of": self.listed_as_of,
+            "mixed": list(self.mixed),
+            "state_as_of": self.state_as_of,
+            "state_run": self.state_run,
+            "state_kept": self.state_kept,
+            "note": self.note(),
+        }
+
+
+def interrupted_publish(out_dir: Path) -> InterruptedPublish | None:
+    """An earlier run's publish into ``out_dir`` killed between its renames, or None.
+
+    Read before the run writes anything there (its quarantine files are listed too). One
+    ``stat`` when no publishing mark is there (:func:`left_by_interrupted_publish`). The state
+    file is whole whoever wrote it (one rename) and is read as the previous run's: its
+    ``state_run`` says whose it is, by the SHA-256 monitor.json lists for it.
+    """
+    left = left_by_interrupted_publish(out_dir / "monitor.json")
+    if left is None:
+        return None
+    manifest, mixed = left
+    try:
+        state = _state(out_dir)
+    except PartnerscoreError:  # said by the run's own read of it, after the raw tables'
+        state = {}
+    state_as_of = str(state["as_of"]) if state.get("as_of") else None
+    listed = manifest.get("files", {}) if manifest is not None else {}
+    if not (out_dir / STATE_FILE).exists():
+        state_run = None
+    elif STATE_FILE in mixed or not (out_dir / "monitor.json").exists():
+        state_run = "interrupted run"  # the first publish into the folder, if no monitor.json
+    elif STATE_FILE in listed:
+        state_run = "last whole run"
+    else:
+        state_run = "either run"
+    return InterruptedPublish(
+        folder=out_dir,
+        listed_as_of=str(manifest.get("as_of")) if manifest is not None else None,
+        mixed=tuple(mixed),
+        state_as_of=state_as_of,
+        state_run=state_run,
+    )
+
+
 @dataclass
 class MonitorResult:
     """Outcome of ``run_monitor``."""
@@ -143,6 +249,9 @@ class MonitorResult:
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str = ""
+    interrupted_publish: InterruptedPublish | None = None
+    """An earlier run's publish into ``out_dir`` this run found killed between its renames
+    (None: none), replaced by this run's files; said in one ``note:`` line on stderr."""
 
     def count(self, status: str) -> int:
         """Number of checks with a status."""
@@ -177,6 +286,8 @@ class MonitorResult:
             payload["backtest_window"] = jsonable(self.backtest_window.to_dict())
         if self.backtest_labels is not None:
             payload["backtest_labels"] = jsonable(self.backtest_labels.to_dict())
+        if self.interrupted_publish is not None:
+            payload["interrupted_publish"] = self.interrupted_publish.to_dict()
         payload["exit_code"] = self.exit_code
         payload["counts"] = {status: self.count(status) for status in SEVERITY}
         return payload
@@ -1082,6 +1193,8 @@ def run_monitor(
     partner_model, version = load_through_mlflow(uri, config.paths.tracking_uri())
     reference = load_reference_profile(uri)
 
+    # before this run writes there (its quarantine files, below): a publish killed earlier
+    left = interrupted_publish(out_dir)
     raw = load_raw(Path(raw_dir), out_dir / "quarantine")
     tables = raw.tables
     if not (pd.to_datetime(tables["partners"]["signed_at"]) < cut).any():
@@ -1239,6 +1352,8 @@ def run_monitor(
         batch_rows=len(batch),
         segment_volumes=segment_views,
     )
+    if left is not None:
+        result.interrupted_publish = replace(left, state_kept=new_state is None)
     _write(result, reference, batch, config, new_state, cut)
     result.seconds = time.perf_counter() - started
     if log_to_mlflow:
@@ -1293,6 +1408,11 @@ def _write(result, reference, batch, config, state: dict | None, cut) -> None:
             ),
             "backtest_label_definition": (
                 result.backtest_labels.to_dict() if result.backtest_labels is not None else None
+            ),
+            "interrupted_publish": (
+                result.interrupted_publish.to_dict()
+                if result.interrupted_publish is not None
+                else None
             ),
         }
         html = render_monitor_html(result, reference, batch, config, payload)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from numbers import Number
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -872,6 +873,87 @@ def left_by_interrupted_publish(
         if not same:
             differ.append(name)
     return manifest, differ
+
+
+def interrupted_publish_note(
+    manifest_path: str | Path,
+    job: str,
+    listed: bool,
+    mixed: Iterable[str],
+    listed_as: str = "",
+) -> str:
+    """The next run's ``note:`` line (without ``note: ``) on an earlier run's publish killed.
+
+    What :func:`left_by_interrupted_publish` found, said the same way by every job: the
+    folder, the publishing mark left, and whose the files are. The job adds what it did
+    (``; this run replaced them with its own``).
+
+    Args:
+        manifest_path: The manifest :func:`publish_listed` writes (its folder is named).
+        job: The command whose run was killed (``score``).
+        listed: Whether a manifest was in place (False: a first publish killed, or unreadable).
+        mixed: The files it lists whose bytes are not the listed ones, in its order.
+        listed_as: What the manifest says of its run, after its name (`` (as of 2026-06-01)``).
+    """
+    manifest_path = Path(manifest_path)
+    name, mixed = manifest_path.name, list(mixed)
+    text = (
+        f"{manifest_path.parent}: an earlier {job} run was killed while publishing "
+        f"({publishing_mark(manifest_path).name} was left)"
+    )
+    if not listed:
+        return text + f": no {name} lists the files, whose run cannot be told"
+    if mixed:
+        more = f" and {len(mixed) - 1} more are" if len(mixed) > 1 else " is"
+        files = "files" if len(mixed) > 1 else "file"
+        return text + (
+            f": {mixed[0]}{more} not the {files} {name}{listed_as} lists, a mix of two runs' files"
+        )
+    return text + f", but its files are the set {name}{listed_as} lists"
+
+
+@dataclass(frozen=True)
+class LeftPublish:
+    """An earlier run's :func:`publish_listed` killed between its renames, as the next found it.
+
+    Found by :func:`left_publish` before the next run writes into the folder; that run's own
+    publish then replaces the set (and removes the mark). The job's result holds it (its
+    fields are its ``--json`` form) and its CLI command says ``note`` in one line on stderr.
+
+    Attributes:
+        folder: The folder of the set.
+        manifest: The name of the manifest in place (None: none was, a first publish killed).
+        mixed: Files it lists whose bytes are not the listed ones (the killed run's, or
+            missing), in its order: empty when the files are one run's whole set.
+        note: The ``note:`` line (without ``note: ``): what was left and what this run did.
+    """
+
+    folder: Path
+    manifest: str | None
+    mixed: tuple[str, ...]
+    note: str
+
+
+def left_publish(manifest_path: str | Path, job: str) -> LeftPublish | None:
+    """An earlier ``job`` run's publish of ``manifest_path`` killed between its renames, or None.
+
+    For the next run into the folder, before it writes anything there: one ``stat`` when no
+    publishing mark is there (:func:`left_by_interrupted_publish`). ``job``: the command
+    (``score``, ``build``), named in the note, which says the run replaced the files.
+    """
+    manifest_path = Path(manifest_path)
+    left = left_by_interrupted_publish(manifest_path)
+    if left is None:
+        return None
+    manifest, mixed = left
+    listed = manifest is not None
+    note = interrupted_publish_note(manifest_path, job, listed, mixed)
+    return LeftPublish(
+        folder=manifest_path.parent,
+        manifest=manifest_path.name if listed else None,
+        mixed=tuple(mixed),
+        note=note + "; this run replaced them with its own",
+    )
 
 
 def companion_manifest(path: str | Path) -> Path:

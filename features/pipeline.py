@@ -23,10 +23,12 @@ from partnerscore.features.builders import BUILDERS, DAY, Snapshots, Timeline, t
 from partnerscore.features.config import BuildConfig, ValidateConfig
 from partnerscore.features.contract import END_DATE, FIRST_DATE
 from partnerscore.features.core import (
+    LeftPublish,
     OptionError,
     PartnerscoreError,
     as_of_dates,
     discard_staged,
+    left_publish,
     milestone_dates,
     publish_listed,
     quoted,
@@ -771,6 +773,9 @@ class BuildResult:
     quarantined: int = 0
     seconds: float = 0.0
     manifest: dict = field(default_factory=dict)
+    interrupted_publish: LeftPublish | None = None
+    """An earlier build's publish into ``out_dir`` this run found killed between its renames
+    (None: none), replaced by this build's files; said in one ``note:`` line on stderr."""
 
     def summary(self) -> str:
         """Human-readable summary."""
@@ -859,6 +864,8 @@ def run_build(
     size = group_size(group_partners)
     qdir = out_dir / "quarantine"
     files = {"training_set": out_dir / "training_set.parquet"}
+    # before this build writes there (its quarantine files): a publish killed earlier
+    left = left_publish(out_dir / "manifest.json", "build")
     if size and _snapshot_partners(raw_dir, validated) > size:
         raw, training, dropped, staged = _build_in_groups(
             raw_dir, validated, qdir, validation, config, cutoffs, size, files["training_set"]
@@ -892,6 +899,7 @@ def run_build(
         quarantined=sum(t.quarantined for t in raw.report.tables.values()),
         seconds=time.perf_counter() - started,
         manifest=manifest,
+        interrupted_publish=left,
     )
 
 

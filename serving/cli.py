@@ -195,6 +195,16 @@ def _parse_date(text: str | None, option: str) -> date | None:
         raise OptionError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
 
 
+def _note_left(result) -> None:
+    """Say an earlier run's publish of the set killed between its renames, in one line.
+
+    For build and score: ``result.interrupted_publish``, found before the run wrote there and
+    replaced by its own files.
+    """
+    if result.interrupted_publish is not None:
+        typer.echo(f"note: {result.interrupted_publish.note}", err=True)
+
+
 def _batch_job() -> None:
     """Memory settings for a process that runs one batch job and ends with it.
 
@@ -438,6 +448,7 @@ def build(
         validated=validated,
         group_partners=group_partners,
     )
+    _note_left(result)
     emit(result)
     _batch_done()
 
@@ -639,17 +650,17 @@ def score(
 
         name_output(out, "--out")
         name_output(rejects_path(out), "--out's rejects file")
-        emit(
-            run_score_features(
-                features,
-                model,
-                out,
-                app_cfg,
-                allow_local_model=allow_local_model,
-                allow_missing_features=allow_missing_features,
-                record_history=history,
-            )
+        result = run_score_features(
+            features,
+            model,
+            out,
+            app_cfg,
+            allow_local_model=allow_local_model,
+            allow_missing_features=allow_missing_features,
+            record_history=history,
         )
+        _note_left(result)
+        emit(result)
         return
     if (as_of is None) == (at_age is None):
         raise UsageError("score: give either --as-of DATE or --at-age DAYS", ctx)
@@ -688,6 +699,7 @@ def score(
         at_age=at_age,
         **options,
     )
+    _note_left(result)
     emit(result)
     if engine == "pandas":
         _batch_done()

@@ -54,9 +54,9 @@ from partnerscore.features.core import (
     as_of_dates,
     at_row,
     discard_staged,
+    interrupted_publish_note,
     left_by_interrupted_publish,
     publish_listed,
-    publishing_mark,
     quoted,
     read_frame_or_dataset,
     stage_frames,
@@ -145,20 +145,13 @@ class InterruptedPublish:
 
     def note(self) -> str:
         """The one ``note:`` line (without ``note: ``): what was left and what this run did."""
-        mark = publishing_mark(self.folder / "monitor.json").name
-        text = f"{self.folder}: an earlier monitor run was killed while publishing ({mark} "
-        text += "was left)"
-        if self.listed_as_of is None:
-            text += ": no monitor.json lists the files, whose run cannot be told"
-        elif self.mixed:
-            more = f" and {len(self.mixed) - 1} more are" if len(self.mixed) > 1 else " is"
-            text += (
-                f": {self.mixed[0]}{more} not the "
-                + ("files" if len(self.mixed) > 1 else "file")
-                + f" monitor.json (as of {self.listed_as_of}) lists, a mix of two runs' files"
-            )
-        else:
-            text += f", but its files are the set monitor.json (as of {self.listed_as_of}) lists"
+        text = interrupted_publish_note(
+            self.folder / "monitor.json",
+            "monitor",
+            self.listed_as_of is not None,
+            self.mixed,
+            f" (as of {self.listed_as_of})",
+        )
         if self.state_run is None:
             text += f"; no {STATE_FILE} was left: volumes compared with the data's preceding window"
         else:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from partnerscore.features.anomaly import anomaly_columns, raw_anomalies
 from partnerscore.features.core import (
+    LeftPublish,
     PartnerscoreError,
     check_day_count,
     check_listed,
@@ -27,6 +28,7 @@ from partnerscore.features.core import (
     discard_staged,
     frame_format,
     isin_text,
+    left_publish,
     milestone_dates,
     publish_listed,
     quoted,
@@ -246,6 +248,9 @@ class ScoreResult:
     shared_ids: dict[str, int] = field(default_factory=dict)
     """Table -> record ids held by the rows of several partners (validation's
     ``TableReport.shared_ids``; every such row is kept and counts for its partner)."""
+    interrupted_publish: LeftPublish | None = None
+    """An earlier run's publish of this set (``<stem>.manifest.json``) this run found killed
+    between its renames (None: none), replaced by this run's; said in one ``note:`` line."""
 
     def __post_init__(self) -> None:
         if self.rows_input is None:
@@ -484,6 +489,8 @@ def run_score(
     # a missing raw folder or table, too: once the model's thread has started, an error waits
     # for its load before it is reported
     _find_files(Path(raw_dir))
+    # before this run writes there (its quarantine files, below): a publish killed earlier
+    left = left_publish(companion_manifest(out), "score")
     from partnerscore.serving.score_groups import score_groups
 
     qdir = out.parent / "quarantine"
@@ -630,6 +637,7 @@ def run_score(
         shadow_rows=shadowed,
         late_tail=raw.late_tail.note() if raw.late_tail is not None else None,
         shared_ids={n: t.shared_ids for n, t in raw.report.tables.items() if t.shared_ids},
+        interrupted_publish=left,
     )
 
 
@@ -1608,6 +1616,7 @@ def run_score_features(
     started = time.perf_counter()
     out = _scores_out(out)
     uri = _checked_uri(model, config, allow_local_model)
+    left = left_publish(companion_manifest(out), "score")  # a publish killed earlier
     frame = read_frame(features)
     partner_model, version = _load(uri, config)
     shadow_of = _shadow_of(uri, version, config)
@@ -1669,6 +1678,7 @@ def run_score_features(
         shadow_of=shadow_of,
         recorded=record_history,
         shadow_rows=shadowed + in_round,
+        interrupted_publish=left,
     )
 
 

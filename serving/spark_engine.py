@@ -54,6 +54,7 @@ from partnerscore.features.core import (
     check_day_count,
     companion_manifest,
     fsync_path,
+    left_publish,
     milestone_dates,
     publish_listed,
     stage_frames,
@@ -781,6 +782,9 @@ def run_score_spark(
     # as the pandas job, before any work: an unknown alias, a version whose registration is
     # unfinished
     refuse_missing_model(uri, config.paths.tracking_uri())
+    # before this run writes there (an aside folder put back, the quarantine): a publish
+    # of the set killed earlier, said and replaced as by the pandas job
+    left = left_publish(companion_manifest(out), "score")
     out.parent.mkdir(parents=True, exist_ok=True)
     recover_aside(write_target(out))  # a swap a killed run left half done, finished
     remote = _is_uri(str(raw_dir))
@@ -843,9 +847,11 @@ def run_score_spark(
                 tick = time.perf_counter()
                 job.prepare(as_of, at_age, config, out)
                 marks["validate + statistics (spark)"] = time.perf_counter() - tick
-            return _score_job(
+            result = _score_job(
                 spark, job, loaded, uri, raw_dir, as_of, at_age, config, out, groups, marks, started
             )
+            result.interrupted_publish = left  # replaced by this run's publish
+            return result
         finally:
             if job is not None:
                 job.release()

@@ -11,6 +11,7 @@ before). The child process kills itself at the exact rename (a sitecustomize hoo
 nothing here depends on timing.
 """
 
+import json
 import shutil
 import signal
 import sqlite3
@@ -31,13 +32,14 @@ FILES = ("scores.parquet", "scores.rejects.csv", "scores.manifest.json")
 AGAIN = "run `partnerscore score` again"
 
 
-def _score(cli_config, raw_dir, out, as_of, when="after", renames=0):
+def _score(cli_config, raw_dir, out, as_of, when="after", renames=0, options=()):
     config, env = cli_config
     env = dict(env)
     if renames:
         killed_at_rename(env, out.parent.parent / "hook", out.parent, renames, when)
     return subprocess.run(
-        [sys.executable, "-m", "partnerscore.serving.cli", "score", "--raw", str(raw_dir)]
+        [sys.executable, "-m", "partnerscore.serving.cli", *options, "score"]
+        + ["--raw", str(raw_dir)]
         + ["--as-of", as_of, "--out", str(out), "--config", str(config), "--workers", "1"],
         env=env,
         capture_output=True,
@@ -77,6 +79,7 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
     out = tmp_path / "scores" / "scores.parquet"
     first = _score(cli_config, raw_dir, out, "2026-06-01")
     assert first.returncode == 0, first.stderr
+    assert "note: " not in first.stderr  # no mark: nothing to say
     before = {name: (out.parent / name).read_bytes() for name in FILES}
     database = tmp_path / "data" / "scores" / "history.sqlite"
     # this month's batch has a partner row the contract refuses: a reject last month's lacks
@@ -119,9 +122,30 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
         alone.parent.mkdir()
         shutil.copy(out, alone)
         assert len(read_scores(alone)) == len(pd.read_parquet(out))
-    # the same batch again: its history and ledger rows replaced (no duplicates), the set whole
-    again = _score(cli_config, raw, out, "2026-07-01")
+    # the same batch again: its history and ledger rows replaced (no duplicates), the set whole.
+    # It said nothing of the set it replaced until 2026-12-06: now one note names the folder,
+    # the mark and the files not those the manifest in place lists; --json records it
+    again = _score(cli_config, raw, out, "2026-07-01", options=["--json"])
     assert again.returncode == 0, again.stderr
+    notes = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
+    mixed = list(FILES[:done]) if 0 < done < len(FILES) else []  # in the manifest's order
+    said = f"{out.parent}: an earlier score run was killed while publishing "
+    said += "(.scores.manifest.json.publishing was left)"
+    if mixed:
+        said += f": {mixed[0]} " + (
+            "and 1 more are not the files" if done == 2 else "is not the file"
+        )
+        said += " scores.manifest.json lists, a mix of two runs' files"
+    else:
+        said += ", but its files are the set scores.manifest.json lists"
+    said += "; this run replaced them with its own"
+    assert notes == [f"note: {said}"], again.stderr
+    assert json.loads(again.stdout)["interrupted_publish"] == {
+        "folder": str(out.parent),
+        "manifest": "scores.manifest.json",
+        "mixed": mixed,
+        "note": said,
+    }
     assert _rows(database, "2026-07-01") == _rows(database, "2026-06-01")
     rows, keys = _rows(database, "2026-07-01")["score_history_v2"]
     assert rows == keys == len(pd.read_parquet(out))
@@ -131,3 +155,53 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
     _readers(out, tmp_path, store_config)
     # no temporaries but the killed job's (removed by a later run after a grace period)
     assert {p.name for p in out.parent.iterdir() if p.name.startswith(".")} <= left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills a real process")
+def test_score_features_after_a_first_publish_killed_says_no_manifest_tells_whose_files(
+    built_dir, cli_config, tmp_path
+):
+    # score --features, a first publish into an empty folder killed after its first rename
+    # (the scores file): no manifest says whose it is. The next run says so, and replaces it
+    table = pd.read_parquet(built_dir / "training_set.parquet")
+    table = table[table["age_days"] == 90].head(60)
+    table.to_csv(tmp_path / "features.csv", index=False)
+    out = tmp_path / "scores" / "scores.csv"
+    out.parent.mkdir()
+    config, env = cli_config
+
+    def score(env, *options):
+        return subprocess.run(
+            [sys.executable, "-m", "partnerscore.serving.cli", *options, "score"]
+            + ["--features", str(tmp_path / "features.csv"), "--out", str(out)]
+            + ["--no-history", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    job = score(killed_at_rename(dict(env), tmp_path / "hook", out.parent, 1))
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    assert out.exists() and not companion_manifest(out).exists()
+    again = score(env, "--json")
+    assert again.returncode == 0, again.stderr
+    said = (
+        f"{out.parent}: an earlier score run was killed while publishing "
+        "(.scores.manifest.json.publishing was left): no scores.manifest.json lists the files, "
+        "whose run cannot be told; this run replaced them with its own"
+    )
+    assert [line for line in again.stderr.splitlines() if line.startswith("note: ")] == [
+        f"note: {said}"
+    ], again.stderr
+    assert json.loads(again.stdout)["interrupted_publish"] == {
+        "folder": str(out.parent),
+        "manifest": None,
+        "mixed": [],
+        "note": said,
+    }
+    assert check_listed(companion_manifest(out))["rows"] == 60
+    assert not (out.parent / ".scores.manifest.json.publishing").exists()
+    quiet = score(env, "--json")  # no mark: nothing said
+    assert quiet.returncode == 0 and "note: " not in quiet.stderr, quiet.stderr
+    assert json.loads(quiet.stdout)["interrupted_publish"] is None

@@ -19,6 +19,7 @@ what a kill left.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,7 @@ publish_dataset(out, fresh, rejects, manifest)
 """
 
 
-def _score(raw_dir, out, cli_config, tmp_path, as_of, hook=None):
+def _score(raw_dir, out, cli_config, tmp_path, as_of, hook=None, options=()):
     config, env = cli_config
     env = dict(env)
     if hook is not None:
@@ -81,8 +82,8 @@ def _score(raw_dir, out, cli_config, tmp_path, as_of, hook=None):
     env["TMPDIR"] = str(tmp_path / "tmp")
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return subprocess.run(
-        [sys.executable, "-m", "partnerscore.serving.cli", "score", "--engine", "spark"]
-        + ["--master", "local[2]", "--raw", str(raw_dir), "--as-of", as_of]
+        [sys.executable, "-m", "partnerscore.serving.cli", *options, "score"]
+        + ["--engine", "spark", "--master", "local[2]", "--raw", str(raw_dir), "--as-of", as_of]
         + ["--out", str(out), "--config", str(config)],
         capture_output=True,
         text=True,
@@ -313,9 +314,23 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
     with pytest.raises(PartnerscoreError, match="scores.rejects.csv: .* mixes two runs' files"):
         check_companions(out)  # what every reader of a scores file calls first
     _refused_by_the_readers(out, r"scores\.rejects\.csv: not the file .* mixes two runs' files")
-    # the next run publishes the whole set, which the readers take
-    again = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01")
+    # the next run publishes the whole set, which the readers take. It said nothing of the
+    # set it replaced until 2026-12-06: now one note, as the pandas engine's; --json records it
+    again = _score(raw_dir, out, cli_config, tmp_path, "2026-04-01", options=["--json"])
     assert again.returncode == 0, again.stderr[-3000:]
+    said = (
+        f"{out.parent}: an earlier score run was killed while publishing "
+        "(.scores.manifest.json.publishing was left): scores.rejects.csv is not the file "
+        "scores.manifest.json lists, a mix of two runs' files; this run replaced them with its own"
+    )
+    notes = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: {said}"], again.stderr[-3000:]
+    assert json.loads(again.stdout)["interrupted_publish"] == {
+        "folder": str(out.parent),
+        "manifest": "scores.manifest.json",
+        "mixed": ["scores.rejects.csv"],
+        "note": said,
+    }
     assert not out.with_name(".scores.manifest.json.publishing").exists()
     assert not out.with_name(".scores.parquet.new").exists()
     check_companions(out)

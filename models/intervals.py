@@ -88,6 +88,8 @@ MIN_AGE_ROWS = 100
 """Calibration rows an onboarding age needs for a quantile of its own (else the pooled one)."""
 VARIANCE_BINS = 10
 """Prediction bins of the portfolio variance model (``cv_b``)."""
+RELATIVE_VARIANCE_RANGE = (1e-300, 1e300)
+"""Bounds a portfolio sum's ``V / M^2`` is taken within (:func:`relative_variance`)."""
 MIN_LEVEL_ROWS = 30
 """Out-of-fold rows a (signing month, age) group needs to count in the level error ``tau``."""
 
@@ -373,6 +375,19 @@ def portfolio_interval(
     return total, float(lo[0]), float(hi[0])
 
 
+def relative_variance(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """``V / M^2`` of sums with positive means, within :data:`RELATIVE_VARIANCE_RANGE`.
+
+    Beyond the floats it overflowed to inf (a mean of 1e-300 with an s.d. of 1e12: overflow
+    RuntimeWarnings, NaN lognormal bounds) or rounded to 0 (a mean of 1e6 with an s.d. of
+    1e-160: 1 / 0 expected deals, NaN bounds). At the range's ends the bounds already are the
+    limits' in floats: 5e-300 expected deals, so the sum is 0 with probability 1 (bounds
+    (0, 0)); a spread of 1e-150 of the mean (bounds (M, M)).
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        return np.clip((np.sqrt(var) / mean) ** 2, *RELATIVE_VARIANCE_RANGE)
+
+
 def portfolio_bounds(
     total: np.ndarray,
     var: np.ndarray,
@@ -401,7 +416,7 @@ def portfolio_bounds(
     if power is None:
         from scipy.stats import norm  # not at import: the score job needs none of SciPy
 
-        s2 = np.log1p(var[pos] / total[pos] ** 2)
+        s2 = np.log1p(relative_variance(total[pos], var[pos]))
         z = float(norm.ppf(0.5 + coverage / 2))
         centre = np.log(total[pos]) - s2 / 2
         lo[pos] = np.exp(centre - z * np.sqrt(s2))
@@ -439,7 +454,7 @@ def tweedie_quantiles(
     mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
     probs = np.asarray(probs, dtype=float)
     # in units of the mean (X / M has mean 1 and variance rel): any scale of money works
-    rel = (np.sqrt(var) / mean) ** 2
+    rel = relative_variance(mean, var)
     lam = 1 / ((2 - power) * rel)
     alpha = (2 - power) / (power - 1)
     theta = (power - 1) * rel

@@ -19,6 +19,7 @@ from partnerscore.models.intervals import (
     conformal_quantile,
     coverage,
     level_cv,
+    portfolio_bounds,
     portfolio_interval,
     tweedie_quantiles,
     variance_bins,
@@ -304,6 +305,30 @@ def test_portfolio_interval_has_the_mass_at_zero_of_a_few_partners():
     assert portfolio_interval(mu, np.zeros(3)) == (350.0, 350.0, 350.0)
     with pytest.raises(ValueError, match="power"):
         tweedie_quantiles(np.ones(1), np.ones(1), 2.0, np.array([0.5]))
+
+
+@pytest.mark.parametrize("power", [1.8, None])
+def test_portfolio_bounds_where_the_relative_variance_leaves_the_floats(power):
+    """V / M^2 overflowed to inf (a mean of 1e-300 with an s.d. of 1e12: RuntimeWarnings on
+    the forecast's stderr; the lognormal's upper bound NaN) or rounded to 0 (a mean of 1e6
+    with an s.d. of 1e-160: 1 / 0 expected deals, bounds NaN, "80% interval nan - nan").
+    Their limits: no deal with probability 1 - 1e-300 -> (0, 0); a spread below 1e-150 of
+    the mean -> (M, M); without a warning."""
+    import warnings
+
+    total = np.array([1e-300, 5e-324, 1e-150, 1e6, 1e300, 1e12, 1.0])
+    var = np.array([1e24, 1.0, 1e24, 1e-320, 1e-10, 5e-324, 1e-300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = portfolio_bounds(total, var, 0.8, power)
+    assert np.isfinite(lo).all() and np.isfinite(hi).all(), (lo, hi)
+    none, flat = slice(0, 3), slice(3, None)
+    assert (lo[none] >= 0).all() and (lo[none] <= hi[none]).all()
+    assert (hi[none] <= total[none] * 1e-100).all()  # the lognormal's: e^-311 M at most
+    if power is not None:  # the compound sum is exactly 0 with probability 1 (in floats)
+        assert (lo[none] == 0).all() and (hi[none] == 0).all()
+    assert lo[flat] == pytest.approx(total[flat], rel=1e-12)
+    assert hi[flat] == pytest.approx(total[flat], rel=1e-12)
 
 
 def test_interval_inputs_validated():

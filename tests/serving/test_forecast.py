@@ -626,6 +626,31 @@ def test_forecast_refuses_an_as_of_of_today(tmp_path, capsys, suffix):
     assert err.endswith(f"s.{suffix}: column 'as_of' row 5: 'today' is not a date"), err
 
 
+def test_forecast_of_extreme_spreads_has_finite_intervals_and_no_warning(tmp_path, capsys):
+    """A partner predicted 1e-300 with an s.d. of 1e12 gave five RuntimeWarnings (overflow,
+    divide, invalid) on the user's stderr; one predicted 1e6 with an s.d. of 1e-160 (its
+    variance rounds below the floats) got the interval "nan - nan" (empty in the file)."""
+    import warnings
+
+    scores = _scores().head(2)
+    scores["as_of"] = ["2026-01-01", "2026-04-01"]
+    scores["out_of_scope"] = False
+    scores["pred_revenue"] = [1e-300, 1e6]
+    scores["pred_revenue_sd"] = [1e12, 1e-160]
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    argv = ["forecast", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "f.csv")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0, capsys.readouterr().err
+    assert [str(w.message) for w in caught] == []
+    assert "nan" not in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "f.csv")
+    assert table[["revenue_lo", "revenue_hi"]].notna().all().all(), table
+    first = table["period_start"] == "2026-01-01"
+    assert (table.loc[first, ["revenue_lo", "revenue_hi"]] == 0).all().all()
+    assert table.loc[~first, ["revenue_lo", "revenue_hi"]].to_numpy() == pytest.approx(1e6)
+
+
 def reference_forecast(scores: pd.DataFrame, by, horizon, coverage, include) -> dict:
     """The forecast cells, one (date, segment) at a time: key -> (partners, out of scope,
     revenue, sd, lo, hi, versions, period end)."""

@@ -282,7 +282,11 @@ def load_partner_model(model_uri: str) -> PartnerModel:
         PartnerscoreError: The URI names no model (e.g. no ``champion`` yet).
     """
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
+        # MLflow copies a model it does not read in place (a runs:/ URI, a tracking server's
+        # artifacts) into a new temporary folder it never removes (~5.4 MB each): into one of
+        # ours, removed once the PartnerModel is read into memory
+        with tempfile.TemporaryDirectory(prefix="partnerscore-model-") as tmp:
+            loaded = mlflow.pyfunc.load_model(model_uri, dst_path=tmp)
     except Exception as exc:  # MlflowException, OSError: one line for the user
         raise_if_unreachable(exc)  # a store that went away: exit 69, not "cannot load"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -329,6 +333,19 @@ def _missing_files(model_uri: str) -> str | None:
     )
 
 
+def _logged_model_id(model_uri: str) -> str | None:
+    """The logged model id a ``runs:/`` URI's MLmodel file records.
+
+    Read from a temporary folder of ours: ``mlflow.models.get_model_info`` copies the file into
+    a new one it never removes (an empty one when there is no such model).
+    """
+    with tempfile.TemporaryDirectory(prefix="partnerscore-mlmodel-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_uri.rstrip('/')}/MLmodel", dst_path=tmp
+        )
+        return mlflow.models.Model.load(local).model_id
+
+
 def model_version_of(model_uri: str) -> str:
     """The registry version a models:/ or runs:/ URI resolves to (empty string when not registered).
 
@@ -338,9 +355,7 @@ def model_version_of(model_uri: str) -> str:
     logged = LOGGED_MODEL_URI.fullmatch(model_uri)
     if logged or model_uri.startswith("runs:/"):
         try:
-            model_id = (
-                logged.group(1) if logged else mlflow.models.get_model_info(model_uri).model_id
-            )
+            model_id = logged.group(1) if logged else _logged_model_id(model_uri)
             found = versions_of_logged_model(model_id) if model_id else []
         except (mlflow.exceptions.MlflowException, OSError) as exc:
             raise_if_unreachable(exc)

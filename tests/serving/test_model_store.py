@@ -214,3 +214,36 @@ def test_a_runs_uri_names_the_registry_version_of_its_logged_model(store_config)
     loaded = load_scoring_model(uri, tracking)
     assert not loaded.fast and loaded.version == loaded.model.metadata["version"] == version
     assert model_version_of(f"runs:/{champion.run_id}/no-such-model") == ""
+
+
+def test_a_load_through_mlflow_leaves_nothing_in_the_temporary_folder(
+    store_config, tmp_path, monkeypatch
+):
+    """MLflow copies a model it reads through a ``runs:/`` URI (or from a tracking server) into
+    a new temporary folder it never removes, as it does the MLmodel file the version lookup
+    reads: each load of ``runs:/<run>/model`` (score --model, the Python API's load_model, the
+    monitor) left tmpXXXXXXXX/model (~5.4 MB) in the system's temporary folder, a version
+    lookup tmpXXXXXXXX/model/MLmodel, and a lookup of no model an empty tmpXXXXXXXX."""
+    import tempfile
+
+    import mlflow
+
+    from partnerscore.models.pyfunc import load_partner_model, model_version_of
+    from partnerscore.serving.api import load_model
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    tracking = store_config.paths.tracking_uri()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    champion = mlflow.MlflowClient().get_model_version_by_alias("partnerscore", "champion")
+    uri, version = f"runs:/{champion.run_id}/model", str(champion.version)
+    assert model_version_of(uri) == version
+    assert model_version_of(f"runs:/{champion.run_id}/no-such-model") == ""
+    assert sorted(p.name for p in temp.iterdir()) == []
+    loaded = load_scoring_model(uri, tracking)
+    assert not loaded.fast and loaded.version == version
+    assert load_model(uri, tracking_uri=tracking).metadata["version"] == version
+    assert load_partner_model(f"models:/partnerscore/{version}").metadata["version"] == version
+    assert sorted(p.name for p in temp.iterdir()) == []

@@ -46,10 +46,16 @@ def test_compare_models_notebook_executes(model_store, monkeypatch, tmp_path):
     uri = model_store.paths.tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MPLBACKEND", raising=False)
+    # the kernel's temporary folder: the common holdout was downloaded into a tempfile.mkdtemp()
+    # left behind (tmpXXXXXXXX/evaluation/holdout.parquet) at every run of the notebook
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
+    assert sorted(p.name for p in temp.iterdir()) == []
     code = [c for c in nb.cells if c.cell_type == "code"]
     store = "".join(o.get("text", "") for o in outputs(code[0], "stream"))
     assert model_store.paths.tracking_uri() in store

@@ -238,14 +238,23 @@ class _PostgresInstance:
     port, user), with ``stop(mode)`` and ``start()`` for tests of a server that goes away."""
 
     def __init__(self, bindir) -> None:
-        import pwd
-        import socket
         import tempfile
         from pathlib import Path
 
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="partnerscore-pg-"))
         self.as_user: list[str] = []
+        self.data = self.root / "data"
+        try:
+            self._set_up()
+        except BaseException:  # initdb or the start failed: its folder was left behind
+            self.remove()
+            raise
+
+    def _set_up(self) -> None:
+        import pwd
+        import socket
+
         if os.geteuid() == 0:
             user = next(
                 (u for u in ("postgres", "nobody") if _has_user(u)),
@@ -258,13 +267,12 @@ class _PostgresInstance:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        self.data = self.root / "data"
         self.options = (
             f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
         )
         self.info = {"host": "127.0.0.1", "port": port, "user": "partnerscore"}
-        initdb = (bindir / "initdb", "-D", self.data, "-U", "partnerscore", "--auth=trust")
+        initdb = (self.bindir / "initdb", "-D", self.data, "-U", "partnerscore", "--auth=trust")
         self._run(*initdb, "-E", "UTF8")
         self.start()
 

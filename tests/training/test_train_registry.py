@@ -100,6 +100,7 @@ def test_segment_bias_report_reads_the_logged_segment_table(first_version, track
         run_id=result.run_id,
         artifact_path="evaluation/segment_metrics.csv",
         tracking_uri=tracking_uri,
+        dst_path=str(tmp_path),  # else a new temporary folder, never removed
     )
     seg = pd.read_csv(path, keep_default_na=False, na_values=[""])
     assert seg["revenue_portfolio_bias_se"].gt(0).all()
@@ -444,14 +445,18 @@ def test_bias_gate_blocks_promotion_without_force_and_reason(
     )
     factors = pd.read_csv(
         mlflow.artifacts.download_artifacts(
-            run_id=result.run_id, artifact_path="training/segment_factors_evaluated.csv"
+            run_id=result.run_id,
+            artifact_path="training/segment_factors_evaluated.csv",
+            dst_path=str(tmp_path),
         )
     )
     assert set(factors["column"]) == {"age_days"}  # the default columns
     assert (factors["factor"] > 0).all()
     report = pd.read_csv(
         mlflow.artifacts.download_artifacts(
-            run_id=result.run_id, artifact_path="evaluation/interval_coverage.csv"
+            run_id=result.run_id,
+            artifact_path="evaluation/interval_coverage.csv",
+            dst_path=str(tmp_path),
         )
     ).set_index("group")
     assert report.loc["all", "coverage"] == pytest.approx(
@@ -646,7 +651,10 @@ def test_revenue_phases_report_reads_the_logged_phase_table(first_version, track
 
     def artifact(name):
         return mlflow.artifacts.download_artifacts(
-            run_id=result.run_id, artifact_path=name, tracking_uri=tracking_uri
+            run_id=result.run_id,
+            artifact_path=name,
+            tracking_uri=tracking_uri,
+            dst_path=str(tmp_path),  # else a new temporary folder each, never removed
         )
 
     table = pd.read_csv(artifact("evaluation/revenue_phases.csv"))

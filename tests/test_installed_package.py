@@ -188,10 +188,11 @@ from pathlib import Path
 if len(sys.argv) > 1:
     sys.path.insert(0, sys.argv[1])
 from partnerscore.models.pyfunc import package_tree
-root = package_tree(Path(tempfile.mkdtemp()))
-for path in sorted(root.rglob("*")):
-    writable = bool(path.stat().st_mode & stat.S_IWUSR)
-    print(path.relative_to(root).as_posix(), "dir" if path.is_dir() else "file", writable)
+with tempfile.TemporaryDirectory() as tmp:  # (a tempfile.mkdtemp() was left behind)
+    root = package_tree(Path(tmp))
+    for path in sorted(root.rglob("*")):
+        writable = bool(path.stat().st_mode & stat.S_IWUSR)
+        print(path.relative_to(root).as_posix(), "dir" if path.is_dir() else "file", writable)
 """
 
 

@@ -457,6 +457,22 @@ def killed_at_rename(env: dict, folder: Path, out: Path, renames: int, when: str
     return env
 
 
+def assert_said_left_publish(run, folder: Path, manifest: str | None, mixed: list, said: str):
+    """A job run again after its publish was killed: its one ``note:`` line and ``--json``.
+
+    ``run``: the ``subprocess.run`` result of the job with ``--json``; the other arguments are
+    the ``interrupted_publish`` record it must print (``said``: its note, without ``note: ``).
+    """
+    notes = [line for line in run.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: {said}"], run.stderr[-3000:]
+    assert json.loads(run.stdout)["interrupted_publish"] == {
+        "folder": str(folder),
+        "manifest": manifest,
+        "mixed": mixed,
+        "note": said,
+    }
+
+
 def hand_scores(folder: Path, n: int = 40, drop: str | None = None) -> Path:
     """``folder/scores.csv``: a hand-built scores-contract file of ``n`` partners for
     ``experiment assign`` (partner, tier, quadrant, score), ``drop`` a column left out."""

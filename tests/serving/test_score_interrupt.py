@@ -20,7 +20,7 @@ import sys
 
 import pandas as pd
 import pytest
-from support import killed_at_rename
+from support import assert_said_left_publish, killed_at_rename
 
 import partnerscore
 from partnerscore.features.core import PartnerscoreError, check_listed, companion_manifest
@@ -127,7 +127,6 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
     # the mark and the files not those the manifest in place lists; --json records it
     again = _score(cli_config, raw, out, "2026-07-01", options=["--json"])
     assert again.returncode == 0, again.stderr
-    notes = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
     mixed = list(FILES[:done]) if 0 < done < len(FILES) else []  # in the manifest's order
     said = f"{out.parent}: an earlier score run was killed while publishing "
     said += "(.scores.manifest.json.publishing was left)"
@@ -139,13 +138,7 @@ def test_a_score_killed_while_publishing_leaves_a_set_its_readers_tell(
     else:
         said += ", but its files are the set scores.manifest.json lists"
     said += "; this run replaced them with its own"
-    assert notes == [f"note: {said}"], again.stderr
-    assert json.loads(again.stdout)["interrupted_publish"] == {
-        "folder": str(out.parent),
-        "manifest": "scores.manifest.json",
-        "mixed": mixed,
-        "note": said,
-    }
+    assert_said_left_publish(again, out.parent, "scores.manifest.json", mixed, said)
     assert _rows(database, "2026-07-01") == _rows(database, "2026-06-01")
     rows, keys = _rows(database, "2026-07-01")["score_history_v2"]
     assert rows == keys == len(pd.read_parquet(out))
@@ -191,15 +184,7 @@ def test_score_features_after_a_first_publish_killed_says_no_manifest_tells_whos
         "(.scores.manifest.json.publishing was left): no scores.manifest.json lists the files, "
         "whose run cannot be told; this run replaced them with its own"
     )
-    assert [line for line in again.stderr.splitlines() if line.startswith("note: ")] == [
-        f"note: {said}"
-    ], again.stderr
-    assert json.loads(again.stdout)["interrupted_publish"] == {
-        "folder": str(out.parent),
-        "manifest": None,
-        "mixed": [],
-        "note": said,
-    }
+    assert_said_left_publish(again, out.parent, None, [], said)
     assert check_listed(companion_manifest(out))["rows"] == 60
     assert not (out.parent / ".scores.manifest.json.publishing").exists()
     quiet = score(env, "--json")  # no mark: nothing said

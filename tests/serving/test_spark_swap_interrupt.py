@@ -19,7 +19,6 @@ what a kill left.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import cli_config_in, needs_java, with_sitecustomize
+from support import assert_said_left_publish, cli_config_in, needs_java, with_sitecustomize
 
 from partnerscore.serving.spark_engine import recover_aside
 
@@ -323,14 +322,9 @@ def test_a_spark_score_killed_after_its_rejects_is_refused_by_the_readers(
         "(.scores.manifest.json.publishing was left): scores.rejects.csv is not the file "
         "scores.manifest.json lists, a mix of two runs' files; this run replaced them with its own"
     )
-    notes = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
-    assert notes == [f"note: {said}"], again.stderr[-3000:]
-    assert json.loads(again.stdout)["interrupted_publish"] == {
-        "folder": str(out.parent),
-        "manifest": "scores.manifest.json",
-        "mixed": ["scores.rejects.csv"],
-        "note": said,
-    }
+    assert_said_left_publish(
+        again, out.parent, "scores.manifest.json", ["scores.rejects.csv"], said
+    )
     assert not out.with_name(".scores.manifest.json.publishing").exists()
     assert not out.with_name(".scores.parquet.new").exists()
     check_companions(out)

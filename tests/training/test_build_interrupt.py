@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 import pytest
-from support import killed_at_rename
+from support import assert_said_left_publish, killed_at_rename
 
 from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.training.train import load_training_set
@@ -68,7 +68,6 @@ def test_train_refuses_a_build_killed_between_its_renames(raw_dir, built_dir, tm
     # the folder, the mark and the files not those manifest.json lists; --json records it
     again = _build(raw_dir, out, dict(os.environ), "--json")
     assert again.returncode == 0, again.stderr
-    notes = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
     said = f"{out}: an earlier build run was killed while publishing "
     said += "(.manifest.json.publishing was left)"
     mixed = list(FILES[:renames]) if renames < len(FILES) else []
@@ -80,13 +79,7 @@ def test_train_refuses_a_build_killed_between_its_renames(raw_dir, built_dir, tm
     else:
         said += ", but its files are the set manifest.json lists"
     said += (" files" if mixed else "") + "; this run replaced them with its own"
-    assert notes == [f"note: {said}"], again.stderr
-    assert json.loads(again.stdout)["interrupted_publish"] == {
-        "folder": str(out),
-        "manifest": "manifest.json",
-        "mixed": mixed,
-        "note": said,
-    }
+    assert_said_left_publish(again, out, "manifest.json", mixed, said)
     frame, manifest, _ = load_training_set(out)  # this build's set, whole
     assert manifest["build_config"]["ages"] == [30, 90]
     assert not (out / ".manifest.json.publishing").exists()
@@ -126,14 +119,6 @@ def test_a_build_after_a_first_build_killed_says_no_manifest_tells_whose_files(r
         "left): no manifest.json lists the files, whose run cannot be told; this run replaced "
         "them with its own"
     )
-    assert [line for line in again.stderr.splitlines() if line.startswith("note: ")] == [
-        f"note: {said}"
-    ], again.stderr
-    assert json.loads(again.stdout)["interrupted_publish"] == {
-        "folder": str(out),
-        "manifest": None,
-        "mixed": [],
-        "note": said,
-    }
+    assert_said_left_publish(again, out, None, [], said)
     load_training_set(out)  # whole
     assert not (out / ".manifest.json.publishing").exists()

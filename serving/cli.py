@@ -55,6 +55,7 @@ from partnerscore.serving.cli_common import (
     name_output,
     named_error,
     new_app,
+    note_left,
     said_result,
     say,
     say_json,
@@ -193,16 +194,6 @@ def _parse_date(text: str | None, option: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise OptionError(f"{option}: expected a date YYYY-MM-DD, got '{text}'") from exc
-
-
-def _note_left(result) -> None:
-    """Say an earlier run's publish of the set killed between its renames, in one line.
-
-    For build and score: ``result.interrupted_publish``, found before the run wrote there and
-    replaced by its own files.
-    """
-    if result.interrupted_publish is not None:
-        typer.echo(f"note: {result.interrupted_publish.note}", err=True)
 
 
 def _batch_job() -> None:
@@ -448,7 +439,7 @@ def build(
         validated=validated,
         group_partners=group_partners,
     )
-    _note_left(result)
+    note_left(result)
     emit(result)
     _batch_done()
 
@@ -659,7 +650,7 @@ def score(
             allow_missing_features=allow_missing_features,
             record_history=history,
         )
-        _note_left(result)
+        note_left(result)
         emit(result)
         return
     if (as_of is None) == (at_age is None):
@@ -699,7 +690,7 @@ def score(
         at_age=at_age,
         **options,
     )
-    _note_left(result)
+    note_left(result)
     emit(result)
     if engine == "pandas":
         _batch_done()

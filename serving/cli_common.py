@@ -468,3 +468,14 @@ def _takes_value(command, arg: str) -> int | None:
                 return 0
             return max(param.nargs, 1)
     return None
+
+
+def note_left(result) -> None:
+    """Say an earlier run's publish of the job's set killed between its renames, in one line.
+
+    For build, score and experiment analyze: ``result.interrupted_publish``
+    (:class:`~partnerscore.features.core.LeftPublish`), found before the run wrote there and
+    replaced by its own files; on stderr, before the job's summary.
+    """
+    if result.interrupted_publish is not None:
+        typer.echo(f"note: {result.interrupted_publish.note}", err=True)

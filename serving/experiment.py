@@ -36,6 +36,7 @@ from markupsafe import Markup, escape
 
 from partnerscore.features.config import BuildConfig, engagement_period_conflict
 from partnerscore.features.core import (
+    LeftPublish,
     OptionError,
     PartnerscoreError,
     as_of_dates,
@@ -44,6 +45,7 @@ from partnerscore.features.core import (
     existing_file,
     file_lock,
     frame_format,
+    left_publish,
     publish_listed,
     publish_staged,
     quoted,
@@ -868,6 +870,9 @@ class AnalyzeResult:
     results: dict
     seconds: float = 0.0
     mlflow_run_id: str | None = None
+    interrupted_publish: LeftPublish | None = None
+    """An earlier analysis's publish into ``out_dir`` killed between its renames (None: none),
+    found before this run wrote there and replaced by its files (:func:`left_publish`)."""
 
     def headline(self) -> list[dict]:
         """Overall effects at the horizon by :data:`HEADLINE_METHOD` (rows name their method)."""
@@ -1121,6 +1126,7 @@ def run_analyze(
         "inputs": inputs,
     }
     out_dir = Path(out_dir)
+    left = left_publish(out_dir / "results.json", "experiment analyze")  # before any write there
     effects_frame = pd.DataFrame(effects, columns=list(EFFECT_COLUMNS))
     outcome_file = outcomes.assign(
         assigned_at=pd.to_datetime(outcomes["assigned_at"]).dt.strftime("%Y-%m-%d %H:%M:%S")
@@ -1146,7 +1152,11 @@ def run_analyze(
         "report": report_path,
     }
     result = AnalyzeResult(
-        out_dir=out_dir, files=files, results=results, seconds=time.perf_counter() - started
+        out_dir=out_dir,
+        files=files,
+        results=results,
+        seconds=time.perf_counter() - started,
+        interrupted_publish=left,
     )
     if log_mlflow:
         result.mlflow_run_id = _log_mlflow(result, config)

@@ -22,6 +22,7 @@ from partnerscore.serving.cli_common import (
     name_input,
     name_output,
     new_app,
+    note_left,
 )
 
 experiment_app = new_app(
@@ -152,6 +153,7 @@ def analyze(
         seed=seed,
         log_mlflow=mlflow,
     )
+    note_left(result)
     mismatch = bool(result.results["sample_ratio"]["mismatch"])
     emit(result, exit_code=int(mismatch))
     if mismatch:

@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-from support import killed_at_rename
+from support import assert_said_left_publish, killed_at_rename
 
 from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.features.experiments import ASSIGNMENT_COLUMNS
@@ -301,26 +301,45 @@ def test_an_analysis_killed_while_publishing_leaves_a_mix_results_json_names(
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(cfg.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    killed_at_rename(env, tmp_path / "hook", out, renames)
-    job = subprocess.run(
-        [sys.executable, "-m", "partnerscore.serving.cli", "experiment", "analyze"]
-        + ["--assignments", str(assign), "--raw", str(raw), "--horizon", str(HORIZON)]
-        + ["--out", str(out), "--bootstrap", "50", "--seed", "1", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    hooked = killed_at_rename(dict(env), tmp_path / "hook", out, renames)
+
+    def analyze(env, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "partnerscore.serving.cli", "experiment", "analyze"]
+            + ["--assignments", str(assign), "--raw", str(raw), "--horizon", str(HORIZON)]
+            + ["--out", str(out), "--bootstrap", "50", "--seed", "1", "--config", str(config)]
+            + list(extra),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    job = analyze(hooked)
     assert job.returncode == -signal.SIGKILL, job.stderr
     changed = {name for name in ANALYSIS_FILES if (out / name).read_bytes() != before[name]}
     assert "effects.csv" in changed  # another seed: other bootstrap intervals
+    said = f"{out}: an earlier experiment analyze run was killed while publishing "
+    said += "(.results.json.publishing was left)"
     if renames == len(ANALYSIS_FILES):  # killed after the last rename: the new analysis, whole
         assert check_listed(out / "results.json")["files"]
-        return
-    assert "results.json" not in changed  # renamed last
-    with pytest.raises(PartnerscoreError) as caught:
-        check_listed(out / "results.json")
-    message = str(caught.value)
-    assert len(message.splitlines()) == 1
-    assert message.startswith(f"{out / 'effects.csv'}: not the file results.json lists: ")
-    assert "interrupted while publishing" in message
+        mixed = []
+        said += ", but its files are the set results.json lists"
+    else:
+        assert "results.json" not in changed  # renamed last
+        with pytest.raises(PartnerscoreError) as caught:
+            check_listed(out / "results.json")
+        message = str(caught.value)
+        assert len(message.splitlines()) == 1
+        assert message.startswith(f"{out / 'effects.csv'}: not the file results.json lists: ")
+        assert "interrupted while publishing" in message
+        mixed = [name for name in ANALYSIS_FILES[:renames] if name in changed]  # not the same
+        more = f"and {len(mixed) - 1} more are not the files" if mixed[1:] else "is not the file"
+        said += f": effects.csv {more} results.json lists, a mix of two runs' files"
+    # the next analysis says what it replaced (until 2026-12-06 nothing), and publishes it whole
+    said += "; this run replaced them with its own"
+    again = analyze(env, "--json")
+    assert again.returncode in (0, 1), again.stderr  # 1: a sample-ratio mismatch
+    assert_said_left_publish(again, out, "results.json", list(mixed), said)
+    assert check_listed(out / "results.json")["files"]
+    assert not (out / ".results.json.publishing").exists()

@@ -198,17 +198,23 @@ def test_a_missing_raw_folder_stops_the_score_job_before_the_model_loads(
     assert loads == [] and not (tmp_path / "s.csv").exists()
 
 
-def test_a_runs_uri_names_the_registry_version_of_its_logged_model(store_config):
-    """``--model runs:/<run>/model`` of a registered model scores as that version (it wrote an
-    empty model_version, and a run of the champion's own model was recorded as a shadow run)."""
+def _champion_through_mlflow(store_config):
+    """The store's tracking URI, set as MLflow's tracking and registry URI, and its champion."""
     import mlflow
-
-    from partnerscore.models.pyfunc import model_version_of
 
     tracking = store_config.paths.tracking_uri()
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(tracking)
-    champion = mlflow.MlflowClient().get_model_version_by_alias("partnerscore", "champion")
+    return tracking, mlflow.MlflowClient().get_model_version_by_alias("partnerscore", "champion")
+
+
+def test_a_runs_uri_names_the_registry_version_of_its_logged_model(store_config):
+    """``--model runs:/<run>/model`` of a registered model scores as that version (it wrote an
+    empty model_version, and a run of the champion's own model was recorded as a shadow run)."""
+
+    from partnerscore.models.pyfunc import model_version_of
+
+    tracking, champion = _champion_through_mlflow(store_config)
     uri, version = f"runs:/{champion.run_id}/model", str(champion.version)
     assert model_version_of(uri) == version
     loaded = load_scoring_model(uri, tracking)
@@ -226,18 +232,13 @@ def test_a_load_through_mlflow_leaves_nothing_in_the_temporary_folder(
     lookup tmpXXXXXXXX/model/MLmodel, and a lookup of no model an empty tmpXXXXXXXX."""
     import tempfile
 
-    import mlflow
-
     from partnerscore.models.pyfunc import load_partner_model, model_version_of
     from partnerscore.serving.api import load_model
 
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    tracking = store_config.paths.tracking_uri()
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
-    champion = mlflow.MlflowClient().get_model_version_by_alias("partnerscore", "champion")
+    tracking, champion = _champion_through_mlflow(store_config)
     uri, version = f"runs:/{champion.run_id}/model", str(champion.version)
     assert model_version_of(uri) == version
     assert model_version_of(f"runs:/{champion.run_id}/no-such-model") == ""

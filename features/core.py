@@ -821,14 +821,8 @@ def check_listed(
     listed = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(listed, dict):
         raise PartnerscoreError(f"{manifest_path}: lists no files to check (no 'files' key)")
-    for name, digest in listed.items():
+    for name in _not_listed(manifest_path.parent, listed):
         path = manifest_path.parent / name
-        try:
-            same = file_fingerprint(path) == digest
-        except OSError:
-            same = False
-        if same:
-            continue
         if interrupted:
             raise PartnerscoreError(
                 f"{path}: not the file {manifest_path.name} lists: the folder mixes two runs' "
@@ -864,15 +858,21 @@ def left_by_interrupted_publish(
     listed = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(listed, dict):
         return None, []
-    differ = []
+    return manifest, list(_not_listed(manifest_path.parent, listed))
+
+
+def _not_listed(folder: Path, listed: dict) -> Iterator[str]:
+    """Names in ``listed`` (name -> SHA-256) whose file in ``folder`` differs or is missing.
+
+    In its order, each file hashed only as the caller asks for the next name.
+    """
     for name, digest in listed.items():
         try:
-            same = file_fingerprint(manifest_path.parent / name) == digest
+            same = file_fingerprint(folder / name) == digest
         except OSError:
             same = False
         if not same:
-            differ.append(name)
-    return manifest, differ
+            yield name
 
 
 def interrupted_publish_note(

@@ -246,6 +246,17 @@ job's results are published whole, and it finishes (the CLI notes it and exits w
 code); the CLI clears it as a job starts."""
 
 
+def take_held_at_commit() -> str | None:
+    """The signal :data:`HELD_AT_COMMIT` holds, by name (``Ctrl-C``, ``SIGTERM``), forgotten.
+
+    None when no commit held one. For the CLI's note and the Python API's warning.
+    """
+    number, HELD_AT_COMMIT["signal"] = HELD_AT_COMMIT["signal"], None
+    if number is None:
+        return None
+    return "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+
+
 @contextlib.contextmanager
 def signals_deferred(
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),

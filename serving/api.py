@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import tempfile
 import threading
 import warnings
@@ -267,11 +266,10 @@ def _registered(job):
     """
     from partnerscore.features import parallel
 
-    parallel.HELD_AT_COMMIT["signal"] = None  # an earlier job's, unsaid
+    parallel.take_held_at_commit()  # an earlier job's, unsaid
     result = job()
-    number, parallel.HELD_AT_COMMIT["signal"] = parallel.HELD_AT_COMMIT["signal"], None
-    if number is not None:
-        name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+    name = parallel.take_held_at_commit()
+    if name is not None:
         warnings.warn(
             f"{name} came as train registered its version: version {result.version} is "
             "whole, and train returned it",

@@ -1228,11 +1228,8 @@ def _say_held_at_commit(clear: bool = False) -> None:
     Only if the job imported the worker module, where it is recorded.
     """
     parallel = sys.modules.get("partnerscore.features.parallel")
-    if parallel is None or parallel.HELD_AT_COMMIT["signal"] is None:
-        return
-    number, parallel.HELD_AT_COMMIT["signal"] = parallel.HELD_AT_COMMIT["signal"], None
-    if not clear:
-        name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+    name = parallel.take_held_at_commit() if parallel is not None else None
+    if name is not None and not clear:
         typer.echo(
             f"note: {name} came as the job published its results: they are whole, and the "
             "job finished",

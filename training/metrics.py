@@ -434,7 +434,27 @@ def revenue_rmse_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
     return float(np.sqrt(np.mean((actual - pred) ** 2)))
 
 
+def rank_auc(y: np.ndarray, pred: np.ndarray) -> float:
+    """ROC AUC of 0/1 labels ``y`` by ``pred`` from the ranks (Mann-Whitney): NaN with one class.
+
+    The same number as ``sklearn.metrics.roc_auc_score`` (tied predictions count one half; the
+    tests compare the two on random inputs), without its input checks, which took most of each
+    call: the engagement comparison's 200 paired resamples of the tests' 257-row holdout took
+    1.27 s of CPU, now 0.23 s. Predictions that are not all finite go to sklearn, which
+    refuses them as it did.
+    """
+    y = np.asarray(y).astype(bool)
+    pred = np.asarray(pred, dtype=float)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if not positives or not negatives:
+        return float("nan")
+    if not np.isfinite(pred).all():
+        return float(roc_auc_score(y, pred))
+    ranks = rankdata(pred)  # ties get their mean rank
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def engagement_auc_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
     """ROC AUC of ``label_engaged`` (NaN with one class; for :func:`paired_bootstrap`)."""
-    y = frame["label_engaged"].to_numpy().astype(int)
-    return float(roc_auc_score(y, pred)) if len(np.unique(y)) == 2 else float("nan")
+    return rank_auc(frame["label_engaged"].to_numpy().astype(int), pred)

@@ -1,6 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
 
 from partnerscore.models.heads import EngagementClassifier
 from partnerscore.training import tune
@@ -8,6 +11,7 @@ from partnerscore.training.metrics import (
     engagement_auc_metric,
     paired_bootstrap,
     partner_resamples,
+    rank_auc,
     revenue_bias_metric,
 )
 from partnerscore.training.splits import time_folds
@@ -35,6 +39,30 @@ def test_partner_resamples_match_a_slow_twin():
         pick = rng.integers(0, len(partners), len(partners))
         slow = np.concatenate([np.flatnonzero(codes == p) for p in pick])
         np.testing.assert_array_equal(rows, slow)
+
+
+_PREDICTIONS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),  # extremes: 1e308, 5e-324, -0.0
+    st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # many ties
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), _PREDICTIONS), min_size=1, max_size=60))
+def test_rank_auc_is_sklearn_s_roc_auc(rows):
+    """The bootstrap's AUC from ranks against its slow twin, ``sklearn``'s ``roc_auc_score``."""
+    y = np.array([label for label, _ in rows], dtype=int)
+    pred = np.array([p for _, p in rows], dtype=float)
+    fast = rank_auc(y, pred)
+    if len(np.unique(y)) < 2:
+        assert np.isnan(fast)
+    else:
+        assert fast == pytest.approx(roc_auc_score(y, pred), abs=1e-12)
+
+
+def test_rank_auc_refuses_what_sklearn_refuses():
+    with pytest.raises(ValueError, match="NaN"):
+        rank_auc(np.array([0, 1, 1]), np.array([0.1, np.nan, 0.3]))
 
 
 def test_paired_bootstrap_difference_and_se():

@@ -84,6 +84,8 @@ SCAN_ABOVE = 5000
 with 183 ``IN (...)`` lists, ``DecisionLedger.previous`` ~0.6 s against ~0.84 s); the same rows
 either way (twin in ``tests/serving/test_bulk_writes.py``)."""
 SQLITE_BUSY_SECONDS = 10
+"""How long a job waits for another writer of a SQLite history or ledger file before
+"database is locked" (as :data:`~partnerscore.models.stores.LOCK_WAIT_SECONDS` on PostgreSQL)."""
 
 
 def rows_of_partners(
@@ -279,6 +281,10 @@ def store_engine(store: str, url: str, shown: Callable[[], str], **kwargs) -> sa
         except ValueError as exc:
             raise PartnerscoreError(f"{store} {shown()}: {exc}") from None
         connect_args = {**database_connect_args(target), **kwargs.pop("connect_args", {})}
+        if target.startswith("sqlite"):
+            # wait this long for another writer of the file before "database is locked" (the
+            # ledger, and so incentives, waited pysqlite's default 5 s where the history 10 s)
+            connect_args.setdefault("timeout", SQLITE_BUSY_SECONDS)
         engine = sa.create_engine(target, connect_args=connect_args, **kwargs)
         bound_lock_waits(engine)
         if engine.dialect.name != "sqlite":  # a local file: nothing to wait for
@@ -433,15 +439,11 @@ class ScoreHistory:
         """The engine, created lazily (nothing touches the database before first use)."""
         if self._engine is None:
             with self._errors():
-                kwargs = {}
                 if self.url.startswith("sqlite:///"):
                     Path(self.url.removeprefix("sqlite:///")).parent.mkdir(
                         parents=True, exist_ok=True
                     )
-                if self.url.startswith("sqlite"):
-                    # wait this long for a concurrent writer before "database is locked"
-                    kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
-                engine = store_engine("score history", self.url, self._shown, **kwargs)
+                engine = store_engine("score history", self.url, self._shown)
                 self.metadata.create_all(engine)
                 add_missing_columns(engine, self.table)
                 self._migrate_legacy(engine)

@@ -448,6 +448,46 @@ def test_an_older_store_is_read_by_a_role_that_cannot_migrate_it(postgres_url):
 
 
 @pytest.mark.parametrize("kind", ["score history", "decision ledger"])
+def test_a_sqlite_store_waits_the_same_bound_for_another_writer(kind, tmp_path):
+    """The ledger (and so incentives) waited pysqlite's default 5 s for another writer of its
+    file, the history 10 s (``SQLITE_BUSY_SECONDS``). Both now wait 10 s: here another process
+    holds the file's write lock for 7 s, then commits; the ledger's write failed with
+    "database is locked" after 5 s, and now waits and writes."""
+    import subprocess
+    import sys
+
+    from partnerscore.serving.history import SQLITE_BUSY_SECONDS
+
+    store = _store_of(kind, f"sqlite:///{tmp_path / 'store.sqlite'}")
+    with store.engine.connect() as conn:  # SQLite's own reading of the connection's bound
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1000 * SQLITE_BUSY_SECONDS
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " con.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(7);"
+            " con.execute('COMMIT')",
+            str(tmp_path / "store.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        if kind == "score history":
+            store.upsert(rows("2025-01-01"))
+            assert len(store.read()) == 2
+        else:
+            store.record_decisions(rows("2025-02-01"))
+            assert len(store.read_decisions()) == 2
+    finally:
+        holder.wait(timeout=60)
+        store.dispose()
+    assert holder.returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["score history", "decision ledger"])
 def test_a_lock_another_session_holds_is_waited_for_a_bounded_time(kind, postgres_url, monkeypatch):
     """An analyst's open transaction holding the table (`LOCK TABLE`, a long `ALTER TABLE`)
     made a score job wait as long as it was held: for ever. Now PostgreSQL's `lock_timeout`

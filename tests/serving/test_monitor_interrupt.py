@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from markupsafe import escape
 from support import killed_at_rename, with_sitecustomize
 
 from partnerscore.features.core import PartnerscoreError, check_listed
@@ -133,6 +134,7 @@ def test_a_monitor_killed_while_publishing_leaves_a_mix_its_manifest_names(
     out = tmp_path / "monitor"
     run_monitor(store_config, raw_dir, pd.Timestamp("2026-06-01").date(), out, log_to_mlflow=False)
     assert check_listed(out / "monitor.json").get("interrupted_publish") is None  # whole
+    assert 'id="interrupted-publish"' not in (out / "monitor.html").read_text()
     before = {name: ((out / name).stat().st_ino, (out / name).read_bytes()) for name in FILES}
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(store_config.model_dump(mode="json")))
@@ -188,6 +190,7 @@ def test_a_monitor_killed_while_publishing_leaves_a_mix_its_manifest_names(
     assert note.endswith("this run replaced every file with its own"), note
     recorded = json.loads(again.stdout)["interrupted_publish"]
     assert recorded["note"] == note.removeprefix("note: ")
+    assert f"Note: {escape(recorded['note'])}.</p>" in (out / "monitor.html").read_text()
     assert set(recorded["mixed"]) == set(mixed), (recorded, changed)  # quarantine: the same
     assert (recorded["listed_as_of"], recorded["state_as_of"]) == (listed_as_of, state_as_of)
     assert recorded["state_run"] == state_run and recorded["state_kept"] is False
@@ -230,5 +233,8 @@ def test_a_backfill_after_a_first_publish_killed_says_it_kept_the_killed_runs_st
         "monitor_state.json, kept (a later date's)"
     )
     assert check_listed(out / "monitor.json")["interrupted_publish"] == left.to_dict()
+    # the page says it too (it said nothing: the note was on stderr and in monitor.json only)
+    page = (out / "monitor.html").read_text()
+    assert f'<p class="muted" id="interrupted-publish">Note: {escape(left.note())}.</p>' in page
     assert (out / "monitor_state.json").read_bytes() == state
     assert not (out / ".monitor.json.publishing").exists()

@@ -538,6 +538,45 @@ def conditional_coverage(
     return pd.DataFrame(rows)
 
 
+def coverage_cells(
+    frame: pd.DataFrame,
+    y: str,
+    mu: str,
+    sd: str,
+    keys: list[str],
+    coverage_level: float,
+    level_cv: float = 0.0,
+    sums: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Holdout totals and their portfolio intervals per group of ``keys``, all at once.
+
+    One row per group (sorted; missing values a group of their own): ``rows``, the realised
+    total ``actual``, the predicted total ``expected`` and its interval ``lo`` .. ``hi``
+    (:func:`portfolio_interval` of the group's rows), ``covered``, and the total of each
+    column of ``sums``. Every group's bounds come from one :func:`portfolio_bounds` call (one
+    search over all cells, not one per cell); the tests hold the per-cell loop as its twin.
+    """
+    data = pd.DataFrame({key: frame[key].reset_index(drop=True) for key in keys})
+    data["actual"] = frame[y].to_numpy(float)
+    data["expected"] = frame[mu].to_numpy(float)
+    data["_var"] = np.square(frame[sd].to_numpy(float))
+    for col in sums:
+        data[col] = frame[col].to_numpy(float)
+    grouped = data.groupby(keys, observed=True, dropna=False, sort=True)
+    cells = grouped.sum()
+    cells.insert(0, "rows", grouped.size().to_numpy())
+    cells = cells.reset_index()
+    var = cells.pop("_var").to_numpy() + (level_cv * cells["expected"].to_numpy()) ** 2
+    lo, hi = portfolio_bounds(cells["expected"].to_numpy(), var, coverage_level, PORTFOLIO_POWER)
+    actual = cells["actual"].to_numpy()
+    at = cells.columns.get_loc("expected") + 1
+    for offset, (name, values) in enumerate(
+        (("lo", lo), ("hi", hi), ("covered", (lo <= actual) & (actual <= hi)))
+    ):
+        cells.insert(at + offset, name, values)
+    return cells
+
+
 def segment_coverage(
     frame: pd.DataFrame,
     y: str,
@@ -548,20 +587,10 @@ def segment_coverage(
     level_cv: float = 0.0,
 ) -> pd.DataFrame:
     """Per segment value: realised total, predicted total and its interval, covered or not."""
-    rows = []
-    for value, part in frame.groupby(by, observed=True, dropna=False):
-        total, lo, hi = portfolio_interval(part[mu], part[sd], coverage_level, level_cv=level_cv)
-        actual = float(part[y].sum())
-        rows.append(
-            {
-                "segment": by,
-                "value": str(value),
-                "rows": len(part),
-                "actual": actual,
-                "expected": total,
-                "lo": lo,
-                "hi": hi,
-                "covered": lo <= actual <= hi,
-            }
-        )
-    return pd.DataFrame(rows)
+    cells = coverage_cells(frame, y, mu, sd, [by], coverage_level, level_cv)
+    if cells.empty:
+        return pd.DataFrame()
+    values = cells.pop(by)
+    cells.insert(0, "value", [str(v) for v in values])
+    cells.insert(0, "segment", by)
+    return cells

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata, spearmanr
@@ -366,7 +368,9 @@ def paired_bootstrap(
 
     Args:
         frame: Evaluation rows with ``partner_id`` and the labels ``metric`` reads.
-        metric: ``metric(frame, pred) -> float``.
+        metric: ``metric(columns, pred) -> float``; ``columns`` maps each column of ``frame``
+            to its values in the resample (a plain array: a DataFrame per resample cost
+            more than the metrics themselves).
         pred_a: Predictions of the first model (row-aligned with ``frame``).
         pred_b: Predictions of the second model.
         rounds: Bootstrap resamples (0: s.e. is NaN).
@@ -377,14 +381,20 @@ def paired_bootstrap(
     """
     frame = frame.reset_index(drop=True)
     pred_a, pred_b = np.asarray(pred_a, dtype=float), np.asarray(pred_b, dtype=float)
-    diff = float(metric(frame, pred_a) - metric(frame, pred_b))
+    columns = _columns(frame)
+    diff = float(metric(columns, pred_a) - metric(columns, pred_b))
     diffs = []
     for rows in partner_resamples(frame, rounds, seed):
-        sample = frame.iloc[rows].reset_index(drop=True)
+        sample = {col: values[rows] for col, values in columns.items()}
         d = metric(sample, pred_a[rows]) - metric(sample, pred_b[rows])
         if np.isfinite(d):
             diffs.append(d)
     return diff, float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each column of ``frame`` as an array: what a bootstrap ``metric`` reads."""
+    return {col: frame[col].to_numpy() for col in frame.columns}
 
 
 def partner_resamples(frame: pd.DataFrame, rounds: int, seed: int = 0):
@@ -412,39 +422,43 @@ def _ranges(counts: np.ndarray) -> np.ndarray:
 def bootstrap_se(
     frame: pd.DataFrame, metric, pred: np.ndarray, rounds: int = 200, seed: int = 0
 ) -> float:
-    """Partner-level bootstrap standard error of ``metric(frame, pred)``."""
+    """Partner-level bootstrap standard error of ``metric(columns, pred)``.
+
+    ``metric`` as for :func:`paired_bootstrap`.
+    """
     frame = frame.reset_index(drop=True)
     pred = np.asarray(pred, dtype=float)
+    columns = _columns(frame)
     values = [
-        metric(frame.iloc[rows].reset_index(drop=True), pred[rows])
+        metric({col: v[rows] for col, v in columns.items()}, pred[rows])
         for rows in partner_resamples(frame, rounds, seed)
     ]
     values = [v for v in values if np.isfinite(v)]
     return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
-def revenue_gini_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+def revenue_gini_metric(columns: Mapping, pred: np.ndarray) -> float:
     """Normalized Gini of ``label_revenue`` (for :func:`paired_bootstrap`)."""
-    return normalized_gini(frame["label_revenue"].to_numpy(float), pred)
+    return normalized_gini(np.asarray(columns["label_revenue"], dtype=float), pred)
 
 
-def revenue_bias_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+def revenue_bias_metric(columns: Mapping, pred: np.ndarray) -> float:
     """Portfolio bias sum(pred) / sum(label) - 1 (for :func:`paired_bootstrap`)."""
-    total = frame["label_revenue"].to_numpy(float).sum()
+    total = np.asarray(columns["label_revenue"], dtype=float).sum()
     return float(np.sum(pred) / total - 1) if total else float("nan")
 
 
-def revenue_mae_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+def revenue_mae_metric(columns: Mapping, pred: np.ndarray) -> float:
     """Mean absolute error of revenue (for :func:`paired_bootstrap`)."""
-    return float(np.mean(np.abs(frame["label_revenue"].to_numpy(float) - pred)))
+    return float(np.mean(np.abs(np.asarray(columns["label_revenue"], dtype=float) - pred)))
 
 
-def revenue_rmse_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+def revenue_rmse_metric(columns: Mapping, pred: np.ndarray) -> float:
     """Root mean squared error of revenue (a ``metric`` for :func:`paired_bootstrap`)."""
-    actual = frame["label_revenue"].to_numpy(float)
+    actual = np.asarray(columns["label_revenue"], dtype=float)
     return float(np.sqrt(np.mean((actual - pred) ** 2)))
 
 
-def engagement_auc_metric(frame: pd.DataFrame, pred: np.ndarray) -> float:
+def engagement_auc_metric(columns: Mapping, pred: np.ndarray) -> float:
     """ROC AUC of ``label_engaged`` (NaN with one class; for :func:`paired_bootstrap`)."""
-    return rank_auc(frame["label_engaged"].to_numpy().astype(int), pred)
+    return rank_auc(np.asarray(columns["label_engaged"]).astype(int), pred)

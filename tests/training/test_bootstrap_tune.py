@@ -8,11 +8,15 @@ from sklearn.metrics import roc_auc_score
 from partnerscore.models.heads import EngagementClassifier
 from partnerscore.training import tune
 from partnerscore.training.metrics import (
+    bootstrap_se,
     engagement_auc_metric,
     paired_bootstrap,
     partner_resamples,
     rank_auc,
     revenue_bias_metric,
+    revenue_gini_metric,
+    revenue_mae_metric,
+    revenue_rmse_metric,
 )
 from partnerscore.training.splits import time_folds
 
@@ -78,6 +82,56 @@ def test_paired_bootstrap_difference_and_se():
     # identical predictions: the paired difference is exactly zero in every resample
     assert paired_bootstrap(frame, revenue_bias_metric, good, good, 30) == (0.0, 0.0)
     assert np.isnan(paired_bootstrap(frame, revenue_bias_metric, good, bad, 0)[1])
+
+
+_METRICS = {
+    "gini": revenue_gini_metric,
+    "bias": revenue_bias_metric,
+    "mae": revenue_mae_metric,
+    "rmse": revenue_rmse_metric,
+    "auc": engagement_auc_metric,
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    partners=st.integers(1, 40),
+    scale=st.sampled_from([1e-300, 1.0, 1e6, 1e150]),
+    metric=st.sampled_from(sorted(_METRICS)),
+    rounds=st.sampled_from([0, 2, 25]),
+)
+def test_the_bootstrap_on_label_arrays_equals_a_frame_per_resample(
+    seed, partners, scale, metric, rounds
+):
+    """Slow twin: each resample as a DataFrame (the code until 2026-12-07), the same draws."""
+    frame = _frame(seed, partners).assign(extra="x")  # a column no metric reads
+    frame["label_revenue"] *= scale
+    frame.index = frame.index * 3 + 7  # not a range: positions, not labels, are resampled
+    rng = np.random.default_rng(seed)
+    a = frame["label_revenue"].to_numpy() * rng.lognormal(0, 1, len(frame))
+    b = rng.permutation(a)
+    fn = _METRICS[metric]
+    flat = frame.reset_index(drop=True)
+
+    def slow(rows, pred):
+        return fn(flat.iloc[rows].reset_index(drop=True), pred[rows])
+
+    diffs, values = [], []
+    for rows in partner_resamples(flat, rounds, seed):
+        d = slow(rows, a) - slow(rows, b)
+        if np.isfinite(d):
+            diffs.append(d)
+        v = slow(rows, a)
+        if np.isfinite(v):
+            values.append(v)
+    whole = np.arange(len(flat))
+    want_diff = float(slow(whole, a) - slow(whole, b))
+    want_se = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+    want_one = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    diff, se = paired_bootstrap(frame, fn, a, b, rounds, seed)
+    np.testing.assert_array_equal([diff, se], [want_diff, want_se])  # NaN equals NaN here
+    np.testing.assert_array_equal(bootstrap_se(frame, fn, a, rounds, seed), want_one)
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,9 @@ def test_the_oracles_se_is_the_partner_bootstrap_se_of_each_metric():
         }
     )
     got = metrics._oracle_se(f, rounds=40, seed=2)
-    spearman = lambda frame, pred: metrics._spearman(frame["label_revenue"].to_numpy(float), pred)  # noqa: E731
+    spearman = lambda columns, pred: metrics._spearman(  # noqa: E731
+        np.asarray(columns["label_revenue"], dtype=float), pred
+    )
     for key, metric, pred in (
         ("revenue_normalized_gini", metrics.revenue_gini_metric, "true_expected_revenue"),
         ("revenue_spearman", spearman, "true_expected_revenue"),

@@ -762,7 +762,7 @@ def history_store_url(history: str) -> str:
     import contextlib
     import sqlite3
 
-    from partnerscore.serving.history import LEGACY_TABLE, TABLE
+    from partnerscore.serving.history import LEGACY_TABLE, SQLITE_BUSY_SECONDS, TABLE
 
     if "://" in history:
         return history
@@ -771,7 +771,11 @@ def history_store_url(history: str) -> str:
         raise PartnerscoreError(f"{path}: empty file (no score history)")
     try:
         uri = f"{path.resolve().as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        # a score job committing to the file: waited as long as the stores wait (pysqlite's
+        # own 5 s until 2026-12-07: "database is locked")
+        with contextlib.closing(
+            sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_SECONDS)
+        ) as conn:
             tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.Error as exc:
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -269,6 +269,40 @@ def test_a_history_file_that_is_no_store_is_refused_and_left_alone(experiment, c
     assert not (tmp_path / "o").exists()
 
 
+def test_the_history_file_check_waits_for_a_writer_as_the_stores_do(tmp_path):
+    """``--history FILE`` is checked read-only before the analysis; its connection waited
+    pysqlite's default 5 s for a score job committing to the file, the stores 10 s
+    (``SQLITE_BUSY_SECONDS``). Another process holds the file's write lock for 7 s, then
+    commits: the check said "cannot read score history: database is locked" after 5 s."""
+    import sqlite3
+
+    from partnerscore.serving.experiment import history_store_url
+    from partnerscore.serving.history import TABLE
+
+    path = tmp_path / "history.sqlite"
+    with sqlite3.connect(path) as conn:  # the check reads the table's name only
+        conn.execute(f"CREATE TABLE {TABLE} (partner_id TEXT)")
+    conn.close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " con.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(7);"
+            " con.execute('COMMIT')",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert history_store_url(str(path)) == f"sqlite:///{path.resolve()}"
+    finally:
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+
+
 def test_a_history_urls_password_is_not_written(experiment, cfg, tmp_path, postgres_url):
     """results.json's inputs (and so report.html) held the --history URL as given, password
     and all; the store's errors already masked it."""

@@ -189,6 +189,34 @@ def with_two_largest_won_deals(source: Path, dest: Path, signed_before: str | No
     return pid
 
 
+@contextmanager
+def sqlite_write_lock_held(database: Path, seconds: float):
+    """Another process holds ``database``'s write lock (``BEGIN EXCLUSIVE``) for ``seconds``,
+    then commits: the body runs while it holds it; on leaving, the holder's end is waited for
+    and it must have committed."""
+    import subprocess
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " con.execute('BEGIN EXCLUSIVE'); print('held', flush=True);"
+            " time.sleep(float(sys.argv[2])); con.execute('COMMIT')",
+            str(database),
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.wait(timeout=60 + seconds)
+    assert holder.returncode == 0
+
+
 def stored_history(cfg):
     """Every history row of ``cfg``'s store as stored (shadow rows included): a DataFrame."""
     import pandas as pd

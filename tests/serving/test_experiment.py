@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-from support import assert_said_left_publish, killed_at_rename
+from support import assert_said_left_publish, killed_at_rename, sqlite_write_lock_held
 
 from partnerscore.features.core import PartnerscoreError, check_listed
 from partnerscore.features.experiments import ASSIGNMENT_COLUMNS
@@ -283,24 +283,8 @@ def test_the_history_file_check_waits_for_a_writer_as_the_stores_do(tmp_path):
     with sqlite3.connect(path) as conn:  # the check reads the table's name only
         conn.execute(f"CREATE TABLE {TABLE} (partner_id TEXT)")
     conn.close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None);"
-            " con.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(7);"
-            " con.execute('COMMIT')",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with sqlite_write_lock_held(path, 7):
         assert history_store_url(str(path)) == f"sqlite:///{path.resolve()}"
-    finally:
-        holder.wait(timeout=60)
-    assert holder.returncode == 0
 
 
 def test_a_history_urls_password_is_not_written(experiment, cfg, tmp_path, postgres_url):

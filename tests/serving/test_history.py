@@ -3,6 +3,7 @@ import threading
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from support import sqlite_write_lock_held
 
 from partnerscore.serving.history import (
     HISTORY_COLUMNS,
@@ -453,38 +454,21 @@ def test_a_sqlite_store_waits_the_same_bound_for_another_writer(kind, tmp_path):
     file, the history 10 s (``SQLITE_BUSY_SECONDS``). Both now wait 10 s: here another process
     holds the file's write lock for 7 s, then commits; the ledger's write failed with
     "database is locked" after 5 s, and now waits and writes."""
-    import subprocess
-    import sys
-
     from partnerscore.serving.history import SQLITE_BUSY_SECONDS
 
     store = _store_of(kind, f"sqlite:///{tmp_path / 'store.sqlite'}")
     with store.engine.connect() as conn:  # SQLite's own reading of the connection's bound
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1000 * SQLITE_BUSY_SECONDS
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None);"
-            " con.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(7);"
-            " con.execute('COMMIT')",
-            str(tmp_path / "store.sqlite"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert holder.stdout.readline() == "held\n"
-        if kind == "score history":
-            store.upsert(rows("2025-01-01"))
-            assert len(store.read()) == 2
-        else:
-            store.record_decisions(rows("2025-02-01"))
-            assert len(store.read_decisions()) == 2
+        with sqlite_write_lock_held(tmp_path / "store.sqlite", 7):
+            if kind == "score history":
+                store.upsert(rows("2025-01-01"))
+                assert len(store.read()) == 2
+            else:
+                store.record_decisions(rows("2025-02-01"))
+                assert len(store.read_decisions()) == 2
     finally:
-        holder.wait(timeout=60)
         store.dispose()
-    assert holder.returncode == 0
 
 
 @pytest.mark.parametrize("kind", ["score history", "decision ledger"])

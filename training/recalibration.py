@@ -208,7 +208,7 @@ def _row_offset(encoded: dict, logf: dict, n: int, skip: str | None = None) -> n
     """Per-row sum of the log factors of every column but ``skip`` (missing values: 0)."""
     out = np.zeros(n)
     for col, (codes, _) in encoded.items():
-        if col != skip:
+        if col != skip and len(logf[col]):  # a column missing on every row: no factor, no term
             out += np.where(codes >= 0, logf[col][np.maximum(codes, 0)], 0.0)
     return out
 

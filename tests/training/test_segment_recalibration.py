@@ -11,7 +11,11 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import explain
 from partnerscore.models.heads import RevenueRegressor
 from partnerscore.training.config import TrainConfig
-from partnerscore.training.recalibration import dersimonian_laird, fit_segment_factors
+from partnerscore.training.recalibration import (
+    dersimonian_laird,
+    fit_balance_factors,
+    fit_segment_factors,
+)
 from partnerscore.training.train import segment_recalibration
 
 # ---------------------------------------------------------------- the slow, obvious twin
@@ -353,3 +357,31 @@ def test_fast_factors_equal_the_pandas_twin_on_random_programs(
         assert fitted.factors[col].keys() == factors[col].keys()
         for value, f in factors[col].items():
             assert fitted.factors[col][value] == pytest.approx(f, rel=1e-7), (col, value)
+
+
+@pytest.mark.parametrize("fit", ["segment factors", "balance factors"])
+def test_a_column_missing_on_every_row_has_no_factors_and_moves_no_other(fit):
+    """Found by the twin above at 10 times its examples: a column without a value on any row
+    (its codes all -1) raised IndexError (index 0 of its empty factor array) in every sweep's
+    row offsets, though missing values take no factor."""
+    rng = np.random.default_rng(3)
+    n = 200
+    rows = pd.DataFrame(
+        {
+            "tier": rng.choice(["a", "b", "c"], n),
+            "region": pd.Series([None] * n, dtype=object),
+        }
+    )
+    pid = np.array([f"P{i // 2}" for i in range(n)])
+    y, pred = rng.gamma(2.0, 1.0, n), rng.lognormal(0, 0.5, n)
+    if fit == "segment factors":
+        both = fit_segment_factors(rows, pid, y, pred, ("tier", "region"), min_partners=5)
+        alone = fit_segment_factors(rows, pid, y, pred, ("tier",), min_partners=5)
+        assert both.factors["region"] == {}
+        assert both.overall == pytest.approx(alone.overall, rel=1e-12)
+        assert both.factors["tier"] == pytest.approx(alone.factors["tier"], rel=1e-12)
+    else:
+        both = fit_balance_factors(rows, pid, y, pred, ("tier", "region"), min_partners=5)
+        alone = fit_balance_factors(rows, pid, y, pred, ("tier",), min_partners=5)
+        assert both["region"] == {}
+        assert both["tier"] == pytest.approx(alone["tier"], rel=1e-12)

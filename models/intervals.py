@@ -585,12 +585,19 @@ def segment_coverage(
     by: str,
     coverage_level: float,
     level_cv: float = 0.0,
+    keys: tuple[str, ...] = (),
+    sums: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Per segment value: realised total, predicted total and its interval, covered or not."""
-    cells = coverage_cells(frame, y, mu, sd, [by], coverage_level, level_cv)
+    """Per segment value: realised total, predicted total and its interval, covered or not.
+
+    Per value of ``by`` within each group of ``keys`` (if any), by :func:`coverage_cells`.
+    Columns ``segment`` (``by``), ``value`` (as text), the cells' (``rows`` .. ``covered``,
+    then ``sums``), then ``keys``; no rows: an empty frame without columns.
+    """
+    cells = coverage_cells(frame, y, mu, sd, [*keys, by], coverage_level, level_cv, sums)
     if cells.empty:
         return pd.DataFrame()
     values = cells.pop(by)
     cells.insert(0, "value", [str(v) for v in values])
     cells.insert(0, "segment", by)
-    return cells
+    return cells[[c for c in cells.columns if c not in keys] + list(keys)]

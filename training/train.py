@@ -39,7 +39,7 @@ from partnerscore.models.intervals import (
     RevenueIntervals,
     conditional_coverage,
     coverage,
-    coverage_cells,
+    segment_coverage,
 )
 from partnerscore.models.model_uri import INCOMPLETE_TAG
 from partnerscore.models.phasing import RevenuePhasing, phase_bounds
@@ -550,7 +550,7 @@ def _segment_cells(
     level_cv: float,
     sums: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """:func:`coverage_cells` of ``y`` per ``keys`` and each column of ``segments`` in turn.
+    """:func:`segment_coverage` of ``y`` per ``keys`` and each column of ``segments`` in turn.
 
     ``data`` has ``_mu`` and ``_sd``. Rows ordered by ``keys``, then segment column, then value;
     columns ``segment``, ``value``, the cells', then ``keys`` (``age_days`` NaN when ``data``
@@ -562,21 +562,18 @@ def _segment_cells(
             data = data[data["age_days"].notna()]
         else:
             data = data.assign(age_days=np.nan)
-    parts = []
-    for rank, seg in enumerate(s for s in segments if s in data):
-        cells = coverage_cells(
-            data, y, "_mu", "_sd", [*keys, seg], coverage_level, level_cv=level_cv, sums=sums
-        )
-        values = cells.pop(seg)
-        cells.insert(0, "value", [str(v) for v in values])
-        cells.insert(0, "segment", seg)
-        parts.append(cells.assign(_rank=rank))
+    parts = [
+        segment_coverage(
+            data, y, "_mu", "_sd", seg, coverage_level, level_cv, keys=tuple(keys), sums=sums
+        ).assign(_rank=rank)
+        for rank, seg in enumerate(s for s in segments if s in data)
+    ]
     if not parts or all(part.empty for part in parts):
         return pd.DataFrame()
     cells = pd.concat(parts, ignore_index=True)
     cells = cells.sort_values([*keys, "_rank"], kind="stable").drop(columns="_rank")
-    key_columns = cells[keys].astype(float)
-    return pd.concat([cells.drop(columns=keys), key_columns], axis=1).reset_index(drop=True)
+    cells[keys] = cells[keys].astype(float)
+    return cells.reset_index(drop=True)
 
 
 def phase_coverage(
@@ -1076,8 +1073,7 @@ def _compare(
     the GBM is better by more than one standard error.
     """
     out: dict[str, float] = {"compare_bootstrap_rounds": float(rounds)}
-    # the metrics read the labels only: each resample copies these columns, not the holdout's
-    # ~80 (half of the comparison's time)
+    # the metrics read the labels only, and each resample indexes every column it is given
     labels = holdout[[c for c in ("partner_id", "label_revenue", "label_engaged") if c in holdout]]
     checks = (
         ("revenue_gini", "revenue_normalized_gini", revenue_gini_metric, "pred_revenue", 0, 1),

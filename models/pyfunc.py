@@ -16,8 +16,11 @@ schema is the scored frame of :func:`partnerscore.models.scoring.score_features`
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
+import sys
 import tempfile
 import warnings
 from importlib import metadata
@@ -230,6 +233,23 @@ def signature_for(model: PartnerModel, example: pd.DataFrame):
     return ModelSignature(inputs=input_schema(model), outputs=outputs)
 
 
+@contextlib.contextmanager
+def no_dead_code_paths():
+    """``sys.path`` without the entries added inside the block whose folder is gone after it.
+
+    MLflow puts a loaded model's ``code/`` folder first on ``sys.path`` (the load's, and
+    ``log_model``'s check of the model it logs), and both loads read from temporary folders
+    that are removed: every training run and every load (a service loading the champion per
+    batch) left one more dead entry, searched by every later import that misses the first
+    ones.
+    """
+    before = set(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = [p for p in sys.path if p in before or os.path.exists(p)]
+
+
 def log_partner_model(
     model: PartnerModel,
     registered_model_name: str | None,
@@ -262,17 +282,18 @@ def log_partner_model(
             with open(artifacts[SCORING_ARTIFACT_KEY], "wb") as file:
                 pickle.dump(view, file, protocol=pickle.HIGHEST_PROTOCOL)
         code = package_tree(Path(tmp) / "code")
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=PartnerScorePyfunc(),
-            artifacts=artifacts,
-            code_paths=[str(code)],
-            pip_requirements=pip_requirements(),
-            signature=signature,
-            input_example=example,
-            model_config={"registered_model": registry_name or registered_model_name or ""},
-            registered_model_name=registered_model_name,
-        )
+        with no_dead_code_paths():
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=PartnerScorePyfunc(),
+                artifacts=artifacts,
+                code_paths=[str(code)],
+                pip_requirements=pip_requirements(),
+                signature=signature,
+                input_example=example,
+                model_config={"registered_model": registry_name or registered_model_name or ""},
+                registered_model_name=registered_model_name,
+            )
 
 
 def load_partner_model(model_uri: str) -> PartnerModel:
@@ -285,7 +306,7 @@ def load_partner_model(model_uri: str) -> PartnerModel:
         # MLflow copies a model it does not read in place (a runs:/ URI, a tracking server's
         # artifacts) into a new temporary folder it never removes (~5.4 MB each): into one of
         # ours, removed once the PartnerModel is read into memory
-        with tempfile.TemporaryDirectory(prefix="partnerscore-model-") as tmp:
+        with no_dead_code_paths(), tempfile.TemporaryDirectory(prefix="partnerscore-model-") as tmp:
             loaded = mlflow.pyfunc.load_model(model_uri, dst_path=tmp)
     except Exception as exc:  # MlflowException, OSError: one line for the user
         raise_if_unreachable(exc)  # a store that went away: exit 69, not "cannot load"

@@ -179,3 +179,28 @@ def test_fresh_environment_from_logged_requirements(registry, built_dir, tmp_pat
     local = mlflow.pyfunc.load_model("models:/partnerscore/1").predict(frame)
     assert float(total) == pytest.approx(float(local["score"].sum()), rel=1e-9)
     assert "/code/partnerscore/__init__.py" in done.stdout.splitlines()[1]
+
+
+def test_loading_and_logging_a_model_leave_sys_path_as_it_was(
+    registry, built_dir, tmp_path, monkeypatch
+):
+    """MLflow prepends a loaded model's ``code/`` folder to ``sys.path``: load_partner_model
+    loads into a temporary folder it removes, and log_model checks the model it logs by
+    loading it from one of MLflow's own; every load and every training run left one more
+    entry naming a folder that no longer exists (here two loads and a log: three, first on
+    the path)."""
+    from partnerscore.models.pyfunc import load_partner_model, log_partner_model
+
+    before = list(sys.path)
+    for _ in range(2):
+        model = load_partner_model("models:/partnerscore/1")
+    assert sys.path == before
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    frame = pd.read_parquet(built_dir / "training_set.parquet")
+    experiment = mlflow.MlflowClient(uri).create_experiment("sys-path")
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_partner_model(model, None, frame)
+    assert info.model_uri
+    assert sys.path == before

@@ -552,16 +552,12 @@ def _segment_cells(
 ) -> pd.DataFrame:
     """:func:`segment_coverage` of ``y`` per ``keys`` and each column of ``segments`` in turn.
 
-    ``data`` has ``_mu`` and ``_sd``. Rows ordered by ``keys``, then segment column, then value;
-    columns ``segment``, ``value``, the cells', then ``keys`` (``age_days`` NaN when ``data``
-    has no age). Rows without an age are left out, as ``groupby`` leaves them; no rows: an
-    empty frame without columns.
+    ``data`` has ``_mu`` and ``_sd``; ``keys`` hold ``age_days``. Rows ordered by ``keys``,
+    then segment column, then value; columns ``segment``, ``value``, the cells', then ``keys``
+    (``age_days`` as float, NaN when ``data`` has no age). Rows without an age are left out,
+    as ``groupby`` leaves them; no rows: an empty frame without columns.
     """
-    if "age_days" in keys:
-        if "age_days" in data:
-            data = data[data["age_days"].notna()]
-        else:
-            data = data.assign(age_days=np.nan)
+    data = data[data["age_days"].notna()] if "age_days" in data else data.assign(age_days=np.nan)
     parts = [
         segment_coverage(
             data, y, "_mu", "_sd", seg, coverage_level, level_cv, keys=tuple(keys), sums=sums
@@ -572,7 +568,7 @@ def _segment_cells(
         return pd.DataFrame()
     cells = pd.concat(parts, ignore_index=True)
     cells = cells.sort_values([*keys, "_rank"], kind="stable").drop(columns="_rank")
-    cells[keys] = cells[keys].astype(float)
+    cells["age_days"] = cells["age_days"].astype(float)
     return cells.reset_index(drop=True)
 
 
@@ -646,7 +642,6 @@ def phase_coverage(
             report["actual"] / report.pop("label_revenue"),
         )
     report = report.sort_values(["phase", "age_days"], kind="stable").reset_index(drop=True)
-    report["phase"] = report["phase"].astype(int)
     report["share_gap_se"] = np.nan
     bounds = phase_bounds(int(phasing.horizon_days), int(phasing.phase_days))
     if len(bounds) != phasing.n_phases:

@@ -149,7 +149,9 @@ def test_grouped_score_by_milestone_age(snap_raw, store_config, splits):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    size=st.integers(5, 120),
+    # 2 to 16 groups of the 400 partners (133 and 57 leave one partner alone in the last
+    # group); the smallest groups are [7-1]'s, whose 58 groups made each example ~25 s here
+    size=st.integers(25, 200),
     partner=st.integers(0, 99),
     amount=st.sampled_from([0.0, 1e-6, 1e12, 9.9e15]),
     hours=st.sampled_from([0.0, 1e-9, 1e9, 1e15]),

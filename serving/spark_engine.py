@@ -997,11 +997,13 @@ class _RawJob:
         from partnerscore.serving.spark_validate import validate_in_spark
 
         spark = self.spark
-        n_buckets = self.buckets or max(
-            2 * self.shuffle_partitions, _partner_rows(spark, self.raw_dir) // 5_000 + 1
-        )
+        least = 2 * self.shuffle_partitions
         self.validated = validate_in_spark(
-            spark, str(self.raw_dir), n_buckets, config.validation, str(out.parent / "quarantine")
+            spark,
+            str(self.raw_dir),
+            self.buckets or (lambda partners: max(least, partners // 5_000 + 1)),
+            config.validation,
+            str(out.parent / "quarantine"),
         )
         validated = self.validated
         clean = validated.clean
@@ -1424,17 +1426,3 @@ def _swap(fresh: Path, out: Path) -> None:
     os.replace(fresh, out)
     fsync_path(out.parent)
     _remove(aside)
-
-
-def _partner_rows(spark, raw_dir) -> int:
-    """Rows of the partners table (sizes the buckets), counted by Spark."""
-    from partnerscore.serving.spark_validate import (
-        find_tables,
-        location,
-        read_table,
-        table_inputs,
-    )
-
-    files, _ = find_tables(spark, location(raw_dir))
-    inputs = table_inputs(spark, {"partners": files["partners"]})
-    return read_table(spark, inputs["partners"]).count()

@@ -366,6 +366,32 @@ def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, message, t
     assert "\n" not in str(got.value)
 
 
+def test_two_malformed_tables_name_the_first_in_table_order(raw_dir, tmp_path, spark):
+    """The first job reads every table at once (``probe_tables``), and its tasks may meet a
+    later table's malformed record first: here activities' first record, while deals' last
+    record is ~100k records into its file. The error names deals.csv and its line, as the
+    pandas validator's does (before, the bucket job met activities' record first)."""
+    from partnerscore.features.core import PartnerscoreError
+    from partnerscore.features.validate import load_raw
+    from partnerscore.serving.spark_validate import validate_in_spark
+
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    header, *rows = (raw / "deals.csv").read_text().splitlines()
+    body = rows * (100_000 // len(rows) + 1)
+    (raw / "deals.csv").write_text("\n".join([header, *body, rows[0] + ",surplus"]) + "\n")
+    header, *rows = (raw / "activities.csv").read_text().splitlines()
+    (raw / "activities.csv").write_text("\n".join([header, rows[0] + ",surplus", *rows]) + "\n")
+    with pytest.raises(PartnerscoreError) as got:
+        validate_in_spark(spark, str(raw), 3, None, str(tmp_path / "sq"))
+    where = f"{raw / 'deals.csv'}: cannot read file: line {len(body) + 2}: "
+    assert str(got.value).startswith(where + "Malformed CSV record")
+    assert "\n" not in str(got.value)
+    with pytest.raises(PartnerscoreError) as pandas_job:
+        load_raw(raw, write_quarantine=False)
+    assert str(pandas_job.value).startswith(where)
+
+
 def test_spark_validation_stops_on_text_that_is_not_utf8_as_the_pandas_validator(tmp_path, spark):
     """The pandas validator's line (one helper, ``features/core.py::not_utf8``), naming the
     column, row and byte, not a row read with U+FFFD for the byte."""

@@ -712,10 +712,22 @@ def validate_in_spark(
         validated = packed.groupBy(BUCKET).applyInPandas(bucket, schema=schema)
         # on disk: a bucket's rows are wide (every table's columns) and the heap stays free
         validated = validated.persist(StorageLevel.DISK_ONLY)
+        # one job: rows per kind and table, and the newest observed event of the clean rows
+        # (the data end: the greatest of each row's dates, then the greatest of those)
+        dates = [
+            F.col(f"{name}__{col.name}")
+            for name in inputs
+            for col in TABLES[name].columns
+            if col.kind == "date" and col.observed
+        ]
+        newest = F.greatest(*dates) if len(dates) > 1 else dates[0]
         summary = (
             validated.filter(~F.col(KIND).isin("code", "spelling"))
             .groupBy(KIND, TABLE)
-            .count()
+            .agg(
+                F.count(F.lit(1)).alias("count"),
+                F.max(F.when(F.col(KIND) == "clean", newest)).alias("_end"),
+            )
             .toPandas()
         )
     except PartnerscoreError:
@@ -723,8 +735,8 @@ def validate_in_spark(
     except Exception as exc:  # Spark's parse errors (FAILFAST): one line naming the file
         raise worker_death(exc) or PartnerscoreError(_spark_read_error(exc, inputs)) from exc
     try:
-        errors = validated.filter(F.col(KIND) == "error").select("reason").limit(1).collect()
-        if errors:
+        if (summary[KIND] == "error").any():
+            errors = validated.filter(F.col(KIND) == "error").select("reason").limit(1).collect()
             message = errors[0]["reason"]
             for name, table in inputs.items():
                 message = message.replace(f"<frames>/{name}", table.path)
@@ -766,13 +778,8 @@ def validate_in_spark(
         )
         clean = apply_folds_in_spark(clean, folds)
         shared, examples = shared_ids_in_spark(clean, inputs)
-        ends = []
-        for name in inputs:
-            for col in TABLES[name].columns:
-                if col.kind == "date" and col.observed:
-                    ends.append(F.max(F.col(f"{name}__{col.name}")))
-        newest = F.greatest(*ends) if len(ends) > 1 else ends[0]
-        data_end = pd.Timestamp(clean.agg(newest).first()[0])
+        end = summary.loc[summary[KIND] == "clean", "_end"].dropna()
+        data_end = pd.Timestamp(end.max()).as_unit("us") if len(end) else pd.NaT
         tail = late_tail_in_spark(clean, dtypes, counts["partners"][1], data_end)
         quarantined_partners = (
             validated.filter((F.col(KIND) == "quarantine") & (F.col(TABLE) == "partners"))

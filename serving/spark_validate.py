@@ -273,13 +273,10 @@ def read_table(spark, table: TableInput):
         frame = frame.filter(F.col(CORRUPT).isNull()).drop(CORRUPT)
         # one partition: monotonically_increasing_id is the record's position in the file
         frame = frame.withColumn(ROW, F.monotonically_increasing_id() + 1)
-        breaks = [F.coalesce(F.size(F.split(F.col(c), "\n", -1)) - 1, F.lit(0)) for c in positional]
-        lines = breaks[0] + 1 if n == 1 else sum(breaks[1:], breaks[0]) + 1
-        frame = frame.withColumn(LAST_LINE, lines.cast("long"))
-        values = [
-            F.col(c).alias(f"{table.name}__{name}")
-            for c, name in zip(positional, table.columns, strict=True)
-        ]
+        # the record's lines: 1 + the line breaks in its values, as one SQL expression (built
+        # from Column objects it cost ~8 round trips to the JVM per column: ~0.4 s a run)
+        breaks = " + ".join(f"coalesce(size(split({c}, '\\n', -1)) - 1, 0)" for c in positional)
+        frame = frame.withColumn(LAST_LINE, F.expr(f"CAST({breaks} + 1 AS BIGINT)"))
     else:
         frame = spark.read.parquet(table.path)
         # integer columns travel as their decimal text: every table's columns share one UDF

@@ -366,6 +366,31 @@ def test_spark_validation_stops_on_a_record_of_the_wrong_length(case, message, t
     assert "\n" not in str(got.value)
 
 
+def test_a_records_line_count_is_one_plus_the_line_breaks_in_its_values(tmp_path, spark):
+    """``read_table``'s line count (one SQL expression) against a plain count in Python, on
+    values with LF, CRLF, blank lines, a lone line break, empty and missing values."""
+    import csv
+
+    from partnerscore.serving.spark_validate import LAST_LINE, ROW, TableInput, read_table
+
+    rows = [
+        ["P1", "x\ny\n\nz", "3"],
+        ["P2", "", None],
+        ["P3", "q\r\nw", "e\nf"],
+        ["P4", "plain", "\n"],
+        ["P5", "\r\n\r\n", "a\n\n\nb"],
+    ]
+    path = tmp_path / "notes.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["partner_id", "a", "b"])
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
+    table = TableInput("notes", str(path), ("partner_id", "a", "b"), True)
+    got = read_table(spark, table).orderBy(ROW).select(LAST_LINE).toPandas()[LAST_LINE].tolist()
+    assert got == [1 + sum((v or "").count("\n") for v in row) for row in rows]
+
+
 def test_two_malformed_tables_name_the_first_in_table_order(raw_dir, tmp_path, spark):
     """The first job reads every table at once (``probe_tables``), and its tasks may meet a
     later table's malformed record first: here activities' first record, while deals' last

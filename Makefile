@@ -43,13 +43,16 @@ services:
 demo: install
 	$(BIN)/partnerscore demo
 
-# Two pytest-xdist workers: the suite is CPU-bound (LightGBM fits, Spark, Chromium) and each
-# worker builds its own session fixtures; on 2 cores 888 tests took 9:25 against 15:30 in one
-# process. A test file runs whole, in order, in one worker (--dist loadfile), as in one process.
+# Three pytest-xdist workers: the suite is mostly CPU (LightGBM fits, Spark, Chromium), but
+# two workers left CPU time unused (waits: process, JVM and server start-ups, say). On 2 cores,
+# the same tree (2,121 tests, 2026-12-07): 2 workers 26:56, 3 workers 23:27 and 23:33,
+# 4 workers 25:00 (the CPUs full: vmstat ~99% busy). Each worker
+# builds its own session fixtures. A test file runs whole, in order, in one worker
+# (--dist loadfile), as in one process.
 # Files are handed out in collection order, the slowest first (tests/conftest.py:
 # SLOW_FILES_FIRST); xdist's default order, most tests first, left the few-test Spark files
 # (~650 s) for last, one worker running them alone. TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: install browser services
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/test_dependency_floor.py
 

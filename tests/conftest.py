@@ -19,10 +19,10 @@ SIM_SEED = 11
 _MLFLOW_URIS = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
 
 # The slowest test files (minutes of one worker on a fresh clone), collected first: `make
-# test`'s two workers take whole files in collection order (--dist loadfile
+# test`'s workers take whole files in collection order (--dist loadfile
 # --no-loadscope-reorder). xdist's default order, most tests first, put these files of 2-4
 # slow tests (Spark jobs, notebooks) last, where one worker could run them alone while the
-# other had nothing left. Longest first keeps both busy to the end. Order only: every file
+# others had nothing left. Longest first keeps them all busy to the end. Order only: every file
 # still runs whole, in its own order, in one worker.
 SLOW_FILES_FIRST = (  # seconds on the fresh clone of 2026-12-06 evening (3,474 s in all)
     "training/test_train_registry.py",  # 373

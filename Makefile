@@ -46,9 +46,8 @@ demo: install
 # Three pytest-xdist workers: the suite is mostly CPU (LightGBM fits, Spark, Chromium), but
 # two workers left CPU time unused (waits: process, JVM and server start-ups, say). On 2 cores,
 # the same tree (2,121 tests, 2026-12-07): 2 workers 26:56, 3 workers 23:27 and 23:33,
-# 4 workers 25:00 (the CPUs full: vmstat ~99% busy). Each worker
-# builds its own session fixtures. A test file runs whole, in order, in one worker
-# (--dist loadfile), as in one process.
+# 4 workers 25:00 (the CPUs full: vmstat ~99% busy). Each worker builds its own session
+# fixtures. A test file runs whole, in order, in one worker (--dist loadfile), as in one process.
 # Files are handed out in collection order, the slowest first (tests/conftest.py:
 # SLOW_FILES_FIRST); xdist's default order, most tests first, left the few-test Spark files
 # (~650 s) for last, one worker running them alone. TEST_WORKERS=0 runs them in this process.

@@ -233,7 +233,11 @@ def fit_segment_factors(
         y: (n,) realised revenue (>= 0).
         oof: (n,) out-of-fold predictions (> 0), the rows to use only.
         columns: Segment columns of ``segments`` to fit, in backfitting order.
-        min_partners: Values with fewer partners keep factor 1.
+        min_partners: Values with fewer partners keep factor 1; at least 2 (as
+            ``train.segment_recalibration_min_partners``). A value of one partner can have a
+            contrast s.e. near 0, so a weight near 1: with rows of no revenue outside the
+            factored values, the balance then has no finite overall factor (it ran to 7e-13,
+            its values' factors to 4e5, and stopped at ``max_sweeps``).
         prior_sd: Standard deviation of the log factors across a column's values; None
             estimates it per column (DerSimonian-Laird).
         max_sweeps: Backfitting sweeps at most.
@@ -243,8 +247,11 @@ def fit_segment_factors(
         The factors; ``overall`` is ``sum y / sum oof`` when ``columns`` is empty.
 
     Raises:
-        ValueError: Lengths differ, negative labels, non-positive predictions, or no revenue.
+        ValueError: Lengths differ, negative labels, non-positive predictions, no revenue, or
+            ``min_partners`` below 2.
     """
+    if min_partners < 2:
+        raise ValueError(f"min_partners must be at least 2, got {min_partners}")
     y, oof, partner, encoded = _inputs(segments, partner_id, y, oof, columns, out_of_fold=True)
     n = len(y)
     logf = {col: np.zeros(len(encoded[col][1])) for col in columns}

@@ -313,7 +313,7 @@ def test_numeric_segment_factors_apply_by_band(fitted_head):
     seed=st.integers(0, 2**32 - 1),
     partners=st.integers(2, 60),
     snapshots=st.integers(1, 3),
-    min_partners=st.integers(1, 12),
+    min_partners=st.integers(2, 12),  # 1 is refused: see the test after this one
     prior_sd=st.sampled_from([None, None, 0.0, 0.25, 3.0]),
     zeros=st.floats(0, 0.95),
     spread=st.sampled_from([1e-3, 1.0, 1e3]),
@@ -357,6 +357,34 @@ def test_fast_factors_equal_the_pandas_twin_on_random_programs(
         assert fitted.factors[col].keys() == factors[col].keys()
         for value, f in factors[col].items():
             assert fitted.factors[col][value] == pytest.approx(f, rel=1e-7), (col, value)
+
+
+def test_a_value_of_one_partner_is_refused_as_min_partners():
+    """Found by the twin above with random examples (2026-12-07; it drew min_partners from 1):
+    two partners, one in tier b with revenue, one in tier "nothing" with none, prior s.d. 3.
+    Tier b's contrast s.e. was ~8e-7, its weight 1, so only the overall factor could bring the
+    revenue-less row's prediction to its label: it ran to 7e-13 (b's factor to 4e5, region
+    EMEA's to 3e5) and stopped at the sweep limit, where the twin's root search found no
+    bracket. ``train`` never passes 1 (its setting is at least 2); the function now refuses it
+    too, and at 2 the same rows keep factor 1 and the plain overall ratio."""
+    rows = pd.DataFrame(
+        {
+            "partner_id": ["P0", "P1"],
+            "tier": ["b", "nothing"],
+            "region": ["EMEA", "NA"],
+            "oof": [0.007023, 0.000826],
+            "y": [0.000655, 0.0],
+        }
+    )
+    args = (rows, rows["partner_id"].to_numpy(), rows["y"].to_numpy(), rows["oof"].to_numpy())
+    with pytest.raises(ValueError, match="min_partners must be at least 2, got 1"):
+        fit_segment_factors(*args, ("tier", "region"), min_partners=1, prior_sd=3.0)
+    fitted = fit_segment_factors(*args, ("tier", "region"), min_partners=2, prior_sd=3.0)
+    assert fitted.overall == pytest.approx(0.000655 / (0.007023 + 0.000826), rel=1e-12)
+    assert all(f == 1.0 for col in ("tier", "region") for f in fitted.factors[col].values())
+    overall, factors = twin_factors(rows, ("tier", "region"), 2, 3.0)
+    assert fitted.overall == pytest.approx(overall, rel=1e-12)
+    assert factors == {c: {v: 1.0 for v in fitted.factors[c]} for c in ("tier", "region")}
 
 
 @pytest.mark.parametrize("fit", ["segment factors", "balance factors"])

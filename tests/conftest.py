@@ -144,13 +144,14 @@ FIRST_VERSIONS = {
     "no_refit_holdout_10": {"refit": False, "holdout_share": 0.1},
     "segment_bias_20": {"segment_bias_min_partners": 20},
 }
-"""The first versions several training tests begin with: ``TrainConfig`` overrides of trials 0."""
+"""The first versions several training tests begin with: ``TrainConfig`` overrides of trials 0
+and no plots (``train.plots: false``: no test reads a first version's plots)."""
 
 
 @pytest.fixture(scope="session")
 def first_version(built_dir, tmp_path_factory):
     """``first_version(name, tracking_uri, tmp_path)``: the store and result the training
-    tests' first ``run_train(built_dir, TrainConfig(trials=0, **FIRST_VERSIONS[name]),
+    tests' first ``run_train(built_dir, TrainConfig(trials=0, plots=False, **FIRST_VERSIONS[name]),
     tracking_uri=tracking_uri, artifact_root=(tmp_path / "art").as_uri(), config_hash="cafe")``
     leaves (``tracking_uri``: the ``tracking_uri`` fixture's store in ``tmp_path``).
 
@@ -175,7 +176,7 @@ def first_version(built_dir, tmp_path_factory):
             root = tmp_path_factory.mktemp(name)
             result = run_train(
                 built_dir,
-                TrainConfig(trials=0, **FIRST_VERSIONS[name]),
+                TrainConfig(trials=0, plots=False, **FIRST_VERSIONS[name]),
                 tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
                 artifact_root=(root / "art").as_uri(),
                 config_hash="cafe",

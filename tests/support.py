@@ -237,7 +237,8 @@ def stored_history(cfg):
 
 
 def champion_store(features: Path, root: Path):
-    """A store of its own under ``root`` whose champion was trained on ``features`` (trials 0).
+    """A store of its own under ``root`` whose champion was trained on ``features`` (trials 0,
+    no plots: no test reads a fixture champion's plots).
 
     Trains and promotes with ``--force`` (a fixture needs a champion whatever the noisy holdout
     bias of a small program), with ``MLFLOW_TRACKING_URI`` unset meanwhile.
@@ -252,7 +253,7 @@ def champion_store(features: Path, root: Path):
     cfg = AppConfig.model_validate(
         {
             "paths": {"data_dir": str(root / "data"), "mlflow_dir": str(root / "mlflow")},
-            "train": {"trials": 0},
+            "train": {"trials": 0, "plots": False},
         }
     )
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)

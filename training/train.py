@@ -1519,7 +1519,8 @@ def run_train(
             ),
             HOLDOUT_PREDICTIONS_ARTIFACT,
         )
-        _log_plots(ev.evaluated, holdout, preds, metrics)
+        if config.plots:
+            _log_plots(ev.evaluated, holdout, preds, metrics)
         trial_runs = log_lineage(
             ev,
             Path(features_dir) / "training_set.parquet",

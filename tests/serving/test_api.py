@@ -53,11 +53,11 @@ def test_frames_get_row_level_quarantine(sim_tables):
 
 @pytest.fixture(scope="module")
 def api_model(built_dir, tmp_path_factory):
-    """A model trained through the API on a DataFrame (trials=0)."""
+    """A model trained through the API on a DataFrame (trials=0, no plots)."""
     store = tmp_path_factory.mktemp("api_store")
     uri = f"sqlite:///{store / 'mlflow.db'}"
     training = pd.read_parquet(built_dir / "training_set.parquet")
-    result = partnerscore.train(training, tracking_uri=uri, trials=0)
+    result = partnerscore.train(training, tracking_uri=uri, trials=0, config={"plots": False})
     return uri, result
 
 
@@ -230,17 +230,18 @@ def test_the_mlflow_model_scores_as_the_api(model_store, sim_tables):
 def test_train_logs_the_hash_of_its_configuration(api_model, built_dir, tmp_path):
     """The API's config hash covered the training set's manifest only: a model trained with
     another seed was reported as `identical_to` the first and stamped the same
-    model_config_hash. Now it is the hash `partnerscore train --trials 0` logs."""
+    model_config_hash. Now it is the hash `partnerscore train --trials 0` logs (with the
+    fixture's `train.plots: false`)."""
     from partnerscore.serving.config import AppConfig
     from partnerscore.training.config import TrainConfig
 
     uri, first = api_model
-    cli_hash = AppConfig.model_validate({"train": {"trials": 0}}).hash()
+    cli_hash = AppConfig.model_validate({"train": {"trials": 0, "plots": False}}).hash()
     model = partnerscore.load_model(first.version, tracking_uri=uri)
     training = pd.read_parquet(built_dir / "training_set.parquet")
     feats = training.drop_duplicates("partner_id").head(5)
     assert partnerscore.score(model, features=feats)["model_config_hash"].eq(cli_hash).all()
-    other = TrainConfig().model_copy(update={"seed": TrainConfig().seed + 1, "trials": 0})
+    other = TrainConfig(trials=0, plots=False, seed=TrainConfig().seed + 1)
     again = _train_beside_a_notebooks_mlflow(training, uri, other, tmp_path)
     assert again.identical_to == []
     rescored = partnerscore.score(
@@ -775,13 +776,16 @@ def test_a_ctrl_c_during_trains_registration_is_warned_of(built_dir, tmp_path, m
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     training = pd.read_parquet(built_dir / "training_set.parquet")
     said = "Ctrl-C came as train registered its version: version 1 is whole, and train returned"
+    no_plots = {"plots": False}
     with pytest.warns(RuntimeWarning, match=said):
-        result = partnerscore.train(training, tracking_uri=uri, trials=0)
+        result = partnerscore.train(training, tracking_uri=uri, trials=0, config=no_plots)
     assert result.version == "1" and parallel.HELD_AT_COMMIT["signal"] is None
     version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("partnerscore", "1")
     assert version.aliases == ["challenger"] and "partnerscore.incomplete" not in version.tags
     monkeypatch.undo()
     with warnings.catch_warnings(record=True) as seen:  # no interrupt: no such warning
         warnings.simplefilter("always")
-        assert partnerscore.train(training, tracking_uri=uri, trials=0).version == "2"
+        assert (
+            partnerscore.train(training, tracking_uri=uri, trials=0, config=no_plots).version == "2"
+        )
     assert not [w for w in seen if "came as train registered" in str(w.message)]

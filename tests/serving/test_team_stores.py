@@ -138,7 +138,8 @@ def team_store(request):
 def _config(tmp_path: Path, name: str, **paths) -> str:
     path = tmp_path / f"{name}.json"
     settings = {"data_dir": str(tmp_path / name), "mlflow_dir": str(tmp_path / name / "mlflow")}
-    path.write_text(json.dumps({"paths": {**settings, **paths}, "train": {"trials": 0}}))
+    train = {"trials": 0, "plots": False}
+    path.write_text(json.dumps({"paths": {**settings, **paths}, "train": train}))
     return str(path)
 
 

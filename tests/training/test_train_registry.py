@@ -18,7 +18,9 @@ from partnerscore.training.train import TrainResult, run_train
 
 
 def train(features, uri, tmp_path, **overrides):
-    cfg = TrainConfig(**{"trials": 0, **overrides})
+    """``run_train`` with trials 0 and no plots (only the first test reads them) unless
+    ``overrides`` say otherwise."""
+    cfg = TrainConfig(**{"trials": 0, "plots": False, **overrides})
     return run_train(
         features,
         cfg,
@@ -35,7 +37,7 @@ def aliases(uri: str) -> dict[str, str]:
 
 
 def test_train_logs_everything_and_registers_challenger(built_dir, tracking_uri, tmp_path):
-    result = train(built_dir, tracking_uri, tmp_path, trials=2)
+    result = train(built_dir, tracking_uri, tmp_path, trials=2, plots=True)
     assert result.version == "1"
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(result.run_id)
@@ -161,6 +163,13 @@ def test_gbm_beats_baselines_on_holdout(tmp_path, tracking_uri):
         assert c[f"compare_{key}_diff_se"] > 0, key
         assert c[f"compare_{key}_diff"] > -2 * c[f"compare_{key}_diff_se"], key
     assert 0.8 < result.metrics["oracle_ratio_primary_score"] <= 1.05
+    # train.plots: false (the helper's) logs no plot, and everything else as with them
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    assert client.list_artifacts(result.run_id, "plots") == []
+    assert {a.path for a in client.list_artifacts(result.run_id, "evaluation")} >= {
+        "evaluation/holdout.parquet",
+        "evaluation/holdout_predictions.parquet",
+    }
 
 
 def test_promotion_gate_and_force(built_dir, first_version, tracking_uri, tmp_path, capsys):

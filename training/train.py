@@ -124,6 +124,9 @@ class TrainResult:
     portfolio_variance: str = "bins"
     identical_to: list[str] = field(default_factory=list)
     """Earlier training runs of the same training set and config hash ("<run id> (vN)")."""
+    unsettled_segments: dict[str, dict] = field(default_factory=dict)
+    """Models ("evaluated", "registered") whose segment recalibration did not settle and was
+    dropped: {"sweeps": n, "change": largest log-factor move of the last sweep}."""
 
     def summary(self) -> str:
         """Holdout comparison of the GBM heads with the baselines and where it is logged."""
@@ -221,6 +224,13 @@ class TrainResult:
                 "cells covered "
                 f"{m.get('revenue_phase_interval_coverage', float('nan')):.1%} "
                 "(evaluation/revenue_phases.csv)"
+            )
+        for name, fit in self.unsettled_segments.items():
+            lines.append(
+                f"segment recalibration of the {name} model did not settle in {fit['sweeps']} "
+                f"sweeps (a factor still moved by {fit['change']:.1e} on the log scale): its "
+                "per-segment factors were dropped, the overall factor alone applied "
+                "(training/fit.json); fewer or other train.segment_recalibration_columns"
             )
         if self.identical_to:
             lines.append(
@@ -807,13 +817,18 @@ def fit_partner_model(
         seen = np.isfinite(oof)
         time_folds_used = True
     oof_total, label_total = float(oof[seen].sum()), float(y_rev[seen].sum())
-    factor, segments = 1.0, None
+    factor, segments, unsettled = 1.0, None, None
     multiplier = np.ones(int(seen.sum()))
     if config.revenue_recalibration and oof_total > 0 and label_total > 0:
         factor = label_total / oof_total
         multiplier = np.full(int(seen.sum()), factor)
         if config.segment_recalibration and config.segment_recalibration_columns:
             segments = segment_recalibration(train[seen], y_rev[seen], oof[seen], specs, config)
+            if not segments.settled:
+                # factors still running off after max_sweeps (an extreme overall factor is
+                # also every unseen value's): the plain ratio instead, reported by the run
+                unsettled, segments = segments, None
+        if segments is not None:
             factor = segments.overall
             multiplier = segments.multiplier(train.loc[seen].reset_index(drop=True))
             revenue.recalibrate_segments(
@@ -873,6 +888,13 @@ def fit_partner_model(
             float((oof[seen] * multiplier).sum()) / label_total - 1 if label_total else float("nan")
         ),
         "revenue_segment_factors": segments.to_dict() if segments is not None else None,
+        # 1: the segment fit did not settle and was dropped (sweeps and last change beside)
+        "revenue_segment_factors_dropped": int(unsettled is not None),
+        "revenue_segment_factors_unsettled": (
+            {"sweeps": unsettled.sweeps, "change": unsettled.change}
+            if unsettled is not None
+            else None
+        ),
         "revenue_balance_factors": balance or None,
         "calibration_method": engagement.calibration_method_,
         "calibration_cv_log_loss": dict(engagement.calibration_losses_),
@@ -1571,6 +1593,15 @@ def run_train(
         identical_to=identical_runs(
             run, config_hash, manifest.get("training_set_sha256", ""), config.registered_model
         ),
+        unsettled_segments={
+            name: fitted.metadata["fit"]["revenue_segment_factors_unsettled"]
+            for name, fitted in (
+                ("evaluated", ev.evaluated),
+                ("registered", model if config.refit else None),
+            )
+            if fitted is not None
+            and fitted.metadata.get("fit", {}).get("revenue_segment_factors_unsettled")
+        },
     )
 
 

@@ -1,22 +1,33 @@
 """Per-segment out-of-fold recalibration of the revenue head (training/recalibration.py)."""
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
+from support import simulated_training_set
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import explain
+from partnerscore.models.config import PolicyConfig
 from partnerscore.models.heads import RevenueRegressor
+from partnerscore.training import train as train_module
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.recalibration import (
+    SETTLED,
     dersimonian_laird,
     fit_balance_factors,
     fit_segment_factors,
 )
-from partnerscore.training.train import segment_recalibration
+from partnerscore.training.train import (
+    TrainResult,
+    _head_kwargs,
+    fit_partner_model,
+    segment_recalibration,
+)
 
 # ---------------------------------------------------------------- the slow, obvious twin
 
@@ -413,3 +424,74 @@ def test_a_column_missing_on_every_row_has_no_factors_and_moves_no_other(fit):
         alone = fit_balance_factors(rows, pid, y, pred, ("tier",), min_partners=5)
         assert both["region"] == {}
         assert both["tier"] == pytest.approx(alone["tier"], rel=1e-12)
+
+
+# ------------------------------------------------- a fit that has not settled is not applied
+
+
+def test_a_fit_stopped_before_it_settles_says_how_far_it_was():
+    rows = tilted_rows(3, partners=400)
+    rows["oof"] = rows["mu"] * rows["tier"].map({"platinum": 0.7, "gold": 0.9}).fillna(1.2)
+    rows["oof"] *= rows["region"].map({"NA": 0.85, "EMEA": 1.0, "APAC": 1.2})
+    args = (rows, rows["partner_id"].to_numpy(), rows["y"].to_numpy(), rows["oof"].to_numpy())
+    whole = fit_segment_factors(*args, ("tier", "region"))
+    assert whole.settled and 1 < whole.sweeps < 100 and whole.change <= 1e-12
+    short = fit_segment_factors(*args, ("tier", "region"), max_sweeps=1)
+    # one sweep of two columns: region's factors moved tier's balance, not yet refitted
+    assert short.sweeps == 1 and not short.settled and short.change > SETTLED
+    assert short.to_dict()["change"] == short.change
+    # one column is exact in its first sweep, which a second (moving nothing) confirms
+    assert fit_segment_factors(*args, ("tier",)).sweeps == 2
+    assert fit_segment_factors(*args, ()).settled  # no columns: the plain ratio
+
+
+@pytest.fixture(scope="module")
+def program_rows():
+    return simulated_training_set(partners=600, seed=23)
+
+
+def test_train_drops_segment_factors_that_did_not_settle(program_rows, monkeypatch):
+    """Segment factors still moving at the sweep limit (an extreme overall factor, which is
+    also every unseen value's factor) are not applied: the plain out-of-fold ratio is, and the
+    fit says so (here the limit is one sweep, which two columns never settle in)."""
+    frame, specs = program_rows
+    config = TrainConfig(
+        trials=0, segment_recalibration_columns=("age_days", "tier"), segment_balance_columns=()
+    )
+
+    def fit(**kwargs):
+        return fit_partner_model(
+            frame,
+            specs,
+            config,
+            PolicyConfig(),
+            {**_head_kwargs(config.revenue, 7), "n_estimators": 20},
+            {**_head_kwargs(config.engagement, 7), "n_estimators": 20},
+        )
+
+    settled = fit()
+    assert settled.metadata["fit"]["revenue_segment_factors_dropped"] == 0
+    assert settled.metadata["fit"]["revenue_segment_factors_unsettled"] is None
+    assert set(settled.revenue.segment_factors_) == {"age_days", "tier"}
+    monkeypatch.setattr(
+        train_module, "fit_segment_factors", partial(fit_segment_factors, max_sweeps=1)
+    )
+    dropped = fit()
+    meta = dropped.metadata["fit"]
+    assert meta["revenue_segment_factors"] is None and meta["revenue_segment_factors_dropped"] == 1
+    assert meta["revenue_segment_factors_unsettled"]["sweeps"] == 1
+    assert meta["revenue_segment_factors_unsettled"]["change"] > SETTLED
+    assert dropped.revenue.segment_factors_ == {}
+    # the plain ratio: the out-of-fold total brought to the label total
+    ratio = 1 / (1 + meta["revenue_oof_bias_before_recalibration"])
+    assert meta["revenue_recalibration_factor"] == pytest.approx(ratio, rel=1e-12)
+    assert meta["revenue_oof_bias_after_recalibration"] == pytest.approx(0.0, abs=1e-12)
+    # the training summary names it, per model
+    text = TrainResult(
+        "r", None, {}, {}, {}, unsettled_segments={"registered": {"sweeps": 100, "change": 0.03}}
+    ).summary()
+    assert (
+        "segment recalibration of the registered model did not settle in 100 sweeps (a factor "
+        "still moved by 3.0e-02 on the log scale): its per-segment factors were dropped"
+    ) in text
+    assert "did not settle" not in TrainResult("r", None, {}, {}, {}).summary()

@@ -361,7 +361,17 @@ def fit_balance_factors(
     a log-linear model with one term per value (raking, i.e. iterative proportional fitting):
     at the fixed point ``sum y / sum(pred * f)`` is the overall ratio ``sum y / sum pred`` in
     every value of every column, so the overall level (the out-of-fold recalibration's) is
-    kept, and with no missing values the prediction total is unchanged.
+    kept, and with every value fitted the prediction total is unchanged.
+
+    The raking runs on the rows whose value is fitted in **every** column. A row of a value
+    that keeps factor 1 (too few partners, no revenue) or of no value used to enter the other
+    columns' totals, and since a tier's and a type's factors can trade a common scale without
+    moving any fitted row, that row's value alone pinned the scale: 19 partners of a tier
+    earning 4% of the overall ratio set every type factor near 0.06 and every other tier's
+    near 20 (the rows of that tier, and of any tier unseen at scoring, then carried the type
+    factor alone). The scale is now fixed by centring: every column but the last has a
+    mass-weighted mean factor of 1 over the raked rows (the last one carries the common
+    level), so a value keeping factor 1 counts as an average value of its column.
 
     Args:
         segments: Segment columns per row (values compared as text; missing = factor 1).
@@ -381,23 +391,33 @@ def fit_balance_factors(
     """
     y, pred, partner, encoded = _inputs(segments, partner_id, y, pred, columns, out_of_fold=False)
     target = y * (pred.sum() / y.sum())  # labels on the predictions' scale
-    logf, active, labels = {}, {}, {}
+    logf, active = {}, {}
     for col in columns:
         codes, values = encoded[col]
         k, seen = len(values), codes >= 0
         pairs = pd.DataFrame({"value": codes[seen], "partner": partner[seen]}).drop_duplicates()
-        partners = np.bincount(pairs["value"].to_numpy(), minlength=k)
-        labels[col] = np.bincount(codes[seen], target[seen], k)
-        active[col] = (partners >= min_partners) & (labels[col] > 0)
+        active[col] = np.bincount(pairs["value"].to_numpy(), minlength=k) >= min_partners
         logf[col] = np.zeros(k)
+    while True:  # the raked rows, and the values with revenue among them (a fixed point)
+        raked = np.ones(len(y), dtype=bool)
+        for col in columns:
+            codes = encoded[col][0]
+            raked &= (codes >= 0) & active[col][np.maximum(codes, 0)]
+        labels = {
+            col: np.bincount(encoded[col][0][raked], target[raked], len(encoded[col][1]))
+            for col in columns
+        }
+        kept = {col: active[col] & (labels[col] > 0) for col in columns}
+        if all((kept[col] == active[col]).all() for col in columns):
+            break
+        active = kept
 
-    for _ in range(max_sweeps):
+    for _ in range(max_sweeps if raked.any() else 0):
         moved = 0.0
         for col in columns:
             codes, values = encoded[col]
-            seen = codes >= 0
             m = pred * np.exp(_row_offset(encoded, logf, len(y), skip=col))
-            mass = np.bincount(codes[seen], m[seen], len(values))
+            mass = np.bincount(codes[raked], m[raked], len(values))
             ok = active[col] & (mass > 0)
             ratio = np.where(ok, labels[col], 1.0) / np.where(ok, mass, 1.0)
             new = np.where(ok, np.log(ratio), 0.0)
@@ -405,6 +425,16 @@ def fit_balance_factors(
             logf[col] = new
         if moved <= tol:
             break
+    if raked.any() and len(columns) > 1:
+        # centre every column but the last on its mass-weighted mean factor over the raked
+        # rows; the last takes the common level: no raked row's product moves
+        balanced = pred * np.exp(_row_offset(encoded, logf, len(y)))
+        weight = balanced[raked] / balanced[raked].sum()
+        for col in columns[:-1]:
+            codes = encoded[col][0][raked]
+            level = np.log(np.sum(weight * np.exp(logf[col][codes])))
+            logf[col] = np.where(active[col], logf[col] - level, 0.0)
+            logf[columns[-1]] = np.where(active[columns[-1]], logf[columns[-1]] + level, 0.0)
     return {
         col: {v: float(np.exp(f)) for v, f in zip(encoded[col][1], logf[col], strict=True)}
         for col in columns

@@ -20,16 +20,30 @@ from partnerscore.training.train import _head_kwargs, fit_partner_model
 def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
     """Raking written out with pandas groupby: {col: {value: factor}}.
 
-    ``rows`` has partner_id, y, pred and the segment columns (None = missing).
+    ``rows`` has partner_id, y, pred and the segment columns (None = missing). Values with
+    fewer partners keep 1; so does a value without revenue among the raked rows (those whose
+    every value is kept), found by repeating until nothing changes. The raking runs on the
+    raked rows, then every column but the last is divided by its mass-weighted mean factor on
+    them and the last multiplied by it.
     """
     target = rows["y"] * rows["pred"].sum() / rows["y"].sum()
-    factor = {c: {} for c in columns}
+    fitted = {c: set() for c in columns}
     for c in columns:
         for value, group in rows.dropna(subset=[c]).groupby(c):
-            factor[c][str(value)] = 1.0
-            usable = group["partner_id"].nunique() >= min_partners and target[group.index].sum() > 0
-            if not usable:
-                factor[c][str(value)] = None  # keeps 1, never updated
+            if group["partner_id"].nunique() >= min_partners:
+                fitted[c].add(str(value))
+    while True:
+        raked = pd.Series(True, index=rows.index)
+        for c in columns:
+            raked &= rows[c].map(lambda v, c=c, f=fitted: v is not None and str(v) in f[c])
+        kept = {
+            c: {v for v in fitted[c] if target[raked & (rows[c].astype(str) == v)].sum() > 0}
+            for c in columns
+        }
+        if kept == fitted:
+            break
+        fitted = kept
+    factor = {c: {str(v): 1.0 for v in rows[c].dropna().unique()} for c in columns}
 
     def applied(skip):
         out = rows["pred"].copy()
@@ -39,20 +53,26 @@ def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
                 out *= f.astype(float).fillna(1.0)
         return out
 
-    for _ in range(sweeps):
+    for _ in range(sweeps if raked.any() else 0):
         moved = 0.0
         for c in columns:
             m = applied(c)
-            for value in factor[c]:
-                if factor[c][value] is None:
-                    continue
-                at = rows[c].map(lambda v, value=value: v is not None and str(v) == value)
+            for value in fitted[c]:
+                at = raked & (rows[c].astype(str) == value)
                 new = target[at].sum() / m[at].sum()
                 moved = max(moved, abs(np.log(new) - np.log(factor[c][value])))
                 factor[c][value] = new
         if moved < 1e-13:
             break
-    return {c: {v: (1.0 if f is None else f) for v, f in t.items()} for c, t in factor.items()}
+    if raked.any():
+        mass = applied(None)[raked]
+        for c in columns[:-1]:
+            level = (mass * rows.loc[raked, c].astype(str).map(factor[c])).sum() / mass.sum()
+            for value in fitted[c]:
+                factor[c][value] /= level
+            for value in fitted[columns[-1]]:
+                factor[columns[-1]][value] *= level
+    return factor
 
 
 def random_rows(seed: int, n_partners: int, snapshots: int, missing: float) -> pd.DataFrame:
@@ -151,6 +171,51 @@ def test_small_or_revenue_free_values_keep_factor_one_and_bad_inputs_are_refused
         fit_balance_factors(rows[["tier"]], ids, rows["y"], rows["pred"] * 0, ("tier",))
     with pytest.raises(ValueError, match="no revenue"):
         fit_balance_factors(rows[["tier"]], ids, rows["y"] * 0, rows["pred"], ("tier",))
+
+
+@pytest.mark.parametrize("rare_ratio", [0.04, 0.0])
+def test_a_value_kept_at_one_does_not_pin_the_other_columns_scale(rare_ratio):
+    """Found 2026-12-07: 19 partners of a tier (fewer than ``min_partners``: factor 1) earning
+    4% of the overall ratio. Their rows entered the type totals, and as the tier and type
+    factors can trade a common scale without moving any fitted row, they alone set it: every
+    type factor ran to ~0.06 and every other tier's to ~20 (still moving after 100 sweeps;
+    with no revenue in that tier, without end). Their rows, and any tier unseen at scoring,
+    then carried the type factor alone. Now the raking leaves them out and centres the tiers."""
+    rng = np.random.default_rng(2)
+    n = 2000
+    rows = pd.DataFrame(
+        {
+            "partner_id": np.arange(n),
+            "tier": rng.choice(["a", "b", "rare"], n, p=[0.6, 0.39, 0.01]),
+            "type": rng.choice(["x", "y"], n),
+        }
+    )
+    rows["pred"] = np.exp(rng.normal(8, 1, n))
+    lift = np.where(rows["type"] == "x", 1.3, 1.0)
+    rows["y"] = rows["pred"] * np.where(rng.random(n) < 0.3, rng.gamma(0.5, 6.7, n), 0) * lift
+    rare = rows["tier"] == "rare"
+    assert 15 <= rare.sum() < 30
+    rows.loc[rare, "y"] = rows.loc[rare, "pred"] * rare_ratio * rows["y"].sum() / rows["pred"].sum()
+    columns = ("tier", "type")
+    args = (rows[list(columns)], rows["partner_id"], rows["y"], rows["pred"], columns)
+    factors = fit_balance_factors(*args, max_sweeps=100)
+    longer = fit_balance_factors(*args, max_sweeps=5000)  # settled in 100 sweeps
+    assert all(factors[c] == pytest.approx(longer[c], rel=1e-12) for c in columns)
+    assert factors["tier"]["rare"] == 1.0
+    assert all(0.7 < f < 1.4 for table in factors.values() for f in table.values()), factors
+    # every raked value ends at the overall ratio; the tiers' mean factor (by mass) is 1
+    f = rows["tier"].map(factors["tier"]) * rows["type"].map(factors["type"])
+    balanced, kept = rows["pred"] * f, ~rare
+    overall = rows["y"].sum() / rows["pred"].sum()
+    for col in columns:
+        ratio = rows["y"][kept].groupby(rows[col][kept]).sum()
+        ratio /= balanced[kept].groupby(rows[col][kept]).sum()
+        np.testing.assert_allclose(ratio.to_numpy(), overall, rtol=1e-9)
+    tiers = rows.loc[kept, "tier"].map(factors["tier"])
+    assert (tiers * balanced[kept]).sum() / balanced[kept].sum() == pytest.approx(1.0, rel=1e-12)
+    twin = twin_balance(rows, columns)
+    for col in columns:
+        assert factors[col] == pytest.approx(twin[col], rel=1e-9)
 
 
 # ---------------------------------------------------------------- in the training job's fit

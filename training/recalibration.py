@@ -363,13 +363,14 @@ def fit_balance_factors(
     every value of every column, so the overall level (the out-of-fold recalibration's) is
     kept, and with every value fitted the prediction total is unchanged.
 
-    The raking runs on the rows whose value is fitted in **every** column. A row of a value
+    The raking runs on the rows whose value is fitted in every column (that has a fitted
+    value). A row of a value
     that keeps factor 1 (too few partners, no revenue) or of no value used to enter the other
     columns' totals, and since a tier's and a type's factors can trade a common scale without
     moving any fitted row, that row's value alone pinned the scale: 19 partners of a tier
     earning 4% of the overall ratio set every type factor near 0.06 and every other tier's
     near 20 (the rows of that tier, and of any tier unseen at scoring, then carried the type
-    factor alone). The scale is now fixed by centring: every column but the last has a
+    factor alone). The scale is now fixed by centring: every fitted column but the last has a
     mass-weighted mean factor of 1 over the raked rows (the last one carries the common
     level), so a value keeping factor 1 counts as an average value of its column.
 
@@ -402,11 +403,13 @@ def fit_balance_factors(
         raked = np.ones(len(y), dtype=bool)
         for col in columns:
             codes = encoded[col][0]
-            raked &= (codes >= 0) & active[col][np.maximum(codes, 0)]
-        labels = {
-            col: np.bincount(encoded[col][0][raked], target[raked], len(encoded[col][1]))
-            for col in columns
-        }
+            if active[col].any():  # a column without a fitted value constrains no row
+                raked &= (codes >= 0) & active[col][np.maximum(codes, 0)]
+        labels = {}
+        for col in columns:
+            codes, values = encoded[col]
+            on = raked & (codes >= 0)
+            labels[col] = np.bincount(codes[on], target[on], len(values))
         kept = {col: active[col] & (labels[col] > 0) for col in columns}
         if all((kept[col] == active[col]).all() for col in columns):
             break
@@ -417,7 +420,8 @@ def fit_balance_factors(
         for col in columns:
             codes, values = encoded[col]
             m = pred * np.exp(_row_offset(encoded, logf, len(y), skip=col))
-            mass = np.bincount(codes[raked], m[raked], len(values))
+            on = raked & (codes >= 0)
+            mass = np.bincount(codes[on], m[on], len(values))
             ok = active[col] & (mass > 0)
             ratio = np.where(ok, labels[col], 1.0) / np.where(ok, mass, 1.0)
             new = np.where(ok, np.log(ratio), 0.0)
@@ -425,16 +429,18 @@ def fit_balance_factors(
             logf[col] = new
         if moved <= tol:
             break
-    if raked.any() and len(columns) > 1:
-        # centre every column but the last on its mass-weighted mean factor over the raked
-        # rows; the last takes the common level: no raked row's product moves
+    fitted = [col for col in columns if active[col].any()]
+    if raked.any() and len(fitted) > 1:
+        # centre every fitted column but the last on its mass-weighted mean factor over the
+        # raked rows; the last takes the common level: no raked row's product moves
         balanced = pred * np.exp(_row_offset(encoded, logf, len(y)))
         weight = balanced[raked] / balanced[raked].sum()
-        for col in columns[:-1]:
+        carrier = fitted[-1]
+        for col in fitted[:-1]:
             codes = encoded[col][0][raked]
             level = np.log(np.sum(weight * np.exp(logf[col][codes])))
             logf[col] = np.where(active[col], logf[col] - level, 0.0)
-            logf[columns[-1]] = np.where(active[columns[-1]], logf[columns[-1]] + level, 0.0)
+            logf[carrier] = np.where(active[carrier], logf[carrier] + level, 0.0)
     return {
         col: {v: float(np.exp(f)) for v, f in zip(encoded[col][1], logf[col], strict=True)}
         for col in columns

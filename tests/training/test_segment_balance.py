@@ -22,9 +22,9 @@ def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
 
     ``rows`` has partner_id, y, pred and the segment columns (None = missing). Values with
     fewer partners keep 1; so does a value without revenue among the raked rows (those whose
-    every value is kept), found by repeating until nothing changes. The raking runs on the
-    raked rows, then every column but the last is divided by its mass-weighted mean factor on
-    them and the last multiplied by it.
+    every value is kept, in the columns that keep any), found by repeating until nothing
+    changes. The raking runs on the raked rows, then every such column but the last is divided
+    by its mass-weighted mean factor on them and the last multiplied by it.
     """
     target = rows["y"] * rows["pred"].sum() / rows["y"].sum()
     fitted = {c: set() for c in columns}
@@ -35,7 +35,8 @@ def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
     while True:
         raked = pd.Series(True, index=rows.index)
         for c in columns:
-            raked &= rows[c].map(lambda v, c=c, f=fitted: v is not None and str(v) in f[c])
+            if fitted[c]:  # a column with no fitted value constrains no row
+                raked &= rows[c].map(lambda v, c=c, f=fitted: v is not None and str(v) in f[c])
         kept = {
             c: {v for v in fitted[c] if target[raked & (rows[c].astype(str) == v)].sum() > 0}
             for c in columns
@@ -64,14 +65,15 @@ def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
                 factor[c][value] = new
         if moved < 1e-13:
             break
-    if raked.any():
+    used = [c for c in columns if fitted[c]]
+    if raked.any() and used:
         mass = applied(None)[raked]
-        for c in columns[:-1]:
+        for c in used[:-1]:
             level = (mass * rows.loc[raked, c].astype(str).map(factor[c])).sum() / mass.sum()
             for value in fitted[c]:
                 factor[c][value] /= level
-            for value in fitted[columns[-1]]:
-                factor[columns[-1]][value] *= level
+            for value in fitted[used[-1]]:
+                factor[used[-1]][value] *= level
     return factor
 
 

@@ -459,7 +459,7 @@ def test_train_drops_segment_factors_that_did_not_settle(program_rows, monkeypat
         trials=0, segment_recalibration_columns=("age_days", "tier"), segment_balance_columns=()
     )
 
-    def fit(**kwargs):
+    def fit():
         return fit_partner_model(
             frame,
             specs,

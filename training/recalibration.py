@@ -364,15 +364,15 @@ def fit_balance_factors(
     kept, and with every value fitted the prediction total is unchanged.
 
     The raking runs on the rows whose value is fitted in every column (that has a fitted
-    value). A row of a value that keeps factor 1 (too few partners, no revenue) or of no value
-    used to enter the other columns' totals, and since a tier's and a type's factors can trade
-    a common scale without moving any fitted row, that row's value alone pinned the scale:
-    19 partners of a tier earning 4% of the overall ratio set every type factor near 0.06 and
-    every other tier's near 20 (the rows of that tier, and of any tier unseen at scoring, then
-    carried the type factor alone). The scale is now fixed by centring: every fitted column
-    but the last has a mass-weighted mean factor of 1 over the raked rows (the last one
-    carries the common level), so a value keeping factor 1 counts as an average value of its
-    column.
+    value). A row of a value that keeps factor 1 (too few partners, no revenue) or of no
+    value used to enter the other columns' totals, and since a tier's and a type's factors
+    can trade a common scale without moving any fitted row, that row's value alone pinned
+    the scale: 19 partners of a tier earning 4% of the overall ratio drew every type factor
+    toward 0.06 and every other tier's toward 20 (0.37-0.60 and ~2 after 100 sweeps, still
+    moving; the rows of that tier, and of any tier unseen at scoring, carried the type
+    factor alone). The scale is now fixed by centring: every fitted column but the last has
+    a mass-weighted mean factor of 1 over the raked rows (the last one carries the common
+    level), so a value keeping factor 1 counts as an average value of its column.
 
     Args:
         segments: Segment columns per row (values compared as text; missing = factor 1).

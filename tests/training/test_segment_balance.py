@@ -180,8 +180,8 @@ def test_a_value_kept_at_one_does_not_pin_the_other_columns_scale(rare_ratio):
     """Found 2026-12-07: 19 partners of a tier (fewer than ``min_partners``: factor 1) earning
     4% of the overall ratio. Their rows entered the type totals, and as the tier and type
     factors can trade a common scale without moving any fitted row, they alone set it: every
-    type factor ran to ~0.06 and every other tier's to ~20 (still moving after 100 sweeps;
-    with no revenue in that tier, without end). Their rows, and any tier unseen at scoring,
+    type factor went toward ~0.06 and every other tier's toward ~20 (0.37-0.60 and ~2 after
+    100 sweeps, still moving; with no revenue in that tier, without end). Their rows, and any tier unseen at scoring,
     then carried the type factor alone. Now the raking leaves them out and centres the tiers."""
     rng = np.random.default_rng(2)
     n = 2000

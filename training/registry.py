@@ -22,17 +22,16 @@ from partnerscore.models.model_uri import (
 from partnerscore.models.pyfunc import load_partner_model
 from partnerscore.models.stores import raise_if_unreachable
 from partnerscore.training.config import TrainConfig
-from partnerscore.training.metrics import evaluate
-from partnerscore.training.reference import label_differences as differing_labels
-from partnerscore.training.reference import run_label_definition
-from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, rows_in
-from partnerscore.training.train import (
+from partnerscore.training.names import (
     CHALLENGER,
     CHAMPION,
     HOLDOUT_ARTIFACT,
     HOLDOUT_PREDICTIONS_ARTIFACT,
     drifting,
 )
+from partnerscore.training.reference import label_differences as differing_labels
+from partnerscore.training.reference import run_label_definition
+from partnerscore.training.row_keys import TRAINING_ROWS_ARTIFACT, rows_in
 
 _SHOWN = (
     ("holdout_primary_score", "primary"),
@@ -757,6 +756,8 @@ def run_promote(
     ``baseline_gate_z`` (:func:`baseline_checks`; one line per head in the summary). ``force``
     promotes regardless and records who, when and why on the version.
     """
+    from partnerscore.training.metrics import evaluate  # SciPy: not for `models`
+
     problem = missing_reason(force, reason)
     if problem is not None:
         raise PartnerscoreError(problem)

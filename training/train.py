@@ -63,6 +63,12 @@ from partnerscore.training.metrics import (
     segment_bias_summary,
     segment_metrics,
 )
+from partnerscore.training.names import (
+    CHALLENGER,
+    HOLDOUT_ARTIFACT,
+    HOLDOUT_PREDICTIONS_ARTIFACT,
+    drifting,
+)
 from partnerscore.training.quiet import mlflow_prints_nothing
 from partnerscore.training.recalibration import TABLE_COLUMNS as SEGMENT_FACTOR_COLUMNS
 from partnerscore.training.recalibration import (
@@ -86,23 +92,10 @@ from partnerscore.training.splits import (
 )
 from partnerscore.training.tune import tune_head
 
-CHALLENGER = "challenger"
-DRIFT_Z = 2.0
-"""Out-of-fold cohort trend, in s.e., beyond which a run counts as drifting (summaries, auto)."""
-CHAMPION = "champion"
-HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
-HOLDOUT_PREDICTIONS_ARTIFACT = "evaluation/holdout_predictions.parquet"
-"""The pre-refit model's holdout predictions (partner_id, as_of, pred_revenue,
-pred_engagement): what ``promote`` scores a refitted version by, on rows it never saw."""
 _REQUIRED = ("partner_id", "as_of", "signed_at", "label_revenue", "label_engaged", "age_days")
 MIN_ROWS = 50
 MIN_PARTNERS = 20
 """The smallest training set ``train`` accepts (rows, distinct partners)."""
-
-
-def drifting(trend: float | None, se: float | None) -> bool:
-    """Whether an out-of-fold cohort trend is beyond :data:`DRIFT_Z` s.e. (missing: no)."""
-    return trend is not None and se is not None and se > 0 and abs(trend) > DRIFT_Z * se
 
 
 @dataclass

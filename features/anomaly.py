@@ -941,7 +941,9 @@ def partner_flags(partner_ids, anomalies: pd.DataFrame, max_reasons: int = 3) ->
         more = total.reindex(text.index) - max_reasons
         suffix = np.where(more > 0, "; and " + more.astype(str) + " more", "")
         text = text + suffix
-    reason = ids.map(text.to_dict()).fillna("")
+    # object before the fill: no reason matched (an empty batch) maps to float NaN, which
+    # pandas 3 fills with text under a Pandas4Warning and pandas 4 will refuse
+    reason = ids.map(text.to_dict()).astype(object).fillna("")
     return pd.DataFrame(
         {"partner_id": ids, "anomaly": (reason != "").to_numpy(), "anomaly_reason": reason}
     )

@@ -511,3 +511,16 @@ def test_two_partners_of_equal_rows_have_the_centre_between_them(count):
     x = np.concatenate([np.zeros(count), np.full(count, 10.0)])
     partners = np.repeat([0, 1], count)
     assert robust_center_scale(x, partners=partners)[0] == 5.0
+
+
+def test_a_batch_without_anomalies_gets_empty_reasons_without_a_pandas_warning():
+    """No anomaly at all mapped every partner to float NaN, filled with text under pandas'
+    Pandas4Warning (an error in pandas 4); the reasons are now text throughout."""
+    import warnings
+
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in ANOMALY_COLUMNS})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flags = partner_flags(["P1", "P2"], empty)
+    assert flags["anomaly_reason"].tolist() == ["", ""]
+    assert not flags["anomaly"].any()

@@ -341,6 +341,22 @@ def costly_examples(max_examples: int):
     )
 
 
+def fit_model(frame, specs, config, revenue=None, engagement=None):
+    """``fit_partner_model`` of ``frame`` with ``config``'s head parameters (seed 7), each
+    head's updated by ``revenue`` / ``engagement`` (e.g. fewer trees), the default policy."""
+    from partnerscore.models.config import PolicyConfig
+    from partnerscore.training.train import _head_kwargs, fit_partner_model
+
+    return fit_partner_model(
+        frame,
+        specs,
+        config,
+        PolicyConfig(),
+        {**_head_kwargs(config.revenue, 7), **(revenue or {})},
+        {**_head_kwargs(config.engagement, 7), **(engagement or {})},
+    )
+
+
 def simulated_training_set(partners: int, seed: int):
     """A simulated program's training set, sorted by (partner, as_of), and its feature specs."""
     from partnerscore.features.config import BuildConfig, SimulateConfig

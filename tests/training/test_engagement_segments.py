@@ -3,13 +3,12 @@ columns``): fitted by default, off with ``[]``, refused for columns the fit cann
 
 import numpy as np
 import pytest
-from support import simulated_training_set
+from support import fit_model, simulated_training_set
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import explain
-from partnerscore.models.config import PolicyConfig
 from partnerscore.training.config import TrainConfig
-from partnerscore.training.train import _head_kwargs, fit_partner_model, segment_factor_metrics
+from partnerscore.training.train import segment_factor_metrics
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +19,12 @@ def train_frame():
 def _fit(train_frame, **overrides):
     frame, specs = train_frame
     config = TrainConfig(trials=0, **overrides)
-    return fit_partner_model(
+    return fit_model(
         frame,
         specs,
         config,
-        PolicyConfig(),
-        {**_head_kwargs(config.revenue, 7), "n_estimators": 20, "tweedie_variance_power": 1.3},
-        {**_head_kwargs(config.engagement, 7), "n_estimators": 40},
+        revenue={"n_estimators": 20, "tweedie_variance_power": 1.3},
+        engagement={"n_estimators": 40},
     )
 
 

@@ -3,17 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
+from support import fit_model
 
 from partnerscore.features.config import BuildConfig, SimulateConfig
 from partnerscore.features.pipeline import build_training_set
 from partnerscore.features.registry import feature_specs
 from partnerscore.features.simulate import simulate_program
 from partnerscore.features.validate import RawData
-from partnerscore.models.config import PolicyConfig
 from partnerscore.models.intervals import conditional_coverage, coverage
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.splits import holdout_split
-from partnerscore.training.train import _head_kwargs, fit_partner_model
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +28,7 @@ def split():
 def _fit(split, method, **train_config):
     train, hold, specs = split
     config = TrainConfig(trials=0, interval_method=method, **train_config)
-    model = fit_partner_model(
-        train,
-        specs,
-        config,
-        PolicyConfig(),
-        {**_head_kwargs(config.revenue, 7), "tweedie_variance_power": 1.3},
-        _head_kwargs(config.engagement, 7),
-    )
+    model = fit_model(train, specs, config, revenue={"tweedie_variance_power": 1.3})
     mu = model.predict(hold)["pred_revenue"].to_numpy()
     return model, mu, model.revenue_intervals(mu)
 

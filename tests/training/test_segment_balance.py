@@ -5,14 +5,12 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import simulated_training_set
+from support import fit_model, simulated_training_set
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import explain
-from partnerscore.models.config import PolicyConfig
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.recalibration import fit_balance_factors
-from partnerscore.training.train import _head_kwargs, fit_partner_model
 
 # ---------------------------------------------------------------- the slow, obvious twin
 
@@ -231,14 +229,7 @@ def train_frame():
 def _fit(train_frame, **overrides):
     frame, specs = train_frame
     config = TrainConfig(trials=0, **overrides)
-    return fit_partner_model(
-        frame,
-        specs,
-        config,
-        PolicyConfig(),
-        {**_head_kwargs(config.revenue, 7), "tweedie_variance_power": 1.3},
-        _head_kwargs(config.engagement, 7),
-    )
+    return fit_model(frame, specs, config, revenue={"tweedie_variance_power": 1.3})
 
 
 def test_the_fitted_head_is_balanced_per_tier_in_sample(train_frame):

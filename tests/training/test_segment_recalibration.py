@@ -8,11 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
-from support import simulated_training_set
+from support import fit_model, simulated_training_set
 
 from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import explain
-from partnerscore.models.config import PolicyConfig
 from partnerscore.models.heads import RevenueRegressor
 from partnerscore.training import train as train_module
 from partnerscore.training.config import TrainConfig
@@ -24,8 +23,6 @@ from partnerscore.training.recalibration import (
 )
 from partnerscore.training.train import (
     TrainResult,
-    _head_kwargs,
-    fit_partner_model,
     segment_recalibration,
 )
 
@@ -460,14 +457,8 @@ def test_train_drops_segment_factors_that_did_not_settle(program_rows, monkeypat
     )
 
     def fit():
-        return fit_partner_model(
-            frame,
-            specs,
-            config,
-            PolicyConfig(),
-            {**_head_kwargs(config.revenue, 7), "n_estimators": 20},
-            {**_head_kwargs(config.engagement, 7), "n_estimators": 20},
-        )
+        fewer = {"n_estimators": 20}
+        return fit_model(frame, specs, config, revenue=fewer, engagement=fewer)
 
     settled = fit()
     assert settled.metadata["fit"]["revenue_segment_factors_dropped"] == 0

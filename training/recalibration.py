@@ -435,12 +435,14 @@ def fit_balance_factors(
         # raked rows; the last takes the common level: no raked row's product moves
         balanced = pred * np.exp(_row_offset(encoded, logf, len(y)))
         weight = balanced[raked] / balanced[raked].sum()
-        carrier = fitted[-1]
+        shift = 0.0
         for col in fitted[:-1]:
             codes = encoded[col][0][raked]
             level = np.log(np.sum(weight * np.exp(logf[col][codes])))
             logf[col] = np.where(active[col], logf[col] - level, 0.0)
-            logf[carrier] = np.where(active[carrier], logf[carrier] + level, 0.0)
+            shift += level
+        carrier = fitted[-1]
+        logf[carrier] = np.where(active[carrier], logf[carrier] + shift, 0.0)
     return {
         col: {v: float(np.exp(f)) for v, f in zip(encoded[col][1], logf[col], strict=True)}
         for col in columns

@@ -486,18 +486,27 @@ def _stage(path: Path, write: Callable[[str], None]) -> Path:
 
 
 def _publish(tmp: Path, path: Path) -> Path:
-    """Rename ``tmp`` over ``path`` (over the file a symbolic link names); return ``path``."""
+    """Rename ``tmp`` over ``path`` (over the file a symbolic link names); return ``path``.
+
+    The temporary's bytes are flushed to the disk (fsync) before the rename and its folder
+    after it: without them a power cut could leave the new name on an empty or partial file
+    (the file system may write the rename before the data), and a job that orders its
+    writes (``experiment assign``: the registry before the assignment table) could find the
+    later one on the disk without the earlier.
+    """
     try:
         target = write_target(path)
     except PartnerscoreError:
         tmp.unlink(missing_ok=True)
         raise
     try:
+        _fsync(tmp)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         why = exc.strerror or exc
         raise PartnerscoreError(f"{_named(path, target)}: cannot write: {why}") from exc
+    _fsync(target.parent)
     return path
 
 

@@ -1,6 +1,7 @@
 import csv
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -164,6 +165,33 @@ def test_atomic_writers_write_through_a_symbolic_link(kind, link, tmp_path):
     assert [p.name for p in shared.parent.iterdir()] == ["scores.csv"]  # no temporary left
     beside = {"latest.csv", "middle.csv"} if link == "chain" else {"latest.csv"}
     assert {p.name for p in path.parent.iterdir()} == beside
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_atomic_writers_flush_the_file_before_the_rename_and_the_folder_after(
+    kind, tmp_path, monkeypatch
+):
+    """A temporary was renamed over its target without fsync: after a power cut the new name
+    could stand on an empty or partial file, and ``experiment assign``'s order (the registry
+    before the assignment table) was not kept on the disk. Every single-file publish now
+    flushes the temporary, renames it, then flushes the folder."""
+    events = []
+    flush, rename = core._fsync, os.replace
+    monkeypatch.setattr(core, "_fsync", lambda p: (events.append(("fsync", Path(p))), flush(p)))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("replace", Path(a), Path(b))), rename(a, b))
+    )
+    path = tmp_path / "data" / "scores.csv"
+    path.parent.mkdir()
+    path.write_text("partner_id,kind\nP0,old\n")
+    assert _write_each_kind(kind, path) == path
+    assert read_frame(path)["kind"].tolist() == [kind]
+    renames = [e for e in events if e[0] == "replace"]
+    assert len(renames) == 1 and renames[0][2] == path
+    tmp = renames[0][1]
+    at = events.index(renames[0])
+    assert ("fsync", tmp) in events[:at]  # the bytes first
+    assert events[at + 1 :] == [("fsync", path.parent)]  # then the rename
 
 
 def test_a_listed_set_is_published_manifest_last_through_links_and_checked(tmp_path):

@@ -72,11 +72,11 @@ from partnerscore.training.names import (
 from partnerscore.training.quiet import mlflow_prints_nothing
 from partnerscore.training.recalibration import TABLE_COLUMNS as SEGMENT_FACTOR_COLUMNS
 from partnerscore.training.recalibration import (
+    BalanceFactors,
     SegmentFactors,
     cohort_trend,
     fit_balance_factors,
     fit_segment_factors,
-    row_factors,
 )
 from partnerscore.training.reference import (
     MANIFEST_ARTIFACT,
@@ -499,18 +499,20 @@ def segment_balance(
     y: np.ndarray,
     specs: list,
     config: TrainConfig,
-) -> dict[str, dict[str, float]]:
+) -> BalanceFactors | None:
     """In-sample balance factors per ``config.segment_balance_columns`` value, applied.
 
     Fitted on the recalibrated head's in-sample predictions (:func:`fit_balance_factors`) and
-    multiplied into its segment factors, so each shows as part of its feature's contribution.
+    multiplied into its segment factors, so each shows as part of its feature's contribution;
+    their common level multiplies the head's overall factor (:meth:`RevenueRegressor.recalibrate`).
     The columns were checked by :func:`check_segment_columns` before the head was fitted.
+    None when there are no columns or no revenue.
     """
     columns = tuple(config.segment_balance_columns)
     if not columns:
-        return {}
+        return None
     if y.sum() <= 0:
-        return {}
+        return None
     balance = fit_balance_factors(
         train[list(columns)].reset_index(drop=True),
         train["partner_id"].to_numpy(),
@@ -520,11 +522,12 @@ def segment_balance(
         min_partners=config.segment_recalibration_min_partners,
     )
     merged = {col: dict(table) for col, table in revenue.segment_factors_.items()}
-    for col, table in balance.items():
+    for col, table in balance.factors.items():
         own = merged.setdefault(col, {})
         for value, f in table.items():
             own[value] = own.get(value, 1.0) * f
     revenue.recalibrate_segments(merged, revenue.segment_numeric_)
+    revenue.recalibrate(revenue.calibration_factor_ * balance.level)
     return balance
 
 
@@ -703,20 +706,23 @@ def phase_metrics(report: pd.DataFrame, min_partners: int) -> dict[str, float]:
 def segment_factor_metrics(fit: dict) -> dict[str, float]:
     """Metrics per fitted value of the segment tables, with MLflow-safe names.
 
-    ``fit_revenue_{segment,balance}_factor_<column>_<value>`` and the engagement head's
-    ``fit_engagement_segment_offset_<column>_<value>``.
+    ``fit_revenue_{segment,balance}_factor_<column>_<value>``, the engagement head's
+    ``fit_engagement_segment_offset_<column>_<value>`` and ``fit_revenue_balance_level``.
     """
     tables = {
         "revenue_segment_factor": (fit.get("revenue_segment_factors") or {}).get("factors", {}),
         "revenue_balance_factor": fit.get("revenue_balance_factors") or {},
         "engagement_segment_offset": fit.get("engagement_segment_offsets") or {},
     }
-    return {
+    out = {
         f"fit_{kind}_{col}_{re.sub(r'[^A-Za-z0-9_.-]', '_', value)}": float(f)
         for kind, factors in tables.items()
         for col, table in factors.items()
         for value, f in table.items()
     }
+    if fit.get("revenue_balance_level") is not None:
+        out["fit_revenue_balance_level"] = float(fit["revenue_balance_level"])
+    return out
 
 
 def fit_engagement_head(
@@ -830,8 +836,8 @@ def fit_partner_model(
             )
     revenue.recalibrate(factor)
     balance = segment_balance(revenue, X, train, y_rev, specs, config)
-    if balance:
-        multiplier = multiplier * row_factors(balance, train.loc[seen])
+    if balance is not None:
+        multiplier = multiplier * balance.row_factors(train.loc[seen])
     intervals = None
     if seen.sum() >= 20:
         intervals = RevenueIntervals(
@@ -888,7 +894,9 @@ def fit_partner_model(
             if unsettled is not None
             else None
         ),
-        "revenue_balance_factors": balance or None,
+        "revenue_balance_factors": balance.factors if balance is not None else None,
+        # the balance's common level, in the head's overall factor beside the recalibration's
+        "revenue_balance_level": balance.level if balance is not None else None,
         "calibration_method": engagement.calibration_method_,
         "calibration_cv_log_loss": dict(engagement.calibration_losses_),
         "engagement_segment_offsets": engagement.segment_offsets_ or None,

@@ -11,18 +11,20 @@ from partnerscore.features.core import PartnerscoreError
 from partnerscore.models import explain
 from partnerscore.training.config import TrainConfig
 from partnerscore.training.recalibration import fit_balance_factors
+from partnerscore.training.train import segment_factor_metrics
 
 # ---------------------------------------------------------------- the slow, obvious twin
 
 
 def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
-    """Raking written out with pandas groupby: {col: {value: factor}}.
+    """Raking written out with pandas groupby: ({col: {value: factor}}, level).
 
     ``rows`` has partner_id, y, pred and the segment columns (None = missing). Values with
     fewer partners keep 1; so does a value without revenue among the raked rows (those whose
     every value is kept, in the columns that keep any), found by repeating until nothing
-    changes. The raking runs on the raked rows, then every such column but the last is divided
-    by its mass-weighted mean factor on them and the last multiplied by it.
+    changes. The raking runs on the raked rows, then every such column is divided by its
+    mean factor on them, weighted by their predictions with every other column's factor, and
+    the level multiplied by it.
     """
     target = rows["y"] * rows["pred"].sum() / rows["y"].sum()
     fitted = {c: set() for c in columns}
@@ -63,16 +65,15 @@ def twin_balance(rows: pd.DataFrame, columns, min_partners=30, sweeps=500):
                 factor[c][value] = new
         if moved < 1e-13:
             break
-    used = [c for c in columns if fitted[c]]
-    if raked.any() and used:
-        mass = applied(None)[raked]
-        for c in used[:-1]:
-            level = (mass * rows.loc[raked, c].astype(str).map(factor[c])).sum() / mass.sum()
+    level = 1.0
+    if raked.any():
+        for c in (c for c in columns if fitted[c]):
+            mass = applied(c)[raked]
+            mean = (mass * rows.loc[raked, c].astype(str).map(factor[c])).sum() / mass.sum()
             for value in fitted[c]:
-                factor[c][value] /= level
-            for value in fitted[used[-1]]:
-                factor[used[-1]][value] *= level
-    return factor
+                factor[c][value] /= mean
+            level *= mean
+    return factor, level
 
 
 def random_rows(seed: int, n_partners: int, snapshots: int, missing: float) -> pd.DataFrame:
@@ -123,11 +124,12 @@ def test_fast_balance_equals_the_pandas_twin(
         max_sweeps=500,
         tol=1e-13,
     )
-    slow = twin_balance(rows, columns, min_partners=min_partners)
-    assert set(fast) == set(slow)
+    slow, level = twin_balance(rows, columns, min_partners=min_partners)
+    assert fast.level > 0 and fast.level == pytest.approx(level, rel=1e-7)
+    assert set(fast.factors) == set(slow)
     for col in columns:
-        assert set(fast[col]) == set(slow[col])
-        for value, f in fast[col].items():
+        assert set(fast.factors[col]) == set(slow[col])
+        for value, f in fast.factors[col].items():
             assert f > 0
             assert f == pytest.approx(slow[col][value], rel=1e-7), (col, value)
 
@@ -135,12 +137,14 @@ def test_fast_balance_equals_the_pandas_twin(
 def test_every_value_ends_at_the_overall_ratio_and_the_total_is_kept():
     rows = random_rows(3, 2000, 2, missing=0.0)
     columns = ("tier", "region")
-    factors = fit_balance_factors(
+    fit = fit_balance_factors(
         rows[list(columns)], rows["partner_id"].to_numpy(), rows["y"], rows["pred"], columns
     )
-    f = np.ones(len(rows))
+    factors = fit.factors
+    f = np.full(len(rows), fit.level)
     for col in columns:
         f *= rows[col].map(factors[col]).to_numpy(float)
+    np.testing.assert_allclose(fit.row_factors(rows), f, rtol=1e-12)
     balanced = rows["pred"] * f
     overall = rows["y"].sum() / rows["pred"].sum()
     assert balanced.sum() == pytest.approx(rows["pred"].sum(), rel=1e-9)
@@ -159,7 +163,7 @@ def test_small_or_revenue_free_values_keep_factor_one_and_bad_inputs_are_refused
 
     def tiers(min_partners):
         args = (rows[["tier"]], ids, rows["y"], rows["pred"], ("tier",))
-        return fit_balance_factors(*args, min_partners=min_partners)["tier"]
+        return fit_balance_factors(*args, min_partners=min_partners).factors["tier"]
 
     assert tiers(1000) == {t: 1.0 for t in sorted(rows["tier"].unique())}
     assert tiers(1)["platinum"] == 1.0 and tiers(1)["gold"] != 1.0
@@ -198,22 +202,27 @@ def test_a_value_kept_at_one_does_not_pin_the_other_columns_scale(rare_ratio):
     rows.loc[rare, "y"] = rows.loc[rare, "pred"] * rare_ratio * rows["y"].sum() / rows["pred"].sum()
     columns = ("tier", "type")
     args = (rows[list(columns)], rows["partner_id"], rows["y"], rows["pred"], columns)
-    factors = fit_balance_factors(*args, max_sweeps=100)
+    fit = fit_balance_factors(*args, max_sweeps=100)
     longer = fit_balance_factors(*args, max_sweeps=5000)  # settled in 100 sweeps
-    assert all(factors[c] == pytest.approx(longer[c], rel=1e-12) for c in columns)
+    factors = fit.factors
+    assert all(factors[c] == pytest.approx(longer.factors[c], rel=1e-12) for c in columns)
+    assert fit.level == pytest.approx(longer.level, rel=1e-12)
     assert factors["tier"]["rare"] == 1.0
     assert all(0.7 < f < 1.4 for table in factors.values() for f in table.values()), factors
-    # every raked value ends at the overall ratio; the tiers' mean factor (by mass) is 1
-    f = rows["tier"].map(factors["tier"]) * rows["type"].map(factors["type"])
+    assert 0.9 < fit.level < 1.1
+    # every raked value ends at the overall ratio; each column's mean factor (by mass) is 1,
+    # the last one's too (until 2026-12-07 it carried the level: an unseen type missed it)
+    f = fit.level * rows["tier"].map(factors["tier"]) * rows["type"].map(factors["type"])
     balanced, kept = rows["pred"] * f, ~rare
     overall = rows["y"].sum() / rows["pred"].sum()
     for col in columns:
         ratio = rows["y"][kept].groupby(rows[col][kept]).sum()
         ratio /= balanced[kept].groupby(rows[col][kept]).sum()
         np.testing.assert_allclose(ratio.to_numpy(), overall, rtol=1e-9)
-    tiers = rows.loc[kept, "tier"].map(factors["tier"])
-    assert (tiers * balanced[kept]).sum() / balanced[kept].sum() == pytest.approx(1.0, rel=1e-12)
-    twin = twin_balance(rows, columns)
+        without = balanced[kept] / rows.loc[kept, col].map(factors[col])  # their mass without it
+        assert balanced[kept].sum() / without.sum() == pytest.approx(1.0, rel=1e-12), col
+    twin, level = twin_balance(rows, columns)
+    assert fit.level == pytest.approx(level, rel=1e-9)
     for col in columns:
         assert factors[col] == pytest.approx(twin[col], rel=1e-9)
 
@@ -247,16 +256,22 @@ def test_the_fitted_head_is_balanced_per_tier_in_sample(train_frame):
     ratio = y.groupby(frame["tier"]).sum() / pd.Series(after).groupby(frame["tier"]).sum()
     np.testing.assert_allclose(ratio.to_numpy(), y.sum() / before.sum(), rtol=1e-9)
     assert raw.max() / raw.min() > 1.01  # it moved something
+    level = balanced.metadata["fit"]["revenue_balance_level"]
     for tier, f in factors.items():
         at = (frame["tier"] == tier).to_numpy()
-        np.testing.assert_allclose(after[at], before[at] * f, rtol=1e-9)
-    # each factor is part of the tier's own contribution: the effects still add up
+        np.testing.assert_allclose(after[at], before[at] * f * level, rtol=1e-9)
+    # each factor is part of the tier's own contribution, the common level of the base value:
+    # the effects still add up
     X = balanced.prepare(frame)
     contrib = balanced.revenue.raw_contributions(X)
     np.testing.assert_allclose(np.exp(explain.row_sums(contrib)), after, rtol=1e-9)
-    moved = np.abs(contrib - plain.revenue.raw_contributions(X)).max(axis=0) > 1e-12
+    change = contrib - plain.revenue.raw_contributions(X)
+    moved = np.abs(change).max(axis=0) > 1e-12
     names = [*balanced.revenue.feature_names_in_, "base"]
-    assert {names[j] for j in np.flatnonzero(moved)} == {"tier"}
+    assert {names[j] for j in np.flatnonzero(moved)} - {"base"} == {"tier"}
+    np.testing.assert_allclose(change[:, -1], np.log(level), rtol=0, atol=1e-12)
+    # one column, every row raked: its mean factor is the overall ratio's, the level 1
+    assert level == pytest.approx(1.0, rel=1e-9)
 
 
 def test_the_default_balances_tier_and_partner_type_in_sample(train_frame):
@@ -266,7 +281,13 @@ def test_the_default_balances_tier_and_partner_type_in_sample(train_frame):
     assert TrainConfig().segment_balance_columns == ("tier", "partner_type")
     plain = _fit(train_frame, segment_balance_columns=("tier",))
     model = _fit(train_frame)
-    assert set(model.metadata["fit"]["revenue_balance_factors"]) == {"tier", "partner_type"}
+    fit = model.metadata["fit"]
+    assert set(fit["revenue_balance_factors"]) == {"tier", "partner_type"}
+    # the common level is in the head's overall factor, every value's factor centred on 1
+    assert model.revenue.calibration_factor_ == pytest.approx(
+        fit["revenue_recalibration_factor"] * fit["revenue_balance_level"], rel=1e-12
+    )
+    assert segment_factor_metrics(fit)["fit_revenue_balance_level"] == fit["revenue_balance_level"]
     y = frame["label_revenue"]
     before = pd.Series(plain.predict(frame)["pred_revenue"].to_numpy())
     after = pd.Series(model.predict(frame)["pred_revenue"].to_numpy())
@@ -276,6 +297,9 @@ def test_the_default_balances_tier_and_partner_type_in_sample(train_frame):
         np.testing.assert_allclose(ratio.to_numpy(), y.sum() / after.sum(), rtol=1e-6)
     by_type = before.groupby(frame["partner_type"]).sum() / y.groupby(frame["partner_type"]).sum()
     assert by_type["referral"] / (before.sum() / y.sum()) > 1.02  # it moved something
+    for column in ("tier", "partner_type"):  # every value unknown: the same total
+        factor = frame[column].astype(str).map(fit["revenue_balance_factors"][column])
+        assert (after / factor).sum() / after.sum() == pytest.approx(1.0, rel=1e-9), column
 
 
 def test_a_balance_column_must_be_a_categorical_feature(train_frame):

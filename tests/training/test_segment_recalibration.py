@@ -419,8 +419,9 @@ def test_a_column_missing_on_every_row_has_no_factors_and_moves_no_other(fit):
     else:
         both = fit_balance_factors(rows, pid, y, pred, ("tier", "region"), min_partners=5)
         alone = fit_balance_factors(rows, pid, y, pred, ("tier",), min_partners=5)
-        assert both["region"] == {}
-        assert both["tier"] == pytest.approx(alone["tier"], rel=1e-12)
+        assert both.factors["region"] == {}
+        assert both.factors["tier"] == pytest.approx(alone.factors["tier"], rel=1e-12)
+        assert both.level == pytest.approx(alone.level, rel=1e-12)
 
 
 # ------------------------------------------------- a fit that has not settled is not applied

@@ -30,6 +30,10 @@ class HeadParams(FrozenConfig):
     reg_lambda: float = Field(default=1.0, ge=0)
     reg_alpha: float = Field(default=0.0, ge=0)
     n_jobs: int = 1
+    # share of each categorical column's training values made missing for the booster, so a
+    # category unseen at scoring (scored as missing) lands near the average one, not on
+    # whichever side a split put last (models/heads.py: _with_unknown_categories)
+    unknown_category_share: float = Field(default=0.1, ge=0, lt=0.5)
 
 
 class LayerWeights(FrozenConfig):

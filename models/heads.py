@@ -50,6 +50,7 @@ class _LightGBMHead(BaseEstimator, HeadScoring):
         n_jobs: int = 1,
         random_state: int = 7,
         monotone_constraints: tuple[int, ...] | None = None,
+        unknown_category_share: float = 0.0,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -64,6 +65,7 @@ class _LightGBMHead(BaseEstimator, HeadScoring):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.monotone_constraints = monotone_constraints
+        self.unknown_category_share = unknown_category_share
 
     def _validate(self) -> None:
         if not 1 <= self.n_estimators <= MAX_TREES:
@@ -76,6 +78,36 @@ class _LightGBMHead(BaseEstimator, HeadScoring):
             raise ValueError("learning_rate must be positive")
         if self.monotone_constraints is not None and set(self.monotone_constraints) - {-1, 0, 1}:
             raise ValueError("monotone_constraints must be -1, 0 or 1 per feature")
+        if not 0 <= self._unknown_share() < 1:
+            raise ValueError("unknown_category_share must be in [0, 1)")
+
+    def _unknown_share(self) -> float:
+        # a head pickled before 2026-12-07 has no such attribute (it is only read when fitting)
+        return float(getattr(self, "unknown_category_share", 0.0))
+
+    def _with_unknown_categories(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The booster's training matrix, a share of each categorical column made missing.
+
+        ``unknown_category_share`` of each categorical column's values, drawn at random (the
+        rows and every other value kept).
+
+        A category the model never saw is scored as missing, and LightGBM sends a missing
+        category down one side of each split: with no missing value among the training rows
+        that side is whichever the split put last, and on the simulated programs it was the
+        low-revenue one (an unseen partner type -20% to -25% of the revenue total; README,
+        "Categories the model never saw"). Trained with some values missing, every split
+        sends them where they fit best: toward the training mix's average. Drawn from
+        ``random_state``, so a fit is reproducible.
+        """
+        share = self._unknown_share()
+        if not share:
+            return X
+        rng = np.random.default_rng([self.random_state, 20261207])
+        out = X.copy()
+        for column in out.columns:
+            if isinstance(out[column].dtype, pd.CategoricalDtype):
+                out[column] = out[column].where(rng.random(len(out)) >= share)
+        return out
 
     def _lgb_params(self) -> dict:
         return {
@@ -185,6 +217,7 @@ class RevenueRegressor(RevenueScoring, _LightGBMHead):
         n_jobs: int = 1,
         random_state: int = 7,
         monotone_constraints: tuple[int, ...] | None = None,
+        unknown_category_share: float = 0.0,
     ) -> None:
         super().__init__(
             n_estimators=n_estimators,
@@ -200,6 +233,7 @@ class RevenueRegressor(RevenueScoring, _LightGBMHead):
             n_jobs=n_jobs,
             random_state=random_state,
             monotone_constraints=monotone_constraints,
+            unknown_category_share=unknown_category_share,
         )
         self.tweedie_variance_power = tweedie_variance_power
 
@@ -228,7 +262,11 @@ class RevenueRegressor(RevenueScoring, _LightGBMHead):
             tweedie_variance_power=self.tweedie_variance_power,
             **self._lgb_params(),
         )
-        self.model_.fit(X, y, **self._fit_kwargs(X_valid, y_valid, early_stopping_rounds))
+        self.model_.fit(
+            self._with_unknown_categories(X),
+            y,
+            **self._fit_kwargs(X_valid, y_valid, early_stopping_rounds),
+        )
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
         self.calibration_factor_ = 1.0
@@ -332,6 +370,7 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
         n_jobs: int = 1,
         random_state: int = 7,
         monotone_constraints: tuple[int, ...] | None = None,
+        unknown_category_share: float = 0.0,
     ) -> None:
         super().__init__(
             n_estimators=n_estimators,
@@ -347,6 +386,7 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
             n_jobs=n_jobs,
             random_state=random_state,
             monotone_constraints=monotone_constraints,
+            unknown_category_share=unknown_category_share,
         )
         self.calibration = calibration
         self.calibration_candidates = calibration_candidates
@@ -415,7 +455,7 @@ class EngagementClassifier(EngagementScoring, _LightGBMHead):
 
     def _fit_booster(self, X: pd.DataFrame, y: np.ndarray, fit_kwargs: dict) -> None:
         self.model_ = lgb.LGBMClassifier(objective="binary", **self._lgb_params())
-        self.model_.fit(X, y, **fit_kwargs)
+        self.model_.fit(self._with_unknown_categories(X), y, **fit_kwargs)
         self.feature_names_in_ = list(X.columns)
         self.shap_tables_ = None
         self._fit_segment_offsets(X, y)

@@ -201,6 +201,11 @@ def test_measure_and_cpu_tree(bench):
             "off minus default, paired over programs",
         ),
         ("bench_monitor", ["--partners", "300"], "drift checks"),
+        (
+            "bench_unseen_categories",
+            ["--partners", "300", "--seeds", "1", "--shares", "0,0.1"],
+            "mean |revenue shift| over the columns per share",
+        ),
         ("bench_build", ["--partners", "300", "--repeat", "1", "--skip-load"], "agreement"),
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),
         ("bench_csv_lines", ["--rows", "2000", "--repeat", "1"], "csv_lines"),

@@ -210,11 +210,12 @@ def test_measure_and_cpu_tree(bench):
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),
         ("bench_csv_lines", ["--rows", "2000", "--repeat", "1"], "csv_lines"),
         ("bench_whatif", ["--partners", "300", "--sizes", "100", "--repeat", "1"], "sha256"),
-        # the 150-partner program whose model fell far below the scorecard (README, Models)
+        # the 150-partner program whose model falls furthest below the scorecard (README,
+        # Models): -1.92 s.e. at trials 0 since the unknown-category share (-3.89 before)
         (
             "bench_baseline_gate",
             ["--partners", "150", "--seeds", "1", "--trials", "0"],
-            "z 2.0    not_worse (refused if diff < -z s.e.)   1",
+            "z 1.645  not_worse (refused if diff < -z s.e.)   1",
         ),
     ],
 )

@@ -130,7 +130,8 @@ class TrainConfig(FrozenConfig):
             ``better`` refused all 12 programs of 2,000 and 5,000 partners (the engagement
             head's margin over the logistic baseline is within its noise at these sizes),
             ``not_worse`` none of them, and ``not_worse`` refuses the 150-partner models whose
-            revenue Gini fell furthest below the scorecard's (3 of 8). A run that logged no
+            revenue Gini fell furthest below the scorecard's (3 of 8; 1 of 8 with the
+            unknown-category share of 2026-12-07). A run that logged no
             comparison or no s.e. (before 2026-12-02, or ``bootstrap_rounds: 0``) is reported,
             not gated.
         baseline_gate_z: The noise allowance of ``baseline_gate`` in s.e. of the difference

@@ -355,7 +355,7 @@ class BalanceFactors:
     factors: dict[str, dict[str, float]]
     level: float = 1.0
 
-    def row_factors(self, segments: pd.DataFrame) -> np.ndarray:
+    def multiplier(self, segments: pd.DataFrame) -> np.ndarray:
         """Each row's balance: the level times its values' factors (unknown values: 1)."""
         return row_factors(self.factors, segments, start=self.level)
 

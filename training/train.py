@@ -837,7 +837,7 @@ def fit_partner_model(
     revenue.recalibrate(factor)
     balance = segment_balance(revenue, X, train, y_rev, specs, config)
     if balance is not None:
-        multiplier = multiplier * balance.row_factors(train.loc[seen])
+        multiplier = multiplier * balance.multiplier(train.loc[seen])
     intervals = None
     if seen.sum() >= 20:
         intervals = RevenueIntervals(

@@ -144,7 +144,7 @@ def test_every_value_ends_at_the_overall_ratio_and_the_total_is_kept():
     f = np.full(len(rows), fit.level)
     for col in columns:
         f *= rows[col].map(factors[col]).to_numpy(float)
-    np.testing.assert_allclose(fit.row_factors(rows), f, rtol=1e-12)
+    np.testing.assert_allclose(fit.multiplier(rows), f, rtol=1e-12)
     balanced = rows["pred"] * f
     overall = rows["y"].sum() / rows["pred"].sum()
     assert balanced.sum() == pytest.approx(rows["pred"].sum(), rel=1e-9)

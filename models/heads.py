@@ -35,6 +35,9 @@ class _LightGBMHead(BaseEstimator, HeadScoring):
     prediction down as it grows, which also keeps the drivers shown to account owners coherent.
     """
 
+    # a head pickled before 2026-12-07 has no such attribute of its own: it was fitted without
+    unknown_category_share: float = 0.0
+
     def __init__(
         self,
         n_estimators: int = 120,
@@ -78,12 +81,8 @@ class _LightGBMHead(BaseEstimator, HeadScoring):
             raise ValueError("learning_rate must be positive")
         if self.monotone_constraints is not None and set(self.monotone_constraints) - {-1, 0, 1}:
             raise ValueError("monotone_constraints must be -1, 0 or 1 per feature")
-        if not 0 <= self._unknown_share() < 1:
+        if not 0 <= self.unknown_category_share < 1:
             raise ValueError("unknown_category_share must be in [0, 1)")
-
-    def _unknown_share(self) -> float:
-        # a head pickled before 2026-12-07 has no such attribute (it is only read when fitting)
-        return float(getattr(self, "unknown_category_share", 0.0))
 
     def _with_unknown_categories(self, X: pd.DataFrame) -> pd.DataFrame:
         """The booster's training matrix, a share of each categorical column made missing.
@@ -99,15 +98,17 @@ class _LightGBMHead(BaseEstimator, HeadScoring):
         sends them where they fit best: toward the training mix's average. Drawn from
         ``random_state``, so a fit is reproducible.
         """
-        share = self._unknown_share()
+        share = self.unknown_category_share
         if not share:
             return X
         rng = np.random.default_rng([self.random_state, 20261207])
-        out = X.copy()
-        for column in out.columns:
-            if isinstance(out[column].dtype, pd.CategoricalDtype):
-                out[column] = out[column].where(rng.random(len(out)) >= share)
-        return out
+        # only the categorical columns are replaced: the numeric ones are not copied
+        blanked = {
+            column: values.where(rng.random(len(X)) >= share)
+            for column, values in X.items()
+            if isinstance(values.dtype, pd.CategoricalDtype)
+        }
+        return X.assign(**blanked)
 
     def _lgb_params(self) -> dict:
         return {

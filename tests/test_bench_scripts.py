@@ -203,8 +203,8 @@ def test_measure_and_cpu_tree(bench):
         ("bench_monitor", ["--partners", "300"], "drift checks"),
         (
             "bench_unseen_categories",
-            ["--partners", "300", "--seeds", "1", "--shares", "0,0.1"],
-            "mean |revenue shift| over the columns per share",
+            ["--partners", "300", "--seeds", "1", "--shares", "0,0.1", "--average"],
+            "mean |revenue shift| over the columns per share (geo)",
         ),
         ("bench_build", ["--partners", "300", "--repeat", "1", "--skip-load"], "agreement"),
         ("bench_memory_touch", ["--sizes", "0.02", "--rounds", "1"], "GB first"),

@@ -76,7 +76,7 @@ class PartnerScorePyfunc(mlflow.pyfunc.PythonModel):
         frame = pd.DataFrame(model_input).reset_index(drop=True)
         check_feature_frame(self.model, frame, source="model input")
         # unseen categories are listed by score_features itself (``unseen_categories``)
-        return score_features(self.model, frame)
+        return score_features(self.model, frame, consolidate=True)
 
 
 def registered_version(artifact: Path, registered_model: str | None) -> str:

@@ -307,6 +307,7 @@ def score_features(
     features: pd.DataFrame,
     policy: PolicyConfig | None = None,
     num_threads: int | None = None,
+    consolidate: bool = False,
 ) -> pd.DataFrame:
     """Score a feature frame: one output row per input row, in input order.
 
@@ -317,6 +318,11 @@ def score_features(
             signed_at, tier, region, industry, partner_type.
         policy: Scoring policy (default: the one bundled with the model).
         num_threads: Threads for SHAP contributions (default: the heads' n_jobs).
+        consolidate: Return the frame with its columns in one block per dtype (a copy of the
+            numbers) for a caller who goes on working on it (the Python API, the MLflow
+            model): by default each column is a block of its own, which the batch jobs write
+            out as they are, and pandas warns ``PerformanceWarning: DataFrame is highly
+            fragmented`` on each column then added.
 
     Returns:
         The score rows: partner_id, as_of, age_days, passthrough columns, pred_revenue,
@@ -447,4 +453,5 @@ def score_features(
     )
     cols[UNSEEN] = repeated_text(unseen) if (unseen != "").any() else pd.array(empty, dtype="str")
     # every array above is our own: no defensive copies, no block consolidation (~4x faster)
-    return pd.DataFrame(cols, copy=False)
+    frame = pd.DataFrame(cols, copy=False)
+    return frame.copy() if consolidate else frame

@@ -410,7 +410,8 @@ def score(
         source = str(features) if not isinstance(features, pd.DataFrame) else "features"
         frame = features if isinstance(features, pd.DataFrame) else read_frame(features)
         check_feature_frame(model, frame, source=source, allow_missing=allow_missing_features)
-        return score_features(model, frame, policy=policy)  # unseen_categories included
+        # unseen_categories included; consolidated: the caller goes on working on the frame
+        return score_features(model, frame, policy=policy, consolidate=True)
     if (as_of is None) == (at_age is None):
         raise PartnerscoreError("score: give either as_of or at_age")
     when = _scoring_date(as_of) if as_of is not None else None
@@ -425,7 +426,7 @@ def score(
         frame = build_scoring_frame_at_age(data, days)[0]
     else:
         frame = build_scoring_frame(data, pd.Timestamp(when))
-    return score_features(model, frame, policy=policy)
+    return score_features(model, frame, policy=policy, consolidate=True)
 
 
 def _scoring_date(value) -> date:

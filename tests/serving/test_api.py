@@ -68,6 +68,14 @@ def test_build_from_frames_matches_the_build_job(sim_tables, built_dir):
     assert frame.attrs["snapshots_dropped"] > 0
 
 
+def add_a_column(scores: pd.DataFrame) -> None:
+    """A column added to scored rows, as a user goes on: without pandas' "DataFrame is highly
+    fragmented" PerformanceWarning (each of the ~250 columns was a block of its own)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        scores["owner_note"] = "call"
+
+
 def test_train_and_score_on_frames(api_model, sim_tables):
     uri, result = api_model
     assert result.version
@@ -78,6 +86,7 @@ def test_train_and_score_on_frames(api_model, sim_tables):
     tables = {k: v for k, v in sim_tables.items()}
     scores = partnerscore.score(model, raw=tables, as_of="2026-04-01")
     assert len(scores) and np.isfinite(scores["score"]).all()
+    add_a_column(scores)
     # the same model through a prebuilt feature frame gives the same scores
     from partnerscore.features.pipeline import build_scoring_frame
 
@@ -225,6 +234,8 @@ def test_the_mlflow_model_scores_as_the_api(model_store, sim_tables):
     served = mlflow.pyfunc.load_model("models:/partnerscore/1").predict(feats)
     pd.testing.assert_frame_equal(api, served, check_dtype=False)
     assert api["model_version"].eq("1").all()
+    for frame in (api, served):
+        add_a_column(frame)
 
 
 def test_train_logs_the_hash_of_its_configuration(api_model, built_dir, tmp_path):

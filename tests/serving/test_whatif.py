@@ -137,7 +137,7 @@ def test_an_unchanged_policy_moves_no_partner(program):
     """The decided tier (hysteresis, guardrails, overrides) is not the policy's doing: under
     the same policy every partner keeps its tier (82 of the demo's 2,000 moved before)."""
     model, _, features = program
-    scores = score_features(model, features, policy=PolicyConfig())
+    scores = score_features(model, features, policy=PolicyConfig(), consolidate=True)
     decided = np.where(np.arange(len(scores)) % 7 == 0, "D", scores["score_tier"])
     scores = scores.assign(score_tier_raw=scores["score_tier"], score_tier=decided)
     moves = wi.reapply_policy(scores, PolicyConfig())

@@ -65,7 +65,7 @@ def test_grouped_ks_equals_exact_ks_when_every_value_has_its_bin(a, b):
     ra = np.bincount(np.searchsorted(edges, a), minlength=13)
     rb = np.bincount(np.searchsorted(edges, b), minlength=13)
     d, p = grouped_ks(ra, rb)
-    assert d == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
+    assert d == pytest.approx(stats.ks_2samp(a, b, method="asymp").statistic, abs=1e-12)
     assert 0.0 <= p <= 1.0
 
 

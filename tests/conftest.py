@@ -56,6 +56,36 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=key)
 
 
+def _mlruns_entries(folder) -> set[str]:
+    """What MLflow's default artifact root holds: experiment / kind / run or model folders."""
+    root = folder / "mlruns"
+    if not root.is_dir():
+        return set()
+    return {
+        p.relative_to(root).as_posix() for depth in ("*", "*/*", "*/*/*") for p in root.glob(depth)
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_in_the_working_folders_mlruns():
+    """No test writes MLflow artifacts into ``./mlruns`` of the working folder (MLflow's default
+    artifact root for an experiment created without one): an experiment of a pyfunc test did,
+    one logged model per run of the suite, found 2026-12-07. Checked as each worker's session
+    ends; a folder that was there before keeps what it held."""
+    from pathlib import Path
+
+    folder = Path.cwd()
+    before = _mlruns_entries(folder)
+    yield
+    new = sorted(_mlruns_entries(folder) - before)
+    if new:
+        pytest.fail(
+            f"a test wrote MLflow artifacts into {folder / 'mlruns'}: {', '.join(new[:5])} (give "
+            "its experiment an artifact location under tmp_path)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_uris_as_the_session_began():
     """Every test starts with the MLflow URI variables the session began with."""

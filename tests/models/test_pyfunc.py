@@ -199,7 +199,9 @@ def test_loading_and_logging_a_model_leave_sys_path_as_it_was(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     frame = pd.read_parquet(built_dir / "training_set.parquet")
-    experiment = mlflow.MlflowClient(uri).create_experiment("sys-path")
+    experiment = mlflow.MlflowClient(uri).create_experiment(
+        "sys-path", (tmp_path / "artifacts").as_uri()
+    )  # not the default ./mlruns of the working folder
     with mlflow.start_run(experiment_id=experiment):
         info = log_partner_model(model, None, frame)
     assert info.model_uri

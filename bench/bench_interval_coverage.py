@@ -13,7 +13,9 @@ on each seeded program and reports the holdout coverage
   snapshot covered (stricter, not the goal's reading);
 
 then the mean over programs with its s.e. (programs are independent), the holdout coverage
-per onboarding age, and the share of tier / region portfolio intervals (each age summed on its
+per onboarding age, per fifth of the holdout's predictions (``cov mu_bin_0`` the smallest)
+and for partners that realised nothing / something (``cov label_zero`` / ``_positive``),
+and the share of tier / region portfolio intervals (each age summed on its
 own) covering the realised total, with their median width relative to the expected total.
 ``--diagnose`` also prints, per program, the fitted conformal quantile ``q``, the quantile the
 holdout's own scores would need for exactly 80% (``q_hold``) and, for every expanding time
@@ -45,7 +47,7 @@ from bench_holdout_bias import load, seeds_arg  # noqa: E402
 
 from partnerscore.features.registry import feature_specs  # noqa: E402
 from partnerscore.models.config import PolicyConfig  # noqa: E402
-from partnerscore.models.intervals import conformal_quantile  # noqa: E402
+from partnerscore.models.intervals import conditional_coverage, conformal_quantile  # noqa: E402
 from partnerscore.training.config import TrainConfig  # noqa: E402
 from partnerscore.training.splits import holdout_split, time_folds  # noqa: E402
 from partnerscore.training.train import (  # noqa: E402
@@ -144,6 +146,10 @@ def one_program(args, seed: int) -> dict[str, float]:
         at = (hold["age_days"] == age).to_numpy()
         out[f"share @{int(age)}"] = float(at.mean())
         out[f"cov @{int(age)}"] = float(covered[at].mean())
+    # per fifth of the holdout's predictions (smallest first) and per zero / positive outcome
+    for row in conditional_coverage(y, mu, lo, hi, 5).itertuples():
+        if row.group.startswith(("mu_bin", "label")):
+            out[f"cov {row.group}"] = row.coverage
     # tier / region portfolio intervals, each onboarding age summed on its own (as training logs)
     cells = portfolio_coverage(
         hold.assign(_mu=mu, _sd=model.intervals.sd(mu)),

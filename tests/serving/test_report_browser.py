@@ -387,6 +387,37 @@ def test_pages_print_on_a4_without_cut_content(driver, report_dir, scored_dir):
         driver.set_window_size(1280, 1600)
 
 
+SIDEWAYS_JS = """
+var de = document.documentElement, out = [];
+document.querySelectorAll('svg').forEach(function (e) {
+  var r = e.getBoundingClientRect();
+  if (r.right > de.clientWidth + 1) { out.push(e.getAttribute('class') + ' ' + Math.round(r.right)); }
+});
+return [de.clientWidth, de.scrollWidth, out];
+"""
+
+
+def test_pages_fit_a_narrow_window_without_scrolling_sideways(driver, report_dir, scored_dir):
+    """Below ~1,120 px (a laptop's half screen: 1,024) both pages scrolled sideways, the
+    portfolio's scatter and the partner's engagement waterfall cut at the window's right edge
+    (their fixed widths held the two columns open). The charts now shrink with their column, and
+    a table wider than the window scrolls inside its section: at 1,024, 800 and 400 px the page
+    is no wider than the window and no chart passes its right edge."""
+    root, _ = scored_dir
+    frame = read_scores(root / "scores.csv")
+    widest = frame.loc[frame["deals_won_amount_todate"].idxmax(), "partner_id"]
+    pages = [report_dir / "index.html", report_dir / "partners" / report_filename(widest)]
+    try:
+        for width in (1024, 800, 400):
+            driver.set_window_size(width, 1000)
+            for page in pages:
+                driver.get(page.as_uri())
+                client, scroll, cut = driver.execute_script(SIDEWAYS_JS)
+                assert scroll <= client and cut == [], (width, page.name, client, scroll, cut)
+    finally:
+        driver.set_window_size(1280, 1600)
+
+
 def test_index_columns_sort_from_the_keyboard(driver, report_dir):
     # the sortable headers took mouse clicks only: not focusable, no aria-sort
     from selenium.webdriver.common.by import By

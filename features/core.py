@@ -790,14 +790,13 @@ def publish_listed(
         except OSError as exc:
             discard_staged(staged)
             raise PartnerscoreError(f"{mark}: cannot write: {exc.strerror or exc}") from exc
-        published = publish_staged(staged[:-1])
+        published = publish_staged(staged[:-1])  # each flushed, renamed, its folder flushed
         for fresh, path in folders:
             (swap or os.replace)(fresh, path)
         published += [path for _, path in folders]
-        for parent in {write_target(path).parent for _, path in [*staged, *folders]}:
+        for parent in {write_target(path).parent for _, path in folders}:
             _fsync(parent)
         published += publish_staged(staged[-1:])
-        _fsync(write_target(manifest_path).parent)
         mark.unlink(missing_ok=True)
         _fsync(folder)
     return published
